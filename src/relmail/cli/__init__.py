@@ -1,0 +1,75 @@
+"""The ``relmail`` command line: a thin layer over the library.
+
+Each module in this package holds the commands of one stage and exposes
+them in ``COMMANDS``; :data:`MODULES` is the registry. Commands parse
+options, call the library, and format; any :class:`~relmail.errors.RelmailError`
+becomes one line on stderr and the error's exit code.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+from ..errors import RelmailError
+
+#: Command modules, one per stage; each exposes ``COMMANDS``.
+MODULES = (
+    "project",
+    "database",
+)
+
+
+class RelmailGroup(click.Group):
+    """Maps RelmailError to a one-line message and its exit code."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RelmailError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("Interrupted.", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=RelmailGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="relmail")
+@click.option(
+    "--project",
+    "-p",
+    "project_dir",
+    type=click.Path(file_okay=False, path_type=str),
+    envvar="RELMAIL_PROJECT",
+    help="Project folder (default: the nearest folder holding relmail.toml).",
+)
+@click.pass_context
+def cli(ctx: click.Context, project_dir: str | None) -> None:
+    """relmail: decide which marketing e-mails are worth sending to whom, say why, and send them well.
+
+    \b
+    Quick start:
+      relmail init shop && cd shop
+      relmail db upgrade
+      relmail demo --customers 5000
+    """
+    from ._common import State
+
+    ctx.obj = State(project_dir)
+
+
+for _name in MODULES:
+    for _command in importlib.import_module(f"{__name__}.{_name}").COMMANDS:
+        cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="relmail")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

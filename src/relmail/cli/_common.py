@@ -1,0 +1,80 @@
+"""What every command needs: the project, the database, output helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import click
+from sqlalchemy.engine import Engine
+
+from ..project import Project
+
+
+@dataclass
+class State:
+    project_dir: str | None
+    _project: Project | None = field(default=None, repr=False)
+    _engine: Engine | None = field(default=None, repr=False)
+
+    @property
+    def project(self) -> Project:
+        if self._project is None:
+            self._project = Project.load(self.project_dir)
+        return self._project
+
+    @property
+    def engine(self) -> Engine:
+        """An engine on a database with a current schema (or a clear error)."""
+        if self._engine is None:
+            from ..db import connect
+
+            self._engine = connect(self.project.database_url)
+        return self._engine
+
+
+pass_state = click.make_pass_decorator(State)
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+
+
+def echo_json(obj: Any) -> None:
+    click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+
+
+def echo_table(rows: Iterable[Iterable[Any]], headers: list[str]) -> None:
+    """A plain aligned table: readable in a terminal and in a CI log."""
+    rows = [[_fmt(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(headers)]
+    numeric = [all(_is_number(r[i]) for r in rows) and rows != [] for i in range(len(headers))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(cells, widths, numeric)).rstrip()
+
+    click.echo(line(headers))
+    click.echo("  ".join("-" * w for w in widths))
+    for row in rows:
+        click.echo(line(row))
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return "" if value is None else str(value)
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text.replace(",", ""))
+        return True
+    except ValueError:
+        return False
+
+
+def show_progress() -> bool:
+    """Progress bars only on a terminal: CI logs and pipes stay quiet."""
+    return sys.stderr.isatty()

@@ -1,0 +1,126 @@
+"""Database engines and the versioned schema.
+
+SQLite (a file in the project) is the embedded default; PostgreSQL through a
+``postgresql+psycopg://`` URL is the deployment choice. The schema is owned by
+the Alembic migrations in ``relmail/migrations``: :func:`upgrade` applies
+them, and :func:`connect` refuses a database whose schema is missing or
+behind, instead of silently creating tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from .errors import ConfigError, DatabaseError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (why, report) work while a send writes; NORMAL is
+    # durable across application crashes, which is what the ledger needs.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with relmail's connection settings; no schema check."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; plain URLs would ask for psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError(f"invalid database URL {redact(url)!r}: {exc}") from None
+    return engine
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail:
+        creds, _, host = tail.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open database {redact(str(engine.url))}: {exc.orig}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations up to ``revision``; returns (before, after) revisions."""
+    from alembic import command
+
+    before = current_revision(engine)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"schema upgrade failed: {exc}") from None
+    after = current_revision(engine)
+    with engine.begin() as conn:
+        _ensure_salt(conn)
+    return before, after
+
+
+def _ensure_salt(conn) -> None:
+    from .models import Meta
+
+    table = Meta.__table__
+    if conn.execute(select(table.c.value).where(table.c.key == "address_salt")).first() is None:
+        conn.execute(table.insert().values(key="address_salt", value=secrets.token_hex(16)))
+
+
+def connect(url: str) -> Engine:
+    """An engine for a database whose schema is current, or a clear error."""
+    engine = make_engine(url)
+    have = current_revision(engine)
+    want = head_revision()
+    if have is None:
+        raise DatabaseError(f"database {redact(url)} has no relmail schema; run 'relmail db upgrade'")
+    if have != want:
+        raise DatabaseError(f"database schema is at {have}, relmail needs {want}; run 'relmail db upgrade'")
+    return engine
+
+
+def ping(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot reach database {redact(str(engine.url))}: {exc.orig}") from None

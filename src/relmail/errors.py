@@ -1,0 +1,125 @@
+"""One exception hierarchy for everything a user can cause.
+
+The CLI turns any :class:`RelmailError` into a single line on stderr and the
+class's ``exit_code``; the codes are documented in the README and stable.
+Each error also subclasses the standard exception it most resembles, so
+library callers can catch either.
+"""
+
+from __future__ import annotations
+
+
+class RelmailError(Exception):
+    """Base class of every error relmail raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(RelmailError, ValueError):
+    """The project folder, ``relmail.toml`` or a setting is missing or invalid."""
+
+    exit_code = 3
+
+
+class ValidationError(RelmailError, ValueError):
+    """Input data (an import file, a campaign, a segment) is invalid.
+
+    ``problems`` holds one :class:`Problem` per bad field, each naming the
+    file, line and field; ``str()`` gives the first few.
+    """
+
+    exit_code = 4
+
+    def __init__(self, message: str, problems: list["Problem"] | None = None):
+        self.problems = list(problems or [])
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        head = super().__str__()
+        if not self.problems:
+            return head
+        shown = "; ".join(str(p) for p in self.problems[:3])
+        more = len(self.problems) - 3
+        tail = f" (and {more} more)" if more > 0 else ""
+        return f"{head}: {shown}{tail}"
+
+
+class Problem:
+    """One bad value: where it is and what was expected."""
+
+    __slots__ = ("file", "line", "field", "message")
+
+    def __init__(self, file: str, line: int | None, field: str | None, message: str):
+        self.file = file
+        self.line = line
+        self.field = field
+        self.message = message
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line is not None:
+            where += f":{self.line}"
+        if self.field:
+            where += f": field '{self.field}'"
+        return f"{where}: {self.message}"
+
+    def as_dict(self) -> dict:
+        return {"file": self.file, "line": self.line, "field": self.field, "message": self.message}
+
+    def __repr__(self) -> str:
+        return f"Problem({self.file!r}, {self.line!r}, {self.field!r}, {self.message!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Problem) and self.as_dict() == other.as_dict()
+
+
+class DatabaseError(RelmailError, RuntimeError):
+    """The database cannot be reached, or its schema is missing or outdated."""
+
+    exit_code = 5
+
+
+class TemplateError(RelmailError, ValueError):
+    """A template has a syntax error or failed to render."""
+
+    exit_code = 6
+
+
+class DeliveryError(RelmailError, RuntimeError):
+    """An adapter could not deliver, or is misconfigured for delivery."""
+
+    exit_code = 7
+
+
+class UnsupportedFeature(DeliveryError):
+    """An adapter was asked for something its provider cannot do."""
+
+
+class NotFound(RelmailError, LookupError):
+    """A named customer, run, campaign, message or template does not exist."""
+
+    exit_code = 8
+
+
+class Conflict(RelmailError, RuntimeError):
+    """The request clashes with existing state (a run exists, a lock is held)."""
+
+    exit_code = 9
+
+
+class GateFailed(RelmailError):
+    """A CI policy gate failed (suppression rate, minimum sends, render errors)."""
+
+    exit_code = 10
+
+
+class SignatureError(RelmailError, ValueError):
+    """A token or webhook signature is missing, forged or expired."""
+
+    exit_code = 11
+
+
+class ModelError(RelmailError, ValueError):
+    """A model file is missing, untrusted or incompatible."""
+
+    exit_code = 12

@@ -1,0 +1,268 @@
+"""A relmail project: a folder with ``relmail.toml``, campaigns, segments, templates.
+
+Settings are read once into plain dataclasses. Secrets are never stored in
+the file: ``[secrets]`` names the environment variables that hold them, and
+:meth:`Project.secret` reads them when needed.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+CONFIG_NAME = "relmail.toml"
+ENV_DATABASE_URL = "RELMAIL_DATABASE_URL"
+ENV_PROJECT = "RELMAIL_PROJECT"
+
+#: Default environment-variable names for each secret relmail knows about.
+DEFAULT_SECRETS = {
+    "signing_key": "RELMAIL_SIGNING_KEY",
+    "smtp_password": "RELMAIL_SMTP_PASSWORD",
+    "esp_api_key": "RELMAIL_ESP_API_KEY",
+    "webhook_key": "RELMAIL_WEBHOOK_KEY",
+    "dkim_private_key": "RELMAIL_DKIM_PRIVATE_KEY",
+}
+
+
+@dataclass(frozen=True)
+class Sender:
+    from_name: str
+    from_email: str
+    reply_to: str | None = None
+
+    @property
+    def domain(self) -> str:
+        return self.from_email.rpartition("@")[2]
+
+
+@dataclass(frozen=True)
+class Brand:
+    name: str
+    url: str = ""
+    color: str = "#1a73e8"
+    logo_url: str = ""
+    postal_address: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    name: str
+    database_url: str
+    default_locale: str
+    timezone: str
+    sender: Sender
+    brand: Brand
+    unsubscribe_url: str
+    unsubscribe_mailto: str | None
+    secrets: dict[str, str]
+    #: Every table of the file as read, for the stages that own their own
+    #: sections (``[delivery]``, ``[tracking]``, ``[model]`` ...).
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> dict[str, Any]:
+        value = self.raw.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{CONFIG_NAME}: [{name}] must be a table")
+        return value
+
+
+@dataclass(frozen=True)
+class Project:
+    """A loaded project. ``root`` is the folder holding ``relmail.toml``."""
+
+    root: Path
+    settings: Settings
+
+    @property
+    def campaigns_dir(self) -> Path:
+        return self.root / "campaigns"
+
+    @property
+    def segments_dir(self) -> Path:
+        return self.root / "segments"
+
+    @property
+    def templates_dir(self) -> Path:
+        return self.root / "templates"
+
+    @property
+    def database_url(self) -> str:
+        """The database URL: ``RELMAIL_DATABASE_URL`` wins over the file.
+
+        A relative SQLite path is taken relative to the project folder, so
+        commands behave the same from any working directory.
+        """
+        url = os.environ.get(ENV_DATABASE_URL) or self.settings.database_url
+        return resolve_sqlite_path(url, self.root)
+
+    def secret(self, name: str, required: bool = True) -> str | None:
+        """Read secret ``name`` from the environment variable the project names."""
+        var = self.settings.secrets.get(name) or DEFAULT_SECRETS.get(name)
+        if var is None:
+            raise ConfigError(f"unknown secret '{name}'")
+        value = os.environ.get(var)
+        if not value and required:
+            raise ConfigError(f"secret '{name}' is not set: export {var}=...")
+        return value or None
+
+    @classmethod
+    def load(cls, root: str | os.PathLike | None = None) -> "Project":
+        """Load the project at ``root``, or find it from ``$RELMAIL_PROJECT`` or the cwd upwards."""
+        folder = find_project_root(root)
+        return cls(root=folder, settings=load_settings(folder / CONFIG_NAME))
+
+
+def resolve_sqlite_path(url: str, root: Path) -> str:
+    prefix = "sqlite:///"
+    if url.startswith(prefix) and not url.startswith("sqlite:////"):
+        path = url[len(prefix):]
+        if path and path != ":memory:" and not Path(path).is_absolute():
+            return prefix + str((root / path).resolve())
+    return url
+
+
+def find_project_root(start: str | os.PathLike | None = None) -> Path:
+    if start is not None:
+        folder = Path(start).expanduser().resolve()
+        if not (folder / CONFIG_NAME).is_file():
+            raise ConfigError(f"{folder} is not a relmail project (no {CONFIG_NAME}); run 'relmail init {start}'")
+        return folder
+    env = os.environ.get(ENV_PROJECT)
+    if env:
+        return find_project_root(env)
+    here = Path.cwd().resolve()
+    for folder in (here, *here.parents):
+        if (folder / CONFIG_NAME).is_file():
+            return folder
+    raise ConfigError(f"no {CONFIG_NAME} in {here} or its parents; use --project DIR or run 'relmail init DIR'")
+
+
+def _get(table: dict, key: str, kind: type, where: str, default: Any = ...) -> Any:
+    if key not in table:
+        if default is ...:
+            raise ConfigError(f"{where}: missing key '{key}'")
+        return default
+    value = table[key]
+    if not isinstance(value, kind):
+        raise ConfigError(f"{where}: key '{key}' must be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def load_settings(path: Path) -> Settings:
+    """Parse and validate ``relmail.toml``; errors name the file and key."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+
+    def table(name: str) -> dict:
+        value = data.get(name, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: [{name}] must be a table")
+        return value
+
+    proj, snd, brand, unsub, secrets = (table(n) for n in ("project", "sender", "brand", "unsubscribe", "secrets"))
+    where = f"{path} [project]"
+    name = _get(proj, "name", str, where)
+    sender = Sender(
+        from_name=_get(snd, "from_name", str, f"{path} [sender]", name),
+        from_email=_get(snd, "from_email", str, f"{path} [sender]"),
+        reply_to=_get(snd, "reply_to", str, f"{path} [sender]", None),
+    )
+    if "@" not in sender.from_email:
+        raise ConfigError(f"{path} [sender]: from_email '{sender.from_email}' is not an e-mail address")
+    for key, value in secrets.items():
+        if not isinstance(value, str) or not value.isidentifier():
+            raise ConfigError(
+                f"{path} [secrets]: '{key}' must name an environment variable (the secret itself never goes in the file)"
+            )
+    return Settings(
+        name=name,
+        database_url=_get(proj, "database_url", str, where, "sqlite:///relmail.db"),
+        default_locale=_get(proj, "default_locale", str, where, "en_GB"),
+        timezone=_get(proj, "timezone", str, where, "UTC"),
+        sender=sender,
+        brand=Brand(
+            name=_get(brand, "name", str, f"{path} [brand]", name),
+            url=_get(brand, "url", str, f"{path} [brand]", ""),
+            color=_get(brand, "color", str, f"{path} [brand]", "#1a73e8"),
+            logo_url=_get(brand, "logo_url", str, f"{path} [brand]", ""),
+            postal_address=_get(brand, "postal_address", str, f"{path} [brand]", ""),
+        ),
+        unsubscribe_url=_get(unsub, "base_url", str, f"{path} [unsubscribe]", ""),
+        unsubscribe_mailto=_get(unsub, "mailto", str, f"{path} [unsubscribe]", None),
+        secrets={**DEFAULT_SECRETS, **secrets},
+        raw=data,
+    )
+
+
+def example_dir() -> Path:
+    """The example project shipped with relmail (campaigns, segments, templates)."""
+    return Path(__file__).parent / "example"
+
+
+DEFAULT_CONFIG = """\
+# relmail project settings. Secrets never go in this file: [secrets] names
+# the environment variables that hold them.
+
+[project]
+name = "{name}"
+# SQLite in this folder by default; RELMAIL_DATABASE_URL overrides, e.g.
+# postgresql+psycopg://user@host:5432/dbname
+database_url = "sqlite:///relmail.db"
+default_locale = "en_GB"
+timezone = "Europe/Amsterdam"
+
+[sender]
+from_name = "{name}"
+from_email = "news@fietsenwinkel.example"
+reply_to = "service@fietsenwinkel.example"
+
+[brand]
+name = "{name}"
+url = "https://fietsenwinkel.example"
+color = "#0b6e4f"
+logo_url = "https://fietsenwinkel.example/logo.png"
+postal_address = "Keizersgracht 1, 1015 CJ Amsterdam, NL"
+
+[unsubscribe]
+base_url = "https://fietsenwinkel.example/relmail"
+mailto = "unsubscribe@fietsenwinkel.example"
+
+[secrets]
+signing_key = "RELMAIL_SIGNING_KEY"
+smtp_password = "RELMAIL_SMTP_PASSWORD"
+esp_api_key = "RELMAIL_ESP_API_KEY"
+webhook_key = "RELMAIL_WEBHOOK_KEY"
+
+[delivery]
+adapter = "file"
+outbox = "outbox"
+"""
+
+
+def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: bool = False) -> Project:
+    """Create a project folder with ``relmail.toml`` and the example files."""
+    root = Path(folder).expanduser().resolve()
+    config = root / CONFIG_NAME
+    if config.exists() and not force:
+        raise ConfigError(f"{config} exists already; use --force to overwrite the example files")
+    root.mkdir(parents=True, exist_ok=True)
+    config.write_text(DEFAULT_CONFIG.format(name=name), encoding="utf-8")
+    for sub in ("campaigns", "segments", "templates"):
+        source = example_dir() / sub
+        if source.is_dir():
+            shutil.copytree(source, root / sub, dirs_exist_ok=True)
+        else:
+            (root / sub).mkdir(exist_ok=True)
+    return Project.load(root)

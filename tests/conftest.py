@@ -1,0 +1,142 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL) and a project folder.
+
+Every test that takes ``db_url`` (or ``engine`` / ``project``) runs once per
+backend. PostgreSQL tests use a fresh database on the server named by
+``RELMAIL_TEST_POSTGRES_URL`` (default: the local server, database ``test``)
+and are skipped when it cannot be reached, unless
+``RELMAIL_TEST_REQUIRE_POSTGRES=1`` (set by CI), which makes that a failure.
+``RELMAIL_TEST_BACKENDS=sqlite`` limits a run to one backend.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from relmail.db import make_engine, upgrade
+from relmail.project import init_project
+
+PG_URL = os.environ.get("RELMAIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+BACKENDS = [b.strip() for b in os.environ.get("RELMAIL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
+REQUIRE_PG = os.environ.get("RELMAIL_TEST_REQUIRE_POSTGRES") == "1"
+
+#: Tables kept between tests: the schema version and the address salt.
+KEEP = {"alembic_version", "meta"}
+
+
+def _pg_admin():
+    return create_engine(PG_URL, isolation_level="AUTOCOMMIT")
+
+
+def _pg_available() -> str | None:
+    try:
+        with _pg_admin().connect() as conn:
+            conn.execute(text("SELECT 1"))
+        return None
+    except Exception as exc:  # any failure to connect means "not here"
+        return f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}"
+
+
+class PostgresDatabases:
+    """Creates throw-away databases on the test server and drops them at the end."""
+
+    def __init__(self):
+        self.admin = _pg_admin()
+        self.created: list[str] = []
+
+    def create(self) -> str:
+        name = f"relmail_test_{uuid.uuid4().hex[:12]}"
+        with self.admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        self.created.append(name)
+        return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+    def drop_all(self):
+        with self.admin.connect() as conn:
+            for name in self.created:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_databases():
+    reason = _pg_available()
+    if reason:
+        if REQUIRE_PG:
+            pytest.fail(reason + " (RELMAIL_TEST_REQUIRE_POSTGRES=1)")
+        pytest.skip(reason)
+    dbs = PostgresDatabases()
+    yield dbs
+    dbs.drop_all()
+
+
+@pytest.fixture(scope="session")
+def pg_template_url(pg_databases):
+    url = pg_databases.create()
+    engine = make_engine(url)
+    upgrade(engine)
+    engine.dispose()
+    return url
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sqlite-template") / "relmail.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()
+    return path
+
+
+def _truncate(url: str) -> None:
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        tables = [
+            r[0]
+            for r in conn.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"))
+            if r[0] not in KEEP
+        ]
+        if tables:
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY"))
+    engine.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request, tmp_path):
+    """URL of an upgraded, empty relmail database on each backend."""
+    if request.param == "sqlite":
+        path = tmp_path / "relmail.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
+    if request.param == "postgresql":
+        url = request.getfixturevalue("pg_template_url")
+        _truncate(url)
+        return url
+    raise ValueError(f"unknown backend {request.param!r} in RELMAIL_TEST_BACKENDS")
+
+
+@pytest.fixture(params=BACKENDS)
+def empty_db_url(request, tmp_path):
+    """URL of a database with no relmail schema at all, on each backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'empty.db'}"
+    return request.getfixturevalue("pg_databases").create()
+
+
+@pytest.fixture
+def engine(db_url):
+    eng = make_engine(db_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def project(tmp_path, db_url, monkeypatch):
+    """A project made by ``relmail init`` whose database is ``db_url``."""
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    return init_project(tmp_path / "shop")
