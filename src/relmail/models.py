@@ -76,10 +76,10 @@ class Customer(SQLModel, table=True):
     email: str = Field(sa_column=Column(String(320), nullable=False, index=True))
     first_name: Optional[str] = Field(default=None, sa_column=Column(String(200)))
     last_name: Optional[str] = Field(default=None, sa_column=Column(String(200)))
-    locale: str = Field(default="en_GB", sa_column=Column(String(16), nullable=False))
-    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False))
+    locale: str = Field(default="en_GB", sa_column=Column(String(16), nullable=False, default="en_GB"))
+    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False, default="UTC"))
     created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
-    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
 
 
 class Product(SQLModel, table=True):
@@ -91,7 +91,7 @@ class Product(SQLModel, table=True):
     price: float = Field(default=0.0, nullable=False)
     url: Optional[str] = Field(default=None, sa_column=Column(String(2000)))
     #: Features a customer can use (``usage`` events name one of these).
-    features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
 
 
 class Preference(SQLModel, table=True):
@@ -106,7 +106,7 @@ class Preference(SQLModel, table=True):
     max_per_week: Optional[int] = Field(default=None)
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     #: Where the consent came from: import, signup-form, unsubscribe-link, esp-webhook ...
-    source: str = Field(default="import", sa_column=Column(String(100), nullable=False))
+    source: str = Field(default="import", sa_column=Column(String(100), nullable=False, default="import"))
 
 
 class Event(SQLModel, table=True):
@@ -127,8 +127,11 @@ class Event(SQLModel, table=True):
     feature: Optional[str] = Field(default=None, sa_column=Column(String(100)))
     #: Money for a purchase, count for usage.
     value: Optional[float] = Field(default=None)
+    #: For e-mail events: the message, its run and its consent topic, so
+    #: frequency caps per topic and "already sent" read the events alone.
     message_id: Optional[str] = Field(default=None, sa_column=Column(String(100)))
     run_id: Optional[str] = Field(default=None, sa_column=Column(String(100)))
+    topic: Optional[str] = Field(default=None, sa_column=Column(String(100)))
 
 
 class Suppression(SQLModel, table=True):

@@ -79,6 +79,7 @@ def upgrade() -> None:
     sa.Column('value', sa.Float(), nullable=True),
     sa.Column('message_id', sa.String(length=100), nullable=True),
     sa.Column('run_id', sa.String(length=100), nullable=True),
+    sa.Column('topic', sa.String(length=100), nullable=True),
     sa.PrimaryKeyConstraint('id'),
     sa.UniqueConstraint('event_id')
     )
