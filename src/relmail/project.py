@@ -27,6 +27,9 @@ DEFAULT_SECRETS = {
     "esp_api_key": "RELMAIL_ESP_API_KEY",
     "webhook_key": "RELMAIL_WEBHOOK_KEY",
     "dkim_private_key": "RELMAIL_DKIM_PRIVATE_KEY",
+    "sendgrid_webhook_public_key": "RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY",
+    "mailgun_webhook_key": "RELMAIL_MAILGUN_WEBHOOK_KEY",
+    "postmark_webhook_password": "RELMAIL_POSTMARK_WEBHOOK_PASSWORD",
 }
 
 

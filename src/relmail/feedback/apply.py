@@ -1,0 +1,259 @@
+"""Writing feedback events to the store: in bulk, idempotently.
+
+Every event becomes one ``events`` row (``email_bounced_hard`` ...) whose
+``event_id`` is the provider plus the provider's event id, so a webhook the
+provider delivers again, or an export imported twice, writes nothing new.
+Complaints and unsubscribes also withdraw consent in ``preferences``: the
+topic the recipient left, or ``*`` (everything). Hard bounces, complaints
+and unsubscribes are what the plan's suppression rules read.
+
+All lookups and writes are set-based (one query per chunk, Core
+executemany), never per-row ORM, so an export of 100k events applies in
+seconds.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Iterable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+from ..addresses import normalize
+from ..models import Customer, Event, Preference
+from .events import OPT_OUT_TYPES, FeedbackEvent
+
+#: IN-list size: well under SQLite's bound-parameter limit.
+_CHUNK = 500
+
+#: The global consent switch in ``preferences``.
+ALL_TOPICS = "*"
+
+
+@dataclass
+class ApplyResult:
+    """What applying a batch of events did."""
+
+    #: Newly written events per normalized type.
+    applied: Counter = field(default_factory=Counter)
+    #: Events already in the store (a redelivered webhook, a re-import).
+    duplicates: int = 0
+    #: Events whose recipient is no customer of ours (skipped, not an error).
+    unknown_recipients: int = 0
+    #: Preference rows switched to opted out.
+    opt_outs: int = 0
+
+    @property
+    def total_applied(self) -> int:
+        return sum(self.applied.values())
+
+    def as_dict(self) -> dict:
+        return {
+            "applied": dict(sorted(self.applied.items())),
+            "total_applied": self.total_applied,
+            "duplicates": self.duplicates,
+            "unknown_recipients": self.unknown_recipients,
+            "opt_outs": self.opt_outs,
+        }
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def dialect_insert(conn: Connection, table):
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def _existing_customers(conn: Connection, ids: set[str]) -> set[str]:
+    table = Customer.__table__
+    found: set[str] = set()
+    for chunk in _chunks(sorted(ids)):
+        found.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
+    return found
+
+
+def _customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[str]]:
+    """Normalized address -> customer ids (an address may belong to several)."""
+    table = Customer.__table__
+    # Compare lower-cased in SQL too: imported addresses may keep their case.
+    key = func.lower(func.trim(table.c.email))
+    found: dict[str, list[str]] = {}
+    for chunk in _chunks(sorted(addresses)):
+        for cid, email in conn.execute(select(table.c.id, key).where(key.in_(chunk)).order_by(table.c.id)):
+            found.setdefault(email, []).append(cid)
+    return found
+
+
+def _sent_topics(conn: Connection, run_ids: set[str]) -> dict[tuple[str, str, str], str]:
+    """(customer, run, message) -> topic, from the ``email_sent`` events of these runs."""
+    table = Event.__table__
+    topics: dict[tuple[str, str, str], str] = {}
+    for chunk in _chunks(sorted(run_ids)):
+        rows = conn.execute(
+            select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.topic).where(
+                table.c.type == "email_sent", table.c.run_id.in_(chunk), table.c.topic.is_not(None)
+            )
+        )
+        for cid, run, message, topic in rows:
+            topics[(cid, run, message)] = topic
+    return topics
+
+
+def _existing_event_ids(conn: Connection, ids: list[str]) -> set[str]:
+    table = Event.__table__
+    found: set[str] = set()
+    for chunk in _chunks(ids):
+        found.update(conn.execute(select(table.c.event_id).where(table.c.event_id.in_(chunk))).scalars())
+    return found
+
+
+def resolve(conn: Connection, events: Sequence[FeedbackEvent]) -> tuple[list[tuple[str, str, FeedbackEvent]], int]:
+    """Pair each event with the customers it concerns.
+
+    Returns ``[(event_id, customer_id, event), ...]`` and the number of
+    events whose recipient is unknown. The metadata's customer id wins when
+    that customer exists; otherwise the recipient address decides, and an
+    address shared by several customers applies to each of them (a bounce
+    or an unsubscribe is about the mailbox, not one record).
+    """
+    known = _existing_customers(conn, {e.customer_id for e in events if e.customer_id})
+    need_address = {normalize(e.recipient) for e in events if e.customer_id not in known and e.recipient}
+    by_address = _customers_by_address(conn, need_address) if need_address else {}
+    pairs: list[tuple[str, str, FeedbackEvent]] = []
+    unknown = 0
+    for event in events:
+        if event.customer_id in known:
+            pairs.append((event.event_id, event.customer_id, event))
+            continue
+        ids = by_address.get(normalize(event.recipient), []) if event.recipient else []
+        if not ids:
+            unknown += 1
+        elif len(ids) == 1:
+            pairs.append((event.event_id, ids[0], event))
+        else:
+            pairs.extend((f"{event.event_id}#{cid}"[:128], cid, event) for cid in ids)
+    return pairs, unknown
+
+
+def apply_events(
+    target: Engine | Connection,
+    events: Sequence[FeedbackEvent],
+    source: str = "esp-webhook",
+    opt_out_duplicates: bool = False,
+) -> ApplyResult:
+    """Write ``events`` to the store; a second call with the same events writes nothing.
+
+    ``target`` is an engine (one transaction is opened) or a connection
+    inside the caller's transaction (so an import is all-or-nothing).
+    ``source`` is recorded on the preference rows an opt-out writes.
+    ``opt_out_duplicates`` re-applies the opt-out of an event already
+    stored: an unsubscribe link clicked again after the customer had
+    re-subscribed must unsubscribe again.
+    """
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            return apply_events(conn, events, source, opt_out_duplicates)
+    conn = target
+    result = ApplyResult()
+    if not events:
+        return result
+    pairs, result.unknown_recipients = resolve(conn, events)
+
+    # De-duplicate inside the batch first (an export can repeat an event),
+    # then against the store.
+    unique: dict[str, tuple[str, FeedbackEvent]] = {}
+    for event_id, cid, event in pairs:
+        if event_id in unique:
+            result.duplicates += 1
+        else:
+            unique[event_id] = (cid, event)
+    stored = _existing_event_ids(conn, list(unique))
+    result.duplicates += len(stored)
+
+    run_ids = {e.run_id for _, e in unique.values() if e.run_id}
+    topics = _sent_topics(conn, run_ids) if run_ids else {}
+
+    rows, opt_outs = [], []
+    for event_id, (cid, event) in unique.items():
+        topic = event.topic or topics.get((cid, event.run_id, event.message_id))
+        is_new = event_id not in stored
+        if is_new:
+            result.applied[event.type] += 1
+            rows.append(
+                {
+                    "event_id": event_id,
+                    "customer_id": cid,
+                    "type": event.store_type,
+                    "occurred_at": event.occurred_at,
+                    "message_id": event.message_id,
+                    "run_id": event.run_id,
+                    "topic": topic,
+                }
+            )
+        if event.type in OPT_OUT_TYPES and (is_new or opt_out_duplicates):
+            # A complaint means "stop everything"; an unsubscribe is global
+            # unless the provider says the recipient left one list.
+            scope_topic = topic if event.type == "unsubscribed" and event.scope == "topic" else None
+            opt_outs.append((cid, scope_topic or ALL_TOPICS, event.occurred_at))
+
+    if rows:
+        table = Event.__table__
+        conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[table.c.event_id]), rows)
+    if opt_outs:
+        result.opt_outs = opt_out(conn, opt_outs, source)
+    return result
+
+
+def opt_out(conn: Connection, items: Iterable[tuple[str, str, datetime]], source: str) -> int:
+    """Set (customer, topic) to opted out as of each time; returns rows changed.
+
+    A row already opted out is left as it is (a replay changes nothing), and
+    so is a row whose consent was updated *after* the event: an old
+    unsubscribe imported late must not undo a newer opt-in.
+    """
+    latest: dict[tuple[str, str], datetime] = {}
+    for cid, topic, when in items:
+        key = (cid, topic)
+        if key not in latest or when > latest[key]:
+            latest[key] = when
+    table = Preference.__table__
+    rows = [
+        {"customer_id": cid, "topic": topic, "opted_in": False, "updated_at": when, "source": source}
+        for (cid, topic), when in latest.items()
+    ]
+    before = _opted_out_count(conn, list(latest))
+    stmt = dialect_insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.customer_id, table.c.topic],
+        set_={"opted_in": False, "updated_at": stmt.excluded.updated_at, "source": stmt.excluded.source},
+        where=(table.c.opted_in.is_(True)) & (table.c.updated_at <= stmt.excluded.updated_at),
+    )
+    conn.execute(stmt, rows)
+    return _opted_out_count(conn, list(latest)) - before
+
+
+def _opted_out_count(conn: Connection, keys: list[tuple[str, str]]) -> int:
+    """How many of these (customer, topic) rows are opted out (rowcount is unreliable with executemany)."""
+    table = Preference.__table__
+    total = 0
+    for chunk in _chunks(keys):
+        by_customer: dict[str, list[str]] = {}
+        for cid, topic in chunk:
+            by_customer.setdefault(cid, []).append(topic)
+        rows = conn.execute(
+            select(table.c.customer_id, table.c.topic).where(
+                table.c.customer_id.in_(list(by_customer)), table.c.opted_in.is_(False)
+            )
+        )
+        total += sum(1 for cid, topic in rows if topic in by_customer.get(cid, ()))
+    return total

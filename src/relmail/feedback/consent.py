@@ -1,0 +1,190 @@
+"""Consent changes a customer makes through a signed link.
+
+``/unsubscribe/<token>`` (RFC 8058 one-click, or the confirmation page's
+buttons) and ``/preferences/<token>`` land here. The signed token is the
+capability: whoever holds it may change this one customer's consent, which
+is exactly what the e-mail it came in was for. No cookie or CSRF token is
+involved, because RFC 8058 POSTs carry nothing else, and none is needed:
+a forged request cannot name a customer without a valid signature.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine
+
+from ..models import Customer, Event, Preference
+from ..tokens import Claims
+from .apply import ALL_TOPICS, ApplyResult, apply_events, dialect_insert
+from .events import FeedbackEvent, derived_id
+
+#: The demo shop's topics; every preference page offers at least these.
+DEFAULT_TOPICS = ("newsletter", "promotions", "product-tips", "service")
+LINK_PROVIDER = "link"
+
+
+@dataclass
+class PreferenceState:
+    """What the preference page shows for one customer."""
+
+    customer_id: str
+    #: topic -> subscribed (a topic without a row counts as subscribed).
+    topics: dict[str, bool] = field(default_factory=dict)
+    unsubscribed_all: bool = False
+    max_per_week: int | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def customer_exists(engine: Engine, customer_id: str) -> bool:
+    table = Customer.__table__
+    with engine.connect() as conn:
+        return conn.execute(select(table.c.id).where(table.c.id == customer_id)).first() is not None
+
+
+def _sent_message(conn, claims: Claims) -> str | None:
+    table = Event.__table__
+    return conn.execute(
+        select(table.c.message_id)
+        .where(table.c.type == "email_sent", table.c.customer_id == claims.customer_id,
+               table.c.run_id == claims.run_id, table.c.topic == claims.topic)
+        .limit(1)
+    ).scalar_one_or_none()
+
+
+def unsubscribe(engine: Engine, claims: Claims, everything: bool = False, now: datetime | None = None) -> ApplyResult:
+    """Opt the token's customer out of the token's topic (or of everything).
+
+    Idempotent: the ``email_unsubscribed`` event's id is derived from
+    (customer, run, scope), so a replayed POST writes no second event, and
+    an opted-out row stays as it was. A link used again after the customer
+    re-subscribed unsubscribes again.
+    """
+    topic = ALL_TOPICS if everything or claims.topic in ("", ALL_TOPICS) else claims.topic
+    with engine.begin() as conn:
+        message = _sent_message(conn, claims)
+        event = FeedbackEvent(
+            type="unsubscribed",
+            occurred_at=now or _now(),
+            recipient="",
+            provider=LINK_PROVIDER,
+            provider_event_id=derived_id(claims.customer_id, claims.run_id, topic),
+            customer_id=claims.customer_id,
+            run_id=claims.run_id or None,
+            message_id=message,
+            topic=None if topic == ALL_TOPICS else topic,
+            scope="all" if topic == ALL_TOPICS else "topic",
+        )
+        return apply_events(conn, [event], source="unsubscribe-link", opt_out_duplicates=True)
+
+
+def campaign_topics(campaigns_dir: Path) -> set[str]:
+    """Every ``topic:`` value in ``campaigns/*.yml`` (unreadable files are skipped: the plan reports them)."""
+    import yaml
+
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "topic" and isinstance(value, str):
+                    found.add(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    if campaigns_dir.is_dir():
+        for path in sorted(campaigns_dir.glob("*.y*ml")):
+            try:
+                walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+            except (OSError, UnicodeDecodeError, yaml.YAMLError):
+                continue
+    return found
+
+
+def preference_state(engine: Engine, customer_id: str, extra_topics: set[str] = frozenset()) -> PreferenceState:
+    """The customer's consent per topic, the global switch and the frequency wish."""
+    table = Preference.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(table.c.topic, table.c.opted_in, table.c.max_per_week).where(table.c.customer_id == customer_id)
+        ).all()
+    state = PreferenceState(customer_id)
+    stored = {topic: (opted_in, cap) for topic, opted_in, cap in rows}
+    for topic in sorted(set(DEFAULT_TOPICS) | set(extra_topics) | (set(stored) - {ALL_TOPICS})):
+        state.topics[topic] = bool(stored.get(topic, (True, None))[0])
+    if ALL_TOPICS in stored:
+        state.unsubscribed_all = not stored[ALL_TOPICS][0]
+        state.max_per_week = stored[ALL_TOPICS][1]
+    return state
+
+
+def update_preferences(
+    engine: Engine,
+    claims: Claims,
+    subscribed: set[str],
+    unsubscribe_all: bool,
+    max_per_week: int | None,
+    extra_topics: set[str] = frozenset(),
+    now: datetime | None = None,
+) -> list[str]:
+    """Apply the preference form; returns what changed, e.g. ``["promotions: off"]``.
+
+    Only changed rows are written (source ``preference-page``), so posting
+    the same form twice changes nothing the second time. Every switch to
+    "off" also records an ``email_unsubscribed`` event.
+    """
+    now = now or _now()
+    before = preference_state(engine, claims.customer_id, extra_topics)
+    changes: list[str] = []
+    rows: list[dict] = []
+    offs: list[str] = []
+    for topic, was_on in before.topics.items():
+        want = topic in subscribed
+        if want != was_on:
+            changes.append(f"{topic}: {'on' if want else 'off'}")
+            rows.append({"customer_id": claims.customer_id, "topic": topic, "opted_in": want})
+            if not want:
+                offs.append(topic)
+    if unsubscribe_all != before.unsubscribed_all or max_per_week != before.max_per_week:
+        if unsubscribe_all != before.unsubscribed_all:
+            changes.append(f"everything: {'off' if unsubscribe_all else 'on'}")
+            if unsubscribe_all:
+                offs.append(ALL_TOPICS)
+        if max_per_week != before.max_per_week:
+            changes.append(f"max per week: {max_per_week if max_per_week is not None else 'no limit'}")
+        rows.append({"customer_id": claims.customer_id, "topic": ALL_TOPICS, "opted_in": not unsubscribe_all,
+                     "max_per_week": max_per_week})
+    if not rows:
+        return changes
+    table = Preference.__table__
+    with engine.begin() as conn:
+        for row in rows:
+            values = {**row, "updated_at": now, "source": "preference-page"}
+            stmt = dialect_insert(conn, table).values(**values)
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[table.c.customer_id, table.c.topic],
+                set_={k: v for k, v in values.items() if k not in ("customer_id", "topic")},
+            )
+            conn.execute(stmt)
+        events = [
+            FeedbackEvent(
+                type="unsubscribed", occurred_at=now, recipient="", provider="preferences",
+                provider_event_id=derived_id(claims.customer_id, topic, now.isoformat()),
+                customer_id=claims.customer_id, run_id=claims.run_id or None,
+                topic=None if topic == ALL_TOPICS else topic, scope="all" if topic == ALL_TOPICS else "topic",
+            )
+            for topic in offs
+        ]
+        if events:
+            # The rows are already opted out above; this records the events.
+            apply_events(conn, events, source="preference-page")
+    return changes

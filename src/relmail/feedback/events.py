@@ -1,0 +1,135 @@
+"""The normalized feedback event every provider's payload is turned into.
+
+Each ESP names its events differently (SendGrid ``spamreport``, Mailgun
+``complained``, Postmark ``SpamComplaint``, SES ``Complaint``); the rest of
+relmail only ever sees :class:`FeedbackEvent` with one of :data:`TYPES`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Mapping
+
+#: Normalized feedback types, and the ``events.type`` each is stored as.
+STORE_TYPES = {
+    "delivered": "email_delivered",
+    "bounced_hard": "email_bounced_hard",
+    "bounced_soft": "email_bounced_soft",
+    "complained": "email_complained",
+    "unsubscribed": "email_unsubscribed",
+    "opened": "email_opened",
+    "clicked": "email_clicked",
+}
+TYPES = tuple(STORE_TYPES)
+
+#: Types that withdraw consent (they also write a preference opt-out).
+OPT_OUT_TYPES = ("complained", "unsubscribed")
+
+#: ``events.event_id`` is a String(128).
+_MAX_EVENT_ID = 128
+
+#: The metadata keys every delivery adapter attaches to a message.
+META_CUSTOMER = "relmail_customer"
+META_RUN = "relmail_run"
+META_MESSAGE = "relmail_message"
+
+
+@dataclass(frozen=True)
+class FeedbackEvent:
+    """One thing that happened to one sent e-mail, in relmail's words.
+
+    ``customer_id``, ``run_id`` and ``message_id`` come from the metadata the
+    delivery adapter attached (``relmail_customer`` ...); when they are
+    missing the recipient address finds the customer. ``topic`` is set for
+    list-level unsubscribes (an opt-out of one topic instead of everything).
+    ``esp_event`` keeps the provider's raw event for debugging; it is never
+    stored in full.
+    """
+
+    type: str
+    occurred_at: datetime
+    recipient: str
+    provider: str
+    provider_event_id: str
+    customer_id: str | None = None
+    run_id: str | None = None
+    message_id: str | None = None
+    topic: str | None = None
+    #: For ``unsubscribed``: ``"all"`` (every topic) or ``"topic"`` (only the
+    #: list the message came from: ``topic``, else the sent message's topic).
+    scope: str = "all"
+    reason: str | None = None
+    url: str | None = None
+    esp_event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.type not in STORE_TYPES:
+            raise ValueError(f"unknown feedback type {self.type!r}; expected one of {', '.join(TYPES)}")
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at must be timezone-aware")
+        if self.scope not in ("all", "topic"):
+            raise ValueError(f"scope must be 'all' or 'topic', got {self.scope!r}")
+        if not self.provider_event_id:
+            raise ValueError("provider_event_id must not be empty")
+
+    @property
+    def store_type(self) -> str:
+        """The ``events.type`` this event is stored as (``email_bounced_hard`` ...)."""
+        return STORE_TYPES[self.type]
+
+    @property
+    def event_id(self) -> str:
+        """The store's de-duplication key: provider plus the provider's event id.
+
+        A webhook the provider delivers twice has the same key, so the second
+        delivery writes nothing. Over-long ids are hashed to fit the column.
+        """
+        key = f"{self.provider}:{self.provider_event_id}"
+        if len(key) <= _MAX_EVENT_ID:
+            return key
+        return f"{self.provider}:sha256:{hashlib.sha256(self.provider_event_id.encode()).hexdigest()}"
+
+
+def derived_id(*parts: Any) -> str:
+    """A stable id for providers that give an event no id of its own.
+
+    Built from the fields that identify the event (message, recipient, kind,
+    time), so the same event exported twice, or redelivered, maps to the
+    same id.
+    """
+    text = "\x1f".join("" if p is None else str(p) for p in parts)
+    return "h:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
+
+
+def from_unix(value: Any) -> datetime:
+    """An aware UTC datetime from Unix seconds (int, float or numeric string)."""
+    seconds = float(value)
+    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+
+
+def from_iso(value: Any) -> datetime:
+    """An aware datetime from ISO 8601 text that carries an offset or ``Z``.
+
+    A time without an offset is refused: guessing a zone would shift every
+    event by hours on one side of the world.
+    """
+    if not isinstance(value, str):
+        raise ValueError(f"expected an ISO 8601 time, got {type(value).__name__}")
+    parsed = datetime.fromisoformat(value.strip())
+    if parsed.tzinfo is None:
+        raise ValueError(f"time {value!r} has no UTC offset")
+    return parsed.astimezone(timezone.utc)
+
+
+def meta_value(meta: Mapping[str, Any] | None, key: str) -> str | None:
+    """A metadata value as a non-empty string, or None (SES tags are lists)."""
+    if not meta:
+        return None
+    value = meta.get(key)
+    if isinstance(value, list):
+        value = value[0] if value else None
+    if value is None or value == "":
+        return None
+    return str(value)

@@ -1,0 +1,127 @@
+"""SendGrid (Twilio) Event Webhook: ECDSA signature and event mapping.
+
+SendGrid signs ``timestamp + raw body`` with ECDSA P-256/SHA-256 and sends
+the base64 DER signature in ``X-Twilio-Email-Event-Webhook-Signature`` and
+the timestamp in ``X-Twilio-Email-Event-Webhook-Timestamp``; the public key
+is shown under Mail Settings (base64 DER, or PEM) and read from the secret
+``sendgrid_webhook_public_key``. The body is a JSON array of events; the
+``custom_args`` relmail attached appear as top-level keys of each event.
+
+Export files: the webhook's own shape, as a JSON array or JSON Lines (one
+event per line, as webhook archives are kept), or CSV whose header uses the
+same field names (``email,timestamp,event,sg_event_id,...``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from pathlib import Path
+from typing import Any, Mapping
+
+from ..errors import ConfigError, SignatureError
+from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, from_unix, meta_value
+from .records import invalid, parse_all, parse_json_body, read_records, text, unix_time
+from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+
+NAME = "sendgrid"
+SECRET = "sendgrid_webhook_public_key"
+SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
+TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
+
+#: SendGrid ``dropped`` reasons that mirror an address SendGrid itself suppresses.
+_DROPPED = {
+    "bounced address": "bounced_hard",
+    "invalid": "bounced_hard",
+    "unsubscribed address": "unsubscribed",
+    "spam reporting address": "complained",
+}
+
+
+def load_public_key(value: str):
+    """The ECDSA public key from SendGrid's base64 DER text, or from PEM."""
+    from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
+
+    try:
+        if "BEGIN PUBLIC KEY" in value:
+            return load_pem_public_key(value.encode())
+        return load_der_public_key(base64.b64decode(value.strip()))
+    except (ValueError, TypeError, binascii.Error) as exc:
+        raise ConfigError(f"secret '{SECRET}' is not an ECDSA public key: {exc}") from None
+
+
+def verify(request: WebhookRequest, config: WebhookConfig) -> None:
+    """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = load_public_key(config.secret(SECRET))
+    signature, timestamp = request.header(SIGNATURE_HEADER), request.header(TIMESTAMP_HEADER)
+    if not signature or not timestamp:
+        raise MissingCredentials(f"sendgrid: missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
+    try:
+        signed_at = from_unix(timestamp)
+        raw = base64.b64decode(signature, validate=True)
+        key.verify(raw, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
+    except (InvalidSignature, ValueError, binascii.Error, OverflowError):
+        raise SignatureError("sendgrid: signature does not match") from None
+    # Freshness after the signature: a forged timestamp is a forgery first.
+    config.check_fresh(signed_at, NAME)
+
+
+def parse_event(event: Mapping[str, Any]) -> list[FeedbackEvent]:
+    """One SendGrid event as relmail events ([] for kinds relmail does not track)."""
+    kind = text(event, "event")
+    reason = text(event, "reason", required=False) or text(event, "response", required=False)
+    if kind == "delivered":
+        normalized = "delivered"
+    elif kind == "bounce":
+        # ``type`` is "bounce" (permanent) or "blocked" (temporary, ISP refused).
+        normalized = "bounced_soft" if event.get("type") == "blocked" else "bounced_hard"
+    elif kind == "dropped":
+        normalized = next((t for key, t in _DROPPED.items() if (reason or "").lower().startswith(key)), None)
+    elif kind == "open":
+        # Apple Mail Privacy Protection pre-fetches images: a machine open is
+        # not the customer's engagement and would fake it in every feature.
+        normalized = None if str(event.get("sg_machine_open", "")).lower() == "true" else "opened"
+    elif kind == "click":
+        normalized = "clicked"
+    elif kind == "spamreport":
+        normalized = "complained"
+    elif kind in ("unsubscribe", "group_unsubscribe"):
+        normalized = "unsubscribed"
+    else:  # processed, deferred, group_resubscribe, account events
+        normalized = None
+    if normalized is None:
+        return []
+    return [
+        FeedbackEvent(
+            type=normalized,
+            occurred_at=unix_time(event, "timestamp"),
+            recipient=text(event, "email"),
+            provider=NAME,
+            provider_event_id=text(event, "sg_event_id"),
+            customer_id=meta_value(event, META_CUSTOMER),
+            run_id=meta_value(event, META_RUN),
+            message_id=meta_value(event, META_MESSAGE),
+            scope="topic" if kind == "group_unsubscribe" else "all",
+            reason=reason,
+            url=text(event, "url", required=False),
+            esp_event=dict(event),
+        )
+    ]
+
+
+def receive(request: WebhookRequest, config: WebhookConfig) -> list[FeedbackEvent]:
+    """Verify a webhook POST and return its events."""
+    verify(request, config)
+    body = parse_json_body(request.body, "sendgrid webhook")
+    if not isinstance(body, list):
+        raise invalid("sendgrid webhook", "body must be a JSON array of events")
+    return parse_all("sendgrid webhook", ((i + 1, e) for i, e in enumerate(body)), parse_event)
+
+
+def read_export(path: Path) -> list[FeedbackEvent]:
+    """Events from a JSON / JSON Lines / CSV export (see the module docstring)."""
+    return parse_all(str(path), read_records(path), parse_event)

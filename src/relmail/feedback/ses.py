@@ -1,0 +1,213 @@
+"""Amazon SES events through Amazon SNS: SNS signature and event mapping.
+
+SES publishes events (configuration-set event publishing, or the older
+identity notifications) to an SNS topic, and SNS POSTs them to
+``/webhooks/ses``. Every SNS message is signed with RSA: SignatureVersion 1
+over SHA-1, 2 over SHA-256, of a canonical "Key\\nValue\\n" string. The
+certificate is fetched from ``SigningCertURL``, which relmail accepts only
+over https from ``sns.<region>.amazonaws.com`` (the TLS connection to an
+Amazon host is what vouches for it), and caches. Only topics listed in
+``[feedback.ses] topic_arns`` are accepted; a ``SubscriptionConfirmation``
+for such a topic is confirmed by a GET to its ``SubscribeURL``.
+
+relmail's metadata travels as SES message tags (``mail.tags``, lists of
+values). Raw message delivery is not supported: it drops the signature.
+
+Export files: JSON Lines (one SES event per line, as Kinesis Firehose
+writes them to S3), a JSON array, or either of these holding SNS envelopes.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from ..errors import ConfigError, SignatureError
+from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value
+from .records import FieldError, invalid, iso_time, obj, parse_all, parse_json_body, read_records, text
+from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+
+NAME = "ses"
+_SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+_NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
+_SUBSCRIPTION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+
+_cert_cache: dict[str, Any] = {}
+_cert_lock = threading.Lock()
+_CACHE_SIZE = 16
+
+
+def clear_certificate_cache() -> None:
+    with _cert_lock:
+        _cert_cache.clear()
+
+
+def check_sns_url(url: str, field: str) -> str:
+    """``url`` if it is https on an SNS host, else :class:`SignatureError`."""
+    parts = urlsplit(url or "")
+    if parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or "") or parts.port not in (None, 443):
+        raise SignatureError(f"ses: {field} {url!r} is not an https URL on sns.<region>.amazonaws.com")
+    return url
+
+
+def string_to_sign(envelope: Mapping[str, Any]) -> bytes:
+    """SNS's canonical text: the signed keys in order, each as ``Key\\nValue\\n``."""
+    kind = envelope.get("Type")
+    keys = _NOTIFICATION_KEYS if kind == "Notification" else _SUBSCRIPTION_KEYS
+    out = []
+    for key in keys:
+        if key in envelope and envelope[key] is not None:
+            out.append(f"{key}\n{envelope[key]}\n")
+        elif key != "Subject":
+            raise SignatureError(f"ses: SNS message lacks signed field {key!r}")
+    return "".join(out).encode("utf-8")
+
+
+def _public_key(url: str, config: WebhookConfig):
+    from cryptography import x509
+
+    with _cert_lock:
+        key = _cert_cache.get(url)
+    if key is not None:
+        return key
+    try:
+        cert = x509.load_pem_x509_certificate(config.http_get(url))
+    except ValueError as exc:
+        raise SignatureError(f"ses: signing certificate at {url} is not a PEM certificate: {exc}") from None
+    except Exception as exc:  # network errors of any HTTP client
+        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc.__class__.__name__}") from None
+    key = cert.public_key()
+    with _cert_lock:
+        if len(_cert_cache) >= _CACHE_SIZE:
+            _cert_cache.pop(next(iter(_cert_cache)))
+        _cert_cache[url] = key
+    return key
+
+
+def verify_envelope(envelope: Mapping[str, Any], config: WebhookConfig) -> None:
+    """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    topics = config.provider_settings(NAME).get("topic_arns", [])
+    if isinstance(topics, str):
+        topics = [topics]
+    if not topics:
+        raise ConfigError("relmail.toml [feedback.ses] topic_arns is not set; the SES endpoint refuses every message")
+    if not envelope.get("Signature") or not envelope.get("SigningCertURL"):
+        raise MissingCredentials("ses: SNS message has no Signature or SigningCertURL")
+    version = str(envelope.get("SignatureVersion", ""))
+    algorithms = {"1": hashes.SHA1, "2": hashes.SHA256}
+    if version not in algorithms:
+        raise SignatureError(f"ses: unsupported SignatureVersion {version!r}")
+    key = _public_key(check_sns_url(str(envelope["SigningCertURL"]), "SigningCertURL"), config)
+    try:
+        signature = base64.b64decode(str(envelope["Signature"]), validate=True)
+        key.verify(signature, string_to_sign(envelope), padding.PKCS1v15(), algorithms[version]())
+    except (InvalidSignature, binascii.Error, ValueError, TypeError):
+        raise SignatureError("ses: SNS signature does not match") from None
+    # After the signature, so the ARN we compare is one SNS vouched for.
+    if envelope.get("TopicArn") not in topics:
+        raise SignatureError(f"ses: topic {envelope.get('TopicArn')!r} is not in [feedback.ses] topic_arns")
+
+
+def _recipients(items: Any, field: str) -> list[str]:
+    if not isinstance(items, list) or not items:
+        raise FieldError(field, "must be a non-empty list")
+    out = []
+    for item in items:
+        address = item.get("emailAddress") if isinstance(item, dict) else item
+        if not isinstance(address, str) or not address:
+            raise FieldError(field, "holds an entry without an e-mail address")
+        out.append(address)
+    return out
+
+
+def parse_event(record: Mapping[str, Any]) -> list[FeedbackEvent]:
+    """One SES event (or an SNS envelope holding one) as relmail events."""
+    if record.get("Type") == "Notification" and isinstance(record.get("Message"), str):
+        try:
+            record = json.loads(record["Message"])
+        except json.JSONDecodeError:
+            raise FieldError("Message", "is not a JSON SES event") from None
+        if not isinstance(record, dict):
+            raise FieldError("Message", "is not a JSON object")
+    kind = text(record, "eventType", required=False) or text(record, "notificationType", required=False)
+    if kind is None:
+        raise FieldError("eventType", "is missing")
+    mail = obj(record, "mail")
+    message = text(mail, "messageId")
+    tags = obj(mail, "tags", required=False)
+
+    def make(normalized, when_of, recipient, event_id, reason=None, url=None, scope="all", topic=None):
+        return FeedbackEvent(
+            type=normalized, occurred_at=iso_time(when_of, "timestamp"), recipient=recipient, provider=NAME,
+            provider_event_id=event_id, customer_id=meta_value(tags, META_CUSTOMER), run_id=meta_value(tags, META_RUN),
+            message_id=meta_value(tags, META_MESSAGE), reason=reason, url=url, scope=scope, topic=topic,
+            esp_event=dict(record),
+        )
+
+    if kind == "Bounce":
+        bounce = obj(record, "bounce")
+        bounce_type = text(bounce, "bounceType")
+        normalized = "bounced_hard" if bounce_type == "Permanent" else "bounced_soft"
+        feedback = text(bounce, "feedbackId")
+        items = bounce.get("bouncedRecipients")
+        details = {i.get("emailAddress"): i.get("diagnosticCode") for i in items or [] if isinstance(i, dict)}
+        return [make(normalized, bounce, r, derived_id(feedback, r), details.get(r) or bounce.get("bounceSubType"))
+                for r in _recipients(items, "bounce.bouncedRecipients")]
+    if kind == "Complaint":
+        complaint = obj(record, "complaint")
+        feedback = text(complaint, "feedbackId")
+        reason = complaint.get("complaintFeedbackType")
+        return [make("complained", complaint, r, derived_id(feedback, r), reason)
+                for r in _recipients(complaint.get("complainedRecipients"), "complaint.complainedRecipients")]
+    if kind == "Delivery":
+        delivery = obj(record, "delivery")
+        return [make("delivered", delivery, r, derived_id(message, "Delivery", r), delivery.get("smtpResponse"))
+                for r in _recipients(delivery.get("recipients"), "delivery.recipients")]
+    if kind in ("Open", "Click"):
+        detail = obj(record, kind.lower())
+        url = text(detail, "link", required=kind == "Click")
+        normalized = "opened" if kind == "Open" else "clicked"
+        return [make(normalized, detail, r, derived_id(message, kind, r, detail.get("timestamp"), url), url=url)
+                for r in _recipients(mail.get("destination"), "mail.destination")]
+    if kind == "Subscription":
+        sub = obj(record, "subscription")
+        prefs = obj(sub, "newTopicPreferences")
+        recipients = _recipients(mail.get("destination"), "mail.destination")
+        if prefs.get("unsubscribeAll") is True:
+            return [make("unsubscribed", sub, r, derived_id(message, kind, r, "*")) for r in recipients]
+        left = [t.get("topicName") for t in prefs.get("topicSubscriptionStatus") or []
+                if isinstance(t, dict) and t.get("subscriptionStatus") == "OptOut" and t.get("topicName")]
+        return [make("unsubscribed", sub, r, derived_id(message, kind, r, t), scope="topic", topic=t)
+                for r in recipients for t in left]
+    return []  # Send, Reject, DeliveryDelay, Rendering Failure
+
+
+def receive(request: WebhookRequest, config: WebhookConfig) -> list[FeedbackEvent]:
+    """Verify an SNS POST; confirm a subscription; return a notification's events."""
+    envelope = parse_json_body(request.body, "ses webhook")
+    if not isinstance(envelope, dict):
+        raise invalid("ses webhook", "body must be a JSON object (an SNS message)")
+    verify_envelope(envelope, config)
+    kind = envelope.get("Type")
+    if kind == "SubscriptionConfirmation":
+        # Only now (signed by SNS, for our topic) do we follow the URL.
+        config.http_get(check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL"))
+        return []
+    if kind == "Notification":
+        return parse_all("ses webhook", [(1, envelope)], parse_event)
+    return []  # UnsubscribeConfirmation: nothing to do
+
+
+def read_export(path: Path) -> list[FeedbackEvent]:
+    """Events from JSON Lines / JSON arrays of SES events or SNS envelopes."""
+    return parse_all(str(path), read_records(path), parse_event)

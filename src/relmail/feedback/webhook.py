@@ -1,0 +1,98 @@
+"""What a provider needs to check a webhook: the request and the configuration.
+
+Kept free of any web framework so the providers can be tested (and used
+from another framework) with plain values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..errors import ConfigError, SignatureError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..project import Project
+
+class MissingCredentials(SignatureError):
+    """The request carries no signature or credentials at all (answered with 401)."""
+
+
+#: Default replay window for providers that sign a timestamp (seconds).
+DEFAULT_MAX_AGE = 900
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """The parts of an HTTP request a provider verifies and parses.
+
+    ``headers`` must be case-insensitive (werkzeug ``Headers``) or use
+    lower-case keys; ``auth`` is the HTTP Basic (username, password), and
+    ``path_secret`` the secret segment of ``/webhooks/<provider>/<secret>``.
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    auth: tuple[str, str] | None = None
+    path_secret: str | None = None
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        if value is None:
+            value = self.headers.get(name.lower())
+        return value
+
+
+def _fetch(url: str) -> bytes:
+    import requests
+
+    response = requests.get(url, timeout=10)
+    response.raise_for_status()
+    return response.content
+
+
+@dataclass
+class WebhookConfig:
+    """Secrets and settings for the webhook endpoints.
+
+    ``secret(name)`` reads a named project secret (``None`` when unset);
+    ``settings`` is the ``[feedback]`` table of ``relmail.toml``.
+    """
+
+    secret_lookup: Callable[[str], str | None]
+    settings: Mapping[str, Any] = field(default_factory=dict)
+    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    #: GET a URL and return its body (SNS certificates, subscription confirmation).
+    http_get: Callable[[str], bytes] = _fetch
+
+    @classmethod
+    def from_project(cls, project: "Project") -> "WebhookConfig":
+        return cls(secret_lookup=lambda name: project.secret(name, required=False),
+                   settings=project.settings.section("feedback"))
+
+    def secret(self, name: str) -> str:
+        """A secret the endpoint cannot work without; unset is a configuration error (503)."""
+        value = self.secret_lookup(name)
+        if not value:
+            raise ConfigError(f"webhook secret '{name}' is not set; the endpoint refuses every request until it is")
+        return value
+
+    def provider_settings(self, provider: str) -> Mapping[str, Any]:
+        value = self.settings.get(provider, {})
+        if not isinstance(value, dict):
+            raise ConfigError(f"relmail.toml: [feedback.{provider}] must be a table")
+        return value
+
+    @property
+    def max_age(self) -> int:
+        value = self.settings.get("max_signature_age", DEFAULT_MAX_AGE)
+        if not isinstance(value, int) or value <= 0:
+            raise ConfigError("relmail.toml [feedback]: max_signature_age must be a positive number of seconds")
+        return value
+
+    def check_fresh(self, signed_at: datetime, provider: str) -> None:
+        """Refuse a signed timestamp outside the replay window (either direction)."""
+        age = abs((self.now() - signed_at).total_seconds())
+        if age > self.max_age:
+            raise SignatureError(f"{provider}: signed timestamp is {int(age)} s away from now (limit {self.max_age} s)")

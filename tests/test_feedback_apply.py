@@ -1,0 +1,226 @@
+"""Applying feedback to the store, importing export files, and the CLI (both backends)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from relmail.cli import cli
+from relmail.errors import ValidationError
+from relmail.feedback import apply_events, import_file
+from relmail.feedback.events import FeedbackEvent
+from relmail.models import Customer, Event, Preference
+
+DATA = Path(__file__).parent / "data" / "feedback"
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+RUN = "weekly-2026-W48"
+CUSTOMERS = [
+    ("C0000001", "anna@example.com"),
+    ("C0000002", "bram@example.com"),
+    ("C0000003", "carla@example.com"),
+    ("C0000004", "DAAN@Example.com"),  # stored with its original case
+]
+
+
+def add_customers(engine, rows=CUSTOMERS) -> None:
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": cid, "email": email, "created_at": T0 - timedelta(days=400), "attributes": {}} for cid, email in rows
+        ])
+
+
+def add_sent(engine, customer: str, message: str, topic: str, run: str = RUN) -> None:
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [{
+            "event_id": f"sent:{run}:{customer}:{message}", "customer_id": customer, "type": "email_sent",
+            "occurred_at": T0, "message_id": message, "run_id": run, "topic": topic,
+        }])
+
+
+def events(engine, kind: str | None = None) -> list[tuple]:
+    table = Event.__table__
+    query = select(table.c.customer_id, table.c.type, table.c.run_id, table.c.message_id, table.c.topic).where(
+        table.c.type != "email_sent")
+    if kind:
+        query = query.where(table.c.type == kind)
+    with engine.connect() as conn:
+        return sorted(conn.execute(query).all())
+
+
+def prefs(engine) -> dict[tuple[str, str], tuple[bool, str]]:
+    table = Preference.__table__
+    with engine.connect() as conn:
+        return {(c, t): (o, s) for c, t, o, s in conn.execute(
+            select(table.c.customer_id, table.c.topic, table.c.opted_in, table.c.source))}
+
+
+def event(kind="delivered", recipient="anna@example.com", eid="e1", when=T0, **kw) -> FeedbackEvent:
+    return FeedbackEvent(kind, when, recipient, "test", eid, **kw)
+
+
+def test_apply_writes_events_and_is_idempotent(engine):
+    add_customers(engine)
+    batch = [event(eid="1"), event("bounced_hard", "bram@example.com", "2"), event("opened", "nobody@x.example", "3")]
+    first = apply_events(engine, batch)
+    assert (dict(first.applied), first.duplicates, first.unknown_recipients) == ({"delivered": 1, "bounced_hard": 1}, 0, 1)
+    again = apply_events(engine, batch)
+    assert (again.total_applied, again.duplicates) == (0, 2)
+    assert events(engine) == [("C0000001", "email_delivered", None, None, None),
+                              ("C0000002", "email_bounced_hard", None, None, None)]
+
+
+def test_recipient_lookup_ignores_case_and_metadata_wins_when_the_customer_exists(engine):
+    add_customers(engine)
+    apply_events(engine, [
+        event("complained", " Daan@EXAMPLE.com ", "1"),
+        event("opened", "someone-else@example.com", "2", customer_id="C0000003"),
+        # Metadata naming a customer that is gone (erased) falls back to the address.
+        event("clicked", "anna@example.com", "3", customer_id="C9999999"),
+    ])
+    assert [(c, t) for c, t, *_ in events(engine)] == [
+        ("C0000001", "email_clicked"), ("C0000003", "email_opened"), ("C0000004", "email_complained")]
+
+
+def test_an_address_shared_by_two_customers_suppresses_both(engine):
+    add_customers(engine, [("C0000001", "shared@example.com"), ("C0000002", "Shared@example.com")])
+    result = apply_events(engine, [event("bounced_hard", "shared@example.com", "b1")])
+    assert result.applied["bounced_hard"] == 2
+    assert apply_events(engine, [event("bounced_hard", "shared@example.com", "b1")]).total_applied == 0
+
+
+def test_complaints_and_unsubscribes_opt_out_and_take_the_sent_topic(engine):
+    add_customers(engine)
+    add_sent(engine, "C0000001", "ebike-launch", "promotions")
+    apply_events(engine, [
+        event("unsubscribed", "anna@example.com", "u1", customer_id="C0000001", run_id=RUN,
+              message_id="ebike-launch", scope="topic"),
+        event("unsubscribed", "bram@example.com", "u2"),
+        event("complained", "carla@example.com", "c1"),
+        # A list-level unsubscribe whose topic is unknown falls back to everything.
+        event("unsubscribed", "DAAN@example.com", "u3", scope="topic"),
+    ])
+    assert prefs(engine) == {
+        ("C0000001", "promotions"): (False, "esp-webhook"),
+        ("C0000002", "*"): (False, "esp-webhook"),
+        ("C0000003", "*"): (False, "esp-webhook"),
+        ("C0000004", "*"): (False, "esp-webhook"),
+    }
+    assert ("C0000001", "email_unsubscribed", RUN, "ebike-launch", "promotions") in events(engine)
+
+
+def test_an_old_unsubscribe_does_not_undo_a_newer_opt_in(engine):
+    add_customers(engine)
+    with engine.begin() as conn:
+        conn.execute(Preference.__table__.insert(), [
+            {"customer_id": "C0000001", "topic": "*", "opted_in": True, "updated_at": T0, "source": "signup-form"},
+            {"customer_id": "C0000002", "topic": "*", "opted_in": True, "updated_at": T0, "source": "signup-form"},
+        ])
+    result = apply_events(engine, [
+        event("unsubscribed", "anna@example.com", "old", when=T0 - timedelta(days=3)),
+        event("unsubscribed", "bram@example.com", "new", when=T0 + timedelta(days=1)),
+    ])
+    assert result.opt_outs == 1
+    assert prefs(engine) == {("C0000001", "*"): (True, "signup-form"), ("C0000002", "*"): (False, "esp-webhook")}
+    # Both events are still on record: the rules see the history.
+    assert len(events(engine, "email_unsubscribed")) == 2
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.tuples(st.sampled_from(["delivered", "bounced_hard", "complained", "unsubscribed", "opened"]),
+                          st.sampled_from(["anna@example.com", "BRAM@example.com", "x@nowhere.example"]),
+                          st.integers(0, 6)), max_size=12))
+def test_applying_any_batch_twice_equals_applying_it_once(engine, batch):
+    with engine.begin() as conn:
+        for table in (Event.__table__, Preference.__table__, Customer.__table__):
+            conn.execute(table.delete())
+    add_customers(engine)
+    items = [event(kind, rcpt, f"id{n}", when=T0 + timedelta(minutes=n)) for kind, rcpt, n in batch]
+    apply_events(engine, items)
+    once = (events(engine), prefs(engine))
+    second = apply_events(engine, items)
+    assert second.total_applied == 0 and second.opt_outs == 0
+    assert (events(engine), prefs(engine)) == once
+    assert len(once[0]) == len({e.event_id for e in items if "nowhere" not in e.recipient})
+
+
+@pytest.mark.parametrize(
+    "name, fmt, applied, unknown",
+    [
+        ("sendgrid_events.json", "sendgrid", {"delivered": 1, "opened": 1, "clicked": 1, "bounced_hard": 2,
+                                              "bounced_soft": 1, "complained": 1, "unsubscribed": 2}, 1),
+        ("mailgun_events.json", "mailgun", {"delivered": 1, "bounced_hard": 1, "bounced_soft": 1, "opened": 1,
+                                            "clicked": 1, "complained": 1, "unsubscribed": 1}, 0),
+        ("postmark_webhooks.jsonl", "postmark", {"delivered": 1, "bounced_hard": 1, "bounced_soft": 1,
+                                                 "complained": 1, "opened": 1, "clicked": 1, "unsubscribed": 1}, 0),
+        ("ses_events.jsonl", "ses", {"delivered": 1, "bounced_hard": 2, "bounced_soft": 1, "complained": 1,
+                                     "opened": 1, "clicked": 1}, 0),
+    ],
+)
+def test_import_each_provider_with_exact_counts_then_again_as_duplicates(engine, name, fmt, applied, unknown):
+    add_customers(engine)
+    add_sent(engine, "C0000001", "ebike-launch", "promotions")
+    result = import_file(engine, DATA / name, fmt)
+    assert (dict(result.applied), result.unknown_recipients, result.duplicates) == (applied, unknown, 0)
+    # What the plan reads: the suppressing events per customer.
+    suppressing = {(c, t) for c, t, *_ in events(engine) if t in ("email_bounced_hard", "email_complained", "email_unsubscribed")}
+    assert ("C0000002", "email_bounced_hard") in suppressing
+    assert ("C0000004", "email_complained") in suppressing and prefs(engine)[("C0000004", "*")] == (False, "esp-import")
+    again = import_file(engine, DATA / name, fmt)
+    assert (again.total_applied, again.duplicates) == (0, sum(applied.values()))
+
+
+def test_sendgrid_group_unsubscribe_leaves_only_the_messages_topic(engine):
+    add_customers(engine)
+    add_sent(engine, "C0000001", "ebike-launch", "promotions")
+    import_file(engine, DATA / "sendgrid_events.json", "sendgrid")
+    got = prefs(engine)
+    assert got[("C0000001", "promotions")] == (False, "esp-import") and ("C0000001", "*") not in got
+    assert got[("C0000002", "*")] == (False, "esp-import")  # plain "unsubscribe" is global
+
+
+def test_a_bad_export_file_writes_nothing(engine, tmp_path):
+    add_customers(engine)
+    bad = tmp_path / "mailgun.json"
+    page = json.loads((DATA / "mailgun_events.json").read_text())
+    page["items"][4]["timestamp"] = "last tuesday"
+    bad.write_text(json.dumps(page, indent=2))
+    with pytest.raises(ValidationError) as exc:
+        import_file(engine, bad, "mailgun")
+    problem = exc.value.problems[0]
+    assert (problem.file, problem.field) == (str(bad), "timestamp") and problem.line > 1
+    assert events(engine) == [] and prefs(engine) == {}
+
+
+def test_cli_import_prints_counts_and_fails_with_exit_code_4(project, engine, tmp_path):
+    add_customers(engine)
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["-p", str(project.root), "feedback", "import", str(DATA / "ses_events.jsonl"),
+                             "--format", "ses", "--json"])
+    assert ok.exit_code == 0, ok.output
+    out = json.loads(ok.output)
+    assert out["applied"] == {"bounced_hard": 2, "bounced_soft": 1, "clicked": 1, "complained": 1, "delivered": 1, "opened": 1}
+    text = runner.invoke(cli, ["-p", str(project.root), "feedback", "import", str(DATA / "ses_events.jsonl"), "--format", "ses"])
+    assert text.exit_code == 0 and "0 new event(s), 7 already stored" in text.output
+    bad = tmp_path / "bad.jsonl"
+    shutil.copy(DATA / "ses_events.jsonl", bad)
+    bad.write_text(bad.read_text().replace('"bounceType": "Transient", ', ""))
+    fail = runner.invoke(cli, ["-p", str(project.root), "feedback", "import", str(bad), "--format", "ses"])
+    assert fail.exit_code == 4
+    assert f"{bad}:4: field 'bounceType': is missing" in fail.output
+
+
+def test_cli_dry_run_writes_nothing(project, engine):
+    add_customers(engine)
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "import", str(DATA / "sendgrid_events.csv"),
+                                   "--format", "sendgrid", "--dry-run"])
+    assert out.exit_code == 0 and "3 valid event(s); nothing written" in out.output
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Event.__table__)).scalar_one() == 0

@@ -1,0 +1,308 @@
+"""The WSGI app: one-click unsubscribe, the preference page and ESP webhooks (both backends)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import responses
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
+from cryptography.x509.oid import NameOID
+from sqlalchemy import select
+from werkzeug.test import Client
+
+from relmail import tokens
+from relmail.feedback import ses
+from relmail.models import Customer, Event, Preference
+from relmail.project import Project
+from relmail.web import create_app, make_app
+
+DATA = Path(__file__).parent / "data" / "feedback"
+KEY = "test-signing-key-not-secret"  # what the project fixture exports
+RUN = "weekly-2026-W48"
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
+CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-web.pem"
+ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": "application/x-www-form-urlencoded"}
+
+
+@pytest.fixture(scope="module")
+def ec_key():
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+@pytest.fixture
+def shop(project, engine, monkeypatch, ec_key):
+    """(client, project, engine) with four customers, one sent message and every webhook configured."""
+    der = ec_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(der).decode())
+    monkeypatch.setenv("RELMAIL_MAILGUN_WEBHOOK_KEY", "key-mailgun-test")
+    monkeypatch.setenv("RELMAIL_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text() + f'\n[feedback.ses]\ntopic_arns = ["{TOPIC_ARN}"]\n')
+    project = Project.load(project.root)
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": f"C000000{i}", "email": email, "created_at": T0 - timedelta(days=400), "attributes": {}}
+            for i, email in enumerate(["anna@example.com", "bram@example.com", "carla@example.com", "daan@example.com"], 1)
+        ])
+        conn.execute(Event.__table__.insert(), [{
+            "event_id": "sent:1", "customer_id": "C0000001", "type": "email_sent", "occurred_at": T0,
+            "message_id": "ebike-launch", "run_id": RUN, "topic": "promotions"}])
+    return Client(make_app(project, engine)), project, engine
+
+
+def prefs(engine):
+    t = Preference.__table__
+    with engine.connect() as conn:
+        return {(c, tp): (o, s, m) for c, tp, o, s, m in conn.execute(
+            select(t.c.customer_id, t.c.topic, t.c.opted_in, t.c.source, t.c.max_per_week))}
+
+
+def feedback_events(engine):
+    t = Event.__table__
+    with engine.connect() as conn:
+        return sorted(conn.execute(select(t.c.customer_id, t.c.type, t.c.topic, t.c.message_id, t.c.event_id)
+                                   .where(t.c.type != "email_sent")).all())
+
+
+def token(customer="C0000001", topic="promotions"):
+    return tokens.sign(KEY, customer, topic, RUN)
+
+
+# -- one-click unsubscribe ----------------------------------------------------
+
+def test_one_click_unsubscribes_from_the_tokens_topic_once_and_a_replay_is_harmless(shop):
+    client, _, engine = shop
+    response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert response.status_code == 200 and "no longer receive promotions e-mails" in response.text
+    state = prefs(engine)
+    assert state == {("C0000001", "promotions"): (False, "unsubscribe-link", None)}
+    first = feedback_events(engine)
+    assert [(c, t, tp, m) for c, t, tp, m, _ in first] == [("C0000001", "email_unsubscribed", "promotions", "ebike-launch")]
+    replay = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert replay.status_code == 200
+    assert feedback_events(engine) == first and prefs(engine) == state
+
+
+def test_a_tampered_token_is_refused_and_changes_nothing(shop):
+    client, _, engine = shop
+    good = token()
+    body, _, sig = good.rpartition(".")
+    forged = tokens.sign("another-key", "C0000002", "promotions", RUN)
+    for bad in (good[:-2] + ("AA" if not good.endswith("AA") else "BB"), body.replace(body[2], "x", 1) + "." + sig, forged):
+        for method in ("get", "post"):
+            response = getattr(client, method)(f"/unsubscribe/{bad}", **ONE_CLICK)
+            assert response.status_code == 400 and "invalid or has been altered" in response.text
+        assert client.post(f"/preferences/{bad}", data={"unsubscribe_all": "1"}).status_code == 400
+    assert prefs(engine) == {} and feedback_events(engine) == []
+
+
+def test_get_shows_a_confirmation_page_and_changes_nothing(shop):
+    client, _, engine = shop
+    response = client.get(f"/unsubscribe/{token()}")
+    assert response.status_code == 200
+    assert 'name="scope" value="all"' in response.text and "Unsubscribe from promotions" in response.text
+    assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["X-Frame-Options"] == "DENY"
+    assert "<script" not in response.text  # works without JavaScript
+    assert prefs(engine) == {} and feedback_events(engine) == []
+
+
+def test_the_page_button_can_unsubscribe_from_everything(shop):
+    client, _, engine = shop
+    response = client.post(f"/unsubscribe/{token()}", data={"scope": "all"})
+    assert response.status_code == 200 and "all e-mails" in response.text
+    assert prefs(engine) == {("C0000001", "*"): (False, "unsubscribe-link", None)}
+
+
+def test_the_link_unsubscribes_again_after_the_customer_resubscribed(shop):
+    client, _, engine = shop
+    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    on = ["newsletter", "promotions", "product-tips", "service"]
+    client.post(f"/preferences/{token()}", data={"topic": on})
+    assert prefs(engine)[("C0000001", "promotions")][:2] == (True, "preference-page")
+    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "unsubscribe-link")
+
+
+def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(shop):
+    client, _, engine = shop
+    response = client.post(f"/unsubscribe/{token('C9999999')}", **ONE_CLICK)
+    assert response.status_code == 200
+    assert prefs(engine) == {} and feedback_events(engine) == []
+
+
+# -- preference page ----------------------------------------------------------
+
+def test_preference_page_shows_state_escaped(shop):
+    client, _, engine = shop
+    with engine.begin() as conn:
+        conn.execute(Preference.__table__.insert(), [
+            {"customer_id": "C0000001", "topic": "<script>alert(1)</script>", "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"},
+            {"customer_id": "C0000001", "topic": "promotions", "opted_in": False, "max_per_week": None, "updated_at": T0, "source": "import"},
+            {"customer_id": "C0000001", "topic": "*", "opted_in": True, "max_per_week": 2, "updated_at": T0, "source": "import"},
+        ])
+    page = client.get(f"/preferences/{token()}").text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert 'value="promotions">' in page and 'value="newsletter" checked>' in page
+    assert 'value="2"' in page
+
+
+def test_preference_post_updates_only_what_changed_and_records_opt_outs(shop):
+    client, _, engine = shop
+    form = {"topic": ["newsletter", "service", "product-tips"], "max_per_week": "3"}
+    response = client.post(f"/preferences/{token()}", data=form)
+    assert response.status_code == 200 and "promotions: off" in response.text and "max per week: 3" in response.text
+    assert prefs(engine) == {("C0000001", "promotions"): (False, "preference-page", None),
+                             ("C0000001", "*"): (True, "preference-page", 3)}
+    assert [(t, tp) for _, t, tp, _, _ in feedback_events(engine)] == [("email_unsubscribed", "promotions")]
+    again = client.post(f"/preferences/{token()}", data=form)
+    assert "Nothing changed" in again.text and len(feedback_events(engine)) == 1
+    client.post(f"/preferences/{token()}", data={"unsubscribe_all": "1", "topic": form["topic"], "max_per_week": "3"})
+    assert prefs(engine)[("C0000001", "*")] == (False, "preference-page", 3)
+
+
+def test_preference_post_with_a_bad_limit_saves_nothing(shop):
+    client, _, engine = shop
+    response = client.post(f"/preferences/{token()}", data={"max_per_week": "999"})
+    assert response.status_code == 400 and "nothing was saved" in response.text
+    assert prefs(engine) == {}
+
+
+def test_without_a_signing_key_links_answer_503(shop, monkeypatch):
+    client, _, engine = shop
+    monkeypatch.delenv("RELMAIL_SIGNING_KEY")
+    assert client.post(f"/unsubscribe/{token()}", **ONE_CLICK).status_code == 503
+    assert prefs(engine) == {}
+
+
+# -- webhooks -----------------------------------------------------------------
+
+def sendgrid_headers(key, body: bytes, ts: int | None = None) -> dict:
+    ts = ts or int(time.time())
+    sig = key.sign(str(ts).encode() + body, ec.ECDSA(hashes.SHA256()))
+    return {"X-Twilio-Email-Event-Webhook-Signature": base64.b64encode(sig).decode(),
+            "X-Twilio-Email-Event-Webhook-Timestamp": str(ts)}
+
+
+def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(shop, ec_key):
+    client, _, engine = shop
+    body = (DATA / "sendgrid_events.json").read_bytes()
+    response = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body),
+                           content_type="application/json")
+    assert response.status_code == 200, response.text
+    result = response.json
+    assert (result["received"], result["total_applied"], result["unknown_recipients"]) == (10, 9, 1)
+    # The plan's view: bram hard-bounced and unsubscribed, daan complained.
+    assert prefs(engine)[("C0000002", "*")][:2] == (False, "esp-webhook")
+    assert prefs(engine)[("C0000004", "*")][:2] == (False, "esp-webhook")
+    assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "esp-webhook")  # group unsubscribe
+    stored = feedback_events(engine)
+    again = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body), content_type="application/json")
+    assert again.json["duplicates"] == 9 and feedback_events(engine) == stored
+
+
+def test_forged_webhooks_are_rejected_and_write_nothing(shop, ec_key):
+    client, _, engine = shop
+    body = (DATA / "sendgrid_events.json").read_bytes()
+    forger = ec.generate_private_key(ec.SECP256R1())
+    assert client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(forger, body)).status_code == 403
+    assert client.post("/webhooks/sendgrid", data=body).status_code == 401
+    stale = sendgrid_headers(ec_key, body, int(time.time()) - 7200)
+    assert client.post("/webhooks/sendgrid", data=body, headers=stale).status_code == 403
+
+    ts, tok = str(int(time.time())), "t" * 50
+    data = json.loads((DATA / "mailgun_events.json").read_text())["items"][1]
+    forged = hmac.new(b"wrong-key", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
+    mg = {"signature": {"timestamp": ts, "token": tok, "signature": forged}, "event-data": data}
+    assert client.post("/webhooks/mailgun", json=mg).status_code == 403
+
+    pm = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()[1]
+    missing = client.post("/webhooks/postmark", data=pm)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"].startswith("Basic")
+    wrong = base64.b64encode(b"postmark:guess").decode()
+    assert client.post("/webhooks/postmark", data=pm, headers={"Authorization": f"Basic {wrong}"}).status_code == 403
+    assert client.post("/webhooks/postmark/guess", data=pm).status_code == 403
+    assert feedback_events(engine) == [] and prefs(engine) == {}
+
+
+def test_mailgun_and_postmark_webhooks_apply_valid_requests(shop):
+    client, _, engine = shop
+    ts, tok = str(int(time.time())), "u" * 50
+    data = json.loads((DATA / "mailgun_events.json").read_text())["items"][1]
+    sig = hmac.new(b"key-mailgun-test", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
+    mg = client.post("/webhooks/mailgun", json={"signature": {"timestamp": ts, "token": tok, "signature": sig}, "event-data": data})
+    assert mg.status_code == 200 and mg.json["applied"] == {"bounced_hard": 1}
+
+    lines = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()
+    auth = base64.b64encode(b"postmark:pm-pass").decode()
+    pm = client.post("/webhooks/postmark", data=lines[4], headers={"Authorization": f"Basic {auth}"})
+    assert pm.status_code == 200 and pm.json["applied"] == {"complained": 1}
+    assert client.post("/webhooks/postmark/pm-pass", data=lines[7]).json["applied"] == {"unsubscribed": 1}
+    kinds = [(c, t) for c, t, *_ in feedback_events(engine)]
+    assert kinds == [("C0000002", "email_bounced_hard"), ("C0000002", "email_unsubscribed"), ("C0000004", "email_complained")]
+
+
+def test_webhook_routing_errors(shop):
+    client, _, _ = shop
+    assert client.post("/webhooks/sparkpost", data=b"[]").status_code == 404
+    assert client.post("/webhooks/sendgrid/secret", data=b"[]").status_code == 404
+    assert client.get("/webhooks/sendgrid").status_code == 405
+    assert client.get("/healthz").text == "ok\n"
+
+
+@pytest.fixture(scope="module")
+def sns_key():
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    now = datetime.now(timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
+    return key, cert.public_bytes(serialization.Encoding.PEM)
+
+
+def sns_signed(key, envelope: dict) -> bytes:
+    envelope = {**envelope, "SignatureVersion": "2", "SigningCertURL": CERT_URL}
+    sig = key.sign(ses.string_to_sign(envelope), padding.PKCS1v15(), hashes.SHA256())
+    return json.dumps({**envelope, "Signature": base64.b64encode(sig).decode()}).encode()
+
+
+@responses.activate
+def test_ses_subscription_confirmation_and_notification(shop, sns_key):
+    client, _, engine = shop
+    ses.clear_certificate_cache()
+    responses.get(CERT_URL, body=sns_key[1])
+    subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token=abc"
+    responses.get(subscribe, body="<ConfirmSubscriptionResponse/>")
+    confirm = {"Type": "SubscriptionConfirmation", "MessageId": "m-1", "Token": "abc", "TopicArn": TOPIC_ARN,
+               "Message": "You have chosen to subscribe.", "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00Z"}
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm),
+                           headers={"x-amz-sns-message-type": "SubscriptionConfirmation"}, content_type="text/plain")
+    assert response.status_code == 200 and response.json["received"] == 0
+    assert any(call.request.url == subscribe for call in responses.calls)
+
+    complaint = json.loads((DATA / "ses_events.jsonl").read_text().splitlines()[4])
+    note = {"Type": "Notification", "MessageId": "m-2", "TopicArn": TOPIC_ARN, "Message": json.dumps(complaint),
+            "Timestamp": "2026-11-23T11:00:01Z"}
+    body = sns_signed(sns_key[0], note)
+    assert client.post("/webhooks/ses", data=body, content_type="text/plain").json["applied"] == {"complained": 1}
+    tampered = body.replace(b"abuse", b"other")
+    assert client.post("/webhooks/ses", data=tampered, content_type="text/plain").status_code == 403
+    assert [(c, t) for c, t, *_ in feedback_events(engine)] == [("C0000004", "email_complained")]
+    ses.clear_certificate_cache()
+
+
+def test_create_app_reads_the_project_from_the_environment(shop, monkeypatch):
+    _, project, engine = shop
+    monkeypatch.setenv("RELMAIL_PROJECT", str(project.root))
+    client = Client(create_app())
+    assert client.post(f"/unsubscribe/{token('C0000003', 'newsletter')}", **ONE_CLICK).status_code == 200
+    assert prefs(engine) == {("C0000003", "newsletter"): (False, "unsubscribe-link", None)}
