@@ -1,0 +1,195 @@
+"""What the HTTP-based adapters (SendGrid, Mailgun, Postmark, SES) share.
+
+:meth:`HttpAdapter.request` sends one API request over a reused
+``requests`` session and retries 429 and 5xx answers, waiting what the
+provider's ``Retry-After`` says (seconds or an HTTP date; SendGrid's
+``X-RateLimit-Reset`` too) or an exponential back-off, up to ``max_retries``
+retries. A wait longer than ``max_retry_wait`` is not slept through: the
+messages come back ``deferred`` until then. A request that could not even
+connect is retried (nothing was sent); a request whose answer was lost
+(read timeout, connection reset) is *not*, since none of these APIs takes
+an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
+401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Callable, Sequence
+
+import requests
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from .base import Abort, Adapter, OutgoingMessage, Result, deferred
+
+
+@dataclass
+class Outcome:
+    """The final answer to one API call: a response, or why its messages wait."""
+
+    response: requests.Response | None = None
+    retry_at: datetime | None = None
+    reason: str = ""
+    http_status: int | None = None
+    ambiguous: bool = False
+
+    def defer(self, key: str) -> Result:
+        return deferred(key, self.retry_at, self.reason, http_status=self.http_status, ambiguous=self.ambiguous)
+
+
+def retry_after_seconds(response: requests.Response, now: datetime) -> float | None:
+    """Seconds to wait from ``Retry-After`` (delta or HTTP date) or ``X-RateLimit-Reset`` (epoch)."""
+    value = response.headers.get("Retry-After")
+    if value:
+        value = value.strip()
+        if value.isdigit():
+            return float(value)
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            when = None
+        if when is not None and when.tzinfo is not None:
+            return max((when - now).total_seconds(), 0.0)
+    reset = response.headers.get("X-RateLimit-Reset")
+    if reset and reset.strip().isdigit() and int(reset) > 1_000_000_000:
+        return max(int(reset) - now.timestamp(), 0.0)
+    return None
+
+
+def _never_sent(exc: requests.RequestException) -> bool:
+    """True when the request failed before any byte reached the provider."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+class HttpAdapter(Adapter):
+    """Base of the ESP adapters: session, retries, per-message concurrency."""
+
+    default_base_url = ""
+    #: Most bytes one request may carry (documented payload limit), with headroom.
+    max_request_bytes: int | None = None
+
+    def __init__(self, config=None, secret=None, *, session_factory: Callable[[], requests.Session] | None = None, **kw):
+        super().__init__(config, secret, **kw)
+        c = self.config
+        self.base_url = c.string("base_url", self.default_base_url).rstrip("/")
+        self.timeout = c.number("timeout", 30)
+        self.max_retries = c.integer("max_retries", 3, minimum=0)
+        self.max_retry_wait = c.number("max_retry_wait", 60)
+        self.concurrency = c.integer("concurrency", 4, minimum=1)
+        self._session_factory = session_factory or requests.Session
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._executor: ThreadPoolExecutor | None = None
+
+    # -- sessions ---------------------------------------------------------------
+
+    def configure(self, session: requests.Session) -> None:
+        """Set the provider's auth and default headers on a new session."""
+
+    @property
+    def session(self) -> requests.Session:
+        """This thread's session (connections are reused across requests)."""
+        s = getattr(self._local, "session", None)
+        if s is None:
+            s = self._session_factory()
+            s.headers["User-Agent"] = "relmail"
+            self.configure(s)
+            self._local.session = s
+            self._sessions.append(s)
+        return s
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        for s in self._sessions:
+            s.close()
+        self._sessions.clear()
+
+    # -- requests ---------------------------------------------------------------
+
+    def request(self, method: str, path: str, **kw: Any) -> Outcome:
+        """One API call with the retry policy of the module docstring."""
+        url = path if path.startswith("http") else f"{self.base_url}{path}"
+        last = Outcome()
+        for attempt in range(self.max_retries + 1):
+            try:
+                response = self.send_request(method, url, **kw)
+            except requests.RequestException as exc:
+                if not _never_sent(exc):
+                    return Outcome(
+                        retry_at=self.retry_at(),
+                        reason=f"{method} {url}: no answer ({exc.__class__.__name__}); the provider may have accepted it",
+                        ambiguous=True,
+                    )
+                wait = min(2.0**attempt, self.max_retry_wait)
+                last = Outcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
+            else:
+                status = response.status_code
+                if status in (401, 403):
+                    raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
+                if status != 429 and status < 500:
+                    return Outcome(response=response, http_status=status)
+                after = retry_after_seconds(response, self.clock())
+                wait = after if after is not None else min(2.0**attempt, self.max_retry_wait)
+                last = Outcome(
+                    retry_at=self.clock() + timedelta(seconds=wait if after is not None else self.config.number("retry_delay", 600)),
+                    reason=f"HTTP {status} from {self.name}: {_snippet(response)}",
+                    http_status=status,
+                )
+                if wait > self.max_retry_wait:
+                    return last  # a long Retry-After: come back then instead of sleeping
+            if attempt < self.max_retries:
+                self.sleep(wait)
+        return last
+
+    def send_request(self, method: str, url: str, **kw: Any) -> requests.Response:
+        """Hook for signing (SES); the default just sends."""
+        return self.session.request(method, url, timeout=self.timeout, **kw)
+
+    # -- helpers for subclasses ---------------------------------------------------
+
+    def map_messages(self, fn: Callable[[OutgoingMessage], Result], messages: Sequence[OutgoingMessage]) -> list[Result]:
+        """Apply ``fn`` to each message, ``concurrency`` at a time; keeps order and survives an abort."""
+        if self.concurrency > 1 and len(messages) > 1:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"relmail-{self.name}")
+            futures = [self._executor.submit(fn, m) for m in messages]
+        else:
+            futures = None
+        results: list[Result | None] = []
+        abort: Abort | None = None
+        for i, m in enumerate(messages):
+            try:
+                if futures is not None:
+                    results.append(futures[i].result())
+                elif abort is None:
+                    results.append(fn(m))
+                else:
+                    results.append(None)
+            except Abort as exc:
+                abort = abort or exc
+                results.append(None)
+        if abort is not None:
+            abort.partial = results
+            raise abort
+        return results  # type: ignore[return-value]
+
+
+def _snippet(response: requests.Response, limit: int = 300) -> str:
+    text = (response.text or "").strip().replace("\n", " ")
+    return text[:limit] + ("..." if len(text) > limit else "")
+
+
+def json_body(response: requests.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None

@@ -1,0 +1,115 @@
+"""Postmark ``POST /email/batch``: up to 500 distinct messages per request.
+
+Each message keeps its own subject, bodies, ``Headers`` (List-Unsubscribe,
+Message-ID ...) and ``Metadata`` (the relmail ids the webhooks return);
+``MessageStream`` defaults to ``broadcast``, Postmark's stream for bulk
+mail. Postmark carries one ``Tag`` per message: relmail's tags are joined
+with ``/`` (``weekly/ebike-launch``). The answer holds one entry per message,
+in order: ``ErrorCode`` 0 is accepted (``MessageID`` becomes
+``provider_id``), 406 (inactive recipient: bounced or complained before) is
+a hard bounce, others are rejections. Metadata limits (10 fields, names of
+20 and values of 80 characters) are checked before anything is sent.
+"""
+
+from __future__ import annotations
+
+import json
+from email.utils import formataddr
+from typing import Sequence
+
+from ..errors import UnsupportedFeature
+from .base import Abort, OutgoingMessage, Result, accepted, chunks, deferred, rejected
+from .http import HttpAdapter, json_body
+
+#: Batch-level error codes that mean the account or server cannot send at all.
+ACCOUNT_ERRORS = {10, 400, 401, 405, 412, 413}
+INACTIVE_RECIPIENT = 406
+TAG_SEPARATOR = "/"
+
+
+class PostmarkAdapter(HttpAdapter):
+    name = "postmark"
+    default_base_url = "https://api.postmarkapp.com"
+    max_batch = 500
+    max_request_bytes = 45 * 1024 * 1024  # documented limit 50 MB
+    config_keys = ("base_url", "message_stream", "track_opens", "track_links", "timeout", "max_retries", "max_retry_wait")
+
+    def __init__(self, config=None, secret=None, **kw):
+        super().__init__(config, secret, **kw)
+        self.token = self.secret("esp_api_key")
+        self.stream = self.config.string("message_stream", "broadcast")
+        self.track_opens = self.config.boolean("track_opens", None)
+        self.track_links = self.config.choice("track_links", ("None", "HtmlAndText", "HtmlOnly", "TextOnly"), None) if "track_links" in self.config else None
+
+    def configure(self, session) -> None:
+        session.headers.update({"X-Postmark-Server-Token": self.token, "Accept": "application/json"})
+
+    def validate(self, messages: Sequence[OutgoingMessage]) -> None:
+        for m in messages:
+            if m.html is None and m.text is None:
+                raise UnsupportedFeature(f"postmark: message {m.key} has only raw MIME; Postmark needs HtmlBody or TextBody")
+            if len(m.metadata) > 10:
+                raise UnsupportedFeature(f"postmark: message {m.key}: Postmark allows 10 metadata fields")
+            for k, v in m.metadata.items():
+                if len(k) > 20 or len(str(v)) > 80:
+                    raise UnsupportedFeature(f"postmark: message {m.key}: metadata {k!r} exceeds 20-character name / 80-character value")
+            if len(TAG_SEPARATOR.join(m.tags)) > 1000:
+                raise UnsupportedFeature(f"postmark: message {m.key}: Tag longer than 1000 characters")
+
+    def item(self, m: OutgoingMessage) -> dict:
+        item: dict = {
+            "From": formataddr((m.from_name or "", m.from_addr)),
+            "To": formataddr((m.to_name or "", m.to)),
+            "Subject": m.subject,
+            "MessageStream": self.stream,
+        }
+        if m.html is not None:
+            item["HtmlBody"] = m.html
+        if m.text is not None:
+            item["TextBody"] = m.text
+        if m.reply_to:
+            item["ReplyTo"] = m.reply_to
+        if m.headers:
+            item["Headers"] = [{"Name": k, "Value": str(v)} for k, v in m.headers.items()]
+        if m.tags:
+            item["Tag"] = TAG_SEPARATOR.join(m.tags)
+        if m.metadata:
+            item["Metadata"] = {k: str(v) for k, v in m.metadata.items()}
+        if self.track_opens is not None:
+            item["TrackOpens"] = self.track_opens
+        if self.track_links is not None:
+            item["TrackLinks"] = self.track_links
+        return item
+
+    def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
+        out: list[Result | None] = []
+        try:
+            for batch in chunks(messages, self.max_batch, self.max_request_bytes, lambda m: len(json.dumps(self.item(m)))):
+                out.extend(self._post(batch))
+        except Abort as exc:
+            exc.partial = out + [None] * (len(messages) - len(out))
+            raise
+        return out  # type: ignore[return-value]
+
+    def _post(self, batch: Sequence[OutgoingMessage]) -> list[Result]:
+        outcome = self.request("POST", "/email/batch", json=[self.item(m) for m in batch])
+        if outcome.response is None:
+            return [outcome.defer(m.key) for m in batch]
+        resp = outcome.response
+        data = json_body(resp)
+        if resp.status_code == 200 and isinstance(data, list) and len(data) == len(batch):
+            return [self._one(m, entry, resp.status_code) for m, entry in zip(batch, data)]
+        code = data.get("ErrorCode") if isinstance(data, dict) else None
+        why = data.get("Message") if isinstance(data, dict) else resp.text[:300]
+        if code in ACCOUNT_ERRORS:
+            raise Abort(f"Postmark error {code}: {why}", resp.status_code)
+        return [rejected(m.key, f"HTTP {resp.status_code}, Postmark error {code}: {why}", http_status=resp.status_code) for m in batch]
+
+    def _one(self, m: OutgoingMessage, entry: dict, status: int) -> Result:
+        code = entry.get("ErrorCode")
+        if code == 0:
+            return accepted(m.key, entry.get("MessageID"), http_status=status)
+        why = f"Postmark error {code}: {entry.get('Message', '')}"
+        if code == 429:
+            return deferred(m.key, self.retry_at(), why, http_status=status)
+        return rejected(m.key, why, hard_bounce=code == INACTIVE_RECIPIENT, http_status=status)

@@ -1,0 +1,153 @@
+"""SendGrid v3 ``POST /v3/mail/send``.
+
+Messages whose content is identical (sender, reply-to, subject, text, html,
+categories) share one request with up to 1,000 personalizations (SendGrid's
+limit); each personalization carries its own recipient, ``headers``
+(List-Unsubscribe, Message-ID ...) and ``custom_args`` (the relmail
+metadata the event webhook returns). Personal e-mails, which differ in
+content, go one request each over the reused session. A 202 answer accepts
+the request; its ``X-Message-Id`` is every message's ``provider_id``.
+
+SendGrid rejects a request as a whole: when a 400 names personalizations
+(``personalizations.3.to.0.email``) those messages are rejected and the rest
+is sent again; an unexplained 400 for a grouped request is retried message
+by message so that only the faulty ones are rejected.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Sequence
+
+from ..errors import UnsupportedFeature
+from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected
+from .http import HttpAdapter, json_body
+
+#: Headers SendGrid does not let a sender set (its documented reserved list).
+RESERVED = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type", "content-transfer-encoding",
+            "to", "from", "subject", "reply-to", "cc", "bcc"}
+_INDEX = re.compile(r"^personalizations\.(\d+)\b")
+
+
+def content_key(m: OutgoingMessage) -> tuple:
+    return (m.from_addr, m.from_name, m.reply_to, m.subject, m.text, m.html, m.tags)
+
+
+class SendGridAdapter(HttpAdapter):
+    name = "sendgrid"
+    default_base_url = "https://api.sendgrid.com"
+    max_batch = 1000
+    max_request_bytes = 20 * 1024 * 1024  # documented limit 30 MB
+    config_keys = ("base_url", "sandbox", "ip_pool_name", "asm_group_id", "timeout", "max_retries", "max_retry_wait", "concurrency")
+
+    def __init__(self, config=None, secret=None, **kw):
+        super().__init__(config, secret, **kw)
+        self.api_key = self.secret("esp_api_key")
+        self.sandbox = self.config.boolean("sandbox", False)
+        self.ip_pool = self.config.string("ip_pool_name", None)
+        self.asm_group = self.config.integer("asm_group_id", None)
+
+    def configure(self, session) -> None:
+        session.headers["Authorization"] = f"Bearer {self.api_key}"
+
+    def validate(self, messages: Sequence[OutgoingMessage]) -> None:
+        for m in messages:
+            if m.html is None and m.text is None:
+                raise UnsupportedFeature(f"sendgrid: message {m.key} has only raw MIME; SendGrid's v3 API needs text or html")
+            if len(m.tags) > 10 or any(len(t) > 255 for t in m.tags):
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: at most 10 categories of 255 characters")
+            bad = sorted(h for h in m.headers if h.lower() in RESERVED)
+            if bad:
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: SendGrid does not allow setting header(s) {', '.join(bad)}")
+            if len(json.dumps(dict(m.metadata))) > 10_000:
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: custom_args exceed 10,000 bytes")
+
+    def body(self, group: Sequence[OutgoingMessage]) -> dict:
+        first = group[0]
+        body: dict = {
+            "personalizations": [self.personalization(m) for m in group],
+            "from": _address(first.from_addr, first.from_name),
+            "subject": first.subject,
+            "content": [],
+        }
+        # SendGrid requires text/plain before text/html.
+        if first.text is not None:
+            body["content"].append({"type": "text/plain", "value": first.text})
+        if first.html is not None:
+            body["content"].append({"type": "text/html", "value": first.html})
+        if first.reply_to:
+            body["reply_to"] = {"email": first.reply_to}
+        if first.tags:
+            body["categories"] = list(first.tags)
+        if self.ip_pool:
+            body["ip_pool_name"] = self.ip_pool
+        if self.asm_group is not None:
+            body["asm"] = {"group_id": self.asm_group}
+        if self.sandbox:
+            body["mail_settings"] = {"sandbox_mode": {"enable": True}}
+        return body
+
+    @staticmethod
+    def personalization(m: OutgoingMessage) -> dict:
+        p: dict = {"to": [_address(m.to, m.to_name)]}
+        if m.headers:
+            p["headers"] = {k: str(v) for k, v in m.headers.items()}
+        if m.metadata:
+            p["custom_args"] = {k: str(v) for k, v in m.metadata.items()}
+        return p
+
+    def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
+        groups: dict[tuple, list[OutgoingMessage]] = {}
+        for m in messages:
+            groups.setdefault(content_key(m), []).append(m)
+        by_key: dict[str, Result] = {}
+
+        def size(m: OutgoingMessage) -> int:
+            return len(json.dumps(self.personalization(m)))
+
+        requests_ = [c for g in groups.values() for c in chunks(g, self.max_batch, self.max_request_bytes, size)]
+        if all(len(r) == 1 for r in requests_):
+            # Personal e-mails: one request each, several in flight.
+            return self.map_messages(lambda m: self._post([m])[0], messages)
+        try:
+            for req in requests_:
+                for r in self._post(req):
+                    by_key[r.key] = r
+        except Abort as exc:
+            exc.partial = [by_key.get(m.key) for m in messages]
+            raise
+        return [by_key[m.key] for m in messages]
+
+    def _post(self, group: Sequence[OutgoingMessage]) -> list[Result]:
+        outcome = self.request("POST", "/v3/mail/send", json=self.body(group))
+        if outcome.response is None:
+            return [outcome.defer(m.key) for m in group]
+        resp = outcome.response
+        status = resp.status_code
+        if 200 <= status < 300:
+            pid = resp.headers.get("X-Message-Id")
+            return [accepted(m.key, pid, http_status=status) for m in group]
+        errors = (json_body(resp) or {}).get("errors") or []
+        named: dict[int, str] = {}
+        general: list[str] = []
+        for e in errors:
+            match = _INDEX.match(str(e.get("field") or ""))
+            if match and int(match.group(1)) < len(group):
+                named.setdefault(int(match.group(1)), str(e.get("message") or "invalid"))
+            else:
+                general.append(str(e.get("message") or e))
+        if named and not general:
+            out = {group[i].key: rejected(group[i].key, f"HTTP {status}: {why}", http_status=status) for i, why in named.items()}
+            rest = [m for i, m in enumerate(group) if i not in named]
+            if rest:
+                out.update((r.key, r) for r in self._post(rest))
+            return [out[m.key] for m in group]
+        if len(group) > 1:
+            return [self._post([m])[0] for m in group]
+        reason = "; ".join(general) or resp.text[:300]
+        return [rejected(group[0].key, f"HTTP {status}: {reason}", http_status=status)]
+
+
+def _address(email: str, name: str | None) -> dict:
+    return {"email": email, "name": name} if name else {"email": email}

@@ -1,0 +1,344 @@
+"""SMTP delivery over a pool of reused connections.
+
+``pool_size`` connections send concurrently (one thread each); each carries
+up to ``messages_per_connection`` messages before a clean QUIT and a fresh
+connection. ``security`` is ``starttls`` (port 587, never falls back to
+plain text), ``tls`` (implicit TLS, port 465) or ``none``; AUTH runs when
+``username`` is set, with the ``smtp_password`` secret.
+
+Per message (one recipient each):
+
+* 250 after the final dot: ``accepted``; the queue id in the reply
+  (``queued as X``, ``id=X``) becomes ``provider_id``.
+* 421 and other 4xx: ``deferred`` until ``retry_delay`` seconds later (421
+  also drops the connection, as the server closes it).
+* 550/551/553 to RCPT, or any 5.1.x enhanced status: ``rejected`` with
+  ``hard_bounce``; other 5xx (e.g. 554 content, 5.7.x policy): ``rejected``.
+* After a refused transaction the connection is reset with RSET and reused.
+
+A dropped connection never loses or duplicates a message. If it drops
+*before* the whole message (with its final dot) was written, the server
+cannot have accepted it, so it is sent again on a fresh connection (up to
+``max_attempts``). If it drops *after* the final dot was written but before
+the 250 arrived, the outcome is unknown: the server may have queued it. The
+message comes back ``deferred`` with ``ambiguous=True`` and is not re-sent,
+so the ledger decides (never reported accepted without a 250).
+
+Connection failures (refused, 421 greeting, timeout) defer the rest of the
+batch until ``retry_delay`` without hammering the server; configuration
+failures (AUTH refused, STARTTLS not offered, certificate not trusted) stop
+the batch with :class:`~relmail.delivery.base.DeliveryAborted`.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import smtplib
+import socket
+import ssl
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+from pathlib import Path
+from typing import Sequence
+
+from ..errors import ConfigError
+from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, rejected
+from .dkim import DkimSigner
+
+DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
+HARD_BOUNCE_CODES = (550, 551, 553)
+_QUEUE_ID = (
+    re.compile(r"queued as ([\w.\-]+)", re.I),  # Postfix, aiosmtpd handlers
+    re.compile(r"\bid=([\w.\-]+)", re.I),  # Exim
+    re.compile(r"<([^<>\s]+)>\s+(?:Queued|accepted)", re.I),  # Exchange / MS
+)
+_ENHANCED = re.compile(r"^([245]\.\d{1,3}\.\d{1,3})\b")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class _Retry(Exception):
+    """The connection broke before the message was handed over: safe to send again."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class _Down(Exception):
+    """Could not open a usable connection (server unreachable or refusing)."""
+
+
+class _Fatal(Exception):
+    """A configuration problem: sending cannot succeed until someone fixes it."""
+
+
+class _Conn:
+    __slots__ = ("smtp", "sent", "broken")
+
+    def __init__(self, smtp: smtplib.SMTP):
+        self.smtp = smtp
+        self.sent = 0
+        self.broken = False
+
+
+class SmtpAdapter(Adapter):
+    """Pooled, concurrent SMTP delivery with per-recipient results."""
+
+    name = "smtp"
+    max_batch = 1000
+    config_keys = (
+        "host", "port", "security", "username", "pool_size", "messages_per_connection", "timeout",
+        "helo", "verify_tls", "ca_file", "envelope_from", "max_attempts", "retry_delay",
+    )
+
+    def __init__(self, config=None, secret=None, **kw):
+        super().__init__(config, secret, **kw)
+        c = self.config
+        self.host = c.string("host")
+        self.security = c.choice("security", tuple(DEFAULT_PORTS), "starttls")
+        self.port = c.integer("port", DEFAULT_PORTS[self.security], minimum=1)
+        self.username = c.string("username", None)
+        self.password = self.secret("smtp_password") if self.username else None
+        self.pool_size = c.integer("pool_size", 4, minimum=1)
+        self.per_connection = c.integer("messages_per_connection", 100, minimum=1)
+        self.timeout = c.number("timeout", 30)
+        self.helo = c.string("helo", None) or socket.getfqdn()
+        self.envelope_from = c.string("envelope_from", None)
+        self.max_attempts = c.integer("max_attempts", 3, minimum=1)
+        self.tls_context = self._tls_context()
+        dkim_table = c.get("dkim")
+        self.signer = (
+            DkimSigner.from_config(dkim_table, self._secret, self.root, c.get("sender_domain"))
+            if isinstance(dkim_table, dict)
+            else None
+        )
+        self._idle: queue.LifoQueue[_Conn] = queue.LifoQueue()
+        self._executor: ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+        self._down_until: datetime | None = None
+        self._down_reason = ""
+        self._fatal: str | None = None
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.security == "none":
+            return None
+        ca_file = self.config.string("ca_file", None)
+        if ca_file and not Path(ca_file).expanduser().is_file():
+            raise ConfigError(f"{self.config.where}: ca_file {ca_file} does not exist")
+        ctx = ssl.create_default_context(cafile=str(Path(ca_file).expanduser()) if ca_file else None)
+        if not self.config.boolean("verify_tls", True):
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+
+    def chunk_size(self) -> int:
+        return self.max_batch
+
+    # -- sending ----------------------------------------------------------------
+
+    def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self.pool_size, thread_name_prefix="relmail-smtp")
+        futures = [self._executor.submit(self._deliver, m) for m in messages]
+        results: list[Result | None] = [f.result() for f in futures]
+        if self._fatal:
+            raise Abort(self._fatal, partial=results)
+        return results  # type: ignore[return-value]
+
+    def _deliver(self, msg: OutgoingMessage) -> Result:
+        if self._fatal:
+            return deferred(msg.key, self.retry_at(), f"not sent: {self._fatal}")
+        payload = msg.as_bytes()
+        if self.signer is not None:
+            payload = self.signer.sign(payload)
+        reason = ""
+        for _attempt in range(self.max_attempts):
+            with self._lock:
+                down_until, down_reason = self._down_until, self._down_reason
+            if down_until is not None and self.clock() < down_until:
+                return deferred(msg.key, down_until, down_reason)
+            try:
+                conn = self._checkout()
+            except _Down as exc:
+                until = self.retry_at()
+                with self._lock:
+                    self._down_until, self._down_reason = until, f"server unavailable: {exc}"
+                return deferred(msg.key, until, f"server unavailable: {exc}")
+            except _Fatal as exc:
+                with self._lock:
+                    self._fatal = self._fatal or str(exc)
+                return deferred(msg.key, self.retry_at(), f"not sent: {exc}")
+            try:
+                return self._transact(conn, msg, payload)
+            except _Retry as exc:
+                reason = exc.reason
+            finally:
+                self._checkin(conn)
+        return deferred(msg.key, self.retry_at(), f"connection kept dropping before the message was sent: {reason}")
+
+    def _transact(self, conn: _Conn, msg: OutgoingMessage, payload: bytes) -> Result:
+        s = conn.smtp
+        sender = self.envelope_from or msg.from_addr
+        mail_opts: list[str] = []
+        rcpt_opts: list[str] = []
+        if not payload.isascii():
+            if not s.has_extn("8bitmime"):
+                return rejected(msg.key, "message has 8-bit content and the server does not offer 8BITMIME")
+            mail_opts.append("BODY=8BITMIME")
+        if not (sender.isascii() and msg.to.isascii()):
+            if not s.has_extn("smtputf8"):
+                return rejected(msg.key, "internationalized address and the server does not offer SMTPUTF8")
+            mail_opts.append("SMTPUTF8")
+        if s.has_extn("size"):
+            mail_opts.append(f"SIZE={len(payload)}")
+        handed_over = False
+        try:
+            code, resp = s.mail(sender, mail_opts)
+            if code != 250:
+                return self._refused(conn, msg, code, resp, "MAIL FROM")
+            code, resp = s.rcpt(msg.to, rcpt_opts)
+            if code not in (250, 251):
+                return self._refused(conn, msg, code, resp, "RCPT TO")
+            s.putcmd("data")
+            code, resp = s.getreply()
+            if code != 354:
+                return self._refused(conn, msg, code, resp, "DATA")
+            data = _LEADING_DOT.sub(b"..", payload)
+            if not data.endswith(b"\r\n"):
+                data += b"\r\n"
+            s.send(data + b".\r\n")
+            handed_over = True
+            code, resp = s.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            conn.broken = True
+            if handed_over:
+                return deferred(
+                    msg.key,
+                    self.retry_at(),
+                    f"connection lost after the message was sent, before the server confirmed it ({exc}); "
+                    "it may have been delivered",
+                    ambiguous=True,
+                )
+            raise _Retry(str(exc) or exc.__class__.__name__) from None
+        if code != 250:
+            return self._refused(conn, msg, code, resp, "end of DATA")
+        conn.sent += 1
+        return accepted(msg.key, queue_id(_text(resp)), smtp_code=250)
+
+    def _refused(self, conn: _Conn, msg: OutgoingMessage, code: int, resp: bytes, stage: str) -> Result:
+        text = _text(resp)
+        reason = f"{stage}: {code} {text}".strip()
+        if code == 421 or code < 0:
+            conn.broken = True  # 421: the server closes the channel
+        elif not conn.broken:
+            try:
+                conn.smtp.rset()
+            except (smtplib.SMTPException, OSError):
+                conn.broken = True
+        if stage == "MAIL FROM" and code in (530, 535):
+            with self._lock:
+                self._fatal = self._fatal or f"the server requires authentication: {reason}"
+            return deferred(msg.key, self.retry_at(), reason, smtp_code=code)
+        if 400 <= code < 500 or code < 0:
+            return deferred(msg.key, self.retry_at(), reason, smtp_code=code if code > 0 else None)
+        if code >= 500:
+            status = _ENHANCED.match(text)
+            enhanced = status.group(1) if status else ""
+            hard = enhanced.startswith("5.1.") or (
+                stage == "RCPT TO" and code in HARD_BOUNCE_CODES and not enhanced.startswith("5.7.")
+            )
+            return rejected(msg.key, reason, hard_bounce=hard, smtp_code=code)
+        return deferred(msg.key, self.retry_at(), f"unexpected reply {reason}", smtp_code=code)
+
+    # -- the connection pool ----------------------------------------------------
+
+    def _checkout(self) -> _Conn:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                return self._connect()
+            if conn.sent >= self.per_connection:
+                _quit(conn)
+                continue
+            return conn
+
+    def _checkin(self, conn: _Conn) -> None:
+        if conn.broken:
+            _quit(conn, polite=False)
+        else:
+            self._idle.put(conn)
+
+    def _connect(self) -> _Conn:
+        try:
+            if self.security == "tls":
+                s: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, local_hostname=self.helo, timeout=self.timeout, context=self.tls_context
+                )
+            else:
+                s = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
+            s.ehlo()
+            if self.security == "starttls":
+                if not s.has_extn("starttls"):
+                    s.close()
+                    raise _Fatal(f"{self.host}:{self.port} does not offer STARTTLS (security = \"starttls\")")
+                s.starttls(context=self.tls_context)
+                s.ehlo()
+            if self.username:
+                try:
+                    s.login(self.username, self.password or "")
+                except smtplib.SMTPAuthenticationError as exc:
+                    s.close()
+                    raise _Fatal(f"AUTH refused for user {self.username!r}: {exc.smtp_code} {_text(exc.smtp_error)}") from None
+                except smtplib.SMTPNotSupportedError:
+                    s.close()
+                    raise _Fatal(f"{self.host}:{self.port} does not offer AUTH on this connection") from None
+            return _Conn(s)
+        except ssl.SSLCertVerificationError as exc:
+            raise _Fatal(f"TLS certificate of {self.host} not trusted: {exc.verify_message}") from None
+        except smtplib.SMTPConnectError as exc:
+            raise _Down(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+        except (smtplib.SMTPException, OSError) as exc:
+            raise _Down(f"{self.host}:{self.port}: {exc}") from None
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        while True:
+            try:
+                _quit(self._idle.get_nowait())
+            except queue.Empty:
+                break
+
+    def describe(self) -> dict:
+        out = super().describe()
+        out.update(port=self.port, security=self.security, dkim=bool(self.signer))
+        return out
+
+
+def queue_id(reply: str) -> str | None:
+    """The server's queue id from a 250 reply to the final dot, if it names one."""
+    for pattern in _QUEUE_ID:
+        m = pattern.search(reply)
+        if m:
+            return m.group(1)
+    return None
+
+
+def _text(resp: bytes | str) -> str:
+    if isinstance(resp, bytes):
+        return resp.decode("utf-8", "replace").replace("\n", " ").strip()
+    return str(resp).strip()
+
+
+def _quit(conn: _Conn, polite: bool = True) -> None:
+    try:
+        if polite:
+            conn.smtp.quit()
+        else:
+            conn.smtp.close()
+    except (smtplib.SMTPException, OSError):
+        conn.smtp.close()
