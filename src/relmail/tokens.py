@@ -9,6 +9,7 @@ format and the constant-time check are a maintained library's, not ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
 
@@ -24,6 +25,7 @@ class Claims:
     run_id: str
 
 
+@lru_cache(maxsize=16)  # one serializer per key: building it costs more than a signature
 def _serializer(key: str | bytes) -> URLSafeSerializer:
     if not key:
         raise SignatureError("no signing key: export RELMAIL_SIGNING_KEY")

@@ -1,0 +1,271 @@
+"""The sandboxed Jinja environment, locale variants, and source flattening.
+
+Templates run in Jinja's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
+(no access to Python internals, no mutating the context) with HTML
+autoescaping and :class:`~jinja2.StrictUndefined`: a missing variable is an
+error unless the template gives a fallback with ``default``.
+
+CSS can only be inlined into a *whole document*, but a message template is a
+child of a layout plus partials. :func:`flatten` therefore resolves
+``{% extends %}`` and ``{% include %}`` at the source level into one
+self-contained Jinja source (blocks stay blocks, so ``block`` semantics and
+``self.block()`` are unchanged), which :mod:`relmail.render.inline` inlines
+once. Extends and includes must name their template with a string literal
+for that reason; a computed name is refused with the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from jinja2 import FileSystemLoader, pass_context, StrictUndefined, TemplateSyntaxError, select_autoescape
+from jinja2.exceptions import TemplateNotFound
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from ..errors import NotFound, TemplateError
+from . import filters
+
+#: Statements that open a construct closed by ``end<keyword>``.
+_PAIRED = {"for", "if", "block", "macro", "call", "filter", "with", "autoescape", "trans"}
+_MAX_DEPTH = 20
+
+
+def make_environment(templates_dir: Path | str | None, *, autoescape: bool = True) -> ImmutableSandboxedEnvironment:
+    """A sandboxed environment over ``templates_dir`` with the relmail filters.
+
+    ``autoescape=True`` escapes HTML in ``.html`` files and in string
+    templates; text templates get an environment built with ``False``.
+    """
+    loader = FileSystemLoader(str(templates_dir)) if templates_dir is not None else None
+    env = ImmutableSandboxedEnvironment(
+        loader=loader,
+        undefined=StrictUndefined,
+        autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=autoescape, default=autoescape)
+        if autoescape
+        else False,
+        keep_trailing_newline=True,
+        auto_reload=False,
+        cache_size=-1,
+    )
+    filters.install(env)
+    env.filters["track"] = _track
+    return env
+
+
+@pass_context
+def _track(ctx, value):
+    """UTM parameters for this message's links (identity when rendering outside a message)."""
+    tracker = ctx.get("_tracker")
+    return tracker.filter(value) if tracker is not None else value
+
+
+def locale_languages(locale: str | None) -> tuple[str, ...]:
+    """Variant suffixes to try for ``locale``, most specific first: ``nl_NL`` → (nl_NL, nl)."""
+    if not locale:
+        return ()
+    loc = locale.replace("-", "_")
+    lang = loc.split("_", 1)[0].lower()
+    return (loc, lang) if loc != lang else (lang,)
+
+
+def variant_names(name: str, languages: tuple[str, ...]) -> list[str]:
+    """``welcome.html`` with (nl_NL, nl) → welcome.nl_NL.html, welcome.nl.html, welcome.html."""
+    stem, dot, ext = name.rpartition(".")
+    if not dot or "/" in ext:
+        stem, ext = name, ""
+    suffix = f".{ext}" if ext else ""
+    return [f"{stem}.{lang}{suffix}" for lang in languages] + [name]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A piece of template source: plain data, or one Jinja construct."""
+
+    kind: str  # data | expr | stmt | comment | raw
+    text: str
+    lineno: int
+    keyword: str = ""
+    #: For ``stmt``: the non-whitespace tokens after the keyword.
+    args: tuple[tuple[str, str], ...] = ()
+
+
+def segments(env, source: str, name: str | None = None) -> list[Segment]:
+    """Split ``source`` into data and Jinja constructs with Jinja's own lexer."""
+    out: list[Segment] = []
+    current: list[str] = []
+    toks: list[tuple[str, str]] = []
+    start_line = 1
+    kind = None
+    try:
+        for lineno, tok, value in env.lex(source, name):
+            if kind is None:
+                if tok == "data":
+                    out.append(Segment("data", value, lineno))
+                    continue
+                kind = {"variable_begin": "expr", "block_begin": "stmt", "comment_begin": "comment", "raw_begin": "raw"}[tok]
+                current, toks, start_line = [value], [], lineno
+                if kind == "raw":
+                    continue
+                continue
+            current.append(value)
+            if tok not in ("whitespace",) and not tok.endswith("_end"):
+                toks.append((tok, value))
+            if tok in ("variable_end", "block_end", "comment_end", "raw_end"):
+                keyword = toks[0][1] if kind == "stmt" and toks else ""
+                out.append(Segment(kind, "".join(current), start_line, keyword, tuple(toks[1:])))
+                kind = None
+    except TemplateSyntaxError as exc:
+        raise template_error(exc) from None
+    return out
+
+
+def template_error(exc: Exception, name: str | None = None) -> TemplateError:
+    """A :class:`TemplateError` naming file and line from a Jinja exception."""
+    filename = getattr(exc, "filename", None) or getattr(exc, "name", None)
+    lineno = getattr(exc, "lineno", None)
+    if lineno is None:
+        # Runtime errors carry no position; Jinja rewrites the traceback so
+        # the innermost template frame names the file and line.
+        tb = exc.__traceback__
+        while tb is not None:
+            code = tb.tb_frame.f_code.co_filename
+            if code.endswith((".html", ".txt")):
+                filename, lineno = code, tb.tb_lineno
+            tb = tb.tb_next
+    filename = filename or name or "<template>"
+    where = f"{filename}:{lineno}" if lineno else str(filename)
+    message = getattr(exc, "message", None) or str(exc)
+    err = TemplateError(f"{where}: {message}")
+    err.file, err.line = str(filename), lineno  # type: ignore[attr-defined]
+    return err
+
+
+class Flattener:
+    """Resolves extends/include into one source, picking locale variants."""
+
+    def __init__(self, env, templates_dir: Path):
+        self.env = env
+        self.dir = Path(templates_dir)
+
+    def resolve(self, name: str, languages: tuple[str, ...]) -> str:
+        """The file name (relative to the templates folder) to use for ``name``."""
+        for candidate in variant_names(name, languages):
+            if (self.dir / candidate).is_file():
+                return candidate
+        raise NotFound(f"template '{name}' not found in {self.dir}")
+
+    def source(self, name: str) -> str:
+        try:
+            return self.env.loader.get_source(self.env, name)[0]
+        except TemplateNotFound:
+            raise NotFound(f"template '{name}' not found in {self.dir}") from None
+
+    def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0) -> tuple[str, tuple[str, ...]]:
+        """(one self-contained Jinja source, the files it was made of)."""
+        if _depth > _MAX_DEPTH:
+            raise TemplateError(f"{name}: extends/include nested more than {_MAX_DEPTH} deep (a cycle?)")
+        resolved = self.resolve(name, languages)
+        segs = segments(self.env, self.source(resolved), resolved)
+        files = [resolved]
+        parent = next((s for s in segs if s.kind == "stmt" and s.keyword == "extends"), None)
+        if parent is not None:
+            parent_name = _literal(parent, resolved)
+            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1)
+            files += parent_files
+            blocks = _blocks(segs)
+            prelude = _prelude(segs)
+            body = _substitute(segments(self.env, parent_src, parent_name), blocks)
+            source = prelude + body
+        else:
+            source = "".join(s.text for s in segs)
+        # Includes last, so those in the layout and in the child both resolve.
+        out: list[str] = []
+        for seg in segments(self.env, source, resolved):
+            if seg.kind == "stmt" and seg.keyword == "include":
+                inc_name = _literal(seg, resolved)
+                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1)
+                files += inc_files
+                # A with-scope keeps the partial's own {% set %} from leaking,
+                # as a real include would.
+                out.append("{% with %}" + inc_src + "{% endwith %}")
+            else:
+                out.append(seg.text)
+        return "".join(out), tuple(dict.fromkeys(files))
+
+
+def _literal(seg: Segment, file: str) -> str:
+    if not seg.args or seg.args[0][0] != "string":
+        raise TemplateError(
+            f"{file}:{seg.lineno}: {seg.keyword} must name its template with a string literal "
+            "(CSS is inlined at compile time, so the file must be known then)"
+        )
+    if seg.keyword == "include" and any(v == "without" for _, v in seg.args[1:]):
+        raise TemplateError(f"{file}:{seg.lineno}: 'include ... without context' is not supported in e-mail templates")
+    return seg.args[0][1][1:-1]
+
+
+def _walk_blocks(segs: list[Segment]):
+    """Yield (name, start index, end index) of every block, outermost first."""
+    stack: list[tuple[str, int]] = []
+    found = []
+    for i, seg in enumerate(segs):
+        if seg.kind != "stmt":
+            continue
+        if seg.keyword == "block":
+            stack.append((seg.args[0][1], i))
+        elif seg.keyword == "endblock":
+            block, start = stack.pop()
+            found.append((block, start, i))
+    return sorted(found, key=lambda b: b[1])
+
+
+def _blocks(segs: list[Segment]) -> dict[str, list[Segment]]:
+    return {name: segs[start + 1 : end] for name, start, end in _walk_blocks(segs)}
+
+
+def _prelude(segs: list[Segment]) -> str:
+    """A child's top-level statements outside blocks (set, import, macro ...)."""
+    keep: list[str] = []
+    depth = 0
+    in_block = 0
+    for seg in segs:
+        if seg.kind == "stmt":
+            if seg.keyword == "block":
+                in_block += 1
+                continue
+            if seg.keyword == "endblock":
+                in_block -= 1
+                continue
+            if in_block or seg.keyword == "extends":
+                continue
+            if seg.keyword in _PAIRED or (seg.keyword == "set" and not any(v == "=" for _, v in seg.args)):
+                depth += 1
+            elif seg.keyword.startswith("end"):
+                depth -= 1
+            keep.append(seg.text)
+        elif not in_block and (depth > 0 or seg.kind == "comment"):
+            keep.append(seg.text)
+    return "".join(keep)
+
+
+_SUPER = re.compile(r"\{\{-?\s*super\(\)\s*-?\}\}")
+
+
+def _substitute(segs: list[Segment], overrides: dict[str, list[Segment]]) -> str:
+    """The parent's source with each overridden block's body replaced."""
+    out: list[str] = []
+    i = 0
+    spans = {start: (name, end) for name, start, end in _walk_blocks(segs)}
+    while i < len(segs):
+        if i in spans and spans[i][0] in overrides:
+            name, end = spans[i]
+            original = _substitute(segs[i + 1 : end], overrides)
+            child = "".join(s.text for s in overrides[name])
+            out.append(segs[i].text + _SUPER.sub(lambda m: original, child) + segs[end].text)
+            i = end + 1
+            continue
+        out.append(segs[i].text)
+        i += 1
+    return "".join(out)

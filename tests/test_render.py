@@ -1,0 +1,386 @@
+"""Render stage: sandbox, escaping, locale variants and filters, errors, links, inline-once."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+
+from relmail import tokens
+from relmail.errors import NotFound, SignatureError, TemplateError
+from relmail.project import Project, init_project
+from relmail.render import CustomerContext, MessageSpec, RenderError, Renderer
+from relmail.render.check import check_templates, inline_difference, sample_contexts
+from relmail.render.environment import make_environment
+from relmail.render.inline import inline_source, protect
+
+KEY = "test-signing-key-not-secret"
+TRACKING = """
+[tracking]
+utm_source = "relmail"
+utm_medium = "email"
+utm_campaign = "{campaign}"
+utm_content = "{message}"
+"""
+
+PRODUCTS = [
+    {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": "https://fietsenwinkel.example/p/EB-200", "category": "e-bikes"},
+    {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": "https://fietsenwinkel.example/p/LOCK-S1", "category": "accessories"},
+]
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", KEY)
+    project = init_project(tmp_path / "shop")
+    with open(project.root / "relmail.toml", "a", encoding="utf-8") as f:
+        f.write(TRACKING)
+    return Project.load(project.root)
+
+
+@pytest.fixture
+def renderer(shop) -> Renderer:
+    return Renderer(shop)
+
+
+def spec(template: str = "ebike_launch", **kw) -> MessageSpec:
+    base = dict(id=template.replace("_", "-"), template=template, topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48")
+    return MessageSpec(**{**base, **kw})
+
+
+def customer(**kw) -> CustomerContext:
+    base = dict(id="C0000001", email="jan@example.nl", first_name="Jan", last_name="de Vries", locale="en_GB",
+                recommended_products=PRODUCTS)
+    return CustomerContext(**{**base, **kw})
+
+
+def write(shop: Project, name: str, text: str) -> None:
+    path = shop.templates_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+# -- security -------------------------------------------------------------
+
+
+def test_customer_name_with_script_is_escaped_in_html_and_raw_in_text_and_subject(renderer):
+    email = renderer.render(spec(), customer(first_name="<script>alert(1)</script>"))
+    assert "<script>alert(1)</script>" not in email.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    # Subject and text part are not HTML: the name appears as typed, not as entities.
+    assert email.subject.startswith("<script>alert(1)</script>, meet the")
+
+
+@pytest.mark.parametrize(
+    "expr",
+    [
+        "''.__class__.__mro__",
+        "''.__class__.__mro__[1].__subclasses__()",
+        "customer.__class__",
+        "lipsum.__globals__",
+        "cycler.__init__.__globals__",
+        "products.append(1)",
+    ],
+)
+def test_sandbox_blocks_python_internals_as_a_render_error(shop, expr):
+    write(shop, "evil.html", "{% block subject %}x{% endblock %}<html><body>{{ " + expr + " }}</body></html>")
+    r = Renderer(shop)
+    with pytest.raises(RenderError) as info:
+        r.render(spec("evil"), customer())
+    assert info.value.customer_id == "C0000001"
+    assert "evil.html" in str(info.value)
+    assert isinstance(info.value, TemplateError) and info.value.exit_code == 6
+
+
+# -- strict undefined, defaults, per-customer failures ------------------------
+
+
+def test_undefined_variable_fails_with_file_and_line_but_default_falls_back(shop):
+    write(shop, "strict.html", "{% block subject %}Hi{% endblock %}<html><body>\n<p>{{ customer.attributes.city|default('somewhere') }}</p>\n<p>{{ customer.attributes.tier }}</p></body></html>")
+    r = Renderer(shop)
+    with pytest.raises(RenderError) as info:
+        r.render(spec("strict"), customer(attributes={}))
+    assert info.value.file.endswith("strict.html") and info.value.line == 3
+    assert "tier" in info.value.reason
+    email = r.render(spec("strict"), customer(attributes={"tier": "loyal"}))
+    assert "<p>somewhere</p>" in email.html and "<p>loyal</p>" in email.html
+
+
+def test_render_many_continues_past_a_failing_customer_and_produces_nothing_for_it(shop):
+    write(shop, "needs_city.html", "{% block subject %}Hi{% endblock %}<html><body>{{ customer.attributes.city }}</body></html>")
+    r = Renderer(shop)
+    batch = [customer(id="C1", attributes={"city": "Utrecht"}), customer(id="C2", attributes={}), customer(id="C3", attributes={"city": "Delft"})]
+    results = list(r.render_many((spec("needs_city"), c) for c in batch))
+    assert [res.ok for res in results] == [True, False, True]
+    assert results[1].email is None and "city" in results[1].error.reason
+    assert b"Delft" in results[2].email.raw.replace(b"=\r\n", b"")
+
+
+def test_syntax_error_fails_at_compile_with_file_and_line_before_any_render(shop):
+    write(shop, "broken.html", "{% block subject %}x{% endblock %}\n<html>\n{% if customer %}\n</html>")
+    r = Renderer(shop)
+    with pytest.raises(TemplateError, match=r"broken\.html:\d+") as info:
+        list(r.render_many([(spec("broken"), customer())]))
+    assert not isinstance(info.value, RenderError)
+    with pytest.raises(TemplateError, match=r"broken\.html:\d+"):
+        r.check_syntax()
+
+
+def test_unknown_template_is_not_found(renderer):
+    with pytest.raises(NotFound):
+        renderer.render(spec("nope"), customer())
+
+
+# -- locale variants and filters ------------------------------------------
+
+
+def test_locale_variant_chosen_before_the_default_and_falls_back(renderer):
+    nl = renderer.render(spec("welcome_offer"), customer(locale="nl_NL"))
+    en = renderer.render(spec("welcome_offer"), customer(locale="en_GB"))
+    de = renderer.render(spec("welcome_offer"), customer(locale="de_DE"))
+    assert nl.template == "welcome_offer.nl.html" and nl.subject == "Welkom bij Fietsenwinkel: 10% korting op je eerste bestelling"
+    assert en.template == "welcome_offer.html" and en.subject == "Welcome to Fietsenwinkel: 10% off your first order"
+    assert de.template == "welcome_offer.html"
+    # Partials have variants too: the Dutch footer in the Dutch e-mail.
+    assert "afmelden" in nl.html and "unsubscribe</a>" in en.html
+    # A message without a Dutch variant renders the default for Dutch customers.
+    assert renderer.render(spec("usage_tip"), customer(locale="nl_NL")).template == "usage_tip.html"
+
+
+@pytest.mark.parametrize(
+    "expr, locale, expected",
+    [
+        ("2499|money", "nl_NL", "€\xa02.499,00"),
+        ("2499|money", "en_GB", "€2,499.00"),
+        ("129|money('GBP')", "en_GB", "£129.00"),
+        ("1234.5|number", "nl_NL", "1.234,5"),
+        ("1234.5|number", "en_GB", "1,234.5"),
+        ("0.15|percent", "nl_NL", "15%"),
+        ("'2026-11-23'|date('long')", "nl_NL", "23 november 2026"),
+        ("'2026-11-23'|date('long')", "en_GB", "23 November 2026"),
+        ("'2026-11-23'|date", "nl_NL", "23 nov 2026"),
+        ("'2026-11-23'|add_days(14)|date('short')", "nl_NL", "07-12-2026"),
+    ],
+)
+def test_babel_filters_format_for_the_locale(expr, locale, expected):
+    env = make_environment(None, autoescape=False)
+    assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
+
+
+def test_filters_reject_non_numbers_with_a_template_error():
+    env = make_environment(None, autoescape=False)
+    with pytest.raises(TemplateError, match="money: expected a number"):
+        env.from_string("{{ 'abc'|money }}").render(locale="nl_NL")
+
+
+# -- links ------------------------------------------------------------------
+
+
+def test_unsubscribe_token_verifies_and_tampering_fails(renderer):
+    email = renderer.render(spec(), customer())
+    token = re.search(r"/unsubscribe/([A-Za-z0-9_.\-]+)", email.html).group(1)
+    claims = tokens.verify(KEY, token)
+    assert (claims.customer_id, claims.topic, claims.run_id) == ("C0000001", "promotions", "weekly:2026-W48")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(SignatureError):
+        tokens.verify(KEY, forged)
+    with pytest.raises(SignatureError):
+        tokens.verify("another-key", token)
+    # Another customer's link is not guessable from this one.
+    other = renderer.render(spec(), customer(id="C0000002"))
+    assert re.search(r"/unsubscribe/([A-Za-z0-9_.\-]+)", other.html).group(1) != token
+
+
+def test_utm_on_outbound_links_never_on_unsubscribe_or_preferences(renderer):
+    email = renderer.render(spec("newsletter"), customer())
+    hrefs = re.findall(r'href="([^"]+)"', email.html)
+    unsub = [h for h in hrefs if "/unsubscribe/" in h or "/preferences/" in h]
+    shop_links = [h for h in hrefs if h.startswith("https://fietsenwinkel.example/") and h not in unsub]
+    assert unsub and shop_links
+    assert all("utm_" not in h for h in unsub)
+    assert all("utm_source=relmail&amp;utm_medium=email&amp;utm_campaign=weekly&amp;utm_content=newsletter" in h for h in shop_links)
+    # Literal links (rewritten at compile time) and context links (per e-mail) both.
+    assert any(h.startswith("https://fietsenwinkel.example/blog/winter-riding?utm_source=") for h in shop_links)
+    assert any(h.startswith("https://fietsenwinkel.example/p/EB-200?utm_source=") for h in shop_links)
+    # The .txt body uses the same rule.
+    assert "https://fietsenwinkel.example/p/EB-200?utm_source=relmail&utm_medium=email" in email.text
+    assert re.search(r"Unsubscribe: https://\S+/unsubscribe/\S+$", email.text, re.M).group(0).count("utm_") == 0
+
+
+def test_utm_keeps_existing_query_and_fragment_and_skips_other_domains(shop):
+    write(shop, "links.html", '{% block subject %}x{% endblock %}<html><body>'
+          '<a href="https://fietsenwinkel.example/a?x=1#top">a</a><a href="{{ data.u }}">b</a>'
+          '<a href="https://other.example/">c</a><a href="mailto:service@fietsenwinkel.example">d</a></body></html>')
+    email = Renderer(shop).render(spec("links"), customer(data={"u": "https://fietsenwinkel.example/b?y=2&z=3"}))
+    assert 'href="https://fietsenwinkel.example/a?x=1&amp;utm_source=relmail&amp;utm_medium=email&amp;utm_campaign=weekly&amp;utm_content=links#top"' in email.html
+    assert 'href="https://fietsenwinkel.example/b?y=2&amp;z=3&amp;utm_source=relmail' in email.html
+    assert 'href="https://other.example/"' in email.html
+    assert 'href="mailto:service@fietsenwinkel.example"' in email.html
+
+
+# -- text part --------------------------------------------------------------
+
+
+def test_text_part_derived_from_html_keeps_links_and_skips_head_and_preheader(renderer):
+    email = renderer.render(spec("ebike_launch"), customer(locale="nl_NL"))
+    assert email.text.startswith("# Hallo Jan,")
+    assert "Verder fietsen met minder moeite" not in email.text  # the hidden preheader
+    assert "@media" not in email.text and "<" not in email.text
+    assert "[Bekijk de E-bike Stad 200](https://fietsenwinkel.example/p/EB-200?utm_source=relmail" in email.text
+    assert "€\xa02.499,00" in email.text and "€\xa0129,00" in email.text
+    assert re.search(r"\[afmelden\]\(https://fietsenwinkel\.example/relmail/unsubscribe/[^)?]+\)", email.text)
+
+
+def test_text_part_from_txt_template_when_present(renderer):
+    email = renderer.render(spec("newsletter"), customer())
+    assert email.text.startswith("Fietsenwinkel news\n==================\n\nHello Jan,")
+    assert "- E-bike Stad 200, €2,499.00" in email.text
+
+
+def test_text_template_derived_once_per_template(renderer, monkeypatch):
+    import relmail.render.renderer as mod
+
+    calls = []
+    real = mod.derive_text_source
+    monkeypatch.setattr(mod, "derive_text_source", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for i in range(5):
+        renderer.render(spec("usage_tip"), customer(id=f"C{i}"))
+    assert len(calls) == 1
+
+
+# -- inline-once: the two traps and the equality --------------------------
+
+
+def test_trap_jinja_in_href_and_src_is_not_percent_encoded():
+    env = make_environment(None)
+    src = '<html><head><style>a{color:red}</style></head><body><a href="{{ p.url }}"><img src="{{ p.img }}" alt="{{ p.name }}"></a></body></html>'
+    out = inline_source(env, src)
+    assert 'href="{{ p.url }}"' in out and 'src="{{ p.img }}"' in out
+    assert "%7B" not in out and "%20" not in out
+    assert 'style="color:red"' in out
+
+
+def test_trap_loops_between_table_rows_stay_in_the_table():
+    env = make_environment(None)
+    src = ('<html><head><style>td{padding:4px}</style></head><body><table>\n'
+           '{% for p in products %}<tr><td>{{ p.name }}</td></tr>{% else %}<tr><td>none</td></tr>{% endfor %}\n'
+           '{% if extra %}<tr><td>extra</td></tr>{% endif %}</table></body></html>')
+    out = inline_source(env, src)
+    table = out[out.index("<table>"): out.index("</table>")]
+    # Foster parenting would have moved the statements before <table>.
+    assert "{% for p in products %}" in table and "{% endfor %}" in table and "{% if extra %}" in table
+    html = env.from_string(out).render(products=[{"name": "A"}, {"name": "B"}], extra=False)
+    assert html.count('<td style="padding:4px">') == 2
+    assert html.index("<table>") < html.index(">A<") < html.index(">B<") < html.index("</table>")
+
+
+def test_media_queries_stay_in_head_style_with_important():
+    env = make_environment(None)
+    src = ('<html><head><style>.c{width:600px} @media only screen and (max-width:620px){.c{width:100% !important}}</style>'
+           '</head><body><table class="c"><tr><td>{{ x }}</td></tr></table></body></html>')
+    out = inline_source(env, src)
+    head = out[: out.index("</head>")]
+    assert "@media only screen and (max-width:620px)" in head.replace(": ", ":") and "!important" in head
+    assert 'class="c"' in out and "width:600px" in out
+
+
+def test_jinja_statement_inside_style_is_refused_with_line():
+    env = make_environment(None)
+    with pytest.raises(TemplateError, match=r":2: Jinja statements inside <style>"):
+        protect(env, "<html><head><style>\n{% if x %}.a{color:red}{% endif %}</style></head></html>", "t.html")
+
+
+def test_computed_include_name_is_refused(shop):
+    write(shop, "dyn.html", '{% block subject %}x{% endblock %}<html><body>{% include name %}</body></html>')
+    with pytest.raises(TemplateError, match=r"dyn\.html:1: include must name its template with a string literal"):
+        Renderer(shop).render(spec("dyn"), customer())
+
+
+def test_inline_once_equals_inline_after_render_for_every_shipped_template_and_sample(renderer):
+    checked = 0
+    for template in renderer.message_templates():
+        for locale in ["en_GB", "nl_NL"]:
+            for ctx in sample_contexts(locale):
+                assert inline_difference(renderer, spec(template), ctx) is None, (template, locale, ctx.id)
+                checked += 1
+    assert checked == 5 * 2 * 3
+
+
+def test_inline_check_catches_a_class_set_by_jinja(shop):
+    # A class computed by Jinja cannot be matched by a selector at compile time: the check must say so.
+    write(shop, "cls.html", '{% block subject %}x{% endblock %}<html><head><style>.hot{color:red}</style></head>'
+          '<body><p class="{{ data.cls }}">hi</p></body></html>')
+    diff = inline_difference(Renderer(shop), spec("cls"), customer(data={"cls": "hot"}))
+    assert diff is not None and "color:red" in diff
+
+
+def test_inline_runs_premailer_once_per_template_source(renderer, monkeypatch):
+    import relmail.render.inline as inline
+
+    inline._CACHE.clear()
+    calls = []
+    real = inline._premailer
+    monkeypatch.setattr(inline, "_premailer", lambda doc: calls.append(1) or real(doc))
+    for i in range(20):
+        renderer.render(spec("usage_tip", id=f"m{i % 2}"), customer(id=f"C{i}", locale="en_GB"))
+    assert len(calls) == 1  # two messages share the template: still one premailer run
+
+
+# -- templates check ---------------------------------------------------------
+
+
+BAD = """{% extends "layouts/base.html" %}
+{% block subject %}Bad{% endblock %}
+{% block content %}
+<tr><td><img src="https://fietsenwinkel.example/x.png"></td></tr>
+<tr><td><a href="http://insecure.example/">insecure</a> {{ customer.attributes.missing_field }}</td></tr>
+{% endblock %}
+"""
+
+
+def test_templates_check_reports_each_problem_with_file_and_line(shop):
+    write(shop, "bad.html", BAD)
+    write(shop, "syntax.html", "{% block subject %}x{% endblock %}\n<p>{{ customer.name </p>")
+    write(shop, "big.html", '{% extends "layouts/base.html" %}{% block subject %}Big{% endblock %}'
+          "{% block content %}<tr><td>" + "<p>lorem ipsum dolor sit amet</p>" * 4000 + "</td></tr>{% endblock %}")
+    findings = {(f.file.rsplit("/", 1)[-1], f.line, f.severity): f.message for f in check_templates(Renderer(shop))}
+    assert findings[("bad.html", 4, "error")] == "<img> without alt text"
+    assert findings[("bad.html", 5, "warning")] == "link without https: http://insecure.example/"
+    assert any(k[0] == "bad.html" and k[1] == 5 and "missing_field" in v for k, v in findings.items())
+    assert any(k[0] == "syntax.html" and k[1] == 2 and k[2] == "error" for k in findings)
+    assert any(k[0] == "big.html" and "Gmail clips" in v for k, v in findings.items())
+    # The shipped templates have no findings at all.
+    assert not [k for k in findings if k[0].split(".")[0] in {"ebike_launch", "usage_tip", "welcome_offer", "service_reminder", "newsletter"}]
+
+
+def test_cli_templates_check_exit_codes(shop):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    runner = CliRunner()
+    ok = runner.invoke(cli, ["-p", str(shop.root), "templates", "check", "--json"])
+    assert ok.exit_code == 0, ok.output
+    write(shop, "bad.html", BAD)
+    bad = runner.invoke(cli, ["-p", str(shop.root), "templates", "check"])
+    assert bad.exit_code == 6
+    assert "bad.html:4: <img> without alt text" in bad.output
+
+
+def test_cli_render_with_json_context(shop, tmp_path):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    ctx = tmp_path / "ctx.json"
+    ctx.write_text('{"brand": {"name": "Shop & Co", "postal_address": "Dam 1"}, "links": {"preferences": "https://x/p", "unsubscribe": "https://x/u"}}')
+    out = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx), "--locale", "nl_NL"])
+    assert out.exit_code == 0, out.output
+    assert "klant bent bij Shop &amp; Co" in out.output
+    missing = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx.parent / "nope.json")])
+    assert missing.exit_code == 2
+    ctx.write_text("{}")
+    undefined = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx)])
+    assert undefined.exit_code == 6 and "footer.html:3" in undefined.output
