@@ -66,6 +66,9 @@ class Outcome:
     provider_id: str | None = None
     retry_at: datetime | None = None
     reason: str | None = None
+    #: A permanent recipient failure: recorded as ``email_bounced_hard`` so
+    #: every later plan suppresses the address.
+    hard_bounce: bool = False
 
 
 def prepare(engine: Engine, run_id: str, now: datetime) -> int:
@@ -202,6 +205,21 @@ def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics
     )
     for o in outcomes:
         counts[o.status] = counts.get(o.status, 0) + 1
+    bounced = [o.delivery_id for o in outcomes if o.status == "rejected" and o.hard_bounce]
+    if bounced:
+        conn.execute(
+            insert(EV).from_select(
+                ["event_id", "customer_id", "type", "occurred_at", "message_id", "run_id"],
+                select(
+                    literal("bounce:") + D.c.run_id + literal(":") + D.c.customer_id + literal(":") + D.c.message_id,
+                    D.c.customer_id,
+                    literal("email_bounced_hard"),
+                    literal(now, type_=EV.c.occurred_at.type),
+                    D.c.message_id,
+                    D.c.run_id,
+                ).where(D.c.id.in_(bounced)),
+            )
+        )
     accepted = [o.delivery_id for o in outcomes if o.status == "accepted"]
     if accepted:
         rows = conn.execute(

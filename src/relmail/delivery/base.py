@@ -197,6 +197,13 @@ class Adapter(ABC):
     max_batch: ClassVar[int] = 1000
     #: Config keys this adapter reads, for error messages and ``adapters list``.
     config_keys: ClassVar[tuple[str, ...]] = ()
+    #: True when the adapter itself reports each message's point of no return
+    #: (SMTP: just before the final dot); otherwise :meth:`send` reports a
+    #: whole chunk before handing it over.
+    commits_per_message: ClassVar[bool] = False
+    #: True when handing the same message over twice cannot duplicate it (the
+    #: file adapter overwrites by key): no point of no return to report.
+    idempotent: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -221,6 +228,10 @@ class Adapter(ABC):
             sleep = time.sleep
         self.sleep: Sleep = sleep
         self.limiter = limiter if limiter is not None else RateLimiter.from_config(self.config, clock=self.clock, sleep=self.sleep)
+        #: Called with message keys just before they pass the point of no
+        #: return; the send ledger records them there (see relmail.ledger).
+        #: If it raises, those messages are not handed over.
+        self.on_commit: Callable[[Sequence[str]], None] | None = None
 
     def secret(self, name: str, required: bool = True) -> str | None:
         value = self._secret(name, required)
@@ -253,6 +264,8 @@ class Adapter(ABC):
                 granted, resume_at, why = self.limiter.acquire(want)
                 if granted:
                     chunk = messages[pos : pos + granted]
+                    if not self.commits_per_message:
+                        self.committing([m.key for m in chunk])
                     out = self._send(chunk)
                     if len(out) != len(chunk):
                         raise AssertionError(f"{self.name} returned {len(out)} results for {len(chunk)} messages")
@@ -274,6 +287,11 @@ class Adapter(ABC):
             ]
             raise DeliveryAborted(reason, done) from None
         return [r for r in results]  # type: ignore[misc]
+
+    def committing(self, keys: Sequence[str]) -> None:
+        """Report that ``keys`` are about to pass the point of no return."""
+        if self.on_commit is not None and not self.idempotent:
+            self.on_commit(keys)
 
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""

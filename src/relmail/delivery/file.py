@@ -37,6 +37,8 @@ class FileAdapter(Adapter):
     """Outbox folder of ``.eml`` files or one mbox."""
 
     name = "file"
+    # Files are named by key (an mbox skips keys it holds), so a retry overwrites.
+    idempotent = True
     max_batch = 1000
     config_keys = ("outbox", "format")
 

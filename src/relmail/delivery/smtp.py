@@ -88,6 +88,7 @@ class SmtpAdapter(Adapter):
 
     name = "smtp"
     max_batch = 1000
+    commits_per_message = True
     config_keys = (
         "host", "port", "security", "username", "pool_size", "messages_per_connection", "timeout",
         "helo", "verify_tls", "ca_file", "envelope_from", "max_attempts", "retry_delay",
@@ -208,7 +209,14 @@ class SmtpAdapter(Adapter):
             data = _LEADING_DOT.sub(b"..", payload)
             if not data.endswith(b"\r\n"):
                 data += b"\r\n"
-            s.send(data + b".\r\n")
+            s.send(data)
+            try:
+                self.committing([msg.key])
+            except Exception as exc:
+                # Not recorded, so not sent: abandon the transaction before the dot.
+                conn.broken = True
+                return deferred(msg.key, self.retry_at(), f"not sent: the ledger could not record it ({exc})")
+            s.send(b".\r\n")
             handed_over = True
             code, resp = s.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:

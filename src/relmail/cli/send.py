@@ -1,0 +1,73 @@
+"""``relmail send``: plan if needed, render and deliver a run, exactly once."""
+
+from __future__ import annotations
+
+import click
+
+from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
+
+
+@click.command("send")
+@click.argument("campaign")
+@click.option("--window", "-w", required=True, help="The window (idempotency key), e.g. 2026-W48 or 2026-11-23.")
+@click.option("--limit", type=click.IntRange(min=1), help="Hand over at most this many e-mails in this invocation.")
+@click.option("--only-customer", "only", multiple=True, help="Only this customer's e-mails (repeatable).")
+@click.option("--test-to", metavar="ADDRESS", help="Proof send: mail the chosen customers' e-mails to ADDRESS; nothing is recorded.")
+@click.option("--dry-run", is_flag=True, help="Render everything, deliver nothing, write nothing.")
+@click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
+@json_option
+@pass_state
+def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: tuple[str, ...], test_to: str | None,
+             dry_run: bool, batch_size: int, as_json: bool) -> None:
+    """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
+
+    Every delivery moves through the ledger (planned, sending, committing,
+    accepted/deferred/rejected), so running the same command again after a
+    crash or a kill sends every remaining e-mail once and none twice.
+    Deferred e-mails are retried by the next run of the command once due.
+
+    \b
+    Example:
+      relmail send weekly --window 2026-W48
+      relmail send weekly --window 2026-W48 --dry-run --json
+      relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
+    """
+    from ..errors import TemplateError
+    from ..send import send
+
+    bar = None
+    if show_progress() and not (dry_run or test_to or as_json):
+        bar = click.progressbar(length=limit or 0, label="Sending", file=click.get_text_stream("stderr"), show_pos=True)
+
+    def progress(done: dict) -> None:
+        if bar is not None:
+            bar.label = f"Sending (accepted {done.get('accepted', 0)}, deferred {done.get('deferred', 0)}, failed {done.get('failed', 0) + done.get('rejected', 0)})"
+            bar.update(done.get("handed_over", 0) - bar.pos)
+
+    result = send(state.project, state.engine, campaign, window, limit=limit, only_customers=list(only) or None,
+                  dry_run=dry_run, test_to=test_to, batch_size=batch_size, progress=progress)
+    if bar is not None:
+        bar.render_finish()
+    summary = result.summary()
+    if as_json:
+        echo_json(summary)
+    else:
+        mode = "dry run" if dry_run else (f"proof send to {test_to}" if test_to else "send")
+        click.echo(f"Run {result.run_id} ({mode}{', planned now' if result.planned_now else ''}) in {result.seconds:.1f} s")
+        rows = [(k, v) for k, v in result.done.items() if k != "handed_over"]
+        if rows:
+            echo_table(rows, ["this invocation", "e-mails"])
+        if result.states:
+            click.echo("")
+            echo_table(sorted(result.states.items()), ["ledger state", "deliveries"])
+        for customer, message, reason in result.render_errors[:20]:
+            click.echo(f"RENDER_ERROR {customer} {message}: {reason}", err=True)
+        if len(result.render_errors) > 20:
+            click.echo(f"... and {len(result.render_errors) - 20} more render errors", err=True)
+        if result.next_retry_at:
+            click.echo(f"Deferred e-mails are due again from {result.next_retry_at.isoformat()}; run the same command then.")
+    if dry_run and result.render_errors:
+        raise TemplateError(f"{len(result.render_errors)} e-mail(s) failed to render in the dry run")
+
+
+COMMANDS = [send_cmd]

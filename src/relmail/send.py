@@ -1,0 +1,375 @@
+"""Send a campaign's run: plan if needed, render, deliver, record — exactly once.
+
+:func:`send` is the library API behind ``relmail send``. The ledger
+(:mod:`relmail.ledger`) holds every delivery's state; this module moves
+batches through it: claim → render → mark the point of no return → hand to
+the adapter → record the answers. Killing the process at any moment and
+running the same command again sends every remaining e-mail once and none
+twice.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Sequence
+
+from sqlalchemy import select, update
+
+from . import ledger
+from .campaigns import Campaign, load_campaign
+from .errors import DeliveryError, NotFound
+from .models import Decision, Run
+from .plan import plan, run_id_for
+from .windows import parse_window
+
+RUNS, DEC = Run.__table__, Decision.__table__
+RENDER_ERROR = "RENDER_ERROR"
+
+
+@dataclass
+class SendResult:
+    run_id: str
+    planned_now: bool
+    dry_run: bool
+    test_to: str | None
+    #: Deliveries of the run by state after this invocation (the ledger's view).
+    states: dict[str, int] = field(default_factory=dict)
+    #: What this invocation did: rendered, accepted, deferred, rejected, failed.
+    done: dict[str, int] = field(default_factory=dict)
+    #: (customer, message, reason) for every e-mail whose template failed.
+    render_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    recovered: dict[str, int] = field(default_factory=dict)
+    next_retry_at: datetime | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "planned_now": self.planned_now,
+            "dry_run": self.dry_run,
+            "test_to": self.test_to,
+            "states": self.states,
+            "done": self.done,
+            "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
+            "recovered": self.recovered,
+            "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
+            "seconds": round(self.seconds, 3),
+            "rate_per_second": round(self.done.get("accepted", 0) / self.seconds, 1) if self.seconds else 0.0,
+        }
+
+
+class _Batcher:
+    """Renders claimed decisions of one run into adapter messages."""
+
+    def __init__(self, project, engine, camp: Campaign, run_id: str, as_of: datetime):
+        from .contexts import load_catalog
+        from .render import MessageSpec, Renderer
+
+        self.engine, self.camp, self.as_of = engine, camp, as_of
+        self.renderer = Renderer(project)
+        # A broken template fails here, before anything is sent.
+        for m in camp.messages:
+            self.renderer.compile(MessageSpec.from_campaign(camp, m, run_id), project.settings.default_locale)
+        self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
+        self.featured = {m.id: tuple(m.products) for m in camp.messages}
+        with engine.connect() as conn:
+            self.catalog = load_catalog(conn)
+
+    def render(
+        self, pairs: Sequence[tuple[str, str]], to: str | None = None
+    ) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], str]]:
+        """(e-mail, context) and errors for (customer, message) pairs; ``to`` readdresses (proof sends)."""
+        from dataclasses import replace
+
+        from .contexts import customer_contexts
+
+        by_message: dict[str, list[str]] = {}
+        for customer, message in pairs:
+            by_message.setdefault(message, []).append(customer)
+        emails: dict[tuple[str, str], Any] = {}
+        errors: dict[tuple[str, str], str] = {}
+        with self.engine.connect() as conn:
+            for message, customers in by_message.items():
+                spec = self.specs.get(message)
+                if spec is None:
+                    for c in customers:
+                        errors[(c, message)] = f"message '{message}' is no longer in campaign '{self.camp.name}'"
+                    continue
+                contexts = customer_contexts(conn, customers, self.as_of, self.catalog, self.featured[message])
+                if to is not None:
+                    contexts = {c: replace(ctx, email=to) for c, ctx in contexts.items()}
+                for c in customers:
+                    if c not in contexts:
+                        errors[(c, message)] = "customer no longer exists (erased?)"
+                for result in self.renderer.render_many((spec, contexts[c]) for c in customers if c in contexts):
+                    key = (result.customer_id, result.message_id)
+                    if result.ok:
+                        emails[key] = (result.email, contexts[result.customer_id])
+                    else:
+                        errors[key] = str(result.error.reason if hasattr(result.error, "reason") else result.error)
+        return emails, errors
+
+
+_PASSED_HEADERS = ("Message-ID", "List-Unsubscribe", "List-Unsubscribe-Post", "Feedback-ID",
+                   "X-Relmail-Run", "X-Relmail-Message", "X-Relmail-Customer")
+
+
+def outgoing(email, ctx, settings, key: str):
+    """The adapter's view of a rendered e-mail: the bytes, plus the fields API providers need."""
+    from email.parser import BytesHeaderParser
+    from email.policy import compat32
+
+    from .delivery import OutgoingMessage
+
+    parsed = BytesHeaderParser(policy=compat32).parsebytes(email.raw)
+    headers = {n: " ".join(parsed[n].split()) for n in _PASSED_HEADERS if parsed[n] is not None}
+    return OutgoingMessage(
+        key=key,
+        to=ctx.email,
+        to_name=ctx.name or None,
+        from_addr=settings.sender.from_email,
+        from_name=settings.sender.from_name,
+        reply_to=settings.sender.reply_to,
+        subject=email.subject,
+        html=email.html,
+        text=email.text,
+        headers=headers,
+        raw=email.raw,
+        metadata={"relmail_customer": email.customer_id, "relmail_run": headers.get("X-Relmail-Run", ""),
+                  "relmail_message": email.message_id},
+        tags=(headers.get("X-Relmail-Run", "").split(":")[0], email.message_id),
+    )
+
+
+def send(
+    project,
+    engine,
+    campaign: str | Campaign,
+    window: str,
+    *,
+    limit: int | None = None,
+    only_customers: Sequence[str] | None = None,
+    dry_run: bool = False,
+    test_to: str | None = None,
+    adapter=None,
+    batch_size: int = 500,
+    retry_deadline: timedelta = timedelta(hours=48),
+    now: Callable[[], datetime] | None = None,
+    progress: Callable[[dict[str, int]], None] | None = None,
+) -> SendResult:
+    """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.
+
+    ``dry_run`` renders everything and delivers nothing, writing nothing.
+    ``test_to`` renders the chosen customers' e-mails (``only_customers``, or
+    the first ``limit`` send decisions, default 1 per message) to a seed
+    address; nothing is recorded and no customer is mailed. ``progress`` is
+    called after each batch with this invocation's counts.
+    """
+    clock = now or (lambda: datetime.now(timezone.utc))
+    started = time.perf_counter()
+    camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
+    win = parse_window(window, project.settings.timezone, now=clock())
+    run_id = run_id_for(camp.name, win.key)
+    with engine.connect() as conn:
+        run = conn.execute(select(RUNS.c.as_of).where(RUNS.c.id == run_id)).first()
+    result = SendResult(run_id, planned_now=run is None, dry_run=dry_run, test_to=test_to)
+
+    if run is None and (dry_run or test_to):
+        planned = plan(project, engine, camp, win, dry_run=True, now=clock())
+        as_of = planned.as_of
+        sends = [(c, m) for c, m, a in zip(planned.decisions.customer_id, planned.decisions.message_id, planned.decisions.action) if a == "send"]
+    else:
+        if run is None:
+            as_of = plan(project, engine, camp, win, now=clock()).as_of
+        else:
+            as_of = run[0]
+        sends = None
+    batcher = _Batcher(project, engine, camp, run_id, as_of)
+
+    if dry_run or test_to:
+        if sends is None:
+            with engine.connect() as conn:
+                q = select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
+                sends = [tuple(r) for r in conn.execute(q.order_by(DEC.c.id))]
+        sends = _choose(sends, only_customers, limit, proof=bool(test_to))
+        _render_only(project, batcher, sends, result, test_to, adapter, batch_size)
+        result.seconds = time.perf_counter() - started
+        return result
+
+    topics = {m.id: m.topic for m in camp.messages}
+    result.recovered = ledger.recover(engine, run_id, clock(), topics)
+    ledger.prepare(engine, run_id, clock())
+    _set_status(engine, run_id, "sending", clock())
+    if adapter is None:
+        from .delivery import adapter_from_project
+
+        adapter = adapter_from_project(project)
+    adapter.on_commit = lambda keys: _commit(engine, keys, clock())
+    deadline = clock() + retry_deadline
+    try:
+        while limit is None or result.done.get("handed_over", 0) < limit:
+            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
+            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers)
+            if not claims:
+                break
+            _deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
+            if progress is not None:
+                progress(dict(result.done))
+    finally:
+        adapter.close()
+    result.states = ledger.status_counts(engine, run_id)
+    if not {"planned", "deferred", "sending", "committing"} & set(result.states):
+        _set_status(engine, run_id, "done", clock())
+    with engine.connect() as conn:
+        from .models import Delivery
+
+        D = Delivery.__table__
+        result.next_retry_at = conn.execute(
+            select(D.c.next_attempt_at).where(D.c.run_id == run_id, D.c.status == "deferred").order_by(D.c.next_attempt_at).limit(1)
+        ).scalar()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _key(delivery_id: int) -> str:
+    return f"d{delivery_id}"
+
+
+def _commit(engine, keys: Sequence[str], now: datetime) -> None:
+    with engine.begin() as conn:
+        ledger.mark_committing(conn, [int(k[1:]) for k in keys], now)
+
+
+def _deliver(project, engine, run_id: str, batcher: _Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:
+    from .delivery.base import DeliveryAborted
+
+    by_pair = {(c.customer_id, c.message_id): c for c in claims}
+    outcomes: list[ledger.Outcome] = []
+    # The plan may be days old: whoever opted out, complained or bounced
+    # since is not mailed, whatever the plan said.
+    for pair, reason in _blocked_now(engine, list(by_pair), topics, batcher.as_of).items():
+        outcomes.append(ledger.Outcome(by_pair.pop(pair).delivery_id, "failed", reason=reason))
+    emails, errors = batcher.render(list(by_pair))
+    if errors:
+        _mark_render_errors(engine, run_id, errors)
+        for pair, reason in errors.items():
+            result.render_errors.append((pair[0], pair[1], reason))
+            outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
+    messages, ids = [], {}
+    for pair, (email, ctx) in emails.items():
+        claim = by_pair[pair]
+        messages.append(outgoing(email, ctx, project.settings, _key(claim.delivery_id)))
+        ids[claim.delivery_id] = email.rfc_message_id
+    ledger.set_message_ids(engine, ids)
+    result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
+    aborted = None
+    try:
+        answers = adapter.send(messages) if messages else []
+    except DeliveryAborted as exc:
+        answers, aborted = exc.results, exc
+    for answer in answers:
+        delivery_id = int(answer.key[1:])
+        if answer.status == "deferred" and answer.ambiguous:
+            # Handed over completely, answer lost: the ledger marked it
+            # committing, and never sending twice wins over certainty.
+            outcomes.append(ledger.Outcome(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
+        else:
+            outcomes.append(ledger.Outcome(delivery_id, answer.status, answer.provider_id, answer.retry_at,
+                                           answer.reason or None, answer.hard_bounce))
+    counts = ledger.record(engine, outcomes, clock(), topics, deadline=deadline)
+    for status, n in counts.items():
+        result.done[status] = result.done.get(status, 0) + n
+    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims)
+    if aborted is not None:
+        raise DeliveryError(f"sending stopped, the ledger is consistent and 'relmail send' resumes: {aborted}")
+
+
+def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None], as_of: datetime) -> dict[tuple[str, str], str]:
+    """Pairs that must not be mailed any more, with the reason: checked just before sending."""
+    from .models import Event, Preference
+
+    P, E = Preference.__table__, Event.__table__
+    customers = sorted({c for c, _ in pairs})
+    with engine.connect() as conn:
+        out_of = {}
+        for cid, topic in conn.execute(
+            select(P.c.customer_id, P.c.topic).where(P.c.customer_id.in_(customers), P.c.opted_in.is_(False))
+        ):
+            out_of.setdefault(cid, set()).add(topic)
+        since = dict(
+            conn.execute(
+                select(E.c.customer_id, E.c.type).where(
+                    E.c.customer_id.in_(customers), E.c.occurred_at > as_of,
+                    E.c.type.in_(("email_bounced_hard", "email_complained")),
+                )
+            ).all()
+        )
+    blocked = {}
+    for customer, message in pairs:
+        topics_out = out_of.get(customer, set())
+        if "*" in topics_out or topics.get(message) in topics_out:
+            blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
+        elif customer in since:
+            blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
+    return blocked
+
+
+def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:
+    """The decision records the failure: suppressed with RENDER_ERROR, so reports and why show it."""
+    from sqlalchemy import bindparam
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(DEC)
+            .where(DEC.c.run_id == run_id, DEC.c.customer_id == bindparam("b_c"), DEC.c.message_id == bindparam("b_m"))
+            .values(action="suppress", reasons=DEC.c.reasons + " " + RENDER_ERROR),
+            [{"b_c": c, "b_m": m} for (c, m) in errors],
+        )
+
+
+def _set_status(engine, run_id: str, status: str, now: datetime) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(status=status, updated_at=now))
+
+
+def _choose(sends: list[tuple[str, str]], only: Sequence[str] | None, limit: int | None, proof: bool) -> list[tuple[str, str]]:
+    """Which send decisions a dry run renders or a proof send mails."""
+    if only is not None:
+        wanted = set(only)
+        chosen = [p for p in sends if p[0] in wanted]
+        missing = wanted - {c for c, _ in chosen}
+        if missing:
+            raise NotFound(f"no send decision for customer(s) {', '.join(sorted(missing))} in this run "
+                           "(suppressed or held-out customers are never mailed, not even as a proof)")
+        return chosen[:limit] if limit else chosen
+    if limit is not None:
+        return sends[:limit]
+    if proof:
+        first: dict[str, tuple[str, str]] = {}
+        for c, m in sends:
+            first.setdefault(m, (c, m))
+        return list(first.values())
+    return sends
+
+
+def _render_only(project, batcher: _Batcher, sends, result: SendResult, test_to: str | None, adapter, batch_size: int) -> None:
+    """Dry run (render, deliver nothing) or proof send (to ``test_to``, recorded nowhere)."""
+    if test_to and adapter is None:
+        from .delivery import adapter_from_project
+
+        adapter = adapter_from_project(project)
+    try:
+        for a in range(0, len(sends), batch_size):
+            emails, errors = batcher.render(sends[a : a + batch_size], to=test_to)
+            result.render_errors += [(c, m, r) for (c, m), r in errors.items()]
+            result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
+            if test_to:
+                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                messages = [outgoing(e, ctx, project.settings, f"proof:{stamp}:{c}:{m}") for (c, m), (e, ctx) in emails.items()]
+                for answer in adapter.send(messages):
+                    result.done[answer.status] = result.done.get(answer.status, 0) + 1
+    finally:
+        if adapter is not None:
+            adapter.close()

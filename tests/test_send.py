@@ -1,0 +1,157 @@
+"""relmail send: every send decision is delivered once, opted-out people never, broken e-mails never."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert, select, update
+
+from relmail import ledger
+from relmail.cli import cli
+from relmail.models import Decision, Delivery, Event, Preference
+from relmail.send import send
+from tests.sendkit import AS_OF, WINDOW, build
+
+NOW = lambda: AS_OF  # noqa: E731
+
+
+def outbox(project):
+    return sorted((project.root / "outbox").glob("*.eml"))
+
+
+def decisions(engine, action=None):
+    D = Decision.__table__
+    q = select(D.c.customer_id, D.c.message_id, D.c.action, D.c.reasons)
+    if action:
+        q = q.where(D.c.action == action)
+    with engine.connect() as conn:
+        return conn.execute(q).all()
+
+
+def test_send_delivers_every_send_decision_once_and_a_rerun_sends_nothing(project):
+    engine = build(project)
+    first = send(project, engine, "sendtest", WINDOW, now=NOW)
+    sends = decisions(engine, "send")
+    assert first.planned_now and len(sends) > 50
+    assert first.done["accepted"] == len(sends) == len(outbox(project))
+    again = send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert again.done == {} and not again.planned_now
+    assert len(outbox(project)) == len(sends)
+    with engine.connect() as conn:
+        sent = conn.execute(select(Event.__table__.c.customer_id).where(Event.__table__.c.type == "email_sent",
+                                                                        Event.__table__.c.run_id == "sendtest:2026-W48")).scalars().all()
+    assert sorted(sent) == sorted(c for c, *_ in sends)
+
+
+def test_each_eml_is_addressed_to_its_customer_with_one_click_unsubscribe(project):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    from relmail.models import Customer
+
+    with engine.connect() as conn:
+        emails = dict(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.email)).all())
+    for path in outbox(project)[:20]:
+        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        customer = msg["X-Relmail-Customer"]
+        assert msg["To"].addresses[0].addr_spec == emails[customer]
+        assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert msg["List-Unsubscribe"].startswith("<https://")
+
+
+def test_limit_and_resume_hand_over_the_rest_exactly_once(project):
+    engine = build(project)
+    part = send(project, engine, "sendtest", WINDOW, limit=10, batch_size=4, now=NOW)
+    assert part.done["accepted"] == 10 and len(outbox(project)) == 10
+    rest = send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert part.done["accepted"] + rest.done["accepted"] == len(decisions(engine, "send")) == len(outbox(project))
+
+
+def test_a_crash_leaves_claimed_mail_resumable_not_lost(project):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    # a sender died after claiming a batch, before the point of no return
+    ledger.claim(engine, "sendtest:2026-W48", AS_OF, limit=5)
+    result = send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert result.recovered == {"requeued": 5, "assumed_delivered": 0}
+    assert len(outbox(project)) == len(decisions(engine, "send"))
+    assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": len(decisions(engine, "send"))}
+
+
+def test_an_opt_out_after_planning_is_never_mailed(project):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    victim = decisions(engine, "send")[-1][0]
+    with engine.begin() as conn:
+        conn.execute(insert(Preference.__table__).values(customer_id=victim, topic="*", opted_in=False, updated_at=AS_OF,
+                                                          source="unsubscribe-link"))
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert not any(victim in p.read_text() for p in outbox(project))
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
+    assert status == "failed" and "opted out" in error
+
+
+def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_goes_on(project):
+    engine = build(project)
+    (project.root / "templates" / "newsletter.html").write_text(
+        (project.root / "templates" / "newsletter.html").read_text().replace(
+            "{% block content %}", "{% block content %}{{ customer.attributes.city.upper() }}", 1)
+    )
+    with engine.begin() as conn:
+        from relmail.models import Customer
+
+        C = Customer.__table__
+        victim = conn.execute(select(C.c.id).order_by(C.c.id).limit(1)).scalar_one()
+        conn.execute(update(C).where(C.c.id == victim).values(attributes={}))
+    result = send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert [(c, m) for c, m, _ in result.render_errors] == [(victim, "sendtest-news")]
+    assert result.done["accepted"] == len(outbox(project)) > 50
+    (row,) = [d for d in decisions(engine) if d[0] == victim]
+    assert row[2] == "suppress" and "RENDER_ERROR" in row[3]
+
+
+def test_dry_run_renders_everything_and_writes_nothing(project):
+    engine = build(project)
+    result = send(project, engine, "sendtest", WINDOW, dry_run=True, now=NOW)
+    assert result.done["rendered"] > 50 and result.render_errors == []
+    assert decisions(engine) == [] and outbox(project) == []
+
+
+def test_proof_send_goes_only_to_the_seed_address_and_is_not_recorded(project):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    customer = decisions(engine, "send")[5][0]
+    result = send(project, engine, "sendtest", WINDOW, test_to="proof@fietsenwinkel.example", only_customers=[customer], now=NOW)
+    assert result.done == {"rendered": 1, "accepted": 1}
+    proofs = [p for p in outbox(project) if p.name.startswith("proof")]
+    assert len(proofs) == 1
+    msg = email.message_from_bytes(proofs[0].read_bytes(), policy=policy.default)
+    assert msg["To"].addresses[0].addr_spec == "proof@fietsenwinkel.example"
+    assert msg["X-Relmail-Customer"] == customer
+    assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": 1, "planned": len(decisions(engine, "send")) - 1}
+
+
+def test_proof_send_of_a_suppressed_customer_is_refused(project):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    suppressed = decisions(engine, "suppress")[0][0]
+    from relmail.errors import NotFound
+
+    with pytest.raises(NotFound, match="never mailed"):
+        send(project, engine, "sendtest", WINDOW, test_to="proof@fietsenwinkel.example", only_customers=[suppressed], now=NOW)
+
+
+def test_cli_send_prints_the_ledger_and_json(project):
+    build(project)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--json"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    summary = json.loads(out.output)
+    assert summary["run"] == "sendtest:2026-W48"
+    assert summary["states"] == {"accepted": summary["done"]["accepted"]}
