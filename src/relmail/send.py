@@ -206,7 +206,8 @@ def send(
         from .delivery import adapter_from_project
 
         adapter = adapter_from_project(project)
-    adapter.on_commit = lambda keys: _commit(engine, keys, clock())
+    marker = _Marker(engine, clock)
+    adapter.on_commit = marker
     deadline = clock() + retry_deadline
     try:
         while limit is None or result.done.get("handed_over", 0) < limit:
@@ -219,6 +220,7 @@ def send(
                 progress(dict(result.done))
     finally:
         adapter.close()
+        marker.close()
     result.states = ledger.status_counts(engine, run_id)
     if not {"planned", "deferred", "sending", "committing"} & set(result.states):
         _set_status(engine, run_id, "done", clock())
@@ -237,9 +239,67 @@ def _key(delivery_id: int) -> str:
     return f"d{delivery_id}"
 
 
-def _commit(engine, keys: Sequence[str], now: datetime) -> None:
-    with engine.begin() as conn:
-        ledger.mark_committing(conn, [int(k[1:]) for k in keys], now)
+class _Marker:
+    """Writes the ``committing`` mark so that it is durable no later than the hand-over.
+
+    The mark must be in the database before the point of no return, yet
+    waiting for its commit opens a window (a network round trip and an
+    fsync) in which a killed sender leaves a mark for an e-mail that never
+    left. On PostgreSQL the mark is therefore sent as a single autocommit
+    statement without waiting; the adapter then passes the point of no
+    return (its bytes follow the mark's on the wire within microseconds)
+    and only afterwards waits for the acknowledgement. A sender killed before
+    the statement left rolls nothing forward and hands nothing over; killed
+    after, both reach their servers. On SQLite the commit is a write into
+    the WAL inside this process, so waiting for it costs microseconds.
+    """
+
+    _SQL = (b"UPDATE deliveries SET status = 'committing', updated_at = $1::timestamptz "
+            b"WHERE id = ANY($2::bigint[]) AND status = 'sending'")
+
+    def __init__(self, engine, clock):
+        import threading
+
+        self.engine, self.clock = engine, clock
+        self.local = threading.local()
+        self.connections: list = []
+        self.lock = threading.Lock()
+
+    def __call__(self, keys: Sequence[str]):
+        ids = [int(k[1:]) for k in keys]
+        if self.engine.dialect.name != "postgresql":
+            with self.engine.begin() as conn:
+                ledger.mark_committing(conn, ids, self.clock())
+            return None
+        pg = self._pg()
+        pg.send_query_params(self._SQL, [self.clock().isoformat().encode(), ("{" + ",".join(map(str, ids)) + "}").encode()])
+        while pg.flush():
+            pass
+        return lambda: self._confirm(pg)
+
+    @staticmethod
+    def _confirm(pg) -> None:
+        # Drain the acknowledgement. A failed mark needs no action here: the
+        # provider's answer is recorded next from 'sending' just as well; only
+        # a crash in between would find no mark (and re-send that e-mail).
+        while pg.get_result() is not None:
+            pass
+
+    def _pg(self):
+        import psycopg
+
+        pg = getattr(self.local, "pg", None)
+        if pg is None:
+            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            conn = psycopg.connect(url, autocommit=True)
+            with self.lock:
+                self.connections.append(conn)
+            pg = self.local.pg = conn.pgconn
+        return pg
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
 
 
 def _deliver(project, engine, run_id: str, batcher: _Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:

@@ -230,8 +230,9 @@ class Adapter(ABC):
         self.limiter = limiter if limiter is not None else RateLimiter.from_config(self.config, clock=self.clock, sleep=self.sleep)
         #: Called with message keys just before they pass the point of no
         #: return; the send ledger records them there (see relmail.ledger).
-        #: If it raises, those messages are not handed over.
-        self.on_commit: Callable[[Sequence[str]], None] | None = None
+        #: If it raises, those messages are not handed over. It may return a
+        #: function to call right after the hand-over.
+        self.on_commit: Callable[[Sequence[str]], Callable[[], None] | None] | None = None
 
     def secret(self, name: str, required: bool = True) -> str | None:
         value = self._secret(name, required)
@@ -264,9 +265,10 @@ class Adapter(ABC):
                 granted, resume_at, why = self.limiter.acquire(want)
                 if granted:
                     chunk = messages[pos : pos + granted]
-                    if not self.commits_per_message:
-                        self.committing([m.key for m in chunk])
+                    confirm = None if self.commits_per_message else self.committing([m.key for m in chunk])
                     out = self._send(chunk)
+                    if confirm is not None:
+                        confirm()
                     if len(out) != len(chunk):
                         raise AssertionError(f"{self.name} returned {len(out)} results for {len(chunk)} messages")
                     results[pos : pos + granted] = out
@@ -288,10 +290,15 @@ class Adapter(ABC):
             raise DeliveryAborted(reason, done) from None
         return [r for r in results]  # type: ignore[misc]
 
-    def committing(self, keys: Sequence[str]) -> None:
-        """Report that ``keys`` are about to pass the point of no return."""
+    def committing(self, keys: Sequence[str]) -> Callable[[], None] | None:
+        """Report that ``keys`` are about to pass the point of no return.
+
+        The hook may return a function to call once they have passed it (to
+        wait for the report's acknowledgement without delaying the hand-over).
+        """
         if self.on_commit is not None and not self.idempotent:
-            self.on_commit(keys)
+            return self.on_commit(keys)
+        return None
 
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""

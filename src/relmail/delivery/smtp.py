@@ -211,13 +211,15 @@ class SmtpAdapter(Adapter):
                 data += b"\r\n"
             s.send(data)
             try:
-                self.committing([msg.key])
+                confirm = self.committing([msg.key])
             except Exception as exc:
                 # Not recorded, so not sent: abandon the transaction before the dot.
                 conn.broken = True
                 return deferred(msg.key, self.retry_at(), f"not sent: the ledger could not record it ({exc})")
             s.send(b".\r\n")
             handed_over = True
+            if confirm is not None:
+                confirm()
             code, resp = s.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             conn.broken = True

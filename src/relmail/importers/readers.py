@@ -1,0 +1,251 @@
+"""Streaming readers for CSV and JSON Lines that know where every record came from.
+
+Files are read as bytes, line by line, and decoded per line: a bad byte is
+reported with its line number instead of aborting the whole file with a
+``UnicodeDecodeError`` somewhere in a buffer. Each :class:`Record` carries
+its first physical line and its original bytes (for the rejects file).
+Nothing is held beyond the current record, so files of any size stream.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO, Iterator
+
+from ..errors import Problem, ValidationError
+
+FORMATS = ("csv", "jsonl")
+_SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
+
+
+@dataclass(slots=True)
+class Record:
+    """One record: where it starts, its raw values, and a read error if it has one."""
+
+    line: int
+    values: dict[str, Any] | None
+    raw: list[bytes]
+    #: (field, message) when the record could not be read (bad bytes, bad JSON, wrong field count).
+    error: tuple[str | None, str] | None = None
+
+    def original(self) -> str:
+        """The record's text as it was in the file (undecodable bytes shown as U+FFFD)."""
+        return b"".join(self.raw).decode("utf-8", "replace").rstrip("\r\n")
+
+
+@dataclass
+class Source:
+    """An opened input: its display name, byte stream, format and size (None for stdin)."""
+
+    name: str
+    stream: BinaryIO
+    fmt: str
+    size: int | None
+    raw_file: BinaryIO
+    #: False for stdin and caller-owned streams, which must stay open.
+    owned: bool = True
+
+    def position(self) -> int:
+        """Bytes consumed from the underlying file (compressed bytes for .gz)."""
+        try:
+            return self.raw_file.tell()
+        except (OSError, ValueError):
+            return 0
+
+    #: The caller's stream when we wrapped it, so closing leaves it open.
+    wrapped: Any = None
+
+    def close(self) -> None:
+        if self.owned:
+            self.stream.close()
+            self.raw_file.close()
+        elif self.wrapped is not None:
+            self.raw_file.detach()  # type: ignore[attr-defined]
+
+
+def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) -> Source:
+    """Open a path, ``-`` (stdin) or a binary file object; detect gzip and the format.
+
+    The format comes from ``fmt``, else the suffix (``.csv``, ``.jsonl``,
+    ``.ndjson``, optionally ``.gz``), else the first byte (``{`` means JSON Lines).
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise ValidationError(f"unknown format {fmt!r}", [Problem(str(source), None, None, f"format must be one of {', '.join(FORMATS)}")])
+    if isinstance(source, (str, os.PathLike)) and str(source) == "-":
+        name, raw, size, suffixes = "<stdin>", sys.stdin.buffer, None, []
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        name = str(source)
+        try:
+            raw = open(path, "rb")
+        except FileNotFoundError:
+            raise ValidationError(f"{name}: no such file", [Problem(name, None, None, "no such file")]) from None
+        except IsADirectoryError:
+            raise ValidationError(f"{name}: is a directory", [Problem(name, None, None, "is a directory, not a file")]) from None
+        except PermissionError:
+            raise ValidationError(f"{name}: permission denied", [Problem(name, None, None, "cannot be read (permission denied)")]) from None
+        size = path.stat().st_size
+        suffixes = [s.lower() for s in path.suffixes]
+    else:
+        raw, size, suffixes = source, None, []
+        name = getattr(source, "name", None) or "<stream>"
+        name = name if isinstance(name, str) else "<stream>"
+    wrapped = None if hasattr(raw, "peek") else raw
+    buffered = raw if wrapped is None else io.BufferedReader(raw)  # type: ignore[arg-type]
+    stream: BinaryIO = buffered
+    if buffered.peek(2)[:2] == b"\x1f\x8b":
+        stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
+        stream = io.BufferedReader(stream)  # type: ignore[arg-type]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes = suffixes[:-1]
+    if fmt is None and suffixes and suffixes[-1] in _SUFFIXES:
+        fmt = _SUFFIXES[suffixes[-1]]
+    if fmt is None:
+        head = stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+        fmt = "jsonl" if head[:1] == b"{" else "csv"
+    owned = isinstance(source, (str, os.PathLike)) and str(source) != "-"
+    return Source(name=name, stream=stream, fmt=fmt, size=size, raw_file=buffered, owned=owned, wrapped=wrapped)
+
+
+class _Lines:
+    """Decoded lines of a byte stream, remembering line numbers, raw bytes and bad bytes."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream = stream
+        self.number = 0
+        self.raw: list[bytes] = []
+        #: line number -> message, for lines that are not valid UTF-8
+        self.bad: dict[int, str] = {}
+
+    def take(self) -> list[bytes]:
+        """The raw lines read since the last call (one record's worth)."""
+        raw, self.raw = self.raw, []
+        return raw
+
+    def __iter__(self) -> Iterator[str]:
+        for data in self.stream:
+            self.number += 1
+            self.raw.append(data)
+            if self.number == 1 and data.startswith(b"\xef\xbb\xbf"):
+                data = data[3:]  # Excel writes a UTF-8 BOM; it is not part of the first column's name
+            try:
+                yield data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad[self.number] = (
+                    f"is not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the line); "
+                    "save the file as UTF-8"
+                )
+                yield data.decode("utf-8", "replace")
+
+    def bad_between(self, first: int, last: int) -> str | None:
+        if not self.bad:
+            return None
+        for number in range(first, last + 1):
+            if number in self.bad:
+                message = self.bad[number]
+                return message if number == first else f"line {number} {message}"
+        return None
+
+
+class CsvReader:
+    """CSV with a header line. ``header`` is read on construction."""
+
+    def __init__(self, source: Source):
+        self.name = source.name
+        self.lines = _Lines(source.stream)
+        self.reader = csv.reader(self.lines, strict=True)
+        self.header: list[str] = []
+        while not self.header:
+            try:
+                row = next(self.reader)
+            except StopIteration:
+                raise ValidationError(f"{self.name}: the file is empty", [Problem(self.name, None, None, "the file is empty (expected a header line)")]) from None
+            except csv.Error as exc:
+                raise ValidationError(f"{self.name}: unreadable header", [Problem(self.name, self.reader.line_num, None, f"malformed CSV header: {exc}")]) from None
+            if any(cell.strip() for cell in row):
+                self.header = [cell.strip() for cell in row]
+        self.header_line = self.reader.line_num
+        bad = self.lines.bad_between(self.header_line, self.header_line)
+        if bad:
+            raise ValidationError(f"{self.name}: header {bad}", [Problem(self.name, self.header_line, None, f"header {bad}")])
+        self.lines.take()
+
+    def __iter__(self) -> Iterator[Record]:
+        header, width, lines = self.header, len(self.header), self.lines
+        last = self.header_line
+        while True:
+            first = last + 1
+            try:
+                fields = next(self.reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                last = self.reader.line_num
+                yield Record(first, None, lines.take(), (None, f"malformed CSV (unbalanced quotes?): {exc}"))
+                continue
+            last = self.reader.line_num
+            raw = lines.take()
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue  # blank line
+            bad = lines.bad_between(first, last)
+            if bad:
+                yield Record(first, None, raw, (None, bad))
+            elif len(fields) != width:
+                if len(fields) < width:
+                    message = f"has {len(fields)} of {width} fields (truncated line?)"
+                    yield Record(first, None, raw, (header[len(fields)], message))
+                else:
+                    yield Record(first, None, raw, (None, f"has {len(fields)} fields, the header has {width}"))
+            else:
+                yield Record(first, dict(zip(header, fields)), raw)
+
+
+class JsonLinesReader:
+    """One JSON object per line; blank lines are skipped."""
+
+    header: list[str] | None = None
+
+    def __init__(self, source: Source):
+        self.name = source.name
+        self.lines = _Lines(source.stream)
+
+    def __iter__(self) -> Iterator[Record]:
+        lines = self.lines
+        loads = json.loads
+        strict = _refuse_constant
+        for text in lines:
+            number = lines.number
+            raw = lines.take()
+            if not text.strip():
+                continue
+            bad = lines.bad.get(number) if lines.bad else None
+            if bad:
+                yield Record(number, None, raw, (None, bad))
+                continue
+            try:
+                value = loads(text, parse_constant=strict)
+            except ValueError as exc:
+                hint = " (truncated line?)" if "Expecting" in str(exc) or "Unterminated" in str(exc) else ""
+                yield Record(number, None, raw, (None, f"invalid JSON{hint}: {exc}"))
+                continue
+            if not isinstance(value, dict):
+                yield Record(number, None, raw, (None, f"expected a JSON object, got {type(value).__name__}"))
+                continue
+            yield Record(number, value, raw)
+
+
+def _refuse_constant(name: str) -> Any:
+    # NaN and Infinity are accepted by Python's json but are not JSON; the
+    # PostgreSQL json type (and every other consumer) would refuse them later.
+    raise ValueError(f"{name} is not valid JSON (numbers must be finite)")
+
+
+def reader_for(source: Source) -> CsvReader | JsonLinesReader:
+    return CsvReader(source) if source.fmt == "csv" else JsonLinesReader(source)

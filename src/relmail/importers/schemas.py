@@ -1,0 +1,222 @@
+"""One schema per import kind: which fields a file has, how each is checked, how rows are keyed.
+
+A schema turns a record's raw values into a row for its table (every
+column present, so rows can go to ``executemany`` together) plus a list of
+``(field, message)`` problems. File fields map 1:1 to table columns; the
+customers schema also collects extra columns into ``attributes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any, Callable
+
+from sqlalchemy import Table
+
+from ..models import EVENT_TYPES, Customer, Event, Preference, Product
+from . import fields as f
+
+KINDS = ("customers", "products", "preferences", "events")
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    parse: f.Parser
+    required: bool = False
+    #: Value when missing or empty: a constant, or the name of a caller default (``"@locale"``).
+    default: Any = None
+
+
+@dataclass(frozen=True)
+class Schema:
+    kind: str
+    table: Table
+    columns: tuple[Column, ...]
+    #: Columns of the upsert key; duplicates within one file are errors.
+    key: tuple[str, ...]
+    #: field -> referenced table name ("customers" or "products"), checked in bulk.
+    references: dict[str, str] = field(default_factory=dict)
+    #: Extra CSV columns / JSON keys go into this JSON column instead of being errors.
+    extras_into: str | None = None
+    #: Rows without a key value are appended instead of upserted (events without event_id).
+    key_optional: bool = False
+
+    @cached_property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns)
+
+    @cached_property
+    def _plan(self) -> tuple[tuple[str, f.Parser, bool, Any], ...]:
+        # Plain tuples: convert() runs once per row, attribute lookups add up.
+        return tuple((c.name, c.parse, c.required, c.default) for c in self.columns)
+
+    @cached_property
+    def known(self) -> frozenset[str]:
+        return frozenset(self.names)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.columns if c.required)
+
+    def check_header(self, header: list[str]) -> list[tuple[str | None, str]]:
+        """Header problems: missing required columns, unknown or repeated columns."""
+        problems: list[tuple[str | None, str]] = []
+        seen: set[str] = set()
+        for name in header:
+            if not name:
+                problems.append((None, "the header has an empty column name"))
+            elif name in seen:
+                problems.append((name, f"column '{name}' appears twice in the header"))
+            seen.add(name)
+        for name in self.required:
+            if name not in seen:
+                problems.append((name, f"missing required column '{name}' in the header"))
+        if self.extras_into is None:
+            known = set(self.names)
+            for name in header:
+                if name and name not in known:
+                    problems.append((name, f"unknown column '{name}' in the header (known: {', '.join(self.names)})"))
+        return problems
+
+    def convert(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The row to store and the problems found (every field is checked, not just the first bad one)."""
+        row: dict[str, Any] = {}
+        problems: list[tuple[str, str]] = []
+        for name, parse, required, default in self._plan:
+            value = values.get(name)
+            if value is None or value == "" or (value.__class__ is str and value.isspace()):
+                if required:
+                    problems.append((name, "is required"))
+                elif default.__class__ is str and default[:1] == "@":
+                    row[name] = defaults[default[1:]]
+                else:
+                    row[name] = default() if callable(default) else default
+                continue
+            try:
+                row[name] = parse(value)
+            except f.FieldError as exc:
+                problems.append((name, str(exc)))
+        if self.extras_into is not None:
+            self._collect_extras(values, row, from_csv)
+        elif not from_csv:
+            known = self.known
+            for name in values:
+                if name not in known:
+                    problems.append((name, f"unknown field '{name}' (known: {', '.join(self.names)})"))
+        return row, problems
+
+    def _collect_extras(self, values: dict[str, Any], row: dict[str, Any], from_csv: bool) -> None:
+        target = self.extras_into
+        known = self.known
+        extras = dict(row.get(target) or {})
+        for name, value in values.items():
+            if name in known:
+                continue
+            if from_csv:
+                if value.strip():
+                    extras[name] = f.csv_scalar(value.strip())
+            elif value is not None:
+                extras[name] = value
+        row[target] = extras  # type: ignore[index]
+
+
+def _length(table: Table, name: str) -> int:
+    return table.c[name].type.length  # type: ignore[attr-defined]
+
+
+def _customers() -> Schema:
+    t = Customer.__table__
+    return Schema(
+        kind="customers",
+        table=t,
+        columns=(
+            Column("id", f.identifier(_length(t, "id")), required=True),
+            Column("email", f.email, required=True),
+            Column("first_name", f.text(_length(t, "first_name"))),
+            Column("last_name", f.text(_length(t, "last_name"))),
+            Column("locale", f.locale, default="@locale"),
+            Column("timezone", f.time_zone, default="@timezone"),
+            # Required: defaulting to "now" would make every imported customer
+            # look new, and send new-customer offers to loyal ones.
+            Column("created_at", f.aware_datetime, required=True),
+            Column("attributes", f.json_object, default=dict),
+        ),
+        key=("id",),
+        extras_into="attributes",
+    )
+
+
+def _products() -> Schema:
+    t = Product.__table__
+    return Schema(
+        kind="products",
+        table=t,
+        columns=(
+            Column("id", f.identifier(_length(t, "id")), required=True),
+            Column("name", f.text(_length(t, "name")), required=True),
+            Column("category", f.identifier(_length(t, "category")), required=True),
+            Column("price", f.number(minimum=0), default=0.0),
+            Column("url", f.text(_length(t, "url"), allow_spaces=False)),
+            Column("features", f.string_list(100), default=list),
+        ),
+        key=("id",),
+    )
+
+
+def _preferences() -> Schema:
+    t = Preference.__table__
+    return Schema(
+        kind="preferences",
+        table=t,
+        columns=(
+            Column("customer_id", f.identifier(_length(t, "customer_id")), required=True),
+            Column("topic", f.identifier(_length(t, "topic")), required=True),
+            Column("opted_in", f.boolean, required=True),
+            Column("max_per_week", f.integer(minimum=0)),
+            Column("updated_at", f.aware_datetime, required=True),
+            Column("source", f.text(_length(t, "source")), default="import"),
+        ),
+        key=("customer_id", "topic"),
+        references={"customer_id": "customers"},
+    )
+
+
+def _events() -> Schema:
+    t = Event.__table__
+    return Schema(
+        kind="events",
+        table=t,
+        columns=(
+            Column("event_id", f.identifier(_length(t, "event_id"))),
+            Column("customer_id", f.identifier(_length(t, "customer_id")), required=True),
+            Column("type", f.one_of(EVENT_TYPES, "event type"), required=True),
+            Column("occurred_at", f.aware_datetime, required=True),
+            Column("product_id", f.identifier(_length(t, "product_id"))),
+            Column("feature", f.text(_length(t, "feature"))),
+            Column("value", f.number()),
+            Column("message_id", f.identifier(_length(t, "message_id"))),
+            Column("run_id", f.identifier(_length(t, "run_id"))),
+            Column("topic", f.identifier(_length(t, "topic"))),
+        ),
+        key=("event_id",),
+        references={"customer_id": "customers", "product_id": "products"},
+        key_optional=True,
+    )
+
+
+_BUILDERS: dict[str, Callable[[], Schema]] = {
+    "customers": _customers,
+    "products": _products,
+    "preferences": _preferences,
+    "events": _events,
+}
+
+
+def schema_for(kind: str) -> Schema:
+    """The schema of an import kind (one of :data:`KINDS`)."""
+    try:
+        return _BUILDERS[kind]()
+    except KeyError:
+        raise ValueError(f"unknown import kind {kind!r} (known: {', '.join(KINDS)})") from None

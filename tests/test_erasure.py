@@ -1,0 +1,174 @@
+"""Erasure (forget) and access (export) of one customer's data."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete, func, select
+
+from relmail.addresses import address_hash, salt
+from relmail.cli import cli
+from relmail.demo import ROLES, generate
+from relmail.erasure import export, forget
+from relmail.errors import NotFound
+from relmail.models import Customer, Decision, Delivery, Event, Preference, Suppression
+
+T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
+C, P, E, DEC, DEL, S = (m.__table__ for m in (Customer, Preference, Event, Decision, Delivery, Suppression))
+PERSONAL = (C, P, E)
+
+
+def _customer(conn, cid: str, email: str, events: int = 3, decisions: tuple[str, ...] = ("planned",)) -> None:
+    conn.execute(C.insert().values(id=cid, email=email, first_name="Anna", last_name="Bakker", locale="nl_NL",
+                                   timezone="Europe/Amsterdam", created_at=T0, attributes={"city": "Delft"}))
+    conn.execute(P.insert(), [dict(customer_id=cid, topic=t, opted_in=True, updated_at=T0, source="import")
+                              for t in ("newsletter", "promotions")])
+    if events:
+        conn.execute(E.insert(), [dict(customer_id=cid, type="view", occurred_at=T0 + timedelta(hours=k), product_id="EB-200")
+                                  for k in range(events)])
+    for k, status in enumerate(decisions):
+        dec_id = conn.execute(DEC.insert().values(run_id=f"r{k}", customer_id=cid, message_id="m", action="send", score=0.7,
+                                                  reasons="ok", features={"views_30d": events}, created_at=T0)).inserted_primary_key[0]
+        conn.execute(DEL.insert().values(decision_id=dec_id, run_id=f"r{k}", customer_id=cid, message_id="m", status=status,
+                                         last_error="550 anna@x.example: mailbox full" if status == "deferred" else None,
+                                         next_attempt_at=T0 if status == "deferred" else None, updated_at=T0))
+
+
+def _count(conn, table, cid=None) -> int:
+    stmt = select(func.count()).select_from(table)
+    if cid is not None:
+        stmt = stmt.where(table.c.customer_id == cid if "customer_id" in table.c else table.c.id == cid)
+    return conn.execute(stmt).scalar_one()
+
+
+def test_forget_deletes_personal_data_keeps_a_salted_hash_and_a_stripped_ledger(engine):
+    with engine.begin() as conn:
+        _customer(conn, "C1", "  Anna.Bakker@Example.org ", events=4, decisions=("accepted", "planned", "deferred"))
+        _customer(conn, "C2", "other@example.org", events=2)
+    result = forget(engine, "C1")
+    assert result["deleted"] == {"customers": 1, "preferences": 2, "events": 4}
+    assert result["ledger_kept"] == {"decisions": 3, "deliveries": 3}
+    assert result["deliveries_cancelled"] == 2
+    with engine.connect() as conn:
+        assert [_count(conn, t, "C1") for t in PERSONAL] == [0, 0, 0]
+        assert [_count(conn, t, "C2") for t in PERSONAL] == [1, 2, 2], "other customers untouched"
+        expected = address_hash("anna.bakker@example.org", salt(conn))
+        assert conn.execute(select(S.c.email_hash, S.c.reason)).all() == [(expected, "erased")]
+        assert result["suppression"] == {"email_hash": expected, "reason": "erased", "added": True}
+        assert [f for (f,) in conn.execute(select(DEC.c.features).where(DEC.c.customer_id == "C1"))] == [{}, {}, {}]
+        assert conn.execute(select(DEC.c.features).where(DEC.c.customer_id == "C2")).scalar_one() == {"views_30d": 2}
+        states = dict(conn.execute(select(DEL.c.run_id, DEL.c.status).where(DEL.c.customer_id == "C1")).all())
+        assert states == {"r0": "accepted", "r1": "failed", "r2": "failed"}
+        errors = {e for (e,) in conn.execute(select(DEL.c.last_error).where(DEL.c.customer_id == "C1"))}
+        assert errors == {"customer erased"}, "provider texts quoting the address are gone"
+        assert conn.execute(select(DEL.c.status).where(DEL.c.customer_id == "C2")).scalar_one() == "planned"
+    with pytest.raises(NotFound):
+        forget(engine, "C1")
+    with pytest.raises(NotFound):
+        export(engine, "C1")
+
+
+def test_export_covers_every_table_and_is_json(engine):
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org", events=3, decisions=("accepted", "deferred"))
+        _customer(conn, "C2", "other@example.org")
+    data = export(engine, "C1")
+    assert set(data) == {"customer", "preferences", "events", "decisions", "deliveries", "suppressed"}
+    assert data["customer"]["email"] == "anna@example.org" and data["customer"]["attributes"] == {"city": "Delft"}
+    assert data["customer"]["created_at"] == "2026-11-01T09:00:00+00:00"
+    assert [p["topic"] for p in data["preferences"]] == ["newsletter", "promotions"]
+    assert [e["occurred_at"] for e in data["events"]] == sorted(e["occurred_at"] for e in data["events"])
+    assert len(data["events"]) == 3 and len(data["decisions"]) == 2 and len(data["deliveries"]) == 2
+    assert {d["customer_id"] for d in data["decisions"] + data["deliveries"]} == {"C1"}
+    assert data["suppressed"] is None
+    assert json.loads(json.dumps(data)) == data
+
+
+def test_a_duplicate_record_of_an_erased_address_shows_as_suppressed(engine):
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org")
+        _customer(conn, "C2", "ANNA@example.org")
+    forget(engine, "C1")
+    assert export(engine, "C2")["suppressed"] == {"reason": "erased"}
+    second = forget(engine, "C2")
+    assert second["suppression"]["added"] is False
+    with engine.connect() as conn:
+        assert _count(conn, S) == 1
+
+
+@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    shape=st.lists(st.tuples(st.integers(0, 4), st.lists(st.sampled_from(["planned", "accepted", "deferred", "failed"]), max_size=2)),
+                   min_size=1, max_size=5),
+    pick=st.integers(0, 4),
+)
+def test_forget_removes_exactly_one_customers_rows(engine, shape, pick):
+    with engine.begin() as conn:
+        for table in (E, P, C, DEL, DEC, S):
+            conn.execute(delete(table))
+        for i, (events, decisions) in enumerate(shape):
+            _customer(conn, f"C{i}", f"c{i}@example.org", events=events, decisions=tuple(decisions))
+    target = f"C{pick % len(shape)}"
+    with engine.connect() as conn:
+        before = {t.name: _count(conn, t) for t in (*PERSONAL, DEC, DEL)}
+        mine = {t.name: _count(conn, t, target) for t in PERSONAL}
+    forget(engine, target)
+    with engine.connect() as conn:
+        after = {t.name: _count(conn, t) for t in (*PERSONAL, DEC, DEL)}
+        assert {t.name: _count(conn, t, target) for t in PERSONAL} == {t.name: 0 for t in PERSONAL}
+        assert conn.execute(select(func.count()).select_from(S)).scalar_one() == 1
+        unsent = conn.execute(select(func.count()).where(DEL.c.customer_id == target, DEL.c.status.in_(["planned", "deferred"]))).scalar_one()
+    assert unsent == 0
+    assert after == {k: before[k] - mine.get(k, 0) for k in before}
+
+
+def test_forget_a_demo_customer_then_the_summary_no_longer_names_them(engine):
+    from relmail.summary import store_summary
+
+    generate(engine, customers=60, seed=2, as_of=T0)
+    victim = ROLES["unsubscribed"]
+    before = store_summary(engine)
+    result = forget(engine, victim)
+    after = store_summary(engine)
+    assert after["customers"]["total"] == before["customers"]["total"] - 1
+    assert after["events"]["total"] == before["events"]["total"] - result["deleted"]["events"]
+    assert victim not in after["demo"]["special_customers"].values()
+    assert after["suppressions"] == 1
+
+
+def test_cli_show_export_forget(project, tmp_path):
+    runner = CliRunner()
+    base = ["--project", str(project.root), "customers"]
+    from relmail.db import connect
+
+    engine = connect(project.database_url)
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org", events=2, decisions=("accepted",))
+
+    shown = runner.invoke(cli, [*base, "show", "C1"])
+    assert shown.exit_code == 0, shown.output
+    assert "Anna Bakker <anna@example.org>" in shown.output and "promotions" in shown.output and "view" in shown.output
+
+    out = tmp_path / "c1.json"
+    exported = runner.invoke(cli, [*base, "export", "C1", "-o", str(out)])
+    assert exported.exit_code == 0, exported.output
+    assert json.loads(out.read_text())["customer"]["id"] == "C1"
+    assert json.loads(runner.invoke(cli, [*base, "export", "C1"]).output)["events"][0]["type"] == "view"
+
+    declined = runner.invoke(cli, [*base, "forget", "C1"], input="n\n")
+    assert declined.exit_code == 1
+    assert runner.invoke(cli, [*base, "show", "C1"]).exit_code == 0, "declining keeps the customer"
+
+    erased = runner.invoke(cli, [*base, "forget", "C1", "--yes", "--json"])
+    assert erased.exit_code == 0, erased.output
+    assert json.loads(erased.output)["deleted"]["events"] == 2
+
+    for command in ("show", "export", "forget"):
+        gone = runner.invoke(cli, [*base, command, "C1", *(["--yes"] if command == "forget" else [])])
+        assert gone.exit_code == 8 and "C1" in gone.output
+    engine.dispose()

@@ -1,0 +1,154 @@
+"""Properties: valid files round-trip exactly (CSV and JSON Lines); one corrupted row changes nothing."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from relmail.errors import ValidationError
+from relmail.importers import import_file
+from relmail.models import EVENT_TYPES, Customer, Event, Preference, Product
+
+SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+
+ZONES = [timezone.utc, timezone(timedelta(hours=-3, minutes=-30)), ZoneInfo("Europe/Amsterdam"), ZoneInfo("Asia/Kathmandu")]
+times = st.builds(
+    lambda naive, zone: naive.replace(tzinfo=zone),
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
+    st.sampled_from(ZONES),
+)
+# Text as people type it: any letters, punctuation, quotes, commas, inner line breaks.
+names = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")) | st.just("\n"), min_size=1, max_size=20).map(str.strip).filter(bool)
+ids = st.from_regex(r"[A-Z][A-Z0-9-]{0,11}", fullmatch=True)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False, allow_infinity=False) | names,
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=5,
+)
+
+customers = st.lists(
+    st.fixed_dictionaries(
+        {
+            "id": ids,
+            "email": st.from_regex(r"[a-z][a-z0-9_]{0,6}(\.[a-z0-9]{1,5})?@[a-z]{1,10}\.(nl|com)", fullmatch=True),
+            "first_name": st.none() | names,
+            "last_name": st.none() | names,
+            "locale": st.sampled_from(["nl_NL", "en_GB", "de_DE"]),
+            "timezone": st.sampled_from(["Europe/Amsterdam", "Europe/London", "UTC"]),
+            "created_at": times,
+            "attributes": st.dictionaries(st.from_regex(r"[a-z_]{1,8}", fullmatch=True), json_values, max_size=3),
+        }
+    ),
+    min_size=1,
+    max_size=8,
+    unique_by=lambda c: c["id"],
+)
+
+
+@st.composite
+def events_for(draw, customer_ids: list[str]):
+    count = draw(st.integers(1, 12))
+    event_ids = draw(st.lists(ids, min_size=count, max_size=count, unique=True))
+    return [
+        {
+            "event_id": draw(st.sampled_from([event_id, None])),
+            "customer_id": draw(st.sampled_from(customer_ids)),
+            "type": draw(st.sampled_from(EVENT_TYPES)),
+            "occurred_at": draw(times),
+            "product_id": draw(st.sampled_from([None, "EB-200"])),
+            "feature": draw(st.none() | names.filter(lambda s: len(s) <= 100)),
+            "value": draw(st.none() | st.floats(-1e9, 1e9, allow_nan=False)),
+            "message_id": None,
+            "run_id": draw(st.sampled_from([None, "weekly-2025-W48"])),
+            "topic": draw(st.sampled_from([None, "newsletter", "promotions"])),
+        }
+        for event_id in event_ids
+    ]
+
+
+def as_csv(rows: list[dict]) -> bytes:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    header = list(rows[0])
+    writer.writerow(header)
+    for row in rows:
+        values = (row[k] for k in header)
+        writer.writerow(["" if v is None else json.dumps(v) if isinstance(v, dict) else v.isoformat() if isinstance(v, datetime) else v for v in values])
+    return out.getvalue().encode()
+
+
+def as_jsonl(rows: list[dict]) -> bytes:
+    return "".join(json.dumps({k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}) + "\n" for row in rows).encode()
+
+
+def reset(engine) -> None:
+    with engine.begin() as conn:
+        for model in (Event, Preference, Product, Customer):
+            conn.execute(model.__table__.delete())
+        conn.execute(Product.__table__.insert().values(id="EB-200", name="E-bike", category="e-bikes", price=2499.0, features=[]))
+
+
+def stored(engine, model, order) -> list[dict]:
+    table = model.__table__
+    with engine.connect() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c[order]))]
+
+
+@pytest.mark.parametrize("encode", [as_csv, as_jsonl], ids=["csv", "jsonl"])
+@SETTINGS
+@given(data=st.data(), people=customers)
+def test_valid_files_round_trip_exactly(engine, tmp_path, encode, data, people):
+    reset(engine)
+    events = data.draw(events_for([c["id"] for c in people]))
+    ext = "csv" if encode is as_csv else "jsonl"
+    (tmp_path / f"c.{ext}").write_bytes(encode(people))
+    (tmp_path / f"e.{ext}").write_bytes(encode(events))
+    assert import_file(engine, "customers", tmp_path / f"c.{ext}").rows_imported == len(people)
+    assert import_file(engine, "events", tmp_path / f"e.{ext}").rows_imported == len(events)
+
+    got = stored(engine, Customer, "id")
+    assert [{k: row[k] for k in people[0]} for row in got] == sorted(people, key=lambda c: c["id"])
+    got_events = stored(engine, Event, "id")
+    assert [{k: row[k] for k in events[0]} for row in got_events] == events
+
+
+CORRUPTIONS = {
+    "unknown type": lambda line: line.replace(b",view,", b",viewed,"),
+    "naive time": lambda line: line.replace(b"+01:00", b""),
+    "unknown customer": lambda line: line.replace(b"C1,", b"C404,", 1),
+    "truncated": lambda line: line[: line.index(b",view,") + 3] + b"\n",
+    "latin-1 byte": lambda line: line.replace(b"note", "noté".encode("latin-1")),
+    "extra field": lambda line: line.rstrip(b"\n") + b",surplus\n",
+}
+
+
+@SETTINGS
+@given(
+    size=st.integers(1, 40),
+    data=st.data(),
+    corruption=st.sampled_from(sorted(CORRUPTIONS)),
+    chunk=st.integers(1, 15),
+)
+def test_one_corrupted_row_imports_nothing_and_names_its_line(engine, tmp_path, size, data, corruption, chunk):
+    reset(engine)
+    (tmp_path / "c.csv").write_text("id,email,created_at\nC1,a@example.com,2024-01-01T00:00:00Z\n")
+    import_file(engine, "customers", tmp_path / "c.csv")
+    lines = [b"event_id,customer_id,type,occurred_at,feature\n"] + [
+        f"E{i},C1,view,2025-01-01T{i % 24:02d}:00:00+01:00,note {i}\n".encode() for i in range(size)
+    ]
+    bad = data.draw(st.integers(1, size))
+    lines[bad] = CORRUPTIONS[corruption](lines[bad])
+    (tmp_path / "e.csv").write_bytes(b"".join(lines))
+    before = stored(engine, Event, "id")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "events", tmp_path / "e.csv", chunk_size=chunk)
+    assert [p.line for p in caught.value.problems] == [bad + 1]
+    assert stored(engine, Event, "id") == before == []

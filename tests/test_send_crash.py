@@ -1,0 +1,83 @@
+"""Crash safety: `relmail send` killed with SIGKILL at random moments, then re-run,
+delivers every planned e-mail to a real SMTP server (STARTTLS + AUTH) exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import email
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+from sqlalchemy import select
+
+from relmail import ledger
+from relmail.models import Decision, Delivery
+from tests.sendkit import WINDOW, build
+from tests.smtp_server import PASSWORD, USER, Handler, SmtpServer
+
+
+class SlowHandler(Handler):
+    """Takes a few milliseconds to answer, so kills land mid-batch.
+
+    Like a real MTA it queues the message as soon as the final dot arrives
+    and only then answers; a client that vanishes meanwhile does not undo it.
+    """
+
+    async def handle_DATA(self, server, session, envelope):
+        reply = await super().handle_DATA(server, session, envelope)
+        await asyncio.sleep(0.008)
+        return reply
+
+
+def _use_smtp(project, server) -> None:
+    cfg = server.config(username=USER, pool_size=2, messages_per_connection=50)
+    lines = [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in cfg.items()]
+    text = (project.root / "relmail.toml").read_text().replace('adapter = "file"', 'adapter = "smtp"')
+    text += "\n[delivery.smtp]\n" + "\n".join(lines).replace("'", '"') + "\n"
+    (project.root / "relmail.toml").write_text(text)
+
+
+def _command(project) -> list[str]:
+    return [sys.executable, "-c", "from relmail.cli import main; main()", "-p", str(project.root),
+            "send", "sendtest", "--window", WINDOW, "--batch-size", "7"]
+
+
+def test_sigkill_at_random_points_then_rerun_delivers_each_email_exactly_once(project, tmp_path):
+    engine = build(project, customers=400)
+    server = SmtpServer(tmp_path, mode="starttls", auth=True)
+    server.handler.__class__ = SlowHandler
+    env = {**os.environ, "RELMAIL_SMTP_PASSWORD": PASSWORD}
+    rng = random.Random(20261123)
+    kills = mid_batch_kills = 0
+    with server:
+        _use_smtp(project, server)
+        for _attempt in range(25):
+            proc = subprocess.Popen(_command(project), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            time.sleep(rng.uniform(0.8, 3.5))
+            if proc.poll() is None:
+                before = len(server.handler.messages)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                kills += 1
+                mid_batch_kills += 0 < before
+            else:
+                out, err = proc.communicate()
+                assert proc.returncode == 0, err.decode()
+                break
+        final = subprocess.run(_command(project), env=env, capture_output=True, timeout=300)
+        assert final.returncode == 0, final.stderr.decode()
+        received = [email.message_from_bytes(m.data)["Message-ID"] for m in server.handler.messages]
+
+    D, DEC = Delivery.__table__, Decision.__table__
+    with engine.connect() as conn:
+        planned = conn.execute(select(DEC.c.customer_id).where(DEC.c.action == "send")).scalars().all()
+        accepted = conn.execute(select(D.c.rfc_message_id).where(D.c.status == "accepted")).scalars().all()
+    assert kills >= 3 and mid_batch_kills >= 1, "the test must really interrupt sending"
+    assert len(received) == len(set(received)), "an e-mail was received twice"
+    assert sorted(received) == sorted(accepted)
+    assert len(accepted) == len(planned) > 150
+    assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": len(planned)}
