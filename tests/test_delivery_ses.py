@@ -6,6 +6,8 @@ import base64
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 import responses
 
 from delivery_messages import FakeTime, message
@@ -75,9 +77,18 @@ def test_error_types_map_to_results_and_throttling_is_retried():
     assert len(responses.calls) == 4
 
 
-def test_tag_values_ses_refuses_are_reported_before_sending():
-    with pytest.raises(UnsupportedFeature, match="EmailTag relmail_run"):
-        adapter().send([message(1, metadata={"relmail_run": "weekly:2026-W48"})])
+def test_tag_names_ses_refuses_are_reported_before_sending():
+    with pytest.raises(UnsupportedFeature, match="EmailTag relmail:run"):
+        adapter().send([message(1, metadata={"relmail:run": "weekly"})])
+
+
+@given(st.text(max_size=40))
+def test_tag_values_are_encoded_reversibly_in_the_characters_ses_allows(value):
+    from relmail.delivery.ses import _TAG, decode_tag, encode_tag
+
+    encoded = encode_tag(value)
+    assert encoded == "" or _TAG.match(encoded)
+    assert decode_tag(encoded) == value
 
 
 def test_missing_region_and_credentials_are_config_errors(monkeypatch):

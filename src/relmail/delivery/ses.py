@@ -7,8 +7,10 @@ call for pre-rendered mail; ``SendBulkEmail`` needs SES-side templates),
 signed with AWS Signature V4 by botocore, using the standard AWS credential
 chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``,
 profiles, instance roles) and ``region`` or ``AWS_REGION``. The relmail
-metadata and tags travel as ``EmailTags`` (SES allows only letters, digits,
-``_`` and ``-`` in them: other values are refused before anything is sent).
+metadata and tags travel as ``EmailTags``. SES allows only letters, digits,
+``_`` and ``-`` in them, so every other character (and ``_`` itself) is
+written ``_XX`` in hex: ``weekly:2026-W48`` travels as ``weekly_3A2026-W48``
+and :func:`decode_tag` (used by the SES webhook) gives it back.
 
 Errors: ``MessageRejected`` and ``BadRequestException`` reject the message;
 ``TooManyRequestsException`` (429) and 5xx are retried; account-level
@@ -30,6 +32,19 @@ from .base import Abort, OutgoingMessage, Result, accepted, deferred, rejected
 from .http import HttpAdapter, json_body
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_PLAIN = re.compile(r"[A-Za-z0-9-]")
+
+
+def encode_tag(value: str) -> str:
+    """``value`` in the characters SES allows, reversibly (``_`` + two hex digits per other byte)."""
+    return "".join(ch if _PLAIN.fullmatch(ch) else "".join(f"_{b:02X}" for b in ch.encode()) for ch in value)
+
+
+def decode_tag(value: str) -> str:
+    """The inverse of :func:`encode_tag`; a value that was never encoded comes back as it is."""
+    if not re.fullmatch(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})*", value):
+        return value
+    return re.sub(rb"_([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), value.encode()).decode(errors="replace")
 ACCOUNT_ERRORS = {
     "AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException", "NotFoundException",
 }
@@ -63,14 +78,14 @@ class SesAdapter(HttpAdapter):
             for name, value in self.tags(m):
                 if not (_TAG.match(name) and _TAG.match(value)):
                     raise UnsupportedFeature(
-                        f"ses: message {m.key}: EmailTag {name}={value!r} has characters SES does not allow "
-                        "(only letters, digits, '_' and '-', at most 256)"
+                        f"ses: message {m.key}: EmailTag {name}={value!r} is too long or has characters SES does "
+                        "not allow in a name (only letters, digits, '_' and '-', at most 256)"
                     )
 
     @staticmethod
     def tags(m: OutgoingMessage) -> list[tuple[str, str]]:
-        out = [(k, str(v)) for k, v in m.metadata.items()]
-        out += [(f"relmail_tag{i}", t) for i, t in enumerate(m.tags, 1)]
+        out = [(k, encode_tag(str(v))) for k, v in m.metadata.items()]
+        out += [(f"relmail_tag{i}", encode_tag(t)) for i, t in enumerate(m.tags, 1)]
         return out
 
     def body(self, m: OutgoingMessage) -> dict:

@@ -32,6 +32,7 @@ from ..errors import ConfigError, SignatureError
 from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value
 from .records import FieldError, invalid, iso_time, obj, parse_all, parse_json_body, read_records, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from ..delivery.ses import decode_tag
 
 NAME = "ses"
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -145,6 +146,9 @@ def parse_event(record: Mapping[str, Any]) -> list[FeedbackEvent]:
     mail = obj(record, "mail")
     message = text(mail, "messageId")
     tags = obj(mail, "tags", required=False)
+    if tags:
+        # The SES adapter encodes values into the characters SES allows.
+        tags = {k: [decode_tag(str(x)) for x in (v if isinstance(v, list) else [v])] for k, v in tags.items()}
 
     def make(normalized, when_of, recipient, event_id, reason=None, url=None, scope="all", topic=None):
         return FeedbackEvent(
