@@ -1,0 +1,200 @@
+"""Learning-loop commands: ``model train|evaluate|list``, ``runs import``, ``report incrementality``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import click
+
+from ._common import echo_json, echo_table, json_option, pass_state
+
+
+def _shared_group(name: str, help_text: str) -> tuple[click.Group, bool]:
+    """The root's group ``name`` if another module made it already, else a new one.
+
+    ``runs`` and ``report`` hold commands of several stages; joining an
+    existing group keeps the others' subcommands instead of replacing them.
+    """
+    from . import cli as root
+
+    existing = root.commands.get(name)
+    if isinstance(existing, click.Group):
+        return existing, False
+    return click.Group(name, help=help_text), True
+
+
+@click.group("model")
+def model() -> None:
+    """Train, evaluate and list the propensity / uplift / irritation models."""
+
+
+@model.command("train")
+@click.option("--message", "-m", "messages", multiple=True, help="Train only this message (repeatable). Default: every message in the ledger.")
+@click.option("--outcome", "-o", "outcomes", multiple=True, type=click.Choice(["open", "click", "visit", "conversion"]), help="Outcome(s) to model (default: [model] outcomes, else all four).")
+@click.option("--split-seed", type=int, default=None, help="Seed of the customer split into training and test parts (default 0).")
+@click.option("--test-share", type=float, default=None, help="Share of customers kept out for 'model evaluate' (default 0.3).")
+@click.option("--window-days", type=float, default=None, help="Outcome window after the send time, in days (default 14).")
+@click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None, help="What the estimator choice maximizes (default qini).")
+@json_option
+@pass_state
+def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, criterion, as_json) -> None:
+    """Train a model per message from the ledger, picking the best uplift estimator.
+
+    Candidates (T-learner, X-learner, transformed outcome, each on logistic
+    regression and gradient boosting) are compared by cross-fitting on the
+    training customers; the winner is refitted and saved as a new version in
+    models/<message>/ with its reason.
+
+    \b
+    Example:
+      relmail model train
+      relmail model train --message newsletter --outcome click --split-seed 7
+    """
+    from ..learn import store
+    from ..learn.train import TrainOptions, train
+
+    overrides = {"split_seed": split_seed, "test_share": test_share, "criterion": criterion,
+                 "outcomes": tuple(outcomes) or None, "window": timedelta(days=window_days) if window_days else None}
+    options = TrainOptions.from_project(state.project, **overrides)
+    results = train(state.engine, store.models_dir(state.project), list(messages) or None, options)
+    if as_json:
+        echo_json(results)
+        return
+    for res in results:
+        click.echo(f"{res['message']}: version {res['version']} from {res['rows']:,} decisions ({res['path']})")
+        for outcome, sel in res["selection"].items():
+            click.echo(f"  {outcome}: {sel['chosen'] or 'propensity only'} — {sel['reason']}")
+        for outcome, why in res["skipped"].items():
+            click.echo(f"  {outcome}: skipped — {why}")
+
+
+@model.command("evaluate")
+@click.option("--message", "-m", "messages", multiple=True, help="Evaluate only this message's model (repeatable).")
+@json_option
+@pass_state
+def evaluate_cmd(state, messages, as_json) -> None:
+    """Score the newest models on their held-back test customers, against baselines.
+
+    Propensity: AUC, Brier score, calibration error. Uplift: Qini
+    coefficient and the share of incremental outcomes kept at 10/30/50% of
+    volume, next to random targeting and response-model targeting.
+
+    \b
+    Example:
+      relmail model evaluate
+      relmail model evaluate --message newsletter --json | jq '.[0].outcomes'
+    """
+    from ..learn import store
+    from ..learn.evaluate import evaluate
+
+    results = evaluate(state.engine, store.models_dir(state.project), list(messages) or None)
+    if as_json:
+        echo_json(results)
+        return
+    rows = []
+    for res in results:
+        for outcome, entry in res["outcomes"].items():
+            prop = entry["propensity"]
+            up = entry.get("uplift")
+            base = [res["message"], outcome, entry["chosen"] or "-", prop["auc"], prop["calibration_error"]]
+            if up:
+                for who in ("model", "response", "random"):
+                    f = up[who]
+                    rows.append(base + [who, f["qini"], f["keep_at_10"], f["keep_at_30"], f["keep_at_50"]])
+                    base = ["", "", "", None, None]
+            else:
+                rows.append(base + ["-", None, None, None, None])
+    echo_table(rows, ["message", "outcome", "estimator", "auc", "calib.err", "targeting", "qini", "keep@10", "keep@30", "keep@50"])
+
+
+@model.command("list")
+@json_option
+@pass_state
+def list_cmd(state, as_json) -> None:
+    """List the trained models: newest version, training dates, chosen estimators.
+
+    \b
+    Example:
+      relmail model list
+    """
+    from ..learn import store
+
+    metas = store.list_models(store.models_dir(state.project))
+    if as_json:
+        echo_json([{k: m.get(k) for k in ("key", "version", "created", "training", "selection", "sha256")} for m in metas])
+        return
+    rows = []
+    for m in metas:
+        tr = m["training"]
+        chosen = ", ".join(f"{o}={s.get('chosen') or 'propensity'}" for o, s in m["selection"].items())
+        rows.append([m["key"], m["version"], m["created"], f"{(tr['date_from'] or '')[:10]}..{(tr['date_to'] or '')[:10]}", tr["rows"], chosen])
+    echo_table(rows, ["message", "version", "created", "trained on", "rows", "estimators"])
+
+
+runs, _new_runs = _shared_group("runs", "Runs in the ledger.")
+
+
+@runs.command("import")
+@click.argument("file", type=click.Path(dir_okay=False))
+@json_option
+@pass_state
+def runs_import(state, file, as_json) -> None:
+    """Import a historical run (sends and hold-outs with features) into the ledger.
+
+    CSV or JSON Lines with run_id, campaign, window, as_of, customer_id,
+    message_id, action (send|holdout); every other column is a feature.
+
+    \b
+    Example:
+      relmail import customers customers.csv
+      relmail runs import past_campaign.csv
+      relmail import events outcomes.csv
+    """
+    from ..learn.history import import_history
+
+    res = import_history(state.engine, file)
+    if as_json:
+        echo_json(res.__dict__)
+    else:
+        click.echo(f"imported run(s) {', '.join(res.runs)}: {res.decisions:,} decisions ({res.sends:,} sends, {res.holdouts:,} hold-outs)")
+
+
+report, _new_report = _shared_group("report", "Reports on past runs.")
+
+
+@report.command("incrementality")
+@click.argument("run", required=False)
+@click.option("--window-days", type=float, default=None, help="Outcome window after the send time (default [model] window_days, else 14).")
+@click.option("--confidence", type=float, default=0.95, show_default=True, help="Confidence level of the intervals.")
+@json_option
+@pass_state
+def report_incrementality(state, run, window_days, confidence, as_json) -> None:
+    """Lift per message with a confidence interval: sends against hold-outs.
+
+    \b
+    Example:
+      relmail report incrementality
+      relmail report incrementality weekly-2026-W48 --json
+    """
+    from ..learn.incrementality import incrementality
+
+    days = window_days or float(state.project.settings.section("model").get("window_days", 14))
+    entries = incrementality(state.engine, run, timedelta(days=days), confidence=confidence)
+    if as_json:
+        echo_json(entries)
+        return
+    if not entries:
+        click.echo("no run with hold-outs and a closed outcome window")
+        return
+    rows = []
+    for e in entries:
+        for name in ("open", "click", "visit", "conversion", "unsubscribe"):
+            o = e["outcomes"][name]
+            if o["rate_sent"] == 0 and o["rate_holdout"] == 0:
+                continue
+            rows.append([e["run"], e["message"], e["sends"], e["holdouts"], name, o["rate_sent"], o["rate_holdout"],
+                         o["lift"], f"[{o['low']:+.4f}, {o['high']:+.4f}]", "yes" if o["significant"] else "no"])
+    echo_table(rows, ["run", "message", "sends", "holdouts", "outcome", "rate sent", "rate hold", "lift", f"{confidence:.0%} CI", "significant"])
+
+
+COMMANDS = [model] + ([runs] if _new_runs else []) + ([report] if _new_report else [])

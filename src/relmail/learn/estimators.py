@@ -1,0 +1,304 @@
+"""The estimators relmail trains, built from scikit-learn parts.
+
+Every model works on the float matrix :class:`~relmail.learn.dataset.FeatureSpec`
+encodes (numeric columns, then category codes), so one preprocessing
+pipeline (impute + scale numbers, one-hot the codes) serves all of them.
+
+* propensity: ``P(outcome | sent)``, a calibrated classifier on sends only;
+* uplift: ``P(outcome | sent) - P(outcome | not sent)`` from sends and
+  hold-outs, by four estimators (T-learner, X-learner, transformed outcome,
+  and a proportional-effect model that ranks like the response model) on
+  two base learners (logistic regression, gradient boosting);
+* irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
+
+Each estimator can list its fitted scikit-learn ``parts()`` and be rebuilt
+from them (``from_parts``): only those parts are written to disk, so a
+model file never has to trust relmail's own classes when it is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.calibration import CalibratedClassifierCV
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+BASES = ("logistic", "hgb")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional")
+#: Fewer positives than this in a group and a classifier is not trained:
+#: the group's observed rate is used instead (calibration needs both classes
+#: in every fold).
+MIN_POSITIVES = 10
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which encoded columns are numeric and which are category codes."""
+
+    n_numeric: int
+    n_categorical: int
+
+    def preprocessor(self) -> ColumnTransformer:
+        num = list(range(self.n_numeric))
+        cat = list(range(self.n_numeric, self.n_numeric + self.n_categorical))
+        steps = []
+        if num:
+            steps.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), num))
+        if cat:
+            steps.append(("cat", OneHotEncoder(handle_unknown="ignore"), cat))
+        return ColumnTransformer(steps, remainder="drop")
+
+
+def classifier(layout: Layout, base: str, seed: int = 0) -> Pipeline:
+    if base == "logistic":
+        model = LogisticRegression(C=1.0, max_iter=2000)
+    elif base == "hgb":
+        # Shallow, strongly regularized trees: uplift signals are small
+        # differences of noisy rates, and deep trees chase the noise.
+        model = HistGradientBoostingClassifier(
+            max_iter=80, learning_rate=0.05, max_depth=3, min_samples_leaf=200, l2_regularization=1.0, random_state=seed
+        )
+    else:
+        raise ValueError(f"unknown base learner {base!r}; choose from {', '.join(BASES)}")
+    return Pipeline([("prep", layout.preprocessor()), ("model", model)])
+
+
+def regressor(layout: Layout, base: str, seed: int = 0) -> Pipeline:
+    if base == "logistic":
+        model = Ridge(alpha=1.0)
+    elif base == "hgb":
+        model = HistGradientBoostingRegressor(
+            max_iter=80, learning_rate=0.05, max_depth=3, min_samples_leaf=200, l2_regularization=1.0, random_state=seed
+        )
+    else:
+        raise ValueError(f"unknown base learner {base!r}; choose from {', '.join(BASES)}")
+    return Pipeline([("prep", layout.preprocessor()), ("model", model)])
+
+
+def fit_probability(layout: Layout, base: str, X: np.ndarray, y: np.ndarray, seed: int = 0):
+    """A calibrated ``P(y = 1 | x)``, or the observed rate (a float) when data is too thin.
+
+    Platt (sigmoid) calibration on 3 folds: it keeps the ranking inside the
+    model smooth, where isotonic steps would create ties in uplift ranks.
+    """
+    y = np.asarray(y, dtype=int)
+    positives = int(y.sum())
+    if len(y) == 0:
+        return 0.0
+    if positives < MIN_POSITIVES or len(y) - positives < MIN_POSITIVES:
+        return float(y.mean())
+    model = CalibratedClassifierCV(classifier(layout, base, seed), method="sigmoid", cv=3)
+    return model.fit(X, y)
+
+
+def predict_probability(part, X: np.ndarray) -> np.ndarray:
+    """Probabilities from a part made by :func:`fit_probability`."""
+    if isinstance(part, float):
+        return np.full(len(X), part)
+    return part.predict_proba(X)[:, 1]
+
+
+def _predict_value(part, X: np.ndarray) -> np.ndarray:
+    if isinstance(part, float):
+        return np.full(len(X), part)
+    return part.predict(X)
+
+
+def _fit_regression(layout: Layout, base: str, X: np.ndarray, target: np.ndarray, seed: int):
+    if len(target) < 2 * MIN_POSITIVES:
+        return float(target.mean()) if len(target) else 0.0
+    return regressor(layout, base, seed).fit(X, target)
+
+
+class Propensity:
+    """``P(outcome | sent)``, fitted on sends only."""
+
+    kind = "propensity"
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
+        self.layout, self.base, self.seed = layout, base, seed
+
+    def fit(self, X, y, t=None) -> "Propensity":
+        if t is not None:
+            X, y = X[np.asarray(t) == 1], np.asarray(y)[np.asarray(t) == 1]
+        self.model_ = fit_probability(self.layout, self.base, X, y, self.seed)
+        return self
+
+    def predict(self, X) -> np.ndarray:
+        return predict_probability(self.model_, X)
+
+    def parts(self) -> dict:
+        return {"model": self.model_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "Propensity":
+        obj = cls(layout, base)
+        obj.model_ = parts["model"]
+        return obj
+
+
+class TLearner:
+    """Two calibrated classifiers, one on sends and one on hold-outs; uplift is their difference."""
+
+    kind = "t_learner"
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
+        self.layout, self.base, self.seed = layout, base, seed
+
+    def fit(self, X, y, t) -> "TLearner":
+        t = np.asarray(t) == 1
+        self.treated_ = fit_probability(self.layout, self.base, X[t], y[t], self.seed)
+        self.control_ = fit_probability(self.layout, self.base, X[~t], y[~t], self.seed)
+        return self
+
+    def predict_treated(self, X) -> np.ndarray:
+        return predict_probability(self.treated_, X)
+
+    def predict_uplift(self, X) -> np.ndarray:
+        return self.predict_treated(X) - predict_probability(self.control_, X)
+
+    def parts(self) -> dict:
+        return {"treated": self.treated_, "control": self.control_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "TLearner":
+        obj = cls(layout, base)
+        obj.treated_, obj.control_ = parts["treated"], parts["control"]
+        return obj
+
+
+class XLearner(TLearner):
+    """Künzel et al.'s X-learner: T-learner first, then model the imputed effects.
+
+    Each group's imputed effect (observed outcome against the other group's
+    model) is regressed on the features; the two effect models are blended
+    by the treated share ``g``: ``tau = g * tau_control + (1 - g) * tau_treated``,
+    which leans on the effect model fitted on the larger group.
+    """
+
+    kind = "x_learner"
+
+    def fit(self, X, y, t) -> "XLearner":
+        super().fit(X, y, t)
+        t = np.asarray(t) == 1
+        y = np.asarray(y, dtype=float)
+        d_treated = y[t] - predict_probability(self.control_, X[t])
+        d_control = predict_probability(self.treated_, X[~t]) - y[~t]
+        self.tau_treated_ = _fit_regression(self.layout, self.base, X[t], d_treated, self.seed)
+        self.tau_control_ = _fit_regression(self.layout, self.base, X[~t], d_control, self.seed)
+        self.share_treated_ = float(t.mean())
+        return self
+
+    def predict_uplift(self, X) -> np.ndarray:
+        g = self.share_treated_
+        return g * _predict_value(self.tau_control_, X) + (1 - g) * _predict_value(self.tau_treated_, X)
+
+    def parts(self) -> dict:
+        return {**super().parts(), "tau_treated": self.tau_treated_, "tau_control": self.tau_control_, "share_treated": self.share_treated_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "XLearner":
+        obj = super().from_parts(layout, base, parts)
+        obj.tau_treated_, obj.tau_control_ = parts["tau_treated"], parts["tau_control"]
+        obj.share_treated_ = float(parts["share_treated"])
+        return obj
+
+
+class TransformedOutcome:
+    """One regression on the transformed outcome ``Z = y (t - g) / (g (1 - g))``.
+
+    With random assignment at rate ``g``, ``E[Z | x]`` is the uplift itself
+    (the class-transformation idea of Jaskowski & Jaroszewicz, generalized to
+    unequal groups), so a single model learns the effect directly.
+    """
+
+    kind = "transformed_outcome"
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
+        self.layout, self.base, self.seed = layout, base, seed
+
+    def fit(self, X, y, t) -> "TransformedOutcome":
+        t = np.asarray(t, dtype=float)
+        g = float(t.mean())
+        if g in (0.0, 1.0):
+            raise ValueError("transformed outcome needs both sends and hold-outs")
+        z = np.asarray(y, dtype=float) * (t - g) / (g * (1 - g))
+        self.model_ = _fit_regression(self.layout, self.base, X, z, self.seed)
+        self.share_treated_ = g
+        return self
+
+    def predict_uplift(self, X) -> np.ndarray:
+        return _predict_value(self.model_, X)
+
+    def parts(self) -> dict:
+        return {"model": self.model_, "share_treated": self.share_treated_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "TransformedOutcome":
+        obj = cls(layout, base)
+        obj.model_, obj.share_treated_ = parts["model"], float(parts["share_treated"])
+        return obj
+
+
+class Proportional:
+    """Uplift proportional to the response: ``P(y | sent, x) * (1 - rate_holdout / rate_sent)``.
+
+    The assumption that the mail multiplies everyone's chance by the same
+    factor. It ranks exactly like response-model targeting, and its average
+    equals the observed lift. When the effect does not vary in a learnable
+    way (small data, a message that works alike for everyone), the
+    heterogeneous estimators only add noise and this one wins selection, so
+    relmail is never knowingly worse than response-model targeting.
+    """
+
+    kind = "proportional"
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
+        self.layout, self.base, self.seed = layout, base, seed
+
+    def fit(self, X, y, t) -> "Proportional":
+        t = np.asarray(t) == 1
+        y = np.asarray(y, dtype=float)
+        self.treated_ = fit_probability(self.layout, self.base, X[t], y[t], self.seed)
+        rate_t = float(y[t].mean()) if t.any() else 0.0
+        rate_c = float(y[~t].mean()) if (~t).any() else 0.0
+        self.relative_lift_ = 1.0 - rate_c / rate_t if rate_t > 0 else 0.0
+        return self
+
+    def predict_treated(self, X) -> np.ndarray:
+        return predict_probability(self.treated_, X)
+
+    def predict_uplift(self, X) -> np.ndarray:
+        return self.predict_treated(X) * self.relative_lift_
+
+    def parts(self) -> dict:
+        return {"treated": self.treated_, "relative_lift": self.relative_lift_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "Proportional":
+        obj = cls(layout, base)
+        obj.treated_, obj.relative_lift_ = parts["treated"], float(parts["relative_lift"])
+        return obj
+
+
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional)}
+
+
+def make_uplift(kind: str, layout: Layout, base: str, seed: int = 0):
+    try:
+        return UPLIFT_CLASSES[kind](layout, base, seed)
+    except KeyError:
+        raise ValueError(f"unknown uplift estimator {kind!r}; choose from {', '.join(UPLIFT_KINDS)}") from None
+
+
+def rebuild(kind: str, layout: Layout, base: str, parts: dict):
+    """An estimator of ``kind`` from the parts a model file stored."""
+    if kind == Propensity.kind:
+        return Propensity.from_parts(layout, base, parts)
+    return UPLIFT_CLASSES[kind].from_parts(layout, base, parts)

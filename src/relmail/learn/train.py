@@ -1,0 +1,189 @@
+"""``relmail model train`` as a library call: ledger → models on disk.
+
+For each message: the decisions of closed runs with their outcomes
+(:mod:`.outcomes`), a customer-level split into training and test parts (the
+test part is left for ``relmail model evaluate``), estimator selection by
+cross-fitting on the training part (:mod:`.select`), a refit of the winner
+on the whole training part, and a new model version (:mod:`.store`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Sequence
+
+import numpy as np
+from sqlalchemy.engine import Engine
+
+from .. import __version__
+from ..errors import ModelError
+from . import store
+from .dataset import FeatureSpec, split_mask
+from .estimators import BASES, MIN_POSITIVES, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
+from .outcomes import DEFAULT_WINDOW, POSITIVE, OutcomeTable, load_outcomes
+from .select import choose
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """Training settings; ``[model]`` in ``relmail.toml`` gives the defaults."""
+
+    window: timedelta = DEFAULT_WINDOW
+    test_share: float = 0.3
+    split_seed: int = 0
+    outcomes: tuple[str, ...] = tuple(POSITIVE)
+    kinds: tuple[str, ...] = UPLIFT_KINDS
+    bases: tuple[str, ...] = BASES
+    criterion: str = "qini"
+    primary_outcome: str | None = None
+    #: Threads per fit. The fits are many and small: with more threads the
+    #: OpenMP start-up and contention (measured: 30x slower on 2 busy cores)
+    #: cost more than they save.
+    threads: int = 1
+
+    @classmethod
+    def from_project(cls, project, **overrides) -> "TrainOptions":
+        cfg = project.settings.section("model") if project is not None else {}
+        values = {
+            "window": timedelta(days=float(cfg.get("window_days", 14))),
+            "test_share": float(cfg.get("test_share", 0.3)),
+            "outcomes": tuple(cfg.get("outcomes", POSITIVE)),
+            "kinds": tuple(cfg.get("estimators", UPLIFT_KINDS)),
+            "bases": tuple(cfg.get("bases", BASES)),
+            "criterion": str(cfg.get("criterion", "qini")),
+            "primary_outcome": cfg.get("primary_outcome"),
+            "threads": int(cfg.get("threads", 1)),
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = [o for o in values["outcomes"] if o not in POSITIVE]
+        if unknown:
+            raise ModelError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
+        return cls(**values)
+
+
+def train(
+    engine: Engine,
+    root,
+    messages: Sequence[str] | None = None,
+    options: TrainOptions | None = None,
+    now: datetime | None = None,
+    table: OutcomeTable | None = None,
+) -> list[dict]:
+    """Train and save one model per message; returns what was chosen and why, per message.
+
+    ``root`` is the models folder (see :func:`relmail.learn.store.models_dir`).
+    ``table`` skips the database read when the caller already has the outcomes.
+    """
+    options = options or TrainOptions()
+    if table is None:
+        table = load_outcomes(engine, options.window, messages=messages, now=now)
+    if len(table) == 0:
+        raise ModelError("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
+    wanted = list(messages) if messages else sorted(set(table.message_id))
+    results = []
+    for key in wanted:
+        part = table.subset(table.message_id == key)
+        if len(part) == 0:
+            raise ModelError(f"no decisions for message '{key}' in closed runs")
+        results.append(train_message(root, key, part, options))
+    return results
+
+
+def limited_threads(threads: int):
+    """A context that caps BLAS/OpenMP threads for the fits inside it."""
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=max(1, int(threads)))
+
+
+def train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -> dict:
+    """Select, fit and save the model of one message from its decisions."""
+    with limited_threads(options.threads):
+        return _train_message(root, key, table, options)
+
+
+def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -> dict:
+    test = split_mask(table.customer_id, options.split_seed, options.test_share)
+    data = table.subset(~test)
+    spec = FeatureSpec.infer(data.features)
+    if not spec.columns:
+        raise ModelError(f"message '{key}': the decisions logged no usable features")
+    X = spec.encode(data.features)
+    t = data.treated
+    layout = spec.layout
+    seed = options.split_seed
+    n_hold = int((t == 0).sum())
+    payload: dict = {"outcomes": {}}
+    est_meta: dict = {"outcomes": {}}
+    selection, skipped = {}, {}
+    for outcome in options.outcomes:
+        y = data.outcomes[outcome]
+        sent_pos = int(y[t == 1].sum())
+        if sent_pos < MIN_POSITIVES:
+            skipped[outcome] = f"only {sent_pos} {outcome} outcomes among sends (need {MIN_POSITIVES})"
+            continue
+        hold_pos = int(y[t == 0].sum())
+        if n_hold == 0 or hold_pos < MIN_POSITIVES:
+            # Propensity only: without hold-out outcomes there is nothing to compare sends with.
+            prop = Propensity(layout, options.bases[0], seed).fit(X, y, t)
+            payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": None}
+            est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": None}
+            selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} hold-outs (need {MIN_POSITIVES})"}
+            continue
+        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion)
+        uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t)
+        prop = Propensity(layout, choice.propensity_base, seed).fit(X, y, t)
+        payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": uplift.parts()}
+        est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": {"kind": choice.kind, "base": choice.base}}
+        selection[outcome] = {
+            "chosen": f"{choice.kind}/{choice.base}",
+            "criterion": choice.criterion,
+            "reason": choice.reason,
+            "candidates": choice.candidates,
+        }
+    if not payload["outcomes"]:
+        raise ModelError(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
+    sends = t == 1
+    payload["irritation"] = fit_probability(layout, "logistic", X[sends], data.outcomes["irritation"][sends], seed)
+    converted = sends & (data.outcomes["conversion"] == 1)
+    date_from, date_to = data.date_range()
+    meta = {
+        "relmail": __version__,
+        "estimators": est_meta,
+        "selection": selection,
+        "skipped": skipped,
+        "primary_outcome": options.primary_outcome,
+        "spec": spec.as_dict(),
+        "baseline": _baseline(X, spec).tolist(),
+        "training": {
+            "date_from": date_from,
+            "date_to": date_to,
+            "runs": sorted(set(data.run_id)),
+            "rows": len(data),
+            "sends": int(sends.sum()),
+            "holdouts": n_hold,
+            "window_days": options.window.total_seconds() / 86400,
+            "split_seed": options.split_seed,
+            "test_share": options.test_share,
+            "value_per_conversion": float(data.revenue[converted].mean()) if converted.any() else None,
+            "irritation_rate": float(data.outcomes["irritation"][sends].mean()) if sends.any() else 0.0,
+        },
+    }
+    path = store.save(root, key, payload, meta)
+    return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped}
+
+
+def _baseline(X: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Reference values for contributions: median numbers, most common category codes."""
+    out = np.zeros(X.shape[1])
+    n_num = len(spec.numeric)
+    for j in range(X.shape[1]):
+        col = X[:, j]
+        if j < n_num:
+            finite = col[np.isfinite(col)]
+            out[j] = float(np.median(finite)) if len(finite) else 0.0
+        else:
+            codes, counts = np.unique(col, return_counts=True)
+            out[j] = float(codes[np.argmax(counts)]) if len(codes) else -1.0
+    return out
