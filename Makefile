@@ -18,12 +18,19 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@ $(VENV)/.installed
 
-## Build the demo shop in ./demo on SQLite and run the whole job on it.
+# Unsubscribe links are signed with a key from the environment; the demo
+# makes a throw-away one when none is set (never a key kept in a file).
+export RELMAIL_SIGNING_KEY ?= $(shell $(PYTHON) -c "import secrets; print(secrets.token_hex(24))")
+
+## Build the demo shop in ./demo on SQLite and run the whole job on it:
+## plan this week's campaign, render and send it to ./demo/outbox, summarize.
 demo: $(VENV)/.installed
 	rm -rf $(DEMO)
 	$(BIN)/relmail init $(DEMO)
 	$(BIN)/relmail -p $(DEMO) db upgrade
 	$(BIN)/relmail -p $(DEMO) demo --seed 7
+	$(BIN)/relmail -p $(DEMO) plan weekly --window this-week
+	$(BIN)/relmail -p $(DEMO) send weekly --window this-week
 
 ## Install the test dependencies and run the whole suite (SQLite, and
 ## PostgreSQL when it is reachable; see tests/conftest.py).

@@ -123,3 +123,21 @@ class ModelError(RelmailError, ValueError):
     """A model file is missing, untrusted or incompatible."""
 
     exit_code = 12
+
+
+class SuppressionRateExceeded(GateFailed):
+    """Gate ``--max-suppression-rate``: the plan suppresses a larger share than allowed."""
+
+    exit_code = 20
+
+
+class TooFewSends(GateFailed):
+    """Gate ``--min-sends``: the plan sends fewer e-mails than required."""
+
+    exit_code = 21
+
+
+class RenderGateFailed(GateFailed):
+    """Gate on rendering: a template failed to render for a sampled customer."""
+
+    exit_code = 22

@@ -20,6 +20,16 @@ from ..errors import RelmailError
 MODULES = (
     "project",
     "database",
+    "imports",
+    "feedback",
+    "model",
+    "render",
+    "demo",
+    "customers",
+    "delivery",
+    "plan",
+    "segments",
+    "send",
 )
 
 

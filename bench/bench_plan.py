@@ -1,0 +1,245 @@
+"""Benchmark: ``relmail plan`` for the demo campaign (5 messages) on the demo shop.
+
+Prints seconds per stage and peak memory for the bulk plan over every
+customer, and the same decisions made the naive way (per customer, ORM
+objects, one query per customer) on a slice, as customers per second.
+
+    python bench/bench_plan.py --customers 100000 --backend sqlite
+    python bench/bench_plan.py --customers 1000000 --backend postgresql --json
+
+The demo shop is generated once per size and backend and cached (a SQLite
+file under ``--cache``, a PostgreSQL database ``relmail_bench_<n>``), in a
+child process, so the peak memory reported is the plan's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+AS_OF = datetime(2026, 11, 23, 9, tzinfo=timezone.utc)
+WINDOW = "2026-W48"
+PG_SERVER = os.environ.get("RELMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+
+def database_url(backend: str, customers: int, cache: Path) -> str:
+    if backend == "sqlite":
+        cache.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{cache / f'demo-{customers}.db'}"
+    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}"
+
+
+def ensure_demo(url: str, backend: str, customers: int) -> float | None:
+    """Generate the demo shop at ``url`` unless it is there; returns seconds spent or None if cached."""
+    from sqlalchemy import create_engine, select, text
+
+    from relmail.db import make_engine, upgrade
+    from relmail.models import Meta
+
+    if backend == "postgresql":
+        admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+        name = url.rsplit("/", 1)[1]
+        with admin.connect() as conn:
+            if not conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first():
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+    engine = make_engine(url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        done = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "demo")).first()
+    if done and json.loads(done[0]).get("customers") == customers:
+        return None
+    from relmail import demo
+
+    started = time.perf_counter()
+    demo.generate(engine, customers=customers, seed=7, as_of=AS_OF, replace=True)
+    if backend == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text("ANALYZE"))
+    else:
+        with engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    return time.perf_counter() - started
+
+
+def project_dir() -> Path:
+    from relmail.project import init_project
+
+    root = Path(tempfile.mkdtemp(prefix="relmail-bench-")) / "shop"
+    init_project(root)
+    return root
+
+
+def clear_run(engine, run_id: str) -> None:
+    from relmail.models import Decision, Run
+
+    with engine.begin() as conn:
+        conn.execute(Decision.__table__.delete().where(Decision.__table__.c.run_id == run_id))
+        conn.execute(Run.__table__.delete().where(Run.__table__.c.id == run_id))
+
+
+def bulk(url: str, root: Path) -> dict:
+    from relmail.db import make_engine
+    from relmail.plan import plan
+    from relmail.project import Project
+
+    engine = make_engine(url)
+    project = Project.load(root)
+    clear_run(engine, f"weekly:{WINDOW}")
+    started = time.perf_counter()
+    result = plan(project, engine, "weekly", WINDOW, as_of=AS_OF)
+    total = time.perf_counter() - started
+    stages = {
+        "audience": result.timings.get("setup", 0) + result.timings.get("audience", 0),
+        "features": result.timings.get("features", 0) + result.timings.get("ledger context", 0),
+        "score": result.timings.get("score", 0),
+        "rules": result.timings.get("rules", 0),
+        "arbitration": result.timings.get("arbitration", 0),
+        "decisions (reasons, logged features)": result.timings.get("decisions", 0),
+        "ledger write": result.timings.get("ledger write", 0),
+    }
+    clear_run(engine, f"weekly:{WINDOW}")
+    return {"seconds": total, "stages": stages, "decisions": len(result.decisions), "totals": result.totals}
+
+
+def baseline(url: str, root: Path, limit: int) -> dict:
+    """The naive way: per customer, ORM objects and one query per customer, one decision object per message."""
+    from sqlalchemy import select
+    from sqlmodel import Session
+
+    from relmail.campaigns import load_campaign
+    from relmail.db import make_engine
+    from relmail.models import Customer, Decision, Event, Preference, Product
+    from relmail.project import Project
+
+    engine = make_engine(url)
+    camp = load_campaign(Project.load(root), "weekly")
+    run_id = "baseline:" + WINDOW
+    clear_run(engine, run_id)
+    started = time.perf_counter()
+    decided = 0
+    with Session(engine) as session:
+        categories = {p.id: p.category for p in session.exec(select(Product)).scalars()}
+        ids = session.exec(select(Customer.id).order_by(Customer.id).limit(limit)).scalars().all()
+        for cid in ids:
+            customer = session.get(Customer, cid)
+            events = session.exec(select(Event).where(Event.customer_id == cid, Event.occurred_at <= AS_OF)).scalars().all()
+            prefs = {p.topic: p for p in session.exec(select(Preference).where(Preference.customer_id == cid)).scalars()}
+            sent = [e for e in events if e.type == "email_sent"]
+            week, month = AS_OF - timedelta(days=7), AS_OF - timedelta(days=30)
+            sends_7 = sum(e.occurred_at > week for e in sent)
+            sends_30 = sum(e.occurred_at > month for e in sent)
+            bought = {e.product_id for e in events if e.type == "purchase"}
+            bounced = any(e.type == "email_bounced_hard" for e in events)
+            complained = any(e.type == "email_complained" for e in events)
+            opened = {e.feature for e in events if e.type == "ticket_opened"} - {e.feature for e in events if e.type == "ticket_closed"}
+            unsub = "*" in prefs and not prefs["*"].opted_in
+            tenure = (AS_OF - customer.created_at).days
+            best, best_ev = None, -1e9
+            rows = []
+            for m in camp.messages:
+                reasons = []
+                pref = prefs.get(m.topic)
+                if (pref is None and m.policy.consent == "opt-in") or (pref is not None and not pref.opted_in):
+                    reasons.append("NO_CONSENT")
+                if unsub:
+                    reasons.append("UNSUBSCRIBED")
+                if bounced:
+                    reasons.append("HARD_BOUNCE")
+                if complained:
+                    reasons.append("COMPLAINED")
+                if sends_7 >= 2 or sends_30 >= 6:
+                    reasons.append("FREQUENCY_CAP")
+                if sum(e.topic == m.topic and e.occurred_at > week for e in sent) >= 1:
+                    reasons.append("TOPIC_FREQUENCY_CAP")
+                if any(e.message_id == m.id for e in sent):
+                    reasons.append("ALREADY_SENT")
+                if opened and m.offer != "service":
+                    reasons.append("OPEN_TICKET")
+                if m.products and m.offer not in ("usage-tip", "service") and bought & set(m.products):
+                    reasons.append("OWNS_PRODUCT")
+                if m.offer == "new-customers-only" and tenure >= 90:
+                    reasons.append("NOT_NEW_CUSTOMER")
+                cats = set(m.categories) or {categories.get(p) for p in m.products}
+                affinity = sum(1 for e in events if e.type in ("purchase", "view") and categories.get(e.product_id) in cats)
+                score = min(1.0, 0.3 + 0.1 * affinity)
+                if score < m.policy.min_relevance:
+                    reasons.append("LOW_RELEVANCE")
+                ev = score * m.value - m.policy.contact_cost
+                decision = Decision(run_id=run_id, customer_id=cid, message_id=m.id, action="suppress", score=score,
+                                    expected_value=ev, reasons=" ".join(reasons), features={"sends_7": sends_7, "affinity": affinity},
+                                    created_at=AS_OF)
+                rows.append(decision)
+                if not reasons and ev > best_ev:
+                    best, best_ev = decision, ev
+            for d in rows:
+                if d is best:
+                    d.action = "send"
+                elif not d.reasons:
+                    d.reasons = "ARBITRATION_LOST"
+                session.add(d)
+                decided += 1
+        session.commit()
+    seconds = time.perf_counter() - started
+    clear_run(engine, run_id)
+    return {"customers": len(ids), "decisions": decided, "seconds": seconds}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--baseline-customers", type=int, default=20_000, help="Size of the per-customer ORM slice.")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    url = database_url(args.backend, args.customers, args.cache)
+    if args.generate_only:
+        print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers)}))
+        return
+    # Generate (or find) the shop in a child, so this process's peak memory is the plan's.
+    child = subprocess.run([sys.executable, __file__, "--customers", str(args.customers), "--backend", args.backend,
+                            "--cache", str(args.cache), "--generate-only"], capture_output=True, text=True)
+    if child.returncode:
+        sys.exit(child.stderr)
+    generated = json.loads(child.stdout.strip().splitlines()[-1])["generated_seconds"]
+    root = project_dir()
+    result = bulk(url, root)
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    base = baseline(url, root, min(args.baseline_customers, args.customers))
+    bulk_rate = args.customers / result["seconds"]
+    base_rate = base["customers"] / base["seconds"]
+    out = {
+        "backend": args.backend, "customers": args.customers, "messages": 5, "decisions": result["decisions"],
+        "demo_generated_seconds": generated, "plan_seconds": round(result["seconds"], 2),
+        "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
+        "totals": result["totals"],
+        "baseline": {"customers": base["customers"], "seconds": round(base["seconds"], 2), "customers_per_second": round(base_rate)},
+        "bulk_customers_per_second": round(bulk_rate), "speedup": round(bulk_rate / base_rate, 1),
+    }
+    if args.json:
+        print(json.dumps(out))
+        return
+    print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers on {args.backend}")
+    if generated:
+        print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
+    print(f"{'stage':<40}{'seconds':>10}")
+    for k, v in result["stages"].items():
+        print(f"{k:<40}{v:>10.2f}")
+    print(f"{'total (end to end)':<40}{result['seconds']:>10.2f}")
+    print(f"decisions written: {result['decisions']:,}; peak memory {peak_mb:,.0f} MB")
+    print(f"per-customer ORM baseline: {base['customers']:,} customers in {base['seconds']:.1f} s ({base_rate:,.0f}/s)")
+    print(f"bulk plan: {bulk_rate:,.0f} customers/s -> {bulk_rate / base_rate:.1f}x faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""Campaign files (``campaigns/*.yml``) → :class:`Campaign`, :class:`Message`, :class:`Policy`.
+
+A campaign names one or more messages and the policy that decides who gets
+them. The policy is set once for the campaign; a message may override the
+parts that make sense per message (its relevance threshold, topic cap,
+hold-out share, contact cost, rules ...). Every error names the file, the
+line and the key (``campaigns/weekly.yml:14: field 'messages.2.offer'``).
+
+Example (the demo campaign is a longer one)::
+
+    title: Weekly mail
+    policy:
+      min_relevance: 0.3
+      frequency_cap: {7d: 2, 30d: 6}
+      topic_frequency_cap: {7d: 1}
+      holdout_share: 0.1
+      max_messages_per_run: 1
+      rules: {FATIGUE: false}
+    scoring:
+      weights: {consent: 1, affinity: 2, usage: 2, engagement: 1, recency: 1}
+    messages:
+      - id: ebike-launch
+        template: ebike_launch
+        subject: "Meet the E-bike Stad 200"
+        topic: promotions
+        segments: [cyclists]
+        products: [EB-200]
+        offer: promotion
+        priority: 2
+        value: 40
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticError, field_validator, model_validator
+
+from .errors import NotFound, Problem, ValidationError
+
+#: Offer types the rules know. ``service`` messages pass the "service comes
+#: first" rules; ``usage-tip`` messages are about a product the customer owns.
+OFFERS = ("promotion", "new-customers-only", "loyalty", "service", "usage-tip")
+#: Rolling windows a frequency cap can count over (the feature store keeps these).
+CAP_WINDOWS = {"7d": 7, "30d": 30}
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Cap = dict[Literal["7d", "30d"], int]
+
+
+def _check_cap(value: Cap | None) -> Cap | None:
+    if value is not None:
+        for key, n in value.items():
+            if n < 0:
+                raise ValueError(f"cap '{key}' must be 0 or more")
+    return value
+
+
+class _MessagePolicyModel(_Strict):
+    min_relevance: float | None = Field(default=None, ge=0, le=1)
+    topic_frequency_cap: Cap | None = None
+    holdout_share: float | None = Field(default=None, ge=0, lt=1)
+    contact_cost: float | None = Field(default=None, ge=0)
+    fatigue_threshold: float | None = Field(default=None, ge=0, le=1)
+    recent_complaint_days: int | None = Field(default=None, ge=1, le=365)
+    consent: Literal["opt-in", "opt-out"] | None = None
+    rules: dict[str, bool] | None = None
+
+    _cap = field_validator("topic_frequency_cap")(classmethod(lambda cls, v: _check_cap(v)))
+
+
+class _PolicyModel(_MessagePolicyModel):
+    frequency_cap: Cap | None = None
+    max_messages_per_run: int | None = Field(default=None, ge=1)
+
+    _gcap = field_validator("frequency_cap")(classmethod(lambda cls, v: _check_cap(v)))
+
+
+class _ScoringModel(_Strict):
+    weights: dict[Literal["consent", "affinity", "usage", "engagement", "recency"], float] = {}
+    model_weight: float = Field(default=0.0, ge=0, le=1)
+
+    @field_validator("weights")
+    @classmethod
+    def _non_negative(cls, v: dict) -> dict:
+        for key, w in v.items():
+            if w < 0:
+                raise ValueError(f"weight '{key}' must be 0 or more")
+        return v
+
+
+class _MessageModel(_Strict):
+    id: str
+    template: str
+    subject: str | dict[str, str] | None = None
+    topic: str
+    segments: list[str] = Field(min_length=1)
+    products: list[str] = []
+    categories: list[str] = []
+    feature: str | None = None
+    offer: Literal["promotion", "new-customers-only", "loyalty", "service", "usage-tip"]
+    priority: int = 0
+    value: float = Field(default=1.0, ge=0)
+    repeat_after_days: int | None = Field(default=None, ge=1)
+    data: dict[str, Any] = {}
+    policy: _MessagePolicyModel = _MessagePolicyModel()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _singulars(cls, data: Any) -> Any:
+        # ``segment: x`` / ``category: x`` / ``product: x`` read as one-element lists.
+        if isinstance(data, dict):
+            for one, many in (("segment", "segments"), ("category", "categories"), ("product", "products")):
+                if one in data and many not in data:
+                    data = {**data, many: [data[one]]}
+                    del data[one]
+        return data
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _ID.match(v):
+            raise ValueError("use lower-case letters, digits, '-' and '_' (it names feature columns and links)")
+        return v
+
+    @model_validator(mode="after")
+    def _usage_tip(self) -> "_MessageModel":
+        if self.offer == "usage-tip" and (not self.products or not self.feature):
+            raise ValueError("a usage-tip message needs 'products' (what the customer owns) and 'feature' (what to use)")
+        return self
+
+
+class _CampaignModel(_Strict):
+    title: str | None = None
+    description: str = ""
+    seed: int | None = None
+    policy: _PolicyModel = _PolicyModel()
+    scoring: _ScoringModel = _ScoringModel()
+    messages: list[_MessageModel] = Field(min_length=1)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The effective policy for one message (campaign policy + the message's overrides)."""
+
+    min_relevance: float = 0.2
+    frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 3, "30d": 10})
+    topic_frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 1, "30d": 4})
+    holdout_share: float = 0.0
+    max_messages_per_run: int = 1
+    contact_cost: float = 0.0
+    fatigue_threshold: float = 0.6
+    recent_complaint_days: int = 30
+    #: opt-in: a topic needs an explicit yes; opt-out: anyone who has not said no.
+    consent: str = "opt-in"
+    #: Rule code → on/off, for rules that can be switched.
+    rules: dict[str, bool] = field(default_factory=dict)
+
+    def rule_on(self, code: str) -> bool:
+        return self.rules.get(code, True)
+
+    def cap(self, window: str) -> int | None:
+        return self.frequency_cap.get(window)
+
+    def topic_cap(self, window: str) -> int | None:
+        return self.topic_frequency_cap.get(window)
+
+
+@dataclass(frozen=True)
+class Message:
+    """One e-mail of a campaign; ``policy`` is already merged with the campaign's."""
+
+    id: str
+    template: str
+    #: A Jinja string, or one per locale; None = the template's ``subject`` block.
+    subject: str | dict[str, str] | None
+    topic: str
+    segments: tuple[str, ...]
+    offer: str
+    policy: Policy
+    products: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    feature: str | None = None
+    priority: int = 0
+    value: float = 1.0
+    #: A recurring message (a newsletter) may go again this many days after the
+    #: last one; None = a one-off, never sent twice to the same customer.
+    repeat_after_days: int | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Scoring:
+    weights: dict[str, float]
+    model_weight: float = 0.0
+
+
+@dataclass(frozen=True)
+class Campaign:
+    """A parsed, validated campaign file."""
+
+    #: The campaign's identifier: the file's stem (runs are ``<name>:<window>``).
+    name: str
+    path: Path | None
+    messages: tuple[Message, ...]
+    policy: Policy
+    scoring: Scoring
+    title: str = ""
+    description: str = ""
+    seed: int | None = None
+    #: SHA-256 of the file's text: a run records what it was planned from.
+    digest: str = ""
+
+    def message(self, message_id: str) -> Message:
+        for m in self.messages:
+            if m.id == message_id:
+                return m
+        raise NotFound(f"campaign '{self.name}' has no message '{message_id}' (have: {', '.join(self.message_ids)})")
+
+    @property
+    def message_ids(self) -> tuple[str, ...]:
+        return tuple(m.id for m in self.messages)
+
+    def run_seed(self, window: str) -> int:
+        """The hold-out seed: the campaign's ``seed`` if set, else stable per (campaign, window)."""
+        if self.seed is not None:
+            return self.seed
+        return int.from_bytes(hashlib.blake2b(f"{self.name}:{window}".encode(), digest_size=6).digest(), "big")
+
+
+def _line_map(text: str) -> dict[tuple, int]:
+    """(key, index, ...) path → 1-based line, from the YAML node tree."""
+    lines: dict[tuple, int] = {}
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return lines
+
+    def walk(node: Any, path: tuple) -> None:
+        lines[path] = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                sub = path + (key.value,)
+                lines[sub] = key.start_mark.line + 1
+                walk(value, sub)
+                lines[sub] = key.start_mark.line + 1
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                walk(item, path + (i,))
+
+    if root is not None:
+        walk(root, ())
+    return lines
+
+
+def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
+    for n in range(len(loc), -1, -1):
+        if loc[:n] in lines:
+            return lines[loc[:n]]
+    return None
+
+
+def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None) -> Campaign:
+    """Parse and validate a campaign's YAML text; ``name`` defaults to the file's stem."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        raise ValidationError(f"{file}: invalid YAML", [Problem(file, line, None, str(getattr(exc, "problem", exc)))]) from None
+    if not isinstance(data, dict):
+        raise ValidationError(f"{file}: invalid campaign", [Problem(file, 1, None, "a campaign file is a mapping (name, policy, messages)")])
+    lines = _line_map(text)
+    try:
+        model = _CampaignModel.model_validate(data)
+    except PydanticError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
+            problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, err["msg"]))
+        raise ValidationError(f"{file}: invalid campaign", problems) from None
+    problems: list[Problem] = []
+    from .rules import RULES, HARD
+
+    def check_rules(rules: dict[str, bool] | None, where: tuple) -> None:
+        for code, on in (rules or {}).items():
+            loc = where + ("rules", code)
+            if code not in RULES:
+                problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"unknown rule '{code}' (known: {', '.join(sorted(RULES))})"))
+            elif code in HARD and not on:
+                problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"'{code}' is a hard rule and cannot be turned off"))
+
+    check_rules(model.policy.rules, ("policy",))
+    seen: dict[str, int] = {}
+    for i, m in enumerate(model.messages):
+        check_rules(m.policy.rules, ("messages", i, "policy"))
+        if m.id in seen:
+            loc = ("messages", i, "id")
+            problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"duplicate message id '{m.id}' (also messages.{seen[m.id]})"))
+        seen.setdefault(m.id, i)
+    if problems:
+        raise ValidationError(f"{file}: invalid campaign", problems)
+
+    base = Policy()
+    overrides = {k: v for k, v in model.policy.model_dump().items() if v is not None}
+    campaign_policy = replace(base, **overrides)
+    messages = []
+    for m in model.messages:
+        own = {k: v for k, v in m.policy.model_dump().items() if v is not None}
+        if "rules" in own:
+            own["rules"] = {**campaign_policy.rules, **own["rules"]}
+        messages.append(
+            Message(
+                id=m.id,
+                template=m.template,
+                subject=m.subject,
+                topic=m.topic,
+                segments=tuple(m.segments),
+                offer=m.offer,
+                policy=replace(campaign_policy, **own),
+                products=tuple(m.products),
+                categories=tuple(m.categories),
+                feature=m.feature,
+                priority=m.priority,
+                value=m.value,
+                repeat_after_days=m.repeat_after_days,
+                data=dict(m.data),
+            )
+        )
+    from .scoring import DEFAULT_WEIGHTS
+
+    return Campaign(
+        name=name or Path(file).stem,
+        title=model.title or name or Path(file).stem,
+        path=None,
+        messages=tuple(messages),
+        policy=campaign_policy,
+        scoring=Scoring(weights={**DEFAULT_WEIGHTS, **model.scoring.weights}, model_weight=model.scoring.model_weight),
+        description=model.description,
+        seed=model.seed,
+        digest=hashlib.sha256(text.encode()).hexdigest(),
+    )
+
+
+def campaign_path(project: Any, name: str) -> Path:
+    """The file of campaign ``name`` (a name under ``campaigns/`` or a path to a .yml file)."""
+    given = Path(name)
+    if given.suffix in (".yml", ".yaml") and given.is_file():
+        return given
+    for ext in (".yml", ".yaml"):
+        path = project.campaigns_dir / f"{name}{ext}"
+        if path.is_file():
+            return path
+    have = sorted(p.stem for p in project.campaigns_dir.glob("*.y*ml")) if project.campaigns_dir.is_dir() else []
+    raise NotFound(f"no campaign '{name}' in {project.campaigns_dir} (have: {', '.join(have) or 'none'})")
+
+
+def load_campaign(project: Any, name: str) -> Campaign:
+    """Load ``campaigns/<name>.yml`` of the project (or a campaign file path)."""
+    path = campaign_path(project, name)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValidationError(f"{path}: not UTF-8 text") from None
+    campaign = parse_campaign(text, file=str(path), name=path.stem)
+    return replace(campaign, path=path)
+
+
+def load_campaigns(project: Any) -> dict[str, Campaign]:
+    """Every campaign of the project, by name."""
+    folder = project.campaigns_dir
+    if not folder.is_dir():
+        return {}
+    return {p.stem: load_campaign(project, str(p)) for p in sorted(folder.glob("*.y*ml"))}

@@ -1,0 +1,139 @@
+"""``compute_features``: run the feature statements, align them, derive the rest.
+
+The statements of :mod:`relmail.features.queries` (customers, commerce
+events, e-mail events, rare e-mail events, tickets, preferences) are
+independent GROUP BY passes. For a large audience they run two at a time on
+their own connections: SQLite and psycopg both release the GIL while a
+statement runs, so the two cores work in parallel. A small audience (a
+temporary id table lives on one connection) runs them one after the other.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
+
+import numpy as np
+from sqlalchemy.engine import Connection
+
+from ..addresses import address_hash, salt
+from . import queries as q
+from .derived import derive, email_valid
+from .frame import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureFrame, FeatureSettings
+from .sql import Scope, align, connection, fetch_columns, sorted_ids
+
+# Re-exported: tests and the docs refer to the affinity steps from here.
+AFFINITY_EDGES, affinity_horizon, affinity_weights = q.AFFINITY_EDGES, q.affinity_horizon, q.affinity_weights
+
+#: Statements run at once for a large audience (this machine class has 2 cores).
+PARALLEL = 2
+#: PostgreSQL work_mem for the feature statements (per sort/hash node and worker).
+PG_WORK_MEM = "128MB"
+
+
+def compute_features(
+    engine_or_conn,
+    customer_ids,
+    as_of: datetime,
+    contexts: dict[str, FeatureContext] | None = None,
+    settings: FeatureSettings | None = None,
+) -> FeatureFrame:
+    """Features of ``customer_ids`` as of ``as_of``, generic and per message context.
+
+    ``contexts`` maps a message id to what the message is about; its columns
+    are named ``<message id>.<suffix>``. Ids that are not customers get NaN
+    tenure and zero counts. Only events with ``occurred_at <= as_of`` are
+    read, so the result is the same whatever happened later.
+    """
+    if as_of.tzinfo is None:
+        raise ValueError("as_of must be timezone-aware")
+    contexts = dict(contexts or {})
+    settings = settings or FeatureSettings()
+    ids = sorted_ids(customer_ids)
+    n = len(ids)
+    with connection(engine_or_conn) as conn:
+        dialect = conn.dialect.name
+        scope = Scope(conn, ids)
+        try:
+            statements = {
+                "commerce": q.commerce(scope, as_of, dialect, contexts, settings, q.category_products(conn, contexts)),
+                "email": q.email(scope, as_of, dialect, contexts),
+                "preferences": q.preferences(scope, as_of, dialect, contexts),
+                "customers": q.customers(scope, as_of, dialect),
+                "rare": q.rare(scope, as_of, dialect),
+                "delivery": q.last_delivery(scope, as_of, dialect),
+                "tickets": q.tickets(scope, as_of, dialect),
+            }
+            fetched = _fetch_all(conn, scope, statements)
+            hashes = {h for (h,) in conn.execute(q.suppression_hashes())}
+            address_salt = salt(conn) if hashes else ""
+        finally:
+            scope.close()
+
+    raw: dict[str, np.ndarray] = {}
+    emails = np.full(n, "", dtype=object)
+    for name, query in statements.items():
+        keys, values = query.decode(*fetched[name])
+        mask, pos = align(ids, keys)
+        if "_email" in values:
+            emails[pos] = values.pop("_email")[mask]
+        for col_name, col in values.items():
+            nan_fill = col_name in query.nan_fill
+            out = np.full(n, np.nan if nan_fill else 0.0)
+            out[pos] = col[mask]
+            # SUM ... FILTER over no rows is NULL: none of them. Ages stay
+            # NaN (never) but lose sub-second clock noise below 0.
+            raw[col_name] = np.maximum(out, 0.0) if col_name in q.AGES else out if nan_fill else np.nan_to_num(out, nan=0.0)
+    raw["tenure_days"][raw["tenure_days"] < 0] = np.nan  # created after as_of: not a customer yet
+
+    cols = {"_raw": raw, "tenure_days": raw["tenure_days"], "open_tickets": raw["open_tickets"],
+            "frequency_wish": raw["frequency_wish"]}
+    cols["consent_global"] = np.where(raw["consent_global"] == 0, 0.0, 1.0)
+    cols["email_valid"] = email_valid(emails)
+    cols["address_suppressed"] = _suppressed(emails, hashes, address_salt)
+    for key, ctx in contexts.items():
+        raw[f"{key}.consent_topic"] = raw[f"topic:{ctx.topic}"] if ctx.topic is not None else np.full(n, np.nan)
+        raw[f"{key}.already_sent"] = (raw[f"{key}.already_sent"] > 0).astype(float)
+        if ctx.topic is not None:
+            raw[f"{key}.topic_sends_7"] = raw[f"topic:{ctx.topic}:7"]
+            raw[f"{key}.topic_sends_30"] = raw[f"topic:{ctx.topic}:30"]
+        if f"{key}.owns_product" in raw:
+            raw[f"{key}.owns_product"] = (raw[f"{key}.owns_product"] > 0).astype(float)
+        for suffix, applies in (("topic_sends_7", ctx.topic is not None), ("topic_sends_30", ctx.topic is not None),
+                                ("owns_product", True), ("feature_usage_30", ctx.feature is not None),
+                                ("category_affinity", bool(ctx.categories or ctx.products))):
+            if f"{key}.{suffix}" not in raw:
+                raw[f"{key}.{suffix}"] = np.zeros(n) if applies else np.full(n, np.nan)
+    derive(cols, settings)
+    order = list(GENERIC_COLUMNS) + [f"{k}.{suffix}" for k in contexts for suffix in CONTEXT_COLUMNS]
+    return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order})
+
+
+def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -> dict[str, tuple]:
+    """Every statement's (keys, object matrix): two at a time on fresh connections when possible."""
+    # A temporary audience table exists on this connection only; and an
+    # in-memory SQLite database is private to its connection.
+    if scope.table is not None or PARALLEL < 2 or conn.engine.url.database in (None, "", ":memory:"):
+        return {name: fetch_columns(conn, query.stmt) for name, query in statements.items()}
+    engine = conn.engine
+
+    def run(stmt):
+        with engine.connect() as own:
+            if own.dialect.name == "postgresql":
+                # For this transaction only: JIT compiling these wide aggregates
+                # costs seconds and saves less; and a million groups must not
+                # spill the hash aggregate to disk at the default 4MB.
+                own.exec_driver_sql("SET LOCAL jit = off")
+                own.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
+            return fetch_columns(own, stmt)
+
+    with ThreadPoolExecutor(PARALLEL, thread_name_prefix="relmail-features") as pool:
+        futures = {name: pool.submit(run, query.stmt) for name, query in statements.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def _suppressed(emails: np.ndarray, hashes: set[str], address_salt: str) -> np.ndarray:
+    if not hashes:
+        return np.zeros(len(emails))
+    return np.fromiter((1.0 if e and address_hash(e, address_salt) in hashes else 0.0 for e in emails), dtype=float,
+                       count=len(emails))

@@ -1,0 +1,177 @@
+"""The shapes features travel in: what a message is about, and the frame of arrays.
+
+A :class:`FeatureFrame` holds one float64 array per feature, all aligned on
+the same sorted array of customer ids. ``NaN`` means "unknown" (for example
+``recency_days`` of a customer who never bought); a missing signal that has
+a natural zero (no opens) is ``0``, not ``NaN``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+#: Generic columns, one per customer, with what each means. The README and
+#: ``relmail why`` read these descriptions.
+GENERIC_COLUMNS: dict[str, str] = {
+    "recency_days": "days since the last purchase (NaN if never bought)",
+    "frequency_365": "purchases in the last 365 days",
+    "monetary_365": "money spent in the last 365 days",
+    "orders_total": "purchases ever (up to as_of)",
+    "monetary_total": "money spent ever (up to as_of)",
+    "tenure_days": "days since the customer record was created",
+    "opens_30": "e-mail opens in the last 30 days",
+    "opens_90": "e-mail opens in the last 90 days",
+    "clicks_30": "e-mail clicks in the last 30 days",
+    "clicks_90": "e-mail clicks in the last 90 days",
+    "days_since_open": "days since the last e-mail open (NaN if never)",
+    "days_since_click": "days since the last e-mail click (NaN if never)",
+    "sends_7": "e-mails sent in the last 7 days (email_sent events)",
+    "sends_30": "e-mails sent in the last 30 days",
+    "sends_90": "e-mails sent in the last 90 days",
+    "fatigue": "0..1: falling open rate while sends rise (last 30 days vs the 60 before); 0 when no evidence",
+    "open_tickets": "service tickets opened and not closed (as of as_of)",
+    "complaints_90": "spam complaints in the last 90 days",
+    "complained_ever": "1 if the customer ever complained (spam report), else 0",
+    "hard_bounced": "1 if a hard bounce came after the last sign of delivery (delivered/opened/clicked), else 0",
+    "unsubscribed_event": "1 if an email_unsubscribed event (any topic) came after the last global opt-in, else 0",
+    "consent_global": "1 opted in or no record for topic '*', 0 opted out (latest state in the store)",
+    "frequency_wish": "the customer's max e-mails per week (NaN if none stated)",
+    "email_valid": "1 if the address is syntactically valid, else 0",
+    "address_suppressed": "1 if the address hash is in the suppressions table, else 0",
+    "loyal": "1 if tenure > 365 days and at least 3 purchases, else 0",
+    "is_new": "1 if tenure < 90 days and no purchase older than 90 days, else 0",
+    "clv": "expected margin over the CLV horizon: AOV x orders/year x margin x years x retention",
+}
+
+#: Columns per message context ``k``, named ``k.<suffix>``.
+CONTEXT_COLUMNS: dict[str, str] = {
+    "consent_topic": "1 opted in, 0 opted out, NaN no record for the message topic (latest state)",
+    "category_affinity": "time-decayed purchases (weight 3) and views (weight 1) in the message categories",
+    "owns_product": "1 if the customer bought any of the featured products, else 0",
+    "feature_usage_30": "uses of the message's product feature in the last 30 days",
+    "topic_sends_7": "e-mails on the message topic sent in the last 7 days",
+    "topic_sends_30": "e-mails on the message topic sent in the last 30 days",
+    "already_sent": "1 if this message (message_id == k) was ever sent to the customer, else 0",
+}
+
+
+@dataclass(frozen=True)
+class FeatureContext:
+    """What one message is about; features named ``<key>.<suffix>`` are computed for it."""
+
+    topic: str | None = None
+    categories: tuple[str, ...] = ()
+    products: tuple[str, ...] = ()
+    #: A product feature, for usage tips (matched against ``usage`` events).
+    feature: str | None = None
+
+
+@dataclass(frozen=True)
+class FeatureSettings:
+    """Tunable constants of the feature definitions (``[features]`` in relmail.toml)."""
+
+    #: Half-life of category interest, in days.
+    affinity_half_life_days: float = 90.0
+    purchase_weight: float = 3.0
+    view_weight: float = 1.0
+    #: Gross margin on revenue, for the CLV estimate.
+    margin: float = 0.3
+    clv_horizon_years: float = 3.0
+    #: Days of silence after which the chance a buyer is still "alive" halves.
+    retention_half_life_days: float = 365.0
+
+    @classmethod
+    def from_project(cls, project: Any) -> "FeatureSettings":
+        """Read ``[features]`` from the project's relmail.toml; unknown keys are errors."""
+        raw = project.settings.section("features")
+        known = {f for f in cls.__dataclass_fields__}
+        values: dict[str, float] = {}
+        for key, value in raw.items():
+            if key not in known:
+                raise ConfigError(f"relmail.toml [features]: unknown key '{key}' (known: {', '.join(sorted(known))})")
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                raise ConfigError(f"relmail.toml [features]: '{key}' must be a non-negative number")
+            values[key] = float(value)
+        if values.get("affinity_half_life_days", 1.0) == 0 or values.get("retention_half_life_days", 1.0) == 0:
+            raise ConfigError("relmail.toml [features]: half-lives must be greater than 0")
+        return cls(**values)
+
+
+@dataclass
+class FeatureFrame:
+    """Features of many customers as of one time: column arrays aligned on ``customer_ids``."""
+
+    #: Sorted unique customer ids (NumPy str array); row i of every column.
+    customer_ids: np.ndarray
+    as_of: datetime
+    #: float64 arrays, one value per customer; NaN = unknown.
+    columns: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.customer_ids)
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        try:
+            return self.columns[name]
+        except KeyError:
+            raise KeyError(f"no feature column '{name}' (have: {', '.join(sorted(self.columns))})") from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.columns
+
+    def index(self, customer_id: str) -> int:
+        """Row of ``customer_id``; KeyError if it is not in the frame."""
+        i = int(np.searchsorted(self.customer_ids, customer_id))
+        if i >= len(self.customer_ids) or self.customer_ids[i] != customer_id:
+            raise KeyError(customer_id)
+        return i
+
+    def _keys(self, prefix: str | None) -> tuple[list[str], list[str]]:
+        """(column names, dict keys) of the generic columns plus ``prefix.*`` without the prefix."""
+        head = f"{prefix}." if prefix is not None else None
+        names, keys = [], []
+        for name in self.columns:
+            if "." not in name:
+                names.append(name)
+                keys.append(name)
+            elif head is not None and name.startswith(head):
+                names.append(name)
+                keys.append(name[len(head):])
+        return names, keys
+
+    def row(self, i: int, prefix: str | None = None) -> dict[str, float | None]:
+        """Row ``i`` as a compact dict, for logging with a decision.
+
+        Generic columns always; with ``prefix`` (a message id) also that
+        message's ``prefix.*`` columns, keyed without the prefix. NaN becomes
+        ``None`` so the dict is valid JSON; floats are rounded to 4 decimals.
+        """
+        names, keys = self._keys(prefix)
+        out: dict[str, float | None] = {}
+        for name, key in zip(names, keys):
+            value = float(np.round(self.columns[name][i], 4))  # as records() rounds
+            out[key] = None if math.isnan(value) else value
+        return out
+
+    def records(self, prefix: str | None = None, rows=None) -> list[dict[str, float | None]]:
+        """``row(i, prefix)`` for many rows at once (all, or the indices in ``rows``).
+
+        Column-wise NumPy rounding and one ``tolist`` per column: use this
+        when logging features for a whole run, not ``row`` in a loop.
+        """
+        names, keys = self._keys(prefix)
+        take = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        lists = []
+        for name in names:
+            col = np.round(self.columns[name][take], 4)
+            values = col.astype(object)
+            values[np.isnan(col)] = None
+            lists.append(values.tolist())
+        return [dict(zip(keys, vals)) for vals in zip(*lists)] if lists else [{} for _ in range(len(self.customer_ids[take]))]

@@ -1,0 +1,316 @@
+"""The feature statements: each one GROUP BY customer pass, plus how to decode its rows.
+
+A :class:`Query` pairs a SELECT (first column the customer id) with a
+``decode(keys, table) -> (keys, columns)`` that turns the fetched object
+matrix into named float arrays. The statements are independent, so
+:func:`relmail.features.compute.compute_features` may run them on two
+connections at once.
+
+Cost model (SQLite): a statement pays for reading each event row once, and
+then for every aggregate's FILTER on every row it keeps. Hence two event
+statements (commerce, e-mail) each with only its own aggregates, rows of
+other types dropped early, and counts read together packed into one integer
+(:func:`packed`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+import numpy as np
+from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
+
+from ..models import Customer, Event, Preference, Product, Suppression
+from .frame import FeatureContext, FeatureSettings
+from .sql import Scope, age_days, unindexed, when
+
+#: Upper edges (days) of the age steps category affinity decays over; each
+#: step weighs 0.5 ** (its midpoint / half-life). Older than the horizon
+#: counts nothing. Steps instead of exp(): SQLite may lack math functions.
+AFFINITY_EDGES = (1, 3, 7, 14, 30, 60, 90, 120, 180, 270, 365, 540, 730, 1095)
+
+#: Result columns that are ages ("days since the last ..."): NaN when nothing happened, not 0.
+AGES = {"last_purchase", "first_purchase", "days_since_open", "days_since_click", "last_hard_bounce",
+        "last_delivery", "last_unsubscribe"}
+
+E = Event.__table__
+
+
+@dataclass
+class Query:
+    stmt: object
+    decode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
+    #: Columns that stay NaN (not 0) for customers without a row.
+    nan_fill: frozenset = frozenset(AGES)
+
+
+def affinity_horizon(half_life_days: float) -> int:
+    """Days of history affinity reads: the last step edge within six half-lives (weight < 2%)."""
+    inside = [edge for edge in AFFINITY_EDGES if edge <= 6 * half_life_days]
+    return inside[-1] if inside else AFFINITY_EDGES[0]
+
+
+def affinity_weights(half_life_days: float) -> list[tuple[float, float]]:
+    """(upper edge in days, weight) per age step of category affinity."""
+    out, lower = [], 0.0
+    for edge in AFFINITY_EDGES:
+        out.append((float(edge), 0.5 ** (((lower + edge) / 2.0) / half_life_days)))
+        lower = edge
+    return out
+
+
+def _window_case(windows: tuple, since, shift: int, bits: int):
+    """Per-row increment adding 1 to field j (``bits`` wide, from bit ``shift``)
+    for every window j (days, ascending; ``None`` = ever) the row falls in."""
+    n = len(windows)
+    whens = [(since(w), sum(1 << (shift + bits * j) for j in range(i, n))) for i, w in enumerate(windows) if w is not None]
+    rest = 1 << (shift + bits * (n - 1)) if windows[-1] is None else 0
+    return case(*whens, else_=rest) if whens else literal(rest, BigInteger)
+
+
+def packed(branches: list[tuple], bits: int, where, since, exclusive: bool = True) -> tuple:
+    """One SUM holding several counts, ``bits`` bits each: (expression, labels, bits).
+
+    ``branches`` are (condition or None, windows, labels). Counts read
+    together share one integer (split again by :func:`unpack`): one
+    aggregate per row instead of one per count. ``exclusive`` branches match
+    at most one per row (a CASE); otherwise their increments add up. A field
+    overflows only past 2**bits events in its window for one customer, far
+    beyond anything real.
+    """
+    incs, labels, shift = [], [], 0
+    for cond, windows, names in branches:
+        incs.append((cond, _window_case(windows, since, shift, bits)))
+        labels += list(names)
+        shift += bits * len(windows)
+    assert shift <= 63, "packed counts exceed 63 bits"
+    if len(incs) == 1 and incs[0][0] is None:
+        value = incs[0][1]
+    elif exclusive:
+        value = case(*[(c, inc) for c, inc in incs if c is not None],
+                     else_=next((inc for c, inc in incs if c is None), 0))
+    else:
+        value = sum((case((c, inc), else_=0) for c, inc in incs[1:]), case((incs[0][0], incs[0][1]), else_=0))
+    return func.coalesce(cast(func.sum(value).filter(where), BigInteger), 0), labels, bits
+
+
+def unpack(values: np.ndarray, fields: int, bits: int) -> list[np.ndarray]:
+    """The ``fields`` counts of ``bits`` bits each in every packed int64 of ``values``."""
+    ints = np.asarray(values).astype(np.int64)
+    mask = (1 << bits) - 1
+    return [((ints >> (bits * j)) & mask).astype(float) for j in range(fields)]
+
+
+def _group(scope: Scope, as_of: datetime, exprs: dict[str, tuple], wanted) -> Query:
+    """GROUP BY customer over the events ``wanted`` keeps; packed columns are split on decode."""
+    names = list(exprs)
+    stmt = select(E.c.customer_id, *[exprs[k][0].label(f"f{i}") for i, k in enumerate(names)])
+    stmt = stmt.where(E.c.occurred_at <= when(as_of), wanted)
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id).group_by(E.c.customer_id)
+
+    def decode(keys, table):
+        raw: dict[str, np.ndarray] = {}
+        for j, name in enumerate(names):
+            _, labels, bits = exprs[name]
+            if labels is None:
+                raw[name] = table[j].astype(float)
+            else:
+                raw.update(zip(labels, unpack(table[j], len(labels), bits)))
+        return keys, raw
+
+    return Query(stmt, decode)
+
+
+def _one(expr) -> tuple:
+    return expr, None, None
+
+
+def commerce(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], settings: FeatureSettings,
+             category_products: dict[str, set[str]]) -> Query:
+    """Purchases, views (for affinity) and recent usage."""
+    t, at = E.c.type, E.c.occurred_at
+
+    def since(days):
+        return at > when(as_of, days)
+
+    purchase = t == "purchase"
+    exprs: dict[str, tuple] = {
+        "purchases": packed([(None, (365, None), ("frequency_365", "orders_total"))], 30, purchase, since),
+        "monetary_365": _one(func.sum(E.c.value).filter(and_(purchase, since(365)))),
+        "monetary_total": _one(func.sum(E.c.value).filter(purchase)),
+        "last_purchase": _one(age_days(dialect, as_of, func.max(at).filter(purchase))),
+        "first_purchase": _one(age_days(dialect, as_of, func.min(at).filter(purchase))),
+    }
+    owners = [(k, ctx) for k, ctx in contexts.items() if ctx.products]
+    for start in range(0, len(owners), 3):
+        chunk = owners[start:start + 3]
+        every = sorted({p for _, ctx in chunk for p in ctx.products})
+        exprs[f"owns{start}"] = packed([(E.c.product_id.in_(ctx.products), (None,), (f"{k}.owns_product",))
+                                        for k, ctx in chunk], 20, and_(purchase, E.c.product_id.in_(every)),
+                                       since, exclusive=False)
+    steps = affinity_weights(settings.affinity_half_life_days)
+    horizon = affinity_horizon(settings.affinity_half_life_days)
+    decay = case(*[(since(edge), weight) for edge, weight in steps if edge <= horizon], else_=0.0)
+    kind = case((purchase, settings.purchase_weight), else_=settings.view_weight)
+    use_views = use_usage = False
+    for key, ctx in contexts.items():
+        if ctx.feature is not None:
+            conds = [t == "usage", since(30), E.c.feature == ctx.feature]
+            if ctx.products:
+                conds.append(or_(E.c.product_id.in_(ctx.products), E.c.product_id.is_(None)))
+            exprs[f"{key}.feature_usage_30"] = _one(func.sum(func.coalesce(E.c.value, 1.0)).filter(and_(*conds)))
+            use_usage = True
+        items = sorted(set(ctx.products) | category_products.get(key, set()))
+        if items:
+            cond = and_(t.in_(("purchase", "view")), since(horizon), E.c.product_id.in_(items))
+            exprs[f"{key}.category_affinity"] = _one(func.sum(decay * kind).filter(cond))
+            use_views = True
+    plain = unindexed(t)
+    wanted = plain.in_(("purchase", "view") if use_views else ("purchase",))
+    if use_usage:
+        wanted = or_(wanted, and_(plain == "usage", since(30)))
+    return _group(scope, as_of, exprs, wanted)
+
+
+def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext]) -> Query:
+    """Sends, opens and clicks: windows, per-topic sends, messages already sent."""
+    t, at = E.c.type, E.c.occurred_at
+
+    def since(days):
+        return at > when(as_of, days)
+
+    sent, opened = t == "email_sent", t == "email_opened"
+    exprs: dict[str, tuple] = {
+        "engagement": packed([(opened, (30, 90), ("opens_30", "opens_90")),
+                              (None, (30, 90), ("clicks_30", "clicks_90"))], 15, t != "email_sent", since),
+        "days_since_open": _one(age_days(dialect, as_of, func.max(at).filter(opened))),
+        "days_since_click": _one(age_days(dialect, as_of, func.max(at).filter(t == "email_clicked"))),
+        "sends": packed([(None, (7, 30, 90), ("sends_7", "sends_30", "sends_90"))], 20, sent, since),
+    }
+    topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
+    for start in range(0, len(topics), 2):
+        chunk = topics[start:start + 2]
+        exprs[f"topics{start}"] = packed([(E.c.topic == tp, (7, 30), (f"topic:{tp}:7", f"topic:{tp}:30")) for tp in chunk],
+                                         15, and_(sent, E.c.topic.in_(chunk)), since)
+    keys = list(contexts)
+    for start in range(0, len(keys), 5):
+        chunk = keys[start:start + 5]
+        exprs[f"sent{start}"] = packed([(E.c.message_id == k, (None,), (f"{k}.already_sent",)) for k in chunk],
+                                       12, and_(sent, E.c.message_id.in_(chunk)), since)
+    return _group(scope, as_of, exprs, unindexed(t).in_(("email_sent", "email_opened", "email_clicked")))
+
+
+def rare(scope: Scope, as_of, dialect) -> Query:
+    """Bounces, unsubscribes and complaints: rare types, read through the (type, time) index."""
+    t, at = E.c.type, E.c.occurred_at
+    stmt = select(
+        E.c.customer_id,
+        age_days(dialect, as_of, func.max(at).filter(t == "email_bounced_hard")),
+        age_days(dialect, as_of, func.max(at).filter(t == "email_unsubscribed")),
+        packed([(None, (90, None), ("complaints_90", "complaints_total"))], 30, t == "email_complained",
+               lambda days: at > when(as_of, days))[0],
+    ).where(t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained")), at <= when(as_of))
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id).group_by(E.c.customer_id)
+
+    def decode(keys, table):
+        complaints_90, complaints_total = unpack(table[2], 2, 30)
+        return keys, {"last_hard_bounce": table[0].astype(float), "last_unsubscribe": table[1].astype(float),
+                      "complaints_90": complaints_90, "complaints_total": complaints_total}
+
+    return Query(stmt, decode)
+
+
+def last_delivery(scope: Scope, as_of, dialect) -> Query:
+    """The last sign of delivery, only for the few who ever hard-bounced."""
+    t, at = E.c.type, E.c.occurred_at
+    bounced = select(E.c.customer_id).where(t == "email_bounced_hard", at <= when(as_of)).distinct()
+    bounced = scope.restrict(bounced.select_from(E), E.c.customer_id).subquery()
+    d = E.alias("d")
+    stmt = (select(d.c.customer_id, age_days(dialect, as_of, func.max(d.c.occurred_at)))
+            .select_from(bounced.join(d, d.c.customer_id == bounced.c.customer_id))
+            .where(unindexed(d.c.type).in_(("email_delivered", "email_opened", "email_clicked")),
+                   d.c.occurred_at <= when(as_of))
+            .group_by(d.c.customer_id))
+    return Query(stmt, lambda keys, table: (keys, {"last_delivery": table[0].astype(float)}))
+
+
+def tickets(scope: Scope, as_of, dialect) -> Query:
+    """Per (customer, ticket id): open when its last opening is later than its last closing."""
+    t, at = E.c.type, E.c.occurred_at
+    opened, closed = t == "ticket_opened", t == "ticket_closed"
+    stmt = select(
+        E.c.customer_id,
+        case((E.c.feature.is_(None), 1), else_=0),
+        func.count().filter(opened),
+        func.count().filter(closed),
+        age_days(dialect, as_of, func.max(at).filter(opened)),
+        age_days(dialect, as_of, func.max(at).filter(closed)),
+    ).where(t.in_(("ticket_opened", "ticket_closed")), at <= when(as_of))
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id).group_by(E.c.customer_id, E.c.feature)
+
+    def decode(keys, table):
+        no_id, n_open, n_close, open_age, close_age = (np.asarray(col, dtype=float) for col in table)
+        # Events without a ticket id can only be counted against each other.
+        with np.errstate(invalid="ignore"):
+            by_id = (n_open > 0) & (np.isnan(close_age) | (open_age < close_age))
+        count = np.where(no_id == 1, np.maximum(n_open - n_close, 0), by_id.astype(float))
+        uniq, inverse = np.unique(keys, return_inverse=True)
+        return uniq, {"open_tickets": np.bincount(inverse, weights=count, minlength=len(uniq)).astype(float)}
+
+    return Query(stmt, decode, frozenset())
+
+
+def preferences(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext]) -> Query:
+    """Consent per topic (latest state), the global switch, the frequency wish."""
+    p = Preference.__table__
+    topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
+    # Consent of the global switch and of each topic in 2 bits each: 0 no record, 1 out, 2 in.
+    every = ["*", *topics]
+    state = case(*[(p.c.topic == topic, case((p.c.opted_in, 2 << (2 * j)), else_=1 << (2 * j)))
+                   for j, topic in enumerate(every)], else_=0)
+    stmt = select(
+        p.c.customer_id,
+        func.sum(state),
+        func.min(p.c.max_per_week),
+        age_days(dialect, as_of, func.max(p.c.updated_at).filter(and_(p.c.topic == "*", p.c.opted_in))),
+    )
+    stmt = scope.restrict(stmt.select_from(p), p.c.customer_id).group_by(p.c.customer_id)
+    names = ["consent_global", *[f"topic:{topic}" for topic in topics]]
+
+    def decode(keys, table):
+        fields = np.nan_to_num(table[0], nan=0).astype(np.int64)  # small: 2 bits per topic
+        out = {}
+        for j, name in enumerate(names):
+            code = (fields >> (2 * j)) & 3
+            out[name] = np.where(code == 2, 1.0, np.where(code == 1, 0.0, np.nan))
+        out["frequency_wish"] = table[1].astype(float)
+        out["global_opt_in"] = table[2].astype(float)
+        return keys, out
+
+    return Query(stmt, decode, frozenset(names) | {"frequency_wish", "global_opt_in"})
+
+
+def customers(scope: Scope, as_of, dialect) -> Query:
+    """Tenure and the address (for the syntax and suppression checks)."""
+    c = Customer.__table__
+    stmt = scope.restrict(select(c.c.id, age_days(dialect, as_of, c.c.created_at), c.c.email).select_from(c), c.c.id)
+    return Query(stmt, lambda keys, table: (keys, {"tenure_days": table[0].astype(float), "_email": table[1]}),
+                 frozenset({"tenure_days"}))
+
+
+def suppression_hashes():
+    return select(Suppression.__table__.c.email_hash)
+
+
+def category_products(conn, contexts: dict[str, FeatureContext]) -> dict[str, set[str]]:
+    """Product ids per context, of the categories the context names (a small lookup)."""
+    wanted = sorted({c for ctx in contexts.values() for c in ctx.categories})
+    if not wanted:
+        return {}
+    p = Product.__table__
+    by_category: dict[str, set[str]] = {}
+    for pid, category in conn.execute(select(p.c.id, p.c.category).where(p.c.category.in_(wanted))):
+        by_category.setdefault(category, set()).add(pid)
+    return {k: set().union(*(by_category.get(c, set()) for c in ctx.categories)) for k, ctx in contexts.items()}

@@ -1,0 +1,253 @@
+"""SQL building blocks shared by the feature queries: ages, windows, audience scoping.
+
+The same expressions must mean the same on SQLite and PostgreSQL. SQLite
+keeps times as ISO text (``UTCDateTime`` writes ``YYYY-MM-DD HH:MM:SS.ffffff``
+in UTC), so window bounds are bound parameters of the column's own type and
+compare as text; ages in days use ``julianday`` there and ``EXTRACT(EPOCH)``
+on PostgreSQL. No ``exp()``/``pow()``: not every SQLite has math functions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from datetime import datetime, timedelta
+from typing import Iterator
+
+import numpy as np
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
+
+from ..models import Customer, UTCDateTime
+
+#: Above this share of all customers, queries aggregate the whole store and
+#: NumPy drops the rest: cheaper than joining a temporary table of ids.
+FULL_SCAN_SHARE = 0.2
+
+
+def when(as_of: datetime, days: float = 0, name: str | None = None):
+    """A bound time ``days`` before ``as_of``, typed so SQLite compares it as stored text."""
+    value = as_of - timedelta(days=days)
+    if name is None:
+        return literal(value, UTCDateTime)
+    return bindparam(name, value, type_=UTCDateTime)
+
+
+def age_days(dialect: str, as_of: datetime, expr):
+    """Days from ``expr`` (a time; NULL stays NULL) to ``as_of``, as a float."""
+    if dialect == "sqlite":
+        return func.julianday(when(as_of)) - func.julianday(expr)
+    return cast(func.extract("epoch", when(as_of) - expr) / 86400.0, Float)
+
+
+@contextlib.contextmanager
+def connection(engine_or_conn: Engine | Connection) -> Iterator[Connection]:
+    """Use the caller's connection (and its transaction) or open one from an engine."""
+    if isinstance(engine_or_conn, Connection):
+        yield engine_or_conn
+    else:
+        with engine_or_conn.connect() as conn:
+            yield conn
+
+
+def sorted_ids(customer_ids) -> np.ndarray:
+    """Customer ids as a sorted, unique NumPy str array (the frame's row order)."""
+    arr = np.asarray(customer_ids)
+    if arr.size == 0:
+        return np.array([], dtype="<U1")
+    if arr.dtype.kind != "U":
+        arr = arr.astype(str)
+    # Already strictly increasing (ids from audience() are): no sort needed.
+    if arr.size > 1 and not bool(np.all(arr[1:] > arr[:-1])):
+        arr = np.unique(arr)
+    return arr
+
+
+class Scope:
+    """Limits feature queries to an audience.
+
+    A large audience (a big share of all customers) is served by aggregating
+    the whole table and dropping the other rows in NumPy; a small one by a
+    join to a temporary table of its ids (never a giant ``IN`` list).
+    """
+
+    def __init__(self, conn: Connection, ids: np.ndarray):
+        self.conn = conn
+        self.ids = ids
+        self.table: Table | None = None
+        total = conn.execute(select(func.count()).select_from(Customer.__table__)).scalar_one()
+        if len(ids) and len(ids) < FULL_SCAN_SHARE * total:
+            self.table = Table(
+                f"relmail_audience_{uuid.uuid4().hex[:10]}",
+                MetaData(),
+                Column("customer_id", String(64), primary_key=True),
+                prefixes=["TEMPORARY"],
+            )
+            self.table.create(conn)
+            rows = [{"customer_id": str(c)} for c in ids]
+            for start in range(0, len(rows), 10_000):
+                conn.execute(insert(self.table), rows[start:start + 10_000])
+
+    def restrict(self, stmt, customer_col):
+        """``stmt`` joined to the audience table when there is one."""
+        if self.table is None:
+            return stmt
+        return stmt.join(self.table, self.table.c.customer_id == customer_col)
+
+    def close(self) -> None:
+        if self.table is not None:
+            self.table.drop(self.conn)
+            self.table = None
+
+
+def align(ids: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For result ``keys``: (mask of keys in ``ids``, their row positions in ``ids``)."""
+    if len(ids) == 0 or len(keys) == 0:
+        return np.zeros(len(keys), dtype=bool), np.zeros(0, dtype=np.int64)
+    pos = np.searchsorted(ids, keys)
+    pos_c = np.minimum(pos, len(ids) - 1)
+    mask = ids[pos_c] == keys
+    return mask, pos_c[mask]
+
+
+def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Run ``stmt`` (first column a customer id) into (ids, one typed array per other column).
+
+    Rows are converted chunk by chunk, so at most ``chunk`` rows exist as
+    Python objects at a time. Columns of Python ints become int64 (packed
+    counts need all 63 bits), text stays object, the rest float64 with
+    NULL as NaN.
+    """
+    # Not a server-side cursor: PostgreSQL plans cursors for the first rows
+    # and without parallel workers. The driver's copy of the result is
+    # compact; the Python objects are what chunking keeps small.
+    result = conn.execute(stmt)
+    width = len(result.keys())
+    parts: list[list[np.ndarray]] = []
+    for rows in result.partitions(chunk):
+        # zip transposes plain tuples fast; NumPy probing Row objects is slow.
+        parts.append([_typed(values) for values in zip(*rows)])
+    if not parts:
+        return np.array([], dtype="<U1"), [np.empty(0) for _ in range(width - 1)]
+    merged = [parts[0][j] if len(parts) == 1 else np.concatenate([p[j] for p in parts]) for j in range(width)]
+    return merged[0].astype(str), merged[1:]
+
+
+def _typed(values: tuple) -> np.ndarray:
+    if all(type(v) is int for v in values):
+        return np.array(values, dtype=np.int64)
+    first = next((v for v in values if v is not None), None)
+    if isinstance(first, str):
+        return np.array(values, dtype=object)
+    return np.array(values, dtype=np.float64)
+
+
+
+# JSON attribute access, typed: a value is only compared as a number when it
+# is a JSON number (PostgreSQL would fail casting text, SQLite would compare
+# across types), and only as text when it is a JSON string.
+
+
+class _JsonScalar(FunctionElement):
+    inherit_cache = True
+
+    def __init__(self, col, key: str):
+        super().__init__(col, literal(key, String))
+
+
+class json_number(_JsonScalar):
+    """The attribute ``key`` of a JSON column as a float, NULL unless it is a JSON number."""
+
+    type = Float()
+    name = "json_number"
+    inherit_cache = True
+
+
+class json_text(_JsonScalar):
+    """The attribute ``key`` as text, NULL unless it is a JSON string."""
+
+    type = String()
+    name = "json_text"
+    inherit_cache = True
+
+
+class json_bool(_JsonScalar):
+    """The attribute ``key`` as 1/0, NULL unless it is a JSON true/false."""
+
+    type = Integer()
+    name = "json_bool"
+    inherit_cache = True
+
+
+def _args(element, compiler, **kw):
+    col, key = element.clauses.clauses
+    return compiler.process(col, **kw), compiler.process(key, **kw)
+
+
+def _sqlite_path(element, compiler, **kw):
+    col, key = element.clauses.clauses
+    return compiler.process(col, **kw), compiler.process(literal('$."' + key.value + '"', String), **kw)
+
+
+@compiles(json_number, "sqlite")
+def _num_sqlite(element, compiler, **kw):
+    col, path = _sqlite_path(element, compiler, **kw)
+    return f"(CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN json_extract({col}, {path}) END)"
+
+
+@compiles(json_text, "sqlite")
+def _text_sqlite(element, compiler, **kw):
+    col, path = _sqlite_path(element, compiler, **kw)
+    return f"(CASE WHEN json_type({col}, {path}) = 'text' THEN json_extract({col}, {path}) END)"
+
+
+@compiles(json_bool, "sqlite")
+def _bool_sqlite(element, compiler, **kw):
+    col, path = _sqlite_path(element, compiler, **kw)
+    return f"(CASE json_type({col}, {path}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
+
+
+@compiles(json_number, "postgresql")
+def _num_pg(element, compiler, **kw):
+    col, key = _args(element, compiler, **kw)
+    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'number' THEN (({col})::json ->> {key})::float8 END)"
+
+
+@compiles(json_text, "postgresql")
+def _text_pg(element, compiler, **kw):
+    col, key = _args(element, compiler, **kw)
+    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'string' THEN ({col})::json ->> {key} END)"
+
+
+@compiles(json_bool, "postgresql")
+def _bool_pg(element, compiler, **kw):
+    col, key = _args(element, compiler, **kw)
+    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'boolean' THEN (CASE WHEN (({col})::json ->> {key}) = 'true' THEN 1 ELSE 0 END) END)"
+
+
+class unindexed(FunctionElement):
+    """A column SQLite must not pick an index for (``+col``); the column itself elsewhere.
+
+    Used where a filter on ``type`` would tempt SQLite to read events through
+    the (type, time) index and then sort millions of rows for GROUP BY
+    customer, instead of walking the (customer, time) index in order.
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, col):
+        super().__init__(col)
+        self.type = col.type
+
+
+@compiles(unindexed)
+def _unindexed_default(element, compiler, **kw):
+    return compiler.process(element.clauses.clauses[0], **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element, compiler, **kw):
+    return "+" + compiler.process(element.clauses.clauses[0], **kw)

@@ -1,0 +1,86 @@
+"""Suppression rules: one file per rule, registered here in evaluation order.
+
+Every rule is evaluated for every (customer, message) in bulk and every rule
+that fires is recorded with the decision, not only the first. Adding a rule
+is one file (a :class:`~relmail.rules.base.Rule` subclass) and one line in
+:data:`_ORDER`; a campaign switches switchable rules with
+``policy.rules: {CODE: false}``.
+
+Hard rules (:data:`HARD`) are the law and the sender's reputation: consent,
+unsubscribe, hard bounce, invalid or suppressed address, spam complaint. No
+campaign or message policy can turn them off.
+
+Two more reason codes come from later stages, not from rules:
+``ARBITRATION_LOST`` (another message was worth more to this customer in this
+run, or the frequency budget left no room) and ``HOLDOUT`` (kept back at
+random to measure the true effect).
+"""
+
+from __future__ import annotations
+
+from .address_suppressed import AddressSuppressed
+from .already_sent import AlreadySent
+from .base import Outcome, Rule
+from .complained import Complained
+from .consent import NoConsent
+from .fatigue import Fatigue
+from .frequency_cap import FrequencyCap
+from .hard_bounce import HardBounce
+from .invalid_address import InvalidAddress
+from .low_relevance import LowRelevance
+from .not_new_customer import NotNewCustomer
+from .open_ticket import OpenTicket
+from .owns_product import OwnsProduct
+from .recent_complaint import RecentComplaint
+from .topic_frequency_cap import TopicFrequencyCap
+from .unsubscribed import Unsubscribed
+
+_ORDER: tuple[type[Rule], ...] = (
+    NoConsent,
+    Unsubscribed,
+    HardBounce,
+    InvalidAddress,
+    AddressSuppressed,
+    Complained,
+    FrequencyCap,
+    TopicFrequencyCap,
+    AlreadySent,
+    OpenTicket,
+    RecentComplaint,
+    OwnsProduct,
+    NotNewCustomer,
+    Fatigue,
+    LowRelevance,
+)
+
+#: Code → rule instance, in evaluation (and reporting) order.
+RULES: dict[str, Rule] = {cls.code: cls() for cls in _ORDER}
+#: Codes no policy may turn off.
+HARD: frozenset[str] = frozenset(code for code, rule in RULES.items() if rule.hard)
+
+ARBITRATION_LOST = "ARBITRATION_LOST"
+HOLDOUT = "HOLDOUT"
+
+#: Every reason code relmail writes, with its meaning (the README table).
+REASON_CODES: dict[str, str] = {
+    **{code: rule.summary for code, rule in RULES.items()},
+    ARBITRATION_LOST: "another message was worth more to this customer, or the run's budget was used up",
+    HOLDOUT: "held out at random to measure the true effect (would have been sent)",
+}
+
+
+def register(rule: Rule) -> Rule:
+    """Add a rule at run time (plug-ins); its code must be new."""
+    if not rule.code or rule.code in REASON_CODES:
+        raise ValueError(f"rule code {rule.code!r} is empty or taken")
+    RULES[rule.code] = rule
+    REASON_CODES[rule.code] = rule.summary
+    return rule
+
+
+def rules_for(message) -> list[Rule]:
+    """The rules that apply to ``message`` and are switched on by its policy."""
+    return [r for r in RULES.values() if r.applies(message) and (r.hard or message.policy.rule_on(r.code))]
+
+
+__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "Outcome", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]

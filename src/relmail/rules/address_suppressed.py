@@ -1,0 +1,18 @@
+"""ADDRESS_SUPPRESSED (hard): the address is on the suppression list (erased or blocked)."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule
+
+
+class AddressSuppressed(Rule):
+    code = "ADDRESS_SUPPRESSED"
+    hard = True
+    summary = "the address is on the suppression list"
+    columns = ("address_suppressed",)
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        return Outcome(self.is_one(self.col(frame, message, "address_suppressed")))
+
+    def explain(self, logged) -> str:
+        return "the address is on the suppression list (erased on request or blocked)"

@@ -1,0 +1,81 @@
+"""The shape of a suppression rule.
+
+A rule looks at a whole :class:`~relmail.features.FeatureFrame` at once and
+returns a boolean mask (True = this rule suppresses the send) plus the
+numbers behind it (``detail``: the limits it compared against). The plan
+logs the rule's ``columns`` and ``detail`` with every decision, so
+:meth:`Rule.explain` can say why from the ledger alone, long after the
+campaign file changed: "3 e-mails in the last 7 days, cap is 2".
+
+Columns are named as in the frame; ``k.<name>`` means the message's own
+column ``<message id>.<name>``, logged as ``<name>``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+
+@dataclass
+class Outcome:
+    """What a rule found for every row of the frame."""
+
+    #: True where the rule fires (the send is suppressed).
+    mask: np.ndarray
+    #: Values to log with the decision (limits, thresholds), per row or one for all.
+    detail: dict[str, np.ndarray | float] = field(default_factory=dict)
+
+
+class Rule:
+    """One suppression rule. Subclass, set the class attributes, register it in ``rules/__init__.py``."""
+
+    #: Stable reason code written to the ledger (never rename one).
+    code: ClassVar[str] = ""
+    #: Hard rules protect the law and the sender's reputation; no policy turns them off.
+    hard: ClassVar[bool] = False
+    #: One line for the docs and the reason-code table.
+    summary: ClassVar[str] = ""
+    #: Feature columns the rule reads (logged with each decision).
+    columns: ClassVar[tuple[str, ...]] = ()
+
+    def applies(self, message) -> bool:
+        """Whether the rule is about this kind of message at all (default: every message)."""
+        return True
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        raise NotImplementedError
+
+    def explain(self, logged: dict[str, Any]) -> str:
+        """A sentence for ``relmail why`` from the logged features of one decision."""
+        return self.summary
+
+    # helpers for subclasses -------------------------------------------------
+    @staticmethod
+    def col(frame, message, name: str) -> np.ndarray:
+        key = f"{message.id}.{name[2:]}" if name.startswith("k.") else name
+        return np.asarray(frame[key], dtype=np.float64)
+
+    @staticmethod
+    def is_one(values: np.ndarray) -> np.ndarray:
+        return np.nan_to_num(values, nan=0.0) >= 0.5
+
+
+def num(logged: dict[str, Any], key: str, default: float = 0.0) -> float:
+    """A logged number (None/missing → default)."""
+    value = logged.get(key)
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return default
+    return float(value)
+
+
+def n(value: float) -> str:
+    """A count or measure as people write it: 3, not 3.0."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.2f}".rstrip("0").rstrip(".")
+
+
+def plural(count: float, word: str) -> str:
+    return f"{n(count)} {word}{'' if count == 1 else 's'}"

@@ -1,0 +1,24 @@
+"""FATIGUE: engagement is falling while sends rise; give the customer a rest."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule, num
+
+
+class Fatigue(Rule):
+    code = "FATIGUE"
+    summary = "signs of e-mail fatigue"
+    columns = ("fatigue", "sends_30", "opens_30")
+
+    def applies(self, message) -> bool:
+        return message.offer != "service"
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        fatigue = self.col(frame, message, "fatigue")
+        return Outcome(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
+
+    def explain(self, logged) -> str:
+        return (
+            f"fatigue {num(logged, 'fatigue'):.2f} ≥ {num(logged, 'fatigue_threshold'):.2f}: "
+            f"{int(num(logged, 'opens_30'))} opens of {int(num(logged, 'sends_30'))} e-mails in 30 days, falling"
+        )

@@ -1,0 +1,53 @@
+"""FREQUENCY_CAP: the customer has had (or is due) as many e-mails as the cap allows.
+
+Counts sends recorded as ``email_sent`` events plus ``send`` decisions of
+other runs not delivered yet. The customer's frequency wish (max per week)
+tightens the 7-day cap.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Outcome, Rule, n, num, plural
+
+
+def effective_caps(frame, message, policy) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: (7-day cap with the frequency wish applied, 30-day cap); inf = no cap."""
+    size = len(frame)
+    cap7 = policy.cap("7d")
+    cap30 = policy.cap("30d")
+    wish = np.asarray(frame["frequency_wish"], dtype=np.float64)
+    c7 = np.full(size, np.inf if cap7 is None else float(cap7))
+    c7 = np.where(np.isnan(wish), c7, np.minimum(c7, np.maximum(wish, 0.0)))
+    c30 = np.full(size, np.inf if cap30 is None else float(cap30))
+    return c7, c30
+
+
+class FrequencyCap(Rule):
+    code = "FREQUENCY_CAP"
+    summary = "frequency cap reached (all topics)"
+    columns = ("sends_7", "sends_30", "planned_7", "planned_30", "frequency_wish")
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        c7, c30 = effective_caps(frame, message, policy)
+        s7 = self.col(frame, message, "sends_7") + self.col(frame, message, "planned_7")
+        s30 = self.col(frame, message, "sends_30") + self.col(frame, message, "planned_30")
+        mask = (s7 >= c7) | (s30 >= c30)
+        return Outcome(mask, {"cap_7d": np.where(np.isinf(c7), np.nan, c7), "cap_30d": np.where(np.isinf(c30), np.nan, c30)})
+
+    def explain(self, logged) -> str:
+        parts = []
+        for days, key in ((7, "7d"), (30, "30d")):
+            cap = logged.get(f"cap_{key}")
+            if cap is None:
+                continue
+            sent, planned = num(logged, f"sends_{days}"), num(logged, f"planned_{days}")
+            if sent + planned >= cap:
+                extra = f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
+                why = ""
+                wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
+                if days == 7 and wish is not None and float(wish) <= cap:
+                    why = " (the customer's own wish)"
+                parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{extra}, cap is {n(cap)}{why}")
+        return "; ".join(parts) or self.summary

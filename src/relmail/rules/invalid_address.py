@@ -1,0 +1,18 @@
+"""INVALID_ADDRESS (hard): the e-mail address is not a valid address."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule
+
+
+class InvalidAddress(Rule):
+    code = "INVALID_ADDRESS"
+    hard = True
+    summary = "the e-mail address is invalid"
+    columns = ("email_valid",)
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        return Outcome(self.col(frame, message, "email_valid") < 0.5)
+
+    def explain(self, logged) -> str:
+        return "the e-mail address is not a valid address"

@@ -1,0 +1,18 @@
+"""LOW_RELEVANCE: the relevance score is below the campaign's threshold."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule, num
+
+
+class LowRelevance(Rule):
+    code = "LOW_RELEVANCE"
+    summary = "relevance below the threshold"
+    columns = ("k.score",)
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        score = self.col(frame, message, "k.score")
+        return Outcome(~(score >= policy.min_relevance), {"min_relevance": float(policy.min_relevance)})
+
+    def explain(self, logged) -> str:
+        return f"relevance {num(logged, 'score'):.2f} is below the threshold {num(logged, 'min_relevance'):.2f}"

@@ -1,0 +1,20 @@
+"""OPEN_TICKET: service first — no promotion while a service ticket is open."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule, num, plural
+
+
+class OpenTicket(Rule):
+    code = "OPEN_TICKET"
+    summary = "an open service ticket (service messages still go)"
+    columns = ("open_tickets",)
+
+    def applies(self, message) -> bool:
+        return message.offer != "service"
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        return Outcome(self.col(frame, message, "open_tickets") > 0)
+
+    def explain(self, logged) -> str:
+        return f"{plural(num(logged, 'open_tickets'), 'open service ticket')}: service comes first, promotions wait"

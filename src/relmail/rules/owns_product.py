@@ -1,0 +1,22 @@
+"""OWNS_PRODUCT: no advert for a product the customer already bought."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule
+
+
+class OwnsProduct(Rule):
+    code = "OWNS_PRODUCT"
+    summary = "already owns the featured product"
+    columns = ("k.owns_product",)
+
+    def applies(self, message) -> bool:
+        # A usage tip is *for* owners; a service message is about what they own.
+        return bool(message.products) and message.offer not in ("usage-tip", "service")
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        return Outcome(self.is_one(self.col(frame, message, "k.owns_product")))
+
+    def explain(self, logged) -> str:
+        products = logged.get("products") or "the featured product"
+        return f"already owns {products}"

@@ -1,0 +1,26 @@
+"""RECENT_COMPLAINT: the customer came to customer service with a problem recently.
+
+Counts service tickets opened in the last ``recent_complaint_days`` (policy,
+default 30), closed or not: someone who just had to complain should not get
+a cheerful promotion next. Service messages still go.
+"""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule, n, num, plural
+
+
+class RecentComplaint(Rule):
+    code = "RECENT_COMPLAINT"
+    summary = "a recent complaint to customer service (service messages still go)"
+    columns = ("k.recent_tickets",)
+
+    def applies(self, message) -> bool:
+        return message.offer != "service"
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        return Outcome(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
+
+    def explain(self, logged) -> str:
+        days = n(num(logged, "complaint_days", 30))
+        return f"{plural(num(logged, 'recent_tickets'), 'service ticket')} opened in the last {days} days: service comes first, promotions wait"

@@ -1,0 +1,39 @@
+"""TOPIC_FREQUENCY_CAP: the customer has had enough e-mail on this message's topic."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .base import Outcome, Rule, n, num, plural
+
+
+class TopicFrequencyCap(Rule):
+    code = "TOPIC_FREQUENCY_CAP"
+    summary = "frequency cap for the topic reached"
+    columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30")
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        size = len(frame)
+        mask = np.zeros(size, dtype=bool)
+        detail = {}
+        for days, key in ((7, "7d"), (30, "30d")):
+            cap = policy.topic_cap(key)
+            detail[f"topic_cap_{key}"] = np.nan if cap is None else float(cap)
+            if cap is None:
+                continue
+            count = self.col(frame, message, f"k.topic_sends_{days}") + self.col(frame, message, f"k.topic_planned_{days}")
+            mask |= count >= cap
+        return Outcome(mask, detail)
+
+    def explain(self, logged) -> str:
+        topic = logged.get("topic", "this topic")
+        parts = []
+        for days, key in ((7, "7d"), (30, "30d")):
+            cap = logged.get(f"topic_cap_{key}")
+            if cap is None:
+                continue
+            sent, planned = num(logged, f"topic_sends_{days}"), num(logged, f"topic_planned_{days}")
+            if sent + planned >= cap:
+                extra = f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
+                parts.append(f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{extra}, cap is {n(cap)}")
+        return "; ".join(parts) or self.summary

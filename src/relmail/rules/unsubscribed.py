@@ -1,0 +1,21 @@
+"""UNSUBSCRIBED (hard): opted out of all e-mail, or unsubscribed through a link or the provider."""
+
+from __future__ import annotations
+
+from .base import Outcome, Rule, num
+
+
+class Unsubscribed(Rule):
+    code = "UNSUBSCRIBED"
+    hard = True
+    summary = "globally unsubscribed"
+    columns = ("consent_global", "unsubscribed_event")
+
+    def evaluate(self, frame, message, policy) -> Outcome:
+        opted_out = self.col(frame, message, "consent_global") < 0.5
+        return Outcome(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
+
+    def explain(self, logged) -> str:
+        if num(logged, "consent_global", 1.0) < 0.5:
+            return "opted out of all e-mail (global preference)"
+        return "unsubscribed (link or provider event) after the last opt-in"

@@ -1,0 +1,142 @@
+"""Segment trees compiled to SQL over the ``customers`` table.
+
+Behaviour conditions become correlated ``EXISTS`` (or ``COUNT``/``SUM``)
+subqueries on ``events``, which the ``(customer_id, occurred_at)`` index
+serves on SQLite and which PostgreSQL turns into semi-joins. Every event
+test is bounded by ``occurred_at <= as_of``: nothing after the run's time
+decides membership.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Callable
+
+from sqlalchemy import String, and_, bindparam, column, exists, false, func, not_, or_, select, text, true
+
+from ..features.sql import json_bool, json_number, json_text
+from ..models import Customer, Event, Preference, Product, UTCDateTime
+from .grammar import Node, ids_of
+
+customers, events, preferences, products = (Customer.__table__, Event.__table__, Preference.__table__, Product.__table__)
+_EVENT_OF = {"purchased": "purchase", "viewed": "view", "opened_email": "email_opened", "clicked_email": "email_clicked"}
+
+
+def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime], object]):
+    """The SQL boolean for ``node``; ``resolve(name, as_of)`` gives a referenced segment's."""
+    kind, a = node.kind, node.args
+    if kind == "all":
+        return and_(true(), *[compile_node(c, as_of, resolve) for c in node.children])
+    if kind == "any":
+        return or_(false(), *[compile_node(c, as_of, resolve) for c in node.children])
+    if kind == "not":
+        return not_(compile_node(node.children[0], as_of, resolve))
+    if kind == "segment":
+        return resolve(a, as_of)
+    if kind == "sql":
+        raw = text(a)
+        if ":as_of" in a:
+            raw = raw.bindparams(bindparam("as_of", as_of, type_=UTCDateTime))
+        sub = raw.columns(column("customer_id", String)).subquery()
+        return customers.c.id.in_(select(sub.c.customer_id))
+    if kind in _EVENT_OF:
+        return _event_condition(kind, a, as_of)
+    if kind == "owns":
+        return _exists(as_of, events.c.type == "purchase", events.c.product_id.in_(ids_of(a["product"])))
+    if kind == "uses":
+        conds = [events.c.type == "usage", events.c.feature == a["feature"]]
+        if "product" in a:
+            conds.append(events.c.product_id.in_(ids_of(a["product"])))
+        conds.append(events.c.occurred_at > _ago(as_of, a.get("within_days", 30)))
+        used = (select(func.coalesce(func.sum(func.coalesce(events.c.value, 1.0)), 0.0))
+                .where(events.c.customer_id == customers.c.id, events.c.occurred_at <= _ago(as_of, 0), *conds)
+                .scalar_subquery())
+        return used < a["fewer_than"] if "fewer_than" in a else used >= a["at_least"]
+    if kind == "tenure_days":
+        c = customers.c.created_at
+        ops = {"gt": lambda d: c < _ago(as_of, d), "gte": lambda d: c <= _ago(as_of, d),
+               "lt": lambda d: c > _ago(as_of, d), "lte": lambda d: c >= _ago(as_of, d)}
+        return and_(*[ops[k](v) for k, v in a.items()])
+    if kind == "locale":
+        return customers.c.locale.in_(ids_of(a["in"]))
+    if kind == "consent":
+        p = preferences
+        mine = p.c.customer_id == customers.c.id
+        if "opted_in" in a:
+            return exists().where(mine, p.c.topic == a["topic"], p.c.opted_in == a["opted_in"])
+        return not_(exists().where(mine, p.c.topic.in_((a["topic"], "*")), p.c.opted_in == false()))
+    if kind == "open_ticket":
+        return _open_ticket(as_of)
+    if kind == "attribute":
+        return _attribute(a)
+    raise AssertionError(kind)
+
+
+def _ago(as_of: datetime, days: float):
+    return bindparam(None, as_of - timedelta(days=days), type_=UTCDateTime)
+
+
+def _exists(as_of: datetime, *conds):
+    return exists().where(events.c.customer_id == customers.c.id, events.c.occurred_at <= _ago(as_of, 0), *conds)
+
+
+def _event_condition(kind: str, a: dict, as_of: datetime):
+    conds = [events.c.type == _EVENT_OF[kind]]
+    wanted = []
+    if "product" in a:
+        wanted.append(events.c.product_id.in_(ids_of(a["product"])))
+    if "category" in a:
+        in_category = select(products.c.id).where(products.c.category.in_(ids_of(a["category"])))
+        wanted.append(events.c.product_id.in_(in_category))
+    if wanted:
+        conds.append(or_(*wanted))
+    if "topic" in a:
+        conds.append(events.c.topic == a["topic"])
+    at_least = a.get("at_least", 1)
+    if "not_within_days" in a:
+        # Did it before, but not in the last N days (a lapsed buyer, not a never-buyer).
+        recent = events.c.occurred_at > _ago(as_of, a["not_within_days"])
+        return and_(_exists(as_of, *conds), not_(_exists(as_of, *conds, recent)))
+    if "within_days" in a:
+        conds.append(events.c.occurred_at > _ago(as_of, a["within_days"]))
+    if at_least <= 1:
+        return _exists(as_of, *conds)
+    n = (select(func.count()).select_from(events)
+         .where(events.c.customer_id == customers.c.id, events.c.occurred_at <= _ago(as_of, 0), *conds)
+         .scalar_subquery())
+    return n >= at_least
+
+
+def _open_ticket(as_of: datetime):
+    closed = events.alias("closed")
+    later_close = (exists().where(closed.c.customer_id == events.c.customer_id, closed.c.type == "ticket_closed",
+                                  closed.c.feature == events.c.feature, closed.c.occurred_at >= events.c.occurred_at,
+                                  closed.c.occurred_at <= _ago(as_of, 0)))
+    return _exists(as_of, events.c.type == "ticket_opened", events.c.feature.is_not(None), not_(later_close))
+
+
+def _attribute(a: dict):
+    col, key = customers.c.attributes, a["key"]
+    out = []
+    for test, v in a.items():
+        if test == "key":
+            continue
+        if test == "exists":
+            present = json_text(col, key).is_not(None) | json_number(col, key).is_not(None) | json_bool(col, key).is_not(None)
+            out.append(present if v else not_(present))
+        elif test == "equals":
+            if isinstance(v, bool):
+                out.append(json_bool(col, key) == (1 if v else 0))
+            elif isinstance(v, str):
+                out.append(json_text(col, key) == v)
+            else:
+                out.append(json_number(col, key) == float(v))
+        elif test == "in":
+            if all(isinstance(x, str) for x in v):
+                out.append(json_text(col, key).in_(v))
+            else:
+                out.append(json_number(col, key).in_([float(x) for x in v]))
+        else:
+            num = json_number(col, key)
+            out.append({"gt": num > v, "lt": num < v, "gte": num >= v, "lte": num <= v}[test])
+    return and_(*out)

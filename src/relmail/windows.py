@@ -1,0 +1,125 @@
+"""Run windows: the idempotency key of a scheduled send, as a span of time.
+
+A window is named the way people and cron jobs name periods:
+
+``2026-W48``
+    an ISO week, Monday 00:00 to the next Monday 00:00;
+``2026-11-23``
+    one day;
+``2026-11``
+    one calendar month;
+``this-week`` / ``today`` / ``this-month``
+    resolved against the current time to one of the above, so a weekly
+    cron job can run ``relmail plan weekly --window this-week``.
+
+Boundaries are midnights in the project's time zone (``[project] timezone``),
+returned as UTC-aware datetimes like every other time in relmail.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta, timezone
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError, ValidationError
+
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+_DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
+_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A named span of time ``[start, end)``; ``key`` is its canonical name."""
+
+    key: str
+    kind: str  # week | day | month
+    start: datetime
+    end: datetime
+    timezone: str
+
+    def default_as_of(self, now: datetime | None = None) -> datetime:
+        """The plan's "now": the current time, but never past the window's end.
+
+        A plan made during or before its window sees everything known so
+        far (an unsubscribe from this morning counts). A plan for a window
+        that has ended (a replay, a backfill, a test) sees the data as it
+        was at the window's end, so it is the same plan every time.
+        """
+        now = now or datetime.now(timezone.utc)
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        return min(now.astimezone(timezone.utc), self.end)
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+def _zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"unknown time zone {name!r} (relmail.toml [project] timezone)") from None
+
+
+def _bad(text: str, why: str) -> ValidationError:
+    return ValidationError(
+        f"window {text!r}: {why}; use an ISO week (2026-W48), a day (2026-11-23), a month (2026-11), "
+        "or this-week / today / this-month"
+    )
+
+
+def parse_window(text: str, tz: str = "UTC", now: datetime | None = None) -> Window:
+    """Parse a window name into a :class:`Window` in time zone ``tz``."""
+    zone = _zone(tz)
+    raw = text.strip()
+    if raw in ("this-week", "today", "this-month"):
+        local = (now or datetime.now(timezone.utc)).astimezone(zone).date()
+        if raw == "this-week":
+            year, week, _ = local.isocalendar()
+            raw = f"{year:04d}-W{week:02d}"
+        elif raw == "today":
+            raw = local.isoformat()
+        else:
+            raw = f"{local.year:04d}-{local.month:02d}"
+    if m := _WEEK.match(raw):
+        year, week = int(m.group(1)), int(m.group(2))
+        try:
+            first = date.fromisocalendar(year, week, 1)
+        except ValueError:
+            raise _bad(text, f"{year} has no ISO week {week}") from None
+        return _make(raw, "week", first, first + timedelta(days=7), zone, tz)
+    if m := _DAY.match(raw):
+        try:
+            day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        except ValueError as exc:
+            raise _bad(text, str(exc)) from None
+        return _make(raw, "day", day, day + timedelta(days=1), zone, tz)
+    if m := _MONTH.match(raw):
+        year, month = int(m.group(1)), int(m.group(2))
+        if not 1 <= month <= 12:
+            raise _bad(text, f"month {month} does not exist")
+        first = date(year, month, 1)
+        nxt = date(year + (month == 12), month % 12 + 1, 1)
+        return _make(raw, "month", first, nxt, zone, tz)
+    raise _bad(text, "not a window name")
+
+
+def _make(key: str, kind: str, first: date, after: date, zone: ZoneInfo, tz: str) -> Window:
+    def midnight(d: date) -> datetime:
+        return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(timezone.utc)
+
+    return Window(key=key, kind=kind, start=midnight(first), end=midnight(after), timezone=tz)
+
+
+def parse_time(value: str, option: str = "--as-of") -> datetime:
+    """An ISO 8601 time with an explicit zone (``Z`` or an offset), as UTC."""
+    try:
+        parsed = datetime.fromisoformat(value[:-1] + "+00:00" if value.endswith("Z") else value)
+    except ValueError:
+        raise ValidationError(f"{option}: {value!r} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00Z)") from None
+    if parsed.tzinfo is None:
+        raise ValidationError(f"{option}: {value!r} has no time zone; add Z or an offset like +01:00")
+    return parsed.astimezone(timezone.utc)

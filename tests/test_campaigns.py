@@ -1,0 +1,107 @@
+"""Campaign files and windows: validation errors name file, line and key; the demo campaign."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from relmail.campaigns import load_campaign, parse_campaign
+from relmail.errors import NotFound, ValidationError
+from relmail.windows import parse_time, parse_window
+
+GOOD = """\
+title: Weekly
+policy:
+  min_relevance: 0.3
+  frequency_cap: {7d: 2}
+  holdout_share: 0.1
+  rules: {FATIGUE: false}
+messages:
+  - id: launch
+    template: ebike_launch
+    topic: promotions
+    segment: cyclists
+    products: [EB-200]
+    offer: promotion
+    value: 40
+    policy: {min_relevance: 0.5, rules: {OWNS_PRODUCT: false}}
+  - id: tip
+    template: usage_tip
+    topic: product-tips
+    segments: [lock-owners]
+    products: [LOCK-S1]
+    feature: share-access
+    offer: usage-tip
+"""
+
+
+def test_a_campaign_parses_and_messages_inherit_and_override_the_policy():
+    c = parse_campaign(GOOD, "campaigns/weekly.yml")
+    assert c.name == "weekly" and c.title == "Weekly" and c.message_ids == ("launch", "tip")
+    launch, tip = c.messages
+    assert launch.segments == ("cyclists",) and launch.value == 40
+    assert launch.policy.min_relevance == 0.5 and tip.policy.min_relevance == 0.3
+    assert launch.policy.holdout_share == tip.policy.holdout_share == 0.1
+    assert launch.policy.frequency_cap == {"7d": 2}
+    assert launch.policy.rules == {"FATIGUE": False, "OWNS_PRODUCT": False} and tip.policy.rules == {"FATIGUE": False}
+    assert c.run_seed("2026-W48") == c.run_seed("2026-W48") != c.run_seed("2026-W49")
+
+
+@pytest.mark.parametrize("change, where", [
+    (("offer: promotion", "offer: promo"), "campaigns/weekly.yml:13: field 'messages.0.offer'"),
+    (("holdout_share: 0.1", "holdout_share: 1.5"), "campaigns/weekly.yml:5: field 'policy.holdout_share'"),
+    (("frequency_cap: {7d: 2}", "frequency_cap: {14d: 2}"), "campaigns/weekly.yml:4: field 'policy.frequency_cap.14d'"),
+    (("    value: 40\n", "    value: 40\n    colour: red\n"), "campaigns/weekly.yml:15: field 'messages.0.colour'"),
+    (("rules: {FATIGUE: false}", "rules: {HARD_BOUNCE: false}"), "campaigns/weekly.yml:6: field 'policy.rules.HARD_BOUNCE': 'HARD_BOUNCE' is a hard rule"),
+    (("rules: {FATIGUE: false}", "rules: {NOPE: true}"), "campaigns/weekly.yml:6: field 'policy.rules.NOPE': unknown rule 'NOPE'"),
+    (("  - id: tip", "  - id: launch"), "campaigns/weekly.yml:16: field 'messages.1.id': duplicate message id 'launch'"),
+    (("    feature: share-access\n", ""), "campaigns/weekly.yml:16: field 'messages.1'"),
+    (("  - id: launch", "  - id: Launch!"), "campaigns/weekly.yml:8: field 'messages.0.id'"),
+])
+def test_errors_name_the_file_line_and_key(change, where):
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(GOOD.replace(*change), "campaigns/weekly.yml")
+    assert where in str(err.value)
+
+
+def test_broken_yaml_and_non_mappings_are_clear_errors():
+    with pytest.raises(ValidationError, match=r"c.yml:2.*invalid YAML|invalid YAML"):
+        parse_campaign("messages:\n  - id: [unclosed\n", "c.yml")
+    with pytest.raises(ValidationError, match="a campaign file is a mapping"):
+        parse_campaign("- just a list", "c.yml")
+
+
+def test_load_campaign_finds_files_and_names_the_known_ones(project):
+    assert load_campaign(project, "weekly").message_ids == ("ebike-launch", "lock-tip", "welcome-offer", "service-reminder", "newsletter")
+    with pytest.raises(NotFound, match="have: weekly"):
+        load_campaign(project, "monthly")
+
+
+def test_windows_are_midnights_in_the_project_time_zone():
+    w = parse_window("2026-W48", "Europe/Amsterdam")
+    assert w.start == datetime(2026, 11, 22, 23, tzinfo=timezone.utc) and w.end == datetime(2026, 11, 29, 23, tzinfo=timezone.utc)
+    assert parse_window("2026-11", "UTC").end == datetime(2026, 12, 1, tzinfo=timezone.utc)
+    assert parse_window("2026-12-31", "UTC").end == datetime(2027, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+    assert parse_window("this-week", "Europe/Amsterdam", now=now).key == "2026-W48"
+    assert w.default_as_of(now) == now and w.default_as_of(datetime(2027, 1, 1, tzinfo=timezone.utc)) == w.end
+    for bad in ("2026-W54", "2026-13", "2026-02-30", "next week"):
+        with pytest.raises(ValidationError, match="window"):
+            parse_window(bad)
+    with pytest.raises(ValidationError, match="no time zone"):
+        parse_time("2026-11-23T09:00:00")
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.dates(min_value=datetime(2000, 1, 1).date(), max_value=datetime(2090, 12, 31).date()),
+       st.sampled_from(["UTC", "Europe/Amsterdam", "Europe/London", "America/New_York"]))
+def test_property_every_moment_lies_in_its_own_week_window(day, tz):
+    year, week, _ = day.isocalendar()
+    w = parse_window(f"{year}-W{week:02d}", tz)
+    from zoneinfo import ZoneInfo
+
+    noon = datetime(day.year, day.month, day.day, 12, tzinfo=ZoneInfo(tz))
+    assert w.contains(noon.astimezone(timezone.utc))
+    assert 167 <= (w.end - w.start).total_seconds() / 3600 <= 169  # a week, give or take a DST hour

@@ -1,0 +1,371 @@
+"""Segments: every condition against hand-built customers, combinations, validation, the CLI."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import insert
+
+from relmail.cli import cli
+from relmail.errors import ValidationError
+from relmail.models import Customer, Event, Preference, Product
+from relmail.project import example_dir
+from relmail.segments import Segment, audience, load_segments
+
+T = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+EVENT_KEYS = dict(product_id=None, feature=None, value=None, message_id=None, run_id=None, topic=None, event_id=None)
+
+
+def ago(days: float) -> datetime:
+    return T - timedelta(days=days)
+
+
+def ev(c, t, d, **kw):
+    return {**EVENT_KEYS, "customer_id": c, "type": t, "occurred_at": ago(d), **kw}
+
+
+@pytest.fixture
+def store(engine):
+    """Four customers whose membership in every condition is known by construction."""
+    with engine.begin() as conn:
+        conn.execute(insert(Product.__table__), [
+            dict(id="EB-200", name="E-bike", category="e-bikes", price=2499.0, url=None, features=["app"]),
+            dict(id="CB-1", name="City bike", category="city-bikes", price=799.0, url=None, features=[]),
+            dict(id="LOCK-S1", name="Lock", category="accessories", price=129.0, url=None, features=["share-access"]),
+        ])
+        conn.execute(insert(Customer.__table__), [
+            dict(id="A", email="a@example.com", first_name=None, last_name=None, locale="nl_NL", timezone="UTC",
+                 created_at=ago(800), attributes={"loyalty_tier": "loyal", "birth_year": 1980, "vip": True}),
+            dict(id="B", email="b@example.com", first_name=None, last_name=None, locale="en_GB", timezone="UTC",
+                 created_at=ago(30), attributes={"loyalty_tier": "new", "birth_year": "1990"}),
+            dict(id="C", email="c@example.com", first_name=None, last_name=None, locale="en_GB", timezone="UTC",
+                 created_at=ago(400), attributes={}),
+            # Created after T: never a member of anything as of T.
+            dict(id="D", email="d@example.com", first_name=None, last_name=None, locale="nl_NL", timezone="UTC",
+                 created_at=ago(-5), attributes={"loyalty_tier": "loyal"}),
+        ])
+        conn.execute(insert(Event.__table__), [
+            ev("A", "purchase", 10, product_id="EB-200", value=2499.0),
+            ev("A", "purchase", 400, product_id="LOCK-S1", value=129.0),
+            ev("A", "view", 5, product_id="CB-1"),
+            *[ev("A", "usage", d, product_id="LOCK-S1", feature="share-access") for d in (2, 3, 4)],
+            ev("A", "usage", 3, product_id="LOCK-S1", feature="share-access", value=0.5),
+            ev("A", "email_opened", 10, topic="promotions"),
+            ev("A", "email_clicked", 100, topic="promotions"),
+            ev("A", "ticket_opened", 5, feature="T1"),
+            ev("B", "purchase", 200, product_id="CB-1", value=799.0),
+            ev("B", "purchase", -1, product_id="EB-200", value=2499.0),  # after T
+            ev("B", "email_opened", 70, topic="newsletter"),
+            ev("B", "usage", 50, product_id="LOCK-S1", feature="share-access", value=10.0),
+            ev("C", "view", 400, product_id="EB-200"),
+            ev("C", "ticket_opened", 20, feature="T2"), ev("C", "ticket_closed", 10, feature="T2"),
+            ev("C", "ticket_opened", 3, feature="T3"), ev("C", "ticket_closed", -2, feature="T3"),  # closed after T
+            ev("D", "purchase", -1, product_id="EB-200", value=2499.0),
+        ])
+        conn.execute(insert(Preference.__table__), [
+            dict(customer_id="B", topic="promotions", opted_in=False, max_per_week=None, updated_at=ago(1), source="import"),
+            dict(customer_id="C", topic="*", opted_in=False, max_per_week=None, updated_at=ago(1), source="import"),
+            dict(customer_id="A", topic="newsletter", opted_in=True, max_per_week=None, updated_at=ago(1), source="import"),
+        ])
+    return engine
+
+
+def write(folder: Path, name: str, body: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yml"
+    path.write_text(textwrap.dedent(body).lstrip(), encoding="utf-8")
+    return path
+
+
+def members(engine, tmp_path: Path, condition: str) -> set[str]:
+    folder = tmp_path / "segs"
+    write(folder, "probe", "name: probe\n" + textwrap.dedent(condition))
+    seg = load_segments(folder)["probe"]
+    return set(audience(engine, [seg], T).tolist())
+
+
+CASES = [
+    ("", {"A", "B", "C"}),
+    ("purchased: {category: e-bikes, within_days: 30}", {"A"}),
+    ("purchased: {product: CB-1}", {"B"}),
+    ("purchased: {within_days: 180}", {"A"}),
+    ("purchased: {not_within_days: 180}", {"B"}),
+    ("purchased: {at_least: 2}", {"A"}),
+    ("purchased: {category: [city-bikes, accessories], product: EB-200, within_days: 500, at_least: 2}", {"A"}),
+    ("viewed: {category: [city-bikes], within_days: 7}", {"A"}),
+    ("viewed: {product: EB-200}", {"C"}),
+    ("viewed: {product: EB-200, within_days: 399}", set()),
+    ("owns: LOCK-S1", {"A"}),
+    ("owns: [EB-200, CB-1]", {"A", "B"}),
+    ("owns: {product: EB-200}", {"A"}),
+    # A used share-access 3 + 0.5 = 3.5 times in 30 days; B only 50 days ago.
+    ("uses: {feature: share-access, within_days: 30, at_least: 3.5}", {"A"}),
+    ("uses: {feature: share-access, within_days: 30, fewer_than: 3.5}", {"B", "C"}),
+    ("uses: {feature: share-access, product: LOCK-S1, within_days: 60, at_least: 10}", {"B"}),
+    ("uses: {feature: share-access, fewer_than: 1}", {"B", "C"}),
+    ("opened_email: {within_days: 60}", {"A"}),
+    ("opened_email: {within_days: 90}", {"A", "B"}),
+    ("opened_email: {not_within_days: 60}", {"B"}),
+    ("opened_email: {within_days: 90, topic: newsletter}", {"B"}),
+    ("clicked_email: {within_days: 365}", {"A"}),
+    ("tenure_days: {gt: 365}", {"A", "C"}),
+    ("tenure_days: {lt: 90}", {"B"}),
+    ("tenure_days: {gte: 30, lte: 30}", {"B"}),
+    ("tenure_days: {gt: 30, lt: 500}", {"C"}),
+    ("attribute: {key: loyalty_tier, equals: loyal}", {"A"}),
+    ("attribute: {key: loyalty_tier, in: [loyal, new]}", {"A", "B"}),
+    # B's birth_year is the text "1990": never compared as a number.
+    ("attribute: {key: birth_year, gt: 1970}", {"A"}),
+    ("attribute: {key: birth_year, equals: '1990'}", {"B"}),
+    ("attribute: {key: birth_year, in: [1980, 1981]}", {"A"}),
+    ("attribute: {key: birth_year, exists: true}", {"A", "B"}),
+    ("attribute: {key: birth_year, exists: false}", {"C"}),
+    ("attribute: {key: vip, equals: true}", {"A"}),
+    ("locale: nl_NL", {"A"}),
+    ("locale: {in: [en_GB]}", {"B", "C"}),
+    ("consent: {topic: promotions}", {"A"}),
+    ("consent: {topic: promotions, opted_in: false}", {"B"}),
+    ("consent: {topic: newsletter, opted_in: true}", {"A"}),
+    ("consent: {topic: newsletter}", {"A", "B"}),
+    ("open_ticket: true", {"A", "C"}),
+    ("all: [{owns: EB-200}, {locale: nl_NL}]", {"A"}),
+    ("any: [{owns: CB-1}, {viewed: {product: EB-200}}]", {"B", "C"}),
+    ("not: {owns: EB-200}", {"B", "C"}),
+    ("all: []", {"A", "B", "C"}),
+    ("any: []", set()),
+    ("all:\n  - any: [{locale: en_GB}, {tenure_days: {gt: 700}}]\n  - not: {consent: {topic: '*', opted_in: false}}", {"A", "B"}),
+    ("sql: \"SELECT customer_id FROM events WHERE type = 'purchase' AND occurred_at <= :as_of\"", {"A", "B"}),
+    ("sql: SELECT id AS customer_id FROM customers WHERE locale = 'nl_NL'", {"A"}),
+    ("all: [{sql: \"SELECT customer_id FROM events WHERE type = 'view'\"}, {not: {owns: EB-200}}]", {"C"}),
+]
+
+
+@pytest.mark.parametrize("condition,expected", CASES, ids=[c or "everyone" for c, _ in CASES])
+def test_condition_membership(store, tmp_path, condition, expected):
+    assert members(store, tmp_path, condition) == expected
+
+
+def test_segment_references_and_union(store, tmp_path):
+    folder = tmp_path / "segs"
+    write(folder, "owners", "owns: EB-200")
+    write(folder, "dutch-owners", "all: [{segment: owners}, {locale: nl_NL}]")
+    write(folder, "others", "not: {segment: owners}")
+    segs = load_segments(folder)
+    assert segs["dutch-owners"].references == {"owners"}
+    assert audience(store, [segs["dutch-owners"]], T).tolist() == ["A"]
+    assert audience(store, [segs["others"]], T).tolist() == ["B", "C"]
+    assert audience(store, [segs["owners"], segs["others"]], T).tolist() == ["A", "B", "C"]
+    assert audience(store, [], T).tolist() == []
+    # Later, D exists and owns an e-bike.
+    assert audience(store, [segs["owners"]], T + timedelta(days=10)).tolist() == ["A", "B", "D"]
+    with store.connect() as conn:
+        assert segs["others"].count(conn, T) == 2
+        assert segs["owners"].ids(conn, T).tolist() == ["A"]
+
+
+def test_example_segments_load_and_run(store):
+    segs = load_segments(example_dir() / "segments")
+    assert {"everyone", "cyclists", "bike-owners", "lock-owners", "lapsed", "new-customers", "engaged"} <= set(segs)
+    got = {name: audience(store, [seg], T).tolist() for name, seg in segs.items()}
+    assert got["everyone"] == ["A", "B", "C"]
+    assert got["cyclists"] == ["A", "B"]  # C viewed an e-bike 400 days ago: too long
+    assert got["bike-owners"] == ["A", "B"]
+    assert got["lock-owners"] == ["A"]
+    assert got["lapsed"] == ["B", "C"]
+    assert got["new-customers"] == ["B"]
+    assert got["engaged"] == ["A"]
+
+
+def problems_of(folder: Path) -> list[str]:
+    with pytest.raises(ValidationError) as info:
+        load_segments(folder)
+    return [str(p) for p in info.value.problems]
+
+
+def test_validation_names_file_line_and_key(tmp_path):
+    folder = tmp_path / "segs"
+    path = write(folder, "bad", """
+        name: bad
+        description: broken on purpose
+        all:
+          - owns: LOCK-S1
+          - purchased: {category: e-bikes, within_dayz: 30}
+          - bought: {product: X}
+          - uses: {feature: app, within_days: 30}
+          - tenure_days: {gt: -1}
+          - attribute: {key: "a b", equals: x}
+          - purchased: {within_days: 3, not_within_days: 4}
+          - sql: "SELECT customer_id FROM events WHERE type = :kind"
+        """)
+    got = problems_of(folder)
+    f = str(path)
+    assert got == [
+        f"{f}:5: field 'all[1].purchased.within_dayz': unknown key 'within_dayz' for 'purchased' "
+        "(allowed: at_least, category, not_within_days, product, within_days)",
+        f"{f}:6: field 'all[2].bought': unknown condition 'bought' (known: all, any, not, segment, sql, attribute, "
+        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed)",
+        f"{f}:7: field 'all[3].uses': 'uses' needs exactly one of fewer_than or at_least",
+        f"{f}:8: field 'all[4].tenure_days.gt': must be a non-negative number",
+        f"{f}:9: field 'all[5].attribute.key': must be letters, digits, '_', '-' or '.'",
+        f"{f}:10: field 'all[6].purchased': use either within_days or not_within_days, not both",
+        f"{f}:11: field 'all[7].sql': only :as_of can be bound in sql, found :kind",
+    ]
+
+
+def test_file_level_problems_are_collected_over_files(tmp_path):
+    folder = tmp_path / "segs"
+    write(folder, "one", "name: two\nowns: X\n")
+    write(folder, "many", "owns: X\nlocale: nl_NL\n")
+    write(folder, "yaml", "owns: [X\n")
+    write(folder, "list", "- owns: X\n")
+    write(folder, "consent", "consent: {topic: promotions, opted_in: maybe}\n")
+    got = problems_of(folder)
+    assert got == [
+        f"{folder / 'consent.yml'}:1: field 'consent.opted_in': must be true or false",
+        f"{folder / 'list.yml'}:1: a segment file must be a mapping with name, description and a condition",
+        f"{folder / 'many.yml'}: one top-level condition expected, found owns, locale (wrap them in 'all:')",
+        f"{folder / 'one.yml'}:1: field 'name': 'two' must match the file name 'one'",
+        f"{folder / 'yaml.yml'}:2: invalid YAML: expected ',' or ']', but got '<stream end>'",
+    ]
+
+
+def test_unknown_reference_and_cycles(tmp_path):
+    folder = tmp_path / "segs"
+    write(folder, "a", "segment: b\n")
+    write(folder, "b", "not: {segment: c}\n")
+    write(folder, "c", "any: [{owns: X}, {segment: a}]\n")
+    assert problems_of(folder) == [f"{folder / 'a.yml'}: field 'segment': segment references loop: a -> b -> c -> a"]
+    write(folder, "c", "segment: nowhere\n")
+    assert problems_of(folder) == [
+        f"{folder / 'c.yml'}:1: field 'segment': unknown segment 'nowhere' (known: a, b, c)"]
+    write(folder, "c", "segment: c\n")
+    assert problems_of(folder) == [f"{folder / 'c.yml'}: field 'segment': segment references loop: c -> c"]
+
+
+def test_broken_sql_names_the_file(store, tmp_path):
+    folder = tmp_path / "segs"
+    path = write(folder, "raw", "sql: SELECT nope FROM nowhere\n")
+    seg = load_segments(folder)["raw"]
+    with pytest.raises(ValidationError, match=f"segment query failed \\({path}\\)"):
+        audience(store, [seg], T)
+
+
+def test_audience_is_in_code_point_order_on_every_backend(engine):
+    """PostgreSQL's locale collation would put 'a' before 'B'; NumPy's searchsorted needs code points."""
+    odd = ["b", "B", "a", "\u00e9", "Z", "a-1", "A"]
+    with engine.begin() as conn:
+        conn.execute(insert(Customer.__table__), [
+            dict(id=i, email=f"x{n}@example.com", first_name=None, last_name=None, locale="en_GB", timezone="UTC",
+                 created_at=ago(10), attributes={}) for n, i in enumerate(odd)])
+    everyone = Segment(name="everyone", description="", file=Path("everyone.yml"), root=None)
+    assert audience(engine, [everyone], T).tolist() == sorted(odd) == ["A", "B", "Z", "a", "a-1", "b", "\u00e9"]
+
+
+def test_naive_as_of_is_refused():
+    seg = Segment(name="x", description="", file=Path("x.yml"), root=None)
+    with pytest.raises(ValueError, match="timezone-aware"):
+        seg.select(datetime(2026, 1, 1))
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def run(project, *args):
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "segments", *args])
+    return result
+
+
+def test_cli_show_prints_size_and_sample(project, store):
+    result = run(project, "show", "bike-owners", "--as-of", "2026-06-15T14:00:00+02:00", "--sample", "5")
+    assert result.exit_code == 0, result.output
+    assert result.output == textwrap.dedent("""\
+        Segment:  bike-owners (segments/bike-owners.yml)
+                  Bought a city bike, e-bike or kids bike, ever
+        As of:    2026-06-15T12:00:00Z
+        Size:     2 of 3 customers (66.7%)
+        Sample:   A B
+        """)
+    out = json.loads(run(project, "show", "lapsed", "--as-of", "2026-06-15T12:00:00Z", "--sample", "1", "--json").output)
+    assert out == {"name": "lapsed", "description": "No purchase in the last 180 days (customers who never bought included)",
+                   "file": "segments/lapsed.yml", "as_of": "2026-06-15T12:00:00Z", "size": 2, "customers": 3,
+                   "share": 0.6667, "sample": out["sample"]}
+    assert len(out["sample"]) == 1 and out["sample"][0] in {"B", "C"}
+    again = json.loads(run(project, "show", "lapsed", "--as-of", "2026-06-15T12:00:00Z", "--sample", "1", "--json").output)
+    assert again["sample"] == out["sample"]  # same seed, same sample
+
+
+def test_cli_show_sql_and_errors(project, store):
+    result = run(project, "show", "lock-owners", "--as-of", "2026-06-15T12:00:00Z", "--sample", "0", "--sql")
+    assert result.exit_code == 0, result.output
+    assert "Sample:   (none)" in result.output
+    assert "events.type = 'purchase' AND events.product_id IN ('LOCK-S1')" in result.output
+    missing = run(project, "show", "nope")
+    assert missing.exit_code == 8 and "no segment 'nope' (have: bike-owners, cyclists," in missing.output
+    naive = run(project, "show", "everyone", "--as-of", "2026-06-15T12:00:00")
+    assert naive.exit_code == 2 and "has no time zone" in naive.output
+    (project.segments_dir / "broken.yml").write_text("owns: {}\n")
+    broken = run(project, "list")
+    assert broken.exit_code == 4 and "broken.yml:1: field 'owns': 'owns' needs 'product'" in broken.output
+
+
+def test_cli_list_with_sizes(project, store):
+    result = run(project, "list", "--sizes", "--as-of", "2026-06-15T12:00:00Z", "--json")
+    assert result.exit_code == 0, result.output
+    sizes = {s["name"]: s["size"] for s in json.loads(result.output)["segments"]}
+    assert sizes["everyone"] == 3 and sizes["engaged"] == 1 and sizes["cyclists"] == 2
+    text = run(project, "list").output.splitlines()
+    assert text[0].split() == ["name", "description"]
+    assert any(line.startswith("lock-owners ") and "Own the SlimSlot S1 smart lock" in line for line in text)
+
+
+# --------------------------------------------------------------------------- the parser never crashes
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from relmail.segments import COMBINATORS, CONDITIONS, SPECIAL  # noqa: E402
+
+KEYS = sorted({k.rstrip("*") for keys in CONDITIONS.values() for k in keys}) + ["bogus"]
+NAMES = list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS) + ["bogus"]
+scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 400), st.floats(allow_nan=False, allow_infinity=False),
+                    st.sampled_from(["EB-200", "e-bikes", "promotions", "x y", "", "*", "SELECT 1 AS customer_id"]))
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=3), st.dictionaries(st.sampled_from(KEYS + NAMES), inner, max_size=3)),
+    max_leaves=8,
+)
+conditions = st.recursive(
+    st.dictionaries(st.sampled_from(NAMES), values, min_size=1, max_size=1),
+    lambda inner: st.one_of(
+        st.fixed_dictionaries({"all": st.lists(inner, max_size=3)}),
+        st.fixed_dictionaries({"any": st.lists(inner, max_size=3)}),
+        st.fixed_dictionaries({"not": inner}),
+    ),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(body=st.one_of(conditions, values))
+def test_any_structure_loads_or_fails_with_located_problems(tmp_path, body):
+    import yaml
+
+    folder = tmp_path / "segs"
+    folder.mkdir(exist_ok=True)
+    path = folder / "probe.yml"
+    path.write_text(yaml.safe_dump(body if not isinstance(body, dict) else {"name": "probe", **body}), encoding="utf-8")
+    try:
+        segs = load_segments(folder)
+    except ValidationError as exc:
+        assert exc.problems and all(p.file == str(path) for p in exc.problems)
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    stmt = segs["probe"].select(T)
+    for dialect in (sqlite.dialect(), postgresql.dialect()):
+        assert "SELECT customers.id" in str(stmt.compile(dialect=dialect))

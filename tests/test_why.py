@@ -1,0 +1,100 @@
+"""relmail why: explanations from the ledger, asserted word for word."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from relmail.cli import cli
+from relmail.errors import NotFound
+from relmail.plan import plan
+from relmail.why import explain, format_explanations
+from test_plan import AS_OF, CAMPAIGN, WINDOW, build_shop
+
+
+@pytest.fixture
+def planned(project, engine):
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    return project
+
+
+def test_why_explains_a_suppressed_customer(planned, engine):
+    facts, exps = explain(engine, "C-CAP")
+    print(format_explanations(facts, exps))
+    assert format_explanations(facts, exps) == SUPPRESSED
+
+
+def test_why_explains_a_sent_customer(planned, engine):
+    facts, exps = explain(engine, "C-OK", "test:2026-W48")
+    print(format_explanations(facts, exps))
+    assert format_explanations(facts, exps) == SENT
+
+
+def test_why_explains_hard_rules_without_a_score(planned, engine):
+    facts, exps = explain(engine, "C-BOUNCE")
+    text = format_explanations(facts, exps)
+    print(text)
+    assert text == BOUNCED
+
+
+def test_why_cli_json_and_unknown_customer(planned, engine):
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--project", str(planned.root), "why", "C-TICKET", "--json"])
+    assert out.exit_code == 0, out.output
+    import json
+
+    data = json.loads(out.output)
+    promo = next(d for d in data["decisions"] if d["message_id"] == "promo")
+    assert [r["code"] for r in promo["reasons"]] == ["OPEN_TICKET", "RECENT_COMPLAINT"]
+    assert promo["reasons"][0]["explanation"] == "1 open service ticket: service comes first, promotions wait"
+    missing = runner.invoke(cli, ["--project", str(planned.root), "why", "C-NOBODY"])
+    assert missing.exit_code == 8 and "no decisions for customer 'C-NOBODY'" in missing.output
+    with pytest.raises(NotFound):
+        explain(engine, "C-OK", "test:2099-W01")
+
+
+SUPPRESSED = """\
+C-CAP in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
+
+promo: SUPPRESS  score 0.41, expected value 4.13
+  score from: consent +0.20, affinity +0.15, recency +0.04
+  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+
+welcome: SUPPRESS  score 0.55, expected value 2.75
+  score from: consent +0.50, engagement +0.05
+  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+  NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
+
+service: SUPPRESS  score 0.31, expected value 0.93
+  score from: consent +0.17, recency +0.11, engagement +0.03
+  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2"""
+
+SENT = """\
+C-OK in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
+
+promo: SEND  score 0.74, expected value 7.41
+  score from: affinity +0.29, consent +0.20, recency +0.14
+  every rule passed, and it was the best message for this customer in this run
+
+welcome: SUPPRESS  score 0.76, expected value 3.81
+  score from: consent +0.50, engagement +0.26
+  NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 1 order); the offer is for new customers only
+
+service: SUPPRESS  score 0.67, expected value 2.02
+  score from: recency +0.33, engagement +0.17, consent +0.17
+  ARBITRATION_LOST: 'promo' was worth more to this customer; room for 1 e-mail in this run"""
+
+BOUNCED = """\
+C-BOUNCE in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
+
+promo: SUPPRESS  (score not considered: a hard rule applies)
+  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
+
+welcome: SUPPRESS  (score not considered: a hard rule applies)
+  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
+  NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
+
+service: SUPPRESS  (score not considered: a hard rule applies)
+  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since"""
