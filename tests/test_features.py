@@ -171,6 +171,16 @@ def test_context_features(shop):
     assert (bare["consent_topic"], bare["category_affinity"], bare["topic_sends_7"], bare["owns_product"]) == (None, None, None, 0)
 
 
+def test_global_topic_context(shop):
+    with shop.begin() as conn:
+        customers(conn, ("X", 10, None), ("Y", 10, None), ("Z", 10, None))
+        prefs(conn, ("X", "*", False, None, 1), ("Y", "*", True, None, 1), ("Y", "promotions", False, None, 1))
+    f = compute_features(shop, ["X", "Y", "Z"], T, {"all": FeatureContext(topic="*"), "promo": FeatureContext(topic="promotions")})
+    np.testing.assert_array_equal(f["all.consent_topic"], [0, 1, np.nan])
+    np.testing.assert_array_equal(f["promo.consent_topic"], [np.nan, 0, np.nan])
+    np.testing.assert_array_equal(f["consent_global"], [0, 1, 1])
+
+
 def test_open_tickets(shop):
     with shop.begin() as conn:
         customers(conn, ("A", 100, None), ("B", 100, None), ("C", 100, None))

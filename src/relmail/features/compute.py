@@ -44,6 +44,10 @@ def compute_features(
     are named ``<message id>.<suffix>``. Ids that are not customers get NaN
     tenure and zero counts. Only events with ``occurred_at <= as_of`` are
     read, so the result is the same whatever happened later.
+
+    For a large audience the statements run on fresh connections of the
+    same engine (two at a time), so they read committed data: rows written
+    but not yet committed on ``engine_or_conn`` are not seen.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -73,7 +77,7 @@ def compute_features(
     raw: dict[str, np.ndarray] = {}
     emails = np.full(n, "", dtype=object)
     for name, query in statements.items():
-        keys, values = query.decode(*fetched[name])
+        keys, values = query.decode(*fetched.pop(name))  # pop: free each result once aligned
         mask, pos = align(ids, keys)
         if "_email" in values:
             emails[pos] = values.pop("_email")[mask]
@@ -92,7 +96,8 @@ def compute_features(
     cols["email_valid"] = email_valid(emails)
     cols["address_suppressed"] = _suppressed(emails, hashes, address_salt)
     for key, ctx in contexts.items():
-        raw[f"{key}.consent_topic"] = raw[f"topic:{ctx.topic}"] if ctx.topic is not None else np.full(n, np.nan)
+        topic_col = "consent_global" if ctx.topic == "*" else f"topic:{ctx.topic}"
+        raw[f"{key}.consent_topic"] = raw[topic_col] if ctx.topic is not None else np.full(n, np.nan)
         raw[f"{key}.already_sent"] = (raw[f"{key}.already_sent"] > 0).astype(float)
         if ctx.topic is not None:
             raw[f"{key}.topic_sends_7"] = raw[f"topic:{ctx.topic}:7"]

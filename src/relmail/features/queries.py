@@ -265,7 +265,7 @@ def tickets(scope: Scope, as_of, dialect) -> Query:
 def preferences(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext]) -> Query:
     """Consent per topic (latest state), the global switch, the frequency wish."""
     p = Preference.__table__
-    topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
+    topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic not in (None, "*")})
     # Consent of the global switch and of each topic in 2 bits each: 0 no record, 1 out, 2 in.
     every = ["*", *topics]
     state = case(*[(p.c.topic == topic, case((p.c.opted_in, 2 << (2 * j)), else_=1 << (2 * j)))
