@@ -12,6 +12,7 @@ Usage::
 
     python bench/bench_smtp.py                 # 5,000 messages
     python bench/bench_smtp.py --messages 500 --json
+    python bench/bench_smtp.py --security starttls --latency-ms 5 --pool 8   # a relay across a network
 """
 
 from __future__ import annotations
@@ -25,13 +26,33 @@ import sys
 import time
 
 
-def _sink(port: int, ready, stop, cert: str | None = None, key: str | None = None) -> None:
+def _sink(port: int, ready, stop, cert: str | None = None, key: str | None = None, latency: float = 0.0) -> None:
+    import asyncio
     import ssl
 
     from aiosmtpd.controller import Controller
 
     class Discard:
+        """Accepts and discards; ``latency`` delays every reply, as a relay across a network would."""
+
+        async def handle_EHLO(self, server, session, envelope, hostname, responses):
+            await asyncio.sleep(latency)
+            session.host_name = hostname
+            return responses
+
+        async def handle_MAIL(self, server, session, envelope, address, mail_options):
+            await asyncio.sleep(latency)
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
+            return "250 OK"
+
+        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+            await asyncio.sleep(latency)
+            envelope.rcpt_tos.append(address)
+            return "250 OK"
+
         async def handle_DATA(self, server, session, envelope):
+            await asyncio.sleep(latency)
             return "250 2.0.0 Ok: queued as X"
 
     kwargs = {}
@@ -142,6 +163,8 @@ def main(argv=None) -> int:
     p.add_argument("--pool", type=int, default=4, help="concurrent connections")
     p.add_argument("--per-connection", type=int, default=100, help="messages per connection before reconnecting")
     p.add_argument("--security", choices=("none", "starttls"), default="none", help="plain SMTP or STARTTLS for both methods")
+    p.add_argument("--latency-ms", type=float, default=0.0,
+                   help="delay every sink reply by this much, like a relay across a network (default 0: loopback)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
@@ -153,7 +176,7 @@ def main(argv=None) -> int:
     cert, key = _certificate(tmp) if tls else (None, None)
     ctx = mp.get_context("spawn")
     ready, stop = ctx.Event(), ctx.Event()
-    server = ctx.Process(target=_sink, args=(port, ready, stop, cert, key), daemon=True)
+    server = ctx.Process(target=_sink, args=(port, ready, stop, cert, key, args.latency_ms / 1000), daemon=True)
     server.start()
     if not ready.wait(30):
         print("SMTP sink did not start", file=sys.stderr)
@@ -177,6 +200,7 @@ def main(argv=None) -> int:
         "relmail_seconds": round(pool_s, 3),
         "relmail_msgs_per_s": round(pool_rate, 1),
         "security": args.security,
+        "latency_ms": args.latency_ms,
         "pool": args.pool,
         "per_connection": args.per_connection,
         "speedup": round(pool_rate / base_rate, 2),
@@ -188,7 +212,8 @@ def main(argv=None) -> int:
         print(f"{'smtplib, one connection per message':<44} {n_base:>9,} {base_s:>9.2f} {base_rate:>9,.0f}")
         label = f"relmail smtp, {args.pool} conns x {args.per_connection} msgs"
         print(f"{label:<44} {args.messages:>9,} {pool_s:>9.2f} {pool_rate:>9,.0f}")
-        print(f"security: {args.security}; speed-up: {out['speedup']}x  (accepted {ok:,}/{args.messages:,})")
+        print(f"security: {args.security}; reply latency: {args.latency_ms:g} ms; "
+              f"speed-up: {out['speedup']}x  (accepted {ok:,}/{args.messages:,})")
     return 0 if ok == args.messages else 1
 
 

@@ -37,36 +37,16 @@ def _find_message(project, message: str, campaign: str | None):
 
 
 def _customer_context(state, customer_id: str, featured: tuple[str, ...]):
-    """The customer and up to three products: the message's featured ones, then their favourite categories."""
-    from sqlalchemy import text
+    """The customer as ``relmail send`` would see them now: the same context builder, one customer."""
+    from datetime import datetime, timezone
 
-    from ..render import CustomerContext
+    from ..contexts import customer_contexts, load_catalog
 
     with state.engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT id, email, first_name, last_name, locale, timezone, attributes FROM customers WHERE id = :id"),
-            {"id": customer_id},
-        ).mappings().first()
-        if row is None:
-            raise NotFound(f"no customer '{customer_id}'")
-        products = conn.execute(
-            text(
-                "SELECT p.id, p.name, p.price, p.url, p.category FROM products p "
-                "LEFT JOIN (SELECT pr.category, COUNT(*) AS n FROM events e JOIN products pr ON pr.id = e.product_id "
-                "           WHERE e.customer_id = :id GROUP BY pr.category) c ON c.category = p.category "
-                "ORDER BY COALESCE(c.n, 0) DESC, p.id LIMIT 20"
-            ),
-            {"id": customer_id},
-        ).mappings().all()
-    attributes = row["attributes"]
-    if isinstance(attributes, str):
-        attributes = json.loads(attributes)
-    by_id = {p["id"]: dict(p) for p in products}
-    chosen = [by_id[p] for p in featured if p in by_id] + [p for pid, p in by_id.items() if pid not in featured]
-    return CustomerContext(
-        id=row["id"], email=row["email"], first_name=row["first_name"], last_name=row["last_name"],
-        locale=row["locale"], timezone=row["timezone"], attributes=attributes or {}, recommended_products=chosen[:3],
-    )
+        contexts = customer_contexts(conn, [customer_id], datetime.now(timezone.utc), load_catalog(conn), featured)
+    if customer_id not in contexts:
+        raise NotFound(f"no customer '{customer_id}'")
+    return contexts[customer_id]
 
 
 @click.command("preview")
