@@ -193,3 +193,15 @@ def test_proportional_model_ranks_like_the_response_model_and_averages_to_the_li
     assert (np.argsort(up) == np.argsort(resp)).all()
     observed = y[t == 1].mean() - y[t == 0].mean()
     assert up[t == 1].mean() == pytest.approx(observed, rel=0.1)
+
+
+def test_a_previous_models_logged_predictions_are_never_training_features():
+    from relmail.learn.dataset import FeatureSpec
+
+    rows = [
+        {"recency_days": float(i), "model_uplift": i / 10, "expected_value": i * 2.0, "u.recency_days": 0.1 * i,
+         "p.opens_30": -0.1 * i, "model_version": f"v{i % 2}"}
+        for i in range(6)
+    ]
+    spec = FeatureSpec.infer(rows)
+    assert spec.numeric == ["recency_days"] and spec.categorical == {}

@@ -76,6 +76,9 @@ class _MessagePolicyModel(_Strict):
     recent_complaint_days: int | None = Field(default=None, ge=1, le=365)
     consent: Literal["opt-in", "opt-out"] | None = None
     rules: dict[str, bool] | None = None
+    model: Literal["auto", "off"] | None = None
+    model_outcome: Literal["open", "click", "visit", "conversion"] | None = None
+    irritation_cost: float | None = Field(default=None, ge=0)
 
     _cap = field_validator("topic_frequency_cap")(classmethod(lambda cls, v: _check_cap(v)))
 
@@ -145,6 +148,8 @@ class _CampaignModel(_Strict):
     title: str | None = None
     description: str = ""
     seed: int | None = None
+    #: The cadence ``--window auto`` resolves with: the ISO week, the day or the month.
+    schedule: Literal["weekly", "daily", "monthly"] = "weekly"
     policy: _PolicyModel = _PolicyModel()
     scoring: _ScoringModel = _ScoringModel()
     messages: list[_MessageModel] = Field(min_length=1)
@@ -166,6 +171,12 @@ class Policy:
     consent: str = "opt-in"
     #: Rule code → on/off, for rules that can be switched.
     rules: dict[str, bool] = field(default_factory=dict)
+    #: ``auto``: use the message's trained model when one exists (``models/<message>/``); ``off``: never.
+    model: str = "auto"
+    #: The model outcome whose probability is P(positive); None = the model's primary outcome.
+    model_outcome: str | None = None
+    #: What losing the customer (unsubscribe or complaint) costs; None = their ``clv`` feature.
+    irritation_cost: float | None = None
 
     def rule_on(self, code: str) -> bool:
         return self.rules.get(code, True)
@@ -219,6 +230,8 @@ class Campaign:
     title: str = ""
     description: str = ""
     seed: int | None = None
+    #: ``weekly`` | ``daily`` | ``monthly``: what ``--window auto`` resolves to.
+    schedule: str = "weekly"
     #: SHA-256 of the file's text: a run records what it was planned from.
     digest: str = ""
 
@@ -349,6 +362,7 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         scoring=Scoring(weights={**DEFAULT_WEIGHTS, **model.scoring.weights}, model_weight=model.scoring.model_weight),
         description=model.description,
         seed=model.seed,
+        schedule=model.schedule,
         digest=hashlib.sha256(text.encode()).hexdigest(),
     )
 

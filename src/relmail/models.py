@@ -218,3 +218,29 @@ class Delivery(SQLModel, table=True):
     last_error: Optional[str] = Field(default=None, sa_column=Column(Text))
     next_attempt_at: Optional[datetime] = Field(default=None, sa_column=Column(UTCDateTime))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class RunLock(SQLModel, table=True):
+    """Who is working on a run right now: one row per held lock (``relmail.locks``).
+
+    The primary key makes acquiring an INSERT that fails if the lock is held,
+    on SQLite and PostgreSQL alike; the holder refreshes ``expires_at`` while
+    it works, so a crashed holder's lock can be taken over.
+    """
+
+    __tablename__ = "run_locks"
+
+    #: What is locked: the run id (``campaign:window``).
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    #: ``host:pid``, for people reading the error message.
+    holder: str = Field(sa_column=Column(String(300), nullable=False))
+    #: Random per acquisition: only the holder that wrote it can refresh or release.
+    token: str = Field(sa_column=Column(String(64), nullable=False))
+    #: Hash of hostname, boot and PID namespace: equal means "the holder's PID is checkable from here".
+    host_id: str = Field(sa_column=Column(String(64), nullable=False))
+    pid: int = Field(nullable=False)
+    #: The holder process's start time (clock ticks since boot, Linux), so a reused PID is not mistaken for it.
+    pid_start: Optional[int] = Field(default=None, sa_column=Column(BigInteger))
+    acquired_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))

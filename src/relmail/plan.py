@@ -11,6 +11,11 @@ e-mail has not left (no delivery, or one that is planned, deferred, rejected
 or failed) and keeps those that were delivered or are being delivered;
 kept pairs are not decided again and count against the customer's budget.
 
+With a trained model for a message (``models/<message>/``, policy ``model:
+auto``, the default) the plan scores it with :class:`relmail.model_scoring.ModelScorer`:
+arbitration ranks by the model's expected value and the rules
+``NEGATIVE_UPLIFT`` and ``NOT_WORTH_IT`` apply. Without one nothing changes.
+
 Frequency caps hold across runs: e-mails already sent (``email_sent``
 events) and ``send`` decisions of other runs within 30 days that are not
 delivered yet both count (see :func:`relmail.ledger_context.pending`).
@@ -77,6 +82,8 @@ class PlanResult:
     #: Templates that failed to render for a sample (filled in by :func:`relmail.plan_render.render_sample`).
     render_errors: int = 0
     render_problems: list = field(default_factory=list)
+    #: Message id → trained model used (version, outcome, features the plan could not provide).
+    models: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -102,7 +109,7 @@ class PlanResult:
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary (what ``relmail plan --json`` prints)."""
-        return {
+        out = {
             "run": self.run_id,
             "campaign": self.campaign,
             "window": self.window.key,
@@ -117,6 +124,9 @@ class PlanResult:
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
         }
+        if self.models:
+            out["models"] = self.models
+        return out
 
 
 def run_id_for(campaign: str, window: str) -> str:
@@ -140,7 +150,8 @@ def plan(
     ``campaign`` is a name under ``campaigns/``, a file path or a loaded
     :class:`Campaign`; ``window`` a window name (``2026-W48``) or a
     :class:`Window`. ``as_of`` defaults to now, capped at the window's end.
-    ``scorer`` replaces the campaign's scorer (for a trained model).
+    ``scorer`` replaces the campaign's scorer; without it, messages with a
+    trained model are scored by it (see :mod:`relmail.model_scoring`).
     Raises :class:`Conflict` if the window has a run and ``replan`` is false.
     """
     timings: dict[str, float] = {}
@@ -159,7 +170,11 @@ def plan(
     _check_segments(camp, segments)
     run_id = run_id_for(camp.name, win.key)
     seed = camp.run_seed(win.key)
-    scorer = scorer or make_scorer(camp)
+    if scorer is None:
+        from .model_scoring import ModelScorer, find_models
+
+        models = find_models(project, camp)
+        scorer = ModelScorer(make_scorer(camp), models, camp.scoring.model_weight) if models else make_scorer(camp)
 
     with engine.connect() as conn:
         existing = conn.execute(select(RUNS.c.id).where(RUNS.c.campaign == camp.name, RUNS.c.window == win.key)).first()
@@ -205,7 +220,7 @@ def plan(
         bits = np.zeros(n, dtype=np.int64)
         hard = np.zeros(n, dtype=bool)
         details: dict[str, dict[str, Any]] = {}
-        applied = rules_for(m)
+        applied = rules_for(m, frame)
         for rule in applied:
             out = rule.evaluate(frame, m, m.policy)
             bit = list(RULES).index(rule.code)
@@ -214,8 +229,14 @@ def plan(
                 hard |= out.mask
             details[rule.code] = out.detail
         lap("rules")
+        # Extra logged features from the scorer (a model's contributions), where the score counted.
+        extra = {}
+        if hasattr(scorer, "logged"):
+            extra = scorer.logged(frame, m, rows[~hard[rows]])
+            lap("model explanations")
         per_message.append({"message": m, "rows": rows, "score": score, "contrib": contrib, "bits": bits[rows],
-                            "hard": hard[rows], "details": details, "rules": applied, "columns": scorer.columns(m)})
+                            "hard": hard[rows], "details": details, "rules": applied, "columns": scorer.columns(m),
+                            "extra": extra})
 
     budget = _budget(frame, camp, kept)
     wins, best = _arbitration(frame, camp, per_message, budget)
@@ -241,7 +262,7 @@ def plan(
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        timings=timings,
+        models=scorer.info() if hasattr(scorer, "info") else {}, timings=timings,
     )
 
 
@@ -256,7 +277,9 @@ def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budge
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cust", "msg", "ev", "prio", "topic", "topic_budget")}
     for j, pm in enumerate(per_message):
         m, rows = pm["message"], pm["rows"]
-        pm["ev"] = pm["score"][rows] * m.value - m.policy.contact_cost
+        model_ev = f"{m.id}.expected_value"
+        # A trained model's expected value (gain minus irritation risk) replaces score × value.
+        pm["ev"] = frame[model_ev][rows] if model_ev in frame else pm["score"][rows] * m.value - m.policy.contact_cost
         ok = pm["bits"] == 0
         r = rows[ok]
         parts["cust"].append(r)
@@ -371,6 +394,8 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget) -> tuple[dec.Deci
     js.add("score", score[considered], idx_considered, keep_zero=True)
     for name, c in pm["contrib"].items():
         js.add(f"c.{name}", c[rows][considered], idx_considered)
+    for key, values in pm.get("extra", {}).items():
+        js.add(key, values, idx_considered)
     rules = pm["rules"]
     scorer_cols = list(pm["columns"])
     full = bits == 0  # send, hold-out, arbitration lost: every column the decision used
@@ -389,7 +414,8 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget) -> tuple[dec.Deci
         fired = ((bits >> b) & 1).astype(bool)
         if not fired.any():
             continue
-        for col in RULES[code].columns:
+        rule_cols = RULES[code].columns + (tuple(scorer_cols) if RULES[code].logs_score_inputs else ())
+        for col in rule_cols:
             if col != "k.score":
                 fired_cols[col] = fired_cols.get(col, np.zeros(size, dtype=bool)) | fired
     for col, fired in fired_cols.items():

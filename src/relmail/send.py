@@ -17,12 +17,13 @@ from typing import Any, Callable, Sequence
 
 from sqlalchemy import select, update
 
-from . import ledger
+from . import ledger, locks
 from .campaigns import Campaign, load_campaign
 from .errors import DeliveryError, NotFound
 from .models import Decision, Run
 from .plan import plan, run_id_for
-from .windows import parse_window
+from .schedule import resolve_window
+from .windows import Window
 
 RUNS, DEC = Run.__table__, Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
@@ -43,10 +44,16 @@ class SendResult:
     recovered: dict[str, int] = field(default_factory=dict)
     next_retry_at: datetime | None = None
     seconds: float = 0.0
+    #: The window sent (``auto`` resolved).
+    window: Window | None = None
+    #: Why a stale run lock was taken over (its holder crashed), if it was.
+    lock_taken_over: str | None = None
 
     def summary(self) -> dict[str, Any]:
         return {
             "run": self.run_id,
+            "window": self.window.key if self.window else None,
+            "lock_taken_over": self.lock_taken_over,
             "planned_now": self.planned_now,
             "dry_run": self.dry_run,
             "test_to": self.test_to,
@@ -147,8 +154,10 @@ def send(
     project,
     engine,
     campaign: str | Campaign,
-    window: str,
+    window: str | Window,
     *,
+    cadence: str | None = None,
+    lock_timeout: timedelta | None = None,
     limit: int | None = None,
     only_customers: Sequence[str] | None = None,
     dry_run: bool = False,
@@ -166,15 +175,34 @@ def send(
     the first ``limit`` send decisions, default 1 per message) to a seed
     address; nothing is recorded and no customer is mailed. ``progress`` is
     called after each batch with this invocation's counts.
+
+    ``window`` ``auto`` is the current window of ``cadence`` (default: the
+    campaign's ``schedule``) in the project's time zone. A real send holds
+    the run's lock (:mod:`relmail.locks`) from before planning to the end;
+    while another process holds it, :class:`~relmail.errors.Conflict`.
     """
     clock = now or (lambda: datetime.now(timezone.utc))
-    started = time.perf_counter()
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
-    win = parse_window(window, project.settings.timezone, now=clock())
+    win = resolve_window(window, project.settings.timezone, cadence=cadence, campaign=camp, now=clock())
+    if dry_run or test_to:
+        # Writes nothing to the ledger: no lock needed, and a dry run may watch a run in progress.
+        return _send(project, engine, camp, win, None, limit=limit, only_customers=only_customers, dry_run=dry_run,
+                     test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
+                     clock=clock, progress=progress)
+    with locks.acquire(engine, run_id_for(camp.name, win.key), timeout=lock_timeout or locks.timeout_for(project)) as lock:
+        return _send(project, engine, camp, win, lock, limit=limit, only_customers=only_customers, dry_run=dry_run,
+                     test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
+                     clock=clock, progress=progress)
+
+
+def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | None, *, limit, only_customers,
+          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress) -> SendResult:
+    started = time.perf_counter()
     run_id = run_id_for(camp.name, win.key)
     with engine.connect() as conn:
         run = conn.execute(select(RUNS.c.as_of).where(RUNS.c.id == run_id)).first()
-    result = SendResult(run_id, planned_now=run is None, dry_run=dry_run, test_to=test_to)
+    result = SendResult(run_id, planned_now=run is None, dry_run=dry_run, test_to=test_to, window=win,
+                        lock_taken_over=lock.taken_over if lock is not None else None)
 
     if run is None and (dry_run or test_to):
         planned = plan(project, engine, camp, win, dry_run=True, now=clock())
@@ -199,6 +227,9 @@ def send(
         return result
 
     topics = {m.id: m.topic for m in camp.messages}
+    # Recovery treats every "sending" delivery as abandoned: only the lock's
+    # holder may run it, and only if the lock is still ours after planning.
+    lock.refresh()
     result.recovered = ledger.recover(engine, run_id, clock(), topics)
     ledger.prepare(engine, run_id, clock())
     _set_status(engine, run_id, "sending", clock())
@@ -216,6 +247,7 @@ def send(
             if not claims:
                 break
             _deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
+            lock.refresh()
             if progress is not None:
                 progress(dict(result.done))
     finally:

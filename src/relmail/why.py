@@ -37,15 +37,20 @@ class Explanation:
     #: (component, contribution), largest first; empty when a hard rule decided.
     contributions: list[tuple[str, float]]
     features: dict[str, Any] = field(default_factory=dict)
+    #: What the message's trained model said (see :func:`model_facts`); None when it had none.
+    model: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {
+        out = {
             "run": self.run_id, "customer_id": self.customer_id, "message_id": self.message_id,
             "action": self.action, "score": round(self.score, 4), "expected_value": round(self.expected_value, 4),
             "reasons": [{"code": c, "explanation": t} for c, t in self.because],
             "contributions": {k: round(v, 4) for k, v in self.contributions},
             "features": self.features,
         }
+        if self.model is not None:
+            out["model"] = self.model
+        return out
 
 
 def reason_sentence(code: str, logged: dict[str, Any]) -> str:
@@ -61,6 +66,60 @@ def reason_sentence(code: str, logged: dict[str, Any]) -> str:
         return f"held out at random ({share:.0%} of who would get it) to measure the true effect"
     rule = RULES.get(code)
     return rule.explain(logged) if rule else code
+
+
+def model_facts(logged: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's predictions and top contributions as the decision logged them, or None without a model.
+
+    Contributions are ``u.<feature>`` (to the uplift) or ``p.<feature>`` (to
+    P(positive) when the model had no uplift), largest effect first, with the
+    feature's logged value.
+    """
+    if "model_version" not in logged:
+        return None
+    target = "uplift"
+    contributions = []
+    for key, value in logged.items():
+        if key.startswith(("u.", "p.")) and value is not None:
+            target = "uplift" if key.startswith("u.") else "p_positive"
+            name = key[2:]
+            contributions.append({"feature": name, "value": logged.get(name), "contribution": float(value)})
+    contributions.sort(key=lambda c: (-abs(c["contribution"]), c["feature"]))
+
+    def number(key: str) -> float | None:
+        value = logged.get(key)
+        # The ledger leaves zeros out: a missing prediction is 0; null (NaN) stays unknown.
+        return 0.0 if key not in logged else (None if value is None else float(value))
+
+    return {
+        "version": int(logged["model_version"]),
+        "outcome": logged.get("model_outcome"),
+        "p_positive": number("model_p_positive"),
+        "uplift": number("model_uplift"),
+        "p_irritation": number("model_p_irritation"),
+        "irritation_cost": number("irritation_cost"),
+        "expected_value": number("expected_value"),
+        "target": target,
+        "contributions": contributions,
+    }
+
+
+def format_model(model: dict[str, Any], top: int = 5) -> list[str]:
+    """The ``why`` lines for one decision's model facts."""
+    outcome = model["outcome"] or "positive outcome"
+    uplift = "unknown (no hold-outs to learn it)" if model["uplift"] is None else f"{model['uplift']:+.4f}"
+    lines = [
+        f"  model v{model['version']}: P({outcome} | sent) {model['p_positive'] or 0:.4f}, uplift {uplift}, "
+        f"P(unsubscribe or complaint) {model['p_irritation'] or 0:.4f} × cost {model['irritation_cost'] or 0:.2f}"
+    ]
+    parts = []
+    for c in model["contributions"][:top]:
+        value = c["value"]
+        shown = "missing" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
+        parts.append(f"{c['feature']}={shown} {c['contribution']:+.4f}")
+    if parts:
+        lines.append(f"  {'uplift' if model['target'] == 'uplift' else f'P({outcome})'} from: {', '.join(parts)}")
+    return lines
 
 
 def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
@@ -95,6 +154,7 @@ def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[s
             run_id=run_id, customer_id=customer_id, message_id=r["message_id"], action=r["action"],
             score=float(r["score"]), expected_value=float(r["expected_value"]), reasons=codes,
             because=[(c, reason_sentence(c, logged)) for c in codes], contributions=contributions, features=logged,
+            model=model_facts(logged),
         ))
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"]}
     return facts, out
@@ -111,6 +171,8 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             parts = ", ".join(f"{k} +{v:.2f}" for k, v in e.contributions[:top] if v > 0)
             if parts:
                 lines.append(f"  score from: {parts}")
+            if e.model is not None:
+                lines.extend(format_model(e.model))
         else:
             lines.append(f"{e.message_id}: {e.action.upper()}  (score not considered: a hard rule applies)")
         for code, sentence in e.because:

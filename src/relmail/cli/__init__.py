@@ -30,6 +30,7 @@ MODULES = (
     "plan",
     "segments",
     "send",
+    "report",
 )
 
 

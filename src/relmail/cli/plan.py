@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ._common import State, echo_json, echo_table, json_option, pass_state
@@ -9,7 +11,10 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
 
 @click.command("plan")
 @click.argument("campaign")
-@click.option("--window", "-w", required=True, help="ISO week (2026-W48), day, month, or this-week / today / this-month.")
+@click.option("--window", "-w", required=True,
+              help="ISO week (2026-W48), day, month, this-week / today / this-month, or auto (see --cadence).")
+@click.option("--cadence", type=click.Choice(["weekly", "daily", "monthly"]),
+              help="With --window auto: the current ISO week, day or month (default: the campaign's schedule).")
 @click.option("--as-of", help="The plan's 'now' (ISO 8601 with zone); default: now, capped at the window's end.")
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to the database.")
 @click.option("--replan", is_flag=True, help="Replace the decisions of an existing run that were not delivered yet.")
@@ -23,32 +28,46 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
               help="Gate: render each message for this many of its recipients; any failure exits 22 (0: skip).")
 @json_option
 @pass_state
-def plan_command(state: State, campaign, window, as_of, dry_run, replan, out, fmt, limit, diff_against,
+def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan, out, fmt, limit, diff_against,
                  max_suppression_rate, min_sends, render_sample, as_json) -> None:
     """Plan CAMPAIGN for a window: who gets which message, who is held out, who is suppressed and why.
 
     Writes one run and one decision per (customer, message) to the ledger,
     unless --dry-run. A window is planned once; --replan replaces what was
     not delivered yet. Gates fail the command with their own exit code:
-    render errors 22, --max-suppression-rate 20, --min-sends 21.
+    render errors 22, --max-suppression-rate 20, --min-sends 21. --window auto
+    is the current window of the campaign's schedule in the project's time
+    zone. Writing a plan holds the run's lock: while a sender or another
+    planner works on the run, the command exits 9.
 
     \b
     Example:
       relmail plan weekly --window 2026-W48
+      relmail plan weekly --window auto --dry-run --out plan.md
       relmail plan weekly --window this-week --dry-run --out plan.md \\
           --diff-against last-plan.jsonl --max-suppression-rate 0.95 --min-sends 100
       relmail plan weekly --window 2026-W48 --replan --json
     """
+    from .. import locks
     from ..campaigns import load_campaign
-    from ..plan import plan
+    from ..plan import plan, run_id_for
+    from ..schedule import resolve_window
     from ..plan_render import render_sample as render_check
     from ..plan_output import check_gates, diff, read_plan, reason_rows, summary_rows, write_plan
     from ..windows import parse_time
 
     old = read_plan(diff_against) if diff_against else None
     camp = load_campaign(state.project, campaign)
-    result = plan(state.project, state.engine, camp, window,
-                  as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan)
+    win = resolve_window(window, state.project.settings.timezone, cadence=cadence, campaign=camp)
+    if window.strip() == "auto" and not as_json:
+        click.echo(f"Window auto -> {win.key} ({win.start:%Y-%m-%d %H:%M} to {win.end:%Y-%m-%d %H:%M} UTC, {win.timezone})")
+    with contextlib.ExitStack() as held:
+        if not dry_run:
+            # A replan must not delete the decisions of a run a sender is working on.
+            held.enter_context(locks.acquire(state.engine, run_id_for(camp.name, win.key),
+                                             timeout=locks.timeout_for(state.project)))
+        result = plan(state.project, state.engine, camp, win,
+                      as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan)
     render_check(state.project, state.engine, camp, result, render_sample)
     written = write_plan(result, out, fmt, limit) if out else None
     moves = diff(old, result) if old is not None else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
 from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
@@ -9,7 +11,10 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 
 @click.command("send")
 @click.argument("campaign")
-@click.option("--window", "-w", required=True, help="The window (idempotency key), e.g. 2026-W48 or 2026-11-23.")
+@click.option("--window", "-w", required=True,
+              help="The window (idempotency key): 2026-W48, 2026-11-23, 2026-11, or auto (the current one, see --cadence).")
+@click.option("--cadence", type=click.Choice(["weekly", "daily", "monthly"]),
+              help="With --window auto: resolve to the current ISO week, day or month (default: the campaign's schedule).")
 @click.option("--limit", type=click.IntRange(min=1), help="Hand over at most this many e-mails in this invocation.")
 @click.option("--only-customer", "only", multiple=True, help="Only this customer's e-mails (repeatable).")
 @click.option("--test-to", metavar="ADDRESS", help="Proof send: mail the chosen customers' e-mails to ADDRESS; nothing is recorded.")
@@ -17,7 +22,7 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
 @json_option
 @pass_state
-def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: tuple[str, ...], test_to: str | None,
+def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limit: int | None, only: tuple[str, ...], test_to: str | None,
              dry_run: bool, batch_size: int, as_json: bool) -> None:
     """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
 
@@ -26,9 +31,16 @@ def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: 
     crash or a kill sends every remaining e-mail once and none twice.
     Deferred e-mails are retried by the next run of the command once due.
 
+    --window auto resolves to the current window in the project's time zone,
+    so a scheduler can run the same command every time. While one process
+    sends a run, a second one is refused (exit 9) by a lock in the database;
+    the lock of a crashed sender is taken over once it is stale.
+
     \b
     Example:
       relmail send weekly --window 2026-W48
+      relmail send weekly --window auto
+      relmail send daily-digest --window auto --cadence daily
       relmail send weekly --window 2026-W48 --dry-run --json
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
@@ -44,8 +56,10 @@ def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: 
             bar.label = f"Sending (accepted {done.get('accepted', 0)}, deferred {done.get('deferred', 0)}, failed {done.get('failed', 0) + done.get('rejected', 0)})"
             bar.update(done.get("handed_over", 0) - bar.pos)
 
-    result = send(state.project, state.engine, campaign, window, limit=limit, only_customers=list(only) or None,
-                  dry_run=dry_run, test_to=test_to, batch_size=batch_size, progress=progress)
+    with _terminate_gracefully():
+        result = send(state.project, state.engine, campaign, window, cadence=cadence, limit=limit,
+                      only_customers=list(only) or None, dry_run=dry_run, test_to=test_to, batch_size=batch_size,
+                      progress=progress)
     if bar is not None:
         bar.render_finish()
     summary = result.summary()
@@ -53,6 +67,11 @@ def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: 
         echo_json(summary)
     else:
         mode = "dry run" if dry_run else (f"proof send to {test_to}" if test_to else "send")
+        if window.strip() == "auto" and result.window is not None:
+            w = result.window
+            click.echo(f"Window auto -> {w.key} ({w.start:%Y-%m-%d %H:%M} to {w.end:%Y-%m-%d %H:%M} UTC, {w.timezone})")
+        if result.lock_taken_over:
+            click.echo(f"Took over the run lock: {result.lock_taken_over}; resuming its run.", err=True)
         click.echo(f"Run {result.run_id} ({mode}{', planned now' if result.planned_now else ''}) in {result.seconds:.1f} s")
         rows = [(k, v) for k, v in result.done.items() if k != "handed_over"]
         if rows:
@@ -68,6 +87,29 @@ def send_cmd(state: State, campaign: str, window: str, limit: int | None, only: 
             click.echo(f"Deferred e-mails are due again from {result.next_retry_at.isoformat()}; run the same command then.")
     if dry_run and result.render_errors:
         raise TemplateError(f"{len(result.render_errors)} e-mail(s) failed to render in the dry run")
+
+
+@contextlib.contextmanager
+def _terminate_gracefully():
+    """SIGTERM (systemd stop, a Kubernetes pod's deadline) unwinds like Ctrl-C while sending.
+
+    The ledger survives any interruption, but unwinding also releases the run
+    lock at once instead of leaving it to go stale.
+    """
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 COMMANDS = [send_cmd]

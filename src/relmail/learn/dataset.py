@@ -49,12 +49,19 @@ class FeatureSpec:
 
         Nested values (lists, objects) are left out: they have no fixed
         width; the plan logs counts or flags for those instead. Features that
-        never vary carry no information and are left out too.
+        never vary carry no information and are left out too, and so are a
+        previous model's logged predictions.
         """
+        from ..model_scoring import OUTPUT_KEYS
+
         values: dict[str, list[Any]] = {}
         for row in rows:
             for key, value in row.items():
                 if value is None or isinstance(value, (list, dict)):
+                    continue
+                # A model-backed plan logs its own predictions and their
+                # contributions: outputs of the last model, never inputs of the next.
+                if key in OUTPUT_KEYS or key.startswith(("u.", "p.")):
                     continue
                 values.setdefault(key, []).append(value)
         numeric, categorical = [], {}

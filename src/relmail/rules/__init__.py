@@ -28,7 +28,9 @@ from .frequency_cap import FrequencyCap
 from .hard_bounce import HardBounce
 from .invalid_address import InvalidAddress
 from .low_relevance import LowRelevance
+from .negative_uplift import NegativeUplift
 from .not_new_customer import NotNewCustomer
+from .not_worth_it import NotWorthIt
 from .open_ticket import OpenTicket
 from .owns_product import OwnsProduct
 from .recent_complaint import RecentComplaint
@@ -51,6 +53,9 @@ _ORDER: tuple[type[Rule], ...] = (
     NotNewCustomer,
     Fatigue,
     LowRelevance,
+    # Only with a trained model for the message (see relmail.model_scoring).
+    NegativeUplift,
+    NotWorthIt,
 )
 
 #: Code → rule instance, in evaluation (and reporting) order.
@@ -78,9 +83,16 @@ def register(rule: Rule) -> Rule:
     return rule
 
 
-def rules_for(message) -> list[Rule]:
-    """The rules that apply to ``message`` and are switched on by its policy."""
-    return [r for r in RULES.values() if r.applies(message) and (r.hard or message.policy.rule_on(r.code))]
+def rules_for(message, frame=None) -> list[Rule]:
+    """The rules that apply to ``message`` and are switched on by its policy.
+
+    With ``frame``, rules whose :attr:`~Rule.requires` columns the frame lacks
+    (the model rules, when the message has no trained model) are left out.
+    """
+    return [
+        r for r in RULES.values()
+        if r.applies(message) and (r.hard or message.policy.rule_on(r.code)) and (frame is None or r.available(frame, message))
+    ]
 
 
 __all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "Outcome", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]

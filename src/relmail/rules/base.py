@@ -41,10 +41,20 @@ class Rule:
     summary: ClassVar[str] = ""
     #: Feature columns the rule reads (logged with each decision).
     columns: ClassVar[tuple[str, ...]] = ()
+    #: Columns that exist only in some plans (a trained model's outputs): without
+    #: them in the frame the rule does not apply, and nothing of it is logged.
+    requires: ClassVar[tuple[str, ...]] = ()
+    #: The rule judges the score itself (the model rules): the decisions it
+    #: suppresses log every column the scorer read, as a sent decision does.
+    logs_score_inputs: ClassVar[bool] = False
 
     def applies(self, message) -> bool:
         """Whether the rule is about this kind of message at all (default: every message)."""
         return True
+
+    def available(self, frame, message) -> bool:
+        """Whether the frame holds every column in :attr:`requires` for ``message``."""
+        return all((f"{message.id}.{c[2:]}" if c.startswith("k.") else c) in frame for c in self.requires)
 
     def evaluate(self, frame, message, policy) -> Outcome:
         raise NotImplementedError

@@ -1,0 +1,184 @@
+"""The report page's Jinja template and its one script (kept in code: the package ships no data files for it)."""
+
+#: Filters the suppression list as you type; runs under a hash-pinned CSP.
+SEARCH_JS = """(function () {
+  var box = document.getElementById('search');
+  var rows = Array.prototype.slice.call(document.querySelectorAll('#suppressions tbody tr'));
+  var shown = document.getElementById('shown');
+  box.addEventListener('input', function () {
+    var words = box.value.toLowerCase().split(/\\s+/).filter(Boolean);
+    var n = 0;
+    rows.forEach(function (row) {
+      var text = row.getAttribute('data-search');
+      var hit = words.every(function (w) { return text.indexOf(w) !== -1; });
+      row.hidden = !hit;
+      if (hit) { n += 1; }
+    });
+    shown.textContent = n.toLocaleString('en');
+  });
+})();"""
+
+PAGE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'sha256-{{ script_hash }}'; frame-src 'self' about:; base-uri 'none'; form-action 'none'">
+<meta name="referrer" content="no-referrer">
+<title>relmail · {{ run.id }}</title>
+<style>
+  :root { --ink:#0f172a; --muted:#64748b; --line:#e2e8f0; --bg:#f8fafc; --card:#fff; }
+  * { box-sizing: border-box; }
+  body { margin:0; background:var(--bg); color:var(--ink); font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; }
+  header { background:#0f172a; color:#fff; padding:28px 40px 24px; }
+  header h1 { margin:0 0 4px; font-size:24px; font-weight:650; }
+  header p { margin:0; color:#cbd5e1; }
+  main { max-width:1120px; margin:0 auto; padding:24px 40px 60px; }
+  section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:20px 24px; margin:0 0 20px; }
+  h2 { font-size:18px; margin:0 0 4px; }
+  .lead { color:var(--muted); margin:0 0 14px; font-size:14px; }
+  .cards { display:grid; grid-template-columns:repeat(auto-fit,minmax(150px,1fr)); gap:12px; margin:-44px 0 20px; }
+  .card { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:14px 16px; box-shadow:0 1px 2px rgba(15,23,42,.06); }
+  .card .n { font-size:26px; font-weight:650; font-variant-numeric:tabular-nums; }
+  .card .l { color:var(--muted); font-size:13px; }
+  .legend { display:flex; gap:16px; flex-wrap:wrap; font-size:13px; color:var(--muted); margin:6px 0 10px; }
+  .legend i { display:inline-block; width:11px; height:11px; border-radius:2px; margin-right:5px; vertical-align:-1px; }
+  table { border-collapse:collapse; width:100%; font-size:13px; }
+  th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); vertical-align:middle; }
+  th { color:var(--muted); font-weight:600; background:#f8fafc; position:sticky; top:0; }
+  td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
+  .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(320px,1fr)); gap:16px; }
+  .grid h3 { font-size:14px; margin:0; }
+  .grid .meta { color:var(--muted); font-size:12px; }
+  .badge { display:inline-block; padding:1px 7px; border-radius:999px; font-size:11px; font-weight:600; color:#fff; margin:1px 2px 1px 0; }
+  .muted { color:var(--muted); }
+  .scroll { max-height:460px; overflow:auto; border:1px solid var(--line); border-radius:8px; }
+  input[type=search] { width:100%; max-width:420px; padding:8px 12px; border:1px solid #cbd5e1; border-radius:8px; font-size:14px; margin:0 12px 10px 0; }
+  iframe { width:100%; height:520px; border:1px solid var(--line); border-radius:8px; background:#fff; }
+  .sig { color:#16a34a; font-weight:600; } .neg { color:#dc2626; font-weight:600; }
+  .heat td.num { min-width:64px; }
+  footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
+</style>
+</head>
+<body>
+<header>
+  <h1>Run {{ run.id }}</h1>
+  <p>Campaign <strong>{{ run.campaign }}</strong> · window {{ run.window }} · as of {{ run.as_of }} · status {{ run.status }}</p>
+</header>
+<main>
+<div class="cards" id="summary">
+  <div class="card" data-figure="decisions"><div class="n">{{ totals.decisions|fmt }}</div><div class="l">decisions for {{ totals.customers|fmt }} customers</div></div>
+  <div class="card" data-figure="send"><div class="n">{{ totals.send|fmt }}</div><div class="l">e-mails to send</div></div>
+  <div class="card" data-figure="holdout"><div class="n">{{ totals.holdout|fmt }}</div><div class="l">held out to measure lift</div></div>
+  <div class="card" data-figure="suppress"><div class="n">{{ totals.suppress|fmt }}</div><div class="l">suppressed ({{ pct(totals.suppress, totals.decisions) }})</div></div>
+  <div class="card" data-figure="accepted"><div class="n">{{ (totals.deliveries.accepted or 0)|fmt }}</div><div class="l">delivered (accepted)</div></div>
+</div>
+
+<section id="per-message">
+  <h2>Who gets what</h2>
+  <p class="lead">Every customer in a message's audience is sent it, held out at random, or suppressed.</p>
+  <div class="legend"><span><i style="background:{{ colors.send }}"></i>send</span><span><i style="background:{{ colors.holdout }}"></i>hold-out</span><span><i style="background:{{ colors.suppress }}"></i>suppressed</span></div>
+  {{ actions_chart }}
+  <table>
+    <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">delivered</th></tr></thead>
+    <tbody>
+    {% for m in messages %}
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ m.decisions|fmt }}</td><td class="num">{{ m.send|fmt }}</td><td class="num">{{ m.holdout|fmt }}</td><td class="num">{{ m.suppress|fmt }}</td>
+        <td class="num">{{ '%.2f'|format(m.score.mean) if m.score.mean is not none else '–' }}</td><td class="num">{{ m.score.threshold if m.score.threshold is not none else '–' }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+</section>
+
+<section id="reasons">
+  <h2>Why not</h2>
+  <p class="lead">Decisions per reason code. A decision can have several reasons; every rule that fired is counted.</p>
+  <div class="legend"><span><i style="background:{{ colors.hard }}"></i>the law and the sender's reputation (hard)</span><span><i style="background:{{ colors.irritation }}"></i>irritation rules</span><span><i style="background:{{ colors.ARBITRATION_LOST }}"></i>another message won</span><span><i style="background:{{ colors.HOLDOUT }}"></i>hold-out</span></div>
+  {{ reasons_chart }}
+  <div class="scroll" style="margin-top:14px">
+  <table class="heat">
+    <thead><tr><th>reason</th>{% for m in messages %}<th class="num">{{ m.message }}</th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for code in reason_codes %}
+      <tr data-code="{{ code }}"><td><span class="badge" style="background:{{ reason_color(code) }}">{{ code }}</span></td>{% for m in messages %}<td class="num">{{ (m.reasons[code] or 0)|fmt if code in m.reasons else '' }}</td>{% endfor %}</tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  </div>
+</section>
+
+<section id="scores">
+  <h2>Relevance scores</h2>
+  <p class="lead">How relevant each message was to its audience. Below the dashed threshold a send is suppressed (LOW_RELEVANCE).</p>
+  <div class="legend"><span><i style="background:{{ colors.send }}"></i>send</span><span><i style="background:{{ colors.holdout }}"></i>hold-out</span><span><i style="background:{{ colors.suppress }}"></i>suppressed</span></div>
+  <div class="grid">
+  {% for m, chart in histograms %}
+    <div><h3>{{ m.message }}</h3><div class="meta">mean {{ '%.2f'|format(m.score.mean) if m.score.mean is not none else '–' }} · threshold {{ m.score.threshold if m.score.threshold is not none else 'unknown' }}</div>{{ chart }}</div>
+  {% endfor %}
+  </div>
+</section>
+
+<section id="irritation">
+  <h2>Irritation prevented</h2>
+  <p class="lead">E-mails each irritation rule stopped (dark: stopped by that rule alone). Hard rules — consent, bounces, complaints — are in “Why not”.</p>
+  {{ irritation_chart }}
+</section>
+
+<section id="incrementality">
+  <h2>Did it work? Incrementality</h2>
+  <p class="lead">Outcome rate of sends against hold-outs within {{ f.incrementality_window_days|fmt }} days, with a {{ '%d'|format(f.confidence * 100) }}% confidence interval (Newcombe). Runs up to this one with hold-outs and a closed outcome window.</p>
+  {% if lift_rows %}
+  <table id="lift">
+    <thead><tr><th>run</th><th>message</th><th class="num">sends</th><th class="num">hold-outs</th><th>outcome</th><th class="num">rate sent</th><th class="num">rate held out</th><th class="num">lift (points)</th><th>interval (±{{ '%.1f'|format(lift_scale * 100) }} points)</th></tr></thead>
+    <tbody>
+    {% for r in lift_rows %}
+      <tr data-run="{{ r.entry.run }}" data-message="{{ r.entry.message }}" data-outcome="{{ r.outcome }}"><td>{{ r.entry.run }}{% if r.entry.this_run %} <span class="muted">(this run)</span>{% endif %}</td><td>{{ r.entry.message }}</td>
+        <td class="num">{{ r.entry.sends|fmt }}</td><td class="num">{{ r.entry.holdouts|fmt }}</td><td>{{ r.outcome }}</td>
+        <td class="num">{{ '%.2f%%'|format(r.rate_sent * 100) }}</td><td class="num">{{ '%.2f%%'|format(r.rate_holdout * 100) }}</td>
+        <td class="num {{ 'sig' if r.low is not none and r.low > 0 else ('neg' if r.high is not none and r.high < 0 else '') }}">{{ '%+.2f'|format(r.lift * 100) }}</td><td>{{ r.chart }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% else %}
+  <p class="muted" id="no-lift">No run up to this one has hold-outs whose outcome window has closed yet. Lift shows here once it has.</p>
+  {% endif %}
+</section>
+
+<section id="suppression-list">
+  <h2>Suppression list</h2>
+  <p class="lead">Who was not sent what, and every reason. {% if f.suppressions|length < f.suppression_total %}Showing the first {{ f.suppressions|length|fmt }} of {{ f.suppression_total|fmt }}; <code>relmail report {{ run.id }} --format json --limit 0</code> gives all.{% endif %}</p>
+  <input type="search" id="search" placeholder="Search customer, message or reason…" aria-label="Search the suppression list"><span class="muted"><span id="shown">{{ f.suppressions|length|fmt }}</span> of {{ f.suppression_total|fmt }} shown</span>
+  <div class="scroll">
+  <table id="suppressions">
+    <thead><tr><th>customer</th><th>message</th><th class="num">score</th><th>reasons</th></tr></thead>
+    <tbody>
+    {% for s in f.suppressions %}
+      <tr data-search="{{ (s.customer_id ~ ' ' ~ s.message_id ~ ' ' ~ s.reasons|join(' '))|lower }}"><td>{{ s.customer_id }}</td><td>{{ s.message_id }}</td><td class="num">{{ '%.2f'|format(s.score) }}</td>
+        <td>{% for c in s.reasons %}<span class="badge" style="background:{{ reason_color(c) }}">{{ c }}</span>{% endfor %}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  </div>
+</section>
+
+{% if previews %}
+<section id="previews">
+  <h2>Previews</h2>
+  <p class="lead">The e-mail of the most relevant recipient of each message, as rendered for them. Shown sandboxed: no scripts, remote images replaced, links signed with a preview key that does not work.</p>
+  <div class="grid">
+  {% for p in previews %}
+    <div class="preview" data-message="{{ p.message }}"><h3>{{ p.message }}</h3>
+    {% if p.error %}<p class="neg">{{ p.error }}</p>{% else %}
+      <div class="meta">to {{ p.customer_id }} ({{ p.locale }}) · score {{ '%.2f'|format(p.score) }} · “{{ p.subject }}”</div>
+      <iframe sandbox srcdoc="{{ p.html }}" title="preview of {{ p.message }}" loading="eager"></iframe>
+    {% endif %}</div>
+  {% endfor %}
+  </div>
+</section>
+{% endif %}
+<footer>relmail report · run {{ run.id }} · planned {{ run.created_at }} · config {{ run.config_hash[:12] }}</footer>
+</main>
+<script>{{ search_js|safe }}</script>
+</body>
+</html>
+"""

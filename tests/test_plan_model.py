@@ -1,0 +1,230 @@
+"""The plan with a trained model: expected value, NEGATIVE_UPLIFT, NOT_WORTH_IT, and why from the ledger."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from relmail.campaigns import parse_campaign
+from relmail.cli import cli
+from relmail.features import FeatureFrame
+from relmail.learn import load_model, models_dir
+from relmail.learn.outcomes import OutcomeTable
+from relmail.learn.train import TrainOptions, train_message
+from relmail.models import Customer, Event, Preference, Product
+from relmail.plan import plan
+from relmail.rules import RULES, rules_for
+from relmail.why import explain, format_explanations
+
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+WINDOW = "2026-W48"
+DAY = timedelta(days=1)
+FAST = TrainOptions(outcomes=("conversion",), kinds=("t_learner",), bases=("logistic",), test_share=0.2)
+
+CAMPAIGN = """\
+policy:
+  min_relevance: 0
+  holdout_share: 0
+  topic_frequency_cap: {7d: 5}
+{extra}
+messages:
+  - id: promo
+    template: ebike_launch
+    topic: promotions
+    segments: [everyone]
+    products: [EB-200]
+    offer: promotion
+    value: 100
+"""
+
+#: customer -> days since their last purchase (the planted effect is on recency).
+BUYERS = {"C-RECENT": 20, "C-RECENT2": 35, "C-LAPSED": 300, "C-LAPSED2": 340}
+
+
+def planted_table(n: int = 3000, seed: int = 0) -> OutcomeTable:
+    """The mail helps recent buyers (+20 points) and puts lapsed ones off (−15 points); few unsubscribe."""
+    rng = np.random.default_rng(seed)
+    recency = rng.uniform(1, 400, n).round(0)
+    sends = rng.integers(0, 4, n)
+    t = rng.integers(0, 2, n).astype(np.int8)
+    p = 0.25 + t * np.where(recency < 120, 0.2, -0.15)
+    y = (rng.random(n) < p).astype(np.int8)
+    irritation = (t == 1) & (rng.random(n) < 0.004)
+    zeros = np.zeros(n, np.int8)
+    # Logged as the plan logs: zeros left out.
+    features = [{"recency_days": float(r), **({"sends_90": int(s)} if s else {}), "topic": "promotions"} for r, s in zip(recency, sends)]
+    return OutcomeTable(
+        decision_id=np.arange(n),
+        run_id=np.array(["r1"] * n, dtype=object),
+        customer_id=np.array([f"T{i:07d}" for i in range(n)], dtype=object),
+        message_id=np.array(["promo"] * n, dtype=object),
+        treated=t,
+        as_of=[datetime(2026, 9, 1, tzinfo=timezone.utc)] * n,
+        features=features,
+        outcomes={"open": y, "click": y, "visit": y, "conversion": y, "unsubscribe": irritation.astype(np.int8),
+                  "complaint": zeros, "irritation": irritation.astype(np.int8)},
+        revenue=np.where(y == 1, 80.0, 0.0),
+    )
+
+
+def build_shop(engine) -> None:
+    customers, prefs, events = [], [], []
+    for cid, days in BUYERS.items():
+        customers.append({"id": cid, "email": f"{cid.lower()}@example.org", "first_name": "A", "last_name": None, "locale": "en_GB",
+                          "timezone": "Europe/Amsterdam", "created_at": AS_OF - 400 * DAY, "attributes": {}})
+        prefs.append({"customer_id": cid, "topic": "promotions", "opted_in": True, "max_per_week": None,
+                      "updated_at": AS_OF - 300 * DAY, "source": "import"})
+        events.append({"event_id": None, "customer_id": cid, "type": "purchase", "occurred_at": AS_OF - days * DAY,
+                       "product_id": "EB-100", "feature": None, "value": 1799.0, "message_id": None, "run_id": None, "topic": None})
+    products = [
+        {"id": "EB-200", "name": "E-bike Stad 200", "category": "e-bikes", "price": 2499.0, "url": None, "features": ["app"]},
+        {"id": "EB-100", "name": "E-bike Stad 100", "category": "e-bikes", "price": 1799.0, "url": None, "features": []},
+    ]
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), customers)
+        conn.execute(Preference.__table__.insert(), prefs)
+        conn.execute(Event.__table__.insert(), events)
+        conn.execute(Product.__table__.insert(), products)
+
+
+def write_campaign(project, extra: str = "") -> None:
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("{extra}", extra), encoding="utf-8")
+
+
+@pytest.fixture
+def shop(project, engine):
+    write_campaign(project)
+    build_shop(engine)
+    return project
+
+
+def train(project) -> None:
+    train_message(models_dir(project), "promo", planted_table(), FAST)
+
+
+def by_customer(result) -> dict[str, dict]:
+    return {r["customer_id"]: r for r in result.decisions.records()}
+
+
+def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(shop, engine):
+    train(shop)
+    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    got = by_customer(result)
+    for cid in ("C-RECENT", "C-RECENT2"):
+        assert got[cid]["action"] == "send" and got[cid]["reasons"] == []
+        assert got[cid]["features"]["model_uplift"] > 0.05
+    for cid in ("C-LAPSED", "C-LAPSED2"):
+        assert got[cid]["action"] == "suppress" and got[cid]["reasons"] == ["NEGATIVE_UPLIFT"]
+        assert got[cid]["features"]["model_uplift"] < -0.05
+    assert result.summary()["models"] == {"promo": {"version": 1, "outcome": "conversion", "missing_features": []}}
+
+    model = load_model(shop, "promo")
+    for cid, r in got.items():
+        f = r["features"]
+        # Expected value = P(conversion) x value - P(irritation) x CLV, and it is what arbitration used.
+        # (the logged probabilities are rounded to 4 decimals, so allow for that times the cost)
+        expected = f["model_p_positive"] * 100 - f["model_p_irritation"] * f["irritation_cost"]
+        assert f["expected_value"] == pytest.approx(expected, abs=1e-4 * (100 + f["irritation_cost"]))
+        assert r["expected_value"] == pytest.approx(f["expected_value"], abs=1e-3)
+        assert f["irritation_cost"] > 100  # the clv feature of a customer who spent 1799
+        # Predicting from the logged features (as training reads them) gives the logged predictions.
+        again = model.predict([f])
+        assert again["uplift"][0] == pytest.approx(f["model_uplift"], abs=1e-4)
+        assert again["p_positive_sent"][0] == pytest.approx(f["model_p_positive"], abs=1e-4)
+        assert f["model_version"] == 1 and f["model_outcome"] == "conversion"
+        assert "u.recency_days" in f
+
+
+def test_a_huge_irritation_cost_makes_every_send_not_worth_it(shop, engine):
+    train(shop)
+    write_campaign(shop, "  irritation_cost: 1000000")
+    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    assert got["C-RECENT"]["reasons"] == ["NOT_WORTH_IT"] and got["C-RECENT"]["action"] == "suppress"
+    assert got["C-LAPSED"]["reasons"] == ["NEGATIVE_UPLIFT", "NOT_WORTH_IT"]
+    assert got["C-RECENT"]["features"]["irritation_cost"] == 1000000
+    assert got["C-RECENT"]["features"]["message_value"] == 100
+    # A policy can switch the model rules off; the model's expected value still ranks.
+    write_campaign(shop, "  irritation_cost: 1000000\n  rules: {NOT_WORTH_IT: false, NEGATIVE_UPLIFT: false}")
+    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    assert all(r["action"] == "send" for r in got.values())
+    assert got["C-RECENT"]["expected_value"] < 0
+
+
+def test_without_a_model_or_with_model_off_the_plan_is_unchanged(shop, engine):
+    before = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    assert "models" not in before.summary()
+    assert not any("model_uplift" in r["features"] for r in before.decisions.records())
+    train(shop)
+    write_campaign(shop, "  model: 'off'")
+    off = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    assert list(off.decisions.records()) == list(before.decisions.records())
+    write_campaign(shop)
+    on = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    assert list(on.decisions.records()) != list(before.decisions.records())
+
+
+def test_model_weight_blends_p_positive_into_the_relevance_score(shop, engine):
+    train(shop)
+    base = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    (shop.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("{extra}", "") + "scoring: {model_weight: 1}\n", encoding="utf-8")
+    full = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    for cid, r in full.items():
+        assert r["score"] == pytest.approx(r["features"]["model_p_positive"], abs=1e-4)
+        assert r["features"]["c.model"] == pytest.approx(r["score"], abs=1e-4)
+        assert base[cid]["score"] != pytest.approx(r["score"], abs=1e-3)
+
+
+def test_why_shows_the_model_from_the_ledger(shop, engine):
+    train(shop)
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    facts, exps = explain(engine, "C-LAPSED")
+    text = format_explanations(facts, exps)
+    print(text)
+    lines = text.splitlines()
+    assert lines[2].startswith("promo: SUPPRESS  score ")
+    assert lines[4].startswith("  model v1: P(conversion | sent) 0.")
+    assert ", uplift -0." in lines[4] and "P(unsubscribe or complaint) 0." in lines[4]
+    assert lines[5].startswith("  uplift from: recency_days=300 -0.")
+    assert lines[6].startswith("  NEGATIVE_UPLIFT: model v1 predicts this e-mail lowers the chance of conversion by ")
+    assert lines[6].endswith("): better not to send")
+
+    out = CliRunner().invoke(cli, ["--project", str(shop.root), "why", "C-RECENT", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)["decisions"][0]
+    assert data["model"]["version"] == 1 and data["model"]["uplift"] > 0
+    assert data["model"]["contributions"][0]["feature"] == "recency_days" and data["model"]["contributions"][0]["value"] == 20
+
+
+# Rules on frames, no database -----------------------------------------------------------------
+
+RULE_CAMPAIGN = parse_campaign("messages: [{id: m, template: t, topic: x, segment: s, offer: promotion, value: 10}]", "c.yml")
+MSG = RULE_CAMPAIGN.messages[0]
+
+
+def _frame(**cols) -> FeatureFrame:
+    n = len(next(iter(cols.values())))
+    return FeatureFrame(np.array([f"C{i}" for i in range(n)]), AS_OF, {f"m.{k}": np.asarray(v, dtype=float) for k, v in cols.items()})
+
+
+def test_model_rules_fire_on_their_conditions_and_unknown_uplift_never_suppresses():
+    f = _frame(model_uplift=[-0.01, 0.0, 0.02, np.nan], expected_value=[1.0, 0.0, -2.0, np.nan])
+    assert RULES["NEGATIVE_UPLIFT"].evaluate(f, MSG, MSG.policy).mask.tolist() == [True, False, False, False]
+    assert RULES["NOT_WORTH_IT"].evaluate(f, MSG, MSG.policy).mask.tolist() == [False, True, True, False]
+    # Without model columns in the frame the rules do not apply at all.
+    codes = {r.code for r in rules_for(MSG, FeatureFrame(np.array(["C0"]), AS_OF, {}))}
+    assert codes.isdisjoint({"NEGATIVE_UPLIFT", "NOT_WORTH_IT"})
+    assert {"NEGATIVE_UPLIFT", "NOT_WORTH_IT"} <= {r.code for r in rules_for(MSG, f)}
+
+
+def test_model_rule_sentences_come_from_logged_values():
+    assert RULES["NOT_WORTH_IT"].explain({
+        "expected_value": -3.2, "model_p_positive": 0.05, "message_value": 40, "model_p_irritation": 0.0104,
+        "irritation_cost": 500, "model_outcome": "conversion"}) == (
+        "expected value -3.20 ≤ 0: P(conversion) 5.0% × value 40 = 2.00, "
+        "less P(unsubscribe or complaint) 1.0% × cost of losing the customer 500.00 = 5.20")
+    assert RULES["NEGATIVE_UPLIFT"].explain({"model_uplift": -0.031, "model_version": 2, "model_outcome": "click"}) == (
+        "model v2 predicts this e-mail lowers the chance of click by 3.1 points (uplift -0.0310): better not to send")

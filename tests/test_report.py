@@ -1,0 +1,292 @@
+"""relmail report RUN: the figures equal the ledger's, and the HTML shows them, offline, in a real browser."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+import urllib.request
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from relmail.cli import cli
+from relmail.models import Customer, Decision, Event
+from relmail.report import build_html, offline_html, run_figures, write_report
+
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+RUN = "weekly:2026-W48"
+PAST = "past-test:2025-W02"
+PAST_AS_OF = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.fixture
+def planned(project, engine, tmp_path):
+    """The demo shop, an earlier imported run with hold-outs and opens, and the weekly run of 2026-W48."""
+    from relmail.demo import generate
+    from relmail.learn.history import import_history
+    from relmail.plan import plan
+
+    generate(engine, customers=400, seed=3, as_of=AS_OF)
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(select(Customer.__table__.c.id).order_by(Customer.__table__.c.id).limit(60))]
+    path = tmp_path / "past.csv"
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["run_id", "campaign", "window", "as_of", "customer_id", "message_id", "action"])
+        for i, cid in enumerate(ids):
+            w.writerow([PAST, "past-test", "2025-W02", PAST_AS_OF.isoformat(), cid, "newsletter", "send" if i % 2 == 0 else "holdout"])
+    import_history(engine, path)
+    # 18 of 30 sends opened, 3 of 30 hold-outs "opened" (an earlier mail): a clear lift.
+    opened = [cid for i, cid in enumerate(ids) if i % 2 == 0][:18] + [cid for i, cid in enumerate(ids) if i % 2 == 1][:3]
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [
+            {"customer_id": c, "type": "email_opened", "occurred_at": PAST_AS_OF + timedelta(days=1), "message_id": "newsletter", "run_id": PAST}
+            for c in opened
+        ])
+    plan(project, engine, "weekly", "2026-W48", as_of=AS_OF)
+    return project
+
+
+def ledger_counts(engine, run_id):
+    """The run's counts straight from the decision rows, row by row: what the figures must equal."""
+    d = Decision.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(d.c.customer_id, d.c.message_id, d.c.action, d.c.reasons, d.c.score).where(d.c.run_id == run_id)).all()
+    actions = Counter((r.message_id, r.action) for r in rows)
+    reasons = Counter(code for r in rows for code in r.reasons.split())
+    stopped = Counter(code for r in rows if r.action == "suppress" for code in r.reasons.split())
+    return rows, actions, reasons, stopped
+
+
+def test_figures_equal_the_ledger_row_by_row(planned, engine):
+    figs = run_figures(engine, RUN, project=planned)
+    rows, actions, reasons, stopped = ledger_counts(engine, RUN)
+    assert figs["totals"]["decisions"] == len(rows) > 0
+    assert figs["totals"]["customers"] == 400
+    for m in figs["messages"]:
+        for a in ("send", "holdout", "suppress"):
+            assert m[a] == actions[(m["message"], a)]
+        hist = m["score"]["histogram"]
+        assert sum(map(sum, hist.values())) == m["decisions"]
+        # A send never sits below the threshold it was planned with.
+        below = int(m["score"]["threshold"] * m["score"]["bins"])
+        assert sum(hist["send"][:below]) == 0
+        assert m["score"]["threshold"] == 0.3  # campaigns/weekly.yml min_relevance
+    assert [m["message"] for m in figs["messages"]] == ["ebike-launch", "lock-tip", "welcome-offer", "service-reminder", "newsletter"]
+    assert {r["code"]: r["decisions"] for r in figs["reasons"]} == dict(reasons)
+    irritation = {r["code"]: r for r in figs["irritation"]}
+    assert "NO_CONSENT" not in irritation and irritation["FREQUENCY_CAP"]["stopped"] == stopped["FREQUENCY_CAP"] > 0
+    assert irritation["LOW_RELEVANCE"]["stopped"] == stopped["LOW_RELEVANCE"] > 0
+    assert figs["suppression_total"] == sum(n for (_, a), n in actions.items() if a == "suppress") == len(figs["suppressions"])
+    # The earlier imported run's lift: 18/30 opened against 3/30.
+    (past,) = [e for e in figs["incrementality"] if e["message"] == "newsletter" and e["run"] == PAST]
+    opens = past["outcomes"]["open"]
+    assert (past["sends"], past["holdouts"]) == (30, 30)
+    assert opens["rate_sent"] == pytest.approx(0.6) and opens["rate_holdout"] == pytest.approx(0.1)
+    assert opens["low"] > 0 and opens["significant"]
+    json.dumps(figs, allow_nan=False)  # valid JSON for machines: no NaN
+
+
+def test_suppression_limit_and_unknown_run(planned, engine):
+    from relmail.errors import NotFound
+
+    figs = run_figures(engine, RUN, suppression_limit=10)
+    assert len(figs["suppressions"]) == 10 < figs["suppression_total"]
+    with pytest.raises(NotFound, match="no run 'weekly:1999-W01'.*newest: weekly:2026-W48"):
+        run_figures(engine, "weekly:1999-W01")
+
+
+def test_cli_report_run_html_and_json_beside_report_incrementality(planned, engine, tmp_path, monkeypatch):
+    monkeypatch.chdir(planned.root)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["report", RUN, "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["totals"] == run_figures(engine, RUN, project=planned)["totals"]
+    html = tmp_path / "r.html"
+    out = runner.invoke(cli, ["report", "run", RUN, "--out", str(html), "--previews", "2"])
+    assert out.exit_code == 0, out.output
+    assert html.read_text().count("<iframe sandbox srcdoc=") == 2
+    out = runner.invoke(cli, ["report", "incrementality", PAST, "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["run"] == PAST
+    out = runner.invoke(cli, ["report", "nope:2026-W01"])
+    assert out.exit_code == 8 and "no run 'nope:2026-W01'" in out.output
+
+
+def test_previews_are_escaped_and_fetch_nothing():
+    html = '<p>"hi" & bye</p><img src="https://t.example/p.gif"><div style="background:url(http://x.example/a.png)"></div><script>alert(1)</script>'
+    safe = offline_html(html)
+    assert "example" not in safe and "<script" not in safe and "data:image/svg+xml" in safe
+    figs = {"run": {"id": "r", "campaign": "c", "window": "w", "as_of": "a", "status": "planned", "created_at": "", "config_hash": ""},
+            "totals": {"decisions": 0, "customers": 0, "send": 0, "holdout": 0, "suppress": 0, "deliveries": {}},
+            "messages": [], "reasons": [], "irritation": [], "incrementality": [], "incrementality_window_days": 14,
+            "confidence": 0.95, "suppression_total": 0, "suppressions": []}
+    page = build_html(figs, [{"message": "m", "customer_id": "C1", "score": 0.5, "locale": "en", "subject": "<b>s</b>", "html": safe}])
+    # The e-mail's markup sits escaped inside one attribute: it cannot close the iframe or run in the page.
+    assert '<iframe sandbox srcdoc="&lt;p&gt;&#34;hi&#34; &amp; bye' in page
+    assert "&lt;b&gt;s&lt;/b&gt;" in page and "default-src 'none'" in page
+
+
+# --- headless Chromium -------------------------------------------------------------------------
+
+
+class DevTools:
+    """A minimal Chrome DevTools Protocol client over one page's WebSocket."""
+
+    def __init__(self, ws_url: str):
+        import websocket
+
+        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
+        self.next_id = 0
+        self.events: list[dict] = []
+
+    def call(self, method: str, **params):
+        self.next_id += 1
+        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
+        while True:
+            msg = json.loads(self.ws.recv())
+            if msg.get("id") == self.next_id:
+                if "error" in msg:
+                    raise AssertionError(f"{method}: {msg['error']}")
+                return msg["result"]
+            self.events.append(msg)
+
+    def wait_for(self, method: str, seconds: float = 30):
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if any(e.get("method") == method for e in self.events):
+                return
+            self.events.append(json.loads(self.ws.recv()))
+        raise AssertionError(f"no {method} within {seconds}s")
+
+    def evaluate(self, expression: str):
+        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        assert "exceptionDetails" not in res, res
+        return res["result"]["value"]
+
+
+@pytest.fixture
+def browser():
+    if not CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+    profile = tempfile.mkdtemp(prefix="relmail-chromium-")
+    proc = subprocess.Popen(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
+         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        end = time.monotonic() + 30
+        while not port_file.exists() or not port_file.read_text().strip():
+            assert proc.poll() is None, "chromium exited at start"
+            assert time.monotonic() < end, "chromium did not open its DevTools port"
+            time.sleep(0.1)
+        port = int(port_file.read_text().split()[0])
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+            page = next(t for t in json.load(resp) if t["type"] == "page")
+        tools = DevTools(page["webSocketDebuggerUrl"])
+        yield tools
+        tools.ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+READ_PAGE = """(() => {
+  const num = s => Number(String(s).replace(/[^0-9.-]/g, ''));
+  const cards = {};
+  document.querySelectorAll('#summary .card').forEach(c => { cards[c.dataset.figure] = num(c.querySelector('.n').textContent); });
+  const actions = {};
+  document.querySelectorAll('svg[data-chart=actions] .bar-row').forEach(g => {
+    const segs = {};
+    g.querySelectorAll('rect.seg').forEach(r => { segs[r.dataset.key] = num(r.dataset.value); });
+    actions[g.dataset.label] = {total: num(g.dataset.total), shown: num(g.querySelector('text.total').textContent), ...segs};
+  });
+  const reasons = {};
+  document.querySelectorAll('svg[data-chart=reasons] .bar-row').forEach(g => { reasons[g.dataset.key] = num(g.dataset.value); });
+  const irritation = {};
+  document.querySelectorAll('svg[data-chart=irritation] .bar-row').forEach(g => { irritation[g.dataset.key] = num(g.dataset.value); });
+  const scores = {};
+  document.querySelectorAll('svg[data-chart=scores]').forEach(s => {
+    let n = 0; s.querySelectorAll('rect.bin').forEach(r => { n += num(r.dataset.value); });
+    scores[s.dataset.message] = {threshold: Number(s.dataset.threshold), total: n, line: !!s.querySelector('line.threshold')};
+  });
+  const rows = Array.from(document.querySelectorAll('#suppressions tbody tr')).map(tr => [
+    tr.cells[0].textContent.trim(), tr.cells[1].textContent.trim(),
+    Array.from(tr.cells[3].querySelectorAll('.badge')).map(b => b.textContent).join(' ')]);
+  const lift = Array.from(document.querySelectorAll('#lift tbody tr')).map(tr => ({
+    run: tr.dataset.run, message: tr.dataset.message, outcome: tr.dataset.outcome,
+    low: Number(tr.querySelector('svg.ci').dataset.low), high: Number(tr.querySelector('svg.ci').dataset.high)}));
+  const frames = Array.from(document.querySelectorAll('#previews iframe')).map(f => ({
+    sandbox: f.getAttribute('sandbox'), visible: f.getBoundingClientRect().height > 100}));
+  return {cards, actions, reasons, irritation, scores, rows, lift, frames,
+          shown: num(document.getElementById('shown').textContent)};
+})()"""
+
+
+def test_report_in_headless_chromium_shows_the_runs_numbers_offline(planned, engine, browser, tmp_path):
+    out = tmp_path / "report.html"
+    figs = write_report(planned, engine, RUN, out, previews=3)
+    rows, actions, reasons, stopped = ledger_counts(engine, RUN)
+
+    for domain in ("Runtime", "Log", "Network", "Page"):
+        browser.call(f"{domain}.enable")
+    browser.call("Page.navigate", url=out.as_uri())
+    browser.wait_for("Page.loadEventFired")
+    page = browser.evaluate(READ_PAGE)
+
+    assert page["cards"] == {"decisions": len(rows), "send": figs["totals"]["send"], "holdout": figs["totals"]["holdout"],
+                             "suppress": figs["totals"]["suppress"], "accepted": 0}
+    assert page["cards"]["send"] == sum(n for (_, a), n in actions.items() if a == "send") > 0
+    for m in figs["messages"]:
+        bar = page["actions"][m["message"]]
+        assert (bar["send"], bar["holdout"], bar["suppress"]) == tuple(actions[(m["message"], a)] for a in ("send", "holdout", "suppress"))
+        assert bar["shown"] == bar["total"] == m["decisions"]
+        assert page["scores"][m["message"]] == {"threshold": 0.3, "total": m["decisions"], "line": True}
+    assert page["reasons"] == dict(reasons)
+    assert {k: v for k, v in page["irritation"].items() if v} == {k: v for k, v in stopped.items() if k in page["irritation"]}
+    suppressed = sorted([r.customer_id, r.message_id, r.reasons] for r in rows if r.action == "suppress")
+    assert page["shown"] == len(suppressed) and sorted(page["rows"]) == suppressed
+    assert any(e["run"] == PAST and e["outcome"] == "open" and e["low"] > 0 for e in page["lift"])
+    assert len(page["frames"]) == 3 and all(f["sandbox"] == "" and f["visible"] for f in page["frames"])
+
+    # The search box filters the list: one customer's suppressed messages.
+    customer = page["rows"][0][0]
+    shown = browser.evaluate(f"""(() => {{ const box = document.getElementById('search'); box.value = '{customer}';
+        box.dispatchEvent(new Event('input')); return [Number(document.getElementById('shown').textContent),
+        document.querySelectorAll('#suppressions tbody tr:not([hidden])').length]; }})()""")
+    assert shown == [sum(1 for r in rows if r.action == "suppress" and r.customer_id == customer)] * 2
+
+    metrics = browser.call("Page.getLayoutMetrics")["cssContentSize"]
+    shot = browser.call("Page.captureScreenshot", format="png", captureBeyondViewport=True,
+                        clip={"x": 0, "y": 0, "width": 1280, "height": min(metrics["height"], 6000), "scale": 1})
+    png = tmp_path / "report.png"
+    png.write_bytes(base64.b64decode(shot["data"]))
+    if os.environ.get("RELMAIL_REPORT_SCREENSHOT"):
+        shutil.copy(png, os.environ["RELMAIL_REPORT_SCREENSHOT"])
+    assert png.stat().st_size > 20_000
+
+    browser.call("Runtime.evaluate", expression="1")  # drain events that arrived with the screenshot
+    errors = [e for e in browser.events if e.get("method") == "Runtime.exceptionThrown"
+              or (e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] == "error")
+              or (e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] == "error")]
+    assert errors == []
+    fetched = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
+    assert fetched and all(u.split(":", 1)[0] in ("file", "data", "about") for u in fetched), fetched
