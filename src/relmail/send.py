@@ -48,12 +48,15 @@ class SendResult:
     window: Window | None = None
     #: Why a stale run lock was taken over (its holder crashed), if it was.
     lock_taken_over: str | None = None
+    #: Processes that rendered and delivered (1: this one).
+    workers: int = 1
 
     def summary(self) -> dict[str, Any]:
         return {
             "run": self.run_id,
             "window": self.window.key if self.window else None,
             "lock_taken_over": self.lock_taken_over,
+            "workers": self.workers,
             "planned_now": self.planned_now,
             "dry_run": self.dry_run,
             "test_to": self.test_to,
@@ -167,6 +170,7 @@ def send(
     retry_deadline: timedelta = timedelta(hours=48),
     now: Callable[[], datetime] | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
+    workers: int | None = None,
 ) -> SendResult:
     """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.
 
@@ -180,6 +184,12 @@ def send(
     campaign's ``schedule``) in the project's time zone. A real send holds
     the run's lock (:mod:`relmail.locks`) from before planning to the end;
     while another process holds it, :class:`~relmail.errors.Conflict`.
+
+    ``workers`` (default: ``os.cpu_count()``) worker processes render and
+    deliver in parallel (:mod:`relmail.send_workers`); never more than the
+    due e-mails fill batches of ``batch_size``, and ``1`` sends in this
+    process. Dry runs, proof sends and an explicit ``adapter`` instance (one
+    connection pool, which cannot cross processes) always run in-process.
     """
     clock = now or (lambda: datetime.now(timezone.utc))
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
@@ -188,15 +198,15 @@ def send(
         # Writes nothing to the ledger: no lock needed, and a dry run may watch a run in progress.
         return _send(project, engine, camp, win, None, limit=limit, only_customers=only_customers, dry_run=dry_run,
                      test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
-                     clock=clock, progress=progress)
+                     clock=clock, progress=progress, workers=1)
     with locks.acquire(engine, run_id_for(camp.name, win.key), timeout=lock_timeout or locks.timeout_for(project)) as lock:
         return _send(project, engine, camp, win, lock, limit=limit, only_customers=only_customers, dry_run=dry_run,
                      test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
-                     clock=clock, progress=progress)
+                     clock=clock, progress=progress, workers=1 if adapter is not None else workers)
 
 
 def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | None, *, limit, only_customers,
-          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress) -> SendResult:
+          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress, workers) -> SendResult:
     started = time.perf_counter()
     run_id = run_id_for(camp.name, win.key)
     with engine.connect() as conn:
@@ -233,26 +243,20 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     result.recovered = ledger.recover(engine, run_id, clock(), topics)
     ledger.prepare(engine, run_id, clock())
     _set_status(engine, run_id, "sending", clock())
-    if adapter is None:
-        from .delivery import adapter_from_project
-
-        adapter = adapter_from_project(project)
-    marker = _Marker(engine, clock)
-    adapter.on_commit = marker
     deadline = clock() + retry_deadline
-    try:
-        while limit is None or result.done.get("handed_over", 0) < limit:
-            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
-            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers)
-            if not claims:
-                break
-            _deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
-            lock.refresh()
-            if progress is not None:
-                progress(dict(result.done))
-    finally:
-        adapter.close()
-        marker.close()
+    n = result.workers = _worker_count(workers, engine, run_id, clock(), batch_size, limit, only_customers)
+    if n > 1:
+        from .send_workers import run_workers
+
+        run_workers(project, engine, camp, run_id, as_of, n, lock, result, limit=limit, only_customers=only_customers,
+                    batch_size=batch_size, deadline=deadline, clock=clock, progress=progress)
+    else:
+        if adapter is None:
+            from .delivery import adapter_from_project
+
+            adapter = adapter_from_project(project)
+        _loop(project, engine, run_id, batcher, adapter, result, topics, clock, deadline, limit=limit,
+              only_customers=only_customers, batch_size=batch_size, after_batch=lock.refresh, progress=progress)
     result.states = ledger.status_counts(engine, run_id)
     if not {"planned", "deferred", "sending", "committing"} & set(result.states):
         _set_status(engine, run_id, "done", clock())
@@ -265,6 +269,59 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
         ).scalar()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _loop(project, engine, run_id: str, batcher: _Batcher, adapter, result: SendResult, topics, clock, deadline, *,
+          limit: int | None, only_customers, batch_size: int, after_batch: Callable[[], None],
+          progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+    """Claim, render, mark, hand over and record batches until nothing is due (or ``limit``/``stop``).
+
+    The one sending loop, run by a single-process send and by each worker.
+    Every batch is its own short transactions (claim, mark, record), so
+    several processes take turns on SQLite's single writer without waiting
+    on each other's rendering or network time.
+    """
+    marker = _Marker(engine, clock)
+    adapter.on_commit = marker
+    try:
+        while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
+            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
+            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers)
+            if not claims:
+                break
+            _deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
+            after_batch()
+            if progress is not None:
+                progress(dict(result.done))
+    finally:
+        adapter.close()
+        marker.close()
+
+
+def _worker_count(workers: int | None, engine, run_id: str, now: datetime, batch_size: int, limit: int | None,
+                  only_customers) -> int:
+    """How many processes to start: no more than the due e-mails fill batches (a spawn costs a second)."""
+    import os
+
+    from sqlalchemy import and_, func, or_
+
+    from .models import Delivery
+
+    wanted = (os.cpu_count() or 1) if workers is None else workers
+    if wanted <= 1:
+        return 1
+    D = Delivery.__table__
+    q = select(func.count()).where(
+        D.c.run_id == run_id,
+        or_(D.c.status == "planned", and_(D.c.status == "deferred", D.c.next_attempt_at <= now)),
+    )
+    if only_customers is not None:
+        q = q.where(D.c.customer_id.in_(list(only_customers)))
+    with engine.connect() as conn:
+        due = conn.execute(q).scalar() or 0
+    if limit is not None:
+        due = min(due, limit)
+    return max(1, min(wanted, -(-due // batch_size)))
 
 
 def _key(delivery_id: int) -> str:

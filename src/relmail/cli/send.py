@@ -20,10 +20,12 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--test-to", metavar="ADDRESS", help="Proof send: mail the chosen customers' e-mails to ADDRESS; nothing is recorded.")
 @click.option("--dry-run", is_flag=True, help="Render everything, deliver nothing, write nothing.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
+@click.option("--workers", type=click.IntRange(min=1), metavar="N",
+              help="Worker processes that render and deliver (default: all cores; never more than there are batches; 1 = in this process).")
 @json_option
 @pass_state
 def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limit: int | None, only: tuple[str, ...], test_to: str | None,
-             dry_run: bool, batch_size: int, as_json: bool) -> None:
+             dry_run: bool, batch_size: int, workers: int | None, as_json: bool) -> None:
     """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
 
     Every delivery moves through the ledger (planned, sending, committing,
@@ -41,6 +43,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48
       relmail send weekly --window auto
       relmail send daily-digest --window auto --cadence daily
+      relmail send weekly --window 2026-W48 --workers 8
       relmail send weekly --window 2026-W48 --dry-run --json
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
@@ -59,7 +62,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     with _terminate_gracefully():
         result = send(state.project, state.engine, campaign, window, cadence=cadence, limit=limit,
                       only_customers=list(only) or None, dry_run=dry_run, test_to=test_to, batch_size=batch_size,
-                      progress=progress)
+                      progress=progress, workers=workers)
     if bar is not None:
         bar.render_finish()
     summary = result.summary()
