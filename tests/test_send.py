@@ -155,3 +155,21 @@ def test_cli_send_prints_the_ledger_and_json(project):
     summary = json.loads(out.output)
     assert summary["run"] == "sendtest:2026-W48"
     assert summary["states"] == {"accepted": summary["done"]["accepted"]}
+
+
+def test_api_adapters_see_the_rendered_headers_and_the_run_metadata(project):
+    from relmail.send import _Batcher, outgoing
+    from relmail.campaigns import load_campaign
+
+    engine = build(project, customers=40)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    customer = decisions(engine, "send")[0][0]
+    batcher = _Batcher(project, engine, load_campaign(project, "sendtest"), "sendtest:2026-W48", AS_OF)
+    emails, errors = batcher.render([(customer, "sendtest-news")])
+    email_, ctx = emails[(customer, "sendtest-news")]
+    msg = outgoing(email_, ctx, project.settings, "d1", "sendtest:2026-W48")
+    assert msg.headers["Message-ID"] == email_.rfc_message_id
+    assert msg.headers["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg.headers["List-Unsubscribe"].startswith("<https://fietsenwinkel.example/relmail/unsubscribe/")
+    assert dict(msg.metadata) == {"relmail_customer": customer, "relmail_run": "sendtest:2026-W48",
+                                  "relmail_message": "sendtest-news"}

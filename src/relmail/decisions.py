@@ -28,26 +28,35 @@ DEC = Decision.__table__
 CHUNK = 50_000
 
 
-def _num_strings(values: np.ndarray) -> list[str]:
-    """JSON text of each number: ints without ``.0``, 4 decimals, NaN/inf → null."""
+def _num_values(values: np.ndarray) -> np.ndarray:
+    """Numbers ready for :func:`_num_texts`: rounded to 4 decimals; int64 if every one is a whole number.
+
+    The int/float choice is made over the whole array (a column of whole
+    numbers prints ``3``; a column with any fraction prints ``3.0``), so it
+    must be taken before the array is cut into blocks.
+    """
     values = np.round(np.asarray(values, dtype=np.float64), 4)
     finite = np.isfinite(values)
     if finite.all() and np.all(values == np.floor(values)) and (np.abs(values) < 2**53).all():
-        raw = orjson.dumps(values.astype(np.int64), option=orjson.OPT_SERIALIZE_NUMPY)
-    else:
-        values = np.where(finite, values, np.nan)
-        raw = orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY)
-    text = raw[1:-1].decode()
+        return values.astype(np.int64)
+    return np.where(finite, values, np.nan)
+
+
+def _num_texts(values: np.ndarray) -> list[str]:
+    """JSON text of each number of a :func:`_num_values` array (NaN → null)."""
+    text = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
     return text.split(",") if text else []
 
 
 class JsonRows:
     """Builds one JSON object per row, one key at a time.
 
-    Each :meth:`add` keeps the rows it touches and their ``,"key":value``
-    pieces. :meth:`finish` lays the pieces out as a (rows × keys) grid of
-    strings, one block of rows at a time, and joins each block in one C call:
-    no per-row Python and no repeated string concatenation.
+    Each :meth:`add` keeps the rows it touches and their values as NumPy
+    arrays (16 bytes a value). :meth:`finish` turns them into ``,"key":value``
+    pieces one block of rows at a time, lays each block out as a
+    (rows × keys) grid of strings and joins it in one C call: no per-row
+    Python, no repeated string concatenation, and no Python string per
+    (row, key) alive beyond the block being joined.
     """
 
     def __init__(self, n: int, constants: dict[str, Any]):
@@ -55,38 +64,48 @@ class JsonRows:
             raise ValueError("JsonRows needs at least one constant (it opens every object)")
         self.n = n
         self.head = orjson.dumps(constants).decode()[:-1]
-        self.cols: list[tuple[np.ndarray, np.ndarray]] = []
+        #: (sorted rows, key prefix, values or None for a text in the prefix).
+        self.cols: list[tuple[np.ndarray, str, np.ndarray | None]] = []
 
     def add(self, key: str, values, rows: np.ndarray | None = None, keep_zero: bool = False) -> None:
         """Add ``key`` to ``rows`` (sorted; all if None) with ``values`` aligned to them, or one text for all."""
         idx = np.arange(self.n) if rows is None else np.asarray(rows, dtype=np.int64)
         prefix = "," + orjson.dumps(key).decode() + ":"
         if isinstance(values, str):
-            piece = prefix + orjson.dumps(values).decode()
-            self.cols.append((idx, np.full(len(idx), piece, dtype=object)))
+            if len(idx):
+                self.cols.append((idx, prefix + orjson.dumps(values).decode(), None))
             return
         vals = np.broadcast_to(np.asarray(values, dtype=np.float64), idx.shape)
         if not keep_zero:
             nz = vals != 0  # NaN != 0, so unknowns are kept (as null)
             idx, vals = idx[nz], vals[nz]
         if len(idx):
-            self.cols.append((idx, np.array([prefix + v for v in _num_strings(vals)], dtype=object)))
+            self.cols.append((idx, prefix, _num_values(vals)))
 
-    def finish(self, block: int = 100_000) -> np.ndarray:
-        """The JSON texts, one per row (object array)."""
-        out: list[str] = []
+    def finish(self, block: int = 16_384) -> np.ndarray:
+        """The JSON texts, one per row (object array).
+
+        Blocks are small so the transient pieces of one block (a string per
+        row and key) stay a few MB and their memory is reused by the next.
+        """
+        out = np.empty(self.n, dtype=object)
         width = len(self.cols) + 2
         for a in range(0, self.n, block):
             b = min(self.n, a + block)
             grid = np.full((b - a, width), "", dtype=object)
             grid[:, 0] = self.head
             grid[:, -1] = "}\x00"
-            for j, (idx, pieces) in enumerate(self.cols, start=1):
+            for j, (idx, prefix, values) in enumerate(self.cols, start=1):
                 lo, hi = np.searchsorted(idx, (a, b))
-                if hi > lo:
-                    grid[idx[lo:hi] - a, j] = pieces[lo:hi]
-            out.extend("".join(grid.ravel().tolist()).split("\x00")[:-1])
-        return np.array(out, dtype=object)
+                if hi <= lo:
+                    continue
+                if values is None:
+                    grid[idx[lo:hi] - a, j] = prefix
+                else:
+                    grid[idx[lo:hi] - a, j] = [prefix + v for v in _num_texts(values[lo:hi])]
+            out[a:b] = np.array("".join(grid.ravel().tolist()).split("\x00")[:-1], dtype=object)
+            del grid
+        return out
 
 
 @dataclass
@@ -143,29 +162,33 @@ def write(conn, run_id: str, decisions: Decisions, created_at: datetime) -> int:
     if n == 0:
         return 0
     names = ["run_id", "customer_id", "message_id", "action", "score", "expected_value", "reasons", "features", "created_at"]
-    # A model may answer NaN; the ledger's columns are NOT NULL (and LOW_RELEVANCE already fired).
-    score = np.round(np.nan_to_num(decisions.score, nan=0.0), 6).tolist()
-    ev = np.round(np.nan_to_num(decisions.expected_value, nan=0.0), 6).tolist()
-    columns = [decisions.customer_id.tolist(), decisions.message_id.tolist(), decisions.action.tolist(), score, ev,
-               decisions.reasons.tolist(), decisions.features.tolist()]
     if conn.dialect.name == "postgresql":
-        _copy(conn, names, run_id, columns, created_at)
+        _copy(conn, names, run_id, _columns(decisions, 0, n), created_at)
         return n
     # Same text the UTCDateTime column type would write, computed once.
     stamp = DEC.c.created_at.type._cached_bind_processor(conn.dialect)
     stamp_value = stamp(created_at) if stamp else created_at
     sql = f"INSERT INTO decisions ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
-    rows = zip([run_id] * n, *columns, [stamp_value] * n)
     cursor = conn.connection.driver_connection.cursor()
     try:
-        while True:
-            chunk = [r for _, r in zip(range(CHUNK), rows)]
-            if not chunk:
-                break
-            cursor.executemany(sql, chunk)
+        # Python lists (and a float object per score) for one chunk at a time, not the whole run.
+        for start in range(0, n, CHUNK):
+            columns = _columns(decisions, start, min(n, start + CHUNK))
+            size = len(columns[0])
+            cursor.executemany(sql, list(zip([run_id] * size, *columns, [stamp_value] * size)))
     finally:
         cursor.close()
     return n
+
+
+def _columns(decisions: Decisions, start: int, stop: int) -> list[list]:
+    """Rows ``start:stop`` as Python lists in the ledger's column order (run id and time aside)."""
+    part = slice(start, stop)
+    # A model may answer NaN; the ledger's columns are NOT NULL (and LOW_RELEVANCE already fired).
+    score = np.round(np.nan_to_num(decisions.score[part], nan=0.0), 6).tolist()
+    ev = np.round(np.nan_to_num(decisions.expected_value[part], nan=0.0), 6).tolist()
+    return [decisions.customer_id[part].tolist(), decisions.message_id[part].tolist(), decisions.action[part].tolist(),
+            score, ev, decisions.reasons[part].tolist(), decisions.features[part].tolist()]
 
 
 _UNSAFE = ("\t", "\n", "\r")

@@ -24,6 +24,7 @@ delivered yet both count (see :func:`relmail.ledger_context.pending`).
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -229,11 +230,15 @@ def plan(
                 hard |= out.mask
             details[rule.code] = out.detail
         lap("rules")
+        considered = rows[~hard[rows]]  # rows where the score counted
         # Extra logged features from the scorer (a model's contributions), where the score counted.
         extra = {}
         if hasattr(scorer, "logged"):
-            extra = scorer.logged(frame, m, rows[~hard[rows]])
+            extra = scorer.logged(frame, m, considered)
             lap("model explanations")
+        # Contributions are logged only where the score counted: keep just those (few, as most
+        # suppressions are hard), not one full-frame array per component until the last message.
+        contrib = {name: np.asarray(c)[considered] for name, c in contrib.items()}
         per_message.append({"message": m, "rows": rows, "score": score, "contrib": contrib, "bits": bits[rows],
                             "hard": hard[rows], "details": details, "rules": applied, "columns": scorer.columns(m),
                             "extra": extra})
@@ -243,22 +248,35 @@ def plan(
     lap("arbitration")
 
     hashes = customer_hashes(frame.customer_ids) if any(m.policy.holdout_share > 0 for m in camp.messages) else None
-    for pm, won in zip(per_message, wins):
-        m, rows = pm["message"], pm["rows"]
-        lost = (pm["bits"] == 0) & ~won
-        held = np.zeros(len(rows), dtype=bool)
-        if m.policy.holdout_share > 0 and hashes is not None:
-            held = won & (holdout_draw(seed, hashes[rows], m.id) < m.policy.holdout_share)
-        part, summary = _decide(frame, m, pm, won, lost, held, best, camp, budget)
-        result_parts.append(part)
-        summary.kept = len(kept.get(m.id, ()))
-        summaries.append(summary)
-    lap("decisions")
+    # One str per customer, shared by all of a customer's decisions (not one copy per decision).
+    customer_texts = frame.customer_ids.astype(object)
+    now = datetime.now(timezone.utc)
+    # Each message's decisions go to the ledger as soon as they are built, so only one message's
+    # write buffers exist at a time; one transaction for the whole run, so a failure leaves no
+    # half-written plan.
+    with nullcontext() if dry_run else _ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now) as conn:
+        lap("ledger write")  # replaced decisions removed, run row written
+        for j, won in enumerate(wins):
+            pm = per_message[j]
+            per_message[j] = None  # the message's scores, contributions and rule masks die with its decisions
+            m, rows = pm["message"], pm["rows"]
+            lost = (pm["bits"] == 0) & ~won
+            held = np.zeros(len(rows), dtype=bool)
+            if m.policy.holdout_share > 0 and hashes is not None:
+                held = won & (holdout_draw(seed, hashes[rows], m.id) < m.policy.holdout_share)
+            part, summary = _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts)
+            del pm
+            result_parts.append(part)
+            summary.kept = len(kept.get(m.id, ()))
+            summaries.append(summary)
+            lap("decisions")
+            if conn is not None:
+                dec.write(conn, run_id, part, now)
+            lap("ledger write")
+    lap("ledger write")  # the commit
 
     decisions = dec.Decisions.concat(result_parts)
-    if not dry_run:
-        _write(engine, camp, win, run_id, seed, as_of, decisions, existing is not None)
-    lap("ledger write")
+    del result_parts
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
@@ -356,7 +374,7 @@ def _topic_budget(frame, m) -> np.ndarray:
     return out
 
 
-def _decide(frame, m, pm, won, lost, held, best, camp, budget) -> tuple[dec.Decisions, MessageSummary]:
+def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -> tuple[dec.Decisions, MessageSummary]:
     """The decision rows of one message, with reasons and logged features."""
     rows, bits = pm["rows"], pm["bits"]
     size = len(rows)
@@ -393,7 +411,7 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget) -> tuple[dec.Deci
     idx_considered = np.flatnonzero(considered)
     js.add("score", score[considered], idx_considered, keep_zero=True)
     for name, c in pm["contrib"].items():
-        js.add(f"c.{name}", c[rows][considered], idx_considered)
+        js.add(f"c.{name}", c, idx_considered)  # already cut to the considered rows
     for key, values in pm.get("extra", {}).items():
         js.add(key, values, idx_considered)
     rules = pm["rules"]
@@ -441,7 +459,7 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget) -> tuple[dec.Deci
 
     ev = pm["ev"]
     out = dec.Decisions(
-        customer_id=frame.customer_ids[rows].astype(dec.S),
+        customer_id=customer_texts[rows],
         message_id=np.full(size, m.id, dtype=dec.S),
         action=action.astype(dec.S),
         score=score,
@@ -457,8 +475,9 @@ def _column(frame, m, name: str) -> np.ndarray:
     return np.asarray(frame[key], dtype=np.float64)
 
 
-def _write(engine, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, decisions: dec.Decisions, exists_: bool) -> None:
-    now = datetime.now(timezone.utc)
+@contextmanager
+def _ledger(engine, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, exists_: bool, now: datetime):
+    """A transaction holding the run's row (new, or the old one with its replaceable decisions gone); yields its connection."""
     with engine.begin() as conn:
         if exists_:
             keep = exists().where(DELIVERIES.c.decision_id == DEC.c.id, DELIVERIES.c.status.in_(KEEP_STATES))
@@ -476,4 +495,4 @@ def _write(engine, camp: Campaign, win: Window, run_id: str, seed: int, as_of: d
                 # Another plan of the same window committed while this one computed.
                 raise Conflict(f"window {win.key} of campaign '{camp.name}' was planned by another process meanwhile; "
                                "use --replan") from None
-        dec.write(conn, run_id, decisions, now)
+        yield conn

@@ -1,0 +1,290 @@
+"""Benchmark: the full weekly job — plan, render, deliver to a local SMTP sink — and ``--workers 2`` vs ``--workers 1``.
+
+One run measures, on the demo shop (5 messages in the example campaign ``weekly``):
+
+1. **plan**: seconds per stage and peak memory;
+2. **render stage**: ``send`` through the file adapter to a temporary outbox,
+   with 1 and with 2 worker processes (a dry run always renders in one
+   process, so it cannot show the workers' speed-up; the file adapter is the
+   closest to "render only" that runs the real claim → render → record loop);
+3. **full send**: ``send`` to a local SMTP sink (aiosmtpd in its own process,
+   the one of ``bench/bench_smtp.py``) with 1 and with 2 worker processes.
+
+Every send starts from an identical copy of the planned store (a SQLite
+backup of the file; a PostgreSQL ``CREATE DATABASE … TEMPLATE``), so both
+worker counts send exactly the same e-mails. The baseline is ``--workers 1``
+in the same run.
+
+    python bench/bench_job.py --customers 20000
+    python bench/bench_job.py --customers 100000 --json
+    python bench/bench_job.py --backend postgresql --latency-ms 5 --pool 8
+
+Peak memory is the resident set size (``ru_maxrss``) of each measured phase,
+run in its own child process: ``RUSAGE_SELF`` for the planning/sending
+process and ``RUSAGE_CHILDREN`` for its largest worker. tracemalloc would
+miss what NumPy, SQLite and the database driver allocate outside Python's
+allocator and would slow every allocation of the phase it measures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_plan import AS_OF, PG_SERVER, WINDOW, clear_run, database_url, project_dir  # noqa: E402
+from bench_smtp import _free_port, _sink  # noqa: E402
+
+RUN_ID = f"weekly:{WINDOW}"
+SIGNING_KEY = "bench-signing-key-not-secret-0123456789abcdef"
+
+
+# --- stores ---------------------------------------------------------------------------------------------------
+
+def clone(src_url: str, backend: str, name: str, workdir: Path) -> str:
+    """An identical, independent copy of the store at ``src_url``; returns its URL."""
+    if backend == "sqlite":
+        import sqlite3
+
+        dst = workdir / f"{name}.db"
+        dst.unlink(missing_ok=True)
+        # The backup API, not a file copy: a consistent snapshot even if another process uses the cache.
+        src = sqlite3.connect(src_url.removeprefix("sqlite:///"))
+        out = sqlite3.connect(dst)
+        with out:
+            src.backup(out)
+        src.close()
+        out.close()
+        return f"sqlite:///{dst}"
+    from sqlalchemy import create_engine, text
+
+    base = PG_SERVER.rsplit("/", 1)[0]
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{src_url.rsplit("/", 1)[1]}"'))
+    admin.dispose()
+    return f"{base}/{name}"
+
+
+def drop(url: str, backend: str) -> None:
+    if backend == "sqlite":
+        for suffix in ("", "-wal", "-shm"):
+            Path(url.removeprefix("sqlite:///") + suffix).unlink(missing_ok=True)
+        return
+    from sqlalchemy import create_engine, text
+
+    admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{url.rsplit("/", 1)[1]}"'))
+    admin.dispose()
+
+
+def reset_run(url: str) -> None:
+    """Remove any run of the benchmark's window (a cached store another benchmark was using)."""
+    from relmail.db import make_engine
+    from relmail.models import Delivery
+
+    engine = make_engine(url)
+    with engine.begin() as conn:
+        conn.execute(Delivery.__table__.delete().where(Delivery.__table__.c.run_id == RUN_ID))
+    clear_run(engine, RUN_ID)
+    engine.dispose()
+
+
+def configure(root: Path, adapter: str, port: int | None, pool: int) -> None:
+    """Point the example project at the file adapter (temp outbox) or the SMTP sink."""
+    toml = root / "relmail.toml"
+    text = toml.read_text()
+    if adapter == "smtp":
+        text = text.replace('adapter = "file"', 'adapter = "smtp"')
+        text += (f'\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "none"\n'
+                 f'helo = "bench.local"\npool_size = {pool}\nmessages_per_connection = 1000\n')
+    else:
+        text = text.replace('outbox = "outbox"', f'outbox = "{root / "outbox"}"')
+    toml.write_text(text)
+
+
+# --- measured phases (each in its own child process) ----------------------------------------------------------
+
+def _peaks() -> dict:
+    return {"peak_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "worker_peak_mb": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def phase_plan(url: str, root: Path) -> dict:
+    from relmail.db import make_engine
+    from relmail.plan import plan
+    from relmail.project import Project
+
+    engine = make_engine(url)
+    started = time.perf_counter()
+    result = plan(Project.load(root), engine, "weekly", WINDOW, as_of=AS_OF)
+    seconds = time.perf_counter() - started
+    sends = int((result.decisions.action == "send").sum()) if hasattr(result.decisions.action, "sum") else \
+        sum(a == "send" for a in result.decisions.action)
+    return {"seconds": seconds, "stages": dict(result.timings), "decisions": len(result.decisions), "sends": sends,
+            **_peaks()}
+
+
+def phase_send(url: str, root: Path, workers: int, batch_size: int) -> dict:
+    from relmail.db import make_engine
+    from relmail.project import Project
+    from relmail.send import send
+
+    engine = make_engine(url)
+    ticks: list[tuple[float, int]] = []  # (seconds since start, e-mails accepted) after every batch
+
+    def progress(done: dict) -> None:
+        ticks.append((time.perf_counter() - started, done.get("accepted", 0)))
+
+    started = time.perf_counter()
+    result = send(Project.load(root), engine, "weekly", WINDOW, workers=workers, batch_size=batch_size, progress=progress)
+    # Steady state: from the first finished batch to the last, leaving out the fixed costs (ledger
+    # recovery/prepare, spawning workers, compiling templates, loading the catalogue).
+    steady = (ticks[-1][1] - ticks[0][1]) / (ticks[-1][0] - ticks[0][0]) if len(ticks) > 1 and ticks[-1][0] > ticks[0][0] else 0.0
+    return {"seconds": result.seconds, "workers": result.workers, "done": result.done, "states": result.states,
+            "render_errors": len(result.render_errors), "first_batch_seconds": ticks[0][0] if ticks else 0.0,
+            "steady_per_second": steady, **_peaks()}
+
+
+def run_phase(args, phase: str, url: str, root: Path, workers: int = 1) -> dict:
+    cmd = [sys.executable, __file__, "--phase", phase, "--url", url, "--root", str(root), "--workers", str(workers),
+           "--batch-size", str(args.batch_size)]
+    child = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "RELMAIL_SIGNING_KEY": SIGNING_KEY})
+    if child.returncode:
+        sys.exit(f"{phase} (workers={workers}) failed:\n{child.stderr}")
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+# --- the run --------------------------------------------------------------------------------------------------
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", type=int, default=100_000)
+    ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="delay every SMTP sink reply (a relay across a network)")
+    ap.add_argument("--pool", type=int, default=4, help="SMTP connections per sending process")
+    ap.add_argument("--batch-size", type=int, default=500, help="deliveries per claimed batch")
+    ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")
+    ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--phase", choices=["plan", "send"], help=argparse.SUPPRESS)
+    ap.add_argument("--url", help=argparse.SUPPRESS)
+    ap.add_argument("--root", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+
+    if args.phase == "plan":
+        print(json.dumps(phase_plan(args.url, args.root)))
+        return
+    if args.phase == "send":
+        print(json.dumps(phase_send(args.url, args.root, args.workers, args.batch_size)))
+        return
+
+    cached = database_url(args.backend, args.customers, args.cache)
+    # bench_plan generates (or finds) the cached demo shop, in a child process.
+    gen = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_plan.py")), "--customers", str(args.customers),
+                          "--backend", args.backend, "--cache", str(args.cache), "--generate-only"], capture_output=True, text=True)
+    if gen.returncode:
+        sys.exit(gen.stderr)
+    generated = json.loads(gen.stdout.strip().splitlines()[-1])["generated_seconds"]
+
+    workdir = Path(tempfile.mkdtemp(prefix="relmail-bench-job-", dir=args.cache))
+    tag = f"relmail_benchjob_{os.getpid()}"
+    port = _free_port()
+    ctx = mp.get_context("spawn")
+    ready, stop = ctx.Event(), ctx.Event()
+    sink = ctx.Process(target=_sink, args=(port, ready, stop, None, None, args.latency_ms / 1000), daemon=True)
+    sink.start()
+    planned = plan_root = None
+    sends: dict[tuple[str, int], dict] = {}
+    try:
+        if not ready.wait(30):
+            sys.exit("SMTP sink did not start")
+        planned = clone(cached, args.backend, f"{tag}_planned", workdir)
+        reset_run(planned)
+        plan_root = project_dir()
+        plan_out = run_phase(args, "plan", planned, plan_root)
+        for adapter in ("file", "smtp"):
+            for workers in (1, 2):
+                root = project_dir()
+                configure(root, adapter, port, args.pool)
+                url = clone(planned, args.backend, f"{tag}_{adapter}_{workers}", workdir)
+                try:
+                    sends[(adapter, workers)] = run_phase(args, "send", url, root, workers)
+                finally:
+                    drop(url, args.backend)
+                    shutil.rmtree(root.parent, ignore_errors=True)
+    finally:
+        stop.set()
+        sink.join(10)
+        if planned:
+            drop(planned, args.backend)
+        if plan_root:
+            shutil.rmtree(plan_root.parent, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    def row(adapter: str, workers: int) -> dict:
+        r = sends[(adapter, workers)]
+        n = r["done"].get("accepted", 0)
+        return {"workers": r["workers"], "seconds": round(r["seconds"], 2), "emails": n,
+                "emails_per_second": round(n / r["seconds"]) if r["seconds"] else 0,
+                "first_batch_seconds": round(r["first_batch_seconds"], 2), "steady_per_second": round(r["steady_per_second"]),
+                "peak_mb": r["peak_mb"], "worker_peak_mb": r["worker_peak_mb"], "render_errors": r["render_errors"]}
+
+    def speedups(rows: dict) -> dict:
+        steady = rows[2]["steady_per_second"] / rows[1]["steady_per_second"] if rows[1]["steady_per_second"] else 0.0
+        return {"speedup": round(rows[1]["seconds"] / rows[2]["seconds"], 2), "steady_speedup": round(steady, 2)}
+
+    render = {w: row("file", w) for w in (1, 2)}
+    full = {w: row("smtp", w) for w in (1, 2)}
+    out = {
+        "backend": args.backend, "customers": args.customers, "messages": 5, "latency_ms": args.latency_ms,
+        "cpus": os.cpu_count(), "demo_generated_seconds": generated,
+        "plan": {"seconds": round(plan_out["seconds"], 2), "decisions": plan_out["decisions"], "sends": plan_out["sends"],
+                 "stages": {k: round(v, 2) for k, v in plan_out["stages"].items()}, "peak_mb": plan_out["peak_mb"]},
+        "render_stage": {"workers_1": render[1], "workers_2": render[2], **speedups(render)},
+        "send_smtp": {"workers_1": full[1], "workers_2": full[2], **speedups(full)},
+    }
+    out["job_seconds"] = {f"workers_{w}": round(plan_out["seconds"] + full[w]["seconds"], 2) for w in (1, 2)}
+    if args.json:
+        print(json.dumps(out))
+        return
+
+    print(f"relmail full job, demo campaign (5 messages), {args.customers:,} customers on {args.backend}, "
+          f"{os.cpu_count()} CPUs")
+    if generated:
+        print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
+    print(f"\nplan: {plan_out['decisions']:,} decisions, {plan_out['sends']:,} e-mails to send, "
+          f"peak memory {plan_out['peak_mb']:,} MB")
+    print(f"  {'stage':<30}{'seconds':>10}")
+    for k, v in plan_out["stages"].items():
+        print(f"  {k:<30}{v:>10.2f}")
+    print(f"  {'total':<30}{plan_out['seconds']:>10.2f}")
+    print(f"\n{'send stage':<34}{'workers':>8}{'seconds':>9}{'e-mails':>10}{'e-mails/s':>11}{'1st batch s':>12}"
+          f"{'steady/s':>10}{'peak MB':>9}{'worker MB':>10}")
+    for label, rows in (("render (file adapter, tmp outbox)", render), (f"render + SMTP sink ({args.latency_ms:g} ms)", full)):
+        for w in (1, 2):
+            r = rows[w]
+            print(f"{label:<34}{r['workers']:>8}{r['seconds']:>9.2f}{r['emails']:>10,}{r['emails_per_second']:>11,}"
+                  f"{r['first_batch_seconds']:>12.2f}{r['steady_per_second']:>10,}"
+                  f"{r['peak_mb']:>9,}{(r['worker_peak_mb'] if w > 1 else '-'):>10}")
+    rs, ss = out["render_stage"], out["send_smtp"]
+    print(f"\nspeed-up of --workers 2 over --workers 1, end to end (steady state, first batch to last):\n"
+          f"  render stage {rs['speedup']}x ({rs['steady_speedup']}x); full send {ss['speedup']}x ({ss['steady_speedup']}x)")
+    print(f"whole job (plan + send): {out['job_seconds']['workers_1']:.1f} s with 1 worker, "
+          f"{out['job_seconds']['workers_2']:.1f} s with 2")
+
+
+if __name__ == "__main__":
+    main()
