@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import mailbox
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
