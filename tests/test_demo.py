@@ -215,7 +215,7 @@ def test_failure_halfway_leaves_the_store_empty_with_its_indexes(engine, monkeyp
     summary = store_summary(engine)
     assert summary["customers"]["total"] == 0 and summary["events"]["total"] == 0 and summary["demo"] is None
     names = {i["name"] for i in inspect(engine).get_indexes("events")}
-    assert {"ix_events_customer_time", "ix_events_type_time"} <= names
+    assert {"ix_events_customer_time", "ix_events_type_time_customer"} <= names
 
 
 def test_invalid_arguments_are_user_errors(engine):

@@ -113,7 +113,7 @@ class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
         Index("ix_events_customer_time", "customer_id", "occurred_at"),
-        Index("ix_events_type_time", "type", "occurred_at"),
+        Index("ix_events_type_time_customer", "type", "occurred_at", "customer_id", "product_id"),
     )
 
     id: Optional[int] = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))

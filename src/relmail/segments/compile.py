@@ -1,8 +1,12 @@
 """Segment trees compiled to SQL over the ``customers`` table.
 
-Behaviour conditions become correlated ``EXISTS`` (or ``COUNT``/``SUM``)
-subqueries on ``events``, which the ``(customer_id, occurred_at)`` index
-serves on SQLite and which PostgreSQL turns into semi-joins. Every event
+"Has such an event" conditions compile per database (:class:`has_events`):
+PostgreSQL gets a correlated ``EXISTS``, which it plans as a (anti-)semi-join
+in either polarity; SQLite gets ``customers.id IN (SELECT customer_id ...)``,
+read once through the covering ``(type, occurred_at, customer_id,
+product_id)`` index, where a correlated ``EXISTS`` would walk every
+customer's events (on the 1M-customer demo shop: 0.3 s against 12 s for
+"owns the lock"). Counts and sums stay correlated subqueries. Every event
 test is bounded by ``occurred_at <= as_of``: nothing after the run's time
 decides membership.
 """
@@ -12,7 +16,9 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Callable
 
-from sqlalchemy import String, and_, bindparam, column, exists, false, func, not_, or_, select, text, true
+from sqlalchemy import Boolean, String, and_, bindparam, column, exists, false, func, not_, or_, select, text, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 from ..features.sql import json_bool, json_number, json_text
 from ..models import Customer, Event, Preference, Product, UTCDateTime
@@ -76,8 +82,29 @@ def _ago(as_of: datetime, days: float):
     return bindparam(None, as_of - timedelta(days=days), type_=UTCDateTime)
 
 
+class has_events(ColumnElement):
+    """True for customers with at least one event matching ``conds`` (SQL boolean)."""
+
+    type = Boolean()
+    inherit_cache = False  # holds plain expressions, compiled once per plan
+
+    def __init__(self, *conds):
+        self.conds = conds
+
+
+@compiles(has_events)
+def _has_events_exists(element, compiler, **kw):
+    return compiler.process(exists().where(events.c.customer_id == customers.c.id, *element.conds), **kw)
+
+
+@compiles(has_events, "sqlite")
+def _has_events_in(element, compiler, **kw):
+    # events.customer_id is NOT NULL, so NOT IN means the same as NOT EXISTS.
+    return compiler.process(customers.c.id.in_(select(events.c.customer_id).where(*element.conds)), **kw)
+
+
 def _exists(as_of: datetime, *conds):
-    return exists().where(events.c.customer_id == customers.c.id, events.c.occurred_at <= _ago(as_of, 0), *conds)
+    return has_events(events.c.occurred_at <= _ago(as_of, 0), *conds)
 
 
 def _event_condition(kind: str, a: dict, as_of: datetime):
