@@ -412,7 +412,7 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_p
 
 
 def test_a_plan_racing_another_for_the_same_window_fails_cleanly(shop, engine, monkeypatch):
-    import relmail.plan as plan_module
+    import relmail.plan_partition as plan_module
 
     real = plan_module.compute_features
 

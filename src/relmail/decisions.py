@@ -139,6 +139,11 @@ class Decisions:
     def take(self, idx: np.ndarray) -> "Decisions":
         return Decisions(*(getattr(self, n)[idx] for n in ("customer_id", "message_id", "action", "score", "expected_value", "reasons", "features")))
 
+    def without_features(self) -> "Decisions":
+        """The same rows with empty logged features (``{}``), sharing every other column."""
+        return Decisions(self.customer_id, self.message_id, self.action, self.score, self.expected_value, self.reasons,
+                         np.full(len(self), "{}", dtype=S))
+
     def sorted(self) -> "Decisions":
         """By customer, then message: the order files and diffs use."""
         order = np.lexsort((self.message_id.astype(str), self.customer_id.astype(str)))

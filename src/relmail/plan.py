@@ -23,7 +23,9 @@ delivered yet both count (see :func:`relmail.ledger_context.pending`).
 
 from __future__ import annotations
 
+import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -34,33 +36,17 @@ from sqlalchemy import delete, exists, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from . import decisions as dec
-from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .campaigns import Campaign, load_campaign
-from .errors import Conflict, Problem, ValidationError
-from .features import FeatureContext, FeatureSettings, compute_features
-from .ledger_context import KEEP_STATES, kept_decisions, load_context
+from .errors import ConfigError, Conflict, Problem, ValidationError
+from .features import FeatureContext, FeatureSettings
+from .ledger_context import KEEP_STATES, kept_decisions
 from .models import Delivery, Product, Run
-from .rules import ARBITRATION_LOST, HOLDOUT, RULES, rules_for
-from .rules.frequency_cap import effective_caps
+from .plan_partition import MessageSummary, decide_partition, partition_task
 from .scoring import Scorer, make_scorer
 from .segments import audience, load_segments
 from .windows import Window, parse_window
 
 RUNS, DELIVERIES, DEC = Run.__table__, Delivery.__table__, dec.DEC
-
-
-@dataclass
-class MessageSummary:
-    message_id: str
-    topic: str
-    offer: str
-    audience: int = 0
-    send: int = 0
-    holdout: int = 0
-    suppress: int = 0
-    kept: int = 0
-    #: Reason code → number of decisions it applies to (a decision can have several).
-    reasons: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
@@ -86,6 +72,8 @@ class PlanResult:
     #: Message id → trained model used (version, outcome, features the plan could not provide).
     models: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    #: Customer ranges decided in parallel (1: in the planning process).
+    partitions: int = 1
 
     @property
     def totals(self) -> dict[str, int]:
@@ -124,6 +112,7 @@ class PlanResult:
             "render_problems": [str(p) for p in self.render_problems],
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
+            "partitions": self.partitions,
         }
         if self.models:
             out["models"] = self.models
@@ -145,6 +134,10 @@ def plan(
     replan: bool = False,
     scorer: Scorer | None = None,
     now: datetime | None = None,
+    workers: int | None = None,
+    executor: str = "local",
+    scheduler: str | None = None,
+    keep_features: bool = True,
 ) -> PlanResult:
     """Plan ``campaign`` for ``window`` and (unless ``dry_run``) record it in the ledger.
 
@@ -154,6 +147,14 @@ def plan(
     ``scorer`` replaces the campaign's scorer; without it, messages with a
     trained model are scored by it (see :mod:`relmail.model_scoring`).
     Raises :class:`Conflict` if the window has a run and ``replan`` is false.
+
+    ``workers`` (None: one per core) splits an audience of more than
+    :data:`MIN_PARTITION` customers per worker into that many ranges of
+    customer ids, decided in parallel on ``executor`` (``local`` processes,
+    or ``dask`` at ``scheduler``); the decisions are the same for any
+    split. ``keep_features=False`` drops the logged features from
+    :attr:`PlanResult.decisions` once they are written (they are in the
+    ledger; a million-customer plan holds about 1 GB less).
     """
     timings: dict[str, float] = {}
     clock = time.perf_counter()
@@ -191,88 +192,49 @@ def plan(
             total = conn.execute(select(func.count()).select_from(DEC).where(DEC.c.run_id == run_id)).scalar_one()
             replaced = total - sum(len(v) for v in kept.values())
         lap("setup")
-
-        members = {}
-        for m in camp.messages:
-            key = tuple(sorted(m.segments))
-            if key not in members:
-                members[key] = audience(conn, [segments[s] for s in key], as_of)
+        members = _audiences(conn, camp, segments, as_of)
         ids = np.unique(np.concatenate(list(members.values()))) if members else np.array([], dtype=str)
         lap("audience")
-
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature) for m in camp.messages}
-        frame = compute_features(conn, ids, as_of, contexts, FeatureSettings.from_project(project))
-        lap("features")
-        load_context(conn, frame, camp, win, run_id, as_of)
-        lap("ledger context")
 
-    n = len(frame)
-    result_parts: list[dec.Decisions] = []
-    summaries: list[MessageSummary] = []
-    per_message: list[dict[str, Any]] = []
-    for m in camp.messages:
-        rows = np.searchsorted(frame.customer_ids, members[tuple(sorted(m.segments))])
-        done = kept.get(m.id)
-        if done:
-            rows = rows[~np.isin(frame.customer_ids[rows], np.array(sorted(done)))]
-        score, contrib = scorer.score(frame, m)
-        frame.columns[f"{m.id}.score"] = score
-        lap("score")
-        bits = np.zeros(n, dtype=np.int64)
-        hard = np.zeros(n, dtype=bool)
-        details: dict[str, dict[str, Any]] = {}
-        applied = rules_for(m, frame)
-        for rule in applied:
-            out = rule.evaluate(frame, m, m.policy)
-            bit = list(RULES).index(rule.code)
-            bits |= out.mask.astype(np.int64) << bit
-            if rule.hard:
-                hard |= out.mask
-            details[rule.code] = out.detail
-        lap("rules")
-        considered = rows[~hard[rows]]  # rows where the score counted
-        # Extra logged features from the scorer (a model's contributions), where the score counted.
-        extra = {}
-        if hasattr(scorer, "logged"):
-            extra = scorer.logged(frame, m, considered)
-            lap("model explanations")
-        # Contributions are logged only where the score counted: keep just those (few, as most
-        # suppressions are hard), not one full-frame array per component until the last message.
-        contrib = {name: np.asarray(c)[considered] for name, c in contrib.items()}
-        per_message.append({"message": m, "rows": rows, "score": score, "contrib": contrib, "bits": bits[rows],
-                            "hard": hard[rows], "details": details, "rules": applied, "columns": scorer.columns(m),
-                            "extra": extra})
+    settings = FeatureSettings.from_project(project)
+    pool = _executor(engine, executor, workers, scheduler)
+    ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
+    if len(ranges) == 1:
+        outs = [decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)]
+    else:
+        url = engine.url.render_as_string(hide_password=False)
+        tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept, contexts,
+                  settings, scorer) for a, b in ranges]
+        outs = pool.map(partition_task, tasks)
+        del tasks
+    # Stages inside the partitions ran side by side: the slowest partition's time is the wall time.
+    for stage in {k for out in outs for k in out.timings}:
+        timings[stage] = max(out.timings.get(stage, 0.0) for out in outs)
+    wall, clock = time.perf_counter() - clock, time.perf_counter()
+    if len(outs) > 1:
+        # Starting workers, shipping ranges out and decisions back: what partitioning costs.
+        timings["partition overhead"] = max(0.0, wall - max(sum(out.timings.values()) for out in outs))
 
-    budget = _budget(frame, camp, kept)
-    wins, best = _arbitration(frame, camp, per_message, budget)
-    lap("arbitration")
-
-    hashes = customer_hashes(frame.customer_ids) if any(m.policy.holdout_share > 0 for m in camp.messages) else None
-    # One str per customer, shared by all of a customer's decisions (not one copy per decision).
-    customer_texts = frame.customer_ids.astype(object)
+    summaries = outs[0].summaries
+    for out in outs[1:]:
+        for total, part in zip(summaries, out.summaries):
+            total.add(part)
+    for summary in summaries:
+        summary.kept = len(kept.get(summary.message_id, ()))
+    # Per message: its partitions' rows in customer order, so the result is the same for any split.
+    result_parts = [dec.Decisions.concat([out.parts[j] for out in outs]) for j in range(len(camp.messages))]
+    del outs
     now = datetime.now(timezone.utc)
-    # Each message's decisions go to the ledger as soon as they are built, so only one message's
-    # write buffers exist at a time; one transaction for the whole run, so a failure leaves no
-    # half-written plan.
+    # One transaction for the whole run, so a failure leaves no half-written plan.
     with nullcontext() if dry_run else _ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now) as conn:
         lap("ledger write")  # replaced decisions removed, run row written
-        for j, won in enumerate(wins):
-            pm = per_message[j]
-            per_message[j] = None  # the message's scores, contributions and rule masks die with its decisions
-            m, rows = pm["message"], pm["rows"]
-            lost = (pm["bits"] == 0) & ~won
-            held = np.zeros(len(rows), dtype=bool)
-            if m.policy.holdout_share > 0 and hashes is not None:
-                held = won & (holdout_draw(seed, hashes[rows], m.id) < m.policy.holdout_share)
-            part, summary = _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts)
-            del pm
-            result_parts.append(part)
-            summary.kept = len(kept.get(m.id, ()))
-            summaries.append(summary)
-            lap("decisions")
+        for j, part in enumerate(result_parts):
             if conn is not None:
                 dec.write(conn, run_id, part, now)
-            lap("ledger write")
+            if not keep_features:
+                # Written, and nobody asked for them back: free the logged features now.
+                result_parts[j] = part.without_features()
     lap("ledger write")  # the commit
 
     decisions = dec.Decisions.concat(result_parts)
@@ -280,45 +242,67 @@ def plan(
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        models=scorer.info() if hasattr(scorer, "info") else {}, timings=timings,
+        models=scorer.info() if hasattr(scorer, "info") else {}, timings=timings, partitions=len(ranges),
     )
 
 
-def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budget: np.ndarray):
-    """Run arbitration over every message's candidates at once.
+#: Fewest customers a worker process is worth starting for (below it, one process decides all).
+MIN_PARTITION = 50_000
 
-    Returns (per message: winner mask over its audience rows, per customer
-    row: the index of their best winning message or -1). Also stores each
-    message's expected values in ``pm["ev"]``.
+
+def partition_ranges(n: int, workers: int, min_size: int | None = None) -> list[tuple[int, int]]:
+    """``[start, stop)`` index ranges splitting ``n`` sorted customers among at most ``workers``.
+
+    Never a range under ``min_size`` (default :data:`MIN_PARTITION`)
+    customers, so a small audience stays in one process.
     """
-    topics = {t: i for i, t in enumerate(sorted({m.topic for m in camp.messages}))}
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cust", "msg", "ev", "prio", "topic", "topic_budget")}
-    for j, pm in enumerate(per_message):
-        m, rows = pm["message"], pm["rows"]
-        model_ev = f"{m.id}.expected_value"
-        # A trained model's expected value (gain minus irritation risk) replaces score × value.
-        pm["ev"] = frame[model_ev][rows] if model_ev in frame else pm["score"][rows] * m.value - m.policy.contact_cost
-        ok = pm["bits"] == 0
-        r = rows[ok]
-        parts["cust"].append(r)
-        parts["msg"].append(np.full(len(r), j, dtype=np.int64))
-        parts["ev"].append(pm["ev"][ok])
-        parts["prio"].append(np.full(len(r), m.priority, dtype=np.int64))
-        parts["topic"].append(np.full(len(r), topics[m.topic], dtype=np.int64))
-        parts["topic_budget"].append(_topic_budget(frame, m)[r])
-    cat = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in parts.items()}
-    win = arbitrate(cat["cust"], cat["topic"], cat["ev"].astype(np.float64), cat["prio"], cat["msg"],
-                    budget[cat["cust"]], cat["topic_budget"])
-    best = best_winner(cat["cust"], cat["msg"], cat["ev"].astype(np.float64), win, len(frame))
-    wins, start = [], 0
-    for pm in per_message:
-        ok = pm["bits"] == 0
-        k = int(ok.sum())
-        won = np.zeros(len(pm["rows"]), dtype=bool)
-        won[np.flatnonzero(ok)] = win[start:start + k]
-        start += k
-        wins.append(won)
-    return wins, best
+    min_size = MIN_PARTITION if min_size is None else min_size
+    k = max(1, min(workers, n // max(min_size, 1)))
+    edges = [round(i * n / k) for i in range(k + 1)]
+    return [(a, b) for a, b in zip(edges, edges[1:]) if b > a] or [(0, n)]
+
+
+def _executor(engine, name: str, workers: int | None, scheduler: str | None):
+    """Where partitions run: None for this process only (one worker), else an executor."""
+    if workers is not None and workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    if name == "local" and (workers == 1 or (workers is None and (os.cpu_count() or 1) == 1)):
+        return None
+    from .executors import get_executor
+
+    if name == "dask" and engine.dialect.name == "sqlite":
+        raise ConfigError("--executor dask needs a database every worker can reach (PostgreSQL); "
+                          "a SQLite file is not shared between machines")
+    return get_executor(name, workers=workers, scheduler=scheduler)
+
+
+def _slice(members: dict[tuple, np.ndarray], lo: str, hi: str) -> dict[tuple, np.ndarray]:
+    """Each audience cut to the customers from ``lo`` to ``hi`` (sorted arrays stay sorted)."""
+    out = {}
+    for key, ids in members.items():
+        a, b = np.searchsorted(ids, lo, side="left"), np.searchsorted(ids, hi, side="right")
+        out[key] = ids[a:b]
+    return out
+
+
+def _audiences(conn, camp: Campaign, segments: dict, as_of: datetime) -> dict[tuple, np.ndarray]:
+    """Sorted customer ids per distinct segment set of the campaign's messages.
+
+    The sets are independent statements: on a file or server database they
+    run two at a time on their own connections (the drivers release the
+    GIL while a statement runs), like the feature statements.
+    """
+    keys = list(dict.fromkeys(tuple(sorted(m.segments)) for m in camp.messages))
+    if len(keys) < 2 or conn.engine.url.database in (None, "", ":memory:"):
+        return {key: audience(conn, [segments[s] for s in key], as_of) for key in keys}
+    engine = conn.engine
+
+    def one(key):
+        with engine.connect() as own:
+            return audience(own, [segments[s] for s in key], as_of)
+
+    with ThreadPoolExecutor(2, thread_name_prefix="relmail-audience") as pool:
+        return dict(zip(keys, pool.map(one, keys)))
 
 
 def _check_segments(camp: Campaign, segments: dict) -> None:
@@ -339,140 +323,6 @@ def _categories(conn, message) -> tuple[str, ...]:
     p = Product.__table__
     found = conn.execute(select(p.c.category).where(p.c.id.in_(message.products)).distinct()).scalars().all()
     return tuple(sorted(found))
-
-
-def _remaining(limit: np.ndarray, used: np.ndarray) -> np.ndarray:
-    return np.where(np.isinf(limit), np.iinfo(np.int64).max // 4, np.maximum(limit - used, 0)).astype(np.int64)
-
-
-def _budget(frame, camp: Campaign, kept: dict[str, set[str]]) -> np.ndarray:
-    """E-mails each customer may still get from this run: per-run limit and the global caps."""
-    n = len(frame)
-    used_here = np.zeros(n, dtype=np.int64)
-    for customers in kept.values():
-        if customers:
-            used_here += np.isin(frame.customer_ids, np.array(sorted(customers)))
-    budget = np.maximum(camp.policy.max_messages_per_run - used_here, 0)
-    if camp.policy.rule_on("FREQUENCY_CAP"):
-        c7, c30 = effective_caps(frame, None, camp.policy)
-        s7 = frame["sends_7"] + frame["planned_7"]
-        s30 = frame["sends_30"] + frame["planned_30"]
-        budget = np.minimum(budget, np.minimum(_remaining(c7, s7), _remaining(c30, s30)))
-    return budget
-
-
-def _topic_budget(frame, m) -> np.ndarray:
-    n = len(frame)
-    out = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
-    if not m.policy.rule_on("TOPIC_FREQUENCY_CAP"):
-        return out
-    for days, key in ((7, "7d"), (30, "30d")):
-        cap = m.policy.topic_cap(key)
-        if cap is not None:
-            used = frame[f"{m.id}.topic_sends_{days}"] + frame[f"{m.id}.topic_planned_{days}"]
-            out = np.minimum(out, _remaining(np.full(n, float(cap)), used))
-    return out
-
-
-def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -> tuple[dec.Decisions, MessageSummary]:
-    """The decision rows of one message, with reasons and logged features."""
-    rows, bits = pm["rows"], pm["bits"]
-    size = len(rows)
-    codes = list(RULES)
-    action = np.full(size, "suppress", dtype=object)
-    action[won & ~held] = "send"
-    action[held] = "holdout"
-    summary = MessageSummary(m.id, m.topic, m.offer, audience=size)
-    summary.send, summary.holdout = int((won & ~held).sum()), int(held.sum())
-    summary.suppress = size - summary.send - summary.holdout
-
-    # Reason strings: one per distinct bit pattern, then looked up.
-    patterns, inverse = np.unique(bits, return_inverse=True)
-    texts = [" ".join(c for b, c in enumerate(codes) if p >> b & 1) for p in patterns.tolist()]
-    reasons = np.array(texts, dtype=object)[inverse] if size else np.zeros(0, dtype=object)
-    for b, c in enumerate(codes):
-        fired = int(((bits >> b) & 1).sum())
-        if fired:
-            summary.reasons[c] = fired
-    reasons[lost] = ARBITRATION_LOST
-    reasons[held] = HOLDOUT
-    if lost.any():
-        summary.reasons[ARBITRATION_LOST] = int(lost.sum())
-    if held.any():
-        summary.reasons[HOLDOUT] = int(held.sum())
-
-    # Logged features.
-    constants: dict[str, Any] = {"topic": m.topic}
-    if m.products:
-        constants["products"] = ", ".join(m.products)
-    js = dec.JsonRows(size, constants)
-    score = pm["score"][rows]
-    considered = ~pm["hard"]
-    idx_considered = np.flatnonzero(considered)
-    js.add("score", score[considered], idx_considered, keep_zero=True)
-    for name, c in pm["contrib"].items():
-        js.add(f"c.{name}", c, idx_considered)  # already cut to the considered rows
-    for key, values in pm.get("extra", {}).items():
-        js.add(key, values, idx_considered)
-    rules = pm["rules"]
-    scorer_cols = list(pm["columns"])
-    full = bits == 0  # send, hold-out, arbitration lost: every column the decision used
-    full_idx = np.flatnonzero(full)
-    logged = dict.fromkeys(scorer_cols)
-    for rule in rules:
-        logged.update(dict.fromkeys(rule.columns))
-    for col in logged:
-        if col == "k.score":
-            continue
-        values = _column(frame, m, col)[rows]
-        js.add(col[2:] if col.startswith("k.") else col, values[full], full_idx)
-    # Suppressed rows: the columns and limits of the rules that fired (each column once per row).
-    fired_cols: dict[str, np.ndarray] = {}
-    for b, code in enumerate(codes):
-        fired = ((bits >> b) & 1).astype(bool)
-        if not fired.any():
-            continue
-        rule_cols = RULES[code].columns + (tuple(scorer_cols) if RULES[code].logs_score_inputs else ())
-        for col in rule_cols:
-            if col != "k.score":
-                fired_cols[col] = fired_cols.get(col, np.zeros(size, dtype=bool)) | fired
-    for col, fired in fired_cols.items():
-        js.add(col[2:] if col.startswith("k.") else col, _column(frame, m, col)[rows][fired], np.flatnonzero(fired))
-    for b, code in enumerate(codes):
-        fired = ((bits >> b) & 1).astype(bool)
-        if not fired.any():
-            continue
-        fidx = np.flatnonzero(fired)
-        for key, value in pm["details"].get(code, {}).items():
-            v = np.asarray(value, dtype=np.float64)
-            js.add(key, v[rows][fired] if v.ndim else np.full(len(fidx), float(v)), fidx, keep_zero=True)
-    if lost.any():
-        lidx = np.flatnonzero(lost)
-        winners = best[rows[lost]]
-        names = np.array([mm.id for mm in camp.messages], dtype=object)
-        for jj in np.unique(winners).tolist():
-            sel = lidx[winners == jj]
-            js.add("lost_to", names[jj] if jj >= 0 else "budget", sel)
-        js.add("budget", budget[rows[lost]], lidx, keep_zero=True)
-    if held.any():
-        js.add("holdout_share", np.full(int(held.sum()), m.policy.holdout_share), np.flatnonzero(held), keep_zero=True)
-
-    ev = pm["ev"]
-    out = dec.Decisions(
-        customer_id=customer_texts[rows],
-        message_id=np.full(size, m.id, dtype=dec.S),
-        action=action.astype(dec.S),
-        score=score,
-        expected_value=ev,
-        reasons=reasons.astype(dec.S),
-        features=js.finish(),
-    )
-    return out, summary
-
-
-def _column(frame, m, name: str) -> np.ndarray:
-    key = f"{m.id}.{name[2:]}" if name.startswith("k.") else name
-    return np.asarray(frame[key], dtype=np.float64)
 
 
 @contextmanager

@@ -26,10 +26,15 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
 @click.option("--min-sends", type=click.IntRange(0), help="Gate: fail (exit 21) with fewer sends.")
 @click.option("--render-sample", default=3, show_default=True, type=click.IntRange(0),
               help="Gate: render each message for this many of its recipients; any failure exits 22 (0: skip).")
+@click.option("--workers", type=click.IntRange(1), help="Processes deciding customer ranges in parallel (default: one per core; "
+              "an audience under 50,000 customers per worker stays in one process).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where the workers run: local processes, or a Dask cluster (PostgreSQL only).")
+@click.option("--scheduler", help="Dask scheduler address for --executor dask (default: $RELMAIL_DASK_SCHEDULER).")
 @json_option
 @pass_state
 def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan, out, fmt, limit, diff_against,
-                 max_suppression_rate, min_sends, render_sample, as_json) -> None:
+                 max_suppression_rate, min_sends, render_sample, workers, executor, scheduler, as_json) -> None:
     """Plan CAMPAIGN for a window: who gets which message, who is held out, who is suppressed and why.
 
     Writes one run and one decision per (customer, message) to the ledger,
@@ -47,6 +52,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
       relmail plan weekly --window this-week --dry-run --out plan.md \\
           --diff-against last-plan.jsonl --max-suppression-rate 0.95 --min-sends 100
       relmail plan weekly --window 2026-W48 --replan --json
+      relmail plan weekly --window 2026-W48 --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from .. import locks
     from ..campaigns import load_campaign
@@ -67,7 +73,8 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
             held.enter_context(locks.acquire(state.engine, run_id_for(camp.name, win.key),
                                              timeout=locks.timeout_for(state.project)))
         result = plan(state.project, state.engine, camp, win,
-                      as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan)
+                      as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan,
+                      workers=workers, executor=executor, scheduler=scheduler, keep_features=out is not None)
     render_check(state.project, state.engine, camp, result, render_sample)
     written = write_plan(result, out, fmt, limit) if out else None
     moves = diff(old, result) if old is not None else None

@@ -37,6 +37,7 @@ def compute_features(
     as_of: datetime,
     contexts: dict[str, FeatureContext] | None = None,
     settings: FeatureSettings | None = None,
+    bounded: bool = False,
 ) -> FeatureFrame:
     """Features of ``customer_ids`` as of ``as_of``, generic and per message context.
 
@@ -48,6 +49,11 @@ def compute_features(
     For a large audience the statements run on fresh connections of the
     same engine (two at a time), so they read committed data: rows written
     but not yet committed on ``engine_or_conn`` are not seen.
+
+    ``bounded``: the ids are one contiguous range of a partitioned audience
+    (see :mod:`relmail.plan_partition`); the statements then read only the
+    rows of customers from the first id to the last, through the
+    customer-ordered indexes, instead of the whole store.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -57,7 +63,7 @@ def compute_features(
     n = len(ids)
     with connection(engine_or_conn) as conn:
         dialect = conn.dialect.name
-        scope = Scope(conn, ids)
+        scope = Scope(conn, ids, bounded=bounded)
         try:
             statements = {
                 "commerce": q.commerce(scope, as_of, dialect, contexts, settings, q.category_products(conn, contexts)),

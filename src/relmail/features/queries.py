@@ -212,7 +212,7 @@ def rare(scope: Scope, as_of, dialect) -> Query:
         packed([(None, (90, None), ("complaints_90", "complaints_total"))], 30, t == "email_complained",
                lambda days: at > when(as_of, days))[0],
     ).where(t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained")), at <= when(as_of))
-    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id).group_by(E.c.customer_id)
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id, by_customer_index=False).group_by(E.c.customer_id)
 
     def decode(keys, table):
         complaints_90, complaints_total = unpack(table[2], 2, 30)
@@ -226,7 +226,7 @@ def last_delivery(scope: Scope, as_of, dialect) -> Query:
     """The last sign of delivery, only for the few who ever hard-bounced."""
     t, at = E.c.type, E.c.occurred_at
     bounced = select(E.c.customer_id).where(t == "email_bounced_hard", at <= when(as_of)).distinct()
-    bounced = scope.restrict(bounced.select_from(E), E.c.customer_id).subquery()
+    bounced = scope.restrict(bounced.select_from(E), E.c.customer_id, by_customer_index=False).subquery()
     d = E.alias("d")
     stmt = (select(d.c.customer_id, age_days(dialect, as_of, func.max(d.c.occurred_at)))
             .select_from(bounced.join(d, d.c.customer_id == bounced.c.customer_id))
@@ -248,7 +248,7 @@ def tickets(scope: Scope, as_of, dialect) -> Query:
         age_days(dialect, as_of, func.max(at).filter(opened)),
         age_days(dialect, as_of, func.max(at).filter(closed)),
     ).where(t.in_(("ticket_opened", "ticket_closed")), at <= when(as_of))
-    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id).group_by(E.c.customer_id, E.c.feature)
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id, by_customer_index=False).group_by(E.c.customer_id, E.c.feature)
 
     def decode(keys, table):
         no_id, n_open, n_close, open_age, close_age = (np.asarray(col, dtype=float) for col in table)

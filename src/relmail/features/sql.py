@@ -70,15 +70,27 @@ class Scope:
 
     A large audience (a big share of all customers) is served by aggregating
     the whole table and dropping the other rows in NumPy; a small one by a
-    join to a temporary table of its ids (never a giant ``IN`` list).
+    join to a temporary table of its ids (never a giant ``IN`` list). A
+    ``bounded`` audience (one range of a partitioned plan) that is a big
+    share of the customers in its id range is served like a large one, over
+    that range only: ``customer_id BETWEEN first AND last``.
     """
 
-    def __init__(self, conn: Connection, ids: np.ndarray):
+    def __init__(self, conn: Connection, ids: np.ndarray, bounded: bool = False):
         self.conn = conn
         self.ids = ids
         self.table: Table | None = None
-        total = conn.execute(select(func.count()).select_from(Customer.__table__)).scalar_one()
+        self.range: tuple[str, str] | None = None
+        c = Customer.__table__
+        total = conn.execute(select(func.count()).select_from(c)).scalar_one()
+        if bounded and len(ids):
+            lo, hi = str(ids[0]), str(ids[-1])
+            inside = conn.execute(select(func.count()).select_from(c).where(c.c.id.between(lo, hi))).scalar_one()
+            if inside < total:
+                self.range = (lo, hi)
+                total = inside
         if len(ids) and len(ids) < FULL_SCAN_SHARE * total:
+            self.range = None
             self.table = Table(
                 f"relmail_audience_{uuid.uuid4().hex[:10]}",
                 MetaData(),
@@ -90,11 +102,19 @@ class Scope:
             for start in range(0, len(rows), 10_000):
                 conn.execute(insert(self.table), rows[start:start + 10_000])
 
-    def restrict(self, stmt, customer_col):
-        """``stmt`` joined to the audience table when there is one."""
-        if self.table is None:
-            return stmt
-        return stmt.join(self.table, self.table.c.customer_id == customer_col)
+    def restrict(self, stmt, customer_col, by_customer_index: bool = True):
+        """``stmt`` joined to the audience table, or bounded to the audience's id range, when there is one.
+
+        ``by_customer_index=False`` for statements that read events through
+        the (type, time) index: their range test must not tempt SQLite to
+        walk the customer index instead.
+        """
+        if self.table is not None:
+            return stmt.join(self.table, self.table.c.customer_id == customer_col)
+        if self.range is not None:
+            col = customer_col if by_customer_index else unindexed(customer_col)
+            return stmt.where(col.between(*self.range))
+        return stmt
 
     def close(self) -> None:
         if self.table is not None:
