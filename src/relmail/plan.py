@@ -135,7 +135,7 @@ def plan(
     scorer: Scorer | None = None,
     now: datetime | None = None,
     workers: int | None = None,
-    executor: str = "local",
+    executor: Any = "local",
     scheduler: str | None = None,
     keep_features: bool = True,
 ) -> PlanResult:
@@ -151,8 +151,8 @@ def plan(
     ``workers`` (None: one per core) splits an audience of more than
     :data:`MIN_PARTITION` customers per worker into that many ranges of
     customer ids, decided in parallel on ``executor`` (``local`` processes,
-    or ``dask`` at ``scheduler``); the decisions are the same for any
-    split. ``keep_features=False`` drops the logged features from
+    ``dask`` at ``scheduler``, or an :class:`relmail.executors.Executor`);
+    the decisions are the same for any split. ``keep_features=False`` drops the logged features from
     :attr:`PlanResult.decisions` once they are written (they are in the
     ledger; a million-customer plan holds about 1 GB less).
     """
@@ -262,17 +262,23 @@ def partition_ranges(n: int, workers: int, min_size: int | None = None) -> list[
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a] or [(0, n)]
 
 
-def _executor(engine, name: str, workers: int | None, scheduler: str | None):
-    """Where partitions run: None for this process only (one worker), else an executor."""
+def _executor(engine, name, workers: int | None, scheduler: str | None):
+    """Where partitions run: None for this process only (one worker), else an executor.
+
+    ``name`` is an executor name or an :class:`relmail.executors.Executor` already made.
+    """
     if workers is not None and workers < 1:
         raise ConfigError("--workers must be at least 1")
+    remote = getattr(name, "remote", name == "dask")
+    if remote and engine.dialect.name == "sqlite":
+        raise ConfigError("--executor dask needs a database every worker can reach (PostgreSQL); "
+                          "a SQLite file is not shared between machines")
+    if not isinstance(name, str):
+        return name
     if name == "local" and (workers == 1 or (workers is None and (os.cpu_count() or 1) == 1)):
         return None
     from .executors import get_executor
 
-    if name == "dask" and engine.dialect.name == "sqlite":
-        raise ConfigError("--executor dask needs a database every worker can reach (PostgreSQL); "
-                          "a SQLite file is not shared between machines")
     return get_executor(name, workers=workers, scheduler=scheduler)
 
 
