@@ -228,3 +228,11 @@ def test_model_rule_sentences_come_from_logged_values():
         "less P(unsubscribe or complaint) 1.0% × cost of losing the customer 500.00 = 5.20")
     assert RULES["NEGATIVE_UPLIFT"].explain({"model_uplift": -0.031, "model_version": 2, "model_outcome": "click"}) == (
         "model v2 predicts this e-mail lowers the chance of click by 3.1 points (uplift -0.0310): better not to send")
+
+
+def test_the_plan_command_names_the_model_it_scored_with(shop, engine):
+    train(shop)
+    out = CliRunner().invoke(cli, ["--project", str(shop.root), "plan", "test", "--window", WINDOW,
+                                   "--as-of", AS_OF.isoformat(), "--dry-run", "--render-sample", "0"])
+    assert out.exit_code == 0, out.output
+    assert "Scored promo with model 1 (outcome conversion)." in out.output

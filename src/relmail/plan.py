@@ -222,6 +222,7 @@ def plan(
             total.add(part)
     for summary in summaries:
         summary.kept = len(kept.get(summary.message_id, ()))
+    models = _merged_models([out.models for out in outs])
     # Per message: its partitions' rows in customer order, so the result is the same for any split.
     result_parts = [dec.Decisions.concat([out.parts[j] for out in outs]) for j in range(len(camp.messages))]
     del outs
@@ -242,7 +243,7 @@ def plan(
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        models=scorer.info() if hasattr(scorer, "info") else {}, timings=timings, partitions=len(ranges),
+        models=models, timings=timings, partitions=len(ranges),
     )
 
 
@@ -280,6 +281,18 @@ def _executor(engine, name, workers: int | None, scheduler: str | None):
     from .executors import get_executor
 
     return get_executor(name, workers=workers, scheduler=scheduler)
+
+
+def _merged_models(infos: list[dict[str, dict]]) -> dict[str, dict]:
+    """The partitions' model accounts as one: a feature missing in any partition is missing."""
+    out: dict[str, dict] = {}
+    for info in infos:
+        for key, facts in info.items():
+            if key not in out:
+                out[key] = dict(facts)
+            else:
+                out[key]["missing_features"] = sorted(set(out[key]["missing_features"]) | set(facts["missing_features"]))
+    return out
 
 
 def _slice(members: dict[tuple, np.ndarray], lo: str, hi: str) -> dict[tuple, np.ndarray]:

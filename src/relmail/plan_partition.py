@@ -60,6 +60,8 @@ class PartitionResult:
     parts: list[dec.Decisions]
     summaries: list[MessageSummary]
     timings: dict[str, float]
+    #: The scorer's account of its models (:meth:`relmail.model_scoring.ModelScorer.info`), as this partition saw them.
+    models: dict[str, dict] = field(default_factory=dict)
 
 
 def partition_task(url: str, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, ids: np.ndarray,
@@ -158,7 +160,7 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
         parts.append(part)
         summaries.append(summary)
     lap("decisions")
-    return PartitionResult(parts, summaries, timings)
+    return PartitionResult(parts, summaries, timings, scorer.info() if hasattr(scorer, "info") else {})
 
 
 def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budget: np.ndarray):
