@@ -24,7 +24,6 @@ delivered yet both count (see :func:`relmail.ledger_context.pending`).
 from __future__ import annotations
 
 import os
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -41,7 +40,7 @@ from .errors import ConfigError, Conflict, Problem, ValidationError
 from .features import FeatureContext, FeatureSettings
 from .ledger_context import KEEP_STATES, kept_decisions
 from .models import Delivery, Product, Run
-from .plan_partition import MessageSummary, decide_partition, partition_task
+from .plan_partition import Laps, MessageSummary, decide_partition, partition_task
 from .scoring import Scorer, make_scorer
 from .segments import audience, load_segments
 from .windows import Window, parse_window
@@ -156,15 +155,8 @@ def plan(
     :attr:`PlanResult.decisions` once they are written (they are in the
     ledger; a million-customer plan holds about 1 GB less).
     """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        t = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + t - clock
-        clock = t
-
+    lap = Laps()
+    timings = lap.timings
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
     win = window if isinstance(window, Window) else parse_window(window, project.settings.timezone, now=now)
     as_of = (as_of or win.default_as_of(now)).astimezone(timezone.utc)
@@ -209,9 +201,10 @@ def plan(
         outs = pool.map(partition_task, tasks)
         del tasks
     # Stages inside the partitions ran side by side: the slowest partition's time is the wall time.
+    wall = lap("partitions")
+    del timings["partitions"]
     for stage in {k for out in outs for k in out.timings}:
         timings[stage] = max(out.timings.get(stage, 0.0) for out in outs)
-    wall, clock = time.perf_counter() - clock, time.perf_counter()
     if len(outs) > 1:
         # Starting workers, shipping ranges out and decisions back: what partitioning costs.
         timings["partition overhead"] = max(0.0, wall - max(sum(out.timings.values()) for out in outs))

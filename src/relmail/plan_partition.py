@@ -32,6 +32,21 @@ from .rules.frequency_cap import effective_caps
 from .windows import Window
 
 
+class Laps:
+    """Seconds per stage: ``laps("features")`` books the time since the previous call to that stage."""
+
+    def __init__(self):
+        self.timings: dict[str, float] = {}
+        self.clock = time.perf_counter()
+
+    def __call__(self, stage: str) -> float:
+        t = time.perf_counter()
+        spent = t - self.clock
+        self.timings[stage] = self.timings.get(stage, 0.0) + spent
+        self.clock = t
+        return spent
+
+
 @dataclass
 class MessageSummary:
     message_id: str
@@ -89,15 +104,7 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
     a partitioned audience, so the feature statements read only the events
     of customers between its first and last id.
     """
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(stage: str) -> None:
-        nonlocal clock
-        t = time.perf_counter()
-        timings[stage] = timings.get(stage, 0.0) + t - clock
-        clock = t
-
+    lap = Laps()
     with engine.connect() as conn:
         frame = compute_features(conn, ids, as_of, contexts, settings, bounded=bounded)
         lap("features")
@@ -160,7 +167,7 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
         parts.append(part)
         summaries.append(summary)
     lap("decisions")
-    return PartitionResult(parts, summaries, timings, scorer.info() if hasattr(scorer, "info") else {})
+    return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {})
 
 
 def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budget: np.ndarray):
