@@ -31,6 +31,7 @@ MODULES = (
     "segments",
     "send",
     "report",
+    "locks",
 )
 
 
