@@ -10,7 +10,13 @@ import pytest
 from relmail.errors import ModelError
 from relmail.learn import metrics, store
 from relmail.learn.dataset import FeatureSpec, split_mask
-from relmail.learn.estimators import TLearner, TransformedOutcome, XLearner
+from relmail.learn.estimators import (
+    Interaction,
+    Proportional,
+    TLearner,
+    TransformedOutcome,
+    XLearner,
+)
 from relmail.learn.incrementality import newcombe, wilson
 from relmail.learn.model import load_model
 from relmail.learn.outcomes import OutcomeTable
@@ -48,7 +54,7 @@ def planted_table(n=3000, seed=0) -> OutcomeTable:
     )
 
 
-@pytest.mark.parametrize("cls", [TLearner, XLearner, TransformedOutcome])
+@pytest.mark.parametrize("cls", [TLearner, XLearner, TransformedOutcome, Interaction])
 def test_uplift_estimators_rank_the_helped_customers_first(cls):
     x, seg, t, y = planted()
     spec = FeatureSpec.infer([{"x": a, "segment": b} for a, b in zip(x, seg)])
@@ -205,3 +211,92 @@ def test_a_previous_models_logged_predictions_are_never_training_features():
     ]
     spec = FeatureSpec.infer(rows)
     assert spec.numeric == ["recency_days"] and spec.categorical == {}
+
+
+def _encoded(x, seg):
+    rows = [{"x": a, "segment": b} for a, b in zip(x, seg)]
+    spec = FeatureSpec.infer(rows)
+    return spec, spec.encode(rows)
+
+
+def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(shop):
+    x, seg, t, y = planted(6000, 4)
+    spec, X = _encoded(x, seg)
+    est = Interaction(spec.layout, "logistic").fit(X, y, t)
+    up = est.predict_uplift(X)
+    # The planted effect is +25 points for x > 0 and none otherwise.
+    assert up[x > 1].mean() == pytest.approx(0.25, abs=0.08)
+    assert abs(up[x < -1].mean()) < 0.08
+    # Its probabilities are calibrated to each group's observed rate.
+    assert est.predict_sent(X, True)[t == 1].mean() == pytest.approx(y[t == 1].mean(), abs=0.01)
+    assert est.predict_sent(X, False)[t == 0].mean() == pytest.approx(y[t == 0].mean(), abs=0.01)
+    with pytest.raises(ValueError, match="logistic regression only"):
+        Interaction(spec.layout, "hgb")
+    # Saved and loaded through the model file like every other estimator.
+    opts = TrainOptions(outcomes=("conversion",), kinds=("interaction",), bases=("logistic",), test_share=0.3, cv_repeats=1)
+    result = train_message(store.models_dir(shop), "promo", planted_table(), opts)
+    assert result["selection"]["conversion"]["chosen"] == "interaction/logistic"
+    model = load_model(shop, "promo")
+    pred = model.predict({"x": np.array([-2.0, 2.0]), "segment": np.array(["b", "b"])})
+    assert pred["uplift"][1] - pred["uplift"][0] > 0.15
+
+
+def test_estimators_sharing_a_t_learners_group_models_predict_exactly_as_when_fitted_alone():
+    x, seg, t, y = planted(3000, 5)
+    spec, X = _encoded(x, seg)
+    groups = TLearner(spec.layout, "logistic").fit(X, y, t)
+    for cls in (XLearner, Proportional):
+        alone = cls(spec.layout, "logistic").fit(X, y, t).predict_uplift(X)
+        shared = cls(spec.layout, "logistic").fit(X, y, t, groups=groups).predict_uplift(X)
+        assert np.allclose(alone, shared)
+
+
+def test_candidates_skip_base_learners_an_estimator_does_not_run_on():
+    from relmail.learn.select import candidate_names
+
+    names = candidate_names(("t_learner", "interaction"), ("logistic", "hgb"))
+    assert names == [("t_learner", "logistic"), ("t_learner", "hgb"), ("interaction", "logistic")]
+
+
+def test_selection_keeps_the_response_like_model_unless_another_clearly_beats_it():
+    from relmail.learn.select import choose
+
+    kinds = ("t_learner", "proportional")
+    # A planted, varying effect: the T-learner's lead is far beyond the noise.
+    x, seg, t, y = planted(4000, 6)
+    spec, X = _encoded(x, seg)
+    ids = np.array([f"C{i}" for i in range(len(y))], dtype=object)
+    got = choose(X, y, t, ids, spec.layout, kinds=kinds, bases=("logistic",), repeats=2)
+    assert (got.kind, got.base) == ("t_learner", "logistic")
+    assert "mean of 2 repeated 2-fold splits" in got.reason and "exceeds one standard error" in got.reason
+    # The same effect for everyone: the T-learner's lead on this draw is
+    # noise, and the proportional model (ranking like the response model) is kept.
+    rng = np.random.default_rng(9)
+    y_flat = (rng.random(len(y)) < 0.15 + 0.1 * t).astype(np.int8)
+    got = choose(X, y_flat, t, ids, spec.layout, kinds=kinds, bases=("logistic",), repeats=2)
+    assert got.kind == "proportional" and got.reason.startswith("t_learner/logistic has the highest")
+    assert "within one standard error" in got.reason and "ranks like the response model" in got.reason
+    assert {c["kind"] for c in got.candidates} == {"t_learner", "proportional"}
+    assert all(c["qini_spread"] is not None for c in got.candidates)
+
+
+def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_applies_it(shop):
+    from relmail.learn.select import uplift_calibration
+
+    x, _seg, t, y = planted(20000, 8)
+    true = 0.25 * (x > 0)
+    # Predictions twice as far apart as the truth: the slope comes out near 1/2.
+    slope, intercept = uplift_calibration([2 * true - 0.1], y, t)
+    assert slope == pytest.approx(0.5, abs=0.1)
+    assert (intercept + slope * (2 * true - 0.1)).mean() == pytest.approx(true.mean(), abs=0.02)
+    # Scores that carry no signal cannot flip the ranking: the slope stays positive.
+    noise = np.random.default_rng(1).random(len(y))
+    assert uplift_calibration([noise], y, t)[0] > 0
+    # The trained model serves calibrated uplift: the sidecar's map applied to the raw estimator.
+    train_message(store.models_dir(shop), "promo", planted_table(), FAST)
+    model = load_model(shop, "promo")
+    cal = model.meta["estimators"]["outcomes"]["conversion"]["uplift"]["calibration"]
+    X = model.encode({"x": np.array([-2.0, 0.5, 2.0]), "segment": np.array(["b", "b", "b"])})
+    raw = model.uplift["conversion"].predict_uplift(X)
+    assert np.allclose(model.predict(X, "conversion")["uplift"], cal["intercept"] + cal["slope"] * raw)
+    assert "Uplift is calibrated on the validation predictions" in model.meta["selection"]["conversion"]["reason"]

@@ -40,10 +40,14 @@ def model() -> None:
 def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, criterion, as_json) -> None:
     """Train a model per message from the ledger, picking the best uplift estimator.
 
-    Candidates (T-learner, X-learner, transformed outcome, each on logistic
-    regression and gradient boosting) are compared by cross-fitting on the
-    training customers; the winner is refitted and saved as a new version in
-    models/<message>/ with its reason.
+    Candidates (T-learner, X-learner, transformed outcome and the
+    proportional model on logistic regression and gradient boosting, and a
+    logistic interaction model) are compared by cross-fitting on the
+    training customers, over 3 repeated 2-fold splits ([model] cv_repeats);
+    the best must beat the proportional model by more than its standard
+    error, else the proportional model is kept. The winner is refitted,
+    its uplift calibrated, and saved as a new version in models/<message>/
+    with its reason.
 
     \b
     Example:

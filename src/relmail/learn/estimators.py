@@ -6,9 +6,10 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
 
 * propensity: ``P(outcome | sent)``, a calibrated classifier on sends only;
 * uplift: ``P(outcome | sent) - P(outcome | not sent)`` from sends and
-  hold-outs, by four estimators (T-learner, X-learner, transformed outcome,
-  and a proportional-effect model that ranks like the response model) on
-  two base learners (logistic regression, gradient boosting);
+  hold-outs, by five estimators (T-learner, X-learner, transformed outcome,
+  a proportional-effect model that ranks like the response model, each on
+  two base learners: logistic regression and gradient boosting; and an
+  interaction logistic regression whose effect terms are shrunk hard);
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
 
 Each estimator can list its fitted scikit-learn ``parts()`` and be rebuilt
@@ -30,7 +31,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "interaction")
+#: Estimators that exist on some base learners only (the rest run on all of BASES).
+KIND_BASES = {"interaction": ("logistic",)}
 #: Fewer positives than this in a group and a classifier is not trained:
 #: the group's observed rate is used instead (calibration needs both classes
 #: in every fold).
@@ -151,7 +154,11 @@ class TLearner:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t) -> "TLearner":
+    def fit(self, X, y, t, groups: TLearner | None = None) -> "TLearner":
+        """Fit both group models, or take them from ``groups``, a T-learner fitted on the same rows."""
+        if groups is not None:
+            self.treated_, self.control_ = groups.treated_, groups.control_
+            return self
         t = np.asarray(t) == 1
         self.treated_ = fit_probability(self.layout, self.base, X[t], y[t], self.seed)
         self.control_ = fit_probability(self.layout, self.base, X[~t], y[~t], self.seed)
@@ -184,8 +191,8 @@ class XLearner(TLearner):
 
     kind = "x_learner"
 
-    def fit(self, X, y, t) -> "XLearner":
-        super().fit(X, y, t)
+    def fit(self, X, y, t, groups: TLearner | None = None) -> "XLearner":
+        super().fit(X, y, t, groups)
         t = np.asarray(t) == 1
         y = np.asarray(y, dtype=float)
         d_treated = y[t] - predict_probability(self.control_, X[t])
@@ -262,10 +269,14 @@ class Proportional:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t) -> "Proportional":
+    def fit(self, X, y, t, groups: TLearner | None = None) -> "Proportional":
+        """Fit, or take the send model from ``groups``, a T-learner fitted on the same rows."""
         t = np.asarray(t) == 1
         y = np.asarray(y, dtype=float)
-        self.treated_ = fit_probability(self.layout, self.base, X[t], y[t], self.seed)
+        if groups is not None:
+            self.treated_ = groups.treated_
+        else:
+            self.treated_ = fit_probability(self.layout, self.base, X[t], y[t], self.seed)
         rate_t = float(y[t].mean()) if t.any() else 0.0
         rate_c = float(y[~t].mean()) if (~t).any() else 0.0
         self.relative_lift_ = 1.0 - rate_c / rate_t if rate_t > 0 else 0.0
@@ -287,7 +298,72 @@ class Proportional:
         return obj
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional)}
+class Interaction:
+    """One logistic regression on the features, the sent flag and sent × features (Lo's model).
+
+    ``P(y | x, t) = sigmoid(a·x + b·t + t·(c·x))``: the customer's baseline
+    (``a``) is learned from sends and hold-outs together, and the effect
+    terms (``b``, ``c``) only have to explain the difference. The ``c``
+    columns are multiplied by :attr:`EFFECT_SCALE` before the (L2) fit,
+    which penalizes them ``1 / EFFECT_SCALE**2`` times more than the
+    baseline: an effect that varies must earn its variation, which is what
+    keeps noisy segments from being ranked first. Uplift is the difference
+    of the two predicted probabilities, so its scale is comparable across
+    messages (the plan ranks messages by it).
+    """
+
+    kind = "interaction"
+    #: Effect-term columns are scaled by this (0.1: 100x the baseline's L2 penalty).
+    EFFECT_SCALE = 0.1
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
+        if base != "logistic":
+            raise ValueError(f"the interaction estimator runs on logistic regression only, not {base!r}")
+        self.layout, self.base, self.seed = layout, base, seed
+
+    def _design(self, X, t) -> np.ndarray:
+        Z = self.prep_.transform(X)
+        Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z, dtype=float)
+        t = np.broadcast_to(np.asarray(t, dtype=float).reshape(-1, 1), (len(Z), 1))
+        return np.hstack([Z, t, self.scale_ * Z * t])
+
+    def fit(self, X, y, t) -> Interaction:
+        t = np.asarray(t, dtype=float)
+        y = np.asarray(y, dtype=int)
+        self.scale_ = self.EFFECT_SCALE
+        self.prep_ = self.layout.preprocessor().fit(X)
+        positives = int(y.sum())
+        sent = t == 1
+        if min(positives, len(y) - positives) < MIN_POSITIVES or not sent.any() or sent.all():
+            # Too thin to fit: everyone gets the observed lift (ranks like random).
+            lift = float(y[sent].mean() - y[~sent].mean()) if sent.any() and (~sent).any() else 0.0
+            self.model_ = lift
+            return self
+        self.model_ = LogisticRegression(C=1.0, max_iter=2000).fit(self._design(X, t), y)
+        return self
+
+    def predict_sent(self, X, sent: bool) -> np.ndarray:
+        """``P(outcome | x, sent)`` or ``P(outcome | x, not sent)``."""
+        return self.model_.predict_proba(self._design(X, 1.0 if sent else 0.0))[:, 1]
+
+    def predict_uplift(self, X) -> np.ndarray:
+        if isinstance(self.model_, float):
+            return np.full(len(X), self.model_)
+        return self.predict_sent(X, True) - self.predict_sent(X, False)
+
+    def parts(self) -> dict:
+        return {"prep": self.prep_, "model": self.model_, "scale": self.scale_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Interaction:
+        obj = cls(layout, base)
+        obj.prep_, obj.model_, obj.scale_ = parts["prep"], parts["model"], float(parts["scale"])
+        return obj
+
+
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction)}
+#: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
+USES_GROUPS = ("t_learner", "x_learner", "proportional")
 
 
 def make_uplift(kind: str, layout: Layout, base: str, seed: int = 0):

@@ -9,7 +9,7 @@ float array in :attr:`TrainedModel.columns` order; outputs are NumPy arrays.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -31,6 +31,8 @@ class TrainedModel:
     propensity: dict[str, Any]
     uplift: dict[str, Any]
     irritation: Any
+    #: Per outcome, ``(slope, intercept)`` from validation: calibrated uplift = intercept + slope × raw.
+    uplift_calibration: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def key(self) -> str:
@@ -80,9 +82,14 @@ class TrainedModel:
         up = self.uplift.get(name)
         return {
             "p_positive_sent": np.clip(self.propensity[name].predict(X), 0.0, 1.0),
-            "uplift": up.predict_uplift(X) if up is not None else np.full(len(X), np.nan),
+            "uplift": self._calibrated(name, up.predict_uplift(X)) if up is not None else np.full(len(X), np.nan),
             "p_irritation": np.clip(predict_probability(self.irritation, X), 0.0, 1.0),
         }
+
+    def _calibrated(self, outcome: str, raw: np.ndarray) -> np.ndarray:
+        # Models trained before calibration existed have none: identity.
+        slope, intercept = self.uplift_calibration.get(outcome, (1.0, 0.0))
+        return intercept + slope * raw
 
     @property
     def value_per_conversion(self) -> float | None:
@@ -127,13 +134,18 @@ def from_payload(meta: dict, payload: dict) -> TrainedModel:
     spec = FeatureSpec.from_dict(meta["spec"])
     layout = spec.layout
     est = meta["estimators"]
-    propensity, uplift = {}, {}
+    propensity, uplift, calibration = {}, {}, {}
     for name, parts in payload["outcomes"].items():
         info = est["outcomes"][name]
         propensity[name] = rebuild("propensity", layout, info["propensity"]["base"], parts["propensity"])
         if parts.get("uplift") is not None:
             uplift[name] = rebuild(info["uplift"]["kind"], layout, info["uplift"]["base"], parts["uplift"])
-    return TrainedModel(meta=meta, spec=spec, propensity=propensity, uplift=uplift, irritation=payload["irritation"])
+            cal = info["uplift"].get("calibration")
+            if cal:
+                calibration[name] = (float(cal["slope"]), float(cal["intercept"]))
+    return TrainedModel(
+        meta=meta, spec=spec, propensity=propensity, uplift=uplift, irritation=payload["irritation"], uplift_calibration=calibration
+    )
 
 
 def load_model(project, key: str, version: int | None = None) -> TrainedModel | None:

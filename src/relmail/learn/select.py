@@ -4,9 +4,17 @@ Every candidate (estimator × base learner) is judged on customers it did not
 train on, by 2-fold cross-fitting inside the training data: fit on one half
 of the customers, score the other, swap, and pool the scores. Pooling keeps
 the whole training set as validation data, which matters because uplift
-metrics are differences of noisy rates. The winner has the highest Qini
-coefficient (or the criterion asked for); the reason names its figures and
-the runners-up so a person can check the choice.
+metrics are differences of noisy rates. One split is still noisy (on the
+Hillstrom data a candidate's Qini moves by ±0.03 from one split to the
+next, as much as the gaps between candidates), so the cross-fitting is
+repeated on ``repeats`` independent splits and each candidate is judged by
+its mean. The winner has the highest mean Qini coefficient (or the
+criterion asked for), provided it beats the proportional model (which ranks
+like the response model) by more than one bootstrap standard error;
+otherwise the proportional model is kept. The winner's out-of-fold
+predictions also calibrate its uplift scale (:func:`uplift_calibration`).
+The reason names the figures, their spread, the runners-up and the lead
+over the proportional model so a person can check the choice.
 """
 
 from __future__ import annotations
@@ -18,9 +26,26 @@ import numpy as np
 
 from . import metrics
 from .dataset import split_mask
-from .estimators import BASES, UPLIFT_KINDS, Layout, Propensity, make_uplift
+from .estimators import (
+    BASES,
+    KIND_BASES,
+    UPLIFT_KINDS,
+    USES_GROUPS,
+    Layout,
+    Propensity,
+    TLearner,
+    make_uplift,
+)
 
 CRITERIA = ("qini", "keep_at_30", "keep_at_50")
+#: Independent 2-fold splits each candidate is cross-fitted on.
+DEFAULT_REPEATS = 3
+#: The estimator that ranks like the response model: kept unless another clearly beats it.
+SAFE_KIND = "proportional"
+#: Bootstrap resamples of the validation customers for the winner's lead over the safe model.
+BOOTSTRAP = 100
+#: Bounds of the uplift calibration slope: calibration rescales, it never flattens or flips a ranking.
+SLOPE_BOUNDS = (0.1, 1.5)
 
 
 @dataclass
@@ -31,10 +56,13 @@ class Choice:
     criterion: str
     reason: str
     candidates: list[dict] = field(default_factory=list)
+    #: ``(slope, intercept)`` mapping the winner's raw uplift to calibrated uplift.
+    calibration: tuple[float, float] = (1.0, 0.0)
 
 
 def candidate_names(kinds: Sequence[str] = UPLIFT_KINDS, bases: Sequence[str] = BASES) -> list[tuple[str, str]]:
-    return [(k, b) for k in kinds for b in bases]
+    """(estimator, base learner) pairs; estimators bound to some learners skip the others."""
+    return [(k, b) for k in kinds for b in bases if b in KIND_BASES.get(k, (b,))]
 
 
 def choose(
@@ -47,50 +75,157 @@ def choose(
     kinds: Sequence[str] = UPLIFT_KINDS,
     bases: Sequence[str] = BASES,
     criterion: str = "qini",
+    repeats: int = DEFAULT_REPEATS,
 ) -> Choice:
-    """Cross-fit every candidate on the training rows and pick the best by ``criterion``."""
+    """Cross-fit every candidate on ``repeats`` splits of the training rows; pick the best mean ``criterion``."""
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    fold = split_mask(groups, seed, 0.5, salt="validation")
-    scores = {name: np.zeros(len(y)) for name in candidate_names(kinds, bases)}
-    response = {b: np.zeros(len(y)) for b in bases}
-    for held in (fold, ~fold):
-        fit = ~held
-        for kind, base in scores:
-            est = make_uplift(kind, layout, base, seed).fit(X[fit], y[fit], t[fit])
-            scores[(kind, base)][held] = est.predict_uplift(X[held])
-            if kind == "t_learner":
-                # The T-learner's send model is the response model: reuse it.
-                response[base][held] = est.predict_treated(X[held])
-        for base in bases:
-            if not any(k == "t_learner" for k in kinds):
-                response[base][held] = Propensity(layout, base, seed).fit(X[fit], y[fit], t[fit]).predict(X[held])
-    rows = []
-    for (kind, base), s in scores.items():
-        rows.append(
-            {
-                "kind": kind,
-                "base": base,
-                "qini": metrics.qini_coefficient(s, y, t, seed),
-                "keep_at_30": metrics.keep_at(s, y, t, 0.3, seed),
-                "keep_at_50": metrics.keep_at(s, y, t, 0.5, seed),
-            }
-        )
+    names = candidate_names(kinds, bases)
+    if not names:
+        raise ValueError(f"no uplift estimator runs on the base learners {', '.join(bases)} among {', '.join(kinds)}")
+    repeats = max(1, int(repeats))
+    figures: dict[tuple[str, str], list[dict]] = {name: [] for name in names}
+    oof: dict[tuple[str, str], list[np.ndarray]] = {name: [] for name in names}
+    briers: dict[str, list[float]] = {b: [] for b in bases}
     sends = t == 1
-    briers = {b: metrics.brier(response[b][sends], y[sends]) for b in bases}
-    propensity_base = min(briers, key=briers.get)
+    for rep in range(repeats):
+        # Repeat 0 is the split relmail has always used; the others are new, independent ones.
+        fold = split_mask(groups, seed, 0.5, salt="validation" if rep == 0 else f"validation-{rep}")
+        scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases)
+        for name, s in scores.items():
+            oof[name].append(s)
+            figures[name].append(
+                {
+                    "qini": metrics.qini_coefficient(s, y, t, seed),
+                    "keep_at_30": metrics.keep_at(s, y, t, 0.3, seed),
+                    "keep_at_50": metrics.keep_at(s, y, t, 0.5, seed),
+                }
+            )
+        for base in bases:
+            briers[base].append(metrics.brier(response[base][sends], y[sends]))
+    rows = []
+    for (kind, base), runs in figures.items():
+        row: dict = {"kind": kind, "base": base}
+        for key in CRITERIA:
+            values = np.array([r[key] for r in runs], dtype=float)
+            finite = values[np.isfinite(values)]
+            row[key] = float(finite.mean()) if len(finite) else float("nan")
+            row[f"{key}_spread"] = float(finite.std(ddof=1)) if len(finite) > 1 else 0.0
+        rows.append(row)
+    mean_brier = {b: float(np.mean(v)) for b, v in briers.items()}
+    propensity_base = min(mean_brier, key=mean_brier.get)
     ranked = sorted(rows, key=lambda r: -_finite(r[criterion]))
     best = ranked[0]
     others = ", ".join(f"{r['kind']}/{r['base']} {_fmt(r[criterion])}" for r in ranked[1:4])
+    splits = f"mean of {repeats} repeated 2-fold splits, spread {_fmt(best[criterion + '_spread'])}" if repeats > 1 else "one 2-fold split"
     reason = (
         f"{best['kind']}/{best['base']} has the highest cross-validated {criterion.replace('_', ' ')} "
-        f"{_fmt(best[criterion])} (next: {others}); it keeps {_fmt(best['keep_at_30'])} of incremental outcomes "
-        f"at 30% volume and {_fmt(best['keep_at_50'])} at 50%. Propensity uses {propensity_base} "
-        f"(Brier {briers[propensity_base]:.4f})."
+        f"{_fmt(best[criterion])} ({splits}; next: {others}); it keeps {_fmt(best['keep_at_30'])} of incremental outcomes "
+        f"at 30% volume and {_fmt(best['keep_at_50'])} at 50%."
+    )
+    safe = [r for r in ranked if r["kind"] == SAFE_KIND]
+    if safe and best["kind"] != SAFE_KIND:
+        # One-standard-error rule: a heterogeneous model has to beat the
+        # response-like one by more than the noise of the validation outcomes,
+        # or its lead is as likely luck as skill and the safe model is kept.
+        fallback = safe[0]
+        lead, se = _lead(oof[(best["kind"], best["base"])], oof[(fallback["kind"], fallback["base"])], y, t, criterion, seed)
+        if not lead > se:
+            reason += (
+                f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) is within one standard error"
+                f" ({_fmt(se)}, bootstrap over validation customers), so {fallback['kind']}/{fallback['base']},"
+                " which ranks like the response model, is chosen instead."
+            )
+            best = fallback
+        else:
+            reason += f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) exceeds one standard error ({_fmt(se)})."
+    calibration = uplift_calibration(oof[(best["kind"], best["base"])], y, t)
+    reason += (
+        f" Uplift is calibrated on the validation predictions (slope {calibration[0]:.2f}, intercept {calibration[1]:+.4f})."
+        f" Propensity uses {propensity_base} (Brier {mean_brier[propensity_base]:.4f})."
     )
     for r in rows:
-        r.update({k: (None if not np.isfinite(v) else float(v)) for k, v in r.items() if k in CRITERIA})
-    return Choice(best["kind"], best["base"], propensity_base, criterion, reason, rows)
+        r.update({k: (None if not np.isfinite(v) else float(v)) for k, v in r.items() if k not in ("kind", "base")})
+    return Choice(best["kind"], best["base"], propensity_base, criterion, reason, rows, calibration)
+
+
+def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases):
+    """Out-of-fold uplift scores of every candidate, and response scores per base learner."""
+    scores = {name: np.zeros(len(y)) for name in names}
+    response = {b: np.zeros(len(y)) for b in bases}
+    for held in (fold, ~fold):
+        fit = ~held
+        # T-, X-learner and proportional model start from the same two group
+        # models: fit those once per base learner and share them (exact, and
+        # half the fits of the slow base learners).
+        shared = {
+            base: TLearner(layout, base, seed).fit(X[fit], y[fit], t[fit])
+            for base in bases
+            if any((k, base) in scores for k in ("t_learner", "x_learner"))
+        }
+        for kind, base in names:
+            est = make_uplift(kind, layout, base, seed)
+            if kind in USES_GROUPS and base in shared:
+                est.fit(X[fit], y[fit], t[fit], groups=shared[base])
+            else:
+                est.fit(X[fit], y[fit], t[fit])
+            scores[(kind, base)][held] = est.predict_uplift(X[held])
+        for base in bases:
+            if base in shared:
+                # The T-learner's send model is the response model: reuse it.
+                response[base][held] = shared[base].predict_treated(X[held])
+            else:
+                response[base][held] = Propensity(layout, base, seed).fit(X[fit], y[fit], t[fit]).predict(X[held])
+    return scores, response
+
+
+def uplift_calibration(scores: list[np.ndarray], y, t) -> tuple[float, float]:
+    """``(slope, intercept)`` so that ``intercept + slope * uplift`` is calibrated uplift.
+
+    On randomized data the transformed outcome ``Z = y (t - g) / (g (1 - g))``
+    has the true uplift as its mean, so regressing ``Z`` on out-of-fold
+    predictions measures how far the predicted differences hold up: a
+    slope below 1 means the model spreads customers further apart than
+    they are. The plan compares uplifts of different messages' models, so
+    they must be on the same, calibrated scale; ranking within a message is
+    unchanged (the slope is kept positive).
+    """
+    t = np.asarray(t, dtype=float)
+    g = float(t.mean())
+    if g in (0.0, 1.0):
+        return 1.0, 0.0
+    z = np.asarray(y, dtype=float) * (t - g) / (g * (1 - g))
+    u = np.concatenate(scores)
+    z = np.tile(z, len(scores))
+    if not np.isfinite(u).all() or u.var() <= 0:
+        return 1.0, 0.0
+    slope = float(np.clip(np.cov(z, u)[0, 1] / u.var(ddof=1), *SLOPE_BOUNDS))
+    return slope, float(z.mean() - slope * u.mean())
+
+
+def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str, seed: int) -> tuple[float, float]:
+    """Mean lead of ``best`` over ``other`` across the splits, and its bootstrap standard error.
+
+    Each resample draws validation rows with replacement and scores both
+    candidates' out-of-fold predictions on the same draw, so the noise the
+    two share (which customers happened to respond) cancels in the lead.
+    """
+
+    def figure(score, idx):
+        if criterion == "qini":
+            return metrics.qini_coefficient(score[idx], y[idx], t[idx], seed)
+        return metrics.keep_at(score[idx], y[idx], t[idx], float(criterion.rsplit("_", 1)[1]) / 100, seed)
+
+    everyone = np.arange(len(y))
+    lead = float(np.nanmean([figure(b, everyone) - figure(o, everyone) for b, o in zip(best, other)]))
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(BOOTSTRAP):
+        idx = rng.integers(0, len(y), len(y))
+        draws.append(np.nanmean([figure(b, idx) - figure(o, idx) for b, o in zip(best, other)]))
+    draws = np.asarray(draws, dtype=float)
+    draws = draws[np.isfinite(draws)]
+    return lead, float(draws.std(ddof=1)) if len(draws) > 1 else float("inf")
 
 
 def _finite(value: float) -> float:

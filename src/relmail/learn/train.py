@@ -22,7 +22,7 @@ from . import store
 from .dataset import FeatureSpec, split_mask
 from .estimators import BASES, MIN_POSITIVES, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
 from .outcomes import DEFAULT_WINDOW, POSITIVE, OutcomeTable, load_outcomes
-from .select import choose
+from .select import DEFAULT_REPEATS, choose
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ class TrainOptions:
     kinds: tuple[str, ...] = UPLIFT_KINDS
     bases: tuple[str, ...] = BASES
     criterion: str = "qini"
+    #: Independent 2-fold splits each candidate is cross-fitted on during selection.
+    cv_repeats: int = DEFAULT_REPEATS
     primary_outcome: str | None = None
     #: Threads per fit. The fits are many and small: with more threads the
     #: OpenMP start-up and contention (measured: 30x slower on 2 busy cores)
@@ -52,6 +54,7 @@ class TrainOptions:
             "kinds": tuple(cfg.get("estimators", UPLIFT_KINDS)),
             "bases": tuple(cfg.get("bases", BASES)),
             "criterion": str(cfg.get("criterion", "qini")),
+            "cv_repeats": int(cfg.get("cv_repeats", DEFAULT_REPEATS)),
             "primary_outcome": cfg.get("primary_outcome"),
             "threads": int(cfg.get("threads", 1)),
         }
@@ -131,11 +134,15 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
             est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": None}
             selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} hold-outs (need {MIN_POSITIVES})"}
             continue
-        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion)
+        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats)
         uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t)
         prop = Propensity(layout, choice.propensity_base, seed).fit(X, y, t)
         payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": uplift.parts()}
-        est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": {"kind": choice.kind, "base": choice.base}}
+        slope, intercept = choice.calibration
+        est_meta["outcomes"][outcome] = {
+            "propensity": {"base": prop.base},
+            "uplift": {"kind": choice.kind, "base": choice.base, "calibration": {"slope": slope, "intercept": intercept}},
+        }
         selection[outcome] = {
             "chosen": f"{choice.kind}/{choice.base}",
             "criterion": choice.criterion,
