@@ -10,17 +10,18 @@ twice.
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from . import ledger, locks
 from .campaigns import Campaign, load_campaign
-from .errors import DeliveryError, NotFound
+from .errors import ConfigError, Conflict, DeliveryError, NotFound
 from .models import Decision, Run
 from .plan import plan, run_id_for
 from .schedule import resolve_window
@@ -28,6 +29,8 @@ from .windows import Window
 
 RUNS, DEC = Run.__table__, Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
+#: How many of the customers' locales a send compiles before the first delivery.
+PRECOMPILED_LOCALES = 8
 
 
 @dataclass
@@ -76,17 +79,36 @@ class _Batcher:
 
     def __init__(self, project, engine, camp: Campaign, run_id: str, as_of: datetime):
         from .contexts import load_catalog
+        from .models import Customer
         from .render import MessageSpec, Renderer
 
         self.engine, self.camp, self.as_of = engine, camp, as_of
         self.renderer = Renderer(project)
-        # A broken template fails here, before anything is sent.
-        for m in camp.messages:
-            self.renderer.compile(MessageSpec.from_campaign(camp, m, run_id), project.settings.default_locale)
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
         self.featured = {m.id: tuple(m.products) for m in camp.messages}
         with engine.connect() as conn:
             self.catalog = load_catalog(conn)
+            C = Customer.__table__
+            # The most common locales (a store with dozens compiles the rare ones when first needed).
+            common = conn.execute(select(C.c.locale).where(C.c.locale.is_not(None)).group_by(C.c.locale)
+                                  .order_by(func.count().desc()).limit(PRECOMPILED_LOCALES)).scalars()
+            locales = {project.settings.default_locale, *common}
+        # Every (message, locale) the run can need is compiled here, once: a broken template or locale
+        # variant fails before anything is sent, and forked workers inherit the compiled templates
+        # (premailer's CSS inlining costs about 0.15 s per template and language).
+        for spec in self.specs.values():
+            for locale in sorted(locales):
+                self.renderer.compile(spec, locale)
+        #: The process that built this batcher (a forked worker must :meth:`rebind` before use).
+        self.pid = os.getpid()
+
+    def rebind(self, engine) -> _Batcher:
+        """A copy that reads through ``engine``: the compiled templates and catalogue, shared by a forked process."""
+        import copy
+
+        twin = copy.copy(self)
+        twin.engine, twin.pid = engine, os.getpid()
+        return twin
 
     def render(
         self, pairs: Sequence[tuple[str, str]], to: str | None = None
@@ -197,6 +219,8 @@ def send(
     now: Callable[[], datetime] | None = None,
     progress: Callable[[dict[str, int]], None] | None = None,
     workers: int | None = None,
+    executor=None,
+    scheduler: str | None = None,
 ) -> SendResult:
     """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.
 
@@ -211,28 +235,53 @@ def send(
     the run's lock (:mod:`relmail.locks`) from before planning to the end;
     while another process holds it, :class:`~relmail.errors.Conflict`.
 
-    ``workers`` (default: ``os.cpu_count()``) worker processes render and
-    deliver in parallel (:mod:`relmail.send_workers`); never more than the
-    due e-mails fill batches of ``batch_size``, and ``1`` sends in this
-    process. Dry runs, proof sends and an explicit ``adapter`` instance (one
-    connection pool, which cannot cross processes) always run in-process.
+    ``executor`` is where rendering and delivery run in parallel
+    (:mod:`relmail.send_workers`): ``"local"`` (default; ``workers``
+    processes, default ``os.cpu_count()``), ``"dask"`` (the cluster at
+    ``scheduler``, default ``$RELMAIL_DASK_SCHEDULER``; PostgreSQL only) or
+    an :class:`~relmail.executors.Executor`. Never more senders than the due
+    e-mails fill batches of ``batch_size``; ``workers=1`` sends in this
+    process. A dry run renders its customers in partitions on the executor
+    too. Proof sends and an explicit ``adapter`` instance (one connection
+    pool, which cannot cross processes) always run in-process.
     """
-    clock = now or (lambda: datetime.now(timezone.utc))
+    from .executors import Executor, get_executor
+
+    clock = now or (lambda: datetime.now(UTC))
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
     win = resolve_window(window, project.settings.timezone, cadence=cadence, campaign=camp, now=clock())
-    if dry_run or test_to:
-        # Writes nothing to the ledger: no lock needed, and a dry run may watch a run in progress.
-        return _send(project, engine, camp, win, None, limit=limit, only_customers=only_customers, dry_run=dry_run,
-                     test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
-                     clock=clock, progress=progress, workers=1)
-    with locks.acquire(engine, run_id_for(camp.name, win.key), timeout=lock_timeout or locks.timeout_for(project)) as lock:
-        return _send(project, engine, camp, win, lock, limit=limit, only_customers=only_customers, dry_run=dry_run,
-                     test_to=test_to, adapter=adapter, batch_size=batch_size, retry_deadline=retry_deadline,
-                     clock=clock, progress=progress, workers=1 if adapter is not None else workers)
+    in_process = bool(test_to) or adapter is not None or (workers == 1 and executor in (None, "local"))
+    remote = executor == "dask" or (isinstance(executor, Executor) and executor.remote)
+    if remote and engine.dialect.name != "postgresql":
+        # Checked before connecting to the cluster or planning anything.
+        raise ConfigError(f"--executor dask needs PostgreSQL: its workers run on other machines, and a "
+                          f"{engine.dialect.name} database file is not shared between machines")
+    pool = None
+    if isinstance(executor, Executor):
+        pool = executor
+    elif not in_process:
+        pool = get_executor(executor or "local", workers=workers, scheduler=scheduler)
+    try:
+        common = {"limit": limit, "only_customers": only_customers, "dry_run": dry_run, "test_to": test_to,
+                  "adapter": adapter, "batch_size": batch_size, "retry_deadline": retry_deadline, "clock": clock,
+                  "progress": progress, "executor": None if in_process else pool}
+        if dry_run or test_to:
+            # Writes nothing to the ledger: no lock needed, and a dry run may watch a run in progress.
+            return _send(project, engine, camp, win, None, lease_timeout=None, **common)
+        timeout = lock_timeout or locks.timeout_for(project)
+        with locks.acquire(engine, run_id_for(camp.name, win.key), timeout=timeout) as lock:
+            return _send(project, engine, camp, win, lock, lease_timeout=timeout, **common)
+    finally:
+        if pool is not None and pool is not executor:
+            pool.close()
+
+
+#: How often one invocation settles senders that died and sends what they left, before giving up (exit 7).
+MAX_ROUNDS = 4
 
 
 def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | None, *, limit, only_customers,
-          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress, workers) -> SendResult:
+          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress, executor, lease_timeout) -> SendResult:
     started = time.perf_counter()
     run_id = run_id_for(camp.name, win.key)
     with engine.connect() as conn:
@@ -240,16 +289,19 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     result = SendResult(run_id, planned_now=run is None, dry_run=dry_run, test_to=test_to, window=win,
                         lock_taken_over=lock.taken_over if lock is not None else None)
 
+    # Planning here uses the senders' executor too: its customer ranges run where the senders will.
+    on = {"executor": executor} if executor is not None else {}
     if run is None and (dry_run or test_to):
-        planned = plan(project, engine, camp, win, dry_run=True, now=clock())
+        planned = plan(project, engine, camp, win, dry_run=True, now=clock(), **on)
         as_of = planned.as_of
         sends = [(c, m) for c, m, a in zip(planned.decisions.customer_id, planned.decisions.message_id, planned.decisions.action) if a == "send"]
     else:
         if run is None:
-            as_of = plan(project, engine, camp, win, now=clock()).as_of
+            as_of = plan(project, engine, camp, win, now=clock(), keep_features=False, **on).as_of
         else:
             as_of = run[0]
         sends = None
+    # Compiled here, before anything is sent: a broken template stops the command. Forked workers inherit it.
     batcher = _Batcher(project, engine, camp, run_id, as_of)
 
     if dry_run or test_to:
@@ -258,24 +310,34 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
                 q = select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
                 sends = [tuple(r) for r in conn.execute(q.order_by(DEC.c.id))]
         sends = _choose(sends, only_customers, limit, proof=bool(test_to))
-        _render_only(project, batcher, sends, result, test_to, adapter, batch_size)
+        if executor is not None and not test_to and sends and (executor.remote or (len(sends) > batch_size and executor.workers > 1)):
+            _render_partitions(project, engine, executor, batcher, camp, run_id, as_of, sends, result, clock, batch_size)
+        else:
+            _render_only(project, batcher, sends, result, test_to, adapter, batch_size)
         result.seconds = time.perf_counter() - started
         return result
 
+    from . import send_workers
+
     topics = {m.id: m.topic for m in camp.messages}
     # Recovery treats every "sending" delivery as abandoned: only the lock's
-    # holder may run it, and only if the lock is still ours after planning.
+    # holder may run it, only if the lock is still ours after planning, and
+    # only once no sender of an earlier invocation can still be alive.
     lock.refresh()
+    live = send_workers.clear_leases(engine, run_id, lease_timeout)
+    if live:
+        raise Conflict(f"run {run_id}: a sender of an earlier invocation may still be handing e-mails over: "
+                       f"{send_workers.describe_live(live)}; its e-mails are settled once its lease is stale")
     result.recovered = ledger.recover(engine, run_id, clock(), topics)
     ledger.prepare(engine, run_id, clock())
     _set_status(engine, run_id, "sending", clock())
     deadline = clock() + retry_deadline
-    n = result.workers = _worker_count(workers, engine, run_id, clock(), batch_size, limit, only_customers)
-    if n > 1:
-        from .send_workers import run_workers
-
-        run_workers(project, engine, camp, run_id, as_of, n, lock, result, limit=limit, only_customers=only_customers,
-                    batch_size=batch_size, deadline=deadline, clock=clock, progress=progress)
+    wanted = executor.workers if executor is not None else 1
+    n = result.workers = _worker_count(wanted, engine, run_id, clock(), batch_size, limit, only_customers)
+    if n > 1 or (executor is not None and executor.remote):
+        _send_parallel(project, engine, executor, batcher, camp, run_id, as_of, n, lock, result, topics, clock, deadline,
+                       limit=limit, only_customers=only_customers, batch_size=batch_size, progress=progress,
+                       lease_timeout=lease_timeout)
     else:
         if adapter is None:
             from .delivery import adapter_from_project
@@ -295,6 +357,91 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
         ).scalar()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _send_parallel(project, engine, executor, batcher: _Batcher, camp: Campaign, run_id: str, as_of: datetime, n: int,
+                   lock: locks.HeldLock, result: SendResult, topics, clock, deadline, *, limit, only_customers,
+                   batch_size: int, progress, lease_timeout: timedelta) -> None:
+    """Senders on ``executor`` in rounds: after a round in which a sender died, settle its claims and send the rest.
+
+    A dead sender's lease stays behind (:mod:`relmail.send_workers`). Once
+    every sender of the round has ended and every lease left behind is
+    stale, no one can still hand over this run's e-mails, so the ledger's
+    recovery is safe: ``sending`` goes back to ``planned``, ``committing``
+    is settled as delivered. The next round sends what is due. A lease that
+    cannot be proven dead (its worker on another machine, not yet expired)
+    stops the command with exit 7; the next ``relmail send`` settles it.
+    """
+    from . import send_workers
+
+    job = send_workers.job_for(executor, project, engine, camp, run_id, as_of, clock=clock, deadline=deadline,
+                               only_customers=only_customers, batch_size=batch_size, lease_timeout=lease_timeout)
+    send_workers.prepared[job.key] = batcher
+    try:
+        for _ in range(MAX_ROUNDS):
+            left = None if limit is None else limit - result.done.get("handed_over", 0)
+            lost = send_workers.run_senders(executor, job, n, lock, result, limit=left, progress=progress)
+            lock.refresh()
+            live = send_workers.clear_leases(engine, run_id, lease_timeout)
+            if live:
+                raise DeliveryError(
+                    f"a sender died or lost contact while sending ({'; '.join(lost) or 'its lease was left behind'}); "
+                    f"{send_workers.describe_live(live)} cannot be proven dead yet, so its claimed e-mails stay "
+                    "'sending'/'committing' and the next 'relmail send' settles them once that lease is stale")
+            recovered = ledger.recover(engine, run_id, clock(), topics)
+            for k, v in recovered.items():
+                result.recovered[k] = result.recovered.get(k, 0) + v
+            if not lost and not any(recovered.values()):
+                return
+            left = None if limit is None else limit - result.done.get("handed_over", 0)
+            n = _worker_count(n, engine, run_id, clock(), batch_size, left, only_customers)
+            if left == 0 or not _due(engine, run_id, clock(), only_customers):
+                return
+        raise DeliveryError(f"senders kept dying: {MAX_ROUNDS} rounds did not finish the run; the ledger is consistent "
+                            "and the next 'relmail send' sends the rest")
+    finally:
+        send_workers.prepared.pop(job.key, None)
+
+
+def _render_partitions(project, engine, executor, batcher: _Batcher, camp: Campaign, run_id: str, as_of: datetime,
+                       sends: list[tuple[str, str]], result: SendResult, clock, batch_size: int) -> None:
+    """Dry run on the executor: customers split into contiguous partitions (a customer's e-mails stay together)."""
+    from . import send_workers
+
+    customers = list(dict.fromkeys(c for c, _ in sends))
+    # A few partitions per worker, so one that renders slower does not leave the others idle at the end.
+    parts = max(1, min(executor.workers * 4, -(-len(sends) // batch_size)))
+    size = -(-len(customers) // parts)
+    part_of = {c: i // size for i, c in enumerate(customers)}
+    tasks: list[list[tuple[str, str]]] = [[] for _ in range(parts)]
+    for pair in sends:
+        tasks[part_of[pair[0]]].append(pair)
+    job = send_workers.job_for(executor, project, engine, camp, run_id, as_of, clock=clock, deadline=clock(),
+                               only_customers=None, batch_size=batch_size, lease_timeout=timedelta(0))
+    send_workers.prepared[job.key] = batcher
+    try:
+        for rendered, failures in executor.map(send_workers.render_task, [(job, t) for t in tasks if t]):
+            result.done["rendered"] = result.done.get("rendered", 0) + rendered
+            result.render_errors += failures
+    finally:
+        send_workers.prepared.pop(job.key, None)
+    result.workers = min(executor.workers, parts)
+
+
+def _due(engine, run_id: str, now: datetime, only_customers) -> int:
+    from sqlalchemy import and_, or_
+
+    from .models import Delivery
+
+    D = Delivery.__table__
+    q = select(func.count()).where(
+        D.c.run_id == run_id,
+        or_(D.c.status == "planned", and_(D.c.status == "deferred", D.c.next_attempt_at <= now)),
+    )
+    if only_customers is not None:
+        q = q.where(D.c.customer_id.in_(list(only_customers)))
+    with engine.connect() as conn:
+        return conn.execute(q).scalar() or 0
 
 
 def _loop(project, engine, run_id: str, batcher: _Batcher, adapter, result: SendResult, topics, clock, deadline, *,
@@ -324,27 +471,12 @@ def _loop(project, engine, run_id: str, batcher: _Batcher, adapter, result: Send
         marker.close()
 
 
-def _worker_count(workers: int | None, engine, run_id: str, now: datetime, batch_size: int, limit: int | None,
+def _worker_count(wanted: int, engine, run_id: str, now: datetime, batch_size: int, limit: int | None,
                   only_customers) -> int:
-    """How many processes to start: no more than the due e-mails fill batches (a spawn costs a second)."""
-    import os
-
-    from sqlalchemy import and_, func, or_
-
-    from .models import Delivery
-
-    wanted = (os.cpu_count() or 1) if workers is None else workers
+    """How many senders to start: no more than the due e-mails fill batches (a worker's start-up is not free)."""
     if wanted <= 1:
         return 1
-    D = Delivery.__table__
-    q = select(func.count()).where(
-        D.c.run_id == run_id,
-        or_(D.c.status == "planned", and_(D.c.status == "deferred", D.c.next_attempt_at <= now)),
-    )
-    if only_customers is not None:
-        q = q.where(D.c.customer_id.in_(list(only_customers)))
-    with engine.connect() as conn:
-        due = conn.execute(q).scalar() or 0
+    due = _due(engine, run_id, now, only_customers)
     if limit is not None:
         due = min(due, limit)
     return max(1, min(wanted, -(-due // batch_size)))
@@ -573,7 +705,7 @@ def _render_only(project, batcher: _Batcher, sends, result: SendResult, test_to:
             result.render_errors += [(c, m, r) for (c, m), r in errors.items()]
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:
-                stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+                stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
                 messages = [outgoing(e, ctx, project.settings, f"proof:{stamp}:{c}:{m}", result.run_id)
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):

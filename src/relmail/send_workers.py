@@ -1,182 +1,223 @@
-"""Parallel sending: worker processes that claim, render and deliver batches of one run.
+"""Parallel sending: sender tasks on an executor (local processes or Dask), each with a lease.
 
-The parent (:func:`relmail.send.send`) holds the run lock, recovers, prepares
-the deliveries and then calls :func:`run_workers`. Each worker is a fresh
-``spawn`` process with its own engine, renderer and adapter; it runs the same
-claim → render → mark → hand over → record loop as a single-process send
-until nothing is due. Work is partitioned by the ledger's atomic claim
-(``UPDATE … RETURNING``, ``SKIP LOCKED`` on PostgreSQL), not by a fixed
-customer split: a claim can never hand a delivery to two workers, and a slow
-worker (a slow provider connection, big templates) simply claims fewer
-batches instead of leaving the others idle at the end.
+The submitting process (:func:`relmail.send.send`) holds the run lock,
+recovers, prepares the deliveries and then calls :func:`run_senders`, which
+starts the senders on an :class:`~relmail.executors.Executor`. Each sender
+has its own engine, renderer and adapter and runs the same claim → render →
+mark → hand over → record loop as a single-process send until nothing is
+due. Work is partitioned by the ledger's atomic claim (``UPDATE …
+RETURNING``, ``SKIP LOCKED`` on PostgreSQL), not by a fixed customer split: a
+claim can never hand a delivery to two senders, and a slow sender simply
+claims fewer batches.
 
-A worker never outlives the parent: if the parent dies, its workers are
-killed at once (``PR_SET_PDEATHSIG`` on Linux, a watchdog on the parent's
-sentinel elsewhere), so a stale lock can only be taken over once nobody
-sends any more. A worker that dies leaves its claimed deliveries in
-``sending``/``committing``, which the next run's :func:`relmail.ledger.recover`
-settles exactly as for a crashed single-process sender.
+**Leases.** Every sender holds a lease for as long as it may hand e-mails
+over: a row of ``run_locks`` keyed ``<run>#sender:<random>`` (the same
+mechanism as the run lock: refreshed by a heartbeat and after every batch,
+stale once its process is gone from this host or it stopped refreshing for
+``lock_timeout_minutes``). A sender that ends releases it. A lease left
+behind is therefore the mark of a sender that died (a killed process, a
+lost Dask worker) with claimed e-mails in ``sending``/``committing``.
+:func:`clear_leases` settles such leases, and only when all of them are
+stale may :func:`relmail.ledger.recover` run: then no sender of the run can
+still be handing e-mails over. A sender whose lease was taken over (it
+stalled past the timeout) stops at its next batch. This is how a worker
+killed mid-run loses and duplicates nothing: the submitting process notices
+the lease, settles the dead sender's claims (``sending`` back to
+``planned``, ``committing`` as delivered) and runs another round for what is
+left, in the same invocation.
+
+Senders on Dask receive everything with the task (:mod:`relmail.executors.shipping`);
+locally on Linux they are forked from the submitter and inherit its compiled
+templates and catalogue (:data:`prepared`).
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import os
-import pickle
-import queue as queue_module
-import signal
-import threading
+import secrets
 import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
+from typing import Any
 
-from .errors import DeliveryError
+from . import locks
+from .errors import Conflict
 
-#: How long a stopping worker may take to finish its batch before it is terminated.
-STOP_GRACE_SECONDS = 60.0
+#: Lease keys of run ``R`` start with ``R + LEASE``.
+LEASE = "#sender:"
+#: What the submitting process prepared before starting its tasks, by job key: a forked task uses it.
+prepared: dict[str, Any] = {}
+#: How many jobs' renderers a process keeps.
+KEEP_PREPARED = 4
 
 
-def run_workers(project, engine, camp, run_id: str, as_of: datetime, n: int, lock, result, *, limit: int | None,
-                only_customers, batch_size: int, deadline: datetime, clock: Callable[[], datetime],
-                progress: Callable[[dict[str, int]], None] | None) -> None:
-    """Send the run's due deliveries with ``n`` worker processes, adding their counts to ``result``.
+@dataclass(frozen=True)
+class SenderJob:
+    """What every sender task of one run needs; pickled with the task."""
 
-    ``limit`` is split across the workers. While they work, the parent keeps
-    the run lock fresh; if it loses the lock, or is interrupted, the workers
-    finish their current batch and stop. Raises the first worker's error
-    (after all workers stopped), or :class:`DeliveryError` for a worker that died.
+    key: str
+    project: Any
+    url: str
+    camp: Any
+    run_id: str
+    as_of: datetime
+    #: The submitter's clock (maybe fixed or simulated) and the wall time it was read: tasks keep the offset.
+    base: datetime
+    wall: float
+    deadline: datetime
+    only_customers: Sequence[str] | None
+    batch_size: int
+    lease_timeout: timedelta
+
+    def clock(self) -> datetime:
+        return self.base + timedelta(seconds=time.time() - self.wall)
+
+
+def job_for(executor, project, engine, camp, run_id: str, as_of: datetime, *, clock: Callable[[], datetime],
+            deadline: datetime, only_customers, batch_size: int, lease_timeout: timedelta) -> SenderJob:
+    """The job for ``executor``: a remote one gets the project's templates and secrets packed in."""
+    if executor.remote:
+        from .executors.shipping import ship
+
+        project = ship(project)
+    return SenderJob(secrets.token_hex(8), project, engine.url.render_as_string(hide_password=False), camp, run_id,
+                     as_of, clock(), time.time(), deadline, list(only_customers) if only_customers else None,
+                     batch_size, lease_timeout)
+
+
+def batcher_for(job: SenderJob, engine):
+    """This process's renderer for ``job``: the submitter's if this process was forked from it, else a new one."""
+    from .send import _Batcher
+
+    batcher = prepared.get(job.key)
+    if batcher is None or batcher.pid != os.getpid():
+        if batcher is not None:
+            batcher = batcher.rebind(engine)  # forked: the compiled templates are ours, the connections are not
+        else:
+            batcher = _Batcher(job.project, engine, job.camp, job.run_id, job.as_of)
+        prepared[job.key] = batcher
+        while len(prepared) > KEEP_PREPARED:  # a long-lived Dask worker sees run after run
+            prepared.pop(next(iter(prepared)))
+    return batcher
+
+
+def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | None,
+                progress: Callable[[dict[str, int]], None] | None) -> list[str]:
+    """Run ``n`` sender tasks of ``job`` on ``executor``, adding their counts to ``result``.
+
+    ``limit`` is split across the senders. While they work, the submitter
+    keeps the run lock fresh; if it loses the lock, or is interrupted, the
+    senders finish their current batch and stop. Raises the first sender's
+    error (after all stopped); returns why tasks were lost (their process died).
     """
-
-    ctx = multiprocessing.get_context("spawn")
-    results = ctx.Queue()
-    stop = ctx.Event()
-    url = engine.url.render_as_string(hide_password=False)
     shares = [None] * n if limit is None else [limit // n + (i < limit % n) for i in range(n)]
-    # The caller's clock may be a fixed or simulated time; workers keep its offset from the wall clock.
-    base, wall = clock(), time.time()
-    procs = [
-        ctx.Process(target=_worker, name=f"relmail-send-{i}", args=(
-            i, project, url, camp, run_id, as_of, base, wall, deadline, shares[i], only_customers, batch_size, stop, results))
-        for i in range(n)
-    ]
-    done_by: dict[int, dict[str, int]] = {}
-    finished: dict[int, BaseException | None] = {}
-    died: dict[int, int | None] = {}
-    refreshed = time.monotonic()
+    done_by: dict[tuple[int, str], dict[str, int]] = {}
+    refreshed = [time.monotonic()]
+
+    def tick() -> None:
+        if time.monotonic() - refreshed[0] > 5:
+            lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            refreshed[0] = time.monotonic()
+
+    def on_report(index: int, message) -> None:
+        attempt, done, errors = message  # a task Dask ran again after its worker died reports as a new attempt
+        done_by[(index, attempt)] = done
+        result.render_errors += errors
+        if progress is not None:
+            progress(_total(done_by.values(), result.done))
+
     try:
-        for p in procs:
-            p.start()
-        while len(finished) + len(died) < n:
-            # A worker found dead *before* waiting had flushed its last message already.
-            dead = [i for i, p in enumerate(procs) if i not in finished and i not in died and not p.is_alive()]
-            try:
-                kind, i, done, payload = results.get(timeout=1.0)
-            except queue_module.Empty:
-                for i in dead:
-                    died[i] = procs[i].exitcode
-                kind = None
-            if time.monotonic() - refreshed > 5:
-                lock.refresh()  # raises Conflict (and stops the workers below) if the lock was taken over
-                refreshed = time.monotonic()
-            if kind is None:
-                continue
-            done_by[i] = done
-            if kind == "done":
-                errors, error = payload
-                result.render_errors += errors
-                finished[i] = _unpickle(error)
-                if finished[i] is not None:
-                    stop.set()  # the provider refused or the database failed: the others would hit it too
-            if progress is not None:
-                progress(_total(done_by))
+        outcomes = executor.run(sender_task, [(job, share) for share in shares], tick=tick, on_report=on_report)
     finally:
-        stop.set()
-        for p in procs:
-            if p.pid is not None:
-                p.join(STOP_GRACE_SECONDS)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-        results.close()
-        for status, count in _total(done_by).items():
-            result.done[status] = result.done.get(status, 0) + count
-    errors = [e for e in finished.values() if e is not None]
+        result.done.update(_total(done_by.values(), result.done))
+    errors = [o.error for o in outcomes if o.error is not None]
     if errors:
         raise errors[0]
-    if died:
-        which = ", ".join(f"worker {i} (exit code {code})" for i, code in sorted(died.items()))
-        raise DeliveryError(f"{which} died while sending; the ledger is consistent and the next 'relmail send' "
-                            "settles its claimed e-mails and sends the rest")
+    return [o.lost for o in outcomes if o.lost]
 
 
-def _total(done_by: dict[int, dict[str, int]]) -> dict[str, int]:
-    total: dict[str, int] = {}
-    for done in done_by.values():
-        for status, count in done.items():
+def _total(done: Any, base: dict[str, int]) -> dict[str, int]:
+    total = dict(base)
+    for counts in done:
+        for status, count in counts.items():
             total[status] = total.get(status, 0) + count
     return total
 
 
-def _unpickle(blob: bytes | None) -> BaseException | None:
-    return None if blob is None else pickle.loads(blob)
-
-
-def _die_with_parent() -> None:
-    """Make sure this worker cannot keep sending after the parent (the lock holder) is gone."""
-    parent = multiprocessing.parent_process()
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: the kernel kills us when the parent dies
-    except (OSError, AttributeError):
-        pass
-    if parent is not None:
-        def watch() -> None:
-            parent.join()  # waits on the parent's sentinel: returns when the parent is gone
-            os._exit(70)
-
-        threading.Thread(target=watch, name="relmail-parent-watch", daemon=True).start()
-        if not parent.is_alive():
-            os._exit(70)
-
-
-def _worker(index: int, project, url: str, camp, run_id: str, as_of: datetime, base: datetime, wall: float,
-            deadline: datetime, limit: int | None, only_customers, batch_size: int, stop, results) -> None:
-    _die_with_parent()
-    # Ctrl-C reaches the whole process group: the parent alone decides, and asks us to stop after this batch.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+def sender_task(job: SenderJob, limit: int | None, channel) -> None:
+    """One sender: lease, then claim → render → mark → hand over → record until nothing is due (or stopped)."""
     from .db import make_engine
     from .delivery import adapter_from_project
-    from .send import SendResult, _Batcher, _loop
+    from .send import SendResult, _loop
 
-    engine = make_engine(url)
-    result = SendResult(run_id, planned_now=False, dry_run=False, test_to=None)
-    error: BaseException | None = None
-
-    def clock() -> datetime:
-        return base + timedelta(seconds=time.time() - wall)
-
+    engine = make_engine(job.url)
     try:
-        batcher = _Batcher(project, engine, camp, run_id, as_of)
-        adapter = adapter_from_project(project)
-        topics = {m.id: m.topic for m in camp.messages}
-        _loop(project, engine, run_id, batcher, adapter, result, topics, clock, deadline, limit=limit,
-              only_customers=only_customers, batch_size=batch_size, after_batch=lambda: None,
-              progress=lambda done: results.put(("progress", index, done, None)), stop=stop.is_set)
-    except Exception as exc:  # reported to the parent, which raises it after all workers stopped
-        error = exc
+        lease = locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
+                              what="sender lease")
+        try:
+            batcher = batcher_for(job, engine)
+            adapter = adapter_from_project(job.project)
+            topics = {m.id: m.topic for m in job.camp.messages}
+            result = SendResult(job.run_id, planned_now=False, dry_run=False, test_to=None)
+            reported = [0]
+
+            def report(done: dict[str, int]) -> None:
+                channel.report((lease.key, done, result.render_errors[reported[0]:]))
+                reported[0] = len(result.render_errors)
+
+            _loop(job.project, engine, job.run_id, batcher, adapter, result, topics, job.clock, job.deadline,
+                  limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
+                  after_batch=lease.refresh, progress=report,
+                  stop=lambda: channel.stopped() or lease.lost is not None)
+        finally:
+            lease.release()
     finally:
         engine.dispose()
-    results.put(("done", index, dict(result.done), (result.render_errors, _pickled(error))))
-    results.close()
-    results.join_thread()
 
 
-def _pickled(error: BaseException | None) -> bytes | None:
-    if error is None:
-        return None
-    try:
-        return pickle.dumps(error)
-    except Exception:
-        return pickle.dumps(DeliveryError(f"{type(error).__name__}: {error}"))
+def clear_leases(engine, run_id: str, timeout: timedelta) -> list[locks.LockInfo]:
+    """Remove the stale leases of ``run_id``'s senders; returns the leases whose holder may still be alive.
+
+    Call only while holding the run lock and with no sender of this process
+    running. Only when this returns ``[]`` may the run be recovered.
+    """
+    live = []
+    for info in locks.held_locks(engine):
+        if not info.key.startswith(run_id + LEASE):
+            continue
+        try:
+            locks.acquire(engine, info.key, timeout=timeout, heartbeat=False, what="sender lease").release()
+        except Conflict:
+            live.append(info)
+    return live
+
+
+def describe_live(live: list[locks.LockInfo]) -> str:
+    return "; ".join(f"{i.holder} (lease expires {i.expires_at:%Y-%m-%d %H:%M:%S} UTC unless refreshed)" for i in live)
+
+
+def render_task(job: SenderJob, pairs: list[tuple[str, str]]) -> tuple[int, list[tuple[str, str, str]]]:
+    """Dry run of one partition of customers: how many e-mails rendered, and the failures."""
+    batcher = prepared.get(job.key)
+    if batcher is None or batcher.pid != os.getpid():
+        batcher = batcher_for(job, _engine(job.url))
+    rendered, failures = 0, []
+    for a in range(0, len(pairs), job.batch_size):
+        emails, errors = batcher.render(pairs[a : a + job.batch_size])
+        rendered += len(emails)
+        failures += [(c, m, r) for (c, m), r in errors.items()]
+    return rendered, failures
+
+
+_engines: dict[tuple[str, int], Any] = {}
+
+
+def _engine(url: str):
+    """One engine per database and process for the render tasks (a pool worker runs many of them)."""
+    from .db import make_engine
+
+    key = (url, os.getpid())
+    if key not in _engines:
+        _engines[key] = make_engine(url)
+    return _engines[key]

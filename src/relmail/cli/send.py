@@ -6,7 +6,14 @@ import contextlib
 
 import click
 
-from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
+from ._common import (
+    State,
+    echo_json,
+    echo_table,
+    json_option,
+    pass_state,
+    show_progress,
+)
 
 
 @click.command("send")
@@ -21,11 +28,16 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--dry-run", is_flag=True, help="Render everything, deliver nothing, write nothing.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
-              help="Worker processes that render and deliver (default: all cores; never more than there are batches; 1 = in this process).")
+              help="Senders that render and deliver in parallel (default: all cores, or every thread of the Dask cluster; "
+                   "never more than there are batches; 1 = in this process).")
+@click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
+              help="Where the senders run: local processes, or the workers of a Dask cluster (PostgreSQL only).")
+@click.option("--scheduler", envvar="RELMAIL_DASK_SCHEDULER", metavar="ADDRESS",
+              help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786 (default: $RELMAIL_DASK_SCHEDULER).")
 @json_option
 @pass_state
 def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limit: int | None, only: tuple[str, ...], test_to: str | None,
-             dry_run: bool, batch_size: int, workers: int | None, as_json: bool) -> None:
+             dry_run: bool, batch_size: int, workers: int | None, executor: str, scheduler: str | None, as_json: bool) -> None:
     """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
 
     Every delivery moves through the ledger (planned, sending, committing,
@@ -38,12 +50,17 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     sends a run, a second one is refused (exit 9) by a lock in the database;
     the lock of a crashed sender is taken over once it is stale.
 
+    --executor dask runs the senders on a Dask cluster's workers, which need
+    only the relmail package and access to the PostgreSQL database; the
+    run lock stays with this process.
+
     \b
     Example:
       relmail send weekly --window 2026-W48
       relmail send weekly --window auto
       relmail send daily-digest --window auto --cadence daily
       relmail send weekly --window 2026-W48 --workers 8
+      relmail send weekly --window 2026-W48 --executor dask --scheduler tcp://10.0.0.5:8786
       relmail send weekly --window 2026-W48 --dry-run --json
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
@@ -62,7 +79,8 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     with _terminate_gracefully():
         result = send(state.project, state.engine, campaign, window, cadence=cadence, limit=limit,
                       only_customers=list(only) or None, dry_run=dry_run, test_to=test_to, batch_size=batch_size,
-                      progress=progress, workers=workers)
+                      progress=progress, workers=workers, executor=executor,
+                      scheduler=scheduler if executor == "dask" else None)
     if bar is not None:
         bar.render_finish()
     summary = result.summary()

@@ -22,6 +22,10 @@ depends_on = None
 def upgrade() -> None:
     op.create_index('ix_events_type_time_customer', 'events', ['type', 'occurred_at', 'customer_id', 'product_id'])
     op.drop_index('ix_events_type_time', table_name='events')
+    # The new index has no statistics yet; without them SQLite takes it for
+    # queries the customer index serves far better (a batch of customers'
+    # events read through a year of views). Seconds per million customers.
+    op.execute('ANALYZE events')
 
 
 def downgrade() -> None:

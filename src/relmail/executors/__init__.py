@@ -1,0 +1,118 @@
+"""Where relmail's parallel work runs: local processes or a Dask cluster, behind one interface.
+
+An :class:`Executor` offers two things:
+
+* :meth:`Executor.map` — ``fn(*task)`` for every task, results in order, the
+  first task's error re-raised (a :class:`~relmail.errors.RelmailError`
+  passes through unchanged). For partitioned stages: plan scoring, the
+  dry-run render.
+* :meth:`Executor.run` — long-running tasks that all run at the same time
+  (the senders of ``relmail send``), each handed a :class:`Channel` to report
+  progress to the submitting process and to learn that it should stop. The
+  submitting process calls ``tick`` every second meanwhile (to keep the run
+  lock fresh) and gets one :class:`TaskOutcome` per task, including tasks
+  whose process died (``lost``).
+
+``fn`` is always a module-level function (it is pickled by reference) and
+the tasks are tuples of picklable arguments. :func:`get_executor` picks the
+implementation by name: ``local`` (:mod:`relmail.executors.local`, the
+default) or ``dask`` (:mod:`relmail.executors.dask`, needs the ``dask``
+extra and a scheduler address).
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Self
+
+from ..errors import ConfigError
+
+#: Environment variable with the default ``--scheduler`` of ``--executor dask``.
+ENV_SCHEDULER = "RELMAIL_DASK_SCHEDULER"
+NAMES = ("local", "dask")
+
+
+class Channel(ABC):
+    """What a task of :meth:`Executor.run` uses to talk to the submitting process."""
+
+    @abstractmethod
+    def report(self, message: Any) -> None:
+        """Send ``message`` (picklable) to the submitter's ``on_report``."""
+
+    @abstractmethod
+    def stopped(self) -> bool:
+        """Whether the submitter asked every task to stop after its current piece of work."""
+
+
+@dataclass
+class TaskOutcome:
+    """How one task of :meth:`Executor.run` ended: a value, an error, or lost with its process."""
+
+    value: Any = None
+    error: BaseException | None = None
+    #: Why the task's process is gone without an answer (killed, out of memory, a lost machine), or None.
+    lost: str | None = None
+
+
+class Executor(ABC):
+    """Runs module-level functions in parallel; see the module docstring."""
+
+    #: ``local`` or ``dask``.
+    name: str = ""
+    #: Whether the tasks' processes may be on other machines (so they cannot read a SQLite file or the project folder).
+    remote: bool = False
+
+    @property
+    @abstractmethod
+    def workers(self) -> int:
+        """How many tasks run at the same time."""
+
+    @abstractmethod
+    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> list[Any]:
+        """``[fn(*t) for t in tasks]`` computed in parallel, in order; the first failing task's error is raised."""
+
+    @abstractmethod
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,
+            on_report: Callable[[int, Any], None] | None = None) -> list[TaskOutcome]:
+        """Run ``fn(*task, channel)`` for every task at once, until all ended; one outcome per task, in order.
+
+        ``on_report(index, message)`` receives what task ``index`` reported.
+        ``tick`` is called about every second; if it raises (or the
+        submitter is interrupted), every task is asked to stop, given time to
+        finish its current piece of work, and the exception propagates.
+        """
+
+    def close(self) -> None:
+        """Release what the executor holds (a cluster connection); idempotent."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def get_executor(name: str = "local", *, workers: int | None = None, scheduler: str | None = None) -> Executor:
+    """The executor called ``name``: ``local`` (``workers`` processes, default all cores) or ``dask``.
+
+    ``dask`` connects a :class:`distributed.Client` to ``scheduler`` (default:
+    ``$RELMAIL_DASK_SCHEDULER``); ``workers`` is then how many tasks
+    :meth:`Executor.run` starts (default: every thread of the cluster).
+    """
+    if name == "local":
+        from .local import LocalExecutor
+
+        if scheduler:
+            raise ConfigError("--scheduler is only used with --executor dask")
+        return LocalExecutor(workers)
+    if name == "dask":
+        from .dask import DaskExecutor
+
+        address = scheduler or os.environ.get(ENV_SCHEDULER)
+        if not address:
+            raise ConfigError(f"--executor dask needs a scheduler address: --scheduler tcp://HOST:8786 or {ENV_SCHEDULER}")
+        return DaskExecutor(address, workers=workers)
+    raise ConfigError(f"unknown executor {name!r}; known: {', '.join(NAMES)}")
