@@ -23,15 +23,14 @@ from relmail import ledger, locks
 from relmail.errors import ConfigError
 from relmail.executors import get_executor
 from relmail.executors.dask import DaskExecutor
-from relmail.models import Decision, Delivery, Event
+from relmail.models import Decision, Delivery
 from relmail.project import Project
 from relmail.send import send
-from tests.sendkit import AS_OF, WINDOW, build
-from tests.smtp_server import PASSWORD, USER, Handler, SmtpServer
+from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs, use_smtp
+from tests.smtp_server import PASSWORD, Handler, SmtpServer
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
 
-RUN = "sendtest:2026-W48"
 NOW = lambda: AS_OF
 PG_ONLY = "Dask workers may run on other machines: relmail refuses SQLite with --executor dask (tested separately)"
 
@@ -48,21 +47,8 @@ def _postgres_only(db_url: str) -> None:
         pytest.skip(PG_ONLY)
 
 
-def _outbox_pairs(project) -> list[tuple[str, str]]:
-    pairs = []
-    for path in sorted((project.root / "outbox").glob("*.eml")):
-        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        pairs.append((msg["X-Relmail-Customer"], msg["X-Relmail-Message"]))
-    return pairs
 
 
-def _ledger(engine):
-    D, DEC, E = Delivery.__table__, Decision.__table__, Event.__table__
-    with engine.connect() as conn:
-        sends = conn.execute(select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == RUN, DEC.c.action == "send")).all()
-        accepted = conn.execute(select(D.c.customer_id, D.c.message_id).where(D.c.run_id == RUN, D.c.status == "accepted")).all()
-        sent = conn.execute(select(E.c.customer_id, E.c.message_id).where(E.c.type == "email_sent", E.c.run_id == RUN)).all()
-    return sorted(map(tuple, sends)), sorted(map(tuple, accepted)), sorted(map(tuple, sent))
 
 
 def test_dask_is_refused_on_sqlite_before_anything_is_planned(project, db_url, cluster):
@@ -100,11 +86,11 @@ def test_dask_send_equals_the_single_process_send_of_the_same_run(project, db_ur
     with distributed.get_task_stream(client=cluster[1]) as stream:
         result = send(project, engine, "sendtest", WINDOW, now=NOW, batch_size=10,
                       executor="dask", scheduler=cluster[0].scheduler_address)
-    sends, accepted, sent = _ledger(engine)
+    sends, accepted, sent = ledger_pairs(engine)
     senders = [t for t in stream.data if t["key"].startswith("relmail-sender_task-")]
     assert result.workers == 2 and len({t["worker"] for t in senders}) == 2, "both Dask workers sent"
     assert len(sends) > 100
-    assert sorted(_outbox_pairs(project)) == accepted == sent == sends, "one .eml per send decision, none twice"
+    assert sorted(outbox_pairs(project)) == accepted == sent == sends, "one .eml per send decision, none twice"
     assert result.states == {"accepted": len(sends)} and result.recovered == {"requeued": 0, "assumed_delivered": 0}
     assert locks.held_locks(engine) == [], "the run lock and every sender's lease are released"
     assert send(project, engine, "sendtest", WINDOW, now=NOW, executor=DaskExecutor(cluster[1])).done == {}
@@ -118,7 +104,7 @@ def test_dask_send_equals_the_single_process_send_of_the_same_run(project, db_ur
         path.unlink()
     single = send(project, engine, "sendtest", WINDOW, now=NOW, workers=1, batch_size=10)
     assert single.workers == 1
-    assert _ledger(engine)[1] == accepted and sorted(_outbox_pairs(project)) == accepted
+    assert ledger_pairs(engine)[1] == accepted and sorted(outbox_pairs(project)) == accepted
     assert single.done == result.done and single.states == result.states
 
 
@@ -130,7 +116,7 @@ def test_dask_dry_run_renders_every_email_on_the_workers_and_writes_nothing(proj
         dry = send(project, engine, "sendtest", WINDOW, now=NOW, dry_run=True, batch_size=20, executor=DaskExecutor(cluster[1]))
     assert len([t for t in stream.data if t["key"].startswith("render_task")]) > 2
     assert dry.done == expected.done and dry.done["rendered"] > 100 and dry.render_errors == []
-    assert not (project.root / "outbox").exists() or _outbox_pairs(project) == []
+    assert not (project.root / "outbox").exists() or outbox_pairs(project) == []
     with engine.connect() as conn:
         assert conn.execute(select(Decision.__table__.c.id)).first() is None
 
@@ -161,12 +147,6 @@ def sender_of(handler, smtp_port: int) -> int:
                 if c.laddr and c.raddr and c.laddr.port == port and c.raddr.port == smtp_port and c.pid)
 
 
-def _use_smtp(project, server) -> None:
-    cfg = server.config(username=USER, pool_size=2, messages_per_connection=50)
-    lines = [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in cfg.items()]
-    text = (project.root / "relmail.toml").read_text().replace('adapter = "file"', 'adapter = "smtp"')
-    text += "\n[delivery.smtp]\n" + "\n".join(lines).replace("'", '"') + "\n"
-    (project.root / "relmail.toml").write_text(text)
 
 
 def test_a_dask_worker_killed_mid_send_loses_and_duplicates_nothing(project, db_url, cluster, tmp_path, monkeypatch):
@@ -179,7 +159,7 @@ def test_a_dask_worker_killed_mid_send_loses_and_duplicates_nothing(project, db_
     server.handler.held = threading.Event()
     outcome: dict = {}
     with server:
-        _use_smtp(project, server)
+        use_smtp(project, server)
         project = Project.load(project.root)
 
         def run() -> None:

@@ -115,15 +115,23 @@ def build_shop(engine) -> None:
         # C-LOW: mailed twice two months ago, never opened, never looked at bikes.
         _ev("C-LOW", "email_sent", 60, message_id="x1", topic="newsletter"), _ev("C-LOW", "email_sent", 61, message_id="x2", topic="newsletter"),
     ]
-    products = [
-        {"id": "EB-200", "name": "E-bike Stad 200", "category": "e-bikes", "price": 2499.0, "url": None, "features": ["app"]},
-        {"id": "EB-100", "name": "E-bike Stad 100", "category": "e-bikes", "price": 1799.0, "url": None, "features": []},
-    ]
+    insert_shop(engine, customers, prefs, events)
+
+
+#: The two e-bikes every hand-built shop sells.
+PRODUCTS = [
+    {"id": "EB-200", "name": "E-bike Stad 200", "category": "e-bikes", "price": 2499.0, "url": None, "features": ["app"]},
+    {"id": "EB-100", "name": "E-bike Stad 100", "category": "e-bikes", "price": 1799.0, "url": None, "features": []},
+]
+
+
+def insert_shop(engine, customers: list[dict], prefs: list[dict], events: list[dict]) -> None:
+    """Write a hand-built shop (with :data:`PRODUCTS`) in one transaction."""
     with engine.begin() as conn:
         conn.execute(Customer.__table__.insert(), customers)
         conn.execute(Preference.__table__.insert(), prefs)
         conn.execute(Event.__table__.insert(), events)
-        conn.execute(Product.__table__.insert(), products)
+        conn.execute(Product.__table__.insert(), PRODUCTS)
 
 
 @pytest.fixture

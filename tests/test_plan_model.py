@@ -15,10 +15,10 @@ from relmail.features import FeatureFrame
 from relmail.learn import load_model, models_dir
 from relmail.learn.outcomes import OutcomeTable
 from relmail.learn.train import TrainOptions, train_message
-from relmail.models import Customer, Event, Preference, Product
 from relmail.plan import plan
 from relmail.rules import RULES, rules_for
 from relmail.why import explain, format_explanations
+from tests.test_plan import insert_shop
 
 AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
 WINDOW = "2026-W48"
@@ -80,15 +80,7 @@ def build_shop(engine) -> None:
                       "updated_at": AS_OF - 300 * DAY, "source": "import"})
         events.append({"event_id": None, "customer_id": cid, "type": "purchase", "occurred_at": AS_OF - days * DAY,
                        "product_id": "EB-100", "feature": None, "value": 1799.0, "message_id": None, "run_id": None, "topic": None})
-    products = [
-        {"id": "EB-200", "name": "E-bike Stad 200", "category": "e-bikes", "price": 2499.0, "url": None, "features": ["app"]},
-        {"id": "EB-100", "name": "E-bike Stad 100", "category": "e-bikes", "price": 1799.0, "url": None, "features": []},
-    ]
-    with engine.begin() as conn:
-        conn.execute(Customer.__table__.insert(), customers)
-        conn.execute(Preference.__table__.insert(), prefs)
-        conn.execute(Event.__table__.insert(), events)
-        conn.execute(Product.__table__.insert(), products)
+    insert_shop(engine, customers, prefs, events)
 
 
 def write_campaign(project, extra: str = "") -> None:

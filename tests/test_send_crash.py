@@ -16,8 +16,8 @@ from sqlalchemy import select
 
 from relmail import ledger
 from relmail.models import Decision, Delivery
-from tests.sendkit import WINDOW, build
-from tests.smtp_server import PASSWORD, USER, Handler, SmtpServer
+from tests.sendkit import WINDOW, build, use_smtp
+from tests.smtp_server import PASSWORD, Handler, SmtpServer
 
 
 class SlowHandler(Handler):
@@ -33,12 +33,6 @@ class SlowHandler(Handler):
         return reply
 
 
-def _use_smtp(project, server) -> None:
-    cfg = server.config(username=USER, pool_size=2, messages_per_connection=50)
-    lines = [f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in cfg.items()]
-    text = (project.root / "relmail.toml").read_text().replace('adapter = "file"', 'adapter = "smtp"')
-    text += "\n[delivery.smtp]\n" + "\n".join(lines).replace("'", '"') + "\n"
-    (project.root / "relmail.toml").write_text(text)
 
 
 def _command(project) -> list[str]:
@@ -54,7 +48,7 @@ def test_sigkill_at_random_points_then_rerun_delivers_each_email_exactly_once(pr
     rng = random.Random(20261123)
     kills = mid_batch_kills = 0
     with server:
-        _use_smtp(project, server)
+        use_smtp(project, server)
         for _attempt in range(12):
             before = len(server.handler.messages)
             proc = subprocess.Popen(_command(project), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)

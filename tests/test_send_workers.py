@@ -3,44 +3,29 @@
 from __future__ import annotations
 
 import email
-from email import policy
 
 from click.testing import CliRunner
 from sqlalchemy import select
 
 from relmail import ledger
 from relmail.cli import cli
-from relmail.models import Decision, Delivery, Event
+from relmail.models import Decision, Delivery
 from relmail.send import send
-from tests.sendkit import AS_OF, WINDOW, build
+from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs
 
-RUN = "sendtest:2026-W48"
 NOW = lambda: AS_OF
 
 
-def _outbox_pairs(project) -> list[tuple[str, str]]:
-    pairs = []
-    for path in sorted((project.root / "outbox").glob("*.eml")):
-        msg = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-        pairs.append((msg["X-Relmail-Customer"], msg["X-Relmail-Message"]))
-    return pairs
 
 
-def _ledger(engine):
-    D, DEC, E = Delivery.__table__, Decision.__table__, Event.__table__
-    with engine.connect() as conn:
-        sends = conn.execute(select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == RUN, DEC.c.action == "send")).all()
-        accepted = conn.execute(select(D.c.customer_id, D.c.message_id).where(D.c.run_id == RUN, D.c.status == "accepted")).all()
-        sent = conn.execute(select(E.c.customer_id, E.c.message_id).where(E.c.type == "email_sent", E.c.run_id == RUN)).all()
-    return sorted(map(tuple, sends)), sorted(map(tuple, accepted)), sorted(map(tuple, sent))
 
 
 def test_two_workers_deliver_each_decision_once_and_match_a_single_process_run(project, tmp_path):
     engine = build(project)
     result = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=10)
-    sends, accepted, sent = _ledger(engine)
+    sends, accepted, sent = ledger_pairs(engine)
     assert len(sends) > 50 and result.workers == 2
-    assert sorted(_outbox_pairs(project)) == sends, "one .eml per send decision, none twice"
+    assert sorted(outbox_pairs(project)) == sends, "one .eml per send decision, none twice"
     assert accepted == sends and sent == sends
     assert ledger.status_counts(engine, RUN) == {"accepted": len(sends)}
     assert result.done["accepted"] == result.done["rendered"] == len(sends)
@@ -56,19 +41,19 @@ def test_two_workers_deliver_each_decision_once_and_match_a_single_process_run(p
         path.unlink()
     single = send(project, engine, "sendtest", WINDOW, now=NOW, workers=1, batch_size=10)
     assert not single.planned_now and single.workers == 1
-    assert _ledger(engine)[1] == accepted
-    assert sorted(_outbox_pairs(project)) == accepted
+    assert ledger_pairs(engine)[1] == accepted
+    assert sorted(outbox_pairs(project)) == accepted
     assert single.done == {k: v for k, v in result.done.items()}
 
 
 def test_limit_is_shared_by_the_workers_and_the_rest_follows_exactly_once(project):
     engine = build(project)
     part = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=4, limit=13)
-    assert part.done["accepted"] == 13 == len(_outbox_pairs(project))
+    assert part.done["accepted"] == 13 == len(outbox_pairs(project))
     rest = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=10)
-    sends, accepted, sent = _ledger(engine)
+    sends, accepted, sent = ledger_pairs(engine)
     assert part.done["accepted"] + rest.done["accepted"] == len(sends)
-    assert sorted(_outbox_pairs(project)) == accepted == sent == sends
+    assert sorted(outbox_pairs(project)) == accepted == sent == sends
 
 
 def test_cli_workers_option_sends_everything_once(project):
@@ -79,8 +64,8 @@ def test_cli_workers_option_sends_everything_once(project):
     import json
 
     summary = json.loads(out.output)
-    sends, _, _ = _ledger(engine)
-    assert summary["done"]["accepted"] == len(sends) == len(_outbox_pairs(project))
+    sends, _, _ = ledger_pairs(engine)
+    assert summary["done"]["accepted"] == len(sends) == len(outbox_pairs(project))
     assert summary["states"] == {"accepted": len(sends)} and summary["workers"] == 2
     bad = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "0"])
     assert bad.exit_code == 2 and "--workers" in bad.output
@@ -108,7 +93,7 @@ def test_dry_run_renders_in_partitions_on_the_workers_and_matches_one_process(pr
     two = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, dry_run=True, batch_size=10)
     assert one.workers == 1 and two.workers == 2
     assert two.done == one.done and one.done["rendered"] > 50 and two.render_errors == one.render_errors == []
-    assert not (project.root / "outbox").exists() or _outbox_pairs(project) == []
+    assert not (project.root / "outbox").exists() or outbox_pairs(project) == []
     with engine.connect() as conn:
         assert conn.execute(select(Decision.__table__.c.id)).first() is None, "a dry run writes nothing"
 
@@ -155,7 +140,7 @@ def test_a_worker_killed_mid_send_is_settled_and_its_rest_sent_in_the_same_run(p
             raise outcome["error"]
         received = [email.message_from_bytes(m.data)["Message-ID"] for m in server.handler.messages]
     result = outcome["result"]
-    sends, accepted, sent = _ledger(engine)
+    sends, accepted, sent = ledger_pairs(engine)
     assert killed_at < len(received), "the run went on after the kill"
     assert sum(result.recovered.values()) >= 1, f"the dead worker's claims are settled in the same run: {result.summary()}"
     assert len(received) == len(set(received)), "an e-mail was received twice"
@@ -192,8 +177,8 @@ def test_a_live_senders_lease_blocks_recovery_and_a_dead_ones_is_settled(project
     with engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE run_locks SET pid = {int(dead.stdout)}, pid_start = NULL WHERE token = '{lease.token}'")
     result = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=10)
-    sends, accepted, sent = _ledger(engine)
+    sends, accepted, sent = ledger_pairs(engine)
     assert result.recovered == {"requeued": 5, "assumed_delivered": 0}
-    assert sorted(_outbox_pairs(project)) == accepted == sent == sends
+    assert sorted(outbox_pairs(project)) == accepted == sent == sends
     assert {(c.customer_id, c.message_id) for c in claimed} <= set(accepted)
     assert locks.held_locks(engine) == []
