@@ -38,6 +38,7 @@ from . import decisions as dec
 from .campaigns import Campaign, load_campaign
 from .errors import ConfigError, Conflict, Problem, ValidationError
 from .features import FeatureContext, FeatureSettings
+from .features.sql import parallel_connections
 from .ledger_context import KEEP_STATES, kept_decisions
 from .models import Delivery, Product, Run
 from .plan_partition import Laps, MessageSummary, decide_partition, partition_task
@@ -191,18 +192,21 @@ def plan(
 
     settings = FeatureSettings.from_project(project)
     pool = _executor(engine, executor, workers, scheduler)
-    ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
-    if len(ranges) == 1:
-        outs = [decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)]
-    else:
-        url = engine.url.render_as_string(hide_password=False)
-        tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept, contexts,
-                  settings, scorer) for a, b in ranges]
-        outs = pool.map(partition_task, tasks)
-        del tasks
+    try:
+        ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
+        if len(ranges) == 1:
+            outs = [decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)]
+        else:
+            url = engine.url.render_as_string(hide_password=False)
+            tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept,
+                      contexts, settings, scorer) for a, b in ranges]
+            outs = pool.map(partition_task, tasks)
+            del tasks
+    finally:
+        if pool is not None and isinstance(executor, str):
+            pool.close()  # made here (a Dask client connection): ours to release; a caller's executor stays open
     # Stages inside the partitions ran side by side: the slowest partition's time is the wall time.
-    wall = lap("partitions")
-    del timings["partitions"]
+    wall = lap.elapsed()
     for stage in {k for out in outs for k in out.timings}:
         timings[stage] = max(out.timings.get(stage, 0.0) for out in outs)
     if len(outs) > 1:
@@ -305,7 +309,7 @@ def _audiences(conn, camp: Campaign, segments: dict, as_of: datetime) -> dict[tu
     GIL while a statement runs), like the feature statements.
     """
     keys = list(dict.fromkeys(tuple(sorted(m.segments)) for m in camp.messages))
-    if len(keys) < 2 or conn.engine.url.database in (None, "", ":memory:"):
+    if len(keys) < 2 or not parallel_connections(conn):
         return {key: audience(conn, [segments[s] for s in key], as_of) for key in keys}
     engine = conn.engine
 

@@ -39,11 +39,13 @@ class Laps:
         self.timings: dict[str, float] = {}
         self.clock = time.perf_counter()
 
-    def __call__(self, stage: str) -> float:
+    def __call__(self, stage: str) -> None:
+        self.timings[stage] = self.timings.get(stage, 0.0) + self.elapsed()
+
+    def elapsed(self) -> float:
+        """Seconds since the previous lap, booked to no stage."""
         t = time.perf_counter()
-        spent = t - self.clock
-        self.timings[stage] = self.timings.get(stage, 0.0) + spent
-        self.clock = t
+        spent, self.clock = t - self.clock, t
         return spent
 
 

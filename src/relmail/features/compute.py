@@ -20,7 +20,7 @@ from ..addresses import address_hash, salt
 from . import queries as q
 from .derived import derive, email_valid
 from .frame import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureFrame, FeatureSettings
-from .sql import Scope, align, connection, fetch_columns, sorted_ids
+from .sql import Scope, align, connection, fetch_columns, parallel_connections, sorted_ids
 
 # Re-exported: tests and the docs refer to the affinity steps from here.
 AFFINITY_EDGES, affinity_horizon, affinity_weights = q.AFFINITY_EDGES, q.affinity_horizon, q.affinity_weights
@@ -124,7 +124,7 @@ def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -
     """Every statement's (keys, object matrix): two at a time on fresh connections when possible."""
     # A temporary audience table exists on this connection only; and an
     # in-memory SQLite database is private to its connection.
-    if scope.table is not None or PARALLEL < 2 or conn.engine.url.database in (None, "", ":memory:"):
+    if scope.table is not None or PARALLEL < 2 or not parallel_connections(conn):
         return {name: fetch_columns(conn, query.stmt) for name, query in statements.items()}
     engine = conn.engine
 

@@ -52,6 +52,11 @@ def connection(engine_or_conn: Engine | Connection) -> Iterator[Connection]:
             yield conn
 
 
+def parallel_connections(conn: Connection) -> bool:
+    """Whether fresh connections of ``conn``'s engine see the same database (not an in-memory SQLite one)."""
+    return conn.engine.url.database not in (None, "", ":memory:")
+
+
 def sorted_ids(customer_ids) -> np.ndarray:
     """Customer ids as a sorted, unique NumPy str array (the frame's row order)."""
     arr = np.asarray(customer_ids)
