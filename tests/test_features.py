@@ -28,7 +28,8 @@ PRODUCTS = [
 CONTEXTS = {
     "ebike": FeatureContext(topic="promotions", categories=("e-bikes",), products=("EB-200",)),
     "lock": FeatureContext(topic="product-tips", products=("LOCK-S1",), feature="share-access"),
-    "news": FeatureContext(topic="newsletter"),
+    # A recurring message: an issue older than 14 days does not count as already sent.
+    "news": FeatureContext(topic="newsletter", repeat_after_days=14),
     "bare": FeatureContext(),
 }
 
@@ -316,7 +317,7 @@ event_strategy = st.tuples(
     st.one_of(
         st.floats(min_value=-20, max_value=900, allow_nan=False).map(lambda d: round(d, 3)),
         # Just inside and just outside every window edge the definitions use.
-        st.sampled_from(sorted({0, 7, 30, 90, 365, *AFFINITY_EDGES})).flatmap(lambda w: st.sampled_from([w - 0.01, w + 0.01])),
+        st.sampled_from(sorted({0, 7, 14, 30, 90, 365, *AFFINITY_EDGES})).flatmap(lambda w: st.sampled_from([w - 0.01, w + 0.01])),
     ),
     st.sampled_from(["EB-200", "CB-1", "LOCK-S1"]),
     st.sampled_from(["share-access", "app", "T1"]),
@@ -371,7 +372,7 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
                                        if r[4] == "share-access" and r[3] == "LOCK-S1")
     out["lock.topic_sends_7"] = len([r for r in of("email_sent", 7) if r[6] == "product-tips"])
     out["news.topic_sends_30"] = len([r for r in of("email_sent", 30) if r[6] == "newsletter"])
-    out["news.already_sent"] = float(any(r[7] == "news" for r in of("email_sent")))
+    out["news.already_sent"] = float(any(r[7] == "news" for r in of("email_sent", 14)))
     return out
 
 
@@ -397,7 +398,7 @@ def test_sql_features_equal_python_reference(shop, rows):
 
 def test_window_edges_equal_python_reference(shop):
     """Events just inside and just outside every window edge, for every kind: SQL agrees with the reference."""
-    edges = sorted({0, 7, 30, 90, 365, *AFFINITY_EDGES})
+    edges = sorted({0, 7, 14, 30, 90, 365, *AFFINITY_EDGES})
     rows = [("A", kind, w + delta, product, "share-access", 10.0, topic, "news")
             for kind in KINDS for w in edges for delta in (-0.01, 0.01)
             for product, topic in (("EB-200", "newsletter"), ("LOCK-S1", "product-tips"))]

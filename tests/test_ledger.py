@@ -85,6 +85,39 @@ def test_deferred_is_retried_when_due_and_fails_past_the_deadline(engine):
     assert ledger.status_counts(engine, "weekly:2026-W48") == {"sending": 1, "failed": 1}
 
 
+def test_a_claim_takes_due_retries_first_then_planned_in_order_and_fixes_message_ids(engine):
+    make_run(engine, sends=6, suppressed=0)
+    ledger.prepare(engine, "weekly:2026-W48", NOW)
+    first = ledger.claim(engine, "weekly:2026-W48", NOW, limit=2)
+    ledger.record(engine, [ledger.Outcome(c.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5))
+                           for c in first], NOW, TOPICS)
+    later = NOW + timedelta(minutes=10)
+    batch = ledger.claim(engine, "weekly:2026-W48", later, limit=3,
+                         message_id=lambda customer, message: f"<{customer}.{message}@shop.example>")
+    # Both due retries, then the lowest planned one.
+    assert [c.customer_id for c in batch] == ["C0000000", "C0000001", "C0000002"]
+    rest = ledger.claim(engine, "weekly:2026-W48", later, limit=10)
+    assert [c.customer_id for c in rest] == ["C0000003", "C0000004", "C0000005"]
+    with engine.connect() as conn:
+        ids = dict(conn.execute(select(Delivery.__table__.c.customer_id, Delivery.__table__.c.rfc_message_id)).all())
+    assert ids["C0000002"] == "<C0000002.m2@shop.example>" and ids["C0000000"] == "<C0000000.m2@shop.example>"
+    assert ids["C0000003"] is None  # claimed without a Message-ID function
+
+
+def test_a_claim_reads_the_status_index_in_order_instead_of_sorting_the_run(engine):
+    """A claim must cost the batch, not the run: no sort of every delivery of the run per batch."""
+    if engine.dialect.name != "sqlite":
+        return  # PostgreSQL's plan depends on its statistics; the index is the same
+    from sqlalchemy import text
+
+    with engine.connect() as conn:
+        plan = conn.execute(text(
+            "EXPLAIN QUERY PLAN SELECT id FROM deliveries WHERE run_id = 'r' AND status = 'planned' "
+            "ORDER BY id LIMIT 500")).all()
+    details = " ".join(row[-1] for row in plan)
+    assert "ix_deliveries_run_status_id" in details and "TEMP B-TREE" not in details
+
+
 def test_recover_requeues_sending_and_settles_committing(engine):
     make_run(engine, sends=2, suppressed=0)
     ledger.prepare(engine, "weekly:2026-W48", NOW)

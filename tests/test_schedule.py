@@ -176,6 +176,22 @@ def test_a_holder_that_stalled_past_the_timeout_loses_the_lock_and_stops(engine)
     other.release()
 
 
+def test_check_in_writes_at_most_every_interval_and_still_notices_a_takeover(engine):
+    lock = locks.acquire(engine, RUN, heartbeat=False, timeout=timedelta(minutes=10))
+    written = _rows(engine)[0]["heartbeat_at"]
+    lock.check_in(seconds=60)  # refreshed (acquired) just now: no write
+    assert _rows(engine)[0]["heartbeat_at"] == written
+    lock.check_in(seconds=0)
+    assert _rows(engine)[0]["heartbeat_at"] > written
+    # Another process took the lock over after this one stalled; the next due check-in stops it.
+    with engine.begin() as conn:
+        conn.execute(RunLock.__table__.update().values(token="theirs"))
+    with pytest.raises(Conflict, match="taken over by another process"):
+        lock.check_in(seconds=0)
+    with pytest.raises(Conflict):
+        lock.check_in(seconds=60)  # once lost, every check-in says so
+
+
 def test_the_heartbeat_keeps_extending_the_lock(engine):
     with locks.acquire(engine, RUN, timeout=timedelta(seconds=0.4)) as lock:
         first = _rows(engine)[0]["expires_at"]

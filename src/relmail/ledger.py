@@ -29,9 +29,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
-from sqlalchemy import and_, bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from .models import Decision, Delivery, Event
@@ -109,43 +109,52 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
 
 
 def claim(
-    engine: Engine, run_id: str, now: datetime, limit: int, customers: Sequence[str] | None = None
+    engine: Engine, run_id: str, now: datetime, limit: int, customers: Sequence[str] | None = None,
+    message_id: Callable[[str, str], str] | None = None,
 ) -> list[Claim]:
     """Atomically move up to ``limit`` due deliveries to ``sending`` and return them.
 
-    Due = ``planned``, or ``deferred`` whose retry time has come. One UPDATE
-    with RETURNING, so two senders can never claim the same delivery.
+    ``message_id(customer, message)`` gives each claimed delivery its RFC 5322
+    Message-ID in the same transaction (kept if it has one), so the ledger
+    knows it before the e-mail can leave.
+
+    Due = ``deferred`` whose retry time has come (first), then ``planned``,
+    each in id order. One UPDATE with RETURNING per state, so two senders can
+    never claim the same delivery. Each state is its own statement so that
+    both read the ``(run_id, status, id)`` index in order and stop after
+    ``limit`` rows: with ``status IN (...)`` or an OR the database reads every
+    delivery of the run and sorts them, once per batch, and a send of n
+    e-mails costs O(n²) (24 ms per claim at 140,000 e-mails).
     """
-    due = select(D.c.id).where(
-        D.c.run_id == run_id,
-        or_(D.c.status == "planned", and_(D.c.status == "deferred", D.c.next_attempt_at <= now)),
+    states = (
+        (D.c.status == "deferred", D.c.next_attempt_at <= now),
+        (D.c.status == "planned",),
     )
-    if customers is not None:
-        due = due.where(D.c.customer_id.in_(list(customers)))
-    due = due.order_by(D.c.id).limit(limit)
+    rows: list = []
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = conn.execute(
-            update(D)
-            .where(D.c.id.in_(due.scalar_subquery()))
-            .values(status="sending", attempts=D.c.attempts + 1, updated_at=now)
-            .returning(D.c.id, D.c.customer_id, D.c.message_id, D.c.attempts)
-        ).all()
+        for conditions in states:
+            want = limit - len(rows)
+            if want <= 0:
+                break
+            due = select(D.c.id).where(D.c.run_id == run_id, *conditions)
+            if customers is not None:
+                due = due.where(D.c.customer_id.in_(list(customers)))
+            due = due.order_by(D.c.id).limit(want)
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows += conn.execute(
+                update(D)
+                .where(D.c.id.in_(due.scalar_subquery()))
+                .values(status="sending", attempts=D.c.attempts + 1, updated_at=now)
+                .returning(D.c.id, D.c.customer_id, D.c.message_id, D.c.attempts)
+            ).all()
+        if message_id is not None and rows:
+            conn.execute(
+                update(D).where(D.c.id == bindparam("b_id"), D.c.rfc_message_id.is_(None))
+                .values(rfc_message_id=bindparam("b_mid")),
+                [{"b_id": r[0], "b_mid": message_id(r[1], r[2])} for r in rows],
+            )
     return sorted((Claim(*r) for r in rows), key=lambda c: c.delivery_id)
-
-
-def set_message_ids(engine: Engine, ids: dict[int, str]) -> None:
-    """Store each delivery's RFC 5322 Message-ID before its first attempt leaves."""
-    if not ids:
-        return
-    with engine.begin() as conn:
-        conn.execute(
-            update(D).where(D.c.id == bindparam("b_id"), D.c.rfc_message_id.is_(None)).values(
-                rfc_message_id=bindparam("b_mid")
-            ),
-            [{"b_id": k, "b_mid": v} for k, v in ids.items()],
-        )
 
 
 def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> None:

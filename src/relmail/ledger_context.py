@@ -17,9 +17,8 @@ counts to the frame as columns:
 ``<k>.recent_tickets``
     service tickets opened in the last ``recent_complaint_days`` of ``k``'s policy.
 
-For a recurring message (``repeat_after_days: N``, a newsletter),
-``<k>.already_sent`` is narrowed to "sent in the last N days": an older issue
-does not stop this one.
+(For a recurring message, ``repeat_after_days: N``, the feature statement
+itself counts ``<k>.already_sent`` over the last N days only.)
 
 Decisions of the run being re-planned whose delivery is in flight (sending,
 committing) count as pending too; accepted ones are events already.
@@ -97,24 +96,11 @@ def load_context(conn, frame, campaign, window, run_id: str, as_of: datetime) ->
         gap = m.repeat_after_days
         same = [r[0] for r in rows if r[1] == m.id and (gap is None or abs(r[3] - as_of) < timedelta(days=gap))]
         frame.columns[f"{m.id}.planned_same"] = _counts(ids, same)
-        if gap is not None:
-            since = as_of - timedelta(days=gap)
-            frame.columns[f"{m.id}.already_sent"] = np.minimum(_sent_between(conn, ids, m.id, since, as_of), 1.0)
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
         for m in campaign.messages:
             if m.policy.recent_complaint_days == days:
                 frame.columns[f"{m.id}.recent_tickets"] = tickets
-
-
-def _sent_between(conn, ids: np.ndarray, message_id: str, start: datetime, as_of: datetime) -> np.ndarray:
-    stmt = (
-        select(EV.c.customer_id, func.count())
-        .where(EV.c.type == "email_sent", EV.c.message_id == message_id,
-               EV.c.occurred_at > when(start), EV.c.occurred_at <= when(as_of))
-        .group_by(EV.c.customer_id)
-    )
-    return _aligned(conn, ids, stmt)
 
 
 def _recent_tickets(conn, ids: np.ndarray, as_of: datetime, days: int) -> np.ndarray:

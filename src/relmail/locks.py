@@ -26,6 +26,7 @@ import os
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -40,6 +41,8 @@ from .models import RunLock
 
 L = RunLock.__table__
 DEFAULT_TIMEOUT = timedelta(minutes=10)
+#: How often a work loop's :meth:`HeldLock.check_in` actually writes.
+CHECK_IN_SECONDS = 2.0
 
 
 def _utcnow() -> datetime:
@@ -159,11 +162,13 @@ class HeldLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._guard = threading.Lock()
+        self._refreshed = time.monotonic()
 
     def refresh(self) -> None:
         """Extend the lock; raises :class:`Conflict` if another process took it over."""
         if self.lost is None:
             with self._guard:
+                self._refreshed = time.monotonic()
                 t = self.now()
                 with self.engine.begin() as conn:
                     n = conn.execute(
@@ -175,6 +180,18 @@ class HeldLock:
                                  f"refresh it for {_minutes(self.timeout)}; stopping so that only one process works on the run")
         if self.lost is not None:
             raise Conflict(self.lost)
+
+    def check_in(self, seconds: float = CHECK_IN_SECONDS) -> None:
+        """:meth:`refresh`, unless this process did within ``seconds``: a work loop's call after every batch.
+
+        One write per batch would be a write transaction for nothing on
+        SQLite's single writer. A lock is only taken over after ``timeout``
+        without a refresh, far longer than ``seconds``, so a holder that
+        stalled that long still refreshes, and learns it lost the lock, at
+        its first check-in after the stall.
+        """
+        if self.lost is not None or time.monotonic() - self._refreshed >= seconds:
+            self.refresh()
 
     def start_heartbeat(self) -> "HeldLock":
         """Refresh in a background thread every quarter of the timeout until :meth:`release`."""

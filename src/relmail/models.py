@@ -201,7 +201,7 @@ class Delivery(SQLModel, table=True):
     __tablename__ = "deliveries"
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "message_id", name="uq_deliveries_run_customer_message"),
-        Index("ix_deliveries_status", "run_id", "status"),
+        Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
     )
 
     id: Optional[int] = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
@@ -211,7 +211,7 @@ class Delivery(SQLModel, table=True):
     message_id: str = Field(sa_column=Column(String(100), nullable=False))
     status: str = Field(default="planned", sa_column=Column(String(16), nullable=False))
     adapter: Optional[str] = Field(default=None, sa_column=Column(String(32)))
-    #: RFC 5322 Message-ID, fixed before the first attempt so retries reuse it.
+    #: RFC 5322 Message-ID, stored when the delivery is first claimed (derived from run, customer and message, so every attempt carries the same).
     rfc_message_id: Optional[str] = Field(default=None, sa_column=Column(String(300)))
     provider_id: Optional[str] = Field(default=None, sa_column=Column(String(300)))
     attempts: int = Field(default=0, nullable=False)

@@ -188,7 +188,8 @@ def plan(
         members = _audiences(conn, camp, segments, as_of)
         ids = np.unique(np.concatenate(list(members.values()))) if members else np.array([], dtype=str)
         lap("audience")
-        contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature) for m in camp.messages}
+        contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
+                                   repeat_after_days=m.repeat_after_days) for m in camp.messages}
 
     settings = FeatureSettings.from_project(project)
     pool = _executor(engine, executor, workers, scheduler)

@@ -82,7 +82,8 @@ class _Batcher:
         from .models import Customer
         from .render import MessageSpec, Renderer
 
-        self.engine, self.camp, self.as_of = engine, camp, as_of
+        self.engine, self.camp, self.run_id, self.as_of = engine, camp, run_id, as_of
+        self.domain = project.settings.sender.domain
         self.renderer = Renderer(project)
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
         self.featured = {m.id: tuple(m.products) for m in camp.messages}
@@ -109,6 +110,12 @@ class _Batcher:
         twin = copy.copy(self)
         twin.engine, twin.pid = engine, os.getpid()
         return twin
+
+    def message_id(self, customer_id: str, message_id: str) -> str:
+        """The RFC 5322 Message-ID the renderer gives this e-mail (derived, so every attempt carries the same)."""
+        from .render.mime import message_id as derive
+
+        return derive(self.run_id, customer_id, message_id, self.domain)
 
     def render(
         self, pairs: Sequence[tuple[str, str]], to: str | None = None
@@ -344,7 +351,7 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
 
             adapter = adapter_from_project(project)
         _loop(project, engine, run_id, batcher, adapter, result, topics, clock, deadline, limit=limit,
-              only_customers=only_customers, batch_size=batch_size, after_batch=lock.refresh, progress=progress)
+              only_customers=only_customers, batch_size=batch_size, after_batch=lock.check_in, progress=progress)
     result.states = ledger.status_counts(engine, run_id)
     if not {"planned", "deferred", "sending", "committing"} & set(result.states):
         _set_status(engine, run_id, "done", clock())
@@ -459,7 +466,8 @@ def _loop(project, engine, run_id: str, batcher: _Batcher, adapter, result: Send
     try:
         while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
             want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
-            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers)
+            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers,
+                                  message_id=batcher.message_id)
             if not claims:
                 break
             _deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
@@ -596,12 +604,8 @@ def _deliver(project, engine, run_id: str, batcher: _Batcher, adapter, claims, r
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
             outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
-    messages, ids = [], {}
-    for pair, (email, ctx) in emails.items():
-        claim = by_pair[pair]
-        messages.append(outgoing(email, ctx, project.settings, _key(claim.delivery_id), run_id))
-        ids[claim.delivery_id] = email.rfc_message_id
-    ledger.set_message_ids(engine, ids)
+    messages = [outgoing(email, ctx, project.settings, _key(by_pair[pair].delivery_id), run_id)
+                for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
     aborted = None
     try:

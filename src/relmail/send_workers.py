@@ -12,7 +12,7 @@ claims fewer batches.
 
 **Leases.** Every sender holds a lease for as long as it may hand e-mails
 over: a row of ``run_locks`` keyed ``<run>#sender:<random>`` (the same
-mechanism as the run lock: refreshed by a heartbeat and after every batch,
+mechanism as the run lock: refreshed by a heartbeat and at the end of a batch (at most every 2 s),
 stale once its process is gone from this host or it stopped refreshing for
 ``lock_timeout_minutes``). A sender that ends releases it. A lease left
 behind is therefore the mark of a sender that died (a killed process, a
@@ -168,7 +168,7 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
 
             _loop(job.project, engine, job.run_id, batcher, adapter, result, topics, job.clock, job.deadline,
                   limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
-                  after_batch=lease.refresh, progress=report,
+                  after_batch=lease.check_in, progress=report,
                   stop=lambda: channel.stopped() or lease.lost is not None)
         finally:
             lease.release()

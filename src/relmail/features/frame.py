@@ -58,7 +58,7 @@ CONTEXT_COLUMNS: dict[str, str] = {
     "feature_usage_30": "uses of the message's product feature in the last 30 days",
     "topic_sends_7": "e-mails on the message topic sent in the last 7 days",
     "topic_sends_30": "e-mails on the message topic sent in the last 30 days",
-    "already_sent": "1 if this message (message_id == k) was ever sent to the customer, else 0",
+    "already_sent": "1 if this message (message_id == k) was ever sent to the customer (a recurring one: in its last repeat_after_days), else 0",
 }
 
 
@@ -71,6 +71,8 @@ class FeatureContext:
     products: tuple[str, ...] = ()
     #: A product feature, for usage tips (matched against ``usage`` events).
     feature: str | None = None
+    #: A recurring message (a newsletter): ``already_sent`` counts only the last N days.
+    repeat_after_days: int | None = None
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,9 @@ def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext]) -> 
     keys = list(contexts)
     for start in range(0, len(keys), 5):
         chunk = keys[start:start + 5]
-        exprs[f"sent{start}"] = packed([(E.c.message_id == k, (None,), (f"{k}.already_sent",)) for k in chunk],
+        # A recurring message's earlier issues do not count: only its last ``repeat_after_days``.
+        exprs[f"sent{start}"] = packed([(E.c.message_id == k, (contexts[k].repeat_after_days,), (f"{k}.already_sent",))
+                                        for k in chunk],
                                        12, and_(sent, E.c.message_id.in_(chunk)), since)
     return _group(scope, as_of, exprs, unindexed(t).in_(("email_sent", "email_opened", "email_clicked")))
 
