@@ -206,7 +206,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    ap.add_argument("--latency-ms", type=float, default=0.0, help="delay every SMTP sink reply (a relay across a network)")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="a network round trip in front of the SMTP sink (a relay across a network; see bench_smtp.py)")
     ap.add_argument("--pool", type=int, default=4, help="SMTP connections per sending process")
     ap.add_argument("--batch-size", type=int, default=500, help="deliveries per claimed batch")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")

@@ -1,18 +1,35 @@
 """SMTP throughput: relmail's pooled adapter vs one smtplib connection per message.
 
-Both send to the same local SMTP sink (aiosmtpd in its own process, a
-handler that accepts and discards) in the same run:
+Both send to the same local SMTP sink in the same run:
 
 * baseline: what naive code does, ``with smtplib.SMTP(...) as s: s.sendmail(...)``
   for every message (connect, greeting, EHLO, MAIL, RCPT, DATA, QUIT);
 * relmail: ``SmtpAdapter`` with ``--pool`` connections in parallel, each
-  reused for ``--per-connection`` messages.
+  reused for ``--per-connection`` messages, pipelining the envelope (RFC 2920)
+  when the sink offers PIPELINING.
+
+The sink (printed with the results) is Postfix's ``smtp-sink``, a C server
+written to benchmark SMTP clients, when it is installed (Debian: package
+``postfix``) and the run is plain SMTP; otherwise, and for STARTTLS, which
+``smtp-sink`` does not speak, an aiosmtpd server in its own process that
+accepts and discards. Both offer PIPELINING unless ``--no-pipelining``.
+
+``--latency-ms`` puts a relay across a network between client and sink: a
+proxy in its own process holds every byte from the client for that long
+before passing it on. That is a round trip's delay on each exchange, so a
+command waiting for its reply pays it once and a pipelined group pays it
+once for all its commands, as on a real network. (TCP connect and the
+greeting are not delayed, which flatters the baseline by about one round
+trip per message.) The proxy's delay is only as fine as the event loop's
+timer, so the bench measures the round trip it really adds (NOOPs) and
+prints it.
 
 Usage::
 
     python bench/bench_smtp.py                 # 5,000 messages
     python bench/bench_smtp.py --messages 500 --json
     python bench/bench_smtp.py --security starttls --latency-ms 5 --pool 8   # a relay across a network
+    python bench/bench_smtp.py --latency-ms 1 --pool 8 --baseline-threads 8   # the baseline at equal concurrency
 """
 
 from __future__ import annotations
@@ -20,51 +37,132 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
+import shutil
 import smtplib
 import socket
+import subprocess
 import sys
 import time
 
 
-def _sink(port: int, ready, stop, cert: str | None = None, key: str | None = None, latency: float = 0.0) -> None:
-    import asyncio
-    import ssl
-
+def _sink(port: int, ready, stop, cert: str | None = None, key: str | None = None, latency: float = 0.0,
+          pipelining: bool = True) -> None:
+    """The aiosmtpd sink on ``port``; with ``latency`` (seconds) behind a delay proxy in this process."""
     from aiosmtpd.controller import Controller
 
     class Discard:
-        """Accepts and discards; ``latency`` delays every reply, as a relay across a network would."""
+        """Accepts and discards. aiosmtpd answers pipelined commands in order but does not announce it."""
 
         async def handle_EHLO(self, server, session, envelope, hostname, responses):
-            await asyncio.sleep(latency)
             session.host_name = hostname
+            if pipelining:
+                responses.insert(-1, "250-PIPELINING")
             return responses
 
-        async def handle_MAIL(self, server, session, envelope, address, mail_options):
-            await asyncio.sleep(latency)
-            envelope.mail_from = address
-            envelope.mail_options.extend(mail_options)
-            return "250 OK"
-
-        async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
-            await asyncio.sleep(latency)
-            envelope.rcpt_tos.append(address)
-            return "250 OK"
-
         async def handle_DATA(self, server, session, envelope):
-            await asyncio.sleep(latency)
             return "250 2.0.0 Ok: queued as X"
 
     kwargs = {}
     if cert:
+        import ssl
+
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         ctx.load_cert_chain(cert, key)
         kwargs["tls_context"] = ctx
-    controller = Controller(Discard(), hostname="127.0.0.1", port=port, **kwargs)
+    controller = Controller(Discard(), hostname="127.0.0.1", port=_free_port() if latency else port, **kwargs)
     controller.start()
-    ready.set()
-    stop.wait()
+    if latency:
+        _delay_proxy(port, controller.port, latency, ready, stop)
+    else:
+        ready.set()
+        stop.wait()
     controller.stop()
+
+
+def _delay_proxy(port: int, target: int, delay: float, ready, stop) -> None:
+    """Passes bytes between client and sink, holding each from the client ``delay`` seconds."""
+    import asyncio
+    import threading
+    from collections import deque
+
+    loop = asyncio.new_event_loop()
+
+    class ToClient(asyncio.Protocol):
+        def __init__(self, client):
+            self.client = client
+
+        def data_received(self, data):
+            self.client.transport.write(data)
+
+        def connection_lost(self, exc):
+            self.client.transport.close()
+
+    class FromClient(asyncio.Protocol):
+        def connection_made(self, transport):
+            self.transport, self.upstream, self.closed = transport, None, False
+            self.held: deque[tuple[float, bytes]] = deque()
+            transport.pause_reading()
+            loop.create_task(self._open())
+
+        async def _open(self):
+            try:
+                self.upstream, _ = await loop.create_connection(lambda: ToClient(self), "127.0.0.1", target)
+            except OSError:
+                self.transport.close()
+                return
+            self.transport.resume_reading()
+
+        def data_received(self, data):
+            self.held.append((loop.time() + delay, data))
+            if len(self.held) == 1:
+                loop.call_at(self.held[0][0], self._release)
+
+        def _release(self):
+            now = loop.time()
+            while self.held and self.held[0][0] <= now:
+                self.upstream.write(self.held.popleft()[1])
+            if self.held:
+                loop.call_at(self.held[0][0], self._release)
+            elif self.closed:
+                self.upstream.close()
+
+        def connection_lost(self, exc):
+            self.closed = True
+            if not self.held and self.upstream is not None:
+                self.upstream.close()
+
+    server = loop.run_until_complete(loop.create_server(FromClient, "127.0.0.1", port, backlog=1024))
+    threading.Thread(target=lambda: (stop.wait(), loop.call_soon_threadsafe(loop.stop)), daemon=True).start()
+    ready.set()
+    loop.run_forever()
+    server.close()
+
+
+def _smtp_sink_binary() -> str | None:
+    return shutil.which("smtp-sink") or next((p for p in ("/usr/sbin/smtp-sink",) if os.path.exists(p)), None)
+
+
+def _wait_for(port: int, seconds: float = 30) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1) as s:
+                s.recv(100)  # the greeting: really serving, not only listening
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def round_trip_ms(port: int, n: int = 50) -> float:
+    """The mean time of one command and its reply (NOOP) on an open connection."""
+    with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local") as s:
+        s.noop()
+        start = time.perf_counter()
+        for _ in range(n):
+            s.noop()
+        return (time.perf_counter() - start) / n * 1000
 
 
 def _free_port() -> int:
@@ -127,16 +225,25 @@ def _certificate(folder: str) -> tuple[str, str]:
     return cert_path, key_path
 
 
-def baseline(port: int, messages, tls: bool) -> float:
+def baseline(port: int, messages, tls: bool, threads: int = 1) -> float:
     import ssl
+    from concurrent.futures import ThreadPoolExecutor
 
     ctx = ssl._create_unverified_context()  # the bench sink's self-signed certificate
-    start = time.perf_counter()
-    for m in messages:
+
+    def one(m) -> None:
         with smtplib.SMTP("127.0.0.1", port, local_hostname="bench.local") as s:
             if tls:
                 s.starttls(context=ctx)
             s.sendmail(m.from_addr, [m.to], m.raw)
+
+    start = time.perf_counter()
+    if threads == 1:
+        for m in messages:
+            one(m)
+    else:
+        with ThreadPoolExecutor(threads) as pool:
+            list(pool.map(one, messages))
     return time.perf_counter() - start
 
 
@@ -161,34 +268,71 @@ def main(argv=None) -> int:
     p.add_argument("--messages", type=int, default=5000, help="messages through the pooled adapter")
     p.add_argument("--baseline-messages", type=int, default=None, help="messages for the baseline (default: same, at most 2000)")
     p.add_argument("--pool", type=int, default=4, help="concurrent connections")
+    p.add_argument("--baseline-threads", type=int, default=1,
+                   help="run the baseline in this many threads (default 1: the naive loop); = --pool compares at equal concurrency")
     p.add_argument("--per-connection", type=int, default=100, help="messages per connection before reconnecting")
     p.add_argument("--security", choices=("none", "starttls"), default="none", help="plain SMTP or STARTTLS for both methods")
     p.add_argument("--latency-ms", type=float, default=0.0,
-                   help="delay every sink reply by this much, like a relay across a network (default 0: loopback)")
+                   help="hold every byte from the client this long, like a relay across a network (default 0: loopback)")
+    p.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto",
+                   help="auto: smtp-sink when installed and the run is plain SMTP, else aiosmtpd")
+    p.add_argument("--no-pipelining", action="store_true", help="the sink does not offer PIPELINING (relmail in lock-step)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
     import tempfile
 
     tls = args.security == "starttls"
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="relmail-bench-")
-    cert, key = _certificate(tmp) if tls else (None, None)
+    binary = _smtp_sink_binary()
+    sink = args.sink
+    if sink == "auto":
+        sink = "smtp-sink" if binary and not tls else "aiosmtpd"
+    if sink == "smtp-sink" and (not binary or tls):
+        print("smtp-sink: " + ("does not speak STARTTLS" if tls else "not installed (Debian: apt-get install postfix)"),
+              file=sys.stderr)
+        return 2
+    sink_port = port = _free_port()
     ctx = mp.get_context("spawn")
-    ready, stop = ctx.Event(), ctx.Event()
-    server = ctx.Process(target=_sink, args=(port, ready, stop, cert, key, args.latency_ms / 1000), daemon=True)
-    server.start()
-    if not ready.wait(30):
-        print("SMTP sink did not start", file=sys.stderr)
-        return 1
+    stop = ctx.Event()
+    children: list = []
+    sink_proc = None
     try:
+        if sink == "smtp-sink":
+            # -u: as root it must drop privileges; -p: do not announce PIPELINING.
+            cmd = [binary, *(["-u", "nobody"] if os.geteuid() == 0 else []), *(["-p"] if args.no_pipelining else []),
+                   "-m", "1024", f"127.0.0.1:{sink_port}", "1024"]
+            sink_proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        else:
+            tmp = tempfile.mkdtemp(prefix="relmail-bench-")
+            cert, key = _certificate(tmp) if tls else (None, None)
+            ready = ctx.Event()
+            children.append(ctx.Process(target=_sink, args=(sink_port, ready, stop, cert, key, 0.0, not args.no_pipelining),
+                                        daemon=True))
+            children[-1].start()
+        if not _wait_for(sink_port):
+            print(f"SMTP sink ({sink}) did not start", file=sys.stderr)
+            return 1
+        if args.latency_ms > 0:
+            port = _free_port()
+            ready = ctx.Event()
+            children.append(ctx.Process(target=_delay_proxy, args=(port, sink_port, args.latency_ms / 1000, ready, stop),
+                                        daemon=True))
+            children[-1].start()
+            if not ready.wait(30):
+                print("delay proxy did not start", file=sys.stderr)
+                return 1
+        rtt = round_trip_ms(port)
         messages = build(args.messages)
         n_base = args.baseline_messages or min(args.messages, 2000)
-        base_s = baseline(port, messages[:n_base], tls)
+        base_s = baseline(port, messages[:n_base], tls, args.baseline_threads)
         pool_s, ok = pooled(port, messages, args.pool, args.per_connection, tls)
     finally:
         stop.set()
-        server.join(10)
+        for child in children:
+            child.join(10)
+        if sink_proc is not None:
+            sink_proc.terminate()
+            sink_proc.wait(10)
     base_rate = n_base / base_s
     pool_rate = args.messages / pool_s
     out = {
@@ -197,10 +341,14 @@ def main(argv=None) -> int:
         "baseline_messages": n_base,
         "baseline_seconds": round(base_s, 3),
         "baseline_msgs_per_s": round(base_rate, 1),
+        "baseline_threads": args.baseline_threads,
         "relmail_seconds": round(pool_s, 3),
         "relmail_msgs_per_s": round(pool_rate, 1),
+        "sink": sink,
+        "pipelining": not args.no_pipelining,
         "security": args.security,
         "latency_ms": args.latency_ms,
+        "round_trip_ms": round(rtt, 3),
         "pool": args.pool,
         "per_connection": args.per_connection,
         "speedup": round(pool_rate / base_rate, 2),
@@ -209,11 +357,13 @@ def main(argv=None) -> int:
         print(json.dumps(out))
     else:
         print(f"{'method':<44} {'messages':>9} {'seconds':>9} {'msgs/s':>9}")
-        print(f"{'smtplib, one connection per message':<44} {n_base:>9,} {base_s:>9.2f} {base_rate:>9,.0f}")
+        label = "smtplib, one connection per message" + (f", {args.baseline_threads} threads" if args.baseline_threads > 1 else "")
+        print(f"{label:<44} {n_base:>9,} {base_s:>9.2f} {base_rate:>9,.0f}")
         label = f"relmail smtp, {args.pool} conns x {args.per_connection} msgs"
         print(f"{label:<44} {args.messages:>9,} {pool_s:>9.2f} {pool_rate:>9,.0f}")
-        print(f"security: {args.security}; reply latency: {args.latency_ms:g} ms; "
-              f"speed-up: {out['speedup']}x  (accepted {ok:,}/{args.messages:,})")
+        print(f"sink: {sink} ({'PIPELINING' if out['pipelining'] else 'no PIPELINING'}); security: {args.security}; "
+              f"added latency: {args.latency_ms:g} ms, measured round trip {rtt:.2f} ms")
+        print(f"speed-up: {out['speedup']}x  (accepted {ok:,}/{args.messages:,})")
     return 0 if ok == args.messages else 1
 
 

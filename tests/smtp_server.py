@@ -2,12 +2,19 @@
 
 ``SmtpServer`` records every message it accepts and can be scripted per
 recipient: answer a command with a given reply once (``451 ...`` then the
-normal 250), drop the connection at RCPT, or drop it after the final dot
-(before or after storing the message) to create the ambiguous case.
+normal 250; a 421 also closes the connection, as real servers do), drop the
+connection at RCPT, or drop it after the final dot (before or after storing
+the message) to create the ambiguous case.
+
+It offers ESMTP PIPELINING (RFC 2920) unless told not to: aiosmtpd does not
+announce it, but reads commands from a buffered stream and answers them in
+order, so pipelined commands work once the EHLO line is added. Each MAIL
+FROM notes whether the client's RCPT TO and DATA had already arrived with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import ipaddress
 import socket
@@ -65,7 +72,10 @@ class Received:
 class Handler:
     """Stores messages; ``script`` holds one-shot actions per (stage, recipient)."""
 
-    def __init__(self):
+    def __init__(self, pipelining: bool = True):
+        self.pipelining = pipelining
+        #: Per MAIL FROM: were RCPT TO and DATA already waiting behind it (sent in one write)?
+        self.pipelined: list[bool] = []
         self.messages: list[Received] = []
         self.connections = 0
         self.transactions = 0
@@ -75,7 +85,8 @@ class Handler:
 
     def script(self, stage: str, rcpt: str, *actions: str) -> None:
         """Queue actions for ``stage`` ('rcpt' or 'data') and recipient: a reply like
-        '451 4.3.0 later', or 'drop', 'drop-after-store'."""
+        '451 4.3.0 later', or 'drop', 'drop-after-store'; at RCPT, 'lenient:' before a
+        refusal keeps the recipient anyway, so that DATA is accepted (a broken server)."""
         self._script[(stage, rcpt)].extend(actions)
 
     def _next(self, stage: str, rcpt: str) -> str | None:
@@ -88,15 +99,27 @@ class Handler:
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")  # before the last line, '250 HELP'
         return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options):
+        waiting = bytes(server._reader._buffer)
+        self.pipelined.append(b"RCPT TO:" in waiting.upper() and b"DATA\r\n" in waiting.upper())
+        envelope.mail_from = address
+        envelope.mail_options.extend(mail_options)
+        return "250 2.1.0 OK"
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         action = self._next("rcpt", address)
         if action == "drop":
             server.transport.abort()
             return "421 4.4.2 dropped"
+        if action and action.startswith("lenient:"):
+            envelope.rcpt_tos.append(address)
+            return action.removeprefix("lenient:")
         if action:
-            return action
+            return _closing(server, action)
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
@@ -106,7 +129,7 @@ class Handler:
             server.transport.abort()
             return "421 4.4.2 dropped"
         if action and action != "drop-after-store":
-            return action
+            return _closing(server, action)
         with self._lock:
             self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content))
             n = len(self.messages)
@@ -114,6 +137,13 @@ class Handler:
             server.transport.abort()
             return "421 4.4.2 dropped"
         return f"250 2.0.0 Ok: queued as Q{n:05d}"
+
+
+def _closing(server, reply: str) -> str:
+    """``reply``; a 421 also closes the connection once it is written, as RFC 5321 says."""
+    if reply.startswith("421"):
+        asyncio.get_running_loop().call_soon(server.transport.close)
+    return reply
 
 
 def free_port() -> int:
@@ -125,8 +155,8 @@ def free_port() -> int:
 class SmtpServer:
     """Runs a :class:`Handler` on 127.0.0.1; ``mode`` is 'plain', 'starttls' or 'tls'."""
 
-    def __init__(self, folder: Path, mode: str = "starttls", auth: bool = True):
-        self.handler = Handler()
+    def __init__(self, folder: Path, mode: str = "starttls", auth: bool = True, pipelining: bool = True):
+        self.handler = Handler(pipelining)
         self.mode = mode
         self.cert, self.key = make_certificate(folder)
         ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

@@ -1,9 +1,17 @@
-"""SMTP adapter against a real SMTP server (aiosmtpd) with STARTTLS, implicit TLS and AUTH."""
+"""SMTP adapter against a real SMTP server (aiosmtpd) with STARTTLS, implicit TLS and AUTH.
+
+Tests on the ``server`` fixture run twice: against a server that offers
+PIPELINING (the envelope goes out in one write) and one that does not
+(lock-step).
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email
+import re
+import smtplib
 from datetime import datetime, timedelta, timezone
 from email.message import EmailMessage
 from email.policy import default as default_policy
@@ -14,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from relmail.delivery import DeliveryAborted, OutgoingMessage, get_adapter
-from relmail.delivery.smtp import queue_id
+from relmail.delivery.smtp import dot_stuffed, queue_id, quoted
 from relmail.errors import ConfigError
 from smtp_server import PASSWORD, USER, SmtpServer, free_port
 
@@ -44,9 +52,9 @@ def make_message(i: int, to: str | None = None, **extra) -> OutgoingMessage:
     )
 
 
-@pytest.fixture
-def server(tmp_path):
-    with SmtpServer(tmp_path, "starttls") as srv:
+@pytest.fixture(params=[True, False], ids=["pipelining", "lock-step"])
+def server(tmp_path, request):
+    with SmtpServer(tmp_path, "starttls", pipelining=request.param) as srv:
         yield srv
 
 
@@ -78,6 +86,8 @@ def test_starttls_auth_pool_delivers_every_message_intact_and_reuses_connections
         assert ".a line starting with a dot" in body.get_body(("plain",)).get_content()
     # 20 messages, 4 per connection: 5 to 7 logins (one per connection), never one per message.
     assert 5 <= len(server.handler.logins) <= 7
+    # MAIL FROM, RCPT TO and DATA in one write exactly when the server offers PIPELINING.
+    assert server.handler.pipelined == [server.handler.pipelining] * 20
 
 
 # aiosmtpd only counts STARTTLS as TLS; implicit TLS is encrypted from the first byte.
@@ -110,7 +120,14 @@ def test_untrusted_certificate_aborts(server):
     assert server.handler.messages == []
 
 
-@pytest.mark.parametrize("stage,reply", [("rcpt", "451 4.3.0 Try again later"), ("data", "421 4.7.0 Too busy, closing")])
+@pytest.mark.parametrize(
+    "stage,reply",
+    [
+        ("rcpt", "451 4.3.0 Try again later"),
+        ("rcpt", "421 4.7.0 Too busy, closing"),  # mid-pipeline: DATA's reply never comes
+        ("data", "421 4.7.0 Too busy, closing"),
+    ],
+)
 def test_temporary_failure_defers_and_the_retry_delivers(server, stage, reply):
     messages = [make_message(i) for i in range(6)]
     server.handler.script(stage, messages[2].to, reply)
@@ -148,6 +165,28 @@ def test_permanent_failures_map_to_rejections_and_hard_bounces(server):
     # RSET kept the single connection usable after each refusal.
     assert len(server.handler.logins) == 1
     assert [m.rcpt_tos for m in server.handler.messages] == [[messages[4].to]]
+
+
+def test_data_accepted_after_a_refused_recipient_is_abandoned_without_a_final_dot(tmp_path):
+    # RFC 2920 servers refuse DATA when no recipient was accepted; one that sends
+    # 354 anyway must not get a final dot, which could deliver an empty message.
+    messages = [make_message(i) for i in range(3)]
+    with SmtpServer(tmp_path, "plain", auth=False) as srv:
+        srv.handler.script("rcpt", messages[0].to, "lenient:550 5.1.1 No such user")
+        with get_adapter("smtp", srv.config(pool_size=1), {}, clock=lambda: NOW) as adapter:
+            results = adapter.send(messages)
+    assert [(r.status, r.hard_bounce) for r in results] == [("rejected", True), ("accepted", False), ("accepted", False)]
+    assert [m.rcpt_tos for m in srv.handler.messages] == [[messages[1].to], [messages[2].to]]
+
+
+def test_an_address_with_a_line_break_is_rejected_and_smuggles_nothing(server):
+    evil = dataclasses.replace(make_message(1), to="anna@example.org\r\nRCPT TO:<eve@example.org>")
+    messages = [evil, make_message(2)]
+    with adapter_for(server, pool_size=1) as adapter:
+        results = adapter.send(messages)
+    assert [r.status for r in results] == ["rejected", "accepted"]
+    assert "line break" in results[0].reason
+    assert [m.rcpt_tos for m in server.handler.messages] == [[messages[1].to]]
 
 
 def test_connection_dropped_before_data_is_resent_on_a_fresh_connection(server):
@@ -263,3 +302,24 @@ def test_config_errors_name_the_table_and_key():
 )
 def test_queue_id_from_postfix_exim_exchange_replies(reply, expected):
     assert queue_id(reply) == expected
+
+
+@pytest.mark.parametrize(
+    "address",
+    [
+        "anna@example.org", "o'brien+tag@sub.example.org", "a.b-c_d@x-y.example", "{weird}|~`^=?/*&%$#!@example.org",
+        "Anna <anna@example.org>", "a..b@example.org", ".a@example.org", "a.@example.org", "\"a b\"@example.org",
+        "a@[127.0.0.1]", "anna@exämple.org", "", "a(comment)@example.org", "a@b@example.org",
+    ],
+)
+def test_quoted_address_is_what_smtplib_would_send(address):
+    assert quoted(address) == smtplib.quoteaddr(address)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b".starts with a dot\r\nx\r\n", b"a\r\n.\r\n..two\r\nend", b"no dots\r\n", b"a\r\n.", b"", b"x.y\r\n. z\r\n"],
+)
+def test_dot_stuffing_doubles_every_leading_dot_and_ends_the_last_line(payload):
+    expected = re.sub(rb"(?m)^\.", b"..", payload)
+    assert dot_stuffed(payload) == (expected if expected.endswith(b"\r\n") else expected + b"\r\n")
