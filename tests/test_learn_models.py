@@ -219,6 +219,31 @@ def _encoded(x, seg):
     return spec, spec.encode(rows)
 
 
+def test_linear_models_bend_on_many_valued_numbers_and_trees_and_flags_get_no_curve():
+    from relmail.learn.estimators import Layout, classifier
+
+    rng = np.random.default_rng(11)
+    n = 8000
+    x = rng.uniform(-3, 3, n)
+    flag = rng.integers(0, 2, n)
+    t = rng.integers(0, 2, n).astype(np.int8)
+    # The mail helps the customers at both ends of x: no straight line on x ranks them first.
+    y = (rng.random(n) < 0.1 + 0.3 * t * (np.abs(x) > 1.5)).astype(np.int8)
+    X = np.column_stack([x, flag]).astype(float)
+    layout = Layout.of(X, 2, 0)
+    assert layout.curved == (0,)  # the 0/1 flag has two values: nothing to bend
+    assert Layout(2, 0).curved == ()  # a layout without data (an old model's) bends nothing
+    rare = (np.arange(n) < 40).astype(np.int8)
+    assert Layout.of(X, 2, 0, y).curved == (0,) and Layout.of(X, 2, 0, rare).curved == ()  # 40 events cannot pay for a curve
+    for cls in (Interaction, TLearner):
+        curved = cls(layout, "logistic").fit(X, y, t).predict_uplift(np.array([[-2.5, 0], [0.0, 0], [2.5, 0]]))
+        assert curved[0] - curved[1] > 0.1 and curved[2] - curved[1] > 0.1
+    straight = Interaction(Layout(2, 0), "logistic").fit(X, y, t).predict_uplift(np.array([[-2.5, 0], [0.0, 0], [2.5, 0]]))
+    assert min(straight[0], straight[2]) - straight[1] < 0.05
+    steps = {base: [name for name, *_ in classifier(layout, base)[0].transformers] for base in ("hgb", "logistic")}
+    assert "curve" not in steps["hgb"] and "curve" in steps["logistic"]
+
+
 def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(shop):
     x, seg, t, y = planted(6000, 4)
     spec, X = _encoded(x, seg)

@@ -43,6 +43,10 @@ class FeatureSpec:
     def layout(self) -> Layout:
         return Layout(len(self.numeric), len(self.categorical))
 
+    def layout_of(self, X: np.ndarray, y: np.ndarray | None = None) -> Layout:
+        """The layout for learning ``y`` from ``X``: as :attr:`layout`, with the numeric columns that can bend."""
+        return Layout.of(X, len(self.numeric), len(self.categorical), y)
+
     @classmethod
     def infer(cls, rows: Sequence[Mapping[str, Any]]) -> "FeatureSpec":
         """Numeric if every present value is a number, text otherwise.

@@ -40,6 +40,10 @@ ALLOWED_TYPES = frozenset(
         "sklearn._loss.link.Interval",
         "sklearn._loss._loss.CyHalfBinomialLoss",
         "sklearn._loss._loss.CyHalfSquaredError",
+        # SplineTransformer (the curved numeric columns of linear models):
+        # its B-spline knots and coefficients, and the array constructor it names.
+        "scipy.interpolate._bsplines.BSpline",
+        "scipy._lib.array_api_compat.numpy._aliases.asarray",
     }
 )
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")

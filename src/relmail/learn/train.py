@@ -114,7 +114,6 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
         raise ModelError(f"message '{key}': the decisions logged no usable features")
     X = spec.encode(data.features)
     t = data.treated
-    layout = spec.layout
     seed = options.split_seed
     n_hold = int((t == 0).sum())
     payload: dict = {"outcomes": {}}
@@ -122,6 +121,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
     selection, skipped = {}, {}
     for outcome in options.outcomes:
         y = data.outcomes[outcome]
+        layout = spec.layout_of(X, y)
         sent_pos = int(y[t == 1].sum())
         if sent_pos < MIN_POSITIVES:
             skipped[outcome] = f"only {sent_pos} {outcome} outcomes among sends (need {MIN_POSITIVES})"
@@ -142,6 +142,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
         est_meta["outcomes"][outcome] = {
             "propensity": {"base": prop.base},
             "uplift": {"kind": choice.kind, "base": choice.base, "calibration": {"slope": slope, "intercept": intercept}},
+            # Numeric features the linear models bent with a spline (see Layout.of).
+            "curved": [spec.columns[j] for j in layout.curved],
         }
         selection[outcome] = {
             "chosen": f"{choice.kind}/{choice.base}",
@@ -152,7 +154,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
     if not payload["outcomes"]:
         raise ModelError(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
     sends = t == 1
-    payload["irritation"] = fit_probability(layout, "logistic", X[sends], data.outcomes["irritation"][sends], seed)
+    irritation = data.outcomes["irritation"][sends]
+    payload["irritation"] = fit_probability(spec.layout_of(X[sends], irritation), "logistic", X[sends], irritation, seed)
     converted = sends & (data.outcomes["conversion"] == 1)
     date_from, date_to = data.date_range()
     meta = {
