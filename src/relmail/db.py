@@ -13,7 +13,7 @@ import secrets
 from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from .errors import ConfigError, DatabaseError
@@ -29,6 +29,15 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def dialect_insert(conn: Connection, table):
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect (PostgreSQL or SQLite)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
 
 
 def make_engine(url: str) -> Engine:

@@ -34,6 +34,7 @@ from typing import Callable, Iterable, Sequence
 from sqlalchemy import bindparam, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from .db import dialect_insert
 from .models import Decision, Delivery, Event
 
 D = Delivery.__table__
@@ -75,8 +76,12 @@ def prepare(engine: Engine, run_id: str, now: datetime) -> int:
     """Create a ``planned`` delivery for every ``send`` decision of the run that has none.
 
     Idempotent: a decision gets at most one delivery (unique ``decision_id``).
+    A decision that has one is skipped by that index (``ON CONFLICT DO
+    NOTHING``), not by ``NOT EXISTS``: PostgreSQL, whose statistics call the
+    new run's deliveries table empty, plans that as a scan of the very table
+    being filled for every row, 351 s for 140,000 deliveries.
     """
-    missing = (
+    sends = (
         select(
             DEC.c.id,
             DEC.c.run_id,
@@ -87,11 +92,11 @@ def prepare(engine: Engine, run_id: str, now: datetime) -> int:
             literal(now, type_=D.c.updated_at.type),
         )
         .where(DEC.c.run_id == run_id, DEC.c.action == "send")
-        .where(~select(D.c.id).where(D.c.decision_id == DEC.c.id).exists())
     )
     cols = ["decision_id", "run_id", "customer_id", "message_id", "status", "attempts", "updated_at"]
     with engine.begin() as conn:
-        return len(conn.execute(insert(D).from_select(cols, missing).returning(D.c.id)).all())
+        stmt = dialect_insert(conn, D).from_select(cols, sends).on_conflict_do_nothing(index_elements=[D.c.decision_id])
+        return len(conn.execute(stmt.returning(D.c.id)).all())
 
 
 def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | None]) -> dict[str, int]:

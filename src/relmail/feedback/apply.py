@@ -23,6 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..addresses import normalize
+from ..db import dialect_insert
 from ..models import Customer, Event, Preference
 from .events import OPT_OUT_TYPES, FeedbackEvent
 
@@ -63,15 +64,6 @@ class ApplyResult:
 def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
-
-
-def dialect_insert(conn: Connection, table):
-    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect."""
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table)
 
 
 def _existing_customers(conn: Connection, ids: set[str]) -> set[str]:

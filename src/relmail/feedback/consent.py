@@ -19,7 +19,8 @@ from sqlalchemy.engine import Engine
 
 from ..models import Customer, Event, Preference
 from ..tokens import Claims
-from .apply import ALL_TOPICS, ApplyResult, apply_events, dialect_insert
+from ..db import dialect_insert
+from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import FeedbackEvent, derived_id
 
 #: The demo shop's topics; every preference page offers at least these.
