@@ -369,3 +369,15 @@ def test_any_structure_loads_or_fails_with_located_problems(tmp_path, body):
     stmt = segs["probe"].select(T)
     for dialect in (sqlite.dialect(), postgresql.dialect()):
         assert "SELECT customers.id" in str(stmt.compile(dialect=dialect))
+
+
+@pytest.mark.parametrize("body", [{"clicked_email": {"within_days": 739782}}, {"tenure_days": {"gt": 10 ** 9}}])
+def test_a_look_back_beyond_any_date_is_a_located_problem(tmp_path, body):
+    path = tmp_path / "far.yml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"name": "far", **body}), encoding="utf-8")
+    with pytest.raises(ValidationError) as exc:
+        load_segments(tmp_path)
+    (problem,) = exc.value.problems
+    assert problem.file == str(path) and "at most 36,525 days" in problem.message

@@ -33,6 +33,8 @@ CONDITIONS: dict[str, set[str]] = {
 }
 COMBINATORS = ("all", "any", "not")
 SPECIAL = ("segment", "sql")
+#: The longest look-back a condition may ask for, in days (a century).
+MAX_DAYS = 36_525
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 _KEY_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
@@ -193,6 +195,10 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     for k in ("within_days", "not_within_days", "at_least", "fewer_than", "gt", "lt", "gte", "lte"):
         if k in arg and kind != "attribute" and not _count(arg[k]):
             bad(f"{at}.{k}", "must be a non-negative number")
+            ok = False
+        elif k in arg and (k.endswith("within_days") or kind == "tenure_days") and arg[k] > MAX_DAYS:
+            # A date that far back does not exist (and nothing is older than a century of history).
+            bad(f"{at}.{k}", f"must be at most {MAX_DAYS:,} days")
             ok = False
     for k in ("feature", "topic", "key"):
         if k in arg and (not isinstance(arg[k], str) or not arg[k]):
