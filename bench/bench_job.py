@@ -209,6 +209,8 @@ def main() -> None:
     ap.add_argument("--latency-ms", type=float, default=0.0, help="a network round trip in front of the SMTP sink (a relay across a network; see bench_smtp.py)")
     ap.add_argument("--pool", type=int, default=4, help="SMTP connections per sending process")
     ap.add_argument("--batch-size", type=int, default=500, help="deliveries per claimed batch")
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="send each configuration N times, alternating the order; the fastest counts")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")
     ap.add_argument("--executor", choices=["local", "dask"], default="local",
                     help="dask: also run the sends on a LocalCluster of 2 worker processes (PostgreSQL only)")
@@ -265,18 +267,30 @@ def main() -> None:
                                                worker_dashboard_address=None)
             cluster_seconds = time.perf_counter() - t0
         for adapter in [a for a in ("file", "smtp") if a in args.sends.split(",")]:
-            for workers in (1, 2) + (("dask",) if cluster else ()):
-                root = project_dir()
-                configure(root, adapter, port, args.pool)
-                url = clone(planned, args.backend, f"{tag}_{adapter}_{workers}", workdir)
-                try:
-                    if workers == "dask":
-                        sends[(adapter, workers)] = run_phase(args, "send", url, root, 2, cluster.scheduler_address)
+            for rep in range(args.repeat):
+                # Alternate the order: a send that follows another runs on a machine still writing back
+                # the previous one's outbox and clone (it measured 1.6x slower at 1M either way round).
+                order = (1, 2) if rep % 2 == 0 else (2, 1)
+                for workers in order + (("dask",) if cluster else ()):
+                    root = project_dir()
+                    configure(root, adapter, port, args.pool)
+                    url = clone(planned, args.backend, f"{tag}_{adapter}_{workers}", workdir)
+                    # The copy's dirty pages (gigabytes at 1M customers) are written back before the clock starts.
+                    os.sync()
+                    try:
+                        if workers == "dask":
+                            out = run_phase(args, "send", url, root, 2, cluster.scheduler_address)
+                        else:
+                            out = run_phase(args, "send", url, root, workers)
+                    finally:
+                        drop(url, args.backend)
+                        shutil.rmtree(root.parent, ignore_errors=True)
+                    out["runs"] = sends.get((adapter, workers), {}).get("runs", []) + [round(out["seconds"], 2)]
+                    # The fastest repetition counts (as timeit does): noise only ever adds time.
+                    if (adapter, workers) not in sends or out["seconds"] < sends[(adapter, workers)]["seconds"]:
+                        sends[(adapter, workers)] = out
                     else:
-                        sends[(adapter, workers)] = run_phase(args, "send", url, root, workers)
-                finally:
-                    drop(url, args.backend)
-                    shutil.rmtree(root.parent, ignore_errors=True)
+                        sends[(adapter, workers)]["runs"] = out["runs"]
     finally:
         if cluster is not None:
             cluster.close()
@@ -294,7 +308,8 @@ def main() -> None:
         return {"workers": r["workers"], "seconds": round(r["seconds"], 2), "emails": n,
                 "emails_per_second": round(n / r["seconds"]) if r["seconds"] else 0,
                 "first_batch_seconds": round(r["first_batch_seconds"], 2), "steady_per_second": round(r["steady_per_second"]),
-                "peak_mb": r["peak_mb"], "worker_peak_mb": r["worker_peak_mb"], "render_errors": r["render_errors"]}
+                "peak_mb": r["peak_mb"], "worker_peak_mb": r["worker_peak_mb"], "render_errors": r["render_errors"],
+                "runs_seconds": r["runs"]}
 
     def speedups(rows: dict) -> dict:
         steady = rows[2]["steady_per_second"] / rows[1]["steady_per_second"] if rows[1]["steady_per_second"] else 0.0
@@ -349,7 +364,8 @@ def main() -> None:
             workers = f"dask {r['workers']}" if w == "dask" else r["workers"]
             print(f"{labels[adapter]:<34}{workers:>8}{r['seconds']:>9.2f}{r['emails']:>10,}{r['emails_per_second']:>11,}"
                   f"{r['first_batch_seconds']:>12.2f}{r['steady_per_second']:>10,}"
-                  f"{r['peak_mb']:>9,}{(r['worker_peak_mb'] if w != 1 else '-'):>10}")
+                  f"{r['peak_mb']:>9,}{(r['worker_peak_mb'] if w != 1 else '-'):>10}"
+                  + (f"  (runs: {', '.join(f'{x:.1f}' for x in r['runs_seconds'])} s)" if len(r["runs_seconds"]) > 1 else ""))
     print("\nspeed-up of --workers 2 over --workers 1, end to end (steady state, first batch to last):")
     for adapter in measured:
         st = out[stage_names[adapter]]
