@@ -168,13 +168,14 @@ class HeldLock:
         """Extend the lock; raises :class:`Conflict` if another process took it over."""
         if self.lost is None:
             with self._guard:
-                self._refreshed = time.monotonic()
                 t = self.now()
                 with self.engine.begin() as conn:
                     n = conn.execute(
                         update(L).where(L.c.key == self.key, L.c.token == self.token)
                         .values(heartbeat_at=t, expires_at=t + self.timeout)
                     ).rowcount
+                # Only a write that went through counts for check_in; a failed one is retried at the next.
+                self._refreshed = time.monotonic()
                 if n != 1:
                     self.lost = (f"the lock on run {self.key} was taken over by another process after this one did not "
                                  f"refresh it for {_minutes(self.timeout)}; stopping so that only one process works on the run")
