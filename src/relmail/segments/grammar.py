@@ -193,10 +193,13 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
             bad(f"{at}.{k}", "must be a name or a non-empty list of names")
             ok = False
     for k in ("within_days", "not_within_days", "at_least", "fewer_than", "gt", "lt", "gte", "lte"):
-        if k in arg and kind != "attribute" and not _count(arg[k]):
+        if k not in arg or kind == "attribute":
+            # An attribute compares against any value (and rejects day bounds as unknown keys above).
+            continue
+        if not _count(arg[k]):
             bad(f"{at}.{k}", "must be a non-negative number")
             ok = False
-        elif k in arg and (k.endswith("within_days") or kind == "tenure_days") and arg[k] > MAX_DAYS:
+        elif (k.endswith("within_days") or kind == "tenure_days") and arg[k] > MAX_DAYS:
             # A date that far back does not exist (and nothing is older than a century of history).
             bad(f"{at}.{k}", f"must be at most {MAX_DAYS:,} days")
             ok = False
