@@ -63,7 +63,11 @@ def test_a_partitioned_plan_writes_the_same_ledger_in_one_run(demo_shop, engine,
     assert set(result.decisions.features.tolist()) == {"{}"}  # written, then let go
     with engine.connect() as conn:
         rows = conn.execute(select(Decision.customer_id, Decision.message_id, Decision.action, Decision.reasons)
-                            .where(Decision.run_id == result.run_id)).all()
+                            .where(Decision.run_id == result.run_id).order_by(Decision.id)).all()
+    # Inserted customer by customer (each one's messages in campaign order), whatever the split.
+    campaign_order = {m: i for i, m in enumerate(dict.fromkeys(result.decisions.message_id.tolist()))}
+    keys = [(c, campaign_order[m]) for c, m, _, _ in rows]
+    assert keys == sorted(keys) and len({c for c, _ in keys}) > 1000
     single = plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
     expected = {(c, m, a, r) for c, m, a, r in zip(single.decisions.customer_id, single.decisions.message_id,
                                                    single.decisions.action, single.decisions.reasons)}

@@ -161,14 +161,21 @@ class Decisions:
             yield row
 
 
-def write(conn, run_id: str, decisions: Decisions, created_at: datetime) -> int:
-    """Insert every decision of ``decisions`` for ``run_id`` inside the caller's transaction."""
+def write(conn, run_id: str, decisions: Decisions, created_at: datetime, order: np.ndarray | None = None) -> int:
+    """Insert every decision of ``decisions`` for ``run_id`` inside the caller's transaction.
+
+    ``order`` (a permutation of the rows) is the order they are inserted in,
+    which is the order of their ids.
+    """
     n = len(decisions)
     if n == 0:
         return 0
     names = ["run_id", "customer_id", "message_id", "action", "score", "expected_value", "reasons", "features", "created_at"]
+    # Python lists (and a float object per score) for one chunk at a time, not the whole run.
+    chunks = (_columns(decisions, slice(a, min(n, a + CHUNK)) if order is None else order[a:a + CHUNK])
+              for a in range(0, n, CHUNK))
     if conn.dialect.name == "postgresql":
-        _copy(conn, names, run_id, _columns(decisions, 0, n), created_at)
+        _copy(conn, names, run_id, chunks, created_at)
         return n
     # Same text the UTCDateTime column type would write, computed once.
     stamp = DEC.c.created_at.type._cached_bind_processor(conn.dialect)
@@ -176,9 +183,7 @@ def write(conn, run_id: str, decisions: Decisions, created_at: datetime) -> int:
     sql = f"INSERT INTO decisions ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})"
     cursor = conn.connection.driver_connection.cursor()
     try:
-        # Python lists (and a float object per score) for one chunk at a time, not the whole run.
-        for start in range(0, n, CHUNK):
-            columns = _columns(decisions, start, min(n, start + CHUNK))
+        for columns in chunks:
             size = len(columns[0])
             cursor.executemany(sql, list(zip([run_id] * size, *columns, [stamp_value] * size)))
     finally:
@@ -186,37 +191,33 @@ def write(conn, run_id: str, decisions: Decisions, created_at: datetime) -> int:
     return n
 
 
-def _columns(decisions: Decisions, start: int, stop: int) -> list[list]:
-    """Rows ``start:stop`` as Python lists in the ledger's column order (run id and time aside)."""
-    part = slice(start, stop)
+def _columns(decisions: Decisions, rows: slice | np.ndarray) -> list[list]:
+    """The ``rows`` as Python lists in the ledger's column order (run id and time aside)."""
     # A model may answer NaN; the ledger's columns are NOT NULL (and LOW_RELEVANCE already fired).
-    score = np.round(np.nan_to_num(decisions.score[part], nan=0.0), 6).tolist()
-    ev = np.round(np.nan_to_num(decisions.expected_value[part], nan=0.0), 6).tolist()
-    return [decisions.customer_id[part].tolist(), decisions.message_id[part].tolist(), decisions.action[part].tolist(),
-            score, ev, decisions.reasons[part].tolist(), decisions.features[part].tolist()]
+    score = np.round(np.nan_to_num(decisions.score[rows], nan=0.0), 6).tolist()
+    ev = np.round(np.nan_to_num(decisions.expected_value[rows], nan=0.0), 6).tolist()
+    return [decisions.customer_id[rows].tolist(), decisions.message_id[rows].tolist(), decisions.action[rows].tolist(),
+            score, ev, decisions.reasons[rows].tolist(), decisions.features[rows].tolist()]
 
 
 _UNSAFE = ("\t", "\n", "\r")
 
 
-def _copy(conn, names: list[str], run_id: str, columns: list[list], created_at: datetime) -> None:
+def _copy(conn, names: list[str], run_id: str, chunks: Iterator[list[list]], created_at: datetime) -> None:
     """PostgreSQL ``COPY ... FROM STDIN`` in text format, a block of rows per write."""
     raw = conn.connection.driver_connection
     stamp = created_at.isoformat()
-    ids = columns[0]
-    joined = "".join(ids)
-    plain = not any(ch in joined for ch in _UNSAFE)
     with raw.cursor() as cur:
         with cur.copy(f"COPY decisions ({', '.join(names)}) FROM STDIN") as copy:
-            if not plain:
-                # Odd customer ids (tabs, newlines): let psycopg escape row by row.
-                for row in zip(*columns):
-                    copy.write_row((run_id, *row, created_at))
-                return
-            for start in range(0, len(ids), CHUNK):
-                part = [c[start:start + CHUNK] for c in columns]
+            for columns in chunks:
+                joined = "".join(columns[0])
+                if any(ch in joined for ch in _UNSAFE):
+                    # Odd customer ids (tabs, newlines): let psycopg escape row by row.
+                    for row in zip(*columns):
+                        copy.write_row((run_id, *row, created_at))
+                    continue
                 lines = "\n".join(
-                    f"{run_id}\t{c}\t{m}\t{a}\t{s!r}\t{e!r}\t{r}\t{f}\t{stamp}" for c, m, a, s, e, r, f in zip(*part)
+                    f"{run_id}\t{c}\t{m}\t{a}\t{s!r}\t{e!r}\t{r}\t{f}\t{stamp}" for c, m, a, s, e, r, f in zip(*columns)
                 )
                 # Backslash is COPY's escape character; JSON text may hold some.
                 copy.write(lines.replace("\\", "\\\\") + "\n")

@@ -221,23 +221,31 @@ def plan(
     for summary in summaries:
         summary.kept = len(kept.get(summary.message_id, ()))
     models = _merged_models([out.models for out in outs])
-    # Per message: its partitions' rows in customer order, so the result is the same for any split.
-    result_parts = [dec.Decisions.concat([out.parts[j] for out in outs]) for j in range(len(camp.messages))]
+    # Message by message, each message's rows in customer order: the same result for any split.
+    k = len(camp.messages)
+    decisions = dec.Decisions.concat([out.parts[j] for j in range(k) for out in outs])
+    order = None
+    if not dry_run:
+        # The ledger gets them customer by customer: each insert then lands at the end of the
+        # (run, customer, message) index instead of sweeping through it once per message
+        # (SQLite's insert of the 1M-customer demo plan: 21.5 -> 18.2-19.5 CPU-s).
+        starts = [a for a, _ in ranges]
+        position = np.concatenate([start + out.positions[j] for j in range(k) for start, out in zip(starts, outs)])
+        message = np.repeat(np.arange(k), [sum(len(out.positions[j]) for out in outs) for j in range(k)])
+        order = np.lexsort((message, position))
+        del position, message
     del outs
     now = datetime.now(timezone.utc)
     # One transaction for the whole run, so a failure leaves no half-written plan.
     with nullcontext() if dry_run else _ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now) as conn:
         lap("ledger write")  # replaced decisions removed, run row written
-        for j, part in enumerate(result_parts):
-            if conn is not None:
-                dec.write(conn, run_id, part, now)
-            if not keep_features:
-                # Written, and nobody asked for them back: free the logged features now.
-                result_parts[j] = part.without_features()
+        if conn is not None:
+            dec.write(conn, run_id, decisions, now, order=order)
+    del order
+    if not keep_features:
+        # Written, and nobody asked for them back: free the logged features now.
+        decisions = decisions.without_features()
     lap("ledger write")  # the commit
-
-    decisions = dec.Decisions.concat(result_parts)
-    del result_parts
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),

@@ -79,6 +79,8 @@ class PartitionResult:
     timings: dict[str, float]
     #: The scorer's account of its models (:meth:`relmail.model_scoring.ModelScorer.info`), as this partition saw them.
     models: dict[str, dict] = field(default_factory=dict)
+    #: Per message, each row's customer as a position in the partition's (sorted) customer ids.
+    positions: list[np.ndarray] = field(default_factory=list)
 
 
 def partition_task(url: str, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, ids: np.ndarray,
@@ -155,11 +157,12 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
     hashes = customer_hashes(frame.customer_ids) if any(m.policy.holdout_share > 0 for m in camp.messages) else None
     # One str per customer, shared by all of a customer's decisions (not one copy per decision).
     customer_texts = frame.customer_ids.astype(object)
-    parts, summaries = [], []
+    parts, summaries, positions = [], [], []
     for j, won in enumerate(wins):
         pm = per_message[j]
         per_message[j] = None  # the message's scores, contributions and rule masks die with its decisions
         m, rows = pm["message"], pm["rows"]
+        positions.append(rows.astype(np.int64))
         lost = (pm["bits"] == 0) & ~won
         held = np.zeros(len(rows), dtype=bool)
         if m.policy.holdout_share > 0 and hashes is not None:
@@ -169,7 +172,7 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
         parts.append(part)
         summaries.append(summary)
     lap("decisions")
-    return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {})
+    return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {}, positions)
 
 
 def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budget: np.ndarray):
