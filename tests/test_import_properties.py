@@ -98,6 +98,16 @@ def reset(engine) -> None:
         conn.execute(Product.__table__.insert().values(id="EB-200", name="E-bike", category="e-bikes", price=2499.0, features=[]))
 
 
+def in_utc(rows: list[dict]) -> list[dict]:
+    """The rows with every time as a UTC instant.
+
+    Python's == between times of different zones is False whenever one lies
+    in a repeated hour (PEP 495), even for the same instant: 02:00 in
+    Amsterdam on the night clocks go back is compared as the instant it is.
+    """
+    return [{k: v.astimezone(timezone.utc) if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
+
+
 def stored(engine, model, order) -> list[dict]:
     table = model.__table__
     with engine.connect() as conn:
@@ -117,9 +127,21 @@ def test_valid_files_round_trip_exactly(engine, tmp_path, encode, data, people):
     assert import_file(engine, "events", tmp_path / f"e.{ext}").rows_imported == len(events)
 
     got = stored(engine, Customer, "id")
-    assert [{k: row[k] for k in people[0]} for row in got] == sorted(people, key=lambda c: c["id"])
+    assert in_utc([{k: row[k] for k in people[0]} for row in got]) == in_utc(sorted(people, key=lambda c: c["id"]))
     got_events = stored(engine, Event, "id")
-    assert [{k: row[k] for k in events[0]} for row in got_events] == events
+    assert in_utc([{k: row[k] for k in events[0]} for row in got_events]) == in_utc(events)
+
+
+def test_the_repeated_hour_of_a_dst_change_keeps_both_instants(engine, tmp_path):
+    # Amsterdam, 29 October 2000: 02:00-03:00 happened twice (+02:00, then +01:00). Found by the property above.
+    reset(engine)
+    (tmp_path / "c.csv").write_text("id,email,created_at\nC1,a@example.com,2000-01-01T00:00:00Z\n")
+    import_file(engine, "customers", tmp_path / "c.csv")
+    (tmp_path / "e.csv").write_text("event_id,customer_id,type,occurred_at\n"
+                                    "E1,C1,view,2000-10-29T02:30:00+02:00\nE2,C1,view,2000-10-29T02:30:00+01:00\n")
+    import_file(engine, "events", tmp_path / "e.csv")
+    got = [row["occurred_at"] for row in stored(engine, Event, "id")]
+    assert got == [datetime(2000, 10, 29, 0, 30, tzinfo=timezone.utc), datetime(2000, 10, 29, 1, 30, tzinfo=timezone.utc)]
 
 
 CORRUPTIONS = {
