@@ -76,6 +76,10 @@ def test_map_returns_results_in_order_and_raises_the_first_tasks_own_error(clust
     assert pool.map(operator.mul, [(i, 10) for i in range(7)]) == [0, 10, 20, 30, 40, 50, 60]
     with pytest.raises(ZeroDivisionError):
         pool.map(operator.truediv, [(1, 1), (1, 0), (2, 1)])
+    results = pool.imap(operator.truediv, [(1, 1), (4, 2), (1, 0), (2, 1)])
+    assert next(results) == 1.0 and next(results) == 2.0
+    with pytest.raises(ZeroDivisionError):
+        next(results)
     with pytest.raises(ConfigError, match="unknown executor 'nope'"):  # a RelmailError passes through unchanged
         pool.map(get_executor, [("local",), ("nope",)])
 

@@ -35,14 +35,18 @@ def _rows(result) -> list[tuple]:
 
 
 def test_partition_ranges_cover_every_customer_once_and_keep_small_audiences_whole():
-    for n, workers, size in [(10, 4, 3), (100_001, 2, 50_000), (7, 8, 1), (0, 2, 1)]:
-        ranges = partition_ranges(n, workers, min_size=size)
+    for n, workers, size, most in [(10, 4, 3, 100), (100_001, 2, 50_000, 250_000), (7, 8, 1, 100), (0, 2, 1, 10),
+                                   (1_000_000, 2, 50_000, 250_000), (1_000_000, 1, 50_000, 300_000), (999, 1, 100, 300)]:
+        ranges = partition_ranges(n, workers, min_size=size, max_size=most)
         covered = [i for a, b in ranges for i in range(a, b)]
         assert covered == list(range(n))
-        assert len(ranges) <= max(1, workers)
-        assert all(b - a >= size for a, b in ranges) or len(ranges) == 1
+        assert len(ranges) <= max(1, workers, -(-n // most))
+        assert all(size <= b - a <= most for a, b in ranges) or len(ranges) == 1
     assert partition_ranges(99_999, 8) == [(0, 99_999)]  # under two partitions' worth: one process
-    assert len(partition_ranges(1_000_000, 2)) == 2
+    assert len(partition_ranges(250_000, 2)) == 2
+    # A million customers: eight ranges of 125,000, so no process holds more than that at once.
+    assert partition_ranges(1_000_000, 2) == [(i * 125_000, (i + 1) * 125_000) for i in range(8)]
+    assert len(partition_ranges(1_000_000, 1)) == 8
 
 
 def test_two_worker_processes_decide_exactly_what_one_process_decides(demo_shop, engine, monkeypatch):
@@ -72,6 +76,52 @@ def test_a_partitioned_plan_writes_the_same_ledger_in_one_run(demo_shop, engine,
     expected = {(c, m, a, r) for c, m, a, r in zip(single.decisions.customer_id, single.decisions.message_id,
                                                    single.decisions.action, single.decisions.reasons)}
     assert set(map(tuple, rows)) == expected and len(rows) == len(expected)
+
+
+def _ledger_rows(engine, run_id) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(
+            select(Decision.customer_id, Decision.message_id, Decision.action, Decision.score, Decision.reasons,
+                   Decision.features).where(Decision.run_id == run_id).order_by(Decision.id))]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_more_ranges_than_workers_write_the_same_ledger_as_one_range(demo_shop, engine, monkeypatch, workers):
+    whole = plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, workers=1)
+    assert whole.partitions == 1
+    expected = _ledger_rows(engine, whole.run_id)
+    monkeypatch.setattr(plan_module, "MIN_PARTITION", 100)
+    monkeypatch.setattr(plan_module, "MAX_PARTITION", 300)  # 1,200 customers: four ranges of 300
+    split = plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, workers=workers, replan=True)
+    assert split.partitions == 4
+    # Row for row in id order: the same decisions, features included, customer by customer.
+    assert _ledger_rows(engine, split.run_id) == expected
+    assert _rows(split) == _rows(whole)
+    assert [m.__dict__ for m in split.messages] == [m.__dict__ for m in whole.messages]
+
+
+def test_a_range_that_fails_after_others_were_written_leaves_no_plan(demo_shop, engine, monkeypatch):
+    monkeypatch.setattr(plan_module, "MIN_PARTITION", 100)
+    monkeypatch.setattr(plan_module, "MAX_PARTITION", 300)
+    real = plan_module.decide_partition
+    calls = []
+
+    def third_fails(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("the database went away")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "decide_partition", third_fails)
+    with pytest.raises(RuntimeError, match="went away"):
+        plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, workers=1)
+    assert len(calls) == 3  # two ranges were decided and written before the failure
+    run_id = plan_module.run_id_for("weekly", WINDOW)
+    with engine.connect() as conn:
+        assert conn.execute(select(Decision.id).where(Decision.run_id == run_id).limit(1)).first() is None
+        assert conn.execute(select(plan_module.RUNS.c.id).where(plan_module.RUNS.c.id == run_id)).first() is None
+    monkeypatch.setattr(plan_module, "decide_partition", real)
+    assert plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, workers=1).partitions == 4  # not refused: no run exists
 
 
 def test_features_of_a_bounded_range_equal_those_rows_of_the_whole_audience(demo_shop, engine):

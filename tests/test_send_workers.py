@@ -85,6 +85,11 @@ def test_local_map_keeps_the_order_and_raises_the_first_failing_tasks_own_error(
         pool.map(get_executor, [("local",), ("nope",), ("local",)])
     with pytest.raises(ConfigError, match="--scheduler is only used with --executor dask"):
         get_executor("local", scheduler="tcp://127.0.0.1:8786")
+    # imap hands over each result in order before the failing task's error (a plan writes those ranges first).
+    results = pool.imap(operator.truediv, [(1, 1), (4, 2), (1, 0), (2, 1)])
+    assert next(results) == 1.0 and next(results) == 2.0
+    with pytest.raises(ZeroDivisionError):
+        next(results)
 
 
 def test_dry_run_renders_in_partitions_on_the_workers_and_matches_one_process(project):

@@ -29,21 +29,30 @@ CHUNK = 50_000
 
 
 def _num_values(values: np.ndarray) -> np.ndarray:
-    """Numbers ready for :func:`_num_texts`: rounded to 4 decimals; int64 if every one is a whole number.
-
-    The int/float choice is made over the whole array (a column of whole
-    numbers prints ``3``; a column with any fraction prints ``3.0``), so it
-    must be taken before the array is cut into blocks.
-    """
+    """Numbers ready for :func:`_num_texts`: rounded to 4 decimals, NaN where not finite."""
     values = np.round(np.asarray(values, dtype=np.float64), 4)
-    finite = np.isfinite(values)
-    if finite.all() and np.all(values == np.floor(values)) and (np.abs(values) < 2**53).all():
-        return values.astype(np.int64)
-    return np.where(finite, values, np.nan)
+    return np.where(np.isfinite(values), values, np.nan)
 
 
 def _num_texts(values: np.ndarray) -> list[str]:
-    """JSON text of each number of a :func:`_num_values` array (NaN → null)."""
+    """JSON text of each number of a :func:`_num_values` array (NaN → null).
+
+    A whole number prints as one (``3``), any other as a float (``0.5``),
+    value by value: the text of a row must not depend on the other rows it
+    happens to be computed with (one range of customers or another).
+    """
+    whole = np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2**53)
+    if whole.all():
+        return _texts(values.astype(np.int64))
+    if not whole.any():
+        return _texts(values)
+    out = np.empty(len(values), dtype=object)
+    out[whole] = _texts(values[whole].astype(np.int64))
+    out[~whole] = _texts(values[~whole])
+    return out.tolist()
+
+
+def _texts(values: np.ndarray) -> list[str]:
     text = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
     return text.split(",") if text else []
 

@@ -24,11 +24,12 @@ delivered yet both count (see :func:`relmail.ledger_context.pending`).
 from __future__ import annotations
 
 import os
+import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from sqlalchemy import delete, exists, func, select, update
@@ -41,7 +42,7 @@ from .features import FeatureContext, FeatureSettings
 from .features.sql import parallel_connections
 from .ledger_context import KEEP_STATES, kept_decisions
 from .models import Delivery, Product, Run
-from .plan_partition import Laps, MessageSummary, decide_partition, partition_task
+from .plan_partition import Laps, MessageSummary, PartitionResult, decide_partition, partition_task
 from .scoring import Scorer, make_scorer
 from .segments import audience, load_segments
 from .windows import Window, parse_window
@@ -72,7 +73,7 @@ class PlanResult:
     #: Message id → trained model used (version, outcome, features the plan could not provide).
     models: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    #: Customer ranges decided in parallel (1: in the planning process).
+    #: Customer ranges the audience was decided in (1: all at once, in the planning process).
     partitions: int = 1
 
     @property
@@ -149,12 +150,15 @@ def plan(
     Raises :class:`Conflict` if the window has a run and ``replan`` is false.
 
     ``workers`` (None: one per core) splits an audience of more than
-    :data:`MIN_PARTITION` customers per worker into that many ranges of
-    customer ids, decided in parallel on ``executor`` (``local`` processes,
-    ``dask`` at ``scheduler``, or an :class:`relmail.executors.Executor`);
-    the decisions are the same for any split. ``keep_features=False`` drops the logged features from
-    :attr:`PlanResult.decisions` once they are written (they are in the
-    ledger; a million-customer plan holds about 1 GB less).
+    :data:`MIN_PARTITION` customers per worker into ranges of customer ids
+    (at least one per worker, at most :data:`MAX_PARTITION` customers each),
+    decided in parallel on ``executor`` (``local`` processes, ``dask`` at
+    ``scheduler``, or an :class:`relmail.executors.Executor`); each range is
+    written to the ledger as it arrives, inside the run's one transaction,
+    and the decisions are the same for any split. ``keep_features=False``
+    drops the logged features from :attr:`PlanResult.decisions` as each
+    range is written (they are in the ledger; a million-customer plan holds
+    about 1 GB less).
     """
     lap = Laps()
     timings = lap.timings
@@ -193,59 +197,62 @@ def plan(
 
     settings = FeatureSettings.from_project(project)
     pool = _executor(engine, executor, workers, scheduler)
+    ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
+    at_once = min(len(ranges), pool.workers if pool is not None else 1)
+    summaries: list[MessageSummary] | None = None
+    infos, stage_times, write_time = [], {}, 0.0
+    k = len(camp.messages)
+    parts: list[list[dec.Decisions]] = [[] for _ in range(k)]
+    now = datetime.now(timezone.utc)
+    started = time.perf_counter()
     try:
-        ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
-        if len(ranges) == 1:
-            outs = [decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)]
-        else:
-            url = engine.url.render_as_string(hide_password=False)
-            tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept,
-                      contexts, settings, scorer) for a, b in ranges]
-            outs = pool.map(partition_task, tasks)
-            del tasks
+        with ExitStack() as stack:
+            outs = stack.enter_context(closing(_partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept,
+                                                           contexts, settings, scorer, ranges)))
+            conn = None
+            for out in outs:
+                for stage, spent in out.timings.items():
+                    stage_times[stage] = stage_times.get(stage, 0.0) + spent
+                if summaries is None:
+                    summaries = out.summaries
+                else:
+                    for total, piece in zip(summaries, out.summaries):
+                        total.add(piece)
+                infos.append(out.models)
+                if not dry_run:
+                    clock = time.perf_counter()
+                    if conn is None:
+                        # One transaction for the whole run, so a failure leaves no half-written plan. It
+                        # opens with the first range decided; each range is written as it arrives while
+                        # the workers decide the next ones.
+                        conn = stack.enter_context(_ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now))
+                    _write(conn, run_id, out, now)
+                    write_time += time.perf_counter() - clock
+                for j in range(k):
+                    # Written, and nobody asked for them back: free the logged features now.
+                    parts[j].append(out.parts[j] if keep_features or dry_run else out.parts[j].without_features())
+                del out
+            clock = time.perf_counter()
+        if not dry_run:
+            write_time += time.perf_counter() - clock  # the commit
     finally:
         if pool is not None and isinstance(executor, str):
             pool.close()  # made here (a Dask client connection): ours to release; a caller's executor stays open
-    # Stages inside the partitions ran side by side: the slowest partition's time is the wall time.
-    wall = lap.elapsed()
-    for stage in {k for out in outs for k in out.timings}:
-        timings[stage] = max(out.timings.get(stage, 0.0) for out in outs)
-    if len(outs) > 1:
-        # Starting workers, shipping ranges out and decisions back: what partitioning costs.
-        timings["partition overhead"] = max(0.0, wall - max(sum(out.timings.values()) for out in outs))
-
-    summaries = outs[0].summaries
-    for out in outs[1:]:
-        for total, part in zip(summaries, out.summaries):
-            total.add(part)
+    wall = time.perf_counter() - started
+    # Ranges ran ``at_once`` at a time: a stage's wall time is its total over the ranges, shared among them.
+    for stage, spent in stage_times.items():
+        timings[stage] = spent / at_once
+    if not dry_run:
+        timings["ledger write"] = write_time
+    if len(ranges) > 1:
+        # Starting workers, shipping ranges out and decisions back, waiting on the slowest: what partitioning costs.
+        timings["partition overhead"] = max(0.0, wall - sum(timings[st] for st in stage_times) - write_time)
     for summary in summaries:
         summary.kept = len(kept.get(summary.message_id, ()))
-    models = _merged_models([out.models for out in outs])
+    models = _merged_models(infos)
     # Message by message, each message's rows in customer order: the same result for any split.
-    k = len(camp.messages)
-    decisions = dec.Decisions.concat([out.parts[j] for j in range(k) for out in outs])
-    order = None
-    if not dry_run:
-        # The ledger gets them customer by customer: each insert then lands at the end of the
-        # (run, customer, message) index instead of sweeping through it once per message
-        # (SQLite's insert of the 1M-customer demo plan: 21.5 -> 18.2-19.5 CPU-s).
-        starts = [a for a, _ in ranges]
-        position = np.concatenate([start + out.positions[j] for j in range(k) for start, out in zip(starts, outs)])
-        message = np.repeat(np.arange(k), [sum(len(out.positions[j]) for out in outs) for j in range(k)])
-        order = np.lexsort((message, position))
-        del position, message
-    del outs
-    now = datetime.now(timezone.utc)
-    # One transaction for the whole run, so a failure leaves no half-written plan.
-    with nullcontext() if dry_run else _ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now) as conn:
-        lap("ledger write")  # replaced decisions removed, run row written
-        if conn is not None:
-            dec.write(conn, run_id, decisions, now, order=order)
-    del order
-    if not keep_features:
-        # Written, and nobody asked for them back: free the logged features now.
-        decisions = decisions.without_features()
-    lap("ledger write")  # the commit
+    decisions = dec.Decisions.concat([piece for j in range(k) for piece in parts[j]])
+    del parts
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
@@ -255,18 +262,59 @@ def plan(
 
 #: Fewest customers a worker process is worth starting for (below it, one process decides all).
 MIN_PARTITION = 50_000
+#: Most customers decided at once by one process: a larger audience is cut into more ranges than
+#: workers, so a process holds less and the ledger write of the first ranges overlaps the next.
+MAX_PARTITION = 125_000
 
 
-def partition_ranges(n: int, workers: int, min_size: int | None = None) -> list[tuple[int, int]]:
-    """``[start, stop)`` index ranges splitting ``n`` sorted customers among at most ``workers``.
+def partition_ranges(n: int, workers: int, min_size: int | None = None, max_size: int | None = None) -> list[tuple[int, int]]:
+    """``[start, stop)`` index ranges splitting ``n`` sorted customers among ``workers``.
 
-    Never a range under ``min_size`` (default :data:`MIN_PARTITION`)
-    customers, so a small audience stays in one process.
+    As many ranges as workers, never one under ``min_size`` (default
+    :data:`MIN_PARTITION`) customers, so a small audience stays in one
+    process; more ranges where that is needed to keep each under
+    ``max_size`` (default :data:`MAX_PARTITION`).
     """
     min_size = MIN_PARTITION if min_size is None else min_size
-    k = max(1, min(workers, n // max(min_size, 1)))
+    # At least twice min_size, or cutting to max_size could leave a range under min_size.
+    max_size = max(MAX_PARTITION if max_size is None else max_size, 2 * min_size, 1)
+    k = max(1, min(workers, n // max(min_size, 1)), -(-n // max_size))
     edges = [round(i * n / k) for i in range(k + 1)]
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a] or [(0, n)]
+
+
+def _partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer,
+                ranges) -> Iterator[PartitionResult]:
+    """Each range's :class:`PartitionResult`, in order, as soon as it (and those before it) are decided."""
+    if len(ranges) == 1:
+        yield decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)
+        return
+    if pool is None:
+        # One process, several ranges: one range's features and decisions in memory at a time.
+        for a, b in ranges:
+            yield decide_partition(engine, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]),
+                                   kept, contexts, settings, scorer, bounded=True)
+        return
+    url = engine.url.render_as_string(hide_password=False)
+    tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept,
+              contexts, settings, scorer) for a, b in ranges]
+    results = pool.imap(partition_task, tasks)
+    del tasks
+    with closing(results):
+        yield from results
+
+
+def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
+    """One range's decisions into the ledger, customer by customer (each one's messages in campaign order).
+
+    Each insert then lands at the end of the (run, customer, message) index
+    instead of sweeping through it once per message (SQLite's insert of the
+    1M-customer demo plan: 21.5 -> 18.2-19.5 CPU-seconds).
+    """
+    rows = dec.Decisions.concat(out.parts)
+    position = np.concatenate(out.positions) if out.positions else np.zeros(0, dtype=np.int64)
+    message = np.repeat(np.arange(len(out.parts)), [len(p) for p in out.parts])
+    dec.write(conn, run_id, rows, now, order=np.lexsort((message, position)))
 
 
 def _executor(engine, name, workers: int | None, scheduler: str | None):

@@ -4,8 +4,9 @@ An :class:`Executor` offers two things:
 
 * :meth:`Executor.map` — ``fn(*task)`` for every task, results in order, the
   first task's error re-raised (a :class:`~relmail.errors.RelmailError`
-  passes through unchanged). For partitioned stages: plan scoring, the
-  dry-run render.
+  passes through unchanged); :meth:`Executor.imap` yields them one by one as
+  they are done. For partitioned stages: plan scoring (whose ledger write
+  takes each range as it arrives).
 * :meth:`Executor.run` — long-running tasks that all run at the same time
   (the senders of ``relmail send``), each handed a :class:`Channel` to report
   progress to the submitting process and to learn that it should stop. The
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -70,9 +71,17 @@ class Executor(ABC):
     def workers(self) -> int:
         """How many tasks run at the same time."""
 
-    @abstractmethod
     def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> list[Any]:
         """``[fn(*t) for t in tasks]`` computed in parallel, in order; the first failing task's error is raised."""
+        return list(self.imap(fn, tasks))
+
+    @abstractmethod
+    def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
+        """:meth:`map` as a generator: each result as soon as it and those before it are done.
+
+        Every task is submitted at once; closing the generator early cancels
+        the tasks not started yet.
+        """
 
     @abstractmethod
     def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
@@ -80,12 +80,15 @@ class DaskExecutor(Executor):
             return self._workers
         return max(1, sum(self.client.nthreads().values()))
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> list[Any]:
+    def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
         futures = [self.client.submit(fn, *t, pure=False) for t in tasks]
         try:
-            return [f.result() for f in futures]  # in order: the first task that failed raises its own error
+            for i, f in enumerate(futures):
+                futures[i] = None  # the caller holds the result from here on: the future must not keep it alive
+                yield f.result()  # in order: the first task that failed raises its own error
+                del f
         finally:
-            self.client.cancel([f for f in futures if not f.done()])
+            self.client.cancel([f for f in futures if f is not None and not f.done()])
 
     def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,
             on_report: Callable[[int, Any], None] | None = None) -> list[TaskOutcome]:

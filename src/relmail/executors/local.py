@@ -24,7 +24,7 @@ import queue as queue_module
 import signal
 import sys
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
@@ -65,15 +65,21 @@ class LocalExecutor(Executor):
     def workers(self) -> int:
         return self._workers
 
-    def map(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> list[Any]:
+    def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
         tasks = list(tasks)
         n = min(self._workers, len(tasks))
         if n <= 1:
-            return [fn(*t) for t in tasks]
+            for t in tasks:
+                yield fn(*t)
+            return
         pool = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_die_with_parent)
         try:
             futures = [pool.submit(fn, *t) for t in tasks]
-            return [f.result() for f in futures]  # in order: the first task that failed raises
+            del tasks
+            for i, f in enumerate(futures):
+                futures[i] = None  # the caller holds the result from here on: the future must not keep it alive
+                yield f.result()  # in order: the first task that failed raises
+                del f
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
