@@ -100,6 +100,29 @@ def test_more_ranges_than_workers_write_the_same_ledger_as_one_range(demo_shop, 
     assert [m.__dict__ for m in split.messages] == [m.__dict__ for m in whole.messages]
 
 
+def test_progress_is_reported_once_the_audience_is_known_and_after_every_range(demo_shop, engine, monkeypatch):
+    monkeypatch.setattr(plan_module, "MIN_PARTITION", 100)
+    monkeypatch.setattr(plan_module, "MAX_PARTITION", 300)
+    calls = []
+    result = plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF, workers=1, progress=lambda *a: calls.append(a))
+    audience = len(set(result.decisions.customer_id.tolist()))
+    assert calls == [(0, audience)] + [(min(audience, 300 * i), audience) for i in range(1, 5)]
+
+
+def test_cli_plan_shows_a_progress_bar_on_a_terminal_only(demo_shop, engine, monkeypatch):
+    import relmail.cli.plan as cli_plan
+
+    base = ["-p", str(demo_shop.root), "plan", "weekly", "--window", WINDOW, "--as-of", AS_OF.isoformat(), "--dry-run"]
+    quiet = CliRunner().invoke(cli, base)
+    assert quiet.exit_code == 0 and "Deciding customers" not in quiet.stderr
+    monkeypatch.setattr(cli_plan, "show_progress", lambda: True)
+    shown = CliRunner().invoke(cli, base)
+    assert shown.exit_code == 0, shown.output
+    assert "Deciding customers" in shown.stderr and "Deciding customers" not in shown.stdout
+    as_json = CliRunner().invoke(cli, base + ["--json"])
+    assert "Deciding customers" not in as_json.stderr  # machine output stays clean
+
+
 def test_a_range_that_fails_after_others_were_written_leaves_no_plan(demo_shop, engine, monkeypatch):
     monkeypatch.setattr(plan_module, "MIN_PARTITION", 100)
     monkeypatch.setattr(plan_module, "MAX_PARTITION", 300)

@@ -29,7 +29,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 from sqlalchemy import delete, exists, func, select, update
@@ -139,6 +139,7 @@ def plan(
     executor: Any = "local",
     scheduler: str | None = None,
     keep_features: bool = True,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PlanResult:
     """Plan ``campaign`` for ``window`` and (unless ``dry_run``) record it in the ledger.
 
@@ -158,7 +159,9 @@ def plan(
     and the decisions are the same for any split. ``keep_features=False``
     drops the logged features from :attr:`PlanResult.decisions` as each
     range is written (they are in the ledger; a million-customer plan holds
-    about 1 GB less).
+    about 1 GB less). ``progress(decided, audience)`` is called once the
+    audience is known and again as each range of customers is decided (and
+    written).
     """
     lap = Laps()
     timings = lap.timings
@@ -205,12 +208,14 @@ def plan(
     parts: list[list[dec.Decisions]] = [[] for _ in range(k)]
     now = datetime.now(timezone.utc)
     started = time.perf_counter()
+    if progress is not None:
+        progress(0, len(ids))
     try:
         with ExitStack() as stack:
             outs = stack.enter_context(closing(_partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept,
                                                            contexts, settings, scorer, ranges)))
             conn = None
-            for out in outs:
+            for (_, decided), out in zip(ranges, outs):
                 for stage, spent in out.timings.items():
                     stage_times[stage] = stage_times.get(stage, 0.0) + spent
                 if summaries is None:
@@ -232,6 +237,8 @@ def plan(
                     # Written, and nobody asked for them back: free the logged features now.
                     parts[j].append(out.parts[j] if keep_features or dry_run else out.parts[j].without_features())
                 del out
+                if progress is not None:
+                    progress(decided, len(ids))
             clock = time.perf_counter()
         if not dry_run:
             write_time += time.perf_counter() - clock  # the commit

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
@@ -40,7 +42,7 @@ def demo(state: State, customers: int, seed: int, as_of: str | None, replace: bo
     engine = connect(url)
 
     if show_progress() and not as_json:
-        with click.progressbar(length=customers, label="Generating customers", file=click.get_text_stream("stderr")) as bar:
+        with click.progressbar(length=customers, label="Generating customers", file=sys.stderr) as bar:
             done = [0]
 
             def progress(n: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from ._common import State, echo_json, json_option, pass_state, show_progress
@@ -74,7 +76,7 @@ def _run(state: State, kind: str, file: str, fmt, skip_invalid: bool, rejects, m
     if show_progress() and file != "-" and not as_json:
         import os
 
-        bar = click.progressbar(length=os.path.getsize(file) if os.path.isfile(file) else 0, label=f"Importing {kind}", file=click.get_text_stream("stderr"))
+        bar = click.progressbar(length=os.path.getsize(file) if os.path.isfile(file) else 0, label=f"Importing {kind}", file=sys.stderr)
     done = [0]
 
     def progress(rows: int, position: int, size: int | None) -> None:

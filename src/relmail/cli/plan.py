@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import click
 
-from ._common import State, echo_json, echo_table, json_option, pass_state
+from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
 
 
 @click.command("plan")
@@ -72,9 +73,19 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
             # A replan must not delete the decisions of a run a sender is working on.
             held.enter_context(locks.acquire(state.engine, run_id_for(camp.name, win.key),
                                              timeout=locks.timeout_for(state.project)))
+        bar = None
+
+        def progress(decided: int, audience: int) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = held.enter_context(click.progressbar(length=audience, label="Deciding customers",
+                                                           file=sys.stderr))
+            bar.update(decided - bar.pos)
+
         result = plan(state.project, state.engine, camp, win,
                       as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan,
-                      workers=workers, executor=executor, scheduler=scheduler, keep_features=out is not None)
+                      workers=workers, executor=executor, scheduler=scheduler, keep_features=out is not None,
+                      progress=progress if show_progress() and not as_json else None)
     render_check(state.project, state.engine, camp, result, render_sample)
     written = write_plan(result, out, fmt, limit) if out else None
     moves = diff(old, result) if old is not None else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 
 import click
 
@@ -69,7 +70,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
     bar = None
     if show_progress() and not (dry_run or test_to or as_json):
-        bar = click.progressbar(length=limit or 0, label="Sending", file=click.get_text_stream("stderr"), show_pos=True)
+        bar = click.progressbar(length=limit or 0, label="Sending", file=sys.stderr, show_pos=True)
 
     def progress(done: dict) -> None:
         if bar is not None:
