@@ -296,15 +296,16 @@ def _partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept
     if len(ranges) == 1:
         yield decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)
         return
+    pieces = ((ids[a:b], _slice(members, ids[a], ids[b - 1])) for a, b in ranges)
     if pool is None:
         # One process, several ranges: one range's features and decisions in memory at a time.
-        for a, b in ranges:
-            yield decide_partition(engine, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]),
-                                   kept, contexts, settings, scorer, bounded=True)
+        for piece, piece_members in pieces:
+            yield decide_partition(engine, camp, win, run_id, seed, as_of, piece, piece_members, kept, contexts, settings,
+                                   scorer, bounded=True)
         return
     url = engine.url.render_as_string(hide_password=False)
-    tasks = [(url, camp, win, run_id, seed, as_of, ids[a:b], _slice(members, ids[a], ids[b - 1]), kept,
-              contexts, settings, scorer) for a, b in ranges]
+    tasks = [(url, camp, win, run_id, seed, as_of, piece, piece_members, kept, contexts, settings, scorer)
+             for piece, piece_members in pieces]
     results = pool.imap(partition_task, tasks)
     del tasks
     with closing(results):

@@ -162,7 +162,7 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
         pm = per_message[j]
         per_message[j] = None  # the message's scores, contributions and rule masks die with its decisions
         m, rows = pm["message"], pm["rows"]
-        positions.append(rows.astype(np.int64))
+        positions.append(np.asarray(rows, dtype=np.int64))  # searchsorted's intp: no copy
         lost = (pm["bits"] == 0) & ~won
         held = np.zeros(len(rows), dtype=bool)
         if m.policy.holdout_share > 0 and hashes is not None:
