@@ -33,12 +33,15 @@ def _pg_admin():
 
 
 def _pg_available() -> str | None:
+    admin = _pg_admin()
     try:
-        with _pg_admin().connect() as conn:
+        with admin.connect() as conn:
             conn.execute(text("SELECT 1"))
         return None
     except Exception as exc:  # any failure to connect means "not here"
         return f"PostgreSQL not reachable at {PG_URL}: {exc.__class__.__name__}"
+    finally:
+        admin.dispose()
 
 
 class PostgresDatabases:

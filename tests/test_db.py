@@ -19,7 +19,10 @@ def test_upgrade_creates_the_head_schema_once(empty_db_url):
     engine = make_engine(empty_db_url)
     assert upgrade(engine) == (None, head_revision())
     assert upgrade(engine) == (head_revision(), head_revision())
-    assert current_revision(connect(empty_db_url)) == head_revision()
+    checked = connect(empty_db_url)
+    assert current_revision(checked) == head_revision()
+    checked.dispose()
+    engine.dispose()
 
 
 def test_times_come_back_in_utc_whatever_offset_went_in(engine):

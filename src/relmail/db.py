@@ -118,11 +118,16 @@ def _ensure_salt(conn) -> None:
 def connect(url: str) -> Engine:
     """An engine for a database whose schema is current, or a clear error."""
     engine = make_engine(url)
-    have = current_revision(engine)
+    try:
+        have = current_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
     want = head_revision()
-    if have is None:
-        raise DatabaseError(f"database {redact(url)} has no relmail schema; run 'relmail db upgrade'")
     if have != want:
+        engine.dispose()  # the caller never gets it: close its connection now
+        if have is None:
+            raise DatabaseError(f"database {redact(url)} has no relmail schema; run 'relmail db upgrade'")
         raise DatabaseError(f"database schema is at {have}, relmail needs {want}; run 'relmail db upgrade'")
     return engine
 

@@ -72,6 +72,7 @@ def cli(ctx: click.Context, project_dir: str | None) -> None:
     from ._common import State
 
     ctx.obj = State(project_dir)
+    ctx.call_on_close(ctx.obj.close)
 
 
 for _name in MODULES:

@@ -18,6 +18,7 @@ class State:
     project_dir: str | None
     _project: Project | None = field(default=None, repr=False)
     _engine: Engine | None = field(default=None, repr=False)
+    _raw_engine: Engine | None = field(default=None, repr=False)
 
     @property
     def project(self) -> Project:
@@ -33,6 +34,26 @@ class State:
 
             self._engine = connect(self.project.database_url)
         return self._engine
+
+    @property
+    def raw_engine(self) -> Engine:
+        """An engine on the project's database whatever its schema (for ``db upgrade`` and ``db status``)."""
+        if self._raw_engine is None:
+            from ..db import make_engine
+
+            self._raw_engine = make_engine(self.project.database_url)
+        return self._raw_engine
+
+    def close(self) -> None:
+        """Close the engines' pooled connections (called when the command ends).
+
+        A process exit closes them anyway; a program or test calling many
+        commands in one process must not leave them to the garbage collector.
+        """
+        for engine in (self._engine, self._raw_engine):
+            if engine is not None:
+                engine.dispose()
+        self._engine = self._raw_engine = None
 
 
 pass_state = click.make_pass_decorator(State)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..db import current_revision, head_revision, make_engine, redact, upgrade
+from ..db import current_revision, head_revision, redact, upgrade
 from ._common import State, echo_json, json_option, pass_state
 
 
@@ -26,7 +26,7 @@ def db_upgrade(state: State, revision: str, as_json: bool) -> None:
       RELMAIL_DATABASE_URL=postgresql://postgres@127.0.0.1/test relmail db upgrade
     """
     url = state.project.database_url
-    before, after = upgrade(make_engine(url), revision)
+    before, after = upgrade(state.raw_engine, revision)
     if as_json:
         echo_json({"database": redact(url), "before": before, "after": after})
     elif before == after:
@@ -46,7 +46,7 @@ def db_status(state: State, as_json: bool) -> None:
       relmail db status --json
     """
     url = state.project.database_url
-    have, want = current_revision(make_engine(url)), head_revision()
+    have, want = current_revision(state.raw_engine), head_revision()
     if as_json:
         echo_json({"database": redact(url), "revision": have, "head": want, "current": have == want})
     else:

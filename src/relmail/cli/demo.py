@@ -30,16 +30,15 @@ def demo(state: State, customers: int, seed: int, as_of: str | None, replace: bo
       relmail demo --customers 1000000 --seed 42 --as-of 2026-11-23T09:00:00Z --replace
       relmail demo --json | jq .summary.events.by_type
     """
-    from ..db import connect, current_revision, make_engine, upgrade
+    from ..db import current_revision, upgrade
     from ..demo import generate, parse_as_of
     from ..summary import store_summary
 
     when = parse_as_of(as_of) if as_of else None
-    url = state.project.database_url
-    if current_revision(make_engine(url)) is None:
+    if current_revision(state.raw_engine) is None:
         # A fresh project: the demo is the first thing people run.
-        upgrade(make_engine(url))
-    engine = connect(url)
+        upgrade(state.raw_engine)
+    engine = state.engine
 
     if show_progress() and not as_json:
         with click.progressbar(length=customers, label="Generating customers", file=sys.stderr) as bar:

@@ -6,10 +6,11 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
 
 * propensity: ``P(outcome | sent)``, a calibrated classifier on sends only;
 * uplift: ``P(outcome | sent) - P(outcome | not sent)`` from sends and
-  hold-outs, by five estimators (T-learner, X-learner, transformed outcome,
+  hold-outs, by six estimators (T-learner, X-learner, transformed outcome,
   a proportional-effect model that ranks like the response model, each on
-  two base learners: logistic regression and gradient boosting; and an
-  interaction logistic regression whose effect terms are shrunk hard);
+  two base learners: logistic regression and gradient boosting; an
+  interaction logistic regression whose effect terms are shrunk hard; and
+  the same interaction model pooled with the sends of the other messages);
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
 
 Each estimator can list its fitted scikit-learn ``parts()`` and be rebuilt
@@ -31,9 +32,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "interaction")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "interaction", "pooled")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
-KIND_BASES = {"interaction": ("logistic",)}
+KIND_BASES = {"interaction": ("logistic",), "pooled": ("logistic",)}
+#: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
+POOLING_KINDS = ("pooled",)
 #: Fewer positives than this in a group and a classifier is not trained:
 #: the group's observed rate is used instead (calibration needs both classes
 #: in every fold).
@@ -414,7 +417,56 @@ class Interaction:
         return obj
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction)}
+class Pooled(Interaction):
+    """The interaction model, also fitted on the sends of the other messages.
+
+    ``P(y | x) = sigmoid(a·x + e·(b + c·x) + t·(b' + c'·x))``, where ``e``
+    is "got an e-mail of this campaign" and ``t`` "got this message". The
+    ``siblings`` are sends of other messages to customers who have no
+    decision for this one in that run: for them ``e = 1``, ``t = 0``. So the
+    part of the effect that every message shares (who reacts to e-mail at
+    all) is learned from all sends, and this message's own terms, shrunk
+    as hard as the shared ones, only say how it differs: the message is a
+    feature of the model rather than a separate data set. The uplift of
+    this message is ``P(e = t = 1) - P(e = t = 0)``, as for the interaction
+    model. Selection keeps it only where cross-validation on this message's
+    own sends and hold-outs says it ranks better.
+    """
+
+    kind = "pooled"
+
+    def _design(self, X, t, email=None) -> np.ndarray:
+        Z = self.prep_.transform(X)
+        Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z, dtype=float)
+
+        def flag(v):
+            return np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, 1), (len(Z), 1))
+
+        t, e = flag(t), flag(t if email is None else email)
+        return np.hstack([Z, e, self.scale_ * Z * e, t, self.scale_ * Z * t])
+
+    def fit(self, X, y, t, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> "Pooled":
+        """Fit on this message's rows and, when given, ``siblings = (X, y)`` of other messages' sends."""
+        t = np.asarray(t, dtype=float)
+        y = np.asarray(y, dtype=int)
+        sent = t == 1
+        if siblings is None or len(siblings[0]) == 0 or not sent.any() or sent.all():
+            return super().fit(X, y, t)
+        Xs, ys = np.asarray(siblings[0], dtype=float), np.asarray(siblings[1], dtype=int)
+        X_all, y_all = np.vstack([X, Xs]), np.concatenate([y, ys])
+        self.scale_ = self.EFFECT_SCALE
+        self.prep_ = self.layout.preprocessor(curves=True).fit(X_all)
+        positives = int(y_all.sum())
+        if min(positives, len(y_all) - positives) < MIN_POSITIVES:
+            self.model_ = float(y[sent].mean() - y[~sent].mean())
+            return self
+        own = np.concatenate([t, np.zeros(len(ys))])
+        email = np.concatenate([t, np.ones(len(ys))])
+        self.model_ = LogisticRegression(C=1.0, max_iter=2000).fit(self._design(X_all, own, email), y_all)
+        return self
+
+
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction, Pooled)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 

@@ -29,6 +29,7 @@ from .dataset import split_mask
 from .estimators import (
     BASES,
     KIND_BASES,
+    POOLING_KINDS,
     UPLIFT_KINDS,
     USES_GROUPS,
     Layout,
@@ -76,11 +77,21 @@ def choose(
     bases: Sequence[str] = BASES,
     criterion: str = "qini",
     repeats: int = DEFAULT_REPEATS,
+    siblings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> Choice:
-    """Cross-fit every candidate on ``repeats`` splits of the training rows; pick the best mean ``criterion``."""
+    """Cross-fit every candidate on ``repeats`` splits of the training rows; pick the best mean ``criterion``.
+
+    ``siblings`` is ``(X, y, customer ids)`` of other messages' sends (see
+    :class:`~relmail.learn.estimators.Pooled`); without any, the pooling
+    estimators are not candidates. Sibling rows follow their customer into
+    the same fold, and are never scored: every candidate is judged on this
+    message's own sends and hold-outs only.
+    """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
-    names = candidate_names(kinds, bases)
+    if siblings is not None and len(siblings[0]) == 0:
+        siblings = None
+    names = [n for n in candidate_names(kinds, bases) if siblings is not None or n[0] not in POOLING_KINDS]
     if not names:
         raise ValueError(f"no uplift estimator runs on the base learners {', '.join(bases)} among {', '.join(kinds)}")
     repeats = max(1, int(repeats))
@@ -90,8 +101,10 @@ def choose(
     sends = t == 1
     for rep in range(repeats):
         # Repeat 0 is the split relmail has always used; the others are new, independent ones.
-        fold = split_mask(groups, seed, 0.5, salt="validation" if rep == 0 else f"validation-{rep}")
-        scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases)
+        salt = "validation" if rep == 0 else f"validation-{rep}"
+        fold = split_mask(groups, seed, 0.5, salt=salt)
+        pool = None if siblings is None else (siblings[0], siblings[1], split_mask(siblings[2], seed, 0.5, salt=salt))
+        scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool)
         for name, s in scores.items():
             oof[name].append(s)
             figures[name].append(
@@ -149,11 +162,16 @@ def choose(
     return Choice(best["kind"], best["base"], propensity_base, criterion, reason, rows, calibration)
 
 
-def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases):
-    """Out-of-fold uplift scores of every candidate, and response scores per base learner."""
+def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None):
+    """Out-of-fold uplift scores of every candidate, and response scores per base learner.
+
+    ``pool``: sibling ``(X, y, fold)``; a pooling estimator fits on the
+    siblings of the customers in its fitting half.
+    """
     scores = {name: np.zeros(len(y)) for name in names}
     response = {b: np.zeros(len(y)) for b in bases}
-    for held in (fold, ~fold):
+    for held_out in (True, False):
+        held = fold if held_out else ~fold
         fit = ~held
         # T-, X-learner and proportional model start from the same two group
         # models: fit those once per base learner and share them (exact, and
@@ -167,6 +185,9 @@ def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases):
             est = make_uplift(kind, layout, base, seed)
             if kind in USES_GROUPS and base in shared:
                 est.fit(X[fit], y[fit], t[fit], groups=shared[base])
+            elif kind in POOLING_KINDS:
+                mine = ~pool[2] if held_out else pool[2]
+                est.fit(X[fit], y[fit], t[fit], siblings=(pool[0][mine], pool[1][mine]))
             else:
                 est.fit(X[fit], y[fit], t[fit])
             scores[(kind, base)][held] = est.predict_uplift(X[held])

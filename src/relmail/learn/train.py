@@ -20,7 +20,7 @@ from .. import __version__
 from ..errors import ModelError
 from . import store
 from .dataset import FeatureSpec, split_mask
-from .estimators import BASES, MIN_POSITIVES, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
+from .estimators import BASES, MIN_POSITIVES, POOLING_KINDS, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
 from .outcomes import DEFAULT_WINDOW, POSITIVE, OutcomeTable, load_outcomes
 from .select import DEFAULT_REPEATS, choose
 
@@ -79,18 +79,36 @@ def train(
     ``table`` skips the database read when the caller already has the outcomes.
     """
     options = options or TrainOptions()
+    pooling = any(k in POOLING_KINDS for k in options.kinds)
     if table is None:
-        table = load_outcomes(engine, options.window, messages=messages, now=now)
+        # A pooling estimator learns from every message's sends, even when only some are trained.
+        table = load_outcomes(engine, options.window, messages=None if pooling else messages, now=now)
     if len(table) == 0:
         raise ModelError("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
     wanted = list(messages) if messages else sorted(set(table.message_id))
     results = []
     for key in wanted:
-        part = table.subset(table.message_id == key)
-        if len(part) == 0:
+        mine = table.message_id == key
+        if not mine.any():
             raise ModelError(f"no decisions for message '{key}' in closed runs")
-        results.append(train_message(root, key, part, options))
+        results.append(train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None))
     return results
+
+
+def siblings_of(table: OutcomeTable, key: str) -> OutcomeTable:
+    """Sends of other messages to customers without a decision for ``key`` in that run.
+
+    What a pooling estimator adds to ``key``'s own sends and hold-outs: a
+    customer who got another message of the run (and neither this one nor
+    a hold-out from it) shows how people react to the campaign's e-mail at all.
+    """
+    own = {(r, c) for r, c, m in zip(table.run_id, table.customer_id, table.message_id) if m == key}
+    keep = np.fromiter(
+        (m != key and t == 1 and (r, c) not in own for r, c, m, t in zip(table.run_id, table.customer_id, table.message_id, table.treated)),
+        dtype=bool,
+        count=len(table),
+    )
+    return table.subset(keep)
 
 
 def limited_threads(threads: int):
@@ -100,19 +118,23 @@ def limited_threads(threads: int):
     return threadpool_limits(limits=max(1, int(threads)))
 
 
-def train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -> dict:
-    """Select, fit and save the model of one message from its decisions."""
+def train_message(root, key: str, table: OutcomeTable, options: TrainOptions, siblings: OutcomeTable | None = None) -> dict:
+    """Select, fit and save the model of one message from its decisions (and ``siblings``, see :func:`siblings_of`)."""
     with limited_threads(options.threads):
-        return _train_message(root, key, table, options)
+        return _train_message(root, key, table, options, siblings)
 
 
-def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -> dict:
+def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, siblings: OutcomeTable | None) -> dict:
     test = split_mask(table.customer_id, options.split_seed, options.test_share)
     data = table.subset(~test)
+    if siblings is not None:
+        # The same customers are held back for evaluation as in the message's own rows.
+        siblings = siblings.subset(~split_mask(siblings.customer_id, options.split_seed, options.test_share))
     spec = FeatureSpec.infer(data.features)
     if not spec.columns:
         raise ModelError(f"message '{key}': the decisions logged no usable features")
     X = spec.encode(data.features)
+    X_sib = spec.encode(siblings.features) if siblings is not None and len(siblings) else None
     t = data.treated
     seed = options.split_seed
     n_hold = int((t == 0).sum())
@@ -134,8 +156,10 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
             est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": None}
             selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} hold-outs (need {MIN_POSITIVES})"}
             continue
-        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats)
-        uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t)
+        sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.customer_id)
+        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib)
+        uplift = make_uplift(choice.kind, layout, choice.base, seed)
+        uplift = uplift.fit(X, y, t, siblings=sib[:2]) if choice.kind in POOLING_KINDS else uplift.fit(X, y, t)
         prop = Propensity(layout, choice.propensity_base, seed).fit(X, y, t)
         payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": uplift.parts()}
         slope, intercept = choice.calibration
@@ -173,6 +197,9 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions) -
             "rows": len(data),
             "sends": int(sends.sum()),
             "holdouts": n_hold,
+            # Other messages' sends a pooling estimator could learn from (see siblings_of).
+            "sibling_sends": 0 if siblings is None else len(siblings),
+            "sibling_messages": [] if siblings is None else sorted(set(siblings.message_id)),
             "window_days": options.window.total_seconds() / 86400,
             "split_seed": options.split_seed,
             "test_share": options.test_share,
