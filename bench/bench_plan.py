@@ -94,9 +94,16 @@ def bulk(url: str, root: Path, workers: int | None) -> dict:
     engine = make_engine(url)
     project = Project.load(root)
     clear_run(engine, f"weekly:{WINDOW}")
+    written: list[tuple[float, int]] = []
+    cores = CoreMeter()
     started = time.perf_counter()
+
+    def progress(done: int, total: int) -> None:
+        written.append((time.perf_counter() - started, done))
+
     # As `relmail plan` without --out: the logged features are let go once written.
-    result = plan(project, engine, "weekly", WINDOW, as_of=AS_OF, workers=workers, keep_features=False)
+    with cores:
+        result = plan(project, engine, "weekly", WINDOW, as_of=AS_OF, workers=workers, keep_features=False, progress=progress)
     total = time.perf_counter() - started
     stages = {
         "audience": result.timings.get("setup", 0) + result.timings.get("audience", 0),
@@ -110,8 +117,69 @@ def bulk(url: str, root: Path, workers: int | None) -> dict:
     if result.partitions > 1:
         stages["partition overhead (start, transfer, waits)"] = result.timings.get("partition overhead", 0)
     clear_run(engine, f"weekly:{WINDOW}")
+    # progress() is called once the audience is known, then after each range is written.
+    audience_end, last_write = written[0][0], written[-1][0]
+    timeline = {
+        "audience_known": round(audience_end, 1),
+        "ranges_written": [round(t, 1) for t, _ in written[1:]],
+        "committed": round(total, 1),
+        "busy_cores": {
+            "audience": cores.mean(0, audience_end),
+            "deciding and writing": cores.mean(audience_end, last_write),
+            "commit": cores.mean(last_write, total),
+        },
+        "machine_cores": os.cpu_count(),
+    }
     return {"seconds": total, "stages": stages, "decisions": len(result.decisions), "totals": result.totals,
-            "partitions": result.partitions}
+            "partitions": result.partitions, "timeline": timeline}
+
+
+class CoreMeter:
+    """Cores busy (all processes, from /proc/stat) sampled every half second while in use.
+
+    The plan is CPU-bound on every core it is given, so the time it leaves
+    cores idle (a phase running on one core while the other waits) is what
+    better overlap could win; the rest only less work can.
+    """
+
+    def __init__(self, every: float = 0.5):
+        self.every, self.samples = every, []
+        self._stop = None
+
+    @staticmethod
+    def _ticks() -> tuple[int, int]:
+        try:
+            with open("/proc/stat") as fh:
+                f = [int(x) for x in fh.readline().split()[1:8]]
+        except OSError:  # not Linux: no figures
+            return 0, 0
+        return f[0] + f[1] + f[2] + f[5] + f[6], sum(f)
+
+    def __enter__(self):
+        import threading
+
+        self._stop = threading.Event()
+        t0 = time.perf_counter()
+
+        def sample():
+            prev, clock = self._ticks(), time.perf_counter()
+            while not self._stop.wait(self.every):
+                now, at = self._ticks(), time.perf_counter()
+                hz = os.sysconf("SC_CLK_TCK")
+                self.samples.append((at - t0, (now[0] - prev[0]) / hz / max(at - clock, 1e-9)))
+                prev, clock = now, at
+
+        self._thread = threading.Thread(target=sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def mean(self, start: float, end: float) -> float | None:
+        inside = [busy for t, busy in self.samples if start < t <= end]
+        return round(sum(inside) / len(inside), 2) if inside else None
 
 
 def baseline(url: str, root: Path, limit: int) -> dict:
@@ -230,7 +298,7 @@ def main() -> None:
         "demo_generated_seconds": generated, "plan_seconds": round(result["seconds"], 2),
         "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
         "partitions": result["partitions"], "peak_worker_memory_mb": round(worker_mb),
-        "totals": result["totals"],
+        "totals": result["totals"], "timeline": result["timeline"],
         "baseline": {"customers": base["customers"], "seconds": round(base["seconds"], 2), "customers_per_second": round(base_rate)},
         "bulk_customers_per_second": round(bulk_rate), "speedup": round(bulk_rate / base_rate, 1),
     }
@@ -247,6 +315,11 @@ def main() -> None:
     if result["partitions"] > 1:
         print("(stages of the ranges are their totals shared among the workers; the ledger write of each range\n"
               " overlaps the deciding of the next ones, so the stages add up to more than the total)")
+    tl = result["timeline"]
+    busy = ", ".join(f"{phase} {v if v is not None else 'n/a'}" for phase, v in tl["busy_cores"].items())
+    print(f"timeline: audience known at {tl['audience_known']} s; ranges written at {', '.join(map(str, tl['ranges_written']))} s;"
+          f" committed at {tl['committed']} s")
+    print(f"cores busy (of {tl['machine_cores']}, whole machine): {busy}")
     print(f"decisions written: {result['decisions']:,}; peak memory {peak_mb:,.0f} MB"
           + (f" (planning process); {result['partitions']} partitions, largest worker {worker_mb:,.0f} MB" if worker_mb else ""))
     print(f"per-customer ORM baseline: {base['customers']:,} customers in {base['seconds']:.1f} s ({base_rate:,.0f}/s)")
