@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import numpy as np
@@ -126,5 +127,50 @@ def test_train_pools_the_other_messages_sends_and_saves_a_model_that_predicts_th
     # 70% of b's 6,000 sends are in the training part (the split is by customer, as for a's own rows).
     assert model.meta["training"]["sibling_messages"] == ["b"]
     assert model.meta["training"]["sibling_sends"] == pytest.approx(4200, rel=0.05)
+    assert result["sibling_messages"] == ["b"] and result["sibling_sends"] == model.meta["training"]["sibling_sends"]
     pred = model.predict({"x": np.array([-2.0, 2.0])}, "conversion")
     assert pred["uplift"][1] - pred["uplift"][0] > 0.1
+
+
+def test_cli_train_of_one_message_still_pools_the_other_messages_sends(project, tmp_path):
+    import csv
+    from datetime import timedelta
+
+    from click.testing import CliRunner
+    from test_learn_ledger import AS_OF, add_customers, add_events
+
+    from relmail.cli import cli
+    from relmail.db import make_engine
+    from relmail.learn.history import import_history
+
+    engine = make_engine(project.database_url)
+    n = 1800
+    add_customers(engine, n)
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=n)
+    path = tmp_path / "h.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["run_id", "campaign", "window", "as_of", "customer_id", "message_id", "action", "x"])
+        for i in range(n):
+            # A third each: promo sent, promo held out, the other message sent.
+            message, action = (("promo", "send"), ("promo", "holdout"), ("other", "send"))[i % 3]
+            w.writerow(["hist-1", "spring", "2025-W10", AS_OF.isoformat(), f"C{i:07d}", message, action, round(float(x[i]), 3)])
+    import_history(engine, path)
+    mailed = np.arange(n) % 3 != 1
+    buys = rng.random(n) < 0.08 + 0.3 * (mailed & (x > 0))
+    add_events(engine, [{"customer_id": f"C{i:07d}", "type": "purchase", "occurred_at": AS_OF + timedelta(days=2), "value": 30.0}
+                        for i in np.flatnonzero(buys)])
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text() + '\n[model]\nestimators = ["interaction", "pooled"]\noutcomes = ["conversion"]\n')
+    res = CliRunner().invoke(cli, ["--project", str(project.root), "model", "train", "--message", "promo", "--json"])
+    assert res.exit_code == 0, res.output
+    [got] = json.loads(res.output)
+    # The other message's 600 sends, 70% of them in the training part (the split is by customer).
+    assert got["sibling_messages"] == ["other"] and 360 < got["sibling_sends"] < 480
+    assert {c["kind"] for c in got["selection"]["conversion"]["candidates"]} == {"interaction", "pooled"}
+    res = CliRunner().invoke(cli, ["--project", str(project.root), "model", "train", "--message", "promo"])
+    assert res.exit_code == 0, res.output
+    assert f"promo: version 2 from {int(got['rows']):,} decisions and " in res.output
+    assert "sends of other (for the pooled estimator)" in res.output
+    engine.dispose()
