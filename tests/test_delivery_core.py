@@ -130,6 +130,7 @@ def test_file_adapter_mbox_never_appends_a_key_twice(tmp_path):
     keys = [m["X-Relmail-Key"] for m in box]
     assert keys == [message(i).key for i in (1, 2, 3)]
     assert box[0]["Subject"] == message(1).subject
+    box.close()
 
 
 def test_adapter_from_project_uses_relmail_toml(project):
