@@ -230,3 +230,23 @@ def test_the_plan_command_names_the_model_it_scored_with(shop, engine):
                                    "--as-of", AS_OF.isoformat(), "--dry-run", "--render-sample", "0"])
     assert out.exit_code == 0, out.output
     assert "Scored promo with model 1 (outcome conversion)." in out.output
+
+
+def test_a_pooled_model_decides_the_plan_from_its_own_and_the_other_messages_sends(shop, engine):
+    own = planted_table(1500, 0)
+    other = planted_table(4000, 1)
+    other = other.subset(other.treated == 1)
+    other.message_id[:] = "other"
+    other.customer_id[:] = [f"S{i:07d}" for i in range(len(other))]
+    pooled = TrainOptions(outcomes=("conversion",), kinds=("pooled",), bases=("logistic",), test_share=0.2, cv_repeats=1)
+    result = train_message(models_dir(shop), "promo", own, pooled, siblings=other)
+    assert result["selection"]["conversion"]["chosen"] == "pooled/logistic" and result["sibling_messages"] == ["other"]
+    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF))
+    # The same planted effect as the other models find: recent buyers helped, lapsed ones put off.
+    for cid in ("C-RECENT", "C-RECENT2"):
+        assert got[cid]["action"] == "send" and got[cid]["features"]["model_uplift"] > 0.05
+    for cid in ("C-LAPSED", "C-LAPSED2"):
+        assert got[cid]["reasons"] == ["NEGATIVE_UPLIFT"] and got[cid]["features"]["model_uplift"] < -0.05
+    model = load_model(shop, "promo")
+    for r in got.values():
+        assert model.predict([r["features"]])["uplift"][0] == pytest.approx(r["features"]["model_uplift"], abs=1e-4)
