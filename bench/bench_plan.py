@@ -147,13 +147,14 @@ class CoreMeter:
         self._stop = None
 
     @staticmethod
-    def _ticks() -> tuple[int, int]:
+    def _busy_ticks() -> int:
+        """Clock ticks all cores spent on user, nice, system, irq and softirq work since boot."""
         try:
             with open("/proc/stat") as fh:
                 f = [int(x) for x in fh.readline().split()[1:8]]
         except OSError:  # not Linux: no figures
-            return 0, 0
-        return f[0] + f[1] + f[2] + f[5] + f[6], sum(f)
+            return 0
+        return f[0] + f[1] + f[2] + f[5] + f[6]
 
     def __enter__(self):
         import threading
@@ -161,12 +162,13 @@ class CoreMeter:
         self._stop = threading.Event()
         t0 = time.perf_counter()
 
+        hz = os.sysconf("SC_CLK_TCK")
+
         def sample():
-            prev, clock = self._ticks(), time.perf_counter()
+            prev, clock = self._busy_ticks(), time.perf_counter()
             while not self._stop.wait(self.every):
-                now, at = self._ticks(), time.perf_counter()
-                hz = os.sysconf("SC_CLK_TCK")
-                self.samples.append((at - t0, (now[0] - prev[0]) / hz / max(at - clock, 1e-9)))
+                now, at = self._busy_ticks(), time.perf_counter()
+                self.samples.append((at - t0, (now - prev) / hz / max(at - clock, 1e-9)))
                 prev, clock = now, at
 
         self._thread = threading.Thread(target=sample, daemon=True)

@@ -1,5 +1,6 @@
 """The schema is versioned: created and upgraded by a command, checked on use."""
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -45,3 +46,36 @@ def test_naive_times_are_refused(engine):
 def test_redact_hides_the_password_only():
     assert redact("postgresql://bob:s3cret@db:5432/x") == "postgresql://bob:***@db:5432/x"
     assert redact("sqlite:///relmail.db") == "sqlite:///relmail.db"
+
+
+def test_cli_commands_leave_no_connection_open(empty_db_url, tmp_path, monkeypatch):
+    """A program (or test) running many commands in one process does not pile up open connections."""
+    if not empty_db_url.startswith("postgresql"):
+        pytest.skip("the server's own view of its connections is a PostgreSQL one")
+    from click.testing import CliRunner
+    from sqlalchemy import text
+
+    from relmail.cli import cli
+    from relmail.project import init_project
+    from tests.conftest import _pg_admin
+
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", empty_db_url)
+    root = init_project(tmp_path / "shop").root
+    name = empty_db_url.rsplit("/", 1)[1]
+    admin = _pg_admin()
+
+    def open_connections() -> int:
+        # A closed connection's server process leaves pg_stat_activity a moment after the client hangs up.
+        for _ in range(50):
+            with admin.connect() as conn:
+                n = conn.execute(text("SELECT count(*) FROM pg_stat_activity WHERE datname = :n"), {"n": name}).scalar_one()
+            if n == 0:
+                break
+            time.sleep(0.05)
+        return n
+
+    for args in (["db", "status"], ["db", "upgrade"], ["db", "status"], ["demo", "--customers", "30"], ["segments", "list"]):
+        res = CliRunner().invoke(cli, ["-p", str(root), *args])
+        assert res.exit_code == 0, res.output
+        assert open_connections() == 0, args
+    admin.dispose()

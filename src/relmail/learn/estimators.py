@@ -377,25 +377,40 @@ class Interaction:
             raise ValueError(f"the interaction estimator runs on logistic regression only, not {base!r}")
         self.layout, self.base, self.seed = layout, base, seed
 
-    def _design(self, X, t) -> np.ndarray:
+    def _basis(self, X) -> np.ndarray:
+        """The preprocessed features as a dense matrix: the baseline's columns."""
         Z = self.prep_.transform(X)
-        Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z, dtype=float)
-        t = np.broadcast_to(np.asarray(t, dtype=float).reshape(-1, 1), (len(Z), 1))
+        return Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z, dtype=float)
+
+    def _design(self, X, t, email=None) -> np.ndarray:
+        """Baseline, sent flag, sent × features. (``email`` is the pooled model's flag; here it is ``t`` itself.)"""
+        Z = self._basis(X)
+        t = _flag(t, len(Z))
         return np.hstack([Z, t, self.scale_ * Z * t])
 
     def fit(self, X, y, t) -> Interaction:
+        return self._fit(X, y, t, t)
+
+    def _fit(self, X, y, t, email) -> Interaction:
+        """Fit on design rows: ``t`` "got this message", ``email`` "got an e-mail of the campaign".
+
+        The message's own rows have ``email == t``; the pooled model's
+        sibling sends (``email = 1, t = 0``) only add to the fit, never to
+        the lift used when the data is too thin.
+        """
         t = np.asarray(t, dtype=float)
+        email = np.asarray(email, dtype=float)
         y = np.asarray(y, dtype=int)
         self.scale_ = self.EFFECT_SCALE
         self.prep_ = self.layout.preprocessor(curves=True).fit(X)
         positives = int(y.sum())
-        sent = t == 1
-        if min(positives, len(y) - positives) < MIN_POSITIVES or not sent.any() or sent.all():
+        own = email == t
+        sent, held = own & (t == 1), own & (t == 0)
+        if min(positives, len(y) - positives) < MIN_POSITIVES or not sent.any() or not held.any():
             # Too thin to fit: everyone gets the observed lift (ranks like random).
-            lift = float(y[sent].mean() - y[~sent].mean()) if sent.any() and (~sent).any() else 0.0
-            self.model_ = lift
+            self.model_ = float(y[sent].mean() - y[held].mean()) if sent.any() and held.any() else 0.0
             return self
-        self.model_ = LogisticRegression(C=1.0, max_iter=2000).fit(self._design(X, t), y)
+        self.model_ = LogisticRegression(C=1.0, max_iter=2000).fit(self._design(X, t, email), y)
         return self
 
     def predict_sent(self, X, sent: bool) -> np.ndarray:
@@ -436,34 +451,24 @@ class Pooled(Interaction):
     kind = "pooled"
 
     def _design(self, X, t, email=None) -> np.ndarray:
-        Z = self.prep_.transform(X)
-        Z = Z.toarray() if hasattr(Z, "toarray") else np.asarray(Z, dtype=float)
-
-        def flag(v):
-            return np.broadcast_to(np.asarray(v, dtype=float).reshape(-1, 1), (len(Z), 1))
-
-        t, e = flag(t), flag(t if email is None else email)
+        Z = self._basis(X)
+        t = _flag(t, len(Z))
+        e = t if email is None else _flag(email, len(Z))
         return np.hstack([Z, e, self.scale_ * Z * e, t, self.scale_ * Z * t])
 
     def fit(self, X, y, t, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> "Pooled":
         """Fit on this message's rows and, when given, ``siblings = (X, y)`` of other messages' sends."""
+        if siblings is None or len(siblings[0]) == 0:
+            return self._fit(X, y, t, t)
         t = np.asarray(t, dtype=float)
-        y = np.asarray(y, dtype=int)
-        sent = t == 1
-        if siblings is None or len(siblings[0]) == 0 or not sent.any() or sent.all():
-            return super().fit(X, y, t)
-        Xs, ys = np.asarray(siblings[0], dtype=float), np.asarray(siblings[1], dtype=int)
-        X_all, y_all = np.vstack([X, Xs]), np.concatenate([y, ys])
-        self.scale_ = self.EFFECT_SCALE
-        self.prep_ = self.layout.preprocessor(curves=True).fit(X_all)
-        positives = int(y_all.sum())
-        if min(positives, len(y_all) - positives) < MIN_POSITIVES:
-            self.model_ = float(y[sent].mean() - y[~sent].mean())
-            return self
-        own = np.concatenate([t, np.zeros(len(ys))])
-        email = np.concatenate([t, np.ones(len(ys))])
-        self.model_ = LogisticRegression(C=1.0, max_iter=2000).fit(self._design(X_all, own, email), y_all)
-        return self
+        n = len(siblings[1])
+        return self._fit(np.vstack([X, siblings[0]]), np.concatenate([np.asarray(y), siblings[1]]),
+                         np.concatenate([t, np.zeros(n)]), np.concatenate([t, np.ones(n)]))
+
+
+def _flag(value, n: int) -> np.ndarray:
+    """A 0/1 flag (one number or one per row) as an ``n × 1`` column."""
+    return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
 UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction, Pooled)}

@@ -170,8 +170,8 @@ def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None):
     """
     scores = {name: np.zeros(len(y)) for name in names}
     response = {b: np.zeros(len(y)) for b in bases}
-    for held_out in (True, False):
-        held = fold if held_out else ~fold
+    sib_fold = None if pool is None else pool[2]
+    for held, sib_held in ((fold, sib_fold), (~fold, None if sib_fold is None else ~sib_fold)):
         fit = ~held
         # T-, X-learner and proportional model start from the same two group
         # models: fit those once per base learner and share them (exact, and
@@ -186,8 +186,7 @@ def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None):
             if kind in USES_GROUPS and base in shared:
                 est.fit(X[fit], y[fit], t[fit], groups=shared[base])
             elif kind in POOLING_KINDS:
-                mine = ~pool[2] if held_out else pool[2]
-                est.fit(X[fit], y[fit], t[fit], siblings=(pool[0][mine], pool[1][mine]))
+                est.fit(X[fit], y[fit], t[fit], siblings=(pool[0][~sib_held], pool[1][~sib_held]))
             else:
                 est.fit(X[fit], y[fit], t[fit])
             scores[(kind, base)][held] = est.predict_uplift(X[held])

@@ -102,13 +102,9 @@ def siblings_of(table: OutcomeTable, key: str) -> OutcomeTable:
     customer who got another message of the run (and neither this one nor
     a hold-out from it) shows how people react to the campaign's e-mail at all.
     """
-    own = {(r, c) for r, c, m in zip(table.run_id, table.customer_id, table.message_id) if m == key}
-    keep = np.fromiter(
-        (m != key and t == 1 and (r, c) not in own for r, c, m, t in zip(table.run_id, table.customer_id, table.message_id, table.treated)),
-        dtype=bool,
-        count=len(table),
-    )
-    return table.subset(keep)
+    pairs = np.char.add(np.char.add(table.run_id.astype(str), "\x00"), table.customer_id.astype(str))
+    mine = table.message_id == key
+    return table.subset(~mine & (table.treated == 1) & ~np.isin(pairs, pairs[mine]))
 
 
 def limited_threads(threads: int):
