@@ -435,3 +435,34 @@ def test_a_plan_racing_another_for_the_same_window_fails_cleanly(shop, engine, m
         plan(shop, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the rival's only
+
+
+def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_groups(engine, monkeypatch):
+    """SQLite inserts several rows per statement: a chunk that is not a multiple of the group
+    size, and several chunks, still write every row once, in ``order``, with its own values."""
+    import numpy as np
+
+    from relmail import decisions as dec
+
+    monkeypatch.setattr(dec, "ROWS_PER_INSERT", 7)
+    monkeypatch.setattr(dec, "CHUNK", 30)
+    n = 75  # chunks of 30, 30, 15: each 4 groups of 7 and a rest of 2, or 2 groups and a rest of 1
+    ids = np.array([f"C{i:03d}" for i in range(n)], dtype=object)
+    batch = dec.Decisions(
+        customer_id=ids, message_id=np.array([f"m{i % 3}" for i in range(n)], dtype=object),
+        action=np.array(["send" if i % 2 else "suppress" for i in range(n)], dtype=object),
+        score=np.arange(n) / 100, expected_value=np.arange(n) / 10,
+        reasons=np.array([f"R{i}" for i in range(n)], dtype=object),
+        features=np.array([f'{{"i":{i}}}' for i in range(n)], dtype=object))
+    order = np.random.default_rng(3).permutation(n)
+    with engine.begin() as conn:
+        assert dec.write(conn, "r:1", batch, AS_OF, order=order) == n
+    with engine.connect() as conn:
+        rows = conn.execute(select(Decision.__table__).order_by(Decision.__table__.c.id)).mappings().all()
+    assert [r["customer_id"] for r in rows] == ids[order].tolist()
+    for r in rows:
+        i = int(r["customer_id"][1:])
+        assert (r["message_id"], r["action"], r["reasons"], r["features"]) == (f"m{i % 3}", "send" if i % 2 else "suppress",
+                                                                            f"R{i}", {"i": i})
+        assert r["score"] == pytest.approx(i / 100) and r["expected_value"] == pytest.approx(i / 10)
+        assert r["run_id"] == "r:1" and r["created_at"] == AS_OF
