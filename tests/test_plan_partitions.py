@@ -6,6 +6,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from click.testing import CliRunner
 from sqlalchemy import select
 
@@ -170,3 +172,15 @@ def test_cli_plan_takes_workers_and_refuses_dask_on_sqlite(demo_shop, engine, db
         bad = runner.invoke(cli, base + ["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"])
         assert bad.exit_code == ConfigError.exit_code, bad.output
         assert "PostgreSQL" in bad.output and "Traceback" not in bad.output
+
+
+@settings(max_examples=200, deadline=None)
+# No NUL: NumPy str arrays drop trailing NULs (and the importer refuses NUL in every text field).
+@given(st.lists(st.lists(st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=4), max_size=12), max_size=5))
+def test_the_audience_is_the_sorted_union_of_every_message_audience(audiences):
+    """Each message's audience comes sorted and unique; the plan's audience holds every id once, sorted."""
+    from relmail.plan import _union
+
+    arrays = [np.unique(np.array(a, dtype=str)) for a in audiences]
+    got = _union(arrays)
+    assert got.tolist() == sorted(set().union(*audiences))
