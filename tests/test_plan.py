@@ -466,3 +466,33 @@ def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_gr
                                                                             f"R{i}", {"i": i})
         assert r["score"] == pytest.approx(i / 100) and r["expected_value"] == pytest.approx(i / 10)
         assert r["run_id"] == "r:1" and r["created_at"] == AS_OF
+
+
+def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_parallel_workers(shop, engine, monkeypatch):
+    """JIT costs about a second per audience or feature statement; PostgreSQL's parallel workers
+    only add partial aggregates to feature statements that already run side by side."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL settings")
+    import relmail.features.compute as compute
+    import relmail.plan as plan_module
+
+    seen: dict[str, list[tuple[str, str]]] = {"audience": [], "features": []}
+
+    def settings_of(conn):
+        return (conn.exec_driver_sql("SHOW jit").scalar(), conn.exec_driver_sql("SHOW max_parallel_workers_per_gather").scalar())
+
+    real_audience, real_fetch = plan_module.audience, compute.fetch_columns
+
+    def audience(conn, *args):
+        seen["audience"].append(settings_of(conn))
+        return real_audience(conn, *args)
+
+    def fetch_columns(conn, stmt, *args):
+        seen["features"].append(settings_of(conn))
+        return real_fetch(conn, stmt, *args)
+
+    monkeypatch.setattr(plan_module, "audience", audience)
+    monkeypatch.setattr(compute, "fetch_columns", fetch_columns)
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
+    assert seen["audience"] and {jit for jit, _ in seen["audience"]} == {"off"}
+    assert seen["features"] and set(seen["features"]) == {("off", "0")}

@@ -39,7 +39,7 @@ from . import decisions as dec
 from .campaigns import Campaign, load_campaign
 from .errors import ConfigError, Conflict, Problem, ValidationError
 from .features import FeatureContext, FeatureSettings
-from .features.sql import parallel_connections
+from .features.sql import analytic, parallel_connections
 from .ledger_context import KEEP_STATES, kept_decisions
 from .models import Delivery, Product, Run
 from .plan_partition import Laps, MessageSummary, PartitionResult, decide_partition, partition_task
@@ -375,12 +375,12 @@ def _audiences(conn, camp: Campaign, segments: dict, as_of: datetime) -> dict[tu
     """
     keys = list(dict.fromkeys(tuple(sorted(m.segments)) for m in camp.messages))
     if len(keys) < 2 or not parallel_connections(conn):
-        return {key: audience(conn, [segments[s] for s in key], as_of) for key in keys}
+        return {key: audience(analytic(conn), [segments[s] for s in key], as_of) for key in keys}
     engine = conn.engine
 
     def one(key):
         with engine.connect() as own:
-            return audience(own, [segments[s] for s in key], as_of)
+            return audience(analytic(own), [segments[s] for s in key], as_of)
 
     with ThreadPoolExecutor(2, thread_name_prefix="relmail-audience") as pool:
         return dict(zip(keys, pool.map(one, keys)))

@@ -20,15 +20,13 @@ from ..addresses import address_hash, salt
 from . import queries as q
 from .derived import derive, email_valid
 from .frame import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureFrame, FeatureSettings
-from .sql import Scope, align, connection, fetch_columns, parallel_connections, sorted_ids
+from .sql import Scope, align, analytic, connection, fetch_columns, parallel_connections, sorted_ids
 
 # Re-exported: tests and the docs refer to the affinity steps from here.
 AFFINITY_EDGES, affinity_horizon, affinity_weights = q.AFFINITY_EDGES, q.affinity_horizon, q.affinity_weights
 
 #: Statements run at once for a large audience (this machine class has 2 cores).
 PARALLEL = 2
-#: PostgreSQL work_mem for the feature statements (per sort/hash node and worker).
-PG_WORK_MEM = "128MB"
 
 
 def compute_features(
@@ -130,13 +128,7 @@ def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -
 
     def run(stmt):
         with engine.connect() as own:
-            if own.dialect.name == "postgresql":
-                # For this transaction only: JIT compiling these wide aggregates
-                # costs seconds and saves less; and a million groups must not
-                # spill the hash aggregate to disk at the default 4MB.
-                own.exec_driver_sql("SET LOCAL jit = off")
-                own.exec_driver_sql(f"SET LOCAL work_mem = '{PG_WORK_MEM}'")
-            return fetch_columns(own, stmt)
+            return fetch_columns(analytic(own, parallel=False), stmt)
 
     with ThreadPoolExecutor(PARALLEL, thread_name_prefix="relmail-features") as pool:
         futures = {name: pool.submit(run, query.stmt) for name, query in statements.items()}
