@@ -15,6 +15,7 @@ PostgreSQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import repeat
 from datetime import datetime
 from typing import Any, Iterator
 
@@ -243,8 +244,10 @@ def _copy(conn, names: list[str], run_id: str, chunks: Iterator[list[list]], cre
                     for row in zip(*columns):
                         copy.write_row((run_id, *row, created_at))
                     continue
-                lines = "\n".join(
-                    f"{run_id}\t{c}\t{m}\t{a}\t{s!r}\t{e!r}\t{r}\t{f}\t{stamp}" for c, m, a, s, e, r, f in zip(*columns)
-                )
+                c, m, a, s, e, r, f = columns
+                # Numbers to text in one C call per column, rows joined by str.join: no Python
+                # formatting per row (a third of the planning process's CPU for this write).
+                s, e = _texts(np.array(s, dtype=np.float64)), _texts(np.array(e, dtype=np.float64))
+                lines = "\n".join(map("\t".join, zip(repeat(run_id), c, m, a, s, e, r, f, repeat(stamp))))
                 # Backslash is COPY's escape character; JSON text may hold some.
                 copy.write(lines.replace("\\", "\\\\") + "\n")
