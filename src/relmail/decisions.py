@@ -37,8 +37,8 @@ def _num_values(values: np.ndarray) -> np.ndarray:
     return np.where(np.isfinite(values), values, np.nan)
 
 
-def _num_texts(values: np.ndarray) -> list[str]:
-    """JSON text of each number of a :func:`_num_values` array (NaN → null).
+def _num_texts(values: np.ndarray, prefix: str = "") -> list[str]:
+    """JSON text of each number of a :func:`_num_values` array (NaN → null), after ``prefix``.
 
     A whole number prints as one (``3``), any other as a float (``0.5``),
     value by value: the text of a row must not depend on the other rows it
@@ -46,18 +46,24 @@ def _num_texts(values: np.ndarray) -> list[str]:
     """
     whole = np.isfinite(values) & (values == np.floor(values)) & (np.abs(values) < 2**53)
     if whole.all():
-        return _texts(values.astype(np.int64))
+        return _texts(values.astype(np.int64), prefix)
     if not whole.any():
-        return _texts(values)
+        return _texts(values, prefix)
     out = np.empty(len(values), dtype=object)
-    out[whole] = _texts(values[whole].astype(np.int64))
-    out[~whole] = _texts(values[~whole])
+    out[whole] = _texts(values[whole].astype(np.int64), prefix)
+    out[~whole] = _texts(values[~whole], prefix)
     return out.tolist()
 
 
-def _texts(values: np.ndarray) -> list[str]:
+def _texts(values: np.ndarray, prefix: str = "") -> list[str]:
+    """``prefix`` + the JSON text of each number, made by C string calls (no Python per value)."""
     text = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
-    return text.split(",") if text else []
+    if not text:
+        return []
+    if not prefix:
+        return text.split(",")
+    # \x01 is in neither a number nor a JSON-encoded key (JSON escapes control characters).
+    return (prefix + text.replace(",", "\x01" + prefix)).split("\x01")
 
 
 class JsonRows:
@@ -65,10 +71,10 @@ class JsonRows:
 
     Each :meth:`add` keeps the rows it touches and their values as NumPy
     arrays (16 bytes a value). :meth:`finish` turns them into ``,"key":value``
-    pieces one block of rows at a time, lays each block out as a
-    (rows × keys) grid of strings and joins it in one C call: no per-row
-    Python, no repeated string concatenation, and no Python string per
-    (row, key) alive beyond the block being joined.
+    pieces one block of rows at a time, puts them in row order and joins
+    them in one C call: no per-row Python, no repeated string
+    concatenation, and no Python string per (row, key) alive beyond the
+    block being joined.
     """
 
     def __init__(self, n: int, constants: dict[str, Any]):
@@ -94,29 +100,32 @@ class JsonRows:
         if len(idx):
             self.cols.append((idx, prefix, _num_values(vals)))
 
-    def finish(self, block: int = 16_384) -> np.ndarray:
+    def finish(self, block: int = 65_536) -> np.ndarray:
         """The JSON texts, one per row (object array).
 
-        Blocks are small so the transient pieces of one block (a string per
-        row and key) stay a few MB and their memory is reused by the next.
+        Per block of rows, only the pieces that exist (a row has a dozen of
+        the message's keys, not all of them) are put in row order by one
+        stable sort and joined in one C call. Blocks keep the transient
+        pieces of one block (a string per row and key) to some MB.
         """
         out = np.empty(self.n, dtype=object)
-        width = len(self.cols) + 2
         for a in range(0, self.n, block):
             b = min(self.n, a + block)
-            grid = np.full((b - a, width), "", dtype=object)
-            grid[:, 0] = self.head
-            grid[:, -1] = "}\x00"
-            for j, (idx, prefix, values) in enumerate(self.cols, start=1):
+            every = np.arange(a, b)
+            rows, pieces = [every], [np.array([self.head] * (b - a), dtype=object)]
+            for idx, prefix, values in self.cols:
                 lo, hi = np.searchsorted(idx, (a, b))
                 if hi <= lo:
                     continue
-                if values is None:
-                    grid[idx[lo:hi] - a, j] = prefix
-                else:
-                    grid[idx[lo:hi] - a, j] = [prefix + v for v in _num_texts(values[lo:hi])]
-            out[a:b] = np.array("".join(grid.ravel().tolist()).split("\x00")[:-1], dtype=object)
-            del grid
+                rows.append(idx[lo:hi])
+                texts = [prefix] * (hi - lo) if values is None else _num_texts(values[lo:hi], prefix)
+                pieces.append(np.array(texts, dtype=object))
+            rows.append(every)
+            # A list, not np.full: NumPy would pass the text through a str array, which drops a trailing NUL.
+            pieces.append(np.array(["}\x00"] * (b - a), dtype=object))
+            # Stable: within a row, the head, then the keys in the order they were added, then the end.
+            order = np.argsort(np.concatenate(rows), kind="stable")
+            out[a:b] = "".join(np.concatenate(pieces)[order].tolist()).split("\x00")[:-1]
         return out
 
 

@@ -1,0 +1,59 @@
+"""The logged-features JSON of decisions, built column by column (relmail.decisions.JsonRows)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relmail.decisions import JsonRows
+
+VALUES = st.sampled_from([0.0, 1.0, -2.0, 0.5, 0.12345, 1e-6, 123456.0, float("nan"), float("inf")])
+
+
+@st.composite
+def columns(draw):
+    n = draw(st.integers(0, 40))
+    cols = []
+    for _ in range(draw(st.integers(0, 6))):
+        key = draw(st.text(min_size=1, max_size=6))
+        rows = sorted(draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n)) if n else [])
+        if draw(st.booleans()):
+            cols.append((key, rows, draw(st.text(max_size=5)), False))
+        else:
+            cols.append((key, rows, [draw(VALUES) for _ in rows], draw(st.booleans())))
+    return n, cols
+
+
+def _expected(value: float):
+    if not math.isfinite(value):
+        return None
+    value = float(np.round(value, 4))  # NumPy's rounding (half to even on the scaled value), as logged
+    return int(value) if value == int(value) else value
+
+
+@settings(max_examples=300, deadline=None)
+@given(columns(), st.integers(1, 50))
+def test_every_row_holds_the_constants_and_exactly_its_own_keys_in_the_order_added(data, block):
+    n, cols = data
+    js = JsonRows(n, {"topic": "news"})
+    for key, rows, values, keep_zero in cols:
+        js.add(key, values if isinstance(values, str) else np.array(values, dtype=float), np.array(rows, dtype=np.int64),
+               keep_zero=keep_zero)
+    texts = js.finish(block=block)
+    assert len(texts) == n
+    for i, text in enumerate(texts):
+        pairs = [("topic", "news")]
+        for key, rows, values, keep_zero in cols:
+            if i not in rows:
+                continue
+            value = values if isinstance(values, str) else values[rows.index(i)]
+            if isinstance(value, str):
+                pairs.append((key, value))
+            elif keep_zero or value != 0:
+                pairs.append((key, _expected(value)))
+        # Keys in the order added (a key added twice: its first place, its last value, as JSON readers do).
+        assert list(orjson.loads(text).items()) == list(dict(pairs).items())
