@@ -154,7 +154,12 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
     wins, best = _arbitration(frame, camp, per_message, budget)
     lap("arbitration")
 
-    hashes = customer_hashes(frame.customer_ids) if any(m.policy.holdout_share > 0 for m in camp.messages) else None
+    hashes = None
+    if any(m.policy.holdout_share > 0 for m in camp.messages):
+        # Only a winner can be held out: hash those (one BLAKE2b call each), not the whole range.
+        winners = np.unique(np.concatenate([pm["rows"][won] for pm, won in zip(per_message, wins)]))
+        hashes = np.zeros(n, dtype=np.uint64)
+        hashes[winners] = customer_hashes(frame.customer_ids[winners])
     # One str per customer, shared by all of a customer's decisions (not one copy per decision).
     customer_texts = frame.customer_ids.astype(object)
     parts, summaries, positions = [], [], []
