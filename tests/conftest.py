@@ -142,4 +142,8 @@ def project(tmp_path, db_url, monkeypatch):
     """A project made by ``relmail init`` whose database is ``db_url``."""
     monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
     monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
-    return init_project(tmp_path / "shop")
+    yield init_project(tmp_path / "shop")
+    from tests import sendkit
+
+    while sendkit.BUILT:  # a test's shop engine: closed here, not left to the garbage collector
+        sendkit.BUILT.pop().dispose()

@@ -33,10 +33,15 @@ messages:
 """
 
 
+#: Engines made by :func:`build`; the ``project`` fixture disposes them when its test ends.
+BUILT: list = []
+
+
 def build(project, customers: int = 150):
     """Fill the project's store with a demo shop and add the ``sendtest`` campaign."""
     Path(project.root, "campaigns", "sendtest.yml").write_text(CAMPAIGN)
     engine = make_engine(project.database_url)
+    BUILT.append(engine)
     generate(engine, customers=customers, seed=3, as_of=AS_OF)
     return engine
 
