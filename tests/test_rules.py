@@ -94,6 +94,12 @@ def test_explanations_come_from_logged_values():
     assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == "3 e-mails in the last 7 days, cap is 2"
     assert RULES["FREQUENCY_CAP"].explain({"sends_7": 1, "planned_7": 1, "frequency_wish": 2, "cap_7d": 2}) == (
         "2 e-mails in the last 7 days (1 sent, 1 planned), cap is 2 (the customer's own wish)")
+    assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "promotions", "topic_sends_7": 1, "topic_planned_30": 1,
+                                                 "topic_sends_30": 2, "topic_cap_7d": 1, "topic_cap_30d": 3}) == (
+        "1 e-mail on 'promotions' in the last 7 days, cap is 1; "
+        "3 e-mails on 'promotions' in the last 30 days (2 sent, 1 planned), cap is 3")
+    assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "news", "topic_sends_7": 1, "topic_cap_7d": 2}) == (
+        "frequency cap for the topic reached")  # under every logged cap: the rule's summary
     assert RULES["NO_CONSENT"].explain({"topic": "promotions", "consent_topic": None}) == (
         "no consent on record for topic 'promotions', and this campaign needs an explicit opt-in")
     assert RULES["NO_CONSENT"].explain({"topic": "promotions"}) == "opted out of topic 'promotions'"

@@ -24,6 +24,22 @@ def effective_caps(frame, message, policy) -> tuple[np.ndarray, np.ndarray]:
     return c7, c30
 
 
+def reached(logged, cap: str, count: str):
+    """(days, sent, planned, cap) of each window whose logged cap ``{cap}_7d``/``_30d`` the logged
+    ``{count}_{days}`` sends and ``planned_`` ones (same prefix) reach; for the explanations."""
+    for days, key in ((7, "7d"), (30, "30d")):
+        limit = logged.get(f"{cap}_{key}")
+        if limit is None:
+            continue
+        sent, planned = num(logged, f"{count}sends_{days}"), num(logged, f"{count}planned_{days}")
+        if sent + planned >= limit:
+            yield days, sent, planned, limit
+
+
+def _counted(sent: float, planned: float) -> str:
+    return f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
+
+
 class FrequencyCap(Rule):
     code = "FREQUENCY_CAP"
     summary = "frequency cap reached (all topics)"
@@ -38,16 +54,9 @@ class FrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         parts = []
-        for days, key in ((7, "7d"), (30, "30d")):
-            cap = logged.get(f"cap_{key}")
-            if cap is None:
-                continue
-            sent, planned = num(logged, f"sends_{days}"), num(logged, f"planned_{days}")
-            if sent + planned >= cap:
-                extra = f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
-                why = ""
-                wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
-                if days == 7 and wish is not None and float(wish) <= cap:
-                    why = " (the customer's own wish)"
-                parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{extra}, cap is {n(cap)}{why}")
+        wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
+        for days, sent, planned, cap in reached(logged, "cap", ""):
+            why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
+            parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{_counted(sent, planned)}, "
+                         f"cap is {n(cap)}{why}")
         return "; ".join(parts) or self.summary

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Outcome, Rule, n, plural
+from .frequency_cap import _counted, reached
 
 
 class TopicFrequencyCap(Rule):
@@ -27,13 +28,6 @@ class TopicFrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
-        parts = []
-        for days, key in ((7, "7d"), (30, "30d")):
-            cap = logged.get(f"topic_cap_{key}")
-            if cap is None:
-                continue
-            sent, planned = num(logged, f"topic_sends_{days}"), num(logged, f"topic_planned_{days}")
-            if sent + planned >= cap:
-                extra = f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
-                parts.append(f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{extra}, cap is {n(cap)}")
+        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{_counted(sent, planned)}, "
+                 f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
         return "; ".join(parts) or self.summary
