@@ -230,50 +230,36 @@ class json_bool(_JsonScalar):
     inherit_cache = True
 
 
-def _args(element, compiler, **kw):
+#: Per dialect, each accessor's SQL with ``{col}`` (the column) and ``{key}`` (SQLite: a JSON path, PostgreSQL: the key).
+_JSON_SQL = {
+    "sqlite": {
+        json_number: "(CASE WHEN json_type({col}, {key}) IN ('integer', 'real') THEN json_extract({col}, {key}) END)",
+        json_text: "(CASE WHEN json_type({col}, {key}) = 'text' THEN json_extract({col}, {key}) END)",
+        json_bool: "(CASE json_type({col}, {key}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)",
+    },
+    "postgresql": {
+        json_number: "(CASE WHEN json_typeof(({col})::json -> {key}) = 'number' THEN (({col})::json ->> {key})::float8 END)",
+        json_text: "(CASE WHEN json_typeof(({col})::json -> {key}) = 'string' THEN ({col})::json ->> {key} END)",
+        json_bool: ("(CASE WHEN json_typeof(({col})::json -> {key}) = 'boolean' "
+                    "THEN (CASE WHEN (({col})::json ->> {key}) = 'true' THEN 1 ELSE 0 END) END)"),
+    },
+}
+
+
+def _json_sqlite(element, compiler, **kw):
     col, key = element.clauses.clauses
-    return compiler.process(col, **kw), compiler.process(key, **kw)
+    path = literal('$."' + key.value + '"', String)
+    return _JSON_SQL["sqlite"][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(path, **kw))
 
 
-def _sqlite_path(element, compiler, **kw):
+def _json_pg(element, compiler, **kw):
     col, key = element.clauses.clauses
-    return compiler.process(col, **kw), compiler.process(literal('$."' + key.value + '"', String), **kw)
+    return _JSON_SQL["postgresql"][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(key, **kw))
 
 
-@compiles(json_number, "sqlite")
-def _num_sqlite(element, compiler, **kw):
-    col, path = _sqlite_path(element, compiler, **kw)
-    return f"(CASE WHEN json_type({col}, {path}) IN ('integer', 'real') THEN json_extract({col}, {path}) END)"
-
-
-@compiles(json_text, "sqlite")
-def _text_sqlite(element, compiler, **kw):
-    col, path = _sqlite_path(element, compiler, **kw)
-    return f"(CASE WHEN json_type({col}, {path}) = 'text' THEN json_extract({col}, {path}) END)"
-
-
-@compiles(json_bool, "sqlite")
-def _bool_sqlite(element, compiler, **kw):
-    col, path = _sqlite_path(element, compiler, **kw)
-    return f"(CASE json_type({col}, {path}) WHEN 'true' THEN 1 WHEN 'false' THEN 0 END)"
-
-
-@compiles(json_number, "postgresql")
-def _num_pg(element, compiler, **kw):
-    col, key = _args(element, compiler, **kw)
-    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'number' THEN (({col})::json ->> {key})::float8 END)"
-
-
-@compiles(json_text, "postgresql")
-def _text_pg(element, compiler, **kw):
-    col, key = _args(element, compiler, **kw)
-    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'string' THEN ({col})::json ->> {key} END)"
-
-
-@compiles(json_bool, "postgresql")
-def _bool_pg(element, compiler, **kw):
-    col, key = _args(element, compiler, **kw)
-    return f"(CASE WHEN json_typeof(({col})::json -> {key}) = 'boolean' THEN (CASE WHEN (({col})::json ->> {key}) = 'true' THEN 1 ELSE 0 END) END)"
+for _accessor in (json_number, json_text, json_bool):
+    compiles(_accessor, "sqlite")(_json_sqlite)
+    compiles(_accessor, "postgresql")(_json_pg)
 
 
 class unindexed(FunctionElement):
