@@ -175,9 +175,14 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     result = conn.execute(stmt)
     width = len(result.keys())
     parts: list[list[np.ndarray]] = []
-    for rows in result.partitions(chunk):
-        # zip transposes plain tuples fast; NumPy probing Row objects is slow.
-        parts.append([_typed(values) for values in zip(*rows)])
+    # The driver's plain tuples, not SQLAlchemy Row objects: these columns need no result
+    # processing (_typed converts them), and building a Row per customer cost 10-40% of
+    # fetching a statement (the customers statement of 125,000 ids: 0.54 -> 0.30 CPU-s).
+    try:
+        while rows := result.cursor.fetchmany(chunk):
+            parts.append([_typed(values) for values in zip(*rows)])
+    finally:
+        result.close()
     if not parts:
         return np.array([], dtype="<U1"), [np.empty(0) for _ in range(width - 1)]
     merged = [parts[0][j] if len(parts) == 1 else np.concatenate([p[j] for p in parts]) for j in range(width)]
