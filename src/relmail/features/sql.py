@@ -190,10 +190,10 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
 
 
 def _typed(values: tuple) -> np.ndarray:
-    if all(type(v) is int for v in values):
+    kinds = set(map(type, values))  # one C pass (a generator per value cost a tenth of the fetch)
+    if kinds == {int}:
         return np.array(values, dtype=np.int64)
-    first = next((v for v in values if v is not None), None)
-    if isinstance(first, str):
+    if str in kinds:
         return np.array(values, dtype=object)
     return np.array(values, dtype=np.float64)
 
