@@ -15,8 +15,8 @@ PostgreSQL.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from itertools import repeat
 from datetime import datetime
+from itertools import repeat
 from typing import Any, Iterator
 
 import numpy as np
