@@ -97,8 +97,9 @@ def clear_run(engine, run_id: str) -> None:
         conn.execute(Decision.__table__.delete().where(Decision.__table__.c.run_id == run_id))
         conn.execute(Run.__table__.delete().where(Run.__table__.c.id == run_id))
     if engine.dialect.name == "postgresql":
-        # Vacuum the 2.5M deleted rows now, before anything is timed: else autovacuum
-        # does it during the next measured plan, on the same two cores.
+        # Vacuum the 2.5M deleted rows now, before anything is timed: a server with autovacuum
+        # would do it during the next measured plan, on the same two cores; one without it
+        # (this machine's) would have the plan write among dead rows and bloated indexes.
         _vacuum(engine, "VACUUM decisions")
 
 

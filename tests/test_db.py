@@ -74,8 +74,10 @@ def test_cli_commands_leave_no_connection_open(empty_db_url, tmp_path, monkeypat
             time.sleep(0.05)
         return n
 
-    for args in (["db", "status"], ["db", "upgrade"], ["db", "status"], ["demo", "--customers", "30"], ["segments", "list"]):
-        res = CliRunner().invoke(cli, ["-p", str(root), *args])
-        assert res.exit_code == 0, res.output
-        assert open_connections() == 0, args
-    admin.dispose()
+    try:
+        for args in (["db", "status"], ["db", "upgrade"], ["db", "status"], ["demo", "--customers", "30"], ["segments", "list"]):
+            res = CliRunner().invoke(cli, ["-p", str(root), *args])
+            assert res.exit_code == 0, res.output
+            assert open_connections() == 0, args
+    finally:
+        admin.dispose()
