@@ -240,6 +240,10 @@ def test_sqlite_and_postgresql_hold_the_same_shop(tmp_path, pg_databases):
     a, b = store_summary(lite), store_summary(pg)
     assert a == b
     assert _fingerprint(lite) == _fingerprint(pg)
+    with pg.connect() as conn:  # a plan straight after the demo is planned from the shop's real size
+        sizes = conn.exec_driver_sql("SELECT relname, reltuples FROM pg_class WHERE relname IN "
+                                     "('customers', 'preferences', 'events')").all()
+        assert {name: conn.exec_driver_sql(f"SELECT count(*) FROM {name}").scalar() for name, _ in sizes} == dict(sizes)
     pg.dispose()
 
 

@@ -132,6 +132,36 @@ def connect(url: str) -> Engine:
     return engine
 
 
+def refresh_statistics(conn: Connection, table: str, rows_written: int) -> bool:
+    """ANALYZE ``table`` on PostgreSQL once bulk writes changed a large share of it; True if it did.
+
+    PostgreSQL plans from sampled statistics: a store filled by an import
+    and planned on at once (a CI job, a scheduler) would otherwise be
+    planned as the empty tables it was. The demo shop planned straight
+    after loading: 100,000 customers 12.7 s (features 9.9) against 3.8 s
+    after ANALYZE (0.36 s); 1,000,000 customers 75.2 s against 38.3 s
+    (ANALYZE 0.52 s). "Large" is autovacuum's own rule (rows changed
+    since the last ANALYZE, these included, at least 50 plus 10% of the
+    table), applied at once instead of up to a minute later, or never on a
+    server that runs without autovacuum. Inside the caller's
+    transaction, so the statistics commit or roll back with the rows.
+    SQLite is left alone: its plans measured the same with, without and
+    with stale statistics.
+    """
+    if conn.dialect.name != "postgresql" or rows_written <= 0:
+        return False
+    known, changed = conn.execute(
+        text("SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c "
+             "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(:t)"),
+        {"t": table},
+    ).one()
+    # reltuples is -1 for a table never analyzed or vacuumed (0 before PostgreSQL 14).
+    if known > 0 and rows_written + changed < 50 + 0.1 * known:
+        return False
+    conn.exec_driver_sql(f'ANALYZE "{table}"')
+    return True
+
+
 def ping(engine: Engine) -> None:
     try:
         with engine.connect() as conn:

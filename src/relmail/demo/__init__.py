@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 from sqlalchemy.engine import Engine
 
+from ..db import refresh_statistics
 from ..errors import ValidationError
 from ..models import EVENT_TYPES, Meta, Product, Run
 from . import behaviour, catalog, mailings, population, specials, store
@@ -137,6 +138,8 @@ def generate(
                 progress(start + n)
         with engine.begin() as conn:
             store.create_indexes(conn)
+            for table, rows in (("customers", customers), ("preferences", prefs), ("events", sum(counts.values()))):
+                refresh_statistics(conn, table, rows)
             # Replaces a leftover record of an earlier demo whose tables were emptied by hand.
             conn.execute(Meta.__table__.delete().where(Meta.__table__.c.key == "demo"))
             info = {"seed": seed, "customers": customers, "as_of": as_of.isoformat(), "special_customers": ROLES}

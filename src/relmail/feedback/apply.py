@@ -23,7 +23,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
 from ..addresses import normalize
-from ..db import dialect_insert
+from ..db import dialect_insert, refresh_statistics
 from ..models import Customer, Event, Preference
 from .events import OPT_OUT_TYPES, FeedbackEvent
 
@@ -201,6 +201,7 @@ def apply_events(
     if rows:
         table = Event.__table__
         conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[table.c.event_id]), rows)
+        refresh_statistics(conn, table.name, len(rows))
     if opt_outs:
         result.opt_outs = opt_out(conn, opt_outs, source)
     return result

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Callable
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import redact
+from ..db import redact, refresh_statistics
 from ..errors import DatabaseError, Problem, ValidationError
 from .loader import Loader, References, SuppressionLink
 from .readers import CsvReader, Record, open_source, reader_for
@@ -130,6 +130,7 @@ def import_file(
                 finally:
                     run.loader.close()
                 run.finish()  # raises ValidationError, which rolls the transaction back
+                refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
             detail = getattr(exc, "orig", None) or exc
             raise DatabaseError(f"{src.name}: the import failed in {redact(str(engine.url))} and was rolled back: {detail}") from None
