@@ -150,11 +150,14 @@ def refresh_statistics(conn: Connection, table: str, rows_written: int) -> bool:
     """
     if conn.dialect.name != "postgresql" or rows_written <= 0:
         return False
-    known, changed = conn.execute(
+    row = conn.execute(
         text("SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c "
              "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(:t)"),
         {"t": table},
-    ).one()
+    ).first()
+    if row is None:
+        raise ValueError(f"no table {table!r} to analyze")
+    known, changed = row
     # reltuples is -1 for a table never analyzed or vacuumed (0 before PostgreSQL 14).
     if known > 0 and rows_written + changed < 50 + 0.1 * known:
         return False
