@@ -77,6 +77,16 @@ def test_apply_writes_events_and_is_idempotent(engine):
                               ("C0000002", "email_bounced_hard", None, None, None)]
 
 
+def test_a_large_feedback_batch_refreshes_postgresql_statistics_of_events(engine):
+    """An ESP export applied in one batch is a bulk load: the next plan must see the events it added."""
+    add_customers(engine)
+    applied = apply_events(engine, [event(eid=f"e{i}") for i in range(80)])  # >= 50 rows into an empty table
+    assert applied.total_applied == 80
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("SELECT reltuples FROM pg_class WHERE oid = 'events'::regclass").scalar() == 80
+
+
 def test_recipient_lookup_ignores_case_and_metadata_wins_when_the_customer_exists(engine):
     add_customers(engine)
     apply_events(engine, [
