@@ -251,20 +251,17 @@ _JSON_SQL = {
 }
 
 
-def _json_sqlite(element, compiler, **kw):
+def _json_sql(element, compiler, **kw):
     col, key = element.clauses.clauses
-    path = literal('$."' + key.value + '"', String)
-    return _JSON_SQL["sqlite"][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(path, **kw))
-
-
-def _json_pg(element, compiler, **kw):
-    col, key = element.clauses.clauses
-    return _JSON_SQL["postgresql"][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(key, **kw))
+    dialect = compiler.dialect.name
+    if dialect == "sqlite":
+        key = literal('$."' + key.value + '"', String)
+    return _JSON_SQL[dialect][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(key, **kw))
 
 
 for _accessor in (json_number, json_text, json_bool):
-    compiles(_accessor, "sqlite")(_json_sqlite)
-    compiles(_accessor, "postgresql")(_json_pg)
+    for _dialect in _JSON_SQL:
+        compiles(_accessor, _dialect)(_json_sql)
 
 
 class unindexed(FunctionElement):

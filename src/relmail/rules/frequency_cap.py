@@ -36,7 +36,8 @@ def reached(logged, cap: str, count: str):
             yield days, sent, planned, limit
 
 
-def _counted(sent: float, planned: float) -> str:
+def counted(sent: float, planned: float) -> str:
+    """`` (2 sent, 1 planned)`` when some of the count is this run's own plan, else nothing."""
     return f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
 
 
@@ -57,6 +58,6 @@ class FrequencyCap(Rule):
         wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
         for days, sent, planned, cap in reached(logged, "cap", ""):
             why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
-            parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{_counted(sent, planned)}, "
+            parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{counted(sent, planned)}, "
                          f"cap is {n(cap)}{why}")
         return "; ".join(parts) or self.summary

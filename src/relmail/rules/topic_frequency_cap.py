@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .base import Outcome, Rule, n, plural
-from .frequency_cap import _counted, reached
+from .frequency_cap import counted, reached
 
 
 class TopicFrequencyCap(Rule):
@@ -28,6 +28,6 @@ class TopicFrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
-        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{_counted(sent, planned)}, "
+        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{counted(sent, planned)}, "
                  f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
         return "; ".join(parts) or self.summary
