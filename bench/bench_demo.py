@@ -23,16 +23,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-AS_OF = datetime(2026, 11, 23, 11, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 
 
 def _child(mode: str, url: str, customers: int) -> None:
     """Runs inside the subprocess: one generation, prints one JSON line."""
     from relmail import demo
-    from relmail.db import make_engine, upgrade
+    from relmail.store.db import make_engine, upgrade
 
     engine = make_engine(url)
     upgrade(engine)
@@ -46,7 +46,7 @@ def _child(mode: str, url: str, customers: int) -> None:
 
 
 def _use_core_writer(demo) -> None:
-    from relmail.models import Customer, Event, Preference
+    from relmail.store.models import Customer, Event, Preference
 
     tables = {"customers": Customer.__table__, "preferences": Preference.__table__, "events": Event.__table__}
     times = {"created_at", "updated_at", "occurred_at"}
@@ -56,7 +56,7 @@ def _use_core_writer(demo) -> None:
         for row in rows:
             d = dict(zip(columns, row))
             for key in times & d.keys():
-                d[key] = datetime.fromisoformat(d[key].replace("+00", "")).replace(tzinfo=timezone.utc)
+                d[key] = datetime.fromisoformat(d[key].replace("+00", "")).replace(tzinfo=UTC)
             if "attributes" in d:
                 d["attributes"] = json.loads(d["attributes"])
             dicts.append(d)
@@ -126,9 +126,11 @@ def main() -> None:
     print(f"{'backend':<11} {'writer':<30} {'events':>12} {'seconds':>9} {'events/s':>11} {'peak MB':>8}")
     for backend, r in report["backends"].items():
         o, b = r["relmail"], r["baseline"]
-        print(f"{backend:<11} {'relmail (COPY/executemany)':<30} {o['events']:>12,} {o['seconds']:>9.1f} {o['events'] / o['seconds']:>11,.0f} {o['peak_mb']:>8.0f}")
+        print(f"{backend:<11} {'relmail (COPY/executemany)':<30} {o['events']:>12,} {o['seconds']:>9.1f} "
+              f"{o['events'] / o['seconds']:>11,.0f} {o['peak_mb']:>8.0f}")
         rate = b["events"] / b["seconds"]
-        print(f"{'':<11} {'baseline (Core insert)':<30} {b['events'] * args.customers // b['customers']:>12,} {b['extrapolated_seconds']:>9.1f} {rate:>11,.0f} {b['peak_mb']:>8.0f}")
+        print(f"{'':<11} {'baseline (Core insert)':<30} {b['events'] * args.customers // b['customers']:>12,} "
+              f"{b['extrapolated_seconds']:>9.1f} {rate:>11,.0f} {b['peak_mb']:>8.0f}")
         print(f"{'':<11} speed-up x{r['speedup']:.1f}")
 
 

@@ -22,12 +22,12 @@ import resource
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-AS_OF = datetime(2026, 11, 23, 6, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 6, 0, tzinfo=UTC)
 PG_DEFAULT = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 PRODUCTS = [
     ("EB-200", "E-bike Stad 200", "e-bikes", 2499.0, ["app", "gps-tracking", "battery-saver"]),
@@ -67,8 +67,8 @@ def build_synthetic(engine, n: int, per_customer: float, seed: int) -> int:
     """A store of ``n`` customers and ~n*per_customer events, inserted in bulk; returns the event count."""
     from sqlalchemy import insert
 
-    from relmail.db import upgrade
-    from relmail.models import Product
+    from relmail.store.db import upgrade
+    from relmail.store.models import Product
 
     upgrade(engine)
     rng = np.random.default_rng(seed)
@@ -124,9 +124,9 @@ def _bulk(conn, table: str, cols: tuple[str, ...], rows: list[tuple]) -> None:
 
 def stage(url: str) -> dict:
     """The features stage alone, as a plan would run it; in its own process for a clean peak RSS."""
-    from relmail.db import make_engine
     from relmail.features import compute_features
     from relmail.segments import Segment, audience
+    from relmail.store.db import make_engine
 
     engine = make_engine(url)
     everyone = Segment(name="everyone", description="", file=Path("everyone.yml"), root=None)
@@ -144,8 +144,8 @@ def baseline(url: str, sample: int) -> dict:
     """Per-customer ORM: load each customer's events and compute a few features in Python."""
     from sqlmodel import Session, select
 
-    from relmail.db import make_engine
-    from relmail.models import Customer, Event
+    from relmail.store.db import make_engine
+    from relmail.store.models import Customer, Event
 
     engine = make_engine(url)
     with Session(engine) as session:
@@ -166,8 +166,8 @@ def baseline(url: str, sample: int) -> dict:
 def prepare(backend: str, n: int, per_customer: float, seed: int, workdir: Path) -> tuple[str, int, float]:
     from sqlalchemy import create_engine, func, select, text
 
-    from relmail.db import make_engine
-    from relmail.models import Event
+    from relmail.store.db import make_engine
+    from relmail.store.models import Event
 
     name = f"relmail_bench_{n}_{int(per_customer)}_{seed}"
     if backend == "sqlite":
@@ -189,7 +189,7 @@ def prepare(backend: str, n: int, per_customer: float, seed: int, workdir: Path)
         except ImportError:
             demo = None
         if demo is not None and hasattr(demo, "generate") and os.environ.get("RELMAIL_BENCH_SYNTHETIC") != "1":
-            from relmail.db import upgrade
+            from relmail.store.db import upgrade
 
             upgrade(engine)
             demo.generate(engine, customers=n, seed=seed, as_of=AS_OF)

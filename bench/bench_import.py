@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 PG_ADMIN_URL = os.environ.get("RELMAIL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -42,15 +42,16 @@ PRODUCTS = [
     ("KIDS-16", "Kinderfiets 16", "kids-bikes", 229.0, ""),
     ("HELMET-A", "Helm Aero", "clothing", 59.0, ""),
 ]
-TYPES = ["view"] * 40 + ["email_sent"] * 20 + ["email_opened"] * 10 + ["usage"] * 15 + ["purchase"] * 5 + ["email_clicked"] * 6 + ["ticket_opened"] * 2 + ["ticket_closed"] * 2
+TYPES = (["view"] * 40 + ["email_sent"] * 20 + ["email_opened"] * 10 + ["usage"] * 15 + ["purchase"] * 5
+         + ["email_clicked"] * 6 + ["ticket_opened"] * 2 + ["ticket_closed"] * 2)
 
 #: The naive importer: what a straightforward first version looks like.
 NAIVE = r'''
 import csv, sys, time
 from datetime import datetime
 from sqlmodel import Session
-from relmail.db import make_engine
-from relmail.models import Customer, Event, Product, EVENT_TYPES
+from relmail.store.db import make_engine
+from relmail.store.models import Customer, Event, Product, EVENT_TYPES
 
 url, path, limit = sys.argv[1], sys.argv[2], int(sys.argv[3])
 engine = make_engine(url)
@@ -88,14 +89,15 @@ def generate(folder: Path, rows: int, seed: int = 7) -> tuple[Path, Path, Path, 
     """customers.csv, products.csv and events.csv; returns the paths and the customer count."""
     rng = random.Random(seed)
     n_customers = max(100, rows // 50)
-    start = datetime(2025, 1, 1, tzinfo=timezone.utc)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
     amsterdam = timezone(timedelta(hours=1))
     customers = folder / "customers.csv"
     with open(customers, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["id", "email", "first_name", "locale", "timezone", "created_at", "loyalty_tier", "city"])
         for i in range(1, n_customers + 1):
-            w.writerow([f"C{i:07d}", f"klant{i}@example.nl", f"Klant{i}", "nl_NL", "Europe/Amsterdam", (start - timedelta(days=i % 900)).isoformat(), rng.choice(["new", "regular", "loyal"]), "Utrecht"])
+            w.writerow([f"C{i:07d}", f"klant{i}@example.nl", f"Klant{i}", "nl_NL", "Europe/Amsterdam",
+                        (start - timedelta(days=i % 900)).isoformat(), rng.choice(["new", "regular", "loyal"]), "Utrecht"])
     products = folder / "products.csv"
     with open(products, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
@@ -127,7 +129,7 @@ def fresh_database(backend: str, folder: Path, label: str) -> tuple[str, callabl
     """An upgraded, empty database; returns its URL and a cleanup function."""
     from sqlalchemy import create_engine, text
 
-    from relmail.db import make_engine, upgrade
+    from relmail.store.db import make_engine, upgrade
 
     if backend == "sqlite":
         url = f"sqlite:///{folder / f'{label}.db'}"
@@ -249,11 +251,13 @@ def main() -> None:
     for r in results:
         for label in ("relmail", "naive"):
             x = r[label]
-            print(f"{r['backend']:<11} {label:<8} {x['rows_imported']:>10,} {x['seconds']:>8.1f} {x['wall_seconds']:>8.1f} {x['rows_per_second']:>9,} {x['peak_mb']:>8.0f}")
+            print(f"{r['backend']:<11} {label:<8} {x['rows_imported']:>10,} {x['seconds']:>8.1f} {x['wall_seconds']:>8.1f} "
+                  f"{x['rows_per_second']:>9,} {x['peak_mb']:>8.0f}")
     print()
     for r in results:
         verdict = "ok" if r["speedup"] >= 10 and r["relmail"]["peak_mb"] < 500 else "BELOW TARGET"
-        print(f"{r['backend']}: relmail is {r['speedup']}x faster than the naive ORM import, peak {r['relmail']['peak_mb']:.0f} MB ({verdict}: >= 10x, < 500 MB)")
+        print(f"{r['backend']}: relmail is {r['speedup']}x faster than the naive ORM import, "
+              f"peak {r['relmail']['peak_mb']:.0f} MB ({verdict}: >= 10x, < 500 MB)")
 
 
 if __name__ == "__main__":

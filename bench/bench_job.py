@@ -98,8 +98,8 @@ def drop(url: str, backend: str) -> None:
 
 def reset_run(url: str) -> None:
     """Remove any run of the benchmark's window (a cached store another benchmark was using)."""
-    from relmail.db import make_engine
-    from relmail.models import Delivery
+    from relmail.store.db import make_engine
+    from relmail.store.models import Delivery
 
     engine = make_engine(url)
     with engine.begin() as conn:
@@ -147,9 +147,9 @@ def _peaks() -> dict:
 
 
 def phase_plan(url: str, root: Path) -> dict:
-    from relmail.db import make_engine
-    from relmail.plan import plan
+    from relmail.planning.run import plan
     from relmail.project import Project
+    from relmail.store.db import make_engine
 
     engine = make_engine(url)
     started = time.perf_counter()
@@ -162,9 +162,9 @@ def phase_plan(url: str, root: Path) -> dict:
 
 
 def phase_send(url: str, root: Path, workers: int, batch_size: int, scheduler: str | None = None) -> dict:
-    from relmail.db import make_engine
     from relmail.project import Project
-    from relmail.send import send
+    from relmail.sending.run import send
+    from relmail.store.db import make_engine
 
     engine = make_engine(url)
     ticks: list[tuple[float, int]] = []  # (seconds since start, e-mails accepted) after every batch
@@ -206,7 +206,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--customers", type=int, default=100_000)
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
-    ap.add_argument("--latency-ms", type=float, default=0.0, help="a network round trip in front of the SMTP sink (a relay across a network; see bench_smtp.py)")
+    ap.add_argument("--latency-ms", type=float, default=0.0, help="a network round trip in front of the SMTP sink"
+                         " (a relay across a network; see bench_smtp.py)")
     ap.add_argument("--pool", type=int, default=4, help="SMTP connections per sending process")
     ap.add_argument("--batch-size", type=int, default=500, help="deliveries per claimed batch")
     ap.add_argument("--repeat", type=int, default=1,

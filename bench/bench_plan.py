@@ -22,10 +22,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-AS_OF = datetime(2026, 11, 23, 9, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 9, tzinfo=UTC)
 WINDOW = "2026-W48"
 PG_SERVER = os.environ.get("RELMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
@@ -41,8 +41,8 @@ def ensure_demo(url: str, backend: str, customers: int) -> float | None:
     """Generate the demo shop at ``url`` unless it is there; returns seconds spent or None if cached."""
     from sqlalchemy import create_engine, select, text
 
-    from relmail.db import make_engine, upgrade
-    from relmail.models import Meta
+    from relmail.store.db import make_engine, upgrade
+    from relmail.store.models import Meta
 
     if backend == "postgresql":
         admin = create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
@@ -91,7 +91,7 @@ def project_dir() -> Path:
 
 
 def clear_run(engine, run_id: str) -> None:
-    from relmail.models import Decision, Run
+    from relmail.store.models import Decision, Run
 
     with engine.begin() as conn:
         conn.execute(Decision.__table__.delete().where(Decision.__table__.c.run_id == run_id))
@@ -104,9 +104,9 @@ def clear_run(engine, run_id: str) -> None:
 
 
 def bulk(url: str, root: Path, workers: int | None) -> dict:
-    from relmail.db import make_engine
-    from relmail.plan import plan
+    from relmail.planning.run import plan
     from relmail.project import Project
+    from relmail.store.db import make_engine
 
     engine = make_engine(url)
     project = Project.load(root)
@@ -207,9 +207,9 @@ def baseline(url: str, root: Path, limit: int) -> dict:
     from sqlmodel import Session
 
     from relmail.campaigns import load_campaign
-    from relmail.db import make_engine
-    from relmail.models import Customer, Decision, Event, Preference, Product
     from relmail.project import Project
+    from relmail.store.db import make_engine
+    from relmail.store.models import Customer, Decision, Event, Preference, Product
 
     engine = make_engine(url)
     camp = load_campaign(Project.load(root), "weekly")

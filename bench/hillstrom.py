@@ -34,12 +34,11 @@ import json
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 
-from relmail.db import make_engine, upgrade
 from relmail.importers import import_file
 from relmail.learn import metrics, store
 from relmail.learn.dataset import split_mask
@@ -49,12 +48,13 @@ from relmail.learn.model import load_model
 from relmail.learn.outcomes import load_outcomes
 from relmail.learn.train import TrainOptions, limited_threads, train
 from relmail.project import init_project
+from relmail.store.db import make_engine, upgrade
 
 DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "hillstrom.csv"
 FEATURES = ("recency", "history_segment", "history", "mens", "womens", "zip_code", "newbie", "channel")
 ARMS = {"Mens E-Mail": "mens", "Womens E-Mail": "womens", "No E-Mail": "none"}
 OUTCOMES = ("visit", "conversion")
-AS_OF = datetime(2008, 3, 3, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2008, 3, 3, 9, 0, tzinfo=UTC)
 VOLUMES = (0.3, 0.5)
 
 

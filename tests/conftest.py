@@ -17,8 +17,8 @@ import uuid
 import pytest
 from sqlalchemy import create_engine, text
 
-from relmail.db import make_engine, upgrade
 from relmail.project import init_project
+from relmail.store.db import make_engine, upgrade
 
 PG_URL = os.environ.get("RELMAIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = [b.strip() for b in os.environ.get("RELMAIL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import email
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email import policy
 from pathlib import Path
 
 from sqlalchemy import select
 
-from relmail.db import make_engine
 from relmail.demo import generate
-from relmail.models import Decision, Delivery, Event
+from relmail.store.db import make_engine
+from relmail.store.models import Decision, Delivery, Event
 
-AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 20, 12, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
 RUN = "sendtest:2026-W48"
 

@@ -38,7 +38,7 @@ def make_certificate(folder: Path) -> tuple[Path, Path]:
     """A self-signed certificate for localhost / 127.0.0.1; returns (cert, key) PEM paths."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
@@ -178,7 +178,7 @@ class SmtpServer:
             self.handler.logins.append(mechanism)
         return AuthResult(success=ok, handled=False)
 
-    def __enter__(self) -> "SmtpServer":
+    def __enter__(self) -> SmtpServer:
         self.controller.start()
         return self
 

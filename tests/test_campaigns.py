@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from relmail.campaigns import load_campaign, parse_campaign
 from relmail.errors import NotFound, ValidationError
@@ -81,12 +82,12 @@ def test_load_campaign_finds_files_and_names_the_known_ones(project):
 
 def test_windows_are_midnights_in_the_project_time_zone():
     w = parse_window("2026-W48", "Europe/Amsterdam")
-    assert w.start == datetime(2026, 11, 22, 23, tzinfo=timezone.utc) and w.end == datetime(2026, 11, 29, 23, tzinfo=timezone.utc)
-    assert parse_window("2026-11", "UTC").end == datetime(2026, 12, 1, tzinfo=timezone.utc)
-    assert parse_window("2026-12-31", "UTC").end == datetime(2027, 1, 1, tzinfo=timezone.utc)
-    now = datetime(2026, 11, 25, 12, tzinfo=timezone.utc)
+    assert w.start == datetime(2026, 11, 22, 23, tzinfo=UTC) and w.end == datetime(2026, 11, 29, 23, tzinfo=UTC)
+    assert parse_window("2026-11", "UTC").end == datetime(2026, 12, 1, tzinfo=UTC)
+    assert parse_window("2026-12-31", "UTC").end == datetime(2027, 1, 1, tzinfo=UTC)
+    now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     assert parse_window("this-week", "Europe/Amsterdam", now=now).key == "2026-W48"
-    assert w.default_as_of(now) == now and w.default_as_of(datetime(2027, 1, 1, tzinfo=timezone.utc)) == w.end
+    assert w.default_as_of(now) == now and w.default_as_of(datetime(2027, 1, 1, tzinfo=UTC)) == w.end
     for bad in ("2026-W54", "2026-13", "2026-02-30", "next week"):
         with pytest.raises(ValidationError, match="window"):
             parse_window(bad)
@@ -103,5 +104,5 @@ def test_property_every_moment_lies_in_its_own_week_window(day, tz):
     from zoneinfo import ZoneInfo
 
     noon = datetime(day.year, day.month, day.day, 12, tzinfo=ZoneInfo(tz))
-    assert w.contains(noon.astimezone(timezone.utc))
+    assert w.contains(noon.astimezone(UTC))
     assert 167 <= (w.end - w.start).total_seconds() / 3600 <= 169  # a week, give or take a DST hour

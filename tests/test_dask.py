@@ -18,20 +18,22 @@ from email import policy
 
 import pytest
 from sqlalchemy import select
-
-from relmail import ledger, locks
-from relmail.errors import ConfigError
-from relmail.executors import get_executor
-from relmail.executors.dask import DaskExecutor
-from relmail.models import Decision, Delivery
-from relmail.project import Project
-from relmail.send import send
 from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs, use_smtp
 from tests.smtp_server import PASSWORD, Handler, SmtpServer
 
+from relmail.errors import ConfigError
+from relmail.executors import get_executor
+from relmail.executors.dask import DaskExecutor
+from relmail.project import Project
+from relmail.sending import ledger
+from relmail.sending.run import send
+from relmail.store import locks
+from relmail.store.models import Decision, Delivery
+
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
 
-NOW = lambda: AS_OF
+def NOW():
+    return AS_OF
 PG_ONLY = "Dask workers may run on other machines: relmail refuses SQLite with --executor dask (tested separately)"
 
 

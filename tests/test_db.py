@@ -6,9 +6,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import insert, select
 
-from relmail.db import connect, current_revision, head_revision, make_engine, redact, upgrade
 from relmail.errors import DatabaseError
-from relmail.models import Customer
+from relmail.store.db import connect, current_revision, head_revision, make_engine, redact, upgrade
+from relmail.store.models import Customer
 
 
 def test_connect_refuses_a_database_without_schema(empty_db_url):
@@ -38,9 +38,8 @@ def test_times_come_back_in_utc_whatever_offset_went_in(engine):
 
 
 def test_naive_times_are_refused(engine):
-    with pytest.raises(Exception, match="naive datetime"):
-        with engine.begin() as conn:
-            conn.execute(insert(Customer.__table__).values(id="C1", email="a@example.com", created_at=datetime(2026, 1, 1), attributes={}))
+    with pytest.raises(Exception, match="naive datetime"), engine.begin() as conn:
+        conn.execute(insert(Customer.__table__).values(id="C1", email="a@example.com", created_at=datetime(2026, 1, 1), attributes={}))
 
 
 def test_redact_hides_the_password_only():
@@ -54,10 +53,10 @@ def test_cli_commands_leave_no_connection_open(empty_db_url, tmp_path, monkeypat
         pytest.skip("the server's own view of its connections is a PostgreSQL one")
     from click.testing import CliRunner
     from sqlalchemy import text
+    from tests.conftest import _pg_admin
 
     from relmail.cli import cli
     from relmail.project import init_project
-    from tests.conftest import _pg_admin
 
     monkeypatch.setenv("RELMAIL_DATABASE_URL", empty_db_url)
     root = init_project(tmp_path / "shop").root

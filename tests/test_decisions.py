@@ -1,4 +1,4 @@
-"""The logged-features JSON of decisions, built column by column (relmail.decisions.JsonRows)."""
+"""The logged-features JSON of decisions, built column by column (relmail.planning.decisions.JsonRows)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relmail.decisions import JsonRows
+from relmail.planning.decisions import JsonRows
 
 VALUES = st.sampled_from([0.0, 1.0, -2.0, 0.5, 0.12345, 1e-6, 123456.0, float("nan"), float("inf")])
 

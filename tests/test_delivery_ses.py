@@ -6,9 +6,9 @@ import base64
 import json
 
 import pytest
+import responses
 from hypothesis import given
 from hypothesis import strategies as st
-import responses
 
 from delivery_messages import FakeTime, message
 from relmail.delivery import DeliveryAborted, get_adapter

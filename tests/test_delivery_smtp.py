@@ -12,7 +12,7 @@ import dataclasses
 import email
 import re
 import smtplib
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.policy import default as default_policy
 
@@ -26,7 +26,7 @@ from relmail.delivery.smtp import dot_stuffed, queue_id, quoted
 from relmail.errors import ConfigError
 from smtp_server import PASSWORD, USER, SmtpServer, free_port
 
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 SECRETS = {"smtp_password": PASSWORD}
 
 

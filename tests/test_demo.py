@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -15,15 +15,15 @@ from sqlalchemy import inspect, select, text
 
 from relmail import demo as demo_mod
 from relmail.cli import cli
-from relmail.db import make_engine, upgrade
 from relmail.demo import ROLES, generate, parse_as_of
 from relmail.demo.catalog import CATEGORIES, PRODUCTS, TOPICS
 from relmail.errors import Conflict, ValidationError
-from relmail.models import Customer, Event, Preference
 from relmail.project import init_project
-from relmail.summary import store_summary
+from relmail.store.db import make_engine, upgrade
+from relmail.store.models import Customer, Event, Preference
+from relmail.store.summary import store_summary
 
-AS_OF = datetime(2026, 11, 23, 11, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 11, 0, tzinfo=UTC)
 SHOP_TYPES = ("purchase", "view", "usage", "ticket_opened", "ticket_closed")
 
 
@@ -227,7 +227,7 @@ def test_invalid_arguments_are_user_errors(engine):
         parse_as_of("2026-11-23T09:00:00")
     with pytest.raises(ValidationError, match="ISO 8601"):
         parse_as_of("next tuesday")
-    assert parse_as_of("2026-11-23T10:00:00+01:00") == datetime(2026, 11, 23, 9, tzinfo=timezone.utc)
+    assert parse_as_of("2026-11-23T10:00:00+01:00") == datetime(2026, 11, 23, 9, tzinfo=UTC)
 
 
 @pytest.mark.skipif("postgresql" not in os.environ.get("RELMAIL_TEST_BACKENDS", "sqlite,postgresql"), reason="needs both backends")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, func, select
 
-from relmail.addresses import address_hash, salt
 from relmail.cli import cli
 from relmail.demo import ROLES, generate
-from relmail.erasure import export, forget
 from relmail.errors import NotFound
-from relmail.models import Customer, Decision, Delivery, Event, Preference, Suppression
+from relmail.store.addresses import address_hash, salt
+from relmail.store.erasure import export, forget
+from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Suppression
 
-T0 = datetime(2026, 11, 1, 9, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 C, P, E, DEC, DEL, S = (m.__table__ for m in (Customer, Preference, Event, Decision, Delivery, Suppression))
 PERSONAL = (C, P, E)
 
@@ -128,7 +128,7 @@ def test_forget_removes_exactly_one_customers_rows(engine, shape, pick):
 
 
 def test_forget_a_demo_customer_then_the_summary_no_longer_names_them(engine):
-    from relmail.summary import store_summary
+    from relmail.store.summary import store_summary
 
     generate(engine, customers=60, seed=2, as_of=T0)
     victim = ROLES["unsubscribed"]
@@ -144,7 +144,7 @@ def test_forget_a_demo_customer_then_the_summary_no_longer_names_them(engine):
 def test_cli_show_export_forget(project, tmp_path):
     runner = CliRunner()
     base = ["--project", str(project.root), "customers"]
-    from relmail.db import connect
+    from relmail.store.db import connect
 
     engine = connect(project.database_url)
     with engine.begin() as conn:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -11,14 +11,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete, insert
 
-from relmail.addresses import address_hash, salt
 from relmail.errors import ConfigError
 from relmail.features import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureSettings, compute_features
-from relmail.features.queries import AFFINITY_EDGES, affinity_horizon, affinity_weights
 from relmail.features.derived import email_valid
-from relmail.models import EVENT_TYPES, Customer, Event, Preference, Product, Suppression
+from relmail.features.queries import AFFINITY_EDGES, affinity_horizon, affinity_weights
+from relmail.store.addresses import address_hash, salt
+from relmail.store.models import EVENT_TYPES, Customer, Event, Preference, Product, Suppression
 
-T = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 EVENT_KEYS = dict(product_id=None, feature=None, value=None, message_id=None, run_id=None, topic=None, event_id=None)
 PRODUCTS = [
     dict(id="EB-200", name="E-bike", category="e-bikes", price=2499.0, url=None, features=["app"]),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,10 +17,10 @@ from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.feedback import apply_events, import_file
 from relmail.feedback.events import FeedbackEvent
-from relmail.models import Customer, Event, Preference
+from relmail.store.models import Customer, Event, Preference
 
 DATA = Path(__file__).parent / "data" / "feedback"
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 RUN = "weekly-2026-W48"
 CUSTOMERS = [
     ("C0000001", "anna@example.com"),

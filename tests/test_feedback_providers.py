@@ -10,7 +10,7 @@ import base64
 import hashlib
 import hmac
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -29,7 +29,7 @@ from relmail.feedback.records import FieldError
 from relmail.feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 DATA = Path(__file__).parent / "data" / "feedback"
-NOW = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
 
@@ -187,7 +187,7 @@ def test_postmark_basic_auth_and_path_secret():
 
 def test_postmark_bounce_times_keep_their_offset():
     event = postmark.parse_record(PM_BOUNCE)[0]
-    assert event.occurred_at == datetime(2026, 11, 23, 10, 0, 10, 273539, tzinfo=timezone.utc)
+    assert event.occurred_at == datetime(2026, 11, 23, 10, 0, 10, 273539, tzinfo=UTC)
     assert event.provider_event_id == "Bounce:4323372036854775807"
 
 

@@ -5,16 +5,16 @@ from __future__ import annotations
 import gzip
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import insert, select
 
-from relmail.addresses import address_hash, salt
 from relmail.errors import ValidationError
 from relmail.importers import import_file
-from relmail.models import Customer, Event, Preference, Product, Suppression
+from relmail.store.addresses import address_hash, salt
+from relmail.store.models import Customer, Event, Preference, Product, Suppression
 
 CUSTOMERS = """id,email,first_name,last_name,locale,timezone,created_at,loyalty_tier,birth_year,zip
 C0000001,Anna@Example.NL,Anna,de Vries,nl-NL,Europe/Amsterdam,2023-05-01T10:00:00+02:00,loyal,1985,01234
@@ -62,7 +62,7 @@ def test_customers_csv_fields_are_validated_normalized_and_extras_become_attribu
     anna, bob = rows(shop, Customer)
     assert anna["email"] == "Anna@example.nl"  # domain lower-cased by email-validator, local part kept
     assert anna["locale"] == "nl_NL"
-    assert anna["created_at"] == datetime(2023, 5, 1, 8, 0, tzinfo=timezone.utc)
+    assert anna["created_at"] == datetime(2023, 5, 1, 8, 0, tzinfo=UTC)
     # numbers become numbers, a zero-padded code stays text, empty cells are left out
     assert anna["attributes"] == {"loyalty_tier": "loyal", "birth_year": 1985, "zip": "01234"}
     assert bob["last_name"] is None
@@ -211,7 +211,7 @@ def test_gzip_and_binary_streams_are_read_like_files(shop, tmp_path):
 
 
 def test_a_reimported_erased_address_gets_a_global_opt_out_until_fresh_consent(engine, tmp_path):
-    erased_at = datetime(2025, 6, 1, tzinfo=timezone.utc)
+    erased_at = datetime(2025, 6, 1, tzinfo=UTC)
     with engine.begin() as conn:
         conn.execute(insert(Suppression.__table__).values(email_hash=address_hash(" anna@example.nl ", salt(conn)), reason="erasure", created_at=erased_at))
     customers = write(tmp_path, "c.csv", CUSTOMERS)
@@ -290,7 +290,7 @@ def test_a_large_import_leaves_postgresql_planning_from_current_statistics(shop,
     """A plan run straight after a bulk import must not be planned for empty tables (3.4x slower on the
     100k demo shop); an import of a few rows into a big table does not pay for an ANALYZE."""
     if shop.dialect.name != "postgresql":
-        from relmail.db import refresh_statistics
+        from relmail.store.db import refresh_statistics
 
         with shop.begin() as conn:
             assert refresh_statistics(conn, "events", 10**6) is False  # SQLite plans alike without statistics

@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from sqlalchemy import func, select
 
 from relmail.cli import cli
-from relmail.db import connect
-from relmail.models import Customer, Event
+from relmail.store.db import connect
+from relmail.store.models import Customer, Event
 
 CUSTOMERS = "id,email,created_at\nC1,a@example.com,2024-01-01T00:00:00Z\nC2,b@example.com,2024-01-01T00:00:00+01:00\n"
 EVENTS = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,15 +15,15 @@ from sqlalchemy import select
 
 from relmail.errors import ValidationError
 from relmail.importers import import_file
-from relmail.models import EVENT_TYPES, Customer, Event, Preference, Product
+from relmail.store.models import EVENT_TYPES, Customer, Event, Preference, Product
 
 SETTINGS = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
-ZONES = [timezone.utc, timezone(timedelta(hours=-3, minutes=-30)), ZoneInfo("Europe/Amsterdam"), ZoneInfo("Asia/Kathmandu")]
+ZONES = [UTC, timezone(timedelta(hours=-3, minutes=-30)), ZoneInfo("Europe/Amsterdam"), ZoneInfo("Asia/Kathmandu")]
 # Instants shown in a zone (a local time in a DST gap names no instant, so
 # times are made in UTC and then expressed in the zone).
 times = st.builds(
-    lambda naive, zone: naive.replace(tzinfo=timezone.utc).astimezone(zone),
+    lambda naive, zone: naive.replace(tzinfo=UTC).astimezone(zone),
     st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
     st.sampled_from(ZONES),
 )
@@ -105,7 +105,7 @@ def in_utc(rows: list[dict]) -> list[dict]:
     in a repeated hour (PEP 495), even for the same instant: 02:00 in
     Amsterdam on the night clocks go back is compared as the instant it is.
     """
-    return [{k: v.astimezone(timezone.utc) if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
+    return [{k: v.astimezone(UTC) if isinstance(v, datetime) else v for k, v in row.items()} for row in rows]
 
 
 def stored(engine, model, order) -> list[dict]:
@@ -141,7 +141,7 @@ def test_the_repeated_hour_of_a_dst_change_keeps_both_instants(engine, tmp_path)
                                     "E1,C1,view,2000-10-29T02:30:00+02:00\nE2,C1,view,2000-10-29T02:30:00+01:00\n")
     import_file(engine, "events", tmp_path / "e.csv")
     got = [row["occurred_at"] for row in stored(engine, Event, "id")]
-    assert got == [datetime(2000, 10, 29, 0, 30, tzinfo=timezone.utc), datetime(2000, 10, 29, 1, 30, tzinfo=timezone.utc)]
+    assert got == [datetime(2000, 10, 29, 0, 30, tzinfo=UTC), datetime(2000, 10, 29, 1, 30, tzinfo=UTC)]
 
 
 CORRUPTIONS = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
@@ -19,9 +19,9 @@ from relmail.learn.dataset import FeatureSpec
 from relmail.learn.history import import_history
 from relmail.learn.incrementality import incrementality
 from relmail.learn.outcomes import load_outcomes
-from relmail.models import Customer, Event
+from relmail.store.models import Customer, Event
 
-AS_OF = datetime(2025, 3, 3, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2025, 3, 3, 9, 0, tzinfo=UTC)
 NOW = AS_OF + timedelta(days=60)
 
 
@@ -133,7 +133,7 @@ def test_outcomes_count_events_in_the_window_only_and_features_never_change(engi
 
 def test_planned_sends_count_only_once_delivered(engine):
     add_customers(engine, 2)
-    from relmail.models import Decision, Delivery, Run
+    from relmail.store.models import Decision, Delivery, Run
 
     with engine.begin() as conn:
         conn.execute(Run.__table__.insert().values(id="run-a", campaign="weekly", window="2025-W10", as_of=AS_OF, seed=1,
@@ -180,7 +180,7 @@ def test_incrementality_reports_the_lift_with_an_interval(engine, tmp_path):
 
 
 def test_cli_train_evaluate_list_and_report(project, tmp_path):
-    from relmail.db import make_engine
+    from relmail.store.db import make_engine
 
     engine = make_engine(project.database_url)
     planted_history(engine, tmp_path)
@@ -226,7 +226,7 @@ def test_history_features_round_trip_through_csv(engine, tmp_path_factory, value
         w.writerow(["run_id", "campaign", "window", "as_of", "customer_id", "message_id", "action"] + [f"f{i}" for i in range(len(values))])
         w.writerow([run_id, "c", run_id, AS_OF.isoformat(), "C0000000", "m", "send"] + values)
     import_history(engine, path)
-    from relmail.models import Decision
+    from relmail.store.models import Decision
 
     with engine.connect() as conn:
         feats = conn.execute(Decision.__table__.select().where(Decision.__table__.c.run_id == run_id)).first().features

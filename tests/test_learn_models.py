@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -47,7 +47,7 @@ def planted_table(n=3000, seed=0) -> OutcomeTable:
         customer_id=np.array([f"C{i:07d}" for i in range(n)], dtype=object),
         message_id=np.array(["promo"] * n, dtype=object),
         treated=t,
-        as_of=[datetime(2025, 3, 1, tzinfo=timezone.utc)] * n,
+        as_of=[datetime(2025, 3, 1, tzinfo=UTC)] * n,
         features=[{"x": float(a), "segment": str(b), "tags": ["ignored"]} for a, b in zip(x, seg)],
         outcomes={"open": y, "click": y, "visit": y, "conversion": y, "unsubscribe": irritation, "complaint": zeros, "irritation": irritation},
         revenue=np.where(y == 1, 80.0, 0.0),

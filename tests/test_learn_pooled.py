@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
@@ -95,7 +95,7 @@ def table(rows: list[tuple[str, str, str, int, float, int]]) -> OutcomeTable:
         customer_id=np.array(cust, dtype=object),
         message_id=np.array(msg, dtype=object),
         treated=np.array(t, dtype=np.int8),
-        as_of=[datetime(2025, 3, 1, tzinfo=timezone.utc)] * n,
+        as_of=[datetime(2025, 3, 1, tzinfo=UTC)] * n,
         features=[{"x": float(v)} for v in x],
         outcomes={"open": y, "click": y, "visit": y, "conversion": y, "unsubscribe": zeros, "complaint": zeros, "irritation": zeros},
         revenue=np.where(y == 1, 50.0, 0.0),
@@ -137,11 +137,11 @@ def test_cli_train_of_one_message_still_pools_the_other_messages_sends(project, 
     from datetime import timedelta
 
     from click.testing import CliRunner
-    from test_learn_ledger import AS_OF, add_customers, add_events
 
     from relmail.cli import cli
-    from relmail.db import make_engine
     from relmail.learn.history import import_history
+    from relmail.store.db import make_engine
+    from test_learn_ledger import AS_OF, add_customers, add_events
 
     engine = make_engine(project.database_url)
     n = 1800

@@ -1,16 +1,16 @@
 """The send ledger: crashes at any point and re-runs deliver every e-mail exactly once."""
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert, select
 
-from relmail import ledger
-from relmail.models import Decision, Delivery, Event, Run
+from relmail.sending import ledger
+from relmail.store.models import Decision, Delivery, Event, Run
 
-NOW = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 TOPICS = {"m1": "promotions", "m2": "newsletter"}
 
 
@@ -139,7 +139,7 @@ STEP = st.sampled_from(["before_commit", "after_commit", "after_dot", "accepted"
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sends=st.integers(1, 12), script=st.lists(st.tuples(st.integers(1, 5), STEP), min_size=1, max_size=30))
 def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, sends, script):
-    from relmail.db import make_engine
+    from relmail.store.db import make_engine
 
     engine = make_engine(db_url)
     with engine.begin() as conn:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from click.testing import CliRunner
-
-from relmail import locks
-from relmail.errors import NotFound
 from tests.test_schedule import RUN, _stale_row
+
+from relmail.errors import NotFound
+from relmail.store import locks
 
 
 def _cli(project, *args):
@@ -36,7 +36,7 @@ def test_locks_lists_a_live_holder_and_a_stale_one(project, engine):
 
 
 def test_release_needs_force_and_then_deletes_the_lock(project, engine):
-    _stale_row(engine, expires=datetime.now(timezone.utc) + timedelta(minutes=5))  # live, on another host
+    _stale_row(engine, expires=datetime.now(UTC) + timedelta(minutes=5))  # live, on another host
     refused = _cli(project, "release", RUN)
     assert refused.exit_code == 2 and "--force" in refused.output
     assert locks.holder_of(engine, RUN) is not None

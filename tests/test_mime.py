@@ -79,7 +79,7 @@ def test_lines_are_crlf_and_at_most_78_characters_in_headers_and_76_in_bodies():
     raw = build(subject="A rather long subject line " * 6, html="<p>" + "é" * 500 + "</p>", text="z" * 1000)
     head, _, body = raw.partition(b"\r\n\r\n")
     assert b"\n" not in raw.replace(b"\r\n", b"")
-    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith((b"List-Unsubscribe:", b" <mailto"))) 
+    assert all(len(line) <= 78 for line in head.split(b"\r\n") if not line.startswith((b"List-Unsubscribe:", b" <mailto")))
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
 
 
@@ -120,7 +120,8 @@ def test_any_subject_and_display_name_round_trip(subject, name):
 @given(text=st.text(max_size=400), html=st.text(max_size=400))
 def test_any_body_round_trips(text, html):
     msg = parse(build(text=text, html=html))
-    norm = lambda s: (s if s.endswith("\n") else s + "\n").replace("\r\n", "\n").replace("\r", "\n")
+    def norm(s):
+        return (s if s.endswith("\n") else s + "\n").replace("\r\n", "\n").replace("\r", "\n")
     assert norm(msg.get_body(("plain",)).get_content()) == norm(text)
     assert norm(msg.get_body(("html",)).get_content()) == norm(html)
 

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import func, select
 
 from relmail.cli import cli
 from relmail.errors import Conflict
-from relmail.models import Customer, Decision, Delivery, Event, Preference, Product, Run
-from relmail.plan import plan
+from relmail.planning.run import plan
+from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Product, Run
 
-AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
 DAY = timedelta(days=1)
 
@@ -348,7 +349,7 @@ def test_the_demo_campaign_on_the_demo_shop_shows_every_reason_code(project, eng
 
     generate(engine, customers=1500, seed=7, as_of=AS_OF)
     result = plan(project, engine, "weekly", WINDOW, as_of=AS_OF, dry_run=True)
-    assert DEMO_CODES <= set(result.reason_counts())
+    assert set(result.reason_counts()) >= DEMO_CODES
     by = {(r["customer_id"], r["message_id"]): r for r in result.decisions.records(False)}
     assert by[(ROLES["hard_bounce"], "newsletter")]["reasons"][0] == "HARD_BOUNCE"
     # Last week's newsletter readers: the newsletter repeats at most every 14 days.
@@ -359,7 +360,7 @@ def test_the_demo_campaign_on_the_demo_shop_shows_every_reason_code(project, eng
     assert "UNSUBSCRIBED" in by[(ROLES["unsubscribed"], "newsletter")]["reasons"]
     # The demo campaign's message data fits the shipped templates.
     from relmail.campaigns import load_campaign
-    from relmail.plan_render import render_sample
+    from relmail.planning.gate import render_sample
 
     assert render_sample(project, engine, load_campaign(project, "weekly"), result, sample=5) == []
 
@@ -381,7 +382,7 @@ def test_the_bulk_ledger_write_round_trips_awkward_text_on_both_backends(engine)
     import numpy as np
     import orjson
 
-    from relmail import decisions as dec
+    from relmail.planning import decisions as dec
 
     features = [orjson.dumps({"topic": 'say "hi"\\now', "tab": "a\tb", "n": 1.5}).decode(), '{"topic":"x"}']
     batch = dec.Decisions(
@@ -420,7 +421,7 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_p
 
 
 def test_a_plan_racing_another_for_the_same_window_fails_cleanly(shop, engine, monkeypatch):
-    import relmail.plan_partition as plan_module
+    import relmail.planning.partition as plan_module
 
     real = plan_module.compute_features
 
@@ -442,7 +443,7 @@ def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_gr
     size, and several chunks, still write every row once, in ``order``, with its own values."""
     import numpy as np
 
-    from relmail import decisions as dec
+    from relmail.planning import decisions as dec
 
     monkeypatch.setattr(dec, "ROWS_PER_INSERT", 7)
     monkeypatch.setattr(dec, "CHUNK", 30)
@@ -474,7 +475,7 @@ def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_
     if engine.dialect.name != "postgresql":
         pytest.skip("PostgreSQL settings")
     import relmail.features.compute as compute
-    import relmail.plan as plan_module
+    import relmail.planning.run as plan_module
 
     seen: dict[str, list[tuple[str, str]]] = {"audience": [], "features": []}
 

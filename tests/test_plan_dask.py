@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
-
-import relmail.plan as plan_module
-from relmail.models import Decision
-from relmail.plan import plan
 from tests.test_plan_partitions import AS_OF, WINDOW, _rows
+
+import relmail.planning.run as plan_module
+from relmail.planning.run import plan
+from relmail.store.models import Decision
 
 distributed = pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
 

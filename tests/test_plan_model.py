@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from tests.test_plan import insert_shop
 
 from relmail.campaigns import parse_campaign
 from relmail.cli import cli
@@ -15,12 +16,11 @@ from relmail.features import FeatureFrame
 from relmail.learn import load_model, models_dir
 from relmail.learn.outcomes import OutcomeTable
 from relmail.learn.train import TrainOptions, train_message
-from relmail.plan import plan
+from relmail.planning.run import plan
+from relmail.planning.why import explain, format_explanations
 from relmail.rules import RULES, rules_for
-from relmail.why import explain, format_explanations
-from tests.test_plan import insert_shop
 
-AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
 DAY = timedelta(days=1)
 FAST = TrainOptions(outcomes=("conversion",), kinds=("t_learner",), bases=("logistic",), test_share=0.2)
@@ -63,7 +63,7 @@ def planted_table(n: int = 3000, seed: int = 0) -> OutcomeTable:
         customer_id=np.array([f"T{i:07d}" for i in range(n)], dtype=object),
         message_id=np.array(["promo"] * n, dtype=object),
         treated=t,
-        as_of=[datetime(2026, 9, 1, tzinfo=timezone.utc)] * n,
+        as_of=[datetime(2026, 9, 1, tzinfo=UTC)] * n,
         features=features,
         outcomes={"open": y, "click": y, "visit": y, "conversion": y, "unsubscribe": irritation.astype(np.int8),
                   "complaint": zeros, "irritation": irritation.astype(np.int8)},
@@ -115,7 +115,7 @@ def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(s
     assert result.summary()["models"] == {"promo": {"version": 1, "outcome": "conversion", "missing_features": []}}
 
     model = load_model(shop, "promo")
-    for cid, r in got.items():
+    for r in got.values():
         f = r["features"]
         # Expected value = P(conversion) x value - P(irritation) x CLV, and it is what arbitration used.
         # (the logged probabilities are rounded to 4 decimals, so allow for that times the cost)

@@ -2,23 +2,23 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from click.testing import CliRunner
 from sqlalchemy import select
 
-import relmail.plan as plan_module
+import relmail.planning.run as plan_module
 from relmail.cli import cli
 from relmail.errors import ConfigError
 from relmail.features import FeatureContext, compute_features
-from relmail.models import Customer, Decision
-from relmail.plan import partition_ranges, plan
+from relmail.planning.run import partition_ranges, plan
+from relmail.store.models import Customer, Decision
 
-AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
 
 
@@ -179,7 +179,7 @@ def test_cli_plan_takes_workers_and_refuses_dask_on_sqlite(demo_shop, engine, db
 @given(st.lists(st.lists(st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=4), max_size=12), max_size=5))
 def test_the_audience_is_the_sorted_union_of_every_message_audience(audiences):
     """Each message's audience comes sorted and unique; the plan's audience holds every id once, sorted."""
-    from relmail.plan import _union
+    from relmail.planning.run import _union
 
     arrays = [np.unique(np.array(a, dtype=str)) for a in audiences]
     got = _union(arrays)

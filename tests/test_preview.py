@@ -4,15 +4,15 @@ import email
 from email import policy
 
 from click.testing import CliRunner
+from tests.sendkit import build
 
 from relmail.cli import cli
-from tests.sendkit import build
 
 
 def test_preview_writes_the_customers_html_text_and_eml(project, tmp_path):
     from sqlalchemy import select
 
-    from relmail.models import Customer
+    from relmail.store.models import Customer
 
     engine = build(project, customers=60)
     with engine.connect() as conn:

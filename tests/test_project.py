@@ -83,7 +83,7 @@ def test_cli_init_then_upgrade(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["init", str(tmp_path / "shop")]).exit_code == 0
     result = runner.invoke(cli, ["-p", str(tmp_path / "shop"), "db", "upgrade"])
     assert result.exit_code == 0, result.output
-    from relmail.db import head_revision
+    from relmail.store.db import head_revision
 
     assert f"empty -> {head_revision()}" in result.output
     status = runner.invoke(cli, ["-p", str(tmp_path / "shop"), "db", "status", "--json"])

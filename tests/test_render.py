@@ -9,7 +9,7 @@ import pytest
 from relmail import tokens
 from relmail.errors import NotFound, SignatureError, TemplateError
 from relmail.project import Project, init_project
-from relmail.render import CustomerContext, MessageSpec, RenderError, Renderer
+from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
 from relmail.render.check import check_templates, inline_difference, sample_contexts
 from relmail.render.environment import make_environment
 from relmail.render.inline import inline_source, protect

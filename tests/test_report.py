@@ -12,7 +12,7 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -20,13 +20,13 @@ from click.testing import CliRunner
 from sqlalchemy import select
 
 from relmail.cli import cli
-from relmail.models import Customer, Decision, Event
 from relmail.report import build_html, offline_html, run_figures, write_report
+from relmail.store.models import Customer, Decision, Event
 
-AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=timezone.utc)
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RUN = "weekly:2026-W48"
 PAST = "past-test:2025-W02"
-PAST_AS_OF = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
+PAST_AS_OF = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -35,7 +35,7 @@ def planned(project, engine, tmp_path):
     """The demo shop, an earlier imported run with hold-outs and opens, and the weekly run of 2026-W48."""
     from relmail.demo import generate
     from relmail.learn.history import import_history
-    from relmail.plan import plan
+    from relmail.planning.run import plan
 
     generate(engine, customers=400, seed=3, as_of=AS_OF)
     with engine.connect() as conn:

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from relmail.arbitration import arbitrate, customer_hashes, holdout_draw
 from relmail.campaigns import parse_campaign
 from relmail.features import FeatureFrame
+from relmail.planning.arbitration import arbitrate, customer_hashes, holdout_draw
 from relmail.rules import HARD, RULES, rules_for
-from relmail.scoring import BlendedScorer, TransparentScorer
+from relmail.score.transparent import BlendedScorer, TransparentScorer
 
 CAMPAIGN = parse_campaign("""
 policy: {frequency_cap: {7d: 3, 30d: 8}, topic_frequency_cap: {7d: 1}, fatigue_threshold: 0.5, min_relevance: 0.4}
@@ -43,7 +44,7 @@ def frame(*rows: dict) -> FeatureFrame:
         default = PER[key] if "." in name else BASE[key]
         cols[name] = np.array([float(r.get(name, r.get(key, default))) for r in rows])
     ids = np.array([f"C{i}" for i in range(len(rows))])
-    return FeatureFrame(customer_ids=ids, as_of=datetime(2026, 11, 23, tzinfo=timezone.utc), columns=cols)
+    return FeatureFrame(customer_ids=ids, as_of=datetime(2026, 11, 23, tzinfo=UTC), columns=cols)
 
 
 @pytest.mark.parametrize("code, row, fires", [
@@ -85,7 +86,7 @@ def test_service_messages_pass_the_service_first_rules_and_tips_go_to_owners():
 
 
 def test_hard_rules_cannot_be_switched_off_but_others_can():
-    assert HARD == {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED", "COMPLAINED"}
+    assert {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED", "COMPLAINED"} == HARD
     camp = parse_campaign("policy: {rules: {FATIGUE: false}}\nmessages: [{id: a, template: t, topic: x, segment: s, offer: promotion}]", "c.yml")
     assert "FATIGUE" not in {r.code for r in rules_for(camp.messages[0])}
 

@@ -7,23 +7,23 @@ import signal
 import subprocess
 import sys
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select
+from tests.sendkit import AS_OF, CAMPAIGN, WINDOW, build
 
-from relmail import locks
 from relmail.campaigns import parse_campaign
 from relmail.cli import cli
 from relmail.errors import ConfigError, Conflict, ValidationError
-from relmail.models import Delivery, RunLock
-from relmail.schedule import resolve_window
-from relmail.send import send
-from tests.sendkit import AS_OF, CAMPAIGN, WINDOW, build
+from relmail.sending.run import send
+from relmail.store import locks
+from relmail.store.models import Delivery, RunLock
+from relmail.windows import resolve_window
 
-UTC = timezone.utc
+UTC = UTC
 RUN = "sendtest:2026-W48"
 
 
@@ -201,7 +201,7 @@ def test_the_heartbeat_keeps_extending_the_lock(engine):
 
 
 def test_a_killed_holder_on_this_host_is_taken_over_at_once(db_url, engine):
-    code = ("import sys, time; from relmail.db import make_engine; from relmail import locks; "
+    code = ("import sys, time; from relmail.store.db import make_engine; from relmail.store import locks; "
             "locks.acquire(make_engine(sys.argv[1]), sys.argv[2]); print('held', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, db_url, RUN], stdout=subprocess.PIPE, text=True)
     try:

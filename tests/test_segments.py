@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,11 +13,11 @@ from sqlalchemy import insert
 
 from relmail.cli import cli
 from relmail.errors import ValidationError
-from relmail.models import Customer, Event, Preference, Product
 from relmail.project import example_dir
 from relmail.segments import Segment, audience, load_segments
+from relmail.store.models import Customer, Event, Preference, Product
 
-T = datetime(2026, 6, 15, 12, 0, tzinfo=timezone.utc)
+T = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 EVENT_KEYS = dict(product_id=None, feature=None, value=None, message_id=None, run_id=None, topic=None, event_id=None)
 
 

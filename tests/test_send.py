@@ -8,12 +8,12 @@ from email import policy
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select, update
-
-from relmail import ledger
-from relmail.cli import cli
-from relmail.models import Decision, Delivery, Event, Preference
-from relmail.send import send
 from tests.sendkit import AS_OF, WINDOW, build
+
+from relmail.cli import cli
+from relmail.sending import ledger
+from relmail.sending.run import send
+from relmail.store.models import Decision, Delivery, Event, Preference
 
 NOW = lambda: AS_OF  # noqa: E731
 
@@ -49,7 +49,7 @@ def test_send_delivers_every_send_decision_once_and_a_rerun_sends_nothing(projec
 def test_each_eml_is_addressed_to_its_customer_with_one_click_unsubscribe(project):
     engine = build(project)
     send(project, engine, "sendtest", WINDOW, now=NOW)
-    from relmail.models import Customer
+    from relmail.store.models import Customer
 
     with engine.connect() as conn:
         emails = dict(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.email)).all())
@@ -102,7 +102,7 @@ def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_go
             "{% block content %}", "{% block content %}{{ customer.attributes.city.upper() }}", 1)
     )
     with engine.begin() as conn:
-        from relmail.models import Customer
+        from relmail.store.models import Customer
 
         C = Customer.__table__
         victim = conn.execute(select(C.c.id).order_by(C.c.id).limit(1)).scalar_one()
@@ -158,13 +158,13 @@ def test_cli_send_prints_the_ledger_and_json(project):
 
 
 def test_api_adapters_see_the_rendered_headers_and_the_run_metadata(project):
-    from relmail.send import _Batcher, outgoing
     from relmail.campaigns import load_campaign
+    from relmail.sending.batcher import Batcher, outgoing
 
     engine = build(project, customers=40)
     send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
     customer = decisions(engine, "send")[0][0]
-    batcher = _Batcher(project, engine, load_campaign(project, "sendtest"), "sendtest:2026-W48", AS_OF)
+    batcher = Batcher(project, engine, load_campaign(project, "sendtest"), "sendtest:2026-W48", AS_OF)
     emails, errors = batcher.render([(customer, "sendtest-news")])
     email_, ctx = emails[(customer, "sendtest-news")]
     msg = outgoing(email_, ctx, project.settings, "d1", "sendtest:2026-W48")

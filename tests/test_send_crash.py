@@ -13,11 +13,11 @@ import sys
 import time
 
 from sqlalchemy import select
-
-from relmail import ledger
-from relmail.models import Decision, Delivery
 from tests.sendkit import WINDOW, build, use_smtp
 from tests.smtp_server import PASSWORD, Handler, SmtpServer
+
+from relmail.sending import ledger
+from relmail.store.models import Decision, Delivery
 
 
 class SlowHandler(Handler):

@@ -6,14 +6,16 @@ import email
 
 from click.testing import CliRunner
 from sqlalchemy import select
-
-from relmail import ledger
-from relmail.cli import cli
-from relmail.models import Decision, Delivery
-from relmail.send import send
 from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs
 
-NOW = lambda: AS_OF
+from relmail.cli import cli
+from relmail.sending import ledger
+from relmail.sending.run import send
+from relmail.store.models import Decision, Delivery
+
+
+def NOW():
+    return AS_OF
 
 
 
@@ -109,10 +111,11 @@ def test_a_worker_killed_mid_send_is_settled_and_its_rest_sent_in_the_same_run(p
     import signal
     import threading
 
-    from relmail import locks
-    from relmail.project import Project
     from tests.smtp_server import SmtpServer
     from tests.test_dask import HoldingHandler, sender_of
+
+    from relmail.project import Project
+    from relmail.store import locks
 
     engine = build(project, customers=300)
     server = SmtpServer(tmp_path, mode="plain", auth=False)
@@ -164,9 +167,9 @@ def test_a_live_senders_lease_blocks_recovery_and_a_dead_ones_is_settled(project
 
     import pytest
 
-    from relmail import locks
     from relmail.errors import Conflict
-    from relmail.plan import plan
+    from relmail.planning.run import plan
+    from relmail.store import locks
 
     engine = build(project)
     plan(project, engine, "sendtest", WINDOW, now=AS_OF)

@@ -7,7 +7,7 @@ import hashlib
 import hmac
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,14 @@ from werkzeug.test import Client
 
 from relmail import tokens
 from relmail.feedback import ses
-from relmail.models import Customer, Event, Preference
 from relmail.project import Project
-from relmail.web import create_app, make_app
+from relmail.store.models import Customer, Event, Preference
+from relmail.web.app import create_app, make_app
 
 DATA = Path(__file__).parent / "data" / "feedback"
 KEY = "test-signing-key-not-secret"  # what the project fixture exports
 RUN = "weekly-2026-W48"
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-web.pem"
 ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": "application/x-www-form-urlencoded"}
@@ -263,7 +263,7 @@ def test_webhook_routing_errors(shop):
 def sns_key():
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key()).serial_number(7)
             .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=30)).sign(key, hashes.SHA256()))
     return key, cert.public_bytes(serialization.Encoding.PEM)

@@ -7,8 +7,8 @@ from click.testing import CliRunner
 
 from relmail.cli import cli
 from relmail.errors import NotFound
-from relmail.plan import plan
-from relmail.why import explain, format_explanations
+from relmail.planning.run import plan
+from relmail.planning.why import explain, format_explanations
 from test_plan import AS_OF, CAMPAIGN, WINDOW, build_shop
 
 

@@ -39,9 +39,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError as PydanticError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ValidationError as PydanticError
 
 from .errors import NotFound, Problem, ValidationError
+from .rules import HARD, RULES
+from .score.transparent import DEFAULT_WEIGHTS
 
 #: Offer types the rules know. ``service`` messages pass the "service comes
 #: first" rules; ``usage-tip`` messages are about a product the customer owns.
@@ -138,7 +141,7 @@ class _MessageModel(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _usage_tip(self) -> "_MessageModel":
+    def _usage_tip(self) -> _MessageModel:
         if self.offer == "usage-tip" and (not self.products or not self.feature):
             raise ValueError("a usage-tip message needs 'products' (what the customer owns) and 'feature' (what to use)")
         return self
@@ -304,13 +307,13 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
             problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, err["msg"]))
         raise ValidationError(f"{file}: invalid campaign", problems) from None
     problems: list[Problem] = []
-    from .rules import RULES, HARD
 
     def check_rules(rules: dict[str, bool] | None, where: tuple) -> None:
         for code, on in (rules or {}).items():
             loc = where + ("rules", code)
             if code not in RULES:
-                problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"unknown rule '{code}' (known: {', '.join(sorted(RULES))})"))
+                problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)),
+                                        f"unknown rule '{code}' (known: {', '.join(sorted(RULES))})"))
             elif code in HARD and not on:
                 problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"'{code}' is a hard rule and cannot be turned off"))
 
@@ -320,7 +323,8 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         check_rules(m.policy.rules, ("messages", i, "policy"))
         if m.id in seen:
             loc = ("messages", i, "id")
-            problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)), f"duplicate message id '{m.id}' (also messages.{seen[m.id]})"))
+            problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)),
+                                    f"duplicate message id '{m.id}' (also messages.{seen[m.id]})"))
         seen.setdefault(m.id, i)
     if problems:
         raise ValidationError(f"{file}: invalid campaign", problems)
@@ -351,7 +355,6 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
                 data=dict(m.data),
             )
         )
-    from .scoring import DEFAULT_WEIGHTS
 
     return Campaign(
         name=name or Path(file).stem,

@@ -30,7 +30,7 @@ class ValidationError(RelmailError, ValueError):
 
     exit_code = 4
 
-    def __init__(self, message: str, problems: list["Problem"] | None = None):
+    def __init__(self, message: str, problems: list[Problem] | None = None):
         self.problems = list(problems or [])
         super().__init__(message)
 

@@ -115,7 +115,7 @@ class Project:
         return value or None
 
     @classmethod
-    def load(cls, root: str | os.PathLike | None = None) -> "Project":
+    def load(cls, root: str | os.PathLike | None = None) -> Project:
         """Load the project at ``root``, or find it from ``$RELMAIL_PROJECT`` or the cwd upwards."""
         folder = find_project_root(root)
         return cls(root=folder, settings=load_settings(folder / CONFIG_NAME))

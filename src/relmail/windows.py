@@ -14,13 +14,21 @@ A window is named the way people and cron jobs name periods:
 
 Boundaries are midnights in the project's time zone (``[project] timezone``),
 returned as UTC-aware datetimes like every other time in relmail.
+
+Scheduled runs use ``auto``: :func:`resolve_window` turns it into the
+current window of the campaign's cadence (``schedule: weekly``, the default,
+``daily`` or ``monthly``) in the project's time zone. A cron job, a systemd
+timer or a Kubernetes CronJob runs the same command every time; a second
+start inside the same window resumes or finds nothing left to send, and one
+started while the first is still going is refused by the run lock
+(:mod:`relmail.store.locks`).
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, ValidationError
@@ -48,10 +56,10 @@ class Window:
         that has ended (a replay, a backfill, a test) sees the data as it
         was at the window's end, so it is the same plan every time.
         """
-        now = now or datetime.now(timezone.utc)
+        now = now or datetime.now(UTC)
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        return min(now.astimezone(timezone.utc), self.end)
+        return min(now.astimezone(UTC), self.end)
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end
@@ -76,7 +84,7 @@ def parse_window(text: str, tz: str = "UTC", now: datetime | None = None) -> Win
     zone = _zone(tz)
     raw = text.strip()
     if raw in ("this-week", "today", "this-month"):
-        local = (now or datetime.now(timezone.utc)).astimezone(zone).date()
+        local = (now or datetime.now(UTC)).astimezone(zone).date()
         if raw == "this-week":
             year, week, _ = local.isocalendar()
             raw = f"{year:04d}-W{week:02d}"
@@ -109,7 +117,7 @@ def parse_window(text: str, tz: str = "UTC", now: datetime | None = None) -> Win
 
 def _make(key: str, kind: str, first: date, after: date, zone: ZoneInfo, tz: str) -> Window:
     def midnight(d: date) -> datetime:
-        return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(timezone.utc)
+        return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
 
     return Window(key=key, kind=kind, start=midnight(first), end=midnight(after), timezone=tz)
 
@@ -122,4 +130,28 @@ def parse_time(value: str, option: str = "--as-of") -> datetime:
         raise ValidationError(f"{option}: {value!r} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00Z)") from None
     if parsed.tzinfo is None:
         raise ValidationError(f"{option}: {value!r} has no time zone; add Z or an offset like +01:00")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
+
+
+#: Cadence → the relative window name it resolves through.
+CADENCES = {"weekly": "this-week", "daily": "today", "monthly": "this-month"}
+AUTO = "auto"
+
+
+def resolve_window(window: str | Window, tz: str, *, cadence: str | None = None, campaign=None,
+                   now: datetime | None = None) -> Window:
+    """The :class:`Window` for ``window``; ``auto`` uses ``cadence``, else the campaign's ``schedule``.
+
+    ``cadence`` is only meaningful with ``auto``: naming it with an explicit
+    window is refused, since the window already says which span it is.
+    """
+    if isinstance(window, Window):
+        return window
+    if window.strip() != AUTO:
+        if cadence is not None:
+            raise ValidationError(f"--cadence applies to --window auto only, not to window {window!r}")
+        return parse_window(window, tz, now=now)
+    chosen = cadence or (campaign.schedule if campaign is not None else "weekly")
+    if chosen not in CADENCES:
+        raise ValidationError(f"cadence {chosen!r}: use one of {', '.join(CADENCES)}")
+    return parse_window(CADENCES[chosen], tz, now=now)

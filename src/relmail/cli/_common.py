@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import click
 from sqlalchemy.engine import Engine
@@ -30,7 +31,7 @@ class State:
     def engine(self) -> Engine:
         """An engine on a database with a current schema (or a clear error)."""
         if self._engine is None:
-            from ..db import connect
+            from ..store.db import connect
 
             self._engine = connect(self.project.database_url)
         return self._engine
@@ -39,7 +40,7 @@ class State:
     def raw_engine(self) -> Engine:
         """An engine on the project's database whatever its schema (for ``db upgrade`` and ``db status``)."""
         if self._raw_engine is None:
-            from ..db import make_engine
+            from ..store.db import make_engine
 
             self._raw_engine = make_engine(self.project.database_url)
         return self._raw_engine

@@ -28,7 +28,7 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
       relmail customers show C0000003
       relmail customers show C0000003 --json | jq .preferences
     """
-    from ..erasure import export
+    from ..store.erasure import export
 
     data = export(state.engine, customer_id)
     by_type = Counter(e["type"] for e in data["events"])
@@ -84,7 +84,7 @@ def export_cmd(state: State, customer_id: str, output: str | None) -> None:
       relmail customers export C0000001 > C0000001.json
       relmail customers export C0000001 -o C0000001.json
     """
-    from ..erasure import export
+    from ..store.erasure import export
 
     data = export(state.engine, customer_id)
     if output:
@@ -116,7 +116,7 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
       relmail customers forget C0000005 --yes
       relmail customers forget C0000005 --yes --json
     """
-    from ..erasure import forget
+    from ..store.erasure import forget
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} and all their data? This cannot be undone", abort=True, err=True)

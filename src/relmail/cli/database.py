@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from ..db import current_revision, head_revision, redact, upgrade
+from ..store.db import current_revision, head_revision, redact, upgrade
 from ._common import State, echo_json, json_option, pass_state
 
 

@@ -30,9 +30,9 @@ def demo(state: State, customers: int, seed: int, as_of: str | None, replace: bo
       relmail demo --customers 1000000 --seed 42 --as-of 2026-11-23T09:00:00Z --replace
       relmail demo --json | jq .summary.events.by_type
     """
-    from ..db import current_revision, upgrade
     from ..demo import generate, parse_as_of
-    from ..summary import store_summary
+    from ..store.db import current_revision, upgrade
+    from ..store.summary import store_summary
 
     when = parse_as_of(as_of) if as_of else None
     if current_revision(state.raw_engine) is None:
@@ -74,7 +74,7 @@ def summary(state: State, as_json: bool) -> None:
       relmail summary
       relmail summary --json | jq .events.by_type
     """
-    from ..summary import store_summary
+    from ..store.summary import store_summary
 
     data = store_summary(state.engine)
     if as_json:

@@ -28,7 +28,7 @@ def serve(state: State, host: str, port: int) -> None:
     """
     from werkzeug.serving import run_simple
 
-    from ..web import make_app
+    from ..web.app import make_app
 
     project = state.project
     app = make_app(project, state.engine)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -28,9 +28,9 @@ def locks_group(ctx: click.Context, state: State, as_json: bool) -> None:
     """
     if ctx.invoked_subcommand is not None:
         return
-    from .. import locks
+    from ..store import locks
 
-    now, here = datetime.now(timezone.utc), locks.host_id()
+    now, here = datetime.now(UTC), locks.host_id()
     held = locks.held_locks(state.engine)
     if as_json:
         echo_json([{"key": i.key, "holder": i.holder, "acquired_at": i.acquired_at.isoformat(),
@@ -62,8 +62,8 @@ def locks_release(state: State, run: str, force: bool, as_json: bool) -> None:
     Example:
       relmail locks release weekly:2026-W48 --force
     """
-    from .. import locks
     from ..errors import NotFound
+    from ..store import locks
 
     if not force:
         raise click.UsageError("releasing a lock needs --force (see relmail locks release --help)")

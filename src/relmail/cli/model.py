@@ -30,11 +30,13 @@ def model() -> None:
 
 @model.command("train")
 @click.option("--message", "-m", "messages", multiple=True, help="Train only this message (repeatable). Default: every message in the ledger.")
-@click.option("--outcome", "-o", "outcomes", multiple=True, type=click.Choice(["open", "click", "visit", "conversion"]), help="Outcome(s) to model (default: [model] outcomes, else all four).")
+@click.option("--outcome", "-o", "outcomes", multiple=True, type=click.Choice(["open", "click", "visit", "conversion"]),
+              help="Outcome(s) to model (default: [model] outcomes, else all four).")
 @click.option("--split-seed", type=int, default=None, help="Seed of the customer split into training and test parts (default 0).")
 @click.option("--test-share", type=float, default=None, help="Share of customers kept out for 'model evaluate' (default 0.3).")
 @click.option("--window-days", type=float, default=None, help="Outcome window after the send time, in days (default 14).")
-@click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None, help="What the estimator choice maximizes (default qini).")
+@click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None,
+              help="What the estimator choice maximizes (default qini).")
 @json_option
 @pass_state
 def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, criterion, as_json) -> None:

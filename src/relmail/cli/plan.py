@@ -55,13 +55,12 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
       relmail plan weekly --window 2026-W48 --replan --json
       relmail plan weekly --window 2026-W48 --executor dask --scheduler tcp://10.0.0.5:8786
     """
-    from .. import locks
     from ..campaigns import load_campaign
-    from ..plan import plan, run_id_for
-    from ..schedule import resolve_window
-    from ..plan_render import render_sample as render_check
-    from ..plan_output import check_gates, diff, read_plan, reason_rows, summary_rows, write_plan
-    from ..windows import parse_time
+    from ..planning.gate import render_sample as render_check
+    from ..planning.output import check_gates, diff, read_plan, reason_rows, summary_rows, write_plan
+    from ..planning.run import plan, run_id_for
+    from ..store import locks
+    from ..windows import parse_time, resolve_window
 
     old = read_plan(diff_against) if diff_against else None
     camp = load_campaign(state.project, campaign)
@@ -139,7 +138,7 @@ def why_command(state: State, customer, run_id, top, as_json) -> None:
       relmail why C0000003
       relmail why C0000007 --run weekly:2026-W48 --json
     """
-    from ..why import explain, format_explanations
+    from ..planning.why import explain, format_explanations
 
     facts, explanations = explain(state.engine, customer, run_id)
     if as_json:

@@ -43,8 +43,10 @@ report = _group()
 
 @report.command("run")
 @click.argument("run")
-@click.option("--out", "-o", type=click.Path(dir_okay=False, writable=True), help="Write the report here (default: <run>.html, or stdout with --format json).")
-@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True, help="html: the page for people; json: the same figures for machines.")
+@click.option("--out", "-o", type=click.Path(dir_okay=False, writable=True),
+              help="Write the report here (default: <run>.html, or stdout with --format json).")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html", show_default=True,
+              help="html: the page for people; json: the same figures for machines.")
 @click.option("--previews", type=click.IntRange(min=0), default=3, show_default=True, help="Rendered e-mails to show (one per message; 0: none).")
 @click.option("--limit", type=click.IntRange(min=0), default=5000, show_default=True, help="Suppression rows to include (0: all).")
 @click.option("--bins", type=click.IntRange(min=1, max=200), default=20, show_default=True, help="Bars in each score histogram.")

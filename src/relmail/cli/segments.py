@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import click
 
@@ -12,14 +12,14 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
 def parse_as_of(_ctx, _param, value: str | None) -> datetime:
     """An ISO-8601 time with an offset (or ``Z``); default now. Naive times are refused."""
     if value is None:
-        return datetime.now(timezone.utc).replace(microsecond=0)
+        return datetime.now(UTC).replace(microsecond=0)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise click.BadParameter(f"'{value}' is not an ISO-8601 time (e.g. 2026-11-23T06:00:00Z)") from None
     if parsed.tzinfo is None:
         raise click.BadParameter(f"'{value}' has no time zone; add Z or an offset such as +01:00")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 as_of_option = click.option("--as-of", "as_of", callback=parse_as_of, metavar="TIME",
@@ -87,8 +87,8 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
     from sqlalchemy import bindparam, func, select
 
     from ..errors import NotFound
-    from ..models import Customer, UTCDateTime
     from ..segments import audience, load_segments
+    from ..store.models import Customer, UTCDateTime
 
     found = load_segments(state.project)
     if name not in found:
@@ -123,7 +123,7 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
 
 
 def _iso(when: datetime) -> str:
-    return when.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def _relative(state: State, path) -> str:

@@ -66,7 +66,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
     from ..errors import TemplateError
-    from ..send import send
+    from ..sending.run import send
 
     bar = None
     if show_progress() and not (dry_run or test_to or as_json):
@@ -74,7 +74,8 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
     def progress(done: dict) -> None:
         if bar is not None:
-            bar.label = f"Sending (accepted {done.get('accepted', 0)}, deferred {done.get('deferred', 0)}, failed {done.get('failed', 0) + done.get('rejected', 0)})"
+            failed = done.get("failed", 0) + done.get("rejected", 0)
+            bar.label = f"Sending (accepted {done.get('accepted', 0)}, deferred {done.get('deferred', 0)}, failed {failed})"
             bar.update(done.get("handed_over", 0) - bar.pos)
 
     with _terminate_gracefully():

@@ -9,7 +9,8 @@ defaults and ``[delivery.dkim]`` passed along.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ..errors import ConfigError, DeliveryError
 from .base import (

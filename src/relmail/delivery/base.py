@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import formataddr
-from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, ClassVar
 
 from ..errors import DeliveryError
+from .config import Config
+from .ratelimit import RateLimiter
 
 ACCEPTED = "accepted"
 DEFERRED = "deferred"
@@ -37,7 +40,7 @@ Sleep = Callable[[float], None]
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 @dataclass(frozen=True)
@@ -215,9 +218,6 @@ class Adapter(ABC):
         sleep: Sleep | None = None,
         limiter: Any = None,
     ):
-        from .config import Config
-        from .ratelimit import RateLimiter
-
         self.config = Config(self.name, dict(config or {}))
         self._secret = secret or (lambda name, required=True: None)
         self.root = root
@@ -229,7 +229,7 @@ class Adapter(ABC):
         self.sleep: Sleep = sleep
         self.limiter = limiter if limiter is not None else RateLimiter.from_config(self.config, clock=self.clock, sleep=self.sleep)
         #: Called with message keys just before they pass the point of no
-        #: return; the send ledger records them there (see relmail.ledger).
+        #: return; the send ledger records them there (see relmail.sending.ledger).
         #: If it raises, those messages are not handed over. It may return a
         #: function to call right after the hand-over.
         self.on_commit: Callable[[Sequence[str]], Callable[[], None] | None] | None = None

@@ -11,8 +11,9 @@ providers require to be signed before they offer one-click unsubscribe.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import dkim
 
@@ -62,7 +63,7 @@ class DkimSigner:
         secret: Callable[..., str | None],
         root: Path | None = None,
         default_domain: str | None = None,
-    ) -> "DkimSigner | None":
+    ) -> DkimSigner | None:
         """A signer from ``[delivery.dkim]``, or ``None`` when the table is absent or ``enabled = false``."""
         where = "relmail.toml [delivery.dkim]"
         if not table or table.get("enabled", True) is False:

@@ -16,8 +16,8 @@ import mailbox
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ConfigError
 from .base import Adapter, OutgoingMessage, Result, accepted, rejected

@@ -15,11 +15,12 @@ an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError

@@ -17,8 +17,8 @@ tags per message.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from email.utils import formataddr
-from typing import Sequence
 
 from ..errors import UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected

@@ -14,8 +14,8 @@ a hard bounce, others are rejections. Metadata limits (10 fields, names of
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from email.utils import formataddr
-from typing import Sequence
 
 from ..errors import UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, deferred, rejected
@@ -39,7 +39,8 @@ class PostmarkAdapter(HttpAdapter):
         self.token = self.secret("esp_api_key")
         self.stream = self.config.string("message_stream", "broadcast")
         self.track_opens = self.config.boolean("track_opens", None)
-        self.track_links = self.config.choice("track_links", ("None", "HtmlAndText", "HtmlOnly", "TextOnly"), None) if "track_links" in self.config else None
+        modes = ("None", "HtmlAndText", "HtmlOnly", "TextOnly")
+        self.track_links = self.config.choice("track_links", modes, None) if "track_links" in self.config else None
 
     def configure(self, session) -> None:
         session.headers.update({"X-Postmark-Server-Token": self.token, "Accept": "application/json"})

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 import threading
 from collections import deque
-from datetime import date, datetime, time, timedelta, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from ..errors import ConfigError
 
@@ -62,7 +63,7 @@ class RateLimiter:
         self._day_count = 0
 
     @classmethod
-    def from_config(cls, config: Any, *, clock, sleep, sent_since=None) -> "RateLimiter":
+    def from_config(cls, config: Any, *, clock, sleep, sent_since=None) -> RateLimiter:
         """Build from an adapter :class:`~relmail.delivery.config.Config`."""
         per_second = config.number("rate_per_second", None)
         if per_second is not None and per_second <= 0:
@@ -181,5 +182,5 @@ def parse_start(value: Any, where: str) -> datetime | None:
             raise ConfigError(f"{where}: 'warmup_start' {value.isoformat()} needs a time zone offset (e.g. +01:00 or Z)")
         return value
     if isinstance(value, date):
-        return datetime.combine(value, time(0), tzinfo=timezone.utc)
+        return datetime.combine(value, time(0), tzinfo=UTC)
     raise ConfigError(f"{where}: 'warmup_start' must be a date, got {type(value).__name__}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..errors import UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected

@@ -24,8 +24,8 @@ import base64
 import json
 import os
 import re
+from collections.abc import Sequence
 from email.utils import formataddr
-from typing import Sequence
 
 from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, deferred, rejected

@@ -47,10 +47,10 @@ import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import Sequence
 
 from ..errors import ConfigError
 from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, rejected

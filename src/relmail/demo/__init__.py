@@ -17,16 +17,16 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable
+from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from ..db import refresh_statistics
 from ..errors import ValidationError
-from ..models import EVENT_TYPES, Meta, Product, Run
+from ..store.db import refresh_statistics
+from ..store.models import EVENT_TYPES, Meta, Product, Run
 from . import behaviour, catalog, mailings, population, specials, store
 from .frames import TYPE_CODE, EventFrame, lookup, nullable_floats, time_strings
 
@@ -75,7 +75,7 @@ class DemoResult:
 
 def default_as_of() -> datetime:
     """Now, truncated to the hour, UTC."""
-    return datetime.now(timezone.utc).replace(minute=0, second=0, microsecond=0)
+    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 
 
 def parse_as_of(value: str) -> datetime:
@@ -86,7 +86,7 @@ def parse_as_of(value: str) -> datetime:
         raise ValidationError(f"--as-of: {value!r} is not an ISO 8601 time (e.g. 2026-11-23T09:00:00Z)") from None
     if parsed.tzinfo is None:
         raise ValidationError(f"--as-of: {value!r} has no time zone; add Z or an offset like +01:00")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def generate(
@@ -109,7 +109,7 @@ def generate(
     as_of = default_as_of() if as_of is None else as_of
     if as_of.tzinfo is None:
         raise ValidationError("as_of must be timezone-aware")
-    as_of = as_of.astimezone(timezone.utc)
+    as_of = as_of.astimezone(UTC)
     now = int(as_of.timestamp())
     started = time.perf_counter()
     runs = mailings.past_runs(now)
@@ -175,7 +175,7 @@ def _chunk(rng, start: int, n: int, now: int, runs) -> tuple[population.Populati
 
 
 def _run_row(run: mailings.PastRun, seed: int) -> dict:
-    at = datetime.fromtimestamp(run.at, timezone.utc)
+    at = datetime.fromtimestamp(run.at, UTC)
     return {
         "id": run.id,
         "campaign": mailings.CAMPAIGN,
@@ -185,7 +185,7 @@ def _run_row(run: mailings.PastRun, seed: int) -> dict:
         "status": "done",
         "config_hash": "",
         "created_at": at,
-        "updated_at": datetime.fromtimestamp(run.at + 2 * 3600, timezone.utc),
+        "updated_at": datetime.fromtimestamp(run.at + 2 * 3600, UTC),
     }
 
 

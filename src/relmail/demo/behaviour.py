@@ -38,7 +38,7 @@ def _popularity() -> list[tuple[np.ndarray, np.ndarray]]:
     """Per category: its product indexes and a Zipf-like choice distribution."""
     out = []
     for c in range(len(cat.CATEGORIES)):
-        idx = np.flatnonzero(PRODUCT_CATEGORY == c)
+        idx = np.flatnonzero(c == PRODUCT_CATEGORY)
         w = 1.0 / (np.arange(len(idx)) + 1.0) ** 0.7
         # The featured products are best-sellers in their category.
         for j, p in enumerate(idx):

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..models import EVENT_TYPES
+from ..store.models import EVENT_TYPES
 
 TYPE_CODE = {name: i for i, name in enumerate(EVENT_TYPES)}
 
@@ -63,16 +63,16 @@ class EventFrame:
         )
 
     @classmethod
-    def concat(cls, frames: list["EventFrame"]) -> "EventFrame":
+    def concat(cls, frames: list[EventFrame]) -> EventFrame:
         frames = [f for f in frames if len(f)]
         if not frames:
             return cls.make(np.empty(0, np.int64), "view", np.empty(0, np.int64))
         return cls(**{k: np.concatenate([getattr(f, k) for f in frames]) for k in cls.__dataclass_fields__})
 
-    def take(self, index: np.ndarray) -> "EventFrame":
+    def take(self, index: np.ndarray) -> EventFrame:
         return EventFrame(**{k: getattr(self, k)[index] for k in self.__dataclass_fields__})
 
-    def sorted(self) -> "EventFrame":
+    def sorted(self) -> EventFrame:
         """Ordered by customer, time, type: ids then follow each customer's story."""
         return self.take(np.lexsort((self.type, self.t, self.cust)))
 

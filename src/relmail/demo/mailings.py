@@ -11,7 +11,7 @@ unsubscribe stops the mail the old system would have sent after it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
@@ -50,7 +50,7 @@ class PastRun:
 
 def past_runs(as_of: int) -> list[PastRun]:
     """The ``WEEKS`` ISO weeks before ``as_of``'s week, sends on Monday 08:00 UTC."""
-    now = datetime.fromtimestamp(as_of, timezone.utc)
+    now = datetime.fromtimestamp(as_of, UTC)
     monday = (now - timedelta(days=now.weekday())).replace(hour=8, minute=0, second=0, microsecond=0)
     runs = []
     for k in range(WEEKS, 0, -1):

@@ -101,8 +101,8 @@ def draw(rng: np.random.Generator, start: int, n: int, as_of: int) -> Population
     email = []
     # The customer number in the address keeps every address unique.
     for k in range(n):
-        f, l, num = _ascii(first[k]), _ascii(last[k]), start + k + 1
-        local = (f"{f}.{l}{num}", f"{f[0]}{l}{num}", f"{f}{num}")[style[k]]
+        f, s, num = _ascii(first[k]), _ascii(last[k]), start + k + 1
+        local = (f"{f}.{s}{num}", f"{f[0]}{s}{num}", f"{f}{num}")[style[k]]
         addr = f"{local}@{domain[k]}"
         if invalid[k]:
             # Typical checkout-form typos: a doubled @, a comma, a missing dot.

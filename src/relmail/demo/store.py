@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
 from ..errors import Conflict
-from ..models import Customer, Decision, Delivery, Event, Meta, Preference, Product, Run
+from ..store.models import Customer, Decision, Delivery, Event, Meta, Preference, Product, Run
 
 #: The tables ``relmail demo`` fills or, with ``--replace``, empties.  The
 #: suppression list is not among them: an erased address stays suppressed

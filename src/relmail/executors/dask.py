@@ -18,6 +18,7 @@ of work.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -115,10 +116,9 @@ class DaskExecutor(Executor):
             drain()
         except BaseException:
             stop.set()
-            try:
+            # Cancelled below when it times out; a running task still stops at its next look at the flag.
+            with contextlib.suppress(TimeoutError):
                 distributed.wait(futures, timeout=STOP_GRACE_SECONDS)
-            except TimeoutError:
-                pass  # cancelled below; a running task still stops at its next look at the flag
             raise
         finally:
             stop.set()

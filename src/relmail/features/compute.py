@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy.engine import Connection
 
-from ..addresses import address_hash, salt
+from ..store.addresses import address_hash, salt
 from . import queries as q
 from .derived import derive, email_valid
 from .frame import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureFrame, FeatureSettings
@@ -49,7 +49,7 @@ def compute_features(
     but not yet committed on ``engine_or_conn`` are not seen.
 
     ``bounded``: the ids are one contiguous range of a partitioned audience
-    (see :mod:`relmail.plan_partition`); the statements then read only the
+    (see :mod:`relmail.planning.partition`); the statements then read only the
     rows of customers from the first id to the last, through the
     customer-ordered indexes, instead of the whole store.
     """

@@ -90,7 +90,7 @@ class FeatureSettings:
     retention_half_life_days: float = 365.0
 
     @classmethod
-    def from_project(cls, project: Any) -> "FeatureSettings":
+    def from_project(cls, project: Any) -> FeatureSettings:
         """Read ``[features]`` from the project's relmail.toml; unknown keys are errors."""
         raw = project.settings.section("features")
         known = {f for f in cls.__dataclass_fields__}

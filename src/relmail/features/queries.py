@@ -15,14 +15,14 @@ other types dropped early, and counts read together packed into one integer
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 
 import numpy as np
 from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
 
-from ..models import Customer, Event, Preference, Product, Suppression
+from ..store.models import Customer, Event, Preference, Product, Suppression
 from .frame import FeatureContext, FeatureSettings
 from .sql import Scope, age_days, unindexed, when
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from collections.abc import Iterator
 from datetime import datetime, timedelta
-from typing import Iterator
 
 import numpy as np
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select
@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
 
-from ..models import Customer, UTCDateTime
+from ..store.models import Customer, UTCDateTime
 
 #: Above this share of all customers, queries aggregate the whole store and
 #: NumPy drops the rest: cheaper than joining a temporary table of ids.

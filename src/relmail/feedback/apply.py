@@ -15,16 +15,16 @@ seconds.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterable, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..addresses import normalize
-from ..db import dialect_insert, refresh_statistics
-from ..models import Customer, Event, Preference
+from ..store.addresses import normalize
+from ..store.db import dialect_insert, refresh_statistics
+from ..store.models import Customer, Event, Preference
 from .events import OPT_OUT_TYPES, FeedbackEvent
 
 #: IN-list size: well under SQLite's bound-parameter limit.

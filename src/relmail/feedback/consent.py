@@ -11,15 +11,15 @@ a forged request cannot name a customer without a valid signature.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
-from ..models import Customer, Event, Preference
+from ..store.db import dialect_insert
+from ..store.models import Customer, Event, Preference
 from ..tokens import Claims
-from ..db import dialect_insert
 from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import FeedbackEvent, derived_id
 
@@ -40,7 +40,7 @@ class PreferenceState:
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def customer_exists(engine: Engine, customer_id: str) -> bool:

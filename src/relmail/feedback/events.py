@@ -8,9 +8,10 @@ relmail only ever sees :class:`FeedbackEvent` with one of :data:`TYPES`.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Mapping
+from datetime import UTC, datetime
+from typing import Any
 
 #: Normalized feedback types, and the ``events.type`` each is stored as.
 STORE_TYPES = {
@@ -106,7 +107,7 @@ def derived_id(*parts: Any) -> str:
 def from_unix(value: Any) -> datetime:
     """An aware UTC datetime from Unix seconds (int, float or numeric string)."""
     seconds = float(value)
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)
 
 
 def from_iso(value: Any) -> datetime:
@@ -120,7 +121,7 @@ def from_iso(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value.strip())
     if parsed.tzinfo is None:
         raise ValueError(f"time {value!r} has no UTC offset")
-    return parsed.astimezone(timezone.utc)
+    return parsed.astimezone(UTC)
 
 
 def meta_value(meta: Mapping[str, Any] | None, key: str) -> str | None:

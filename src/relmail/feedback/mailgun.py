@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import SignatureError
-from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, from_unix
-from .events import meta_value
+from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, from_unix, meta_value
 from .records import FieldError, invalid, obj, parse_all, parse_json_body, read_records, text, unix_time
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 

@@ -18,8 +18,9 @@ Bounces / Opens / Clicks API (``{"TotalCount": n, "Bounces": [...]}``).
 from __future__ import annotations
 
 import hmac
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import SignatureError
 from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value

@@ -13,9 +13,10 @@ from __future__ import annotations
 import csv
 import json
 import re
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from ..errors import Problem, ValidationError
 from .events import FeedbackEvent, from_iso, from_unix

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ..errors import ConfigError, SignatureError
 from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, from_unix, meta_value

@@ -24,15 +24,16 @@ import binascii
 import json
 import re
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
+from ..delivery.ses import decode_tag
 from ..errors import ConfigError, SignatureError
 from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value
 from .records import FieldError, invalid, iso_time, obj, parse_all, parse_json_body, read_records, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
-from ..delivery.ses import decode_tag
 
 NAME = "ses"
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")

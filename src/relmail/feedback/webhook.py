@@ -6,9 +6,10 @@ from another framework) with plain values.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError, SignatureError
 
@@ -62,12 +63,12 @@ class WebhookConfig:
 
     secret_lookup: Callable[[str], str | None]
     settings: Mapping[str, Any] = field(default_factory=dict)
-    now: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: GET a URL and return its body (SNS certificates, subscription confirmation).
     http_get: Callable[[str], bytes] = _fetch
 
     @classmethod
-    def from_project(cls, project: "Project") -> "WebhookConfig":
+    def from_project(cls, project: Project) -> WebhookConfig:
         return cls(secret_lookup=lambda name: project.secret(name, required=False),
                    settings=project.settings.section("feedback"))
 

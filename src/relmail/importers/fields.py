@@ -13,9 +13,10 @@ import json
 import math
 import re
 import zoneinfo
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
 
 Parser = Callable[[Any], Any]
 
@@ -95,9 +96,7 @@ def integer(minimum: int | None = None) -> Parser:
             raise FieldError(f"expected a whole number, got {_kind(value)}")
         if isinstance(value, int):
             number = value
-        elif isinstance(value, float) and value.is_integer():
-            number = int(value)
-        elif isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
+        elif isinstance(value, float) and value.is_integer() or isinstance(value, str) and re.fullmatch(r"[+-]?\d+", value.strip()):
             number = int(value)
         else:
             raise FieldError(f"{_short(value)} is not a whole number")

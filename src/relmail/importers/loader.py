@@ -13,15 +13,16 @@ an import that fails anywhere leaves the database as it was.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any
 
 from sqlalchemy import JSON, Table, and_, select
 from sqlalchemy.engine import Connection
 
-from ..addresses import address_hash, salt
-from ..models import Customer, Preference, Product, Suppression
+from ..store.addresses import address_hash, salt
+from ..store.models import Customer, Preference, Product, Suppression
 from .schemas import Schema
 
 #: Parameters per ``IN (...)`` lookup: below SQLite's oldest variable limit (999).

@@ -17,16 +17,17 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any, BinaryIO
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..db import redact, refresh_statistics
 from ..errors import DatabaseError, Problem, ValidationError
+from ..store.db import redact, refresh_statistics
 from .loader import Loader, References, SuppressionLink
 from .readers import CsvReader, Record, open_source, reader_for
 from .rejects import RejectsWriter, default_rejects_path
@@ -178,7 +179,7 @@ class _Run:
         self.loader = Loader(conn, self.schema)
         self.references = References(conn)
         if self.schema.kind == "customers":
-            self.link = SuppressionLink(conn, datetime.now(timezone.utc))
+            self.link = SuppressionLink(conn, datetime.now(UTC))
 
     def add(self, record: Record) -> None:
         self.read += 1

@@ -15,9 +15,10 @@ import io
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 from ..errors import Problem, ValidationError
 
@@ -84,7 +85,7 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
         path = Path(source)
         name = str(source)
         try:
-            raw = open(path, "rb")
+            raw = open(path, "rb")  # noqa: SIM115 (closed by the reader when it is closed)
         except FileNotFoundError:
             raise ValidationError(f"{name}: no such file", [Problem(name, None, None, "no such file")]) from None
         except IsADirectoryError:
@@ -166,9 +167,11 @@ class CsvReader:
             try:
                 row = next(self.reader)
             except StopIteration:
-                raise ValidationError(f"{self.name}: the file is empty", [Problem(self.name, None, None, "the file is empty (expected a header line)")]) from None
+                raise ValidationError(f"{self.name}: the file is empty",
+                                      [Problem(self.name, None, None, "the file is empty (expected a header line)")]) from None
             except csv.Error as exc:
-                raise ValidationError(f"{self.name}: unreadable header", [Problem(self.name, self.reader.line_num, None, f"malformed CSV header: {exc}")]) from None
+                raise ValidationError(f"{self.name}: unreadable header",
+                                      [Problem(self.name, self.reader.line_num, None, f"malformed CSV header: {exc}")]) from None
             if any(cell.strip() for cell in row):
                 self.header = [cell.strip() for cell in row]
         self.header_line = self.reader.line_num

@@ -56,7 +56,7 @@ class RejectsWriter:
 
     def _open(self) -> None:
         try:
-            self._file = open(self.path, "w", encoding="utf-8", newline="")
+            self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (kept open while rows are written; close() closes it)
         except OSError as exc:
             raise ConfigError(f"cannot write the rejects file {self.path}: {exc.strerror}") from None
         if self.fmt == "csv":

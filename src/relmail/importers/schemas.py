@@ -8,13 +8,14 @@ customers schema also collects extra columns into ``attributes``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, Callable
+from typing import Any
 
 from sqlalchemy import Table
 
-from ..models import EVENT_TYPES, Customer, Event, Preference, Product
+from ..store.models import EVENT_TYPES, Customer, Event, Preference, Product
 from . import fields as f
 
 KINDS = ("customers", "products", "preferences", "events")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
+from ..score.outputs import is_model_output
 from .estimators import Layout
 
 #: At most this many categories per text feature; rarer values share code -1.
@@ -48,7 +50,7 @@ class FeatureSpec:
         return Layout.of(X, len(self.numeric), len(self.categorical), y)
 
     @classmethod
-    def infer(cls, rows: Sequence[Mapping[str, Any]]) -> "FeatureSpec":
+    def infer(cls, rows: Sequence[Mapping[str, Any]]) -> FeatureSpec:
         """Numeric if every present value is a number, text otherwise.
 
         Nested values (lists, objects) are left out: they have no fixed
@@ -56,8 +58,6 @@ class FeatureSpec:
         never vary carry no information and are left out too, and so are a
         previous model's logged predictions.
         """
-        from ..model_scoring import OUTPUT_KEYS
-
         values: dict[str, list[Any]] = {}
         for row in rows:
             for key, value in row.items():
@@ -65,7 +65,7 @@ class FeatureSpec:
                     continue
                 # A model-backed plan logs its own predictions and their
                 # contributions: outputs of the last model, never inputs of the next.
-                if key in OUTPUT_KEYS or key.startswith(("u.", "p.")):
+                if is_model_output(key):
                     continue
                 values.setdefault(key, []).append(value)
         numeric, categorical = [], {}
@@ -132,7 +132,7 @@ class FeatureSpec:
         return {"numeric": list(self.numeric), "categorical": {k: list(v) for k, v in self.categorical.items()}}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "FeatureSpec":
+    def from_dict(cls, data: Mapping[str, Any]) -> FeatureSpec:
         return cls(list(data["numeric"]), {k: list(v) for k, v in data["categorical"].items()})
 
 

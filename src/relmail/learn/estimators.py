@@ -66,7 +66,7 @@ class Layout:
     curved: tuple[int, ...] = ()
 
     @classmethod
-    def of(cls, X: np.ndarray, n_numeric: int, n_categorical: int, y: np.ndarray | None = None) -> "Layout":
+    def of(cls, X: np.ndarray, n_numeric: int, n_categorical: int, y: np.ndarray | None = None) -> Layout:
         """The layout of a training matrix, with its curved columns found from the data.
 
         A numeric column bends when it has more than :data:`CURVE_MIN_VALUES`
@@ -109,7 +109,8 @@ class Layout:
         if curves and self.curved:
             spline = SplineTransformer(n_knots=CURVE_COLUMNS - 1, degree=2, extrapolation="constant")
             steps.append(
-                ("curve", Pipeline([("impute", SimpleImputer(strategy="median")), ("spline", spline), ("scale", StandardScaler())]), list(self.curved))
+                ("curve", Pipeline([("impute", SimpleImputer(strategy="median")), ("spline", spline), ("scale", StandardScaler())]),
+                 list(self.curved))
             )
         return ColumnTransformer(steps, remainder="drop")
 
@@ -183,7 +184,7 @@ class Propensity:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t=None) -> "Propensity":
+    def fit(self, X, y, t=None) -> Propensity:
         if t is not None:
             X, y = X[np.asarray(t) == 1], np.asarray(y)[np.asarray(t) == 1]
         self.model_ = fit_probability(self.layout, self.base, X, y, self.seed)
@@ -196,7 +197,7 @@ class Propensity:
         return {"model": self.model_}
 
     @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "Propensity":
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Propensity:
         obj = cls(layout, base)
         obj.model_ = parts["model"]
         return obj
@@ -210,7 +211,7 @@ class TLearner:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t, groups: TLearner | None = None) -> "TLearner":
+    def fit(self, X, y, t, groups: TLearner | None = None) -> TLearner:
         """Fit both group models, or take them from ``groups``, a T-learner fitted on the same rows."""
         if groups is not None:
             self.treated_, self.control_ = groups.treated_, groups.control_
@@ -230,7 +231,7 @@ class TLearner:
         return {"treated": self.treated_, "control": self.control_}
 
     @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "TLearner":
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> TLearner:
         obj = cls(layout, base)
         obj.treated_, obj.control_ = parts["treated"], parts["control"]
         return obj
@@ -247,7 +248,7 @@ class XLearner(TLearner):
 
     kind = "x_learner"
 
-    def fit(self, X, y, t, groups: TLearner | None = None) -> "XLearner":
+    def fit(self, X, y, t, groups: TLearner | None = None) -> XLearner:
         super().fit(X, y, t, groups)
         t = np.asarray(t) == 1
         y = np.asarray(y, dtype=float)
@@ -266,7 +267,7 @@ class XLearner(TLearner):
         return {**super().parts(), "tau_treated": self.tau_treated_, "tau_control": self.tau_control_, "share_treated": self.share_treated_}
 
     @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "XLearner":
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> XLearner:
         obj = super().from_parts(layout, base, parts)
         obj.tau_treated_, obj.tau_control_ = parts["tau_treated"], parts["tau_control"]
         obj.share_treated_ = float(parts["share_treated"])
@@ -286,7 +287,7 @@ class TransformedOutcome:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t) -> "TransformedOutcome":
+    def fit(self, X, y, t) -> TransformedOutcome:
         t = np.asarray(t, dtype=float)
         g = float(t.mean())
         if g in (0.0, 1.0):
@@ -303,7 +304,7 @@ class TransformedOutcome:
         return {"model": self.model_, "share_treated": self.share_treated_}
 
     @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "TransformedOutcome":
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> TransformedOutcome:
         obj = cls(layout, base)
         obj.model_, obj.share_treated_ = parts["model"], float(parts["share_treated"])
         return obj
@@ -325,7 +326,7 @@ class Proportional:
     def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
         self.layout, self.base, self.seed = layout, base, seed
 
-    def fit(self, X, y, t, groups: TLearner | None = None) -> "Proportional":
+    def fit(self, X, y, t, groups: TLearner | None = None) -> Proportional:
         """Fit, or take the send model from ``groups``, a T-learner fitted on the same rows."""
         t = np.asarray(t) == 1
         y = np.asarray(y, dtype=float)
@@ -348,7 +349,7 @@ class Proportional:
         return {"treated": self.treated_, "relative_lift": self.relative_lift_}
 
     @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> "Proportional":
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Proportional:
         obj = cls(layout, base)
         obj.treated_, obj.relative_lift_ = parts["treated"], float(parts["relative_lift"])
         return obj
@@ -456,7 +457,7 @@ class Pooled(Interaction):
         e = t if email is None else _flag(email, len(Z))
         return np.hstack([Z, e, self.scale_ * Z * e, t, self.scale_ * Z * t])
 
-    def fit(self, X, y, t, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> "Pooled":
+    def fit(self, X, y, t, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> Pooled:
         """Fit on this message's rows and, when given, ``siblings = (X, y)`` of other messages' sends."""
         if siblings is None or len(siblings[0]) == 0:
             return self._fit(X, y, t, t)

@@ -10,8 +10,8 @@ response-model targeting (ranking by ``P(outcome | sent)``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
-from typing import Sequence
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -21,6 +21,7 @@ from . import metrics, store
 from .dataset import split_mask
 from .model import TrainedModel, from_payload
 from .outcomes import OutcomeTable, load_outcomes
+from .train import limited_threads
 
 RANDOM_SHUFFLES = 20
 
@@ -53,8 +54,6 @@ def propensity_report(p: np.ndarray, y: np.ndarray) -> dict:
 
 def evaluate_model(model: TrainedModel, table: OutcomeTable, threads: int = 1) -> dict:
     """Figures of one model on the test part of ``table`` (that message's decisions)."""
-    from .train import limited_threads
-
     with limited_threads(threads):
         return _evaluate_model(model, table)
 

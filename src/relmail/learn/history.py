@@ -30,16 +30,18 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from ..errors import Conflict, Problem, ValidationError
-from ..models import Customer, Decision, Run
+from ..importers.fields import csv_scalar
+from ..store.models import Customer, Decision, Run
 
 REQUIRED = ("run_id", "campaign", "window", "as_of", "customer_id", "message_id", "action")
 ACTIONS = ("send", "holdout")
@@ -57,8 +59,6 @@ class ImportResult:
 
 def _number(text: str) -> Any:
     """Plain decimals become numbers, exactly as customer attributes do on import."""
-    from ..importers.fields import csv_scalar
-
     return csv_scalar(text)
 
 
@@ -181,12 +181,13 @@ def _unknown_customers(engine: Engine, name: str, decisions: list[dict]) -> list
 
 def _write(engine: Engine, runs: dict[str, dict], decisions: list[dict]) -> ImportResult:
     r = Run.__table__
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         clash = conn.execute(select(r.c.id, r.c.campaign, r.c.window).where(r.c.id.in_(list(runs)))).first()
         if clash is None:
-            for run_id, run in runs.items():
-                clash = conn.execute(select(r.c.id, r.c.campaign, r.c.window).where(r.c.campaign == run["campaign"], r.c.window == run["window"])).first()
+            for _run_id, run in runs.items():
+                clash = conn.execute(select(r.c.id, r.c.campaign, r.c.window)
+                                     .where(r.c.campaign == run["campaign"], r.c.window == run["window"])).first()
                 if clash is not None:
                     break
         if clash is not None:

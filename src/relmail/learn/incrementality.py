@@ -96,7 +96,7 @@ def incrementality(
     if run:
         from sqlalchemy import select
 
-        from ..models import Run
+        from ..store.models import Run
 
         with engine.connect() as conn:
             if conn.execute(select(Run.__table__.c.id).where(Run.__table__.c.id == run)).first() is None:

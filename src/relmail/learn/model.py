@@ -9,8 +9,9 @@ float array in :attr:`TrainedModel.columns` order; outputs are NumPy arrays.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -14,15 +14,15 @@ them would teach the model that recent mail does nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
-from typing import Sequence
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Engine
 
-from ..models import Decision, Delivery, Event, Run
+from ..store.models import Decision, Delivery, Event, Run
 
 #: Positive outcomes and the event types that count for them.
 POSITIVE = {"open": "email_opened", "click": "email_clicked", "visit": "view", "conversion": "purchase"}
@@ -52,7 +52,7 @@ class OutcomeTable:
     def __len__(self) -> int:
         return len(self.decision_id)
 
-    def subset(self, mask: np.ndarray) -> "OutcomeTable":
+    def subset(self, mask: np.ndarray) -> OutcomeTable:
         idx = np.flatnonzero(mask)
         return OutcomeTable(
             decision_id=self.decision_id[idx],
@@ -92,7 +92,7 @@ def load_outcomes(
     """Decisions with their outcomes, for every run whose window has closed by ``now``."""
     if window <= timedelta(0):
         raise ValueError("the outcome window must be positive")
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     r = Run.__table__.c
     d, e, dl = Decision.__table__.c, Event.__table__.c, Delivery.__table__.c
     with engine.connect() as conn:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import os
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ def save(root: Path, key: str, payload: dict, meta: dict) -> Path:
         "format": FORMAT,
         "key": key,
         "version": version,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "file": model_path.name,
         "sha256": _sha256(model_path),
     }

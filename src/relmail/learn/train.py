@@ -9,9 +9,9 @@ on the whole training part, and a new model version (:mod:`.store`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Sequence
 
 import numpy as np
 from sqlalchemy.engine import Engine
@@ -45,7 +45,7 @@ class TrainOptions:
     threads: int = 1
 
     @classmethod
-    def from_project(cls, project, **overrides) -> "TrainOptions":
+    def from_project(cls, project, **overrides) -> TrainOptions:
         cfg = project.settings.section("model") if project is not None else {}
         values = {
             "window": timedelta(days=float(cfg.get("window_days", 14))),
@@ -150,7 +150,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             prop = Propensity(layout, options.bases[0], seed).fit(X, y, t)
             payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": None}
             est_meta["outcomes"][outcome] = {"propensity": {"base": prop.base}, "uplift": None}
-            selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} hold-outs (need {MIN_POSITIVES})"}
+            selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} "
+                                                               f"hold-outs (need {MIN_POSITIVES})"}
             continue
         sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.customer_id)
         choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib)

@@ -24,8 +24,8 @@ from .renderer import (
     CustomerContext,
     MessageSpec,
     RenderedEmail,
-    RenderError,
     Renderer,
+    RenderError,
     RenderResult,
 )
 

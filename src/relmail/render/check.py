@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from ..errors import NotFound, TemplateError
 from .environment import template_error
 from .inline import inline_document
-from .renderer import CustomerContext, MessageSpec, RenderError, Renderer
+from .renderer import CustomerContext, MessageSpec, Renderer, RenderError
 
 GMAIL_CLIP_BYTES = 102 * 1024
 

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, pass_context, StrictUndefined, TemplateSyntaxError, select_autoescape
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from jinja2.exceptions import TemplateNotFound
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -263,7 +263,7 @@ def _substitute(segs: list[Segment], overrides: dict[str, list[Segment]]) -> str
             name, end = spans[i]
             original = _substitute(segs[i + 1 : end], overrides)
             child = "".join(s.text for s in overrides[name])
-            out.append(segs[i].text + _SUPER.sub(lambda m: original, child) + segs[end].text)
+            out.append(segs[i].text + _SUPER.sub(lambda _m, body=original: body, child) + segs[end].text)
             i = end + 1
             continue
         out.append(segs[i].text)

@@ -43,7 +43,7 @@ class Tracking:
     domains: tuple[str, ...] = ()
 
     @classmethod
-    def from_settings(cls, settings) -> "Tracking":
+    def from_settings(cls, settings) -> Tracking:
         table = settings.section("tracking")
         params = []
         for key, value in table.items():

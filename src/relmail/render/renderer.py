@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import html as html_lib
 import threading
-from functools import lru_cache
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .environment import Flattener, locale_languages, make_environment, template_error
-from .inline import inline_protected
+from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
 from .text import check_derived, derive_text_source, tidy
 
@@ -56,7 +57,7 @@ class MessageSpec:
         return h
 
     @classmethod
-    def from_campaign(cls, campaign, message, run_id: str = "preview") -> "MessageSpec":
+    def from_campaign(cls, campaign, message, run_id: str = "preview") -> MessageSpec:
         """The spec of a :class:`relmail.campaigns.Message` of ``campaign`` in run ``run_id``."""
         return cls(
             id=message.id,
@@ -273,12 +274,11 @@ class Renderer:
             "currency": self.currency,
             "_tracker": tracker,
         }
-        return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime, constants, tracker, flat)
+        return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
+                               constants, tracker, flat)
 
     def _tracked_for_text(self, flat: str, tracker) -> str:
         """The flattened source with UTM applied to links, for the text part."""
-        from .inline import protect
-
         protected = protect(self.html_env, flat, for_text=True)
         return protected.restore(links_mod.track_links(protected.html, tracker, protected.prefix))
 
@@ -315,7 +315,7 @@ class Renderer:
             "data": ctx.data,
             "locale": ctx.locale or compiled.locale,
             "timezone": ctx.timezone or self.settings.timezone,
-            "now": datetime.now(timezone.utc),
+            "now": datetime.now(UTC),
             "preheader": "",
         }
 

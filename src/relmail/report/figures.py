@@ -25,9 +25,11 @@ from typing import Any
 from sqlalchemy import Integer, and_, case, cast, func, select
 from sqlalchemy.engine import Engine
 
+from ..campaigns import load_campaign
 from ..errors import NotFound
-from ..models import Decision, Delivery, Run
+from ..learn.incrementality import incrementality
 from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
+from ..store.models import Decision, Delivery, Run
 
 DEC, DLV, RUNS = Decision.__table__, Delivery.__table__, Run.__table__
 ACTIONS = ("send", "holdout", "suppress")
@@ -153,7 +155,8 @@ def run_figures(
         },
         "totals": totals,
         "messages": list(messages.values()),
-        "reasons": [{"code": c, "decisions": n, "hard": c in HARD, "summary": REASON_CODES.get(c, "")} for c, n in _in_code_order(reasons_total).items()],
+        "reasons": [{"code": c, "decisions": n, "hard": c in HARD, "summary": REASON_CODES.get(c, "")}
+                    for c, n in _in_code_order(reasons_total).items()],
         "irritation": list(irritation.values()),
         "incrementality": _incrementality(engine, run, window, confidence),
         "incrementality_window_days": window.total_seconds() / 86400,
@@ -213,7 +216,6 @@ def _ledger_thresholds(conn, run_id: str) -> dict[str, float]:
 def _campaign(project, name: str):
     if project is None:
         return None
-    from ..campaigns import load_campaign
 
     try:
         return load_campaign(project, name)
@@ -240,8 +242,6 @@ def _in_code_order(counts: dict[str, int]) -> dict[str, int]:
 
 def _incrementality(engine, run, window: timedelta, confidence: float) -> list[dict]:
     """Lift of this run and the runs before it that have hold-outs and a closed outcome window, newest first."""
-    from ..learn.incrementality import incrementality
-
     with engine.connect() as conn:
         as_of = dict(conn.execute(select(RUNS.c.id, RUNS.c.as_of).where(RUNS.c.as_of <= run["as_of"])).all())
     entries = [e for e in incrementality(engine, None, window, confidence=confidence) if e["run"] in as_of]

@@ -18,8 +18,11 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..campaigns import load_campaign
 from ..errors import NotFound, TemplateError
-from ..models import Decision
+from ..render import MessageSpec, Renderer
+from ..render.contexts import customer_contexts, load_catalog
+from ..store.models import Decision
 
 DEC = Decision.__table__
 #: Not a secret: unsubscribe tokens signed with it are refused by ``relmail serve``.
@@ -53,9 +56,6 @@ def render_previews(project, engine, run: dict[str, Any], messages: list[str], l
     """
     if limit <= 0 or not messages:
         return []
-    from ..campaigns import load_campaign
-    from ..contexts import customer_contexts, load_catalog
-    from ..render import MessageSpec, Renderer
 
     try:
         camp = load_campaign(project, run["campaign"])

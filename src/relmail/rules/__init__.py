@@ -53,7 +53,7 @@ _ORDER: tuple[type[Rule], ...] = (
     NotNewCustomer,
     Fatigue,
     LowRelevance,
-    # Only with a trained model for the message (see relmail.model_scoring).
+    # Only with a trained model for the message (see relmail.score.model).
     NegativeUplift,
     NotWorthIt,
 )

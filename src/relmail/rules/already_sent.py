@@ -2,7 +2,7 @@
 
 For a recurring message (``repeat_after_days: N``) only the last N days
 count: ``already_sent`` is then "sent in the last N days" (see
-:mod:`relmail.ledger_context`).
+:mod:`relmail.planning.pending`).
 """
 
 from __future__ import annotations

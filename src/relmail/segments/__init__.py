@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..errors import Problem, ValidationError
 from ..features.sql import connection, sorted_ids
-from ..models import Customer, UTCDateTime
+from ..store.models import Customer, UTCDateTime
 from .compile import compile_node
 from .grammar import COMBINATORS, CONDITIONS, SPECIAL, Node, parse_file, walk
 
@@ -41,7 +41,7 @@ class Segment:
     description: str
     file: Path
     root: Node | None
-    _registry: dict[str, "Segment"] = field(default_factory=dict, repr=False)
+    _registry: dict[str, Segment] = field(default_factory=dict, repr=False)
 
     def condition(self, as_of: datetime):
         """The membership test as a SQL boolean over the ``customers`` table."""

@@ -13,15 +13,15 @@ decides membership.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
-from typing import Callable
 
 from sqlalchemy import Boolean, String, and_, bindparam, column, exists, false, func, not_, or_, select, text, true
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
 from ..features.sql import json_bool, json_number, json_text
-from ..models import Customer, Event, Preference, Product, UTCDateTime
+from ..store.models import Customer, Event, Preference, Product, UTCDateTime
 from .grammar import Node, ids_of
 
 customers, events, preferences, products = (Customer.__table__, Event.__table__, Preference.__table__, Product.__table__)

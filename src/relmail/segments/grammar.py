@@ -44,7 +44,7 @@ class Node:
     kind: str  # all | any | not | segment | sql | a CONDITIONS name
     path: str  # key path in the file, for errors
     args: Any = None
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     line: int | None = None
 
 
@@ -248,8 +248,9 @@ def _check_attribute(arg: dict, at: str, bad) -> Node | None:
         if k == "equals" and not isinstance(v, (str, int, float, bool)):
             bad(f"{at}.equals", "must be a text, number or true/false")
             return None
-        if k == "in" and not (isinstance(v, list) and v and (all(isinstance(x, str) for x in v)
-                                                                 or all(_count(x) or isinstance(x, (int, float)) and not isinstance(x, bool) for x in v))):
+        texts = isinstance(v, list) and all(isinstance(x, str) for x in v)
+        numbers = isinstance(v, list) and all(_count(x) or isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)
+        if k == "in" and not (isinstance(v, list) and v and (texts or numbers)):
             bad(f"{at}.in", "must be a non-empty list of texts or of numbers")
             return None
     return Node("attribute", at, dict(arg))

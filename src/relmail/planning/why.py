@@ -1,0 +1,182 @@
+"""``relmail why``: every decision for one customer, explained from the ledger alone.
+
+The explanation reads only the decision rows (score, reasons, logged
+features and limits), never the current campaign file or today's data, so
+it says what the plan saw when it decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select
+
+from ..errors import NotFound
+from ..rules import ARBITRATION_LOST, HOLDOUT, RULES
+from ..rules.base import plural
+from ..store.models import Decision, Run
+
+DEC, RUNS = Decision.__table__, Run.__table__
+
+
+@dataclass
+class Explanation:
+    """One decision and why."""
+
+    run_id: str
+    customer_id: str
+    message_id: str
+    action: str
+    score: float
+    expected_value: float
+    reasons: list[str]
+    #: (reason code, sentence) per reason, in the order recorded.
+    because: list[tuple[str, str]]
+    #: (component, contribution), largest first; empty when a hard rule decided.
+    contributions: list[tuple[str, float]]
+    features: dict[str, Any] = field(default_factory=dict)
+    #: What the message's trained model said (see :func:`model_facts`); None when it had none.
+    model: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {
+            "run": self.run_id, "customer_id": self.customer_id, "message_id": self.message_id,
+            "action": self.action, "score": round(self.score, 4), "expected_value": round(self.expected_value, 4),
+            "reasons": [{"code": c, "explanation": t} for c, t in self.because],
+            "contributions": {k: round(v, 4) for k, v in self.contributions},
+            "features": self.features,
+        }
+        if self.model is not None:
+            out["model"] = self.model
+        return out
+
+
+def reason_sentence(code: str, logged: dict[str, Any]) -> str:
+    """The sentence for one reason code from a decision's logged features."""
+    if code == ARBITRATION_LOST:
+        winner = logged.get("lost_to")
+        room = plural(float(logged.get("budget") or 0), "e-mail")
+        if winner and winner != "budget":
+            return f"'{winner}' was worth more to this customer; room for {room} in this run"
+        return f"no room left: {room} allowed in this run after the frequency caps"
+    if code == HOLDOUT:
+        share = float(logged.get("holdout_share") or 0)
+        return f"held out at random ({share:.0%} of who would get it) to measure the true effect"
+    rule = RULES.get(code)
+    return rule.explain(logged) if rule else code
+
+
+def model_facts(logged: dict[str, Any]) -> dict[str, Any] | None:
+    """The model's predictions and top contributions as the decision logged them, or None without a model.
+
+    Contributions are ``u.<feature>`` (to the uplift) or ``p.<feature>`` (to
+    P(positive) when the model had no uplift), largest effect first, with the
+    feature's logged value.
+    """
+    if "model_version" not in logged:
+        return None
+    target = "uplift"
+    contributions = []
+    for key, value in logged.items():
+        if key.startswith(("u.", "p.")) and value is not None:
+            target = "uplift" if key.startswith("u.") else "p_positive"
+            name = key[2:]
+            contributions.append({"feature": name, "value": logged.get(name), "contribution": float(value)})
+    contributions.sort(key=lambda c: (-abs(c["contribution"]), c["feature"]))
+
+    def number(key: str) -> float | None:
+        value = logged.get(key)
+        # The ledger leaves zeros out: a missing prediction is 0; null (NaN) stays unknown.
+        return 0.0 if key not in logged else (None if value is None else float(value))
+
+    return {
+        "version": int(logged["model_version"]),
+        "outcome": logged.get("model_outcome"),
+        "p_positive": number("model_p_positive"),
+        "uplift": number("model_uplift"),
+        "p_irritation": number("model_p_irritation"),
+        "irritation_cost": number("irritation_cost"),
+        "expected_value": number("expected_value"),
+        "target": target,
+        "contributions": contributions,
+    }
+
+
+def format_model(model: dict[str, Any], top: int = 5) -> list[str]:
+    """The ``why`` lines for one decision's model facts."""
+    outcome = model["outcome"] or "positive outcome"
+    uplift = "unknown (no hold-outs to learn it)" if model["uplift"] is None else f"{model['uplift']:+.4f}"
+    lines = [
+        f"  model v{model['version']}: P({outcome} | sent) {model['p_positive'] or 0:.4f}, uplift {uplift}, "
+        f"P(unsubscribe or complaint) {model['p_irritation'] or 0:.4f} × cost {model['irritation_cost'] or 0:.2f}"
+    ]
+    parts = []
+    for c in model["contributions"][:top]:
+        value = c["value"]
+        shown = "missing" if value is None else (f"{value:g}" if isinstance(value, (int, float)) else str(value))
+        parts.append(f"{c['feature']}={shown} {c['contribution']:+.4f}")
+    if parts:
+        lines.append(f"  {'uplift' if model['target'] == 'uplift' else f'P({outcome})'} from: {', '.join(parts)}")
+    return lines
+
+
+def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
+    """(run facts, explanations) for ``customer_id`` in ``run_id`` or their latest run."""
+    with engine.connect() as conn:
+        if run_id is None:
+            row = conn.execute(
+                select(RUNS.c.id).join(DEC, DEC.c.run_id == RUNS.c.id)
+                .where(DEC.c.customer_id == customer_id)
+                .order_by(RUNS.c.as_of.desc(), RUNS.c.created_at.desc()).limit(1)
+            ).first()
+            if row is None:
+                raise NotFound(f"no decisions for customer '{customer_id}' in any run")
+            run_id = row[0]
+        run = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
+        if run is None:
+            raise NotFound(f"no run '{run_id}'")
+        rows = conn.execute(
+            select(DEC).where(DEC.c.run_id == run_id, DEC.c.customer_id == customer_id).order_by(DEC.c.id)
+        ).mappings().all()
+    if not rows:
+        raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
+    out = []
+    for r in rows:
+        logged = dict(r["features"] or {})
+        codes = r["reasons"].split()
+        contributions = sorted(
+            ((k[2:], float(v)) for k, v in logged.items() if k.startswith("c.") and v is not None),
+            key=lambda kv: (-kv[1], kv[0]),
+        )
+        out.append(Explanation(
+            run_id=run_id, customer_id=customer_id, message_id=r["message_id"], action=r["action"],
+            score=float(r["score"]), expected_value=float(r["expected_value"]), reasons=codes,
+            because=[(c, reason_sentence(c, logged)) for c in codes], contributions=contributions, features=logged,
+            model=model_facts(logged),
+        ))
+    facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"]}
+    return facts, out
+
+
+def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:
+    """Plain text for a terminal or a CI log."""
+    as_of: datetime = facts["as_of"]
+    lines = [f"{explanations[0].customer_id} in run {facts['run']} (as of {as_of:%Y-%m-%d %H:%M} UTC)"]
+    for e in explanations:
+        lines.append("")
+        if e.contributions:
+            lines.append(f"{e.message_id}: {e.action.upper()}  score {e.score:.2f}, expected value {e.expected_value:.2f}")
+            parts = ", ".join(f"{k} +{v:.2f}" for k, v in e.contributions[:top] if v > 0)
+            if parts:
+                lines.append(f"  score from: {parts}")
+            if e.model is not None:
+                lines.extend(format_model(e.model))
+        else:
+            lines.append(f"{e.message_id}: {e.action.upper()}  (score not considered: a hard rule applies)")
+        for code, sentence in e.because:
+            lines.append(f"  {code}: {sentence}")
+        if e.action == "send" and not e.because:
+            lines.append("  every rule passed, and it was the best message for this customer in this run")
+    return "\n".join(lines)

@@ -1,0 +1,92 @@
+"""Customer contexts for rendering, built in bulk for a batch of customers.
+
+A context is the customer's own fields plus up to three recommended
+products: the message's featured products first (unless the customer owns
+them), then products from the categories the customer bought or viewed most
+in the year before the run, never one they already own.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from ..features.sql import unindexed
+from ..store.models import Customer, Event, Product
+from . import CustomerContext
+
+C, E, P = Customer.__table__, Event.__table__, Product.__table__
+RECOMMENDED = 3
+
+
+def load_catalog(conn: Connection) -> dict[str, dict]:
+    """Every product as a plain dict, by id (the catalog is small next to the audience)."""
+    rows = conn.execute(select(P.c.id, P.c.name, P.c.price, P.c.url, P.c.category).order_by(P.c.id)).mappings()
+    return {r["id"]: dict(r) for r in rows}
+
+
+def customer_contexts(
+    conn: Connection,
+    customer_ids: Sequence[str],
+    as_of: datetime,
+    catalog: dict[str, dict],
+    featured: Sequence[str] = (),
+) -> dict[str, CustomerContext]:
+    """Contexts for ``customer_ids`` (missing customers are left out), three queries per batch."""
+    ids = list(dict.fromkeys(customer_ids))
+    if not ids:
+        return {}
+    rows = conn.execute(
+        select(C.c.id, C.c.email, C.c.first_name, C.c.last_name, C.c.locale, C.c.timezone, C.c.attributes).where(C.c.id.in_(ids))
+    ).mappings().all()
+    affinity: dict[str, list[tuple[int, str]]] = {}
+    for cid, category, n in conn.execute(
+        select(E.c.customer_id, P.c.category, func.count())
+        .select_from(E.join(P, P.c.id == E.c.product_id))
+        # +type: walk each customer's events through the customer index. Offered the
+        # covering (type, time, customer, product) index, SQLite without fresh
+        # statistics reads a year of views for a batch of 500 customers instead.
+        .where(E.c.customer_id.in_(ids), unindexed(E.c.type).in_(("purchase", "view")))
+        .where(E.c.occurred_at <= as_of, E.c.occurred_at > as_of - timedelta(days=365))
+        .group_by(E.c.customer_id, P.c.category)
+    ):
+        affinity.setdefault(cid, []).append((-n, category))
+    owned: dict[str, set[str]] = {}
+    for cid, pid in conn.execute(
+        select(E.c.customer_id, E.c.product_id).distinct().where(
+            E.c.customer_id.in_(ids), unindexed(E.c.type) == "purchase", E.c.product_id.is_not(None), E.c.occurred_at <= as_of
+        )
+    ):
+        owned.setdefault(cid, set()).add(pid)
+    by_category: dict[str, list[str]] = {}
+    for pid, product in catalog.items():
+        by_category.setdefault(product["category"], []).append(pid)
+
+    out = {}
+    for row in rows:
+        cid = row["id"]
+        mine = owned.get(cid, set())
+        picks = [p for p in featured if p in catalog and p not in mine]
+        for _, category in sorted(affinity.get(cid, [])):
+            picks += [p for p in by_category.get(category, ()) if p not in mine and p not in picks]
+            if len(picks) >= RECOMMENDED:
+                break
+        attributes = row["attributes"]
+        if isinstance(attributes, str):
+            attributes = json.loads(attributes)
+        out[cid] = CustomerContext(
+            id=cid,
+            email=row["email"],
+            first_name=row["first_name"],
+            last_name=row["last_name"],
+            locale=row["locale"],
+            timezone=row["timezone"],
+            attributes=attributes or {},
+            recommended_products=[catalog[p] for p in picks[:RECOMMENDED]],
+            data={"owned_products": sorted(mine)},
+        )
+    return out

@@ -1,0 +1,273 @@
+"""The send ledger: the durable state of every delivery, so nothing is sent twice or skipped.
+
+A delivery (one ``send`` decision) moves through these states, each change
+committed before the next step:
+
+``planned``
+    created from the decision; nothing has left.
+``sending``
+    claimed by a sender; the message may be on the wire, but the point of no
+    return (SMTP's final ``.``, an ESP's request) has not been passed.
+``committing``
+    recorded immediately *before* the point of no return. A crash here is the
+    only case whose outcome we cannot know; relmail assumes it was delivered,
+    because the brief ranks "never send twice" above "never skip".
+``accepted`` / ``rejected``
+    the provider's answer; final.
+``deferred``
+    a temporary failure; retried from ``next_attempt_at`` until the deadline,
+    then ``failed``.
+``failed``
+    given up (deadline passed, or the template failed for this customer).
+
+After a crash, :func:`recover` puts ``sending`` back to ``planned`` (the point
+of no return was never passed, so the provider dropped the transaction) and
+settles ``committing`` as accepted with the uncertainty noted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import bindparam, func, insert, literal, or_, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from ..store.db import dialect_insert
+from ..store.models import Decision, Delivery, Event
+
+D = Delivery.__table__
+DEC = Decision.__table__
+EV = Event.__table__
+
+#: States a delivery never leaves.
+FINAL = ("accepted", "rejected", "failed")
+#: States an answer from the provider may settle.
+IN_FLIGHT = ("planned", "sending", "committing")
+UNCERTAIN = "outcome unknown after an interruption at the point of no return; assumed delivered"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A delivery handed to a sender."""
+
+    delivery_id: int
+    customer_id: str
+    message_id: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the provider said about one delivery."""
+
+    delivery_id: int
+    status: str  # accepted | deferred | rejected | failed
+    provider_id: str | None = None
+    retry_at: datetime | None = None
+    reason: str | None = None
+    #: A permanent recipient failure: recorded as ``email_bounced_hard`` so
+    #: every later plan suppresses the address.
+    hard_bounce: bool = False
+
+
+def prepare(engine: Engine, run_id: str, now: datetime) -> int:
+    """Create a ``planned`` delivery for every ``send`` decision of the run that has none.
+
+    Idempotent: a decision gets at most one delivery (unique ``decision_id``).
+    A decision that has one is skipped by that index (``ON CONFLICT DO
+    NOTHING``), not by ``NOT EXISTS``: PostgreSQL, whose statistics call the
+    new run's deliveries table empty, plans that as a scan of the very table
+    being filled for every row, 351 s for 140,000 deliveries.
+    """
+    sends = (
+        select(
+            DEC.c.id,
+            DEC.c.run_id,
+            DEC.c.customer_id,
+            DEC.c.message_id,
+            literal("planned"),
+            literal(0),
+            literal(now, type_=D.c.updated_at.type),
+        )
+        .where(DEC.c.run_id == run_id, DEC.c.action == "send")
+    )
+    cols = ["decision_id", "run_id", "customer_id", "message_id", "status", "attempts", "updated_at"]
+    with engine.begin() as conn:
+        stmt = dialect_insert(conn, D).from_select(cols, sends).on_conflict_do_nothing(index_elements=[D.c.decision_id])
+        return len(conn.execute(stmt.returning(D.c.id)).all())
+
+
+def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
+    """Settle what a crashed sender left behind; see the module docstring."""
+    with engine.begin() as conn:
+        back = conn.execute(
+            update(D).where(D.c.run_id == run_id, D.c.status == "sending").values(status="planned", updated_at=now)
+        ).rowcount
+        stuck = conn.execute(
+            select(D.c.id).where(D.c.run_id == run_id, D.c.status == "committing")
+        ).scalars().all()
+        if stuck:
+            _record(conn, [Outcome(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
+    return {"requeued": back, "assumed_delivered": len(stuck)}
+
+
+def claim(
+    engine: Engine, run_id: str, now: datetime, limit: int, customers: Sequence[str] | None = None,
+    message_id: Callable[[str, str], str] | None = None,
+) -> list[Claim]:
+    """Atomically move up to ``limit`` due deliveries to ``sending`` and return them.
+
+    ``message_id(customer, message)`` gives each claimed delivery its RFC 5322
+    Message-ID in the same transaction (kept if it has one), so the ledger
+    knows it before the e-mail can leave.
+
+    Due = ``deferred`` whose retry time has come (first), then ``planned``,
+    each in id order. One UPDATE with RETURNING per state, so two senders can
+    never claim the same delivery. Each state is its own statement so that
+    both read the ``(run_id, status, id)`` index in order and stop after
+    ``limit`` rows: with ``status IN (...)`` or an OR the database reads every
+    delivery of the run and sorts them, once per batch, and a send of n
+    e-mails costs O(n²) (24 ms per claim at 140,000 e-mails).
+    """
+    states = (
+        (D.c.status == "deferred", D.c.next_attempt_at <= now),
+        (D.c.status == "planned",),
+    )
+    rows: list = []
+    with engine.begin() as conn:
+        for conditions in states:
+            want = limit - len(rows)
+            if want <= 0:
+                break
+            due = select(D.c.id).where(D.c.run_id == run_id, *conditions)
+            if customers is not None:
+                due = due.where(D.c.customer_id.in_(list(customers)))
+            due = due.order_by(D.c.id).limit(want)
+            if conn.dialect.name == "postgresql":
+                due = due.with_for_update(skip_locked=True)
+            rows += conn.execute(
+                update(D)
+                .where(D.c.id.in_(due.scalar_subquery()))
+                .values(status="sending", attempts=D.c.attempts + 1, updated_at=now)
+                .returning(D.c.id, D.c.customer_id, D.c.message_id, D.c.attempts)
+            ).all()
+        if message_id is not None and rows:
+            conn.execute(
+                update(D).where(D.c.id == bindparam("b_id"), D.c.rfc_message_id.is_(None))
+                .values(rfc_message_id=bindparam("b_mid")),
+                [{"b_id": r[0], "b_mid": message_id(r[1], r[2])} for r in rows],
+            )
+    return sorted((Claim(*r) for r in rows), key=lambda c: c.delivery_id)
+
+
+def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> None:
+    """Record that these deliveries are about to pass the point of no return.
+
+    The caller commits this before the provider is told to go ahead.
+    """
+    ids = list(delivery_ids)
+    if ids:
+        conn.execute(
+            update(D).where(D.c.id.in_(ids), D.c.status == "sending").values(status="committing", updated_at=now)
+        )
+
+
+def record(
+    engine: Engine,
+    outcomes: Sequence[Outcome],
+    now: datetime,
+    topics: dict[str, str | None],
+    deadline: datetime | None = None,
+) -> dict[str, int]:
+    """Write the providers' answers; accepted deliveries also become ``email_sent`` events.
+
+    A deferral whose retry would fall after ``deadline`` is ``failed`` instead.
+    """
+    if deadline is not None:
+        outcomes = [
+            Outcome(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
+            if o.status == "deferred" and (o.retry_at or now) > deadline
+            else o
+            for o in outcomes
+        ]
+    with engine.begin() as conn:
+        return _record(conn, outcomes, now, topics)
+
+
+def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    if not outcomes:
+        return counts
+    # Only a delivery still in flight can be settled: a duplicate answer for
+    # an accepted delivery must not move it again.
+    conn.execute(
+        update(D)
+        .where(D.c.id == bindparam("b_id"), or_(*(D.c.status == s for s in IN_FLIGHT)))
+        .values(
+            status=bindparam("b_status"),
+            provider_id=bindparam("b_provider"),
+            next_attempt_at=bindparam("b_retry"),
+            last_error=bindparam("b_reason"),
+            updated_at=now,
+        ),
+        [
+            {"b_id": o.delivery_id, "b_status": o.status, "b_provider": o.provider_id, "b_retry": o.retry_at, "b_reason": o.reason}
+            for o in outcomes
+        ],
+    )
+    for o in outcomes:
+        counts[o.status] = counts.get(o.status, 0) + 1
+    bounced = [o.delivery_id for o in outcomes if o.status == "rejected" and o.hard_bounce]
+    if bounced:
+        conn.execute(
+            insert(EV).from_select(
+                ["event_id", "customer_id", "type", "occurred_at", "message_id", "run_id"],
+                select(
+                    literal("bounce:") + D.c.run_id + literal(":") + D.c.customer_id + literal(":") + D.c.message_id,
+                    D.c.customer_id,
+                    literal("email_bounced_hard"),
+                    literal(now, type_=EV.c.occurred_at.type),
+                    D.c.message_id,
+                    D.c.run_id,
+                ).where(D.c.id.in_(bounced)),
+            )
+        )
+    accepted = [o.delivery_id for o in outcomes if o.status == "accepted"]
+    if accepted:
+        rows = conn.execute(
+            select(D.c.run_id, D.c.customer_id, D.c.message_id).where(D.c.id.in_(accepted))
+        ).all()
+        existing = set(
+            conn.execute(
+                select(EV.c.event_id).where(EV.c.event_id.in_([_sent_event_id(*r) for r in rows]))
+            ).scalars()
+        )
+        events = [
+            {
+                "event_id": _sent_event_id(run, customer, message),
+                "customer_id": customer,
+                "type": "email_sent",
+                "occurred_at": now,
+                "message_id": message,
+                "run_id": run,
+                "topic": topics.get(message),
+            }
+            for run, customer, message in rows
+            if _sent_event_id(run, customer, message) not in existing
+        ]
+        if events:
+            conn.execute(insert(EV), events)
+    return counts
+
+
+def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
+    return f"sent:{run_id}:{customer_id}:{message_id}"
+
+
+def status_counts(engine: Engine, run_id: str) -> dict[str, int]:
+    """How many deliveries of the run are in each state."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(D.c.status, func.count()).where(D.c.run_id == run_id).group_by(D.c.status)).all()
+    return {status: n for status, n in rows}

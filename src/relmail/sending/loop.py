@@ -1,0 +1,271 @@
+"""The sending loop: claim → render → mark the point of no return → hand over → record.
+
+:func:`loop` is run by a single-process send and by every parallel sender
+(:mod:`relmail.sending.workers`); :class:`SendResult` is what an invocation
+did. The ledger (:mod:`relmail.sending.ledger`) is the only state: killing the
+process at any moment leaves every delivery in a state the next run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import select, update
+
+from ..delivery.base import DeliveryAborted
+from ..errors import DeliveryError
+from ..store.models import Decision, Delivery, Event, Preference
+from ..windows import Window
+from . import ledger
+from .batcher import Batcher, outgoing
+
+DEC = Decision.__table__
+RENDER_ERROR = "RENDER_ERROR"
+
+
+@dataclass
+class SendResult:
+    run_id: str
+    planned_now: bool
+    dry_run: bool
+    test_to: str | None
+    #: Deliveries of the run by state after this invocation (the ledger's view).
+    states: dict[str, int] = field(default_factory=dict)
+    #: What this invocation did: rendered, accepted, deferred, rejected, failed.
+    done: dict[str, int] = field(default_factory=dict)
+    #: (customer, message, reason) for every e-mail whose template failed.
+    render_errors: list[tuple[str, str, str]] = field(default_factory=list)
+    recovered: dict[str, int] = field(default_factory=dict)
+    next_retry_at: datetime | None = None
+    seconds: float = 0.0
+    #: The window sent (``auto`` resolved).
+    window: Window | None = None
+    #: Why a stale run lock was taken over (its holder crashed), if it was.
+    lock_taken_over: str | None = None
+    #: Processes that rendered and delivered (1: this one).
+    workers: int = 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "run": self.run_id,
+            "window": self.window.key if self.window else None,
+            "lock_taken_over": self.lock_taken_over,
+            "workers": self.workers,
+            "planned_now": self.planned_now,
+            "dry_run": self.dry_run,
+            "test_to": self.test_to,
+            "states": self.states,
+            "done": self.done,
+            "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
+            "recovered": self.recovered,
+            "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
+            "seconds": round(self.seconds, 3),
+            "rate_per_second": round(self.done.get("accepted", 0) / self.seconds, 1) if self.seconds else 0.0,
+        }
+
+
+def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendResult, topics, clock, deadline, *,
+          limit: int | None, only_customers, batch_size: int, after_batch: Callable[[], None],
+          progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+    """Claim, render, mark, hand over and record batches until nothing is due (or ``limit``/``stop``).
+
+    The one sending loop, run by a single-process send and by each worker.
+    Every batch is its own short transactions (claim, mark, record), so
+    several processes take turns on SQLite's single writer without waiting
+    on each other's rendering or network time.
+    """
+    marker = Marker(engine, clock)
+    adapter.on_commit = marker
+    try:
+        while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
+            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
+            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers,
+                                  message_id=batcher.message_id)
+            if not claims:
+                break
+            deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
+            after_batch()
+            if progress is not None:
+                progress(dict(result.done))
+    finally:
+        adapter.close()
+        marker.close()
+
+
+def delivery_key(delivery_id: int) -> str:
+    return f"d{delivery_id}"
+
+
+class Marker:
+    """Writes the ``committing`` mark so that it is durable no later than the hand-over.
+
+    The mark must be in the database before the point of no return, yet
+    waiting for its commit opens a window (a network round trip and an
+    fsync) in which a killed sender leaves a mark for an e-mail that never
+    left. On PostgreSQL the mark is therefore sent as a single autocommit
+    statement without waiting; the adapter then passes the point of no
+    return (its bytes follow the mark's on the wire within microseconds)
+    and only afterwards waits for the acknowledgement. A sender killed before
+    the statement left rolls nothing forward and hands nothing over; killed
+    after, both reach their servers. On SQLite the commit is a write into
+    the WAL inside this process, so waiting for it costs microseconds.
+    """
+
+    _SQL = (b"UPDATE deliveries SET status = 'committing', updated_at = $1::timestamptz "
+            b"WHERE id = ANY($2::bigint[]) AND status = 'sending'")
+
+    def __init__(self, engine, clock):
+        import threading
+
+        self.engine, self.clock = engine, clock
+        self.local = threading.local()
+        self.connections: list = []
+        self.lock = threading.Lock()
+
+    def __call__(self, keys: Sequence[str]):
+        ids = [int(k[1:]) for k in keys]
+        if self.engine.dialect.name == "sqlite":
+            # One autocommit statement on a connection of this thread: the
+            # hook returns right after SQLite's WAL write, nothing in between.
+            self._sqlite().execute(
+                f"UPDATE deliveries SET status = 'committing', updated_at = ? "
+                f"WHERE id IN ({','.join('?' * len(ids))}) AND status = 'sending'",
+                [self._stamp(self.clock()), *ids],
+            )
+            return None
+        if self.engine.dialect.name != "postgresql":
+            with self.engine.begin() as conn:
+                ledger.mark_committing(conn, ids, self.clock())
+            return None
+        pg = self._pg()
+        pg.send_query_params(self._SQL, [self.clock().isoformat().encode(), ("{" + ",".join(map(str, ids)) + "}").encode()])
+        while pg.flush():
+            pass
+        return lambda: self._confirm(pg)
+
+    @staticmethod
+    def _confirm(pg) -> None:
+        # Drain the acknowledgement. A failed mark needs no action here: the
+        # provider's answer is recorded next from 'sending' just as well; only
+        # a crash in between would find no mark (and re-send that e-mail).
+        while pg.get_result() is not None:
+            pass
+
+    def _pg(self):
+        import psycopg
+
+        pg = getattr(self.local, "pg", None)
+        if pg is None:
+            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+            # The mark must survive this process, not the database server:
+            # not waiting for the WAL flush saves an fsync per e-mail. A
+            # database crash within a fraction of a second of a mark could
+            # lose it, and only then would that e-mail be sent again.
+            conn = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")
+            with self.lock:
+                self.connections.append(conn)
+            pg = self.local.pg = conn.pgconn
+        return pg
+
+    def _sqlite(self):
+        import sqlite3
+
+        conn = getattr(self.local, "sqlite", None)
+        if conn is None:
+            conn = sqlite3.connect(self.engine.url.database, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=30000")
+            with self.lock:
+                self.connections.append(conn)
+            self.local.sqlite = conn
+        return conn
+
+    def _stamp(self, now: datetime):
+        """``now`` as the ledger's time column stores it on SQLite."""
+        process = Delivery.__table__.c.updated_at.type._cached_bind_processor(self.engine.dialect)
+        return process(now) if process else now
+
+    def close(self) -> None:
+        for conn in self.connections:
+            conn.close()
+
+
+def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:
+    by_pair = {(c.customer_id, c.message_id): c for c in claims}
+    outcomes: list[ledger.Outcome] = []
+    # The plan may be days old: whoever opted out, complained or bounced
+    # since is not mailed, whatever the plan said.
+    for pair, reason in _blocked_now(engine, list(by_pair), topics, batcher.as_of).items():
+        outcomes.append(ledger.Outcome(by_pair.pop(pair).delivery_id, "failed", reason=reason))
+    emails, errors = batcher.render(list(by_pair))
+    if errors:
+        _mark_render_errors(engine, run_id, errors)
+        for pair, reason in errors.items():
+            result.render_errors.append((pair[0], pair[1], reason))
+            outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
+    messages = [outgoing(email, ctx, project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
+                for pair, (email, ctx) in emails.items()]
+    result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
+    aborted = None
+    try:
+        answers = adapter.send(messages) if messages else []
+    except DeliveryAborted as exc:
+        answers, aborted = exc.results, exc
+    for answer in answers:
+        delivery_id = int(answer.key[1:])
+        if answer.status == "deferred" and answer.ambiguous:
+            # Handed over completely, answer lost: the ledger marked it
+            # committing, and never sending twice wins over certainty.
+            outcomes.append(ledger.Outcome(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
+        else:
+            outcomes.append(ledger.Outcome(delivery_id, answer.status, answer.provider_id, answer.retry_at,
+                                           answer.reason or None, answer.hard_bounce))
+    counts = ledger.record(engine, outcomes, clock(), topics, deadline=deadline)
+    for status, n in counts.items():
+        result.done[status] = result.done.get(status, 0) + n
+    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims)
+    if aborted is not None:
+        raise DeliveryError(f"sending stopped, the ledger is consistent and 'relmail send' resumes: {aborted}")
+
+
+def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None], as_of: datetime) -> dict[tuple[str, str], str]:
+    """Pairs that must not be mailed any more, with the reason: checked just before sending."""
+    P, E = Preference.__table__, Event.__table__
+    customers = sorted({c for c, _ in pairs})
+    with engine.connect() as conn:
+        out_of = {}
+        for cid, topic in conn.execute(
+            select(P.c.customer_id, P.c.topic).where(P.c.customer_id.in_(customers), P.c.opted_in.is_(False))
+        ):
+            out_of.setdefault(cid, set()).add(topic)
+        since = dict(
+            conn.execute(
+                select(E.c.customer_id, E.c.type).where(
+                    E.c.customer_id.in_(customers), E.c.occurred_at > as_of,
+                    E.c.type.in_(("email_bounced_hard", "email_complained")),
+                )
+            ).all()
+        )
+    blocked = {}
+    for customer, message in pairs:
+        topics_out = out_of.get(customer, set())
+        if "*" in topics_out or topics.get(message) in topics_out:
+            blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
+        elif customer in since:
+            blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
+    return blocked
+
+
+def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:
+    """The decision records the failure: suppressed with RENDER_ERROR, so reports and why show it."""
+    from sqlalchemy import bindparam
+
+    with engine.begin() as conn:
+        conn.execute(
+            update(DEC)
+            .where(DEC.c.run_id == run_id, DEC.c.customer_id == bindparam("b_c"), DEC.c.message_id == bindparam("b_m"))
+            .values(action="suppress", reasons=DEC.c.reasons + " " + RENDER_ERROR),
+            [{"b_c": c, "b_m": m} for (c, m) in errors],
+        )

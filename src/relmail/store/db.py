@@ -1,0 +1,172 @@
+"""Database engines and the versioned schema.
+
+SQLite (a file in the project) is the embedded default; PostgreSQL through a
+``postgresql+psycopg://`` URL is the deployment choice. The schema is owned by
+the Alembic migrations in ``relmail/store/migrations``: :func:`upgrade` applies
+them, and :func:`connect` refuses a database whose schema is missing or
+behind, instead of silently creating tables.
+"""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from sqlalchemy import create_engine, event, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+
+from ..errors import ConfigError, DatabaseError
+from .models import Meta
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _sqlite_pragmas(dbapi_conn, _record) -> None:
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (why, report) work while a send writes; NORMAL is
+    # durable across application crashes, which is what the ledger needs.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def dialect_insert(conn: Connection, table):
+    """``INSERT`` with ``ON CONFLICT`` support for the connection's dialect (PostgreSQL or SQLite)."""
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table)
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for ``url`` with relmail's connection settings; no schema check."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        # psycopg 3 is the driver we ship; plain URLs would ask for psycopg2.
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    try:
+        if url.startswith("sqlite"):
+            engine = create_engine(url, connect_args={"timeout": 30})
+            event.listen(engine, "connect", _sqlite_pragmas)
+        else:
+            engine = create_engine(url, pool_pre_ping=True)
+    except (ArgumentError, NoSuchModuleError) as exc:
+        raise ConfigError(f"invalid database URL {redact(url)!r}: {exc}") from None
+    return engine
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    head, sep, tail = url.partition("://")
+    if "@" in tail:
+        creds, _, host = tail.rpartition("@")
+        user = creds.split(":", 1)[0]
+        return f"{head}{sep}{user}:***@{host}" if ":" in creds else url
+    return url
+
+
+def _alembic_config(engine: Engine):
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def head_revision() -> str:
+    from alembic.script import ScriptDirectory
+
+    cfg = _alembic_config(None)  # type: ignore[arg-type]
+    return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot open database {redact(str(engine.url))}: {exc.orig}") from None
+
+
+def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
+    """Apply migrations up to ``revision``; returns (before, after) revisions."""
+    from alembic import command
+
+    before = current_revision(engine)
+    try:
+        command.upgrade(_alembic_config(engine), revision)
+    except SQLAlchemyError as exc:
+        raise DatabaseError(f"schema upgrade failed: {exc}") from None
+    after = current_revision(engine)
+    with engine.begin() as conn:
+        _ensure_salt(conn)
+    return before, after
+
+
+def _ensure_salt(conn) -> None:
+    table = Meta.__table__
+    if conn.execute(select(table.c.value).where(table.c.key == "address_salt")).first() is None:
+        conn.execute(table.insert().values(key="address_salt", value=secrets.token_hex(16)))
+
+
+def connect(url: str) -> Engine:
+    """An engine for a database whose schema is current, or a clear error."""
+    engine = make_engine(url)
+    try:
+        have = current_revision(engine)
+    except BaseException:
+        engine.dispose()
+        raise
+    want = head_revision()
+    if have != want:
+        engine.dispose()  # the caller never gets it: close its connection now
+        if have is None:
+            raise DatabaseError(f"database {redact(url)} has no relmail schema; run 'relmail db upgrade'")
+        raise DatabaseError(f"database schema is at {have}, relmail needs {want}; run 'relmail db upgrade'")
+    return engine
+
+
+def refresh_statistics(conn: Connection, table: str, rows_written: int) -> bool:
+    """ANALYZE ``table`` on PostgreSQL once bulk writes changed a large share of it; True if it did.
+
+    PostgreSQL plans from sampled statistics: a store filled by an import
+    and planned on at once (a CI job, a scheduler) would otherwise be
+    planned as the empty tables it was. The demo shop planned straight
+    after loading: 100,000 customers 12.7 s (features 9.9) against 3.8 s
+    after ANALYZE (0.36 s); 1,000,000 customers 75.2 s against 38.3 s
+    (ANALYZE 0.52 s). "Large" is autovacuum's own rule (rows changed
+    since the last ANALYZE, these included, at least 50 plus 10% of the
+    table), applied at once instead of up to a minute later, or never on a
+    server that runs without autovacuum. Inside the caller's
+    transaction, so the statistics commit or roll back with the rows.
+    SQLite is left alone: its plans measured the same with, without and
+    with stale statistics.
+    """
+    if conn.dialect.name != "postgresql" or rows_written <= 0:
+        return False
+    row = conn.execute(
+        text("SELECT c.reltuples, coalesce(s.n_mod_since_analyze, 0) FROM pg_class c "
+             "LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid WHERE c.oid = to_regclass(:t)"),
+        {"t": table},
+    ).first()
+    if row is None:
+        raise ValueError(f"no table {table!r} to analyze")
+    known, changed = row
+    # reltuples is -1 for a table never analyzed or vacuumed (0 before PostgreSQL 14).
+    if known > 0 and rows_written + changed < 50 + 0.1 * known:
+        return False
+    conn.exec_driver_sql(f'ANALYZE "{table}"')
+    return True
+
+
+def ping(engine: Engine) -> None:
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        raise DatabaseError(f"cannot reach database {redact(str(engine.url))}: {exc.orig}") from None

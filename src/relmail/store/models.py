@@ -1,0 +1,246 @@
+"""The store and the ledger: every table relmail keeps.
+
+Times are stored in UTC (``UTCDateTime``) and come back timezone-aware, on
+SQLite as on PostgreSQL. The schema is created and upgraded only by
+``relmail db upgrade`` (Alembic migrations in ``relmail/store/migrations``); these
+classes describe it, they never create it on the fly.
+"""
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator):
+    """A timezone-aware datetime stored as UTC.
+
+    SQLite has no time zones: a naive or offset time stored as-is would
+    compare wrongly with others, so every value is converted to UTC on the
+    way in and marked UTC on the way out. Naive values are refused.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: relmail stores timezone-aware times only")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+#: Every event type relmail knows. E-mail events are normalized to these
+#: names whatever the provider calls them.
+EVENT_TYPES = (
+    "purchase",
+    "view",
+    "usage",
+    "ticket_opened",
+    "ticket_closed",
+    "email_sent",
+    "email_delivered",
+    "email_opened",
+    "email_clicked",
+    "email_bounced_hard",
+    "email_bounced_soft",
+    "email_complained",
+    "email_unsubscribed",
+)
+
+#: Decision actions.
+ACTIONS = ("send", "holdout", "suppress")
+
+#: Delivery states, in the order a delivery moves through them.
+DELIVERY_STATES = ("planned", "rendered", "sending", "accepted", "deferred", "rejected", "failed")
+
+
+class Customer(SQLModel, table=True):
+    __tablename__ = "customers"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    email: str = Field(sa_column=Column(String(320), nullable=False, index=True))
+    first_name: str | None = Field(default=None, sa_column=Column(String(200)))
+    last_name: str | None = Field(default=None, sa_column=Column(String(200)))
+    locale: str = Field(default="en_GB", sa_column=Column(String(16), nullable=False, default="en_GB"))
+    timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False, default="UTC"))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
+
+
+class Product(SQLModel, table=True):
+    __tablename__ = "products"
+
+    id: str = Field(sa_column=Column(String(64), primary_key=True))
+    name: str = Field(sa_column=Column(String(300), nullable=False))
+    category: str = Field(sa_column=Column(String(100), nullable=False, index=True))
+    price: float = Field(default=0.0, nullable=False)
+    url: str | None = Field(default=None, sa_column=Column(String(2000)))
+    #: Features a customer can use (``usage`` events name one of these).
+    features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+
+
+class Preference(SQLModel, table=True):
+    """Consent per topic. Topic ``*`` is the global switch: opted out = unsubscribed from all."""
+
+    __tablename__ = "preferences"
+
+    customer_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    topic: str = Field(sa_column=Column(String(100), primary_key=True))
+    opted_in: bool = Field(nullable=False)
+    #: The customer's frequency wish: at most this many e-mails a week.
+    max_per_week: int | None = Field(default=None)
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: Where the consent came from: import, signup-form, unsubscribe-link, esp-webhook ...
+    source: str = Field(default="import", sa_column=Column(String(100), nullable=False, default="import"))
+
+
+class Event(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_customer_time", "customer_id", "occurred_at"),
+        Index("ix_events_type_time_customer", "type", "occurred_at", "customer_id", "product_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    #: The source system's id, for upserts and for de-duplicating ESP webhooks.
+    event_id: str | None = Field(default=None, sa_column=Column(String(128), unique=True))
+    customer_id: str = Field(sa_column=Column(String(64), nullable=False))
+    type: str = Field(sa_column=Column(String(32), nullable=False))
+    occurred_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    product_id: str | None = Field(default=None, sa_column=Column(String(64)))
+    #: The product feature used (``usage``) or the ticket id (``ticket_*``).
+    feature: str | None = Field(default=None, sa_column=Column(String(100)))
+    #: Money for a purchase, count for usage.
+    value: float | None = Field(default=None)
+    #: For e-mail events: the message, its run and its consent topic, so
+    #: frequency caps per topic and "already sent" read the events alone.
+    message_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    run_id: str | None = Field(default=None, sa_column=Column(String(100)))
+    topic: str | None = Field(default=None, sa_column=Column(String(100)))
+
+
+class Suppression(SQLModel, table=True):
+    """Addresses never to mail again without fresh consent, kept as salted hashes."""
+
+    __tablename__ = "suppressions"
+
+    email_hash: str = Field(sa_column=Column(String(64), primary_key=True))
+    reason: str = Field(sa_column=Column(String(32), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Meta(SQLModel, table=True):
+    """Small key/value facts about this store (the address-hash salt, ...)."""
+
+    __tablename__ = "meta"
+
+    key: str = Field(sa_column=Column(String(64), primary_key=True))
+    value: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class Run(SQLModel, table=True):
+    """One execution of a campaign for a window; (campaign, window) is its idempotency key."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("campaign", "window", name="uq_runs_campaign_window"),)
+
+    id: str = Field(sa_column=Column(String(100), primary_key=True))
+    campaign: str = Field(sa_column=Column(String(100), nullable=False))
+    window: str = Field(sa_column=Column(String(32), nullable=False))
+    #: The run's "now": features and rules never look past it.
+    as_of: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    seed: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    status: str = Field(default="planned", sa_column=Column(String(16), nullable=False))
+    #: Hash of the campaign, segments and templates the plan was made from.
+    config_hash: str = Field(default="", sa_column=Column(String(64), nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Decision(SQLModel, table=True):
+    """Send, hold out or suppress, for one (run, customer, message), and why."""
+
+    __tablename__ = "decisions"
+    __table_args__ = (
+        UniqueConstraint("run_id", "customer_id", "message_id", name="uq_decisions_run_customer_message"),
+        Index("ix_decisions_customer", "customer_id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    run_id: str = Field(sa_column=Column(String(100), nullable=False))
+    customer_id: str = Field(sa_column=Column(String(64), nullable=False))
+    message_id: str = Field(sa_column=Column(String(100), nullable=False))
+    action: str = Field(sa_column=Column(String(16), nullable=False))
+    score: float = Field(default=0.0, nullable=False)
+    expected_value: float = Field(default=0.0, nullable=False)
+    #: Reason codes, space-separated (every rule that fired, not only the first).
+    reasons: str = Field(default="", sa_column=Column(Text, nullable=False))
+    #: The features the decision used, as logged at decision time.
+    features: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class Delivery(SQLModel, table=True):
+    """The delivery of one ``send`` decision; a (run, customer, message) is delivered at most once."""
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        UniqueConstraint("run_id", "customer_id", "message_id", name="uq_deliveries_run_customer_message"),
+        Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
+    )
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    decision_id: int = Field(sa_column=Column(BigInteger, nullable=False, unique=True))
+    run_id: str = Field(sa_column=Column(String(100), nullable=False))
+    customer_id: str = Field(sa_column=Column(String(64), nullable=False))
+    message_id: str = Field(sa_column=Column(String(100), nullable=False))
+    status: str = Field(default="planned", sa_column=Column(String(16), nullable=False))
+    adapter: str | None = Field(default=None, sa_column=Column(String(32)))
+    #: RFC 5322 Message-ID, stored when the delivery is first claimed (derived from run, customer and message, so every attempt carries the same).
+    rfc_message_id: str | None = Field(default=None, sa_column=Column(String(300)))
+    provider_id: str | None = Field(default=None, sa_column=Column(String(300)))
+    attempts: int = Field(default=0, nullable=False)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class RunLock(SQLModel, table=True):
+    """Who is working on a run right now: one row per held lock (``relmail.store.locks``).
+
+    The primary key makes acquiring an INSERT that fails if the lock is held,
+    on SQLite and PostgreSQL alike; the holder refreshes ``expires_at`` while
+    it works, so a crashed holder's lock can be taken over.
+    """
+
+    __tablename__ = "run_locks"
+
+    #: What is locked: the run id (``campaign:window``).
+    key: str = Field(sa_column=Column(String(200), primary_key=True))
+    #: ``host:pid``, for people reading the error message.
+    holder: str = Field(sa_column=Column(String(300), nullable=False))
+    #: Random per acquisition: only the holder that wrote it can refresh or release.
+    token: str = Field(sa_column=Column(String(64), nullable=False))
+    #: Hash of hostname, boot and PID namespace: equal means "the holder's PID is checkable from here".
+    host_id: str = Field(sa_column=Column(String(64), nullable=False))
+    pid: int = Field(nullable=False)
+    #: The holder process's start time (clock ticks since boot, Linux), so a reused PID is not mistaken for it.
+    pid_start: int | None = Field(default=None, sa_column=Column(BigInteger))
+    acquired_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
