@@ -320,7 +320,7 @@ def test_inline_runs_premailer_once_per_template_source(renderer, monkeypatch):
     inline._CACHE.clear()
     calls = []
     real = inline._premailer
-    monkeypatch.setattr(inline, "_premailer", lambda doc: calls.append(1) or real(doc))
+    monkeypatch.setattr(inline, "_premailer", lambda doc, *rest: calls.append(1) or real(doc, *rest))
     for i in range(20):
         renderer.render(spec("usage_tip", id=f"m{i % 2}"), customer(id=f"C{i}", locale="en_GB"))
     assert len(calls) == 1  # two messages share the template: still one premailer run
