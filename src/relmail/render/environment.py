@@ -3,7 +3,9 @@
 Templates run in Jinja's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
 (no access to Python internals, no mutating the context) with HTML
 autoescaping and :class:`~jinja2.StrictUndefined`: a missing variable is an
-error unless the template gives a fallback with ``default``.
+error unless the template gives a fallback with ``default``. Optional data
+(customer attributes, product fields, ``message.data``) is the exception for
+tests: a missing key there tests false (:mod:`relmail.render.optional`).
 
 CSS can only be inlined into a *whole document*, but a message template is a
 child of a layout plus partials. :func:`flatten` therefore resolves

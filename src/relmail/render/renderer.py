@@ -23,6 +23,7 @@ from . import links as links_mod
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
+from .optional import optional
 from .text import check_derived, derive_text_source, tidy
 
 
@@ -156,6 +157,8 @@ class CompiledMessage:
     constants: dict[str, Any]
     tracker: links_mod.LinkTracker
     flat_source: str
+    #: ``message.data`` with the optional-data policy applied (see :mod:`relmail.render.optional`).
+    data: Mapping[str, Any] = field(default_factory=dict)
 
 
 class Renderer:
@@ -275,7 +278,7 @@ class Renderer:
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
-                               constants, tracker, flat)
+                               constants, tracker, flat, optional(spec.data, "message.data"))
 
     def _tracked_for_text(self, flat: str, tracker) -> str:
         """The flattened source with UTM applied to links, for the text part."""
@@ -295,7 +298,8 @@ class Renderer:
     def context(self, compiled: CompiledMessage, ctx: CustomerContext, token: str) -> dict[str, Any]:
         """The template variables for one customer (see docs/readme/render.md for the list)."""
         spec = compiled.spec
-        products = list(ctx.recommended_products)
+        # Optional data (attributes, products, message.data): a missing key tests false, printing it fails.
+        products = [optional(p, "product") for p in ctx.recommended_products]
         unsubscribe = self.links.unsubscribe_url(token)
         return {
             **compiled.constants,
@@ -306,11 +310,11 @@ class Renderer:
                 "last_name": ctx.last_name,
                 "name": ctx.name,
                 "locale": ctx.locale or compiled.locale,
-                "attributes": ctx.attributes,
+                "attributes": optional(ctx.attributes, "customer.attributes"),
             },
             "products": products,
             "recommended_products": products,
-            "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": spec.data},
+            "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,
             "locale": ctx.locale or compiled.locale,

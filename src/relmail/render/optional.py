@@ -1,0 +1,102 @@
+"""Optional data: a missing value tests as false or empty, printing it is still an error.
+
+Shops leave cells empty, and an empty cell is left out of a customer's
+``attributes``; a product may have no ``image_url``; a message's ``data`` has
+only what its campaign entry gives. Templates test such values all the time
+(``{% if customer.attributes.tags == "vip" %}``), so for these three kinds of
+data (``customer.attributes``, every product mapping of ``products`` and
+``recommended_products``, and ``message.data``, nested mappings and lists
+included) a missing key is :class:`Missing`:
+
+* **testing it** is false or empty: ``{% if x %}``, ``x == "vip"`` (false),
+  ``x != "vip"`` (true), ``"vip" in x`` (false), ``x in ["a"]`` (false),
+  ``x > 3`` (false), ``{% for t in x %}`` (no iterations), ``x|length`` (0),
+  ``x is defined`` (false), ``x | default("...")`` (the default), and an
+  attribute of it (``x.city``) is missing too;
+* **printing it** fails, as a typo must: ``{{ customer.attributes.tagz }}``
+  raises with the name and how to fix it.
+
+Every other variable keeps :class:`jinja2.StrictUndefined`: ``{{ custmer }}``
+and ``{% if custmer %}`` both fail.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from jinja2 import Undefined
+
+
+class Missing(Undefined):
+    """A key that optional data does not have (see the module docstring)."""
+
+    __slots__ = ()
+
+    @property
+    def _undefined_message(self) -> str:
+        where = self._undefined_name
+        return (f"{where} is missing (an optional value: test it with {{% if {where} %}}, "
+                f"or print it with {{{{ {where} | default('...') }}}})")
+
+    def __str__(self) -> str:
+        self._fail_with_undefined_error()
+
+    def __iter__(self):
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __contains__(self, item) -> bool:
+        return False
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Undefined)
+
+    def __ne__(self, other) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(Missing)
+
+    def __lt__(self, other) -> bool:
+        return False
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __getattr__(self, name: str):
+        if name[:2] == "__":
+            raise AttributeError(name)
+        return Missing(name=f"{self._undefined_name}.{name}")
+
+    def __getitem__(self, key):
+        return Missing(name=f"{self._undefined_name}[{key!r}]")
+
+    def __repr__(self) -> str:
+        return f"Missing({self._undefined_name})"
+
+
+class OptionalDict(dict):
+    """A dict whose missing keys read as :class:`Missing` (``in`` and ``.get`` behave as a dict's)."""
+
+    __slots__ = ("_where",)
+
+    def __missing__(self, key):
+        return Missing(name=f"{self._where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{self._where}[{key!r}]")
+
+
+def optional(value: Any, where: str) -> Any:
+    """``value`` with every mapping in it (itself, nested, in lists) an :class:`OptionalDict`."""
+    if isinstance(value, Mapping):
+        out = OptionalDict()
+        out._where = where
+        for key, item in value.items():
+            out[key] = optional(item, f"{where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{where}[{key!r}]")
+        return out
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+        return [optional(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    return value
