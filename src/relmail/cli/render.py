@@ -89,15 +89,19 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     """Render any template (path under templates/) with a JSON context.
 
     For template authors and CI: undefined variables fail with the file and
-    line (exit code 6), exactly as they would in a send.
+    line (exit code 6), exactly as they would in a send, and the render runs
+    within the [render] limits of relmail.toml. customer.attributes,
+    products and message.data of the context are optional data, as in a send.
 
     \b
     Example:
       relmail render welcome_offer.html --context sample.json --locale nl_NL
       relmail render partials/footer.html --context sample.json
     """
+    from ..render.bounds import LOCATE_SECONDS, Limits, render_bounded
     from ..render.environment import Flattener, locale_languages, make_environment, template_error
     from ..render.inline import inline_source
+    from ..render.optional import optional_context
     from ..render.text import tidy
 
     project = state.project
@@ -110,17 +114,18 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
         if not isinstance(variables, dict):
             raise ValidationError(f"{context_file}: the context must be a JSON object")
     locale = locale or variables.get("locale") or project.settings.default_locale
-    variables.setdefault("locale", locale)
+    variables = optional_context({**variables, "locale": variables.get("locale", locale)})
     is_text = template.endswith(".txt")
-    env = make_environment(project.templates_dir, autoescape=not is_text)
+    limits = Limits.from_settings(project.settings)
+    env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
     source, files = Flattener(env, project.templates_dir).flatten(template, locale_languages(locale))
     if not is_text and not no_inline:
         source = inline_source(env, source, files[0])
     try:
-        result = env.from_string(source).render(variables)
+        result = render_bounded(env.from_string(source), variables, limits)
     except Exception as exc:  # locate the failure in the real files
         try:
-            env.get_template(files[0]).render(variables)
+            render_bounded(env.get_template(files[0]), variables, limits, seconds=min(limits.timeout_seconds, LOCATE_SECONDS))
         except Exception as again:
             raise template_error(again, files[0]) from None
         raise TemplateError(f"{files[0]}: {exc}") from None

@@ -1,7 +1,8 @@
 """The sandboxed Jinja environment, locale variants, and source flattening.
 
 Templates run in Jinja's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
-(no access to Python internals, no mutating the context) with HTML
+(no access to Python internals, no mutating the context), bounded in size
+and time (:mod:`relmail.render.bounds`), with HTML
 autoescaping and :class:`~jinja2.StrictUndefined`: a missing variable is an
 error unless the template gives a fallback with ``default``. Optional data
 (customer attributes, product fields, ``message.data``) is the exception for
@@ -24,24 +25,25 @@ from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from jinja2.exceptions import TemplateNotFound
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import NotFound, TemplateError
 from . import filters
+from .bounds import BoundedSandbox, Limits
 
 #: Statements that open a construct closed by ``end<keyword>``.
 _PAIRED = {"for", "if", "block", "macro", "call", "filter", "with", "autoescape", "trans"}
 _MAX_DEPTH = 20
 
 
-def make_environment(templates_dir: Path | str | None, *, autoescape: bool = True) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment over ``templates_dir`` with the relmail filters.
+def make_environment(templates_dir: Path | str | None, *, autoescape: bool = True, limits: Limits | None = None) -> BoundedSandbox:
+    """A sandboxed environment over ``templates_dir`` with the relmail filters and ``limits``.
 
     ``autoescape=True`` escapes HTML in ``.html`` files and in string
     templates; text templates get an environment built with ``False``.
     """
     loader = FileSystemLoader(str(templates_dir)) if templates_dir is not None else None
-    env = ImmutableSandboxedEnvironment(
+    env = BoundedSandbox(
+        limits=limits,
         loader=loader,
         undefined=StrictUndefined,
         autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=autoescape, default=autoescape)
@@ -129,13 +131,17 @@ def template_error(exc: Exception, name: str | None = None) -> TemplateError:
     lineno = getattr(exc, "lineno", None)
     if lineno is None:
         # Runtime errors carry no position; Jinja rewrites the traceback so
-        # the innermost template frame names the file and line.
-        tb = exc.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code.co_filename
-            if code.endswith((".html", ".txt")):
-                filename, lineno = code, tb.tb_lineno
-            tb = tb.tb_next
+        # the innermost template frame names the file and line. A render that
+        # ran out of time was stopped where its __context__ says.
+        for cause in (exc, exc.__context__):
+            tb = cause.__traceback__ if cause is not None else None
+            while tb is not None:
+                code = tb.tb_frame.f_code.co_filename
+                if code.endswith((".html", ".txt")):
+                    filename, lineno = code, tb.tb_lineno
+                tb = tb.tb_next
+            if lineno is not None:
+                break
     filename = filename or name or "<template>"
     where = f"{filename}:{lineno}" if lineno else str(filename)
     message = getattr(exc, "message", None) or str(exc)

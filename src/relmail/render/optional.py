@@ -91,12 +91,32 @@ class OptionalDict(dict):
 
 def optional(value: Any, where: str) -> Any:
     """``value`` with every mapping in it (itself, nested, in lists) an :class:`OptionalDict`."""
-    if isinstance(value, Mapping):
-        out = OptionalDict()
+    if isinstance(value, dict) or (not isinstance(value, _SCALARS) and isinstance(value, Mapping)):
+        out = OptionalDict(value)  # one C-level copy; only nested containers are visited
         out._where = where
-        for key, item in value.items():
-            out[key] = optional(item, f"{where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{where}[{key!r}]")
+        for key, item in out.items():
+            if isinstance(item, _CONTAINERS) or (not isinstance(item, _SCALARS) and isinstance(item, Mapping)):
+                out[key] = optional(item, f"{where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{where}[{key!r}]")
         return out
-    if isinstance(value, (list, tuple)) and any(isinstance(v, (Mapping, list, tuple)) for v in value):
+    if isinstance(value, (list, tuple)) and any(isinstance(v, (*_CONTAINERS, Mapping)) for v in value):
         return [optional(v, f"{where}[{i}]") for i, v in enumerate(value)]
     return value
+
+
+_SCALARS = (str, int, float, type(None))
+_CONTAINERS = (dict, list, tuple)
+
+
+def optional_context(variables: dict[str, Any]) -> dict[str, Any]:
+    """A template context given as plain data (``relmail render --context``) with the same policy as a send's."""
+    out = dict(variables)
+    customer = out.get("customer")
+    if isinstance(customer, Mapping):
+        out["customer"] = {**customer, "attributes": optional(customer.get("attributes") or {}, "customer.attributes")}
+    for key in ("products", "recommended_products"):
+        if isinstance(out.get(key), list):
+            out[key] = [optional(p, "product") for p in out[key]]
+    message = out.get("message")
+    if isinstance(message, Mapping):
+        out["message"] = {**message, "data": optional(message.get("data") or {}, "message.data")}
+    return out
