@@ -164,14 +164,25 @@ class Flattener:
                 return candidate
         raise NotFound(f"template '{name}' not found in {self.dir}")
 
+    def has(self, name: str, languages: tuple[str, ...]) -> bool:
+        """Whether ``name`` (or a locale variant of it) exists."""
+        return any((self.dir / candidate).is_file() for candidate in variant_names(name, languages))
+
     def source(self, name: str) -> str:
         try:
             return self.env.loader.get_source(self.env, name)[0]
         except TemplateNotFound:
             raise NotFound(f"template '{name}' not found in {self.dir}") from None
 
-    def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0) -> tuple[str, tuple[str, ...]]:
-        """(one self-contained Jinja source, the files it was made of)."""
+    def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0,
+                text_partials: dict[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
+        """(one self-contained Jinja source, the files it was made of).
+
+        With ``text_partials`` (for deriving a text part), an include of
+        ``x.html`` that has a ``x.txt`` beside it becomes a marker, and
+        ``text_partials`` maps the marker to ``x.txt``: the text part then
+        says it in the partial's own words (a product list one per line).
+        """
         if _depth > _MAX_DEPTH:
             raise TemplateError(f"{name}: extends/include nested more than {_MAX_DEPTH} deep (a cycle?)")
         resolved = self.resolve(name, languages)
@@ -180,7 +191,7 @@ class Flattener:
         parent = next((s for s in segs if s.kind == "stmt" and s.keyword == "extends"), None)
         if parent is not None:
             parent_name = _literal(parent, resolved)
-            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1)
+            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1, text_partials)
             files += parent_files
             blocks = _blocks(segs)
             prelude = _prelude(segs)
@@ -193,7 +204,13 @@ class Flattener:
         for seg in segments(self.env, source, resolved):
             if seg.kind == "stmt" and seg.keyword == "include":
                 inc_name = _literal(seg, resolved)
-                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1)
+                text_name = inc_name[: -len(".html")] + ".txt" if inc_name.endswith(".html") else None
+                if text_partials is not None and text_name and self.has(text_name, languages):
+                    marker = f"{{{{ relmail_text_partial_{len(text_partials):05d} }}}}"
+                    text_partials[marker] = text_name
+                    out.append(marker)
+                    continue
+                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1, text_partials)
                 files += inc_files
                 # A with-scope keeps the partial's own {% set %} from leaking,
                 # as a real include would.

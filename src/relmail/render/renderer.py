@@ -256,9 +256,16 @@ class Renderer:
             text_source, text_files = Flattener(self.text_env, self.templates_dir).flatten(f"{spec.template}.txt", languages)
             files += text_files
         else:
-            text_protected = derive_text_source(self.html_env, self._tracked_for_text(flat, tracker), html_file)
-            check_derived(self.text_env, text_protected, html_file)
-            text_source = text_protected
+            # Partials with a .txt beside them speak for themselves in the text part.
+            partials: dict[str, str] = {}
+            text_flat, _ = self.flattener.flatten(html_name, languages, text_partials=partials)
+            text_source = derive_text_source(self.html_env, self._tracked_for_text(text_flat, tracker), html_file)
+            text_flattener = Flattener(self.text_env, self.templates_dir)
+            for marker, partial in partials.items():
+                partial_source, partial_files = text_flattener.flatten(partial, languages)
+                files += partial_files
+                text_source = text_source.replace(marker, "{% with %}" + partial_source + "{% endwith %}")
+            check_derived(self.text_env, text_source, html_file)
         text_tmpl = self._from_string(self.text_env, text_source, text_file or f"{html_file} (text part)")
 
         subject_src = spec.subject_for(languages, self.settings.default_locale)
