@@ -170,14 +170,11 @@ def plan(
     win = window if isinstance(window, Window) else parse_window(window, project.settings.timezone, now=now)
     as_of = (as_of or win.default_as_of(now)).astimezone(UTC)
     segments = load_segments(project)
-    _check_segments(camp, segments)
+    check_segments(camp, segments)
     run_id = run_id_for(camp.name, win.key)
     seed = camp.run_seed(win.key)
     if scorer is None:
-        from ..score.model import ModelScorer, find_models
-
-        models = find_models(project, camp)
-        scorer = ModelScorer(make_scorer(camp), models, camp.scoring.model_weight) if models else make_scorer(camp)
+        scorer = campaign_scorer(project, camp)
 
     with engine.connect() as conn:
         existing = conn.execute(select(RUNS.c.id).where(RUNS.c.campaign == camp.name, RUNS.c.window == win.key)).first()
@@ -196,8 +193,7 @@ def plan(
         members = _audiences(conn, camp, segments, as_of)
         ids = _union(list(members.values()))
         lap("audience")
-        contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
-                                   repeat_after_days=m.repeat_after_days) for m in camp.messages}
+        contexts = message_contexts(conn, camp)
 
     settings = FeatureSettings.from_project(project)
     pool = _executor(engine, executor, workers, scheduler)
@@ -400,7 +396,8 @@ def _union(audiences: list[np.ndarray]) -> np.ndarray:
     return ids[keep]
 
 
-def _check_segments(camp: Campaign, segments: dict) -> None:
+def check_segments(camp: Campaign, segments: dict) -> None:
+    """:class:`ValidationError` naming the campaign file when a message names a segment that does not exist."""
     problems = []
     for i, m in enumerate(camp.messages):
         for s in m.segments:
@@ -409,6 +406,20 @@ def _check_segments(camp: Campaign, segments: dict) -> None:
                                         f"unknown segment '{s}' (known: {', '.join(sorted(segments)) or 'none'})"))
     if problems:
         raise ValidationError(f"campaign '{camp.name}' names segments that do not exist", problems)
+
+
+def campaign_scorer(project, camp: Campaign):
+    """The scorer a plan of ``camp`` uses: the messages' trained models where they exist, else the transparent one."""
+    from ..score.model import ModelScorer, find_models
+
+    models = find_models(project, camp)
+    return ModelScorer(make_scorer(camp), models, camp.scoring.model_weight) if models else make_scorer(camp)
+
+
+def message_contexts(conn, camp: Campaign) -> dict[str, FeatureContext]:
+    """The per-message feature contexts (topic, categories, products, feature) of ``camp``."""
+    return {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
+                                 repeat_after_days=m.repeat_after_days) for m in camp.messages}
 
 
 def _categories(conn, message) -> tuple[str, ...]:
