@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -57,14 +58,32 @@ class DevTools:
         assert "exceptionDetails" not in res, res
         return res["result"]["value"]
 
-    def show(self, path: Path, width: int, height: int = 900, mobile: bool | None = None) -> None:
-        """Load ``path`` in a viewport ``width`` CSS pixels wide (a phone below 600) and wait for it."""
+    def show(self, where: Path | str, width: int, height: int = 900, mobile: bool | None = None) -> None:
+        """Load a file or an http URL in a viewport ``width`` CSS pixels wide (a phone below 600) and wait for it."""
         self.call("Page.enable")
         self.call("Emulation.setDeviceMetricsOverride", width=width, height=height, deviceScaleFactor=1,
                   mobile=width < 600 if mobile is None else mobile)
+        url = where if isinstance(where, str) and where.startswith(("http://", "https://")) else Path(where).resolve().as_uri()
         self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
-        self.call("Page.navigate", url=Path(path).resolve().as_uri())
+        self.call("Page.navigate", url=url)
         self.wait_for("Page.loadEventFired")
+
+    def click(self, selector: str, navigates: bool = True) -> None:
+        """Click the element ``selector`` with the mouse, as a person does (no page JavaScript involved).
+
+        With ``navigates`` (a submit button, a link), wait for the page that follows.
+        """
+        # DevTools' own evaluation finds and scrolls to the element (it runs with the page's scripts disabled too).
+        box = self.evaluate(f"""(() => {{ const e = document.querySelector({json.dumps(selector)}); if (!e) return null;
+            e.scrollIntoView({{block: 'center'}}); const r = e.getBoundingClientRect();
+            return [r.left + r.width / 2, r.top + r.height / 2]; }})()""")
+        assert box, f"no {selector} on the page"
+        x, y = box
+        self.events = [e for e in self.events if e.get("method") != "Page.loadEventFired"]
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
+        if navigates:
+            self.wait_for("Page.loadEventFired")
 
     def screenshot(self, path: Path, width: int, full_page: bool = True) -> bytes:
         """A PNG of the page as shown, the whole page high (up to 6000 px); written to ``path``."""
@@ -76,10 +95,9 @@ class DevTools:
         return data
 
 
-@pytest.fixture
-def browser():
-    if not CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+@contextmanager
+def chromium():
+    """A :class:`DevTools` client on one page of a fresh headless Chromium (its own profile, removed after)."""
     profile = tempfile.mkdtemp(prefix="relmail-chromium-")
     proc = subprocess.Popen(
         [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -109,3 +127,9 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def browser():
+    if not CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
+    with chromium() as tools:
+        yield tools

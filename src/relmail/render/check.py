@@ -109,7 +109,7 @@ def check_templates(renderer: Renderer, *, compare: bool = True, size_limit: int
     findings: list[Finding] = []
     root = renderer.templates_dir
     broken: set[str] = set()
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".html", ".txt")):
+    for path in renderer.template_files():
         name = str(path.relative_to(root))
         env = renderer.html_env if name.endswith(".html") else renderer.text_env
         try:

@@ -27,6 +27,9 @@ from .mime import MimeTemplate, message_id
 from .optional import optional
 from .text import check_derived, derive_text_source, tidy
 
+#: The subfolder of templates/ with overrides of the unsubscribe and preference pages (relmail.web).
+PAGES_FOLDER = "pages"
+
 
 @dataclass(frozen=True)
 class MessageSpec:
@@ -193,9 +196,14 @@ class Renderer:
 
     # -- compiling -------------------------------------------------------
 
+    def template_files(self) -> list[Path]:
+        """Every e-mail template file (``.html``, ``.txt``) under the folder; ``pages/`` holds the web pages, not e-mails."""
+        return sorted(p for p in self.templates_dir.rglob("*")
+                      if p.suffix in (".html", ".txt") and p.relative_to(self.templates_dir).parts[0] != PAGES_FOLDER)
+
     def check_syntax(self) -> list[str]:
         """Compile every template file; the files checked, or :class:`TemplateError` at the first error."""
-        names = sorted(str(p.relative_to(self.templates_dir)) for p in self.templates_dir.rglob("*") if p.suffix in (".html", ".txt"))
+        names = [str(p.relative_to(self.templates_dir)) for p in self.template_files()]
         for name in names:
             env = self.html_env if name.endswith(".html") else self.text_env
             try:
