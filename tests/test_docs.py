@@ -37,6 +37,7 @@ def _text(relative: str) -> str:
     return (DOCS / relative).read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None, reason="mkdocs is not installed (pip install -e '.[docs]')")
 def test_site_builds_with_strict_and_no_warning(tmp_path):
     result = subprocess.run(

@@ -3,7 +3,8 @@
 The docstrings cross-reference with ``:class:`~relmail.errors.Conflict```
 (readable in ``help()`` and editors); mkdocstrings leaves the role in front
 of the code span. This drops the role and, for ``~``, keeps the last part of
-the dotted name, as Sphinx would show it.
+the dotted name, as Sphinx would show it; a paragraph ending in reST's ``::``
+(before a literal block) ends in one colon.
 """
 
 from __future__ import annotations
@@ -19,4 +20,5 @@ def _plain(match: re.Match) -> str:
 
 
 def on_page_content(html: str, **kwargs) -> str:
-    return _ROLE.sub(_plain, html)
+    # reST's "text::" before a literal block reads "text:" once the block is code.
+    return _ROLE.sub(_plain, html).replace("::</p>", ":</p>")
