@@ -46,6 +46,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
+from .optional import OptionalDict
 
 T = TypeVar("T")
 
@@ -202,15 +203,16 @@ def _collect(chunks, budget: int, limit: int) -> str:
     total = 0
     while True:
         batch = list(islice(chunks, _BATCH))
-        total += sum(map(len, batch))
+        part = "".join(batch)
+        total += len(part)
         if total > budget:
             exc = LimitExceeded(f"the e-mail is over {limit:,} bytes", "max_email_bytes")
             if hasattr(chunks, "throw"):
                 chunks.throw(exc)  # raised where the template is writing, so its traceback names the line
             raise exc
         if len(batch) < _BATCH:
-            return "".join(batch) if not parts else "".join(parts) + "".join(batch)
-        parts.append("".join(batch))
+            return part if not parts else "".join(parts) + part
+        parts.append(part)
 
 
 _BATCH = 1024
@@ -255,6 +257,9 @@ def weight(value: Any, budget: int) -> int:
     return 1
 
 
+#: Plain dicts (and the optional-data dicts, which subclass dict without adding attributes).
+_DICTS = (dict, OptionalDict)
+_DICT_ATTRIBUTES = frozenset(dir(OptionalDict))
 #: str's methods are builtin methods; Markup's are Python methods.
 _METHODS = (types.BuiltinMethodType, types.MethodType)
 _PRINTF_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
@@ -356,6 +361,17 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         for name, check in _FILTER_CHECKS.items():
             self.filters[name] = _checked_filter(self.filters[name], check, self.checks)
 
+    def getattr(self, obj, attribute: str):
+        # ``customer.first_name`` on a dict: Jinja tries the attribute first, which for a dict
+        # raises (and catches) an AttributeError on every lookup. A name that is no dict method
+        # can only be an item, so look it up directly: the same result, without the exception.
+        if type(obj) in _DICTS and attribute not in _DICT_ATTRIBUTES:
+            try:
+                return obj[attribute]
+            except (TypeError, LookupError):
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
+
     def call_binop(self, context, operator: str, left, right):
         self.checks.binop(operator, left, right)
         return super().call_binop(context, operator, left, right)
@@ -368,6 +384,8 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return __context.call(__obj, *args, **kwargs)
 
     def wrap_str_format(self, value):
+        if type(value) not in _METHODS:  # most attributes: not a method at all
+            return None
         wrapped = super().wrap_str_format(value)
         if wrapped is None:
             return None

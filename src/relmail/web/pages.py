@@ -166,20 +166,30 @@ class Pages:
         return chosen or self.language(None)
 
     def translations(self, lang: str) -> GNUTranslations | NullTranslations:
-        """The catalogue for ``lang``: the project's ``.po`` first, then the package's (read and compiled in memory)."""
+        """The catalogues for ``lang``, read and compiled in memory from their ``.po`` files.
+
+        The project's catalogue comes first and the package's is its
+        fallback, so a project can change one wording and keep the rest.
+        """
         from babel.messages.mofile import write_mo
         from babel.messages.pofile import read_po
 
+        chain: GNUTranslations | NullTranslations | None = None
         for folder in self.locale_dirs:
             po = folder / lang / "LC_MESSAGES" / f"{DOMAIN}.po"
-            if po.is_file():
-                with po.open("rb") as fh:
-                    catalog = read_po(fh, locale=lang, domain=DOMAIN)
-                buf = io.BytesIO()
-                write_mo(buf, catalog, use_fuzzy=False)
-                buf.seek(0)
-                return GNUTranslations(buf)
-        return NullTranslations()
+            if not po.is_file():
+                continue
+            with po.open("rb") as fh:
+                catalog = read_po(fh, locale=lang, domain=DOMAIN)
+            buf = io.BytesIO()
+            write_mo(buf, catalog, use_fuzzy=False)
+            buf.seek(0)
+            found = GNUTranslations(buf)
+            if chain is None:
+                chain = found
+            else:
+                chain.add_fallback(found)
+        return chain or NullTranslations()
 
     def environment(self, lang: str) -> SandboxedEnvironment:
         """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language)."""
