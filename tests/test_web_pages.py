@@ -278,6 +278,13 @@ def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project
     page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000003', 'newsletter')}").text
     assert '<html lang="de">' in page and "Von Rundbrief abmelden" in page
     assert "Unsubscribe from all e-mails" in page  # not translated yet: the English text
+    # A project catalogue for a shipped language changes one wording and keeps the rest.
+    nl = project.templates_dir / "pages" / "locale" / "nl" / "LC_MESSAGES"
+    nl.mkdir(parents=True)
+    (nl / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   'msgid "Unsubscribe"\nmsgstr "Uitschrijven"\n', encoding="utf-8")
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000002')}").text
+    assert "<h1>Uitschrijven</h1>" in page and "Afmelden voor alle e-mails" in page
 
 
 def test_brand_name_logo_and_a_readable_colour(shop, engine):
