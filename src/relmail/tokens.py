@@ -9,7 +9,7 @@ format and the constant-time check are a maintained library's, not ours.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 from itsdangerous import BadSignature, URLSafeSerializer
 from itsdangerous.encoding import base64_encode
@@ -31,13 +31,12 @@ class Claims:
 class _Signer(Signer):
     """itsdangerous' signer with its derived key computed once, not for every token."""
 
+    @cached_property
+    def _derived(self) -> bytes:
+        return super().derive_key()
+
     def derive_key(self, secret_key: str | bytes | None = None) -> bytes:
-        if secret_key is not None:
-            return super().derive_key(secret_key)
-        key = self.__dict__.get("_derived")
-        if key is None:
-            key = self._derived = super().derive_key()
-        return key
+        return self._derived if secret_key is None else super().derive_key(secret_key)
 
 
 class _Serializer(URLSafeSerializer):
@@ -52,14 +51,13 @@ class _Serializer(URLSafeSerializer):
     def dump_payload(self, obj) -> bytes:
         return base64_encode(Serializer.dump_payload(self, obj))
 
-    def make_signer(self, salt=None) -> Signer:
+    @cached_property
+    def _signer(self) -> Signer:
         # One signer (and so one derived key) for every token of this key; it holds no per-token state.
-        if salt is not None:
-            return super().make_signer(salt)
-        signer = self.__dict__.get("_signer")
-        if signer is None:
-            signer = self._signer = super().make_signer()
-        return signer
+        return super().make_signer()
+
+    def make_signer(self, salt=None) -> Signer:
+        return self._signer if salt is None else super().make_signer(salt)
 
 
 @lru_cache(maxsize=16)  # one serializer per key: building it costs more than a signature
