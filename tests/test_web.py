@@ -200,7 +200,8 @@ def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(shop, 
                            content_type="application/json")
     assert response.status_code == 200, response.text
     result = response.json
-    assert (result["received"], result["total_applied"], result["unknown_recipients"]) == (10, 9, 1)
+    assert (result["received"], result["total_applied"], result["unknown_recipients"]) == (13, 9, 1)
+    assert result["ignored"] == {"deferred": 1, "open": 1, "processed": 1} and result["invalid"] == []
     # The plan's view: bram hard-bounced and unsubscribed, daan complained.
     assert prefs(engine)[("C0000002", "*")][:2] == (False, "esp-webhook")
     assert prefs(engine)[("C0000004", "*")][:2] == (False, "esp-webhook")
