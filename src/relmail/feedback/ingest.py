@@ -64,10 +64,12 @@ def claim(conn: Connection, nonce: Nonce, now: datetime) -> bool:
     table = WebhookToken.__table__
     conn.execute(delete(table).where(table.c.expires_at < now))
     inserted = conn.execute(
-        dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[table.c.provider, table.c.token]),
-        {"provider": nonce.provider, "token": nonce.token, "body_sha256": nonce.digest, "expires_at": nonce.expires_at},
-    ).rowcount
-    if inserted:
+        dialect_insert(conn, table)
+        .values(provider=nonce.provider, token=nonce.token, body_sha256=nonce.digest, expires_at=nonce.expires_at)
+        .on_conflict_do_nothing(index_elements=[table.c.provider, table.c.token])
+        .returning(table.c.token)
+    ).first()
+    if inserted is not None:
         return True
     seen = conn.execute(
         select(table.c.body_sha256).where(table.c.provider == nonce.provider, table.c.token == nonce.token)

@@ -17,14 +17,13 @@ import gzip
 import io
 import json
 import re
-import zlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem, ValidationError
-from ..importers.readers import csv_problem
+from ..importers.readers import GZIP_ERRORS, csv_problem, unreadable
 
 _DECODER = json.JSONDecoder()
 
@@ -128,8 +127,8 @@ def read_text(path: Path) -> str:
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise _problem(name, f"is not a readable gzip file (corrupt or truncated: {exc})") from None
+        except GZIP_ERRORS as exc:
+            raise unreadable(name, exc) from None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:

@@ -131,8 +131,8 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
 def unreadable(name: str, exc: BaseException) -> ValidationError:
     """The one error for a compressed input that cannot be read to its end."""
     detail = str(exc) or exc.__class__.__name__
-    message = f"is not a readable gzip file (corrupt or truncated: {detail})"
-    return ValidationError(f"{name}: {message}; nothing imported", [Problem(name, None, None, message)])
+    # No Problem list: the one line says it all (there is no line or field to name).
+    return ValidationError(f"{name}: is not a readable gzip file (corrupt or truncated: {detail}); nothing imported")
 
 
 def csv_problem(exc: csv.Error, header: list[str], text: str) -> tuple[str | None, str]:
@@ -141,7 +141,7 @@ def csv_problem(exc: csv.Error, header: list[str], text: str) -> tuple[str | Non
         return None, f"malformed CSV (unbalanced quotes?): {exc}"
     index = _long_field(text)
     column = header[index] if index is not None and index < len(header) else None
-    return column, f"{'the value' if column else 'a field'} is longer than the limit of {CSV_FIELD_LIMIT:,} characters"
+    return column, f"{'the value' if column else 'a field'} is longer than the limit of {CSV_FIELD_LIMIT:,} characters (128 KiB)"
 
 
 def _long_field(text: str) -> int | None:
