@@ -12,6 +12,9 @@ redelivery of the same body is answered as a duplicate. relmail's metadata
 travels as Mailgun user variables (``v:relmail_customer`` ...), read back
 from ``event-data["user-variables"]``.
 
+An event without an ``id`` (older payloads) gets one derived from its
+message, recipient, kind and time, so a redelivery still de-duplicates.
+
 Export files: a page of the Events API (``{"items": [...], "paging": ...}``),
 a JSON array, or JSON Lines of event-data objects (whole webhook bodies are
 unwrapped too).
@@ -27,7 +30,7 @@ from typing import Any
 
 from .. import timestamps
 from ..errors import SignatureError
-from .events import FeedbackEvent, relmail_ids
+from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, invalid, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
@@ -120,10 +123,17 @@ class Mailgun(Provider):
                 occurred_at=self.time(data, "timestamp"),
                 recipient=text(data, "recipient"),
                 provider=self.name,
-                provider_event_id=text(data, "id"),
+                provider_event_id=text(data, "id", required=False) or derived_id(
+                    _message_id(data), data.get("recipient"), kind, data.get("timestamp")),
                 **relmail_ids(obj(data, "user-variables", required=False)),
                 reason=str(reason) if reason else None,
                 url=text(data, "url", required=False),
                 esp_event=dict(data),
             )
         ]
+
+
+def _message_id(data: Mapping[str, Any]) -> str | None:
+    message = data.get("message")
+    headers = message.get("headers") if isinstance(message, dict) else None
+    return headers.get("message-id") if isinstance(headers, dict) else None
