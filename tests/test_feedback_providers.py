@@ -358,3 +358,28 @@ def test_feedback_event_refuses_naive_times_and_unknown_types():
         FeedbackEvent("bounced", NOW, "a@example.com", "x", "1")
     long = FeedbackEvent("delivered", NOW, "a@example.com", "x", "y" * 300)
     assert len(long.event_id) <= 128 and long.event_id.startswith("x:sha256:")
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["delivered", "bounce", "spamreport", "processed"]),
+                          st.sampled_from(["ok", "ms", "iso", "garbage", "future", "missing"])), max_size=25))
+def test_every_record_is_either_an_event_ignored_or_invalid_with_its_own_index(rows):
+    """Partial reading loses nothing and invents nothing: each record is counted exactly once."""
+    times = {"ok": 1795428000, "ms": 1795428000000, "iso": "2026-11-23T10:00:00+01:00", "garbage": "soon",
+             "future": 33_000_000_000, "missing": None}
+    records = []
+    for i, (kind, when) in enumerate(rows):
+        record = {"email": f"r{i}@example.com", "event": kind, "sg_event_id": f"id{i}", "type": "bounce"}
+        if times[when] is not None:
+            record["timestamp"] = times[when]
+        records.append(record)
+    from relmail.feedback.records import Record
+
+    batch = SG.parse_records([Record(i, r) for i, r in enumerate(records)], "hypothesis")
+    bad = {i for i, (kind, when) in enumerate(rows) if kind != "processed" and when in ("garbage", "future", "missing")}
+    assert [b.index for b in batch.invalid] == sorted(bad)
+    assert all(b.field == "timestamp" and b.raw == records[b.index] for b in batch.invalid)
+    assert sorted(int(e.provider_event_id[2:]) for e in batch.events) == [
+        i for i, (kind, _) in enumerate(rows) if kind != "processed" and i not in bad]
+    assert sum(batch.ignored.values()) == sum(kind == "processed" for kind, _ in rows)
+    assert batch.records == len(rows)

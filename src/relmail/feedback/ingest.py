@@ -80,7 +80,17 @@ def claim(conn: Connection, nonce: Nonce, now: datetime) -> bool:
 
 
 def record_rejects(conn: Connection, batch: Batch, now: datetime) -> int:
-    """Write ``batch``'s invalid events to ``feedback_rejects``; returns how many."""
+    """Write ``batch``'s invalid events to ``feedback_rejects``; returns how many.
+
+    An event already recorded from the same source at the same position
+    (a file imported again) is not recorded twice.
+    """
+    table = FeedbackReject.__table__
+    known = set(conn.execute(
+        select(table.c.position, table.c.raw_event).where(
+            table.c.provider == batch.provider, table.c.source == batch.source,
+            table.c.position.in_(sorted({bad.index for bad in batch.invalid})))
+    ).tuples())
     rows = [
         {
             "received_at": now,
@@ -94,8 +104,9 @@ def record_rejects(conn: Connection, batch: Batch, now: datetime) -> int:
         }
         for bad in batch.invalid
     ]
+    rows = [row for row in rows if (row["position"], row["raw_event"]) not in known]
     if rows:
-        conn.execute(FeedbackReject.__table__.insert(), rows)
+        conn.execute(table.insert(), rows)
     return len(rows)
 
 
