@@ -85,12 +85,14 @@ def fixture(name: str) -> dict:
     return json.loads((FIXTURES / name).read_text())
 
 
-def event_cases():
-    for name, expected in EVENTS.items():
-        entries = {e["name"]: e for e in fixture(f"{name}_events.json")["events"]}
+def cases(kind: str, expectations: dict) -> list:
+    """One pytest case per fixture entry of ``kind`` (``events`` or ``errors``), with its expectation."""
+    out = []
+    for name, expected in expectations.items():
+        entries = {e["name"]: e for e in fixture(f"{name}_{kind}.json")[kind]}
         assert set(entries) == set(expected), f"{name}: fixtures and expectations differ"
-        for entry_name, entry in entries.items():
-            yield pytest.param(name, entry, expected[entry_name], id=f"{name}: {entry_name}")
+        out += [pytest.param(name, entry, expected[entry_name], id=f"{name}: {entry_name}") for entry_name, entry in entries.items()]
+    return out
 
 
 def test_every_fixture_entry_cites_its_source():
@@ -101,7 +103,7 @@ def test_every_fixture_entry_cites_its_source():
             assert entry["source"].startswith("https://"), (path.name, entry["name"])
 
 
-@pytest.mark.parametrize("name, entry, expected", list(event_cases()))
+@pytest.mark.parametrize("name, entry, expected", cases("events", EVENTS))
 def test_each_documented_event_is_recorded_and_changes_consent_as_documented(engine, name, entry, expected):
     types, consent = expected
     batch = provider(name, now=lambda: NOW).parse_records([Record(0, entry["payload"])], "fixture")
@@ -167,14 +169,6 @@ CONFIG = {
 }
 
 
-def error_cases():
-    for name, expected in ERRORS.items():
-        entries = {e["name"]: e for e in fixture(f"{name}_errors.json")["errors"]}
-        assert set(entries) == set(expected), f"{name}: fixtures and expectations differ"
-        for entry_name, entry in entries.items():
-            yield pytest.param(name, entry, expected[entry_name], id=f"{name}: {entry_name}")
-
-
 @pytest.fixture
 def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDTESTRELMAIL")
@@ -185,7 +179,7 @@ def aws_env(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
 
 
-@pytest.mark.parametrize("name, entry, expected", list(error_cases()))
+@pytest.mark.parametrize("name, entry, expected", cases("errors", ERRORS))
 @responses.activate
 def test_each_documented_error_rejects_defers_or_stops_the_run(aws_env, name, entry, expected):
     messages = [message(1, same_content=True), message(2, same_content=True)]

@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import SignatureError
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
-from .records import FieldError, Record, invalid, obj, parse_json_body, text
+from .records import FieldError, Record, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 SECRET = "postmark_webhook_password"
@@ -96,10 +96,7 @@ class Postmark(Provider):
         raise MissingCredentials("postmark: no credentials (use https://user:password@host/webhooks/postmark)")
 
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
-        body = parse_json_body(request.body, "postmark webhook")
-        if not isinstance(body, dict):
-            raise invalid("postmark webhook", "body must be a JSON object")
-        return [Record(0, body)]
+        return [Record(0, parse_json_body(request.body, "postmark webhook"))]
 
     def kind(self, record: Mapping[str, Any]) -> str:
         kind = record.get("RecordType") or _WRAPPERS.get(str(record.get("__wrapper__"))) or "unknown"

@@ -208,12 +208,15 @@ def _read_json(source: str, wrappers: tuple[str, ...]) -> list[tuple[int, Any]]:
     return records
 
 
-def parse_json_body(body: bytes, what: str) -> Any:
-    """A webhook body as JSON, or a :class:`ValidationError` (answered with 400)."""
+def parse_json_body(body: bytes, what: str, expect: type = dict, shape: str = "a JSON object") -> Any:
+    """A webhook body as JSON of type ``expect``, or a :class:`ValidationError` (answered with 400)."""
     try:
-        return json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError(f"{what}: body is not JSON", [Problem(what, None, None, f"body is not JSON: {exc}")]) from None
+    if not isinstance(value, expect):
+        raise invalid(what, f"body must be {shape}")
+    return value
 
 
 def invalid(what: str, message: str) -> ValidationError:

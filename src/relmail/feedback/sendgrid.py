@@ -23,7 +23,7 @@ from .. import timestamps
 from ..errors import ConfigError, SignatureError
 from .events import FeedbackEvent, relmail_ids
 from .provider import Nonce, Provider
-from .records import Record, invalid, parse_json_body, text
+from .records import Record, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 SECRET = "sendgrid_webhook_public_key"
@@ -89,9 +89,7 @@ class SendGrid(Provider):
         return None  # the signature covers the body: a replay can only repeat it
 
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
-        body = parse_json_body(request.body, "sendgrid webhook")
-        if not isinstance(body, list):
-            raise invalid("sendgrid webhook", "body must be a JSON array of events")
+        body = parse_json_body(request.body, "sendgrid webhook", list, "a JSON array of events")
         return [Record(i, event) for i, event in enumerate(body)]
 
     def kind(self, record: Mapping[str, Any]) -> str:

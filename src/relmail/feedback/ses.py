@@ -32,7 +32,7 @@ from ..delivery.ses import decode_tag
 from ..errors import ConfigError, SignatureError
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
-from .records import FieldError, Record, invalid, obj, parse_json_body, text
+from .records import FieldError, Record, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 NAME = "ses"
@@ -116,20 +116,17 @@ def _unwrap(record: Mapping[str, Any]) -> Mapping[str, Any]:
     return record
 
 
+def _envelope(request: WebhookRequest) -> dict:
+    return parse_json_body(request.body, "ses webhook", shape="a JSON object (an SNS message)")
+
+
 class Ses(Provider):
     name = NAME
 
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
         """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
-        self.verify_envelope(self._envelope(request), config)
+        self.verify_envelope(_envelope(request), config)
         return None  # SNS signs the whole message
-
-    @staticmethod
-    def _envelope(request: WebhookRequest) -> dict:
-        envelope = parse_json_body(request.body, "ses webhook")
-        if not isinstance(envelope, dict):
-            raise invalid("ses webhook", "body must be a JSON object (an SNS message)")
-        return envelope
 
     def verify_envelope(self, envelope: Mapping[str, Any], config: WebhookConfig) -> None:
         """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
@@ -160,7 +157,7 @@ class Ses(Provider):
 
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
         """A notification's SES event; a subscription confirmation is confirmed (and has none)."""
-        envelope = self._envelope(request)
+        envelope = _envelope(request)
         kind = envelope.get("Type")
         if kind == "SubscriptionConfirmation":
             # Only now (signed by SNS, for our topic) do we follow the URL.
