@@ -17,6 +17,7 @@ message, naming the file, line and field.
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -67,13 +68,44 @@ def parse(value: Any) -> datetime:
 
 
 def implausible(when: datetime, now: datetime | None = None) -> str | None:
-    """Why ``when`` cannot be a real time of a customer or an event, or None."""
-    now = now or datetime.now(UTC)
-    if when > now + FUTURE_TOLERANCE:
+    """Why ``when`` cannot be a real time of a customer or an event, or None.
+
+    Without ``now`` the latest plausible time is the clock's, refreshed once
+    a minute: imports check millions of values, and a minute changes nothing
+    next to a day of tolerance.
+    """
+    if now is None:
+        if wholly_past(when):
+            return None
+        latest = _latest()
+    else:
+        latest = now + FUTURE_TOLERANCE
+    if when > latest:
         return f"{when.isoformat()} lies in the future (more than {_span(FUTURE_TOLERANCE)} after now)"
     if when < EARLIEST:
         return f"{when.isoformat()} lies before {EARLIEST.year} (a placeholder for 'unknown'?)"
     return None
+
+
+#: The year when this module was loaded; earlier years lie wholly in the past.
+_YEAR_AT_START = datetime.now(UTC).year
+
+
+def wholly_past(when: datetime) -> bool:
+    """True when ``when``'s year lies after :data:`EARLIEST` and wholly in the past: plausible without the clock.
+
+    Most imported times are such; checking the year first keeps the clock
+    out of the per-value path of large imports.
+    """
+    return EARLIEST.year < when.year < _YEAR_AT_START
+_cached = [float("-inf"), EARLIEST]
+
+
+def _latest() -> datetime:
+    tick = time.monotonic()
+    if tick - _cached[0] > 60:
+        _cached[:] = [tick, datetime.now(UTC) + FUTURE_TOLERANCE]
+    return _cached[1]
 
 
 def _span(delta: timedelta) -> str:

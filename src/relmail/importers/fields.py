@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from ..timestamps import implausible
+from ..timestamps import implausible, wholly_past
 
 Parser = Callable[[Any], Any]
 
@@ -72,6 +72,8 @@ def aware_datetime(value: Any) -> datetime:
         raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
+    if wholly_past(parsed):
+        return parsed
     try:
         why = implausible(parsed)
     except OverflowError:  # 9999-12-31T23:59-01:00 lies past datetime.max in UTC
