@@ -115,6 +115,7 @@ def stored(engine, model, order) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c[order]))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encode", [as_csv, as_jsonl], ids=["csv", "jsonl"])
 @SETTINGS
 @given(data=st.data(), people=customers)

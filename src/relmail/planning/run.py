@@ -159,8 +159,8 @@ def plan(
     written to the ledger as it arrives, inside the run's one transaction,
     and the decisions are the same for any split. ``keep_features=False``
     drops the logged features from :attr:`PlanResult.decisions` as each
-    range is written (they are in the ledger; a million-customer plan holds
-    about 1 GB less). ``progress(decided, audience)`` is called once the
+    range is written (they are in the ledger; a large plan then holds far
+    less in memory). ``progress(decided, audience)`` is called once the
     audience is known and again as each range of customers is decided (and
     written).
     """
@@ -317,8 +317,7 @@ def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
     """One range's decisions into the ledger, customer by customer (each one's messages in campaign order).
 
     Each insert then lands at the end of the (run, customer, message) index
-    instead of sweeping through it once per message (SQLite's insert of the
-    1M-customer demo plan: 21.5 -> 18.2-19.5 CPU-seconds).
+    instead of sweeping through it once per message.
     """
     rows = dec.Decisions.concat(out.parts)
     position = np.concatenate(out.positions) if out.positions else np.zeros(0, dtype=np.int64)
