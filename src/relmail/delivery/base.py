@@ -31,10 +31,6 @@ DEFERRED = "deferred"
 REJECTED = "rejected"
 STATUSES = (ACCEPTED, DEFERRED, REJECTED)
 
-#: Keys of ``OutgoingMessage.metadata`` every adapter attaches to the provider
-#: message, so that webhooks can find the decision again.
-METADATA_KEYS = ("relmail_customer", "relmail_run", "relmail_message")
-
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
 

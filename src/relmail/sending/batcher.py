@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from ..campaigns import Campaign
 from ..delivery import OutgoingMessage
+from ..delivery.metadata import metadata
 from ..render import MessageSpec, Renderer
 from ..render.contexts import customer_contexts, load_catalog
 from ..render.mime import message_id as derive
@@ -145,6 +146,6 @@ def outgoing(email, ctx, settings, key: str, run_id: str):
         text=email.text,
         headers=_RawHeaders(email.raw),
         raw=email.raw,
-        metadata={"relmail_customer": email.customer_id, "relmail_run": run_id, "relmail_message": email.message_id},
+        metadata=metadata(email.customer_id, run_id, email.message_id),
         tags=(run_id.split(":")[0], email.message_id),
     )
