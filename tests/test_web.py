@@ -17,21 +17,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
+from tests.webkit import ONE_CLICK, RUN, T0, feedback_events, prefs, token
 from werkzeug.test import Client
 
-from relmail import tokens
 from relmail.feedback import ses
 from relmail.project import Project
-from relmail.store.models import Customer, Event, Preference
+from relmail.store.models import Customer, Event
 from relmail.web.app import create_app, make_app
 
 DATA = Path(__file__).parent / "data" / "feedback"
-KEY = "test-signing-key-not-secret"  # what the project fixture exports
-RUN = "weekly-2026-W48"
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-web.pem"
-ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture(scope="module")
@@ -58,24 +54,6 @@ def shop(project, engine, monkeypatch, ec_key):
             "event_id": "sent:1", "customer_id": "C0000001", "type": "email_sent", "occurred_at": T0,
             "message_id": "ebike-launch", "run_id": RUN, "topic": "promotions"}])
     return Client(make_app(project, engine)), project, engine
-
-
-def prefs(engine):
-    t = Preference.__table__
-    with engine.connect() as conn:
-        return {(c, tp): (o, s, m) for c, tp, o, s, m in conn.execute(
-            select(t.c.customer_id, t.c.topic, t.c.opted_in, t.c.source, t.c.max_per_week))}
-
-
-def feedback_events(engine):
-    t = Event.__table__
-    with engine.connect() as conn:
-        return sorted(conn.execute(select(t.c.customer_id, t.c.type, t.c.topic, t.c.message_id, t.c.event_id)
-                                   .where(t.c.type != "email_sent")).all())
-
-
-def token(customer="C0000001", topic="promotions"):
-    return tokens.sign(KEY, customer, topic, RUN)
 
 
 # -- webhooks -----------------------------------------------------------------

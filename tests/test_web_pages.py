@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from tests.webkit import ONE_CLICK, RUN, T0, feedback_events, prefs, token
 from werkzeug.test import Client
 
 from relmail import tokens
@@ -16,10 +16,6 @@ from relmail.store.models import Customer, Event, Preference
 from relmail.web.app import make_app
 from relmail.web.pages import PACKAGE_LOCALES, PACKAGE_TEMPLATES, contrast, readable_on_white
 
-KEY = "test-signing-key-not-secret"  # what the project fixture exports
-RUN = "weekly-2026-W48"
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
-ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": "application/x-www-form-urlencoded"}
 #: C1 English, C2 Dutch, C3 German (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
 CUSTOMERS = [("C0000001", "anna@example.com", "en_GB"), ("C0000002", "bram@example.nl", "nl_NL"),
              ("C0000003", "carla@example.de", "de_DE"), ("C0000004", "daan@example.nl", "nl_BE")]
@@ -40,24 +36,6 @@ def shop(project, engine):
             {"customer_id": "C0000004", "topic": t, "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"}
             for t in ("promotions", "*")])
     return Client(make_app(project, engine)), project, engine
-
-
-def prefs(engine):
-    t = Preference.__table__
-    with engine.connect() as conn:
-        return {(c, tp): (o, s, m) for c, tp, o, s, m in conn.execute(
-            select(t.c.customer_id, t.c.topic, t.c.opted_in, t.c.source, t.c.max_per_week))}
-
-
-def feedback_events(engine):
-    t = Event.__table__
-    with engine.connect() as conn:
-        return sorted(conn.execute(select(t.c.customer_id, t.c.type, t.c.topic, t.c.message_id, t.c.event_id)
-                                   .where(t.c.type != "email_sent")).all())
-
-
-def token(customer="C0000001", topic="promotions"):
-    return tokens.sign(KEY, customer, topic, RUN)
 
 
 def ticked(page: str) -> dict[str, bool]:
