@@ -210,3 +210,16 @@ def test_in_a_send_a_limit_is_a_render_error_for_that_e_mail_only(project):
     with engine.connect() as conn:
         rows = dict(conn.execute(select(D.c.customer_id, D.c.reasons).where(D.c.customer_id.in_(ids))).all())
     assert all("RENDER_ERROR" in rows[c] for c in ids)
+
+
+def test_preview_names_the_limit_and_exits_6(project):
+    engine = build(project, customers=20)
+    template = project.templates_dir / "newsletter.html"
+    template.write_text(template.read_text().replace("{% block content %}", "{% block content %}{{ '=' * 10**9 }}", 1))
+    C = Customer.__table__
+    with engine.connect() as conn:
+        cid = conn.execute(select(C.c.id).order_by(C.c.id).limit(1)).scalar_one()
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "preview", "sendtest-news", "--customer", cid])
+    assert out.exit_code == 6
+    assert f"sendtest-news for {cid}: newsletter.html:4: the template would make a string or list" in out.output
+    assert "[render] max_sequence in relmail.toml" in out.output
