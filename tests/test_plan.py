@@ -420,22 +420,46 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_p
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
 
 
-def test_a_plan_racing_another_for_the_same_window_fails_cleanly(shop, engine, monkeypatch):
+def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(shop, engine, monkeypatch):
+    import relmail.planning.partition as plan_module
+
+    real = plan_module.compute_features
+    refused = []
+
+    def with_a_rival(*args, **kwargs):
+        # While this plan computes, another planner starts on the same window: the run's lock refuses it.
+        monkeypatch.setattr(plan_module, "compute_features", real)
+        with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by .+:\d+ since") as err:
+            plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        refused.append(err.value)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    assert len(refused) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the first plan's
+
+
+def test_a_run_row_written_meanwhile_by_a_writer_without_the_lock_fails_the_plan_cleanly(shop, engine, monkeypatch):
     import relmail.planning.partition as plan_module
 
     real = plan_module.compute_features
 
     def with_a_rival(*args, **kwargs):
-        # While this plan computes, another process plans and commits the same window.
+        # ``relmail runs import`` writes runs without the run lock: its run appears while this plan computes.
         monkeypatch.setattr(plan_module, "compute_features", real)
-        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        with engine.begin() as conn:
+            conn.execute(Run.__table__.insert().values(id="test:2026-W48", campaign="test", window=WINDOW, as_of=AS_OF,
+                                                       seed=1, status="imported", config_hash="", created_at=AS_OF,
+                                                       updated_at=AS_OF))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
     with pytest.raises(Conflict, match="planned by another process meanwhile"):
         plan(shop, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the rival's only
+        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 0
 
 
 def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_groups(engine, monkeypatch):
@@ -497,3 +521,21 @@ def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_
     plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
     assert seen["audience"] and {jit for jit, _ in seen["audience"]} == {"off"}
     assert seen["features"] and set(seen["features"]) == {("off", "0")}
+
+
+def test_plan_holds_the_run_lock_itself_and_resolves_window_auto(shop, engine):
+    """A Python caller gets the CLI's policy: a replan cannot replace decisions a sender is working on."""
+    from relmail.store import locks
+
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    with locks.acquire(engine, "test:2026-W48"):
+        with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by"):
+            plan(shop, engine, "test", WINDOW, as_of=AS_OF, replan=True)
+        assert len(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True).decisions) == 39  # a preview takes no lock
+    # ``auto`` is the campaign's current week as of ``now``: Sunday 23:30 UTC is Monday in Amsterdam.
+    result = plan(shop, engine, "test", "auto", now=datetime(2026, 11, 29, 23, 30, tzinfo=UTC), dry_run=True)
+    assert result.window.key == "2026-W49" and result.as_of == datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(locks.L)).scalar_one() == 0
+    with pytest.raises(ValueError, match="only a dry run"):
+        plan(shop, engine, "test", WINDOW, customers=("C-OK",))

@@ -58,20 +58,12 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
     from ..campaigns import load_campaign
     from ..planning.gate import render_sample as render_check
     from ..planning.output import check_gates, diff, read_plan, reason_rows, summary_rows, write_plan
-    from ..planning.run import plan, run_id_for
-    from ..store import locks
-    from ..windows import parse_time, resolve_window
+    from ..planning.run import plan
+    from ..windows import parse_time
 
     old = read_plan(diff_against) if diff_against else None
     camp = load_campaign(state.project, campaign)
-    win = resolve_window(window, state.project.settings.timezone, cadence=cadence, campaign=camp)
-    if window.strip() == "auto" and not as_json:
-        click.echo(f"Window auto -> {win.key} ({win.start:%Y-%m-%d %H:%M} to {win.end:%Y-%m-%d %H:%M} UTC, {win.timezone})")
     with contextlib.ExitStack() as held:
-        if not dry_run:
-            # A replan must not delete the decisions of a run a sender is working on.
-            held.enter_context(locks.acquire(state.engine, run_id_for(camp.name, win.key),
-                                             timeout=locks.timeout_for(state.project)))
         bar = None
 
         def progress(decided: int, audience: int) -> None:
@@ -81,10 +73,13 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
                                                            file=sys.stderr))
             bar.update(decided - bar.pos)
 
-        result = plan(state.project, state.engine, camp, win,
+        result = plan(state.project, state.engine, camp, window, cadence=cadence,
                       as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan,
                       workers=workers, executor=executor, scheduler=scheduler, keep_features=out is not None,
                       progress=progress if show_progress() and not as_json else None)
+    win = result.window
+    if window.strip() == "auto" and not as_json:
+        click.echo(f"Window auto -> {win.key} ({win.start:%Y-%m-%d %H:%M} to {win.end:%Y-%m-%d %H:%M} UTC, {win.timezone})")
     render_check(state.project, state.engine, camp, result, render_sample)
     written = write_plan(result, out, fmt, limit) if out else None
     moves = diff(old, result) if old is not None else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC
 from pathlib import Path
 
 import click
@@ -39,12 +38,11 @@ def _find_message(project, message: str, campaign: str | None):
 
 def _customer_context(state, customer_id: str, featured: tuple[str, ...]):
     """The customer as ``relmail send`` would see them now: the same context builder, one customer."""
-    from datetime import datetime
-
     from ..render.contexts import customer_contexts, load_catalog
+    from ..windows import current_time
 
     with state.engine.connect() as conn:
-        contexts = customer_contexts(conn, [customer_id], datetime.now(UTC), load_catalog(conn), featured)
+        contexts = customer_contexts(conn, [customer_id], current_time(), load_catalog(conn), featured)
     if customer_id not in contexts:
         raise NotFound(f"no customer '{customer_id}'")
     return contexts[customer_id]
