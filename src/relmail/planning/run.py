@@ -73,9 +73,12 @@ class PlanResult:
     kept_pairs: dict[str, set[str]] = field(default_factory=dict)
     #: Replaced decisions of an earlier plan (replan / dry run over an existing run).
     replaced: int = 0
-    #: Templates that failed to render for a sample (filled in by :func:`relmail.planning.gate.render_sample`).
+    #: E-mails that failed to render in the render gate (:func:`relmail.planning.gate.render_sample`).
     render_errors: int = 0
+    #: The gate's :class:`~relmail.planning.gate.RenderProblem` list.
     render_problems: list = field(default_factory=list)
+    #: The gate's :class:`~relmail.planning.gate.VariantCheck` per template variant: recipients, renders, failures.
+    render_checks: list = field(default_factory=list)
     #: Message id → trained model used (version, outcome, features the plan could not provide).
     models: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,7 +117,8 @@ class PlanResult:
             "suppression_rate": round(self.suppression_rate, 4),
             "reasons": self.reason_counts(),
             "render_errors": self.render_errors,
-            "render_problems": [str(p) for p in self.render_problems],
+            "render_problems": [p.as_dict() for p in self.render_problems],
+            "render_checks": [c.as_dict() for c in self.render_checks],
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "partitions": self.partitions,
@@ -285,7 +289,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                         conn = stack.enter_context(_ledger(engine, job, existing is not None, now))
                     _write(conn, run_id, out, now)
                     # A planner that lost its lock (it stalled past the timeout) must not commit.
-                    lock.check_in()
+                    lock.refresh_in(conn)
                     write_time += time.perf_counter() - clock
                 for j in range(k):
                     # Written, and nobody asked for them back: free the logged features now.
