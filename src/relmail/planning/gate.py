@@ -24,40 +24,18 @@ the customer and the template's file and line. Nothing is written or sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
 from ..render.contexts import customer_contexts, load_catalog
-from ..render.environment import Flattener, locale_languages
 from ..render.renderer import MessageSpec, Renderer, RenderError
+from ..render.variants import Variant, Variants
 from ..store.models import Customer
 
 #: Links are built but never followed in a check: a stand-in key is fine when none is set.
 CHECK_KEY = "relmail-render-check"
-
-
-@dataclass(frozen=True)
-class Variant:
-    """The files one group of a message's recipients gets their e-mail from."""
-
-    message_id: str
-    #: The HTML template file and the files it includes (locale variants resolved), in order.
-    html: tuple[str, ...]
-    #: The text template's files, or () when the text part is derived from the HTML.
-    text: tuple[str, ...]
-    #: The campaign subject's locale key (``nl``, ``default``), or "" for the template's subject block.
-    subject: str = ""
-
-    def __str__(self) -> str:
-        text = self.text[0] if self.text else "text from the HTML"
-        # Included files that are locale variants (``partials/footer.nl.html``) tell variants of one template apart.
-        parts = [f for f in dict.fromkeys(self.html[1:] + self.text[1:]) if Path(f).name.count(".") > 1]
-        extra = f" with {', '.join(parts)}" if parts else ""
-        subject = f", subject[{self.subject}]" if self.subject else ""
-        return f"{self.html[0]} + {text}{extra}{subject}"
 
 
 @dataclass
@@ -119,10 +97,9 @@ def render_sample(project, engine, campaign, result, sample: int = 3) -> list[Re
                     for m in dict.fromkeys(d.message_id[sends].tolist())]
         result.render_problems, result.render_errors = problems, len(problems)
         return problems
-    default = project.settings.default_locale
-    locales = _locales(engine, d.customer_id[sends], default)
+    locales = _locales(engine, d.customer_id[sends], project.settings.default_locale)
     rng = np.random.default_rng(result.seed)
-    flat = {".html": Flattener(renderer.html_env, renderer.templates_dir), ".txt": Flattener(renderer.text_env, renderer.templates_dir)}
+    variants = Variants(renderer)
     picks: list[tuple[VariantCheck, MessageSpec, list[tuple[str, str]]]] = []
     problems: list[RenderProblem] = []
     for m in campaign.messages:
@@ -135,8 +112,8 @@ def render_sample(project, engine, campaign, result, sample: int = 3) -> list[Re
         for loc in sorted(set(their_locales.tolist())):
             rows = np.flatnonzero(their_locales == loc)
             try:
-                variant = variant_of(flat, spec, loc, default)
-            except TemplateError as exc:
+                variant = variants.of(spec, loc)
+            except (TemplateError, NotFound) as exc:
                 # A file that cannot even be read for this locale: every recipient of it fails alike.
                 problems.append(RenderProblem(m.id, f"{m.template} for {loc}", str(customers[rows[0]]), loc, _reason(exc),
                                               getattr(exc, "file", None), getattr(exc, "line", None)))
@@ -172,22 +149,6 @@ def render_sample(project, engine, campaign, result, sample: int = 3) -> list[Re
             result.render_checks.append(check)
     result.render_problems, result.render_errors = problems, len(problems)
     return problems
-
-
-def variant_of(flatteners: dict[str, Flattener], spec: MessageSpec, locale: str, default_locale: str) -> Variant:
-    """The files (and subject) a recipient with ``locale`` gets ``spec`` from; no template is compiled."""
-    languages = locale_languages(locale)
-    html = flatteners[".html"].flatten(f"{spec.template}.html", languages)[1]
-    try:
-        text = flatteners[".txt"].flatten(f"{spec.template}.txt", languages)[1]
-    except NotFound:
-        text = ()
-    subject = ""
-    if spec.subject is not None and not isinstance(spec.subject, str):
-        table = {k.replace("-", "_"): k for k in spec.subject}
-        subject = next((table[k] for k in (*languages, default_locale, default_locale.split("_")[0], "default") if k in table),
-                       next(iter(spec.subject), ""))
-    return Variant(spec.id, tuple(html), tuple(text), subject)
 
 
 def _locales(engine, customer_ids: np.ndarray, default: str) -> np.ndarray:
