@@ -9,7 +9,7 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
 
 @click.group("runs")
 def runs() -> None:
-    """Runs in the ledger: list them, show one, export its decisions."""
+    """Runs in the ledger: list them, show one, export its decisions, import a past experiment."""
 
 
 @runs.command("list")
