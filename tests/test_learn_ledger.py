@@ -179,6 +179,7 @@ def test_incrementality_reports_the_lift_with_an_interval(engine, tmp_path):
         incrementality(engine, "hist-1", now=AS_OF + timedelta(days=1))
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_list_and_report(project, tmp_path):
     from relmail.store.db import make_engine
 

@@ -132,6 +132,7 @@ def test_train_pools_the_other_messages_sends_and_saves_a_model_that_predicts_th
     assert pred["uplift"][1] - pred["uplift"][0] > 0.1
 
 
+@pytest.mark.slow
 def test_cli_train_of_one_message_still_pools_the_other_messages_sends(project, tmp_path):
     import csv
     from datetime import timedelta

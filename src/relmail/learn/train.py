@@ -40,8 +40,8 @@ class TrainOptions:
     cv_repeats: int = DEFAULT_REPEATS
     primary_outcome: str | None = None
     #: Threads per fit. The fits are many and small: with more threads the
-    #: OpenMP start-up and contention (measured: 30x slower on 2 busy cores)
-    #: cost more than they save.
+    #: OpenMP start-up and contention cost more than they save, most on a
+    #: busy machine.
     threads: int = 1
 
     @classmethod

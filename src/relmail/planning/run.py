@@ -188,8 +188,8 @@ def plan(project, engine, campaign: str | Campaign, window: str | Window, option
     written to the ledger as it arrives, inside the run's one transaction,
     and the decisions are the same for any split. ``keep_features=False``
     drops the logged features from :attr:`PlanResult.decisions` as each
-    range is written (they are in the ledger; a million-customer plan holds
-    about 1 GB less).
+    range is written (they are in the ledger; a large plan then holds far
+    less in memory).
     """
     opts = replace(options or PlanOptions(), **overrides)
     if opts.customers is not None and not opts.dry_run:
