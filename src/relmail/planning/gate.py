@@ -6,7 +6,7 @@ recipients: the locale variant of its HTML template (``ebike_launch.nl.html``
 or the base ``ebike_launch.html``), of its text template or the text
 derived from the HTML, of each partial it includes, and the campaign's
 subject for that locale. The gate groups a message's recipients (its
-``send`` decisions) by those files (a :class:`Variant`) and renders, per
+``send`` decisions) by those files (a :class:`~relmail.render.variants.Variant`) and renders, per
 variant:
 
 * one recipient of every locale that gets it (a locale can break a

@@ -47,10 +47,12 @@ from typing import Any
 
 from jinja2 import BaseLoader
 from jinja2.exceptions import TemplateNotFound
+from jinja2.utils import missing
 from sqlalchemy import String, case, cast, func, select
 
 from ..errors import NotFound, TemplateError
 from ..store.models import Customer
+from ..windows import current_time
 from .contexts import customer_contexts, load_catalog
 from .environment import locale_languages, template_error, variant_names
 from .inline import inline_document
@@ -172,8 +174,6 @@ def check_templates(renderer: Renderer, campaigns: Iterable = (), engine=None, *
     are generated. ``as_of`` is the time recommended products are chosen
     for (default: now).
     """
-    from ..windows import current_time
-
     report = CheckReport()
     report.findings, report.files = _lint(renderer)
     broken = {f.file for f in report.findings if f.severity == "error"}
@@ -483,8 +483,6 @@ def _recording(env, sink: list, paths: dict[int, str], root: Path):
 
 
 def _is_missing(obj) -> bool:
-    from jinja2.utils import missing
-
     return obj is missing
 
 
