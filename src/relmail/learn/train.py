@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from .. import __version__
-from ..errors import ModelError
+from ..errors import NothingToDo, ValidationError
 from . import store
 from .dataset import FeatureSpec, split_mask
 from .estimators import BASES, MIN_POSITIVES, POOLING_KINDS, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
@@ -61,7 +61,7 @@ class TrainOptions:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = [o for o in values["outcomes"] if o not in POSITIVE]
         if unknown:
-            raise ModelError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
+            raise ValidationError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
         return cls(**values)
 
 
@@ -84,13 +84,13 @@ def train(
         # A pooling estimator learns from every message's sends, even when only some are trained.
         table = load_outcomes(engine, options.window, messages=None if pooling else messages, now=now)
     if len(table) == 0:
-        raise ModelError("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
+        raise NothingToDo("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
     wanted = list(messages) if messages else sorted(set(table.message_id))
     results = []
     for key in wanted:
         mine = table.message_id == key
         if not mine.any():
-            raise ModelError(f"no decisions for message '{key}' in closed runs")
+            raise NothingToDo(f"no decisions for message '{key}' in closed runs: nothing to train it on")
         results.append(train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None))
     return results
 
@@ -128,7 +128,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         siblings = siblings.subset(~split_mask(siblings.customer_id, options.split_seed, options.test_share))
     spec = FeatureSpec.infer(data.features)
     if not spec.columns:
-        raise ModelError(f"message '{key}': the decisions logged no usable features")
+        raise NothingToDo(f"message '{key}': the decisions logged no usable features: nothing to train on")
     X = spec.encode(data.features)
     X_sib = spec.encode(siblings.features) if siblings is not None and len(siblings) else None
     t = data.treated
@@ -173,7 +173,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             "candidates": choice.candidates,
         }
     if not payload["outcomes"]:
-        raise ModelError(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
+        raise NothingToDo(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
     sends = t == 1
     irritation = data.outcomes["irritation"][sends]
     payload["irritation"] = fit_probability(spec.layout_of(X[sends], irritation), "logistic", X[sends], irritation, seed)

@@ -11,17 +11,10 @@ the campaign's current window (``--window auto``), and writes nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime
-
-import numpy as np
-from sqlalchemy import select, union
+from datetime import datetime
 
 from ..campaigns import Campaign
-from ..features import FeatureSettings
-from ..segments import load_segments
-from ..windows import resolve_window
-from .partition import decide_partition
-from .run import campaign_scorer, check_segments, message_contexts, run_id_for
+from .run import plan
 
 
 @dataclass(frozen=True)
@@ -51,26 +44,16 @@ class Verdict:
 
 
 def would_decide(project, engine, campaign: Campaign, customer_id: str, *, now: datetime | None = None) -> dict[str, Verdict]:
-    """Per message of ``campaign``, what a plan of its current window would decide for ``customer_id``."""
-    win = resolve_window("auto", project.settings.timezone, campaign=campaign, now=now)
-    as_of = win.default_as_of(now).astimezone(UTC)
-    segments = load_segments(project)
-    check_segments(campaign, segments)
-    ids = np.array([customer_id])
-    members: dict[tuple, np.ndarray] = {}
-    with engine.connect() as conn:
-        for key in dict.fromkeys(tuple(sorted(m.segments)) for m in campaign.messages):
-            everyone = union(*(segments[s].select(as_of) for s in key)).subquery()
-            found = conn.execute(select(everyone.c.id).where(everyone.c.id == customer_id).limit(1)).first()
-            members[key] = ids if found is not None else ids[:0]
-        contexts = message_contexts(conn, campaign)
-    verdicts = {m.id: Verdict(m.id, win.key, tuple(m.segments), None) for m in campaign.messages}
-    if not any(len(v) for v in members.values()):
-        return verdicts
-    result = decide_partition(engine, campaign, win, run_id_for(campaign.name, win.key), campaign.run_seed(win.key), as_of,
-                              ids, members, {}, contexts, FeatureSettings.from_project(project), campaign_scorer(project, campaign))
-    for m, part in zip(campaign.messages, result.parts):
-        for row in part.records(features=False):
-            if row["customer_id"] == customer_id:
-                verdicts[m.id] = Verdict(m.id, win.key, tuple(m.segments), row["action"], tuple(row["reasons"]))
+    """Per message of ``campaign``, what a plan of its current window would decide for ``customer_id``.
+
+    The plan's own dry run for that one customer (``customers=``), as
+    ``relmail why`` previews a window: the same audience, features, rules,
+    arbitration and hold-out draw.
+    """
+    result = plan(project, engine, campaign, "auto", dry_run=True, customers=(customer_id,), workers=1, now=now)
+    window = result.window.key
+    verdicts = {m.id: Verdict(m.id, window, tuple(m.segments), None) for m in campaign.messages}
+    for row in result.decisions.records(features=False):
+        m = campaign.message(row["message_id"])
+        verdicts[m.id] = Verdict(m.id, window, tuple(m.segments), row["action"], tuple(row["reasons"]))
     return verdicts

@@ -27,11 +27,19 @@ from typing import Any
 
 from jinja2 import Undefined
 
+#: Called with every :class:`Missing` made: ``templates check`` names the optional values no sample has.
+observers: list = []
+
 
 class Missing(Undefined):
     """A key that optional data does not have (see the module docstring)."""
 
     __slots__ = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for observe in observers:
+            observe(self)
 
     @property
     def _undefined_message(self) -> str:
