@@ -98,6 +98,20 @@ def run(args) -> dict:
     return out
 
 
+def merge(paths: list[str]) -> dict:
+    """Earlier ``--json`` outputs as one result (e.g. a Hillstrom run and a simulator run), targets recomputed."""
+    parts = [json.loads(Path(p).read_text()) for p in paths]
+    res = {"protocol": {**parts[0]["protocol"], "runs": [p["protocol"] for p in parts]}, "hillstrom": {}, "simulator": {},
+           "seconds": {"load": sum(p["seconds"]["load"] for p in parts), "total": sum(p["seconds"]["total"] for p in parts)}}
+    for p in parts:
+        res["hillstrom"].update(p["hillstrom"])
+        res["simulator"].update(p["simulator"])
+        if "figure" in p:
+            res["figure"] = p["figure"]
+    res["targets"] = targets(res)
+    return res
+
+
 def _call(job):
     return job()
 
@@ -162,15 +176,16 @@ def targets(res: dict) -> dict:
                 below = p["diff"] is not None and p["se"] is not None and p["diff"] < -p["se"]
                 worst.append({"arm": f"{data}/{key}", "figure": f, "rival": rival, "diff": p["diff"], "se": p["se"], "below": below})
     out["never_below"] = {"checks": worst, "met": not any(w["below"] for w in worst)}
-    sim = []
-    for key, e in res["simulator"].items():
-        oracle = _mean(e["methods"]["oracle"]["true_keep_at_50"])
-        share = _mean(e["methods"]["relmail"]["true_keep_at_50"]) / oracle if oracle > 0 else None
-        sim.append({"arm": key, "learnable": e["learnability"] >= simulator_ratio(), "learnability": e["learnability"],
-                    "share_of_oracle": share})
-    learnable = [s for s in sim if s["learnable"]]
-    out["simulator_oracle"] = {"arms": sim, "needed": ORACLE_SHARE,
-                               "met": bool(learnable) and all(s["share_of_oracle"] is not None and s["share_of_oracle"] >= ORACLE_SHARE for s in learnable)}
+    if res["simulator"]:
+        sim = []
+        for key, e in res["simulator"].items():
+            oracle = _mean(e["methods"]["oracle"]["true_keep_at_50"])
+            share = _mean(e["methods"]["relmail"]["true_keep_at_50"]) / oracle if oracle > 0 else None
+            sim.append({"arm": key, "learnable": e["learnability"] >= simulator_ratio(), "learnability": e["learnability"],
+                        "share_of_oracle": share})
+        learnable = [a for a in sim if a["learnable"]]
+        met = bool(learnable) and all(a["share_of_oracle"] is not None and a["share_of_oracle"] >= ORACLE_SHARE for a in learnable)
+        out["simulator_oracle"] = {"arms": sim, "needed": ORACLE_SHARE, "met": met}
     return out
 
 
@@ -222,9 +237,10 @@ def _fmt_paired(p: dict, digits: int = 3) -> str:
 
 
 def print_tables(res: dict) -> None:
-    proto = res["protocol"]
-    master = f", master seed {proto['master_seed']}" if proto["master_seed"] is not None else ""
-    print(f"Protocol: {proto['seeds']} seeds ({len(proto['split_seeds'])}{master}): {proto['split_seeds']}")
+    for proto in res["protocol"].get("runs", [res["protocol"]]):
+        master = f", master seed {proto['master_seed']}" if proto["master_seed"] is not None else ""
+        data = ", ".join(f"{k.replace('_', ' ')} {v:,}" for k, v in proto.items() if k in ("hillstrom_rows", "simulated_customers") and v)
+        print(f"Protocol: {proto['seeds']} seeds ({len(proto['split_seeds'])}{master}; {data}): {proto['split_seeds']}")
     print("Each figure: mean ± standard error over the seeds; 'vs relmail': relmail minus the method, paired, "
           "± its standard error (seeds relmail won / seeds).\n")
     for data in ("hillstrom", "simulator"):
@@ -268,9 +284,11 @@ def print_tables(res: dict) -> None:
     detail = "; ".join(f"{c['arm']} {c['figure']} vs {c['rival']} {c['diff']:+.3f} ± {c['se']:.3f}" for c in below)
     print("Target 2, never below the better of response and best peer by more than the paired SE (keep@30, keep@50): "
           + ("met" if t["never_below"]["met"] else f"NOT met: {detail}"))
-    s = t["simulator_oracle"]
-    arms = ", ".join(f"{a['arm']} {a['share_of_oracle']:.3f}{'' if a['learnable'] else ' (not learnable)'}" for a in s["arms"])
-    print(f"Target 3, simulator: relmail's true keep@50 >= {s['needed']} of the oracle's where learnable: {arms} — {'met' if s['met'] else 'NOT met'}")
+    if "simulator_oracle" in t:
+        s = t["simulator_oracle"]
+        arms = ", ".join(f"{a['arm']} {a['share_of_oracle']:.3f}{'' if a['learnable'] else ' (not learnable)'}" for a in s["arms"])
+        print(f"Target 3, simulator: relmail's true keep@50 >= {s['needed']} of the oracle's where learnable: {arms} — "
+              + ("met" if s["met"] else "NOT met"))
     if "figure" in res:
         print(f"\nQini figure: {res['figure']}")
     print(f"Time: load {res['seconds']['load']} s, total {res['seconds']['total']} s")
@@ -290,8 +308,10 @@ def main(argv=None) -> None:
     parser.add_argument("--processes", type=int, default=2, help="Seeds run in parallel (at most 2).")
     parser.add_argument("--figure", default=None, help="Where the Qini figure goes (PNG or SVG by its suffix).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    parser.add_argument("--tables", nargs="+", metavar="FILE", default=None,
+                        help="Print the tables (and targets) of earlier --json outputs instead of running; several are merged.")
     args = parser.parse_args(argv)
-    res = run(args)
+    res = merge(args.tables) if args.tables else run(args)
     if args.json:
         print(json.dumps(res, indent=2))
     else:

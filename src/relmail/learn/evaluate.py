@@ -66,7 +66,9 @@ def _evaluate_model(model: TrainedModel, table: OutcomeTable) -> dict:
     test = table.subset(split_mask(table.customer_id, seed, share))
     X = model.encode(test.features)
     t = test.treated
-    out = {"message": model.key, "version": model.version, "rows": len(test), "sends": int(t.sum()), "holdouts": int((t == 0).sum()), "outcomes": {}}
+    out = {"message": model.key, "version": model.version, "rows": len(test), "sends": int(t.sum()), "holdouts": int((t == 0).sum()),
+           # The test customers are split_mask(customer ids, seed, test_share): 'model predict --split test' lists them.
+           "split": {"seed": seed, "test_share": share, "customers": len(set(test.customer_id))}, "outcomes": {}}
     for name in model.outcomes:
         y = test.outcomes[name]
         pred = model.predict(X, name)

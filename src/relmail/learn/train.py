@@ -40,9 +40,10 @@ class TrainOptions:
     cv_repeats: int = DEFAULT_REPEATS
     primary_outcome: str | None = None
     #: Threads per fit. The fits are many and small: with more threads the
-    #: OpenMP start-up and contention (measured: 30x slower on 2 busy cores)
-    #: cost more than they save.
+    #: OpenMP start-up and contention cost more than they save.
     threads: int = 1
+    #: Overwrite the newest version of each model instead of adding one (for experiments).
+    replace: bool = False
 
     @classmethod
     def from_project(cls, project, **overrides) -> TrainOptions:
@@ -204,7 +205,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             "irritation_rate": float(data.outcomes["irritation"][sends].mean()) if sends.any() else 0.0,
         },
     }
-    path = store.save(root, key, payload, meta)
+    path = store.save(root, key, payload, meta, replace=options.replace)
     return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
 
