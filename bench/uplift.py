@@ -69,14 +69,18 @@ def run(args) -> dict:
     customers = args.customers or (16_000 if args.quick else SIM_CUSTOMERS)
     started = time.perf_counter()
     print(f"protocol: {kind} seeds {seeds}" + ("" if kind != "evaluation" else f" (master seed {args.master_seed})"), file=sys.stderr)
-    jobs = []
     if args.only in (None, "hillstrom"):
         with tempfile.TemporaryDirectory(prefix="relmail-hillstrom-") as tmp:
             _TABLE = hillstrom.load(Path(args.data), Path(tmp), rows)
-        jobs += [("hillstrom", s) for s in seeds]
-    if args.only in (None, "simulator"):
-        jobs += [("simulator", s) for s in seeds]
+    # Interleaved, so an interrupted run (see --progress) has figures of both data sets.
+    jobs = [(what, s) for s in seeds for what in ("hillstrom", "simulator") if args.only in (None, what)]
     loaded = time.perf_counter() - started
+    proto = {"seeds": kind, "master_seed": args.master_seed if kind == "evaluation" else None, "split_seeds": seeds,
+             "test_share": uplift_jobs.TEST_SHARE, "hillstrom_rows": len(set(_TABLE.customer_id)) if _TABLE is not None else None,
+             "simulated_customers": customers if args.only in (None, "simulator") else None}
+    log = open(args.progress, "a", encoding="utf-8") if args.progress else None  # noqa: SIM115 - one line per finished seed
+    if log:
+        log.write(json.dumps({"protocol": proto}) + "\n")
     calls = [partial(_hillstrom, s) if what == "hillstrom" else partial(uplift_jobs.simulator_job, customers, s) for what, s in jobs]
     results: dict[str, list[dict]] = {"hillstrom": [], "simulator": []}
     ctx = multiprocessing.get_context("fork")
@@ -84,10 +88,13 @@ def run(args) -> dict:
         for (what, seed), res in zip(jobs, pool.imap(_call, calls)):
             results[what].append(res)
             print(f"{what} seed {seed} done ({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+            if log:
+                log.write(json.dumps({"data": what, "result": res}, default=_plain) + "\n")
+                log.flush()
+    if log:
+        log.close()
     out = {
-        "protocol": {"seeds": kind, "master_seed": args.master_seed if kind == "evaluation" else None, "split_seeds": seeds,
-                     "test_share": uplift_jobs.TEST_SHARE, "hillstrom_rows": len(set(_TABLE.customer_id)) if _TABLE is not None else None,
-                     "simulated_customers": customers if args.only in (None, "simulator") else None},
+        "protocol": proto,
         "hillstrom": summarize(results["hillstrom"]),
         "simulator": summarize(results["simulator"]),
         "seconds": {"load": round(loaded, 1), "total": round(time.perf_counter() - started, 1)},
@@ -98,9 +105,32 @@ def run(args) -> dict:
     return out
 
 
+def _plain(value):
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def from_progress(path: str) -> dict:
+    """A ``--progress`` file's finished seeds as a ``--json`` result (an interrupted run says how far it got)."""
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    proto = dict(lines[0]["protocol"])
+    results: dict[str, list[dict]] = {"hillstrom": [], "simulator": []}
+    for line in lines[1:]:
+        results[line["data"]].append(line["result"])
+    done = sorted({r["seed"] for rs in results.values() for r in rs})
+    if done != sorted(proto["split_seeds"]):
+        proto["seeds"] += f" (finished {len(done)} of {len(proto['split_seeds'])})"
+        proto["split_seeds"] = [s for s in proto["split_seeds"] if s in done]
+    out = {"protocol": proto, "hillstrom": summarize(results["hillstrom"]), "simulator": summarize(results["simulator"]),
+           "seconds": {"load": 0.0, "total": 0.0}}
+    out["targets"] = targets(out)
+    return out
+
+
 def merge(paths: list[str]) -> dict:
-    """Earlier ``--json`` outputs as one result (e.g. a Hillstrom run and a simulator run), targets recomputed."""
-    parts = [json.loads(Path(p).read_text()) for p in paths]
+    """Earlier ``--json`` outputs or ``--progress`` files as one result (e.g. a Hillstrom run and a simulator run)."""
+    parts = [from_progress(p) if p.endswith(".jsonl") else json.loads(Path(p).read_text()) for p in paths]
     res = {"protocol": {**parts[0]["protocol"], "runs": [p["protocol"] for p in parts]}, "hillstrom": {}, "simulator": {},
            "seconds": {"load": sum(p["seconds"]["load"] for p in parts), "total": sum(p["seconds"]["total"] for p in parts)}}
     for p in parts:
@@ -308,8 +338,10 @@ def main(argv=None) -> None:
     parser.add_argument("--processes", type=int, default=2, help="Seeds run in parallel (at most 2).")
     parser.add_argument("--figure", default=None, help="Where the Qini figure goes (PNG or SVG by its suffix).")
     parser.add_argument("--json", action="store_true", help="Print one JSON object.")
+    parser.add_argument("--progress", default=None, metavar="FILE.jsonl", help="Append each finished seed's figures to this file.")
     parser.add_argument("--tables", nargs="+", metavar="FILE", default=None,
-                        help="Print the tables (and targets) of earlier --json outputs instead of running; several are merged.")
+                        help="Print the tables and targets of earlier --json outputs or --progress files (.jsonl) instead of running; "
+                             "several are merged.")
     args = parser.parse_args(argv)
     res = merge(args.tables) if args.tables else run(args)
     if args.json:

@@ -57,8 +57,9 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
 
     Candidates (T-learner, X-learner, transformed outcome and the
     proportional model on logistic regression and gradient boosting, a
-    logistic interaction model, and the same pooled with the other
-    messages' sends) are compared by cross-fitting on the
+    logistic interaction model, which is replaced by the same model pooled
+    with the other messages' sends when there are any) are compared by
+    cross-fitting on the
     training customers, over 3 repeated 2-fold splits ([model] cv_repeats);
     the best must beat the proportional model by more than its standard
     error, else the proportional model is kept. The winner is refitted,

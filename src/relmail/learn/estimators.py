@@ -38,6 +38,8 @@ UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional",
 KIND_BASES = {"interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
 POOLING_KINDS = ("pooled",)
+#: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).
+POOLING_REPLACES = {"pooled": "interaction"}
 #: Fewer positives than this in a group and a classifier is not trained:
 #: the group's observed rate is used instead (calibration needs both classes
 #: in every fold).
