@@ -92,12 +92,7 @@ def evaluate(
     table: OutcomeTable | None = None,
 ) -> list[dict]:
     """Evaluate the newest model of each message (all trained messages by default)."""
-    metas = [m for m in store.list_models(root) if not messages or m["key"] in messages]
-    missing = sorted(set(messages or []) - {m["key"] for m in metas})
-    if missing:
-        raise ModelError(f"no trained model for {', '.join(missing)}; run 'relmail model train' first")
-    if not metas:
-        raise ModelError("no trained models; run 'relmail model train' first")
+    metas = store.newest_models(root, messages)
     results = []
     for meta in metas:
         model = from_payload(meta, store.load_payload(root, meta))

@@ -105,12 +105,7 @@ def predict(
     table: OutcomeTable | None = None,
 ) -> list[Predictions]:
     """Predictions of the newest (or given ``version``) model of each message, on its ledger rows."""
-    metas = [m for m in store.list_models(root) if not messages or m["key"] in messages]
-    missing = sorted(set(messages or []) - {m["key"] for m in metas})
-    if missing:
-        raise ModelError(f"no trained model for {', '.join(missing)}; run 'relmail model train' first")
-    if not metas:
-        raise ModelError("no trained models; run 'relmail model train' first")
+    metas = store.newest_models(root, messages)
     out = []
     for meta in metas:
         if version is not None:

@@ -154,6 +154,17 @@ def load_payload(root: Path, meta: dict) -> Any:
         raise ModelError(f"{path}: model file cannot be loaded ({exc.__class__.__name__}: {exc})") from None
 
 
+def newest_models(root: Path, messages=None) -> list[dict]:
+    """The newest sidecar of each model of ``messages`` (default: all), or :class:`ModelError` naming what is missing."""
+    metas = [m for m in list_models(root) if not messages or m["key"] in messages]
+    missing = sorted(set(messages or []) - {m["key"] for m in metas})
+    if missing:
+        raise ModelError(f"no trained model for {', '.join(missing)}; run 'relmail model train' first")
+    if not metas:
+        raise ModelError("no trained models; run 'relmail model train' first")
+    return metas
+
+
 def list_models(root: Path) -> list[dict]:
     """The newest sidecar of every model under ``root``."""
     if not root.is_dir():
