@@ -123,22 +123,26 @@ def from_progress(path: str) -> dict:
         proto["seeds"] += f" (finished {len(done)} of {len(proto['split_seeds'])})"
         proto["split_seeds"] = [s for s in proto["split_seeds"] if s in done]
     out = {"protocol": proto, "hillstrom": summarize(results["hillstrom"]), "simulator": summarize(results["simulator"]),
-           "seconds": {"load": 0.0, "total": 0.0}}
+           "seconds": {"load": 0.0, "total": 0.0}, "per_seed": results}
     out["targets"] = targets(out)
     return out
 
 
-def merge(paths: list[str]) -> dict:
+def merge(paths: list[str], figure: str | None = None) -> dict:
     """Earlier ``--json`` outputs or ``--progress`` files as one result (e.g. a Hillstrom run and a simulator run)."""
     parts = [from_progress(p) if p.endswith(".jsonl") else json.loads(Path(p).read_text()) for p in paths]
     res = {"protocol": {**parts[0]["protocol"], "runs": [p["protocol"] for p in parts]}, "hillstrom": {}, "simulator": {},
            "seconds": {"load": sum(p["seconds"]["load"] for p in parts), "total": sum(p["seconds"]["total"] for p in parts)}}
+    per_seed = []
     for p in parts:
         res["hillstrom"].update(p["hillstrom"])
         res["simulator"].update(p["simulator"])
+        per_seed += p.get("per_seed", {}).get("hillstrom", [])
         if "figure" in p:
             res["figure"] = p["figure"]
     res["targets"] = targets(res)
+    if figure and per_seed:
+        res["figure"] = draw(per_seed, res["hillstrom"], figure)
     return res
 
 
@@ -233,8 +237,10 @@ def draw(per_seed: list[dict], summary: dict, path: str | None) -> str:
     import matplotlib.pyplot as plt
 
     keys = [k for k in summary if not k.startswith("plan/")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 4.0), squeeze=False)
-    for ax, key in zip(axes[0], keys):
+    cols = 2 if len(keys) == 4 else len(keys)
+    rows = -(-len(keys) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(5.0 * cols, 4.2 * rows), squeeze=False)
+    for ax, key in zip(axes.ravel(), keys):
         best = summary[key]["best_peer"]
         for name, style in (("relmail", "-"), (best, "--"), ("response", ":")):
             curves = np.array([r["arms"][key]["curves"][name] for r in per_seed if key in r["arms"]])
@@ -280,12 +286,12 @@ def print_tables(res: dict) -> None:
             true = "true_keep_at_50" in e["methods"]["relmail"]
             extra = f", learnability {e['learnability']:.1f}" if "learnability" in e else ""
             print(f"{data} {key} (best peer {e['best_peer']}{extra})")
-            head = f"  {'method':<27} {'keep@30':>15} {'keep@50':>15} {'qini':>15} {'keep@50 vs relmail':>24}"
+            head = f"  {'method':<30} {'keep@30':>15} {'keep@50':>15} {'qini':>15} {'keep@50 vs relmail':>24}"
             head += f" {'true keep@50':>15}" if true else ""
             print(head)
             for m, figs in e["methods"].items():
                 vs = _fmt_paired(e["paired"][m]["keep_at_50"]) if m in e["paired"] else ""
-                line = f"  {m:<27} {_fmt(figs['keep_at_30']):>15} {_fmt(figs['keep_at_50']):>15} {_fmt(figs['qini']):>15} {vs:>24}"
+                line = f"  {m:<30} {_fmt(figs['keep_at_30']):>15} {_fmt(figs['keep_at_50']):>15} {_fmt(figs['qini']):>15} {vs:>24}"
                 line += f" {_fmt(figs['true_keep_at_50']):>15}" if true else ""
                 print(line)
             chosen: dict[str, int] = {}
@@ -343,7 +349,7 @@ def main(argv=None) -> None:
                         help="Print the tables and targets of earlier --json outputs or --progress files (.jsonl) instead of running; "
                              "several are merged.")
     args = parser.parse_args(argv)
-    res = merge(args.tables) if args.tables else run(args)
+    res = merge(args.tables, args.figure) if args.tables else run(args)
     if args.json:
         print(json.dumps(res, indent=2))
     else:
