@@ -43,6 +43,8 @@ class TrainOptions:
     #: OpenMP start-up and contention cost more than they save, most on a
     #: busy machine.
     threads: int = 1
+    #: Overwrite the newest version of each model instead of adding one (for experiments).
+    replace: bool = False
 
     @classmethod
     def from_project(cls, project, **overrides) -> TrainOptions:
@@ -204,7 +206,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             "irritation_rate": float(data.outcomes["irritation"][sends].mean()) if sends.any() else 0.0,
         },
     }
-    path = store.save(root, key, payload, meta)
+    path = store.save(root, key, payload, meta, replace=options.replace)
     return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
 
