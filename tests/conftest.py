@@ -16,6 +16,7 @@ import uuid
 
 import pytest
 from sqlalchemy import create_engine, text
+from tests.browser import browser  # noqa: F401 (the headless Chromium fixture, for every test module)
 
 from relmail.project import init_project
 from relmail.store.db import make_engine, upgrade

@@ -191,6 +191,18 @@ def test_unsubscribe_token_verifies_and_tampering_fails(renderer):
     assert re.search(r"/unsubscribe/([A-Za-z0-9_.\-]+)", other.html).group(1) != token
 
 
+def test_tokens_are_itsdangerous_own_and_links_already_sent_keep_working():
+    from itsdangerous import URLSafeSerializer
+
+    plain = URLSafeSerializer(KEY, salt="relmail.unsubscribe.v1")
+    for claims in [("C0000001", "promotions", "weekly:2026-W48"), ("C1", "*", ""), ("C" * 300, "t" * 200, "r")]:
+        theirs = plain.dumps(list(claims))  # the last one is zlib-compressed by itsdangerous
+        assert tokens.verify(KEY, theirs) == tokens.Claims(*claims)
+        if not theirs.startswith("."):  # not compressed: our token is the same string
+            assert tokens.sign(KEY, *claims) == theirs
+        assert plain.loads(tokens.sign(KEY, *claims)) == list(claims)
+
+
 def test_utm_on_outbound_links_never_on_unsubscribe_or_preferences(renderer):
     email = renderer.render(spec("newsletter"), customer())
     hrefs = re.findall(r'href="([^"]+)"', email.html)
@@ -234,7 +246,7 @@ def test_text_part_derived_from_html_keeps_links_and_skips_head_and_preheader(re
 def test_text_part_from_txt_template_when_present(renderer):
     email = renderer.render(spec("newsletter"), customer())
     assert email.text.startswith("Fietsenwinkel news\n==================\n\nHello Jan,")
-    assert "- E-bike Stad 200, €2,499.00" in email.text
+    assert "E-bike Stad 200: €2,499.00\nhttps://fietsenwinkel.example/p/EB-200?utm_source=relmail" in email.text
 
 
 def test_text_template_derived_once_per_template(renderer, monkeypatch):
@@ -246,6 +258,31 @@ def test_text_template_derived_once_per_template(renderer, monkeypatch):
     for i in range(5):
         renderer.render(spec("usage_tip"), customer(id=f"C{i}"))
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("template", ["ebike_launch", "welcome_offer", "newsletter"])
+@pytest.mark.parametrize("locale, prices", [("en_GB", ("€2,499.00", "€129.00")), ("nl_NL", ("€\xa02.499,00", "€\xa0129,00"))])
+def test_the_demo_templates_list_products_one_per_line_in_the_text_part(renderer, template, locale, prices):
+    text = renderer.render(spec(template), customer(locale=locale)).text
+    utm = "?utm_source=relmail&utm_medium=email&utm_campaign=weekly&utm_content=" + template.replace("_", "-")
+    block = (f"E-bike Stad 200: {prices[0]}\nhttps://fietsenwinkel.example/p/EB-200{utm}\n\n"
+             f"SlimSlot S1 smart lock: {prices[1]}\nhttps://fietsenwinkel.example/p/LOCK-S1{utm}\n")
+    assert block in text, text
+    assert "[E-bike Stad 200](" not in text and "[SlimSlot" not in text
+
+
+def test_an_include_without_a_txt_partial_is_derived_from_its_html_and_a_locale_variant_is_chosen(shop):
+    write(shop, "partials/card.html", '<tr><td><a href="{{ p.url }}">{{ p.name }}</a> <b>{{ p.price|money }}</b></td></tr>')
+    write(shop, "partials/offer.html", "<tr><td>{{ message.data.code }}</td></tr>")
+    write(shop, "partials/offer.nl.txt", "Code: {{ message.data.code }}")
+    write(shop, "cards.html", '{% extends "layouts/base.html" %}{% block subject %}x{% endblock %}{% block content %}'
+          '{% for p in products %}{% include "partials/card.html" %}{% endfor %}{% include "partials/offer.html" %}{% endblock %}')
+    r = Renderer(shop)
+    en = r.render(spec("cards", data={"code": "W10"}), customer()).text
+    nl = r.render(spec("cards", data={"code": "W10"}), customer(locale="nl_NL")).text
+    assert "[E-bike Stad 200](https://fietsenwinkel.example/p/EB-200?utm_source=relmail" in en and "€2,499.00" in en
+    assert "W10" in en and "Code: W10" not in en  # no offer.txt for English: derived from the HTML
+    assert "Code: W10" in nl
 
 
 # -- inline-once: the two traps and the equality --------------------------
@@ -320,7 +357,7 @@ def test_inline_runs_premailer_once_per_template_source(renderer, monkeypatch):
     inline._CACHE.clear()
     calls = []
     real = inline._premailer
-    monkeypatch.setattr(inline, "_premailer", lambda doc: calls.append(1) or real(doc))
+    monkeypatch.setattr(inline, "_premailer", lambda doc, *rest: calls.append(1) or real(doc, *rest))
     for i in range(20):
         renderer.render(spec("usage_tip", id=f"m{i % 2}"), customer(id=f"C{i}", locale="en_GB"))
     assert len(calls) == 1  # two messages share the template: still one premailer run

@@ -7,13 +7,8 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import tempfile
-import time
-import urllib.request
 from collections import Counter
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -27,7 +22,6 @@ AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 RUN = "weekly:2026-W48"
 PAST = "past-test:2025-W02"
 PAST_AS_OF = datetime(2025, 1, 6, 9, 0, tzinfo=UTC)
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture
@@ -139,75 +133,6 @@ def test_previews_are_escaped_and_fetch_nothing():
 
 
 # --- headless Chromium -------------------------------------------------------------------------
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client over one page's WebSocket."""
-
-    def __init__(self, ws_url: str):
-        import websocket
-
-        self.ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
-        self.next_id = 0
-        self.events: list[dict] = []
-
-    def call(self, method: str, **params):
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv())
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise AssertionError(f"{method}: {msg['error']}")
-                return msg["result"]
-            self.events.append(msg)
-
-    def wait_for(self, method: str, seconds: float = 30):
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            if any(e.get("method") == method for e in self.events):
-                return
-            self.events.append(json.loads(self.ws.recv()))
-        raise AssertionError(f"no {method} within {seconds}s")
-
-    def evaluate(self, expression: str):
-        res = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
-        assert "exceptionDetails" not in res, res
-        return res["result"]["value"]
-
-
-@pytest.fixture
-def browser():
-    if not CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); CI installs it")
-    profile = tempfile.mkdtemp(prefix="relmail-chromium-")
-    proc = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-         f"--user-data-dir={profile}", "--remote-debugging-port=0", "--window-size=1280,900", "about:blank"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        end = time.monotonic() + 30
-        while not port_file.exists() or not port_file.read_text().strip():
-            assert proc.poll() is None, "chromium exited at start"
-            assert time.monotonic() < end, "chromium did not open its DevTools port"
-            time.sleep(0.1)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
-            page = next(t for t in json.load(resp) if t["type"] == "page")
-        tools = DevTools(page["webSocketDebuggerUrl"])
-        yield tools
-        tools.ws.close()
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
-
 
 READ_PAGE = """(() => {
   const num = s => Number(String(s).replace(/[^0-9.-]/g, ''));

@@ -1,4 +1,4 @@
-"""The WSGI app: one-click unsubscribe, the preference page and ESP webhooks (both backends)."""
+"""The WSGI app: ESP webhooks (both backends); the pages are tests/test_web_pages.py."""
 
 from __future__ import annotations
 
@@ -17,21 +17,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 from sqlalchemy import select
+from tests.webkit import ONE_CLICK, RUN, T0, feedback_events, prefs, token
 from werkzeug.test import Client
 
-from relmail import tokens
 from relmail.feedback import ses
 from relmail.project import Project
-from relmail.store.models import Customer, Event, Preference
+from relmail.store.models import Customer, Event
 from relmail.web.app import create_app, make_app
 
 DATA = Path(__file__).parent / "data" / "feedback"
-KEY = "test-signing-key-not-secret"  # what the project fixture exports
-RUN = "weekly-2026-W48"
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-web.pem"
-ONE_CLICK = {"data": "List-Unsubscribe=One-Click", "content_type": "application/x-www-form-urlencoded"}
 
 
 @pytest.fixture(scope="module")
@@ -58,130 +54,6 @@ def shop(project, engine, monkeypatch, ec_key):
             "event_id": "sent:1", "customer_id": "C0000001", "type": "email_sent", "occurred_at": T0,
             "message_id": "ebike-launch", "run_id": RUN, "topic": "promotions"}])
     return Client(make_app(project, engine)), project, engine
-
-
-def prefs(engine):
-    t = Preference.__table__
-    with engine.connect() as conn:
-        return {(c, tp): (o, s, m) for c, tp, o, s, m in conn.execute(
-            select(t.c.customer_id, t.c.topic, t.c.opted_in, t.c.source, t.c.max_per_week))}
-
-
-def feedback_events(engine):
-    t = Event.__table__
-    with engine.connect() as conn:
-        return sorted(conn.execute(select(t.c.customer_id, t.c.type, t.c.topic, t.c.message_id, t.c.event_id)
-                                   .where(t.c.type != "email_sent")).all())
-
-
-def token(customer="C0000001", topic="promotions"):
-    return tokens.sign(KEY, customer, topic, RUN)
-
-
-# -- one-click unsubscribe ----------------------------------------------------
-
-def test_one_click_unsubscribes_from_the_tokens_topic_once_and_a_replay_is_harmless(shop):
-    client, _, engine = shop
-    response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
-    assert response.status_code == 200 and "no longer receive promotions e-mails" in response.text
-    state = prefs(engine)
-    assert state == {("C0000001", "promotions"): (False, "unsubscribe-link", None)}
-    first = feedback_events(engine)
-    assert [(c, t, tp, m) for c, t, tp, m, _ in first] == [("C0000001", "email_unsubscribed", "promotions", "ebike-launch")]
-    replay = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
-    assert replay.status_code == 200
-    assert feedback_events(engine) == first and prefs(engine) == state
-
-
-def test_a_tampered_token_is_refused_and_changes_nothing(shop):
-    client, _, engine = shop
-    good = token()
-    body, _, sig = good.rpartition(".")
-    forged = tokens.sign("another-key", "C0000002", "promotions", RUN)
-    for bad in (good[:-2] + ("AA" if not good.endswith("AA") else "BB"), body.replace(body[2], "x", 1) + "." + sig, forged):
-        for method in ("get", "post"):
-            response = getattr(client, method)(f"/unsubscribe/{bad}", **ONE_CLICK)
-            assert response.status_code == 400 and "invalid or has been altered" in response.text
-        assert client.post(f"/preferences/{bad}", data={"unsubscribe_all": "1"}).status_code == 400
-    assert prefs(engine) == {} and feedback_events(engine) == []
-
-
-def test_get_shows_a_confirmation_page_and_changes_nothing(shop):
-    client, _, engine = shop
-    response = client.get(f"/unsubscribe/{token()}")
-    assert response.status_code == 200
-    assert 'name="scope" value="all"' in response.text and "Unsubscribe from promotions" in response.text
-    assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["X-Frame-Options"] == "DENY"
-    assert "<script" not in response.text  # works without JavaScript
-    assert prefs(engine) == {} and feedback_events(engine) == []
-
-
-def test_the_page_button_can_unsubscribe_from_everything(shop):
-    client, _, engine = shop
-    response = client.post(f"/unsubscribe/{token()}", data={"scope": "all"})
-    assert response.status_code == 200 and "all e-mails" in response.text
-    assert prefs(engine) == {("C0000001", "*"): (False, "unsubscribe-link", None)}
-
-
-def test_the_link_unsubscribes_again_after_the_customer_resubscribed(shop):
-    client, _, engine = shop
-    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
-    on = ["newsletter", "promotions", "product-tips", "service"]
-    client.post(f"/preferences/{token()}", data={"topic": on})
-    assert prefs(engine)[("C0000001", "promotions")][:2] == (True, "preference-page")
-    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
-    assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "unsubscribe-link")
-
-
-def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(shop):
-    client, _, engine = shop
-    response = client.post(f"/unsubscribe/{token('C9999999')}", **ONE_CLICK)
-    assert response.status_code == 200
-    assert prefs(engine) == {} and feedback_events(engine) == []
-
-
-# -- preference page ----------------------------------------------------------
-
-def test_preference_page_shows_state_escaped(shop):
-    client, _, engine = shop
-    with engine.begin() as conn:
-        conn.execute(Preference.__table__.insert(), [
-            {"customer_id": "C0000001", "topic": "<script>alert(1)</script>", "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"},
-            {"customer_id": "C0000001", "topic": "promotions", "opted_in": False, "max_per_week": None, "updated_at": T0, "source": "import"},
-            {"customer_id": "C0000001", "topic": "*", "opted_in": True, "max_per_week": 2, "updated_at": T0, "source": "import"},
-        ])
-    page = client.get(f"/preferences/{token()}").text
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
-    assert 'value="promotions">' in page and 'value="newsletter" checked>' in page
-    assert 'value="2"' in page
-
-
-def test_preference_post_updates_only_what_changed_and_records_opt_outs(shop):
-    client, _, engine = shop
-    form = {"topic": ["newsletter", "service", "product-tips"], "max_per_week": "3"}
-    response = client.post(f"/preferences/{token()}", data=form)
-    assert response.status_code == 200 and "promotions: off" in response.text and "max per week: 3" in response.text
-    assert prefs(engine) == {("C0000001", "promotions"): (False, "preference-page", None),
-                             ("C0000001", "*"): (True, "preference-page", 3)}
-    assert [(t, tp) for _, t, tp, _, _ in feedback_events(engine)] == [("email_unsubscribed", "promotions")]
-    again = client.post(f"/preferences/{token()}", data=form)
-    assert "Nothing changed" in again.text and len(feedback_events(engine)) == 1
-    client.post(f"/preferences/{token()}", data={"unsubscribe_all": "1", "topic": form["topic"], "max_per_week": "3"})
-    assert prefs(engine)[("C0000001", "*")] == (False, "preference-page", 3)
-
-
-def test_preference_post_with_a_bad_limit_saves_nothing(shop):
-    client, _, engine = shop
-    response = client.post(f"/preferences/{token()}", data={"max_per_week": "999"})
-    assert response.status_code == 400 and "nothing was saved" in response.text
-    assert prefs(engine) == {}
-
-
-def test_without_a_signing_key_links_answer_503(shop, monkeypatch):
-    client, _, engine = shop
-    monkeypatch.delenv("RELMAIL_SIGNING_KEY")
-    assert client.post(f"/unsubscribe/{token()}", **ONE_CLICK).status_code == 503
-    assert prefs(engine) == {}
 
 
 # -- webhooks -----------------------------------------------------------------

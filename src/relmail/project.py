@@ -242,6 +242,23 @@ postal_address = "Keizersgracht 1, 1015 CJ Amsterdam, NL"
 base_url = "https://fietsenwinkel.example/relmail"
 mailto = "unsubscribe@fietsenwinkel.example"
 
+# How the preference and unsubscribe pages name the campaigns' topics, per language.
+[topics.promotions]
+label = {{ en = "Offers and new bikes", nl = "Aanbiedingen en nieuwe fietsen" }}
+description = {{ en = "New models and offers, a few times a month.", nl = "Nieuwe modellen en aanbiedingen, een paar keer per maand." }}
+
+[topics.newsletter]
+label = {{ en = "Newsletter", nl = "Nieuwsbrief" }}
+description = {{ en = "Riding tips and news from the shop, every other week.", nl = "Fietstips en nieuws uit de winkel, om de week." }}
+
+[topics.product-tips]
+label = {{ en = "Tips for what you bought", nl = "Tips voor wat je kocht" }}
+description = {{ en = "How to get more out of the bike or lock you have.", nl = "Hoe je meer haalt uit je fiets of slot." }}
+
+[topics.service]
+label = {{ en = "Service reminders", nl = "Onderhoudsherinneringen" }}
+description = {{ en = "When your bike is due for maintenance.", nl = "Wanneer je fiets aan onderhoud toe is." }}
+
 [secrets]
 signing_key = "RELMAIL_SIGNING_KEY"
 smtp_password = "RELMAIL_SMTP_PASSWORD"

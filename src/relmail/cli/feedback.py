@@ -22,12 +22,18 @@ def serve(state: State, host: str, port: int) -> None:
     /preferences/TOKEN, /webhooks/{sendgrid,mailgun,postmark,ses}, /healthz.
     In production run the same app under a WSGI server:
     RELMAIL_PROJECT=/path/to/shop gunicorn 'relmail.web:create_app()'
+    Logs go to stderr, one line per request, without colour codes unless
+    stderr is a terminal.
 
     \b
     Example:
       relmail serve --port 8025
       curl -X POST -d List-Unsubscribe=One-Click http://127.0.0.1:8025/unsubscribe/TOKEN
     """
+    import logging
+    import sys
+
+    import werkzeug.serving
     from werkzeug.serving import run_simple
 
     from ..web.app import make_app
@@ -35,6 +41,10 @@ def serve(state: State, host: str, port: int) -> None:
     project = state.project
     app = make_app(project, state.engine)
     project.secret("signing_key")  # fail now, not on the first click
+    if not sys.stderr.isatty():
+        # werkzeug colours its request log for a terminal; a file or a pipe gets plain lines.
+        werkzeug.serving._log_add_style = False
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     click.echo(f"relmail serving {project.settings.name} on http://{host}:{port}/ (development server)", err=True)
     click.echo(f"production: RELMAIL_PROJECT={project.root} gunicorn 'relmail.web:create_app()'", err=True)
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)

@@ -53,27 +53,53 @@ def _customer_context(state, customer_id: str, featured: tuple[str, ...]):
 @click.option("--customer", "customer_id", required=True, help="Customer id to render for.")
 @click.option("--campaign", help="Campaign name, when several campaigns have a message with this id.")
 @click.option("--text", "part", flag_value="text", help="Write the text part instead of the HTML.")
-@click.option("--eml", "part", flag_value="eml", help="Write the complete message (RFC 5322 bytes).")
+@click.option("--eml", "part", flag_value="eml", help="Write the complete message (RFC 5322 bytes), as sent.")
 @click.option("--html", "part", flag_value="html", default=True, help="Write the HTML part (the default).")
+@click.option("--images", type=click.Choice(["offline", "remote"]), default="offline", show_default=True,
+              help="offline: remote images become grey placeholders of their size (nothing is fetched when you open "
+                   "the file); remote: keep the image URLs. Applies to the HTML part.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @pass_state
-def preview(state, message: str, customer_id: str, campaign: str | None, part: str, output: str | None) -> None:
+def preview(state, message: str, customer_id: str, campaign: str | None, part: str, images: str, output: str | None) -> None:
     """Render MESSAGE of a campaign for one customer, as they would get it.
+
+    Warns (on stderr) when a plan of the campaign's current window would not
+    send MESSAGE to the customer: not in its audience, suppressed (with the
+    reason codes), or held out. The e-mail is rendered all the same.
 
     \b
     Example:
       relmail preview ebike-launch --customer C0000042 -o preview.html
+      relmail preview ebike-launch --customer C0000042 --images remote -o preview.html
       relmail preview ebike-launch --customer C0000042 --text
       relmail preview ebike-launch --customer C0000042 --eml -o preview.eml
     """
     from ..render import MessageSpec, Renderer
+    from ..render.offline import offline_html
 
     project = state.project
     camp, msg = _find_message(project, message, campaign)
     spec = MessageSpec.from_campaign(camp, msg, run_id="preview")
     ctx = _customer_context(state, customer_id, tuple(msg.products))
     email = Renderer(project).render(spec, ctx)
-    _write(output, {"html": email.html, "text": email.text, "eml": email.raw}[part])
+    _warn_unless_sent(state, camp, msg.id, customer_id)
+    html = offline_html(email.html) if images == "offline" else email.html
+    _write(output, {"html": html, "text": email.text, "eml": email.raw}[part])
+
+
+def _warn_unless_sent(state, camp, message_id: str, customer_id: str) -> None:
+    """A warning when the plan would not send this message to this customer now (see relmail.planning.preview)."""
+    from ..errors import RelmailError
+    from ..planning.preview import would_decide
+
+    try:
+        verdict = would_decide(state.project, state.engine, camp, customer_id)[message_id]
+    except RelmailError as exc:  # a broken segment file must not hide the preview; the plan reports it
+        click.echo(f"warning: could not check whether {customer_id} would get {message_id}: {exc}", err=True)
+        return
+    warning = verdict.warning(customer_id)
+    if warning:
+        click.echo(f"warning: {warning}", err=True)
 
 
 @click.command("render")
@@ -87,15 +113,19 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     """Render any template (path under templates/) with a JSON context.
 
     For template authors and CI: undefined variables fail with the file and
-    line (exit code 6), exactly as they would in a send.
+    line (exit code 6), exactly as they would in a send, and the render runs
+    within the [render] limits of relmail.toml. customer.attributes,
+    products and message.data of the context are optional data, as in a send.
 
     \b
     Example:
       relmail render welcome_offer.html --context sample.json --locale nl_NL
       relmail render partials/footer.html --context sample.json
     """
+    from ..render.bounds import LOCATE_SECONDS, Limits, render_bounded
     from ..render.environment import Flattener, locale_languages, make_environment, template_error
     from ..render.inline import inline_source
+    from ..render.optional import optional_context
     from ..render.text import tidy
 
     project = state.project
@@ -108,17 +138,18 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
         if not isinstance(variables, dict):
             raise ValidationError(f"{context_file}: the context must be a JSON object")
     locale = locale or variables.get("locale") or project.settings.default_locale
-    variables.setdefault("locale", locale)
+    variables = optional_context({**variables, "locale": variables.get("locale", locale)})
     is_text = template.endswith(".txt")
-    env = make_environment(project.templates_dir, autoescape=not is_text)
+    limits = Limits.from_settings(project.settings)
+    env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
     source, files = Flattener(env, project.templates_dir).flatten(template, locale_languages(locale))
     if not is_text and not no_inline:
         source = inline_source(env, source, files[0])
     try:
-        result = env.from_string(source).render(variables)
+        result = render_bounded(env.from_string(source), variables, limits)
     except Exception as exc:  # locate the failure in the real files
         try:
-            env.get_template(files[0]).render(variables)
+            render_bounded(env.get_template(files[0]), variables, limits, seconds=min(limits.timeout_seconds, LOCATE_SECONDS))
         except Exception as again:
             raise template_error(again, files[0]) from None
         raise TemplateError(f"{files[0]}: {exc}") from None

@@ -10,6 +10,7 @@ a forged request cannot name a customer without a valid signature.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,8 +24,6 @@ from ..tokens import Claims
 from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import FeedbackEvent, derived_id
 
-#: The demo shop's topics; every preference page offers at least these.
-DEFAULT_TOPICS = ("newsletter", "promotions", "product-tips", "service")
 LINK_PROVIDER = "link"
 
 
@@ -33,10 +32,27 @@ class PreferenceState:
     """What the preference page shows for one customer."""
 
     customer_id: str
-    #: topic -> subscribed (a topic without a row counts as subscribed).
+    #: topic -> subscribed: the customer's own record, else the topic's default (see :func:`topic_defaults`).
     topics: dict[str, bool] = field(default_factory=dict)
     unsubscribed_all: bool = False
     max_per_week: int | None = None
+
+
+@dataclass(frozen=True)
+class Change:
+    """One change the preference form made: a topic on or off, everything off or on, the weekly limit."""
+
+    kind: str  # topic | all | limit
+    topic: str | None = None
+    on: bool | None = None
+    limit: int | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "topic":
+            return f"{self.topic}: {'on' if self.on else 'off'}"
+        if self.kind == "all":
+            return f"everything: {'on' if self.on else 'off'}"
+        return f"max per week: {self.limit if self.limit is not None else 'no limit'}"
 
 
 def _now() -> datetime:
@@ -111,8 +127,42 @@ def campaign_topics(campaigns_dir: Path) -> set[str]:
     return found
 
 
-def preference_state(engine: Engine, customer_id: str, extra_topics: set[str] = frozenset()) -> PreferenceState:
-    """The customer's consent per topic, the global switch and the frequency wish."""
+def topic_defaults(project) -> dict[str, bool]:
+    """Every topic the project's campaigns use, and whether a customer without a record of their own gets it.
+
+    This is the plan's consent rule (``NO_CONSENT``): a message whose policy
+    is ``consent: opt-in`` needs an explicit yes for its topic, one with
+    ``opt-out`` is sent to anyone who has not said no. A topic is ticked by
+    default only when every message on it is ``opt-out``. A global opt-in
+    (topic ``*``) is not consent for a topic of its own. A campaign file
+    that does not load counts its topics as opt-in (never ticked by guess).
+    """
+    from ..campaigns import load_campaign
+    from ..errors import RelmailError
+
+    defaults: dict[str, bool] = dict.fromkeys(campaign_topics(project.campaigns_dir), False)
+    opt_out: dict[str, bool] = {}
+    folder = project.campaigns_dir
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            campaign = load_campaign(project, str(path))
+        except RelmailError:
+            continue
+        for m in campaign.messages:
+            opt_out[m.topic] = opt_out.get(m.topic, True) and m.policy.consent == "opt-out"
+    for topic, default in opt_out.items():
+        defaults[topic] = default
+    defaults.pop(ALL_TOPICS, None)
+    return defaults
+
+
+def preference_state(engine: Engine, customer_id: str, topics: Iterable[str], defaults: Mapping[str, bool] | None = None) -> PreferenceState:
+    """The customer's consent for each of ``topics``, the global switch and the frequency wish.
+
+    A topic without a record of the customer's own is ``defaults[topic]``
+    (False when not given): the page ticks only what the record, or the
+    plan's consent rule, says.
+    """
     table = Preference.__table__
     with engine.connect() as conn:
         rows = conn.execute(
@@ -120,8 +170,9 @@ def preference_state(engine: Engine, customer_id: str, extra_topics: set[str] = 
         ).all()
     state = PreferenceState(customer_id)
     stored = {topic: (opted_in, cap) for topic, opted_in, cap in rows}
-    for topic in sorted(set(DEFAULT_TOPICS) | set(extra_topics) | (set(stored) - {ALL_TOPICS})):
-        state.topics[topic] = bool(stored.get(topic, (True, None))[0])
+    defaults = defaults or {}
+    for topic in sorted(set(topics) - {ALL_TOPICS}):
+        state.topics[topic] = bool(stored[topic][0]) if topic in stored else bool(defaults.get(topic, False))
     if ALL_TOPICS in stored:
         state.unsubscribed_all = not stored[ALL_TOPICS][0]
         state.max_per_week = stored[ALL_TOPICS][1]
@@ -134,34 +185,37 @@ def update_preferences(
     subscribed: set[str],
     unsubscribe_all: bool,
     max_per_week: int | None,
-    extra_topics: set[str] = frozenset(),
+    topics: Iterable[str],
+    defaults: Mapping[str, bool] | None = None,
     now: datetime | None = None,
-) -> list[str]:
-    """Apply the preference form; returns what changed, e.g. ``["promotions: off"]``.
+) -> list[Change]:
+    """Apply the preference form over ``topics``; returns what changed (``str(change)``: ``"promotions: off"``).
 
-    Only changed rows are written (source ``preference-page``), so posting
-    the same form twice changes nothing the second time. Every switch to
-    "off" also records an ``email_unsubscribed`` event.
+    A topic is compared with what the page showed (its record, else its
+    default), and only changed rows are written (source
+    ``preference-page``), so posting the same form twice changes nothing
+    the second time; leaving a default-ticked topic ticked writes nothing.
+    Every switch to "off" also records an ``email_unsubscribed`` event.
     """
     now = now or _now()
-    before = preference_state(engine, claims.customer_id, extra_topics)
-    changes: list[str] = []
+    before = preference_state(engine, claims.customer_id, topics, defaults)
+    changes: list[Change] = []
     rows: list[dict] = []
     offs: list[str] = []
     for topic, was_on in before.topics.items():
         want = topic in subscribed
         if want != was_on:
-            changes.append(f"{topic}: {'on' if want else 'off'}")
+            changes.append(Change("topic", topic, want))
             rows.append({"customer_id": claims.customer_id, "topic": topic, "opted_in": want})
             if not want:
                 offs.append(topic)
     if unsubscribe_all != before.unsubscribed_all or max_per_week != before.max_per_week:
         if unsubscribe_all != before.unsubscribed_all:
-            changes.append(f"everything: {'off' if unsubscribe_all else 'on'}")
+            changes.append(Change("all", on=not unsubscribe_all))
             if unsubscribe_all:
                 offs.append(ALL_TOPICS)
         if max_per_week != before.max_per_week:
-            changes.append(f"max per week: {max_per_week if max_per_week is not None else 'no limit'}")
+            changes.append(Change("limit", limit=max_per_week))
         rows.append({"customer_id": claims.customer_id, "topic": ALL_TOPICS, "opted_in": not unsubscribe_all,
                      "max_per_week": max_per_week})
     if not rows:

@@ -53,6 +53,8 @@ from sqlalchemy import String, case, cast, func, select
 from ..errors import NotFound, TemplateError
 from ..store.models import Customer
 from ..windows import current_time
+from . import optional
+from .bounds import run_bounded
 from .contexts import customer_contexts, load_catalog
 from .environment import locale_languages, template_error, variant_names
 from .inline import inline_document
@@ -147,9 +149,12 @@ def inline_difference(renderer: Renderer, spec: MessageSpec, ctx: CustomerContex
     """None when inline-once equals inline-after-render for this customer, else a short diff."""
     compiled = renderer.compile(spec, ctx.locale)
     variables = renderer.context(compiled, ctx, renderer.links.token(ctx.id, spec.topic, spec.run_id))
-    once = compiled.html.render(variables)
     plain = renderer._from_string(renderer.html_env, compiled.flat_source, compiled.html_file)
-    after = inline_document(plain.render({**variables, "_tracker": None}))
+
+    def both() -> tuple[str, str]:
+        return compiled.html.render(variables), inline_document(plain.render({**variables, "_tracker": None}))
+
+    once, after = run_bounded(renderer.limits, both)
     after = _A_HREF.sub(
         lambda m: m.group(1) + compiled.tracker.add(m.group(2).replace("&amp;", "&")).replace("&", "&amp;") + m.group(3), after
     )
@@ -204,7 +209,7 @@ def _lint(renderer: Renderer) -> tuple[list[Finding], int]:
     """Syntax and source findings of every file, each file checked whatever the others (or its own syntax) hold."""
     findings: list[Finding] = []
     root = renderer.templates_dir
-    files = sorted(p for p in root.rglob("*") if p.suffix in (".html", ".txt") and p.is_file())
+    files = renderer.template_files()  # templates/pages/ holds the web pages, not e-mails
     for path in files:
         name = str(path.relative_to(root))
         env = renderer.html_env if name.endswith(".html") else renderer.text_env
@@ -344,7 +349,11 @@ def _check_message(renderer, variants: Variants, store: _Store, campaign: str, m
             for url in sorted(set(re.findall(r"href=\"(http://[^\"]*)\"", email.html))):
                 out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: link without https: {url}"))
             if compare:
-                diff = inline_difference(renderer, spec, ctx)
+                try:
+                    diff = inline_difference(renderer, spec, ctx)
+                except TemplateError as exc:  # a limit of [render], hit by the second render
+                    out.append(Finding("error", variant.html[0], None, f"{where}, sample {sample.label}: {exc}"))
+                    continue
                 if diff:
                     out.append(Finding("error", variant.html[0], None,
                                        f"{where}, sample {sample.label}: inline-once differs from inline-after-render:\n{diff}"))
@@ -475,11 +484,19 @@ def _recording(env, sink: list, paths: dict[int, str], root: Path):
             made[id(self)] = dotted
             sink.append((*_position(root), dotted))
 
+    def missing(value: optional.Missing) -> None:
+        # Optional data (attributes, products, message.data) tests a missing key as false: a typo
+        # there is silent in a render, so the check names it like any other undefined lookup.
+        name = value._undefined_name
+        sink.append((*_position(root), "products[]" + name[len("product"):] if name.startswith("product.") else name))
+
     env.undefined = Recording
+    optional.observers.append(missing)
     try:
         yield
     finally:
         env.undefined = base
+        optional.observers.remove(missing)
 
 
 def _is_missing(obj) -> bool:

@@ -1,9 +1,12 @@
 """The sandboxed Jinja environment, locale variants, and source flattening.
 
 Templates run in Jinja's :class:`~jinja2.sandbox.ImmutableSandboxedEnvironment`
-(no access to Python internals, no mutating the context) with HTML
+(no access to Python internals, no mutating the context), bounded in size
+and time (:mod:`relmail.render.bounds`), with HTML
 autoescaping and :class:`~jinja2.StrictUndefined`: a missing variable is an
-error unless the template gives a fallback with ``default``.
+error unless the template gives a fallback with ``default``. Optional data
+(customer attributes, product fields, ``message.data``) is the exception for
+tests: a missing key there tests false (:mod:`relmail.render.optional`).
 
 CSS can only be inlined into a *whole document*, but a message template is a
 child of a layout plus partials. :func:`flatten` therefore resolves
@@ -22,24 +25,25 @@ from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from jinja2.exceptions import TemplateNotFound
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from ..errors import NotFound, TemplateError
 from . import filters
+from .bounds import BoundedSandbox, Limits
 
 #: Statements that open a construct closed by ``end<keyword>``.
 _PAIRED = {"for", "if", "block", "macro", "call", "filter", "with", "autoescape", "trans"}
 _MAX_DEPTH = 20
 
 
-def make_environment(templates_dir: Path | str | None, *, autoescape: bool = True) -> ImmutableSandboxedEnvironment:
-    """A sandboxed environment over ``templates_dir`` with the relmail filters.
+def make_environment(templates_dir: Path | str | None, *, autoescape: bool = True, limits: Limits | None = None) -> BoundedSandbox:
+    """A sandboxed environment over ``templates_dir`` with the relmail filters and ``limits``.
 
     ``autoescape=True`` escapes HTML in ``.html`` files and in string
     templates; text templates get an environment built with ``False``.
     """
     loader = FileSystemLoader(str(templates_dir)) if templates_dir is not None else None
-    env = ImmutableSandboxedEnvironment(
+    env = BoundedSandbox(
+        limits=limits,
         loader=loader,
         undefined=StrictUndefined,
         autoescape=select_autoescape(["html", "htm", "xml"], default_for_string=autoescape, default=autoescape)
@@ -127,13 +131,17 @@ def template_error(exc: Exception, name: str | None = None) -> TemplateError:
     lineno = getattr(exc, "lineno", None)
     if lineno is None:
         # Runtime errors carry no position; Jinja rewrites the traceback so
-        # the innermost template frame names the file and line.
-        tb = exc.__traceback__
-        while tb is not None:
-            code = tb.tb_frame.f_code.co_filename
-            if code.endswith((".html", ".txt")):
-                filename, lineno = code, tb.tb_lineno
-            tb = tb.tb_next
+        # the innermost template frame names the file and line. A render that
+        # ran out of time was stopped where its __context__ says.
+        for cause in (exc, exc.__context__):
+            tb = cause.__traceback__ if cause is not None else None
+            while tb is not None:
+                code = tb.tb_frame.f_code.co_filename
+                if code.endswith((".html", ".txt")):
+                    filename, lineno = code, tb.tb_lineno
+                tb = tb.tb_next
+            if lineno is not None:
+                break
     filename = filename or name or "<template>"
     where = f"{filename}:{lineno}" if lineno else str(filename)
     message = getattr(exc, "message", None) or str(exc)
@@ -156,14 +164,25 @@ class Flattener:
                 return candidate
         raise NotFound(f"template '{name}' not found in {self.dir}")
 
+    def has(self, name: str, languages: tuple[str, ...]) -> bool:
+        """Whether ``name`` (or a locale variant of it) exists."""
+        return any((self.dir / candidate).is_file() for candidate in variant_names(name, languages))
+
     def source(self, name: str) -> str:
         try:
             return self.env.loader.get_source(self.env, name)[0]
         except TemplateNotFound:
             raise NotFound(f"template '{name}' not found in {self.dir}") from None
 
-    def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0) -> tuple[str, tuple[str, ...]]:
-        """(one self-contained Jinja source, the files it was made of)."""
+    def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0,
+                text_partials: dict[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
+        """(one self-contained Jinja source, the files it was made of).
+
+        With ``text_partials`` (for deriving a text part), an include of
+        ``x.html`` that has a ``x.txt`` beside it becomes a marker, and
+        ``text_partials`` maps the marker to ``x.txt``: the text part then
+        says it in the partial's own words (a product list one per line).
+        """
         if _depth > _MAX_DEPTH:
             raise TemplateError(f"{name}: extends/include nested more than {_MAX_DEPTH} deep (a cycle?)")
         resolved = self.resolve(name, languages)
@@ -172,7 +191,7 @@ class Flattener:
         parent = next((s for s in segs if s.kind == "stmt" and s.keyword == "extends"), None)
         if parent is not None:
             parent_name = _literal(parent, resolved)
-            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1)
+            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1, text_partials)
             files += parent_files
             blocks = _blocks(segs)
             prelude = _prelude(segs)
@@ -185,7 +204,13 @@ class Flattener:
         for seg in segments(self.env, source, resolved):
             if seg.kind == "stmt" and seg.keyword == "include":
                 inc_name = _literal(seg, resolved)
-                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1)
+                text_name = inc_name[: -len(".html")] + ".txt" if inc_name.endswith(".html") else None
+                if text_partials is not None and text_name and self.has(text_name, languages):
+                    marker = f"{{{{ relmail_text_partial_{len(text_partials):05d} }}}}"
+                    text_partials[marker] = text_name
+                    out.append(marker)
+                    continue
+                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1, text_partials)
                 files += inc_files
                 # A with-scope keeps the partial's own {% set %} from leaking,
                 # as a real include would.

@@ -16,19 +16,18 @@ keep comments in place, even between rows), an opaque alphanumeric token
 valueless attribute ``data-rmj00003`` between attributes. After premailer the
 placeholders are swapped back. Jinja comments are dropped (they render to
 nothing); constructs inside HTML comments (MSO conditionals) are left as they
-are, premailer does not look inside comments. Leftover rules (media
-queries, ``:hover``) stay in their ``<style>`` in the head, and ``!important``
-is kept so they still win over the inlined styles.
+are, premailer does not look inside comments. The inlining itself, and
+how it keeps media queries working, is :mod:`relmail.render.css`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import logging
 import re
 from dataclasses import dataclass
 
 from ..errors import TemplateError
+from .css import inline_css
 from .environment import segments
 
 _RAW_TAGS = {"style", "script", "title", "textarea"}
@@ -36,18 +35,6 @@ _TAGNAME = re.compile(r"(/?)([A-Za-z][^\s/>]*)")
 _DOCTYPE = re.compile(r"\s*<!doctype[^>]*>", re.IGNORECASE)
 _HTML_OPEN = re.compile(r"<html[\s>]", re.IGNORECASE)
 _HTML_CLOSE = re.compile(r"</html\s*>", re.IGNORECASE)
-
-#: premailer options used both at compile time and by the inline-after-render check.
-PREMAILER_OPTIONS = dict(
-    keep_style_tags=False,  # inlinable rules move into style=, leftovers stay in their <style>
-    strip_important=False,  # media queries must keep !important to beat inline styles
-    disable_validation=True,  # keep e-mail-client CSS cssutils does not know
-    allow_network=False,
-    disable_link_rewrites=True,
-    cssutils_logging_level=logging.CRITICAL,
-    remove_classes=False,  # media queries select by class
-)
-
 
 class _Scanner:
     """Just enough of an HTML tokenizer to know where a construct stands."""
@@ -175,11 +162,9 @@ def protect(env, source: str, name: str | None = None, *, for_text: bool = False
     return Protected("".join(out), tuple(constructs), prefix)
 
 
-def _premailer(document: str) -> str:
-    """premailer on a document starting at ``<html``; returns it without doctype."""
-    import premailer
-
-    return premailer.Premailer(document, **PREMAILER_OPTIONS).transform(pretty_print=False)
+def _premailer(document: str, placeholder: re.Pattern | None = None) -> str:
+    """The CSS inliner on a document starting at ``<html``; returns it without doctype."""
+    return inline_css(document, placeholder)
 
 
 def _split_document(html: str) -> tuple[str, str, str] | None:
@@ -220,7 +205,7 @@ def inline_protected(env, source: str, name: str | None = None) -> tuple[Protect
         result = (protected, protected.html)
     else:
         head, doc, tail = parts
-        result = (protected, head + _premailer(doc) + tail)
+        result = (protected, head + _premailer(doc, re.compile(protected.prefix + r"\d{5}j")) + tail)
     _CACHE[key] = result
     return result
 

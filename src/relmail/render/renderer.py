@@ -20,10 +20,15 @@ from typing import Any
 
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
+from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
+from .optional import optional
 from .text import check_derived, derive_text_source, tidy
+
+#: The subfolder of templates/ with overrides of the unsubscribe and preference pages (relmail.web).
+PAGES_FOLDER = "pages"
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,10 @@ class CompiledMessage:
     constants: dict[str, Any]
     tracker: links_mod.LinkTracker
     flat_source: str
+    #: ``message.data`` with the optional-data policy applied (see :mod:`relmail.render.optional`).
+    data: Mapping[str, Any] = field(default_factory=dict)
+    #: The Jinja source ``html`` was compiled from: flattened, CSS inlined, links tracked.
+    source: str = ""
 
 
 class Renderer:
@@ -172,8 +181,9 @@ class Renderer:
         self.templates_dir = Path(templates_dir or project.templates_dir)
         if not self.templates_dir.is_dir():
             raise NotFound(f"templates folder {self.templates_dir} does not exist")
-        self.html_env = make_environment(self.templates_dir, autoescape=True)
-        self.text_env = make_environment(self.templates_dir, autoescape=False)
+        self.limits = Limits.from_settings(self.settings)
+        self.html_env = make_environment(self.templates_dir, autoescape=True, limits=self.limits)
+        self.text_env = make_environment(self.templates_dir, autoescape=False, limits=self.limits)
         self.flattener = Flattener(self.html_env, self.templates_dir)
         key = signing_key or project.secret("signing_key")
         self.links = links_mod.LinkBuilder(self.settings.unsubscribe_url.rstrip("/"), self.settings.unsubscribe_mailto, key)
@@ -186,9 +196,14 @@ class Renderer:
 
     # -- compiling -------------------------------------------------------
 
+    def template_files(self) -> list[Path]:
+        """Every e-mail template file (``.html``, ``.txt``) under the folder; ``pages/`` holds the web pages, not e-mails."""
+        return sorted(p for p in self.templates_dir.rglob("*")
+                      if p.suffix in (".html", ".txt") and p.relative_to(self.templates_dir).parts[0] != PAGES_FOLDER)
+
     def check_syntax(self) -> list[str]:
         """Compile every template file; the files checked, or :class:`TemplateError` at the first error."""
-        names = sorted(str(p.relative_to(self.templates_dir)) for p in self.templates_dir.rglob("*") if p.suffix in (".html", ".txt"))
+        names = [str(p.relative_to(self.templates_dir)) for p in self.template_files()]
         for name in names:
             env = self.html_env if name.endswith(".html") else self.text_env
             try:
@@ -249,9 +264,16 @@ class Renderer:
             text_source, text_files = Flattener(self.text_env, self.templates_dir).flatten(f"{spec.template}.txt", languages)
             files += text_files
         else:
-            text_protected = derive_text_source(self.html_env, self._tracked_for_text(flat, tracker), html_file)
-            check_derived(self.text_env, text_protected, html_file)
-            text_source = text_protected
+            # Partials with a .txt beside them speak for themselves in the text part.
+            partials: dict[str, str] = {}
+            text_flat, _ = self.flattener.flatten(html_name, languages, text_partials=partials)
+            text_source = derive_text_source(self.html_env, self._tracked_for_text(text_flat, tracker), html_file)
+            text_flattener = Flattener(self.text_env, self.templates_dir)
+            for marker, partial in partials.items():
+                partial_source, partial_files = text_flattener.flatten(partial, languages)
+                files += partial_files
+                text_source = text_source.replace(marker, "{% with %}" + partial_source + "{% endwith %}")
+            check_derived(self.text_env, text_source, html_file)
         text_tmpl = self._from_string(self.text_env, text_source, text_file or f"{html_file} (text part)")
 
         subject_src = spec.subject_for(languages, self.settings.default_locale)
@@ -275,7 +297,7 @@ class Renderer:
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
-                               constants, tracker, flat)
+                               constants, tracker, flat, optional(spec.data, "message.data"), source)
 
     def _tracked_for_text(self, flat: str, tracker) -> str:
         """The flattened source with UTM applied to links, for the text part."""
@@ -295,7 +317,8 @@ class Renderer:
     def context(self, compiled: CompiledMessage, ctx: CustomerContext, token: str) -> dict[str, Any]:
         """The template variables for one customer (see docs/readme/render.md for the list)."""
         spec = compiled.spec
-        products = list(ctx.recommended_products)
+        # Optional data (attributes, products, message.data): a missing key tests false, printing it fails.
+        products = [optional(p, "product") for p in ctx.recommended_products]
         unsubscribe = self.links.unsubscribe_url(token)
         return {
             **compiled.constants,
@@ -306,11 +329,11 @@ class Renderer:
                 "last_name": ctx.last_name,
                 "name": ctx.name,
                 "locale": ctx.locale or compiled.locale,
-                "attributes": ctx.attributes,
+                "attributes": optional(ctx.attributes, "customer.attributes"),
             },
             "products": products,
             "recommended_products": products,
-            "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": spec.data},
+            "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,
             "locale": ctx.locale or compiled.locale,
@@ -320,22 +343,16 @@ class Renderer:
         }
 
     def render(self, spec: MessageSpec, ctx: CustomerContext) -> RenderedEmail:
-        """The complete e-mail for one customer, or :class:`RenderError` (nothing half-rendered)."""
+        """The complete e-mail for one customer, or :class:`RenderError` (nothing half-rendered).
+
+        The renders run within the project's :class:`~relmail.render.bounds.Limits`.
+        """
         compiled = self.compile(spec, ctx.locale)
         token = self.links.token(ctx.id, spec.topic, spec.run_id)
         variables = self.context(compiled, ctx, token)
+        budget = self.limits.max_email_bytes
         try:
-            if compiled.preheader is not None:
-                variables["preheader"] = compiled.preheader.render(variables)
-            tmpl = compiled.html
-            render_ctx = tmpl.new_context(variables)
-            html = "".join(tmpl.root_render_func(render_ctx))
-            if compiled.subject is not None:
-                subject = compiled.subject.render(variables)
-            else:
-                # After the root render, so top-level {% set %} are visible to the block.
-                subject = html_lib.unescape("".join(tmpl.blocks["subject"](render_ctx)))
-            text = tidy(compiled.text.render(variables))
+            html, subject, text = run_bounded(self.limits, self._render_parts, compiled, variables)
         except Exception as exc:  # any failure inside a template is this customer's render error
             raise self._render_error(compiled, ctx, variables, exc) from None
         subject = " ".join(subject.split())
@@ -355,7 +372,26 @@ class Renderer:
             )
         except TemplateError as exc:
             raise RenderError(ctx.id, spec.id, str(exc)) from None
+        if len(raw) > budget:
+            too_big = LimitExceeded(f"the e-mail is {len(raw):,} bytes, over the limit of {budget:,}", "max_email_bytes")
+            raise RenderError(ctx.id, spec.id, str(too_big), compiled.html_file)
         return RenderedEmail(ctx.id, spec.id, subject, html, text, tuple(personal), raw, rfc_id, compiled.html_file, compiled.locale)
+
+    def _render_parts(self, compiled: CompiledMessage, variables: dict) -> tuple[str, str, str]:
+        """(HTML, subject, text) of one e-mail, each stopped past the e-mail's size limit."""
+        budget = self.limits.max_email_bytes
+        if compiled.preheader is not None:
+            variables["preheader"] = _run(compiled.preheader, variables, budget)
+        tmpl = compiled.html
+        render_ctx = tmpl.new_context(variables)
+        html = collect(tmpl.root_render_func(render_ctx), budget)
+        if compiled.subject is not None:
+            subject = _run(compiled.subject, variables, budget)
+        else:
+            # After the root render, so top-level {% set %} are visible to the block.
+            subject = html_lib.unescape(collect(tmpl.blocks["subject"](render_ctx), budget))
+        text = tidy(collect(compiled.text.root_render_func(compiled.text.new_context(variables)), budget - len(html), budget))
+        return html, subject, text
 
     def render_many(self, items: Iterable[tuple[MessageSpec, CustomerContext]]) -> Iterator[RenderResult]:
         """Render a batch; a failing customer yields an error result and the batch continues.
@@ -379,10 +415,18 @@ class Renderer:
             reason = f"blocked by the sandbox: {exc}"
         file, line = None, None
         try:
-            self.html_env.get_template(compiled.html_file).render(variables)
+            render_bounded(self.html_env.get_template(compiled.html_file), variables, self.limits,
+                           seconds=min(self.limits.timeout_seconds, LOCATE_SECONDS))
         except Exception as again:  # the same failure, now with the real file and line
             file, line = _template_frame(again.__traceback__, self.templates_dir)
+            if file is None and again.__context__ is not None:  # a timeout: where the clock stopped it
+                file, line = _template_frame(again.__context__.__traceback__, self.templates_dir)
         return RenderError(ctx.id, compiled.spec.id, reason, file or compiled.html_file, line)
+
+
+def _run(template, variables: dict, budget: int) -> str:
+    """One template's output for ``variables``, stopped past ``budget`` characters."""
+    return collect(template.root_render_func(template.new_context(variables)), budget)
 
 
 def _template_frame(tb, root: Path) -> tuple[str | None, int | None]:

@@ -14,9 +14,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..render.offline import offline_html
 from .figures import SUPPRESSION_LIMIT, irritation_codes, run_figures
 from .html import build_html
-from .previews import offline_html, render_previews
+from .previews import render_previews
 
 __all__ = ["SUPPRESSION_LIMIT", "build_html", "irritation_codes", "offline_html", "render_previews", "run_figures", "write_report"]
 

@@ -5,14 +5,14 @@ so a preview must neither fetch anything (remote images would tell a
 tracker who opened the report) nor carry working links for a customer: it
 is rendered with a throw-away signing key (its unsubscribe links are
 invalid) and remote image and style references are replaced by an inline
-placeholder. The report embeds the HTML in a sandboxed ``srcdoc`` iframe
-(no scripts, no same-origin access), and the page's Content-Security-Policy,
+placeholder (:mod:`relmail.render.offline`, shared with ``relmail
+preview``). The report embeds the HTML in a sandboxed ``srcdoc`` iframe (no
+scripts, no same-origin access), and the page's Content-Security-Policy,
 which the iframe inherits, blocks anything this rewriting missed.
 """
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -22,29 +22,12 @@ from ..campaigns import load_campaign
 from ..errors import NotFound, TemplateError
 from ..render import MessageSpec, Renderer
 from ..render.contexts import customer_contexts, load_catalog
+from ..render.offline import offline_html
 from ..store.models import Decision
 
 DEC = Decision.__table__
 #: Not a secret: unsubscribe tokens signed with it are refused by ``relmail serve``.
 PREVIEW_KEY = "relmail-report-preview-links-do-not-work"
-#: A grey box the size of the image, so the layout stays as the recipient sees it.
-PLACEHOLDER = (
-    "data:image/svg+xml,%3Csvg xmlns='http://www.w3.org/2000/svg' width='160' height='40'%3E"
-    "%3Crect width='100%25' height='100%25' fill='%23e5e7eb'/%3E%3C/svg%3E"
-)
-
-_REMOTE_ATTR = re.compile(r"""(\s(?:src|srcset|background|poster)\s*=\s*)(["'])\s*(?:https?:)?//[^"']*\2""", re.I)
-_REMOTE_URL = re.compile(r"""url\(\s*(["']?)\s*(?:https?:)?//[^)"']*\1\s*\)""", re.I)
-_LINK_TAG = re.compile(r"<link\b[^>]*>", re.I)
-_SCRIPT = re.compile(r"<script\b.*?</script\s*>", re.I | re.S)
-
-
-def offline_html(html: str) -> str:
-    """``html`` with every remote image, stylesheet and script reference removed or replaced."""
-    html = _SCRIPT.sub("", html)
-    html = _LINK_TAG.sub("", html)
-    html = _REMOTE_ATTR.sub(lambda m: f"{m.group(1)}{m.group(2)}{PLACEHOLDER}{m.group(2)}", html)
-    return _REMOTE_URL.sub("none", html)
 
 
 def render_previews(project, engine, run: dict[str, Any], messages: list[str], limit: int = 3) -> list[dict[str, Any]]:

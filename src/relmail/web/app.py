@@ -2,28 +2,33 @@
 
 Routes:
 
-- ``GET  /unsubscribe/<token>``: a confirmation page (a GET never changes
-  anything: mail scanners fetch links before people do);
-- ``POST /unsubscribe/<token>``: RFC 8058 one-click (body
-  ``List-Unsubscribe=One-Click``) leaves the token's topic; the page's
-  buttons leave the topic or everything;
-- ``GET|POST /preferences/<token>``: topics, the global switch, a frequency wish;
+- ``GET|HEAD /unsubscribe/<token>``: a confirmation page; it never changes
+  anything (mail scanners and link previewers fetch links, often with
+  HEAD, before people do);
+- ``POST /unsubscribe/<token>``: the RFC 8058 one-click POST (body
+  ``List-Unsubscribe=One-Click``) leaves the token's topic at once; the
+  confirmation page's own form (``confirm=unsubscribe`` and a ``scope`` of
+  ``topic`` or ``all``) leaves what the person chose; any other POST changes
+  nothing and answers 400 saying why;
+- ``GET|HEAD|POST /preferences/<token>``: the topics the campaigns use, the
+  global switch and a weekly limit; only the page's own form is saved;
 - ``POST /webhooks/<provider>`` (and ``/webhooks/postmark/<secret>``): ESP events;
 - ``GET /healthz``.
 
-Built on werkzeug (Pallets' WSGI toolkit, which Flask sits on): its request
-parsing, routing and test client are maintained and handle HTTP's edge
-cases; a whole framework would add nothing here. Any WSGI server runs it:
-``gunicorn 'relmail.web:create_app()'`` with ``RELMAIL_PROJECT`` set.
+Pages are in the customer's language, branded and overridable
+(:mod:`relmail.web.pages`). Built on werkzeug (Pallets' WSGI toolkit, which
+Flask sits on): its request parsing, routing and test client are maintained
+and handle HTTP's edge cases; a whole framework would add nothing here. Any
+WSGI server runs it: ``gunicorn 'relmail.web:create_app()'`` with
+``RELMAIL_PROJECT`` set.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
 
-from jinja2 import DictLoader, Environment, select_autoescape
+from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException, NotFound
 from werkzeug.routing import Map, Rule
@@ -32,10 +37,13 @@ from werkzeug.wrappers import Request, Response
 from .. import tokens
 from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
 from ..feedback import PROVIDERS, ingest, provider
-from ..feedback.consent import campaign_topics, preference_state, unsubscribe, update_preferences
+from ..feedback.apply import ALL_TOPICS
+from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
 from ..feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
 from ..project import Project
 from ..store.db import connect
+from ..store.models import Customer
+from .pages import Pages
 
 log = logging.getLogger("relmail.web")
 
@@ -47,42 +55,11 @@ _HEADERS = {
     # the one-click button must not be framed by another page (clickjacking).
     "Referrer-Policy": "no-referrer",
     "X-Frame-Options": "DENY",
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; img-src https: data:; form-action 'self'; "
+                               "frame-ancestors 'none'; base-uri 'none'",
     "Cache-Control": "no-store",
     "X-Content-Type-Options": "nosniff",
 }
-
-_PAGES = {
-    "base.html": """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }} · {{ brand }}</title>
-<style>body{font-family:system-ui,sans-serif;max-width:34rem;margin:3rem auto;padding:0 1rem;color:#222;line-height:1.5}
-h1{font-size:1.4rem;color:{{ color }}}button{background:{{ color }};color:#fff;border:0;padding:.6rem 1rem;border-radius:4px;
-font-size:1rem;cursor:pointer;margin:.2rem 0}button.secondary{background:#666}fieldset{border:1px solid #ddd;border-radius:4px}
-label{display:block;margin:.3rem 0}.note{color:#555;font-size:.9rem}</style></head>
-<body><h1>{{ title }}</h1>{% block body %}{% endblock %}<p class="note">{{ brand }}</p></body></html>""",
-    "message.html": """{% extends "base.html" %}{% block body %}<p>{{ message }}</p>
-{% if pref_url %}<p><a href="{{ pref_url }}">Manage your e-mail preferences</a></p>{% endif %}{% endblock %}""",
-    "confirm.html": """{% extends "base.html" %}{% block body %}
-<p>Do you want to stop receiving <strong>{{ topic }}</strong> e-mails from {{ brand }}?</p>
-<form method="post"><input type="hidden" name="scope" value="topic">
-<button type="submit">Unsubscribe from {{ topic }}</button></form>
-<form method="post"><input type="hidden" name="scope" value="all">
-<button type="submit" class="secondary">Unsubscribe from all e-mails</button></form>
-<p><a href="{{ pref_url }}">Or choose which e-mails you get</a></p>{% endblock %}""",
-    "preferences.html": """{% extends "base.html" %}{% block body %}
-{% if changes %}<p><strong>Saved.</strong> {{ changes|join(", ") }}</p>{% elif saved %}<p><strong>Saved.</strong> Nothing changed.</p>{% endif %}
-<form method="post"><fieldset><legend>E-mails I want</legend>
-{% for topic, on in state.topics.items() %}<label><input type="checkbox" name="topic" value="{{ topic }}"{% if on %} checked{% endif %}>
- {{ topic|replace("-", " ")|capitalize }}</label>
-{% endfor %}</fieldset>
-<label>At most <input type="number" name="max_per_week" min="1" max="50"
- value="{{ state.max_per_week if state.max_per_week is not none else '' }}" style="width:4rem"> e-mails a week (empty: no limit)</label>
-<label><input type="checkbox" name="unsubscribe_all" value="1"{% if state.unsubscribed_all %} checked{% endif %}> Unsubscribe from all e-mails</label>
-<button type="submit">Save</button></form>{% endblock %}""",
-}
-
-_ENV = Environment(loader=DictLoader(_PAGES), autoescape=select_autoescape(default=True, default_for_string=True))
 
 
 class RelmailApp:
@@ -92,8 +69,10 @@ class RelmailApp:
         self.project = project
         self.engine = engine
         self.webhooks = webhook_config or WebhookConfig.from_project(project)
+        self.pages = Pages(project)
         self.url_map = Map(
             [
+                # werkzeug answers HEAD through a GET rule; the handlers treat it as a GET.
                 Rule("/healthz", endpoint="health", methods=["GET"]),
                 Rule("/unsubscribe/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
                 Rule("/preferences/<token>", endpoint="preferences", methods=["GET", "POST"]),
@@ -101,9 +80,6 @@ class RelmailApp:
                 Rule("/webhooks/<provider_name>/<secret>", endpoint="webhook", methods=["POST"]),
             ]
         )
-        brand = project.settings.brand
-        self.brand = brand.name
-        self.color = brand.color if re.fullmatch(r"#[0-9a-fA-F]{3,8}", brand.color or "") else "#1a73e8"
 
     # -- plumbing ---------------------------------------------------------
 
@@ -118,24 +94,25 @@ class RelmailApp:
             response = exc.get_response(environ)
         except (ConfigError, DatabaseError) as exc:
             log.error("%s %s unavailable: %s", request.method, request.path.split("/")[1], exc)
-            response = self.page("message.html", 503, title="Temporarily unavailable",
-                                 message="Please try again later. Nothing was changed.", pref_url=None)
+            response = self.page("unavailable.html", self.pages.best_match(request.accept_languages), 503)
         return response(environ, start_response)
 
-    def page(self, name: str, status: int = 200, **context) -> Response:
-        html = _ENV.get_template(name).render(brand=self.brand, color=self.color, **context)
-        return Response(html, status=status, mimetype="text/html", headers=_HEADERS)
+    def page(self, name: str, lang: str, status: int = 200, **context) -> Response:
+        return Response(self.pages.render(name, lang, **context), status=status, mimetype="text/html", headers=_HEADERS)
 
     def claims(self, token: str) -> tokens.Claims:
         return tokens.verify(self.project.secret("signing_key"), token)
 
-    def bad_link(self) -> Response:
+    def bad_link(self, request: Request) -> Response:
         # Plain, and the same for every kind of bad token: no oracle.
-        return self.page("message.html", 400, title="Invalid link",
-                         message="This link is invalid or has been altered. Nothing was changed.", pref_url=None)
+        return self.page("invalid.html", self.pages.best_match(request.accept_languages), 400)
 
-    def topics(self) -> set[str]:
-        return campaign_topics(self.project.campaigns_dir)
+    def language_of(self, customer_id: str) -> str:
+        """The page language for a customer: their locale's, or the project's for someone not (or no longer) stored."""
+        table = Customer.__table__
+        with self.engine.connect() as conn:
+            locale = conn.execute(select(table.c.locale).where(table.c.id == customer_id)).scalar_one_or_none()
+        return self.pages.language(locale)
 
     # -- pages ------------------------------------------------------------
 
@@ -146,42 +123,53 @@ class RelmailApp:
         try:
             claims = self.claims(token)
         except SignatureError:
-            return self.bad_link()
-        pref_url = f"../preferences/{token}"
-        topic = claims.topic if claims.topic not in ("", "*") else "all"
-        if request.method == "GET":
-            return self.page("confirm.html", title="Unsubscribe", topic=topic, pref_url=pref_url)
-        # RFC 8058: "List-Unsubscribe=One-Click" leaves the list the message
-        # came from (the token's topic); the page's other button leaves all.
-        everything = request.form.get("scope") == "all" or topic == "all"
-        result = unsubscribe(self.engine, claims, everything=everything)
-        log.info("unsubscribe customer=%s scope=%s new=%s", claims.customer_id, "all" if everything else topic,
+            return self.bad_link(request)
+        lang = self.language_of(claims.customer_id)
+        everything = claims.topic in ("", ALL_TOPICS)
+        topic = None if everything else self.pages.topic(claims.topic, lang)
+        context = {"topic": topic, "preferences_url": f"../preferences/{token}"}
+        if request.method in ("GET", "HEAD"):
+            return self.page("unsubscribe.html", lang, **context)
+        form = request.form
+        if form.get("List-Unsubscribe") == "One-Click":
+            # RFC 8058: the mail program's button leaves the list the message came from, at once.
+            scope = "all" if everything else "topic"
+        elif form.get("confirm") == "unsubscribe" and form.get("scope") in ("topic", "all"):
+            scope = "all" if everything else form["scope"]
+        else:
+            return self.page("refused.html", lang, 400, reason="not-one-click", **context)
+        result = unsubscribe(self.engine, claims, everything=scope == "all")
+        log.info("unsubscribe customer=%s scope=%s new=%s", claims.customer_id, "all" if scope == "all" else claims.topic,
                  result.total_applied)
-        what = "all e-mails" if everything else f"{topic} e-mails"
-        return self.page("message.html", title="You are unsubscribed",
-                         message=f"You will no longer receive {what} from {self.brand}.", pref_url=pref_url)
+        return self.page("unsubscribed.html", lang, **{**context, "topic": topic if scope == "topic" else None})
 
     def on_preferences(self, request: Request, token: str) -> Response:
         try:
             claims = self.claims(token)
         except SignatureError:
-            return self.bad_link()
-        topics = self.topics()
-        changes, saved = [], False
+            return self.bad_link(request)
+        lang = self.language_of(claims.customer_id)
+        defaults = topic_defaults(self.project)
+        topics = self.pages.topics(defaults, lang)
+        labels = {t.slug: t.label for t in topics}
+        changes, saved, error, status = [], False, False, 200
         if request.method == "POST":
-            raw = request.form.get("max_per_week", "").strip()
+            form = request.form
+            raw = form.get("max_per_week", "").strip()
+            if form.get("form") != "preferences":
+                return self.page("refused.html", lang, 400, reason="not-the-form", preferences_url=f"../preferences/{token}")
             if raw and not (raw.isdigit() and 1 <= int(raw) <= 50):
-                state = preference_state(self.engine, claims.customer_id, topics)
-                return self.page("preferences.html", 400, title="Your e-mail preferences", state=state,
-                                 changes=["the weekly limit must be a whole number from 1 to 50; nothing was saved"])
-            changes = update_preferences(
-                self.engine, claims, subscribed=set(request.form.getlist("topic")),
-                unsubscribe_all=request.form.get("unsubscribe_all") == "1",
-                max_per_week=int(raw) if raw else None, extra_topics=topics,
-            )
-            saved = True
-        state = preference_state(self.engine, claims.customer_id, topics)
-        return self.page("preferences.html", title="Your e-mail preferences", state=state, changes=changes, saved=saved)
+                error, status = True, 400
+            else:
+                changes = update_preferences(
+                    self.engine, claims, subscribed=set(form.getlist("topic")),
+                    unsubscribe_all=form.get("unsubscribe_all") == "1",
+                    max_per_week=int(raw) if raw else None, topics=defaults, defaults=defaults,
+                )
+                saved = True
+        state = preference_state(self.engine, claims.customer_id, defaults, defaults)
+        return self.page("preferences.html", lang, status, topics=topics, labels=labels, state=state, changes=changes,
+                         saved=saved, error=error)
 
     # -- webhooks ---------------------------------------------------------
 

@@ -1,0 +1,359 @@
+"""The unsubscribe and preference pages: HTTP semantics, this shop's topics, this customer's language and consent (both backends)."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from tests.webkit import ONE_CLICK, RUN, T0, feedback_events, prefs, token
+from werkzeug.test import Client
+
+from relmail import tokens
+from relmail.project import Project
+from relmail.store.models import Customer, Event, Preference
+from relmail.web.app import make_app
+from relmail.web.pages import PACKAGE_LOCALES, PACKAGE_TEMPLATES, contrast, readable_on_white
+
+#: C1 English, C2 Dutch, C3 German (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
+CUSTOMERS = [("C0000001", "anna@example.com", "en_GB"), ("C0000002", "bram@example.nl", "nl_NL"),
+             ("C0000003", "carla@example.de", "de_DE"), ("C0000004", "daan@example.nl", "nl_BE")]
+
+
+@pytest.fixture
+def shop(project, engine):
+    """(client, project, engine): the example project with four customers and one sent message."""
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": cid, "email": email, "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
+            for cid, email, locale in CUSTOMERS
+        ])
+        conn.execute(Event.__table__.insert(), [{
+            "event_id": "sent:1", "customer_id": "C0000001", "type": "email_sent", "occurred_at": T0,
+            "message_id": "ebike-launch", "run_id": RUN, "topic": "promotions"}])
+        conn.execute(Preference.__table__.insert(), [
+            {"customer_id": "C0000004", "topic": t, "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"}
+            for t in ("promotions", "*")])
+    return Client(make_app(project, engine)), project, engine
+
+
+def ticked(page: str) -> dict[str, bool]:
+    """topic slug -> checked, as the preference page shows it."""
+    return {m.group(2): bool(m.group(3)) for m in re.finditer(r'<input type="checkbox" id="topic-(\d+)" name="topic" value="([^"]+)"( checked)?', page)}
+
+
+# -- unsubscribe: what changes what -----------------------------------------------------------------
+
+
+def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_harmless(shop):
+    client, _, engine = shop
+    response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert response.status_code == 200
+    assert "You will no longer receive e-mails about Offers and new bikes from Fietsenwinkel." in response.text
+    state = prefs(engine)
+    assert state[("C0000001", "promotions")] == (False, "unsubscribe-link", None)
+    first = feedback_events(engine)
+    assert [(c, t, tp, m) for c, t, tp, m, _ in first] == [("C0000001", "email_unsubscribed", "promotions", "ebike-launch")]
+    assert client.post(f"/unsubscribe/{token()}", **ONE_CLICK).status_code == 200
+    assert feedback_events(engine) == first and prefs(engine) == state
+
+
+def test_one_click_as_multipart_form_data_counts_too(shop):
+    client, _, engine = shop
+    response = client.post(f"/unsubscribe/{token()}", data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data")
+    assert response.status_code == 200 and prefs(engine)[("C0000001", "promotions")][0] is False
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_get_and_head_show_the_confirmation_and_change_nothing(shop, method):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = getattr(client, method)(f"/unsubscribe/{token()}")
+    get = client.get(f"/unsubscribe/{token()}")
+    assert response.status_code == get.status_code == 200
+    assert response.headers["Content-Type"] == get.headers["Content-Type"] == "text/html; charset=utf-8"
+    assert response.headers["Content-Length"] == get.headers["Content-Length"] == str(len(get.data))
+    assert response.headers["Referrer-Policy"] == "no-referrer" and response.headers["X-Frame-Options"] == "DENY"
+    assert (response.data == b"") if method == "head" else (response.data == get.data)
+    assert "Offers and new bikes" in get.text and "promotions" not in get.text.replace('value="promotions"', "")
+    assert 'name="confirm" value="unsubscribe"' in get.text and "<script" not in get.text
+    assert prefs(engine) == before and feedback_events(engine) == []
+
+
+@pytest.mark.parametrize("form", [
+    {},
+    {"List-Unsubscribe": "one-click"},
+    {"scope": "all"},  # the old button without the page's confirmation
+    {"confirm": "unsubscribe"},
+    {"confirm": "unsubscribe", "scope": "everything"},
+    {"confirm": "yes", "scope": "topic"},
+])
+def test_any_other_post_changes_nothing_and_answers_400_saying_why(shop, form):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = client.post(f"/unsubscribe/{token()}", data=form)
+    assert response.status_code == 400
+    assert "neither a one-click unsubscribe from a mail program (List-Unsubscribe=One-Click) nor the confirmation" in response.text
+    assert prefs(engine) == before and feedback_events(engine) == []
+
+
+def test_the_pages_own_form_unsubscribes_after_the_person_confirms_from_the_topic_or_everything(shop):
+    client, _, engine = shop
+    page = client.get(f"/unsubscribe/{token('C0000002')}").text
+    assert '<button type="submit" name="scope" value="topic">' in page and '<button type="submit" name="scope" value="all"' in page
+    response = client.post(f"/unsubscribe/{token('C0000002')}", data={"confirm": "unsubscribe", "scope": "topic"})
+    assert response.status_code == 200 and "Aanbiedingen en nieuwe fietsen" in response.text
+    assert prefs(engine)[("C0000002", "promotions")][:2] == (False, "unsubscribe-link")
+    response = client.post(f"/unsubscribe/{token('C0000001')}", data={"confirm": "unsubscribe", "scope": "all"})
+    assert response.status_code == 200 and "You will no longer receive e-mails from Fietsenwinkel." in response.text
+    assert prefs(engine)[("C0000001", "*")][:2] == (False, "unsubscribe-link")
+
+
+def test_a_tampered_token_is_refused_and_changes_nothing(shop):
+    client, _, engine = shop
+    before = prefs(engine)
+    good = token()
+    body, _, sig = good.rpartition(".")
+    forged = tokens.sign("another-key", "C0000002", "promotions", RUN)
+    for bad in (good[:-2] + ("AA" if not good.endswith("AA") else "BB"), body.replace(body[2], "x", 1) + "." + sig, forged):
+        for method in ("get", "post", "head"):
+            response = getattr(client, method)(f"/unsubscribe/{bad}", **ONE_CLICK)
+            assert response.status_code == 400
+            if method != "head":
+                assert "invalid or has been altered" in response.text
+        assert client.post(f"/preferences/{bad}", data={"form": "preferences", "unsubscribe_all": "1"}).status_code == 400
+    nl = client.get(f"/unsubscribe/{forged}", headers={"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.5"})
+    assert '<html lang="nl">' in nl.text and "Deze link is ongeldig" in nl.text
+    assert prefs(engine) == before and feedback_events(engine) == []
+
+
+def test_the_link_unsubscribes_again_after_the_customer_resubscribed(shop):
+    client, _, engine = shop
+    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["promotions", "newsletter"]})
+    assert prefs(engine)[("C0000001", "promotions")][:2] == (True, "preference-page")
+    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "unsubscribe-link")
+
+
+def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(shop):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = client.post(f"/unsubscribe/{token('C9999999')}", **ONE_CLICK)
+    assert response.status_code == 200 and "You will no longer receive e-mails about Offers and new bikes" in response.text
+    assert prefs(engine) == before and feedback_events(engine) == []
+
+
+def test_without_a_signing_key_links_answer_503(shop, monkeypatch):
+    client, _, engine = shop
+    monkeypatch.delenv("RELMAIL_SIGNING_KEY")
+    before = prefs(engine)
+    response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    assert response.status_code == 503 and "Temporarily unavailable" in response.text
+    assert prefs(engine) == before
+
+
+# -- preferences: this shop's topics, this customer's consent ---------------------------------------
+
+
+def test_the_page_lists_the_topics_the_campaigns_use_with_labels_in_the_customers_language(shop):
+    client, project, _ = shop
+    en = client.get(f"/preferences/{token()}").text
+    nl = client.get(f"/preferences/{token('C0000002')}").text
+    assert '<html lang="en">' in en and '<html lang="nl">' in nl
+    assert "Your e-mail preferences" in en and "Je e-mailvoorkeuren" in nl
+    # The order of [topics] in relmail.toml, the labels and descriptions per language.
+    assert list(ticked(en)) == ["promotions", "newsletter", "product-tips", "service"]
+    assert [m for m in re.findall(r'<label for="topic-\d+">([^<]+)</label>', nl)] == [
+        "Aanbiedingen en nieuwe fietsen", "Nieuwsbrief", "Tips voor wat je kocht", "Onderhoudsherinneringen"]
+    assert "When your bike is due for maintenance." in en and "Wanneer je fiets aan onderhoud toe is." in nl
+
+
+def test_a_shop_with_its_own_topics_gets_only_those_and_unlabelled_ones_are_named_from_the_slug(shop, engine):
+    _, project, _ = shop
+    for path in project.campaigns_dir.glob("*.yml"):
+        path.unlink()
+    (project.campaigns_dir / "books.yml").write_text("""\
+messages:
+  - {id: releases, template: newsletter, topic: new-releases, segments: [everyone], offer: promotion}
+  - {id: digest, template: newsletter, topic: newsletter, segments: [everyone], offer: loyalty}
+""")
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/preferences/{token()}").text
+    assert list(ticked(page)) == ["newsletter", "new-releases"]
+    assert '<label for="topic-2">New releases</label>' in page
+    assert "Offers and new bikes" not in page and "Service reminders" not in page
+
+
+def test_a_topic_is_ticked_only_where_the_record_or_the_consent_rule_says_so(shop):
+    client, _, engine = shop
+    # No records: the opt-in topics are not ticked; service mail is opt-out (campaigns/weekly.yml), so ticked.
+    assert ticked(client.get(f"/preferences/{token('C0000002')}").text) == {
+        "promotions": False, "newsletter": False, "product-tips": False, "service": True}
+    # A record for promotions ticks it; a global opt-in (*) is no consent for the other opt-in topics.
+    assert ticked(client.get(f"/preferences/{token('C0000004')}").text) == {
+        "promotions": True, "newsletter": False, "product-tips": False, "service": True}
+
+
+def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_customers_language(shop):
+    client, _, engine = shop
+    form = {"form": "preferences", "topic": ["newsletter", "service"], "max_per_week": "3"}
+    response = client.post(f"/preferences/{token('C0000004')}", data=form)
+    assert response.status_code == 200 and '<html lang="nl">' in response.text
+    assert "Je krijgt geen e-mails meer over Aanbiedingen en nieuwe fietsen." in response.text
+    assert "Je krijgt e-mails over Nieuwsbrief." in response.text and "Hooguit 3 e-mails per week." in response.text
+    state = prefs(engine)
+    assert {k: v for k, v in state.items() if k[0] == "C0000004"} == {
+        ("C0000004", "promotions"): (False, "preference-page", None), ("C0000004", "newsletter"): (True, "preference-page", None),
+        ("C0000004", "*"): (True, "preference-page", 3)}
+    assert [(c, t, tp) for c, t, tp, _, _ in feedback_events(engine)] == [("C0000004", "email_unsubscribed", "promotions")]
+    again = client.post(f"/preferences/{token('C0000004')}", data=form)
+    assert "Er is niets veranderd." in again.text and len(feedback_events(engine)) == 1 and prefs(engine) == state
+    client.post(f"/preferences/{token('C0000004')}", data={**form, "unsubscribe_all": "1"})
+    assert prefs(engine)[("C0000004", "*")] == (False, "preference-page", 3)
+
+
+@pytest.mark.parametrize("form", [{}, {"topic": ["newsletter"]}, {"unsubscribe_all": "1"}, {"form": "other", "unsubscribe_all": "1"}])
+def test_a_post_that_is_not_the_preference_form_changes_nothing_and_answers_400(shop, form):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = client.post(f"/preferences/{token('C0000004')}", data=form)
+    assert response.status_code == 400 and "niet van het voorkeurenformulier" in response.text
+    assert prefs(engine) == before and feedback_events(engine) == []
+
+
+def test_a_bad_weekly_limit_saves_nothing(shop):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["newsletter"], "max_per_week": "999"})
+    assert response.status_code == 400 and "The weekly limit must be a whole number from 1 to 50" in response.text
+    assert 'role="alert"' in response.text and prefs(engine) == before
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_head_on_the_preference_page_is_a_get_and_changes_nothing(shop, method):
+    client, _, engine = shop
+    before = prefs(engine)
+    response = getattr(client, method)(f"/preferences/{token()}")
+    assert response.status_code == 200 and response.headers["Content-Length"] == client.get(f"/preferences/{token()}").headers["Content-Length"]
+    assert prefs(engine) == before
+
+
+# -- language, brand, templates ---------------------------------------------------------------------
+
+
+def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(shop, engine):
+    client, project, _ = shop
+    page = client.get(f"/unsubscribe/{token('C0000003')}").text
+    assert '<html lang="en">' in page and "Unsubscribe from Offers and new bikes" in page  # default_locale en_GB
+    de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
+    de.mkdir(parents=True)
+    (de / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   'msgid "Unsubscribe from %(topic)s"\nmsgstr "Von %(topic)s abmelden"\n', encoding="utf-8")
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace('label = { en = "Newsletter", nl = "Nieuwsbrief" }',
+                                                 'label = { en = "Newsletter", nl = "Nieuwsbrief", de = "Rundbrief" }'))
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000003', 'newsletter')}").text
+    assert '<html lang="de">' in page and "Von Rundbrief abmelden" in page
+    assert "Unsubscribe from all e-mails" in page  # not translated yet: the English text
+    # A project catalogue for a shipped language changes one wording and keeps the rest.
+    nl = project.templates_dir / "pages" / "locale" / "nl" / "LC_MESSAGES"
+    nl.mkdir(parents=True)
+    (nl / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   'msgid "Unsubscribe"\nmsgstr "Uitschrijven"\n', encoding="utf-8")
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000002')}").text
+    assert "<h1>Uitschrijven</h1>" in page and "Afmelden voor alle e-mails" in page
+
+
+def test_brand_name_logo_and_a_readable_colour(shop, engine):
+    client, project, _ = shop
+    page = client.get(f"/unsubscribe/{token()}").text
+    assert '<img src="https://fietsenwinkel.example/logo.png" alt="Fietsenwinkel">' in page
+    assert "--accent: #0b6e4f;" in page and "--on-accent: #ffffff;" in page
+    text = (project.root / "relmail.toml").read_text().replace('color = "#0b6e4f"', 'color = "#ffd400"').replace(
+        'logo_url = "https://fietsenwinkel.example/logo.png"', 'logo_url = "http://insecure.example/logo.png"')
+    (project.root / "relmail.toml").write_text(text)
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token()}").text
+    accent = re.search(r"--accent: (#[0-9a-f]{6});", page).group(1)
+    assert accent != "#ffd400" and contrast(accent, "#ffffff") >= 4.5 and accent == readable_on_white("#ffd400")
+    assert "<img" not in page and '<span class="name">Fietsenwinkel</span>' in page  # no http:// image on the page
+    assert "img-src https: data:" in client.get(f"/unsubscribe/{token()}").headers["Content-Security-Policy"]
+
+
+def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_leaves_them_alone(shop, engine):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    client, project, _ = shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    (pages / "unsubscribe.html").write_text(
+        '{% extends "base.html" %}{% block body %}<h1>{{ _("Unsubscribe") }}</h1><p class="ours">{{ topic.label }}</p>'
+        '<form method="post"><input type="hidden" name="confirm" value="unsubscribe">'
+        '<button name="scope" value="topic">{{ _("Unsubscribe") }}</button></form>{% endblock %}', encoding="utf-8")
+    app = Client(make_app(Project.load(project.root), engine))
+    page = app.get(f"/unsubscribe/{token('C0000002')}").text
+    assert '<p class="ours">Aanbiedingen en nieuwe fietsen</p>' in page and "<h1>Afmelden</h1>" in page
+    assert "--accent: #0b6e4f" in page  # the package's base.html around it
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--no-compare", "--json"])
+    assert out.exit_code == 0 and "pages/" not in out.stdout
+
+
+def test_the_catalogues_are_babels_and_complete():
+    """The .pot is what Babel extracts from the templates now; Dutch translates every message; no fuzzy entries."""
+    from babel.messages.extract import extract_from_dir
+    from babel.messages.pofile import read_po
+
+    method_map = [("**/templates/**.html", "jinja2")]
+    options = {"**/templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "true"}}
+    extracted = {m[2] if isinstance(m[2], str) else m[2][0]
+                 for m in extract_from_dir(str(PACKAGE_TEMPLATES.parent), method_map, options_map=options)}
+    with (PACKAGE_LOCALES / "relmail.pot").open("rb") as fh:
+        pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(fh) if m.id}
+    assert extracted == pot, "run: pybabel extract -F src/relmail/web/babel.cfg -o src/relmail/web/locale/relmail.pot src/relmail/web"
+    for lang in ("en", "nl"):
+        with (PACKAGE_LOCALES / lang / "LC_MESSAGES" / "relmail.po").open("rb") as fh:
+            catalog = read_po(fh, locale=lang)
+        ids = {m.id if isinstance(m.id, str) else m.id[0] for m in catalog if m.id}
+        assert ids == pot, f"run: pybabel update -i src/relmail/web/locale/relmail.pot -d src/relmail/web/locale -D relmail ({lang})"
+        assert not [m.id for m in catalog if m.id and m.fuzzy]
+        if lang != "en":
+            assert not [m.id for m in catalog if m.id and not (m.string if isinstance(m.string, str) else all(m.string))]
+    assert Path(PACKAGE_TEMPLATES.parent / "babel.cfg").is_file()
+
+
+def test_serve_logs_plain_lines_when_stderr_is_not_a_terminal(project):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.error
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    relmail = str(Path(sys.executable).with_name("relmail"))  # the console script beside this Python
+    proc = subprocess.Popen([relmail, "-p", str(project.root), "serve", "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=os.environ.copy())
+    try:
+        end = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2) as resp:
+                    assert resp.read() == b"ok\n"
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < end, "relmail serve did not start"
+                time.sleep(0.2)
+        for path in ("/unsubscribe/not-a-token", "/no-such-page"):
+            with pytest.raises(urllib.error.HTTPError):
+                urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5)
+    finally:
+        proc.terminate()
+        log = proc.communicate(timeout=10)[1].decode()
+    assert '"GET /healthz HTTP/1.1" 200' in log and '"GET /unsubscribe/not-a-token HTTP/1.1" 400' in log
+    assert '"GET /no-such-page HTTP/1.1" 404' in log
+    assert "\x1b[" not in log
