@@ -84,11 +84,11 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
       relmail segments show lock-owners --sql
     """
     import numpy as np
-    from sqlalchemy import bindparam, func, select
+    from sqlalchemy import func, select
 
     from ..errors import NotFound
-    from ..segments import audience, load_segments
-    from ..store.models import Customer, UTCDateTime
+    from ..segments import audience, customer_by, load_segments
+    from ..store.models import Customer
 
     found = load_segments(state.project)
     if name not in found:
@@ -98,8 +98,7 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
     members = audience(engine, [seg], as_of)
     c = Customer.__table__
     with engine.connect() as conn:
-        at = bindparam("as_of", as_of, type_=UTCDateTime)
-        total = conn.execute(select(func.count()).select_from(c).where(c.c.created_at <= at)).scalar_one()
+        total = conn.execute(select(func.count()).select_from(c).where(customer_by(as_of))).scalar_one()
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(members, size=min(sample_size, len(members)), replace=False).tolist()) if len(members) else []
     share = len(members) / total if total else 0.0

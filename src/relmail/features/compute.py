@@ -92,12 +92,17 @@ def compute_features(
             # SUM ... FILTER over no rows is NULL: none of them. Ages stay
             # NaN (never) but lose sub-second clock noise below 0.
             raw[col_name] = np.maximum(out, 0.0) if col_name in q.AGES else out if nan_fill else np.nan_to_num(out, nan=0.0)
+    # Without a sign-up date (a shop export has none) a customer counts from the first order; with
+    # neither tenure is NaN: never new, never loyal. Read before a future sign-up becomes NaN too.
+    unknown = np.isnan(raw["tenure_days"])
     raw["tenure_days"][raw["tenure_days"] < 0] = np.nan  # created after as_of: not a customer yet
+    raw["tenure_days"] = np.where(unknown, raw["first_purchase"], raw["tenure_days"])
 
     cols = {"_raw": raw, "tenure_days": raw["tenure_days"], "open_tickets": raw["open_tickets"],
             "frequency_wish": raw["frequency_wish"]}
     cols["consent_global"] = np.where(raw["consent_global"] == 0, 0.0, 1.0)
-    cols["email_valid"] = email_valid(emails)
+    # Syntax, and the flag an import set on an address it kept although it is not one.
+    cols["email_valid"] = email_valid(emails) * (raw.pop("address_flag") >= 0.5)
     cols["address_suppressed"] = _suppressed(emails, hashes, address_salt)
     for key, ctx in contexts.items():
         topic_col = "consent_global" if ctx.topic == "*" else f"topic:{ctx.topic}"

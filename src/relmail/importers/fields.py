@@ -60,6 +60,8 @@ def aware_datetime(value: Any) -> datetime:
     A time without a zone is ambiguous by up to a day, and every time relmail
     compares (frequency caps, "as of" features) would silently shift.
     """
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        return value  # parsed already, by a column mapping's time format
     if not isinstance(value, str):
         raise FieldError(f"expected an ISO 8601 date-time string, got {_kind(value)}")
     try:

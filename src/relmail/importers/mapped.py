@@ -1,0 +1,183 @@
+"""A file read through a column mapping: each record's columns become the import kind's fields.
+
+:class:`MappedReader` wraps a CSV or JSON Lines reader. It checks the
+header against the mapping once (every column mapped, dropped or sent to
+``attributes``; every column the mapping needs present), then turns each
+record into a :class:`Mapped` record: the fields, already parsed, plus the
+problems of the cells that did not parse, each named by its source column.
+Rows of one order or product share the values of their first row where the
+export writes them only there (``group``), and rows that are not records
+(Shopify's image rows) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .fields import FieldError
+from .mapping import VARIABLES, Mapping
+from .readers import Record
+from .values import scalar
+
+#: A leading apostrophe before a number: how an export keeps spreadsheets from reformatting ids and phone numbers.
+_QUOTED = re.compile(r"^'(?=[\d+])")
+
+
+@dataclass(slots=True)
+class Mapped(Record):
+    """A record after the mapping: ``values`` holds fields, ``problems`` the cells that did not parse."""
+
+    problems: list[tuple[str | None, str]] = field(default_factory=list)
+    #: Field -> the column (or ``fields.NAME``) it came from, for the kind's own problems.
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class MappedReader:
+    """Records of ``reader`` mapped by ``mapping``; ``variables`` fill ``{brand.url}`` in templates."""
+
+    def __init__(self, reader, mapping: Mapping, variables: dict[str, str] | None = None):
+        self.reader = reader
+        self.mapping = mapping
+        self.name = reader.name
+        self.variables = {k: (variables or {}).get(k, "") for k in VARIABLES}
+        self.header: list[str] | None = reader.header
+        self.header_line = getattr(reader, "header_line", 1)
+        #: reason -> rows skipped (``skip_rows``).
+        self.skipped: dict[str, int] = {}
+        self.extra: list[str] = []
+        self.labels = {o.target.split(".", 1)[0]: o.label for o in mapping.outputs}
+        if mapping.other_columns == "attributes":
+            self.labels.setdefault("attributes", "other columns")
+
+    def check_header(self) -> list[tuple[str | None, str]]:
+        """Problems of the header against the mapping (empty: the file fits)."""
+        if self.header is None:
+            return []
+        return self._columns(self.header)
+
+    def _columns(self, header: list[str]) -> list[tuple[str | None, str]]:
+        m = self.mapping
+        have = set(header)
+        problems: list[tuple[str | None, str]] = []
+        needed: dict[str, int | None] = {}
+        for out in m.outputs:
+            if out.optional:
+                continue
+            if out.first:  # any one of them will do
+                if not have & set(out.first):
+                    problems.append((out.label, f"none of the columns {', '.join(out.first)} that the mapping reads "
+                                                f"({m.file}:{out.line}) is in the file"))
+                continue
+            for column in out.sources:
+                needed.setdefault(column, out.line)
+        # The columns read from a group's first row need not all be there (older exports lack some).
+        for column in ([m.group_by] if m.group_by else []) + list(m.skip_blank):
+            needed.setdefault(column, m.line_of("group") or m.line_of("skip_rows"))
+        for column, line in needed.items():
+            if column not in have:
+                where = f" ({m.file}:{line})" if line else f" ({m.file})"
+                problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
+        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row)
+        self.extra = []
+        for column in header:
+            if not column or column in used or m.dropped(column):
+                continue
+            if m.other_columns == "attributes":
+                self.extra.append(column)
+            elif m.other_columns == "error":
+                problems.append((column, f"column '{column}' is not in the mapping {m.file}: map it, list it under drop, "
+                                         "or set other_columns"))
+        return problems
+
+    def __iter__(self) -> Iterator[Record]:
+        m = self.mapping
+        quotes, by, first_row, skip = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank
+        group_key: Any = None
+        group_values: dict[str, str] = {}
+        for record in self.reader:
+            if record.error is not None:
+                yield record
+                continue
+            values = record.values
+            if self.header is None:  # JSON Lines: each record names its own columns
+                values = {k: "" if v is None else str(v) for k, v in values.items()}
+                problems = self._columns(list(values))
+                if problems:
+                    yield Mapped(record.line, None, record.raw, problems[0], problems)
+                    continue
+            if quotes:
+                values = {k: _QUOTED.sub("", v, count=1) if v[:1] == "'" else v for k, v in values.items()}
+            if by is not None:
+                key = values.get(by, "").strip()
+                if key and key == group_key:
+                    values = {**values, **group_values}
+                else:
+                    group_key = key
+                    group_values = {c: values.get(c, "") for c in first_row}
+            if skip and not any(values.get(c, "").strip() for c in skip):
+                self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
+                continue
+            out, problems = self.apply(values)
+            yield Mapped(record.line, out, record.raw, None, problems, self.labels)
+
+    def apply(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+        """The fields of one record and the problems of the cells that did not parse."""
+        out: dict[str, Any] = {}
+        attributes: dict[str, Any] = {}
+        problems: list[tuple[str | None, str]] = []
+        for o in self.mapping.outputs:
+            if o.column is not None:
+                raw = values.get(o.column, "")
+            elif o.first:
+                raw = next((v for v in (values.get(c, "") for c in o.first) if v.strip()), "")
+            elif o.template is not None:
+                raw = self._fill(o.template, values)
+            else:
+                value = o.constant
+                if value is None:
+                    continue
+                raw = None
+            if raw is not None:
+                raw = raw.strip() or o.default or ""
+                if not raw:
+                    continue
+                if o.parse is None:
+                    value = raw
+                else:
+                    try:
+                        value = o.parse(raw)
+                    except FieldError as exc:
+                        problems.append((o.label, str(exc)))
+                        continue
+            if o.target.startswith("attributes."):
+                attributes[o.target[len("attributes."):]] = value
+            else:
+                out[o.target] = value
+        for column in self.extra:
+            raw = values.get(column, "").strip()
+            if raw:
+                attributes[_snake(column)] = scalar(raw)
+        if attributes:
+            out["attributes"] = attributes
+        return out, problems
+
+    def _fill(self, parts: tuple[str, ...], values: dict[str, str]) -> str:
+        """A template's text; empty when any placeholder is (no half-made URLs)."""
+        pieces = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                value = (self.variables[part] if part in self.variables else values.get(part, "")).strip()
+                if not value:
+                    return ""
+                pieces.append(value)
+            else:
+                pieces.append(part)
+        return "".join(pieces)
+
+
+def _snake(column: str) -> str:
+    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or column
