@@ -49,8 +49,9 @@ def spec(template: str = "ebike_launch", **kw) -> MessageSpec:
 
 
 def customer(**kw) -> CustomerContext:
+    # featured: what the launch template shows (a send takes it from the message's products).
     base = dict(id="C0000001", email="jan@example.nl", first_name="Jan", last_name="de Vries", locale="en_GB",
-                recommended_products=PRODUCTS)
+                recommended_products=PRODUCTS, featured_products=PRODUCTS[:1])
     return CustomerContext(**{**base, **kw})
 
 

@@ -12,11 +12,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
-from ..render.renderer import CustomerContext, MessageSpec, Renderer
-from ..store.models import Customer
+from ..render.contexts import customer_contexts, load_catalog
+from ..render.renderer import MessageSpec, Renderer
 
 #: Links are built but never followed in a check: a stand-in key is fine when none is set.
 CHECK_KEY = "relmail-render-check"
@@ -51,16 +50,16 @@ def render_sample(project, engine, campaign, result, sample: int = 3) -> list[Re
             problems = [RenderProblem(mid, ids[0], str(exc)) for mid, ids in picks.items()]
             result.render_errors = len(problems)
             return problems
-        wanted = sorted({c for ids in picks.values() for c in ids})
-        c = Customer.__table__
+        # The contexts a send builds (featured products, the catalogue, recommendations), so a template
+        # that looks up a product the catalogue lacks fails here, before anything is sent.
         with engine.connect() as conn:
-            rows = {r["id"]: r for r in conn.execute(select(c).where(c.c.id.in_(wanted))).mappings()}
+            catalog = load_catalog(conn)
+            contexts = {m.id: customer_contexts(conn, picks[m.id], result.as_of, catalog, m.products)
+                        for m in campaign.messages if m.id in picks}
         for m in campaign.messages:
             spec = MessageSpec.from_campaign(campaign, m, result.run_id)
             for cid in picks.get(m.id, []):
-                r = rows[cid]
-                ctx = CustomerContext(id=cid, email=r["email"], first_name=r["first_name"], last_name=r["last_name"],
-                                      locale=r["locale"], timezone=r["timezone"], attributes=r["attributes"] or {})
+                ctx = contexts[m.id][cid]
                 try:
                     renderer.render(spec, ctx)
                 except TemplateError as exc:

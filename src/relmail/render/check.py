@@ -25,6 +25,7 @@ import re
 from dataclasses import dataclass
 
 from ..errors import NotFound, TemplateError
+from .catalog import Catalog
 from .environment import template_error
 from .inline import inline_document
 from .renderer import CustomerContext, MessageSpec, Renderer, RenderError
@@ -56,16 +57,21 @@ def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     """Sample customers: with and without products and names, with awkward characters."""
     shop = "https://fietsenwinkel.example/p/"
     products = [
-        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes"},
+        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes",
+         "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets"}},
         {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories"},
         {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": shop + "SERVICE-PLUS", "category": "maintenance"},
     ]
+    # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
+    catalog = Catalog({p["id"]: p for p in products}, stand_in=True)
+    featured = products[:1]
     return [
         CustomerContext("C0000001", "jan.devries@example.nl", "Jan", "de Vries", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products),
-        CustomerContext("C0000002", "amy@example.co.uk", None, None, locale, "Europe/London", {}, []),
+                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products[1:], featured_products=featured, catalog=catalog),
+        CustomerContext("C0000002", "amy@example.co.uk", None, None, locale, "Europe/London", {}, [],
+                        featured_products=featured, catalog=catalog),
         CustomerContext("C0000003", "zoe@example.org", "Zoë <b>&</b>", "O'Brien-Müller", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "new"}, products[1:2]),
+                        {"loyalty_tier": "new"}, products[1:2], featured_products=featured, catalog=catalog),
     ]
 
 

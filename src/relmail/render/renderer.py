@@ -20,6 +20,7 @@ from typing import Any
 
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
+from .catalog import Catalog, catalog_variables
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
@@ -91,10 +92,13 @@ class CustomerContext:
     locale: str | None = None
     timezone: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
-    #: Product dicts: id, name, price, url, category (and anything else).
+    #: Product dicts: id, name, price, url, category, image_url, attributes; never a featured one.
     recommended_products: list[Mapping[str, Any]] = field(default_factory=list)
     #: Anything else a template needs (owned products, service due date ...), as ``data``.
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: The message's featured products, and the catalogue ``product("SKU")`` looks ids up in.
+    featured_products: list[Mapping[str, Any]] = field(default_factory=list)
+    catalog: Catalog | None = None
 
     @property
     def name(self) -> str:
@@ -310,6 +314,7 @@ class Renderer:
             },
             "products": products,
             "recommended_products": products,
+            **catalog_variables(ctx.catalog, list(ctx.featured_products)),
             "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": spec.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,
