@@ -110,6 +110,8 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
             missing = f"; features the plan lacks: {', '.join(facts['missing_features'])}" if facts["missing_features"] else ""
             click.echo(f"Scored {message_id} with model {facts['version']} (outcome {facts['outcome']}){missing}.")
         click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; render errors {result.render_errors}.")
+        for warning in result.warnings:
+            click.echo(f"Warning: {warning}", err=True)
         for problem in result.render_problems[:limit]:
             click.echo(f"  render error: {problem}")
         if out:

@@ -107,6 +107,10 @@ def compute_features(
     for key, ctx in contexts.items():
         topic_col = "consent_global" if ctx.topic == "*" else f"topic:{ctx.topic}"
         raw[f"{key}.consent_topic"] = raw[topic_col] if ctx.topic is not None else np.full(n, np.nan)
+        if ctx.global_consent and ctx.topic not in (None, "*"):
+            # No record for the topic: a global opt-in stands in for it ([consent]).
+            own = raw[f"{key}.consent_topic"]
+            raw[f"{key}.consent_topic"] = np.where(np.isnan(own), np.where(raw["consent_global"] == 1, 1.0, np.nan), own)
         raw[f"{key}.already_sent"] = (raw[f"{key}.already_sent"] > 0).astype(float)
         if ctx.topic is not None:
             raw[f"{key}.topic_sends_7"] = raw[f"topic:{ctx.topic}:7"]
@@ -120,7 +124,7 @@ def compute_features(
                 raw[f"{key}.{suffix}"] = np.zeros(n) if applies else np.full(n, np.nan)
     derive(cols, settings)
     order = list(GENERIC_COLUMNS) + [f"{k}.{suffix}" for k in contexts for suffix in CONTEXT_COLUMNS]
-    return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order})
+    return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order}, contexts=contexts)
 
 
 def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -> dict[str, tuple]:

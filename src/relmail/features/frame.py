@@ -52,7 +52,8 @@ GENERIC_COLUMNS: dict[str, str] = {
 
 #: Columns per message context ``k``, named ``k.<suffix>``.
 CONTEXT_COLUMNS: dict[str, str] = {
-    "consent_topic": "1 opted in, 0 opted out, NaN no record for the message topic (latest state)",
+    "consent_topic": "1 opted in, 0 opted out, NaN no record for the message topic (latest state); without one, "
+                     "a global opt-in where [consent] lets it count",
     "category_affinity": "time-decayed purchases (weight 3) and views (weight 1) in the message categories",
     "owns_product": "1 if the customer bought any of the featured products, else 0",
     "feature_usage_30": "uses of the message's product feature in the last 30 days",
@@ -73,6 +74,9 @@ class FeatureContext:
     feature: str | None = None
     #: A recurring message (a newsletter): ``already_sent`` counts only the last N days.
     repeat_after_days: int | None = None
+    #: A global opt-in counts as consent for ``topic`` when the customer has no record for it
+    #: (``[consent]`` in relmail.toml; see :class:`relmail.project.ConsentSettings`).
+    global_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class FeatureFrame:
     as_of: datetime
     #: float64 arrays, one value per customer; NaN = unknown.
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    #: What each message is about (message id -> context), as the frame was computed for it.
+    contexts: dict[str, FeatureContext] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.customer_ids)

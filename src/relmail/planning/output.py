@@ -89,6 +89,7 @@ def markdown(result, limit: int = 200) -> str:
     if result.render_errors:
         lines.append(f"**{result.render_errors} render error(s):**")
         lines += [f"- `{p}`" for p in result.render_problems[:limit]]
+    lines += [f"**Warning:** {w}" for w in result.warnings]
     lines += [""] + _md_table(*summary_rows(result)) + [""] + _md_table(*reason_rows(result))
     suppressed = [r for r in result.decisions.sorted().records(features=False) if r["action"] != "send"]
     lines += ["", f"#### Suppressed and held out ({len(suppressed):,})", ""]

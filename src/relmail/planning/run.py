@@ -47,6 +47,7 @@ from ..segments import audience, load_segments
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, parse_window
 from . import decisions as dec
+from .consent_warning import PlanWarning, consent_warnings
 from .partition import Laps, MessageSummary, PartitionResult, decide_partition, partition_task
 from .pending import KEEP_STATES, kept_decisions
 
@@ -78,6 +79,8 @@ class PlanResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: Customer ranges the audience was decided in (1: all at once, in the planning process).
     partitions: int = 1
+    #: Messages whose audience one consent rule took (almost) entirely, with the likely cause.
+    warnings: list[PlanWarning] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -115,6 +118,7 @@ class PlanResult:
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "partitions": self.partitions,
+            "warnings": [w.as_dict() for w in self.warnings],
         }
         if self.models:
             out["models"] = self.models
@@ -196,8 +200,10 @@ def plan(
         members = _audiences(conn, camp, segments, as_of)
         ids = _union(list(members.values()))
         lap("audience")
+        consent = project.settings.consent
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
-                                   repeat_after_days=m.repeat_after_days) for m in camp.messages}
+                                   repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
+                    for m in camp.messages}
 
     settings = FeatureSettings.from_project(project)
     pool = _executor(engine, executor, workers, scheduler)
@@ -265,6 +271,7 @@ def plan(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
         models=models, timings=timings, partitions=len(ranges),
+        warnings=consent_warnings(engine, camp, summaries, project.settings.consent),
     )
 
 

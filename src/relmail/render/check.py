@@ -56,11 +56,14 @@ class Finding:
 def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     """Sample customers: with and without products and names, with awkward characters."""
     shop = "https://fietsenwinkel.example/p/"
+    # Every key a catalogue product has (render.contexts.load_catalog), some of them empty.
     products = [
         {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes",
          "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets"}},
-        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories"},
-        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": shop + "SERVICE-PLUS", "category": "maintenance"},
+        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories",
+         "image_url": None, "attributes": {}},
+        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": None, "category": "maintenance",
+         "image_url": None, "attributes": {}},
     ]
     # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
     catalog = Catalog({p["id"]: p for p in products}, stand_in=True)
