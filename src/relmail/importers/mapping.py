@@ -291,12 +291,13 @@ class _Spec:
         return name
 
     def column(self, column: str, value: Any, path: str) -> Output | None:
-        if isinstance(value, str):
+        short = isinstance(value, str)  # "Email: email": a problem with the field is the column's own
+        if short:
             value = {"to": value}
         if not isinstance(value, dict):
             self.bad(path, "expected a field name, drop, or {to: FIELD, parse: ...}")
             return None
-        target = self.target(value.get("to"), f"{path}.to")
+        target = self.target(value.get("to"), path if short else f"{path}.to")
         parse = self.parser(value, path, target)
         if target is None or parse is False:
             return None
@@ -440,7 +441,11 @@ def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
             return out
         if isinstance(node, yaml.SequenceNode):
             return [build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return constructor.construct_object(node, deep=True)
+        try:
+            return constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:  # an unknown !tag, a bad timestamp ...
+            problems.append(Problem(file, node.start_mark.line + 1, path or None, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+            return None
 
     data = build(root, "") if root is not None else None
     if problems:
