@@ -312,5 +312,5 @@ def test_tenure_segments_count_a_customer_without_sign_up_date_from_the_first_or
     as_of = datetime(2026, 12, 1, tzinfo=UTC)
     # Femke's and Hanna's first orders were 83 and 29 days ago; Mees and Kim joined the list lately; Eva has no date at all.
     assert audience(engine, [segs["new"]], as_of).tolist() == sorted([FEMKE, HANNA, KIM, MEES])
-    # Anna signed up in 2024; Ivo has no sign-up date but ordered 393 days ago.
-    assert audience(engine, [segs["old"]], as_of).tolist() == sorted([ANNA, IVO])
+    # Anna, Joost and Lotte joined the list in 2024 and 2025; Ivo has no sign-up date but ordered 393 days ago.
+    assert audience(engine, [segs["old"]], as_of).tolist() == sorted([ANNA, IVO, JOOST, LOTTE])
