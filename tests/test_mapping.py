@@ -36,7 +36,7 @@ def test_a_time_in_an_offset_format_parses_to_the_same_instant_as_strptime(when,
     text = when.replace(microsecond=0).strftime(fmt)
     parsed = make_time(fmt, None)(text)
     assert parsed == datetime.strptime(text, fmt)  # the ISO fast path agrees with strptime
-    assert parsed == when.replace(microsecond=0) and parsed.utcoffset() == when.utcoffset()
+    assert parsed == when.replace(microsecond=0) and parsed.tzinfo is UTC  # the same instant, as the store keeps it
 
 
 @PROPS
@@ -53,13 +53,13 @@ def test_a_time_without_offset_takes_the_mappings_zone_and_is_refused_without_on
 def test_shopifys_plus_0100_and_mailchimps_utc_times():
     shopify = make_time("%Y-%m-%d %H:%M:%S %z", None)
     assert shopify("2026-03-14 10:12:31 +0100") == datetime(2026, 3, 14, 9, 12, 31, tzinfo=UTC)
-    assert shopify("2026-06-07 13:25:10 +0200").utcoffset() == timedelta(hours=2)
+    assert shopify("2026-06-07 13:25:10 +0200") == datetime(2026, 6, 7, 11, 25, 10, tzinfo=UTC)
     mailchimp = make_time("%Y-%m-%d %H:%M:%S", "UTC")
     assert mailchimp("2026-10-28 21:40:10") == datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC)
     with pytest.raises(FieldError, match="is not in the format"):
         shopify("14-03-2026 10:12")
     amsterdam = make_time("%d-%m-%Y %H:%M", "Europe/Amsterdam")
-    assert amsterdam("01-07-2026 12:00").utcoffset() == timedelta(hours=2)  # summer time, from the zone's rules
+    assert amsterdam("01-07-2026 12:00") == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)  # summer time, from the zone's rules
 
 
 @st.composite
@@ -210,7 +210,8 @@ def test_any_text_is_a_mapping_or_a_validation_error(text):
 
 
 targets = st.sampled_from(["first_name", "last_name", "locale", "timezone", "created_at"])
-columns = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghij", min_size=1, max_size=12).map(str.strip).filter(bool)
+columns = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghij", min_size=1, max_size=12).map(str.strip).filter(
+    lambda c: c and c not in ("Id", "Mail"))
 
 
 @PROPS
@@ -226,7 +227,8 @@ def test_a_mapping_written_as_yaml_reads_back_and_a_wrong_field_is_found_on_its_
     with pytest.raises(ValidationError) as caught:
         parse_mapping(broken, "m.yml", "customers")
     (problem,) = caught.value.problems
-    line = next(i for i, row in enumerate(broken.splitlines(), 1) if row.strip().startswith(yaml.safe_dump(wrong).split("\n")[0]))
+    key = yaml.safe_dump(wrong).split("\n")[0] + ":"  # as YAML writes the key (quoted where it must be)
+    line = next(i for i, row in enumerate(broken.splitlines(), 1) if row.strip().startswith(key))
     assert (problem.line, problem.field) == (line, f"columns.{wrong}")
 
 

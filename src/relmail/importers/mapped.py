@@ -51,12 +51,30 @@ class MappedReader:
         self.labels = {o.target.split(".", 1)[0]: o.label for o in mapping.outputs}
         if mapping.other_columns == "attributes":
             self.labels.setdefault("attributes", "other columns")
+        # The outputs as plain tuples, constants apart: apply() runs once per row.
+        self.constants: dict[str, Any] = {}
+        self.constant_attributes: dict[str, Any] = {}
+        self.plan: list[tuple] = []
+        for o in mapping.outputs:
+            attribute = o.target.startswith("attributes.")
+            key = o.target[len("attributes."):] if attribute else o.target
+            if o.column is None and not o.first and o.template is None:
+                if o.constant is not None:
+                    (self.constant_attributes if attribute else self.constants)[key] = o.constant
+                continue
+            how, source = (0, o.column) if o.column is not None else (1, o.first) if o.first else (2, o.template)
+            self.plan.append((how, source, o.parse, o.default or "", attribute, key, o.label))
 
     def check_header(self) -> list[tuple[str | None, str]]:
         """Problems of the header against the mapping (empty: the file fits)."""
         if self.header is None:
             return []
-        return self._columns(self.header)
+        problems = self._columns(self.header)
+        if not problems and hasattr(self.reader, "select"):
+            m = self.mapping
+            wanted = {c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+            self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
+        return problems
 
     def _columns(self, header: list[str]) -> list[tuple[str | None, str]]:
         m = self.mapping
@@ -113,7 +131,7 @@ class MappedReader:
             if by is not None:
                 key = values.get(by, "").strip()
                 if key and key == group_key:
-                    values = {**values, **group_values}
+                    values.update(group_values)  # the reader's own dict, not used after this
                 else:
                     group_key = key
                     group_values = {c: values.get(c, "") for c in first_row}
@@ -125,39 +143,38 @@ class MappedReader:
 
     def apply(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
         """The fields of one record and the problems of the cells that did not parse."""
-        out: dict[str, Any] = {}
-        attributes: dict[str, Any] = {}
+        out: dict[str, Any] = dict(self.constants) if self.constants else {}
+        attributes: dict[str, Any] = dict(self.constant_attributes) if self.constant_attributes else {}
         problems: list[tuple[str | None, str]] = []
-        for o in self.mapping.outputs:
-            if o.column is not None:
-                raw = values.get(o.column, "")
-            elif o.first:
-                raw = next((v for v in (values.get(c, "") for c in o.first) if v.strip()), "")
-            elif o.template is not None:
-                raw = self._fill(o.template, values)
+        get = values.get
+        for how, source, parse, default, attribute, key, label in self.plan:
+            if how == 0:
+                raw = get(source, "")
+            elif how == 1:
+                raw = ""
+                for column in source:
+                    raw = get(column, "")
+                    if raw.strip():
+                        break
             else:
-                value = o.constant
-                if value is None:
-                    continue
-                raw = None
-            if raw is not None:
-                raw = raw.strip() or o.default or ""
-                if not raw:
-                    continue
-                if o.parse is None:
-                    value = raw
-                else:
-                    try:
-                        value = o.parse(raw)
-                    except FieldError as exc:
-                        problems.append((o.label, str(exc)))
-                        continue
-            if o.target.startswith("attributes."):
-                attributes[o.target[len("attributes."):]] = value
+                raw = self._fill(source, values)
+            raw = raw.strip() or default
+            if not raw:
+                continue
+            if parse is None:
+                value = raw
             else:
-                out[o.target] = value
+                try:
+                    value = parse(raw)
+                except FieldError as exc:
+                    problems.append((label, str(exc)))
+                    continue
+            if attribute:
+                attributes[key] = value
+            else:
+                out[key] = value
         for column in self.extra:
-            raw = values.get(column, "").strip()
+            raw = get(column, "").strip()
             if raw:
                 attributes[_snake(column)] = scalar(raw)
         if attributes:

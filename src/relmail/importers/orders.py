@@ -41,6 +41,7 @@ from .loader import LOOKUP_BATCH, Loader, References, batched
 from .schemas import PURCHASE_STATUSES, schema_for
 
 C, E = Customer.__table__, Event.__table__
+EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id", "topic")
 
 
 class OrdersWriter:
@@ -55,6 +56,8 @@ class OrdersWriter:
         self.seen: dict[str, int] = {}
         self.order: str | None = None
         self.position = 0
+        #: Normalized address -> customer id, remembered for the rest of the file (customers reorder).
+        self.known: dict[str, str] = {}
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
                         "lines_unknown_product": 0}
 
@@ -76,56 +79,46 @@ class OrdersWriter:
         return []
 
     def write(self, pending: list) -> None:
-        owners = self._customers(pending)
+        # Customers in bulk: ids checked against the store, addresses looked up once per file.
+        ids = {row["customer_id"] for _, row in pending if row["customer_id"] is not None}
+        unknown_ids = self.references.missing("customers", ids) if ids else set()
+        keys = [normal_address(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
+        known = self.known
+        known.update(self._by_address(set(keys) - known.keys() - {None}))
+        details, reject = self.details, self.run.reject
         events, gone = [], []
-        for _, row in pending:
-            customer = owners.get(id(row))
-            if customer is None:
-                continue
-            if customer is False:
-                self.details["lines_without_customer"] += 1
+        for (record, row), key in zip(pending, keys):
+            customer = row["customer_id"]
+            if customer is not None:
+                if customer in unknown_ids:
+                    reject(record, [("customer_id", f"unknown customer {customer!r} (import customers first)")])
+                    continue
+            elif key is not None:
+                customer = known.get(key)
+                if customer is None:
+                    reject(record, [("email", "no customer has this e-mail address (import customers first)")])
+                    continue
+            else:
+                details["lines_without_customer"] += 1
                 continue
             counts, value = purchase_value(row)
             if not counts:
                 gone.append(row["_event_id"])
-                self.details["lines_not_purchases"] += 1
+                details["lines_not_purchases"] += 1
                 continue
-            events.append({"event_id": row["_event_id"], "customer_id": customer, "type": "purchase",
-                           "occurred_at": row["ordered_at"], "product_id": row["product_id"], "feature": None,
-                           "value": value, "message_id": None, "run_id": None, "topic": None})
+            events.append(dict(zip(EVENT_COLUMNS, (row["_event_id"], customer, "purchase", row["ordered_at"], row["product_id"],
+                                                   None, value, None, None, None))))
         if not self.run.may_write():
             return
         products = {e["product_id"] for e in events if e["product_id"] is not None}
         unknown = self.references.missing("products", products) if products else set()
-        self.details["lines_unknown_product"] += sum(1 for e in events if e["product_id"] in unknown)
+        if unknown:
+            details["lines_unknown_product"] += sum(1 for e in events if e["product_id"] in unknown)
         self.loader.write(events)
-        self.details["purchases"] += len(events)
+        details["purchases"] += len(events)
         self.run.imported += len(events)
         for batch in batched(gone, LOOKUP_BATCH):
-            self.details["purchases_removed"] += self.conn.execute(delete(E).where(E.c.event_id.in_(batch))).rowcount or 0
-
-    def _customers(self, pending: list) -> dict[int, str | bool]:
-        """id(row) -> customer id, False (no customer named), or absent (rejected)."""
-        ids = {row["customer_id"] for _, row in pending if row["customer_id"] is not None}
-        unknown_ids = self.references.missing("customers", ids) if ids else set()
-        addresses = {normal_address(row["email"]) for _, row in pending if row["customer_id"] is None and row["email"]}
-        by_address = self._by_address(addresses)
-        out: dict[int, str | bool] = {}
-        for record, row in pending:
-            if row["customer_id"] is not None:
-                if row["customer_id"] in unknown_ids:
-                    self.run.reject(record, [("customer_id", f"unknown customer {row['customer_id']!r} (import customers first)")])
-                else:
-                    out[id(row)] = row["customer_id"]
-            elif row["email"]:
-                customer = by_address.get(normal_address(row["email"]))
-                if customer is None:
-                    self.run.reject(record, [("email", "no customer has this e-mail address (import customers first)")])
-                else:
-                    out[id(row)] = customer
-            else:
-                out[id(row)] = False
-        return out
+            details["purchases_removed"] += self.conn.execute(delete(E).where(E.c.event_id.in_(batch))).rowcount or 0
 
     def _by_address(self, addresses: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}
@@ -143,11 +136,21 @@ class OrdersWriter:
 
 @lru_cache(maxsize=65536)
 def normal_address(address: str) -> str:
-    """An address as customers are stored (``email-validator``'s normal form), or as written if it is not one."""
+    """An address as customers are stored (``email-validator``'s normal form), or as written if it is not one.
+
+    Only a key to look customers up by, never stored: an ASCII address is
+    normalized as email-validator does it (the domain lower-cased) without
+    its syntax checks, which cost 20 times more; the lookup compares
+    case-insensitively where this misses.
+    """
+    address = address.strip()
+    if address.isascii():
+        local, at, domain = address.rpartition("@")
+        return f"{local}@{domain.lower()}" if at else address
     try:
         return email(address)
     except FieldError:
-        return address.strip()
+        return address
 
 
 def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:

@@ -262,7 +262,7 @@ class _Run:
             side = {k: values.pop(k) for k in self.side if k in values}
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged)
-        if mapped:
+        if mapped and (problems or record.problems):
             problems = record.problems + [(record.labels.get(f, f) if f else f, m) for f, m in problems]
         if not problems:
             verdict = self.sink.check(record.line, row)
