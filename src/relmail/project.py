@@ -248,6 +248,14 @@ def example_dir() -> Path:
     return Path(__file__).parent / "example"
 
 
+#: The [secrets] table both project templates write: names of environment variables, never secrets.
+SECRETS_TABLE = """[secrets]
+signing_key = "RELMAIL_SIGNING_KEY"
+smtp_password = "RELMAIL_SMTP_PASSWORD"
+esp_api_key = "RELMAIL_ESP_API_KEY"
+webhook_key = "RELMAIL_WEBHOOK_KEY"
+"""
+
 DEFAULT_CONFIG = """\
 # relmail project settings. Secrets never go in this file: [secrets] names
 # the environment variables that hold them.
@@ -276,12 +284,7 @@ postal_address = "Keizersgracht 1, 1015 CJ Amsterdam, NL"
 base_url = "https://fietsenwinkel.example/relmail"
 mailto = "unsubscribe@fietsenwinkel.example"
 
-[secrets]
-signing_key = "RELMAIL_SIGNING_KEY"
-smtp_password = "RELMAIL_SMTP_PASSWORD"
-esp_api_key = "RELMAIL_ESP_API_KEY"
-webhook_key = "RELMAIL_WEBHOOK_KEY"
-
+{secrets}
 [delivery]
 adapter = "file"
 outbox = "outbox"
@@ -326,12 +329,7 @@ global_opt_in_covers_topics = true
 # Topics that need their own explicit opt-in, whatever the global flag says.
 explicit_topics = []
 
-[secrets]
-signing_key = "RELMAIL_SIGNING_KEY"
-smtp_password = "RELMAIL_SMTP_PASSWORD"
-esp_api_key = "RELMAIL_ESP_API_KEY"
-webhook_key = "RELMAIL_WEBHOOK_KEY"
-
+{secrets}
 [delivery]
 # E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark or ses.
 adapter = "file"
@@ -369,13 +367,14 @@ def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: 
         _check_zones(locale, timezone)
     root.mkdir(parents=True, exist_ok=True)
     if blank:
-        config.write_text(BLANK_CONFIG.format(name=name.strip(), domain=domain, locale=locale, timezone=timezone), encoding="utf-8")
+        config.write_text(BLANK_CONFIG.format(name=name.strip(), domain=domain, locale=locale, timezone=timezone,
+                                              secrets=SECRETS_TABLE), encoding="utf-8")
         source = blank_dir()
         ignore = root / ".gitignore"
         if not ignore.exists() or force:
             ignore.write_text((source / "gitignore").read_text(encoding="utf-8"), encoding="utf-8")
     else:
-        config.write_text(DEFAULT_CONFIG.format(name=name), encoding="utf-8")
+        config.write_text(DEFAULT_CONFIG.format(name=name, secrets=SECRETS_TABLE), encoding="utf-8")
         source = example_dir()
     for sub in ("campaigns", "segments", "templates"):
         if (source / sub).is_dir():

@@ -73,8 +73,9 @@ def aware_datetime(value: Any) -> datetime:
     return parsed
 
 
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
+#: The words ``boolean`` reads (a column mapping's yes_no may name its own).
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 
 
 def boolean(value: Any) -> bool:
@@ -85,9 +86,9 @@ def boolean(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str):
         low = value.strip().lower()
-        if low in _TRUE:
+        if low in TRUE_WORDS:
             return True
-        if low in _FALSE:
+        if low in FALSE_WORDS:
             return False
     raise FieldError(f"{_short(value)} is not a boolean (true/false, yes/no, 1/0)")
 

@@ -15,13 +15,17 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from .fields import FieldError
 from .mapping import VARIABLES, Mapping
 from .readers import Record
-from .values import scalar
+from .schemas import Schema
+from .values import Parser, scalar
 
+#: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
+_CELLS = 65536
 #: A leading apostrophe before a number: how an export keeps spreadsheets from reformatting ids and phone numbers.
 _QUOTED = re.compile(r"^'(?=[\d+])")
 
@@ -33,12 +37,19 @@ class Mapped(Record):
     problems: list[tuple[str | None, str]] = field(default_factory=list)
     #: Field -> the column (or ``fields.NAME``) it came from, for the kind's own problems.
     labels: dict[str, str] = field(default_factory=dict)
+    #: Fields whose values went through the kind's own check already.
+    final: frozenset[str] = frozenset()
 
 
 class MappedReader:
-    """Records of ``reader`` mapped by ``mapping``; ``variables`` fill ``{brand.url}`` in templates."""
+    """Records of ``reader`` mapped by ``mapping``; ``variables`` fill ``{brand.url}`` in templates.
 
-    def __init__(self, reader, mapping: Mapping, variables: dict[str, str] | None = None):
+    With ``schema`` (the import kind's), each column's value also goes
+    through the kind's own check here, once per distinct cell: an export
+    repeats its statuses, products, addresses and order ids line after line.
+    """
+
+    def __init__(self, reader, mapping: Mapping, variables: dict[str, str] | None = None, schema: Schema | None = None):
         self.reader = reader
         self.mapping = mapping
         self.name = reader.name
@@ -52,9 +63,15 @@ class MappedReader:
         if mapping.other_columns == "attributes":
             self.labels.setdefault("attributes", "other columns")
         # The outputs as plain tuples, constants apart: apply() runs once per row.
+        # A field whose invalid value an import may keep (a customer's address) stays with the kind's check.
+        checks = {c.name: c.parse for c in schema.columns if c.lenient is None} if schema is not None else {}
+        final: set[str] = set()
         self.constants: dict[str, Any] = {}
         self.constant_attributes: dict[str, Any] = {}
-        self.plan: list[tuple] = []
+        # (column -> field outputs, the others), for every row and for a group's first row.
+        self.plan: tuple[list, list] = ([], [])
+        self.group_plan: tuple[list, list] = ([], [])
+        group_columns = set(mapping.first_row) | {mapping.group_by} if mapping.group_by else set()
         for o in mapping.outputs:
             attribute = o.target.startswith("attributes.")
             key = o.target[len("attributes."):] if attribute else o.target
@@ -63,7 +80,17 @@ class MappedReader:
                     (self.constant_attributes if attribute else self.constants)[key] = o.constant
                 continue
             how, source = (0, o.column) if o.column is not None else (1, o.first) if o.first else (2, o.template)
-            self.plan.append((how, source, o.parse, o.default or "", attribute, key, o.label))
+            parse = o.parse
+            checked = checks.get(key) if not attribute else None
+            if checked is not None:
+                parse, final = _cached(parse, checked), final | {key}
+            # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
+            plan = self.group_plan if set(o.sources) <= group_columns else self.plan
+            if how == 0 and not attribute:
+                plan[0].append((source, parse, o.default or "", key, o.label))
+            else:
+                plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
+        self.final = frozenset(final)
 
     def check_header(self) -> list[tuple[str | None, str]]:
         """Problems of the header against the mapping (empty: the file fits)."""
@@ -115,6 +142,7 @@ class MappedReader:
         quotes, by, first_row, skip = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank
         group_key: Any = None
         group_values: dict[str, str] = {}
+        group: tuple[dict, dict, list] = ({}, {}, [])
         for record in self.reader:
             if record.error is not None:
                 yield record
@@ -135,21 +163,53 @@ class MappedReader:
                 else:
                     group_key = key
                     group_values = {c: values.get(c, "") for c in first_row}
+                    group = self._evaluate(self.group_plan, values, {}, {}, [])
             if skip and not any(values.get(c, "").strip() for c in skip):
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                 continue
-            out, problems = self.apply(values)
-            yield Mapped(record.line, out, record.raw, None, problems, self.labels)
+            out, problems = self.apply(values, group)
+            yield Mapped(record.line, out, record.raw, None, problems, self.labels, self.final)
 
-    def apply(self, values: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
-        """The fields of one record and the problems of the cells that did not parse."""
-        out: dict[str, Any] = dict(self.constants) if self.constants else {}
-        attributes: dict[str, Any] = dict(self.constant_attributes) if self.constant_attributes else {}
-        problems: list[tuple[str | None, str]] = []
+    def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
+              ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+        """The fields of one record and the problems of the cells that did not parse.
+
+        ``group``: the fields, attributes and problems of the fields read
+        from the group's first row (:meth:`_evaluate` of ``group_plan``).
+        """
+        fields, attributes, problems = group
+        out, attributes, problems = self._evaluate(
+            self.plan, values, {**self.constants, **fields} if self.constants else dict(fields),
+            {**self.constant_attributes, **attributes} if self.constant_attributes or attributes else {},
+            list(problems) if problems else [])
         get = values.get
-        for how, source, parse, default, attribute, key, label in self.plan:
+        for column in self.extra:
+            raw = get(column, "").strip()
+            if raw:
+                attributes[_snake(column)] = scalar(raw)
+        if attributes:
+            out["attributes"] = attributes
+        return out, problems
+
+    def _evaluate(self, plan: tuple[list, list], values: dict[str, str], out: dict, attributes: dict,
+                  problems: list) -> tuple[dict, dict, list]:
+        """Fill ``out`` and ``attributes`` with the outputs of ``plan``; cells that do not parse go to ``problems``."""
+        get = values.get
+        columns, others = plan
+        # Most outputs: one column into one field (a tight loop; this runs for every cell read).
+        for source, parse, default, key, label in columns:
+            raw = (get(source) or default).strip() or default
+            if raw:
+                if parse is None:
+                    out[key] = raw
+                else:
+                    try:
+                        out[key] = parse(raw)
+                    except FieldError as exc:
+                        problems.append((label, str(exc)))
+        for how, source, parse, default, attribute, key, label in others:
             if how == 0:
-                raw = get(source, "")
+                raw = get(source) or ""
             elif how == 1:
                 raw = ""
                 for column in source:
@@ -173,13 +233,7 @@ class MappedReader:
                 attributes[key] = value
             else:
                 out[key] = value
-        for column in self.extra:
-            raw = get(column, "").strip()
-            if raw:
-                attributes[_snake(column)] = scalar(raw)
-        if attributes:
-            out["attributes"] = attributes
-        return out, problems
+        return out, attributes, problems
 
     def _fill(self, parts: tuple[str, ...], values: dict[str, str]) -> str:
         """A template's text; empty when any placeholder is (no half-made URLs)."""
@@ -193,6 +247,13 @@ class MappedReader:
             else:
                 pieces.append(part)
         return "".join(pieces)
+
+
+def _cached(parse: Parser | None, check: Parser) -> Parser:
+    """The mapping's parser then the kind's check, remembered per distinct cell (failures are not)."""
+    if parse is None:
+        return lru_cache(maxsize=_CELLS)(check)
+    return lru_cache(maxsize=_CELLS)(lambda raw: check(parse(raw)))
 
 
 def _snake(column: str) -> str:

@@ -41,7 +41,7 @@ from .loader import LOOKUP_BATCH, Loader, References, batched
 from .schemas import PURCHASE_STATUSES, schema_for
 
 C, E = Customer.__table__, Event.__table__
-EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id", "topic")
+COUNTED = frozenset(PURCHASE_STATUSES)
 
 
 class OrdersWriter:
@@ -106,8 +106,9 @@ class OrdersWriter:
                 gone.append(row["_event_id"])
                 details["lines_not_purchases"] += 1
                 continue
-            events.append(dict(zip(EVENT_COLUMNS, (row["_event_id"], customer, "purchase", row["ordered_at"], row["product_id"],
-                                                   None, value, None, None, None))))
+            events.append({"event_id": row["_event_id"], "customer_id": customer, "type": "purchase",
+                           "occurred_at": row["ordered_at"], "product_id": row["product_id"], "feature": None, "value": value,
+                           "message_id": None, "run_id": None, "topic": None})
         if not self.run.may_write():
             return
         products = {e["product_id"] for e in events if e["product_id"] is not None}
@@ -155,7 +156,8 @@ def normal_address(address: str) -> str:
 
 def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:
     """(whether the line is a purchase, what it is worth: None when the file gives no price)."""
-    if row["cancelled"] or (row["status"] is not None and row["status"] not in PURCHASE_STATUSES):
+    status = row["status"]
+    if row["cancelled"] or (status is not None and status not in COUNTED):
         return False, None
     value = row["value"]
     if value is None and row["price"] is not None:

@@ -140,7 +140,7 @@ def import_file(
             if loaded.kind != kind:
                 raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
                                       [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])
-            reader = mapped = MappedReader(reader, loaded, variables)
+            reader = mapped = MappedReader(reader, loaded, variables, schema)
             header_problems = mapped.check_header()
         elif isinstance(reader, CsvReader):
             header_problems = schema.check_header(reader.header)
@@ -261,7 +261,7 @@ class _Run:
             values = dict(values)
             side = {k: values.pop(k) for k in self.side if k in values}
         flagged: list[str] | None = [] if self.lenient else None
-        row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged)
+        row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
         if mapped and (problems or record.problems):
             problems = record.problems + [(record.labels.get(f, f) if f else f, m) for f, m in problems]
         if not problems:

@@ -96,12 +96,14 @@ class Schema:
         return problems
 
     def convert(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool,
-                flagged: list[str] | None = None) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+                flagged: list[str] | None = None, final: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The row to store and the problems found (every field is checked, not just the first bad one).
 
         With ``flagged`` (a lenient import), a field with a ``lenient`` parser
         keeps its invalid value as written: its name is appended to
-        ``flagged`` and the row's :attr:`flag` column is False.
+        ``flagged`` and the row's :attr:`flag` column is False. ``final``
+        names fields whose values went through this schema's parser already
+        (a column mapping does that once per distinct cell).
         """
         row: dict[str, Any] = dict(self.computed)
         problems: list[tuple[str, str]] = []
@@ -114,6 +116,9 @@ class Schema:
                     row[name] = defaults[default[1:]]
                 else:
                     row[name] = default() if callable(default) else default
+                continue
+            if name in final:
+                row[name] = value
                 continue
             try:
                 row[name] = parse(value)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from .fields import FieldError, boolean, csv_scalar, integer, number
+from .fields import FALSE_WORDS, TRUE_WORDS, FieldError, boolean, csv_scalar, integer, number
 
 Parser = Callable[[str], Any]
 
@@ -78,16 +78,12 @@ def _zone(name: str) -> zoneinfo.ZoneInfo:
         raise ValueError(f"unknown time zone {name!r} (expected an IANA name like Europe/Amsterdam or UTC)") from None
 
 
-_TRUE = ("yes", "y", "true", "t", "1")
-_FALSE = ("no", "n", "false", "f", "0")
-
-
 def make_yes_no(true_words: tuple[str, ...] = (), false_words: tuple[str, ...] = ()) -> Parser:
     """True/false from yes/no, true/false, 1/0 (any case), or the mapping's own words."""
     if not true_words and not false_words:
         return boolean
-    yes = {w.strip().lower() for w in true_words or _TRUE}
-    no = {w.strip().lower() for w in false_words or _FALSE}
+    yes = {w.strip().lower() for w in true_words or TRUE_WORDS}
+    no = {w.strip().lower() for w in false_words or FALSE_WORDS}
     shown = ", ".join(sorted(yes)) + " / " + ", ".join(sorted(no))
 
     def parse(value: str) -> bool:
