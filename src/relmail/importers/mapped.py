@@ -71,6 +71,7 @@ class MappedReader:
         # (column -> field outputs, the others), for every row and for a group's first row.
         self.plan: tuple[list, list] = ([], [])
         self.group_plan: tuple[list, list] = ([], [])
+        self.mixed = False
         group_columns = set(mapping.first_row) | {mapping.group_by} if mapping.group_by else set()
         for o in mapping.outputs:
             attribute = o.target.startswith("attributes.")
@@ -86,6 +87,8 @@ class MappedReader:
                 parse, final = _cached(parse, checked), final | {key}
             # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
             plan = self.group_plan if set(o.sources) <= group_columns else self.plan
+            if plan is self.plan and set(o.sources) & set(mapping.first_row):
+                self.mixed = True  # a row's output also reads its group's first row
             if how == 0 and not attribute:
                 plan[0].append((source, parse, o.default or "", key, o.label))
             else:
@@ -139,7 +142,7 @@ class MappedReader:
 
     def __iter__(self) -> Iterator[Record]:
         m = self.mapping
-        quotes, by, first_row, skip = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank
+        quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
         group_key: Any = None
         group_values: dict[str, str] = {}
         group: tuple[dict, dict, list] = ({}, {}, [])
@@ -159,10 +162,11 @@ class MappedReader:
             if by is not None:
                 key = values.get(by, "").strip()
                 if key and key == group_key:
-                    values.update(group_values)  # the reader's own dict, not used after this
+                    if mixed:
+                        values.update(group_values)  # the reader's own dict, not used after this
                 else:
                     group_key = key
-                    group_values = {c: values.get(c, "") for c in first_row}
+                    group_values = {c: values.get(c, "") for c in first_row} if mixed else {}
                     group = self._evaluate(self.group_plan, values, {}, {}, [])
             if skip and not any(values.get(c, "").strip() for c in skip):
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
