@@ -275,3 +275,11 @@ def test_built_in_targets_are_fields_of_their_kind():
         known = set(schema_for(kind).names) | {"consent", "consent_at", "suppress", "suppressed_at"}
         for out in load_mapping(name, kind).outputs:
             assert out.target.split(".")[0] in known | {"attributes"}
+
+
+def test_a_mapping_without_groups_keeps_fields_made_of_project_variables_only():
+    mapping = parse_mapping("kind: products\ncolumns:\n  SKU: id\n  Naam: name\n  Soort: category\n"
+                            "fields:\n  url: \"{brand.url}/shop\"\n", "p.yml", "products")
+    reader = MappedReader(_Reader(["SKU", "Naam", "Soort"]), mapping, {"brand.url": "https://shop.example"})
+    assert reader.apply({"SKU": "B1", "Naam": "Boek", "Soort": "roman"}) == (
+        {"id": "B1", "name": "Boek", "category": "roman", "url": "https://shop.example/shop"}, [])

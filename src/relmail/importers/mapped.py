@@ -86,7 +86,7 @@ class MappedReader:
             if checked is not None:
                 parse, final = _cached(parse, checked), final | {key}
             # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
-            plan = self.group_plan if set(o.sources) <= group_columns else self.plan
+            plan = self.group_plan if group_columns and set(o.sources) <= group_columns else self.plan
             if plan is self.plan and set(o.sources) & set(mapping.first_row):
                 self.mixed = True  # a row's output also reads its group's first row
             if how == 0 and not attribute:
