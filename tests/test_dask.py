@@ -86,6 +86,7 @@ def test_map_returns_results_in_order_and_raises_the_first_tasks_own_error(clust
         pool.map(get_executor, [("local",), ("nope",)])
 
 
+@pytest.mark.slow
 def test_dask_send_equals_the_single_process_send_of_the_same_run(project, db_url, cluster):
     _postgres_only(db_url)
     engine = build(project, customers=300)
@@ -114,6 +115,7 @@ def test_dask_send_equals_the_single_process_send_of_the_same_run(project, db_ur
     assert single.done == result.done and single.states == result.states
 
 
+@pytest.mark.slow
 def test_dask_dry_run_renders_every_email_on_the_workers_and_writes_nothing(project, db_url, cluster):
     _postgres_only(db_url)
     engine = build(project, customers=300)
@@ -155,6 +157,7 @@ def sender_of(handler, smtp_port: int) -> int:
 
 
 
+@pytest.mark.slow
 def test_a_dask_worker_killed_mid_send_loses_and_duplicates_nothing(project, db_url, cluster, tmp_path, monkeypatch):
     _postgres_only(db_url)
     client = cluster[1]

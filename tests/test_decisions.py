@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import orjson
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ def _expected(value: float):
     return int(value) if value == int(value) else value
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(columns(), st.integers(1, 50))
 def test_every_row_holds_the_constants_and_exactly_its_own_keys_in_the_order_added(data, block):

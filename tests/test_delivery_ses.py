@@ -65,7 +65,7 @@ def test_raw_message_request_shape_and_sigv4_signature():
 def test_error_types_map_to_results_and_throttling_is_retried():
     responses.add(responses.POST, URL, status=429, headers={"x-amzn-ErrorType": "TooManyRequestsException:"}, json={"message": "Maximum sending rate exceeded."})
     responses.add(responses.POST, URL, json={"MessageId": "id-1"})
-    responses.add(responses.POST, URL, status=400, headers={"x-amzn-ErrorType": "MessageRejected:"}, json={"message": "Email address is not verified."})
+    responses.add(responses.POST, URL, status=400, headers={"x-amzn-ErrorType": "MessageRejected:"}, json={"message": "Illegal address"})
     responses.add(responses.POST, URL, status=400, headers={"x-amzn-ErrorType": "SendingPausedException:"}, json={"message": "Sending paused"})
     ft = FakeTime()
     with pytest.raises(DeliveryAborted, match="SendingPausedException") as info:
@@ -73,7 +73,7 @@ def test_error_types_map_to_results_and_throttling_is_retried():
     results = info.value.results
     assert [r.status for r in results] == ["accepted", "rejected", "deferred", "deferred"]
     assert ft.sleeps == [1.0]  # no Retry-After from SES: back-off
-    assert "MessageRejected" in results[1].reason and "not verified" in results[1].reason
+    assert "MessageRejected" in results[1].reason and "Illegal address" in results[1].reason
     assert len(responses.calls) == 4
 
 

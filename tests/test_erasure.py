@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from relmail.cli import cli
 from relmail.demo import ROLES, generate
@@ -51,7 +52,7 @@ def test_forget_deletes_personal_data_keeps_a_salted_hash_and_a_stripped_ledger(
         _customer(conn, "C1", "  Anna.Bakker@Example.org ", events=4, decisions=("accepted", "planned", "deferred"))
         _customer(conn, "C2", "other@example.org", events=2)
     result = forget(engine, "C1")
-    assert result["deleted"] == {"customers": 1, "preferences": 2, "events": 4}
+    assert result["deleted"] == {"customers": 1, "preferences": 2, "events": 4, "feedback_rejects": 0}
     assert result["ledger_kept"] == {"decisions": 3, "deliveries": 3}
     assert result["deliveries_cancelled"] == 2
     with engine.connect() as conn:
@@ -172,3 +173,69 @@ def test_cli_show_export_forget(project, tmp_path):
         gone = runner.invoke(cli, [*base, command, "C1", *(["--yes"] if command == "forget" else [])])
         assert gone.exit_code == 8 and "C1" in gone.output
     engine.dispose()
+
+
+@pytest.mark.parametrize("fmt", ["eml", "mbox"])
+def test_forget_removes_the_customers_outbox_mail_and_the_ledger_pointers_to_it(project, fmt):
+    from tests.sendkit import WINDOW, build
+
+    from relmail.sending.run import send
+
+    if fmt == "mbox":
+        toml = project.root / "relmail.toml"
+        toml.write_text(toml.read_text() + '\n[delivery.file]\nformat = "mbox"\n')
+        from relmail.project import Project
+
+        project = Project.load(project.root)
+    engine = build(project, customers=30)
+    send(project, engine, "sendtest", WINDOW, now=lambda: datetime(2026, 11, 20, 12, 0, tzinfo=UTC))
+    with engine.connect() as conn:
+        rows = conn.execute(select(DEL.c.customer_id, DEL.c.provider_id).where(DEL.c.status == "accepted")).all()
+        email = conn.execute(select(C.c.email).where(C.c.id == rows[0][0])).scalar_one()
+    victim, pointer = rows[0]
+    outbox = project.root / "outbox"
+    before = sorted(p.name for p in outbox.iterdir())
+    assert email.encode() in b"".join(p.read_bytes() for p in outbox.iterdir())
+
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "customers", "forget", victim, "--yes"])
+    assert result.exit_code == 0, result.output
+    if fmt == "eml":
+        assert f"removed {pointer}" in result.output and "1 .eml file(s)" in result.output
+        assert sorted(p.name for p in outbox.iterdir()) == sorted(set(before) - {Path(pointer).name})
+    else:
+        assert "1 mbox entr(ies) removed" in result.output
+        import mailbox
+
+        assert len(mailbox.mbox(outbox / "outbox.mbox")) == len(rows) - 1
+    # Nothing relmail wrote names the person any more, and the ledger points at nothing.
+    assert email.encode() not in b"".join(p.read_bytes() for p in outbox.iterdir())
+    with engine.connect() as conn:
+        assert conn.execute(select(DEL.c.provider_id).where(DEL.c.customer_id == victim)).scalar_one() is None
+        others = conn.execute(select(func.count()).where(DEL.c.provider_id.is_not(None))).scalar_one()
+    assert others == len(rows) - 1
+
+
+def test_forget_never_removes_a_file_the_ledger_was_made_to_point_at(engine, tmp_path):
+    precious = tmp_path / "precious.eml"
+    precious.write_text("not relmail's")
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org", decisions=("accepted",))
+        conn.execute(update(DEL).where(DEL.c.customer_id == "C1").values(provider_id=str(precious)))
+    out = forget(engine, "C1")
+    assert precious.exists() and out["outbox"]["files_removed"] == []
+
+
+def test_forget_deletes_recorded_invalid_provider_events_naming_the_address(engine):
+    from relmail.store.models import FeedbackReject
+
+    R = FeedbackReject.__table__
+    with engine.begin() as conn:
+        _customer(conn, "C1", "Anna@Example.org")
+        conn.execute(R.insert(), [
+            {"received_at": datetime.now(UTC), "provider": "sendgrid", "source": "webhook", "position": i, "line": None,
+             "field": "timestamp", "reason": "bad", "raw_event": json.dumps({"email": email, "timestamp": "x"})}
+            for i, email in enumerate(["anna@example.org", "someone@example.org"])])
+    out = forget(engine, "C1")
+    assert out["deleted"]["feedback_rejects"] == 1
+    with engine.connect() as conn:
+        assert [json.loads(r)["email"] for r in conn.execute(select(R.c.raw_event)).scalars()] == ["someone@example.org"]

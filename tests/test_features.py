@@ -376,6 +376,7 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
     return out
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(event_strategy, max_size=40))
 def test_sql_features_equal_python_reference(shop, rows):

@@ -17,7 +17,7 @@ from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.feedback import apply_events, import_file
 from relmail.feedback.events import FeedbackEvent
-from relmail.store.models import Customer, Event, Preference
+from relmail.store.models import Customer, Event, FeedbackReject, Preference
 
 DATA = Path(__file__).parent / "data" / "feedback"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -196,16 +196,30 @@ def test_sendgrid_group_unsubscribe_leaves_only_the_messages_topic(engine):
     assert got[("C0000002", "*")] == (False, "esp-import")  # plain "unsubscribe" is global
 
 
-def test_a_bad_export_file_writes_nothing(engine, tmp_path):
+def test_one_bad_event_in_an_export_is_recorded_and_the_others_applied(engine, tmp_path):
     add_customers(engine)
     bad = tmp_path / "mailgun.json"
     page = json.loads((DATA / "mailgun_events.json").read_text())
     page["items"][4]["timestamp"] = "last tuesday"
     bad.write_text(json.dumps(page, indent=2))
+    result = import_file(engine, bad, "mailgun")
+    assert [(b.index, b.field) for b in result.invalid] == [(4, "timestamp")] and result.invalid[0].line > 1
+    assert result.total_applied == 6  # the other six valid events of the page
+    with engine.connect() as conn:
+        row = conn.execute(select(FeedbackReject.__table__)).mappings().one()
+    assert (row["provider"], row["source"], row["position"], row["field"]) == ("mailgun", str(bad), 4, "timestamp")
+    assert json.loads(row["raw_event"])["timestamp"] == "last tuesday"  # the provider's event, kept
+    with pytest.raises(ValidationError):
+        import_file(engine, bad, "mailgun", strict=True)
+
+
+def test_an_unreadable_export_file_writes_nothing(engine, tmp_path):
+    add_customers(engine)
+    bad = tmp_path / "mailgun.json"
+    bad.write_text((DATA / "mailgun_events.json").read_text()[:-40])
     with pytest.raises(ValidationError) as exc:
         import_file(engine, bad, "mailgun")
-    problem = exc.value.problems[0]
-    assert (problem.file, problem.field) == (str(bad), "timestamp") and problem.line > 1
+    assert exc.value.problems[0].file == str(bad) and "invalid JSON" in exc.value.problems[0].message
     assert events(engine) == [] and prefs(engine) == {}
 
 
@@ -218,19 +232,20 @@ def test_cli_import_prints_counts_and_fails_with_exit_code_4(project, engine, tm
     out = json.loads(ok.output)
     assert out["applied"] == {"bounced_hard": 2, "bounced_soft": 1, "clicked": 1, "complained": 1, "delivered": 1, "opened": 1}
     text = runner.invoke(cli, ["-p", str(project.root), "feedback", "import", str(DATA / "ses_events.jsonl"), "--format", "ses"])
-    assert text.exit_code == 0 and "0 new event(s), 7 already stored" in text.output
+    assert text.exit_code == 0 and "0 new, 7 already stored" in text.output
     bad = tmp_path / "bad.jsonl"
     shutil.copy(DATA / "ses_events.jsonl", bad)
     bad.write_text(bad.read_text().replace('"bounceType": "Transient", ', ""))
     fail = runner.invoke(cli, ["-p", str(project.root), "feedback", "import", str(bad), "--format", "ses"])
     assert fail.exit_code == 4
-    assert f"{bad}:4: field 'bounceType': is missing" in fail.output
+    assert f"{bad}:4: field 'bounceType': event #3: is missing" in fail.output
+    assert "the valid events were applied, the invalid ones recorded" in fail.output
 
 
 def test_cli_dry_run_writes_nothing(project, engine):
     add_customers(engine)
     out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "import", str(DATA / "sendgrid_events.csv"),
                                    "--format", "sendgrid", "--dry-run"])
-    assert out.exit_code == 0 and "3 valid event(s); nothing written" in out.output
+    assert out.exit_code == 0 and "3 valid event(s), 0 invalid; nothing written" in out.output
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Event.__table__)).scalar_one() == 0

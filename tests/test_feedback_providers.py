@@ -23,7 +23,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relmail.errors import ConfigError, SignatureError, ValidationError
-from relmail.feedback import mailgun, postmark, read_export, sendgrid, ses
+from relmail.feedback import mailgun, postmark, provider, sendgrid, ses
 from relmail.feedback.events import FeedbackEvent
 from relmail.feedback.records import FieldError
 from relmail.feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
@@ -32,6 +32,13 @@ DATA = Path(__file__).parent / "data" / "feedback"
 NOW = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 TOPIC = "arn:aws:sns:eu-west-1:123456789012:relmail-ses-events"
 CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-test.pem"
+
+
+SG, MG, PM, SES = (provider(name, now=lambda: NOW) for name in ("sendgrid", "mailgun", "postmark", "ses"))
+
+
+def read_export(path, fmt: str):
+    return provider(fmt, now=lambda: NOW).read_export(path)
 
 
 def config(secrets: dict, settings: dict | None = None, now: datetime = NOW) -> WebhookConfig:
@@ -58,8 +65,8 @@ def sendgrid_request(key, body: bytes, timestamp: int) -> WebhookRequest:
 
 def test_sendgrid_valid_signature_returns_the_events(ec_key):
     body = (DATA / "sendgrid_events.json").read_bytes()
-    events = sendgrid.receive(sendgrid_request(ec_key, body, int(NOW.timestamp())),
-                              config({sendgrid.SECRET: sendgrid_public(ec_key)}))
+    events = SG.receive(sendgrid_request(ec_key, body, int(NOW.timestamp())),
+                        config({sendgrid.SECRET: sendgrid_public(ec_key)})).events
     assert len(events) == 10
     assert events[0].event_id == "sendgrid:rWVYmVk90MjZJ9iohOBa3w=="
 
@@ -67,7 +74,7 @@ def test_sendgrid_valid_signature_returns_the_events(ec_key):
 def test_sendgrid_accepts_a_pem_public_key(ec_key):
     pem = ec_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     body = b'[{"email":"a@example.com","timestamp":1795428000,"event":"delivered","sg_event_id":"x1"}]'
-    events = sendgrid.receive(sendgrid_request(ec_key, body, int(NOW.timestamp())), config({sendgrid.SECRET: pem.decode()}))
+    events = SG.receive(sendgrid_request(ec_key, body, int(NOW.timestamp())), config({sendgrid.SECRET: pem.decode()})).events
     assert [e.type for e in events] == ["delivered"]
 
 
@@ -76,31 +83,31 @@ def test_sendgrid_rejects_a_tampered_body_another_key_and_missing_headers(ec_key
     cfg = config({sendgrid.SECRET: sendgrid_public(ec_key)})
     good = sendgrid_request(ec_key, body, int(NOW.timestamp()))
     with pytest.raises(SignatureError, match="does not match"):
-        sendgrid.verify(WebhookRequest(body.replace(b"delivered", b"spamreport"), good.headers), cfg)
+        SG.verify(WebhookRequest(body.replace(b"delivered", b"spamreport"), good.headers), cfg)
     other = ec.generate_private_key(ec.SECP256R1())
     with pytest.raises(SignatureError, match="does not match"):
-        sendgrid.verify(sendgrid_request(other, body, int(NOW.timestamp())), cfg)
+        SG.verify(sendgrid_request(other, body, int(NOW.timestamp())), cfg)
     with pytest.raises(MissingCredentials):
-        sendgrid.verify(WebhookRequest(body, {}), cfg)
+        SG.verify(WebhookRequest(body, {}), cfg)
     garbage = WebhookRequest(body, {sendgrid.SIGNATURE_HEADER: "!!!", sendgrid.TIMESTAMP_HEADER: "soon"})
     with pytest.raises(SignatureError):
-        sendgrid.verify(garbage, cfg)
+        SG.verify(garbage, cfg)
 
 
 def test_sendgrid_rejects_a_stale_timestamp_even_when_signed(ec_key):
     body = b"[]"
     stale = int((NOW - timedelta(hours=1)).timestamp())
     with pytest.raises(SignatureError, match="away from now"):
-        sendgrid.verify(sendgrid_request(ec_key, body, stale), config({sendgrid.SECRET: sendgrid_public(ec_key)}))
+        SG.verify(sendgrid_request(ec_key, body, stale), config({sendgrid.SECRET: sendgrid_public(ec_key)}))
 
 
 def test_sendgrid_without_a_configured_key_refuses_with_a_config_error(ec_key):
     with pytest.raises(ConfigError, match="sendgrid_webhook_public_key"):
-        sendgrid.verify(sendgrid_request(ec_key, b"[]", int(NOW.timestamp())), config({}))
+        SG.verify(sendgrid_request(ec_key, b"[]", int(NOW.timestamp())), config({}))
 
 
 def test_sendgrid_mapping_follows_the_documented_event_names():
-    by_id = {e.provider_event_id: e for e in read_export(DATA / "sendgrid_events.json", "sendgrid")}
+    by_id = {e.provider_event_id: e for e in read_export(DATA / "sendgrid_events.json", "sendgrid").events}
     assert by_id["6g4ZI7SA-xmRDv57GoPIPw=="].type == "bounced_hard"  # bounce, type bounce
     assert by_id["Bp4vbWh1Qy6y0DhAqB2ZyA=="].type == "bounced_soft"  # bounce, type blocked
     assert by_id["37nvH5QBz858KGVYCM5uGA=="].type == "complained"  # spamreport
@@ -121,7 +128,7 @@ def test_sendgrid_mapping_follows_the_documented_event_names():
                                  st.sampled_from(["delivered", "bounce", "open", "click", "spamreport", "dropped"]))))
 def test_sendgrid_parser_either_parses_or_names_the_bad_field(record):
     try:
-        events = sendgrid.parse_event(record)
+        events = SG.parse_event(record)
     except FieldError as exc:
         assert exc.field in record or exc.field in ("event", "email", "timestamp", "sg_event_id")
         return
@@ -145,23 +152,21 @@ MG_EVENT = {"id": "G9Bn5sl1TC6nu79C8C0bwg", "timestamp": 1795428010.1, "event": 
 def test_mailgun_valid_signature_and_forgeries():
     cfg = config({mailgun.SECRET: "key-test"})
     ts = int(NOW.timestamp())
-    events = mailgun.receive(WebhookRequest(mailgun_body("key-test", MG_EVENT, ts)), cfg)
+    events = MG.receive(WebhookRequest(mailgun_body("key-test", MG_EVENT, ts)), cfg).events
     assert [(e.type, e.customer_id, e.reason) for e in events] == [("bounced_hard", "C0000002", "550 5.1.1 unknown")]
     with pytest.raises(SignatureError, match="does not match"):
-        mailgun.receive(WebhookRequest(mailgun_body("key-forged", MG_EVENT, ts)), cfg)
-    # A valid signature glued to other event data is still checked only over
-    # timestamp+token: the replay window and event-id idempotency bound it.
+        MG.receive(WebhookRequest(mailgun_body("key-forged", MG_EVENT, ts)), cfg)
     with pytest.raises(SignatureError, match="away from now"):
-        mailgun.receive(WebhookRequest(mailgun_body("key-test", MG_EVENT, ts - 3600)), cfg)
+        MG.receive(WebhookRequest(mailgun_body("key-test", MG_EVENT, ts - 3600)), cfg)
     with pytest.raises(MissingCredentials):
-        mailgun.receive(WebhookRequest(json.dumps({"event-data": MG_EVENT}).encode()), cfg)
+        MG.receive(WebhookRequest(json.dumps({"event-data": MG_EVENT}).encode()), cfg)
     with pytest.raises(ValidationError):
-        mailgun.receive(WebhookRequest(b"not json"), cfg)
+        MG.receive(WebhookRequest(b"not json"), cfg)
 
 
 def test_mailgun_failed_needs_a_known_severity():
     with pytest.raises(FieldError) as exc:
-        mailgun.parse_event({**MG_EVENT, "severity": "sometimes"})
+        MG.parse_event({**MG_EVENT, "severity": "sometimes"})
     assert exc.value.field == "severity"
 
 
@@ -173,20 +178,20 @@ PM_BOUNCE = json.loads((DATA / "postmark_webhooks.jsonl").read_text().splitlines
 def test_postmark_basic_auth_and_path_secret():
     cfg = config({postmark.SECRET: "s3cret"})
     body = json.dumps(PM_BOUNCE).encode()
-    assert [e.type for e in postmark.receive(WebhookRequest(body, auth=("postmark", "s3cret")), cfg)] == ["bounced_hard"]
-    assert len(postmark.receive(WebhookRequest(body, path_secret="s3cret"), cfg)) == 1
+    assert [e.type for e in PM.receive(WebhookRequest(body, auth=("postmark", "s3cret")), cfg).events] == ["bounced_hard"]
+    assert len(PM.receive(WebhookRequest(body, path_secret="s3cret"), cfg).events) == 1
     for bad in (WebhookRequest(body, auth=("postmark", "guess")), WebhookRequest(body, auth=("admin", "s3cret")),
                 WebhookRequest(body, path_secret="guess")):
         with pytest.raises(SignatureError, match="wrong webhook credentials"):
-            postmark.receive(bad, cfg)
+            PM.receive(bad, cfg)
     with pytest.raises(MissingCredentials):
-        postmark.receive(WebhookRequest(body), cfg)
+        PM.receive(WebhookRequest(body), cfg)
     custom = config({postmark.SECRET: "s3cret"}, {"postmark": {"username": "hooks"}})
-    assert len(postmark.receive(WebhookRequest(body, auth=("hooks", "s3cret")), custom)) == 1
+    assert len(PM.receive(WebhookRequest(body, auth=("hooks", "s3cret")), custom).events) == 1
 
 
 def test_postmark_bounce_times_keep_their_offset():
-    event = postmark.parse_record(PM_BOUNCE)[0]
+    event = PM.parse_event(PM_BOUNCE)[0]
     assert event.occurred_at == datetime(2026, 11, 23, 10, 0, 10, 273539, tzinfo=UTC)
     assert event.provider_event_id == "Bounce:4323372036854775807"
 
@@ -194,7 +199,7 @@ def test_postmark_bounce_times_keep_their_offset():
 def test_postmark_reactivation_is_not_consent():
     record = {"RecordType": "SubscriptionChange", "ChangedAt": "2026-11-24T12:00:00Z", "Recipient": "c@example.com",
               "SuppressSending": False, "SuppressionReason": None}
-    assert postmark.parse_record(record) == []
+    assert PM.parse_event(record) == []
 
 
 # -- SES via SNS --------------------------------------------------------------
@@ -238,14 +243,14 @@ def ses_cfg(rsa_cert):
 def test_ses_signature_versions_1_and_2_verify(ses_cfg, rsa_cert, version):
     cfg, _ = ses_cfg
     body = json.dumps(sns_sign(rsa_cert[0], notification(SES_BOUNCE), version)).encode()
-    events = ses.receive(WebhookRequest(body), cfg)
+    events = SES.receive(WebhookRequest(body), cfg).events
     assert [(e.type, e.recipient, e.reason) for e in events] == [("bounced_hard", "bram@example.com", "smtp; 550 5.1.1 user unknown")]
 
 
 def test_ses_certificate_is_fetched_once_and_cached(ses_cfg, rsa_cert):
     cfg, mock = ses_cfg
     for _ in range(3):
-        ses.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], notification(SES_BOUNCE))).encode()), cfg)
+        SES.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], notification(SES_BOUNCE))).encode()), cfg)
     assert len(mock.calls) == 1
 
 
@@ -254,18 +259,18 @@ def test_ses_rejects_forgeries_foreign_certificates_and_topics(ses_cfg, rsa_cert
     signed = sns_sign(rsa_cert[0], notification(SES_BOUNCE))
     tampered = {**signed, "Message": signed["Message"].replace("Permanent", "Transient")}
     with pytest.raises(SignatureError, match="does not match"):
-        ses.receive(WebhookRequest(json.dumps(tampered).encode()), cfg)
+        SES.receive(WebhookRequest(json.dumps(tampered).encode()), cfg)
     for url in ("http://sns.eu-west-1.amazonaws.com/cert.pem", "https://sns.eu-west-1.amazonaws.com.evil.example/c.pem",
                 "https://evil.example/sns.eu-west-1.amazonaws.com/c.pem"):
         with pytest.raises(SignatureError, match="not an https URL"):
-            ses.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], notification(SES_BOUNCE), cert_url=url)).encode()), cfg)
+            SES.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], notification(SES_BOUNCE), cert_url=url)).encode()), cfg)
     other = sns_sign(rsa_cert[0], notification(SES_BOUNCE, topic="arn:aws:sns:eu-west-1:999999999999:theirs"))
     with pytest.raises(SignatureError, match="not in \\[feedback.ses\\] topic_arns"):
-        ses.receive(WebhookRequest(json.dumps(other).encode()), cfg)
+        SES.receive(WebhookRequest(json.dumps(other).encode()), cfg)
     with pytest.raises(MissingCredentials):
-        ses.receive(WebhookRequest(json.dumps(notification(SES_BOUNCE)).encode()), cfg)
+        SES.receive(WebhookRequest(json.dumps(notification(SES_BOUNCE)).encode()), cfg)
     with pytest.raises(ConfigError, match="topic_arns"):
-        ses.receive(WebhookRequest(json.dumps(signed).encode()), config({}))
+        SES.receive(WebhookRequest(json.dumps(signed).encode()), config({}))
 
 
 def test_ses_subscription_confirmation_follows_subscribe_url_only_when_signed_for_our_topic(ses_cfg, rsa_cert):
@@ -275,12 +280,12 @@ def test_ses_subscription_confirmation_follows_subscribe_url_only_when_signed_fo
     envelope = {"Type": "SubscriptionConfirmation", "MessageId": "165545c9-2a5c-472c-8df2-7ff2be2b3b1b",
                 "Token": "2336412f37", "TopicArn": TOPIC, "Message": "You have chosen to subscribe to the topic.",
                 "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00.000Z"}
-    assert ses.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], envelope)).encode()), cfg) == []
+    assert SES.receive(WebhookRequest(json.dumps(sns_sign(rsa_cert[0], envelope)).encode()), cfg).events == []
     assert [c.request.url for c in mock.calls][-1] == subscribe
     calls = len(mock.calls)
     foreign = sns_sign(rsa_cert[0], {**envelope, "TopicArn": "arn:aws:sns:eu-west-1:999999999999:theirs"})
     with pytest.raises(SignatureError):
-        ses.receive(WebhookRequest(json.dumps(foreign).encode()), cfg)
+        SES.receive(WebhookRequest(json.dumps(foreign).encode()), cfg)
     assert len(mock.calls) == calls  # nothing followed
 
 
@@ -289,8 +294,8 @@ def test_ses_subscription_management_maps_topic_and_global_opt_outs():
     topic = {**base, "subscription": {"timestamp": "2026-11-23T10:00:00Z", "newTopicPreferences": {
         "unsubscribeAll": False, "topicSubscriptionStatus": [{"topicName": "promotions", "subscriptionStatus": "OptOut"}]}}}
     everything = {**base, "subscription": {"timestamp": "2026-11-23T10:00:00Z", "newTopicPreferences": {"unsubscribeAll": True}}}
-    assert [(e.type, e.scope, e.topic) for e in ses.parse_event(topic)] == [("unsubscribed", "topic", "promotions")]
-    assert [(e.type, e.scope) for e in ses.parse_event(everything)] == [("unsubscribed", "all")]
+    assert [(e.type, e.scope, e.topic) for e in SES.parse_event(topic)] == [("unsubscribed", "topic", "promotions")]
+    assert [(e.type, e.scope) for e in SES.parse_event(everything)] == [("unsubscribed", "all")]
 
 
 # -- exports ------------------------------------------------------------------
@@ -313,20 +318,20 @@ def test_ses_subscription_management_maps_topic_and_global_opt_outs():
 def test_exports_parse_to_exact_counts(name, fmt, expected):
     from collections import Counter
 
-    assert dict(Counter(e.type for e in read_export(DATA / name, fmt))) == expected
+    assert dict(Counter(e.type for e in read_export(DATA / name, fmt).events)) == expected
 
 
-def test_bad_export_names_file_line_and_field(tmp_path):
+def test_bad_export_records_name_line_index_and_field_and_the_rest_is_kept(tmp_path):
     path = tmp_path / "events.jsonl"
     lines = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()
     lines[2] = lines[2].replace('"BouncedAt": "2026-11-23T10:00:20Z"', '"BouncedAt": "2026-11-23 10:00:20"')
     lines[5] = lines[5].replace('"RecordType": "Open", ', "")
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(ValidationError) as exc:
-        read_export(path, "postmark")
-    got = [(p.file, p.line, p.field) for p in exc.value.problems]
-    assert got == [(str(path), 3, "BouncedAt"), (str(path), 6, "RecordType")]
-    assert "has no UTC offset" in exc.value.problems[0].message
+    batch = read_export(path, "postmark")
+    assert [(bad.line, bad.index, bad.field) for bad in batch.invalid] == [(3, 2, "BouncedAt"), (6, 5, "RecordType")]
+    assert "has no UTC offset" in batch.invalid[0].reason
+    assert batch.invalid[0].raw["BouncedAt"] == "2026-11-23 10:00:20"  # the provider's event as it was
+    assert len(batch.events) == len(read_export(DATA / "postmark_webhooks.jsonl", "postmark").events) - 2
 
 
 def test_invalid_json_names_the_line(tmp_path):
@@ -341,9 +346,9 @@ def test_json_array_records_report_their_own_lines(tmp_path):
     path = tmp_path / "events.json"
     path.write_text('[\n  {"email": "a@example.com", "timestamp": 1795428000, "event": "delivered", "sg_event_id": "1"},\n'
                     '  {"email": "b@example.com", "timestamp": "yesterday", "event": "delivered", "sg_event_id": "2"}\n]\n')
-    with pytest.raises(ValidationError) as exc:
-        read_export(path, "sendgrid")
-    assert [(p.line, p.field) for p in exc.value.problems] == [(3, "timestamp")]
+    batch = read_export(path, "sendgrid")
+    assert [(bad.line, bad.index, bad.field) for bad in batch.invalid] == [(3, 1, "timestamp")]
+    assert [e.provider_event_id for e in batch.events] == ["1"]
 
 
 def test_feedback_event_refuses_naive_times_and_unknown_types():
@@ -353,3 +358,28 @@ def test_feedback_event_refuses_naive_times_and_unknown_types():
         FeedbackEvent("bounced", NOW, "a@example.com", "x", "1")
     long = FeedbackEvent("delivered", NOW, "a@example.com", "x", "y" * 300)
     assert len(long.event_id) <= 128 and long.event_id.startswith("x:sha256:")
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["delivered", "bounce", "spamreport", "processed"]),
+                          st.sampled_from(["ok", "ms", "iso", "garbage", "future", "missing"])), max_size=25))
+def test_every_record_is_either_an_event_ignored_or_invalid_with_its_own_index(rows):
+    """Partial reading loses nothing and invents nothing: each record is counted exactly once."""
+    times = {"ok": 1795428000, "ms": 1795428000000, "iso": "2026-11-23T10:00:00+01:00", "garbage": "soon",
+             "future": 33_000_000_000, "missing": None}
+    records = []
+    for i, (kind, when) in enumerate(rows):
+        record = {"email": f"r{i}@example.com", "event": kind, "sg_event_id": f"id{i}", "type": "bounce"}
+        if times[when] is not None:
+            record["timestamp"] = times[when]
+        records.append(record)
+    from relmail.feedback.records import Record
+
+    batch = SG.parse_records([Record(i, r) for i, r in enumerate(records)], "hypothesis")
+    bad = {i for i, (kind, when) in enumerate(rows) if kind != "processed" and when in ("garbage", "future", "missing")}
+    assert [b.index for b in batch.invalid] == sorted(bad)
+    assert all(b.field == "timestamp" and b.raw == records[b.index] for b in batch.invalid)
+    assert sorted(int(e.provider_event_id[2:]) for e in batch.events) == [
+        i for i, (kind, _) in enumerate(rows) if kind != "processed" and i not in bad]
+    assert sum(batch.ignored.values()) == sum(kind == "processed" for kind, _ in rows)
+    assert batch.records == len(rows)

@@ -24,7 +24,8 @@ ZONES = [UTC, timezone(timedelta(hours=-3, minutes=-30)), ZoneInfo("Europe/Amste
 # times are made in UTC and then expressed in the zone).
 times = st.builds(
     lambda naive, zone: naive.replace(tzinfo=UTC).astimezone(zone),
-    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2090, 1, 1)),
+    # Valid times lie in the past: a time far ahead of now is refused as implausible.
+    st.datetimes(min_value=datetime(1990, 1, 1), max_value=datetime(2025, 12, 31)),
     st.sampled_from(ZONES),
 )
 # Text as people type it: any letters, punctuation, quotes, commas, inner line breaks.
@@ -114,6 +115,7 @@ def stored(engine, model, order) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(select(table).order_by(table.c[order]))]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("encode", [as_csv, as_jsonl], ids=["csv", "jsonl"])
 @SETTINGS
 @given(data=st.data(), people=customers)

@@ -150,8 +150,8 @@ def test_planned_sends_count_only_once_delivered(engine):
     assert load_outcomes(engine, now=NOW).customer_id.tolist() == ["C0000000"]
 
 
-def planted_history(engine, tmp_path, n=1600):
-    """Sends help customers with x > 0: they buy in the window far more often."""
+def planted_history(engine, tmp_path, n=1600, visits=False):
+    """Sends help customers with x > 0: they buy in the window far more often (and, with ``visits``, visit more)."""
     add_customers(engine, n)
     import_history(engine, write_history(tmp_path / "h.csv", n))
     table = load_outcomes(engine, now=NOW)
@@ -162,6 +162,10 @@ def planted_history(engine, tmp_path, n=1600):
         p = 0.08 + (0.35 if table.treated[i] and x > 0 else 0.0)
         if rng.random() < p:
             events.append({"customer_id": table.customer_id[i], "type": "purchase", "occurred_at": AS_OF + timedelta(days=2), "value": 30.0})
+    draws = np.random.default_rng(5).random(n)
+    for i in range(n if visits else 0):
+        if draws[i] < 0.15 + (0.3 if table.treated[i] and table.features[i]["x"] > 0 else 0.0):
+            events.append({"customer_id": table.customer_id[i], "type": "view", "occurred_at": AS_OF + timedelta(days=1)})
     add_events(engine, events)
 
 
@@ -179,6 +183,7 @@ def test_incrementality_reports_the_lift_with_an_interval(engine, tmp_path):
         incrementality(engine, "hist-1", now=AS_OF + timedelta(days=1))
 
 
+@pytest.mark.slow
 def test_cli_train_evaluate_list_and_report(project, tmp_path):
     from relmail.store.db import make_engine
 

@@ -127,6 +127,7 @@ def shop(tmp_path):
     return init_project(tmp_path / "shop")
 
 
+@pytest.mark.slow
 def test_trained_model_round_trips_and_serves_the_plan_api(shop):
     root = store.models_dir(shop)
     assert load_model(shop, "promo") is None
@@ -152,6 +153,7 @@ def test_trained_model_round_trips_and_serves_the_plan_api(shop):
     assert load_model(shop, "promo").version == 2 and load_model(shop, "promo", version=1).version == 1
 
 
+@pytest.mark.slow
 def test_a_changed_model_file_is_refused(shop):
     root = store.models_dir(shop)
     train_message(root, "promo", planted_table(), FAST)
@@ -163,6 +165,7 @@ def test_a_changed_model_file_is_refused(shop):
         load_model(shop, "promo")
 
 
+@pytest.mark.slow
 def test_a_model_file_with_an_untrusted_type_is_refused_even_with_a_matching_checksum(shop):
     import json
     import os
@@ -244,6 +247,7 @@ def test_linear_models_bend_on_many_valued_numbers_and_trees_and_flags_get_no_cu
     assert "curve" not in steps["hgb"] and "curve" in steps["logistic"]
 
 
+@pytest.mark.slow
 def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(shop):
     x, seg, t, y = planted(6000, 4)
     spec, X = _encoded(x, seg)
@@ -266,6 +270,7 @@ def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(sh
     assert pred["uplift"][1] - pred["uplift"][0] > 0.15
 
 
+@pytest.mark.slow
 def test_estimators_sharing_a_t_learners_group_models_predict_exactly_as_when_fitted_alone():
     x, seg, t, y = planted(3000, 5)
     spec, X = _encoded(x, seg)
@@ -283,6 +288,7 @@ def test_candidates_skip_base_learners_an_estimator_does_not_run_on():
     assert names == [("t_learner", "logistic"), ("t_learner", "hgb"), ("interaction", "logistic")]
 
 
+@pytest.mark.slow
 def test_selection_keeps_the_response_like_model_unless_another_clearly_beats_it():
     from relmail.learn.select import choose
 
@@ -305,6 +311,7 @@ def test_selection_keeps_the_response_like_model_unless_another_clearly_beats_it
     assert all(c["qini_spread"] is not None for c in got.candidates)
 
 
+@pytest.mark.slow
 def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_applies_it(shop):
     from relmail.learn.select import uplift_calibration
 

@@ -136,6 +136,7 @@ def test_recover_requeues_sending_and_settles_committing(engine):
 STEP = st.sampled_from(["before_commit", "after_commit", "after_dot", "accepted", "deferred", "rejected"])
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(sends=st.integers(1, 12), script=st.lists(st.tuples(st.integers(1, 5), STEP), min_size=1, max_size=30))
 def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, sends, script):

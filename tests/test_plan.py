@@ -331,11 +331,19 @@ def test_cli_diff_against_shows_who_moved_and_why(shop, engine, tmp_path):
         conn.execute(Event.__table__.insert(), [_ev("C-OK", "ticket_opened", 1, feature="T-9")])
     out = runner.invoke(cli, base + ["--diff-against", str(tmp_path / "old.jsonl"), "--out", str(tmp_path / "new.md")])
     assert out.exit_code == 0, out.output
-    assert "C-OK  promo: send -> suppress  (OPEN_TICKET RECENT_COMPLAINT)" in out.output
-    assert "C-OK  service: suppress -> send  (was ARBITRATION_LOST)" in out.output
+    assert f"Changes since {tmp_path / 'old.jsonl'}: 1 customer, 3 decisions (36 unchanged)" in out.output
+    lines = out.output.splitlines()
+    at = lines.index(next(line for line in lines if line.startswith("customer  message  before")))
+    assert [line.split() for line in lines[at + 2:at + 5]] == [
+        ["C-OK", "promo", "send", "suppress", "(OPEN_TICKET", "RECENT_COMPLAINT)"],
+        ["welcome", "suppress", "(NOT_NEW_CUSTOMER)", "suppress", "(OPEN_TICKET", "RECENT_COMPLAINT", "NOT_NEW_CUSTOMER)"],
+        ["service", "suppress", "(ARBITRATION_LOST)", "send"]]
     md = (tmp_path / "new.md").read_text()
     assert md.startswith("### relmail plan `test:2026-W48` (dry run, nothing written)")
-    assert "| C-OK | promo | suppress |" in md
+    assert "| C-OK | promo | suppress | 0.74 | OPEN_TICKET RECENT_COMPLAINT |" in md
+    assert "| C-OK | promo | send | suppress (OPEN_TICKET RECENT_COMPLAINT) |" in md
+    assert "|  | service | suppress (ARBITRATION_LOST) | send |" in md
+    assert "| send -> suppress | 1 |\n| suppress -> send | 1 |\n| suppress, other reasons | 1 |" in md
 
 
 #: The reason codes the issue requires on the demo shop (ADDRESS_SUPPRESSED needs an erasure first).
@@ -416,26 +424,51 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_p
     (shop.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("template: ebike_launch", "template: broken"), encoding="utf-8")
     bad = runner.invoke(cli, base + ["--out", str(tmp_path / "plan.md")])
     assert bad.exit_code == 22, bad.output
-    assert "render error: promo for C-NEW:" in bad.output and "no_such_filter" in bad.output
+    assert "render error: promo [broken.html + text from the HTML] for C-NEW (en_GB): " in bad.output
+    assert "no_such_filter" in bad.output
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
 
 
-def test_a_plan_racing_another_for_the_same_window_fails_cleanly(shop, engine, monkeypatch):
+def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(shop, engine, monkeypatch):
+    import relmail.planning.partition as plan_module
+
+    real = plan_module.compute_features
+    refused = []
+
+    def with_a_rival(*args, **kwargs):
+        # While this plan computes, another planner starts on the same window: the run's lock refuses it.
+        monkeypatch.setattr(plan_module, "compute_features", real)
+        with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by .+:\d+ since") as err:
+            plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        refused.append(err.value)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    assert len(refused) == 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the first plan's
+
+
+def test_a_run_row_written_meanwhile_by_a_writer_without_the_lock_fails_the_plan_cleanly(shop, engine, monkeypatch):
     import relmail.planning.partition as plan_module
 
     real = plan_module.compute_features
 
     def with_a_rival(*args, **kwargs):
-        # While this plan computes, another process plans and commits the same window.
+        # ``relmail runs import`` writes runs without the run lock: its run appears while this plan computes.
         monkeypatch.setattr(plan_module, "compute_features", real)
-        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        with engine.begin() as conn:
+            conn.execute(Run.__table__.insert().values(id="test:2026-W48", campaign="test", window=WINDOW, as_of=AS_OF,
+                                                       seed=1, status="imported", config_hash="", created_at=AS_OF,
+                                                       updated_at=AS_OF))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
     with pytest.raises(Conflict, match="planned by another process meanwhile"):
         plan(shop, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
-        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the rival's only
+        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 0
 
 
 def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_groups(engine, monkeypatch):
@@ -497,3 +530,41 @@ def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_
     plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
     assert seen["audience"] and {jit for jit, _ in seen["audience"]} == {"off"}
     assert seen["features"] and set(seen["features"]) == {("off", "0")}
+
+
+def test_plan_holds_the_run_lock_itself_and_resolves_window_auto(shop, engine):
+    """A Python caller gets the CLI's policy: a replan cannot replace decisions a sender is working on."""
+    from relmail.store import locks
+
+    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    with locks.acquire(engine, "test:2026-W48"):
+        with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by"):
+            plan(shop, engine, "test", WINDOW, as_of=AS_OF, replan=True)
+        assert len(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True).decisions) == 39  # a preview takes no lock
+    # ``auto`` is the campaign's current week as of ``now``: Sunday 23:30 UTC is Monday in Amsterdam.
+    result = plan(shop, engine, "test", "auto", now=datetime(2026, 11, 29, 23, 30, tzinfo=UTC), dry_run=True)
+    assert result.window.key == "2026-W49" and result.as_of == datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(locks.L)).scalar_one() == 0
+    with pytest.raises(ValueError, match="only a dry run"):
+        plan(shop, engine, "test", WINDOW, customers=("C-OK",))
+
+
+def test_a_planner_whose_lock_was_taken_over_while_it_computed_writes_nothing(shop, engine, monkeypatch):
+    import relmail.planning.partition as plan_module
+    from relmail.store import locks
+
+    real = plan_module.compute_features
+
+    def taken_over(*args, **kwargs):
+        # This planner stalled past the lock timeout; another process took its lock over meanwhile.
+        with engine.begin() as conn:
+            conn.execute(locks.L.update().where(locks.L.c.key == "test:2026-W48").values(token="someone-else"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(plan_module, "compute_features", taken_over)
+    with pytest.raises(Conflict, match="was taken over by another process"):
+        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Run.__table__)).scalar_one() == 0
+        assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 0

@@ -31,6 +31,7 @@ def demo_shop(project, engine, db_url):
     return project
 
 
+@pytest.mark.slow
 def test_a_plan_on_a_dask_cluster_decides_and_writes_what_one_process_does(demo_shop, engine, cluster, monkeypatch):
     from relmail.executors.dask import DaskExecutor
 

@@ -102,6 +102,7 @@ def by_customer(result) -> dict[str, dict]:
     return {r["customer_id"]: r for r in result.decisions.records()}
 
 
+@pytest.mark.slow
 def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(shop, engine):
     train(shop)
     result = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
@@ -131,6 +132,7 @@ def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(s
         assert "u.recency_days" in f
 
 
+@pytest.mark.slow
 def test_a_huge_irritation_cost_makes_every_send_not_worth_it(shop, engine):
     train(shop)
     write_campaign(shop, "  irritation_cost: 1000000")
@@ -146,6 +148,7 @@ def test_a_huge_irritation_cost_makes_every_send_not_worth_it(shop, engine):
     assert got["C-RECENT"]["expected_value"] < 0
 
 
+@pytest.mark.slow
 def test_without_a_model_or_with_model_off_the_plan_is_unchanged(shop, engine):
     before = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert "models" not in before.summary()
@@ -159,6 +162,7 @@ def test_without_a_model_or_with_model_off_the_plan_is_unchanged(shop, engine):
     assert list(on.decisions.records()) != list(before.decisions.records())
 
 
+@pytest.mark.slow
 def test_model_weight_blends_p_positive_into_the_relevance_score(shop, engine):
     train(shop)
     base = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
@@ -170,6 +174,7 @@ def test_model_weight_blends_p_positive_into_the_relevance_score(shop, engine):
         assert base[cid]["score"] != pytest.approx(r["score"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_why_shows_the_model_from_the_ledger(shop, engine):
     train(shop)
     plan(shop, engine, "test", WINDOW, as_of=AS_OF)
@@ -224,6 +229,7 @@ def test_model_rule_sentences_come_from_logged_values():
         "model v2 predicts this e-mail lowers the chance of click by 3.1 points (uplift -0.0310): better not to send")
 
 
+@pytest.mark.slow
 def test_the_plan_command_names_the_model_it_scored_with(shop, engine):
     train(shop)
     out = CliRunner().invoke(cli, ["--project", str(shop.root), "plan", "test", "--window", WINDOW,
@@ -232,6 +238,7 @@ def test_the_plan_command_names_the_model_it_scored_with(shop, engine):
     assert "Scored promo with model 1 (outcome conversion)." in out.output
 
 
+@pytest.mark.slow
 def test_a_pooled_model_decides_the_plan_from_its_own_and_the_other_messages_sends(shop, engine):
     own = planted_table(1500, 0)
     other = planted_table(4000, 1)

@@ -10,7 +10,7 @@ from relmail import tokens
 from relmail.errors import NotFound, SignatureError, TemplateError
 from relmail.project import Project, init_project
 from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
-from relmail.render.check import check_templates, inline_difference, sample_contexts
+from relmail.render.check import inline_difference, sample_contexts
 from relmail.render.environment import make_environment
 from relmail.render.inline import inline_source, protect
 
@@ -325,47 +325,6 @@ def test_inline_runs_premailer_once_per_template_source(renderer, monkeypatch):
     for i in range(20):
         renderer.render(spec("usage_tip", id=f"m{i % 2}"), customer(id=f"C{i}", locale="en_GB"))
     assert len(calls) == 1  # two messages share the template: still one premailer run
-
-
-# -- templates check ---------------------------------------------------------
-
-
-BAD = """{% extends "layouts/base.html" %}
-{% block subject %}Bad{% endblock %}
-{% block content %}
-<tr><td><img src="https://fietsenwinkel.example/x.png"></td></tr>
-<tr><td><a href="http://insecure.example/">insecure</a> {{ customer.attributes.missing_field }}</td></tr>
-{% endblock %}
-"""
-
-
-def test_templates_check_reports_each_problem_with_file_and_line(shop):
-    write(shop, "bad.html", BAD)
-    write(shop, "syntax.html", "{% block subject %}x{% endblock %}\n<p>{{ customer.name </p>")
-    write(shop, "big.html", '{% extends "layouts/base.html" %}{% block subject %}Big{% endblock %}'
-          "{% block content %}<tr><td>" + "<p>lorem ipsum dolor sit amet</p>" * 4000 + "</td></tr>{% endblock %}")
-    findings = {(f.file.rsplit("/", 1)[-1], f.line, f.severity): f.message for f in check_templates(Renderer(shop))}
-    assert findings[("bad.html", 4, "error")] == "<img> without alt text"
-    assert findings[("bad.html", 5, "warning")] == "link without https: http://insecure.example/"
-    assert any(k[0] == "bad.html" and k[1] == 5 and "missing_field" in v for k, v in findings.items())
-    assert any(k[0] == "syntax.html" and k[1] == 2 and k[2] == "error" for k in findings)
-    assert any(k[0] == "big.html" and "Gmail clips" in v for k, v in findings.items())
-    # The shipped templates have no findings at all.
-    assert not [k for k in findings if k[0].split(".")[0] in {"ebike_launch", "usage_tip", "welcome_offer", "service_reminder", "newsletter"}]
-
-
-def test_cli_templates_check_exit_codes(shop):
-    from click.testing import CliRunner
-
-    from relmail.cli import cli
-
-    runner = CliRunner()
-    ok = runner.invoke(cli, ["-p", str(shop.root), "templates", "check", "--json"])
-    assert ok.exit_code == 0, ok.output
-    write(shop, "bad.html", BAD)
-    bad = runner.invoke(cli, ["-p", str(shop.root), "templates", "check"])
-    assert bad.exit_code == 6
-    assert "bad.html:4: <img> without alt text" in bad.output
 
 
 def test_cli_render_with_json_context(shop, tmp_path):

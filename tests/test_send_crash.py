@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 from sqlalchemy import select
 from tests.sendkit import WINDOW, build, use_smtp
 from tests.smtp_server import PASSWORD, Handler, SmtpServer
@@ -40,6 +41,7 @@ def _command(project) -> list[str]:
             "send", "sendtest", "--window", WINDOW, "--batch-size", "7"]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_then_rerun_delivers_each_email_exactly_once(project, tmp_path):
     engine = build(project, customers=400)
     server = SmtpServer(tmp_path, mode="starttls", auth=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 
+import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs
@@ -105,6 +106,7 @@ def test_dry_run_renders_in_partitions_on_the_workers_and_matches_one_process(pr
         assert conn.execute(select(Decision.__table__.c.id)).first() is None, "a dry run writes nothing"
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_send_is_settled_and_its_rest_sent_in_the_same_run(project, tmp_path):
     import multiprocessing
     import os

@@ -200,7 +200,8 @@ def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(shop, 
                            content_type="application/json")
     assert response.status_code == 200, response.text
     result = response.json
-    assert (result["received"], result["total_applied"], result["unknown_recipients"]) == (10, 9, 1)
+    assert (result["received"], result["total_applied"], result["unknown_recipients"]) == (13, 9, 1)
+    assert result["ignored"] == {"deferred": 1, "open": 1, "processed": 1} and result["invalid"] == []
     # The plan's view: bram hard-bounced and unsubscribed, daan complained.
     assert prefs(engine)[("C0000002", "*")][:2] == (False, "esp-webhook")
     assert prefs(engine)[("C0000004", "*")][:2] == (False, "esp-webhook")
@@ -306,3 +307,82 @@ def test_create_app_reads_the_project_from_the_environment(shop, monkeypatch):
     client = Client(create_app())
     assert client.post(f"/unsubscribe/{token('C0000003', 'newsletter')}", **ONE_CLICK).status_code == 200
     assert prefs(engine) == {("C0000003", "newsletter"): (False, "unsubscribe-link", None)}
+
+
+# -- what providers really send: one odd event, replayed tokens ----------------
+
+def mailgun_post(client, data: dict, token: str, key: bytes = b"key-mailgun-test", ts: str | None = None):
+    ts = ts or str(int(time.time()))
+    sig = hmac.new(key, f"{ts}{token}".encode(), hashlib.sha256).hexdigest()
+    return client.post("/webhooks/mailgun", json={"signature": {"timestamp": ts, "token": token, "signature": sig},
+                                                  "event-data": data})
+
+
+def test_a_webhook_body_with_one_invalid_event_applies_the_valid_ones_and_reports_its_index(shop, ec_key):
+    client, _, engine = shop
+    now = int(time.time())
+    events = [
+        {"email": "bram@example.com", "timestamp": now, "event": "bounce", "type": "bounce", "sg_event_id": "ok-1"},
+        # SendGrid's Marketing Campaigns events carry milliseconds: a valid time.
+        {"email": "carla@example.com", "timestamp": now * 1000, "event": "spamreport", "sg_event_id": "ok-ms"},
+        {"email": "anna@example.com", "timestamp": "soon", "event": "delivered", "sg_event_id": "bad-2"},
+        {"email": "daan@example.com", "timestamp": now, "event": "unsubscribe", "sg_event_id": "ok-3"},
+    ]
+    body = json.dumps(events).encode()
+    response = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body), content_type="application/json")
+    assert response.status_code == 200, response.text
+    assert response.json["invalid"] == [{"index": 2, "field": "timestamp", "reason": response.json["invalid"][0]["reason"]}]
+    assert response.json["applied"] == {"bounced_hard": 1, "complained": 1, "unsubscribed": 1}
+    assert [(c, t) for c, t, *_ in feedback_events(engine)] == [
+        ("C0000002", "email_bounced_hard"), ("C0000003", "email_complained"), ("C0000004", "email_unsubscribed")]
+    from relmail.feedback.ingest import rejects
+
+    [kept] = rejects(engine)
+    assert (kept["provider"], kept["source"], kept["position"], kept["field"]) == ("sendgrid", "webhook", 2, "timestamp")
+    assert json.loads(kept["raw_event"]) == events[2]
+
+
+def test_a_replayed_mailgun_token_with_other_event_data_is_refused(shop):
+    client, _, engine = shop
+    items = json.loads((DATA / "mailgun_events.json").read_text())["items"]
+    delivered, complaint = items[0], items[5]
+    ts = str(int(time.time()))
+    first = mailgun_post(client, delivered, "r" * 50, ts=ts)
+    assert first.status_code == 200 and first.json["applied"] == {"delivered": 1}
+    # The same signature glued to other event data (a complaint for someone): refused, nothing written.
+    replay = mailgun_post(client, complaint, "r" * 50, ts=ts)
+    assert replay.status_code == 403 and "already used" in replay.json["error"]
+    assert [t for _, t, *_ in feedback_events(engine)] == ["email_delivered"] and prefs(engine) == {}
+    # Mailgun's own redelivery of the same body: a duplicate, not an error.
+    again = mailgun_post(client, delivered, "r" * 50, ts=ts)
+    assert again.status_code == 200 and again.json["redelivered"] is True and again.json["total_applied"] == 0
+
+
+def test_mailgun_tokens_are_forgotten_after_the_replay_window(shop):
+    from relmail.store.models import WebhookToken
+
+    client, _, engine = shop
+    item = json.loads((DATA / "mailgun_events.json").read_text())["items"][0]
+    old = str(int(time.time()) - 600)  # inside the 900 s window: accepted, kept until it leaves it
+    assert mailgun_post(client, item, "w" * 50, ts=old).status_code == 200
+    assert mailgun_post(client, item, "x" * 50).status_code == 200
+    with engine.connect() as conn:
+        kept = dict(conn.execute(select(WebhookToken.__table__.c.token, WebhookToken.__table__.c.expires_at)).all())
+    assert set(kept) == {"w" * 50, "x" * 50}
+    assert abs((kept["w" * 50] - datetime.fromtimestamp(int(old) + 900, UTC)).total_seconds()) < 1
+    with engine.begin() as conn:  # let the first one expire
+        conn.execute(WebhookToken.__table__.update().where(WebhookToken.__table__.c.token == "w" * 50)
+                     .values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    assert mailgun_post(client, item, "y" * 50).status_code == 200
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(WebhookToken.__table__.c.token)).scalars()) == ["x" * 50, "y" * 50]
+
+
+def test_an_invalid_mailgun_event_is_answered_200_and_recorded(shop):
+    client, _, engine = shop
+    item = {**json.loads((DATA / "mailgun_events.json").read_text())["items"][1], "timestamp": 33_000_000_000}  # year 3015
+    response = mailgun_post(client, item, "z" * 50)
+    assert response.status_code == 200
+    assert [(b["index"], b["field"]) for b in response.json["invalid"]] == [(0, "timestamp")]
+    assert "implausible time" in response.json["invalid"][0]["reason"]
+    assert feedback_events(engine) == []

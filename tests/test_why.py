@@ -89,12 +89,12 @@ service: SUPPRESS  score 0.67, expected value 2.02
 BOUNCED = """\
 C-BOUNCE in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
 
-promo: SUPPRESS  (score not considered: a hard rule applies)
+promo: SUPPRESS  score 0.41 (not considered: a hard rule applies)
   HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
 
-welcome: SUPPRESS  (score not considered: a hard rule applies)
+welcome: SUPPRESS  score 0.55 (not considered: a hard rule applies)
   HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
   NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
 
-service: SUPPRESS  (score not considered: a hard rule applies)
+service: SUPPRESS  score 0.53 (not considered: a hard rule applies)
   HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since"""

@@ -31,6 +31,7 @@ _API = {
     "load_campaign": "relmail.campaigns",
     "plan": "relmail.planning.run",
     "PlanResult": "relmail.planning.run",
+    "PlanOptions": "relmail.planning.run",
     "send": "relmail.sending.run",
     "SendResult": "relmail.sending.loop",
     "explain": "relmail.planning.why",
@@ -47,7 +48,7 @@ _API = {
 }
 
 __all__ = [
-    "ConfigError", "Conflict", "DatabaseError", "DeliveryError", "NotFound", "PlanResult", "Problem", "Project",
+    "ConfigError", "Conflict", "DatabaseError", "DeliveryError", "NotFound", "PlanOptions", "PlanResult", "Problem", "Project",
     "RelmailError", "SendResult", "TemplateError", "ValidationError", "connect", "explain", "load_campaign",
     "make_engine", "plan", "resolve_window", "send", "upgrade",
 ]
@@ -65,7 +66,7 @@ if TYPE_CHECKING:
         TemplateError,
         ValidationError,
     )
-    from .planning.run import PlanResult, plan
+    from .planning.run import PlanOptions, PlanResult, plan
     from .planning.why import explain
     from .project import Project
     from .sending.loop import SendResult

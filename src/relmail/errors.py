@@ -125,6 +125,16 @@ class ModelError(RelmailError, ValueError):
     exit_code = 12
 
 
+class NothingToDo(RelmailError, LookupError):
+    """The command found nothing to work on (``model train`` with no closed decisions to learn from).
+
+    Not a failure of the data or the files: a scheduled job may treat it as
+    "try again later".
+    """
+
+    exit_code = 15
+
+
 class SuppressionRateExceeded(GateFailed):
     """Gate ``--max-suppression-rate``: the plan suppresses a larger share than allowed."""
 

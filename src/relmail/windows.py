@@ -9,29 +9,43 @@ A window is named the way people and cron jobs name periods:
 ``2026-11``
     one calendar month;
 ``this-week`` / ``today`` / ``this-month``
-    resolved against the current time to one of the above, so a weekly
-    cron job can run ``relmail plan weekly --window this-week``.
+    resolved against the current time to the week, day or month that
+    contains it, so a weekly cron job can run ``relmail plan weekly --window
+    this-week``;
+``next-week`` / ``tomorrow`` / ``next-month``
+    the one after that: a Friday preview of Monday's send plans
+    ``next-week``.
 
 Boundaries are midnights in the project's time zone (``[project] timezone``),
 returned as UTC-aware datetimes like every other time in relmail.
 
 Scheduled runs use ``auto``: :func:`resolve_window` turns it into the
 current window of the campaign's cadence (``schedule: weekly``, the default,
-``daily`` or ``monthly``) in the project's time zone. A cron job, a systemd
-timer or a Kubernetes CronJob runs the same command every time; a second
-start inside the same window resumes or finds nothing left to send, and one
-started while the first is still going is refused by the run lock
-(:mod:`relmail.store.locks`).
+``daily`` or ``monthly``) in the project's time zone: ``this-week``,
+``today`` or ``this-month``. A cron job, a systemd timer or a Kubernetes
+CronJob runs the same command every time; a second start inside the same
+window resumes or finds nothing left to send, and one started while the
+first is still going is refused by the run lock (:mod:`relmail.store.locks`).
+
+"Now" is :func:`now`: the system clock, or ``$RELMAIL_NOW`` when it is set
+(a fixed clock for tests and CI rehearsals).
 """
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, ValidationError
+
+#: Environment variable that fixes relmail's clock: an ISO 8601 time with a zone (tests, CI rehearsals).
+ENV_NOW = "RELMAIL_NOW"
+#: Relative window names → (kind, how many windows after the current one).
+RELATIVE = {"this-week": ("week", 0), "next-week": ("week", 1), "today": ("day", 0), "tomorrow": ("day", 1),
+            "this-month": ("month", 0), "next-month": ("month", 1)}
 
 _WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
 _DAY = re.compile(r"^(\d{4})-(\d{2})-(\d{2})$")
@@ -56,7 +70,7 @@ class Window:
         that has ended (a replay, a backfill, a test) sees the data as it
         was at the window's end, so it is the same plan every time.
         """
-        now = now or datetime.now(UTC)
+        now = now or current_time()
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
         return min(now.astimezone(UTC), self.end)
@@ -75,7 +89,7 @@ def _zone(name: str) -> ZoneInfo:
 def _bad(text: str, why: str) -> ValidationError:
     return ValidationError(
         f"window {text!r}: {why}; use an ISO week (2026-W48), a day (2026-11-23), a month (2026-11), "
-        "or this-week / today / this-month"
+        "or this-week / next-week / today / tomorrow / this-month / next-month"
     )
 
 
@@ -83,15 +97,8 @@ def parse_window(text: str, tz: str = "UTC", now: datetime | None = None) -> Win
     """Parse a window name into a :class:`Window` in time zone ``tz``."""
     zone = _zone(tz)
     raw = text.strip()
-    if raw in ("this-week", "today", "this-month"):
-        local = (now or datetime.now(UTC)).astimezone(zone).date()
-        if raw == "this-week":
-            year, week, _ = local.isocalendar()
-            raw = f"{year:04d}-W{week:02d}"
-        elif raw == "today":
-            raw = local.isoformat()
-        else:
-            raw = f"{local.year:04d}-{local.month:02d}"
+    if raw in RELATIVE:
+        raw = _relative(raw, (now or current_time()).astimezone(zone).date())
     if m := _WEEK.match(raw):
         year, week = int(m.group(1)), int(m.group(2))
         try:
@@ -115,6 +122,18 @@ def parse_window(text: str, tz: str = "UTC", now: datetime | None = None) -> Win
     raise _bad(text, "not a window name")
 
 
+def _relative(name: str, today: date) -> str:
+    """The key of relative window ``name`` seen from the local date ``today``."""
+    kind, ahead = RELATIVE[name]
+    if kind == "week":
+        year, week, _ = (today + timedelta(weeks=ahead)).isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    if kind == "day":
+        return (today + timedelta(days=ahead)).isoformat()
+    month = today.year * 12 + today.month - 1 + ahead
+    return f"{month // 12:04d}-{month % 12 + 1:02d}"
+
+
 def _make(key: str, kind: str, first: date, after: date, zone: ZoneInfo, tz: str) -> Window:
     def midnight(d: date) -> datetime:
         return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
@@ -131,6 +150,23 @@ def parse_time(value: str, option: str = "--as-of") -> datetime:
     if parsed.tzinfo is None:
         raise ValidationError(f"{option}: {value!r} has no time zone; add Z or an offset like +01:00")
     return parsed.astimezone(UTC)
+
+
+def current_time() -> datetime:
+    """Now, in UTC: ``$RELMAIL_NOW`` when set (an ISO 8601 time with a zone), else the system clock.
+
+    Everything that asks "which window is it" or "as of when" reads this:
+    ``auto`` and the relative window names, a plan's default as-of, a send's
+    timestamps, the demo shop's history. Run locks and timings keep the
+    system clock.
+    """
+    fixed = os.environ.get(ENV_NOW, "").strip()
+    if not fixed:
+        return datetime.now(UTC)
+    try:
+        return parse_time(fixed, f"${ENV_NOW}")
+    except ValidationError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 #: Cadence → the relative window name it resolves through.

@@ -22,6 +22,8 @@ MODULES = (
     "database",
     "imports",
     "feedback",
+    # Before "model": its ``runs import`` joins this module's ``runs`` group.
+    "runs",
     "model",
     "render",
     "demo",

@@ -107,9 +107,14 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
     Deletes the customer, their preferences and events in one transaction,
     and puts a salted hash of the address on the suppression list, so a
     later import of the same address is not mailed without fresh consent.
-    Ledger rows (decisions, deliveries) stay for the never-send-twice
+    Also removes what relmail wrote about them elsewhere: the file adapter's
+    rendered e-mails (.eml files, outbox.mbox entries) and the ledger's
+    pointers to them, and recorded invalid provider events naming the
+    address. Ledger rows (decisions, deliveries) stay for the never-send-twice
     guarantee, stripped of logged features and error texts; deliveries not
-    yet sent are cancelled.  Exit 8 if the id is unknown.
+    yet sent are cancelled. relmail cannot reach copies outside its project:
+    the e-mail provider's logs and suppression lists, backups, exports you
+    made (see the erasure section of the docs).  Exit 8 if the id is unknown.
 
     \b
     Example:
@@ -124,11 +129,17 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
     if as_json:
         echo_json(result)
         return
-    d, kept = result["deleted"], result["ledger_kept"]
+    d, kept, outbox = result["deleted"], result["ledger_kept"], result["outbox"]
     click.echo(
         f"Erased {customer_id}: {d['events']:,} events and {d['preferences']} preferences deleted; "
         f"address hash {'added to' if result['suppression']['added'] else 'already on'} the suppression list."
     )
+    click.echo(
+        f"Outbox: {len(outbox['files_removed'])} .eml file(s) and {outbox['mbox_entries_removed']} mbox entr(ies) removed, "
+        f"{outbox['ledger_pointers_cleared']} ledger pointer(s) cleared; {d['feedback_rejects']} recorded invalid provider event(s) deleted."
+    )
+    for path in outbox["files_removed"]:
+        click.echo(f"  removed {path}")
     click.echo(
         f"Ledger kept without personal data: {kept['decisions']} decisions, {kept['deliveries']} deliveries"
         f" ({result['deliveries_cancelled']} pending deliveries cancelled)."

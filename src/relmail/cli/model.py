@@ -25,7 +25,18 @@ def _shared_group(name: str, help_text: str) -> tuple[click.Group, bool]:
 
 @click.group("model")
 def model() -> None:
-    """Train, evaluate and list the propensity / uplift / irritation models."""
+    """Train, evaluate, list the propensity / uplift / irritation models, and write their predictions."""
+
+
+dir_option = click.option("--dir", "models_folder", type=click.Path(file_okay=False), default=None,
+                          help="Models folder (default: [model] dir, else models/ in the project). "
+                               "Train an experiment into a folder of its own, then evaluate or predict from it.")
+
+
+def _root(state, folder):
+    from ..learn import store
+
+    return store.models_dir(state.project, folder)
 
 
 @model.command("train")
@@ -37,33 +48,38 @@ def model() -> None:
 @click.option("--window-days", type=float, default=None, help="Outcome window after the send time, in days (default 14).")
 @click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None,
               help="What the estimator choice maximizes (default qini).")
+@dir_option
+@click.option("--replace", is_flag=True, help="Overwrite each model's newest version instead of adding a version.")
 @json_option
 @pass_state
-def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, criterion, as_json) -> None:
+def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, criterion, models_folder, replace, as_json) -> None:
     """Train a model per message from the ledger, picking the best uplift estimator.
 
     Candidates (T-learner, X-learner, transformed outcome and the
     proportional model on logistic regression and gradient boosting, a
-    logistic interaction model, and the same pooled with the other
-    messages' sends) are compared by cross-fitting on the
+    logistic interaction model, which is replaced by the same model pooled
+    with the other messages' sends when there are any) are compared by
+    cross-fitting on the
     training customers, over 3 repeated 2-fold splits ([model] cv_repeats);
     the best must beat the proportional model by more than its standard
     error, else the proportional model is kept. The winner is refitted,
     its uplift calibrated, and saved as a new version in models/<message>/
-    with its reason.
+    with its reason. --replace overwrites the newest version instead, and
+    --dir trains into another folder: experiments need not stack versions
+    on the models the plan uses.
 
     \b
     Example:
       relmail model train
       relmail model train --message newsletter --outcome click --split-seed 7
+      relmail model train --outcome visit --split-seed 3 --dir /tmp/exp --replace
     """
-    from ..learn import store
     from ..learn.train import TrainOptions, train
 
-    overrides = {"split_seed": split_seed, "test_share": test_share, "criterion": criterion,
+    overrides = {"split_seed": split_seed, "test_share": test_share, "criterion": criterion, "replace": replace or None,
                  "outcomes": tuple(outcomes) or None, "window": timedelta(days=window_days) if window_days else None}
     options = TrainOptions.from_project(state.project, **overrides)
-    results = train(state.engine, store.models_dir(state.project), list(messages) or None, options)
+    results = train(state.engine, _root(state, models_folder), list(messages) or None, options)
     if as_json:
         echo_json(results)
         return
@@ -79,24 +95,27 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
 
 @model.command("evaluate")
 @click.option("--message", "-m", "messages", multiple=True, help="Evaluate only this message's model (repeatable).")
+@dir_option
 @json_option
 @pass_state
-def evaluate_cmd(state, messages, as_json) -> None:
+def evaluate_cmd(state, messages, models_folder, as_json) -> None:
     """Score the newest models on their held-back test customers, against baselines.
 
     Propensity: AUC, Brier score, calibration error. Uplift: Qini
     coefficient and the share of incremental outcomes kept at 10/30/50% of
-    volume, next to random targeting and response-model targeting.
+    volume, next to random targeting and response-model targeting. The
+    test customers are those relmail.learn.split_mask marks with the
+    model's split seed and test share (in --json under "split");
+    'relmail model predict --split test' writes their predictions.
 
     \b
     Example:
       relmail model evaluate
       relmail model evaluate --message newsletter --json | jq '.[0].outcomes'
     """
-    from ..learn import store
     from ..learn.evaluate import evaluate
 
-    results = evaluate(state.engine, store.models_dir(state.project), list(messages) or None)
+    results = evaluate(state.engine, _root(state, models_folder), list(messages) or None)
     if as_json:
         echo_json(results)
         return
@@ -116,10 +135,52 @@ def evaluate_cmd(state, messages, as_json) -> None:
     echo_table(rows, ["message", "outcome", "estimator", "auc", "calib.err", "targeting", "qini", "keep@10", "keep@30", "keep@50"])
 
 
-@model.command("list")
+@model.command("predict")
+@click.option("--message", "-m", "messages", multiple=True, help="Only this message's model (repeatable). Default: every model.")
+@click.option("--outcome", "-o", type=click.Choice(["open", "click", "visit", "conversion"]), default=None,
+              help="The outcome to predict (default: the model's primary outcome, named in the output).")
+@click.option("--split", type=click.Choice(["test", "train", "all"]), default="test", show_default=True,
+              help="The model's test customers, its training customers, or both.")
+@click.option("--version", type=int, default=None, help="This model version instead of the newest.")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, allow_dash=True), help="CSV file to write ('-': standard output).")
+@dir_option
 @json_option
 @pass_state
-def list_cmd(state, as_json) -> None:
+def predict_cmd(state, messages, outcome, split, version, models_folder, out, as_json) -> None:
+    """Write a model's predictions for the decisions it learned from, one row per decision.
+
+    Rows are the message's decisions of closed runs (a customer once per
+    run), by default only the model's test customers. Columns: decision_id,
+    run_id, customer_id, message_id, split (test|train), sent (1 send,
+    0 hold-out), the observed outcome, every feature the model reads as the
+    decision logged it, and the predictions p_sent (P(outcome | sent)),
+    uplift (calibrated) and irritation (P(unsubscribe or complaint | sent)).
+    Ranking the test rows by uplift reproduces 'relmail model evaluate'.
+
+    \b
+    Example:
+      relmail model predict --message womens --outcome visit --out scores.csv
+      relmail model predict -m womens -o visit --split all --out - | head
+    """
+    from ..learn.predict import predict, write_csv
+
+    preds = predict(state.engine, _root(state, models_folder), list(messages) or None, outcome, split, version)
+    rows = write_csv(preds, out)
+    summary = [{"message": p.message, "version": p.version, "outcome": p.outcome, "split": p.split, "rows": len(p),
+                "customers": len(set(p.columns["customer_id"]))} for p in preds]
+    if as_json:
+        echo_json({"out": out, "rows": rows, "models": summary})
+    elif out != "-":
+        for s in summary:
+            click.echo(f"{s['message']} v{s['version']}: {s['rows']:,} {s['split']} rows ({s['customers']:,} customers), "
+                       f"outcome {s['outcome']} → {out}")
+
+
+@model.command("list")
+@dir_option
+@json_option
+@pass_state
+def list_cmd(state, models_folder, as_json) -> None:
     """List the trained models: newest version, training dates, chosen estimators.
 
     \b
@@ -128,7 +189,7 @@ def list_cmd(state, as_json) -> None:
     """
     from ..learn import store
 
-    metas = store.list_models(store.models_dir(state.project))
+    metas = store.list_models(_root(state, models_folder))
     if as_json:
         echo_json([{k: m.get(k) for k in ("key", "version", "created", "training", "selection", "sha256")} for m in metas])
         return
@@ -145,23 +206,28 @@ runs, _new_runs = _shared_group("runs", "Runs in the ledger.")
 
 @runs.command("import")
 @click.argument("file", type=click.Path(dir_okay=False))
+@click.option("--categorical", "categorical", multiple=True, metavar="COL",
+              help="A feature column whose values are codes, not quantities (zip codes, store numbers): kept as text (repeatable).")
 @json_option
 @pass_state
-def runs_import(state, file, as_json) -> None:
+def runs_import(state, file, categorical, as_json) -> None:
     """Import a historical run (sends and hold-outs with features) into the ledger.
 
     CSV or JSON Lines with run_id, campaign, window, as_of, customer_id,
     message_id, action (send|holdout); every other column is a feature.
+    Values that look like numbers become numbers, unless the column is
+    named with --categorical: then the model treats each value as a
+    category of its own.
 
     \b
     Example:
       relmail import customers customers.csv
-      relmail runs import past_campaign.csv
+      relmail runs import past_campaign.csv --categorical zip_code
       relmail import events outcomes.csv
     """
     from ..learn.history import import_history
 
-    res = import_history(state.engine, file)
+    res = import_history(state.engine, file, categorical=categorical)
     if as_json:
         echo_json(res.__dict__)
     else:

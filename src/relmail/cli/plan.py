@@ -13,7 +13,8 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.command("plan")
 @click.argument("campaign")
 @click.option("--window", "-w", required=True,
-              help="ISO week (2026-W48), day, month, this-week / today / this-month, or auto (see --cadence).")
+              help="ISO week (2026-W48), day, month; this-week / next-week / today / tomorrow / this-month / next-month; "
+                   "or auto: the current window of the campaign's schedule (see --cadence).")
 @click.option("--cadence", type=click.Choice(["weekly", "daily", "monthly"]),
               help="With --window auto: the current ISO week, day or month (default: the campaign's schedule).")
 @click.option("--as-of", help="The plan's 'now' (ISO 8601 with zone); default: now, capped at the window's end.")
@@ -21,12 +22,15 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--replan", is_flag=True, help="Replace the decisions of an existing run that were not delivered yet.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the decisions to FILE (.csv, .jsonl or .md).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl", "md"]), help="Format of --out (default: from its extension).")
-@click.option("--limit", default=200, show_default=True, help="Rows of the suppression list in Markdown output.")
-@click.option("--diff-against", type=click.Path(dir_okay=False), help="A previous plan file (.csv/.jsonl): show who moved.")
+@click.option("--limit", default=200, show_default=True, help="Rows of the suppression list and of the changes in Markdown and text output.")
+@click.option("--diff-against", "baseline", metavar="RUN|FILE",
+              help="Show what changed against a stored run (weekly:2026-W49, or last: the campaign's newest run) "
+                   "or a plan file (.csv/.jsonl).")
 @click.option("--max-suppression-rate", type=click.FloatRange(0, 1), help="Gate: fail (exit 20) above this share suppressed.")
 @click.option("--min-sends", type=click.IntRange(0), help="Gate: fail (exit 21) with fewer sends.")
 @click.option("--render-sample", default=3, show_default=True, type=click.IntRange(0),
-              help="Gate: render each message for this many of its recipients; any failure exits 22 (0: skip).")
+              help="Gate: renders per template variant the plan sends (at least one recipient per locale); "
+                   "any failure exits 22 (0: skip).")
 @click.option("--workers", type=click.IntRange(1), help="Processes deciding customer ranges in parallel (default: one per core; "
               "an audience under 50,000 customers per worker stays in one process).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,
@@ -34,44 +38,39 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--scheduler", help="Dask scheduler address for --executor dask (default: $RELMAIL_DASK_SCHEDULER).")
 @json_option
 @pass_state
-def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan, out, fmt, limit, diff_against,
+def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan, out, fmt, limit, baseline,
                  max_suppression_rate, min_sends, render_sample, workers, executor, scheduler, as_json) -> None:
     """Plan CAMPAIGN for a window: who gets which message, who is held out, who is suppressed and why.
 
     Writes one run and one decision per (customer, message) to the ledger,
     unless --dry-run. A window is planned once; --replan replaces what was
-    not delivered yet. Gates fail the command with their own exit code:
-    render errors 22, --max-suppression-rate 20, --min-sends 21. --window auto
-    is the current window of the campaign's schedule in the project's time
-    zone. Writing a plan holds the run's lock: while a sender or another
-    planner works on the run, the command exits 9.
+    not delivered yet. Writing a plan holds the run's lock: while a sender
+    or another planner works on the run, the command exits 9.
+
+    Gates fail the command with their own exit code, after everything is
+    printed and written: a template variant that fails to render for a
+    recipient 22, --max-suppression-rate 20, --min-sends 21.
 
     \b
     Example:
       relmail plan weekly --window 2026-W48
-      relmail plan weekly --window auto --dry-run --out plan.md
+      relmail plan weekly --window next-week --dry-run --out plan.md --diff-against last
       relmail plan weekly --window this-week --dry-run --out plan.md \\
-          --diff-against last-plan.jsonl --max-suppression-rate 0.95 --min-sends 100
+          --diff-against main-plan.jsonl --max-suppression-rate 0.95 --min-sends 100
       relmail plan weekly --window 2026-W48 --replan --json
       relmail plan weekly --window 2026-W48 --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from ..campaigns import load_campaign
-    from ..planning.gate import render_sample as render_check
-    from ..planning.output import check_gates, diff, read_plan, reason_rows, summary_rows, write_plan
-    from ..planning.run import plan, run_id_for
-    from ..store import locks
-    from ..windows import parse_time, resolve_window
+    from ..planning.diff import diff, load_baseline
+    from ..planning.gate import render_sample as render_gate
+    from ..planning.output import check_gates, write_plan
+    from ..planning.run import plan
+    from ..windows import parse_time
 
-    old = read_plan(diff_against) if diff_against else None
     camp = load_campaign(state.project, campaign)
-    win = resolve_window(window, state.project.settings.timezone, cadence=cadence, campaign=camp)
-    if window.strip() == "auto" and not as_json:
-        click.echo(f"Window auto -> {win.key} ({win.start:%Y-%m-%d %H:%M} to {win.end:%Y-%m-%d %H:%M} UTC, {win.timezone})")
+    # Read before planning: a replan replaces the run 'last' may name.
+    old = load_baseline(state.engine, baseline, camp.name) if baseline else None
     with contextlib.ExitStack() as held:
-        if not dry_run:
-            # A replan must not delete the decisions of a run a sender is working on.
-            held.enter_context(locks.acquire(state.engine, run_id_for(camp.name, win.key),
-                                             timeout=locks.timeout_for(state.project)))
         bar = None
 
         def progress(decided: int, audience: int) -> None:
@@ -81,68 +80,117 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
                                                            file=sys.stderr))
             bar.update(decided - bar.pos)
 
-        result = plan(state.project, state.engine, camp, win,
+        result = plan(state.project, state.engine, camp, window, cadence=cadence,
                       as_of=parse_time(as_of) if as_of else None, dry_run=dry_run, replan=replan,
                       workers=workers, executor=executor, scheduler=scheduler, keep_features=out is not None,
                       progress=progress if show_progress() and not as_json else None)
-    render_check(state.project, state.engine, camp, result, render_sample)
-    written = write_plan(result, out, fmt, limit) if out else None
-    moves = diff(old, result) if old is not None else None
+    render_gate(state.project, state.engine, camp, result, render_sample)
+    changes = diff(old, result) if old is not None else None
+    written = write_plan(result, out, fmt, limit, changes) if out else None
     if as_json:
         payload = result.summary()
         if out:
             payload["out"] = {"path": out, "format": written}
-        if moves is not None:
-            payload["moved"] = [m.__dict__ for m in moves]
+        if changes is not None:
+            payload["diff"] = changes.as_dict()
         echo_json(payload)
     else:
-        mode = "dry run: nothing written" if dry_run else ("replanned" if replan else "written")
-        click.echo(f"Run {result.run_id} as of {result.as_of:%Y-%m-%d %H:%M} UTC ({mode})")
-        if result.kept:
-            click.echo(f"Kept {result.kept:,} decisions already delivered or in flight; replaced {result.replaced:,}.")
-        click.echo("")
-        echo_table(*reversed(summary_rows(result)))
-        headers, rows = reason_rows(result)
-        if rows:
-            click.echo("")
-            echo_table(rows, headers)
-        for message_id, facts in result.models.items():
-            missing = f"; features the plan lacks: {', '.join(facts['missing_features'])}" if facts["missing_features"] else ""
-            click.echo(f"Scored {message_id} with model {facts['version']} (outcome {facts['outcome']}){missing}.")
-        click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; render errors {result.render_errors}.")
-        for warning in result.warnings:
-            click.echo(f"Warning: {warning}", err=True)
-        for problem in result.render_problems[:limit]:
-            click.echo(f"  render error: {problem}")
+        _print_plan(result, window, dry_run, replan, limit, changes)
         if out:
             click.echo(f"Wrote {len(result.decisions):,} decisions to {out} ({written}).")
-        if moves is not None:
-            click.echo(f"\n{len(moves):,} moved since {diff_against}:")
-            for m in moves[:limit]:
-                why = " ".join(m.reasons_after) if m.after != "send" else "was " + (" ".join(m.reasons_before) or m.before)
-                click.echo(f"  {m.customer_id}  {m.message_id}: {m.before} -> {m.after}  ({why})")
-            if len(moves) > limit:
-                click.echo(f"  ... and {len(moves) - limit:,} more")
     check_gates(result, max_suppression_rate, min_sends)
+
+
+def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, changes) -> None:
+    from ..planning.output import change_rows, counted, gate_rows, kept_sentence, reason_rows, summary_rows
+
+    win = result.window
+    if window.strip() == "auto":
+        click.echo(f"Window auto -> {win.key} ({win.start:%Y-%m-%d %H:%M} to {win.end:%Y-%m-%d %H:%M} UTC, {win.timezone})")
+    mode = "dry run: nothing written" if dry_run else ("replanned" if replan else "written")
+    click.echo(f"Run {result.run_id} as of {result.as_of:%Y-%m-%d %H:%M} UTC ({mode})")
+    kept = kept_sentence(result)
+    if kept:
+        click.echo(kept)
+    click.echo("")
+    echo_table(*reversed(summary_rows(result)))
+    headers, rows = reason_rows(result)
+    if rows:
+        click.echo("")
+        echo_table(rows, headers)
+    for message_id, facts in result.models.items():
+        missing = f"; features the plan lacks: {', '.join(facts['missing_features'])}" if facts["missing_features"] else ""
+        click.echo(f"Scored {message_id} with model {facts['version']} (outcome {facts['outcome']}){missing}.")
+    renders = sum(c.rendered for c in result.render_checks)
+    click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; render gate: {renders:,} renders of "
+               f"{len(result.render_checks)} template variants, {result.render_errors} failed.")
+    if result.render_checks:
+        echo_table(*reversed(gate_rows(result)))
+    for problem in result.render_problems[:limit]:
+        click.echo(f"  render error: {problem}")
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
+    if changes is not None:
+        tail = f"; {changes.kept:,} kept by the replan" if changes.kept else ""
+        click.echo(f"\nChanges since {changes.against}: {counted(len(changes.customers), 'customer')}, "
+                   f"{counted(changes.changed, 'decision')} ({changes.unchanged:,} unchanged{tail})")
+        if changes.customers:
+            echo_table([[t, n] for t, n in changes.transitions.items()], ["change", "decisions"])
+            reasons = changes.reason_rows()
+            if reasons:
+                click.echo("")
+                echo_table([list(r) for r in reasons], ["reason", "added", "removed"])
+            click.echo("")
+            headers, rows = change_rows(changes, limit)
+            echo_table(rows, headers)
+            if changes.changed > len(rows):
+                click.echo(f"... and {changes.changed - len(rows):,} more changed decisions (--limit, or --json for all)")
 
 
 @click.command("why")
 @click.argument("customer")
-@click.option("--run", "run_id", help="Run id (campaign:window); default: the customer's latest run.")
+@click.option("--run", "run_id", help="Run id (campaign:window, or campaign:last); default: the customer's latest run.")
+@click.option("--campaign", help="With --window: explain the run of this campaign for that window, planning it as a dry run "
+                                 "would when it is not written yet.")
+@click.option("--window", "-w", help="With --campaign: a window name, as relmail plan takes it (2026-W50, next-week, auto).")
+@click.option("--as-of", help="With --campaign and a window not written yet: the plan's 'now' (ISO 8601 with zone).")
+@click.option("--plan", "plan_file", type=click.Path(dir_okay=False),
+              help="A dry run's JSON Lines file (relmail plan --out plan.jsonl): explain from it.")
 @click.option("--top", default=3, show_default=True, help="Score contributions to show per message.")
 @json_option
 @pass_state
-def why_command(state: State, customer, run_id, top, as_json) -> None:
+def why_command(state: State, customer, run_id, campaign, window, as_of, plan_file, top, as_json) -> None:
     """Explain every decision for CUSTOMER: score, what made it, each rule that fired and the data behind it.
+
+    From the ledger (a written run), from a preview of a window not planned
+    yet (--campaign and --window: that one customer is planned as a dry run
+    would plan them, with the same features, rules and hold-out seed), or
+    from a dry run's file (--plan). All three give the same sentences.
 
     \b
     Example:
       relmail why C0000003
       relmail why C0000007 --run weekly:2026-W48 --json
+      relmail why C0000007 --campaign weekly --window next-week
+      relmail why C0000007 --plan plan.jsonl
     """
-    from ..planning.why import explain, format_explanations
+    from ..planning.why import explain, explain_plan_file, explain_window, format_explanations
+    from ..windows import parse_time
 
-    facts, explanations = explain(state.engine, customer, run_id)
+    chosen = [name for name, value in (("--run", run_id), ("--campaign", campaign), ("--plan", plan_file)) if value]
+    if len(chosen) > 1:
+        raise click.UsageError(f"{' and '.join(chosen)} name different sources; give one")
+    if bool(campaign) != bool(window):
+        raise click.UsageError("--campaign and --window go together")
+    if as_of and not campaign:
+        raise click.UsageError("--as-of applies to --campaign and --window only")
+    if plan_file:
+        facts, explanations = explain_plan_file(plan_file, customer)
+    elif campaign:
+        facts, explanations = explain_window(state.project, state.engine, customer, campaign, window,
+                                             as_of=parse_time(as_of) if as_of else None)
+    else:
+        facts, explanations = explain(state.engine, customer, run_id)
     if as_json:
         echo_json({**facts, "as_of": facts["as_of"].isoformat(), "decisions": [e.as_dict() for e in explanations]})
     else:

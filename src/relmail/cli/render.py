@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC
 from pathlib import Path
 
 import click
 
-from ..errors import NotFound, TemplateError, ValidationError
+from ..errors import DatabaseError, NotFound, TemplateError, ValidationError
 from ._common import echo_json, json_option, pass_state
 
 
@@ -39,12 +38,11 @@ def _find_message(project, message: str, campaign: str | None):
 
 def _customer_context(state, customer_id: str, featured: tuple[str, ...]):
     """The customer as ``relmail send`` would see them now: the same context builder, one customer."""
-    from datetime import datetime
-
     from ..render.contexts import customer_contexts, load_catalog
+    from ..windows import current_time
 
     with state.engine.connect() as conn:
-        contexts = customer_contexts(conn, [customer_id], datetime.now(UTC), load_catalog(conn), featured)
+        contexts = customer_contexts(conn, [customer_id], current_time(), load_catalog(conn), featured)
     if customer_id not in contexts:
         raise NotFound(f"no customer '{customer_id}'")
     return contexts[customer_id]
@@ -133,41 +131,70 @@ def templates_group() -> None:
 
 
 @templates_group.command("check")
+@click.option("--campaign", "-c", "campaign_names", multiple=True,
+              help="Check the messages of this campaign only (repeatable; default: every campaign).")
+@click.option("--generated", is_flag=True,
+              help="Render with generated sample customers, not the store's (no database needed).")
 @click.option("--no-compare", is_flag=True, help="Skip the inline-once vs inline-after-render comparison.")
-@click.option("--strict", is_flag=True, help="Fail on warnings too (http links, size over 102 KB).")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (names no sample defines, http links, size over 102 KB).")
 @json_option
 @pass_state
-def templates_check(state, no_compare: bool, strict: bool, as_json: bool) -> None:
-    """Lint every template and prove inline-once CSS equals inline-after-render.
+def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_compare: bool, strict: bool, as_json: bool) -> None:
+    """Lint every template, and render every campaign message's locale variants as the send will.
 
-    Reports syntax errors with file and line, undefined variables against
-    sample customers, <img> without alt, links without https, messages
-    over 102 KB (Gmail clips them), and any difference between the e-mail
-    rendered from the once-inlined template and the same e-mail inlined
-    after rendering. Exit code 6 when there are errors.
+    Every file is compiled and linted (syntax with file and line, <img>
+    without alt, http links), whatever the other files hold. Then each
+    message of each campaign is rendered in every locale variant of its
+    templates, with the campaign's message.data, the products the plan would
+    recommend, and sample customers from the store: for each variant the
+    customer with the most optional fields filled in and the one with the
+    fewest. Generated customers are used only when the store holds none (or
+    with --generated). A template no campaign uses is compiled and linted,
+    not rendered. Findings: render failures, names the templates test or
+    default that no sample defines (warnings), messages over 102 KB (Gmail
+    clips them), and any difference between the e-mail rendered from the
+    once-inlined template and the same e-mail inlined after rendering.
+    Exit code 6 when there are errors (with --strict: warnings too).
 
     \b
     Example:
       relmail templates check
-      relmail templates check --json > template-report.json
+      relmail templates check --campaign weekly --json > template-report.json
+      relmail templates check --generated     # in a job without the database
     """
+    from ..campaigns import load_campaign, load_campaigns
     from ..render import Renderer
     from ..render.check import check_templates
 
     project = state.project
     renderer = Renderer(project, signing_key=project.secret("signing_key", required=False) or "templates-check")
-    findings = check_templates(renderer, compare=not no_compare)
-    errors = [f for f in findings if f.severity == "error" or strict]
+    if campaign_names:
+        campaigns = [load_campaign(project, name) for name in campaign_names]
+    else:
+        campaigns = list(load_campaigns(project).values())
+    engine = None
+    if not generated:
+        try:
+            engine = state.engine
+        except DatabaseError as exc:
+            raise DatabaseError(f"{exc} (or check with generated sample customers: relmail templates check --generated)") from None
+    report = check_templates(renderer, campaigns, engine, compare=not no_compare, generated=generated)
+    findings = report.findings
+    failing = [f for f in findings if f.severity == "error" or strict]
+    errors = len(report.errors)
     if as_json:
-        echo_json({"ok": not errors, "findings": [f.as_dict() for f in findings]})
+        echo_json({"ok": not failing, "samples": report.samples, "files": report.files, "unused": report.unused,
+                   "rendered": [{"campaign": c, "message": m, "variant": v, "samples": n} for c, m, v, n in report.rendered],
+                   "findings": [f.as_dict() for f in findings]})
     else:
         for f in findings:
             click.echo(str(f))
-        warnings = len(findings) - len([f for f in findings if f.severity == "error"])
-        click.echo(f"{len(renderer.message_templates())} message templates: "
-                   f"{len(findings) - warnings} errors, {warnings} warnings", err=True)
-    if errors:
-        raise TemplateError(f"templates check failed: {len(errors)} problem(s)")
+        renders = sum(n for *_, n in report.rendered)
+        unused = f"; not used by a campaign (linted only): {', '.join(report.unused)}" if report.unused else ""
+        click.echo(f"{report.files} files linted; {len(report.rendered)} message variants rendered for {renders} "
+                   f"{report.samples} sample customers{unused}. {errors} errors, {len(findings) - errors} warnings.", err=True)
+    if failing:
+        raise TemplateError(f"templates check failed: {len(failing)} problem(s)")
 
 
 COMMANDS = [preview, render_cmd, templates_group]

@@ -6,13 +6,14 @@ from datetime import UTC, datetime
 
 import click
 
+from ..windows import current_time
 from ._common import State, echo_json, echo_table, json_option, pass_state
 
 
 def parse_as_of(_ctx, _param, value: str | None) -> datetime:
     """An ISO-8601 time with an offset (or ``Z``); default now. Naive times are refused."""
     if value is None:
-        return datetime.now(UTC).replace(microsecond=0)
+        return current_time().replace(microsecond=0)
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
@@ -45,6 +46,7 @@ def segments_list(state: State, sizes: bool, as_of: datetime, as_json: bool) -> 
       relmail segments list --sizes --as-of 2026-11-23T06:00:00Z --json
     """
     from ..segments import load_segments
+    from ..segments.describe import iso
 
     found = load_segments(state.project)
     rows = []
@@ -55,7 +57,7 @@ def segments_list(state: State, sizes: bool, as_of: datetime, as_json: bool) -> 
                 row["size"] = seg.count(conn, as_of)
         rows.append(row)
     if as_json:
-        echo_json({"as_of": _iso(as_of) if sizes else None, "segments": rows})
+        echo_json({"as_of": iso(as_of) if sizes else None, "segments": rows})
         return
     if not rows:
         click.echo(f"No segments in {state.project.segments_dir}")
@@ -83,46 +85,30 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
       relmail segments show lapsed --as-of 2026-11-23T06:00:00Z --sample 5 --json
       relmail segments show lock-owners --sql
     """
-    import numpy as np
-    from sqlalchemy import func, select
-
     from ..errors import NotFound
-    from ..segments import audience, customer_by, load_segments
-    from ..store.models import Customer
+    from ..segments import load_segments
+    from ..segments.describe import describe, iso
 
     found = load_segments(state.project)
     if name not in found:
         raise NotFound(f"no segment '{name}' (have: {', '.join(sorted(found)) or 'none'})")
-    seg = found[name]
-    engine = state.engine
-    members = audience(engine, [seg], as_of)
-    c = Customer.__table__
-    with engine.connect() as conn:
-        total = conn.execute(select(func.count()).select_from(c).where(customer_by(as_of))).scalar_one()
-    rng = np.random.default_rng(seed)
-    picked = sorted(rng.choice(members, size=min(sample_size, len(members)), replace=False).tolist()) if len(members) else []
-    share = len(members) / total if total else 0.0
-    sql = _sql_text(seg.select(as_of), engine) if show_sql else None
+    facts = describe(state.engine, found[name], as_of, sample=sample_size, seed=seed, sql=show_sql)
     if as_json:
-        out = {"name": name, "description": seg.description, "file": _relative(state, seg.file), "as_of": _iso(as_of),
-               "size": len(members), "customers": total, "share": round(share, 4), "sample": picked}
-        if sql is not None:
-            out["sql"] = sql
+        out = {"name": name, "description": facts.description, "file": _relative(state, facts.file), "as_of": iso(as_of),
+               "size": facts.size, "customers": facts.customers, "share": round(facts.share, 4), "sample": facts.sample}
+        if facts.sql is not None:
+            out["sql"] = facts.sql
         echo_json(out)
         return
-    click.echo(f"Segment:  {name} ({_relative(state, seg.file)})")
-    if seg.description:
-        click.echo(f"          {seg.description}")
-    click.echo(f"As of:    {_iso(as_of)}")
-    click.echo(f"Size:     {len(members):,} of {total:,} customers ({share:.1%})")
-    click.echo(f"Sample:   {' '.join(picked) if picked else '(none)'}")
-    if sql is not None:
+    click.echo(f"Segment:  {name} ({_relative(state, facts.file)})")
+    if facts.description:
+        click.echo(f"          {facts.description}")
+    click.echo(f"As of:    {iso(as_of)}")
+    click.echo(f"Size:     {facts.size:,} of {facts.customers:,} customers ({facts.share:.1%})")
+    click.echo(f"Sample:   {' '.join(facts.sample) if facts.sample else '(none)'}")
+    if facts.sql is not None:
         click.echo("SQL:")
-        click.echo(sql)
-
-
-def _iso(when: datetime) -> str:
-    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        click.echo(facts.sql)
 
 
 def _relative(state: State, path) -> str:
@@ -130,37 +116,6 @@ def _relative(state: State, path) -> str:
         return str(path.relative_to(state.project.root))
     except ValueError:
         return str(path)
-
-
-def _sql_text(stmt, engine) -> str:
-    """The statement as text for reading, its parameters shown inline."""
-    dialect = engine.dialect
-    if dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import psycopg2
-
-        # Compiled for reading only: this dialect adds no "::VARCHAR" cast to every parameter.
-        dialect = psycopg2.dialect()
-    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
-    text = str(compiled)
-    params = compiled.construct_params()
-    names = compiled.positiontup or []
-    if names:  # positional ("?"): substitute in order
-        for key in names:
-            text = text.replace("?", _literal(params[key]), 1)
-    else:
-        for key in sorted(params, key=len, reverse=True):
-            text = text.replace(f"%({key})s", _literal(params[key]))
-    return text
-
-
-def _literal(value) -> str:
-    if isinstance(value, datetime):
-        return f"'{_iso(value)}'"
-    if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return "NULL" if value is None else str(value)
 
 
 COMMANDS = [segments]

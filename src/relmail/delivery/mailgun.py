@@ -10,8 +10,16 @@ Mailgun sends each recipient a separate message and the ``v:`` metadata
 resolves per recipient (``%recipient.relmail_customer%``). In a batch
 Mailgun assigns the Message-Id (one per request, the ``provider_id`` of
 each message in it). A 400 for a batch is retried message by message so
-that only the faulty recipients are rejected. Mailgun takes at most three
-tags per message.
+that only the faulty recipients are rejected.
+
+Mailgun's documented limits are checked before anything is sent: at most
+three tags per message (repeated tags are dropped), each ASCII and at most
+128 characters, and the ``o:``, ``h:`` and ``v:`` options of a message at
+most 16 kB together. A refusal of the account or domain (bad key, an
+unverified or sandbox domain, a free account's authorized recipients, a
+domain not yet allowed to send large batches, a domain unknown in the
+region) stops the batch, every e-mail not yet accepted deferred
+(:mod:`.esp`), with a message that says what to fix.
 """
 
 from __future__ import annotations
@@ -22,9 +30,24 @@ from email.utils import formataddr
 
 from ..errors import UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected
+from .esp import AccountRefusals, error_text, unique_tags
 from .http import HttpAdapter, json_body
 
 REGIONS = {"us": "https://api.mailgun.net", "eu": "https://api.eu.mailgun.net"}
+
+#: Mailgun's limits: tags per message, characters per tag, bytes of o:/h:/v: options.
+MAX_TAGS = 3
+MAX_TAG_LENGTH = 128
+MAX_OPTION_BYTES = 16_000
+
+#: Words of Mailgun's "Domain ... is not allowed to send: <why>" answers -> what to fix.
+_NOT_ALLOWED = (
+    ("sandbox", "send from your own verified domain, or add the recipients as authorized recipients"),
+    ("free account", "upgrade the Mailgun account, or add the recipients as authorized recipients"),
+    ("unverified", "add the DNS records Mailgun lists for the domain and verify it"),
+    ("activate", "activate the Mailgun account (see its activation e-mail)"),
+    ("disabled", "ask Mailgun support why the domain is disabled"),
+)
 
 
 def group_key(m: OutgoingMessage) -> tuple:
@@ -32,7 +55,7 @@ def group_key(m: OutgoingMessage) -> tuple:
     return (m.from_addr, m.from_name, m.reply_to, m.subject, m.text, m.html, m.tags, headers, tuple(sorted(m.metadata)))
 
 
-class MailgunAdapter(HttpAdapter):
+class MailgunAdapter(AccountRefusals, HttpAdapter):
     name = "mailgun"
     max_batch = 1000
     config_keys = ("region", "base_url", "domain", "batch_identical", "timeout", "max_retries", "max_retry_wait", "concurrency")
@@ -58,8 +81,45 @@ class MailgunAdapter(HttpAdapter):
 
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         for m in messages:
-            if len(m.tags) > 3:
-                raise UnsupportedFeature(f"mailgun: message {m.key}: Mailgun allows at most 3 tags per message")
+            tags = unique_tags(m)
+            if len(tags) > MAX_TAGS:
+                raise UnsupportedFeature(f"mailgun: message {m.key}: {len(tags)} tags; Mailgun allows at most {MAX_TAGS} tags per message")
+            for tag in tags:
+                if len(tag) > MAX_TAG_LENGTH or not tag.isascii():
+                    raise UnsupportedFeature(
+                        f"mailgun: message {m.key}: tag {tag[:40]!r} must be ASCII and at most {MAX_TAG_LENGTH} characters (Mailgun's limit)"
+                    )
+            size = sum(len(k.encode()) + len(v.encode()) for k, v in self._options(m))
+            if size > MAX_OPTION_BYTES:
+                raise UnsupportedFeature(
+                    f"mailgun: message {m.key}: its o:, h: and v: options take {size:,} bytes, Mailgun allows {MAX_OPTION_BYTES:,} in total"
+                )
+
+    def _options(self, m: OutgoingMessage) -> list[tuple[str, str]]:
+        """Every ``o:``, ``h:`` and ``v:`` field a single send of ``m`` carries (the most any request does)."""
+        fields = self._variables(m)
+        if m.raw is None:
+            fields += [(f"h:{k}", str(v)) for k, v in m.headers.items()]
+            if m.reply_to:
+                fields.append(("h:Reply-To", m.reply_to))
+        return fields
+
+    def account_refusal(self, response) -> str | None:
+        status, why = response.status_code, error_text(response)
+        low = why.lower()
+        if status == 401:
+            return f"Mailgun refused the API key ({why}): set the account's API key or the domain's sending key in esp_api_key"
+        if status == 403 and "large batches" in low:
+            return (f"Mailgun does not let domain {self.domain} send large batches yet ({why}): ask Mailgun support to allow "
+                    "batch sending, or set [delivery.mailgun] batch_identical = false to send one message per request")
+        if status == 403:
+            return f"Mailgun refused access ({why}): esp_api_key must belong to the account that owns domain {self.domain}"
+        if status == 404:
+            return f"Mailgun has no domain {self.domain!r} at {self.base_url} ({why}): check [delivery.mailgun] domain and region (wrong region?)"
+        if status == 400 and "not allowed to send" in low:
+            fix = next((fix for words, fix in _NOT_ALLOWED if words in low), "fix the domain in Mailgun's control panel")
+            return f"Mailgun does not let domain {self.domain} send ({why}): {fix}"
+        return None
 
     def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
         groups: dict[tuple, list[OutgoingMessage]] = {}
@@ -100,7 +160,7 @@ class MailgunAdapter(HttpAdapter):
 
     def _variables(self, m: OutgoingMessage) -> list[tuple[str, str]]:
         fields = [(f"v:{k}", str(v)) for k, v in m.metadata.items()]
-        fields += [("o:tag", t) for t in m.tags]
+        fields += [("o:tag", t) for t in unique_tags(m)]
         return fields
 
     def _post_one(self, m: OutgoingMessage) -> Result:
@@ -130,7 +190,7 @@ class MailgunAdapter(HttpAdapter):
         fields += [("to", formataddr((m.to_name or "", m.to))) for m in batch]
         fields += [(f"h:{k}", str(v)) for k, v in first.headers.items() if k.lower() != "message-id"]
         fields += [(f"v:{k}", f"%recipient.{k}%") for k in first.metadata]
-        fields += [("o:tag", t) for t in first.tags]
+        fields += [("o:tag", t) for t in unique_tags(first)]
         variables = {m.to: {k: str(v) for k, v in m.metadata.items()} for m in batch}
         fields.append(("recipient-variables", json.dumps(variables, separators=(",", ":"))))
         outcome = self.request("POST", f"/v3/{self.domain}/messages", data=fields)
@@ -147,6 +207,4 @@ class MailgunAdapter(HttpAdapter):
             pid = str(data.get("id", "")).strip("<>") or None
             return [accepted(m.key, pid, http_status=200) for m in batch]
         why = data.get("message") if isinstance(data, dict) else None
-        if resp.status_code == 404:
-            raise Abort(f"Mailgun domain {self.domain!r} not found at {self.base_url} (wrong region?): {why}", 404)
         return [rejected(m.key, f"HTTP {resp.status_code}: {why or resp.text[:300]}", http_status=resp.status_code) for m in batch]

@@ -9,6 +9,13 @@ in order: ``ErrorCode`` 0 is accepted (``MessageID`` becomes
 ``provider_id``), 406 (inactive recipient: bounced or complained before) is
 a hard bounce, others are rejections. Metadata limits (10 fields, names of
 20 and values of 80 characters) are checked before anything is sent.
+
+Error codes that refuse the account or server, not a message (a bad server
+token, a From address without a confirmed Sender Signature, no credits, an
+account pending approval or not allowed to send), stop the batch whether
+they come for the whole request or for its entries: every e-mail not yet
+accepted stays deferred and ``relmail send`` resumes after the fix
+(:mod:`.esp`).
 """
 
 from __future__ import annotations
@@ -19,15 +26,23 @@ from email.utils import formataddr
 
 from ..errors import UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, deferred, rejected
+from .esp import AccountRefusals, unique_tags
 from .http import HttpAdapter, json_body
 
-#: Batch-level error codes that mean the account or server cannot send at all.
-ACCOUNT_ERRORS = {10, 400, 401, 405, 412, 413}
+#: Postmark error codes that mean the account or server cannot send at all -> what to fix.
+ACCOUNT_ERRORS = {
+    10: "set the server's API token in the secret esp_api_key",
+    400: "add a Sender Signature (or the domain) for [sender] from_email in Postmark",
+    401: "confirm the Sender Signature of [sender] from_email (Postmark sent a confirmation e-mail)",
+    405: "the account has no credits left: buy credits or change the plan",
+    412: "the account is pending approval; until then Postmark sends only to the From address's own domain",
+    413: "the account may not send: contact Postmark support",
+}
 INACTIVE_RECIPIENT = 406
 TAG_SEPARATOR = "/"
 
 
-class PostmarkAdapter(HttpAdapter):
+class PostmarkAdapter(AccountRefusals, HttpAdapter):
     name = "postmark"
     default_base_url = "https://api.postmarkapp.com"
     max_batch = 500
@@ -54,7 +69,7 @@ class PostmarkAdapter(HttpAdapter):
             for k, v in m.metadata.items():
                 if len(k) > 20 or len(str(v)) > 80:
                     raise UnsupportedFeature(f"postmark: message {m.key}: metadata {k!r} exceeds 20-character name / 80-character value")
-            if len(TAG_SEPARATOR.join(m.tags)) > 1000:
+            if len(TAG_SEPARATOR.join(unique_tags(m))) > 1000:
                 raise UnsupportedFeature(f"postmark: message {m.key}: Tag longer than 1000 characters")
 
     def item(self, m: OutgoingMessage) -> dict:
@@ -73,7 +88,7 @@ class PostmarkAdapter(HttpAdapter):
         if m.headers:
             item["Headers"] = [{"Name": k, "Value": str(v)} for k, v in m.headers.items()]
         if m.tags:
-            item["Tag"] = TAG_SEPARATOR.join(m.tags)
+            item["Tag"] = TAG_SEPARATOR.join(unique_tags(m))
         if m.metadata:
             item["Metadata"] = {k: str(v) for k, v in m.metadata.items()}
         if self.track_opens is not None:
@@ -88,7 +103,8 @@ class PostmarkAdapter(HttpAdapter):
             for batch in chunks(messages, self.max_batch, self.max_request_bytes, lambda m: len(json.dumps(self.item(m)))):
                 out.extend(self._post(batch))
         except Abort as exc:
-            exc.partial = out + [None] * (len(messages) - len(out))
+            known = out + list(exc.partial or [])
+            exc.partial = known + [None] * (len(messages) - len(known))
             raise
         return out  # type: ignore[return-value]
 
@@ -99,12 +115,24 @@ class PostmarkAdapter(HttpAdapter):
         resp = outcome.response
         data = json_body(resp)
         if resp.status_code == 200 and isinstance(data, list) and len(data) == len(batch):
+            refused = next((e for e in data if isinstance(e, dict) and e.get("ErrorCode") in ACCOUNT_ERRORS), None)
+            if refused is not None:
+                # Keep what Postmark accepted before the refusal; the rest waits for the fix.
+                partial = [self._one(m, e, 200) if isinstance(e, dict) and e.get("ErrorCode") == 0 else None
+                           for m, e in zip(batch, data)]
+                raise Abort(_refusal(refused), 200, partial=partial)
             return [self._one(m, entry, resp.status_code) for m, entry in zip(batch, data)]
         code = data.get("ErrorCode") if isinstance(data, dict) else None
         why = data.get("Message") if isinstance(data, dict) else resp.text[:300]
-        if code in ACCOUNT_ERRORS:
-            raise Abort(f"Postmark error {code}: {why}", resp.status_code)
         return [rejected(m.key, f"HTTP {resp.status_code}, Postmark error {code}: {why}", http_status=resp.status_code) for m in batch]
+
+    def account_refusal(self, response) -> str | None:
+        data = json_body(response)
+        if isinstance(data, dict) and data.get("ErrorCode") in ACCOUNT_ERRORS:
+            return _refusal(data)
+        if response.status_code == 401:
+            return _refusal({"ErrorCode": 10, "Message": response.text[:300]})
+        return None
 
     def _one(self, m: OutgoingMessage, entry: dict, status: int) -> Result:
         code = entry.get("ErrorCode")
@@ -114,3 +142,8 @@ class PostmarkAdapter(HttpAdapter):
         if code == 429:
             return deferred(m.key, self.retry_at(), why, http_status=status)
         return rejected(m.key, why, hard_bounce=code == INACTIVE_RECIPIENT, http_status=status)
+
+
+def _refusal(entry: dict) -> str:
+    code = entry.get("ErrorCode")
+    return f"Postmark refuses the account (error {code}: {entry.get('Message', '')}): {ACCOUNT_ERRORS[code]}"

@@ -11,7 +11,16 @@ the request; its ``X-Message-Id`` is every message's ``provider_id``.
 SendGrid rejects a request as a whole: when a 400 names personalizations
 (``personalizations.3.to.0.email``) those messages are rejected and the rest
 is sent again; an unexplained 400 for a grouped request is retried message
-by message so that only the faulty ones are rejected.
+by message so that only the faulty ones are rejected. A refusal of the
+account or its settings (a revoked key, a From address that is no verified
+Sender Identity, an unknown unsubscribe group or IP pool) stops the batch
+instead, every e-mail not yet accepted deferred (:mod:`.esp`).
+
+SendGrid's documented limits are checked before anything is sent:
+categories unique (repeated tags are dropped), at most 10, ASCII, at most
+255 characters each; ``ip_pool_name`` 2 to 64 characters; a non-empty
+subject and at least one non-empty content part; ``custom_args`` at most
+10,000 bytes; no reserved header.
 """
 
 from __future__ import annotations
@@ -20,8 +29,9 @@ import json
 import re
 from collections.abc import Sequence
 
-from ..errors import UnsupportedFeature
+from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected
+from .esp import AccountRefusals, error_text, unique_tags
 from .http import HttpAdapter, json_body
 
 #: Headers SendGrid does not let a sender set (its documented reserved list).
@@ -29,12 +39,22 @@ RESERVED = {"x-sg-id", "x-sg-eid", "received", "dkim-signature", "content-type",
             "to", "from", "subject", "reply-to", "cc", "bcc"}
 _INDEX = re.compile(r"^personalizations\.(\d+)\b")
 
+#: 400 error fields that are settings of the account, the same for every
+#: message: the request is refused for all of them, not for one recipient.
+ACCOUNT_FIELDS = {
+    "asm.group_id": "[delivery.sendgrid] asm_group_id must be an unsubscribe group of this SendGrid account",
+    "ip_pool_name": "[delivery.sendgrid] ip_pool_name must be an IP pool of this SendGrid account",
+    "from": "[sender] from_email must be a verified Sender Identity of this SendGrid account",
+    "from.email": "[sender] from_email must be a verified Sender Identity of this SendGrid account",
+    "template_id": "the template id must exist in this SendGrid account",
+}
+
 
 def content_key(m: OutgoingMessage) -> tuple:
     return (m.from_addr, m.from_name, m.reply_to, m.subject, m.text, m.html, m.tags)
 
 
-class SendGridAdapter(HttpAdapter):
+class SendGridAdapter(AccountRefusals, HttpAdapter):
     name = "sendgrid"
     default_base_url = "https://api.sendgrid.com"
     max_batch = 1000
@@ -46,6 +66,8 @@ class SendGridAdapter(HttpAdapter):
         self.api_key = self.secret("esp_api_key")
         self.sandbox = self.config.boolean("sandbox", False)
         self.ip_pool = self.config.string("ip_pool_name", None)
+        if self.ip_pool is not None and not 2 <= len(self.ip_pool) <= 64:
+            raise ConfigError(f"{self.config.where}: key 'ip_pool_name' must be 2 to 64 characters (SendGrid's limit); got {len(self.ip_pool)}")
         self.asm_group = self.config.integer("asm_group_id", None)
 
     def configure(self, session) -> None:
@@ -55,8 +77,18 @@ class SendGridAdapter(HttpAdapter):
         for m in messages:
             if m.html is None and m.text is None:
                 raise UnsupportedFeature(f"sendgrid: message {m.key} has only raw MIME; SendGrid's v3 API needs text or html")
-            if len(m.tags) > 10 or any(len(t) > 255 for t in m.tags):
-                raise UnsupportedFeature(f"sendgrid: message {m.key}: at most 10 categories of 255 characters")
+            if not _content(m):
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: text and html are both empty; SendGrid refuses empty content")
+            if not m.subject:
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: the subject is empty; SendGrid needs one")
+            tags = unique_tags(m)
+            if len(tags) > 10:
+                raise UnsupportedFeature(f"sendgrid: message {m.key}: {len(tags)} categories, SendGrid allows 10")
+            for tag in tags:
+                if len(tag) > 255 or not tag.isascii():
+                    raise UnsupportedFeature(
+                        f"sendgrid: message {m.key}: category {tag[:40]!r} must be ASCII and at most 255 characters (SendGrid's limit)"
+                    )
             bad = sorted(h for h in m.headers if h.lower() in RESERVED)
             if bad:
                 raise UnsupportedFeature(f"sendgrid: message {m.key}: SendGrid does not allow setting header(s) {', '.join(bad)}")
@@ -69,17 +101,12 @@ class SendGridAdapter(HttpAdapter):
             "personalizations": [self.personalization(m) for m in group],
             "from": _address(first.from_addr, first.from_name),
             "subject": first.subject,
-            "content": [],
+            "content": _content(first),
         }
-        # SendGrid requires text/plain before text/html.
-        if first.text is not None:
-            body["content"].append({"type": "text/plain", "value": first.text})
-        if first.html is not None:
-            body["content"].append({"type": "text/html", "value": first.html})
         if first.reply_to:
             body["reply_to"] = {"email": first.reply_to}
         if first.tags:
-            body["categories"] = list(first.tags)
+            body["categories"] = unique_tags(first)
         if self.ip_pool:
             body["ip_pool_name"] = self.ip_pool
         if self.asm_group is not None:
@@ -147,6 +174,30 @@ class SendGridAdapter(HttpAdapter):
             return [self._post([m])[0] for m in group]
         reason = "; ".join(general) or resp.text[:300]
         return [rejected(group[0].key, f"HTTP {status}: {reason}", http_status=status)]
+
+
+    def account_refusal(self, response) -> str | None:
+        status = response.status_code
+        if status == 401:
+            return "SendGrid refused the API key: set a valid key (with the Mail Send permission) in the secret esp_api_key"
+        if status == 403:
+            why = error_text(response)
+            if "sender identity" in why.lower():
+                return (f"SendGrid refuses the From address ({why}): verify it as a Single Sender or authenticate "
+                        "its domain (Settings > Sender Authentication), or set [sender] from_email to a verified one")
+            return f"SendGrid refused access ({why}): the API key needs the Mail Send permission and the account must be allowed to send"
+        if status == 400:
+            for error in (json_body(response) or {}).get("errors") or []:
+                fix = ACCOUNT_FIELDS.get(str(error.get("field") or "")) if isinstance(error, dict) else None
+                if fix:
+                    return f"SendGrid refuses the account settings ({error.get('message')}): {fix}"
+        return None
+
+
+def _content(m: OutgoingMessage) -> list[dict]:
+    """The non-empty content parts, text/plain before text/html as SendGrid requires."""
+    parts = [("text/plain", m.text), ("text/html", m.html)]
+    return [{"type": kind, "value": value} for kind, value in parts if value]
 
 
 def _address(email: str, name: str | None) -> dict:

@@ -15,7 +15,9 @@ and :func:`decode_tag` (used by the SES webhook) gives it back.
 Errors: ``MessageRejected`` and ``BadRequestException`` reject the message;
 ``TooManyRequestsException`` (429) and 5xx are retried; account-level
 errors (suspended, sending paused, unverified MAIL FROM domain, unknown
-configuration set) stop the batch.
+configuration set, and ``MessageRejected`` for an identity that is not
+verified, as in the SES sandbox) stop the batch with what to fix, every
+e-mail not yet accepted deferred.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from email.utils import formataddr
 
 from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, deferred, rejected
+from .esp import unique_tags
 from .http import HttpAdapter, json_body
 
 _TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
@@ -45,9 +48,15 @@ def decode_tag(value: str) -> str:
     if not re.fullmatch(r"(?:[A-Za-z0-9-]|_[0-9A-F]{2})*", value):
         return value
     return re.sub(rb"_([0-9A-F]{2})", lambda m: bytes([int(m.group(1), 16)]), value.encode()).decode(errors="replace")
+#: SES v2 SendEmail errors that refuse the account, not the message -> what to fix.
 ACCOUNT_ERRORS = {
-    "AccountSuspendedException", "SendingPausedException", "MailFromDomainNotVerifiedException", "NotFoundException",
+    "AccountSuspendedException": "the account's ability to send is permanently restricted: contact AWS support",
+    "SendingPausedException": "sending is paused for the account or the configuration set: resume it in the SES console",
+    "MailFromDomainNotVerifiedException": "verify the custom MAIL FROM domain of the sending identity in SES",
+    "NotFoundException": "[delivery.ses] configuration_set must name a configuration set of this account and region",
 }
+#: ``MessageRejected`` with this text refuses an identity, not one message (SES sandbox, unverified sender).
+_NOT_VERIFIED = "not verified"
 TRANSIENT_ERRORS = {"LimitExceededException", "TooManyRequestsException"}
 MAX_RAW_BYTES = 40 * 1024 * 1024  # SES v2 limit for a raw message
 
@@ -85,7 +94,7 @@ class SesAdapter(HttpAdapter):
     @staticmethod
     def tags(m: OutgoingMessage) -> list[tuple[str, str]]:
         out = [(k, encode_tag(str(v))) for k, v in m.metadata.items()]
-        out += [(f"relmail_tag{i}", encode_tag(t)) for i, t in enumerate(m.tags, 1)]
+        out += [(f"relmail_tag{i}", encode_tag(t)) for i, t in enumerate(unique_tags(m), 1)]
         return out
 
     def body(self, m: OutgoingMessage) -> dict:
@@ -129,7 +138,13 @@ class SesAdapter(HttpAdapter):
         kind = (resp.headers.get("x-amzn-ErrorType") or str(data.get("__type", ""))).split(":")[0].split("#")[-1]
         why = f"HTTP {resp.status_code} {kind}: {data.get('message') or data.get('Message') or resp.text[:300]}"
         if kind in ACCOUNT_ERRORS:
-            raise Abort(why, resp.status_code)
+            raise Abort(f"SES refuses the account ({why}): {ACCOUNT_ERRORS[kind]}", resp.status_code)
+        if kind == "MessageRejected" and _NOT_VERIFIED in why.lower():
+            raise Abort(
+                f"SES refuses an unverified identity ({why}): verify [sender] from_email (or its domain) in SES in "
+                f"{self.region}; while the account is in the SES sandbox, recipients must be verified too, or request production access",
+                resp.status_code,
+            )
         if kind in TRANSIENT_ERRORS:
             return deferred(m.key, self.retry_at(), why, http_status=resp.status_code)
         return rejected(m.key, why, http_status=resp.status_code)

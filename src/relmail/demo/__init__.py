@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from ..errors import ValidationError
 from ..store.db import refresh_statistics
 from ..store.models import EVENT_TYPES, Meta, Product, Run
+from ..windows import current_time
 from . import behaviour, catalog, mailings, population, specials, store
 from .frames import TYPE_CODE, EventFrame, lookup, nullable_floats, time_strings
 
@@ -74,8 +75,8 @@ class DemoResult:
 
 
 def default_as_of() -> datetime:
-    """Now, truncated to the hour, UTC."""
-    return datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    """Now (:func:`relmail.windows.current_time`), truncated to the hour, UTC."""
+    return current_time().replace(minute=0, second=0, microsecond=0)
 
 
 def parse_as_of(value: str) -> datetime:

@@ -208,8 +208,8 @@ def rare(scope: Scope, as_of, dialect) -> Query:
     """Bounces, unsubscribes and complaints: rare types, read through the (type, time) index."""
     t, at = E.c.type, E.c.occurred_at
     # Neither the time test nor the grouping may use the (customer, time) index: for them SQLite
-    # would skip-scan or walk that index, reading every event of the store (5 CPU-seconds per
-    # 500,000 customers), instead of seeking the few thousand rows of these three types.
+    # would skip-scan or walk that index, reading every event of the store, instead of seeking
+    # the few thousand rows of these three types.
     stmt = select(
         E.c.customer_id,
         age_days(dialect, as_of, func.max(at).filter(t == "email_bounced_hard")),

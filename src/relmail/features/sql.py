@@ -59,14 +59,12 @@ PG_WORK_MEM = "128MB"
 def analytic(conn: Connection, parallel: bool = True) -> Connection:
     """Set up ``conn``'s transaction for a few big statements over the store (PostgreSQL only).
 
-    JIT compiling these wide aggregates and EXISTS tests costs about a second
-    a statement and saves less (the "cyclists" audience of the 1M demo: 8.3 s
-    with JIT, 4.6 s without); and a million groups must not spill a hash
+    JIT compiling these wide aggregates and EXISTS tests costs more than it
+    saves; and a million groups must not spill a hash
     aggregate to disk at the default 4MB. ``parallel=False`` for statements
     that already run side by side on every core (the feature statements of
     a partitioned plan): PostgreSQL's own parallel workers then only add
-    partial aggregates to merge (commerce and e-mail statements of one range:
-    5.3 machine CPU-seconds with 2 parallel workers, 4.1 without).
+    partial aggregates to merge.
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("SET LOCAL jit = off")
@@ -176,8 +174,8 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     width = len(result.keys())
     parts: list[list[np.ndarray]] = []
     # The driver's plain tuples, not SQLAlchemy Row objects: these columns need no result
-    # processing (_typed converts them), and building a Row per customer cost 10-40% of
-    # fetching a statement (the customers statement of 125,000 ids: 0.54 -> 0.30 CPU-s).
+    # processing (_typed converts them), and building a Row per customer is a large share of
+    # fetching a statement.
     try:
         while rows := result.cursor.fetchmany(chunk):
             parts.append([_typed(values) for values in zip(*rows)])

@@ -1,58 +1,86 @@
 """Feedback from the world back into the store: ESP events, unsubscribes, preferences.
 
-Each provider module (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`,
-:mod:`.ses`) offers the same three functions:
+Every provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`,
+:mod:`.ses`) is a :class:`~relmail.feedback.provider.Provider` with the same
+methods: ``verify`` (a webhook's signature), ``receive`` (a webhook POST),
+``read_export`` (an exported file) and ``parse_event`` (one provider event).
+Reading is partial: a :class:`~relmail.feedback.provider.Batch` holds the
+valid events and the invalid ones, each with its position and reason.
 
-- ``receive(request, config) -> list[FeedbackEvent]``: verify a webhook
-  POST (raising :class:`~relmail.errors.SignatureError`) and parse it;
-- ``read_export(path) -> list[FeedbackEvent]``: parse an exported file
-  (raising :class:`~relmail.errors.ValidationError` naming file, line, field);
-- ``parse_event`` / ``parse_record``: one provider event, for tests and tools.
-
-:data:`PROVIDERS` is the registry; :func:`import_file` reads an export and
-applies it all-or-nothing with :func:`~relmail.feedback.apply.apply_events`.
+:func:`import_file` reads an export and hands it to
+:func:`~relmail.feedback.ingest.ingest`, which applies the valid events and
+records the invalid ones in one transaction.
 """
 
 from __future__ import annotations
 
 import importlib
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
-from types import ModuleType
 
 from sqlalchemy.engine import Engine
 
-from ..errors import ConfigError
+from ..errors import ConfigError, Problem, ValidationError
 from .apply import ApplyResult, apply_events
 from .events import TYPES, FeedbackEvent
+from .ingest import ingest
+from .provider import Batch, Provider
 
-#: Provider name -> module name, in the order the CLI lists them.
+#: Provider name -> "module:Class", in the order the CLI lists them.
 PROVIDERS = {
-    "sendgrid": "sendgrid",
-    "mailgun": "mailgun",
-    "postmark": "postmark",
-    "ses": "ses",
+    "sendgrid": "sendgrid:SendGrid",
+    "mailgun": "mailgun:Mailgun",
+    "postmark": "postmark:Postmark",
+    "ses": "ses:Ses",
 }
 
-__all__ = ["PROVIDERS", "TYPES", "ApplyResult", "FeedbackEvent", "apply_events", "import_file", "provider", "read_export"]
+__all__ = [
+    "PROVIDERS", "TYPES", "ApplyResult", "Batch", "FeedbackEvent", "Provider",
+    "apply_events", "import_file", "ingest", "provider", "read_export",
+]
 
 
-def provider(name: str) -> ModuleType:
-    """The module of provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``)."""
+def provider(name: str, now: Callable[[], datetime] | None = None) -> Provider:
+    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``).
+
+    ``now`` is the clock event times are judged plausible against (tests).
+    """
     if name not in PROVIDERS:
         raise ConfigError(f"unknown feedback provider {name!r}; choose one of {', '.join(PROVIDERS)}")
-    return importlib.import_module(f"{__name__}.{PROVIDERS[name]}")
+    module, _, cls = PROVIDERS[name].partition(":")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now)
 
 
-def read_export(path: str | Path, fmt: str) -> list[FeedbackEvent]:
-    """The normalized events in export ``path`` of provider ``fmt``; nothing is written."""
+def read_export(path: str | Path, fmt: str) -> Batch:
+    """The events of export ``path`` of provider ``fmt``, valid and invalid; nothing is written."""
     return provider(fmt).read_export(Path(path))
 
 
-def import_file(engine: Engine, path: str | Path, fmt: str) -> ApplyResult:
-    """Import an export file: every event or none (a bad record writes nothing).
+def import_file(engine: Engine, path: str | Path, fmt: str, strict: bool = False) -> ApplyResult:
+    """Import an export file: the valid events are applied, the invalid ones recorded.
 
-    Events already in the store (from a webhook, or an earlier import of
-    the same file) are counted as duplicates, not written twice.
+    With ``strict`` a file holding any invalid event writes nothing
+    (:class:`~relmail.errors.ValidationError`). Events already in the store
+    (from a webhook, or an earlier import of the same file) are counted as
+    duplicates, not written twice.
     """
-    events = read_export(path, fmt)
-    return apply_events(engine, events, source="esp-import")
+    batch = read_export(path, fmt)
+    if strict and batch.invalid:
+        raise invalid_events(batch)
+    return ingest(engine, batch)
+
+
+def invalid_events(batch: Batch, applied: bool = False) -> ValidationError:
+    """The :class:`~relmail.errors.ValidationError` that reports ``batch``'s invalid events.
+
+    ``applied`` says the valid events were applied (and the invalid ones
+    recorded); otherwise nothing was written.
+    """
+    n = len(batch.invalid)
+    done = (
+        "the valid events were applied, the invalid ones recorded (relmail feedback rejects)"
+        if applied else "nothing was imported"
+    )
+    problems = [Problem(batch.source, bad.line, bad.field, f"event #{bad.index}: {bad.reason}") for bad in batch.invalid]
+    return ValidationError(f"{batch.source}: {n} invalid event(s) of {batch.records}; {done}", problems)

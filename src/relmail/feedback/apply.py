@@ -26,6 +26,7 @@ from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
 from ..store.models import Customer, Event, Preference
 from .events import OPT_OUT_TYPES, FeedbackEvent
+from .records import InvalidEvent
 
 #: IN-list size: well under SQLite's bound-parameter limit.
 _CHUNK = 500
@@ -46,6 +47,14 @@ class ApplyResult:
     unknown_recipients: int = 0
     #: Preference rows switched to opted out.
     opt_outs: int = 0
+    #: Provider events the POST or file held (set by :func:`~relmail.feedback.ingest.ingest`).
+    received: int = 0
+    #: Provider events that could not be used: recorded in ``feedback_rejects``, not applied.
+    invalid: list[InvalidEvent] = field(default_factory=list)
+    #: Provider events of kinds relmail does not track, by the provider's name for the kind.
+    ignored: Counter = field(default_factory=Counter)
+    #: The provider delivered this exact signed POST before (its events were applied then).
+    redelivered: bool = False
 
     @property
     def total_applied(self) -> int:
@@ -53,11 +62,15 @@ class ApplyResult:
 
     def as_dict(self) -> dict:
         return {
+            "received": self.received,
             "applied": dict(sorted(self.applied.items())),
             "total_applied": self.total_applied,
             "duplicates": self.duplicates,
             "unknown_recipients": self.unknown_recipients,
             "opt_outs": self.opt_outs,
+            "ignored": dict(sorted(self.ignored.items())),
+            "invalid": [bad.as_dict() for bad in self.invalid],
+            "redelivered": self.redelivered,
         }
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
+
+from ..delivery import metadata
 
 #: Normalized feedback types, and the ``events.type`` each is stored as.
 STORE_TYPES = {
@@ -31,18 +33,12 @@ OPT_OUT_TYPES = ("complained", "unsubscribed")
 #: ``events.event_id`` is a String(128).
 _MAX_EVENT_ID = 128
 
-#: The metadata keys every delivery adapter attaches to a message.
-META_CUSTOMER = "relmail_customer"
-META_RUN = "relmail_run"
-META_MESSAGE = "relmail_message"
-
-
 @dataclass(frozen=True)
 class FeedbackEvent:
     """One thing that happened to one sent e-mail, in relmail's words.
 
     ``customer_id``, ``run_id`` and ``message_id`` come from the metadata the
-    delivery adapter attached (``relmail_customer`` ...); when they are
+    delivery adapter attached (:mod:`relmail.delivery.metadata`); when they are
     missing the recipient address finds the customer. ``topic`` is set for
     list-level unsubscribes (an opt-out of one topic instead of everything).
     ``esp_event`` keeps the provider's raw event for debugging; it is never
@@ -104,26 +100,6 @@ def derived_id(*parts: Any) -> str:
     return "h:" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:40]
 
 
-def from_unix(value: Any) -> datetime:
-    """An aware UTC datetime from Unix seconds (int, float or numeric string)."""
-    seconds = float(value)
-    return datetime.fromtimestamp(seconds, tz=UTC)
-
-
-def from_iso(value: Any) -> datetime:
-    """An aware datetime from ISO 8601 text that carries an offset or ``Z``.
-
-    A time without an offset is refused: guessing a zone would shift every
-    event by hours on one side of the world.
-    """
-    if not isinstance(value, str):
-        raise ValueError(f"expected an ISO 8601 time, got {type(value).__name__}")
-    parsed = datetime.fromisoformat(value.strip())
-    if parsed.tzinfo is None:
-        raise ValueError(f"time {value!r} has no UTC offset")
-    return parsed.astimezone(UTC)
-
-
 def meta_value(meta: Mapping[str, Any] | None, key: str) -> str | None:
     """A metadata value as a non-empty string, or None (SES tags are lists)."""
     if not meta:
@@ -134,3 +110,12 @@ def meta_value(meta: Mapping[str, Any] | None, key: str) -> str | None:
     if value is None or value == "":
         return None
     return str(value)
+
+
+def relmail_ids(meta: Mapping[str, Any] | None) -> dict[str, str | None]:
+    """``customer_id``, ``run_id`` and ``message_id`` from the metadata an adapter attached."""
+    return {
+        "customer_id": meta_value(meta, metadata.CUSTOMER),
+        "run_id": meta_value(meta, metadata.RUN),
+        "message_id": meta_value(meta, metadata.MESSAGE),
+    }

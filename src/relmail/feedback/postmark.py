@@ -9,7 +9,8 @@ password may be the last path segment (``/webhooks/postmark/<password>``).
 
 Each POST carries one JSON object with a ``RecordType``: ``Delivery``,
 ``Bounce``, ``SpamComplaint``, ``Open``, ``Click`` or ``SubscriptionChange``;
-relmail's metadata is in ``Metadata``.
+relmail's metadata is in ``Metadata``. A bounce ``Type`` that is not in
+Postmark's documented list is an invalid event (recorded, not guessed at).
 
 Export files: JSON arrays or JSON Lines of webhook objects, or a page of the
 Bounces / Opens / Clicks API (``{"TotalCount": n, "Bounces": [...]}``).
@@ -19,33 +20,47 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from ..errors import SignatureError
-from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value
-from .records import FieldError, invalid, iso_time, obj, parse_all, parse_json_body, read_records, text
+from .events import FeedbackEvent, derived_id, relmail_ids
+from .provider import Nonce, Provider
+from .records import FieldError, Record, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
-NAME = "postmark"
 SECRET = "postmark_webhook_password"
 DEFAULT_USERNAME = "postmark"
 
-#: Bounce ``Type`` -> normalized type; types not listed (AutoResponder,
-#: AddressChange, Subscribe, OpenRelayTest, ChallengeVerification, ...) say
-#: nothing about the recipient and are skipped.
-BOUNCE_TYPES = {
+#: Bounce ``Type`` -> normalized type, for every type of Postmark's bounce
+#: list. ``SpamNotification`` is the receiving server's filter refusing the
+#: message: a delivery failure that says something about our content or
+#: reputation, not the recipient's wish (that is ``SpamComplaint``), so it
+#: is a soft bounce and changes no consent. Types mapped to None say
+#: nothing about the recipient (auto-replies, challenge mails, errors of our
+#: own request or template) and are counted as ignored.
+BOUNCE_TYPES: dict[str, str | None] = {
     "HardBounce": "bounced_hard",
     "BadEmailAddress": "bounced_hard",
     "ManuallyDeactivated": "bounced_hard",
-    "SoftBounce": "bounced_soft",
     "Transient": "bounced_soft",
     "DnsError": "bounced_soft",
+    "SoftBounce": "bounced_soft",
     "Blocked": "bounced_soft",
     "Unknown": "bounced_soft",
+    "SpamNotification": "bounced_soft",
+    "VirusNotification": "bounced_soft",
+    "DMARCPolicy": "bounced_soft",
     "SpamComplaint": "complained",
-    "SpamNotification": "complained",
     "Unsubscribe": "unsubscribed",
+    "Subscribe": None,
+    "AutoResponder": None,
+    "AddressChange": None,
+    "OpenRelayTest": None,
+    "ChallengeVerification": None,
+    "Unconfirmed": None,
+    "SMTPApiError": None,
+    "InboundError": None,
+    "TemplateRenderingFailed": None,
 }
 
 #: SubscriptionChange ``SuppressionReason`` -> normalized type.
@@ -59,86 +74,82 @@ SUPPRESSION_REASONS = {
 _WRAPPERS = {"Bounces": "Bounce", "Opens": "Open", "Clicks": "Click"}
 
 
-def verify(request: WebhookRequest, config: WebhookConfig) -> None:
-    """Raise :class:`SignatureError` unless the request carries the configured credentials."""
-    password = config.secret(SECRET)
-    username = str(config.provider_settings(NAME).get("username", DEFAULT_USERNAME))
-    if request.auth is not None:
-        user_ok = hmac.compare_digest(request.auth[0].encode(), username.encode())
-        pass_ok = hmac.compare_digest(request.auth[1].encode(), password.encode())
-        if user_ok and pass_ok:
-            return
-        raise SignatureError("postmark: wrong webhook credentials")
-    if request.path_secret is not None:
-        if hmac.compare_digest(request.path_secret.encode(), password.encode()):
-            return
-        raise SignatureError("postmark: wrong webhook credentials")
-    raise MissingCredentials("postmark: no credentials (use https://user:password@host/webhooks/postmark)")
+class Postmark(Provider):
+    name = "postmark"
+    secret = SECRET
+    wrappers = tuple(_WRAPPERS)
 
+    def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
+        """Raise :class:`SignatureError` unless the request carries the configured credentials."""
+        password = config.secret(SECRET)
+        username = str(config.provider_settings(self.name).get("username", DEFAULT_USERNAME))
+        if request.auth is not None:
+            user_ok = hmac.compare_digest(request.auth[0].encode(), username.encode())
+            pass_ok = hmac.compare_digest(request.auth[1].encode(), password.encode())
+            if user_ok and pass_ok:
+                return None
+            raise SignatureError("postmark: wrong webhook credentials")
+        if request.path_secret is not None:
+            if hmac.compare_digest(request.path_secret.encode(), password.encode()):
+                return None
+            raise SignatureError("postmark: wrong webhook credentials")
+        raise MissingCredentials("postmark: no credentials (use https://user:password@host/webhooks/postmark)")
 
-def parse_record(record: Mapping[str, Any]) -> list[FeedbackEvent]:
-    """One Postmark webhook object (or API record) as relmail events."""
-    kind = text(record, "RecordType", required=False) or _WRAPPERS.get(str(record.get("__wrapper__")))
-    if kind is None:
-        raise FieldError("RecordType", "is missing")
-    message = text(record, "MessageID", required=False)
-    url = None
-    if kind == "Delivery":
-        normalized, when = "delivered", iso_time(record, "DeliveredAt")
-        recipient = text(record, "Recipient")
-        event_id = derived_id(message, recipient, kind)
-    elif kind in ("Bounce", "SpamComplaint"):
-        bounce_type = text(record, "Type")
-        normalized = BOUNCE_TYPES.get(bounce_type)
-        if normalized is None:
+    def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
+        return [Record(0, parse_json_body(request.body, "postmark webhook"))]
+
+    def kind(self, record: Mapping[str, Any]) -> str:
+        kind = record.get("RecordType") or _WRAPPERS.get(str(record.get("__wrapper__"))) or "unknown"
+        return f"{kind}/{record['Type']}" if kind in ("Bounce", "SpamComplaint") and record.get("Type") else str(kind)
+
+    def parse_event(self, record: Mapping[str, Any]) -> list[FeedbackEvent]:
+        """One Postmark webhook object (or API record) as relmail events."""
+        kind = text(record, "RecordType", required=False) or _WRAPPERS.get(str(record.get("__wrapper__")))
+        if kind is None:
+            raise FieldError("RecordType", "is missing")
+        message = text(record, "MessageID", required=False)
+        url = None
+        if kind == "Delivery":
+            normalized, when = "delivered", self.time(record, "DeliveredAt")
+            recipient = text(record, "Recipient")
+            event_id = derived_id(message, recipient, kind)
+        elif kind in ("Bounce", "SpamComplaint"):
+            bounce_type = text(record, "Type")
+            if bounce_type not in BOUNCE_TYPES:
+                raise FieldError("Type", f"unknown bounce type {bounce_type!r}")
+            normalized = BOUNCE_TYPES[bounce_type]
+            if normalized is None:
+                return []
+            when, recipient = self.time(record, "BouncedAt"), text(record, "Email")
+            event_id = f"{kind}:{text(record, 'ID')}"
+        elif kind in ("Open", "Click"):
+            normalized = "opened" if kind == "Open" else "clicked"
+            when, recipient = self.time(record, "ReceivedAt"), text(record, "Recipient")
+            url = text(record, "OriginalLink", required=kind == "Click")
+            event_id = derived_id(message, recipient, kind, record.get("ReceivedAt"), url)
+        elif kind == "SubscriptionChange":
+            if record.get("SuppressSending") is not True:
+                # A reactivation is Postmark sending again, not the customer's
+                # fresh consent: relmail never re-opts someone in on its own.
+                return []
+            normalized = SUPPRESSION_REASONS.get(text(record, "SuppressionReason"))
+            if normalized is None:
+                return []
+            when, recipient = self.time(record, "ChangedAt"), text(record, "Recipient")
+            event_id = derived_id(message, recipient, kind, record.get("ChangedAt"))
+        else:  # Inbound and anything newer
             return []
-        when, recipient = iso_time(record, "BouncedAt"), text(record, "Email")
-        event_id = f"{kind}:{text(record, 'ID')}"
-    elif kind in ("Open", "Click"):
-        normalized = "opened" if kind == "Open" else "clicked"
-        when, recipient = iso_time(record, "ReceivedAt"), text(record, "Recipient")
-        url = text(record, "OriginalLink", required=kind == "Click")
-        event_id = derived_id(message, recipient, kind, record.get("ReceivedAt"), url)
-    elif kind == "SubscriptionChange":
-        if record.get("SuppressSending") is not True:
-            # A reactivation is Postmark sending again, not the customer's
-            # fresh consent: relmail never re-opts someone in on its own.
-            return []
-        normalized = SUPPRESSION_REASONS.get(text(record, "SuppressionReason"))
-        if normalized is None:
-            return []
-        when, recipient = iso_time(record, "ChangedAt"), text(record, "Recipient")
-        event_id = derived_id(message, recipient, kind, record.get("ChangedAt"))
-    else:  # Inbound and anything newer
-        return []
-    meta = obj(record, "Metadata", required=False)
-    reason = record.get("Description") or record.get("Details") or record.get("SuppressionReason")
-    return [
-        FeedbackEvent(
-            type=normalized,
-            occurred_at=when,
-            recipient=recipient,
-            provider=NAME,
-            provider_event_id=event_id,
-            customer_id=meta_value(meta, META_CUSTOMER),
-            run_id=meta_value(meta, META_RUN),
-            message_id=meta_value(meta, META_MESSAGE),
-            reason=str(reason) if reason else None,
-            url=url,
-            esp_event={k: v for k, v in record.items() if k != "__wrapper__"},
-        )
-    ]
-
-
-def receive(request: WebhookRequest, config: WebhookConfig) -> list[FeedbackEvent]:
-    """Check the credentials of a webhook POST and return its events."""
-    verify(request, config)
-    body = parse_json_body(request.body, "postmark webhook")
-    if not isinstance(body, dict):
-        raise invalid("postmark webhook", "body must be a JSON object")
-    return parse_all("postmark webhook", [(1, body)], parse_record)
-
-
-def read_export(path: Path) -> list[FeedbackEvent]:
-    """Events from a JSON array, JSON Lines, or a Bounces/Opens/Clicks API page."""
-    return parse_all(str(path), read_records(path, wrappers=tuple(_WRAPPERS)), parse_record)
+        reason = record.get("Description") or record.get("Details") or record.get("SuppressionReason")
+        return [
+            FeedbackEvent(
+                type=normalized,
+                occurred_at=when,
+                recipient=recipient,
+                provider=self.name,
+                provider_event_id=event_id,
+                **relmail_ids(obj(record, "Metadata", required=False)),
+                reason=str(reason) if reason else None,
+                url=url,
+                esp_event={k: v for k, v in record.items() if k != "__wrapper__"},
+            )
+        ]

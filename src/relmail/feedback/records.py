@@ -1,28 +1,31 @@
-"""Reading provider records from webhook bodies and export files.
+"""Reading provider records from webhook bodies and export files, one bad record at a time.
 
 Providers export events as a JSON array, JSON Lines, a JSON page that wraps
 an array (Mailgun's ``{"items": [...]}``, Postmark's ``{"Bounces": [...]}``)
-or CSV. :func:`read_records` reads any of these and keeps each record's
-line number, so a bad value is reported as ``file:line: field 'x': ...``;
-:func:`parse_all` collects every problem before failing, so one run of the
-import shows all that is wrong with a file.
+or CSV, any of them optionally gzip-compressed (Amazon Data Firehose writes
+``.gz`` objects). :func:`read_records` reads any of these and keeps each
+record's line number and index. A file that cannot be read at all (missing,
+not UTF-8, corrupt gzip, broken JSON) is one :class:`ValidationError`; a
+record that can be read but not understood is one :class:`InvalidEvent`,
+and :func:`parse_records` goes on with the next (see :mod:`.provider`).
 """
 
 from __future__ import annotations
 
 import csv
+import gzip
+import io
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem, ValidationError
-from .events import FeedbackEvent, from_iso, from_unix
+from ..importers.readers import GZIP_ERRORS, csv_problem, unreadable
 
 _DECODER = json.JSONDecoder()
-
 
 class FieldError(ValueError):
     """One record's field is missing or invalid."""
@@ -31,6 +34,36 @@ class FieldError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}" if field else message)
+
+
+@dataclass(frozen=True)
+class Record:
+    """One provider record and where it came from: its line (files) and index (0-based)."""
+
+    index: int
+    value: Any
+    line: int | None = None
+
+
+@dataclass(frozen=True)
+class InvalidEvent:
+    """A provider event relmail could not use: where it was, why, and the event as the provider sent it."""
+
+    index: int
+    field: str | None
+    reason: str
+    raw: Any = field(repr=False)
+    line: int | None = None
+
+    @property
+    def where(self) -> str:
+        return f"line {self.line} (event #{self.index})" if self.line is not None else f"event #{self.index}"
+
+    def as_dict(self) -> dict:
+        out = {"index": self.index, "field": self.field, "reason": self.reason}
+        if self.line is not None:
+            out["line"] = self.line
+        return out
 
 
 def text(record: Mapping[str, Any], key: str, required: bool = True) -> str | None:
@@ -46,6 +79,7 @@ def text(record: Mapping[str, Any], key: str, required: bool = True) -> str | No
 
 
 def obj(record: Mapping[str, Any], key: str, required: bool = True) -> dict:
+    """An object field (``{}`` when optional and absent), or :class:`FieldError`."""
     value = record.get(key)
     if value is None:
         if required:
@@ -54,26 +88,6 @@ def obj(record: Mapping[str, Any], key: str, required: bool = True) -> dict:
     if not isinstance(value, dict):
         raise FieldError(key, f"must be an object, got {type(value).__name__}")
     return value
-
-
-def unix_time(record: Mapping[str, Any], key: str) -> datetime:
-    value = record.get(key)
-    if value is None or value == "":
-        raise FieldError(key, "is missing")
-    try:
-        return from_unix(value)
-    except (TypeError, ValueError, OverflowError, OSError):
-        raise FieldError(key, f"expected Unix seconds, got {value!r}") from None
-
-
-def iso_time(record: Mapping[str, Any], key: str) -> datetime:
-    value = record.get(key)
-    if value is None or value == "":
-        raise FieldError(key, "is missing")
-    try:
-        return from_iso(value)
-    except ValueError as exc:
-        raise FieldError(key, f"expected an ISO 8601 time with offset, got {value!r} ({exc})") from None
 
 
 def _line_at(source: str, index: int) -> int:
@@ -95,28 +109,72 @@ def _array_items(source: str, start: int) -> Iterable[tuple[int, Any]]:
         pos = end
 
 
-def read_records(path: Path, wrappers: Iterable[str] = ()) -> list[tuple[int, Any]]:
-    """``[(line, record), ...]`` from a JSON, JSON Lines or CSV export.
+def _problem(name: str, message: str, line: int | None = None) -> ValidationError:
+    return ValidationError(f"{name}: {message}; nothing was imported", [Problem(name, line, None, message)])
 
-    ``wrappers`` names the keys of a JSON page whose array holds the records
-    (``items`` for Mailgun's Events API). CSV (by the ``.csv`` suffix) gives
-    one dict per row, keyed by the header.
-    """
+
+def read_text(path: Path) -> str:
+    """The text of ``path`` (gzip-compressed or not), or one :class:`ValidationError` naming the file."""
     name = str(path)
     try:
-        source = Path(path).read_text(encoding="utf-8-sig")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
-        raise ValidationError(f"{name}: no such file", [Problem(name, None, None, "no such file")]) from None
-    except UnicodeDecodeError as exc:
-        raise ValidationError(f"{name}: not UTF-8 text", [Problem(name, None, None, f"not UTF-8 text ({exc.reason})")]) from None
-    if Path(path).suffix.lower() == ".csv":
-        reader = csv.DictReader(source.splitlines())
-        return [(reader.line_num, {k: v for k, v in row.items() if k is not None}) for row in reader]
+        raise _problem(name, "no such file") from None
+    except IsADirectoryError:
+        raise _problem(name, "is a directory, not a file") from None
+    except PermissionError:
+        raise _problem(name, "cannot be read (permission denied)") from None
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except GZIP_ERRORS as exc:
+            raise unreadable(name, exc) from None
     try:
-        return _read_json(source, tuple(wrappers))
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise _problem(name, f"is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def read_records(path: Path, wrappers: Iterable[str] = ()) -> list[Record]:
+    """The records of a JSON, JSON Lines or CSV export (``.gz`` too), with lines and indexes.
+
+    ``wrappers`` names the keys of a JSON page whose array holds the records
+    (``items`` for Mailgun's Events API). CSV (by the ``.csv`` or
+    ``.csv.gz`` suffix) gives one dict per row, keyed by the header.
+    """
+    name = str(path)
+    source = read_text(path)
+    suffixes = [s.lower() for s in Path(path).suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        suffixes.pop()
+    if suffixes and suffixes[-1] == ".csv":
+        return _read_csv(name, source)
+    try:
+        pairs = _read_json(source, tuple(wrappers))
     except json.JSONDecodeError as exc:
-        problem = Problem(name, exc.lineno, None, f"invalid JSON: {exc.msg} (column {exc.colno})")
-        raise ValidationError(f"{name}: invalid JSON", [problem]) from None
+        raise _problem(name, f"invalid JSON: {exc.msg} (column {exc.colno})", exc.lineno) from None
+    return [Record(i, value, line) for i, (line, value) in enumerate(pairs)]
+
+
+def _read_csv(name: str, source: str) -> list[Record]:
+    reader = csv.DictReader(io.StringIO(source, newline=""), strict=True)
+    header = reader.fieldnames or []
+    out: list[Record] = []
+    while True:
+        line = reader.line_num + 1
+        try:
+            row = next(reader)
+        except StopIteration:
+            return out
+        except csv.Error as exc:
+            field, message = csv_problem(exc, header, _physical_line(source, line))
+            raise ValidationError(f"{name}: {message}; nothing was imported", [Problem(name, line, field, message)]) from None
+        out.append(Record(len(out), {k: v for k, v in row.items() if k is not None}, line))
+
+
+def _physical_line(source: str, line: int) -> str:
+    lines = source.splitlines()
+    return lines[line - 1] if 0 < line <= len(lines) else ""
 
 
 def _read_json(source: str, wrappers: tuple[str, ...]) -> list[tuple[int, Any]]:
@@ -150,35 +208,15 @@ def _read_json(source: str, wrappers: tuple[str, ...]) -> list[tuple[int, Any]]:
     return records
 
 
-def parse_all(
-    file: str,
-    records: Iterable[tuple[int, Any]],
-    parse_record: Callable[[Mapping[str, Any]], list[FeedbackEvent]],
-) -> list[FeedbackEvent]:
-    """Every record parsed, or one :class:`ValidationError` listing every bad field."""
-    events: list[FeedbackEvent] = []
-    problems: list[Problem] = []
-    for line, record in records:
-        if not isinstance(record, dict):
-            problems.append(Problem(file, line, None, f"expected a JSON object, got {type(record).__name__}"))
-            continue
-        try:
-            events.extend(parse_record(record))
-        except FieldError as exc:
-            problems.append(Problem(file, line, exc.field, exc.message))
-        except ValueError as exc:
-            problems.append(Problem(file, line, None, str(exc)))
-    if problems:
-        raise ValidationError(f"{file}: {len(problems)} invalid record(s); nothing was imported", problems)
-    return events
-
-
-def parse_json_body(body: bytes, what: str) -> Any:
-    """A webhook body as JSON, or a :class:`ValidationError` (answered with 400)."""
+def parse_json_body(body: bytes, what: str, expect: type = dict, shape: str = "a JSON object") -> Any:
+    """A webhook body as JSON of type ``expect``, or a :class:`ValidationError` (answered with 400)."""
     try:
-        return json.loads(body.decode("utf-8"))
+        value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError(f"{what}: body is not JSON", [Problem(what, None, None, f"body is not JSON: {exc}")]) from None
+    if not isinstance(value, expect):
+        raise invalid(what, f"body must be {shape}")
+    return value
 
 
 def invalid(what: str, message: str) -> ValidationError:

@@ -17,25 +17,31 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
+from .. import timestamps
 from ..errors import ConfigError, SignatureError
-from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, from_unix, meta_value
-from .records import invalid, parse_all, parse_json_body, read_records, text, unix_time
+from .events import FeedbackEvent, relmail_ids
+from .provider import Nonce, Provider
+from .records import Record, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
-NAME = "sendgrid"
 SECRET = "sendgrid_webhook_public_key"
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
 TIMESTAMP_HEADER = "X-Twilio-Email-Event-Webhook-Timestamp"
 
-#: SendGrid ``dropped`` reasons that mirror an address SendGrid itself suppresses.
-_DROPPED = {
+#: SendGrid's documented ``dropped`` reasons, matched exactly (case and
+#: surrounding space aside). Only the ones about the address say anything
+#: about the recipient; "Invalid SMTPAPI header", "Spam Content" and
+#: "Recipient List over Package Quota" are about our request or account.
+DROPPED = {
     "bounced address": "bounced_hard",
     "invalid": "bounced_hard",
     "unsubscribed address": "unsubscribed",
     "spam reporting address": "complained",
+    "invalid smtpapi header": None,
+    "spam content": None,
+    "recipient list over package quota": None,
 }
 
 
@@ -51,78 +57,80 @@ def load_public_key(value: str):
         raise ConfigError(f"secret '{SECRET}' is not an ECDSA public key: {exc}") from None
 
 
-def verify(request: WebhookRequest, config: WebhookConfig) -> None:
-    """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = load_public_key(config.secret(SECRET))
-    signature, timestamp = request.header(SIGNATURE_HEADER), request.header(TIMESTAMP_HEADER)
-    if not signature or not timestamp:
-        raise MissingCredentials(f"sendgrid: missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-    try:
-        signed_at = from_unix(timestamp)
-        raw = base64.b64decode(signature, validate=True)
-        key.verify(raw, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
-    except (InvalidSignature, ValueError, binascii.Error, OverflowError):
-        raise SignatureError("sendgrid: signature does not match") from None
-    # Freshness after the signature: a forged timestamp is a forgery first.
-    config.check_fresh(signed_at, NAME)
+def dropped_type(reason: str | None) -> str | None:
+    """The relmail type of a ``dropped`` event with this reason (None: not about the recipient)."""
+    key = " ".join((reason or "").split()).lower()
+    # "Spam Content (if Spam Checker app is enabled)" is how the list names it.
+    return DROPPED.get(key.split(" (")[0]) if key else None
 
 
-def parse_event(event: Mapping[str, Any]) -> list[FeedbackEvent]:
-    """One SendGrid event as relmail events ([] for kinds relmail does not track)."""
-    kind = text(event, "event")
-    reason = text(event, "reason", required=False) or text(event, "response", required=False)
-    if kind == "delivered":
-        normalized = "delivered"
-    elif kind == "bounce":
-        # ``type`` is "bounce" (permanent) or "blocked" (temporary, ISP refused).
-        normalized = "bounced_soft" if event.get("type") == "blocked" else "bounced_hard"
-    elif kind == "dropped":
-        normalized = next((t for key, t in _DROPPED.items() if (reason or "").lower().startswith(key)), None)
-    elif kind == "open":
-        # Apple Mail Privacy Protection pre-fetches images: a machine open is
-        # not the customer's engagement and would fake it in every feature.
-        normalized = None if str(event.get("sg_machine_open", "")).lower() == "true" else "opened"
-    elif kind == "click":
-        normalized = "clicked"
-    elif kind == "spamreport":
-        normalized = "complained"
-    elif kind in ("unsubscribe", "group_unsubscribe"):
-        normalized = "unsubscribed"
-    else:  # processed, deferred, group_resubscribe, account events
-        normalized = None
-    if normalized is None:
-        return []
-    return [
-        FeedbackEvent(
-            type=normalized,
-            occurred_at=unix_time(event, "timestamp"),
-            recipient=text(event, "email"),
-            provider=NAME,
-            provider_event_id=text(event, "sg_event_id"),
-            customer_id=meta_value(event, META_CUSTOMER),
-            run_id=meta_value(event, META_RUN),
-            message_id=meta_value(event, META_MESSAGE),
-            scope="topic" if kind == "group_unsubscribe" else "all",
-            reason=reason,
-            url=text(event, "url", required=False),
-            esp_event=dict(event),
-        )
-    ]
+class SendGrid(Provider):
+    name = "sendgrid"
+    secret = SECRET
 
+    def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
+        """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
 
-def receive(request: WebhookRequest, config: WebhookConfig) -> list[FeedbackEvent]:
-    """Verify a webhook POST and return its events."""
-    verify(request, config)
-    body = parse_json_body(request.body, "sendgrid webhook")
-    if not isinstance(body, list):
-        raise invalid("sendgrid webhook", "body must be a JSON array of events")
-    return parse_all("sendgrid webhook", ((i + 1, e) for i, e in enumerate(body)), parse_event)
+        key = load_public_key(config.secret(SECRET))
+        signature, timestamp = request.header(SIGNATURE_HEADER), request.header(TIMESTAMP_HEADER)
+        if not signature or not timestamp:
+            raise MissingCredentials(f"sendgrid: missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
+        try:
+            signed_at = timestamps.from_unix(timestamp)
+            raw = base64.b64decode(signature, validate=True)
+            key.verify(raw, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
+        except (InvalidSignature, ValueError, binascii.Error, OverflowError, OSError):
+            raise SignatureError("sendgrid: signature does not match") from None
+        # Freshness after the signature: a forged timestamp is a forgery first.
+        config.check_fresh(signed_at, self.name)
+        return None  # the signature covers the body: a replay can only repeat it
 
+    def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
+        body = parse_json_body(request.body, "sendgrid webhook", list, "a JSON array of events")
+        return [Record(i, event) for i, event in enumerate(body)]
 
-def read_export(path: Path) -> list[FeedbackEvent]:
-    """Events from a JSON / JSON Lines / CSV export (see the module docstring)."""
-    return parse_all(str(path), read_records(path), parse_event)
+    def kind(self, record: Mapping[str, Any]) -> str:
+        return str(record.get("event") or "unknown")
+
+    def parse_event(self, event: Mapping[str, Any]) -> list[FeedbackEvent]:
+        """One SendGrid event as relmail events ([] for kinds relmail does not track)."""
+        kind = text(event, "event")
+        reason = text(event, "reason", required=False) or text(event, "response", required=False)
+        if kind == "delivered":
+            normalized = "delivered"
+        elif kind == "bounce":
+            # ``type`` is "bounce" (permanent) or "blocked" (temporary, ISP refused).
+            normalized = "bounced_soft" if event.get("type") == "blocked" else "bounced_hard"
+        elif kind == "dropped":
+            normalized = dropped_type(reason)
+        elif kind == "open":
+            # Apple Mail Privacy Protection pre-fetches images: a machine open is
+            # not the customer's engagement and would fake it in every feature.
+            normalized = None if str(event.get("sg_machine_open", "")).lower() == "true" else "opened"
+        elif kind == "click":
+            normalized = "clicked"
+        elif kind == "spamreport":
+            normalized = "complained"
+        elif kind in ("unsubscribe", "group_unsubscribe"):
+            normalized = "unsubscribed"
+        else:  # processed, deferred, group_resubscribe, account events
+            normalized = None
+        if normalized is None:
+            return []
+        return [
+            FeedbackEvent(
+                type=normalized,
+                occurred_at=self.time(event, "timestamp"),
+                recipient=text(event, "email"),
+                provider=self.name,
+                provider_event_id=text(event, "sg_event_id"),
+                **relmail_ids(event),
+                scope="topic" if kind == "group_unsubscribe" else "all",
+                reason=reason,
+                url=text(event, "url", required=False),
+                esp_event=dict(event),
+            )
+        ]

@@ -25,14 +25,14 @@ import json
 import re
 import threading
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..delivery.ses import decode_tag
 from ..errors import ConfigError, SignatureError
-from .events import META_CUSTOMER, META_MESSAGE, META_RUN, FeedbackEvent, derived_id, meta_value
-from .records import FieldError, invalid, iso_time, obj, parse_all, parse_json_body, read_records, text
+from .events import FeedbackEvent, derived_id, relmail_ids
+from .provider import Nonce, Provider
+from .records import FieldError, Record, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 NAME = "ses"
@@ -92,34 +92,6 @@ def _public_key(url: str, config: WebhookConfig):
     return key
 
 
-def verify_envelope(envelope: Mapping[str, Any], config: WebhookConfig) -> None:
-    """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    topics = config.provider_settings(NAME).get("topic_arns", [])
-    if isinstance(topics, str):
-        topics = [topics]
-    if not topics:
-        raise ConfigError("relmail.toml [feedback.ses] topic_arns is not set; the SES endpoint refuses every message")
-    if not envelope.get("Signature") or not envelope.get("SigningCertURL"):
-        raise MissingCredentials("ses: SNS message has no Signature or SigningCertURL")
-    version = str(envelope.get("SignatureVersion", ""))
-    algorithms = {"1": hashes.SHA1, "2": hashes.SHA256}
-    if version not in algorithms:
-        raise SignatureError(f"ses: unsupported SignatureVersion {version!r}")
-    key = _public_key(check_sns_url(str(envelope["SigningCertURL"]), "SigningCertURL"), config)
-    try:
-        signature = base64.b64decode(str(envelope["Signature"]), validate=True)
-        key.verify(signature, string_to_sign(envelope), padding.PKCS1v15(), algorithms[version]())
-    except (InvalidSignature, binascii.Error, ValueError, TypeError):
-        raise SignatureError("ses: SNS signature does not match") from None
-    # After the signature, so the ARN we compare is one SNS vouched for.
-    if envelope.get("TopicArn") not in topics:
-        raise SignatureError(f"ses: topic {envelope.get('TopicArn')!r} is not in [feedback.ses] topic_arns")
-
-
 def _recipients(items: Any, field: str) -> list[str]:
     if not isinstance(items, list) or not items:
         raise FieldError(field, "must be a non-empty list")
@@ -132,8 +104,8 @@ def _recipients(items: Any, field: str) -> list[str]:
     return out
 
 
-def parse_event(record: Mapping[str, Any]) -> list[FeedbackEvent]:
-    """One SES event (or an SNS envelope holding one) as relmail events."""
+def _unwrap(record: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The SES event inside an SNS envelope (as exports of webhook bodies hold them), or the record itself."""
     if record.get("Type") == "Notification" and isinstance(record.get("Message"), str):
         try:
             record = json.loads(record["Message"])
@@ -141,78 +113,122 @@ def parse_event(record: Mapping[str, Any]) -> list[FeedbackEvent]:
             raise FieldError("Message", "is not a JSON SES event") from None
         if not isinstance(record, dict):
             raise FieldError("Message", "is not a JSON object")
-    kind = text(record, "eventType", required=False) or text(record, "notificationType", required=False)
-    if kind is None:
-        raise FieldError("eventType", "is missing")
-    mail = obj(record, "mail")
-    message = text(mail, "messageId")
-    tags = obj(mail, "tags", required=False)
-    if tags:
-        # The SES adapter encodes values into the characters SES allows.
-        tags = {k: [decode_tag(str(x)) for x in (v if isinstance(v, list) else [v])] for k, v in tags.items()}
-
-    def make(normalized, when_of, recipient, event_id, reason=None, url=None, scope="all", topic=None):
-        return FeedbackEvent(
-            type=normalized, occurred_at=iso_time(when_of, "timestamp"), recipient=recipient, provider=NAME,
-            provider_event_id=event_id, customer_id=meta_value(tags, META_CUSTOMER), run_id=meta_value(tags, META_RUN),
-            message_id=meta_value(tags, META_MESSAGE), reason=reason, url=url, scope=scope, topic=topic,
-            esp_event=dict(record),
-        )
-
-    if kind == "Bounce":
-        bounce = obj(record, "bounce")
-        bounce_type = text(bounce, "bounceType")
-        normalized = "bounced_hard" if bounce_type == "Permanent" else "bounced_soft"
-        feedback = text(bounce, "feedbackId")
-        items = bounce.get("bouncedRecipients")
-        details = {i.get("emailAddress"): i.get("diagnosticCode") for i in items or [] if isinstance(i, dict)}
-        return [make(normalized, bounce, r, derived_id(feedback, r), details.get(r) or bounce.get("bounceSubType"))
-                for r in _recipients(items, "bounce.bouncedRecipients")]
-    if kind == "Complaint":
-        complaint = obj(record, "complaint")
-        feedback = text(complaint, "feedbackId")
-        reason = complaint.get("complaintFeedbackType")
-        return [make("complained", complaint, r, derived_id(feedback, r), reason)
-                for r in _recipients(complaint.get("complainedRecipients"), "complaint.complainedRecipients")]
-    if kind == "Delivery":
-        delivery = obj(record, "delivery")
-        return [make("delivered", delivery, r, derived_id(message, "Delivery", r), delivery.get("smtpResponse"))
-                for r in _recipients(delivery.get("recipients"), "delivery.recipients")]
-    if kind in ("Open", "Click"):
-        detail = obj(record, kind.lower())
-        url = text(detail, "link", required=kind == "Click")
-        normalized = "opened" if kind == "Open" else "clicked"
-        return [make(normalized, detail, r, derived_id(message, kind, r, detail.get("timestamp"), url), url=url)
-                for r in _recipients(mail.get("destination"), "mail.destination")]
-    if kind == "Subscription":
-        sub = obj(record, "subscription")
-        prefs = obj(sub, "newTopicPreferences")
-        recipients = _recipients(mail.get("destination"), "mail.destination")
-        if prefs.get("unsubscribeAll") is True:
-            return [make("unsubscribed", sub, r, derived_id(message, kind, r, "*")) for r in recipients]
-        left = [t.get("topicName") for t in prefs.get("topicSubscriptionStatus") or []
-                if isinstance(t, dict) and t.get("subscriptionStatus") == "OptOut" and t.get("topicName")]
-        return [make("unsubscribed", sub, r, derived_id(message, kind, r, t), scope="topic", topic=t)
-                for r in recipients for t in left]
-    return []  # Send, Reject, DeliveryDelay, Rendering Failure
+    return record
 
 
-def receive(request: WebhookRequest, config: WebhookConfig) -> list[FeedbackEvent]:
-    """Verify an SNS POST; confirm a subscription; return a notification's events."""
-    envelope = parse_json_body(request.body, "ses webhook")
-    if not isinstance(envelope, dict):
-        raise invalid("ses webhook", "body must be a JSON object (an SNS message)")
-    verify_envelope(envelope, config)
-    kind = envelope.get("Type")
-    if kind == "SubscriptionConfirmation":
-        # Only now (signed by SNS, for our topic) do we follow the URL.
-        config.http_get(check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL"))
-        return []
-    if kind == "Notification":
-        return parse_all("ses webhook", [(1, envelope)], parse_event)
-    return []  # UnsubscribeConfirmation: nothing to do
+def _envelope(request: WebhookRequest) -> dict:
+    return parse_json_body(request.body, "ses webhook", shape="a JSON object (an SNS message)")
 
 
-def read_export(path: Path) -> list[FeedbackEvent]:
-    """Events from JSON Lines / JSON arrays of SES events or SNS envelopes."""
-    return parse_all(str(path), read_records(path), parse_event)
+class Ses(Provider):
+    name = NAME
+
+    def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
+        """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
+        self.verify_envelope(_envelope(request), config)
+        return None  # SNS signs the whole message
+
+    def verify_envelope(self, envelope: Mapping[str, Any], config: WebhookConfig) -> None:
+        """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        topics = config.provider_settings(NAME).get("topic_arns", [])
+        if isinstance(topics, str):
+            topics = [topics]
+        if not topics:
+            raise ConfigError("relmail.toml [feedback.ses] topic_arns is not set; the SES endpoint refuses every message")
+        if not envelope.get("Signature") or not envelope.get("SigningCertURL"):
+            raise MissingCredentials("ses: SNS message has no Signature or SigningCertURL")
+        version = str(envelope.get("SignatureVersion", ""))
+        algorithms = {"1": hashes.SHA1, "2": hashes.SHA256}
+        if version not in algorithms:
+            raise SignatureError(f"ses: unsupported SignatureVersion {version!r}")
+        key = _public_key(check_sns_url(str(envelope["SigningCertURL"]), "SigningCertURL"), config)
+        try:
+            signature = base64.b64decode(str(envelope["Signature"]), validate=True)
+            key.verify(signature, string_to_sign(envelope), padding.PKCS1v15(), algorithms[version]())
+        except (InvalidSignature, binascii.Error, ValueError, TypeError):
+            raise SignatureError("ses: SNS signature does not match") from None
+        # After the signature, so the ARN we compare is one SNS vouched for.
+        if envelope.get("TopicArn") not in topics:
+            raise SignatureError(f"ses: topic {envelope.get('TopicArn')!r} is not in [feedback.ses] topic_arns")
+
+    def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
+        """A notification's SES event; a subscription confirmation is confirmed (and has none)."""
+        envelope = _envelope(request)
+        kind = envelope.get("Type")
+        if kind == "SubscriptionConfirmation":
+            # Only now (signed by SNS, for our topic) do we follow the URL.
+            config.http_get(check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL"))
+            return []
+        if kind == "Notification":
+            return [Record(0, envelope)]
+        return []  # UnsubscribeConfirmation: nothing to do
+
+    def kind(self, record: Mapping[str, Any]) -> str:
+        try:
+            record = _unwrap(record)
+        except FieldError:
+            return "unknown"
+        return str(record.get("eventType") or record.get("notificationType") or "unknown")
+
+    def parse_event(self, record: Mapping[str, Any]) -> list[FeedbackEvent]:
+        """One SES event (or an SNS envelope holding one) as relmail events."""
+        record = _unwrap(record)
+        kind = text(record, "eventType", required=False) or text(record, "notificationType", required=False)
+        if kind is None:
+            raise FieldError("eventType", "is missing")
+        mail = obj(record, "mail")
+        message = text(mail, "messageId")
+        tags = obj(mail, "tags", required=False)
+        if tags:
+            # The SES adapter encodes values into the characters SES allows.
+            tags = {k: [decode_tag(str(x)) for x in (v if isinstance(v, list) else [v])] for k, v in tags.items()}
+
+        ids = relmail_ids(tags)
+
+        def make(normalized, when_of, recipient, event_id, reason=None, url=None, scope="all", topic=None):
+            return FeedbackEvent(
+                type=normalized, occurred_at=self.time(when_of, "timestamp"), recipient=recipient, provider=NAME,
+                provider_event_id=event_id, **ids, reason=reason, url=url, scope=scope, topic=topic,
+                esp_event=dict(record),
+            )
+
+        if kind == "Bounce":
+            bounce = obj(record, "bounce")
+            bounce_type = text(bounce, "bounceType")
+            normalized = "bounced_hard" if bounce_type == "Permanent" else "bounced_soft"
+            feedback = text(bounce, "feedbackId")
+            items = bounce.get("bouncedRecipients")
+            details = {i.get("emailAddress"): i.get("diagnosticCode") for i in items or [] if isinstance(i, dict)}
+            return [make(normalized, bounce, r, derived_id(feedback, r), details.get(r) or bounce.get("bounceSubType"))
+                    for r in _recipients(items, "bounce.bouncedRecipients")]
+        if kind == "Complaint":
+            complaint = obj(record, "complaint")
+            feedback = text(complaint, "feedbackId")
+            reason = complaint.get("complaintFeedbackType")
+            return [make("complained", complaint, r, derived_id(feedback, r), reason)
+                    for r in _recipients(complaint.get("complainedRecipients"), "complaint.complainedRecipients")]
+        if kind == "Delivery":
+            delivery = obj(record, "delivery")
+            return [make("delivered", delivery, r, derived_id(message, "Delivery", r), delivery.get("smtpResponse"))
+                    for r in _recipients(delivery.get("recipients"), "delivery.recipients")]
+        if kind in ("Open", "Click"):
+            detail = obj(record, kind.lower())
+            url = text(detail, "link", required=kind == "Click")
+            normalized = "opened" if kind == "Open" else "clicked"
+            return [make(normalized, detail, r, derived_id(message, kind, r, detail.get("timestamp"), url), url=url)
+                    for r in _recipients(mail.get("destination"), "mail.destination")]
+        if kind == "Subscription":
+            sub = obj(record, "subscription")
+            prefs = obj(sub, "newTopicPreferences")
+            recipients = _recipients(mail.get("destination"), "mail.destination")
+            if prefs.get("unsubscribeAll") is True:
+                return [make("unsubscribed", sub, r, derived_id(message, kind, r, "*")) for r in recipients]
+            left = [t.get("topicName") for t in prefs.get("topicSubscriptionStatus") or []
+                    if isinstance(t, dict) and t.get("subscriptionStatus") == "OptOut" and t.get("topicName")]
+            return [make("unsubscribed", sub, r, derived_id(message, kind, r, t), scope="topic", topic=t)
+                    for r in recipients for t in left]
+        return []  # Send, Reject, DeliveryDelay, Rendering Failure

@@ -18,6 +18,8 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
+from ..timestamps import implausible, wholly_past
+
 Parser = Callable[[Any], Any]
 
 
@@ -55,21 +57,32 @@ def identifier(max_length: int) -> Parser:
 
 
 def aware_datetime(value: Any) -> datetime:
-    """An ISO 8601 date and time with an offset or ``Z``; a naive time is refused.
+    """An ISO 8601 date and time with an offset or ``Z``; a naive or implausible time is refused.
 
     A time without a zone is ambiguous by up to a day, and every time relmail
-    compares (frequency caps, "as of" features) would silently shift.
+    compares (frequency caps, "as of" features) would silently shift. A time
+    far in the future or before 1900 is a placeholder or a typo, never a
+    real signup or event (:func:`relmail.timestamps.implausible`).
     """
     if isinstance(value, datetime) and value.utcoffset() is not None:
-        return value  # parsed already, by a column mapping's time format
-    if not isinstance(value, str):
+        parsed = value  # parsed already, by a column mapping's time format
+    elif not isinstance(value, str):
         raise FieldError(f"expected an ISO 8601 date-time string, got {_kind(value)}")
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
+    if wholly_past(parsed):
+        return parsed
     try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
+        why = implausible(parsed)
+    except OverflowError:  # 9999-12-31T23:59-01:00 lies past datetime.max in UTC
+        why = f"{_short(value)} lies in the future"
+    if why:
+        raise FieldError(f"implausible time: {why}")
     return parsed
 
 

@@ -15,6 +15,7 @@ import io
 import json
 import os
 import sys
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from operator import itemgetter
@@ -24,6 +25,14 @@ from typing import Any, BinaryIO
 from ..errors import Problem, ValidationError
 
 FORMATS = ("csv", "jsonl")
+
+#: The longest CSV field accepted: the limit of Python's csv module, which
+#: refuses longer fields (``csv.field_size_limit()``).
+CSV_FIELD_LIMIT = 128 * 1024
+
+#: What a corrupt or truncated gzip stream raises while it is read.
+GZIP_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
+
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl"}
 
 
@@ -110,10 +119,60 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
     if fmt is None and suffixes and suffixes[-1] in _SUFFIXES:
         fmt = _SUFFIXES[suffixes[-1]]
     if fmt is None:
-        head = stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+        try:
+            head = stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
+        except GZIP_ERRORS as exc:
+            raw.close()
+            raise unreadable(name, exc) from None
         fmt = "jsonl" if head[:1] == b"{" else "csv"
     owned = isinstance(source, (str, os.PathLike)) and str(source) != "-"
     return Source(name=name, stream=stream, fmt=fmt, size=size, raw_file=buffered, owned=owned, wrapped=wrapped)
+
+
+def unreadable(name: str, exc: BaseException) -> ValidationError:
+    """The one error for a compressed input that cannot be read to its end."""
+    detail = str(exc) or exc.__class__.__name__
+    # No Problem list: the one line says it all (there is no line or field to name).
+    return ValidationError(f"{name}: is not a readable gzip file (corrupt or truncated: {detail}); nothing imported")
+
+
+def csv_problem(exc: csv.Error, header: list[str], text: str) -> tuple[str | None, str]:
+    """(column, message) for a CSV record the csv module refused; a too-long field names its column."""
+    if "field larger than field limit" not in str(exc):
+        return None, f"malformed CSV (unbalanced quotes?): {exc}"
+    index = _long_field(text)
+    column = header[index] if index is not None and index < len(header) else None
+    return column, f"{'the value' if column else 'a field'} is longer than the limit of {CSV_FIELD_LIMIT:,} characters (128 KiB)"
+
+
+def _long_field(text: str) -> int | None:
+    """The position of the first field longer than :data:`CSV_FIELD_LIMIT` in a CSV line, if any.
+
+    Counted by hand: the csv module itself refuses to read such a field.
+    """
+    index, length, quoted = 0, 0, False
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if quoted:
+            if ch == '"':
+                if text[i + 1 : i + 2] == '"':
+                    length += 1
+                    i += 1
+                else:
+                    quoted = False
+            else:
+                length += 1
+        elif ch == '"':
+            quoted = True
+        elif ch == ",":
+            if length > CSV_FIELD_LIMIT:
+                return index
+            index, length = index + 1, 0
+        elif ch not in "\r\n":
+            length += 1
+        i += 1
+    return index if length > CSV_FIELD_LIMIT else None
 
 
 class _Lines:
@@ -173,6 +232,8 @@ class CsvReader:
             except csv.Error as exc:
                 raise ValidationError(f"{self.name}: unreadable header",
                                       [Problem(self.name, self.reader.line_num, None, f"malformed CSV header: {exc}")]) from None
+            except GZIP_ERRORS as exc:
+                raise unreadable(self.name, exc) from None
             if any(cell.strip() for cell in row):
                 self.header = [cell.strip() for cell in row]
         self.header_line = self.reader.line_num
@@ -202,8 +263,11 @@ class CsvReader:
                 return
             except csv.Error as exc:
                 last = self.reader.line_num
-                yield Record(first, None, lines.take(), (None, f"malformed CSV (unbalanced quotes?): {exc}"))
+                raw = lines.take()
+                yield Record(first, None, raw, csv_problem(exc, header, b"".join(raw).decode("utf-8", "replace")))
                 continue
+            except GZIP_ERRORS as exc:
+                raise unreadable(self.name, exc) from None
             last = self.reader.line_num
             raw = lines.take()
             if not fields or (len(fields) == 1 and not fields[0].strip()):
@@ -231,6 +295,12 @@ class JsonLinesReader:
         self.lines = _Lines(source.stream)
 
     def __iter__(self) -> Iterator[Record]:
+        try:
+            yield from self._records()
+        except GZIP_ERRORS as exc:
+            raise unreadable(self.name, exc) from None
+
+    def _records(self) -> Iterator[Record]:
         lines = self.lines
         loads = json.loads
         strict = _refuse_constant

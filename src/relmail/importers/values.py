@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
+from ..timestamps import implausible, wholly_past
 from .fields import FALSE_WORDS, TRUE_WORDS, FieldError, boolean, csv_scalar, integer, number
 
 Parser = Callable[[str], Any]
@@ -65,6 +66,13 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
             parsed = parsed.replace(tzinfo=zone)
+        if not wholly_past(parsed):  # a placeholder (0001-01-01) or a typo (9999-12-31), as any import refuses
+            try:
+                why = implausible(parsed)
+            except OverflowError:
+                why = f"{_short(text)} lies in the future"
+            if why:
+                raise FieldError(f"implausible time: {why}")
         # In UTC, as the store keeps it: converted once per distinct cell, not once per row.
         return parsed.astimezone(UTC)
 

@@ -139,9 +139,19 @@ class FeatureSpec:
 def split_mask(customer_ids: Sequence[str], seed: int, test_share: float, salt: str = "test") -> np.ndarray:
     """True for the customers in the held-back part, decided by a seeded hash.
 
-    Splitting by customer (not by decision) keeps a customer's decisions on
-    one side, and a hash (not a random draw) gives the same split again at
-    evaluation time without storing ids.
+    ``relmail model train --split-seed S --test-share F`` holds back exactly
+    the customers ``split_mask(ids, S, F)`` marks (the seed and share are in
+    the model's sidecar under ``training``), and ``relmail model evaluate``
+    scores them. A customer is in the test part when the first 8 bytes of
+    ``blake2b(f"{salt}:{seed}:{customer_id}")``, read as a fraction of
+    2**64, fall below ``test_share``: the same customer is on the same side
+    for every message and every run, with nothing stored. Splitting by
+    customer (not by decision) keeps a customer's decisions on one side.
+    Other salts make independent splits (selection's cross-fitting folds use
+    ``"validation"``).
+
+    >>> split_mask(["C1", "C2", "C3", "C4"], seed=0, test_share=0.5).tolist()
+    [True, True, False, True]
     """
     if not 0.0 <= test_share < 1.0:
         raise ValueError("test share must be in [0, 1)")

@@ -21,6 +21,7 @@ model file never has to trust relmail's own classes when it is loaded.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
@@ -37,6 +38,8 @@ UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional",
 KIND_BASES = {"interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
 POOLING_KINDS = ("pooled",)
+#: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).
+POOLING_REPLACES = {"pooled": "interaction"}
 #: Fewer positives than this in a group and a classifier is not trained:
 #: the group's observed rate is used instead (calibration needs both classes
 #: in every fold).
@@ -489,3 +492,43 @@ def rebuild(kind: str, layout: Layout, base: str, parts: dict):
     if kind == Propensity.kind:
         return Propensity.from_parts(layout, base, parts)
     return UPLIFT_CLASSES[kind].from_parts(layout, base, parts)
+
+
+@runtime_checkable
+class ProbabilityModel(Protocol):
+    """``P(outcome = 1 | x)`` from rows of the encoded feature matrix (propensity and irritation)."""
+
+    kind: str
+
+    def fit(self, X: np.ndarray, y: np.ndarray, t: np.ndarray | None = None) -> ProbabilityModel:
+        """Learn from ``X`` and 0/1 outcomes ``y`` (only the rows with ``t == 1`` when ``t`` is given)."""
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """A probability per row."""
+
+    def parts(self) -> dict:
+        """The fitted scikit-learn objects and numbers to store (rebuilt by ``from_parts``)."""
+
+
+@runtime_checkable
+class UpliftEstimator(Protocol):
+    """``P(outcome | sent, x) - P(outcome | not sent, x)`` from a randomized sample.
+
+    Every estimator in :data:`UPLIFT_CLASSES` follows it: ``fit`` on the
+    encoded features, 0/1 outcomes ``y`` and the 0/1 sent flag ``t``;
+    ``predict_uplift`` per row; ``parts`` for the model file, from which
+    ``from_parts(layout, base, parts)`` rebuilds it. Selection and training
+    use nothing else, so a new estimator that follows this protocol and is
+    registered in :data:`UPLIFT_CLASSES` becomes a candidate.
+    """
+
+    kind: str
+
+    def fit(self, X: np.ndarray, y: np.ndarray, t: np.ndarray) -> UpliftEstimator:
+        """Learn from the sends (``t == 1``) and hold-outs (``t == 0``)."""
+
+    def predict_uplift(self, X: np.ndarray) -> np.ndarray:
+        """The estimated effect of sending, per row (on the probability scale)."""
+
+    def parts(self) -> dict:
+        """The fitted scikit-learn objects and numbers to store."""

@@ -66,7 +66,9 @@ def _evaluate_model(model: TrainedModel, table: OutcomeTable) -> dict:
     test = table.subset(split_mask(table.customer_id, seed, share))
     X = model.encode(test.features)
     t = test.treated
-    out = {"message": model.key, "version": model.version, "rows": len(test), "sends": int(t.sum()), "holdouts": int((t == 0).sum()), "outcomes": {}}
+    out = {"message": model.key, "version": model.version, "rows": len(test), "sends": int(t.sum()), "holdouts": int((t == 0).sum()),
+           # The test customers are split_mask(customer ids, seed, test_share): 'model predict --split test' lists them.
+           "split": {"seed": seed, "test_share": share, "customers": len(set(test.customer_id))}, "outcomes": {}}
     for name in model.outcomes:
         y = test.outcomes[name]
         pred = model.predict(X, name)
@@ -90,12 +92,7 @@ def evaluate(
     table: OutcomeTable | None = None,
 ) -> list[dict]:
     """Evaluate the newest model of each message (all trained messages by default)."""
-    metas = [m for m in store.list_models(root) if not messages or m["key"] in messages]
-    missing = sorted(set(messages or []) - {m["key"] for m in metas})
-    if missing:
-        raise ModelError(f"no trained model for {', '.join(missing)}; run 'relmail model train' first")
-    if not metas:
-        raise ModelError("no trained models; run 'relmail model train' first")
+    metas = store.newest_models(root, messages)
     results = []
     for meta in metas:
         model = from_payload(meta, store.load_payload(root, meta))

@@ -22,6 +22,11 @@ any other   a feature: plain decimals become numbers, empty cells are left out;
             in JSON Lines also a ``features`` object
 ========== ==========================================================
 
+Columns named in ``categorical`` keep their values as text (a JSON number
+becomes its text too): a zip code or a store number looks like a number but
+is a code, and a model must treat each value as a category of its own
+rather than as a quantity with an order.
+
 A customer held out of a whole experiment (Hillstrom's "no e-mail" third)
 gets one ``holdout`` row per message, so each message has its own control.
 """
@@ -30,7 +35,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,7 +67,7 @@ def _number(text: str) -> Any:
     return csv_scalar(text)
 
 
-def _records(path: Path) -> Iterator[tuple[int, dict]]:
+def _records(path: Path, categorical: frozenset[str] = frozenset()) -> Iterator[tuple[int, dict]]:
     name = str(path)
     try:
         if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
@@ -76,6 +81,8 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
                         raise ValidationError("invalid history file", [Problem(name, line_no, None, f"invalid JSON: {exc.msg}")]) from None
                     if not isinstance(obj, dict):
                         raise ValidationError("invalid history file", [Problem(name, line_no, None, "each line must be a JSON object")])
+                    if categorical:
+                        obj = _as_text(obj, categorical)
                     yield line_no, obj
         else:
             with open(path, encoding="utf-8-sig", newline="") as fh:
@@ -83,12 +90,28 @@ def _records(path: Path) -> Iterator[tuple[int, dict]]:
                 missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
                 if missing:
                     raise ValidationError("invalid history file", [Problem(name, 1, c, "missing column") for c in missing])
+                absent = sorted(categorical - set(reader.fieldnames or []))
+                if absent:
+                    raise ValidationError("invalid history file", [Problem(name, 1, c, "no such column (named by --categorical)") for c in absent])
+                keep = set(REQUIRED) | categorical
                 for row in reader:
-                    yield reader.line_num, {k: _number(v) if k not in REQUIRED and v is not None else v for k, v in row.items() if v != ""}
+                    yield reader.line_num, {k: _number(v) if k not in keep and v is not None else v for k, v in row.items() if v != ""}
     except FileNotFoundError:
         raise ValidationError(f"{name}: file not found") from None
     except UnicodeDecodeError:
         raise ValidationError(f"{name}: not UTF-8 text") from None
+
+
+def _as_text(obj: dict, categorical: frozenset[str]) -> dict:
+    """The JSON record with the categorical features (top level or in ``features``) as text."""
+
+    def text(d: dict) -> dict:
+        return {k: (str(v) if k in categorical and isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in d.items()}
+
+    obj = text(obj)
+    if isinstance(obj.get("features"), dict):
+        obj["features"] = text(obj["features"])
+    return obj
 
 
 def _parse_time(value: Any) -> datetime | None:
@@ -101,20 +124,26 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo is not None else None
 
 
-def import_history(engine: Engine, source: str | Path) -> ImportResult:
+def import_history(engine: Engine, source: str | Path, categorical: Iterable[str] = ()) -> ImportResult:
     """Validate the whole file, then write its runs and decisions in one transaction.
 
-    Raises :class:`ValidationError` listing every bad field (file, line,
-    field), or :class:`Conflict` when a run id or (campaign, window) is in
-    the ledger already. Nothing is written unless everything is valid.
+    ``categorical`` names feature columns kept as text (see the module
+    docstring). Raises :class:`ValidationError` listing every bad field
+    (file, line, field), or :class:`Conflict` when a run id or (campaign,
+    window) is in the ledger already. Nothing is written unless everything
+    is valid.
     """
     path = Path(source)
     name = str(path)
+    categorical = frozenset(categorical)
+    clash = sorted(categorical & set(REQUIRED))
+    if clash:
+        raise ValidationError(f"{name}: {', '.join(clash)} is a required column, not a feature; it cannot be --categorical")
     problems: list[Problem] = []
     runs: dict[str, dict] = {}
     decisions: list[dict] = []
     seen: dict[tuple, int] = {}
-    for line_no, rec in _records(path):
+    for line_no, rec in _records(path, categorical):
         if len(problems) >= MAX_PROBLEMS:
             break
         bad = False
@@ -158,6 +187,9 @@ def import_history(engine: Engine, source: str | Path) -> ImportResult:
         )
     if not problems and not decisions:
         problems.append(Problem(name, None, None, "no decisions in file"))
+    if not problems and categorical:
+        present = {k for d in decisions for k in d["features"]}
+        problems.extend(Problem(name, None, c, "no decision has this feature (named by --categorical)") for c in sorted(categorical - present))
     if not problems:
         problems.extend(_unknown_customers(engine, name, decisions))
     if problems:

@@ -16,14 +16,22 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 VOLUMES = (0.1, 0.3, 0.5)
 
 
+def ranking(score, seed: int = 0) -> np.ndarray:
+    """Row indices from the highest score to the lowest, ties broken by a seeded draw.
+
+    Every figure here ranks this way: a constant score must rank like random
+    targeting, not like the input order.
+    """
+    score = np.asarray(score, dtype=float)
+    tie = np.random.default_rng(seed).random(len(score))
+    return np.lexsort((tie, -score))
+
+
 def _ranked(score: np.ndarray, y: np.ndarray, t: np.ndarray, seed: int = 0):
     score, y, t = (np.asarray(a, dtype=float) for a in (score, y, t))
     if not (len(score) == len(y) == len(t)):
         raise ValueError("score, y and t must have the same length")
-    # A seeded random tie-break: a constant score must rank like random
-    # targeting, not like the input order.
-    tie = np.random.default_rng(seed).random(len(score))
-    order = np.lexsort((tie, -score))
+    order = ranking(score, seed)
     return y[order], t[order]
 
 

@@ -62,6 +62,15 @@ class TrainedModel:
                 return name
         raise KeyError(f"model '{self.key}' has no positive outcome")
 
+    def _only_outcome(self) -> str:
+        primary = self.meta.get("primary_outcome")
+        if primary in self.propensity:
+            return primary
+        if len(self.propensity) == 1:
+            return self.outcomes[0]
+        raise ValueError(f"model '{self.key}' learned {', '.join(self.outcomes)}: name the outcome, "
+                         f"e.g. predict(features, outcome={self.outcomes[0]!r})")
+
     def encode(self, features) -> np.ndarray:
         """A float matrix from feature columns (mapping), feature dicts (list) or a matrix."""
         if isinstance(features, Mapping):
@@ -73,13 +82,17 @@ class TrainedModel:
         return self.spec.encode(list(features))
 
     def predict(self, features, outcome: str | None = None) -> dict[str, np.ndarray]:
-        """``p_positive_sent``, ``uplift`` and ``p_irritation`` per row.
+        """``p_positive_sent``, ``uplift`` and ``p_irritation`` per row, for ``outcome``.
 
-        ``uplift`` is NaN when the model had no hold-outs to learn it from:
-        the plan must then not suppress for negative uplift.
+        ``outcome`` may be left out only when it is unambiguous: the model
+        learned one outcome, or training named a primary one (``[model]
+        primary_outcome``); otherwise :class:`ValueError` names the choices,
+        rather than quietly answering for an outcome the caller did not ask
+        about. ``uplift`` is NaN when the model had no hold-outs to learn
+        it from: the plan must then not suppress for negative uplift.
         """
         X = self.encode(features)
-        name = self.primary_outcome(outcome)
+        name = self.primary_outcome(outcome) if outcome else self._only_outcome()
         up = self.uplift.get(name)
         return {
             "p_positive_sent": np.clip(self.propensity[name].predict(X), 0.0, 1.0),

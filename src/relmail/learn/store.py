@@ -50,9 +50,14 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION = re.compile(r"^v(\d{4,})\.json$")
 
 
-def models_dir(project) -> Path:
-    """``models/`` in the project, or ``[model] dir`` from ``relmail.toml``."""
-    folder = project.settings.section("model").get("dir", "models")
+def models_dir(project, folder: str | os.PathLike | None = None) -> Path:
+    """``models/`` in the project, or ``[model] dir`` from ``relmail.toml``, or ``folder`` when given.
+
+    A relative folder is inside the project; ``folder`` lets an experiment
+    train into a folder of its own instead of stacking versions on the
+    project's models.
+    """
+    folder = folder if folder is not None else project.settings.section("model").get("dir", "models")
     path = Path(folder)
     return path if path.is_absolute() else project.root / path
 
@@ -78,13 +83,19 @@ def versions(root: Path, key: str) -> list[int]:
     return sorted(int(m.group(1)) for p in folder.iterdir() if (m := _VERSION.match(p.name)))
 
 
-def save(root: Path, key: str, payload: dict, meta: dict) -> Path:
-    """Write the next version of model ``key``; returns the sidecar path."""
+def save(root: Path, key: str, payload: dict, meta: dict, replace: bool = False) -> Path:
+    """Write the next version of model ``key`` (with ``replace``, over the newest); returns the sidecar path."""
     import skops.io as sio
 
     folder = root / _check_key(key)
     folder.mkdir(parents=True, exist_ok=True)
-    version = (versions(root, key) or [0])[-1] + 1
+    have = versions(root, key)
+    version = have[-1] if replace and have else (have or [0])[-1] + 1
+    meta_path = folder / f"v{version:04d}.json"
+    if replace:
+        # The sidecar goes first: while the payload is rewritten, readers see
+        # the previous version (or none), never a sidecar whose checksum is stale.
+        meta_path.unlink(missing_ok=True)
     model_path = folder / f"v{version:04d}.skops"
     tmp = model_path.with_suffix(".skops.tmp")
     sio.dump(payload, tmp)
@@ -98,7 +109,6 @@ def save(root: Path, key: str, payload: dict, meta: dict) -> Path:
         "file": model_path.name,
         "sha256": _sha256(model_path),
     }
-    meta_path = folder / f"v{version:04d}.json"
     # The sidecar is written last: a version without one is never loaded.
     meta_path.write_text(json.dumps(sidecar, indent=2, default=str), encoding="utf-8")
     return meta_path
@@ -142,6 +152,17 @@ def load_payload(root: Path, meta: dict) -> Any:
         return sio.load(path, trusted=list(untrusted))
     except Exception as exc:
         raise ModelError(f"{path}: model file cannot be loaded ({exc.__class__.__name__}: {exc})") from None
+
+
+def newest_models(root: Path, messages=None) -> list[dict]:
+    """The newest sidecar of each model of ``messages`` (default: all), or :class:`ModelError` naming what is missing."""
+    metas = [m for m in list_models(root) if not messages or m["key"] in messages]
+    missing = sorted(set(messages or []) - {m["key"] for m in metas})
+    if missing:
+        raise ModelError(f"no trained model for {', '.join(missing)}; run 'relmail model train' first")
+    if not metas:
+        raise ModelError("no trained models; run 'relmail model train' first")
+    return metas
 
 
 def list_models(root: Path) -> list[dict]:

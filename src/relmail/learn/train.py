@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from .. import __version__
-from ..errors import ModelError
+from ..errors import NothingToDo, ValidationError
 from . import store
 from .dataset import FeatureSpec, split_mask
 from .estimators import BASES, MIN_POSITIVES, POOLING_KINDS, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
@@ -40,9 +40,11 @@ class TrainOptions:
     cv_repeats: int = DEFAULT_REPEATS
     primary_outcome: str | None = None
     #: Threads per fit. The fits are many and small: with more threads the
-    #: OpenMP start-up and contention (measured: 30x slower on 2 busy cores)
-    #: cost more than they save.
+    #: OpenMP start-up and contention cost more than they save, most on a
+    #: busy machine.
     threads: int = 1
+    #: Overwrite the newest version of each model instead of adding one (for experiments).
+    replace: bool = False
 
     @classmethod
     def from_project(cls, project, **overrides) -> TrainOptions:
@@ -61,7 +63,7 @@ class TrainOptions:
         values.update({k: v for k, v in overrides.items() if v is not None})
         unknown = [o for o in values["outcomes"] if o not in POSITIVE]
         if unknown:
-            raise ModelError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
+            raise ValidationError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
         return cls(**values)
 
 
@@ -84,13 +86,13 @@ def train(
         # A pooling estimator learns from every message's sends, even when only some are trained.
         table = load_outcomes(engine, options.window, messages=None if pooling else messages, now=now)
     if len(table) == 0:
-        raise ModelError("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
+        raise NothingToDo("no decisions with closed outcome windows to train on; run a campaign (or 'relmail runs import') first")
     wanted = list(messages) if messages else sorted(set(table.message_id))
     results = []
     for key in wanted:
         mine = table.message_id == key
         if not mine.any():
-            raise ModelError(f"no decisions for message '{key}' in closed runs")
+            raise NothingToDo(f"no decisions for message '{key}' in closed runs: nothing to train it on")
         results.append(train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None))
     return results
 
@@ -128,7 +130,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         siblings = siblings.subset(~split_mask(siblings.customer_id, options.split_seed, options.test_share))
     spec = FeatureSpec.infer(data.features)
     if not spec.columns:
-        raise ModelError(f"message '{key}': the decisions logged no usable features")
+        raise NothingToDo(f"message '{key}': the decisions logged no usable features: nothing to train on")
     X = spec.encode(data.features)
     X_sib = spec.encode(siblings.features) if siblings is not None and len(siblings) else None
     t = data.treated
@@ -173,7 +175,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             "candidates": choice.candidates,
         }
     if not payload["outcomes"]:
-        raise ModelError(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
+        raise NothingToDo(f"message '{key}': no outcome has enough data to train ({'; '.join(skipped.values())})")
     sends = t == 1
     irritation = data.outcomes["irritation"][sends]
     payload["irritation"] = fit_probability(spec.layout_of(X[sends], irritation), "logistic", X[sends], irritation, seed)
@@ -204,7 +206,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             "irritation_rate": float(data.outcomes["irritation"][sends].mean()) if sends.any() else 0.0,
         },
     }
-    path = store.save(root, key, payload, meta)
+    path = store.save(root, key, payload, meta, replace=options.replace)
     return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
 

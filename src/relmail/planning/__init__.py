@@ -7,6 +7,6 @@ among messages, :mod:`.decisions` writes the ledger's decision rows,
 the files CI reads, and :mod:`.why` explains a decision.
 """
 
-from .run import PlanResult, plan, run_id_for
+from .run import PlanOptions, PlanResult, plan, run_id_for
 
-__all__ = ["PlanResult", "plan", "run_id_for"]
+__all__ = ["PlanOptions", "PlanResult", "plan", "run_id_for"]

@@ -168,9 +168,9 @@ class Decisions:
                          np.full(len(self), "{}", dtype=S))
 
     def sorted(self) -> Decisions:
-        """By customer, then message: the order files and diffs use."""
-        order = np.lexsort((self.message_id.astype(str), self.customer_id.astype(str)))
-        return self.take(order)
+        """By customer, each customer's messages in the order they were decided (the campaign's):
+        the order of plan files, and of the ledger's rows."""
+        return self.take(np.argsort(self.customer_id.astype(str), kind="stable"))
 
     def records(self, features: bool = True) -> Iterator[dict[str, Any]]:
         """Plain dicts, for files and tests (not for the hot path)."""

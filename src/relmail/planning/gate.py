@@ -1,10 +1,24 @@
-"""The render gate: render each planned message for a few of its recipients.
+"""The render gate: render every template variant a plan will send, for real recipients, before anything is sent.
 
 A plan that would send a template which fails for real customers must fail
-in CI, before anything is sent. For every message, the first ``sample``
-customers (by id) the plan sends it to or holds out are rendered with the
-project's templates; every failure is collected with the customer, the
-message and the template's file and line. Nothing is written or sent.
+in CI. A message's e-mail is made of different files for different
+recipients: the locale variant of its HTML template (``ebike_launch.nl.html``
+or the base ``ebike_launch.html``), of its text template or the text
+derived from the HTML, of each partial it includes, and the campaign's
+subject for that locale. The gate groups a message's recipients (its
+``send`` decisions) by those files (a :class:`~relmail.render.variants.Variant`) and renders, per
+variant:
+
+* one recipient of every locale that gets it (a locale can break a
+  filter's formatting even where the files are the same), then
+* more recipients drawn at random (seeded by the run's seed) up to
+  ``sample`` per variant,
+
+exactly as ``relmail send`` would render them: the same renderer, the same
+customer contexts and recommended products, as of the plan's time. A
+recipient order (by id, by locale) can no longer hide a broken variant.
+Every failure is a :class:`RenderProblem` naming the message, the variant,
+the customer and the template's file and line. Nothing is written or sent.
 """
 
 from __future__ import annotations
@@ -12,58 +26,165 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
 from ..render.contexts import customer_contexts, load_catalog
-from ..render.renderer import MessageSpec, Renderer
+from ..render.renderer import MessageSpec, Renderer, RenderError
+from ..render.variants import Variant, Variants
+from ..store.models import Customer
 
 #: Links are built but never followed in a check: a stand-in key is fine when none is set.
 CHECK_KEY = "relmail-render-check"
 
 
+@dataclass
+class VariantCheck:
+    """What the gate did for one variant."""
+
+    variant: Variant
+    #: Recipients of the plan who get this variant.
+    recipients: int
+    #: Their distinct locales.
+    locales: int
+    rendered: int = 0
+    failed: int = 0
+
+    def as_dict(self) -> dict:
+        return {"message": self.variant.message_id, "variant": str(self.variant), "files": list(self.variant.html + self.variant.text),
+                "recipients": self.recipients, "locales": self.locales, "rendered": self.rendered, "failed": self.failed}
+
+
 @dataclass(frozen=True)
 class RenderProblem:
+    """One e-mail that failed to render."""
+
     message_id: str
+    variant: str
     customer_id: str
+    locale: str
     error: str
+    file: str | None = None
+    line: int | None = None
 
     def __str__(self) -> str:
-        return f"{self.message_id} for {self.customer_id}: {self.error}"
+        where = f"{self.file}:{self.line}: " if self.file and self.line else (f"{self.file}: " if self.file else "")
+        return f"{self.message_id} [{self.variant}] for {self.customer_id} ({self.locale}): {where}{self.error}"
+
+    def as_dict(self) -> dict:
+        return {"message": self.message_id, "variant": self.variant, "customer_id": self.customer_id, "locale": self.locale,
+                "file": self.file, "line": self.line, "error": self.error}
 
 
 def render_sample(project, engine, campaign, result, sample: int = 3) -> list[RenderProblem]:
-    """Render each message for up to ``sample`` of its recipients; sets ``result.render_errors``."""
+    """Render every variant of every message of ``result`` for its recipients; see the module docstring.
+
+    ``sample`` is the number of renders per variant (at least one per locale
+    that gets it); 0 skips the gate. Sets ``result.render_errors``,
+    ``result.render_problems`` and ``result.render_checks``; returns the problems.
+    """
+    result.render_checks, result.render_problems, result.render_errors = [], [], 0
     if sample <= 0:
         return []
     d = result.decisions
-    picks: dict[str, list[str]] = {}
-    for m in campaign.messages:
-        mine = (d.message_id == m.id) & np.isin(d.action, ["send", "holdout"]) if len(d) else np.zeros(0, dtype=bool)
-        ids = sorted(d.customer_id[mine].tolist())[:sample]
-        if ids:
-            picks[m.id] = ids
+    sends = np.flatnonzero(d.action == "send") if len(d) else np.zeros(0, dtype=np.int64)
+    if not len(sends):
+        return []
+    try:
+        renderer = Renderer(project, signing_key=project.secret("signing_key", required=False) or CHECK_KEY)
+    except NotFound as exc:
+        problems = [RenderProblem(m, "", str(d.customer_id[sends][d.message_id[sends] == m][0]), "", str(exc))
+                    for m in dict.fromkeys(d.message_id[sends].tolist())]
+        result.render_problems, result.render_errors = problems, len(problems)
+        return problems
+    locales = _locales(engine, d.customer_id[sends], project.settings.default_locale)
+    rng = np.random.default_rng(result.seed)
+    variants = Variants(renderer)
+    picks: list[tuple[VariantCheck, MessageSpec, list[tuple[str, str]]]] = []
     problems: list[RenderProblem] = []
-    if picks:
-        try:
-            renderer = Renderer(project, signing_key=project.secret("signing_key", required=False) or CHECK_KEY)
-        except NotFound as exc:
-            problems = [RenderProblem(mid, ids[0], str(exc)) for mid, ids in picks.items()]
-            result.render_errors = len(problems)
-            return problems
-        # The contexts a send builds (featured products, the catalogue, recommendations), so a template
-        # that looks up a product the catalogue lacks fails here, before anything is sent.
-        with engine.connect() as conn:
-            catalog = load_catalog(conn)
-            contexts = {m.id: customer_contexts(conn, picks[m.id], result.as_of, catalog, m.products)
-                        for m in campaign.messages if m.id in picks}
-        for m in campaign.messages:
-            spec = MessageSpec.from_campaign(campaign, m, result.run_id)
-            for cid in picks.get(m.id, []):
-                ctx = contexts[m.id][cid]
-                try:
-                    renderer.render(spec, ctx)
-                except TemplateError as exc:
-                    problems.append(RenderProblem(m.id, cid, str(exc)))
-    result.render_errors = len(problems)
-    result.render_problems = problems
+    for m in campaign.messages:
+        mine = d.message_id[sends] == m.id
+        if not mine.any():
+            continue
+        spec = MessageSpec.from_campaign(campaign, m, result.run_id)
+        customers, their_locales = d.customer_id[sends][mine], locales[mine]
+        groups: dict[Variant, dict[str, list[int]]] = {}
+        for loc in sorted(set(their_locales.tolist())):
+            rows = np.flatnonzero(their_locales == loc)
+            try:
+                variant = variants.of(spec, loc)
+            except (TemplateError, NotFound) as exc:
+                # A file that cannot even be read for this locale: every recipient of it fails alike.
+                problems.append(RenderProblem(m.id, f"{m.template} for {loc}", str(customers[rows[0]]), loc, _reason(exc),
+                                              getattr(exc, "file", None), getattr(exc, "line", None)))
+                continue
+            groups.setdefault(variant, {})[loc] = rows.tolist()
+        for variant, by_locale in groups.items():
+            count = sum(len(rows) for rows in by_locale.values())
+            check = VariantCheck(variant, recipients=count, locales=len(by_locale))
+            chosen = _choose(rng, by_locale, sample)
+            picks.append((check, spec, [(str(customers[i]), loc) for i, loc in chosen]))
+    with engine.connect() as conn:
+        catalog = load_catalog(conn)
+        for check, spec, chosen in picks:
+            message = campaign.message(check.variant.message_id)
+            contexts = customer_contexts(conn, [c for c, _ in chosen], result.as_of, catalog, tuple(message.products))
+            for customer_id, loc in chosen:
+                check.rendered += 1
+                ctx = contexts.get(customer_id)
+                problem = None
+                if ctx is None:
+                    problem = RenderProblem(spec.id, str(check.variant), customer_id, loc, "customer no longer exists (erased?)")
+                else:
+                    try:
+                        renderer.render(spec, ctx)
+                    except RenderError as exc:
+                        problem = RenderProblem(spec.id, str(check.variant), customer_id, loc, exc.reason, exc.file, exc.line)
+                    except TemplateError as exc:  # the variant does not compile: the same for all its recipients
+                        problem = RenderProblem(spec.id, str(check.variant), customer_id, loc, _reason(exc),
+                                                getattr(exc, "file", None), getattr(exc, "line", None))
+                if problem is not None:
+                    check.failed += 1
+                    problems.append(problem)
+            result.render_checks.append(check)
+    result.render_problems, result.render_errors = problems, len(problems)
     return problems
+
+
+def _locales(engine, customer_ids: np.ndarray, default: str) -> np.ndarray:
+    """Each customer's locale (the project's default where none is recorded), aligned with ``customer_ids``."""
+    wanted = np.unique(customer_ids.astype(str))
+    c = Customer.__table__
+    found: dict[str, str] = {}
+    with engine.connect() as conn:
+        if len(wanted) <= 5_000:
+            rows = conn.execute(select(c.c.id, c.c.locale).where(c.c.id.in_(wanted.tolist())))
+        else:
+            # A large plan: one pass over the table beats a giant IN list.
+            rows = conn.execute(select(c.c.id, c.c.locale))
+        for cid, loc in rows:
+            found[cid] = loc or default
+    return np.array([found.get(cid, default) for cid in customer_ids.tolist()], dtype=object)
+
+
+def _choose(rng: np.random.Generator, by_locale: dict[str, list[int]], sample: int) -> list[tuple[int, str]]:
+    """One recipient per locale (most recipients first), then random others up to ``sample``."""
+    order = sorted(by_locale, key=lambda loc: (-len(by_locale[loc]), loc))
+    chosen = [(int(rng.choice(by_locale[loc])), loc) for loc in order]
+    taken = {i for i, _ in chosen}
+    rest = [(i, loc) for loc in order for i in by_locale[loc] if i not in taken]
+    more = max(0, sample - len(chosen))
+    if more and rest:
+        for k in sorted(rng.choice(len(rest), size=min(more, len(rest)), replace=False).tolist()):
+            chosen.append(rest[k])
+    return chosen
+
+
+def _reason(exc: TemplateError) -> str:
+    """The error without the ``file:line:`` it starts with (shown separately)."""
+    text = str(exc)
+    file, line = getattr(exc, "file", None), getattr(exc, "line", None)
+    for head in (f"{file}:{line}: ", f"{file}: "):
+        if file and text.startswith(head):
+            return text[len(head):]
+    return text

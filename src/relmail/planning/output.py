@@ -1,20 +1,23 @@
-"""A plan as files for CI: CSV, JSON Lines, Markdown; the diff against a previous plan; the gates.
+"""A plan as files for CI: CSV, JSON Lines, Markdown; reading plan files back; the gates.
 
 * ``.csv`` / ``.jsonl``: one row per decision (customer, message, action,
-  score, expected value, reasons; JSON Lines also the logged features).
-  Either can be read back by :func:`read_plan` for ``--diff-against``.
-* ``.md``: the summary table and the suppression list (capped, with a
-  count of what was left out) for a pull-request comment.
+  score, expected value, reasons; JSON Lines also the run, its as-of time
+  and the logged features, which is what ``relmail why --plan`` reads).
+  Either can be read back as the baseline of ``--diff-against``.
+* ``.md``: for a pull-request comment or a CI step summary: the counts, the
+  reasons, the render gate's renders per template variant and its failures,
+  what changed against the baseline (when there is one), what a replan kept,
+  and the suppression list (capped, with a count of what was left out).
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ..errors import RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
@@ -35,23 +38,26 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
     return ext
 
 
-def write_plan(result, path: str | Path, fmt: str | None = None, limit: int = 200) -> str:
-    """Write ``result`` to ``path``; returns the format used."""
+def write_plan(result, path: str | Path, fmt: str | None = None, limit: int = 200, changes=None) -> str:
+    """Write ``result`` to ``path``; returns the format used.
+
+    ``changes`` (a :class:`~relmail.planning.diff.PlanDiff`) adds the diff to Markdown output.
+    """
     fmt = format_for(path, fmt)
-    decisions = result.decisions.sorted()
     path = Path(path)
     if fmt == "csv":
         with path.open("w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(CSV_FIELDS)
-            for r in decisions.records(features=False):
+            for r in result.decisions.sorted().records(features=False):
                 w.writerow([r["customer_id"], r["message_id"], r["action"], r["score"], r["expected_value"], " ".join(r["reasons"])])
     elif fmt == "jsonl":
+        run = {"run": result.run_id, "as_of": result.as_of.isoformat()}
         with path.open("wb") as fh:
-            for r in decisions.records():
-                fh.write(orjson.dumps(r) + b"\n")
+            for r in result.decisions.sorted().records():
+                fh.write(orjson.dumps({**run, **r}) + b"\n")
     else:
-        path.write_text(markdown(result, limit), encoding="utf-8")
+        path.write_text(markdown(result, limit, changes), encoding="utf-8")
     return fmt
 
 
@@ -60,6 +66,11 @@ def summary_rows(result) -> tuple[list[str], list[list[Any]]]:
     rows = [[m.message_id, m.audience, m.send, m.holdout, m.suppress] for m in result.messages]
     t = result.totals
     rows.append(["total", t["audience"], t["send"], t["holdout"], t["suppress"]])
+    if result.kept:
+        headers.append("kept")
+        for row, m in zip(rows, result.messages):
+            row.append(m.kept)
+        rows[-1].append(result.kept)
     return headers, rows
 
 
@@ -74,38 +85,121 @@ def reason_rows(result) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def _md_table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if i else "---" for i in range(len(headers))) + "|"]
-    for r in rows:
-        out.append("| " + " | ".join(f"{v:,}" if isinstance(v, int) else str(v) for v in r) + " |")
-    return out
+def gate_rows(result) -> tuple[list[str], list[list[Any]]]:
+    """The render gate's work per template variant."""
+    headers = ["message", "variant", "recipients", "locales", "rendered", "failed"]
+    return headers, [[c.variant.message_id, str(c.variant), c.recipients, c.locales, c.rendered, c.failed] for c in result.render_checks]
 
 
-def markdown(result, limit: int = 200) -> str:
-    """Summary, reasons and the suppression list, for a pull-request comment."""
+def change_rows(changes, limit: int | None = None) -> tuple[list[str], list[list[Any]]]:
+    """One row per changed decision, the customer named on their first row only (each customer once)."""
+    headers = ["customer", "message", "before", "after"]
+    rows: list[list[Any]] = []
+    for entry in changes.customers:
+        for k, c in enumerate(entry.changes):
+            rows.append([entry.customer_id if k == 0 else "", c.message_id, _decision_text(c.before, c.reasons_before),
+                         _decision_text(c.after, c.reasons_after)])
+        if limit is not None and len(rows) >= limit:
+            break
+    return headers, rows
+
+
+def counted(n: int, word: str) -> str:
+    """``1 customer``, ``1,204 customers``."""
+    return f"{n:,} {word}{'' if n == 1 else 's'}"
+
+
+def _decision_text(action: str, reasons: tuple[str, ...]) -> str:
+    return f"{action} ({' '.join(reasons)})" if reasons and action != "send" else action
+
+
+def kept_sentence(result) -> str | None:
+    """What a replan (or a dry run over a written window) kept, or None."""
+    if not result.kept and not result.replaced:
+        return None
+    verb = "would keep" if result.dry_run else "kept"
+    again = "would decide again" if result.dry_run else "decided again"
+    return (f"Of the written run's decisions, this replan {verb} {result.kept:,} unchanged (the e-mail was delivered or is "
+            f"being delivered) and {again} the other {result.replaced:,}.")
+
+
+def markdown(result, limit: int = 200, changes=None) -> str:
+    """Counts, reasons, the render gate, changes and the suppression list, for a pull-request comment."""
     mode = "dry run, nothing written" if result.dry_run else "written to the ledger"
     lines = [f"### relmail plan `{result.run_id}` ({mode})", "",
-             f"As of {result.as_of:%Y-%m-%d %H:%M} UTC; suppression rate {result.suppression_rate:.1%}."]
+             f"As of {result.as_of:%Y-%m-%d %H:%M} UTC; suppression rate {result.suppression_rate:.1%}; "
+             f"render gate: {sum(c.rendered for c in result.render_checks):,} renders, {result.render_errors} failed."]
+    kept = kept_sentence(result)
+    if kept:
+        lines += ["", kept]
     if result.render_errors:
-        lines.append(f"**{result.render_errors} render error(s):**")
+        lines += ["", f"**{result.render_errors} render error(s):**", ""]
         lines += [f"- `{p}`" for p in result.render_problems[:limit]]
     lines += [f"**Warning:** {w}" for w in result.warnings]
-    lines += [""] + _md_table(*summary_rows(result)) + [""] + _md_table(*reason_rows(result))
+    lines += [""] + md_table(*summary_rows(result)) + [""] + md_table(*reason_rows(result))
+    if result.render_checks:
+        lines += ["", "#### Render gate", ""] + md_table(*gate_rows(result))
+    if changes is not None:
+        lines += ["", *markdown_changes(changes, limit)]
     suppressed = [r for r in result.decisions.sorted().records(features=False) if r["action"] != "send"]
     lines += ["", f"#### Suppressed and held out ({len(suppressed):,})", ""]
-    lines += _md_table(["customer", "message", "action", "score", "reasons"],
-                       ([r["customer_id"], r["message_id"], r["action"], f"{r['score']:.2f}", " ".join(r["reasons"])]
-                        for r in suppressed[:limit]))
+    lines += md_table(["customer", "message", "action", "score", "reasons"],
+                      ([r["customer_id"], r["message_id"], r["action"], r["score"], " ".join(r["reasons"])]
+                       for r in suppressed[:limit]))
     if len(suppressed) > limit:
         lines += ["", f"... and {len(suppressed) - limit:,} more (see the CSV or JSON Lines artifact)."]
     return "\n".join(lines) + "\n"
 
 
-def read_plan(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
-    """A plan file written by :func:`write_plan` (CSV or JSON Lines) → {(customer, message): row}."""
+def markdown_changes(changes, limit: int = 200) -> list[str]:
+    """The diff section of ``plan.md``: counts per change and per reason, then each changed customer once."""
+    lines = [f"#### Changes since {changes.against}", "",
+             f"{counted(len(changes.customers), 'customer')}, {counted(changes.changed, 'decision')} changed; {changes.unchanged:,} unchanged"
+             + (f"; {changes.kept:,} kept by the replan (not decided again)." if changes.kept else ".")]
+    if not changes.customers:
+        return lines
+    lines += [""] + md_table(["change", "decisions"], [[t, n] for t, n in changes.transitions.items()])
+    reasons = changes.reason_rows()
+    if reasons:
+        lines += [""] + md_table(["reason", "added", "removed"], [list(r) for r in reasons])
+    headers, rows = change_rows(changes, limit)
+    lines += [""] + md_table(headers, rows)
+    if changes.changed > len(rows):
+        lines += ["", f"... and {changes.changed - len(rows):,} more changed decisions (see the JSON output)."]
+    return lines
+
+
+def md_table(headers: list[str], rows: Iterable[list[Any]]) -> list[str]:
+    """A Markdown table: numeric columns right-aligned, text columns left-aligned."""
+    rows = [list(r) for r in rows]
+    numeric = [bool(rows) and all(isinstance(r[i], (int, float)) and not isinstance(r[i], bool) for r in rows)
+               for i in range(len(headers))]
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if num else "---" for num in numeric) + "|"]
+    for r in rows:
+        out.append("| " + " | ".join(_md_cell(v) for v in r) + " |")
+    return out
+
+
+def _md_cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value).replace("|", "\\|")
+
+
+def plan_file_rows(path: str | Path, features: bool = False) -> Iterator[dict[str, Any]]:
+    """The rows of a plan file written by :func:`write_plan` (CSV or JSON Lines), one dict each.
+
+    ``features=True`` needs JSON Lines (CSV holds no logged features).
+    """
     path = Path(path)
     fmt = format_for(path)
-    out: dict[tuple[str, str], dict[str, Any]] = {}
+    if fmt == "md" or (features and fmt != "jsonl"):
+        raise ValidationError(f"{path}: needs a JSON Lines plan file (relmail plan --out plan.jsonl)"
+                              + ("" if fmt == "md" else ", which holds the logged features"))
     try:
         if fmt == "csv":
             with path.open(newline="", encoding="utf-8") as fh:
@@ -113,48 +207,33 @@ def read_plan(path: str | Path) -> dict[tuple[str, str], dict[str, Any]]:
                 missing = set(CSV_FIELDS) - set(reader.fieldnames or [])
                 if missing:
                     raise ValidationError(f"{path}: not a relmail plan file (missing columns {', '.join(sorted(missing))})")
-                for row in reader:
-                    out[(row["customer_id"], row["message_id"])] = {"action": row["action"], "reasons": row["reasons"].split()}
-        elif fmt == "jsonl":
-            with path.open("rb") as fh:
-                for _i, line in enumerate(fh, start=1):
-                    if line.strip():
-                        row = orjson.loads(line)
-                        out[(row["customer_id"], row["message_id"])] = {"action": row["action"], "reasons": list(row.get("reasons", []))}
-        else:
-            raise ValidationError(f"{path}: --diff-against needs a .csv or .jsonl plan file")
+                yield from reader
+            return
+        with path.open("rb") as fh:
+            for i, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = orjson.loads(line)
+                    for key in ("customer_id", "message_id", "action"):
+                        row[key]  # noqa: B018 - present, or the file is not a plan
+                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+                    raise ValidationError(f"{path}:{i}: not a relmail plan row ({exc})") from None
+                row["reasons"] = " ".join(row.get("reasons") or ())
+                if features and "run" not in row:
+                    raise ValidationError(f"{path}:{i}: no run id in the row: write the file with this relmail's plan --out")
+                yield row
     except FileNotFoundError:
         raise ValidationError(f"{path}: not found") from None
-    except (orjson.JSONDecodeError, KeyError) as exc:
-        raise ValidationError(f"{path}: not a relmail plan file ({exc})") from None
-    return out
 
 
-@dataclass
-class Move:
-    customer_id: str
-    message_id: str
-    before: str  # action, or "absent"
-    after: str
-    reasons_before: list[str]
-    reasons_after: list[str]
-
-
-def diff(old: dict[tuple[str, str], dict[str, Any]], result) -> list[Move]:
-    """Who moved between send and not-send (or into / out of an audience) since ``old``."""
-    moves = []
-    seen = set()
-    for r in result.decisions.sorted().records(features=False):
-        key = (r["customer_id"], r["message_id"])
-        seen.add(key)
-        before = old.get(key)
-        b_action = before["action"] if before else "absent"
-        if (b_action == "send") != (r["action"] == "send") or (before is None and r["action"] == "send"):
-            moves.append(Move(*key, b_action, r["action"], before["reasons"] if before else [], r["reasons"]))
-    for key, before in sorted(old.items()):
-        if key not in seen and before["action"] == "send":
-            moves.append(Move(*key, "send", "absent", before["reasons"], []))
-    return moves
+def read_plan_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(customer, message, action, reasons) columns of a plan file, reasons space-separated."""
+    cols: list[list[str]] = [[], [], [], []]
+    for row in plan_file_rows(path):
+        for col, key in zip(cols, ("customer_id", "message_id", "action", "reasons")):
+            col.append(row[key])
+    return tuple(np.array(c, dtype=object) for c in cols)
 
 
 def check_gates(result, max_suppression_rate: float | None, min_sends: int | None) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..campaigns import Campaign
 from ..features import FeatureContext, FeatureSettings, compute_features
+from ..features.columns import frame_key, logged_key, own
 from ..rules import ARBITRATION_LOST, HOLDOUT, RULES, rules_for
 from ..rules.frequency_cap import effective_caps
 from ..store.db import make_engine
@@ -31,6 +32,9 @@ from ..windows import Window
 from . import decisions as dec
 from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .pending import load_context
+
+#: The score as a rule reads it (LOW_RELEVANCE): logged as ``score`` with every decision whose score counted.
+SCORE = own("score")
 
 
 class Laps:
@@ -84,41 +88,88 @@ class PartitionResult:
     positions: list[np.ndarray] = field(default_factory=list)
 
 
-def partition_task(url: str, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, ids: np.ndarray,
-                   members: dict[tuple, np.ndarray], kept: dict[str, set[str]], contexts: dict[str, FeatureContext],
-                   settings: FeatureSettings, scorer) -> PartitionResult:
+@dataclass(frozen=True)
+class PlanJob:
+    """What every customer range of one plan shares: the campaign, the run and how to score it."""
+
+    campaign: Campaign
+    window: Window
+    run_id: str
+    seed: int
+    as_of: datetime
+    #: Message id → customers whose decision of an earlier plan of this window stays (delivered or in flight).
+    kept: dict[str, set[str]]
+    #: Message id → what its features are computed about.
+    contexts: dict[str, FeatureContext]
+    settings: FeatureSettings
+    scorer: Any
+
+
+@dataclass(frozen=True)
+class CustomerRange:
+    """The customers one partition decides."""
+
+    #: Sorted customer ids: the union of ``members``.
+    ids: np.ndarray
+    #: A message's sorted segment names → the sorted ids of its audience within ``ids``.
+    members: dict[tuple, np.ndarray]
+    #: ``ids`` is one range of a partitioned audience: the feature statements read only the
+    #: events of customers between its first and last id.
+    bounded: bool = False
+
+
+@dataclass
+class Candidates:
+    """One message's audience rows in a partition, with what the score and the rules made of them."""
+
+    message: Any
+    #: The audience's rows in the frame (kept decisions left out).
+    rows: np.ndarray
+    #: Score of every frame row (not only ``rows``).
+    score: np.ndarray
+    #: Score contributions by component, cut to the rows where the score counted (no hard rule fired).
+    contrib: dict[str, np.ndarray]
+    #: Per audience row: a bit per reason code that fired (in :data:`relmail.rules.RULES` order).
+    bits: np.ndarray
+    #: Per audience row: a hard rule fired.
+    hard: np.ndarray
+    #: Reason code → the limits the rule compared against (its ``Outcome.detail``).
+    details: dict[str, dict[str, Any]]
+    #: The rules that applied to the message.
+    rules: list
+    #: Columns the scorer read (``k.`` = the message's own).
+    columns: tuple[str, ...]
+    #: Extra logged features from the scorer (a model's contributions), where the score counted.
+    extra: dict[str, np.ndarray]
+    #: Expected value per audience row, set by arbitration.
+    ev: np.ndarray | None = None
+
+
+def partition_task(url: str, job: PlanJob, part: CustomerRange) -> PartitionResult:
     """:func:`decide_partition` in a worker process, on its own engine for ``url``."""
     engine = make_engine(url)
     try:
-        return decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer,
-                                bounded=True)
+        return decide_partition(engine, job, part)
     finally:
         engine.dispose()
 
 
-def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, ids: np.ndarray,
-                     members: dict[tuple, np.ndarray], kept: dict[str, set[str]], contexts: dict[str, FeatureContext],
-                     settings: FeatureSettings, scorer, *, bounded: bool = False) -> PartitionResult:
-    """Decide every (customer, message) of the customers ``ids`` (sorted; the union of ``members``).
-
-    ``members`` maps a message's sorted segment names to the sorted ids of
-    its audience within ``ids``; ``kept`` the customers per message whose
-    decision of an earlier plan stays. ``bounded``: ``ids`` is one range of
-    a partitioned audience, so the feature statements read only the events
-    of customers between its first and last id.
-    """
+def decide_partition(engine, job: PlanJob, part: CustomerRange) -> PartitionResult:
+    """Decide every (customer, message) of the customers of ``part``."""
     lap = Laps()
+    camp = job.campaign
     with engine.connect() as conn:
-        frame = compute_features(conn, ids, as_of, contexts, settings, bounded=bounded)
+        frame = compute_features(conn, part.ids, job.as_of, job.contexts, job.settings, bounded=part.bounded)
         lap("features")
-        load_context(conn, frame, camp, win, run_id, as_of)
+        load_context(conn, frame, camp, job.window, job.run_id, job.as_of)
         lap("ledger context")
 
     n = len(frame)
-    per_message: list[dict[str, Any]] = []
+    scorer = job.scorer
+    candidates: list[Candidates | None] = []
     for m in camp.messages:
-        rows = np.searchsorted(frame.customer_ids, members[tuple(sorted(m.segments))])
-        done = kept.get(m.id)
+        rows = np.searchsorted(frame.customer_ids, part.members[tuple(sorted(m.segments))])
+        done = job.kept.get(m.id)
         if done:
             rows = rows[~np.isin(frame.customer_ids[rows], np.array(sorted(done)))]
         score, contrib = scorer.score(frame, m)
@@ -137,7 +188,6 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
             details[rule.code] = out.detail
         lap("rules")
         considered = rows[~hard[rows]]  # rows where the score counted
-        # Extra logged features from the scorer (a model's contributions), where the score counted.
         extra = {}
         if hasattr(scorer, "logged"):
             extra = scorer.logged(frame, m, considered)
@@ -145,59 +195,67 @@ def decide_partition(engine, camp: Campaign, win: Window, run_id: str, seed: int
         # Contributions are logged only where the score counted: keep just those (few, as most
         # suppressions are hard), not one full-frame array per component until the last message.
         contrib = {name: np.asarray(c)[considered] for name, c in contrib.items()}
-        per_message.append({"message": m, "rows": rows, "score": score, "contrib": contrib, "bits": bits[rows],
-                            "hard": hard[rows], "details": details, "rules": applied, "columns": scorer.columns(m),
-                            "extra": extra})
+        candidates.append(Candidates(m, rows, score, contrib, bits[rows], hard[rows], details, applied, scorer.columns(m), extra))
 
-    budget = _budget(frame, camp, kept)
-    wins, best = _arbitration(frame, camp, per_message, budget)
+    budget = _budget(frame, camp, job.kept)
+    wins, best = _arbitration(frame, camp, candidates, budget)
     lap("arbitration")
 
     hashes = None
     if any(m.policy.holdout_share > 0 for m in camp.messages):
         # Only a winner can be held out: hash those (one BLAKE2b call each), not the whole range.
-        winners = np.unique(np.concatenate([pm["rows"][won] for pm, won in zip(per_message, wins)]))
+        winners = np.unique(np.concatenate([c.rows[won] for c, won in zip(candidates, wins)]))
         hashes = np.zeros(n, dtype=np.uint64)
         hashes[winners] = customer_hashes(frame.customer_ids[winners])
     # One str per customer, shared by all of a customer's decisions (not one copy per decision).
     customer_texts = frame.customer_ids.astype(object)
     parts, summaries, positions = [], [], []
     for j, won in enumerate(wins):
-        pm = per_message[j]
-        per_message[j] = None  # the message's scores, contributions and rule masks die with its decisions
-        m, rows = pm["message"], pm["rows"]
+        cand = candidates[j]
+        candidates[j] = None  # the message's scores, contributions and rule masks die with its decisions
+        m, rows = cand.message, cand.rows
         positions.append(np.asarray(rows, dtype=np.int64))  # searchsorted's intp: no copy
-        lost = (pm["bits"] == 0) & ~won
+        lost = (cand.bits == 0) & ~won
         held = np.zeros(len(rows), dtype=bool)
         if m.policy.holdout_share > 0 and hashes is not None:
-            held = won & (holdout_draw(seed, hashes[rows], m.id) < m.policy.holdout_share)
-        part, summary = _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts)
-        del pm
-        parts.append(part)
+            held = won & (holdout_draw(job.seed, hashes[rows], m.id) < m.policy.holdout_share)
+        part_rows, summary = _decide(frame, cand, Outcomes(won, lost, held), best, camp, budget, customer_texts)
+        del cand
+        parts.append(part_rows)
         summaries.append(summary)
     lap("decisions")
     return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {}, positions)
 
 
-def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budget: np.ndarray):
+@dataclass(frozen=True)
+class Outcomes:
+    """Per audience row of one message: what arbitration and the hold-out draw made of it."""
+
+    won: np.ndarray
+    #: Passed every rule but lost arbitration.
+    lost: np.ndarray
+    held: np.ndarray
+
+
+def _arbitration(frame, camp: Campaign, candidates: list[Candidates], budget: np.ndarray):
     """Run arbitration over every message's candidates at once.
 
     Returns (per message: winner mask over its audience rows, per customer
-    row: the index of their best winning message or -1). Also stores each
-    message's expected values in ``pm["ev"]``.
+    row: the index of their best winning message or -1). Also sets each
+    message's expected values (:attr:`Candidates.ev`).
     """
     topics = {t: i for i, t in enumerate(sorted({m.topic for m in camp.messages}))}
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("cust", "msg", "ev", "prio", "topic", "topic_budget")}
-    for j, pm in enumerate(per_message):
-        m, rows = pm["message"], pm["rows"]
+    for j, cand in enumerate(candidates):
+        m, rows = cand.message, cand.rows
         model_ev = f"{m.id}.expected_value"
         # A trained model's expected value (gain minus irritation risk) replaces score × value.
-        pm["ev"] = frame[model_ev][rows] if model_ev in frame else pm["score"][rows] * m.value - m.policy.contact_cost
-        ok = pm["bits"] == 0
+        cand.ev = frame[model_ev][rows] if model_ev in frame else cand.score[rows] * m.value - m.policy.contact_cost
+        ok = cand.bits == 0
         r = rows[ok]
         parts["cust"].append(r)
         parts["msg"].append(np.full(len(r), j, dtype=np.int64))
-        parts["ev"].append(pm["ev"][ok])
+        parts["ev"].append(cand.ev[ok])
         parts["prio"].append(np.full(len(r), m.priority, dtype=np.int64))
         parts["topic"].append(np.full(len(r), topics[m.topic], dtype=np.int64))
         parts["topic_budget"].append(_topic_budget(frame, m)[r])
@@ -206,10 +264,10 @@ def _arbitration(frame, camp: Campaign, per_message: list[dict[str, Any]], budge
                     budget[cat["cust"]], cat["topic_budget"])
     best = best_winner(cat["cust"], cat["msg"], cat["ev"].astype(np.float64), win, len(frame))
     wins, start = [], 0
-    for pm in per_message:
-        ok = pm["bits"] == 0
+    for cand in candidates:
+        ok = cand.bits == 0
         k = int(ok.sum())
-        won = np.zeros(len(pm["rows"]), dtype=bool)
+        won = np.zeros(len(cand.rows), dtype=bool)
         won[np.flatnonzero(ok)] = win[start:start + k]
         start += k
         wins.append(won)
@@ -249,9 +307,10 @@ def _topic_budget(frame, m) -> np.ndarray:
     return out
 
 
-def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -> tuple[dec.Decisions, MessageSummary]:
+def _decide(frame, cand: Candidates, out: Outcomes, best, camp, budget, customer_texts) -> tuple[dec.Decisions, MessageSummary]:
     """The decision rows of one message, with reasons and logged features."""
-    rows, bits = pm["rows"], pm["bits"]
+    m, rows, bits = cand.message, cand.rows, cand.bits
+    won, lost, held = out.won, out.lost, out.held
     size = len(rows)
     codes = list(RULES)
     action = np.full(size, "suppress", dtype=object)
@@ -281,26 +340,25 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -
     if m.products:
         constants["products"] = ", ".join(m.products)
     js = dec.JsonRows(size, constants)
-    score = pm["score"][rows]
-    considered = ~pm["hard"]
+    score = cand.score[rows]
+    considered = ~cand.hard
     idx_considered = np.flatnonzero(considered)
     js.add("score", score[considered], idx_considered, keep_zero=True)
-    for name, c in pm["contrib"].items():
+    for name, c in cand.contrib.items():
         js.add(f"c.{name}", c, idx_considered)  # already cut to the considered rows
-    for key, values in pm.get("extra", {}).items():
+    for key, values in cand.extra.items():
         js.add(key, values, idx_considered)
-    rules = pm["rules"]
-    scorer_cols = list(pm["columns"])
+    scorer_cols = list(cand.columns)
     full = bits == 0  # send, hold-out, arbitration lost: every column the decision used
     full_idx = np.flatnonzero(full)
     logged = dict.fromkeys(scorer_cols)
-    for rule in rules:
+    for rule in cand.rules:
         logged.update(dict.fromkeys(rule.columns))
     for col in logged:
-        if col == "k.score":
+        if col == SCORE:
             continue
         values = _column(frame, m, col)[rows]
-        js.add(col[2:] if col.startswith("k.") else col, values[full], full_idx)
+        js.add(logged_key(col), values[full], full_idx)
     # Suppressed rows: the columns and limits of the rules that fired (each column once per row).
     fired_cols: dict[str, np.ndarray] = {}
     for b, code in enumerate(codes):
@@ -309,16 +367,16 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -
             continue
         rule_cols = RULES[code].columns + (tuple(scorer_cols) if RULES[code].logs_score_inputs else ())
         for col in rule_cols:
-            if col != "k.score":
+            if col != SCORE:
                 fired_cols[col] = fired_cols.get(col, np.zeros(size, dtype=bool)) | fired
     for col, fired in fired_cols.items():
-        js.add(col[2:] if col.startswith("k.") else col, _column(frame, m, col)[rows][fired], np.flatnonzero(fired))
+        js.add(logged_key(col), _column(frame, m, col)[rows][fired], np.flatnonzero(fired))
     for b, code in enumerate(codes):
         fired = ((bits >> b) & 1).astype(bool)
         if not fired.any():
             continue
         fidx = np.flatnonzero(fired)
-        for key, value in pm["details"].get(code, {}).items():
+        for key, value in cand.details.get(code, {}).items():
             v = np.asarray(value, dtype=np.float64)
             js.add(key, v[rows][fired] if v.ndim else np.full(len(fidx), float(v)), fidx, keep_zero=True)
     if lost.any():
@@ -332,7 +390,7 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -
     if held.any():
         js.add("holdout_share", np.full(int(held.sum()), m.policy.holdout_share), np.flatnonzero(held), keep_zero=True)
 
-    ev = pm["ev"]
+    ev = cand.ev
     out = dec.Decisions(
         customer_id=customer_texts[rows],
         message_id=np.full(size, m.id, dtype=dec.S),
@@ -346,5 +404,4 @@ def _decide(frame, m, pm, won, lost, held, best, camp, budget, customer_texts) -
 
 
 def _column(frame, m, name: str) -> np.ndarray:
-    key = f"{m.id}.{name[2:]}" if name.startswith("k.") else name
-    return np.asarray(frame[key], dtype=np.float64)
+    return np.asarray(frame[frame_key(name, m.id)], dtype=np.float64)

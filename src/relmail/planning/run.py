@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -44,11 +44,12 @@ from ..features.sql import analytic, parallel_connections
 from ..rules import REASON_CODES
 from ..score.transparent import Scorer, make_scorer
 from ..segments import audience, load_segments
+from ..store import locks
 from ..store.models import Delivery, Product, Run
-from ..windows import Window, parse_window
+from ..windows import Window, current_time, resolve_window
 from . import decisions as dec
 from .consent_warning import PlanWarning, consent_warnings
-from .partition import Laps, MessageSummary, PartitionResult, decide_partition, partition_task
+from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import KEEP_STATES, kept_decisions
 
 RUNS, DELIVERIES, DEC = Run.__table__, Delivery.__table__, dec.DEC
@@ -69,11 +70,16 @@ class PlanResult:
     messages: list[MessageSummary]
     #: Decisions of an earlier plan of this window kept unchanged (delivered or in flight).
     kept: int = 0
+    #: Message id → the customers of those kept decisions (they are not in :attr:`decisions`).
+    kept_pairs: dict[str, set[str]] = field(default_factory=dict)
     #: Replaced decisions of an earlier plan (replan / dry run over an existing run).
     replaced: int = 0
-    #: Templates that failed to render for a sample (filled in by :func:`relmail.planning.gate.render_sample`).
+    #: E-mails that failed to render in the render gate (:func:`relmail.planning.gate.render_sample`).
     render_errors: int = 0
+    #: The gate's :class:`~relmail.planning.gate.RenderProblem` list.
     render_problems: list = field(default_factory=list)
+    #: The gate's :class:`~relmail.planning.gate.VariantCheck` per template variant: recipients, renders, failures.
+    render_checks: list = field(default_factory=list)
     #: Message id → trained model used (version, outcome, features the plan could not provide).
     models: dict[str, dict] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
@@ -114,7 +120,8 @@ class PlanResult:
             "suppression_rate": round(self.suppression_rate, 4),
             "reasons": self.reason_counts(),
             "render_errors": self.render_errors,
-            "render_problems": [str(p) for p in self.render_problems],
+            "render_problems": [p.as_dict() for p in self.render_problems],
+            "render_checks": [c.as_dict() for c in self.render_checks],
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "partitions": self.partitions,
@@ -129,31 +136,53 @@ def run_id_for(campaign: str, window: str) -> str:
     return f"{campaign}:{window}"
 
 
-def plan(
-    project,
-    engine,
-    campaign: str | Campaign,
-    window: str | Window,
-    *,
-    as_of: datetime | None = None,
-    dry_run: bool = False,
-    replan: bool = False,
-    scorer: Scorer | None = None,
-    now: datetime | None = None,
-    workers: int | None = None,
-    executor: Any = "local",
-    scheduler: str | None = None,
-    keep_features: bool = True,
-    progress: Callable[[int, int], None] | None = None,
-) -> PlanResult:
+@dataclass(frozen=True)
+class PlanOptions:
+    """How to plan: the options of :func:`plan` (and of ``relmail plan``), each with its default."""
+
+    #: The plan's "now"; default: now, capped at the window's end.
+    as_of: datetime | None = None
+    #: Compute everything, write nothing (and take no lock).
+    dry_run: bool = False
+    #: Replace the decisions of an existing run that were not delivered yet.
+    replan: bool = False
+    #: With window ``auto``: ``weekly``, ``daily`` or ``monthly`` (default: the campaign's ``schedule``).
+    cadence: str | None = None
+    #: The current time for window names and the default as-of (default: :func:`relmail.windows.current_time`).
+    now: datetime | None = None
+    #: Replaces the campaign's scorer; without it, a message with a trained model is scored by it.
+    scorer: Scorer | None = None
+    #: Decide only these customers of the audience (dry runs only): what ``relmail why`` previews.
+    customers: tuple[str, ...] | None = None
+    #: Worker processes (None: one per core); see :func:`plan`.
+    workers: int | None = None
+    #: ``local``, ``dask`` or an :class:`relmail.executors.Executor`.
+    executor: Any = "local"
+    #: The Dask scheduler of ``executor="dask"``.
+    scheduler: str | None = None
+    #: False: drop the logged features from the result as each range is written (they are in the ledger).
+    keep_features: bool = True
+    #: ``progress(decided, audience)``: once the audience is known, then after each range.
+    progress: Callable[[int, int], None] | None = None
+    #: The run's lock, when the caller holds it already (``send()`` plans under its own lock).
+    lock: locks.HeldLock | None = None
+    #: How long a silent holder keeps the run's lock (default: ``[schedule] lock_timeout_minutes``).
+    lock_timeout: timedelta | None = None
+
+
+def plan(project, engine, campaign: str | Campaign, window: str | Window, options: PlanOptions | None = None,
+         /, **overrides: Any) -> PlanResult:
     """Plan ``campaign`` for ``window`` and (unless ``dry_run``) record it in the ledger.
 
     ``campaign`` is a name under ``campaigns/``, a file path or a loaded
-    :class:`Campaign`; ``window`` a window name (``2026-W48``) or a
-    :class:`Window`. ``as_of`` defaults to now, capped at the window's end.
-    ``scorer`` replaces the campaign's scorer; without it, messages with a
-    trained model are scored by it (see :mod:`relmail.score.model`).
-    Raises :class:`Conflict` if the window has a run and ``replan`` is false.
+    :class:`Campaign`; ``window`` a window name (``2026-W48``, ``next-week``,
+    ``auto``) or a :class:`Window`. The options are a :class:`PlanOptions`,
+    or its fields as keywords (``plan(..., dry_run=True)``); keywords
+    override the fields of ``options``. Raises :class:`Conflict` if the
+    window has a run and ``replan`` is false, or if another process holds
+    the run's lock: writing a plan holds the lock (see
+    :mod:`relmail.store.locks`) from before the first read to the commit, so
+    a replan can never replace decisions a sender is working on.
 
     ``workers`` (None: one per core) splits an audience of more than
     :data:`MIN_PARTITION` customers per worker into ranges of customer ids
@@ -163,20 +192,44 @@ def plan(
     written to the ledger as it arrives, inside the run's one transaction,
     and the decisions are the same for any split. ``keep_features=False``
     drops the logged features from :attr:`PlanResult.decisions` as each
-    range is written (they are in the ledger; a million-customer plan holds
-    about 1 GB less). ``progress(decided, audience)`` is called once the
-    audience is known and again as each range of customers is decided (and
-    written).
+    range is written (they are in the ledger; a large plan then holds far
+    less in memory).
     """
+    opts = replace(options or PlanOptions(), **overrides)
+    if opts.customers is not None and not opts.dry_run:
+        raise ValueError("plan(customers=...) decides part of an audience: only a dry run may do that")
+    camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
+    now = opts.now or current_time()
+    win = resolve_window(window, project.settings.timezone, cadence=opts.cadence, campaign=camp, now=now)
+    run_id = run_id_for(camp.name, win.key)
+    with _run_lock(project, engine, run_id, opts) as lock:
+        return _plan(project, engine, camp, win, run_id, now, opts, lock)
+
+
+@contextmanager
+def _run_lock(project, engine, run_id: str, opts: PlanOptions) -> Iterator[locks.HeldLock | None]:
+    """The run's lock for a plan that writes: the caller's, or taken here and released at the end."""
+    if opts.dry_run:
+        yield None
+    elif opts.lock is not None:
+        if opts.lock.key != run_id:
+            raise ValueError(f"plan(lock=...) holds the lock on {opts.lock.key}, not on run {run_id}")
+        yield opts.lock
+    else:
+        with locks.acquire(engine, run_id, timeout=opts.lock_timeout or locks.timeout_for(project)) as held:
+            yield held
+
+
+def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: datetime, opts: PlanOptions,
+          lock: locks.HeldLock | None) -> PlanResult:
     lap = Laps()
     timings = lap.timings
-    camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
-    win = window if isinstance(window, Window) else parse_window(window, project.settings.timezone, now=now)
-    as_of = (as_of or win.default_as_of(now)).astimezone(UTC)
+    dry_run = opts.dry_run
+    as_of = (opts.as_of or win.default_as_of(now)).astimezone(UTC)
     segments = load_segments(project)
     _check_segments(camp, segments)
-    run_id = run_id_for(camp.name, win.key)
     seed = camp.run_seed(win.key)
+    scorer = opts.scorer
     if scorer is None:
         from ..score.model import ModelScorer, find_models
 
@@ -185,7 +238,7 @@ def plan(
 
     with engine.connect() as conn:
         existing = conn.execute(select(RUNS.c.id).where(RUNS.c.campaign == camp.name, RUNS.c.window == win.key)).first()
-        if existing is not None and not replan and not dry_run:
+        if existing is not None and not opts.replan and not dry_run:
             n = conn.execute(select(DEC.c.id).where(DEC.c.run_id == existing[0]).limit(1)).first()
             raise Conflict(
                 f"window {win.key} of campaign '{camp.name}' is planned already (run {existing[0]}"
@@ -198,29 +251,31 @@ def plan(
             replaced = total - sum(len(v) for v in kept.values())
         lap("setup")
         members = _audiences(conn, camp, segments, as_of)
+        if opts.customers is not None:
+            wanted = np.array(sorted(set(opts.customers)), dtype=str)
+            members = {key: ids[np.isin(ids, wanted)] for key, ids in members.items()}
         ids = _union(list(members.values()))
         lap("audience")
         consent = project.settings.consent
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
-                                   repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
+                                         repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
 
-    settings = FeatureSettings.from_project(project)
-    pool = _executor(engine, executor, workers, scheduler)
+    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer)
+    pool = _executor(engine, opts.executor, opts.workers, opts.scheduler)
     ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
     at_once = min(len(ranges), pool.workers if pool is not None else 1)
     summaries: list[MessageSummary] | None = None
     infos, stage_times, write_time = [], {}, 0.0
     k = len(camp.messages)
     parts: list[list[dec.Decisions]] = [[] for _ in range(k)]
-    now = datetime.now(UTC)
     started = time.perf_counter()
+    progress = opts.progress
     if progress is not None:
         progress(0, len(ids))
     try:
         with ExitStack() as stack:
-            outs = stack.enter_context(closing(_partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept,
-                                                           contexts, settings, scorer, ranges)))
+            outs = stack.enter_context(closing(_partitions(pool, engine, job, ids, members, ranges)))
             conn = None
             for (_, decided), out in zip(ranges, outs):
                 for stage, spent in out.timings.items():
@@ -237,12 +292,14 @@ def plan(
                         # One transaction for the whole run, so a failure leaves no half-written plan. It
                         # opens with the first range decided; each range is written as it arrives while
                         # the workers decide the next ones.
-                        conn = stack.enter_context(_ledger(engine, camp, win, run_id, seed, as_of, existing is not None, now))
+                        conn = stack.enter_context(_ledger(engine, job, existing is not None, now))
                     _write(conn, run_id, out, now)
+                    # A planner that lost its lock (it stalled past the timeout) must not commit.
+                    lock.refresh_in(conn)
                     write_time += time.perf_counter() - clock
                 for j in range(k):
                     # Written, and nobody asked for them back: free the logged features now.
-                    parts[j].append(out.parts[j] if keep_features or dry_run else out.parts[j].without_features())
+                    parts[j].append(out.parts[j] if opts.keep_features or dry_run else out.parts[j].without_features())
                 del out
                 if progress is not None:
                     progress(decided, len(ids))
@@ -250,7 +307,7 @@ def plan(
         if not dry_run:
             write_time += time.perf_counter() - clock  # the commit
     finally:
-        if pool is not None and isinstance(executor, str):
+        if pool is not None and isinstance(opts.executor, str):
             pool.close()  # made here (a Dask client connection): ours to release; a caller's executor stays open
     wall = time.perf_counter() - started
     # Ranges ran ``at_once`` at a time: a stage's wall time is its total over the ranges, shared among them.
@@ -263,14 +320,13 @@ def plan(
         timings["partition overhead"] = max(0.0, wall - sum(timings[st] for st in stage_times) - write_time)
     for summary in summaries:
         summary.kept = len(kept.get(summary.message_id, ()))
-    models = _merged_models(infos)
     # Message by message, each message's rows in customer order: the same result for any split.
     decisions = dec.Decisions.concat([piece for j in range(k) for piece in parts[j]])
     del parts
     return PlanResult(
-        run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=replan,
+        run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        models=models, timings=timings, partitions=len(ranges),
+        kept_pairs=kept, models=_merged_models(infos), timings=timings, partitions=len(ranges),
         warnings=consent_warnings(engine, camp, summaries, project.settings.consent),
     )
 
@@ -298,24 +354,20 @@ def partition_ranges(n: int, workers: int, min_size: int | None = None, max_size
     return [(a, b) for a, b in zip(edges, edges[1:]) if b > a] or [(0, n)]
 
 
-def _partitions(pool, engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer,
-                ranges) -> Iterator[PartitionResult]:
+def _partitions(pool, engine, job: PlanJob, ids: np.ndarray, members: dict[tuple, np.ndarray],
+                ranges: list[tuple[int, int]]) -> Iterator[PartitionResult]:
     """Each range's :class:`PartitionResult`, in order, as soon as it (and those before it) are decided."""
     if len(ranges) == 1:
-        yield decide_partition(engine, camp, win, run_id, seed, as_of, ids, members, kept, contexts, settings, scorer)
+        yield decide_partition(engine, job, CustomerRange(ids, members))
         return
-    pieces = ((ids[a:b], _slice(members, ids[a], ids[b - 1])) for a, b in ranges)
+    parts = (CustomerRange(ids[a:b], _slice(members, ids[a], ids[b - 1]), bounded=True) for a, b in ranges)
     if pool is None:
         # One process, several ranges: one range's features and decisions in memory at a time.
-        for piece, piece_members in pieces:
-            yield decide_partition(engine, camp, win, run_id, seed, as_of, piece, piece_members, kept, contexts, settings,
-                                   scorer, bounded=True)
+        for part in parts:
+            yield decide_partition(engine, job, part)
         return
     url = engine.url.render_as_string(hide_password=False)
-    tasks = [(url, camp, win, run_id, seed, as_of, piece, piece_members, kept, contexts, settings, scorer)
-             for piece, piece_members in pieces]
-    results = pool.imap(partition_task, tasks)
-    del tasks
+    results = pool.imap(partition_task, [(url, job, part) for part in parts])
     with closing(results):
         yield from results
 
@@ -324,8 +376,7 @@ def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
     """One range's decisions into the ledger, customer by customer (each one's messages in campaign order).
 
     Each insert then lands at the end of the (run, customer, message) index
-    instead of sweeping through it once per message (SQLite's insert of the
-    1M-customer demo plan: 21.5 -> 18.2-19.5 CPU-seconds).
+    instead of sweeping through it once per message.
     """
     rows = dec.Decisions.concat(out.parts)
     position = np.concatenate(out.positions) if out.positions else np.zeros(0, dtype=np.int64)
@@ -428,8 +479,9 @@ def _categories(conn, message) -> tuple[str, ...]:
 
 
 @contextmanager
-def _ledger(engine, camp: Campaign, win: Window, run_id: str, seed: int, as_of: datetime, exists_: bool, now: datetime):
+def _ledger(engine, job: PlanJob, exists_: bool, now: datetime):
     """A transaction holding the run's row (new, or the old one with its replaceable decisions gone); yields its connection."""
+    camp, win, run_id, seed, as_of = job.campaign, job.window, job.run_id, job.seed, job.as_of
     with engine.begin() as conn:
         if exists_:
             keep = exists().where(DELIVERIES.c.decision_id == DEC.c.id, DELIVERIES.c.status.in_(KEEP_STATES))

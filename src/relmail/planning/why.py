@@ -1,8 +1,12 @@
-"""``relmail why``: every decision for one customer, explained from the ledger alone.
+"""``relmail why``: every decision for one customer, explained from the decision rows alone.
 
 The explanation reads only the decision rows (score, reasons, logged
 features and limits), never the current campaign file or today's data, so
-it says what the plan saw when it decided.
+it says what the plan saw when it decided. The rows come from the ledger
+(:func:`explain`), from a plan of a window that is not written yet, made for
+that one customer as a dry run makes it (:func:`explain_window`), or from a
+dry run's JSON Lines file (:func:`explain_plan_file`): the same rows, so the
+same sentences.
 """
 
 from __future__ import annotations
@@ -13,10 +17,15 @@ from typing import Any
 
 from sqlalchemy import select
 
+from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..rules import ARBITRATION_LOST, HOLDOUT, RULES
 from ..rules.base import plural
 from ..store.models import Decision, Run
+from ..windows import resolve_window
+from .output import plan_file_rows
+from .run import plan
+from .runs import resolve_run
 
 DEC, RUNS = Decision.__table__, Run.__table__
 
@@ -122,8 +131,43 @@ def format_model(model: dict[str, Any], top: int = 5) -> list[str]:
     return lines
 
 
+#: What ``why`` says of a send that no rule held back.
+ALL_PASSED = "every rule passed, and it was the best message for this customer in this run"
+
+
+def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tuple[str, str]]:
+    """(code, sentence) per reason code of one decision, from its logged features and its score.
+
+    A decision a hard rule suppressed logs no ``score`` feature (the score
+    did not count), but its score was computed and stored with it: a
+    sentence about the score (LOW_RELEVANCE) reads that one.
+    """
+    if "score" not in logged:
+        logged = {**logged, "score": score}
+    return [(c, reason_sentence(c, logged)) for c in codes]
+
+
+def explanation(run_id: str, customer_id: str, row: dict[str, Any]) -> Explanation:
+    """The :class:`Explanation` of one decision row (ledger or plan file: the same fields)."""
+    logged = dict(row.get("features") or {})
+    codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
+    contributions = sorted(
+        ((k[2:], float(v)) for k, v in logged.items() if k.startswith("c.") and v is not None),
+        key=lambda kv: (-kv[1], kv[0]),
+    )
+    score = float(row["score"])
+    return Explanation(
+        run_id=run_id, customer_id=customer_id, message_id=row["message_id"], action=row["action"],
+        score=score, expected_value=float(row["expected_value"]), reasons=codes,
+        because=because(codes, logged, score), contributions=contributions, features=logged, model=model_facts(logged),
+    )
+
+
 def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
-    """(run facts, explanations) for ``customer_id`` in ``run_id`` or their latest run."""
+    """(run facts, explanations) for ``customer_id`` in ``run_id`` or their latest run.
+
+    ``run_id`` may also be ``<campaign>:last`` (see :func:`relmail.planning.runs.resolve_run`).
+    """
     with engine.connect() as conn:
         if run_id is None:
             row = conn.execute(
@@ -134,39 +178,67 @@ def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[s
             if row is None:
                 raise NotFound(f"no decisions for customer '{customer_id}' in any run")
             run_id = row[0]
+        else:
+            run_id = resolve_run(conn, run_id)
         run = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
-        if run is None:
-            raise NotFound(f"no run '{run_id}'")
         rows = conn.execute(
             select(DEC).where(DEC.c.run_id == run_id, DEC.c.customer_id == customer_id).order_by(DEC.c.id)
         ).mappings().all()
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
-    out = []
-    for r in rows:
-        logged = dict(r["features"] or {})
-        codes = r["reasons"].split()
-        contributions = sorted(
-            ((k[2:], float(v)) for k, v in logged.items() if k.startswith("c.") and v is not None),
-            key=lambda kv: (-kv[1], kv[0]),
-        )
-        out.append(Explanation(
-            run_id=run_id, customer_id=customer_id, message_id=r["message_id"], action=r["action"],
-            score=float(r["score"]), expected_value=float(r["expected_value"]), reasons=codes,
-            because=[(c, reason_sentence(c, logged)) for c in codes], contributions=contributions, features=logged,
-            model=model_facts(logged),
-        ))
-    facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"]}
-    return facts, out
+    facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger"}
+    return facts, [explanation(run_id, customer_id, dict(r)) for r in rows]
+
+
+def explain_window(project, engine, customer_id: str, campaign, window, **options) -> tuple[dict[str, Any], list[Explanation]]:
+    """(facts, explanations) for ``customer_id`` in the run of ``campaign`` for ``window``, written or not.
+
+    A written run is explained from the ledger (:func:`explain`). A window
+    not planned yet is planned for that one customer as a dry run would
+    plan it (:func:`relmail.planning.run.plan` with ``customers``): the same
+    features, rules, arbitration and hold-out seed, so the explanations are
+    those the written run will give. ``options`` are
+    :class:`~relmail.planning.run.PlanOptions` fields (``as_of``, ``now``,
+    ``cadence``).
+    """
+    camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
+    win = resolve_window(window, project.settings.timezone, cadence=options.pop("cadence", None), campaign=camp,
+                         now=options.get("now"))
+    with engine.connect() as conn:
+        written = conn.execute(select(RUNS.c.id).where(RUNS.c.campaign == camp.name, RUNS.c.window == win.key)).scalar()
+    if written is not None:
+        return explain(engine, customer_id, written)
+    result = plan(project, engine, camp, win, dry_run=True, customers=(customer_id,), workers=1, **options)
+    rows = list(result.decisions.records())
+    if not rows:
+        raise NotFound(f"customer '{customer_id}' is in no audience of campaign '{result.campaign}' for window {result.window.key}")
+    facts = {"run": result.run_id, "campaign": result.campaign, "window": result.window.key, "as_of": result.as_of,
+             "source": "preview"}
+    return facts, [explanation(result.run_id, customer_id, r) for r in rows]
+
+
+def explain_plan_file(path, customer_id: str) -> tuple[dict[str, Any], list[Explanation]]:
+    """(facts, explanations) for ``customer_id`` from a JSON Lines plan file (``relmail plan --out plan.jsonl``)."""
+    rows, facts = [], None
+    for row in plan_file_rows(path, features=True):
+        if row["customer_id"] == customer_id:
+            rows.append(row)
+            facts = facts or {"run": row["run"], "campaign": row["run"].split(":", 1)[0], "window": row["run"].split(":", 1)[-1],
+                              "as_of": datetime.fromisoformat(row["as_of"]), "source": str(path)}
+    if not rows:
+        raise NotFound(f"customer '{customer_id}' has no decisions in {path}")
+    return facts, [explanation(facts["run"], customer_id, r) for r in rows]
 
 
 def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:
     """Plain text for a terminal or a CI log."""
     as_of: datetime = facts["as_of"]
-    lines = [f"{explanations[0].customer_id} in run {facts['run']} (as of {as_of:%Y-%m-%d %H:%M} UTC)"]
+    source = facts.get("source", "ledger")
+    note = "" if source == "ledger" else ("; a preview, not written" if source == "preview" else f"; from {source}")
+    lines = [f"{explanations[0].customer_id} in run {facts['run']} (as of {as_of:%Y-%m-%d %H:%M} UTC{note})"]
     for e in explanations:
         lines.append("")
-        if e.contributions:
+        if "score" in e.features:  # logged where the score counted, whatever its value
             lines.append(f"{e.message_id}: {e.action.upper()}  score {e.score:.2f}, expected value {e.expected_value:.2f}")
             parts = ", ".join(f"{k} +{v:.2f}" for k, v in e.contributions[:top] if v > 0)
             if parts:
@@ -174,9 +246,9 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             if e.model is not None:
                 lines.extend(format_model(e.model))
         else:
-            lines.append(f"{e.message_id}: {e.action.upper()}  (score not considered: a hard rule applies)")
+            lines.append(f"{e.message_id}: {e.action.upper()}  score {e.score:.2f} (not considered: a hard rule applies)")
         for code, sentence in e.because:
             lines.append(f"  {code}: {sentence}")
         if e.action == "send" and not e.because:
-            lines.append("  every rule passed, and it was the best message for this customer in this run")
+            lines.append(f"  {ALL_PASSED}")
     return "\n".join(lines)

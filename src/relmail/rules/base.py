@@ -8,7 +8,8 @@ logs the rule's ``columns`` and ``detail`` with every decision, so
 campaign file changed: "3 e-mails in the last 7 days, cap is 2".
 
 Columns are named as in the frame; ``k.<name>`` means the message's own
-column ``<message id>.<name>``, logged as ``<name>``.
+column ``<message id>.<name>``, logged as ``<name>`` (see
+:mod:`relmail.features.columns`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
+
+from ..features.columns import frame_key
 
 
 @dataclass
@@ -54,7 +57,7 @@ class Rule:
 
     def available(self, frame, message) -> bool:
         """Whether the frame holds every column in :attr:`requires` for ``message``."""
-        return all((f"{message.id}.{c[2:]}" if c.startswith("k.") else c) in frame for c in self.requires)
+        return all(frame_key(c, message.id) in frame for c in self.requires)
 
     def evaluate(self, frame, message, policy) -> Outcome:
         raise NotImplementedError
@@ -66,8 +69,7 @@ class Rule:
     # helpers for subclasses -------------------------------------------------
     @staticmethod
     def col(frame, message, name: str) -> np.ndarray:
-        key = f"{message.id}.{name[2:]}" if name.startswith("k.") else name
-        return np.asarray(frame[key], dtype=np.float64)
+        return np.asarray(frame[frame_key(name, message.id)], dtype=np.float64)
 
     @staticmethod
     def is_one(values: np.ndarray) -> np.ndarray:

@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
+from ..features.columns import own
 from ..learn import store
 from ..learn.model import load_models
 from .outputs import OUTPUT_COLUMNS, is_model_output
@@ -99,7 +100,7 @@ class ModelScorer:
     def columns(self, message) -> tuple[str, ...]:
         cols = list(self.base.columns(message))
         if message.id in self.models:
-            cols += self._read.get(message.id, []) + [f"k.{c}" for c in OUTPUT_COLUMNS]
+            cols += self._read.get(message.id, []) + [own(c) for c in OUTPUT_COLUMNS]
         return tuple(dict.fromkeys(cols))
 
     def outcome(self, message) -> str:
@@ -128,7 +129,7 @@ class ModelScorer:
         missing: list[str] = []
         categorical = set(model.spec.categorical)
         for name in model.columns:
-            own = f"{message.id}.{name}"
+            mine = f"{message.id}.{name}"  # the message's own column, logged as ``name``
             if name in categorical:
                 if name in constants:
                     cols[name] = np.full(n, constants[name], dtype=object)
@@ -144,9 +145,9 @@ class ModelScorer:
             elif name.startswith("c.") and name[2:] in base_contrib:
                 # Logged contributions are the base's, scaled as the blend scales them.
                 values = (1.0 - self.w) * np.asarray(base_contrib[name[2:]])
-            elif own in frame:
-                values = frame[own]
-                read.append(f"k.{name}")
+            elif mine in frame:
+                values = frame[mine]
+                read.append(own(name))
             elif "." not in name and name in frame:
                 values = frame[name]
                 read.append(name)

@@ -40,6 +40,8 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
+from ..features.columns import frame_key
+
 #: Default component weights; a campaign's ``scoring.weights`` overrides any of them.
 DEFAULT_WEIGHTS = {"consent": 1.0, "affinity": 2.0, "usage": 2.0, "engagement": 1.0, "recency": 1.0}
 
@@ -56,8 +58,7 @@ class Scorer(Protocol):
 
 
 def _col(frame, message, name: str) -> np.ndarray:
-    key = f"{message.id}.{name[2:]}" if name.startswith("k.") else name
-    return np.asarray(frame[key], dtype=np.float64)
+    return np.asarray(frame[frame_key(name, message.id)], dtype=np.float64)
 
 
 class TransparentScorer:

@@ -22,7 +22,7 @@ from ..executors import Executor, get_executor
 from ..planning.run import plan, run_id_for
 from ..store import locks
 from ..store.models import Decision, Delivery, Run
-from ..windows import Window, resolve_window
+from ..windows import Window, current_time, resolve_window
 from . import ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
@@ -75,7 +75,7 @@ def send(
     too. Proof sends and an explicit ``adapter`` instance (one connection
     pool, which cannot cross processes) always run in-process.
     """
-    clock = now or (lambda: datetime.now(UTC))
+    clock = now or current_time
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
     win = resolve_window(window, project.settings.timezone, cadence=cadence, campaign=camp, now=clock())
     in_process = bool(test_to) or adapter is not None or (workers == 1 and executor in (None, "local"))
@@ -125,7 +125,7 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
         sends = [(c, m) for c, m, a in zip(planned.decisions.customer_id, planned.decisions.message_id, planned.decisions.action) if a == "send"]
     else:
         if run is None:
-            as_of = plan(project, engine, camp, win, now=clock(), keep_features=False, **on).as_of
+            as_of = plan(project, engine, camp, win, now=clock(), keep_features=False, lock=lock, **on).as_of
         else:
             as_of = run[0]
         sends = None

@@ -136,10 +136,8 @@ def refresh_statistics(conn: Connection, table: str, rows_written: int) -> bool:
 
     PostgreSQL plans from sampled statistics: a store filled by an import
     and planned on at once (a CI job, a scheduler) would otherwise be
-    planned as the empty tables it was. The demo shop planned straight
-    after loading: 100,000 customers 12.7 s (features 9.9) against 3.8 s
-    after ANALYZE (0.36 s); 1,000,000 customers 75.2 s against 38.3 s
-    (ANALYZE 0.52 s). "Large" is autovacuum's own rule (rows changed
+    planned as the empty tables it was, several times slower (figures in
+    docs/benchmarks.md). "Large" is autovacuum's own rule (rows changed
     since the last ANALYZE, these included, at least 50 plus 10% of the
     table), applied at once instead of up to a minute later, or never on a
     server that runs without autovacuum. Inside the caller's

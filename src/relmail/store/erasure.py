@@ -3,24 +3,32 @@
 :func:`forget` deletes what relmail holds about a person and keeps only a
 salted hash of the address in ``suppressions``, so the same address coming
 back in a later import is recognised and not mailed without fresh consent.
+That includes what relmail wrote outside the database: the file adapter's
+outbox (``.eml`` files and ``outbox.mbox`` entries, found through the
+ledger) and provider events recorded as invalid that name the address.
 :func:`export` returns everything relmail holds about one customer.
 """
 
 from __future__ import annotations
 
+import mailbox
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from ..delivery.file import KEY_HEADER, safe_name
 from ..errors import NotFound
 from ..sending.ledger import FINAL
+from ..sending.loop import delivery_key
 from .addresses import address_hash, salt
-from .models import Customer, Decision, Delivery, Event, Preference, Suppression, utcnow
+from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
 C, P, E = Customer.__table__, Preference.__table__, Event.__table__
 DEC, DEL, S = Decision.__table__, Delivery.__table__, Suppression.__table__
+FR = FeedbackReject.__table__
 
 ERASED = "erased"
 
@@ -28,10 +36,14 @@ ERASED = "erased"
 def forget(engine: Engine, customer_id: str) -> dict:
     """Erase one customer in a single transaction; ``NotFound`` if the id is not in the store.
 
-    Deleted: the customer row, their preferences and all their events.
-    Added: a ``suppressions`` row (reason ``erased``) with the salted hash of
-    the address.  Kept, stripped: their ledger rows (see below).  Returns
-    what was done, with counts.
+    Deleted: the customer row, their preferences and all their events; the
+    file adapter's rendered e-mails to them (``.eml`` files, ``outbox.mbox``
+    entries) and the ledger's pointers to those; recorded invalid provider
+    events that name their address. Added: a ``suppressions`` row (reason
+    ``erased``) with the salted hash of the address.  Kept, stripped: their
+    ledger rows (see below).  Returns what was done, with counts and the
+    removed files.  Files are removed before the transaction commits: if
+    one cannot be removed nothing is erased and the error says which.
     """
     with engine.begin() as conn:
         email = conn.execute(select(C.c.email).where(C.c.id == customer_id)).scalar_one_or_none()
@@ -47,6 +59,10 @@ def forget(engine: Engine, customer_id: str) -> dict:
         events = conn.execute(delete(E).where(E.c.customer_id == customer_id)).rowcount
         prefs = conn.execute(delete(P).where(P.c.customer_id == customer_id)).rowcount
         conn.execute(delete(C).where(C.c.id == customer_id))
+        # Invalid provider events are kept as the provider sent them, which
+        # is by address: the customer id was never resolved for them.
+        address = email.strip().lower()
+        rejects = conn.execute(delete(FR).where(func.lower(FR.c.raw_event).contains(address, autoescape=True))).rowcount
 
         # Ledger rows stay, stripped of personal data.  They are the record
         # that a (run, customer, message) was decided and delivered at most
@@ -60,6 +76,7 @@ def forget(engine: Engine, customer_id: str) -> dict:
         # nothing is ever sent to an erased person, even from a run planned
         # before the erasure.
         decisions = conn.execute(update(DEC).where(DEC.c.customer_id == customer_id).values(features={})).rowcount
+        outbox = _remove_outbox(conn, customer_id)
         cancelled = conn.execute(
             update(DEL)
             .where(DEL.c.customer_id == customer_id, DEL.c.status.not_in(FINAL))
@@ -70,11 +87,59 @@ def forget(engine: Engine, customer_id: str) -> dict:
         ).rowcount
     return {
         "customer_id": customer_id,
-        "deleted": {"customers": 1, "preferences": prefs, "events": events},
+        "deleted": {"customers": 1, "preferences": prefs, "events": events, "feedback_rejects": rejects},
+        "outbox": outbox,
         "ledger_kept": {"decisions": decisions, "deliveries": deliveries},
         "deliveries_cancelled": cancelled,
         "suppression": {"email_hash": digest, "reason": ERASED, "added": new_hash},
     }
+
+
+def _remove_outbox(conn: Connection, customer_id: str) -> dict[str, Any]:
+    """Delete the file adapter's rendered e-mails to this customer and the ledger's pointers to them.
+
+    The ledger's ``provider_id`` names the file (``.../d42-1a2b3c4d5e.eml``
+    or ``.../outbox.mbox#d42``). Only a name the file adapter itself gives
+    delivery 42 is touched, so a tampered ledger cannot point erasure at any
+    other file.
+    """
+    files: list[str] = []
+    boxes: dict[str, set[str]] = {}
+    cleared: list[int] = []
+    for delivery_id, provider_id in conn.execute(
+        select(DEL.c.id, DEL.c.provider_id).where(DEL.c.customer_id == customer_id, DEL.c.provider_id.is_not(None))
+    ):
+        key = delivery_key(delivery_id)
+        path, _, entry = provider_id.rpartition("#")
+        if entry == key and Path(path).name == "outbox.mbox":
+            boxes.setdefault(path, set()).add(key)
+            cleared.append(delivery_id)
+        elif Path(provider_id).name == f"{safe_name(key)}.eml":
+            if Path(provider_id).exists():
+                Path(provider_id).unlink()
+                files.append(provider_id)
+            cleared.append(delivery_id)
+    entries = sum(_remove_mbox_entries(Path(path), keys) for path, keys in boxes.items())
+    if cleared:
+        conn.execute(update(DEL).where(DEL.c.id.in_(cleared)).values(provider_id=None))
+    return {"files_removed": files, "mbox_entries_removed": entries, "ledger_pointers_cleared": len(cleared)}
+
+
+def _remove_mbox_entries(path: Path, keys: set[str]) -> int:
+    """Remove the entries of ``keys`` (``X-Relmail-Key``) from the file adapter's mbox."""
+    if not path.exists():
+        return 0
+    box = mailbox.mbox(path)
+    box.lock()
+    try:
+        doomed = [k for k, message in box.iteritems() if message.get(KEY_HEADER) in keys]
+        for k in doomed:
+            box.remove(k)
+        box.flush()
+    finally:
+        box.unlock()
+        box.close()
+    return len(doomed)
 
 
 def export(engine: Engine, customer_id: str) -> dict:

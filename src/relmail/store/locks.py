@@ -177,10 +177,29 @@ class HeldLock:
                 # Only a write that went through counts for check_in; a failed one is retried at the next.
                 self._refreshed = time.monotonic()
                 if n != 1:
-                    self.lost = (f"the lock on run {self.key} was taken over by another process after this one did not "
-                                 f"refresh it for {_minutes(self.timeout)}; stopping so that only one process works on the run")
+                    self.lost = self._taken_over()
         if self.lost is not None:
             raise Conflict(self.lost)
+
+    def _taken_over(self) -> str:
+        return (f"the lock on run {self.key} was taken over by another process after this one did not "
+                f"refresh it for {_minutes(self.timeout)}; stopping so that only one process works on the run")
+
+    def refresh_in(self, conn) -> None:
+        """:meth:`refresh` inside the caller's transaction on ``conn``: what it commits stands only while the lock is ours.
+
+        A writer holding a long transaction (a plan writing its run) confirms
+        its lock through that transaction: on PostgreSQL the lock's row stays
+        locked to it until the commit, and on SQLite a second connection could
+        not write while this one holds the database's write lock.
+        """
+        t = self.now()
+        n = conn.execute(update(L).where(L.c.key == self.key, L.c.token == self.token)
+                         .values(heartbeat_at=t, expires_at=t + self.timeout)).rowcount
+        if n != 1:
+            self.lost = self._taken_over()
+            raise Conflict(self.lost)
+        self._refreshed = time.monotonic()
 
     def check_in(self, seconds: float = CHECK_IN_SECONDS) -> None:
         """:meth:`refresh`, unless this process did within ``seconds``: a work loop's call after every batch.

@@ -251,3 +251,39 @@ class RunLock(SQLModel, table=True):
     acquired_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     heartbeat_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+
+
+class WebhookToken(SQLModel, table=True):
+    """A signed one-time token a webhook was accepted with (Mailgun), kept for the replay window.
+
+    The signature of such providers covers only (timestamp, token), not the
+    body: a second POST with the same token and another body is a replay.
+    """
+
+    __tablename__ = "webhook_tokens"
+
+    provider: str = Field(sa_column=Column(String(32), primary_key=True))
+    token: str = Field(sa_column=Column(String(128), primary_key=True))
+    #: SHA-256 of the body it was accepted with: the provider's own redelivery matches it.
+    body_sha256: str = Field(sa_column=Column(String(64), nullable=False))
+    #: After this the signed timestamp is outside the window anyway: the row can go.
+    expires_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+
+
+class FeedbackReject(SQLModel, table=True):
+    """A provider event relmail could not use: where it came from, why, and the event as sent."""
+
+    __tablename__ = "feedback_rejects"
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    received_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False, index=True))
+    provider: str = Field(sa_column=Column(String(32), nullable=False))
+    #: ``webhook`` or the path of the imported file.
+    source: str = Field(sa_column=Column(Text, nullable=False))
+    #: The event's 0-based position in the POST body or file, and its line in a file.
+    position: int = Field(nullable=False)
+    line: int | None = Field(default=None)
+    field: str | None = Field(default=None, sa_column=Column(String(200)))
+    reason: str = Field(sa_column=Column(Text, nullable=False))
+    #: The provider's event as JSON text, as it was sent (cut at 64 KiB).
+    raw_event: str = Field(sa_column=Column(Text, nullable=False))

@@ -31,7 +31,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import tokens
 from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
-from ..feedback import PROVIDERS, apply_events, provider
+from ..feedback import PROVIDERS, ingest, provider
 from ..feedback.consent import campaign_topics, preference_state, unsubscribe, update_preferences
 from ..feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
 from ..project import Project
@@ -196,8 +196,8 @@ class RelmailApp:
             path_secret=secret,
         )
         try:
-            events = provider(provider_name).receive(hook, self.webhooks)
-            result = apply_events(self.engine, events, source="esp-webhook")
+            batch = provider(provider_name).receive(hook, self.webhooks)
+            result = ingest(self.engine, batch)
         except MissingCredentials as exc:
             headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name == "postmark" else {}
             return _json({"error": str(exc)}, 401, headers)
@@ -210,7 +210,13 @@ class RelmailApp:
             # 503 makes the provider retry later, after the fix.
             log.error("webhook %s unavailable: %s", provider_name, exc)
             return _json({"error": str(exc)}, 503)
-        return _json({"received": len(events), **result.as_dict()}, 200)
+        if result.invalid:
+            # Still 200: the valid events are applied and the invalid ones
+            # recorded; a non-2xx answer would make the provider send the
+            # whole body again, and the invalid events would never improve.
+            log.warning("webhook %s: %d invalid event(s) recorded: %s", provider_name, len(result.invalid),
+                        "; ".join(f"{bad.where}: {bad.field or '-'}: {bad.reason}" for bad in result.invalid[:5]))
+        return _json(result.as_dict(), 200)
 
 
 def _json(obj: dict, status: int, headers: dict | None = None) -> Response:

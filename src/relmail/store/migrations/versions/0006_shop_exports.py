@@ -9,15 +9,15 @@
 * ``products.image_url`` and ``products.attributes`` (any further columns of
   a catalogue export, like a customer's attributes).
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-12-04 09:00:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0005'
-down_revision = '0004'
+revision = '0006'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,75 @@
+"""Which files a message's e-mail is made of for a recipient's locale: its template *variant*.
+
+A message names a template (``ebike_launch``); what a recipient gets is
+built from the locale variant of each file involved: the HTML template
+(``ebike_launch.nl.html`` or the base ``ebike_launch.html``), the text
+template or the text derived from the HTML, every layout and partial it
+includes (``partials/footer.nl.html``), and the campaign's subject for that
+locale. Recipients whose locales resolve to the same files get the same
+variant. :func:`variant_of` resolves them without compiling anything (no
+CSS inlining), so a check can group thousands of recipients cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import NotFound
+from .environment import Flattener, locale_languages
+from .renderer import MessageSpec, Renderer
+
+
+@dataclass(frozen=True)
+class Variant:
+    """The files one group of a message's recipients gets their e-mail from."""
+
+    message_id: str
+    #: The HTML template file and the files it includes (locale variants resolved), in order.
+    html: tuple[str, ...]
+    #: The text template's files, or () when the text part is derived from the HTML.
+    text: tuple[str, ...]
+    #: The campaign subject's locale key (``nl``, ``default``), or "" for the template's subject block.
+    subject: str = ""
+
+    def __str__(self) -> str:
+        text = self.text[0] if self.text else "text from the HTML"
+        # Included files that are locale variants (``partials/footer.nl.html``) tell variants of one template apart.
+        parts = [f for f in dict.fromkeys(self.html[1:] + self.text[1:]) if Path(f).name.count(".") > 1]
+        extra = f" with {', '.join(parts)}" if parts else ""
+        subject = f", subject[{self.subject}]" if self.subject else ""
+        return f"{self.html[0]} + {text}{extra}{subject}"
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(self.html + self.text))
+
+
+class Variants:
+    """Resolves the variant of any message for any locale, over one renderer's templates folder."""
+
+    def __init__(self, renderer: Renderer):
+        self.default_locale = renderer.settings.default_locale
+        self.html = Flattener(renderer.html_env, renderer.templates_dir)
+        self.text = Flattener(renderer.text_env, renderer.templates_dir)
+
+    def of(self, spec: MessageSpec, locale: str | None) -> Variant:
+        """The variant a recipient with ``locale`` (None: the project's default) gets ``spec`` from.
+
+        Raises :class:`~relmail.errors.TemplateError` for a file that cannot
+        be read (a syntax error) and :class:`~relmail.errors.NotFound` for a
+        missing template.
+        """
+        languages = locale_languages(locale or self.default_locale)
+        html = self.html.flatten(f"{spec.template}.html", languages)[1]
+        try:
+            text = self.text.flatten(f"{spec.template}.txt", languages)[1]
+        except NotFound:
+            text = ()
+        subject = ""
+        if spec.subject is not None and not isinstance(spec.subject, str):
+            table = {k.replace("-", "_"): k for k in spec.subject}
+            default = self.default_locale
+            subject = next((table[k] for k in (*languages, default, default.split("_")[0], "default") if k in table),
+                           next(iter(spec.subject), ""))
+        return Variant(spec.id, tuple(html), tuple(text), subject)

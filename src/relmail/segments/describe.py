@@ -1,0 +1,88 @@
+"""What ``relmail segments show`` tells about a segment: its size, a sample of members, its SQL.
+
+:func:`describe` counts the members as of a time against every customer
+that existed then, draws a seeded sample of member ids (same seed, same
+sample) and, when asked, renders the SQL the segment compiles to as text
+for reading, its parameters shown inline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy import func, select
+
+from ..store.models import Customer
+from . import Segment, audience, customer_by
+
+
+@dataclass(frozen=True)
+class SegmentFacts:
+    """A segment as of one time."""
+
+    name: str
+    description: str
+    file: Path
+    as_of: datetime
+    #: Members as of ``as_of``.
+    size: int
+    #: Customers that existed at ``as_of``.
+    customers: int
+    #: Sorted sample of member ids.
+    sample: list[str]
+    #: The segment's SQL for reading (None unless asked for).
+    sql: str | None = None
+
+    @property
+    def share(self) -> float:
+        return self.size / self.customers if self.customers else 0.0
+
+
+def describe(engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
+    """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``)."""
+    members = audience(engine, [segment], as_of)
+    c = Customer.__table__
+    with engine.connect() as conn:
+        total = conn.execute(select(func.count()).select_from(c).where(customer_by(as_of))).scalar_one()
+    rng = np.random.default_rng(seed)
+    picked = sorted(rng.choice(members, size=min(sample, len(members)), replace=False).tolist()) if len(members) else []
+    return SegmentFacts(segment.name, segment.description, segment.file, as_of, len(members), int(total), picked,
+                        sql_text(segment.select(as_of), engine.dialect) if sql else None)
+
+
+def sql_text(stmt, dialect) -> str:
+    """The statement as text for reading, its parameters shown inline."""
+    if dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import psycopg2
+
+        # Compiled for reading only: this dialect adds no "::VARCHAR" cast to every parameter.
+        dialect = psycopg2.dialect()
+    compiled = stmt.compile(dialect=dialect, compile_kwargs={"render_postcompile": True})
+    text = str(compiled)
+    params = compiled.construct_params()
+    names = compiled.positiontup or []
+    if names:  # positional ("?"): substitute in order
+        for key in names:
+            text = text.replace("?", _literal(params[key]), 1)
+    else:
+        for key in sorted(params, key=len, reverse=True):
+            text = text.replace(f"%({key})s", _literal(params[key]))
+    return text
+
+
+def iso(when: datetime) -> str:
+    """``2026-11-23T06:00:00Z``: a time as the segment commands print it."""
+    return when.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _literal(value) -> str:
+    if isinstance(value, datetime):
+        return f"'{iso(value)}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return "NULL" if value is None else str(value)

@@ -1,0 +1,110 @@
+"""What files really hold: broken compression, huge fields, impossible times. One clear error, nothing imported."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sqlalchemy import func, select
+
+from relmail.cli import cli
+from relmail.store.db import connect
+from relmail.store.models import Customer, Event
+
+HEADER = b"id,email,created_at\n"
+ROWS = b"".join(b"C%d,c%d@example.com,2024-01-01T00:00:00Z\n" % (i, i) for i in range(3000))
+
+
+def invoke(project, *args):
+    return CliRunner().invoke(cli, ["--project", str(project.root), *args])
+
+
+def count(project, model) -> int:
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(model.__table__)).scalar_one()
+    finally:
+        engine.dispose()
+
+
+def corrupt(data: bytes) -> bytes:
+    bad = bytearray(data)
+    for i in range(40, 90):
+        bad[i] ^= 0xFF
+    return bytes(bad)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "corrupt"])
+@pytest.mark.parametrize("suffix", ["customers.csv.gz", "customers.jsonl.gz"])
+def test_a_broken_gzip_import_is_one_error_line_naming_the_file_exit_4_nothing_imported(project, tmp_path, damage, suffix):
+    rows = HEADER + ROWS if suffix.startswith("customers.csv") else b"".join(
+        json.dumps({"id": f"C{i}", "email": f"c{i}@example.com", "created_at": "2024-01-01T00:00:00Z"}).encode() + b"\n"
+        for i in range(3000))
+    packed = gzip.compress(rows)
+    path = tmp_path / suffix
+    path.write_bytes(packed[: len(packed) // 2] if damage == "truncated" else corrupt(packed))
+    result = invoke(project, "import", "customers", str(path))
+    assert result.exit_code == 4, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {path}: is not a readable gzip file (corrupt or truncated")
+    assert "Traceback" not in result.output and "Aborted" not in result.output
+    assert count(project, Customer) == 0
+
+
+def test_a_csv_field_over_the_limit_names_its_column_and_the_limit(project, tmp_path):
+    path = tmp_path / "customers.csv"
+    path.write_text("id,email,created_at,note\nC1,a@example.com,2024-01-01T00:00:00Z," + "x" * 140_000 + "\n")
+    result = invoke(project, "import", "customers", str(path))
+    assert result.exit_code == 4
+    assert f"{path}:2: field 'note': the value is longer than the limit of 131,072 characters (128 KiB)" in result.stderr
+    assert count(project, Customer) == 0
+
+
+@pytest.mark.parametrize("value", ["9999-12-31T00:00:00Z", "3026-01-01T00:00:00+01:00", "0001-01-01T00:00:00Z"])
+def test_implausible_times_are_refused_naming_file_line_and_field(project, tmp_path, value):
+    customers = tmp_path / "customers.csv"
+    customers.write_text(f"id,email,created_at\nC1,a@example.com,2024-01-01T00:00:00Z\nC2,b@example.com,{value}\n")
+    result = invoke(project, "import", "customers", str(customers))
+    assert result.exit_code == 4
+    assert f"{customers}:3: field 'created_at': implausible time: " in result.stderr
+    assert count(project, Customer) == 0
+    good = tmp_path / "good.csv"
+    good.write_text("id,email,created_at\nC1,a@example.com,2024-01-01T00:00:00Z\n")
+    assert invoke(project, "import", "customers", str(good)).exit_code == 0
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps({"customer_id": "C1", "type": "view", "occurred_at": value}) + "\n")
+    result = invoke(project, "import", "events", str(events))
+    assert result.exit_code == 4 and f"{events}:1: field 'occurred_at': implausible time: " in result.stderr
+    assert count(project, Event) == 0
+
+
+def test_a_time_just_ahead_of_now_is_accepted(project, tmp_path):
+    from datetime import UTC, datetime, timedelta
+
+    soon = (datetime.now(UTC) + timedelta(hours=3)).isoformat()  # another clock, a little ahead
+    path = tmp_path / "customers.csv"
+    path.write_text(f"id,email,created_at\nC1,a@example.com,{soon}\n")
+    assert invoke(project, "import", "customers", str(path)).exit_code == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=0, max_size=400))
+def test_any_bytes_after_a_gzip_header_give_a_clean_error_or_rows(tmp_path_factory, data):
+    from relmail.errors import ValidationError
+    from relmail.importers.readers import open_source, reader_for
+
+    path = tmp_path_factory.mktemp("gz") / "x.csv.gz"
+    path.write_bytes(gzip.compress(HEADER)[:10] + data)
+    try:
+        src = open_source(path)
+        try:
+            list(reader_for(src))
+        finally:
+            src.close()
+    except ValidationError as exc:
+        assert str(path) in str(exc)

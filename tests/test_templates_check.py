@@ -1,0 +1,178 @@
+"""relmail templates check: lint every file, render what the campaigns send with the store's customers."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import pytest
+from click.testing import CliRunner
+
+from relmail.campaigns import load_campaigns
+from relmail.cli import cli
+from relmail.project import Project
+from relmail.render import Renderer
+from relmail.render.check import check_templates
+
+AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+BAD = """{% extends "layouts/base.html" %}
+{% block subject %}Bad{% endblock %}
+{% block content %}
+<tr><td><img src="https://fietsenwinkel.example/x.png"></td></tr>
+<tr><td><a href="http://insecure.example/">insecure</a> {{ customer.attributes.missing_field }}</td></tr>
+{% endblock %}
+"""
+
+#: Uses message.data without a fallback: fine with the campaign's data, an error with an empty one.
+OFFER = """{% extends "layouts/base.html" %}
+{% block subject %}{{ message.data.offer.code }} for you{% endblock %}
+{% block content %}
+<tr><td>Code {{ message.data.offer.code }}: {{ message.data.offer.discount|percent }} off.
+{% if customer.attributes.cityy is defined %}In {{ customer.attributes.cityy }}.{% endif %}</td></tr>
+{% include "partials/product_rows.html" %}
+{% endblock %}
+"""
+
+CAMPAIGN = """\
+title: Offers
+messages:
+  - id: offer
+    template: offer
+    topic: promotions
+    segments: [everyone]
+    offer: promotion
+    data:
+      offer: {code: AUTUMN, discount: 0.15}
+"""
+
+
+def write(project: Project, name: str, text: str) -> None:
+    path = project.templates_dir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+
+
+def check(project: Project, engine=None, **kw):
+    return check_templates(Renderer(project), load_campaigns(project).values(), engine, as_of=AS_OF, **kw)
+
+
+def run(project: Project, *args):
+    return CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", *args])
+
+
+@pytest.fixture
+def demo(project, engine):
+    from relmail.demo import generate
+
+    generate(engine, customers=600, seed=7, as_of=AS_OF)
+    return project
+
+
+def test_the_example_and_demo_projects_have_no_errors(project, demo, engine):
+    report = check(demo, engine)
+    assert report.errors == [] and report.samples == "store"
+    # Every message of the demo campaign, in both of its locales' variants, rendered for store customers.
+    assert {(c, m) for c, m, _, _ in report.rendered} == {("weekly", m) for m in
+                                                          ("ebike-launch", "lock-tip", "welcome-offer", "service-reminder", "newsletter")}
+    assert {v for _, m, v, _ in report.rendered if m == "ebike-launch"} == {
+        "ebike_launch.html + text from the HTML", "ebike_launch.nl.html + text from the HTML with partials/footer.nl.html"}
+    out = run(demo)
+    assert out.exit_code == 0, out.output
+    assert "0 errors" in out.stderr and "store sample customers" in out.stderr
+
+
+def test_message_data_of_the_campaign_is_used_so_a_template_that_needs_it_has_no_false_error(demo, engine):
+    write(demo, "offer.html", OFFER)
+    (demo.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    report = check(demo, engine)
+    assert [f for f in report.errors if f.file == "offer.html"] == []
+    # The misspelt attribute is tested, never printed: no customer has it, so it is a warning, with its line.
+    warnings = [f for f in report.findings if f.file == "offer.html" and f.severity == "warning"]
+    assert [(f.line, f.message.split(" is not")[0]) for f in warnings] == [(5, "'customer.attributes.cityy'")]
+    assert "offers/offer" in warnings[0].message
+    # The same template rendered with an empty message.data (what the check used to do) fails.
+    (demo.campaigns_dir / "offers.yml").write_text(CAMPAIGN.replace("    data:\n      offer: {code: AUTUMN, discount: 0.15}\n", ""))
+    errors = [f for f in check(demo, engine).errors if f.file == "offer.html"]
+    assert errors and "has no attribute 'offer'" in errors[0].message
+
+
+def test_a_broken_base_template_is_found_when_the_default_locale_has_its_own_variant(project, engine):
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('default_locale = "en_GB"', 'default_locale = "nl_NL"'))
+    project = Project.load(project.root)
+    source = (project.templates_dir / "ebike_launch.html").read_text()
+    write(project, "ebike_launch.html", source.replace("{% block content %}\n", "{% block content %}\n{{ data.vip_code }}\n", 1))
+    line = source.split("{% block content %}")[0].count("\n") + 2
+    report = check(project, engine)  # an empty store: generated samples
+    assert report.samples == "generated"
+    errors = [f for f in report.errors if f.file == "ebike_launch.html"]
+    assert errors and errors[0].line == line and "'dict object' has no attribute 'vip_code'" in errors[0].message
+    assert "weekly/ebike-launch [ebike_launch.html + text from the HTML]" in errors[0].message
+    assert not [f for f in report.errors if f.file != "ebike_launch.html"]
+
+
+def test_a_variant_no_customer_reaches_yet_is_rendered_for_store_customers_in_its_locale(demo, engine):
+    from sqlalchemy import update
+
+    from relmail.store.models import Customer
+
+    with engine.begin() as conn:
+        conn.execute(update(Customer.__table__).values(locale="en_GB"))
+    source = (demo.templates_dir / "welcome_offer.nl.html").read_text()
+    write(demo, "welcome_offer.nl.html", source.replace("{% block content %}\n", "{% block content %}\n{{ data.vip_code }}\n", 1))
+    errors = [f for f in check(demo, engine).errors if f.file == "welcome_offer.nl.html"]
+    assert errors and " as nl_NL: " in errors[0].message
+
+
+def test_every_lint_finding_of_every_file_even_with_syntax_errors(project):
+    write(project, "bad.html", BAD)
+    # A syntax error, and after it the same file's other findings.
+    write(project, "syntax.html", '{% block subject %}x{% endblock %}\n<p>{{ customer.name </p>\n<img src="https://x.example/a.png">\n'
+          '<a href="http://insecure.example/b">b</a>\n')
+    write(project, "big.html", '{% extends "layouts/base.html" %}{% block subject %}Big{% endblock %}'
+          "{% block content %}<tr><td>" + "<p>lorem ipsum dolor sit amet</p>" * 4000 + "</td></tr>{% endblock %}")
+    findings = {(f.file, f.line, f.severity): f.message for f in check(project).findings}
+    assert findings[("bad.html", 4, "error")] == "<img> without alt text"
+    assert findings[("bad.html", 5, "warning")] == "link without https: http://insecure.example/"
+    assert findings[("syntax.html", 2, "error")].startswith("unexpected")
+    assert findings[("syntax.html", 3, "error")] == "<img> without alt text"
+    assert findings[("syntax.html", 4, "warning")] == "link without https: http://insecure.example/b"
+    # Templates no campaign uses are compiled and linted, not rendered with invented data.
+    assert not any("missing_field" in m for m in findings.values())
+    assert not any(k[0] == "big.html" for k in findings)
+    # The shipped templates have no errors.
+    shipped = {"ebike_launch", "usage_tip", "welcome_offer", "service_reminder", "newsletter"}
+    assert not [k for k in findings if k[0].split(".")[0] in shipped and k[2] == "error"]
+
+
+def test_a_template_used_by_a_campaign_over_102_kb_is_a_warning(project):
+    write(project, "offer.html", '{% extends "layouts/base.html" %}{% block subject %}Big{% endblock %}'
+          "{% block content %}<tr><td>" + "<p>lorem ipsum dolor sit amet</p>" * 4000 + "</td></tr>{% endblock %}")
+    (project.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    report = check(project, compare=False)
+    assert any(f.file == "offer.html" and f.severity == "warning" and "Gmail clips" in f.message for f in report.findings)
+
+
+def test_cli_exit_codes_generated_samples_and_json(project, engine):
+    ok = run(project, "--json")
+    assert ok.exit_code == 0, ok.output
+    data = json.loads(ok.stdout)
+    assert data["ok"] is True and data["samples"] == "generated" and data["files"] == 13
+    write(project, "bad.html", BAD)
+    bad = run(project)
+    assert bad.exit_code == 6
+    assert "error: bad.html:4: <img> without alt text" in bad.output
+    assert "not used by a campaign (linted only): bad" in bad.stderr
+    assert run(project, "--generated", "--campaign", "weekly").exit_code == 6  # the lint covers every file
+
+
+def test_cli_without_a_database_says_to_use_generated_samples(tmp_path, monkeypatch):
+    from relmail.project import init_project
+
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", f"sqlite:///{tmp_path / 'none.db'}")
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "k")
+    shop = init_project(tmp_path / "shop")
+    out = run(shop)
+    assert out.exit_code == 5 and "relmail templates check --generated" in out.output
+    assert run(shop, "--generated").exit_code == 0
