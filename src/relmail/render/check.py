@@ -132,13 +132,15 @@ def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     ]
     # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
     catalog = Catalog({p["id"]: p for p in products}, stand_in=True)
+    featured = products[:1]  # a message's own featured products replace it (_Store.samples)
     return [
         CustomerContext("C0000001", "jan.devries@example.nl", "Jan", "de Vries", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products, {"owned_products": ["EB-100"]}, catalog=catalog),
+                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products[1:], {"owned_products": ["EB-100"]},
+                        featured_products=featured, catalog=catalog),
         CustomerContext("C0000002", "amy@example.co.uk", None, None, locale, "Europe/London", {}, [], {"owned_products": []},
-                        catalog=catalog),
+                        featured_products=featured, catalog=catalog),
         CustomerContext("C0000003", "zoe@example.org", "Zoë <b>&</b>", "O'Brien-Müller", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "new"}, products[1:2], {"owned_products": []}, catalog=catalog),
+                        {"loyalty_tier": "new"}, products[1:2], {"owned_products": []}, featured_products=featured, catalog=catalog),
     ]
 
 
