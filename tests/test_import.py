@@ -145,7 +145,8 @@ def test_bad_input_names_file_line_and_field_and_leaves_the_database_unchanged(s
     before = snapshot(shop)
     path = write(tmp_path, name, content)
     with pytest.raises(ValidationError) as caught:
-        import_file(shop, kind, path)
+        # strict: an invalid address is an error (by default it is imported and flagged, tested below)
+        import_file(shop, kind, path, strict_addresses=True)
     line, field, fragment = expected
     problem = caught.value.problems[0]
     assert problem.file == str(path)
@@ -228,6 +229,8 @@ def test_a_reimported_erased_address_gets_a_global_opt_out_until_fresh_consent(e
     assert (pref["opted_in"], pref["source"]) == (True, "signup-form")
 
     # Consent dated before the erasure is not fresh: the next sync opts the address out again.
+    with engine.begin() as conn:
+        conn.execute(Preference.__table__.delete())
     stale = consent.replace("2025-07-01", "2025-05-01")
     import_file(engine, "preferences", write(tmp_path, "p2.csv", stale))
     assert import_file(engine, "customers", customers).suppressed_opt_outs == 1

@@ -49,8 +49,9 @@ def spec(template: str = "ebike_launch", **kw) -> MessageSpec:
 
 
 def customer(**kw) -> CustomerContext:
+    # featured: what the launch template shows (a send takes it from the message's products).
     base = dict(id="C0000001", email="jan@example.nl", first_name="Jan", last_name="de Vries", locale="en_GB",
-                recommended_products=PRODUCTS)
+                recommended_products=PRODUCTS, featured_products=PRODUCTS[:1])
     return CustomerContext(**{**base, **kw})
 
 
@@ -378,3 +379,16 @@ def test_cli_render_with_json_context(shop, tmp_path):
     ctx.write_text("{}")
     undefined = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx)])
     assert undefined.exit_code == 6 and "footer.html:3" in undefined.output
+
+
+def test_a_featured_product_missing_from_the_catalogue_tests_false_and_printing_it_names_the_product():
+    from jinja2.sandbox import SandboxedEnvironment
+
+    from relmail.render.catalog import Catalog, catalog_variables
+    from relmail.render.optional import Missing
+
+    variables = catalog_variables(Catalog({}), [], absent=("EB-200",))
+    env = SandboxedEnvironment(undefined=Missing)
+    assert env.from_string("{% if featured %}yes{% else %}no{% endif %}").render(variables) == "no"
+    with pytest.raises(Exception, match="featured product 'EB-200' is not in the catalogue"):
+        env.from_string("{{ featured.name }}").render(variables)

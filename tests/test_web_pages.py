@@ -190,27 +190,50 @@ def test_a_topic_is_ticked_only_where_the_record_or_the_consent_rule_says_so(sho
     # No records: the opt-in topics are not ticked; service mail is opt-out (campaigns/weekly.yml), so ticked.
     assert ticked(client.get(f"/preferences/{token('C0000002')}").text) == {
         "promotions": False, "newsletter": False, "product-tips": False, "service": True}
-    # A record for promotions ticks it; a global opt-in (*) is no consent for the other opt-in topics.
+    # A record for promotions ticks it; the global opt-in (*) counts for the other topics, as [consent]
+    # global_opt_in_covers_topics (the default) makes the plan count it.
     assert ticked(client.get(f"/preferences/{token('C0000004')}").text) == {
-        "promotions": True, "newsletter": False, "product-tips": False, "service": True}
+        "promotions": True, "newsletter": True, "product-tips": True, "service": True}
+
+
+def test_a_global_opt_in_ticks_no_topic_that_consent_says_needs_its_own_opt_in(shop):
+    client, project, _ = shop
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text() + '\n[consent]\nexplicit_topics = ["newsletter"]\n')
+    client = Client(make_app(Project.load(project.root), shop[2]))
+    assert ticked(client.get(f"/preferences/{token('C0000004')}").text) == {
+        "promotions": True, "newsletter": False, "product-tips": True, "service": True}
+    # Saving the page as shown writes nothing: what was ticked by the rule is what the page compared against.
+    before = prefs(shop[2])
+    page = client.get(f"/preferences/{token('C0000004')}").text
+    form = {"form": "preferences", "topic": [t for t, on in ticked(page).items() if on], "max_per_week": ""}
+    assert client.post(f"/preferences/{token('C0000004')}", data=form).status_code == 200
+    assert prefs(shop[2]) == before
 
 
 def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_customers_language(shop):
     client, _, engine = shop
+    # C0000004 has promotions and the global opt-in on record; newsletter and product tips are ticked by the
+    # global opt-in ([consent] default). Unticking promotions and product tips writes those two rows only.
     form = {"form": "preferences", "topic": ["newsletter", "service"], "max_per_week": "3"}
     response = client.post(f"/preferences/{token('C0000004')}", data=form)
     assert response.status_code == 200 and '<html lang="nl">' in response.text
     assert "Je krijgt geen e-mails meer over Aanbiedingen en nieuwe fietsen." in response.text
-    assert "Je krijgt e-mails over Nieuwsbrief." in response.text and "Hooguit 3 e-mails per week." in response.text
+    assert "Je krijgt geen e-mails meer over Tips voor wat je kocht." in response.text
+    assert "Hooguit 3 e-mails per week." in response.text
     state = prefs(engine)
     assert {k: v for k, v in state.items() if k[0] == "C0000004"} == {
-        ("C0000004", "promotions"): (False, "preference-page", None), ("C0000004", "newsletter"): (True, "preference-page", None),
+        ("C0000004", "promotions"): (False, "preference-page", None), ("C0000004", "product-tips"): (False, "preference-page", None),
         ("C0000004", "*"): (True, "preference-page", 3)}
-    assert [(c, t, tp) for c, t, tp, _, _ in feedback_events(engine)] == [("C0000004", "email_unsubscribed", "promotions")]
+    assert [(c, t, tp) for c, t, tp, _, _ in feedback_events(engine)] == [
+        ("C0000004", "email_unsubscribed", "product-tips"), ("C0000004", "email_unsubscribed", "promotions")]
     again = client.post(f"/preferences/{token('C0000004')}", data=form)
-    assert "Er is niets veranderd." in again.text and len(feedback_events(engine)) == 1 and prefs(engine) == state
+    assert "Er is niets veranderd." in again.text and len(feedback_events(engine)) == 2 and prefs(engine) == state
     client.post(f"/preferences/{token('C0000004')}", data={**form, "unsubscribe_all": "1"})
     assert prefs(engine)[("C0000004", "*")] == (False, "preference-page", 3)
+    # Ticking newsletter on for a customer without a global opt-in writes its row and says so.
+    on = client.post(f"/preferences/{token('C0000002')}", data={"form": "preferences", "topic": ["newsletter", "service"]})
+    assert "Je krijgt e-mails over Nieuwsbrief." in on.text and prefs(engine)[("C0000002", "newsletter")][0] is True
 
 
 @pytest.mark.parametrize("form", [{}, {"topic": ["newsletter"]}, {"unsubscribe_all": "1"}, {"form": "other", "unsubscribe_all": "1"}])
@@ -296,7 +319,8 @@ def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check
     page = app.get(f"/unsubscribe/{token('C0000002')}").text
     assert '<p class="ours">Aanbiedingen en nieuwe fietsen</p>' in page and "<h1>Afmelden</h1>" in page
     assert "--accent: #0b6e4f" in page  # the package's base.html around it
-    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--no-compare", "--json"])
+    # Generated samples: this store has customers but no catalogue, and the point here is the pages folder.
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare", "--json"])
     assert out.exit_code == 0 and "pages/" not in out.stdout
 
 

@@ -8,6 +8,7 @@ the file: ``[secrets]`` names the environment variables that hold them, and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tomllib
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .importers import fields
 
 CONFIG_NAME = "relmail.toml"
 ENV_DATABASE_URL = "RELMAIL_DATABASE_URL"
@@ -54,6 +56,26 @@ class Brand:
 
 
 @dataclass(frozen=True)
+class ConsentSettings:
+    """``[consent]``: what a global opt-in means for a topic the customer has no record for.
+
+    A shop often records one "accepts e-mail marketing" flag, imported as the
+    global preference (topic ``*``). With ``global_opt_in_covers_topics``
+    (the default) a global opt-in counts as consent for every topic without
+    a record of its own, except the ``explicit_topics``, which need their
+    own opt-in. A topic's own record (in or out) always wins, and a global
+    opt-out always stops everything (UNSUBSCRIBED).
+    """
+
+    global_opt_in_covers_topics: bool = True
+    explicit_topics: tuple[str, ...] = ()
+
+    def global_counts_for(self, topic: str | None) -> bool:
+        """Whether a global opt-in is consent for ``topic`` (when the customer has no record for it)."""
+        return self.global_opt_in_covers_topics and topic not in (None, "*") and topic not in self.explicit_topics
+
+
+@dataclass(frozen=True)
 class Settings:
     name: str
     database_url: str
@@ -64,6 +86,7 @@ class Settings:
     unsubscribe_url: str
     unsubscribe_mailto: str | None
     secrets: dict[str, str]
+    consent: ConsentSettings = field(default_factory=ConsentSettings)
     #: Every table of the file as read, for the stages that own their own
     #: sections (``[delivery]``, ``[tracking]``, ``[model]`` ...).
     raw: dict[str, Any] = field(default_factory=dict)
@@ -205,14 +228,33 @@ def load_settings(path: Path) -> Settings:
         unsubscribe_url=_get(unsub, "base_url", str, f"{path} [unsubscribe]", ""),
         unsubscribe_mailto=_get(unsub, "mailto", str, f"{path} [unsubscribe]", None),
         secrets={**DEFAULT_SECRETS, **secrets},
+        consent=_consent(table("consent"), f"{path} [consent]"),
         raw=data,
     )
+
+
+def _consent(table: dict, where: str) -> ConsentSettings:
+    for key in table:
+        if key not in ("global_opt_in_covers_topics", "explicit_topics"):
+            raise ConfigError(f"{where}: unknown key '{key}' (known: global_opt_in_covers_topics, explicit_topics)")
+    topics = _get(table, "explicit_topics", list, where, [])
+    if not all(isinstance(t, str) and t and t != "*" for t in topics):
+        raise ConfigError(f"{where}: explicit_topics must be a list of topic names (not '*')")
+    return ConsentSettings(_get(table, "global_opt_in_covers_topics", bool, where, True), tuple(topics))
 
 
 def example_dir() -> Path:
     """The example project shipped with relmail (campaigns, segments, templates)."""
     return Path(__file__).parent / "example"
 
+
+#: The [secrets] table both project templates write: names of environment variables, never secrets.
+SECRETS_TABLE = """[secrets]
+signing_key = "RELMAIL_SIGNING_KEY"
+smtp_password = "RELMAIL_SMTP_PASSWORD"
+esp_api_key = "RELMAIL_ESP_API_KEY"
+webhook_key = "RELMAIL_WEBHOOK_KEY"
+"""
 
 DEFAULT_CONFIG = """\
 # relmail project settings. Secrets never go in this file: [secrets] names
@@ -259,30 +301,110 @@ description = {{ en = "How to get more out of the bike or lock you have.", nl = 
 label = {{ en = "Service reminders", nl = "Onderhoudsherinneringen" }}
 description = {{ en = "When your bike is due for maintenance.", nl = "Wanneer je fiets aan onderhoud toe is." }}
 
-[secrets]
-signing_key = "RELMAIL_SIGNING_KEY"
-smtp_password = "RELMAIL_SMTP_PASSWORD"
-esp_api_key = "RELMAIL_ESP_API_KEY"
-webhook_key = "RELMAIL_WEBHOOK_KEY"
-
+{secrets}
 [delivery]
 adapter = "file"
 outbox = "outbox"
 """
 
 
-def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: bool = False) -> Project:
-    """Create a project folder with ``relmail.toml`` and the example files."""
+BLANK_CONFIG = """\
+# relmail project settings. Secrets never go in this file: [secrets] names
+# the environment variables that hold them.
+
+[project]
+name = "{name}"
+# SQLite in this folder by default (kept out of git by .gitignore); RELMAIL_DATABASE_URL
+# overrides, e.g. postgresql+psycopg://user@host:5432/dbname
+database_url = "sqlite:///relmail.db"
+# Customers without a locale or time zone of their own get these.
+default_locale = "{locale}"
+timezone = "{timezone}"
+
+[sender]
+from_name = "{name}"
+from_email = "news@{domain}"
+reply_to = "service@{domain}"
+
+[brand]
+name = "{name}"
+url = "https://{domain}"
+color = "#1a73e8"
+logo_url = ""
+# Most countries require a postal address in marketing e-mail: fill it in.
+postal_address = ""
+
+[unsubscribe]
+# Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click).
+base_url = "https://{domain}/relmail"
+mailto = "unsubscribe@{domain}"
+
+[consent]
+# A shop often records one "accepts e-mail marketing" flag: the global opt-in (topic "*").
+# true: it counts as consent for every topic the customer has no record of their own for.
+global_opt_in_covers_topics = true
+# Topics that need their own explicit opt-in, whatever the global flag says.
+explicit_topics = []
+
+{secrets}
+[delivery]
+# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark or ses.
+adapter = "file"
+outbox = "outbox"
+"""
+
+
+def blank_dir() -> Path:
+    """The blank project shipped with relmail: one neutral segment, campaign and template."""
+    return Path(__file__).parent / "blank"
+
+
+_DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
+
+
+def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: bool = False, *, blank: bool = False,
+                 domain: str | None = None, locale: str = "en_GB", timezone: str = "UTC") -> Project:
+    """Create a project folder with ``relmail.toml`` and the example files.
+
+    ``blank``: a project for your own shop instead: sender, reply-to, brand
+    and unsubscribe addresses on ``domain``, one neutral segment, campaign
+    and template, and a ``.gitignore`` that keeps the database, import
+    rejects, outbox and model files out of git.
+    """
     root = Path(folder).expanduser().resolve()
     config = root / CONFIG_NAME
     if config.exists() and not force:
         raise ConfigError(f"{config} exists already; use --force to overwrite the example files")
+    if blank:
+        domain = (domain or "").strip().lower()
+        if not _DOMAIN.match(domain):
+            raise ConfigError(f"--domain {domain!r} is not a domain name (e.g. leesteken.nl): the sender and links use it")
+        if '"' in name or "\\" in name or not name.strip():
+            raise ConfigError("--name must be a non-empty name without quotes or backslashes")
+        _check_zones(locale, timezone)
     root.mkdir(parents=True, exist_ok=True)
-    config.write_text(DEFAULT_CONFIG.format(name=name), encoding="utf-8")
+    if blank:
+        config.write_text(BLANK_CONFIG.format(name=name.strip(), domain=domain, locale=locale, timezone=timezone,
+                                              secrets=SECRETS_TABLE), encoding="utf-8")
+        source = blank_dir()
+        ignore = root / ".gitignore"
+        if not ignore.exists() or force:
+            ignore.write_text((source / "gitignore").read_text(encoding="utf-8"), encoding="utf-8")
+    else:
+        config.write_text(DEFAULT_CONFIG.format(name=name, secrets=SECRETS_TABLE), encoding="utf-8")
+        source = example_dir()
     for sub in ("campaigns", "segments", "templates"):
-        source = example_dir() / sub
-        if source.is_dir():
-            shutil.copytree(source, root / sub, dirs_exist_ok=True)
+        if (source / sub).is_dir():
+            shutil.copytree(source / sub, root / sub, dirs_exist_ok=True)
         else:
             (root / sub).mkdir(exist_ok=True)
     return Project.load(root)
+
+
+def _check_zones(locale: str, timezone: str) -> None:
+    """A blank project's locale and time zone must be real: every customer defaults to them."""
+    for parse, value, option in ((fields.locale, locale, "--locale"), (fields.time_zone, timezone, "--timezone")):
+        try:
+            parse(value)
+        except fields.FieldError as exc:
+            raise ConfigError(f"{option}: {exc}") from None

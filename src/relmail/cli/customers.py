@@ -46,7 +46,7 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
         return
     c = data["customer"]
     name = " ".join(x for x in (c["first_name"], c["last_name"]) if x)
-    click.echo(f"{c['id']}  {name} <{c['email']}>  {c['locale']}  {c['timezone']}  since {c['created_at']}")
+    click.echo(f"{c['id']}  {name} <{c['email']}>  {c['locale']}  {c['timezone']}  since {c['created_at'] or 'unknown'}")
     click.echo("attributes: " + json.dumps(c["attributes"], ensure_ascii=False, sort_keys=True))
     if data["suppressed"]:
         click.echo(f"address suppressed: {data['suppressed']['reason']}")

@@ -1,4 +1,4 @@
-"""``relmail import``: customers, products, preferences and events from CSV or JSON Lines."""
+"""``relmail import``: customers, products, preferences, events and orders from CSV or JSON Lines."""
 
 from __future__ import annotations
 
@@ -12,36 +12,48 @@ _EXAMPLES = {
     "customers": (
         "Import customers; extra CSV columns (or a JSON 'attributes' object) become attributes.",
         "relmail import customers crm/customers.csv\n"
+        "  relmail import customers customers_export.csv --map shopify\n"
+        "  relmail import customers subscribed_members_export.csv --map mailchimp\n"
         "  relmail import customers customers.jsonl --skip-invalid --rejects bad.jsonl",
     ),
     "products": (
-        "Import products; CSV 'features' are |-separated (app|gps-tracking).",
-        "relmail import products products.csv\n  gunzip -c products.jsonl.gz | relmail import products - --format jsonl",
+        "Import products; CSV 'features' are |-separated (app|gps-tracking); extra columns become attributes.",
+        "relmail import products products.csv\n  relmail import products products_export.csv --map shopify\n"
+        "  gunzip -c products.jsonl.gz | relmail import products - --format jsonl",
     ),
     "preferences": (
-        "Import consent per (customer_id, topic); topic '*' is the global switch.",
+        "Import consent per (customer_id, topic); topic '*' is the global switch. Per customer and topic the "
+        "latest updated_at wins, in the file and against the store.",
         "relmail import preferences consent.csv --max-errors 100",
     ),
     "events": (
         "Import events (purchases, views, usage, tickets, e-mail events); rows with an event_id are upserted.",
         "relmail import events events.csv.gz\n  relmail import events events.jsonl --json | jq .rows_per_second",
     ),
+    "orders": (
+        "Import orders, one row per line item: each line is a purchase event 'order:<order>:<line>' of the customer "
+        "named by customer_id or e-mail address; cancelled and refunded lines are not purchases.",
+        "relmail import orders orders_export.csv --map shopify\n  relmail import orders orders.csv --json",
+    ),
 }
 
 
 @click.group("import")
 def import_group() -> None:
-    """Import customers, products, preferences and events from CSV or JSON Lines.
+    """Import customers, products, preferences, events and orders from CSV or JSON Lines.
 
     Every field is checked; any bad row means nothing is imported (exit code
     4) and every problem is listed with file, line and field, unless
     --skip-invalid. Rows are upserted on their ids, so re-importing a file
-    is safe.
+    is safe. --map reads a shop's own export through a column mapping (the
+    built-in shopify and mailchimp, or a YAML file).
     """
 
 
 def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+    @click.option("--map", "mapping", metavar="NAME_OR_FILE",
+                  help="Read the file through a column mapping: shopify, mailchimp, or a mapping YAML file.")
     @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="File format (default: from the suffix or the content).")
     @click.option("--skip-invalid", is_flag=True, help="Import the good rows and write the bad ones to the rejects file.")
     @click.option("--rejects", type=click.Path(dir_okay=False), help="Rejects file for --skip-invalid (default: <name>.rejects.<format>).")
@@ -49,9 +61,13 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Rows per bulk write.")
     @json_option
     @pass_state
-    def command(state: State, file: str, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int, as_json: bool) -> None:
-        _run(state, kind, file, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json)
+    def command(state: State, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
+                as_json: bool, strict_addresses: bool = False) -> None:
+        _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses)
 
+    if kind == "customers":
+        command = click.option("--strict-addresses", is_flag=True,
+                               help="Refuse customers whose address is not a valid address (default: import them flagged, never mailed).")(command)
     command.__name__ = f"import_{kind}"
     help_text = (
         f"{summary}\n\nFILE is a .csv or .jsonl file (optionally .gz), or - for stdin.\n\n"
@@ -64,7 +80,8 @@ for _kind, (_summary, _example) in _EXAMPLES.items():
     _make(_kind, _summary, _example)
 
 
-def _run(state: State, kind: str, file: str, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int, as_json: bool) -> None:
+def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
+         as_json: bool, strict_addresses: bool) -> None:
     from ..errors import ValidationError
     from ..importers import import_file
 
@@ -98,6 +115,9 @@ def _run(state: State, kind: str, file: str, fmt, skip_invalid: bool, rejects, m
             chunk_size=chunk_size,
             defaults={"locale": settings.default_locale, "timezone": settings.timezone},
             progress=progress,
+            mapping=mapping,
+            strict_addresses=strict_addresses,
+            variables={"brand.url": settings.brand.url.rstrip("/"), "brand.name": settings.brand.name},
         )
     except ValidationError as exc:
         if bar is not None:
@@ -109,7 +129,13 @@ def _run(state: State, kind: str, file: str, fmt, skip_invalid: bool, rejects, m
     if as_json:
         echo_json(result.as_dict())
         return
-    click.echo(f"Imported {result.rows_imported:,} {kind} in {result.seconds:.1f} s ({result.rows_per_second:,.0f} rows/s)")
+    noun = "purchases" if kind == "orders" else kind
+    source = f" from {result.rows_read:,} rows" if result.mapping or kind == "orders" else ""
+    via = f" (mapping {result.mapping})" if result.mapping else ""
+    click.echo(f"Imported {result.rows_imported:,} {noun}{source}{via} in {result.seconds:.1f} s "
+               f"({result.rows_per_second:,.0f} rows/s)")
+    for line in summary_lines(result):
+        click.echo(f"  {line}")
     if result.rows_rejected:
         click.echo(f"Skipped {result.rows_rejected:,} invalid row(s) of {result.rows_read:,}; rejects in {result.rejects_path}", err=True)
         for problem in result.problems:
@@ -121,6 +147,37 @@ def _run(state: State, kind: str, file: str, fmt, skip_invalid: bool, rejects, m
             "wrote a global opt-out (source suppression-list) for each",
             err=True,
         )
+
+
+#: How the summary says each detail of an import (only the non-zero ones are shown).
+_DETAILS = {
+    "consent_records": "{n:,} consent record(s) written (topic '*')",
+    "without_consent": "{n:,} customer(s) without marketing consent (no record written)",
+    "suppressed_addresses": "{n:,} address(es) on the suppression list",
+    "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
+    "lines_not_purchases": "{n:,} line(s) of cancelled or refunded orders: not purchases",
+    "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
+    "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
+    "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
+    "superseded": "{n:,} row(s) older than a later row of the file or the store: the later one stays",
+    "repeated": "{n:,} row(s) repeating another of the same time and value",
+}
+
+
+def summary_lines(result) -> list[str]:
+    """The import's flags, skips and details as sentences (what ``relmail import`` prints under its first line)."""
+    out = []
+    if result.flagged_addresses:
+        lines = ", ".join(map(str, result.flagged_lines))
+        more = "" if len(result.flagged_lines) >= result.flagged_addresses else ", ..."
+        out.append(f"{result.flagged_addresses:,} customer(s) with an invalid address imported and flagged "
+                   f"(never mailed: INVALID_ADDRESS): line {lines}{more}")
+    for reason, n in result.skipped.items():
+        out.append(f"{n:,} {reason} skipped")
+    for key, n in result.details.items():
+        if n and key in _DETAILS and key != "purchases":
+            out.append(_DETAILS[key].format(n=n))
+    return out
 
 
 def _fail(exc, max_errors: int, as_json: bool) -> None:

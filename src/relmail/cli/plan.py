@@ -128,6 +128,8 @@ def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, ch
         echo_table(*reversed(gate_rows(result)))
     for problem in result.render_problems[:limit]:
         click.echo(f"  render error: {problem}")
+    for warning in result.warnings:
+        click.echo(f"Warning: {warning}", err=True)
     if changes is not None:
         tail = f"; {changes.kept:,} kept by the replan" if changes.kept else ""
         click.echo(f"\nChanges since {changes.against}: {counted(len(changes.customers), 'customer')}, "

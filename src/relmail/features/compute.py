@@ -92,16 +92,25 @@ def compute_features(
             # SUM ... FILTER over no rows is NULL: none of them. Ages stay
             # NaN (never) but lose sub-second clock noise below 0.
             raw[col_name] = np.maximum(out, 0.0) if col_name in q.AGES else out if nan_fill else np.nan_to_num(out, nan=0.0)
+    # Without a sign-up date (a shop export has none) a customer counts from the first order; with
+    # neither tenure is NaN: never new, never loyal. Read before a future sign-up becomes NaN too.
+    unknown = np.isnan(raw["tenure_days"])
     raw["tenure_days"][raw["tenure_days"] < 0] = np.nan  # created after as_of: not a customer yet
+    raw["tenure_days"] = np.where(unknown, raw["first_purchase"], raw["tenure_days"])
 
     cols = {"_raw": raw, "tenure_days": raw["tenure_days"], "open_tickets": raw["open_tickets"],
             "frequency_wish": raw["frequency_wish"]}
     cols["consent_global"] = np.where(raw["consent_global"] == 0, 0.0, 1.0)
-    cols["email_valid"] = email_valid(emails)
+    # Syntax, and the flag an import set on an address it kept although it is not one.
+    cols["email_valid"] = email_valid(emails) * (raw.pop("address_flag") >= 0.5)
     cols["address_suppressed"] = _suppressed(emails, hashes, address_salt)
     for key, ctx in contexts.items():
         topic_col = "consent_global" if ctx.topic == "*" else f"topic:{ctx.topic}"
         raw[f"{key}.consent_topic"] = raw[topic_col] if ctx.topic is not None else np.full(n, np.nan)
+        if ctx.global_consent and ctx.topic not in (None, "*"):
+            # No record for the topic: a global opt-in stands in for it ([consent]).
+            own = raw[f"{key}.consent_topic"]
+            raw[f"{key}.consent_topic"] = np.where(np.isnan(own), np.where(raw["consent_global"] == 1, 1.0, np.nan), own)
         raw[f"{key}.already_sent"] = (raw[f"{key}.already_sent"] > 0).astype(float)
         if ctx.topic is not None:
             raw[f"{key}.topic_sends_7"] = raw[f"topic:{ctx.topic}:7"]
@@ -115,7 +124,7 @@ def compute_features(
                 raw[f"{key}.{suffix}"] = np.zeros(n) if applies else np.full(n, np.nan)
     derive(cols, settings)
     order = list(GENERIC_COLUMNS) + [f"{k}.{suffix}" for k in contexts for suffix in CONTEXT_COLUMNS]
-    return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order})
+    return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order}, contexts=contexts)
 
 
 def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -> dict[str, tuple]:

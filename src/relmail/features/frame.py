@@ -25,7 +25,7 @@ GENERIC_COLUMNS: dict[str, str] = {
     "monetary_365": "money spent in the last 365 days",
     "orders_total": "purchases ever (up to as_of)",
     "monetary_total": "money spent ever (up to as_of)",
-    "tenure_days": "days since the customer record was created",
+    "tenure_days": "days since the customer signed up; without a sign-up date since the first purchase (NaN if neither)",
     "opens_30": "e-mail opens in the last 30 days",
     "opens_90": "e-mail opens in the last 90 days",
     "clicks_30": "e-mail clicks in the last 30 days",
@@ -43,7 +43,7 @@ GENERIC_COLUMNS: dict[str, str] = {
     "unsubscribed_event": "1 if an email_unsubscribed event (any topic) came after the last global opt-in, else 0",
     "consent_global": "1 opted in or no record for topic '*', 0 opted out (latest state in the store)",
     "frequency_wish": "the customer's max e-mails per week (NaN if none stated)",
-    "email_valid": "1 if the address is syntactically valid, else 0",
+    "email_valid": "1 if the address is syntactically valid and no import flagged it, else 0",
     "address_suppressed": "1 if the address hash is in the suppressions table, else 0",
     "loyal": "1 if tenure > 365 days and at least 3 purchases, else 0",
     "is_new": "1 if tenure < 90 days and no purchase older than 90 days, else 0",
@@ -52,7 +52,8 @@ GENERIC_COLUMNS: dict[str, str] = {
 
 #: Columns per message context ``k``, named ``k.<suffix>``.
 CONTEXT_COLUMNS: dict[str, str] = {
-    "consent_topic": "1 opted in, 0 opted out, NaN no record for the message topic (latest state)",
+    "consent_topic": "1 opted in, 0 opted out, NaN no record for the message topic (latest state); without one, "
+                     "a global opt-in where [consent] lets it count",
     "category_affinity": "time-decayed purchases (weight 3) and views (weight 1) in the message categories",
     "owns_product": "1 if the customer bought any of the featured products, else 0",
     "feature_usage_30": "uses of the message's product feature in the last 30 days",
@@ -73,6 +74,9 @@ class FeatureContext:
     feature: str | None = None
     #: A recurring message (a newsletter): ``already_sent`` counts only the last N days.
     repeat_after_days: int | None = None
+    #: A global opt-in counts as consent for ``topic`` when the customer has no record for it
+    #: (``[consent]`` in relmail.toml; see :class:`relmail.project.ConsentSettings`).
+    global_consent: bool = False
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,8 @@ class FeatureFrame:
     as_of: datetime
     #: float64 arrays, one value per customer; NaN = unknown.
     columns: dict[str, np.ndarray] = field(default_factory=dict)
+    #: What each message is about (message id -> context), as the frame was computed for it.
+    contexts: dict[str, FeatureContext] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.customer_ids)

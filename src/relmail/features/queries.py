@@ -299,10 +299,11 @@ def preferences(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext
 
 
 def customers(scope: Scope, as_of, dialect) -> Query:
-    """Tenure and the address (for the syntax and suppression checks)."""
+    """Tenure (NaN when the sign-up date is unknown) and the address (for the syntax and suppression checks)."""
     c = Customer.__table__
-    stmt = scope.restrict(select(c.c.id, age_days(dialect, as_of, c.c.created_at), c.c.email).select_from(c), c.c.id)
-    return Query(stmt, lambda keys, table: (keys, {"tenure_days": table[0].astype(float), "_email": table[1]}),
+    stmt = scope.restrict(select(c.c.id, age_days(dialect, as_of, c.c.created_at), c.c.email, c.c.email_valid).select_from(c), c.c.id)
+    return Query(stmt, lambda keys, table: (keys, {"tenure_days": table[0].astype(float), "_email": table[1],
+                                                   "address_flag": np.asarray(table[2], dtype=float)}),
                  frozenset({"tenure_days"}))
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
+from ..project import ConsentSettings
 from ..store.db import dialect_insert
 from ..store.models import Customer, Event, Preference
 from ..tokens import Claims
@@ -156,12 +157,14 @@ def topic_defaults(project) -> dict[str, bool]:
     return defaults
 
 
-def preference_state(engine: Engine, customer_id: str, topics: Iterable[str], defaults: Mapping[str, bool] | None = None) -> PreferenceState:
+def preference_state(engine: Engine, customer_id: str, topics: Iterable[str], defaults: Mapping[str, bool] | None = None,
+                     consent: ConsentSettings | None = None) -> PreferenceState:
     """The customer's consent for each of ``topics``, the global switch and the frequency wish.
 
-    A topic without a record of the customer's own is ``defaults[topic]``
-    (False when not given): the page ticks only what the record, or the
-    plan's consent rule, says.
+    A topic without a record of the customer's own is ticked where the
+    plan's consent rule would send it: a global opt-in (topic ``*``) counts
+    for the topics ``consent`` (the project's ``[consent]``) lets it cover,
+    else ``defaults[topic]`` (False when not given).
     """
     table = Preference.__table__
     with engine.connect() as conn:
@@ -171,8 +174,12 @@ def preference_state(engine: Engine, customer_id: str, topics: Iterable[str], de
     state = PreferenceState(customer_id)
     stored = {topic: (opted_in, cap) for topic, opted_in, cap in rows}
     defaults = defaults or {}
+    global_yes = consent is not None and ALL_TOPICS in stored and bool(stored[ALL_TOPICS][0])
     for topic in sorted(set(topics) - {ALL_TOPICS}):
-        state.topics[topic] = bool(stored[topic][0]) if topic in stored else bool(defaults.get(topic, False))
+        if topic in stored:
+            state.topics[topic] = bool(stored[topic][0])
+        else:
+            state.topics[topic] = (global_yes and consent.global_counts_for(topic)) or bool(defaults.get(topic, False))
     if ALL_TOPICS in stored:
         state.unsubscribed_all = not stored[ALL_TOPICS][0]
         state.max_per_week = stored[ALL_TOPICS][1]
@@ -188,6 +195,7 @@ def update_preferences(
     topics: Iterable[str],
     defaults: Mapping[str, bool] | None = None,
     now: datetime | None = None,
+    consent: ConsentSettings | None = None,
 ) -> list[Change]:
     """Apply the preference form over ``topics``; returns what changed (``str(change)``: ``"promotions: off"``).
 
@@ -198,7 +206,7 @@ def update_preferences(
     Every switch to "off" also records an ``email_unsubscribed`` event.
     """
     now = now or _now()
-    before = preference_state(engine, claims.customer_id, topics, defaults)
+    before = preference_state(engine, claims.customer_id, topics, defaults, consent)
     changes: list[Change] = []
     rows: list[dict] = []
     offs: list[str] = []

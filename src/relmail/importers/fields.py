@@ -64,14 +64,17 @@ def aware_datetime(value: Any) -> datetime:
     far in the future or before 1900 is a placeholder or a typo, never a
     real signup or event (:func:`relmail.timestamps.implausible`).
     """
-    if not isinstance(value, str):
+    if isinstance(value, datetime) and value.utcoffset() is not None:
+        parsed = value  # parsed already, by a column mapping's time format
+    elif not isinstance(value, str):
         raise FieldError(f"expected an ISO 8601 date-time string, got {_kind(value)}")
-    try:
-        parsed = datetime.fromisoformat(value.strip())
-    except ValueError:
-        raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
+    else:
+        try:
+            parsed = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
     if wholly_past(parsed):
         return parsed
     try:
@@ -83,8 +86,9 @@ def aware_datetime(value: Any) -> datetime:
     return parsed
 
 
-_TRUE = {"true", "1", "yes", "y", "t"}
-_FALSE = {"false", "0", "no", "n", "f"}
+#: The words ``boolean`` reads (a column mapping's yes_no may name its own).
+TRUE_WORDS = frozenset({"true", "1", "yes", "y", "t"})
+FALSE_WORDS = frozenset({"false", "0", "no", "n", "f"})
 
 
 def boolean(value: Any) -> bool:
@@ -95,9 +99,9 @@ def boolean(value: Any) -> bool:
         return bool(value)
     if isinstance(value, str):
         low = value.strip().lower()
-        if low in _TRUE:
+        if low in TRUE_WORDS:
             return True
-        if low in _FALSE:
+        if low in FALSE_WORDS:
             return False
     raise FieldError(f"{_short(value)} is not a boolean (true/false, yes/no, 1/0)")
 

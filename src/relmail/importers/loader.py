@@ -18,7 +18,7 @@ from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Table, and_, select
+from sqlalchemy import JSON, Table, and_, func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
@@ -36,6 +36,9 @@ SQLITE_IMPORT_CACHE_KIB = 131072
 
 #: Source recorded on the global opt-out written for a suppressed address.
 SUPPRESSION_SOURCE = "suppression-list"
+#: Suppression reasons about the address, not the person: a mailing tool cleaned it after hard
+#: bounces. Such an address is never mailed, but it says nothing about the person's consent.
+ADDRESS_ONLY = ("cleaned",)
 
 
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
@@ -43,24 +46,56 @@ def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-def upsert_statement(conn: Connection, table: Table, key: Sequence[str], columns: Sequence[str]):
-    """``INSERT ... ON CONFLICT (key) DO UPDATE`` in the connection's dialect, for executemany."""
+#: How an upsert updates a column of an existing row: ``set`` (the new value), ``keep`` (the new
+#: value unless it is NULL: a blank cell does not erase what another source said), ``earliest``
+#: (the earlier of the two, NULL meaning unknown), ``merge`` (JSON objects: the new keys over the
+#: stored ones).
+UPDATES = ("set", "keep", "earliest", "merge")
+
+
+def upsert_statement(conn: Connection, table: Table, key: Sequence[str], columns: Sequence[str],
+                     update: dict[str, str] | None = None):
+    """``INSERT ... ON CONFLICT (key) DO UPDATE`` in the connection's dialect, for executemany.
+
+    ``update`` says how each column of an existing row changes (see
+    :data:`UPDATES`); a column it leaves out keeps its stored value. None:
+    every column is set.
+    """
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
     stmt = insert(table)
-    updates = {name: stmt.excluded[name] for name in columns if name not in key}
+    update = update if update is not None else {name: "set" for name in columns if name not in key}
+    updates = {}
+    for name, how in update.items():
+        new, old = stmt.excluded[name], table.c[name]
+        if how == "keep":
+            updates[name] = func.coalesce(new, old)
+        elif how == "earliest":
+            # SQLite's two-argument min() is NULL when either is (PostgreSQL loads through COPY).
+            updates[name] = func.coalesce(func.min(new, old), new, old)
+        elif how == "merge":
+            updates[name] = func.json_patch(old, new)  # SQLite only: PostgreSQL loads through COPY
+        else:
+            updates[name] = new
+    if not updates:
+        return stmt.on_conflict_do_nothing(index_elements=[table.c[k] for k in key])
     return stmt.on_conflict_do_update(index_elements=[table.c[k] for k in key], set_=updates)
 
 
 class Loader:
-    """Upserts validated rows of one schema, a chunk at a time."""
+    """Upserts validated rows of one schema, a chunk at a time.
 
-    def __init__(self, conn: Connection, schema: Schema):
+    ``update`` (column -> ``set``/``keep``/``merge``) says how an existing
+    row changes; None sets every column the schema writes.
+    """
+
+    def __init__(self, conn: Connection, schema: Schema, update: dict[str, str] | None = None):
         self.conn = conn
         self.schema = schema
-        self.columns = schema.names
+        self.columns = schema.written
+        self.update = update if update is not None else {c: "set" for c in self.columns if c not in schema.key}
         self.postgres = conn.dialect.name == "postgresql"
         if self.postgres:
             self._setup_copy()
@@ -87,7 +122,7 @@ class Loader:
         if dialect.name == "sqlite":
             self.cache_before = self.conn.exec_driver_sql("PRAGMA cache_size").scalar()
             self.conn.exec_driver_sql(f"PRAGMA cache_size = -{SQLITE_IMPORT_CACHE_KIB}")
-        statement = upsert_statement(self.conn, self.schema.table, self.schema.key, self.columns)
+        statement = upsert_statement(self.conn, self.schema.table, self.schema.key, self.columns, self.update)
         compiled = statement.compile(dialect=dialect, column_keys=list(self.columns))
         if compiled.positiontup != list(self.columns):
             raise RuntimeError(f"unexpected parameter order {compiled.positiontup!r}")  # pragma: no cover - dialect guard
@@ -119,11 +154,15 @@ class Loader:
         table = self.schema.table.name
         self.temp = f"relmail_import_{table}"
         cols = ", ".join(f'"{c}"' for c in self.columns)
-        updates = ", ".join(f'"{c}" = EXCLUDED."{c}"' for c in self.columns if c not in self.schema.key)
+        forms = {"set": 'EXCLUDED."{c}"', "keep": 'COALESCE(EXCLUDED."{c}", "{t}"."{c}")',
+                 "earliest": 'LEAST(EXCLUDED."{c}", "{t}"."{c}")',
+                 "merge": '("{t}"."{c}"::jsonb || EXCLUDED."{c}"::jsonb)::json'}
+        updates = ", ".join(f'"{c}" = ' + forms[how].format(c=c, t=table) for c, how in self.update.items())
         key = ", ".join(f'"{k}"' for k in self.schema.key)
         self.json_columns = [i for i, c in enumerate(self.columns) if isinstance(self.schema.table.c[c].type, JSON)]
         self.copy_sql = f'COPY "{self.temp}" ({cols}) FROM STDIN'
-        self.merge_sql = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{self.temp}" ON CONFLICT ({key}) DO UPDATE SET {updates}'
+        action = f"DO UPDATE SET {updates}" if updates else "DO NOTHING"
+        self.merge_sql = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{self.temp}" ON CONFLICT ({key}) {action}'
         with self._cursor() as cur:
             # Column types are copied from the target table; ON COMMIT DROP
             # (and any rollback) removes it with the transaction.
@@ -175,11 +214,11 @@ class SuppressionLink:
     fresh consent and is left alone; an older one is overridden.
     """
 
-    def __init__(self, conn: Connection, now: datetime):
+    def __init__(self, conn: Connection):
         self.conn = conn
-        self.now = now
         table = Suppression.__table__
-        self.active = conn.execute(select(table.c.email_hash).limit(1)).first() is not None
+        self.about_person = table.c.reason.not_in(ADDRESS_ONLY)
+        self.active = conn.execute(select(table.c.email_hash).where(self.about_person).limit(1)).first() is not None
         self.salt = salt(conn) if self.active else ""
         self.written = 0
 
@@ -192,7 +231,7 @@ class SuppressionLink:
         table = Suppression.__table__
         for batch in batched(list(by_hash), LOOKUP_BATCH):
             for email_hash, created_at in self.conn.execute(
-                select(table.c.email_hash, table.c.created_at).where(table.c.email_hash.in_(batch))
+                select(table.c.email_hash, table.c.created_at).where(table.c.email_hash.in_(batch), self.about_person)
             ):
                 suppressed[by_hash[email_hash]] = created_at
         if not suppressed:
@@ -215,7 +254,10 @@ class SuppressionLink:
             self.conn.execute(
                 stmt,
                 [
-                    {"customer_id": cid, "topic": "*", "opted_in": False, "max_per_week": None, "updated_at": self.now, "source": SUPPRESSION_SOURCE}
+                    # Dated when the address was erased: consent given after that is fresh and,
+                    # the latest record winning, still wins over this opt-out.
+                    {"customer_id": cid, "topic": "*", "opted_in": False, "max_per_week": None, "updated_at": suppressed[cid],
+                     "source": SUPPRESSION_SOURCE}
                     for cid in targets
                 ],
             )

@@ -19,7 +19,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -28,10 +27,14 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DatabaseError, Problem, ValidationError
 from ..store.db import redact, refresh_statistics
-from .loader import Loader, References, SuppressionLink
+from .loader import References
+from .mapped import Mapped, MappedReader
+from .mapping import SIDE_FIELDS, Mapping, load_mapping
+from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
 from .rejects import RejectsWriter, default_rejects_path
-from .schemas import schema_for
+from .schemas import Schema, schema_for
+from .writers import CustomersWriter, PreferencesWriter, TableWriter
 
 #: Defaults for optional customer fields when the caller gives none (the model's defaults).
 DEFAULTS = {"locale": "en_GB", "timezone": "UTC"}
@@ -55,6 +58,16 @@ class ImportResult:
     rejects_path: str | None = None
     #: Customers whose address is on the erasure suppression list and got a global opt-out.
     suppressed_opt_outs: int = 0
+    #: The column mapping the file was read through (its file, e.g. ``shopify/orders.yml``).
+    mapping: str | None = None
+    #: Customers imported with an address that is not a valid address: kept, flagged, never mailed.
+    flagged_addresses: int = 0
+    #: Their lines (at most ``max_errors``).
+    flagged_lines: list[int] = field(default_factory=list)
+    #: Rows the mapping skipped on purpose, by reason (``image rows``: 12).
+    skipped: dict[str, int] = field(default_factory=dict)
+    #: What the kind did besides rows: purchases and lines that are not, consent records, superseded preferences ...
+    details: dict[str, int] = field(default_factory=dict)
 
     @property
     def rows_per_second(self) -> float:
@@ -65,6 +78,7 @@ class ImportResult:
             "kind": self.kind,
             "file": self.file,
             "format": self.format,
+            "mapping": self.mapping,
             "rows_read": self.rows_read,
             "rows_imported": self.rows_imported,
             "rows_rejected": self.rows_rejected,
@@ -72,6 +86,10 @@ class ImportResult:
             "rows_per_second": round(self.rows_per_second, 1),
             "rejects_path": self.rejects_path,
             "suppressed_opt_outs": self.suppressed_opt_outs,
+            "flagged_addresses": self.flagged_addresses,
+            "flagged_lines": self.flagged_lines,
+            "skipped": self.skipped,
+            "details": self.details,
             "problems": [p.as_dict() for p in self.problems],
         }
 
@@ -88,36 +106,59 @@ def import_file(
     chunk_size: int = 10_000,
     defaults: dict[str, str] | None = None,
     progress: Progress | None = None,
+    mapping: str | Mapping | None = None,
+    strict_addresses: bool = False,
+    variables: dict[str, str] | None = None,
 ) -> ImportResult:
     """Import ``source`` (a path, ``-`` for stdin, or a binary stream) as ``kind``.
 
     ``kind`` is one of ``customers``, ``products``, ``preferences``,
-    ``events``; ``fmt`` is ``csv`` or ``jsonl`` (default: from the suffix or
-    the content). Rows are upserted on their ids. Raises
+    ``events``, ``orders``; ``fmt`` is ``csv`` or ``jsonl`` (default: from
+    the suffix or the content). Rows are upserted on their ids. Raises
     :class:`~relmail.errors.ValidationError` listing every bad field (up to
     ``max_errors``; 0 means no limit) and imports nothing, unless
     ``skip_invalid``, which imports the good rows and writes the bad ones to
     ``rejects`` (default ``<name>.rejects.<format>`` beside the input).
     ``defaults`` gives the customer ``locale`` and ``timezone`` used when a
     row has none.
+
+    ``mapping`` reads the file through a column mapping: a built-in name
+    (``shopify``, ``mailchimp``), a YAML file, or a loaded
+    :class:`~relmail.importers.mapping.Mapping`; ``variables`` fill its
+    templates (``{"brand.url": ...}``). A customer whose address is not a
+    valid address is imported and flagged (never mailed), unless
+    ``strict_addresses``, which makes it an error.
     """
     schema = schema_for(kind)
     started = time.perf_counter()
     src = open_source(source, fmt)
     try:
-        reader = reader_for(src)
-        if isinstance(reader, CsvReader):
+        reader: Any = reader_for(src)
+        mapped = None
+        if mapping is not None:
+            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header)
+            if loaded.kind != kind:
+                raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
+                                      [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])
+            reader = mapped = MappedReader(reader, loaded, variables, schema)
+            header_problems = mapped.check_header()
+        elif isinstance(reader, CsvReader):
             header_problems = schema.check_header(reader.header)
-            if header_problems:
-                problems = [Problem(src.name, reader.header_line, f, m) for f, m in header_problems]
-                raise ValidationError(f"{src.name}: the header does not fit a {kind} file; nothing imported", problems)
+        else:
+            header_problems = []
+        if header_problems:
+            problems = [Problem(src.name, reader.header_line, f, m) for f, m in header_problems]
+            what = f"the mapping {mapped.mapping.file}" if mapped is not None else f"a {kind} file"
+            raise ValidationError(f"{src.name}: the header does not fit {what}; nothing imported", problems)
         writer = None
         if skip_invalid:
             writer = RejectsWriter(Path(rejects) if rejects else default_rejects_path(src.name, src.fmt), src.fmt)
-        run = _Run(schema, src.name, src.fmt == "csv", {**DEFAULTS, **(defaults or {})}, skip_invalid, writer, max_errors)
+        run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, {**DEFAULTS, **(defaults or {})}, skip_invalid,
+                   writer, max_errors, lenient=not strict_addresses)
+        provided = _provided(schema, reader.header, mapped)
         try:
             with engine.begin() as conn:
-                run.start(conn)
+                run.start(conn, provided, mapped.mapping if mapped is not None else None)
                 try:
                     for record in reader:
                         run.add(record)
@@ -129,7 +170,9 @@ def import_file(
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:
-                    run.loader.close()
+                    run.sink.close()
+                if mapped is not None:
+                    run.read += sum(mapped.skipped.values())
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
@@ -138,6 +181,7 @@ def import_file(
         finally:
             if writer is not None:
                 writer.close()
+        link = getattr(run.sink, "link", None)
         return ImportResult(
             kind=kind,
             file=src.name,
@@ -148,16 +192,34 @@ def import_file(
             seconds=time.perf_counter() - started,
             problems=run.problems,
             rejects_path=str(writer.path) if writer is not None and writer.count else None,
-            suppressed_opt_outs=run.link.written if run.link else 0,
+            suppressed_opt_outs=link.written if link is not None else 0,
+            mapping=mapped.mapping.file if mapped is not None else None,
+            flagged_addresses=run.flagged,
+            flagged_lines=run.flagged_lines,
+            skipped=dict(mapped.skipped) if mapped is not None else {},
+            details=dict(run.sink.details),
         )
     finally:
         src.close()
 
 
+def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:
+    """The fields the source has (a re-import updates only those), or None for every field (JSON Lines)."""
+    if mapped is not None:
+        return set(mapped.mapping.targets)
+    if header is None:
+        return None
+    have = set(header) & set(schema.names)
+    if schema.extras_into is not None and set(header) - set(schema.names):
+        have.add(schema.extras_into)
+    return have
+
+
 class _Run:
     """The state of one import while it streams."""
 
-    def __init__(self, schema, name: str, from_csv: bool, defaults: dict, skip_invalid: bool, writer: RejectsWriter | None, max_errors: int):
+    def __init__(self, schema: Schema, name: str, from_csv: bool, defaults: dict, skip_invalid: bool,
+                 writer: RejectsWriter | None, max_errors: int, lenient: bool = True):
         self.schema = schema
         self.name = name
         self.from_csv = from_csv
@@ -165,46 +227,62 @@ class _Run:
         self.skip_invalid = skip_invalid
         self.writer = writer
         self.max_errors = max_errors if max_errors > 0 else None
-        self.read = self.imported = self.rejected = 0
+        self.read = self.imported = self.rejected = self.flagged = 0
+        self.flagged_lines: list[int] = []
         self.problems: list[Problem] = []
         self.pending: list[tuple[Record, dict[str, Any]]] = []
-        #: key -> first line, for "duplicate id, also on line N" (the only per-file memory).
-        self.seen: dict[Any, int] = {}
-        self.link: SuppressionLink | None = None
         #: Rejected records since the last flush, reported in line order at the flush.
         self.window: list[tuple[Record, list[tuple[str | None, str]]]] = []
+        self.side = SIDE_FIELDS.get(schema.kind, ())
+        self.lenient = lenient and schema.flag is not None
 
-    def start(self, conn) -> None:
+    def start(self, conn, provided: set[str] | None, mapping: Mapping | None) -> None:
         self.conn = conn
-        self.loader = Loader(conn, self.schema)
         self.references = References(conn)
-        if self.schema.kind == "customers":
-            self.link = SuppressionLink(conn, datetime.now(UTC))
+        kind = self.schema.kind
+        if kind == "customers":
+            self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
+                                        match_email=mapping is not None and mapping.match == "email")
+        elif kind == "preferences":
+            self.sink = PreferencesWriter(self, conn)
+        elif kind == "orders":
+            self.sink = OrdersWriter(self, conn)
+        else:
+            self.sink = TableWriter(self, conn, self.schema, provided)
 
     def add(self, record: Record) -> None:
         self.read += 1
         if record.error is not None:
-            self.reject(record, [record.error])
+            self.reject(record, getattr(record, "problems", None) or [record.error])
             return
-        row, problems = self.schema.convert(record.values, self.defaults, self.from_csv)
-        key = self._key(row)
-        if key is not None:
-            first = self.seen.setdefault(key, record.line)
-            if first != record.line:
-                names = "+".join(self.schema.key)
-                shown = key if isinstance(key, str) else "/".join(key)
-                problems.append((names, f"duplicate {names} {shown!r}: also on line {first}"))
+        values, side = record.values, None
+        mapped = isinstance(record, Mapped)
+        if mapped and self.side and any(k in values for k in self.side):
+            values = dict(values)
+            side = {k: values.pop(k) for k in self.side if k in values}
+        flagged: list[str] | None = [] if self.lenient else None
+        row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
+        if mapped and (problems or record.problems):
+            problems = record.problems + [(record.labels.get(f, f) if f else f, m) for f, m in problems]
+        if not problems:
+            verdict = self.sink.check(record.line, row)
+            if verdict is False:
+                return  # a later row of the file has the say (preference histories)
+            problems = verdict
         if problems:
             self.reject(record, problems)
-        else:
-            self.pending.append((record, row))
+            return
+        if flagged:
+            self.flagged += 1
+            if self.max_errors is None or len(self.flagged_lines) < self.max_errors:
+                self.flagged_lines.append(record.line)
+        if side:
+            row.update({f"_{k}": v for k, v in side.items()})
+        self.pending.append((record, row))
 
-    def _key(self, row: dict[str, Any]) -> Any:
-        key = self.schema.key
-        if len(key) == 1:
-            return row.get(key[0])
-        values = tuple(row.get(k) for k in key)
-        return None if None in values else values
+    def may_write(self) -> bool:
+        """False once a row was rejected in an all-or-nothing import: validation goes on, nothing more is written."""
+        return not self.rejected or self.skip_invalid
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
@@ -234,13 +312,7 @@ class _Run:
                     else:
                         kept.append((record, row))
                 pending = kept
-        if self.rejected and not self.skip_invalid:
-            return  # the import will be rolled back: validate on, write nothing more
-        rows = [row for _, row in pending]
-        self.loader.write(rows)
-        self.imported += len(rows)
-        if self.link is not None:
-            self.link.apply(rows)
+        self.sink.write(pending)
 
     def reject(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
         self.rejected += 1

@@ -18,6 +18,7 @@ import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -240,9 +241,19 @@ class CsvReader:
         if bad:
             raise ValidationError(f"{self.name}: header {bad}", [Problem(self.name, self.header_line, None, f"header {bad}")])
         self.lines.take()
+        self.picked: tuple[list[str], Any] | None = None
+
+    def select(self, columns: list[str]) -> None:
+        """Records hold only these columns of the header (a column mapping reads 15 of an export's 79)."""
+        names = [c for c in self.header if c in set(columns)]
+        indexes = [self.header.index(c) for c in names]
+        # itemgetter of one index returns the item, not a tuple.
+        pick = itemgetter(*indexes) if len(indexes) > 1 else (lambda fields: tuple(fields[i] for i in indexes))
+        self.picked = (names, pick)
 
     def __iter__(self) -> Iterator[Record]:
         header, width, lines = self.header, len(self.header), self.lines
+        names, pick = self.picked if self.picked is not None else (header, None)
         last = self.header_line
         while True:
             first = last + 1
@@ -271,7 +282,7 @@ class CsvReader:
                 else:
                     yield Record(first, None, raw, (None, f"has {len(fields)} fields, the header has {width}"))
             else:
-                yield Record(first, dict(zip(header, fields)), raw)
+                yield Record(first, dict(zip(names, pick(fields) if pick else fields)), raw)
 
 
 class JsonLinesReader:

@@ -3,7 +3,9 @@
 A schema turns a record's raw values into a row for its table (every
 column present, so rows can go to ``executemany`` together) plus a list of
 ``(field, message)`` problems. File fields map 1:1 to table columns; the
-customers schema also collects extra columns into ``attributes``.
+customers and products schemas also collect extra columns into
+``attributes``. The ``orders`` kind has no table of its own: its rows (one
+per line item) become ``purchase`` events (:mod:`relmail.importers.orders`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from sqlalchemy import Table
 from ..store.models import EVENT_TYPES, Customer, Event, Preference, Product
 from . import fields as f
 
-KINDS = ("customers", "products", "preferences", "events")
+KINDS = ("customers", "products", "preferences", "events", "orders")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +30,9 @@ class Column:
     required: bool = False
     #: Value when missing or empty: a constant, or the name of a caller default (``"@locale"``).
     default: Any = None
+    #: How an invalid value is kept when the import is lenient (a malformed address: stored as
+    #: written and flagged), or None: an invalid value is always a problem.
+    lenient: f.Parser | None = None
 
 
 @dataclass(frozen=True)
@@ -43,15 +48,24 @@ class Schema:
     extras_into: str | None = None
     #: Rows without a key value are appended instead of upserted (events without event_id).
     key_optional: bool = False
+    #: Columns the import computes, not read from files: (column, value of a clean row).
+    computed: tuple[tuple[str, Any], ...] = ()
+    #: The column that says a lenient field was kept invalid (False = flagged).
+    flag: str | None = None
 
     @cached_property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
     @cached_property
-    def _plan(self) -> tuple[tuple[str, f.Parser, bool, Any], ...]:
+    def written(self) -> tuple[str, ...]:
+        """The table columns an import writes: the file fields, then the computed ones."""
+        return self.names + tuple(name for name, _ in self.computed)
+
+    @cached_property
+    def _plan(self) -> tuple[tuple[str, f.Parser, bool, Any, f.Parser | None], ...]:
         # Plain tuples: convert() runs once per row, attribute lookups add up.
-        return tuple((c.name, c.parse, c.required, c.default) for c in self.columns)
+        return tuple((c.name, c.parse, c.required, c.default, c.lenient) for c in self.columns)
 
     @cached_property
     def known(self) -> frozenset[str]:
@@ -81,11 +95,19 @@ class Schema:
                     problems.append((name, f"unknown column '{name}' in the header (known: {', '.join(self.names)})"))
         return problems
 
-    def convert(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool) -> tuple[dict[str, Any], list[tuple[str, str]]]:
-        """The row to store and the problems found (every field is checked, not just the first bad one)."""
-        row: dict[str, Any] = {}
+    def convert(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool,
+                flagged: list[str] | None = None, final: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+        """The row to store and the problems found (every field is checked, not just the first bad one).
+
+        With ``flagged`` (a lenient import), a field with a ``lenient`` parser
+        keeps its invalid value as written: its name is appended to
+        ``flagged`` and the row's :attr:`flag` column is False. ``final``
+        names fields whose values went through this schema's parser already
+        (a column mapping does that once per distinct cell).
+        """
+        row: dict[str, Any] = dict(self.computed)
         problems: list[tuple[str, str]] = []
-        for name, parse, required, default in self._plan:
+        for name, parse, required, default, lenient in self._plan:
             value = values.get(name)
             if value is None or value == "" or (value.__class__ is str and value.isspace()):
                 if required:
@@ -95,10 +117,22 @@ class Schema:
                 else:
                     row[name] = default() if callable(default) else default
                 continue
+            if name in final:
+                row[name] = value
+                continue
             try:
                 row[name] = parse(value)
             except f.FieldError as exc:
-                problems.append((name, str(exc)))
+                if flagged is None or lenient is None:
+                    problems.append((name, str(exc)))
+                    continue
+                try:
+                    row[name] = lenient(value)
+                except f.FieldError as kept:
+                    problems.append((name, f"{exc}; {kept}"))
+                    continue
+                flagged.append(name)
+                row[self.flag] = False  # type: ignore[index]
         if self.extras_into is not None:
             self._collect_extras(values, row, from_csv)
         elif not from_csv:
@@ -134,18 +168,23 @@ def _customers() -> Schema:
         table=t,
         columns=(
             Column("id", f.identifier(_length(t, "id")), required=True),
-            Column("email", f.email, required=True),
+            # Lenient: an address that is not one is stored as written and flagged
+            # (INVALID_ADDRESS never mails it), unless the import is strict.
+            Column("email", f.email, required=True, lenient=f.text(_length(t, "email"))),
             Column("first_name", f.text(_length(t, "first_name"))),
             Column("last_name", f.text(_length(t, "last_name"))),
             Column("locale", f.locale, default="@locale"),
             Column("timezone", f.time_zone, default="@timezone"),
-            # Required: defaulting to "now" would make every imported customer
-            # look new, and send new-customer offers to loyal ones.
-            Column("created_at", f.aware_datetime, required=True),
+            # Optional, and never defaulted to "now": that would make every imported
+            # customer look new. Unknown, the features date the customer from the
+            # first order; with no order either, the customer is never treated as new.
+            Column("created_at", f.aware_datetime),
             Column("attributes", f.json_object, default=dict),
         ),
         key=("id",),
         extras_into="attributes",
+        computed=(("email_valid", True),),
+        flag="email_valid",
     )
 
 
@@ -161,8 +200,11 @@ def _products() -> Schema:
             Column("price", f.number(minimum=0), default=0.0),
             Column("url", f.text(_length(t, "url"), allow_spaces=False)),
             Column("features", f.string_list(100), default=list),
+            Column("image_url", f.text(_length(t, "image_url"), allow_spaces=False)),
+            Column("attributes", f.json_object, default=dict),
         ),
         key=("id",),
+        extras_into="attributes",
     )
 
 
@@ -207,11 +249,46 @@ def _events() -> Schema:
     )
 
 
+def _orders() -> Schema:
+    t = Event.__table__
+    return Schema(
+        kind="orders",
+        table=t,
+        columns=(
+            # event_id is "order:<order_id>:<line>", at most 128 characters.
+            Column("order_id", f.identifier(100), required=True),
+            Column("line", f.integer(minimum=1)),
+            Column("customer_id", f.identifier(_length(t, "customer_id"))),
+            Column("email", f.text(320)),
+            Column("ordered_at", f.aware_datetime, required=True),
+            Column("product_id", f.identifier(_length(t, "product_id"))),
+            Column("quantity", f.number(minimum=0), default=1.0),
+            Column("price", f.number()),
+            Column("discount", f.number(minimum=0), default=0.0),
+            Column("value", f.number()),
+            Column("status", f.one_of(ORDER_STATUSES, "order status")),
+            Column("cancelled", f.boolean, default=False),
+            Column("refunded", f.number(minimum=0), default=0.0),
+            Column("order_total", f.number(minimum=0)),
+        ),
+        key=("order_id", "line"),
+        key_optional=True,
+    )
+
+
+#: Order statuses (Shopify's financial statuses and WooCommerce's order statuses) whose
+#: lines count as purchases; the others (refunded, voided, expired, cancelled, failed) do not.
+PURCHASE_STATUSES = ("paid", "pending", "authorized", "partially_paid", "partially_refunded", "processing", "on-hold",
+                     "completed")
+ORDER_STATUSES = (*PURCHASE_STATUSES, "refunded", "voided", "expired", "cancelled", "failed")
+
+
 _BUILDERS: dict[str, Callable[[], Schema]] = {
     "customers": _customers,
     "products": _products,
     "preferences": _preferences,
     "events": _events,
+    "orders": _orders,
 }
 
 

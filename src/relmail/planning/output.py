@@ -135,6 +135,7 @@ def markdown(result, limit: int = 200, changes=None) -> str:
     if result.render_errors:
         lines += ["", f"**{result.render_errors} render error(s):**", ""]
         lines += [f"- `{p}`" for p in result.render_problems[:limit]]
+    lines += [f"**Warning:** {w}" for w in result.warnings]
     lines += [""] + md_table(*summary_rows(result)) + [""] + md_table(*reason_rows(result))
     if result.render_checks:
         lines += ["", "#### Render gate", ""] + md_table(*gate_rows(result))

@@ -48,6 +48,7 @@ from ..store import locks
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, current_time, resolve_window
 from . import decisions as dec
+from .consent_warning import PlanWarning, consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import KEEP_STATES, kept_decisions
 
@@ -84,6 +85,8 @@ class PlanResult:
     timings: dict[str, float] = field(default_factory=dict)
     #: Customer ranges the audience was decided in (1: all at once, in the planning process).
     partitions: int = 1
+    #: Messages whose audience one consent rule took (almost) entirely, with the likely cause.
+    warnings: list[PlanWarning] = field(default_factory=list)
 
     @property
     def totals(self) -> dict[str, int]:
@@ -122,6 +125,7 @@ class PlanResult:
             "messages": [m.__dict__ for m in self.messages],
             "timings": {k: round(v, 3) for k, v in self.timings.items()},
             "partitions": self.partitions,
+            "warnings": [w.as_dict() for w in self.warnings],
         }
         if self.models:
             out["models"] = self.models
@@ -252,8 +256,10 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
             members = {key: ids[np.isin(ids, wanted)] for key, ids in members.items()}
         ids = _union(list(members.values()))
         lap("audience")
+        consent = project.settings.consent
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
-                                         repeat_after_days=m.repeat_after_days) for m in camp.messages}
+                                         repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
+                    for m in camp.messages}
 
     job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer)
     pool = _executor(engine, opts.executor, opts.workers, opts.scheduler)
@@ -321,6 +327,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
         kept_pairs=kept, models=_merged_models(infos), timings=timings, partitions=len(ranges),
+        warnings=consent_warnings(engine, camp, summaries, project.settings.consent),
     )
 
 

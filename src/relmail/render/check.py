@@ -55,6 +55,7 @@ from ..store.models import Customer
 from ..windows import current_time
 from . import optional
 from .bounds import run_bounded
+from .catalog import Catalog
 from .contexts import customer_contexts, load_catalog
 from .environment import locale_languages, template_error, variant_names
 from .inline import inline_document
@@ -122,17 +123,26 @@ class CheckReport:
 def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     """Generated customers (for an empty store): with and without products and names, with awkward characters."""
     shop = "https://fietsenwinkel.example/p/"
+    # Every key a catalogue product has (render.contexts.load_catalog), some of them empty.
     products = [
-        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes"},
-        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories"},
-        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": shop + "SERVICE-PLUS", "category": "maintenance"},
+        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes",
+         "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets"}},
+        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories",
+         "image_url": None, "attributes": {}},
+        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": None, "category": "maintenance",
+         "image_url": None, "attributes": {}},
     ]
+    # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
+    catalog = Catalog({p["id"]: p for p in products}, stand_in=True)
+    featured = products[:1]  # a message's own featured products replace it (_Store.samples)
     return [
         CustomerContext("C0000001", "jan.devries@example.nl", "Jan", "de Vries", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products, {"owned_products": ["EB-100"]}),
-        CustomerContext("C0000002", "amy@example.co.uk", None, None, locale, "Europe/London", {}, [], {"owned_products": []}),
+                        {"loyalty_tier": "loyal", "city": "Utrecht"}, products[1:], {"owned_products": ["EB-100"]},
+                        featured_products=featured, catalog=catalog),
+        CustomerContext("C0000002", "amy@example.co.uk", None, None, locale, "Europe/London", {}, [], {"owned_products": []},
+                        featured_products=featured, catalog=catalog),
         CustomerContext("C0000003", "zoe@example.org", "Zoë <b>&</b>", "O'Brien-Müller", locale, "Europe/Amsterdam",
-                        {"loyalty_tier": "new"}, products[1:2], {"owned_products": []}),
+                        {"loyalty_tier": "new"}, products[1:2], {"owned_products": []}, featured_products=featured, catalog=catalog),
     ]
 
 
@@ -261,8 +271,9 @@ class _Store:
             loc = locales[0]
             out = []
             for ctx in sample_contexts(loc):
-                picked = [self.catalog[p] for p in featured if p in self.catalog]
-                out.append(Sample(replace(ctx, recommended_products=picked or ctx.recommended_products), f"generated {ctx.id}"))
+                # The message's featured products: stand-ins for ids a store without products cannot name.
+                shown = [ctx.catalog(p) for p in featured]
+                out.append(Sample(replace(ctx, featured_products=shown), f"generated {ctx.id}"))
             return out
         own = [loc for loc in locales if loc in self.locales]
         ids = self._pick(own or None)

@@ -1,15 +1,17 @@
 """Customer contexts for rendering, built in bulk for a batch of customers.
 
-A context is the customer's own fields plus up to three recommended
-products: the message's featured products first (unless the customer owns
-them), then products from the categories the customer bought or viewed most
-in the year before the run, never one they already own.
+A context is the customer's own fields, the message's featured products
+(``featured``), the catalogue (``product("SKU")``) and up to three
+recommended products (``products``): from the categories the customer
+bought or viewed most in the year before the run, never one they already
+own and never a featured one, so a template that shows the featured product
+and then "also for you" shows it once.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select
@@ -18,22 +20,31 @@ from sqlalchemy.engine import Connection
 from ..features.sql import unindexed
 from ..store.models import Customer, Event, Product
 from . import CustomerContext
+from .catalog import Catalog
 
 C, E, P = Customer.__table__, Event.__table__, Product.__table__
 RECOMMENDED = 3
 
 
-def load_catalog(conn: Connection) -> dict[str, dict]:
+def load_catalog(conn: Connection) -> Catalog:
     """Every product as a plain dict, by id (the catalog is small next to the audience)."""
-    rows = conn.execute(select(P.c.id, P.c.name, P.c.price, P.c.url, P.c.category).order_by(P.c.id)).mappings()
-    return {r["id"]: dict(r) for r in rows}
+    rows = conn.execute(select(P.c.id, P.c.name, P.c.price, P.c.url, P.c.category, P.c.image_url, P.c.attributes)
+                        .order_by(P.c.id)).mappings()
+    products = {}
+    for r in rows:
+        product = dict(r)
+        if isinstance(product["attributes"], str):
+            product["attributes"] = json.loads(product["attributes"])
+        product["attributes"] = product["attributes"] or {}
+        products[r["id"]] = product
+    return Catalog(products)
 
 
 def customer_contexts(
     conn: Connection,
     customer_ids: Sequence[str],
     as_of: datetime,
-    catalog: dict[str, dict],
+    catalog: Mapping[str, Mapping],
     featured: Sequence[str] = (),
 ) -> dict[str, CustomerContext]:
     """Contexts for ``customer_ids`` (missing customers are left out), three queries per batch."""
@@ -66,13 +77,17 @@ def customer_contexts(
     for pid, product in catalog.items():
         by_category.setdefault(product["category"], []).append(pid)
 
+    shown = [catalog[p] for p in featured if p in catalog]
+    absent = tuple(p for p in featured if p not in catalog)
+    lookup = catalog if isinstance(catalog, Catalog) else Catalog(catalog)
     out = {}
     for row in rows:
         cid = row["id"]
         mine = owned.get(cid, set())
-        picks = [p for p in featured if p in catalog and p not in mine]
+        skip = mine | set(featured)
+        picks: list[str] = []
         for _, category in sorted(affinity.get(cid, [])):
-            picks += [p for p in by_category.get(category, ()) if p not in mine and p not in picks]
+            picks += [p for p in by_category.get(category, ()) if p not in skip and p not in picks]
             if len(picks) >= RECOMMENDED:
                 break
         attributes = row["attributes"]
@@ -88,5 +103,8 @@ def customer_contexts(
             attributes=attributes or {},
             recommended_products=[catalog[p] for p in picks[:RECOMMENDED]],
             data={"owned_products": sorted(mine)},
+            featured_products=shown,
+            absent_featured=absent,
+            catalog=lookup,
         )
     return out

@@ -99,6 +99,8 @@ class OptionalDict(dict):
 
 def optional(value: Any, where: str) -> Any:
     """``value`` with every mapping in it (itself, nested, in lists) an :class:`OptionalDict`."""
+    if isinstance(value, OptionalDict):
+        return value
     if isinstance(value, dict) or (not isinstance(value, _SCALARS) and isinstance(value, Mapping)):
         out = OptionalDict(value)  # one C-level copy; only nested containers are visited
         out._where = where
@@ -121,7 +123,7 @@ def optional_context(variables: dict[str, Any]) -> dict[str, Any]:
     customer = out.get("customer")
     if isinstance(customer, Mapping):
         out["customer"] = {**customer, "attributes": optional(customer.get("attributes") or {}, "customer.attributes")}
-    for key in ("products", "recommended_products"):
+    for key in ("products", "recommended_products", "featured_products"):
         if isinstance(out.get(key), list):
             out[key] = [optional(p, "product") for p in out[key]]
     message = out.get("message")

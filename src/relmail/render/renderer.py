@@ -21,6 +21,7 @@ from typing import Any
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
+from .catalog import Catalog, catalog_variables
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
@@ -96,10 +97,15 @@ class CustomerContext:
     locale: str | None = None
     timezone: str | None = None
     attributes: Mapping[str, Any] = field(default_factory=dict)
-    #: Product dicts: id, name, price, url, category (and anything else).
+    #: Product dicts: id, name, price, url, category, image_url, attributes; never a featured one.
     recommended_products: list[Mapping[str, Any]] = field(default_factory=list)
     #: Anything else a template needs (owned products, service due date ...), as ``data``.
     data: Mapping[str, Any] = field(default_factory=dict)
+    #: The message's featured products, and the catalogue ``product("SKU")`` looks ids up in.
+    featured_products: list[Mapping[str, Any]] = field(default_factory=list)
+    #: Featured ids the catalogue does not have (the template's ``featured`` then names the first).
+    absent_featured: tuple[str, ...] = ()
+    catalog: Catalog | None = None
 
     @property
     def name(self) -> str:
@@ -333,6 +339,7 @@ class Renderer:
             },
             "products": products,
             "recommended_products": products,
+            **catalog_variables(ctx.catalog, [optional(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
             "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,

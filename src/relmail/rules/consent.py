@@ -1,10 +1,17 @@
-"""NO_CONSENT (hard): the customer has not agreed to mail on this message's topic."""
+"""NO_CONSENT (hard): the customer has not agreed to mail on this message's topic.
+
+Consent for a topic is the topic's own record (opted in or out, the latest
+one); without one, a global opt-in (topic ``*``, a shop's "accepts e-mail
+marketing") counts where ``[consent]`` in relmail.toml lets it: every topic
+by default, except the ``explicit_topics``. Opted out always blocks; no
+consent at all blocks a message whose policy is ``consent: opt-in``.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 
-from .base import Outcome, Rule
+from .base import Outcome, Rule, num
 
 
 class NoConsent(Rule):
@@ -18,11 +25,18 @@ class NoConsent(Rule):
         opt_in = policy.consent == "opt-in"
         # Opted out always blocks; no record blocks only under opt-in consent.
         mask = (consent < 0.5) | (np.isnan(consent) & opt_in)
-        return Outcome(mask, {"opt_in_required": 1.0 if opt_in else 0.0})
+        context = frame.contexts.get(message.id)
+        counts = 1.0 if context is not None and context.global_consent else 0.0
+        return Outcome(mask, {"opt_in_required": 1.0 if opt_in else 0.0, "global_opt_in_counts": counts})
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
         # Zero values are not logged: absent = 0 (opted out), null = no record.
         if "consent_topic" in logged and logged["consent_topic"] is None:
-            return f"no consent on record for topic '{topic}', and this campaign needs an explicit opt-in"
+            if "global_opt_in_counts" not in logged:  # decided before [consent] existed
+                return f"no consent on record for topic '{topic}', and this campaign needs an explicit opt-in"
+            if num(logged, "global_opt_in_counts") >= 0.5:
+                return f"no consent on record for topic '{topic}' and no global opt-in; this campaign needs an opt-in"
+            return (f"no consent on record for topic '{topic}', which needs its own opt-in (a global opt-in does not "
+                    "count for it: [consent] in relmail.toml)")
         return f"opted out of topic '{topic}'"

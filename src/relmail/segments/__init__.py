@@ -19,7 +19,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import bindparam, func, select, true, union
+from sqlalchemy import bindparam, func, or_, select, true, union
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..errors import Problem, ValidationError
@@ -51,8 +51,7 @@ class Segment:
 
     def select(self, as_of: datetime):
         """``SELECT customers.id`` of the members as of ``as_of``."""
-        at = bindparam("seg_as_of", as_of, type_=UTCDateTime)
-        return select(customers.c.id).where(customers.c.created_at <= at, self.condition(as_of))
+        return select(customers.c.id).where(customer_by(as_of), self.condition(as_of))
 
     def count(self, conn, as_of: datetime) -> int:
         """How many customers are members as of ``as_of``."""
@@ -70,6 +69,12 @@ class Segment:
     def references(self) -> set[str]:
         """Names of the segments this one refers to directly."""
         return {node.args for node in walk(self.root) if node.kind == "segment"}
+
+
+def customer_by(as_of: datetime):
+    """SQL: the customer existed at ``as_of`` (signed up by then, or sign-up date unknown)."""
+    created = customers.c.created_at
+    return or_(created.is_(None), created <= bindparam("seg_as_of", as_of, type_=UTCDateTime))
 
 
 def audience(engine_or_conn, segments: list[Segment], as_of: datetime) -> np.ndarray:

@@ -58,10 +58,7 @@ def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime],
                 .scalar_subquery())
         return used < a["fewer_than"] if "fewer_than" in a else used >= a["at_least"]
     if kind == "tenure_days":
-        c = customers.c.created_at
-        ops = {"gt": lambda d: c < _ago(as_of, d), "gte": lambda d: c <= _ago(as_of, d),
-               "lt": lambda d: c > _ago(as_of, d), "lte": lambda d: c >= _ago(as_of, d)}
-        return and_(*[ops[k](v) for k, v in a.items()])
+        return _tenure(a, as_of)
     if kind == "locale":
         return customers.c.locale.in_(ids_of(a["in"]))
     if kind == "consent":
@@ -75,6 +72,26 @@ def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime],
     if kind == "attribute":
         return _attribute(a)
     raise AssertionError(kind)
+
+
+def _tenure(a: dict, as_of: datetime):
+    """Tenure as the features count it: from the sign-up date, or without one from the first purchase.
+
+    A customer with neither (a shop export without sign-up dates, no order)
+    has no known tenure and matches no tenure condition: never new, never long-standing.
+    """
+    c = customers.c.created_at
+
+    def started(before: bool, days: float):
+        at = _ago(as_of, days)
+        bought = _exists(as_of, events.c.type == "purchase", events.c.occurred_at < at if before else events.c.occurred_at <= at)
+        # Spelled out for NULL: "c < at" of an unknown date is NULL, which NOT() would keep NULL.
+        return or_(and_(c.is_not(None), c < at if before else c <= at), and_(c.is_(None), bought))
+
+    known = or_(c.is_not(None), _exists(as_of, events.c.type == "purchase"))
+    ops = {"gt": lambda d: started(True, d), "gte": lambda d: started(False, d),
+           "lt": lambda d: and_(known, not_(started(False, d))), "lte": lambda d: and_(known, not_(started(True, d)))}
+    return and_(*[ops[k](v) for k, v in a.items()])
 
 
 def _ago(as_of: datetime, days: float):

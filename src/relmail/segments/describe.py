@@ -13,10 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import bindparam, func, select
+from sqlalchemy import func, select
 
-from ..store.models import Customer, UTCDateTime
-from . import Segment, audience
+from ..store.models import Customer
+from . import Segment, audience, customer_by
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,7 @@ def describe(engine, segment: Segment, as_of: datetime, *, sample: int = 10, see
     members = audience(engine, [segment], as_of)
     c = Customer.__table__
     with engine.connect() as conn:
-        at = bindparam("as_of", as_of, type_=UTCDateTime)
-        total = conn.execute(select(func.count()).select_from(c).where(c.c.created_at <= at)).scalar_one()
+        total = conn.execute(select(func.count()).select_from(c).where(customer_by(as_of))).scalar_one()
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(members, size=min(sample, len(members)), replace=False).tolist()) if len(members) else []
     return SegmentFacts(segment.name, segment.description, segment.file, as_of, len(members), int(total), picked,

@@ -9,7 +9,7 @@ classes describe it, they never create it on the fly.
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, true
 from sqlmodel import Field, SQLModel
 
 
@@ -78,8 +78,12 @@ class Customer(SQLModel, table=True):
     last_name: str | None = Field(default=None, sa_column=Column(String(200)))
     locale: str = Field(default="en_GB", sa_column=Column(String(16), nullable=False, default="en_GB"))
     timezone: str = Field(default="UTC", sa_column=Column(String(64), nullable=False, default="UTC"))
-    created_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: When the customer signed up or was first seen; None when the source does not say (a Shopify
+    #: customers export): the features then date the customer from the first order.
+    created_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
+    #: False for an address an import found invalid: kept, flagged, never mailed (INVALID_ADDRESS).
+    email_valid: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, default=True, server_default=true()))
 
 
 class Product(SQLModel, table=True):
@@ -92,6 +96,9 @@ class Product(SQLModel, table=True):
     url: str | None = Field(default=None, sa_column=Column(String(2000)))
     #: Features a customer can use (``usage`` events name one of these).
     features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
+    image_url: str | None = Field(default=None, sa_column=Column(String(2000)))
+    #: Anything else the catalogue says (vendor, tags, status ...), for segments and templates.
+    attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict, server_default="{}"))
 
 
 class Preference(SQLModel, table=True):

@@ -165,9 +165,10 @@ class RelmailApp:
                     self.engine, claims, subscribed=set(form.getlist("topic")),
                     unsubscribe_all=form.get("unsubscribe_all") == "1",
                     max_per_week=int(raw) if raw else None, topics=defaults, defaults=defaults,
+                    consent=self.project.settings.consent,
                 )
                 saved = True
-        state = preference_state(self.engine, claims.customer_id, defaults, defaults)
+        state = preference_state(self.engine, claims.customer_id, defaults, defaults, self.project.settings.consent)
         return self.page("preferences.html", lang, status, topics=topics, labels=labels, state=state, changes=changes,
                          saved=saved, error=error)
 

@@ -1,0 +1,130 @@
+"""Preference histories: rows for the same customer and topic apply in ``updated_at`` order, the latest wins.
+
+A consent export is often a history (every change a row), and several
+sources say different things at different times. Within a file the row with
+the latest ``updated_at`` wins whatever its position; against the store, a
+row is written only when it is later than the stored record. Two rows of
+the same time with different values are a true duplicate: nobody can say
+which came last, so it is an error naming both (or the stored record's
+source).
+
+A consent flag without a date (Shopify's "Accepts Email Marketing") is
+stored with :data:`UNDATED`: any dated record, earlier or later, wins over
+it, and of two undated flags the one imported last wins (a newer export of
+the same shop). An undated "no" where nothing is on record writes nothing:
+it means "did not opt in", which is what no record says, not "unsubscribed
+from everything" (that would also stop the service mail a customer gets
+without opting in).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from ..store.models import Preference
+from .loader import LOOKUP_BATCH, Loader, batched
+from .schemas import schema_for
+
+#: ``updated_at`` of a consent flag whose source gives no date.
+UNDATED = datetime(1970, 1, 1, tzinfo=UTC)
+
+P = Preference.__table__
+
+Key = tuple[str, str]
+
+
+class PreferenceHistory:
+    """Writes preference rows so that, per (customer, topic), the latest ``updated_at`` wins.
+
+    :meth:`check` is called for each row as the file streams (it remembers
+    one entry per key, like duplicate detection does); :meth:`write` takes
+    the rows of a chunk and returns the rejected ones with their problem.
+    ``compare`` names the fields whose values must agree for two rows of the
+    same time; ``update`` how an existing row changes (the consent of a
+    customers file leaves the frequency wish alone).
+    """
+
+    def __init__(self, conn: Connection, compare: tuple[str, ...] = ("opted_in", "max_per_week"),
+                 update: dict[str, str] | None = None):
+        self.conn = conn
+        self.compare = compare
+        self.loader = Loader(conn, schema_for("preferences"), update)
+        #: key -> (updated_at, line, values) of the latest row of the file so far.
+        self.latest: dict[Key, tuple[datetime, int, tuple]] = {}
+        #: Rows the file or the store has a later record for, rows repeating one, rows written,
+        #: undated "no"s with nothing on record (no record is written for them).
+        self.superseded = self.repeated = self.written = self.not_opted_in = 0
+
+    def check(self, line: int, row: dict[str, Any]) -> tuple[str, str] | None | bool:
+        """None: keep the row; False: a later or identical row of the file makes it moot; or a problem."""
+        key = (row["customer_id"], row["topic"])
+        when, values = row["updated_at"], tuple(row.get(c) for c in self.compare)
+        seen = self.latest.get(key)
+        if seen is not None:
+            before, other, old = seen
+            if when < before:
+                self.superseded += 1
+                return False
+            if when == before:
+                if values == old:
+                    self.repeated += 1
+                    return False
+                shown = "no date" if when == UNDATED else when.isoformat()
+                return ("updated_at", f"same time ({shown}) as line {other} for customer {key[0]!r}, topic {key[1]!r}, "
+                                      "with a different value: which one is the latest?")
+        self.latest[key] = (when, line, values)
+        return None
+
+    def write(self, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, tuple[str, str]]]:
+        """Write the rows later than the store; returns (line, problem) for same-time conflicts with it."""
+        newest: dict[Key, tuple[int, dict[str, Any]]] = {}
+        for line, row in rows:  # a chunk may hold two rows of one key: the later one goes
+            key = (row["customer_id"], row["topic"])
+            if key not in newest or row["updated_at"] > newest[key][1]["updated_at"]:
+                newest[key] = (line, row)
+        stored = self._stored(newest)
+        out, problems = [], []
+        for key, (line, row) in newest.items():
+            have = stored.get(key)
+            if have is None:
+                if row["updated_at"] == UNDATED and not row["opted_in"]:
+                    self.not_opted_in += 1
+                else:
+                    out.append(row)
+                continue
+            when, values, source = have
+            mine = tuple(row.get(c) for c in self.compare)
+            if row["updated_at"] == UNDATED:
+                if when == UNDATED and values != mine:  # a newer export of an undated flag
+                    out.append(row)
+                else:
+                    self.superseded += 1
+            elif when < row["updated_at"]:
+                out.append(row)
+            elif when == row["updated_at"] and values != mine:
+                problems.append((line, ("updated_at", f"same time ({when.isoformat()}) as the stored preference for topic "
+                                                      f"{key[1]!r} (source {source}), with a different value")))
+            else:
+                self.superseded += 1
+        self.loader.write(out)
+        self.written += len(out)
+        return problems
+
+    def _stored(self, keys) -> dict[Key, tuple[datetime, tuple, str]]:
+        wanted = set(keys)
+        customers = sorted({k[0] for k in wanted})
+        found: dict[Key, tuple[datetime, tuple, str]] = {}
+        columns = [P.c[c] for c in self.compare]
+        for batch in batched(customers, LOOKUP_BATCH):
+            query = select(P.c.customer_id, P.c.topic, P.c.updated_at, P.c.source, *columns).where(P.c.customer_id.in_(batch))
+            for cid, topic, when, source, *values in self.conn.execute(query):
+                if (cid, topic) in wanted:
+                    found[(cid, topic)] = (when, tuple(values), source)
+        return found
+
+    def close(self) -> None:
+        self.loader.close()

@@ -1,0 +1,265 @@
+"""A file read through a column mapping: each record's columns become the import kind's fields.
+
+:class:`MappedReader` wraps a CSV or JSON Lines reader. It checks the
+header against the mapping once (every column mapped, dropped or sent to
+``attributes``; every column the mapping needs present), then turns each
+record into a :class:`Mapped` record: the fields, already parsed, plus the
+problems of the cells that did not parse, each named by its source column.
+Rows of one order or product share the values of their first row where the
+export writes them only there (``group``), and rows that are not records
+(Shopify's image rows) are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any
+
+from .fields import FieldError
+from .mapping import VARIABLES, Mapping
+from .readers import Record
+from .schemas import Schema
+from .values import Parser, scalar
+
+#: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
+_CELLS = 65536
+#: A leading apostrophe before a number: how an export keeps spreadsheets from reformatting ids and phone numbers.
+_QUOTED = re.compile(r"^'(?=[\d+])")
+
+
+@dataclass(slots=True)
+class Mapped(Record):
+    """A record after the mapping: ``values`` holds fields, ``problems`` the cells that did not parse."""
+
+    problems: list[tuple[str | None, str]] = field(default_factory=list)
+    #: Field -> the column (or ``fields.NAME``) it came from, for the kind's own problems.
+    labels: dict[str, str] = field(default_factory=dict)
+    #: Fields whose values went through the kind's own check already.
+    final: frozenset[str] = frozenset()
+
+
+class MappedReader:
+    """Records of ``reader`` mapped by ``mapping``; ``variables`` fill ``{brand.url}`` in templates.
+
+    With ``schema`` (the import kind's), each column's value also goes
+    through the kind's own check here, once per distinct cell: an export
+    repeats its statuses, products, addresses and order ids line after line.
+    """
+
+    def __init__(self, reader, mapping: Mapping, variables: dict[str, str] | None = None, schema: Schema | None = None):
+        self.reader = reader
+        self.mapping = mapping
+        self.name = reader.name
+        self.variables = {k: (variables or {}).get(k, "") for k in VARIABLES}
+        self.header: list[str] | None = reader.header
+        self.header_line = getattr(reader, "header_line", 1)
+        #: reason -> rows skipped (``skip_rows``).
+        self.skipped: dict[str, int] = {}
+        self.extra: list[str] = []
+        self.labels = {o.target.split(".", 1)[0]: o.label for o in mapping.outputs}
+        if mapping.other_columns == "attributes":
+            self.labels.setdefault("attributes", "other columns")
+        # The outputs as plain tuples, constants apart: apply() runs once per row.
+        # A field whose invalid value an import may keep (a customer's address) stays with the kind's check.
+        checks = {c.name: c.parse for c in schema.columns if c.lenient is None} if schema is not None else {}
+        final: set[str] = set()
+        self.constants: dict[str, Any] = {}
+        self.constant_attributes: dict[str, Any] = {}
+        # (column -> field outputs, the others), for every row and for a group's first row.
+        self.plan: tuple[list, list] = ([], [])
+        self.group_plan: tuple[list, list] = ([], [])
+        self.mixed = False
+        group_columns = set(mapping.first_row) | {mapping.group_by} if mapping.group_by else set()
+        for o in mapping.outputs:
+            attribute = o.target.startswith("attributes.")
+            key = o.target[len("attributes."):] if attribute else o.target
+            if o.column is None and not o.first and o.template is None:
+                if o.constant is not None:
+                    (self.constant_attributes if attribute else self.constants)[key] = o.constant
+                continue
+            how, source = (0, o.column) if o.column is not None else (1, o.first) if o.first else (2, o.template)
+            parse = o.parse
+            checked = checks.get(key) if not attribute else None
+            if checked is not None:
+                parse, final = _cached(parse, checked), final | {key}
+            # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
+            plan = self.group_plan if group_columns and set(o.sources) <= group_columns else self.plan
+            if plan is self.plan and set(o.sources) & set(mapping.first_row):
+                self.mixed = True  # a row's output also reads its group's first row
+            if how == 0 and not attribute:
+                plan[0].append((source, parse, o.default or "", key, o.label))
+            else:
+                plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
+        self.final = frozenset(final)
+
+    def check_header(self) -> list[tuple[str | None, str]]:
+        """Problems of the header against the mapping (empty: the file fits)."""
+        if self.header is None:
+            return []
+        problems = self._columns(self.header)
+        if not problems and hasattr(self.reader, "select"):
+            m = self.mapping
+            wanted = {c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+            self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
+        return problems
+
+    def _columns(self, header: list[str]) -> list[tuple[str | None, str]]:
+        m = self.mapping
+        have = set(header)
+        problems: list[tuple[str | None, str]] = []
+        needed: dict[str, int | None] = {}
+        for out in m.outputs:
+            if out.optional:
+                continue
+            if out.first:  # any one of them will do
+                if not have & set(out.first):
+                    problems.append((out.label, f"none of the columns {', '.join(out.first)} that the mapping reads "
+                                                f"({m.file}:{out.line}) is in the file"))
+                continue
+            for column in out.sources:
+                needed.setdefault(column, out.line)
+        # The columns read from a group's first row need not all be there (older exports lack some).
+        for column in ([m.group_by] if m.group_by else []) + list(m.skip_blank):
+            needed.setdefault(column, m.line_of("group") or m.line_of("skip_rows"))
+        for column, line in needed.items():
+            if column not in have:
+                where = f" ({m.file}:{line})" if line else f" ({m.file})"
+                problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
+        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row)
+        self.extra = []
+        for column in header:
+            if not column or column in used or m.dropped(column):
+                continue
+            if m.other_columns == "attributes":
+                self.extra.append(column)
+            elif m.other_columns == "error":
+                problems.append((column, f"column '{column}' is not in the mapping {m.file}: map it, list it under drop, "
+                                         "or set other_columns"))
+        return problems
+
+    def __iter__(self) -> Iterator[Record]:
+        m = self.mapping
+        quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
+        group_key: Any = None
+        group_values: dict[str, str] = {}
+        group: tuple[dict, dict, list] = ({}, {}, [])
+        for record in self.reader:
+            if record.error is not None:
+                yield record
+                continue
+            values = record.values
+            if self.header is None:  # JSON Lines: each record names its own columns
+                values = {k: "" if v is None else str(v) for k, v in values.items()}
+                problems = self._columns(list(values))
+                if problems:
+                    yield Mapped(record.line, None, record.raw, problems[0], problems)
+                    continue
+            if quotes:
+                values = {k: _QUOTED.sub("", v, count=1) if v[:1] == "'" else v for k, v in values.items()}
+            if by is not None:
+                key = values.get(by, "").strip()
+                if key and key == group_key:
+                    if mixed:
+                        values.update(group_values)  # the reader's own dict, not used after this
+                else:
+                    group_key = key
+                    group_values = {c: values.get(c, "") for c in first_row} if mixed else {}
+                    group = self._evaluate(self.group_plan, values, {}, {}, [])
+            if skip and not any(values.get(c, "").strip() for c in skip):
+                self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
+                continue
+            out, problems = self.apply(values, group)
+            yield Mapped(record.line, out, record.raw, None, problems, self.labels, self.final)
+
+    def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
+              ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
+        """The fields of one record and the problems of the cells that did not parse.
+
+        ``group``: the fields, attributes and problems of the fields read
+        from the group's first row (:meth:`_evaluate` of ``group_plan``).
+        """
+        fields, attributes, problems = group
+        out, attributes, problems = self._evaluate(
+            self.plan, values, {**self.constants, **fields} if self.constants else dict(fields),
+            {**self.constant_attributes, **attributes} if self.constant_attributes or attributes else {},
+            list(problems) if problems else [])
+        get = values.get
+        for column in self.extra:
+            raw = get(column, "").strip()
+            if raw:
+                attributes[_snake(column)] = scalar(raw)
+        if attributes:
+            out["attributes"] = attributes
+        return out, problems
+
+    def _evaluate(self, plan: tuple[list, list], values: dict[str, str], out: dict, attributes: dict,
+                  problems: list) -> tuple[dict, dict, list]:
+        """Fill ``out`` and ``attributes`` with the outputs of ``plan``; cells that do not parse go to ``problems``."""
+        get = values.get
+        columns, others = plan
+        # Most outputs: one column into one field (a tight loop; this runs for every cell read).
+        for source, parse, default, key, label in columns:
+            raw = (get(source) or default).strip() or default
+            if raw:
+                if parse is None:
+                    out[key] = raw
+                else:
+                    try:
+                        out[key] = parse(raw)
+                    except FieldError as exc:
+                        problems.append((label, str(exc)))
+        for how, source, parse, default, attribute, key, label in others:
+            if how == 0:
+                raw = get(source) or ""
+            elif how == 1:
+                raw = ""
+                for column in source:
+                    raw = get(column, "")
+                    if raw.strip():
+                        break
+            else:
+                raw = self._fill(source, values)
+            raw = raw.strip() or default
+            if not raw:
+                continue
+            if parse is None:
+                value = raw
+            else:
+                try:
+                    value = parse(raw)
+                except FieldError as exc:
+                    problems.append((label, str(exc)))
+                    continue
+            if attribute:
+                attributes[key] = value
+            else:
+                out[key] = value
+        return out, attributes, problems
+
+    def _fill(self, parts: tuple[str, ...], values: dict[str, str]) -> str:
+        """A template's text; empty when any placeholder is (no half-made URLs)."""
+        pieces = []
+        for i, part in enumerate(parts):
+            if i % 2:
+                value = (self.variables[part] if part in self.variables else values.get(part, "")).strip()
+                if not value:
+                    return ""
+                pieces.append(value)
+            else:
+                pieces.append(part)
+        return "".join(pieces)
+
+
+def _cached(parse: Parser | None, check: Parser) -> Parser:
+    """The mapping's parser then the kind's check, remembered per distinct cell (failures are not)."""
+    if parse is None:
+        return lru_cache(maxsize=_CELLS)(check)
+    return lru_cache(maxsize=_CELLS)(lambda raw: check(parse(raw)))
+
+
+def _snake(column: str) -> str:
+    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use."""
+    return re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or column

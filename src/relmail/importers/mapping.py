@@ -1,0 +1,453 @@
+"""Column mappings: a small YAML file that turns a shop's export into an import kind's fields.
+
+A mapping renames columns, parses their values (times in the export's
+format, yes/no, money, lists, slugs), sets constants, derives fields from
+several columns, and drops columns on purpose. Nothing is dropped silently:
+a column the mapping does not name is an error, unless the mapping drops it
+or sends the rest to ``attributes`` (customers and products only).
+
+>>> m = load_mapping("shopify", "customers")          # built-in, shipped with relmail
+>>> m = load_mapping("maps/crm.yml", "customers")     # your own          # doctest: +SKIP
+
+The format (every key but ``kind`` and ``columns`` is optional)::
+
+    kind: customers                  # the import kind the mapping is for
+    description: CRM export
+    times: {format: "%d-%m-%Y %H:%M", timezone: Europe/Amsterdam}   # for every 'time'
+    spreadsheet_quotes: true         # '0612345678 -> 0612345678 (ids a spreadsheet export protected)
+    match: email                     # customers: an address already stored names the customer
+    group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
+    skip_rows: {blank: [Variant Price], reason: image rows}
+    columns:
+      Klantnummer: id
+      E-mail: email
+      Aangemeld: {to: created_at, parse: time}
+      Nieuwsbrief: {to: consent, parse: yes_no, true: [ja], false: [nee]}
+      Omzet: {to: attributes.revenue, parse: money, currency: EUR, decimal: ","}
+      Opmerking: drop
+    drop: ["Adres *"]                # more columns dropped on purpose (* and ? match)
+    other_columns: attributes        # or: error (the default), drop
+    fields:                          # derived fields and constants
+      locale: nl_NL
+      url: "{brand.url}/products/{Handle}"
+      id: {first: [Variant SKU, Handle]}
+
+Errors name the mapping file, the line and the key, like every other input.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import Problem, ValidationError
+from .schemas import KINDS, schema_for
+from .values import PARSERS, Parser, make_time
+
+#: Built-in mappings, one folder per source system, one file per kind (``<kind>[-variant].yml``).
+BUILTIN_DIR = Path(__file__).parent / "mappings"
+
+#: Fields a mapping may fill beyond the kind's own: consent and the suppression list, for customers.
+SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at")}
+#: Kinds whose unmapped columns may go into ``attributes``.
+WITH_ATTRIBUTES = ("customers", "products")
+#: Values a template may name besides columns: the project's brand.
+VARIABLES = ("brand.url", "brand.name")
+
+_TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
+        "other_columns", "fields", "when_header_has")
+_OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
+_PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
+
+
+@dataclass(frozen=True)
+class Output:
+    """One field a mapping fills, and where it comes from (a column, the first of several, a template, a constant)."""
+
+    target: str
+    #: How problems name it: the source column, or ``fields.<target>``.
+    label: str
+    line: int | None
+    column: str | None = None
+    first: tuple[str, ...] = ()
+    #: Alternating literal text and placeholder names.
+    template: tuple[str, ...] | None = None
+    constant: Any = None
+    parse: Parser | None = None
+    optional: bool = False
+    #: Text used when the cell (or every column of ``first``) is empty.
+    default: str | None = None
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        """The columns this output reads."""
+        if self.column is not None:
+            return (self.column,)
+        if self.template is not None:
+            return tuple(p for p in self.template[1::2] if p not in VARIABLES)
+        return self.first
+
+
+@dataclass(frozen=True)
+class Mapping:
+    """A validated mapping. :meth:`relmail.importers.mapped.MappedReader` applies it to a file."""
+
+    #: The source it reads (``shopify``): the ``source`` of the consent records it writes.
+    name: str
+    file: str
+    kind: str
+    outputs: tuple[Output, ...]
+    drop: tuple[str, ...] = ()
+    other_columns: str = "error"
+    spreadsheet_quotes: bool = False
+    match: str | None = None
+    group_by: str | None = None
+    first_row: tuple[str, ...] = ()
+    skip_blank: tuple[str, ...] = ()
+    skip_reason: str = "rows skipped"
+    when_header_has: tuple[str, ...] = ()
+    #: Key path -> line in the mapping file, for errors found when it meets a file's header.
+    lines: dict[str, int] = field(default_factory=dict, repr=False)
+
+    @property
+    def targets(self) -> frozenset[str]:
+        return frozenset(o.target.split(".", 1)[0] for o in self.outputs) | (
+            {"attributes"} if self.other_columns == "attributes" else set())
+
+    def dropped(self, column: str) -> bool:
+        return any(fnmatch.fnmatchcase(column, pattern) for pattern in self.drop)
+
+    def line_of(self, path: str) -> int | None:
+        return self.lines.get(path)
+
+
+def load_mapping(spec: str, kind: str, header: list[str] | None = None) -> Mapping:
+    """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``mailchimp``) or a YAML file.
+
+    A built-in with several variants for a kind (Mailchimp's subscribed,
+    unsubscribed and cleaned exports) picks the one whose ``when_header_has``
+    columns are all in ``header``.
+    """
+    path = Path(spec)
+    if path.suffix.lower() in (".yml", ".yaml") or path.exists():
+        if not path.is_file():
+            raise ValidationError(f"{spec}: no such mapping file", [Problem(spec, None, None, "no such mapping file")])
+        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind)
+    return _builtin(spec, kind, header)
+
+
+def builtin_names() -> list[str]:
+    """The built-in mappings (folder names under :data:`BUILTIN_DIR`)."""
+    return sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir())
+
+
+def _builtin(spec: str, kind: str, header: list[str] | None) -> Mapping:
+    name, _, variant = spec.partition("/")
+    folder = BUILTIN_DIR / name
+    if not re.fullmatch(r"[a-z0-9_-]+", name) or not folder.is_dir():
+        raise ValidationError(f"unknown mapping {spec!r}", [Problem(
+            spec, None, None, f"not a mapping file and not a built-in mapping (built-in: {', '.join(builtin_names())})")])
+    every = sorted(folder.glob("*.yml"))
+    if variant:
+        files = [f for f in every if f.stem == variant]
+    else:
+        files = [f for f in every if f.stem == kind or f.stem.startswith(f"{kind}-")]
+    if not files:
+        have = ", ".join(f"{name}/{f.stem}" for f in every)
+        raise ValidationError(f"the built-in mapping {spec!r} has no {kind} mapping",
+                              [Problem(spec, None, None, f"no {kind} mapping here (built-in: {have})")])
+    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name) for f in files]
+    if len(variants) == 1 or header is None:
+        return variants[0]
+    have = set(header)
+    fitting = [m for m in variants if set(m.when_header_has) <= have]
+    if not fitting:
+        raise ValidationError(f"no variant of the built-in mapping {name!r} fits this file", [Problem(
+            spec, None, None, "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants))])
+    # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
+    return max(fitting, key=lambda m: len(m.when_header_has))
+
+
+def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None) -> Mapping:
+    """Parse and validate a mapping's YAML; every problem names the file, line and key.
+
+    ``name`` (default: the file's stem) is recorded as the ``source`` of the
+    consent a customers mapping writes.
+    """
+    data, lines = _compose(text, file)
+    problems: list[Problem] = []
+
+    def bad(path: str, message: str) -> None:
+        problems.append(Problem(file, lines.get(path) or lines.get(path.rsplit(".", 1)[0]), path or None, message))
+
+    if not isinstance(data, dict):
+        raise ValidationError(f"{file}: invalid mapping", [Problem(file, 1, None, "a mapping file is a YAML mapping with kind and columns")])
+    for key in data:
+        if key not in _TOP:
+            bad(key, f"unknown key '{key}' (known: {', '.join(_TOP)})")
+    declared = data.get("kind")
+    if declared not in KINDS:
+        bad("kind", f"kind must be one of {', '.join(KINDS)}" + ("" if declared is None else f", not {declared!r}"))
+        raise ValidationError(f"{file}: invalid mapping", problems)
+    if kind is not None and declared != kind:
+        bad("kind", f"the mapping is for {declared}, not {kind}")
+    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad))
+    outputs: list[Output] = []
+    columns = data.get("columns")
+    if not isinstance(columns, dict) or not columns:
+        bad("columns", "columns must be a mapping of column names to fields")
+        columns = {}
+    drop = list(_strings(data.get("drop", []), "drop", bad))
+    for column, value in columns.items():
+        path = f"columns.{column}"
+        if value == "drop":
+            drop.append(column)
+            continue
+        out = spec.column(column, value, path)
+        if out is not None:
+            outputs.append(out)
+    for target, value in _mapping(data.get("fields", {}), "fields", bad).items():
+        out = spec.derived(target, value, f"fields.{target}")
+        if out is not None:
+            outputs.append(out)
+    first_seen: dict[str, Output] = {}
+    for out in outputs:
+        if out.target in first_seen:
+            other = first_seen[out.target]
+            bad(_path_of(out), f"field '{out.target}' is filled twice (also by {other.label}, line {other.line})")
+        first_seen.setdefault(out.target, out)
+    other = data.get("other_columns", "error")
+    if other not in ("error", "drop", "attributes"):
+        bad("other_columns", "other_columns must be error, drop or attributes")
+    elif other == "attributes" and declared not in WITH_ATTRIBUTES:
+        bad("other_columns", f"{declared} have no attributes: map or drop every column")
+    match = data.get("match")
+    if match is not None and (declared != "customers" or match != "email"):
+        bad("match", "match: email is the only match, and only for customers")
+    group = _mapping(data.get("group", {}), "group", bad)
+    for key in group:
+        if key not in ("by", "first_row"):
+            bad(f"group.{key}", "group has 'by' (the column naming the group) and 'first_row' (columns read from its first row)")
+    if group and not isinstance(group.get("by"), str):
+        bad("group.by", "group needs 'by': the column that names the order or product of each row")
+    skip = _mapping(data.get("skip_rows", {}), "skip_rows", bad)
+    for key in skip:
+        if key not in ("blank", "reason"):
+            bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records) and 'reason'")
+    if skip and not skip.get("blank"):
+        bad("skip_rows.blank", "skip_rows needs 'blank': the columns that are empty on the rows to skip")
+    if problems:
+        raise ValidationError(f"{file}: invalid mapping", problems)
+    return Mapping(
+        name=name or Path(file).stem,
+        file=file,
+        kind=declared,
+        outputs=tuple(outputs),
+        drop=tuple(drop),
+        other_columns=other,
+        spreadsheet_quotes=bool(data.get("spreadsheet_quotes", False)),
+        match=match,
+        group_by=group.get("by"),
+        first_row=tuple(_strings(group.get("first_row", []), "group.first_row", bad)),
+        skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
+        skip_reason=str(skip.get("reason") or "rows skipped"),
+        when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
+        lines=lines,
+    )
+
+
+def _path_of(out: Output) -> str:
+    return out.label if out.label.startswith("fields.") else f"columns.{out.label}"
+
+
+@dataclass
+class _Spec:
+    """What an entry of ``columns`` or ``fields`` may say, for one kind."""
+
+    kind: str
+    file: str
+    lines: dict[str, int]
+    bad: Any
+    times: dict[str, Any]
+
+    def targets(self) -> tuple[str, ...]:
+        return schema_for(self.kind).names + SIDE_FIELDS.get(self.kind, ())
+
+    def target(self, name: Any, path: str) -> str | None:
+        if not isinstance(name, str) or not name:
+            self.bad(path, "expected the name of a field (or drop)")
+            return None
+        if name.startswith("attributes.") and self.kind in WITH_ATTRIBUTES and len(name) > len("attributes."):
+            return name
+        if name not in self.targets() or name == "attributes":
+            extra = " or attributes.NAME" if self.kind in WITH_ATTRIBUTES else ""
+            self.bad(path, f"unknown field '{name}' for {self.kind} (known: {', '.join(self.targets())}{extra})")
+            return None
+        return name
+
+    def column(self, column: str, value: Any, path: str) -> Output | None:
+        short = isinstance(value, str)  # "Email: email": a problem with the field is the column's own
+        if short:
+            value = {"to": value}
+        if not isinstance(value, dict):
+            self.bad(path, "expected a field name, drop, or {to: FIELD, parse: ...}")
+            return None
+        target = self.target(value.get("to"), path if short else f"{path}.to")
+        parse = self.parser(value, path, target)
+        if target is None or parse is False:
+            return None
+        return Output(target, column, self.lines.get(path), column=column, parse=parse, optional=bool(value.get("optional", False)),
+                      default=_default(value))
+
+    def derived(self, target_name: str, value: Any, path: str) -> Output | None:
+        target = self.target(target_name, path)
+        if isinstance(value, str):
+            value = {"template": value}
+        elif not isinstance(value, dict):
+            value = {"value": value}
+        ways = [k for k in ("first", "template", "value", "column") if k in value]
+        if len(ways) != 1:
+            self.bad(path, "a derived field has one of: first: [columns], template: \"{Column} text\", value: constant, column: NAME")
+            return None
+        how = ways[0]
+        rest = {k: v for k, v in value.items() if k != how}
+        parse = self.parser(rest, path, target)
+        if target is None or parse is False:
+            return None
+        line, label, optional = self.lines.get(path), f"fields.{target}", bool(value.get("optional", False))
+        if how == "first":
+            names = list(_strings(value["first"], f"{path}.first", self.bad))
+            if not names:
+                self.bad(f"{path}.first", "first needs a list of columns")
+                return None
+            return Output(target, label, line, first=tuple(names), parse=parse, optional=optional, default=_default(value))
+        if how == "column":
+            return Output(target, label, line, column=str(value["column"]), parse=parse, optional=optional, default=_default(value))
+        if how == "value":
+            constant = value["value"]
+            if parse is not None and constant is not None:
+                try:
+                    constant = parse(str(constant)) if not isinstance(constant, bool) else constant
+                except Exception as exc:  # a FieldError: the constant does not parse
+                    self.bad(f"{path}.value", str(exc))
+                    return None
+            return Output(target, label, line, constant=constant, optional=optional)
+        template = str(value["template"])
+        parts = tuple(_PLACEHOLDER.split(template))
+        for name in parts[1::2]:
+            if "." in name and name.startswith("brand.") and name not in VARIABLES:
+                self.bad(f"{path}.template", f"unknown variable {{{name}}} (known: {', '.join(VARIABLES)})")
+                return None
+        if len(parts) == 1:  # no placeholders: a constant text
+            return self.derived(target_name, {"value": template, **rest}, path)
+        return Output(target, label, line, template=parts, parse=parse, optional=optional)
+
+    def parser(self, value: dict, path: str, target: str | None) -> Parser | None | bool:
+        """The parser an entry asks for (None: the kind's own check); False after reporting a problem."""
+        for key in value:
+            if key not in _OPTIONS and key not in ("template", "value", "first", "column"):
+                self.bad(f"{path}.{key}", f"unknown option '{key}' (known: {', '.join(_OPTIONS)})")
+                return False
+        name = value.get("parse")
+        if name is None:
+            name = {"consent": "yes_no", "consent_at": "time", "suppressed_at": "time"}.get(target or "")
+            if name is None and target and target.startswith("attributes."):
+                name = "scalar"
+        if name is None:
+            stray = [k for k in value if k not in ("to", "optional", "default", "template", "value", "first", "column")]
+            if stray:
+                self.bad(f"{path}.{stray[0]}", f"'{stray[0]}' is an option of a parser: add parse: NAME")
+                return False
+            return None
+        if name not in PARSERS:
+            self.bad(f"{path}.parse", f"unknown parser '{name}' (known: {', '.join(PARSERS)})")
+            return False
+        factory, allowed = PARSERS[name]
+        options = {k: v for k, v in value.items() if k in allowed}
+        for key in value:
+            if key in _OPTIONS and key not in ("to", "parse", "optional", "default") and key not in allowed:
+                self.bad(f"{path}.{key}", f"'{key}' is not an option of {name} (options: {', '.join(allowed) or 'none'})")
+                return False
+        if name == "time":
+            options = {**self.times, **options}
+        try:
+            if name == "time":
+                return make_time(options.get("format"), options.get("timezone"))
+            return factory(**options)
+        except (ValueError, TypeError) as exc:
+            self.bad(path, str(exc))
+            return False
+
+
+def _default(value: dict) -> str | None:
+    default = value.get("default")
+    return None if default is None else str(default)
+
+
+def _times(value: Any, bad) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or any(k not in ("format", "timezone") for k in value):
+        bad("times", "times has 'format' (strftime codes, e.g. \"%Y-%m-%d %H:%M:%S\") and 'timezone'")
+        return {}
+    return value
+
+
+def _mapping(value: Any, path: str, bad) -> dict:
+    if not isinstance(value, dict):
+        bad(path, "expected a mapping")
+        return {}
+    return value
+
+
+def _strings(value: Any, path: str, bad):
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        bad(path, "expected a list of column names")
+        return []
+    return value
+
+
+def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
+    """The YAML's data and the line of every key path (``columns.Email``); a repeated key is an error."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ValidationError(f"{file}: invalid YAML", [Problem(file, mark.line + 1 if mark else None, None,
+                                                               f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
+    lines: dict[str, int] = {}
+    problems: list[Problem] = []
+    constructor = yaml.SafeLoader("")
+
+    def build(node, path: str) -> Any:
+        lines.setdefault(path, node.start_mark.line + 1)
+        if isinstance(node, yaml.MappingNode):
+            out: dict[str, Any] = {}
+            for key, value in node.value:
+                name = str(key.value)
+                sub = f"{path}.{name}" if path else name
+                if name in out:
+                    problems.append(Problem(file, key.start_mark.line + 1, sub, f"'{name}' appears twice (also on line {lines[sub]})"))
+                    continue
+                lines[sub] = key.start_mark.line + 1
+                out[name] = build(value, sub)
+            return out
+        if isinstance(node, yaml.SequenceNode):
+            return [build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+        try:
+            return constructor.construct_object(node, deep=True)
+        except yaml.YAMLError as exc:  # an unknown !tag, a bad timestamp ...
+            problems.append(Problem(file, node.start_mark.line + 1, path or None, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
+            return None
+
+    data = build(root, "") if root is not None else None
+    if problems:
+        raise ValidationError(f"{file}: invalid mapping", problems)
+    return data, lines

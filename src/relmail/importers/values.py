@@ -1,0 +1,237 @@
+"""Value parsers a column mapping names: times in a shop's format, yes/no, money, lists, slugs.
+
+Each ``make_*`` returns a parser: a function of one non-empty cell (``str``)
+that returns the value to store or raises :class:`~relmail.importers.fields.FieldError`
+with a message for the user. Empty cells never reach a parser (the mapping
+treats them as missing), so a parser may assume text with content.
+
+>>> make_time("%Y-%m-%d %H:%M:%S %z", None)("2026-11-23 09:30:00 +0100").isoformat()
+'2026-11-23T08:30:00+00:00'
+>>> make_money("EUR", ".")("€ 1,234.50")
+1234.5
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+import zoneinfo
+from collections.abc import Callable
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from ..timestamps import implausible, wholly_past
+from .fields import FALSE_WORDS, TRUE_WORDS, FieldError, boolean, csv_scalar, integer, number
+
+Parser = Callable[[str], Any]
+
+#: strftime formats whose values ``datetime.fromisoformat`` reads the same way
+#: (20 times faster than ``strptime``): checked against the value's shape first.
+_ISO_SHAPES = {
+    "%Y-%m-%d %H:%M:%S %z": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d [+-]\d\d:?\d\d"),
+    "%Y-%m-%d %H:%M:%S%z": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d[+-]\d\d:?\d\d"),
+    "%Y-%m-%dT%H:%M:%S%z": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[+-]\d\d:?\d\d|Z)"),
+    "%Y-%m-%d %H:%M:%S": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"),
+    "%Y-%m-%dT%H:%M:%S": re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d"),
+    "%Y-%m-%d %H:%M": re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d"),
+    "%Y-%m-%d": re.compile(r"\d{4}-\d\d-\d\d"),
+}
+#: Distinct cells remembered per time or money parser: the lines of one order share its time, and
+#: an export repeats its prices.
+_TIME_CACHE = 4096
+
+
+def make_time(fmt: str | None, timezone: str | None) -> Parser:
+    """A date-time in ``fmt`` (strftime codes; None: ISO 8601), in ``timezone`` when the value has no offset; returned in UTC.
+
+    A value without an offset and a mapping without ``timezone`` is an error:
+    a guessed zone shifts every comparison by hours.
+    """
+    zone = _zone(timezone) if timezone else None
+    shape = _ISO_SHAPES.get(fmt) if fmt else None
+    expected = f"in the format {fmt!r}" if fmt else "an ISO 8601 date-time"
+
+    @lru_cache(maxsize=_TIME_CACHE)
+    def parse(value: str) -> datetime:
+        text = value.strip()
+        try:
+            if fmt is None or (shape is not None and shape.fullmatch(text)):
+                parsed = datetime.fromisoformat(text)
+            else:
+                parsed = datetime.strptime(text, fmt)
+        except ValueError:
+            raise FieldError(f"{_short(text)} is not {expected}") from None
+        if parsed.tzinfo is None or parsed.utcoffset() is None:
+            if zone is None:
+                raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
+            parsed = parsed.replace(tzinfo=zone)
+        if not wholly_past(parsed):  # a placeholder (0001-01-01) or a typo (9999-12-31), as any import refuses
+            try:
+                why = implausible(parsed)
+            except OverflowError:
+                why = f"{_short(text)} lies in the future"
+            if why:
+                raise FieldError(f"implausible time: {why}")
+        # In UTC, as the store keeps it: converted once per distinct cell, not once per row.
+        return parsed.astimezone(UTC)
+
+    return parse
+
+
+def _zone(name: str) -> zoneinfo.ZoneInfo:
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"unknown time zone {name!r} (expected an IANA name like Europe/Amsterdam or UTC)") from None
+
+
+def make_yes_no(true_words: tuple[str, ...] = (), false_words: tuple[str, ...] = ()) -> Parser:
+    """True/false from yes/no, true/false, 1/0 (any case), or the mapping's own words."""
+    if not true_words and not false_words:
+        return boolean
+    yes = {w.strip().lower() for w in true_words or TRUE_WORDS}
+    no = {w.strip().lower() for w in false_words or FALSE_WORDS}
+    shown = ", ".join(sorted(yes)) + " / " + ", ".join(sorted(no))
+
+    def parse(value: str) -> bool:
+        word = value.strip().lower()
+        if word in yes:
+            return True
+        if word in no:
+            return False
+        raise FieldError(f"{_short(value)} is neither yes nor no (expected {shown})")
+
+    return parse
+
+
+#: Currency symbols written next to amounts, and the ISO codes each may stand for.
+SYMBOLS = {"€": ("EUR",), "£": ("GBP",), "$": ("USD", "CAD", "AUD", "NZD", "SGD", "HKD", "MXN"), "¥": ("JPY", "CNY"), "₹": ("INR",)}
+_MONEY = re.compile(r"^(?P<sign>-)?\s*(?P<pre>[^\d\s.,+-]*)\s*(?P<sign2>-)?(?P<num>\d[\d.,'\s]*)\s*(?P<post>[^\d\s.,+-]*)$")
+
+
+def make_money(currency: str | None, decimal: str = ".") -> Parser:
+    """An amount like ``12.50``, ``€ 1.234,56`` or ``12.50 EUR`` as a number.
+
+    ``decimal`` is the decimal mark (``.`` or ``,``); the other mark, spaces
+    and ``'`` group thousands. A currency written in the value must be
+    ``currency`` when the mapping names one: amounts in two currencies do
+    not add up.
+    """
+    if decimal not in (".", ","):
+        raise ValueError("decimal must be '.' or ','")
+    group = "," if decimal == "." else "."
+    plain = re.compile(r"-?\d+(?:\.\d+)?" if decimal == "." else r"-?\d+(?:,\d+)?").fullmatch
+
+    @lru_cache(maxsize=_TIME_CACHE)  # an export repeats its prices
+    def parse(value: str) -> float:
+        if plain(value):  # 12.50: most cells of most exports
+            return float(value.replace(",", "."))
+        text = value.strip().replace("\u00a0", " ")
+        match = _MONEY.match(text)
+        if match is None:
+            raise FieldError(f"{_short(value)} is not an amount of money (e.g. 12.50 or € 12.50)")
+        marks = [m for m in (match["pre"], match["post"]) if m]
+        if len(marks) > 1:
+            raise FieldError(f"{_short(value)} names two currencies")
+        if marks:
+            codes = SYMBOLS.get(marks[0]) or (marks[0].upper(),)
+            if not re.fullmatch(r"[A-Z]{3}", codes[0]):
+                raise FieldError(f"{_short(value)}: unknown currency {marks[0]!r}")
+            if currency and currency not in codes:
+                raise FieldError(f"{_short(value)} is in {'/'.join(codes)}; the mapping expects {currency}")
+        digits = re.sub(r"[\s']", "", match["num"])
+        whole, _, cents = digits.rpartition(decimal) if decimal in digits else (digits, "", "")
+        if group in cents or decimal in whole:
+            raise FieldError(f"{_short(value)}: unexpected {decimal!r} (the mapping's decimal mark is {decimal!r})")
+        parts = whole.split(group)
+        if len(parts) > 1 and (not parts[0] or len(parts[0]) > 3 or any(len(p) != 3 for p in parts[1:])):
+            raise FieldError(f"{_short(value)}: {group!r} is not between groups of three digits (decimal mark {decimal!r})")
+        amount = float("".join(parts) + ("." + cents if cents else ""))
+        return -amount if match["sign"] or match["sign2"] else amount
+
+    return parse
+
+
+def make_list(separator: str = ",") -> Parser:
+    """``"a, b, c"`` -> ``["a", "b", "c"]``: trimmed (quotes too: Mailchimp writes ``"VIP","Blog"``), empty items and repeats left out."""
+
+    def parse(value: str) -> list[str]:
+        items = (p.strip().strip('"').strip() for p in value.split(separator))
+        return list(dict.fromkeys(p for p in items if p))
+
+    return parse
+
+
+def make_slug(last: str | None = None) -> Parser:
+    """A name as an id: ``"Literaire roman"`` -> ``literaire-roman``.
+
+    With ``last`` (``">"``), only the last part of a path such as Shopify's
+    product category ``Media > Books > Print Books`` -> ``print-books``.
+    """
+
+    def parse(value: str) -> str:
+        text = value.rsplit(last, 1)[-1] if last else value
+        slug = _slugify(text)
+        if not slug:
+            raise FieldError(f"{_short(value)} has no letters or digits to make an id from")
+        return slug
+
+    return parse
+
+
+@lru_cache(maxsize=4096)
+def _slugify(text: str) -> str:
+    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")
+
+
+def make_integer() -> Parser:
+    """A whole number; plain digits are read directly (a quantity column is mostly ``1``)."""
+    checked = integer()
+
+    def parse(value: str) -> int:
+        if value.isascii() and value.isdigit():
+            return int(value)
+        return checked(value)
+
+    return parse
+
+
+def present(value: str) -> bool:
+    """True: the cell has something in it (``Cancelled at`` holds a time only for cancelled orders)."""
+    return True
+
+
+def text(value: str) -> str:
+    return value.strip()
+
+
+def lower(value: str) -> str:
+    return value.strip().lower()
+
+
+def scalar(value: str) -> Any:
+    """Numbers written as plain decimals become numbers, the rest stays text (for ``attributes``)."""
+    return csv_scalar(value.strip())
+
+
+def _short(value: Any, limit: int = 40) -> str:
+    shown = repr(value)
+    return shown if len(shown) <= limit else shown[: limit - 4] + "...'"
+
+
+#: Parser name -> (factory of the mapping's options, the options it takes).
+PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
+    "text": (lambda: text, ()),
+    "lower": (lambda: lower, ()),
+    "integer": (make_integer, ()),
+    "number": (lambda: number(), ()),
+    "money": (lambda currency=None, decimal=".": make_money(currency, decimal), ("currency", "decimal")),
+    "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
+    "time": (lambda format=None, timezone=None: make_time(format, timezone), ("format", "timezone")),
+    "list": (lambda separator=",": make_list(separator), ("separator",)),
+    "slug": (lambda last=None: make_slug(last), ("last",)),
+    "present": (lambda: present, ()),
+    "scalar": (lambda: scalar, ()),
+}

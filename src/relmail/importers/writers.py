@@ -1,0 +1,221 @@
+"""What an import does with a chunk of valid rows, per kind.
+
+* :class:`TableWriter` (products, events): upsert on the key; a repeated
+  key in one file is an error naming both lines.
+* :class:`CustomersWriter`: the same, plus what a shop's customers file
+  carries besides the customer: the global consent flag (through
+  :class:`~relmail.importers.history.PreferenceHistory`), addresses for the
+  suppression list, the erasure link, and with ``match: email`` the
+  customer an address already belongs to.
+* :class:`PreferencesWriter`: preference histories (latest wins).
+* :class:`relmail.importers.orders.OrdersWriter`: line items as purchase events.
+
+A writer's :meth:`check` runs as each row streams in (it may keep one entry
+per key); :meth:`write` runs per chunk and reports rejected rows through the
+run's ``reject``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection
+
+from ..store.addresses import address_hash, salt
+from ..store.models import Customer, Suppression
+from .history import UNDATED, PreferenceHistory
+from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, upsert_statement
+from .schemas import Schema
+
+#: How a re-import updates a stored row, per column (see :data:`relmail.importers.loader.UPDATES`):
+#: a blank name does not erase what another source said, the sign-up date is the earliest any source
+#: gave (a shop's first order before the newsletter opt-in), attributes merge.
+UPDATE_FORMS = {
+    "customers": {"first_name": "keep", "last_name": "keep", "created_at": "earliest", "attributes": "merge"},
+    "products": {"attributes": "merge"},
+}
+
+C, S = Customer.__table__, Suppression.__table__
+
+
+def update_columns(schema: Schema, provided: set[str] | None) -> dict[str, str]:
+    """Column -> update form for the columns the source provides (None: all of them)."""
+    forms = UPDATE_FORMS.get(schema.kind, {})
+    out = {}
+    for name in schema.written:
+        if name in schema.key or (provided is not None and name not in provided and name not in dict(schema.computed)):
+            continue
+        out[name] = forms.get(name, "set")
+    return out
+
+
+class TableWriter:
+    """Upserts rows on the schema's key."""
+
+    def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None):
+        self.run = run
+        self.conn = conn
+        self.schema = schema
+        self.loader = Loader(conn, schema, update_columns(schema, provided))
+        #: key -> first line, for "duplicate id, also on line N" (the only per-file memory).
+        self.seen: dict[Any, int] = {}
+        self.details: dict[str, int] = {}
+
+    def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
+        key = self.key(row)
+        if key is None:
+            return []
+        first = self.seen.setdefault(key, line)
+        if first == line:
+            return []
+        names = "+".join(self.schema.key)
+        shown = key if isinstance(key, str) else "/".join(key)
+        return [(names, f"duplicate {names} {shown!r}: also on line {first}")]
+
+    def key(self, row: dict[str, Any]) -> Any:
+        key = self.schema.key
+        if len(key) == 1:
+            return row.get(key[0])
+        values = tuple(row.get(k) for k in key)
+        return None if None in values else values
+
+    def write(self, pending: list) -> None:
+        if not self.run.may_write():
+            return
+        rows = [row for _, row in pending]
+        self.loader.write(rows)
+        self.run.imported += len(rows)
+
+    def close(self) -> None:
+        self.loader.close()
+
+
+class CustomersWriter(TableWriter):
+    """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
+
+    def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
+                 match_email: bool = False):
+        super().__init__(run, conn, schema, provided)
+        self.now = datetime.now(UTC)
+        self.link = SuppressionLink(conn)
+        self.source = source
+        self.match_email = match_email
+        #: Final customer id -> line, after matching addresses to stored customers.
+        self.owners: dict[str, int] = {}
+        self.consent: PreferenceHistory | None = None
+        self.salt: str | None = None
+        self.details = {"consent_records": 0, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 0}
+
+    def write(self, pending: list) -> None:
+        if self.match_email:
+            pending = self._match(pending)
+        if not self.run.may_write():
+            return
+        super().write(pending)
+        rows = [row for _, row in pending]
+        self.link.apply(rows)
+        self._consent(pending)
+        self._suppress(rows)
+
+    def _match(self, pending: list) -> list:
+        """Rows whose address a stored customer has take that customer's id (``match: email``)."""
+        emails = {row["email"] for _, row in pending}
+        found: dict[str, str] = {}
+        for batch in batched(sorted(emails), LOOKUP_BATCH):
+            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(C.c.email.in_(batch))))
+        missing = {e.lower(): e for e in emails if e not in found}
+        if missing:  # the same address in another case (a local part is stored as written)
+            for batch in batched(sorted(missing), LOOKUP_BATCH):
+                for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(func.lower(C.c.email).in_(batch))):
+                    found.setdefault(missing[email.lower()], cid)
+        kept = []
+        for record, row in pending:
+            owner = found.get(row["email"])
+            if owner is not None and owner != row["id"]:
+                row["id"] = owner
+                self.details["matched_by_email"] += 1
+            first = self.owners.setdefault(row["id"], record.line)
+            if first != record.line:
+                self.run.reject(record, [("email", f"customer {row['id']!r} (this address) is also on line {first}")])
+            else:
+                kept.append((record, row))
+        return kept
+
+    def _consent(self, pending: list) -> None:
+        rows = []
+        for record, row in pending:
+            opted_in = row.get("_consent")
+            if opted_in is None:
+                continue
+            rows.append((record, {"customer_id": row["id"], "topic": "*", "opted_in": bool(opted_in), "max_per_week": None,
+                                  "updated_at": row.get("_consent_at") or UNDATED, "source": self.source}))
+        if not rows:
+            return
+        if self.consent is None:
+            # The frequency wish on the global record is the customer's, not the export's.
+            self.consent = PreferenceHistory(self.conn, compare=("opted_in",),
+                                             update={"opted_in": "set", "updated_at": "set", "source": "set"})
+        kept = []
+        for record, row in rows:
+            verdict = self.consent.check(record.line, row)
+            if verdict is None:
+                kept.append((record.line, row))
+            elif verdict is not False:
+                self.run.reject(record, [verdict])
+        before = self.consent.written
+        by_line = {record.line: record for record, _ in rows}
+        for line, problem in self.consent.write(kept):
+            self.run.reject(by_line[line], [problem])
+        self.details["consent_records"] += self.consent.written - before
+        self.details["without_consent"] = self.consent.not_opted_in
+
+    def _suppress(self, rows: list[dict[str, Any]]) -> None:
+        wanted = [row for row in rows if row.get("_suppress")]
+        if not wanted:
+            return
+        if self.salt is None:
+            self.salt = salt(self.conn)
+        stmt = upsert_statement(self.conn, S, ("email_hash",), ("email_hash", "reason", "created_at"), update={})
+        params = {address_hash(row["email"], self.salt): {"email_hash": address_hash(row["email"], self.salt),
+                                                         "reason": str(row["_suppress"])[:32],
+                                                         "created_at": row.get("_suppressed_at") or self.now} for row in wanted}
+        self.conn.execute(stmt, list(params.values()))
+        self.details["suppressed_addresses"] += len(params)
+
+    def close(self) -> None:
+        if self.consent is not None:
+            self.consent.close()
+        super().close()
+
+
+class PreferencesWriter:
+    """Preference rows through :class:`PreferenceHistory`: in ``updated_at`` order, the latest wins."""
+
+    def __init__(self, run, conn: Connection):
+        self.run = run
+        self.history = PreferenceHistory(conn)
+        self.details: dict[str, int] = {}
+
+    def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]] | bool:
+        verdict = self.history.check(line, row)
+        if verdict is None:
+            return []
+        if verdict is False:
+            return False
+        return [verdict]
+
+    def write(self, pending: list) -> None:
+        if not self.run.may_write():
+            return
+        by_line = {record.line: record for record, _ in pending}
+        before = self.history.written
+        problems = self.history.write([(record.line, row) for record, row in pending])
+        for line, problem in problems:
+            self.run.reject(by_line[line], [problem])
+        self.run.imported += self.history.written - before
+        self.details = {"superseded": self.history.superseded, "repeated": self.history.repeated}
+
+    def close(self) -> None:
+        self.history.close()

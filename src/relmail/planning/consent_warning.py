@@ -1,0 +1,80 @@
+"""A plan warning when one consent rule suppresses nearly a message's whole audience, with the likely cause.
+
+A shop that imported one "accepts e-mail marketing" flag but whose campaign
+asks consent for a topic sees every customer suppressed with ``NO_CONSENT``
+and no send: nothing is wrong with any single decision, so no error says
+so. :func:`consent_warnings` looks at each message's counts after the plan
+and, where ``NO_CONSENT`` or ``UNSUBSCRIBED`` took at least
+:data:`ALMOST_ALL` of the audience, says what the store's consent records
+suggest (``no customer has consent for topic 'promotions'; 226 opted in
+globally: see [consent]``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from sqlalchemy import func, select
+
+from ..store.models import Preference
+
+#: Share of a message's audience one consent rule must suppress for a warning.
+ALMOST_ALL = 0.9
+P = Preference.__table__
+
+
+@dataclass(frozen=True)
+class PlanWarning:
+    message_id: str
+    rule: str
+    suppressed: int
+    audience: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def consent_warnings(engine, campaign, summaries, consent) -> list[PlanWarning]:
+    """One warning per message whose audience NO_CONSENT or UNSUBSCRIBED took (almost) entirely."""
+    out: list[PlanWarning] = []
+    counts: dict[tuple[str, bool], int] | None = None
+    for message, summary in zip(campaign.messages, summaries):
+        for rule in ("NO_CONSENT", "UNSUBSCRIBED"):
+            n = summary.reasons.get(rule, 0)
+            if not summary.audience or n < ALMOST_ALL * summary.audience:
+                continue
+            if counts is None:
+                counts = _consent_counts(engine)
+            cause = _cause(rule, message.topic, counts, consent)
+            text = f"{message.id}: {n:,} of {summary.audience:,} customers suppressed by {rule}: {cause}"
+            out.append(PlanWarning(message.id, rule, n, summary.audience, text))
+    return out
+
+
+def _consent_counts(engine) -> dict[tuple[str, bool], int]:
+    """(topic, opted in) -> customers, over the whole store (a handful of groups)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(P.c.topic, P.c.opted_in, func.count()).group_by(P.c.topic, P.c.opted_in))
+        return {(topic, bool(opted_in)): n for topic, opted_in, n in rows}
+
+
+def _cause(rule: str, topic: str, counts: dict[tuple[str, bool], int], consent) -> str:
+    globally_in, globally_out = counts.get(("*", True), 0), counts.get(("*", False), 0)
+    if rule == "UNSUBSCRIBED":
+        return (f"{globally_out:,} customers are opted out of all e-mail (topic '*'): check that the consent column "
+                "was imported the right way round")
+    if not counts:
+        return "no consent is on record at all: import preferences, or the customers' consent column (--map shopify)"
+    topic_in = counts.get((topic, True), 0)
+    if topic_in == 0 and globally_in and not consent.global_counts_for(topic):
+        if topic in consent.explicit_topics:
+            return (f"no customer has consent for topic '{topic}'; {globally_in:,} opted in globally, but "
+                    f"[consent] explicit_topics asks an opt-in of its own for '{topic}'")
+        return f"no customer has consent for topic '{topic}'; {globally_in:,} opted in globally: see [consent]"
+    if topic_in == 0 and not globally_in:
+        return f"no customer has opted in to topic '{topic}' or globally"
+    return f"{topic_in:,} customers opted in to topic '{topic}' and {globally_in:,} globally; few of them are in this audience"

@@ -1,0 +1,292 @@
+"""Column mappings: the YAML format's validation (file:line:field), the value parsers, the header check.
+
+Properties (hypothesis) for the parsers a shop's export goes through: times
+in strftime formats (the fast ISO path must agree with ``strptime``),
+money in either decimal convention, yes/no, lists, slugs; and for the
+mapping parser itself: any text is either a mapping or a ValidationError
+naming the line of the bad key.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from relmail.errors import ValidationError
+from relmail.importers.fields import FieldError
+from relmail.importers.mapped import MappedReader
+from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
+from relmail.importers.schemas import schema_for
+from relmail.importers.values import make_list, make_money, make_slug, make_time, make_yes_no
+
+PROPS = settings(max_examples=200, deadline=None)
+
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+instants = st.builds(lambda naive, zone: naive.replace(tzinfo=UTC).astimezone(zone),
+                     st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2025, 12, 31)), offsets)
+
+
+@PROPS
+@given(when=instants, fmt=st.sampled_from(["%Y-%m-%d %H:%M:%S %z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%dT%H:%M:%S%z"]))
+def test_a_time_in_an_offset_format_parses_to_the_same_instant_as_strptime(when, fmt):
+    text = when.replace(microsecond=0).strftime(fmt)
+    parsed = make_time(fmt, None)(text)
+    assert parsed == datetime.strptime(text, fmt)  # the ISO fast path agrees with strptime
+    assert parsed == when.replace(microsecond=0) and parsed.tzinfo is UTC  # the same instant, as the store keeps it
+
+
+@PROPS
+@given(when=st.datetimes(min_value=datetime(1971, 1, 1), max_value=datetime(2025, 12, 31)),
+       fmt=st.sampled_from(["%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M", "%d/%m/%Y", "%m/%d/%Y %I:%M %p"]))
+def test_a_time_without_offset_takes_the_mappings_zone_and_is_refused_without_one(when, fmt):
+    text = when.strftime(fmt)
+    expected = datetime.strptime(text, fmt).replace(tzinfo=UTC)
+    assert make_time(fmt, "UTC")(text) == expected
+    with pytest.raises(FieldError, match="no time zone"):
+        make_time(fmt, None)(text)
+
+
+def test_a_placeholder_or_far_future_time_is_refused_as_any_import_refuses_it():
+    shopify = make_time("%Y-%m-%d %H:%M:%S %z", None)
+    for bad in ("0001-01-01 00:00:00 +0000", "9999-12-31 23:59:59 +0000", "1899-12-31 23:00:00 +0100"):
+        with pytest.raises(FieldError, match="implausible time"):
+            shopify(bad)
+
+
+def test_shopifys_plus_0100_and_mailchimps_utc_times():
+    shopify = make_time("%Y-%m-%d %H:%M:%S %z", None)
+    assert shopify("2026-03-14 10:12:31 +0100") == datetime(2026, 3, 14, 9, 12, 31, tzinfo=UTC)
+    assert shopify("2026-06-07 13:25:10 +0200") == datetime(2026, 6, 7, 11, 25, 10, tzinfo=UTC)
+    mailchimp = make_time("%Y-%m-%d %H:%M:%S", "UTC")
+    assert mailchimp("2026-10-28 21:40:10") == datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC)
+    with pytest.raises(FieldError, match="is not in the format"):
+        shopify("14-03-2026 10:12")
+    amsterdam = make_time("%d-%m-%Y %H:%M", "Europe/Amsterdam")
+    assert amsterdam("01-07-2026 12:00") == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)  # summer time, from the zone's rules
+
+
+@st.composite
+def amounts(draw):
+    cents = draw(st.integers(min_value=-10**11, max_value=10**11))
+    decimal = draw(st.sampled_from([".", ","]))
+    group = "," if decimal == "." else "."
+    grouping = draw(st.sampled_from(["", group, " ", "'"]))
+    whole = f"{abs(cents) // 100:,}".replace(",", grouping) if grouping else str(abs(cents) // 100)
+    text = f"{whole}{decimal}{abs(cents) % 100:02d}"
+    sign = "-" if cents < 0 else ""
+    mark = draw(st.sampled_from(["", "€", "€ ", " EUR", "EUR "]))
+    text = f"{mark}{sign}{text}" if mark in ("€", "€ ", "EUR ") else f"{sign}{text}{mark}"
+    return text, cents / 100, decimal
+
+
+@PROPS
+@given(case=amounts())
+def test_money_in_either_decimal_convention_with_or_without_the_currency(case):
+    text, value, decimal = case
+    assert make_money("EUR", decimal)(text) == pytest.approx(value, abs=1e-9)
+    assert make_money(None, decimal)(text) == pytest.approx(value, abs=1e-9)
+
+
+@PROPS
+@given(case=amounts())
+def test_money_in_another_currency_than_the_mapping_names_is_refused(case):
+    text, value, decimal = case
+    if "€" in text or "EUR" in text:
+        with pytest.raises(FieldError, match="the mapping expects USD"):
+            make_money("USD", decimal)(text)
+
+
+def test_money_refuses_what_it_cannot_read_unambiguously():
+    money = make_money(None, ".")
+    assert money("1,234.50") == 1234.5 and money("$12") == 12.0 and money("12.50 EUR") == 12.5
+    for bad in ("12,5", "1.234,50", "twelve", "€ 12 $", "1,23,456.00"):
+        with pytest.raises(FieldError):
+            money(bad)
+    assert make_money(None, ",")("1.234,50") == 1234.5
+
+
+@PROPS
+@given(items=st.lists(st.text(alphabet=st.characters(blacklist_characters=',"', blacklist_categories=("Cs",)), min_size=1)
+                      .map(str.strip).filter(bool), max_size=6))
+def test_a_list_cell_splits_into_its_trimmed_items_once_each(items):
+    assert make_list(",")(", ".join(items)) == list(dict.fromkeys(items))
+    assert make_list(",")(",".join(f'"{i}"' for i in items)) == list(dict.fromkeys(items))  # Mailchimp's TAGS
+
+
+@PROPS
+@given(name=st.text(min_size=1))
+def test_a_slug_is_an_id_and_a_slug_of_a_slug_is_itself(name):
+    slug = make_slug()
+    try:
+        once = slug(name)
+    except FieldError:
+        return  # nothing to make an id from
+    assert once and set(once) <= set("abcdefghijklmnopqrstuvwxyz0123456789-") and slug(once) == once
+
+
+def test_slug_of_shopifys_product_category_takes_the_last_step():
+    assert make_slug(">")("Media > Books > Print Books") == "print-books"
+    assert make_slug()("Literaire roman") == "literaire-roman" and make_slug()("Poëzie") == "poezie"
+
+
+def test_yes_no_with_the_mappings_own_words():
+    yn = make_yes_no(("ja", "J"), ("nee",))
+    assert (yn("JA"), yn(" j "), yn("nee")) == (True, True, False)
+    with pytest.raises(FieldError, match="neither yes nor no"):
+        yn("yes")
+
+
+# -- the mapping file -------------------------------------------------------------------------------
+
+GOOD = """\
+kind: customers
+description: a CRM export
+times: {format: "%d-%m-%Y", timezone: Europe/Amsterdam}
+columns:
+  Klantnummer: id
+  E-mail: email
+  Aangemeld: {to: created_at, parse: time}
+  Nieuwsbrief: {to: consent, parse: yes_no, true: [ja], false: [nee]}
+  Omzet: {to: attributes.revenue, parse: money, currency: EUR, decimal: ","}
+  Opmerking: drop
+drop: ["Adres *"]
+fields:
+  locale: nl_NL
+"""
+
+
+def test_a_good_mapping_parses():
+    m = parse_mapping(GOOD, "crm.yml", "customers")
+    assert (m.kind, m.name) == ("customers", "crm")
+    assert [o.target for o in m.outputs] == ["id", "email", "created_at", "consent", "attributes.revenue", "locale"]
+    assert m.dropped("Opmerking") and m.dropped("Adres 2") and not m.dropped("Adresboek")
+
+
+BAD_MAPPINGS = [
+    # (change to GOOD, line, field, message fragment)
+    (("  E-mail: email", "  E-mail: emial"), 6, "columns.E-mail", "unknown field 'emial'"),
+    (("{to: created_at, parse: time}", "{to: created_at, parse: tijd}"), 7, "columns.Aangemeld.parse", "unknown parser 'tijd'"),
+    (("currency: EUR, ", "currency: EUR, sep: x, "), 9, "columns.Omzet.sep", "unknown option 'sep'"),
+    (("kind: customers", "kind: clients"), 1, "kind", "kind must be one of"),
+    (("  Opmerking: drop", "  Opmerking: drop\n  Klantnummer: id"), 11, "columns.Klantnummer", "appears twice (also on line 5)"),
+    (("  locale: nl_NL", "  locale: nl_NL\n  id: \"{Klantnummer}\""), 14, "fields.id", "filled twice (also by Klantnummer, line 5)"),
+    (("drop: [\"Adres *\"]", "drop: [\"Adres *\"]\nother_columns: everything"), 12, "other_columns", "error, drop or attributes"),
+    (("times: {format: \"%d-%m-%Y\", timezone: Europe/Amsterdam}", "times: {format: \"%d-%m-%Y\", timezone: Europe/Amsterdm}"),
+     7, "columns.Aangemeld", "unknown time zone"),
+    (("  locale: nl_NL", "  attributes.site: \"{brand.website}/x\""), 13, "fields.attributes.site.template",
+     "unknown variable {brand.website}"),
+    (("description: a CRM export", "descriptoin: a CRM export"), 2, "descriptoin", "unknown key 'descriptoin'"),
+    (("  Opmerking: drop", "  Opmerking: {drop: true}"), 10, "columns.Opmerking.drop", "unknown option 'drop'"),
+    (("{to: attributes.revenue, parse: money", "{to: attributes.revenue, format: x, parse: money"), 9, "columns.Omzet.format",
+     "'format' is not an option of money"),
+]
+
+
+@pytest.mark.parametrize("change,line,field,fragment", BAD_MAPPINGS, ids=[b[3][:30] for b in BAD_MAPPINGS])
+def test_a_bad_mapping_names_file_line_and_field(change, line, field, fragment):
+    old, new = change
+    assert old in GOOD
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(GOOD.replace(old, new), "maps/crm.yml", "customers")
+    problems = [(p.file, p.line, p.field) for p in caught.value.problems]
+    assert ("maps/crm.yml", line, field) in problems, caught.value.problems
+    assert any(fragment in p.message for p in caught.value.problems), caught.value.problems
+
+
+def test_a_mapping_for_another_kind_and_attributes_for_orders_are_refused():
+    with pytest.raises(ValidationError, match="invalid mapping") as caught:
+        parse_mapping(GOOD, "crm.yml", "products")
+    assert "the mapping is for customers, not products" in str(caught.value)
+    orders = "kind: orders\ncolumns:\n  Id: order_id\n  Total: attributes.total\nother_columns: attributes\n"
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(orders, "o.yml", "orders")
+    assert {p.field for p in caught.value.problems} == {"columns.Total", "other_columns"}
+
+
+@PROPS
+@given(text=st.text(max_size=300))
+def test_any_text_is_a_mapping_or_a_validation_error(text):
+    try:
+        parse_mapping(text, "m.yml", "customers")
+    except ValidationError as exc:
+        assert exc.problems and all(p.file == "m.yml" for p in exc.problems)
+
+
+targets = st.sampled_from(["first_name", "last_name", "locale", "timezone", "created_at"])
+columns = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghij", min_size=1, max_size=12).map(str.strip).filter(
+    lambda c: c and c not in ("Id", "Mail"))
+
+
+@PROPS
+@given(names=st.lists(columns, min_size=1, max_size=5, unique=True), fields=st.lists(targets, min_size=1, max_size=5, unique=True),
+       bad=st.data())
+def test_a_mapping_written_as_yaml_reads_back_and_a_wrong_field_is_found_on_its_line(names, fields, bad):
+    pairs = dict(zip(["Id", "Mail", *names], ["id", "email", *fields]))
+    text = yaml.safe_dump({"kind": "customers", "columns": pairs}, sort_keys=False, allow_unicode=True)
+    mapping = parse_mapping(text, "m.yml", "customers")
+    assert {o.column: o.target for o in mapping.outputs} == pairs
+    wrong = bad.draw(st.sampled_from(list(pairs)))
+    broken = yaml.safe_dump({"kind": "customers", "columns": {**pairs, wrong: "nope"}}, sort_keys=False, allow_unicode=True)
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(broken, "m.yml", "customers")
+    (problem,) = caught.value.problems
+    key = yaml.safe_dump(wrong).split("\n")[0] + ":"  # as YAML writes the key (quoted where it must be)
+    line = next(i for i, row in enumerate(broken.splitlines(), 1) if row.strip().startswith(key))
+    assert (problem.line, problem.field) == (line, f"columns.{wrong}")
+
+
+class _Reader:
+    """A stand-in CSV reader: a header and no records (the header check needs no file)."""
+
+    name, header_line = "export.csv", 1
+
+    def __init__(self, header):
+        self.header = header
+
+    def __iter__(self):
+        return iter(())
+
+
+def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
+    mapping = parse_mapping(GOOD, "crm.yml", "customers")
+    header = ["Klantnummer", "E-mail", "Aangemeld", "Nieuwsbrief", "Omzet", "Opmerking", "Adres 1", "Lievelingskleur"]
+    assert MappedReader(_Reader(header), mapping).check_header() == [
+        ("Lievelingskleur", "column 'Lievelingskleur' is not in the mapping crm.yml: map it, list it under drop, or set other_columns")]
+    assert MappedReader(_Reader(header), parse_mapping(GOOD + "other_columns: drop\n", "crm.yml")).check_header() == []
+    attributes = MappedReader(_Reader(header), parse_mapping(GOOD + "other_columns: attributes\n", "crm.yml"))
+    assert attributes.check_header() == [] and attributes.extra == ["Lievelingskleur"]
+    missing = MappedReader(_Reader(header[1:-1]), mapping).check_header()
+    assert missing == [("Klantnummer", "column 'Klantnummer' that the mapping reads (crm.yml:5) is not in the file")]
+
+
+def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
+    assert builtin_names() == ["mailchimp", "shopify"]
+    for kind in ("customers", "products", "orders"):
+        assert load_mapping("shopify", kind).kind == kind
+    common = ["Email Address", "First Name", "Last Name", "MEMBER_RATING", "LEID"]
+    assert load_mapping("mailchimp", "customers", common).file == "mailchimp/customers-subscribed.yml"
+    assert load_mapping("mailchimp", "customers", common + ["UNSUB_TIME"]).file == "mailchimp/customers-unsubscribed.yml"
+    assert load_mapping("mailchimp", "customers", common + ["CLEAN_TIME"]).file == "mailchimp/customers-cleaned.yml"
+    with pytest.raises(ValidationError, match="has no orders mapping"):
+        load_mapping("mailchimp", "orders")
+    with pytest.raises(ValidationError, match="not a mapping file and not a built-in"):
+        load_mapping("woocommerce", "orders")
+
+
+def test_built_in_targets_are_fields_of_their_kind():
+    for name, kind in (("shopify", "customers"), ("shopify", "products"), ("shopify", "orders")):
+        known = set(schema_for(kind).names) | {"consent", "consent_at", "suppress", "suppressed_at"}
+        for out in load_mapping(name, kind).outputs:
+            assert out.target.split(".")[0] in known | {"attributes"}
+
+
+def test_a_mapping_without_groups_keeps_fields_made_of_project_variables_only():
+    mapping = parse_mapping("kind: products\ncolumns:\n  SKU: id\n  Naam: name\n  Soort: category\n"
+                            "fields:\n  url: \"{brand.url}/shop\"\n", "p.yml", "products")
+    reader = MappedReader(_Reader(["SKU", "Naam", "Soort"]), mapping, {"brand.url": "https://shop.example"})
+    assert reader.apply({"SKU": "B1", "Naam": "Boek", "Soort": "roman"}) == (
+        {"id": "B1", "name": "Boek", "category": "roman", "url": "https://shop.example/shop"}, [])

@@ -1,0 +1,316 @@
+"""A shop's exports through the built-in mappings: counts, re-imports, flagged addresses, orders, consent histories.
+
+The files are the repository's samples (``examples/``) in Shopify's and
+Mailchimp's own layouts; each test runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from relmail.cli import cli
+from relmail.errors import ValidationError
+from relmail.features import FeatureContext, compute_features
+from relmail.importers import import_file
+from relmail.importers.history import UNDATED
+from relmail.store.models import Customer, Event, Preference, Product, Suppression
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SHOPIFY, MAILCHIMP = EXAMPLES / "shopify", EXAMPLES / "mailchimp"
+MAILCHIMP_FILES = [MAILCHIMP / f"{status}_members_export_4f2a9c1e07.csv" for status in ("subscribed", "unsubscribed", "cleaned")]
+VARIABLES = {"brand.url": "https://leesteken.example", "brand.name": "Het Leesteken"}
+
+ANNA, BRAM, CARLA, DAAN, EVA, FEMKE, GIJS, HANNA, IVO, JOOST, KIM, LOTTE = (f"73021170000{i:02d}" for i in range(1, 13))
+MEES = "mailchimp-118200020"
+
+
+def load_all(engine, **kw) -> dict[str, object]:
+    out = {
+        "customers": import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify", **kw),
+        "products": import_file(engine, "products", SHOPIFY / "products_export.csv", mapping="shopify", variables=VARIABLES),
+        "orders": import_file(engine, "orders", SHOPIFY / "orders_export.csv", mapping="shopify"),
+    }
+    for path in MAILCHIMP_FILES:
+        out[path.name.split("_")[0]] = import_file(engine, "customers", path, mapping="mailchimp")
+    return out
+
+
+def table(engine, model, order=None) -> list[dict]:
+    t = model.__table__
+    with engine.connect() as conn:
+        rows = [dict(r) for r in conn.execute(select(t)).mappings()]
+    key = order or (lambda r: tuple(str(r[c.name]) for c in t.primary_key.columns))
+    return sorted(rows, key=key)
+
+
+def snapshot(engine) -> dict[str, list[dict]]:
+    events = [{k: v for k, v in e.items() if k != "id"} for e in table(engine, Event, order=lambda r: r["event_id"])]
+    return {"customers": table(engine, Customer), "products": table(engine, Product), "events": events,
+            "preferences": table(engine, Preference), "suppressions": table(engine, Suppression)}
+
+
+def test_the_exports_import_with_the_built_in_mappings(engine):
+    results = load_all(engine)
+    c, p, o = results["customers"], results["products"], results["orders"]
+    assert (c.rows_read, c.rows_imported, c.flagged_addresses, c.flagged_lines) == (12, 12, 1, [7])
+    assert c.details["consent_records"] == 9 and c.details["without_consent"] == 3
+    assert (p.rows_read, p.rows_imported, p.skipped) == (10, 8, {"image rows": 2})
+    assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
+    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2}
+    assert results["cleaned"].details["suppressed_addresses"] == 1
+
+    customers = {r["id"]: r for r in table(engine, Customer)}
+    assert len(customers) == 13 and MEES in customers
+    assert customers[ANNA]["attributes"]["tags"] == ["poëzie", "vaste klant"]  # quoted comma in the export
+    assert customers[ANNA]["attributes"]["zip"] == "1012 AB"  # the spreadsheet quote taken off
+    assert customers[IVO]["attributes"]["company"] == "Willems & Zn, boekbinders"
+    assert "phone" not in customers[ANNA]["attributes"] and "note" not in customers[GIJS]["attributes"]  # dropped on purpose
+    assert customers[ANNA]["attributes"]["favoriete_genre"] == "Poëzie"  # a Mailchimp merge field, as an attribute
+    assert customers[BRAM]["created_at"] is None  # Shopify says nothing about sign-up
+    assert customers[KIM]["created_at"] == datetime(2026, 10, 12, 7, 55, 40, tzinfo=UTC)  # Mailchimp: joined the list
+    assert customers[ANNA]["created_at"] == datetime(2024, 9, 12, 18, 3, 11, tzinfo=UTC)
+
+    products = {r["id"]: r for r in table(engine, Product)}
+    assert set(products) == {"9789025471456", "9789025474600", "9789463810135", "9789046707077", "9789025115046",
+                             "LT-POEZIE-01", "LT-LAMP-01", "LT-LAMP-02"}
+    hardcover = products["9789025474600"]  # a variant row: the product's fields come from its first row
+    assert (hardcover["name"], hardcover["category"], hardcover["price"]) == ("De avond is ongemak", "literaire-roman", 29.99)
+    assert hardcover["image_url"].endswith("/avond-paperback.jpg") and hardcover["attributes"]["option1"] == "Gebonden"
+    assert hardcover["url"] == "https://leesteken.example/products/de-avond-is-ongemak"
+    assert products["LT-LAMP-02"]["image_url"].endswith("/leeslampje-wit.jpg")  # the variant's own image
+    assert products["LT-LAMP-01"]["category"] == "lighting"  # no type: the last step of the product category
+    assert products["LT-POEZIE-01"]["category"] == "poezie"
+
+
+def test_a_second_import_of_the_same_files_changes_nothing(engine):
+    load_all(engine)
+    before = snapshot(engine)
+    again = load_all(engine)
+    assert snapshot(engine) == before
+    assert again["customers"].details["consent_records"] == 0 and again["orders"].details["purchases_removed"] == 0
+    assert again["subscribed"].details["consent_records"] == 0
+
+
+def test_orders_are_purchases_as_a_shop_owner_counts_them(engine):
+    load_all(engine)
+    events = {e["event_id"]: e for e in table(engine, Event)}
+    assert all(e["type"] == "purchase" for e in events.values())
+    anna = [e for e in events.values() if e["customer_id"] == ANNA]
+    assert sorted((e["event_id"], e["product_id"], e["value"]) for e in anna) == [
+        ("order:5612309000101:1", "9789025471456", 22.5),
+        ("order:5612309000101:2", "LT-POEZIE-01", 39.98),  # 2 x 19.99
+        ("order:5612309000105:1", "9789046707077", 10.0),  # 12.50 less the line's discount
+    ]
+    assert events["order:5612309000101:1"]["occurred_at"] == datetime(2026, 3, 14, 9, 12, 31, tzinfo=UTC)  # +0100
+    assert not [e for e in events.values() if e["customer_id"] in (CARLA, GIJS)]  # refunded, cancelled
+    daan = {e["product_id"]: e["value"] for e in events.values() if e["customer_id"] == DAAN}
+    assert daan == {"9789463810135": round(24.99 * (1 - 17.50 / 46.44), 2), "LT-LAMP-01": round(17.50 * (1 - 17.50 / 46.44), 2)}
+    assert events["order:5612309000106:1"]["customer_id"] == FEMKE  # her address is invalid, her order is not
+    assert events["order:5612309000108:3"]["product_id"] is None  # a gift card without SKU
+
+
+def test_an_order_cancelled_since_the_last_export_is_no_purchase_any_more(engine, tmp_path):
+    load_all(engine)
+    text = (SHOPIFY / "orders_export.csv").read_text(encoding="utf-8")
+    first = next(line for line in text.splitlines() if line.startswith("#1005,"))
+    cancelled = first.replace(",,,,Shopify Payments", ",,,,Shopify Payments")
+    fields = first.split(",")
+    header = text.splitlines()[0].split(",")
+    fields[header.index("Cancelled at")] = "2026-10-21 08:00:00 +0200"
+    later = tmp_path / "orders_export.csv"
+    later.write_text(text.replace(first, ",".join(fields)), encoding="utf-8")
+    assert cancelled  # the row exists
+    result = import_file(engine, "orders", later, mapping="shopify")
+    assert (result.rows_imported, result.details["purchases_removed"]) == (13, 1)
+    assert "order:5612309000105:1" not in {e["event_id"] for e in table(engine, Event)}
+
+
+def test_an_invalid_address_is_flagged_never_mailed_and_strict_refuses_it(engine):
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify", strict_addresses=True)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (7, "Email") and "invalid e-mail address" in problem.message
+    assert table(engine, Customer) == []
+
+    load_all(engine)
+    femke = {r["id"]: r for r in table(engine, Customer)}[FEMKE]
+    assert (femke["email"], femke["email_valid"]) == ("broken@@mail.example", False)
+    frame = compute_features(engine, [ANNA, FEMKE], datetime(2026, 12, 1, tzinfo=UTC))
+    assert frame["email_valid"].tolist() == [1.0, 0.0]
+
+
+def test_consent_follows_the_dated_record_whatever_the_import_order(engine):
+    def consent() -> dict[str, tuple]:
+        """Address -> (opted in, since): the ids differ by order (a Mailchimp member first gets its own)."""
+        email = {r["id"]: r["email"] for r in table(engine, Customer)}
+        return {email[r["customer_id"]]: (r["opted_in"], r["updated_at"]) for r in table(engine, Preference) if r["topic"] == "*"}
+
+    load_all(engine)  # Shopify first, Mailchimp after
+    first = consent()
+    with engine.begin() as conn:
+        for model in (Event, Preference, Customer, Suppression):
+            conn.execute(model.__table__.delete())
+    for path in MAILCHIMP_FILES:  # the other way round
+        import_file(engine, "customers", path, mapping="mailchimp")
+    result = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    assert result.details["matched_by_email"] == 4  # Anna, Joost, Kim, Lotte: Mailchimp members first (Mees is no shop customer)
+    assert consent() == first
+    assert first["joost.vandijk@mail.example"] == (False, datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC))  # unsubscribed in Mailchimp
+    assert first["kim.dekker@mail.example"][0] is True  # subscribed in Mailchimp, "no" at Shopify's checkout
+    assert first["carla.bakker@mail.example"] == (True, UNDATED)  # Shopify's yes has no date
+    # "no": no consent on record, not "unsubscribed from everything"
+    assert "bram.jansen@mail.example" not in first and "gijs.deboer@mail.example" not in first
+
+
+PREFS = "customer_id,topic,opted_in,updated_at,source\n"
+
+
+def test_a_preference_history_applies_in_time_order_the_latest_wins(engine, tmp_path):
+    load_all(engine)
+    history = tmp_path / "history.csv"
+    history.write_text(PREFS + f"{BRAM},book-tips,true,2026-05-01T10:00:00+02:00,form\n"
+                               f"{BRAM},book-tips,false,2026-09-01T10:00:00+02:00,link\n"
+                               f"{BRAM},book-tips,true,2026-07-01T10:00:00+02:00,form\n"
+                               f"{BRAM},book-tips,false,2026-09-01T10:00:00+02:00,link\n")
+    result = import_file(engine, "preferences", history)
+    assert (result.rows_read, result.details) == (4, {"superseded": 1, "repeated": 1})
+    (row,) = [r for r in table(engine, Preference) if r["topic"] == "book-tips"]
+    assert (row["opted_in"], row["source"]) == (False, "link")
+    older = tmp_path / "older.csv"  # another file, older: the stored record stays
+    older.write_text(PREFS + f"{BRAM},book-tips,true,2026-08-01T10:00:00+02:00,form\n")
+    assert import_file(engine, "preferences", older).rows_imported == 0
+    assert [r["opted_in"] for r in table(engine, Preference) if r["topic"] == "book-tips"] == [False]
+    newer = tmp_path / "newer.csv"
+    newer.write_text(PREFS + f"{BRAM},book-tips,true,2026-11-01T10:00:00+01:00,form\n")
+    assert import_file(engine, "preferences", newer).rows_imported == 1
+    assert [r["opted_in"] for r in table(engine, Preference) if r["topic"] == "book-tips"] == [True]
+
+
+def test_a_true_duplicate_is_an_error_naming_both_lines_and_the_stored_record(engine, tmp_path):
+    load_all(engine)
+    before = snapshot(engine)
+    same_time = tmp_path / "dup.csv"
+    same_time.write_text(PREFS + f"{BRAM},book-tips,true,2026-05-01T10:00:00+02:00,form\n"
+                                 f"{HANNA},book-tips,true,2026-05-01T10:00:00+02:00,form\n"
+                                 f"{BRAM},book-tips,false,2026-05-01T08:00:00Z,link\n")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "preferences", same_time)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (4, "updated_at") and "same time" in problem.message and "line 2" in problem.message
+    assert snapshot(engine) == before
+    stored = tmp_path / "vs-stored.csv"  # Joost's unsubscribe is stored at 21:40:10 UTC; a yes of the same second
+    stored.write_text(PREFS + f"{JOOST},*,true,2026-10-28T22:40:10+01:00,form\n")
+    with pytest.raises(ValidationError, match="source mailchimp"):
+        import_file(engine, "preferences", stored)
+
+
+def test_a_customer_without_a_sign_up_date_counts_from_the_first_order_and_never_looks_new(engine):
+    load_all(engine)
+    as_of = datetime(2026, 12, 1, tzinfo=UTC)
+    frame = compute_features(engine, [BRAM, EVA, HANNA, MEES], as_of)
+    tenure = dict(zip(frame.customer_ids, frame["tenure_days"]))
+    assert tenure[BRAM] == pytest.approx((as_of - datetime(2026, 4, 2, 14, 40, 5, tzinfo=UTC)).total_seconds() / 86400, abs=1e-3)
+    assert tenure[EVA] != tenure[EVA]  # no sign-up date and no order: unknown (NaN)
+    is_new = dict(zip(frame.customer_ids, frame["is_new"]))
+    assert (is_new[BRAM], is_new[EVA], is_new[HANNA], is_new[MEES]) == (0.0, 0.0, 1.0, 1.0)  # Hanna's first order: 29 days
+
+
+def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_counted(engine, tmp_path):
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,email,customer_id,ordered_at,product_id,quantity,price\n"
+                      "A1,nobody@mail.example,,2026-01-01T10:00:00Z,X,1,5\n"
+                      "A2,,,2026-01-01T10:00:00Z,X,1,5\n"
+                      f"A3,,{EVA},2026-01-01T10:00:00Z,X,2,5\n")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", orders)
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.field) == (2, "email") and "no customer has this e-mail address" in problem.message
+    assert "nobody@" not in str(caught.value)  # addresses stay out of CI logs
+    result = import_file(engine, "orders", orders, skip_invalid=True, rejects=tmp_path / "r.csv")
+    assert (result.rows_imported, result.rows_rejected, result.details["lines_without_customer"],
+            result.details["lines_unknown_product"]) == (1, 1, 1, 1)
+    (event,) = table(engine, Event)
+    assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
+
+
+def test_a_bad_mapping_file_changes_nothing_and_names_file_line_and_field(project, tmp_path):
+    mapping = tmp_path / "crm.yml"
+    mapping.write_text("kind: customers\ncolumns:\n  Customer ID: id\n  Email: email\n  Accepts Email Marketing: {to: consent, parse: yesno}\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(SHOPIFY / "customers_export.csv"),
+                                 "--map", str(mapping)])
+    assert result.exit_code == 4
+    assert f"{mapping}:5: field 'columns.Accepts Email Marketing.parse': unknown parser 'yesno'" in result.stderr
+    # A mapping that leaves columns unmapped is refused on the file's header line, each column named.
+    mapping.write_text("kind: customers\ncolumns:\n  Customer ID: id\n  Email: email\n")
+    result = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(SHOPIFY / "customers_export.csv"),
+                                 "--map", str(mapping), "--max-errors", "0"])
+    assert result.exit_code == 4
+    assert "customers_export.csv:1: field 'First Name': column 'First Name' is not in the mapping" in result.stderr
+    assert result.stderr.count("is not in the mapping") == 18
+    with project_engine(project) as engine:
+        assert table(engine, Customer) == []
+
+
+def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
+    runner = CliRunner()
+    base = ["--project", str(project.root), "import"]
+    out = runner.invoke(cli, [*base, "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"]).stdout
+    assert "1 customer(s) with an invalid address imported and flagged (never mailed: INVALID_ADDRESS): line 7" in out
+    runner.invoke(cli, [*base, "products", str(SHOPIFY / "products_export.csv"), "--map", "shopify"])
+    result = runner.invoke(cli, [*base, "orders", str(SHOPIFY / "orders_export.csv"), "--map", "shopify", "--json"])
+    assert result.exit_code == 0, result.output
+    import json
+
+    data = json.loads(result.stdout)
+    assert (data["mapping"], data["rows_imported"], data["details"]["lines_not_purchases"]) == ("shopify/orders.yml", 14, 2)
+    assert "--map NAME_OR_FILE" in runner.invoke(cli, ["import", "orders", "--help"]).output
+    assert "--strict-addresses" in runner.invoke(cli, ["import", "customers", "--help"]).output
+
+
+class project_engine:
+    """The project's engine, disposed after use."""
+
+    def __init__(self, project):
+        from relmail.store.db import connect
+
+        self.engine = connect(project.database_url)
+
+    def __enter__(self):
+        return self.engine
+
+    def __exit__(self, *exc):
+        self.engine.dispose()
+
+
+def test_a_features_context_lets_a_global_opt_in_stand_for_a_topic(engine):
+    load_all(engine)
+    as_of = datetime(2026, 12, 1, tzinfo=UTC)
+    ids = [ANNA, BRAM, JOOST]
+    covered = compute_features(engine, ids, as_of, {"m": FeatureContext(topic="book-tips", global_consent=True)})
+    own = compute_features(engine, ids, as_of, {"m": FeatureContext(topic="book-tips")})
+    # Anna opted in globally; Bram has no record; Joost opted out of everything.
+    assert [None if v != v else v for v in covered["m.consent_topic"]] == [1.0, None, None]
+    assert all(v != v for v in own["m.consent_topic"])
+
+
+def test_tenure_segments_count_a_customer_without_sign_up_date_from_the_first_order(engine, tmp_path):
+    from relmail.segments import audience, load_segments
+
+    load_all(engine)
+    folder = tmp_path / "segments"
+    folder.mkdir()
+    (folder / "new.yml").write_text("name: new\ndescription: x\ntenure_days: {lt: 90}\n")
+    (folder / "old.yml").write_text("name: old\ndescription: x\ntenure_days: {gt: 365}\n")
+    segs = load_segments(folder)
+    as_of = datetime(2026, 12, 1, tzinfo=UTC)
+    # Femke's and Hanna's first orders were 83 and 29 days ago; Mees and Kim joined the list lately; Eva has no date at all.
+    assert audience(engine, [segs["new"]], as_of).tolist() == sorted([FEMKE, HANNA, KIM, MEES])
+    # Anna, Joost and Lotte joined the list in 2024 and 2025; Ivo has no sign-up date but ordered 393 days ago.
+    assert audience(engine, [segs["old"]], as_of).tolist() == sorted([ANNA, IVO, JOOST, LOTTE])
