@@ -67,8 +67,9 @@ def customers(n: int):
                 locale="nl_NL" if i % 5 < 3 else "en_GB",
                 attributes={"loyalty_tier": "loyal", "city": "Utrecht"},
                 recommended_products=[
-                    {"id": p, "name": name, "price": price, "url": shop + p, "category": cat} for p, name, price, cat in picks
+                    {"id": p, "name": name, "price": price, "url": shop + p, "category": cat} for p, name, price, cat in picks[1:]
                 ],
+                featured_products=[{"id": p, "name": name, "price": price, "url": shop + p, "category": cat} for p, name, price, cat in picks[:1]],
             )
         )
     return out
