@@ -11,6 +11,8 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
   two base learners: logistic regression and gradient boosting; an
   interaction logistic regression whose effect terms are shrunk hard; and
   the same interaction model pooled with the sends of the other messages);
+* the funnel model of an outcome reached through another (a purchase after
+  a visit): the upstream outcome's uplift times ``P(outcome | upstream, x)``;
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
 
 Each estimator can list its fitted scikit-learn ``parts()`` and be rebuilt
@@ -40,6 +42,10 @@ KIND_BASES = {"interaction": ("logistic",), "pooled": ("logistic",)}
 POOLING_KINDS = ("pooled",)
 #: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).
 POOLING_REPLACES = {"pooled": "interaction"}
+#: An outcome reached through another (its upstream in this mapping) can be modelled as a funnel (see :class:`Funnel`).
+UPSTREAM = {"conversion": "visit"}
+#: The share of an outcome's cases that must also have its upstream outcome for the funnel to apply.
+NESTED_SHARE = 0.95
 #: Fewer positives than this in a group and a classifier is not trained:
 #: the group's observed rate is used instead (calibration needs both classes
 #: in every fold).
@@ -470,12 +476,64 @@ class Pooled(Interaction):
                          np.concatenate([t, np.zeros(n)]), np.concatenate([t, np.ones(n)]))
 
 
+class Funnel:
+    """Uplift of an outcome reached through another: ``uplift_upstream(x) * P(outcome | upstream, x)``.
+
+    A purchase follows a visit. When the e-mail changes *whether* a customer
+    visits and not what a visitor does, the purchase uplift is the visit
+    uplift times the chance that a visitor buys. Visits are many times more
+    common than purchases, so the first factor is learned from far more
+    cases than a purchase model ever sees; the second is a plain classifier
+    on the visitors (sends and hold-outs alike). The upstream estimator is
+    the one selection chose for the upstream outcome (``upstream_kind`` /
+    ``base``), so the funnel inherits the evidence behind that choice.
+    """
+
+    kind = "funnel"
+
+    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0, upstream_kind: str = "proportional"):
+        self.layout, self.base, self.seed, self.upstream_kind = layout, base, seed, upstream_kind
+
+    def fit(self, X, y, t, upstream=None, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> Funnel:
+        """Fit on the outcome ``y`` and the ``upstream`` outcome (0/1 per row; ``siblings`` = their ``(X, upstream)``)."""
+        if upstream is None:
+            raise ValueError("the funnel estimator needs the upstream outcome of every row")
+        upstream = np.asarray(upstream, dtype=int)
+        y = np.asarray(y, dtype=int)
+        up_layout = Layout.of(X, self.layout.n_numeric, self.layout.n_categorical, upstream)
+        est = make_uplift(self.upstream_kind, up_layout, self.base, self.seed)
+        self.upstream_ = est.fit(X, upstream, t, siblings=siblings) if self.upstream_kind in POOLING_KINDS else est.fit(X, upstream, t)
+        reached = upstream == 1
+        ratio_layout = Layout.of(X[reached], self.layout.n_numeric, self.layout.n_categorical, y[reached])
+        self.ratio_ = fit_probability(ratio_layout, "logistic", X[reached], y[reached], self.seed)
+        return self
+
+    def predict_uplift(self, X) -> np.ndarray:
+        return self.upstream_.predict_uplift(X) * predict_probability(self.ratio_, X)
+
+    def parts(self) -> dict:
+        return {"upstream_kind": self.upstream_kind, "upstream": self.upstream_.parts(), "ratio": self.ratio_}
+
+    @classmethod
+    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Funnel:
+        obj = cls(layout, base, upstream_kind=str(parts["upstream_kind"]))
+        obj.upstream_ = UPLIFT_CLASSES[obj.upstream_kind].from_parts(layout, base, parts["upstream"])
+        obj.ratio_ = parts["ratio"]
+        return obj
+
+
+def nested(y: np.ndarray, upstream: np.ndarray) -> bool:
+    """Whether the cases of ``y`` happen through ``upstream``: at least :data:`NESTED_SHARE` of them also have it."""
+    y, upstream = np.asarray(y) > 0, np.asarray(upstream) > 0
+    return bool(y.any()) and float(upstream[y].mean()) >= NESTED_SHARE
+
+
 def _flag(value, n: int) -> np.ndarray:
     """A 0/1 flag (one number or one per row) as an ``n × 1`` column."""
     return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction, Pooled)}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 

@@ -9,9 +9,12 @@ Hillstrom data a candidate's Qini moves by ±0.03 from one split to the
 next, as much as the gaps between candidates), so the cross-fitting is
 repeated on ``repeats`` independent splits and each candidate is judged by
 its mean. The winner has the highest mean Qini coefficient (or the
-criterion asked for), provided it beats the proportional model (which ranks
-like the response model) by more than one bootstrap standard error;
-otherwise the proportional model is kept. The winner's out-of-fold
+criterion asked for), provided it beats the safe model by more than one
+bootstrap standard error; otherwise the safe model is kept. The safe model
+is the proportional one (which ranks like the response model), or, for an
+outcome reached through another whose model is known (a purchase after a
+visit), the funnel model built on that outcome's chosen estimator: the
+upstream choice already had to clear the same rule on many more cases. The winner's out-of-fold
 predictions also calibrate its uplift scale (:func:`uplift_calibration`).
 The reason names the figures, their spread, the runners-up and the lead
 over the proportional model so a person can check the choice.
@@ -33,6 +36,7 @@ from .estimators import (
     POOLING_REPLACES,
     UPLIFT_KINDS,
     USES_GROUPS,
+    Funnel,
     Layout,
     Propensity,
     TLearner,
@@ -44,10 +48,25 @@ CRITERIA = ("qini", "keep_at_30", "keep_at_50")
 DEFAULT_REPEATS = 3
 #: The estimator that ranks like the response model: kept unless another clearly beats it.
 SAFE_KIND = "proportional"
+#: The safe estimator of an outcome reached through another (see :class:`~relmail.learn.estimators.Funnel`).
+FUNNEL_KIND = Funnel.kind
 #: Bootstrap resamples of the validation customers for the winner's lead over the safe model.
 BOOTSTRAP = 100
 #: Bounds of the uplift calibration slope: calibration rescales, it never flattens or flips a ranking.
 SLOPE_BOUNDS = (0.1, 1.5)
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """The outcome another is reached through, and the estimator chosen for it (the funnel's first factor)."""
+
+    outcome: str
+    kind: str
+    base: str
+    #: The upstream outcome per training row.
+    y: np.ndarray
+    #: The upstream outcome per sibling row (when the upstream estimator pools).
+    siblings: np.ndarray | None = None
 
 
 @dataclass
@@ -79,6 +98,7 @@ def choose(
     criterion: str = "qini",
     repeats: int = DEFAULT_REPEATS,
     siblings: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    upstream: Upstream | None = None,
 ) -> Choice:
     """Cross-fit every candidate on ``repeats`` splits of the training rows; pick the best mean ``criterion``.
 
@@ -88,6 +108,9 @@ def choose(
     for the interaction model it extends. Sibling rows follow their customer into
     the same fold, and are never scored: every candidate is judged on this
     message's own sends and hold-outs only.
+
+    ``upstream`` (see :class:`Upstream`) adds the funnel model of an outcome
+    reached through another, and makes it the safe model.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
@@ -102,6 +125,8 @@ def choose(
         # ranked the test half better. With siblings, only the pooled one runs.
         replaced = {POOLING_REPLACES[k] for k, _ in names if k in POOLING_REPLACES}
         names = [n for n in names if n[0] not in replaced]
+    if upstream is not None:
+        names.append((FUNNEL_KIND, upstream.base))
     if not names:
         raise ValueError(f"no uplift estimator runs on the base learners {', '.join(bases)} among {', '.join(kinds)}")
     repeats = max(1, int(repeats))
@@ -114,7 +139,7 @@ def choose(
         salt = "validation" if rep == 0 else f"validation-{rep}"
         fold = split_mask(groups, seed, 0.5, salt=salt)
         pool = None if siblings is None else (siblings[0], siblings[1], split_mask(siblings[2], seed, 0.5, salt=salt))
-        scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool)
+        scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool, upstream)
         for name, s in scores.items():
             oof[name].append(s)
             figures[name].append(
@@ -146,18 +171,21 @@ def choose(
         f"{_fmt(best[criterion])} ({splits}; next: {others}); it keeps {_fmt(best['keep_at_30'])} of incremental outcomes "
         f"at 30% volume and {_fmt(best['keep_at_50'])} at 50%."
     )
-    safe = [r for r in ranked if r["kind"] == SAFE_KIND]
-    if safe and best["kind"] != SAFE_KIND:
+    safe_kind = SAFE_KIND if upstream is None else FUNNEL_KIND
+    safe = [r for r in ranked if r["kind"] == safe_kind]
+    if safe and best["kind"] != safe_kind:
         # One-standard-error rule: a heterogeneous model has to beat the
         # response-like one by more than the noise of the validation outcomes,
         # or its lead is as likely luck as skill and the safe model is kept.
         fallback = safe[0]
         lead, se = _lead(oof[(best["kind"], best["base"])], oof[(fallback["kind"], fallback["base"])], y, t, criterion, seed)
         if not lead > se:
+            what = ("which ranks like the response model" if upstream is None
+                    else f"the {upstream.outcome} model ({upstream.kind}/{upstream.base}) times the outcome's chance after a {upstream.outcome}")
             reason += (
                 f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) is within one standard error"
                 f" ({_fmt(se)}, bootstrap over validation customers), so {fallback['kind']}/{fallback['base']},"
-                " which ranks like the response model, is chosen instead."
+                f" {what}, is chosen instead."
             )
             best = fallback
         else:
@@ -172,11 +200,12 @@ def choose(
     return Choice(best["kind"], best["base"], propensity_base, criterion, reason, rows, calibration)
 
 
-def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None):
+def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None, upstream=None):
     """Out-of-fold uplift scores of every candidate, and response scores per base learner.
 
     ``pool``: sibling ``(X, y, fold)``; a pooling estimator fits on the
-    siblings of the customers in its fitting half.
+    siblings of the customers in its fitting half, and so does a funnel
+    whose upstream estimator pools.
     """
     scores = {name: np.zeros(len(y)) for name in names}
     response = {b: np.zeros(len(y)) for b in bases}
@@ -193,7 +222,11 @@ def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None):
         }
         for kind, base in names:
             est = make_uplift(kind, layout, base, seed)
-            if kind in USES_GROUPS and base in shared:
+            if kind == FUNNEL_KIND:
+                est = Funnel(layout, base, seed, upstream.kind)
+                sib = None if pool is None else (pool[0][~sib_held], upstream.siblings[~sib_held])
+                est.fit(X[fit], y[fit], t[fit], upstream=upstream.y[fit], siblings=sib)
+            elif kind in USES_GROUPS and base in shared:
                 est.fit(X[fit], y[fit], t[fit], groups=shared[base])
             elif kind in POOLING_KINDS:
                 est.fit(X[fit], y[fit], t[fit], siblings=(pool[0][~sib_held], pool[1][~sib_held]))

@@ -20,9 +20,20 @@ from .. import __version__
 from ..errors import NothingToDo, ValidationError
 from . import store
 from .dataset import FeatureSpec, split_mask
-from .estimators import BASES, MIN_POSITIVES, POOLING_KINDS, UPLIFT_KINDS, Propensity, fit_probability, make_uplift
+from .estimators import (
+    BASES,
+    MIN_POSITIVES,
+    POOLING_KINDS,
+    UPLIFT_KINDS,
+    UPSTREAM,
+    Funnel,
+    Propensity,
+    fit_probability,
+    make_uplift,
+    nested,
+)
 from .outcomes import DEFAULT_WINDOW, POSITIVE, OutcomeTable, load_outcomes
-from .select import DEFAULT_REPEATS, choose
+from .select import DEFAULT_REPEATS, Upstream, choose
 
 
 @dataclass(frozen=True)
@@ -138,8 +149,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
     n_hold = int((t == 0).sum())
     payload: dict = {"outcomes": {}}
     est_meta: dict = {"outcomes": {}}
-    selection, skipped = {}, {}
-    for outcome in options.outcomes:
+    selection, skipped, chosen = {}, {}, {}
+    for outcome in upstream_first(options.outcomes):
         y = data.outcomes[outcome]
         layout = spec.layout_of(X, y)
         sent_pos = int(y[t == 1].sum())
@@ -156,9 +167,16 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
                                                                f"hold-outs (need {MIN_POSITIVES})"}
             continue
         sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.customer_id)
-        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib)
-        uplift = make_uplift(choice.kind, layout, choice.base, seed)
-        uplift = uplift.fit(X, y, t, siblings=sib[:2]) if choice.kind in POOLING_KINDS else uplift.fit(X, y, t)
+        up = _upstream(outcome, data, siblings, chosen)
+        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib, up)
+        chosen[outcome] = (choice.kind, choice.base)
+        if choice.kind == Funnel.kind:
+            uplift = Funnel(layout, choice.base, seed, up.kind).fit(
+                X, y, t, upstream=up.y, siblings=None if sib is None else (sib[0], up.siblings))
+        elif choice.kind in POOLING_KINDS:
+            uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t, siblings=sib[:2])
+        else:
+            uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t)
         prop = Propensity(layout, choice.propensity_base, seed).fit(X, y, t)
         payload["outcomes"][outcome] = {"propensity": prop.parts(), "uplift": uplift.parts()}
         slope, intercept = choice.calibration
@@ -209,6 +227,20 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
     path = store.save(root, key, payload, meta, replace=options.replace)
     return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
+
+
+def upstream_first(outcomes: Sequence[str]) -> list[str]:
+    """``outcomes`` with each one's upstream outcome (see :data:`~relmail.learn.estimators.UPSTREAM`) trained before it."""
+    return sorted(outcomes, key=lambda o: o in UPSTREAM and UPSTREAM[o] in outcomes)
+
+
+def _upstream(outcome: str, data: OutcomeTable, siblings: OutcomeTable | None, chosen: dict) -> Upstream | None:
+    """The funnel's upstream for ``outcome``: when its upstream outcome has an uplift model and the cases nest in it."""
+    up = UPSTREAM.get(outcome)
+    if up not in chosen or chosen[up][0] == Funnel.kind or not nested(data.outcomes[outcome], data.outcomes[up]):
+        return None
+    kind, base = chosen[up]
+    return Upstream(up, kind, base, data.outcomes[up], None if siblings is None else siblings.outcomes[up])
 
 
 def _baseline(X: np.ndarray, spec: FeatureSpec) -> np.ndarray:
