@@ -101,7 +101,7 @@ def test_train_models_a_rare_purchase_through_visits_and_the_saved_model_ranks_t
     project = init_project(tmp_path / "shop")
     table = as_table(*experiment(8000, 3))
     # Conversion is listed first: training still chooses the visit model before it.
-    opts = TrainOptions(outcomes=("conversion", "visit"), kinds=("t_learner", "proportional"), bases=("logistic",), cv_repeats=1)
+    opts = TrainOptions(outcomes=("conversion", "visit"), kinds=("t_learner", "proportional", "funnel"), bases=("logistic",), cv_repeats=1)
     result = train_message(store.models_dir(project), "promo", table, opts)
     assert list(result["selection"]) == ["visit", "conversion"]
     assert result["selection"]["visit"]["chosen"] == "t_learner/logistic"
@@ -113,4 +113,9 @@ def test_train_models_a_rare_purchase_through_visits_and_the_saved_model_ranks_t
     # Purchases that mostly happen without a visit: no funnel, the rare outcome is modelled directly.
     stray = as_table(*experiment(8000, 3, buy=0.01, stray=0.01))
     result = train_message(store.models_dir(project), "promo", stray, opts)
+    assert "funnel" not in {c["kind"] for c in result["selection"]["conversion"]["candidates"]}
+    # Left out of the estimators setting: no funnel either.
+    without = TrainOptions(outcomes=("visit", "conversion"), kinds=("t_learner", "proportional"), bases=("logistic",), cv_repeats=1)
+    result = train_message(store.models_dir(project), "promo", table, without)
+    assert result["selection"]["conversion"]["chosen"] != "funnel/logistic"
     assert "funnel" not in {c["kind"] for c in result["selection"]["conversion"]["candidates"]}

@@ -58,11 +58,13 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
     Candidates (T-learner, X-learner, transformed outcome and the
     proportional model on logistic regression and gradient boosting, a
     logistic interaction model, which is replaced by the same model pooled
-    with the other messages' sends when there are any) are compared by
-    cross-fitting on the
+    with the other messages' sends when there are any, and for conversions
+    the funnel: the visit model times a visitor's chance to buy) are
+    compared by cross-fitting on the
     training customers, over 3 repeated 2-fold splits ([model] cv_repeats);
-    the best must beat the proportional model by more than its standard
-    error, else the proportional model is kept. The winner is refitted,
+    the best must beat the safe model (the funnel for conversions, else the
+    proportional model) by more than its standard error, else the safe
+    model is kept. The winner is refitted,
     its uplift calibrated, and saved as a new version in models/<message>/
     with its reason. --replace overwrites the newest version instead, and
     --dir trains into another folder: experiments need not stack versions

@@ -35,9 +35,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "interaction", "pooled")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
 KIND_BASES = {"interaction": ("logistic",), "pooled": ("logistic",)}
+#: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
+UPSTREAM_KINDS = ("funnel",)
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
 POOLING_KINDS = ("pooled",)
 #: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).

@@ -35,6 +35,7 @@ from .estimators import (
     POOLING_KINDS,
     POOLING_REPLACES,
     UPLIFT_KINDS,
+    UPSTREAM_KINDS,
     USES_GROUPS,
     Funnel,
     Layout,
@@ -82,8 +83,11 @@ class Choice:
 
 
 def candidate_names(kinds: Sequence[str] = UPLIFT_KINDS, bases: Sequence[str] = BASES) -> list[tuple[str, str]]:
-    """(estimator, base learner) pairs; estimators bound to some learners skip the others."""
-    return [(k, b) for k in kinds for b in bases if b in KIND_BASES.get(k, (b,))]
+    """(estimator, base learner) pairs; estimators bound to some learners skip the others.
+
+    The funnel is left out: its base learner is the one chosen for its upstream outcome (see :func:`choose`).
+    """
+    return [(k, b) for k in kinds if k not in UPSTREAM_KINDS for b in bases if b in KIND_BASES.get(k, (b,))]
 
 
 def choose(

@@ -167,7 +167,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
                                                                f"hold-outs (need {MIN_POSITIVES})"}
             continue
         sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.customer_id)
-        up = _upstream(outcome, data, siblings, chosen)
+        up = _upstream(outcome, data, siblings, chosen) if Funnel.kind in options.kinds else None
         choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib, up)
         chosen[outcome] = (choice.kind, choice.base)
         if choice.kind == Funnel.kind:
