@@ -21,13 +21,13 @@ def experiment(n: int, seed: int, buy: float = 0.05, stray: float = 0.0):
     """The mail raises visits of customers with x > 0 (+25 points); a visitor buys with chance ``buy``.
 
     Customers with x < 0 visit more anyway (a response model ranks them
-    first). Purchases are rare (about 1%) and their uplift is the visit
+    first). Purchases are rare (about 1.5%) and their uplift is the visit
     uplift times ``buy``. ``stray``: the chance of a purchase without a visit.
     """
     rng = np.random.default_rng(seed)
     x = rng.normal(size=n)
     t = rng.integers(0, 2, n).astype(np.int8)
-    visit = (rng.random(n) < 0.05 + 0.3 * (x < 0) + 0.25 * t * (x > 0)).astype(np.int8)
+    visit = (rng.random(n) < 0.05 + 0.5 * (x < 0) + 0.25 * t * (x > 0)).astype(np.int8)
     conversion = ((visit == 1) & (rng.random(n) < buy) | (rng.random(n) < stray)).astype(np.int8)
     return x, t, visit, conversion
 
