@@ -43,8 +43,13 @@ def renderer(shop) -> Renderer:
     return Renderer(shop)
 
 
+#: What the example campaign's entry gives a template as ``message.data`` (the usage tip prints its feature's name).
+MESSAGE_DATA = {"usage_tip": {"feature": {"id": "share-access", "name": "Share access"}}}
+
+
 def spec(template: str = "ebike_launch", **kw) -> MessageSpec:
-    base = dict(id=template.replace("_", "-"), template=template, topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48")
+    base = dict(id=template.replace("_", "-"), template=template, topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48",
+                data=MESSAGE_DATA.get(template, {}))
     return MessageSpec(**{**base, **kw})
 
 
