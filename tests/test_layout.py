@@ -16,21 +16,39 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "relmail"
 
 
-def _module_name(path: Path) -> tuple[str, bool]:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def _module_name(path: Path, package: Path = PACKAGE) -> tuple[str, bool]:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     if parts[-1] == "__init__":
         return ".".join(parts[:-1]), True
     return ".".join(parts), False
 
 
-def import_graph() -> dict[str, set[str]]:
-    """relmail module → the relmail modules it imports, at module level or inside functions alike."""
-    modules = {_module_name(p)[0]: p for p in PACKAGE.rglob("*.py")}
+def _runtime_nodes(tree: ast.AST) -> list[ast.AST]:
+    """Every node of ``tree`` but those under ``if TYPE_CHECKING:``: imports for annotations never run."""
+    out: list[ast.AST] = []
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        out.append(node)
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and ast.unparse(child.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING"):
+                todo.extend(child.orelse)
+            else:
+                todo.append(child)
+    return out
+
+
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """relmail module → the relmail modules it imports, at module level or inside functions alike.
+
+    Imports under ``if TYPE_CHECKING:`` (names for annotations only) are not counted.
+    """
+    modules = {_module_name(p, package)[0]: p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
         base = name if is_package else name.rsplit(".", 1)[0]
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        for node in _runtime_nodes(ast.parse(path.read_text(), str(path))):
             targets: list[str] = []
             if isinstance(node, ast.ImportFrom):
                 if node.level:
@@ -103,6 +121,18 @@ def test_no_relmail_module_imports_another_in_a_cycle():
 def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
     graph = {"relmail.a": {"relmail.b"}, "relmail.b": {"relmail.c"}, "relmail.c": {"relmail.a"}, "relmail.d": set()}
     assert cycles(graph) == [["relmail.a", "relmail.b", "relmail.c"]]
+
+
+@pytest.mark.parametrize("guard, cyclic", [("if TYPE_CHECKING:\n    from .a import A\n", False),
+                                           ("def f():\n    from .a import A\n", True),
+                                           ("if TYPE_CHECKING:\n    pass\nelse:\n    from .a import A\n", True)])
+def test_imports_for_annotations_only_are_not_a_cycle_but_function_level_ones_are(tmp_path, guard, cyclic):
+    package = tmp_path / "relmail"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import B\n\nA = B\n")
+    (package / "b.py").write_text(f"from typing import TYPE_CHECKING\n\nB = 1\n{guard}")
+    assert cycles(import_graph(package)) == ([["relmail.a", "relmail.b"]] if cyclic else [])
 
 
 def test_the_pipeline_stages_are_packages_and_few_modules_stay_at_the_top():

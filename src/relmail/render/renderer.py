@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
@@ -27,6 +27,9 @@ from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
 from .optional import optional
 from .text import check_derived, derive_text_source, tidy
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 #: The subfolder of templates/ with overrides of the unsubscribe and preference pages (relmail.web).
 PAGES_FOLDER = "pages"
@@ -181,7 +184,7 @@ class Renderer:
     every file and raises :class:`TemplateError` with file and line.
     """
 
-    def __init__(self, project, *, signing_key: str | None = None, templates_dir: Path | None = None):
+    def __init__(self, project: Project, *, signing_key: str | None = None, templates_dir: Path | None = None):
         self.project = project
         self.settings = project.settings
         self.templates_dir = Path(templates_dir or project.templates_dir)

@@ -11,12 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import func, select
 
 from ..store.models import Customer
 from . import Segment, audience, customer_by
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -41,7 +45,7 @@ class SegmentFacts:
         return self.size / self.customers if self.customers else 0.0
 
 
-def describe(engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
+def describe(engine: Engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
     """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``)."""
     members = audience(engine, [segment], as_of)
     c = Customer.__table__
