@@ -103,3 +103,25 @@ def test_optional_data_stays_a_mapping_for_filters_and_json(render_project):
             "{{ customer.attributes.get('city', 'none') }} {{ 'tier' in customer.attributes }} {{ products|sum(attribute='price') }}</body></html>")
     html = render(render_project, body, {"attributes": {"tier": "gold"}, "recommended_products": [{"name": "A", "price": 2}, {"name": "B", "price": 3}]})
     assert '{"tier": "gold"} A,B none True 5' in html
+
+
+def test_a_misspelt_field_of_the_featured_product_is_named_as_written_with_the_fields_it_has(render_project):
+    from relmail.render.catalog import Catalog
+
+    book = {"id": "978", "name": "De tweeling", "price": 12.5, "url": "https://x.example/b", "category": "roman",
+            "image_url": None, "attributes": {}}
+    catalog = Catalog({"978": book})
+    body = "{% block subject %}s{% endblock %}<html><body>\n<p>{{ featured.nme }}</p></body></html>"
+    with pytest.raises(RenderError) as err:
+        render(render_project, body, {"featured_products": [catalog("978")], "catalog": catalog})
+    # The template says featured, not the catalogue's product('978'); the fields it has point at the typo.
+    assert "featured.nme is missing" in str(err.value) and "product('978')" not in str(err.value)
+    assert "featured has: attributes, category, id, image_url, name, price, url" in str(err.value)
+    assert err.value.line == 2
+
+
+def test_a_misspelt_customer_attribute_lists_the_attributes_the_customer_has(render_project):
+    body = "{% block subject %}s{% endblock %}<html><body>{{ customer.attributes.cty }}</body></html>"
+    with pytest.raises(RenderError) as err:
+        render(render_project, body, {"attributes": {"city": "Delft", "tier": "gold"}})
+    assert "customer.attributes.cty is missing" in str(err.value) and "customer.attributes has: city, tier" in str(err.value)

@@ -25,7 +25,7 @@ from .catalog import Catalog, catalog_variables
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
-from .optional import optional
+from .optional import named, optional
 from .text import check_derived, derive_text_source, tidy
 
 if TYPE_CHECKING:
@@ -342,7 +342,7 @@ class Renderer:
             },
             "products": products,
             "recommended_products": products,
-            **catalog_variables(ctx.catalog, [optional(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
+            **catalog_variables(ctx.catalog, [named(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
             "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,
