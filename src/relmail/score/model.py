@@ -70,8 +70,8 @@ def find_models(project: Project, campaign: Campaign) -> dict[str, Any]:
     wanted = [m.id for m in campaign.messages if m.policy.model != "off" and store.versions(root, m.id)]
     if not wanted:
         return {}
-    # Loading a model imports scikit-learn (seconds and about 100 MB): only
-    # for a project that has one.
+    # Loading a model imports scikit-learn, slow to import and large in
+    # memory: only for a project that has one.
     from ..learn.model import load_models
 
     return load_models(project, wanted)
