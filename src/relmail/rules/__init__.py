@@ -40,7 +40,7 @@ from .topic_frequency_cap import TopicFrequencyCap
 from .unsubscribed import Unsubscribed
 
 if TYPE_CHECKING:
-    from ..campaigns import Message
+    from ..campaigns.model import Message
     from ..features.frame import FeatureFrame
 
 _ORDER: tuple[type[Rule], ...] = (

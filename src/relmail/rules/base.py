@@ -23,7 +23,7 @@ import numpy as np
 from ..features.columns import frame_key
 
 if TYPE_CHECKING:
-    from ..campaigns import Message, Policy
+    from ..campaigns.model import Message, Policy
     from ..features.frame import FeatureFrame
 
 

@@ -16,7 +16,7 @@ import numpy as np
 from .base import Outcome, Rule, num
 
 if TYPE_CHECKING:
-    from ..campaigns import Message, Policy
+    from ..campaigns.model import Message, Policy
     from ..features.frame import FeatureFrame
 
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from .base import Outcome, Rule
 
 if TYPE_CHECKING:
-    from ..campaigns import Message, Policy
+    from ..campaigns.model import Message, Policy
     from ..features.frame import FeatureFrame
 
 

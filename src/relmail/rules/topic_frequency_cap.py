@@ -10,7 +10,7 @@ from .base import Outcome, Rule, n, plural
 from .frequency_cap import counted, reached
 
 if TYPE_CHECKING:
-    from ..campaigns import Message, Policy
+    from ..campaigns.model import Message, Policy
     from ..features.frame import FeatureFrame
 
 

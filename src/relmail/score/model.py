@@ -46,7 +46,7 @@ from ..learn import store
 from .outputs import OUTPUT_COLUMNS, is_model_output
 
 if TYPE_CHECKING:
-    from ..campaigns import Campaign, Message
+    from ..campaigns.model import Campaign, Message
     from ..features.frame import FeatureFrame
     from ..project import Project
 

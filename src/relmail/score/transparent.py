@@ -43,7 +43,7 @@ import numpy as np
 from ..features.columns import frame_key
 
 if TYPE_CHECKING:
-    from ..campaigns import Campaign, Message
+    from ..campaigns.model import Campaign, Message
     from ..features.frame import FeatureFrame
 
 #: Default component weights; a campaign's ``scoring.weights`` overrides any of them.
