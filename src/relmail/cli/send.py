@@ -66,7 +66,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
     from ..errors import TemplateError
-    from ..sending.run import send
+    from ..sending.run import SendOptions, send
 
     bar = None
     if show_progress() and not (dry_run or test_to or as_json):
@@ -79,10 +79,10 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
             bar.update(done.get("handed_over", 0) - bar.pos)
 
     with _terminate_gracefully():
-        result = send(state.project, state.engine, campaign, window, cadence=cadence, limit=limit,
-                      only_customers=list(only) or None, dry_run=dry_run, test_to=test_to, batch_size=batch_size,
-                      progress=progress, workers=workers, executor=executor,
-                      scheduler=scheduler if executor == "dask" else None)
+        options = SendOptions(cadence=cadence, limit=limit, only_customers=only or None, dry_run=dry_run,
+                              test_to=test_to, batch_size=batch_size, progress=progress, workers=workers,
+                              executor=executor, scheduler=scheduler if executor == "dask" else None)
+        result = send(state.project, state.engine, campaign, window, options)
     if bar is not None:
         bar.render_finish()
     summary = result.summary()

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from .address_suppressed import AddressSuppressed
 from .already_sent import AlreadySent
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 from .complained import Complained
 from .consent import NoConsent
 from .fatigue import Fatigue
@@ -95,4 +95,4 @@ def rules_for(message, frame=None) -> list[Rule]:
     ]
 
 
-__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "Outcome", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]
+__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "RuleFindings", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]

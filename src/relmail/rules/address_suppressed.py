@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 
 class AddressSuppressed(Rule):
@@ -11,8 +11,8 @@ class AddressSuppressed(Rule):
     summary = "the address is on the suppression list"
     columns = ("address_suppressed",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "address_suppressed")))
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "address_suppressed")))
 
     def explain(self, logged) -> str:
         return "the address is on the suppression list (erased on request or blocked)"

@@ -7,7 +7,7 @@ count: ``already_sent`` is then "sent in the last N days" (see
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, n, num
+from .base import Rule, RuleFindings, n, num
 
 
 class AlreadySent(Rule):
@@ -15,11 +15,11 @@ class AlreadySent(Rule):
     summary = "this message was already sent to the customer"
     columns = ("k.already_sent", "k.planned_same")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         sent = self.is_one(self.col(frame, message, "k.already_sent"))
         gap = message.repeat_after_days
         detail = {} if gap is None else {"repeat_after_days": float(gap)}
-        return Outcome(sent | (self.col(frame, message, "k.planned_same") > 0), detail)
+        return RuleFindings(sent | (self.col(frame, message, "k.planned_same") > 0), detail)
 
     def explain(self, logged) -> str:
         gap = logged.get("repeat_after_days")

@@ -24,7 +24,7 @@ from ..features.columns import frame_key
 
 
 @dataclass
-class Outcome:
+class RuleFindings:
     """What a rule found for every row of the frame."""
 
     #: True where the rule fires (the send is suppressed).
@@ -59,7 +59,7 @@ class Rule:
         """Whether the frame holds every column in :attr:`requires` for ``message``."""
         return all(frame_key(c, message.id) in frame for c in self.requires)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         raise NotImplementedError
 
     def explain(self, logged: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, num, plural
+from .base import Rule, RuleFindings, num, plural
 
 
 class Complained(Rule):
@@ -11,8 +11,8 @@ class Complained(Rule):
     summary = "reported our e-mail as spam"
     columns = ("complained_ever", "complaints_90")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "complained_ever")))
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "complained_ever")))
 
     def explain(self, logged) -> str:
         recent = num(logged, "complaints_90")

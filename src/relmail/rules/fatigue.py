@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 
 class Fatigue(Rule):
@@ -13,9 +13,9 @@ class Fatigue(Rule):
     def applies(self, message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         fatigue = self.col(frame, message, "fatigue")
-        return Outcome(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
+        return RuleFindings(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
 
     def explain(self, logged) -> str:
         return (

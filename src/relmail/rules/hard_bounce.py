@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 
 class HardBounce(Rule):
@@ -11,8 +11,8 @@ class HardBounce(Rule):
     summary = "the address bounced permanently"
     columns = ("hard_bounced",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "hard_bounced")))
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "hard_bounced")))
 
     def explain(self, logged) -> str:
         return "the address hard-bounced, with no delivery, open or click since"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 
 class InvalidAddress(Rule):
@@ -11,8 +11,8 @@ class InvalidAddress(Rule):
     summary = "the e-mail address is invalid"
     columns = ("email_valid",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.col(frame, message, "email_valid") < 0.5)
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "email_valid") < 0.5)
 
     def explain(self, logged) -> str:
         return "the e-mail address is not a valid address"

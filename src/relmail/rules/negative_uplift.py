@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 
 class NegativeUplift(Rule):
@@ -20,10 +20,10 @@ class NegativeUplift(Rule):
     requires = ("k.model_uplift",)
     logs_score_inputs = True
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         uplift = self.col(frame, message, "k.model_uplift")
         # NaN < 0 is False: no uplift model means no suppression on uplift.
-        return Outcome(np.less(uplift, 0.0, where=~np.isnan(uplift), out=np.zeros(len(uplift), dtype=bool)))
+        return RuleFindings(np.less(uplift, 0.0, where=~np.isnan(uplift), out=np.zeros(len(uplift), dtype=bool)))
 
     def explain(self, logged) -> str:
         uplift = num(logged, "model_uplift")

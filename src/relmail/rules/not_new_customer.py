@@ -6,7 +6,7 @@ welcome discount they cannot have irritates.
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural
 
 
 class NotNewCustomer(Rule):
@@ -17,8 +17,8 @@ class NotNewCustomer(Rule):
     def applies(self, message) -> bool:
         return message.offer == "new-customers-only"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(~self.is_one(self.col(frame, message, "is_new")))
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(~self.is_one(self.col(frame, message, "is_new")))
 
     def explain(self, logged) -> str:
         who = "a loyal customer" if num(logged, "loyal") >= 0.5 else "an existing customer"

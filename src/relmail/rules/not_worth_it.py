@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Outcome, Rule, n, num
+from .base import Rule, RuleFindings, n, num
 
 
 class NotWorthIt(Rule):
@@ -20,10 +20,10 @@ class NotWorthIt(Rule):
     requires = ("k.expected_value",)
     logs_score_inputs = True
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         ev = self.col(frame, message, "k.expected_value")
         mask = np.less_equal(ev, 0.0, where=~np.isnan(ev), out=np.zeros(len(ev), dtype=bool))
-        return Outcome(mask, {"message_value": float(message.value), "contact_cost": float(policy.contact_cost)})
+        return RuleFindings(mask, {"message_value": float(message.value), "contact_cost": float(policy.contact_cost)})
 
     def explain(self, logged) -> str:
         outcome = logged.get("model_outcome") or "a positive outcome"

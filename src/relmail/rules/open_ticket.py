@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, num, plural
+from .base import Rule, RuleFindings, num, plural
 
 
 class OpenTicket(Rule):
@@ -13,8 +13,8 @@ class OpenTicket(Rule):
     def applies(self, message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.col(frame, message, "open_tickets") > 0)
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "open_tickets") > 0)
 
     def explain(self, logged) -> str:
         return f"{plural(num(logged, 'open_tickets'), 'open service ticket')}: service comes first, promotions wait"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 
 class OwnsProduct(Rule):
@@ -14,8 +14,8 @@ class OwnsProduct(Rule):
         # A usage tip is *for* owners; a service message is about what they own.
         return bool(message.products) and message.offer not in ("usage-tip", "service")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "k.owns_product")))
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "k.owns_product")))
 
     def explain(self, logged) -> str:
         products = logged.get("products") or "the featured product"

@@ -7,7 +7,7 @@ a cheerful promotion next. Service messages still go.
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural
 
 
 class RecentComplaint(Rule):
@@ -18,8 +18,8 @@ class RecentComplaint(Rule):
     def applies(self, message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
-        return Outcome(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
+    def evaluate(self, frame, message, policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
 
     def explain(self, logged) -> str:
         days = n(num(logged, "complaint_days", 30))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Outcome, Rule, n, plural
+from .base import Rule, RuleFindings, n, plural
 from .frequency_cap import counted, reached
 
 
@@ -13,7 +13,7 @@ class TopicFrequencyCap(Rule):
     summary = "frequency cap for the topic reached"
     columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         size = len(frame)
         mask = np.zeros(size, dtype=bool)
         detail = {}
@@ -24,7 +24,7 @@ class TopicFrequencyCap(Rule):
                 continue
             count = self.col(frame, message, f"k.topic_sends_{days}") + self.col(frame, message, f"k.topic_planned_{days}")
             mask |= count >= cap
-        return Outcome(mask, detail)
+        return RuleFindings(mask, detail)
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 
 class Unsubscribed(Rule):
@@ -11,9 +11,9 @@ class Unsubscribed(Rule):
     summary = "globally unsubscribed"
     columns = ("consent_global", "unsubscribed_event")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame, message, policy) -> RuleFindings:
         opted_out = self.col(frame, message, "consent_global") < 0.5
-        return Outcome(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
+        return RuleFindings(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
 
     def explain(self, logged) -> str:
         if num(logged, "consent_global", 1.0) < 0.5:

@@ -67,9 +67,28 @@ class SendResult:
         }
 
 
-def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendResult, topics, clock, deadline, *,
-          limit: int | None, only_customers, batch_size: int, after_batch: Callable[[], None],
-          progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+@dataclass(frozen=True)
+class SendJob:
+    """One run's sending as the loop sees it: the same in a single-process send and in every parallel sender."""
+
+    project: Any
+    engine: Any
+    run_id: str
+    #: Renders the run's claimed decisions (its templates compiled once).
+    batcher: Batcher
+    #: Message id → topic, for the ``email_sent`` events and the opt-out check.
+    topics: dict[str, str | None]
+    clock: Callable[[], datetime]
+    #: A deferral whose retry falls after this is recorded ``failed``.
+    deadline: datetime
+    #: E-mails per claim.
+    batch_size: int
+    #: Only these customers' e-mails (None: all).
+    only_customers: Sequence[str] | None = None
+
+
+def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_batch: Callable[[], None],
+         progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
     """Claim, render, mark, hand over and record batches until nothing is due (or ``limit``/``stop``).
 
     The one sending loop, run by a single-process send and by each worker.
@@ -77,16 +96,16 @@ def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendRe
     several processes take turns on SQLite's single writer without waiting
     on each other's rendering or network time.
     """
-    marker = Marker(engine, clock)
+    marker = Marker(job.engine, job.clock)
     adapter.on_commit = marker
     try:
         while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
-            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
-            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers,
-                                  message_id=batcher.message_id)
+            want = job.batch_size if limit is None else min(job.batch_size, limit - result.done.get("handed_over", 0))
+            claims = ledger.claim(job.engine, job.run_id, job.clock(), want, customers=job.only_customers,
+                                  message_id=job.batcher.message_id)
             if not claims:
                 break
-            deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
+            deliver(job, adapter, claims, result)
             after_batch()
             if progress is not None:
                 progress(dict(result.done))
@@ -192,12 +211,14 @@ class Marker:
             conn.close()
 
 
-def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:
+def deliver(job: SendJob, adapter, claims, result: SendResult) -> None:
+    """Render, hand over and record one batch of claimed deliveries."""
+    engine, run_id, batcher = job.engine, job.run_id, job.batcher
     by_pair = {(c.customer_id, c.message_id): c for c in claims}
     outcomes: list[ledger.Outcome] = []
     # The plan may be days old: whoever opted out, complained or bounced
     # since is not mailed, whatever the plan said.
-    for pair, reason in _blocked_now(engine, list(by_pair), topics, batcher.as_of).items():
+    for pair, reason in _blocked_now(engine, list(by_pair), job.topics, batcher.as_of).items():
         outcomes.append(ledger.Outcome(by_pair.pop(pair).delivery_id, "failed", reason=reason))
     emails, errors = batcher.render(list(by_pair))
     if errors:
@@ -205,7 +226,7 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
             outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
-    messages = [outgoing(email, ctx, project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
+    messages = [outgoing(email, ctx, job.project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
                 for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
     aborted = None
@@ -222,7 +243,7 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         else:
             outcomes.append(ledger.Outcome(delivery_id, answer.status, answer.provider_id, answer.retry_at,
                                            answer.reason or None, answer.hard_bounce))
-    counts = ledger.record(engine, outcomes, clock(), topics, deadline=deadline)
+    counts = ledger.record(engine, outcomes, job.clock(), job.topics, deadline=job.deadline)
     for status, n in counts.items():
         result.done[status] = result.done.get(status, 0) + n
     result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims)
