@@ -181,15 +181,18 @@ def test_a_connection_limit_is_named_and_exit_5(shop, own_url, monkeypatch):
     name = own_url.rsplit("/", 1)[1]
     admin = create_engine(own_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
-        conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 0'))
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1'))
         conn.execute(text(f'GRANT ALL ON DATABASE "{name}" TO "{role}"'))
+        conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
     try:
         monkeypatch.setenv("RELMAIL_DATABASE_URL", own_url.replace("://postgres@", f"://{role}@"))
-        line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 5)
+        result = invoke(shop, "plan", "sendtest", "--window", WINDOW)
+        line = assert_one_line(result, 5)
         assert "too many connections" in line
     finally:
         with admin.connect() as conn:
-            conn.execute(text(f'REVOKE ALL ON DATABASE "{name}" FROM "{role}"'))
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))
         admin.dispose()
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from ..delivery.base import DeliveryAborted
-from ..errors import DeliveryError
+from ..errors import DeferredShareExceeded, DeliveryError
 from ..store.models import Decision, Delivery, Event, Preference
 from ..windows import Window
 from . import ledger
@@ -24,6 +24,9 @@ from .batcher import Batcher, outgoing
 
 DEC = Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
+#: What became of the e-mails an invocation attempted: confirmed by the provider; handed over with no reply
+#: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template, opt-out).
+OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed")
 
 
 @dataclass
@@ -34,7 +37,7 @@ class SendResult:
     test_to: str | None
     #: Deliveries of the run by state after this invocation (the ledger's view).
     states: dict[str, int] = field(default_factory=dict)
-    #: What this invocation did: rendered, accepted, deferred, rejected, failed.
+    #: What this invocation did: rendered, handed_over (claimed), and the outcomes (:data:`OUTCOMES`).
     done: dict[str, int] = field(default_factory=dict)
     #: (customer, message, reason) for every e-mail whose template failed.
     render_errors: list[tuple[str, str, str]] = field(default_factory=list)
@@ -47,6 +50,37 @@ class SendResult:
     lock_taken_over: str | None = None
     #: Processes that rendered and delivered (1: this one).
     workers: int = 1
+    #: Deliveries of the run settled as delivered without the provider's reply (the ledger's view).
+    uncertain: int = 0
+    #: The most common reasons of the run's deferred deliveries, with how many each.
+    deferred_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """This invocation's e-mails by outcome, every one of :data:`OUTCOMES` present."""
+        return {k: self.done.get(k, 0) for k in OUTCOMES}
+
+    @property
+    def deferred_share(self) -> float:
+        """The share of the e-mails this invocation attempted (claimed) that ended deferred."""
+        attempted = self.done.get("handed_over", 0)
+        return self.done.get("deferred", 0) / attempted if attempted else 0.0
+
+    def check_deferred(self, max_share: float) -> None:
+        """Raise :class:`~relmail.errors.DeferredShareExceeded` (exit 14) if more than ``max_share`` was deferred.
+
+        The e-mails stay deferred in the ledger and the next run of the same
+        command retries them; the error tells a scheduler that this run
+        mostly did not deliver.
+        """
+        if self.dry_run or self.test_to or self.deferred_share <= max_share:
+            return
+        deferred, attempted = self.done.get("deferred", 0), self.done.get("handed_over", 0)
+        why = next(iter(self.deferred_reasons), None)
+        retry = f"; retried by the next run from {self.next_retry_at:%Y-%m-%d %H:%M} UTC" if self.next_retry_at else ""
+        raise DeferredShareExceeded(
+            f"{deferred:,} of the {attempted:,} e-mails this run attempted were deferred ({self.deferred_share:.0%}, "
+            f"more than --max-deferred-share {max_share:g}){f', mostly: {why}' if why else ''}{retry}")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -59,6 +93,10 @@ class SendResult:
             "test_to": self.test_to,
             "states": self.states,
             "done": self.done,
+            "outcomes": self.outcomes,
+            "uncertain": self.uncertain,
+            "deferred_share": round(self.deferred_share, 4),
+            "deferred_reasons": self.deferred_reasons,
             "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
             "recovered": self.recovered,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,

@@ -220,6 +220,9 @@ def _send(call: _Invocation) -> SendResult:
             adapter = adapter_from_project(project)
         loop(job, adapter, result, limit=opts.limit, after_batch=lock.check_in, progress=opts.progress)
     result.states = ledger.status_counts(engine, run_id)
+    result.uncertain = ledger.uncertain_count(engine, run_id)
+    if result.states.get("deferred"):
+        result.deferred_reasons = ledger.deferred_reasons(engine, run_id)
     if not {"planned", "deferred", "sending", "committing"} & set(result.states):
         _set_status(engine, run_id, "done", clock())
     with engine.connect() as conn:
