@@ -51,7 +51,7 @@ class RelmailGroup(click.Group):
         except Exception as exc:
             from ..store.faults import as_relmail_error
 
-            error = as_relmail_error(exc, _database_url(ctx))
+            error = as_relmail_error(exc)
             if error is None:
                 raise
             _fail(ctx, error)
@@ -63,13 +63,6 @@ def _fail(ctx: click.Context, exc: RelmailError) -> None:
     if detail and ctx.params.get("verbose"):
         click.echo(detail, err=True)
     ctx.exit(exc.exit_code)
-
-
-def _database_url(ctx: click.Context) -> str | None:
-    """The project's database URL for the message, if the project loaded (it did, if the database answered)."""
-    state = ctx.obj
-    project = getattr(state, "_project", None)
-    return project.database_url if project is not None else None
 
 
 @click.group(cls=RelmailGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
