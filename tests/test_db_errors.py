@@ -237,3 +237,17 @@ def test_sqlites_database_is_locked_is_unavailable_and_a_syntax_error_is_no_faul
     generic = as_relmail_error(syntax.value)
     assert type(generic) is DatabaseError and generic.exit_code == 5 and "syntax error" in generic.detail
     assert as_relmail_error(ValueError("not a database error")) is None
+
+
+def test_python_callers_catch_relmails_database_errors_too(shop, own_url, monkeypatch):
+    """``relmail.plan()`` raises the same classified error the command prints, with the driver's error as its cause."""
+    import relmail
+
+    read_only(own_url, monkeypatch)
+    engine = make_engine(shop.database_url if own_url.startswith("postgresql") else own_url)
+    try:
+        with pytest.raises(relmail.DatabaseError) as raised:
+            relmail.plan(shop, engine, "sendtest", WINDOW)
+    finally:
+        engine.dispose()
+    assert raised.value.exit_code == 13 and raised.value.__cause__ is not None

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import Problem, ValidationError
 from ..store.db import refresh_statistics
-from ..store.faults import as_relmail_error, redact
+from ..store.faults import as_relmail_error, redact, translated
 from .loader import References
 from .mapped import Mapped, MappedReader
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
@@ -95,6 +95,7 @@ class ImportResult:
         }
 
 
+@translated
 def import_file(
     engine: Engine,
     kind: str,

@@ -31,6 +31,7 @@ from ..learn.incrementality import incrementality
 from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
 from ..sending import ledger
 from ..sending.loop import OUTCOMES
+from ..store.faults import translated
 from ..store.models import Decision, Delivery, Run
 
 DEC, DLV, RUNS = Decision.__table__, Delivery.__table__, Run.__table__
@@ -46,6 +47,7 @@ def irritation_codes() -> list[str]:
     return [code for code in RULES if code not in HARD]
 
 
+@translated
 def run_figures(
     engine: Engine,
     run_id: str,

@@ -23,6 +23,7 @@ from ..errors import ConfigError, Conflict, DeliveryError, NotFound
 from ..executors import Executor, get_executor
 from ..planning.run import plan, run_id_for
 from ..store import locks
+from ..store.faults import translated
 from ..store.models import Decision, Delivery, Run
 from ..windows import Window, current_time, resolve_window
 from . import ledger
@@ -88,6 +89,7 @@ class _Invocation:
         return run_id_for(self.camp.name, self.win.key)
 
 
+@translated
 def send(project, engine, campaign: str | Campaign, window: str | Window, options: SendOptions | None = None,
          /, **overrides: Any) -> SendResult:
     """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.

@@ -21,9 +21,14 @@ The driver's own text and the SQL statement are kept in the error's
 
 from __future__ import annotations
 
+import functools
 import sqlite3
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from ..errors import DatabaseError, DatabaseUnavailable
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 #: PostgreSQL SQLSTATE → (error class, what happened), for the states relmail can name.
 _SQLSTATES: dict[str, tuple[type[DatabaseError], str]] = {
@@ -112,6 +117,28 @@ def as_relmail_error(exc: BaseException, url: str | None = None) -> DatabaseErro
     first = str(_driver_error(exc)).strip().splitlines()
     return DatabaseError(f"{_where(url)}the database reported an error: {first[0] if first else type(exc).__name__}",
                          detail=_detail(exc))
+
+
+def translated(fn: F) -> F:
+    """``fn``, raising the database driver's errors as relmail's (:func:`as_relmail_error`), the driver's as the cause.
+
+    For the library's entry points (:func:`relmail.plan`, :func:`relmail.send`,
+    an import, a report), so a Python caller catches
+    :class:`~relmail.errors.DatabaseError` whether the error happened in this
+    process or in a worker.
+    """
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            error = as_relmail_error(exc)
+            if error is None:
+                raise
+            raise error from exc
+
+    return wrapper  # type: ignore[return-value]
 
 
 def _driver_error(exc: BaseException) -> BaseException | None:
