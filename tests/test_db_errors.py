@@ -12,7 +12,6 @@ import os
 import sqlite3
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
@@ -131,6 +130,21 @@ def test_a_broken_segment_query_is_still_the_segment_files_error(shop):
     assert "segment query failed" in line and "everyone.yml" in line
 
 
+def test_a_lock_timeout_while_another_session_holds_the_ledger_is_exit_13(shop, own_url):
+    pg_only(own_url)
+    alter_database(own_url, "lock_timeout = '200ms'")
+    other = create_engine(own_url)
+    holder = other.connect()
+    try:
+        holder.execute(text("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE"))  # held until the rollback below
+        line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 13)
+        assert "lock_timeout" in line
+    finally:
+        holder.rollback()
+        holder.close()
+        other.dispose()
+
+
 def test_a_terminated_backend_while_planning_is_exit_5(shop, own_url):
     pg_only(own_url)
     (shop.root / "segments" / "everyone.yml").write_text(TERMINATING_SEGMENT)
@@ -175,26 +189,11 @@ def test_a_terminated_sender_process_connection_comes_back_as_one_line_exit_5(sh
     assert "connection" in line
 
 
-def test_a_connection_limit_is_named_and_exit_5(shop, own_url, monkeypatch):
+def test_a_connection_limit_is_named_and_exit_5(shop, own_url, monkeypatch, limited_role):
     pg_only(own_url)
-    role = f"relmail_limited_{uuid.uuid4().hex[:8]}"
-    name = own_url.rsplit("/", 1)[1]
-    admin = create_engine(own_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 1'))
-        conn.execute(text(f'GRANT ALL ON DATABASE "{name}" TO "{role}"'))
-        conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
-        conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
-    try:
-        monkeypatch.setenv("RELMAIL_DATABASE_URL", own_url.replace("://postgres@", f"://{role}@"))
-        result = invoke(shop, "plan", "sendtest", "--window", WINDOW)
-        line = assert_one_line(result, 5)
-        assert "too many connections" in line
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP OWNED BY "{role}"'))
-            conn.execute(text(f'DROP ROLE "{role}"'))
-        admin.dispose()
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", limited_role(own_url, 1))
+    line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 5)
+    assert "too many connections" in line
 
 
 def test_an_unreachable_database_is_exit_5_in_one_line(shop, monkeypatch):

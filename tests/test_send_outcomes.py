@@ -8,11 +8,10 @@ message (the reply is lost: "uncertain", never resent).
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select
 from tests.sendkit import RUN, WINDOW, build, use_smtp
 from tests.smtp_server import PASSWORD, SmtpServer
 
@@ -104,30 +103,16 @@ def test_max_deferred_share_1_lets_a_mostly_deferred_send_exit_0_with_a_warning(
     assert result.stderr.startswith(f"Warning: {len(to):,} of {len(to):,} e-mails deferred")
 
 
-def test_send_workers_1_under_a_connection_limit_does_not_exit_0_silently(project, planned, tmp_path, monkeypatch):
+def test_send_workers_1_under_a_connection_limit_does_not_exit_0_silently(project, planned, tmp_path, monkeypatch,
+                                                                          limited_role):
     """A role allowed fewer connections than the send needs (the SMTP pool's threads each mark on their own)."""
     url = project.database_url
     if not url.startswith("postgresql"):
         pytest.skip("a PostgreSQL role's connection limit")
-    role = f"relmail_limited_{uuid.uuid4().hex[:8]}"
-    name = url.rsplit("/", 1)[1]
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT 2'))
-        conn.execute(text(f'GRANT ALL ON DATABASE "{name}" TO "{role}"'))
-        conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
-        conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
-    try:
-        with SmtpServer(tmp_path) as server:
-            use_smtp(project, server)  # a pool of 2 SMTP connections
-            monkeypatch.setenv("RELMAIL_DATABASE_URL", url.replace("://postgres@", f"://{role}@"))
-            result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", "--batch-size", "20")
-        assert result.exit_code != 0 or "deferred" in result.stderr, (result.exit_code, result.output)
-        assert result.stderr.strip(), "the outcome is on stderr, where a scheduler's log keeps it"
-        assert "Traceback" not in result.output
-    finally:
-        with admin.connect() as conn:
-            conn.execute(text(f'SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = \'{role}\''))
-            conn.execute(text(f'DROP OWNED BY "{role}"'))
-            conn.execute(text(f'DROP ROLE "{role}"'))
-        admin.dispose()
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)  # a pool of 2 SMTP connections
+        monkeypatch.setenv("RELMAIL_DATABASE_URL", limited_role(url, 2))
+        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", "--batch-size", "20")
+    assert result.exit_code != 0 or "deferred" in result.stderr, (result.exit_code, result.output)
+    assert result.stderr.strip(), "the outcome is on stderr, where a scheduler's log keeps it"
+    assert "Traceback" not in result.output
