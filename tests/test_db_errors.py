@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 from tests.sendkit import WINDOW, build
 
 from relmail.cli import cli
@@ -250,3 +251,32 @@ def test_python_callers_catch_relmails_database_errors_too(shop, own_url, monkey
     finally:
         engine.dispose()
     assert raised.value.exit_code == 13 and raised.value.__cause__ is not None
+
+
+def test_a_cancelled_statement_is_not_called_a_timeout(own_url):
+    """pg_cancel_backend shares the timeout's SQLSTATE; the line says which it was."""
+    pg_only(own_url)
+    import threading
+    import time
+
+    from relmail.errors import DatabaseUnavailable
+    from relmail.store.faults import database_fault
+
+    engine = create_engine(own_url)
+    with engine.connect() as conn:
+        pid = conn.exec_driver_sql("SELECT pg_backend_pid()").scalar()
+
+        def cancel() -> None:
+            time.sleep(0.5)
+            with engine.connect() as other:
+                other.exec_driver_sql(f"SELECT pg_cancel_backend({pid})")
+
+        canceller = threading.Thread(target=cancel)
+        canceller.start()
+        with pytest.raises(OperationalError) as raised:
+            conn.exec_driver_sql("SELECT pg_sleep(30)")
+        canceller.join()
+    engine.dispose()
+    fault = database_fault(raised.value)
+    assert type(fault) is DatabaseUnavailable and "pg_cancel_backend" in str(fault)
+    assert "statement_timeout" not in str(fault)

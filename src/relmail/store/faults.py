@@ -49,6 +49,10 @@ _SQLSTATES: dict[str, tuple[type[DatabaseError], str]] = {
                              "rolled back: re-run the command once the server is back"),
     "57P03": (DatabaseError, "the database is starting up or shutting down and accepts no connections: "
                              "re-run the command once it is up"),
+    "57P05": (DatabaseError, "the database closed relmail's idle connection (idle_session_timeout); its "
+                             "transaction was rolled back: re-run the command"),
+    "25P03": (DatabaseError, "the database closed relmail's connection (idle_in_transaction_session_timeout); its "
+                             "transaction was rolled back: re-run the command"),
     "53100": (DatabaseError, "the database server's disk is full; the transaction was rolled back"),
     "3D000": (DatabaseError, "the database does not exist: check database_url"),
     "28P01": (DatabaseError, "the database refused relmail's password: check database_url"),
@@ -94,7 +98,14 @@ def database_fault(exc: BaseException, url: str | None = None) -> DatabaseError 
     orig = _driver_error(exc)
     if orig is None:
         return None
-    found = _SQLSTATES.get(getattr(orig, "sqlstate", None) or "")
+    state = getattr(orig, "sqlstate", None) or ""
+    found = _SQLSTATES.get(state)
+    if state == "57014" and "statement timeout" not in str(orig):
+        found = (DatabaseUnavailable, "a statement was cancelled (pg_cancel_backend, by an operator or a "
+                                      "monitoring tool); its transaction was rolled back: retry")
+    elif found is None and state.startswith("08"):
+        found = (DatabaseError, "the connection to the database was lost; its transaction was rolled back: "
+                                "re-run the command")
     if found is None:
         text = str(orig).lower()
         found = next(((cls, what) for fragment, cls, what in _MESSAGES if fragment in text), None)
