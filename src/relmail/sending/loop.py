@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
@@ -21,6 +21,11 @@ from ..store.models import Decision, Delivery, Event, Preference
 from ..windows import Window
 from . import ledger
 from .batcher import Batcher, outgoing
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
 
 DEC = Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
@@ -109,8 +114,8 @@ class SendResult:
 class SendJob:
     """One run's sending as the loop sees it: the same in a single-process send and in every parallel sender."""
 
-    project: Any
-    engine: Any
+    project: Project
+    engine: Engine
     run_id: str
     #: Renders the run's claimed decisions (its templates compiled once).
     batcher: Batcher

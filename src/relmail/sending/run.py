@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
@@ -30,6 +30,11 @@ from . import ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
 from .loop import SendJob, SendResult, loop
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
 
 RUNS, DEC = Run.__table__, Decision.__table__
 
@@ -72,8 +77,8 @@ class SendOptions:
 class _Invocation:
     """One call of :func:`send`: the run it works on and how, once the campaign and window are resolved."""
 
-    project: Any
-    engine: Any
+    project: Project
+    engine: Engine
     camp: Campaign
     win: Window
     opts: SendOptions
@@ -90,7 +95,7 @@ class _Invocation:
 
 
 @translated
-def send(project, engine, campaign: str | Campaign, window: str | Window, options: SendOptions | None = None,
+def send(project: Project, engine: Engine, campaign: str | Campaign, window: str | Window, options: SendOptions | None = None,
          /, **overrides: Any) -> SendResult:
     """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.
 
