@@ -59,8 +59,8 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the provider said about one delivery."""
+class Settlement:
+    """How one delivery is settled in the ledger: the provider's answer, or relmail's own verdict."""
 
     delivery_id: int
     status: str  # accepted | deferred | rejected | failed
@@ -109,7 +109,7 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
             select(D.c.id).where(D.c.run_id == run_id, D.c.status == "committing")
         ).scalars().all()
         if stuck:
-            _record(conn, [Outcome(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
+            _record(conn, [Settlement(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
     return {"requeued": back, "assumed_delivered": len(stuck)}
 
 
@@ -176,7 +176,7 @@ def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime
 
 def record(
     engine: Engine,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[Settlement],
     now: datetime,
     topics: dict[str, str | None],
     deadline: datetime | None = None,
@@ -187,7 +187,7 @@ def record(
     """
     if deadline is not None:
         outcomes = [
-            Outcome(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
+            Settlement(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
             if o.status == "deferred" and (o.retry_at or now) > deadline
             else o
             for o in outcomes
@@ -196,7 +196,7 @@ def record(
         return _record(conn, outcomes, now, topics)
 
 
-def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
+def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not outcomes:
         return counts

@@ -194,17 +194,17 @@ class Marker:
 
 def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:
     by_pair = {(c.customer_id, c.message_id): c for c in claims}
-    outcomes: list[ledger.Outcome] = []
+    outcomes: list[ledger.Settlement] = []
     # The plan may be days old: whoever opted out, complained or bounced
     # since is not mailed, whatever the plan said.
     for pair, reason in _blocked_now(engine, list(by_pair), topics, batcher.as_of).items():
-        outcomes.append(ledger.Outcome(by_pair.pop(pair).delivery_id, "failed", reason=reason))
+        outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
     emails, errors = batcher.render(list(by_pair))
     if errors:
         _mark_render_errors(engine, run_id, errors)
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
-            outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
+            outcomes.append(ledger.Settlement(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
     messages = [outgoing(email, ctx, project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
                 for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
@@ -218,9 +218,9 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         if answer.status == "deferred" and answer.ambiguous:
             # Handed over completely, answer lost: the ledger marked it
             # committing, and never sending twice wins over certainty.
-            outcomes.append(ledger.Outcome(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
+            outcomes.append(ledger.Settlement(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
         else:
-            outcomes.append(ledger.Outcome(delivery_id, answer.status, answer.provider_id, answer.retry_at,
+            outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, answer.retry_at,
                                            answer.reason or None, answer.hard_bounce))
     counts = ledger.record(engine, outcomes, clock(), topics, deadline=deadline)
     for status, n in counts.items():
