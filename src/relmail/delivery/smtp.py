@@ -181,6 +181,8 @@ class SmtpAdapter(Adapter):
             results[i] = self._deliver(messages[i])
 
     def _deliver(self, msg: OutgoingMessage) -> Result:
+        if self.withholding:
+            return self.withhold(msg.key)
         if self._fatal:
             return deferred(msg.key, self.retry_at(), f"not sent: {self._fatal}")
         payload = msg.as_bytes()
@@ -239,15 +241,15 @@ class SmtpAdapter(Adapter):
             data = dot_stuffed(payload)
             s.send(data)
             try:
-                confirm = self.committing([msg.key])
+                self.committing([msg.key])
             except Exception as exc:
-                # Not recorded, so not sent: abandon the transaction before the dot.
+                # Not recorded, so not handed over: the transaction is abandoned
+                # before the dot by closing the connection (RSET is no command
+                # inside DATA), and the server discards it.
                 conn.broken = True
-                return deferred(msg.key, self.retry_at(), f"not sent: the ledger could not record it ({exc})")
+                return self.withhold(msg.key, exc)
             s.send(b".\r\n")
             handed_over = True
-            if confirm is not None:
-                confirm()
             code, resp = s.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             conn.broken = True

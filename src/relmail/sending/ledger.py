@@ -162,16 +162,40 @@ def claim(
     return sorted((Claim(*r) for r in rows), key=lambda c: c.delivery_id)
 
 
-def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> None:
-    """Record that these deliveries are about to pass the point of no return.
+def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+    """Record that these deliveries are about to pass the point of no return; returns how many were marked.
 
-    The caller commits this before the provider is told to go ahead.
+    The caller commits this before the provider is told to go ahead, and
+    hands over nothing unless every delivery was marked. A delivery already
+    ``committing`` (a message sent again after its connection dropped before
+    the final dot) counts as marked.
     """
     ids = list(delivery_ids)
-    if ids:
-        conn.execute(
-            update(D).where(D.c.id.in_(ids), D.c.status == "sending").values(status="committing", updated_at=now)
-        )
+    if not ids:
+        return 0
+    return conn.execute(
+        update(D).where(D.c.id.in_(ids), D.c.status.in_(("sending", "committing")))
+        .values(status="committing", updated_at=now)
+    ).rowcount
+
+
+def release(engine: Engine, delivery_ids: Sequence[int], now: datetime, reason: str) -> int:
+    """Put claimed deliveries that were never handed over back to ``planned``, their attempt not counted.
+
+    For e-mails an adapter withheld because their point-of-no-return mark
+    failed: the provider never got them, so they are due again at once and
+    the claim's attempt is taken back. A mark that reached the database
+    although its confirmation was lost left ``committing``; that is taken
+    back too, since the adapter provably did not hand the e-mail over.
+    """
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(D).where(D.c.id.in_(list(delivery_ids)), D.c.status.in_(("sending", "committing")))
+            .values(status="planned", attempts=D.c.attempts - 1,
+                    last_error=reason, updated_at=now)
+        ).rowcount
 
 
 def record(
