@@ -318,6 +318,10 @@ class Adapter(ABC):
             self.withholding = f"the ledger could not record the point of no return ({_first_line(exc)})"
         return deferred(key, self.clock(), f"not sent: {self.withholding}", withheld=True)
 
+    def mark_threads(self) -> int:
+        """How many threads may call :attr:`on_commit` at once (the ledger opens a connection for each)."""
+        return 0 if self.idempotent else 1
+
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""
 

@@ -151,6 +151,9 @@ class SmtpAdapter(Adapter):
     def chunk_size(self) -> int:
         return self.max_batch
 
+    def mark_threads(self) -> int:
+        return self.pool_size
+
     # -- sending ----------------------------------------------------------------
 
     def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:

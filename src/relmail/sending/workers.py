@@ -162,9 +162,8 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
     """One sender: lease, then claim → render → mark → hand over → record until nothing is due (or stopped)."""
     engine = make_engine(job.url)
     try:
-        lease = locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
-                              what="sender lease")
-        try:
+        with locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
+                           what="sender lease") as lease:
             batcher = batcher_for(job, engine)
             adapter = adapter_from_project(job.project)
             topics = {m.id: m.topic for m in job.camp.messages}
@@ -179,8 +178,6 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
                   limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
                   after_batch=lease.check_in, progress=report,
                   stop=lambda: channel.stopped() or lease.lost is not None)
-        finally:
-            lease.release()
     finally:
         engine.dispose()
 
