@@ -283,8 +283,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=22)
     p.add_argument("--smtp-share", type=float, default=0.2, help="share of recipients with a scripted SMTP fault")
     p.add_argument("--round-timeout", type=float, default=60.0, help="seconds a faulted round may take at most")
+    p.add_argument("--faults", default=None,
+                   help="comma-separated faults, one per round, instead of --rounds random ones: kill, kill-worker, "
+                        "writer-lock (SQLite); terminate, lock-timeout, statement-timeout, read-only, connection-limit")
     args = p.parse_args(argv)
-    report = run(args.backend, args.customers, args.rounds, args.seed, args.smtp_share, args.round_timeout)
+    report = run(args.backend, args.customers, args.rounds, args.seed, args.smtp_share, args.round_timeout,
+                 schedule=args.faults.split(",") if args.faults else None)
     print(report.line())
     return 0 if report.ok else 1
 

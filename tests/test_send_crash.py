@@ -85,7 +85,7 @@ def test_sigkill_at_random_points_then_rerun_delivers_each_email_exactly_once(pr
     assert len(accepted) == len(planned) > 150
     assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": len(planned)}
     # Exactly once, but for the one case no sender can know: killed between
-    # recording the point of no return and passing it (microseconds). Such an
+    # the confirmed point-of-no-return mark and the server's answer. Such an
     # e-mail is assumed delivered and says so in the ledger, never sent twice.
     missing = set(accepted) - set(received)
     assert all(ledger.UNCERTAIN in (accepted[m] or "") for m in missing)

@@ -33,6 +33,11 @@ the 250 arrived, the outcome is unknown: the server may have queued it. The
 message comes back ``deferred`` with ``ambiguous=True`` and is not re-sent,
 so the ledger decides (never reported accepted without a 250).
 
+Before the final dot, :attr:`~relmail.delivery.base.Adapter.on_commit`
+records the point of no return; if that fails, the connection is closed
+instead of the dot (the server discards the transaction) and the message and
+the rest of the batch come back ``withheld``.
+
 Connection failures (refused, 421 greeting, timeout) defer the rest of the
 batch until ``retry_delay`` without hammering the server; configuration
 failures (AUTH refused, STARTTLS not offered, certificate not trusted) stop
