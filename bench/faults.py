@@ -150,7 +150,7 @@ class Database:
                 time.sleep(1.5)
             own.dispose()
         elif fault == "statement-timeout":
-            self.sql(f"ALTER DATABASE \"{self.name}\" SET statement_timeout = '30ms'")
+            self.sql(f"ALTER DATABASE \"{self.name}\" SET statement_timeout = '1ms'")
             self.terminate()
         elif fault == "read-only":
             self.sql(f'ALTER DATABASE "{self.name}" SET default_transaction_read_only = on')

@@ -48,6 +48,7 @@ from ..store import locks
 from ..store.db import make_engine
 from .batcher import Batcher
 from .loop import SendResult, loop
+from .reconnect import retryable
 
 #: Lease keys of run ``R`` start with ``R + LEASE``.
 LEASE = "#sender:"
@@ -130,7 +131,14 @@ def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | 
 
     def tick() -> None:
         if time.monotonic() - refreshed[0] > 5:
-            lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            try:
+                lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                # The database is away: the senders retry it and stop within their
+                # bound; the lock lasts far longer, and the next tick refreshes it.
+                return
             refreshed[0] = time.monotonic()
 
     def on_report(index: int, message) -> None:
