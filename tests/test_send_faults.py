@@ -254,7 +254,8 @@ def test_a_send_the_connection_limit_cannot_carry_is_refused_before_anything_is_
         use_plain_smtp(project, server)  # pool_size 2
         out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
         assert out.exit_code == 5, out.output
-        assert "this send needs 4 database connections" in out.output and "CONNECTION LIMIT 3" in out.output, out.output
+        assert ("this send needs 4 database connections (1 process, 2 mark connection(s) each) and the server has 3 free "
+            "(the role's CONNECTION LIMIT 3 - 0 open elsewhere)") in out.output, out.output
         assert server.handler.messages == []
         own_db.sql(f'ALTER ROLE "{url.split("://")[1].split("@")[0]}" CONNECTION LIMIT 4')
         ok = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])

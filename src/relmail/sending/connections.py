@@ -49,8 +49,8 @@ def budget(engine) -> Budget | None:
     superusers (and ``reserved_connections``, PostgreSQL 16) minus the
     connections open now; the database's ``CONNECTION LIMIT`` minus its
     connections; the role's ``CONNECTION LIMIT`` minus its connections. A
-    superuser is bound by ``max_connections`` alone. The connection
-    counting is this process's own, so it counts as free.
+    superuser is bound by ``max_connections`` alone. The connections
+    ``engine`` holds are this command's own, so they count as free.
     """
     if engine.dialect.name != "postgresql":
         return None
@@ -63,18 +63,20 @@ def budget(engine) -> Budget | None:
             "r.rolconnlimit, (SELECT count(*) FROM pg_stat_activity a WHERE a.usesysid = r.oid), r.rolsuper "
             "FROM pg_database d, pg_roles r WHERE d.datname = current_database() AND r.rolname = current_user"
         )).one()
+        # The connections this engine holds (the one asking included) are this command's own: free for the send.
+        ours = engine.pool.checkedin() + engine.pool.checkedout()
     max_conn, su_reserved, reserved, in_use, db_limit, db_in_use, role_limit, role_in_use, superuser = row
-    own = 1
+    others, db_others, role_others = in_use - ours, db_in_use - ours, role_in_use - ours
     limits = []
     if superuser:
-        limits.append((max_conn - in_use + own, f"max_connections {max_conn} - {in_use} in use"))
+        limits.append((max_conn - others, f"max_connections {max_conn} - {others} open elsewhere"))
     else:
-        limits.append((max_conn - su_reserved - reserved - in_use + own,
-                       f"max_connections {max_conn} - {su_reserved + reserved} reserved - {in_use} in use"))
+        limits.append((max_conn - su_reserved - reserved - others,
+                       f"max_connections {max_conn} - {su_reserved + reserved} reserved - {others} open elsewhere"))
         if db_limit >= 0:
-            limits.append((db_limit - db_in_use + own, f"the database's CONNECTION LIMIT {db_limit} - {db_in_use} in use"))
+            limits.append((db_limit - db_others, f"the database's CONNECTION LIMIT {db_limit} - {db_others} open elsewhere"))
         if role_limit >= 0:
-            limits.append((role_limit - role_in_use + own, f"the role's CONNECTION LIMIT {role_limit} - {role_in_use} in use"))
+            limits.append((role_limit - role_others, f"the role's CONNECTION LIMIT {role_limit} - {role_others} open elsewhere"))
     available, why = min(limits)
     return Budget(max(available, 0), why)
 

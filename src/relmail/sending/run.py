@@ -166,6 +166,8 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
         adapter = adapter_from_project(project)
     parallel = n > 1 or (executor is not None and executor.remote)
     try:
+        # Planning may have left idle connections in the pool; the send needs only its own.
+        engine.dispose()
         connections.check(engine, n, adapter.mark_threads())
     except BaseException:
         adapter.close()
