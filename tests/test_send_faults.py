@@ -151,6 +151,7 @@ def _send_command(project) -> list[str]:
             "send", "sendtest", "--window", WINDOW, "--batch-size", "10", "--workers", "1"]
 
 
+@pytest.mark.slow
 def test_postgresql_lock_timeout_and_a_kill_while_waiting_send_nothing_twice(own_db, tmp_path, monkeypatch):
     """Issue 22, finding 1: marks time out on a locked table, the sender is killed, the re-run sends each e-mail once."""
     project, engine = project_on(tmp_path, monkeypatch, own_db.url, customers=150)
