@@ -13,8 +13,8 @@ then runs ``relmail send`` round after round, each round hit by a fault:
   database or role with SQL, never on the server;
 * SQLite: another writer holding the database lock for a second;
 * SMTP (per recipient, once): 421, 451 and 452 (deferred, retried), 550 and
-  552 (rejected), the connection dropped before DATA, after the final dot
-  before the message was stored, and after it was stored.
+  552 (rejected), the connection dropped before DATA, in the middle of DATA,
+  after the final dot before the message was stored, and after it was stored.
 
 A round may end in an error (exit 5 for a database that stopped answering);
 every round must end within ``--round-timeout`` seconds. After the faults a
@@ -59,7 +59,7 @@ WINDOW, RUN = "2026-W48", "sendtest:2026-W48"
 SMTP_FAULTS = (
     ("rcpt", "421 4.3.2 closing"), ("rcpt", "451 4.3.0 try later"), ("rcpt", "452 4.2.2 mailbox full"),
     ("rcpt", "550 5.1.1 no such user"), ("data", "552 5.3.4 message too big"), ("data", "451 4.3.0 try later"),
-    ("rcpt", "drop"), ("data", "drop"), ("data", "drop-after-store"),
+    ("rcpt", "drop"), ("body", "drop"), ("data", "drop"), ("data", "drop-after-store"),
 )
 
 

@@ -9,12 +9,14 @@ them; the shared server itself is never reconfigured.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from aiosmtpd.smtp import SMTP
 from sqlalchemy import create_engine, select, text
 from tests.smtp_server import Handler
 
@@ -39,11 +41,33 @@ class FaultyHandler(Handler):
         return reply
 
 
+class MidDataSMTP(SMTP):
+    """aiosmtpd's server, which can also drop the connection in the middle of DATA.
+
+    For a recipient scripted ``handler.script("body", rcpt, "drop")`` it
+    answers DATA with 354, reads the first line of the message and closes the
+    connection: the client is still writing the message, or about to write
+    its final dot.
+    """
+
+    async def smtp_DATA(self, arg: str) -> None:
+        rcpts = self.envelope.rcpt_tos if self.envelope is not None else []
+        if rcpts and self.event_handler._next("body", rcpts[0]) == "drop":
+            await self.push("354 End data with <CR><LF>.<CR><LF>")
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader.readuntil(b"\r\n"), 5)
+            self.transport.abort()
+            return
+        await super().smtp_DATA(arg)
+
+
 def faulty(server, delay: float = 0.0, on_data: Callable[[int], None] | None = None) -> FaultyHandler:
-    """Turn ``server``'s handler into a :class:`FaultyHandler` (before it is started)."""
+    """Turn ``server``'s handler into a :class:`FaultyHandler` that can also drop mid-DATA (before it is started)."""
     handler = server.handler
     handler.__class__ = FaultyHandler
     handler.delay, handler.on_data = delay, on_data
+    controller = server.controller
+    controller.factory = lambda: MidDataSMTP(controller.handler, **controller.SMTP_kwargs)
     return handler
 
 
