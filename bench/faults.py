@@ -171,6 +171,17 @@ class Database:
             self.admin.dispose()
 
 
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = dict(os.environ)
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
 def _children(pid: int) -> list[int]:
     try:
         return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
@@ -196,11 +207,11 @@ def run(backend: str = "sqlite", customers: int = 120, rounds: int = 6, seed: in
         owner = make_engine(db.owner_url)
         upgrade(owner)
         env = {**os.environ, "RELMAIL_DATABASE_URL": db.owner_url, "RELMAIL_SIGNING_KEY": "faults-signing-key-not-secret"}
-        os.environ.update({k: env[k] for k in ("RELMAIL_DATABASE_URL", "RELMAIL_SIGNING_KEY")})
-        project = init_project(folder / "shop")
-        from tests.sendkit import build
+        with _environment(env):  # the project reads its database from the environment; the caller's stays as it was
+            project = init_project(folder / "shop")
+            from tests.sendkit import build
 
-        build(project, customers=customers).dispose()
+            build(project, customers=customers).dispose()
         db.grant()
         env["RELMAIL_DATABASE_URL"] = db.url
         server = SmtpServer(folder, mode="plain", auth=False)
