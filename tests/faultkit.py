@@ -56,6 +56,7 @@ class MidDataSMTP(SMTP):
             await self.push("354 End data with <CR><LF>.<CR><LF>")
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader.readuntil(b"\r\n"), 5)
+            self._reader._buffer.clear()  # the rest of the message is not to be read as commands
             self.transport.abort()
             return
         await super().smtp_DATA(arg)
