@@ -26,7 +26,7 @@ from ..store import locks
 from ..store.faults import translated
 from ..store.models import Decision, Delivery, Run
 from ..windows import Window, current_time, resolve_window
-from . import ledger
+from . import connections, ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
 from .loop import SendJob, SendResult, loop
@@ -217,14 +217,22 @@ def _send(call: _Invocation) -> SendResult:
                   opts.only_customers)
     wanted = executor.workers if executor is not None else 1
     n = result.workers = _worker_count(wanted, job, opts.limit)
+    adapter = opts.adapter
+    if adapter is None:
+        from ..delivery import adapter_from_project
+
+        adapter = adapter_from_project(project)
+    try:
+        # Planning may have left idle connections in the pool; the send needs only its own.
+        engine.dispose()
+        connections.check(engine, n, adapter.mark_threads())
+    except BaseException:
+        adapter.close()
+        raise
     if n > 1 or (executor is not None and executor.remote):
+        adapter.close()  # each worker builds its own; this one only told how many connections they mark from
         _send_parallel(call, job, n, result)
     else:
-        adapter = opts.adapter
-        if adapter is None:
-            from ..delivery import adapter_from_project
-
-            adapter = adapter_from_project(project)
         loop(job, adapter, result, limit=opts.limit, after_batch=lock.check_in, progress=opts.progress)
     result.states = ledger.status_counts(engine, run_id)
     result.uncertain = ledger.uncertain_count(engine, run_id)
