@@ -32,4 +32,3 @@ def test_nothing_to_do_and_a_bad_model_file_have_a_code_each():
 def test_database_trouble_and_a_mostly_deferred_send_have_a_code_each():
     codes = _codes()
     assert codes[13] == ["DatabaseUnavailable"] and codes[14] == ["DeferredShareExceeded"]
-    assert codes[5] == ["DatabaseError"]
