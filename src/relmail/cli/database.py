@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from ..store.db import current_revision, head_revision, redact, upgrade
+from ..store.db import current_revision, head_revision, upgrade
+from ..store.faults import redact
 from ._common import State, echo_json, json_option, pass_state
 
 

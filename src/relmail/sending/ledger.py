@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..store.db import dialect_insert
@@ -46,6 +46,9 @@ FINAL = ("accepted", "rejected", "failed")
 #: States an answer from the provider may settle.
 IN_FLIGHT = ("planned", "sending", "committing")
 UNCERTAIN = "outcome unknown after an interruption at the point of no return; assumed delivered"
+#: What the send summary and the run report call an ``accepted`` delivery noted :data:`UNCERTAIN`:
+#: handed over completely, no reply from the provider, never sent again.
+UNCERTAIN_OUTCOME = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -59,8 +62,8 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the provider said about one delivery."""
+class Settlement:
+    """How one delivery is settled in the ledger: the provider's answer, or relmail's own verdict."""
 
     delivery_id: int
     status: str  # accepted | deferred | rejected | failed
@@ -109,7 +112,7 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
             select(D.c.id).where(D.c.run_id == run_id, D.c.status == "committing")
         ).scalars().all()
         if stuck:
-            _record(conn, [Outcome(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
+            _record(conn, [Settlement(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
     return {"requeued": back, "assumed_delivered": len(stuck)}
 
 
@@ -162,21 +165,45 @@ def claim(
     return sorted((Claim(*r) for r in rows), key=lambda c: c.delivery_id)
 
 
-def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> None:
-    """Record that these deliveries are about to pass the point of no return.
+def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+    """Record that these deliveries are about to pass the point of no return; returns how many were marked.
 
-    The caller commits this before the provider is told to go ahead.
+    The caller commits this before the provider is told to go ahead, and
+    hands over nothing unless every delivery was marked. A delivery already
+    ``committing`` (a message sent again after its connection dropped before
+    the final dot) counts as marked.
     """
     ids = list(delivery_ids)
-    if ids:
-        conn.execute(
-            update(D).where(D.c.id.in_(ids), D.c.status == "sending").values(status="committing", updated_at=now)
-        )
+    if not ids:
+        return 0
+    return conn.execute(
+        update(D).where(D.c.id.in_(ids), D.c.status.in_(("sending", "committing")))
+        .values(status="committing", updated_at=now)
+    ).rowcount
+
+
+def release(engine: Engine, delivery_ids: Sequence[int], now: datetime, reason: str) -> int:
+    """Put claimed deliveries that were never handed over back to ``planned``, their attempt not counted.
+
+    For e-mails an adapter withheld because their point-of-no-return mark
+    failed: the provider never got them, so they are due again at once and
+    the claim's attempt is taken back. A mark that reached the database
+    although its confirmation was lost left ``committing``; that is taken
+    back too, since the adapter provably did not hand the e-mail over.
+    """
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(D).where(D.c.id.in_(list(delivery_ids)), D.c.status.in_(("sending", "committing")))
+            .values(status="planned", attempts=D.c.attempts - 1,
+                    last_error=reason, updated_at=now)
+        ).rowcount
 
 
 def record(
     engine: Engine,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[Settlement],
     now: datetime,
     topics: dict[str, str | None],
     deadline: datetime | None = None,
@@ -187,7 +214,7 @@ def record(
     """
     if deadline is not None:
         outcomes = [
-            Outcome(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
+            Settlement(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
             if o.status == "deferred" and (o.retry_at or now) > deadline
             else o
             for o in outcomes
@@ -196,7 +223,7 @@ def record(
         return _record(conn, outcomes, now, topics)
 
 
-def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
+def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not outcomes:
         return counts
@@ -218,7 +245,8 @@ def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics
         ],
     )
     for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+        key = UNCERTAIN_OUTCOME if o.status == "accepted" and (o.reason or "").startswith(UNCERTAIN) else o.status
+        counts[key] = counts.get(key, 0) + 1
     bounced = [o.delivery_id for o in outcomes if o.status == "rejected" and o.hard_bounce]
     if bounced:
         conn.execute(
@@ -264,6 +292,32 @@ def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics
 
 def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
     return f"sent:{run_id}:{customer_id}:{message_id}"
+
+
+def is_uncertain():
+    """SQL: the delivery was settled as delivered without the provider's reply (see :data:`UNCERTAIN`)."""
+    return (D.c.status == "accepted") & D.c.last_error.startswith(UNCERTAIN, autoescape=True)
+
+
+def outcome():
+    """SQL: a delivery's state, with :data:`UNCERTAIN_OUTCOME` for an ``accepted`` one that is uncertain."""
+    return case((is_uncertain(), literal(UNCERTAIN_OUTCOME)), else_=D.c.status)
+
+
+def uncertain_count(engine: Engine, run_id: str) -> int:
+    """How many deliveries of the run were settled as delivered without the provider's reply."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(D.c.run_id == run_id, is_uncertain())).scalar_one()
+
+
+def deferred_reasons(engine: Engine, run_id: str, top: int = 3) -> dict[str, int]:
+    """The most common reasons of the run's deferred deliveries, with how many each."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(D.c.last_error, func.count().label("n")).where(D.c.run_id == run_id, D.c.status == "deferred")
+            .group_by(D.c.last_error).order_by(func.count().desc(), D.c.last_error).limit(top)
+        ).all()
+    return {reason or "no reason given": n for reason, n in rows}
 
 
 def status_counts(engine: Engine, run_id: str) -> dict[str, int]:

@@ -47,7 +47,8 @@ from ..errors import Conflict
 from ..store import locks
 from ..store.db import make_engine
 from .batcher import Batcher
-from .loop import SendResult, loop
+from .loop import SendJob, SendResult, loop
+from .reconnect import retryable
 
 #: Lease keys of run ``R`` start with ``R + LEASE``.
 LEASE = "#sender:"
@@ -79,16 +80,16 @@ class SenderJob:
         return self.base + timedelta(seconds=time.time() - self.wall)
 
 
-def job_for(executor, project, engine, camp, run_id: str, as_of: datetime, *, clock: Callable[[], datetime],
-            deadline: datetime, only_customers, batch_size: int, lease_timeout: timedelta) -> SenderJob:
-    """The job for ``executor``: a remote one gets the project's templates and secrets packed in."""
+def job_for(executor, job: SendJob, lease_timeout: timedelta) -> SenderJob:
+    """The sender tasks' job for ``executor``: a remote one gets the project's templates and secrets packed in."""
+    project = job.project
     if executor.remote:
         from ..executors.shipping import ship
 
         project = ship(project)
-    return SenderJob(secrets.token_hex(8), project, engine.url.render_as_string(hide_password=False), camp, run_id,
-                     as_of, clock(), time.time(), deadline, list(only_customers) if only_customers else None,
-                     batch_size, lease_timeout)
+    return SenderJob(secrets.token_hex(8), project, job.engine.url.render_as_string(hide_password=False),
+                     job.batcher.camp, job.run_id, job.batcher.as_of, job.clock(), time.time(), job.deadline,
+                     list(job.only_customers) if job.only_customers else None, job.batch_size, lease_timeout)
 
 
 @contextmanager
@@ -130,7 +131,14 @@ def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | 
 
     def tick() -> None:
         if time.monotonic() - refreshed[0] > 5:
-            lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            try:
+                lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                # The database is away: the senders retry it and stop within their
+                # bound; the lock lasts far longer, and the next tick refreshes it.
+                return
             refreshed[0] = time.monotonic()
 
     def on_report(index: int, message) -> None:
@@ -162,9 +170,8 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
     """One sender: lease, then claim → render → mark → hand over → record until nothing is due (or stopped)."""
     engine = make_engine(job.url)
     try:
-        lease = locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
-                              what="sender lease")
-        try:
+        with locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
+                           what="sender lease") as lease:
             batcher = batcher_for(job, engine)
             adapter = adapter_from_project(job.project)
             topics = {m.id: m.topic for m in job.camp.messages}
@@ -175,12 +182,10 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
                 channel.report((lease.key, done, result.render_errors[reported[0]:]))
                 reported[0] = len(result.render_errors)
 
-            loop(job.project, engine, job.run_id, batcher, adapter, result, topics, job.clock, job.deadline,
-                  limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
-                  after_batch=lease.check_in, progress=report,
-                  stop=lambda: channel.stopped() or lease.lost is not None)
-        finally:
-            lease.release()
+            run = SendJob(job.project, engine, job.run_id, batcher, topics, job.clock, job.deadline, job.batch_size,
+                          job.only_customers)
+            loop(run, adapter, result, limit=limit, after_batch=lease.check_in, progress=report,
+                 stop=lambda: channel.stopped() or lease.lost is not None)
     finally:
         engine.dispose()
 
