@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
 
 from ..errors import ConfigError, DatabaseError
+from . import aggregates
 from .models import Meta
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -105,6 +106,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     after = current_revision(engine)
     with engine.begin() as conn:
         _ensure_salt(conn)
+        if after == head_revision() and not aggregates.built(conn):
+            # A store upgraded to the feature store: build it from the events it already holds.
+            aggregates.rebuild(conn)
     return before, after
 
 
