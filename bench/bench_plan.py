@@ -6,6 +6,11 @@ objects, one query per customer) on a slice, as customers per second.
 
     python bench/bench_plan.py --customers 100000 --backend sqlite
     python bench/bench_plan.py --customers 1000000 --backend postgresql --json
+    python bench/bench_plan.py --customers 100000 --history-years 4
+
+``--history-years`` is the demo shop's years of purchases, views, usage and
+tickets (default 1): a plan's cost should grow with customers, not with the
+years of history a shop has.
 
 The demo shop is generated once per size and backend and cached (a SQLite
 file under ``--cache``, a PostgreSQL database ``relmail_bench_<n>``), in a
@@ -30,14 +35,15 @@ WINDOW = "2026-W48"
 PG_SERVER = os.environ.get("RELMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def database_url(backend: str, customers: int, cache: Path) -> str:
+def database_url(backend: str, customers: int, cache: Path, years: int = 1) -> str:
+    suffix = "" if years == 1 else f"-{years}y"
     if backend == "sqlite":
         cache.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{cache / f'demo-{customers}.db'}"
-    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}"
+        return f"sqlite:///{cache / f'demo-{customers}{suffix}.db'}"
+    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}{suffix.replace('-', '_')}"
 
 
-def ensure_demo(url: str, backend: str, customers: int) -> float | None:
+def ensure_demo(url: str, backend: str, customers: int, years: int = 1) -> float | None:
     """Generate the demo shop at ``url`` unless it is there; returns seconds spent or None if cached."""
     from sqlalchemy import create_engine, select, text
 
@@ -55,14 +61,15 @@ def ensure_demo(url: str, backend: str, customers: int) -> float | None:
     upgrade(engine)
     with engine.connect() as conn:
         done = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "demo")).first()
-    if done and json.loads(done[0]).get("customers") == customers:
+    info = json.loads(done[0]) if done else {}
+    if info.get("customers") == customers and info.get("history_years", 1) == years:
         if backend == "postgresql":
             _vacuum(engine, "VACUUM")  # a no-op unless an older bench left the store unvacuumed
         return None
     from relmail import demo
 
     started = time.perf_counter()
-    demo.generate(engine, customers=customers, seed=7, as_of=AS_OF, replace=True)
+    demo.generate(engine, customers=customers, seed=7, as_of=AS_OF, replace=True, history_years=years)
     if backend == "postgresql":
         # What autovacuum does to a freshly loaded store (this machine's server runs with it off;
         # generate() ANALYZEs by itself): without it no page is all-visible, index-only scans read
@@ -291,16 +298,18 @@ def main() -> None:
     ap.add_argument("--baseline-customers", type=int, default=20_000, help="Size of the per-customer ORM slice.")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")
     ap.add_argument("--workers", type=int, default=None, help="Plan worker processes (default: one per core).")
+    ap.add_argument("--history-years", type=int, default=1, help="Years of shop history the demo store holds.")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    url = database_url(args.backend, args.customers, args.cache)
+    url = database_url(args.backend, args.customers, args.cache, args.history_years)
     if args.generate_only:
-        print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers)}))
+        print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers, args.history_years)}))
         return
     # Generate (or find) the shop in a child, so this process's peak memory is the plan's.
     child = subprocess.run([sys.executable, __file__, "--customers", str(args.customers), "--backend", args.backend,
-                            "--cache", str(args.cache), "--generate-only"], capture_output=True, text=True)
+                            "--cache", str(args.cache), "--history-years", str(args.history_years), "--generate-only"],
+                           capture_output=True, text=True)
     if child.returncode:
         sys.exit(child.stderr)
     generated = json.loads(child.stdout.strip().splitlines()[-1])["generated_seconds"]
@@ -313,7 +322,7 @@ def main() -> None:
     bulk_rate = args.customers / result["seconds"]
     base_rate = base["customers"] / base["seconds"]
     out = {
-        "backend": args.backend, "customers": args.customers, "messages": 5, "decisions": result["decisions"],
+        "backend": args.backend, "customers": args.customers, "history_years": args.history_years, "messages": 5, "decisions": result["decisions"],
         "demo_generated_seconds": generated, "plan_seconds": round(result["seconds"], 2),
         "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
         "partitions": result["partitions"], "peak_worker_memory_mb": round(worker_mb),
@@ -324,7 +333,8 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers on {args.backend}")
+    print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers, {args.history_years} year(s) of history,"
+          f" on {args.backend}")
     if generated:
         print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
     print(f"{'stage':<40}{'seconds':>10}")

@@ -21,8 +21,9 @@ from typing import Any
 from sqlalchemy import JSON, Table, and_, func, select
 from sqlalchemy.engine import Connection
 
+from ..store import aggregates
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Preference, Product, Suppression
+from ..store.models import Customer, Event, Preference, Product, Suppression
 from .schemas import Schema
 
 #: Parameters per ``IN (...)`` lookup: below SQLite's oldest variable limit (999).
@@ -97,6 +98,8 @@ class Loader:
         self.columns = schema.written
         self.update = update if update is not None else {c: "set" for c in self.columns if c not in schema.key}
         self.postgres = conn.dialect.name == "postgresql"
+        #: Events: the customers whose events this import wrote or moved, for the per-customer aggregates.
+        self.touched: set[str] | None = set() if schema.table is Event.__table__ else None
         if self.postgres:
             self._setup_copy()
         else:
@@ -105,6 +108,10 @@ class Loader:
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        if self.touched is not None:
+            # An upsert may move an event to another customer: the old owner's aggregates change too.
+            self.touched.update(aggregates.owners(self.conn, [row.get("event_id") for row in rows]))
+            self.touched.update(row["customer_id"] for row in rows)
         if self.postgres:
             self._write_copy(rows)
         else:

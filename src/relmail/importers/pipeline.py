@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import DatabaseError, Problem, ValidationError
+from ..store import aggregates
 from ..store.db import redact, refresh_statistics
 from .loader import References
 from .mapped import Mapped, MappedReader
@@ -174,6 +175,9 @@ def import_file(
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
                 run.finish()  # raises ValidationError, which rolls the transaction back
+                touched = getattr(getattr(run.sink, "loader", None), "touched", None)
+                if touched is not None:
+                    aggregates.refresh(conn, touched)
                 refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
             detail = getattr(exc, "orig", None) or exc

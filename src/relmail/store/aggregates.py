@@ -119,6 +119,15 @@ def refresh(conn: Connection, customer_ids: Iterable[str] = ()) -> int:
     return len(ordered)
 
 
+def owners(conn: Connection, event_ids: Iterable[str]) -> set[str]:
+    """The customers the stored events with these ``event_id`` belong to (before an upsert or delete changes them)."""
+    ids = [e for e in event_ids if e is not None]
+    found: set[str] = set()
+    for start in range(0, len(ids), BATCH):
+        found.update(conn.execute(select(E.c.customer_id).where(E.c.event_id.in_(ids[start:start + BATCH])).distinct()).scalars())
+    return found
+
+
 def built(conn: Connection) -> bool:
     """Whether the aggregates were ever built in this store (:func:`rebuild`)."""
     return _state(conn) is not None
