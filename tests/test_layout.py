@@ -132,3 +132,24 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     done = subprocess.run([ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_plan_without_trained_models_never_imports_scikit_learn(tmp_path):
+    # scikit-learn costs seconds and about 100 MB per process: a project
+    # without models (the common case) must not pay it in its weekly plan.
+    code = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from relmail.demo import MIN_CUSTOMERS, generate\n"
+        "from relmail.planning.run import plan\n"
+        "from relmail.project import init_project\n"
+        "from relmail.store.db import make_engine, upgrade\n"
+        f"p = init_project({str(tmp_path / 'shop')!r})\n"
+        "e = make_engine(p.database_url)\n"
+        "upgrade(e)\n"
+        "generate(e, customers=max(300, MIN_CUSTOMERS), seed=3, as_of=datetime(2026, 11, 23, 9, tzinfo=UTC))\n"
+        "r = plan(p, e, 'weekly', '2026-W48', dry_run=True, workers=1)\n"
+        "print(sum(m.send for m in r.messages) > 0, 'sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]

@@ -43,7 +43,6 @@ import numpy as np
 from ..errors import ConfigError
 from ..features.columns import own
 from ..learn import store
-from ..learn.model import load_models
 from .outputs import OUTPUT_COLUMNS, is_model_output
 
 #: Contributions logged per decision (the largest by size).
@@ -66,6 +65,9 @@ def find_models(project, campaign) -> dict[str, Any]:
     wanted = [m.id for m in campaign.messages if m.policy.model != "off" and store.versions(root, m.id)]
     if not wanted:
         return {}
+    # Loading a model imports scikit-learn (seconds and about 100 MB): only
+    # for a project that has one.
+    from ..learn.model import load_models
 
     return load_models(project, wanted)
 
