@@ -49,7 +49,7 @@ TOPICS = {"ebike": "promotions", "lock": "product-tips", "news": "newsletter"}
 
 def _frames_equal(engine, as_of):
     ids = np.array(CUSTOMERS)
-    maintained = compute_features(engine, ids, as_of, CONTEXTS)
+    maintained = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=True)
     raw = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=False)
     for name, values in raw.columns.items():
         assert np.array_equal(values, maintained[name], equal_nan=True), (name, values, maintained[name])
@@ -198,7 +198,7 @@ def test_rebuild_features_corrects_a_corrupted_store_and_exits_16(project, tmp_p
         conn.execute(update(CustomerTotals.__table__).where(CustomerTotals.__table__.c.customer_id == "C1").values(purchases=7))
         conn.execute(delete(CustomerMessage.__table__))
         conn.execute(insert(CustomerProduct.__table__).values(customer_id="C4", product_id="CB-1", purchases=1))
-    before = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS)
+    before = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, use_aggregates=True)
     assert before["orders_total"][0] == 7.0, "the plan trusts the aggregates: why a corrupted store matters"
     runner = CliRunner()
     result = runner.invoke(cli, ["--project", str(project.root), "db", "rebuild-features", "--json"])
@@ -213,3 +213,22 @@ def test_rebuild_features_corrects_a_corrupted_store_and_exits_16(project, tmp_p
     assert again.exit_code == 0, again.output
     assert "matched the raw events" in again.output
     engine.dispose()
+
+
+def test_the_aggregates_are_read_only_when_history_reaches_beyond_the_windows(engine, tmp_path):
+    """A corrupted aggregate row shows which path a plan took: raw while all history fits the windows."""
+    _reset(engine)
+    total = CustomerTotals.__table__
+
+    def corrupt():
+        with engine.begin() as conn:
+            conn.execute(update(total).where(total.c.customer_id == "C1").values(purchases=7))
+
+    _import(engine, tmp_path, [dict(event_id=None, customer_id="C1", type="purchase", days=3, product_id="CB-1",
+                                    value_cents=100, message_id=None)], 0)
+    corrupt()
+    assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS)["orders_total"][0] == 1.0
+    _import(engine, tmp_path, [dict(event_id=None, customer_id="C2", type="view", days=800, product_id="CB-1",
+                                    value_cents=None, message_id=None)], 1)
+    corrupt()
+    assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS)["orders_total"][0] == 7.0

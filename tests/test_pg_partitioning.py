@@ -53,7 +53,7 @@ def test_relmail_plans_on_the_partitioned_tables(pg_databases, tmp_path, monkeyp
         assert first > 0 and second == 0, "the demo's 600 ids all fall in the first range"
         assert aggregates.current(conn, AS_OF)
         ids = np.array(conn.execute(text("SELECT id FROM customers ORDER BY id")).scalars().all())
-    maintained = compute_features(engine, ids, AS_OF)
+    maintained = compute_features(engine, ids, AS_OF, use_aggregates=True)
     raw = compute_features(engine, ids, AS_OF, use_aggregates=False)
     for name, values in raw.columns.items():
         assert np.array_equal(values, maintained[name], equal_nan=True), name

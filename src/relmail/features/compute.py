@@ -37,7 +37,7 @@ def compute_features(
     contexts: dict[str, FeatureContext] | None = None,
     settings: FeatureSettings | None = None,
     bounded: bool = False,
-    use_aggregates: bool = True,
+    use_aggregates: bool | None = None,
 ) -> FeatureFrame:
     """Features of ``customer_ids`` as of ``as_of``, generic and per message context.
 
@@ -58,10 +58,12 @@ def compute_features(
     What a customer did over her whole history (purchases ever, the last
     open, the products she owns, the messages she was sent) comes from the
     per-customer aggregates of :mod:`relmail.store.aggregates` when they
-    cover every event and none lies after ``as_of``; raw events are then
-    read only inside the feature windows. Otherwise, or with
-    ``use_aggregates=False``, everything is read from the raw events. Both
-    give the same features.
+    cover every event and none lies after ``as_of``, and the store holds
+    events older than the feature windows (otherwise they would save
+    nothing); raw events are then read only inside the windows. Otherwise
+    everything is read from the raw events. Both give the same features.
+    ``use_aggregates=True`` uses the aggregates whenever they are current,
+    ``False`` never.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -71,7 +73,8 @@ def compute_features(
     n = len(ids)
     with connection(engine_or_conn) as conn:
         dialect = conn.dialect.name
-        maintained = aggregates.current(conn, as_of) if use_aggregates else False
+        maintained = use_aggregates is not False and aggregates.current(conn, as_of) and (
+            use_aggregates or q.history_beyond_windows(conn, as_of, settings))
         scope = Scope(conn, ids, bounded=bounded)
         try:
             statements = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
@@ -177,7 +177,7 @@ def commerce(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], 
         wanted = or_(wanted, and_(plain == "usage", since(30)))
     if maintained:
         # Tested on the (customer, time) index entry, before the event row is read.
-        wanted = and_(wanted, unindexed(at) > when(as_of, max(365, horizon if use_views else 0)))
+        wanted = and_(wanted, unindexed(at) > when(as_of, commerce_window(settings) if use_views else 365))
     return _group(scope, as_of, exprs, wanted)
 
 
@@ -198,6 +198,31 @@ def _owners(contexts: dict[str, FeatureContext], owns, where, since) -> dict[str
         exprs[f"owns{start}"] = packed([(owns(ctx), (None,), (f"{k}.owns_product",)) for k, ctx in chunk], 20,
                                        where(every), since, exclusive=False)
     return exprs
+
+
+#: Days of e-mail events the e-mail statement reads when the aggregates are used: its longest window.
+EMAIL_WINDOW = 90
+
+
+def commerce_window(settings: FeatureSettings) -> int:
+    """Days of purchases and views the commerce statement reads when the aggregates are used."""
+    return max(365, affinity_horizon(settings.affinity_half_life_days))
+
+
+def history_beyond_windows(conn, as_of: datetime, settings: FeatureSettings) -> bool:
+    """Whether the store holds commerce or e-mail events older than the windows the aggregates let a plan read.
+
+    Without such events the raw scan reads the same rows as the windowed
+    statements, and the aggregate statements would be extra work. One seek
+    per type into the (type, time) index.
+    """
+    reads = {"purchase": commerce_window(settings), "view": commerce_window(settings), "email_sent": EMAIL_WINDOW,
+             "email_opened": EMAIL_WINDOW, "email_clicked": EMAIL_WINDOW}
+    for event_type, days in reads.items():
+        oldest = conn.execute(select(func.min(E.c.occurred_at)).where(E.c.type == event_type)).scalar()
+        if oldest is not None and oldest <= as_of - timedelta(days=days):
+            return True
+    return False
 
 
 def usage(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
@@ -301,7 +326,7 @@ def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], mai
         exprs.update(_sent(contexts, E.c.message_id, since, lambda chunk: and_(sent_, E.c.message_id.in_(chunk))))
     wanted = unindexed(t).in_(("email_sent", "email_opened", "email_clicked"))
     if maintained:
-        wanted = and_(wanted, unindexed(at) > when(as_of, 90))
+        wanted = and_(wanted, unindexed(at) > when(as_of, EMAIL_WINDOW))
     return _group(scope, as_of, exprs, wanted)
 
 
