@@ -175,9 +175,9 @@ def import_file(
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
                 run.finish()  # raises ValidationError, which rolls the transaction back
-                touched = getattr(getattr(run.sink, "loader", None), "touched", None)
-                if touched is not None:
-                    aggregates.refresh(conn, touched)
+                loader = getattr(run.sink, "loader", None)
+                if loader is not None and loader.touched is not None:
+                    aggregates.refresh(conn, loader.touched)
                 refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
             detail = getattr(exc, "orig", None) or exc

@@ -46,34 +46,39 @@ STATE_KEY = "feature_store"
 BATCH = 500
 
 
-def _type(conn: Connection):
-    # On SQLite a type filter would tempt the planner to read events through the (type, time)
-    # index; the per-customer statements must walk the customer index.
+#: The event types the aggregates summarise.
+SUMMARISED = ("purchase", "email_opened", "email_clicked", "email_sent")
+
+
+def _event_type(conn: Connection):
+    """``events.type``, on SQLite unusable for an index: a type filter would tempt the planner into the (type,
+    time) index, where these statements must walk the customer index."""
     return literal_column("+events.type") if conn.dialect.name == "sqlite" else E.c.type
 
 
-def _sources(conn: Connection, where) -> dict[Table, object]:
-    """Per aggregate table, the SELECT computing its rows from the events ``where`` keeps."""
-    t, at = _type(conn), E.c.occurred_at
+def _sources(source: Table, where, typ=None) -> dict[Table, object]:
+    """Per aggregate table, the SELECT computing its rows from the events of ``source`` that ``where`` keeps."""
+    t, at = source.c.type if typ is None else typ, source.c.occurred_at
     purchase = t == "purchase"
     totals = (
-        select(E.c.customer_id, func.count().filter(purchase), func.sum(E.c.value).filter(purchase),
+        select(source.c.customer_id, func.count().filter(purchase), func.sum(source.c.value).filter(purchase),
                func.min(at).filter(purchase), func.max(at).filter(purchase),
                func.max(at).filter(t == "email_opened"), func.max(at).filter(t == "email_clicked"))
         .where(where, t.in_(("purchase", "email_opened", "email_clicked")))
-        .group_by(E.c.customer_id)
+        .group_by(source.c.customer_id)
     )
-    products = (select(E.c.customer_id, E.c.product_id, func.count())
-                .where(where, purchase, E.c.product_id.is_not(None)).group_by(E.c.customer_id, E.c.product_id))
-    messages = (select(E.c.customer_id, E.c.message_id, func.max(at))
-                .where(where, t == "email_sent", E.c.message_id.is_not(None)).group_by(E.c.customer_id, E.c.message_id))
+    products = (select(source.c.customer_id, source.c.product_id, func.count())
+                .where(where, purchase, source.c.product_id.is_not(None)).group_by(source.c.customer_id, source.c.product_id))
+    messages = (select(source.c.customer_id, source.c.message_id, func.max(at))
+                .where(where, t == "email_sent", source.c.message_id.is_not(None))
+                .group_by(source.c.customer_id, source.c.message_id))
     return {TOTALS: totals, PRODUCTS: products, MESSAGES: messages}
 
 
-def _fill(conn: Connection, target: dict[Table, Table], where) -> None:
-    for table, source in _sources(conn, where).items():
+def _fill(conn: Connection, target: dict[Table, Table], source: Table, where, typ=None) -> None:
+    for table, select_rows in _sources(source, where, typ).items():
         dest = target[table]
-        conn.execute(insert(dest).from_select([c.name for c in dest.columns], source))
+        conn.execute(insert(dest).from_select([c.name for c in dest.columns], select_rows))
 
 
 def _max_event_id(conn: Connection) -> int:
@@ -110,11 +115,21 @@ def refresh(conn: Connection, customer_ids: Iterable[str] = ()) -> int:
     ids = {str(c) for c in customer_ids}
     ids.update(conn.execute(select(E.c.customer_id).where(E.c.id > covered).distinct()).scalars())
     ordered = sorted(ids)
-    for start in range(0, len(ordered), BATCH):
-        batch = ordered[start:start + BATCH]
-        for table in TABLES:
-            conn.execute(delete(table).where(table.c.customer_id.in_(batch)))
-        _fill(conn, {t: t for t in TABLES}, E.c.customer_id.in_(batch))
+    if ordered:
+        # The customers' summarised events, read once into a scratch table, then aggregated three ways.
+        scratch = _scratch(conn, "refresh_events", [E.c[name] for name in ("customer_id", "type", "occurred_at", "product_id",
+                                                                           "value", "message_id")])
+        typ = _event_type(conn)
+        for start in range(0, len(ordered), BATCH):
+            batch = ordered[start:start + BATCH]
+            conn.execute(delete(scratch))
+            conn.execute(insert(scratch).from_select([c.name for c in scratch.columns],
+                                                     select(*[E.c[c.name] for c in scratch.columns])
+                                                     .where(E.c.customer_id.in_(batch), typ.in_(SUMMARISED))))
+            for table in TABLES:
+                conn.execute(delete(table).where(table.c.customer_id.in_(batch)))
+            _fill(conn, {t: t for t in TABLES}, scratch, true())
+        scratch.drop(conn)
     _set_state(conn, _max_event_id(conn))
     return len(ordered)
 
@@ -176,8 +191,8 @@ def rebuild(conn: Connection) -> Rebuilt:
     """
     if conn.dialect.name == "postgresql":
         conn.exec_driver_sql("LOCK TABLE meta IN SHARE ROW EXCLUSIVE MODE")
-    fresh = {t: _scratch(conn, t) for t in TABLES}
-    _fill(conn, fresh, true())
+    fresh = {t: _scratch(conn, f"rebuild_{t.name}", t.columns) for t in TABLES}
+    _fill(conn, fresh, E, true(), _event_type(conn))
     out = Rebuilt()
     for table, new in fresh.items():
         out.corrected[table.name] = _compare(conn, table, new)
@@ -189,10 +204,10 @@ def rebuild(conn: Connection) -> Rebuilt:
     return out
 
 
-def _scratch(conn: Connection, table: Table) -> Table:
-    """An empty temporary table shaped like ``table``."""
-    cols = [Column(c.name, c.type, primary_key=c.primary_key) for c in table.columns]
-    scratch = Table(f"rebuild_{table.name}", MetaData(), *cols, prefixes=["TEMPORARY"])
+def _scratch(conn: Connection, name: str, columns) -> Table:
+    """An empty temporary table ``name`` with columns shaped like ``columns``."""
+    scratch = Table(name, MetaData(), *[Column(c.name, c.type, primary_key=c.primary_key) for c in columns],
+                    prefixes=["TEMPORARY"])
     scratch.create(conn)
     return scratch
 
