@@ -16,16 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "relmail"
 
 
-def _module_name(path: Path) -> tuple[str, bool]:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def _module_name(path: Path, package: Path = PACKAGE) -> tuple[str, bool]:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     if parts[-1] == "__init__":
         return ".".join(parts[:-1]), True
     return ".".join(parts), False
 
 
-def import_graph() -> dict[str, set[str]]:
-    """relmail module → the relmail modules it imports, at module level or inside functions alike."""
-    modules = {_module_name(p)[0]: p for p in PACKAGE.rglob("*.py")}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """relmail module → the relmail modules it imports: at module level, inside functions and for annotations alike.
+
+    Counted as ``../shared/tools/import_cycles.py`` counts them: an import made
+    only for annotations still ties the two modules together.
+    """
+    modules = {_module_name(p, package)[0]: p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
@@ -103,6 +107,16 @@ def test_no_relmail_module_imports_another_in_a_cycle():
 def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
     graph = {"relmail.a": {"relmail.b"}, "relmail.b": {"relmail.c"}, "relmail.c": {"relmail.a"}, "relmail.d": set()}
     assert cycles(graph) == [["relmail.a", "relmail.b", "relmail.c"]]
+
+
+@pytest.mark.parametrize("guard", ["if TYPE_CHECKING:\n    from .a import A\n", "def f():\n    from .a import A\n"])
+def test_imports_for_annotations_and_inside_functions_count_as_a_cycle(tmp_path, guard):
+    package = tmp_path / "relmail"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import B\n\nA = B\n")
+    (package / "b.py").write_text(f"from typing import TYPE_CHECKING\n\nB = 1\n{guard}")
+    assert cycles(import_graph(package)) == [["relmail.a", "relmail.b"]]
 
 
 def test_the_pipeline_stages_are_packages_and_few_modules_stay_at_the_top():
