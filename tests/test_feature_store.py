@@ -116,7 +116,7 @@ def _send(engine, pairs, step):
     ledger.prepare(engine, run_id, now)
     with engine.connect() as conn:
         ids = conn.execute(select(Delivery.__table__.c.id).where(Delivery.__table__.c.run_id == run_id)).scalars().all()
-    ledger.record(engine, [ledger.Outcome(i, "accepted", provider_id=f"p{i}") for i in ids], now, TOPICS)
+    ledger.record(engine, [ledger.Settlement(i, "accepted", provider_id=f"p{i}") for i in ids], now, TOPICS)
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
