@@ -132,6 +132,37 @@ def empty_db_url(request, tmp_path):
 
 
 @pytest.fixture
+def limited_role():
+    """``limited_role(url, n)``: ``url`` as a new role allowed ``n`` connections (PostgreSQL); dropped after the test.
+
+    The role is the test's own (``CONNECTION LIMIT`` on it changes nothing
+    for anyone else on the shared server); it may use every relmail table.
+    """
+    made: list[tuple[str, str]] = []
+
+    def make(url: str, limit: int) -> str:
+        role = f"relmail_limited_{uuid.uuid4().hex[:8]}"
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE ROLE "{role}" LOGIN CONNECTION LIMIT {int(limit)}'))
+            conn.execute(text(f'GRANT ALL ON DATABASE "{url.rsplit("/", 1)[1]}" TO "{role}"'))
+            conn.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
+            conn.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+        admin.dispose()
+        made.append((url, role))
+        return url.replace("://postgres@", f"://{role}@")
+
+    yield make
+    for url, role in made:
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": role})
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
+
+
+@pytest.fixture
 def engine(db_url):
     eng = make_engine(db_url)
     yield eng

@@ -27,3 +27,8 @@ def test_model_train_with_nothing_to_train_on_exits_15_not_the_tampered_model_co
 def test_nothing_to_do_and_a_bad_model_file_have_a_code_each():
     codes = _codes()
     assert codes[15] == ["NothingToDo"] and codes[12] == ["ModelError"]
+
+
+def test_database_trouble_and_a_mostly_deferred_send_have_a_code_each():
+    codes = _codes()
+    assert codes[13] == ["DatabaseUnavailable"] and codes[14] == ["DeferredShareExceeded"]

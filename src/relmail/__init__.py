@@ -33,6 +33,7 @@ _API = {
     "PlanResult": "relmail.planning.run",
     "PlanOptions": "relmail.planning.run",
     "send": "relmail.sending.run",
+    "SendOptions": "relmail.sending.run",
     "SendResult": "relmail.sending.loop",
     "explain": "relmail.planning.why",
     "resolve_window": "relmail.windows",
@@ -49,7 +50,7 @@ _API = {
 
 __all__ = [
     "ConfigError", "Conflict", "DatabaseError", "DeliveryError", "NotFound", "PlanOptions", "PlanResult", "Problem", "Project",
-    "RelmailError", "SendResult", "TemplateError", "ValidationError", "connect", "explain", "load_campaign",
+    "RelmailError", "SendOptions", "SendResult", "TemplateError", "ValidationError", "connect", "explain", "load_campaign",
     "make_engine", "plan", "resolve_window", "send", "upgrade",
 ]
 
@@ -70,7 +71,7 @@ if TYPE_CHECKING:
     from .planning.why import explain
     from .project import Project
     from .sending.loop import SendResult
-    from .sending.run import send
+    from .sending.run import SendOptions, send
     from .store.db import connect, make_engine, upgrade
     from .windows import resolve_window
 

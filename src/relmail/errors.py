@@ -1,7 +1,12 @@
 """One exception hierarchy for everything a user can cause.
 
 The CLI turns any :class:`RelmailError` into a single line on stderr and the
-class's ``exit_code``; the codes are documented in the README and stable.
+class's ``exit_code``; the codes are documented (docs/reference/exit-codes.md)
+and stable. Errors of the database driver become a :class:`DatabaseError`
+(exit 5: cannot reach it, connection lost or refused) or a
+:class:`DatabaseUnavailable` (exit 13: timeouts, locks, read-only; retry
+later) in :mod:`relmail.store.faults`, with the SQL detail only under
+``relmail --verbose``.
 Each error also subclasses the standard exception it most resembles, so
 library callers can catch either.
 """
@@ -74,9 +79,34 @@ class Problem:
 
 
 class DatabaseError(RelmailError, RuntimeError):
-    """The database cannot be reached, or its schema is missing or outdated."""
+    """The database cannot be reached, closed the connection or refused one, or its schema is missing or outdated.
+
+    The message names the problem in one line; ``detail`` holds the
+    driver's own text and the SQL statement (``relmail --verbose`` prints
+    it). :mod:`relmail.store.faults` makes these from the driver's errors.
+    """
 
     exit_code = 5
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+    def __reduce__(self):
+        # Crosses process boundaries (a worker's error reaches the command) with its detail.
+        return (type(self), (str(self), self.detail))
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database is up but would not do the work now; the transaction was rolled back.
+
+    A statement or lock timeout, a deadlock, a lock held by another writer
+    (SQLite's "database is locked"), or a read-only database (a standby,
+    writes switched off, a read-only SQLite file). Retrying the same
+    command later may succeed: a scheduler can treat exit 13 as "try again".
+    """
+
+    exit_code = 13
 
 
 class TemplateError(RelmailError, ValueError):
@@ -93,6 +123,18 @@ class DeliveryError(RelmailError, RuntimeError):
 
 class UnsupportedFeature(DeliveryError):
     """An adapter was asked for something its provider cannot do."""
+
+
+class DeferredShareExceeded(DeliveryError):
+    """A send deferred more than ``--max-deferred-share`` of the e-mails it attempted.
+
+    Everything it did is in the ledger and the deferred e-mails are retried
+    by the next run of the same command; the exit code tells a scheduler
+    that this run mostly did not deliver (a provider throttling or down, a
+    connection limit), which a human should look at.
+    """
+
+    exit_code = 14
 
 
 class NotFound(RelmailError, LookupError):

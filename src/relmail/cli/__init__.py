@@ -38,17 +38,31 @@ MODULES = (
 
 
 class RelmailGroup(click.Group):
-    """Maps RelmailError to a one-line message and its exit code."""
+    """Maps RelmailError (and any database driver's error) to a one-line message and its exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except RelmailError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
+            _fail(ctx, exc)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
             ctx.exit(130)
+        except Exception as exc:
+            from ..store.faults import as_relmail_error
+
+            error = as_relmail_error(exc)
+            if error is None:
+                raise
+            _fail(ctx, error)
+
+
+def _fail(ctx: click.Context, exc: RelmailError) -> None:
+    click.echo(f"Error: {exc}", err=True)
+    detail = getattr(exc, "detail", None)
+    if detail and ctx.params.get("verbose"):
+        click.echo(detail, err=True)
+    ctx.exit(exc.exit_code)
 
 
 @click.group(cls=RelmailGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -61,8 +75,10 @@ class RelmailGroup(click.Group):
     envvar="RELMAIL_PROJECT",
     help="Project folder (default: the nearest folder holding relmail.toml).",
 )
+@click.option("--verbose", "-v", is_flag=True,
+              help="With an error, also print the detail behind it (the database's own message and the SQL statement).")
 @click.pass_context
-def cli(ctx: click.Context, project_dir: str | None) -> None:
+def cli(ctx: click.Context, project_dir: str | None, verbose: bool) -> None:
     """relmail: decide which marketing e-mails are worth sending to whom, say why, and send them well.
 
     \b

@@ -6,7 +6,8 @@ import click
 
 from ..errors import FeatureStoreCorrected
 from ..store import aggregates
-from ..store.db import current_revision, head_revision, redact, upgrade
+from ..store.db import current_revision, head_revision, upgrade
+from ..store.faults import redact
 from ._common import State, echo_json, json_option, pass_state
 
 

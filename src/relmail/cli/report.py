@@ -90,6 +90,10 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
     t = figures["totals"]
     click.echo(f"wrote {path}: {t['decisions']:,} decisions — {t['send']:,} send, {t['holdout']:,} hold-out, "
                f"{t['suppress']:,} suppressed; {len(figures['incrementality'])} lift entries, {len(shown)} previews")
+    if t["deliveries"]:
+        d = t["deliveries"]
+        click.echo(f"deliveries: {d['accepted']:,} accepted, {d['uncertain']:,} uncertain (no reply, not resent), "
+                   f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
 
 
 COMMANDS = [report]

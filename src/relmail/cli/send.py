@@ -35,10 +35,13 @@ from ._common import (
               help="Where the senders run: local processes, or the workers of a Dask cluster (PostgreSQL only).")
 @click.option("--scheduler", envvar="RELMAIL_DASK_SCHEDULER", metavar="ADDRESS",
               help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786 (default: $RELMAIL_DASK_SCHEDULER).")
+@click.option("--max-deferred-share", type=click.FloatRange(0, 1), default=0.5, show_default=True, metavar="SHARE",
+              help="Exit 14 when more than this share of the e-mails attempted was deferred (1: never).")
 @json_option
 @pass_state
 def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limit: int | None, only: tuple[str, ...], test_to: str | None,
-             dry_run: bool, batch_size: int, workers: int | None, executor: str, scheduler: str | None, as_json: bool) -> None:
+             dry_run: bool, batch_size: int, workers: int | None, executor: str, scheduler: str | None,
+             max_deferred_share: float, as_json: bool) -> None:
     """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
 
     Every delivery moves through the ledger (planned, sending, committing,
@@ -55,6 +58,12 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     only the relmail package and access to the PostgreSQL database; the
     run lock stays with this process.
 
+    The summary counts this invocation's e-mails by outcome: accepted,
+    uncertain (handed over, no reply from the server: assumed delivered,
+    never resent), deferred (retried by the next run), rejected and failed.
+    When more than --max-deferred-share of the e-mails it attempted were
+    deferred, the command exits 14 after the summary.
+
     \b
     Example:
       relmail send weekly --window 2026-W48
@@ -66,7 +75,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
     from ..errors import TemplateError
-    from ..sending.run import send
+    from ..sending.run import SendOptions, send
 
     bar = None
     if show_progress() and not (dry_run or test_to or as_json):
@@ -79,13 +88,14 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
             bar.update(done.get("handed_over", 0) - bar.pos)
 
     with _terminate_gracefully():
-        result = send(state.project, state.engine, campaign, window, cadence=cadence, limit=limit,
-                      only_customers=list(only) or None, dry_run=dry_run, test_to=test_to, batch_size=batch_size,
-                      progress=progress, workers=workers, executor=executor,
-                      scheduler=scheduler if executor == "dask" else None)
+        options = SendOptions(cadence=cadence, limit=limit, only_customers=only or None, dry_run=dry_run,
+                              test_to=test_to, batch_size=batch_size, progress=progress, workers=workers,
+                              executor=executor, scheduler=scheduler if executor == "dask" else None)
+        result = send(state.project, state.engine, campaign, window, options)
     if bar is not None:
         bar.render_finish()
     summary = result.summary()
+    real = not (dry_run or test_to)
     if as_json:
         echo_json(summary)
     else:
@@ -96,20 +106,42 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
         if result.lock_taken_over:
             click.echo(f"Took over the run lock: {result.lock_taken_over}; resuming its run.", err=True)
         click.echo(f"Run {result.run_id} ({mode}{', planned now' if result.planned_now else ''}) in {result.seconds:.1f} s")
-        rows = [(k, v) for k, v in result.done.items() if k != "handed_over"]
-        if rows:
-            echo_table(rows, ["this invocation", "e-mails"])
-        if result.states:
-            click.echo("")
-            echo_table(sorted(result.states.items()), ["ledger state", "deliveries"])
+        _print_counts(result, real)
         for customer, message, reason in result.render_errors[:20]:
             click.echo(f"RENDER_ERROR {customer} {message}: {reason}", err=True)
         if len(result.render_errors) > 20:
             click.echo(f"... and {len(result.render_errors) - 20} more render errors", err=True)
         if result.next_retry_at:
             click.echo(f"Deferred e-mails are due again from {result.next_retry_at.isoformat()}; run the same command then.")
+    if real and result.done.get("deferred") and result.deferred_share <= max_deferred_share:
+        # Not enough to fail the run, but never silent: a scheduler's log keeps stderr.
+        reasons = "; ".join(f"{n:,} x {why}" for why, n in result.deferred_reasons.items())
+        click.echo(f"Warning: {result.done['deferred']:,} of {result.done.get('handed_over', 0):,} e-mails deferred"
+                   f"{f' ({reasons})' if reasons else ''}; the next run retries them.", err=True)
     if dry_run and result.render_errors:
         raise TemplateError(f"{len(result.render_errors)} e-mail(s) failed to render in the dry run")
+    result.check_deferred(max_deferred_share)
+
+
+def _print_counts(result, real: bool) -> None:
+    """This invocation's e-mails by outcome (every outcome of a real send, zeros too), then the ledger's states."""
+    from ..sending.loop import OUTCOMES
+
+    done = {k: v for k, v in result.done.items() if k != "handed_over"}
+    rows = [("rendered", done.pop("rendered"))] if "rendered" in done else []
+    if real:
+        rows += [(k, done.pop(k, 0)) for k in OUTCOMES]
+    rows += sorted(done.items())
+    if rows:
+        echo_table(rows, ["this invocation", "e-mails"])
+    if real and result.done.get("uncertain"):
+        click.echo(f"{result.done['uncertain']:,} e-mail(s) uncertain: handed over completely but the server's reply "
+                   "was lost; recorded as delivered and never sent again.")
+    if result.states:
+        click.echo("")
+        echo_table(sorted(result.states.items()), ["ledger state", "deliveries"])
+        if result.uncertain:
+            click.echo(f"({result.uncertain:,} of the accepted deliveries are uncertain: no reply from the server.)")
 
 
 @contextlib.contextmanager

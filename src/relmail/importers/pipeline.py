@@ -26,9 +26,10 @@ from typing import Any, BinaryIO
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ..errors import DatabaseError, Problem, ValidationError
+from ..errors import Problem, ValidationError
 from ..store import aggregates
-from ..store.db import redact, refresh_statistics
+from ..store.db import refresh_statistics
+from ..store.faults import as_relmail_error, redact, translated
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
@@ -96,6 +97,7 @@ class ImportResult:
         }
 
 
+@translated
 def import_file(
     engine: Engine,
     kind: str,
@@ -182,8 +184,9 @@ def import_file(
                     aggregates.refresh(conn, loader.touched)
                 refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
-            detail = getattr(exc, "orig", None) or exc
-            raise DatabaseError(f"{src.name}: the import failed in {redact(str(engine.url))} and was rolled back: {detail}") from None
+            fault = as_relmail_error(exc)
+            raise type(fault)(f"{src.name}: the import failed in {redact(str(engine.url))} and was rolled back: {fault}",
+                              detail=fault.detail) from None
         finally:
             if writer is not None:
                 writer.close()

@@ -136,7 +136,7 @@ class Candidates:
     bits: np.ndarray
     #: Per audience row: a hard rule fired.
     hard: np.ndarray
-    #: Reason code → the limits the rule compared against (its ``Outcome.detail``).
+    #: Reason code → the limits the rule compared against (its ``RuleFindings.detail``).
     details: dict[str, dict[str, Any]]
     #: The rules that applied to the message.
     rules: list

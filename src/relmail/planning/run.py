@@ -45,6 +45,7 @@ from ..rules import REASON_CODES
 from ..score.transparent import Scorer, make_scorer
 from ..segments import audience, load_segments
 from ..store import locks
+from ..store.faults import translated
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, current_time, resolve_window
 from . import decisions as dec
@@ -175,6 +176,7 @@ class PlanOptions:
     lock_timeout: timedelta | None = None
 
 
+@translated
 def plan(project: Project, engine: Engine, campaign: str | Campaign, window: str | Window, options: PlanOptions | None = None,
          /, **overrides: Any) -> PlanResult:
     """Plan ``campaign`` for ``window`` and (unless ``dry_run``) record it in the ledger.

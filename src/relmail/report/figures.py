@@ -29,6 +29,9 @@ from ..campaigns import load_campaign
 from ..errors import NotFound
 from ..learn.incrementality import incrementality
 from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
+from ..sending import ledger
+from ..sending.loop import OUTCOMES
+from ..store.faults import translated
 from ..store.models import Decision, Delivery, Run
 
 DEC, DLV, RUNS = Decision.__table__, Delivery.__table__, Run.__table__
@@ -44,6 +47,7 @@ def irritation_codes() -> list[str]:
     return [code for code in RULES if code not in HARD]
 
 
+@translated
 def run_figures(
     engine: Engine,
     run_id: str,
@@ -85,8 +89,10 @@ def run_figures(
                 .group_by(DEC.c.message_id)
             )
         }
+        # An accepted delivery without the provider's reply is counted apart: "uncertain", never resent.
+        state = ledger.outcome().label("state")
         deliveries = conn.execute(
-            select(DLV.c.message_id, DLV.c.status, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, DLV.c.status)
+            select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
@@ -145,6 +151,8 @@ def run_figures(
     delivered: Counter = Counter()
     for m in messages.values():
         delivered.update(m["deliveries"])
+    if delivered:
+        delivered.update(dict.fromkeys(OUTCOMES, 0))  # every outcome named, zeros too, once the run has deliveries
     totals["deliveries"] = dict(sorted(delivered.items()))
 
     return _finite({

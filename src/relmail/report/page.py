@@ -72,6 +72,11 @@ PAGE = """<!doctype html>
   <div class="card" data-figure="holdout"><div class="n">{{ totals.holdout|fmt }}</div><div class="l">held out to measure lift</div></div>
   <div class="card" data-figure="suppress"><div class="n">{{ totals.suppress|fmt }}</div><div class="l">suppressed ({{ pct(totals.suppress, totals.decisions) }})</div></div>
   <div class="card" data-figure="accepted"><div class="n">{{ (totals.deliveries.accepted or 0)|fmt }}</div><div class="l">delivered (accepted)</div></div>
+  {% if totals.deliveries %}
+  <div class="card" data-figure="uncertain"><div class="n">{{ (totals.deliveries.uncertain or 0)|fmt }}</div><div class="l">uncertain: handed over, no reply (not resent)</div></div>
+  <div class="card" data-figure="deferred"><div class="n">{{ (totals.deliveries.deferred or 0)|fmt }}</div><div class="l">deferred (retried by the next send)</div></div>
+  <div class="card" data-figure="rejected"><div class="n">{{ ((totals.deliveries.rejected or 0) + (totals.deliveries.failed or 0))|fmt }}</div><div class="l">rejected or failed</div></div>
+  {% endif %}
 </div>
 
 <section id="per-message">

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from .address_suppressed import AddressSuppressed
 from .already_sent import AlreadySent
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 from .complained import Complained
 from .consent import NoConsent
 from .fatigue import Fatigue
@@ -101,4 +101,4 @@ def rules_for(message: Message, frame: FeatureFrame | None = None) -> list[Rule]
     ]
 
 
-__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "Outcome", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]
+__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "RuleFindings", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, n, num
+from .base import Rule, RuleFindings, n, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -21,11 +21,11 @@ class AlreadySent(Rule):
     summary = "this message was already sent to the customer"
     columns = ("k.already_sent", "k.planned_same")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         sent = self.is_one(self.col(frame, message, "k.already_sent"))
         gap = message.repeat_after_days
         detail = {} if gap is None else {"repeat_after_days": float(gap)}
-        return Outcome(sent | (self.col(frame, message, "k.planned_same") > 0), detail)
+        return RuleFindings(sent | (self.col(frame, message, "k.planned_same") > 0), detail)
 
     def explain(self, logged) -> str:
         gap = logged.get("repeat_after_days")

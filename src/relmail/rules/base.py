@@ -28,7 +28,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Outcome:
+class RuleFindings:
     """What a rule found for every row of the frame."""
 
     #: True where the rule fires (the send is suppressed).
@@ -63,7 +63,7 @@ class Rule:
         """Whether the frame holds every column in :attr:`requires` for ``message``."""
         return all(frame_key(c, message.id) in frame for c in self.requires)
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         raise NotImplementedError
 
     def explain(self, logged: dict[str, Any]) -> str:

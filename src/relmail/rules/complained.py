@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, num, plural
+from .base import Rule, RuleFindings, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -17,8 +17,8 @@ class Complained(Rule):
     summary = "reported our e-mail as spam"
     columns = ("complained_ever", "complaints_90")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "complained_ever")))
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "complained_ever")))
 
     def explain(self, logged) -> str:
         recent = num(logged, "complaints_90")

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -26,14 +26,14 @@ class NoConsent(Rule):
     summary = "no consent for the message's topic"
     columns = ("k.consent_topic",)
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         consent = self.col(frame, message, "k.consent_topic")
         opt_in = policy.consent == "opt-in"
         # Opted out always blocks; no record blocks only under opt-in consent.
         mask = (consent < 0.5) | (np.isnan(consent) & opt_in)
         context = frame.contexts.get(message.id)
         counts = 1.0 if context is not None and context.global_consent else 0.0
-        return Outcome(mask, {"opt_in_required": 1.0 if opt_in else 0.0, "global_opt_in_counts": counts})
+        return RuleFindings(mask, {"opt_in_required": 1.0 if opt_in else 0.0, "global_opt_in_counts": counts})
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")

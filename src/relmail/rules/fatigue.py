@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -19,9 +19,9 @@ class Fatigue(Rule):
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         fatigue = self.col(frame, message, "fatigue")
-        return Outcome(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
+        return RuleFindings(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
 
     def explain(self, logged) -> str:
         return (

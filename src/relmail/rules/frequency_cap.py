@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -52,12 +52,12 @@ class FrequencyCap(Rule):
     summary = "frequency cap reached (all topics)"
     columns = ("sends_7", "sends_30", "planned_7", "planned_30", "frequency_wish")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         c7, c30 = effective_caps(frame, message, policy)
         s7 = self.col(frame, message, "sends_7") + self.col(frame, message, "planned_7")
         s30 = self.col(frame, message, "sends_30") + self.col(frame, message, "planned_30")
         mask = (s7 >= c7) | (s30 >= c30)
-        return Outcome(mask, {"cap_7d": np.where(np.isinf(c7), np.nan, c7), "cap_30d": np.where(np.isinf(c30), np.nan, c30)})
+        return RuleFindings(mask, {"cap_7d": np.where(np.isinf(c7), np.nan, c7), "cap_30d": np.where(np.isinf(c30), np.nan, c30)})
 
     def explain(self, logged) -> str:
         parts = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -17,8 +17,8 @@ class HardBounce(Rule):
     summary = "the address bounced permanently"
     columns = ("hard_bounced",)
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "hard_bounced")))
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "hard_bounced")))
 
     def explain(self, logged) -> str:
         return "the address hard-bounced, with no delivery, open or click since"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -17,8 +17,8 @@ class InvalidAddress(Rule):
     summary = "the e-mail address is invalid"
     columns = ("email_valid",)
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.col(frame, message, "email_valid") < 0.5)
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "email_valid") < 0.5)
 
     def explain(self, logged) -> str:
         return "the e-mail address is not a valid address"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -16,9 +16,9 @@ class LowRelevance(Rule):
     summary = "relevance below the threshold"
     columns = ("k.score",)
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         score = self.col(frame, message, "k.score")
-        return Outcome(~(score >= policy.min_relevance), {"min_relevance": float(policy.min_relevance)})
+        return RuleFindings(~(score >= policy.min_relevance), {"min_relevance": float(policy.min_relevance)})
 
     def explain(self, logged) -> str:
         return f"relevance {num(logged, 'score'):.2f} is below the threshold {num(logged, 'min_relevance'):.2f}"

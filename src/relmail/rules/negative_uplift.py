@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -26,10 +26,10 @@ class NegativeUplift(Rule):
     requires = ("k.model_uplift",)
     logs_score_inputs = True
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         uplift = self.col(frame, message, "k.model_uplift")
         # NaN < 0 is False: no uplift model means no suppression on uplift.
-        return Outcome(np.less(uplift, 0.0, where=~np.isnan(uplift), out=np.zeros(len(uplift), dtype=bool)))
+        return RuleFindings(np.less(uplift, 0.0, where=~np.isnan(uplift), out=np.zeros(len(uplift), dtype=bool)))
 
     def explain(self, logged) -> str:
         uplift = num(logged, "model_uplift")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -23,8 +23,8 @@ class NotNewCustomer(Rule):
     def applies(self, message: Message) -> bool:
         return message.offer == "new-customers-only"
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(~self.is_one(self.col(frame, message, "is_new")))
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(~self.is_one(self.col(frame, message, "is_new")))
 
     def explain(self, logged) -> str:
         who = "a loyal customer" if num(logged, "loyal") >= 0.5 else "an existing customer"

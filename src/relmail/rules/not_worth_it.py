@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Outcome, Rule, n, num
+from .base import Rule, RuleFindings, n, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -26,10 +26,10 @@ class NotWorthIt(Rule):
     requires = ("k.expected_value",)
     logs_score_inputs = True
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         ev = self.col(frame, message, "k.expected_value")
         mask = np.less_equal(ev, 0.0, where=~np.isnan(ev), out=np.zeros(len(ev), dtype=bool))
-        return Outcome(mask, {"message_value": float(message.value), "contact_cost": float(policy.contact_cost)})
+        return RuleFindings(mask, {"message_value": float(message.value), "contact_cost": float(policy.contact_cost)})
 
     def explain(self, logged) -> str:
         outcome = logged.get("model_outcome") or "a positive outcome"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, num, plural
+from .base import Rule, RuleFindings, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -19,8 +19,8 @@ class OpenTicket(Rule):
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.col(frame, message, "open_tickets") > 0)
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "open_tickets") > 0)
 
     def explain(self, logged) -> str:
         return f"{plural(num(logged, 'open_tickets'), 'open service ticket')}: service comes first, promotions wait"

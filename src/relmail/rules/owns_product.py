@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule
+from .base import Rule, RuleFindings
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -20,8 +20,8 @@ class OwnsProduct(Rule):
         # A usage tip is *for* owners; a service message is about what they own.
         return bool(message.products) and message.offer not in ("usage-tip", "service")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.is_one(self.col(frame, message, "k.owns_product")))
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.is_one(self.col(frame, message, "k.owns_product")))
 
     def explain(self, logged) -> str:
         products = logged.get("products") or "the featured product"

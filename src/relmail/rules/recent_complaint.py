@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -24,8 +24,8 @@ class RecentComplaint(Rule):
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
-        return Outcome(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
+        return RuleFindings(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
 
     def explain(self, logged) -> str:
         days = n(num(logged, "complaint_days", 30))

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Outcome, Rule, n, plural
+from .base import Rule, RuleFindings, n, plural
 from .frequency_cap import counted, reached
 
 if TYPE_CHECKING:
@@ -19,7 +19,7 @@ class TopicFrequencyCap(Rule):
     summary = "frequency cap for the topic reached"
     columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         size = len(frame)
         mask = np.zeros(size, dtype=bool)
         detail = {}
@@ -30,7 +30,7 @@ class TopicFrequencyCap(Rule):
                 continue
             count = self.col(frame, message, f"k.topic_sends_{days}") + self.col(frame, message, f"k.topic_planned_{days}")
             mask |= count >= cap
-        return Outcome(mask, detail)
+        return RuleFindings(mask, detail)
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Outcome, Rule, num
+from .base import Rule, RuleFindings, num
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -17,9 +17,9 @@ class Unsubscribed(Rule):
     summary = "globally unsubscribed"
     columns = ("consent_global", "unsubscribed_event")
 
-    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         opted_out = self.col(frame, message, "consent_global") < 0.5
-        return Outcome(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
+        return RuleFindings(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
 
     def explain(self, logged) -> str:
         if num(logged, "consent_global", 1.0) < 0.5:

@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..errors import Problem, ValidationError
 from ..features.sql import connection, sorted_ids
+from ..store.faults import database_fault
 from ..store.models import Customer, UTCDateTime
 from .compile import compile_node
 from .grammar import COMBINATORS, CONDITIONS, SPECIAL, Node, parse_file, walk
@@ -99,9 +100,14 @@ def _run(conn, stmt, segments: list[Segment]):
     try:
         return conn.execute(stmt)
     except (DBAPIError, StatementError) as exc:
-        # Mostly a broken ``sql:`` escape hatch: say which files could be at fault.
+        fault = database_fault(exc)
+        if fault is not None:
+            # A timeout, a lost connection, a lock: the database's trouble, not the segment files'.
+            raise fault from None
+        # The statement's own error, mostly a broken ``sql:`` escape hatch: say which files could be at fault.
         files = ", ".join(str(s.file) for s in segments)
-        raise ValidationError(f"segment query failed ({files}): {getattr(exc, 'orig', exc)}") from None
+        first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise ValidationError(f"segment query failed ({files}): {first}") from None
 
 
 def load_segments(project_or_dir) -> dict[str, Segment]:

@@ -5,6 +5,6 @@
 in parallel on an executor.
 """
 
-from .run import SendResult, send
+from .run import SendOptions, SendResult, send
 
-__all__ = ["SendResult", "send"]
+__all__ = ["SendOptions", "SendResult", "send"]

@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import bindparam, func, insert, literal, or_, select, update
+from sqlalchemy import bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
 from ..store import aggregates
@@ -47,6 +47,9 @@ FINAL = ("accepted", "rejected", "failed")
 #: States an answer from the provider may settle.
 IN_FLIGHT = ("planned", "sending", "committing")
 UNCERTAIN = "outcome unknown after an interruption at the point of no return; assumed delivered"
+#: What the send summary and the run report call an ``accepted`` delivery noted :data:`UNCERTAIN`:
+#: handed over completely, no reply from the provider, never sent again.
+UNCERTAIN_OUTCOME = "uncertain"
 
 
 @dataclass(frozen=True)
@@ -243,7 +246,8 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
         ],
     )
     for o in outcomes:
-        counts[o.status] = counts.get(o.status, 0) + 1
+        key = UNCERTAIN_OUTCOME if o.status == "accepted" and (o.reason or "").startswith(UNCERTAIN) else o.status
+        counts[key] = counts.get(key, 0) + 1
     bounced = [o.delivery_id for o in outcomes if o.status == "rejected" and o.hard_bounce]
     if bounced:
         conn.execute(
@@ -292,6 +296,32 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
 
 def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
     return f"sent:{run_id}:{customer_id}:{message_id}"
+
+
+def is_uncertain():
+    """SQL: the delivery was settled as delivered without the provider's reply (see :data:`UNCERTAIN`)."""
+    return (D.c.status == "accepted") & D.c.last_error.startswith(UNCERTAIN, autoescape=True)
+
+
+def outcome():
+    """SQL: a delivery's state, with :data:`UNCERTAIN_OUTCOME` for an ``accepted`` one that is uncertain."""
+    return case((is_uncertain(), literal(UNCERTAIN_OUTCOME)), else_=D.c.status)
+
+
+def uncertain_count(engine: Engine, run_id: str) -> int:
+    """How many deliveries of the run were settled as delivered without the provider's reply."""
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).where(D.c.run_id == run_id, is_uncertain())).scalar_one()
+
+
+def deferred_reasons(engine: Engine, run_id: str, top: int = 3) -> dict[str, int]:
+    """The most common reasons of the run's deferred deliveries, with how many each."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(D.c.last_error, func.count().label("n")).where(D.c.run_id == run_id, D.c.status == "deferred")
+            .group_by(D.c.last_error).order_by(func.count().desc(), D.c.last_error).limit(top)
+        ).all()
+    return {reason or "no reason given": n for reason, n in rows}
 
 
 def status_counts(engine: Engine, run_id: str) -> dict[str, int]:

@@ -11,15 +11,15 @@ e-mail, and stops within a bound (:mod:`relmail.sending.reconnect`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
 from ..delivery.base import DeliveryAborted
-from ..errors import DeliveryError
+from ..errors import DeferredShareExceeded, DeliveryError
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
 from . import ledger
@@ -27,8 +27,16 @@ from .batcher import Batcher, outgoing
 from .marker import Marker
 from .reconnect import DatabaseRetry
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
+
 DEC = Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
+#: What became of the e-mails an invocation attempted: confirmed by the provider; handed over with no reply
+#: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template, opt-out).
+OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed")
 
 
 @dataclass
@@ -39,7 +47,7 @@ class SendResult:
     test_to: str | None
     #: Deliveries of the run by state after this invocation (the ledger's view).
     states: dict[str, int] = field(default_factory=dict)
-    #: What this invocation did: rendered, accepted, deferred, rejected, failed.
+    #: What this invocation did: rendered, handed_over (claimed), and the outcomes (:data:`OUTCOMES`).
     done: dict[str, int] = field(default_factory=dict)
     #: (customer, message, reason) for every e-mail whose template failed.
     render_errors: list[tuple[str, str, str]] = field(default_factory=list)
@@ -52,6 +60,37 @@ class SendResult:
     lock_taken_over: str | None = None
     #: Processes that rendered and delivered (1: this one).
     workers: int = 1
+    #: Deliveries of the run settled as delivered without the provider's reply (the ledger's view).
+    uncertain: int = 0
+    #: The most common reasons of the run's deferred deliveries, with how many each.
+    deferred_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def outcomes(self) -> dict[str, int]:
+        """This invocation's e-mails by outcome, every one of :data:`OUTCOMES` present."""
+        return {k: self.done.get(k, 0) for k in OUTCOMES}
+
+    @property
+    def deferred_share(self) -> float:
+        """The share of the e-mails this invocation attempted (claimed) that ended deferred."""
+        attempted = self.done.get("handed_over", 0)
+        return self.done.get("deferred", 0) / attempted if attempted else 0.0
+
+    def check_deferred(self, max_share: float) -> None:
+        """Raise :class:`~relmail.errors.DeferredShareExceeded` (exit 14) if more than ``max_share`` was deferred.
+
+        The e-mails stay deferred in the ledger and the next run of the same
+        command retries them; the error tells a scheduler that this run
+        mostly did not deliver.
+        """
+        if self.dry_run or self.test_to or self.deferred_share <= max_share:
+            return
+        deferred, attempted = self.done.get("deferred", 0), self.done.get("handed_over", 0)
+        why = next(iter(self.deferred_reasons), None)
+        retry = f"; retried by the next run from {self.next_retry_at:%Y-%m-%d %H:%M} UTC" if self.next_retry_at else ""
+        raise DeferredShareExceeded(
+            f"{deferred:,} of the {attempted:,} e-mails this run attempted were deferred ({self.deferred_share:.0%}, "
+            f"more than --max-deferred-share {max_share:g}){f', mostly: {why}' if why else ''}{retry}")
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -64,6 +103,10 @@ class SendResult:
             "test_to": self.test_to,
             "states": self.states,
             "done": self.done,
+            "outcomes": self.outcomes,
+            "uncertain": self.uncertain,
+            "deferred_share": round(self.deferred_share, 4),
+            "deferred_reasons": self.deferred_reasons,
             "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
             "recovered": self.recovered,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
@@ -72,9 +115,28 @@ class SendResult:
         }
 
 
-def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendResult, topics, clock, deadline, *,
-          limit: int | None, only_customers, batch_size: int, after_batch: Callable[[], None],
-          progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
+@dataclass(frozen=True)
+class SendJob:
+    """One run's sending as the loop sees it: the same in a single-process send and in every parallel sender."""
+
+    project: Project
+    engine: Engine
+    run_id: str
+    #: Renders the run's claimed decisions (its templates compiled once).
+    batcher: Batcher
+    #: Message id → topic, for the ``email_sent`` events and the opt-out check.
+    topics: dict[str, str | None]
+    clock: Callable[[], datetime]
+    #: A deferral whose retry falls after this is recorded ``failed``.
+    deadline: datetime
+    #: E-mails per claim.
+    batch_size: int
+    #: Only these customers' e-mails (None: all).
+    only_customers: Sequence[str] | None = None
+
+
+def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_batch: Callable[[], None],
+         progress: Callable[[dict[str, int]], None] | None = None, stop: Callable[[], bool] = lambda: False) -> None:
     """Claim, render, mark, hand over and record batches until nothing is due (or ``limit``/``stop``).
 
     The one sending loop, run by a single-process send and by each worker.
@@ -82,17 +144,18 @@ def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendRe
     several processes take turns on SQLite's single writer without waiting
     on each other's rendering or network time.
     """
-    marker = Marker(engine, clock)
+    marker = Marker(job.engine, job.clock)
     adapter.on_commit = marker
-    retry = DatabaseRetry(engine)
+    retry = DatabaseRetry(job.engine)
     try:
         while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
-            want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
+            want = job.batch_size if limit is None else min(job.batch_size, limit - result.done.get("handed_over", 0))
             claims = retry.run("claiming a batch", lambda want=want: ledger.claim(
-                engine, run_id, clock(), want, customers=only_customers, message_id=batcher.message_id))
+                job.engine, job.run_id, job.clock(), want, customers=job.only_customers,
+                message_id=job.batcher.message_id))
             if not claims:
                 break
-            if deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline, retry=retry):
+            if deliver(job, adapter, claims, result, retry=retry):
                 retry.progress()
             else:
                 # A mark failed: its e-mails and the rest of the batch went back to
@@ -111,15 +174,15 @@ def delivery_key(delivery_id: int) -> str:
     return f"d{delivery_id}"
 
 
-def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline,
-            *, retry: DatabaseRetry | None = None) -> bool:
+def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: DatabaseRetry | None = None) -> bool:
     """Render, hand over and record one claimed batch; False if e-mails were withheld (a mark failed)."""
+    engine, run_id, batcher, clock = job.engine, job.run_id, job.batcher, job.clock
     retry = retry or DatabaseRetry(engine)
     by_pair = {(c.customer_id, c.message_id): c for c in claims}
     outcomes: list[ledger.Settlement] = []
     # The plan may be days old: whoever opted out, complained or bounced
     # since is not mailed, whatever the plan said.
-    blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), topics, batcher.as_of))
+    blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), job.topics, batcher.as_of))
     for pair, reason in blocked.items():
         outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
     emails, errors = retry.run("rendering", lambda: batcher.render(list(by_pair)))
@@ -128,7 +191,7 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
             outcomes.append(ledger.Settlement(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
-    messages = [outgoing(email, ctx, project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
+    messages = [outgoing(email, ctx, job.project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
                 for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
     aborted = None
@@ -148,7 +211,7 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         else:
             outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, answer.retry_at,
                                            answer.reason or None, answer.hard_bounce))
-    counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), topics, deadline=deadline))
+    counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
     for status, n in counts.items():
         result.done[status] = result.done.get(status, 0) + n
     if withheld:

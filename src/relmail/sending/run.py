@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
@@ -21,38 +23,87 @@ from ..errors import ConfigError, Conflict, DeliveryError, NotFound
 from ..executors import Executor, get_executor
 from ..planning.run import plan, run_id_for
 from ..store import locks
+from ..store.faults import translated
 from ..store.models import Decision, Delivery, Run
 from ..windows import Window, current_time, resolve_window
 from . import connections, ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
-from .loop import SendResult, loop
+from .loop import SendJob, SendResult, loop
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
 
 RUNS, DEC = Run.__table__, Decision.__table__
 
 
-def send(
-    project,
-    engine,
-    campaign: str | Campaign,
-    window: str | Window,
-    *,
-    cadence: str | None = None,
-    lock_timeout: timedelta | None = None,
-    limit: int | None = None,
-    only_customers: Sequence[str] | None = None,
-    dry_run: bool = False,
-    test_to: str | None = None,
-    adapter=None,
-    batch_size: int = 500,
-    retry_deadline: timedelta = timedelta(hours=48),
-    now: Callable[[], datetime] | None = None,
-    progress: Callable[[dict[str, int]], None] | None = None,
-    workers: int | None = None,
-    executor=None,
-    scheduler: str | None = None,
-) -> SendResult:
+@dataclass(frozen=True)
+class SendOptions:
+    """How to send: the options of :func:`send` (and of ``relmail send``), each with its default."""
+
+    #: With window ``auto``: ``weekly``, ``daily`` or ``monthly`` (default: the campaign's ``schedule``).
+    cadence: str | None = None
+    #: How long a silent holder keeps the run's lock (default: ``[schedule] lock_timeout_minutes``).
+    lock_timeout: timedelta | None = None
+    #: Hand over at most this many e-mails in this invocation.
+    limit: int | None = None
+    #: Only these customers' e-mails.
+    only_customers: Sequence[str] | None = None
+    #: Render everything, deliver nothing, write nothing.
+    dry_run: bool = False
+    #: Proof send: mail the chosen customers' e-mails to this address; nothing is recorded.
+    test_to: str | None = None
+    #: An adapter instance to deliver with (default: the project's ``[delivery]``); always used in-process.
+    adapter: Any = None
+    #: E-mails per ledger batch (claim, mark, record).
+    batch_size: int = 500
+    #: A deferred e-mail is retried until this long after the send started, then ``failed``.
+    retry_deadline: timedelta = timedelta(hours=48)
+    #: The clock, called for every timestamp (default: :func:`relmail.windows.current_time`).
+    now: Callable[[], datetime] | None = None
+    #: ``progress(done)``: called after each batch with this invocation's counts.
+    progress: Callable[[dict[str, int]], None] | None = None
+    #: Senders that render and deliver in parallel (None: one per core; 1: in this process).
+    workers: int | None = None
+    #: ``local``, ``dask`` or an :class:`relmail.executors.Executor` (None: ``local``).
+    executor: Any = None
+    #: The Dask scheduler of ``executor="dask"`` (default: ``$RELMAIL_DASK_SCHEDULER``).
+    scheduler: str | None = None
+
+
+@dataclass(frozen=True)
+class _Invocation:
+    """One call of :func:`send`: the run it works on and how, once the campaign and window are resolved."""
+
+    project: Project
+    engine: Engine
+    camp: Campaign
+    win: Window
+    opts: SendOptions
+    clock: Callable[[], datetime]
+    #: Where senders run; None: in this process.
+    executor: Executor | None
+    #: The run lock (None for a dry run or proof send, which write nothing).
+    lock: locks.HeldLock | None = None
+    lease_timeout: timedelta | None = None
+
+    @property
+    def run_id(self) -> str:
+        return run_id_for(self.camp.name, self.win.key)
+
+
+@translated
+def send(project: Project, engine: Engine, campaign: str | Campaign, window: str | Window, options: SendOptions | None = None,
+         /, **overrides: Any) -> SendResult:
     """Plan (if the window has no run yet), render and deliver every ``send`` decision of the run.
+
+    ``campaign`` is a name under ``campaigns/``, a file path or a loaded
+    :class:`Campaign`; ``window`` a window name or a :class:`Window`. The
+    options are a :class:`SendOptions`, or its fields as keywords
+    (``send(..., dry_run=True)``); keywords override the fields of
+    ``options``.
 
     ``dry_run`` renders everything and delivers nothing, writing nothing.
     ``test_to`` renders the chosen customers' e-mails (``only_customers``, or
@@ -75,10 +126,14 @@ def send(
     too. Proof sends and an explicit ``adapter`` instance (one connection
     pool, which cannot cross processes) always run in-process.
     """
-    clock = now or current_time
+    opts = replace(options or SendOptions(), **overrides)
+    if opts.only_customers is not None:
+        opts = replace(opts, only_customers=tuple(opts.only_customers))
+    clock = opts.now or current_time
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
-    win = resolve_window(window, project.settings.timezone, cadence=cadence, campaign=camp, now=clock())
-    in_process = bool(test_to) or adapter is not None or (workers == 1 and executor in (None, "local"))
+    win = resolve_window(window, project.settings.timezone, cadence=opts.cadence, campaign=camp, now=clock())
+    executor = opts.executor
+    in_process = bool(opts.test_to) or opts.adapter is not None or (opts.workers == 1 and executor in (None, "local"))
     remote = executor == "dask" or (isinstance(executor, Executor) and executor.remote)
     if remote and engine.dialect.name != "postgresql":
         # Checked before connecting to the cluster or planning anything.
@@ -88,17 +143,15 @@ def send(
     if isinstance(executor, Executor):
         pool = executor
     elif not in_process:
-        pool = get_executor(executor or "local", workers=workers, scheduler=scheduler)
+        pool = get_executor(executor or "local", workers=opts.workers, scheduler=opts.scheduler)
     try:
-        common = {"limit": limit, "only_customers": only_customers, "dry_run": dry_run, "test_to": test_to,
-                  "adapter": adapter, "batch_size": batch_size, "retry_deadline": retry_deadline, "clock": clock,
-                  "progress": progress, "executor": None if in_process else pool}
-        if dry_run or test_to:
+        call = _Invocation(project, engine, camp, win, opts, clock, None if in_process else pool)
+        if opts.dry_run or opts.test_to:
             # Writes nothing to the ledger: no lock needed, and a dry run may watch a run in progress.
-            return _send(project, engine, camp, win, None, lease_timeout=None, **common)
-        timeout = lock_timeout or locks.timeout_for(project)
-        with locks.acquire(engine, run_id_for(camp.name, win.key), timeout=timeout) as lock:
-            return _send(project, engine, camp, win, lock, lease_timeout=timeout, **common)
+            return _send(call)
+        timeout = opts.lock_timeout or locks.timeout_for(project)
+        with locks.acquire(engine, call.run_id, timeout=timeout) as lock:
+            return _send(replace(call, lock=lock, lease_timeout=timeout))
     finally:
         if pool is not None and pool is not executor:
             pool.close()
@@ -108,18 +161,20 @@ def send(
 MAX_ROUNDS = 4
 
 
-def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | None, *, limit, only_customers,
-          dry_run, test_to, adapter, batch_size, retry_deadline, clock, progress, executor, lease_timeout) -> SendResult:
+def _send(call: _Invocation) -> SendResult:
     started = time.perf_counter()
-    run_id = run_id_for(camp.name, win.key)
+    project, engine, camp, win, opts, clock, executor = (call.project, call.engine, call.camp, call.win, call.opts,
+                                                          call.clock, call.executor)
+    run_id, lock = call.run_id, call.lock
     with engine.connect() as conn:
         run = conn.execute(select(RUNS.c.as_of).where(RUNS.c.id == run_id)).first()
-    result = SendResult(run_id, planned_now=run is None, dry_run=dry_run, test_to=test_to, window=win,
+    result = SendResult(run_id, planned_now=run is None, dry_run=opts.dry_run, test_to=opts.test_to, window=win,
                         lock_taken_over=lock.taken_over if lock is not None else None)
 
     # Planning here uses the senders' executor too: its customer ranges run where the senders will.
     on = {"executor": executor} if executor is not None else {}
-    if run is None and (dry_run or test_to):
+    preview = opts.dry_run or bool(opts.test_to)
+    if run is None and preview:
         planned = plan(project, engine, camp, win, dry_run=True, now=clock(), **on)
         as_of = planned.as_of
         sends = [(c, m) for c, m, a in zip(planned.decisions.customer_id, planned.decisions.message_id, planned.decisions.action) if a == "send"]
@@ -132,16 +187,17 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     # Compiled here, before anything is sent: a broken template stops the command. Forked workers inherit it.
     batcher = Batcher(project, engine, camp, run_id, as_of)
 
-    if dry_run or test_to:
+    if preview:
         if sends is None:
             with engine.connect() as conn:
                 q = select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
                 sends = [tuple(r) for r in conn.execute(q.order_by(DEC.c.id))]
-        sends = _choose(sends, only_customers, limit, proof=bool(test_to))
-        if executor is not None and not test_to and sends and (executor.remote or (len(sends) > batch_size and executor.workers > 1)):
-            _render_partitions(project, engine, executor, batcher, camp, run_id, as_of, sends, result, clock, batch_size)
+        sends = _choose(sends, opts.only_customers, opts.limit, proof=bool(opts.test_to))
+        if (executor is not None and not opts.test_to and sends
+                and (executor.remote or (len(sends) > opts.batch_size and executor.workers > 1))):
+            _render_partitions(call, batcher, sends, result)
         else:
-            _render_only(project, batcher, sends, result, test_to, adapter, batch_size)
+            _render_only(call, batcher, sends, result)
         result.seconds = time.perf_counter() - started
         return result
 
@@ -150,21 +206,22 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     # holder may run it, only if the lock is still ours after planning, and
     # only once no sender of an earlier invocation can still be alive.
     lock.refresh()
-    live = send_workers.clear_leases(engine, run_id, lease_timeout)
+    live = send_workers.clear_leases(engine, run_id, call.lease_timeout)
     if live:
         raise Conflict(f"run {run_id}: a sender of an earlier invocation may still be handing e-mails over: "
                        f"{send_workers.describe_live(live)}; its e-mails are settled once its lease is stale")
     result.recovered = ledger.recover(engine, run_id, clock(), topics)
     ledger.prepare(engine, run_id, clock())
     _set_status(engine, run_id, "sending", clock())
-    deadline = clock() + retry_deadline
+    job = SendJob(project, engine, run_id, batcher, topics, clock, clock() + opts.retry_deadline, opts.batch_size,
+                  opts.only_customers)
     wanted = executor.workers if executor is not None else 1
-    n = result.workers = _worker_count(wanted, engine, run_id, clock(), batch_size, limit, only_customers)
+    n = result.workers = _worker_count(wanted, job, opts.limit)
+    adapter = opts.adapter
     if adapter is None:
         from ..delivery import adapter_from_project
 
         adapter = adapter_from_project(project)
-    parallel = n > 1 or (executor is not None and executor.remote)
     try:
         # Planning may have left idle connections in the pool; the send needs only its own.
         engine.dispose()
@@ -172,20 +229,18 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     except BaseException:
         adapter.close()
         raise
-    if parallel:
+    if n > 1 or (executor is not None and executor.remote):
         adapter.close()  # each worker builds its own; this one only told how many connections they mark from
-        _send_parallel(project, engine, executor, batcher, camp, run_id, as_of, n, lock, result, topics, clock, deadline,
-                       limit=limit, only_customers=only_customers, batch_size=batch_size, progress=progress,
-                       lease_timeout=lease_timeout)
+        _send_parallel(call, job, n, result)
     else:
-        loop(project, engine, run_id, batcher, adapter, result, topics, clock, deadline, limit=limit,
-              only_customers=only_customers, batch_size=batch_size, after_batch=lock.check_in, progress=progress)
+        loop(job, adapter, result, limit=opts.limit, after_batch=lock.check_in, progress=opts.progress)
     result.states = ledger.status_counts(engine, run_id)
+    result.uncertain = ledger.uncertain_count(engine, run_id)
+    if result.states.get("deferred"):
+        result.deferred_reasons = ledger.deferred_reasons(engine, run_id)
     if not {"planned", "deferred", "sending", "committing"} & set(result.states):
         _set_status(engine, run_id, "done", clock())
     with engine.connect() as conn:
-        from ..store.models import Delivery
-
         D = Delivery.__table__
         result.next_retry_at = conn.execute(
             select(D.c.next_attempt_at).where(D.c.run_id == run_id, D.c.status == "deferred").order_by(D.c.next_attempt_at).limit(1)
@@ -194,10 +249,8 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     return result
 
 
-def _send_parallel(project, engine, executor, batcher: Batcher, camp: Campaign, run_id: str, as_of: datetime, n: int,
-                   lock: locks.HeldLock, result: SendResult, topics, clock, deadline, *, limit, only_customers,
-                   batch_size: int, progress, lease_timeout: timedelta) -> None:
-    """Senders on ``executor`` in rounds: after a round in which a sender died, settle its claims and send the rest.
+def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult) -> None:
+    """Senders on the executor in rounds: after a round in which a sender died, settle its claims and send the rest.
 
     A dead sender's lease stays behind (:mod:`relmail.sending.workers`). Once
     every sender of the round has ended and every lease left behind is
@@ -207,35 +260,35 @@ def _send_parallel(project, engine, executor, batcher: Batcher, camp: Campaign, 
     cannot be proven dead (its worker on another machine, not yet expired)
     stops the command with exit 7; the next ``relmail send`` settles it.
     """
-    job = send_workers.job_for(executor, project, engine, camp, run_id, as_of, clock=clock, deadline=deadline,
-                               only_customers=only_customers, batch_size=batch_size, lease_timeout=lease_timeout)
-    with send_workers.prepared_for(job, batcher):
+    engine, run_id, lock, limit, executor = job.engine, job.run_id, call.lock, call.opts.limit, call.executor
+    task = send_workers.job_for(executor, job, call.lease_timeout)
+    with send_workers.prepared_for(task, job.batcher):
         for _ in range(MAX_ROUNDS):
             left = None if limit is None else limit - result.done.get("handed_over", 0)
-            lost = send_workers.run_senders(executor, job, n, lock, result, limit=left, progress=progress)
+            lost = send_workers.run_senders(executor, task, n, lock, result, limit=left, progress=call.opts.progress)
             lock.refresh()
-            live = send_workers.clear_leases(engine, run_id, lease_timeout)
+            live = send_workers.clear_leases(engine, run_id, call.lease_timeout)
             if live:
                 raise DeliveryError(
                     f"a sender died or lost contact while sending ({'; '.join(lost) or 'its lease was left behind'}); "
                     f"{send_workers.describe_live(live)} cannot be proven dead yet, so its claimed e-mails stay "
                     "'sending'/'committing' and the next 'relmail send' settles them once that lease is stale")
-            recovered = ledger.recover(engine, run_id, clock(), topics)
+            recovered = ledger.recover(engine, run_id, job.clock(), job.topics)
             for k, v in recovered.items():
                 result.recovered[k] = result.recovered.get(k, 0) + v
             if not lost and not any(recovered.values()):
                 return
             left = None if limit is None else limit - result.done.get("handed_over", 0)
-            n = _worker_count(n, engine, run_id, clock(), batch_size, left, only_customers)
-            if left == 0 or not _due(engine, run_id, clock(), only_customers):
+            n = _worker_count(n, job, left)
+            if left == 0 or not _due(engine, run_id, job.clock(), job.only_customers):
                 return
         raise DeliveryError(f"senders kept dying: {MAX_ROUNDS} rounds did not finish the run; the ledger is consistent "
                             "and the next 'relmail send' sends the rest")
 
 
-def _render_partitions(project, engine, executor, batcher: Batcher, camp: Campaign, run_id: str, as_of: datetime,
-                       sends: list[tuple[str, str]], result: SendResult, clock, batch_size: int) -> None:
+def _render_partitions(call: _Invocation, batcher: Batcher, sends: list[tuple[str, str]], result: SendResult) -> None:
     """Dry run on the executor: customers split into contiguous partitions (a customer's e-mails stay together)."""
+    executor, batch_size = call.executor, call.opts.batch_size
     customers = list(dict.fromkeys(c for c, _ in sends))
     # A few partitions per worker, so one that renders slower does not leave the others idle at the end.
     parts = max(1, min(executor.workers * 4, -(-len(sends) // batch_size)))
@@ -244,10 +297,10 @@ def _render_partitions(project, engine, executor, batcher: Batcher, camp: Campai
     tasks: list[list[tuple[str, str]]] = [[] for _ in range(parts)]
     for pair in sends:
         tasks[part_of[pair[0]]].append(pair)
-    job = send_workers.job_for(executor, project, engine, camp, run_id, as_of, clock=clock, deadline=clock(),
-                               only_customers=None, batch_size=batch_size, lease_timeout=timedelta(0))
-    with send_workers.prepared_for(job, batcher):
-        for rendered, failures in executor.map(send_workers.render_task, [(job, t) for t in tasks if t]):
+    job = SendJob(call.project, call.engine, call.run_id, batcher, {}, call.clock, call.clock(), batch_size, None)
+    task = send_workers.job_for(executor, job, timedelta(0))
+    with send_workers.prepared_for(task, batcher):
+        for rendered, failures in executor.map(send_workers.render_task, [(task, t) for t in tasks if t]):
             result.done["rendered"] = result.done.get("rendered", 0) + rendered
             result.render_errors += failures
     result.workers = min(executor.workers, parts)
@@ -267,15 +320,14 @@ def _due(engine, run_id: str, now: datetime, only_customers) -> int:
         return conn.execute(q).scalar() or 0
 
 
-def _worker_count(wanted: int, engine, run_id: str, now: datetime, batch_size: int, limit: int | None,
-                  only_customers) -> int:
+def _worker_count(wanted: int, job: SendJob, limit: int | None) -> int:
     """How many senders to start: no more than the due e-mails fill batches (a worker's start-up is not free)."""
     if wanted <= 1:
         return 1
-    due = _due(engine, run_id, now, only_customers)
+    due = _due(job.engine, job.run_id, job.clock(), job.only_customers)
     if limit is not None:
         due = min(due, limit)
-    return max(1, min(wanted, -(-due // batch_size)))
+    return max(1, min(wanted, -(-due // job.batch_size)))
 
 
 def _set_status(engine, run_id: str, status: str, now: datetime) -> None:
@@ -303,12 +355,13 @@ def _choose(sends: list[tuple[str, str]], only: Sequence[str] | None, limit: int
     return sends
 
 
-def _render_only(project, batcher: Batcher, sends, result: SendResult, test_to: str | None, adapter, batch_size: int) -> None:
+def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult) -> None:
     """Dry run (render, deliver nothing) or proof send (to ``test_to``, recorded nowhere)."""
+    test_to, adapter, batch_size = call.opts.test_to, call.opts.adapter, call.opts.batch_size
     if test_to and adapter is None:
         from ..delivery import adapter_from_project
 
-        adapter = adapter_from_project(project)
+        adapter = adapter_from_project(call.project)
     try:
         for a in range(0, len(sends), batch_size):
             emails, errors = batcher.render(sends[a : a + batch_size], to=test_to)
@@ -316,7 +369,7 @@ def _render_only(project, batcher: Batcher, sends, result: SendResult, test_to: 
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-                messages = [outgoing(e, ctx, project.settings, f"proof:{stamp}:{c}:{m}", result.run_id)
+                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", result.run_id)
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):
                     result.done[answer.status] = result.done.get(answer.status, 0) + 1

@@ -47,7 +47,7 @@ from ..errors import Conflict
 from ..store import locks
 from ..store.db import make_engine
 from .batcher import Batcher
-from .loop import SendResult, loop
+from .loop import SendJob, SendResult, loop
 from .reconnect import retryable
 
 #: Lease keys of run ``R`` start with ``R + LEASE``.
@@ -80,16 +80,16 @@ class SenderJob:
         return self.base + timedelta(seconds=time.time() - self.wall)
 
 
-def job_for(executor, project, engine, camp, run_id: str, as_of: datetime, *, clock: Callable[[], datetime],
-            deadline: datetime, only_customers, batch_size: int, lease_timeout: timedelta) -> SenderJob:
-    """The job for ``executor``: a remote one gets the project's templates and secrets packed in."""
+def job_for(executor, job: SendJob, lease_timeout: timedelta) -> SenderJob:
+    """The sender tasks' job for ``executor``: a remote one gets the project's templates and secrets packed in."""
+    project = job.project
     if executor.remote:
         from ..executors.shipping import ship
 
         project = ship(project)
-    return SenderJob(secrets.token_hex(8), project, engine.url.render_as_string(hide_password=False), camp, run_id,
-                     as_of, clock(), time.time(), deadline, list(only_customers) if only_customers else None,
-                     batch_size, lease_timeout)
+    return SenderJob(secrets.token_hex(8), project, job.engine.url.render_as_string(hide_password=False),
+                     job.batcher.camp, job.run_id, job.batcher.as_of, job.clock(), time.time(), job.deadline,
+                     list(job.only_customers) if job.only_customers else None, job.batch_size, lease_timeout)
 
 
 @contextmanager
@@ -182,10 +182,10 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
                 channel.report((lease.key, done, result.render_errors[reported[0]:]))
                 reported[0] = len(result.render_errors)
 
-            loop(job.project, engine, job.run_id, batcher, adapter, result, topics, job.clock, job.deadline,
-                  limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
-                  after_batch=lease.check_in, progress=report,
-                  stop=lambda: channel.stopped() or lease.lost is not None)
+            run = SendJob(job.project, engine, job.run_id, batcher, topics, job.clock, job.deadline, job.batch_size,
+                          job.only_customers)
+            loop(run, adapter, result, limit=limit, after_batch=lease.check_in, progress=report,
+                 stop=lambda: channel.stopped() or lease.lost is not None)
     finally:
         engine.dispose()
 

@@ -14,10 +14,11 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event, select, text
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import ConfigError, DatabaseError
 from . import aggregates
+from .faults import as_relmail_error, redact
 from .models import Meta
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -63,16 +64,6 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
-    head, sep, tail = url.partition("://")
-    if "@" in tail:
-        creds, _, host = tail.rpartition("@")
-        user = creds.split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{host}" if ":" in creds else url
-    return url
-
-
 def _alembic_config(engine: Engine):
     from alembic.config import Config
 
@@ -95,8 +86,8 @@ def current_revision(engine: Engine) -> str | None:
     try:
         with engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
-    except OperationalError as exc:
-        raise DatabaseError(f"cannot open database {redact(str(engine.url))}: {exc.orig}") from None
+    except SQLAlchemyError as exc:
+        raise as_relmail_error(exc, str(engine.url)) from None
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
@@ -107,7 +98,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     try:
         command.upgrade(_alembic_config(engine), revision)
     except SQLAlchemyError as exc:
-        raise DatabaseError(f"schema upgrade failed: {exc}") from None
+        fault = as_relmail_error(exc, str(engine.url))
+        raise type(fault)(f"schema upgrade failed: {fault}", detail=fault.detail) from None
     after = current_revision(engine)
     with engine.begin() as conn:
         _ensure_salt(conn)
@@ -175,5 +167,5 @@ def ping(engine: Engine) -> None:
     try:
         with engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        raise DatabaseError(f"cannot reach database {redact(str(engine.url))}: {exc.orig}") from None
+    except SQLAlchemyError as exc:
+        raise as_relmail_error(exc, str(engine.url)) from None
