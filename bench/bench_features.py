@@ -67,6 +67,7 @@ def build_synthetic(engine, n: int, per_customer: float, seed: int) -> int:
     """A store of ``n`` customers and ~n*per_customer events, inserted in bulk; returns the event count."""
     from sqlalchemy import insert
 
+    from relmail.store import aggregates
     from relmail.store.db import upgrade
     from relmail.store.models import Product
 
@@ -109,6 +110,8 @@ def build_synthetic(engine, n: int, per_customer: float, seed: int) -> int:
         with engine.begin() as conn:
             _bulk(conn, "events", ("customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "topic"), rows)
         done += m
+    with engine.begin() as conn:
+        aggregates.rebuild(conn)  # the per-customer aggregates every relmail writer keeps
     return total
 
 

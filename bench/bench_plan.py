@@ -6,6 +6,16 @@ objects, one query per customer) on a slice, as customers per second.
 
     python bench/bench_plan.py --customers 100000 --backend sqlite
     python bench/bench_plan.py --customers 1000000 --backend postgresql --json
+    python bench/bench_plan.py --customers 100000 --history-years 4
+
+``--history-years`` is the demo shop's years of purchases, views, usage and
+tickets (default 1): a plan's cost should grow with customers, not with the
+years of history a shop has. ``--raw-features`` makes the plan ignore the
+feature store (per-customer aggregates) and read every customer's raw events,
+as a plan as of a past time does: the same decisions, the cost of the scan
+the store replaces. ``cpu_seconds`` (the planning process and its workers)
+is the figure to compare on a busy machine, where wall time is mostly other
+people's work.
 
 The demo shop is generated once per size and backend and cached (a SQLite
 file under ``--cache``, a PostgreSQL database ``relmail_bench_<n>``), in a
@@ -30,14 +40,15 @@ WINDOW = "2026-W48"
 PG_SERVER = os.environ.get("RELMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def database_url(backend: str, customers: int, cache: Path) -> str:
+def database_url(backend: str, customers: int, cache: Path, years: int = 1) -> str:
+    suffix = "" if years == 1 else f"-{years}y"
     if backend == "sqlite":
         cache.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{cache / f'demo-{customers}.db'}"
-    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}"
+        return f"sqlite:///{cache / f'demo-{customers}{suffix}.db'}"
+    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}{suffix.replace('-', '_')}"
 
 
-def ensure_demo(url: str, backend: str, customers: int) -> float | None:
+def ensure_demo(url: str, backend: str, customers: int, years: int = 1) -> float | None:
     """Generate the demo shop at ``url`` unless it is there; returns seconds spent or None if cached."""
     from sqlalchemy import create_engine, select, text
 
@@ -55,14 +66,15 @@ def ensure_demo(url: str, backend: str, customers: int) -> float | None:
     upgrade(engine)
     with engine.connect() as conn:
         done = conn.execute(select(Meta.__table__.c.value).where(Meta.__table__.c.key == "demo")).first()
-    if done and json.loads(done[0]).get("customers") == customers:
+    info = json.loads(done[0]) if done else {}
+    if info.get("customers") == customers and info.get("history_years", 1) == years:
         if backend == "postgresql":
             _vacuum(engine, "VACUUM")  # a no-op unless an older bench left the store unvacuumed
         return None
     from relmail import demo
 
     started = time.perf_counter()
-    demo.generate(engine, customers=customers, seed=7, as_of=AS_OF, replace=True)
+    demo.generate(engine, customers=customers, seed=7, as_of=AS_OF, replace=True, history_years=years)
     if backend == "postgresql":
         # What autovacuum does to a freshly loaded store (this machine's server runs with it off;
         # generate() ANALYZEs by itself): without it no page is all-visible, index-only scans read
@@ -103,10 +115,15 @@ def clear_run(engine, run_id: str) -> None:
         _vacuum(engine, "VACUUM decisions")
 
 
-def bulk(url: str, root: Path, workers: int | None) -> dict:
+def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False) -> dict:
     from relmail.planning.run import plan
     from relmail.project import Project
+    from relmail.store import aggregates
     from relmail.store.db import make_engine
+
+    if raw_features:
+        # Workers are forked from this process (Linux), so they see this too.
+        aggregates.current = lambda conn, as_of: False
 
     engine = make_engine(url)
     project = Project.load(root)
@@ -119,9 +136,11 @@ def bulk(url: str, root: Path, workers: int | None) -> dict:
         written.append((time.perf_counter() - started, done))
 
     # As `relmail plan` without --out: the logged features are let go once written.
+    used = _cpu_seconds()
     with cores:
         result = plan(project, engine, "weekly", WINDOW, as_of=AS_OF, workers=workers, keep_features=False, progress=progress)
     total = time.perf_counter() - started
+    used = _cpu_seconds() - used
     stages = {
         "audience": result.timings.get("setup", 0) + result.timings.get("audience", 0),
         "features": result.timings.get("features", 0) + result.timings.get("ledger context", 0),
@@ -147,8 +166,14 @@ def bulk(url: str, root: Path, workers: int | None) -> dict:
         },
         "machine_cores": os.cpu_count(),
     }
-    return {"seconds": total, "stages": stages, "decisions": len(result.decisions), "totals": result.totals,
+    return {"seconds": total, "cpu_seconds": used, "stages": stages, "decisions": len(result.decisions), "totals": result.totals,
             "partitions": result.partitions, "timeline": timeline}
+
+
+def _cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished children (the plan's workers)."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 class CoreMeter:
@@ -291,21 +316,24 @@ def main() -> None:
     ap.add_argument("--baseline-customers", type=int, default=20_000, help="Size of the per-customer ORM slice.")
     ap.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "relmail-bench")
     ap.add_argument("--workers", type=int, default=None, help="Plan worker processes (default: one per core).")
+    ap.add_argument("--history-years", type=int, default=1, help="Years of shop history the demo store holds.")
+    ap.add_argument("--raw-features", action="store_true", help="Ignore the feature store: read every customer's raw events.")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    url = database_url(args.backend, args.customers, args.cache)
+    url = database_url(args.backend, args.customers, args.cache, args.history_years)
     if args.generate_only:
-        print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers)}))
+        print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers, args.history_years)}))
         return
     # Generate (or find) the shop in a child, so this process's peak memory is the plan's.
     child = subprocess.run([sys.executable, __file__, "--customers", str(args.customers), "--backend", args.backend,
-                            "--cache", str(args.cache), "--generate-only"], capture_output=True, text=True)
+                            "--cache", str(args.cache), "--history-years", str(args.history_years), "--generate-only"],
+                           capture_output=True, text=True)
     if child.returncode:
         sys.exit(child.stderr)
     generated = json.loads(child.stdout.strip().splitlines()[-1])["generated_seconds"]
     root = project_dir()
-    result = bulk(url, root, args.workers)
+    result = bulk(url, root, args.workers, args.raw_features)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The largest child: a plan worker (the shop check above is a child too: small once the shop is cached).
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if result["partitions"] > 1 else 0.0
@@ -313,8 +341,9 @@ def main() -> None:
     bulk_rate = args.customers / result["seconds"]
     base_rate = base["customers"] / base["seconds"]
     out = {
-        "backend": args.backend, "customers": args.customers, "messages": 5, "decisions": result["decisions"],
+        "backend": args.backend, "customers": args.customers, "history_years": args.history_years, "messages": 5, "decisions": result["decisions"],
         "demo_generated_seconds": generated, "plan_seconds": round(result["seconds"], 2),
+        "cpu_seconds": round(result["cpu_seconds"], 2), "raw_features": args.raw_features,
         "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
         "partitions": result["partitions"], "peak_worker_memory_mb": round(worker_mb),
         "totals": result["totals"], "timeline": result["timeline"],
@@ -324,13 +353,15 @@ def main() -> None:
     if args.json:
         print(json.dumps(out))
         return
-    print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers on {args.backend}")
+    print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers, {args.history_years} year(s) of history,"
+          f" on {args.backend}")
     if generated:
         print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
     print(f"{'stage':<40}{'seconds':>10}")
     for k, v in result["stages"].items():
         print(f"{k:<40}{v:>10.2f}")
     print(f"{'total (end to end)':<40}{result['seconds']:>10.2f}")
+    print(f"{'CPU seconds (planner and workers)':<40}{result['cpu_seconds']:>10.2f}")
     if result["partitions"] > 1:
         print("(stages of the ranges are their totals shared among the workers; the ledger write of each range\n"
               " overlaps the deciding of the next ones, so the stages add up to more than the total)")

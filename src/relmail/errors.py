@@ -177,6 +177,17 @@ class NothingToDo(RelmailError, LookupError):
     exit_code = 15
 
 
+class FeatureStoreCorrected(RelmailError, RuntimeError):
+    """``db rebuild-features`` found per-customer aggregates that differed from the raw events, and corrected them.
+
+    The store is right again when this is raised; the difference means
+    something wrote events without keeping the aggregates (a script writing
+    SQL by hand, a restore of the events alone), which is worth a look.
+    """
+
+    exit_code = 16
+
+
 class SuppressionRateExceeded(GateFailed):
     """Gate ``--max-suppression-rate``: the plan suppresses a larger share than allowed."""
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import click
 
+from ..errors import FeatureStoreCorrected
+from ..store import aggregates
 from ..store.db import current_revision, head_revision, upgrade
 from ..store.faults import redact
 from ._common import State, echo_json, json_option, pass_state
@@ -52,6 +54,34 @@ def db_status(state: State, as_json: bool) -> None:
         echo_json({"database": redact(url), "revision": have, "head": want, "current": have == want})
     else:
         click.echo(f"{redact(url)}: schema {have or 'missing'} (relmail needs {want})")
+
+
+@db.command("rebuild-features")
+@json_option
+@pass_state
+def db_rebuild_features(state: State, as_json: bool) -> None:
+    """Recompute the per-customer aggregates (the feature store) from the raw events.
+
+    Reports the rows it had to correct and exits 16 when there were any: the
+    store is right again, but something wrote events without keeping the
+    aggregates. Run it after writing events outside relmail.
+
+    \b
+    Example:
+      relmail db rebuild-features
+    """
+    with state.engine.begin() as conn:
+        rebuilt = aggregates.rebuild(conn)
+    summary = {"customers": rebuilt.customers, "corrected": rebuilt.total, "tables": rebuilt.corrected}
+    if as_json:
+        echo_json(summary)
+    wrong = ", ".join(f"{table}: {', '.join(f'{n} {kind}' for kind, n in counts.items() if n)}"
+                      for table, counts in rebuilt.corrected.items() if any(counts.values()))
+    if rebuilt.total:
+        raise FeatureStoreCorrected(f"the feature store differed from the raw events in {rebuilt.total:,} row(s) "
+                                    f"({wrong}); corrected")
+    if not as_json:
+        click.echo(f"Feature store rebuilt for {rebuilt.customers:,} customers: it matched the raw events")
 
 
 COMMANDS = [db]

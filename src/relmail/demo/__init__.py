@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from ..errors import ValidationError
+from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.models import EVENT_TYPES, Meta, Product, Run
 from ..windows import current_time
@@ -98,15 +99,21 @@ def generate(
     *,
     replace: bool = False,
     progress: Callable[[int], None] | None = None,
+    history_years: int = 1,
 ) -> DemoResult:
     """Fill the store with the demo shop; refuse (``Conflict``) if it holds data unless ``replace``.
 
     ``progress`` is called with the number of customers written after each chunk.
+    ``history_years``: years of shop behaviour (purchases, views, usage,
+    tickets) before ``as_of``, at the same yearly rates; the mailing history
+    stays the last six weeks.
     """
     if not MIN_CUSTOMERS <= customers <= MAX_CUSTOMERS:
         raise ValidationError(f"--customers must be between {MIN_CUSTOMERS} and {MAX_CUSTOMERS:,}, not {customers}")
     if seed < 0:
         raise ValidationError(f"--seed must be zero or positive, not {seed}")
+    if not 1 <= history_years <= population.MAX_TENURE_DAYS // 365:
+        raise ValidationError(f"history_years must be between 1 and {population.MAX_TENURE_DAYS // 365}, not {history_years}")
     as_of = default_as_of() if as_of is None else as_of
     if as_of.tzinfo is None:
         raise ValidationError("as_of must be timezone-aware")
@@ -126,7 +133,7 @@ def generate(
         for chunk, start in enumerate(range(0, customers, CHUNK)):
             n = min(CHUNK, customers - start)
             rng = np.random.default_rng([seed, chunk])
-            pop, events = _chunk(rng, start, n, now, runs)
+            pop, events = _chunk(rng, start, n, now, runs, history_years)
             with engine.begin() as conn:
                 dialect = conn.dialect.name
                 store.write(conn, "customers", store.CUSTOMER_COLUMNS, _customer_rows(pop, events, now, dialect))
@@ -139,11 +146,14 @@ def generate(
                 progress(start + n)
         with engine.begin() as conn:
             store.create_indexes(conn)
+            aggregates.rebuild(conn)
             for table, rows in (("customers", customers), ("preferences", prefs), ("events", sum(counts.values()))):
                 refresh_statistics(conn, table, rows)
             # Replaces a leftover record of an earlier demo whose tables were emptied by hand.
             conn.execute(Meta.__table__.delete().where(Meta.__table__.c.key == "demo"))
             info = {"seed": seed, "customers": customers, "as_of": as_of.isoformat(), "special_customers": ROLES}
+            if history_years != 1:
+                info["history_years"] = history_years
             conn.execute(Meta.__table__.insert().values(key="demo", value=json.dumps(info)))
     except BaseException:
         # Chunks are committed as they go (a million customers in one
@@ -152,6 +162,7 @@ def generate(
         with engine.begin() as conn:
             store.clear(conn)
             store.create_indexes(conn)
+            aggregates.rebuild(conn)
         raise
     return DemoResult(
         customers=customers,
@@ -165,9 +176,9 @@ def generate(
     )
 
 
-def _chunk(rng, start: int, n: int, now: int, runs) -> tuple[population.Population, EventFrame]:
+def _chunk(rng, start: int, n: int, now: int, runs, years: int = 1) -> tuple[population.Population, EventFrame]:
     pop = population.draw(rng, start, n, now)
-    shop, _count, _spend = behaviour.generate(rng, pop, now)
+    shop, _count, _spend = behaviour.generate(rng, pop, now, years)
     mail = mailings.generate(rng, pop, runs, now)
     events = EventFrame.concat([shop, mail])
     if start == 0:

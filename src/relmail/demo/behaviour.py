@@ -83,10 +83,10 @@ def when(rng: np.random.Generator, lo: np.ndarray, hi: np.ndarray) -> np.ndarray
     return np.clip(t, lo, hi - 1)
 
 
-def generate(rng: np.random.Generator, pop: Population, as_of: int) -> tuple[EventFrame, np.ndarray, np.ndarray]:
-    """Shop events of one chunk, and per customer the year's purchase count and spend."""
+def generate(rng: np.random.Generator, pop: Population, as_of: int, years: int = 1) -> tuple[EventFrame, np.ndarray, np.ndarray]:
+    """Shop events of one chunk over ``years`` before ``as_of``, and per customer the purchase count and spend."""
     idx = pop.index
-    start = np.maximum(pop.created, as_of - YEAR)
+    start = np.maximum(pop.created, as_of - years * YEAR)
     span = (as_of - start).astype(np.float64)
     frac = span / YEAR
 

@@ -16,6 +16,7 @@ from datetime import datetime
 import numpy as np
 from sqlalchemy.engine import Connection
 
+from ..store import aggregates
 from ..store.addresses import address_hash, salt
 from . import queries as q
 from .derived import derive, email_valid
@@ -36,6 +37,7 @@ def compute_features(
     contexts: dict[str, FeatureContext] | None = None,
     settings: FeatureSettings | None = None,
     bounded: bool = False,
+    use_aggregates: bool | None = None,
 ) -> FeatureFrame:
     """Features of ``customer_ids`` as of ``as_of``, generic and per message context.
 
@@ -52,6 +54,16 @@ def compute_features(
     (see :mod:`relmail.planning.partition`); the statements then read only the
     rows of customers from the first id to the last, through the
     customer-ordered indexes, instead of the whole store.
+
+    What a customer did over her whole history (purchases ever, the last
+    open, the products she owns, the messages she was sent) comes from the
+    per-customer aggregates of :mod:`relmail.store.aggregates` when they
+    cover every event and none lies after ``as_of``, and the store holds
+    events older than the feature windows (otherwise they would save
+    nothing); raw events are then read only inside the windows. Otherwise
+    everything is read from the raw events. Both give the same features.
+    ``use_aggregates=True`` uses the aggregates whenever they are current,
+    ``False`` never.
     """
     if as_of.tzinfo is None:
         raise ValueError("as_of must be timezone-aware")
@@ -61,17 +73,24 @@ def compute_features(
     n = len(ids)
     with connection(engine_or_conn) as conn:
         dialect = conn.dialect.name
+        maintained = use_aggregates is not False and aggregates.current(conn, as_of) and (
+            use_aggregates or q.history_beyond_windows(conn, as_of, settings))
         scope = Scope(conn, ids, bounded=bounded)
         try:
             statements = {
-                "commerce": q.commerce(scope, as_of, dialect, contexts, settings, q.category_products(conn, contexts)),
-                "email": q.email(scope, as_of, dialect, contexts),
+                "commerce": q.commerce(scope, as_of, dialect, contexts, settings, q.category_products(conn, contexts),
+                                       maintained),
+                "email": q.email(scope, as_of, dialect, contexts, maintained),
                 "preferences": q.preferences(scope, as_of, dialect, contexts),
                 "customers": q.customers(scope, as_of, dialect),
                 "rare": q.rare(scope, as_of, dialect),
                 "delivery": q.last_delivery(scope, as_of, dialect),
                 "tickets": q.tickets(scope, as_of, dialect),
             }
+            if maintained:
+                extra = {"totals": q.totals(scope, as_of, dialect), "usage": q.usage(scope, as_of, contexts),
+                         "owned": q.owned(scope, as_of, contexts), "sent": q.sent(scope, as_of, contexts)}
+                statements.update({name: query for name, query in extra.items() if query is not None})
             fetched = _fetch_all(conn, scope, statements)
             hashes = {h for (h,) in conn.execute(q.suppression_hashes())}
             address_salt = salt(conn) if hashes else ""

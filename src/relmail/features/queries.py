@@ -17,12 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
 
-from ..store.models import Customer, Event, Preference, Product, Suppression
+from ..store.models import Customer, CustomerMessage, CustomerProduct, CustomerTotals, Event, Preference, Product, Suppression
 from .frame import FeatureContext, FeatureSettings
 from .sql import Scope, age_days, unindexed, when
 
@@ -128,39 +128,43 @@ def _one(expr) -> tuple:
 
 
 def commerce(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], settings: FeatureSettings,
-             category_products: dict[str, set[str]]) -> Query:
-    """Purchases, views (for affinity) and recent usage."""
+             category_products: dict[str, set[str]], maintained: bool = False) -> Query:
+    """Purchases, views (for affinity) and recent usage.
+
+    ``maintained``: the lifetime columns and ownership come from the
+    per-customer aggregates (:func:`totals`, :func:`owned`) and usage from
+    :func:`usage`; this statement then reads only the events inside its
+    windows (a year of purchases, affinity's horizon of views).
+    """
     t, at = E.c.type, E.c.occurred_at
 
     def since(days):
         return at > when(as_of, days)
 
     purchase = t == "purchase"
-    exprs: dict[str, tuple] = {
-        "purchases": packed([(None, (365, None), ("frequency_365", "orders_total"))], 30, purchase, since),
-        "monetary_365": _one(func.sum(E.c.value).filter(and_(purchase, since(365)))),
-        "monetary_total": _one(func.sum(E.c.value).filter(purchase)),
-        "last_purchase": _one(age_days(dialect, as_of, func.max(at).filter(purchase))),
-        "first_purchase": _one(age_days(dialect, as_of, func.min(at).filter(purchase))),
-    }
-    owners = [(k, ctx) for k, ctx in contexts.items() if ctx.products]
-    for start in range(0, len(owners), 3):
-        chunk = owners[start:start + 3]
-        every = sorted({p for _, ctx in chunk for p in ctx.products})
-        exprs[f"owns{start}"] = packed([(E.c.product_id.in_(ctx.products), (None,), (f"{k}.owns_product",))
-                                        for k, ctx in chunk], 20, and_(purchase, E.c.product_id.in_(every)),
-                                       since, exclusive=False)
+    if maintained:
+        exprs: dict[str, tuple] = {
+            "purchases": packed([(None, (365,), ("frequency_365",))], 30, purchase, since),
+            "monetary_365": _one(func.sum(E.c.value).filter(and_(purchase, since(365)))),
+        }
+    else:
+        exprs = {
+            "purchases": packed([(None, (365, None), ("frequency_365", "orders_total"))], 30, purchase, since),
+            "monetary_365": _one(func.sum(E.c.value).filter(and_(purchase, since(365)))),
+            "monetary_total": _one(func.sum(E.c.value).filter(purchase)),
+            "last_purchase": _one(age_days(dialect, as_of, func.max(at).filter(purchase))),
+            "first_purchase": _one(age_days(dialect, as_of, func.min(at).filter(purchase))),
+        }
+        exprs.update(_owners(contexts, lambda ctx: E.c.product_id.in_(ctx.products),
+                             lambda every: and_(purchase, E.c.product_id.in_(every)), since))
     steps = affinity_weights(settings.affinity_half_life_days)
     horizon = affinity_horizon(settings.affinity_half_life_days)
     decay = case(*[(since(edge), weight) for edge, weight in steps if edge <= horizon], else_=0.0)
     kind = case((purchase, settings.purchase_weight), else_=settings.view_weight)
     use_views = use_usage = False
     for key, ctx in contexts.items():
-        if ctx.feature is not None:
-            conds = [t == "usage", since(30), E.c.feature == ctx.feature]
-            if ctx.products:
-                conds.append(or_(E.c.product_id.in_(ctx.products), E.c.product_id.is_(None)))
-            exprs[f"{key}.feature_usage_30"] = _one(func.sum(func.coalesce(E.c.value, 1.0)).filter(and_(*conds)))
+        if ctx.feature is not None and not maintained:
+            exprs[f"{key}.feature_usage_30"] = _one(_usage_sum(ctx, since))
             use_usage = True
         items = sorted(set(ctx.products) | category_products.get(key, set()))
         if items:
@@ -171,37 +175,159 @@ def commerce(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], 
     wanted = plain.in_(("purchase", "view") if use_views else ("purchase",))
     if use_usage:
         wanted = or_(wanted, and_(plain == "usage", since(30)))
+    if maintained:
+        # Tested on the (customer, time) index entry, before the event row is read.
+        wanted = and_(wanted, unindexed(at) > when(as_of, commerce_window(settings) if use_views else 365))
     return _group(scope, as_of, exprs, wanted)
 
 
-def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext]) -> Query:
-    """Sends, opens and clicks: windows, per-topic sends, messages already sent."""
+def _usage_sum(ctx: FeatureContext, since):
+    conds = [E.c.type == "usage", since(30), E.c.feature == ctx.feature]
+    if ctx.products:
+        conds.append(or_(E.c.product_id.in_(ctx.products), E.c.product_id.is_(None)))
+    return func.sum(func.coalesce(E.c.value, 1.0)).filter(and_(*conds))
+
+
+def _owners(contexts: dict[str, FeatureContext], owns, where, since) -> dict[str, tuple]:
+    """Packed ``k.owns_product`` counts, three contexts per integer."""
+    exprs = {}
+    owners = [(k, ctx) for k, ctx in contexts.items() if ctx.products]
+    for start in range(0, len(owners), 3):
+        chunk = owners[start:start + 3]
+        every = sorted({p for _, ctx in chunk for p in ctx.products})
+        exprs[f"owns{start}"] = packed([(owns(ctx), (None,), (f"{k}.owns_product",)) for k, ctx in chunk], 20,
+                                       where(every), since, exclusive=False)
+    return exprs
+
+
+#: Days of e-mail events the e-mail statement reads when the aggregates are used: its longest window.
+EMAIL_WINDOW = 90
+
+
+def commerce_window(settings: FeatureSettings) -> int:
+    """Days of purchases and views the commerce statement reads when the aggregates are used."""
+    return max(365, affinity_horizon(settings.affinity_half_life_days))
+
+
+def history_beyond_windows(conn, as_of: datetime, settings: FeatureSettings) -> bool:
+    """Whether the store holds commerce or e-mail events older than the windows the aggregates let a plan read.
+
+    Without such events the raw scan reads the same rows as the windowed
+    statements, and the aggregate statements would be extra work. One seek
+    per type into the (type, time) index.
+    """
+    reads = {"purchase": commerce_window(settings), "view": commerce_window(settings), "email_sent": EMAIL_WINDOW,
+             "email_opened": EMAIL_WINDOW, "email_clicked": EMAIL_WINDOW}
+    for event_type, days in reads.items():
+        oldest = conn.execute(select(func.min(E.c.occurred_at)).where(E.c.type == event_type)).scalar()
+        if oldest is not None and oldest <= as_of - timedelta(days=days):
+            return True
+    return False
+
+
+def usage(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
+    """Usage of each message's feature in 30 days, read through the (type, time) index (maintained stores)."""
+    at = E.c.occurred_at
+
+    def since(days):
+        return at > when(as_of, days)
+
+    exprs = {f"{key}.feature_usage_30": _one(_usage_sum(ctx, since)) for key, ctx in contexts.items() if ctx.feature is not None}
+    if not exprs:
+        return None
+    names = list(exprs)
+    stmt = select(E.c.customer_id, *[exprs[k][0] for k in names]).where(E.c.type == "usage", since(30), at <= when(as_of))
+    stmt = scope.restrict(stmt.select_from(E), E.c.customer_id, by_customer_index=False).group_by(unindexed(E.c.customer_id))
+    return Query(stmt, lambda keys, table: (keys, {k: table[j].astype(float) for j, k in enumerate(names)}))
+
+
+def totals(scope: Scope, as_of, dialect) -> Query:
+    """Lifetime purchases, money, first and last purchase, last open and click: one aggregate row per customer."""
+    c = CustomerTotals.__table__
+    stmt = select(c.c.customer_id, c.c.purchases, c.c.spend, age_days(dialect, as_of, c.c.last_purchase_at),
+                  age_days(dialect, as_of, c.c.first_purchase_at), age_days(dialect, as_of, c.c.last_open_at),
+                  age_days(dialect, as_of, c.c.last_click_at))
+    stmt = scope.restrict(stmt.select_from(c), c.c.customer_id)
+    names = ("orders_total", "monetary_total", "last_purchase", "first_purchase", "days_since_open", "days_since_click")
+    return Query(stmt, lambda keys, table: (keys, {k: table[j].astype(float) for j, k in enumerate(names)}))
+
+
+def owned(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
+    """``k.owns_product`` from the purchases per (customer, product)."""
+    p = CustomerProduct.__table__
+    exprs = _owners(contexts, lambda ctx: p.c.product_id.in_(ctx.products), lambda every: p.c.product_id.in_(every), None)
+    return _aggregate(scope, p, exprs)
+
+
+def sent(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
+    """``k.already_sent`` from the last send of each message (within ``repeat_after_days`` for a recurring one)."""
+    m = CustomerMessage.__table__
+    exprs = _sent(contexts, m.c.message_id, lambda days: m.c.last_sent_at > when(as_of, days), lambda chunk: m.c.message_id.in_(chunk))
+    return _aggregate(scope, m, exprs)
+
+
+def _sent(contexts: dict[str, FeatureContext], message, since, where) -> dict[str, tuple]:
+    """Packed ``k.already_sent`` counts, five messages per integer."""
+    exprs = {}
+    keys = list(contexts)
+    for start in range(0, len(keys), 5):
+        chunk = keys[start:start + 5]
+        # A recurring message's earlier issues do not count: only its last ``repeat_after_days``.
+        exprs[f"sent{start}"] = packed([(message == k, (contexts[k].repeat_after_days,), (f"{k}.already_sent",)) for k in chunk],
+                                       12, where(chunk), since)
+    return exprs
+
+
+def _aggregate(scope: Scope, table, exprs: dict[str, tuple]) -> Query | None:
+    """GROUP BY customer over an aggregate table, packed columns split on decode."""
+    if not exprs:
+        return None
+    names = list(exprs)
+    stmt = select(table.c.customer_id, *[exprs[k][0] for k in names])
+    stmt = scope.restrict(stmt.select_from(table), table.c.customer_id).group_by(table.c.customer_id)
+
+    def decode(keys, values):
+        raw: dict[str, np.ndarray] = {}
+        for j, name in enumerate(names):
+            _, labels, bits = exprs[name]
+            raw.update(zip(labels, unpack(values[j], len(labels), bits)))
+        return keys, raw
+
+    return Query(stmt, decode)
+
+
+def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], maintained: bool = False) -> Query:
+    """Sends, opens and clicks: windows, per-topic sends, messages already sent.
+
+    ``maintained``: the last open and click come from :func:`totals` and
+    the messages already sent from :func:`sent`; this statement then reads
+    only the events of the last 90 days (its longest window).
+    """
     t, at = E.c.type, E.c.occurred_at
 
     def since(days):
         return at > when(as_of, days)
 
-    sent, opened = t == "email_sent", t == "email_opened"
+    sent_, opened = t == "email_sent", t == "email_opened"
     exprs: dict[str, tuple] = {
         "engagement": packed([(opened, (30, 90), ("opens_30", "opens_90")),
                               (None, (30, 90), ("clicks_30", "clicks_90"))], 15, t != "email_sent", since),
-        "days_since_open": _one(age_days(dialect, as_of, func.max(at).filter(opened))),
-        "days_since_click": _one(age_days(dialect, as_of, func.max(at).filter(t == "email_clicked"))),
-        "sends": packed([(None, (7, 30, 90), ("sends_7", "sends_30", "sends_90"))], 20, sent, since),
+        "sends": packed([(None, (7, 30, 90), ("sends_7", "sends_30", "sends_90"))], 20, sent_, since),
     }
+    if not maintained:
+        exprs["days_since_open"] = _one(age_days(dialect, as_of, func.max(at).filter(opened)))
+        exprs["days_since_click"] = _one(age_days(dialect, as_of, func.max(at).filter(t == "email_clicked")))
     topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
     for start in range(0, len(topics), 2):
         chunk = topics[start:start + 2]
         exprs[f"topics{start}"] = packed([(E.c.topic == tp, (7, 30), (f"topic:{tp}:7", f"topic:{tp}:30")) for tp in chunk],
-                                         15, and_(sent, E.c.topic.in_(chunk)), since)
-    keys = list(contexts)
-    for start in range(0, len(keys), 5):
-        chunk = keys[start:start + 5]
-        # A recurring message's earlier issues do not count: only its last ``repeat_after_days``.
-        exprs[f"sent{start}"] = packed([(E.c.message_id == k, (contexts[k].repeat_after_days,), (f"{k}.already_sent",))
-                                        for k in chunk],
-                                       12, and_(sent, E.c.message_id.in_(chunk)), since)
-    return _group(scope, as_of, exprs, unindexed(t).in_(("email_sent", "email_opened", "email_clicked")))
+                                         15, and_(sent_, E.c.topic.in_(chunk)), since)
+    if not maintained:
+        exprs.update(_sent(contexts, E.c.message_id, since, lambda chunk: and_(sent_, E.c.message_id.in_(chunk))))
+    wanted = unindexed(t).in_(("email_sent", "email_opened", "email_clicked"))
+    if maintained:
+        wanted = and_(wanted, unindexed(at) > when(as_of, EMAIL_WINDOW))
+    return _group(scope, as_of, exprs, wanted)
 
 
 def rare(scope: Scope, as_of, dialect) -> Query:

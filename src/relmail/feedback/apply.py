@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
+from ..store import aggregates
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
 from ..store.models import Customer, Event, Preference
@@ -215,6 +216,7 @@ def apply_events(
         table = Event.__table__
         conn.execute(dialect_insert(conn, table).on_conflict_do_nothing(index_elements=[table.c.event_id]), rows)
         refresh_statistics(conn, table.name, len(rows))
+        aggregates.refresh(conn, {row["customer_id"] for row in rows})
     if opt_outs:
         result.opt_outs = opt_out(conn, opt_outs, source)
     return result

@@ -22,7 +22,7 @@ from sqlalchemy import JSON, Table, and_, func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Preference, Product, Suppression
+from ..store.models import Customer, Event, Preference, Product, Suppression
 from .schemas import Schema
 
 #: Parameters per ``IN (...)`` lookup: below SQLite's oldest variable limit (999).
@@ -96,6 +96,8 @@ class Loader:
         self.columns = schema.written
         self.update = update if update is not None else {c: "set" for c in self.columns if c not in schema.key}
         self.postgres = conn.dialect.name == "postgresql"
+        #: Events: the customers whose events this import wrote or moved, for the per-customer aggregates.
+        self.touched: set[str] | None = set() if schema.table is Event.__table__ else None
         if self.postgres:
             self._setup_copy()
         else:
@@ -104,12 +106,42 @@ class Loader:
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        if self.touched is not None:
+            self.touched.update(row["customer_id"] for row in rows)
         if self.postgres:
             self._write_copy(rows)
+        elif self.touched is not None:
+            self._write_events(rows)
         else:
             self._write_executemany(rows)
 
-    # SQLite and others: the Core upsert, compiled once, run with executemany.
+    def _write_events(self, rows: list[dict[str, Any]]) -> None:
+        """Events on SQLite: as :meth:`_write_executemany`, noting the old owners of events an upsert moves.
+
+        An upsert may move an event to another customer, whose old owner's
+        aggregates change too. Looking every imported id up first would cost
+        a good part of the import, so the chunk is first inserted with
+        ``ON CONFLICT DO NOTHING``: when every row got a new id (the usual
+        case) that is all; otherwise the stored owners of the ids that were
+        there already are looked up, and those rows upserted.
+        """
+        keyed = [row["event_id"] for row in rows if row.get("event_id") is not None]
+        if not keyed:
+            self._write_executemany(rows)
+            return
+        ids = Event.__table__.c.id
+        top = self.conn.execute(select(func.coalesce(func.max(ids), 0))).scalar_one()
+        self._write_executemany(rows, self.sql_new)
+        if self.conn.execute(select(func.count()).where(ids > top)).scalar_one() == len(rows):
+            return
+        e = Event.__table__
+        stored: set[str] = set()
+        for batch in batched(keyed, LOOKUP_BATCH):
+            for event_id, customer in self.conn.execute(select(e.c.event_id, e.c.customer_id).where(e.c.event_id.in_(batch),
+                                                                                                     ids <= top)):
+                stored.add(event_id)
+                self.touched.add(customer)
+        self._write_executemany([row for row in rows if row.get("event_id") in stored])
 
     def close(self) -> None:
         """Give the pooled connection its page cache size back."""
@@ -126,6 +158,10 @@ class Loader:
         if compiled.positiontup != list(self.columns):
             raise RuntimeError(f"unexpected parameter order {compiled.positiontup!r}")  # pragma: no cover - dialect guard
         self.sql = str(compiled)
+        if self.touched is not None:
+            # Events: the same insert that leaves stored ids alone (see _write_events).
+            self.sql_new = str(upsert_statement(self.conn, self.schema.table, self.schema.key, self.columns, update={})
+                               .compile(dialect=dialect, column_keys=list(self.columns)))
         # The column types' own bind processors (UTC conversion, JSON, ...)
         # applied in one tight loop: passing dicts through Connection.execute
         # costs more per row than the insert itself.
@@ -136,7 +172,7 @@ class Loader:
                 self.processors.append((name, processor))
         self.as_tuple = itemgetter(*self.columns)
 
-    def _write_executemany(self, rows: list[dict[str, Any]]) -> None:
+    def _write_executemany(self, rows: list[dict[str, Any]], sql: str | None = None) -> None:
         as_tuple = self.as_tuple
         params = []
         for row in rows:
@@ -145,7 +181,7 @@ class Loader:
                 for name, processor in self.processors:
                     row[name] = processor(row[name])
             params.append(as_tuple(row))
-        self.conn.exec_driver_sql(self.sql, params)
+        self.conn.exec_driver_sql(sql or self.sql, params)
 
     # PostgreSQL: COPY into a temp table, then one set-based upsert.
 
@@ -180,6 +216,11 @@ class Loader:
                     for i in json_columns:
                         values[i] = json.dumps(values[i], ensure_ascii=False)
                     copy.write_row(values)
+            if self.touched is not None:
+                # Events the merge moves to another customer: their old owner's aggregates change too.
+                cur.execute(f'SELECT DISTINCT e.customer_id FROM events e JOIN "{self.temp}" t ON t.event_id = e.event_id '
+                            'WHERE e.customer_id <> t.customer_id')
+                self.touched.update(r[0] for r in cur.fetchall())
             cur.execute(self.merge_sql)
             cur.execute(f'TRUNCATE "{self.temp}"')
 

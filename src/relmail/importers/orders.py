@@ -35,6 +35,7 @@ from typing import Any
 from sqlalchemy import delete, func, select
 from sqlalchemy.engine import Connection
 
+from ..store import aggregates
 from ..store.models import Customer, Event
 from .fields import FieldError, email
 from .loader import LOOKUP_BATCH, Loader, References, batched
@@ -118,6 +119,8 @@ class OrdersWriter:
         self.loader.write(events)
         details["purchases"] += len(events)
         self.run.imported += len(events)
+        if gone:
+            self.loader.touched.update(aggregates.owners(self.conn, gone))
         for batch in batched(gone, LOOKUP_BATCH):
             details["purchases_removed"] += self.conn.execute(delete(E).where(E.c.event_id.in_(batch))).rowcount or 0
 

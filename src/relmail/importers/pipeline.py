@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import Problem, ValidationError
+from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
 from .loader import References
@@ -178,6 +179,9 @@ def import_file(
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
                 run.finish()  # raises ValidationError, which rolls the transaction back
+                loader = getattr(run.sink, "loader", None)
+                if loader is not None and loader.touched is not None:
+                    aggregates.refresh(conn, loader.touched)
                 refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
             fault = as_relmail_error(exc)

@@ -34,6 +34,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from ..store import aggregates
 from ..store.db import dialect_insert
 from ..store.models import Decision, Delivery, Event
 
@@ -287,6 +288,9 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
         ]
         if events:
             conn.execute(insert(EV), events)
+    if bounced or accepted:
+        # The customers sent to; bounces are appended events the refresh finds by their ids.
+        aggregates.refresh(conn, {e["customer_id"] for e in events} if accepted else ())
     return counts
 
 

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from ..errors import ConfigError, DatabaseError
+from . import aggregates
 from .faults import as_relmail_error, redact
 from .models import Meta
 
@@ -102,6 +103,9 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str]:
     after = current_revision(engine)
     with engine.begin() as conn:
         _ensure_salt(conn)
+        if after == head_revision() and not aggregates.built(conn):
+            # A store upgraded to the feature store: build it from the events it already holds.
+            aggregates.rebuild(conn)
     return before, after
 
 

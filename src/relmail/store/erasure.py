@@ -23,6 +23,7 @@ from ..delivery.file import KEY_HEADER, safe_name
 from ..errors import NotFound
 from ..sending.ledger import FINAL
 from ..sending.loop import delivery_key
+from . import aggregates
 from .addresses import address_hash, salt
 from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
@@ -65,6 +66,7 @@ def forget(engine: Engine, customer_id: str) -> dict:
             conn.execute(update(S).where(S.c.email_hash == digest).values(reason=ERASED, created_at=utcnow()))
 
         events = conn.execute(delete(E).where(E.c.customer_id == customer_id)).rowcount
+        aggregates.refresh(conn, [customer_id])
         prefs = conn.execute(delete(P).where(P.c.customer_id == customer_id)).rowcount
         conn.execute(delete(C).where(C.c.id == customer_id))
         # Invalid provider events are kept as the provider sent them, which

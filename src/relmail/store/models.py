@@ -287,3 +287,43 @@ class FeedbackReject(SQLModel, table=True):
     reason: str = Field(sa_column=Column(Text, nullable=False))
     #: The provider's event as JSON text, as it was sent (cut at 64 KiB).
     raw_event: str = Field(sa_column=Column(Text, nullable=False))
+
+
+class CustomerTotals(SQLModel, table=True):
+    """Per customer, the lifetime aggregates of the events the features read over all history.
+
+    Kept exact by every writer of events in the same transaction
+    (:mod:`relmail.store.aggregates`), so a plan reads one row per customer
+    instead of the customer's whole history.
+    """
+
+    __tablename__ = "customer_totals"
+
+    customer_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    purchases: int = Field(default=0, nullable=False)
+    #: Sum of the purchases' values (NULL when none had one).
+    spend: float | None = Field(default=None)
+    first_purchase_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_purchase_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_open_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+    last_click_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
+
+
+class CustomerProduct(SQLModel, table=True):
+    """Purchases per (customer, product): what a customer owns."""
+
+    __tablename__ = "customer_products"
+
+    customer_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    product_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    purchases: int = Field(nullable=False)
+
+
+class CustomerMessage(SQLModel, table=True):
+    """The last ``email_sent`` of each message to each customer: "already sent"."""
+
+    __tablename__ = "customer_messages"
+
+    customer_id: str = Field(sa_column=Column(String(64), primary_key=True))
+    message_id: str = Field(sa_column=Column(String(100), primary_key=True))
+    last_sent_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
