@@ -13,7 +13,7 @@ an import that fails anywhere leaves the database as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
@@ -110,6 +110,25 @@ class Loader:
         else:
             self._write_executemany(rows)
 
+    def bind(self, column: str) -> Callable[[Any], Any]:
+        """How a value of ``column`` goes to the database, for :meth:`write_bound`.
+
+        A writer whose rows repeat values (the lines of one order share its
+        time) binds each distinct value once instead of once per row.
+        """
+        if self.postgres:
+            return _json_text if self.columns.index(column) in self.json_columns else _same
+        return dict(self.processors).get(column, _same)
+
+    def write_bound(self, rows: list[tuple]) -> None:
+        """Rows as tuples in the order of :attr:`columns`, each value passed through :meth:`bind` already."""
+        if not rows:
+            return
+        if self.postgres:
+            self._copy(rows)
+        else:
+            self.conn.exec_driver_sql(self.sql, rows)
+
     # SQLite and others: the Core upsert, compiled once, run with executemany.
 
     def close(self) -> None:
@@ -181,8 +200,26 @@ class Loader:
                     for i in json_columns:
                         values[i] = json.dumps(values[i], ensure_ascii=False)
                     copy.write_row(values)
-            cur.execute(self.merge_sql)
-            cur.execute(f'TRUNCATE "{self.temp}"')
+            self._merge(cur)
+
+    def _copy(self, rows: list[tuple]) -> None:
+        with self._cursor() as cur:
+            with cur.copy(self.copy_sql) as copy:
+                for values in rows:
+                    copy.write_row(values)
+            self._merge(cur)
+
+    def _merge(self, cur) -> None:
+        cur.execute(self.merge_sql)
+        cur.execute(f'TRUNCATE "{self.temp}"')
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 class References:

@@ -13,7 +13,7 @@ export writes them only there (``group``), and rows that are not records
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -34,7 +34,7 @@ _QUOTED = re.compile(r"^'(?=[\d+])")
 class Mapped(Record):
     """A record after the mapping: ``values`` holds fields, ``problems`` the cells that did not parse."""
 
-    problems: list[tuple[str | None, str]] = field(default_factory=list)
+    problems: Sequence[tuple[str | None, str]] = ()
     #: Field -> the column (or ``fields.NAME``) it came from, for the kind's own problems.
     labels: dict[str, str] = field(default_factory=dict)
     #: Fields whose values went through the kind's own check already.
@@ -172,7 +172,8 @@ class MappedReader:
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                 continue
             out, problems = self.apply(values, group)
-            yield Mapped(record.line, out, record.raw, None, problems, self.labels, self.final)
+            # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
+            yield Mapped(record.line, out, record.raw, None, problems or (), self.labels, self.final)
 
     def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
               ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:

@@ -42,6 +42,9 @@ from .schemas import PURCHASE_STATUSES, schema_for
 
 C, E = Customer.__table__, Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
+#: The events columns a purchase fills, in the order the loader writes them.
+EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id",
+                 "topic")
 
 
 class OrdersWriter:
@@ -51,6 +54,10 @@ class OrdersWriter:
         self.run = run
         self.conn = conn
         self.loader = Loader(conn, schema_for("events"))
+        if self.loader.columns != EVENT_COLUMNS:
+            raise RuntimeError(f"unexpected events columns {self.loader.columns!r}")  # pragma: no cover - schema guard
+        #: The lines of one order share its time: bound once per order (see :meth:`Loader.bind`).
+        self.bind_time = self.loader.bind("occurred_at")
         self.references = References(conn)
         #: event id -> line, for a line item that appears twice.
         self.seen: dict[str, int] = {}
@@ -85,8 +92,9 @@ class OrdersWriter:
         keys = [normal_address(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
         known = self.known
         known.update(self._by_address(set(keys) - known.keys() - {None}))
-        details, reject = self.details, self.run.reject
+        details, reject, bind_time = self.details, self.run.reject, self.bind_time
         events, gone = [], []
+        when = bound = None
         for (record, row), key in zip(pending, keys):
             customer = row["customer_id"]
             if customer is not None:
@@ -106,16 +114,18 @@ class OrdersWriter:
                 gone.append(row["_event_id"])
                 details["lines_not_purchases"] += 1
                 continue
-            events.append({"event_id": row["_event_id"], "customer_id": customer, "type": "purchase",
-                           "occurred_at": row["ordered_at"], "product_id": row["product_id"], "feature": None, "value": value,
-                           "message_id": None, "run_id": None, "topic": None})
+            if row["ordered_at"] is not when:
+                when = row["ordered_at"]
+                bound = bind_time(when)
+            # In the order of EVENT_COLUMNS.
+            events.append((row["_event_id"], customer, "purchase", bound, row["product_id"], None, value, None, None, None))
         if not self.run.may_write():
             return
-        products = {e["product_id"] for e in events if e["product_id"] is not None}
+        products = {e[4] for e in events if e[4] is not None}
         unknown = self.references.missing("products", products) if products else set()
         if unknown:
-            details["lines_unknown_product"] += sum(1 for e in events if e["product_id"] in unknown)
-        self.loader.write(events)
+            details["lines_unknown_product"] += sum(1 for e in events if e[4] in unknown)
+        self.loader.write_bound(events)
         details["purchases"] += len(events)
         self.run.imported += len(events)
         for batch in batched(gone, LOOKUP_BATCH):

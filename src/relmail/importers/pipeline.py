@@ -263,7 +263,7 @@ class _Run:
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
         if mapped and (problems or record.problems):
-            problems = record.problems + [(record.labels.get(f, f) if f else f, m) for f, m in problems]
+            problems = [*record.problems, *((record.labels.get(f, f) if f else f, m) for f, m in problems)]
         if not problems:
             verdict = self.sink.check(record.line, row)
             if verdict is False:
