@@ -103,12 +103,11 @@ class Schema:
         keeps its invalid value as written: its name is appended to
         ``flagged`` and the row's :attr:`flag` column is False. ``final``
         names fields whose values went through this schema's parser already
-        (a column mapping does that once per distinct cell).
+        (a column mapping does that once per distinct cell, and never gives
+        such a field a blank value: a blank cell is left out).
         """
         if final and final.issuperset(values):
-            vals = values.values()
-            if None not in vals and "" not in vals:
-                return self._complete(values, defaults, from_csv)
+            return self._complete(values, defaults, from_csv)
         row: dict[str, Any] = dict(self.computed)
         problems: list[tuple[str, str]] = []
         for name, parse, required, default, lenient in self._plan:
@@ -151,7 +150,9 @@ class Schema:
         """(the computed columns and constant defaults, the defaults made per row, the required fields)."""
         constant = dict(self.computed)
         per_row = []
-        for name, _, _, default, _ in self._plan:
+        for name, _, required, default, _ in self._plan:
+            if required:
+                continue
             if callable(default) or (default.__class__ is str and default[:1] == "@"):
                 per_row.append((name, default))
             else:
