@@ -13,12 +13,12 @@ an import that fails anywhere leaves the database as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Table, and_, func, select
+from sqlalchemy import JSON, ColumnElement, Table, and_, any_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
@@ -44,6 +44,23 @@ ADDRESS_ONLY = ("cleaned",)
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def one_of(conn: Connection, column: ColumnElement, values: Collection[Any]) -> Iterator[ColumnElement[bool]]:
+    """Conditions "``column`` is one of ``values``", for one statement each.
+
+    PostgreSQL takes the values as one array (one round trip however many
+    there are); other databases get ``IN`` lists of :data:`LOOKUP_BATCH`.
+    """
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        yield column == any_(bindparam("values", list(values), type_=ARRAY(column.type)))
+        return
+    for batch in batched(sorted(values), LOOKUP_BATCH):
+        yield column.in_(batch)
 
 
 #: How an upsert updates a column of an existing row: ``set`` (the new value), ``keep`` (the new

@@ -26,6 +26,8 @@ from .values import Parser, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
 _CELLS = 65536
+#: Distinct combinations of a row's own cells remembered (an order line's product, quantity and price).
+_ROWS = 4096
 #: A leading apostrophe before a number: how an export keeps spreadsheets from reformatting ids and phone numbers.
 _QUOTED = re.compile(r"^'(?=[\d+])")
 
@@ -66,6 +68,7 @@ class MappedReader:
         # A field whose invalid value an import may keep (a customer's address) stays with the kind's check.
         checks = {c.name: c.parse for c in schema.columns if c.lenient is None} if schema is not None else {}
         final: set[str] = set()
+        row_sources: set[str] = set()
         self.constants: dict[str, Any] = {}
         self.constant_attributes: dict[str, Any] = {}
         # (column -> field outputs, the others), for every row and for a group's first row.
@@ -87,13 +90,18 @@ class MappedReader:
                 parse, final = _cached(parse, checked), final | {key}
             # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
             plan = self.group_plan if group_columns and set(o.sources) <= group_columns else self.plan
-            if plan is self.plan and set(o.sources) & set(mapping.first_row):
-                self.mixed = True  # a row's output also reads its group's first row
+            if plan is self.plan:
+                row_sources.update(o.sources)
+                if set(o.sources) & set(mapping.first_row):
+                    self.mixed = True  # a row's output also reads its group's first row
             if how == 0 and not attribute:
                 plan[0].append((source, parse, o.default or "", key, o.label))
             else:
                 plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
         self.final = frozenset(final)
+        #: The cells the per-row outputs read, and what they make of each combination of cells.
+        self.row_sources = tuple(sorted(row_sources))
+        self.rows: dict[tuple, tuple[dict, dict, tuple]] = {}
 
     def check_header(self) -> list[tuple[str | None, str]]:
         """Problems of the header against the mapping (empty: the file fits)."""
@@ -183,10 +191,9 @@ class MappedReader:
         from the group's first row (:meth:`_evaluate` of ``group_plan``).
         """
         fields, attributes, problems = group
-        out, attributes, problems = self._evaluate(
-            self.plan, values, {**self.constants, **fields} if self.constants else dict(fields),
-            {**self.constant_attributes, **attributes} if self.constant_attributes or attributes else {},
-            list(problems) if problems else [])
+        own_fields, own_attributes, own_problems = self._own(values)
+        out = {**self.constants, **fields, **own_fields}
+        attributes = {**self.constant_attributes, **attributes, **own_attributes}
         get = values.get
         for column in self.extra:
             raw = get(column, "").strip()
@@ -194,7 +201,22 @@ class MappedReader:
                 attributes[_snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
-        return out, problems
+        return out, [*problems, *own_problems]
+
+    def _own(self, values: dict[str, str]) -> tuple[dict, dict, tuple]:
+        """The outputs of the row's own cells, evaluated once per distinct combination of those cells.
+
+        An order export repeats its line items (the same product, quantity
+        and price on line after line): each combination is parsed once.
+        """
+        key = tuple(map(values.get, self.row_sources))
+        made = self.rows.get(key)
+        if made is None:
+            if len(self.rows) >= _ROWS:
+                self.rows.clear()
+            out, attributes, problems = self._evaluate(self.plan, values, {}, {}, [])
+            made = self.rows[key] = (out, attributes, tuple(problems))
+        return made
 
     def _evaluate(self, plan: tuple[list, list], values: dict[str, str], out: dict, attributes: dict,
                   problems: list) -> tuple[dict, dict, list]:

@@ -37,7 +37,7 @@ from sqlalchemy.engine import Connection
 
 from ..store.models import Customer, Event
 from .fields import FieldError, email
-from .loader import LOOKUP_BATCH, Loader, References, batched
+from .loader import Loader, References, one_of
 from .schemas import PURCHASE_STATUSES, schema_for
 
 C, E = Customer.__table__, Event.__table__
@@ -128,16 +128,17 @@ class OrdersWriter:
         self.loader.write_bound(events)
         details["purchases"] += len(events)
         self.run.imported += len(events)
-        for batch in batched(gone, LOOKUP_BATCH):
-            details["purchases_removed"] += self.conn.execute(delete(E).where(E.c.event_id.in_(batch))).rowcount or 0
+        for condition in one_of(self.conn, E.c.event_id, gone):
+            details["purchases_removed"] += self.conn.execute(delete(E).where(condition)).rowcount or 0
 
     def _by_address(self, addresses: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for batch in batched(sorted(addresses), LOOKUP_BATCH):
-            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(C.c.email.in_(batch))))
+        for condition in one_of(self.conn, C.c.email, addresses):
+            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition)))
         missing = {a.lower(): a for a in addresses if a not in found}
-        for batch in batched(sorted(missing), LOOKUP_BATCH):  # stored in another case, or flagged as written
-            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(func.lower(C.c.email).in_(batch))):
+        lowered = func.lower(C.c.email, type_=C.c.email.type)
+        for condition in one_of(self.conn, lowered, missing):  # stored in another case, or flagged as written
+            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
                 found.setdefault(missing[stored.lower()], cid)
         return found
 
