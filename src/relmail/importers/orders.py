@@ -65,6 +65,8 @@ class OrdersWriter:
         self.position = 0
         #: Normalized address -> customer id, remembered for the rest of the file (customers reorder).
         self.known: dict[str, str] = {}
+        #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
+        self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
                         "lines_unknown_product": 0}
 
@@ -128,8 +130,14 @@ class OrdersWriter:
         self.loader.write_bound(events)
         details["purchases"] += len(events)
         self.run.imported += len(events)
-        for condition in one_of(self.conn, E.c.event_id, gone):
-            details["purchases_removed"] += self.conn.execute(delete(E).where(condition)).rowcount or 0
+        self.gone.extend(gone)
+
+    def finish(self) -> None:
+        """Remove the purchases of lines that are none any more, all in one statement (on PostgreSQL) after the last chunk."""
+        if not self.run.may_write():
+            return
+        for condition in one_of(self.conn, E.c.event_id, self.gone):
+            self.details["purchases_removed"] += self.conn.execute(delete(E).where(condition)).rowcount or 0
 
     def _by_address(self, addresses: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}

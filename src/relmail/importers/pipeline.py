@@ -167,6 +167,7 @@ def import_file(
                             if progress:
                                 progress(run.read, src.position(), src.size)
                     run.flush()
+                    run.sink.finish()
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:
