@@ -15,14 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from .fields import FieldError
 from .mapping import VARIABLES, Mapping
 from .readers import Record
 from .schemas import Schema
-from .values import Parser, scalar
+from .values import Parser, remembered, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
 _CELLS = 65536
@@ -279,8 +278,9 @@ class MappedReader:
 def _cached(parse: Parser | None, check: Parser) -> Parser:
     """The mapping's parser then the kind's check, remembered per distinct cell (failures are not)."""
     if parse is None:
-        return lru_cache(maxsize=_CELLS)(check)
-    return lru_cache(maxsize=_CELLS)(lambda raw: check(parse(raw)))
+        return remembered(check, _CELLS)
+    plain = getattr(parse, "__wrapped__", parse)  # remembered here, after the check, not twice
+    return remembered(lambda raw: check(plain(raw)), _CELLS)
 
 
 def _snake(column: str) -> str:

@@ -29,7 +29,6 @@ custom item): the purchase keeps the id and is counted as such.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -39,9 +38,12 @@ from ..store.models import Customer, Event
 from .fields import FieldError, email
 from .loader import Loader, References, one_of
 from .schemas import PURCHASE_STATUSES, schema_for
+from .values import remembered
 
 C, E = Customer.__table__, Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
+#: Distinct addresses whose lookup key is remembered.
+ADDRESSES = 65536
 #: The events columns a purchase fills, in the order the loader writes them.
 EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id",
                  "topic")
@@ -65,6 +67,8 @@ class OrdersWriter:
         self.position = 0
         #: Normalized address -> customer id, remembered for the rest of the file (customers reorder).
         self.known: dict[str, str] = {}
+        #: An address as written -> its lookup key (a customer's orders repeat it).
+        self.normal = remembered(normal_address, ADDRESSES)
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
@@ -91,7 +95,8 @@ class OrdersWriter:
         # Customers in bulk: ids checked against the store, addresses looked up once per file.
         ids = {row["customer_id"] for _, row in pending if row["customer_id"] is not None}
         unknown_ids = self.references.missing("customers", ids) if ids else set()
-        keys = [normal_address(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
+        normal = self.normal
+        keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
         known = self.known
         known.update(self._by_address(set(keys) - known.keys() - {None}))
         details, reject, bind_time = self.details, self.run.reject, self.bind_time
@@ -154,7 +159,6 @@ class OrdersWriter:
         self.loader.close()
 
 
-@lru_cache(maxsize=65536)
 def normal_address(address: str) -> str:
     """An address as customers are stored (``email-validator``'s normal form), or as written if it is not one.
 
