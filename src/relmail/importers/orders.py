@@ -42,7 +42,7 @@ from .values import remembered
 
 C, E = Customer.__table__, Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
-#: Distinct addresses whose lookup key is remembered.
+#: Distinct addresses (and line values) remembered.
 ADDRESSES = 65536
 #: The events columns a purchase fills, in the order the loader writes them.
 EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id",
@@ -69,6 +69,8 @@ class OrdersWriter:
         self.known: dict[str, str] = {}
         #: An address as written -> its lookup key (a customer's orders repeat it).
         self.normal = remembered(normal_address, ADDRESSES)
+        #: A value rounded to cents (lines repeat their quantity and price).
+        self.cents = remembered(_cents, ADDRESSES)
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
@@ -99,7 +101,7 @@ class OrdersWriter:
         keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
         known = self.known
         known.update(self._by_address(set(keys) - known.keys() - {None}))
-        details, reject, bind_time = self.details, self.run.reject, self.bind_time
+        details, reject, bind_time, cents = self.details, self.run.reject, self.bind_time, self.cents
         events, gone = [], []
         when = bound = None
         for (record, row), key in zip(pending, keys):
@@ -121,6 +123,8 @@ class OrdersWriter:
                 gone.append(row["_event_id"])
                 details["lines_not_purchases"] += 1
                 continue
+            if value is not None:
+                value = cents(value)
             if row["ordered_at"] is not when:
                 when = row["ordered_at"]
                 bound = bind_time(when)
@@ -178,7 +182,7 @@ def normal_address(address: str) -> str:
 
 
 def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:
-    """(whether the line is a purchase, what it is worth: None when the file gives no price)."""
+    """(whether the line is a purchase, what it is worth before rounding to cents: None when the file gives no price)."""
     status = row["status"]
     if row["cancelled"] or (status is not None and status not in COUNTED):
         return False, None
@@ -191,4 +195,8 @@ def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:
             return False, None
         if value is not None:
             value *= 1.0 - refunded / total
-    return True, None if value is None else round(value, 2)
+    return True, value
+
+
+def _cents(value: float) -> float:
+    return round(value, 2)

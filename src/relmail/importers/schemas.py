@@ -147,7 +147,7 @@ class Schema:
 
     @cached_property
     def _fills(self) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...], tuple[str, ...]]:
-        """(the computed columns and constant defaults, the defaults made per row, the required fields)."""
+        """(the computed columns and constant defaults, the defaults made per row, the required fields as a set)."""
         constant = dict(self.computed)
         per_row = []
         for name, _, required, default, _ in self._plan:
@@ -157,7 +157,7 @@ class Schema:
                 per_row.append((name, default))
             else:
                 constant[name] = default
-        return constant, tuple(per_row), self.required
+        return constant, tuple(per_row), frozenset(self.required)
 
     def _complete(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool) -> tuple[dict[str, Any], list]:
         """:meth:`convert` of values that all went through this schema's parsers: only the missing fields are filled.
@@ -171,7 +171,7 @@ class Schema:
         for name, default in per_row:
             if name not in values:
                 row[name] = defaults[default[1:]] if default.__class__ is str else default()
-        problems = [(name, "is required") for name in required if name not in values]
+        problems = [] if values.keys() >= required else [(name, "is required") for name in self.required if name not in values]
         if self.extras_into is not None:
             self._collect_extras(values, row, from_csv)
         return row, problems

@@ -44,7 +44,7 @@ _MISSING = object()
 
 
 def remembered(parse: Parser, size: int) -> Parser:
-    """``parse`` remembered per distinct cell, up to ``size`` cells (then it starts afresh); failures are not remembered.
+    """``parse`` remembered per distinct argument (a cell), up to ``size`` of them (then it starts afresh); failures are not.
 
     A plain dict rather than ``functools.lru_cache``: every full garbage
     collection visits each entry of an LRU cache, while a dict of text to
