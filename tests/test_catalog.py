@@ -25,7 +25,7 @@ PRODUCTS = (
 
 
 @pytest.fixture
-def shop(engine, tmp_path):
+def catalog_store(engine, tmp_path):
     path = tmp_path / "products.csv"
     path.write_text(PRODUCTS)
     import_file(engine, "products", path)
@@ -37,16 +37,16 @@ def shop(engine, tmp_path):
     return engine
 
 
-def test_products_carry_image_url_and_extra_columns_as_attributes(shop):
-    with shop.connect() as conn:
+def test_products_carry_image_url_and_extra_columns_as_attributes(catalog_store):
+    with catalog_store.connect() as conn:
         catalog = load_catalog(conn)
     assert catalog["B1"]["image_url"] == "https://cdn.example/b1.jpg"
     assert catalog["B1"]["attributes"] == {"vendor": "Prometheus", "format": "paperback"}
     assert catalog["B2"]["image_url"] is None and catalog["B2"]["attributes"] == {"vendor": "Das Mag"}  # empty cells left out
 
 
-def test_recommendations_never_repeat_a_featured_product_nor_one_the_customer_owns(shop):
-    with shop.connect() as conn:
+def test_recommendations_never_repeat_a_featured_product_nor_one_the_customer_owns(catalog_store):
+    with catalog_store.connect() as conn:
         catalog = load_catalog(conn)
         plain = customer_contexts(conn, ["A"], T, catalog)["A"]
         featuring = customer_contexts(conn, ["A"], T, catalog, featured=("B1",))["A"]
@@ -71,8 +71,8 @@ def renderer(tmp_path, monkeypatch):
     return Renderer(Project.load(project.root))
 
 
-def test_a_template_looks_products_up_in_the_catalogue(shop, renderer):
-    with shop.connect() as conn:
+def test_a_template_looks_products_up_in_the_catalogue(catalog_store, renderer):
+    with catalog_store.connect() as conn:
         ctx = customer_contexts(conn, ["A"], T, load_catalog(conn), featured=("B1",))["A"]
     email = renderer.render(MessageSpec(id="tip", template="tip", topic="t", campaign_id="c", run_id="r"), ctx)
     assert email.subject == "Tip: De tweeling"
@@ -80,8 +80,8 @@ def test_a_template_looks_products_up_in_the_catalogue(shop, renderer):
     assert email.html.count("De tweeling") == 2 and "also De tweeling" not in email.html  # subject block + featured only
 
 
-def test_a_product_the_catalogue_lacks_fails_that_customers_render_with_its_line(shop, renderer):
-    with shop.connect() as conn:
+def test_a_product_the_catalogue_lacks_fails_that_customers_render_with_its_line(catalog_store, renderer):
+    with catalog_store.connect() as conn:
         ctx = customer_contexts(conn, ["A"], T, load_catalog(conn))["A"]
     with pytest.raises(RenderError) as caught:
         renderer.render(MessageSpec(id="typo", template="typo", topic="t", campaign_id="c", run_id="r"), ctx)

@@ -54,7 +54,7 @@ def test_the_github_actions_workflows_pass_actionlint():
 # --- a tiny runner for the examples -----------------------------------------------------------
 
 
-class Shop:
+class DemoRepo:
     """A git repository holding a relmail project, its SQLite database outside the repository."""
 
     def __init__(self, tmp: Path):
@@ -114,14 +114,14 @@ def _should_run(condition, failed: bool, event: str) -> bool:
     raise AssertionError(f"the test runner does not know the condition {condition!r}")
 
 
-def run_github(shop: Shop, workflow: str, now: str, event: str, base_sha: str = "") -> dict[str, int | None]:
+def run_github(demo_repo: DemoRepo, workflow: str, now: str, event: str, base_sha: str = "") -> dict[str, int | None]:
     """Run a workflow's ``run`` steps as the runner would; the step name → its exit code (None: skipped)."""
     doc = yaml.safe_load((EXAMPLES / "github" / workflow).read_text())
     assert doc["defaults"]["run"]["shell"] == "bash"
     (job,) = doc["jobs"].values()
-    ctx = {"secrets": shop.secrets, "vars": shop.vars, "base_sha": base_sha}
-    env = {**shop.base_env(now), **{k: _expression(v, ctx) for k, v in {**doc.get("env", {}), **job.get("env", {})}.items()}}
-    runner_temp = shop.tmp / f"runner-{workflow}-{event}-{now[:10]}"
+    ctx = {"secrets": demo_repo.secrets, "vars": demo_repo.vars, "base_sha": base_sha}
+    env = {**demo_repo.base_env(now), **{k: _expression(v, ctx) for k, v in {**doc.get("env", {}), **job.get("env", {})}.items()}}
+    runner_temp = demo_repo.tmp / f"runner-{workflow}-{event}-{now[:10]}"
     runner_temp.mkdir()
     summary = runner_temp / "step_summary.md"
     env.update(RUNNER_TEMP=str(runner_temp), GITHUB_STEP_SUMMARY=str(summary), GITHUB_EVENT_NAME=event, CI="true")
@@ -137,7 +137,7 @@ def run_github(shop: Shop, workflow: str, now: str, event: str, base_sha: str = 
         if not _should_run(step.get("if"), failed, event):
             codes[name] = None
             continue
-        out = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=shop.repo,
+        out = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", step["run"]], cwd=demo_repo.repo,
                              env={**env, **{k: _expression(v, ctx) for k, v in step.get("env", {}).items()}},
                              capture_output=True, text=True)
         codes[name] = out.returncode
@@ -147,39 +147,39 @@ def run_github(shop: Shop, workflow: str, now: str, event: str, base_sha: str = 
     return codes
 
 
-def run_gitlab(shop: Shop, job_name: str, now: str, **variables: str) -> tuple[int, str]:
+def run_gitlab(demo_repo: DemoRepo, job_name: str, now: str, **variables: str) -> tuple[int, str]:
     """Run a GitLab job's script lines (stopping at the first failure) and its after_script; (exit code, output)."""
     doc = yaml.safe_load((EXAMPLES / "gitlab" / ".gitlab-ci.yml").read_text())
     assert any(INSTALL.search(line) for line in doc["default"]["before_script"])
     job = doc[job_name]
-    env = {**shop.base_env(now), **shop.secrets, **doc["variables"], **variables}
+    env = {**demo_repo.base_env(now), **demo_repo.secrets, **doc["variables"], **variables}
     for key, value in job.get("variables", {}).items():
         env[key] = os.path.expandvars(value) if value.startswith("$") and value[1:] in env else value
         if value.startswith("$"):
             env[key] = env.get(value[1:], "")
-    env["CI_BUILDS_DIR"] = str(shop.tmp / f"builds-{job_name}-{now[:10]}")
+    env["CI_BUILDS_DIR"] = str(demo_repo.tmp / f"builds-{job_name}-{now[:10]}")
     output, code = "", 0
     for line in job["script"]:
-        out = subprocess.run(["bash", "-eo", "pipefail", "-c", line], cwd=shop.repo, env=env, capture_output=True, text=True)
+        out = subprocess.run(["bash", "-eo", "pipefail", "-c", line], cwd=demo_repo.repo, env=env, capture_output=True, text=True)
         output += out.stdout + out.stderr
         if out.returncode:
             code = out.returncode
             break
     for line in job.get("after_script", []):
-        out = subprocess.run(["bash", "-c", line], cwd=shop.repo, env=env, capture_output=True, text=True)
+        out = subprocess.run(["bash", "-c", line], cwd=demo_repo.repo, env=env, capture_output=True, text=True)
         output += out.stdout + out.stderr
     return code, output
 
 
-def _paths(shop: Shop, text: str) -> str:
+def _paths(demo_repo: DemoRepo, text: str) -> str:
     """The examples' server paths, pointed at the test's project, virtualenv and files."""
-    for a, b in (("/srv/relmail/venv/bin/relmail", str(BIN / "relmail")), ("/srv/relmail/shop", str(shop.repo)),
-                 ("/etc/relmail/relmail.env", str(shop.tmp / "relmail.env")), ("/var/log/relmail", str(shop.tmp / "log"))):
+    for a, b in (("/srv/relmail/venv/bin/relmail", str(BIN / "relmail")), ("/srv/relmail/shop", str(demo_repo.repo)),
+                 ("/etc/relmail/relmail.env", str(demo_repo.tmp / "relmail.env")), ("/var/log/relmail", str(demo_repo.tmp / "log"))):
         text = text.replace(a, b)
     return text
 
 
-def run_cron(shop: Shop, weekday: int, now: str) -> list[int]:
+def run_cron(demo_repo: DemoRepo, weekday: int, now: str) -> list[int]:
     """Each crontab line for ``weekday`` (cron's numbering), run by /bin/sh with cron's bare environment."""
     codes = []
     for line in (EXAMPLES / "cron" / "relmail.crontab").read_text().splitlines():
@@ -188,91 +188,91 @@ def run_cron(shop: Shop, weekday: int, now: str) -> list[int]:
         fields = line.split(None, 5)
         if fields[4] != str(weekday):
             continue
-        env = {"PATH": "/usr/bin:/bin", "HOME": str(shop.tmp), "RELMAIL_NOW": now, "LANG": "C.UTF-8"}
-        codes.append(subprocess.run(["/bin/sh", "-c", _paths(shop, fields[5])], env=env).returncode)
+        env = {"PATH": "/usr/bin:/bin", "HOME": str(demo_repo.tmp), "RELMAIL_NOW": now, "LANG": "C.UTF-8"}
+        codes.append(subprocess.run(["/bin/sh", "-c", _paths(demo_repo, fields[5])], env=env).returncode)
     return codes
 
 
-def run_systemd(shop: Shop, now: str) -> int:
+def run_systemd(demo_repo: DemoRepo, now: str) -> int:
     unit = (EXAMPLES / "systemd" / "relmail-weekly.service").read_text()
     settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
     env = {"PATH": "/usr/bin:/bin", "RELMAIL_NOW": now, "LANG": "C.UTF-8"}
-    for line in Path(_paths(shop, settings["EnvironmentFile"])).read_text().splitlines():
+    for line in Path(_paths(demo_repo, settings["EnvironmentFile"])).read_text().splitlines():
         key, _, value = line.partition("=")
         env[key] = value
-    return subprocess.run(shlex.split(_paths(shop, settings["ExecStart"])), cwd=_paths(shop, settings["WorkingDirectory"]),
+    return subprocess.run(shlex.split(_paths(demo_repo, settings["ExecStart"])), cwd=_paths(demo_repo, settings["WorkingDirectory"]),
                           env=env).returncode
 
 
-def run_kubernetes(shop: Shop, now: str) -> int:
+def run_kubernetes(demo_repo: DemoRepo, now: str) -> int:
     doc = yaml.safe_load((EXAMPLES / "kubernetes" / "relmail-weekly-cronjob.yaml").read_text())
     (container,) = doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"]
     assert container["workingDir"] == "/shop" and doc["spec"]["concurrencyPolicy"] == "Forbid"
     command = [str(BIN / container["command"][0]), *container["args"]]
-    return subprocess.run(command, cwd=shop.repo, env={**shop.base_env(now), **shop.secrets}).returncode
+    return subprocess.run(command, cwd=demo_repo.repo, env={**demo_repo.base_env(now), **demo_repo.secrets}).returncode
 
 
 @pytest.fixture(scope="module")
-def shop(tmp_path_factory) -> Shop:
-    shop = Shop(tmp_path_factory.mktemp("ci-workflows"))
+def demo_repo(tmp_path_factory) -> DemoRepo:
+    demo_repo = DemoRepo(tmp_path_factory.mktemp("ci-workflows"))
     for command in ("relmail init shop", "cd shop && relmail db upgrade && relmail demo --customers 1500 --seed 7",
                     "cd shop && git init -q -b main && git add -A && git commit -qm 'the shop'"):
-        out = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=shop.tmp, capture_output=True, text=True,
-                             env={**shop.base_env("2026-11-27T09:00:00+01:00"), **shop.secrets})
+        out = subprocess.run(["bash", "-eo", "pipefail", "-c", command], cwd=demo_repo.tmp, capture_output=True, text=True,
+                             env={**demo_repo.base_env("2026-11-27T09:00:00+01:00"), **demo_repo.secrets})
         assert out.returncode == 0, out.stdout + out.stderr
-    (shop.tmp / "log").mkdir()
-    (shop.tmp / "relmail.env").write_text(f"RELMAIL_DATABASE_URL={shop.db}\nRELMAIL_SIGNING_KEY=ci-test-key\n")
-    return shop
+    (demo_repo.tmp / "log").mkdir()
+    (demo_repo.tmp / "relmail.env").write_text(f"RELMAIL_DATABASE_URL={demo_repo.db}\nRELMAIL_SIGNING_KEY=ci-test-key\n")
+    return demo_repo
 
 
-def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(shop):
+def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(demo_repo):
     # 1. A Friday on a fresh install: no run to diff against, nothing to fail on.
-    fresh = run_github(shop, "relmail-preview.yml", FRESH_FRIDAY, "schedule")
+    fresh = run_github(demo_repo, "relmail-preview.yml", FRESH_FRIDAY, "schedule")
     assert fresh["Plan next week (dry run, with gates)"] == 0, fresh["Plan next week (dry run, with gates) (output)"]
     assert fresh["Plan the base branch (the baseline of the diff)"] is None and fresh["Check the templates"] == 0
     assert "### relmail plan `weekly:2026-W49` (dry run, nothing written)" in fresh["summary"]
     assert "Changes since" not in fresh["summary"]
 
     # 2. Monday: the scheduled send sends this week; every other scheduler starting it again sends nothing twice.
-    sent = run_github(shop, "relmail-send.yml", MONDAY, "schedule")
+    sent = run_github(demo_repo, "relmail-send.yml", MONDAY, "schedule")
     assert sent["Send this week"] == 0, sent["Send this week (output)"]
     assert sent["Step summary"] == 0 and "Run weekly:2026-W49 (done): window 2026-W49, as of 2026-11-30 06:00 UTC" in sent["summary"]
-    delivered = shop.deliveries()
+    delivered = demo_repo.deliveries()
     assert delivered > 50
-    assert run_cron(shop, 1, MONDAY) == [0]
-    assert run_systemd(shop, MONDAY) == 0
-    assert run_kubernetes(shop, MONDAY) == 0
-    assert run_gitlab(shop, "relmail-send", MONDAY)[0] == 0
-    assert shop.deliveries() == delivered
-    assert "Run weekly:2026-W49" in (shop.tmp / "log" / "weekly.log").read_text()
+    assert run_cron(demo_repo, 1, MONDAY) == [0]
+    assert run_systemd(demo_repo, MONDAY) == 0
+    assert run_kubernetes(demo_repo, MONDAY) == 0
+    assert run_gitlab(demo_repo, "relmail-send", MONDAY)[0] == 0
+    assert demo_repo.deliveries() == delivered
+    assert "Run weekly:2026-W49" in (demo_repo.tmp / "log" / "weekly.log").read_text()
 
     # 3. Friday: the preview plans next week (not the week sent on Monday) and diffs it against Monday's run.
-    friday = run_github(shop, "relmail-preview.yml", FRIDAY, "schedule")
+    friday = run_github(demo_repo, "relmail-preview.yml", FRIDAY, "schedule")
     assert friday["Plan next week (dry run, with gates)"] == 0, friday["Plan next week (dry run, with gates) (output)"]
     assert "### relmail plan `weekly:2026-W50` (dry run, nothing written)" in friday["summary"]
     assert "#### Changes since run weekly:2026-W49" in friday["summary"]
-    assert run_cron(shop, 5, FRIDAY) == [0]
-    assert "#### Changes since run weekly:2026-W49" in (shop.tmp / "log" / "preview.md").read_text()
-    code, output = run_gitlab(shop, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="schedule", RELMAIL_JOB="preview",
+    assert run_cron(demo_repo, 5, FRIDAY) == [0]
+    assert "#### Changes since run weekly:2026-W49" in (demo_repo.tmp / "log" / "preview.md").read_text()
+    code, output = run_gitlab(demo_repo, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="schedule", RELMAIL_JOB="preview",
                               RELMAIL_MIN_SENDS="10", RELMAIL_MAX_SUPPRESSION_RATE="0.99")
     assert code == 0, output
 
     # 4. A pull request breaks the Dutch launch template: the gate fails, and the reviewer still gets the summary.
-    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=shop.repo, capture_output=True, text=True).stdout.strip()
-    template = shop.repo / "templates" / "ebike_launch.nl.html"
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=demo_repo.repo, capture_output=True, text=True).stdout.strip()
+    template = demo_repo.repo / "templates" / "ebike_launch.nl.html"
     template.write_text(template.read_text().replace("{% block content %}\n", "{% block content %}\n{{ data.vip_code }}\n", 1))
-    segment = shop.repo / "segments" / "cyclists.yml"
+    segment = demo_repo.repo / "segments" / "cyclists.yml"
     segment.write_text(segment.read_text() + "  - purchased: {category: [accessories], within_days: 365}\n")
-    git = shop.sh("git checkout -qb widen-and-break && git commit -qam 'Widen cyclists, reword the launch'", FRIDAY)
+    git = demo_repo.sh("git checkout -qb widen-and-break && git commit -qam 'Widen cyclists, reword the launch'", FRIDAY)
     assert git.returncode == 0, git.stderr
-    pr = run_github(shop, "relmail-preview.yml", FRIDAY, "pull_request", base_sha=base)
+    pr = run_github(demo_repo, "relmail-preview.yml", FRIDAY, "pull_request", base_sha=base)
     assert pr["Plan the base branch (the baseline of the diff)"] == 0, pr["Plan the base branch (the baseline of the diff) (output)"]
     assert pr["Plan next week (dry run, with gates)"] == 22, pr["Plan next week (dry run, with gates) (output)"]
     assert pr["Check the templates"] == 6 and pr["Step summary"] == 0
     summary = pr["summary"]
     assert "render error(s):**" in summary and "ebike_launch.nl.html:" in summary and "vip_code" in summary
     assert "#### Changes since base.jsonl" in summary and "absent -> " in summary
-    code, output = run_gitlab(shop, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="merge_request_event",
+    code, output = run_gitlab(demo_repo, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="merge_request_event",
                               CI_MERGE_REQUEST_DIFF_BASE_SHA=base, RELMAIL_MIN_SENDS="10", RELMAIL_MAX_SUPPRESSION_RATE="0.99")
     assert code == 22, output
-    assert "Changes since base.jsonl" in (shop.repo / "plan.md").read_text()  # the artifact, kept on failure (when: always)
+    assert "Changes since base.jsonl" in (demo_repo.repo / "plan.md").read_text()  # the artifact, kept on failure (when: always)

@@ -45,13 +45,13 @@ def _fingerprint(engine) -> str:
 
 
 @pytest.fixture
-def shop(engine):
+def demo_store(engine):
     result = generate(engine, customers=700, seed=11, as_of=AS_OF)
     return engine, result
 
 
-def test_same_seed_same_shop_and_other_seed_another(shop):
-    engine, first = shop
+def test_same_seed_same_shop_and_other_seed_another(demo_store):
+    engine, first = demo_store
     fp = _fingerprint(engine)
     again = generate(engine, customers=700, seed=11, as_of=AS_OF, replace=True)
     assert again.events == first.events and again.preferences == first.preferences
@@ -61,8 +61,8 @@ def test_same_seed_same_shop_and_other_seed_another(shop):
     assert _fingerprint(engine) != fp
 
 
-def test_counts_and_identifiers_follow_the_architecture(shop):
-    engine, result = shop
+def test_counts_and_identifiers_follow_the_architecture(demo_store):
+    engine, result = demo_store
     summary = store_summary(engine)
     assert summary["customers"]["total"] == 700 == result.customers
     assert summary["events"]["total"] == result.total_events
@@ -94,8 +94,8 @@ def test_counts_and_identifiers_follow_the_architecture(shop):
     assert summary["events"]["open_tickets"] >= 1
 
 
-def test_special_customers_have_their_story(shop):
-    engine, _ = shop
+def test_special_customers_have_their_story(demo_store):
+    engine, _ = demo_store
     c = {role: cid for role, cid in ROLES.items()}
 
     def types(cid):
@@ -131,8 +131,8 @@ def test_special_customers_have_their_story(shop):
     assert not any(t.startswith("email") for t in types(c["invalid_email"]))
 
 
-def test_behaviour_is_skewed_and_consistent(shop):
-    engine, _ = shop
+def test_behaviour_is_skewed_and_consistent(demo_store):
+    engine, _ = demo_store
     per = dict(_rows(engine, f"SELECT customer_id, COUNT(*) FROM events WHERE type IN {SHOP_TYPES} GROUP BY customer_id"))
     counts = np.sort(np.array(list(per.values()) + [0] * (700 - len(per))))[::-1]
     assert counts[:70].sum() / counts.sum() > 0.5, "the top 10% of customers hold most shop events"
@@ -188,8 +188,8 @@ def _valid(address: str) -> bool:
         return False
 
 
-def test_refuses_a_store_with_data_unless_replace(shop):
-    engine, result = shop
+def test_refuses_a_store_with_data_unless_replace(demo_store):
+    engine, result = demo_store
     with pytest.raises(Conflict, match="--replace"):
         generate(engine, customers=50, seed=1, as_of=AS_OF)
     assert store_summary(engine)["customers"]["total"] == 700

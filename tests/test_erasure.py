@@ -60,7 +60,7 @@ def test_forget_deletes_personal_data_keeps_a_salted_hash_and_a_stripped_ledger(
         assert [_count(conn, t, "C2") for t in PERSONAL] == [1, 2, 2], "other customers untouched"
         expected = address_hash("anna.bakker@example.org", salt(conn))
         assert conn.execute(select(S.c.email_hash, S.c.reason)).all() == [(expected, "erased")]
-        assert result["suppression"] == {"email_hash": expected, "reason": "erased", "added": True}
+        assert result["suppression"] == {"email_hash": expected, "reason": "erased", "added": True, "previous_reason": None}
         assert [f for (f,) in conn.execute(select(DEC.c.features).where(DEC.c.customer_id == "C1"))] == [{}, {}, {}]
         assert conn.execute(select(DEC.c.features).where(DEC.c.customer_id == "C2")).scalar_one() == {"views_30d": 2}
         states = dict(conn.execute(select(DEL.c.run_id, DEL.c.status).where(DEL.c.customer_id == "C1")).all())
@@ -97,9 +97,41 @@ def test_a_duplicate_record_of_an_erased_address_shows_as_suppressed(engine):
     forget(engine, "C1")
     assert export(engine, "C2")["suppressed"] == {"reason": "erased"}
     second = forget(engine, "C2")
-    assert second["suppression"]["added"] is False
+    assert (second["suppression"]["added"], second["suppression"]["previous_reason"]) == (False, "erased")
     with engine.connect() as conn:
         assert _count(conn, S) == 1
+
+
+@pytest.mark.parametrize("reason", ["unsubscribed", "complained", "bounced", "cleaned"])
+def test_forget_of_an_address_already_suppressed_records_the_erasure_whatever_the_reason(engine, tmp_path, reason):
+    """The row becomes ``erased``, dated at the erasure: a re-import gets the documented opt-out, also after ``cleaned``."""
+    from relmail.importers import import_file
+
+    listed_at = datetime(2025, 3, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org")
+        conn.execute(S.insert().values(email_hash=address_hash("anna@example.org", salt(conn)), reason=reason, created_at=listed_at))
+    before = datetime.now(UTC)
+    result = forget(engine, "C1")
+    assert result["suppression"]["reason"] == "erased"
+    assert (result["suppression"]["added"], result["suppression"]["previous_reason"]) == (False, reason)
+    with engine.connect() as conn:
+        ((stored, at),) = conn.execute(select(S.c.reason, S.c.created_at)).all()
+    assert stored == "erased"
+    assert (at if at.tzinfo else at.replace(tzinfo=UTC)) >= before - timedelta(seconds=1)  # the erasure's time, not the listing's
+
+    # The address comes back in a sync: a global opt-out, dated at the erasure, so a global opt-in
+    # given after the listing but before the erasure is not fresh consent.
+    customers = tmp_path / "c.csv"
+    customers.write_text("id,email,first_name,last_name,locale,timezone,created_at\n"
+                         "C9,Anna@example.org,Anna,Bakker,nl_NL,Europe/Amsterdam,2024-01-01T00:00:00Z\n", encoding="utf-8")
+    assert import_file(engine, "customers", customers).suppressed_opt_outs == 1
+    consent = tmp_path / "p.csv"
+    consent.write_text("customer_id,topic,opted_in,updated_at,source\nC9,*,true,2025-06-01T00:00:00Z,signup-form\n", encoding="utf-8")
+    import_file(engine, "preferences", consent)
+    with engine.connect() as conn:
+        assert conn.execute(select(P.c.topic, P.c.opted_in, P.c.source).where(P.c.customer_id == "C9")).all() == [
+            ("*", False, "suppression-list")]
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -172,6 +204,19 @@ def test_cli_show_export_forget(project, tmp_path):
     for command in ("show", "export", "forget"):
         gone = runner.invoke(cli, [*base, command, "C1", *(["--yes"] if command == "forget" else [])])
         assert gone.exit_code == 8 and "C1" in gone.output
+    engine.dispose()
+
+
+def test_cli_forget_says_which_suppression_the_erasure_replaced(project):
+    from relmail.store.db import connect
+
+    engine = connect(project.database_url)
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org")
+        conn.execute(S.insert().values(email_hash=address_hash("anna@example.org", salt(conn)), reason="cleaned", created_at=T0))
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "customers", "forget", "C1", "--yes"])
+    assert out.exit_code == 0, out.output
+    assert "address hash already on the suppression list as 'cleaned', now 'erased'." in out.output
     engine.dispose()
 
 

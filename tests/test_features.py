@@ -63,14 +63,14 @@ def ev(c, t, d, **kw):
 
 
 @pytest.fixture
-def shop(engine):
+def product_store(engine):
     with engine.begin() as conn:
         conn.execute(insert(Product.__table__), PRODUCTS)
     return engine
 
 
-def test_generic_features_of_hand_built_customers(shop):
-    with shop.begin() as conn:
+def test_generic_features_of_hand_built_customers(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("A", 800, None), ("B", 30, None), ("C", 400, "not-an-address"), ("D", 50, None))
         events(
             conn,
@@ -93,7 +93,7 @@ def test_generic_features_of_hand_built_customers(shop):
             ev("D", "purchase", 120, product_id="CB-1", value=799.0),
         )
         prefs(conn, ("B", "*", True, 2, 1), ("B", "promotions", True, 5, 1), ("C", "*", False, None, 30))
-    f = compute_features(shop, ["D", "C", "B", "A", "B"], T, {})
+    f = compute_features(product_store, ["D", "C", "B", "A", "B"], T, {})
     assert list(f.customer_ids) == ["A", "B", "C", "D"]
     assert list(f.columns) == list(GENERIC_COLUMNS)
     a, b, c, d = (f.row(i) for i in range(4))
@@ -119,8 +119,8 @@ def test_generic_features_of_hand_built_customers(shop):
     assert b["clv"] == 0
 
 
-def test_fatigue_rises_when_opens_fall_under_steady_sends(shop):
-    with shop.begin() as conn:
+def test_fatigue_rises_when_opens_fall_under_steady_sends(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("F", 400, None), ("G", 400, None), ("H", 400, None))
         sends = [ev(c, "email_sent", d) for c in "FGH" for d in (5, 15, 25, 35, 45, 55, 65, 75, 85)]
         # F opened every earlier mail, none recently; G opens steadily; H fewer mails now, no opens now.
@@ -129,15 +129,15 @@ def test_fatigue_rises_when_opens_fall_under_steady_sends(shop):
         opens += [ev("H", "email_opened", d) for d in (35, 45, 55, 65, 75, 85)]
         events(conn, *sends, *opens)
         events(conn, *[ev("H", "email_sent", d) for d in (36, 46, 56)])
-    f = compute_features(shop, ["F", "G", "H"], T, {})
+    f = compute_features(product_store, ["F", "G", "H"], T, {})
     assert f["fatigue"][0] == pytest.approx(1.0)
     assert f["fatigue"][1] == 0.0
     # H: 3 sends now vs 4.5 per 30 days before (open rate before 6/9): scaled by 3/4.5.
     assert f["fatigue"][2] == pytest.approx(3 / 4.5)
 
 
-def test_context_features(shop):
-    with shop.begin() as conn:
+def test_context_features(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("A", 500, None), ("B", 500, None), ("C", 500, None))
         events(
             conn,
@@ -155,7 +155,7 @@ def test_context_features(shop):
             ev("B", "email_sent", 400, topic="promotions", message_id="ebike"),
         )
         prefs(conn, ("A", "promotions", True, None, 5), ("B", "promotions", False, None, 5))
-    f = compute_features(shop, ["A", "B", "C"], T, CONTEXTS)
+    f = compute_features(product_store, ["A", "B", "C"], T, CONTEXTS)
     assert list(f.columns) == list(GENERIC_COLUMNS) + [f"{k}.{s}" for k in CONTEXTS for s in CONTEXT_COLUMNS]
     a, b, c = (f.row(i, "ebike") for i in range(3))
     assert (a["consent_topic"], b["consent_topic"], c["consent_topic"]) == (1, 0, None)
@@ -172,18 +172,18 @@ def test_context_features(shop):
     assert (bare["consent_topic"], bare["category_affinity"], bare["topic_sends_7"], bare["owns_product"]) == (None, None, None, 0)
 
 
-def test_global_topic_context(shop):
-    with shop.begin() as conn:
+def test_global_topic_context(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("X", 10, None), ("Y", 10, None), ("Z", 10, None))
         prefs(conn, ("X", "*", False, None, 1), ("Y", "*", True, None, 1), ("Y", "promotions", False, None, 1))
-    f = compute_features(shop, ["X", "Y", "Z"], T, {"all": FeatureContext(topic="*"), "promo": FeatureContext(topic="promotions")})
+    f = compute_features(product_store, ["X", "Y", "Z"], T, {"all": FeatureContext(topic="*"), "promo": FeatureContext(topic="promotions")})
     np.testing.assert_array_equal(f["all.consent_topic"], [0, 1, np.nan])
     np.testing.assert_array_equal(f["promo.consent_topic"], [np.nan, 0, np.nan])
     np.testing.assert_array_equal(f["consent_global"], [0, 1, 1])
 
 
-def test_open_tickets(shop):
-    with shop.begin() as conn:
+def test_open_tickets(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("A", 100, None), ("B", 100, None), ("C", 100, None))
         events(
             conn,
@@ -193,37 +193,37 @@ def test_open_tickets(shop):
             ev("B", "ticket_opened", 9), ev("B", "ticket_opened", 8), ev("B", "ticket_closed", 7),
             ev("C", "ticket_opened", 9, feature="T3"), ev("C", "ticket_closed", -1, feature="T3"),  # closed after T
         )
-    f = compute_features(shop, ["A", "B", "C"], T, {})
+    f = compute_features(product_store, ["A", "B", "C"], T, {})
     assert list(f["open_tickets"]) == [1, 1, 1]
 
 
-def test_address_suppressed(shop):
-    with shop.begin() as conn:
+def test_address_suppressed(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("A", 10, "Gone@Example.com"), ("B", 10, None))
         conn.execute(insert(Suppression.__table__).values(email_hash=address_hash("gone@example.com", salt(conn)),
                                                           reason="erased", created_at=ago(1)))
-    f = compute_features(shop, ["A", "B"], T, {})
+    f = compute_features(product_store, ["A", "B"], T, {})
     assert list(f["address_suppressed"]) == [1, 0]
 
 
-def test_ids_that_are_not_customers_and_customers_created_later(shop):
-    with shop.begin() as conn:
+def test_ids_that_are_not_customers_and_customers_created_later(product_store):
+    with product_store.begin() as conn:
         customers(conn, ("A", -5, None))
-    f = compute_features(shop, ["A", "ZZ"], T, CONTEXTS)
+    f = compute_features(product_store, ["A", "ZZ"], T, CONTEXTS)
     assert np.isnan(f["tenure_days"]).all()
     assert list(f["orders_total"]) == [0, 0] and list(f["ebike.already_sent"]) == [0, 0]
-    assert len(compute_features(shop, [], T, CONTEXTS)) == 0
+    assert len(compute_features(product_store, [], T, CONTEXTS)) == 0
 
 
-def test_small_audience_through_temp_table_matches_full_scan(shop):
+def test_small_audience_through_temp_table_matches_full_scan(product_store):
     """A small share of the customers is joined to a temporary id table; values are the same."""
-    with shop.begin() as conn:
+    with product_store.begin() as conn:
         customers(conn, *[(f"C{i:02d}", 100 + i, None) for i in range(30)])
         events(conn, *[ev(f"C{i:02d}", t, (i * 7 + j) % 200, product_id="EB-200", value=float(i), topic="promotions",
                           message_id="ebike", feature="T1")
                        for i in range(30) for j, t in enumerate(EVENT_TYPES)])
-    full = compute_features(shop, [f"C{i:02d}" for i in range(30)], T, CONTEXTS)
-    few = compute_features(shop, ["C03", "C17"], T, CONTEXTS)
+    full = compute_features(product_store, [f"C{i:02d}" for i in range(30)], T, CONTEXTS)
+    few = compute_features(product_store, ["C03", "C17"], T, CONTEXTS)
     rows = [full.index("C03"), full.index("C17")]
     for name in full.columns:
         np.testing.assert_array_equal(few[name], full[name][rows], err_msg=name)
@@ -244,9 +244,9 @@ def test_row_and_index():
         f["z"]
 
 
-def test_naive_as_of_is_refused(shop):
+def test_naive_as_of_is_refused(product_store):
     with pytest.raises(ValueError, match="timezone-aware"):
-        compute_features(shop, ["A"], datetime(2026, 1, 1), {})
+        compute_features(product_store, ["A"], datetime(2026, 1, 1), {})
 
 
 def test_settings_from_project(project):
@@ -286,20 +286,20 @@ def _random_store(conn, rng: np.random.Generator, n: int, after: bool) -> None:
     events(conn, *rows)
 
 
-def test_no_leakage_from_events_after_as_of(shop):
+def test_no_leakage_from_events_after_as_of(product_store):
     rng = np.random.default_rng(7)
-    with shop.begin() as conn:
+    with product_store.begin() as conn:
         customers(conn, *[(f"C{i:03d}", float(rng.uniform(1, 900)), None) for i in range(40)])
         _random_store(conn, rng, 40, after=False)
     ids = [f"C{i:03d}" for i in range(40)]
-    before = compute_features(shop, ids, T, CONTEXTS)
-    small_before = compute_features(shop, ids[:3], T, CONTEXTS)
-    with shop.begin() as conn:
+    before = compute_features(product_store, ids, T, CONTEXTS)
+    small_before = compute_features(product_store, ids[:3], T, CONTEXTS)
+    with product_store.begin() as conn:
         _random_store(conn, rng, 40, after=True)
         customers(conn, ("LATE", -3, None))
         events(conn, ev("LATE", "purchase", -2, product_id="EB-200", value=10.0))
-    after = compute_features(shop, ids, T, CONTEXTS)
-    small_after = compute_features(shop, ids[:3], T, CONTEXTS)
+    after = compute_features(product_store, ids, T, CONTEXTS)
+    small_after = compute_features(product_store, ids[:3], T, CONTEXTS)
     assert before.columns.keys() == after.columns.keys()
     for name in before.columns:
         np.testing.assert_array_equal(before[name], after[name], err_msg=name)
@@ -379,15 +379,15 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
 @pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(event_strategy, max_size=40))
-def test_sql_features_equal_python_reference(shop, rows):
-    with shop.begin() as conn:
+def test_sql_features_equal_python_reference(product_store, rows):
+    with product_store.begin() as conn:
         conn.execute(delete(Event.__table__))
         conn.execute(delete(Customer.__table__))
         customers(conn, ("A", 50, None), ("B", 400, None), ("C", 1000, None))
         if rows:
             events(conn, *[ev(c, t, d, product_id=p, feature=f, value=v, topic=tp, message_id=m)
                            for c, t, d, p, f, v, tp, m in rows])
-    frame = compute_features(shop, ["A", "B", "C"], T, CONTEXTS)
+    frame = compute_features(product_store, ["A", "B", "C"], T, CONTEXTS)
     for i, (cid, tenure) in enumerate([("A", 50), ("B", 400), ("C", 1000)]):
         for name, want in reference(cid, rows, tenure).items():
             got = frame[name][i]
@@ -397,16 +397,16 @@ def test_sql_features_equal_python_reference(shop, rows):
                 assert got == pytest.approx(want, abs=1e-6), (cid, name, got, want)
 
 
-def test_window_edges_equal_python_reference(shop):
+def test_window_edges_equal_python_reference(product_store):
     """Events just inside and just outside every window edge, for every kind: SQL agrees with the reference."""
     edges = sorted({0, 7, 14, 30, 90, 365, *AFFINITY_EDGES})
     rows = [("A", kind, w + delta, product, "share-access", 10.0, topic, "news")
             for kind in KINDS for w in edges for delta in (-0.01, 0.01)
             for product, topic in (("EB-200", "newsletter"), ("LOCK-S1", "product-tips"))]
-    with shop.begin() as conn:
+    with product_store.begin() as conn:
         customers(conn, ("A", 60, None))
         events(conn, *[ev(c, t, d, product_id=p, feature=f, value=v, topic=tp, message_id=m)
                        for c, t, d, p, f, v, tp, m in rows])
-    frame = compute_features(shop, ["A"], T, CONTEXTS)
+    frame = compute_features(product_store, ["A"], T, CONTEXTS)
     for name, want in reference("A", rows, 60).items():
         assert frame[name][0] == pytest.approx(want, abs=1e-6, nan_ok=True), name

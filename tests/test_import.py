@@ -51,15 +51,15 @@ def snapshot(engine) -> dict:
 
 
 @pytest.fixture
-def shop(engine, tmp_path):
+def imported_store(engine, tmp_path):
     """A store holding the two customers and two products above."""
     import_file(engine, "customers", write(tmp_path, "customers.csv", CUSTOMERS))
     import_file(engine, "products", write(tmp_path, "products.csv", PRODUCTS))
     return engine
 
 
-def test_customers_csv_fields_are_validated_normalized_and_extras_become_attributes(shop):
-    anna, bob = rows(shop, Customer)
+def test_customers_csv_fields_are_validated_normalized_and_extras_become_attributes(imported_store):
+    anna, bob = rows(imported_store, Customer)
     assert anna["email"] == "Anna@example.nl"  # domain lower-cased by email-validator, local part kept
     assert anna["locale"] == "nl_NL"
     assert anna["created_at"] == datetime(2023, 5, 1, 8, 0, tzinfo=UTC)
@@ -78,24 +78,24 @@ def test_customers_jsonl_merges_attributes_object_and_extra_keys_and_uses_defaul
     assert (c["locale"], c["timezone"]) == ("nl_NL", "Europe/Amsterdam")
 
 
-def test_products_features_split_on_pipes_and_upsert_on_id(shop, tmp_path):
-    eb, lock = sorted(rows(shop, Product), key=lambda r: r["id"])
+def test_products_features_split_on_pipes_and_upsert_on_id(imported_store, tmp_path):
+    eb, lock = sorted(rows(imported_store, Product), key=lambda r: r["id"])
     assert eb["features"] == ["app", "gps-tracking", "battery-saver"] and eb["price"] == 2499.0
     assert lock["url"] is None
     changed = '{"id": "LOCK-S1", "name": "SlimSlot S2", "category": "accessories", "price": 139.5, "features": ["auto-unlock"]}\n'
-    import_file(shop, "products", write(tmp_path, "p.jsonl", changed))
-    lock = {r["id"]: r for r in rows(shop, Product)}["LOCK-S1"]
+    import_file(imported_store, "products", write(tmp_path, "p.jsonl", changed))
+    lock = {r["id"]: r for r in rows(imported_store, Product)}["LOCK-S1"]
     assert (lock["name"], lock["price"], lock["features"]) == ("SlimSlot S2", 139.5, ["auto-unlock"])
-    assert len(rows(shop, Product)) == 2
+    assert len(rows(imported_store, Product)) == 2
 
 
-def test_events_upsert_on_event_id_and_append_without_one(shop, tmp_path):
+def test_events_upsert_on_event_id_and_append_without_one(imported_store, tmp_path):
     path = write(tmp_path, "events.csv", EVENTS)
-    first = import_file(shop, "events", path)
+    first = import_file(imported_store, "events", path)
     assert (first.rows_read, first.rows_imported, first.rows_rejected) == (3, 3, 0)
-    second = import_file(shop, "events", write(tmp_path, "again.csv", EVENTS.replace(",2499.00,", ",1999.00,")))
+    second = import_file(imported_store, "events", write(tmp_path, "again.csv", EVENTS.replace(",2499.00,", ",1999.00,")))
     assert second.rows_imported == 3
-    events = rows(shop, Event)
+    events = rows(imported_store, Event)
     # E1 and E2 were updated in place, the id-less e-mail event was appended again
     assert sorted(e["event_id"] or "-" for e in events) == ["-", "-", "E1", "E2"]
     assert {e["event_id"]: e["value"] for e in events}["E1"] == 1999.0
@@ -103,14 +103,14 @@ def test_events_upsert_on_event_id_and_append_without_one(shop, tmp_path):
     assert (sent["message_id"], sent["run_id"], sent["topic"]) == ("newsletter", "weekly-2025-W10", "newsletter")
 
 
-def test_preferences_import_booleans_frequency_and_global_topic(shop, tmp_path):
+def test_preferences_import_booleans_frequency_and_global_topic(imported_store, tmp_path):
     prefs = (
         "customer_id,topic,opted_in,max_per_week,updated_at,source\n"
         "C0000001,*,yes,2,2025-01-01T00:00:00Z,signup-form\n"
         "C0000001,promotions,false,,2025-01-01T00:00:00Z,\n"
     )
-    import_file(shop, "preferences", write(tmp_path, "prefs.csv", prefs))
-    promo, star = sorted(rows(shop, Preference), key=lambda r: r["topic"], reverse=True)
+    import_file(imported_store, "preferences", write(tmp_path, "prefs.csv", prefs))
+    promo, star = sorted(rows(imported_store, Preference), key=lambda r: r["topic"], reverse=True)
     assert (star["topic"], star["opted_in"], star["max_per_week"], star["source"]) == ("*", True, 2, "signup-form")
     assert (promo["opted_in"], promo["max_per_week"], promo["source"]) == (False, None, "import")
 
@@ -140,47 +140,47 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize("kind,name,content,expected", BAD_INPUTS, ids=[f"{k}-{e[2][:24]}" for k, _, _, e in BAD_INPUTS])
-def test_bad_input_names_file_line_and_field_and_leaves_the_database_unchanged(shop, tmp_path, kind, name, content, expected):
-    import_file(shop, "events", write(tmp_path, "before.csv", EVENTS))
-    before = snapshot(shop)
+def test_bad_input_names_file_line_and_field_and_leaves_the_database_unchanged(imported_store, tmp_path, kind, name, content, expected):
+    import_file(imported_store, "events", write(tmp_path, "before.csv", EVENTS))
+    before = snapshot(imported_store)
     path = write(tmp_path, name, content)
     with pytest.raises(ValidationError) as caught:
         # strict: an invalid address is an error (by default it is imported and flagged, tested below)
-        import_file(shop, kind, path, strict_addresses=True)
+        import_file(imported_store, kind, path, strict_addresses=True)
     line, field, fragment = expected
     problem = caught.value.problems[0]
     assert problem.file == str(path)
     assert (problem.line, problem.field) == (line, field), problem
     assert fragment in problem.message
     assert str(path) in str(caught.value)
-    assert snapshot(shop) == before
+    assert snapshot(imported_store) == before
 
 
-def test_every_bad_row_is_reported_up_to_the_limit(shop, tmp_path):
+def test_every_bad_row_is_reported_up_to_the_limit(imported_store, tmp_path):
     lines = [EVENTS_HEADER] + [f"X{i},C0000001,nope,2025-01-01T00:00:00,,,,,,\n" for i in range(30)]
     path = write(tmp_path, "e.csv", "".join(lines))
     with pytest.raises(ValidationError) as caught:
-        import_file(shop, "events", path, max_errors=0)
+        import_file(imported_store, "events", path, max_errors=0)
     assert len(caught.value.problems) == 60  # two bad fields on each of 30 rows
     assert {p.field for p in caught.value.problems} == {"type", "occurred_at"}
     with pytest.raises(ValidationError) as capped:
-        import_file(shop, "events", path)
+        import_file(imported_store, "events", path)
     assert len(capped.value.problems) == 20
     assert "30 bad row(s) of 30" in str(capped.value)
 
 
-def test_bad_rows_after_a_written_chunk_still_roll_everything_back(shop, tmp_path):
+def test_bad_rows_after_a_written_chunk_still_roll_everything_back(imported_store, tmp_path):
     good = [f"G{i},C0000001,view,2025-01-01T00:00:00Z,,,,,,\n" for i in range(25)]
     path = write(tmp_path, "e.csv", EVENTS_HEADER + "".join(good) + "B1,C0000001,view,yesterday,,,,,,\n")
     with pytest.raises(ValidationError, match="1 bad row"):
-        import_file(shop, "events", path, chunk_size=10)
-    assert rows(shop, Event) == []
+        import_file(imported_store, "events", path, chunk_size=10)
+    assert rows(imported_store, Event) == []
 
 
-def test_skip_invalid_imports_good_rows_and_writes_rejects_with_original_lines(shop, tmp_path):
+def test_skip_invalid_imports_good_rows_and_writes_rejects_with_original_lines(imported_store, tmp_path):
     content = EVENTS.replace("usage,", "used,").replace("E1,C0000001", "E1,C0000404")
     path = write(tmp_path, "events.csv", content)
-    result = import_file(shop, "events", path, skip_invalid=True)
+    result = import_file(imported_store, "events", path, skip_invalid=True)
     assert (result.rows_read, result.rows_imported, result.rows_rejected) == (3, 1, 2)
     assert result.rejects_path == str(tmp_path / "events.rejects.csv")
     rejects = (tmp_path / "events.rejects.csv").read_text().splitlines()
@@ -188,25 +188,25 @@ def test_skip_invalid_imports_good_rows_and_writes_rejects_with_original_lines(s
     assert rejects[1].startswith("2,customer_id,unknown customer 'C0000404'")
     assert rejects[1].endswith('"E1,C0000404,purchase,2025-03-01T10:00:00+01:00,EB-200,,2499.00,,,"')
     assert rejects[2].startswith("3,type,\"unknown event type 'used' (known: purchase, view,")
-    assert [e["type"] for e in rows(shop, Event)] == ["email_sent"]
+    assert [e["type"] for e in rows(imported_store, Event)] == ["email_sent"]
 
 
-def test_skip_invalid_jsonl_rejects_keep_unparseable_lines(shop, tmp_path):
+def test_skip_invalid_jsonl_rejects_keep_unparseable_lines(imported_store, tmp_path):
     path = write(tmp_path, "e.jsonl", '{"customer_id": "C0000001", "type": "view", "occurred_at": "2025-01-01T00:00:00Z"}\n{"customer_id": "C0\n')
     rejects = tmp_path / "out" / "bad.jsonl"
     rejects.parent.mkdir()
-    result = import_file(shop, "events", path, skip_invalid=True, rejects=rejects)
+    result = import_file(imported_store, "events", path, skip_invalid=True, rejects=rejects)
     assert result.rows_imported == 1
     (entry,) = [json.loads(x) for x in rejects.read_text().splitlines()]
     assert entry["line"] == 2 and entry["original"] == '{"customer_id": "C0'
     assert "invalid JSON" in entry["problems"][0]["message"]
 
 
-def test_gzip_and_binary_streams_are_read_like_files(shop, tmp_path):
+def test_gzip_and_binary_streams_are_read_like_files(imported_store, tmp_path):
     path = write(tmp_path, "events.csv.gz", gzip.compress(EVENTS.encode()))
-    assert import_file(shop, "events", path).rows_imported == 3
+    assert import_file(imported_store, "events", path).rows_imported == 3
     stream = io.BytesIO(b'{"event_id": "J1", "customer_id": "C0000002", "type": "view", "occurred_at": "2025-01-01T00:00:00Z"}\n')
-    result = import_file(shop, "events", stream)
+    result = import_file(imported_store, "events", stream)
     assert (result.format, result.rows_imported) == ("jsonl", 1)
     assert not stream.closed  # the caller's stream is left open
 
@@ -238,7 +238,7 @@ def test_a_reimported_erased_address_gets_a_global_opt_out_until_fresh_consent(e
     assert (pref["opted_in"], pref["source"]) == (False, "suppression-list")
 
 
-def test_same_counts_on_every_backend(shop, tmp_path):
+def test_same_counts_on_every_backend(imported_store, tmp_path):
     """The same files give the same counts on SQLite and PostgreSQL (this test runs on both)."""
     many = EVENTS_HEADER + "".join(
         f"{'' if i % 3 == 0 else f'M{i}'},C000000{1 + i % 2},{('view', 'email_opened', 'purchase')[i % 3]},"
@@ -246,16 +246,16 @@ def test_same_counts_on_every_backend(shop, tmp_path):
         f"{'EB-200' if i % 3 != 1 else ''},,{i}.5,,,\n"
         for i in range(2500)
     )
-    result = import_file(shop, "events", write(tmp_path, "many.csv", many), chunk_size=700)
-    again = import_file(shop, "events", write(tmp_path, "many.csv", many), chunk_size=700)
+    result = import_file(imported_store, "events", write(tmp_path, "many.csv", many), chunk_size=700)
+    again = import_file(imported_store, "events", write(tmp_path, "many.csv", many), chunk_size=700)
     assert (result.rows_read, result.rows_imported, again.rows_imported) == (2500, 2500, 2500)
-    events = rows(shop, Event)
+    events = rows(imported_store, Event)
     assert len(events) == 2500 + 834  # rows without event_id (every third) are appended again
     assert sum(e["value"] for e in events if e["event_id"]) == sum(i + 0.5 for i in range(2500) if i % 3)
-    assert len(rows(shop, Customer)) == 2 and len(rows(shop, Product)) == 2
+    assert len(rows(imported_store, Customer)) == 2 and len(rows(imported_store, Product)) == 2
 
 
-def test_line_numbers_count_physical_lines_through_quoted_line_breaks_bom_and_crlf(shop, tmp_path):
+def test_line_numbers_count_physical_lines_through_quoted_line_breaks_bom_and_crlf(imported_store, tmp_path):
     content = (
         "\ufeffevent_id,customer_id,type,occurred_at,feature\r\n"
         'Q1,C0000001,ticket_opened,2025-01-01T00:00:00Z,"broken\r\nchain"\r\n'
@@ -263,19 +263,19 @@ def test_line_numbers_count_physical_lines_through_quoted_line_breaks_bom_and_cr
         "Q2,C0000001,ticket_closed,2025-01-02T00:00:00,\r\n"
     )
     with pytest.raises(ValidationError) as caught:
-        import_file(shop, "events", write(tmp_path, "e.csv", content))
+        import_file(imported_store, "events", write(tmp_path, "e.csv", content))
     assert [(p.line, p.field) for p in caught.value.problems] == [(5, "occurred_at")]
     fixed = content.replace("2025-01-02T00:00:00,", "2025-01-02T00:00:00Z,")
-    assert import_file(shop, "events", write(tmp_path, "e.csv", fixed)).rows_imported == 2
-    assert [e["feature"] for e in rows(shop, Event)] == ["broken\r\nchain", None]
+    assert import_file(imported_store, "events", write(tmp_path, "e.csv", fixed)).rows_imported == 2
+    assert [e["feature"] for e in rows(imported_store, Event)] == ["broken\r\nchain", None]
 
 
-def test_a_header_that_is_not_utf8_or_names_a_column_twice_is_refused(shop, tmp_path):
+def test_a_header_that_is_not_utf8_or_names_a_column_twice_is_refused(imported_store, tmp_path):
     with pytest.raises(ValidationError, match="not valid UTF-8") as caught:
-        import_file(shop, "events", write(tmp_path, "e.csv", "customer_id,type,occurred_at,caf\xe9\n".encode("latin-1")))
+        import_file(imported_store, "events", write(tmp_path, "e.csv", "customer_id,type,occurred_at,caf\xe9\n".encode("latin-1")))
     assert caught.value.problems[0].line == 1
     with pytest.raises(ValidationError, match="appears twice") as caught:
-        import_file(shop, "events", write(tmp_path, "e.csv", "customer_id,type,type,occurred_at\n"))
+        import_file(imported_store, "events", write(tmp_path, "e.csv", "customer_id,type,type,occurred_at\n"))
     assert (caught.value.problems[0].line, caught.value.problems[0].field) == (1, "type")
 
 
@@ -289,21 +289,21 @@ def _planner_view(engine) -> tuple[float, int]:
     return rows_known, types or 0
 
 
-def test_a_large_import_leaves_postgresql_planning_from_current_statistics(shop, tmp_path):
+def test_a_large_import_leaves_postgresql_planning_from_current_statistics(imported_store, tmp_path):
     """A plan run straight after a bulk import must not be planned for empty tables (3.4x slower on the
     100k demo shop); an import of a few rows into a big table does not pay for an ANALYZE."""
-    if shop.dialect.name != "postgresql":
+    if imported_store.dialect.name != "postgresql":
         from relmail.store.db import refresh_statistics
 
-        with shop.begin() as conn:
+        with imported_store.begin() as conn:
             assert refresh_statistics(conn, "events", 10**6) is False  # SQLite plans alike without statistics
         return
-    assert _planner_view(shop) == (-1, 0)  # never analyzed
+    assert _planner_view(imported_store) == (-1, 0)  # never analyzed
     many = EVENTS_HEADER + "".join(
         f"M{i},C0000001,{('view', 'email_opened', 'purchase')[i % 3]},2025-01-01T10:00:00Z,,,,,,\n" for i in range(600)
     )
-    import_file(shop, "events", write(tmp_path, "many.csv", many))
-    assert _planner_view(shop) == (600, 3)
+    import_file(imported_store, "events", write(tmp_path, "many.csv", many))
+    assert _planner_view(imported_store) == (600, 3)
     few = EVENTS_HEADER + "".join(f"F{i},C0000001,purchase,2025-01-02T10:00:00Z,,,,,,\n" for i in range(100))
-    import_file(shop, "events", write(tmp_path, "few.csv", few))  # fewer than 50 + 10% of 600
-    assert _planner_view(shop) == (600, 3)
+    import_file(imported_store, "events", write(tmp_path, "few.csv", few))  # fewer than 50 + 10% of 600
+    assert _planner_view(imported_store) == (600, 3)

@@ -16,16 +16,20 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "relmail"
 
 
-def _module_name(path: Path) -> tuple[str, bool]:
-    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+def _module_name(path: Path, package: Path = PACKAGE) -> tuple[str, bool]:
+    parts = path.relative_to(package.parent).with_suffix("").parts
     if parts[-1] == "__init__":
         return ".".join(parts[:-1]), True
     return ".".join(parts), False
 
 
-def import_graph() -> dict[str, set[str]]:
-    """relmail module → the relmail modules it imports, at module level or inside functions alike."""
-    modules = {_module_name(p)[0]: p for p in PACKAGE.rglob("*.py")}
+def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
+    """relmail module → the relmail modules it imports: at module level, inside functions and for annotations alike.
+
+    Counted as ``../shared/tools/import_cycles.py`` counts them: an import made
+    only for annotations still ties the two modules together.
+    """
+    modules = {_module_name(p, package)[0]: p for p in package.rglob("*.py")}
     graph: dict[str, set[str]] = {m: set() for m in modules}
     for name, path in modules.items():
         is_package = path.name == "__init__.py"
@@ -105,6 +109,16 @@ def test_the_cycle_check_finds_a_cycle_through_a_function_level_import():
     assert cycles(graph) == [["relmail.a", "relmail.b", "relmail.c"]]
 
 
+@pytest.mark.parametrize("guard", ["if TYPE_CHECKING:\n    from .a import A\n", "def f():\n    from .a import A\n"])
+def test_imports_for_annotations_and_inside_functions_count_as_a_cycle(tmp_path, guard):
+    package = tmp_path / "relmail"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "a.py").write_text("from .b import B\n\nA = B\n")
+    (package / "b.py").write_text(f"from typing import TYPE_CHECKING\n\nB = 1\n{guard}")
+    assert cycles(import_graph(package)) == [["relmail.a", "relmail.b"]]
+
+
 def test_the_pipeline_stages_are_packages_and_few_modules_stay_at_the_top():
     packages = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert {"store", "features", "score", "rules", "planning", "render", "delivery", "sending", "feedback"} <= packages
@@ -132,3 +146,24 @@ def test_ruff_finds_nothing():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     done = subprocess.run([ruff, "check", "src", "tests", "bench"], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_plan_without_trained_models_never_imports_scikit_learn(tmp_path):
+    # scikit-learn costs seconds and about 100 MB per process: a project
+    # without models (the common case) must not pay it in its weekly plan.
+    code = (
+        "import sys\n"
+        "from datetime import UTC, datetime\n"
+        "from relmail.demo import MIN_CUSTOMERS, generate\n"
+        "from relmail.planning.run import plan\n"
+        "from relmail.project import init_project\n"
+        "from relmail.store.db import make_engine, upgrade\n"
+        f"p = init_project({str(tmp_path / 'shop')!r})\n"
+        "e = make_engine(p.database_url)\n"
+        "upgrade(e)\n"
+        "generate(e, customers=max(300, MIN_CUSTOMERS), seed=3, as_of=datetime(2026, 11, 23, 9, tzinfo=UTC))\n"
+        "r = plan(p, e, 'weekly', '2026-W48', dry_run=True, workers=1)\n"
+        "print(sum(m.send for m in r.messages) > 0, 'sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "False"]

@@ -123,20 +123,20 @@ def test_feature_spec_types_unknown_categories_and_missing_values():
 
 
 @pytest.fixture
-def shop(tmp_path):
+def model_project(tmp_path):
     return init_project(tmp_path / "shop")
 
 
 @pytest.mark.slow
-def test_trained_model_round_trips_and_serves_the_plan_api(shop):
-    root = store.models_dir(shop)
-    assert load_model(shop, "promo") is None
+def test_trained_model_round_trips_and_serves_the_plan_api(model_project):
+    root = store.models_dir(model_project)
+    assert load_model(model_project, "promo") is None
     result = train_message(root, "promo", planted_table(), FAST)
     assert result["version"] == 1
     sel = result["selection"]["conversion"]
     assert sel["chosen"] in ("t_learner/logistic", "x_learner/logistic")
     assert "highest cross-validated qini" in sel["reason"]
-    model = load_model(shop, "promo")
+    model = load_model(model_project, "promo")
     meta = model.meta
     assert meta["training"]["date_from"].startswith("2025-03-01") and meta["training"]["test_share"] == 0.3
     pred = model.predict({"x": np.array([-2.0, 2.0]), "segment": np.array(["b", "b"])})
@@ -150,30 +150,30 @@ def test_trained_model_round_trips_and_serves_the_plan_api(shop):
     assert model.value_per_conversion == pytest.approx(80.0)
     # A second training is a new version; the newest is what load_model gives.
     train_message(root, "promo", planted_table(seed=1), FAST)
-    assert load_model(shop, "promo").version == 2 and load_model(shop, "promo", version=1).version == 1
+    assert load_model(model_project, "promo").version == 2 and load_model(model_project, "promo", version=1).version == 1
 
 
 @pytest.mark.slow
-def test_a_changed_model_file_is_refused(shop):
-    root = store.models_dir(shop)
+def test_a_changed_model_file_is_refused(model_project):
+    root = store.models_dir(model_project)
     train_message(root, "promo", planted_table(), FAST)
     path = root / "promo" / "v0001.skops"
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(ModelError, match="checksum does not match"):
-        load_model(shop, "promo")
+        load_model(model_project, "promo")
 
 
 @pytest.mark.slow
-def test_a_model_file_with_an_untrusted_type_is_refused_even_with_a_matching_checksum(shop):
+def test_a_model_file_with_an_untrusted_type_is_refused_even_with_a_matching_checksum(model_project):
     import json
     import os
 
     import skops.io as sio
     from sklearn.preprocessing import FunctionTransformer
 
-    root = store.models_dir(shop)
+    root = store.models_dir(model_project)
     train_message(root, "promo", planted_table(), FAST)
     path = root / "promo" / "v0001.skops"
     sio.dump({"outcomes": {}, "irritation": FunctionTransformer(func=os.system)}, path)
@@ -182,12 +182,12 @@ def test_a_model_file_with_an_untrusted_type_is_refused_even_with_a_matching_che
     meta["sha256"] = store._sha256(path)  # an attacker who also rewrites the sidecar
     meta_path.write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="untrusted types posix.system"):
-        load_model(shop, "promo")
+        load_model(model_project, "promo")
 
 
-def test_model_names_cannot_escape_the_models_folder(shop):
+def test_model_names_cannot_escape_the_models_folder(model_project):
     with pytest.raises(ModelError, match="not a valid model name"):
-        load_model(shop, "../etc")
+        load_model(model_project, "../etc")
 
 
 def test_proportional_model_ranks_like_the_response_model_and_averages_to_the_lift():
@@ -248,7 +248,7 @@ def test_linear_models_bend_on_many_valued_numbers_and_trees_and_flags_get_no_cu
 
 
 @pytest.mark.slow
-def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(shop):
+def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(model_project):
     x, seg, t, y = planted(6000, 4)
     spec, X = _encoded(x, seg)
     est = Interaction(spec.layout, "logistic").fit(X, y, t)
@@ -263,9 +263,9 @@ def test_interaction_model_learns_the_effect_not_the_baseline_and_round_trips(sh
         Interaction(spec.layout, "hgb")
     # Saved and loaded through the model file like every other estimator.
     opts = TrainOptions(outcomes=("conversion",), kinds=("interaction",), bases=("logistic",), test_share=0.3, cv_repeats=1)
-    result = train_message(store.models_dir(shop), "promo", planted_table(), opts)
+    result = train_message(store.models_dir(model_project), "promo", planted_table(), opts)
     assert result["selection"]["conversion"]["chosen"] == "interaction/logistic"
-    model = load_model(shop, "promo")
+    model = load_model(model_project, "promo")
     pred = model.predict({"x": np.array([-2.0, 2.0]), "segment": np.array(["b", "b"])})
     assert pred["uplift"][1] - pred["uplift"][0] > 0.15
 
@@ -312,7 +312,7 @@ def test_selection_keeps_the_response_like_model_unless_another_clearly_beats_it
 
 
 @pytest.mark.slow
-def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_applies_it(shop):
+def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_applies_it(model_project):
     from relmail.learn.select import uplift_calibration
 
     x, _seg, t, y = planted(20000, 8)
@@ -325,8 +325,8 @@ def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_appl
     noise = np.random.default_rng(1).random(len(y))
     assert uplift_calibration([noise], y, t)[0] > 0
     # The trained model serves calibrated uplift: the sidecar's map applied to the raw estimator.
-    train_message(store.models_dir(shop), "promo", planted_table(), FAST)
-    model = load_model(shop, "promo")
+    train_message(store.models_dir(model_project), "promo", planted_table(), FAST)
+    model = load_model(model_project, "promo")
     cal = model.meta["estimators"]["outcomes"]["conversion"]["uplift"]["calibration"]
     X = model.encode({"x": np.array([-2.0, 0.5, 2.0]), "segment": np.array(["b", "b", "b"])})
     raw = model.uplift["conversion"].predict_uplift(X)

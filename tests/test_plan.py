@@ -136,7 +136,7 @@ def insert_shop(engine, customers: list[dict], prefs: list[dict], events: list[d
 
 
 @pytest.fixture
-def shop(project, engine):
+def plan_project(project, engine):
     (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
     build_shop(engine)
     return project
@@ -149,16 +149,16 @@ def _reasons(result) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def test_every_hand_built_customer_gets_exactly_the_expected_reasons(shop, engine):
-    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+def test_every_hand_built_customer_gets_exactly_the_expected_reasons(plan_project, engine):
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert _reasons(result) == EXPECTED
     actions = {(r["customer_id"], r["message_id"]): r["action"] for r in result.decisions.records(features=False)}
     assert actions[("C-OK", "promo")] == "send" and actions[("C-NEW", "promo")] == "send"
     assert all(a == ("send" if not EXPECTED[c][m] else "suppress") for (c, m), a in actions.items())
 
 
-def test_a_plan_writes_one_run_and_a_decision_per_customer_and_message(shop, engine):
-    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+def test_a_plan_writes_one_run_and_a_decision_per_customer_and_message(plan_project, engine):
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
         run = conn.execute(select(Run.__table__).where(Run.__table__.c.id == "test:2026-W48")).mappings().one()
         rows = conn.execute(select(Decision.__table__)).mappings().all()
@@ -174,24 +174,24 @@ def test_a_plan_writes_one_run_and_a_decision_per_customer_and_message(shop, eng
     assert ok["expected_value"] == pytest.approx(ok["score"] * 10, abs=1e-4)
 
 
-def test_dry_run_writes_nothing(shop, engine):
+def test_dry_run_writes_nothing(plan_project, engine):
     def snapshot():
         with engine.connect() as conn:
             return [conn.execute(select(func.count()).select_from(t.__table__)).scalar_one() for t in (Run, Decision, Delivery, Event)]
 
     before = snapshot()
-    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert len(result.decisions) == 39 and snapshot() == before
 
 
-def test_a_planned_window_is_refused_without_replan(shop, engine):
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+def test_a_planned_window_is_refused_without_replan(plan_project, engine):
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     with pytest.raises(Conflict, match="--replan"):
-        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
 
 
-def test_replan_keeps_delivered_decisions_and_replaces_the_rest(shop, engine):
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+def test_replan_keeps_delivered_decisions_and_replaces_the_rest(plan_project, engine):
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     D, DL = Decision.__table__, Delivery.__table__
     with engine.begin() as conn:
         rows = conn.execute(select(D.c.id, D.c.customer_id, D.c.message_id).where(D.c.action == "send")).all()
@@ -201,7 +201,7 @@ def test_replan_keeps_delivered_decisions_and_replaces_the_rest(shop, engine):
             conn.execute(DL.insert().values(decision_id=did, run_id="test:2026-W48", customer_id=cid, message_id=mid,
                                             status=status, attempts=0, updated_at=AS_OF))
     kept_id = next(iter(delivered))[0]
-    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF, replan=True)
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, replan=True)
     assert result.kept == 1
     with engine.connect() as conn:
         rows = conn.execute(select(D.c.id, D.c.customer_id, D.c.message_id, D.c.action)).all()
@@ -214,12 +214,12 @@ def test_replan_keeps_delivered_decisions_and_replaces_the_rest(shop, engine):
     assert len(rows) == 39
 
 
-def test_frequency_caps_count_sends_planned_by_other_runs(shop, engine):
+def test_frequency_caps_count_sends_planned_by_other_runs(plan_project, engine):
     other = CAMPAIGN.replace("- id: promo\n", "- id: promo2\n").replace("- id: welcome\n", "- id: welcome2\n")
     other = other.replace("- id: service\n", "- id: service2\n")
-    (shop.campaigns_dir / "other.yml").write_text(other, encoding="utf-8")
-    first = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
-    second = plan(shop, engine, "other", WINDOW, as_of=AS_OF + timedelta(hours=1))
+    (plan_project.campaigns_dir / "other.yml").write_text(other, encoding="utf-8")
+    first = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
+    second = plan(plan_project, engine, "other", WINDOW, as_of=AS_OF + timedelta(hours=1))
     sent_first = {r["customer_id"] for r in first.decisions.records(False) if r["action"] == "send"}
     again = {r["customer_id"]: r for r in second.decisions.records() if r["message_id"] == "promo2"}
     # C-OK got 'promo' from the first run (not delivered yet): 'promo2' is a second promotion within 7 days.
@@ -295,10 +295,10 @@ def test_property_no_promotion_without_consent_or_after_bounce_or_complaint_and_
         conn.execute(Run.__table__.delete())
 
 
-def test_holdouts_are_stable_across_replans_and_logged_like_sends(shop, engine):
-    (shop.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("holdout_share: 0", "holdout_share: 0.5"), encoding="utf-8")
-    first = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
-    again = plan(shop, engine, "test", WINDOW, as_of=AS_OF, replan=True)
+def test_holdouts_are_stable_across_replans_and_logged_like_sends(plan_project, engine):
+    (plan_project.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("holdout_share: 0", "holdout_share: 0.5"), encoding="utf-8")
+    first = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
+    again = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, replan=True)
     held = lambda res: sorted((r["customer_id"], r["message_id"]) for r in res.decisions.records(False) if r["action"] == "holdout")  # noqa: E731
     assert held(first) == held(again) != []
     rows = {(r["customer_id"], r["message_id"]): r for r in first.decisions.records()}
@@ -307,9 +307,9 @@ def test_holdouts_are_stable_across_replans_and_logged_like_sends(shop, engine):
         assert "consent_topic" in rows[key]["features"] and "c.consent" in rows[key]["features"]
 
 
-def test_cli_plan_prints_the_summary_and_gates_fail_with_their_exit_codes(shop, engine, tmp_path):
+def test_cli_plan_prints_the_summary_and_gates_fail_with_their_exit_codes(plan_project, engine, tmp_path):
     runner = CliRunner()
-    base = ["--project", str(shop.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
+    base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
     ok = runner.invoke(cli, base + ["--out", str(tmp_path / "plan.csv")])
     assert ok.exit_code == 0, ok.output
     assert "Run test:2026-W48 as of 2026-11-23 09:00 UTC (dry run: nothing written)" in ok.output
@@ -322,9 +322,9 @@ def test_cli_plan_prints_the_summary_and_gates_fail_with_their_exit_codes(shop, 
     assert both.exit_code == 20
 
 
-def test_cli_diff_against_shows_who_moved_and_why(shop, engine, tmp_path):
+def test_cli_diff_against_shows_who_moved_and_why(plan_project, engine, tmp_path):
     runner = CliRunner()
-    base = ["--project", str(shop.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
+    base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
     assert runner.invoke(cli, base + ["--out", str(tmp_path / "old.jsonl")]).exit_code == 0
     # C-OK opens a service ticket: the promotion moves from send to suppress.
     with engine.begin() as conn:
@@ -410,18 +410,18 @@ def test_the_bulk_ledger_write_round_trips_awkward_text_on_both_backends(engine)
     assert rows[1]["score"] == 0.0  # a NaN score is stored as 0
 
 
-def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_path):
+def test_render_gate_renders_a_sample_and_fails_with_exit_22(plan_project, engine, tmp_path):
     runner = CliRunner()
-    base = ["--project", str(shop.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
+    base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
     fine = runner.invoke(cli, base + ["--json"])
     assert fine.exit_code == 0, fine.output
     import json
 
     assert json.loads(fine.output)["render_errors"] == 0
-    (shop.templates_dir / "broken.html").write_text(
+    (plan_project.templates_dir / "broken.html").write_text(
         '{% extends "layouts/base.html" %}{% block subject %}Hi{% endblock %}'
         "{% block content %}{{ customer.first_name|no_such_filter }}{% endblock %}", encoding="utf-8")
-    (shop.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("template: ebike_launch", "template: broken"), encoding="utf-8")
+    (plan_project.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("template: ebike_launch", "template: broken"), encoding="utf-8")
     bad = runner.invoke(cli, base + ["--out", str(tmp_path / "plan.md")])
     assert bad.exit_code == 22, bad.output
     assert "render error: promo [broken.html + text from the HTML] for C-NEW (en_GB): " in bad.output
@@ -429,7 +429,7 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(shop, engine, tmp_p
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
 
 
-def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(shop, engine, monkeypatch):
+def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(plan_project, engine, monkeypatch):
     import relmail.planning.partition as plan_module
 
     real = plan_module.compute_features
@@ -439,18 +439,18 @@ def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(sh
         # While this plan computes, another planner starts on the same window: the run's lock refuses it.
         monkeypatch.setattr(plan_module, "compute_features", real)
         with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by .+:\d+ since") as err:
-            plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+            plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
         refused.append(err.value)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     assert len(refused) == 1
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 39  # the first plan's
 
 
-def test_a_run_row_written_meanwhile_by_a_writer_without_the_lock_fails_the_plan_cleanly(shop, engine, monkeypatch):
+def test_a_run_row_written_meanwhile_by_a_writer_without_the_lock_fails_the_plan_cleanly(plan_project, engine, monkeypatch):
     import relmail.planning.partition as plan_module
 
     real = plan_module.compute_features
@@ -466,7 +466,7 @@ def test_a_run_row_written_meanwhile_by_a_writer_without_the_lock_fails_the_plan
 
     monkeypatch.setattr(plan_module, "compute_features", with_a_rival)
     with pytest.raises(Conflict, match="planned by another process meanwhile"):
-        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 0
 
@@ -502,7 +502,7 @@ def test_the_ledger_write_keeps_every_row_in_the_given_order_across_statement_gr
         assert r["run_id"] == "r:1" and r["created_at"] == AS_OF
 
 
-def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_parallel_workers(shop, engine, monkeypatch):
+def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_parallel_workers(plan_project, engine, monkeypatch):
     """JIT costs about a second per audience or feature statement; PostgreSQL's parallel workers
     only add partial aggregates to feature statements that already run side by side."""
     if engine.dialect.name != "postgresql":
@@ -527,30 +527,30 @@ def test_on_postgresql_the_bulk_statements_run_without_jit_and_features_without_
 
     monkeypatch.setattr(plan_module, "audience", audience)
     monkeypatch.setattr(compute, "fetch_columns", fetch_columns)
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True, workers=1)
     assert seen["audience"] and {jit for jit, _ in seen["audience"]} == {"off"}
     assert seen["features"] and set(seen["features"]) == {("off", "0")}
 
 
-def test_plan_holds_the_run_lock_itself_and_resolves_window_auto(shop, engine):
+def test_plan_holds_the_run_lock_itself_and_resolves_window_auto(plan_project, engine):
     """A Python caller gets the CLI's policy: a replan cannot replace decisions a sender is working on."""
     from relmail.store import locks
 
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     with locks.acquire(engine, "test:2026-W48"):
         with pytest.raises(Conflict, match=r"run test:2026-W48 is being worked on by"):
-            plan(shop, engine, "test", WINDOW, as_of=AS_OF, replan=True)
-        assert len(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True).decisions) == 39  # a preview takes no lock
+            plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, replan=True)
+        assert len(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True).decisions) == 39  # a preview takes no lock
     # ``auto`` is the campaign's current week as of ``now``: Sunday 23:30 UTC is Monday in Amsterdam.
-    result = plan(shop, engine, "test", "auto", now=datetime(2026, 11, 29, 23, 30, tzinfo=UTC), dry_run=True)
+    result = plan(plan_project, engine, "test", "auto", now=datetime(2026, 11, 29, 23, 30, tzinfo=UTC), dry_run=True)
     assert result.window.key == "2026-W49" and result.as_of == datetime(2026, 11, 29, 23, 30, tzinfo=UTC)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(locks.L)).scalar_one() == 0
     with pytest.raises(ValueError, match="only a dry run"):
-        plan(shop, engine, "test", WINDOW, customers=("C-OK",))
+        plan(plan_project, engine, "test", WINDOW, customers=("C-OK",))
 
 
-def test_a_planner_whose_lock_was_taken_over_while_it_computed_writes_nothing(shop, engine, monkeypatch):
+def test_a_planner_whose_lock_was_taken_over_while_it_computed_writes_nothing(plan_project, engine, monkeypatch):
     import relmail.planning.partition as plan_module
     from relmail.store import locks
 
@@ -564,7 +564,7 @@ def test_a_planner_whose_lock_was_taken_over_while_it_computed_writes_nothing(sh
 
     monkeypatch.setattr(plan_module, "compute_features", taken_over)
     with pytest.raises(Conflict, match="was taken over by another process"):
-        plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+        plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(Run.__table__)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one() == 0

@@ -88,7 +88,7 @@ def write_campaign(project, extra: str = "") -> None:
 
 
 @pytest.fixture
-def shop(project, engine):
+def plan_project(project, engine):
     write_campaign(project)
     build_shop(engine)
     return project
@@ -103,9 +103,9 @@ def by_customer(result) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(shop, engine):
-    train(shop)
-    result = plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(plan_project, engine):
+    train(plan_project)
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     got = by_customer(result)
     for cid in ("C-RECENT", "C-RECENT2"):
         assert got[cid]["action"] == "send" and got[cid]["reasons"] == []
@@ -115,7 +115,7 @@ def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(s
         assert got[cid]["features"]["model_uplift"] < -0.05
     assert result.summary()["models"] == {"promo": {"version": 1, "outcome": "conversion", "missing_features": []}}
 
-    model = load_model(shop, "promo")
+    model = load_model(plan_project, "promo")
     for r in got.values():
         f = r["features"]
         # Expected value = P(conversion) x value - P(irritation) x CLV, and it is what arbitration used.
@@ -133,41 +133,41 @@ def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(s
 
 
 @pytest.mark.slow
-def test_a_huge_irritation_cost_makes_every_send_not_worth_it(shop, engine):
-    train(shop)
-    write_campaign(shop, "  irritation_cost: 1000000")
-    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+def test_a_huge_irritation_cost_makes_every_send_not_worth_it(plan_project, engine):
+    train(plan_project)
+    write_campaign(plan_project, "  irritation_cost: 1000000")
+    got = by_customer(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
     assert got["C-RECENT"]["reasons"] == ["NOT_WORTH_IT"] and got["C-RECENT"]["action"] == "suppress"
     assert got["C-LAPSED"]["reasons"] == ["NEGATIVE_UPLIFT", "NOT_WORTH_IT"]
     assert got["C-RECENT"]["features"]["irritation_cost"] == 1000000
     assert got["C-RECENT"]["features"]["message_value"] == 100
     # A policy can switch the model rules off; the model's expected value still ranks.
-    write_campaign(shop, "  irritation_cost: 1000000\n  rules: {NOT_WORTH_IT: false, NEGATIVE_UPLIFT: false}")
-    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    write_campaign(plan_project, "  irritation_cost: 1000000\n  rules: {NOT_WORTH_IT: false, NEGATIVE_UPLIFT: false}")
+    got = by_customer(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
     assert all(r["action"] == "send" for r in got.values())
     assert got["C-RECENT"]["expected_value"] < 0
 
 
 @pytest.mark.slow
-def test_without_a_model_or_with_model_off_the_plan_is_unchanged(shop, engine):
-    before = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+def test_without_a_model_or_with_model_off_the_plan_is_unchanged(plan_project, engine):
+    before = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert "models" not in before.summary()
     assert not any("model_uplift" in r["features"] for r in before.decisions.records())
-    train(shop)
-    write_campaign(shop, "  model: 'off'")
-    off = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    train(plan_project)
+    write_campaign(plan_project, "  model: 'off'")
+    off = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert list(off.decisions.records()) == list(before.decisions.records())
-    write_campaign(shop)
-    on = plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    write_campaign(plan_project)
+    on = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
     assert list(on.decisions.records()) != list(before.decisions.records())
 
 
 @pytest.mark.slow
-def test_model_weight_blends_p_positive_into_the_relevance_score(shop, engine):
-    train(shop)
-    base = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
-    (shop.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("{extra}", "") + "scoring: {model_weight: 1}\n", encoding="utf-8")
-    full = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+def test_model_weight_blends_p_positive_into_the_relevance_score(plan_project, engine):
+    train(plan_project)
+    base = by_customer(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
+    (plan_project.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("{extra}", "") + "scoring: {model_weight: 1}\n", encoding="utf-8")
+    full = by_customer(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True))
     for cid, r in full.items():
         assert r["score"] == pytest.approx(r["features"]["model_p_positive"], abs=1e-4)
         assert r["features"]["c.model"] == pytest.approx(r["score"], abs=1e-4)
@@ -175,9 +175,9 @@ def test_model_weight_blends_p_positive_into_the_relevance_score(shop, engine):
 
 
 @pytest.mark.slow
-def test_why_shows_the_model_from_the_ledger(shop, engine):
-    train(shop)
-    plan(shop, engine, "test", WINDOW, as_of=AS_OF)
+def test_why_shows_the_model_from_the_ledger(plan_project, engine):
+    train(plan_project)
+    plan(plan_project, engine, "test", WINDOW, as_of=AS_OF)
     facts, exps = explain(engine, "C-LAPSED")
     text = format_explanations(facts, exps)
     print(text)
@@ -191,7 +191,7 @@ def test_why_shows_the_model_from_the_ledger(shop, engine):
     assert lines[6].startswith("  NEGATIVE_UPLIFT: model v1 predicts this e-mail lowers the chance of conversion by ")
     assert lines[6].endswith("): better not to send")
 
-    out = CliRunner().invoke(cli, ["--project", str(shop.root), "why", "C-RECENT", "--json"])
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "why", "C-RECENT", "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)["decisions"][0]
     assert data["model"]["version"] == 1 and data["model"]["uplift"] > 0
@@ -230,30 +230,30 @@ def test_model_rule_sentences_come_from_logged_values():
 
 
 @pytest.mark.slow
-def test_the_plan_command_names_the_model_it_scored_with(shop, engine):
-    train(shop)
-    out = CliRunner().invoke(cli, ["--project", str(shop.root), "plan", "test", "--window", WINDOW,
+def test_the_plan_command_names_the_model_it_scored_with(plan_project, engine):
+    train(plan_project)
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW,
                                    "--as-of", AS_OF.isoformat(), "--dry-run", "--render-sample", "0"])
     assert out.exit_code == 0, out.output
     assert "Scored promo with model 1 (outcome conversion)." in out.output
 
 
 @pytest.mark.slow
-def test_a_pooled_model_decides_the_plan_from_its_own_and_the_other_messages_sends(shop, engine):
+def test_a_pooled_model_decides_the_plan_from_its_own_and_the_other_messages_sends(plan_project, engine):
     own = planted_table(1500, 0)
     other = planted_table(4000, 1)
     other = other.subset(other.treated == 1)
     other.message_id[:] = "other"
     other.customer_id[:] = [f"S{i:07d}" for i in range(len(other))]
     pooled = TrainOptions(outcomes=("conversion",), kinds=("pooled",), bases=("logistic",), test_share=0.2, cv_repeats=1)
-    result = train_message(models_dir(shop), "promo", own, pooled, siblings=other)
+    result = train_message(models_dir(plan_project), "promo", own, pooled, siblings=other)
     assert result["selection"]["conversion"]["chosen"] == "pooled/logistic" and result["sibling_messages"] == ["other"]
-    got = by_customer(plan(shop, engine, "test", WINDOW, as_of=AS_OF))
+    got = by_customer(plan(plan_project, engine, "test", WINDOW, as_of=AS_OF))
     # The same planted effect as the other models find: recent buyers helped, lapsed ones put off.
     for cid in ("C-RECENT", "C-RECENT2"):
         assert got[cid]["action"] == "send" and got[cid]["features"]["model_uplift"] > 0.05
     for cid in ("C-LAPSED", "C-LAPSED2"):
         assert got[cid]["reasons"] == ["NEGATIVE_UPLIFT"] and got[cid]["features"]["model_uplift"] < -0.05
-    model = load_model(shop, "promo")
+    model = load_model(plan_project, "promo")
     for r in got.values():
         assert model.predict([r["features"]])["uplift"][0] == pytest.approx(r["features"]["model_uplift"], abs=1e-4)

@@ -30,7 +30,7 @@ PRODUCTS = [
 
 
 @pytest.fixture
-def shop(tmp_path, monkeypatch) -> Project:
+def render_project(tmp_path, monkeypatch) -> Project:
     monkeypatch.setenv("RELMAIL_SIGNING_KEY", KEY)
     project = init_project(tmp_path / "shop")
     with open(project.root / "relmail.toml", "a", encoding="utf-8") as f:
@@ -39,12 +39,17 @@ def shop(tmp_path, monkeypatch) -> Project:
 
 
 @pytest.fixture
-def renderer(shop) -> Renderer:
-    return Renderer(shop)
+def renderer(render_project) -> Renderer:
+    return Renderer(render_project)
+
+
+#: What the example campaign's entry gives a template as ``message.data`` (the usage tip prints its feature's name).
+MESSAGE_DATA = {"usage_tip": {"feature": {"id": "share-access", "name": "Share access"}}}
 
 
 def spec(template: str = "ebike_launch", **kw) -> MessageSpec:
-    base = dict(id=template.replace("_", "-"), template=template, topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48")
+    base = dict(id=template.replace("_", "-"), template=template, topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48",
+                data=MESSAGE_DATA.get(template, {}))
     return MessageSpec(**{**base, **kw})
 
 
@@ -55,8 +60,8 @@ def customer(**kw) -> CustomerContext:
     return CustomerContext(**{**base, **kw})
 
 
-def write(shop: Project, name: str, text: str) -> None:
-    path = shop.templates_dir / name
+def write(render_project: Project, name: str, text: str) -> None:
+    path = render_project.templates_dir / name
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text, encoding="utf-8")
 
@@ -83,9 +88,9 @@ def test_customer_name_with_script_is_escaped_in_html_and_raw_in_text_and_subjec
         "products.append(1)",
     ],
 )
-def test_sandbox_blocks_python_internals_as_a_render_error(shop, expr):
-    write(shop, "evil.html", "{% block subject %}x{% endblock %}<html><body>{{ " + expr + " }}</body></html>")
-    r = Renderer(shop)
+def test_sandbox_blocks_python_internals_as_a_render_error(render_project, expr):
+    write(render_project, "evil.html", "{% block subject %}x{% endblock %}<html><body>{{ " + expr + " }}</body></html>")
+    r = Renderer(render_project)
     with pytest.raises(RenderError) as info:
         r.render(spec("evil"), customer())
     assert info.value.customer_id == "C0000001"
@@ -96,9 +101,9 @@ def test_sandbox_blocks_python_internals_as_a_render_error(shop, expr):
 # -- strict undefined, defaults, per-customer failures ------------------------
 
 
-def test_undefined_variable_fails_with_file_and_line_but_default_falls_back(shop):
-    write(shop, "strict.html", "{% block subject %}Hi{% endblock %}<html><body>\n<p>{{ customer.attributes.city|default('somewhere') }}</p>\n<p>{{ customer.attributes.tier }}</p></body></html>")
-    r = Renderer(shop)
+def test_undefined_variable_fails_with_file_and_line_but_default_falls_back(render_project):
+    write(render_project, "strict.html", "{% block subject %}Hi{% endblock %}<html><body>\n<p>{{ customer.attributes.city|default('somewhere') }}</p>\n<p>{{ customer.attributes.tier }}</p></body></html>")
+    r = Renderer(render_project)
     with pytest.raises(RenderError) as info:
         r.render(spec("strict"), customer(attributes={}))
     assert info.value.file.endswith("strict.html") and info.value.line == 3
@@ -107,9 +112,9 @@ def test_undefined_variable_fails_with_file_and_line_but_default_falls_back(shop
     assert "<p>somewhere</p>" in email.html and "<p>loyal</p>" in email.html
 
 
-def test_render_many_continues_past_a_failing_customer_and_produces_nothing_for_it(shop):
-    write(shop, "needs_city.html", "{% block subject %}Hi{% endblock %}<html><body>{{ customer.attributes.city }}</body></html>")
-    r = Renderer(shop)
+def test_render_many_continues_past_a_failing_customer_and_produces_nothing_for_it(render_project):
+    write(render_project, "needs_city.html", "{% block subject %}Hi{% endblock %}<html><body>{{ customer.attributes.city }}</body></html>")
+    r = Renderer(render_project)
     batch = [customer(id="C1", attributes={"city": "Utrecht"}), customer(id="C2", attributes={}), customer(id="C3", attributes={"city": "Delft"})]
     results = list(r.render_many((spec("needs_city"), c) for c in batch))
     assert [res.ok for res in results] == [True, False, True]
@@ -117,9 +122,9 @@ def test_render_many_continues_past_a_failing_customer_and_produces_nothing_for_
     assert b"Delft" in results[2].email.raw.replace(b"=\r\n", b"")
 
 
-def test_syntax_error_fails_at_compile_with_file_and_line_before_any_render(shop):
-    write(shop, "broken.html", "{% block subject %}x{% endblock %}\n<html>\n{% if customer %}\n</html>")
-    r = Renderer(shop)
+def test_syntax_error_fails_at_compile_with_file_and_line_before_any_render(render_project):
+    write(render_project, "broken.html", "{% block subject %}x{% endblock %}\n<html>\n{% if customer %}\n</html>")
+    r = Renderer(render_project)
     with pytest.raises(TemplateError, match=r"broken\.html:\d+") as info:
         list(r.render_many([(spec("broken"), customer())]))
     assert not isinstance(info.value, RenderError)
@@ -220,11 +225,11 @@ def test_utm_on_outbound_links_never_on_unsubscribe_or_preferences(renderer):
     assert re.search(r"Unsubscribe: https://\S+/unsubscribe/\S+$", email.text, re.M).group(0).count("utm_") == 0
 
 
-def test_utm_keeps_existing_query_and_fragment_and_skips_other_domains(shop):
-    write(shop, "links.html", '{% block subject %}x{% endblock %}<html><body>'
+def test_utm_keeps_existing_query_and_fragment_and_skips_other_domains(render_project):
+    write(render_project, "links.html", '{% block subject %}x{% endblock %}<html><body>'
           '<a href="https://fietsenwinkel.example/a?x=1#top">a</a><a href="{{ data.u }}">b</a>'
           '<a href="https://other.example/">c</a><a href="mailto:service@fietsenwinkel.example">d</a></body></html>')
-    email = Renderer(shop).render(spec("links"), customer(data={"u": "https://fietsenwinkel.example/b?y=2&z=3"}))
+    email = Renderer(render_project).render(spec("links"), customer(data={"u": "https://fietsenwinkel.example/b?y=2&z=3"}))
     assert 'href="https://fietsenwinkel.example/a?x=1&amp;utm_source=relmail&amp;utm_medium=email&amp;utm_campaign=weekly&amp;utm_content=links#top"' in email.html
     assert 'href="https://fietsenwinkel.example/b?y=2&amp;z=3&amp;utm_source=relmail' in email.html
     assert 'href="https://other.example/"' in email.html
@@ -272,13 +277,13 @@ def test_the_demo_templates_list_products_one_per_line_in_the_text_part(renderer
     assert "[E-bike Stad 200](" not in text and "[SlimSlot" not in text
 
 
-def test_an_include_without_a_txt_partial_is_derived_from_its_html_and_a_locale_variant_is_chosen(shop):
-    write(shop, "partials/card.html", '<tr><td><a href="{{ p.url }}">{{ p.name }}</a> <b>{{ p.price|money }}</b></td></tr>')
-    write(shop, "partials/offer.html", "<tr><td>{{ message.data.code }}</td></tr>")
-    write(shop, "partials/offer.nl.txt", "Code: {{ message.data.code }}")
-    write(shop, "cards.html", '{% extends "layouts/base.html" %}{% block subject %}x{% endblock %}{% block content %}'
+def test_an_include_without_a_txt_partial_is_derived_from_its_html_and_a_locale_variant_is_chosen(render_project):
+    write(render_project, "partials/card.html", '<tr><td><a href="{{ p.url }}">{{ p.name }}</a> <b>{{ p.price|money }}</b></td></tr>')
+    write(render_project, "partials/offer.html", "<tr><td>{{ message.data.code }}</td></tr>")
+    write(render_project, "partials/offer.nl.txt", "Code: {{ message.data.code }}")
+    write(render_project, "cards.html", '{% extends "layouts/base.html" %}{% block subject %}x{% endblock %}{% block content %}'
           '{% for p in products %}{% include "partials/card.html" %}{% endfor %}{% include "partials/offer.html" %}{% endblock %}')
-    r = Renderer(shop)
+    r = Renderer(render_project)
     en = r.render(spec("cards", data={"code": "W10"}), customer()).text
     nl = r.render(spec("cards", data={"code": "W10"}), customer(locale="nl_NL")).text
     assert "[E-bike Stad 200](https://fietsenwinkel.example/p/EB-200?utm_source=relmail" in en and "€2,499.00" in en
@@ -328,10 +333,10 @@ def test_jinja_statement_inside_style_is_refused_with_line():
         protect(env, "<html><head><style>\n{% if x %}.a{color:red}{% endif %}</style></head></html>", "t.html")
 
 
-def test_computed_include_name_is_refused(shop):
-    write(shop, "dyn.html", '{% block subject %}x{% endblock %}<html><body>{% include name %}</body></html>')
+def test_computed_include_name_is_refused(render_project):
+    write(render_project, "dyn.html", '{% block subject %}x{% endblock %}<html><body>{% include name %}</body></html>')
     with pytest.raises(TemplateError, match=r"dyn\.html:1: include must name its template with a string literal"):
-        Renderer(shop).render(spec("dyn"), customer())
+        Renderer(render_project).render(spec("dyn"), customer())
 
 
 def test_inline_once_equals_inline_after_render_for_every_shipped_template_and_sample(renderer):
@@ -344,11 +349,11 @@ def test_inline_once_equals_inline_after_render_for_every_shipped_template_and_s
     assert checked == 5 * 2 * 3
 
 
-def test_inline_check_catches_a_class_set_by_jinja(shop):
+def test_inline_check_catches_a_class_set_by_jinja(render_project):
     # A class computed by Jinja cannot be matched by a selector at compile time: the check must say so.
-    write(shop, "cls.html", '{% block subject %}x{% endblock %}<html><head><style>.hot{color:red}</style></head>'
+    write(render_project, "cls.html", '{% block subject %}x{% endblock %}<html><head><style>.hot{color:red}</style></head>'
           '<body><p class="{{ data.cls }}">hi</p></body></html>')
-    diff = inline_difference(Renderer(shop), spec("cls"), customer(data={"cls": "hot"}))
+    diff = inline_difference(Renderer(render_project), spec("cls"), customer(data={"cls": "hot"}))
     assert diff is not None and "color:red" in diff
 
 
@@ -364,20 +369,20 @@ def test_inline_runs_premailer_once_per_template_source(renderer, monkeypatch):
     assert len(calls) == 1  # two messages share the template: still one premailer run
 
 
-def test_cli_render_with_json_context(shop, tmp_path):
+def test_cli_render_with_json_context(render_project, tmp_path):
     from click.testing import CliRunner
 
     from relmail.cli import cli
 
     ctx = tmp_path / "ctx.json"
     ctx.write_text('{"brand": {"name": "Shop & Co", "postal_address": "Dam 1"}, "links": {"preferences": "https://x/p", "unsubscribe": "https://x/u"}}')
-    out = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx), "--locale", "nl_NL"])
+    out = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx), "--locale", "nl_NL"])
     assert out.exit_code == 0, out.output
     assert "klant bent bij Shop &amp; Co" in out.output
-    missing = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx.parent / "nope.json")])
+    missing = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx.parent / "nope.json")])
     assert missing.exit_code == 2
     ctx.write_text("{}")
-    undefined = CliRunner().invoke(cli, ["-p", str(shop.root), "render", "partials/footer.html", "--context", str(ctx)])
+    undefined = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx)])
     assert undefined.exit_code == 6 and "footer.html:3" in undefined.output
 
 

@@ -27,22 +27,22 @@ SUBJECT = "{% block subject %}s{% endblock %}"
 
 
 @pytest.fixture
-def shop(tmp_path, monkeypatch) -> Project:
+def render_project(tmp_path, monkeypatch) -> Project:
     monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
     return init_project(tmp_path / "shop")
 
 
-def configure(shop: Project, **render) -> Project:
-    with open(shop.root / "relmail.toml", "a", encoding="utf-8") as f:
+def configure(render_project: Project, **render) -> Project:
+    with open(render_project.root / "relmail.toml", "a", encoding="utf-8") as f:
         f.write("\n[render]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in render.items()))
-    return Project.load(shop.root)
+    return Project.load(render_project.root)
 
 
-def render(shop: Project, body: str, timed: list | None = None, **ctx) -> str:
+def render(render_project: Project, body: str, timed: list | None = None, **ctx) -> str:
     """The HTML of ``body`` for one customer; ``timed`` gets the seconds of the render alone (compiled before)."""
-    (shop.templates_dir / "t.html").write_text(SUBJECT + "<html><body>\n" + body + "\n</body></html>", encoding="utf-8")
+    (render_project.templates_dir / "t.html").write_text(SUBJECT + "<html><body>\n" + body + "\n</body></html>", encoding="utf-8")
     spec = MessageSpec(id="t", template="t", topic="promotions", run_id="r")
-    renderer = Renderer(shop)
+    renderer = Renderer(render_project)
     renderer.compile(spec, "en_GB")
     started = time.perf_counter()
     try:
@@ -52,14 +52,14 @@ def render(shop: Project, body: str, timed: list | None = None, **ctx) -> str:
             timed.append(time.perf_counter() - started)
 
 
-def test_limits_come_from_relmail_toml_with_defaults_and_bad_values_are_config_errors(shop):
-    assert Limits.from_settings(shop.settings) == Limits(max_email_bytes=1_000_000, max_sequence=100_000, max_range=10_000,
+def test_limits_come_from_relmail_toml_with_defaults_and_bad_values_are_config_errors(render_project):
+    assert Limits.from_settings(render_project.settings) == Limits(max_email_bytes=1_000_000, max_sequence=100_000, max_range=10_000,
                                                          timeout_seconds=2.0)
-    assert Limits.from_settings(configure(shop, max_range=500, timeout_seconds=1).settings) == Limits(max_range=500, timeout_seconds=1.0)
+    assert Limits.from_settings(configure(render_project, max_range=500, timeout_seconds=1).settings) == Limits(max_range=500, timeout_seconds=1.0)
     for key, value in (("max_range", 0), ("max_sequence", 1.5), ("timeout_seconds", "2"), ("max_email_bytes", True)):
-        (shop.root / "relmail.toml").write_text((shop.root / "relmail.toml").read_text().split("\n[render]")[0])
+        (render_project.root / "relmail.toml").write_text((render_project.root / "relmail.toml").read_text().split("\n[render]")[0])
         with pytest.raises(ConfigError, match=rf"\[render\]: '{key}' must be a positive"):
-            Limits.from_settings(configure(shop, **{key: value}).settings)
+            Limits.from_settings(configure(render_project, **{key: value}).settings)
 
 
 #: (expression, the setting it exceeds): each would otherwise take seconds and gigabytes.
@@ -90,35 +90,35 @@ RUNAWAYS = [
 
 
 @pytest.mark.parametrize("expr, setting", RUNAWAYS)
-def test_a_runaway_expression_is_a_render_error_naming_file_line_and_limit_well_under_a_second(shop, expr, setting):
+def test_a_runaway_expression_is_a_render_error_naming_file_line_and_limit_well_under_a_second(render_project, expr, setting):
     timed = []
     with pytest.raises(RenderError) as err:
-        render(shop, expr, timed)
+        render(render_project, expr, timed)
     assert timed[0] < 1.0
     assert err.value.file == "t.html" and err.value.line == 2, err.value
     assert f"[render] {setting} in relmail.toml" in err.value.reason
 
 
-def test_a_long_loop_is_stopped_by_the_clock_with_file_and_line(shop):
-    shop = configure(shop, timeout_seconds=0.3)
+def test_a_long_loop_is_stopped_by_the_clock_with_file_and_line(render_project):
+    render_project = configure(render_project, timeout_seconds=0.3)
     # Output in the outer loop only: far under the e-mail limit, so only the clock can stop it.
     body = "{% for i in range(10000) %}{{ i }}\n{% for j in range(10000) %}{% endfor %}{% endfor %}"
     timed = []
     with pytest.raises(RenderError, match=r"the render took longer than 0\.3 s \(\[render\] timeout_seconds") as err:
-        render(shop, body, timed)
+        render(render_project, body, timed)
     assert 0.3 <= timed[0] < 1.5, timed  # the render, then at most 0.3 s more to find the line
     assert err.value.file == "t.html" and err.value.line in (2, 3)
     # The thread carries nothing over: the next renders run normally.
     for _ in range(50):
-        assert "ok" in render(shop, "ok")
+        assert "ok" in render(render_project, "ok")
 
 
-def test_the_clock_works_in_worker_threads_and_stops_only_the_slow_render(shop):
-    shop = configure(shop, timeout_seconds=0.3)
+def test_the_clock_works_in_worker_threads_and_stops_only_the_slow_render(render_project):
+    render_project = configure(render_project, timeout_seconds=0.3)
     slow = "{% for i in range(10000) %}{% for j in range(10000) %}{% endfor %}{% endfor %}"
-    (shop.templates_dir / "slow.html").write_text(SUBJECT + "<p>" + slow + "</p>")
-    (shop.templates_dir / "fast.html").write_text(SUBJECT + "<p>{{ customer.first_name }}</p>")
-    renderer = Renderer(shop)
+    (render_project.templates_dir / "slow.html").write_text(SUBJECT + "<p>" + slow + "</p>")
+    (render_project.templates_dir / "fast.html").write_text(SUBJECT + "<p>{{ customer.first_name }}</p>")
+    renderer = Renderer(render_project)
 
     def one(i: int):
         template = "slow" if i % 4 == 0 else "fast"
@@ -147,30 +147,30 @@ def test_repetition_is_allowed_exactly_up_to_the_limit(text, n):
             template.render(s=text, n=n)
 
 
-def test_the_complete_e_mail_is_held_to_max_email_bytes(shop):
-    shop = configure(shop, max_email_bytes=20_000)
+def test_the_complete_e_mail_is_held_to_max_email_bytes(render_project):
+    render_project = configure(render_project, max_email_bytes=20_000)
     # HTML and text part together over the limit: stopped while rendering (the text part, so no line).
     with pytest.raises(RenderError, match=r"t.html: the e-mail is over 20,000 bytes \(\[render\] max_email_bytes"):
-        render(shop, "<p>" + "lorem ipsum " * 1000 + "</p>")
+        render(render_project, "<p>" + "lorem ipsum " * 1000 + "</p>")
     # The parts fit, the encoded e-mail does not (every é is six bytes quoted-printable).
     with pytest.raises(RenderError, match=r"the e-mail is [\d,]+ bytes, over the limit of 20,000 \(\[render\] max_email_bytes"):
-        render(shop, "<p>" + "é " * 3000 + "</p>")
-    assert "lorem" in render(shop, "<p>" + "lorem ipsum " * 200 + "</p>")
+        render(render_project, "<p>" + "é " * 3000 + "</p>")
+    assert "lorem" in render(render_project, "<p>" + "lorem ipsum " * 200 + "</p>")
 
 
-def test_cli_render_and_templates_check_name_the_limit(shop):
-    (shop.templates_dir / "big.html").write_text("<p>\n{{ 'x' * 10**10 }}</p>\n")
+def test_cli_render_and_templates_check_name_the_limit(render_project):
+    (render_project.templates_dir / "big.html").write_text("<p>\n{{ 'x' * 10**10 }}</p>\n")
     runner = CliRunner()
     started = time.perf_counter()
-    out = runner.invoke(cli, ["-p", str(shop.root), "render", "big.html"])
+    out = runner.invoke(cli, ["-p", str(render_project.root), "render", "big.html"])
     assert out.exit_code == 6 and "big.html:2:" in out.output and "[render] max_sequence" in out.output
     assert time.perf_counter() - started < 1.0
-    (shop.templates_dir / "big.html").unlink()
-    (shop.templates_dir / "loop.html").write_text(
+    (render_project.templates_dir / "big.html").unlink()
+    (render_project.templates_dir / "loop.html").write_text(
         SUBJECT + "<html><body>\n{% for i in range(10**5) %}{{ i }}{% endfor %}</body></html>\n")
-    (shop.campaigns_dir / "loop.yml").write_text(
+    (render_project.campaigns_dir / "loop.yml").write_text(
         "messages:\n  - {id: loop, template: loop, topic: newsletter, segments: [everyone], offer: loyalty}\n")
-    out = runner.invoke(cli, ["-p", str(shop.root), "templates", "check", "--generated", "--json"])
+    out = runner.invoke(cli, ["-p", str(render_project.root), "templates", "check", "--generated", "--json"])
     assert out.exit_code == 6
     found = [f for f in json.loads(out.stdout)["findings"] if f["file"] == "loop.html"]
     assert found and all(f["line"] == 2 and "[render] max_range" in f["message"] for f in found)

@@ -283,17 +283,20 @@ def run(project, *args):
 def test_cli_show_prints_size_and_sample(project, store):
     result = run(project, "show", "bike-owners", "--as-of", "2026-06-15T14:00:00+02:00", "--sample", "5")
     assert result.exit_code == 0, result.output
-    assert result.output == textwrap.dedent("""\
+    assert result.stdout == textwrap.dedent("""\
         Segment:  bike-owners (segments/bike-owners.yml)
                   Bought a city bike, e-bike or kids bike, ever
         As of:    2026-06-15T12:00:00Z
         Size:     2 of 3 customers (66.7%)
         Sample:   A B
         """)
+    # The segment names a category this catalogue has no product of: it matches nobody, and show says so.
+    assert result.stderr == ("Warning: segments/bike-owners.yml:3: field 'purchased.category': no product in the catalogue has "
+                             "category 'kids-bikes' (a typo, or products not imported yet?)\n")
     out = json.loads(run(project, "show", "lapsed", "--as-of", "2026-06-15T12:00:00Z", "--sample", "1", "--json").output)
     assert out == {"name": "lapsed", "description": "No purchase in the last 180 days (customers who never bought included)",
                    "file": "segments/lapsed.yml", "as_of": "2026-06-15T12:00:00Z", "size": 2, "customers": 3,
-                   "share": 0.6667, "sample": out["sample"]}
+                   "share": 0.6667, "sample": out["sample"], "warnings": []}
     assert len(out["sample"]) == 1 and out["sample"][0] in {"B", "C"}
     again = json.loads(run(project, "show", "lapsed", "--as-of", "2026-06-15T12:00:00Z", "--sample", "1", "--json").output)
     assert again["sample"] == out["sample"]  # same seed, same sample
@@ -311,6 +314,17 @@ def test_cli_show_sql_and_errors(project, store):
     (project.segments_dir / "broken.yml").write_text("owns: {}\n")
     broken = run(project, "list")
     assert broken.exit_code == 4 and "broken.yml:1: field 'owns': 'owns' needs 'product'" in broken.output
+
+
+def test_cli_show_warns_of_each_category_and_product_no_catalogue_product_has(project, store):
+    (project.segments_dir / "typo.yml").write_text(
+        "name: typo\nany:\n  - purchased: {category: [e-bikes, e-bikez]}\n  - owns: [LOCK-S1, LOCK-S2]\n  - uses: {feature: app, product: EB-200, at_least: 1}\n")
+    out = json.loads(run(project, "show", "typo", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    assert out["warnings"] == [
+        "segments/typo.yml:3: field 'any[0].purchased.category': no product in the catalogue has category 'e-bikez' (a typo, or products not imported yet?)",
+        "segments/typo.yml:4: field 'any[1].owns.product': no product in the catalogue has product 'LOCK-S2' (a typo, or products not imported yet?)",
+    ]
+    assert run(project, "show", "lock-owners", "--as-of", "2026-06-15T12:00:00Z").stderr == ""
 
 
 def test_cli_list_with_sizes(project, store):

@@ -333,3 +333,24 @@ def test_tenure_segments_count_a_customer_without_sign_up_date_from_the_first_or
     assert audience(engine, [segs["new"]], as_of).tolist() == sorted([FEMKE, HANNA, KIM, MEES])
     # Anna, Joost and Lotte joined the list in 2024 and 2025; Ivo has no sign-up date but ordered 393 days ago.
     assert audience(engine, [segs["old"]], as_of).tolist() == sorted([ANNA, IVO, JOOST, LOTTE])
+
+
+@pytest.mark.parametrize("path, kind, mapping, hint", [
+    (SHOPIFY / "customers_export.csv", "customers", None, "customers {} --map shopify"),   # --map forgotten
+    (SHOPIFY / "customers_export.csv", "products", "shopify", "customers {} --map shopify"),  # the wrong kind
+    (SHOPIFY / "orders_export.csv", "customers", "shopify", "orders {} --map shopify"),
+    (MAILCHIMP_FILES[2], "customers", None, "customers {} --map mailchimp"),
+])
+def test_a_header_that_fits_a_built_in_mapping_names_the_command_that_imports_it(engine, path, kind, mapping, hint):
+    with pytest.raises(ValidationError) as err:
+        import_file(engine, kind, path, mapping=mapping)
+    assert err.value.args[0].endswith(f"(the file is an export a built-in mapping reads: relmail import {hint.format(path)})")
+    assert table(engine, Customer) == [] and table(engine, Product) == []
+
+
+def test_a_header_no_built_in_mapping_reads_gets_no_suggestion(engine, tmp_path):
+    path = tmp_path / "list.csv"
+    path.write_text("E-mail,Naam\nanna@example.org,Anna\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as err:
+        import_file(engine, "customers", path)
+    assert err.value.args[0].endswith("the header does not fit a customers file; nothing imported")

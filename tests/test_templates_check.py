@@ -69,17 +69,33 @@ def demo(project, engine):
     return project
 
 
-def test_the_example_and_demo_projects_have_no_errors(project, demo, engine):
+@pytest.mark.parametrize("blank", [False, True], ids=["example", "blank"])
+def test_a_new_project_passes_the_strict_check_with_no_findings(tmp_path, db_url, monkeypatch, blank):
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    folder = tmp_path / "shop"
+    extra = ["--blank", "--name", "Boekhandel Test", "--domain", "boekhandel.example"] if blank else []
+    assert CliRunner().invoke(cli, ["init", str(folder), *extra]).exit_code == 0
+    # An upgraded, empty store (generated samples), and a job without the database: no finding at all.
+    for args in ([], ["--generated"]):
+        out = CliRunner().invoke(cli, ["-p", str(folder), "templates", "check", "--strict", "--json", *args])
+        assert out.exit_code == 0, out.output
+        data = json.loads(out.stdout)
+        assert data["findings"] == [] and data["ok"] is True and data["rendered"]
+
+
+def test_the_example_and_demo_projects_have_no_findings(project, demo, engine):
     report = check(demo, engine)
-    assert report.errors == [] and report.samples == "store"
+    # Warnings too: every name the example templates test or default is one the campaign or the store defines.
+    assert report.findings == [] and report.samples == "store"
     # Every message of the demo campaign, in both of its locales' variants, rendered for store customers.
     assert {(c, m) for c, m, _, _ in report.rendered} == {("weekly", m) for m in
                                                           ("ebike-launch", "lock-tip", "welcome-offer", "service-reminder", "newsletter")}
     assert {v for _, m, v, _ in report.rendered if m == "ebike-launch"} == {
         "ebike_launch.html + text from the HTML", "ebike_launch.nl.html + text from the HTML with partials/footer.nl.html"}
-    out = run(demo)
+    out = run(demo, "--strict")
     assert out.exit_code == 0, out.output
-    assert "0 errors" in out.stderr and "store sample customers" in out.stderr
+    assert "0 errors, 0 warnings" in out.stderr and "store sample customers" in out.stderr
 
 
 def test_message_data_of_the_campaign_is_used_so_a_template_that_needs_it_has_no_false_error(demo, engine):

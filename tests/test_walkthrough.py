@@ -92,7 +92,7 @@ def test_the_walkthrough_runs_as_the_page_shows(workspace, monkeypatch):
                 got = run(command, monkeypatch)
                 assert normalized(got, workspace) == normalized(expected, workspace), f"$ {command}"
                 ran += 1
-    assert ran == 13  # init, cd, upgrade, 6 imports, templates check, plan, export, preview
+    assert ran == 14  # init, cd, upgrade, 6 imports, segments show, templates check, plan, export, preview
 
     # What the page claims, from the plan's own data.
     result = CliRunner().invoke(cli, ["plan", "autumn", "--window", "2026-W50", "--as-of", "2026-12-07T09:00:00+01:00",

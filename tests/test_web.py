@@ -36,7 +36,7 @@ def ec_key():
 
 
 @pytest.fixture
-def shop(project, engine, monkeypatch, ec_key):
+def web_shop(project, engine, monkeypatch, ec_key):
     """(client, project, engine) with four customers, one sent message and every webhook configured."""
     der = ec_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(der).decode())
@@ -65,8 +65,8 @@ def sendgrid_headers(key, body: bytes, ts: int | None = None) -> dict:
             "X-Twilio-Email-Event-Webhook-Timestamp": str(ts)}
 
 
-def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(shop, ec_key):
-    client, _, engine = shop
+def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(web_shop, ec_key):
+    client, _, engine = web_shop
     body = (DATA / "sendgrid_events.json").read_bytes()
     response = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body),
                            content_type="application/json")
@@ -83,8 +83,8 @@ def test_sendgrid_webhook_applies_signed_events_and_redelivery_is_a_no_op(shop, 
     assert again.json["duplicates"] == 9 and feedback_events(engine) == stored
 
 
-def test_forged_webhooks_are_rejected_and_write_nothing(shop, ec_key):
-    client, _, engine = shop
+def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
+    client, _, engine = web_shop
     body = (DATA / "sendgrid_events.json").read_bytes()
     forger = ec.generate_private_key(ec.SECP256R1())
     assert client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(forger, body)).status_code == 403
@@ -107,8 +107,8 @@ def test_forged_webhooks_are_rejected_and_write_nothing(shop, ec_key):
     assert feedback_events(engine) == [] and prefs(engine) == {}
 
 
-def test_mailgun_and_postmark_webhooks_apply_valid_requests(shop):
-    client, _, engine = shop
+def test_mailgun_and_postmark_webhooks_apply_valid_requests(web_shop):
+    client, _, engine = web_shop
     ts, tok = str(int(time.time())), "u" * 50
     data = json.loads((DATA / "mailgun_events.json").read_text())["items"][1]
     sig = hmac.new(b"key-mailgun-test", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
@@ -124,8 +124,8 @@ def test_mailgun_and_postmark_webhooks_apply_valid_requests(shop):
     assert kinds == [("C0000002", "email_bounced_hard"), ("C0000002", "email_unsubscribed"), ("C0000004", "email_complained")]
 
 
-def test_webhook_routing_errors(shop):
-    client, _, _ = shop
+def test_webhook_routing_errors(web_shop):
+    client, _, _ = web_shop
     assert client.post("/webhooks/sparkpost", data=b"[]").status_code == 404
     assert client.post("/webhooks/sendgrid/secret", data=b"[]").status_code == 404
     assert client.get("/webhooks/sendgrid").status_code == 405
@@ -149,8 +149,8 @@ def sns_signed(key, envelope: dict) -> bytes:
 
 
 @responses.activate
-def test_ses_subscription_confirmation_and_notification(shop, sns_key):
-    client, _, engine = shop
+def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
+    client, _, engine = web_shop
     ses.clear_certificate_cache()
     responses.get(CERT_URL, body=sns_key[1])
     subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token=abc"
@@ -173,8 +173,8 @@ def test_ses_subscription_confirmation_and_notification(shop, sns_key):
     ses.clear_certificate_cache()
 
 
-def test_create_app_reads_the_project_from_the_environment(shop, monkeypatch):
-    _, project, engine = shop
+def test_create_app_reads_the_project_from_the_environment(web_shop, monkeypatch):
+    _, project, engine = web_shop
     monkeypatch.setenv("RELMAIL_PROJECT", str(project.root))
     client = Client(create_app())
     assert client.post(f"/unsubscribe/{token('C0000003', 'newsletter')}", **ONE_CLICK).status_code == 200
@@ -190,8 +190,8 @@ def mailgun_post(client, data: dict, token: str, key: bytes = b"key-mailgun-test
                                                   "event-data": data})
 
 
-def test_a_webhook_body_with_one_invalid_event_applies_the_valid_ones_and_reports_its_index(shop, ec_key):
-    client, _, engine = shop
+def test_a_webhook_body_with_one_invalid_event_applies_the_valid_ones_and_reports_its_index(web_shop, ec_key):
+    client, _, engine = web_shop
     now = int(time.time())
     events = [
         {"email": "bram@example.com", "timestamp": now, "event": "bounce", "type": "bounce", "sg_event_id": "ok-1"},
@@ -214,8 +214,8 @@ def test_a_webhook_body_with_one_invalid_event_applies_the_valid_ones_and_report
     assert json.loads(kept["raw_event"]) == events[2]
 
 
-def test_a_replayed_mailgun_token_with_other_event_data_is_refused(shop):
-    client, _, engine = shop
+def test_a_replayed_mailgun_token_with_other_event_data_is_refused(web_shop):
+    client, _, engine = web_shop
     items = json.loads((DATA / "mailgun_events.json").read_text())["items"]
     delivered, complaint = items[0], items[5]
     ts = str(int(time.time()))
@@ -230,10 +230,10 @@ def test_a_replayed_mailgun_token_with_other_event_data_is_refused(shop):
     assert again.status_code == 200 and again.json["redelivered"] is True and again.json["total_applied"] == 0
 
 
-def test_mailgun_tokens_are_forgotten_after_the_replay_window(shop):
+def test_mailgun_tokens_are_forgotten_after_the_replay_window(web_shop):
     from relmail.store.models import WebhookToken
 
-    client, _, engine = shop
+    client, _, engine = web_shop
     item = json.loads((DATA / "mailgun_events.json").read_text())["items"][0]
     old = str(int(time.time()) - 600)  # inside the 900 s window: accepted, kept until it leaves it
     assert mailgun_post(client, item, "w" * 50, ts=old).status_code == 200
@@ -250,8 +250,8 @@ def test_mailgun_tokens_are_forgotten_after_the_replay_window(shop):
         assert sorted(conn.execute(select(WebhookToken.__table__.c.token)).scalars()) == ["x" * 50, "y" * 50]
 
 
-def test_an_invalid_mailgun_event_is_answered_200_and_recorded(shop):
-    client, _, engine = shop
+def test_an_invalid_mailgun_event_is_answered_200_and_recorded(web_shop):
+    client, _, engine = web_shop
     item = {**json.loads((DATA / "mailgun_events.json").read_text())["items"][1], "timestamp": 33_000_000_000}  # year 3015
     response = mailgun_post(client, item, "z" * 50)
     assert response.status_code == 200

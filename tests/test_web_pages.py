@@ -22,7 +22,7 @@ CUSTOMERS = [("C0000001", "anna@example.com", "en_GB"), ("C0000002", "bram@examp
 
 
 @pytest.fixture
-def shop(project, engine):
+def web_shop(project, engine):
     """(client, project, engine): the example project with four customers and one sent message."""
     with engine.begin() as conn:
         conn.execute(Customer.__table__.insert(), [
@@ -46,8 +46,8 @@ def ticked(page: str) -> dict[str, bool]:
 # -- unsubscribe: what changes what -----------------------------------------------------------------
 
 
-def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_harmless(shop):
-    client, _, engine = shop
+def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_harmless(web_shop):
+    client, _, engine = web_shop
     response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
     assert response.status_code == 200
     assert "You will no longer receive e-mails about Offers and new bikes from Fietsenwinkel." in response.text
@@ -59,15 +59,15 @@ def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_ha
     assert feedback_events(engine) == first and prefs(engine) == state
 
 
-def test_one_click_as_multipart_form_data_counts_too(shop):
-    client, _, engine = shop
+def test_one_click_as_multipart_form_data_counts_too(web_shop):
+    client, _, engine = web_shop
     response = client.post(f"/unsubscribe/{token()}", data={"List-Unsubscribe": "One-Click"}, content_type="multipart/form-data")
     assert response.status_code == 200 and prefs(engine)[("C0000001", "promotions")][0] is False
 
 
 @pytest.mark.parametrize("method", ["get", "head"])
-def test_get_and_head_show_the_confirmation_and_change_nothing(shop, method):
-    client, _, engine = shop
+def test_get_and_head_show_the_confirmation_and_change_nothing(web_shop, method):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = getattr(client, method)(f"/unsubscribe/{token()}")
     get = client.get(f"/unsubscribe/{token()}")
@@ -89,8 +89,8 @@ def test_get_and_head_show_the_confirmation_and_change_nothing(shop, method):
     {"confirm": "unsubscribe", "scope": "everything"},
     {"confirm": "yes", "scope": "topic"},
 ])
-def test_any_other_post_changes_nothing_and_answers_400_saying_why(shop, form):
-    client, _, engine = shop
+def test_any_other_post_changes_nothing_and_answers_400_saying_why(web_shop, form):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = client.post(f"/unsubscribe/{token()}", data=form)
     assert response.status_code == 400
@@ -98,8 +98,8 @@ def test_any_other_post_changes_nothing_and_answers_400_saying_why(shop, form):
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
-def test_the_pages_own_form_unsubscribes_after_the_person_confirms_from_the_topic_or_everything(shop):
-    client, _, engine = shop
+def test_the_pages_own_form_unsubscribes_after_the_person_confirms_from_the_topic_or_everything(web_shop):
+    client, _, engine = web_shop
     page = client.get(f"/unsubscribe/{token('C0000002')}").text
     assert '<button type="submit" name="scope" value="topic">' in page and '<button type="submit" name="scope" value="all"' in page
     response = client.post(f"/unsubscribe/{token('C0000002')}", data={"confirm": "unsubscribe", "scope": "topic"})
@@ -110,8 +110,8 @@ def test_the_pages_own_form_unsubscribes_after_the_person_confirms_from_the_topi
     assert prefs(engine)[("C0000001", "*")][:2] == (False, "unsubscribe-link")
 
 
-def test_a_tampered_token_is_refused_and_changes_nothing(shop):
-    client, _, engine = shop
+def test_a_tampered_token_is_refused_and_changes_nothing(web_shop):
+    client, _, engine = web_shop
     before = prefs(engine)
     good = token()
     body, _, sig = good.rpartition(".")
@@ -128,8 +128,8 @@ def test_a_tampered_token_is_refused_and_changes_nothing(shop):
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
-def test_the_link_unsubscribes_again_after_the_customer_resubscribed(shop):
-    client, _, engine = shop
+def test_the_link_unsubscribes_again_after_the_customer_resubscribed(web_shop):
+    client, _, engine = web_shop
     client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
     client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["promotions", "newsletter"]})
     assert prefs(engine)[("C0000001", "promotions")][:2] == (True, "preference-page")
@@ -137,16 +137,16 @@ def test_the_link_unsubscribes_again_after_the_customer_resubscribed(shop):
     assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "unsubscribe-link")
 
 
-def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(shop):
-    client, _, engine = shop
+def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(web_shop):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = client.post(f"/unsubscribe/{token('C9999999')}", **ONE_CLICK)
     assert response.status_code == 200 and "You will no longer receive e-mails about Offers and new bikes" in response.text
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
-def test_without_a_signing_key_links_answer_503(shop, monkeypatch):
-    client, _, engine = shop
+def test_without_a_signing_key_links_answer_503(web_shop, monkeypatch):
+    client, _, engine = web_shop
     monkeypatch.delenv("RELMAIL_SIGNING_KEY")
     before = prefs(engine)
     response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
@@ -157,8 +157,8 @@ def test_without_a_signing_key_links_answer_503(shop, monkeypatch):
 # -- preferences: this shop's topics, this customer's consent ---------------------------------------
 
 
-def test_the_page_lists_the_topics_the_campaigns_use_with_labels_in_the_customers_language(shop):
-    client, project, _ = shop
+def test_the_page_lists_the_topics_the_campaigns_use_with_labels_in_the_customers_language(web_shop):
+    client, project, _ = web_shop
     en = client.get(f"/preferences/{token()}").text
     nl = client.get(f"/preferences/{token('C0000002')}").text
     assert '<html lang="en">' in en and '<html lang="nl">' in nl
@@ -170,8 +170,8 @@ def test_the_page_lists_the_topics_the_campaigns_use_with_labels_in_the_customer
     assert "When your bike is due for maintenance." in en and "Wanneer je fiets aan onderhoud toe is." in nl
 
 
-def test_a_shop_with_its_own_topics_gets_only_those_and_unlabelled_ones_are_named_from_the_slug(shop, engine):
-    _, project, _ = shop
+def test_a_shop_with_its_own_topics_gets_only_those_and_unlabelled_ones_are_named_from_the_slug(web_shop, engine):
+    _, project, _ = web_shop
     for path in project.campaigns_dir.glob("*.yml"):
         path.unlink()
     (project.campaigns_dir / "books.yml").write_text("""\
@@ -185,8 +185,8 @@ messages:
     assert "Offers and new bikes" not in page and "Service reminders" not in page
 
 
-def test_a_topic_is_ticked_only_where_the_record_or_the_consent_rule_says_so(shop):
-    client, _, engine = shop
+def test_a_topic_is_ticked_only_where_the_record_or_the_consent_rule_says_so(web_shop):
+    client, _, engine = web_shop
     # No records: the opt-in topics are not ticked; service mail is opt-out (campaigns/weekly.yml), so ticked.
     assert ticked(client.get(f"/preferences/{token('C0000002')}").text) == {
         "promotions": False, "newsletter": False, "product-tips": False, "service": True}
@@ -196,23 +196,23 @@ def test_a_topic_is_ticked_only_where_the_record_or_the_consent_rule_says_so(sho
         "promotions": True, "newsletter": True, "product-tips": True, "service": True}
 
 
-def test_a_global_opt_in_ticks_no_topic_that_consent_says_needs_its_own_opt_in(shop):
-    client, project, _ = shop
+def test_a_global_opt_in_ticks_no_topic_that_consent_says_needs_its_own_opt_in(web_shop):
+    client, project, _ = web_shop
     toml = project.root / "relmail.toml"
     toml.write_text(toml.read_text() + '\n[consent]\nexplicit_topics = ["newsletter"]\n')
-    client = Client(make_app(Project.load(project.root), shop[2]))
+    client = Client(make_app(Project.load(project.root), web_shop[2]))
     assert ticked(client.get(f"/preferences/{token('C0000004')}").text) == {
         "promotions": True, "newsletter": False, "product-tips": True, "service": True}
     # Saving the page as shown writes nothing: what was ticked by the rule is what the page compared against.
-    before = prefs(shop[2])
+    before = prefs(web_shop[2])
     page = client.get(f"/preferences/{token('C0000004')}").text
     form = {"form": "preferences", "topic": [t for t, on in ticked(page).items() if on], "max_per_week": ""}
     assert client.post(f"/preferences/{token('C0000004')}", data=form).status_code == 200
-    assert prefs(shop[2]) == before
+    assert prefs(web_shop[2]) == before
 
 
-def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_customers_language(shop):
-    client, _, engine = shop
+def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_customers_language(web_shop):
+    client, _, engine = web_shop
     # C0000004 has promotions and the global opt-in on record; newsletter and product tips are ticked by the
     # global opt-in ([consent] default). Unticking promotions and product tips writes those two rows only.
     form = {"form": "preferences", "topic": ["newsletter", "service"], "max_per_week": "3"}
@@ -237,16 +237,16 @@ def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_cus
 
 
 @pytest.mark.parametrize("form", [{}, {"topic": ["newsletter"]}, {"unsubscribe_all": "1"}, {"form": "other", "unsubscribe_all": "1"}])
-def test_a_post_that_is_not_the_preference_form_changes_nothing_and_answers_400(shop, form):
-    client, _, engine = shop
+def test_a_post_that_is_not_the_preference_form_changes_nothing_and_answers_400(web_shop, form):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = client.post(f"/preferences/{token('C0000004')}", data=form)
     assert response.status_code == 400 and "niet van het voorkeurenformulier" in response.text
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
-def test_a_bad_weekly_limit_saves_nothing(shop):
-    client, _, engine = shop
+def test_a_bad_weekly_limit_saves_nothing(web_shop):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["newsletter"], "max_per_week": "999"})
     assert response.status_code == 400 and "The weekly limit must be a whole number from 1 to 50" in response.text
@@ -254,8 +254,8 @@ def test_a_bad_weekly_limit_saves_nothing(shop):
 
 
 @pytest.mark.parametrize("method", ["get", "head"])
-def test_head_on_the_preference_page_is_a_get_and_changes_nothing(shop, method):
-    client, _, engine = shop
+def test_head_on_the_preference_page_is_a_get_and_changes_nothing(web_shop, method):
+    client, _, engine = web_shop
     before = prefs(engine)
     response = getattr(client, method)(f"/preferences/{token()}")
     assert response.status_code == 200 and response.headers["Content-Length"] == client.get(f"/preferences/{token()}").headers["Content-Length"]
@@ -265,8 +265,8 @@ def test_head_on_the_preference_page_is_a_get_and_changes_nothing(shop, method):
 # -- language, brand, templates ---------------------------------------------------------------------
 
 
-def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(shop, engine):
-    client, project, _ = shop
+def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(web_shop, engine):
+    client, project, _ = web_shop
     page = client.get(f"/unsubscribe/{token('C0000003')}").text
     assert '<html lang="en">' in page and "Unsubscribe from Offers and new bikes" in page  # default_locale en_GB
     de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
@@ -288,8 +288,8 @@ def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project
     assert "<h1>Uitschrijven</h1>" in page and "Afmelden voor alle e-mails" in page
 
 
-def test_brand_name_logo_and_a_readable_colour(shop, engine):
-    client, project, _ = shop
+def test_brand_name_logo_and_a_readable_colour(web_shop, engine):
+    client, project, _ = web_shop
     page = client.get(f"/unsubscribe/{token()}").text
     assert '<img src="https://fietsenwinkel.example/logo.png" alt="Fietsenwinkel">' in page
     assert "--accent: #0b6e4f;" in page and "--on-accent: #ffffff;" in page
@@ -303,12 +303,12 @@ def test_brand_name_logo_and_a_readable_colour(shop, engine):
     assert "img-src https: data:" in client.get(f"/unsubscribe/{token()}").headers["Content-Security-Policy"]
 
 
-def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_leaves_them_alone(shop, engine):
+def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_leaves_them_alone(web_shop, engine):
     from click.testing import CliRunner
 
     from relmail.cli import cli
 
-    client, project, _ = shop
+    client, project, _ = web_shop
     pages = project.templates_dir / "pages"
     pages.mkdir()
     (pages / "unsubscribe.html").write_text(

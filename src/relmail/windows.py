@@ -37,9 +37,13 @@ import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from .campaigns import Campaign
 
 #: Environment variable that fixes relmail's clock: an ISO 8601 time with a zone (tests, CI rehearsals).
 ENV_NOW = "RELMAIL_NOW"
@@ -174,7 +178,7 @@ CADENCES = {"weekly": "this-week", "daily": "today", "monthly": "this-month"}
 AUTO = "auto"
 
 
-def resolve_window(window: str | Window, tz: str, *, cadence: str | None = None, campaign=None,
+def resolve_window(window: str | Window, tz: str, *, cadence: str | None = None, campaign: Campaign | None = None,
                    now: datetime | None = None) -> Window:
     """The :class:`Window` for ``window``; ``auto`` uses ``cadence``, else the campaign's ``schedule``.
 

@@ -130,10 +130,14 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
         echo_json(result)
         return
     d, kept, outbox = result["deleted"], result["ledger_kept"], result["outbox"]
-    click.echo(
-        f"Erased {customer_id}: {d['events']:,} events and {d['preferences']} preferences deleted; "
-        f"address hash {'added to' if result['suppression']['added'] else 'already on'} the suppression list."
-    )
+    suppression = result["suppression"]
+    if suppression["added"]:
+        listed = "address hash added to the suppression list"
+    elif suppression["previous_reason"] == suppression["reason"]:
+        listed = "address hash already on the suppression list (an earlier erasure of this address)"
+    else:
+        listed = f"address hash already on the suppression list as {suppression['previous_reason']!r}, now {suppression['reason']!r}"
+    click.echo(f"Erased {customer_id}: {d['events']:,} events and {d['preferences']} preferences deleted; {listed}.")
     click.echo(
         f"Outbox: {len(outbox['files_removed'])} .eml file(s) and {outbox['mbox_entries_removed']} mbox entr(ies) removed, "
         f"{outbox['ledger_pointers_cleared']} ledger pointer(s) cleared; {d['feedback_rejects']} recorded invalid provider event(s) deleted."

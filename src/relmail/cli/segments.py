@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import click
 
@@ -85,7 +86,7 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
       relmail segments show lapsed --as-of 2026-11-23T06:00:00Z --sample 5 --json
       relmail segments show lock-owners --sql
     """
-    from ..errors import NotFound
+    from ..errors import NotFound, Problem
     from ..segments import load_segments
     from ..segments.describe import describe, iso
 
@@ -93,13 +94,17 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
     if name not in found:
         raise NotFound(f"no segment '{name}' (have: {', '.join(sorted(found)) or 'none'})")
     facts = describe(state.engine, found[name], as_of, sample=sample_size, seed=seed, sql=show_sql)
+    warnings = [Problem(_relative(state, Path(w.file)), w.line, w.field, w.message) for w in facts.unknown]
     if as_json:
         out = {"name": name, "description": facts.description, "file": _relative(state, facts.file), "as_of": iso(as_of),
                "size": facts.size, "customers": facts.customers, "share": round(facts.share, 4), "sample": facts.sample}
         if facts.sql is not None:
             out["sql"] = facts.sql
+        out["warnings"] = [str(w) for w in warnings]
         echo_json(out)
         return
+    for warning in warnings:
+        click.echo(f"Warning: {warning}", err=True)
     click.echo(f"Segment:  {name} ({_relative(state, facts.file)})")
     if facts.description:
         click.echo(f"          {facts.description}")

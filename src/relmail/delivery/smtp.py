@@ -360,7 +360,7 @@ class SmtpAdapter(Adapter):
                 s = smtplib.SMTP(self.host, self.port, local_hostname=self.helo, timeout=self.timeout)
             # The final dot goes out as its own small write after the ledger's
             # mark; with Nagle's algorithm it would wait for the server's
-            # delayed ACK (40 ms) on every message.
+            # delayed ACK on every message.
             s.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             s.ehlo()
             if self.security == "starttls":

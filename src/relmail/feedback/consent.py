@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -24,6 +25,9 @@ from ..store.models import Customer, Event, Preference
 from ..tokens import Claims
 from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import FeedbackEvent, derived_id
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 LINK_PROVIDER = "link"
 
@@ -128,7 +132,7 @@ def campaign_topics(campaigns_dir: Path) -> set[str]:
     return found
 
 
-def topic_defaults(project) -> dict[str, bool]:
+def topic_defaults(project: Project) -> dict[str, bool]:
     """Every topic the project's campaigns use, and whether a customer without a record of their own gets it.
 
     This is the plan's consent rule (``NO_CONSENT``): a message whose policy

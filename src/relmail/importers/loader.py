@@ -29,9 +29,8 @@ from .schemas import Schema
 LOOKUP_BATCH = 500
 
 #: SQLite page cache for the import connection (KiB, negative as SQLite wants it).
-#: The default 2 MB thrashes once the events indexes outgrow it: random
-#: customer ids touch pages all over the index, and insert speed falls off a
-#: cliff past a few hundred thousand rows.
+#: SQLite's default cache thrashes once the events indexes outgrow it: random
+#: customer ids touch pages all over the index, and inserts slow down sharply.
 SQLITE_IMPORT_CACHE_KIB = 131072
 
 #: Source recorded on the global opt-out written for a suppressed address.

@@ -15,12 +15,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+from ..errors import ValidationError
 from .fields import FieldError
-from .mapping import VARIABLES, Mapping
+from .mapping import VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
-from .schemas import Schema
+from .schemas import KINDS, Schema
 from .values import Parser, remembered, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
@@ -286,3 +288,17 @@ def _cached(parse: Parser | None, check: Parser) -> Parser:
 def _snake(column: str) -> str:
     """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use."""
     return re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or column
+
+
+def builtin_fits(header: list[str]) -> list[tuple[str, str]]:
+    """(mapping, kind) of every built-in mapping that reads a file with ``header`` as it is."""
+    out = []
+    for name in builtin_names():
+        for kind in KINDS:
+            try:
+                mapping = load_mapping(name, kind, header)
+            except ValidationError:  # no such kind in this mapping, or no variant fits
+                continue
+            if not MappedReader(SimpleNamespace(name="", header=header), mapping)._columns(header):
+                out.append((name, kind))
+    return out

@@ -16,6 +16,7 @@ ones go to a rejects file.
 from __future__ import annotations
 
 import os
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ..errors import DatabaseError, Problem, ValidationError
 from ..store.db import redact, refresh_statistics
 from .loader import References
-from .mapped import Mapped, MappedReader
+from .mapped import Mapped, MappedReader, builtin_fits
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
@@ -149,7 +150,8 @@ def import_file(
         if header_problems:
             problems = [Problem(src.name, reader.header_line, f, m) for f, m in header_problems]
             what = f"the mapping {mapped.mapping.file}" if mapped is not None else f"a {kind} file"
-            raise ValidationError(f"{src.name}: the header does not fit {what}; nothing imported", problems)
+            raise ValidationError(f"{src.name}: the header does not fit {what}; nothing imported{_fitting(reader.header, src.name)}",
+                                  problems)
         writer = None
         if skip_invalid:
             writer = RejectsWriter(Path(rejects) if rejects else default_rejects_path(src.name, src.fmt), src.fmt)
@@ -202,6 +204,14 @@ def import_file(
         )
     finally:
         src.close()
+
+
+def _fitting(header: list[str] | None, name: str) -> str:
+    """The command that imports a file whose header a built-in mapping reads (a forgotten --map, or the wrong kind)."""
+    if not header:
+        return ""
+    fits = [f"relmail import {kind} {shlex.quote(name)} --map {mapping}" for mapping, kind in builtin_fits(header)]
+    return f" (the file is an export a built-in mapping reads: {' or '.join(fits)})" if fits else ""
 
 
 def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:

@@ -11,13 +11,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import store
 from .dataset import FeatureSpec
 from .estimators import predict_probability, rebuild
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 #: Preferred order for the outcome ``predict`` reports when none is named.
 PRIMARY_ORDER = ("conversion", "click", "visit", "open")
@@ -162,7 +165,7 @@ def from_payload(meta: dict, payload: dict) -> TrainedModel:
     )
 
 
-def load_model(project, key: str, version: int | None = None) -> TrainedModel | None:
+def load_model(project: Project, key: str, version: int | None = None) -> TrainedModel | None:
     """The newest (or given) version of the model for message ``key``, or None if none was trained.
 
     Raises :class:`~relmail.errors.ModelError` when the file was changed
@@ -175,7 +178,7 @@ def load_model(project, key: str, version: int | None = None) -> TrainedModel | 
     return from_payload(meta, store.load_payload(root, meta))
 
 
-def load_models(project, keys: Sequence[str]) -> dict[str, TrainedModel]:
+def load_models(project: Project, keys: Sequence[str]) -> dict[str, TrainedModel]:
     """Every model among ``keys`` that exists (the plan's bulk form)."""
     out = {}
     for key in keys:

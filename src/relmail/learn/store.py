@@ -20,9 +20,12 @@ import os
 import re
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 FORMAT = 1
 #: Types outside skops's default trust that relmail's estimators contain.
@@ -50,7 +53,7 @@ _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _VERSION = re.compile(r"^v(\d{4,})\.json$")
 
 
-def models_dir(project, folder: str | os.PathLike | None = None) -> Path:
+def models_dir(project: Project, folder: str | os.PathLike | None = None) -> Path:
     """``models/`` in the project, or ``[model] dir`` from ``relmail.toml``, or ``folder`` when given.
 
     A relative folder is inside the project; ``folder`` lets an experiment

@@ -13,10 +13,16 @@ globally: see [consent]``).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
 from ..store.models import Preference
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..campaigns import Campaign
 
 #: Share of a message's audience one consent rule must suppress for a warning.
 ALMOST_ALL = 0.9
@@ -38,7 +44,7 @@ class PlanWarning:
         return asdict(self)
 
 
-def consent_warnings(engine, campaign, summaries, consent) -> list[PlanWarning]:
+def consent_warnings(engine: Engine, campaign: Campaign, summaries, consent) -> list[PlanWarning]:
     """One warning per message whose audience NO_CONSENT or UNSUBSCRIBED took (almost) entirely."""
     out: list[PlanWarning] = []
     counts: dict[tuple[str, bool], int] | None = None

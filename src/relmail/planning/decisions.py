@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import repeat
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from ..store.models import Decision
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
 
 #: Text columns are object arrays of Python str: cheap to build and to hand to the driver.
 S = object
@@ -184,7 +187,7 @@ class Decisions:
             yield row
 
 
-def write(conn, run_id: str, decisions: Decisions, created_at: datetime, order: np.ndarray | None = None) -> int:
+def write(conn: Connection, run_id: str, decisions: Decisions, created_at: datetime, order: np.ndarray | None = None) -> int:
     """Insert every decision of ``decisions`` for ``run_id`` inside the caller's transaction.
 
     ``order`` (a permutation of the rows) is the order they are inserted in,

@@ -22,7 +22,7 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import select
@@ -32,6 +32,11 @@ from ..rules import REASON_CODES
 from ..store.models import Decision
 from .output import read_plan_columns
 from .runs import resolve_run
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from .run import PlanResult
 
 DEC = Decision.__table__
 ABSENT = "absent"
@@ -53,7 +58,7 @@ class Baseline:
     run_id: str | None = None
 
 
-def load_baseline(engine, spec: str, campaign: str) -> Baseline:
+def load_baseline(engine: Engine, spec: str, campaign: str) -> Baseline:
     """The baseline named by ``spec``: ``last``, a run id, or a plan file (``.csv`` / ``.jsonl``)."""
     spec = spec.strip()
     if spec == "last" or (_RUN_ID.match(spec) and not Path(spec).exists()):
@@ -132,7 +137,7 @@ class PlanDiff:
         }
 
 
-def diff(baseline: Baseline, result) -> PlanDiff:
+def diff(baseline: Baseline, result: PlanResult) -> PlanDiff:
     """Compare ``result`` (a :class:`~relmail.planning.run.PlanResult`) with ``baseline``."""
     new = result.decisions
     old_c, old_m = baseline.customer_id, baseline.message_id

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
@@ -20,13 +21,16 @@ from ..store.models import Customer, Decision
 from .runs import ACTIONS, resolve_run
 from .why import ALL_PASSED, because
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
 DEC, CUS = Decision.__table__, Customer.__table__
 #: Columns of :func:`export_run`'s CSV, and the contact columns ``with_contact`` adds.
 EXPORT_FIELDS = ["run_id", "customer_id", "message_id", "action", "score", "expected_value", "reasons", "explanation"]
 CONTACT_FIELDS = ["email", "first_name", "last_name", "locale"]
 
 
-def export_run(engine, run: str, out: str | Path, *, actions: Sequence[str] = ACTIONS, with_contact: bool = False,
+def export_run(engine: Engine, run: str, out: str | Path, *, actions: Sequence[str] = ACTIONS, with_contact: bool = False,
                campaign: str | None = None, batch: int = 10_000) -> tuple[str, int]:
     """Write one CSV row per decision of ``run`` with an action in ``actions``; returns (run id, rows).
 

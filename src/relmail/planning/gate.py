@@ -24,6 +24,7 @@ the customer and the template's file and line. Nothing is written or sent.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import select
@@ -33,6 +34,13 @@ from ..render.contexts import customer_contexts, load_catalog
 from ..render.renderer import MessageSpec, Renderer, RenderError
 from ..render.variants import Variant, Variants
 from ..store.models import Customer
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..campaigns import Campaign
+    from ..project import Project
+    from .run import PlanResult
 
 #: Links are built but never followed in a check: a stand-in key is fine when none is set.
 CHECK_KEY = "relmail-render-check"
@@ -76,7 +84,7 @@ class RenderProblem:
                 "file": self.file, "line": self.line, "error": self.error}
 
 
-def render_sample(project, engine, campaign, result, sample: int = 3) -> list[RenderProblem]:
+def render_sample(project: Project, engine: Engine, campaign: Campaign, result: PlanResult, sample: int = 3) -> list[RenderProblem]:
     """Render every variant of every message of ``result`` for its recipients; see the module docstring.
 
     ``sample`` is the number of renders per variant (at least one per locale

@@ -15,13 +15,16 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
 from ..errors import RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
 from ..rules import REASON_CODES
+
+if TYPE_CHECKING:
+    from .run import PlanResult
 
 FORMATS = ("csv", "jsonl", "md")
 CSV_FIELDS = ["customer_id", "message_id", "action", "score", "expected_value", "reasons"]
@@ -38,7 +41,7 @@ def format_for(path: str | Path, explicit: str | None = None) -> str:
     return ext
 
 
-def write_plan(result, path: str | Path, fmt: str | None = None, limit: int = 200, changes=None) -> str:
+def write_plan(result: PlanResult, path: str | Path, fmt: str | None = None, limit: int = 200, changes=None) -> str:
     """Write ``result`` to ``path``; returns the format used.
 
     ``changes`` (a :class:`~relmail.planning.diff.PlanDiff`) adds the diff to Markdown output.
@@ -61,7 +64,7 @@ def write_plan(result, path: str | Path, fmt: str | None = None, limit: int = 20
     return fmt
 
 
-def summary_rows(result) -> tuple[list[str], list[list[Any]]]:
+def summary_rows(result: PlanResult) -> tuple[list[str], list[list[Any]]]:
     headers = ["message", "audience", "send", "holdout", "suppress"]
     rows = [[m.message_id, m.audience, m.send, m.holdout, m.suppress] for m in result.messages]
     t = result.totals
@@ -74,7 +77,7 @@ def summary_rows(result) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def reason_rows(result) -> tuple[list[str], list[list[Any]]]:
+def reason_rows(result: PlanResult) -> tuple[list[str], list[list[Any]]]:
     """Reason code × message counts, in the registry's order."""
     headers = ["reason"] + [m.message_id for m in result.messages] + ["total"]
     rows = []
@@ -85,7 +88,7 @@ def reason_rows(result) -> tuple[list[str], list[list[Any]]]:
     return headers, rows
 
 
-def gate_rows(result) -> tuple[list[str], list[list[Any]]]:
+def gate_rows(result: PlanResult) -> tuple[list[str], list[list[Any]]]:
     """The render gate's work per template variant."""
     headers = ["message", "variant", "recipients", "locales", "rendered", "failed"]
     return headers, [[c.variant.message_id, str(c.variant), c.recipients, c.locales, c.rendered, c.failed] for c in result.render_checks]
@@ -113,7 +116,7 @@ def _decision_text(action: str, reasons: tuple[str, ...]) -> str:
     return f"{action} ({' '.join(reasons)})" if reasons and action != "send" else action
 
 
-def kept_sentence(result) -> str | None:
+def kept_sentence(result: PlanResult) -> str | None:
     """What a replan (or a dry run over a written window) kept, or None."""
     if not result.kept and not result.replaced:
         return None
@@ -123,7 +126,7 @@ def kept_sentence(result) -> str | None:
             f"being delivered) and {again} the other {result.replaced:,}.")
 
 
-def markdown(result, limit: int = 200, changes=None) -> str:
+def markdown(result: PlanResult, limit: int = 200, changes=None) -> str:
     """Counts, reasons, the render gate, changes and the suppression list, for a pull-request comment."""
     mode = "dry run, nothing written" if result.dry_run else "written to the ledger"
     lines = [f"### relmail plan `{result.run_id}` ({mode})", "",
@@ -236,7 +239,7 @@ def read_plan_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return tuple(np.array(c, dtype=object) for c in cols)
 
 
-def check_gates(result, max_suppression_rate: float | None, min_sends: int | None) -> None:
+def check_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> None:
     """Raise the first failing gate (render, suppression rate, minimum sends); the message lists all."""
     failures: list[tuple[type, str]] = []
     if result.render_errors:

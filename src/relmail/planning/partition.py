@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -32,6 +32,9 @@ from ..windows import Window
 from . import decisions as dec
 from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .pending import load_context
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 #: The score as a rule reads it (LOW_RELEVANCE): logged as ``score`` with every decision whose score counted.
 SCORE = own("score")
@@ -154,7 +157,7 @@ def partition_task(url: str, job: PlanJob, part: CustomerRange) -> PartitionResu
         engine.dispose()
 
 
-def decide_partition(engine, job: PlanJob, part: CustomerRange) -> PartitionResult:
+def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> PartitionResult:
     """Decide every (customer, message) of the customers of ``part``."""
     lap = Laps()
     camp = job.campaign

@@ -27,12 +27,20 @@ committing) count as pending too; accepted ones are events already.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import and_, func, or_, select
 
 from ..features.sql import align, json_text, when
 from ..store.models import Decision, Delivery, Event, Run
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ..campaigns import Campaign
+    from ..features.frame import FeatureFrame
+    from ..windows import Window
 
 DEC, DEL, RUNS, EV = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 #: Delivery states that mean "left, or may have left": such decisions are never re-decided.
@@ -41,7 +49,7 @@ KEEP_STATES = ("accepted", "sending", "committing")
 NOT_SENT = ("rejected", "failed")
 
 
-def kept_decisions(conn, run_id: str) -> dict[str, set[str]]:
+def kept_decisions(conn: Connection, run_id: str) -> dict[str, set[str]]:
     """message id → customers whose decision in ``run_id`` is delivered or in flight."""
     rows = conn.execute(
         select(DEC.c.message_id, DEC.c.customer_id)
@@ -54,7 +62,7 @@ def kept_decisions(conn, run_id: str) -> dict[str, set[str]]:
     return out
 
 
-def pending(conn, run_id: str, as_of: datetime) -> list[tuple]:
+def pending(conn: Connection, run_id: str, as_of: datetime) -> list[tuple]:
     """(customer, message, topic, run as_of, run window) of every send not delivered yet that counts."""
     settled = select(DEL.c.id).where(
         DEL.c.decision_id == DEC.c.id, DEL.c.status.in_(("accepted",) + NOT_SENT)
@@ -82,7 +90,7 @@ def _counts(ids: np.ndarray, customers: list[str]) -> np.ndarray:
     return out
 
 
-def load_context(conn, frame, campaign, window, run_id: str, as_of: datetime) -> None:
+def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, window: Window, run_id: str, as_of: datetime) -> None:
     """Add the columns described in the module docstring to ``frame`` (in place)."""
     ids = frame.customer_ids
     rows = pending(conn, run_id, as_of)

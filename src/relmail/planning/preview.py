@@ -12,9 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from ..campaigns import Campaign
 from .run import plan
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
 
 
 @dataclass(frozen=True)
@@ -43,7 +49,7 @@ class Verdict:
         return None
 
 
-def would_decide(project, engine, campaign: Campaign, customer_id: str, *, now: datetime | None = None) -> dict[str, Verdict]:
+def would_decide(project: Project, engine: Engine, campaign: Campaign, customer_id: str, *, now: datetime | None = None) -> dict[str, Verdict]:
     """Per message of ``campaign``, what a plan of its current window would decide for ``customer_id``.
 
     The plan's own dry run for that one customer (``customers=``), as

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sqlalchemy import delete, exists, func, select, update
@@ -51,6 +51,11 @@ from . import decisions as dec
 from .consent_warning import PlanWarning, consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import KEEP_STATES, kept_decisions
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
 
 RUNS, DELIVERIES, DEC = Run.__table__, Delivery.__table__, dec.DEC
 
@@ -170,7 +175,7 @@ class PlanOptions:
     lock_timeout: timedelta | None = None
 
 
-def plan(project, engine, campaign: str | Campaign, window: str | Window, options: PlanOptions | None = None,
+def plan(project: Project, engine: Engine, campaign: str | Campaign, window: str | Window, options: PlanOptions | None = None,
          /, **overrides: Any) -> PlanResult:
     """Plan ``campaign`` for ``window`` and (unless ``dry_run``) record it in the ledger.
 

@@ -16,7 +16,7 @@ import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select
 
@@ -24,6 +24,11 @@ from ..campaigns import load_campaign
 from ..errors import NotFound, ValidationError
 from ..rules import REASON_CODES
 from ..store.models import Decision, Delivery, Run
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
+
+    from ..project import Project
 
 RUNS, DEC, DLV = Run.__table__, Decision.__table__, Delivery.__table__
 ACTIONS = ("send", "holdout", "suppress")
@@ -72,7 +77,7 @@ class RunDetails:
                 "reasons": self.reasons}
 
 
-def resolve_run(conn, text: str, campaign: str | None = None) -> str:
+def resolve_run(conn: Connection, text: str, campaign: str | None = None) -> str:
     """The run id ``text`` names: an id, ``last`` (with ``campaign``) or ``<campaign>:last``.
 
     Raises :class:`NotFound` naming the newest runs when there is no such run.
@@ -101,7 +106,7 @@ def _newest(conn, campaign: str | None) -> str:
     return f" (newest: {', '.join(known)})" if known else " (the ledger has no runs yet: relmail plan first)"
 
 
-def list_runs(engine, campaign: str | None = None, limit: int | None = 20) -> list[RunSummary]:
+def list_runs(engine: Engine, campaign: str | None = None, limit: int | None = 20) -> list[RunSummary]:
     """The newest runs first (of ``campaign``, or every campaign), at most ``limit`` (None: all)."""
     q = select(RUNS).order_by(*NEWEST)
     if campaign:
@@ -122,7 +127,7 @@ def list_runs(engine, campaign: str | None = None, limit: int | None = 20) -> li
     return runs
 
 
-def run_details(engine, run: str, campaign: str | None = None, project=None) -> RunDetails:
+def run_details(engine: Engine, run: str, campaign: str | None = None, project: Project | None = None) -> RunDetails:
     """Counts of one run (``run`` as :func:`resolve_run` takes it) per message, reason and delivery state.
 
     Messages come in the order of the campaign's file when ``project`` has it

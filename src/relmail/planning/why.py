@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -26,6 +26,12 @@ from ..windows import resolve_window
 from .output import plan_file_rows
 from .run import plan
 from .runs import resolve_run
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
+    from ..windows import Window
 
 DEC, RUNS = Decision.__table__, Run.__table__
 
@@ -163,7 +169,7 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any]) -> Explanati
     )
 
 
-def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
+def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
     """(run facts, explanations) for ``customer_id`` in ``run_id`` or their latest run.
 
     ``run_id`` may also be ``<campaign>:last`` (see :func:`relmail.planning.runs.resolve_run`).
@@ -190,7 +196,8 @@ def explain(engine, customer_id: str, run_id: str | None = None) -> tuple[dict[s
     return facts, [explanation(run_id, customer_id, dict(r)) for r in rows]
 
 
-def explain_window(project, engine, customer_id: str, campaign, window, **options) -> tuple[dict[str, Any], list[Explanation]]:
+def explain_window(project: Project, engine: Engine, customer_id: str, campaign: str | Campaign, window: str | Window,
+                   **options: Any) -> tuple[dict[str, Any], list[Explanation]]:
     """(facts, explanations) for ``customer_id`` in the run of ``campaign`` for ``window``, written or not.
 
     A written run is explained from the ledger (:func:`explain`). A window

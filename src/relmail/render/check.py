@@ -43,7 +43,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import BaseLoader
 from jinja2.exceptions import TemplateNotFound
@@ -61,6 +61,11 @@ from .environment import locale_languages, template_error, variant_names
 from .inline import inline_document
 from .renderer import CustomerContext, MessageSpec, Renderer, RenderError
 from .variants import Variant, Variants
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..campaigns import Campaign
 
 GMAIL_CLIP_BYTES = 102 * 1024
 #: Store customers rendered per variant: the fullest record and the emptiest one.
@@ -180,7 +185,7 @@ def _line_of(source: str, pos: int) -> int:
     return source.count("\n", 0, pos) + 1
 
 
-def check_templates(renderer: Renderer, campaigns: Iterable = (), engine=None, *, compare: bool = True,
+def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engine: Engine | None = None, *, compare: bool = True,
                     size_limit: int = GMAIL_CLIP_BYTES, as_of: datetime | None = None, generated: bool = False) -> CheckReport:
     """Lint every template of ``renderer``'s folder and render every variant of every message of ``campaigns``.
 

@@ -29,6 +29,8 @@ from jinja2 import Undefined
 
 #: Called with every :class:`Missing` made: ``templates check`` names the optional values no sample has.
 observers: list = []
+#: Keys of a mapping an error about one of its missing keys lists.
+KEYS_SHOWN = 12
 
 
 class Missing(Undefined):
@@ -44,8 +46,15 @@ class Missing(Undefined):
     @property
     def _undefined_message(self) -> str:
         where = self._undefined_name
-        return (f"{where} is missing (an optional value: test it with {{% if {where} %}}, "
-                f"or print it with {{{{ {where} | default('...') }}}})")
+        message = (f"{where} is missing (an optional value: test it with {{% if {where} %}}, "
+                   f"or print it with {{{{ {where} | default('...') }}}})")
+        owner = self._undefined_obj
+        if isinstance(owner, OptionalDict) and owner:
+            # A typo of a field the mapping has (featured.nme) is found at a glance.
+            keys = sorted(str(k) for k in owner)
+            shown = ", ".join(keys[:KEYS_SHOWN]) + (", ..." if len(keys) > KEYS_SHOWN else "")
+            message += f"; {owner._where} has: {shown}"
+        return message
 
     def __str__(self) -> str:
         self._fail_with_undefined_error()
@@ -94,7 +103,14 @@ class OptionalDict(dict):
     __slots__ = ("_where",)
 
     def __missing__(self, key):
-        return Missing(name=f"{self._where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{self._where}[{key!r}]")
+        return Missing(obj=self, name=f"{self._where}.{key}" if isinstance(key, str) and key.isidentifier() else f"{self._where}[{key!r}]")
+
+
+def named(value: Mapping[str, Any], where: str) -> OptionalDict:
+    """An optional mapping under the name a template knows it by (a catalogue product shown as ``featured``)."""
+    out = optional(dict(value), where) if not isinstance(value, OptionalDict) else OptionalDict(value)
+    out._where = where
+    return out
 
 
 def optional(value: Any, where: str) -> Any:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
@@ -25,8 +25,11 @@ from .catalog import Catalog, catalog_variables
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
-from .optional import optional
+from .optional import named, optional
 from .text import check_derived, derive_text_source, tidy
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 #: The subfolder of templates/ with overrides of the unsubscribe and preference pages (relmail.web).
 PAGES_FOLDER = "pages"
@@ -181,7 +184,7 @@ class Renderer:
     every file and raises :class:`TemplateError` with file and line.
     """
 
-    def __init__(self, project, *, signing_key: str | None = None, templates_dir: Path | None = None):
+    def __init__(self, project: Project, *, signing_key: str | None = None, templates_dir: Path | None = None):
         self.project = project
         self.settings = project.settings
         self.templates_dir = Path(templates_dir or project.templates_dir)
@@ -339,7 +342,7 @@ class Renderer:
             },
             "products": products,
             "recommended_products": products,
-            **catalog_variables(ctx.catalog, [optional(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
+            **catalog_variables(ctx.catalog, [named(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
             "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,

@@ -12,17 +12,22 @@ Public API::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..render.offline import offline_html
 from .figures import SUPPRESSION_LIMIT, irritation_codes, run_figures
 from .html import build_html
 from .previews import render_previews
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
+
 __all__ = ["SUPPRESSION_LIMIT", "build_html", "irritation_codes", "offline_html", "render_previews", "run_figures", "write_report"]
 
 
-def write_report(project, engine, run_id: str, out: str | Path, previews: int = 3, **options: Any) -> dict[str, Any]:
+def write_report(project: Project, engine: Engine, run_id: str, out: str | Path, previews: int = 3, **options: Any) -> dict[str, Any]:
     """Write the HTML report of ``run_id`` to ``out``; returns the figures it shows.
 
     ``options`` go to :func:`run_figures` (``bins``, ``window``, ``confidence``, ``suppression_limit``).

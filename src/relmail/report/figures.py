@@ -34,7 +34,7 @@ from ..store.models import Decision, Delivery, Run
 DEC, DLV, RUNS = Decision.__table__, Delivery.__table__, Run.__table__
 ACTIONS = ("send", "holdout", "suppress")
 #: Rows of the suppression list kept in a report unless told otherwise: a
-#: browser searches 5,000 table rows instantly; millions belong in a file.
+#: browser searches a table this size at once; millions belong in a file.
 SUPPRESSION_LIMIT = 5000
 DEFAULT_BINS = 20
 

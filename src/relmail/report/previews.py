@@ -14,7 +14,7 @@ which the iframe inherits, blocks anything this rewriting missed.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -25,12 +25,17 @@ from ..render.contexts import customer_contexts, load_catalog
 from ..render.offline import offline_html
 from ..store.models import Decision
 
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+    from ..project import Project
+
 DEC = Decision.__table__
 #: Not a secret: unsubscribe tokens signed with it are refused by ``relmail serve``.
 PREVIEW_KEY = "relmail-report-preview-links-do-not-work"
 
 
-def render_previews(project, engine, run: dict[str, Any], messages: list[str], limit: int = 3) -> list[dict[str, Any]]:
+def render_previews(project: Project, engine: Engine, run: dict[str, Any], messages: list[str], limit: int = 3) -> list[dict[str, Any]]:
     """One e-mail for each of the first ``limit`` of ``messages`` that have sends in the run.
 
     The recipient is the send with the highest score (ties: lowest id): the

@@ -18,6 +18,8 @@ random to measure the true effect).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .address_suppressed import AddressSuppressed
 from .already_sent import AlreadySent
 from .base import Outcome, Rule
@@ -36,6 +38,10 @@ from .owns_product import OwnsProduct
 from .recent_complaint import RecentComplaint
 from .topic_frequency_cap import TopicFrequencyCap
 from .unsubscribed import Unsubscribed
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message
+    from ..features.frame import FeatureFrame
 
 _ORDER: tuple[type[Rule], ...] = (
     NoConsent,
@@ -83,7 +89,7 @@ def register(rule: Rule) -> Rule:
     return rule
 
 
-def rules_for(message, frame=None) -> list[Rule]:
+def rules_for(message: Message, frame: FeatureFrame | None = None) -> list[Rule]:
     """The rules that apply to ``message`` and are switched on by its policy.
 
     With ``frame``, rules whose :attr:`~Rule.requires` columns the frame lacks

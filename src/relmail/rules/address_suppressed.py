@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class AddressSuppressed(Rule):
@@ -11,7 +17,7 @@ class AddressSuppressed(Rule):
     summary = "the address is on the suppression list"
     columns = ("address_suppressed",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.is_one(self.col(frame, message, "address_suppressed")))
 
     def explain(self, logged) -> str:

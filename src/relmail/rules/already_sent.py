@@ -7,7 +7,13 @@ count: ``already_sent`` is then "sent in the last N days" (see
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, n, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class AlreadySent(Rule):
@@ -15,7 +21,7 @@ class AlreadySent(Rule):
     summary = "this message was already sent to the customer"
     columns = ("k.already_sent", "k.planned_same")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         sent = self.is_one(self.col(frame, message, "k.already_sent"))
         gap = message.repeat_after_days
         detail = {} if gap is None else {"repeat_after_days": float(gap)}

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from ..features.columns import frame_key
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 @dataclass
@@ -51,15 +55,15 @@ class Rule:
     #: suppresses log every column the scorer read, as a sent decision does.
     logs_score_inputs: ClassVar[bool] = False
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         """Whether the rule is about this kind of message at all (default: every message)."""
         return True
 
-    def available(self, frame, message) -> bool:
+    def available(self, frame: FeatureFrame, message: Message) -> bool:
         """Whether the frame holds every column in :attr:`requires` for ``message``."""
         return all(frame_key(c, message.id) in frame for c in self.requires)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         raise NotImplementedError
 
     def explain(self, logged: dict[str, Any]) -> str:
@@ -68,7 +72,7 @@ class Rule:
 
     # helpers for subclasses -------------------------------------------------
     @staticmethod
-    def col(frame, message, name: str) -> np.ndarray:
+    def col(frame: FeatureFrame, message: Message, name: str) -> np.ndarray:
         return np.asarray(frame[frame_key(name, message.id)], dtype=np.float64)
 
     @staticmethod

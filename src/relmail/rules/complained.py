@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, num, plural
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class Complained(Rule):
@@ -11,7 +17,7 @@ class Complained(Rule):
     summary = "reported our e-mail as spam"
     columns = ("complained_ever", "complaints_90")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.is_one(self.col(frame, message, "complained_ever")))
 
     def explain(self, logged) -> str:

@@ -9,9 +9,15 @@ consent at all blocks a message whose policy is ``consent: opt-in``.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import Outcome, Rule, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class NoConsent(Rule):
@@ -20,7 +26,7 @@ class NoConsent(Rule):
     summary = "no consent for the message's topic"
     columns = ("k.consent_topic",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         consent = self.col(frame, message, "k.consent_topic")
         opt_in = policy.consent == "opt-in"
         # Opted out always blocks; no record blocks only under opt-in consent.

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class Fatigue(Rule):
@@ -10,10 +16,10 @@ class Fatigue(Rule):
     summary = "signs of e-mail fatigue"
     columns = ("fatigue", "sends_30", "opens_30")
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         fatigue = self.col(frame, message, "fatigue")
         return Outcome(fatigue >= policy.fatigue_threshold, {"fatigue_threshold": float(policy.fatigue_threshold)})
 

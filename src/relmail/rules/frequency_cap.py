@@ -7,12 +7,18 @@ tightens the 7-day cap.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import Outcome, Rule, n, num, plural
 
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
-def effective_caps(frame, message, policy) -> tuple[np.ndarray, np.ndarray]:
+
+def effective_caps(frame: FeatureFrame, message: Message, policy: Policy) -> tuple[np.ndarray, np.ndarray]:
     """Per row: (7-day cap with the frequency wish applied, 30-day cap); inf = no cap."""
     size = len(frame)
     cap7 = policy.cap("7d")
@@ -46,7 +52,7 @@ class FrequencyCap(Rule):
     summary = "frequency cap reached (all topics)"
     columns = ("sends_7", "sends_30", "planned_7", "planned_30", "frequency_wish")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         c7, c30 = effective_caps(frame, message, policy)
         s7 = self.col(frame, message, "sends_7") + self.col(frame, message, "planned_7")
         s30 = self.col(frame, message, "sends_30") + self.col(frame, message, "planned_30")

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class HardBounce(Rule):
@@ -11,7 +17,7 @@ class HardBounce(Rule):
     summary = "the address bounced permanently"
     columns = ("hard_bounced",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.is_one(self.col(frame, message, "hard_bounced")))
 
     def explain(self, logged) -> str:

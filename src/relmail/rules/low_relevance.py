@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class LowRelevance(Rule):
@@ -10,7 +16,7 @@ class LowRelevance(Rule):
     summary = "relevance below the threshold"
     columns = ("k.score",)
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         score = self.col(frame, message, "k.score")
         return Outcome(~(score >= policy.min_relevance), {"min_relevance": float(policy.min_relevance)})
 

@@ -7,9 +7,15 @@ hold-outs to learn it from, NaN) never suppresses.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import Outcome, Rule, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class NegativeUplift(Rule):
@@ -20,7 +26,7 @@ class NegativeUplift(Rule):
     requires = ("k.model_uplift",)
     logs_score_inputs = True
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         uplift = self.col(frame, message, "k.model_uplift")
         # NaN < 0 is False: no uplift model means no suppression on uplift.
         return Outcome(np.less(uplift, 0.0, where=~np.isnan(uplift), out=np.zeros(len(uplift), dtype=bool)))

@@ -6,7 +6,13 @@ welcome discount they cannot have irritates.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, n, num, plural
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class NotNewCustomer(Rule):
@@ -14,10 +20,10 @@ class NotNewCustomer(Rule):
     summary = "a new-customers-only offer to an existing customer"
     columns = ("is_new", "loyal", "tenure_days", "orders_total")
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         return message.offer == "new-customers-only"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(~self.is_one(self.col(frame, message, "is_new")))
 
     def explain(self, logged) -> str:

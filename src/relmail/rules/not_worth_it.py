@@ -8,9 +8,15 @@ Applies only when the plan used a trained model for the message.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import Outcome, Rule, n, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class NotWorthIt(Rule):
@@ -20,7 +26,7 @@ class NotWorthIt(Rule):
     requires = ("k.expected_value",)
     logs_score_inputs = True
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         ev = self.col(frame, message, "k.expected_value")
         mask = np.less_equal(ev, 0.0, where=~np.isnan(ev), out=np.zeros(len(ev), dtype=bool))
         return Outcome(mask, {"message_value": float(message.value), "contact_cost": float(policy.contact_cost)})

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, num, plural
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class OpenTicket(Rule):
@@ -10,10 +16,10 @@ class OpenTicket(Rule):
     summary = "an open service ticket (service messages still go)"
     columns = ("open_tickets",)
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.col(frame, message, "open_tickets") > 0)
 
     def explain(self, logged) -> str:

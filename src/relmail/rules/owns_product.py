@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class OwnsProduct(Rule):
@@ -10,11 +16,11 @@ class OwnsProduct(Rule):
     summary = "already owns the featured product"
     columns = ("k.owns_product",)
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         # A usage tip is *for* owners; a service message is about what they own.
         return bool(message.products) and message.offer not in ("usage-tip", "service")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.is_one(self.col(frame, message, "k.owns_product")))
 
     def explain(self, logged) -> str:

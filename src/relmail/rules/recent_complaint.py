@@ -7,7 +7,13 @@ a cheerful promotion next. Service messages still go.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, n, num, plural
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class RecentComplaint(Rule):
@@ -15,10 +21,10 @@ class RecentComplaint(Rule):
     summary = "a recent complaint to customer service (service messages still go)"
     columns = ("k.recent_tickets",)
 
-    def applies(self, message) -> bool:
+    def applies(self, message: Message) -> bool:
         return message.offer != "service"
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         return Outcome(self.col(frame, message, "k.recent_tickets") > 0, {"complaint_days": float(policy.recent_complaint_days)})
 
     def explain(self, logged) -> str:

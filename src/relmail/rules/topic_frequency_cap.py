@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from .base import Outcome, Rule, n, plural
 from .frequency_cap import counted, reached
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class TopicFrequencyCap(Rule):
@@ -13,7 +19,7 @@ class TopicFrequencyCap(Rule):
     summary = "frequency cap for the topic reached"
     columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         size = len(frame)
         mask = np.zeros(size, dtype=bool)
         detail = {}

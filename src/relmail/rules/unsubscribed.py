@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .base import Outcome, Rule, num
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Message, Policy
+    from ..features.frame import FeatureFrame
 
 
 class Unsubscribed(Rule):
@@ -11,7 +17,7 @@ class Unsubscribed(Rule):
     summary = "globally unsubscribed"
     columns = ("consent_global", "unsubscribed_event")
 
-    def evaluate(self, frame, message, policy) -> Outcome:
+    def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> Outcome:
         opted_out = self.col(frame, message, "consent_global") < 0.5
         return Outcome(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
 

@@ -36,15 +36,19 @@ A message without a model is scored by the base scorer alone, unchanged.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..features.columns import own
 from ..learn import store
-from ..learn.model import load_models
 from .outputs import OUTPUT_COLUMNS, is_model_output
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Campaign, Message
+    from ..features.frame import FeatureFrame
+    from ..project import Project
 
 #: Contributions logged per decision (the largest by size).
 TOP = 5
@@ -52,7 +56,7 @@ TOP = 5
 _KEEP_ZERO = frozenset({"score"})
 
 
-def find_models(project, campaign) -> dict[str, Any]:
+def find_models(project: Project, campaign: Campaign) -> dict[str, Any]:
     """The trained model of each message whose policy allows one (``model: auto``) and that has one.
 
     Checks the models folder before importing scikit-learn, so a project
@@ -66,6 +70,9 @@ def find_models(project, campaign) -> dict[str, Any]:
     wanted = [m.id for m in campaign.messages if m.policy.model != "off" and store.versions(root, m.id)]
     if not wanted:
         return {}
+    # Loading a model imports scikit-learn, slow to import and large in
+    # memory: only for a project that has one.
+    from ..learn.model import load_models
 
     return load_models(project, wanted)
 
@@ -97,13 +104,13 @@ class ModelScorer:
         self.missing: dict[str, list[str]] = {}
         self._outcome: dict[str, str] = {}
 
-    def columns(self, message) -> tuple[str, ...]:
+    def columns(self, message: Message) -> tuple[str, ...]:
         cols = list(self.base.columns(message))
         if message.id in self.models:
             cols += self._read.get(message.id, []) + [own(c) for c in OUTPUT_COLUMNS]
         return tuple(dict.fromkeys(cols))
 
-    def outcome(self, message) -> str:
+    def outcome(self, message: Message) -> str:
         """The outcome whose probability is P(positive) for ``message``."""
         if message.id not in self._outcome:
             model = self.models[message.id]
@@ -160,7 +167,7 @@ class ModelScorer:
         self._read[message.id], self.missing[message.id] = read, missing
         return cols
 
-    def score(self, frame, message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score(self, frame: FeatureFrame, message: Message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         score, contrib = self.base.score(frame, message)
         model = self.models.get(message.id)
         if model is None:
@@ -183,7 +190,7 @@ class ModelScorer:
         blended["model"] = self.w * p_pos
         return np.clip((1.0 - self.w) * score + self.w * p_pos, 0.0, 1.0), blended
 
-    def logged(self, frame, message, rows: np.ndarray) -> dict[str, Any]:
+    def logged(self, frame: FeatureFrame, message: Message, rows: np.ndarray) -> dict[str, Any]:
         """Extra per-decision features for ``rows`` (frame rows): the model's version, outcome and top contributions.
 
         Values are arrays aligned with ``rows`` (zeros are left out of the

@@ -36,11 +36,15 @@ A trained model plugs in through the :class:`Scorer` protocol: anything with
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
 from ..features.columns import frame_key
+
+if TYPE_CHECKING:
+    from ..campaigns.model import Campaign, Message
+    from ..features.frame import FeatureFrame
 
 #: Default component weights; a campaign's ``scoring.weights`` overrides any of them.
 DEFAULT_WEIGHTS = {"consent": 1.0, "affinity": 2.0, "usage": 2.0, "engagement": 1.0, "recency": 1.0}
@@ -50,10 +54,10 @@ DEFAULT_WEIGHTS = {"consent": 1.0, "affinity": 2.0, "usage": 2.0, "engagement": 
 class Scorer(Protocol):
     """Scores one message for every row of a feature frame."""
 
-    def columns(self, message) -> tuple[str, ...]:
+    def columns(self, message: Message) -> tuple[str, ...]:
         """Feature columns the score reads (``k.`` = the message's own columns); they are logged."""
 
-    def score(self, frame, message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score(self, frame: FeatureFrame, message: Message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """(scores in [0, 1], named contributions), one value per frame row."""
 
 
@@ -67,7 +71,7 @@ class TransparentScorer:
     def __init__(self, weights: dict[str, float] | None = None):
         self.weights = {**DEFAULT_WEIGHTS, **(weights or {})}
 
-    def columns(self, message) -> tuple[str, ...]:
+    def columns(self, message: Message) -> tuple[str, ...]:
         cols = ["k.consent_topic", "days_since_open", "sends_90", "recency_days"]
         if message.categories or message.products:
             cols.append("k.category_affinity")
@@ -77,7 +81,7 @@ class TransparentScorer:
             cols.append("sends_30")
         return tuple(cols)
 
-    def components(self, frame, message) -> dict[str, np.ndarray]:
+    def components(self, frame: FeatureFrame, message: Message) -> dict[str, np.ndarray]:
         """Each component in [0, 1] per row, NaN where it does not apply."""
         n = len(frame)
         nan = np.full(n, np.nan)
@@ -114,7 +118,7 @@ class TransparentScorer:
             out["recency"] = rec
         return out
 
-    def score(self, frame, message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score(self, frame: FeatureFrame, message: Message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         comps = self.components(frame, message)
         n = len(frame)
         total_w = np.zeros(n)
@@ -140,11 +144,11 @@ class BlendedScorer:
             raise ValueError("model_weight must be in [0, 1]")
         self.base, self.model, self.w = base, model, float(model_weight)
 
-    def columns(self, message) -> tuple[str, ...]:
+    def columns(self, message: Message) -> tuple[str, ...]:
         cols = list(self.base.columns(message)) if self.w < 1 else []
         return tuple(dict.fromkeys(cols + list(self.model.columns(message))))
 
-    def score(self, frame, message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    def score(self, frame: FeatureFrame, message: Message) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         m_score, m_contrib = self.model.score(frame, message)
         m_score = np.clip(np.asarray(m_score, dtype=np.float64), 0.0, 1.0)
         model_part = {f"model.{k}": self.w * np.asarray(v) for k, v in m_contrib.items()} or {"model": self.w * m_score}
@@ -156,7 +160,7 @@ class BlendedScorer:
         return np.clip((1.0 - self.w) * b_score + self.w * m_score, 0.0, 1.0), contributions
 
 
-def make_scorer(campaign, model: Scorer | None = None) -> Scorer:
+def make_scorer(campaign: Campaign, model: Scorer | None = None) -> Scorer:
     """The campaign's scorer: transparent, or blended with ``model`` by ``scoring.model_weight``."""
     base = TransparentScorer(campaign.scoring.weights)
     if model is None or campaign.scoring.model_weight <= 0:

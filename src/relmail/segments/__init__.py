@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import bindparam, func, or_, select, true, union
@@ -27,6 +28,9 @@ from ..features.sql import connection, sorted_ids
 from ..store.models import Customer, UTCDateTime
 from .compile import compile_node
 from .grammar import COMBINATORS, CONDITIONS, SPECIAL, Node, parse_file, walk
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection, Engine
 
 __all__ = ["COMBINATORS", "CONDITIONS", "SPECIAL", "Node", "Segment", "audience", "load_segments"]
 
@@ -53,12 +57,12 @@ class Segment:
         """``SELECT customers.id`` of the members as of ``as_of``."""
         return select(customers.c.id).where(customer_by(as_of), self.condition(as_of))
 
-    def count(self, conn, as_of: datetime) -> int:
+    def count(self, conn: Connection, as_of: datetime) -> int:
         """How many customers are members as of ``as_of``."""
         stmt = select(func.count()).select_from(self.select(as_of).subquery())
         return int(_run(conn, stmt, [self]).scalar_one())
 
-    def ids(self, conn, as_of: datetime) -> np.ndarray:
+    def ids(self, conn: Connection, as_of: datetime) -> np.ndarray:
         """The members' ids, sorted."""
         return audience(conn, [self], as_of)
 
@@ -77,7 +81,7 @@ def customer_by(as_of: datetime):
     return or_(created.is_(None), created <= bindparam("seg_as_of", as_of, type_=UTCDateTime))
 
 
-def audience(engine_or_conn, segments: list[Segment], as_of: datetime) -> np.ndarray:
+def audience(engine_or_conn: Engine | Connection, segments: list[Segment], as_of: datetime) -> np.ndarray:
     """Sorted unique ids of the customers in any of ``segments`` as of ``as_of``."""
     if not segments:
         return np.array([], dtype="<U1")
@@ -85,7 +89,7 @@ def audience(engine_or_conn, segments: list[Segment], as_of: datetime) -> np.nda
     members = stmt.subquery()
     with connection(engine_or_conn) as conn:
         # Sorted by code point in SQL (SQLite's BINARY, PostgreSQL's "C"), the
-        # order NumPy uses: sorted_ids then only checks instead of sorting 1M strings.
+        # order NumPy uses: sorted_ids then only checks the order instead of sorting a large audience again.
         key = members.c.id.collate("C") if conn.dialect.name == "postgresql" else members.c.id
         ids = _run(conn, select(members.c.id).order_by(key), segments).scalars().all()
     return sorted_ids(ids)

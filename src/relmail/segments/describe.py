@@ -8,15 +8,21 @@ for reading, its parameters shown inline.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sqlalchemy import func, select
 
-from ..store.models import Customer
+from ..errors import Problem
+from ..store.models import Customer, Product
 from . import Segment, audience, customer_by
+from .grammar import ids_of, walk
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 @dataclass(frozen=True)
@@ -35,13 +41,15 @@ class SegmentFacts:
     sample: list[str]
     #: The segment's SQL for reading (None unless asked for).
     sql: str | None = None
+    #: Categories and product ids the segment names that no product in the catalogue has.
+    unknown: list[Problem] = field(default_factory=list)
 
     @property
     def share(self) -> float:
         return self.size / self.customers if self.customers else 0.0
 
 
-def describe(engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
+def describe(engine: Engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
     """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``)."""
     members = audience(engine, [segment], as_of)
     c = Customer.__table__
@@ -50,7 +58,34 @@ def describe(engine, segment: Segment, as_of: datetime, *, sample: int = 10, see
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(members, size=min(sample, len(members)), replace=False).tolist()) if len(members) else []
     return SegmentFacts(segment.name, segment.description, segment.file, as_of, len(members), int(total), picked,
-                        sql_text(segment.select(as_of), engine.dialect) if sql else None)
+                        sql_text(segment.select(as_of), engine.dialect) if sql else None, unknown_names(engine, segment))
+
+
+#: Conditions that name catalogue products or their categories, and the keys that do.
+CATALOGUE_KEYS = {"purchased": ("category", "product"), "viewed": ("category", "product"), "owns": ("product",), "uses": ("product",)}
+
+
+def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
+    """The categories and product ids ``segment`` names that no product in the catalogue has.
+
+    Such a condition matches nobody, silently: a typo (``poezi``), or a
+    catalogue not imported yet.
+    """
+    named: list[tuple[str, str, str, int | None]] = []
+    for node in walk(segment.root):
+        for key in CATALOGUE_KEYS.get(node.kind, ()):
+            for value in ids_of((node.args or {}).get(key)) or []:
+                named.append((key, value, node.path, node.line))
+    if not named:
+        return []
+    p = Product.__table__
+    with engine.connect() as conn:
+        categories = {c for (c,) in conn.execute(select(p.c.category).where(p.c.category.in_([v for k, v, *_ in named if k == "category"])))}
+        products = {i for (i,) in conn.execute(select(p.c.id).where(p.c.id.in_([v for k, v, *_ in named if k == "product"])))}
+    known = {"category": categories, "product": products}
+    return [Problem(str(segment.file), line, f"{path}.{key}",
+                    f"no product in the catalogue has {key} {value!r} (a typo, or products not imported yet?)")
+            for key, value, path, line in sorted(named, key=lambda n: n[3] or 0) if value not in known[key]]
 
 
 def sql_text(stmt, dialect) -> str:

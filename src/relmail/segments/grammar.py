@@ -137,7 +137,10 @@ def _parse(value: Any, path: str, where: str, lines: dict[str, int], problems: l
         names = ", ".join(list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS))
         bad(at, f"unknown condition '{key}' (known: {names})")
         return None
-    return _parse_leaf(key, arg, at, bad)
+    leaf = _parse_leaf(key, arg, at, bad)
+    if leaf is not None:
+        leaf.line = lines.get(at)
+    return leaf
 
 
 def _parse_sql(arg: Any, at: str, bad) -> Node | None:

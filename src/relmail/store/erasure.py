@@ -40,7 +40,9 @@ def forget(engine: Engine, customer_id: str) -> dict:
     file adapter's rendered e-mails to them (``.eml`` files, ``outbox.mbox``
     entries) and the ledger's pointers to those; recorded invalid provider
     events that name their address. Added: a ``suppressions`` row (reason
-    ``erased``) with the salted hash of the address.  Kept, stripped: their
+    ``erased``, dated now) with the salted hash of the address; a row the
+    address already had (``cleaned``, ``unsubscribed``, an earlier erasure)
+    becomes that, its earlier reason returned as ``previous_reason``.  Kept, stripped: their
     ledger rows (see below).  Returns what was done, with counts and the
     removed files.  Files are removed before the transaction commits: if
     one cannot be removed nothing is erased and the error says which.
@@ -50,11 +52,17 @@ def forget(engine: Engine, customer_id: str) -> dict:
         if email is None:
             raise NotFound(f"no customer {customer_id!r} in the store (never imported, or already erased)")
         digest = address_hash(email, salt(conn))
-        # The address may already be suppressed (an earlier erasure of a
-        # duplicate record): the existing row already does the job.
-        new_hash = conn.execute(select(S.c.email_hash).where(S.c.email_hash == digest)).first() is None
-        if new_hash:
+        # The address may already be suppressed: cleaned or unsubscribed in a
+        # mailing tool's export, or erased with a duplicate record. Its row
+        # becomes this erasure, whatever it said: only an ``erased`` row gives
+        # a re-imported address its global opt-out (a ``cleaned`` one is
+        # about the address, not the person), and consent counts as fresh
+        # only when it is dated after the latest erasure.
+        previous = conn.execute(select(S.c.reason).where(S.c.email_hash == digest)).first()
+        if previous is None:
             conn.execute(S.insert().values(email_hash=digest, reason=ERASED, created_at=utcnow()))
+        else:
+            conn.execute(update(S).where(S.c.email_hash == digest).values(reason=ERASED, created_at=utcnow()))
 
         events = conn.execute(delete(E).where(E.c.customer_id == customer_id)).rowcount
         prefs = conn.execute(delete(P).where(P.c.customer_id == customer_id)).rowcount
@@ -91,7 +99,8 @@ def forget(engine: Engine, customer_id: str) -> dict:
         "outbox": outbox,
         "ledger_kept": {"decisions": decisions, "deliveries": deliveries},
         "deliveries_cancelled": cancelled,
-        "suppression": {"email_hash": digest, "reason": ERASED, "added": new_hash},
+        "suppression": {"email_hash": digest, "reason": ERASED, "added": previous is None,
+                        "previous_reason": None if previous is None else previous.reason},
     }
 
 

@@ -31,6 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
@@ -38,6 +39,11 @@ from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConfigError, Conflict
 from .models import RunLock
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from ..project import Project
 
 L = RunLock.__table__
 DEFAULT_TIMEOUT = timedelta(minutes=10)
@@ -185,7 +191,7 @@ class HeldLock:
         return (f"the lock on run {self.key} was taken over by another process after this one did not "
                 f"refresh it for {_minutes(self.timeout)}; stopping so that only one process works on the run")
 
-    def refresh_in(self, conn) -> None:
+    def refresh_in(self, conn: Connection) -> None:
         """:meth:`refresh` inside the caller's transaction on ``conn``: what it commits stands only while the lock is ours.
 
         A writer holding a long transaction (a plan writing its run) confirms
@@ -291,7 +297,7 @@ def acquire(engine: Engine, key: str, *, timeout: timedelta = DEFAULT_TIMEOUT, h
     return lock.start_heartbeat() if heartbeat else lock
 
 
-def timeout_for(project) -> timedelta:
+def timeout_for(project: Project) -> timedelta:
     """``[schedule] lock_timeout_minutes`` in relmail.toml (default 10)."""
     value = project.settings.section("schedule").get("lock_timeout_minutes", DEFAULT_TIMEOUT.total_seconds() / 60)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:

@@ -28,11 +28,15 @@ import threading
 from dataclasses import dataclass
 from gettext import GNUTranslations, NullTranslations
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from jinja2 import ChoiceLoader, FileSystemLoader, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE_LOCALES = Path(__file__).parent / "locale"
@@ -130,7 +134,7 @@ def _humanize(slug: str) -> str:
 class Pages:
     """Renders the customer-facing pages of one project, in any language that has a catalogue."""
 
-    def __init__(self, project):
+    def __init__(self, project: Project):
         self.project = project
         self.settings = project.settings
         self.brand = Brand.from_settings(project.settings)

@@ -1,40 +1,13 @@
-"""Campaign files (``campaigns/*.yml``) → :class:`Campaign`, :class:`Message`, :class:`Policy`.
+"""Campaign files (``campaigns/*.yml``) → :class:`~relmail.campaigns.model.Campaign`.
 
-A campaign names one or more messages and the policy that decides who gets
-them. The policy is set once for the campaign; a message may override the
-parts that make sense per message (its relevance threshold, topic cap,
-hold-out share, contact cost, rules ...). Every error names the file, the
-line and the key (``campaigns/weekly.yml:14: field 'messages.2.offer'``).
-
-Example (the demo campaign is a longer one)::
-
-    title: Weekly mail
-    policy:
-      min_relevance: 0.3
-      frequency_cap: {7d: 2, 30d: 6}
-      topic_frequency_cap: {7d: 1}
-      holdout_share: 0.1
-      max_messages_per_run: 1
-      rules: {FATIGUE: false}
-    scoring:
-      weights: {consent: 1, affinity: 2, usage: 2, engagement: 1, recency: 1}
-    messages:
-      - id: ebike-launch
-        template: ebike_launch
-        subject: "Meet the E-bike Stad 200"
-        topic: promotions
-        segments: [cyclists]
-        products: [EB-200]
-        offer: promotion
-        priority: 2
-        value: 40
+Validation names the file, the line and the key of every error.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -42,15 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
-from .errors import NotFound, Problem, ValidationError
-from .rules import HARD, RULES
-from .score.transparent import DEFAULT_WEIGHTS
-
-#: Offer types the rules know. ``service`` messages pass the "service comes
-#: first" rules; ``usage-tip`` messages are about a product the customer owns.
-OFFERS = ("promotion", "new-customers-only", "loyalty", "service", "usage-tip")
-#: Rolling windows a frequency cap can count over (the feature store keeps these).
-CAP_WINDOWS = {"7d": 7, "30d": 30}
+from ..errors import NotFound, Problem, ValidationError
+from ..rules import HARD, RULES
+from ..score.transparent import DEFAULT_WEIGHTS
+from .model import Campaign, Message, Policy, Scoring
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
@@ -156,103 +124,6 @@ class _CampaignModel(_Strict):
     policy: _PolicyModel = _PolicyModel()
     scoring: _ScoringModel = _ScoringModel()
     messages: list[_MessageModel] = Field(min_length=1)
-
-
-@dataclass(frozen=True)
-class Policy:
-    """The effective policy for one message (campaign policy + the message's overrides)."""
-
-    min_relevance: float = 0.2
-    frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 3, "30d": 10})
-    topic_frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 1, "30d": 4})
-    holdout_share: float = 0.0
-    max_messages_per_run: int = 1
-    contact_cost: float = 0.0
-    fatigue_threshold: float = 0.6
-    recent_complaint_days: int = 30
-    #: opt-in: a topic needs an explicit yes; opt-out: anyone who has not said no.
-    consent: str = "opt-in"
-    #: Rule code → on/off, for rules that can be switched.
-    rules: dict[str, bool] = field(default_factory=dict)
-    #: ``auto``: use the message's trained model when one exists (``models/<message>/``); ``off``: never.
-    model: str = "auto"
-    #: The model outcome whose probability is P(positive); None = the model's primary outcome.
-    model_outcome: str | None = None
-    #: What losing the customer (unsubscribe or complaint) costs; None = their ``clv`` feature.
-    irritation_cost: float | None = None
-
-    def rule_on(self, code: str) -> bool:
-        return self.rules.get(code, True)
-
-    def cap(self, window: str) -> int | None:
-        return self.frequency_cap.get(window)
-
-    def topic_cap(self, window: str) -> int | None:
-        return self.topic_frequency_cap.get(window)
-
-
-@dataclass(frozen=True)
-class Message:
-    """One e-mail of a campaign; ``policy`` is already merged with the campaign's."""
-
-    id: str
-    template: str
-    #: A Jinja string, or one per locale; None = the template's ``subject`` block.
-    subject: str | dict[str, str] | None
-    topic: str
-    segments: tuple[str, ...]
-    offer: str
-    policy: Policy
-    products: tuple[str, ...] = ()
-    categories: tuple[str, ...] = ()
-    feature: str | None = None
-    priority: int = 0
-    value: float = 1.0
-    #: A recurring message (a newsletter) may go again this many days after the
-    #: last one; None = a one-off, never sent twice to the same customer.
-    repeat_after_days: int | None = None
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Scoring:
-    weights: dict[str, float]
-    model_weight: float = 0.0
-
-
-@dataclass(frozen=True)
-class Campaign:
-    """A parsed, validated campaign file."""
-
-    #: The campaign's identifier: the file's stem (runs are ``<name>:<window>``).
-    name: str
-    path: Path | None
-    messages: tuple[Message, ...]
-    policy: Policy
-    scoring: Scoring
-    title: str = ""
-    description: str = ""
-    seed: int | None = None
-    #: ``weekly`` | ``daily`` | ``monthly``: what ``--window auto`` resolves to.
-    schedule: str = "weekly"
-    #: SHA-256 of the file's text: a run records what it was planned from.
-    digest: str = ""
-
-    def message(self, message_id: str) -> Message:
-        for m in self.messages:
-            if m.id == message_id:
-                return m
-        raise NotFound(f"campaign '{self.name}' has no message '{message_id}' (have: {', '.join(self.message_ids)})")
-
-    @property
-    def message_ids(self) -> tuple[str, ...]:
-        return tuple(m.id for m in self.messages)
-
-    def run_seed(self, window: str) -> int:
-        """The hold-out seed: the campaign's ``seed`` if set, else stable per (campaign, window)."""
-        if self.seed is not None:
-            return self.seed
-        return int.from_bytes(hashlib.blake2b(f"{self.name}:{window}".encode(), digest_size=6).digest(), "big")
 
 
 def _line_map(text: str) -> dict[tuple, int]:
