@@ -42,8 +42,8 @@ from .values import remembered
 
 C, E = Customer.__table__, Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
-#: Distinct addresses (and line values) remembered.
-ADDRESSES = 65536
+#: Distinct addresses, and distinct line values, remembered per import.
+REMEMBERED = 65536
 #: The events columns a purchase fills, in the order the loader writes them.
 EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id",
                  "topic")
@@ -68,9 +68,9 @@ class OrdersWriter:
         #: Normalized address -> customer id, remembered for the rest of the file (customers reorder).
         self.known: dict[str, str] = {}
         #: An address as written -> its lookup key (a customer's orders repeat it).
-        self.normal = remembered(normal_address, ADDRESSES)
+        self.normal = remembered(normal_address, REMEMBERED)
         #: A value rounded to cents (lines repeat their quantity and price).
-        self.cents = remembered(_cents, ADDRESSES)
+        self.cents = remembered(_cents, REMEMBERED)
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
