@@ -24,9 +24,16 @@ trip per message.) The proxy's delay is only as fine as the event loop's
 timer, so the bench measures the round trip it really adds (NOOPs) and
 prints it.
 
+``--ledger sqlite|postgresql`` adds what ``relmail send`` does per e-mail:
+the point-of-no-return mark (:class:`relmail.sending.marker.Marker`),
+confirmed by the database before the final dot, on a throw-away ledger
+holding the messages as claimed deliveries. The same run then also sends
+without the mark, so the mark's cost is a ratio of two measurements.
+
 Usage::
 
     python bench/bench_smtp.py                 # 5,000 messages
+    python bench/bench_smtp.py --ledger postgresql --pool 4   # with the ledger's mark, against without
     python bench/bench_smtp.py --messages 500 --json
     python bench/bench_smtp.py --security starttls --latency-ms 5 --pool 8   # a relay across a network
     python bench/bench_smtp.py --latency-ms 1 --pool 8 --baseline-threads 8   # the baseline at equal concurrency
@@ -247,7 +254,7 @@ def baseline(port: int, messages, tls: bool, threads: int = 1) -> float:
     return time.perf_counter() - start
 
 
-def pooled(port: int, messages, pool: int, per_connection: int, tls: bool) -> tuple[float, int]:
+def pooled(port: int, messages, pool: int, per_connection: int, tls: bool, on_commit=None) -> tuple[float, int]:
     from relmail.delivery import get_adapter
 
     config = {
@@ -256,11 +263,64 @@ def pooled(port: int, messages, pool: int, per_connection: int, tls: bool) -> tu
         "pool_size": pool, "messages_per_connection": per_connection,
     }
     adapter = get_adapter("smtp", config, {})
+    adapter.on_commit = on_commit
     start = time.perf_counter()
     results = adapter.send(messages)
     elapsed = time.perf_counter() - start
     adapter.close()
     return elapsed, sum(r.accepted for r in results)
+
+
+class Ledger:
+    """A throw-away ledger whose deliveries are the bench's messages, claimed ('sending'), and the send loop's marker."""
+
+    def __init__(self, backend: str, folder: str, n: int):
+        from datetime import UTC, datetime
+
+        from relmail.sending.marker import Marker
+        from relmail.store.db import make_engine, upgrade
+
+        self.admin = None
+        if backend == "sqlite":
+            url = f"sqlite:///{os.path.join(folder, 'ledger.db')}"
+        else:
+            from sqlalchemy import create_engine, text
+
+            server = os.environ.get("RELMAIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+            self.name = f"relmail_bench_smtp_{os.getpid()}"
+            self.admin = create_engine(server, isolation_level="AUTOCOMMIT")
+            with self.admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{self.name}"'))
+            url = server.rsplit("/", 1)[0] + "/" + self.name
+        self.engine = make_engine(url)
+        upgrade(self.engine)
+        self.n, self.now = n, datetime.now(UTC)
+        self.marker = Marker(self.engine, lambda: self.now)
+
+    def claimed(self, messages):
+        """The messages re-keyed as claimed deliveries ``d<id>``, as the send loop hands them to the adapter."""
+        from dataclasses import replace
+
+        from relmail.store.models import Delivery
+
+        D = Delivery.__table__
+        with self.engine.begin() as conn:
+            conn.execute(D.delete())
+            conn.execute(D.insert(), [{"decision_id": i, "run_id": "bench", "customer_id": f"C{i}", "message_id": "tip",
+                                       "status": "sending", "attempts": 1, "updated_at": self.now}
+                                      for i in range(len(messages))])
+            ids = [r[0] for r in conn.execute(D.select().with_only_columns(D.c.id).order_by(D.c.id))]
+        return [replace(m, key=f"d{i}") for m, i in zip(messages, ids)]
+
+    def close(self) -> None:
+        from sqlalchemy import text
+
+        self.marker.close()
+        self.engine.dispose()
+        if self.admin is not None:
+            with self.admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+            self.admin.dispose()
 
 
 def main(argv=None) -> int:
@@ -277,6 +337,9 @@ def main(argv=None) -> int:
     p.add_argument("--sink", choices=("auto", "smtp-sink", "aiosmtpd"), default="auto",
                    help="auto: smtp-sink when installed and the run is plain SMTP, else aiosmtpd")
     p.add_argument("--no-pipelining", action="store_true", help="the sink does not offer PIPELINING (relmail in lock-step)")
+    p.add_argument("--ledger", choices=("none", "sqlite", "postgresql"), default="none",
+                   help="also send with the send ledger's point-of-no-return mark on this database (PostgreSQL: "
+                        "$RELMAIL_TEST_POSTGRES_URL's server), against without it")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     args = p.parse_args(argv)
 
@@ -326,6 +389,15 @@ def main(argv=None) -> int:
         n_base = args.baseline_messages or min(args.messages, 2000)
         base_s = baseline(port, messages[:n_base], tls, args.baseline_threads)
         pool_s, ok = pooled(port, messages, args.pool, args.per_connection, tls)
+        marked_s = None
+        if args.ledger != "none":
+            ledger = Ledger(args.ledger, tempfile.mkdtemp(prefix="relmail-bench-ledger-"), len(messages))
+            try:
+                marked_s, marked_ok = pooled(port, ledger.claimed(messages), args.pool, args.per_connection, tls,
+                                             on_commit=ledger.marker)
+            finally:
+                ledger.close()
+            ok = min(ok, marked_ok)
     finally:
         stop.set()
         for child in children:
@@ -352,6 +424,10 @@ def main(argv=None) -> int:
         "pool": args.pool,
         "per_connection": args.per_connection,
         "speedup": round(pool_rate / base_rate, 2),
+        "ledger": args.ledger,
+        "marked_seconds": round(marked_s, 3) if marked_s else None,
+        "marked_msgs_per_s": round(args.messages / marked_s, 1) if marked_s else None,
+        "marked_over_unmarked": round(pool_s / marked_s, 3) if marked_s else None,
     }
     if args.json:
         print(json.dumps(out))
@@ -361,6 +437,10 @@ def main(argv=None) -> int:
         print(f"{label:<44} {n_base:>9,} {base_s:>9.2f} {base_rate:>9,.0f}")
         label = f"relmail smtp, {args.pool} conns x {args.per_connection} msgs"
         print(f"{label:<44} {args.messages:>9,} {pool_s:>9.2f} {pool_rate:>9,.0f}")
+        if marked_s:
+            label = f"relmail smtp + {args.ledger} ledger mark"
+            print(f"{label:<44} {args.messages:>9,} {marked_s:>9.2f} {args.messages / marked_s:>9,.0f}"
+                  f"  ({out['marked_over_unmarked']:.2f}x the rate without the mark)")
         print(f"sink: {sink} ({'PIPELINING' if out['pipelining'] else 'no PIPELINING'}); security: {args.security}; "
               f"added latency: {args.latency_ms:g} ms, measured round trip {rtt:.2f} ms")
         print(f"speed-up: {out['speedup']}x  (accepted {ok:,}/{args.messages:,})")

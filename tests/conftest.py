@@ -148,3 +148,13 @@ def project(tmp_path, db_url, monkeypatch):
 
     while sendkit.BUILT:  # a test's shop engine: closed here, not left to the garbage collector
         sendkit.BUILT.pop().dispose()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The fault suite's figures (tests/test_faults.py), one line per run."""
+    module = __import__("sys").modules.get("tests.test_faults") or __import__("sys").modules.get("test_faults")
+    lines = getattr(module, "LINES", [])
+    if lines:
+        terminalreporter.section("fault suite")
+        for line in lines:
+            terminalreporter.write_line(line)

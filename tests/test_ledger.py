@@ -57,7 +57,7 @@ def test_accepted_becomes_an_email_sent_event_with_topic_exactly_once(engine):
     make_run(engine, sends=1, suppressed=0)
     ledger.prepare(engine, "weekly:2026-W48", NOW)
     (c,) = ledger.claim(engine, "weekly:2026-W48", NOW, limit=10)
-    outcome = ledger.Outcome(c.delivery_id, "accepted", provider_id="q1")
+    outcome = ledger.Settlement(c.delivery_id, "accepted", provider_id="q1")
     ledger.record(engine, [outcome], NOW, TOPICS)
     ledger.record(engine, [outcome], NOW, TOPICS)  # a duplicate answer changes nothing
     with engine.connect() as conn:
@@ -73,8 +73,8 @@ def test_deferred_is_retried_when_due_and_fails_past_the_deadline(engine):
     ledger.record(
         engine,
         [
-            ledger.Outcome(a.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5), reason="451 try later"),
-            ledger.Outcome(b.delivery_id, "deferred", retry_at=NOW + timedelta(hours=2), reason="451 try later"),
+            ledger.Settlement(a.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5), reason="451 try later"),
+            ledger.Settlement(b.delivery_id, "deferred", retry_at=NOW + timedelta(hours=2), reason="451 try later"),
         ],
         NOW,
         TOPICS,
@@ -90,7 +90,7 @@ def test_a_claim_takes_due_retries_first_then_planned_in_order_and_fixes_message
     make_run(engine, sends=6, suppressed=0)
     ledger.prepare(engine, "weekly:2026-W48", NOW)
     first = ledger.claim(engine, "weekly:2026-W48", NOW, limit=2)
-    ledger.record(engine, [ledger.Outcome(c.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5))
+    ledger.record(engine, [ledger.Settlement(c.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5))
                            for c in first], NOW, TOPICS)
     later = NOW + timedelta(minutes=10)
     batch = ledger.claim(engine, "weekly:2026-W48", later, limit=3,
@@ -169,7 +169,7 @@ def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, 
         if status == "deferred":
             # the provider refused this time: nothing was delivered
             del received[-len(claims):]
-        ledger.record(engine, [ledger.Outcome(c.delivery_id, status, retry_at=clock) for c in claims], clock, TOPICS)
+        ledger.record(engine, [ledger.Settlement(c.delivery_id, status, retry_at=clock) for c in claims], clock, TOPICS)
 
     ledger.prepare(engine, run, clock)
     for batch, step in script:

@@ -109,7 +109,10 @@ class Result:
     should suppress the address). ``ambiguous`` marks a deferred message
     whose outcome is unknown: it was handed over completely but the
     provider's answer was lost, so it may have been accepted. Re-sending it
-    risks a duplicate; the ledger decides.
+    risks a duplicate; the ledger decides. ``withheld`` marks a deferred
+    message that was never handed over because the caller could not record
+    its point of no return (:attr:`Adapter.on_commit` raised): nothing of it
+    reached the provider, so it is as if it had not been tried.
     """
 
     key: str
@@ -121,6 +124,7 @@ class Result:
     smtp_code: int | None = None
     http_status: int | None = None
     ambiguous: bool = False
+    withheld: bool = False
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -143,6 +147,7 @@ class Result:
             "smtp_code": self.smtp_code,
             "http_status": self.http_status,
             "ambiguous": self.ambiguous,
+            "withheld": self.withheld,
         }
 
 
@@ -225,10 +230,13 @@ class Adapter(ABC):
         self.sleep: Sleep = sleep
         self.limiter = limiter if limiter is not None else RateLimiter.from_config(self.config, clock=self.clock, sleep=self.sleep)
         #: Called with message keys just before they pass the point of no
-        #: return; the send ledger records them there (see relmail.sending.ledger).
-        #: If it raises, those messages are not handed over. It may return a
-        #: function to call right after the hand-over.
-        self.on_commit: Callable[[Sequence[str]], Callable[[], None] | None] | None = None
+        #: return; the send ledger records them there (see relmail.sending.ledger)
+        #: and returns once the record is confirmed. If it raises, those
+        #: messages are not handed over, nor is the rest of the batch: they
+        #: come back ``withheld``.
+        self.on_commit: Callable[[Sequence[str]], None] | None = None
+        #: Why the current :meth:`send` withholds its remaining messages (a failed ``on_commit``).
+        self.withholding: str | None = None
 
     def secret(self, name: str, required: bool = True) -> str | None:
         value = self._secret(name, required)
@@ -253,6 +261,7 @@ class Adapter(ABC):
                 raise DeliveryError(f"{self.name}: message key {m.key!r} appears twice in one batch")
             seen.add(m.key)
         self.validate(messages)
+        self.withholding = None
         results: list[Result | None] = [None] * len(messages)
         pos = 0
         try:
@@ -261,10 +270,14 @@ class Adapter(ABC):
                 granted, resume_at, why = self.limiter.acquire(want)
                 if granted:
                     chunk = messages[pos : pos + granted]
-                    confirm = None if self.commits_per_message else self.committing([m.key for m in chunk])
+                    if not self.commits_per_message:
+                        try:
+                            self.committing([m.key for m in chunk])
+                        except Exception as exc:
+                            # Not recorded, so not handed over: no request is made for this chunk or the rest.
+                            results[pos:] = [self.withhold(m.key, exc) for m in messages[pos:]]
+                            break
                     out = self._send(chunk)
-                    if confirm is not None:
-                        confirm()
                     if len(out) != len(chunk):
                         raise AssertionError(f"{self.name} returned {len(out)} results for {len(chunk)} messages")
                     results[pos : pos + granted] = out
@@ -286,15 +299,28 @@ class Adapter(ABC):
             raise DeliveryAborted(reason, done) from None
         return [r for r in results]  # type: ignore[misc]
 
-    def committing(self, keys: Sequence[str]) -> Callable[[], None] | None:
-        """Report that ``keys`` are about to pass the point of no return.
+    def committing(self, keys: Sequence[str]) -> None:
+        """Report that ``keys`` are about to pass the point of no return; raises if that was not recorded.
 
-        The hook may return a function to call once they have passed it (to
-        wait for the report's acknowledgement without delaying the hand-over).
+        A caller that gets an exception must not hand those messages over.
         """
         if self.on_commit is not None and not self.idempotent:
-            return self.on_commit(keys)
-        return None
+            self.on_commit(keys)
+
+    def withhold(self, key: str, exc: BaseException | None = None) -> Result:
+        """The result of a message not handed over because its point of no return was not recorded.
+
+        The first failure (``exc``) sets :attr:`withholding`, so every later
+        message of the same :meth:`send` is withheld too without contacting
+        the provider: the caller's ledger is not answering.
+        """
+        if self.withholding is None:
+            self.withholding = f"the ledger could not record the point of no return ({_first_line(exc)})"
+        return deferred(key, self.clock(), f"not sent: {self.withholding}", withheld=True)
+
+    def mark_threads(self) -> int:
+        """How many threads may call :attr:`on_commit` at once (the ledger opens a connection for each)."""
+        return 0 if self.idempotent else 1
 
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""
@@ -327,6 +353,11 @@ class Adapter(ABC):
 
 
 # -- helpers shared by adapters ----------------------------------------------
+
+
+def _first_line(exc: BaseException | None) -> str:
+    text = str(exc).strip() if exc is not None else ""
+    return text.splitlines()[0] if text else (exc.__class__.__name__ if exc is not None else "unknown error")
 
 
 def header(headers: Mapping[str, str], name: str) -> str | None:

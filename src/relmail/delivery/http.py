@@ -29,7 +29,7 @@ from .base import Abort, Adapter, OutgoingMessage, Result, deferred
 
 
 @dataclass
-class Outcome:
+class RequestOutcome:
     """The final answer to one API call: a response, or why its messages wait."""
 
     response: requests.Response | None = None
@@ -116,31 +116,31 @@ class HttpAdapter(Adapter):
 
     # -- requests ---------------------------------------------------------------
 
-    def request(self, method: str, path: str, **kw: Any) -> Outcome:
+    def request(self, method: str, path: str, **kw: Any) -> RequestOutcome:
         """One API call with the retry policy of the module docstring."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        last = Outcome()
+        last = RequestOutcome()
         for attempt in range(self.max_retries + 1):
             try:
                 response = self.send_request(method, url, **kw)
             except requests.RequestException as exc:
                 if not _never_sent(exc):
-                    return Outcome(
+                    return RequestOutcome(
                         retry_at=self.retry_at(),
                         reason=f"{method} {url}: no answer ({exc.__class__.__name__}); the provider may have accepted it",
                         ambiguous=True,
                     )
                 wait = min(2.0**attempt, self.max_retry_wait)
-                last = Outcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
+                last = RequestOutcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
             else:
                 status = response.status_code
                 if status in (401, 403):
                     raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
                 if status != 429 and status < 500:
-                    return Outcome(response=response, http_status=status)
+                    return RequestOutcome(response=response, http_status=status)
                 after = retry_after_seconds(response, self.clock())
                 wait = after if after is not None else min(2.0**attempt, self.max_retry_wait)
-                last = Outcome(
+                last = RequestOutcome(
                     retry_at=self.clock() + timedelta(seconds=wait if after is not None else self.config.number("retry_delay", 600)),
                     reason=f"HTTP {status} from {self.name}: {_snippet(response)}",
                     http_status=status,

@@ -33,6 +33,11 @@ the 250 arrived, the outcome is unknown: the server may have queued it. The
 message comes back ``deferred`` with ``ambiguous=True`` and is not re-sent,
 so the ledger decides (never reported accepted without a 250).
 
+Before the final dot, :attr:`~relmail.delivery.base.Adapter.on_commit`
+records the point of no return; if that fails, the connection is closed
+instead of the dot (the server discards the transaction) and the message and
+the rest of the batch come back ``withheld``.
+
 Connection failures (refused, 421 greeting, timeout) defer the rest of the
 batch until ``retry_delay`` without hammering the server; configuration
 failures (AUTH refused, STARTTLS not offered, certificate not trusted) stop
@@ -151,6 +156,9 @@ class SmtpAdapter(Adapter):
     def chunk_size(self) -> int:
         return self.max_batch
 
+    def mark_threads(self) -> int:
+        return self.pool_size
+
     # -- sending ----------------------------------------------------------------
 
     def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
@@ -181,6 +189,8 @@ class SmtpAdapter(Adapter):
             results[i] = self._deliver(messages[i])
 
     def _deliver(self, msg: OutgoingMessage) -> Result:
+        if self.withholding:
+            return self.withhold(msg.key)
         if self._fatal:
             return deferred(msg.key, self.retry_at(), f"not sent: {self._fatal}")
         payload = msg.as_bytes()
@@ -239,15 +249,15 @@ class SmtpAdapter(Adapter):
             data = dot_stuffed(payload)
             s.send(data)
             try:
-                confirm = self.committing([msg.key])
+                self.committing([msg.key])
             except Exception as exc:
-                # Not recorded, so not sent: abandon the transaction before the dot.
+                # Not recorded, so not handed over: the transaction is abandoned
+                # before the dot by closing the connection (RSET is no command
+                # inside DATA), and the server discards it.
                 conn.broken = True
-                return deferred(msg.key, self.retry_at(), f"not sent: the ledger could not record it ({exc})")
+                return self.withhold(msg.key, exc)
             s.send(b".\r\n")
             handed_over = True
-            if confirm is not None:
-                confirm()
             code, resp = s.getreply()
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             conn.broken = True

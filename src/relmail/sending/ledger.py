@@ -59,8 +59,8 @@ class Claim:
 
 
 @dataclass(frozen=True)
-class Outcome:
-    """What the provider said about one delivery."""
+class Settlement:
+    """How one delivery is settled in the ledger: the provider's answer, or relmail's own verdict."""
 
     delivery_id: int
     status: str  # accepted | deferred | rejected | failed
@@ -109,7 +109,7 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
             select(D.c.id).where(D.c.run_id == run_id, D.c.status == "committing")
         ).scalars().all()
         if stuck:
-            _record(conn, [Outcome(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
+            _record(conn, [Settlement(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
     return {"requeued": back, "assumed_delivered": len(stuck)}
 
 
@@ -162,21 +162,45 @@ def claim(
     return sorted((Claim(*r) for r in rows), key=lambda c: c.delivery_id)
 
 
-def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> None:
-    """Record that these deliveries are about to pass the point of no return.
+def mark_committing(conn: Connection, delivery_ids: Iterable[int], now: datetime) -> int:
+    """Record that these deliveries are about to pass the point of no return; returns how many were marked.
 
-    The caller commits this before the provider is told to go ahead.
+    The caller commits this before the provider is told to go ahead, and
+    hands over nothing unless every delivery was marked. A delivery already
+    ``committing`` (a message sent again after its connection dropped before
+    the final dot) counts as marked.
     """
     ids = list(delivery_ids)
-    if ids:
-        conn.execute(
-            update(D).where(D.c.id.in_(ids), D.c.status == "sending").values(status="committing", updated_at=now)
-        )
+    if not ids:
+        return 0
+    return conn.execute(
+        update(D).where(D.c.id.in_(ids), D.c.status.in_(("sending", "committing")))
+        .values(status="committing", updated_at=now)
+    ).rowcount
+
+
+def release(engine: Engine, delivery_ids: Sequence[int], now: datetime, reason: str) -> int:
+    """Put claimed deliveries that were never handed over back to ``planned``, their attempt not counted.
+
+    For e-mails an adapter withheld because their point-of-no-return mark
+    failed: the provider never got them, so they are due again at once and
+    the claim's attempt is taken back. A mark that reached the database
+    although its confirmation was lost left ``committing``; that is taken
+    back too, since the adapter provably did not hand the e-mail over.
+    """
+    if not delivery_ids:
+        return 0
+    with engine.begin() as conn:
+        return conn.execute(
+            update(D).where(D.c.id.in_(list(delivery_ids)), D.c.status.in_(("sending", "committing")))
+            .values(status="planned", attempts=D.c.attempts - 1,
+                    last_error=reason, updated_at=now)
+        ).rowcount
 
 
 def record(
     engine: Engine,
-    outcomes: Sequence[Outcome],
+    outcomes: Sequence[Settlement],
     now: datetime,
     topics: dict[str, str | None],
     deadline: datetime | None = None,
@@ -187,7 +211,7 @@ def record(
     """
     if deadline is not None:
         outcomes = [
-            Outcome(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
+            Settlement(o.delivery_id, "failed", o.provider_id, None, f"deferred past the deadline: {o.reason}")
             if o.status == "deferred" and (o.retry_at or now) > deadline
             else o
             for o in outcomes
@@ -196,7 +220,7 @@ def record(
         return _record(conn, outcomes, now, topics)
 
 
-def _record(conn: Connection, outcomes: Sequence[Outcome], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
+def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
     counts: dict[str, int] = {}
     if not outcomes:
         return counts

@@ -4,11 +4,14 @@
 (:mod:`relmail.sending.workers`); :class:`SendResult` is what an invocation
 did. The ledger (:mod:`relmail.sending.ledger`) is the only state: killing the
 process at any moment leaves every delivery in a state the next run resumes.
+The mark is confirmed before each hand-over (:mod:`relmail.sending.marker`);
+when the database stops answering, the loop retries the database, never an
+e-mail, and stops within a bound (:mod:`relmail.sending.reconnect`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,10 +20,12 @@ from sqlalchemy import select, update
 
 from ..delivery.base import DeliveryAborted
 from ..errors import DeliveryError
-from ..store.models import Decision, Delivery, Event, Preference
+from ..store.models import Decision, Event, Preference
 from ..windows import Window
 from . import ledger
 from .batcher import Batcher, outgoing
+from .marker import Marker
+from .reconnect import DatabaseRetry
 
 DEC = Decision.__table__
 RENDER_ERROR = "RENDER_ERROR"
@@ -79,15 +84,22 @@ def loop(project, engine, run_id: str, batcher: Batcher, adapter, result: SendRe
     """
     marker = Marker(engine, clock)
     adapter.on_commit = marker
+    retry = DatabaseRetry(engine)
     try:
         while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
             want = batch_size if limit is None else min(batch_size, limit - result.done.get("handed_over", 0))
-            claims = ledger.claim(engine, run_id, clock(), want, customers=only_customers,
-                                  message_id=batcher.message_id)
+            claims = retry.run("claiming a batch", lambda want=want: ledger.claim(
+                engine, run_id, clock(), want, customers=only_customers, message_id=batcher.message_id))
             if not claims:
                 break
-            deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline)
-            after_batch()
+            if deliver(project, engine, run_id, batcher, adapter, claims, result, topics, clock, deadline, retry=retry):
+                retry.progress()
+            else:
+                # A mark failed: its e-mails and the rest of the batch went back to
+                # 'planned'. Wait for the database, then try with new mark connections.
+                retry.failed("recording the point of no return", marker.failure or "mark failed")
+                marker.reset()
+            retry.run("refreshing the lock", after_batch)
             if progress is not None:
                 progress(dict(result.done))
     finally:
@@ -99,112 +111,23 @@ def delivery_key(delivery_id: int) -> str:
     return f"d{delivery_id}"
 
 
-class Marker:
-    """Writes the ``committing`` mark so that it is durable no later than the hand-over.
-
-    The mark must be in the database before the point of no return, yet
-    waiting for its commit opens a window (a network round trip and an
-    fsync) in which a killed sender leaves a mark for an e-mail that never
-    left. On PostgreSQL the mark is therefore sent as a single autocommit
-    statement without waiting; the adapter then passes the point of no
-    return (its bytes follow the mark's on the wire within microseconds)
-    and only afterwards waits for the acknowledgement. A sender killed before
-    the statement left rolls nothing forward and hands nothing over; killed
-    after, both reach their servers. On SQLite the commit is a write into
-    the WAL inside this process, so waiting for it costs microseconds.
-    """
-
-    _SQL = (b"UPDATE deliveries SET status = 'committing', updated_at = $1::timestamptz "
-            b"WHERE id = ANY($2::bigint[]) AND status = 'sending'")
-
-    def __init__(self, engine, clock):
-        import threading
-
-        self.engine, self.clock = engine, clock
-        self.local = threading.local()
-        self.connections: list = []
-        self.lock = threading.Lock()
-
-    def __call__(self, keys: Sequence[str]):
-        ids = [int(k[1:]) for k in keys]
-        if self.engine.dialect.name == "sqlite":
-            # One autocommit statement on a connection of this thread: the
-            # hook returns right after SQLite's WAL write, nothing in between.
-            self._sqlite().execute(
-                f"UPDATE deliveries SET status = 'committing', updated_at = ? "
-                f"WHERE id IN ({','.join('?' * len(ids))}) AND status = 'sending'",
-                [self._stamp(self.clock()), *ids],
-            )
-            return None
-        if self.engine.dialect.name != "postgresql":
-            with self.engine.begin() as conn:
-                ledger.mark_committing(conn, ids, self.clock())
-            return None
-        pg = self._pg()
-        pg.send_query_params(self._SQL, [self.clock().isoformat().encode(), ("{" + ",".join(map(str, ids)) + "}").encode()])
-        while pg.flush():
-            pass
-        return lambda: self._confirm(pg)
-
-    @staticmethod
-    def _confirm(pg) -> None:
-        # Drain the acknowledgement. A failed mark needs no action here: the
-        # provider's answer is recorded next from 'sending' just as well; only
-        # a crash in between would find no mark (and re-send that e-mail).
-        while pg.get_result() is not None:
-            pass
-
-    def _pg(self):
-        import psycopg
-
-        pg = getattr(self.local, "pg", None)
-        if pg is None:
-            url = self.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-            # The mark must survive this process, not the database server:
-            # not waiting for the WAL flush saves an fsync per e-mail. A
-            # database crash within a fraction of a second of a mark could
-            # lose it, and only then would that e-mail be sent again.
-            conn = psycopg.connect(url, autocommit=True, options="-c synchronous_commit=off")
-            with self.lock:
-                self.connections.append(conn)
-            pg = self.local.pg = conn.pgconn
-        return pg
-
-    def _sqlite(self):
-        import sqlite3
-
-        conn = getattr(self.local, "sqlite", None)
-        if conn is None:
-            conn = sqlite3.connect(self.engine.url.database, isolation_level=None, timeout=30, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=30000")
-            with self.lock:
-                self.connections.append(conn)
-            self.local.sqlite = conn
-        return conn
-
-    def _stamp(self, now: datetime):
-        """``now`` as the ledger's time column stores it on SQLite."""
-        process = Delivery.__table__.c.updated_at.type._cached_bind_processor(self.engine.dialect)
-        return process(now) if process else now
-
-    def close(self) -> None:
-        for conn in self.connections:
-            conn.close()
-
-
-def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline) -> None:
+def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, result: SendResult, topics, clock, deadline,
+            *, retry: DatabaseRetry | None = None) -> bool:
+    """Render, hand over and record one claimed batch; False if e-mails were withheld (a mark failed)."""
+    retry = retry or DatabaseRetry(engine)
     by_pair = {(c.customer_id, c.message_id): c for c in claims}
-    outcomes: list[ledger.Outcome] = []
+    outcomes: list[ledger.Settlement] = []
     # The plan may be days old: whoever opted out, complained or bounced
     # since is not mailed, whatever the plan said.
-    for pair, reason in _blocked_now(engine, list(by_pair), topics, batcher.as_of).items():
-        outcomes.append(ledger.Outcome(by_pair.pop(pair).delivery_id, "failed", reason=reason))
-    emails, errors = batcher.render(list(by_pair))
+    blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), topics, batcher.as_of))
+    for pair, reason in blocked.items():
+        outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
+    emails, errors = retry.run("rendering", lambda: batcher.render(list(by_pair)))
     if errors:
-        _mark_render_errors(engine, run_id, errors)
+        retry.run("recording render errors", lambda: _mark_render_errors(engine, run_id, errors))
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
-            outcomes.append(ledger.Outcome(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
+            outcomes.append(ledger.Settlement(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
     messages = [outgoing(email, ctx, project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
                 for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
@@ -213,21 +136,29 @@ def deliver(project, engine, run_id: str, batcher: Batcher, adapter, claims, res
         answers = adapter.send(messages) if messages else []
     except DeliveryAborted as exc:
         answers, aborted = exc.results, exc
+    withheld = []
     for answer in answers:
         delivery_id = int(answer.key[1:])
-        if answer.status == "deferred" and answer.ambiguous:
+        if answer.withheld:
+            withheld.append(delivery_id)
+        elif answer.status == "deferred" and answer.ambiguous:
             # Handed over completely, answer lost: the ledger marked it
             # committing, and never sending twice wins over certainty.
-            outcomes.append(ledger.Outcome(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
+            outcomes.append(ledger.Settlement(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
         else:
-            outcomes.append(ledger.Outcome(delivery_id, answer.status, answer.provider_id, answer.retry_at,
+            outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, answer.retry_at,
                                            answer.reason or None, answer.hard_bounce))
-    counts = ledger.record(engine, outcomes, clock(), topics, deadline=deadline)
+    counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), topics, deadline=deadline))
     for status, n in counts.items():
         result.done[status] = result.done.get(status, 0) + n
-    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims)
+    if withheld:
+        reason = f"not sent: {adapter.withholding}"
+        retry.run("returning withheld e-mails", lambda: ledger.release(engine, withheld, clock(), reason))
+        result.done["withheld"] = result.done.get("withheld", 0) + len(withheld)
+    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims) - len(withheld)
     if aborted is not None:
         raise DeliveryError(f"sending stopped, the ledger is consistent and 'relmail send' resumes: {aborted}")
+    return not withheld
 
 
 def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None], as_of: datetime) -> dict[tuple[str, str], str]:

@@ -23,7 +23,7 @@ from ..planning.run import plan, run_id_for
 from ..store import locks
 from ..store.models import Decision, Delivery, Run
 from ..windows import Window, current_time, resolve_window
-from . import ledger
+from . import connections, ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
 from .loop import SendResult, loop
@@ -160,15 +160,24 @@ def _send(project, engine, camp: Campaign, win: Window, lock: locks.HeldLock | N
     deadline = clock() + retry_deadline
     wanted = executor.workers if executor is not None else 1
     n = result.workers = _worker_count(wanted, engine, run_id, clock(), batch_size, limit, only_customers)
-    if n > 1 or (executor is not None and executor.remote):
+    if adapter is None:
+        from ..delivery import adapter_from_project
+
+        adapter = adapter_from_project(project)
+    parallel = n > 1 or (executor is not None and executor.remote)
+    try:
+        # Planning may have left idle connections in the pool; the send needs only its own.
+        engine.dispose()
+        connections.check(engine, n, adapter.mark_threads())
+    except BaseException:
+        adapter.close()
+        raise
+    if parallel:
+        adapter.close()  # each worker builds its own; this one only told how many connections they mark from
         _send_parallel(project, engine, executor, batcher, camp, run_id, as_of, n, lock, result, topics, clock, deadline,
                        limit=limit, only_customers=only_customers, batch_size=batch_size, progress=progress,
                        lease_timeout=lease_timeout)
     else:
-        if adapter is None:
-            from ..delivery import adapter_from_project
-
-            adapter = adapter_from_project(project)
         loop(project, engine, run_id, batcher, adapter, result, topics, clock, deadline, limit=limit,
               only_customers=only_customers, batch_size=batch_size, after_batch=lock.check_in, progress=progress)
     result.states = ledger.status_counts(engine, run_id)

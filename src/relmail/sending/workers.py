@@ -48,6 +48,7 @@ from ..store import locks
 from ..store.db import make_engine
 from .batcher import Batcher
 from .loop import SendResult, loop
+from .reconnect import retryable
 
 #: Lease keys of run ``R`` start with ``R + LEASE``.
 LEASE = "#sender:"
@@ -130,7 +131,14 @@ def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | 
 
     def tick() -> None:
         if time.monotonic() - refreshed[0] > 5:
-            lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            try:
+                lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+            except Exception as exc:
+                if not retryable(exc):
+                    raise
+                # The database is away: the senders retry it and stop within their
+                # bound; the lock lasts far longer, and the next tick refreshes it.
+                return
             refreshed[0] = time.monotonic()
 
     def on_report(index: int, message) -> None:
@@ -162,9 +170,8 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
     """One sender: lease, then claim → render → mark → hand over → record until nothing is due (or stopped)."""
     engine = make_engine(job.url)
     try:
-        lease = locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
-                              what="sender lease")
-        try:
+        with locks.acquire(engine, f"{job.run_id}{LEASE}{secrets.token_hex(6)}", timeout=job.lease_timeout,
+                           what="sender lease") as lease:
             batcher = batcher_for(job, engine)
             adapter = adapter_from_project(job.project)
             topics = {m.id: m.topic for m in job.camp.messages}
@@ -179,8 +186,6 @@ def sender_task(job: SenderJob, limit: int | None, channel) -> None:
                   limit=limit, only_customers=job.only_customers, batch_size=job.batch_size,
                   after_batch=lease.check_in, progress=report,
                   stop=lambda: channel.stopped() or lease.lost is not None)
-        finally:
-            lease.release()
     finally:
         engine.dispose()
 

@@ -51,7 +51,12 @@ def make_engine(url: str) -> Engine:
             engine = create_engine(url, connect_args={"timeout": 30})
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
-            engine = create_engine(url, pool_pre_ping=True)
+            # A server that stops answering without closing the connection (a
+            # network cut, a frozen host) is noticed within seconds, not after
+            # the operating system's two hours: a send then retries and stops
+            # within its bound (docs/operations/faults.md).
+            engine = create_engine(url, pool_pre_ping=True, connect_args={
+                "connect_timeout": 10, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3})
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError(f"invalid database URL {redact(url)!r}: {exc}") from None
     return engine

@@ -21,6 +21,7 @@ timeout) stops with :class:`~relmail.errors.Conflict` at its next refresh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import secrets
@@ -35,7 +36,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ..errors import ConfigError, Conflict
 from .models import RunLock
@@ -245,8 +246,14 @@ class HeldLock:
     def __enter__(self) -> HeldLock:
         return self
 
-    def __exit__(self, *exc) -> None:
-        self.release()
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc is None:
+            self.release()
+            return
+        # The database failed, and the error already on its way out says so;
+        # the lock left behind is taken over once this process is gone.
+        with contextlib.suppress(SQLAlchemyError):
+            self.release()
 
 
 def _minutes(t: timedelta) -> str:
