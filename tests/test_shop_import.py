@@ -239,6 +239,25 @@ def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_co
     assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
 
 
+def test_many_orders_match_their_customers_and_cancel_in_bulk(engine, tmp_path):
+    # More addresses and cancelled lines than one lookup list holds: matched in bulk, by case too.
+    n = 1234
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email\n" + "".join(f"c{i},Klant.{i}@Mail.example\n" for i in range(n)))
+    import_file(engine, "customers", customers)
+    orders = tmp_path / "orders.csv"
+    rows = [f"o{i},{'klant' if i % 2 else 'Klant'}.{i}@mail.example,2026-01-01T10:00:00Z,,1,5" for i in range(n)]
+    orders.write_text("order_id,email,ordered_at,cancelled,quantity,price\n" + "\n".join(rows) + "\n")
+    result = import_file(engine, "orders", orders, chunk_size=5000)
+    assert result.details["purchases"] == n
+    assert {(e["event_id"], e["customer_id"]) for e in table(engine, Event)} == {(f"order:o{i}:1", f"c{i}") for i in range(n)}
+    orders.write_text("order_id,email,ordered_at,cancelled,quantity,price\n"
+                      + "\n".join(r.replace(",,1,5", ",yes,1,5") for r in rows) + "\n")
+    result = import_file(engine, "orders", orders, chunk_size=5000)
+    assert (result.details["lines_not_purchases"], result.details["purchases_removed"]) == (n, n)
+    assert table(engine, Event) == []
+
+
 def test_a_bad_mapping_file_changes_nothing_and_names_file_line_and_field(project, tmp_path):
     mapping = tmp_path / "crm.yml"
     mapping.write_text("kind: customers\ncolumns:\n  Customer ID: id\n  Email: email\n  Accepts Email Marketing: {to: consent, parse: yesno}\n")

@@ -13,12 +13,12 @@ an import that fails anywhere leaves the database as it was.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from datetime import datetime
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import JSON, Table, and_, func, select
+from sqlalchemy import JSON, ColumnElement, Table, and_, any_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
@@ -43,6 +43,23 @@ ADDRESS_ONLY = ("cleaned",)
 def batched(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+def one_of(conn: Connection, column: ColumnElement, values: Collection[Any]) -> Iterator[ColumnElement[bool]]:
+    """Conditions "``column`` is one of ``values``", for one statement each.
+
+    PostgreSQL takes the values as one array (one round trip however many
+    there are); other databases get ``IN`` lists of :data:`LOOKUP_BATCH`.
+    """
+    if not values:
+        return
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import ARRAY
+
+        yield column == any_(bindparam("values", list(values), type_=ARRAY(column.type)))
+        return
+    for batch in batched(sorted(values), LOOKUP_BATCH):
+        yield column.in_(batch)
 
 
 #: How an upsert updates a column of an existing row: ``set`` (the new value), ``keep`` (the new
@@ -111,11 +128,11 @@ class Loader:
         if self.postgres:
             self._write_copy(rows)
         elif self.touched is not None:
-            self._write_events(rows)
+            self._write_events(rows, lambda row: row.get("event_id"), self._write_executemany)
         else:
             self._write_executemany(rows)
 
-    def _write_events(self, rows: list[dict[str, Any]]) -> None:
+    def _write_events(self, rows: list, event_id: Callable[[Any], Any], execute: Callable[[list, str | None], None]) -> None:
         """Events on SQLite: as :meth:`_write_executemany`, noting the old owners of events an upsert moves.
 
         An upsert may move an event to another customer, whose old owner's
@@ -123,25 +140,54 @@ class Loader:
         a good part of the import, so the chunk is first inserted with
         ``ON CONFLICT DO NOTHING``: when every row got a new id (the usual
         case) that is all; otherwise the stored owners of the ids that were
-        there already are looked up, and those rows upserted.
+        there already are looked up, and those rows upserted. ``rows`` are
+        dicts or bound tuples: ``event_id`` reads a row's id, ``execute``
+        writes rows with a statement (None: the upsert).
         """
-        keyed = [row["event_id"] for row in rows if row.get("event_id") is not None]
+        keyed = [key for key in map(event_id, rows) if key is not None]
         if not keyed:
-            self._write_executemany(rows)
+            execute(rows, None)
             return
         ids = Event.__table__.c.id
         top = self.conn.execute(select(func.coalesce(func.max(ids), 0))).scalar_one()
-        self._write_executemany(rows, self.sql_new)
+        execute(rows, self.sql_new)
         if self.conn.execute(select(func.count()).where(ids > top)).scalar_one() == len(rows):
             return
         e = Event.__table__
         stored: set[str] = set()
         for batch in batched(keyed, LOOKUP_BATCH):
-            for event_id, customer in self.conn.execute(select(e.c.event_id, e.c.customer_id).where(e.c.event_id.in_(batch),
-                                                                                                     ids <= top)):
-                stored.add(event_id)
+            for key, customer in self.conn.execute(select(e.c.event_id, e.c.customer_id).where(e.c.event_id.in_(batch),
+                                                                                                ids <= top)):
+                stored.add(key)
                 self.touched.add(customer)
-        self._write_executemany([row for row in rows if row.get("event_id") in stored])
+        execute([row for row in rows if event_id(row) in stored], None)
+
+    def bind(self, column: str) -> Callable[[Any], Any]:
+        """How a value of ``column`` goes to the database, for :meth:`write_bound`.
+
+        A writer whose rows repeat values (the lines of one order share its
+        time) binds each distinct value once instead of once per row.
+        """
+        if self.postgres:
+            return _json_text if self.columns.index(column) in self.json_columns else _same
+        return dict(self.processors).get(column, _same)
+
+    def write_bound(self, rows: list[tuple]) -> None:
+        """Rows as tuples in the order of :attr:`columns`, each value passed through :meth:`bind` already."""
+        if not rows:
+            return
+        if self.touched is not None:
+            customer = self.columns.index("customer_id")
+            self.touched.update(row[customer] for row in rows)
+        if self.postgres:
+            self._copy(rows)
+        elif self.touched is not None:
+            key = self.columns.index("event_id")
+            self._write_events(rows, itemgetter(key), lambda part, sql: self.conn.exec_driver_sql(sql or self.sql, part))
+        else:
+            self.conn.exec_driver_sql(self.sql, rows)
+
+    # SQLite and others: the Core upsert, compiled once, run with executemany.
 
     def close(self) -> None:
         """Give the pooled connection its page cache size back."""
@@ -216,13 +262,31 @@ class Loader:
                     for i in json_columns:
                         values[i] = json.dumps(values[i], ensure_ascii=False)
                     copy.write_row(values)
-            if self.touched is not None:
-                # Events the merge moves to another customer: their old owner's aggregates change too.
-                cur.execute(f'SELECT DISTINCT e.customer_id FROM events e JOIN "{self.temp}" t ON t.event_id = e.event_id '
-                            'WHERE e.customer_id <> t.customer_id')
-                self.touched.update(r[0] for r in cur.fetchall())
-            cur.execute(self.merge_sql)
-            cur.execute(f'TRUNCATE "{self.temp}"')
+            self._merge(cur)
+
+    def _copy(self, rows: list[tuple]) -> None:
+        with self._cursor() as cur:
+            with cur.copy(self.copy_sql) as copy:
+                for values in rows:
+                    copy.write_row(values)
+            self._merge(cur)
+
+    def _merge(self, cur) -> None:
+        if self.touched is not None:
+            # Events the merge moves to another customer: their old owner's aggregates change too.
+            cur.execute(f'SELECT DISTINCT e.customer_id FROM events e JOIN "{self.temp}" t ON t.event_id = e.event_id '
+                        'WHERE e.customer_id <> t.customer_id')
+            self.touched.update(r[0] for r in cur.fetchall())
+        cur.execute(self.merge_sql)
+        cur.execute(f'TRUNCATE "{self.temp}"')
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _json_text(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False)
 
 
 class References:

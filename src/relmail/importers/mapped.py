@@ -13,9 +13,8 @@ export writes them only there (``group``), and rows that are not records
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from types import SimpleNamespace
 from typing import Any
 
@@ -24,10 +23,12 @@ from .fields import FieldError
 from .mapping import VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
 from .schemas import KINDS, Schema
-from .values import Parser, scalar
+from .values import Parser, remembered, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
 _CELLS = 65536
+#: Distinct combinations of a row's own cells remembered (an order line's product, quantity and price).
+_ROWS = 4096
 #: A leading apostrophe before a number: how an export keeps spreadsheets from reformatting ids and phone numbers.
 _QUOTED = re.compile(r"^'(?=[\d+])")
 
@@ -36,7 +37,7 @@ _QUOTED = re.compile(r"^'(?=[\d+])")
 class Mapped(Record):
     """A record after the mapping: ``values`` holds fields, ``problems`` the cells that did not parse."""
 
-    problems: list[tuple[str | None, str]] = field(default_factory=list)
+    problems: Sequence[tuple[str | None, str]] = ()
     #: Field -> the column (or ``fields.NAME``) it came from, for the kind's own problems.
     labels: dict[str, str] = field(default_factory=dict)
     #: Fields whose values went through the kind's own check already.
@@ -68,6 +69,7 @@ class MappedReader:
         # A field whose invalid value an import may keep (a customer's address) stays with the kind's check.
         checks = {c.name: c.parse for c in schema.columns if c.lenient is None} if schema is not None else {}
         final: set[str] = set()
+        row_sources: set[str] = set()
         self.constants: dict[str, Any] = {}
         self.constant_attributes: dict[str, Any] = {}
         # (column -> field outputs, the others), for every row and for a group's first row.
@@ -89,13 +91,18 @@ class MappedReader:
                 parse, final = _cached(parse, checked), final | {key}
             # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
             plan = self.group_plan if group_columns and set(o.sources) <= group_columns else self.plan
-            if plan is self.plan and set(o.sources) & set(mapping.first_row):
-                self.mixed = True  # a row's output also reads its group's first row
+            if plan is self.plan:
+                row_sources.update(o.sources)
+                if set(o.sources) & set(mapping.first_row):
+                    self.mixed = True  # a row's output also reads its group's first row
             if how == 0 and not attribute:
                 plan[0].append((source, parse, o.default or "", key, o.label))
             else:
                 plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
         self.final = frozenset(final)
+        #: The cells the per-row outputs read, and what they make of each combination of cells.
+        self.row_sources = tuple(sorted(row_sources))
+        self.rows: dict[tuple, tuple[dict, dict, tuple]] = {}
 
     def check_header(self) -> list[tuple[str | None, str]]:
         """Problems of the header against the mapping (empty: the file fits)."""
@@ -174,7 +181,8 @@ class MappedReader:
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                 continue
             out, problems = self.apply(values, group)
-            yield Mapped(record.line, out, record.raw, None, problems, self.labels, self.final)
+            # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
+            yield Mapped(record.line, out, record.raw, None, problems or (), self.labels, self.final)
 
     def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
               ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
@@ -184,10 +192,9 @@ class MappedReader:
         from the group's first row (:meth:`_evaluate` of ``group_plan``).
         """
         fields, attributes, problems = group
-        out, attributes, problems = self._evaluate(
-            self.plan, values, {**self.constants, **fields} if self.constants else dict(fields),
-            {**self.constant_attributes, **attributes} if self.constant_attributes or attributes else {},
-            list(problems) if problems else [])
+        own_fields, own_attributes, own_problems = self._own(values)
+        out = {**self.constants, **fields, **own_fields}
+        attributes = {**self.constant_attributes, **attributes, **own_attributes}
         get = values.get
         for column in self.extra:
             raw = get(column, "").strip()
@@ -195,7 +202,22 @@ class MappedReader:
                 attributes[_snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
-        return out, problems
+        return out, [*problems, *own_problems]
+
+    def _own(self, values: dict[str, str]) -> tuple[dict, dict, tuple]:
+        """The outputs of the row's own cells, evaluated once per distinct combination of those cells.
+
+        An order export repeats its line items (the same product, quantity
+        and price on line after line): each combination is parsed once.
+        """
+        key = tuple(map(values.get, self.row_sources))
+        made = self.rows.get(key)
+        if made is None:
+            if len(self.rows) >= _ROWS:
+                self.rows.clear()
+            out, attributes, problems = self._evaluate(self.plan, values, {}, {}, [])
+            made = self.rows[key] = (out, attributes, tuple(problems))
+        return made
 
     def _evaluate(self, plan: tuple[list, list], values: dict[str, str], out: dict, attributes: dict,
                   problems: list) -> tuple[dict, dict, list]:
@@ -258,8 +280,9 @@ class MappedReader:
 def _cached(parse: Parser | None, check: Parser) -> Parser:
     """The mapping's parser then the kind's check, remembered per distinct cell (failures are not)."""
     if parse is None:
-        return lru_cache(maxsize=_CELLS)(check)
-    return lru_cache(maxsize=_CELLS)(lambda raw: check(parse(raw)))
+        return remembered(check, _CELLS)
+    plain = getattr(parse, "__wrapped__", parse)  # remembered here, after the check, not twice
+    return remembered(lambda raw: check(plain(raw)), _CELLS)
 
 
 def _snake(column: str) -> str:

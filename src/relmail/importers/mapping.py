@@ -353,6 +353,11 @@ class _Spec:
             if key not in _OPTIONS and key not in ("template", "value", "first", "column"):
                 self.bad(f"{path}.{key}", f"unknown option '{key}' (known: {', '.join(_OPTIONS)})")
                 return False
+        default = value.get("default")
+        if default is not None and not str(default).strip():
+            # A blank default is no default; refusing it keeps every mapped value non-blank.
+            self.bad(f"{path}.default", "the default is blank: leave it out (an empty cell is a missing value)")
+            return False
         name = value.get("parse")
         if name is None:
             name = {"consent": "yes_no", "consent_at": "time", "suppressed_at": "time"}.get(target or "")

@@ -29,7 +29,6 @@ custom item): the purchase keeps the id and is counted as such.
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -38,11 +37,17 @@ from sqlalchemy.engine import Connection
 from ..store import aggregates
 from ..store.models import Customer, Event
 from .fields import FieldError, email
-from .loader import LOOKUP_BATCH, Loader, References, batched
+from .loader import Loader, References, one_of
 from .schemas import PURCHASE_STATUSES, schema_for
+from .values import remembered
 
 C, E = Customer.__table__, Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
+#: Distinct addresses, and distinct line values, remembered per import.
+REMEMBERED = 65536
+#: The events columns a purchase fills, in the order the loader writes them.
+EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id", "feature", "value", "message_id", "run_id",
+                 "topic")
 
 
 class OrdersWriter:
@@ -52,6 +57,10 @@ class OrdersWriter:
         self.run = run
         self.conn = conn
         self.loader = Loader(conn, schema_for("events"))
+        if self.loader.columns != EVENT_COLUMNS:
+            raise RuntimeError(f"unexpected events columns {self.loader.columns!r}")  # pragma: no cover - schema guard
+        #: The lines of one order share its time: bound once per order (see :meth:`Loader.bind`).
+        self.bind_time = self.loader.bind("occurred_at")
         self.references = References(conn)
         #: event id -> line, for a line item that appears twice.
         self.seen: dict[str, int] = {}
@@ -59,6 +68,12 @@ class OrdersWriter:
         self.position = 0
         #: Normalized address -> customer id, remembered for the rest of the file (customers reorder).
         self.known: dict[str, str] = {}
+        #: An address as written -> its lookup key (a customer's orders repeat it).
+        self.normal = remembered(normal_address, REMEMBERED)
+        #: A value rounded to cents (lines repeat their quantity and price).
+        self.cents = remembered(_cents, REMEMBERED)
+        #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
+        self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
                         "lines_unknown_product": 0}
 
@@ -83,11 +98,13 @@ class OrdersWriter:
         # Customers in bulk: ids checked against the store, addresses looked up once per file.
         ids = {row["customer_id"] for _, row in pending if row["customer_id"] is not None}
         unknown_ids = self.references.missing("customers", ids) if ids else set()
-        keys = [normal_address(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
+        normal = self.normal
+        keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
         known = self.known
         known.update(self._by_address(set(keys) - known.keys() - {None}))
-        details, reject = self.details, self.run.reject
+        details, reject, bind_time, cents = self.details, self.run.reject, self.bind_time, self.cents
         events, gone = [], []
+        when = bound = None
         for (record, row), key in zip(pending, keys):
             customer = row["customer_id"]
             if customer is not None:
@@ -107,30 +124,42 @@ class OrdersWriter:
                 gone.append(row["_event_id"])
                 details["lines_not_purchases"] += 1
                 continue
-            events.append({"event_id": row["_event_id"], "customer_id": customer, "type": "purchase",
-                           "occurred_at": row["ordered_at"], "product_id": row["product_id"], "feature": None, "value": value,
-                           "message_id": None, "run_id": None, "topic": None})
+            if value is not None:
+                value = cents(value)
+            if row["ordered_at"] is not when:
+                when = row["ordered_at"]
+                bound = bind_time(when)
+            # In the order of EVENT_COLUMNS.
+            events.append((row["_event_id"], customer, "purchase", bound, row["product_id"], None, value, None, None, None))
         if not self.run.may_write():
             return
-        products = {e["product_id"] for e in events if e["product_id"] is not None}
+        products = {e[4] for e in events if e[4] is not None}
         unknown = self.references.missing("products", products) if products else set()
         if unknown:
-            details["lines_unknown_product"] += sum(1 for e in events if e["product_id"] in unknown)
-        self.loader.write(events)
+            details["lines_unknown_product"] += sum(1 for e in events if e[4] in unknown)
+        self.loader.write_bound(events)
         details["purchases"] += len(events)
         self.run.imported += len(events)
-        if gone:
-            self.loader.touched.update(aggregates.owners(self.conn, gone))
-        for batch in batched(gone, LOOKUP_BATCH):
-            details["purchases_removed"] += self.conn.execute(delete(E).where(E.c.event_id.in_(batch))).rowcount or 0
+        self.gone.extend(gone)
+
+    def finish(self) -> None:
+        """Remove the purchases of lines that are none any more, all in one statement (on PostgreSQL) after the last chunk."""
+        if not self.run.may_write():
+            return
+        if self.gone:
+            # Their customers' aggregates lose these purchases.
+            self.loader.touched.update(aggregates.owners(self.conn, self.gone))
+        for condition in one_of(self.conn, E.c.event_id, self.gone):
+            self.details["purchases_removed"] += self.conn.execute(delete(E).where(condition)).rowcount or 0
 
     def _by_address(self, addresses: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}
-        for batch in batched(sorted(addresses), LOOKUP_BATCH):
-            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(C.c.email.in_(batch))))
+        for condition in one_of(self.conn, C.c.email, addresses):
+            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition)))
         missing = {a.lower(): a for a in addresses if a not in found}
-        for batch in batched(sorted(missing), LOOKUP_BATCH):  # stored in another case, or flagged as written
-            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(func.lower(C.c.email).in_(batch))):
+        lowered = func.lower(C.c.email, type_=C.c.email.type)
+        for condition in one_of(self.conn, lowered, missing):  # stored in another case, or flagged as written
+            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
                 found.setdefault(missing[stored.lower()], cid)
         return found
 
@@ -138,7 +167,6 @@ class OrdersWriter:
         self.loader.close()
 
 
-@lru_cache(maxsize=65536)
 def normal_address(address: str) -> str:
     """An address as customers are stored (``email-validator``'s normal form), or as written if it is not one.
 
@@ -158,7 +186,7 @@ def normal_address(address: str) -> str:
 
 
 def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:
-    """(whether the line is a purchase, what it is worth: None when the file gives no price)."""
+    """(whether the line is a purchase, what it is worth before rounding to cents: None when the file gives no price)."""
     status = row["status"]
     if row["cancelled"] or (status is not None and status not in COUNTED):
         return False, None
@@ -171,4 +199,8 @@ def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:
             return False, None
         if value is not None:
             value *= 1.0 - refunded / total
-    return True, None if value is None else round(value, 2)
+    return True, value
+
+
+def _cents(value: float) -> float:
+    return round(value, 2)

@@ -172,6 +172,7 @@ def import_file(
                             if progress:
                                 progress(run.read, src.position(), src.size)
                     run.flush()
+                    run.sink.finish()
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:
@@ -279,8 +280,11 @@ class _Run:
             side = {k: values.pop(k) for k in self.side if k in values}
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
-        if mapped and (problems or record.problems):
-            problems = record.problems + [(record.labels.get(f, f) if f else f, m) for f, m in problems]
+        if mapped:
+            # The row replaces the mapping's fields: the record waits in its chunk with one dict, not two.
+            record.values = None
+            if problems or record.problems:
+                problems = [*record.problems, *((record.labels.get(f, f) if f else f, m) for f, m in problems)]
         if not problems:
             verdict = self.sink.check(record.line, row)
             if verdict is False:

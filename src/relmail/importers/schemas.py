@@ -103,8 +103,11 @@ class Schema:
         keeps its invalid value as written: its name is appended to
         ``flagged`` and the row's :attr:`flag` column is False. ``final``
         names fields whose values went through this schema's parser already
-        (a column mapping does that once per distinct cell).
+        (a column mapping does that once per distinct cell, and never gives
+        such a field a blank value: a blank cell is left out).
         """
+        if final and final.issuperset(values):
+            return self._complete(values, defaults, from_csv)
         row: dict[str, Any] = dict(self.computed)
         problems: list[tuple[str, str]] = []
         for name, parse, required, default, lenient in self._plan:
@@ -140,6 +143,37 @@ class Schema:
             for name in values:
                 if name not in known:
                     problems.append((name, f"unknown field '{name}' (known: {', '.join(self.names)})"))
+        return row, problems
+
+    @cached_property
+    def _fills(self) -> tuple[dict[str, Any], tuple[tuple[str, Any], ...], tuple[str, ...]]:
+        """(the computed columns and constant defaults, the defaults made per row, the required fields as a set)."""
+        constant = dict(self.computed)
+        per_row = []
+        for name, _, required, default, _ in self._plan:
+            if required:
+                continue
+            if callable(default) or (default.__class__ is str and default[:1] == "@"):
+                per_row.append((name, default))
+            else:
+                constant[name] = default
+        return constant, tuple(per_row), frozenset(self.required)
+
+    def _complete(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool) -> tuple[dict[str, Any], list]:
+        """:meth:`convert` of values that all went through this schema's parsers: only the missing fields are filled.
+
+        A column mapping checks each distinct cell once, so a mapped row
+        needs no per-field loop: the constant defaults and computed columns
+        come in one dict merge.
+        """
+        constant, per_row, required = self._fills
+        row = {**constant, **values}
+        for name, default in per_row:
+            if name not in values:
+                row[name] = defaults[default[1:]] if default.__class__ is str else default()
+        problems = [] if values.keys() >= required else [(name, "is required") for name in self.required if name not in values]
+        if self.extras_into is not None:
+            self._collect_extras(values, row, from_csv)
         return row, problems
 
     def _collect_extras(self, values: dict[str, Any], row: dict[str, Any], from_csv: bool) -> None:

@@ -40,6 +40,31 @@ _ISO_SHAPES = {
 #: Distinct cells remembered per time or money parser: the lines of one order share its time, and
 #: an export repeats its prices.
 _TIME_CACHE = 4096
+_MISSING = object()
+
+
+def remembered(parse: Parser, size: int) -> Parser:
+    """``parse`` remembered per distinct argument (a cell), up to ``size`` of them (then it starts afresh); failures are not.
+
+    A plain dict rather than ``functools.lru_cache``: every full garbage
+    collection visits each entry of an LRU cache, while a dict of text to
+    numbers, times and text is not tracked at all, and a large import runs
+    many collections while it holds its chunk of rows.
+    """
+    memo: dict[str, Any] = {}
+    get = memo.get
+
+    def cached(value: str) -> Any:
+        result = get(value, _MISSING)
+        if result is _MISSING:
+            result = parse(value)
+            if len(memo) >= size:
+                memo.clear()
+            memo[value] = result
+        return result
+
+    cached.__wrapped__ = parse  # type: ignore[attr-defined]
+    return cached
 
 
 def make_time(fmt: str | None, timezone: str | None) -> Parser:
@@ -52,7 +77,6 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
     shape = _ISO_SHAPES.get(fmt) if fmt else None
     expected = f"in the format {fmt!r}" if fmt else "an ISO 8601 date-time"
 
-    @lru_cache(maxsize=_TIME_CACHE)
     def parse(value: str) -> datetime:
         text = value.strip()
         try:
@@ -76,7 +100,7 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
         # In UTC, as the store keeps it: converted once per distinct cell, not once per row.
         return parsed.astimezone(UTC)
 
-    return parse
+    return remembered(parse, _TIME_CACHE)
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -123,7 +147,6 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
     group = "," if decimal == "." else "."
     plain = re.compile(r"-?\d+(?:\.\d+)?" if decimal == "." else r"-?\d+(?:,\d+)?").fullmatch
 
-    @lru_cache(maxsize=_TIME_CACHE)  # an export repeats its prices
     def parse(value: str) -> float:
         if plain(value):  # 12.50: most cells of most exports
             return float(value.replace(",", "."))
@@ -150,7 +173,7 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         amount = float("".join(parts) + ("." + cents if cents else ""))
         return -amount if match["sign"] or match["sign2"] else amount
 
-    return parse
+    return remembered(parse, _TIME_CACHE)  # an export repeats its prices
 
 
 def make_list(separator: str = ",") -> Parser:

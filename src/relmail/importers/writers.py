@@ -12,7 +12,7 @@
 
 A writer's :meth:`check` runs as each row streams in (it may keep one entry
 per key); :meth:`write` runs per chunk and reports rejected rows through the
-run's ``reject``.
+run's ``reject``; :meth:`finish` runs once after the last chunk.
 """
 
 from __future__ import annotations
@@ -87,6 +87,9 @@ class TableWriter:
         rows = [row for _, row in pending]
         self.loader.write(rows)
         self.run.imported += len(rows)
+
+    def finish(self) -> None:
+        """After the last chunk: every row went out with its chunk."""
 
     def close(self) -> None:
         self.loader.close()
@@ -216,6 +219,9 @@ class PreferencesWriter:
             self.run.reject(by_line[line], [problem])
         self.run.imported += self.history.written - before
         self.details = {"superseded": self.history.superseded, "repeated": self.history.repeated}
+
+    def finish(self) -> None:
+        """After the last chunk: every row went out with its chunk."""
 
     def close(self) -> None:
         self.history.close()
