@@ -354,3 +354,24 @@ def test_a_header_no_built_in_mapping_reads_gets_no_suggestion(engine, tmp_path)
     with pytest.raises(ValidationError) as err:
         import_file(engine, "customers", path)
     assert err.value.args[0].endswith("the header does not fit a customers file; nothing imported")
+
+
+def test_an_orders_export_keeps_the_feature_store_exact_through_a_refund(engine, tmp_path):
+    # Orders are written as bound rows, past the loader's dict path: their
+    # customers' aggregates must still follow, also when a re-export turns an
+    # order into a refund and its purchases are removed.
+    from relmail.store import aggregates
+
+    load_all(engine)
+    with engine.begin() as conn:
+        assert aggregates.rebuild(conn).total == 0
+    # A re-export of order #1001 alone, now voided: no line of it is written.
+    header, *lines = (SHOPIFY / "orders_export.csv").read_text(encoding="utf-8").splitlines()
+    order = [line.replace(",paid,", ",voided,", 1) for line in lines if line.startswith("#1001,")]
+    assert len(order) == 2 and "voided" in order[0]
+    refunded = tmp_path / "orders_export.csv"
+    refunded.write_text("\n".join([header, *order]) + "\n", encoding="utf-8")
+    result = import_file(engine, "orders", refunded, mapping="shopify")
+    assert result.details["purchases_removed"] == 2
+    with engine.begin() as conn:
+        assert aggregates.rebuild(conn).total == 0
