@@ -182,9 +182,9 @@ def project(tmp_path, db_url, monkeypatch):
 
 
 def pytest_terminal_summary(terminalreporter):
-    """The fault suite's figures (tests/test_faults.py), one line per run."""
-    module = __import__("sys").modules.get("tests.test_faults") or __import__("sys").modules.get("test_faults")
-    lines = getattr(module, "LINES", [])
+    """The fault suite's figures (tests/test_faults.py), one line per run, passed or failed."""
+    reports = terminalreporter.stats.get("passed", []) + terminalreporter.stats.get("failed", [])
+    lines = dict.fromkeys(value for r in reports for name, value in getattr(r, "user_properties", ()) if name == "fault suite")
     if lines:
         terminalreporter.section("fault suite")
         for line in lines:

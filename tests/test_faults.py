@@ -1,8 +1,8 @@
 """The fault suite (bench/faults.py) in CI: SIGKILLs, database faults and SMTP faults, then a clean run.
 
 Each backend's figures line (faults injected, received once, received twice,
-flagged uncertain, lost) is printed in pytest's terminal summary (``-rA``
-shows it too, also under pytest-xdist). No e-mail
+flagged uncertain, lost) is printed in pytest's terminal summary, also under
+pytest-xdist and with ``-q``. No e-mail
 may arrive twice and none may be lost; uncertain ones (handed over, no
 reply) are counted and must be explained by the ledger.
 """
@@ -18,16 +18,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 faults = importlib.import_module("faults")
 
-#: The figures lines of this session, printed by conftest.py's terminal summary.
-LINES: list[str] = []
-
-
 def _run(backend: str, request, **kw) -> None:
     if backend == "postgresql":
         request.getfixturevalue("pg_databases")  # skipped (or failed in CI) without a server
     report = faults.run(backend, log=lambda line: None, **kw)
-    LINES.append(report.line())
-    print(report.line())  # in the PASSES section with -rA, also under pytest-xdist
+    # Reports carry user properties from pytest-xdist's workers to the
+    # terminal summary (conftest.py), so CI output shows the figures.
+    request.node.user_properties.append(("fault suite", report.line()))
     t = report.tally
     assert report.faults >= 3, report.line()
     assert t.twice == 0 and t.lost == 0, report.line()

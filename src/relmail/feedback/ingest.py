@@ -86,11 +86,10 @@ def record_rejects(conn: Connection, batch: Batch, now: datetime) -> int:
     (a file imported again) is not recorded twice.
     """
     table = FeedbackReject.__table__
-    known = set(conn.execute(
+    known = {tuple(row) for row in conn.execute(
         select(table.c.position, table.c.raw_event).where(
             table.c.provider == batch.provider, table.c.source == batch.source,
-            table.c.position.in_(sorted({bad.index for bad in batch.invalid})))
-    ).tuples())
+            table.c.position.in_(sorted({bad.index for bad in batch.invalid}))))}
     rows = [
         {
             "received_at": now,
