@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from ..errors import RelmailError
+from ..store.faults import as_relmail_error
 from . import Channel, Executor, TaskOutcome
 
 #: How long stopping tasks may take to finish their current piece of work before they are killed.
@@ -161,8 +162,6 @@ def _portable(exc: Exception) -> Exception:
     A driver's exception may not survive pickling, and its text holds the
     SQL statement; the submitter prints the classified error's one line.
     """
-    from ..store.faults import as_relmail_error
-
     return as_relmail_error(exc) or exc
 
 
