@@ -57,6 +57,7 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
 
     Candidates (T-learner, X-learner, transformed outcome and the
     proportional model on logistic regression and gradient boosting, a
+    solo logistic model (the sent flag as a feature), a
     logistic interaction model, which is replaced by the same model pooled
     with the other messages' sends when there are any, and for conversions
     the funnel: the visit model times a visitor's chance to buy) are
