@@ -44,7 +44,7 @@ from ..features.sql import analytic, parallel_connections
 from ..rules import REASON_CODES
 from ..score.transparent import Scorer, make_scorer
 from ..segments import audience, load_segments
-from ..store import locks
+from ..store import columnar, locks
 from ..store.faults import translated
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, current_time, resolve_window
@@ -268,7 +268,11 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                                          repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
 
-    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer)
+    # Bring the columnar copy of the events in step once, here, for every partition to read.
+    columns = columnar.for_plan(engine, project.root, as_of).root
+    lap("columnar copy")
+    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer,
+                  None if columns is None else str(columns))
     pool = _executor(engine, opts.executor, opts.workers, opts.scheduler)
     ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
     at_once = min(len(ranges), pool.workers if pool is not None else 1)
