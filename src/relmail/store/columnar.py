@@ -55,7 +55,7 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select, text
+from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.engine import Connection, Engine
 
 from . import aggregates
@@ -337,10 +337,16 @@ def _at_us(conn: Connection):
     return text("CAST(EXTRACT(EPOCH FROM occurred_at) * 1000000 AS BIGINT)")
 
 
+def _type(conn: Connection):
+    """``events.type``, on SQLite kept from the (type, time) index: reading most of the table, a scan in row order
+    costs half what the index's lookups of every row do."""
+    return literal_column("+events.type") if conn.dialect.name == "sqlite" else E.c.type
+
+
 def _read(conn: Connection, where) -> dict:
     """The events of :data:`TYPES` that ``where`` keeps, as arrays (strings as object arrays)."""
     stmt = select(E.c.id, E.c.type, _at_us(conn), E.c.value, E.c.customer_id, E.c.product_id, E.c.message_id, E.c.topic,
-                  E.c.feature).where(where, E.c.type.in_(TYPES))
+                  E.c.feature).where(where, _type(conn).in_(TYPES))
     type_code = {t: i for i, t in enumerate(TYPES)}
     chunks: list[list[np.ndarray]] = []
     result = conn.execute(stmt)
