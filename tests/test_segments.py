@@ -397,3 +397,41 @@ def test_a_look_back_beyond_any_date_is_a_located_problem(tmp_path, body):
         load_segments(tmp_path)
     (problem,) = exc.value.problems
     assert problem.file == str(path) and "at most 36,525 days" in problem.message
+
+
+def _over(engine, tmp_path, as_of):
+    """A segment evaluator over the store's columnar copy (built here) as of ``as_of``."""
+    from relmail.segments import evaluator
+    from relmail.store import columnar
+
+    root = columnar.location(engine, tmp_path)
+    assert columnar.update(engine, root).action in ("built", "current", "appended", "patched")
+    conn = engine.connect()
+    copy = columnar.open_copy(root, conn)
+    assert copy is not None
+    return conn, evaluator(conn, copy, as_of)
+
+
+@pytest.mark.parametrize("when", [0, 45, 390])
+def test_the_columnar_copy_gives_every_condition_the_members_sql_gives(store, tmp_path, when):
+    """Behaviour leaves from NumPy, the rest from SQL (both polarities under ``not``): the same members."""
+    folder = tmp_path / "segs"
+    for i, (condition, _) in enumerate(CASES):
+        write(folder, f"c{i}", f"name: c{i}\n" + textwrap.dedent(condition))
+        write(folder, f"n{i}", f"name: n{i}\nnot: {{segment: c{i}}}")
+    write(folder, "mixed", "name: mixed\nany:\n  - all: [{segment: c22}, {not: {viewed: {within_days: 30}}}]\n"
+                           "  - not: {any: [{segment: c30}, {owns: LOCK-S1}]}")
+    registry = load_segments(folder)
+    as_of = ago(when)
+    conn, over = _over(store, tmp_path, as_of)
+    try:
+        for name, seg in sorted(registry.items()):
+            want = audience(store, [seg], as_of).tolist()
+            assert audience(conn, [seg], as_of, over).tolist() == want, (name, seg.root)
+        if when == 0:
+            # The expected members of the hand-built cases, through the copy.
+            for i, (_, expected) in enumerate(CASES):
+                got = set(audience(conn, [registry[f"c{i}"]], as_of, over).tolist())
+                assert got == expected, (CASES[i][0], set(audience(store, [registry[f"c{i}"]], as_of).tolist()))
+    finally:
+        conn.close()
