@@ -447,3 +447,32 @@ def test_attribute_conditions_on_different_keys_in_one_process_each_read_their_o
         assert audience(store, [registry["born"]], T).tolist() == ["B"]
         # A's birth year is a number, C has none: unknown, so not a member of the negation either.
         assert audience(store, [registry["not-born"]], T).tolist() == []
+
+
+_LEAVES = [c for c, _ in CASES if c and "\n" not in c and not c.startswith(("all", "any", "not", "sql"))]
+
+
+def _tree(draw, depth: int) -> str:
+    """A condition in YAML flow style: a leaf, or all/any/not of smaller ones."""
+    if depth == 0 or draw(st.booleans()):
+        return "{" + draw(st.sampled_from(_LEAVES)) + "}"
+    kind = draw(st.sampled_from(["all", "any", "not"]))
+    if kind == "not":
+        return "{not: " + _tree(draw, depth - 1) + "}"
+    return "{" + kind + ": [" + ", ".join(_tree(draw, depth - 1) for _ in range(draw(st.integers(0, 3)))) + "]}"
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_combination_has_the_same_members_through_the_columnar_copy(store, tmp_path, data):
+    """Random trees of every leaf kind under all/any/not, at a random time: NumPy with SQL's three-valued logic."""
+    tree = _tree(data.draw, 3)
+    as_of = ago(data.draw(st.sampled_from([0, 4, 45, 200, 500])))
+    folder = tmp_path / f"segs-{abs(hash(tree))}"
+    write(folder, "probe", "name: probe\nall: [" + tree + "]\n")
+    seg = load_segments(folder)["probe"]
+    conn, over = _over(store, tmp_path, as_of)
+    try:
+        assert audience(conn, [seg], as_of, over).tolist() == audience(store, [seg], as_of).tolist(), tree
+    finally:
+        conn.close()
