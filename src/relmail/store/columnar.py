@@ -72,7 +72,10 @@ CODED = ("customer", "product", "message", "topic", "feature")
 #: The meta key of the store's identity: a copy of another store (a database rebuilt at the same path) is never read.
 TOKEN_KEY = "columns_token"
 
-#: Segments before :func:`update` merges them into one.
+#: Event ids per segment of a build (a segment is built in memory: about 100 bytes a row).
+BUILD_ROWS = 2_000_000
+
+#: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
 
 #: Changed events, as a share of the copy (and at least :data:`REBUILD_MIN`), above which :func:`update`
@@ -132,7 +135,7 @@ class Segment:
         self.id = np.load(path / "id.npy", mmap_mode="r")
         self.value = np.load(path / "value.npy", mmap_mode="r")
         self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
-        self.words = {name: np.load(path / f"{name}.words.npy") for name in CODED}
+        self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
         #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
         self.offsets = np.load(path / "offsets.npy")
         if not (len(self.offsets) == len(TYPES) + 1 and self.offsets[-1] == len(self.at) == len(self.id) == len(self.value)
@@ -261,10 +264,18 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
 
 
 def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
-    rows = _read(conn, E.c.id <= state.max_event_id)
-    names = [_write_segment(root, rows)] if len(rows["at"]) else []
+    """Write the copy anew: one segment per :data:`BUILD_ROWS` event ids, so memory stays bounded whatever the store."""
+    lo = int(conn.execute(select(func.coalesce(func.min(E.c.id), 1))).scalar_one()) - 1
+    names, read = [], 0
+    while lo < state.max_event_id:
+        hi = min(lo + BUILD_ROWS, state.max_event_id)
+        rows = _read(conn, (E.c.id > lo) & (E.c.id <= hi))
+        read += len(rows["at"])
+        if len(rows["at"]):
+            names.append(_write_segment(root, rows))
+        lo = hi
     _commit(root, state, names)
-    return Updated("built", read=len(rows["at"]), events=len(rows["at"]), segments=len(names))
+    return Updated("built", read=read, events=read, segments=len(names))
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
@@ -279,26 +290,30 @@ def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Update
     for start in range(0, len(changed), BATCH):
         parts.append(_read(conn, (E.c.id <= lower) & E.c.customer_id.in_(changed[start:start + BATCH])))
     fresh = _concat(parts)
-    names, replaced = [], []
+    names, replaced = [], 0
     gone = np.array(changed, dtype=str)
     for seg in old.segments:
         kept = _without(seg, lower, gone)
         if kept is None:
             names.append(seg.path.name)
             continue
-        replaced.append(seg.path.name)
+        replaced += 1
         if len(kept["at"]):
             names.append(_write_segment(root, kept))
     if len(fresh["at"]):
         names.append(_write_segment(root, fresh))
-    if len(names) > MAX_SEGMENTS:
-        merged = _concat([_rows_of(Segment(root / name)) for name in names])
-        replaced += names
-        names = [_write_segment(root, merged)]
+    small = [name for name in names if _rows_in(root / name) < BUILD_ROWS // 2]
+    if len(small) > MAX_SEGMENTS:  # weekly appends: merged, so a reader opens few segments
+        merged = _concat([_rows_of(Segment(root / name)) for name in small])
+        names = [name for name in names if name not in small] + [_write_segment(root, merged)]
     _commit(root, state, names)
-    events = sum(len(np.load(root / name / "id.npy", mmap_mode="r")) for name in names)
+    events = sum(_rows_in(root / name) for name in names)
     action = "patched" if changed or replaced else "appended"
     return Updated(action, read=len(fresh["at"]), events=events, segments=len(names), customers_changed=len(changed))
+
+
+def _rows_in(path: Path) -> int:
+    return len(np.load(path / "id.npy", mmap_mode="r"))
 
 
 def _without(seg: Segment, lower: int, gone: np.ndarray) -> dict | None:
