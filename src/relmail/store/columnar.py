@@ -72,8 +72,8 @@ CODED = ("customer", "product", "message", "topic", "feature")
 #: The meta key of the store's identity: a copy of another store (a database rebuilt at the same path) is never read.
 TOKEN_KEY = "columns_token"
 
-#: Event ids per segment of a build (a segment is built in memory: about 100 bytes a row).
-BUILD_ROWS = 2_000_000
+#: Event ids per segment of a build (a segment is built in memory: a few hundred bytes a row).
+BUILD_ROWS = 1_000_000
 
 #: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
