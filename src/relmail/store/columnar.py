@@ -412,8 +412,9 @@ def _write_segment(root: Path, rows: dict) -> str:
     for key in ("id", "at", "value"):
         np.save(tmp / f"{key}.npy", np.ascontiguousarray(rows[key][order]))
     for key in CODED:
-        codes, words = _encode(rows[key][order], sort=key == "customer")
-        np.save(tmp / f"{key}.npy", codes)
+        # Encoded in the order read (the strings lie in memory in that order), then put in time order.
+        codes, words = _encode(rows[key], sort=key == "customer")
+        np.save(tmp / f"{key}.npy", codes[order])
         np.save(tmp / f"{key}.words.npy", words)
     _fsync_dir(tmp)
     os.rename(tmp, root / name)
