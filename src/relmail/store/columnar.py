@@ -177,9 +177,20 @@ def _read_current(root: Path) -> dict | None:
         return None
 
 
+def _state_of(current: dict) -> StoreState:
+    return StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]))
+
+
+def _matches(current: dict, state: StoreState) -> bool:
+    """Whether the copy ``current.json`` describes covers exactly the store in ``state``."""
+    try:
+        return _state_of(current) == state
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _load(root: Path, current: dict) -> Copy:
-    state = StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]))
-    return Copy(root, state, [Segment(root / name) for name in current["segments"]])
+    return Copy(root, _state_of(current), [Segment(root / name) for name in current["segments"]])
 
 
 def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
@@ -190,7 +201,7 @@ def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
     if current is None:
         return None
     state = store_state(conn)
-    if state is None or state != StoreState(current.get("token"), current.get("max_event_id"), current.get("change_id")):
+    if state is None or not _matches(current, state):
         return None
     try:
         return _load(Path(root), current)
@@ -239,25 +250,34 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
     root = Path(root)
     if not build and _read_current(root) is None:
         return Updated("none", root=root)
-    with _locked(root), engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # One snapshot for the state and the rows read: a commit in between must not slip past both.
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        state = store_state(conn)
-        if state is None:
-            return Updated("none", root=root)
-        current = _read_current(root)
-        old = None
-        if current is not None and not rebuild:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                old = _load(root, current)
-        if old is not None and old.state.token != state.token:
+    with _locked(root):
+        if not rebuild:
+            with engine.connect() as conn:
+                state = store_state(conn)
+            current = _read_current(root)
+            if state is not None and current is not None and _matches(current, state):
+                return Updated("current", events=current.get("events", 0), segments=len(current["segments"]), root=root,
+                               seconds=time.perf_counter() - started)
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the state and the rows read: a commit in between must not slip past both.
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                # Event ids are drawn before their transactions commit, so a writer still in flight may
+                # hold ids below the highest committed one: wait for every writer to finish (and hold
+                # new ones back) before reading, or the copy would skip those ids for good.
+                conn.exec_driver_sql("LOCK TABLE events IN SHARE MODE")
+            state = store_state(conn)
+            if state is None:
+                return Updated("none", root=root)
+            current = _read_current(root)
             old = None
-        if old is not None and old.state == state:
-            return Updated("current", events=old.events, segments=len(old.segments), root=root,
-                           seconds=time.perf_counter() - started)
-        out = _build(conn, root, state) if old is None else _patch(conn, root, old, state)
-        conn.rollback()
+            if current is not None and not rebuild:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    old = _load(root, current)
+            if old is not None and old.state.token != state.token:
+                old = None
+            out = _build(conn, root, state) if old is None else _patch(conn, root, old, state)
+            conn.rollback()
     out.root = root
     out.seconds = time.perf_counter() - started
     return out
@@ -423,8 +443,9 @@ def _write_segment(root: Path, rows: dict) -> str:
 
 def _commit(root: Path, state: StoreState, names: list[str]) -> None:
     """Point ``current.json`` at ``names`` with one rename, then delete what no copy names any more."""
+    events = sum(_rows_in(root / name) for name in names)
     doc = {"format": 1, "token": state.token, "max_event_id": state.max_event_id, "change_id": state.change_id,
-           "segments": names}
+           "segments": names, "events": events}
     tmp = root / f"current.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(doc), encoding="utf-8")
     with open(tmp, "rb") as handle:
