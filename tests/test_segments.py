@@ -397,3 +397,17 @@ def test_a_look_back_beyond_any_date_is_a_located_problem(tmp_path, body):
         load_segments(tmp_path)
     (problem,) = exc.value.problems
     assert problem.file == str(path) and "at most 36,525 days" in problem.message
+
+
+def test_attribute_conditions_on_different_keys_in_one_process_each_read_their_own_key(store, tmp_path):
+    """One engine compiles both (SQLAlchemy caches the statement of the first): each still reads its own key."""
+    folder = tmp_path / "segs"
+    write(folder, "tier", "name: tier\nattribute: {key: loyalty_tier, equals: new}")
+    write(folder, "born", "name: born\nattribute: {key: birth_year, equals: '1990'}")
+    write(folder, "not-born", "name: not-born\nnot: {attribute: {key: birth_year, equals: '1990'}}")
+    registry = load_segments(folder)
+    for _ in range(2):
+        assert audience(store, [registry["tier"]], T).tolist() == ["B"]
+        assert audience(store, [registry["born"]], T).tolist() == ["B"]
+        # A's birth year is a number, C has none: unknown, so not a member of the negation either.
+        assert audience(store, [registry["not-born"]], T).tolist() == []

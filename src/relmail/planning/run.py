@@ -489,11 +489,32 @@ def _categories(conn, message) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+#: SQLite page cache (KiB) of the connection writing a run's decisions: the two ledger indexes'
+#: pages stay cached instead of being evicted and re-read for every few hundred rows.
+WRITE_CACHE_KIB = 131_072
+
+
+@contextmanager
+def _write_cache(conn) -> Iterator[None]:
+    """A large SQLite page cache on ``conn`` from before its transaction to after the commit; the previous size back then."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    # On the driver's connection: through SQLAlchemy the PRAGMA would begin the transaction early.
+    raw = conn.connection.driver_connection
+    before = raw.execute("PRAGMA cache_size").fetchone()[0]
+    raw.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA cache_size = {int(before)}")
+
+
 @contextmanager
 def _ledger(engine, job: PlanJob, exists_: bool, now: datetime):
     """A transaction holding the run's row (new, or the old one with its replaceable decisions gone); yields its connection."""
     camp, win, run_id, seed, as_of = job.campaign, job.window, job.run_id, job.seed, job.as_of
-    with engine.begin() as conn:
+    with engine.connect() as conn, _write_cache(conn), conn.begin():
         if exists_:
             keep = exists().where(DELIVERIES.c.decision_id == DEC.c.id, DELIVERIES.c.status.in_(KEEP_STATES))
             replaced = select(DEC.c.id).where(DEC.c.run_id == run_id, ~keep)

@@ -92,7 +92,13 @@ def audience(engine_or_conn: Engine | Connection, segments: list[Segment], as_of
         # Sorted by code point in SQL (SQLite's BINARY, PostgreSQL's "C"), the
         # order NumPy uses: sorted_ids then only checks the order instead of sorting a large audience again.
         key = members.c.id.collate("C") if conn.dialect.name == "postgresql" else members.c.id
-        ids = _run(conn, select(members.c.id).order_by(key), segments).scalars().all()
+        result = _run(conn, select(members.c.id).order_by(key), segments)
+        # The driver's tuples, not SQLAlchemy rows: an id needs no result processing, and building
+        # a Row per member costs as much as the statement's own fetch for a large audience.
+        try:
+            ids = [i for (i,) in result.cursor.fetchall()]
+        finally:
+            result.close()
     return sorted_ids(ids)
 
 
