@@ -72,7 +72,10 @@ CODED = ("customer", "product", "message", "topic", "feature")
 #: The meta key of the store's identity: a copy of another store (a database rebuilt at the same path) is never read.
 TOKEN_KEY = "columns_token"
 
-#: Segments before :func:`update` merges them into one.
+#: Event ids per segment of a build (a segment is built in memory: a few hundred bytes a row).
+BUILD_ROWS = 1_000_000
+
+#: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
 
 #: Changed events, as a share of the copy (and at least :data:`REBUILD_MIN`), above which :func:`update`
@@ -132,7 +135,7 @@ class Segment:
         self.id = np.load(path / "id.npy", mmap_mode="r")
         self.value = np.load(path / "value.npy", mmap_mode="r")
         self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
-        self.words = {name: np.load(path / f"{name}.words.npy") for name in CODED}
+        self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
         #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
         self.offsets = np.load(path / "offsets.npy")
         if not (len(self.offsets) == len(TYPES) + 1 and self.offsets[-1] == len(self.at) == len(self.id) == len(self.value)
@@ -174,9 +177,20 @@ def _read_current(root: Path) -> dict | None:
         return None
 
 
+def _state_of(current: dict) -> StoreState:
+    return StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]))
+
+
+def _matches(current: dict, state: StoreState) -> bool:
+    """Whether the copy ``current.json`` describes covers exactly the store in ``state``."""
+    try:
+        return _state_of(current) == state
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
 def _load(root: Path, current: dict) -> Copy:
-    state = StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]))
-    return Copy(root, state, [Segment(root / name) for name in current["segments"]])
+    return Copy(root, _state_of(current), [Segment(root / name) for name in current["segments"]])
 
 
 def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
@@ -187,7 +201,7 @@ def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
     if current is None:
         return None
     state = store_state(conn)
-    if state is None or state != StoreState(current.get("token"), current.get("max_event_id"), current.get("change_id")):
+    if state is None or not _matches(current, state):
         return None
     try:
         return _load(Path(root), current)
@@ -236,35 +250,52 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
     root = Path(root)
     if not build and _read_current(root) is None:
         return Updated("none", root=root)
-    with _locked(root), engine.connect() as conn:
-        if conn.dialect.name == "postgresql":
-            # One snapshot for the state and the rows read: a commit in between must not slip past both.
-            conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        state = store_state(conn)
-        if state is None:
-            return Updated("none", root=root)
-        current = _read_current(root)
-        old = None
-        if current is not None and not rebuild:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                old = _load(root, current)
-        if old is not None and old.state.token != state.token:
+    with _locked(root):
+        if not rebuild:
+            with engine.connect() as conn:
+                state = store_state(conn)
+            current = _read_current(root)
+            if state is not None and current is not None and _matches(current, state):
+                return Updated("current", events=current.get("events", 0), segments=len(current["segments"]), root=root,
+                               seconds=time.perf_counter() - started)
+        with engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                # One snapshot for the state and the rows read: a commit in between must not slip past both.
+                conn.exec_driver_sql("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+                # Event ids are drawn before their transactions commit, so a writer still in flight may
+                # hold ids below the highest committed one: wait for every writer to finish (and hold
+                # new ones back) before reading, or the copy would skip those ids for good.
+                conn.exec_driver_sql("LOCK TABLE events IN SHARE MODE")
+            state = store_state(conn)
+            if state is None:
+                return Updated("none", root=root)
+            current = _read_current(root)
             old = None
-        if old is not None and old.state == state:
-            return Updated("current", events=old.events, segments=len(old.segments), root=root,
-                           seconds=time.perf_counter() - started)
-        out = _build(conn, root, state) if old is None else _patch(conn, root, old, state)
-        conn.rollback()
+            if current is not None and not rebuild:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    old = _load(root, current)
+            if old is not None and old.state.token != state.token:
+                old = None
+            out = _build(conn, root, state) if old is None else _patch(conn, root, old, state)
+            conn.rollback()
     out.root = root
     out.seconds = time.perf_counter() - started
     return out
 
 
 def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
-    rows = _read(conn, E.c.id <= state.max_event_id)
-    names = [_write_segment(root, rows)] if len(rows["at"]) else []
+    """Write the copy anew: one segment per :data:`BUILD_ROWS` event ids, so memory stays bounded whatever the store."""
+    lo = int(conn.execute(select(func.coalesce(func.min(E.c.id), 1))).scalar_one()) - 1
+    names, read = [], 0
+    while lo < state.max_event_id:
+        hi = min(lo + BUILD_ROWS, state.max_event_id)
+        rows = _read(conn, (E.c.id > lo) & (E.c.id <= hi))
+        read += len(rows["at"])
+        if len(rows["at"]):
+            names.append(_write_segment(root, rows))
+        lo = hi
     _commit(root, state, names)
-    return Updated("built", read=len(rows["at"]), events=len(rows["at"]), segments=len(names))
+    return Updated("built", read=read, events=read, segments=len(names))
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
@@ -279,26 +310,30 @@ def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Update
     for start in range(0, len(changed), BATCH):
         parts.append(_read(conn, (E.c.id <= lower) & E.c.customer_id.in_(changed[start:start + BATCH])))
     fresh = _concat(parts)
-    names, replaced = [], []
+    names, replaced = [], 0
     gone = np.array(changed, dtype=str)
     for seg in old.segments:
         kept = _without(seg, lower, gone)
         if kept is None:
             names.append(seg.path.name)
             continue
-        replaced.append(seg.path.name)
+        replaced += 1
         if len(kept["at"]):
             names.append(_write_segment(root, kept))
     if len(fresh["at"]):
         names.append(_write_segment(root, fresh))
-    if len(names) > MAX_SEGMENTS:
-        merged = _concat([_rows_of(Segment(root / name)) for name in names])
-        replaced += names
-        names = [_write_segment(root, merged)]
+    small = [name for name in names if _rows_in(root / name) < BUILD_ROWS // 2]
+    if len(small) > MAX_SEGMENTS:  # weekly appends: merged, so a reader opens few segments
+        merged = _concat([_rows_of(Segment(root / name)) for name in small])
+        names = [name for name in names if name not in small] + [_write_segment(root, merged)]
     _commit(root, state, names)
-    events = sum(len(np.load(root / name / "id.npy", mmap_mode="r")) for name in names)
+    events = sum(_rows_in(root / name) for name in names)
     action = "patched" if changed or replaced else "appended"
     return Updated(action, read=len(fresh["at"]), events=events, segments=len(names), customers_changed=len(changed))
+
+
+def _rows_in(path: Path) -> int:
+    return len(np.load(path / "id.npy", mmap_mode="r"))
 
 
 def _without(seg: Segment, lower: int, gone: np.ndarray) -> dict | None:
@@ -397,8 +432,9 @@ def _write_segment(root: Path, rows: dict) -> str:
     for key in ("id", "at", "value"):
         np.save(tmp / f"{key}.npy", np.ascontiguousarray(rows[key][order]))
     for key in CODED:
-        codes, words = _encode(rows[key][order], sort=key == "customer")
-        np.save(tmp / f"{key}.npy", codes)
+        # Encoded in the order read (the strings lie in memory in that order), then put in time order.
+        codes, words = _encode(rows[key], sort=key == "customer")
+        np.save(tmp / f"{key}.npy", codes[order])
         np.save(tmp / f"{key}.words.npy", words)
     _fsync_dir(tmp)
     os.rename(tmp, root / name)
@@ -407,8 +443,9 @@ def _write_segment(root: Path, rows: dict) -> str:
 
 def _commit(root: Path, state: StoreState, names: list[str]) -> None:
     """Point ``current.json`` at ``names`` with one rename, then delete what no copy names any more."""
+    events = sum(_rows_in(root / name) for name in names)
     doc = {"format": 1, "token": state.token, "max_event_id": state.max_event_id, "change_id": state.change_id,
-           "segments": names}
+           "segments": names, "events": events}
     tmp = root / f"current.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(doc), encoding="utf-8")
     with open(tmp, "rb") as handle:
