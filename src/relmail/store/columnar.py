@@ -50,7 +50,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -222,7 +222,6 @@ class Updated:
     customers_changed: int = 0
     seconds: float = 0.0
     root: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
