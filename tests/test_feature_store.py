@@ -300,3 +300,29 @@ def test_the_columnar_copy_follows_changes_to_older_events(engine, tmp_path):
     assert forget(engine, "C2", columns)["columnar_copy"] == "patched"
     assert not _copy_holds(columns, "C2"), "an erased customer's events leave the copy's files"
     assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)["sends_7"].tolist() == [0.0] * 4
+
+
+def test_the_columnar_copy_reads_event_ids_a_deletion_freed(engine, tmp_path):
+    """SQLite gives a new event the highest id + 1: once the latest events are deleted, ids the copy had come back."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    ev = Event.__table__
+
+    def purchase(customer):
+        return dict(customer_id=customer, type="purchase", occurred_at=T - timedelta(days=2), product_id="CB-1", value=1.0)
+
+    with engine.begin() as conn:
+        conn.execute(insert(ev), [purchase("C1"), purchase("C2")])
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    with engine.begin() as conn:  # the first event goes; the copy follows
+        conn.execute(delete(ev).where(ev.c.customer_id == "C1"))
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    with engine.begin() as conn:  # the second goes too, and two new events take ids the copy knew
+        conn.execute(delete(ev).where(ev.c.customer_id == "C2"))
+        conn.execute(insert(ev), [purchase("C3"), purchase("C3")])
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert frame.source == "columns" and frame["frequency_365"].tolist() == [0.0, 0.0, 2.0, 0.0]

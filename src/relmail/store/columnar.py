@@ -50,7 +50,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -222,7 +222,6 @@ class Updated:
     customers_changed: int = 0
     seconds: float = 0.0
     root: Path | None = None
-    timings: dict[str, float] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -299,25 +298,28 @@ def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
-    changes = conn.execute(text("SELECT customer_id, event_id FROM event_changes WHERE id > :seen AND id <= :last"),
-                           {"seen": old.state.change_id, "last": state.change_id}).all()
-    if any(c is None for c, _ in changes) or len(changes) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
+    changes = conn.execute(text("SELECT customer_id FROM event_changes WHERE id > :seen AND id <= :last"),
+                           {"seen": old.state.change_id, "last": state.change_id}).scalars().all()
+    if any(c is None for c in changes) or len(changes) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
         return _build(conn, root, state)  # a TRUNCATE, or a change too large to patch
-    changed = sorted({c for c, _ in changes})
-    # Event ids a deletion freed may come back (SQLite reuses the highest ids): read again from the lowest one changed.
-    lower = min([old.state.max_event_id, *[int(e) - 1 for _, e in changes if e is not None]])
+    changed = sorted(set(changes))
+    gone = np.array(changed, dtype=str)
+    drops = [_dropped(seg, gone) for seg in old.segments]
+    # Rows inserted since the last update have ids above every row that existed all along (SQLite
+    # gives a new row the highest id + 1, which after a deletion may be an id the copy had): read
+    # everything above the highest id the copy keeps, and the changed customers' rows below it.
+    lower = max([int(np.max(seg.id if drop is None else seg.id[~drop], initial=0)) for seg, drop in zip(old.segments, drops)],
+                default=0)
     parts = [_read(conn, (E.c.id > lower) & (E.c.id <= state.max_event_id))]
     for start in range(0, len(changed), BATCH):
         parts.append(_read(conn, (E.c.id <= lower) & E.c.customer_id.in_(changed[start:start + BATCH])))
     fresh = _concat(parts)
-    names, replaced = [], 0
-    gone = np.array(changed, dtype=str)
-    for seg in old.segments:
-        kept = _without(seg, lower, gone)
-        if kept is None:
+    names = []
+    for seg, drop in zip(old.segments, drops):
+        if drop is None:
             names.append(seg.path.name)
             continue
-        replaced += 1
+        kept = {k: v[~drop] for k, v in _rows_of(seg).items()}
         if len(kept["at"]):
             names.append(_write_segment(root, kept))
     if len(fresh["at"]):
@@ -328,7 +330,7 @@ def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Update
         names = [name for name in names if name not in small] + [_write_segment(root, merged)]
     _commit(root, state, names)
     events = sum(_rows_in(root / name) for name in names)
-    action = "patched" if changed or replaced else "appended"
+    action = "patched" if changed else "appended"
     return Updated(action, read=len(fresh["at"]), events=events, segments=len(names), customers_changed=len(changed))
 
 
@@ -336,17 +338,16 @@ def _rows_in(path: Path) -> int:
     return len(np.load(path / "id.npy", mmap_mode="r"))
 
 
-def _without(seg: Segment, lower: int, gone: np.ndarray) -> dict | None:
-    """The rows of ``seg`` without events after ``lower`` and without the customers ``gone``; None if it keeps all."""
+def _dropped(seg: Segment, gone: np.ndarray) -> np.ndarray | None:
+    """Which rows of ``seg`` belong to the customers ``gone``; None when none do."""
     words = seg.words["customer"]
-    pos = np.searchsorted(words, gone)
-    hit = pos[(pos < len(words)) & (words[np.minimum(pos, len(words) - 1)] == gone)] if len(words) else pos[:0]
-    late = seg.id > lower
-    if not hit.size and not late.any():
+    if not len(words) or not len(gone):
         return None
-    drop = late | np.isin(seg.codes["customer"], hit)
-    rows = _rows_of(seg)
-    return {k: v[~drop] for k, v in rows.items()}
+    pos = np.searchsorted(words, gone)
+    hit = pos[(pos < len(words)) & (words[np.minimum(pos, len(words) - 1)] == gone)]
+    if not hit.size:
+        return None
+    return np.isin(seg.codes["customer"], hit)
 
 
 def _rows_of(seg: Segment) -> dict:

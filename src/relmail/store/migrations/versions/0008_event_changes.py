@@ -1,7 +1,8 @@
 """the change log of events: what a columnar copy of the events must re-read
 
 ``event_changes`` gets a row for every event updated (only when a column
-changed) or deleted, naming its customer and event id, written by triggers
+changed) or deleted, naming its customer (both, when an update moved the
+event to another customer), written by triggers
 on ``events`` so nothing that changes an event (a re-import, a voided order,
 an erasure, a statement behind relmail's back) can pass unnoticed; on
 PostgreSQL a TRUNCATE adds one row without a customer (everything changed).
@@ -33,7 +34,6 @@ def upgrade() -> None:
         'event_changes',
         sa.Column('id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), primary_key=True, autoincrement=True),
         sa.Column('customer_id', sa.String(length=64), nullable=True),
-        sa.Column('event_id', sa.BigInteger(), nullable=True),
         # AUTOINCREMENT: a row id is never reused, so "after the last row seen" never skips one.
         sqlite_autoincrement=True,
     )
@@ -43,12 +43,12 @@ def upgrade() -> None:
             CREATE FUNCTION relmail_event_changed() RETURNS trigger LANGUAGE plpgsql AS $$
             BEGIN
                 IF TG_OP = 'TRUNCATE' THEN
-                    INSERT INTO event_changes (customer_id, event_id) VALUES (NULL, NULL);
+                    INSERT INTO event_changes (customer_id) VALUES (NULL);
                     RETURN NULL;
                 END IF;
-                INSERT INTO event_changes (customer_id, event_id) VALUES (OLD.customer_id, OLD.id);
-                IF TG_OP = 'UPDATE' AND (NEW.customer_id IS DISTINCT FROM OLD.customer_id OR NEW.id <> OLD.id) THEN
-                    INSERT INTO event_changes (customer_id, event_id) VALUES (NEW.customer_id, NEW.id);
+                INSERT INTO event_changes (customer_id) VALUES (OLD.customer_id);
+                IF TG_OP = 'UPDATE' AND NEW.customer_id IS DISTINCT FROM OLD.customer_id THEN
+                    INSERT INTO event_changes (customer_id) VALUES (NEW.customer_id);
                 END IF;
                 RETURN NULL;
             END $$"""))
@@ -62,14 +62,13 @@ def upgrade() -> None:
         op.execute(sa.text(f"""
             CREATE TRIGGER events_changed AFTER UPDATE ON events WHEN {changed}
             BEGIN
-                INSERT INTO event_changes (customer_id, event_id) VALUES (OLD.customer_id, OLD.id);
-                INSERT INTO event_changes (customer_id, event_id) SELECT NEW.customer_id, NEW.id
-                    WHERE NEW.customer_id IS NOT OLD.customer_id OR NEW.id <> OLD.id;
+                INSERT INTO event_changes (customer_id) VALUES (OLD.customer_id);
+                INSERT INTO event_changes (customer_id) SELECT NEW.customer_id WHERE NEW.customer_id IS NOT OLD.customer_id;
             END"""))
         op.execute(sa.text("""
             CREATE TRIGGER events_deleted AFTER DELETE ON events
             BEGIN
-                INSERT INTO event_changes (customer_id, event_id) VALUES (OLD.customer_id, OLD.id);
+                INSERT INTO event_changes (customer_id) VALUES (OLD.customer_id);
             END"""))
     op.execute(sa.text("INSERT INTO meta (key, value) VALUES ('columns_token', :token)").bindparams(token=secrets.token_hex(8)))
 
