@@ -82,7 +82,9 @@ class DaskExecutor(Executor):
         return max(1, sum(self.client.nthreads().values()))
 
     def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
-        futures = [self.client.submit(classified, fn, *t, pure=False) for t in tasks]
+        token = uuid.uuid4().hex
+        # Named after the task's function, not the wrapper: what Dask's dashboard and task stream show.
+        futures = [self.client.submit(classified, fn, *t, pure=False, key=f"{fn.__name__}-{token}-{i}") for i, t in enumerate(tasks)]
         try:
             for i, f in enumerate(futures):
                 futures[i] = None  # the caller holds the result from here on: the future must not keep it alive
