@@ -13,9 +13,20 @@ tickets (default 1): a plan's cost should grow with customers, not with the
 years of history a shop has. ``--raw-features`` makes the plan ignore the
 feature store (per-customer aggregates) and read every customer's raw events,
 as a plan as of a past time does: the same decisions, the cost of the scan
-the store replaces. ``cpu_seconds`` (the planning process and its workers)
+the store replaces. ``--columns`` chooses what the plan does with the
+columnar copy of the events (``<store>.columns`` beside the SQLite file, or
+the project's ``.relmail/columns`` for PostgreSQL): ``keep`` (default) uses
+it as the last run left it (building it when there is none), ``rebuild``
+deletes it first (the cost of a store's first plan), ``off`` plans with SQL
+alone. The output says whether the copy was read, what bringing it in step
+cost and what its NumPy pass cost. ``cpu_seconds`` (the planning process and its workers)
 is the figure to compare on a busy machine, where wall time is mostly other
 people's work.
+
+``--feature-range N`` times the feature stage alone instead, for one range of
+the first N customers (a plan partition's work), with the columnar copy and
+with SQL only, twice each, in CPU seconds of this process (its threads
+included).
 
 The demo shop is generated once per size and backend and cached (a SQLite
 file under ``--cache``, a PostgreSQL database ``relmail_bench_<n>``), in a
@@ -35,17 +46,19 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
+
 AS_OF = datetime(2026, 11, 23, 9, tzinfo=UTC)
 WINDOW = "2026-W48"
 PG_SERVER = os.environ.get("RELMAIL_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 
 
-def database_url(backend: str, customers: int, cache: Path, years: int = 1) -> str:
+def database_url(backend: str, customers: int, cache: Path, years: int = 1, prefix: str = "relmail_bench") -> str:
     suffix = "" if years == 1 else f"-{years}y"
     if backend == "sqlite":
         cache.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{cache / f'demo-{customers}{suffix}.db'}"
-    return PG_SERVER.rsplit("/", 1)[0] + f"/relmail_bench_{customers}{suffix.replace('-', '_')}"
+    return PG_SERVER.rsplit("/", 1)[0] + f"/{prefix}_{customers}{suffix.replace('-', '_')}"
 
 
 def ensure_demo(url: str, backend: str, customers: int, years: int = 1) -> float | None:
@@ -94,11 +107,14 @@ def _vacuum(engine, statement: str) -> None:
         conn.execute(text(statement))
 
 
-def project_dir() -> Path:
+def project_dir(cache: Path, url: str) -> Path:
+    """The bench's project folder: one per store under ``cache``, kept, so a PostgreSQL store's columnar copy
+    (in the project's ``.relmail/``) outlives the run as a SQLite store's (beside the file) does."""
     from relmail.project import init_project
 
-    root = Path(tempfile.mkdtemp(prefix="relmail-bench-")) / "shop"
-    init_project(root)
+    root = cache / "projects" / url.rsplit("/", 1)[1]
+    if not (root / "relmail.toml").exists():
+        init_project(root)
     return root
 
 
@@ -115,10 +131,10 @@ def clear_run(engine, run_id: str) -> None:
         _vacuum(engine, "VACUUM decisions")
 
 
-def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False) -> dict:
+def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, columns: str = "keep") -> dict:
     from relmail.planning.run import plan
     from relmail.project import Project
-    from relmail.store import aggregates
+    from relmail.store import aggregates, columnar
     from relmail.store.db import make_engine
 
     if raw_features:
@@ -127,6 +143,12 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False) 
 
     engine = make_engine(url)
     project = Project.load(root)
+    copy_root = columnar.location(engine, root)
+    if columns == "off":
+        columnar.for_plan = lambda engine, project_root, as_of: columnar.Updated("none")
+    elif columns == "rebuild":
+        columnar.remove(copy_root)
+    copy_before = copy_root is not None and (copy_root / "current.json").exists()
     clear_run(engine, f"weekly:{WINDOW}")
     written: list[tuple[float, int]] = []
     cores = CoreMeter()
@@ -143,7 +165,9 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False) 
     used = _cpu_seconds() - used
     stages = {
         "audience": result.timings.get("setup", 0) + result.timings.get("audience", 0),
+        "columnar copy (brought in step)": result.timings.get("columnar copy", 0),
         "features": result.timings.get("features", 0) + result.timings.get("ledger context", 0),
+        "features: NumPy over the columnar copy": result.timings.get("features (columnar)", 0),
         "score": result.timings.get("score", 0),
         "rules": result.timings.get("rules", 0),
         "arbitration": result.timings.get("arbitration", 0),
@@ -166,8 +190,56 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False) 
         },
         "machine_cores": os.cpu_count(),
     }
+    read = "features (columnar)" in result.timings
+    copy = {"read": read, "copy_seconds": round(result.timings.get("columnar copy", 0), 2),
+            "numpy_seconds": round(result.timings.get("features (columnar)", 0), 2),
+            "brought_in_step": "none" if copy_root is None or columns == "off" or raw_features
+            else "current or appended" if copy_before else "built",
+            "events": _copy_events(copy_root)}
     return {"seconds": total, "cpu_seconds": used, "stages": stages, "decisions": len(result.decisions), "totals": result.totals,
-            "partitions": result.partitions, "timeline": timeline}
+            "partitions": result.partitions, "timeline": timeline, "columnar": copy}
+
+
+def feature_range(url: str, root: Path, n: int) -> dict:
+    """CPU seconds of ``compute_features`` for the first ``n`` customers as one bounded range, with and without the copy."""
+    from sqlalchemy import select
+
+    from relmail.campaigns import load_campaign
+    from relmail.features import FeatureContext, FeatureSettings, compute_features
+    from relmail.planning.run import _categories
+    from relmail.project import Project
+    from relmail.store import columnar
+    from relmail.store.db import make_engine
+    from relmail.store.models import Customer
+
+    engine = make_engine(url)
+    project = Project.load(root)
+    camp = load_campaign(project, "weekly")
+    customers = Customer.__table__
+    with engine.connect() as conn:
+        contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
+                                         repeat_after_days=m.repeat_after_days) for m in camp.messages}
+        ids = np.array(conn.execute(select(customers.c.id).order_by(customers.c.id).limit(n)).scalars().all())
+    copy = columnar.update(engine, columnar.location(engine, root))
+    runs = []
+    for label, where in (("columns", copy.root), ("sql", None)) * 2:
+        cpu, wall = time.process_time(), time.perf_counter()
+        with engine.connect() as conn:
+            frame = compute_features(conn, ids, AS_OF, contexts, FeatureSettings.from_project(project), bounded=True,
+                                     columns=where)
+        runs.append({"path": label, "source": frame.source, "cpu_seconds": round(time.process_time() - cpu, 2),
+                     "seconds": round(time.perf_counter() - wall, 2), "numpy_seconds": round(frame.seconds.get("columns", 0), 2)})
+    engine.dispose()
+    return {"customers": len(ids), "copy": copy.action, "runs": runs}
+
+
+def _copy_events(root: Path | None) -> int:
+    """Event rows in the columnar copy at ``root`` (0 when there is none)."""
+    current = None if root is None else root / "current.json"
+    if current is None or not current.exists():
+        return 0
+    names = json.loads(current.read_text())["segments"]
+    return int(sum(len(np.load(root / name / "id.npy", mmap_mode="r")) for name in names))
 
 
 def _cpu_seconds() -> float:
@@ -318,22 +390,31 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="Plan worker processes (default: one per core).")
     ap.add_argument("--history-years", type=int, default=1, help="Years of shop history the demo store holds.")
     ap.add_argument("--raw-features", action="store_true", help="Ignore the feature store: read every customer's raw events.")
+    ap.add_argument("--columns", choices=["keep", "rebuild", "off"], default="keep",
+                    help="The columnar copy of the events: use it as it is, rebuild it first, or plan without it.")
+    ap.add_argument("--feature-range", type=int, default=None, metavar="N",
+                    help="Time the feature stage alone for the first N customers, with and without the copy.")
+    ap.add_argument("--pg-prefix", default="relmail_bench", help="Name prefix of the PostgreSQL demo databases.")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    url = database_url(args.backend, args.customers, args.cache, args.history_years)
+    url = database_url(args.backend, args.customers, args.cache, args.history_years, args.pg_prefix)
     if args.generate_only:
         print(json.dumps({"generated_seconds": ensure_demo(url, args.backend, args.customers, args.history_years)}))
         return
     # Generate (or find) the shop in a child, so this process's peak memory is the plan's.
     child = subprocess.run([sys.executable, __file__, "--customers", str(args.customers), "--backend", args.backend,
+                            "--pg-prefix", args.pg_prefix,
                             "--cache", str(args.cache), "--history-years", str(args.history_years), "--generate-only"],
                            capture_output=True, text=True)
     if child.returncode:
         sys.exit(child.stderr)
     generated = json.loads(child.stdout.strip().splitlines()[-1])["generated_seconds"]
-    root = project_dir()
-    result = bulk(url, root, args.workers, args.raw_features)
+    root = project_dir(args.cache, url)
+    if args.feature_range:
+        print(json.dumps(feature_range(url, root, args.feature_range)))
+        return
+    result = bulk(url, root, args.workers, args.raw_features, args.columns)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The largest child: a plan worker (the shop check above is a child too: small once the shop is cached).
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if result["partitions"] > 1 else 0.0
@@ -343,7 +424,7 @@ def main() -> None:
     out = {
         "backend": args.backend, "customers": args.customers, "history_years": args.history_years, "messages": 5, "decisions": result["decisions"],
         "demo_generated_seconds": generated, "plan_seconds": round(result["seconds"], 2),
-        "cpu_seconds": round(result["cpu_seconds"], 2), "raw_features": args.raw_features,
+        "cpu_seconds": round(result["cpu_seconds"], 2), "raw_features": args.raw_features, "columnar": result["columnar"],
         "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
         "partitions": result["partitions"], "peak_worker_memory_mb": round(worker_mb),
         "totals": result["totals"], "timeline": result["timeline"],
@@ -359,8 +440,11 @@ def main() -> None:
         print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
     print(f"{'stage':<40}{'seconds':>10}")
     for k, v in result["stages"].items():
-        print(f"{k:<40}{v:>10.2f}")
+        print(f"{k:<42}{v:>10.2f}")
     print(f"{'total (end to end)':<40}{result['seconds']:>10.2f}")
+    col = result["columnar"]
+    print(f"columnar copy: {'read' if col['read'] else 'not read'} ({col['events']:,} events, {col['brought_in_step']});"
+          f" bringing it in step {col['copy_seconds']:.2f} s, its NumPy pass {col['numpy_seconds']:.2f} s")
     print(f"{'CPU seconds (planner and workers)':<40}{result['cpu_seconds']:>10.2f}")
     if result["partitions"] > 1:
         print("(stages of the ranges are their totals shared among the workers; the ledger write of each range\n"

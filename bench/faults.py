@@ -16,7 +16,8 @@ then runs ``relmail send`` round after round, each round hit by a fault:
   552 (rejected), the connection dropped before DATA, in the middle of DATA,
   after the final dot before the message was stored, and after it was stored.
 
-A round may end in an error (exit 5 for a database that stopped answering);
+A round may end in an error (exit 5 for a database that stopped answering, 13 for one that
+would not do the work);
 every round must end within ``--round-timeout`` seconds. After the faults a
 clean ``relmail send`` finishes the run, and the script compares the
 Message-IDs the SMTP server received with the ledger and prints::

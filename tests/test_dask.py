@@ -86,6 +86,23 @@ def test_map_returns_results_in_order_and_raises_the_first_tasks_own_error(clust
         pool.map(get_executor, [("local",), ("nope",)])
 
 
+def _connect(url: str) -> None:
+    from sqlalchemy import create_engine
+
+    create_engine(url, connect_args={"connect_timeout": 2}).connect().close()
+
+
+def test_a_database_error_on_a_dask_worker_arrives_classified_in_one_line(cluster):
+    """The worker classifies the driver's error (which may not unpickle, and holds the SQL): exit 5, no SQL."""
+    from relmail.errors import DatabaseError
+
+    pool = DaskExecutor(cluster[1])
+    with pytest.raises(DatabaseError) as failed:
+        pool.map(_connect, [("postgresql+psycopg://postgres@127.0.0.1:1/test",)])
+    assert failed.value.exit_code == 5
+    assert "cannot reach the database" in str(failed.value) and "\n" not in str(failed.value)
+
+
 @pytest.mark.slow
 def test_dask_send_equals_the_single_process_send_of_the_same_run(project, db_url, cluster):
     _postgres_only(db_url)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from click.testing import CliRunner
@@ -17,7 +18,7 @@ from relmail.feedback.apply import apply_events
 from relmail.feedback.events import FeedbackEvent
 from relmail.importers import import_file
 from relmail.sending import ledger
-from relmail.store import aggregates
+from relmail.store import aggregates, columnar
 from relmail.store.erasure import forget
 from relmail.store.models import (
     Customer,
@@ -47,12 +48,26 @@ CONTEXTS = {
 TOPICS = {"ebike": "promotions", "lock": "product-tips", "news": "newsletter"}
 
 
-def _frames_equal(engine, as_of):
+def _frames_equal(engine, as_of, columns=None):
+    """The aggregates (and, with ``columns``, the columnar copy brought in step) give the raw scan's features."""
     ids = np.array(CUSTOMERS)
     maintained = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=True)
     raw = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=False)
     for name, values in raw.columns.items():
         assert np.array_equal(values, maintained[name], equal_nan=True), (name, values, maintained[name])
+    if columns is None:
+        return
+    columnar.update(engine, columns)
+    copied = compute_features(engine, ids, as_of, CONTEXTS, columns=columns)
+    with engine.connect() as conn:
+        assert (copied.source == "columns") == aggregates.current(conn, as_of), copied.source
+    _same(raw, copied)
+
+
+def _same(raw, copied):
+    """Counts identical; sums (money, affinity, CLV) equal up to the order of addition."""
+    for name, values in raw.columns.items():
+        assert np.allclose(values, copied[name], rtol=1e-12, atol=1e-12, equal_nan=True), (name, values, copied[name])
 
 
 def _reset(engine):
@@ -83,6 +98,7 @@ steps = st.lists(st.one_of(
                                                       st.integers(0, 200)), min_size=1, max_size=4)),
     st.tuples(st.just("send"), st.lists(st.tuples(st.sampled_from(CUSTOMERS), st.sampled_from(MESSAGES)), min_size=1, max_size=4,
                                         unique=True)),
+    st.tuples(st.just("forget"), st.sampled_from(CUSTOMERS)),
 ), min_size=1, max_size=5)
 
 
@@ -121,11 +137,25 @@ def _send(engine, pairs, step):
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(plan=steps)
-def test_maintained_features_equal_the_raw_scan(engine, tmp_path, plan):
-    """After any mix of imports (with updates that move events), feedback and sends, both paths agree at every as_of."""
+def test_maintained_features_equal_the_raw_scan(engine, tmp_path, monkeypatch, plan):
+    """After any mix of imports (with updates that move events), feedback, sends and erasures, the aggregates and the
+    columnar copy (kept across examples: every reset is a change it must follow) agree with the raw scan at every as_of."""
+    # Tiny segments: builds write several, appends pile up and get merged.
+    monkeypatch.setattr(columnar, "BUILD_ROWS", 4)
+    monkeypatch.setattr(columnar, "MAX_SEGMENTS", 2)
     _reset(engine)
+    columns = columnar.location(engine, tmp_path)
     for step, (kind, payload) in enumerate(plan):
-        if kind == "import":
+        if kind == "forget":
+            with engine.connect() as conn:
+                known = conn.execute(select(Customer.__table__.c.id).where(Customer.__table__.c.id == payload)).first()
+            if known is not None:
+                forget(engine, payload, columns)
+                with engine.begin() as conn:  # the person comes back: later steps may import their events again
+                    conn.execute(insert(Customer.__table__).values(
+                        id=payload, email=f"{payload.lower()}-again@example.com", locale="en_GB", timezone="UTC",
+                        created_at=T - timedelta(days=10), attributes={}))
+        elif kind == "import":
             _import(engine, tmp_path, payload, step)
         elif kind == "feedback":
             apply_events(engine, [FeedbackEvent(type=t, occurred_at=T - timedelta(days=d), recipient="", provider="test",
@@ -138,7 +168,7 @@ def test_maintained_features_equal_the_raw_scan(engine, tmp_path, plan):
             assert not aggregates.current(conn, T - timedelta(days=2000)) or conn.execute(
                 select(func.count()).select_from(Event.__table__)).scalar_one() == 0
         for as_of in (T, T + timedelta(hours=1), T + timedelta(days=45), T - timedelta(days=30)):
-            _frames_equal(engine, as_of)
+            _frames_equal(engine, as_of, columns)
     with engine.begin() as conn:
         assert aggregates.rebuild(conn).total == 0, "nothing to correct after maintained writes"
 
@@ -208,6 +238,8 @@ def test_rebuild_features_corrects_a_corrupted_store_and_exits_16(project, tmp_p
     assert report["tables"]["customer_messages"]["missing"] == 1
     assert report["tables"]["customer_products"]["extra"] == 1
     assert report["corrected"] == 3
+    assert report["columnar_copy"]["events"] == 3, "the columnar copy is written anew too"
+    assert (Path(report["columnar_copy"]["path"]) / "current.json").exists()
     _frames_equal(engine, T)
     again = runner.invoke(cli, ["--project", str(project.root), "db", "rebuild-features"])
     assert again.exit_code == 0, again.output
@@ -232,3 +264,65 @@ def test_the_aggregates_are_read_only_when_history_reaches_beyond_the_windows(en
                                     value_cents=None, message_id=None)], 1)
     corrupt()
     assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS)["orders_total"][0] == 7.0
+
+
+def _copy_holds(columns, customer_id: str) -> bool:
+    """Whether any file of the copy names ``customer_id`` (its customer dictionaries hold the ids)."""
+    return any(customer_id in np.load(path).tolist() for path in columns.glob("*/customer.words.npy"))
+
+
+def test_the_columnar_copy_follows_changes_to_older_events(engine, tmp_path):
+    """An older event changed or deleted behind relmail's back, and an erasure, reach the copy (through the change log)."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+        dict(event_id="E3", customer_id="C3", type="view", days=20, product_id="EB-200", value_cents=None, message_id=None),
+    ], 0)
+    assert columnar.update(engine, columns).action == "built"
+    assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns).source == "columns"
+    ev = Event.__table__
+    with engine.begin() as conn:  # not through relmail: no aggregate refresh, no new event id
+        conn.execute(update(ev).where(ev.c.event_id == "E1").values(value=250.0))
+        conn.execute(delete(ev).where(ev.c.event_id == "E3"))
+        aggregates.rebuild(conn)  # the aggregates are right again; only the copy is behind
+    stale = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert stale.source != "columns", "a copy that missed a change is not read"
+    assert stale["monetary_365"][0] == 250.0
+    done = columnar.update(engine, columns)
+    assert (done.action, done.customers_changed) == ("patched", 2)
+    fresh = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert fresh.source == "columns" and fresh["monetary_365"][0] == 250.0 and fresh["ebike.category_affinity"][2] == 0.0
+    _same(compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, use_aggregates=False), fresh)
+
+    assert _copy_holds(columns, "C2")
+    assert forget(engine, "C2", columns)["columnar_copy"] == "patched"
+    assert not _copy_holds(columns, "C2"), "an erased customer's events leave the copy's files"
+    assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)["sends_7"].tolist() == [0.0] * 4
+
+
+def test_the_columnar_copy_reads_event_ids_a_deletion_freed(engine, tmp_path):
+    """SQLite gives a new event the highest id + 1: once the latest events are deleted, ids the copy had come back."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    ev = Event.__table__
+
+    def purchase(customer):
+        return dict(customer_id=customer, type="purchase", occurred_at=T - timedelta(days=2), product_id="CB-1", value=1.0)
+
+    with engine.begin() as conn:
+        conn.execute(insert(ev), [purchase("C1"), purchase("C2")])
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    with engine.begin() as conn:  # the first event goes; the copy follows
+        conn.execute(delete(ev).where(ev.c.customer_id == "C1"))
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    with engine.begin() as conn:  # the second goes too, and two new events take ids the copy knew
+        conn.execute(delete(ev).where(ev.c.customer_id == "C2"))
+        conn.execute(insert(ev), [purchase("C3"), purchase("C3")])
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert frame.source == "columns" and frame["frequency_365"].tolist() == [0.0, 0.0, 2.0, 0.0]

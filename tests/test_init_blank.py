@@ -23,7 +23,8 @@ def test_a_blank_project_is_on_the_shops_domain_with_one_neutral_segment_campaig
     files = sorted(str(p.relative_to(project.root)) for p in project.root.rglob("*") if p.is_file())
     assert files == [".gitignore", "campaigns/newsletter.yml", "relmail.toml", "segments/everyone.yml", "templates/newsletter.html"]
     ignored = (project.root / ".gitignore").read_text().split()
-    for entry in ("relmail.db", "relmail.db-wal", "*.rejects.csv", "*.rejects.jsonl", "outbox/", "models/"):
+    for entry in ("relmail.db", "relmail.db-wal", "relmail.db.columns/", ".relmail/", "*.rejects.csv", "*.rejects.jsonl", "outbox/",
+                  "models/"):
         assert entry in ignored
 
 

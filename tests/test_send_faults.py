@@ -301,3 +301,45 @@ def test_smtp_with_the_default_pool_needs_six_connections_per_process():
 def test_only_postgresql_has_a_connection_budget(engine):
     budget = connections.budget(engine)
     assert budget is None if engine.dialect.name == "sqlite" else budget.available > 0
+
+
+def _locked_write(engine):
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO t VALUES (1)"))
+
+
+def test_retries_spent_on_a_busy_database_stop_with_exit_13_and_on_an_unreachable_one_with_exit_5(tmp_path):
+    """A scheduler retries exit 13 later and alerts on exit 5: the last error decides which a spent retry is."""
+    from relmail.errors import DatabaseError, DatabaseUnavailable
+
+    path = tmp_path / "busy.db"
+    engine = create_engine(f"sqlite:///{path}", connect_args={"timeout": 0.05})
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE t (x INTEGER)"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        retry = reconnect.DatabaseRetry(engine, sleep=lambda s: None, delays=(0.0, 0.0))
+        with pytest.raises(DatabaseUnavailable) as busy:
+            retry.run("claiming a batch", lambda: _locked_write(engine))
+        assert busy.value.exit_code == 13
+        assert "would not do the work while claiming a batch (database is locked); gave up after 3 attempts" in str(busy.value)
+        assert str(busy.value).endswith("the ledger is consistent; re-run to resume")
+        # A failed mark reports a sentence; the database error behind it decides the exit code.
+        try:
+            _locked_write(engine)
+        except Exception as exc:  # noqa: BLE001 - the real driver error of a locked file
+            cause = exc
+        marks = reconnect.DatabaseRetry(engine, sleep=lambda s: None, delays=())
+        with pytest.raises(DatabaseUnavailable):
+            marks.failed("recording the point of no return", "the point-of-no-return mark failed: database is locked", cause)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    gone = create_engine("postgresql+psycopg://postgres@127.0.0.1:1/test", connect_args={"connect_timeout": 2})
+    retry = reconnect.DatabaseRetry(gone, sleep=lambda s: None, delays=(0.0,))
+    with pytest.raises(DatabaseError) as down:
+        retry.run("claiming a batch", lambda: gone.connect().close())
+    assert type(down.value) is DatabaseError and down.value.exit_code == 5
+    assert "stopped answering while claiming a batch" in str(down.value)

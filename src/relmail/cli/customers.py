@@ -125,7 +125,9 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
 
     if not yes:
         click.confirm(f"Erase customer {customer_id} and all their data? This cannot be undone", abort=True, err=True)
-    result = forget(state.engine, customer_id)
+    from ..store import columnar
+
+    result = forget(state.engine, customer_id, columnar.location(state.engine, state.project.root))
     if as_json:
         echo_json(result)
         return

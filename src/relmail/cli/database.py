@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import FeatureStoreCorrected
-from ..store import aggregates
+from ..store import aggregates, columnar
 from ..store.db import current_revision, head_revision, upgrade
 from ..store.faults import redact
 from ._common import State, echo_json, json_option, pass_state
@@ -64,7 +64,10 @@ def db_rebuild_features(state: State, as_json: bool) -> None:
 
     Reports the rows it had to correct and exits 16 when there were any: the
     store is right again, but something wrote events without keeping the
-    aggregates. Run it after writing events outside relmail.
+    aggregates. Run it after writing events outside relmail. Also writes the
+    columnar copy of the events anew (beside a SQLite file, or in the
+    project's .relmail/columns for PostgreSQL), which plans read for the
+    windowed features.
 
     \b
     Example:
@@ -72,7 +75,10 @@ def db_rebuild_features(state: State, as_json: bool) -> None:
     """
     with state.engine.begin() as conn:
         rebuilt = aggregates.rebuild(conn)
-    summary = {"customers": rebuilt.customers, "corrected": rebuilt.total, "tables": rebuilt.corrected}
+    copy = columnar.update(state.engine, columnar.location(state.engine, state.project.root), rebuild=True)
+    summary = {"customers": rebuilt.customers, "corrected": rebuilt.total, "tables": rebuilt.corrected,
+               "columnar_copy": {"path": None if copy.root is None else str(copy.root), "events": copy.events,
+                                 "seconds": round(copy.seconds, 2)}}
     if as_json:
         echo_json(summary)
     wrong = ", ".join(f"{table}: {', '.join(f'{n} {kind}' for kind, n in counts.items() if n)}"
@@ -82,6 +88,8 @@ def db_rebuild_features(state: State, as_json: bool) -> None:
                                     f"({wrong}); corrected")
     if not as_json:
         click.echo(f"Feature store rebuilt for {rebuilt.customers:,} customers: it matched the raw events")
+        if copy.root is not None:
+            click.echo(f"Columnar copy of {copy.events:,} events written to {copy.root} in {copy.seconds:.1f} s")
 
 
 COMMANDS = [db]

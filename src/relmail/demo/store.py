@@ -14,6 +14,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
 
 from ..errors import Conflict
+from ..store import columnar
 from ..store.models import Customer, Decision, Delivery, Event, Meta, Preference, Product, Run
 
 #: The tables ``relmail demo`` fills or, with ``--replace``, empties.  The
@@ -56,6 +57,7 @@ def clear(conn: Connection) -> None:
         for name in names:
             conn.execute(text(f'DELETE FROM "{name}"'))
     conn.execute(Meta.__table__.delete().where(Meta.__table__.c.key == "demo"))
+    columnar.new_identity(conn)
 
 
 def bulk_indexes() -> list:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 from ..errors import ConfigError
+from ..store.faults import as_relmail_error
 
 #: Environment variable with the default ``--scheduler`` of ``--executor dask``.
 ENV_SCHEDULER = "RELMAIL_DASK_SCHEDULER"
@@ -102,6 +103,24 @@ class Executor(ABC):
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def portable(exc: Exception) -> Exception:
+    """A task's error as the submitter gets it: a database driver's error classified where it happened.
+
+    A driver's exception may not survive pickling (psycopg's do not always),
+    and its text holds the SQL statement; the submitter prints the
+    classified error's one line, on whichever machine the task ran.
+    """
+    return as_relmail_error(exc) or exc
+
+
+def classified(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a task, raising a database error as relmail's (:func:`portable`)."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        raise portable(exc) from None
 
 
 def get_executor(name: str = "local", *, workers: int | None = None, scheduler: str | None = None) -> Executor:

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..errors import ConfigError
-from . import Channel, Executor, TaskOutcome
+from . import Channel, Executor, TaskOutcome, classified
 
 #: How long stopping tasks may take to finish their current piece of work before they are cancelled.
 STOP_GRACE_SECONDS = 60.0
@@ -82,7 +82,9 @@ class DaskExecutor(Executor):
         return max(1, sum(self.client.nthreads().values()))
 
     def imap(self, fn: Callable[..., Any], tasks: Sequence[tuple]) -> Iterator[Any]:
-        futures = [self.client.submit(fn, *t, pure=False) for t in tasks]
+        token = uuid.uuid4().hex
+        # Named after the task's function, not the wrapper: what Dask's dashboard and task stream show.
+        futures = [self.client.submit(classified, fn, *t, pure=False, key=f"{fn.__name__}-{token}-{i}") for i, t in enumerate(tasks)]
         try:
             for i, f in enumerate(futures):
                 futures[i] = None  # the caller holds the result from here on: the future must not keep it alive
@@ -97,7 +99,7 @@ class DaskExecutor(Executor):
         token = uuid.uuid4().hex
         queue = distributed.Queue(f"relmail-report-{token}", client=self.client)
         stop = distributed.Event(f"relmail-stop-{token}", client=self.client)
-        futures = [self.client.submit(fn, *t, _DaskChannel(i, queue, stop), pure=False, key=f"relmail-{fn.__name__}-{i}-{token}")
+        futures = [self.client.submit(classified, fn, *t, _DaskChannel(i, queue, stop), pure=False, key=f"relmail-{fn.__name__}-{i}-{token}")
                    for i, t in enumerate(tasks)]
 
         def drain() -> None:

@@ -29,8 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
 from ..errors import RelmailError
-from ..store.faults import as_relmail_error
-from . import Channel, Executor, TaskOutcome
+from . import Channel, Executor, TaskOutcome, classified, portable
 
 #: How long stopping tasks may take to finish their current piece of work before they are killed.
 STOP_GRACE_SECONDS = 60.0
@@ -75,7 +74,7 @@ class LocalExecutor(Executor):
             return
         pool = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_die_with_parent)
         try:
-            futures = [pool.submit(_call, fn, *t) for t in tasks]
+            futures = [pool.submit(classified, fn, *t) for t in tasks]
             del tasks
             for i, f in enumerate(futures):
                 futures[i] = None  # the caller holds the result from here on: the future must not keep it alive
@@ -148,30 +147,13 @@ def _die_with_parent() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _call(fn, *args):
-    """``fn(*args)`` in a pool process; a database error comes back as relmail's one-line error."""
-    try:
-        return fn(*args)
-    except Exception as exc:
-        raise _portable(exc) from None
-
-
-def _portable(exc: Exception) -> Exception:
-    """A task's error as the submitter gets it: a database driver's error classified here, where it happened.
-
-    A driver's exception may not survive pickling, and its text holds the
-    SQL statement; the submitter prints the classified error's one line.
-    """
-    return as_relmail_error(exc) or exc
-
-
 def _task(fn, task: tuple, index: int, results, stop) -> None:
     _die_with_parent()
     value, error = None, None
     try:
         value = fn(*task, _LocalChannel(index, results, stop))
     except Exception as exc:  # noqa: BLE001 - any failure is reported to the submitter, which decides
-        error = _portable(exc)
+        error = portable(exc)
     results.put(("done", index, _pickled(value, error)))
     results.close()
     results.join_thread()

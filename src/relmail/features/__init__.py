@@ -3,7 +3,10 @@
 ``compute_features(engine_or_conn, customer_ids, as_of, contexts)`` runs a
 handful of SQL aggregate statements (GROUP BY customer over the events,
 conditional sums per time window and per message context) and aligns the
-results into NumPy arrays; it never loads customers one by one.
+results into NumPy arrays; it never loads customers one by one. Given a
+columnar copy of the events (:mod:`relmail.store.columnar`) that covers the
+store exactly, the windowed event features come from it with NumPy instead
+(:mod:`relmail.features.columnar`).
 
 Everything is as of ``as_of``: only events with ``occurred_at <= as_of``
 count, tenure runs from ``created_at``. Consent and frequency wishes are the

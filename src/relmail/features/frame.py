@@ -121,6 +121,11 @@ class FeatureFrame:
     columns: dict[str, np.ndarray] = field(default_factory=dict)
     #: What each message is about (message id -> context), as the frame was computed for it.
     contexts: dict[str, FeatureContext] = field(default_factory=dict)
+    #: Where the event features came from: ``columns`` (the columnar copy and the aggregates),
+    #: ``aggregates`` (the aggregates and windowed SQL) or ``events`` (SQL over all raw events).
+    source: str = "events"
+    #: Seconds spent on parts of the computation worth reporting apart (``columns``: the NumPy pass).
+    seconds: dict[str, float] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.customer_ids)

@@ -252,9 +252,12 @@ _JSON_SQL = {
 def _json_sql(element, compiler, **kw):
     col, key = element.clauses.clauses
     dialect = compiler.dialect.name
+    key_sql = compiler.process(key, **kw)
     if dialect == "sqlite":
-        key = literal('$."' + key.value + '"', String)
-    return _JSON_SQL[dialect][type(element)].format(col=compiler.process(col, **kw), key=compiler.process(key, **kw))
+        # The path is built in SQL around the bound key: a literal made here would be baked into the
+        # compiled statement SQLAlchemy caches, and the next key of the same shape would read the first.
+        key_sql = f"""('$."' || {key_sql} || '"')"""
+    return _JSON_SQL[dialect][type(element)].format(col=compiler.process(col, **kw), key=key_sql)
 
 
 for _accessor in (json_number, json_text, json_bool):

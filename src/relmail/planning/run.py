@@ -43,8 +43,9 @@ from ..features import FeatureContext, FeatureSettings
 from ..features.sql import analytic, parallel_connections
 from ..rules import REASON_CODES
 from ..score.transparent import Scorer, make_scorer
-from ..segments import audience, load_segments
-from ..store import locks
+from ..segments import audience, evaluator, load_segments
+from ..segments.columnar import Evaluator
+from ..store import columnar, locks
 from ..store.faults import translated
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, current_time, resolve_window
@@ -243,6 +244,9 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         models = find_models(project, camp)
         scorer = ModelScorer(make_scorer(camp), models, camp.scoring.model_weight) if models else make_scorer(camp)
 
+    # Bring the columnar copy of the events in step once, here, for the audience and every partition to read.
+    columns = columnar.for_plan(engine, project.root, as_of).root
+    lap("columnar copy")
     with engine.connect() as conn:
         existing = conn.execute(select(RUNS.c.id).where(RUNS.c.campaign == camp.name, RUNS.c.window == win.key)).first()
         if existing is not None and not opts.replan and not dry_run:
@@ -257,7 +261,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
             total = conn.execute(select(func.count()).select_from(DEC).where(DEC.c.run_id == run_id)).scalar_one()
             replaced = total - sum(len(v) for v in kept.values())
         lap("setup")
-        members = _audiences(conn, camp, segments, as_of)
+        copy = columnar.open_copy(columns, conn) if columns is not None else None
+        members = _audiences(conn, camp, segments, as_of, None if copy is None else evaluator(analytic(conn), copy, as_of))
         if opts.customers is not None:
             wanted = np.array(sorted(set(opts.customers)), dtype=str)
             members = {key: ids[np.isin(ids, wanted)] for key, ids in members.items()}
@@ -268,7 +273,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                                          repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
 
-    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer)
+    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer,
+                  None if columns is None else str(columns))
     pool = _executor(engine, opts.executor, opts.workers, opts.scheduler)
     ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
     at_once = min(len(ranges), pool.workers if pool is not None else 1)
@@ -431,14 +437,18 @@ def _slice(members: dict[tuple, np.ndarray], lo: str, hi: str) -> dict[tuple, np
     return out
 
 
-def _audiences(conn, camp: Campaign, segments: dict, as_of: datetime) -> dict[tuple, np.ndarray]:
+def _audiences(conn, camp: Campaign, segments: dict, as_of: datetime, over: Evaluator | None) -> dict[tuple, np.ndarray]:
     """Sorted customer ids per distinct segment set of the campaign's messages.
 
-    The sets are independent statements: on a file or server database they
-    run two at a time on their own connections (the drivers release the
-    GIL while a statement runs), like the feature statements.
+    With a columnar copy of the events (``over``), one after the other on
+    ``conn``, sharing what they read. Otherwise the sets are independent
+    statements: on a file or server database they run two at a time on their
+    own connections (the drivers release the GIL while a statement runs),
+    like the feature statements.
     """
     keys = list(dict.fromkeys(tuple(sorted(m.segments)) for m in camp.messages))
+    if over is not None:
+        return {key: audience(conn, [segments[s] for s in key], as_of, over) for key in keys}
     if len(keys) < 2 or not parallel_connections(conn):
         return {key: audience(analytic(conn), [segments[s] for s in key], as_of) for key in keys}
     engine = conn.engine
@@ -485,11 +495,32 @@ def _categories(conn, message) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+#: SQLite page cache (KiB) of the connection writing a run's decisions: the two ledger indexes'
+#: pages stay cached instead of being evicted and re-read for every few hundred rows.
+WRITE_CACHE_KIB = 131_072
+
+
+@contextmanager
+def _write_cache(conn) -> Iterator[None]:
+    """A large SQLite page cache on ``conn`` from before its transaction to after the commit; the previous size back then."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    # On the driver's connection: through SQLAlchemy the PRAGMA would begin the transaction early.
+    raw = conn.connection.driver_connection
+    before = raw.execute("PRAGMA cache_size").fetchone()[0]
+    raw.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        raw.execute(f"PRAGMA cache_size = {int(before)}")
+
+
 @contextmanager
 def _ledger(engine, job: PlanJob, exists_: bool, now: datetime):
     """A transaction holding the run's row (new, or the old one with its replaceable decisions gone); yields its connection."""
     camp, win, run_id, seed, as_of = job.campaign, job.window, job.run_id, job.seed, job.as_of
-    with engine.begin() as conn:
+    with engine.connect() as conn, _write_cache(conn), conn.begin():
         if exists_:
             keep = exists().where(DELIVERIES.c.decision_id == DEC.c.id, DELIVERIES.c.status.in_(KEEP_STATES))
             replaced = select(DEC.c.id).where(DEC.c.run_id == run_id, ~keep)

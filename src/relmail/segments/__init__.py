@@ -27,13 +27,16 @@ from ..errors import Problem, ValidationError
 from ..features.sql import connection, sorted_ids
 from ..store.faults import database_fault
 from ..store.models import Customer, UTCDateTime
+from .columnar import Evaluator, uses_copy
 from .compile import compile_node
 from .grammar import COMBINATORS, CONDITIONS, SPECIAL, Node, parse_file, walk
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
-__all__ = ["COMBINATORS", "CONDITIONS", "SPECIAL", "Node", "Segment", "audience", "load_segments"]
+    from ..store.columnar import Copy
+
+__all__ = ["COMBINATORS", "CONDITIONS", "SPECIAL", "Node", "Segment", "audience", "evaluator", "load_segments"]
 
 customers = Customer.__table__
 
@@ -82,17 +85,46 @@ def customer_by(as_of: datetime):
     return or_(created.is_(None), created <= bindparam("seg_as_of", as_of, type_=UTCDateTime))
 
 
-def audience(engine_or_conn: Engine | Connection, segments: list[Segment], as_of: datetime) -> np.ndarray:
-    """Sorted unique ids of the customers in any of ``segments`` as of ``as_of``."""
+def audience(engine_or_conn: Engine | Connection, segments: list[Segment], as_of: datetime,
+             over: Evaluator | None = None) -> np.ndarray:
+    """Sorted unique ids of the customers in any of ``segments`` as of ``as_of``.
+
+    ``over`` (from :func:`evaluator`, for the same ``as_of``) answers the
+    behaviour conditions from the columnar copy of the events when every
+    segment has one (or none at all); the members are the same.
+    """
     if not segments:
         return np.array([], dtype="<U1")
+    if over is not None and all(s.root is None or uses_copy(s.root, s._registry) for s in segments):
+        mask = np.zeros(len(over.universe), dtype=bool)
+        for segment in segments:
+            mask |= over.members(segment)
+        return over.universe[mask]
     stmt = segments[0].select(as_of) if len(segments) == 1 else union(*(s.select(as_of) for s in segments))
-    members = stmt.subquery()
     with connection(engine_or_conn) as conn:
-        # Sorted by code point in SQL (SQLite's BINARY, PostgreSQL's "C"), the
-        # order NumPy uses: sorted_ids then only checks the order instead of sorting a large audience again.
-        key = members.c.id.collate("C") if conn.dialect.name == "postgresql" else members.c.id
-        ids = _run(conn, select(members.c.id).order_by(key), segments).scalars().all()
+        return _ids(conn, stmt, segments)
+
+
+def evaluator(conn: Connection, copy: Copy, as_of: datetime) -> Evaluator:
+    """An :class:`~relmail.segments.columnar.Evaluator` over ``copy`` as of ``as_of``, for :func:`audience` (``over``)."""
+    def ids(condition) -> np.ndarray:
+        return _ids(conn, select(customers.c.id).where(customer_by(as_of), condition), [])
+
+    return Evaluator(conn, copy, as_of, ids(true()), ids)
+
+
+def _ids(conn, stmt, segments: list[Segment]) -> np.ndarray:
+    members = stmt.subquery()
+    # Sorted by code point in SQL (SQLite's BINARY, PostgreSQL's "C"), the
+    # order NumPy uses: sorted_ids then only checks the order instead of sorting a large audience again.
+    key = members.c.id.collate("C") if conn.dialect.name == "postgresql" else members.c.id
+    result = _run(conn, select(members.c.id).order_by(key), segments)
+    # The driver's tuples, not SQLAlchemy rows: an id needs no result processing, and building
+    # a Row per member costs as much as the statement's own fetch for a large audience.
+    try:
+        ids = [i for (i,) in result.cursor.fetchall()]
+    finally:
+        result.close()
     return sorted_ids(ids)
 
 

@@ -160,7 +160,7 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
             else:
                 # A mark failed: its e-mails and the rest of the batch went back to
                 # 'planned'. Wait for the database, then try with new mark connections.
-                retry.failed("recording the point of no return", marker.failure or "mark failed")
+                retry.failed("recording the point of no return", marker.failure or "mark failed", marker.cause)
                 marker.reset()
             retry.run("refreshing the lock", after_batch)
             if progress is not None:

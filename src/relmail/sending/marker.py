@@ -55,6 +55,8 @@ class Marker:
         self.generation = 0
         #: Why the last mark failed; set until :meth:`reset`.
         self.failure: str | None = None
+        #: The database error behind :attr:`failure`, if one was (its kind sets the send's exit code).
+        self.cause: BaseException | None = None
 
     def __call__(self, keys: Sequence[str]) -> None:
         if self.failure is not None:
@@ -71,7 +73,7 @@ class Marker:
                     marked = ledger.mark_committing(conn, ids, self.clock())
         except Exception as exc:
             self._drop()
-            self.failure = f"the point-of-no-return mark failed: {first_line(exc)}"
+            self.failure, self.cause = f"the point-of-no-return mark failed: {first_line(exc)}", exc
             raise MarkFailed(self.failure) from None
         if marked != len(ids):
             # A delivery is no longer 'sending': another process settled it
@@ -168,7 +170,7 @@ class Marker:
         self.close()
         with self.lock:
             self.generation += 1
-            self.failure = None
+            self.failure, self.cause = None, None
 
     def close(self) -> None:
         with self.lock:

@@ -6,8 +6,11 @@ connection limit reached, a busy SQLite file: the sending loop retries the
 a little longer (:data:`DELAYS`) and first closes the engine's pooled
 connections, so a connection whose backend died is never used again. Once
 the database answers and a batch goes through, the count starts over. If it
-stays unreachable, the send stops with :class:`~relmail.errors.DatabaseError`
-(exit 5) after the last delay: the ledger is consistent at that point (every
+stays unreachable, the send stops after the last delay with the error that kept it
+failing: :class:`~relmail.errors.DatabaseUnavailable` (exit 13) when the
+database was up but would not do the work (a lock or statement timeout, a
+busy SQLite file), :class:`~relmail.errors.DatabaseError` (exit 5) when it
+could not be reached. Either way the ledger is consistent at that point (every
 e-mail is ``planned``, ``sending``, ``committing`` or settled), and the next
 ``relmail send`` resumes.
 """
@@ -20,7 +23,8 @@ from typing import TypeVar
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
-from ..errors import DatabaseError
+from ..errors import DatabaseError, DatabaseUnavailable
+from ..store.faults import database_fault
 
 T = TypeVar("T")
 
@@ -58,15 +62,19 @@ class DatabaseRetry:
                     raise
                 self.failed(what, exc)
 
-    def failed(self, what: str, why: BaseException | str) -> None:
-        """One more failure: wait before the next attempt, or raise :class:`DatabaseError` once the delays are spent."""
+    def failed(self, what: str, why: BaseException | str, cause: BaseException | None = None) -> None:
+        """One more failure: wait before the next attempt, or raise once the delays are spent (see the module docstring)."""
         if self.started is None:
             self.started = time.monotonic()
         text = why if isinstance(why, str) else first_line(why)
         if self.failures >= len(self.delays):
             waited = time.monotonic() - self.started
-            raise DatabaseError(
-                f"the database stopped answering while {what} ({text}); gave up after {self.failures + 1} attempts "
+            # A scheduler reads "retry later" (13) from "fix the server or the URL" (5) in the exit code.
+            error = cause if isinstance(why, str) else why
+            busy = error is not None and isinstance(database_fault(error), DatabaseUnavailable)
+            state = "would not do the work" if busy else "stopped answering"
+            raise (DatabaseUnavailable if busy else DatabaseError)(
+                f"the database {state} while {what} ({text}); gave up after {self.failures + 1} attempts "
                 f"in {waited:.0f} s; the ledger is consistent; re-run to resume"
             )
         self.sleep(self.delays[self.failures])

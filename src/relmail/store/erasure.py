@@ -23,7 +23,7 @@ from ..delivery.file import KEY_HEADER, safe_name
 from ..errors import NotFound
 from ..sending.ledger import FINAL
 from ..sending.loop import delivery_key
-from . import aggregates
+from . import aggregates, columnar
 from .addresses import address_hash, salt
 from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
@@ -34,7 +34,7 @@ FR = FeedbackReject.__table__
 ERASED = "erased"
 
 
-def forget(engine: Engine, customer_id: str) -> dict:
+def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) -> dict:
     """Erase one customer in a single transaction; ``NotFound`` if the id is not in the store.
 
     Deleted: the customer row, their preferences and all their events; the
@@ -47,6 +47,11 @@ def forget(engine: Engine, customer_id: str) -> dict:
     ledger rows (see below).  Returns what was done, with counts and the
     removed files.  Files are removed before the transaction commits: if
     one cannot be removed nothing is erased and the error says which.
+
+    The columnar copy of the events (:mod:`relmail.store.columnar`; at
+    ``columns``, by default beside a SQLite file) is brought in step after
+    the commit, which rewrites the parts that held the customer's events
+    and deletes the old ones.
     """
     with engine.begin() as conn:
         email = conn.execute(select(C.c.email).where(C.c.id == customer_id)).scalar_one_or_none()
@@ -95,9 +100,11 @@ def forget(engine: Engine, customer_id: str) -> dict:
         deliveries = conn.execute(
             update(DEL).where(DEL.c.customer_id == customer_id).values(last_error="customer erased")
         ).rowcount
+    copy = columnar.update(engine, columns if columns is not None else columnar.location(engine), build=False)
     return {
         "customer_id": customer_id,
         "deleted": {"customers": 1, "preferences": prefs, "events": events, "feedback_rejects": rejects},
+        "columnar_copy": copy.action,
         "outbox": outbox,
         "ledger_kept": {"decisions": decisions, "deliveries": deliveries},
         "deliveries_cancelled": cancelled,

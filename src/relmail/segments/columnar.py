@@ -1,0 +1,189 @@
+"""Segments over the columnar copy of the events: behaviour leaves with NumPy, the rest with SQL.
+
+A behaviour leaf (``purchased``, ``viewed``, ``owns``, ``uses``,
+``opened_email``, ``clicked_email``) asks whether a customer has events of
+one type, with products, a topic or a feature, inside a window. In SQL that
+is a subquery over every such event of the window (millions of index
+entries for "viewed a bike in the last year"); over the columnar copy
+(:mod:`relmail.store.columnar`) it is a ``searchsorted`` slice of one
+type's time-sorted rows and one ``np.bincount``.
+
+The tree is evaluated over the *universe*, the customers who exist as of
+``as_of`` (read once with SQL), as a pair of masks per node: where the
+condition is true and where it is false. SQL's conditions may be neither
+(an unknown sign-up date, a missing attribute), and ``not`` of unknown is
+unknown, so keeping both masks gives exactly SQL's three-valued answer.
+Behaviour leaves are never unknown. Every other leaf (tenure, locale,
+consent, attributes, open tickets, ``sql:``) is read from the database as
+two id lists: where it is true and where its negation is. A segment with
+no behaviour leaf is left to SQL entirely (:func:`members` returns None).
+
+The bounds are SQL's: an event counts when ``occurred_at <= as_of`` (and
+``> as_of - within_days``), compared in integer microseconds, so
+memberships are identical. Usage sums may differ from the database's in
+the last bits of a float (another order of addition).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+from sqlalchemy import not_, select
+from sqlalchemy.engine import Connection
+
+from ..store.columnar import Copy, Segment
+from ..store.models import Customer, Product
+from .compile import compile_node
+from .grammar import Node, ids_of, walk
+
+customers, products = Customer.__table__, Product.__table__
+
+#: Leaves answered from the copy, and the event type each reads.
+BEHAVIOUR = {"purchased": "purchase", "viewed": "view", "owns": "purchase", "uses": "usage",
+             "opened_email": "email_opened", "clicked_email": "email_clicked"}
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BEFORE_ALL = -(2**62)
+
+Masks = tuple[np.ndarray, np.ndarray]
+
+
+def _us(t: datetime) -> int:
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def uses_copy(root: Node | None, registry: dict) -> bool:
+    """Whether the tree (with the segments it refers to) has a behaviour leaf the copy can answer."""
+    seen: set[str] = set()
+    stack = [root]
+    while stack:
+        for node in walk(stack.pop()):
+            if node.kind in BEHAVIOUR:
+                return True
+            if node.kind == "segment" and node.args not in seen:
+                seen.add(node.args)
+                stack.append(registry[node.args].root)
+    return False
+
+
+class Evaluator:
+    """Memberships of segments as of one time, over one copy; the universe is read once and shared."""
+
+    def __init__(self, conn: Connection, copy: Copy, as_of: datetime, universe: np.ndarray,
+                 sql_ids: Callable[[object], np.ndarray]):
+        self.conn, self.copy, self.as_of = conn, copy, as_of
+        #: Sorted ids of the customers who exist as of ``as_of``.
+        self.universe = universe
+        self.sql_ids = sql_ids
+        self.until = _us(as_of)
+        self._rows: dict[int, np.ndarray] = {}
+        self._segments: dict[str, Masks] = {}
+
+    def members(self, segment) -> np.ndarray:
+        """Where ``segment`` is true, as a mask over :attr:`universe`."""
+        return self.segment(segment)[0]
+
+    def segment(self, segment) -> Masks:
+        if segment.name not in self._segments:
+            if segment.root is None:
+                n = len(self.universe)
+                self._segments[segment.name] = (np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+            else:
+                self._segments[segment.name] = self.node(segment.root, segment)
+        return self._segments[segment.name]
+
+    def node(self, node: Node, segment) -> Masks:
+        kind, n = node.kind, len(self.universe)
+        if kind in ("all", "any"):
+            parts = [self.node(c, segment) for c in node.children]
+            t = np.ones(n, dtype=bool) if kind == "all" else np.zeros(n, dtype=bool)
+            f = ~t
+            for pt, pf in parts:
+                t, f = (t & pt, f | pf) if kind == "all" else (t | pt, f & pf)
+            return t, f
+        if kind == "not":
+            t, f = self.node(node.children[0], segment)
+            return f, t
+        if kind == "segment":
+            return self.segment(segment._registry[node.args])
+        if kind in BEHAVIOUR:
+            t = self._behaviour(kind, node.args)
+            return t, ~t
+        # Any other leaf: where the database finds it true, and where it finds its negation true.
+        condition = compile_node(node, self.as_of, segment._resolve)
+        return self._mask(self.sql_ids(condition)), self._mask(self.sql_ids(not_(condition)))
+
+    def _mask(self, ids: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(self.universe), dtype=bool)
+        if len(ids) and len(self.universe):
+            pos = np.minimum(np.searchsorted(self.universe, ids), len(self.universe) - 1)
+            hit = self.universe[pos] == ids
+            out[pos[hit]] = True
+        return out
+
+    def _behaviour(self, kind: str, a: dict) -> np.ndarray:
+        typ = BEHAVIOUR[kind]
+        if kind == "owns":
+            return self._count(typ, _BEFORE_ALL, self._products(a["product"], None), None, None) > 0
+        if kind == "uses":
+            after = _us(self.as_of - timedelta(days=a.get("within_days", 30)))
+            want = self._products(a["product"], None) if "product" in a else None
+            used = self._count(typ, after, want, None, a["feature"], weighted=True)
+            return used < a["fewer_than"] if "fewer_than" in a else used >= a["at_least"]
+        want = self._products(a.get("product"), a.get("category")) if ("product" in a or "category" in a) else None
+        topic = a.get("topic")
+        if "not_within_days" in a:
+            recent = _us(self.as_of - timedelta(days=a["not_within_days"]))
+            return (self._count(typ, _BEFORE_ALL, want, topic, None) > 0) & ~(self._count(typ, recent, want, topic, None) > 0)
+        after = _us(self.as_of - timedelta(days=a["within_days"])) if "within_days" in a else _BEFORE_ALL
+        return self._count(typ, after, want, topic, None) >= max(a.get("at_least", 1), 1)
+
+    def _products(self, product, category) -> set[str]:
+        """The product ids a leaf names, directly or by category (either matches, as in SQL)."""
+        wanted = set(ids_of(product) or []) if product is not None else set()
+        if category is not None:
+            stmt = select(products.c.id).where(products.c.category.in_(ids_of(category)))
+            wanted.update(str(p) for p in self.conn.execute(stmt).scalars())
+        return wanted
+
+    def _count(self, typ: str, after_us: int, want: set[str] | None, topic: str | None, feature: str | None,
+               weighted: bool = False) -> np.ndarray:
+        """Per universe customer: events of ``typ`` in (after, as_of] matching the filters (or their
+        ``coalesce(value, 1)`` sum)."""
+        total = np.zeros(len(self.universe))
+        for seg in self.copy.segments:
+            rows = seg.window(typ, after_us, self.until)
+            if rows.stop <= rows.start:
+                continue
+            keep = np.ones(rows.stop - rows.start, dtype=bool)
+            for name, wanted in (("product", want), ("topic", None if topic is None else {topic}),
+                                 ("feature", None if feature is None else {feature})):
+                if wanted is not None:
+                    keep &= np.isin(seg.codes[name][rows], _codes(seg, name, wanted))
+            who = self._universe_rows(seg)[seg.codes["customer"][rows][keep]]
+            mine = who >= 0
+            weights = None
+            if weighted:
+                value = np.asarray(seg.value[rows][keep])
+                weights = np.where(np.isnan(value), 1.0, value)[mine]
+            total += np.bincount(who[mine], weights=weights, minlength=len(self.universe))
+        return total
+
+    def _universe_rows(self, seg: Segment) -> np.ndarray:
+        """Row of each of ``seg``'s customer codes in the universe (-1: not a customer as of ``as_of``)."""
+        key = id(seg)
+        if key not in self._rows:
+            words = seg.words["customer"]
+            u = self.universe
+            pos = np.minimum(np.searchsorted(u, words), max(len(u) - 1, 0))
+            hit = (u[pos] == words) if len(u) else np.zeros(len(words), dtype=bool)
+            self._rows[key] = np.where(hit, pos, -1)
+        return self._rows[key]
+
+
+def _codes(seg: Segment, name: str, wanted: set[str]) -> np.ndarray:
+    lookup = seg.code_of(name)
+    return np.array(sorted(lookup[w] for w in wanted if w in lookup), dtype=np.int64)
