@@ -180,10 +180,12 @@ def import_file(
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
                 run.finish()  # raises ValidationError, which rolls the transaction back
+                # Statistics first: the aggregates' refresh looks the touched customers' events up by
+                # customer, which PostgreSQL plans as a scan of the whole table while it believes it empty.
+                refresh_statistics(conn, schema.table.name, run.imported)
                 loader = getattr(run.sink, "loader", None)
                 if loader is not None and loader.touched is not None:
                     aggregates.refresh(conn, loader.touched)
-                refresh_statistics(conn, schema.table.name, run.imported)
         except SQLAlchemyError as exc:
             fault = as_relmail_error(exc)
             raise type(fault)(f"{src.name}: the import failed in {redact(str(engine.url))} and was rolled back: {fault}",
