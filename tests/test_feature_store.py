@@ -192,6 +192,29 @@ def test_writes_behind_relmails_back_fall_back_to_the_raw_scan(engine):
     _frames_equal(engine, T)
 
 
+def test_a_delete_behind_relmails_back_that_keeps_the_highest_id_falls_back_to_the_raw_scan(engine):
+    """The highest event id alone would not notice: the change log does, and the next writer recomputes the customer."""
+    _reset(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__), [
+            dict(customer_id=c, type="purchase", occurred_at=T - timedelta(days=3), product_id="EB-200", value=10.0)
+            for c in ("C1", "C2")])
+        aggregates.refresh(conn, ["C1", "C2"])
+        first = conn.execute(select(func.min(Event.__table__.c.id))).scalar_one()
+        conn.execute(delete(Event.__table__).where(Event.__table__.c.id == first))  # C1's purchase, not the highest id
+    with engine.connect() as conn:
+        assert not aggregates.current(conn, T)
+    frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS)
+    assert frame["orders_total"].tolist() == [0.0, 1.0, 0.0, 0.0]
+    apply_events(engine, [FeedbackEvent(type="opened", occurred_at=T - timedelta(days=1), recipient="", provider="test",
+                                        provider_event_id="y", customer_id="C3", run_id="r", message_id="news")])
+    with engine.connect() as conn:
+        assert aggregates.current(conn, T)
+        totals = CustomerTotals.__table__
+        assert conn.execute(select(totals.c.purchases).where(totals.c.customer_id == "C1")).scalar() is None
+    _frames_equal(engine, T)
+
+
 def test_a_plan_before_the_latest_event_reads_raw_events(engine, tmp_path):
     _reset(engine)
     _import(engine, tmp_path, [dict(event_id="E1", customer_id="C1", type="purchase", days=0, product_id="EB-200",

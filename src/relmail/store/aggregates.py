@@ -12,11 +12,14 @@ that wrote them, with the customers whose events it inserted, changed or
 deleted. :func:`refresh` recomputes those customers' rows from their raw
 events (exact whatever the change: an upsert that moved an event, an
 erasure), and also those of customers with events appended since the last
-refresh by anything else. The meta row ``feature_store`` records the
-highest event id the aggregates cover; :func:`current` tells a plan whether
-it may use them: that id is still the highest (nothing wrote events behind
-relmail's back) and no event lies after the plan's ``as_of`` (aggregates
-over all history are then the same as aggregates as of ``as_of``).
+refresh by anything else, and of customers whose events were changed or
+deleted since (the change log of migration 0008, whose triggers see every
+writer). The meta row ``feature_store`` records the highest event id and
+the last change-log row the aggregates cover; :func:`current` tells a plan
+whether it may use them: both are still the last (nothing wrote, changed
+or deleted events behind relmail's back) and no event lies after the
+plan's ``as_of`` (aggregates over all history are then the same as
+aggregates as of ``as_of``).
 Otherwise the features fall back to reading raw events.
 
 :func:`rebuild` recomputes everything from raw events and reports what it
@@ -30,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, MetaData, Table, and_, bindparam, delete, func, insert, literal_column, or_, select, true, union_all
+from sqlalchemy import Column, MetaData, Table, and_, bindparam, delete, func, insert, literal_column, or_, select, text, true, union_all
 from sqlalchemy.engine import Connection
 
 from .models import EVENT_TYPES, CustomerMessage, CustomerProduct, CustomerTotals, Event, Meta
@@ -85,18 +88,27 @@ def _max_event_id(conn: Connection) -> int:
     return conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
 
 
-def _state(conn: Connection, lock: bool = False) -> int | None:
+def _max_change_id(conn: Connection) -> int:
+    """The last row of the change log (migration 0008's triggers: an event updated or deleted)."""
+    return conn.execute(text("SELECT coalesce(max(id), 0) FROM event_changes")).scalar_one()
+
+
+def _state(conn: Connection, lock: bool = False) -> tuple[int, int] | None:
+    """(highest event id, last change-log row) the aggregates cover; None if never built."""
     stmt = select(M.c.value).where(M.c.key == STATE_KEY)
     if lock and conn.dialect.name == "postgresql":
         # Writers refresh one after the other: a refresh that started before another writer's
         # commit would otherwise miss that writer's rows of a customer both touched.
         stmt = stmt.with_for_update()
     row = conn.execute(stmt).first()
-    return None if row is None else int(json.loads(row[0])["max_event_id"])
+    if row is None:
+        return None
+    value = json.loads(row[0])
+    return int(value["max_event_id"]), int(value.get("change_id", 0))
 
 
-def _set_state(conn: Connection, max_event_id: int) -> None:
-    value = json.dumps({"max_event_id": max_event_id})
+def _set_state(conn: Connection) -> None:
+    value = json.dumps({"max_event_id": _max_event_id(conn), "change_id": _max_change_id(conn)})
     if conn.execute(M.update().where(M.c.key == STATE_KEY).values(value=value)).rowcount == 0:
         conn.execute(M.insert().values(key=STATE_KEY, value=value))
 
@@ -109,10 +121,15 @@ def refresh(conn: Connection, customer_ids: Iterable[str] = ()) -> int:
     were never built (no ``feature_store`` meta row) is left alone: its
     plans read raw events until :func:`rebuild`.
     """
-    covered = _state(conn, lock=True)
-    if covered is None:
+    state = _state(conn, lock=True)
+    if state is None:
         return 0
-    ids = {str(c) for c in customer_ids}
+    covered, seen = state
+    changed = conn.execute(text("SELECT customer_id FROM event_changes WHERE id > :seen"), {"seen": seen}).scalars().all()
+    if any(c is None for c in changed):  # a TRUNCATE of events: any customer may have changed
+        return rebuild(conn).customers
+    # The customers named, and those whose events were changed or deleted since (by relmail or behind its back).
+    ids = {str(c) for c in customer_ids} | set(changed)
     # Not DISTINCT: SQLite would answer that by walking the customer index instead of the id range.
     ids.update(conn.execute(select(E.c.customer_id).where(E.c.id > covered)).scalars())
     ordered = sorted(ids)
@@ -131,7 +148,7 @@ def refresh(conn: Connection, customer_ids: Iterable[str] = ()) -> int:
                 conn.execute(delete(table).where(table.c.customer_id.in_(batch)))
             _fill(conn, {t: t for t in TABLES}, scratch, true())
         scratch.drop(conn)
-    _set_state(conn, _max_event_id(conn))
+    _set_state(conn)
     return len(ordered)
 
 
@@ -152,11 +169,12 @@ def built(conn: Connection) -> bool:
 def current(conn: Connection, as_of: datetime) -> bool:
     """Whether the aggregates give a plan as of ``as_of`` the same features as the raw events.
 
-    True when they cover every event (nothing wrote events without
-    refreshing them) and no event occurred after ``as_of``.
+    True when they cover every event and every change to one (nothing
+    wrote, changed or deleted events without refreshing them) and no event
+    occurred after ``as_of``.
     """
-    covered = _state(conn)
-    if covered is None or covered != _max_event_id(conn):
+    state = _state(conn)
+    if state is None or state != (_max_event_id(conn), _max_change_id(conn)):
         return False
     # The latest event per type, each one seek into the (type, time) index.
     latest = union_all(*[select(func.max(E.c.occurred_at).label("at")).where(E.c.type == t) for t in EVENT_TYPES]).subquery()
@@ -201,7 +219,7 @@ def rebuild(conn: Connection) -> Rebuilt:
         conn.execute(insert(table).from_select([c.name for c in table.columns], select(*new.columns)))
         new.drop(conn)
     out.customers = conn.execute(select(func.count()).select_from(TOTALS)).scalar_one()
-    _set_state(conn, _max_event_id(conn))
+    _set_state(conn)
     return out
 
 
