@@ -18,48 +18,20 @@ database's in the last bits (another order of addition).
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 import numpy as np
 
-from ..store.columnar import Copy, Segment
+from ..store.columnar import Copy, Rows, micros
 from .frame import FeatureContext, FeatureSettings
 from .queries import EMAIL_WINDOW, affinity_horizon, affinity_weights
 
 DAY_US = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-def _us(t: datetime) -> int:
-    delta = t - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
-
-
-class _Audience:
-    """Row of each of a segment's customer codes in the audience ``ids`` (-1: not in it), over the codes ids can have."""
-
-    def __init__(self, seg: Segment, ids: np.ndarray):
-        words = seg.words["customer"]
-        self.lo = int(np.searchsorted(words, ids[0])) if len(ids) else 0
-        self.hi = int(np.searchsorted(words, ids[-1], "right")) if len(ids) else 0
-        inside = words[self.lo:self.hi]
-        pos = np.searchsorted(ids, inside)
-        found = ids[np.minimum(pos, len(ids) - 1)] == inside if len(ids) else np.zeros(0, dtype=bool)
-        self.rows = np.where(found, pos, -1)
-
-    def select(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in ``codes`` of audience rows, their frame rows)."""
-        keep = np.flatnonzero((codes >= self.lo) & (codes < self.hi))
-        rows = self.rows[codes[keep] - self.lo]
-        mine = rows >= 0
-        return keep[mine], rows[mine]
-
-
 def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict[str, FeatureContext],
                     settings: FeatureSettings, category_products: dict[str, set[str]]) -> dict[str, np.ndarray]:
     """The windowed features of the sorted customer ``ids`` as of ``as_of``, named as the SQL statements name them."""
     n = len(ids)
-    until = _us(as_of)
+    until = micros(as_of)
     out: dict[str, np.ndarray] = {}
 
     def add(name: str, rows: np.ndarray, weights: np.ndarray | None = None) -> None:
@@ -85,7 +57,7 @@ def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict
         return out
 
     for seg in copy.segments:
-        audience = _Audience(seg, ids)
+        audience = Rows(seg, ids)
         if audience.hi <= audience.lo:
             continue
 

@@ -27,13 +27,13 @@ the last bits of a float (another order of addition).
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import not_, select
 from sqlalchemy.engine import Connection
 
-from ..store.columnar import Copy, Segment
+from ..store.columnar import Copy, Rows, micros
 from ..store.models import Customer, Product
 from .compile import compile_node
 from .grammar import Node, ids_of, walk
@@ -44,15 +44,9 @@ customers, products = Customer.__table__, Product.__table__
 BEHAVIOUR = {"purchased": "purchase", "viewed": "view", "owns": "purchase", "uses": "usage",
              "opened_email": "email_opened", "clicked_email": "email_clicked"}
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BEFORE_ALL = -(2**62)
 
 Masks = tuple[np.ndarray, np.ndarray]
-
-
-def _us(t: datetime) -> int:
-    delta = t - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
 def uses_copy(root: Node | None, registry: dict) -> bool:
@@ -78,8 +72,8 @@ class Evaluator:
         #: Sorted ids of the customers who exist as of ``as_of``.
         self.universe = universe
         self.sql_ids = sql_ids
-        self.until = _us(as_of)
-        self._rows: dict[int, np.ndarray] = {}
+        self.until = micros(as_of)
+        self._by_segment: dict[int, Rows] = {}
         self._segments: dict[str, Masks] = {}
 
     def members(self, segment) -> np.ndarray:
@@ -129,16 +123,16 @@ class Evaluator:
         if kind == "owns":
             return self._count(typ, _BEFORE_ALL, self._products(a["product"], None), None, None) > 0
         if kind == "uses":
-            after = _us(self.as_of - timedelta(days=a.get("within_days", 30)))
+            after = micros(self.as_of - timedelta(days=a.get("within_days", 30)))
             want = self._products(a["product"], None) if "product" in a else None
             used = self._count(typ, after, want, None, a["feature"], weighted=True)
             return used < a["fewer_than"] if "fewer_than" in a else used >= a["at_least"]
         want = self._products(a.get("product"), a.get("category")) if ("product" in a or "category" in a) else None
         topic = a.get("topic")
         if "not_within_days" in a:
-            recent = _us(self.as_of - timedelta(days=a["not_within_days"]))
+            recent = micros(self.as_of - timedelta(days=a["not_within_days"]))
             return (self._count(typ, _BEFORE_ALL, want, topic, None) > 0) & ~(self._count(typ, recent, want, topic, None) > 0)
-        after = _us(self.as_of - timedelta(days=a["within_days"])) if "within_days" in a else _BEFORE_ALL
+        after = micros(self.as_of - timedelta(days=a["within_days"])) if "within_days" in a else _BEFORE_ALL
         return self._count(typ, after, want, topic, None) >= max(a.get("at_least", 1), 1)
 
     def _products(self, product, category) -> set[str]:
@@ -163,27 +157,22 @@ class Evaluator:
                                  ("feature", None if feature is None else {feature})):
                 if wanted is not None:
                     keep &= np.isin(seg.codes[name][rows], _codes(seg, name, wanted))
-            who = self._universe_rows(seg)[seg.codes["customer"][rows][keep]]
-            mine = who >= 0
+            picked = np.flatnonzero(keep)
+            at, who = self._rows(seg).select(np.asarray(seg.codes["customer"][rows])[picked])
             weights = None
             if weighted:
-                value = np.asarray(seg.value[rows][keep])
-                weights = np.where(np.isnan(value), 1.0, value)[mine]
-            total += np.bincount(who[mine], weights=weights, minlength=len(self.universe))
+                value = np.asarray(seg.value[rows])[picked[at]]
+                weights = np.where(np.isnan(value), 1.0, value)
+            total += np.bincount(who, weights=weights, minlength=len(self.universe))
         return total
 
-    def _universe_rows(self, seg: Segment) -> np.ndarray:
-        """Row of each of ``seg``'s customer codes in the universe (-1: not a customer as of ``as_of``)."""
-        key = id(seg)
-        if key not in self._rows:
-            words = seg.words["customer"]
-            u = self.universe
-            pos = np.minimum(np.searchsorted(u, words), max(len(u) - 1, 0))
-            hit = (u[pos] == words) if len(u) else np.zeros(len(words), dtype=bool)
-            self._rows[key] = np.where(hit, pos, -1)
-        return self._rows[key]
+    def _rows(self, seg) -> Rows:
+        """Where each of ``seg``'s customers is in the universe (customers created after ``as_of`` are not)."""
+        if id(seg) not in self._by_segment:
+            self._by_segment[id(seg)] = Rows(seg, self.universe)
+        return self._by_segment[id(seg)]
 
 
-def _codes(seg: Segment, name: str, wanted: set[str]) -> np.ndarray:
+def _codes(seg, name: str, wanted: set[str]) -> np.ndarray:
     lookup = seg.code_of(name)
     return np.array(sorted(lookup[w] for w in wanted if w in lookup), dtype=np.int64)

@@ -51,7 +51,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -155,6 +155,35 @@ class Segment:
     def code_of(self, name: str) -> dict[str, int]:
         """Word → code of the dictionary ``name``."""
         return {str(w): i for i, w in enumerate(self.words[name])}
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def micros(t: datetime) -> int:
+    """``t`` in integer microseconds since 1970 (UTC): the copy's ``at``, compared exactly as the SQL windows compare."""
+    delta = t - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+class Rows:
+    """Row of each of a segment's customer codes in the sorted ``ids`` (-1: not in them), over the codes ids can have."""
+
+    def __init__(self, seg: Segment, ids: np.ndarray):
+        words = seg.words["customer"]
+        self.lo = int(np.searchsorted(words, ids[0])) if len(ids) else 0
+        self.hi = int(np.searchsorted(words, ids[-1], "right")) if len(ids) else 0
+        inside = words[self.lo:self.hi]
+        pos = np.searchsorted(ids, inside)
+        found = ids[np.minimum(pos, len(ids) - 1)] == inside if len(ids) else np.zeros(0, dtype=bool)
+        self.rows = np.where(found, pos, -1)
+
+    def select(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(positions in ``codes`` of customers in ``ids``, their rows in ``ids``)."""
+        keep = np.flatnonzero((codes >= self.lo) & (codes < self.hi))
+        rows = self.rows[codes[keep] - self.lo]
+        mine = rows >= 0
+        return keep[mine], rows[mine]
 
 
 @dataclass
