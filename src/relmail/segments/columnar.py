@@ -33,6 +33,7 @@ import numpy as np
 from sqlalchemy import not_, select
 from sqlalchemy.engine import Connection
 
+from ..features.sql import align
 from ..store.columnar import Copy, Rows, micros
 from ..store.models import Customer, Product
 from .compile import compile_node
@@ -112,10 +113,7 @@ class Evaluator:
 
     def _mask(self, ids: np.ndarray) -> np.ndarray:
         out = np.zeros(len(self.universe), dtype=bool)
-        if len(ids) and len(self.universe):
-            pos = np.minimum(np.searchsorted(self.universe, ids), len(self.universe) - 1)
-            hit = self.universe[pos] == ids
-            out[pos[hit]] = True
+        out[align(self.universe, ids)[1]] = True
         return out
 
     def _behaviour(self, kind: str, a: dict) -> np.ndarray:
