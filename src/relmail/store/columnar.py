@@ -75,6 +75,12 @@ TOKEN_KEY = "columns_token"
 #: Event ids per segment of a build (a segment is built in memory: a few hundred bytes a row).
 BUILD_ROWS = 1_000_000
 
+#: Event ids from which a build reads its ranges in :data:`BUILD_WORKERS` processes (below, starting them costs more).
+PARALLEL_BUILD_ROWS = 2_000_000
+
+#: Processes of a large build (None: one per core).
+BUILD_WORKERS: int | None = None
+
 #: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
 
@@ -312,18 +318,47 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
 
 
 def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
-    """Write the copy anew: one segment per :data:`BUILD_ROWS` event ids, so memory stays bounded whatever the store."""
-    lo = int(conn.execute(select(func.coalesce(func.min(E.c.id), 1))).scalar_one()) - 1
-    names, read = [], 0
-    while lo < state.max_event_id:
-        hi = min(lo + BUILD_ROWS, state.max_event_id)
-        rows = _read(conn, (E.c.id > lo) & (E.c.id <= hi))
-        read += len(rows["at"])
-        if len(rows["at"]):
-            names.append(_write_segment(root, rows))
-        lo = hi
+    """Write the copy anew: one segment per :data:`BUILD_ROWS` event ids, so memory stays bounded whatever the store.
+
+    A large store's ranges are read and written by one process per core
+    (reading rows into Python objects is most of a build, and one core
+    does it). Their connections see what ``conn`` sees: on PostgreSQL the
+    caller's ``SHARE`` lock holds every writer back until the copy is
+    committed; on SQLite a row written meanwhile is in the change log or
+    above the copy's highest id, so the next update reads it.
+    """
+    first = int(conn.execute(select(func.coalesce(func.min(E.c.id), 1))).scalar_one()) - 1
+    ranges = [(lo, min(lo + BUILD_ROWS, state.max_event_id)) for lo in range(first, state.max_event_id, BUILD_ROWS)]
+    url = conn.engine.url
+    if len(ranges) > 1 and state.max_event_id - first >= PARALLEL_BUILD_ROWS and url.database not in (None, "", ":memory:"):
+        from ..executors.local import LocalExecutor
+
+        tasks = [(url.render_as_string(hide_password=False), str(root), lo, hi) for lo, hi in ranges]
+        built = LocalExecutor(BUILD_WORKERS).map(_build_task, tasks)
+    else:
+        built = [_build_range(conn, root, lo, hi) for lo, hi in ranges]
+    names = [name for name, _ in built if name is not None]
+    read = sum(n for _, n in built)
     _commit(root, state, names)
     return Updated("built", read=read, events=read, segments=len(names))
+
+
+def _build_range(conn: Connection, root: Path, lo: int, hi: int) -> tuple[str | None, int]:
+    """The segment of the events with ids in ``(lo, hi]`` (None when there are none) and its rows."""
+    rows = _read(conn, (E.c.id > lo) & (E.c.id <= hi))
+    return (_write_segment(root, rows) if len(rows["at"]) else None), len(rows["at"])
+
+
+def _build_task(url: str, root: str, lo: int, hi: int) -> tuple[str | None, int]:
+    """:func:`_build_range` in a worker process, on its own engine."""
+    from .db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return _build_range(conn, Path(root), lo, hi)
+    finally:
+        engine.dispose()
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
