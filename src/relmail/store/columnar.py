@@ -58,7 +58,7 @@ import numpy as np
 from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from . import aggregates
+from . import aggregates, changes
 from .models import Event, Meta
 
 E, M = Event.__table__, Meta.__table__
@@ -122,8 +122,7 @@ def store_state(conn: Connection) -> StoreState | None:
     if token is None:
         return None
     max_id = conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
-    change = conn.execute(text("SELECT coalesce(max(id), 0) FROM event_changes")).scalar_one()
-    return StoreState(token, int(max_id), int(change))
+    return StoreState(token, int(max_id), int(changes.latest(conn)))
 
 
 class Segment:
@@ -327,11 +326,10 @@ def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
-    changes = conn.execute(text("SELECT customer_id FROM event_changes WHERE id > :seen AND id <= :last"),
-                           {"seen": old.state.change_id, "last": state.change_id}).scalars().all()
-    if any(c is None for c in changes) or len(changes) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
+    named = changes.since(conn, old.state.change_id, state.change_id)
+    if any(c is None for c in named) or len(named) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
         return _build(conn, root, state)  # a TRUNCATE, or a change too large to patch
-    changed = sorted(set(changes))
+    changed = sorted(set(named))
     gone = np.array(changed, dtype=str)
     drops = [_dropped(seg, gone) for seg in old.segments]
     # Rows inserted since the last update have ids above every row that existed all along (SQLite
