@@ -97,6 +97,22 @@ def test_a_copy_that_missed_compacted_rows_patches_to_a_fresh_copys_features(eng
     assert a["monetary_365"][0] == 1.0 + 3.0 + 90.0, "E0 and E4 as changed, E8 as imported"
 
 
+def test_a_copy_is_written_anew_when_the_changed_customers_hold_most_of_it(engine, tmp_path, monkeypatch):
+    """The cost that decides is the rows a patch would read back (the changed customers' rows), not the rows logged."""
+    monkeypatch.setattr(columnar, "REBUILD_MIN", 0)
+    monkeypatch.setattr(columnar, "REBUILD_SHARE", 0.5)
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, _purchases(10), 0)
+    columnar.update(engine, columns)
+    for event_ids, action in ((["E0"], "patched"), (["E1", "E2", "E3", "E5", "E6"], "built")):
+        with engine.begin() as conn:  # C1's 3 of the 12 rows, then C2, C3 and C4's 9
+            conn.execute(update(EV).where(EV.c.event_id.in_(event_ids)).values(value=5.0))
+        _ping(engine, len(event_ids))
+        assert columnar.update(engine, columns).action == action
+        _frames_equal(engine, T, columns)
+
+
 def test_a_truncate_row_keeps_its_meaning(engine, tmp_path):
     """PostgreSQL logs a TRUNCATE of events as a row naming no customer: everything before it goes, it stays."""
     if engine.dialect.name != "postgresql":

@@ -78,8 +78,9 @@ BUILD_ROWS = 1_000_000
 #: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
 
-#: Changed events, as a share of the copy (and at least :data:`REBUILD_MIN`), above which :func:`update`
-#: rebuilds instead of patching.
+#: Rows of changed customers, as a share of the copy (and at least :data:`REBUILD_MIN`), above which
+#: :func:`update` rebuilds instead of patching: reading most events back customer by customer costs more
+#: than one pass over them in id order.
 REBUILD_SHARE, REBUILD_MIN = 0.2, 10_000
 
 #: Customers per ``IN`` list when re-reading changed customers.
@@ -327,11 +328,13 @@ def _build(conn: Connection, root: Path, state: StoreState) -> Updated:
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
     named = changes.since(conn, old.state.change_id, state.change_id)
-    if any(c is None for c in named) or len(named) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
-        return _build(conn, root, state)  # a TRUNCATE, or a change too large to patch
+    if any(c is None for c in named):
+        return _build(conn, root, state)  # a TRUNCATE
     changed = sorted(set(named))
     gone = np.array(changed, dtype=str)
     drops = [_dropped(seg, gone) for seg in old.segments]
+    if sum(int(np.count_nonzero(d)) for d in drops if d is not None) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
+        return _build(conn, root, state)  # a change too large to patch
     # Rows inserted since the last update have ids above every row that existed all along (SQLite
     # gives a new row the highest id + 1, which after a deletion may be an id the copy had): read
     # everything above the highest id the copy keeps, and the changed customers' rows below it.
