@@ -14,13 +14,14 @@ events (exact whatever the change: an upsert that moved an event, an
 erasure), and also those of customers with events appended since the last
 refresh by anything else, and of customers whose events were changed or
 deleted since (the change log of migration 0008, whose triggers see every
-writer). The meta row ``feature_store`` records the highest event id and
-the last change-log row the aggregates cover; :func:`current` tells a plan
-whether it may use them: both are still the last (nothing wrote, changed
-or deleted events behind relmail's back) and no event lies after the
-plan's ``as_of`` (aggregates over all history are then the same as
-aggregates as of ``as_of``).
-Otherwise the features fall back to reading raw events.
+writer), and deletes the log's rows those customers' new rows make
+redundant (:func:`relmail.store.changes.compact`). The meta row
+``feature_store`` records the highest event id and the last change-log row
+the aggregates cover; :func:`current` tells a plan whether it may use
+them: both are still the last (nothing wrote, changed or deleted events
+behind relmail's back) and no event lies after the plan's ``as_of``
+(aggregates over all history are then the same as aggregates as of
+``as_of``). Otherwise the features fall back to reading raw events.
 
 :func:`rebuild` recomputes everything from raw events and reports what it
 had to correct (``relmail db rebuild-features``).
@@ -201,6 +202,8 @@ class Rebuilt:
 
 def rebuild(conn: Connection) -> Rebuilt:
     """Recompute every aggregate from the raw events; report the rows that differed and correct them.
+
+    Also compacts the whole change log (it has just been consumed).
 
     Sums of money compare with a relative tolerance of 1e-9: adding the
     same values in another order may change their last bits, which is not

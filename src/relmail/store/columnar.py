@@ -22,7 +22,9 @@ Kept in step, exactly. ``current.json`` records the store's identity (the
 last row of ``event_changes`` it has seen. Migration 0008's triggers add a
 row to ``event_changes`` for every event updated or deleted (a re-import
 that changed an event, an order voided by a re-export, an erasure, any
-statement behind relmail's back; on PostgreSQL a TRUNCATE too). :func:`update`
+statement behind relmail's back; on PostgreSQL a TRUNCATE too), compacted
+to the latest row per customer (:mod:`relmail.store.changes`), which is all
+a copy of any age needs to know which customers to read again. :func:`update`
 appends the events after the covered id as a new segment, and for every
 changed customer drops her rows from the segments that hold them and reads
 her events again; segments it replaced are deleted, so an erased customer's
