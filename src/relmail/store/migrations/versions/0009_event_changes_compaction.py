@@ -26,8 +26,9 @@ def upgrade() -> None:
     op.create_index('ix_event_changes_customer_id_id', 'event_changes', ['customer_id', 'id'])
     op.execute(sa.text("DELETE FROM event_changes "
                        "WHERE id < (SELECT coalesce(max(id), 0) FROM event_changes WHERE customer_id IS NULL)"))
-    op.execute(sa.text("DELETE FROM event_changes WHERE customer_id IS NOT NULL AND id < "
-                       "(SELECT max(later.id) FROM event_changes AS later WHERE later.customer_id = event_changes.customer_id)"))
+    op.execute(sa.text("DELETE FROM event_changes WHERE id IN (SELECT e.id FROM event_changes AS e JOIN "
+                       "(SELECT customer_id, max(id) AS m FROM event_changes WHERE customer_id IS NOT NULL GROUP BY customer_id) AS l "
+                       "ON e.customer_id = l.customer_id AND e.id < l.m)"))
 
 
 def downgrade() -> None:
