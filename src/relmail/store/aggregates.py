@@ -14,13 +14,14 @@ events (exact whatever the change: an upsert that moved an event, an
 erasure), and also those of customers with events appended since the last
 refresh by anything else, and of customers whose events were changed or
 deleted since (the change log of migration 0008, whose triggers see every
-writer). The meta row ``feature_store`` records the highest event id and
-the last change-log row the aggregates cover; :func:`current` tells a plan
-whether it may use them: both are still the last (nothing wrote, changed
-or deleted events behind relmail's back) and no event lies after the
-plan's ``as_of`` (aggregates over all history are then the same as
-aggregates as of ``as_of``).
-Otherwise the features fall back to reading raw events.
+writer), and deletes the log's rows those customers' new rows make
+redundant (:func:`relmail.store.changes.compact`). The meta row
+``feature_store`` records the highest event id and the last change-log row
+the aggregates cover; :func:`current` tells a plan whether it may use
+them: both are still the last (nothing wrote, changed or deleted events
+behind relmail's back) and no event lies after the plan's ``as_of``
+(aggregates over all history are then the same as aggregates as of
+``as_of``). Otherwise the features fall back to reading raw events.
 
 :func:`rebuild` recomputes everything from raw events and reports what it
 had to correct (``relmail db rebuild-features``).
@@ -33,9 +34,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, MetaData, Table, and_, bindparam, delete, func, insert, literal_column, or_, select, text, true, union_all
+from sqlalchemy import Column, MetaData, Table, and_, bindparam, delete, func, insert, literal_column, or_, select, true, union_all
 from sqlalchemy.engine import Connection
 
+from . import changes
 from .models import EVENT_TYPES, CustomerMessage, CustomerProduct, CustomerTotals, Event, Meta
 
 E, M = Event.__table__, Meta.__table__
@@ -88,11 +90,6 @@ def _max_event_id(conn: Connection) -> int:
     return conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
 
 
-def _max_change_id(conn: Connection) -> int:
-    """The last row of the change log (migration 0008's triggers: an event updated or deleted)."""
-    return conn.execute(text("SELECT coalesce(max(id), 0) FROM event_changes")).scalar_one()
-
-
 def _state(conn: Connection, lock: bool = False) -> tuple[int, int] | None:
     """(highest event id, last change-log row) the aggregates cover; None if never built."""
     stmt = select(M.c.value).where(M.c.key == STATE_KEY)
@@ -108,7 +105,7 @@ def _state(conn: Connection, lock: bool = False) -> tuple[int, int] | None:
 
 
 def _set_state(conn: Connection) -> None:
-    value = json.dumps({"max_event_id": _max_event_id(conn), "change_id": _max_change_id(conn)})
+    value = json.dumps({"max_event_id": _max_event_id(conn), "change_id": changes.latest(conn)})
     if conn.execute(M.update().where(M.c.key == STATE_KEY).values(value=value)).rowcount == 0:
         conn.execute(M.insert().values(key=STATE_KEY, value=value))
 
@@ -125,9 +122,11 @@ def refresh(conn: Connection, customer_ids: Iterable[str] = ()) -> int:
     if state is None:
         return 0
     covered, seen = state
-    changed = conn.execute(text("SELECT customer_id FROM event_changes WHERE id > :seen"), {"seen": seen}).scalars().all()
+    changed = changes.since(conn, seen)
     if any(c is None for c in changed):  # a TRUNCATE of events: any customer may have changed
         return rebuild(conn).customers
+    # Their older rows in the change log say nothing the new ones do not: the log stays one row per customer.
+    changes.compact(conn, changed)
     # The customers named, and those whose events were changed or deleted since (by relmail or behind its back).
     ids = {str(c) for c in customer_ids} | set(changed)
     # Not DISTINCT: SQLite would answer that by walking the customer index instead of the id range.
@@ -174,7 +173,7 @@ def current(conn: Connection, as_of: datetime) -> bool:
     occurred after ``as_of``.
     """
     state = _state(conn)
-    if state is None or state != (_max_event_id(conn), _max_change_id(conn)):
+    if state is None or state != (_max_event_id(conn), changes.latest(conn)):
         return False
     # The latest event per type, each one seek into the (type, time) index.
     latest = union_all(*[select(func.max(E.c.occurred_at).label("at")).where(E.c.type == t) for t in EVENT_TYPES]).subquery()
@@ -204,6 +203,8 @@ class Rebuilt:
 def rebuild(conn: Connection) -> Rebuilt:
     """Recompute every aggregate from the raw events; report the rows that differed and correct them.
 
+    Also compacts the whole change log (it has just been consumed).
+
     Sums of money compare with a relative tolerance of 1e-9: adding the
     same values in another order may change their last bits, which is not
     a difference worth reporting.
@@ -219,6 +220,7 @@ def rebuild(conn: Connection) -> Rebuilt:
         conn.execute(insert(table).from_select([c.name for c in table.columns], select(*new.columns)))
         new.drop(conn)
     out.customers = conn.execute(select(func.count()).select_from(TOTALS)).scalar_one()
+    changes.compact(conn)
     _set_state(conn)
     return out
 

@@ -22,7 +22,9 @@ Kept in step, exactly. ``current.json`` records the store's identity (the
 last row of ``event_changes`` it has seen. Migration 0008's triggers add a
 row to ``event_changes`` for every event updated or deleted (a re-import
 that changed an event, an order voided by a re-export, an erasure, any
-statement behind relmail's back; on PostgreSQL a TRUNCATE too). :func:`update`
+statement behind relmail's back; on PostgreSQL a TRUNCATE too), compacted
+to the latest row per customer (:mod:`relmail.store.changes`), which is all
+a copy of any age needs to know which customers to read again. :func:`update`
 appends the events after the covered id as a new segment, and for every
 changed customer drops her rows from the segments that hold them and reads
 her events again; segments it replaced are deleted, so an erased customer's
@@ -58,7 +60,7 @@ import numpy as np
 from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.engine import Connection, Engine
 
-from . import aggregates
+from . import aggregates, changes
 from .models import Event, Meta
 
 E, M = Event.__table__, Meta.__table__
@@ -84,8 +86,9 @@ BUILD_WORKERS: int | None = None
 #: Small segments (appends) before :func:`update` merges them into one.
 MAX_SEGMENTS = 6
 
-#: Changed events, as a share of the copy (and at least :data:`REBUILD_MIN`), above which :func:`update`
-#: rebuilds instead of patching.
+#: Rows of changed customers, as a share of the copy (and at least :data:`REBUILD_MIN`), above which
+#: :func:`update` rebuilds instead of patching: reading most events back customer by customer costs more
+#: than one pass over them in id order.
 REBUILD_SHARE, REBUILD_MIN = 0.2, 10_000
 
 #: Customers per ``IN`` list when re-reading changed customers.
@@ -128,8 +131,7 @@ def store_state(conn: Connection) -> StoreState | None:
     if token is None:
         return None
     max_id = conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
-    change = conn.execute(text("SELECT coalesce(max(id), 0) FROM event_changes")).scalar_one()
-    return StoreState(token, int(max_id), int(change))
+    return StoreState(token, int(max_id), int(changes.latest(conn)))
 
 
 class Segment:
@@ -362,13 +364,14 @@ def _build_task(url: str, root: str, lo: int, hi: int) -> tuple[str | None, int]
 
 
 def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Updated:
-    changes = conn.execute(text("SELECT customer_id FROM event_changes WHERE id > :seen AND id <= :last"),
-                           {"seen": old.state.change_id, "last": state.change_id}).scalars().all()
-    if any(c is None for c in changes) or len(changes) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
-        return _build(conn, root, state)  # a TRUNCATE, or a change too large to patch
-    changed = sorted(set(changes))
+    named = changes.since(conn, old.state.change_id, state.change_id)
+    if any(c is None for c in named):
+        return _build(conn, root, state)  # a TRUNCATE
+    changed = sorted(set(named))
     gone = np.array(changed, dtype=str)
     drops = [_dropped(seg, gone) for seg in old.segments]
+    if sum(int(np.count_nonzero(d)) for d in drops if d is not None) > max(REBUILD_SHARE * old.events, REBUILD_MIN):
+        return _build(conn, root, state)  # a change too large to patch
     # Rows inserted since the last update have ids above every row that existed all along (SQLite
     # gives a new row the highest id + 1, which after a deletion may be an id the copy had): read
     # everything above the highest id the copy keeps, and the changed customers' rows below it.
