@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 from sqlalchemy import func, insert, select
@@ -44,13 +45,13 @@ def _rows(root) -> dict[str, np.ndarray]:
     return {k: v[order] for k, v in rows.items()}
 
 
+_original_task = columnar._build_task
+
+
 def _pids_task(url, root, lo, hi):
     """The build task, leaving the id of the process that ran it beside the copy."""
-    (columnar.Path(root) / f"pid-{os.getpid()}-{lo}").touch()
+    (Path(root) / f"pid-{os.getpid()}-{lo}").touch()
     return _original_task(url, root, lo, hi)
-
-
-_original_task = columnar._build_task
 
 
 def test_a_large_build_reads_in_worker_processes_and_equals_a_one_process_build(engine, tmp_path, monkeypatch):

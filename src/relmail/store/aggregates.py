@@ -86,7 +86,8 @@ def _fill(conn: Connection, target: dict[Table, Table], source: Table, where, ty
         conn.execute(insert(dest).from_select([c.name for c in dest.columns], select_rows))
 
 
-def _max_event_id(conn: Connection) -> int:
+def max_event_id(conn: Connection) -> int:
+    """The highest event id (0 for none): what the aggregates and the columnar copy record as covered."""
     return conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
 
 
@@ -105,7 +106,7 @@ def _state(conn: Connection, lock: bool = False) -> tuple[int, int] | None:
 
 
 def _set_state(conn: Connection) -> None:
-    value = json.dumps({"max_event_id": _max_event_id(conn), "change_id": changes.latest(conn)})
+    value = json.dumps({"max_event_id": max_event_id(conn), "change_id": changes.latest(conn)})
     if conn.execute(M.update().where(M.c.key == STATE_KEY).values(value=value)).rowcount == 0:
         conn.execute(M.insert().values(key=STATE_KEY, value=value))
 
@@ -173,7 +174,7 @@ def current(conn: Connection, as_of: datetime) -> bool:
     occurred after ``as_of``.
     """
     state = _state(conn)
-    if state is None or state != (_max_event_id(conn), changes.latest(conn)):
+    if state is None or state != (max_event_id(conn), changes.latest(conn)):
         return False
     # The latest event per type, each one seek into the (type, time) index.
     latest = union_all(*[select(func.max(E.c.occurred_at).label("at")).where(E.c.type == t) for t in EVENT_TYPES]).subquery()

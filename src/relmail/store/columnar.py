@@ -130,8 +130,7 @@ def store_state(conn: Connection) -> StoreState | None:
     token = conn.execute(select(M.c.value).where(M.c.key == TOKEN_KEY)).scalar()
     if token is None:
         return None
-    max_id = conn.execute(select(func.coalesce(func.max(E.c.id), 0))).scalar_one()
-    return StoreState(token, int(max_id), int(changes.latest(conn)))
+    return StoreState(token, int(aggregates.max_event_id(conn)), int(changes.latest(conn)))
 
 
 class Segment:
