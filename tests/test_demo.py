@@ -19,6 +19,7 @@ from relmail.demo import ROLES, generate, parse_as_of
 from relmail.demo.catalog import CATEGORIES, PRODUCTS, TOPICS
 from relmail.errors import Conflict, ValidationError
 from relmail.project import init_project
+from relmail.render.contexts import load_catalog
 from relmail.store.db import make_engine, upgrade
 from relmail.store.models import Customer, Event, Preference
 from relmail.store.summary import store_summary
@@ -275,3 +276,14 @@ def test_cli_demo_creates_the_schema_of_a_fresh_database(tmp_path, empty_db_url,
     result = CliRunner().invoke(cli, ["--project", str(project.root), "demo", "-n", "120", "--as-of", "2026-11-23T11:00:00Z", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output)["summary"]["customers"]["total"] == 120
+
+
+def test_english_customers_read_the_english_product_names(demo_store):
+    engine, _ = demo_store
+    with engine.connect() as conn:
+        catalog = load_catalog(conn)
+    assert catalog["EB-200"]["name"] == "E-bike Stad 200"  # the shop is Dutch
+    assert catalog.for_locale("en_GB")["EB-200"]["name"] == "E-bike City 200"
+    assert catalog.for_locale("nl_NL")["EB-200"]["name"] == "E-bike Stad 200"
+    # A name that is the same in both languages has no translation to keep.
+    assert catalog.for_locale("en_GB")["EB-400"]["name"] == "Speed pedelec 400"

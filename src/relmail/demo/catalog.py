@@ -21,7 +21,7 @@ FEATURED = ("EB-200", "LOCK-S1", "SERVICE-PLUS")
 
 #: (id, category, Dutch name, English name, price, features).  The store's
 #: ``products.name`` holds the Dutch name (the shop is Dutch); the English
-#: one is available through :func:`english_name` for en_GB copy.
+#: one is the ``name_en`` attribute, the name an en_GB customer's e-mail shows.
 PRODUCTS: tuple[tuple[str, str, str, str, float, tuple[str, ...]], ...] = (
     # city bikes
     ("CB-100", "city-bikes", "Stadsfiets Classic 100", "City bike Classic 100", 549.00, ()),
@@ -150,17 +150,10 @@ def product_url(product_id: str) -> str:
     return f"{SHOP_URL}/p/{product_id}"
 
 
-def english_name(product_id: str) -> str:
-    """The English name of a demo product (``KeyError`` for an unknown id)."""
-    return _ENGLISH[product_id]
-
-
-_ENGLISH = {pid: en for pid, _cat, _nl, en, _price, _features in PRODUCTS}
-
-
 def product_rows() -> list[dict]:
     """The ``products`` table rows."""
     return [
-        {"id": pid, "name": nl, "category": cat, "price": price, "url": product_url(pid), "features": list(features)}
-        for pid, cat, nl, _en, price, features in PRODUCTS
+        {"id": pid, "name": nl, "category": cat, "price": price, "url": product_url(pid), "features": list(features),
+         "attributes": {"name_en": en} if en != nl else {}}
+        for pid, cat, nl, en, price, features in PRODUCTS
     ]

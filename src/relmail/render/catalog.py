@@ -12,10 +12,19 @@ and URL again::
 ``product(id)`` of an id that is not in the catalogue fails the render for
 that customer (nothing half-made is sent; the plan's render gate reports
 it); ``catalog[id]`` of one is undefined, for ``{% if catalog[id] %}``.
+
+A shop selling in several languages names its products in each: an
+attribute ``name_de`` (or ``name_de_DE``) is the ``name`` a customer whose
+locale is ``de_DE`` sees, and the same goes for ``url``, ``image_url`` and
+every attribute (``description_de`` for ``attributes.description``). The
+most specific suffix wins (``de_AT``, then ``de``); without one the
+product's own value stays. :meth:`Catalog.for_locale` makes that view once
+per locale, not per e-mail.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -37,6 +46,20 @@ class Catalog(Mapping):
         # Wrapped once: a product's optional fields follow the templates' undefined policy wherever it is shown.
         self._products = {pid: optional(p, f"product({pid!r})") for pid, p in (products or {}).items()}
         self._stand_in = stand_in
+        self._locales: dict[str, Catalog] = {}
+        self._localized = any(has_localized(p) for p in self._products.values())
+
+    def for_locale(self, locale: str | None) -> Catalog:
+        """The catalogue as a customer with ``locale`` sees it (see the module docstring); made once per locale."""
+        if not self._localized or not locale:
+            return self
+        key = _normal(locale)
+        view = self._locales.get(key)
+        if view is None:
+            view = Catalog({pid: localized(p, locale) for pid, p in self._products.items()}, stand_in=self._stand_in)
+            view._localized = False  # already a view: asked again, it answers itself
+            self._locales[key] = view
+        return view
 
     def __getitem__(self, product_id: str) -> Mapping[str, Any]:
         return self._products[product_id]
@@ -61,6 +84,45 @@ class Catalog(Mapping):
 
 
 EMPTY = Catalog()
+
+#: Product fields besides the attributes that a localized attribute can replace.
+LOCALIZED_FIELDS = ("name", "url", "image_url")
+_SUFFIX = re.compile(r"_[a-z]{2,3}(?:_[a-z0-9]{2,4})?$")
+
+
+def _normal(key: str) -> str:
+    return key.replace("-", "_").lower()
+
+
+def has_localized(product: Mapping[str, Any]) -> bool:
+    """Whether ``product`` has an attribute with a locale suffix (``name_de``, ``description_en_GB``)."""
+    attributes = product.get("attributes")
+    return isinstance(attributes, Mapping) and any(isinstance(k, str) and _SUFFIX.search(_normal(k)) for k in attributes)
+
+
+def localized(product: Mapping[str, Any], locale: str) -> dict[str, Any]:
+    """``product`` with each field replaced by its attribute for ``locale`` (``name_de_AT``, then ``name_de``).
+
+    Suffixes match without regard to case or ``-``/``_`` (``name_en-GB`` is
+    ``name_en_GB``). The localized attributes themselves stay as they are.
+    """
+    attributes = product.get("attributes")
+    if not isinstance(attributes, Mapping) or not attributes:
+        return dict(product)
+    found = {_normal(k): v for k, v in attributes.items() if isinstance(k, str) and v not in (None, "")}
+    loc = _normal(locale)
+    suffixes = [loc] if "_" not in loc else [loc, loc.split("_")[0]]
+
+    def pick(name: str, value: Any) -> Any:
+        for suffix in suffixes:
+            hit = found.get(f"{_normal(name)}_{suffix}")
+            if hit is not None:
+                return hit
+        return value
+
+    out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
+    out["attributes"] = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
+    return out
 
 
 class AbsentProduct(Missing):

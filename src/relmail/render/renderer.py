@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
-from .catalog import Catalog, catalog_variables
+from .catalog import Catalog, catalog_variables, has_localized, localized
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
@@ -327,7 +327,17 @@ class Renderer:
         """The template variables for one customer (see docs/readme/render.md for the list)."""
         spec = compiled.spec
         # Optional data (attributes, products, message.data): a missing key tests false, printing it fails.
-        products = [optional(p, "product") for p in ctx.recommended_products]
+        locale = ctx.locale or compiled.locale
+        # The products in the customer's language (a product's name_de, url_de ... for a de_* customer).
+        catalog = ctx.catalog.for_locale(locale) if ctx.catalog is not None else None
+
+        def local(p: Mapping[str, Any]) -> Mapping[str, Any]:
+            found = catalog.get(p.get("id")) if catalog is not None else None
+            if found is not None:
+                return found
+            return optional(localized(p, locale) if locale and has_localized(p) else p, "product")
+
+        products = [local(p) for p in ctx.recommended_products]
         unsubscribe = self.links.unsubscribe_url(token)
         return {
             **compiled.constants,
@@ -337,16 +347,16 @@ class Renderer:
                 "first_name": ctx.first_name,
                 "last_name": ctx.last_name,
                 "name": ctx.name,
-                "locale": ctx.locale or compiled.locale,
+                "locale": locale,
                 "attributes": optional(ctx.attributes, "customer.attributes"),
             },
             "products": products,
             "recommended_products": products,
-            **catalog_variables(ctx.catalog, [named(p, "featured") for p in ctx.featured_products], ctx.absent_featured),
+            **catalog_variables(catalog, [named(local(p), "featured") for p in ctx.featured_products], ctx.absent_featured),
             "message": {"id": spec.id, "topic": spec.topic, "campaign_id": spec.campaign_id, "run_id": spec.run_id, "data": compiled.data},
             "links": {"unsubscribe": unsubscribe, "preferences": self.links.preferences_url(token), "home": self.brand["url"]},
             "data": ctx.data,
-            "locale": ctx.locale or compiled.locale,
+            "locale": locale,
             "timezone": ctx.timezone or self.settings.timezone,
             "now": datetime.now(UTC),
             "preheader": "",

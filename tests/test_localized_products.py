@@ -1,0 +1,82 @@
+"""Products in the customer's language: ``name_de``, ``url_de``, ``description_de`` ... by locale."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from relmail.project import Project, init_project
+from relmail.render import CustomerContext, MessageSpec, Renderer
+from relmail.render.catalog import Catalog, localized
+
+KEY = "test-signing-key-not-secret"
+
+LAMP = {"id": "L1", "name": "Lamp Nova", "price": 49.0, "url": "https://shop.example/p/L1", "category": "lights", "image_url": None,
+        "attributes": {"name_de": "Leuchte Nova", "name_de_AT": "Luster Nova", "url_de": "https://shop.example/de/p/L1",
+                       "description": "A warm reading lamp", "description_DE": "Eine warme Leselampe", "colour": "amber"}}
+CHAIR = {"id": "C1", "name": "Chair Oslo", "price": 199.0, "url": "https://shop.example/p/C1", "category": "furniture", "image_url": None,
+         "attributes": {}}
+
+
+def test_the_most_specific_locale_suffix_wins_and_a_product_without_one_keeps_its_own_value():
+    assert localized(LAMP, "de_AT")["name"] == "Luster Nova"
+    de = localized(LAMP, "de_DE")
+    assert de["name"] == "Leuchte Nova" and de["url"] == "https://shop.example/de/p/L1"
+    # Case and '-' do not matter; attributes are localized too, the others stay.
+    assert de["attributes"]["description"] == "Eine warme Leselampe" and de["attributes"]["colour"] == "amber"
+    assert localized(LAMP, "de-de")["attributes"]["description"] == "Eine warme Leselampe"
+    en = localized(LAMP, "en_GB")
+    assert en["name"] == "Lamp Nova" and en["url"] == "https://shop.example/p/L1" and en["attributes"]["description"] == "A warm reading lamp"
+    assert localized(CHAIR, "de_DE") == CHAIR
+
+
+def test_an_empty_localized_cell_falls_back_to_the_products_own_value():
+    product = {**CHAIR, "attributes": {"name_de": ""}}
+    assert localized(product, "de_DE")["name"] == "Chair Oslo"
+
+
+@given(st.sampled_from(["de", "de_DE", "de_AT", "en_GB", "nl", "fr_CA", "DE-de"]))
+def test_a_locale_view_of_the_catalogue_equals_each_product_localized_and_is_made_once(locale):
+    catalog = Catalog({"L1": LAMP, "C1": CHAIR})
+    view = catalog.for_locale(locale)
+    assert view is catalog.for_locale(locale)
+    for pid, product in (("L1", LAMP), ("C1", CHAIR)):
+        assert dict(view[pid]) == {**localized(product, locale), "attributes": dict(localized(product, locale)["attributes"])}
+        assert view(pid)["name"] == localized(product, locale)["name"]
+
+
+def test_a_catalogue_without_localized_attributes_is_its_own_view():
+    catalog = Catalog({"C1": CHAIR})
+    assert catalog.for_locale("de_DE") is catalog
+
+
+@pytest.fixture
+def shop(tmp_path, monkeypatch) -> Project:
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", KEY)
+    project = init_project(tmp_path / "shop")
+    (project.templates_dir / "lamp.html").write_text(
+        '{% extends "layouts/base.html" %}{% block subject %}{{ featured.name }}{% endblock %}{% block content %}'
+        '<p><a href="{{ featured.url }}">{{ featured.name }}</a>: {{ featured.attributes.description }}</p>'
+        '{% for p in products %}<p>{{ p.name }}</p>{% endfor %}<p>{{ product("L1").name }}</p>{% endblock %}', encoding="utf-8")
+    return Project.load(project.root)
+
+
+def context(locale: str, catalog: Catalog | None) -> CustomerContext:
+    return CustomerContext(id="X1", email="kunde@example.de", first_name="Uta", locale=locale, featured_products=[LAMP],
+                           recommended_products=[LAMP, CHAIR], catalog=catalog)
+
+
+@pytest.mark.parametrize("with_catalog", [True, False], ids=["whole-catalogue", "chair-not-in-catalogue"])
+def test_each_customer_reads_featured_recommended_and_looked_up_products_in_their_language(shop, with_catalog):
+    renderer = Renderer(shop)
+    spec = MessageSpec(id="lamp", template="lamp", topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48")
+    catalog = Catalog({"L1": LAMP, "C1": CHAIR}) if with_catalog else Catalog({"L1": LAMP})
+    de = renderer.render(spec, context("de_DE", catalog))
+    en = renderer.render(spec, context("en_GB", catalog))
+    assert de.subject == "Leuchte Nova" and en.subject == "Lamp Nova"
+    assert 'href="https://shop.example/de/p/L1' in de.html and "Eine warme Leselampe" in de.html
+    assert 'href="https://shop.example/p/L1' in en.html and "A warm reading lamp" in en.html
+    # The recommendation and product("L1") too; the chair has no German name and keeps its own.
+    assert de.html.count("Leuchte Nova") == 4 and "Chair Oslo" in de.html
+    assert "Leuchte Nova" not in en.html and "Leuchte Nova" not in en.text
