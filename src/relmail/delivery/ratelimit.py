@@ -73,10 +73,6 @@ class RateLimiter:
         start = parse_start(config.get("warmup_start"), config.where)
         return cls(per_second, per_hour, warmup, start, clock=clock, sleep=sleep, sent_since=sent_since)
 
-    @property
-    def unlimited(self) -> bool:
-        return not (self.per_second or self.per_hour or self.warmup)
-
     def daily_cap(self, now: datetime) -> tuple[int | None, datetime | None, int]:
         """(cap, start of the current warm-up day, day number); cap ``None`` once warm-up is over."""
         if not self.warmup or self.warmup_start is None:

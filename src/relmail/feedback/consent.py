@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from ..project import ConsentSettings
 from ..store.db import dialect_insert
-from ..store.models import Customer, Event, Preference
+from ..store.models import Event, Preference
 from ..tokens import Claims
 from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import FeedbackEvent, derived_id
@@ -62,12 +62,6 @@ class Change:
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def customer_exists(engine: Engine, customer_id: str) -> bool:
-    table = Customer.__table__
-    with engine.connect() as conn:
-        return conn.execute(select(table.c.id).where(table.c.id == customer_id)).first() is not None
 
 
 def _sent_message(conn, claims: Claims) -> str | None:

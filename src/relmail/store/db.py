@@ -161,11 +161,3 @@ def refresh_statistics(conn: Connection, table: str, rows_written: int) -> bool:
         return False
     conn.exec_driver_sql(f'ANALYZE "{table}"')
     return True
-
-
-def ping(engine: Engine) -> None:
-    try:
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError as exc:
-        raise as_relmail_error(exc, str(engine.url)) from None
