@@ -176,6 +176,7 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, 
         "arbitration": result.timings.get("arbitration", 0),
         "decisions (reasons, logged features)": result.timings.get("decisions", 0),
         "ledger write": result.timings.get("ledger write", 0),
+        "one e-mail per address": result.timings.get("shared addresses", 0),
     }
     if result.partitions > 1:
         stages["partition overhead (start, transfer, waits)"] = result.timings.get("partition overhead", 0)

@@ -41,7 +41,7 @@ from ..errors import ConfigError, Conflict, Problem, ValidationError
 from ..executors import get_executor
 from ..features import FeatureContext, FeatureSettings
 from ..features.sql import analytic, parallel_connections
-from ..rules import REASON_CODES
+from ..rules import REASON_CODES, SHARED_ADDRESS
 from ..score.transparent import Scorer, make_scorer
 from ..segments import audience, evaluator, load_segments
 from ..segments.columnar import Evaluator
@@ -49,6 +49,7 @@ from ..store import columnar, locks
 from ..store.faults import translated
 from ..store.models import Delivery, Product, Run
 from ..windows import Window, current_time, resolve_window
+from . import addresses
 from . import decisions as dec
 from .consent_warning import PlanWarning, consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
@@ -317,6 +318,10 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                 if progress is not None:
                     progress(decided, len(ids))
             clock = time.perf_counter()
+            if summaries is not None:
+                _one_per_address(engine, conn, camp, run_id, parts, summaries, kept)
+            timings["shared addresses"] = time.perf_counter() - clock
+            clock = time.perf_counter()
         if not dry_run:
             write_time += time.perf_counter() - clock  # the commit
     finally:
@@ -330,7 +335,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         timings["ledger write"] = write_time
     if len(ranges) > 1:
         # Starting workers, shipping ranges out and decisions back, waiting on the slowest: what partitioning costs.
-        timings["partition overhead"] = max(0.0, wall - sum(timings[st] for st in stage_times) - write_time)
+        timings["partition overhead"] = max(0.0, wall - sum(timings[st] for st in stage_times) - write_time
+                                            - timings.get("shared addresses", 0.0))
     for summary in summaries:
         summary.kept = len(kept.get(summary.message_id, ()))
     # Message by message, each message's rows in customer order: the same result for any split.
@@ -395,6 +401,24 @@ def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
     position = np.concatenate(out.positions) if out.positions else np.zeros(0, dtype=np.int64)
     message = np.repeat(np.arange(len(out.parts)), [len(p) for p in out.parts])
     dec.write(conn, run_id, rows, now, order=np.lexsort((message, position)))
+
+
+def _one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[dec.Decisions]], summaries: list[MessageSummary],
+                     kept: dict[str, set[str]]) -> None:
+    """Customers sharing an address get each message once (:mod:`.addresses`): in memory, and in the ledger when written."""
+    message_ids = [m.id for m in camp.messages]
+    with ExitStack() as stack:
+        reader = conn if conn is not None else stack.enter_context(engine.connect())
+        shared = addresses.find_shared(reader, message_ids, parts, kept)
+    for found in shared:
+        j = message_ids.index(found.message_id)
+        addresses.apply(parts[j], found)
+        if conn is not None:
+            addresses.write(conn, run_id, parts[j], found)
+        n = len(found)
+        summaries[j].send -= n
+        summaries[j].suppress += n
+        summaries[j].reasons[SHARED_ADDRESS] = summaries[j].reasons.get(SHARED_ADDRESS, 0) + n
 
 
 def _executor(engine, name, workers: int | None, scheduler: str | None):

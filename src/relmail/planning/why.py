@@ -19,7 +19,7 @@ from sqlalchemy import select
 
 from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
-from ..rules import ARBITRATION_LOST, HOLDOUT, RULES
+from ..rules import ARBITRATION_LOST, HOLDOUT, RULES, SHARED_ADDRESS
 from ..rules.base import plural
 from ..store.models import Decision, Run
 from ..windows import resolve_window
@@ -76,6 +76,10 @@ def reason_sentence(code: str, logged: dict[str, Any]) -> str:
         if winner and winner != "budget":
             return f"'{winner}' was worth more to this customer; room for {room} in this run"
         return f"no room left: {room} allowed in this run after the frequency caps"
+    if code == SHARED_ADDRESS:
+        winner = logged.get("same_address_as")
+        who = f"customer {winner}" if winner else "another customer"
+        return f"{who} has the same address and gets this message in this run: one e-mail per address"
     if code == HOLDOUT:
         share = float(logged.get("holdout_share") or 0)
         return f"held out at random ({share:.0%} of who would get it) to measure the true effect"

@@ -10,10 +10,12 @@ Hard rules (:data:`HARD`) are the law and the sender's reputation: consent,
 unsubscribe, hard bounce, invalid or suppressed address, spam complaint. No
 campaign or message policy can turn them off.
 
-Two more reason codes come from later stages, not from rules:
+Three more reason codes come from later stages, not from rules:
 ``ARBITRATION_LOST`` (another message was worth more to this customer in this
-run, or the frequency budget left no room) and ``HOLDOUT`` (kept back at
-random to measure the true effect).
+run, or the frequency budget left no room), ``SHARED_ADDRESS`` (another
+customer with the same address gets the message, see
+:mod:`relmail.planning.addresses`) and ``HOLDOUT`` (kept back at random to
+measure the true effect).
 """
 
 from __future__ import annotations
@@ -70,12 +72,14 @@ RULES: dict[str, Rule] = {cls.code: cls() for cls in _ORDER}
 HARD: frozenset[str] = frozenset(code for code, rule in RULES.items() if rule.hard)
 
 ARBITRATION_LOST = "ARBITRATION_LOST"
+SHARED_ADDRESS = "SHARED_ADDRESS"
 HOLDOUT = "HOLDOUT"
 
 #: Every reason code relmail writes, with its meaning (the README table).
 REASON_CODES: dict[str, str] = {
     **{code: rule.summary for code, rule in RULES.items()},
     ARBITRATION_LOST: "another message was worth more to this customer, or the run's budget was used up",
+    SHARED_ADDRESS: "another customer with the same address gets this message in this run",
     HOLDOUT: "held out at random to measure the true effect (would have been sent)",
 }
 
@@ -101,4 +105,5 @@ def rules_for(message: Message, frame: FeatureFrame | None = None) -> list[Rule]
     ]
 
 
-__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "RuleFindings", "REASON_CODES", "RULES", "Rule", "register", "rules_for"]
+__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "RuleFindings", "REASON_CODES", "RULES", "Rule", "SHARED_ADDRESS", "register",
+           "rules_for"]

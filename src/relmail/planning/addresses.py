@@ -1,0 +1,151 @@
+"""One e-mail per address and message: customers who share an address get a message once.
+
+A shop's export holds the same mailbox under two customer ids more often
+than anyone expects: a duplicate account (a guest checkout, then a
+registered one), a couple or a small business sharing one address, the same
+address in another case. Each customer is decided on its own, so without
+this step the mailbox would get the message once per customer.
+
+After every range of a plan is decided, the sends of each message are
+grouped by address (compared without surrounding blanks and without regard
+to case); in each group the send with the highest score stays (ties: the
+lowest customer id) and the others become ``suppress`` with
+``SHARED_ADDRESS``, their logged features naming the customer who gets it
+(``same_address_as``). A send of the same message already delivered in
+this run (a re-plan keeps those) holds its address first. Only the few
+customers whose address is shared are touched, in the ledger inside the
+plan's transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import orjson
+from sqlalchemy import JSON, Text, bindparam, cast, func, select, update
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.engine import Connection
+
+from ..rules import SHARED_ADDRESS
+from ..store.models import Customer, Decision
+from . import decisions as dec
+
+#: Customer ids per ``IN (...)`` when reading addresses (well under SQLite's 32,766 parameters).
+CHUNK = 5_000
+
+C, DEC = Customer.__table__, Decision.__table__
+
+
+@dataclass(frozen=True)
+class Shared:
+    """The sends of one message that another customer's send of it replaces: rows per decided part."""
+
+    message_id: str
+    #: Per part of the message (one per range, in order): the rows that lose, and who keeps the address for each.
+    rows: list[np.ndarray]
+    winners: list[np.ndarray]
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+
+def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
+    """Customer id → normalized address (trimmed, lower case), for the ids that have one."""
+    ids = sorted(set(customer_ids))
+    out: dict[str, str] = {}
+    for a in range(0, len(ids), CHUNK):
+        for cid, email in conn.execute(select(C.c.id, C.c.email).where(C.c.id.in_(ids[a:a + CHUNK]))):
+            if email:
+                out[cid] = email.strip().lower()
+    return out
+
+
+def find_shared(conn: Connection, message_ids: Sequence[str], parts: Sequence[Sequence[dec.Decisions]],
+                kept: Mapping[str, Iterable[str]]) -> list[Shared]:
+    """Per message (``parts[j]`` its decided parts), the sends that share an address with a better one.
+
+    ``kept``: message id → customers whose send of it this run already
+    delivered or has in flight; they hold their address before any new send.
+    """
+    sends = [[np.flatnonzero(p.action == "send") for p in message_parts] for message_parts in parts]
+    wanted: set[str] = set()
+    for message_parts, rows in zip(parts, sends):
+        for p, r in zip(message_parts, rows):
+            wanted.update(p.customer_id[r].tolist())
+    for message_id in message_ids:
+        wanted.update(kept.get(message_id, ()))
+    address = addresses(conn, wanted)
+    out = []
+    for message_id, message_parts, rows in zip(message_ids, parts, sends):
+        found = _shared(message_id, message_parts, rows, address, kept.get(message_id, ()))
+        if found is not None:
+            out.append(found)
+    return out
+
+
+def _shared(message_id: str, parts: Sequence[dec.Decisions], rows: list[np.ndarray], address: Mapping[str, str],
+            kept: Iterable[str]) -> Shared | None:
+    held = {address[c]: c for c in sorted(kept) if c in address}
+    part = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]) if rows else np.zeros(0, dtype=np.int64)
+    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+    customer = np.array([c for p, r in zip(parts, rows) for c in p.customer_id[r].tolist()], dtype=object)
+    score = np.concatenate([p.score[r] for p, r in zip(parts, rows)]) if rows else np.zeros(0)
+    mail = np.array([address.get(c, "") for c in customer.tolist()], dtype=object)
+    has = mail != ""
+    if not has.any():
+        return None
+    # Best first within each address: highest score, then the lowest customer id.
+    order = np.lexsort((customer[has].astype(str), -np.nan_to_num(score[has], nan=-np.inf), mail[has].astype(str)))
+    idx = np.flatnonzero(has)[order]
+    lose_rows: list[list[int]] = [[] for _ in parts]
+    lose_winner: list[list[str]] = [[] for _ in parts]
+    for i in idx.tolist():
+        m, c = mail[i], customer[i]
+        winner = held.setdefault(m, c)
+        if winner != c:
+            lose_rows[part[i]].append(int(row[i]))
+            lose_winner[part[i]].append(winner)
+    if not any(lose_rows):
+        return None
+    rows_out = [np.array(sorted(r), dtype=np.int64) for r in lose_rows]
+    winners_out = [np.array([w for _, w in sorted(zip(r, ws))], dtype=object) for r, ws in zip(lose_rows, lose_winner)]
+    return Shared(message_id, rows_out, winners_out)
+
+
+def apply(parts: Sequence[dec.Decisions], shared: Shared) -> None:
+    """Turn the losing sends of ``shared`` into suppressions in the decided parts (in place)."""
+    for p, rows, winners in zip(parts, shared.rows, shared.winners):
+        if not len(rows):
+            continue
+        p.action[rows] = "suppress"
+        p.reasons[rows] = SHARED_ADDRESS
+        for i, w in zip(rows.tolist(), winners.tolist()):
+            text = p.features[i]
+            if text != "{}":  # features kept in memory (a dry run, or asked for)
+                p.features[i] = _with_winner(text, w)
+
+
+def write(conn: Connection, run_id: str, parts: Sequence[dec.Decisions], shared: Shared) -> None:
+    """The same change in the ledger, inside the plan's transaction (the decisions are written already)."""
+    rows = [{"r": run_id, "c": c, "m": shared.message_id, "w": w}
+            for p, idx, winners in zip(parts, shared.rows, shared.winners)
+            for c, w in zip(p.customer_id[idx].tolist(), winners.tolist())]
+    if not rows:
+        return
+    if conn.dialect.name == "postgresql":
+        added = func.jsonb_build_object("same_address_as", cast(bindparam("w"), Text))
+        features = cast(cast(DEC.c.features, JSONB).op("||")(added), JSON)
+    else:
+        features = func.json_set(DEC.c.features, "$.same_address_as", bindparam("w"))
+    stmt = (update(DEC)
+            .where(DEC.c.run_id == bindparam("r"), DEC.c.customer_id == bindparam("c"), DEC.c.message_id == bindparam("m"))
+            .values(action="suppress", reasons=SHARED_ADDRESS, features=features))
+    conn.execute(stmt, rows)
+
+
+def _with_winner(text: str, winner: str) -> str:
+    logged = orjson.loads(text)
+    logged["same_address_as"] = winner
+    return orjson.dumps(logged).decode()
