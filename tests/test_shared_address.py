@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -185,3 +186,24 @@ def test_customers_in_different_ranges_of_a_partitioned_plan_share_an_address_as
     assert len(shared) >= 3 and {r.customer_id for r in shared} <= {c for pair in pairs for c in pair}
     assert sum(m.reasons.get("SHARED_ADDRESS", 0) for m in split.messages) == len(shared)
     assert [m.__dict__ for m in split.messages] == [m.__dict__ for m in whole.messages]
+
+
+def test_addresses_read_from_the_store_give_the_same_losers_as_addresses_from_the_features(shared_project, engine):
+    from relmail.planning import addresses
+
+    result = plan(shared_project, engine, "shared", WINDOW, as_of=AS_OF, dry_run=True)
+    d = result.decisions
+    # Undo the step: every SHARED_ADDRESS row back to a send, one part per message.
+    parts = []
+    for m in ("promo", "news"):
+        part = d.take(np.flatnonzero(d.message_id == m))
+        part.action[part.reasons == "SHARED_ADDRESS"] = "send"
+        parts.append([part])
+    with engine.connect() as conn:
+        stored = addresses.addresses(conn, d.customer_id.tolist())
+        given = [[addresses.normalized(np.array([stored[c] for c in p[0].customer_id[p[0].action == "send"].tolist()],
+                                                dtype=object))] for p in parts]
+        from_store = addresses.find_shared(conn, ["promo", "news"], parts, {})
+        from_features = addresses.find_shared(conn, ["promo", "news"], parts, {}, given)
+    as_pairs = lambda found: [(f.message_id, [r.tolist() for r in f.rows], [w.tolist() for w in f.winners]) for f in found]  # noqa: E731
+    assert as_pairs(from_store) == as_pairs(from_features) and len(from_store) == 2

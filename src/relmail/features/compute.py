@@ -168,7 +168,7 @@ def compute_features(
     order = list(GENERIC_COLUMNS) + [f"{k}.{suffix}" for k in contexts for suffix in CONTEXT_COLUMNS]
     source = "columns" if copy is not None else "aggregates" if maintained else "events"
     return FeatureFrame(customer_ids=ids, as_of=as_of, columns={name: cols[name] for name in order}, contexts=contexts,
-                        source=source, seconds=seconds)
+                        source=source, seconds=seconds, addresses=emails)
 
 
 def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -> dict[str, tuple]:

@@ -126,6 +126,9 @@ class FeatureFrame:
     source: str = "events"
     #: Seconds spent on parts of the computation worth reporting apart (``columns``: the NumPy pass).
     seconds: dict[str, float] = field(default_factory=dict)
+    #: Each customer's address as stored (object array aligned with ``customer_ids``; "" for none), which
+    #: the plan's one-e-mail-per-address step groups sends by; None when the frame was built without it.
+    addresses: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.customer_ids)

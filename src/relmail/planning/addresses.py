@@ -51,8 +51,13 @@ class Shared:
         return sum(len(r) for r in self.rows)
 
 
+def normalized(emails: np.ndarray) -> np.ndarray:
+    """Addresses as they are compared: without surrounding blanks, in lower case ("" for none)."""
+    return np.array([e.strip().lower() if e else "" for e in emails.tolist()], dtype=object)
+
+
 def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
-    """Customer id → normalized address (trimmed, lower case), for the ids that have one."""
+    """Customer id → normalized address, read from the store (for the ids that have one)."""
     ids = sorted(set(customer_ids))
     out: dict[str, str] = {}
     for a in range(0, len(ids), CHUNK):
@@ -63,54 +68,77 @@ def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
 
 
 def find_shared(conn: Connection, message_ids: Sequence[str], parts: Sequence[Sequence[dec.Decisions]],
-                kept: Mapping[str, Iterable[str]]) -> list[Shared]:
+                kept: Mapping[str, Iterable[str]],
+                send_addresses: Sequence[Sequence[np.ndarray | None]] | None = None) -> list[Shared]:
     """Per message (``parts[j]`` its decided parts), the sends that share an address with a better one.
 
-    ``kept``: message id → customers whose send of it this run already
-    delivered or has in flight; they hold their address before any new send.
+    ``send_addresses[j][p]``: the normalized address of each send of
+    ``parts[j][p]`` in row order, as the plan's workers read them with the
+    features (see :func:`normalized`); where it is None the addresses are
+    read from the store. ``kept``: message id → customers whose send of it
+    this run already delivered or has in flight; they hold their address
+    before any new send.
     """
     sends = [[np.flatnonzero(p.action == "send") for p in message_parts] for message_parts in parts]
-    wanted: set[str] = set()
-    for message_parts, rows in zip(parts, sends):
-        for p, r in zip(message_parts, rows):
-            wanted.update(p.customer_id[r].tolist())
+    given = send_addresses or [[None] * len(message_parts) for message_parts in parts]
+    missing: set[str] = set()
+    for message_parts, rows, known in zip(parts, sends, given):
+        for p, r, k in zip(message_parts, rows, known):
+            if k is None:
+                missing.update(p.customer_id[r].tolist())
     for message_id in message_ids:
-        wanted.update(kept.get(message_id, ()))
-    address = addresses(conn, wanted)
+        missing.update(kept.get(message_id, ()))
+    stored = addresses(conn, missing) if missing else {}
     out = []
-    for message_id, message_parts, rows in zip(message_ids, parts, sends):
-        found = _shared(message_id, message_parts, rows, address, kept.get(message_id, ()))
+    for message_id, message_parts, rows, known in zip(message_ids, parts, sends, given):
+        customer = [p.customer_id[r] for p, r in zip(message_parts, rows)]
+        mail = [k if k is not None else np.array([stored.get(c, "") for c in cs.tolist()], dtype=object)
+                for k, cs in zip(known, customer)]
+        found = _shared(message_id, message_parts, rows, customer, mail,
+                        {stored[c]: c for c in sorted(kept.get(message_id, ()), reverse=True) if c in stored})
         if found is not None:
             out.append(found)
     return out
 
 
-def _shared(message_id: str, parts: Sequence[dec.Decisions], rows: list[np.ndarray], address: Mapping[str, str],
-            kept: Iterable[str]) -> Shared | None:
-    held = {address[c]: c for c in sorted(kept) if c in address}
-    part = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)]) if rows else np.zeros(0, dtype=np.int64)
-    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
-    customer = np.array([c for p, r in zip(parts, rows) for c in p.customer_id[r].tolist()], dtype=object)
-    score = np.concatenate([p.score[r] for p, r in zip(parts, rows)]) if rows else np.zeros(0)
-    mail = np.array([address.get(c, "") for c in customer.tolist()], dtype=object)
+def _shared(message_id: str, parts: Sequence[dec.Decisions], rows: list[np.ndarray], customers: list[np.ndarray],
+            mails: list[np.ndarray], held: dict[str, str]) -> Shared | None:
+    """The losing sends of one message; ``held``: address → customer that holds it already."""
+    if not rows:
+        return None
+    mail = np.concatenate(mails) if mails else np.zeros(0, dtype=object)
     has = mail != ""
     if not has.any():
         return None
+    address = mail[has]
+    # Only addresses that occur twice (or that a delivered send holds) can lose anything.
+    _, first, count = np.unique(address.astype(str), return_index=True, return_counts=True)
+    repeated = set(address[first[count > 1]].tolist()) | set(held)
+    if not repeated:
+        return None
+    shared = np.array([a in repeated for a in address.tolist()], dtype=bool)
+    idx = np.flatnonzero(has)[shared]
+    part = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)])[idx]
+    row = np.concatenate(rows)[idx]
+    customer = np.concatenate(customers)[idx].astype(str)
+    score = np.concatenate([p.score[r] for p, r in zip(parts, rows)])[idx]
+    mail = mail[idx].astype(str)
     # Best first within each address: highest score, then the lowest customer id.
-    order = np.lexsort((customer[has].astype(str), -np.nan_to_num(score[has], nan=-np.inf), mail[has].astype(str)))
-    idx = np.flatnonzero(has)[order]
+    order = np.lexsort((customer, -np.nan_to_num(score, nan=-np.inf), mail))
     lose_rows: list[list[int]] = [[] for _ in parts]
     lose_winner: list[list[str]] = [[] for _ in parts]
-    for i in idx.tolist():
-        m, c = mail[i], customer[i]
-        winner = held.setdefault(m, c)
-        if winner != c:
+    for i in order.tolist():
+        winner = held.setdefault(mail[i], customer[i])
+        if winner != customer[i]:
             lose_rows[part[i]].append(int(row[i]))
             lose_winner[part[i]].append(winner)
     if not any(lose_rows):
         return None
-    rows_out = [np.array(sorted(r), dtype=np.int64) for r in lose_rows]
-    winners_out = [np.array([w for _, w in sorted(zip(r, ws))], dtype=object) for r, ws in zip(lose_rows, lose_winner)]
+    rows_out, winners_out = [], []
+    for r, w in zip(lose_rows, lose_winner):
+        o = np.argsort(r, kind="stable")
+        rows_out.append(np.array(r, dtype=np.int64)[o])
+        winners_out.append(np.array(w, dtype=object)[o])
     return Shared(message_id, rows_out, winners_out)
 
 

@@ -30,6 +30,7 @@ from ..rules.frequency_cap import effective_caps
 from ..store.db import make_engine
 from ..windows import Window
 from . import decisions as dec
+from .addresses import normalized
 from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .pending import load_context
 
@@ -89,6 +90,9 @@ class PartitionResult:
     models: dict[str, dict] = field(default_factory=dict)
     #: Per message, each row's customer as a position in the partition's (sorted) customer ids.
     positions: list[np.ndarray] = field(default_factory=list)
+    #: Per message, the normalized address of each of its sends (in row order), or None when the
+    #: features came without addresses (see :mod:`relmail.planning.addresses`).
+    send_addresses: list[np.ndarray | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -218,7 +222,7 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         hashes[winners] = customer_hashes(frame.customer_ids[winners])
     # One str per customer, shared by all of a customer's decisions (not one copy per decision).
     customer_texts = frame.customer_ids.astype(object)
-    parts, summaries, positions = [], [], []
+    parts, summaries, positions, send_addresses = [], [], [], []
     for j, won in enumerate(wins):
         cand = candidates[j]
         candidates[j] = None  # the message's scores, contributions and rule masks die with its decisions
@@ -232,8 +236,11 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         del cand
         parts.append(part_rows)
         summaries.append(summary)
+        sent = rows[part_rows.action == "send"]
+        send_addresses.append(None if frame.addresses is None else normalized(frame.addresses[sent]))
     lap("decisions")
-    return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {}, positions)
+    return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {}, positions,
+                           send_addresses)
 
 
 @dataclass(frozen=True)

@@ -283,6 +283,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     infos, stage_times, write_time = [], {}, 0.0
     k = len(camp.messages)
     parts: list[list[dec.Decisions]] = [[] for _ in range(k)]
+    send_addresses: list[list[np.ndarray | None]] = [[] for _ in range(k)]
     started = time.perf_counter()
     progress = opts.progress
     if progress is not None:
@@ -314,12 +315,13 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                 for j in range(k):
                     # Written, and nobody asked for them back: free the logged features now.
                     parts[j].append(out.parts[j] if opts.keep_features or dry_run else out.parts[j].without_features())
+                    send_addresses[j].append(out.send_addresses[j] if out.send_addresses else None)
                 del out
                 if progress is not None:
                     progress(decided, len(ids))
             clock = time.perf_counter()
             if summaries is not None:
-                _one_per_address(engine, conn, camp, run_id, parts, summaries, kept)
+                _one_per_address(engine, conn, camp, run_id, parts, send_addresses, summaries, kept)
             timings["shared addresses"] = time.perf_counter() - clock
             clock = time.perf_counter()
         if not dry_run:
@@ -403,13 +405,13 @@ def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
     dec.write(conn, run_id, rows, now, order=np.lexsort((message, position)))
 
 
-def _one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[dec.Decisions]], summaries: list[MessageSummary],
-                     kept: dict[str, set[str]]) -> None:
+def _one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[dec.Decisions]],
+                     send_addresses: list[list[np.ndarray | None]], summaries: list[MessageSummary], kept: dict[str, set[str]]) -> None:
     """Customers sharing an address get each message once (:mod:`.addresses`): in memory, and in the ledger when written."""
     message_ids = [m.id for m in camp.messages]
     with ExitStack() as stack:
         reader = conn if conn is not None else stack.enter_context(engine.connect())
-        shared = addresses.find_shared(reader, message_ids, parts, kept)
+        shared = addresses.find_shared(reader, message_ids, parts, kept, send_addresses)
     for found in shared:
         j = message_ids.index(found.message_id)
         addresses.apply(parts[j], found)
