@@ -25,157 +25,42 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, closing, contextmanager
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import func, select
 
 from ..campaigns import Campaign, load_campaign
 from ..errors import ConfigError, Conflict, Problem, ValidationError
 from ..executors import get_executor
 from ..features import FeatureContext, FeatureSettings
 from ..features.sql import analytic, parallel_connections
-from ..rules import REASON_CODES, SHARED_ADDRESS
-from ..score.transparent import Scorer, make_scorer
+from ..score.transparent import make_scorer
 from ..segments import audience, evaluator, load_segments
 from ..segments.columnar import Evaluator
 from ..store import columnar, locks
 from ..store.faults import translated
-from ..store.models import Delivery, Product, Run
+from ..store.models import Product, Run
 from ..windows import Window, current_time, resolve_window
-from . import addresses
 from . import decisions as dec
-from .consent_warning import PlanWarning, consent_warnings
+from . import transaction
+from .consent_warning import consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
-from .pending import KEEP_STATES, kept_decisions
+from .pending import kept_decisions
+from .result import PlanOptions, PlanResult, run_id_for
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
 
     from ..project import Project
 
-RUNS, DELIVERIES, DEC = Run.__table__, Delivery.__table__, dec.DEC
+RUNS, DEC = Run.__table__, dec.DEC
 
-
-@dataclass
-class PlanResult:
-    """What a plan decided; :attr:`decisions` holds every row (written or, in a dry run, not)."""
-
-    run_id: str
-    campaign: str
-    window: Window
-    as_of: datetime
-    seed: int
-    dry_run: bool
-    replan: bool
-    decisions: dec.Decisions
-    messages: list[MessageSummary]
-    #: Decisions of an earlier plan of this window kept unchanged (delivered or in flight).
-    kept: int = 0
-    #: Message id → the customers of those kept decisions (they are not in :attr:`decisions`).
-    kept_pairs: dict[str, set[str]] = field(default_factory=dict)
-    #: Replaced decisions of an earlier plan (replan / dry run over an existing run).
-    replaced: int = 0
-    #: E-mails that failed to render in the render gate (:func:`relmail.planning.gate.render_sample`).
-    render_errors: int = 0
-    #: The gate's :class:`~relmail.planning.gate.RenderProblem` list.
-    render_problems: list = field(default_factory=list)
-    #: The gate's :class:`~relmail.planning.gate.VariantCheck` per template variant: recipients, renders, failures.
-    render_checks: list = field(default_factory=list)
-    #: Message id → trained model used (version, outcome, features the plan could not provide).
-    models: dict[str, dict] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    #: Customer ranges the audience was decided in (1: all at once, in the planning process).
-    partitions: int = 1
-    #: Messages whose audience one consent rule took (almost) entirely, with the likely cause.
-    warnings: list[PlanWarning] = field(default_factory=list)
-
-    @property
-    def totals(self) -> dict[str, int]:
-        out = {"audience": 0, "send": 0, "holdout": 0, "suppress": 0, "kept": self.kept}
-        for m in self.messages:
-            for k in ("audience", "send", "holdout", "suppress"):
-                out[k] += getattr(m, k)
-        return out
-
-    @property
-    def suppression_rate(self) -> float:
-        t = self.totals
-        decided = t["send"] + t["holdout"] + t["suppress"]
-        return t["suppress"] / decided if decided else 0.0
-
-    def reason_counts(self) -> dict[str, int]:
-        """Decisions per reason code over all messages, in the registry's order."""
-        out = {code: sum(m.reasons.get(code, 0) for m in self.messages) for code in REASON_CODES}
-        return {code: n for code, n in out.items() if n}
-
-    def summary(self) -> dict[str, Any]:
-        """A JSON-ready summary (what ``relmail plan --json`` prints)."""
-        out = {
-            "run": self.run_id,
-            "campaign": self.campaign,
-            "window": self.window.key,
-            "as_of": self.as_of.isoformat(),
-            "dry_run": self.dry_run,
-            "replan": self.replan,
-            "totals": self.totals,
-            "suppression_rate": round(self.suppression_rate, 4),
-            "reasons": self.reason_counts(),
-            "render_errors": self.render_errors,
-            "render_problems": [p.as_dict() for p in self.render_problems],
-            "render_checks": [c.as_dict() for c in self.render_checks],
-            "messages": [m.__dict__ for m in self.messages],
-            "timings": {k: round(v, 3) for k, v in self.timings.items()},
-            "partitions": self.partitions,
-            "warnings": [w.as_dict() for w in self.warnings],
-        }
-        if self.models:
-            out["models"] = self.models
-        return out
-
-
-def run_id_for(campaign: str, window: str) -> str:
-    return f"{campaign}:{window}"
-
-
-@dataclass(frozen=True)
-class PlanOptions:
-    """How to plan: the options of :func:`plan` (and of ``relmail plan``), each with its default."""
-
-    #: The plan's "now"; default: now, capped at the window's end.
-    as_of: datetime | None = None
-    #: Compute everything, write nothing (and take no lock).
-    dry_run: bool = False
-    #: Replace the decisions of an existing run that were not delivered yet.
-    replan: bool = False
-    #: With window ``auto``: ``weekly``, ``daily`` or ``monthly`` (default: the campaign's ``schedule``).
-    cadence: str | None = None
-    #: The current time for window names and the default as-of (default: :func:`relmail.windows.current_time`).
-    now: datetime | None = None
-    #: Replaces the campaign's scorer; without it, a message with a trained model is scored by it.
-    scorer: Scorer | None = None
-    #: Decide only these customers of the audience (dry runs only): what ``relmail why`` previews.
-    customers: tuple[str, ...] | None = None
-    #: Worker processes (None: one per core); see :func:`plan`.
-    workers: int | None = None
-    #: ``local``, ``dask`` or an :class:`relmail.executors.Executor`.
-    executor: Any = "local"
-    #: The Dask scheduler of ``executor="dask"``.
-    scheduler: str | None = None
-    #: False: drop the logged features from the result as each range is written (they are in the ledger).
-    keep_features: bool = True
-    #: ``progress(decided, audience)``: once the audience is known, then after each range.
-    progress: Callable[[int, int], None] | None = None
-    #: The run's lock, when the caller holds it already (``send()`` plans under its own lock).
-    lock: locks.HeldLock | None = None
-    #: How long a silent holder keeps the run's lock (default: ``[schedule] lock_timeout_minutes``).
-    lock_timeout: timedelta | None = None
 
 
 @translated
@@ -307,8 +192,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                         # One transaction for the whole run, so a failure leaves no half-written plan. It
                         # opens with the first range decided; each range is written as it arrives while
                         # the workers decide the next ones.
-                        conn = stack.enter_context(_ledger(engine, job, existing is not None, now))
-                    _write(conn, run_id, out, now)
+                        conn = stack.enter_context(transaction.ledger(engine, job, existing is not None, now))
+                    transaction.write_range(conn, run_id, out, now)
                     # A planner that lost its lock (it stalled past the timeout) must not commit.
                     lock.refresh_in(conn)
                     write_time += time.perf_counter() - clock
@@ -321,7 +206,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                     progress(decided, len(ids))
             clock = time.perf_counter()
             if summaries is not None:
-                _one_per_address(engine, conn, camp, run_id, parts, send_addresses, summaries, kept)
+                transaction.one_per_address(engine, conn, camp, run_id, parts, send_addresses, summaries, kept)
             timings["shared addresses"] = time.perf_counter() - clock
             clock = time.perf_counter()
         if not dry_run:
@@ -391,36 +276,6 @@ def _partitions(pool, engine, job: PlanJob, ids: np.ndarray, members: dict[tuple
     results = pool.imap(partition_task, [(url, job, part) for part in parts])
     with closing(results):
         yield from results
-
-
-def _write(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
-    """One range's decisions into the ledger, customer by customer (each one's messages in campaign order).
-
-    Each insert then lands at the end of the (run, customer, message) index
-    instead of sweeping through it once per message.
-    """
-    rows = dec.Decisions.concat(out.parts)
-    position = np.concatenate(out.positions) if out.positions else np.zeros(0, dtype=np.int64)
-    message = np.repeat(np.arange(len(out.parts)), [len(p) for p in out.parts])
-    dec.write(conn, run_id, rows, now, order=np.lexsort((message, position)))
-
-
-def _one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[dec.Decisions]],
-                     send_addresses: list[list[np.ndarray | None]], summaries: list[MessageSummary], kept: dict[str, set[str]]) -> None:
-    """Customers sharing an address get each message once (:mod:`.addresses`): in memory, and in the ledger when written."""
-    message_ids = [m.id for m in camp.messages]
-    with ExitStack() as stack:
-        reader = conn if conn is not None else stack.enter_context(engine.connect())
-        shared = addresses.find_shared(reader, message_ids, parts, kept, send_addresses)
-    for found in shared:
-        j = message_ids.index(found.message_id)
-        addresses.apply(parts[j], found)
-        if conn is not None:
-            addresses.write(conn, run_id, parts[j], found)
-        n = len(found)
-        summaries[j].send -= n
-        summaries[j].suppress += n
-        summaries[j].reasons[SHARED_ADDRESS] = summaries[j].reasons.get(SHARED_ADDRESS, 0) + n
 
 
 def _executor(engine, name, workers: int | None, scheduler: str | None):
@@ -519,48 +374,3 @@ def _categories(conn, message) -> tuple[str, ...]:
     p = Product.__table__
     found = conn.execute(select(p.c.category).where(p.c.id.in_(message.products)).distinct()).scalars().all()
     return tuple(sorted(found))
-
-
-#: SQLite page cache (KiB) of the connection writing a run's decisions: the two ledger indexes'
-#: pages stay cached instead of being evicted and re-read for every few hundred rows.
-WRITE_CACHE_KIB = 131_072
-
-
-@contextmanager
-def _write_cache(conn) -> Iterator[None]:
-    """A large SQLite page cache on ``conn`` from before its transaction to after the commit; the previous size back then."""
-    if conn.dialect.name != "sqlite":
-        yield
-        return
-    # On the driver's connection: through SQLAlchemy the PRAGMA would begin the transaction early.
-    raw = conn.connection.driver_connection
-    before = raw.execute("PRAGMA cache_size").fetchone()[0]
-    raw.execute(f"PRAGMA cache_size = -{WRITE_CACHE_KIB}")
-    try:
-        yield
-    finally:
-        raw.execute(f"PRAGMA cache_size = {int(before)}")
-
-
-@contextmanager
-def _ledger(engine, job: PlanJob, exists_: bool, now: datetime):
-    """A transaction holding the run's row (new, or the old one with its replaceable decisions gone); yields its connection."""
-    camp, win, run_id, seed, as_of = job.campaign, job.window, job.run_id, job.seed, job.as_of
-    with engine.connect() as conn, _write_cache(conn), conn.begin():
-        if exists_:
-            keep = exists().where(DELIVERIES.c.decision_id == DEC.c.id, DELIVERIES.c.status.in_(KEEP_STATES))
-            replaced = select(DEC.c.id).where(DEC.c.run_id == run_id, ~keep)
-            conn.execute(delete(DELIVERIES).where(DELIVERIES.c.run_id == run_id, DELIVERIES.c.decision_id.in_(replaced)))
-            conn.execute(delete(DEC).where(DEC.c.run_id == run_id, ~keep))
-            conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(
-                as_of=as_of, seed=seed, status="planned", config_hash=camp.digest[:64], updated_at=now))
-        else:
-            try:
-                conn.execute(RUNS.insert().values(
-                    id=run_id, campaign=camp.name, window=win.key, as_of=as_of, seed=seed, status="planned",
-                    config_hash=camp.digest[:64], created_at=now, updated_at=now))
-            except IntegrityError:
-                # Another plan of the same window committed while this one computed.
-                raise Conflict(f"window {win.key} of campaign '{camp.name}' was planned by another process meanwhile; "
-                               "use --replan") from None
-        yield conn
