@@ -293,6 +293,17 @@ def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     assert "--strict-addresses" in runner.invoke(cli, ["import", "customers", "--help"]).output
 
 
+def test_customers_show_says_an_undated_consent_flag_has_no_date(project):
+    runner = CliRunner()
+    base = ["--project", str(project.root)]
+    runner.invoke(cli, [*base, "import", "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"])
+    shown = runner.invoke(cli, [*base, "customers", "show", "7302117000001"])
+    assert shown.exit_code == 0, shown.output
+    consent = next(line for line in shown.stdout.splitlines() if line.startswith("*"))
+    assert consent.split()[-3:] == ["shopify", "no", "date"]  # not 1970-01-01, the stored placeholder
+    assert "1970" not in shown.stdout
+
+
 class project_engine:
     """The project's engine, disposed after use."""
 
