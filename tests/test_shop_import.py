@@ -6,6 +6,9 @@ Mailchimp's own layouts; each test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -237,6 +240,23 @@ def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_co
             result.details["lines_unknown_product"]) == (1, 1, 1, 1)
     (event,) = table(engine, Event)
     assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
+
+
+def test_order_lines_without_a_product_id_are_purchases_and_counted(project, tmp_path):
+    # A small shop gives its products no SKU: the orders export's "Lineitem sku" is empty.
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"), newline="")))
+    sku = rows[0].index("Lineitem sku")
+    orders = tmp_path / "orders_export.csv"
+    with orders.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([*r[:sku], "", *r[sku + 1:]] for r in rows[1:])])
+    runner = CliRunner()
+    base = ["--project", str(project.root), "import"]
+    runner.invoke(cli, [*base, "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"])
+    result = runner.invoke(cli, [*base, "orders", str(orders), "--map", "shopify"])
+    assert result.exit_code == 0, result.output
+    assert "14 purchase(s) without a product id (no SKU?)" in result.stdout
+    data = json.loads(runner.invoke(cli, [*base, "orders", str(orders), "--map", "shopify", "--json"]).stdout)
+    assert (data["details"]["purchases"], data["details"]["lines_without_product"]) == (14, 14)
 
 
 def test_many_orders_match_their_customers_and_cancel_in_bulk(engine, tmp_path):

@@ -159,6 +159,8 @@ _DETAILS = {
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
     "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
+    "lines_without_product": "{n:,} purchase(s) without a product id (no SKU?): they count for recency and spend, "
+                             "not for segments or rules on products and categories",
     "superseded": "{n:,} row(s) older than a later row of the file or the store: the later one stays",
     "repeated": "{n:,} row(s) repeating another of the same time and value",
 }
