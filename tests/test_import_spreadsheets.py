@@ -72,3 +72,10 @@ def test_a_semicolon_export_with_empty_trailing_rows_imports_like_the_comma_expo
     finally:
         engine.dispose()
     assert "anna.devries@mail.example" in emails and len(emails) == len(rows) - 1
+
+
+def test_a_missing_file_is_one_error_line(project, tmp_path):
+    missing = tmp_path / "kunden.csv"
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "customers", str(missing)])
+    assert result.exit_code == 4
+    assert result.stderr == f"Error: {missing}: no such file\n"

@@ -190,7 +190,8 @@ def _fail(exc, max_errors: int, as_json: bool) -> None:
     else:
         click.echo(f"Error: {exc.args[0]}", err=True)
         for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
+            if str(problem) != exc.args[0]:  # "no such file" is said once, not twice
+                click.echo(f"  {problem}", err=True)
         _more(bad_rows, len(exc.problems), max_errors)
     raise click.exceptions.Exit(exc.exit_code)
 
