@@ -128,6 +128,11 @@ CASES = [
     ("attribute: {key: vip, equals: true}", {"A"}),
     ("locale: nl_NL", {"A"}),
     ("locale: {in: [en_GB]}", {"B", "C"}),
+    # A language alone is every country's variant of it, as template variants fall back.
+    ("locale: en", {"B", "C"}),
+    ("locale: [nl, en_US]", {"A"}),
+    ("locale: e", set()),
+    ("locale: en_G", set()),
     ("consent: {topic: promotions}", {"A"}),
     ("consent: {topic: promotions, opted_in: false}", {"B"}),
     ("consent: {topic: newsletter, opted_in: true}", {"A"}),
