@@ -124,7 +124,7 @@ BAD_INPUTS = [
     ("events", "e.csv", EVENTS.replace("EB-200", "EB-999"), (2, "product_id", "unknown product 'EB-999'")),
     ("events", "e.csv", EVENTS[: EVENTS.rindex(",newsletter,")], (4, "message_id", "has 7 of 10 fields (truncated line?)")),
     ("events", "e.jsonl", '{"customer_id": "C0000001", "type": "view", "occurred_at": "2025-01-01T00:00:00Z"}\n{"customer_id": "C00', (2, None, "invalid JSON (truncated line?)")),
-    ("events", "e.csv", EVENTS.encode().replace(b"share-access", b"share-acc\xe8s"), (3, None, "not valid UTF-8")),
+    ("events", "e.csv", EVENTS.encode().replace(b"share-access", b"share-acc\xe8s"), (3, "feature", "not valid UTF-8 (byte 0xe8 at byte 62 of the line, 'è' in Windows-1252")),
     ("events", "e.csv", "", (None, None, "the file is empty")),
     ("events", "e.jsonl", "\n\n", (None, None, "the file is empty")),
     ("events", "e.csv", EVENTS_HEADER, (None, None, "has a header but no rows")),

@@ -201,6 +201,16 @@ def _long_field(text: str, delimiter: str = ",") -> int | None:
     return index if length > CSV_FIELD_LIMIT else None
 
 
+def not_utf8(byte: int, position: int) -> str:
+    """Why a line is not UTF-8, and what it most likely is: Excel's plain "CSV" is Windows-1252 (ü is 0xfc)."""
+    try:
+        seen = bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        seen = ""
+    guess = f", {seen!r} in Windows-1252, what Excel's plain 'CSV' writes" if seen.isprintable() and seen.strip() else ""
+    return f"is not valid UTF-8 (byte 0x{byte:02x} at byte {position} of the line{guess}); save the file as UTF-8 (Excel: 'CSV UTF-8')"
+
+
 class _Lines:
     """Decoded lines of a byte stream, remembering line numbers, raw bytes and bad bytes."""
 
@@ -225,10 +235,7 @@ class _Lines:
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                self.bad[self.number] = (
-                    f"is not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the line); "
-                    "save the file as UTF-8"
-                )
+                self.bad[self.number] = not_utf8(data[exc.start], exc.start + 1)
                 yield data.decode("utf-8", "replace")
 
     def bad_between(self, first: int, last: int) -> str | None:
@@ -307,7 +314,9 @@ class CsvReader:
                 continue
             bad = lines.bad_between(first, last)
             if bad:
-                yield Record(first, None, raw, (None, bad))
+                # The column of the first cell holding an undecodable byte (read as U+FFFD), when the row fits the header.
+                column = next((header[i] for i, cell in enumerate(fields[:width]) if "\ufffd" in cell), None)
+                yield Record(first, None, raw, (column if len(fields) == width else None, bad))
             elif len(fields) != width:
                 if len(fields) < width:
                     message = f"has {len(fields)} of {width} fields (truncated line?)"
