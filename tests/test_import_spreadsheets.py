@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -79,3 +80,17 @@ def test_a_missing_file_is_one_error_line(project, tmp_path):
     result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "customers", str(missing)])
     assert result.exit_code == 4
     assert result.stderr == f"Error: {missing}: no such file\n"
+
+
+def test_customers_sharing_a_mailbox_are_counted_after_the_import(project, tmp_path):
+    # A CRM with duplicate accounts: the same mailbox under two ids, once in capitals.
+    crm = tmp_path / "crm.csv"
+    crm.write_text("id,email\nK1,kim@mail.example\nK2,Kim@Mail.Example\nK3,lea@mail.example\n")
+    runner = CliRunner()
+    result = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(crm)])
+    assert result.exit_code == 0, result.output
+    assert "1 address(es) that more than one customer has (another id, or another case)" in result.stdout
+    later = tmp_path / "later.csv"  # a later file that brings a third account of the same person
+    later.write_text("id,email\nK9,KIM@mail.example\nK8,max@mail.example\n")
+    again = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(later), "--json"])
+    assert json.loads(again.stdout)["details"]["shared_addresses"] == 1

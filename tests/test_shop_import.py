@@ -64,7 +64,8 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert c.details["consent_records"] == 9 and c.details["without_consent"] == 3
     assert (p.rows_read, p.rows_imported, p.skipped) == (10, 8, {"image rows": 2})
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
-    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2}
+    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2,
+                                           "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
