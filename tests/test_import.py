@@ -122,6 +122,7 @@ BAD_INPUTS = [
     ("events", "e.csv", EVENTS.replace("2025-03-01T10:00:00+01:00", "2025-03-01T10:00:00"), (2, "occurred_at", "has no time zone")),
     ("events", "e.csv", EVENTS.replace("E2,C0000001", "E2,C0000404"), (3, "customer_id", "unknown customer 'C0000404'")),
     ("events", "e.csv", EVENTS.replace("EB-200", "EB-999"), (2, "product_id", "unknown product 'EB-999'")),
+    ("events", "e.csv", EVENTS.replace("EB-200", "eb-200"), (2, "product_id", "unknown product 'eb-200': the catalogue has 'EB-200'")),
     ("events", "e.csv", EVENTS[: EVENTS.rindex(",newsletter,")], (4, "message_id", "has 7 of 10 fields (truncated line?)")),
     ("events", "e.jsonl", '{"customer_id": "C0000001", "type": "view", "occurred_at": "2025-01-01T00:00:00Z"}\n{"customer_id": "C00', (2, None, "invalid JSON (truncated line?)")),
     ("events", "e.csv", EVENTS.encode().replace(b"share-access", b"share-acc\xe8s"), (3, "feature", "not valid UTF-8 (byte 0xe8 at byte 62 of the line, 'è' in Windows-1252")),
