@@ -332,6 +332,18 @@ def test_cli_show_warns_of_each_category_and_product_no_catalogue_product_has(pr
     assert run(project, "show", "lock-owners", "--as-of", "2026-06-15T12:00:00Z").stderr == ""
 
 
+def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project, store):
+    # The Shopify mapping stores the type "E-Bikes" as the id "e-bikes"; a segment written with the shop's name finds nothing.
+    (project.segments_dir / "named.yml").write_text("name: named\npurchased: {category: [E-Bikes, City Bikes]}\n")
+    out = json.loads(run(project, "show", "named", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    assert out["warnings"] == [
+        "segments/named.yml:2: field 'purchased.category': no product in the catalogue has category 'E-Bikes'; "
+        "it has 'e-bikes' (categories are stored as ids)",
+        "segments/named.yml:2: field 'purchased.category': no product in the catalogue has category 'City Bikes'; "
+        "it has 'city-bikes' (categories are stored as ids)",
+    ]
+
+
 def test_cli_list_with_sizes(project, store):
     result = run(project, "list", "--sizes", "--as-of", "2026-06-15T12:00:00Z", "--json")
     assert result.exit_code == 0, result.output
