@@ -314,6 +314,22 @@ def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     assert "--strict-addresses" in runner.invoke(cli, ["import", "customers", "--help"]).output
 
 
+def test_shopify_customers_without_an_e_mail_address_are_skipped_and_counted(engine, tmp_path):
+    # Customers made at the till or over the phone: Shopify exports them with an empty Email.
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "customers_export.csv").read_text(encoding="utf-8"), newline="")))
+    header = rows[0]
+    till = dict.fromkeys(header, "")
+    till.update({"Customer ID": "'7302117000099", "First Name": "Piet", "Phone": "'+31 6 99999999",
+                 "Accepts Email Marketing": "no", "Accepts SMS Marketing": "yes", "Total Spent": "45.00", "Total Orders": "2"})
+    export = tmp_path / "customers_export.csv"
+    with export.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([*rows, [till[c] for c in header]])
+    result = import_file(engine, "customers", export, mapping="shopify")
+    assert (result.rows_read, result.rows_imported) == (len(rows), len(rows) - 1)
+    assert result.skipped == {"customers without an e-mail address": 1}
+    assert "7302117000099" not in {c["id"] for c in table(engine, Customer)}
+
+
 def test_customers_show_says_an_undated_consent_flag_has_no_date(project):
     runner = CliRunner()
     base = ["--project", str(project.root)]
