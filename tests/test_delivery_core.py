@@ -156,3 +156,5 @@ def test_cli_adapters_list_json(project, monkeypatch):
     assert set(rows) == set(ADAPTERS)
     assert rows["postmark"]["max_batch"] == 500 and rows["sendgrid"]["max_batch"] == 1000
     assert rows["file"]["selected"] and not rows["smtp"]["selected"]
+    table = CliRunner().invoke(cli, ["adapters", "list"]).output
+    assert "SendGrid v3 POST /v3/mail/send." in table and "``" not in table

@@ -32,3 +32,26 @@ def test_nothing_to_do_and_a_bad_model_file_have_a_code_each():
 def test_database_trouble_and_a_mostly_deferred_send_have_a_code_each():
     codes = _codes()
     assert codes[13] == ["DatabaseUnavailable"] and codes[14] == ["DeferredShareExceeded"]
+
+
+def test_with_json_an_error_is_one_json_object_on_stdout_as_well(project):
+    import json
+
+    runner = CliRunner()
+    base = ["--project", str(project.root)]
+    unknown = runner.invoke(cli, [*base, "customers", "show", "nobody", "--json"])
+    assert unknown.exit_code == 8
+    assert json.loads(unknown.stdout) == {"ok": False, "error": "no customer 'nobody' in the store (never imported, or erased)",
+                                          "exit_code": 8, "problems": []}
+    assert unknown.stderr.startswith("Error: no customer 'nobody'")  # the log line stays
+    campaign = project.root / "campaigns" / "broken.yml"
+    campaign.write_text("title: x\nmessages:\n  - id: Bad\n    template: t\n    topic: t\n    offer: promotion\n    segments: [everyone]\n")
+    broken = runner.invoke(cli, [*base, "plan", "broken", "--window", "2026-W50", "--dry-run", "--json"])
+    assert broken.exit_code == 4
+    data = json.loads(broken.stdout)
+    assert data["ok"] is False and data["error"].endswith("broken.yml: invalid campaign")
+    assert [(p["line"], p["field"]) for p in data["problems"]] == [(3, "messages.0.id")]
+    # A command that answered in JSON before failing a gate prints that answer only.
+    gate = runner.invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--dry-run", "--json", "--min-sends", "1000000"])
+    assert gate.exit_code == 21
+    assert json.loads(gate.stdout)["run"] == "weekly:2026-W50"

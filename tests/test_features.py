@@ -69,6 +69,30 @@ def product_store(engine):
     return engine
 
 
+def test_an_unsubscribe_from_one_topic_is_that_topics_opt_out_not_a_global_one(product_store):
+    with product_store.begin() as conn:
+        customers(conn, ("E", 300, None), ("F", 300, None), ("G", 300, None), ("H", 300, None))
+        events(
+            conn,
+            # E left the newsletter through the link's "this list only": the link wrote the topic's opt-out.
+            ev("E", "email_unsubscribed", 3, topic="newsletter"),
+            # F unsubscribed without a topic (an events import): everything.
+            ev("F", "email_unsubscribed", 3),
+            # G: a provider's global unsubscribe, stored with the topic of the message it came from.
+            ev("G", "email_unsubscribed", 3, topic="promotions"),
+            # H left the newsletter, then subscribed to it again.
+            ev("H", "email_unsubscribed", 9, topic="newsletter"),
+        )
+        prefs(conn, ("E", "*", True, None, 100), ("E", "newsletter", False, None, 3),
+              ("F", "*", True, None, 100), ("G", "*", False, None, 3),
+              ("H", "*", True, None, 100), ("H", "newsletter", True, None, 1))
+    f = compute_features(product_store, ["E", "F", "G", "H"], T, CONTEXTS)
+    e, fr, g, h = (f.row(i) for i in range(4))
+    assert [r["unsubscribed_event"] for r in (e, fr, g, h)] == [0, 1, 1, 0]
+    # NO_CONSENT for E's newsletter only; H is back on it.
+    assert (f.row(0, "news")["consent_topic"], f.row(0, "ebike")["consent_topic"], f.row(3, "news")["consent_topic"]) == (0, None, 1)
+
+
 def test_generic_features_of_hand_built_customers(product_store):
     with product_store.begin() as conn:
         customers(conn, ("A", 800, None), ("B", 30, None), ("C", 400, "not-an-address"), ("D", 50, None))

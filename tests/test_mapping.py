@@ -69,6 +69,37 @@ def test_shopifys_plus_0100_and_mailchimps_utc_times():
     assert amsterdam("01-07-2026 12:00") == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)  # summer time, from the zone's rules
 
 
+@settings(max_examples=200, deadline=None)
+@given(day=st.integers(1, 31), month=st.integers(1, 12), year=st.integers(1950, 2025),
+       fmt=st.sampled_from(["%d.%m.%Y %H:%M", "%d/%m/%Y", "%m/%d/%Y %H:%M"]))
+def test_a_local_date_that_fits_the_format_but_not_the_calendar_says_so(day, month, year, fmt):
+    import calendar
+
+    parse = make_time(fmt, "Europe/Berlin")
+    text = fmt.replace("%d", f"{day:02d}").replace("%m", f"{month:02d}").replace("%Y", str(year)).replace("%H:%M", "09:30")
+    if day <= calendar.monthrange(year, month)[1]:
+        assert parse(text).astimezone(timezone(timedelta(hours=0))).date() in (
+            datetime(year, month, day).date(), (datetime(year, month, day) - timedelta(days=1)).date())
+        return
+    with pytest.raises(FieldError) as caught:  # 31.02.: the shape is right, the day is not
+        parse(text)
+    message = str(caught.value)
+    assert message.startswith(f"'{text}' is no real date or time (day is out of range for month)")
+    assert f"expected in the format {fmt!r} (e.g. " in message
+
+
+def test_a_time_error_shows_what_the_format_looks_like_and_what_is_left_over():
+    parse = make_time("%d.%m.%Y %H:%M", "Europe/Berlin")
+    with pytest.raises(FieldError) as caught:
+        parse("2026-02-01")
+    assert str(caught.value) == "'2026-02-01' is not in the format '%d.%m.%Y %H:%M' (e.g. 14.03.2026 10:12)"
+    with pytest.raises(FieldError) as caught:
+        parse("14.03.2025 10:12:31")
+    assert "has more than the format reads (':31' left over)" in str(caught.value)
+    with pytest.raises(FieldError, match=r"\(e\.g\. 12,50 or € 12,50\)"):
+        make_money(None, decimal=",")("abc")
+
+
 @st.composite
 def amounts(draw):
     cents = draw(st.integers(min_value=-10**11, max_value=10**11))

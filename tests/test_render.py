@@ -381,9 +381,16 @@ def test_cli_render_with_json_context(render_project, tmp_path):
     assert "klant bent bij Shop &amp; Co" in out.output
     missing = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx.parent / "nope.json")])
     assert missing.exit_code == 2
+    # Without them in the context, brand and links are the project's, as in a send.
     ctx.write_text("{}")
-    undefined = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx)])
-    assert undefined.exit_code == 6 and "footer.html:3" in undefined.output
+    own = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "partials/footer.html", "--context", str(ctx)])
+    assert own.exit_code == 0, own.output
+    brand = render_project.settings.brand
+    assert brand.name.replace("&", "&amp;") in own.output
+    assert f"{render_project.settings.unsubscribe_url.rstrip('/')}/unsubscribe/preview" in own.output
+    (render_project.templates_dir / "typo.html").write_text("<p>{{ brand.name }}</p>\n<p>{{ custmer.first_name }}</p>\n")
+    undefined = CliRunner().invoke(cli, ["-p", str(render_project.root), "render", "typo.html", "--context", str(ctx)])
+    assert undefined.exit_code == 6 and "typo.html:2" in undefined.output
 
 
 def test_a_featured_product_missing_from_the_catalogue_tests_false_and_printing_it_names_the_product():

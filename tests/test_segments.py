@@ -128,6 +128,11 @@ CASES = [
     ("attribute: {key: vip, equals: true}", {"A"}),
     ("locale: nl_NL", {"A"}),
     ("locale: {in: [en_GB]}", {"B", "C"}),
+    # A language alone is every country's variant of it, as template variants fall back.
+    ("locale: en", {"B", "C"}),
+    ("locale: [nl, en_US]", {"A"}),
+    ("locale: e", set()),
+    ("locale: en_G", set()),
     ("consent: {topic: promotions}", {"A"}),
     ("consent: {topic: promotions, opted_in: false}", {"B"}),
     ("consent: {topic: newsletter, opted_in: true}", {"A"}),
@@ -325,6 +330,18 @@ def test_cli_show_warns_of_each_category_and_product_no_catalogue_product_has(pr
         "segments/typo.yml:4: field 'any[1].owns.product': no product in the catalogue has product 'LOCK-S2' (a typo, or products not imported yet?)",
     ]
     assert run(project, "show", "lock-owners", "--as-of", "2026-06-15T12:00:00Z").stderr == ""
+
+
+def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project, store):
+    # The Shopify mapping stores the type "E-Bikes" as the id "e-bikes"; a segment written with the shop's name finds nothing.
+    (project.segments_dir / "named.yml").write_text("name: named\npurchased: {category: [E-Bikes, City Bikes]}\n")
+    out = json.loads(run(project, "show", "named", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    assert out["warnings"] == [
+        "segments/named.yml:2: field 'purchased.category': no product in the catalogue has category 'E-Bikes'; "
+        "it has 'e-bikes' (categories are stored as ids)",
+        "segments/named.yml:2: field 'purchased.category': no product in the catalogue has category 'City Bikes'; "
+        "it has 'city-bikes' (categories are stored as ids)",
+    ]
 
 
 def test_cli_list_with_sizes(project, store):

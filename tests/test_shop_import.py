@@ -6,6 +6,9 @@ Mailchimp's own layouts; each test runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,7 +64,8 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert c.details["consent_records"] == 9 and c.details["without_consent"] == 3
     assert (p.rows_read, p.rows_imported, p.skipped) == (10, 8, {"image rows": 2})
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
-    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2}
+    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2,
+                                           "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -239,6 +243,23 @@ def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_co
     assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
 
 
+def test_order_lines_without_a_product_id_are_purchases_and_counted(project, tmp_path):
+    # A small shop gives its products no SKU: the orders export's "Lineitem sku" is empty.
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"), newline="")))
+    sku = rows[0].index("Lineitem sku")
+    orders = tmp_path / "orders_export.csv"
+    with orders.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([rows[0], *([*r[:sku], "", *r[sku + 1:]] for r in rows[1:])])
+    runner = CliRunner()
+    base = ["--project", str(project.root), "import"]
+    runner.invoke(cli, [*base, "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"])
+    result = runner.invoke(cli, [*base, "orders", str(orders), "--map", "shopify"])
+    assert result.exit_code == 0, result.output
+    assert "14 purchase(s) without a product id (no SKU?)" in result.stdout
+    data = json.loads(runner.invoke(cli, [*base, "orders", str(orders), "--map", "shopify", "--json"]).stdout)
+    assert (data["details"]["purchases"], data["details"]["lines_without_product"]) == (14, 14)
+
+
 def test_many_orders_match_their_customers_and_cancel_in_bulk(engine, tmp_path):
     # More addresses and cancelled lines than one lookup list holds: matched in bulk, by case too.
     n = 1234
@@ -291,6 +312,33 @@ def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     assert (data["mapping"], data["rows_imported"], data["details"]["lines_not_purchases"]) == ("shopify/orders.yml", 14, 2)
     assert "--map NAME_OR_FILE" in runner.invoke(cli, ["import", "orders", "--help"]).output
     assert "--strict-addresses" in runner.invoke(cli, ["import", "customers", "--help"]).output
+
+
+def test_shopify_customers_without_an_e_mail_address_are_skipped_and_counted(engine, tmp_path):
+    # Customers made at the till or over the phone: Shopify exports them with an empty Email.
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "customers_export.csv").read_text(encoding="utf-8"), newline="")))
+    header = rows[0]
+    till = dict.fromkeys(header, "")
+    till.update({"Customer ID": "'7302117000099", "First Name": "Piet", "Phone": "'+31 6 99999999",
+                 "Accepts Email Marketing": "no", "Accepts SMS Marketing": "yes", "Total Spent": "45.00", "Total Orders": "2"})
+    export = tmp_path / "customers_export.csv"
+    with export.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([*rows, [till[c] for c in header]])
+    result = import_file(engine, "customers", export, mapping="shopify")
+    assert (result.rows_read, result.rows_imported) == (len(rows), len(rows) - 1)
+    assert result.skipped == {"customers without an e-mail address": 1}
+    assert "7302117000099" not in {c["id"] for c in table(engine, Customer)}
+
+
+def test_customers_show_says_an_undated_consent_flag_has_no_date(project):
+    runner = CliRunner()
+    base = ["--project", str(project.root)]
+    runner.invoke(cli, [*base, "import", "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"])
+    shown = runner.invoke(cli, [*base, "customers", "show", "7302117000001"])
+    assert shown.exit_code == 0, shown.output
+    consent = next(line for line in shown.stdout.splitlines() if line.startswith("*"))
+    assert consent.split()[-3:] == ["shopify", "no", "date"]  # not 1970-01-01, the stored placeholder
+    assert "1970" not in shown.stdout
 
 
 class project_engine:

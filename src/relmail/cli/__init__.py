@@ -58,6 +58,9 @@ class RelmailGroup(click.Group):
 
 
 def _fail(ctx: click.Context, exc: RelmailError) -> None:
+    from ._common import json_error
+
+    json_error(ctx, exc)
     click.echo(f"Error: {exc}", err=True)
     detail = getattr(exc, "detail", None)
     if detail and ctx.params.get("verbose"):

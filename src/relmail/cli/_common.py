@@ -59,11 +59,34 @@ class State:
 
 pass_state = click.make_pass_decorator(State)
 
-json_option = click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of text.")
+def _asked_for_json(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+    # Context.meta is shared by every context of the invocation: the error handler reads it.
+    ctx.meta["relmail.json"] = value
+    return value
+
+
+json_option = click.option("--json", "as_json", is_flag=True, callback=_asked_for_json,
+                           help="Print one JSON object instead of text.")
 
 
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.meta["relmail.json_written"] = True
+
+
+def json_error(ctx: click.Context, exc: Any) -> None:
+    """With --json, an error the command did not answer in JSON itself is one JSON object on stdout too.
+
+    A script that runs ``relmail ... --json | jq`` then always gets an object (``ok`` false,
+    the message, the exit code, and the problems with file, line and field), never empty input.
+    """
+    if not ctx.meta.get("relmail.json") or ctx.meta.get("relmail.json_written"):
+        return
+    problems = getattr(exc, "problems", None) or []
+    message = exc.args[0] if problems and exc.args else str(exc)
+    echo_json({"ok": False, "error": message, "exit_code": exc.exit_code, "problems": [p.as_dict() for p in problems]})
 
 
 def echo_table(rows: Iterable[Iterable[Any]], headers: list[str]) -> None:

@@ -51,7 +51,8 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
     if data["suppressed"]:
         click.echo(f"address suppressed: {data['suppressed']['reason']}")
     click.echo()
-    prefs = [(p["topic"], "in" if p["opted_in"] else "OUT", p["max_per_week"], p["source"], p["updated_at"]) for p in data["preferences"]]
+    prefs = [(p["topic"], "in" if p["opted_in"] else "OUT", p["max_per_week"], p["source"], _since(p["updated_at"]))
+             for p in data["preferences"]]
     if prefs:
         echo_table(prefs, ["topic", "consent", "max/week", "source", "since"])
     else:
@@ -67,6 +68,13 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
         echo_table(rows, ["time", "event", "product/message", "feature/run", "value"])
     click.echo()
     click.echo(f"ledger: {info['decisions']} decisions, {info['deliveries']} deliveries")
+
+
+def _since(updated_at: str) -> str:
+    """A preference's date as shown: an undated flag (a shop's "accepts marketing") has none."""
+    from ..importers.history import UNDATED
+
+    return "no date" if updated_at == UNDATED.isoformat() else updated_at
 
 
 @customers.command("export")

@@ -40,7 +40,8 @@ def list_adapters(state, as_json: bool) -> None:
             "selected": name == selected,
             "max_batch": cls.max_batch,
             "settings": list(cls.config_keys),
-            "summary": (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0],
+            # The module docstring's first line, without its reStructuredText ``literal`` marks.
+            "summary": (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].replace("``", ""),
         })
     if as_json:
         echo_json({"selected": selected, "adapters": rows})

@@ -155,10 +155,14 @@ _DETAILS = {
     "without_consent": "{n:,} customer(s) without marketing consent (no record written)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
+    "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): the "
+                        "person gets each e-mail once per customer; merge them in the source",
     "lines_not_purchases": "{n:,} line(s) of cancelled or refunded orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
     "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
+    "lines_without_product": "{n:,} purchase(s) without a product id (no SKU?): they count for recency and spend, "
+                             "not for segments or rules on products and categories",
     "superseded": "{n:,} row(s) older than a later row of the file or the store: the later one stays",
     "repeated": "{n:,} row(s) repeating another of the same time and value",
 }
@@ -188,7 +192,8 @@ def _fail(exc, max_errors: int, as_json: bool) -> None:
     else:
         click.echo(f"Error: {exc.args[0]}", err=True)
         for problem in exc.problems:
-            click.echo(f"  {problem}", err=True)
+            if str(problem) != exc.args[0]:  # "no such file" is said once, not twice
+                click.echo(f"  {problem}", err=True)
         _more(bad_rows, len(exc.problems), max_errors)
     raise click.exceptions.Exit(exc.exit_code)
 

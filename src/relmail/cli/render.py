@@ -116,6 +116,8 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     line (exit code 6), exactly as they would in a send, and the render runs
     within the [render] limits of relmail.toml. customer.attributes,
     products and message.data of the context are optional data, as in a send.
+    brand, sender, currency, timezone, now and links come from the project,
+    and products is empty, unless the context gives them.
 
     \b
     Example:
@@ -138,7 +140,8 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
         if not isinstance(variables, dict):
             raise ValidationError(f"{context_file}: the context must be a JSON object")
     locale = locale or variables.get("locale") or project.settings.default_locale
-    variables = optional_context({**variables, "locale": variables.get("locale", locale)})
+    # What a send takes from relmail.toml (brand, sender, currency, ...) is there unless the context says otherwise.
+    variables = optional_context({**_project_variables(project), **variables, "locale": variables.get("locale", locale)})
     is_text = template.endswith(".txt")
     limits = Limits.from_settings(project.settings)
     env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
@@ -154,6 +157,29 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
             raise template_error(again, files[0]) from None
         raise TemplateError(f"{files[0]}: {exc}") from None
     _write(output, tidy(result) if is_text else result)
+
+
+def _project_variables(project) -> dict:
+    """The variables a send fills from the project: brand, sender, currency, time zone, now, and links to the pages.
+
+    The links carry the word ``preview`` where a send puts a signed token: ``relmail render`` signs nothing.
+    """
+    from datetime import UTC, datetime
+
+    settings = project.settings
+    b = settings.brand
+    base = settings.unsubscribe_url.rstrip("/")
+    return {
+        "brand": {"name": b.name, "url": b.url, "color": b.color, "logo_url": b.logo_url, "postal_address": b.postal_address},
+        "sender": {"name": settings.sender.from_name, "email": settings.sender.from_email},
+        "currency": str(settings.raw.get("brand", {}).get("currency", "EUR")),
+        "timezone": settings.timezone,
+        "now": datetime.now(UTC),
+        "links": {"unsubscribe": f"{base}/unsubscribe/preview", "preferences": f"{base}/preferences/preview", "home": b.url},
+        # A send always has the recommendations, often none.
+        "products": [],
+        "recommended_products": [],
+    }
 
 
 @click.group("templates")

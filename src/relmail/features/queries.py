@@ -333,13 +333,22 @@ def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], mai
 def rare(scope: Scope, as_of, dialect) -> Query:
     """Bounces, unsubscribes and complaints: rare types, read through the (type, time) index."""
     t, at = E.c.type, E.c.occurred_at
+    p = Preference.__table__
+    # An unsubscribe from one topic (the link's "this list only", a provider's group) is that
+    # topic's opt-out, recorded as the customer's preference for the topic, which NO_CONSENT
+    # reads; only the others stop every e-mail: those without a topic, and those whose topic the
+    # store keeps no preference of (an events import, a provider's global unsubscribe of a
+    # message on some topic).
+    topic_preference = (select(literal(1)).where(p.c.customer_id == E.c.customer_id, p.c.topic == E.c.topic)
+                        .correlate(E).exists())
+    unsubscribed_all = and_(t == "email_unsubscribed", or_(E.c.topic.is_(None), E.c.topic == "*", ~topic_preference))
     # Neither the time test nor the grouping may use the (customer, time) index: for them SQLite
     # would skip-scan or walk that index, reading every event of the store, instead of seeking
     # the few thousand rows of these three types.
     stmt = select(
         E.c.customer_id,
         age_days(dialect, as_of, func.max(at).filter(t == "email_bounced_hard")),
-        age_days(dialect, as_of, func.max(at).filter(t == "email_unsubscribed")),
+        age_days(dialect, as_of, func.max(at).filter(unsubscribed_all)),
         packed([(None, (90, None), ("complaints_90", "complaints_total"))], 30, t == "email_complained",
                lambda days: at > when(as_of, days))[0],
     ).where(t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained")), unindexed(at) <= when(as_of))

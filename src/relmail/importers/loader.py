@@ -307,6 +307,19 @@ class References:
             known.update(self.conn.execute(select(table.c.id).where(table.c.id.in_(batch))).scalars())
         return {i for i in todo if i not in known}
 
+    def other_case(self, table_name: str, ids: set[str]) -> dict[str, str]:
+        """Stored ids that differ from these missing ones only in case (``acc-c40`` for ``ACC-C40``).
+
+        Only asked when an id is missing, so the scan that ``lower()`` needs costs nothing on a clean file.
+        """
+        table = self.TABLES[table_name]
+        wanted = {i.lower(): i for i in ids}
+        found: dict[str, str] = {}
+        for batch in batched(sorted(wanted), LOOKUP_BATCH):
+            for stored in self.conn.execute(select(table.c.id).where(func.lower(table.c.id).in_(batch))).scalars():
+                found.setdefault(wanted[stored.lower()], stored)
+        return found
+
 
 class SuppressionLink:
     """Gives re-imported erased addresses a global opt-out, so they are not mailed without fresh consent.

@@ -24,7 +24,8 @@ What counts, as a shop owner keeps the books:
   line's ``discount``.
 
 A line may name a product that is not in the catalogue (deleted since, a
-custom item): the purchase keeps the id and is counted as such.
+custom item): the purchase keeps the id and is counted as such. A line
+without a product id is a purchase of no product, counted too.
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ class OrdersWriter:
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
-                        "lines_unknown_product": 0}
+                        "lines_unknown_product": 0, "lines_without_product": 0}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         order = row["order_id"]
@@ -134,6 +135,9 @@ class OrdersWriter:
         if not self.run.may_write():
             return
         products = {e[4] for e in events if e[4] is not None}
+        # A shop that gives its products no SKU exports lines without a product id: purchases no
+        # segment on products or categories and no featured-product rule can see. Said, not hidden.
+        details["lines_without_product"] += sum(1 for e in events if e[4] is None)
         unknown = self.references.missing("products", products) if products else set()
         if unknown:
             details["lines_unknown_product"] += sum(1 for e in events if e[4] in unknown)

@@ -328,9 +328,14 @@ class _Run:
             missing = self.references.missing(table, {row[fieldname] for _, row in pending if row[fieldname] is not None})
             if missing:
                 noun = table[:-1]
+                # A product id in another case (an SKU lower-cased by another system) is named, not left to guess.
+                near = self.references.other_case(table, missing) if table == "products" else {}
                 kept = []
                 for record, row in pending:
-                    if row[fieldname] in missing:
+                    if row[fieldname] in near:
+                        self.reject(record, [(fieldname, f"unknown {noun} {row[fieldname]!r}: the catalogue has "
+                                                         f"{near[row[fieldname]]!r} (ids are compared exactly, case too)")])
+                    elif row[fieldname] in missing:
                         self.reject(record, [(fieldname, f"unknown {noun} {row[fieldname]!r} (import {table} first)")])
                     else:
                         kept.append((record, row))

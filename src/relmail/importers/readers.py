@@ -136,16 +136,42 @@ def unreadable(name: str, exc: BaseException) -> ValidationError:
     return ValidationError(f"{name}: is not a readable gzip file (corrupt or truncated: {detail}); nothing imported")
 
 
-def csv_problem(exc: csv.Error, header: list[str], text: str) -> tuple[str | None, str]:
+#: The separators a CSV export is written with: a comma, or a semicolon where the
+#: comma is the decimal mark (Excel in German, Dutch, French ...), or a tab.
+DELIMITERS = (",", ";", "\t")
+
+
+def sniff_delimiter(head: bytes) -> str:
+    """The separator of a CSV file, from its first line: the one of :data:`DELIMITERS` seen most often outside quotes.
+
+    Counted on the header line only, whose cells are column names: data rows
+    hold commas in decimals and free text, so they would mislead a guess.
+    A header of one column (no separator at all) reads as comma-separated.
+    """
+    text = head.removeprefix(b"\xef\xbb\xbf").decode("utf-8", "replace").lstrip("\r\n")
+    counts = dict.fromkeys(DELIMITERS, 0)
+    quoted = False
+    for ch in text:
+        if ch == '"':
+            quoted = not quoted
+        elif ch in "\r\n" and not quoted:
+            break
+        elif ch in counts and not quoted:
+            counts[ch] += 1
+    best = max(DELIMITERS, key=lambda d: counts[d])
+    return best if counts[best] > counts[","] else ","
+
+
+def csv_problem(exc: csv.Error, header: list[str], text: str, delimiter: str = ",") -> tuple[str | None, str]:
     """(column, message) for a CSV record the csv module refused; a too-long field names its column."""
     if "field larger than field limit" not in str(exc):
         return None, f"malformed CSV (unbalanced quotes?): {exc}"
-    index = _long_field(text)
+    index = _long_field(text, delimiter)
     column = header[index] if index is not None and index < len(header) else None
     return column, f"{'the value' if column else 'a field'} is longer than the limit of {CSV_FIELD_LIMIT:,} characters (128 KiB)"
 
 
-def _long_field(text: str) -> int | None:
+def _long_field(text: str, delimiter: str = ",") -> int | None:
     """The position of the first field longer than :data:`CSV_FIELD_LIMIT` in a CSV line, if any.
 
     Counted by hand: the csv module itself refuses to read such a field.
@@ -165,7 +191,7 @@ def _long_field(text: str) -> int | None:
                 length += 1
         elif ch == '"':
             quoted = True
-        elif ch == ",":
+        elif ch == delimiter:
             if length > CSV_FIELD_LIMIT:
                 return index
             index, length = index + 1, 0
@@ -173,6 +199,16 @@ def _long_field(text: str) -> int | None:
             length += 1
         i += 1
     return index if length > CSV_FIELD_LIMIT else None
+
+
+def not_utf8(byte: int, position: int) -> str:
+    """Why a line is not UTF-8, and what it most likely is: Excel's plain "CSV" is Windows-1252 (ü is 0xfc)."""
+    try:
+        seen = bytes([byte]).decode("cp1252")
+    except UnicodeDecodeError:
+        seen = ""
+    guess = f", {seen!r} in Windows-1252, what Excel's plain 'CSV' writes" if seen.isprintable() and seen.strip() else ""
+    return f"is not valid UTF-8 (byte 0x{byte:02x} at byte {position} of the line{guess}); save the file as UTF-8 (Excel: 'CSV UTF-8')"
 
 
 class _Lines:
@@ -199,10 +235,7 @@ class _Lines:
             try:
                 yield data.decode("utf-8")
             except UnicodeDecodeError as exc:
-                self.bad[self.number] = (
-                    f"is not valid UTF-8 (byte 0x{data[exc.start]:02x} at byte {exc.start + 1} of the line); "
-                    "save the file as UTF-8"
-                )
+                self.bad[self.number] = not_utf8(data[exc.start], exc.start + 1)
                 yield data.decode("utf-8", "replace")
 
     def bad_between(self, first: int, last: int) -> str | None:
@@ -216,12 +249,17 @@ class _Lines:
 
 
 class CsvReader:
-    """CSV with a header line. ``header`` is read on construction."""
+    """CSV with a header line. ``header`` is read on construction; the separator is sniffed from it."""
 
     def __init__(self, source: Source):
         self.name = source.name
         self.lines = _Lines(source.stream)
-        self.reader = csv.reader(self.lines, strict=True)
+        try:
+            head = source.stream.peek(64 * 1024)  # type: ignore[attr-defined]
+        except GZIP_ERRORS as exc:
+            raise unreadable(self.name, exc) from None
+        self.delimiter = sniff_delimiter(head)
+        self.reader = csv.reader(self.lines, strict=True, delimiter=self.delimiter)
         self.header: list[str] = []
         while not self.header:
             try:
@@ -264,17 +302,21 @@ class CsvReader:
             except csv.Error as exc:
                 last = self.reader.line_num
                 raw = lines.take()
-                yield Record(first, None, raw, csv_problem(exc, header, b"".join(raw).decode("utf-8", "replace")))
+                yield Record(first, None, raw, csv_problem(exc, header, b"".join(raw).decode("utf-8", "replace"), self.delimiter))
                 continue
             except GZIP_ERRORS as exc:
                 raise unreadable(self.name, exc) from None
             last = self.reader.line_num
             raw = lines.take()
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # blank line
+            if not any(cell.strip() for cell in fields):
+                # A blank line, or a row of separators only (",,,,"), which
+                # spreadsheets write for rows they once formatted: no record.
+                continue
             bad = lines.bad_between(first, last)
             if bad:
-                yield Record(first, None, raw, (None, bad))
+                # The column of the first cell holding an undecodable byte (read as U+FFFD), when the row fits the header.
+                column = next((header[i] for i, cell in enumerate(fields[:width]) if "\ufffd" in cell), None)
+                yield Record(first, None, raw, (column if len(fields) == width else None, bad))
             elif len(fields) != width:
                 if len(fields) < width:
                     message = f"has {len(fields)} of {width} fields (truncated line?)"

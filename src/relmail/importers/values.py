@@ -75,7 +75,7 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
     """
     zone = _zone(timezone) if timezone else None
     shape = _ISO_SHAPES.get(fmt) if fmt else None
-    expected = f"in the format {fmt!r}" if fmt else "an ISO 8601 date-time"
+    expected = f"in the format {fmt!r} (e.g. {_EXAMPLE_TIME.strftime(fmt)})" if fmt else "an ISO 8601 date-time"
 
     def parse(value: str) -> datetime:
         text = value.strip()
@@ -84,8 +84,8 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
                 parsed = datetime.fromisoformat(text)
             else:
                 parsed = datetime.strptime(text, fmt)
-        except ValueError:
-            raise FieldError(f"{_short(text)} is not {expected}") from None
+        except ValueError as exc:
+            raise FieldError(_time_problem(text, expected, exc)) from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
@@ -101,6 +101,21 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
         return parsed.astimezone(UTC)
 
     return remembered(parse, _TIME_CACHE)
+
+
+#: The time a format is shown with in an error, so the message says what a cell should look like.
+_EXAMPLE_TIME = datetime(2026, 3, 14, 10, 12, 31, tzinfo=UTC)
+
+
+def _time_problem(text: str, expected: str, exc: ValueError) -> str:
+    """Why a cell is no time: not in the format at all, or in it but no date (31.02.), or with more than it reads."""
+    why = str(exc)
+    if why.startswith("unconverted data remains: "):
+        return f"{_short(text)} has more than the format reads ({why.removeprefix('unconverted data remains: ')!r} left over); expected {expected}"
+    if why.startswith("time data ") or "Invalid isoformat" in why:
+        return f"{_short(text)} is not {expected}"
+    # The shape fits, the calendar does not: 31.02.2026, 24:00, month 13.
+    return f"{_short(text)} is no real date or time ({why}); expected {expected}"
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
@@ -146,6 +161,7 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         raise ValueError("decimal must be '.' or ','")
     group = "," if decimal == "." else "."
     plain = re.compile(r"-?\d+(?:\.\d+)?" if decimal == "." else r"-?\d+(?:,\d+)?").fullmatch
+    example = f"12{decimal}50"
 
     def parse(value: str) -> float:
         if plain(value):  # 12.50: most cells of most exports
@@ -153,7 +169,7 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         text = value.strip().replace("\u00a0", " ")
         match = _MONEY.match(text)
         if match is None:
-            raise FieldError(f"{_short(value)} is not an amount of money (e.g. 12.50 or € 12.50)")
+            raise FieldError(f"{_short(value)} is not an amount of money (e.g. {example} or € {example})")
         marks = [m for m in (match["pre"], match["post"]) if m]
         if len(marks) > 1:
             raise FieldError(f"{_short(value)} names two currencies")

@@ -109,7 +109,10 @@ class CustomersWriter(TableWriter):
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
-        self.details = {"consent_records": 0, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 0}
+        self.details = {"consent_records": 0, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 0,
+                        "shared_addresses": 0}
+        #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
+        self.addresses: set[str] = set()
 
     def write(self, pending: list) -> None:
         if self.match_email:
@@ -118,9 +121,22 @@ class CustomersWriter(TableWriter):
             return
         super().write(pending)
         rows = [row for _, row in pending]
+        self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
         self.link.apply(rows)
         self._consent(pending)
         self._suppress(rows)
+
+    def finish(self) -> None:
+        """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
+
+        Each such customer is planned and mailed on their own, so one person gets the same
+        e-mail twice: worth saying after the import. One scan of the customers, not one per address.
+        """
+        if not self.addresses or not self.run.may_write():
+            return
+        lowered = func.lower(C.c.email)
+        shared = select(lowered).group_by(lowered).having(func.count() > 1)
+        self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
     def _match(self, pending: list) -> list:
         """Rows whose address a stored customer has take that customer's id (``match: email``)."""

@@ -49,6 +49,7 @@ from ..store.models import Product, Run
 from ..windows import Window, current_time, resolve_window
 from . import decisions as dec
 from . import transaction
+from .catalogue_warning import catalogue_warnings
 from .consent_warning import consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import kept_decisions
@@ -233,7 +234,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
         kept_pairs=kept, models=_merged_models(infos), timings=timings, partitions=len(ranges),
-        warnings=consent_warnings(engine, camp, summaries, project.settings.consent),
+        warnings=[*catalogue_warnings(engine, camp, summaries, segments),
+                  *consent_warnings(engine, camp, summaries, project.settings.consent)],
     )
 
 

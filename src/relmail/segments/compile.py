@@ -60,7 +60,7 @@ def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime],
     if kind == "tenure_days":
         return _tenure(a, as_of)
     if kind == "locale":
-        return customers.c.locale.in_(ids_of(a["in"]))
+        return _locale(ids_of(a["in"]))
     if kind == "consent":
         p = preferences
         mine = p.c.customer_id == customers.c.id
@@ -72,6 +72,19 @@ def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime],
     if kind == "attribute":
         return _attribute(a)
     raise AssertionError(kind)
+
+
+def _locale(wanted: list[str]):
+    """The customer's locale is one of ``wanted``; a language alone (``de``) is that language in any country.
+
+    Templates fall back from ``de_DE`` to ``.de`` variants; a segment on ``de`` means the same
+    German speakers, not only the customers stored with the bare language.
+    """
+    exact = [w for w in wanted if "_" in w]
+    languages = [w for w in wanted if "_" not in w]
+    loc = customers.c.locale
+    return or_(false(), *([loc.in_(exact + languages)] if wanted else []),
+               *[loc.startswith(f"{lang}_", autoescape=True) for lang in languages])
 
 
 def _tenure(a: dict, as_of: datetime):

@@ -79,13 +79,34 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
     if not named:
         return []
     p = Product.__table__
+    # A category as the shop writes it ("Zubehör") is stored as an id ("zubehor") by the Shopify
+    # mapping: look the id form up too, to name it when the written form matches nothing.
+    slugs = {v: _as_id(v) for k, v, *_ in named if k == "category"}
     with engine.connect() as conn:
-        categories = {c for (c,) in conn.execute(select(p.c.category).where(p.c.category.in_([v for k, v, *_ in named if k == "category"])))}
+        wanted = {*slugs, *slugs.values()} - {None}
+        categories = {c for (c,) in conn.execute(select(p.c.category).where(p.c.category.in_(sorted(wanted))))}
         products = {i for (i,) in conn.execute(select(p.c.id).where(p.c.id.in_([v for k, v, *_ in named if k == "product"])))}
     known = {"category": categories, "product": products}
-    return [Problem(str(segment.file), line, f"{path}.{key}",
-                    f"no product in the catalogue has {key} {value!r} (a typo, or products not imported yet?)")
+
+    def message(key: str, value: str) -> str:
+        slug = slugs.get(value) if key == "category" else None
+        if slug is not None and slug != value and slug in categories:
+            return f"no product in the catalogue has category {value!r}; it has {slug!r} (categories are stored as ids)"
+        return f"no product in the catalogue has {key} {value!r} (a typo, or products not imported yet?)"
+
+    return [Problem(str(segment.file), line, f"{path}.{key}", message(key, value))
             for key, value, path, line in sorted(named, key=lambda n: n[3] or 0) if value not in known[key]]
+
+
+def _as_id(name: str) -> str | None:
+    """A category name in the id form the built-in mappings store (``Literaire roman`` -> ``literaire-roman``)."""
+    from ..importers.fields import FieldError
+    from ..importers.values import make_slug
+
+    try:
+        return make_slug()(name)
+    except FieldError:
+        return None
 
 
 def sql_text(stmt, dialect) -> str:
