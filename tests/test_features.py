@@ -71,9 +71,15 @@ def product_store(engine):
 
 def test_an_unsubscribe_from_one_topic_is_that_topics_opt_out_not_a_global_one(product_store):
     with product_store.begin() as conn:
-        customers(conn, ("E", 300, None), ("F", 300, None), ("G", 300, None), ("H", 300, None))
+        customers(conn, ("E", 300, None), ("F", 300, None), ("G", 300, None), ("H", 300, None), ("I", 300, None),
+                  ("J", 300, None))
         events(
             conn,
+            # I opted in to the newsletter long ago; an events import says she left it since: the
+            # preference does not know of the unsubscribe, so nothing goes to her.
+            ev("I", "email_unsubscribed", 3, topic="newsletter"),
+            # J had left the newsletter before and used another newsletter's link: still that topic only.
+            ev("J", "email_unsubscribed", 3, topic="newsletter"),
             # E left the newsletter through the link's "this list only": the link wrote the topic's opt-out.
             ev("E", "email_unsubscribed", 3, topic="newsletter"),
             # F unsubscribed without a topic (an events import): everything.
@@ -85,10 +91,12 @@ def test_an_unsubscribe_from_one_topic_is_that_topics_opt_out_not_a_global_one(p
         )
         prefs(conn, ("E", "*", True, None, 100), ("E", "newsletter", False, None, 3),
               ("F", "*", True, None, 100), ("G", "*", False, None, 3),
-              ("H", "*", True, None, 100), ("H", "newsletter", True, None, 1))
-    f = compute_features(product_store, ["E", "F", "G", "H"], T, CONTEXTS)
-    e, fr, g, h = (f.row(i) for i in range(4))
-    assert [r["unsubscribed_event"] for r in (e, fr, g, h)] == [0, 1, 1, 0]
+              ("H", "*", True, None, 100), ("H", "newsletter", True, None, 1),
+              ("I", "*", True, None, 100), ("I", "newsletter", True, None, 100),
+              ("J", "*", True, None, 100), ("J", "newsletter", False, None, 100))
+    f = compute_features(product_store, ["E", "F", "G", "H", "I", "J"], T, CONTEXTS)
+    e, fr, g, h, i, j = (f.row(k) for k in range(6))
+    assert [r["unsubscribed_event"] for r in (e, fr, g, h, i, j)] == [0, 1, 1, 0, 1, 0]
     # NO_CONSENT for E's newsletter only; H is back on it.
     assert (f.row(0, "news")["consent_topic"], f.row(0, "ebike")["consent_topic"], f.row(3, "news")["consent_topic"]) == (0, None, 1)
 

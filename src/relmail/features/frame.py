@@ -41,7 +41,8 @@ GENERIC_COLUMNS: dict[str, str] = {
     "complained_ever": "1 if the customer ever complained (spam report), else 0",
     "hard_bounced": "1 if a hard bounce came after the last sign of delivery (delivered/opened/clicked), else 0",
     "unsubscribed_event": "1 if an email_unsubscribed event came after the last global opt-in, else 0; an event on a "
-                          "topic the customer has a preference for is that topic's opt-out (consent_topic), not counted",
+                          "topic whose preference records it (an opt-out, or set at the event or later) is that "
+                          "topic's opt-out (consent_topic), not counted",
     "consent_global": "1 opted in or no record for topic '*', 0 opted out (latest state in the store)",
     "frequency_wish": "the customer's max e-mails per week (NaN if none stated)",
     "email_valid": "1 if the address is syntactically valid and no import flagged it, else 0",

@@ -338,8 +338,11 @@ def rare(scope: Scope, as_of, dialect) -> Query:
     # topic's opt-out, recorded as the customer's preference for the topic, which NO_CONSENT
     # reads; only the others stop every e-mail: those without a topic, and those whose topic the
     # store keeps no preference of (an events import, a provider's global unsubscribe of a
-    # message on some topic).
-    topic_preference = (select(literal(1)).where(p.c.customer_id == E.c.customer_id, p.c.topic == E.c.topic)
+    # message on some topic). A preference counts only if it knows of the event: it is an
+    # opt-out, or it was set at the event or later (a re-subscription). An opt-in older than the
+    # unsubscribe (an events import after a preferences import) never lets the e-mail through.
+    topic_preference = (select(literal(1)).where(p.c.customer_id == E.c.customer_id, p.c.topic == E.c.topic,
+                                                 or_(p.c.opted_in.is_(False), p.c.updated_at >= E.c.occurred_at))
                         .correlate(E).exists())
     unsubscribed_all = and_(t == "email_unsubscribed", or_(E.c.topic.is_(None), E.c.topic == "*", ~topic_preference))
     # Neither the time test nor the grouping may use the (customer, time) index: for them SQLite
