@@ -207,3 +207,18 @@ def test_addresses_read_from_the_store_give_the_same_losers_as_addresses_from_th
         from_features = addresses.find_shared(conn, ["promo", "news"], parts, {}, given)
     as_pairs = lambda found: [(f.message_id, [r.tolist() for r in f.rows], [w.tolist() for w in f.winners]) for f in found]  # noqa: E731
     assert as_pairs(from_store) == as_pairs(from_features) and len(from_store) == 2
+
+
+def test_a_preview_of_one_customer_decides_the_customers_sharing_her_address_with_her(shared_project, engine):
+    from relmail.planning.why import explain_window
+
+    facts, answers = explain_window(shared_project, engine, "C-ANNA", "shared", WINDOW, as_of=AS_OF)
+    assert facts["source"] == "preview" and {e.customer_id for e in answers} == {"C-ANNA"}
+    by = {e.message_id: e for e in answers}
+    assert by["promo"].action == "suppress" and [c for c, _ in by["promo"].because] == ["SHARED_ADDRESS"]
+    assert by["news"].action == "send"
+    # The written plan then says the same.
+    plan(shared_project, engine, "shared", WINDOW, as_of=AS_OF)
+    _, written = explain_window(shared_project, engine, "C-ANNA", "shared", WINDOW, as_of=AS_OF)
+    assert {e.message_id: (e.action, [c for c, _ in e.because]) for e in written} == \
+        {e.message_id: (e.action, [c for c, _ in e.because]) for e in answers}

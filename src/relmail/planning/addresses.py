@@ -67,6 +67,17 @@ def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
     return out
 
 
+def sharing(conn: Connection, customer_ids: Iterable[str]) -> set[str]:
+    """The other customers whose address (trimmed, in any case) one of ``customer_ids`` has."""
+    ids = sorted(set(customer_ids))
+    if not ids:
+        return set()
+    key = func.lower(func.trim(C.c.email))
+    theirs = select(key).where(C.c.id.in_(ids), C.c.email.is_not(None), C.c.email != "")
+    found = conn.execute(select(C.c.id).where(key.in_(theirs))).scalars().all()
+    return set(found) - set(ids)
+
+
 def find_shared(conn: Connection, message_ids: Sequence[str], parts: Sequence[Sequence[dec.Decisions]],
                 kept: Mapping[str, Iterable[str]],
                 send_addresses: Sequence[Sequence[np.ndarray | None]] | None = None) -> list[Shared]:

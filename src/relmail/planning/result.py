@@ -115,7 +115,9 @@ class PlanOptions:
     now: datetime | None = None
     #: Replaces the campaign's scorer; without it, a message with a trained model is scored by it.
     scorer: Scorer | None = None
-    #: Decide only these customers of the audience (dry runs only): what ``relmail why`` previews.
+    #: Decide only these customers of the audience (dry runs only): what ``relmail why`` previews. Customers
+    #: sharing an address with them are decided too (one e-mail per address); the decisions are theirs
+    #: only, the message counts include the others.
     customers: tuple[str, ...] | None = None
     #: Worker processes (None: one per core); see :func:`plan`.
     workers: int | None = None

@@ -47,8 +47,8 @@ from ..store import columnar, locks
 from ..store.faults import translated
 from ..store.models import Product, Run
 from ..windows import Window, current_time, resolve_window
+from . import addresses, transaction
 from . import decisions as dec
-from . import transaction
 from .catalogue_warning import catalogue_warnings
 from .consent_warning import consent_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
@@ -151,7 +151,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         copy = columnar.open_copy(columns, conn) if columns is not None else None
         members = _audiences(conn, camp, segments, as_of, None if copy is None else evaluator(analytic(conn), copy, as_of))
         if opts.customers is not None:
-            wanted = np.array(sorted(set(opts.customers)), dtype=str)
+            # With the customers who share an address with them: one e-mail per address decides them together.
+            wanted = np.array(sorted(set(opts.customers) | addresses.sharing(conn, opts.customers)), dtype=str)
             members = {key: ids[np.isin(ids, wanted)] for key, ids in members.items()}
         ids = _union(list(members.values()))
         lap("audience")
@@ -230,6 +231,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     # Message by message, each message's rows in customer order: the same result for any split.
     decisions = dec.Decisions.concat([piece for j in range(k) for piece in parts[j]])
     del parts
+    if opts.customers is not None:
+        decisions = decisions.take(np.flatnonzero(np.isin(decisions.customer_id.astype(str), list(opts.customers))))
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
