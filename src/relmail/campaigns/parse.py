@@ -158,6 +158,15 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
+def _said(err: dict) -> str:
+    """A validation error as a person reads it: without pydantic's "Value error, " and with the value given."""
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if err.get("type") != "missing" and isinstance(given, (str, int, float)) and not isinstance(given, bool):
+        message += f" (got {given!r})"
+    return message
+
+
 def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None) -> Campaign:
     """Parse and validate a campaign's YAML text; ``name`` defaults to the file's stem."""
     try:
@@ -175,7 +184,7 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-            problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, err["msg"]))
+            problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, _said(err)))
         raise ValidationError(f"{file}: invalid campaign", problems) from None
     problems: list[Problem] = []
 
