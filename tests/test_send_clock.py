@@ -1,0 +1,40 @@
+"""A send on a fixed clock ($RELMAIL_NOW) ahead of the system clock, while the SMTP server is down: the deferred
+e-mails wait for the next run instead of being claimed again at once, forever."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+from tests.smtp_server import free_port
+
+from relmail.cli import cli
+
+SHOPIFY = Path(__file__).resolve().parent.parent / "examples" / "shopify"
+
+
+def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_the_system(tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
+    runner = CliRunner()
+    root = tmp_path / "shop"
+    assert runner.invoke(cli, ["init", str(root), "--blank", "--name", "Shop", "--domain", "shop.example"]).exit_code == 0
+    imported = runner.invoke(cli, ["--project", str(root), "import", "customers", str(SHOPIFY / "customers_export.csv"),
+                                   "--map", "shopify"])
+    assert imported.exit_code == 0, imported.output
+    toml = root / "relmail.toml"
+    # Nothing listens on the port: every connection is refused, every e-mail deferred.
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "smtp"')
+                    + f'\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\n')
+    ahead = (datetime.now(UTC) + timedelta(days=3)).isoformat()  # a preview of Monday's send, say
+    env = {**os.environ, "RELMAIL_NOW": ahead, "RELMAIL_SIGNING_KEY": "test-signing-key-not-secret"}
+    done = subprocess.run([sys.executable, "-c", "from relmail.cli import main; main()", "--project", str(root),
+                           "send", "newsletter", "--window", "auto", "--workers", "1", "--json"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    summary = json.loads(done.stdout)
+    assert summary["outcomes"]["deferred"] > 0 and summary["outcomes"]["accepted"] == 0, done.stdout + done.stderr
+    assert summary["next_retry_at"] > ahead  # due on the send's own clock, not the system's
