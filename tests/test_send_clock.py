@@ -1,5 +1,5 @@
-"""A send on a fixed clock ($RELMAIL_NOW) ahead of the system clock, while the SMTP server is down: the deferred
-e-mails wait for the next run instead of being claimed again at once, forever."""
+"""Sends while the SMTP server is down: on a fixed clock ($RELMAIL_NOW) ahead of the system clock the deferred
+e-mails wait for the next run instead of being claimed again at once, forever; a proof that did not arrive says why."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from relmail.cli import cli
 SHOPIFY = Path(__file__).resolve().parent.parent / "examples" / "shopify"
 
 
-def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_the_system(tmp_path, db_url, monkeypatch):
+def shop_with_smtp_down(tmp_path, db_url, monkeypatch) -> Path:
     monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
     runner = CliRunner()
     root = tmp_path / "shop"
@@ -30,6 +30,11 @@ def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_th
     # Nothing listens on the port: every connection is refused, every e-mail deferred.
     toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "smtp"')
                     + f'\n[delivery.smtp]\nhost = "127.0.0.1"\nport = {free_port()}\nsecurity = "none"\n')
+    return root
+
+
+def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_the_system(tmp_path, db_url, monkeypatch):
+    root = shop_with_smtp_down(tmp_path, db_url, monkeypatch)
     ahead = (datetime.now(UTC) + timedelta(days=3)).isoformat()  # a preview of Monday's send, say
     env = {**os.environ, "RELMAIL_NOW": ahead, "RELMAIL_SIGNING_KEY": "test-signing-key-not-secret"}
     done = subprocess.run([sys.executable, "-c", "from relmail.cli import main; main()", "--project", str(root),
@@ -38,3 +43,13 @@ def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_th
     summary = json.loads(done.stdout)
     assert summary["outcomes"]["deferred"] > 0 and summary["outcomes"]["accepted"] == 0, done.stdout + done.stderr
     assert summary["next_retry_at"] > ahead  # due on the send's own clock, not the system's
+
+
+def test_a_proof_that_was_not_delivered_fails_with_the_reason(tmp_path, db_url, monkeypatch):
+    root = shop_with_smtp_down(tmp_path, db_url, monkeypatch)
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    result = CliRunner().invoke(cli, ["--project", str(root), "send", "newsletter", "--window", "this-week",
+                                      "--test-to", "owner@shop.example", "--only-customer", "7302117000001"])
+    assert result.exit_code == 7, result.output
+    assert result.stderr.startswith("Error: 1 proof e-mail(s) to owner@shop.example not delivered (1 x server unavailable: ")
+    assert "Connection refused" in result.stderr and "nothing is retried" in result.stderr
