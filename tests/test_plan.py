@@ -382,7 +382,9 @@ def test_unknown_segment_is_named_with_the_campaign_file(project, engine):
     from relmail.errors import ValidationError
 
     (project.campaigns_dir / "bad.yml").write_text(CAMPAIGN.replace("segments: [everyone]\n    products", "segments: [nobody]\n    products"))
-    with pytest.raises(ValidationError, match=r"bad.yml: field 'messages.0.segments': unknown segment 'nobody'"):
+    text = CAMPAIGN.replace("segments: [everyone]\n    products", "segments: [nobody]\n    products")
+    line = text.splitlines().index("    segments: [nobody]") + 1
+    with pytest.raises(ValidationError, match=rf"bad.yml:{line}: field 'messages.0.segments': unknown segment 'nobody'"):
         plan(project, engine, "bad", WINDOW, as_of=AS_OF, dry_run=True)
 
 

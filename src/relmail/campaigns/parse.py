@@ -151,6 +151,18 @@ def _line_map(text: str) -> dict[tuple, int]:
     return lines
 
 
+def line_in_file(path: Path | None, loc: tuple) -> int | None:
+    """The line of ``loc`` (``("messages", 1, "segments")``) in a campaign file, for problems found after parsing."""
+    if path is None:
+        return None
+    try:
+        lines = _line_map(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    # A message may say 'segment:' for one segment.
+    return _line_of(lines, loc) if loc in lines or loc[-1] != "segments" else _line_of(lines, (*loc[:-1], "segment"))
+
+
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
