@@ -67,6 +67,19 @@ def test_errors_name_the_file_line_and_key(change, where):
     assert where in str(err.value)
 
 
+@pytest.mark.parametrize("change, said", [
+    (("offer: promotion", "offer: promo"),
+     "field 'messages.0.offer': Input should be 'promotion', 'new-customers-only', 'loyalty', 'service' or 'usage-tip' (got 'promo')"),
+    (("min_relevance: 0.3", "min_relevance: 0,3"), "(got '0,3')"),  # a decimal comma, typed by a German or Dutch hand
+    (("  - id: launch", "  - id: Launch"), "field 'messages.0.id': use lower-case letters, digits, '-' and '_' "
+                                            "(it names feature columns and links) (got 'Launch')"),
+])
+def test_a_bad_value_is_quoted_in_its_error_without_the_validators_jargon(change, said):
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(GOOD.replace(*change), "campaigns/weekly.yml")
+    assert said in str(err.value) and "Value error" not in str(err.value)
+
+
 def test_broken_yaml_and_non_mappings_are_clear_errors():
     with pytest.raises(ValidationError, match=r"c.yml:2.*invalid YAML|invalid YAML"):
         parse_campaign("messages:\n  - id: [unclosed\n", "c.yml")

@@ -322,6 +322,18 @@ def test_cli_plan_prints_the_summary_and_gates_fail_with_their_exit_codes(plan_p
     assert both.exit_code == 20
 
 
+def test_diff_against_last_before_the_first_run_plans_and_says_there_is_nothing_to_compare(plan_project, engine, tmp_path):
+    # A fresh install's first scheduled Friday preview (examples/ci/cron): no run yet is no failure.
+    runner = CliRunner()
+    base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
+    out = runner.invoke(cli, base + ["--diff-against", "last", "--out", str(tmp_path / "plan.md")])
+    assert out.exit_code == 0, out.output
+    assert out.stderr == "Note: campaign 'test' has no run yet: no changes to show (--diff-against last).\n"
+    assert "Changes since" not in out.stdout and (tmp_path / "plan.md").exists()
+    missing = runner.invoke(cli, base + ["--diff-against", "test:2026-W01"])
+    assert missing.exit_code == 8 and "no run 'test:2026-W01' in the ledger" in missing.stderr
+
+
 def test_cli_diff_against_shows_who_moved_and_why(plan_project, engine, tmp_path):
     runner = CliRunner()
     base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z", "--dry-run"]
@@ -382,7 +394,9 @@ def test_unknown_segment_is_named_with_the_campaign_file(project, engine):
     from relmail.errors import ValidationError
 
     (project.campaigns_dir / "bad.yml").write_text(CAMPAIGN.replace("segments: [everyone]\n    products", "segments: [nobody]\n    products"))
-    with pytest.raises(ValidationError, match=r"bad.yml: field 'messages.0.segments': unknown segment 'nobody'"):
+    text = CAMPAIGN.replace("segments: [everyone]\n    products", "segments: [nobody]\n    products")
+    line = text.splitlines().index("    segments: [nobody]") + 1
+    with pytest.raises(ValidationError, match=rf"bad.yml:{line}: field 'messages.0.segments': unknown segment 'nobody'"):
         plan(project, engine, "bad", WINDOW, as_of=AS_OF, dry_run=True)
 
 

@@ -151,11 +151,32 @@ def _line_map(text: str) -> dict[tuple, int]:
     return lines
 
 
+def line_in_file(path: Path | None, loc: tuple) -> int | None:
+    """The line of ``loc`` (``("messages", 1, "segments")``) in a campaign file, for problems found after parsing."""
+    if path is None:
+        return None
+    try:
+        lines = _line_map(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
+    # A message may say 'segment:' for one segment.
+    return _line_of(lines, loc) if loc in lines or loc[-1] != "segments" else _line_of(lines, (*loc[:-1], "segment"))
+
+
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:
             return lines[loc[:n]]
     return None
+
+
+def _said(err: dict) -> str:
+    """A validation error as a person reads it: without pydantic's "Value error, " and with the value given."""
+    message = err["msg"].removeprefix("Value error, ")
+    given = err.get("input")
+    if err.get("type") != "missing" and isinstance(given, (str, int, float)) and not isinstance(given, bool):
+        message += f" (got {given!r})"
+    return message
 
 
 def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None) -> Campaign:
@@ -175,7 +196,7 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         problems = []
         for err in exc.errors():
             loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and ("[" in p or p.startswith("function-"))))
-            problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, err["msg"]))
+            problems.append(Problem(file, _line_of(lines, loc), ".".join(str(p) for p in loc) or None, _said(err)))
         raise ValidationError(f"{file}: invalid campaign", problems) from None
     problems: list[Problem] = []
 

@@ -70,7 +70,7 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
                                help="Refuse customers whose address is not a valid address (default: import them flagged, never mailed).")(command)
     command.__name__ = f"import_{kind}"
     help_text = (
-        f"{summary}\n\nFILE is a .csv or .jsonl file (optionally .gz), or - for stdin.\n\n"
+        f"{summary}\n\nFILE is a .csv (separated by commas, semicolons or tabs) or .jsonl file (optionally .gz), or - for stdin.\n\n"
         f"\b\nExample:\n  {example}"
     )
     return import_group.command(kind, help=help_text)(command)

@@ -61,6 +61,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
       relmail plan weekly --window 2026-W48 --executor dask --scheduler tcp://10.0.0.5:8786
     """
     from ..campaigns import load_campaign
+    from ..errors import NotFound
     from ..planning.diff import diff, load_baseline
     from ..planning.gate import render_sample as render_gate
     from ..planning.output import check_gates, write_plan
@@ -69,7 +70,15 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
 
     camp = load_campaign(state.project, campaign)
     # Read before planning: a replan replaces the run 'last' may name.
-    old = load_baseline(state.engine, baseline, camp.name) if baseline else None
+    old = None
+    if baseline:
+        try:
+            old = load_baseline(state.engine, baseline, camp.name)
+        except NotFound:
+            if baseline.strip() != "last":
+                raise
+            # A fresh install's first scheduled preview: nothing to compare with is no failure.
+            click.echo(f"Note: campaign '{camp.name}' has no run yet: no changes to show (--diff-against last).", err=True)
     with contextlib.ExitStack() as held:
         bar = None
 

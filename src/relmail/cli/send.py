@@ -74,7 +74,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48 --dry-run --json
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
-    from ..errors import TemplateError
+    from ..errors import DeliveryError, TemplateError
     from ..sending.run import SendOptions, send
 
     bar = None
@@ -118,6 +118,11 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
         reasons = "; ".join(f"{n:,} x {why}" for why, n in result.deferred_reasons.items())
         click.echo(f"Warning: {result.done['deferred']:,} of {result.done.get('handed_over', 0):,} e-mails deferred"
                    f"{f' ({reasons})' if reasons else ''}; the next run retries them.", err=True)
+    if test_to and result.deferred_reasons:
+        # Nothing retries a proof: it did not arrive, and the send says why and fails.
+        reasons = "; ".join(f"{n:,} x {why}" for why, n in result.deferred_reasons.items())
+        raise DeliveryError(f"{sum(result.deferred_reasons.values()):,} proof e-mail(s) to {test_to} not delivered "
+                            f"({reasons}); nothing is retried: check [delivery] and send the proof again")
     if dry_run and result.render_errors:
         raise TemplateError(f"{len(result.render_errors)} e-mail(s) failed to render in the dry run")
     result.check_deferred(max_deferred_share)

@@ -36,6 +36,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..campaigns import Campaign, load_campaign
+from ..campaigns.parse import line_in_file
 from ..errors import ConfigError, Conflict, Problem, ValidationError
 from ..executors import get_executor
 from ..features import FeatureContext, FeatureSettings
@@ -366,7 +367,8 @@ def _check_segments(camp: Campaign, segments: dict) -> None:
     for i, m in enumerate(camp.messages):
         for s in m.segments:
             if s not in segments:
-                problems.append(Problem(str(camp.path or camp.name), None, f"messages.{i}.segments",
+                problems.append(Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "segments")),
+                                        f"messages.{i}.segments",
                                         f"unknown segment '{s}' (known: {', '.join(sorted(segments)) or 'none'})"))
     if problems:
         raise ValidationError(f"campaign '{camp.name}' names segments that do not exist", problems)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
@@ -200,6 +200,10 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     except DeliveryAborted as exc:
         answers, aborted = exc.results, exc
     withheld = []
+    # A deferral is due again only after this send's own clock: the adapter dates its retry by the
+    # system clock, and with $RELMAIL_NOW ahead of it the retry was due at once and claimed again,
+    # forever, while the server stayed down.
+    not_before = clock() + timedelta(seconds=1)
     for answer in answers:
         delivery_id = int(answer.key[1:])
         if answer.withheld:
@@ -209,7 +213,10 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
             # committing, and never sending twice wins over certainty.
             outcomes.append(ledger.Settlement(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
         else:
-            outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, answer.retry_at,
+            retry_at = answer.retry_at
+            if answer.status == "deferred":
+                retry_at = max(retry_at, not_before) if retry_at is not None else not_before
+            outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, retry_at,
                                            answer.reason or None, answer.hard_bounce))
     counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
     for status, n in counts.items():

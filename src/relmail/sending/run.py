@@ -373,6 +373,9 @@ def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult)
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):
                     result.done[answer.status] = result.done.get(answer.status, 0) + 1
+                    if answer.status != "accepted":  # a proof is recorded nowhere: the reason is all there is
+                        why = answer.reason or answer.status
+                        result.deferred_reasons[why] = result.deferred_reasons.get(why, 0) + 1
     finally:
         if adapter is not None:
             adapter.close()
