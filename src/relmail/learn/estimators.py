@@ -35,9 +35,9 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "hybrid", "interaction", "pooled", "funnel")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
-KIND_BASES = {"solo": ("logistic",), "hybrid": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
+KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
 UPSTREAM_KINDS = ("funnel",)
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
@@ -421,7 +421,7 @@ class Interaction:
         t = np.asarray(t, dtype=float)
         email = np.asarray(email, dtype=float)
         y = np.asarray(y, dtype=int)
-        self.scale_ = self._effect_scale(y, t, email)
+        self.scale_ = self.EFFECT_SCALE
         self.prep_ = self._preprocessor().fit(X)
         positives = int(y.sum())
         own = email == t
@@ -435,10 +435,6 @@ class Interaction:
 
     def _preprocessor(self) -> ColumnTransformer:
         return self.layout.preprocessor(curves=True)
-
-    def _effect_scale(self, y, t, email) -> float:
-        """The factor on the effect-term columns (a smaller one shrinks them harder)."""
-        return self.EFFECT_SCALE
 
     def predict_sent(self, X, sent: bool) -> np.ndarray:
         """``P(outcome | x, sent)`` or ``P(outcome | x, not sent)``."""
@@ -480,59 +476,6 @@ class Solo(Interaction):
 
     def _preprocessor(self) -> ColumnTransformer:
         return self.layout.preprocessor(curves=False)
-
-
-class Hybrid(Solo):
-    """The send model of the proportional estimator, built on the solo model's baseline.
-
-    One logistic regression on sends and hold-outs together,
-    ``P(y | x, t) = sigmoid(a·x + b·t + t·(c·x))``: the baseline ``a`` is
-    learned from every row, as the solo model learns it; the terms ``c``
-    say how the sends differ from it, and are shrunk so that the sends'
-    evidence weighs as much as the prior that the mail works alike for
-    everyone (their L2 penalty equals the information one standardized
-    column carries among the sends, ``n_sent · p (1 - p)``). The uplift is
-    then taken the proportional way, ``P(y | x, sent) * (1 - rate_holdout /
-    rate_sent)``: it ranks by the chance with the mail, so customers whose
-    sends do worse than their baseline (the mail hurts them) rank low,
-    while the part of that chance the hold-outs also show is estimated
-    from twice the rows.
-    """
-
-    kind = "hybrid"
-
-    def _design(self, X, t, email=None) -> np.ndarray:
-        Z = self._basis(X)
-        t = _flag(t, len(Z))
-        return np.hstack([Z, t, self.scale_ * Z * t])
-
-    def _effect_scale(self, y, t, email) -> float:
-        sent = np.asarray(t) == 1
-        p = float(np.mean(y[sent])) if sent.any() else 0.0
-        information = float(sent.sum()) * p * (1 - p)
-        # LogisticRegression(C=1) penalizes 0.5 * w**2; a column scaled by s penalizes its effect 1 / s**2 times that.
-        return 1.0 / np.sqrt(information) if information > 1.0 else self.EFFECT_SCALE
-
-    def fit(self, X, y, t) -> Hybrid:
-        t_arr, y_arr = np.asarray(t) == 1, np.asarray(y, dtype=float)
-        rate_t = float(y_arr[t_arr].mean()) if t_arr.any() else 0.0
-        rate_c = float(y_arr[~t_arr].mean()) if (~t_arr).any() else 0.0
-        self.relative_lift_ = 1.0 - rate_c / rate_t if rate_t > 0 else 0.0
-        return self._fit(X, y, t, t)
-
-    def predict_uplift(self, X) -> np.ndarray:
-        if isinstance(self.model_, float):
-            return np.full(len(X), self.model_)
-        return self.predict_sent(X, True) * self.relative_lift_
-
-    def parts(self) -> dict:
-        return {**super().parts(), "relative_lift": self.relative_lift_}
-
-    @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Hybrid:
-        obj = super().from_parts(layout, base, parts)
-        obj.relative_lift_ = float(parts["relative_lift"])
-        return obj
 
 
 class Pooled(Interaction):
@@ -626,7 +569,7 @@ def _flag(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Hybrid, Interaction, Pooled, Funnel)}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 
