@@ -35,6 +35,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import numpy as np
+from scipy.optimize import minimize
+from sklearn.linear_model import LogisticRegression
 
 from relmail.learn.outcomes import OutcomeTable
 
@@ -44,6 +46,10 @@ AS_OF = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 CHANNELS = ("Web", "Phone", "Multichannel")
 #: Unsubscribe risk of a send: everyone, and on top for the sleeping dogs.
 UNSUBSCRIBE = (0.004, 0.06)
+#: Log-spend's mean and spread: ``z_spend`` standardizes by them, and the sleeping dogs spend below ``exp(mean)``.
+SPEND_LOG = (5.0, 0.8)
+#: The method name of the learner that knows the simulator's functional form (see :func:`well_specified`).
+WELL_SPECIFIED = "well_specified"
 #: A (message, outcome) is learnable when its effect varies across customers by at least this many
 #: standard errors of the effect measured on a tenth of the training half (see :func:`learnability`).
 LEARNABLE_RATIO = 1.5
@@ -69,8 +75,8 @@ def simulate(customers: int = 20_000, seed: int = 0) -> Simulation:
     rng = np.random.default_rng(seed)
     n = customers
     recency = rng.integers(1, 13, n)
-    spend = np.round(np.exp(rng.normal(5.0, 0.8, n)), 2)
-    z_spend = (np.log(spend) - 5.0) / 0.8
+    spend = np.round(np.exp(rng.normal(*SPEND_LOG, n)), 2)
+    z_spend = (np.log(spend) - SPEND_LOG[0]) / SPEND_LOG[1]
     aff = {"shoes": np.round(rng.beta(0.6, 1.4, n), 2), "dresses": np.round(rng.beta(0.6, 1.4, n), 2)}
     channel = rng.choice(CHANNELS, n, p=(0.45, 0.4, 0.15))
     newbie = rng.integers(0, 2, n)
@@ -149,3 +155,60 @@ def learnability(sim: Simulation, message: str, outcome: str, train_share: float
     n_c = max(1.0, train_share * (1 - t).sum() / 10)
     se = np.sqrt(p * (1 - p) * (1 / n_t + 1 / n_c))
     return float(np.std(sim.effects[outcome][rows]) / se) if se > 0 else float("inf")
+
+
+def true_terms(features, message: str) -> tuple[np.ndarray, np.ndarray]:
+    """The terms :func:`simulate` writes the log-odds with, from the features a row logged.
+
+    ``(baseline, effect)``: the baseline's columns (``z_spend``, recency,
+    newbie, the Web channel) and the columns the e-mail's shift ``delta``
+    is a linear combination of for ``message``: the sleeping-dog flag and,
+    outside the sleeping dogs, the message's own terms (``shoes``:
+    affinity × fade; ``dresses``: the same and ``z_spend`` × affinity;
+    ``sale``: a constant). With :func:`simulate`'s coefficients these give
+    the true effects exactly (the tests check it).
+    """
+    col = {key: np.array([f[key] for f in features], dtype=float) for key in ("recency", "spend", "newbie")}
+    z_spend = (np.log(col["spend"]) - SPEND_LOG[0]) / SPEND_LOG[1]
+    web = np.array([f["channel"] == "Web" for f in features], dtype=float)
+    hurt = ((col["recency"] >= 9) & (z_spend < 0)).astype(float)
+    fade = 1.2 - col["recency"] / 12
+    if message == "sale":
+        own = [np.ones(len(features))]
+    else:
+        affinity = np.array([f[f"affinity_{message}"] for f in features], dtype=float)
+        own = [affinity * fade] + ([z_spend * affinity] if message == "dresses" else [])
+    baseline = np.column_stack([z_spend, col["recency"], col["newbie"], web])
+    return baseline, np.column_stack([hurt] + [(1 - hurt) * c for c in own])
+
+
+def well_specified(train: OutcomeTable, score: OutcomeTable, message: str, outcome: str) -> np.ndarray:
+    """Uplift on ``score``'s rows from the best model any learner could fit on ``train``: the true form.
+
+    A logistic regression without penalty on exactly the terms the
+    simulator uses (:func:`true_terms`): the baseline's, and the sent flag
+    times each of the message's effect terms, fitted on the sends and
+    hold-outs of ``train``. Its only error is the estimation error of a
+    handful of coefficients, so its ranking is the ceiling of what the
+    training half can teach; the oracle's is out of any learner's reach.
+    A conversion is a visit followed by a purchase whose chance is
+    log-linear in ``z_spend``: its uplift is the visit uplift times that
+    chance, fitted on the visitors of ``train``.
+    """
+    base, effect = true_terms(train.features, message)
+    t = np.asarray(train.treated, dtype=float)[:, None]
+    visit = np.asarray(train.outcomes["visit"], dtype=int)
+    model = LogisticRegression(C=np.inf, max_iter=10_000).fit(np.hstack([base, t * effect]), visit)
+    base_s, effect_s = true_terms(score.features, message)
+    tau = model.predict_proba(np.hstack([base_s, effect_s]))[:, 1] - model.predict_proba(np.hstack([base_s, 0 * effect_s]))[:, 1]
+    if outcome == "visit":
+        return tau
+    visitors = visit == 1
+    z, bought = base[visitors, 0], np.asarray(train.outcomes[outcome], dtype=float)[visitors]
+
+    def loss(b):
+        p = np.clip(np.exp(b[0] + b[1] * z), 1e-12, 1 - 1e-12)
+        return -float(np.sum(bought * np.log(p) + (1 - bought) * np.log(1 - p)))
+
+    b = minimize(loss, [np.log(max(bought.mean(), 1e-6)), 0.0], method="Nelder-Mead").x
+    return tau * np.exp(b[0] + b[1] * base_s[:, 0])

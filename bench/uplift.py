@@ -5,7 +5,9 @@ Two data sets. **Hillstrom** (MineThatData's randomized e-mail experiment,
 relmail's importers (``bench/hillstrom.py``). The **simulator**
 (``bench/simulator.py``): randomized experiments with three messages whose
 per-customer effects are known, including a group the e-mail hurts, so
-each method's ranking is also measured against the oracle's.
+each method's ranking is also measured against the oracle's, and against
+a learner that knows the simulator's functional form (``well_specified``:
+the best any learner could do with the training half).
 
 For every split seed, relmail is trained by the code behind ``relmail
 model train`` on half the customers and scored on the other half by the
@@ -43,7 +45,10 @@ import hillstrom
 import protocol
 import uplift_jobs
 from peers import PEERS
+from simulator import WELL_SPECIFIED
 
+#: The peer the well-specified learner's lead is measured against (scikit-uplift's T-learner).
+T_LEARNER = "two_models/logistic"
 #: The Hillstrom arm the issue's headline target is about.
 HEADLINE = "hillstrom/womens/visit"
 TARGET_LEAD = 0.02
@@ -169,6 +174,11 @@ def summarize(per_seed: list[dict]) -> dict:
                 entry["paired"][m] = {f: protocol.paired([r["methods"]["relmail"][f] for r in runs], [r["methods"][m][f] for r in runs])
                                       for f in figs}
         entry["best_peer"] = max(PEERS, key=lambda p: _mean(entry["methods"][p]["keep_at_50"]))
+        if WELL_SPECIFIED in entry["methods"]:
+            # How far a learner that knows the true form gets ahead of a T-learner on the same splits.
+            entry["well_specified_lead"] = {
+                f: protocol.paired([r["methods"][WELL_SPECIFIED][f] for r in runs], [r["methods"][T_LEARNER][f] for r in runs])
+                for f in ("keep_at_50", "true_keep_at_50")}
         if "learnability" in runs[0]:
             entry["learnability"] = float(np.mean([r["learnability"] for r in runs]))
         out[key] = entry
@@ -217,6 +227,8 @@ def targets(res: dict) -> dict:
             share = _mean(e["methods"]["relmail"]["true_keep_at_50"]) / oracle if oracle > 0 else None
             sim.append({"arm": key, "learnable": e["learnability"] >= simulator_ratio(), "learnability": e["learnability"],
                         "share_of_oracle": share})
+            if WELL_SPECIFIED in e["methods"] and oracle > 0:
+                sim[-1]["well_specified_share"] = _mean(e["methods"][WELL_SPECIFIED]["true_keep_at_50"]) / oracle
         learnable = [a for a in sim if a["learnable"]]
         met = bool(learnable) and all(a["share_of_oracle"] is not None and a["share_of_oracle"] >= ORACLE_SHARE for a in learnable)
         out["simulator_oracle"] = {"arms": sim, "needed": ORACLE_SHARE, "met": met}
@@ -294,6 +306,10 @@ def print_tables(res: dict) -> None:
                 line = f"  {m:<30} {_fmt(figs['keep_at_30']):>15} {_fmt(figs['keep_at_50']):>15} {_fmt(figs['qini']):>15} {vs:>24}"
                 line += f" {_fmt(figs['true_keep_at_50']):>15}" if true else ""
                 print(line)
+            if "well_specified_lead" in e:
+                lead = e["well_specified_lead"]
+                print(f"  {WELL_SPECIFIED} - {T_LEARNER}: true keep@50 {_fmt_paired(lead['true_keep_at_50'])}, "
+                      f"keep@50 {_fmt_paired(lead['keep_at_50'])}")
             chosen: dict[str, int] = {}
             for c in e["chosen"]:
                 chosen[c] = chosen.get(c, 0) + 1

@@ -11,6 +11,8 @@ each method's figures and its Qini curve on a 101-point grid.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +39,14 @@ def fit_relmail(table: OutcomeTable, messages, outcomes, seed: int, folder: Path
     return models, chosen
 
 
-def score_arm(model: TrainedModel, part: OutcomeTable, outcome: str, seed: int, effect: np.ndarray | None = None) -> dict | None:
+def score_arm(model: TrainedModel, part: OutcomeTable, outcome: str, seed: int, effect: np.ndarray | None = None,
+              learners: dict[str, Callable[[OutcomeTable, OutcomeTable], np.ndarray]] | None = None) -> dict | None:
     """Every method's figures on the test customers of one message (``part``) and outcome.
 
-    relmail's own figures are checked against ``model evaluate``'s on the
-    same rows: the benchmark measures what the command reports.
+    ``learners``: more methods by name, each fitted on the training rows and
+    scoring the test rows (``learner(train_rows, test_rows)``). relmail's
+    own figures are checked against ``model evaluate``'s on the same rows:
+    the benchmark measures what the command reports.
     """
     test = split_mask(part.customer_id, seed, TEST_SHARE)
     train_rows, test_rows = part.subset(~test), part.subset(test)
@@ -52,6 +57,8 @@ def score_arm(model: TrainedModel, part: OutcomeTable, outcome: str, seed: int, 
     scores = {"relmail": model.predict(X_test, outcome)["uplift"]}
     y_fit = train_rows.outcomes[outcome]
     scores.update(peer_scores(model.spec.layout_of(X_fit, y_fit), X_fit, y_fit, train_rows.treated, X_test, seed))
+    for name, learner in (learners or {}).items():
+        scores[name] = learner(train_rows, test_rows)
     if effect is not None:
         scores["oracle"] = effect[test]
     evaluated = evaluate_model(model, part)["outcomes"][outcome]["uplift"]
@@ -94,8 +101,8 @@ def hillstrom_job(table: OutcomeTable, seed: int) -> dict:
 
 
 def simulator_job(customers: int, seed: int) -> dict:
-    """Every simulated message and outcome on a new experiment drawn with ``seed``, with the oracle."""
-    from simulator import MESSAGES, OUTCOMES, learnability, simulate
+    """Every simulated message and outcome on a new experiment drawn with ``seed``, with the oracle and the well-specified learner."""
+    from simulator import MESSAGES, OUTCOMES, WELL_SPECIFIED, learnability, simulate, well_specified
 
     sim = simulate(customers, seed)
     with tempfile.TemporaryDirectory(prefix="relmail-uplift-") as tmp, limited_threads(1):
@@ -105,7 +112,8 @@ def simulator_job(customers: int, seed: int) -> dict:
             rows = sim.table.message_id == message
             part = sim.table.subset(rows)
             for outcome in OUTCOMES:
-                res = score_arm(models[message], part, outcome, seed, sim.effects[outcome][rows])
+                known = {WELL_SPECIFIED: partial(well_specified, message=message, outcome=outcome)}
+                res = score_arm(models[message], part, outcome, seed, sim.effects[outcome][rows], known)
                 if res is not None:
                     res["chosen"] = chosen.get(f"{message}/{outcome}")
                     res["learnability"] = learnability(sim, message, outcome, 1 - TEST_SHARE)
