@@ -29,6 +29,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.engine import Connection
 
 from ..rules import SHARED_ADDRESS
+from ..store.addresses import normalize
 from ..store.models import Customer, Decision
 from . import decisions as dec
 
@@ -52,8 +53,8 @@ class Shared:
 
 
 def normalized(emails: np.ndarray) -> np.ndarray:
-    """Addresses as they are compared: without surrounding blanks, in lower case ("" for none)."""
-    return np.array([e.strip().lower() if e else "" for e in emails.tolist()], dtype=object)
+    """Addresses as they are compared (:func:`relmail.store.addresses.normalize`; "" for none)."""
+    return np.array([normalize(e) if e else "" for e in emails.tolist()], dtype=object)
 
 
 def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
@@ -63,7 +64,7 @@ def addresses(conn: Connection, customer_ids: Iterable[str]) -> dict[str, str]:
     for a in range(0, len(ids), CHUNK):
         for cid, email in conn.execute(select(C.c.id, C.c.email).where(C.c.id.in_(ids[a:a + CHUNK]))):
             if email:
-                out[cid] = email.strip().lower()
+                out[cid] = normalize(email)
     return out
 
 
