@@ -23,6 +23,11 @@ cost and what its NumPy pass cost. ``cpu_seconds`` (the planning process and its
 is the figure to compare on a busy machine, where wall time is mostly other
 people's work.
 
+``--past-runs N`` gives the ledger the N weeks before the measured window
+(their decisions, their sends delivered; :mod:`past_runs`), as a store in
+its N+1st week holds them: the plan reads that ledger and writes into its
+indexes, and its cost should not grow with the weeks it holds either.
+
 ``--feature-range N`` times the feature stage alone instead, for one range of
 the first N customers (a plan partition's work), with the columnar copy and
 with SQL only, twice each, in CPU seconds of this process (its threads
@@ -47,6 +52,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import past_runs  # noqa: E402  (bench/ is not a package)
 
 AS_OF = datetime(2026, 11, 23, 9, tzinfo=UTC)
 WINDOW = "2026-W48"
@@ -134,7 +142,8 @@ def clear_run(engine, run_id: str) -> None:
         _vacuum(engine, "CHECKPOINT")
 
 
-def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, columns: str = "keep") -> dict:
+def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, columns: str = "keep",
+         past: int = 0) -> dict:
     from relmail.planning.run import plan
     from relmail.project import Project
     from relmail.store import aggregates, columnar
@@ -153,6 +162,13 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, 
         columnar.remove(copy_root)
     copy_before = copy_root is not None and (copy_root / "current.json").exists()
     clear_run(engine, f"weekly:{WINDOW}")
+    history = past_runs.ensure(engine, "weekly", WINDOW, AS_OF, past, lambda: plan(
+        project, engine, "weekly", WINDOW, as_of=AS_OF, workers=workers, keep_features=False))
+    if history is not None:
+        clear_run(engine, f"weekly:{WINDOW}")
+        if engine.dialect.name == "postgresql":
+            _vacuum(engine, "ANALYZE decisions")
+            _vacuum(engine, "ANALYZE deliveries")
     written: list[tuple[float, int]] = []
     cores = CoreMeter()
     started = time.perf_counter()
@@ -201,7 +217,18 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, 
             else "current or appended" if copy_before else "built",
             "events": _copy_events(copy_root)}
     return {"seconds": total, "cpu_seconds": used, "stages": stages, "decisions": len(result.decisions), "totals": result.totals,
-            "partitions": result.partitions, "timeline": timeline, "columnar": copy}
+            "partitions": result.partitions, "timeline": timeline, "columnar": copy,
+            "past_runs": {"runs": past, "decisions": _decisions(engine), "created_seconds": history}}
+
+
+def _decisions(engine) -> int:
+    """Decision rows in the ledger (the past runs'; the measured run is cleared by now)."""
+    from sqlalchemy import func, select
+
+    from relmail.store.models import Decision
+
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(Decision.__table__)).scalar_one()
 
 
 def feature_range(url: str, root: Path, n: int) -> dict:
@@ -398,6 +425,8 @@ def main() -> None:
                     help="The columnar copy of the events: use it as it is, rebuild it first, or plan without it.")
     ap.add_argument("--feature-range", type=int, default=None, metavar="N",
                     help="Time the feature stage alone for the first N customers, with and without the copy.")
+    ap.add_argument("--past-runs", type=int, default=0, metavar="N",
+                    help="Weeks of ledger before the measured window: N earlier runs' decisions, their sends delivered.")
     ap.add_argument("--pg-prefix", default="relmail_bench", help="Name prefix of the PostgreSQL demo databases.")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--generate-only", action="store_true", help=argparse.SUPPRESS)
@@ -418,7 +447,7 @@ def main() -> None:
     if args.feature_range:
         print(json.dumps(feature_range(url, root, args.feature_range)))
         return
-    result = bulk(url, root, args.workers, args.raw_features, args.columns)
+    result = bulk(url, root, args.workers, args.raw_features, args.columns, args.past_runs)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The largest child: a plan worker (the shop check above is a child too: small once the shop is cached).
     worker_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024 if result["partitions"] > 1 else 0.0
@@ -431,7 +460,7 @@ def main() -> None:
         "cpu_seconds": round(result["cpu_seconds"], 2), "raw_features": args.raw_features, "columnar": result["columnar"],
         "stages": {k: round(v, 2) for k, v in result["stages"].items()}, "peak_memory_mb": round(peak_mb),
         "partitions": result["partitions"], "peak_worker_memory_mb": round(worker_mb),
-        "totals": result["totals"], "timeline": result["timeline"],
+        "totals": result["totals"], "timeline": result["timeline"], "past_runs": result["past_runs"],
         "baseline": {"customers": base["customers"], "seconds": round(base["seconds"], 2), "customers_per_second": round(base_rate)},
         "bulk_customers_per_second": round(bulk_rate), "speedup": round(bulk_rate / base_rate, 1),
     }
@@ -440,6 +469,9 @@ def main() -> None:
         return
     print(f"relmail plan, demo campaign (5 messages), {args.customers:,} customers, {args.history_years} year(s) of history,"
           f" on {args.backend}")
+    past = result["past_runs"]
+    print(f"ledger before the plan: {past['runs']} past run(s), {past['decisions']:,} decisions"
+          + (f" (created in {past['created_seconds']:.1f} s, kept for the next run)" if past["created_seconds"] else ""))
     if generated:
         print(f"(demo shop generated in {generated:.1f} s, cached for the next run)")
     print(f"{'stage':<40}{'seconds':>10}")

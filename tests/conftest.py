@@ -52,10 +52,11 @@ class PostgresDatabases:
         self.admin = _pg_admin()
         self.created: list[str] = []
 
-    def create(self) -> str:
+    def create(self, options: str = "") -> str:
+        """A new database; ``options`` are CREATE DATABASE's (``LOCALE_PROVIDER icu ...``)."""
         name = f"relmail_test_{uuid.uuid4().hex[:12]}"
         with self.admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+            conn.execute(text(f'CREATE DATABASE "{name}" {options}'.strip()))
         self.created.append(name)
         return PG_URL.rsplit("/", 1)[0] + "/" + name
 

@@ -17,10 +17,10 @@ from relmail.demo import ROLES, generate
 from relmail.errors import NotFound
 from relmail.store.addresses import address_hash, salt
 from relmail.store.erasure import export, forget
-from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Suppression
+from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Run, Suppression
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
-C, P, E, DEC, DEL, S = (m.__table__ for m in (Customer, Preference, Event, Decision, Delivery, Suppression))
+C, P, E, DEC, DEL, S, RUNS = (m.__table__ for m in (Customer, Preference, Event, Decision, Delivery, Suppression, Run))
 PERSONAL = (C, P, E)
 
 
@@ -33,6 +33,10 @@ def _customer(conn, cid: str, email: str, events: int = 3, decisions: tuple[str,
         conn.execute(E.insert(), [dict(customer_id=cid, type="view", occurred_at=T0 + timedelta(hours=k), product_id="EB-200")
                                   for k in range(events)])
     for k, status in enumerate(decisions):
+        # Decisions belong to a run, as every plan writes them (a customer's ledger rows are found run by run).
+        if conn.execute(select(RUNS.c.id).where(RUNS.c.id == f"r{k}")).first() is None:
+            conn.execute(RUNS.insert().values(id=f"r{k}", campaign="weekly", window=f"2026-W{40 + k}", as_of=T0 + timedelta(weeks=k), seed=0,
+                                              config_hash="", status="planned", created_at=T0, updated_at=T0))
         dec_id = conn.execute(DEC.insert().values(run_id=f"r{k}", customer_id=cid, message_id="m", action="send", score=0.7,
                                                   reasons="ok", features={"views_30d": events}, created_at=T0)).inserted_primary_key[0]
         conn.execute(DEL.insert().values(decision_id=dec_id, run_id=f"r{k}", customer_id=cid, message_id="m", status=status,

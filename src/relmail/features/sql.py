@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -79,6 +79,28 @@ def parallel_connections(conn: Connection) -> bool:
     return conn.engine.url.database not in (None, "", ":memory:")
 
 
+#: PostgreSQL collations that order strings by code point, as NumPy sorts the ids (SQLite's BINARY does).
+CODE_POINT_COLLATIONS = frozenset({"C", "POSIX", "C.UTF-8", "C.utf8"})
+
+
+def code_point_order(conn: Connection) -> bool:
+    """Whether the database's ``<`` on customer ids is code point order, the order of a plan's ranges.
+
+    Only then is a range of sorted ids (first to last) the same customers as
+    ``customer_id BETWEEN first AND last``. A PostgreSQL database created
+    with a language's collation (``en_US.UTF-8``, an ICU locale) orders
+    ``a1`` before ``B2`` and ``C_1`` before ``C1``: there a range test would
+    leave out customers of the range, so statements read every customer and
+    keep the range's in NumPy instead.
+    """
+    if conn.dialect.name != "postgresql":
+        return True
+    # As JSON: datlocprovider (ICU or libc) exists from PostgreSQL 15 on.
+    provider, collate = conn.execute(text(
+        "SELECT to_jsonb(d) ->> 'datlocprovider', d.datcollate FROM pg_database d WHERE d.datname = current_database()")).one()
+    return provider in (None, "c") and collate in CODE_POINT_COLLATIONS
+
+
 def sorted_ids(customer_ids) -> np.ndarray:
     """Customer ids as a sorted, unique NumPy str array (the frame's row order)."""
     arr = np.asarray(customer_ids)
@@ -110,7 +132,7 @@ class Scope:
         self.range: tuple[str, str] | None = None
         c = Customer.__table__
         total = conn.execute(select(func.count()).select_from(c)).scalar_one()
-        if bounded and len(ids):
+        if bounded and len(ids) and code_point_order(conn):
             lo, hi = str(ids[0]), str(ids[-1])
             inside = conn.execute(select(func.count()).select_from(c).where(c.c.id.between(lo, hi))).scalar_one()
             if inside < total:

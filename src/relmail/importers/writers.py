@@ -129,8 +129,9 @@ class CustomersWriter(TableWriter):
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
 
-        Each such customer is planned and mailed on their own, so one person gets the same
-        e-mail twice: worth saying after the import. One scan of the customers, not one per address.
+        Such customers keep their own histories, consent and frequency caps while a plan mails
+        the address once per message (``SHARED_ADDRESS``): worth merging at the source, so worth
+        saying after the import. One scan of the customers, not one per address.
         """
         if not self.addresses or not self.run.may_write():
             return

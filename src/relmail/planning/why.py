@@ -21,6 +21,7 @@ from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..rules import ARBITRATION_LOST, HOLDOUT, RULES, SHARED_ADDRESS
 from ..rules.base import plural
+from ..store.customer_rows import latest_run
 from ..store.models import Decision, Run
 from ..windows import resolve_window
 from .output import plan_file_rows
@@ -180,14 +181,9 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
     """
     with engine.connect() as conn:
         if run_id is None:
-            row = conn.execute(
-                select(RUNS.c.id).join(DEC, DEC.c.run_id == RUNS.c.id)
-                .where(DEC.c.customer_id == customer_id)
-                .order_by(RUNS.c.as_of.desc(), RUNS.c.created_at.desc()).limit(1)
-            ).first()
-            if row is None:
+            run_id = latest_run(conn, DEC, customer_id)
+            if run_id is None:
                 raise NotFound(f"no decisions for customer '{customer_id}' in any run")
-            run_id = row[0]
         else:
             run_id = resolve_run(conn, run_id)
         run = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()

@@ -25,10 +25,13 @@ from ..sending.ledger import FINAL
 from ..sending.loop import delivery_key
 from . import aggregates, columnar
 from .addresses import address_hash, salt
+from .customer_rows import of_customer
 from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
 C, P, E = Customer.__table__, Preference.__table__, Event.__table__
 DEC, DEL, S = Decision.__table__, Delivery.__table__, Suppression.__table__
+#: The ledger's tables: a customer's rows in them are found run by run (:mod:`.customer_rows`).
+LEDGER = ("decisions", "deliveries")
 FR = FeedbackReject.__table__
 
 ERASED = "erased"
@@ -90,15 +93,15 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
         # often quote the address.  Deliveries not yet final are failed, so
         # nothing is ever sent to an erased person, even from a run planned
         # before the erasure.
-        decisions = conn.execute(update(DEC).where(DEC.c.customer_id == customer_id).values(features={})).rowcount
+        decisions = conn.execute(update(DEC).where(of_customer(conn, DEC, customer_id)).values(features={})).rowcount
         outbox = _remove_outbox(conn, customer_id)
         cancelled = conn.execute(
             update(DEL)
-            .where(DEL.c.customer_id == customer_id, DEL.c.status.not_in(FINAL))
+            .where(of_customer(conn, DEL, customer_id), DEL.c.status.not_in(FINAL))
             .values(status="failed", last_error="customer erased", next_attempt_at=None, updated_at=utcnow())
         ).rowcount
         deliveries = conn.execute(
-            update(DEL).where(DEL.c.customer_id == customer_id).values(last_error="customer erased")
+            update(DEL).where(of_customer(conn, DEL, customer_id)).values(last_error="customer erased")
         ).rowcount
     copy = columnar.update(engine, columns if columns is not None else columnar.location(engine), build=False)
     return {
@@ -125,7 +128,7 @@ def _remove_outbox(conn: Connection, customer_id: str) -> dict[str, Any]:
     boxes: dict[str, set[str]] = {}
     cleared: list[int] = []
     for delivery_id, provider_id in conn.execute(
-        select(DEL.c.id, DEL.c.provider_id).where(DEL.c.customer_id == customer_id, DEL.c.provider_id.is_not(None))
+        select(DEL.c.id, DEL.c.provider_id).where(of_customer(conn, DEL, customer_id), DEL.c.provider_id.is_not(None))
     ):
         key = delivery_key(delivery_id)
         path, _, entry = provider_id.rpartition("#")
@@ -177,8 +180,8 @@ def export(engine: Engine, customer_id: str) -> dict:
             "customer": _plain(customer),
             "preferences": _rows(conn, select(P).where(P.c.customer_id == customer_id).order_by(P.c.topic)),
             "events": _rows(conn, select(E).where(E.c.customer_id == customer_id).order_by(E.c.occurred_at, E.c.id)),
-            "decisions": _rows(conn, select(DEC).where(DEC.c.customer_id == customer_id).order_by(DEC.c.id)),
-            "deliveries": _rows(conn, select(DEL).where(DEL.c.customer_id == customer_id).order_by(DEL.c.id)),
+            "decisions": _rows(conn, select(DEC).where(of_customer(conn, DEC, customer_id)).order_by(DEC.c.id)),
+            "deliveries": _rows(conn, select(DEL).where(of_customer(conn, DEL, customer_id)).order_by(DEL.c.id)),
             "suppressed": {"reason": suppressed} if suppressed else None,
         }
 
@@ -188,7 +191,8 @@ def counts(engine: Engine, customer_id: str) -> dict[str, Any]:
     with engine.connect() as conn:
         out = {}
         for name, table in (("preferences", P), ("events", E), ("decisions", DEC), ("deliveries", DEL)):
-            out[name] = int(conn.execute(select(func.count()).where(table.c.customer_id == customer_id)).scalar_one())
+            where = of_customer(conn, table, customer_id) if name in LEDGER else table.c.customer_id == customer_id
+            out[name] = int(conn.execute(select(func.count()).where(where)).scalar_one())
         return out
 
 

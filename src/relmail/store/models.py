@@ -9,7 +9,7 @@ classes describe it, they never create it on the fly.
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, true
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, text, true
 from sqlmodel import Field, SQLModel
 
 
@@ -179,13 +179,21 @@ class Run(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
+#: The predicate of the decisions' partial index of sends (a statement must say it literally to use it).
+SEND_ONLY = "action = 'send'"
+
+
 class Decision(SQLModel, table=True):
     """Send, hold out or suppress, for one (run, customer, message), and why."""
 
     __tablename__ = "decisions"
+    # Every index leads with the run: a plan's rows land together at the end of each, whatever
+    # the weeks the ledger holds (an index on the customer alone would take each row to another
+    # page of an index as large as the whole ledger). A customer's decisions are found run by run.
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "message_id", name="uq_decisions_run_customer_message"),
-        Index("ix_decisions_customer", "customer_id"),
+        # The sends alone: what a plan reads of other runs (pending sends), by customer range.
+        Index("ix_decisions_sends", "run_id", "customer_id", sqlite_where=text(SEND_ONLY), postgresql_where=text(SEND_ONLY)),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))

@@ -1,0 +1,74 @@
+"""A PostgreSQL database with a language's collation: a plan's customer ranges still read every customer of the range.
+
+A plan splits its customers into ranges of ids sorted by code point. In a
+database created with, say, ICU's ``en-US`` collation, ``a1`` sorts before
+``B2`` and ``C_1`` before ``C1``, so ``customer_id BETWEEN first AND last``
+is not the range: features, consent and pending sends must still be those
+of every customer in it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from sqlalchemy import text
+
+from relmail.features import compute_features
+from relmail.features.sql import Scope, code_point_order
+from relmail.importers.pipeline import import_file
+from relmail.store.db import make_engine, upgrade
+
+AS_OF = datetime(2026, 11, 23, 9, tzinfo=UTC)
+#: Ids whose code point order differs from en-US's: upper case before lower, "_" after the digits.
+IDS = [f"{p}{k:02d}" for p in ("B", "C_", "C", "a", "c") for k in range(1, 9)]
+
+
+@pytest.fixture
+def icu_engine(pg_databases, tmp_path):
+    admin = make_engine(pg_databases.create())
+    with admin.connect() as conn:
+        icu = conn.execute(text("SELECT 1 FROM pg_collation WHERE collname = 'en-US-x-icu'")).first()
+    admin.dispose()
+    if icu is None:
+        pytest.skip("this PostgreSQL server is built without ICU")
+    engine = make_engine(pg_databases.create("LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LOCALE 'C.UTF-8' TEMPLATE template0"))
+    upgrade(engine)
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email,created_at\n" + "".join(f"{c},{c.lower()}@example.org,2025-01-01T00:00:00Z\n" for c in IDS))
+    events = tmp_path / "events.csv"
+    events.write_text("event_id,customer_id,type,occurred_at,product_id,feature,value,message_id,run_id,topic\n" + "".join(
+        f"E{i},{c},purchase,2026-11-{1 + i % 20:02d}T10:00:00Z,,,{10 + i},,,\n" for i, c in enumerate(IDS)) + "".join(
+        f"U{i},{c},email_unsubscribed,2026-11-10T10:00:00Z,,,,,,\n" for i, c in enumerate(IDS) if i % 3 == 0))
+    import_file(engine, "customers", customers)
+    import_file(engine, "events", events)
+    yield engine
+    engine.dispose()
+
+
+def test_the_collation_orders_these_ids_apart_from_code_points(icu_engine):
+    with icu_engine.connect() as conn:
+        assert conn.execute(text("SELECT 'a01' < 'B01', 'C_01' < 'C01'")).one() == (True, True)
+        assert not code_point_order(conn)
+
+
+def test_a_range_of_sorted_ids_has_the_features_of_those_customers(icu_engine):
+    ids = np.array(sorted(IDS))
+    part = ids[4:30]  # from "B05" to "a06" by code point: 'B05' > 'a06' in en-US
+    with icu_engine.connect() as conn:
+        scope = Scope(conn, part, bounded=True)
+        assert scope.range is None  # no BETWEEN: the customers are found by id
+        scope.close()
+    ranged = compute_features(icu_engine, part, AS_OF, bounded=True)
+    whole = compute_features(icu_engine, ids, AS_OF)
+    rows = np.searchsorted(ids, part)
+    for name, values in ranged.columns.items():
+        assert np.array_equal(values, whole[name][rows], equal_nan=True), name
+    assert ranged["orders_total"].min() == 1  # every customer's purchase was read
+    assert np.array_equal(ranged["unsubscribed_event"], np.array([1.0 if IDS.index(c) % 3 == 0 else 0.0 for c in part]))
+
+
+def test_the_test_server_default_database_orders_by_code_point(engine):
+    with engine.connect() as conn:
+        assert code_point_order(conn)
