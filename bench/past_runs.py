@@ -49,7 +49,8 @@ def ensure(engine, campaign: str, window: str, as_of: datetime, n: int, plan_onc
         for rid in have - set(wanted):
             _drop(conn, rid)
     missing = [rid for rid in wanted if rid not in have]
-    plan_once()
+    if missing:
+        plan_once()
     for rid in missing:
         w, at = wanted[rid]
         with engine.begin() as conn:
