@@ -13,7 +13,6 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
   the same interaction model pooled with the sends of the other messages);
 * the funnel model of an outcome reached through another (a purchase after
   a visit): the upstream outcome's uplift times ``P(outcome | upstream, x)``;
-* an ensemble: the standardized average of a fixed set of the above;
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
 
 Each estimator can list its fitted scikit-learn ``parts()`` and be rebuilt
@@ -36,17 +35,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel", "ensemble")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
 KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
 UPSTREAM_KINDS = ("funnel",)
-#: Estimators built from other candidates' predictions (see :class:`Ensemble`): candidates only through them.
-COMBINED_KINDS = ("ensemble",)
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
 POOLING_KINDS = ("pooled",)
-#: Estimators whose ``fit`` takes the other messages' sends (``siblings``) when there are any.
-TAKES_SIBLINGS = (*POOLING_KINDS, "ensemble")
 #: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).
 POOLING_REPLACES = {"pooled": "interaction"}
 #: An outcome reached through another (its upstream in this mapping) can be modelled as a funnel (see :class:`Funnel`).
@@ -543,7 +538,7 @@ class Funnel:
         y = np.asarray(y, dtype=int)
         up_layout = Layout.of(X, self.layout.n_numeric, self.layout.n_categorical, upstream)
         est = make_uplift(self.upstream_kind, up_layout, self.base, self.seed)
-        self.upstream_ = est.fit(X, upstream, t, siblings=siblings) if self.upstream_kind in TAKES_SIBLINGS else est.fit(X, upstream, t)
+        self.upstream_ = est.fit(X, upstream, t, siblings=siblings) if self.upstream_kind in POOLING_KINDS else est.fit(X, upstream, t)
         reached = upstream == 1
         ratio_layout = Layout.of(X[reached], self.layout.n_numeric, self.layout.n_categorical, y[reached])
         self.ratio_ = fit_probability(ratio_layout, "logistic", X[reached], y[reached], self.seed)
@@ -563,85 +558,6 @@ class Funnel:
         return obj
 
 
-class Ensemble:
-    """The average of a fixed set of uplift estimators, each standardized first.
-
-    Members (:meth:`members`): the heterogeneous logistic model (the pooled
-    one when there are other messages' sends, else the interaction model),
-    the T-learner on logistic regression and the T-learner on gradient
-    boosting: linear and tree models that each rank well where the effect
-    varies, and err differently. The set is fixed rather than picked by
-    the data, so its cross-fitted figures in selection are as honest as a
-    single model's: no member was chosen on the outcomes it is judged on.
-
-    Each member's uplift is standardized by its own mean and spread over the
-    rows it was fitted on (no outcome is used), so a member with wider raw
-    predictions does not outvote the others; the average is put back on the
-    probability scale with the members' mean centre and spread. Selection
-    then calibrates that scale like any candidate's
-    (:func:`~relmail.learn.select.uplift_calibration`).
-    """
-
-    kind = "ensemble"
-    #: The ensemble is no single base learner's: its members name theirs.
-    BASE = "mixed"
-    #: A member whose predictions spread less than this (on the probability scale) is flat.
-    FLAT = 1e-9
-
-    def __init__(self, layout: Layout, base: str = BASE, seed: int = 0):
-        self.layout, self.base, self.seed = layout, base, seed
-
-    @staticmethod
-    def members(pooling: bool) -> tuple[tuple[str, str], ...]:
-        """``(kind, base)`` of the members: with other messages' sends (``pooling``), the pooled model stands in for the interaction one."""
-        return (("pooled" if pooling else "interaction", "logistic"), ("t_learner", "logistic"), ("t_learner", "hgb"))
-
-    @staticmethod
-    def standardization(predictions: list[np.ndarray]) -> tuple[list[float], list[float]]:
-        """Each member's centre and spread (mean and standard deviation of its predictions)."""
-        return [float(np.mean(p)) for p in predictions], [float(np.std(p)) for p in predictions]
-
-    @staticmethod
-    def blend(predictions: list[np.ndarray], centers: list[float], spreads: list[float]) -> np.ndarray:
-        """The mean standardized prediction, on the members' mean centre and spread.
-
-        A member without spread (one that fell back to the observed lift,
-        or trees too shallow for the data to split: a constant up to
-        rounding) adds its centre and nothing to the ranking; standardizing
-        its rounding noise would rank by noise.
-        """
-        z = [(p - c) / s if s > Ensemble.FLAT else np.zeros(len(p)) for p, c, s in zip(predictions, centers, spreads)]
-        return float(np.mean(centers)) + float(np.mean(spreads)) * np.mean(z, axis=0)
-
-    def fit(self, X, y, t, siblings: tuple[np.ndarray, np.ndarray] | None = None) -> Ensemble:
-        """Fit every member on the same rows (the pooled member also on ``siblings``, when there are any)."""
-        pooling = siblings is not None and len(siblings[0]) > 0
-        self.members_ = []
-        for kind, base in self.members(pooling):
-            est = make_uplift(kind, self.layout, base, self.seed)
-            self.members_.append(est.fit(X, y, t, siblings=siblings) if kind in POOLING_KINDS else est.fit(X, y, t))
-        self.centers_, self.spreads_ = self.standardization([m.predict_uplift(X) for m in self.members_])
-        return self
-
-    def predict_uplift(self, X) -> np.ndarray:
-        return self.blend([m.predict_uplift(X) for m in self.members_], self.centers_, self.spreads_)
-
-    def parts(self) -> dict:
-        return {
-            "members": [{"kind": m.kind, "base": m.base, "parts": m.parts()} for m in self.members_],
-            "centers": list(self.centers_),
-            "spreads": list(self.spreads_),
-        }
-
-    @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Ensemble:
-        obj = cls(layout, base)
-        obj.members_ = [UPLIFT_CLASSES[m["kind"]].from_parts(layout, m["base"], m["parts"]) for m in parts["members"]]
-        obj.centers_ = [float(c) for c in parts["centers"]]
-        obj.spreads_ = [float(s) for s in parts["spreads"]]
-        return obj
-
-
 def nested(y: np.ndarray, upstream: np.ndarray) -> bool:
     """Whether the cases of ``y`` happen through ``upstream``: at least :data:`NESTED_SHARE` of them also have it."""
     y, upstream = np.asarray(y) > 0, np.asarray(upstream) > 0
@@ -653,7 +569,7 @@ def _flag(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel, Ensemble)}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 

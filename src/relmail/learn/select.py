@@ -31,14 +31,12 @@ from . import metrics
 from .dataset import split_mask
 from .estimators import (
     BASES,
-    COMBINED_KINDS,
     KIND_BASES,
     POOLING_KINDS,
     POOLING_REPLACES,
     UPLIFT_KINDS,
     UPSTREAM_KINDS,
     USES_GROUPS,
-    Ensemble,
     Funnel,
     Layout,
     Propensity,
@@ -87,10 +85,9 @@ class Choice:
 def candidate_names(kinds: Sequence[str] = UPLIFT_KINDS, bases: Sequence[str] = BASES) -> list[tuple[str, str]]:
     """(estimator, base learner) pairs; estimators bound to some learners skip the others.
 
-    The funnel is left out: its base learner is the one chosen for its upstream outcome; so is the
-    ensemble: it is built from the other candidates' predictions (see :func:`choose`).
+    The funnel is left out: its base learner is the one chosen for its upstream outcome (see :func:`choose`).
     """
-    return [(k, b) for k in kinds if k not in UPSTREAM_KINDS + COMBINED_KINDS for b in bases if b in KIND_BASES.get(k, (b,))]
+    return [(k, b) for k in kinds if k not in UPSTREAM_KINDS for b in bases if b in KIND_BASES.get(k, (b,))]
 
 
 def choose(
@@ -118,14 +115,6 @@ def choose(
 
     ``upstream`` (see :class:`Upstream`) adds the funnel model of an outcome
     reached through another, and makes it the safe model.
-
-    The ensemble (:class:`~relmail.learn.estimators.Ensemble`) is a
-    candidate when all its members are: its out-of-fold predictions are
-    the blend of theirs, fold by fold (each member standardized on the rows
-    it scores, as the final model is on the rows it was fitted on), so it
-    costs no fit. Its members are fixed in advance, never the candidates
-    that happened to score best here, so its cross-fitted figures are not
-    flattered by having chosen them on the same outcomes.
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown selection criterion {criterion!r}; choose from {', '.join(CRITERIA)}")
@@ -144,12 +133,9 @@ def choose(
         names.append((FUNNEL_KIND, upstream.base))
     if not names:
         raise ValueError(f"no uplift estimator runs on the base learners {', '.join(bases)} among {', '.join(kinds)}")
-    members = Ensemble.members(siblings is not None)
-    ensemble = (Ensemble.kind, Ensemble.BASE) if Ensemble.kind in kinds and all(m in names for m in members) else None
     repeats = max(1, int(repeats))
-    judged = names + ([ensemble] if ensemble else [])
-    figures: dict[tuple[str, str], list[dict]] = {name: [] for name in judged}
-    oof: dict[tuple[str, str], list[np.ndarray]] = {name: [] for name in judged}
+    figures: dict[tuple[str, str], list[dict]] = {name: [] for name in names}
+    oof: dict[tuple[str, str], list[np.ndarray]] = {name: [] for name in names}
     briers: dict[str, list[float]] = {b: [] for b in bases}
     sends = t == 1
     for rep in range(repeats):
@@ -158,8 +144,6 @@ def choose(
         fold = split_mask(groups, seed, 0.5, salt=salt)
         pool = None if siblings is None else (siblings[0], siblings[1], split_mask(siblings[2], seed, 0.5, salt=salt))
         scores, response = _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool, upstream)
-        if ensemble:
-            scores[ensemble] = _blend_folds([scores[m] for m in members], fold)
         for name, s in scores.items():
             oof[name].append(s)
             figures[name].append(
@@ -191,9 +175,6 @@ def choose(
         f"{_fmt(best[criterion])} ({splits}; next: {others}); it keeps {_fmt(best['keep_at_30'])} of incremental outcomes "
         f"at 30% volume and {_fmt(best['keep_at_50'])} at 50%."
     )
-    if best["kind"] == Ensemble.kind:
-        reason += (f" The ensemble averages the standardized uplift of {', '.join(f'{k}/{b}' for k, b in members)}"
-                   " (a fixed set, not picked on these outcomes).")
     safe_kind = SAFE_KIND if upstream is None else FUNNEL_KIND
     safe = [r for r in ranked if r["kind"] == safe_kind]
     if safe and best["kind"] != safe_kind:
@@ -263,15 +244,6 @@ def _cross_fit(X, y, t, fold, layout, seed, names, kinds, bases, pool=None, upst
             else:
                 response[base][held] = Propensity(layout, base, seed).fit(X[fit], y[fit], t[fit]).predict(X[held])
     return scores, response
-
-
-def _blend_folds(predictions: list[np.ndarray], fold: np.ndarray) -> np.ndarray:
-    """The ensemble's out-of-fold predictions: the members' blended within each fold (each fold's models apart)."""
-    out = np.zeros(len(fold))
-    for held in (fold, ~fold):
-        part = [p[held] for p in predictions]
-        out[held] = Ensemble.blend(part, *Ensemble.standardization(part))
-    return out
 
 
 def uplift_calibration(scores: list[np.ndarray], y, t) -> tuple[float, float]:

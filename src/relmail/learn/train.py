@@ -24,7 +24,6 @@ from .estimators import (
     BASES,
     MIN_POSITIVES,
     POOLING_KINDS,
-    TAKES_SIBLINGS,
     UPLIFT_KINDS,
     UPSTREAM,
     Funnel,
@@ -174,7 +173,7 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         if choice.kind == Funnel.kind:
             uplift = Funnel(layout, choice.base, seed, up.kind).fit(
                 X, y, t, upstream=up.y, siblings=None if sib is None else (sib[0], up.siblings))
-        elif choice.kind in TAKES_SIBLINGS and sib is not None:
+        elif choice.kind in POOLING_KINDS:
             uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t, siblings=sib[:2])
         else:
             uplift = make_uplift(choice.kind, layout, choice.base, seed).fit(X, y, t)
