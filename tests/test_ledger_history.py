@@ -12,14 +12,15 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
-from sqlalchemy import inspect, select, text
+from sqlalchemy import func, inspect, select, text
 
 import relmail.planning.run as plan_module
 from relmail.planning.pending import pending_statement
 from relmail.planning.run import plan
+from relmail.planning.runs import list_runs
 from relmail.planning.why import explain
 from relmail.store.customer_rows import latest_run
-from relmail.store.models import Decision, Run
+from relmail.store.models import NOT_SUPPRESSED, Decision, Run
 
 AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
@@ -39,7 +40,7 @@ def test_every_index_of_the_decisions_leads_with_the_run(engine):
     indexes = found.get_indexes("decisions") + [{"name": u["name"], "column_names": u["column_names"]}
                                                 for u in found.get_unique_constraints("decisions")]
     firsts = {ix["name"]: ix["column_names"][0] for ix in indexes}
-    assert "ix_decisions_sends" in firsts and "uq_decisions_run_customer_message" in firsts
+    assert "ix_decisions_not_suppressed" in firsts and "uq_decisions_run_customer_message" in firsts
     assert set(firsts.values()) == {"run_id"}, firsts
 
 
@@ -55,7 +56,7 @@ def _explain(conn, stmt) -> str:
 def test_pending_sends_are_read_from_the_sends_index_within_the_range(engine):
     with engine.begin() as conn:
         shown = _explain(conn, pending_statement("weekly:2026-W48", AS_OF, ("C0000100", "C0000200")))
-    assert "ix_decisions_sends" in shown, shown
+    assert "ix_decisions_not_suppressed" in shown, shown
 
 
 def test_a_range_of_a_plan_counts_the_pending_sends_of_its_customers_as_one_process_does(demo_shop, engine, monkeypatch):
@@ -103,3 +104,23 @@ def test_a_customers_decisions_are_found_in_the_latest_run_holding_them(demo_sho
     assert explain(engine, customer)[0]["run"] == first.run_id
     with engine.connect() as conn:
         assert conn.execute(select(RUNS.c.id).order_by(RUNS.c.as_of)).scalars().all()[-2:] == [first.run_id, second.run_id]
+
+
+def test_runs_list_counts_each_action_as_the_rows_do_from_the_indexes(demo_shop, engine):
+    first = plan(demo_shop, engine, "weekly", WINDOW, as_of=AS_OF)
+    second = plan(demo_shop, engine, "weekly", "2026-W49", as_of=AS_OF + timedelta(days=7))
+    listed = {r.id: r.as_dict() for r in list_runs(engine)}
+    with engine.connect() as conn:
+        rows = conn.execute(select(DEC.c.run_id, DEC.c.action, func.count()).group_by(DEC.c.run_id, DEC.c.action)).all()
+    for run in (first, second):
+        counted = {a: n for r, a, n in rows if r == run.run_id}
+        assert {a: listed[run.run_id][a] for a in ("send", "holdout", "suppress")} == {
+            a: counted.get(a, 0) for a in ("send", "holdout", "suppress")}
+        assert counted["send"] and counted["holdout"] and counted["suppress"]
+    if engine.dialect.name == "sqlite":  # the counts never read a decision row
+        with engine.connect() as conn:
+            for stmt in (select(func.count()).where(DEC.c.run_id.in_([first.run_id])),
+                         select(DEC.c.action, func.count()).where(DEC.c.run_id.in_([first.run_id]),
+                                                                  text(f"decisions.{NOT_SUPPRESSED}")).group_by(DEC.c.action)):
+                shown = _explain(conn, stmt)
+                assert "COVERING INDEX" in shown, shown

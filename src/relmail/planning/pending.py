@@ -33,7 +33,7 @@ import numpy as np
 from sqlalchemy import and_, func, or_, select, text
 
 from ..features.sql import align, code_point_order, json_text, when
-from ..store.models import SEND_ONLY, Decision, Delivery, Event, Run
+from ..store.models import NOT_SUPPRESSED, Decision, Delivery, Event, Run
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -66,7 +66,7 @@ def pending(conn: Connection, run_id: str, as_of: datetime, customers: tuple[str
     """(customer, message, topic, run as_of, run window) of every send not delivered yet that counts.
 
     ``customers``: (first, last) id of the customers asked about (a plan
-    range); their sends are read from the partial index of sends, run by run,
+    range); their sends are read from the partial index of sends and hold-outs, run by run,
     so the read grows with the sends of those customers, not with the
     decisions the ledger holds.
     """
@@ -84,7 +84,8 @@ def pending_statement(run_id: str, as_of: datetime, customers: tuple[str, str] |
         .join(RUNS, RUNS.c.id == DEC.c.run_id)
         .where(
             # Literally the partial index's predicate: SQLite uses such an index only for a query that says it.
-            text(f"decisions.{SEND_ONLY}"),
+            text(f"decisions.{NOT_SUPPRESSED}"),
+            DEC.c.action == "send",
             RUNS.c.as_of > when(as_of, 30),
             RUNS.c.as_of < when(as_of, -30),
             or_(and_(DEC.c.run_id != run_id, ~settled), and_(DEC.c.run_id == run_id, in_flight_here)),

@@ -179,8 +179,8 @@ class Run(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
 
 
-#: The predicate of the decisions' partial index of sends (a statement must say it literally to use it).
-SEND_ONLY = "action = 'send'"
+#: The predicate of the decisions' partial index of sends and hold-outs (a statement must say it literally to use it).
+NOT_SUPPRESSED = "action IN ('send', 'holdout')"
 
 
 class Decision(SQLModel, table=True):
@@ -192,8 +192,10 @@ class Decision(SQLModel, table=True):
     # page of an index as large as the whole ledger). A customer's decisions are found run by run.
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "message_id", name="uq_decisions_run_customer_message"),
-        # The sends alone: what a plan reads of other runs (pending sends), by customer range.
-        Index("ix_decisions_sends", "run_id", "customer_id", sqlite_where=text(SEND_ONLY), postgresql_where=text(SEND_ONLY)),
+        # Sends and hold-outs, a tenth of the rows: what a plan reads of other runs (pending sends, by
+        # customer range) and what `relmail runs list` counts per action (suppressed: the rest).
+        Index("ix_decisions_not_suppressed", "run_id", "action", "customer_id",
+              sqlite_where=text(NOT_SUPPRESSED), postgresql_where=text(NOT_SUPPRESSED)),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
