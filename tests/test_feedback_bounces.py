@@ -1,8 +1,8 @@
 """The bounce mailbox of the shop's own SMTP server: reading, parsing, matching, applying (both backends).
 
 The fixtures in tests/data/bounces/ are bounces as the named systems write
-them (Postfix, Exchange Online, Gmail, qmail, an Exchange and a vacation
-auto-reply, a Yahoo ARF report), addressed to the demo shop's e-mails.
+them (Postfix, Exchange Online, Gmail, qmail, Exim, an Exchange and a
+vacation auto-reply, a Yahoo ARF report), addressed to the demo shop's e-mails.
 """
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ SENT = {
     "out-of-office.eml": ("C0000006", "frank@example.org", "5f60718293a4b5c6d7e8f90a1b2c3d4e"),
     "vacation.eml": ("C0000007", "greta@example.de", "60718293a4b5c6d7e8f90a1b2c3d4e5f"),
     "arf-complaint.eml": ("C0000008", "gert@yahoo.example", "718293a4b5c6d7e8f90a1b2c3d4e5f60"),
+    "exim.eml": ("C0000009", "hanna@example.org", "8293a4b5c6d7e8f90a1b2c3d4e5f6071"),
 }
 
 
@@ -62,6 +63,7 @@ def read(name: str) -> bytes:
     ("exchange-online.eml", "dsn", "carla@contoso.example", "bounced_hard", "5.1.10"),
     ("gmail.eml", "dsn", "daan@gmail.example", "bounced_hard", "5.1.1"),
     ("qmail.eml", "bounce", "eva@example.net", "bounced_hard", "5.1.1"),
+    ("exim.eml", "bounce", "hanna@example.org", "bounced_hard", "5.1.1"),
     ("arf-complaint.eml", "arf", "gert@yahoo.example", "complained", None),
 ])
 def test_each_format_gives_the_recipient_its_outcome_and_the_answered_message_id(name, kind, recipient, type_, status):
@@ -70,6 +72,17 @@ def test_each_format_gives_the_recipient_its_outcome_and_the_answered_message_id
     assert [(o.recipient, o.type, o.status) for o in report.outcomes] == [(recipient, type_, status)]
     assert report.original_message_id == mid(SENT[name][2])
     assert report.date is not None and report.date.tzinfo is not None
+
+
+@pytest.mark.parametrize(("said", "expected"), [
+    ("550 5.1.1 <hanna@example.org>: Recipient address rejected: User unknown", ("bounced_hard", "5.1.1")),
+    ("552 5.2.2 <hanna@example.org>: Mailbox full", ("bounced_soft", "5.2.2")),
+    ("550 5.7.1 Message rejected as spam", ("bounced_soft", "5.7.1")),
+    ("Unrouteable address", ("bounced_hard", None)),
+])
+def test_a_status_in_the_text_of_an_older_format_bounce_decides_hard_or_soft(said, expected):
+    data = read("exim.eml").replace(b"550 5.1.1 <hanna@example.org>: Recipient address rejected: User unknown", said.encode())
+    assert [(o.type, o.status) for o in parse(data).outcomes] == [expected]
 
 
 def test_the_report_date_is_its_date_header_in_utc():
@@ -158,6 +171,22 @@ def test_a_message_without_a_sender_is_unusable():
     with pytest.raises(FieldError) as caught:
         parse(b"Date: Mon, 23 Nov 2026 10:00:00 +0000\nSubject: hello\n\nbody\n")
     assert caught.value.field == "From"
+
+
+def test_a_complaint_with_the_recipient_redacted_is_matched_by_its_message_id(engine, tmp_path):
+    add_shop(engine)
+    redacted = (read("arf-complaint.eml").replace(b"Original-Rcpt-To: <gert@yahoo.example>\n", b"")
+                .replace(b"To: redacted@yahoo.example", b"To: redacted"))
+    report = parse(redacted)
+    assert [(o.recipient, o.type) for o in report.outcomes] == [("", "complained")]
+    result = import_bounces(engine, [write_mbox(tmp_path / "redacted", [redacted])])
+    assert dict(result.applied.applied) == {"complained": 1} and stored(engine) == [
+        ("C0000008", "email_complained", RUN, "ebike", "promotions")]
+    unknown = redacted.replace(mid(SENT["arf-complaint.eml"][2]).encode(), b"<elsewhere@example.com>")
+    result = import_bounces(engine, [write_mbox(tmp_path / "unknown", [unknown])])
+    assert [u.why for u in result.unmatched] == ["Message-ID <elsewhere@example.com> is not in the ledger, and the report names no recipient"]
+    with pytest.raises(FieldError, match="neither a recipient"):
+        parse(unknown.replace(b"Message-ID: <elsewhere@example.com>", b""))
 
 
 def test_an_arf_report_of_another_feedback_type_is_no_complaint():
@@ -324,9 +353,9 @@ def test_a_mailbox_is_matched_by_message_id_and_applied_once(engine, tmp_path):
     add_shop(engine)
     box = everything(tmp_path)
     result = import_bounces(engine, [box])
-    assert result.messages == 9
-    assert dict(result.applied.applied) == {"bounced_hard": 4, "bounced_soft": 1, "complained": 1}
-    assert dict(result.matched_by) == {"message-id": 6} and result.unmatched == []
+    assert result.messages == 10
+    assert dict(result.applied.applied) == {"bounced_hard": 5, "bounced_soft": 1, "complained": 1}
+    assert dict(result.matched_by) == {"message-id": 7} and result.unmatched == []
     assert dict(result.ignored) == {"auto-reply": 2}
     assert stored(engine) == [
         ("C0000001", "email_bounced_hard", RUN, "ebike", "promotions"),
@@ -335,6 +364,7 @@ def test_a_mailbox_is_matched_by_message_id_and_applied_once(engine, tmp_path):
         ("C0000004", "email_bounced_hard", RUN, "ebike", "promotions"),
         ("C0000005", "email_bounced_hard", RUN, "ebike", "promotions"),
         ("C0000008", "email_complained", RUN, "ebike", "promotions"),
+        ("C0000009", "email_bounced_hard", RUN, "ebike", "promotions"),
     ]
     # The complaint withdraws every topic.
     with engine.connect() as conn:
@@ -345,10 +375,10 @@ def test_a_mailbox_is_matched_by_message_id_and_applied_once(engine, tmp_path):
     [(_, bad)] = result.invalid
     separators = [i for i, line in enumerate(box.read_bytes().split(b"\n"), start=1) if line.startswith(b"From ")]
     assert (bad.index, bad.field, bad.line, bad.raw["file"]) == (3, "Date", separators[3], str(box))
-    assert str(result.error()).startswith("1 unusable message(s) of 9")
+    assert str(result.error()).startswith("1 unusable message(s) of 10")
 
     again = import_bounces(engine, [box])
-    assert (again.applied.total_applied, again.applied.duplicates) == (0, 6)
+    assert (again.applied.total_applied, again.applied.duplicates) == (0, 7)
     with engine.connect() as conn:
         rejects = conn.execute(select(FeedbackReject.__table__.c.provider, FeedbackReject.__table__.c.position,
                                       FeedbackReject.__table__.c.field)).all()
@@ -394,10 +424,21 @@ def test_bounces_no_email_of_relmail_answers_are_listed_not_applied(engine, tmp_
     assert why["nobody@example.com"].endswith("never sent an e-mail to this address")
 
 
+def test_a_late_bounce_for_an_erased_customer_records_nothing(engine):
+    from relmail.store.erasure import forget
+
+    add_shop(engine)
+    forget(engine, "C0000001")
+    result = import_bounces(engine, [DATA / "postfix-hard.eml"])
+    assert result.applied.total_applied == 0 and stored(engine) == []
+    assert [(u.recipient, u.why) for u in result.unmatched] == [
+        ("anna@example.com", f"the customer of {mid(SENT['postfix-hard.eml'][2])} was erased since")]
+
+
 def test_a_dry_run_reads_and_matches_but_writes_nothing(engine, tmp_path):
     add_shop(engine)
     result = import_bounces(engine, [everything(tmp_path)], dry_run=True)
-    assert result.applied.total_applied == 6 and len(result.invalid) == 1
+    assert result.applied.total_applied == 7 and len(result.invalid) == 1
     assert "nothing was written" in str(result.error())
     assert stored(engine) == []
     with engine.connect() as conn:
@@ -406,7 +447,7 @@ def test_a_dry_run_reads_and_matches_but_writes_nothing(engine, tmp_path):
 
 def test_read_bounces_alone_touches_no_database():
     box = read_bounces(DATA)
-    assert box.messages == 8 and len(box.reports) == 6 and dict(box.ignored) == {"auto-reply": 2}
+    assert box.messages == 9 and len(box.reports) == 7 and dict(box.ignored) == {"auto-reply": 2}
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -428,15 +469,15 @@ def test_cli_text_json_and_exit_codes(project, tmp_path):
     engine.dispose()
     clean = invoke(project, "feedback", "bounces", str(DATA))
     assert clean.exit_code == 0, clean.output
-    assert f"{DATA}: 8 message(s): 6 new event(s), 0 already stored, 0 unmatched, ignored 2 auto-reply, 0 unusable; 1 opt-out(s)" \
+    assert f"{DATA}: 9 message(s): 7 new event(s), 0 already stored, 0 unmatched, ignored 2 auto-reply, 0 unusable; 1 opt-out(s)" \
         in clean.stdout
-    assert "bounced_hard    4\nbounced_soft    1\ncomplained      1" in clean.stdout
+    assert "bounced_hard    5\nbounced_soft    1\ncomplained      1" in clean.stdout
 
     box = everything(tmp_path)
     broken = invoke(project, "feedback", "bounces", str(box), "--json")
     assert broken.exit_code == 4
     out = json.loads(broken.stdout)
-    assert (out["total_applied"], out["duplicates"], out["messages"]) == (0, 6, 9)
+    assert (out["total_applied"], out["duplicates"], out["messages"]) == (0, 7, 10)
     [bad] = out["invalid"]
     assert (bad["file"], bad["index"], bad["field"]) == (str(box), 3, "Date")
     assert f"{box}:{bad['line']}: field 'Date'" in broken.stderr

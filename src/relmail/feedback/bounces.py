@@ -153,7 +153,7 @@ def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Count
     ids = {r.report.original_message_id for r in box.reports if r.report.original_message_id}
     by_id = _deliveries(conn, ids)
     need = {normalize(o.recipient) for r in box.reports for o in r.report.outcomes
-            if by_id.get(r.report.original_message_id or "") is None}
+            if o.recipient and r.report.original_message_id not in by_id}
     sent = _sent_to(conn, need)
     batch = Batch(PROVIDER, box.source, invalid=list(box.invalid), ignored=box.ignored.copy(), records=box.messages)
     unmatched: list[Unmatched] = []
@@ -161,11 +161,15 @@ def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Count
     for read in box.reports:
         report = read.report
         for outcome in report.outcomes:
-            delivery = by_id.get(report.original_message_id or "")
-            if delivery is not None:
+            if report.original_message_id in by_id:
+                delivery = by_id[report.original_message_id]
+                if delivery is None:
+                    unmatched.append(Unmatched(read.mail.where, outcome.recipient, outcome.type,
+                                               f"the customer of {report.original_message_id} was erased since"))
+                    continue
                 how["message-id"] += 1
             else:
-                delivery, why = _latest_before(sent.get(normalize(outcome.recipient), []), report)
+                delivery, why = _latest_before(sent.get(normalize(outcome.recipient), []), report, bool(outcome.recipient))
                 if delivery is None:
                     unmatched.append(Unmatched(read.mail.where, outcome.recipient, outcome.type, why))
                     continue
@@ -205,7 +209,6 @@ def import_bounces(
 def _add(total: ApplyResult, part: ApplyResult) -> None:
     total.applied += part.applied
     total.duplicates += part.duplicates
-    total.unknown_recipients += part.unknown_recipients
     total.opt_outs += part.opt_outs
 
 
@@ -225,15 +228,21 @@ def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
         yield items[start : start + size]
 
 
-def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str]]:
-    """Message-ID -> (run, customer, message) of the deliveries that carried it."""
-    D = Delivery.__table__
-    found: dict[str, tuple[str, str, str]] = {}
+def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
+    """Message-ID -> (run, customer, message) of the delivery that carried it; None when its customer was erased.
+
+    An erased customer's deliveries stay in the ledger; a late bounce of one
+    of them is about nobody relmail may record anything for.
+    """
+    D, C = Delivery.__table__, Customer.__table__
+    found: dict[str, tuple[str, str, str] | None] = {}
     for chunk in _chunks(sorted(message_ids)):
-        for mid, run, customer, message in conn.execute(
-            select(D.c.rfc_message_id, D.c.run_id, D.c.customer_id, D.c.message_id).where(D.c.rfc_message_id.in_(chunk))
+        for mid, run, customer, message, present in conn.execute(
+            select(D.c.rfc_message_id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
+            .outerjoin(C, C.c.id == D.c.customer_id)
+            .where(D.c.rfc_message_id.in_(chunk))
         ):
-            found[mid] = (run, customer, message)
+            found[mid] = (run, customer, message) if present is not None else None
     return found
 
 
@@ -255,13 +264,17 @@ def _sent_to(conn: Connection, addresses: set[str]) -> dict[str, list[tuple[date
     return out
 
 
-def _latest_before(sends: list[tuple[datetime, str, str, str]], report: Report) -> tuple[tuple[str, str, str] | None, str]:
+def _latest_before(
+    sends: list[tuple[datetime, str, str, str]], report: Report, has_address: bool
+) -> tuple[tuple[str, str, str] | None, str]:
     """The most recent send before the report, or None and why there is none."""
     for at, run, customer, message in sends:
         if at <= report.date:
             return (run, customer, message), ""
     known = (f"Message-ID {report.original_message_id} is not in the ledger"
              if report.original_message_id else "the bounce returns no Message-ID")
+    if not has_address:
+        return None, f"{known}, and the report names no recipient"
     if sends:
         return None, f"{known}, and relmail sent nothing to this address before the bounce ({report.date:%Y-%m-%d %H:%M} UTC)"
     return None, f"{known}, and relmail never sent an e-mail to this address"

@@ -67,7 +67,8 @@ _NOT_THE_ADDRESS = ((2, 2), (2, 3), (3, 4), (6, None), (7, None))
 class Outcome:
     """What happened to one recipient of the original message."""
 
-    #: The address the original was sent to (``Original-Recipient``, else ``Final-Recipient``).
+    #: The address the original was sent to (``Original-Recipient``, else ``Final-Recipient``);
+    #: empty for a complaint whose report redacts it (its Message-ID finds the delivery).
     recipient: str
     #: ``bounced_hard``, ``bounced_soft``, ``delivered`` or ``complained``.
     type: str
@@ -123,17 +124,21 @@ def _complaint(msg: Message) -> tuple[str, list[Outcome]]:
     part = _part(msg, "message/feedback-report")
     if part is None:
         raise FieldError("Content-Type", "a feedback report without a message/feedback-report part")
-    fields = _blocks(part)[0] if _blocks(part) else Message()
+    blocks = _blocks(part)
+    fields = blocks[0] if blocks else Message()
     feedback_type = _clean(fields.get("Feedback-Type")).lower()
     if not feedback_type:
         raise FieldError("Feedback-Type", "is missing from the message/feedback-report part")
     if feedback_type != "abuse":
         return f"ARF {feedback_type}"[:40], []
     original = _returned_headers(msg)
+    # Many feedback loops redact the recipient; the returned Message-ID still finds the delivery.
     recipient = _address(fields.get("Original-Rcpt-To")) or (_address(original.get("To")) if original is not None else None)
-    if not recipient:
-        raise FieldError("Original-Rcpt-To", "the complaint names no recipient (no Original-Rcpt-To, no To in the returned message)")
-    return "arf", [Outcome(recipient, "complained", None, f"complaint (Feedback-Type: abuse, User-Agent: {_clean(fields.get('User-Agent'))})")]
+    if not recipient and not _original_message_id(msg):
+        raise FieldError("Original-Rcpt-To", "the complaint names neither a recipient (Original-Rcpt-To, the returned To) "
+                                             "nor the Message-ID of the e-mail it is about")
+    return "arf", [Outcome(recipient or "", "complained", None,
+                           f"complaint (Feedback-Type: abuse, User-Agent: {_clean(fields.get('User-Agent'))})")]
 
 
 def _delivery_status(msg: Message) -> tuple[str, list[Outcome]]:
