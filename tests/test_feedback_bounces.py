@@ -279,7 +279,7 @@ def write_mbox(path: Path, messages: list[bytes]) -> Path:
 
 def test_an_mbox_gives_each_message_with_the_line_of_its_separator(tmp_path):
     box = write_mbox(tmp_path / "bounces", [read("postfix-hard.eml"), read("qmail.eml")])
-    mails = read_mail(box)
+    mails = list(read_mail(box))
     lines = box.read_bytes().split(b"\n")
     assert [m.index for m in mails] == [0, 1]
     assert all(lines[m.line - 1].startswith(b"From ") for m in mails) and mails[0].line == 1
@@ -295,14 +295,14 @@ def test_a_maildir_gives_new_and_cur_messages_by_file_name(tmp_path):
     msg = box[key]
     msg.set_subdir("cur")
     box[key] = msg  # one read by a mail program: in cur/ with flags
-    mails = read_mail(tmp_path / "Maildir")
+    mails = list(read_mail(tmp_path / "Maildir"))
     assert len(mails) == 2 and {Path(m.file).parent.name for m in mails} == {"new", "cur"}
     assert sorted(m.data for m in mails) == sorted(bytes(box.get_bytes(k)) for k in box.iterkeys())
 
 
 def test_eml_files_and_folders_of_them(tmp_path):
     assert [m.file for m in read_mail(DATA / "qmail.eml")] == [str(DATA / "qmail.eml")]
-    assert len(read_mail(DATA)) == len(list(DATA.glob("*.eml")))
+    assert len(list(read_mail(DATA))) == len(list(DATA.glob("*.eml")))
 
 
 @pytest.mark.parametrize(("make", "words"), [
@@ -311,7 +311,7 @@ def test_eml_files_and_folders_of_them(tmp_path):
 ])
 def test_a_path_that_holds_no_mail_is_refused_whole(tmp_path, make, words):
     with pytest.raises(ValidationError, match=words):
-        read_mail(make(tmp_path))
+        list(read_mail(make(tmp_path)))
 
 
 # -- matching and applying -------------------------------------------------------------------

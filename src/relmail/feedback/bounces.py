@@ -132,9 +132,9 @@ def read_bounces(path: str | Path, now: Callable[[], datetime] | None = None) ->
 
     ``now`` is the clock report dates are judged plausible against (tests).
     """
-    mails = read_mail(path)
-    box = Mailbox(str(path), len(mails))
-    for mail in mails:
+    box = Mailbox(str(path))
+    for mail in read_mail(path):
+        box.messages += 1
         try:
             report = parse(mail.data, now)
         except FieldError as exc:

@@ -11,6 +11,7 @@ stay in ``new/`` or ``cur/`` (re-reading them is safe, see
 from __future__ import annotations
 
 import mailbox
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,50 +38,61 @@ class Mail:
         return f"{self.file}:{self.line}" if self.line is not None else self.file
 
 
-def read_mail(path: str | Path) -> list[Mail]:
-    """The messages at ``path``: an mbox file, a Maildir, a single .eml, or a folder of .eml files.
+def read_mail(path: str | Path) -> Iterator[Mail]:
+    """The messages at ``path``, one at a time: an mbox file, a Maildir, a single .eml, or a folder of .eml files.
 
-    A path that is none of these, or cannot be read, is a
-    :class:`~relmail.errors.ValidationError` naming it (nothing is imported).
+    One message is in memory at a time, so a mailbox nobody cleaned for
+    months reads in little memory. A path that is none of these, or cannot
+    be read, is a :class:`~relmail.errors.ValidationError` naming it, raised
+    while iterating (before the caller writes anything).
     """
     path = Path(path)
     name = str(path)
     try:
         if path.is_dir():
             if (path / "cur").is_dir() and (path / "new").is_dir():
-                return _maildir(path)
+                yield from _files(name, _maildir_files(path))
+                return
             files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".eml" and p.is_file())
             if not files:
                 raise _unreadable(name, "is neither a Maildir (no cur/ and new/) nor a folder of .eml files")
-            return [Mail(name, i, str(p), None, p.read_bytes()) for i, p in enumerate(files)]
-        data = path.read_bytes()
+            yield from _files(name, files)
+            return
+        with path.open("rb") as f:
+            is_mbox = f.read(5) == b"From "
+        if is_mbox:
+            yield from _mbox(path)
+        else:
+            yield Mail(name, 0, name, None, path.read_bytes())
     except FileNotFoundError:
         raise _unreadable(name, "no such file or folder") from None
     except PermissionError as exc:
         raise _unreadable(exc.filename or name, "cannot be read (permission denied)") from None
-    if data.startswith(b"From "):
-        return _mbox(path, data)
-    return [Mail(name, 0, name, None, data)]
 
 
-def _mbox(path: Path, data: bytes) -> list[Mail]:
+def _files(source: str, files: list[Path]) -> Iterator[Mail]:
+    for index, p in enumerate(files):
+        yield Mail(source, index, str(p), None, p.read_bytes())
+
+
+def _mbox(path: Path) -> Iterator[Mail]:
     """The messages of an mbox file, each with the line of its ``From`` separator."""
     # The mailbox module starts a message at every line beginning "From "; so does this count.
-    lines = [n for n, text in enumerate(data.split(b"\n"), start=1) if text.startswith(b"From ")]
+    with path.open("rb") as f:
+        lines = [n for n, text in enumerate(f, start=1) if text.startswith(b"From ")]
     box = mailbox.mbox(path, create=False)
     try:
-        messages = [box.get_bytes(key) for key in box.iterkeys()]
+        for index, (line, key) in enumerate(zip(lines, box.iterkeys(), strict=True)):
+            yield Mail(str(path), index, str(path), line, box.get_bytes(key))
     finally:
         box.close()
-    return [Mail(str(path), i, str(path), line, raw) for i, (line, raw) in enumerate(zip(lines, messages, strict=True))]
 
 
-def _maildir(path: Path) -> list[Mail]:
-    """The messages of a Maildir (``new/`` and ``cur/``), by file name: delivery time first."""
+def _maildir_files(path: Path) -> list[Path]:
+    """The message files of a Maildir (``new/`` and ``cur/``), by file name: delivery time first."""
     # A Maildir message is a plain file holding the message (the mailbox module reads it the same way).
-    files = sorted((p for sub in ("new", "cur") for p in (path / sub).iterdir() if p.is_file() and not p.name.startswith(".")),
-                   key=lambda p: p.name)
-    return [Mail(str(path), i, str(p), None, p.read_bytes()) for i, p in enumerate(files)]
+    return sorted((p for sub in ("new", "cur") for p in (path / sub).iterdir() if p.is_file() and not p.name.startswith(".")),
+                  key=lambda p: p.name)
 
 
 def _unreadable(name: str, message: str) -> ValidationError:
