@@ -174,10 +174,13 @@ def timed_match(engine, box) -> float:
     """The matching alone (read-only): what the index on ``deliveries.rfc_message_id`` serves."""
     from relmail.feedback.bounces import match
 
-    with engine.connect() as conn:
-        start = time.perf_counter()
-        match(conn, box)
-        return time.perf_counter() - start
+    times = []
+    for _ in range(2):  # the first run also warms the caches: the second is the figure
+        with engine.connect() as conn:
+            start = time.perf_counter()
+            match(conn, box)
+            times.append(time.perf_counter() - start)
+    return times[-1]
 
 
 def bench(backend: str, deliveries: int, bounces: int) -> dict:

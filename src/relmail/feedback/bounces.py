@@ -36,7 +36,7 @@ from .apply import ApplyResult
 from .dsn import Outcome, Report, parse
 from .events import FeedbackEvent, derived_id
 from .ingest import ingest
-from .mailboxes import Mail, read_mail
+from .mailboxes import read_mail
 from .provider import Batch
 from .records import FieldError, InvalidEvent
 
@@ -49,9 +49,9 @@ _CHUNK = 500
 
 @dataclass(frozen=True)
 class Read:
-    """One message that reported outcomes, with where it was found."""
+    """One message that reported outcomes, with where it was found (not its bytes: a mailbox can be large)."""
 
-    mail: Mail
+    where: str
     report: Report
 
 
@@ -142,7 +142,7 @@ def read_bounces(path: str | Path, now: Callable[[], datetime] | None = None) ->
             box.invalid.append(InvalidEvent(mail.index, exc.field, exc.message, {"file": mail.file, "message": text}, mail.line))
             continue
         if report.outcomes:
-            box.reports.append(Read(mail, report))
+            box.reports.append(Read(mail.where, report))
         else:
             box.ignored[report.kind] += 1
     return box
@@ -164,14 +164,14 @@ def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Count
             if report.original_message_id in by_id:
                 delivery = by_id[report.original_message_id]
                 if delivery is None:
-                    unmatched.append(Unmatched(read.mail.where, outcome.recipient, outcome.type,
+                    unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
                                                f"the customer of {report.original_message_id} was erased since"))
                     continue
                 how["message-id"] += 1
             else:
                 delivery, why = _latest_before(sent.get(normalize(outcome.recipient), []), report, bool(outcome.recipient))
                 if delivery is None:
-                    unmatched.append(Unmatched(read.mail.where, outcome.recipient, outcome.type, why))
+                    unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type, why))
                     continue
                 how["address"] += 1
             batch.events.append(_event(read, outcome, delivery))
@@ -219,7 +219,7 @@ def _event(read: Read, outcome: Outcome, delivery: tuple[str, str, str]) -> Feed
         outcome.type, report.date, outcome.recipient, PROVIDER,
         derived_id(report.identity, normalize(outcome.recipient), outcome.type),
         customer_id=customer_id, run_id=run_id, message_id=message_id, reason=outcome.reason[:500],
-        esp_event={"message": read.mail.where, "kind": report.kind, "status": outcome.status, "subject": report.subject},
+        esp_event={"message": read.where, "kind": report.kind, "status": outcome.status, "subject": report.subject},
     )
 
 
