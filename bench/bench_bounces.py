@@ -6,8 +6,9 @@ Message-ID and ``email_sent`` event, one customer each), then an mbox of
 random delivery (80%), the same without the headers (found by address, 10%),
 qmail bounces (5%) and out-of-office replies (5%). Times the import, the
 re-import of the same mailbox (every event a duplicate), the reading and
-the matching apart, and, as the measurement behind migration 0010, the
-matching with the index on ``deliveries.rfc_message_id`` dropped.
+the matching apart, the matching's look-up by address, and, as the
+measurement behind migration 0010, its look-up by Message-ID with and
+without the index on ``deliveries.rfc_message_id``.
 
     python bench/bench_bounces.py --deliveries 200000 --bounces 5000 --backend sqlite
     python bench/bench_bounces.py --backend postgresql --json
@@ -170,23 +171,32 @@ def timed(engine, path: Path) -> tuple[float, dict]:
     return time.perf_counter() - start, result.as_dict()
 
 
-def timed_match(engine, box) -> float:
-    """The matching alone (read-only): what the index on ``deliveries.rfc_message_id`` serves."""
-    from relmail.feedback.bounces import match
-
+def warm(engine, work) -> float:
+    """Seconds of ``work(conn)`` on a read-only connection; the first run warms the caches, the second is the figure."""
     times = []
-    for _ in range(2):  # the first run also warms the caches: the second is the figure
+    for _ in range(2):
         with engine.connect() as conn:
             start = time.perf_counter()
-            match(conn, box)
+            work(conn)
             times.append(time.perf_counter() - start)
     return times[-1]
+
+
+def lookups(engine, box) -> dict:
+    """The matching's two look-ups apart: by Message-ID (what the index on ``deliveries.rfc_message_id`` serves), by address."""
+    from relmail.feedback.bounces import _deliveries, _sent_to
+    from relmail.store.addresses import normalize
+
+    ids = {r.report.original_message_id for r in box.reports if r.report.original_message_id}
+    addresses = sorted({normalize(o.recipient) for r in box.reports for o in r.report.outcomes})[:500]
+    return {"ids": len(ids), "by_message_id_s": round(warm(engine, lambda c: _deliveries(c, ids)), 3),
+            "by_address_500_s": round(warm(engine, lambda c: _sent_to(c, set(addresses))), 3)}
 
 
 def bench(backend: str, deliveries: int, bounces: int) -> dict:
     from sqlalchemy import text
 
-    from relmail.feedback.bounces import read_bounces
+    from relmail.feedback.bounces import match, read_bounces
     from relmail.store.db import make_engine, refresh_statistics
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,18 +211,21 @@ def bench(backend: str, deliveries: int, bounces: int) -> dict:
             start = time.perf_counter()
             box = read_bounces(path)
             read_s = time.perf_counter() - start
-            match_s = timed_match(engine, box)
+            match_s = warm(engine, lambda conn: match(conn, box))
+            indexed = lookups(engine, box)
             first, result = timed(engine, path)
             again, repeat = timed(engine, path)
             with engine.begin() as conn:
                 conn.execute(text("DROP INDEX ix_deliveries_rfc_message_id"))
-            unindexed_s = timed_match(engine, box)
+            unindexed = lookups(engine, box)
         finally:
             engine.dispose()
             cleanup()
     return {
         "backend": backend, "deliveries": deliveries, "bounces": bounces,
-        "read_s": round(read_s, 2), "match_s": round(match_s, 3), "match_without_index_s": round(unindexed_s, 3),
+        "read_s": round(read_s, 2), "match_s": round(match_s, 3), "message_ids": indexed["ids"],
+        "by_message_id_s": indexed["by_message_id_s"], "by_message_id_without_index_s": unindexed["by_message_id_s"],
+        "by_address_500_s": indexed["by_address_500_s"],
         "import_s": round(first, 2), "messages_per_s": round(bounces / first), "reimport_s": round(again, 2),
         "applied": result["applied"], "matched_by": result["matched_by"], "ignored": result["ignored"],
         "duplicates_on_reimport": repeat["duplicates"],
@@ -233,8 +246,9 @@ def main() -> None:
         return
     for r in results:
         print(f"{r['backend']}: {r['bounces']:,} bounces against {r['deliveries']:,} deliveries: import {r['import_s']} s "
-              f"({r['messages_per_s']:,} messages/s; reading {r['read_s']} s, matching {r['match_s']} s, "
-              f"{r['match_without_index_s']} s without the index), again {r['reimport_s']} s; "
+              f"({r['messages_per_s']:,} messages/s; reading {r['read_s']} s, matching {r['match_s']} s), "
+              f"again {r['reimport_s']} s; {r['message_ids']:,} Message-IDs looked up in {r['by_message_id_s']} s, "
+              f"{r['by_message_id_without_index_s']} s without the index; 500 addresses in {r['by_address_500_s']} s; "
               f"applied {r['applied']}, matched by {r['matched_by']}, ignored {r['ignored']}")
 
 
