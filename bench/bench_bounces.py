@@ -19,15 +19,16 @@ from __future__ import annotations
 import argparse
 import json
 import mailbox
-import os
 import random
+import sys
 import tempfile
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-PG_ADMIN_URL = os.environ.get("RELMAIL_BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_import import fresh_database  # noqa: E402 - the sibling benchmark's helper
+
 SENT_AT = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 DOMAIN = "fietsenwinkel.example"
 
@@ -91,31 +92,6 @@ Auto-Submitted: auto-replied
 
 Ik ben afwezig.
 """
-
-
-def fresh_database(backend: str, folder: Path) -> tuple[str, callable]:
-    from sqlalchemy import create_engine, text
-
-    from relmail.store.db import make_engine, upgrade
-
-    if backend == "sqlite":
-        url, cleanup = f"sqlite:///{folder / 'bench.db'}", (lambda: None)
-    else:
-        admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        name = f"relmail_bench_{uuid.uuid4().hex[:10]}"
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-
-        def cleanup() -> None:
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
-
-    engine = make_engine(url)
-    upgrade(engine)
-    engine.dispose()
-    return url, cleanup
 
 
 def fill(engine, deliveries: int) -> None:
@@ -201,7 +177,7 @@ def bench(backend: str, deliveries: int, bounces: int) -> dict:
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        url, cleanup = fresh_database(backend, folder)
+        url, cleanup = fresh_database(backend, folder, "bounces")
         engine = make_engine(url)
         try:
             fill(engine, deliveries)
