@@ -52,7 +52,7 @@ def serve(state: State, host: str, port: int) -> None:
 
 @click.group("feedback")
 def feedback() -> None:
-    """Import ESP events (bounces, complaints, unsubscribes, opens, clicks)."""
+    """Import ESP events and the bounce mailbox (bounces, complaints, unsubscribes, opens, clicks)."""
 
 
 @feedback.command("import")
@@ -125,8 +125,74 @@ def _echo_invalid(invalid) -> None:
                    ["line", "event #", "field", "reason"])
 
 
+@feedback.command("bounces")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--dry-run", is_flag=True, help="Read and match; write nothing.")
+@json_option
+@pass_state
+def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+    """Import the bounce mailbox of your own SMTP server: DSNs, other bounces, ARF complaints.
+
+    PATHS are mbox files, Maildir folders (with cur/ and new/), .eml files or
+    folders of .eml files: the mailbox of the envelope sender ([delivery.smtp]
+    envelope_from), delivered there by your mail server, fetchmail or getmail.
+    Each message is read as an RFC 3464 delivery status notification
+    (per recipient: Action, Status, Diagnostic-Code), an RFC 5965 abuse
+    report (a complaint: every topic withdrawn), or a bounce in an older
+    format (qmail, Exim, Exchange ...); auto-replies and other mail are
+    counted and skipped. A permanent failure about the address (5.x.x,
+    except policy, content and size refusals) is a hard bounce and
+    suppresses the customer in every later plan; delays and 4.x.x failures
+    are soft bounces.
+
+    Each bounce is tied to the e-mail it answers by the returned Message-ID,
+    else by the recipient address (the customer's latest e-mail before the
+    bounce); bounces no relmail e-mail answers are listed, not applied.
+    Importing the same mailbox again writes nothing new. An unusable message
+    is recorded ('relmail feedback rejects') and listed with its file and
+    line; the others are applied, and the command exits 4.
+
+    \b
+    Example:
+      relmail feedback bounces /var/mail/bounces
+      relmail feedback bounces ~/Maildir/.Bounces --json
+      relmail feedback bounces saved/*.eml --dry-run
+    """
+    from ..feedback import import_bounces
+
+    result = import_bounces(state.engine, paths, dry_run=dry_run)
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        _echo_bounces(result)
+    error = result.error()
+    if error is not None:
+        raise error
+
+
+def _echo_bounces(result) -> None:
+    a = result.applied
+    ignored = ", ".join(f"{n} {kind}" for kind, n in sorted(result.ignored.items())) or "0"
+    where = result.sources[0] if len(result.sources) == 1 else f"{len(result.sources)} mailboxes"
+    if result.dry_run:
+        click.echo(f"{where}: {result.messages} message(s): {a.total_applied} event(s) matched, {len(result.unmatched)} unmatched, "
+                   f"ignored {ignored}, {len(result.invalid)} unusable; nothing written (--dry-run)")
+    else:
+        click.echo(f"{where}: {result.messages} message(s): {a.total_applied} new event(s), {a.duplicates} already stored, "
+                   f"{len(result.unmatched)} unmatched, ignored {ignored}, {len(result.invalid)} unusable; {a.opt_outs} opt-out(s)")
+    echo_table(sorted(a.applied.items()), ["type", "events" if result.dry_run else "new"])
+    if result.unmatched:
+        click.echo("\nNot applied: no e-mail of relmail's answers these")
+        echo_table([(u.where, u.recipient, u.type, u.why) for u in result.unmatched], ["message", "recipient", "type", "why"])
+    if result.invalid:
+        click.echo()
+        echo_table([(f"{bad.raw['file']}:{bad.line}" if bad.line else bad.raw["file"], bad.field or "", bad.reason)
+                    for _, bad in result.invalid], ["message", "field", "reason"])
+
+
 @feedback.command("rejects")
-@click.option("--provider", "provider_name", type=click.Choice(_FORMATS), help="Only this provider's events.")
+@click.option("--provider", "provider_name", type=click.Choice((*_FORMATS, "smtp")),
+              help="Only this provider's events (smtp: the bounce mailbox).")
 @click.option("--limit", type=click.IntRange(min=1), default=20, show_default=True, help="How many, newest first.")
 @json_option
 @pass_state

@@ -9,7 +9,10 @@ valid events and the invalid ones, each with its position and reason.
 
 :func:`import_file` reads an export and hands it to
 :func:`~relmail.feedback.ingest.ingest`, which applies the valid events and
-records the invalid ones in one transaction.
+records the invalid ones in one transaction. :func:`import_bounces` does the
+same for the bounce mailbox of the shop's own SMTP server
+(:mod:`.bounces`: delivery status notifications, other bounces, ARF
+complaints), tying each bounce to the delivery it answers.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from sqlalchemy.engine import Engine
 
 from ..errors import ConfigError, Problem, ValidationError
 from .apply import ApplyResult, apply_events
+from .bounces import BounceResult, import_bounces, read_bounces
 from .events import TYPES, FeedbackEvent
 from .ingest import ingest
 from .provider import Batch, Provider
@@ -36,8 +40,8 @@ PROVIDERS = {
 }
 
 __all__ = [
-    "PROVIDERS", "TYPES", "ApplyResult", "Batch", "FeedbackEvent", "Provider",
-    "apply_events", "import_file", "ingest", "provider", "read_export",
+    "PROVIDERS", "TYPES", "ApplyResult", "Batch", "BounceResult", "FeedbackEvent", "Provider",
+    "apply_events", "import_bounces", "import_file", "ingest", "provider", "read_bounces", "read_export",
 ]
 
 

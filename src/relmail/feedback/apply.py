@@ -100,18 +100,23 @@ def _customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, li
     return found
 
 
-def _sent_topics(conn: Connection, run_ids: set[str]) -> dict[tuple[str, str, str], str]:
-    """(customer, run, message) -> topic, from the ``email_sent`` events of these runs."""
+def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:
+    """(customer, run, message) -> topic, from the ``email_sent`` events of these (customer, run, message).
+
+    Looked up by customer (the events' customer index), not by run: a run
+    of a million e-mails would otherwise be read whole for a few events.
+    """
     table = Event.__table__
+    runs = sorted({run for _, run, _ in keys})
     topics: dict[tuple[str, str, str], str] = {}
-    for chunk in _chunks(sorted(run_ids)):
-        rows = conn.execute(
-            select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.topic).where(
-                table.c.type == "email_sent", table.c.run_id.in_(chunk), table.c.topic.is_not(None)
-            )
-        )
-        for cid, run, message, topic in rows:
-            topics[(cid, run, message)] = topic
+    for chunk in _chunks(sorted({cid for cid, _, _ in keys})):
+        stmt = select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.topic).where(
+            table.c.type == "email_sent", table.c.customer_id.in_(chunk), table.c.topic.is_not(None))
+        if len(runs) <= _CHUNK:
+            stmt = stmt.where(table.c.run_id.in_(runs))
+        for cid, run, message, topic in conn.execute(stmt):
+            if (cid, run, message) in keys:
+                topics[(cid, run, message)] = topic
     return topics
 
 
@@ -186,8 +191,8 @@ def apply_events(
     stored = _existing_event_ids(conn, list(unique))
     result.duplicates += len(stored)
 
-    run_ids = {e.run_id for _, e in unique.values() if e.run_id}
-    topics = _sent_topics(conn, run_ids) if run_ids else {}
+    sent = {(cid, e.run_id, e.message_id) for cid, e in unique.values() if e.run_id and e.message_id}
+    topics = _sent_topics(conn, sent) if sent else {}
 
     rows, opt_outs = [], []
     for event_id, (cid, event) in unique.items():

@@ -219,6 +219,8 @@ class Delivery(SQLModel, table=True):
     __table_args__ = (
         UniqueConstraint("run_id", "customer_id", "message_id", name="uq_deliveries_run_customer_message"),
         Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
+        # A bounce names the Message-ID of the e-mail it answers (relmail feedback bounces).
+        Index("ix_deliveries_rfc_message_id", "rfc_message_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))

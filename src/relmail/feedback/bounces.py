@@ -1,0 +1,285 @@
+"""Bounces from the shop's own SMTP server: the bounce mailbox into the store.
+
+Three stages, plain data between them:
+
+1. :func:`read_bounces` reads a mailbox (:mod:`.mailboxes`) and each message
+   (:mod:`.dsn`): what it reports, or why it cannot be used;
+2. :func:`match` ties every reported outcome to the delivery it answers: by
+   the returned Message-ID in the ledger (``deliveries.rfc_message_id``),
+   else by the recipient address (the customer's most recent e-mail sent
+   before the bounce). What matches becomes a
+   :class:`~relmail.feedback.events.FeedbackEvent` of provider ``smtp``; what
+   does not is listed with the reason;
+3. :func:`~relmail.feedback.ingest.ingest` applies the events and records the
+   unusable messages, in the same transaction as the matching.
+
+An event's id derives from the report's Message-ID (or its bytes), the
+recipient and the type, so importing the same mailbox again writes nothing
+new, and a bounce kept in both an mbox and a Maildir counts once.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import Problem, ValidationError
+from ..store.addresses import normalize
+from ..store.models import Customer, Delivery, Event
+from .apply import ApplyResult
+from .dsn import Outcome, Report, parse
+from .events import FeedbackEvent, derived_id
+from .ingest import ingest
+from .mailboxes import read_mail
+from .provider import Batch
+from .records import FieldError, InvalidEvent
+
+#: The provider name of bounce events and of their rejects.
+PROVIDER = "smtp"
+#: How much of an unusable message ``feedback_rejects`` keeps (the column's JSON is cut at 64 KiB).
+_MAX_KEPT = 32 * 1024
+_CHUNK = 500
+
+
+@dataclass(frozen=True)
+class Read:
+    """One message that reported outcomes, with where it was found (not its bytes: a mailbox can be large)."""
+
+    where: str
+    report: Report
+
+
+@dataclass
+class Mailbox:
+    """A mailbox read: the messages that report something, the unusable ones, the rest by kind."""
+
+    source: str
+    messages: int = 0
+    reports: list[Read] = field(default_factory=list)
+    invalid: list[InvalidEvent] = field(default_factory=list)
+    #: Messages that record nothing, by kind (``auto-reply``, ``not a bounce`` ...).
+    ignored: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True)
+class Unmatched:
+    """A reported outcome that no delivery of relmail's answers: listed, not applied."""
+
+    where: str
+    recipient: str
+    type: str
+    why: str
+
+    def as_dict(self) -> dict:
+        return {"message": self.where, "recipient": self.recipient, "type": self.type, "why": self.why}
+
+
+@dataclass
+class BounceResult:
+    """What importing bounce mailboxes did (:func:`import_bounces`)."""
+
+    sources: list[str]
+    messages: int = 0
+    #: Events written, duplicates, opt-outs ... (as for provider imports); on a dry run, the events found.
+    applied: ApplyResult = field(default_factory=ApplyResult)
+    unmatched: list[Unmatched] = field(default_factory=list)
+    #: Unusable messages by mailbox, with their place and reason.
+    invalid: list[tuple[Mailbox, InvalidEvent]] = field(default_factory=list)
+    #: Messages that record nothing, by kind.
+    ignored: Counter = field(default_factory=Counter)
+    matched_by: Counter = field(default_factory=Counter)
+    dry_run: bool = False
+
+    def as_dict(self) -> dict:
+        a = self.applied
+        return {
+            "sources": self.sources,
+            "messages": self.messages,
+            "dry_run": self.dry_run,
+            "applied": dict(sorted(a.applied.items())),
+            "total_applied": a.total_applied,
+            "duplicates": a.duplicates,
+            "opt_outs": a.opt_outs,
+            "matched_by": dict(sorted(self.matched_by.items())),
+            "unmatched": [u.as_dict() for u in self.unmatched],
+            "ignored": dict(sorted(self.ignored.items())),
+            "invalid": [_invalid_dict(box, bad) for box, bad in self.invalid],
+        }
+
+    def error(self) -> ValidationError | None:
+        """The :class:`ValidationError` reporting the unusable messages (exit 4), or None."""
+        if not self.invalid:
+            return None
+        done = "nothing was written (--dry-run)" if self.dry_run else (
+            "the others were applied, the unusable ones recorded (relmail feedback rejects)")
+        problems = [Problem(bad.raw["file"], bad.line, bad.field, bad.reason) for _, bad in self.invalid]
+        return ValidationError(f"{len(self.invalid)} unusable message(s) of {self.messages}; {done}", problems)
+
+
+def _invalid_dict(box: Mailbox, bad: InvalidEvent) -> dict:
+    return {"source": box.source, "index": bad.index, "file": bad.raw["file"], "line": bad.line,
+            "field": bad.field, "reason": bad.reason}
+
+
+def read_bounces(path: str | Path, now: Callable[[], datetime] | None = None) -> Mailbox:
+    """Read every message at ``path`` (mbox, Maildir, .eml); nothing is written.
+
+    ``now`` is the clock report dates are judged plausible against (tests).
+    """
+    box = Mailbox(str(path))
+    for mail in read_mail(path):
+        box.messages += 1
+        try:
+            report = parse(mail.data, now)
+        except FieldError as exc:
+            text = mail.data[:_MAX_KEPT].decode("utf-8", "replace")
+            box.invalid.append(InvalidEvent(mail.index, exc.field, exc.message, {"file": mail.file, "message": text}, mail.line))
+            continue
+        if report.outcomes:
+            box.reports.append(Read(mail.where, report))
+        else:
+            box.ignored[report.kind] += 1
+    return box
+
+
+def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Counter]:
+    """The events of ``box``'s reports tied to their deliveries, the unmatched ones, and how each matched."""
+    ids = {r.report.original_message_id for r in box.reports if r.report.original_message_id}
+    by_id = _deliveries(conn, ids)
+    need = {normalize(o.recipient) for r in box.reports for o in r.report.outcomes
+            if o.recipient and r.report.original_message_id not in by_id}
+    sent = _sent_to(conn, need)
+    batch = Batch(PROVIDER, box.source, invalid=list(box.invalid), ignored=box.ignored.copy(), records=box.messages)
+    unmatched: list[Unmatched] = []
+    how: Counter = Counter()
+    for read in box.reports:
+        report = read.report
+        for outcome in report.outcomes:
+            if report.original_message_id in by_id:
+                delivery = by_id[report.original_message_id]
+                if delivery is None:
+                    unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
+                                               f"the customer of {report.original_message_id} was erased since"))
+                    continue
+                how["message-id"] += 1
+            else:
+                delivery, why = _latest_before(sent.get(normalize(outcome.recipient), []), report, bool(outcome.recipient))
+                if delivery is None:
+                    unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type, why))
+                    continue
+                how["address"] += 1
+            batch.events.append(_event(read, outcome, delivery))
+    return batch, unmatched, how
+
+
+def import_bounces(
+    engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None
+) -> BounceResult:
+    """Read, match and apply the bounce mailboxes at ``paths`` in one transaction.
+
+    Every message that reports a bounce, a delay, a delivery or a complaint
+    is applied once; unusable messages are recorded (``relmail feedback
+    rejects``) and listed in :attr:`BounceResult.invalid`; outcomes no
+    delivery answers are listed in :attr:`BounceResult.unmatched`. With
+    ``dry_run`` nothing is written. A mailbox that cannot be read at all
+    raises :class:`~relmail.errors.ValidationError` before anything is written.
+    """
+    boxes = [read_bounces(p, now) for p in paths]
+    result = BounceResult([b.source for b in boxes], sum(b.messages for b in boxes), dry_run=dry_run)
+    with (engine.connect() if dry_run else engine.begin()) as conn:
+        for box in boxes:
+            batch, unmatched, how = match(conn, box)
+            result.unmatched += unmatched
+            result.matched_by += how
+            result.invalid += [(box, bad) for bad in box.invalid]
+            result.ignored += box.ignored
+            if dry_run:
+                result.applied.applied.update(e.type for e in batch.events)
+            else:
+                _add(result.applied, ingest(conn, batch, source="bounce-mailbox"))
+    return result
+
+
+def _add(total: ApplyResult, part: ApplyResult) -> None:
+    total.applied += part.applied
+    total.duplicates += part.duplicates
+    total.opt_outs += part.opt_outs
+
+
+def _event(read: Read, outcome: Outcome, delivery: tuple[str, str, str]) -> FeedbackEvent:
+    run_id, customer_id, message_id = delivery
+    report = read.report
+    return FeedbackEvent(
+        outcome.type, report.date, outcome.recipient, PROVIDER,
+        derived_id(report.identity, normalize(outcome.recipient), outcome.type),
+        customer_id=customer_id, run_id=run_id, message_id=message_id, reason=outcome.reason[:500],
+        esp_event={"message": read.where, "kind": report.kind, "status": outcome.status, "subject": report.subject},
+    )
+
+
+def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
+    """Message-ID -> (run, customer, message) of the delivery that carried it; None when its customer was erased.
+
+    An erased customer's deliveries stay in the ledger; a late bounce of one
+    of them is about nobody relmail may record anything for.
+    """
+    D, C = Delivery.__table__, Customer.__table__
+    found: dict[str, tuple[str, str, str] | None] = {}
+    for chunk in _chunks(sorted(message_ids)):
+        for mid, run, customer, message, present in conn.execute(
+            select(D.c.rfc_message_id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
+            .outerjoin(C, C.c.id == D.c.customer_id)
+            .where(D.c.rfc_message_id.in_(chunk))
+        ):
+            found[mid] = (run, customer, message) if present is not None else None
+    return found
+
+
+def _sent_to(conn: Connection, addresses: set[str]) -> dict[str, list[tuple[datetime, str, str, str]]]:
+    """Normalized address -> its e-mails sent by relmail, newest first: (time, run, customer, message).
+
+    Two steps, the customers and then their sends through the events'
+    customer index: one joined statement lets SQLite read every event.
+    """
+    C, E = Customer.__table__, Event.__table__
+    key = func.lower(func.trim(C.c.email))
+    owner: dict[str, str] = {}
+    for chunk in _chunks(sorted(addresses)):
+        for customer, address in conn.execute(select(C.c.id, key).where(key.in_(chunk))):
+            owner[customer] = address
+    out: dict[str, list[tuple[datetime, str, str, str]]] = {address: [] for address in addresses}
+    for chunk in _chunks(sorted(owner)):
+        rows = conn.execute(select(E.c.customer_id, E.c.occurred_at, E.c.run_id, E.c.message_id)
+                            .where(E.c.customer_id.in_(chunk), E.c.type == "email_sent"))
+        for customer, at, run, message in rows:
+            out[owner[customer]].append((at, run, customer, message))
+    for sends in out.values():
+        sends.sort(key=lambda s: (s[0], s[2]), reverse=True)
+    return out
+
+
+def _latest_before(
+    sends: list[tuple[datetime, str, str, str]], report: Report, has_address: bool
+) -> tuple[tuple[str, str, str] | None, str]:
+    """The most recent send before the report, or None and why there is none."""
+    for at, run, customer, message in sends:
+        if at <= report.date:
+            return (run, customer, message), ""
+    known = (f"Message-ID {report.original_message_id} is not in the ledger"
+             if report.original_message_id else "the bounce returns no Message-ID")
+    if not has_address:
+        return None, f"{known}, and the report names no recipient"
+    if sends:
+        return None, f"{known}, and relmail sent nothing to this address before the bounce ({report.date:%Y-%m-%d %H:%M} UTC)"
+    return None, f"{known}, and relmail never sent an e-mail to this address"

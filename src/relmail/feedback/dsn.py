@@ -1,0 +1,356 @@
+"""Reading one message of the bounce mailbox: a DSN, an ARF complaint, a non-standard bounce or neither.
+
+What arrives at the envelope sender's mailbox, in the order it is tried:
+
+- an RFC 5965 abuse report (``multipart/report; report-type=feedback-report``):
+  a complaint about the recipient in ``Original-Rcpt-To`` (or the returned
+  message's ``To``);
+- an RFC 3464 delivery status notification (a ``message/delivery-status``
+  part): one outcome per recipient block, from its ``Action``, ``Status`` and
+  ``Diagnostic-Code``, read with the standard library's :mod:`email`;
+- an automatic reply (RFC 3834 ``Auto-Submitted: auto-replied``,
+  ``X-Autoreply``, an "Out of Office" subject) not sent by a mail system:
+  nothing happened to the delivery;
+- a bounce in one of the many older formats (qmail, Exim, Exchange, Yahoo
+  ...): the bouncing addresses come from :mod:`flufl.bounce` (GNU Mailman's
+  maintained detectors), permanent or temporary;
+- anything else: not a bounce.
+
+:func:`parse` returns a :class:`Report` (plain data) or raises
+:class:`~relmail.feedback.records.FieldError` naming the header or field that
+makes the message unusable; it never raises anything else for any input.
+"""
+
+from __future__ import annotations
+
+import email
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email import policy
+from email.message import Message
+from email.utils import parseaddr, parsedate_to_datetime
+
+from flufl.bounce import all_failures
+
+from .. import timestamps
+from .records import FieldError
+
+# A detector that fails is logged by flufl.bounce with its traceback before it
+# re-raises; relmail reports that message as unusable itself, so the traceback
+# must not reach a terminal through logging's last-resort handler.
+logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
+#: How much of a Diagnostic-Code a reason keeps.
+_MAX_DIAGNOSTIC = 300
+# Not inside a longer dotted number: "192.0.2.30" holds no status.
+_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
+_SMTP_CODE = re.compile(r"^\s*([245])\d\d\b")
+_MESSAGE_ID_LINE = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
+_OUT_OF_OFFICE = re.compile(
+    r"^\s*(automatic reply|auto(matic)?[ -]?(reply|response)|out of (the )?office|autoreply|abwesenheitsnotiz|"
+    r"automatische antwort|afwezig|r[ée]ponse automatique|absence|risposta automatica|respuesta autom[aá]tica)",
+    re.I,
+)
+_MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
+
+#: Permanent failures (5.x.x) that say nothing about the mailbox: the message
+#: (too big, its content) or the sender (policy, reputation, DMARC) was
+#: refused. Suppressing every customer at a provider because it blocked one
+#: send would be wrong, so they count as soft (RFC 3463 subjects 2.2, 2.3, 3.4, 6, 7).
+_NOT_THE_ADDRESS = ((2, 2), (2, 3), (3, 4), (6, None), (7, None))
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What happened to one recipient of the original message."""
+
+    #: The address the original was sent to (``Original-Recipient``, else ``Final-Recipient``);
+    #: empty for a complaint whose report redacts it (its Message-ID finds the delivery).
+    recipient: str
+    #: ``bounced_hard``, ``bounced_soft``, ``delivered`` or ``complained``.
+    type: str
+    #: The RFC 3463 status (``5.1.1``), when the report gave one.
+    status: str | None
+    #: Why, in the reporting system's words (``Diagnostic-Code``, the detector).
+    reason: str
+
+
+@dataclass(frozen=True)
+class Report:
+    """One message of the bounce mailbox, read."""
+
+    #: ``dsn``, ``arf``, ``bounce`` (a non-standard format), or a kind nothing
+    #: is recorded for: ``auto-reply``, ``not a bounce``, ``DSN relayed`` ...
+    kind: str
+    #: The report's identity: its Message-ID, else a hash of its bytes (the event ids derive from it).
+    identity: str
+    #: When the report was written (its ``Date``), aware UTC; None for kinds nothing is recorded for.
+    date: datetime | None = None
+    #: The Message-ID of the e-mail it answers, from the returned headers, when present.
+    original_message_id: str | None = None
+    outcomes: tuple[Outcome, ...] = ()
+    subject: str = ""
+
+
+def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
+    """Read one message; :class:`FieldError` says why it cannot be used."""
+    msg = email.message_from_bytes(data, policy=policy.compat32)
+    identity = _message_id(msg.get("Message-ID")) or "sha256:" + hashlib.sha256(data).hexdigest()
+    subject = _header(msg, "Subject")
+    report_type = _clean(msg.get_param("report-type", "", header="content-type")).lower()
+    if report_type == "feedback-report" or _part(msg, "message/feedback-report") is not None:
+        kind, outcomes = _complaint(msg)
+    elif _part(msg, "message/delivery-status") is not None:
+        kind, outcomes = _delivery_status(msg)
+    elif _is_auto_reply(msg, subject) and not _from_mail_system(msg):
+        return Report("auto-reply", identity, subject=subject)
+    else:
+        kind, outcomes = _non_standard(msg)
+        if not outcomes:
+            return Report("auto-reply" if _is_auto_reply(msg, subject) else "not a bounce", identity, subject=subject)
+    if not outcomes:
+        return Report(kind, identity, subject=subject)
+    return Report(kind, identity, _date(msg, now), _original_message_id(msg), tuple(outcomes), subject)
+
+
+# -- the three kinds of report -------------------------------------------------------
+
+
+def _complaint(msg: Message) -> tuple[str, list[Outcome]]:
+    """An RFC 5965 feedback report: ``abuse`` is a complaint; other feedback types change nothing."""
+    part = _part(msg, "message/feedback-report")
+    if part is None:
+        raise FieldError("Content-Type", "a feedback report without a message/feedback-report part")
+    blocks = _blocks(part)
+    fields = blocks[0] if blocks else Message()
+    feedback_type = _clean(fields.get("Feedback-Type")).lower()
+    if not feedback_type:
+        raise FieldError("Feedback-Type", "is missing from the message/feedback-report part")
+    if feedback_type != "abuse":
+        return f"ARF {feedback_type}"[:40], []
+    original = _returned_headers(msg)
+    # Many feedback loops redact the recipient; the returned Message-ID still finds the delivery.
+    recipient = _address(fields.get("Original-Rcpt-To")) or (_address(original.get("To")) if original is not None else None)
+    if not recipient and not _original_message_id(msg):
+        raise FieldError("Original-Rcpt-To", "the complaint names neither a recipient (Original-Rcpt-To, the returned To) "
+                                             "nor the Message-ID of the e-mail it is about")
+    return "arf", [Outcome(recipient or "", "complained", None,
+                           f"complaint (Feedback-Type: abuse, User-Agent: {_clean(fields.get('User-Agent'))})")]
+
+
+def _delivery_status(msg: Message) -> tuple[str, list[Outcome]]:
+    """An RFC 3464 DSN: one outcome per recipient block whose Action relmail records."""
+    part = _part(msg, "message/delivery-status")
+    recipients = [block for block in _blocks(part) if block.get("Final-Recipient") or block.get("Action")]
+    if not recipients:
+        raise FieldError("Final-Recipient", "the delivery-status part has no per-recipient fields")
+    outcomes, skipped = [], ""
+    for block in recipients:
+        final = _address(_typed(block.get("Final-Recipient")))
+        if not final:
+            raise FieldError("Final-Recipient", f"expected 'rfc822; address', got {_clean(block.get('Final-Recipient'))!r}")
+        recipient = _address(_typed(block.get("Original-Recipient"))) or final
+        action = _clean(block.get("Action")).lower().split(" ")[0].split("(")[0]
+        status_text = _clean(block.get("Status"))
+        diagnostic = _clean(_typed(block.get("Diagnostic-Code")))
+        status = _status(status_text) or _status(diagnostic)
+        if action in ("failed", "error"):  # "error": OpenSMTPD's non-standard word for failed
+            severity = status[0] if status else _smtp_class(diagnostic)
+            if severity not in ("4", "5"):
+                raise FieldError("Status", f"Action failed for {final} without a 4.x.x or 5.x.x status (Status: {status_text!r})")
+            kind = "bounced_hard" if severity == "5" and _says_address(status) else "bounced_soft"
+        elif action == "delayed":
+            kind = "bounced_soft"
+        elif action == "delivered":
+            kind = "delivered"
+        elif action in ("relayed", "expanded"):
+            skipped = f"DSN {action}"
+            continue
+        else:
+            raise FieldError("Action", f"expected failed, delayed, delivered, relayed or expanded; got {_clean(block.get('Action'))!r}")
+        reason = " ".join(filter(None, [f"{action} {status or ''}".strip(), diagnostic[:_MAX_DIAGNOSTIC]]))
+        if recipient != final:
+            reason += f" (final recipient {final})"
+        outcomes.append(Outcome(recipient, kind, status, reason))
+    return ("dsn" if outcomes else skipped), outcomes
+
+
+def _non_standard(msg: Message) -> tuple[str, list[Outcome]]:
+    """A bounce in an older format: flufl.bounce's detectors find the addresses."""
+    if not _clean(msg.get("From")):
+        # RFC 5322 requires it; some of the detectors fail without it.
+        raise FieldError("From", "is missing: neither a bounce nor a reply (RFC 5322 requires a From header)")
+    try:
+        temporary, permanent = all_failures(msg)
+    except Exception as exc:  # noqa: BLE001 - heuristic detectors over arbitrary text: one message is invalid, not the import
+        raise FieldError(None, f"the bounce detectors could not read this message ({type(exc).__name__}: {exc})") from None
+    status = _status(_body_text(msg), failures_only=True)
+    outcomes = []
+    for raw, permanent_failure in [(a, True) for a in sorted(permanent)] + [(a, False) for a in sorted(temporary - permanent)]:
+        address = _address(raw.decode("ascii", "replace"))
+        if not address:
+            continue
+        hard = permanent_failure and (status is None or (status[0] == "5" and _says_address(status)))
+        how = "permanent" if permanent_failure else "temporary"
+        reason = f"{how} failure in a non-standard bounce" + (f", status {status}" if status else "")
+        outcomes.append(Outcome(address, "bounced_hard" if hard else "bounced_soft", status, reason))
+    return "bounce", outcomes
+
+
+# -- fields --------------------------------------------------------------------------
+
+
+def _date(msg: Message, now: Callable[[], datetime] | None) -> datetime:
+    value = msg.get("Date")
+    if not value:
+        raise FieldError("Date", "is missing (the report's time is the bounce's time)")
+    try:
+        when = parsedate_to_datetime(str(value))
+    except (TypeError, ValueError, IndexError, OverflowError) as exc:
+        raise FieldError("Date", f"is not an RFC 5322 date: {_clean(value)!r} ({exc})") from None
+    # "-0000" means UTC with the sender's zone unknown (RFC 5322 3.3).
+    when = when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+    why = timestamps.implausible(when, now() if now else None)
+    if why:
+        raise FieldError("Date", f"implausible time: {why}")
+    return when
+
+
+def _original_message_id(msg: Message) -> str | None:
+    """The answered e-mail's Message-ID: returned headers, a copy quoted in the text, else In-Reply-To."""
+    original = _returned_headers(msg)
+    if original is not None and _message_id(original.get("Message-ID")):
+        return _message_id(original.get("Message-ID"))
+    quoted = _MESSAGE_ID_LINE.search(_body_text(msg))
+    if quoted:
+        return quoted.group(1)
+    return _message_id(msg.get("In-Reply-To"))
+
+
+def _returned_headers(msg: Message) -> Message | None:
+    """The original message's headers (``message/rfc822`` or ``text/rfc822-headers`` part)."""
+    for part in _parts(msg):
+        ctype = part.get_content_type()
+        if ctype in ("message/rfc822", "message/rfc822-headers") and part.is_multipart():
+            inner = part.get_payload(0)
+            if isinstance(inner, Message):
+                return inner
+        if ctype in ("text/rfc822-headers", "message/rfc822-headers", "message/rfc822"):
+            return email.message_from_string(_decoded(part), policy=policy.compat32)
+    return None
+
+
+def _blocks(part: Message) -> list[Message]:
+    """The field blocks of a delivery-status or feedback-report part, however it was encoded."""
+    payload = part.get_payload()
+    if isinstance(payload, list) and all(isinstance(p, Message) for p in payload):
+        return payload
+    text = _decoded(part).replace("\r\n", "\n")
+    return [email.message_from_string(block.strip() + "\n", policy=policy.compat32)
+            for block in re.split(r"\n[ \t]*\n", text) if block.strip()]
+
+
+def _parts(msg: Message) -> Iterator[Message]:
+    """Every part, not descending into the field blocks of a delivery-status or feedback-report part."""
+    yield msg
+    if msg.get_content_type() in ("message/delivery-status", "message/feedback-report"):
+        return
+    payload = msg.get_payload()
+    if isinstance(payload, list):
+        for sub in payload:
+            if isinstance(sub, Message):
+                yield from _parts(sub)
+
+
+def _part(msg: Message, ctype: str) -> Message | None:
+    return next((p for p in _parts(msg) if p.get_content_type() == ctype), None)
+
+
+def _body_text(msg: Message) -> str:
+    """The text parts of the message (a quoted copy of the original is searched here)."""
+    return "\n".join(_decoded(p) for p in _parts(msg) if p.get_content_maintype() == "text")
+
+
+def _decoded(part: Message) -> str:
+    data = part.get_payload(decode=True)
+    if isinstance(data, bytes):
+        return data.decode("utf-8", "replace")
+    payload = part.get_payload()
+    return payload if isinstance(payload, str) else ""
+
+
+def _is_auto_reply(msg: Message, subject: str) -> bool:
+    """RFC 3834 and the de-facto markers of vacation responders, or an "Out of Office" subject."""
+    auto = _clean(msg.get("Auto-Submitted")).lower()
+    precedence = _clean(msg.get("Precedence")).lower()
+    return (auto.startswith("auto-replied") or bool(msg.get("X-Autoreply")) or bool(msg.get("X-Autorespond"))
+            or precedence == "auto_reply" or bool(_OUT_OF_OFFICE.match(subject)))
+
+
+def _from_mail_system(msg: Message) -> bool:
+    """Sent by a mail server rather than a person: null return path, MAILER-DAEMON, X-Failed-Recipients."""
+    if _clean(msg.get("Return-Path")) == "<>" or msg.get("X-Failed-Recipients"):
+        return True
+    sender = (_address(msg.get("From")) or "").split("@")[0]
+    return sender in _MAIL_SYSTEMS
+
+
+def _says_address(status: str | None) -> bool:
+    """A permanent status about the address (not the message or the sender): see :data:`_NOT_THE_ADDRESS`."""
+    if status is None:
+        return True
+    _, subject, detail = (int(n) for n in status.split("."))
+    return not any(subject == s and (d is None or detail == d) for s, d in _NOT_THE_ADDRESS)
+
+
+def _status(text: str | None, failures_only: bool = False) -> str | None:
+    """The first RFC 3463 status in ``text`` (``failures_only``: the first 4.x.x or 5.x.x)."""
+    for found in _STATUS.finditer(text or ""):
+        if not failures_only or found.group(1) != "2":
+            return f"{found.group(1)}.{int(found.group(2))}.{int(found.group(3))}"
+    return None
+
+
+def _smtp_class(diagnostic: str) -> str | None:
+    found = _SMTP_CODE.match(diagnostic)
+    return found.group(1) if found else None
+
+
+def _typed(value) -> str:
+    """``rfc822; addr`` or ``smtp; 550 ...``: the part after the type."""
+    text = _clean(value)
+    return text.split(";", 1)[1].strip() if ";" in text else text
+
+
+def _address(value) -> str | None:
+    """A plain ``local@domain`` from a header value, or None."""
+    text = _clean(value)
+    if not text:
+        return None
+    address = parseaddr(text)[1] or text
+    address = address.strip().strip("<>").strip()
+    if address.count("@") != 1 or " " in address or address.startswith("@") or address.endswith("@"):
+        return None
+    return address
+
+
+def _message_id(value) -> str | None:
+    found = re.search(r"<[^<>\s]+>", _clean(value))
+    return found.group(0) if found else None
+
+
+def _header(msg: Message, name: str) -> str:
+    return _clean(msg.get(name))[:200]
+
+
+def _clean(value) -> str:
+    """A header value as one line of text: folded lines joined; a header of undecodable bytes
+    (a :class:`email.header.Header`) or a parameter in RFC 2231 parts made plain text."""
+    if value is None:
+        return ""
+    if isinstance(value, tuple):  # RFC 2231 (charset, language, text)
+        value = value[-1]
+    return " ".join(str(value).split())
