@@ -5,14 +5,14 @@ bounced; ``relmail feedback bounces`` looks its Message-ID up in
 ``deliveries.rfc_message_id``, which without this index reads the whole
 ledger for every chunk of bounces.
 
-Revision ID: 0010
-Revises: 0009
+Revision ID: 0011
+Revises: 0010
 Create Date: 2026-12-06 07:00:00.000000
 """
 from alembic import op
 
-revision = '0010'
-down_revision = '0009'
+revision = '0011'
+down_revision = '0010'
 branch_labels = None
 depends_on = None
 
