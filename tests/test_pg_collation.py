@@ -69,6 +69,13 @@ def test_a_range_of_sorted_ids_has_the_features_of_those_customers(icu_engine):
     assert np.array_equal(ranged["unsubscribed_event"], np.array([1.0 if IDS.index(c) % 3 == 0 else 0.0 for c in part]))
 
 
-def test_the_test_server_default_database_orders_by_code_point(engine):
+def test_in_a_code_point_database_a_range_is_read_between_its_first_and_last_id(engine, tmp_path):
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email,created_at\n" + "".join(f"{c},{c.lower()}@example.org,2025-01-01T00:00:00Z\n" for c in IDS))
+    import_file(engine, "customers", customers)
+    ids = np.array(sorted(IDS))
     with engine.connect() as conn:
         assert code_point_order(conn)
+        scope = Scope(conn, ids[4:30], bounded=True)
+        assert scope.range == (ids[4], ids[29])  # the fast path: the customer index, from first to last
+        scope.close()

@@ -75,7 +75,8 @@ class ApplyResult:
         }
 
 
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+def chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
+    """``items`` in slices of ``size``: the IN lists of the feedback lookups."""
     for start in range(0, len(items), size):
         yield items[start : start + size]
 
@@ -83,18 +84,18 @@ def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
 def _existing_customers(conn: Connection, ids: set[str]) -> set[str]:
     table = Customer.__table__
     found: set[str] = set()
-    for chunk in _chunks(sorted(ids)):
+    for chunk in chunks(sorted(ids)):
         found.update(conn.execute(select(table.c.id).where(table.c.id.in_(chunk))).scalars())
     return found
 
 
-def _customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[str]]:
+def customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[str]]:
     """Normalized address -> customer ids (an address may belong to several)."""
     table = Customer.__table__
     # Compare lower-cased in SQL too: imported addresses may keep their case.
     key = func.lower(func.trim(table.c.email))
     found: dict[str, list[str]] = {}
-    for chunk in _chunks(sorted(addresses)):
+    for chunk in chunks(sorted(addresses)):
         for cid, email in conn.execute(select(table.c.id, key).where(key.in_(chunk)).order_by(table.c.id)):
             found.setdefault(email, []).append(cid)
     return found
@@ -109,7 +110,7 @@ def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tupl
     table = Event.__table__
     runs = sorted({run for _, run, _ in keys})
     topics: dict[tuple[str, str, str], str] = {}
-    for chunk in _chunks(sorted({cid for cid, _, _ in keys})):
+    for chunk in chunks(sorted({cid for cid, _, _ in keys})):
         stmt = select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.topic).where(
             table.c.type == "email_sent", table.c.customer_id.in_(chunk), table.c.topic.is_not(None))
         if len(runs) <= _CHUNK:
@@ -123,7 +124,7 @@ def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tupl
 def _existing_event_ids(conn: Connection, ids: list[str]) -> set[str]:
     table = Event.__table__
     found: set[str] = set()
-    for chunk in _chunks(ids):
+    for chunk in chunks(ids):
         found.update(conn.execute(select(table.c.event_id).where(table.c.event_id.in_(chunk))).scalars())
     return found
 
@@ -139,7 +140,7 @@ def resolve(conn: Connection, events: Sequence[FeedbackEvent]) -> tuple[list[tup
     """
     known = _existing_customers(conn, {e.customer_id for e in events if e.customer_id})
     need_address = {normalize(e.recipient) for e in events if e.customer_id not in known and e.recipient}
-    by_address = _customers_by_address(conn, need_address) if need_address else {}
+    by_address = customers_by_address(conn, need_address) if need_address else {}
     pairs: list[tuple[str, str, FeedbackEvent]] = []
     unknown = 0
     for event in events:
@@ -259,7 +260,7 @@ def _opted_out_count(conn: Connection, keys: list[tuple[str, str]]) -> int:
     """How many of these (customer, topic) rows are opted out (rowcount is unreliable with executemany)."""
     table = Preference.__table__
     total = 0
-    for chunk in _chunks(keys):
+    for chunk in chunks(keys):
         by_customer: dict[str, list[str]] = {}
         for cid, topic in chunk:
             by_customer.setdefault(cid, []).append(topic)

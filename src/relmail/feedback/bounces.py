@@ -21,18 +21,18 @@ new, and a bounce kept in both an mbox and a Maildir counts once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from ..errors import Problem, ValidationError
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
-from .apply import ApplyResult
+from .apply import ApplyResult, chunks, customers_by_address
 from .dsn import Outcome, Report, parse
 from .events import FeedbackEvent, derived_id
 from .ingest import ingest
@@ -44,7 +44,6 @@ from .records import FieldError, InvalidEvent
 PROVIDER = "smtp"
 #: How much of an unusable message ``feedback_rejects`` keeps (the column's JSON is cut at 64 KiB).
 _MAX_KEPT = 32 * 1024
-_CHUNK = 500
 
 
 @dataclass(frozen=True)
@@ -223,11 +222,6 @@ def _event(read: Read, outcome: Outcome, delivery: tuple[str, str, str]) -> Feed
     )
 
 
-def _chunks(items: Sequence, size: int = _CHUNK) -> Iterable[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
     """Message-ID -> (run, customer, message) of the delivery that carried it; None when its customer was erased.
 
@@ -236,7 +230,7 @@ def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str,
     """
     D, C = Delivery.__table__, Customer.__table__
     found: dict[str, tuple[str, str, str] | None] = {}
-    for chunk in _chunks(sorted(message_ids)):
+    for chunk in chunks(sorted(message_ids)):
         for mid, run, customer, message, present in conn.execute(
             select(D.c.rfc_message_id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
             .outerjoin(C, C.c.id == D.c.customer_id)
@@ -252,14 +246,11 @@ def _sent_to(conn: Connection, addresses: set[str]) -> dict[str, list[tuple[date
     Two steps, the customers and then their sends through the events'
     customer index: one joined statement lets SQLite read every event.
     """
-    C, E = Customer.__table__, Event.__table__
-    key = func.lower(func.trim(C.c.email))
-    owner: dict[str, str] = {}
-    for chunk in _chunks(sorted(addresses)):
-        for customer, address in conn.execute(select(C.c.id, key).where(key.in_(chunk))):
-            owner[customer] = address
+    E = Event.__table__
+    owner = {customer: address for address, customers in customers_by_address(conn, addresses).items()
+             for customer in customers}
     out: dict[str, list[tuple[datetime, str, str, str]]] = {address: [] for address in addresses}
-    for chunk in _chunks(sorted(owner)):
+    for chunk in chunks(sorted(owner)):
         rows = conn.execute(select(E.c.customer_id, E.c.occurred_at, E.c.run_id, E.c.message_id)
                             .where(E.c.customer_id.in_(chunk), E.c.type == "email_sent"))
         for customer, at, run, message in rows:
