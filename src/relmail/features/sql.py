@@ -13,6 +13,7 @@ import contextlib
 import uuid
 from collections.abc import Iterator
 from datetime import datetime, timedelta
+from operator import itemgetter
 
 import numpy as np
 from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select, text
@@ -200,7 +201,8 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     # fetching a statement.
     try:
         while rows := result.cursor.fetchmany(chunk):
-            parts.append([_typed(values) for values in zip(*rows)])
+            # A list per column, picked in C: cheaper than transposing the rows with zip(*rows).
+            parts.append([_typed(list(map(itemgetter(j), rows))) for j in range(width)])
     finally:
         result.close()
     if not parts:
@@ -209,7 +211,7 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     return merged[0].astype(str), merged[1:]
 
 
-def _typed(values: tuple) -> np.ndarray:
+def _typed(values: list) -> np.ndarray:
     kinds = set(map(type, values))  # one C pass (a generator per value cost a tenth of the fetch)
     if kinds == {int}:
         return np.array(values, dtype=np.int64)

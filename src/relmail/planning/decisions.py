@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 S = object
 DEC = Decision.__table__
 CHUNK = 50_000
-#: Rows per INSERT statement on SQLite (9 parameters each: far below its limit of 32,766).
+#: Rows per INSERT statement on SQLite (7 parameters each: far below its limit of 32,766).
 ROWS_PER_INSERT = 100
 
 
@@ -206,28 +206,32 @@ def write(conn: Connection, run_id: str, decisions: Decisions, created_at: datet
     # Same text the UTCDateTime column type would write, computed once.
     stamp = DEC.c.created_at.type._cached_bind_processor(conn.dialect)
     stamp_value = stamp(created_at) if stamp else created_at
-    width = len(names)
-    row = "(" + ", ".join("?" * width) + ")"
+    # The run and the time are the same on every row: bound once per statement as ?1 and ?2, which
+    # every row names, and only the columns that differ are bound per row.
+    width = len(names) - 2
     head = f"INSERT INTO decisions ({', '.join(names)}) VALUES "
+
+    def values(rows: int) -> str:
+        return ", ".join("(?1, " + ", ".join(f"?{3 + r * width + j}" for j in range(width)) + ", ?2)" for r in range(rows))
+
+    every = values(ROWS_PER_INSERT)
+    constants = [run_id, stamp_value]
     cursor = conn.connection.driver_connection.cursor()
     try:
         for columns in chunks:
             size = len(columns[0])
             # Parameters flat, one column at a time by strided assignment (C loops, no tuple per row).
             flat: list = [None] * (size * width)
-            flat[0::width] = [run_id] * size
-            for j, column in enumerate(columns, start=1):
+            for j, column in enumerate(columns):
                 flat[j::width] = column
-            flat[width - 1::width] = [stamp_value] * size
             # ROWS_PER_INSERT rows per statement: SQLite's per-statement work (step, reset, the
             # driver's per-call overhead) is paid once per group instead of once per row.
             step = ROWS_PER_INSERT * width
             whole = len(flat) // step * step
             if whole:
-                cursor.executemany(head + ", ".join([row] * ROWS_PER_INSERT),
-                                   (flat[a:a + step] for a in range(0, whole, step)))
+                cursor.executemany(head + every, (constants + flat[a:a + step] for a in range(0, whole, step)))
             if whole < len(flat):
-                cursor.execute(head + ", ".join([row] * ((len(flat) - whole) // width)), flat[whole:])
+                cursor.execute(head + values((len(flat) - whole) // width), constants + flat[whole:])
     finally:
         cursor.close()
     return n
