@@ -59,3 +59,26 @@ def test_every_row_holds_the_constants_and_exactly_its_own_keys_in_the_order_add
                 pairs.append((key, _expected(value)))
         # Keys in the order added (a key added twice: its first place, its last value, as JSON readers do).
         assert list(orjson.loads(text).items()) == list(dict(pairs).items())
+
+
+TEXTS = st.text(alphabet=st.sampled_from(["a", "Z", "1", " ", "\x00", "é", "{", '"', "\n"]), max_size=6)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(TEXTS, st.sampled_from(["m1", "m2"]), st.sampled_from(["send", "suppress"]), TEXTS, TEXTS),
+                max_size=30))
+def test_decisions_come_back_from_another_process_unchanged(rows):
+    """A worker's decisions pickled for the planner: every column equal, whatever its strings hold (a NUL too)."""
+    import pickle
+
+    from relmail.planning.decisions import Decisions
+
+    cols = list(zip(*rows)) or [(), (), (), (), ()]
+    obj = lambda values: np.array(list(values) + [None], dtype=object)[:-1]  # noqa: E731 - an object array, even of equal-length texts
+    d = Decisions(obj(cols[0]), obj(cols[1]), obj(cols[2]), np.arange(len(rows), dtype=float), np.zeros(len(rows)),
+                  obj(cols[3]), obj(cols[4]))
+    back = pickle.loads(pickle.dumps(d))
+    for name in ("customer_id", "message_id", "action", "reasons", "features"):
+        assert getattr(back, name).dtype == object
+        assert getattr(back, name).tolist() == getattr(d, name).tolist()
+    assert back.score.tolist() == d.score.tolist()

@@ -134,6 +134,48 @@ class JsonRows:
         return out
 
 
+#: The columns of Decisions, in order.
+FIELDS = ("customer_id", "message_id", "action", "score", "expected_value", "reasons", "features")
+#: How each text column travels between processes (a plan's workers hand their decisions to the
+#: planner through pickle): mostly distinct strings (a customer's id, a row's logged features) as one
+#: NUL-joined text, a few repeated ones (message, action, reasons) as codes into their distinct
+#: values. Pickle would write and read an object array string by string.
+WIRE = {"customer_id": "joined", "features": "joined", "message_id": "codes", "action": "codes", "reasons": "codes"}
+
+
+def _to_wire(values: np.ndarray, how: str) -> np.ndarray | tuple:
+    """``values`` (an object array) in the form ``how`` names; the array itself if a value is no str (or holds a NUL)."""
+    strings = values.tolist()
+    if how == "codes":
+        index: dict[str, int] = {}
+        try:
+            codes = np.fromiter(map(lambda v: index.setdefault(v, len(index)), strings), dtype=np.int64, count=len(strings))
+        except TypeError:  # unhashable
+            return values
+        return ("codes", list(index), codes) if all(type(v) is str for v in index) else values
+    try:
+        joined = "\x00".join(strings)
+    except TypeError:
+        return values
+    return ("joined", joined, len(strings)) if joined.count("\x00") == max(len(strings) - 1, 0) else values
+
+
+def _from_wire(packed: np.ndarray | tuple) -> np.ndarray:
+    if isinstance(packed, np.ndarray):
+        return packed
+    how, values, third = packed
+    if how == "codes":
+        return np.array(values, dtype=object)[third]
+    out = np.empty(third, dtype=object)
+    if third:
+        out[:] = values.split("\x00")
+    return out
+
+
+def _rebuild(columns: tuple, extra: dict[str, np.ndarray]) -> Decisions:
+    return Decisions(*(_from_wire(c) for c in columns), extra=extra)
+
+
 @dataclass
 class Decisions:
     """One row per (customer, message): the plan's output, columnar."""
@@ -150,6 +192,10 @@ class Decisions:
     def __len__(self) -> int:
         return len(self.customer_id)
 
+    def __reduce__(self):
+        # How a plan's worker hands its decisions to the planner (a process pool or Dask pickles them).
+        return _rebuild, (tuple(_to_wire(getattr(self, n), WIRE[n]) if n in WIRE else getattr(self, n) for n in FIELDS), self.extra)
+
     @classmethod
     def empty(cls) -> Decisions:
         z = np.array([], dtype=S)
@@ -159,11 +205,10 @@ class Decisions:
     def concat(cls, parts: list[Decisions]) -> Decisions:
         if not parts:
             return cls.empty()
-        cat = lambda name: np.concatenate([getattr(p, name) for p in parts])  # noqa: E731
-        return cls(*(cat(n) for n in ("customer_id", "message_id", "action", "score", "expected_value", "reasons", "features")))
+        return cls(*(np.concatenate([getattr(p, n) for p in parts]) for n in FIELDS))
 
     def take(self, idx: np.ndarray) -> Decisions:
-        return Decisions(*(getattr(self, n)[idx] for n in ("customer_id", "message_id", "action", "score", "expected_value", "reasons", "features")))
+        return Decisions(*(getattr(self, n)[idx] for n in FIELDS))
 
     def without_features(self) -> Decisions:
         """The same rows with empty logged features (``{}``), sharing every other column."""
