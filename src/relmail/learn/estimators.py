@@ -10,9 +10,7 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
   a proportional-effect model that ranks like the response model, each on
   two base learners: logistic regression and gradient boosting; an
   interaction logistic regression whose effect terms are shrunk hard; and
-  the same interaction model pooled with the sends of the other messages,
-  and that pooled model with the products of pairs of features among its
-  effect terms);
+  the same interaction model pooled with the sends of the other messages);
 * the funnel model of an outcome reached through another (a purchase after
   a visit): the upstream outcome's uplift times ``P(outcome | upstream, x)``;
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
@@ -37,13 +35,13 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "pairwise", "funnel")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
-KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",), "pairwise": ("logistic",)}
+KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
 UPSTREAM_KINDS = ("funnel",)
 #: Estimators that also learn from other messages' sends (``siblings``); without them they are not candidates.
-POOLING_KINDS = ("pooled", "pairwise")
+POOLING_KINDS = ("pooled",)
 #: With siblings, a pooling estimator stands in for the estimator it extends (the same model on more data).
 POOLING_REPLACES = {"pooled": "interaction"}
 #: An outcome reached through another (its upstream in this mapping) can be modelled as a funnel (see :class:`Funnel`).
@@ -424,7 +422,7 @@ class Interaction:
         email = np.asarray(email, dtype=float)
         y = np.asarray(y, dtype=int)
         self.scale_ = self.EFFECT_SCALE
-        self._fit_basis(X)
+        self.prep_ = self._preprocessor().fit(X)
         positives = int(y.sum())
         own = email == t
         sent, held = own & (t == 1), own & (t == 0)
@@ -437,10 +435,6 @@ class Interaction:
 
     def _preprocessor(self) -> ColumnTransformer:
         return self.layout.preprocessor(curves=True)
-
-    def _fit_basis(self, X) -> None:
-        """Fit what :meth:`_basis` (and :meth:`_design`) transform with."""
-        self.prep_ = self._preprocessor().fit(X)
 
     def predict_sent(self, X, sent: bool) -> np.ndarray:
         """``P(outcome | x, sent)`` or ``P(outcome | x, not sent)``."""
@@ -518,80 +512,6 @@ class Pooled(Interaction):
                          np.concatenate([t, np.zeros(n)]), np.concatenate([t, np.ones(n)]))
 
 
-class Pairwise(Pooled):
-    """The pooled model whose effect terms also include the products of pairs of features.
-
-    ``P(y | x) = sigmoid(a·x + e·(b + c·x + d·q) + t·(b' + c'·x + d'·q))``,
-    where ``q`` holds the product of every pair of preprocessed columns that
-    come from different features (a spline column of recency times one of
-    spend, a channel times an affinity), standardized. The pooled model's
-    effect is a sum of one curve per feature; this one can also represent
-    an effect that depends on two features at once: one that switches on
-    for customers who are both lapsed *and* low spenders, or that grows
-    with affinity *and* spend. The product columns are multiplied by
-    :attr:`PRODUCT_SCALE` before the L2 fit: hundreds of them must each
-    earn their place, or the effect would be fitted to noise.
-    """
-
-    kind = "pairwise"
-    #: Product columns are scaled by this (0.01: 10,000x the baseline's L2 penalty, 100x the per-feature effect terms').
-    PRODUCT_SCALE = 0.01
-
-    def _fit_basis(self, X) -> None:
-        super()._fit_basis(X)
-        products = self._products(self._basis(X))
-        # One feature alone has no pairs: the model is the pooled one.
-        self.products_ = StandardScaler().fit(products) if products.shape[1] else None
-
-    def _products(self, Z: np.ndarray) -> np.ndarray:
-        left, right = _cross_pairs(self.prep_)
-        return Z[:, left] * Z[:, right]
-
-    def _design(self, X, t, email=None) -> np.ndarray:
-        Z = self._basis(X)
-        effect = self.scale_ * Z
-        if self.products_ is not None:
-            effect = np.hstack([effect, self.PRODUCT_SCALE * self.products_.transform(self._products(Z))])
-        t = _flag(t, len(Z))
-        e = t if email is None else _flag(email, len(Z))
-        return np.hstack([Z, e, effect * e, t, effect * t])
-
-    def parts(self) -> dict:
-        return {**super().parts(), "products": self.products_}
-
-    @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> Pairwise:
-        obj = super().from_parts(layout, base, parts)
-        obj.products_ = parts["products"]
-        return obj
-
-
-def _cross_pairs(prep: ColumnTransformer) -> tuple[np.ndarray, np.ndarray]:
-    """Column pairs ``(left, right)`` of a fitted :meth:`Layout.preprocessor`'s output that come from different features.
-
-    A feature's columns are its scaled value, its one-hot codes or its
-    spline; products within one feature only bend its own curve, which the
-    spline already does.
-    """
-    source: list[int] = []
-    for name, step, columns in prep.transformers_:
-        if name == "remainder":
-            continue
-        if name == "cat":
-            for col, cats in zip(columns, step.categories_):
-                source += [col] * len(cats)
-        elif name == "curve":
-            width = len(step.named_steps["spline"].get_feature_names_out()) // len(columns)
-            for col in columns:
-                source += [col] * width
-        else:
-            source += list(columns)
-    left, right = np.triu_indices(len(source), k=1)
-    source = np.asarray(source)
-    keep = source[left] != source[right]
-    return left[keep], right[keep]
-
-
 class Funnel:
     """Uplift of an outcome reached through another: ``uplift_upstream(x) * P(outcome | upstream, x)``.
 
@@ -649,7 +569,7 @@ def _flag(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Pairwise, Funnel)}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 
