@@ -10,8 +10,7 @@ pipeline (impute + scale numbers, one-hot the codes) serves all of them.
   a proportional-effect model that ranks like the response model, each on
   two base learners: logistic regression and gradient boosting; an
   interaction logistic regression whose effect terms are shrunk hard; and
-  the same interaction model pooled with the sends of the other messages;
-  and the DR-learner, a regression of the doubly robust pseudo-outcome);
+  the same interaction model pooled with the sends of the other messages);
 * the funnel model of an outcome reached through another (a purchase after
   a visit): the upstream outcome's uplift times ``P(outcome | upstream, x)``;
 * irritation: ``P(unsubscribe or complaint | sent)``, a calibrated classifier.
@@ -31,12 +30,12 @@ from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.impute import SimpleImputer
-from sklearn.linear_model import LogisticRegression, Ridge, RidgeCV
+from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OneHotEncoder, PolynomialFeatures, SplineTransformer, StandardScaler
+from sklearn.preprocessing import OneHotEncoder, SplineTransformer, StandardScaler
 
 BASES = ("logistic", "hgb")
-UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "dr_learner", "funnel")
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
 KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
@@ -513,62 +512,6 @@ class Pooled(Interaction):
                          np.concatenate([t, np.zeros(n)]), np.concatenate([t, np.ones(n)]))
 
 
-class DRLearner:
-    """Kennedy's DR-learner: a regression of the doubly robust pseudo-outcome on the features.
-
-    ``phi = mu1(x) - mu0(x) + t (y - mu1(x)) / g - (1 - t) (y - mu0(x)) / (1 - g)``
-    with the group models ``mu1``, ``mu0`` cross-fitted on two halves of the
-    rows (a T-learner's, on logistic regression) and ``g`` the share sent.
-    ``E[phi | x]`` is the uplift; the final stage regresses ``phi`` on the
-    features: on ``logistic`` a ridge regression on the features and their
-    pairwise products (penalty by leave-one-out cross-validation), on
-    ``hgb`` shallow, strongly regularized gradient-boosted trees.
-    """
-
-    kind = "dr_learner"
-    #: Ridge penalties leave-one-out cross-validation chooses from (the pseudo-outcome is noisy: up to 10^6).
-    ALPHAS = tuple(np.logspace(1, 6, 11))
-
-    def __init__(self, layout: Layout, base: str = "logistic", seed: int = 0):
-        self.layout, self.base, self.seed = layout, base, seed
-
-    def fit(self, X, y, t) -> DRLearner:
-        t = np.asarray(t, dtype=float)
-        y = np.asarray(y, dtype=float)
-        g = float(t.mean())
-        if g in (0.0, 1.0):
-            raise ValueError("the DR-learner needs both sends and hold-outs")
-        # Cross-fitted nuisances: a row's own outcome never enters its group-model predictions.
-        half = np.random.default_rng(self.seed).random(len(y)) < 0.5
-        mu1, mu0 = np.zeros(len(y)), np.zeros(len(y))
-        for part in (half, ~half):
-            groups = TLearner(self.layout, "logistic", self.seed).fit(X[~part], y[~part], t[~part])
-            mu1[part] = groups.predict_treated(X[part])
-            mu0[part] = predict_probability(groups.control_, X[part])
-        phi = mu1 - mu0 + t * (y - mu1) / g - (1 - t) * (y - mu0) / (1 - g)
-        if self.base == "logistic":
-            model = Pipeline([("prep", self.layout.preprocessor(curves=True)),
-                              ("pairs", PolynomialFeatures(2, interaction_only=True, include_bias=False)),
-                              ("scale", StandardScaler()), ("model", RidgeCV(alphas=self.ALPHAS))])
-        else:
-            model = Pipeline([("prep", self.layout.preprocessor()), ("model", HistGradientBoostingRegressor(
-                max_iter=60, learning_rate=0.05, max_depth=2, min_samples_leaf=500, l2_regularization=10.0, random_state=self.seed))])
-        self.model_ = model.fit(X, phi)
-        return self
-
-    def predict_uplift(self, X) -> np.ndarray:
-        return self.model_.predict(X)
-
-    def parts(self) -> dict:
-        return {"model": self.model_}
-
-    @classmethod
-    def from_parts(cls, layout: Layout, base: str, parts: dict) -> DRLearner:
-        obj = cls(layout, base)
-        obj.model_ = parts["model"]
-        return obj
-
-
 class Funnel:
     """Uplift of an outcome reached through another: ``uplift_upstream(x) * P(outcome | upstream, x)``.
 
@@ -626,7 +569,7 @@ def _flag(value, n: int) -> np.ndarray:
     return np.broadcast_to(np.asarray(value, dtype=float).reshape(-1, 1), (n, 1))
 
 
-UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, DRLearner, Funnel)}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 
