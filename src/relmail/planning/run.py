@@ -353,7 +353,8 @@ def _union(audiences: list[np.ndarray]) -> np.ndarray:
     costs a quarter of ``np.unique`` (that hashes every string first)."""
     if not audiences:
         return np.array([], dtype=str)
-    ids = np.sort(np.concatenate(audiences))
+    # Stable (a merge sort): it finds the audiences' sorted runs and merges them.
+    ids = np.sort(np.concatenate(audiences), kind="stable")
     if len(ids) < 2:
         return ids
     keep = np.empty(len(ids), dtype=bool)
