@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import pickle
 
 import numpy as np
 import orjson
@@ -10,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relmail.planning.decisions import JsonRows
+from relmail.planning.decisions import Decisions, JsonRows
 
 VALUES = st.sampled_from([0.0, 1.0, -2.0, 0.5, 0.12345, 1e-6, 123456.0, float("nan"), float("inf")])
 
@@ -69,12 +70,13 @@ TEXTS = st.text(alphabet=st.sampled_from(["a", "Z", "1", " ", "\x00", "é", "{",
                 max_size=30))
 def test_decisions_come_back_from_another_process_unchanged(rows):
     """A worker's decisions pickled for the planner: every column equal, whatever its strings hold (a NUL too)."""
-    import pickle
-
-    from relmail.planning.decisions import Decisions
-
     cols = list(zip(*rows)) or [(), (), (), (), ()]
-    obj = lambda values: np.array(list(values) + [None], dtype=object)[:-1]  # noqa: E731 - an object array, even of equal-length texts
+
+    def obj(values) -> np.ndarray:
+        out = np.empty(len(values), dtype=object)  # an object array, even of equal-length texts
+        out[:] = list(values)
+        return out
+
     d = Decisions(obj(cols[0]), obj(cols[1]), obj(cols[2]), np.arange(len(rows), dtype=float), np.zeros(len(rows)),
                   obj(cols[3]), obj(cols[4]))
     back = pickle.loads(pickle.dumps(d))
