@@ -222,3 +222,12 @@ def test_a_preview_of_one_customer_decides_the_customers_sharing_her_address_wit
     _, written = explain_window(shared_project, engine, "C-ANNA", "shared", WINDOW, as_of=AS_OF)
     assert {e.message_id: (e.action, [c for c, _ in e.because]) for e in written} == \
         {e.message_id: (e.action, [c for c, _ in e.because]) for e in answers}
+
+
+def test_the_customers_sharing_an_address_are_found_for_more_ids_than_a_statement_can_bind(shared_project, engine):
+    # A preview of a large list of customers: PostgreSQL binds at most 65,535 parameters a statement.
+    from relmail.planning import addresses
+
+    many = ["C-ANNA", "C-GUEST", *(f"C-NONE-{i:05d}" for i in range(70_000))]
+    with engine.connect() as conn:
+        assert addresses.sharing(conn, many) == {"C-BERT", "C-DORA"}

@@ -74,9 +74,12 @@ def sharing(conn: Connection, customer_ids: Iterable[str]) -> set[str]:
     if not ids:
         return set()
     key = func.lower(func.trim(C.c.email))
-    theirs = select(key).where(C.c.id.in_(ids), C.c.email.is_not(None), C.c.email != "")
-    found = conn.execute(select(C.c.id).where(key.in_(theirs))).scalars().all()
-    return set(found) - set(ids)
+    found: set[str] = set()
+    # A chunk of ids per statement: PostgreSQL takes at most 65,535 bound parameters.
+    for a in range(0, len(ids), CHUNK):
+        theirs = select(key).where(C.c.id.in_(ids[a:a + CHUNK]), C.c.email.is_not(None), C.c.email != "")
+        found.update(conn.execute(select(C.c.id).where(key.in_(theirs))).scalars())
+    return found - set(ids)
 
 
 def find_shared(conn: Connection, message_ids: Sequence[str], parts: Sequence[Sequence[dec.Decisions]],
