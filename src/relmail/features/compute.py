@@ -24,7 +24,7 @@ from . import queries as q
 from .columnar import window_features
 from .derived import derive, email_valid
 from .frame import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureFrame, FeatureSettings
-from .sql import Scope, align, analytic, connection, fetch_columns, parallel_connections, sorted_ids
+from .sql import Scope, align, analytic, connection, fetch_columns, key_order, parallel_connections, sorted_ids
 
 # Re-exported: tests and the docs refer to the affinity steps from here.
 AFFINITY_EDGES, affinity_horizon, affinity_weights = q.AFFINITY_EDGES, q.affinity_horizon, q.affinity_weights
@@ -179,12 +179,15 @@ def _fetch_all(conn: Connection, scope: Scope, statements: dict[str, q.Query]) -
         return {name: fetch_columns(conn, query.stmt) for name, query in statements.items()}
     engine = conn.engine
 
-    def run(stmt):
+    def run(query: q.Query):
         with engine.connect() as own:
-            return fetch_columns(analytic(own, parallel=False), stmt)
+            analytic(own, parallel=False)
+            if query.key_order and scope.range is not None:
+                key_order(own)
+            return fetch_columns(own, query.stmt)
 
     with ThreadPoolExecutor(PARALLEL, thread_name_prefix="relmail-features") as pool:
-        futures = {name: pool.submit(run, query.stmt) for name, query in statements.items()}
+        futures = {name: pool.submit(run, query) for name, query in statements.items()}
         return {name: future.result() for name, future in futures.items()}
 
 

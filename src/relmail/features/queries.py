@@ -44,6 +44,9 @@ class Query:
     decode: Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, dict[str, np.ndarray]]]
     #: Columns that stay NaN (not 0) for customers without a row.
     nan_fill: frozenset = frozenset(AGES)
+    #: The table's primary key leads with the customer: over a range of customers its rows come in
+    #: customer order, and grouping them as they come beats hashing them (see :func:`.sql.key_order`).
+    key_order: bool = False
 
 
 def affinity_horizon(half_life_days: float) -> int:
@@ -263,7 +266,7 @@ def sent(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | No
     """``k.already_sent`` from the last send of each message (within ``repeat_after_days`` for a recurring one)."""
     m = CustomerMessage.__table__
     exprs = _sent(contexts, m.c.message_id, lambda days: m.c.last_sent_at > when(as_of, days), lambda chunk: m.c.message_id.in_(chunk))
-    return _aggregate(scope, m, exprs)
+    return _aggregate(scope, m, exprs, key_order=True)
 
 
 def _sent(contexts: dict[str, FeatureContext], message, since, where) -> dict[str, tuple]:
@@ -278,7 +281,7 @@ def _sent(contexts: dict[str, FeatureContext], message, since, where) -> dict[st
     return exprs
 
 
-def _aggregate(scope: Scope, table, exprs: dict[str, tuple]) -> Query | None:
+def _aggregate(scope: Scope, table, exprs: dict[str, tuple], key_order: bool = False) -> Query | None:
     """GROUP BY customer over an aggregate table, packed columns split on decode."""
     if not exprs:
         return None
@@ -293,7 +296,7 @@ def _aggregate(scope: Scope, table, exprs: dict[str, tuple]) -> Query | None:
             raw.update(zip(labels, unpack(values[j], len(labels), bits)))
         return keys, raw
 
-    return Query(stmt, decode)
+    return Query(stmt, decode, key_order=key_order)
 
 
 def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], maintained: bool = False) -> Query:
@@ -437,7 +440,7 @@ def preferences(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext
         out["global_opt_in"] = table[2].astype(float)
         return keys, out
 
-    return Query(stmt, decode, frozenset(names) | {"frequency_wish", "global_opt_in"})
+    return Query(stmt, decode, frozenset(names) | {"frequency_wish", "global_opt_in"}, key_order=True)
 
 
 def customers(scope: Scope, as_of, dialect) -> Query:
