@@ -84,3 +84,28 @@ def test_decisions_come_back_from_another_process_unchanged(rows):
         assert getattr(back, name).dtype == object
         assert getattr(back, name).tolist() == getattr(d, name).tolist()
     assert back.score.tolist() == d.score.tolist()
+
+
+def test_a_ledger_write_the_database_refuses_half_way_raises_and_leaves_no_row(engine, monkeypatch):
+    # Blocks of 3 rows: the refused row (a second decision for the same customer and message) comes
+    # after two blocks went to the database (PostgreSQL: handed over by the COPY's writer thread).
+    from datetime import UTC, datetime
+
+    from sqlalchemy import func, select
+
+    from relmail.planning import decisions as dec
+
+    monkeypatch.setattr(dec, "CHUNK", 3)
+    ids = np.array([f"C{i}" for i in range(8)] + ["C3"], dtype=object)
+    n = len(ids)
+    rows = Decisions(ids, np.full(n, "m", dtype=object), np.full(n, "send", dtype=object), np.full(n, 0.5), np.zeros(n),
+                     np.full(n, "", dtype=object), np.full(n, "{}", dtype=object))
+    with pytest.raises(Exception, match="(?i)unique"), engine.begin() as conn:
+        dec.write(conn, "run-1", rows, datetime(2026, 11, 23, tzinfo=UTC))
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(dec.DEC)).scalar_one() == 0
+    # The same rows without the second decision are written whole.
+    with engine.begin() as conn:
+        assert dec.write(conn, "run-1", rows.take(np.arange(n - 1)), datetime(2026, 11, 23, tzinfo=UTC)) == n - 1
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(dec.DEC)).scalar_one() == n - 1
