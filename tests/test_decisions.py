@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import math
 import pickle
+from datetime import UTC, datetime
 
 import numpy as np
 import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from sqlalchemy import func, select
 
+from relmail.planning import decisions as dec
 from relmail.planning.decisions import Decisions, JsonRows
 
 VALUES = st.sampled_from([0.0, 1.0, -2.0, 0.5, 0.12345, 1e-6, 123456.0, float("nan"), float("inf")])
@@ -89,12 +92,6 @@ def test_decisions_come_back_from_another_process_unchanged(rows):
 def test_a_ledger_write_the_database_refuses_half_way_raises_and_leaves_no_row(engine, monkeypatch):
     # Blocks of 3 rows: the refused row (a second decision for the same customer and message) comes
     # after two blocks went to the database (PostgreSQL: handed over by the COPY's writer thread).
-    from datetime import UTC, datetime
-
-    from sqlalchemy import func, select
-
-    from relmail.planning import decisions as dec
-
     monkeypatch.setattr(dec, "CHUNK", 3)
     ids = np.array([f"C{i}" for i in range(8)] + ["C3"], dtype=object)
     n = len(ids)
