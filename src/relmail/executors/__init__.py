@@ -123,19 +123,22 @@ def classified(fn: Callable[..., Any], *args: Any) -> Any:
         raise portable(exc) from None
 
 
-def get_executor(name: str = "local", *, workers: int | None = None, scheduler: str | None = None) -> Executor:
+def get_executor(name: str = "local", *, workers: int | None = None, scheduler: str | None = None,
+                 niceness: int = 0) -> Executor:
     """The executor called ``name``: ``local`` (``workers`` processes, default all cores) or ``dask``.
 
     ``dask`` connects a :class:`distributed.Client` to ``scheduler`` (default:
     ``$RELMAIL_DASK_SCHEDULER``); ``workers`` is then how many tasks
     :meth:`Executor.run` starts (default: every thread of the cluster).
+    ``niceness`` lowers the CPU priority of local worker processes (see
+    :class:`relmail.executors.local.LocalExecutor`); Dask workers are not this process's to change.
     """
     if name == "local":
         from .local import LocalExecutor
 
         if scheduler:
             raise ConfigError("--scheduler is only used with --executor dask")
-        return LocalExecutor(workers)
+        return LocalExecutor(workers, niceness=niceness)
     if name == "dask":
         from .dask import DaskExecutor
 

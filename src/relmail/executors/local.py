@@ -51,15 +51,21 @@ class _LocalChannel(Channel):
 
 
 class LocalExecutor(Executor):
-    """Processes on this machine; ``workers`` defaults to ``os.cpu_count()``, ``1`` runs in this process."""
+    """Processes on this machine; ``workers`` defaults to ``os.cpu_count()``, ``1`` runs in this process.
+
+    ``niceness``: how much lower than the submitter's the CPU priority of the
+    :meth:`imap` worker processes is (Unix; 0 = the same), for work whose
+    results the submitter must handle as they come (a plan's ledger write).
+    """
 
     name = "local"
     remote = False
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, niceness: int = 0):
         if workers is not None and workers < 1:
             raise RelmailError(f"workers must be at least 1, got {workers}")
         self._workers = workers or os.cpu_count() or 1
+        self._niceness = niceness
 
     @property
     def workers(self) -> int:
@@ -72,7 +78,7 @@ class LocalExecutor(Executor):
             for t in tasks:
                 yield fn(*t)
             return
-        pool = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_die_with_parent)
+        pool = ProcessPoolExecutor(max_workers=n, mp_context=_context(), initializer=_start_worker, initargs=(self._niceness,))
         try:
             futures = [pool.submit(classified, fn, *t) for t in tasks]
             del tasks
@@ -122,6 +128,12 @@ class LocalExecutor(Executor):
                         p.join()
             results.close()
         return [outcomes[i] for i in range(len(procs))]
+
+
+def _start_worker(niceness: int) -> None:
+    _die_with_parent()
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)
 
 
 def _die_with_parent() -> None:

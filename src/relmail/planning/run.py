@@ -243,6 +243,10 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     )
 
 
+#: How much lower the CPU priority of a plan's local worker processes is than the planning process's.
+#: The planning process writes each decided range into the ledger through one connection, the plan's
+#: critical path; on a machine with every core busy, workers deciding later ranges give way to it.
+WORKER_NICENESS = 5
 #: Fewest customers a worker process is worth starting for (below it, one process decides all).
 MIN_PARTITION = 50_000
 #: Most customers decided at once by one process: a larger audience is cut into more ranges than
@@ -300,7 +304,7 @@ def _executor(engine, name, workers: int | None, scheduler: str | None):
     if name == "local" and (workers == 1 or (workers is None and (os.cpu_count() or 1) == 1)):
         return None
 
-    return get_executor(name, workers=workers, scheduler=scheduler)
+    return get_executor(name, workers=workers, scheduler=scheduler, niceness=WORKER_NICENESS)
 
 
 def _merged_models(infos: list[dict[str, dict]]) -> dict[str, dict]:
