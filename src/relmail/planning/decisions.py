@@ -110,28 +110,34 @@ class JsonRows:
         """The JSON texts, one per row (object array).
 
         Per block of rows, only the pieces that exist (a row has a dozen of
-        the message's keys, not all of them) are put in row order by one
-        stable sort and joined in one C call. Blocks keep the transient
-        pieces of one block (a string per row and key) to some MB.
+        the message's keys, not all of them) are placed: each row's slots
+        are counted, and each key's pieces go to the next free slot of their
+        rows, key by key (so within a row in the order the keys were added),
+        then all are joined in one C call. Blocks keep the transient pieces
+        of one block (a string per row and key) to some MB.
         """
         out = np.empty(self.n, dtype=object)
         for a in range(0, self.n, block):
             b = min(self.n, a + block)
-            every = np.arange(a, b)
-            rows, pieces = [every], [np.array([self.head] * (b - a), dtype=object)]
+            present = []
+            slots = np.full(b - a, 2, dtype=np.int64)  # the head and the end
             for idx, prefix, values in self.cols:
                 lo, hi = np.searchsorted(idx, (a, b))
-                if hi <= lo:
-                    continue
-                rows.append(idx[lo:hi])
-                texts = [prefix] * (hi - lo) if values is None else _num_texts(values[lo:hi], prefix)
-                pieces.append(np.array(texts, dtype=object))
-            rows.append(every)
-            # A list, not np.full: NumPy would pass the text through a str array, which drops a trailing NUL.
-            pieces.append(np.array(["}\x00"] * (b - a), dtype=object))
-            # Stable: within a row, the head, then the keys in the order they were added, then the end.
-            order = np.argsort(np.concatenate(rows), kind="stable")
-            out[a:b] = "".join(np.concatenate(pieces)[order].tolist()).split("\x00")[:-1]
+                if hi > lo:
+                    rows = idx[lo:hi] - a
+                    slots[rows] += 1
+                    present.append((rows, prefix, None if values is None else values[lo:hi]))
+            ends = np.cumsum(slots)
+            pieces = np.empty(int(ends[-1]), dtype=object)
+            starts = ends - slots
+            pieces[starts] = self.head
+            pieces[ends - 1] = "}\x00"
+            free = starts + 1
+            for rows, prefix, values in present:
+                at = free[rows]
+                pieces[at] = prefix if values is None else _num_texts(values, prefix)
+                free[rows] = at + 1
+            out[a:b] = "".join(pieces.tolist()).split("\x00")[:-1]
         return out
 
 
