@@ -76,7 +76,7 @@ def analytic(conn: Connection, parallel: bool = True) -> Connection:
 
 
 def key_order(conn: Connection) -> Connection:
-    """Have PostgreSQL group ``conn``'s next statement in the order of the index it reads (its transaction's setting).
+    """Have PostgreSQL group in the order of the index it reads, for the rest of ``conn``'s transaction.
 
     For a statement grouping a table by customer over a range of customers,
     where the table's primary key leads with the customer: PostgreSQL's

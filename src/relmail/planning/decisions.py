@@ -131,6 +131,8 @@ class JsonRows:
             pieces = np.empty(int(ends[-1]), dtype=object)
             starts = ends - slots
             pieces[starts] = self.head
+            # Assigned into an object array, the text stays as it is (made into a NumPy str
+            # array first, as np.full would, it would lose its trailing NUL).
             pieces[ends - 1] = "}\x00"
             free = starts + 1
             for rows, prefix, values in present:
