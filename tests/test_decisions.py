@@ -17,19 +17,25 @@ from relmail.planning import decisions as dec
 from relmail.planning.decisions import Decisions, JsonRows
 
 VALUES = st.sampled_from([0.0, 1.0, -2.0, 0.5, 0.12345, 1e-6, 123456.0, float("nan"), float("inf")])
+#: Counts, flags and days: whole numbers in a narrow span (their texts are made once and shared), now and then unknown.
+WHOLE = st.one_of(st.integers(-3, 40).map(float), st.just(float("nan")), st.just(5000.0), st.just(2.0**60))
 
 
 @st.composite
 def columns(draw):
-    n = draw(st.integers(0, 40))
+    n = draw(st.integers(0, 150))
     cols = []
     for _ in range(draw(st.integers(0, 6))):
         key = draw(st.text(min_size=1, max_size=6))
         rows = sorted(draw(st.sets(st.integers(0, max(n - 1, 0)), max_size=n)) if n else [])
-        if draw(st.booleans()):
+        kind = draw(st.sampled_from(["text", "values", "whole", "one value"]))
+        if kind == "text":
             cols.append((key, rows, draw(st.text(max_size=5)), False))
+        elif kind == "one value":
+            cols.append((key, rows, [draw(st.one_of(VALUES, WHOLE))] * len(rows), draw(st.booleans())))
         else:
-            cols.append((key, rows, [draw(VALUES) for _ in rows], draw(st.booleans())))
+            values = VALUES if kind == "values" else WHOLE
+            cols.append((key, rows, [draw(values) for _ in rows], draw(st.booleans())))
     return n, cols
 
 

@@ -61,6 +61,26 @@ def _num_texts(values: np.ndarray, prefix: str = "") -> list[str]:
     return out.tolist()
 
 
+#: Widest span of whole numbers whose texts :func:`_piece_texts` makes once each and shares.
+SHARED_SPAN = 4096
+
+
+def _piece_texts(values: np.ndarray, prefix: str) -> list[str] | np.ndarray:
+    """``prefix`` + the JSON text of each value of a :func:`_num_values` array: :func:`_num_texts`, or
+    when the values are whole numbers in a narrow span (counts, flags, days; NaN allowed) each
+    distinct text made once and shared by every row that has it."""
+    known = values[~np.isnan(values)]
+    if len(known) and not (known == np.floor(known)).all():
+        return _num_texts(values, prefix)
+    lo, hi = (int(known.min()), int(known.max())) if len(known) else (0, 0)
+    # A table no longer than the values it serves; past 2**53 a number prints as a float (_num_texts).
+    if hi - lo >= min(SHARED_SPAN, len(values)) or max(-lo, hi) >= 2**53:
+        return _num_texts(values, prefix)
+    table = np.array([*_texts(np.arange(lo, hi + 1, dtype=np.int64), prefix), prefix + "null"], dtype=object)
+    codes = np.where(np.isnan(values), hi - lo + 1, np.nan_to_num(values) - lo).astype(np.int64)
+    return table[codes]
+
+
 def _texts(values: np.ndarray, prefix: str = "") -> list[str]:
     """``prefix`` + the JSON text of each number, made by C string calls (no Python per value)."""
     text = orjson.dumps(np.ascontiguousarray(values), option=orjson.OPT_SERIALIZE_NUMPY)[1:-1].decode()
@@ -103,8 +123,15 @@ class JsonRows:
         if not keep_zero:
             nz = vals != 0  # NaN != 0, so unknowns are kept (as null)
             idx, vals = idx[nz], vals[nz]
-        if len(idx):
-            self.cols.append((idx, prefix, _num_values(vals)))
+        if not len(idx):
+            return
+        vals = _num_values(vals)
+        first = vals[:1]
+        if (vals == first).all() or np.isnan(vals).all():
+            # One value for every row (a rule's limit, a policy's share, unknown): one text, made once.
+            self.cols.append((idx, _num_texts(first, prefix)[0], None))
+        else:
+            self.cols.append((idx, prefix, vals))
 
     def finish(self, block: int = 65_536) -> np.ndarray:
         """The JSON texts, one per row (object array).
@@ -137,7 +164,7 @@ class JsonRows:
             free = starts + 1
             for rows, prefix, values in present:
                 at = free[rows]
-                pieces[at] = prefix if values is None else _num_texts(values, prefix)
+                pieces[at] = prefix if values is None else _piece_texts(values, prefix)
                 free[rows] = at + 1
             out[a:b] = "".join(pieces.tolist()).split("\x00")[:-1]
         return out
