@@ -325,6 +325,28 @@ def test_the_columnar_copy_follows_changes_to_older_events(engine, tmp_path):
     assert compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)["sends_7"].tolist() == [0.0] * 4
 
 
+def test_a_process_reads_a_copys_segments_once_and_lets_go_of_those_an_update_replaced(engine, tmp_path):
+    """A plan's worker opens the copy once per range: the segments are opened once; after an erasure
+    rewrote the copy, the next read holds only the current segments (the erased customer's are let go)."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+    ], 0)
+    columnar.update(engine, columns)
+    with engine.connect() as conn:
+        first, again = columnar.open_copy(columns, conn), columnar.open_copy(columns, conn)
+    assert first.segments and all(a is b for a, b in zip(first.segments, again.segments, strict=True))
+    forget(engine, "C2", columns)
+    with engine.connect() as conn:
+        after = columnar.open_copy(columns, conn)
+    held = [segment for _, segment in columnar._open[Path(columns)].values()]
+    assert [s.path for s in held] == [s.path for s in after.segments]
+    assert all(s.path.exists() for s in held), "a segment the erasure replaced is no longer held open"
+    assert not any(s is old for s in held for old in first.segments if not old.path.exists())
+
+
 def test_the_columnar_copy_reads_event_ids_a_deletion_freed(engine, tmp_path):
     """SQLite gives a new event the highest id + 1: once the latest events are deleted, ids the copy had come back."""
     _reset(engine)

@@ -16,7 +16,8 @@ from datetime import datetime, timedelta
 from operator import itemgetter
 
 import numpy as np
-from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, func, insert, literal, select, text
+from psycopg.pq import Format
+from sqlalchemy import Column, Float, Integer, MetaData, String, Table, bindparam, cast, event, func, insert, literal, select, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
@@ -207,7 +208,14 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     # Not a server-side cursor: PostgreSQL plans cursors for the first rows
     # and without parallel workers. The driver's copy of the result is
     # compact; the Python objects are what chunking keeps small.
-    result = conn.execute(stmt)
+    binary = conn.dialect.name == "postgresql"
+    if binary:
+        event.listen(conn, "before_cursor_execute", _binary_results)
+    try:
+        result = conn.execute(stmt)
+    finally:
+        if binary:
+            event.remove(conn, "before_cursor_execute", _binary_results)
     width = len(result.keys())
     parts: list[list[np.ndarray]] = []
     # The driver's plain tuples, not SQLAlchemy Row objects: these columns need no result
@@ -223,6 +231,12 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
         return np.array([], dtype="<U1"), [np.empty(0) for _ in range(width - 1)]
     merged = [parts[0][j] if len(parts) == 1 else np.concatenate([p[j] for p in parts]) for j in range(width)]
     return merged[0].astype(str), merged[1:]
+
+
+def _binary_results(conn, cursor, statement, parameters, context, executemany) -> None:
+    """Ask PostgreSQL for this statement's rows in binary: numbers travel as their bytes, where text
+    makes the server format each one and the driver parse it back (the values are the same)."""
+    cursor.format = Format.BINARY
 
 
 def _typed(values: list) -> np.ndarray:

@@ -48,9 +48,10 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -226,7 +227,35 @@ def _matches(current: dict, state: StoreState) -> bool:
 
 
 def _load(root: Path, current: dict) -> Copy:
-    return Copy(root, _state_of(current), [Segment(root / name) for name in current["segments"]])
+    return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
+
+
+#: Copies (roots) whose segments a process keeps open between reads: a plan's worker reads the same copy once per range.
+OPEN_COPIES = 4
+_open: OrderedDict[Path, dict[str, tuple[tuple[int, int], Segment]]] = OrderedDict()
+_open_lock = threading.Lock()
+
+
+def _segments(root: Path, names: list[str]) -> list[Segment]:
+    """The segments ``names`` of the copy at ``root``, each opened once per process.
+
+    A segment never changes once written (an update writes new ones under
+    new names), so its directory's identity names its contents. Only the
+    segments the copy names now stay open: one an update replaced (an erased
+    customer's, say) is let go at the next read, not kept mapped.
+    """
+    with _open_lock:
+        before = _open.pop(root, {})
+        kept: dict[str, tuple[tuple[int, int], Segment]] = {}
+        for name in names:
+            st = (root / name).stat()
+            identity = (st.st_ino, st.st_mtime_ns)
+            known = before.get(name)
+            kept[name] = known if known is not None and known[0] == identity else (identity, Segment(root / name))
+        _open[root] = kept
+        while len(_open) > OPEN_COPIES:
+            _open.popitem(last=False)
+        return [kept[name][1] for name in names]
 
 
 def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
