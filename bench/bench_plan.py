@@ -24,6 +24,8 @@ is the figure to compare on a busy machine, where wall time is mostly other
 people's work. On PostgreSQL ``server_cpu_seconds`` adds the server's CPU
 seconds over the plan (its statements, the ``COPY`` of the decisions), read
 from /proc when the server runs on the same machine (else null).
+``machine_probe_cpu_seconds`` is how fast the machine was just before the
+plan (:func:`machine_probe`): compare plans run at similar probe values.
 
 ``--past-runs N`` gives the ledger the N weeks before the measured window
 (their decisions, their sends delivered; :mod:`past_runs`), as a store in
@@ -320,6 +322,41 @@ def server_cpu(engine):
     return used
 
 
+def machine_probe(engine) -> dict:
+    """How fast this machine is right now, in CPU seconds of three fixed jobs (smaller is faster).
+
+    The virtual machine's speed changes by the hour and from one machine to the
+    next; a plan's figures are comparable with another run's only at similar
+    probe values. ``python``: a 10M-step interpreter loop; ``numpy``: sorting
+    5M seeded floats; ``server`` (PostgreSQL on this machine): counting 5M
+    generated rows, the server backend's CPU.
+    """
+    t = time.process_time()
+    total = 0
+    for i in range(10_000_000):
+        total += i
+    python = time.process_time() - t
+    values = np.random.default_rng(0).random(5_000_000)
+    t = time.process_time()
+    np.sort(values)
+    out = {"python": round(python, 3), "numpy": round(time.process_time() - t, 3), "server": None}
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy import text
+
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            stat = Path(f"/proc/{pid}/stat")
+            if stat.exists():
+                def used() -> float:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+                before = used()
+                conn.execute(text("SELECT count(*) FROM generate_series(1, 5000000)")).scalar_one()
+                out["server"] = round(used() - before, 3)
+    return out
+
+
 def _cpu_seconds() -> float:
     """CPU seconds of this process and of its finished children (the plan's workers)."""
     own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -494,6 +531,9 @@ def main() -> None:
     if args.feature_range:
         print(json.dumps(feature_range(url, root, args.feature_range)))
         return
+    from relmail.store.db import make_engine
+
+    probe = machine_probe(make_engine(url))
     result = bulk(url, root, args.workers, args.raw_features, args.columns, args.past_runs)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The largest child: a plan worker (the shop check above is a child too: small once the shop is cached).
@@ -511,6 +551,7 @@ def main() -> None:
         "totals": result["totals"], "timeline": result["timeline"], "past_runs": result["past_runs"],
         "baseline": {"customers": base["customers"], "seconds": round(base["seconds"], 2), "customers_per_second": round(base_rate)},
         "bulk_customers_per_second": round(bulk_rate), "speedup": round(bulk_rate / base_rate, 1),
+        "machine_probe_cpu_seconds": probe,
     }
     if args.json:
         print(json.dumps(out))
@@ -544,6 +585,9 @@ def main() -> None:
           + (f" (planning process); {result['partitions']} partitions, largest worker {worker_mb:,.0f} MB" if worker_mb else ""))
     print(f"per-customer ORM baseline: {base['customers']:,} customers in {base['seconds']:.1f} s ({base_rate:,.0f}/s)")
     print(f"bulk plan: {bulk_rate:,.0f} customers/s -> {bulk_rate / base_rate:.1f}x faster")
+    server = f", PostgreSQL counting 5M rows {probe['server']:.2f} s" if probe["server"] is not None else ""
+    print(f"machine probe (CPU s, smaller is faster; compare runs at similar values): 10M-step Python loop"
+          f" {probe['python']:.2f} s, sorting 5M floats {probe['numpy']:.2f} s{server}")
 
 
 if __name__ == "__main__":
