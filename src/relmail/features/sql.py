@@ -208,7 +208,7 @@ def fetch_columns(conn: Connection, stmt, chunk: int = 200_000) -> tuple[np.ndar
     # Not a server-side cursor: PostgreSQL plans cursors for the first rows
     # and without parallel workers. The driver's copy of the result is
     # compact; the Python objects are what chunking keeps small.
-    binary = conn.dialect.name == "postgresql"
+    binary = conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
     if binary:
         event.listen(conn, "before_cursor_execute", _binary_results)
     try:
