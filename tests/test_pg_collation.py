@@ -79,3 +79,40 @@ def test_in_a_code_point_database_a_range_is_read_between_its_first_and_last_id(
         scope = Scope(conn, ids[4:30], bounded=True)
         assert scope.range == (ids[4], ids[29])  # the fast path: the customer index, from first to last
         scope.close()
+
+
+def _audience_statements(engine) -> tuple[list[str], list[str]]:
+    """Everyone's audience as of AS_OF, and the SQL statements it ran."""
+    from pathlib import Path
+
+    from sqlalchemy import event
+
+    from relmail.segments import Segment, audience
+
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        everyone = Segment(name="everyone", description="", file=Path("everyone.yml"), root=None)
+        ids = audience(engine, [everyone], AS_OF).tolist()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    return ids, [s for s in seen if "customers" in s and "ORDER BY" in s]
+
+
+def test_an_audience_is_in_code_point_order_sorted_by_the_server_only_where_its_collation_differs(icu_engine, engine, tmp_path):
+    ids, statements = _audience_statements(icu_engine)
+    assert ids == sorted(IDS)
+    assert statements and all('COLLATE "C"' in s for s in statements)
+    if engine.dialect.name != "postgresql":
+        return
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email,created_at\n" + "".join(f"{c},{c.lower()}@example.org,2025-01-01T00:00:00Z\n" for c in IDS))
+    import_file(engine, "customers", customers)
+    ids, statements = _audience_statements(engine)
+    assert ids == sorted(IDS)
+    # The database's own collation is code point order: the ids come in the primary key's order, not sorted again.
+    assert statements and not any('COLLATE "C"' in s for s in statements)

@@ -24,7 +24,7 @@ from sqlalchemy import bindparam, func, or_, select, true, union
 from sqlalchemy.exc import DBAPIError, StatementError
 
 from ..errors import Problem, ValidationError
-from ..features.sql import connection, sorted_ids
+from ..features.sql import code_point_order, connection, sorted_ids
 from ..store.faults import database_fault
 from ..store.models import Customer, UTCDateTime
 from .columnar import Evaluator, uses_copy
@@ -117,7 +117,9 @@ def _ids(conn, stmt, segments: list[Segment]) -> np.ndarray:
     members = stmt.subquery()
     # Sorted by code point in SQL (SQLite's BINARY, PostgreSQL's "C"), the
     # order NumPy uses: sorted_ids then only checks the order instead of sorting a large audience again.
-    key = members.c.id.collate("C") if conn.dialect.name == "postgresql" else members.c.id
+    # A database whose own collation is code point order reads the ids in its primary key's order;
+    # asking for "C" there would sort every customer again.
+    key = members.c.id if code_point_order(conn) else members.c.id.collate("C")
     result = _run(conn, select(members.c.id).order_by(key), segments)
     # The driver's tuples, not SQLAlchemy rows: an id needs no result processing, and building
     # a Row per member costs as much as the statement's own fetch for a large audience.
