@@ -533,7 +533,9 @@ def main() -> None:
         return
     from relmail.store.db import make_engine
 
-    probe = machine_probe(make_engine(url))
+    probe_engine = make_engine(url)
+    probe = machine_probe(probe_engine)
+    probe_engine.dispose()
     result = bulk(url, root, args.workers, args.raw_features, args.columns, args.past_runs)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     # The largest child: a plan worker (the shop check above is a child too: small once the shop is cached).
