@@ -116,3 +116,21 @@ def test_an_audience_is_in_code_point_order_sorted_by_the_server_only_where_its_
     assert ids == sorted(IDS)
     # The database's own collation is code point order: the ids come in the primary key's order, not sorted again.
     assert statements and not any('COLLATE "C"' in s for s in statements)
+
+
+def test_the_collation_is_asked_once_per_connection(engine):
+    """Every range and segment asks whether ids sort by code point; the database is asked once per connection."""
+    if engine.dialect.name != "postgresql":
+        pytest.skip("a PostgreSQL question")
+    from sqlalchemy import event
+
+    asked: list[str] = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        if "pg_database" in statement:
+            asked.append(statement)
+
+    with engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", record)
+        assert [code_point_order(conn) for _ in range(3)] == [True] * 3
+    assert len(asked) <= 1

@@ -112,10 +112,15 @@ def code_point_order(conn: Connection) -> bool:
     """
     if conn.dialect.name != "postgresql":
         return True
-    # As JSON: datlocprovider (ICU or libc) exists from PostgreSQL 15 on.
-    provider, collate = conn.execute(text(
-        "SELECT to_jsonb(d) ->> 'datlocprovider', d.datcollate FROM pg_database d WHERE d.datname = current_database()")).one()
-    return provider in (None, "c") and collate in CODE_POINT_COLLATIONS
+    # A database's collation cannot change while a connection to it is open: asked once per
+    # driver connection (its info lives as long as it does), not once per range or segment.
+    known = conn.info.get("relmail_code_point_order")
+    if known is None:
+        # As JSON: datlocprovider (ICU or libc) exists from PostgreSQL 15 on.
+        provider, collate = conn.execute(text(
+            "SELECT to_jsonb(d) ->> 'datlocprovider', d.datcollate FROM pg_database d WHERE d.datname = current_database()")).one()
+        known = conn.info["relmail_code_point_order"] = provider in (None, "c") and collate in CODE_POINT_COLLATIONS
+    return known
 
 
 def sorted_ids(customer_ids) -> np.ndarray:
