@@ -87,3 +87,55 @@ def paired(a, b) -> dict:
         "ties": int((d == 0).sum()),
         "n": n,
     }
+
+
+#: The figures target 2's rule (never below the better of the response model and the best peer) judges.
+RULE_FIGURES = ("keep_at_30", "keep_at_50")
+
+
+def _mean(summary: dict) -> float:
+    return summary["mean"] if summary["mean"] is not None else -math.inf
+
+
+def rule_for_each(runs: list[dict], methods: dict, contenders) -> dict:
+    """Target 2's rule held to every contender in turn, on the same seeds, per figure.
+
+    ``runs``: one arm's per-seed results (``run["methods"][name][figure]``);
+    ``methods``: their means (:func:`mean_se` per method and figure);
+    ``contenders``: relmail, the peers and ``"response"``. relmail's rival is
+    the better of the response model and the best peer (by mean keep@50); a
+    contender's is the better of the response model and the best of the
+    *other* contenders (relmail among them; the response model's is the best
+    of the others), so each is judged exactly as relmail is. Whether any
+    method passes the rule says whether it is a bar or a coin: a method level
+    with its best rival falls below it by more than one paired standard
+    error on about one comparison in six by chance alone.
+    """
+    present = [m for m in contenders if m in methods]
+    out = {}
+    for m in present:
+        others = [o for o in present if o not in (m, "response")]
+        best = max(others, key=lambda o: _mean(methods[o]["keep_at_50"]))
+        out[m] = {}
+        for f in RULE_FIGURES:
+            rivals = [best] if m == "response" else ["response", best]
+            rival = max(rivals, key=lambda o: _mean(methods[o][f]))
+            p = paired([r["methods"][m][f] for r in runs], [r["methods"][rival][f] for r in runs])
+            out[m][f] = {"rival": rival, "diff": p["diff"], "se": p["se"],
+                         "below": p["diff"] is not None and p["se"] is not None and p["diff"] < -p["se"]}
+    return out
+
+
+def held_to_each(res: dict) -> dict:
+    """Per contender, over every arm of ``res`` with a ``rule``: the checks, how many it fails, and where."""
+    counts: dict[str, dict] = {}
+    for data in ("hillstrom", "simulator"):
+        for key, entry in res.get(data, {}).items():
+            for m, figs in entry.get("rule", {}).items():
+                c = counts.setdefault(m, {"checks": 0, "below": 0, "where": []})
+                for f, check in figs.items():
+                    c["checks"] += 1
+                    if check["below"]:
+                        c["below"] += 1
+                        c["where"].append(f"{data}/{key} {f}")
+    return counts
