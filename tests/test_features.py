@@ -293,7 +293,8 @@ def test_settings_from_project(project):
 
 def test_email_syntax():
     ok = ["a@b.nl", "first.last+tag@sub.example.co.uk", "jose@exämple.es"]
-    bad = ["", "a@b", "a b@c.nl", "a@@b.nl", ".a@b.nl", "a.@b.nl", "a..b@c.nl", "a@-b.nl", "a@b.c1"]
+    # "jöhn@": a non-ASCII local part needs SMTPUTF8, which relmail's e-mails never use.
+    bad = ["", "a@b", "a b@c.nl", "a@@b.nl", ".a@b.nl", "a.@b.nl", "a..b@c.nl", "a@-b.nl", "a@b.c1", "jöhn@example.nl"]
     assert list(email_valid(np.array(ok + bad, dtype=object))) == [1.0] * len(ok) + [0.0] * len(bad)
 
 

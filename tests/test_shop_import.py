@@ -148,6 +148,21 @@ def test_an_invalid_address_is_flagged_never_mailed_and_strict_refuses_it(engine
     assert frame["email_valid"].tolist() == [1.0, 0.0]
 
 
+def test_an_address_relmail_cannot_send_to_is_flagged_not_planned_as_a_send(engine, tmp_path):
+    # Found with `relmail send newsletter --window this-week` after importing a Mailchimp
+    # member 'sören.neu@example.de': the plan said send, the render refused the address
+    # (a non-ASCII local part needs SMTPUTF8, which relmail's e-mails never use).
+    text = (MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8")
+    export = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    export.write_text(text.replace("mees.kok@mail.example", "sören.kok@mail.example"), encoding="utf-8")
+    result = import_file(engine, "customers", export, mapping="mailchimp")
+    assert result.flagged_lines == [4]
+    stored = {r["id"]: r for r in table(engine, Customer)}[MEES]
+    assert (stored["email"], stored["email_valid"]) == ("sören.kok@mail.example", False)
+    frame = compute_features(engine, [MEES], datetime(2026, 12, 1, tzinfo=UTC))
+    assert frame["email_valid"].tolist() == [0.0]
+
+
 def test_consent_follows_the_dated_record_whatever_the_import_order(engine):
     def consent() -> dict[str, tuple]:
         """Address -> (opted in, since): the ids differ by order (a Mailchimp member first gets its own)."""

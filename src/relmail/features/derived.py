@@ -12,10 +12,11 @@ import numpy as np
 
 from .frame import FeatureSettings
 
-# Syntax only (no DNS): a local part without spaces or specials, a dotted
-# domain whose last label has two or more letters. Non-ASCII is allowed.
+# Syntax only (no DNS): an ASCII local part without spaces or specials (a
+# non-ASCII one needs SMTPUTF8, which relmail's e-mails never use), a dotted
+# domain whose last label has two or more letters. A non-ASCII domain is allowed.
 _EMAIL_RE = re.compile(
-    r"^(?!\.)(?!.*\.\.)[^\s@\"(),:;<>\[\\\]]{1,64}(?<!\.)@"
+    r"^(?!\.)(?!.*\.\.)[^\s@\"(),:;<>\[\\\]\x80-\U0010ffff]{1,64}(?<!\.)@"
     r"(?=.{1,253}$)(?:[^\s@.\"(),:;<>\[\\\]_-][^\s@.\"(),:;<>\[\\\]_]*\.)+[^\W\d_]{2,}$"
 )
 

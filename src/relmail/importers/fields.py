@@ -167,7 +167,10 @@ def email(value: Any) -> str:
     if not isinstance(value, str):
         raise FieldError(f"expected an e-mail address, got {_kind(value)}")
     try:
-        return validate_email(value.strip(), check_deliverability=False).normalized
+        # No SMTPUTF8: relmail's e-mails never use it, so an address with a non-ASCII
+        # local part could not be sent (an international domain is fine: it has an
+        # ASCII form).
+        return validate_email(value.strip(), check_deliverability=False, allow_smtputf8=False).normalized
     except EmailNotValidError as exc:
         # The message names the problem but not the address: import errors
         # end up in CI logs, and addresses are personal data.
