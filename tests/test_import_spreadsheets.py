@@ -5,8 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import zipfile
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -94,3 +96,33 @@ def test_customers_sharing_a_mailbox_are_counted_after_the_import(project, tmp_p
     later.write_text("id,email\nK9,KIM@mail.example\nK8,max@mail.example\n")
     again = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(later), "--json"])
     assert json.loads(again.stdout)["details"]["shared_addresses"] == 1
+
+
+def _workbook(path: Path) -> Path:
+    """An Excel workbook as Excel saves it: a zip of XML parts (enough of one for the test)."""
+    with zipfile.ZipFile(path, "w") as book:
+        book.writestr("[Content_Types].xml", "<Types/>")
+        book.writestr("xl/worksheets/sheet1.xml", "<worksheet/>")
+    return path
+
+
+def _old_workbook(path: Path) -> Path:
+    """An Excel 97-2003 workbook: an OLE2 compound file."""
+    path.write_bytes(bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504))
+    return path
+
+
+@pytest.mark.parametrize("map_args", [[], ["--map", "shopify"]])
+@pytest.mark.parametrize("name,make", [
+    ("kunden.xlsx", _workbook),
+    ("audience_export_4f2a9c1e07.zip", _workbook),  # Mailchimp's audience export is a zip of CSV files
+    ("kunden.xls", _old_workbook),
+])
+def test_a_workbook_or_zip_is_one_error_line_saying_what_to_save_it_as(project, tmp_path, name, make, map_args):
+    # Found with `relmail import customers kunden.xlsx --map shopify`: 27 header problems
+    # about columns named 'PK ...', and never a word that the file is no CSV.
+    path = make(tmp_path / name)
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "customers", str(path), *map_args])
+    assert result.exit_code == 4
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"Error: {path}: is ") and "not a CSV or JSON Lines file" in line and "nothing imported" in line

@@ -111,6 +111,12 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
     wrapped = None if hasattr(raw, "peek") else raw
     buffered = raw if wrapped is None else io.BufferedReader(raw)  # type: ignore[arg-type]
     stream: BinaryIO = buffered
+    what = _not_text(buffered.peek(8)[:8])
+    if what:
+        raw.close()
+        # One line: the header problems a workbook's bytes would give say nothing useful.
+        raise ValidationError(f"{name}: is {what}, not a CSV or JSON Lines file: save the sheet as 'CSV UTF-8' "
+                              "(or unzip the export) and import that; nothing imported")
     if buffered.peek(2)[:2] == b"\x1f\x8b":
         stream = gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[assignment]
         stream = io.BufferedReader(stream)  # type: ignore[arg-type]
@@ -127,6 +133,17 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
         fmt = "jsonl" if head[:1] == b"{" else "csv"
     owned = isinstance(source, (str, os.PathLike)) and str(source) != "-"
     return Source(name=name, stream=stream, fmt=fmt, size=size, raw_file=buffered, owned=owned, wrapped=wrapped)
+
+
+#: The first bytes of files people export instead of a CSV, and what they are.
+_NOT_TEXT = (
+    (b"PK\x03\x04", "a zip archive (an Excel .xlsx or OpenDocument .ods workbook, or a zipped export such as Mailchimp's)"),
+    (bytes.fromhex("d0cf11e0a1b11ae1"), "an Excel 97-2003 workbook (.xls)"),
+)
+
+
+def _not_text(head: bytes) -> str | None:
+    return next((what for magic, what in _NOT_TEXT if head.startswith(magic)), None)
 
 
 def unreadable(name: str, exc: BaseException) -> ValidationError:
