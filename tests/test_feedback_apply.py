@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import func, select
 
+from relmail import tokens
 from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.feedback import apply_events, import_file
@@ -124,6 +125,22 @@ def test_complaints_and_unsubscribes_opt_out_and_take_the_sent_topic(engine):
         ("C0000004", "*"): (False, "esp-webhook"),
     }
     assert ("C0000001", "email_unsubscribed", RUN, "ebike-launch", "promotions") in events(engine)
+
+
+@pytest.mark.parametrize("run", [tokens.PROOF_RUN, tokens.PREVIEW_RUN])
+def test_what_happens_to_a_proof_is_not_applied_to_the_customer_it_shows(engine, run):
+    """A proof carries a customer's id in its metadata but went to someone testing: their mailbox's complaint,
+    bounce or unsubscribe must not opt the customer out."""
+    add_customers(engine)
+    result = apply_events(engine, [
+        event("complained", "tester@shop.example", "p1", customer_id="C0000001", run_id=run, message_id="ebike-launch"),
+        event("unsubscribed", "tester@shop.example", "p2", customer_id="C0000002", run_id=run, message_id="ebike-launch"),
+        event("bounced_hard", "tester@shop.example", "p3", customer_id="C0000003", run_id=run, message_id="ebike-launch"),
+        event("complained", "daan@example.com", "real", customer_id="C0000004", run_id=RUN, message_id="ebike-launch"),
+    ])
+    assert (result.proofs, result.total_applied, result.as_dict()["proofs"]) == (3, 1, 3)
+    assert [(c, t) for c, t, *_ in events(engine)] == [("C0000004", "email_complained")]
+    assert prefs(engine) == {("C0000004", "*"): (False, "esp-webhook")}
 
 
 def test_an_old_unsubscribe_does_not_undo_a_newer_opt_in(engine):

@@ -135,6 +135,46 @@ def test_proof_send_goes_only_to_the_seed_address_and_is_not_recorded(project):
     assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": 1, "planned": len(decisions(engine, "send")) - 1}
 
 
+def test_a_proofs_links_and_metadata_belong_to_the_proof_run_not_to_the_customer(project, monkeypatch):
+    """The proof shows a customer's data, but its unsubscribe link, its run header and its provider metadata
+    are the proof run's: clicking the link or a bounce of the tester's mailbox cannot opt the customer out."""
+    import re
+
+    from werkzeug.test import Client
+
+    from relmail import tokens
+    from relmail.delivery.file import FileAdapter
+    from relmail.web.app import make_app
+
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    customer = decisions(engine, "send")[5][0]
+    handed = []
+    real_send = FileAdapter.send
+    monkeypatch.setattr(FileAdapter, "send", lambda self, messages: handed.extend(messages) or real_send(self, messages))
+    send(project, engine, "sendtest", WINDOW, test_to="proof@fietsenwinkel.example", only_customers=[customer], now=NOW)
+    (proof,) = [p for p in outbox(project) if p.name.startswith("proof")]
+    msg = email.message_from_bytes(proof.read_bytes(), policy=policy.default)
+    assert msg["X-Relmail-Run"] == tokens.PROOF_RUN and msg["X-Relmail-Customer"] == customer
+    assert [m.metadata["relmail_run"] for m in handed] == [tokens.PROOF_RUN]
+    link = re.search(r"<(https?://[^>]+/unsubscribe/([^>]+))>", msg["List-Unsubscribe"])
+    claims = tokens.verify(project.secret("signing_key"), link.group(2))
+    assert (claims.customer_id, claims.run_id, claims.trial) == (customer, tokens.PROOF_RUN, True)
+    before = decisions(engine)
+    with engine.connect() as conn:
+        prefs_before = conn.execute(select(Preference.__table__)).all()
+    answer = Client(make_app(project, engine)).post(f"/unsubscribe/{link.group(2)}", data="List-Unsubscribe=One-Click",
+                                                    content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 200
+    with engine.connect() as conn:
+        assert conn.execute(select(Preference.__table__)).all() == prefs_before
+    assert decisions(engine) == before
+    # The customer's own e-mail of the run carries the run's token.
+    (own,) = [p for p in outbox(project) if not p.name.startswith("proof")]
+    own_link = re.search(r"/unsubscribe/([^>]+)>", email.message_from_bytes(own.read_bytes(), policy=policy.default)["List-Unsubscribe"])
+    assert tokens.verify(project.secret("signing_key"), own_link.group(1)).run_id == "sendtest:2026-W48"
+
+
 def test_proof_send_of_a_suppressed_customer_is_refused(project):
     engine = build(project)
     send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)

@@ -7,7 +7,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from tests.webkit import ONE_CLICK, RUN, T0, feedback_events, prefs, token
+from tests.webkit import KEY, ONE_CLICK, RUN, T0, feedback_events, prefs, token
 from werkzeug.test import Client
 
 from relmail import tokens
@@ -57,6 +57,25 @@ def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_ha
     assert [(c, t, tp, m) for c, t, tp, m, _ in first] == [("C0000001", "email_unsubscribed", "promotions", "ebike-launch")]
     assert client.post(f"/unsubscribe/{token()}", **ONE_CLICK).status_code == 200
     assert feedback_events(engine) == first and prefs(engine) == state
+
+
+@pytest.mark.parametrize("run", [tokens.PREVIEW_RUN, tokens.PROOF_RUN])
+def test_a_preview_or_proof_link_shows_the_pages_but_changes_nothing(web_shop, run):
+    """Whoever tests a preview or proof is not the customer whose data it shows: no click of theirs is her choice."""
+    client, _, engine = web_shop
+    trial = tokens.sign(KEY, "C0000004", "promotions", run)
+    before, events = prefs(engine), feedback_events(engine)
+    page = client.get(f"/unsubscribe/{trial}")
+    assert page.status_code == 200 and 'name="confirm" value="unsubscribe"' in page.text
+    for post in (client.post(f"/unsubscribe/{trial}", **ONE_CLICK),
+                 client.post(f"/unsubscribe/{trial}", data={"confirm": "unsubscribe", "scope": "all"}),
+                 client.post(f"/preferences/{trial}", data={"form": "preferences", "unsubscribe_all": "1"})):
+        assert post.status_code == 200
+        assert "comes from a test e-mail (a preview or a proof)" in post.text or "uit een test-e-mail" in post.text
+    assert prefs(engine) == before and feedback_events(engine) == events
+    # The same link of a real run unsubscribes her.
+    assert client.post(f"/unsubscribe/{tokens.sign(KEY, 'C0000004', 'promotions', RUN)}", **ONE_CLICK).status_code == 200
+    assert prefs(engine)[("C0000004", "promotions")][0] is False
 
 
 def test_one_click_as_multipart_form_data_counts_too(web_shop):

@@ -20,12 +20,23 @@ from .errors import SignatureError
 
 _SALT = "relmail.unsubscribe.v1"
 
+#: The run of ``relmail preview``'s e-mails, and of proofs (``relmail send --test-to``). A real run's id
+#: is always ``campaign:window``, with a colon, so these can never be one.
+PREVIEW_RUN = "preview"
+PROOF_RUN = "proof"
+TRIAL_RUNS = frozenset({PREVIEW_RUN, PROOF_RUN})
+
 
 @dataclass(frozen=True)
 class Claims:
     customer_id: str
     topic: str
     run_id: str
+
+    @property
+    def trial(self) -> bool:
+        """The link is in a preview or a proof, which went to someone testing, not to the customer."""
+        return self.run_id in TRIAL_RUNS
 
 
 class _Signer(Signer):

@@ -26,6 +26,7 @@ from ..store import aggregates
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
 from ..store.models import Customer, Event, Preference
+from ..tokens import TRIAL_RUNS
 from .events import OPT_OUT_TYPES, FeedbackEvent
 from .records import InvalidEvent
 
@@ -46,6 +47,8 @@ class ApplyResult:
     duplicates: int = 0
     #: Events whose recipient is no customer of ours (skipped, not an error).
     unknown_recipients: int = 0
+    #: Events about a proof or a preview (sent to someone testing, with a customer's data): skipped.
+    proofs: int = 0
     #: Preference rows switched to opted out.
     opt_outs: int = 0
     #: Provider events the POST or file held (set by :func:`~relmail.feedback.ingest.ingest`).
@@ -68,6 +71,7 @@ class ApplyResult:
             "total_applied": self.total_applied,
             "duplicates": self.duplicates,
             "unknown_recipients": self.unknown_recipients,
+            "proofs": self.proofs,
             "opt_outs": self.opt_outs,
             "ignored": dict(sorted(self.ignored.items())),
             "invalid": [bad.as_dict() for bad in self.invalid],
@@ -177,6 +181,12 @@ def apply_events(
             return apply_events(conn, events, source, opt_out_duplicates)
     conn = target
     result = ApplyResult()
+    # A proof names the customer whose data it shows, but went to someone testing: a bounce,
+    # complaint or unsubscribe of that mailbox says nothing about the customer.
+    trial = [e for e in events if e.run_id in TRIAL_RUNS]
+    if trial:
+        result.proofs = len(trial)
+        events = [e for e in events if e.run_id not in TRIAL_RUNS]
     if not events:
         return result
     pairs, result.unknown_recipients = resolve(conn, events)

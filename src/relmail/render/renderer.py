@@ -18,6 +18,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import tokens
 from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
@@ -66,7 +67,7 @@ class MessageSpec:
         return h
 
     @classmethod
-    def from_campaign(cls, campaign, message, run_id: str = "preview") -> MessageSpec:
+    def from_campaign(cls, campaign, message, run_id: str = tokens.PREVIEW_RUN) -> MessageSpec:
         """The spec of a :class:`relmail.campaigns.Message` of ``campaign`` in run ``run_id``."""
         return cls(
             id=message.id,

@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from .. import tokens
 from ..campaigns import Campaign
 from ..delivery import OutgoingMessage
 from ..delivery.metadata import metadata
@@ -67,7 +68,13 @@ class Batcher:
     def render(
         self, pairs: Sequence[tuple[str, str]], to: str | None = None
     ) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], str]]:
-        """(e-mail, context) and errors for (customer, message) pairs; ``to`` readdresses (proof sends)."""
+        """(e-mail, context) and errors for (customer, message) pairs; ``to`` readdresses (proof sends).
+
+        A proof is rendered as run :data:`~relmail.tokens.PROOF_RUN`: its
+        unsubscribe and preference links change nothing (:mod:`relmail.web`),
+        and what a provider or a bounce reports about it is not applied to the
+        customer whose data it shows (:mod:`relmail.feedback.apply`).
+        """
         from dataclasses import replace
 
         by_message: dict[str, list[str]] = {}
@@ -78,6 +85,8 @@ class Batcher:
         with self.engine.connect() as conn:
             for message, customers in by_message.items():
                 spec = self.specs.get(message)
+                if spec is not None and to is not None:
+                    spec = replace(spec, run_id=tokens.PROOF_RUN)
                 if spec is None:
                     for c in customers:
                         errors[(c, message)] = f"message '{message}' is no longer in campaign '{self.camp.name}'"

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
+from .. import tokens
 from ..campaigns import Campaign, load_campaign
 from ..errors import ConfigError, Conflict, DeliveryError, NotFound
 from ..executors import Executor, get_executor
@@ -369,7 +370,7 @@ def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult)
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", result.run_id)
+                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", tokens.PROOF_RUN)
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):
                     result.done[answer.status] = result.done.get(answer.status, 0) + 1

@@ -12,6 +12,9 @@ Routes:
   nothing and answers 400 saying why;
 - ``GET|HEAD|POST /preferences/<token>``: the topics the campaigns use, the
   global switch and a weekly limit; only the page's own form is saved;
+- the links of a preview or a proof (``relmail preview``, ``relmail send
+  --test-to``) show the same pages but change nothing: whoever tests them is
+  not the customer whose data the e-mail shows;
 - ``POST /webhooks/<provider>`` (and ``/webhooks/postmark/<secret>``): ESP events;
 - ``GET /healthz``.
 
@@ -138,6 +141,9 @@ class RelmailApp:
             scope = "all" if everything else form["scope"]
         else:
             return self.page("refused.html", lang, 400, reason="not-one-click", **context)
+        if claims.trial:
+            # A proof's or preview's link, clicked by whoever tests it: the customer keeps her choice.
+            return self.page("refused.html", lang, reason="trial", **context)
         result = unsubscribe(self.engine, claims, everything=scope == "all")
         log.info("unsubscribe customer=%s scope=%s new=%s", claims.customer_id, "all" if scope == "all" else claims.topic,
                  result.total_applied)
@@ -158,6 +164,8 @@ class RelmailApp:
             raw = form.get("max_per_week", "").strip()
             if form.get("form") != "preferences":
                 return self.page("refused.html", lang, 400, reason="not-the-form", preferences_url=f"../preferences/{token}")
+            if claims.trial:
+                return self.page("refused.html", lang, reason="trial", preferences_url=f"../preferences/{token}")
             if raw and not (raw.isdigit() and 1 <= int(raw) <= 50):
                 error, status = True, 400
             else:
