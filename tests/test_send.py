@@ -11,6 +11,7 @@ from sqlalchemy import insert, select, update
 from tests.sendkit import AS_OF, WINDOW, build
 
 from relmail.cli import cli
+from relmail.planning.why import explain, format_explanations
 from relmail.sending import ledger
 from relmail.sending.run import send
 from relmail.store.models import Decision, Delivery, Event, Preference
@@ -93,6 +94,10 @@ def test_an_opt_out_after_planning_is_never_mailed(project):
     with engine.connect() as conn:
         status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
     assert status == "failed" and "opted out" in error
+    # why says the e-mail planned as a send was not delivered, and why.
+    facts, (exp,) = explain(engine, victim, "sendtest:2026-W48")
+    assert exp.action == "send" and exp.delivery["status"] == "failed" and exp.as_dict()["delivery"]["error"] == error
+    assert f"  delivery: failed ({error})" in format_explanations(facts, [exp])
 
 
 def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_goes_on(project):
@@ -112,6 +117,11 @@ def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_go
     assert result.done["accepted"] == len(outbox(project)) > 50
     (row,) = [d for d in decisions(engine) if d[0] == victim]
     assert row[2] == "suppress" and "RENDER_ERROR" in row[3]
+    # why names what failed, as the send reported it.
+    facts, (exp,) = explain(engine, victim, "sendtest:2026-W48")
+    sentence = dict(exp.because)["RENDER_ERROR"]
+    assert sentence.startswith("the e-mail could not be rendered for this customer") and "undefined variable" in sentence
+    assert "RENDER_ERROR: the e-mail could not be rendered" in format_explanations(facts, [exp])
 
 
 def test_dry_run_renders_everything_and_writes_nothing(project):

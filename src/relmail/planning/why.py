@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
-from ..rules import ARBITRATION_LOST, HOLDOUT, RULES, SHARED_ADDRESS
+from ..rules import ARBITRATION_LOST, HOLDOUT, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
 from ..store.customer_rows import latest_run
-from ..store.models import Decision, Run
+from ..store.models import Decision, Delivery, Run
 from ..windows import resolve_window
 from .output import plan_file_rows
 from .run import plan
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..project import Project
     from ..windows import Window
 
-DEC, RUNS = Decision.__table__, Run.__table__
+DEC, RUNS, DELIVERIES = Decision.__table__, Run.__table__, Delivery.__table__
 
 
 @dataclass
@@ -55,6 +55,9 @@ class Explanation:
     features: dict[str, Any] = field(default_factory=dict)
     #: What the message's trained model said (see :func:`model_facts`); None when it had none.
     model: dict[str, Any] | None = None
+    #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``,
+    #: ``updated_at``); None before the send claimed it, and for a preview or a plan file.
+    delivery: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -66,6 +69,8 @@ class Explanation:
         }
         if self.model is not None:
             out["model"] = self.model
+        if self.delivery is not None:
+            out["delivery"] = {**self.delivery, "updated_at": self.delivery["updated_at"].isoformat()}
         return out
 
 
@@ -84,6 +89,9 @@ def reason_sentence(code: str, logged: dict[str, Any]) -> str:
     if code == HOLDOUT:
         share = float(logged.get("holdout_share") or 0)
         return f"held out at random ({share:.0%} of who would get it) to measure the true effect"
+    if code == RENDER_ERROR:
+        return "the e-mail could not be rendered for this customer, so it was not sent" + (
+            f": {logged['render_error']}" if logged.get("render_error") else "")
     rule = RULES.get(code)
     return rule.explain(logged) if rule else code
 
@@ -158,10 +166,14 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
     return [(c, reason_sentence(c, logged)) for c in codes]
 
 
-def explanation(run_id: str, customer_id: str, row: dict[str, Any]) -> Explanation:
-    """The :class:`Explanation` of one decision row (ledger or plan file: the same fields)."""
+def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None) -> Explanation:
+    """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any."""
     logged = dict(row.get("features") or {})
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
+    error = (delivery or {}).get("error") or ""
+    if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):
+        # What failed is the delivery's, recorded when the send rendered it (the plan logged nothing of it).
+        logged = {**logged, "render_error": error.removeprefix(f"{RENDER_ERROR}: ")}
     contributions = sorted(
         ((k[2:], float(v)) for k, v in logged.items() if k.startswith("c.") and v is not None),
         key=lambda kv: (-kv[1], kv[0]),
@@ -170,7 +182,8 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any]) -> Explanati
     return Explanation(
         run_id=run_id, customer_id=customer_id, message_id=row["message_id"], action=row["action"],
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
-        because=because(codes, logged, score), contributions=contributions, features=logged, model=model_facts(logged),
+        because=because(codes, logged, score), contributions=contributions, features=dict(row.get("features") or {}),
+        model=model_facts(logged), delivery=delivery,
     )
 
 
@@ -190,10 +203,14 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         rows = conn.execute(
             select(DEC).where(DEC.c.run_id == run_id, DEC.c.customer_id == customer_id).order_by(DEC.c.id)
         ).mappings().all()
+        deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "updated_at": r.updated_at}
+                      for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
+                                                   DELIVERIES.c.attempts, DELIVERIES.c.updated_at)
+                                            .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))} if rows else {}
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger"}
-    return facts, [explanation(run_id, customer_id, dict(r)) for r in rows]
+    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"])) for r in rows]
 
 
 def explain_window(project: Project, engine: Engine, customer_id: str, campaign: str | Campaign, window: str | Window,
@@ -258,4 +275,16 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             lines.append(f"  {code}: {sentence}")
         if e.action == "send" and not e.because:
             lines.append(f"  {ALL_PASSED}")
+        if e.delivery is not None and not (RENDER_ERROR in e.reasons and e.delivery["status"] == "failed"):
+            lines.append(f"  delivery: {delivery_sentence(e.delivery)}")
     return "\n".join(lines)
+
+
+def delivery_sentence(delivery: dict[str, Any]) -> str:
+    """The delivery's state in a few words: ``failed (SUPPRESSED: ...)``, ``accepted``, ``deferred (...), 2 attempts``."""
+    out = delivery["status"]
+    if delivery.get("error") and delivery["status"] != "accepted":
+        out += f" ({delivery['error']})"
+    if delivery.get("attempts", 0) > 1:
+        out += f", {delivery['attempts']} attempts"
+    return f"{out}, {delivery['updated_at']:%Y-%m-%d %H:%M} UTC"

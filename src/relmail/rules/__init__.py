@@ -74,6 +74,8 @@ HARD: frozenset[str] = frozenset(code for code, rule in RULES.items() if rule.ha
 ARBITRATION_LOST = "ARBITRATION_LOST"
 SHARED_ADDRESS = "SHARED_ADDRESS"
 HOLDOUT = "HOLDOUT"
+#: Added by ``relmail send`` to a send whose e-mail failed to render for its customer (nothing was sent).
+RENDER_ERROR = "RENDER_ERROR"
 
 #: Every reason code relmail writes, with its meaning (the README table).
 REASON_CODES: dict[str, str] = {
@@ -81,6 +83,7 @@ REASON_CODES: dict[str, str] = {
     ARBITRATION_LOST: "another message was worth more to this customer, or the run's budget was used up",
     SHARED_ADDRESS: "another customer with the same address gets this message in this run",
     HOLDOUT: "held out at random to measure the true effect (would have been sent)",
+    RENDER_ERROR: "the e-mail failed to render for this customer when it was sent, so nothing was sent",
 }
 
 

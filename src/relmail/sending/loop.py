@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 
 from ..delivery.base import DeliveryAborted
 from ..errors import DeferredShareExceeded, DeliveryError
+from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
 from . import ledger
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
     from ..project import Project
 
 DEC = Decision.__table__
-RENDER_ERROR = "RENDER_ERROR"
 #: What became of the e-mails an invocation attempted: confirmed by the provider; handed over with no reply
 #: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template, opt-out).
 OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed")
