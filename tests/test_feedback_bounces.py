@@ -474,6 +474,10 @@ def test_cli_text_json_and_exit_codes(project, tmp_path):
     assert f"{DATA}: 9 message(s): 7 new event(s), 0 already stored, 0 unmatched, ignored 2 auto-reply, 0 unusable; 1 opt-out(s)" \
         in clean.stdout
     assert "bounced_hard    5\nbounced_soft    1\ncomplained      1" in clean.stdout
+    # A cron job's run that finds nothing new logs one line, no empty table.
+    again = invoke(project, "feedback", "bounces", str(DATA))
+    assert again.exit_code == 0 and again.stdout.splitlines() == [
+        f"{DATA}: 9 message(s): 0 new event(s), 7 already stored, 0 unmatched, ignored 2 auto-reply, 0 unusable; 0 opt-out(s)"]
 
     box = everything(tmp_path)
     broken = invoke(project, "feedback", "bounces", str(box), "--json")

@@ -63,6 +63,9 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert (c.rows_read, c.rows_imported, c.flagged_addresses, c.flagged_lines) == (12, 12, 1, [7])
     assert c.details["consent_records"] == 9 and c.details["without_consent"] == 3
     assert (p.rows_read, p.rows_imported, p.skipped) == (10, 8, {"image rows": 2})
+    from relmail.cli.imports import summary_lines
+
+    assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
     assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2,
                                            "shared_addresses": 0}
@@ -132,6 +135,16 @@ def test_an_order_cancelled_since_the_last_export_is_no_purchase_any_more(engine
     result = import_file(engine, "orders", later, mapping="shopify")
     assert (result.rows_imported, result.details["purchases_removed"]) == (13, 1)
     assert "order:5612309000105:1" not in {e["event_id"] for e in table(engine, Event)}
+
+
+def test_a_file_no_variant_of_a_built_in_mapping_fits_is_named_with_the_other_mappings(engine):
+    path = SHOPIFY / "orders_export.csv"
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", path, mapping="mailchimp")
+    assert str(caught.value).startswith(f"{path}: no variant of the built-in mapping 'mailchimp' fits its header")
+    (problem,) = caught.value.problems
+    assert (problem.file, problem.line) == (str(path), 1) and "built-in mappings: shopify" in problem.message
+    assert table(engine, Customer) == []
 
 
 def test_an_invalid_address_is_flagged_never_mailed_and_strict_refuses_it(engine):

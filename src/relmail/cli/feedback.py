@@ -111,8 +111,10 @@ def feedback_import(state: State, file: str, fmt: str, dry_run: bool, strict: bo
             f"{file}: {batch.records} provider event(s): {result.total_applied} new, {result.duplicates} already stored, "
             f"{result.unknown_recipients} unknown recipient(s) skipped, {ignored} of kinds relmail does not track, "
             f"{len(result.invalid)} invalid; {result.opt_outs} opt-out(s)"
+            + (f"; {result.proofs} about proofs, not applied" if result.proofs else "")
         )
-        echo_table(sorted(result.applied.items()), ["type", "new"])
+        if result.applied:
+            echo_table(sorted(result.applied.items()), ["type", "new"])
         _echo_invalid(result.invalid)
     if result.invalid:
         raise invalid_events(batch, applied=True)
@@ -180,7 +182,8 @@ def _echo_bounces(result) -> None:
     else:
         click.echo(f"{where}: {result.messages} message(s): {a.total_applied} new event(s), {a.duplicates} already stored, "
                    f"{len(result.unmatched)} unmatched, ignored {ignored}, {len(result.invalid)} unusable; {a.opt_outs} opt-out(s)")
-    echo_table(sorted(a.applied.items()), ["type", "events" if result.dry_run else "new"])
+    if a.applied:  # a cron job that found nothing new logs one line, not an empty table
+        echo_table(sorted(a.applied.items()), ["type", "events" if result.dry_run else "new"])
     if result.unmatched:
         click.echo("\nNot applied: no e-mail of relmail's answers these")
         echo_table([(u.where, u.recipient, u.type, u.why) for u in result.unmatched], ["message", "recipient", "type", "why"])

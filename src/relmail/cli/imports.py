@@ -177,7 +177,7 @@ def summary_lines(result) -> list[str]:
         out.append(f"{result.flagged_addresses:,} customer(s) with an invalid address imported and flagged "
                    f"(never mailed: INVALID_ADDRESS): line {lines}{more}")
     for reason, n in result.skipped.items():
-        out.append(f"{n:,} {reason} skipped")
+        out.append(f"{reason}: {n:,} skipped")  # the reason is a mapping's plural noun: "1 image rows" would not read
     for key, n in result.details.items():
         if n and key in _DETAILS and key != "purchases":
             out.append(_DETAILS[key].format(n=n))

@@ -126,19 +126,19 @@ class Mapping:
         return self.lines.get(path)
 
 
-def load_mapping(spec: str, kind: str, header: list[str] | None = None) -> Mapping:
+def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: str | None = None) -> Mapping:
     """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``mailchimp``) or a YAML file.
 
     A built-in with several variants for a kind (Mailchimp's subscribed,
     unsubscribed and cleaned exports) picks the one whose ``when_header_has``
-    columns are all in ``header``.
+    columns are all in ``header``, the header of the file ``source``.
     """
     path = Path(spec)
     if path.suffix.lower() in (".yml", ".yaml") or path.exists():
         if not path.is_file():
             raise ValidationError(f"{spec}: no such mapping file", [Problem(spec, None, None, "no such mapping file")])
         return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind)
-    return _builtin(spec, kind, header)
+    return _builtin(spec, kind, header, source)
 
 
 def builtin_names() -> list[str]:
@@ -146,7 +146,7 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir())
 
 
-def _builtin(spec: str, kind: str, header: list[str] | None) -> Mapping:
+def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None) -> Mapping:
     name, _, variant = spec.partition("/")
     folder = BUILTIN_DIR / name
     if not re.fullmatch(r"[a-z0-9_-]+", name) or not folder.is_dir():
@@ -167,8 +167,11 @@ def _builtin(spec: str, kind: str, header: list[str] | None) -> Mapping:
     have = set(header)
     fitting = [m for m in variants if set(m.when_header_has) <= have]
     if not fitting:
-        raise ValidationError(f"no variant of the built-in mapping {name!r} fits this file", [Problem(
-            spec, None, None, "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants))])
+        others = [other for other in builtin_names() if other != name]
+        hint = f"; is it another tool's export (built-in mappings: {', '.join(others)})?" if others else ""
+        raise ValidationError(f"{source or 'the file'}: no variant of the built-in mapping {name!r} fits its header", [Problem(
+            source or spec, 1, None,
+            "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants) + hint)])
     # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
     return max(fitting, key=lambda m: len(m.when_header_has))
 

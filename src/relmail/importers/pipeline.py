@@ -140,7 +140,7 @@ def import_file(
         reader: Any = reader_for(src)
         mapped = None
         if mapping is not None:
-            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header)
+            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name)
             if loaded.kind != kind:
                 raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
                                       [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])
