@@ -50,6 +50,38 @@ def test_a_time_without_offset_takes_the_mappings_zone_and_is_refused_without_on
         make_time(fmt, None)(text)
 
 
+@PROPS
+@given(when=st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2025, 12, 31)),
+       zone=st.sampled_from(["Europe/Berlin", "America/New_York", "Australia/Sydney", "Asia/Tokyo"]))
+def test_a_local_time_is_the_instant_that_wall_clock_showed_or_refused_when_it_never_showed(when, zone):
+    """Any naive time in a mapping's zone: the parsed instant shows that wall-clock time there (the first of two
+    when the clocks went back), or the time never happened there (the clocks skipped it) and is refused."""
+    from zoneinfo import ZoneInfo
+
+    tz = ZoneInfo(zone)
+    wall = when.replace(microsecond=0)
+    parse = make_time("%Y-%m-%d %H:%M:%S", zone)
+    shown = {utc.astimezone(tz).replace(tzinfo=None) == wall
+             for utc in (wall.replace(tzinfo=tz, fold=f).astimezone(UTC) for f in (0, 1))}
+    if shown == {False}:  # neither reading shows this wall-clock time there: it never happened
+        with pytest.raises(FieldError, match=f"never happened in {zone}"):
+            parse(wall.strftime("%Y-%m-%d %H:%M:%S"))
+        return
+    parsed = parse(wall.strftime("%Y-%m-%d %H:%M:%S"))
+    assert parsed.astimezone(tz).replace(tzinfo=None) == wall
+    # Of two instants with this wall-clock time, the earlier.
+    assert parsed == min(wall.replace(tzinfo=tz, fold=f).astimezone(UTC) for f in (0, 1))
+
+
+def test_the_hour_the_clocks_skip_is_refused_and_the_hour_they_repeat_is_read_as_its_first():
+    berlin = make_time("%d.%m.%Y %H:%M", "Europe/Berlin")
+    with pytest.raises(FieldError, match=r"'29.03.2026 02:30' never happened in Europe/Berlin: the clocks skipped that hour"):
+        berlin("29.03.2026 02:30")
+    assert berlin("29.03.2026 03:00") == datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert berlin("25.10.2026 02:30") == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)  # summer time, the first 02:30
+    assert berlin("25.10.2026 03:30") == datetime(2026, 10, 25, 2, 30, tzinfo=UTC)
+
+
 def test_a_placeholder_or_far_future_time_is_refused_as_any_import_refuses_it():
     shopify = make_time("%Y-%m-%d %H:%M:%S %z", None)
     for bad in ("0001-01-01 00:00:00 +0000", "9999-12-31 23:59:59 +0000", "1899-12-31 23:00:00 +0100"):

@@ -89,7 +89,7 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
-            parsed = parsed.replace(tzinfo=zone)
+            parsed = _local(parsed, zone, text)
         if not wholly_past(parsed):  # a placeholder (0001-01-01) or a typo (9999-12-31), as any import refuses
             try:
                 why = implausible(parsed)
@@ -116,6 +116,22 @@ def _time_problem(text: str, expected: str, exc: ValueError) -> str:
         return f"{_short(text)} is not {expected}"
     # The shape fits, the calendar does not: 31.02.2026, 24:00, month 13.
     return f"{_short(text)} is no real date or time ({why}); expected {expected}"
+
+
+def _local(naive: datetime, zone: zoneinfo.ZoneInfo, text: str) -> datetime:
+    """``naive`` as a wall-clock time in ``zone``: one that never happened is an error, one that happened twice the first.
+
+    When the clocks go forward (02:00 becomes 03:00) the hour between does not
+    exist: a time in it is a typo or a system's arithmetic, and any reading of
+    it would be a guess. When they go back, an hour happens twice; the first
+    (daylight saving time, ``fold=0``) is what shop systems that write local
+    times mean, and it is documented so.
+    """
+    local = naive.replace(tzinfo=zone)
+    if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != naive:
+        raise FieldError(f"{_short(text)} never happened in {zone.key}: the clocks skipped that hour (daylight saving time "
+                         "began); correct the value, or give the column an offset")
+    return local
 
 
 def _zone(name: str) -> zoneinfo.ZoneInfo:
