@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -320,6 +321,11 @@ def test_cli_plan_prints_the_summary_and_gates_fail_with_their_exit_codes(plan_p
     assert few.exit_code == 21 and "--min-sends" in few.output
     both = runner.invoke(cli, base + ["--min-sends", "1000", "--max-suppression-rate", "0.1"])
     assert both.exit_code == 20
+    # The JSON says which gates failed, each with its exit code; the process exits with the first one's.
+    data = runner.invoke(cli, base + ["--min-sends", "1000", "--max-suppression-rate", "0.1", "--json"])
+    assert data.exit_code == 20
+    assert [(g["gate"], g["exit_code"]) for g in json.loads(data.stdout)["gates_failed"]] == [("max_suppression_rate", 20), ("min_sends", 21)]
+    assert json.loads(runner.invoke(cli, base + ["--json"]).stdout)["gates_failed"] == []
 
 
 def test_diff_against_last_before_the_first_run_plans_and_says_there_is_nothing_to_compare(plan_project, engine, tmp_path):
@@ -441,6 +447,20 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(plan_project, engin
     assert "render error: promo [broken.html + text from the HTML] for C-NEW (en_GB): " in bad.output
     assert "no_such_filter" in bad.output
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
+
+
+def test_a_template_without_a_subject_fails_the_gate_naming_its_file(plan_project, engine):
+    (plan_project.templates_dir / "nosubject.html").write_text(
+        "<html><body><p>Hi {{ customer.first_name }}</p><p><a href='{{ links.unsubscribe }}'>Unsubscribe</a></p></body></html>",
+        encoding="utf-8")
+    (plan_project.campaigns_dir / "test.yml").write_text(CAMPAIGN.replace("template: ebike_launch", "template: nosubject"),
+                                                         encoding="utf-8")
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW,
+                                   "--as-of", "2026-11-23T09:00:00Z", "--dry-run", "--json"])
+    assert out.exit_code == 22, out.output
+    problems = json.loads(out.stdout)["render_problems"]
+    assert problems and {(p["file"], p["line"]) for p in problems} == {("nosubject.html", None)}
+    assert all("no subject" in p["error"] for p in problems)
 
 
 def test_a_plan_racing_another_for_the_same_window_is_refused_by_the_run_lock(plan_project, engine, monkeypatch):

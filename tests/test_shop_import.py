@@ -326,6 +326,31 @@ def test_a_bad_mapping_file_changes_nothing_and_names_file_line_and_field(projec
         assert table(engine, Customer) == []
 
 
+def test_an_export_resaved_by_a_german_spreadsheet_imports_with_its_decimal_mark(project, tmp_path):
+    """Shopify's customers export opened and saved by Excel in German: semicolons and 1249,00. The error
+    says which decimal mark the file needs; --decimal , reads it as Shopify's own file."""
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "customers_export.csv").read_text(encoding="utf-8"))))
+    spent = rows[0].index("Total Spent")
+    german = tmp_path / "kunden.csv"
+    with german.open("w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh, delimiter=";")
+        writer.writerow(rows[0])
+        for row in rows[1:]:
+            writer.writerow([v.replace(".", ",") if i == spent else v for i, v in enumerate(row)])
+    runner = CliRunner()
+    base = ["--project", str(project.root), "import", "customers", str(german), "--map", "shopify"]
+    refused = runner.invoke(cli, base)
+    assert refused.exit_code == 4
+    assert "field 'Total Spent'" in refused.stderr and "relmail import --decimal ," in refused.stderr
+    assert runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(german), "--decimal", ","]).exit_code == 2
+    done = runner.invoke(cli, [*base, "--decimal", ","])
+    assert done.exit_code == 0, done.output
+    with project_engine(project) as engine:
+        imported = {r["id"]: r["attributes"].get("total_spent") for r in table(engine, Customer)}
+    expected = {row[0].lstrip("'"): float(row[spent]) for row in rows[1:] if row[spent]}
+    assert {k: imported[k] for k in expected} == expected and len(expected) > 5
+
+
 def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     runner = CliRunner()
     base = ["--project", str(project.root), "import"]

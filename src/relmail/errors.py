@@ -110,9 +110,13 @@ class DatabaseUnavailable(DatabaseError):
 
 
 class TemplateError(RelmailError, ValueError):
-    """A template has a syntax error or failed to render."""
+    """A template has a syntax error or failed to render; ``file`` and ``line`` say where, when known."""
 
     exit_code = 6
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        super().__init__(message)
+        self.file, self.line = file, line
 
 
 class DeliveryError(RelmailError, RuntimeError):

@@ -59,11 +59,16 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.option("--rejects", type=click.Path(dir_okay=False), help="Rejects file for --skip-invalid (default: <name>.rejects.<format>).")
     @click.option("--max-errors", type=click.IntRange(min=0), default=20, show_default=True, help="Problems to list (0: all).")
     @click.option("--chunk-size", type=click.IntRange(min=1), default=10_000, show_default=True, help="Rows per bulk write.")
+    @click.option("--decimal", type=click.Choice([".", ","]),
+                  help="With --map: the decimal mark of its money columns that name none (',' for an export re-saved by "
+                       "a spreadsheet that writes 12,50).")
     @json_option
     @pass_state
     def command(state: State, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-                as_json: bool, strict_addresses: bool = False) -> None:
-        _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses)
+                decimal: str | None, as_json: bool, strict_addresses: bool = False) -> None:
+        if decimal is not None and mapping is None:
+            raise click.UsageError("--decimal applies to the money columns of a mapping: give --map")
+        _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses, decimal)
 
     if kind == "customers":
         command = click.option("--strict-addresses", is_flag=True,
@@ -81,7 +86,7 @@ for _kind, (_summary, _example) in _EXAMPLES.items():
 
 
 def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-         as_json: bool, strict_addresses: bool) -> None:
+         as_json: bool, strict_addresses: bool, decimal: str | None = None) -> None:
     from ..errors import ValidationError
     from ..importers import import_file
 
@@ -118,6 +123,7 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
             mapping=mapping,
             strict_addresses=strict_addresses,
             variables={"brand.url": settings.brand.url.rstrip("/"), "brand.name": settings.brand.name},
+            decimal=decimal,
         )
     except ValidationError as exc:
         if bar is not None:

@@ -64,7 +64,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
     from ..errors import NotFound
     from ..planning.diff import diff, load_baseline
     from ..planning.gate import render_sample as render_gate
-    from ..planning.output import check_gates, write_plan
+    from ..planning.output import check_gates, failed_gates, write_plan
     from ..planning.run import plan
     from ..windows import parse_time
 
@@ -102,6 +102,9 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
             payload["out"] = {"path": out, "format": written}
         if changes is not None:
             payload["diff"] = changes.as_dict()
+        # Which gates failed, for a pipeline that reads the JSON (the exit code is the first one's).
+        payload["gates_failed"] = [{k: v for k, v in f.items() if k != "error"}
+                                   for f in failed_gates(result, max_suppression_rate, min_sends)]
         echo_json(payload)
     else:
         _print_plan(result, window, dry_run, replan, limit, changes)

@@ -126,19 +126,23 @@ class Mapping:
         return self.lines.get(path)
 
 
-def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: str | None = None) -> Mapping:
+def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: str | None = None,
+                 decimal: str | None = None) -> Mapping:
     """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``mailchimp``) or a YAML file.
 
     A built-in with several variants for a kind (Mailchimp's subscribed,
     unsubscribed and cleaned exports) picks the one whose ``when_header_has``
     columns are all in ``header``, the header of the file ``source``.
+    ``decimal`` (``.`` or ``,``) is the decimal mark of every ``money``
+    column whose mapping names none: a shop's export re-saved by a
+    spreadsheet in a language that writes ``12,50``.
     """
     path = Path(spec)
     if path.suffix.lower() in (".yml", ".yaml") or path.exists():
         if not path.is_file():
             raise ValidationError(f"{spec}: no such mapping file", [Problem(spec, None, None, "no such mapping file")])
-        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind)
-    return _builtin(spec, kind, header, source)
+        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind, decimal=decimal)
+    return _builtin(spec, kind, header, source, decimal)
 
 
 def builtin_names() -> list[str]:
@@ -146,7 +150,7 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir())
 
 
-def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None) -> Mapping:
+def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None, decimal: str | None = None) -> Mapping:
     name, _, variant = spec.partition("/")
     folder = BUILTIN_DIR / name
     if not re.fullmatch(r"[a-z0-9_-]+", name) or not folder.is_dir():
@@ -161,7 +165,7 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
         have = ", ".join(f"{name}/{f.stem}" for f in every)
         raise ValidationError(f"the built-in mapping {spec!r} has no {kind} mapping",
                               [Problem(spec, None, None, f"no {kind} mapping here (built-in: {have})")])
-    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name) for f in files]
+    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name, decimal=decimal) for f in files]
     if len(variants) == 1 or header is None:
         return variants[0]
     have = set(header)
@@ -176,12 +180,15 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
     return max(fitting, key=lambda m: len(m.when_header_has))
 
 
-def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None) -> Mapping:
+def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None) -> Mapping:
     """Parse and validate a mapping's YAML; every problem names the file, line and key.
 
     ``name`` (default: the file's stem) is recorded as the ``source`` of the
-    consent a customers mapping writes.
+    consent a customers mapping writes; ``decimal`` is the decimal mark of
+    the ``money`` columns that name none (see :func:`load_mapping`).
     """
+    if decimal not in (None, ".", ","):
+        raise ValueError(f"decimal must be '.' or ',', not {decimal!r}")
     data, lines = _compose(text, file)
     problems: list[Problem] = []
 
@@ -199,7 +206,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         raise ValidationError(f"{file}: invalid mapping", problems)
     if kind is not None and declared != kind:
         bad("kind", f"the mapping is for {declared}, not {kind}")
-    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad))
+    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal)
     outputs: list[Output] = []
     columns = data.get("columns")
     if not isinstance(columns, dict) or not columns:
@@ -277,6 +284,7 @@ class _Spec:
     lines: dict[str, int]
     bad: Any
     times: dict[str, Any]
+    decimal: str | None = None
 
     def targets(self) -> tuple[str, ...]:
         return schema_for(self.kind).names + SIDE_FIELDS.get(self.kind, ())
@@ -383,6 +391,8 @@ class _Spec:
                 return False
         if name == "time":
             options = {**self.times, **options}
+        if name == "money" and self.decimal and "decimal" not in options:
+            options["decimal"] = self.decimal
         try:
             if name == "time":
                 return make_time(options.get("format"), options.get("timezone"))

@@ -113,6 +113,7 @@ def import_file(
     mapping: str | Mapping | None = None,
     strict_addresses: bool = False,
     variables: dict[str, str] | None = None,
+    decimal: str | None = None,
 ) -> ImportResult:
     """Import ``source`` (a path, ``-`` for stdin, or a binary stream) as ``kind``.
 
@@ -131,8 +132,14 @@ def import_file(
     :class:`~relmail.importers.mapping.Mapping`; ``variables`` fill its
     templates (``{"brand.url": ...}``). A customer whose address is not a
     valid address is imported and flagged (never mailed), unless
-    ``strict_addresses``, which makes it an error.
+    ``strict_addresses``, which makes it an error. ``decimal`` (``.`` or
+    ``,``) is the decimal mark of the mapping's ``money`` columns that name
+    none (an export re-saved by a spreadsheet that writes ``12,50``); it
+    needs a mapping named by ``mapping``.
     """
+    if decimal is not None and not isinstance(mapping, str):
+        raise ValidationError(f"the decimal mark {decimal!r} applies to the money columns of a mapping: name one (--map)",
+                              [Problem(str(getattr(source, "name", source)), None, None, "no mapping to apply the decimal mark to")])
     schema = schema_for(kind)
     started = time.perf_counter()
     src = open_source(source, fmt)
@@ -140,7 +147,7 @@ def import_file(
         reader: Any = reader_for(src)
         mapped = None
         if mapping is not None:
-            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name)
+            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name, decimal)
             if loaded.kind != kind:
                 raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
                                       [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])

@@ -178,6 +178,8 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
     group = "," if decimal == "." else "."
     plain = re.compile(r"-?\d+(?:\.\d+)?" if decimal == "." else r"-?\d+(?:,\d+)?").fullmatch
     example = f"12{decimal}50"
+    # A file whose amounts use the other mark (an export re-saved by a spreadsheet in another language).
+    other = f"; if the file writes 12{group}50, its decimal mark is {group!r} (relmail import --decimal {group})"
 
     def parse(value: str) -> float:
         if plain(value):  # 12.50: most cells of most exports
@@ -198,10 +200,10 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         digits = re.sub(r"[\s']", "", match["num"])
         whole, _, cents = digits.rpartition(decimal) if decimal in digits else (digits, "", "")
         if group in cents or decimal in whole:
-            raise FieldError(f"{_short(value)}: unexpected {decimal!r} (the mapping's decimal mark is {decimal!r})")
+            raise FieldError(f"{_short(value)}: unexpected {decimal!r} (the mapping's decimal mark is {decimal!r}){other}")
         parts = whole.split(group)
         if len(parts) > 1 and (not parts[0] or len(parts[0]) > 3 or any(len(p) != 3 for p in parts[1:])):
-            raise FieldError(f"{_short(value)}: {group!r} is not between groups of three digits (decimal mark {decimal!r})")
+            raise FieldError(f"{_short(value)}: {group!r} is not between groups of three digits (decimal mark {decimal!r}){other}")
         amount = float("".join(parts) + ("." + cents if cents else ""))
         return -amount if match["sign"] or match["sign2"] else amount
 

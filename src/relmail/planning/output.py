@@ -239,17 +239,22 @@ def read_plan_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return tuple(np.array(c, dtype=object) for c in cols)
 
 
-def check_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> None:
-    """Raise the first failing gate (render, suppression rate, minimum sends); the message lists all."""
-    failures: list[tuple[type, str]] = []
+def failed_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> list[dict[str, Any]]:
+    """Every gate the plan fails, in order (render, suppression rate, minimum sends): its name, why, and its exit code."""
+    failures: list[tuple[type, str, str]] = []
     if result.render_errors:
-        failures.append((RenderGateFailed, f"{result.render_errors} template render error(s)"))
+        failures.append((RenderGateFailed, "render", f"{result.render_errors} template render error(s)"))
     if max_suppression_rate is not None and result.suppression_rate > max_suppression_rate:
-        failures.append((SuppressionRateExceeded,
+        failures.append((SuppressionRateExceeded, "max_suppression_rate",
                          f"suppression rate {result.suppression_rate:.1%} is above --max-suppression-rate {max_suppression_rate:.1%}"))
     sends = result.totals["send"]
     if min_sends is not None and sends < min_sends:
-        failures.append((TooFewSends, f"{sends:,} sends is below --min-sends {min_sends:,}"))
+        failures.append((TooFewSends, "min_sends", f"{sends:,} sends is below --min-sends {min_sends:,}"))
+    return [{"gate": gate, "message": text, "exit_code": cls.exit_code, "error": cls} for cls, gate, text in failures]
+
+
+def check_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> None:
+    """Raise the first failing gate (render, suppression rate, minimum sends); the message lists all."""
+    failures = failed_gates(result, max_suppression_rate, min_sends)
     if failures:
-        cls = failures[0][0]
-        raise cls("gate failed: " + "; ".join(text for _, text in failures))
+        raise failures[0]["error"]("gate failed: " + "; ".join(f["message"] for f in failures))

@@ -145,9 +145,7 @@ def template_error(exc: Exception, name: str | None = None) -> TemplateError:
     filename = filename or name or "<template>"
     where = f"{filename}:{lineno}" if lineno else str(filename)
     message = getattr(exc, "message", None) or str(exc)
-    err = TemplateError(f"{where}: {message}")
-    err.file, err.line = str(filename), lineno  # type: ignore[attr-defined]
-    return err
+    return TemplateError(f"{where}: {message}", str(filename), lineno)
 
 
 class Flattener:

@@ -136,9 +136,9 @@ class RenderError(TemplateError):
     """A template failed for one customer; nothing was produced for them."""
 
     def __init__(self, customer_id: str, message_id: str, reason: str, file: str | None = None, line: int | None = None):
-        self.customer_id, self.message_id, self.reason, self.file, self.line = customer_id, message_id, reason, file, line
+        self.customer_id, self.message_id, self.reason = customer_id, message_id, reason
         where = f"{file}:{line}: " if file and line else (f"{file}: " if file else "")
-        super().__init__(f"{message_id} for {customer_id}: {where}{reason}")
+        super().__init__(f"{message_id} for {customer_id}: {where}{reason}", file, line)
 
 
 @dataclass(frozen=True)
@@ -289,7 +289,8 @@ class Renderer:
         subject_src = spec.subject_for(languages, self.settings.default_locale)
         subject = self._from_string(self.text_env, subject_src, f"{spec.id}: subject") if subject_src else None
         if subject is None and "subject" not in html_tmpl.blocks:
-            raise TemplateError(f"{html_file}: no subject: add {{% block subject %}}...{{% endblock %}} or set the message's subject")
+            raise TemplateError(f"{html_file}: no subject: add {{% block subject %}}...{{% endblock %}} or set the message's subject",
+                                html_file)
         preheader = self._from_string(self.text_env, spec.preheader, f"{spec.id}: preheader") if spec.preheader else None
 
         s = self.settings
