@@ -91,3 +91,13 @@ def test_an_audience_opted_out_of_everything_or_without_any_record_gets_its_caus
                                   ConsentSettings())
     assert warning.text == ("tips: 12 of 12 customers suppressed by UNSUBSCRIBED: 12 customers are opted out of all e-mail "
                             "(topic '*'): check that the consent column was imported the right way round")
+
+
+def test_a_topic_no_consent_record_names_is_called_a_likely_typo(engine):
+    # relmail plan spring --dry-run with 'topic: promotion' where customers opted in to 'promotions'.
+    prefs(engine, [(f"C{i}", "*", True) for i in range(96)] + [(f"D{i}", "promotions", True) for i in range(300)]
+          + [(f"E{i}", "newsletter", False) for i in range(5)])
+    camp = parse_campaign("messages:\n  - {id: sale, template: t, topic: promotion, segments: [everyone], offer: promotion}\n", "c.yml")
+    (warning,) = consent_warnings(engine, camp, summaries((615, {"NO_CONSENT": 590})), ConsentSettings())
+    assert warning.text == ("sale: 590 of 615 customers suppressed by NO_CONSENT: no consent record names topic 'promotion' "
+                            "(a typo for 'promotions'? the store's topics: newsletter, promotions)")

@@ -332,3 +332,24 @@ def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_appl
     raw = model.uplift["conversion"].predict_uplift(X)
     assert np.allclose(model.predict(X, "conversion")["uplift"], cal["intercept"] + cal["slope"] * raw)
     assert "Uplift is calibrated on the validation predictions" in model.meta["selection"]["conversion"]["reason"]
+
+
+@pytest.mark.parametrize("base", ["logistic", "hgb"])
+def test_a_feature_no_decision_logged_a_value_for_is_silent_and_changes_nothing(base):
+    import warnings
+
+    from relmail.learn.estimators import Layout
+
+    # A customer's frequency wish that no customer stated: an all-missing column.
+    # scikit-learn's imputer used to warn once per fit (dozens of lines in a cron log).
+    rng = np.random.default_rng(5)
+    n = 2000
+    x = rng.uniform(0, 1, n)
+    t = rng.integers(0, 2, n).astype(np.int8)
+    y = (rng.random(n) < 0.1 + 0.2 * t * x).astype(np.int8)
+    with_empty = np.column_stack([x, np.full(n, np.nan)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = TLearner(Layout.of(with_empty, 2, 0, y), base).fit(with_empty, y, t).predict_uplift(with_empty[:50])
+    alone = TLearner(Layout.of(x[:, None], 1, 0, y), base).fit(x[:, None], y, t).predict_uplift(x[:50, None])
+    np.testing.assert_allclose(got, alone, atol=1e-6)

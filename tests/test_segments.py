@@ -229,9 +229,11 @@ def test_file_level_problems_are_collected_over_files(tmp_path):
     write(folder, "yaml", "owns: [X\n")
     write(folder, "list", "- owns: X\n")
     write(folder, "consent", "consent: {topic: promotions, opted_in: maybe}\n")
+    write(folder, "empty", "# to do: who gets the spring sale\n")
     got = problems_of(folder)
     assert got == [
         f"{folder / 'consent.yml'}:1: field 'consent.opted_in': must be true or false",
+        f"{folder / 'empty.yml'}:1: the file is empty: a segment file is a mapping with name, description and a condition",
         f"{folder / 'list.yml'}:1: a segment file must be a mapping with name, description and a condition",
         f"{folder / 'many.yml'}: one top-level condition expected, found owns, locale (wrap them in 'all:')",
         f"{folder / 'one.yml'}:1: field 'name': 'two' must match the file name 'one'",

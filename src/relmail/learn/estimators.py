@@ -114,7 +114,11 @@ class Layout:
         cat = list(range(self.n_numeric, self.n_numeric + self.n_categorical))
         steps = []
         if num:
-            steps.append(("num", Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]), num))
+            # A feature no training row has a value for (a frequency wish no customer
+            # stated) stays a column of zeros, which no model can use: dropping it
+            # instead makes scikit-learn warn on every fit of every candidate.
+            impute = SimpleImputer(strategy="median", keep_empty_features=True)
+            steps.append(("num", Pipeline([("impute", impute), ("scale", StandardScaler())]), num))
         if cat:
             steps.append(("cat", OneHotEncoder(handle_unknown="ignore"), cat))
         if curves and self.curved:

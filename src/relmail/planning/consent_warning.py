@@ -12,6 +12,7 @@ globally: see [consent]``).
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
@@ -81,6 +82,13 @@ def _cause(rule: str, topic: str, counts: dict[tuple[str, bool], int], consent) 
             return (f"no customer has consent for topic '{topic}'; {globally_in:,} opted in globally, but "
                     f"[consent] explicit_topics asks an opt-in of its own for '{topic}'")
         return f"no customer has consent for topic '{topic}'; {globally_in:,} opted in globally: see [consent]"
+    named = sorted({t for t, _ in counts if t != "*"})
+    if topic not in named and named:
+        # No record names the topic, though records name others: most likely a
+        # typo in the campaign ('promotion' for 'promotions').
+        close = difflib.get_close_matches(topic, named, n=1)
+        hint = f"a typo for '{close[0]}'?" if close else "a new topic?"
+        return f"no consent record names topic '{topic}' ({hint} the store's topics: {', '.join(named)})"
     if topic_in == 0 and not globally_in:
         return f"no customer has opted in to topic '{topic}' or globally"
     return f"{topic_in:,} customers opted in to topic '{topic}' and {globally_in:,} globally; few of them are in this audience"

@@ -71,6 +71,11 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
         mark = getattr(exc, "problem_mark", None)
         problems.append(Problem(where, mark.line + 1 if mark else None, None, f"invalid YAML: {getattr(exc, 'problem', exc)}"))
         return None
+    if node is None:
+        # Empty or only comments: refused rather than read as "every customer",
+        # which a file saved before its condition was written would otherwise mean.
+        problems.append(Problem(where, 1, None, "the file is empty: a segment file is a mapping with name, description and a condition"))
+        return None
     lines: dict[str, int] = {}
     _lines(node, "", lines)
     before = len(problems)
