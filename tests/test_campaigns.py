@@ -80,6 +80,23 @@ def test_a_bad_value_is_quoted_in_its_error_without_the_validators_jargon(change
     assert said in str(err.value) and "Value error" not in str(err.value)
 
 
+@pytest.mark.parametrize("change, said", [
+    (("  frequency_cap: {7d: 2}", "  frequncy_cap: {7d: 2}"),
+     "campaigns/weekly.yml:4: field 'policy.frequncy_cap': unknown key 'frequncy_cap' (allowed: consent, contact_cost, "),
+    (("  frequency_cap: {7d: 2}", "  frequncy_cap: {7d: 2}"), "; did you mean 'frequency_cap'?"),
+    (("policy: {min_relevance: 0.5, rules: {OWNS_PRODUCT: false}}", "policy: {min_relevance: 0.5, frequency_cap: {7d: 1}}"),
+     "field 'messages.0.policy.frequency_cap': unknown key 'frequency_cap' (allowed: consent, contact_cost, fatigue_threshold, "
+     "holdout_share, irritation_cost, min_relevance, model, model_outcome, recent_complaint_days, rules, topic_frequency_cap); "
+     "'frequency_cap' applies to the whole campaign: set it in the campaign's policy"),
+    (("    value: 40\n", "    valeu: 40\n"), "field 'messages.0.valeu': unknown key 'valeu' (allowed: categories, data, feature, "),
+])
+def test_a_misspelt_or_misplaced_key_names_the_keys_allowed_there(change, said):
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(GOOD.replace(*change), "campaigns/weekly.yml")
+    text = "; ".join(str(p) for p in err.value.problems)
+    assert said in text and "Extra inputs" not in text
+
+
 def test_broken_yaml_and_non_mappings_are_clear_errors():
     with pytest.raises(ValidationError, match=r"c.yml:2.*invalid YAML|invalid YAML"):
         parse_campaign("messages:\n  - id: [unclosed\n", "c.yml")

@@ -449,6 +449,19 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(plan_project, engin
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
 
 
+def test_a_campaign_naming_a_missing_template_is_refused_before_anything_is_planned(plan_project, engine):
+    path = plan_project.campaigns_dir / "test.yml"
+    path.write_text(CAMPAIGN.replace("template: ebike_launch", "template: ebike_lunch"), encoding="utf-8")
+    line = CAMPAIGN.split("template: ebike_launch")[0].count("\n") + 1
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW,
+                                   "--as-of", "2026-11-23T09:00:00Z"])
+    assert out.exit_code == 4, out.output
+    assert f"{path}:{line}: field 'messages.0.template': no template 'ebike_lunch.html' in" in out.stderr
+    assert "ebike_launch" in out.stderr  # the templates there, to spot the typo
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Run.__table__)).scalar_one() == 0
+
+
 def test_a_template_without_a_subject_fails_the_gate_naming_its_file(plan_project, engine):
     (plan_project.templates_dir / "nosubject.html").write_text(
         "<html><body><p>Hi {{ customer.first_name }}</p><p><a href='{{ links.unsubscribe }}'>Unsubscribe</a></p></body></html>",

@@ -262,6 +262,13 @@ def test_broken_sql_names_the_file(store, tmp_path):
         audience(store, [seg], T)
 
 
+def test_sql_without_a_customer_id_column_says_the_column_it_needs(store, tmp_path):
+    path = write(tmp_path / "segs", "ids", "sql: SELECT id FROM customers\n")
+    with pytest.raises(ValidationError, match=f"segment query failed \\({path}\\)") as caught:
+        audience(store, [load_segments(tmp_path / "segs")["ids"]], T)
+    assert "a sql: condition must return a column named customer_id (e.g. SELECT id AS customer_id" in str(caught.value)
+
+
 def test_audience_is_in_code_point_order_on_every_backend(engine):
     """PostgreSQL's locale collation would put 'a' before 'B'; NumPy's searchsorted needs code points."""
     odd = ["b", "B", "a", "\u00e9", "Z", "a-1", "A"]

@@ -107,6 +107,8 @@ def test_message_data_of_the_campaign_is_used_so_a_template_that_needs_it_has_no
     warnings = [f for f in report.findings if f.file == "offer.html" and f.severity == "warning"]
     assert [(f.line, f.message.split(" is not")[0]) for f in warnings] == [(5, "'customer.attributes.cityy'")]
     assert "offers/offer" in warnings[0].message
+    out = run(demo, "--campaign", "offers")
+    assert out.exit_code == 0 and "2 message variants rendered for" in out.stderr and "0 errors, 1 warning." in out.stderr
     # The same template rendered with an empty message.data (what the check used to do) fails.
     (demo.campaigns_dir / "offers.yml").write_text(CAMPAIGN.replace("    data:\n      offer: {code: AUTUMN, discount: 0.15}\n", ""))
     errors = [f for f in check(demo, engine).errors if f.file == "offer.html"]

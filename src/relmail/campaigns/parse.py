@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
+from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -170,8 +171,34 @@ def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     return None
 
 
+#: The model of each place a key can be misspelt: (top level | policy | scoring | a message | its policy).
+_KEYS_AT: dict[tuple[str, ...], type[BaseModel]] = {
+    (): _CampaignModel, ("policy",): _PolicyModel, ("scoring",): _ScoringModel, ("messages",): _MessageModel,
+    ("messages", "policy"): _MessagePolicyModel,
+}
+
+
+def _unknown_key(loc: tuple) -> str:
+    """An unknown key as a person reads it: the keys allowed there, the likely one, and where a key of another place goes."""
+    key = str(loc[-1])
+    place = tuple(p for p in loc[:-1] if isinstance(p, str))
+    model = _KEYS_AT.get(place)
+    if model is None:
+        return f"unknown key '{key}'"
+    allowed = sorted(model.model_fields)
+    message = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
+    close = get_close_matches(key, allowed, n=1)
+    if model is _MessagePolicyModel and key in _PolicyModel.model_fields:
+        message += f"; '{key}' applies to the whole campaign: set it in the campaign's policy"
+    elif close:
+        message += f"; did you mean '{close[0]}'?"
+    return message
+
+
 def _said(err: dict) -> str:
     """A validation error as a person reads it: without pydantic's "Value error, " and with the value given."""
+    if err.get("type") == "extra_forbidden":
+        return _unknown_key(tuple(err["loc"]))
     message = err["msg"].removeprefix("Value error, ")
     given = err.get("input")
     if err.get("type") != "missing" and isinstance(given, (str, int, float)) and not isinstance(given, bool):

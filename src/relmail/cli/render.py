@@ -220,6 +220,7 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
       relmail templates check --generated     # in a job without the database
     """
     from ..campaigns import load_campaign, load_campaigns
+    from ..planning.output import counted
     from ..render import Renderer
     from ..render.check import check_templates
 
@@ -248,8 +249,9 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
             click.echo(str(f))
         renders = sum(n for *_, n in report.rendered)
         unused = f"; not used by a campaign (linted only): {', '.join(report.unused)}" if report.unused else ""
-        click.echo(f"{report.files} files linted; {len(report.rendered)} message variants rendered for {renders} "
-                   f"{report.samples} sample customers{unused}. {errors} errors, {len(findings) - errors} warnings.", err=True)
+        click.echo(f"{counted(report.files, 'file')} linted; {counted(len(report.rendered), 'message variant')} rendered for "
+                   f"{renders:,} {report.samples} {'sample customer' if renders == 1 else 'sample customers'}{unused}. "
+                   f"{counted(errors, 'error')}, {counted(len(findings) - errors, 'warning')}.", err=True)
     if failing:
         raise TemplateError(f"templates check failed: {len(failing)} problem(s)")
 

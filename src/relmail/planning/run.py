@@ -124,6 +124,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     as_of = (opts.as_of or win.default_as_of(now)).astimezone(UTC)
     segments = load_segments(project)
     _check_segments(camp, segments)
+    _check_templates(camp, project.templates_dir)
     seed = camp.run_seed(win.key)
     scorer = opts.scorer
     if scorer is None:
@@ -377,6 +378,20 @@ def _check_segments(camp: Campaign, segments: dict) -> None:
                                         f"unknown segment '{s}' (known: {', '.join(sorted(segments)) or 'none'})"))
     if problems:
         raise ValidationError(f"campaign '{camp.name}' names segments that do not exist", problems)
+
+
+def _check_templates(camp: Campaign, templates_dir) -> None:
+    """Every message's template exists (its base file or a locale variant): checked before anything is
+    planned, so a misspelt name is the campaign's error, not a written plan whose every e-mail fails."""
+    problems = []
+    for i, m in enumerate(camp.messages):
+        if not (templates_dir / f"{m.template}.html").is_file() and not any(templates_dir.glob(f"{m.template}.*.html")):
+            known = sorted({f.name.split(".")[0] for f in templates_dir.glob("*.html")})
+            problems.append(Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "template")),
+                                    f"messages.{i}.template",
+                                    f"no template '{m.template}.html' in {templates_dir} (templates: {', '.join(known) or 'none'})"))
+    if problems:
+        raise ValidationError(f"campaign '{camp.name}' names templates that do not exist", problems)
 
 
 def _categories(conn, message) -> tuple[str, ...]:

@@ -141,6 +141,9 @@ def _run(conn, stmt, segments: list[Segment]):
         # The statement's own error, mostly a broken ``sql:`` escape hatch: say which files could be at fault.
         files = ", ".join(str(s.file) for s in segments)
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        if "customer_id" in first:
+            # The sql: query's result is read by its customer_id column, which the database names as missing.
+            first += "; a sql: condition must return a column named customer_id (e.g. SELECT id AS customer_id FROM customers WHERE ...)"
         raise ValidationError(f"segment query failed ({files}): {first}") from None
 
 
