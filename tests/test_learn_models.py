@@ -309,6 +309,12 @@ def test_selection_keeps_the_response_like_model_unless_another_clearly_beats_it
     assert "within one standard error" in got.reason and "ranks like the response model" in got.reason
     assert {c["kind"] for c in got.candidates} == {"t_learner", "proportional"}
     assert all(c["qini_spread"] is not None for c in got.candidates)
+    # Held-out customers responding more than sent ones: the proportional model's order is the response
+    # model's reversed, and the reason says so instead of "ranks like the response model".
+    y_lower = (rng.random(len(y)) < 0.25 - 0.1 * t).astype(np.int8)
+    got = choose(X, y_lower, t, ids, spec.layout, kinds=kinds, bases=("logistic",), repeats=2)
+    assert got.kind == "proportional" and "within one standard error" in got.reason
+    assert "ranks the likeliest customers last" in got.reason and "ranks like the response model" not in got.reason
 
 
 @pytest.mark.slow

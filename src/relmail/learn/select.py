@@ -184,8 +184,16 @@ def choose(
         fallback = safe[0]
         lead, se = _lead(oof[(best["kind"], best["base"])], oof[(fallback["kind"], fallback["base"])], y, t, criterion, seed)
         if not lead > se:
-            what = ("which ranks like the response model" if upstream is None
-                    else f"the {upstream.outcome} model ({upstream.kind}/{upstream.base}) times the outcome's chance after a {upstream.outcome}")
+            sent = np.asarray(t) == 1
+            lowered = sent.any() and (~sent).any() and float(np.mean(y[sent])) < float(np.mean(y[~sent]))
+            if upstream is not None:
+                what = f"the {upstream.outcome} model ({upstream.kind}/{upstream.base}) times the outcome's chance after a {upstream.outcome}"
+            elif lowered:
+                # Its uplift is the response times the observed relative lift, negative here: the order reverses.
+                what = ("which, as the held-out customers' rate was the higher in these data, predicts the e-mail lowers"
+                        " everyone's chance and ranks the likeliest customers last")
+            else:
+                what = "which ranks like the response model"
             reason += (
                 f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) is within one standard error"
                 f" ({_fmt(se)}, bootstrap over validation customers), so {fallback['kind']}/{fallback['base']},"
