@@ -188,6 +188,38 @@ def test_a_replan_preview_states_the_kept_decisions_and_leaves_them_out_of_the_d
     assert f"Changes since run {RUN}: 0 customers, 0 decisions ({len(written.decisions) - 5:,} unchanged; 5 kept by the replan)" in out.output
 
 
+def test_a_run_planned_by_mistake_is_discarded_and_one_with_sends_is_kept(demo, engine):
+    from sqlalchemy import func, select
+
+    from relmail.store.models import Decision, Event, Run
+
+    def count(table, run_id):
+        with engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(table).where(table.c.run_id == run_id)).scalar_one()
+
+    assert _run(demo, "plan", "weekly", "--window", "2026-W49", "--as-of", "2026-11-30T09:00:00+00:00").exit_code == 0
+    mistake = "weekly:2026-W49"
+    decided = count(Decision.__table__, mistake)
+    assert decided > 1000
+    asked = _run(demo, "runs", "discard", mistake)
+    assert asked.exit_code == 2 and "needs --yes" in asked.output and count(Decision.__table__, mistake) == decided
+    done = _run(demo, "runs", "discard", "weekly:last", "--yes", "--json")
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.stdout) == {"run": mistake, "decisions": decided, "deliveries": 0}
+    assert count(Decision.__table__, mistake) == 0
+    with engine.connect() as conn:
+        assert conn.execute(select(Run.__table__.c.id).where(Run.__table__.c.id == mistake)).first() is None
+    # The window plans again as if never planned (no --replan needed).
+    assert _run(demo, "plan", "weekly", "--window", "2026-W49", "--as-of", "2026-11-30T09:00:00+00:00").exit_code == 0
+    # Once some of its e-mails went out the run stays: the ledger is what keeps them from going out twice.
+    sent = _run(demo, "send", "weekly", "--window", "2026-W49", "--limit", "3")
+    assert sent.exit_code == 0, sent.output
+    kept = count(Decision.__table__, mistake)
+    refused = _run(demo, "runs", "discard", mistake, "--yes")
+    assert refused.exit_code == 9 and "(3 accepted)" in refused.stderr and "it stays in the ledger" in refused.stderr
+    assert count(Decision.__table__, mistake) == kept > 1000 and count(Event.__table__, mistake) == 3
+
+
 def test_runs_list_show_and_export_with_the_sentences_of_why(demo, engine, tmp_path):
     from relmail.store.models import Run
 

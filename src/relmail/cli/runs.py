@@ -1,6 +1,8 @@
-"""``relmail runs list|show|export``: the runs in the ledger (``runs import`` lives with the learning commands)."""
+"""``relmail runs list|show|export|discard``: the runs in the ledger (``runs import`` lives with the learning commands)."""
 
 from __future__ import annotations
+
+import sys
 
 import click
 
@@ -9,7 +11,7 @@ from ._common import State, echo_json, echo_table, json_option, pass_state
 
 @click.group("runs")
 def runs() -> None:
-    """Runs in the ledger: list them, show one, export its decisions, import a past experiment."""
+    """Runs in the ledger: list them, show one, export its decisions, discard one planned by mistake, import a past experiment."""
 
 
 @runs.command("list")
@@ -105,6 +107,40 @@ def runs_export(state: State, run: str, out: str, actions: str, with_contact: bo
     run_id, n = export_run(state.engine, run, out, actions=wanted, with_contact=with_contact, campaign=campaign)
     click.echo(f"Wrote {n:,} decisions of run {run_id} ({', '.join(wanted)}) to {out}"
                + (" with contact details" if with_contact else "") + ".")
+
+
+@runs.command("discard")
+@click.argument("run")
+@click.option("--campaign", "-c", help="With RUN 'last': the campaign whose newest run to discard.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed when stdin is not a terminal).")
+@json_option
+@pass_state
+def runs_discard(state: State, run: str, campaign: str | None, yes: bool, as_json: bool) -> None:
+    """Remove a run planned by mistake: its decisions and the run, when none of its e-mails was sent.
+
+    A written plan's decisions count as pending sends in the frequency caps
+    of later plans; a plan of the wrong window or of an unfinished campaign
+    is taken back with this. Refused (exit 9) once any e-mail of the run was
+    handed over or attempted: the ledger then keeps what was sent. To plan
+    the same window again instead, use relmail plan --replan.
+
+    \b
+    Example:
+      relmail runs discard spring:2026-W50
+      relmail runs discard spring:last --yes
+    """
+    from ..planning.runs import discard_run
+    from ..store.locks import timeout_for
+
+    if not yes:
+        if not sys.stdin.isatty():
+            raise click.UsageError("discarding a run needs --yes when stdin is not a terminal")
+        click.confirm(f"Remove run {run} and all its decisions?", abort=True)
+    done = discard_run(state.engine, run, campaign, timeout=timeout_for(state.project))
+    if as_json:
+        echo_json(done)
+    else:
+        click.echo(f"Discarded run {done['run']}: {done['decisions']:,} decisions, {done['deliveries']:,} planned deliveries.")
 
 
 def _deliveries(counts: dict[str, int]) -> str:

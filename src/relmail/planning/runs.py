@@ -1,4 +1,4 @@
-"""Runs in the ledger as things to list, look at and export: ``relmail runs list|show|export``.
+"""Runs in the ledger as things to list, look at, export and discard: ``relmail runs list|show|export|discard``.
 
 A run is named by its id (``weekly:2026-W49``). :func:`resolve_run` also
 takes ``last`` (the newest run of a campaign, given the campaign) and
@@ -7,7 +7,7 @@ created. :func:`list_runs` gives each run's counts, :func:`run_details`
 one run's counts per message, reason and delivery state, and
 :func:`export_run` writes one CSV row per decision with the same reason
 sentences as ``relmail why``, and the customer's contact details only when
-asked for.
+asked for. :func:`discard_run` removes a run nothing of which was sent.
 """
 
 from __future__ import annotations
@@ -15,22 +15,23 @@ from __future__ import annotations
 import contextlib
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select, text
+from sqlalchemy import delete, func, select, text
 
 from ..campaigns import load_campaign
-from ..errors import NotFound, ValidationError
+from ..errors import Conflict, NotFound, ValidationError
 from ..rules import REASON_CODES
-from ..store.models import NOT_SUPPRESSED, Decision, Delivery, Run
+from ..store import locks
+from ..store.models import NOT_SUPPRESSED, Decision, Delivery, Event, Run
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection, Engine
 
     from ..project import Project
 
-RUNS, DEC, DLV = Run.__table__, Decision.__table__, Delivery.__table__
+RUNS, DEC, DLV, EVENTS = Run.__table__, Decision.__table__, Delivery.__table__, Event.__table__
 ACTIONS = ("send", "holdout", "suppress")
 NEWEST = (RUNS.c.as_of.desc(), RUNS.c.created_at.desc(), RUNS.c.id.desc())
 
@@ -96,6 +97,33 @@ def resolve_run(conn: Connection, text: str, campaign: str | None = None) -> str
     if conn.execute(select(RUNS.c.id).where(RUNS.c.id == text)).first() is None:
         raise NotFound(f"no run '{text}' in the ledger{_newest(conn, name)}")
     return text
+
+
+def discard_run(engine: Engine, run: str, campaign: str | None = None, timeout: timedelta = locks.DEFAULT_TIMEOUT) -> dict[str, Any]:
+    """Remove a run nothing of which was sent: its decisions, its planned deliveries and the run itself.
+
+    For a plan written by mistake (a wrong window, a campaign file not
+    finished): its decisions would otherwise count as pending sends in the
+    frequency caps of every later plan. Under the run's lock, so no plan or
+    send of it runs meanwhile; refused (:class:`Conflict`) once any e-mail of
+    the run was handed over or attempted, since the ledger is what keeps a
+    later send from mailing a customer twice. Returns the run id and what was
+    removed.
+    """
+    with engine.connect() as conn:
+        run_id = resolve_run(conn, run, campaign)
+    with locks.acquire(engine, run_id, timeout=timeout, heartbeat=False), engine.begin() as conn:
+        started = conn.execute(select(DLV.c.status, func.count()).where(DLV.c.run_id == run_id, DLV.c.status != "planned")
+                               .group_by(DLV.c.status)).all()
+        sent = conn.execute(select(func.count()).select_from(EVENTS).where(EVENTS.c.run_id == run_id)).scalar_one()
+        if started or sent:
+            what = ", ".join(f"{n:,} {status}" for status, n in sorted(started)) or f"{sent:,} events"
+            raise Conflict(f"run {run_id} has e-mails handed over or attempted ({what}): it stays in the ledger, "
+                           "which keeps a later send from mailing anyone twice")
+        deliveries = conn.execute(delete(DLV).where(DLV.c.run_id == run_id)).rowcount
+        decisions = conn.execute(delete(DEC).where(DEC.c.run_id == run_id)).rowcount
+        conn.execute(delete(RUNS).where(RUNS.c.id == run_id))
+    return {"run": run_id, "decisions": decisions, "deliveries": deliveries}
 
 
 def _newest(conn, campaign: str | None) -> str:
