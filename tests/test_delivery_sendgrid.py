@@ -133,6 +133,17 @@ def test_revoked_key_aborts_keeping_earlier_results():
 
 
 @responses.activate
+def test_revoked_key_stops_concurrent_requests_too():
+    # With several requests in flight (the default concurrency 4), a refused
+    # key must stop the batch as well, not post every remaining e-mail.
+    responses.add(responses.POST, URL, status=401, json={"errors": [{"message": "authorization grant is invalid"}]})
+    with pytest.raises(DeliveryAborted) as info:
+        adapter(concurrency=4).send([message(i) for i in range(200)])
+    assert {r.status for r in info.value.results} == {"deferred"}
+    assert len(responses.calls) <= 4  # at most the requests already in flight
+
+
+@responses.activate
 def test_connection_lost_after_sending_is_ambiguous_and_not_retried():
     import requests
 

@@ -162,7 +162,20 @@ class HttpAdapter(Adapter):
         if self.concurrency > 1 and len(messages) > 1:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"relmail-{self.name}")
-            futures = [self._executor.submit(fn, m) for m in messages]
+            stopped = threading.Event()
+
+            def guarded(m: OutgoingMessage) -> Result | None:
+                # Once one request refused the account, the queued messages are
+                # not posted (they would all be refused alike): None = deferred.
+                if stopped.is_set():
+                    return None
+                try:
+                    return fn(m)
+                except Abort:
+                    stopped.set()
+                    raise
+
+            futures = [self._executor.submit(guarded, m) for m in messages]
         else:
             futures = None
         results: list[Result | None] = []
