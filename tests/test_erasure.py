@@ -44,6 +44,22 @@ def _customer(conn, cid: str, email: str, events: int = 3, decisions: tuple[str,
                                          next_attempt_at=T0 if status == "deferred" else None, updated_at=T0))
 
 
+def test_why_after_erasure_says_the_customer_was_erased_not_that_a_hard_rule_applied(engine):
+    from relmail.planning.why import ALL_PASSED, explain, format_explanations
+    from relmail.rules import REASON_CODES
+
+    with engine.begin() as conn:
+        _customer(conn, "C1", "anna@example.org", decisions=("accepted",))
+        conn.execute(update(DEC).where(DEC.c.customer_id == "C1").values(action="suppress", reasons="COMPLAINED"))
+    forget(engine, "C1")
+    facts, (exp,) = explain(engine, "C1", "r0")
+    assert facts["erased"] is True and exp.features == {}
+    assert exp.because == [("COMPLAINED", REASON_CODES["COMPLAINED"])]  # the code's meaning, no sentence about zeros
+    text = format_explanations(facts, [exp])
+    assert "The customer was erased" in text and "hard rule applies" not in text and ALL_PASSED not in text
+    assert "m: SUPPRESS  score 0.70" in text
+
+
 def _count(conn, table, cid=None) -> int:
     stmt = select(func.count()).select_from(table)
     if cid is not None:

@@ -19,10 +19,10 @@ from sqlalchemy import select
 
 from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
-from ..rules import ARBITRATION_LOST, HOLDOUT, RENDER_ERROR, RULES, SHARED_ADDRESS
+from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
 from ..store.customer_rows import latest_run
-from ..store.models import Decision, Delivery, Run
+from ..store.models import Customer, Decision, Delivery, Run
 from ..windows import resolve_window
 from .output import plan_file_rows
 from .run import plan
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from ..project import Project
     from ..windows import Window
 
-DEC, RUNS, DELIVERIES = Decision.__table__, Run.__table__, Delivery.__table__
+DEC, RUNS, DELIVERIES, CUSTOMERS = Decision.__table__, Run.__table__, Delivery.__table__, Customer.__table__
 
 
 @dataclass
@@ -207,10 +207,19 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
                                                    DELIVERIES.c.attempts, DELIVERIES.c.updated_at)
                                             .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))} if rows else {}
+        # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
+        erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
-    facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger"}
-    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"])) for r in rows]
+    facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
+             "erased": erased}
+    found = [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"])) for r in rows]
+    if erased:
+        for e in found:
+            if not e.features:
+                # No logged facts to quote: each code's general meaning, not a sentence about made-up zeros.
+                e.because = [(c, REASON_CODES.get(c, c)) for c in e.reasons]
+    return facts, found
 
 
 def explain_window(project: Project, engine: Engine, customer_id: str, campaign: str | Campaign, window: str | Window,
@@ -260,9 +269,14 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
     source = facts.get("source", "ledger")
     note = "" if source == "ledger" else ("; a preview, not written" if source == "preview" else f"; from {source}")
     lines = [f"{explanations[0].customer_id} in run {facts['run']} (as of {as_of:%Y-%m-%d %H:%M} UTC{note})"]
+    if facts.get("erased"):
+        lines.append("The customer was erased: what the plan logged about them (features, limits) is gone; "
+                     "the decisions and their reason codes remain.")
     for e in explanations:
         lines.append("")
-        if "score" in e.features:  # logged where the score counted, whatever its value
+        if facts.get("erased") and not e.features:
+            lines.append(f"{e.message_id}: {e.action.upper()}  score {e.score:.2f}")
+        elif "score" in e.features:  # logged where the score counted, whatever its value
             lines.append(f"{e.message_id}: {e.action.upper()}  score {e.score:.2f}, expected value {e.expected_value:.2f}")
             parts = ", ".join(f"{k} +{v:.2f}" for k, v in e.contributions[:top] if v > 0)
             if parts:
