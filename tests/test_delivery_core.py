@@ -146,6 +146,41 @@ def test_adapter_from_project_uses_relmail_toml(project):
     assert (smtp.host, smtp.port, smtp.security) == ("smtp.example", 2525, "none")
 
 
+@pytest.mark.parametrize("name, table", [
+    ("sendgrid", 'base_ulr = "http://127.0.0.1:9"'),
+    ("postmark", 'message_steam = "broadcast"'),
+    ("smtp", 'host = "smtp.example"\nretry_dealy = 60'),
+])
+def test_a_misspelt_key_of_an_adapters_table_is_refused_naming_the_one_meant(project, name, table):
+    from relmail.errors import ConfigError
+    from relmail.project import Project
+
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text() + f"\n[delivery.{name}]\n{table}\n")
+    wrong = table.splitlines()[-1].split(" = ")[0]
+    with pytest.raises(ConfigError, match=f"\\[delivery.{name}\\]: unknown key '{wrong}' .*did you mean"):
+        adapter_from_project(Project.load(project.root), name=name)
+
+
+def test_every_adapter_setting_the_docs_show_is_accepted():
+    """Each [delivery.<adapter>] table of the guides' TOML examples passes the key check unchanged."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    from relmail.delivery import check_keys
+
+    docs = Path(__file__).resolve().parents[1] / "docs"
+    seen = set()
+    for page in [*docs.glob("guide/*.md"), *docs.glob("operations/*.md")]:
+        for block in re.findall(r"```toml\n(.*?)```", page.read_text(encoding="utf-8"), re.DOTALL):
+            for name, table in tomllib.loads(block).get("delivery", {}).items():
+                if name in ADAPTERS and isinstance(table, dict):
+                    check_keys(name, table)
+                    seen.add(name)
+    assert {"smtp", "sendgrid", "postmark", "mailgun", "ses"} <= seen
+
+
 def test_cli_adapters_list_json(project, monkeypatch):
     monkeypatch.chdir(project.root)
     result = CliRunner().invoke(cli, ["adapters", "list", "--json"])
@@ -158,3 +193,19 @@ def test_cli_adapters_list_json(project, monkeypatch):
     assert rows["file"]["selected"] and not rows["smtp"]["selected"]
     table = CliRunner().invoke(cli, ["adapters", "list"]).output
     assert "SendGrid v3 POST /v3/mail/send." in table and "``" not in table
+    assert "retry_delay" in rows["postmark"]["settings"] and "concurrency" in rows["postmark"]["settings"]
+
+
+@pytest.mark.parametrize("adapter, table, said", [
+    ("sendgird", "", "adapter 'sendgird' is unknown; known:"),
+    ("sendgrid", '[delivery.sendgrid]\nbase_ulr = "http://127.0.0.1:9"\n', "[delivery.sendgrid]: unknown key 'base_ulr'"),
+])
+def test_adapters_list_says_what_send_would_refuse(project, monkeypatch, adapter, table, said):
+    config = project.root / "relmail.toml"
+    text = config.read_text()
+    assert 'adapter = "file"' in text
+    config.write_text(text.replace('adapter = "file"', f'adapter = "{adapter}"', 1) + "\n" + table)
+    monkeypatch.chdir(project.root)
+    out = CliRunner().invoke(cli, ["adapters", "list"])
+    assert out.exit_code == 3 and said in out.stderr
+    assert "SendGrid v3 POST /v3/mail/send." in out.stdout  # the list is still shown

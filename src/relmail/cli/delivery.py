@@ -25,13 +25,14 @@ def list_adapters(state, as_json: bool) -> None:
       relmail adapters list
       relmail adapters list --json | jq '.adapters[] | select(.selected)'
     """
-    from ..delivery import ADAPTERS, adapter_class
+    from ..delivery import ADAPTERS, adapter_class, adapter_keys, check_keys, delivery_config
     from ..errors import ConfigError
 
     try:
-        selected = state.project.settings.section("delivery").get("adapter", "file")
+        delivery = state.project.settings.section("delivery")
+        selected = delivery.get("adapter", "file")
     except ConfigError:
-        selected = None  # no project here: list the adapters anyway
+        delivery = selected = None  # no project here: list the adapters anyway
     rows = []
     for name in ADAPTERS:
         cls = adapter_class(name)
@@ -39,17 +40,21 @@ def list_adapters(state, as_json: bool) -> None:
             "name": name,
             "selected": name == selected,
             "max_batch": cls.max_batch,
-            "settings": list(cls.config_keys),
+            "settings": adapter_keys(name),
             # The module docstring's first line, without its reStructuredText ``literal`` marks.
             "summary": (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0].replace("``", ""),
         })
     if as_json:
         echo_json({"selected": selected, "adapters": rows})
-        return
-    echo_table(
-        [["*" if r["selected"] else "", r["name"], r["max_batch"], r["summary"]] for r in rows],
-        ["", "adapter", "per request", "what it does"],
-    )
+    else:
+        echo_table(
+            [["*" if r["selected"] else "", r["name"], r["max_batch"], r["summary"]] for r in rows],
+            ["", "adapter", "per request", "what it does"],
+        )
+    if delivery is not None:
+        # What relmail send would refuse: an unknown adapter, a key its table does not take.
+        name, _ = delivery_config(delivery)
+        check_keys(name, delivery.get(name, {}))
 
 
 COMMANDS = [adapters]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
+from difflib import get_close_matches
 from typing import Any
 
 from ..errors import ConfigError, DeliveryError
@@ -89,10 +90,38 @@ def delivery_config(delivery: Mapping[str, Any], name: str | None = None) -> tup
     return name, {**shared, **own}
 
 
+#: Settings every adapter reads (rate limits and warm-up, the retry delay, DKIM, the sender's domain).
+COMMON_KEYS = ("rate_per_second", "rate_per_hour", "warmup", "warmup_start", "retry_delay", "dkim", "sender_domain")
+#: Settings every HTTP (ESP) adapter reads.
+HTTP_KEYS = ("base_url", "timeout", "max_retries", "max_retry_wait", "concurrency")
+
+
+def adapter_keys(name: str) -> list[str]:
+    """Every setting adapter ``name`` reads: its own, the ESPs' HTTP ones where it is one, and the shared ones."""
+    from .http import HttpAdapter
+
+    cls = adapter_class(name)
+    return sorted({*cls.config_keys, *COMMON_KEYS, *(HTTP_KEYS if issubclass(cls, HttpAdapter) else ())})
+
+
+def check_keys(name: str, own: Mapping[str, Any]) -> None:
+    """Refuse a key of ``[delivery.<name>]`` the adapter does not read: a misspelt ``base_url`` or
+    ``message_stream`` would otherwise be ignored, and the e-mails go where the default says."""
+    if not adapter_class(name).config_keys:  # an adapter (a plug-in) that does not say what it reads
+        return
+    known = adapter_keys(name)
+    for key in own:
+        if key not in known:
+            close = get_close_matches(key, known, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"relmail.toml [delivery.{name}]: unknown key '{key}' (known: {', '.join(known)}){hint}")
+
+
 def adapter_from_project(project: Any, name: str | None = None, **kw: Any) -> Adapter:
     """The adapter ``relmail.toml`` selects (or ``name``), wired to the project's secrets and folder."""
     delivery = project.settings.section("delivery")
     name, config = delivery_config(delivery, name)
+    check_keys(name, delivery.get(name, {}))
     config.setdefault("sender_domain", project.settings.sender.domain)
     kw.setdefault("root", project.root)
     return get_adapter(name, config, project.secret, **kw)
