@@ -130,6 +130,8 @@ def test_revoked_key_aborts_keeping_earlier_results():
     assert [r.status for r in info.value.results] == ["accepted", "deferred", "deferred"]
     assert info.value.results[0].provider_id == "first"
     assert len(responses.calls) == 2  # stopped: the third was never tried
+    # Due again at once: the send stops here, and the next one (the key fixed) resumes them without waiting.
+    assert {r.retry_at for r in info.value.results[1:]} == {NOW}
 
 
 @responses.activate

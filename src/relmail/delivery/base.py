@@ -290,7 +290,9 @@ class Adapter(ABC):
         except Abort as exc:
             if exc.partial is not None:
                 results[pos : pos + len(exc.partial)] = exc.partial
-            retry = self.clock() + timedelta(seconds=self.config.number("retry_delay", 600))
+            # Due again at once: the send stops here, and the next 'relmail send' (once the account
+            # is fixed) resumes them; waiting retry_delay would only delay the fixed send.
+            retry = self.clock()
             reason = f"{self.name}: sending stopped: {exc.reason}"
             done = [
                 r if r is not None else deferred(m.key, retry, reason, http_status=exc.http_status)
