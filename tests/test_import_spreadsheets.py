@@ -126,3 +126,15 @@ def test_a_workbook_or_zip_is_one_error_line_saying_what_to_save_it_as(project, 
     assert result.exit_code == 4
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"Error: {path}: is ") and "not a CSV or JSON Lines file" in line and "nothing imported" in line
+
+
+def test_a_callers_stream_that_is_a_workbook_is_refused_and_left_open(engine, tmp_path):
+    import io
+
+    from relmail.errors import ValidationError
+    from relmail.importers import import_file
+
+    stream = io.BytesIO(_workbook(tmp_path / "k.xlsx").read_bytes())
+    with pytest.raises(ValidationError, match="is a zip archive"):
+        import_file(engine, "customers", stream)
+    assert not stream.closed  # the caller opened it: the caller closes it

@@ -187,12 +187,10 @@ def _unknown_key(loc: tuple) -> str:
         return f"unknown key '{key}'"
     allowed = sorted(model.model_fields)
     message = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
-    close = get_close_matches(key, allowed, n=1)
     if model is _MessagePolicyModel and key in _PolicyModel.model_fields:
-        message += f"; '{key}' applies to the whole campaign: set it in the campaign's policy"
-    elif close:
-        message += f"; did you mean '{close[0]}'?"
-    return message
+        return message + f"; '{key}' applies to the whole campaign: set it in the campaign's policy"
+    close = get_close_matches(key, allowed, n=1)
+    return message + (f"; did you mean '{close[0]}'?" if close else "")
 
 
 def _said(err: dict) -> str:

@@ -103,8 +103,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
         if changes is not None:
             payload["diff"] = changes.as_dict()
         # Which gates failed, for a pipeline that reads the JSON (the exit code is the first one's).
-        payload["gates_failed"] = [{k: v for k, v in f.items() if k != "error"}
-                                   for f in failed_gates(result, max_suppression_rate, min_sends)]
+        payload["gates_failed"] = [f.as_dict() for f in failed_gates(result, max_suppression_rate, min_sends)]
         echo_json(payload)
     else:
         _print_plan(result, window, dry_run, replan, limit, changes)

@@ -250,7 +250,7 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
         renders = sum(n for *_, n in report.rendered)
         unused = f"; not used by a campaign (linted only): {', '.join(report.unused)}" if report.unused else ""
         click.echo(f"{counted(report.files, 'file')} linted; {counted(len(report.rendered), 'message variant')} rendered for "
-                   f"{renders:,} {report.samples} {'sample customer' if renders == 1 else 'sample customers'}{unused}. "
+                   f"{counted(renders, f'{report.samples} sample customer')}{unused}. "
                    f"{counted(errors, 'error')}, {counted(len(findings) - errors, 'warning')}.", err=True)
     if failing:
         raise TemplateError(f"templates check failed: {len(failing)} problem(s)")

@@ -108,12 +108,23 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
         raw, size, suffixes = source, None, []
         name = getattr(source, "name", None) or "<stream>"
         name = name if isinstance(name, str) else "<stream>"
+    # A file opened here is closed here on an error; stdin and a caller's stream stay open.
+    owned = isinstance(source, (str, os.PathLike)) and str(source) != "-"
     wrapped = None if hasattr(raw, "peek") else raw
     buffered = raw if wrapped is None else io.BufferedReader(raw)  # type: ignore[arg-type]
     stream: BinaryIO = buffered
+
+    def release() -> None:
+        """On an error: close a file opened here; leave stdin and a caller's stream open (a wrapper
+        collected later would close the stream under it, so it is detached)."""
+        if owned:
+            raw.close()
+        elif wrapped is not None:
+            buffered.detach()
+
     what = _not_text(buffered.peek(8)[:8])
     if what:
-        raw.close()
+        release()
         # One line: the header problems a workbook's bytes would give say nothing useful.
         raise ValidationError(f"{name}: is {what}, not a CSV or JSON Lines file: save the sheet as 'CSV UTF-8' "
                               "(or unzip the export) and import that; nothing imported")
@@ -128,10 +139,9 @@ def open_source(source: str | os.PathLike | BinaryIO, fmt: str | None = None) ->
         try:
             head = stream.peek(64).lstrip(b"\xef\xbb\xbf \t\r\n")  # type: ignore[attr-defined]
         except GZIP_ERRORS as exc:
-            raw.close()
+            release()
             raise unreadable(name, exc) from None
         fmt = "jsonl" if head[:1] == b"{" else "csv"
-    owned = isinstance(source, (str, os.PathLike)) and str(source) != "-"
     return Source(name=name, stream=stream, fmt=fmt, size=size, raw_file=buffered, owned=owned, wrapped=wrapped)
 
 

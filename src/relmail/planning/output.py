@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 
-from ..errors import RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
+from ..errors import RelmailError, RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
 from ..rules import REASON_CODES
 
 if TYPE_CHECKING:
@@ -239,22 +240,34 @@ def read_plan_columns(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndar
     return tuple(np.array(c, dtype=object) for c in cols)
 
 
-def failed_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> list[dict[str, Any]]:
-    """Every gate the plan fails, in order (render, suppression rate, minimum sends): its name, why, and its exit code."""
-    failures: list[tuple[type, str, str]] = []
+@dataclass(frozen=True)
+class GateFailure:
+    """A gate the plan fails: its name (``render``, ``max_suppression_rate``, ``min_sends``), why, and its error."""
+
+    gate: str
+    message: str
+    error: type[RelmailError]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"gate": self.gate, "message": self.message, "exit_code": self.error.exit_code}
+
+
+def failed_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> list[GateFailure]:
+    """Every gate the plan fails, in order: render, suppression rate, minimum sends."""
+    failures: list[GateFailure] = []
     if result.render_errors:
-        failures.append((RenderGateFailed, "render", f"{result.render_errors} template render error(s)"))
+        failures.append(GateFailure("render", f"{result.render_errors} template render error(s)", RenderGateFailed))
     if max_suppression_rate is not None and result.suppression_rate > max_suppression_rate:
-        failures.append((SuppressionRateExceeded, "max_suppression_rate",
-                         f"suppression rate {result.suppression_rate:.1%} is above --max-suppression-rate {max_suppression_rate:.1%}"))
+        failures.append(GateFailure("max_suppression_rate", f"suppression rate {result.suppression_rate:.1%} is above "
+                                    f"--max-suppression-rate {max_suppression_rate:.1%}", SuppressionRateExceeded))
     sends = result.totals["send"]
     if min_sends is not None and sends < min_sends:
-        failures.append((TooFewSends, "min_sends", f"{sends:,} sends is below --min-sends {min_sends:,}"))
-    return [{"gate": gate, "message": text, "exit_code": cls.exit_code, "error": cls} for cls, gate, text in failures]
+        failures.append(GateFailure("min_sends", f"{sends:,} sends is below --min-sends {min_sends:,}", TooFewSends))
+    return failures
 
 
 def check_gates(result: PlanResult, max_suppression_rate: float | None, min_sends: int | None) -> None:
     """Raise the first failing gate (render, suppression rate, minimum sends); the message lists all."""
     failures = failed_gates(result, max_suppression_rate, min_sends)
     if failures:
-        raise failures[0]["error"]("gate failed: " + "; ".join(f["message"] for f in failures))
+        raise failures[0].error("gate failed: " + "; ".join(f.message for f in failures))

@@ -383,14 +383,12 @@ def _check_segments(camp: Campaign, segments: dict) -> None:
 def _check_templates(camp: Campaign, templates_dir) -> None:
     """Every message's template exists (its base file or a locale variant): checked before anything is
     planned, so a misspelt name is the campaign's error, not a written plan whose every e-mail fails."""
-    problems = []
-    for i, m in enumerate(camp.messages):
-        if not (templates_dir / f"{m.template}.html").is_file() and not any(templates_dir.glob(f"{m.template}.*.html")):
-            known = sorted({f.name.split(".")[0] for f in templates_dir.glob("*.html")})
-            problems.append(Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "template")),
-                                    f"messages.{i}.template",
-                                    f"no template '{m.template}.html' in {templates_dir} (templates: {', '.join(known) or 'none'})"))
-    if problems:
+    missing = [(i, m) for i, m in enumerate(camp.messages)
+               if not (templates_dir / f"{m.template}.html").is_file() and not any(templates_dir.glob(f"{m.template}.*.html"))]
+    if missing:
+        known = ", ".join(sorted({f.name.split(".")[0] for f in templates_dir.glob("*.html")})) or "none"
+        problems = [Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "template")), f"messages.{i}.template",
+                            f"no template '{m.template}.html' in {templates_dir} (templates: {known})") for i, m in missing]
         raise ValidationError(f"campaign '{camp.name}' names templates that do not exist", problems)
 
 

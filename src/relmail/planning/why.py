@@ -166,8 +166,13 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
     return [(c, reason_sentence(c, logged)) for c in codes]
 
 
-def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None) -> Explanation:
-    """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any."""
+def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None,
+                erased: bool = False) -> Explanation:
+    """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any.
+
+    ``erased``: the customer was erased, which empties the logged features;
+    each reason is then the code's general meaning, not a sentence about made-up zeros.
+    """
     logged = dict(row.get("features") or {})
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
@@ -182,8 +187,8 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
     return Explanation(
         run_id=run_id, customer_id=customer_id, message_id=row["message_id"], action=row["action"],
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
-        because=because(codes, logged, score), contributions=contributions, features=dict(row.get("features") or {}),
-        model=model_facts(logged), delivery=delivery,
+        because=[(c, REASON_CODES.get(c, c)) for c in codes] if erased and not row.get("features") else because(codes, logged, score),
+        contributions=contributions, features=dict(row.get("features") or {}), model=model_facts(logged), delivery=delivery,
     )
 
 
@@ -203,23 +208,17 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         rows = conn.execute(
             select(DEC).where(DEC.c.run_id == run_id, DEC.c.customer_id == customer_id).order_by(DEC.c.id)
         ).mappings().all()
+        if not rows:
+            raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
         deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "updated_at": r.updated_at}
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
                                                    DELIVERIES.c.attempts, DELIVERIES.c.updated_at)
-                                            .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))} if rows else {}
+                                            .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))}
         # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
         erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
-    if not rows:
-        raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
              "erased": erased}
-    found = [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"])) for r in rows]
-    if erased:
-        for e in found:
-            if not e.features:
-                # No logged facts to quote: each code's general meaning, not a sentence about made-up zeros.
-                e.because = [(c, REASON_CODES.get(c, c)) for c in e.reasons]
-    return facts, found
+    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased) for r in rows]
 
 
 def explain_window(project: Project, engine: Engine, customer_id: str, campaign: str | Campaign, window: str | Window,
