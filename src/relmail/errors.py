@@ -141,6 +141,17 @@ class DeferredShareExceeded(DeliveryError):
     exit_code = 14
 
 
+class SendStopped(RelmailError):
+    """A send stopped on request (Ctrl-C, SIGTERM) after recording the e-mails in hand.
+
+    Nothing is uncertain: what was handed over is recorded with the
+    provider's answers, the rest is due again, and the next run of the same
+    command resumes. The exit code is the shell's for an interrupted command.
+    """
+
+    exit_code = 130
+
+
 class NotFound(RelmailError, LookupError):
     """A named customer, run, campaign, message or template does not exist."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import click
@@ -64,6 +63,11 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     When more than --max-deferred-share of the e-mails it attempted were
     deferred, the command exits 14 after the summary.
 
+    Ctrl-C or SIGTERM stops the send once the e-mails in hand are handed
+    over and recorded (no further request, no retry), prints the summary
+    and exits 130; the same command sends the rest. A second signal stops
+    at once.
+
     \b
     Example:
       relmail send weekly --window 2026-W48
@@ -74,8 +78,9 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
       relmail send weekly --window 2026-W48 --dry-run --json
       relmail send weekly --window 2026-W48 --test-to proof@example.com --only-customer C0000001
     """
-    from ..errors import DeliveryError, TemplateError
+    from ..errors import DeliveryError, SendStopped, TemplateError
     from ..sending.run import SendOptions, send
+    from ..sending.stopping import StopRequest, on_signals
 
     bar = None
     if show_progress() and not (dry_run or test_to or as_json):
@@ -87,10 +92,11 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
             bar.label = f"Sending (accepted {done.get('accepted', 0)}, deferred {done.get('deferred', 0)}, failed {failed})"
             bar.update(done.get("handed_over", 0) - bar.pos)
 
-    with _terminate_gracefully():
+    stop = StopRequest()
+    with on_signals(stop, lambda text: click.echo(f"\n{text}", err=True)):
         options = SendOptions(cadence=cadence, limit=limit, only_customers=only or None, dry_run=dry_run,
                               test_to=test_to, batch_size=batch_size, progress=progress, workers=workers,
-                              executor=executor, scheduler=scheduler if executor == "dask" else None)
+                              executor=executor, scheduler=scheduler if executor == "dask" else None, stop=stop)
         result = send(state.project, state.engine, campaign, window, options)
     if bar is not None:
         bar.render_finish()
@@ -125,6 +131,10 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
                             f"({reasons}); nothing is retried: check [delivery] and send the proof again")
     if dry_run and result.render_errors:
         raise TemplateError(f"{len(result.render_errors)} e-mail(s) failed to render in the dry run")
+    if result.stopped:
+        left = sum(result.states.get(k, 0) for k in ("planned", "deferred"))
+        raise SendStopped(f"stopped on request after recording the e-mails in hand; {left:,} e-mail(s) not sent yet, "
+                          "the same command resumes")
     result.check_deferred(max_deferred_share)
 
 
@@ -147,29 +157,6 @@ def _print_counts(result, real: bool) -> None:
         echo_table(sorted(result.states.items()), ["ledger state", "deliveries"])
         if result.uncertain:
             click.echo(f"({result.uncertain:,} of the accepted deliveries are uncertain: no reply from the server.)")
-
-
-@contextlib.contextmanager
-def _terminate_gracefully():
-    """SIGTERM (systemd stop, a Kubernetes pod's deadline) unwinds like Ctrl-C while sending.
-
-    The ledger survives any interruption, but unwinding also releases the run
-    lock at once instead of leaving it to go stale.
-    """
-    import signal
-    import threading
-
-    def stop(signum, frame):
-        raise KeyboardInterrupt
-
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, stop)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 COMMANDS = [send_cmd]

@@ -30,6 +30,8 @@ ACCEPTED = "accepted"
 DEFERRED = "deferred"
 REJECTED = "rejected"
 STATUSES = (ACCEPTED, DEFERRED, REJECTED)
+#: The reason of a message not handed over because the send was stopped (:meth:`Adapter.stopped`).
+STOPPED = "not sent: the send was stopped"
 
 Clock = Callable[[], datetime]
 Sleep = Callable[[float], None]
@@ -111,8 +113,9 @@ class Result:
     provider's answer was lost, so it may have been accepted. Re-sending it
     risks a duplicate; the ledger decides. ``withheld`` marks a deferred
     message that was never handed over because the caller could not record
-    its point of no return (:attr:`Adapter.on_commit` raised): nothing of it
-    reached the provider, so it is as if it had not been tried.
+    its point of no return (:attr:`Adapter.on_commit` raised) or asked the
+    send to stop (:attr:`Adapter.stopping`): nothing of it reached the
+    provider, so it is as if it had not been tried.
     """
 
     key: str
@@ -223,11 +226,7 @@ class Adapter(ABC):
         self._secret = secret or (lambda name, required=True: None)
         self.root = root
         self.clock: Clock = clock or utcnow
-        if sleep is None:
-            import time
-
-            sleep = time.sleep
-        self.sleep: Sleep = sleep
+        self.sleep: Sleep = sleep or self._pause
         self.limiter = limiter if limiter is not None else RateLimiter.from_config(self.config, clock=self.clock, sleep=self.sleep)
         #: Called with message keys just before they pass the point of no
         #: return; the send ledger records them there (see relmail.sending.ledger)
@@ -237,6 +236,9 @@ class Adapter(ABC):
         self.on_commit: Callable[[Sequence[str]], None] | None = None
         #: Why the current :meth:`send` withholds its remaining messages (a failed ``on_commit``).
         self.withholding: str | None = None
+        #: Asked before each chunk, request and retry: once True, nothing further is handed over and
+        #: no retry waits; the messages not handed over come back :meth:`stopped`. The sending loop sets it.
+        self.stopping: Callable[[], bool] = lambda: False
 
     def secret(self, name: str, required: bool = True) -> str | None:
         value = self._secret(name, required)
@@ -268,6 +270,9 @@ class Adapter(ABC):
             while pos < len(messages):
                 want = min(self.chunk_size(), len(messages) - pos)
                 granted, resume_at, why = self.limiter.acquire(want)
+                if self.stopping():
+                    results[pos:] = [self.stopped(m.key) for m in messages[pos:]]
+                    break
                 if granted:
                     chunk = messages[pos : pos + granted]
                     if not self.commits_per_message:
@@ -319,6 +324,18 @@ class Adapter(ABC):
         if self.withholding is None:
             self.withholding = f"the ledger could not record the point of no return ({_first_line(exc)})"
         return deferred(key, self.clock(), f"not sent: {self.withholding}", withheld=True)
+
+    def stopped(self, key: str) -> Result:
+        """The result of a message not handed over because the send was asked to stop (:attr:`stopping`)."""
+        return deferred(key, self.clock(), STOPPED, withheld=True)
+
+    def _pause(self, seconds: float) -> None:
+        """The default sleep (retries, pacing): cut short once :attr:`stopping`."""
+        import time
+
+        end = time.monotonic() + seconds
+        while not self.stopping() and (left := end - time.monotonic()) > 0:
+            time.sleep(min(left, 0.2))
 
     def mark_threads(self) -> int:
         """How many threads may call :attr:`on_commit` at once (the ledger opens a connection for each)."""

@@ -10,6 +10,8 @@ connect is retried (nothing was sent); a request whose answer was lost
 (read timeout, connection reset) is *not*, since none of these APIs takes
 an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
 401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
+A send asked to stop (:attr:`~relmail.delivery.base.Adapter.stopping`) makes
+no further request and waits for no retry.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 import requests
 from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
-from .base import Abort, Adapter, OutgoingMessage, Result, deferred
+from .base import STOPPED, Abort, Adapter, OutgoingMessage, Result, deferred
 
 
 @dataclass
@@ -37,9 +39,12 @@ class RequestOutcome:
     reason: str = ""
     http_status: int | None = None
     ambiguous: bool = False
+    #: Not made: the send was asked to stop.
+    withheld: bool = False
 
     def defer(self, key: str) -> Result:
-        return deferred(key, self.retry_at, self.reason, http_status=self.http_status, ambiguous=self.ambiguous)
+        return deferred(key, self.retry_at, self.reason, http_status=self.http_status, ambiguous=self.ambiguous,
+                        withheld=self.withheld)
 
 
 def retry_after_seconds(response: requests.Response, now: datetime) -> float | None:
@@ -119,6 +124,8 @@ class HttpAdapter(Adapter):
     def request(self, method: str, path: str, **kw: Any) -> RequestOutcome:
         """One API call with the retry policy of the module docstring."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
+        if self.stopping():
+            return RequestOutcome(retry_at=self.clock(), reason=STOPPED, withheld=True)
         last = RequestOutcome()
         for attempt in range(self.max_retries + 1):
             try:
@@ -147,8 +154,11 @@ class HttpAdapter(Adapter):
                 )
                 if wait > self.max_retry_wait:
                     return last  # a long Retry-After: come back then instead of sleeping
-            if attempt < self.max_retries:
-                self.sleep(wait)
+            if attempt == self.max_retries or self.stopping():
+                break
+            self.sleep(wait)
+            if self.stopping():
+                break  # the send is stopping: the last answer stands, retried by a later send
         return last
 
     def send_request(self, method: str, url: str, **kw: Any) -> requests.Response:

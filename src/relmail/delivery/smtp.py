@@ -191,6 +191,8 @@ class SmtpAdapter(Adapter):
     def _deliver(self, msg: OutgoingMessage) -> Result:
         if self.withholding:
             return self.withhold(msg.key)
+        if self.stopping():
+            return self.stopped(msg.key)
         if self._fatal:
             return deferred(msg.key, self.retry_at(), f"not sent: {self._fatal}")
         payload = msg.as_bytes()

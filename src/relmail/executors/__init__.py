@@ -85,14 +85,16 @@ class Executor(ABC):
         """
 
     @abstractmethod
-    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], bool] | None = None,
             on_report: Callable[[int, Any], None] | None = None) -> list[TaskOutcome]:
         """Run ``fn(*task, channel)`` for every task at once, until all ended; one outcome per task, in order.
 
         ``on_report(index, message)`` receives what task ``index`` reported.
-        ``tick`` is called about every second; if it raises (or the
-        submitter is interrupted), every task is asked to stop, given time to
-        finish its current piece of work, and the exception propagates.
+        ``tick`` is called about every second; when it returns True, every
+        task is asked to stop after its current piece of work, and the run
+        ends once they have. If it raises (or the submitter is interrupted),
+        every task is asked to stop, given time to finish its current piece
+        of work, and the exception propagates.
         """
 
     def close(self) -> None:

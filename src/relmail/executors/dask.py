@@ -46,12 +46,17 @@ class _DaskChannel(Channel):
 
     def __init__(self, index: int, queue, stop):
         self.index, self.queue, self.stop = index, queue, stop
+        self._stopped, self._asked = False, float("-inf")
 
     def report(self, message: Any) -> None:
         self.queue.put((self.index, message))
 
     def stopped(self) -> bool:
-        return self.stop.is_set()
+        # Asked before every request and retry of a send: the scheduler is asked at most twice a second.
+        now = time.monotonic()
+        if not self._stopped and now - self._asked >= 0.5:
+            self._stopped, self._asked = self.stop.is_set(), now
+        return self._stopped
 
 
 class DaskExecutor(Executor):
@@ -93,7 +98,7 @@ class DaskExecutor(Executor):
         finally:
             self.client.cancel([f for f in futures if f is not None and not f.done()])
 
-    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], bool] | None = None,
             on_report: Callable[[int, Any], None] | None = None) -> list[TaskOutcome]:
         distributed = _distributed()
         token = uuid.uuid4().hex
@@ -110,8 +115,8 @@ class DaskExecutor(Executor):
         try:
             while not all(f.done() for f in futures):
                 drain()
-                if tick is not None:
-                    tick()
+                if tick is not None and tick():
+                    stop.set()
                 if any(f.status == "error" and not _killed(distributed, f) for f in futures):
                     stop.set()  # the provider refused or the database failed: the others would hit it too
                 time.sleep(0.5)

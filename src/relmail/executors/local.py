@@ -89,7 +89,7 @@ class LocalExecutor(Executor):
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], None] | None = None,
+    def run(self, fn: Callable[..., Any], tasks: Sequence[tuple], *, tick: Callable[[], bool] | None = None,
             on_report: Callable[[int, Any], None] | None = None) -> list[TaskOutcome]:
         ctx = _context()
         results, stop = ctx.Queue(), ctx.Event()
@@ -108,8 +108,8 @@ class LocalExecutor(Executor):
                     for i in dead:
                         outcomes[i] = TaskOutcome(lost=f"process {procs[i].pid} ended with exit code {procs[i].exitcode}")
                     kind = None
-                if tick is not None:
-                    tick()
+                if tick is not None and tick():
+                    stop.set()
                 if kind == "report":
                     if on_report is not None:
                         on_report(i, payload)

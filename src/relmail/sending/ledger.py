@@ -187,10 +187,12 @@ def release(engine: Engine, delivery_ids: Sequence[int], now: datetime, reason: 
     """Put claimed deliveries that were never handed over back to ``planned``, their attempt not counted.
 
     For e-mails an adapter withheld because their point-of-no-return mark
-    failed: the provider never got them, so they are due again at once and
-    the claim's attempt is taken back. A mark that reached the database
-    although its confirmation was lost left ``committing``; that is taken
-    back too, since the adapter provably did not hand the e-mail over.
+    failed, or because the send was asked to stop: the provider never got
+    them, so they are due again at once and the claim's attempt is taken
+    back. A mark that reached the database although its confirmation was
+    lost left ``committing``, as did a chunk marked before a stop left its
+    requests unmade; that is taken back too, since the adapter provably did
+    not hand the e-mail over.
     """
     if not delivery_ids:
         return 0

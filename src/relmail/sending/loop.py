@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 
-from ..delivery.base import DeliveryAborted
+from ..delivery.base import STOPPED, DeliveryAborted
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
@@ -64,6 +64,8 @@ class SendResult:
     uncertain: int = 0
     #: The most common reasons of the run's deferred deliveries, with how many each.
     deferred_reasons: dict[str, int] = field(default_factory=dict)
+    #: The send was asked to stop (:mod:`relmail.sending.stopping`) and returned after recording its batch.
+    stopped: bool = False
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -109,6 +111,7 @@ class SendResult:
             "deferred_reasons": self.deferred_reasons,
             "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
             "recovered": self.recovered,
+            "stopped": self.stopped,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
             "seconds": round(self.seconds, 3),
             "rate_per_second": round(self.done.get("accepted", 0) / self.seconds, 1) if self.seconds else 0.0,
@@ -142,10 +145,14 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
     The one sending loop, run by a single-process send and by each worker.
     Every batch is its own short transactions (claim, mark, record), so
     several processes take turns on SQLite's single writer without waiting
-    on each other's rendering or network time.
+    on each other's rendering or network time. ``stop`` is also the
+    adapter's :attr:`~relmail.delivery.base.Adapter.stopping`: once it is
+    true, the batch in hand makes no further request and waits for no retry,
+    and is recorded before the loop returns.
     """
     marker = Marker(job.engine, job.clock)
     adapter.on_commit = marker
+    adapter.stopping = stop
     retry = DatabaseRetry(job.engine)
     try:
         while (limit is None or result.done.get("handed_over", 0) < limit) and not stop():
@@ -165,6 +172,11 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
             retry.run("refreshing the lock", after_batch)
             if progress is not None:
                 progress(dict(result.done))
+        result.stopped = result.stopped or stop()
+    except BaseException:
+        # Interrupted at once (a second signal): nothing queued may leave while the adapter closes.
+        adapter.stopping = lambda: True
+        raise
     finally:
         adapter.close()
         marker.close()
@@ -199,7 +211,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
         answers = adapter.send(messages) if messages else []
     except DeliveryAborted as exc:
         answers, aborted = exc.results, exc
-    withheld = []
+    withheld: dict[str, list[int]] = {}
     # A deferral is due again only after this send's own clock: the adapter dates its retry by the
     # system clock, and with $RELMAIL_NOW ahead of it the retry was due at once and claimed again,
     # forever, while the server stayed down.
@@ -207,7 +219,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     for answer in answers:
         delivery_id = int(answer.key[1:])
         if answer.withheld:
-            withheld.append(delivery_id)
+            withheld.setdefault(answer.reason, []).append(delivery_id)
         elif answer.status == "deferred" and answer.ambiguous:
             # Handed over completely, answer lost: the ledger marked it
             # committing, and never sending twice wins over certainty.
@@ -221,14 +233,15 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
     for status, n in counts.items():
         result.done[status] = result.done.get(status, 0) + n
-    if withheld:
-        reason = f"not sent: {adapter.withholding}"
-        retry.run("returning withheld e-mails", lambda: ledger.release(engine, withheld, clock(), reason))
-        result.done["withheld"] = result.done.get("withheld", 0) + len(withheld)
-    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims) - len(withheld)
+    for reason, ids in withheld.items():
+        # Certainly not handed over (a failed mark, or a stop): due again as if never tried.
+        retry.run("returning withheld e-mails", lambda ids=ids, reason=reason: ledger.release(engine, ids, clock(), reason))
+        kind = "stopped" if reason == STOPPED else "withheld"
+        result.done[kind] = result.done.get(kind, 0) + len(ids)
+    result.done["handed_over"] = result.done.get("handed_over", 0) + len(claims) - sum(map(len, withheld.values()))
     if aborted is not None:
         raise DeliveryError(f"sending stopped, the ledger is consistent and 'relmail send' resumes: {aborted}")
-    return not withheld
+    return not set(withheld) - {STOPPED}
 
 
 def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None], as_of: datetime) -> dict[tuple[str, str], str]:

@@ -31,6 +31,7 @@ from . import connections, ledger
 from . import workers as send_workers
 from .batcher import Batcher, outgoing
 from .loop import SendJob, SendResult, loop
+from .stopping import StopRequest
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -72,6 +73,9 @@ class SendOptions:
     executor: Any = None
     #: The Dask scheduler of ``executor="dask"`` (default: ``$RELMAIL_DASK_SCHEDULER``).
     scheduler: str | None = None
+    #: Set (from a signal handler or another thread) to stop after the batches in hand are recorded:
+    #: the result then has ``stopped``, and the next send resumes (:mod:`relmail.sending.stopping`).
+    stop: StopRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -230,11 +234,13 @@ def _send(call: _Invocation) -> SendResult:
     except BaseException:
         adapter.close()
         raise
-    if n > 1 or (executor is not None and executor.remote):
-        adapter.close()  # each worker builds its own; this one only told how many connections they mark from
-        _send_parallel(call, job, n, result)
-    else:
-        loop(job, adapter, result, limit=opts.limit, after_batch=lock.check_in, progress=opts.progress)
+    stop = opts.stop or StopRequest()
+    with stop.sending():
+        if n > 1 or (executor is not None and executor.remote):
+            adapter.close()  # each worker builds its own; this one only told how many connections they mark from
+            _send_parallel(call, job, n, result, stop)
+        else:
+            loop(job, adapter, result, limit=opts.limit, after_batch=lock.check_in, progress=opts.progress, stop=stop)
     result.states = ledger.status_counts(engine, run_id)
     result.uncertain = ledger.uncertain_count(engine, run_id)
     if result.states.get("deferred"):
@@ -250,7 +256,7 @@ def _send(call: _Invocation) -> SendResult:
     return result
 
 
-def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult) -> None:
+def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult, stop: StopRequest) -> None:
     """Senders on the executor in rounds: after a round in which a sender died, settle its claims and send the rest.
 
     A dead sender's lease stays behind (:mod:`relmail.sending.workers`). Once
@@ -266,7 +272,8 @@ def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult) 
     with send_workers.prepared_for(task, job.batcher):
         for _ in range(MAX_ROUNDS):
             left = None if limit is None else limit - result.done.get("handed_over", 0)
-            lost = send_workers.run_senders(executor, task, n, lock, result, limit=left, progress=call.opts.progress)
+            lost = send_workers.run_senders(executor, task, n, lock, result, limit=left, progress=call.opts.progress,
+                                            stop=stop)
             lock.refresh()
             live = send_workers.clear_leases(engine, run_id, call.lease_timeout)
             if live:
@@ -277,7 +284,8 @@ def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult) 
             recovered = ledger.recover(engine, run_id, job.clock(), job.topics)
             for k, v in recovered.items():
                 result.recovered[k] = result.recovered.get(k, 0) + v
-            if not lost and not any(recovered.values()):
+            result.stopped = stop()
+            if stop() or (not lost and not any(recovered.values())):
                 return
             left = None if limit is None else limit - result.done.get("handed_over", 0)
             n = _worker_count(n, job, left)

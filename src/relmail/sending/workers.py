@@ -117,19 +117,22 @@ def batcher_for(job: SenderJob, engine):
 
 
 def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | None,
-                progress: Callable[[dict[str, int]], None] | None) -> list[str]:
+                progress: Callable[[dict[str, int]], None] | None, stop: Callable[[], bool] = lambda: False) -> list[str]:
     """Run ``n`` sender tasks of ``job`` on ``executor``, adding their counts to ``result``.
 
     ``limit`` is split across the senders. While they work, the submitter
-    keeps the run lock fresh; if it loses the lock, or is interrupted, the
-    senders finish their current batch and stop. Raises the first sender's
-    error (after all stopped); returns why tasks were lost (their process died).
+    keeps the run lock fresh; if it loses the lock, is interrupted or
+    ``stop()`` turns true, the senders finish their current batch (no
+    further request or retry) and stop. Raises the first sender's error
+    (after all stopped); returns why tasks were lost (their process died).
     """
     shares = [None] * n if limit is None else [limit // n + (i < limit % n) for i in range(n)]
     done_by: dict[tuple[int, str], dict[str, int]] = {}
     refreshed = [time.monotonic()]
 
-    def tick() -> None:
+    def tick() -> bool:
+        if stop():
+            return True
         if time.monotonic() - refreshed[0] > 5:
             try:
                 lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
@@ -138,8 +141,9 @@ def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | 
                     raise
                 # The database is away: the senders retry it and stop within their
                 # bound; the lock lasts far longer, and the next tick refreshes it.
-                return
+                return False
             refreshed[0] = time.monotonic()
+        return False
 
     def on_report(index: int, message) -> None:
         attempt, done, errors = message  # a task Dask ran again after its worker died reports as a new attempt
