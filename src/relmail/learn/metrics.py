@@ -54,16 +54,20 @@ def qini_curve(score, y, t, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([[0.0], frac]), np.concatenate([[0.0], inc])
 
 
-def keep_at(score, y, t, volume: float, seed: int = 0) -> float:
+def keep_at(score, y, t, volume: float, seed: int = 0, total: float | None = None) -> float:
     """Share of all incremental outcomes kept when mailing the top ``volume`` share.
 
     Measured on the whole-population scale: the incremental outcomes of the
     top group (treated minus control rate, times the group size) over those
     of mailing everyone. Random targeting keeps ``volume`` on average; a value
     above 1 means the rest of the population is harmed by the mail.
+    ``total`` replaces the sample's own incremental outcomes as the
+    denominator (:func:`incremental_total`), to keep a bootstrap resample
+    on the scale of the sample it was drawn from.
     """
     ys, ts = _ranked(score, y, t, seed)
-    total = _incremental(ys, ts)
+    if total is None:
+        total = _incremental(ys, ts)
     if total == 0 or not np.isfinite(total):
         return float("nan")
     n = int(round(volume * len(ys)))
@@ -78,19 +82,36 @@ def _incremental(ys: np.ndarray, ts: np.ndarray) -> float:
     return float((ys[ts == 1].mean() - ys[ts == 0].mean()) * len(ys))
 
 
-def qini_coefficient(score, y, t, seed: int = 0) -> float:
+def qini_coefficient(score, y, t, seed: int = 0, total: float | None = None) -> float:
     """Area between the model's Qini curve and the random line, normalized.
 
     Normalized by the total incremental outcomes, so 0 is random targeting
     and values are comparable across data sets of different size; higher is
-    better (the largest possible value depends on the data).
+    better (the largest possible value depends on the data). ``total``
+    replaces the sample's own as the normalizer (:func:`incremental_total`).
     """
     frac, inc = qini_curve(score, y, t, seed)
-    total = inc[-1]
-    if total == 0 or not np.isfinite(total):
+    scale = inc[-1] if total is None else total
+    if scale == 0 or not np.isfinite(scale):
         return float("nan")
     area = np.trapezoid(inc, frac) if hasattr(np, "trapezoid") else np.trapz(inc, frac)
-    return float((area - 0.5 * total) / abs(total))
+    return float((area - 0.5 * inc[-1]) / abs(scale))
+
+
+def incremental_total(y, t, criterion: str) -> float:
+    """The normalizer of ``criterion`` (``qini`` or ``keep_at_*``) on this sample: its total incremental outcomes.
+
+    Passed as ``total`` when scoring bootstrap resamples, so that every
+    resample is divided by the same amount. A resample's own total can come
+    close to zero on small data (treated and held-out rates nearly equal by
+    chance), and dividing by it turns a modest difference into an enormous one.
+    """
+    y, t = np.asarray(y, dtype=float), np.asarray(t, dtype=float)
+    if criterion == "qini":
+        nt, nc = t.sum(), (1 - t).sum()
+        yt, yc = (y * t).sum(), (y * (1 - t)).sum()
+        return float(yt - yc * nt / nc) if nc > 0 else float(yt)
+    return _incremental(y, t)
 
 
 def auc(p, y) -> float:

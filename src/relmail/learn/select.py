@@ -284,12 +284,16 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
     Each resample draws validation rows with replacement and scores both
     candidates' out-of-fold predictions on the same draw, so the noise the
     two share (which customers happened to respond) cancels in the lead.
+    Every resample is normalized by the validation customers' own total
+    incremental outcomes (:func:`~relmail.learn.metrics.incremental_total`),
+    not the resample's, which on small data can be near zero by chance.
     """
+    total = metrics.incremental_total(y, t, criterion)
 
     def figure(score, idx):
         if criterion == "qini":
-            return metrics.qini_coefficient(score[idx], y[idx], t[idx], seed)
-        return metrics.keep_at(score[idx], y[idx], t[idx], float(criterion.rsplit("_", 1)[1]) / 100, seed)
+            return metrics.qini_coefficient(score[idx], y[idx], t[idx], seed, total=total)
+        return metrics.keep_at(score[idx], y[idx], t[idx], float(criterion.rsplit("_", 1)[1]) / 100, seed, total=total)
 
     everyone = np.arange(len(y))
     lead = float(np.nanmean([figure(b, everyone) - figure(o, everyone) for b, o in zip(best, other)]))
@@ -297,7 +301,7 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
     draws = []
     for _ in range(BOOTSTRAP):
         idx = rng.integers(0, len(y), len(y))
-        draws.append(np.nanmean([figure(b, idx) - figure(o, idx) for b, o in zip(best, other)]))
+        draws.append(np.mean([figure(b, idx) - figure(o, idx) for b, o in zip(best, other)]))
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
     return lead, float(draws.std(ddof=1)) if len(draws) > 1 else float("inf")
