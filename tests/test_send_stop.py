@@ -191,3 +191,25 @@ def test_a_signal_while_the_provider_answers_5xx_exits_130_promptly_and_the_next
     assert len(sent) == len(set(sent)), "an e-mail was posted twice after the stop"
     assert ledger.status_counts(engine, RUN) == {"accepted": len(sent)}
     assert refused <= set(sent), "the e-mails answered 5xx before the stop are sent, not assumed delivered"
+
+
+@responses.activate
+def test_postmark_makes_no_further_batch_request_once_stopping_and_waits_for_no_retry():
+    from tests.delivery_messages import FakeTime, message
+
+    calls = []
+
+    def provider(request):
+        calls.append(json.loads(request.body))
+        return 500, {}, '{"ErrorCode": 701, "Message": "down"}'
+
+    responses.add_callback(responses.POST, "https://api.postmarkapp.com/email/batch", callback=provider)
+    fake = FakeTime()
+    adapter = get_adapter("postmark", {"max_retries": 3}, {"esp_api_key": "pm"}, clock=fake.clock, sleep=fake.sleep)
+    adapter.max_batch = 2
+    adapter.stopping = lambda: len(calls) >= 1  # the stop arrives while the first request is answered
+    results = adapter.send([message(i) for i in range(6)])
+    assert len(calls) == 1 and fake.sleeps == [], "no retry of the answered request, no further batch"
+    assert [r.withheld for r in results] == [False, False, True, True, True, True]
+    assert all(r.status == "deferred" for r in results)
+    assert {r.reason for r in results[2:]} == {STOPPED}
