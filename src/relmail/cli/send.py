@@ -63,10 +63,10 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     When more than --max-deferred-share of the e-mails it attempted were
     deferred, the command exits 14 after the summary.
 
-    Ctrl-C or SIGTERM stops the send once the e-mails in hand are handed
-    over and recorded (no further request, no retry), prints the summary
-    and exits 130; the same command sends the rest. A second signal stops
-    at once.
+    Ctrl-C or SIGTERM stops the send in order: what is already being
+    handed over gets its answer and is recorded, nothing further is sent or
+    retried; the summary is printed and the command exits 130, and the same
+    command sends the rest. A second signal stops at once.
 
     \b
     Example:
