@@ -330,9 +330,10 @@ def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
 
 
 def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
-    assert builtin_names() == ["mailchimp", "shopify"]
-    for kind in ("customers", "products", "orders"):
-        assert load_mapping("shopify", kind).kind == kind
+    assert builtin_names() == ["klaviyo", "mailchimp", "shopify", "woocommerce"]
+    for name in ("shopify", "woocommerce"):
+        for kind in ("customers", "products", "orders"):
+            assert load_mapping(name, kind).kind == kind
     common = ["Email Address", "First Name", "Last Name", "MEMBER_RATING", "LEID"]
     assert load_mapping("mailchimp", "customers", common).file == "mailchimp/customers-subscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["UNSUB_TIME"]).file == "mailchimp/customers-unsubscribed.yml"
@@ -340,11 +341,15 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
     with pytest.raises(ValidationError, match="has no orders mapping"):
         load_mapping("mailchimp", "orders")
     with pytest.raises(ValidationError, match="not a mapping file and not a built-in"):
-        load_mapping("woocommerce", "orders")
+        load_mapping("magento", "orders")
+    woo = ["Name", "Email", "Orders"]
+    assert load_mapping("woocommerce", "customers", woo + ["Date registered"]).file == "woocommerce/customers-download.yml"
+    assert load_mapping("woocommerce", "customers", woo + ["Sign Up"]).file == "woocommerce/customers-emailed.yml"
 
 
 def test_built_in_targets_are_fields_of_their_kind():
-    for name, kind in (("shopify", "customers"), ("shopify", "products"), ("shopify", "orders")):
+    for name, kind in (("shopify", "customers"), ("shopify", "products"), ("shopify", "orders"), ("woocommerce", "customers"),
+                       ("woocommerce", "products"), ("woocommerce", "orders"), ("klaviyo", "customers")):
         known = set(schema_for(kind).names) | {"consent", "consent_at", "suppress", "suppressed_at"}
         for out in load_mapping(name, kind).outputs:
             assert out.target.split(".")[0] in known | {"attributes"}
