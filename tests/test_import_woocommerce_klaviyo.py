@@ -10,6 +10,7 @@ runs on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import csv
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -174,3 +175,14 @@ def test_an_export_without_map_names_the_command_that_imports_it(project):
     assert result.exit_code == 4
     assert f"relmail import products {PRODUCTS} --map woocommerce" in result.stderr
     assert rows(project, Product) == []
+
+
+def test_a_product_export_without_the_optional_columns_imports(project, tmp_path):
+    # A shop without brands has no Brands column; a variation still takes its product's categories.
+    table = list(csv.reader(PRODUCTS.read_text(encoding="utf-8-sig").splitlines()))
+    keep = [i for i, name in enumerate(table[0]) if name != "Brands"]
+    older = tmp_path / "wc-product-export.csv"
+    with older.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([[row[i] for i in keep] for row in table])
+    assert run(project, "products", str(older), "--map", "woocommerce")["rows_imported"] == 7
+    assert {r["id"]: r["category"] for r in rows(project, Product)}["LT-LAMP-WIT"] == "leeslampen"

@@ -134,13 +134,14 @@ class MappedReader:
         # The columns read from a group's first row need not all be there (older exports lack some).
         for column in ([m.group_by] if m.group_by else []) + list(m.skip_blank):
             needed.setdefault(column, m.line_of("group") or m.line_of("skip_rows"))
-        for column in _parent_sources(m):
+        # The reference and the names must be there; the columns a child takes need not (older exports lack some).
+        for column in _parent_sources(m, taken=False):
             needed.setdefault(column, m.line_of("parent"))
         for column, line in needed.items():
             if column not in have:
                 where = f" ({m.file}:{line})" if line else f" ({m.file})"
                 problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
-        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row)
+        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
         self.extra = []
         for column in header:
             if not column or column in used or m.dropped(column):
@@ -307,12 +308,12 @@ class MappedReader:
         return "".join(pieces)
 
 
-def _parent_sources(m: Mapping) -> list[str]:
-    """The columns ``parent`` reads: the reference, the columns in the names, the columns a child takes."""
+def _parent_sources(m: Mapping, taken: bool = True) -> list[str]:
+    """The columns ``parent`` reads: the reference, the columns in the names, and (``taken``) the columns a child takes."""
     if m.parent_by is None:
         return []
     named = [p for parts in m.parent_names for p in parts[1::2] if p not in VARIABLES]
-    return [m.parent_by, *named, *m.parent_columns]
+    return [m.parent_by, *named, *(m.parent_columns if taken else ())]
 
 
 def _cached(parse: Parser | None, check: Parser) -> Parser:
