@@ -20,8 +20,9 @@ from relmail.errors import ValidationError
 from relmail.importers.fields import FieldError
 from relmail.importers.mapped import MappedReader
 from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
+from relmail.importers.readers import Record
 from relmail.importers.schemas import schema_for
-from relmail.importers.values import make_list, make_money, make_slug, make_time, make_yes_no
+from relmail.importers.values import PARSERS, make_list, make_money, make_slug, make_time, make_yes_no
 
 PROPS = settings(max_examples=200, deadline=None)
 
@@ -329,9 +330,10 @@ def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
 
 
 def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
-    assert builtin_names() == ["mailchimp", "shopify"]
-    for kind in ("customers", "products", "orders"):
-        assert load_mapping("shopify", kind).kind == kind
+    assert builtin_names() == ["klaviyo", "mailchimp", "shopify", "woocommerce"]
+    for name in ("shopify", "woocommerce"):
+        for kind in ("customers", "products", "orders"):
+            assert load_mapping(name, kind).kind == kind
     common = ["Email Address", "First Name", "Last Name", "MEMBER_RATING", "LEID"]
     assert load_mapping("mailchimp", "customers", common).file == "mailchimp/customers-subscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["UNSUB_TIME"]).file == "mailchimp/customers-unsubscribed.yml"
@@ -339,11 +341,15 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
     with pytest.raises(ValidationError, match="has no orders mapping"):
         load_mapping("mailchimp", "orders")
     with pytest.raises(ValidationError, match="not a mapping file and not a built-in"):
-        load_mapping("woocommerce", "orders")
+        load_mapping("magento", "orders")
+    woo = ["Name", "Email", "Orders"]
+    assert load_mapping("woocommerce", "customers", woo + ["Date registered"]).file == "woocommerce/customers-download.yml"
+    assert load_mapping("woocommerce", "customers", woo + ["Sign Up"]).file == "woocommerce/customers-emailed.yml"
 
 
 def test_built_in_targets_are_fields_of_their_kind():
-    for name, kind in (("shopify", "customers"), ("shopify", "products"), ("shopify", "orders")):
+    for name, kind in (("shopify", "customers"), ("shopify", "products"), ("shopify", "orders"), ("woocommerce", "customers"),
+                       ("woocommerce", "products"), ("woocommerce", "orders"), ("klaviyo", "customers")):
         known = set(schema_for(kind).names) | {"consent", "consent_at", "suppress", "suppressed_at"}
         for out in load_mapping(name, kind).outputs:
             assert out.target.split(".")[0] in known | {"attributes"}
@@ -379,3 +385,62 @@ def test_a_mapped_row_is_completed_as_the_kinds_own_checks_would_make_it(kind, d
                 values[column.name] = value
     defaults = {"locale": "nl_NL", "timezone": "Europe/Amsterdam"}
     assert schema.convert(values, defaults, False, None, frozenset(values) | {"unused"}) == schema.convert(values, defaults, False)
+
+
+def test_lookup_reads_an_exports_own_words_and_null_is_no_value():
+    mapping = parse_mapping("kind: customers\ncolumns:\n  Email: email\n  Id: id\n"
+                            "  Status: {to: consent, parse: lookup, values: {SUBSCRIBED: true, UNSUBSCRIBED: false, NEVER_SUBSCRIBED: null}}\n"
+                            "  Reason: {to: suppress, parse: lookup, values: {HARD_BOUNCE: hard_bounce, UNSUBSCRIBE: null}}\n",
+                            "k.yml", "customers")
+    reader = MappedReader(_Reader(["Email", "Id", "Status", "Reason"]), mapping)
+    base = {"Email": "a@example.org", "Id": "1"}
+    assert reader.apply({**base, "Status": "subscribed", "Reason": "Hard bounce"})[0] == {
+        "email": "a@example.org", "id": "1", "consent": True, "suppress": "hard_bounce"}
+    assert reader.apply({**base, "Status": " NEVER_SUBSCRIBED ", "Reason": "UNSUBSCRIBE"})[0] == {
+        "email": "a@example.org", "id": "1", "consent": None, "suppress": None}
+    assert reader.apply({**base, "Status": "MAYBE", "Reason": ""})[1] == [
+        ("Status", "'MAYBE' is not one of the values the mapping knows (SUBSCRIBED, UNSUBSCRIBED, NEVER_SUBSCRIBED)")]
+    with pytest.raises(ValidationError) as err:
+        parse_mapping("kind: customers\ncolumns:\n  E: email\n  S: {to: consent, parse: lookup}\n", "k.yml", "customers")
+    assert "k.yml:4: field 'columns.S': lookup needs 'values'" in str(err.value.problems[0])
+
+
+def test_times_in_the_project_zone_and_lists_with_escaped_separators():
+    text = ("kind: orders\ntimes: {format: \"%Y-%m-%d %H:%M:%S\", timezone: project}\ncolumns:\n  id: order_id\n"
+            "  email: email\n  date: {to: ordered_at, parse: time}\n")
+    reader = MappedReader(_Reader(["id", "email", "date"]), parse_mapping(text, "o.yml", "orders", timezone="Europe/Amsterdam"))
+    out, problems = reader.apply({"id": "1", "email": "a@example.org", "date": "2026-07-01 12:00:00"})
+    assert problems == [] and out["ordered_at"] == datetime(2026, 7, 1, 10, 0, tzinfo=UTC)
+    # Without a project (the Python API without defaults) the time has no zone, and says so.
+    reader = MappedReader(_Reader(["id", "email", "date"]), parse_mapping(text, "o.yml", "orders"))
+    assert "has no time zone" in reader.apply({"id": "1", "email": "a@example.org", "date": "2026-07-01 12:00:00"})[1][0][1]
+    assert make_list(escape="\\")("Boeken\\, strips, Poëzie") == ["Boeken, strips", "Poëzie"]
+    assert make_list()("a\\, b") == ["a\\", "b"]  # without escape a backslash is text
+    assert make_slug(">", ",", "\\")("Boeken > Romans\\, novellen, Cadeaus") == "romans-novellen"
+    assert PARSERS["text"][0](split=",")("https://x.example/a.jpg, https://x.example/b.jpg") == "https://x.example/a.jpg"
+
+
+def test_a_child_row_takes_its_empty_cells_from_the_parent_row_it_names():
+    mapping = parse_mapping("kind: products\nparent: {by: Parent, names: [\"{SKU}\", \"id:{ID}\"], columns: [Categories]}\n"
+                            "columns:\n  ID: drop\n  SKU: id\n  Name: name\n  Categories: category\n  Parent: drop\n", "p.yml", "products")
+    header = ["ID", "SKU", "Name", "Categories", "Parent"]
+    rows = [{"ID": "10", "SKU": "LAMP", "Name": "Lamp", "Categories": "lampen", "Parent": ""},
+            {"ID": "11", "SKU": "LAMP-W", "Name": "Lamp - Wit", "Categories": "", "Parent": "LAMP"},
+            {"ID": "20", "SKU": "", "Name": "Legger", "Categories": "cadeaus", "Parent": ""},
+            {"ID": "21", "SKU": "LEG-C", "Name": "Legger - Cognac", "Categories": "", "Parent": "id:20"},
+            {"ID": "22", "SKU": "LEG-G", "Name": "Legger - Groen", "Categories": "eigen", "Parent": "id:20"},
+            {"ID": "31", "SKU": "X-1", "Name": "Wees", "Categories": "", "Parent": "id:30"}]
+
+    class Rows(_Reader):
+        def __iter__(self):
+            return iter(Record(i + 2, dict(r), None) for i, r in enumerate(rows))
+
+    reader = MappedReader(Rows(header), mapping)
+    assert reader.check_header() == []
+    assert [(r.values.get("id"), r.values.get("category")) for r in reader] == [
+        ("LAMP", "lampen"), ("LAMP-W", "lampen"), (None, "cadeaus"), ("LEG-C", "cadeaus"), ("LEG-G", "eigen"), ("X-1", None)]
+    missing = MappedReader(_Reader(["SKU", "Name", "Categories", "ID"]), mapping).check_header()
+    assert missing == [("Parent", "column 'Parent' that the mapping reads (p.yml:2) is not in the file")]
+    with pytest.raises(ValidationError) as err:
+        parse_mapping("kind: products\nparent: {by: Parent}\ncolumns:\n  SKU: id\n", "p.yml", "products")
+    assert "p.yml:2: field 'parent': parent needs 'by', 'names' and 'columns'" in str(err.value.problems[0])

@@ -46,14 +46,14 @@ def import_group() -> None:
     4) and every problem is listed with file, line and field, unless
     --skip-invalid. Rows are upserted on their ids, so re-importing a file
     is safe. --map reads a shop's own export through a column mapping (the
-    built-in shopify and mailchimp, or a YAML file).
+    built-in shopify, woocommerce, mailchimp and klaviyo, or a YAML file).
     """
 
 
 def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
     @click.option("--map", "mapping", metavar="NAME_OR_FILE",
-                  help="Read the file through a column mapping: shopify, mailchimp, or a mapping YAML file.")
+                  help="Read the file through a column mapping: shopify, woocommerce, mailchimp, klaviyo, or a mapping YAML file.")
     @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="File format (default: from the suffix or the content).")
     @click.option("--skip-invalid", is_flag=True, help="Import the good rows and write the bad ones to the rejects file.")
     @click.option("--rejects", type=click.Path(dir_okay=False), help="Rejects file for --skip-invalid (default: <name>.rejects.<format>).")

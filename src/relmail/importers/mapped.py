@@ -111,7 +111,8 @@ class MappedReader:
         problems = self._columns(self.header)
         if not problems and hasattr(self.reader, "select"):
             m = self.mapping
-            wanted = {c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+            wanted = ({c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+                      | set(_parent_sources(m)))
             self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
         return problems
 
@@ -133,11 +134,14 @@ class MappedReader:
         # The columns read from a group's first row need not all be there (older exports lack some).
         for column in ([m.group_by] if m.group_by else []) + list(m.skip_blank):
             needed.setdefault(column, m.line_of("group") or m.line_of("skip_rows"))
+        # The reference and the names must be there; the columns a child takes need not (older exports lack some).
+        for column in _parent_sources(m, taken=False):
+            needed.setdefault(column, m.line_of("parent"))
         for column, line in needed.items():
             if column not in have:
                 where = f" ({m.file}:{line})" if line else f" ({m.file})"
                 problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
-        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row)
+        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
         self.extra = []
         for column in header:
             if not column or column in used or m.dropped(column):
@@ -155,6 +159,9 @@ class MappedReader:
         group_key: Any = None
         group_values: dict[str, str] = {}
         group: tuple[dict, dict, list] = ({}, {}, [])
+        parent_by, parent_columns = m.parent_by, m.parent_columns
+        #: A parent row's name -> the cells its children take (WooCommerce: "id:12" or the SKU -> categories, tags ...).
+        parents: dict[str, dict[str, str]] = {}
         for record in self.reader:
             if record.error is not None:
                 yield record
@@ -168,6 +175,8 @@ class MappedReader:
                     continue
             if quotes:
                 values = {k: _QUOTED.sub("", v, count=1) if v[:1] == "'" else v for k, v in values.items()}
+            if parent_by is not None:
+                self._parent(values, parent_by, parent_columns, parents)
             if by is not None:
                 key = values.get(by, "").strip()
                 if key and key == group_key:
@@ -263,6 +272,28 @@ class MappedReader:
                 out[key] = value
         return out, attributes, problems
 
+    def _parent(self, values: dict[str, str], by: str, columns: tuple[str, ...], parents: dict[str, dict[str, str]]) -> None:
+        """Fill a child row's empty ``columns`` from its parent row; remember a parent's cells under its names.
+
+        The parent comes first in the file (WooCommerce exports by id, and a
+        variation is made after its product); a child whose parent the file
+        lacks keeps its own cells.
+        """
+        reference = values.get(by, "").strip()
+        if reference:
+            inherited = parents.get(reference)
+            if inherited:
+                for column, value in inherited.items():
+                    if not values.get(column, "").strip():
+                        values[column] = value
+            return
+        kept = {c: values[c] for c in columns if values.get(c, "").strip()}
+        if kept:
+            for parts in self.mapping.parent_names:
+                name = self._fill(parts, values)
+                if name:
+                    parents[name] = kept
+
     def _fill(self, parts: tuple[str, ...], values: dict[str, str]) -> str:
         """A template's text; empty when any placeholder is (no half-made URLs)."""
         pieces = []
@@ -275,6 +306,14 @@ class MappedReader:
             else:
                 pieces.append(part)
         return "".join(pieces)
+
+
+def _parent_sources(m: Mapping, taken: bool = True) -> list[str]:
+    """The columns ``parent`` reads: the reference, the columns in the names, and (``taken``) the columns a child takes."""
+    if m.parent_by is None:
+        return []
+    named = [p for parts in m.parent_names for p in parts[1::2] if p not in VARIABLES]
+    return [m.parent_by, *named, *(m.parent_columns if taken else ())]
 
 
 def _cached(parse: Parser | None, check: Parser) -> Parser:

@@ -18,6 +18,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     match: email                     # customers: an address already stored names the customer
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
     skip_rows: {blank: [Variant Price], reason: image rows}
+    parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
     columns:
       Klantnummer: id
       E-mail: email
@@ -60,7 +61,7 @@ WITH_ATTRIBUTES = ("customers", "products")
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has")
+        "other_columns", "fields", "when_header_has", "parent")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -111,6 +112,10 @@ class Mapping:
     skip_blank: tuple[str, ...] = ()
     skip_reason: str = "rows skipped"
     when_header_has: tuple[str, ...] = ()
+    #: ``parent``: the column naming a row's parent row, the templates that name a row, the columns a child takes.
+    parent_by: str | None = None
+    parent_names: tuple[tuple[str, ...], ...] = ()
+    parent_columns: tuple[str, ...] = ()
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -127,22 +132,24 @@ class Mapping:
 
 
 def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: str | None = None,
-                 decimal: str | None = None) -> Mapping:
-    """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``mailchimp``) or a YAML file.
+                 decimal: str | None = None, timezone: str | None = None) -> Mapping:
+    """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``woocommerce``, ``mailchimp``, ``klaviyo``) or a YAML file.
 
     A built-in with several variants for a kind (Mailchimp's subscribed,
     unsubscribed and cleaned exports) picks the one whose ``when_header_has``
     columns are all in ``header``, the header of the file ``source``.
     ``decimal`` (``.`` or ``,``) is the decimal mark of every ``money``
     column whose mapping names none: a shop's export re-saved by a
-    spreadsheet in a language that writes ``12,50``.
+    spreadsheet in a language that writes ``12,50``. ``timezone`` is the
+    project's time zone: the zone of the times a mapping reads with
+    ``timezone: project`` (a shop system that writes its own local time).
     """
     path = Path(spec)
     if path.suffix.lower() in (".yml", ".yaml") or path.exists():
         if not path.is_file():
             raise ValidationError(f"{spec}: no such mapping file", [Problem(spec, None, None, "no such mapping file")])
-        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind, decimal=decimal)
-    return _builtin(spec, kind, header, source, decimal)
+        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind, decimal=decimal, timezone=timezone)
+    return _builtin(spec, kind, header, source, decimal, timezone)
 
 
 def builtin_names() -> list[str]:
@@ -150,7 +157,8 @@ def builtin_names() -> list[str]:
     return sorted(p.name for p in BUILTIN_DIR.iterdir() if p.is_dir())
 
 
-def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None, decimal: str | None = None) -> Mapping:
+def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None, decimal: str | None = None,
+             timezone: str | None = None) -> Mapping:
     name, _, variant = spec.partition("/")
     folder = BUILTIN_DIR / name
     if not re.fullmatch(r"[a-z0-9_-]+", name) or not folder.is_dir():
@@ -165,7 +173,8 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
         have = ", ".join(f"{name}/{f.stem}" for f in every)
         raise ValidationError(f"the built-in mapping {spec!r} has no {kind} mapping",
                               [Problem(spec, None, None, f"no {kind} mapping here (built-in: {have})")])
-    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name, decimal=decimal) for f in files]
+    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name, decimal=decimal, timezone=timezone)
+                for f in files]
     if len(variants) == 1 or header is None:
         return variants[0]
     have = set(header)
@@ -180,12 +189,13 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
     return max(fitting, key=lambda m: len(m.when_header_has))
 
 
-def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None) -> Mapping:
+def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None,
+                  timezone: str | None = None) -> Mapping:
     """Parse and validate a mapping's YAML; every problem names the file, line and key.
 
     ``name`` (default: the file's stem) is recorded as the ``source`` of the
     consent a customers mapping writes; ``decimal`` is the decimal mark of
-    the ``money`` columns that name none (see :func:`load_mapping`).
+    the ``money`` columns that name none, ``timezone`` the project's (see :func:`load_mapping`).
     """
     if decimal not in (None, ".", ","):
         raise ValueError(f"decimal must be '.' or ',', not {decimal!r}")
@@ -206,7 +216,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         raise ValidationError(f"{file}: invalid mapping", problems)
     if kind is not None and declared != kind:
         bad("kind", f"the mapping is for {declared}, not {kind}")
-    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal)
+    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal, timezone)
     outputs: list[Output] = []
     columns = data.get("columns")
     if not isinstance(columns, dict) or not columns:
@@ -251,6 +261,17 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
             bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records) and 'reason'")
     if skip and not skip.get("blank"):
         bad("skip_rows.blank", "skip_rows needs 'blank': the columns that are empty on the rows to skip")
+    parent = _mapping(data.get("parent", {}), "parent", bad)
+    for key in parent:
+        if key not in ("by", "names", "columns"):
+            bad(f"parent.{key}", "parent has 'by' (the column naming a row's parent), 'names' (how a row is named there) "
+                                 "and 'columns' (the cells a child row takes from its parent when its own are empty)")
+    parent_names = tuple(tuple(_PLACEHOLDER.split(t)) for t in _strings(parent.get("names", []), "parent.names", bad))
+    parent_columns = tuple(_strings(parent.get("columns", []), "parent.columns", bad))
+    if parent and (not isinstance(parent.get("by"), str) or not parent_names or not parent_columns):
+        bad("parent", "parent needs 'by', 'names' and 'columns'")
+    if parent and declared not in WITH_ATTRIBUTES:
+        bad("parent", "parent is for customers and products")
     if problems:
         raise ValidationError(f"{file}: invalid mapping", problems)
     return Mapping(
@@ -267,6 +288,9 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
+        parent_by=parent.get("by"),
+        parent_names=parent_names,
+        parent_columns=parent_columns,
         lines=lines,
     )
 
@@ -285,6 +309,8 @@ class _Spec:
     bad: Any
     times: dict[str, Any]
     decimal: str | None = None
+    #: The project's time zone, for ``timezone: project``.
+    timezone: str | None = None
 
     def targets(self) -> tuple[str, ...]:
         return schema_for(self.kind).names + SIDE_FIELDS.get(self.kind, ())
@@ -395,7 +421,12 @@ class _Spec:
             options["decimal"] = self.decimal
         try:
             if name == "time":
-                return make_time(options.get("format"), options.get("timezone"))
+                zone = options.get("timezone")
+                if zone == "project":
+                    # The shop's own local time: the project's zone (relmail.toml). Without a project the
+                    # times have no zone, and each one says so.
+                    zone = self.timezone
+                return make_time(options.get("format"), zone)
             return factory(**options)
         except (ValueError, TypeError) as exc:
             self.bad(path, str(exc))

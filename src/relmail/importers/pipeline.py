@@ -125,10 +125,11 @@ def import_file(
     ``skip_invalid``, which imports the good rows and writes the bad ones to
     ``rejects`` (default ``<name>.rejects.<format>`` beside the input).
     ``defaults`` gives the customer ``locale`` and ``timezone`` used when a
-    row has none.
+    row has none; that ``timezone`` (the project's) is also the zone of a
+    mapping's times read with ``timezone: project``.
 
     ``mapping`` reads the file through a column mapping: a built-in name
-    (``shopify``, ``mailchimp``), a YAML file, or a loaded
+    (``shopify``, ``woocommerce``, ``mailchimp``, ``klaviyo``), a YAML file, or a loaded
     :class:`~relmail.importers.mapping.Mapping`; ``variables`` fill its
     templates (``{"brand.url": ...}``). A customer whose address is not a
     valid address is imported and flagged (never mailed), unless
@@ -147,7 +148,8 @@ def import_file(
         reader: Any = reader_for(src)
         mapped = None
         if mapping is not None:
-            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name, decimal)
+            loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name, decimal,
+                                                                                  (defaults or {}).get("timezone"))
             if loaded.kind != kind:
                 raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
                                       [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])

@@ -210,25 +210,83 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
     return remembered(parse, _TIME_CACHE)  # an export repeats its prices
 
 
-def make_list(separator: str = ",") -> Parser:
-    """``"a, b, c"`` -> ``["a", "b", "c"]``: trimmed (quotes too: Mailchimp writes ``"VIP","Blog"``), empty items and repeats left out."""
+def make_list(separator: str = ",", escape: str | None = None) -> Parser:
+    """``"a, b, c"`` -> ``["a", "b", "c"]``: trimmed (quotes too: Mailchimp writes ``"VIP","Blog"``), empty items and repeats left out.
+
+    With ``escape`` (``"\\"``), a separator written after it is part of its
+    item: WooCommerce writes a comma inside a name as ``\\,``
+    (``Boeken\\, strips, Poëzie`` is two items).
+    """
 
     def parse(value: str) -> list[str]:
-        items = (p.strip().strip('"').strip() for p in value.split(separator))
+        items = (p.strip().strip('"').strip() for p in split_items(value, separator, escape))
         return list(dict.fromkeys(p for p in items if p))
 
     return parse
 
 
-def make_slug(last: str | None = None) -> Parser:
+def split_items(value: str, separator: str, escape: str | None = None) -> list[str]:
+    """``value`` split at each ``separator``; with ``escape``, not at one written after it (that one stays in its item)."""
+    escaped = f"{escape}{separator}" if escape else None
+    if escaped is None or escaped not in value:
+        return value.split(separator)
+    return [part.replace(escaped, separator) for part in re.split(f"(?<!{re.escape(escape)}){re.escape(separator)}", value)]
+
+
+def _first_item(value: str, split: str | None, escape: str | None = None) -> str:
+    if not split:
+        return value
+    return next((p.strip() for p in split_items(value, split, escape) if p.strip()), "")
+
+
+def make_text(split: str | None = None, escape: str | None = None) -> Parser:
+    """The text, trimmed; with ``split`` (``","``) the first item of a list (WooCommerce's ``Images``)."""
+    if not split:
+        return text
+
+    def parse(value: str) -> str:
+        return _first_item(value, split, escape)
+
+    return parse
+
+
+def _word(text: str) -> str:
+    return re.sub(r"[\s_-]+", "_", text.strip().lower())
+
+
+def make_lookup(values: Any) -> Parser:
+    """A cell that is one of the mapping's words, as the value the mapping gives it (``null``: no value).
+
+    Case, surrounding spaces, and spaces, ``_`` or ``-`` between words do not
+    matter (``HARD_BOUNCE`` is ``Hard bounce``); any other word is an error
+    naming the known ones (a status the export added later is never guessed).
+    """
+    if not isinstance(values, dict) or not values:
+        raise ValueError("lookup needs 'values': a mapping of the column's words to values (null: no value)")
+    table = {_word(str(k)): v for k, v in values.items()}
+    shown = ", ".join(str(k) for k in values)
+
+    def parse(value: str) -> Any:
+        word = _word(value)
+        if word in table:
+            return table[word]
+        raise FieldError(f"{_short(value)} is not one of the values the mapping knows ({shown})")
+
+    return parse
+
+
+def make_slug(last: str | None = None, split: str | None = None, escape: str | None = None) -> Parser:
     """A name as an id: ``"Literaire roman"`` -> ``literaire-roman``.
 
     With ``last`` (``">"``), only the last part of a path such as Shopify's
     product category ``Media > Books > Print Books`` -> ``print-books``.
+    With ``split`` (``","``), only the first item of a list, before ``last``
+    applies: WooCommerce's ``Boeken > Romans, Cadeaus`` -> ``romans`` (``escape`` as for lists).
     """
 
     def parse(value: str) -> str:
-        text = value.rsplit(last, 1)[-1] if last else value
+        text = _first_item(value, split, escape)
+        text = text.rsplit(last, 1)[-1] if last else text
         slug = _slugify(text)
         if not slug:
             raise FieldError(f"{_short(value)} has no letters or digits to make an id from")
@@ -280,15 +338,16 @@ def _short(value: Any, limit: int = 40) -> str:
 
 #: Parser name -> (factory of the mapping's options, the options it takes).
 PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
-    "text": (lambda: text, ()),
+    "text": (lambda split=None, escape=None: make_text(split, escape), ("split", "escape")),
     "lower": (lambda: lower, ()),
     "integer": (make_integer, ()),
     "number": (lambda: number(), ()),
     "money": (lambda currency=None, decimal=".": make_money(currency, decimal), ("currency", "decimal")),
     "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
     "time": (lambda format=None, timezone=None: make_time(format, timezone), ("format", "timezone")),
-    "list": (lambda separator=",": make_list(separator), ("separator",)),
-    "slug": (lambda last=None: make_slug(last), ("last",)),
+    "list": (lambda separator=",", escape=None: make_list(separator, escape), ("separator", "escape")),
+    "slug": (lambda last=None, split=None, escape=None: make_slug(last, split, escape), ("last", "split", "escape")),
+    "lookup": (lambda values=None: make_lookup(values), ("values",)),
     "present": (lambda: present, ()),
     "scalar": (lambda: scalar, ()),
 }

@@ -1,0 +1,188 @@
+"""A WooCommerce shop and its Klaviyo list through the built-in mappings, from the command line.
+
+The files are the repository's samples (``examples/woocommerce/``,
+``examples/klaviyo/``) in the layouts those tools write: WooCommerce's
+product export (with its byte order mark), the Analytics customers report,
+the Customer/Order/Coupon Export's "One Row per Item" orders, a Klaviyo list
+export. The project's time zone (Europe/Amsterdam) is the shop's. Each test
+runs on SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from relmail.cli import cli
+from relmail.store.db import connect
+from relmail.store.models import Customer, Event, Preference, Product, Suppression
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+WOO, KLAVIYO = EXAMPLES / "woocommerce", EXAMPLES / "klaviyo"
+CUSTOMERS = WOO / "customers_report_2026-12-06.csv"
+PRODUCTS = WOO / "wc-product-export-6-12-2026.csv"
+ORDERS = WOO / "orders-export-2026_12_06.csv"
+LIST = KLAVIYO / "Nieuwsbrief_list_export.csv"
+
+ANNA, JOERG, CARLA, DAAN = (f"woocommerce-{a}@mail.example" for a in ("anna.devries", "joerg.mueller", "carla.bos", "daan.smit"))
+
+
+def run(project, *args: str) -> dict:
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", *args, "--json"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def rows(project, model) -> list[dict]:
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
+    finally:
+        engine.dispose()
+
+
+def load_all(project) -> dict[str, dict]:
+    return {
+        "customers": run(project, "customers", str(CUSTOMERS), "--map", "woocommerce"),
+        "products": run(project, "products", str(PRODUCTS), "--map", "woocommerce"),
+        "orders": run(project, "orders", str(ORDERS), "--map", "woocommerce"),
+        "klaviyo": run(project, "customers", str(LIST), "--map", "klaviyo"),
+    }
+
+
+def test_a_woocommerce_shop_and_its_klaviyo_list_import_with_the_built_in_mappings(project):
+    done = load_all(project)
+    c, p, o, k = done["customers"], done["products"], done["orders"], done["klaviyo"]
+    assert c["mapping"] == "woocommerce/customers-download.yml"
+    assert (c["rows_read"], c["rows_imported"], c["skipped"]) == (5, 4, {"customers without an e-mail address": 1})
+    assert (p["rows_read"], p["rows_imported"]) == (9, 7)
+    assert p["skipped"] == {"products without a price of their own (variable and grouped products)": 2}
+    assert (o["rows_read"], o["rows_imported"], o["skipped"]) == (10, 6, {"orders without line items": 1})
+    assert (o["details"]["lines_not_purchases"], o["details"]["lines_without_product"]) == (3, 1)  # refunded, cancelled, unpaid
+    assert (k["rows_read"], k["rows_imported"], k["skipped"]) == (6, 5, {"profiles without an e-mail address": 1})
+    assert (k["details"]["consent_records"], k["details"]["suppressed_addresses"], k["details"]["matched_by_email"]) == (4, 1, 3)
+
+    customers = {r["id"]: r for r in rows(project, Customer)}
+    assert set(customers) == {ANNA, JOERG, CARLA, DAAN, "klaviyo-oud.adres@mail.example", "klaviyo-sanne.jong@mail.example"}
+    joerg = customers[JOERG]
+    assert (joerg["first_name"], joerg["last_name"]) == ("Jörg", "Müller")  # from Klaviyo: WooCommerce has one name field
+    assert joerg["attributes"]["company"] == "Müller & Söhne, Buchbinderei"  # a quoted comma
+    assert joerg["attributes"]["role"] == "Customer, Subscriber" and joerg["attributes"]["country"] == "DE"
+    assert joerg["attributes"]["country_name"] == "Germany"  # Klaviyo's name, beside the shop's code
+    assert "phone_number" not in joerg["attributes"] and "ip_address" not in joerg["attributes"]  # dropped on purpose
+    assert customers[ANNA]["attributes"]["favoriete_genre"] == "Poëzie"  # a Klaviyo property of the account's own
+    assert customers[ANNA]["attributes"]["total_spent"] == 84.79
+    # Registered in Amsterdam at 20:03:11 (summer time); Klaviyo saw her two minutes earlier: the earliest is kept.
+    assert customers[ANNA]["created_at"].replace(tzinfo=UTC) == datetime(2024, 9, 12, 18, 1, 52, tzinfo=UTC)
+    assert customers[DAAN]["created_at"].replace(tzinfo=UTC) == datetime(2026, 2, 14, 7, 0, tzinfo=UTC)  # winter time
+
+    consent = {r["customer_id"]: (r["opted_in"], r["updated_at"].replace(tzinfo=UTC), r["source"]) for r in rows(project, Preference)}
+    assert consent[ANNA] == (True, datetime(2024, 9, 12, 18, 3, 11, tzinfo=UTC), "klaviyo")
+    assert consent[JOERG] == (False, datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC), "klaviyo")  # a dated global opt-out
+    assert CARLA not in consent and DAAN not in consent  # never subscribed; WooCommerce keeps no consent
+    (suppressed,) = rows(project, Suppression)
+    assert suppressed["reason"] == "cleaned"  # a hard bounce: about the address, as Mailchimp's cleaned
+
+    products = {r["id"]: r for r in rows(project, Product)}
+    assert set(products) == {"9789025471456", "9789046707077", "LT-LAMP-ZW", "LT-LAMP-WIT", "120", "LT-LEGGER-COG", "9789463810135"}
+    diner = products["9789025471456"]
+    assert (diner["name"], diner["category"], diner["price"]) == ("Het diner", "romans", 22.5)  # "Boeken > Romans, Cadeaus"
+    assert diner["image_url"].endswith("/het-diner.jpg") and diner["attributes"]["tags"] == ["bestseller", "literair"]
+    white = products["LT-LAMP-WIT"]  # a variation: categories, tags and image from its product's row
+    assert (white["name"], white["category"], white["price"]) == ('Leeslampje "Nachtuil" - Wit', "leeslampen", 17.5)
+    assert white["image_url"].endswith("/leeslampje.jpg") and white["attributes"]["tags"] == ["cadeau", "verlichting"]
+    assert products["LT-LAMP-ZW"]["image_url"].endswith("/leeslampje-zwart.jpg")  # its own image
+    assert products["LT-LEGGER-COG"]["category"] == "cadeaus"  # its product has no SKU: Parent is id:130
+    assert products["120"]["name"] == "Cadeaubon € 25"  # no SKU: the WooCommerce ID
+    assert products["9789463810135"]["category"] == "uncategorised"
+    poems = products["9789046707077"]
+    assert poems["attributes"]["sale_price"] == 10.0 and poems["category"] == "poezie"
+    assert poems["attributes"]["categories"] == ["Boeken > Poëzie", "Strips, graphic novels"]  # WooCommerce writes "Strips\\, ..."
+
+    events = {e["event_id"]: e for e in rows(project, Event)}
+    assert sorted(events) == ["order:5001:1", "order:5001:2", "order:5002:1", "order:5002:2", "order:5005:1", "order:5006:1"]
+    assert events["order:5001:1"]["customer_id"] == ANNA and events["order:5001:2"]["product_id"] == "LT-LAMP-ZW"
+    assert events["order:5001:1"]["occurred_at"].replace(tzinfo=UTC) == datetime(2026, 3, 14, 9, 12, 31, tzinfo=UTC)
+    # 02:30 on the night the clocks go back: the first of the two (summer time); the address in capitals is Jörg's.
+    assert events["order:5002:1"]["occurred_at"].replace(tzinfo=UTC) == datetime(2026, 10, 25, 0, 30, tzinfo=UTC)
+    assert events["order:5002:1"]["customer_id"] == JOERG
+    assert events["order:5002:1"]["value"] == round(24.99 * (1 - 17.50 / 46.44), 2)  # partly refunded
+    assert events["order:5006:1"]["value"] == 20.0  # the line after its coupon
+    assert events["order:5005:1"]["product_id"] is None  # a gift card without SKU
+
+
+def test_a_second_import_of_the_same_files_changes_nothing(project):
+    load_all(project)
+    def snapshot():
+        return {m.__name__: sorted(rows(project, m), key=lambda r: sorted((k, str(v)) for k, v in r.items() if k != "attributes"))
+                for m in (Customer, Product, Preference, Suppression)}
+
+    before = snapshot()
+    events = sorted((e["event_id"], e["value"]) for e in rows(project, Event))
+    again = load_all(project)
+    assert snapshot() == before
+    assert sorted((e["event_id"], e["value"]) for e in rows(project, Event)) == events
+    assert again["klaviyo"]["details"]["consent_records"] == 0 and again["orders"]["details"]["purchases_removed"] == 0
+
+
+def test_the_e_mailed_customers_report_is_read_by_its_own_column_names(project, tmp_path):
+    # A report of several pages is written by the server: other names, phone numbers, a byte order mark.
+    emailed = tmp_path / "wc-customers-report-export-17650.csv"
+    emailed.write_text(
+        "\ufeffName,Username,\"Last Active\",\"Sign Up\",Email,Orders,\"Total Spend\",AOV,\"Country / Region\",City,Region,"
+        "\"Postal Code\",\"Billing Phone\",\"Shipping Phone\",Role\n"
+        "\"Anna de Vries\",anna.dv,2026-11-30T09:12:44,2024-09-12T20:03:11,anna.devries@mail.example,2,84.79,42.40,NL,"
+        "Amsterdam,NH,\"1012 AB\",\"+31 6 12345678\",,Customer\n", encoding="utf-8")
+    done = run(project, "customers", str(emailed), "--map", "woocommerce")
+    assert (done["mapping"], done["rows_imported"]) == ("woocommerce/customers-emailed.yml", 1)
+    (anna,) = rows(project, Customer)
+    assert anna["created_at"].replace(tzinfo=UTC) == datetime(2024, 9, 12, 18, 3, 11, tzinfo=UTC)
+    assert "billing_phone" not in anna["attributes"] and anna["attributes"]["zip"] == "1012 AB"
+
+
+@pytest.mark.parametrize("kind, path, mapping, field", [
+    # A Klaviyo consent status the mapping does not know: never guessed.
+    ("customers", LIST, "klaviyo", "Email Marketing Consent"),
+    ("orders", ORDERS, "woocommerce", "status"),
+])
+def test_a_wrong_file_is_one_line_naming_file_line_and_field_and_imports_nothing(project, tmp_path, kind, path, mapping, field):
+    text = path.read_text(encoding="utf-8-sig")
+    bad = tmp_path / path.name
+    old = ",NEVER_SUBSCRIBED," if mapping == "klaviyo" else ",refunded,"
+    new = "PENDING_DOUBLE_OPT_IN" if mapping == "klaviyo" else "shipped"
+    bad.write_text(text.replace(old, f",{new},", 1), encoding="utf-8")
+    line = next(i for i, row in enumerate(bad.read_text(encoding="utf-8").splitlines(), 1) if new in row)
+    if kind == "orders":
+        run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", kind, str(bad), "--map", mapping])
+    assert result.exit_code == 4
+    assert f"{bad}:{line}: field '{field}': '{new}' is not one of the values the mapping knows" in result.stderr
+    assert [entry for entry in result.stderr.splitlines() if entry.startswith("  ")] == [
+        entry for entry in result.stderr.splitlines() if f"{bad}:{line}:" in entry]  # one problem, one line
+    assert rows(project, Event) == [] and rows(project, Preference) == []
+    assert len(rows(project, Customer)) == (4 if kind == "orders" else 0)
+
+
+def test_an_export_without_map_names_the_command_that_imports_it(project):
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "products", str(PRODUCTS)])
+    assert result.exit_code == 4
+    assert f"relmail import products {PRODUCTS} --map woocommerce" in result.stderr
+    assert rows(project, Product) == []
+
+
+def test_a_product_export_without_the_optional_columns_imports(project, tmp_path):
+    # A shop without brands has no Brands column; a variation still takes its product's categories.
+    table = list(csv.reader(PRODUCTS.read_text(encoding="utf-8-sig").splitlines()))
+    keep = [i for i, name in enumerate(table[0]) if name != "Brands"]
+    older = tmp_path / "wc-product-export.csv"
+    with older.open("w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows([[row[i] for i in keep] for row in table])
+    assert run(project, "products", str(older), "--map", "woocommerce")["rows_imported"] == 7
+    assert {r["id"]: r["category"] for r in rows(project, Product)}["LT-LAMP-WIT"] == "leeslampen"
