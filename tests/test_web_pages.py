@@ -322,7 +322,7 @@ def test_brand_name_logo_and_a_readable_colour(web_shop, engine):
     assert "img-src https: data:" in client.get(f"/unsubscribe/{token()}").headers["Content-Security-Policy"]
 
 
-def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_leaves_them_alone(web_shop, engine):
+def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_passes_a_good_one(web_shop, engine):
     from click.testing import CliRunner
 
     from relmail.cli import cli
@@ -400,3 +400,32 @@ def test_serve_logs_plain_lines_when_stderr_is_not_a_terminal(project):
     assert '"GET /healthz HTTP/1.1" 200' in log and '"GET /unsubscribe/not-a-token HTTP/1.1" 400' in log
     assert '"GET /no-such-page HTTP/1.1" 404' in log
     assert "\x1b[" not in log
+
+
+def test_a_broken_page_template_of_the_project_never_breaks_an_unsubscribe_and_templates_check_names_it(web_shop, engine, caplog):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # A syntax error on line 3, and a page that fails only once the form was saved (labels of the "all" change).
+    (pages / "unsubscribed.html").write_text('{% extends "base.html" %}\n{% block body %}<h1>{{ _("You are unsubscribed") }}</h1>\n'
+                                             '{% endblock', encoding="utf-8")
+    (pages / "preferences.html").write_text('{% extends "base.html" %}{% block body %}\n{% if saved %}{% for c in changes %}'
+                                            '{{ labels[c.topic].upper() }}{% endfor %}{% endif %}<form method="post">'
+                                            '<input type="hidden" name="form" value="preferences"></form>{% endblock %}', encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        response = client.post(f"/unsubscribe/{token('C0000002')}", **ONE_CLICK)
+    assert response.status_code == 200 and "<h1>Je bent afgemeld</h1>" in response.text  # relmail's own page, in Dutch
+    assert prefs(engine)[("C0000002", "promotions")][0] is False  # and the unsubscribe was recorded
+    assert "templates/pages/unsubscribed.html:3: " in caplog.text
+    response = client.post(f"/preferences/{token('C0000002')}", data={"form": "preferences", "unsubscribe_all": "1"})
+    assert response.status_code == 200 and 'name="unsubscribe_all"' in response.text
+    assert "templates/pages/preferences.html:2: " in caplog.text
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6
+    assert "error: pages/unsubscribed.html:3: unexpected end of template" in out.stdout
+    assert "error: pages/preferences.html:2: dict object has no element None" in out.stdout

@@ -37,10 +37,13 @@ def serve(state: State, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from ..web.app import make_app
+    from ..web.check import check_pages
 
     project = state.project
     app = make_app(project, state.engine)
     project.secret("signing_key")  # fail now, not on the first click
+    for problem in check_pages(project):
+        click.echo(f"warning: {problem} (customers get relmail's own page instead; relmail templates check)", err=True)
     if not sys.stderr.isatty():
         # werkzeug colours its request log for a terminal; a file or a pipe gets plain lines.
         werkzeug.serving._log_add_style = False

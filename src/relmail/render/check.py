@@ -216,8 +216,25 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
         for (file, line, name), where in sorted(never.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
             report.findings.append(Finding("warning", file, line, f"'{name}' is not defined for any sample customer of "
                                            f"{', '.join(dict.fromkeys(where))}: the template's fallback is used for every one (a typo?)"))
+    report.findings += _check_pages(renderer)
     report.findings = list(dict.fromkeys(report.findings))
     return report
+
+
+def _check_pages(renderer: Renderer) -> list[Finding]:
+    """The project's own unsubscribe and preference pages (``templates/pages/``), rendered in every language."""
+    from ..web.check import check_pages
+
+    project = getattr(renderer, "project", None)
+    if project is None:
+        return []
+    out = []
+    for err in check_pages(project):
+        file = Path(project.root) / err.file
+        with suppress(ValueError):
+            file = file.relative_to(renderer.templates_dir)
+        out.append(Finding("error", str(file), err.line, str(err).split(": ", 1)[-1]))
+    return out
 
 
 def _lint(renderer: Renderer) -> tuple[list[Finding], int]:

@@ -22,7 +22,9 @@ A plain string is used for every language.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -33,16 +35,22 @@ from typing import TYPE_CHECKING
 from jinja2 import ChoiceLoader, FileSystemLoader, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TemplateError
 
 if TYPE_CHECKING:
     from ..project import Project
+
+log = logging.getLogger("relmail.web")
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE_LOCALES = Path(__file__).parent / "locale"
 DOMAIN = "relmail"
 #: The accent used when ``[brand] color`` is missing or not a hex colour.
 FALLBACK_COLOR = "#1a73e8"
+
+
+class PageTemplateError(TemplateError):
+    """A page template of the project (``templates/pages/``) does not compile or render; names file and line."""
 
 
 @dataclass(frozen=True)
@@ -140,13 +148,14 @@ class Pages:
         self.brand = Brand.from_settings(project.settings)
         self.default_lang = language_of(project.settings.default_locale) or "en"
         overrides = Path(project.templates_dir) / "pages"
+        self.overrides = overrides
         self.template_dirs = [d for d in (overrides, PACKAGE_TEMPLATES) if d.is_dir()]
         self.locale_dirs = [d for d in (overrides / "locale", PACKAGE_LOCALES) if d.is_dir()]
         self.topic_config = project.settings.section("topics")
         for slug, entry in self.topic_config.items():
             if not isinstance(entry, dict):
                 raise ConfigError(f"relmail.toml [topics.{slug}]: must be a table with label and description")
-        self._envs: dict[str, SandboxedEnvironment] = {}
+        self._envs: dict[tuple[str, bool], SandboxedEnvironment] = {}
         self._lock = threading.Lock()
 
     # -- languages ---------------------------------------------------------
@@ -195,15 +204,21 @@ class Pages:
                 chain.add_fallback(found)
         return chain or NullTranslations()
 
-    def environment(self, lang: str) -> SandboxedEnvironment:
-        """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language)."""
-        env = self._envs.get(lang)
+    def environment(self, lang: str, *, package_only: bool = False) -> SandboxedEnvironment:
+        """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language).
+
+        ``package_only``: relmail's own page templates, without the project's
+        (what a customer sees when the project's template fails).
+        """
+        key = (lang, package_only)
+        env = self._envs.get(key)
         if env is None:
             with self._lock:
-                env = self._envs.get(lang)
+                env = self._envs.get(key)
                 if env is None:
+                    dirs = [PACKAGE_TEMPLATES] if package_only else self.template_dirs
                     env = SandboxedEnvironment(
-                        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in self.template_dirs]),
+                        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         extensions=["jinja2.ext.i18n"],
                         trim_blocks=True,
@@ -212,8 +227,12 @@ class Pages:
                     # The catalogue's msgids are whitespace-trimmed (babel.cfg): so is the text looked up.
                     env.policies["ext.i18n.trimmed"] = True
                     env.install_gettext_translations(self.translations(lang), newstyle=True)
-                    self._envs[lang] = env
+                    self._envs[key] = env
         return env
+
+    def own_templates(self) -> list[Path]:
+        """The project's page templates (``templates/pages/*.html``)."""
+        return sorted(self.overrides.glob("*.html")) if self.overrides.is_dir() else []
 
     # -- content -------------------------------------------------------------
 
@@ -230,6 +249,33 @@ class Pages:
         return [self.topic(slug, lang) for slug in sorted(slugs, key=lambda s: (order.get(s, len(order)), s))]
 
     def render(self, name: str, lang: str, **context) -> str:
-        """Page ``name`` in ``lang``, with the brand and the language in its context."""
-        template = self.environment(lang).get_template(name)
-        return template.render(brand=self.brand, lang=lang, **context)
+        """Page ``name`` in ``lang``, with the brand and the language in its context.
+
+        When the project's own template (or its ``base.html``) fails, the
+        error is logged with its file and line and the customer gets
+        relmail's own page: an unsubscribe must never end in a server error.
+        """
+        try:
+            return self._render(self.environment(lang), name, lang, context)
+        except Exception as exc:
+            if not self.own_templates():
+                raise
+            log.error("%s (the page is shown with relmail's own %s instead)", self.template_error(exc, name), name)
+            return self._render(self.environment(lang, package_only=True), name, lang, context)
+
+    def _render(self, env: SandboxedEnvironment, name: str, lang: str, context: dict) -> str:
+        return env.get_template(name).render(brand=self.brand, lang=lang, **context)
+
+    def template_error(self, exc: Exception, name: str) -> PageTemplateError:
+        """``exc`` of rendering page ``name`` as an error naming the template file (relative to the project) and line."""
+        from ..render.environment import template_error
+
+        err = template_error(exc, name)
+        file = Path(err.file or name)
+        if not file.is_absolute():
+            file = self.overrides / file if (self.overrides / file).is_file() else PACKAGE_TEMPLATES / file
+        with contextlib.suppress(ValueError):
+            file = file.relative_to(self.project.root)
+        message = str(err).split(": ", 1)[-1] if err.line or err.file else str(err)
+        where = f"{file}:{err.line}" if err.line else str(file)
+        return PageTemplateError(f"{where}: {message}", str(file), err.line)
