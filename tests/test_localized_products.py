@@ -31,6 +31,17 @@ def test_the_most_specific_locale_suffix_wins_and_a_product_without_one_keeps_it
     assert localized(CHAIR, "de_DE") == CHAIR
 
 
+def test_a_localized_attribute_without_a_value_of_its_own_is_the_attribute_in_that_language():
+    # A shop selling in Germany and Poland only: description_de and description_pl, no description.
+    product = {**CHAIR, "attributes": {"description_de": "Ein Stuhl", "description_PL": "Krzesło", "material_de_AT": "Holz (AT)",
+                                       "material_de": "Holz", "care_pl": ""}}
+    de, at, pl, en = (localized(product, loc)["attributes"] for loc in ("de_DE", "de_AT", "pl_PL", "en_GB"))
+    assert de["description"] == "Ein Stuhl" and de["material"] == "Holz" and "care" not in de
+    assert at["material"] == "Holz (AT)"  # the most specific suffix wins here too
+    assert pl["description"] == "Krzesło" and "care" not in pl and "material" not in pl
+    assert "description" not in en and en["description_de"] == "Ein Stuhl"  # the columns stay readable
+
+
 def test_an_empty_localized_cell_falls_back_to_the_products_own_value():
     product = {**CHAIR, "attributes": {"name_de": ""}}
     assert localized(product, "de_DE")["name"] == "Chair Oslo"

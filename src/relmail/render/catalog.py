@@ -121,7 +121,19 @@ def localized(product: Mapping[str, Any], locale: str) -> dict[str, Any]:
         return value
 
     out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
-    out["attributes"] = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
+    localized_attributes = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
+    # A shop that sells only in other languages fills description_de and description_pl, never description:
+    # the German customer still reads attributes.description.
+    known = {_normal(k) for k in attributes if isinstance(k, str)} | set(LOCALIZED_FIELDS)
+    for suffix in suffixes:
+        for key, value in attributes.items():
+            if not isinstance(key, str) or value in (None, "") or not _normal(key).endswith(f"_{suffix}"):
+                continue
+            base = key[: len(key) - len(suffix) - 1]
+            if base and _normal(base) not in known:
+                localized_attributes[base] = value
+                known.add(_normal(base))
+    out["attributes"] = localized_attributes
     return out
 
 
