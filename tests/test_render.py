@@ -173,6 +173,28 @@ def test_babel_filters_format_for_the_locale(expr, locale, expected):
     assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
 
 
+PL_PRODUCTS = 'plural(one="produkt", few="produkty", many="produktów", other="produktu")'
+
+
+@pytest.mark.parametrize(
+    "count, locale, expected",
+    [(1, "pl_PL", "produkt"), (2, "pl_PL", "produkty"), (4, "pl", "produkty"), (5, "pl_PL", "produktów"), (12, "pl_PL", "produktów"),
+     (22, "pl_PL", "produkty"), (25, "pl_PL", "produktów"), (0, "pl_PL", "produktów"), (1.5, "pl_PL", "produktu")],
+)
+def test_plural_picks_the_languages_form_for_the_count(count, locale, expected):
+    env = make_environment(None, autoescape=False)
+    assert env.from_string("{{ n|" + PL_PRODUCTS + " }}").render(n=count, locale=locale) == expected
+    de = env.from_string('{{ n }} {{ n|plural(one="Bestellung", other="Bestellungen") }}')
+    assert [de.render(n=n, locale="de_DE") for n in (1, 2, 0)] == ["1 Bestellung", "2 Bestellungen", "0 Bestellungen"]
+
+
+def test_plural_without_a_form_the_language_needs_fails_whatever_the_count():
+    env = make_environment(None, autoescape=False)
+    # One and other are English, not Polish: 2 needs "few" and 5 "many", so even a count of 1 is refused.
+    with pytest.raises(TemplateError, match=r"plural: Polish \(pl_PL\) needs the forms one=, few=, many= \(missing: few, many\)"):
+        env.from_string('{{ 1|plural(one="produkt", other="produkty") }}').render(locale="pl_PL")
+
+
 def test_filters_reject_non_numbers_with_a_template_error():
     env = make_environment(None, autoescape=False)
     with pytest.raises(TemplateError, match="money: expected a number"):
