@@ -23,6 +23,7 @@ from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
 from .catalog import Catalog, catalog_variables, has_localized, localized
+from .currency import Currencies
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
@@ -198,7 +199,9 @@ class Renderer:
         key = signing_key or project.secret("signing_key")
         self.links = links_mod.LinkBuilder(self.settings.unsubscribe_url.rstrip("/"), self.settings.unsubscribe_mailto, key)
         self.tracking = links_mod.Tracking.from_settings(self.settings)
-        self.currency = str(self.settings.raw.get("brand", {}).get("currency", "EUR"))
+        self.currencies = Currencies.from_settings(self.settings)
+        #: The currency of the products' price column (a customer's may differ: ``[brand] currency`` by language).
+        self.currency = self.currencies.base
         self._compiled: dict[tuple, CompiledMessage] = {}
         self._lock = threading.Lock()
         b = self.settings.brand
@@ -304,7 +307,7 @@ class Renderer:
             "brand": self.brand,
             "sender": {"name": s.sender.from_name, "email": s.sender.from_email},
             "campaign": {"id": spec.campaign_id},
-            "currency": self.currency,
+            "currency": self.currencies.for_locale(locale),
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
@@ -331,13 +334,14 @@ class Renderer:
         # Optional data (attributes, products, message.data): a missing key tests false, printing it fails.
         locale = ctx.locale or compiled.locale
         # The products in the customer's language (a product's name_de, url_de ... for a de_* customer).
-        catalog = ctx.catalog.for_locale(locale) if ctx.catalog is not None else None
+        catalog = ctx.catalog.for_locale(locale, self.currencies) if ctx.catalog is not None else None
+        own_price = bool(locale) and self.currencies.own_price_needed(locale)
 
         def local(p: Mapping[str, Any]) -> Mapping[str, Any]:
             found = catalog.get(p.get("id")) if catalog is not None else None
             if found is not None:
                 return found
-            return optional(localized(p, locale) if locale and has_localized(p) else p, "product")
+            return optional(localized(p, locale, self.currencies) if locale and (own_price or has_localized(p)) else p, "product")
 
         products = [local(p) for p in ctx.recommended_products]
         unsubscribe = self.links.unsubscribe_url(token)
