@@ -194,3 +194,15 @@ def test_cli_without_a_database_says_to_use_generated_samples(tmp_path, monkeypa
     out = run(shop)
     assert out.exit_code == 5 and "relmail templates check --generated" in out.output
     assert run(shop, "--generated").exit_code == 0
+
+
+def test_a_name_only_some_variants_lack_is_a_warning_that_names_those_variants(demo, engine):
+    # A partial shared by the Dutch and the default variant; only the Dutch one gives it a note.
+    write(demo, "partials/note.html", "<tr><td>{% if note is defined %}{{ note }}{% endif %}</td></tr>\n")
+    body = '{% extends "layouts/base.html" %}\n{% block subject %}Note{% endblock %}\n{% block content %}\n'
+    write(demo, "note.html", body + '{% include "partials/note.html" %}\n{% endblock %}\n')
+    write(demo, "note.nl.html", body + '{% set note = "Gratis bezorging" %}{% include "partials/note.html" %}\n{% endblock %}\n')
+    write(demo, "../campaigns/notes.yml", CAMPAIGN.replace("id: offer", "id: note").replace("template: offer", "template: note"))
+    warnings = [f for f in check(demo, engine, compare=False).findings if f.file == "partials/note.html"]
+    assert [w.message.split(": the template")[0] for w in warnings] == [
+        "'note' is not defined for any sample customer of notes/note (note.html only; the other variants have it)"]

@@ -207,15 +207,16 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
         report.samples = store.kind
         variants = Variants(renderer)
         locales = _candidate_locales(renderer, store)
-        never: dict[tuple[str, int | None, str], list[str]] = {}
+        never: dict[tuple[str, int | None, str], list[tuple[str, str]]] = {}
+        variants_of: dict[str, list[str]] = {}
         for camp in campaigns:
             for m in camp.messages:
                 spec = MessageSpec.from_campaign(camp, m, run_id=f"{camp.name}:check")
                 report.findings += _check_message(renderer, variants, store, camp.name, m, spec, locales, broken, compare,
-                                                  size_limit, report.rendered, never)
+                                                  size_limit, report.rendered, never, variants_of)
         for (file, line, name), where in sorted(never.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
             report.findings.append(Finding("warning", file, line, f"'{name}' is not defined for any sample customer of "
-                                           f"{', '.join(dict.fromkeys(where))}: the template's fallback is used for every one (a typo?)"))
+                                           f"{_which_variants(where, variants_of)}: the template's fallback is used for every one (a typo?)"))
     report.findings += _check_pages(renderer)
     report.findings = list(dict.fromkeys(report.findings))
     return report
@@ -345,8 +346,12 @@ def _candidate_locales(renderer: Renderer, store: _Store) -> list[str]:
 
 
 def _check_message(renderer, variants: Variants, store: _Store, campaign: str, m, spec: MessageSpec, locales: list[str],
-                   broken: set[str], compare: bool, size_limit: int, rendered: list, never: dict) -> list[Finding]:
-    """Render every variant of one message for its samples; ``never`` collects (file, line, name) → messages."""
+                   broken: set[str], compare: bool, size_limit: int, rendered: list, never: dict, variants_of: dict) -> list[Finding]:
+    """Render every variant of one message for its samples.
+
+    ``never`` collects (file, line, name) → (message, variant) where no sample defines it; ``variants_of``
+    message → every variant rendered.
+    """
     out: list[Finding] = []
     groups: dict[Variant, list[str]] = {}
     for loc in locales:
@@ -391,9 +396,27 @@ def _check_message(renderer, variants: Variants, store: _Store, campaign: str, m
                     out.append(Finding("error", variant.html[0], None,
                                        f"{where}, sample {sample.label}: inline-once differs from inline-after-render:\n{diff}"))
         rendered.append((campaign, m.id, str(variant), len(samples)))
+        variants_of.setdefault(where, []).append(variant.html[0])
         for key in _never_defined(undefined):
-            never.setdefault(key, []).append(where)
+            never.setdefault(key, []).append((where, variant.html[0]))
     return out
+
+
+def _which_variants(found: list[tuple[str, str]], variants_of: dict[str, list[str]]) -> str:
+    """``weekly/newsletter`` when no variant of it defines the name, else ``weekly/newsletter (newsletter.html only)``.
+
+    A partial shared by a German and a Polish variant may test an attribute only the German and Polish
+    products have: saying "any sample customer" of the message would send its author looking for a typo.
+    """
+    by_message: dict[str, list[str]] = {}
+    for where, file in found:
+        by_message.setdefault(where, []).append(file)
+    out = []
+    for where, files in by_message.items():
+        files = list(dict.fromkeys(files))
+        every = set(files) >= set(variants_of.get(where, ()))
+        out.append(where if every else f"{where} ({', '.join(files)} only; the other variants have it)")
+    return ", ".join(out)
 
 
 def _never_defined(renders: list[tuple[dict[str, Any], list]]) -> list[tuple[str, int | None, str]]:
