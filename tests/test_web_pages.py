@@ -429,3 +429,26 @@ def test_a_broken_page_template_of_the_project_never_breaks_an_unsubscribe_and_t
     assert out.exit_code == 6
     assert "error: pages/unsubscribed.html:3: unexpected end of template" in out.stdout
     assert "error: pages/preferences.html:2: dict object has no element None" in out.stdout
+
+
+def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_and_is_named_by_file_and_line(web_shop, engine, caplog):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
+    de.mkdir(parents=True)
+    # A translator's typo: %(thema)s for %(topic)s, on line 7 of the catalogue.
+    (de / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Von %(thema)s abmelden"\n\n'
+                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Von allen E-Mails abmelden"\n', encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        response = client.get(f"/unsubscribe/{token('C0000003')}")
+    assert response.status_code == 200 and '<html lang="de">' in response.text
+    assert "Unsubscribe from Offers and new bikes" in response.text and "Von allen E-Mails abmelden" in response.text
+    assert "templates/pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
+           "unknown named placeholder 'thema'" in caplog.text
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6 and "error: pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout

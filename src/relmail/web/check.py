@@ -1,7 +1,8 @@
 """Check the project's own page templates (``templates/pages/``) before a customer opens them.
 
 A page template that fails would otherwise be found by the first customer
-who clicks "unsubscribe". :func:`check_pages` compiles every file of
+who clicks "unsubscribe". :func:`check_pages` reports the translations of
+``templates/pages/locale/`` that Babel's checkers refuse, compiles every file of
 ``templates/pages/`` and renders every page in every language with a
 catalogue, in each state the app renders it in (a topic link and an
 "everything" link, each ``refused.html`` reason, the preference page empty,
@@ -48,16 +49,19 @@ def sample_contexts(pages: Pages, lang: str, slugs: list[str]) -> Iterator[tuple
 
 
 def check_pages(project: Project) -> list[PageTemplateError]:
-    """Problems of the project's page templates, each naming file and line (none without ``templates/pages/*.html``)."""
+    """Problems of the project's page templates and translations, each naming file and line (none without ``templates/pages/``)."""
     from ..feedback.consent import topic_defaults
 
     pages = Pages(project)
+    pages.log_problems = False
     own = pages.own_templates()
-    if not own:
+    if not own and not (pages.overrides / "locale").is_dir():
         return []
     found: dict[str, PageTemplateError] = {}
     for lang in pages.languages() or ["en"]:
         env = pages.environment(lang)
+        for problem in pages.catalog_problems:
+            found.setdefault(str(problem), problem)
         for path in own:
             try:
                 env.get_template(path.name)

@@ -156,6 +156,10 @@ class Pages:
             if not isinstance(entry, dict):
                 raise ConfigError(f"relmail.toml [topics.{slug}]: must be a table with label and description")
         self._envs: dict[tuple[str, bool], SandboxedEnvironment] = {}
+        #: Translations of the catalogues that were left out, with file and line (see :meth:`translations`).
+        self.catalog_problems: list[PageTemplateError] = []
+        #: Log what :attr:`catalog_problems` gets (a check that reports them itself says no).
+        self.log_problems = True
         self._lock = threading.Lock()
 
     # -- languages ---------------------------------------------------------
@@ -194,6 +198,7 @@ class Pages:
                 continue
             with po.open("rb") as fh:
                 catalog = read_po(fh, locale=lang, domain=DOMAIN)
+            self._drop_broken(catalog, po)
             buf = io.BytesIO()
             write_mo(buf, catalog, use_fuzzy=False)
             buf.seek(0)
@@ -203,6 +208,25 @@ class Pages:
             else:
                 chain.add_fallback(found)
         return chain or NullTranslations()
+
+    def _drop_broken(self, catalog, po: Path) -> None:
+        """Leave out translations Babel's checkers refuse (a placeholder the template does not pass, wrong plural forms).
+
+        Such a translation would fail the page for every customer of the language; without it the text shows in
+        English. Each is logged, and kept in :attr:`catalog_problems` (``relmail templates check`` reports them).
+        """
+        for message, errors in catalog.check():
+            where = po
+            with contextlib.suppress(ValueError):
+                where = po.relative_to(self.project.root)
+            msgid = message.id[0] if isinstance(message.id, tuple) else message.id
+            problem = PageTemplateError(f"{where}:{message.lineno}: the translation of {msgid!r}: "
+                                        f"{'; '.join(str(e) for e in errors)} (the page shows it in English)", str(where), message.lineno)
+            if str(problem) not in {str(p) for p in self.catalog_problems}:
+                self.catalog_problems.append(problem)
+                if self.log_problems:
+                    log.error("%s", problem)
+            message.string = ("",) * len(message.string) if isinstance(message.string, tuple) else ""
 
     def environment(self, lang: str, *, package_only: bool = False) -> SandboxedEnvironment:
         """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language).
