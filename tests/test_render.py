@@ -426,3 +426,37 @@ def test_a_featured_product_missing_from_the_catalogue_tests_false_and_printing_
     assert env.from_string("{% if featured %}yes{% else %}no{% endif %}").render(variables) == "no"
     with pytest.raises(Exception, match="featured product 'EB-200' is not in the catalogue"):
         env.from_string("{{ featured.name }}").render(variables)
+
+
+SUBJECTS = """\
+title: Subjects
+messages:
+  - id: launch
+    template: ebike_launch
+    topic: promotions
+    segments: [everyone]
+    offer: promotion
+    subject:
+      en: "For {{ customer.first_name }}"
+      nl: "Voor {{ customer.frist_name }}"
+      de: "Für {{ customer.first_name }"
+"""
+
+
+def test_a_campaign_subject_that_fails_is_named_by_the_campaign_file_line_and_field(render_project):
+    from relmail.campaigns import load_campaign
+    from relmail.render import RenderError
+
+    (render_project.campaigns_dir / "subjects.yml").write_text(SUBJECTS, encoding="utf-8")
+    campaign = load_campaign(render_project, "subjects")
+    s = MessageSpec.from_campaign(campaign, campaign.message("launch"), "subjects:2026-W48")
+    renderer = Renderer(render_project)
+    assert renderer.render(s, customer()).subject == "For Jan"
+    path = str(render_project.campaigns_dir / "subjects.yml")
+    # Not the template: the template renders fine, the Dutch subject in the campaign has the typo.
+    with pytest.raises(RenderError) as caught:
+        renderer.render(s, customer(locale="nl_NL"))
+    assert caught.value.file == path and caught.value.line == 10
+    assert f"{path}:10: field 'messages.0.subject.nl': undefined variable: 'dict object' has no attribute 'frist_name'" in str(caught.value)
+    with pytest.raises(TemplateError, match=re.escape(f"{path}:11: field 'messages.0.subject.de': unexpected '}}'")):
+        renderer.render(s, customer(locale="de_DE"))

@@ -57,6 +57,8 @@ class MessageSpec:
     preheader: str | None = None
     #: Extra message data for the template (``message.data``), e.g. the offer.
     data: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: (campaign file, index of the message in it): where a failing ``subject`` is named.
+    origin: tuple[str, int] | None = field(default=None, hash=False, compare=False)
 
     def __hash__(self) -> int:
         # Computed once: the spec is the key of the compiled-template cache,
@@ -78,17 +80,43 @@ class MessageSpec:
             run_id=run_id,
             subject=message.subject or None,
             data=dict(message.data),
+            origin=_origin(campaign, message),
         )
 
     def subject_for(self, languages: tuple[str, ...], default_locale: str) -> str | None:
         """The subject source for a language: exact locale, then language, then the default."""
+        return self.subject_key(languages, default_locale)[1]
+
+    def subject_key(self, languages: tuple[str, ...], default_locale: str) -> tuple[str | None, str | None]:
+        """(the key of the per-locale table it came from, or None for one string; the subject source)."""
         if self.subject is None or isinstance(self.subject, str):
-            return self.subject
-        table = {k.replace("-", "_"): v for k, v in self.subject.items()}
+            return None, self.subject
+        table = {k.replace("-", "_"): (k, v) for k, v in self.subject.items()}
         for key in (*languages, default_locale, default_locale.split("_")[0], "default"):
             if key in table:
                 return table[key]
-        return next(iter(table.values()), None)
+        return next(iter(table.values()), (None, None))
+
+    def subject_where(self, languages: tuple[str, ...], default_locale: str) -> tuple[str, int | None, str]:
+        """(file, line, field) of the subject used for ``languages``: the campaign file's ``messages.N.subject[.KEY]``."""
+        from ..campaigns.parse import line_in_file
+
+        key = self.subject_key(languages, default_locale)[0]
+        if self.origin is None:
+            return f"{self.campaign_id or 'campaign'} message {self.id}", None, "subject" + (f".{key}" if key else "")
+        file, index = self.origin
+        loc = ("messages", index, "subject", *((key,) if key else ()))
+        return file, line_in_file(Path(file), loc), ".".join(map(str, loc))
+
+
+def _origin(campaign, message) -> tuple[str, int] | None:
+    path = getattr(campaign, "path", None)
+    if path is None:
+        return None
+    try:
+        return str(path), list(campaign.messages).index(message)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -290,7 +318,12 @@ class Renderer:
         text_tmpl = self._from_string(self.text_env, text_source, text_file or f"{html_file} (text part)")
 
         subject_src = spec.subject_for(languages, self.settings.default_locale)
-        subject = self._from_string(self.text_env, subject_src, f"{spec.id}: subject") if subject_src else None
+        try:
+            subject = self._from_string(self.text_env, subject_src, f"{spec.id}: subject") if subject_src else None
+        except TemplateError as exc:
+            file, line, fld = spec.subject_where(languages, self.settings.default_locale)
+            where = f"{file}:{line}" if line else file
+            raise TemplateError(f"{where}: field '{fld}': {str(exc).split(': ', 2)[-1]}", file, line) from None
         if subject is None and "subject" not in html_tmpl.blocks:
             raise TemplateError(f"{html_file}: no subject: add {{% block subject %}}...{{% endblock %}} or set the message's subject",
                                 html_file)
@@ -447,6 +480,12 @@ class Renderer:
             file, line = _template_frame(again.__traceback__, self.templates_dir)
             if file is None and again.__context__ is not None:  # a timeout: where the clock stopped it
                 file, line = _template_frame(again.__context__.__traceback__, self.templates_dir)
+        if file is None and compiled.subject is not None:
+            try:
+                _run(compiled.subject, variables, self.limits.max_email_bytes)
+            except Exception:  # the campaign's subject failed, not the template: name its file, line and field
+                file, line, fld = compiled.spec.subject_where(_languages(compiled.locale), self.settings.default_locale)
+                return RenderError(ctx.id, compiled.spec.id, f"field '{fld}': {reason}", file, line)
         return RenderError(ctx.id, compiled.spec.id, reason, file or compiled.html_file, line)
 
 
