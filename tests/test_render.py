@@ -201,6 +201,14 @@ def test_filters_reject_non_numbers_with_a_template_error():
         env.from_string("{{ 'abc'|money }}").render(locale="nl_NL")
 
 
+@pytest.mark.parametrize("code", ["ZL", "EURO", "zloty"])
+def test_money_refuses_a_currency_code_babel_does_not_know_instead_of_printing_it_as_a_label(code):
+    env = make_environment(None, autoescape=False)
+    with pytest.raises(TemplateError, match=f"money: '{code}' is not an ISO 4217 currency code"):
+        env.from_string("{{ 5|money(code) }}").render(locale="pl_PL", code=code)
+    assert env.from_string("{{ 5|money('pln') }}").render(locale="pl_PL") == "5,00\xa0zł"
+
+
 # -- links ------------------------------------------------------------------
 
 

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import format_currency, format_decimal, format_percent, is_currency
 from jinja2 import pass_context
 
 from ..errors import TemplateError
@@ -58,8 +58,16 @@ def _money(value, currency: str, locale: Locale, fmt: str | None) -> str:
 @pass_context
 def money(ctx, value, currency: str | None = None, format: str | None = None, locale: str | None = None) -> str:
     """``2499`` → ``€ 2.499,00`` (nl) / ``€2,499.00`` (en)."""
-    cur = currency or ctx.get("currency") or DEFAULT_CURRENCY
+    cur = _currency(currency or ctx.get("currency") or DEFAULT_CURRENCY)
     return _money(_number(value, "money"), cur, _locale(ctx, locale), format)
+
+
+@lru_cache(maxsize=64)
+def _currency(code) -> str:
+    """``code`` as Babel knows it; an unknown one ('ZL', 'EURO') is an error, not a label printed after the amount."""
+    if not isinstance(code, str) or not is_currency(code.strip().upper()):
+        raise TemplateError(f"money: {code!r} is not an ISO 4217 currency code (EUR, PLN, GBP ...)")
+    return code.strip().upper()
 
 
 @lru_cache(maxsize=8192)
