@@ -452,3 +452,25 @@ def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_a
            "unknown named placeholder 'thema'" in caplog.text
     out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
     assert out.exit_code == 6 and "error: pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
+
+
+def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, caplog):
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # A string over [render] max_sequence (100,000), a page that tries to change what it was given, one that reaches for Python.
+    (pages / "unsubscribe.html").write_text('{% extends "base.html" %}{% block body %}\n{{ "x" * 200000 }}{% endblock %}', encoding="utf-8")
+    (pages / "invalid.html").write_text('{% extends "base.html" %}{% block body %}\n{{ brand.__class__ }}{% endblock %}', encoding="utf-8")
+    (pages / "preferences.html").write_text('{% extends "base.html" %}{% block body %}\n{{ state.topics.clear() }}{% endblock %}',
+                                            encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        unsubscribe = client.get(f"/unsubscribe/{token()}")
+        preferences = client.get(f"/preferences/{token()}")
+        invalid = client.get("/unsubscribe/forged")
+    assert unsubscribe.status_code == 200 and "xxxxxxxxxx" not in unsubscribe.text and 'name="confirm"' in unsubscribe.text
+    assert "templates/pages/unsubscribe.html:2: the template would make a string or list 200,000 long" in caplog.text
+    assert "[render] max_sequence in relmail.toml" in caplog.text
+    assert preferences.status_code == 200 and 'name="form" value="preferences"' in preferences.text
+    assert "templates/pages/preferences.html:2: " in caplog.text and "unsafe" in caplog.text
+    assert invalid.status_code == 400 and "<class" not in invalid.text and "Brand" not in invalid.text

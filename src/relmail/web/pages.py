@@ -36,6 +36,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
+from ..render.bounds import BoundedSandbox, Limits, render_bounded
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -146,6 +147,7 @@ class Pages:
         self.project = project
         self.settings = project.settings
         self.brand = Brand.from_settings(project.settings)
+        self.limits = Limits.from_settings(project.settings)
         self.default_lang = language_of(project.settings.default_locale) or "en"
         overrides = Path(project.templates_dir) / "pages"
         self.overrides = overrides
@@ -241,7 +243,9 @@ class Pages:
                 env = self._envs.get(key)
                 if env is None:
                     dirs = [PACKAGE_TEMPLATES] if package_only else self.template_dirs
-                    env = SandboxedEnvironment(
+                    # The e-mails' sandbox and [render] limits: a page is marketer-authored code too.
+                    env = BoundedSandbox(
+                        limits=self.limits,
                         loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         extensions=["jinja2.ext.i18n"],
@@ -288,7 +292,7 @@ class Pages:
             return self._render(self.environment(lang, package_only=True), name, lang, context)
 
     def _render(self, env: SandboxedEnvironment, name: str, lang: str, context: dict) -> str:
-        return env.get_template(name).render(brand=self.brand, lang=lang, **context)
+        return render_bounded(env.get_template(name), {"brand": self.brand, "lang": lang, **context}, self.limits)
 
     def template_error(self, exc: Exception, name: str) -> PageTemplateError:
         """``exc`` of rendering page ``name`` as an error naming the template file (relative to the project) and line."""
