@@ -468,3 +468,12 @@ def test_a_campaign_subject_that_fails_is_named_by_the_campaign_file_line_and_fi
     assert f"{path}:10: field 'messages.0.subject.nl': undefined variable: 'dict object' has no attribute 'frist_name'" in str(caught.value)
     with pytest.raises(TemplateError, match=re.escape(f"{path}:11: field 'messages.0.subject.de': unexpected '}}'")):
         renderer.render(s, customer(locale="de_DE"))
+
+
+def test_html_lang_and_content_language_say_the_language_the_e_mail_is_written_in(renderer):
+    # The example's default locale is en_GB; welcome_offer has a Dutch variant. A Brazilian customer reads the English base.
+    for locale, language in (("nl_NL", "nl"), ("en_GB", "en"), ("pt_BR", "en")):
+        email = renderer.render(spec("welcome_offer"), customer(locale=locale))
+        head = email.raw.split(b"\r\n\r\n", 1)[0].decode()
+        assert f"\r\nContent-Language: {language}\r\n" in head, locale
+        assert f'<html lang="{language}"' in email.html, locale

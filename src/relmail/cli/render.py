@@ -128,6 +128,7 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     from ..render.environment import Flattener, locale_languages, make_environment, template_error
     from ..render.inline import inline_source
     from ..render.optional import optional_context
+    from ..render.renderer import content_language
     from ..render.text import tidy
 
     project = state.project
@@ -147,6 +148,7 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     limits = Limits.from_settings(project.settings)
     env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
     source, files = Flattener(env, project.templates_dir).flatten(template, locale_languages(locale))
+    variables.setdefault("language", content_language(files[0], project.settings.default_locale))
     if not is_text and not no_inline:
         source = inline_source(env, source, files[0])
     try:

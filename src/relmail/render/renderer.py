@@ -109,6 +109,19 @@ class MessageSpec:
         return file, line_in_file(Path(file), loc), ".".join(map(str, loc))
 
 
+def content_language(html_file: str, default_locale: str) -> str:
+    """The language an e-mail is written in, as a BCP 47 tag: its variant's suffix, else the default locale's language.
+
+    ``newsletter.pl.html`` → ``pl``, ``welcome.nl_NL.html`` → ``nl-NL``; the base ``newsletter.html`` is in the
+    project's ``default_locale`` language. A Brazilian customer who gets the base e-mail reads it in that
+    language, so it is what ``<html lang>`` and ``Content-Language`` must say, not ``pt``.
+    """
+    parts = Path(html_file).name.split(".")
+    if len(parts) >= 3:
+        return parts[-2].replace("_", "-")
+    return (default_locale or "en").replace("-", "_").split("_", 1)[0].lower()
+
+
 def _origin(campaign, message) -> tuple[str, int] | None:
     path = getattr(campaign, "path", None)
     if path is None:
@@ -330,7 +343,9 @@ class Renderer:
         preheader = self._from_string(self.text_env, spec.preheader, f"{spec.id}: preheader") if spec.preheader else None
 
         s = self.settings
+        language = content_language(html_file, s.default_locale)
         constant_headers = [
+            ("Content-Language", language),
             ("Feedback-ID", _feedback_id(spec, s.sender.domain)),
             ("X-Relmail-Run", spec.run_id),
             ("X-Relmail-Message", spec.id),
@@ -341,6 +356,7 @@ class Renderer:
             "sender": {"name": s.sender.from_name, "email": s.sender.from_email},
             "campaign": {"id": spec.campaign_id},
             "currency": self.currencies.for_locale(locale),
+            "language": language,
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
