@@ -474,3 +474,24 @@ def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, c
     assert preferences.status_code == 200 and 'name="form" value="preferences"' in preferences.text
     assert "templates/pages/preferences.html:2: " in caplog.text and "unsafe" in caplog.text
     assert invalid.status_code == 400 and "<class" not in invalid.text and "Brand" not in invalid.text
+
+
+@pytest.mark.parametrize("tail", [")", ".", "/", ">", "%20"])
+def test_a_link_a_mail_program_extended_after_the_token_still_opens_the_page(web_shop, tail):
+    # A plain-text mail program takes the ')' of "[Unsubscribe](https://.../TOKEN)" into the link; a reader copies the full stop.
+    client, _, _ = web_shop
+    response = client.get(f"/unsubscribe/{token()}{tail}")
+    assert response.status_code == 200 and "Unsubscribe from Offers and new bikes" in response.text
+    href = re.search(r'<a href="([^"]+)">Or choose which e-mails you get', response.text).group(1)
+    from urllib.parse import urljoin
+
+    assert urljoin(f"http://shop.example/r/unsubscribe/{token()}{tail}", href) == f"http://shop.example/r/preferences/{token()}"
+    assert client.get(f"/preferences/{token()}{tail}").status_code == 200
+    assert client.get(f"/unsubscribe/{token()[:-1]}X{tail}").status_code == 400  # the signature is verified all the same
+
+
+def test_a_link_cut_off_before_its_token_gets_the_invalid_link_page_in_the_readers_language(web_shop):
+    client, _, _ = web_shop
+    for path in ("/unsubscribe/", "/preferences/"):
+        response = client.get(path, headers={"Accept-Language": "nl-NL,nl;q=0.9"})
+        assert response.status_code == 400 and '<html lang="nl">' in response.text and "Referrer-Policy" in response.headers
