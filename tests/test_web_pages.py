@@ -331,7 +331,7 @@ def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check
     pages = project.templates_dir / "pages"
     pages.mkdir()
     (pages / "unsubscribe.html").write_text(
-        '{% extends "base.html" %}{% block body %}<h1>{{ _("Unsubscribe") }}</h1><p class="ours">{{ topic.label }}</p>'
+        '{% extends "base.html" %}{% block body %}<h1>{{ _("Unsubscribe") }}</h1>{% if topic %}<p class="ours">{{ topic.label }}</p>{% endif %}'
         '<form method="post"><input type="hidden" name="confirm" value="unsubscribe">'
         '<button name="scope" value="topic">{{ _("Unsubscribe") }}</button></form>{% endblock %}', encoding="utf-8")
     app = Client(make_app(Project.load(project.root), engine))
@@ -495,3 +495,22 @@ def test_a_link_cut_off_before_its_token_gets_the_invalid_link_page_in_the_reade
     for path in ("/unsubscribe/", "/preferences/"):
         response = client.get(path, headers={"Accept-Language": "nl-NL,nl;q=0.9"})
         assert response.status_code == 400 and '<html lang="nl">' in response.text and "Referrer-Policy" in response.headers
+
+
+def test_a_misspelt_name_in_a_page_template_is_an_error_with_file_and_line_not_a_blank(web_shop, engine):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # topic.lable for topic.label; and topic.label printed for an "everything" link, which has no topic.
+    (pages / "unsubscribe.html").write_text('{% extends "base.html" %}{% block body %}\n{% if topic %}<h1>{{ topic.lable }}</h1>{% endif %}'
+                                            '\n<p>{{ topic.label }}</p>{% endblock %}', encoding="utf-8")
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token()}")
+    assert page.status_code == 200 and "Unsubscribe from Offers and new bikes" in page.text  # relmail's own page
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6
+    assert "error: pages/unsubscribe.html:2: " in out.stdout and "'lable'" in out.stdout
+    assert "error: pages/unsubscribe.html:3: 'None' has no attribute 'label'" in out.stdout

@@ -32,7 +32,7 @@ from gettext import GNUTranslations, NullTranslations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import ChoiceLoader, FileSystemLoader, select_autoescape
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
@@ -249,6 +249,8 @@ class Pages:
                         loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         extensions=["jinja2.ext.i18n"],
+                        # As in the e-mails: a misspelt name ({{ topic.lable }}) is an error with file and line, not a blank.
+                        undefined=StrictUndefined,
                         trim_blocks=True,
                         lstrip_blocks=True,
                     )
