@@ -120,7 +120,10 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
     if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
         own = _local_value(attributes, "price", locale)
         out = localized({**product, "attributes": attributes}, locale) if attributes else dict(product)
-        out["price"] = own if own is not None else no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
+        if own is not None:
+            out["price"] = own
+        elif currencies.require_own_price:
+            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
         return out
     if not isinstance(attributes, Mapping) or not attributes:
         return dict(product)

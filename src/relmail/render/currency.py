@@ -38,6 +38,9 @@ class Currencies:
     base: str = DEFAULT
     #: Language → currency, for a table.
     by_language: dict[str, str] = field(default_factory=dict)
+    #: False for invented sample products (``relmail templates check --generated``): they have no
+    #: ``price_<language>``, and their made-up price is shown in the customer's currency.
+    require_own_price: bool = True
 
     @classmethod
     def from_settings(cls, settings) -> Currencies:
