@@ -136,3 +136,12 @@ def test_property_every_moment_lies_in_its_own_week_window(day, tz):
     noon = datetime(day.year, day.month, day.day, 12, tzinfo=ZoneInfo(tz))
     assert w.contains(noon.astimezone(UTC))
     assert 167 <= (w.end - w.start).total_seconds() / 3600 <= 169  # a week, give or take a DST hour
+
+
+def test_a_per_locale_subject_keyed_by_something_that_is_no_locale_is_refused_with_file_line_and_field():
+    ok = GOOD.replace("    template: usage_tip\n", '    template: usage_tip\n    subject: {de: "Tipp", pl-PL: "Porada", default: "Tip"}\n')
+    assert parse_campaign(ok, "campaigns/weekly.yml").message("tip").subject == {"de": "Tipp", "pl-PL": "Porada", "default": "Tip"}
+    # 'po' for Polish: no customer's locale would ever pick it, so every Polish customer would silently get the default.
+    bad = GOOD.replace("    template: usage_tip\n", '    template: usage_tip\n    subject:\n      de: "Tipp"\n      po: "Porada"\n')
+    with pytest.raises(ValidationError, match=r"campaigns/weekly.yml:20: field 'messages.1.subject.po': 'po' is not a locale"):
+        parse_campaign(bad, "campaigns/weekly.yml")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -29,6 +31,17 @@ def test_the_most_specific_locale_suffix_wins_and_a_product_without_one_keeps_it
     en = localized(LAMP, "en_GB")
     assert en["name"] == "Lamp Nova" and en["url"] == "https://shop.example/p/L1" and en["attributes"]["description"] == "A warm reading lamp"
     assert localized(CHAIR, "de_DE") == CHAIR
+
+
+def test_a_localized_attribute_without_a_value_of_its_own_is_the_attribute_in_that_language():
+    # A shop selling in Germany and Poland only: description_de and description_pl, no description.
+    product = {**CHAIR, "attributes": {"description_de": "Ein Stuhl", "description_PL": "Krzesło", "material_de_AT": "Holz (AT)",
+                                       "material_de": "Holz", "care_pl": ""}}
+    de, at, pl, en = (localized(product, loc)["attributes"] for loc in ("de_DE", "de_AT", "pl_PL", "en_GB"))
+    assert de["description"] == "Ein Stuhl" and de["material"] == "Holz" and "care" not in de
+    assert at["material"] == "Holz (AT)"  # the most specific suffix wins here too
+    assert pl["description"] == "Krzesło" and "care" not in pl and "material" not in pl
+    assert "description" not in en and en["description_de"] == "Ein Stuhl"  # the columns stay readable
 
 
 def test_an_empty_localized_cell_falls_back_to_the_products_own_value():
@@ -80,3 +93,49 @@ def test_each_customer_reads_featured_recommended_and_looked_up_products_in_thei
     # The recommendation and product("L1") too; the chair has no German name and keeps its own.
     assert de.html.count("Leuchte Nova") == 4 and "Chair Oslo" in de.html
     assert "Leuchte Nova" not in en.html and "Leuchte Nova" not in en.text
+
+
+def _sell_in_poland(project: Project, currency: str = '{ en = "EUR", pl = "PLN" }') -> Project:
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text(encoding="utf-8").replace("[brand]\n", f"[brand]\ncurrency = {currency}\n", 1), encoding="utf-8")
+    (project.templates_dir / "prices.html").write_text(
+        '{% extends "layouts/base.html" %}{% block subject %}{{ featured.name }}{% endblock %}{% block content %}'
+        '{% for p in products %}<p>{{ p.name }}: {{ p.price|money }}</p>{% endfor %}'
+        '<p>{% if product("C1").price %}{{ product("C1").price|money }}{% else %}-{% endif %}</p>{% endblock %}', encoding="utf-8")
+    return Project.load(project.root)
+
+
+def test_a_shop_selling_in_two_currencies_shows_each_customer_the_price_in_theirs_and_never_the_other_amount(shop):
+    from relmail.render import RenderError
+
+    renderer = Renderer(_sell_in_poland(shop))
+    spec = MessageSpec(id="prices", template="prices", topic="promotions", campaign_id="weekly", run_id="weekly:2026-W48")
+    lamp = {**LAMP, "attributes": {**LAMP["attributes"], "name_pl": "Lampa Nova", "price_pl": 219.0}}
+    catalog = Catalog({"L1": lamp, "C1": CHAIR})
+
+    def render(locale, products):
+        return renderer.render(spec, CustomerContext(id="X1", email="k@example.pl", locale=locale, featured_products=[lamp],
+                                                     recommended_products=products, catalog=catalog))
+
+    pl = render("pl_PL", [lamp])
+    assert "Lampa Nova: 219,00\xa0zł" in pl.html and "49" not in pl.text
+    assert "<p>-</p>" in pl.html  # the chair has no price_pl: no price for a Polish customer, it tests false
+    en = render("en_GB", [lamp])
+    assert "Lamp Nova: €49.00" in en.html and "€199.00" in en.html
+    assert "Lamp Nova: 49,00\xa0€" in render("fr_FR", [lamp]).html  # a language the table does not name: the price column's
+    # Printing the chair's price to a Polish customer would be euros labelled złoty: an error naming product and column.
+    with pytest.raises(RenderError, match=r"product\('C1'\)\.price: no price in PLN for pl_PL customers \(give the product a "
+                                          r"price_pl column value; its price column is in EUR\)"):
+        render("pl_PL", [lamp, CHAIR])
+
+
+@pytest.mark.parametrize("currency, message", [
+    ('{ de = "EUR", pl = "PLN" }', "no entry for 'en', the language of default_locale"),
+    ('{ en = "EUR", pl = "ZLOTY" }', "currency.pl: 'ZLOTY' is not an ISO 4217 currency code"),
+    ('"EURO"', "'EURO' is not an ISO 4217 currency code"),
+])
+def test_a_currency_setting_that_cannot_be_right_is_refused_naming_the_key(shop, currency, message):
+    from relmail.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Renderer(_sell_in_poland(shop, currency))

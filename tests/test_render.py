@@ -173,10 +173,40 @@ def test_babel_filters_format_for_the_locale(expr, locale, expected):
     assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
 
 
+PL_PRODUCTS = 'plural(one="produkt", few="produkty", many="produktów", other="produktu")'
+
+
+@pytest.mark.parametrize(
+    "count, locale, expected",
+    [(1, "pl_PL", "produkt"), (2, "pl_PL", "produkty"), (4, "pl", "produkty"), (5, "pl_PL", "produktów"), (12, "pl_PL", "produktów"),
+     (22, "pl_PL", "produkty"), (25, "pl_PL", "produktów"), (0, "pl_PL", "produktów"), (1.5, "pl_PL", "produktu")],
+)
+def test_plural_picks_the_languages_form_for_the_count(count, locale, expected):
+    env = make_environment(None, autoescape=False)
+    assert env.from_string("{{ n|" + PL_PRODUCTS + " }}").render(n=count, locale=locale) == expected
+    de = env.from_string('{{ n }} {{ n|plural(one="Bestellung", other="Bestellungen") }}')
+    assert [de.render(n=n, locale="de_DE") for n in (1, 2, 0)] == ["1 Bestellung", "2 Bestellungen", "0 Bestellungen"]
+
+
+def test_plural_without_a_form_the_language_needs_fails_whatever_the_count():
+    env = make_environment(None, autoescape=False)
+    # One and other are English, not Polish: 2 needs "few" and 5 "many", so even a count of 1 is refused.
+    with pytest.raises(TemplateError, match=r"plural: Polish \(pl_PL\) needs the forms one=, few=, many= \(missing: few, many\)"):
+        env.from_string('{{ 1|plural(one="produkt", other="produkty") }}').render(locale="pl_PL")
+
+
 def test_filters_reject_non_numbers_with_a_template_error():
     env = make_environment(None, autoescape=False)
     with pytest.raises(TemplateError, match="money: expected a number"):
         env.from_string("{{ 'abc'|money }}").render(locale="nl_NL")
+
+
+@pytest.mark.parametrize("code", ["ZL", "EURO", "zloty"])
+def test_money_refuses_a_currency_code_babel_does_not_know_instead_of_printing_it_as_a_label(code):
+    env = make_environment(None, autoescape=False)
+    with pytest.raises(TemplateError, match=f"money: '{code}' is not an ISO 4217 currency code"):
+        env.from_string("{{ 5|money(code) }}").render(locale="pl_PL", code=code)
+    assert env.from_string("{{ 5|money('pln') }}").render(locale="pl_PL") == "5,00\xa0zł"
 
 
 # -- links ------------------------------------------------------------------
@@ -404,3 +434,46 @@ def test_a_featured_product_missing_from_the_catalogue_tests_false_and_printing_
     assert env.from_string("{% if featured %}yes{% else %}no{% endif %}").render(variables) == "no"
     with pytest.raises(Exception, match="featured product 'EB-200' is not in the catalogue"):
         env.from_string("{{ featured.name }}").render(variables)
+
+
+SUBJECTS = """\
+title: Subjects
+messages:
+  - id: launch
+    template: ebike_launch
+    topic: promotions
+    segments: [everyone]
+    offer: promotion
+    subject:
+      en: "For {{ customer.first_name }}"
+      nl: "Voor {{ customer.frist_name }}"
+      de: "Für {{ customer.first_name }"
+"""
+
+
+def test_a_campaign_subject_that_fails_is_named_by_the_campaign_file_line_and_field(render_project):
+    from relmail.campaigns import load_campaign
+    from relmail.render import RenderError
+
+    (render_project.campaigns_dir / "subjects.yml").write_text(SUBJECTS, encoding="utf-8")
+    campaign = load_campaign(render_project, "subjects")
+    s = MessageSpec.from_campaign(campaign, campaign.message("launch"), "subjects:2026-W48")
+    renderer = Renderer(render_project)
+    assert renderer.render(s, customer()).subject == "For Jan"
+    path = str(render_project.campaigns_dir / "subjects.yml")
+    # Not the template: the template renders fine, the Dutch subject in the campaign has the typo.
+    with pytest.raises(RenderError) as caught:
+        renderer.render(s, customer(locale="nl_NL"))
+    assert caught.value.file == path and caught.value.line == 10
+    assert f"{path}:10: field 'messages.0.subject.nl': undefined variable: 'dict object' has no attribute 'frist_name'" in str(caught.value)
+    with pytest.raises(TemplateError, match=re.escape(f"{path}:11: field 'messages.0.subject.de': unexpected '}}'")):
+        renderer.render(s, customer(locale="de_DE"))
+
+
+def test_html_lang_and_content_language_say_the_language_the_e_mail_is_written_in(renderer):
+    # The example's default locale is en_GB; welcome_offer has a Dutch variant. A Brazilian customer reads the English base.
+    for locale, language in (("nl_NL", "nl"), ("en_GB", "en"), ("pt_BR", "en")):
+        email = renderer.render(spec("welcome_offer"), customer(locale=locale))
+        head = email.raw.split(b"\r\n\r\n", 1)[0].decode()
+        assert f"\r\nContent-Language: {language}\r\n" in head, locale
+        assert f'<html lang="{language}"' in email.html, locale

@@ -194,3 +194,27 @@ def test_cli_without_a_database_says_to_use_generated_samples(tmp_path, monkeypa
     out = run(shop)
     assert out.exit_code == 5 and "relmail templates check --generated" in out.output
     assert run(shop, "--generated").exit_code == 0
+
+
+def test_a_name_only_some_variants_lack_is_a_warning_that_names_those_variants(demo, engine):
+    # A partial shared by the Dutch and the default variant; only the Dutch one gives it a note.
+    write(demo, "partials/note.html", "<tr><td>{% if note is defined %}{{ note }}{% endif %}</td></tr>\n")
+    body = '{% extends "layouts/base.html" %}\n{% block subject %}Note{% endblock %}\n{% block content %}\n'
+    write(demo, "note.html", body + '{% include "partials/note.html" %}\n{% endblock %}\n')
+    write(demo, "note.nl.html", body + '{% set note = "Gratis bezorging" %}{% include "partials/note.html" %}\n'
+                                       '{% if customer.attributes.pakjesautomaat is defined %}x{% endif %}\n{% endblock %}\n')
+    write(demo, "../campaigns/notes.yml", CAMPAIGN.replace("id: offer", "id: note").replace("template: offer", "template: note"))
+    warnings = [f for f in check(demo, engine, compare=False).findings if f.file == "partials/note.html"]
+    assert [w.message.split(": the template")[0] for w in warnings] == [
+        "'note' is not defined for any sample customer of notes/note (note.html only; the other variants have it)"]
+    # A file only the Dutch variant is made of: no other variant to compare with.
+    own = [f.message.split(": the template")[0] for f in check(demo, engine, compare=False).findings if f.file == "note.nl.html"]
+    assert own == ["'customer.attributes.pakjesautomaat' is not defined for any sample customer of notes/note"]
+
+
+def test_generated_samples_of_a_shop_with_a_currency_per_language_need_no_price_per_currency(project):
+    # Invented products have no price_nl; the store's do (tests/test_localized_products.py shows the error they get).
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace("[brand]\n", '[brand]\ncurrency = { en = "GBP", nl = "EUR" }\n', 1))
+    report = check(Project.load(project.root), generated=True, compare=False)
+    assert report.samples == "generated" and [f for f in report.errors if "no price" in f.message] == []

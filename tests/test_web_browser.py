@@ -134,16 +134,20 @@ def png_size(data: bytes) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_the_pages_read_well_on_a_phone_and_screenshots_are_written(site, browser, tmp_path):
-    base, _ = site
-    shots = {}
-    layout = """(() => {
+#: Where the page is wider than the phone, and what sticks out of it.
+LAYOUT = """(() => {
       const over = Array.from(document.querySelectorAll('body *')).filter(e => e.getBoundingClientRect().right > innerWidth + 0.5);
       const small = Array.from(document.querySelectorAll('button, input[type=number]')).filter(e => e.getBoundingClientRect().height < 44);
       const text = Array.from(document.querySelectorAll('p, label, legend, li, .hint')).map(e => parseFloat(getComputedStyle(e).fontSize));
       return {scroll: document.documentElement.scrollWidth, over: over.map(e => e.tagName), small: small.map(e => e.outerHTML.slice(0, 80)),
               smallest: Math.min(...text), lang: document.documentElement.lang, h1: document.querySelector('h1').textContent};
     })()"""
+
+
+def test_the_pages_read_well_on_a_phone_and_screenshots_are_written(site, browser, tmp_path):
+    base, _ = site
+    shots = {}
+    layout = LAYOUT
     for lang, customer in (("en", "C0000001"), ("nl", "C0000002")):
         for width in (1280, 375):
             browser.show(link(base, "preferences", customer), width)
@@ -164,3 +168,26 @@ def test_the_pages_read_well_on_a_phone_and_screenshots_are_written(site, browse
     if os.environ.get("RELMAIL_SCREENSHOTS"):
         for name in shots:
             shutil.copy(tmp_path / name, Path(os.environ["RELMAIL_SCREENSHOTS"]) / name)
+
+
+def test_a_long_compound_word_in_a_topic_label_wraps_on_a_phone(project, engine, browser):
+    # German and Polish run words together that no phone line holds: a topic label must wrap, not stick out.
+    word = "Sonderangebotsbenachrichtigungsabonnementverwaltung"
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace('en = "Offers and new bikes"', f'en = "{word}"'))
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C0000001", "email": "c1@example.nl", "locale": "en_GB",
+                                                    "created_at": T0 - timedelta(days=400), "attributes": {}}])
+    server = make_server("127.0.0.1", 0, make_app(Project.load(project.root), engine), threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        base = f"http://127.0.0.1:{server.server_port}"
+        for kind in ("unsubscribe", "preferences"):
+            browser.show(link(base, kind, "C0000001"), 375)
+            assert word in browser.evaluate("document.body.textContent")
+            page = browser.evaluate(LAYOUT)
+            assert page["scroll"] <= 375 and page["over"] == [], kind
+    finally:
+        server.shutdown()
+        thread.join(10)

@@ -322,7 +322,7 @@ def test_brand_name_logo_and_a_readable_colour(web_shop, engine):
     assert "img-src https: data:" in client.get(f"/unsubscribe/{token()}").headers["Content-Security-Policy"]
 
 
-def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_leaves_them_alone(web_shop, engine):
+def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check_passes_a_good_one(web_shop, engine):
     from click.testing import CliRunner
 
     from relmail.cli import cli
@@ -331,7 +331,7 @@ def test_page_templates_can_be_overridden_in_templates_pages_and_templates_check
     pages = project.templates_dir / "pages"
     pages.mkdir()
     (pages / "unsubscribe.html").write_text(
-        '{% extends "base.html" %}{% block body %}<h1>{{ _("Unsubscribe") }}</h1><p class="ours">{{ topic.label }}</p>'
+        '{% extends "base.html" %}{% block body %}<h1>{{ _("Unsubscribe") }}</h1>{% if topic %}<p class="ours">{{ topic.label }}</p>{% endif %}'
         '<form method="post"><input type="hidden" name="confirm" value="unsubscribe">'
         '<button name="scope" value="topic">{{ _("Unsubscribe") }}</button></form>{% endblock %}', encoding="utf-8")
     app = Client(make_app(Project.load(project.root), engine))
@@ -400,3 +400,117 @@ def test_serve_logs_plain_lines_when_stderr_is_not_a_terminal(project):
     assert '"GET /healthz HTTP/1.1" 200' in log and '"GET /unsubscribe/not-a-token HTTP/1.1" 400' in log
     assert '"GET /no-such-page HTTP/1.1" 404' in log
     assert "\x1b[" not in log
+
+
+def test_a_broken_page_template_of_the_project_never_breaks_an_unsubscribe_and_templates_check_names_it(web_shop, engine, caplog):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # A syntax error on line 3, and a page that fails only once the form was saved (labels of the "all" change).
+    (pages / "unsubscribed.html").write_text('{% extends "base.html" %}\n{% block body %}<h1>{{ _("You are unsubscribed") }}</h1>\n'
+                                             '{% endblock', encoding="utf-8")
+    (pages / "preferences.html").write_text('{% extends "base.html" %}{% block body %}\n{% if saved %}{% for c in changes %}'
+                                            '{{ labels[c.topic].upper() }}{% endfor %}{% endif %}<form method="post">'
+                                            '<input type="hidden" name="form" value="preferences"></form>{% endblock %}', encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        response = client.post(f"/unsubscribe/{token('C0000002')}", **ONE_CLICK)
+    assert response.status_code == 200 and "<h1>Je bent afgemeld</h1>" in response.text  # relmail's own page, in Dutch
+    assert prefs(engine)[("C0000002", "promotions")][0] is False  # and the unsubscribe was recorded
+    assert "templates/pages/unsubscribed.html:3: " in caplog.text
+    response = client.post(f"/preferences/{token('C0000002')}", data={"form": "preferences", "unsubscribe_all": "1"})
+    assert response.status_code == 200 and 'name="unsubscribe_all"' in response.text
+    assert "templates/pages/preferences.html:2: " in caplog.text
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6
+    assert "error: pages/unsubscribed.html:3: unexpected end of template" in out.stdout
+    assert "error: pages/preferences.html:2: dict object has no element None" in out.stdout
+
+
+def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_and_is_named_by_file_and_line(web_shop, engine, caplog):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
+    de.mkdir(parents=True)
+    # A translator's typo: %(thema)s for %(topic)s, on line 7 of the catalogue.
+    (de / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Von %(thema)s abmelden"\n\n'
+                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Von allen E-Mails abmelden"\n', encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        response = client.get(f"/unsubscribe/{token('C0000003')}")
+    assert response.status_code == 200 and '<html lang="de">' in response.text
+    assert "Unsubscribe from Offers and new bikes" in response.text and "Von allen E-Mails abmelden" in response.text
+    assert "templates/pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
+           "unknown named placeholder 'thema'" in caplog.text
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6 and "error: pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
+
+
+def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, caplog):
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # A string over [render] max_sequence (100,000), a page that tries to change what it was given, one that reaches for Python.
+    (pages / "unsubscribe.html").write_text('{% extends "base.html" %}{% block body %}\n{{ "x" * 200000 }}{% endblock %}', encoding="utf-8")
+    (pages / "invalid.html").write_text('{% extends "base.html" %}{% block body %}\n{{ brand.__class__ }}{% endblock %}', encoding="utf-8")
+    (pages / "preferences.html").write_text('{% extends "base.html" %}{% block body %}\n{{ state.topics.clear() }}{% endblock %}',
+                                            encoding="utf-8")
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        unsubscribe = client.get(f"/unsubscribe/{token()}")
+        preferences = client.get(f"/preferences/{token()}")
+        invalid = client.get("/unsubscribe/forged")
+    assert unsubscribe.status_code == 200 and "xxxxxxxxxx" not in unsubscribe.text and 'name="confirm"' in unsubscribe.text
+    assert "templates/pages/unsubscribe.html:2: the template would make a string or list 200,000 long" in caplog.text
+    assert "[render] max_sequence in relmail.toml" in caplog.text
+    assert preferences.status_code == 200 and 'name="form" value="preferences"' in preferences.text
+    assert "templates/pages/preferences.html:2: " in caplog.text and "unsafe" in caplog.text
+    assert invalid.status_code == 400 and "<class" not in invalid.text and "Brand" not in invalid.text
+
+
+@pytest.mark.parametrize("tail", [")", ".", "/", ">", "%20"])
+def test_a_link_a_mail_program_extended_after_the_token_still_opens_the_page(web_shop, tail):
+    # A plain-text mail program takes the ')' of "[Unsubscribe](https://.../TOKEN)" into the link; a reader copies the full stop.
+    client, _, _ = web_shop
+    response = client.get(f"/unsubscribe/{token()}{tail}")
+    assert response.status_code == 200 and "Unsubscribe from Offers and new bikes" in response.text
+    href = re.search(r'<a href="([^"]+)">Or choose which e-mails you get', response.text).group(1)
+    from urllib.parse import urljoin
+
+    assert urljoin(f"http://shop.example/r/unsubscribe/{token()}{tail}", href) == f"http://shop.example/r/preferences/{token()}"
+    assert client.get(f"/preferences/{token()}{tail}").status_code == 200
+    assert client.get(f"/unsubscribe/{token()[:-1]}X{tail}").status_code == 400  # the signature is verified all the same
+
+
+def test_a_link_cut_off_before_its_token_gets_the_invalid_link_page_in_the_readers_language(web_shop):
+    client, _, _ = web_shop
+    for path in ("/unsubscribe/", "/preferences/"):
+        response = client.get(path, headers={"Accept-Language": "nl-NL,nl;q=0.9"})
+        assert response.status_code == 400 and '<html lang="nl">' in response.text and "Referrer-Policy" in response.headers
+
+
+def test_a_misspelt_name_in_a_page_template_is_an_error_with_file_and_line_not_a_blank(web_shop, engine):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    _, project, _ = web_shop
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    # topic.lable for topic.label; and topic.label printed for an "everything" link, which has no topic.
+    (pages / "unsubscribe.html").write_text('{% extends "base.html" %}{% block body %}\n{% if topic %}<h1>{{ topic.lable }}</h1>{% endif %}'
+                                            '\n<p>{{ topic.label }}</p>{% endblock %}', encoding="utf-8")
+    page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token()}")
+    assert page.status_code == 200 and "Unsubscribe from Offers and new bikes" in page.text  # relmail's own page
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
+    assert out.exit_code == 6
+    assert "error: pages/unsubscribe.html:2: " in out.stdout and "'lable'" in out.stdout
+    assert "error: pages/unsubscribe.html:3: 'None' has no attribute 'label'" in out.stdout

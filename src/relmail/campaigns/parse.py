@@ -204,6 +204,19 @@ def _said(err: dict) -> str:
     return message
 
 
+def _is_locale(key: str) -> bool:
+    """A key of a per-locale subject: a locale Babel knows (``pl``, ``de_AT``, ``de-AT``) or ``default``."""
+    from babel import Locale, UnknownLocaleError
+
+    if key == "default":
+        return True
+    try:
+        Locale.parse(str(key).replace("-", "_"))
+    except (UnknownLocaleError, ValueError, TypeError):
+        return False
+    return True
+
+
 def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None) -> Campaign:
     """Parse and validate a campaign's YAML text; ``name`` defaults to the file's stem."""
     try:
@@ -238,6 +251,12 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
     seen: dict[str, int] = {}
     for i, m in enumerate(model.messages):
         check_rules(m.policy.rules, ("messages", i, "policy"))
+        if isinstance(m.subject, dict):
+            for key in m.subject:
+                if not _is_locale(key):
+                    loc = ("messages", i, "subject", key)
+                    problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)),
+                                            f"'{key}' is not a locale (de, pl_PL, de-AT ...) or 'default': no customer would get this subject"))
         if m.id in seen:
             loc = ("messages", i, "id")
             problems.append(Problem(file, _line_of(lines, loc), ".".join(map(str, loc)),

@@ -37,10 +37,14 @@ def serve(state: State, host: str, port: int) -> None:
     from werkzeug.serving import run_simple
 
     from ..web.app import make_app
+    from ..web.check import check_pages
 
     project = state.project
     app = make_app(project, state.engine)
     project.secret("signing_key")  # fail now, not on the first click
+    for problem in check_pages(project):
+        fallback = "" if (problem.file or "").endswith(".po") else " (customers get relmail's own page instead)"
+        click.echo(f"warning: {problem}{fallback}", err=True)
     if not sys.stderr.isatty():
         # werkzeug colours its request log for a terminal; a file or a pipe gets plain lines.
         werkzeug.serving._log_add_style = False

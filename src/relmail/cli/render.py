@@ -128,6 +128,7 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     from ..render.environment import Flattener, locale_languages, make_environment, template_error
     from ..render.inline import inline_source
     from ..render.optional import optional_context
+    from ..render.renderer import content_language
     from ..render.text import tidy
 
     project = state.project
@@ -141,11 +142,13 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
             raise ValidationError(f"{context_file}: the context must be a JSON object")
     locale = locale or variables.get("locale") or project.settings.default_locale
     # What a send takes from relmail.toml (brand, sender, currency, ...) is there unless the context says otherwise.
-    variables = optional_context({**_project_variables(project), **variables, "locale": variables.get("locale", locale)})
+    customer_locale = variables.get("locale", locale)
+    variables = optional_context({**_project_variables(project, customer_locale), **variables, "locale": customer_locale})
     is_text = template.endswith(".txt")
     limits = Limits.from_settings(project.settings)
     env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
     source, files = Flattener(env, project.templates_dir).flatten(template, locale_languages(locale))
+    variables.setdefault("language", content_language(files[0], project.settings.default_locale))
     if not is_text and not no_inline:
         source = inline_source(env, source, files[0])
     try:
@@ -159,12 +162,14 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     _write(output, tidy(result) if is_text else result)
 
 
-def _project_variables(project) -> dict:
+def _project_variables(project, locale: str | None = None) -> dict:
     """The variables a send fills from the project: brand, sender, currency, time zone, now, and links to the pages.
 
     The links carry the word ``preview`` where a send puts a signed token: ``relmail render`` signs nothing.
     """
     from datetime import UTC, datetime
+
+    from ..render.currency import Currencies
 
     settings = project.settings
     b = settings.brand
@@ -172,7 +177,7 @@ def _project_variables(project) -> dict:
     return {
         "brand": {"name": b.name, "url": b.url, "color": b.color, "logo_url": b.logo_url, "postal_address": b.postal_address},
         "sender": {"name": settings.sender.from_name, "email": settings.sender.from_email},
-        "currency": str(settings.raw.get("brand", {}).get("currency", "EUR")),
+        "currency": Currencies.from_settings(settings).for_locale(locale or settings.default_locale),
         "timezone": settings.timezone,
         "now": datetime.now(UTC),
         "links": {"unsubscribe": f"{base}/unsubscribe/preview", "preferences": f"{base}/preferences/preview", "home": b.url},

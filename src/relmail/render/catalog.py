@@ -28,6 +28,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+from .currency import Currencies, no_price
 from .optional import Missing, optional
 
 
@@ -46,18 +47,24 @@ class Catalog(Mapping):
         # Wrapped once: a product's optional fields follow the templates' undefined policy wherever it is shown.
         self._products = {pid: optional(p, f"product({pid!r})") for pid, p in (products or {}).items()}
         self._stand_in = stand_in
-        self._locales: dict[str, Catalog] = {}
+        self._locales: dict[tuple[str, bool], Catalog] = {}
         self._localized = any(has_localized(p) for p in self._products.values())
 
-    def for_locale(self, locale: str | None) -> Catalog:
-        """The catalogue as a customer with ``locale`` sees it (see the module docstring); made once per locale."""
-        if not self._localized or not locale:
+    def for_locale(self, locale: str | None, currencies: Currencies | None = None) -> Catalog:
+        """The catalogue as a customer with ``locale`` sees it (see the module docstring); made once per locale.
+
+        With ``currencies`` whose currency for ``locale`` is not the price
+        column's, each product's price is its ``price_<language>`` (or none).
+        """
+        own_price = currencies is not None and currencies.own_price_needed(locale)
+        if not locale or not (self._localized or own_price):
             return self
-        key = _normal(locale)
+        key = (_normal(locale), own_price)
         view = self._locales.get(key)
         if view is None:
-            view = Catalog({pid: localized(p, locale) for pid, p in self._products.items()}, stand_in=self._stand_in)
+            view = Catalog({pid: localized(p, locale, currencies) for pid, p in self._products.items()}, stand_in=self._stand_in)
             view._localized = False  # already a view: asked again, it answers itself
+            view._locales = {k: view for k in ((_normal(locale), own_price), (_normal(locale), False))}
             self._locales[key] = view
         return view
 
@@ -86,7 +93,7 @@ class Catalog(Mapping):
 EMPTY = Catalog()
 
 #: Product fields besides the attributes that a localized attribute can replace.
-LOCALIZED_FIELDS = ("name", "url", "image_url")
+LOCALIZED_FIELDS = ("name", "url", "image_url", "price")
 _SUFFIX = re.compile(r"_[a-z]{2,3}(?:_[a-z0-9]{2,4})?$")
 
 
@@ -100,13 +107,24 @@ def has_localized(product: Mapping[str, Any]) -> bool:
     return isinstance(attributes, Mapping) and any(isinstance(k, str) and _SUFFIX.search(_normal(k)) for k in attributes)
 
 
-def localized(product: Mapping[str, Any], locale: str) -> dict[str, Any]:
+def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | None = None) -> dict[str, Any]:
     """``product`` with each field replaced by its attribute for ``locale`` (``name_de_AT``, then ``name_de``).
 
     Suffixes match without regard to case or ``-``/``_`` (``name_en-GB`` is
     ``name_en_GB``). The localized attributes themselves stay as they are.
+    With ``currencies`` whose currency for ``locale`` is not the price
+    column's, a product without ``price_<locale>`` has no price
+    (:func:`~relmail.render.currency.no_price`): never the other currency's amount.
     """
     attributes = product.get("attributes")
+    if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
+        own = _local_value(attributes, "price", locale)
+        out = localized({**product, "attributes": attributes}, locale) if attributes else dict(product)
+        if own is not None:
+            out["price"] = own
+        elif currencies.require_own_price:
+            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
+        return out
     if not isinstance(attributes, Mapping) or not attributes:
         return dict(product)
     found = {_normal(k): v for k, v in attributes.items() if isinstance(k, str) and v not in (None, "")}
@@ -121,8 +139,33 @@ def localized(product: Mapping[str, Any], locale: str) -> dict[str, Any]:
         return value
 
     out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
-    out["attributes"] = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
+    localized_attributes = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
+    # A shop that sells only in other languages fills description_de and description_pl, never description:
+    # the German customer still reads attributes.description.
+    known = {_normal(k) for k in attributes if isinstance(k, str)} | set(LOCALIZED_FIELDS)
+    for suffix in suffixes:
+        for key, value in attributes.items():
+            if not isinstance(key, str) or value in (None, "") or not _normal(key).endswith(f"_{suffix}"):
+                continue
+            base = key[: len(key) - len(suffix) - 1]
+            if base and _normal(base) not in known:
+                localized_attributes[base] = value
+                known.add(_normal(base))
+    out["attributes"] = localized_attributes
     return out
+
+
+def _local_value(attributes, name: str, locale: str) -> Any:
+    """The value of ``<name>_<locale>`` (most specific first) in ``attributes``, or None."""
+    if not isinstance(attributes, Mapping):
+        return None
+    found = {_normal(k): v for k, v in attributes.items() if isinstance(k, str) and v not in (None, "")}
+    loc = _normal(locale)
+    for suffix in [loc] if "_" not in loc else [loc, loc.split("_")[0]]:
+        hit = found.get(f"{name}_{suffix}")
+        if hit is not None:
+            return hit
+    return None
 
 
 class AbsentProduct(Missing):

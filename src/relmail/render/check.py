@@ -35,6 +35,7 @@ are checked for:
 
 from __future__ import annotations
 
+import copy
 import difflib
 import re
 import sys
@@ -205,19 +206,41 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
     if campaigns:
         store = _Store(engine, as_of or current_time(), generated)
         report.samples = store.kind
+        if store.kind == "generated":
+            # Invented products have no price per currency: do not ask them for one (the store's products are asked).
+            renderer = copy.copy(renderer)
+            renderer.currencies = replace(renderer.currencies, require_own_price=False)
         variants = Variants(renderer)
         locales = _candidate_locales(renderer, store)
-        never: dict[tuple[str, int | None, str], list[str]] = {}
+        never: dict[tuple[str, int | None, str], list[tuple[str, str]]] = {}
+        variants_of: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         for camp in campaigns:
             for m in camp.messages:
                 spec = MessageSpec.from_campaign(camp, m, run_id=f"{camp.name}:check")
                 report.findings += _check_message(renderer, variants, store, camp.name, m, spec, locales, broken, compare,
-                                                  size_limit, report.rendered, never)
+                                                  size_limit, report.rendered, never, variants_of)
         for (file, line, name), where in sorted(never.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
             report.findings.append(Finding("warning", file, line, f"'{name}' is not defined for any sample customer of "
-                                           f"{', '.join(dict.fromkeys(where))}: the template's fallback is used for every one (a typo?)"))
+                                           f"{_which_variants(file, where, variants_of)}: the template's fallback is used for every one (a typo?)"))
+    report.findings += _check_pages(renderer)
     report.findings = list(dict.fromkeys(report.findings))
     return report
+
+
+def _check_pages(renderer: Renderer) -> list[Finding]:
+    """The project's own unsubscribe and preference pages (``templates/pages/``), rendered in every language."""
+    from ..web.check import check_pages
+
+    project = getattr(renderer, "project", None)
+    if project is None:
+        return []
+    out = []
+    for err in check_pages(project):
+        file = Path(project.root) / err.file
+        with suppress(ValueError):
+            file = file.relative_to(renderer.templates_dir)
+        out.append(Finding("error", str(file), err.line, str(err).split(": ", 1)[-1]))
+    return out
 
 
 def _lint(renderer: Renderer) -> tuple[list[Finding], int]:
@@ -328,8 +351,12 @@ def _candidate_locales(renderer: Renderer, store: _Store) -> list[str]:
 
 
 def _check_message(renderer, variants: Variants, store: _Store, campaign: str, m, spec: MessageSpec, locales: list[str],
-                   broken: set[str], compare: bool, size_limit: int, rendered: list, never: dict) -> list[Finding]:
-    """Render every variant of one message for its samples; ``never`` collects (file, line, name) → messages."""
+                   broken: set[str], compare: bool, size_limit: int, rendered: list, never: dict, variants_of: dict) -> list[Finding]:
+    """Render every variant of one message for its samples.
+
+    ``never`` collects (file, line, name) → (message, variant) where no sample defines it; ``variants_of``
+    message → every variant rendered.
+    """
     out: list[Finding] = []
     groups: dict[Variant, list[str]] = {}
     for loc in locales:
@@ -374,9 +401,27 @@ def _check_message(renderer, variants: Variants, store: _Store, campaign: str, m
                     out.append(Finding("error", variant.html[0], None,
                                        f"{where}, sample {sample.label}: inline-once differs from inline-after-render:\n{diff}"))
         rendered.append((campaign, m.id, str(variant), len(samples)))
+        variants_of.setdefault(where, []).append((variant.html[0], tuple(variant.files)))
         for key in _never_defined(undefined):
-            never.setdefault(key, []).append(where)
+            never.setdefault(key, []).append((where, variant.html[0]))
     return out
+
+
+def _which_variants(file: str, found: list[tuple[str, str]], variants_of: dict[str, list[tuple[str, tuple[str, ...]]]]) -> str:
+    """``weekly/newsletter`` when no variant made of ``file`` defines the name, else ``weekly/newsletter (newsletter.html only)``.
+
+    A partial shared by a German and a Polish variant may test an attribute only the German and Polish
+    products have: saying "any sample customer" of the message would send its author looking for a typo.
+    """
+    by_message: dict[str, list[str]] = {}
+    for where, html in found:
+        by_message.setdefault(where, []).append(html)
+    out = []
+    for where, htmls in by_message.items():
+        htmls = list(dict.fromkeys(htmls))
+        using = {h for h, files in variants_of.get(where, ()) if file in files}
+        out.append(where if set(htmls) >= using else f"{where} ({', '.join(htmls)} only; the other variants have it)")
+    return ", ".join(out)
 
 
 def _never_defined(renders: list[tuple[dict[str, Any], list]]) -> list[tuple[str, int | None, str]]:

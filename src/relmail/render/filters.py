@@ -4,7 +4,8 @@ Every filter formats for the locale of the e-mail being rendered (the
 ``locale`` variable of the context, the customer's locale), unless a locale
 is passed explicitly: ``{{ p.price|money }}``, ``{{ 0.15|percent }}``,
 ``{{ order_date|date("long") }}``, ``{{ 1234.5|number }}``,
-``{{ p.price|money("GBP", locale="en_GB") }}``.
+``{{ p.price|money("GBP", locale="en_GB") }}``, and a word's plural form by
+the language's CLDR rules: ``{{ n|plural(one="produkt", few="produkty", many="produktów") }}``.
 
 Formatting a price in Babel is slow next to a dictionary lookup and the
 same few prices recur in every e-mail of a batch, so results are memoised
@@ -18,7 +19,7 @@ from functools import lru_cache
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_currency, format_decimal, format_percent
+from babel.numbers import format_currency, format_decimal, format_percent, is_currency
 from jinja2 import pass_context
 
 from ..errors import TemplateError
@@ -57,8 +58,16 @@ def _money(value, currency: str, locale: Locale, fmt: str | None) -> str:
 @pass_context
 def money(ctx, value, currency: str | None = None, format: str | None = None, locale: str | None = None) -> str:
     """``2499`` → ``€ 2.499,00`` (nl) / ``€2,499.00`` (en)."""
-    cur = currency or ctx.get("currency") or DEFAULT_CURRENCY
+    cur = _currency(currency or ctx.get("currency") or DEFAULT_CURRENCY)
     return _money(_number(value, "money"), cur, _locale(ctx, locale), format)
+
+
+@lru_cache(maxsize=64)
+def _currency(code) -> str:
+    """``code`` as Babel knows it; an unknown one ('ZL', 'EURO') is an error, not a label printed after the amount."""
+    if not isinstance(code, str) or not is_currency(code.strip().upper()):
+        raise TemplateError(f"money: {code!r} is not an ISO 4217 currency code (EUR, PLN, GBP ...)")
+    return code.strip().upper()
 
 
 @lru_cache(maxsize=8192)
@@ -113,6 +122,38 @@ def time_filter(ctx, value, format: str = "short", locale: str | None = None, tz
     return format_time(value, format=format, tzinfo=tz or ctx.get("timezone"), locale=_locale(ctx, locale))
 
 
+#: CLDR's plural categories, in the order they are named in errors.
+PLURAL_CATEGORIES = ("zero", "one", "two", "few", "many", "other")
+
+
+@lru_cache(maxsize=64)
+def _integer_categories(locale: Locale) -> tuple[str, ...]:
+    """The plural categories whole numbers reach in ``locale`` (Polish: one, few, many; German: one, other)."""
+    reached = {locale.plural_form(n) for n in range(0, 1001)}
+    return tuple(c for c in PLURAL_CATEGORIES if c in reached)
+
+
+@pass_context
+def plural(ctx, count, zero: str | None = None, one: str | None = None, two: str | None = None, few: str | None = None,
+           many: str | None = None, other: str | None = None, locale: str | None = None) -> str:
+    """The word for ``count`` by the language's plural rules (CLDR, via Babel).
+
+    ``{{ n }} {{ n|plural(one="produkt", few="produkty", many="produktów") }}`` gives 1 produkt, 2 produkty,
+    5 produktów, 22 produkty; ``{{ n|plural(one="Artikel", other="Artikel") }}`` in German. Every category a
+    whole number reaches in the language must be given (``other`` is the word for the rest), so a missing
+    form fails every render of the template, not just the one whose count needs it.
+    """
+    loc = _locale(ctx, locale)
+    forms = {"zero": zero, "one": one, "two": two, "few": few, "many": many, "other": other}
+    number = _number(count, "plural")
+    category = loc.plural_form(abs(number))
+    missing = [c for c in dict.fromkeys((*_integer_categories(loc), category)) if forms[c] is None]
+    if missing:
+        needed = ", ".join(f"{c}=" for c in dict.fromkeys((*_integer_categories(loc), category)))
+        raise TemplateError(f"plural: {loc.get_language_name('en')} ({loc}) needs the forms {needed} (missing: {', '.join(missing)})")
+    return forms[category]
+
+
 def add_days(value, days):
     """``{{ now|add_days(14)|date('long') }}``: a date some days later."""
     from datetime import timedelta
@@ -122,6 +163,7 @@ def add_days(value, days):
 
 FILTERS = {
     "add_days": add_days,
+    "plural": plural,
     "money": money,
     "number": number,
     "percent": percent,

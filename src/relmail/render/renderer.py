@@ -23,6 +23,7 @@ from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import LOCATE_SECONDS, LimitExceeded, Limits, collect, render_bounded, run_bounded
 from .catalog import Catalog, catalog_variables, has_localized, localized
+from .currency import Currencies
 from .environment import Flattener, locale_languages, make_environment, template_error
 from .inline import inline_protected, protect
 from .mime import MimeTemplate, message_id
@@ -56,6 +57,8 @@ class MessageSpec:
     preheader: str | None = None
     #: Extra message data for the template (``message.data``), e.g. the offer.
     data: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: (campaign file, index of the message in it): where a failing ``subject`` is named.
+    origin: tuple[str, int] | None = field(default=None, hash=False, compare=False)
 
     def __hash__(self) -> int:
         # Computed once: the spec is the key of the compiled-template cache,
@@ -77,17 +80,56 @@ class MessageSpec:
             run_id=run_id,
             subject=message.subject or None,
             data=dict(message.data),
+            origin=_origin(campaign, message),
         )
 
     def subject_for(self, languages: tuple[str, ...], default_locale: str) -> str | None:
         """The subject source for a language: exact locale, then language, then the default."""
+        return self.subject_key(languages, default_locale)[1]
+
+    def subject_key(self, languages: tuple[str, ...], default_locale: str) -> tuple[str | None, str | None]:
+        """(the key of the per-locale table it came from, or None for one string; the subject source)."""
         if self.subject is None or isinstance(self.subject, str):
-            return self.subject
-        table = {k.replace("-", "_"): v for k, v in self.subject.items()}
+            return None, self.subject
+        table = {k.replace("-", "_"): (k, v) for k, v in self.subject.items()}
         for key in (*languages, default_locale, default_locale.split("_")[0], "default"):
             if key in table:
                 return table[key]
-        return next(iter(table.values()), None)
+        return next(iter(table.values()), (None, None))
+
+    def subject_where(self, languages: tuple[str, ...], default_locale: str) -> tuple[str, int | None, str]:
+        """(file, line, field) of the subject used for ``languages``: the campaign file's ``messages.N.subject[.KEY]``."""
+        from ..campaigns.parse import line_in_file
+
+        key = self.subject_key(languages, default_locale)[0]
+        if self.origin is None:
+            return f"{self.campaign_id or 'campaign'} message {self.id}", None, "subject" + (f".{key}" if key else "")
+        file, index = self.origin
+        loc = ("messages", index, "subject", *((key,) if key else ()))
+        return file, line_in_file(Path(file), loc), ".".join(map(str, loc))
+
+
+def content_language(html_file: str, default_locale: str) -> str:
+    """The language an e-mail is written in, as a BCP 47 tag: its variant's suffix, else the default locale's language.
+
+    ``newsletter.pl.html`` → ``pl``, ``welcome.nl_NL.html`` → ``nl-NL``; the base ``newsletter.html`` is in the
+    project's ``default_locale`` language. A Brazilian customer who gets the base e-mail reads it in that
+    language, so it is what ``<html lang>`` and ``Content-Language`` must say, not ``pt``.
+    """
+    parts = Path(html_file).name.split(".")
+    if len(parts) >= 3:
+        return parts[-2].replace("_", "-")
+    return (default_locale or "en").replace("-", "_").split("_", 1)[0].lower()
+
+
+def _origin(campaign, message) -> tuple[str, int] | None:
+    path = getattr(campaign, "path", None)
+    if path is None:
+        return None
+    try:
+        return str(path), list(campaign.messages).index(message)
+    except ValueError:
+        return None
 
 
 @dataclass
@@ -198,7 +240,9 @@ class Renderer:
         key = signing_key or project.secret("signing_key")
         self.links = links_mod.LinkBuilder(self.settings.unsubscribe_url.rstrip("/"), self.settings.unsubscribe_mailto, key)
         self.tracking = links_mod.Tracking.from_settings(self.settings)
-        self.currency = str(self.settings.raw.get("brand", {}).get("currency", "EUR"))
+        self.currencies = Currencies.from_settings(self.settings)
+        #: The currency of the products' price column (a customer's may differ: ``[brand] currency`` by language).
+        self.currency = self.currencies.base
         self._compiled: dict[tuple, CompiledMessage] = {}
         self._lock = threading.Lock()
         b = self.settings.brand
@@ -287,14 +331,21 @@ class Renderer:
         text_tmpl = self._from_string(self.text_env, text_source, text_file or f"{html_file} (text part)")
 
         subject_src = spec.subject_for(languages, self.settings.default_locale)
-        subject = self._from_string(self.text_env, subject_src, f"{spec.id}: subject") if subject_src else None
+        try:
+            subject = self._from_string(self.text_env, subject_src, f"{spec.id}: subject") if subject_src else None
+        except TemplateError as exc:
+            file, line, fld = spec.subject_where(languages, self.settings.default_locale)
+            where = f"{file}:{line}" if line else file
+            raise TemplateError(f"{where}: field '{fld}': {str(exc).split(': ', 2)[-1]}", file, line) from None
         if subject is None and "subject" not in html_tmpl.blocks:
             raise TemplateError(f"{html_file}: no subject: add {{% block subject %}}...{{% endblock %}} or set the message's subject",
                                 html_file)
         preheader = self._from_string(self.text_env, spec.preheader, f"{spec.id}: preheader") if spec.preheader else None
 
         s = self.settings
+        language = content_language(html_file, s.default_locale)
         constant_headers = [
+            ("Content-Language", language),
             ("Feedback-ID", _feedback_id(spec, s.sender.domain)),
             ("X-Relmail-Run", spec.run_id),
             ("X-Relmail-Message", spec.id),
@@ -304,7 +355,8 @@ class Renderer:
             "brand": self.brand,
             "sender": {"name": s.sender.from_name, "email": s.sender.from_email},
             "campaign": {"id": spec.campaign_id},
-            "currency": self.currency,
+            "currency": self.currencies.for_locale(locale),
+            "language": language,
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,
@@ -331,13 +383,14 @@ class Renderer:
         # Optional data (attributes, products, message.data): a missing key tests false, printing it fails.
         locale = ctx.locale or compiled.locale
         # The products in the customer's language (a product's name_de, url_de ... for a de_* customer).
-        catalog = ctx.catalog.for_locale(locale) if ctx.catalog is not None else None
+        catalog = ctx.catalog.for_locale(locale, self.currencies) if ctx.catalog is not None else None
+        own_price = bool(locale) and self.currencies.own_price_needed(locale)
 
         def local(p: Mapping[str, Any]) -> Mapping[str, Any]:
             found = catalog.get(p.get("id")) if catalog is not None else None
             if found is not None:
                 return found
-            return optional(localized(p, locale) if locale and has_localized(p) else p, "product")
+            return optional(localized(p, locale, self.currencies) if locale and (own_price or has_localized(p)) else p, "product")
 
         products = [local(p) for p in ctx.recommended_products]
         unsubscribe = self.links.unsubscribe_url(token)
@@ -443,6 +496,12 @@ class Renderer:
             file, line = _template_frame(again.__traceback__, self.templates_dir)
             if file is None and again.__context__ is not None:  # a timeout: where the clock stopped it
                 file, line = _template_frame(again.__context__.__traceback__, self.templates_dir)
+        if file is None and compiled.subject is not None:
+            try:
+                _run(compiled.subject, variables, self.limits.max_email_bytes)
+            except Exception:  # the campaign's subject failed, not the template: name its file, line and field
+                file, line, fld = compiled.spec.subject_where(_languages(compiled.locale), self.settings.default_locale)
+                return RenderError(ctx.id, compiled.spec.id, f"field '{fld}': {reason}", file, line)
         return RenderError(ctx.id, compiled.spec.id, reason, file or compiled.html_file, line)
 
 

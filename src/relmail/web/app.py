@@ -77,8 +77,12 @@ class RelmailApp:
             [
                 # werkzeug answers HEAD through a GET rule; the handlers treat it as a GET.
                 Rule("/healthz", endpoint="health", methods=["GET"]),
-                Rule("/unsubscribe/<token>", endpoint="unsubscribe", methods=["GET", "POST"]),
-                Rule("/preferences/<token>", endpoint="preferences", methods=["GET", "POST"]),
+                # <path:...>: a link a mail program or a reader extended with a '/' (or a sentence's '.') still works.
+                Rule("/unsubscribe/<path:token>", endpoint="unsubscribe", methods=["GET", "POST"]),
+                Rule("/preferences/<path:token>", endpoint="preferences", methods=["GET", "POST"]),
+                # A link cut off before its token: the page that says so, in the reader's language, not a bare 404.
+                Rule("/unsubscribe/", endpoint="no_token", methods=["GET", "POST"]),
+                Rule("/preferences/", endpoint="no_token", methods=["GET", "POST"]),
                 Rule("/webhooks/<provider_name>", endpoint="webhook", methods=["POST"]),
                 Rule("/webhooks/<provider_name>/<secret>", endpoint="webhook", methods=["POST"]),
             ]
@@ -104,7 +108,10 @@ class RelmailApp:
         return Response(self.pages.render(name, lang, **context), status=status, mimetype="text/html", headers=_HEADERS)
 
     def claims(self, token: str) -> tokens.Claims:
-        return tokens.verify(self.project.secret("signing_key"), token)
+        return tokens.verify(self.project.secret("signing_key"), clean_token(token))
+
+    def on_no_token(self, request: Request) -> Response:
+        return self.bad_link(request)
 
     def bad_link(self, request: Request) -> Response:
         # Plain, and the same for every kind of bad token: no oracle.
@@ -130,7 +137,7 @@ class RelmailApp:
         lang = self.language_of(claims.customer_id)
         everything = claims.topic in ("", ALL_TOPICS)
         topic = None if everything else self.pages.topic(claims.topic, lang)
-        context = {"topic": topic, "preferences_url": f"../preferences/{token}"}
+        context = {"topic": topic, "preferences_url": preferences_url(token)}
         if request.method in ("GET", "HEAD"):
             return self.page("unsubscribe.html", lang, **context)
         form = request.form
@@ -163,9 +170,9 @@ class RelmailApp:
             form = request.form
             raw = form.get("max_per_week", "").strip()
             if form.get("form") != "preferences":
-                return self.page("refused.html", lang, 400, reason="not-the-form", preferences_url=f"../preferences/{token}")
+                return self.page("refused.html", lang, 400, reason="not-the-form", preferences_url=preferences_url(token))
             if claims.trial:
-                return self.page("refused.html", lang, reason="trial", preferences_url=f"../preferences/{token}")
+                return self.page("refused.html", lang, reason="trial", preferences_url=preferences_url(token))
             if raw and not (raw.isdigit() and 1 <= int(raw) <= 50):
                 error, status = True, 400
             else:
@@ -214,6 +221,25 @@ class RelmailApp:
             log.warning("webhook %s: %d invalid event(s) recorded: %s", provider_name, len(result.invalid),
                         "; ".join(f"{bad.where}: {bad.field or '-'}: {bad.reason}" for bad in result.invalid[:5]))
         return _json(result.as_dict(), 200)
+
+
+#: What a plain-text mail program's link detection, or a reader copying the link, adds after a token: the
+#: closing bracket of "[Abmelden](https://.../TOKEN)", a sentence's full stop, a slash. Tokens
+#: (payload.signature in base64url) never end in one, and the signature is verified all the same.
+_TRAILING = "/.,;:!?)]}>'\"\u201d\u2019 \t\r\n"
+
+
+def clean_token(token: str) -> str:
+    """``token`` without what a mail program or a reader added after it."""
+    return token.strip().rstrip(_TRAILING)
+
+
+def preferences_url(token: str) -> str:
+    """The preference page's link from a page at ``.../unsubscribe/<token>`` (relative, so it works under any prefix).
+
+    A ``/`` a mail program added after the token is one folder more to climb.
+    """
+    return "../" * (1 + token.count("/")) + f"preferences/{clean_token(token)}"
 
 
 def _json(obj: dict, status: int, headers: dict | None = None) -> Response:

@@ -22,7 +22,9 @@ A plain string is used for every language.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -30,19 +32,26 @@ from gettext import GNUTranslations, NullTranslations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import ChoiceLoader, FileSystemLoader, select_autoescape
+from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
-from ..errors import ConfigError
+from ..errors import ConfigError, TemplateError
+from ..render.bounds import BoundedSandbox, Limits, render_bounded
 
 if TYPE_CHECKING:
     from ..project import Project
+
+log = logging.getLogger("relmail.web")
 
 PACKAGE_TEMPLATES = Path(__file__).parent / "templates"
 PACKAGE_LOCALES = Path(__file__).parent / "locale"
 DOMAIN = "relmail"
 #: The accent used when ``[brand] color`` is missing or not a hex colour.
 FALLBACK_COLOR = "#1a73e8"
+
+
+class PageTemplateError(TemplateError):
+    """A page template of the project (``templates/pages/``) does not compile or render; names file and line."""
 
 
 @dataclass(frozen=True)
@@ -138,15 +147,21 @@ class Pages:
         self.project = project
         self.settings = project.settings
         self.brand = Brand.from_settings(project.settings)
+        self.limits = Limits.from_settings(project.settings)
         self.default_lang = language_of(project.settings.default_locale) or "en"
         overrides = Path(project.templates_dir) / "pages"
+        self.overrides = overrides
         self.template_dirs = [d for d in (overrides, PACKAGE_TEMPLATES) if d.is_dir()]
         self.locale_dirs = [d for d in (overrides / "locale", PACKAGE_LOCALES) if d.is_dir()]
         self.topic_config = project.settings.section("topics")
         for slug, entry in self.topic_config.items():
             if not isinstance(entry, dict):
                 raise ConfigError(f"relmail.toml [topics.{slug}]: must be a table with label and description")
-        self._envs: dict[str, SandboxedEnvironment] = {}
+        self._envs: dict[tuple[str, bool], SandboxedEnvironment] = {}
+        #: Translations of the catalogues that were left out, with file and line (see :meth:`translations`).
+        self.catalog_problems: list[PageTemplateError] = []
+        #: Log what :attr:`catalog_problems` gets (a check that reports them itself says no).
+        self.log_problems = True
         self._lock = threading.Lock()
 
     # -- languages ---------------------------------------------------------
@@ -185,6 +200,7 @@ class Pages:
                 continue
             with po.open("rb") as fh:
                 catalog = read_po(fh, locale=lang, domain=DOMAIN)
+            self._drop_broken(catalog, po)
             buf = io.BytesIO()
             write_mo(buf, catalog, use_fuzzy=False)
             buf.seek(0)
@@ -195,25 +211,58 @@ class Pages:
                 chain.add_fallback(found)
         return chain or NullTranslations()
 
-    def environment(self, lang: str) -> SandboxedEnvironment:
-        """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language)."""
-        env = self._envs.get(lang)
+    def _drop_broken(self, catalog, po: Path) -> None:
+        """Leave out translations Babel's checkers refuse (a placeholder the template does not pass, wrong plural forms).
+
+        Such a translation would fail the page for every customer of the language; without it the text shows in
+        English. Each is logged, and kept in :attr:`catalog_problems` (``relmail templates check`` reports them).
+        """
+        for message, errors in catalog.check():
+            where = po
+            with contextlib.suppress(ValueError):
+                where = po.relative_to(self.project.root)
+            msgid = message.id[0] if isinstance(message.id, tuple) else message.id
+            problem = PageTemplateError(f"{where}:{message.lineno}: the translation of {msgid!r}: "
+                                        f"{'; '.join(str(e) for e in errors)} (the page shows it in English)", str(where), message.lineno)
+            if str(problem) not in {str(p) for p in self.catalog_problems}:
+                self.catalog_problems.append(problem)
+                if self.log_problems:
+                    log.error("%s", problem)
+            message.string = ("",) * len(message.string) if isinstance(message.string, tuple) else ""
+
+    def environment(self, lang: str, *, package_only: bool = False) -> SandboxedEnvironment:
+        """A sandboxed, autoescaping environment with ``lang``'s catalogue installed (one per language).
+
+        ``package_only``: relmail's own page templates, without the project's
+        (what a customer sees when the project's template fails).
+        """
+        key = (lang, package_only)
+        env = self._envs.get(key)
         if env is None:
             with self._lock:
-                env = self._envs.get(lang)
+                env = self._envs.get(key)
                 if env is None:
-                    env = SandboxedEnvironment(
-                        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in self.template_dirs]),
+                    dirs = [PACKAGE_TEMPLATES] if package_only else self.template_dirs
+                    # The e-mails' sandbox and [render] limits: a page is marketer-authored code too.
+                    env = BoundedSandbox(
+                        limits=self.limits,
+                        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         extensions=["jinja2.ext.i18n"],
+                        # As in the e-mails: a misspelt name ({{ topic.lable }}) is an error with file and line, not a blank.
+                        undefined=StrictUndefined,
                         trim_blocks=True,
                         lstrip_blocks=True,
                     )
                     # The catalogue's msgids are whitespace-trimmed (babel.cfg): so is the text looked up.
                     env.policies["ext.i18n.trimmed"] = True
                     env.install_gettext_translations(self.translations(lang), newstyle=True)
-                    self._envs[lang] = env
+                    self._envs[key] = env
         return env
+
+    def own_templates(self) -> list[Path]:
+        """The project's page templates (``templates/pages/*.html``)."""
+        return sorted(self.overrides.glob("*.html")) if self.overrides.is_dir() else []
 
     # -- content -------------------------------------------------------------
 
@@ -230,6 +279,33 @@ class Pages:
         return [self.topic(slug, lang) for slug in sorted(slugs, key=lambda s: (order.get(s, len(order)), s))]
 
     def render(self, name: str, lang: str, **context) -> str:
-        """Page ``name`` in ``lang``, with the brand and the language in its context."""
-        template = self.environment(lang).get_template(name)
-        return template.render(brand=self.brand, lang=lang, **context)
+        """Page ``name`` in ``lang``, with the brand and the language in its context.
+
+        When the project's own template (or its ``base.html``) fails, the
+        error is logged with its file and line and the customer gets
+        relmail's own page: an unsubscribe must never end in a server error.
+        """
+        try:
+            return self._render(self.environment(lang), name, lang, context)
+        except Exception as exc:
+            if not self.own_templates():
+                raise
+            log.error("%s (the page is shown with relmail's own %s instead)", self.template_error(exc, name), name)
+            return self._render(self.environment(lang, package_only=True), name, lang, context)
+
+    def _render(self, env: SandboxedEnvironment, name: str, lang: str, context: dict) -> str:
+        return render_bounded(env.get_template(name), {"brand": self.brand, "lang": lang, **context}, self.limits)
+
+    def template_error(self, exc: Exception, name: str) -> PageTemplateError:
+        """``exc`` of rendering page ``name`` as an error naming the template file (relative to the project) and line."""
+        from ..render.environment import template_error
+
+        err = template_error(exc, name)
+        file = Path(err.file or name)
+        if not file.is_absolute():
+            file = self.overrides / file if (self.overrides / file).is_file() else PACKAGE_TEMPLATES / file
+        with contextlib.suppress(ValueError):
+            file = file.relative_to(self.project.root)
+        message = str(err).split(": ", 1)[-1] if err.line or err.file else str(err)
+        where = f"{file}:{err.line}" if err.line else str(file)
+        return PageTemplateError(f"{where}: {message}", str(file), err.line)

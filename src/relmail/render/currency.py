@@ -1,0 +1,93 @@
+"""The currency of a customer's prices: ``[brand] currency``, one for every language or one per language.
+
+A shop selling in one currency writes ``currency = "EUR"``. A shop selling
+in Germany and Poland sells in euros and in złoty::
+
+    [brand]
+    currency = { de = "EUR", pl = "PLN" }
+
+The products file's ``price`` column is in the currency of the project's
+``default_locale`` language (here ``de``: EUR); a column ``price_pl`` gives
+the price in złoty, which Polish customers see (``{{ p.price|money }}`` →
+``219,00 zł``). A product without a ``price_pl`` has no price for them: a
+euro amount must never be printed as złoty, so printing it is a render
+error naming the product and the column (and ``relmail templates check``
+finds it), while ``{% if p.price %}`` tests false.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from babel.numbers import is_currency
+from jinja2 import Undefined
+
+from ..errors import ConfigError
+from .optional import Missing
+
+DEFAULT = "EUR"
+
+
+def _language(locale: str | None) -> str:
+    return (locale or "").replace("-", "_").split("_", 1)[0].lower()
+
+
+@dataclass(frozen=True)
+class Currencies:
+    #: The currency of the products' own ``price``: the default language's.
+    base: str = DEFAULT
+    #: Language → currency, for a table.
+    by_language: dict[str, str] = field(default_factory=dict)
+    #: False for invented sample products (``relmail templates check --generated``): they have no
+    #: ``price_<language>``, and their made-up price is shown in the customer's currency.
+    require_own_price: bool = True
+
+    @classmethod
+    def from_settings(cls, settings) -> Currencies:
+        where = "relmail.toml [brand] currency"
+        value = settings.raw.get("brand", {}).get("currency", DEFAULT)
+        if isinstance(value, str):
+            return cls(_code(value, where))
+        if not isinstance(value, dict) or not value:
+            raise ConfigError(f"{where}: use a currency code (\"EUR\") or a table by language ({{ de = \"EUR\", pl = \"PLN\" }})")
+        table = {_language(k): _code(v, f"{where}.{k}") for k, v in value.items()}
+        default = _language(settings.default_locale)
+        if default not in table:
+            raise ConfigError(f"{where}: the table has no entry for '{default}', the language of default_locale "
+                              f"({settings.default_locale}): the products' price column is in that currency")
+        return cls(table[default], table)
+
+    def for_locale(self, locale: str | None) -> str:
+        """The currency a customer with ``locale`` sees prices in (the base one for a language the table does not name)."""
+        return self.by_language.get(_language(locale), self.base)
+
+    def own_price_needed(self, locale: str | None) -> bool:
+        """Whether a customer with ``locale`` needs a ``price_<language>`` (their currency is not the price column's)."""
+        return self.for_locale(locale) != self.base
+
+
+def _code(value, where: str) -> str:
+    if not isinstance(value, str) or not is_currency(value.strip().upper()):
+        raise ConfigError(f"{where}: {value!r} is not an ISO 4217 currency code (EUR, PLN, CHF ...)")
+    return value.strip().upper()
+
+
+class NoPrice(Missing):
+    """A product's price for a customer whose currency has no ``price_<language>`` column value."""
+
+    __slots__ = ()
+
+    def __init__(self, *args, **kwargs):
+        # Made with the catalogue's view, not by a template's lookup: nothing for templates check's observers.
+        Undefined.__init__(self, *args, **kwargs)
+
+    @property
+    def _undefined_message(self) -> str:
+        return self._undefined_hint or f"{self._undefined_name} has no price in the customer's currency"
+
+
+def no_price(product_id, locale: str, currency: str, base: str) -> NoPrice:
+    language = _language(locale)
+    hint = (f"product({product_id!r}).price: no price in {currency} for {locale} customers (give the product a "
+            f"price_{language} column value; its price column is in {base})")
+    return NoPrice(hint=hint, name=f"product({product_id!r}).price")
