@@ -271,6 +271,22 @@ def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_co
     assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
 
 
+def test_orders_in_several_spellings_of_one_address_all_find_the_customer(engine, tmp_path):
+    # A customer stored as "Jonas.Wagner@Mail.Example" (Shopify keeps what was typed) orders once
+    # as "Jonas.wagner@..." and once as "jonas.wagner@...": both lines are that customer's.
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email\nC1,Jonas.Wagner@Mail.Example\n")
+    import_file(engine, "customers", customers)
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,email,ordered_at\n"
+                      "O1,Jonas.wagner@mail.example,2026-11-01T10:00:00Z\n"
+                      "O2,jonas.wagner@mail.example,2026-11-02T10:00:00Z\n"
+                      "O3,JONAS.WAGNER@MAIL.EXAMPLE,2026-11-03T10:00:00Z\n")
+    result = import_file(engine, "orders", orders)
+    assert result.rows_imported == 3
+    assert {e["customer_id"] for e in table(engine, Event)} == {"C1"}
+
+
 def test_order_lines_without_a_product_id_are_purchases_and_counted(project, tmp_path):
     # A small shop gives its products no SKU: the orders export's "Lineitem sku" is empty.
     rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"), newline="")))
