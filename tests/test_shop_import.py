@@ -67,8 +67,8 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
 
     assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
-    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2,
-                                           "shared_addresses": 0}
+    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "withdrawn_since_last_export": 0,
+                                           "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -197,6 +197,26 @@ def test_consent_follows_the_dated_record_whatever_the_import_order(engine):
     assert first["carla.bakker@mail.example"] == (True, UNDATED)  # Shopify's yes has no date
     # "no": no consent on record, not "unsubscribed from everything"
     assert "bram.jansen@mail.example" not in first and "gijs.deboer@mail.example" not in first
+
+
+def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchimp_opt_in(engine, tmp_path):
+    # Anna accepted marketing in Shopify and subscribed in Mailchimp (dated). A week later the
+    # shop's export says no: she unsubscribed in the shop, and must not be mailed any more.
+    load_all(engine)
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{ANNA},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    result = import_file(engine, "customers", week2, mapping="shopify")
+    assert result.details["withdrawn_since_last_export"] == 1
+    anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
+    assert anna["opted_in"] is False and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
+    # Kim said no at the checkout both times and subscribed in Mailchimp: still opted in.
+    kim = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == KIM}["*"]
+    assert kim["opted_in"] is True
+    # The same export again changes nothing.
+    again = import_file(engine, "customers", week2, mapping="shopify")
+    assert again.details["withdrawn_since_last_export"] == 0
 
 
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"

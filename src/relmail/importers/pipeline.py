@@ -233,7 +233,10 @@ def _fitting(header: list[str] | None, name: str) -> str:
 def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:
     """The fields the source has (a re-import updates only those), or None for every field (JSON Lines)."""
     if mapped is not None:
-        return set(mapped.mapping.targets)
+        targets = set(mapped.mapping.targets)
+        if schema.kind == "customers" and "consent" in targets and "consent_at" not in targets:
+            targets.add("attributes")  # where the last undated consent flag is remembered
+        return targets
     if header is None:
         return None
     have = set(header) & set(schema.names)

@@ -17,6 +17,7 @@ run's ``reject``; :meth:`finish` runs once after the last chunk.
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -104,13 +105,15 @@ class CustomersWriter(TableWriter):
         self.now = datetime.now(UTC)
         self.link = SuppressionLink(conn)
         self.source = source
+        #: The attribute that remembers what this source's undated consent flag said last time.
+        self.flag_key = flag_attribute(source)
         self.match_email = match_email
         #: Final customer id -> line, after matching addresses to stored customers.
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
-        self.details = {"consent_records": 0, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 0,
-                        "shared_addresses": 0}
+        self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0,
+                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
 
@@ -119,6 +122,7 @@ class CustomersWriter(TableWriter):
             pending = self._match(pending)
         if not self.run.may_write():
             return
+        self._undated_changes([row for _, row in pending])
         super().write(pending)
         rows = [row for _, row in pending]
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
@@ -162,6 +166,30 @@ class CustomersWriter(TableWriter):
             else:
                 kept.append((record, row))
         return kept
+
+    def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
+        """An undated flag that turned from yes to no since this source's last export is an opt-out as of now.
+
+        Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
+        (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
+        export and says no in this one unsubscribed in the shop in between: that is dated
+        now, so it wins over every earlier opt-in. Each customer's last flag is kept in
+        ``attributes`` (``consent_flag_<source>``) to see the change.
+        """
+        undated = [row for row in rows if row.get("_consent") is not None and row.get("_consent_at") is None]
+        if not undated:
+            return
+        before: dict[str, Any] = {}
+        for batch in batched(sorted({row["id"] for row in undated}), LOOKUP_BATCH):
+            for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
+                if isinstance(attributes, dict):
+                    before[cid] = attributes.get(self.flag_key)
+        for row in undated:
+            said = bool(row["_consent"])
+            row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
+            if before.get(row["id"]) is True and not said:
+                row["_consent_at"] = self.now
+                self.details["withdrawn_since_last_export"] += 1
 
     def _consent(self, pending: list) -> None:
         rows = []
@@ -242,3 +270,8 @@ class PreferencesWriter:
 
     def close(self) -> None:
         self.history.close()
+
+
+def flag_attribute(source: str) -> str:
+    """``consent_flag_shopify``: the attribute keeping the last undated consent flag a source gave."""
+    return "consent_flag_" + (re.sub(r"[^a-z0-9]+", "_", source.lower()).strip("_") or "import")
