@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from relmail.errors import ValidationError
 from relmail.importers.fields import FieldError
-from relmail.importers.mapped import MappedReader
+from relmail.importers.mapped import MappedReader, _snake
 from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
 from relmail.importers.schemas import schema_for
 from relmail.importers.values import make_list, make_money, make_slug, make_time, make_yes_no
@@ -194,6 +194,23 @@ def test_a_slug_is_an_id_and_a_slug_of_a_slug_is_itself(name):
 def test_slug_of_shopifys_product_category_takes_the_last_step():
     assert make_slug(">")("Media > Books > Print Books") == "print-books"
     assert make_slug()("Literaire roman") == "literaire-roman" and make_slug()("Poëzie") == "poezie"
+
+
+def test_a_slug_spells_out_letters_unicode_does_not_decompose():
+    # A German shop's product types: "Größe" must not become "groe", "Süßwaren" not "suwaren".
+    assert make_slug()("Größe") == "grosse"
+    assert make_slug()("Süßwaren & Gebäck") == "susswaren-geback"
+    assert make_slug()("Smørrebrød") == "smorrebrod" and make_slug()("Œuvres") == "oeuvres"
+
+
+@PROPS
+@given(words=st.lists(st.text(alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd")), min_size=1), min_size=1,
+                      max_size=4))
+def test_an_attribute_name_from_a_column_keeps_every_letter_and_digit(words):
+    # "Lieblingsröstung" (a Mailchimp merge field) must not become "lieblingsr_stung".
+    column = " ".join(words)
+    name = _snake(column)
+    assert name.replace("_", "") == column.replace(" ", "").lower()
 
 
 def test_yes_no_with_the_mappings_own_words():

@@ -286,8 +286,13 @@ def _cached(parse: Parser | None, check: Parser) -> Parser:
 
 
 def _snake(column: str) -> str:
-    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or column
+    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use.
+
+    Letters of any language stay (``Lieblingsröstung`` -> ``lieblingsröstung``), so a merge
+    field in German or Dutch keeps a name people can read; only what is no letter or digit
+    becomes ``_``.
+    """
+    return re.sub(r"[\W_]+", "_", column).strip("_").lower() or column
 
 
 def builtin_fits(header: list[str]) -> list[tuple[str, str]]:
