@@ -219,6 +219,37 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     assert again.details["withdrawn_since_last_export"] == 0
 
 
+@pytest.mark.parametrize("name, column, bad", [
+    ("subscribed_members_export_4f2a9c1e07.csv", "LAST_CHANGED", "06.12.2026 10:00"),  # read by fields.consent_at: {first: ...}
+    ("cleaned_members_export_4f2a9c1e07.csv", "CLEAN_TIME", "gestern"),  # fields.suppressed_at: {column: CLEAN_TIME}, required
+])
+def test_a_cell_that_does_not_parse_is_named_by_its_column_once(engine, tmp_path, name, column, bad):
+    # Errors name the export's column, not the mapping's "fields.consent_at", and say it once:
+    # no "is required" after the cell's own problem.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / name).read_text(encoding="utf-8"))))
+    rows[1][rows[0].index(column)] = bad
+    path = tmp_path / name
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", path, mapping="mailchimp")
+    assert [(p.line, p.field) for p in caught.value.problems] == [(2, column)]
+    assert repr(bad) in caught.value.problems[0].message
+
+
+def test_an_order_time_that_does_not_parse_is_one_problem(engine, tmp_path):
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"))))
+    rows[1][rows[0].index("Created at")] = "2026-03-14T10:12"
+    path = tmp_path / "orders_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", path, mapping="shopify")
+    # The order's first line, once; its other lines share the order's time and fail with it.
+    assert [(p.line, p.field) for p in caught.value.problems if p.line == 2] == [(2, "Created at")]
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 

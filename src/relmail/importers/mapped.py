@@ -62,7 +62,8 @@ class MappedReader:
         #: reason -> rows skipped (``skip_rows``).
         self.skipped: dict[str, int] = {}
         self.extra: list[str] = []
-        self.labels = {o.target.split(".", 1)[0]: o.label for o in mapping.outputs}
+        # A field read from one column is named by that column (CLEAN_TIME), as the export's reader knows it.
+        self.labels = {o.target.split(".", 1)[0]: o.column or o.label for o in mapping.outputs}
         if mapping.other_columns == "attributes":
             self.labels.setdefault("attributes", "other columns")
         # The outputs as plain tuples, constants apart: apply() runs once per row.
@@ -225,7 +226,7 @@ class MappedReader:
         get = values.get
         columns, others = plan
         # Most outputs: one column into one field (a tight loop; this runs for every cell read).
-        for source, parse, default, key, label in columns:
+        for source, parse, default, key, _label in columns:
             raw = (get(source) or default).strip() or default
             if raw:
                 if parse is None:
@@ -234,15 +235,20 @@ class MappedReader:
                     try:
                         out[key] = parse(raw)
                     except FieldError as exc:
-                        problems.append((label, str(exc)))
+                        problems.append((source, str(exc)))
         for how, source, parse, default, attribute, key, label in others:
+            # A cell that does not parse is named by the export's column it came from (LAST_CHANGED,
+            # not the mapping's fields.consent_at); a template's text by the mapping's field.
+            named = label
             if how == 0:
                 raw = get(source) or ""
+                named = source
             elif how == 1:
                 raw = ""
                 for column in source:
                     raw = get(column, "")
                     if raw.strip():
+                        named = column
                         break
             else:
                 raw = self._fill(source, values)
@@ -255,7 +261,7 @@ class MappedReader:
                 try:
                     value = parse(raw)
                 except FieldError as exc:
-                    problems.append((label, str(exc)))
+                    problems.append((named, str(exc)))
                     continue
             if attribute:
                 attributes[key] = value
