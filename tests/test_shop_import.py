@@ -250,6 +250,22 @@ def test_an_order_time_that_does_not_parse_is_one_problem(engine, tmp_path):
     assert [(p.line, p.field) for p in caught.value.problems if p.line == 2] == [(2, "Created at")]
 
 
+def test_an_order_of_an_address_no_customer_has_names_the_exports_email_column(engine, tmp_path):
+    # Through the shopify mapping the problem names 'Email', the column in the file, not the field 'email'.
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"))))
+    email = rows[0].index("Email")
+    rows = [rows[0]] + [r for r in rows[1:] if r[0] == rows[1][0]]  # the first order's lines
+    for r in rows[1:]:
+        r[email] = "nobody@nowhere.example"
+    path = tmp_path / "orders_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", path, mapping="shopify")
+    assert {p.field for p in caught.value.problems} == {"Email"}
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 

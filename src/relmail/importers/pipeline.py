@@ -283,7 +283,7 @@ class _Run:
     def add(self, record: Record) -> None:
         self.read += 1
         if record.error is not None:
-            self.reject(record, getattr(record, "problems", None) or [record.error])
+            self._rejected(record, getattr(record, "problems", None) or [record.error])
             return
         values, side = record.values, None
         mapped = isinstance(record, Mapped)
@@ -306,8 +306,11 @@ class _Run:
             if verdict is False:
                 return  # a later row of the file has the say (preference histories)
             problems = verdict
+            if problems:
+                self.reject(record, problems)
+                return
         if problems:
-            self.reject(record, problems)
+            self._rejected(record, problems)
             return
         if flagged:
             self.flagged += 1
@@ -357,6 +360,13 @@ class _Run:
         self.sink.write(pending)
 
     def reject(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
+        """A writer's verdict on a row: through a mapping, its fields are named by the export's columns."""
+        labels = getattr(record, "labels", None)
+        if labels:
+            problems = [(labels.get(f, f) if f else f, m) for f, m in problems]
+        self._rejected(record, problems)
+
+    def _rejected(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
         self.rejected += 1
         self.window.append((record, problems))
 
