@@ -266,6 +266,22 @@ def test_an_order_of_an_address_no_customer_has_names_the_exports_email_column(e
     assert {p.field for p in caught.value.problems} == {"Email"}
 
 
+def test_mailchimps_default_address_and_phone_merge_fields_are_not_stored(engine, tmp_path):
+    # Every Mailchimp audience starts with the merge fields Address and Phone Number: personal data
+    # relmail does not need, dropped as the shopify mapping drops street addresses and phones.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    at = rows[0].index("Last Name") + 1
+    rows = [r[:at] + extra + r[at:] for r, extra in
+            zip(rows, [["Address", "Phone Number", "Birthday"]] + [["Spui 12  Amsterdam  1012 AB  NL", "+31 6 12345678", "03/15"]] * 9)]
+    path = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "customers", path, mapping="mailchimp")
+    for customer in table(engine, Customer):
+        assert "address" not in customer["attributes"] and "phone_number" not in customer["attributes"]
+        assert customer["attributes"]["birthday"] == "03/15"  # the audience's other merge fields stay
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 
