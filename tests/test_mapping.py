@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from relmail.errors import ValidationError
 from relmail.importers.fields import FieldError
-from relmail.importers.mapped import MappedReader, _snake
+from relmail.importers.mapped import MappedReader, snake
 from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
 from relmail.importers.schemas import schema_for
 from relmail.importers.values import make_list, make_money, make_slug, make_time, make_yes_no
@@ -209,7 +209,7 @@ def test_a_slug_spells_out_letters_unicode_does_not_decompose():
 def test_an_attribute_name_from_a_column_keeps_every_letter_and_digit(words):
     # "Lieblingsröstung" (a Mailchimp merge field) must not become "lieblingsr_stung".
     column = " ".join(words)
-    name = _snake(column)
+    name = snake(column)
     assert name.replace("_", "") == column.replace(" ", "").lower()
 
 

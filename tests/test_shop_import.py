@@ -217,6 +217,24 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     # The same export again changes nothing.
     again = import_file(engine, "customers", week2, mapping="shopify")
     assert again.details["withdrawn_since_last_export"] == 0
+    customers = {r["id"]: r for r in table(engine, Customer)}
+    assert customers[ANNA]["attributes"]["accepts_email_marketing"] is False
+
+
+def test_a_copy_of_the_shopify_mapping_keeps_seeing_the_flag_turn(engine, tmp_path):
+    # A shop that copied the built-in mapping into maps/ to change it: the memory of the last flag
+    # is named by the column, so the week after switching still sees Anna's yes turn no.
+    import relmail.importers
+
+    load_all(engine)
+    copy = tmp_path / "customers.yml"
+    copy.write_text((Path(relmail.importers.__file__).parent / "mappings" / "shopify" / "customers.yml").read_text())
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{ANNA},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    result = import_file(engine, "customers", week2, mapping=copy)
+    assert result.details["withdrawn_since_last_export"] == 1
 
 
 @pytest.mark.parametrize("name, column, bad", [

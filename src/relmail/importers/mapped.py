@@ -200,7 +200,7 @@ class MappedReader:
         for column in self.extra:
             raw = get(column, "").strip()
             if raw:
-                attributes[_snake(column)] = scalar(raw)
+                attributes[snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
         return out, [*problems, *own_problems]
@@ -291,7 +291,7 @@ def _cached(parse: Parser | None, check: Parser) -> Parser:
     return remembered(lambda raw: check(plain(raw)), _CELLS)
 
 
-def _snake(column: str) -> str:
+def snake(column: str) -> str:
     """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use.
 
     Letters of any language stay (``Lieblingsröstung`` -> ``lieblingsröstung``), so a merge

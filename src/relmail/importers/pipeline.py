@@ -31,7 +31,7 @@ from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
 from .loader import References
-from .mapped import Mapped, MappedReader, builtin_fits
+from .mapped import Mapped, MappedReader, builtin_fits, snake
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
@@ -230,11 +230,23 @@ def _fitting(header: list[str] | None, name: str) -> str:
     return f" (the file is an export a built-in mapping reads: {' or '.join(fits)})" if fits else ""
 
 
+def consent_flag_key(mapping: Mapping | None) -> str | None:
+    """The attribute keeping a mapping's undated consent column (``Accepts Email Marketing`` -> ``accepts_email_marketing``).
+
+    A yes turned no between two exports is an opt-out (see :class:`CustomersWriter`); the
+    attribute is named by the column, so a copy of a built-in mapping keeps reading it.
+    """
+    if mapping is None or "consent_at" in mapping.targets:
+        return None
+    columns = [o.column for o in mapping.outputs if o.target == "consent" and o.column]
+    return snake(columns[0]) if columns else None
+
+
 def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:
     """The fields the source has (a re-import updates only those), or None for every field (JSON Lines)."""
     if mapped is not None:
         targets = set(mapped.mapping.targets)
-        if schema.kind == "customers" and "consent" in targets and "consent_at" not in targets:
+        if schema.kind == "customers" and consent_flag_key(mapped.mapping):
             targets.add("attributes")  # where the last undated consent flag is remembered
         return targets
     if header is None:
@@ -272,7 +284,8 @@ class _Run:
         kind = self.schema.kind
         if kind == "customers":
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
-                                        match_email=mapping is not None and mapping.match == "email")
+                                        match_email=mapping is not None and mapping.match == "email",
+                                        flag_key=consent_flag_key(mapping))
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)
         elif kind == "orders":

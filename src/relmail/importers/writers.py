@@ -17,7 +17,6 @@ run's ``reject``; :meth:`finish` runs once after the last chunk.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -100,13 +99,14 @@ class CustomersWriter(TableWriter):
     """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
-                 match_email: bool = False):
+                 match_email: bool = False, flag_key: str | None = None):
         super().__init__(run, conn, schema, provided)
         self.now = datetime.now(UTC)
         self.link = SuppressionLink(conn)
         self.source = source
-        #: The attribute that remembers what this source's undated consent flag said last time.
-        self.flag_key = flag_attribute(source)
+        #: The attribute that remembers what the export's undated consent flag said last time
+        #: (``accepts_email_marketing``), or None: the import has no such flag.
+        self.flag_key = flag_key
         self.match_email = match_email
         #: Final customer id -> line, after matching addresses to stored customers.
         self.owners: dict[str, int] = {}
@@ -174,8 +174,10 @@ class CustomersWriter(TableWriter):
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
         export and says no in this one unsubscribed in the shop in between: that is dated
         now, so it wins over every earlier opt-in. Each customer's last flag is kept in
-        ``attributes`` (``consent_flag_<source>``) to see the change.
+        ``attributes`` under the column's name (``accepts_email_marketing``) to see the change.
         """
+        if self.flag_key is None:
+            return
         undated = [row for row in rows if row.get("_consent") is not None and row.get("_consent_at") is None]
         if not undated:
             return
@@ -270,8 +272,3 @@ class PreferencesWriter:
 
     def close(self) -> None:
         self.history.close()
-
-
-def flag_attribute(source: str) -> str:
-    """``consent_flag_shopify``: the attribute keeping the last undated consent flag a source gave."""
-    return "consent_flag_" + (re.sub(r"[^a-z0-9]+", "_", source.lower()).strip("_") or "import")
