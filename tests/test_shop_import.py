@@ -300,6 +300,44 @@ def test_mailchimps_default_address_and_phone_merge_fields_are_not_stored(engine
         assert customer["attributes"]["birthday"] == "03/15"  # the audience's other merge fields stay
 
 
+ACTIVITY_MAP = """\
+kind: events
+times: {format: "%Y-%m-%d %H:%M:%S", timezone: UTC}
+columns:
+  Email Address: email
+  Timestamp: {to: occurred_at, parse: time}
+drop: [First Name, Last Name]
+fields:
+  type: {value: email_opened}
+  event_id: {template: "opened {Email Address} {Timestamp}", parse: slug}
+"""
+
+
+def test_a_mailing_tools_activity_export_imports_as_events_by_address(engine, tmp_path):
+    # The opens of the tool a shop leaves name people by address, not by relmail's ids.
+    load_all(engine)
+    mapping = tmp_path / "opens.yml"
+    mapping.write_text(ACTIVITY_MAP)
+    opens = tmp_path / "opened.csv"
+    opens.write_text('"Email Address","First Name","Last Name","Timestamp"\n'
+                     '"ANNA.devries@mail.example","Anna","de Vries","2026-11-20 09:01:02"\n'
+                     '"mees.kok@mail.example","Mees","Kok","2026-11-21 10:00:00"\n', encoding="utf-8")
+    result = import_file(engine, "events", opens, mapping=mapping)
+    assert result.rows_imported == 2
+    got = sorted((e["customer_id"], e["type"]) for e in table(engine, Event) if e["type"] == "email_opened")
+    assert got == [(ANNA, "email_opened"), (MEES, "email_opened")]
+    assert import_file(engine, "events", opens, mapping=mapping).rows_imported == 2  # upserted on the ids: no doubles
+    assert sum(1 for e in table(engine, Event) if e["type"] == "email_opened") == 2
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text('"Email Address","First Name","Last Name","Timestamp"\n'
+                       '"nobody@nowhere.example","No","Body","2026-11-20 09:01:02"\n', encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "events", unknown, mapping=mapping)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (2, "Email Address", "no customer has this e-mail address (import customers first)")]
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 

@@ -53,7 +53,9 @@ from .values import PARSERS, Parser, make_time
 BUILTIN_DIR = Path(__file__).parent / "mappings"
 
 #: Fields a mapping may fill beyond the kind's own: consent and the suppression list, for customers.
-SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at")}
+SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at"),
+               # The customer by address, for exports that name people that way (a mailing tool's activity).
+               "events": ("email",)}
 #: Kinds whose unmapped columns may go into ``attributes``.
 WITH_ATTRIBUTES = ("customers", "products")
 #: Values a template may name besides columns: the project's brand.

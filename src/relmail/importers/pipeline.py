@@ -30,6 +30,7 @@ from ..errors import Problem, ValidationError
 from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
+from .addresses import AddressBook
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits, snake
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
@@ -303,8 +304,18 @@ class _Run:
         if mapped and self.side and any(k in values for k in self.side):
             values = dict(values)
             side = {k: values.pop(k) for k in self.side if k in values}
+        by_address = None
+        if side and "email" in side:  # an event naming its customer by address (through a mapping)
+            address = side.pop("email")
+            if values.get("customer_id") is None:
+                values["customer_id"] = self._addresses().find(address)
+                if values["customer_id"] is None:
+                    del values["customer_id"]
+                    by_address = ("email", "no customer has this e-mail address (import customers first)")
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
+        if by_address is not None:
+            problems = [p for p in problems if p[0] != "customer_id"] + [by_address]
         if mapped:
             # The row replaces the mapping's fields: the record waits in its chunk with one dict, not two.
             record.values = None
@@ -332,6 +343,11 @@ class _Run:
         if side:
             row.update({f"_{k}": v for k, v in side.items()})
         self.pending.append((record, row))
+
+    def _addresses(self) -> AddressBook:
+        if getattr(self, "address_book", None) is None:
+            self.address_book = AddressBook(self.conn)
+        return self.address_book
 
     def may_write(self) -> bool:
         """False once a row was rejected in an all-or-nothing import: validation goes on, nothing more is written."""
