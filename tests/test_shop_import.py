@@ -68,7 +68,7 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
     assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "withdrawn_since_last_export": 0,
-                                           "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
+                                           "given_since_last_export": 0, "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -219,6 +219,11 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     assert again.details["withdrawn_since_last_export"] == 0
     customers = {r["id"]: r for r in table(engine, Customer)}
     assert customers[ANNA]["attributes"]["accepts_email_marketing"] is False
+    # She ticks "accept marketing" at a later checkout: the week-3 export's yes is fresh consent, as of now.
+    week3 = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    assert (week3.details["given_since_last_export"], week3.details["withdrawn_since_last_export"]) == (1, 0)
+    anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
+    assert anna["opted_in"] is True and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
 
 
 def test_a_copy_of_the_shopify_mapping_keeps_seeing_the_flag_turn(engine, tmp_path):

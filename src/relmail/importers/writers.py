@@ -112,7 +112,7 @@ class CustomersWriter(TableWriter):
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
-        self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0,
+        self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
                         "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
@@ -168,7 +168,7 @@ class CustomersWriter(TableWriter):
         return kept
 
     def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
-        """An undated flag that turned from yes to no since this source's last export is an opt-out as of now.
+        """An undated flag that changed since the last export is a change as of now (yes to no: an opt-out).
 
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
@@ -189,9 +189,11 @@ class CustomersWriter(TableWriter):
         for row in undated:
             said = bool(row["_consent"])
             row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
-            if before.get(row["id"]) is True and not said:
+            last = before.get(row["id"])
+            if isinstance(last, bool) and last != said:
+                # Changed in the shop since its last export: as of now, so it wins over older dated records.
                 row["_consent_at"] = self.now
-                self.details["withdrawn_since_last_export"] += 1
+                self.details["given_since_last_export" if said else "withdrawn_since_last_export"] += 1
 
     def _consent(self, pending: list) -> None:
         rows = []
