@@ -7,8 +7,10 @@ Mailchimp's own layouts; each test runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -341,6 +343,23 @@ def test_a_mailing_tools_activity_export_imports_as_events_by_address(engine, tm
         import_file(engine, "events", unknown, mapping=mapping)
     assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
         (2, "Email Address", "no customer has this e-mail address (import customers first)")]
+
+
+def test_a_segment_export_with_the_subscribed_columns_is_not_read_as_subscribed(engine, tmp_path):
+    # Mailchimp's subscribed file has no column that says "subscribed": a segment export of the
+    # unsubscribed (or of all contacts) has the same columns. Read by its columns alone it would opt
+    # everyone in; it is refused unless the variant is named.
+    segment = tmp_path / "segment_export_7d1e2f.csv"
+    shutil.copy(MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv", segment)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", segment, mapping="mailchimp")
+    (problem,) = caught.value.problems
+    assert problem.line == 1 and "--map mailchimp/customers-subscribed" in problem.message
+    assert table(engine, Customer) == [] and table(engine, Preference) == []
+    assert import_file(engine, "customers", segment, mapping="mailchimp/customers-subscribed").rows_imported == 3
+    gz = tmp_path / "subscribed_members_export_4f2a9c1e07.csv.gz"
+    gz.write_bytes(gzip.compress((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_bytes()))
+    assert import_file(engine, "customers", gz, mapping="mailchimp").rows_imported == 3
 
 
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"

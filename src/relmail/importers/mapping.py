@@ -62,7 +62,7 @@ WITH_ATTRIBUTES = ("customers", "products")
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has")
+        "other_columns", "fields", "when_header_has", "when_file_named")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -113,6 +113,9 @@ class Mapping:
     skip_blank: tuple[str, ...] = ()
     skip_reason: str = "rows skipped"
     when_header_has: tuple[str, ...] = ()
+    #: For a variant picked by its columns: the file names (patterns) it may read without being named.
+    when_file_named: tuple[str, ...] = ()
+    description: str = ""
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -179,7 +182,22 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
             source or spec, 1, None,
             "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants) + hint)])
     # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
-    return max(fitting, key=lambda m: len(m.when_header_has))
+    picked = max(fitting, key=lambda m: len(m.when_header_has))
+    if picked.when_file_named and source is not None:
+        base = Path(source).name.lower()
+        if not any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in picked.when_file_named):
+            # Mailchimp's subscribed file has no column saying so: a segment or contacts export with the same
+            # columns may hold unsubscribed and non-subscribed people, whom this variant would opt in.
+            variant = f"{name}/{Path(picked.file).stem}"
+            raise ValidationError(
+                f"{source}: not a file {variant} reads by its columns alone; nothing imported", [Problem(
+                    source, 1, None,
+                    f"the columns fit {variant} ({picked.description or picked.file}), which gives every row that "
+                    f"status, but the file is not named {' or '.join(picked.when_file_named)}: an export of a segment or of "
+                    "all contacts has the same columns and may hold people who never subscribed or unsubscribed. "
+                    "Import the files of the audience export, or, if every row is such a member, name the variant: "
+                    f"--map {variant}")])
+    return picked
 
 
 def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None) -> Mapping:
@@ -269,6 +287,8 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
+        when_file_named=tuple(_strings(data.get("when_file_named", []), "when_file_named", bad)),
+        description=str(data.get("description") or ""),
         lines=lines,
     )
 
