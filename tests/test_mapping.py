@@ -181,6 +181,14 @@ def test_a_list_cell_splits_into_its_trimmed_items_once_each(items):
 
 
 @PROPS
+@given(items=st.lists(st.text(alphabet=st.characters(blacklist_characters='"', blacklist_categories=("Cs", "Cc")), min_size=1)
+                      .map(str.strip).filter(bool), max_size=6))
+def test_a_quoted_list_item_keeps_the_commas_inside_it(items):
+    # Mailchimp writes TAGS as "Kaffee, Bio","VIP": a tag with a comma is one tag, not two.
+    assert make_list(",")(",".join(f'"{i}"' for i in items)) == list(dict.fromkeys(items))
+
+
+@PROPS
 @given(name=st.text(min_size=1))
 def test_a_slug_is_an_id_and_a_slug_of_a_slug_is_itself(name):
     slug = make_slug()

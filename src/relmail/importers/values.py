@@ -13,6 +13,7 @@ treats them as missing), so a parser may assume text with content.
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 import zoneinfo
@@ -214,7 +215,12 @@ def make_list(separator: str = ",") -> Parser:
     """``"a, b, c"`` -> ``["a", "b", "c"]``: trimmed (quotes too: Mailchimp writes ``"VIP","Blog"``), empty items and repeats left out."""
 
     def parse(value: str) -> list[str]:
-        items = (p.strip().strip('"').strip() for p in value.split(separator))
+        if '"' in value and len(separator) == 1:
+            # Quoted items (Mailchimp's "Kaffee, Bio","VIP"): a separator inside quotes is part of the item.
+            parts = next(csv.reader([value.strip()], delimiter=separator, skipinitialspace=True), [])
+        else:
+            parts = value.split(separator)
+        items = (p.strip().strip('"').strip() for p in parts)
         return list(dict.fromkeys(p for p in items if p))
 
     return parse
