@@ -358,7 +358,10 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
     for kind in ("customers", "products", "orders"):
         assert load_mapping("shopify", kind).kind == kind
     common = ["Email Address", "First Name", "Last Name", "MEMBER_RATING", "LEID"]
-    assert load_mapping("mailchimp", "customers", common).file == "mailchimp/customers-subscribed.yml"
+    assert load_mapping("mailchimp", "customers", common, "subscribed_members_export_1a2b.csv").file == \
+        "mailchimp/customers-subscribed.yml"
+    assert load_mapping("mailchimp", "customers", common, "nonsubscribed_email_audience_export_1a2b.csv").file == \
+        "mailchimp/customers-nonsubscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["UNSUB_TIME"]).file == "mailchimp/customers-unsubscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["CLEAN_TIME"]).file == "mailchimp/customers-cleaned.yml"
     with pytest.raises(ValidationError, match="has no orders mapping"):

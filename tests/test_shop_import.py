@@ -362,6 +362,21 @@ def test_a_segment_export_with_the_subscribed_columns_is_not_read_as_subscribed(
     assert import_file(engine, "customers", gz, mapping="mailchimp").rows_imported == 3
 
 
+def test_the_current_audience_exports_four_files_each_read_as_their_status(engine, tmp_path):
+    # Mailchimp now names the files *_email_audience_export_<id>.csv and adds a fourth,
+    # nonsubscribed_..., with the subscribed file's columns: people who never opted in.
+    text = (MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8")
+    never = tmp_path / "nonsubscribed_email_audience_export_4f2a9c1e07.csv"
+    never.write_text(text, encoding="utf-8")
+    result = import_file(engine, "customers", never, mapping="mailchimp")
+    assert result.mapping.endswith("customers-nonsubscribed.yml") and result.rows_imported == 3
+    assert table(engine, Preference) == []  # no consent for anyone: they never subscribed
+    subscribed = tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv"
+    subscribed.write_text(text, encoding="utf-8")
+    result = import_file(engine, "customers", subscribed, mapping="mailchimp")
+    assert result.mapping.endswith("customers-subscribed.yml") and result.details["consent_records"] == 3
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 

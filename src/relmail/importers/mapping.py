@@ -181,22 +181,27 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
         raise ValidationError(f"{source or 'the file'}: no variant of the built-in mapping {name!r} fits its header", [Problem(
             source or spec, 1, None,
             "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants) + hint)])
+    # A variant whose status no column states (subscribed, non-subscribed) is told apart by the file's name.
+    base = Path(source).name.lower() if source is not None else None
+    if base is not None:
+        named = [m for m in fitting if any(fnmatch.fnmatchcase(base, p.lower()) for p in m.when_file_named)]
+        if named:
+            return max(named, key=lambda m: len(m.when_header_has))
     # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
     picked = max(fitting, key=lambda m: len(m.when_header_has))
-    if picked.when_file_named and source is not None:
-        base = Path(source).name.lower()
-        if not any(fnmatch.fnmatchcase(base, pattern.lower()) for pattern in picked.when_file_named):
-            # Mailchimp's subscribed file has no column saying so: a segment or contacts export with the same
-            # columns may hold unsubscribed and non-subscribed people, whom this variant would opt in.
-            variant = f"{name}/{Path(picked.file).stem}"
-            raise ValidationError(
-                f"{source}: not a file {variant} reads by its columns alone; nothing imported", [Problem(
-                    source, 1, None,
-                    f"the columns fit {variant} ({picked.description or picked.file}), which gives every row that "
-                    f"status, but the file is not named {' or '.join(picked.when_file_named)}: an export of a segment or of "
-                    "all contacts has the same columns and may hold people who never subscribed or unsubscribed. "
-                    "Import the files of the audience export, or, if every row is such a member, name the variant: "
-                    f"--map {variant}")])
+    if picked.when_file_named and base is not None:
+        # Mailchimp's subscribed file has no column saying so: the non-subscribed file, and an export of a segment
+        # or of all contacts, have the same columns and hold people this variant would opt in.
+        alike = [m for m in fitting if m.when_file_named and len(m.when_header_has) == len(picked.when_header_has)]
+        names = " or ".join(p for m in alike for p in m.when_file_named)
+        variants = " or ".join(f"--map {name}/{Path(m.file).stem}" for m in alike)
+        raise ValidationError(
+            f"{source}: its columns fit several variants of the built-in mapping {name!r}; nothing imported", [Problem(
+                source, 1, None,
+                f"no column says which ({', '.join(f'{name}/{Path(m.file).stem}' for m in alike)}), so the file's name "
+                f"does, and it is not named {names}: an export of a segment or of all contacts has the same columns "
+                "and may hold people who unsubscribed or never subscribed. Import the files of the audience export, "
+                f"or name the variant that every row of the file is: {variants}")])
     return picked
 
 
