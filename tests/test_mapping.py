@@ -9,6 +9,7 @@ naming the line of the bad key.
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relmail.errors import ValidationError
-from relmail.importers.fields import FieldError
+from relmail.importers.fields import FieldError, time_zone
 from relmail.importers.mapped import MappedReader, snake
 from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
 from relmail.importers.schemas import schema_for
@@ -186,6 +187,13 @@ def test_a_list_cell_splits_into_its_trimmed_items_once_each(items):
 def test_a_quoted_list_item_keeps_the_commas_inside_it(items):
     # Mailchimp writes TAGS as "Kaffee, Bio","VIP": a tag with a comma is one tag, not two.
     assert make_list(",")(",".join(f'"{i}"' for i in items)) == list(dict.fromkeys(items))
+
+
+@PROPS
+@given(zone=st.sampled_from(sorted(zoneinfo.available_timezones())), case=st.sampled_from([str.lower, str.upper, str.title]))
+def test_a_time_zone_in_any_case_is_that_zone_as_the_database_spells_it(zone, case):
+    # Mailchimp's TIMEZONE column says "america/new_york": one such row must not refuse the file.
+    assert time_zone(case(zone)) == zone
 
 
 @PROPS

@@ -377,6 +377,18 @@ def test_the_current_audience_exports_four_files_each_read_as_their_status(engin
     assert result.mapping.endswith("customers-subscribed.yml") and result.details["consent_records"] == 3
 
 
+def test_a_mailchimp_export_with_lower_case_time_zones_imports(engine, tmp_path):
+    # Mailchimp writes TIMEZONE as "america/new_york"; the zone is stored as the database spells it.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    for row in rows[1:]:
+        row[rows[0].index("TIMEZONE")] = "europe/amsterdam"
+    path = tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert import_file(engine, "customers", path, mapping="mailchimp").rows_imported == 3
+    assert {c["timezone"] for c in table(engine, Customer)} == {"Europe/Amsterdam"}
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 
