@@ -389,6 +389,21 @@ def test_a_mailchimp_export_with_lower_case_time_zones_imports(engine, tmp_path)
     assert {c["timezone"] for c in table(engine, Customer)} == {"Europe/Amsterdam"}
 
 
+def test_mailchimps_located_country_does_not_overwrite_the_shops_address_country(engine, tmp_path):
+    # Mailchimp's CC is where it located the sign-up IP (often lower case, often another country);
+    # Shopify's Default Address Country Code is the customer's address. A segment on country uses the latter.
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    for row in rows[1:]:
+        row[rows[0].index("CC")] = "be"
+    path = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "customers", path, mapping="mailchimp")
+    anna = {c["id"]: c for c in table(engine, Customer)}[ANNA]["attributes"]
+    assert (anna["country"], anna["mailchimp_country"]) == ("NL", "be")
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 
