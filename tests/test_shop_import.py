@@ -228,6 +228,23 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     assert anna["opted_in"] is True and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
 
 
+def test_a_stale_shop_export_imported_again_never_undoes_a_mailchimp_unsubscribe(engine, tmp_path):
+    # Joost unsubscribed in Mailchimp (dated). The shop's flag for him goes yes -> no -> yes only
+    # because last week's export is imported again by mistake: he stays opted out.
+    load_all(engine)
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith(f"'{JOOST},") and ",yes," in line for line in export)
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{JOOST},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    assert import_file(engine, "customers", week2, mapping="shopify").details["withdrawn_since_last_export"] == 0
+    stale = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    assert stale.details["given_since_last_export"] == 0
+    joost = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == JOOST}["*"]
+    assert (joost["opted_in"], joost["source"], joost["updated_at"]) == (False, "mailchimp",
+                                                                         datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC))
+
+
 def test_a_copy_of_the_shopify_mapping_keeps_seeing_the_flag_turn(engine, tmp_path):
     # A shop that copied the built-in mapping into maps/ to change it: the memory of the last flag
     # is named by the column, so the week after switching still sees Anna's yes turn no.

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Suppression
+from ..store.models import Customer, Preference, Suppression
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, upsert_statement
 from .schemas import Schema
@@ -37,7 +37,7 @@ UPDATE_FORMS = {
     "products": {"attributes": "merge"},
 }
 
-C, S = Customer.__table__, Suppression.__table__
+C, P, S = Customer.__table__, Preference.__table__, Suppression.__table__
 
 
 def update_columns(schema: Schema, provided: set[str] | None) -> dict[str, str]:
@@ -186,14 +186,33 @@ class CustomersWriter(TableWriter):
             for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
                 if isinstance(attributes, dict):
                     before[cid] = attributes.get(self.flag_key)
+        changed = []
         for row in undated:
             said = bool(row["_consent"])
             row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
             last = before.get(row["id"])
             if isinstance(last, bool) and last != said:
-                # Changed in the shop since its last export: as of now, so it wins over older dated records.
-                row["_consent_at"] = self.now
-                self.details["given_since_last_export" if said else "withdrawn_since_last_export"] += 1
+                changed.append(row)
+        # The opt-outs on record, and where from: a yes given since reverses the shop's own opt-out,
+        # never another source's (an older export imported again by mistake must not undo a Mailchimp
+        # unsubscribe or one by relmail's link), and a no adds nothing to an opt-out already there.
+        opted_out = self._opted_out([row["id"] for row in changed])
+        for row in changed:
+            source = opted_out.get(row["id"])
+            if (not row["_consent"] and source is not None) or (row["_consent"] and source not in (None, self.source)):
+                continue
+            # Changed in the shop since its last export: as of now, so it wins over older dated records.
+            row["_consent_at"] = self.now
+            self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
+
+    def _opted_out(self, ids: list[str]) -> dict[str, str]:
+        """Customer -> the source of their global opt-out on record, for those opted out of everything."""
+        out: dict[str, str] = {}
+        for batch in batched(sorted(ids), LOOKUP_BATCH):
+            query = select(P.c.customer_id, P.c.source).where(P.c.customer_id.in_(batch), P.c.topic == "*",
+                                                              P.c.opted_in.is_(False))
+            out.update((cid, source) for cid, source in self.conn.execute(query))
+        return out
 
     def _consent(self, pending: list) -> None:
         rows = []
