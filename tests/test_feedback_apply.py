@@ -100,6 +100,16 @@ def test_recipient_lookup_ignores_case_and_metadata_wins_when_the_customer_exist
         ("C0000001", "email_clicked"), ("C0000003", "email_opened"), ("C0000004", "email_complained")]
 
 
+def test_a_bounce_for_the_idna_form_of_an_umlaut_domain_finds_its_customer(engine):
+    # relmail hands info@müller-kaffee.example over as info@xn--mller-kaffee-dlb.example; the
+    # provider's bounce names that form, and must still suppress the customer.
+    add_customers(engine, [("C0000001", "info@müller-kaffee.example"), ("C0000002", "anna@example.com")])
+    result = apply_events(engine, [event("bounced_hard", "Info@XN--MLLER-KAFFEE-DLB.example", "b1"),
+                                   event("delivered", "anna@example.com", "d1")])
+    assert result.applied["bounced_hard"] == 1 and result.unknown_recipients == 0
+    assert [(c, t) for c, t, *_ in events(engine, "email_bounced_hard")] == [("C0000001", "email_bounced_hard")]
+
+
 def test_an_address_shared_by_two_customers_suppresses_both(engine):
     add_customers(engine, [("C0000001", "shared@example.com"), ("C0000002", "Shared@example.com")])
     result = apply_events(engine, [event("bounced_hard", "shared@example.com", "b1")])

@@ -9,6 +9,7 @@ naming the line of the bad key.
 
 from __future__ import annotations
 
+import zoneinfo
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -17,8 +18,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relmail.errors import ValidationError
-from relmail.importers.fields import FieldError
-from relmail.importers.mapped import MappedReader
+from relmail.importers.fields import FieldError, time_zone
+from relmail.importers.mapped import MappedReader, snake
 from relmail.importers.mapping import builtin_names, load_mapping, parse_mapping
 from relmail.importers.readers import Record
 from relmail.importers.schemas import schema_for
@@ -182,6 +183,21 @@ def test_a_list_cell_splits_into_its_trimmed_items_once_each(items):
 
 
 @PROPS
+@given(items=st.lists(st.text(alphabet=st.characters(blacklist_characters='"', blacklist_categories=("Cs", "Cc")), min_size=1)
+                      .map(str.strip).filter(bool), max_size=6))
+def test_a_quoted_list_item_keeps_the_commas_inside_it(items):
+    # Mailchimp writes TAGS as "Kaffee, Bio","VIP": a tag with a comma is one tag, not two.
+    assert make_list(",")(",".join(f'"{i}"' for i in items)) == list(dict.fromkeys(items))
+
+
+@PROPS
+@given(zone=st.sampled_from(sorted(zoneinfo.available_timezones())), case=st.sampled_from([str.lower, str.upper, str.title]))
+def test_a_time_zone_in_any_case_is_that_zone_as_the_database_spells_it(zone, case):
+    # Mailchimp's TIMEZONE column says "america/new_york": one such row must not refuse the file.
+    assert time_zone(case(zone)) == zone
+
+
+@PROPS
 @given(name=st.text(min_size=1))
 def test_a_slug_is_an_id_and_a_slug_of_a_slug_is_itself(name):
     slug = make_slug()
@@ -195,6 +211,23 @@ def test_a_slug_is_an_id_and_a_slug_of_a_slug_is_itself(name):
 def test_slug_of_shopifys_product_category_takes_the_last_step():
     assert make_slug(">")("Media > Books > Print Books") == "print-books"
     assert make_slug()("Literaire roman") == "literaire-roman" and make_slug()("Poëzie") == "poezie"
+
+
+def test_a_slug_spells_out_letters_unicode_does_not_decompose():
+    # A German shop's product types: "Größe" must not become "groe", "Süßwaren" not "suwaren".
+    assert make_slug()("Größe") == "grosse"
+    assert make_slug()("Süßwaren & Gebäck") == "susswaren-geback"
+    assert make_slug()("Smørrebrød") == "smorrebrod" and make_slug()("Œuvres") == "oeuvres"
+
+
+@PROPS
+@given(words=st.lists(st.text(alphabet=st.characters(whitelist_categories=("Lu", "Ll", "Nd")), min_size=1), min_size=1,
+                      max_size=4))
+def test_an_attribute_name_from_a_column_keeps_every_letter_and_digit(words):
+    # "Lieblingsröstung" (a Mailchimp merge field) must not become "lieblingsr_stung".
+    column = " ".join(words)
+    name = snake(column)
+    assert name.replace("_", "") == column.replace(" ", "").lower()
 
 
 def test_yes_no_with_the_mappings_own_words():
@@ -335,7 +368,10 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
         for kind in ("customers", "products", "orders"):
             assert load_mapping(name, kind).kind == kind
     common = ["Email Address", "First Name", "Last Name", "MEMBER_RATING", "LEID"]
-    assert load_mapping("mailchimp", "customers", common).file == "mailchimp/customers-subscribed.yml"
+    assert load_mapping("mailchimp", "customers", common, "subscribed_members_export_1a2b.csv").file == \
+        "mailchimp/customers-subscribed.yml"
+    assert load_mapping("mailchimp", "customers", common, "nonsubscribed_email_audience_export_1a2b.csv").file == \
+        "mailchimp/customers-nonsubscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["UNSUB_TIME"]).file == "mailchimp/customers-unsubscribed.yml"
     assert load_mapping("mailchimp", "customers", common + ["CLEAN_TIME"]).file == "mailchimp/customers-cleaned.yml"
     with pytest.raises(ValidationError, match="has no orders mapping"):

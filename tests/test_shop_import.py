@@ -7,8 +7,10 @@ Mailchimp's own layouts; each test runs on SQLite and PostgreSQL.
 from __future__ import annotations
 
 import csv
+import gzip
 import io
 import json
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -67,8 +69,8 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
 
     assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
-    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 2,
-                                           "shared_addresses": 0}
+    assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "withdrawn_since_last_export": 0,
+                                           "given_since_last_export": 0, "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -199,6 +201,226 @@ def test_consent_follows_the_dated_record_whatever_the_import_order(engine):
     assert "bram.jansen@mail.example" not in first and "gijs.deboer@mail.example" not in first
 
 
+def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchimp_opt_in(engine, tmp_path):
+    # Anna accepted marketing in Shopify and subscribed in Mailchimp (dated). A week later the
+    # shop's export says no: she unsubscribed in the shop, and must not be mailed any more.
+    load_all(engine)
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{ANNA},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    result = import_file(engine, "customers", week2, mapping="shopify")
+    assert result.details["withdrawn_since_last_export"] == 1
+    anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
+    assert anna["opted_in"] is False and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
+    # Kim said no at the checkout both times and subscribed in Mailchimp: still opted in.
+    kim = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == KIM}["*"]
+    assert kim["opted_in"] is True
+    # The same export again changes nothing.
+    again = import_file(engine, "customers", week2, mapping="shopify")
+    assert again.details["withdrawn_since_last_export"] == 0
+    customers = {r["id"]: r for r in table(engine, Customer)}
+    assert customers[ANNA]["attributes"]["accepts_email_marketing"] is False
+    # She ticks "accept marketing" at a later checkout: the week-3 export's yes is fresh consent, as of now.
+    week3 = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    assert (week3.details["given_since_last_export"], week3.details["withdrawn_since_last_export"]) == (1, 0)
+    anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
+    assert anna["opted_in"] is True and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
+
+
+def test_a_stale_shop_export_imported_again_never_undoes_a_mailchimp_unsubscribe(engine, tmp_path):
+    # Joost unsubscribed in Mailchimp (dated). The shop's flag for him goes yes -> no -> yes only
+    # because last week's export is imported again by mistake: he stays opted out.
+    load_all(engine)
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    assert any(line.startswith(f"'{JOOST},") and ",yes," in line for line in export)
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{JOOST},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    assert import_file(engine, "customers", week2, mapping="shopify").details["withdrawn_since_last_export"] == 0
+    stale = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    assert stale.details["given_since_last_export"] == 0
+    joost = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == JOOST}["*"]
+    assert (joost["opted_in"], joost["source"], joost["updated_at"]) == (False, "mailchimp",
+                                                                         datetime(2026, 10, 28, 21, 40, 10, tzinfo=UTC))
+
+
+def test_a_copy_of_the_shopify_mapping_keeps_seeing_the_flag_turn(engine, tmp_path):
+    # A shop that copied the built-in mapping into maps/ to change it: the memory of the last flag
+    # is named by the column, so the week after switching still sees Anna's yes turn no.
+    import relmail.importers
+
+    load_all(engine)
+    copy = tmp_path / "customers.yml"
+    copy.write_text((Path(relmail.importers.__file__).parent / "mappings" / "shopify" / "customers.yml").read_text())
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",yes,", ",no,", 1) if line.startswith(f"'{ANNA},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    result = import_file(engine, "customers", week2, mapping=copy)
+    assert result.details["withdrawn_since_last_export"] == 1
+
+
+@pytest.mark.parametrize("name, column, bad", [
+    ("subscribed_members_export_4f2a9c1e07.csv", "LAST_CHANGED", "06.12.2026 10:00"),  # read by fields.consent_at: {first: ...}
+    ("cleaned_members_export_4f2a9c1e07.csv", "CLEAN_TIME", "gestern"),  # fields.suppressed_at: {column: CLEAN_TIME}, required
+])
+def test_a_cell_that_does_not_parse_is_named_by_its_column_once(engine, tmp_path, name, column, bad):
+    # Errors name the export's column, not the mapping's "fields.consent_at", and say it once:
+    # no "is required" after the cell's own problem.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / name).read_text(encoding="utf-8"))))
+    rows[1][rows[0].index(column)] = bad
+    path = tmp_path / name
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", path, mapping="mailchimp")
+    assert [(p.line, p.field) for p in caught.value.problems] == [(2, column)]
+    assert repr(bad) in caught.value.problems[0].message
+
+
+def test_an_order_time_that_does_not_parse_is_one_problem(engine, tmp_path):
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"))))
+    rows[1][rows[0].index("Created at")] = "2026-03-14T10:12"
+    path = tmp_path / "orders_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", path, mapping="shopify")
+    # The order's first line, once; its other lines share the order's time and fail with it.
+    assert [(p.line, p.field) for p in caught.value.problems if p.line == 2] == [(2, "Created at")]
+
+
+def test_an_order_of_an_address_no_customer_has_names_the_exports_email_column(engine, tmp_path):
+    # Through the shopify mapping the problem names 'Email', the column in the file, not the field 'email'.
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"))))
+    email = rows[0].index("Email")
+    rows = [rows[0]] + [r for r in rows[1:] if r[0] == rows[1][0]]  # the first order's lines
+    for r in rows[1:]:
+        r[email] = "nobody@nowhere.example"
+    path = tmp_path / "orders_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", path, mapping="shopify")
+    assert {p.field for p in caught.value.problems} == {"Email"}
+
+
+def test_mailchimps_default_address_and_phone_merge_fields_are_not_stored(engine, tmp_path):
+    # Every Mailchimp audience starts with the merge fields Address and Phone Number: personal data
+    # relmail does not need, dropped as the shopify mapping drops street addresses and phones.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    at = rows[0].index("Last Name") + 1
+    rows = [r[:at] + extra + r[at:] for r, extra in
+            zip(rows, [["Address", "Phone Number", "Birthday"]] + [["Spui 12  Amsterdam  1012 AB  NL", "+31 6 12345678", "03/15"]] * 9)]
+    path = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "customers", path, mapping="mailchimp")
+    for customer in table(engine, Customer):
+        assert "address" not in customer["attributes"] and "phone_number" not in customer["attributes"]
+        assert customer["attributes"]["birthday"] == "03/15"  # the audience's other merge fields stay
+
+
+ACTIVITY_MAP = """\
+kind: events
+times: {format: "%Y-%m-%d %H:%M:%S", timezone: UTC}
+columns:
+  Email Address: email
+  Timestamp: {to: occurred_at, parse: time}
+drop: [First Name, Last Name]
+fields:
+  type: {value: email_opened}
+  event_id: {template: "opened {Email Address} {Timestamp}", parse: slug}
+"""
+
+
+def test_a_mailing_tools_activity_export_imports_as_events_by_address(engine, tmp_path):
+    # The opens of the tool a shop leaves name people by address, not by relmail's ids.
+    load_all(engine)
+    mapping = tmp_path / "opens.yml"
+    mapping.write_text(ACTIVITY_MAP)
+    opens = tmp_path / "opened.csv"
+    opens.write_text('"Email Address","First Name","Last Name","Timestamp"\n'
+                     '"ANNA.devries@mail.example","Anna","de Vries","2026-11-20 09:01:02"\n'
+                     '"mees.kok@mail.example","Mees","Kok","2026-11-21 10:00:00"\n', encoding="utf-8")
+    result = import_file(engine, "events", opens, mapping=mapping)
+    assert result.rows_imported == 2
+    got = sorted((e["customer_id"], e["type"]) for e in table(engine, Event) if e["type"] == "email_opened")
+    assert got == [(ANNA, "email_opened"), (MEES, "email_opened")]
+    assert import_file(engine, "events", opens, mapping=mapping).rows_imported == 2  # upserted on the ids: no doubles
+    assert sum(1 for e in table(engine, Event) if e["type"] == "email_opened") == 2
+
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text('"Email Address","First Name","Last Name","Timestamp"\n'
+                       '"nobody@nowhere.example","No","Body","2026-11-20 09:01:02"\n', encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "events", unknown, mapping=mapping)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (2, "Email Address", "no customer has this e-mail address (import customers first)")]
+
+
+def test_a_segment_export_with_the_subscribed_columns_is_not_read_as_subscribed(engine, tmp_path):
+    # Mailchimp's subscribed file has no column that says "subscribed": a segment export of the
+    # unsubscribed (or of all contacts) has the same columns. Read by its columns alone it would opt
+    # everyone in; it is refused unless the variant is named.
+    segment = tmp_path / "segment_export_7d1e2f.csv"
+    shutil.copy(MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv", segment)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", segment, mapping="mailchimp")
+    (problem,) = caught.value.problems
+    assert problem.line == 1 and "--map mailchimp/customers-subscribed" in problem.message
+    assert table(engine, Customer) == [] and table(engine, Preference) == []
+    assert import_file(engine, "customers", segment, mapping="mailchimp/customers-subscribed").rows_imported == 3
+    gz = tmp_path / "subscribed_members_export_4f2a9c1e07.csv.gz"
+    gz.write_bytes(gzip.compress((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_bytes()))
+    assert import_file(engine, "customers", gz, mapping="mailchimp").rows_imported == 3
+
+
+def test_the_current_audience_exports_four_files_each_read_as_their_status(engine, tmp_path):
+    # Mailchimp now names the files *_email_audience_export_<id>.csv and adds a fourth,
+    # nonsubscribed_..., with the subscribed file's columns: people who never opted in.
+    text = (MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8")
+    never = tmp_path / "nonsubscribed_email_audience_export_4f2a9c1e07.csv"
+    never.write_text(text, encoding="utf-8")
+    result = import_file(engine, "customers", never, mapping="mailchimp")
+    assert result.mapping.endswith("customers-nonsubscribed.yml") and result.rows_imported == 3
+    assert table(engine, Preference) == []  # no consent for anyone: they never subscribed
+    subscribed = tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv"
+    subscribed.write_text(text, encoding="utf-8")
+    result = import_file(engine, "customers", subscribed, mapping="mailchimp")
+    assert result.mapping.endswith("customers-subscribed.yml") and result.details["consent_records"] == 3
+
+
+def test_a_mailchimp_export_with_lower_case_time_zones_imports(engine, tmp_path):
+    # Mailchimp writes TIMEZONE as "america/new_york"; the zone is stored as the database spells it.
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    for row in rows[1:]:
+        row[rows[0].index("TIMEZONE")] = "europe/amsterdam"
+    path = tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    assert import_file(engine, "customers", path, mapping="mailchimp").rows_imported == 3
+    assert {c["timezone"] for c in table(engine, Customer)} == {"Europe/Amsterdam"}
+
+
+def test_mailchimps_located_country_does_not_overwrite_the_shops_address_country(engine, tmp_path):
+    # Mailchimp's CC is where it located the sign-up IP (often lower case, often another country);
+    # Shopify's Default Address Country Code is the customer's address. A segment on country uses the latter.
+    import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    for row in rows[1:]:
+        row[rows[0].index("CC")] = "be"
+    path = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "customers", path, mapping="mailchimp")
+    anna = {c["id"]: c for c in table(engine, Customer)}[ANNA]["attributes"]
+    assert (anna["country"], anna["mailchimp_country"]) == ("NL", "be")
+
+
 PREFS = "customer_id,topic,opted_in,updated_at,source\n"
 
 
@@ -269,6 +491,22 @@ def test_orders_of_an_unknown_customer_are_an_error_and_lines_without_one_are_co
             result.details["lines_unknown_product"]) == (1, 1, 1, 1)
     (event,) = table(engine, Event)
     assert (event["event_id"], event["customer_id"], event["value"]) == ("order:A3:1", EVA, 10.0)
+
+
+def test_orders_in_several_spellings_of_one_address_all_find_the_customer(engine, tmp_path):
+    # A customer stored as "Jonas.Wagner@Mail.Example" (Shopify keeps what was typed) orders once
+    # as "Jonas.wagner@..." and once as "jonas.wagner@...": both lines are that customer's.
+    customers = tmp_path / "customers.csv"
+    customers.write_text("id,email\nC1,Jonas.Wagner@Mail.Example\n")
+    import_file(engine, "customers", customers)
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,email,ordered_at\n"
+                      "O1,Jonas.wagner@mail.example,2026-11-01T10:00:00Z\n"
+                      "O2,jonas.wagner@mail.example,2026-11-02T10:00:00Z\n"
+                      "O3,JONAS.WAGNER@MAIL.EXAMPLE,2026-11-03T10:00:00Z\n")
+    result = import_file(engine, "orders", orders)
+    assert result.rows_imported == 3
+    assert {e["customer_id"] for e in table(engine, Event)} == {"C1"}
 
 
 def test_order_lines_without_a_product_id_are_purchases_and_counted(project, tmp_path):

@@ -32,6 +32,16 @@ def test_why_explains_a_sent_customer(planned, engine):
     assert format_explanations(facts, exps) == SENT
 
 
+def test_why_says_a_global_opt_out_is_one_not_a_link_or_provider_event(planned, engine):
+    # C-UNSUB opted out of everything (a preference record, as a Mailchimp unsubscribed export writes):
+    # the explanation must say so, not "unsubscribed (link or provider event) after the last opt-in".
+    facts, exps = explain(engine, "C-UNSUB")
+    text = format_explanations(facts, exps)
+    print(text)
+    assert "UNSUBSCRIBED: opted out of all e-mail (global preference)" in text
+    assert "link or provider event" not in text
+
+
 def test_why_explains_hard_rules_without_a_score(planned, engine):
     facts, exps = explain(engine, "C-BOUNCE")
     text = format_explanations(facts, exps)

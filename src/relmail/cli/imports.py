@@ -159,6 +159,10 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
 _DETAILS = {
     "consent_records": "{n:,} consent record(s) written (topic '*')",
     "without_consent": "{n:,} customer(s) without marketing consent (no record written)",
+    "withdrawn_since_last_export": "{n:,} customer(s) whose consent flag turned from yes to no since the last export: "
+                                   "opted out as of now",
+    "given_since_last_export": "{n:,} customer(s) whose consent flag turned from no to yes since the last export: "
+                               "opted in as of now",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "

@@ -98,11 +98,31 @@ def customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, lis
     table = Customer.__table__
     # Compare lower-cased in SQL too: imported addresses may keep their case.
     key = func.lower(func.trim(table.c.email))
+    # A provider reports an umlaut domain in the IDNA form it was sent to (xn--mller-kva.example);
+    # the store keeps it as imported (müller.example).
+    asked = {address: address for address in addresses}
+    for address in addresses:
+        unicode = _unicode_domain(address)
+        if unicode != address:
+            asked.setdefault(unicode, address)
     found: dict[str, list[str]] = {}
-    for chunk in chunks(sorted(addresses)):
+    for chunk in chunks(sorted(asked)):
         for cid, email in conn.execute(select(table.c.id, key).where(key.in_(chunk)).order_by(table.c.id)):
-            found.setdefault(email, []).append(cid)
+            ids = found.setdefault(asked.get(email, email), [])
+            if cid not in ids:
+                ids.append(cid)
     return found
+
+
+def _unicode_domain(address: str) -> str:
+    """``info@xn--mller-kva.example`` -> ``info@müller.example``; other addresses as they are."""
+    local, at, domain = address.rpartition("@")
+    if not at or "xn--" not in domain:
+        return address
+    try:
+        return f"{local}@{domain.encode('ascii').decode('idna').lower()}"
+    except UnicodeError:
+        return address
 
 
 def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], str]:

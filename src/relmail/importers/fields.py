@@ -203,11 +203,22 @@ def time_zone(value: Any) -> str:
 
 @lru_cache(maxsize=1024)
 def _time_zone(value: str) -> str:
+    # Mailchimp exports TIMEZONE in lower case (america/new_york): an IANA name in any case is
+    # that zone, stored as the time zone database spells it (on every file system alike).
+    canonical = _zone_names().get(value.lower())
+    if canonical is not None:
+        return canonical
     try:
         zoneinfo.ZoneInfo(value)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
         raise FieldError(f"unknown time zone {_short(value)} (expected an IANA name like Europe/Amsterdam)") from None
     return value
+
+
+@lru_cache(maxsize=1)
+def _zone_names() -> dict[str, str]:
+    """Every IANA zone name by its lower-case form (no two differ in case only)."""
+    return {name.lower(): name for name in zoneinfo.available_timezones()}
 
 
 def string_list(max_item_length: int) -> Parser:

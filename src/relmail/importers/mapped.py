@@ -62,7 +62,8 @@ class MappedReader:
         #: reason -> rows skipped (``skip_rows``).
         self.skipped: dict[str, int] = {}
         self.extra: list[str] = []
-        self.labels = {o.target.split(".", 1)[0]: o.label for o in mapping.outputs}
+        # A field read from one column is named by that column (CLEAN_TIME), as the export's reader knows it.
+        self.labels = {o.target.split(".", 1)[0]: o.column or o.label for o in mapping.outputs}
         if mapping.other_columns == "attributes":
             self.labels.setdefault("attributes", "other columns")
         # The outputs as plain tuples, constants apart: apply() runs once per row.
@@ -208,7 +209,7 @@ class MappedReader:
         for column in self.extra:
             raw = get(column, "").strip()
             if raw:
-                attributes[_snake(column)] = scalar(raw)
+                attributes[snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
         return out, [*problems, *own_problems]
@@ -234,7 +235,7 @@ class MappedReader:
         get = values.get
         columns, others = plan
         # Most outputs: one column into one field (a tight loop; this runs for every cell read).
-        for source, parse, default, key, label in columns:
+        for source, parse, default, key, _label in columns:
             raw = (get(source) or default).strip() or default
             if raw:
                 if parse is None:
@@ -243,15 +244,20 @@ class MappedReader:
                     try:
                         out[key] = parse(raw)
                     except FieldError as exc:
-                        problems.append((label, str(exc)))
+                        problems.append((source, str(exc)))
         for how, source, parse, default, attribute, key, label in others:
+            # A cell that does not parse is named by the export's column it came from (LAST_CHANGED,
+            # not the mapping's fields.consent_at); a template's text by the mapping's field.
+            named = label
             if how == 0:
                 raw = get(source) or ""
+                named = source
             elif how == 1:
                 raw = ""
                 for column in source:
                     raw = get(column, "")
                     if raw.strip():
+                        named = column
                         break
             else:
                 raw = self._fill(source, values)
@@ -264,7 +270,7 @@ class MappedReader:
                 try:
                     value = parse(raw)
                 except FieldError as exc:
-                    problems.append((label, str(exc)))
+                    problems.append((named, str(exc)))
                     continue
             if attribute:
                 attributes[key] = value
@@ -324,9 +330,14 @@ def _cached(parse: Parser | None, check: Parser) -> Parser:
     return remembered(lambda raw: check(plain(raw)), _CELLS)
 
 
-def _snake(column: str) -> str:
-    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use."""
-    return re.sub(r"[^0-9a-zA-Z]+", "_", column).strip("_").lower() or column
+def snake(column: str) -> str:
+    """``"Phone Number"`` -> ``phone_number``: an attribute name segments and templates can use.
+
+    Letters of any language stay (``Lieblingsröstung`` -> ``lieblingsröstung``), so a merge
+    field in German or Dutch keeps a name people can read; only what is no letter or digit
+    becomes ``_``.
+    """
+    return re.sub(r"[\W_]+", "_", column).strip("_").lower() or column
 
 
 def builtin_fits(header: list[str]) -> list[tuple[str, str]]:

@@ -54,14 +54,16 @@ from .values import PARSERS, Parser, make_time
 BUILTIN_DIR = Path(__file__).parent / "mappings"
 
 #: Fields a mapping may fill beyond the kind's own: consent and the suppression list, for customers.
-SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at")}
+SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at"),
+               # The customer by address, for exports that name people that way (a mailing tool's activity).
+               "events": ("email",)}
 #: Kinds whose unmapped columns may go into ``attributes``.
 WITH_ATTRIBUTES = ("customers", "products")
 #: Values a template may name besides columns: the project's brand.
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has", "parent")
+        "other_columns", "fields", "when_header_has", "when_file_named", "parent")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -112,6 +114,9 @@ class Mapping:
     skip_blank: tuple[str, ...] = ()
     skip_reason: str = "rows skipped"
     when_header_has: tuple[str, ...] = ()
+    #: For a variant picked by its columns: the file names (patterns) it may read without being named.
+    when_file_named: tuple[str, ...] = ()
+    description: str = ""
     #: ``parent``: the column naming a row's parent row, the templates that name a row, the columns a child takes.
     parent_by: str | None = None
     parent_names: tuple[tuple[str, ...], ...] = ()
@@ -185,8 +190,28 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
         raise ValidationError(f"{source or 'the file'}: no variant of the built-in mapping {name!r} fits its header", [Problem(
             source or spec, 1, None,
             "; ".join(f"{m.file} needs the columns {', '.join(m.when_header_has)}" for m in variants) + hint)])
+    # A variant whose status no column states (subscribed, non-subscribed) is told apart by the file's name.
+    base = Path(source).name.lower() if source is not None else None
+    if base is not None:
+        named = [m for m in fitting if any(fnmatch.fnmatchcase(base, p.lower()) for p in m.when_file_named)]
+        if named:
+            return max(named, key=lambda m: len(m.when_header_has))
     # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
-    return max(fitting, key=lambda m: len(m.when_header_has))
+    picked = max(fitting, key=lambda m: len(m.when_header_has))
+    if picked.when_file_named and base is not None:
+        # Mailchimp's subscribed file has no column saying so: the non-subscribed file, and an export of a segment
+        # or of all contacts, have the same columns and hold people this variant would opt in.
+        alike = [m for m in fitting if m.when_file_named and len(m.when_header_has) == len(picked.when_header_has)]
+        names = " or ".join(p for m in alike for p in m.when_file_named)
+        variants = " or ".join(f"--map {name}/{Path(m.file).stem}" for m in alike)
+        raise ValidationError(
+            f"{source}: its columns fit several variants of the built-in mapping {name!r}; nothing imported", [Problem(
+                source, 1, None,
+                f"no column says which ({', '.join(f'{name}/{Path(m.file).stem}' for m in alike)}), so the file's name "
+                f"does, and it is not named {names}: an export of a segment or of all contacts has the same columns "
+                "and may hold people who unsubscribed or never subscribed. Import the files of the audience export, "
+                f"or name the variant that every row of the file is: {variants}")])
+    return picked
 
 
 def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None,
@@ -288,6 +313,8 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
+        when_file_named=tuple(_strings(data.get("when_file_named", []), "when_file_named", bad)),
+        description=str(data.get("description") or ""),
         parent_by=parent.get("by"),
         parent_names=parent_names,
         parent_columns=parent_columns,

@@ -160,11 +160,17 @@ class OrdersWriter:
         found: dict[str, str] = {}
         for condition in one_of(self.conn, C.c.email, addresses):
             found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition)))
-        missing = {a.lower(): a for a in addresses if a not in found}
+        # Several spellings of one address (an order in "Jonas.wagner@", the next in "jonas.wagner@")
+        # all find the customer stored in a third.
+        missing: dict[str, list[str]] = {}
+        for a in addresses:
+            if a not in found:
+                missing.setdefault(a.lower(), []).append(a)
         lowered = func.lower(C.c.email, type_=C.c.email.type)
         for condition in one_of(self.conn, lowered, missing):  # stored in another case, or flagged as written
             for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
-                found.setdefault(missing[stored.lower()], cid)
+                for written in missing[stored.lower()]:
+                    found.setdefault(written, cid)
         return found
 
     def close(self) -> None:

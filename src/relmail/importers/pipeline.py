@@ -30,8 +30,9 @@ from ..errors import Problem, ValidationError
 from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
+from .addresses import AddressBook
 from .loader import References
-from .mapped import Mapped, MappedReader, builtin_fits
+from .mapped import Mapped, MappedReader, builtin_fits, snake
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
@@ -232,10 +233,25 @@ def _fitting(header: list[str] | None, name: str) -> str:
     return f" (the file is an export a built-in mapping reads: {' or '.join(fits)})" if fits else ""
 
 
+def consent_flag_key(mapping: Mapping | None) -> str | None:
+    """The attribute keeping a mapping's undated consent column (``Accepts Email Marketing`` -> ``accepts_email_marketing``).
+
+    A yes turned no between two exports is an opt-out (see :class:`CustomersWriter`); the
+    attribute is named by the column, so a copy of a built-in mapping keeps reading it.
+    """
+    if mapping is None or "consent_at" in mapping.targets:
+        return None
+    columns = [o.column for o in mapping.outputs if o.target == "consent" and o.column]
+    return snake(columns[0]) if columns else None
+
+
 def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:
     """The fields the source has (a re-import updates only those), or None for every field (JSON Lines)."""
     if mapped is not None:
-        return set(mapped.mapping.targets)
+        targets = set(mapped.mapping.targets)
+        if schema.kind == "customers" and consent_flag_key(mapped.mapping):
+            targets.add("attributes")  # where the last undated consent flag is remembered
+        return targets
     if header is None:
         return None
     have = set(header) & set(schema.names)
@@ -271,7 +287,8 @@ class _Run:
         kind = self.schema.kind
         if kind == "customers":
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
-                                        match_email=mapping is not None and mapping.match == "email")
+                                        match_email=mapping is not None and mapping.match == "email",
+                                        flag_key=consent_flag_key(mapping))
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)
         elif kind == "orders":
@@ -282,27 +299,44 @@ class _Run:
     def add(self, record: Record) -> None:
         self.read += 1
         if record.error is not None:
-            self.reject(record, getattr(record, "problems", None) or [record.error])
+            self._rejected(record, getattr(record, "problems", None) or [record.error])
             return
         values, side = record.values, None
         mapped = isinstance(record, Mapped)
         if mapped and self.side and any(k in values for k in self.side):
             values = dict(values)
             side = {k: values.pop(k) for k in self.side if k in values}
+        by_address = None
+        if side and "email" in side:  # an event naming its customer by address (through a mapping)
+            address = side.pop("email")
+            if values.get("customer_id") is None:
+                values["customer_id"] = self._addresses().find(address)
+                if values["customer_id"] is None:
+                    del values["customer_id"]
+                    by_address = ("email", "no customer has this e-mail address (import customers first)")
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
+        if by_address is not None:
+            problems = [p for p in problems if p[0] != "customer_id"] + [by_address]
         if mapped:
             # The row replaces the mapping's fields: the record waits in its chunk with one dict, not two.
             record.values = None
             if problems or record.problems:
-                problems = [*record.problems, *((record.labels.get(f, f) if f else f, m) for f, m in problems)]
+                named = [(record.labels.get(f, f) if f else f, m) for f, m in problems]
+                # A cell that did not parse leaves its field empty: "is required" would only repeat it.
+                unparsed = {f for f, _ in record.problems}
+                named = [(f, m) for f, m in named if not (m == "is required" and f in unparsed)]
+                problems = [*record.problems, *named]
         if not problems:
             verdict = self.sink.check(record.line, row)
             if verdict is False:
                 return  # a later row of the file has the say (preference histories)
             problems = verdict
+            if problems:
+                self.reject(record, problems)
+                return
         if problems:
-            self.reject(record, problems)
+            self._rejected(record, problems)
             return
         if flagged:
             self.flagged += 1
@@ -311,6 +345,11 @@ class _Run:
         if side:
             row.update({f"_{k}": v for k, v in side.items()})
         self.pending.append((record, row))
+
+    def _addresses(self) -> AddressBook:
+        if getattr(self, "address_book", None) is None:
+            self.address_book = AddressBook(self.conn)
+        return self.address_book
 
     def may_write(self) -> bool:
         """False once a row was rejected in an all-or-nothing import: validation goes on, nothing more is written."""
@@ -352,6 +391,13 @@ class _Run:
         self.sink.write(pending)
 
     def reject(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
+        """A writer's verdict on a row: through a mapping, its fields are named by the export's columns."""
+        labels = getattr(record, "labels", None)
+        if labels:
+            problems = [(labels.get(f, f) if f else f, m) for f, m in problems]
+        self._rejected(record, problems)
+
+    def _rejected(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
         self.rejected += 1
         self.window.append((record, problems))
 

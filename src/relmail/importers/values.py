@@ -13,6 +13,7 @@ treats them as missing), so a parser may assume text with content.
 
 from __future__ import annotations
 
+import csv
 import re
 import unicodedata
 import zoneinfo
@@ -219,7 +220,12 @@ def make_list(separator: str = ",", escape: str | None = None) -> Parser:
     """
 
     def parse(value: str) -> list[str]:
-        items = (p.strip().strip('"').strip() for p in split_items(value, separator, escape))
+        if escape is None and '"' in value and len(separator) == 1:
+            # Quoted items (Mailchimp's "Kaffee, Bio","VIP"): a separator inside quotes is part of the item.
+            parts = next(csv.reader([value.strip()], delimiter=separator, skipinitialspace=True), [])
+        else:
+            parts = split_items(value, separator, escape)
+        items = (p.strip().strip('"').strip() for p in parts)
         return list(dict.fromkeys(p for p in items if p))
 
     return parse
@@ -295,9 +301,14 @@ def make_slug(last: str | None = None, split: str | None = None, escape: str | N
     return parse
 
 
+#: Letters that Unicode does not decompose into a base letter and a mark: spelled out, not dropped.
+_SPELLED = str.maketrans({"ß": "ss", "ẞ": "SS", "æ": "ae", "Æ": "AE", "œ": "oe", "Œ": "OE", "ø": "o", "Ø": "O",
+                          "ł": "l", "Ł": "L", "đ": "d", "Đ": "D", "þ": "th", "Þ": "TH", "ı": "i"})
+
+
 @lru_cache(maxsize=4096)
 def _slugify(text: str) -> str:
-    plain = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    plain = unicodedata.normalize("NFKD", text.translate(_SPELLED)).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9]+", "-", plain.lower()).strip("-")
 
 

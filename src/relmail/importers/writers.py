@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Suppression
+from ..store.models import Customer, Preference, Suppression
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, upsert_statement
 from .schemas import Schema
@@ -37,7 +37,7 @@ UPDATE_FORMS = {
     "products": {"attributes": "merge"},
 }
 
-C, S = Customer.__table__, Suppression.__table__
+C, P, S = Customer.__table__, Preference.__table__, Suppression.__table__
 
 
 def update_columns(schema: Schema, provided: set[str] | None) -> dict[str, str]:
@@ -99,18 +99,21 @@ class CustomersWriter(TableWriter):
     """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
-                 match_email: bool = False):
+                 match_email: bool = False, flag_key: str | None = None):
         super().__init__(run, conn, schema, provided)
         self.now = datetime.now(UTC)
         self.link = SuppressionLink(conn)
         self.source = source
+        #: The attribute that remembers what the export's undated consent flag said last time
+        #: (``accepts_email_marketing``), or None: the import has no such flag.
+        self.flag_key = flag_key
         self.match_email = match_email
         #: Final customer id -> line, after matching addresses to stored customers.
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
-        self.details = {"consent_records": 0, "without_consent": 0, "suppressed_addresses": 0, "matched_by_email": 0,
-                        "shared_addresses": 0}
+        self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
+                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
 
@@ -119,6 +122,7 @@ class CustomersWriter(TableWriter):
             pending = self._match(pending)
         if not self.run.may_write():
             return
+        self._undated_changes([row for _, row in pending])
         super().write(pending)
         rows = [row for _, row in pending]
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
@@ -162,6 +166,53 @@ class CustomersWriter(TableWriter):
             else:
                 kept.append((record, row))
         return kept
+
+    def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
+        """An undated flag that changed since the last export is a change as of now (yes to no: an opt-out).
+
+        Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
+        (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
+        export and says no in this one unsubscribed in the shop in between: that is dated
+        now, so it wins over every earlier opt-in. Each customer's last flag is kept in
+        ``attributes`` under the column's name (``accepts_email_marketing``) to see the change.
+        """
+        if self.flag_key is None:
+            return
+        undated = [row for row in rows if row.get("_consent") is not None and row.get("_consent_at") is None]
+        if not undated:
+            return
+        before: dict[str, Any] = {}
+        for batch in batched(sorted({row["id"] for row in undated}), LOOKUP_BATCH):
+            for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
+                if isinstance(attributes, dict):
+                    before[cid] = attributes.get(self.flag_key)
+        changed = []
+        for row in undated:
+            said = bool(row["_consent"])
+            row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
+            last = before.get(row["id"])
+            if isinstance(last, bool) and last != said:
+                changed.append(row)
+        # The opt-outs on record, and where from: a yes given since reverses the shop's own opt-out,
+        # never another source's (an older export imported again by mistake must not undo a Mailchimp
+        # unsubscribe or one by relmail's link), and a no adds nothing to an opt-out already there.
+        opted_out = self._opted_out([row["id"] for row in changed])
+        for row in changed:
+            source = opted_out.get(row["id"])
+            if (not row["_consent"] and source is not None) or (row["_consent"] and source not in (None, self.source)):
+                continue
+            # Changed in the shop since its last export: as of now, so it wins over older dated records.
+            row["_consent_at"] = self.now
+            self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
+
+    def _opted_out(self, ids: list[str]) -> dict[str, str]:
+        """Customer -> the source of their global opt-out on record, for those opted out of everything."""
+        out: dict[str, str] = {}
+        for batch in batched(sorted(ids), LOOKUP_BATCH):
+            query = select(P.c.customer_id, P.c.source).where(P.c.customer_id.in_(batch), P.c.topic == "*",
+                                                              P.c.opted_in.is_(False))
+            out.update((cid, source) for cid, source in self.conn.execute(query))
+        return out
 
     def _consent(self, pending: list) -> None:
         rows = []

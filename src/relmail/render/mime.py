@@ -80,6 +80,21 @@ def header_text(name: str, value: str) -> str:
     return f"{name}: {encoded_words(value)}"
 
 
+def ascii_domain(email: str) -> str:
+    """``info@müller.example`` -> ``info@xn--mller-kva.example``: the form an SMTP envelope and an ESP take.
+
+    Servers without SMTPUTF8 (most) and the ESPs' APIs need an internationalized domain
+    in its ASCII (IDNA) form; an address that has none is returned as it is.
+    """
+    local, at, domain = email.rpartition("@")
+    if not at or domain.isascii():
+        return email
+    try:
+        return f"{local}@{domain.encode('idna').decode('ascii')}"
+    except UnicodeError:
+        return email
+
+
 def _ascii_address(email: str) -> str:
     local, at, domain = email.strip().rpartition("@")
     if not at or not local:

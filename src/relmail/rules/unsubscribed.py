@@ -22,6 +22,8 @@ class Unsubscribed(Rule):
         return RuleFindings(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
 
     def explain(self, logged) -> str:
-        if num(logged, "consent_global", 1.0) < 0.5:
+        # Zero values are not logged: an absent consent_global is 0, opted out (as a Mailchimp
+        # unsubscribed export, the preference page or an import records it).
+        if num(logged, "consent_global", 0.0) < 0.5:
             return "opted out of all e-mail (global preference)"
         return "unsubscribed (link or provider event) after the last opt-in"

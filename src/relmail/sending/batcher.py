@@ -21,6 +21,7 @@ from ..delivery import OutgoingMessage
 from ..delivery.metadata import metadata
 from ..render import MessageSpec, Renderer
 from ..render.contexts import customer_contexts, load_catalog
+from ..render.mime import ascii_domain
 from ..render.mime import message_id as derive
 from ..store.models import Customer
 
@@ -145,7 +146,7 @@ def outgoing(email, ctx, settings, key: str, run_id: str):
     """The adapter's view of a rendered e-mail: the bytes, plus the fields API providers need."""
     return OutgoingMessage(
         key=key,
-        to=ctx.email,
+        to=ascii_domain(ctx.email),  # an umlaut domain in its IDNA form: SMTP without SMTPUTF8 and ESPs take only that
         to_name=ctx.name or None,
         from_addr=settings.sender.from_email,
         from_name=settings.sender.from_name,
