@@ -16,7 +16,6 @@ the order a team lives through them:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import shutil
@@ -147,16 +146,33 @@ def run_github(demo_repo: DemoRepo, workflow: str, now: str, event: str, base_sh
     return codes
 
 
+def gitlab_project_variables() -> list[str]:
+    """The CI/CD variables the file's header asks to define in the project's settings."""
+    text = (EXAMPLES / "gitlab" / ".gitlab-ci.yml").read_text()
+    header = " ".join(line.lstrip("# ") for line in text.splitlines() if line.startswith("#"))
+    listed = re.search(r"Variables \(Settings > CI/CD > Variables, masked\):(.*?)\.(?:\s|$)", header)
+    assert listed, "the header says which variables to define"
+    return sorted(set(re.findall(r"\bRELMAIL_[A-Z_]+\b", listed.group(1))))
+
+
+def gitlab_env(demo_repo: DemoRepo, job_name: str, now: str, project: dict[str, str], **pipeline: str) -> dict[str, str]:
+    """A job's environment in GitLab's order of precedence: the pipeline's variables (a schedule's, the predefined
+    ones), then the project's CI/CD variables, then the job's ``variables:``, then the file's."""
+    doc = yaml.safe_load((EXAMPLES / "gitlab" / ".gitlab-ci.yml").read_text())
+    env = {**demo_repo.base_env(now), **{k: str(v) for k, v in doc["variables"].items()}}
+    for key, value in doc[job_name].get("variables", {}).items():
+        known = {**env, **project, **pipeline}
+        env[key] = re.sub(r"\$\{?(\w+)\}?", lambda m, known=known: known.get(m.group(1), ""), str(value))
+    return {**env, **project, **pipeline}
+
+
 def run_gitlab(demo_repo: DemoRepo, job_name: str, now: str, **variables: str) -> tuple[int, str]:
     """Run a GitLab job's script lines (stopping at the first failure) and its after_script; (exit code, output)."""
     doc = yaml.safe_load((EXAMPLES / "gitlab" / ".gitlab-ci.yml").read_text())
     assert any(INSTALL.search(line) for line in doc["default"]["before_script"])
     job = doc[job_name]
-    env = {**demo_repo.base_env(now), **demo_repo.secrets, **doc["variables"], **variables}
-    for key, value in job.get("variables", {}).items():
-        env[key] = os.path.expandvars(value) if value.startswith("$") and value[1:] in env else value
-        if value.startswith("$"):
-            env[key] = env.get(value[1:], "")
+    project = {name: demo_repo.secrets[name] for name in gitlab_project_variables()}
+    env = gitlab_env(demo_repo, job_name, now, project, **variables)
     env["CI_BUILDS_DIR"] = str(demo_repo.tmp / f"builds-{job_name}-{now[:10]}")
     output, code = "", 0
     for line in job["script"]:
@@ -169,6 +185,18 @@ def run_gitlab(demo_repo: DemoRepo, job_name: str, now: str, **variables: str) -
         out = subprocess.run(["bash", "-c", line], cwd=demo_repo.repo, env=env, capture_output=True, text=True)
         output += out.stdout + out.stderr
     return code, output
+
+
+def test_each_gitlab_job_gets_the_database_url_meant_for_it(tmp_path):
+    """The preview reads through the read-only role, the send writes through its own: with the variables the
+    header asks for, whatever GitLab's precedence does with them."""
+    names = gitlab_project_variables()
+    assert {"RELMAIL_SIGNING_KEY", "RELMAIL_ESP_API_KEY"} <= set(names)
+    project = {name: f"<{name}>" for name in names}
+    send = gitlab_env(DemoRepo(tmp_path), "relmail-send", MONDAY, project, CI_PIPELINE_SOURCE="schedule", RELMAIL_JOB="send")
+    preview = gitlab_env(DemoRepo(tmp_path), "relmail-preview", FRIDAY, project, CI_PIPELINE_SOURCE="merge_request_event")
+    assert send["RELMAIL_DATABASE_URL"] == "<RELMAIL_SEND_DATABASE_URL>"
+    assert preview["RELMAIL_DATABASE_URL"] == "<RELMAIL_READONLY_DATABASE_URL>"
 
 
 def _paths(demo_repo: DemoRepo, text: str) -> str:
