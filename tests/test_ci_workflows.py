@@ -50,6 +50,36 @@ def test_the_github_actions_workflows_pass_actionlint():
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+def _systemd_retry_lines() -> str:
+    """The ``[Service]`` lines scheduling.md gives for retrying exit 13."""
+    text = (ROOT / "docs" / "guide" / "scheduling.md").read_text()
+    blocks = [b for b in re.findall(r"```ini\n(.*?)```", text, re.S) if "RestartSec" in b]
+    assert len(blocks) == 1, "scheduling.md gives one block of restart settings"
+    return blocks[0]
+
+
+def test_the_restart_settings_retry_exit_13_and_no_other_code_of_relmail():
+    from relmail import errors
+
+    codes = {c.exit_code for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.RelmailError)}
+    settings = dict(line.split("=", 1) for line in _systemd_retry_lines().splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Restart"] == "on-failure"
+    assert set(map(int, settings["RestartPreventExitStatus"].split())) == (codes | {2}) - {13}
+
+
+def test_the_systemd_units_with_the_documented_restart_settings_pass_systemd_analyze(tmp_path):
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    unit = (EXAMPLES / "systemd" / "relmail-weekly.service").read_text()
+    unit = unit.replace("/srv/relmail/venv/bin/relmail", str(BIN / "relmail")) + _systemd_retry_lines()
+    (tmp_path / "relmail-weekly.service").write_text(unit)
+    shutil.copy(EXAMPLES / "systemd" / "relmail-weekly.timer", tmp_path)
+    out = subprocess.run([analyze, "verify", "relmail-weekly.service", "relmail-weekly.timer"], cwd=tmp_path,
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
 # --- a tiny runner for the examples -----------------------------------------------------------
 
 
