@@ -46,8 +46,10 @@ class RelmailGroup(click.Group):
         except RelmailError as exc:
             _fail(ctx, exc)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            from ..errors import Interrupted
+
+            # One line, and with --json one object on stdout, like every other error.
+            _fail(ctx, Interrupted("interrupted (Ctrl-C or SIGTERM); run the same command again"))
         except Exception as exc:
             from ..store.faults import as_relmail_error
 
