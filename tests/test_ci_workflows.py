@@ -11,7 +11,9 @@ the order a team lives through them:
 3. that Friday: the scheduled preview plans next week and diffs it against
    Monday's run;
 4. a pull request that breaks a template: the plan exits 22, the templates
-   check 6, and the step summary is written all the same.
+   check 6, and the step summary is written all the same;
+5. a pull request that fixes a campaign broken on the base branch: the base
+   cannot be planned, the preview of the fix diffs against the last run and passes.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -150,8 +153,7 @@ def run_github(demo_repo: DemoRepo, workflow: str, now: str, event: str, base_sh
     (job,) = doc["jobs"].values()
     ctx = {"secrets": demo_repo.secrets, "vars": demo_repo.vars, "base_sha": base_sha}
     env = {**demo_repo.base_env(now), **{k: _expression(v, ctx) for k, v in {**doc.get("env", {}), **job.get("env", {})}.items()}}
-    runner_temp = demo_repo.tmp / f"runner-{workflow}-{event}-{now[:10]}"
-    runner_temp.mkdir()
+    runner_temp = Path(tempfile.mkdtemp(prefix=f"runner-{workflow}-{event}-", dir=demo_repo.tmp))  # new for each job
     summary = runner_temp / "step_summary.md"
     env.update(RUNNER_TEMP=str(runner_temp), GITHUB_STEP_SUMMARY=str(summary), GITHUB_EVENT_NAME=event, CI="true")
     codes: dict[str, int | None] = {}
@@ -171,7 +173,7 @@ def run_github(demo_repo: DemoRepo, workflow: str, now: str, event: str, base_sh
                              capture_output=True, text=True)
         codes[name] = out.returncode
         codes[f"{name} (output)"] = out.stdout + out.stderr  # type: ignore[assignment]
-        failed = failed or out.returncode != 0
+        failed = failed or (out.returncode != 0 and not step.get("continue-on-error", False))
     codes["summary"] = summary.read_text() if summary.exists() else None  # type: ignore[assignment]
     return codes
 
@@ -203,7 +205,7 @@ def run_gitlab(demo_repo: DemoRepo, job_name: str, now: str, **variables: str) -
     job = doc[job_name]
     project = {name: demo_repo.secrets[name] for name in gitlab_project_variables()}
     env = gitlab_env(demo_repo, job_name, now, project, **variables)
-    env["CI_BUILDS_DIR"] = str(demo_repo.tmp / f"builds-{job_name}-{now[:10]}")
+    env["CI_BUILDS_DIR"] = str(demo_repo.tmp / "builds")  # a runner keeps it from one job to the next
     output, code = "", 0
     for line in job["script"]:
         out = subprocess.run(["bash", "-eo", "pipefail", "-c", line], cwd=demo_repo.repo, env=env, capture_output=True, text=True)
@@ -334,3 +336,19 @@ def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(demo_repo):
                               CI_MERGE_REQUEST_DIFF_BASE_SHA=base, RELMAIL_MIN_SENDS="10", RELMAIL_MAX_SUPPRESSION_RATE="0.99")
     assert code == 22, output
     assert "Changes since base.jsonl" in (demo_repo.repo / "plan.md").read_text()  # the artifact, kept on failure (when: always)
+
+    # 5. The base branch's campaign is broken (a typo merged) and a pull request fixes it: the base cannot be planned,
+    #    the preview of the fix still runs, diffs against the last run sent, and passes.
+    git = demo_repo.sh("rm -f base.jsonl plan.md && git checkout -q -f main && sed -i 's/^title:/titel:/' campaigns/weekly.yml "
+                       "&& git commit -qam 'Typo in weekly' && git checkout -qb fix-weekly "
+                       "&& sed -i 's/^titel:/title:/' campaigns/weekly.yml && git commit -qam 'Fix the typo'", FRIDAY)
+    assert git.returncode == 0, git.stderr
+    broken_base = demo_repo.sh("git rev-parse main", FRIDAY).stdout.strip()
+    fix = run_github(demo_repo, "relmail-preview.yml", FRIDAY, "pull_request", base_sha=broken_base)
+    assert fix["Plan the base branch (the baseline of the diff)"] == 4
+    assert fix["Plan next week (dry run, with gates)"] == 0, fix["Plan next week (dry run, with gates) (output)"]
+    assert fix["Check the templates"] == 0 and "#### Changes since run weekly:2026-W49" in fix["summary"]
+    code, output = run_gitlab(demo_repo, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="merge_request_event",
+                              CI_MERGE_REQUEST_DIFF_BASE_SHA=broken_base, RELMAIL_MIN_SENDS="10", RELMAIL_MAX_SUPPRESSION_RATE="0.99")
+    assert code == 0, output
+    assert "Changes since run weekly:2026-W49" in (demo_repo.repo / "plan.md").read_text()
