@@ -24,7 +24,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 import yaml
@@ -239,18 +241,84 @@ def _paths(demo_repo: DemoRepo, text: str) -> str:
     return text
 
 
-def run_cron(demo_repo: DemoRepo, weekday: int, now: str) -> list[int]:
-    """Each crontab line for ``weekday`` (cron's numbering), run by /bin/sh with cron's bare environment."""
+def _cron_matches(expression: str, at: datetime) -> bool:
+    """Whether a five-field cron expression (numbers, ranges, lists and ``*`` only) fires at ``at``'s wall-clock minute."""
+    minute, hour, dom, month, dow = expression.split()
+    assert dom == month == "*", "the test's cron matcher knows minute, hour and weekday fields only"
+
+    def field(spec: str, value: int) -> bool:
+        for part in spec.split(","):
+            low, _, high = part.partition("-")
+            if part == "*" or (high and int(low) <= value <= int(high)) or (not high and int(low) == value):
+                return True
+        return False
+
+    return field(minute, at.minute) and field(hour, at.hour) and field(dow, at.isoweekday() % 7)
+
+
+def run_cron(demo_repo: DemoRepo, now: str) -> list[int]:
+    """Each crontab line that fires at ``now`` (the server's clock), run by /bin/sh with cron's bare environment."""
     codes = []
     for line in (EXAMPLES / "cron" / "relmail.crontab").read_text().splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split(None, 5)
-        if fields[4] != str(weekday):
+        if not _cron_matches(" ".join(fields[:5]), datetime.fromisoformat(now)):
             continue
         env = {"PATH": "/usr/bin:/bin", "HOME": str(demo_repo.tmp), "RELMAIL_NOW": now, "LANG": "C.UTF-8"}
         codes.append(subprocess.run(["/bin/sh", "-c", _paths(demo_repo, fields[5])], env=env).returncode)
     return codes
+
+
+def _starts(expression: str, zone: str, week_start: datetime) -> list[datetime]:
+    """When a cron expression evaluated in ``zone`` starts a job during the week from ``week_start``."""
+    t, starts = week_start, []
+    while t < week_start + timedelta(days=7):
+        if _cron_matches(expression, t.astimezone(ZoneInfo(zone))):
+            starts.append(t)
+        t += timedelta(minutes=1)
+    return starts
+
+
+def _systemd_starts(calendar: str, week_start: datetime) -> list[datetime]:
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed")
+    base = (week_start - timedelta(seconds=1)).astimezone(UTC)
+    out = subprocess.run([analyze, "calendar", "--iterations=200", f"--base-time={base:%Y-%m-%d %H:%M:%S} UTC", calendar],
+                         capture_output=True, text=True, env={"TZ": "UTC", "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    found = re.findall(r"(?:Next elapse|Iter\. #\d+): \w+ (\S+ \S+) UTC", out.stdout)
+    starts = [datetime.fromisoformat(f"{t}+00:00") for t in found]
+    return [t for t in starts if t < week_start + timedelta(days=7)]
+
+
+def _schedules() -> dict[str, tuple[str, str]]:
+    """Each example's schedule of the send: (cron expression or systemd calendar, its time zone)."""
+    crontab = [line.split(None, 5) for line in (EXAMPLES / "cron" / "relmail.crontab").read_text().splitlines()
+               if line.strip() and not line.startswith("#")]
+    (cron,) = [" ".join(f[:5]) for f in crontab if " send " in f[5]]
+    cronjob = yaml.safe_load((EXAMPLES / "kubernetes" / "relmail-weekly-cronjob.yaml").read_text())["spec"]
+    (github,) = yaml.safe_load((EXAMPLES / "github" / "relmail-send.yml").read_text())[True]["schedule"]
+    timer = (EXAMPLES / "systemd" / "relmail-weekly.timer").read_text()
+    (calendar,) = re.findall(r"^OnCalendar=(.*)$", timer, re.M)
+    return {"cron": (cron, "Europe/Amsterdam"), "kubernetes": (cronjob["schedule"], cronjob["timeZone"]),
+            "github": (github["cron"], "UTC"), "systemd": (calendar, "")}
+
+
+@pytest.mark.parametrize("scheduler", ["cron", "kubernetes", "github", "systemd"])
+@pytest.mark.parametrize("monday", ["2026-11-30", "2027-06-07"])  # winter and summer time in Amsterdam
+def test_every_schedule_starts_the_week_monday_morning_and_again_while_deferrals_are_retried(scheduler, monday):
+    """The first start of a week plans and sends it, not at night; later starts the same week retry the e-mails
+    a provider deferred (for 48 hours): a send started once a week would leave them unsent."""
+    expression, zone = _schedules()[scheduler]
+    week_start = datetime.fromisoformat(f"{monday}T00:00:00").replace(tzinfo=ZoneInfo("Europe/Amsterdam"))
+    starts = _systemd_starts(expression, week_start) if scheduler == "systemd" else _starts(expression, zone, week_start)
+    local = [t.astimezone(ZoneInfo("Europe/Amsterdam")) for t in starts]
+    assert local and local[0].weekday() == 0 and 7 <= local[0].hour <= 8, local[:1]
+    first_two_days = [t for t in starts if t < starts[0] + timedelta(hours=48)]
+    gaps = [b - a for a, b in zip(first_two_days, first_two_days[1:], strict=False)]
+    assert gaps and max(gaps) <= timedelta(hours=9), f"{scheduler}: starts {local[:3]}..."
 
 
 def run_systemd(demo_repo: DemoRepo, now: str) -> int:
@@ -299,7 +367,7 @@ def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(demo_repo):
     assert sent["Step summary"] == 0 and "Run weekly:2026-W49 (done): window 2026-W49, as of 2026-11-30 06:00 UTC" in sent["summary"]
     delivered = demo_repo.deliveries()
     assert delivered > 50
-    assert run_cron(demo_repo, 1, MONDAY) == [0]
+    assert run_cron(demo_repo, MONDAY) == [0]
     assert run_systemd(demo_repo, MONDAY) == 0
     assert run_kubernetes(demo_repo, MONDAY) == 0
     assert run_gitlab(demo_repo, "relmail-send", MONDAY)[0] == 0
@@ -311,7 +379,7 @@ def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(demo_repo):
     assert friday["Plan next week (dry run, with gates)"] == 0, friday["Plan next week (dry run, with gates) (output)"]
     assert "### relmail plan `weekly:2026-W50` (dry run, nothing written)" in friday["summary"]
     assert "#### Changes since run weekly:2026-W49" in friday["summary"]
-    assert run_cron(demo_repo, 5, FRIDAY) == [0]
+    assert run_cron(demo_repo, FRIDAY) == [0, 0]  # the hourly send (nothing left to send) and the preview
     assert "#### Changes since run weekly:2026-W49" in (demo_repo.tmp / "log" / "preview.md").read_text()
     code, output = run_gitlab(demo_repo, "relmail-preview", FRIDAY, CI_PIPELINE_SOURCE="schedule", RELMAIL_JOB="preview",
                               RELMAIL_MIN_SENDS="10", RELMAIL_MAX_SUPPRESSION_RATE="0.99")
