@@ -314,3 +314,9 @@ def test_a_dry_run_through_the_read_only_role_of_the_ci_guide_plans_what_the_own
             conn.execute(text(f'DROP OWNED BY "{role}"'))
             conn.execute(text(f'DROP ROLE "{role}"'))
         admin.dispose()
+
+
+def test_a_plan_with_render_sample_0_says_the_gate_was_skipped_not_that_nothing_failed(demo):
+    out = _run(demo, *_plan_args("--dry-run", "--render-sample", "0"))
+    assert out.exit_code == 0, out.output
+    assert "; render gate skipped (--render-sample 0)." in out.output and "0 renders" not in out.output
