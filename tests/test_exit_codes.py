@@ -73,3 +73,16 @@ def test_a_command_interrupted_before_sending_exits_130_with_one_json_object(pro
                                       "exit_code": 130, "problems": []}
     assert out.stderr.splitlines() == ["Error: interrupted (Ctrl-C or SIGTERM); run the same command again"]
     assert _codes()[130] == ["Interrupted", "SendStopped"]
+
+
+def test_with_json_a_usage_error_is_one_json_object_on_stdout_as_well(project):
+    import json
+
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--window", "auto", "--json",
+                                   "--workers", "0"])
+    assert out.exit_code == 2
+    assert json.loads(out.stdout) == {"ok": False, "error": "Invalid value for '--workers': 0 is not in the range x>=1.",
+                                      "exit_code": 2, "problems": []}
+    assert "Usage: " in out.stderr
+    typo = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--json", "--windw", "auto"])
+    assert typo.exit_code == 2 and "--windw" in json.loads(typo.stdout)["error"]
