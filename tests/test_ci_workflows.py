@@ -72,6 +72,14 @@ def test_the_restart_settings_retry_exit_13_and_no_other_code_of_relmail():
     assert set(map(int, settings["RestartPreventExitStatus"].split())) == (codes | {2}) - {13}
 
 
+def test_the_systemd_service_counts_a_stopped_send_as_no_failure():
+    """`systemctl stop` or a shutdown stops a send with exit 130, for which scheduling.md says 'nothing' to do: a unit
+    marked failed would set off OnFailure= alerts on every reboot during a send."""
+    unit = (EXAMPLES / "systemd" / "relmail-weekly.service").read_text()
+    settings = dict(line.split("=", 1) for line in unit.splitlines() if "=" in line and not line.startswith("#"))
+    assert settings["Type"] == "oneshot" and "130" in settings.get("SuccessExitStatus", "").split()
+
+
 def test_the_systemd_units_with_the_documented_restart_settings_pass_systemd_analyze(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
