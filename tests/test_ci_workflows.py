@@ -72,6 +72,18 @@ def test_the_restart_settings_retry_exit_13_and_no_other_code_of_relmail():
     assert set(map(int, settings["RestartPreventExitStatus"].split())) == (codes | {2}) - {13}
 
 
+def test_the_sqlite_copy_ci_md_suggests_is_the_same_file_for_the_base_branch_plan(tmp_path, monkeypatch):
+    """The preview plans the base branch with -p "$RUNNER_TEMP/base": a relative SQLite URL would name another file."""
+    from relmail.project import init_project
+
+    guide = (ROOT / "docs" / "guide" / "ci.md").read_text()
+    (url,) = re.findall(r"`RELMAIL_DATABASE_URL=(sqlite:[^`]*)`", guide)
+    workspace, runner_temp = tmp_path / "workspace", tmp_path / "runner"
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", url.replace("$GITHUB_WORKSPACE", str(workspace)))
+    head, base = init_project(workspace), init_project(runner_temp / "base")
+    assert head.database_url == base.database_url == f"sqlite:///{workspace / 'relmail.db'}"
+
+
 def test_the_systemd_service_counts_a_stopped_send_as_no_failure():
     """`systemctl stop` or a shutdown stops a send with exit 130, for which scheduling.md says 'nothing' to do: a unit
     marked failed would set off OnFailure= alerts on every reboot during a send."""
