@@ -277,3 +277,46 @@ def test_runs_list_show_and_export_with_the_sentences_of_why(demo, engine, tmp_p
         assert conn.execute(Run.__table__.select()).first() is not None
     bad = _run(demo, "runs", "export", RUN, "--out", str(tmp_path / "x.csv"), "--actions", "sent")
     assert bad.exit_code == 4 and "--actions: sent" in bad.output
+
+
+def test_a_dry_run_through_the_read_only_role_of_the_ci_guide_plans_what_the_owner_plans(demo, engine, db_url, monkeypatch):
+    """ci.md's role (SELECT and TEMPORARY only) may not take the lock that building the columnar copy of the events
+    needs: the dry run reads the store with SQL instead, and decides the same, rather than failing with exit 5."""
+    import re
+    import uuid
+    from pathlib import Path
+
+    from sqlalchemy import create_engine, text
+
+    from relmail.store import columnar
+
+    if not db_url.startswith("postgresql"):
+        pytest.skip("roles are PostgreSQL's")
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "ci.md").read_text()
+    (grants,) = [b for b in re.findall(r"```sql\n(.*?)```", guide, re.S) if "relmail_ci" in b]
+    role, database = f"relmail_ci_{uuid.uuid4().hex[:8]}", db_url.rsplit("/", 1)[1]
+    admin = create_engine(db_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        for statement in grants.replace("relmail_ci", role).replace("DATABASE relmail", f'DATABASE "{database}"').split(";"):
+            if statement.split("--")[0].strip():
+                conn.execute(text(statement.replace("'...'", "'ci'")))
+    try:
+        columnar.remove(columnar.location(engine, demo.root))  # a fresh CI checkout has no copy
+        expected = _run(demo, *_plan_args("--dry-run", "--render-sample", "0", "--json"))
+        columnar.remove(columnar.location(engine, demo.root))
+        monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url.replace("://postgres@", f"://{role}:ci@"))
+        out = _run(demo, *_plan_args("--dry-run", "--render-sample", "0", "--json"))
+        assert out.exit_code == 0, out.output
+        assert json.loads(out.stdout)["messages"] == json.loads(expected.stdout)["messages"]
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": role})
+            conn.execute(text(f'DROP OWNED BY "{role}"'))
+            conn.execute(text(f'DROP ROLE "{role}"'))
+        admin.dispose()
+
+
+def test_a_plan_with_render_sample_0_says_the_gate_was_skipped_not_that_nothing_failed(demo):
+    out = _run(demo, *_plan_args("--dry-run", "--render-sample", "0"))
+    assert out.exit_code == 0, out.output
+    assert "; render gate skipped (--render-sample 0)." in out.output and "0 renders" not in out.output

@@ -55,3 +55,34 @@ def test_with_json_an_error_is_one_json_object_on_stdout_as_well(project):
     gate = runner.invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--dry-run", "--json", "--min-sends", "1000000"])
     assert gate.exit_code == 21
     assert json.loads(gate.stdout)["run"] == "weekly:2026-W50"
+
+
+def test_a_command_interrupted_before_sending_exits_130_with_one_json_object(project, monkeypatch):
+    """`relmail send --json > send.json` stopped while planning (SIGTERM, Ctrl-C) still leaves an object to read."""
+    import json
+
+    import relmail.sending.run
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # what the signal handler raises outside the sending loop
+
+    monkeypatch.setattr(relmail.sending.run, "send", interrupted)
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--window", "2026-W50", "--json"])
+    assert out.exit_code == 130, out.output
+    assert json.loads(out.stdout) == {"ok": False, "error": "interrupted (Ctrl-C or SIGTERM); run the same command again",
+                                      "exit_code": 130, "problems": []}
+    assert out.stderr.splitlines() == ["Error: interrupted (Ctrl-C or SIGTERM); run the same command again"]
+    assert _codes()[130] == ["Interrupted", "SendStopped"]
+
+
+def test_with_json_a_usage_error_is_one_json_object_on_stdout_as_well(project):
+    import json
+
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--window", "auto", "--json",
+                                   "--workers", "0"])
+    assert out.exit_code == 2
+    assert json.loads(out.stdout) == {"ok": False, "error": "Invalid value for '--workers': 0 is not in the range x>=1.",
+                                      "exit_code": 2, "problems": []}
+    assert "Usage: " in out.stderr
+    typo = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--json", "--windw", "auto"])
+    assert typo.exit_code == 2 and "--windw" in json.loads(typo.stdout)["error"]

@@ -36,6 +36,22 @@ def test_environment_database_url_wins(tmp_path, monkeypatch):
     assert project.database_url == "postgresql+psycopg://u@h/db"
 
 
+def test_an_empty_environment_database_url_is_an_error_not_the_project_sqlite_file(tmp_path, monkeypatch):
+    """A CI job whose secret is not available gets RELMAIL_DATABASE_URL="": say so (exit 3), do not plan an empty file."""
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+
+    project = init_project(tmp_path / "shop")
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", "")
+    with pytest.raises(ConfigError, match="RELMAIL_DATABASE_URL is set but empty"):
+        assert project.database_url is None
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "plan", "weekly", "--window", "next-week", "--dry-run"])
+    assert out.exit_code == 3, out.output
+    assert out.stderr.startswith("Error: RELMAIL_DATABASE_URL is set but empty")
+    assert not (project.root / "relmail.db").exists()
+
+
 def test_project_is_found_from_a_subfolder(tmp_path, monkeypatch):
     init_project(tmp_path / "shop")
     monkeypatch.chdir(tmp_path / "shop" / "campaigns")

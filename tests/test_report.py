@@ -215,3 +215,17 @@ def test_report_in_headless_chromium_shows_the_runs_numbers_offline(planned, eng
     assert errors == []
     fetched = [e["params"]["request"]["url"] for e in browser.events if e.get("method") == "Network.requestWillBeSent"]
     assert fetched and all(u.split(":", 1)[0] in ("file", "data", "about") for u in fetched), fetched
+
+
+def test_report_and_incrementality_take_campaign_last_like_runs_show(planned, engine, tmp_path, monkeypatch):
+    """An operator's Friday job writes `relmail report weekly:last`, as `relmail runs show weekly:last` reads."""
+    monkeypatch.chdir(planned.root)
+    runner = CliRunner()
+    out = runner.invoke(cli, ["report", "weekly:last", "--format", "json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["run"]["id"] == RUN
+    out = runner.invoke(cli, ["report", "incrementality", "past-test:last", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)[0]["run"] == PAST
+    out = runner.invoke(cli, ["report", "nope:last"])
+    assert out.exit_code == 8 and "campaign 'nope' has no run" in out.output

@@ -258,3 +258,29 @@ def test_lock_timeout_is_read_from_relmail_toml(project):
     toml.write_text(toml.read_text().replace("2.5", "0"))
     with pytest.raises(ConfigError, match="lock_timeout_minutes"):
         locks.timeout_for(Project.load(project.root))
+
+
+@pytest.mark.parametrize("codes, exit_code, alert", [
+    ([0], 0, False),
+    ([9], 0, False),        # the previous hour's send still holds the lock
+    ([130], 0, False),      # stopped: the next start sends the rest
+    ([13, 13, 0], 0, False),
+    ([13, 13, 13], 13, True),
+    ([5], 5, True),
+    ([14], 14, True),
+])
+def test_the_wrapper_in_scheduling_md_retries_13_stays_quiet_on_9_and_130_and_alerts_on_the_rest(tmp_path, codes, exit_code,
+                                                                                                   alert):
+    import re
+    import subprocess
+    from pathlib import Path
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "scheduling.md").read_text()
+    (wrapper,) = [b for b in re.findall(r"```sh\n(.*?)```", guide, re.S) if "for attempt" in b]
+    (tmp_path / "codes").write_text("".join(f"{c}\n" for c in codes))
+    stubs = (f'relmail() {{ c=$(head -n1 {tmp_path}/codes); sed -i 1d {tmp_path}/codes; echo run >> {tmp_path}/runs; '
+             'return "$c"; }\nsleep() { :; }\n')
+    out = subprocess.run(["sh", "-c", stubs + wrapper], capture_output=True, text=True)
+    assert out.returncode == exit_code, out.stderr
+    assert ("failed with exit" in out.stderr) == alert
+    assert (tmp_path / "runs").read_text().count("run") == len(codes)

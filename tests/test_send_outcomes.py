@@ -103,6 +103,34 @@ def test_max_deferred_share_1_lets_a_mostly_deferred_send_exit_0_with_a_warning(
     assert result.stderr.startswith(f"Warning: {len(to):,} of {len(to):,} e-mails deferred")
 
 
+def test_a_deferral_quoting_the_recipient_is_logged_without_the_address(project, planned, tmp_path):
+    """CI and cron keep stderr and --json: customers appear there by id only, never by address."""
+    to = recipients(planned)
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        for rcpt in to[:2]:
+            server.handler.script("rcpt", rcpt, f"451 4.3.0 <{rcpt}>: Recipient address rejected: try again later")
+        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", "--json")
+    assert result.exit_code == 0, result.output
+    assert not [rcpt for rcpt in to if rcpt in result.stdout or rcpt in result.stderr]
+    reasons = json.loads(result.stdout)["deferred_reasons"]
+    assert reasons == {"RCPT TO: 451 4.3.0 <address>: Recipient address rejected: try again later": 2}, reasons
+    assert "2 x RCPT TO: 451 4.3.0 <address>" in result.stderr
+
+
+def test_the_text_summary_says_when_deferred_emails_are_due_in_utc_like_every_other_time(project, planned, tmp_path):
+    import re
+
+    to = recipients(planned)
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        server.handler.script("rcpt", to[0], "451 4.3.0 Try again later")
+        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1")
+    assert result.exit_code == 0, result.output
+    assert re.search(r"^Deferred e-mails are due again from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; run the same command then\.$",
+                     result.stdout, re.M), result.stdout
+
+
 def test_send_workers_1_under_a_connection_limit_does_not_exit_0_silently(project, planned, tmp_path, monkeypatch,
                                                                           limited_role):
     """A role allowed fewer connections than the send needs (the SMTP pool's threads each mark on their own)."""

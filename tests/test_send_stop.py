@@ -146,7 +146,7 @@ def test_a_signal_stops_in_order_only_while_sending_and_a_second_one_at_once():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["sigterm-one-process", "ctrl-c-two-senders"])
+@pytest.mark.parametrize("how", ["sigterm-one-process", "ctrl-c-two-senders", "sigterm-process-group-two-senders"])
 def test_a_signal_while_the_provider_answers_5xx_exits_130_promptly_and_the_next_send_sends_the_rest(project, how):
     engine = build(project, customers=150)
     _Provider.customers, _Provider.status = [], 500
@@ -167,7 +167,9 @@ def test_a_signal_while_the_provider_answers_5xx_exits_130_promptly_and_the_next
             time.sleep(0.05)
         assert _Provider.customers, "the send never reached the provider"
         if how == "sigterm-one-process":
-            proc.send_signal(signal.SIGTERM)  # systemctl stop, a pod's deadline, timeout(1)
+            proc.send_signal(signal.SIGTERM)  # a pod's deadline: the container's first process only
+        elif how == "sigterm-process-group-two-senders":
+            os.killpg(proc.pid, signal.SIGTERM)  # timeout(1), systemctl stop: the senders get it too
         else:
             os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the senders too; they leave it to the submitter
         # Without the orderly stop, closing waited for every queued request and its 1+2+4 s retries: minutes.

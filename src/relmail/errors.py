@@ -141,7 +141,13 @@ class DeferredShareExceeded(DeliveryError):
     exit_code = 14
 
 
-class SendStopped(RelmailError):
+class Interrupted(RelmailError):
+    """A command stopped by Ctrl-C or SIGTERM; the exit code is the shell's for an interrupted command."""
+
+    exit_code = 130
+
+
+class SendStopped(Interrupted):
     """A send stopped on request (Ctrl-C, SIGTERM) after recording the e-mails in hand.
 
     Nothing is uncertain: what was handed over is recorded with the

@@ -122,9 +122,15 @@ class Project:
         """The database URL: ``RELMAIL_DATABASE_URL`` wins over the file.
 
         A relative SQLite path is taken relative to the project folder, so
-        commands behave the same from any working directory.
+        commands behave the same from any working directory. Set but empty
+        (a CI secret the job cannot read) is an error, not the file's URL:
+        falling back would plan against the project's own SQLite file.
         """
-        url = os.environ.get(ENV_DATABASE_URL) or self.settings.database_url
+        env = os.environ.get(ENV_DATABASE_URL)
+        if env is not None and not env.strip():
+            raise ConfigError(f"{ENV_DATABASE_URL} is set but empty (a CI secret this job cannot read?): set it to the "
+                              "database's URL, or unset it to use database_url from relmail.toml")
+        url = env or self.settings.database_url
         return resolve_sqlite_path(url, self.root)
 
     def secret(self, name: str, required: bool = True) -> str | None:

@@ -41,13 +41,22 @@ class RelmailGroup(click.Group):
     """Maps RelmailError (and any database driver's error) to a one-line message and its exit code."""
 
     def invoke(self, ctx: click.Context):
+        raw = [*ctx._protected_args, *ctx.args]  # the command's own arguments, before click consumes them
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:
+            if "--json" in raw:  # a usage error (exit 2) is one JSON object on stdout too; click prints the usage
+                from ._common import echo_json
+
+                echo_json({"ok": False, "error": exc.format_message(), "exit_code": exc.exit_code, "problems": []})
+            raise
         except RelmailError as exc:
             _fail(ctx, exc)
         except KeyboardInterrupt:
-            click.echo("Interrupted.", err=True)
-            ctx.exit(130)
+            from ..errors import Interrupted
+
+            # One line, and with --json one object on stdout, like every other error.
+            _fail(ctx, Interrupted("interrupted (Ctrl-C or SIGTERM); run the same command again"))
         except Exception as exc:
             from ..store.faults import as_relmail_error
 

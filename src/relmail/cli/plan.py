@@ -106,13 +106,13 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
         payload["gates_failed"] = [f.as_dict() for f in failed_gates(result, max_suppression_rate, min_sends)]
         echo_json(payload)
     else:
-        _print_plan(result, window, dry_run, replan, limit, changes)
+        _print_plan(result, window, dry_run, replan, limit, changes, render_sample)
         if out:
             click.echo(f"Wrote {len(result.decisions):,} decisions to {out} ({written}).")
     check_gates(result, max_suppression_rate, min_sends)
 
 
-def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, changes) -> None:
+def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, changes, render_sample: int = 3) -> None:
     from ..planning.output import change_rows, counted, gate_rows, kept_sentence, reason_rows, summary_rows
 
     win = result.window
@@ -133,8 +133,9 @@ def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, ch
         missing = f"; features the plan lacks: {', '.join(facts['missing_features'])}" if facts["missing_features"] else ""
         click.echo(f"Scored {message_id} with model {facts['version']} (outcome {facts['outcome']}){missing}.")
     renders = sum(c.rendered for c in result.render_checks)
-    click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; render gate: {renders:,} renders of "
-               f"{len(result.render_checks)} template variants, {result.render_errors} failed.")
+    gate = (f"render gate: {renders:,} renders of {len(result.render_checks)} template variants, {result.render_errors} failed"
+            if render_sample else "render gate skipped (--render-sample 0)")
+    click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; {gate}.")
     if result.render_checks:
         echo_table(*reversed(gate_rows(result)))
     for problem in result.render_problems[:limit]:

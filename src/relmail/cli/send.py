@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from datetime import UTC
 
 import click
 
@@ -118,7 +119,9 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
         if len(result.render_errors) > 20:
             click.echo(f"... and {len(result.render_errors) - 20} more render errors", err=True)
         if result.next_retry_at:
-            click.echo(f"Deferred e-mails are due again from {result.next_retry_at.isoformat()}; run the same command then.")
+            due = result.next_retry_at.astimezone(UTC) if result.next_retry_at.tzinfo else result.next_retry_at
+            click.echo(f"Deferred e-mails are due again from {due:%Y-%m-%d %H:%M:%S} UTC; "
+                       "run the same command then.")
     if real and result.done.get("deferred") and result.deferred_share <= max_deferred_share:
         # Not enough to fail the run, but never silent: a scheduler's log keeps stderr.
         reasons = "; ".join(f"{n:,} x {why}" for why, n in result.deferred_reasons.items())

@@ -5,8 +5,11 @@ outlives the submitting process: if the submitter dies (SIGKILL included), its
 tasks are killed at once (``PR_SET_PDEATHSIG`` on Linux, a watchdog on the
 parent's sentinel elsewhere), so a crashed ``relmail send`` cannot leave
 senders running while a later run takes over its stale lock. Ctrl-C reaches
-the whole process group; the tasks ignore it and the submitter alone decides
-(it asks them to stop after their current batch).
+the whole process group, and so does the SIGTERM of ``timeout`` or
+``systemctl stop``; the :meth:`~LocalExecutor.run` tasks ignore both and the
+submitter alone decides (it asks them to stop after their current batch, or
+kills them at once on a second signal). :meth:`~LocalExecutor.imap` workers
+ignore Ctrl-C and die on SIGTERM: they write nothing.
 
 Processes are started with ``fork`` on Linux — a task inherits the imported
 modules (Jinja, premailer, SQLAlchemy) and whatever the submitter prepared,
@@ -118,6 +121,11 @@ class LocalExecutor(Executor):
                     outcomes[i] = TaskOutcome(value=value, error=error)
                     if error is not None:
                         stop.set()  # the provider refused or the database failed: the others would hit it too
+        except KeyboardInterrupt:
+            for p in procs:  # stopping at once (a second signal): the tasks ignore signals, so end them here
+                if p.pid is not None and p.is_alive():
+                    p.kill()
+            raise
         finally:
             stop.set()
             for p in procs:
@@ -136,7 +144,7 @@ def _start_worker(niceness: int) -> None:
         os.nice(niceness)
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(*, ignore_sigterm: bool = False) -> None:
     """Make sure this process cannot keep working after the submitter (the lock holder) is gone."""
     parent = multiprocessing.parent_process()
     try:
@@ -156,11 +164,13 @@ def _die_with_parent() -> None:
             os._exit(70)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # A forked process inherits the CLI's SIGTERM handler (unwind to release the lock): not its job.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # A task (a sender) must not die of it either: a SIGTERM to the process group would end it in the
+    # middle of handing e-mails over, leaving them uncertain; the submitter asks it to stop in order.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN if ignore_sigterm else signal.SIG_DFL)
 
 
 def _task(fn, task: tuple, index: int, results, stop) -> None:
-    _die_with_parent()
+    _die_with_parent(ignore_sigterm=True)
     value, error = None, None
     try:
         value = fn(*task, _LocalChannel(index, results, stop))

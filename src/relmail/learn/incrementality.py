@@ -94,13 +94,10 @@ def incrementality(
 ) -> list[dict]:
     """Lift per message of one run (or of every closed run with hold-outs)."""
     if run:
-        from sqlalchemy import select
-
-        from ..store.models import Run
+        from ..planning.runs import resolve_run
 
         with engine.connect() as conn:
-            if conn.execute(select(Run.__table__.c.id).where(Run.__table__.c.id == run)).first() is None:
-                raise NotFound(f"no run '{run}' in the ledger")
+            run = resolve_run(conn, run)  # an id or CAMPAIGN:last; NotFound names the newest runs
     table = load_outcomes(engine, window, runs=[run] if run else None, now=now)
     if run and len(table) == 0:
         raise NotFound(f"run '{run}' has no delivered or held-out decisions whose {window.days}-day outcome window has closed")

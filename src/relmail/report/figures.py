@@ -58,7 +58,7 @@ def run_figures(
     confidence: float = 0.95,
     suppression_limit: int | None = SUPPRESSION_LIMIT,
 ) -> dict[str, Any]:
-    """Every figure of the report of ``run_id``.
+    """Every figure of the report of ``run_id`` (a run id, or ``CAMPAIGN:last`` for the campaign's newest run).
 
     ``project`` (optional) supplies a message's relevance threshold when the
     ledger does not hold it (no decision of that message fell below it).
@@ -68,12 +68,11 @@ def run_figures(
     """
     if bins < 1:
         raise ValueError("bins must be at least 1")
+    from ..planning.runs import resolve_run
+
     with engine.connect() as conn:
+        run_id = resolve_run(conn, run_id)  # an id or CAMPAIGN:last; NotFound names the newest runs
         run = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
-        if run is None:
-            known = [r[0] for r in conn.execute(select(RUNS.c.id).order_by(RUNS.c.as_of.desc()).limit(5))]
-            hint = f" (newest: {', '.join(known)})" if known else " (the ledger has no runs yet: relmail plan first)"
-            raise NotFound(f"no run '{run_id}' in the ledger{hint}")
         patterns = conn.execute(
             select(DEC.c.message_id, DEC.c.action, DEC.c.reasons, func.count().label("n"))
             .where(DEC.c.run_id == run_id)

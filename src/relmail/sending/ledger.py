@@ -27,6 +27,7 @@ settles ``committing`` as accepted with the uncertainty noted.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -37,6 +38,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..store import aggregates
 from ..store.db import dialect_insert
 from ..store.models import Decision, Delivery, Event
+from .redact import without_addresses
 
 D = Delivery.__table__
 DEC = Decision.__table__
@@ -317,13 +319,20 @@ def uncertain_count(engine: Engine, run_id: str) -> int:
 
 
 def deferred_reasons(engine: Engine, run_id: str, top: int = 3) -> dict[str, int]:
-    """The most common reasons of the run's deferred deliveries, with how many each."""
+    """The most common reasons of the run's deferred deliveries, with how many each.
+
+    The reasons are fit for a log: a recipient's address quoted by the provider
+    is replaced (:func:`~relmail.sending.redact.without_addresses`).
+    """
     with engine.connect() as conn:
         rows = conn.execute(
             select(D.c.last_error, func.count().label("n")).where(D.c.run_id == run_id, D.c.status == "deferred")
-            .group_by(D.c.last_error).order_by(func.count().desc(), D.c.last_error).limit(top)
+            .group_by(D.c.last_error)
         ).all()
-    return {reason or "no reason given": n for reason, n in rows}
+    counts: Counter[str] = Counter()
+    for reason, n in rows:
+        counts[without_addresses(reason) if reason else "no reason given"] += n
+    return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top])
 
 
 def status_counts(engine: Engine, run_id: str) -> dict[str, int]:

@@ -60,6 +60,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, literal_column, select, text
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 from . import aggregates, changes
 from .models import Event, Meta
@@ -562,12 +563,19 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: PostgreSQL's SQLSTATE for a statement the role lacks the privilege for.
+INSUFFICIENT_PRIVILEGE = "42501"
+
+
 def for_plan(engine: Engine, project_root: str | os.PathLike | None, as_of: datetime) -> Updated:
     """Bring the store's copy in step for a plan as of ``as_of``; ``Updated("none")`` when the plan would not read it.
 
     A plan reads the copy only with current aggregates (no event after
     ``as_of``); otherwise, or when the copy cannot be written (a read-only
-    folder, a full disk), the plan reads the store with SQL.
+    folder, a full disk), or when the database role may only read (a CI dry
+    run's: on PostgreSQL, bringing the copy in step takes a ``SHARE`` lock on
+    ``events``, which needs more than ``SELECT``), the plan reads the store
+    with SQL.
     """
     with engine.connect() as conn:
         if not aggregates.current(conn, as_of):
@@ -576,6 +584,10 @@ def for_plan(engine: Engine, project_root: str | os.PathLike | None, as_of: date
         return update(engine, location(engine, project_root))
     except OSError:
         return Updated("none")
+    except DBAPIError as exc:
+        if getattr(exc.orig, "sqlstate", None) == INSUFFICIENT_PRIVILEGE:
+            return Updated("none")
+        raise
 
 
 def new_identity(conn: Connection) -> None:
