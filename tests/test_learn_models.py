@@ -387,3 +387,27 @@ def test_the_leads_standard_error_on_small_data_is_not_blown_up_by_resamples_wit
     ses = [_lead(good, noise, y, t, criterion, 0)[1]
            for seed in range(20) for good, noise, y, t in [_small_experiment(seed)] for criterion in ("qini", "keep_at_50")]
     assert max(ses) < 1.0 and float(np.median(ses)) < 0.3
+
+
+@pytest.mark.parametrize("base", ["logistic", "hgb"])
+def test_many_category_features_train_on_every_base_learner(base):
+    # A shop's export: a few numbers and several coded columns (store, zip, channel,
+    # category). One-hot, the matrix is mostly zeros; gradient boosting needs it dense.
+    rng = np.random.default_rng(11)
+    n = 1500
+    rows = [
+        {
+            "recency": float(rng.integers(1, 400)),
+            "store": str(rng.choice(["101", "102", "115", "207", "310"])),
+            "zip": str(rng.choice(["01067", "10115", "20095", "50667", "80331", "70173"])),
+            "channel": str(rng.choice(["web", "app", "instore"])),
+            "category": str(rng.choice(["dresses", "shoes", "jeans", "bags", "knitwear"])),
+        }
+        for _ in range(n)
+    ]
+    spec = FeatureSpec.infer(rows)
+    X = spec.encode(rows)
+    t = rng.integers(0, 2, n).astype(np.int8)
+    y = (rng.random(n) < 0.1 + 0.1 * t).astype(np.int8)
+    up = TLearner(spec.layout_of(X, y), base).fit(X, y, t).predict_uplift(X)
+    assert up.shape == (n,) and np.isfinite(up).all()
