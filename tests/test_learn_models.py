@@ -411,3 +411,25 @@ def test_many_category_features_train_on_every_base_learner(base):
     y = (rng.random(n) < 0.1 + 0.1 * t).astype(np.int8)
     up = TLearner(spec.layout_of(X, y), base).fit(X, y, t).predict_uplift(X)
     assert up.shape == (n,) and np.isfinite(up).all()
+
+
+@pytest.mark.slow
+def test_evaluate_says_when_the_test_part_shows_no_lift_its_figures_could_be_shares_of(model_project):
+    from relmail.learn.evaluate import evaluate_model, unreliable_lifts
+
+    root = store.models_dir(model_project)
+    train_message(root, "promo", planted_table(), FAST)
+    model = load_model(model_project, "promo")
+    clear = evaluate_model(model, planted_table())
+    low, high = clear["outcomes"]["conversion"]["lift_interval"]
+    assert 0 < low < clear["outcomes"]["conversion"]["observed_lift"] < high
+    assert unreliable_lifts([clear]) == []
+    # The same customers where the e-mail changed nothing: keep@K divides by noise, and evaluate says so.
+    flat = planted_table()
+    rng = np.random.default_rng(9)
+    y = (rng.random(len(flat)) < 0.15).astype(np.int8)
+    flat.outcomes = {**flat.outcomes, "conversion": y}
+    noise = evaluate_model(model, flat)
+    notes = unreliable_lifts([noise])
+    assert len(notes) == 1 and notes[0].startswith("promo/conversion: on these")
+    assert "not distinguishable from zero" in notes[0] and "too noisy" in notes[0]

@@ -116,7 +116,7 @@ def evaluate_cmd(state, messages, models_folder, as_json) -> None:
       relmail model evaluate
       relmail model evaluate --message newsletter --json | jq '.[0].outcomes'
     """
-    from ..learn.evaluate import evaluate
+    from ..learn.evaluate import evaluate, unreliable_lifts
 
     results = evaluate(state.engine, _root(state, models_folder), list(messages) or None)
     if as_json:
@@ -136,6 +136,8 @@ def evaluate_cmd(state, messages, models_folder, as_json) -> None:
             else:
                 rows.append(base + ["-", None, None, None, None])
     echo_table(rows, ["message", "outcome", "estimator", "auc", "calib.err", "targeting", "qini", "keep@10", "keep@30", "keep@50"])
+    for sentence in unreliable_lifts(results):
+        click.echo(f"Note: {sentence}")
 
 
 @model.command("predict")
