@@ -433,3 +433,20 @@ def test_evaluate_says_when_the_test_part_shows_no_lift_its_figures_could_be_sha
     notes = unreliable_lifts([noise])
     assert len(notes) == 1 and notes[0].startswith("promo/conversion: on these")
     assert "not distinguishable from zero" in notes[0] and "too noisy" in notes[0]
+
+
+@pytest.mark.slow
+def test_a_fallback_reason_gives_the_chosen_models_own_figures_not_only_the_rejected_ones():
+    from relmail.learn.select import choose
+
+    x, seg, t, y = planted(4000, 6)
+    spec, X = _encoded(x, seg)
+    ids = np.array([f"C{i}" for i in range(len(y))], dtype=object)
+    y_flat = (np.random.default_rng(9).random(len(y)) < 0.15 + 0.1 * t).astype(np.int8)
+    got = choose(X, y_flat, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=2)
+    assert got.kind == "proportional"
+    rows = {c["kind"]: c for c in got.candidates}
+    # "it keeps ..." first describes the T-learner, which was not chosen; the figures of the model that was follow.
+    chosen = f"is chosen instead; it keeps {rows['proportional']['keep_at_30']:.3f} at 30% volume and {rows['proportional']['keep_at_50']:.3f} at 50%"
+    assert chosen in got.reason
+    assert f"it keeps {rows['t_learner']['keep_at_30']:.3f} of incremental outcomes at 30% volume" in got.reason

@@ -197,7 +197,8 @@ def choose(
             reason += (
                 f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) is within one standard error"
                 f" ({_fmt(se)}, bootstrap over validation customers), so {fallback['kind']}/{fallback['base']},"
-                f" {what}, is chosen instead."
+                f" {what}, is chosen instead; it keeps {_fmt(fallback['keep_at_30'])} at 30% volume and"
+                f" {_fmt(fallback['keep_at_50'])} at 50% (cross-validated {criterion.replace('_', ' ')} {_fmt(fallback[criterion])})."
             )
             best = fallback
         else:
