@@ -450,3 +450,27 @@ def test_a_fallback_reason_gives_the_chosen_models_own_figures_not_only_the_reje
     chosen = f"is chosen instead; it keeps {rows['proportional']['keep_at_30']:.3f} at 30% volume and {rows['proportional']['keep_at_50']:.3f} at 50%"
     assert chosen in got.reason
     assert f"it keeps {rows['t_learner']['keep_at_30']:.3f} of incremental outcomes at 30% volume" in got.reason
+
+
+@pytest.mark.slow
+def test_a_model_copied_to_another_folder_loads_the_payload_beside_its_sidecar(model_project, tmp_path):
+    import shutil
+
+    root = store.models_dir(model_project)
+    train_message(root, "promo", planted_table(), FAST)
+    features = {"x": np.array([-2.0, 2.0]), "segment": np.array(["b", "b"])}
+    before = load_model(model_project, "promo").predict(features)
+    # Copied into another project, under another message's name; the original project is gone.
+    other = init_project(tmp_path / "other")
+    shutil.copytree(root / "promo", store.models_dir(other) / "autumn-promo")
+    shutil.rmtree(root / "promo")
+    copied = load_model(other, "autumn-promo")
+    assert copied.key == "autumn-promo" and copied.meta["trained_as"] == "promo"
+    np.testing.assert_array_equal(copied.predict(features)["uplift"], before["uplift"])
+    assert [m["key"] for m in store.list_models(store.models_dir(other))] == ["autumn-promo"]
+    # A sidecar next to the payload of another version is refused with its field, not called tampered.
+    folder = store.models_dir(other) / "autumn-promo"
+    (folder / "v0001.skops").rename(folder / "v0002.skops")
+    (folder / "v0001.json").rename(folder / "v0002.json")
+    with pytest.raises(ModelError, match=r"v0002\.json: field 'file': names 'v0001\.skops'"):
+        load_model(other, "autumn-promo")
