@@ -173,3 +173,25 @@ def test_runs_import_categorical_keeps_codes_as_text(project, tmp_path):
     res = run(project, "runs", "import", str(jl), "--categorical", "action")
     assert res.exit_code == 4 and "required column" in res.output
     engine.dispose()
+
+
+def test_runs_import_refuses_a_number_column_with_text_in_it_naming_line_and_field(project, tmp_path):
+    engine = make_engine(project.database_url)
+    add_customers(engine, 4)
+    path = tmp_path / "h.csv"
+    spend = ["120.5", "NA", "80", "95"]
+    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action,spend,zip,channel\n"
+                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,send,{spend[i]},{['01067', '10115', '20095', '50667'][i]},web\n"
+                              for i in range(4)))
+    res = run(project, "runs", "import", str(path))
+    # 'NA' would have made spend a column of categories, and a zip with a leading zero text among numbers.
+    assert res.exit_code == 4, res.output
+    assert "h.csv:3: field 'spend': 'NA' is not a number, but 3 other values" in res.output
+    assert "h.csv:2: field 'zip': '01067' is not a number, but 3 other values" in res.output and "--categorical" in res.output
+    assert load_outcomes(engine, now=NOW).features == []
+    # Empty cells are missing values; codes are named as such: the same file imports.
+    path.write_text(path.read_text().replace(",NA,", ",,"))
+    res = run(project, "runs", "import", str(path), "--categorical", "zip")
+    assert res.exit_code == 0, res.output
+    assert FeatureSpec.infer(load_outcomes(engine, now=NOW).features).numeric == ["spend"]
+    engine.dispose()
