@@ -255,7 +255,8 @@ def _write(engine: Engine, runs: dict[str, dict], decisions: list[dict]) -> Impo
                 if clash is not None:
                     break
         if clash is not None:
-            raise Conflict(f"run '{clash.id}' (campaign {clash.campaign}, window {clash.window}) is in the ledger already; history is imported once")
+            raise Conflict(f"run '{clash.id}' (campaign {clash.campaign}, window {clash.window}) is in the ledger already; history is imported once. "
+                           f"To import a corrected file in its place: relmail runs discard {clash.id} --yes (its outcome events stay)")
         conn.execute(
             r.insert(),
             [{"id": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "seed": 0,
