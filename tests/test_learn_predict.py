@@ -118,6 +118,9 @@ def test_train_replace_and_dir_keep_experiments_off_the_project_models(trained, 
     assert sorted(p.name for p in folder.iterdir()) == ["v0001.json", "v0001.skops"]
     res = run(project, "model", "train", "--outcome", "visit", "--split-seed", "5", "--replace")
     assert res.exit_code == 0, res.output
+    # The version replaced learned conversion too, the outcome a plan scores by first: the output says it is gone.
+    assert ("Note: version 1 learned visit, conversion; --replace dropped conversion, which a plan can no longer "
+            "score promo on") in res.output
     assert sorted(p.name for p in folder.iterdir()) == ["v0001.json", "v0001.skops"]
     assert load_model(project, "promo").meta["training"]["split_seed"] == 5
     exp = tmp_path / "exp"

@@ -94,6 +94,11 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
             click.echo(f"  {outcome}: {sel['chosen'] or 'propensity only'} — {sel['reason']}")
         for outcome, why in res["skipped"].items():
             click.echo(f"  {outcome}: skipped — {why}")
+        if res.get("replaced"):
+            gone = res["replaced"]
+            click.echo(f"  Note: version {gone['version']} learned {', '.join(gone['outcomes'])}; --replace dropped "
+                       f"{', '.join(gone['dropped'])}, which a plan can no longer score {res['message']} on "
+                       f"(name every outcome to keep, or train without --replace)")
 
 
 @model.command("evaluate")

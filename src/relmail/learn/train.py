@@ -104,8 +104,27 @@ def train(
         mine = table.message_id == key
         if not mine.any():
             raise NothingToDo(f"no decisions for message '{key}' in closed runs: nothing to train it on")
-        results.append(train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None))
+        replaced = replaced_outcomes(root, key, options.outcomes) if options.replace else {}
+        result = train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None)
+        if replaced:
+            result["replaced"] = replaced
+        results.append(result)
     return results
+
+
+def replaced_outcomes(root, key: str, outcomes) -> dict:
+    """What ``replace`` takes away: the outcomes the newest version learned that this training does not ask for.
+
+    The plan scores a message by its model's primary outcome (conversion
+    first): replacing a visit-and-conversion model with a visit-only one
+    moves that message's plan to P(visit), which the train output must say.
+    """
+    meta = store.read_meta(root, key)
+    if meta is None:
+        return {}
+    had = list(meta.get("estimators", {}).get("outcomes", {}))
+    dropped = [o for o in had if o not in outcomes]
+    return {"version": meta["version"], "outcomes": had, "dropped": dropped} if dropped else {}
 
 
 def siblings_of(table: OutcomeTable, key: str) -> OutcomeTable:
