@@ -474,3 +474,18 @@ def test_a_model_copied_to_another_folder_loads_the_payload_beside_its_sidecar(m
     (folder / "v0001.json").rename(folder / "v0002.json")
     with pytest.raises(ModelError, match=r"v0002\.json: field 'file': names 'v0001\.skops'"):
         load_model(other, "autumn-promo")
+
+
+@pytest.mark.slow
+def test_the_reason_says_when_the_training_customers_show_no_lift_to_rank_by():
+    from relmail.learn.select import choose
+
+    x, seg, t, y = planted(4000, 6)
+    spec, X = _encoded(x, seg)
+    ids = np.array([f"C{i}" for i in range(len(y))], dtype=object)
+    got = choose(X, y, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
+    assert "cannot be told from zero" not in got.reason
+    # The e-mail changes nothing: whatever wins, its figures are shares of noise, and the reason says so.
+    y_none = (np.random.default_rng(8).random(len(y)) < 0.15).astype(np.int8)
+    got = choose(X, y_none, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
+    assert "The e-mail's lift on these training customers" in got.reason and "cannot be told from zero" in got.reason

@@ -203,6 +203,7 @@ def choose(
             best = fallback
         else:
             reason += f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) exceeds one standard error ({_fmt(se)})."
+    reason += _signal(y, t)
     calibration = uplift_calibration(oof[(best["kind"], best["base"])], y, t)
     reason += (
         f" Uplift is calibrated on the validation predictions (slope {calibration[0]:.2f}, intercept {calibration[1]:+.4f})."
@@ -306,6 +307,26 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
     return lead, float(draws.std(ddof=1)) if len(draws) > 1 else float("inf")
+
+
+def _signal(y, t) -> str:
+    """A sentence when the training customers show no lift to rank by (its 95% interval holds zero), else nothing.
+
+    Every candidate's figures are shares of that lift: when it cannot be told
+    from zero, the winner's lead and keep figures are as likely chance, and
+    the reason must not read as a finding.
+    """
+    from .incrementality import newcombe
+
+    y, sent = np.asarray(y), np.asarray(t) == 1
+    if not sent.any() or sent.all():
+        return ""
+    lift, low, high = newcombe(int(y[sent].sum()), int(sent.sum()), int(y[~sent].sum()), int((~sent).sum()))
+    if low > 0 or high < 0:
+        return ""
+    return (f" The e-mail's lift on these training customers, {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}]),"
+            f" cannot be told from zero: the figures above are shares of noise, and no ranking here is known to"
+            f" beat mailing at random.")
 
 
 def _finite(value: float) -> float:
