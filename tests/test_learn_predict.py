@@ -198,3 +198,19 @@ def test_runs_import_refuses_a_number_column_with_text_in_it_naming_line_and_fie
     assert res.exit_code == 0, res.output
     assert FeatureSpec.infer(load_outcomes(engine, now=NOW).features).numeric == ["spend"]
     engine.dispose()
+
+
+def test_a_test_share_outside_0_to_1_is_an_error_naming_the_option_or_setting_not_a_traceback(project):
+    from relmail.errors import ConfigError, ValidationError
+    from relmail.learn.train import TrainOptions
+
+    res = run(project, "model", "train", "--test-share", "1.5")
+    assert res.exit_code == 2 and "'--test-share': 1.5 is not in the range 0<=x<1" in res.output
+    with pytest.raises(ValidationError, match="test_share: 1.5 is not a share"):
+        TrainOptions.from_project(project, test_share=1.5)
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text() + "\n[model]\ntest_share = 1.0\n")
+    with pytest.raises(ConfigError, match=r"relmail.toml: \[model\] test_share: 1.0 is not a share"):
+        TrainOptions.from_project(type(project).load(project.root))
+    res = run(project, "model", "train")
+    assert res.exit_code == 3 and "[model] test_share" in res.output and "Traceback" not in res.output

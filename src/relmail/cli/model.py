@@ -44,8 +44,10 @@ def _root(state, folder):
 @click.option("--outcome", "-o", "outcomes", multiple=True, type=click.Choice(["open", "click", "visit", "conversion"]),
               help="Outcome(s) to model (default: [model] outcomes, else all four).")
 @click.option("--split-seed", type=int, default=None, help="Seed of the customer split into training and test parts (default 0).")
-@click.option("--test-share", type=float, default=None, help="Share of customers kept out for 'model evaluate' (default 0.3).")
-@click.option("--window-days", type=float, default=None, help="Outcome window after the send time, in days (default 14).")
+@click.option("--test-share", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Share of customers kept out for 'model evaluate', from 0 up to (not including) 1 (default 0.3).")
+@click.option("--window-days", type=click.FloatRange(0, min_open=True), default=None,
+              help="Outcome window after the send time, in days (default 14).")
 @click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None,
               help="What the estimator choice maximizes (default qini).")
 @dir_option

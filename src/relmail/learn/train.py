@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from .. import __version__
-from ..errors import NothingToDo, ValidationError
+from ..errors import ConfigError, NothingToDo, ValidationError
 from . import store
 from .dataset import FeatureSpec, split_mask
 from .estimators import (
@@ -75,6 +75,10 @@ class TrainOptions:
         unknown = [o for o in values["outcomes"] if o not in POSITIVE]
         if unknown:
             raise ValidationError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
+        if not 0.0 <= values["test_share"] < 1.0:
+            _bad(overrides, "test_share", f"{values['test_share']} is not a share of customers from 0 up to (not including) 1")
+        if values["window"] <= timedelta(0):
+            _bad(overrides, "window", "the outcome window must be longer than 0 days")
         return cls(**values)
 
 
@@ -110,6 +114,14 @@ def train(
             result["replaced"] = replaced
         results.append(result)
     return results
+
+
+def _bad(overrides: dict, key: str, text: str) -> None:
+    """A bad training setting: a usage error when the caller passed it, else a relmail.toml error."""
+    if overrides.get(key) is not None:
+        raise ValidationError(f"{key}: {text}")
+    setting = {"window": "window_days"}.get(key, key)
+    raise ConfigError(f"relmail.toml: [model] {setting}: {text}")
 
 
 def replaced_outcomes(root, key: str, outcomes) -> dict:
