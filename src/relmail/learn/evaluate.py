@@ -54,22 +54,31 @@ def lift_interval(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 
 
 def unreliable_lifts(results: Sequence[dict]) -> list[str]:
-    """One sentence per message and outcome whose test part shows no lift that the figures could be shares of."""
+    """One sentence per message and outcome whose test part's lift makes qini and keep@K hard to read.
+
+    Both are shares of the test part's lift: when its interval holds zero
+    their size means little, and when it is negative keep@K is reversed (a
+    lower figure keeps more incremental outcomes; qini divides by the lift's
+    size and is not).
+    """
     out = []
     for res in results:
         for outcome, entry in res["outcomes"].items():
             if "lift_interval" not in entry:
                 continue
             low, high = entry["lift_interval"]
-            if low > 0:
-                continue
             lift = entry["observed_lift"]
-            what = "the e-mail lowered it" if high < 0 else "not distinguishable from zero"
-            out.append(
-                f"{res['message']}/{outcome}: on these {res['rows']:,} test rows the e-mail's lift is {lift:+.4f} "
-                f"(95% CI [{low:+.4f}, {high:+.4f}]), {what}: qini and keep@K are shares of that lift, too noisy here "
-                f"to show which targeting is better; evaluate on more customers (a larger --test-share, more runs)"
-            )
+            unclear, negative = low <= 0 <= high, lift < 0
+            if not (unclear or negative):
+                continue
+            said = (f"{res['message']}/{outcome}: on these {res['rows']:,} test rows the e-mail's lift is {lift:+.4f}"
+                    f" (95% CI [{low:+.4f}, {high:+.4f}])")
+            if unclear:
+                said += (", not distinguishable from zero: qini and keep@K are shares of it, so their size means little here"
+                         " (evaluate on more customers: a larger --test-share, more runs)")
+            if negative:
+                said += "; as it is negative, keep@K is reversed: a lower keep@K keeps more (qini is not)"
+            out.append(said)
     return out
 
 

@@ -310,11 +310,12 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
 
 
 def _signal(y, t) -> str:
-    """A sentence when the training customers show no lift to rank by (its 95% interval holds zero), else nothing.
+    """A sentence when the training customers' total lift cannot be told from zero or is negative, else nothing.
 
-    Every candidate's figures are shares of that lift: when it cannot be told
-    from zero, the winner's lead and keep figures are as likely chance, and
-    the reason must not read as a finding.
+    Every candidate's qini and keep figures are shares of that total: near
+    zero their size means little, and below zero keep@K is reversed (a lower
+    figure keeps more; qini divides by the total's size and is not). The
+    reason must not read as a finding then.
     """
     from .incrementality import newcombe
 
@@ -322,11 +323,16 @@ def _signal(y, t) -> str:
     if not sent.any() or sent.all():
         return ""
     lift, low, high = newcombe(int(y[sent].sum()), int(sent.sum()), int(y[~sent].sum()), int((~sent).sum()))
-    if low > 0 or high < 0:
+    unclear, negative = low <= 0 <= high, lift < 0
+    if not (unclear or negative):
         return ""
-    return (f" The e-mail's lift on these training customers, {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}]),"
-            f" cannot be told from zero: the figures above are shares of noise, and no ranking here is known to"
-            f" beat mailing at random.")
+    said = f" The e-mail's total lift on these training customers is {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}])"
+    if unclear:
+        said += (", which cannot be told from zero: the qini and keep figures above are shares of it, so their size"
+                 " means little; the lead over the safe model and its standard error tell a ranking from chance")
+    if negative:
+        said += "; as it is negative, the keep figures are reversed (a lower one keeps more; qini is not)"
+    return said + "."
 
 
 def _finite(value: float) -> float:
