@@ -214,3 +214,21 @@ def test_a_test_share_outside_0_to_1_is_an_error_naming_the_option_or_setting_no
         TrainOptions.from_project(type(project).load(project.root))
     res = run(project, "model", "train")
     assert res.exit_code == 3 and "[model] test_share" in res.output and "Traceback" not in res.output
+
+
+def test_runs_import_lists_every_problem_on_its_own_line_and_as_json(project, tmp_path):
+    engine = make_engine(project.database_url)
+    add_customers(engine, 4)
+    path = tmp_path / "h.csv"
+    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action\n"
+                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,sent\n" for i in range(5)))
+    res = run(project, "runs", "import", str(path))
+    assert res.exit_code == 4
+    lines = res.output.splitlines()
+    assert lines[0].startswith("Error: ") and lines[0].endswith("h.csv: 5 problem(s), nothing imported")
+    assert [line.split(": field")[0].rsplit(":", 1)[1] for line in lines[1:]] == ["2", "3", "4", "5", "6"]
+    res = run(project, "runs", "import", str(path), "--json")
+    got = json.loads(res.output)
+    assert got["ok"] is False and [p["line"] for p in got["problems"]] == [2, 3, 4, 5, 6]
+    assert {p["field"] for p in got["problems"]} == {"action"}
+    engine.dispose()

@@ -237,9 +237,14 @@ def runs_import(state, file, categorical, as_json) -> None:
       relmail runs import past_campaign.csv --categorical zip_code
       relmail import events outcomes.csv
     """
+    from ..errors import ValidationError
     from ..learn.history import import_history
+    from .imports import _fail
 
-    res = import_history(state.engine, file, categorical=categorical)
+    try:
+        res = import_history(state.engine, file, categorical=categorical)
+    except ValidationError as exc:
+        _fail(exc, 0, as_json)  # every problem on its own line, as 'relmail import' lists them
     if as_json:
         echo_json(res.__dict__)
     else:
