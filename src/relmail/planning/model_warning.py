@@ -51,6 +51,6 @@ def model_warnings(models: Mapping[str, Mapping[str, Any]], widths: Mapping[str,
             text = (f"{key}: the plan lacks {len(missing)} of the {width} features its model {facts.get('version')} "
                     f"learned from ({', '.join(missing)}); the model fills them in with training medians and "
                     f"unknown categories, so its predictions hardly differ between customers; train it on "
-                    f"decisions whose features the plan logs (features named as relmail names them), or set policy model: off")
+                    f"decisions whose features the plan logs (named as the plan names them: recency_days, ...), or set policy model: off")
             out.append(PlanWarning(key, "MODEL_FEATURES", 0, audience.get(key, 0), text))
     return out
