@@ -91,7 +91,8 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
     for res in results:
         pooled = (f" and {res['sibling_sends']:,} sends of {', '.join(res['sibling_messages'])} (for the pooled estimator)"
                   if res.get("sibling_sends") else "")
-        click.echo(f"{res['message']}: version {res['version']} from {res['rows']:,} decisions{pooled} ({res['path']})")
+        held = f", {res['test_rows']:,} test decisions held back for 'model evaluate'" if res.get("test_rows") else ""
+        click.echo(f"{res['message']}: version {res['version']} from {res['rows']:,} training decisions{held}{pooled} ({res['path']})")
         for outcome, sel in res["selection"].items():
             click.echo(f"  {outcome}: {sel['chosen'] or 'propensity only'} — {sel['reason']}")
         for outcome, why in res["skipped"].items():

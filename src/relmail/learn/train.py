@@ -256,7 +256,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         },
     }
     path = store.save(root, key, payload, meta, replace=options.replace)
-    return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
+    return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "test_rows": int(test.sum()),
+            "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
 
 
