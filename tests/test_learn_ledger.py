@@ -177,8 +177,10 @@ def test_incrementality_reports_the_lift_with_an_interval(engine, tmp_path):
     assert conv["low"] < conv["lift"] < conv["high"]
     assert conv["significant"] and 0.1 < conv["lift"] < 0.25
     assert entry["revenue_per_customer"]["lift"] == pytest.approx(conv["lift"] * 30.0)
-    with pytest.raises(NotFound, match="no run 'nope'"):
+    with pytest.raises(NotFound, match=r"no run 'nope' in the ledger \(newest: hist-1\)"):
         incrementality(engine, "nope", now=NOW)
+    # Named as every command names a run: CAMPAIGN:last is the campaign's newest.
+    assert incrementality(engine, "spring:last", now=NOW) == [entry]
     with pytest.raises(NotFound, match="window has closed"):
         incrementality(engine, "hist-1", now=AS_OF + timedelta(days=1))
 

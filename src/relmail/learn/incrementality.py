@@ -94,13 +94,11 @@ def incrementality(
 ) -> list[dict]:
     """Lift per message of one run (or of every closed run with hold-outs)."""
     if run:
-        from sqlalchemy import select
-
-        from ..store.models import Run
+        # Named as every command names a run: its id or CAMPAIGN:last; an unknown one lists the newest.
+        from ..planning.runs import resolve_run
 
         with engine.connect() as conn:
-            if conn.execute(select(Run.__table__.c.id).where(Run.__table__.c.id == run)).first() is None:
-                raise NotFound(f"no run '{run}' in the ledger")
+            run = resolve_run(conn, run)
     table = load_outcomes(engine, window, runs=[run] if run else None, now=now)
     if run and len(table) == 0:
         raise NotFound(f"run '{run}' has no delivered or held-out decisions whose {window.days}-day outcome window has closed")
