@@ -177,8 +177,10 @@ def test_incrementality_reports_the_lift_with_an_interval(engine, tmp_path):
     assert conv["low"] < conv["lift"] < conv["high"]
     assert conv["significant"] and 0.1 < conv["lift"] < 0.25
     assert entry["revenue_per_customer"]["lift"] == pytest.approx(conv["lift"] * 30.0)
-    with pytest.raises(NotFound, match="no run 'nope'"):
+    with pytest.raises(NotFound, match=r"no run 'nope' in the ledger \(newest: hist-1\)"):
         incrementality(engine, "nope", now=NOW)
+    # Named as every command names a run: CAMPAIGN:last is the campaign's newest.
+    assert incrementality(engine, "spring:last", now=NOW) == [entry]
     with pytest.raises(NotFound, match="window has closed"):
         incrementality(engine, "hist-1", now=AS_OF + timedelta(days=1))
 
@@ -244,3 +246,27 @@ def test_history_features_round_trip_through_csv(engine, tmp_path_factory, value
                 assert got == v  # anything else ("1e5", "007", "nan") stays text
         else:
             assert got == v and isinstance(got, (int, float))
+
+
+def test_an_imported_run_with_its_outcomes_is_discarded_and_imported_again_corrected(engine, tmp_path):
+    from relmail.planning.runs import discard_run
+
+    add_customers(engine, 4)
+    path = write_history(tmp_path / "h.csv", 4)
+    import_history(engine, path)
+    # Its outcomes, unsubscribes naming the run among them, are imported next.
+    inside = AS_OF + timedelta(days=3)
+    add_events(engine, [
+        {"customer_id": "C0000000", "type": "view", "occurred_at": inside},
+        {"customer_id": "C0000000", "type": "email_unsubscribed", "occurred_at": inside, "message_id": "promo", "run_id": "hist-1"},
+    ])
+    before = load_outcomes(engine, now=NOW)
+    # A column turns out wrong: importing the corrected file again is refused with the way out.
+    with pytest.raises(Conflict, match=r"relmail runs discard hist-1 --yes \(its outcome events stay\)"):
+        import_history(engine, path)
+    assert discard_run(engine, "hist-1")["decisions"] == 4
+    import_history(engine, path)
+    after = load_outcomes(engine, now=NOW)
+    for name in before.outcomes:
+        assert (after.outcomes[name] == before.outcomes[name]).all(), name
+    assert after.outcomes["unsubscribe"].sum() == 1

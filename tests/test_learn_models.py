@@ -387,3 +387,116 @@ def test_the_leads_standard_error_on_small_data_is_not_blown_up_by_resamples_wit
     ses = [_lead(good, noise, y, t, criterion, 0)[1]
            for seed in range(20) for good, noise, y, t in [_small_experiment(seed)] for criterion in ("qini", "keep_at_50")]
     assert max(ses) < 1.0 and float(np.median(ses)) < 0.3
+
+
+@pytest.mark.parametrize("base", ["logistic", "hgb"])
+def test_many_category_features_train_on_every_base_learner(base):
+    # A shop's export: a few numbers and several coded columns (store, zip, channel,
+    # category). One-hot, the matrix is mostly zeros; gradient boosting needs it dense.
+    rng = np.random.default_rng(11)
+    n = 1500
+    rows = [
+        {
+            "recency": float(rng.integers(1, 400)),
+            "store": str(rng.choice(["101", "102", "115", "207", "310"])),
+            "zip": str(rng.choice(["01067", "10115", "20095", "50667", "80331", "70173"])),
+            "channel": str(rng.choice(["web", "app", "instore"])),
+            "category": str(rng.choice(["dresses", "shoes", "jeans", "bags", "knitwear"])),
+        }
+        for _ in range(n)
+    ]
+    spec = FeatureSpec.infer(rows)
+    X = spec.encode(rows)
+    t = rng.integers(0, 2, n).astype(np.int8)
+    y = (rng.random(n) < 0.1 + 0.1 * t).astype(np.int8)
+    up = TLearner(spec.layout_of(X, y), base).fit(X, y, t).predict_uplift(X)
+    assert up.shape == (n,) and np.isfinite(up).all()
+
+
+@pytest.mark.slow
+def test_evaluate_says_when_the_test_part_shows_no_lift_its_figures_could_be_shares_of(model_project):
+    from relmail.learn.evaluate import evaluate_model, unreliable_lifts
+
+    root = store.models_dir(model_project)
+    train_message(root, "promo", planted_table(), FAST)
+    model = load_model(model_project, "promo")
+    clear = evaluate_model(model, planted_table())
+    low, high = clear["outcomes"]["conversion"]["lift_interval"]
+    assert 0 < low < clear["outcomes"]["conversion"]["observed_lift"] < high
+    assert unreliable_lifts([clear]) == []
+    # The same customers where the e-mail changed nothing: keep@K divides by noise, and evaluate says so.
+    flat = planted_table()
+    rng = np.random.default_rng(9)
+    y = (rng.random(len(flat)) < 0.15).astype(np.int8)
+    flat.outcomes = {**flat.outcomes, "conversion": y}
+    noise = evaluate_model(model, flat)
+    notes = unreliable_lifts([noise])
+    assert len(notes) == 1 and notes[0].startswith("promo/conversion: on these")
+    assert "not distinguishable from zero" in notes[0] and "size means little" in notes[0]
+    assert "reversed" not in notes[0] or noise["outcomes"]["conversion"]["observed_lift"] < 0
+    # Held-out customers clearly respond more: keep@K is a share of a negative total, and reads reversed.
+    hurt = planted_table()
+    hurt.outcomes = {**hurt.outcomes, "conversion": (rng.random(len(flat)) < 0.3 - 0.2 * hurt.treated).astype(np.int8)}
+    notes = unreliable_lifts([evaluate_model(model, hurt)])
+    assert len(notes) == 1 and "as it is negative, keep@K is reversed: a lower keep@K keeps more" in notes[0]
+    assert "not distinguishable from zero" not in notes[0]
+
+
+@pytest.mark.slow
+def test_a_fallback_reason_gives_the_chosen_models_own_figures_not_only_the_rejected_ones():
+    from relmail.learn.select import choose
+
+    x, seg, t, y = planted(4000, 6)
+    spec, X = _encoded(x, seg)
+    ids = np.array([f"C{i}" for i in range(len(y))], dtype=object)
+    y_flat = (np.random.default_rng(9).random(len(y)) < 0.15 + 0.1 * t).astype(np.int8)
+    got = choose(X, y_flat, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=2)
+    assert got.kind == "proportional"
+    rows = {c["kind"]: c for c in got.candidates}
+    # "it keeps ..." first describes the T-learner, which was not chosen; the figures of the model that was follow.
+    chosen = f"is chosen instead; it keeps {rows['proportional']['keep_at_30']:.3f} at 30% volume and {rows['proportional']['keep_at_50']:.3f} at 50%"
+    assert chosen in got.reason
+    assert f"it keeps {rows['t_learner']['keep_at_30']:.3f} of incremental outcomes at 30% volume" in got.reason
+
+
+@pytest.mark.slow
+def test_a_model_copied_to_another_folder_loads_the_payload_beside_its_sidecar(model_project, tmp_path):
+    import shutil
+
+    root = store.models_dir(model_project)
+    train_message(root, "promo", planted_table(), FAST)
+    features = {"x": np.array([-2.0, 2.0]), "segment": np.array(["b", "b"])}
+    before = load_model(model_project, "promo").predict(features)
+    # Copied into another project, under another message's name; the original project is gone.
+    other = init_project(tmp_path / "other")
+    shutil.copytree(root / "promo", store.models_dir(other) / "autumn-promo")
+    shutil.rmtree(root / "promo")
+    copied = load_model(other, "autumn-promo")
+    assert copied.key == "autumn-promo" and copied.meta["trained_as"] == "promo"
+    np.testing.assert_array_equal(copied.predict(features)["uplift"], before["uplift"])
+    assert [m["key"] for m in store.list_models(store.models_dir(other))] == ["autumn-promo"]
+    # A sidecar next to the payload of another version is refused with its field, not called tampered.
+    folder = store.models_dir(other) / "autumn-promo"
+    (folder / "v0001.skops").rename(folder / "v0002.skops")
+    (folder / "v0001.json").rename(folder / "v0002.json")
+    with pytest.raises(ModelError, match=r"v0002\.json: field 'file': names 'v0001\.skops'"):
+        load_model(other, "autumn-promo")
+
+
+@pytest.mark.slow
+def test_the_reason_says_when_the_training_customers_show_no_lift_to_rank_by():
+    from relmail.learn.select import choose
+
+    x, seg, t, y = planted(4000, 6)
+    spec, X = _encoded(x, seg)
+    ids = np.array([f"C{i}" for i in range(len(y))], dtype=object)
+    got = choose(X, y, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
+    assert "total lift on these training customers" not in got.reason
+    # The e-mail changes nothing: whatever wins, its figures are shares of noise, and the reason says so.
+    y_none = (np.random.default_rng(8).random(len(y)) < 0.15).astype(np.int8)
+    got = choose(X, y_none, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
+    assert "The e-mail's total lift on these training customers is" in got.reason and "cannot be told from zero" in got.reason
+    # It lowers the outcome: the keep figures are shares of a negative total, reversed.
+    y_hurt = (np.random.default_rng(8).random(len(y)) < 0.3 - 0.15 * t).astype(np.int8)
+    got = choose(X, y_hurt, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
+    assert "the keep figures are reversed (a lower one keeps more" in got.reason and "cannot be told from zero" not in got.reason

@@ -176,6 +176,8 @@ def test_cli_train_of_one_message_still_pools_the_other_messages_sends(project, 
     assert [c["kind"] for c in got["selection"]["conversion"]["candidates"]] == ["pooled"]
     res = CliRunner().invoke(cli, ["--project", str(project.root), "model", "train", "--message", "promo"])
     assert res.exit_code == 0, res.output
-    assert f"promo: version 2 from {int(got['rows']):,} decisions and " in res.output
+    # Training and test parts both named: the rows are the training part's, not the message's.
+    assert (f"promo: version 2 from {int(got['rows']):,} training decisions, {int(got['test_rows']):,} test decisions "
+            f"held back for 'model evaluate' and ") in res.output
     assert "sends of other (for the pooled estimator)" in res.output
     engine.dispose()

@@ -118,6 +118,9 @@ def test_train_replace_and_dir_keep_experiments_off_the_project_models(trained, 
     assert sorted(p.name for p in folder.iterdir()) == ["v0001.json", "v0001.skops"]
     res = run(project, "model", "train", "--outcome", "visit", "--split-seed", "5", "--replace")
     assert res.exit_code == 0, res.output
+    # The version replaced learned conversion too, the outcome a plan scores by first: the output says it is gone.
+    assert ("Note: version 1 learned visit, conversion; --replace dropped conversion, which a plan can no longer "
+            "score promo on") in res.output
     assert sorted(p.name for p in folder.iterdir()) == ["v0001.json", "v0001.skops"]
     assert load_model(project, "promo").meta["training"]["split_seed"] == 5
     exp = tmp_path / "exp"
@@ -172,4 +175,60 @@ def test_runs_import_categorical_keeps_codes_as_text(project, tmp_path):
     assert [f["store"] for f in load_outcomes(engine, runs=["r4"], now=NOW).features] == ["12", "13"]
     res = run(project, "runs", "import", str(jl), "--categorical", "action")
     assert res.exit_code == 4 and "required column" in res.output
+    engine.dispose()
+
+
+def test_runs_import_refuses_a_number_column_with_text_in_it_naming_line_and_field(project, tmp_path):
+    engine = make_engine(project.database_url)
+    add_customers(engine, 4)
+    path = tmp_path / "h.csv"
+    spend = ["120.5", "NA", "80", "95"]
+    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action,spend,zip,channel\n"
+                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,send,{spend[i]},{['01067', '10115', '20095', '50667'][i]},web\n"
+                              for i in range(4)))
+    res = run(project, "runs", "import", str(path))
+    # 'NA' would have made spend a column of categories, and a zip with a leading zero text among numbers.
+    assert res.exit_code == 4, res.output
+    assert "h.csv:3: field 'spend': 'NA' is not a number, but 3 other values" in res.output
+    assert "h.csv:2: field 'zip': '01067' is not a number, but 3 other values" in res.output and "--categorical" in res.output
+    assert load_outcomes(engine, now=NOW).features == []
+    # Empty cells are missing values; codes are named as such: the same file imports.
+    path.write_text(path.read_text().replace(",NA,", ",,"))
+    res = run(project, "runs", "import", str(path), "--categorical", "zip")
+    assert res.exit_code == 0, res.output
+    assert FeatureSpec.infer(load_outcomes(engine, now=NOW).features).numeric == ["spend"]
+    engine.dispose()
+
+
+def test_a_test_share_outside_0_to_1_is_an_error_naming_the_option_or_setting_not_a_traceback(project):
+    from relmail.errors import ConfigError, ValidationError
+    from relmail.learn.train import TrainOptions
+
+    res = run(project, "model", "train", "--test-share", "1.5")
+    assert res.exit_code == 2 and "'--test-share': 1.5 is not in the range 0<=x<1" in res.output
+    with pytest.raises(ValidationError, match="test_share: 1.5 is not a share"):
+        TrainOptions.from_project(project, test_share=1.5)
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text() + "\n[model]\ntest_share = 1.0\n")
+    with pytest.raises(ConfigError, match=r"relmail.toml: \[model\] test_share: 1.0 is not a share"):
+        TrainOptions.from_project(type(project).load(project.root))
+    res = run(project, "model", "train")
+    assert res.exit_code == 3 and "[model] test_share" in res.output and "Traceback" not in res.output
+
+
+def test_runs_import_lists_every_problem_on_its_own_line_and_as_json(project, tmp_path):
+    engine = make_engine(project.database_url)
+    add_customers(engine, 4)
+    path = tmp_path / "h.csv"
+    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action\n"
+                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,sent\n" for i in range(5)))
+    res = run(project, "runs", "import", str(path))
+    assert res.exit_code == 4
+    lines = res.output.splitlines()
+    assert lines[0].startswith("Error: ") and lines[0].endswith("h.csv: 5 problem(s), nothing imported")
+    assert [line.split(": field")[0].rsplit(":", 1)[1] for line in lines[1:]] == ["2", "3", "4", "5", "6"]
+    res = run(project, "runs", "import", str(path), "--json")
+    got = json.loads(res.output)
+    assert got["ok"] is False and [p["line"] for p in got["problems"]] == [2, 3, 4, 5, 6]
+    assert {p["field"] for p in got["problems"]} == {"action"}
     engine.dispose()

@@ -257,3 +257,37 @@ def test_a_pooled_model_decides_the_plan_from_its_own_and_the_other_messages_sen
     model = load_model(plan_project, "promo")
     for r in got.values():
         assert model.predict([r["features"]])["uplift"][0] == pytest.approx(r["features"]["model_uplift"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_model_trained_on_features_the_plan_lacks_is_a_plan_warning(plan_project, engine):
+    # An imported experiment with the shop's own column names: the plan computes none of them.
+    table = planted_table()
+    rng = np.random.default_rng(3)
+    table.features = [{"spend_last_year": float(rng.uniform(0, 500)), "store": str(rng.choice(["101", "207"])),
+                       "recency_days": f["recency_days"]} for f in table.features]
+    train_message(models_dir(plan_project), "promo", table, FAST)
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    warned = [w for w in result.warnings if w.rule == "MODEL_FEATURES"]
+    assert len(warned) == 1 and warned[0].message_id == "promo"
+    assert "lacks 2 of the 3 features" in warned[0].text and "spend_last_year, store" in warned[0].text
+    # A model the plan can feed gets none.
+    train(plan_project)
+    assert not [w for w in plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True).warnings if w.rule.startswith("MODEL_")]
+
+
+def test_messages_scored_on_different_outcomes_are_a_plan_warning():
+    from types import SimpleNamespace
+
+    from relmail.planning.model_warning import model_warnings
+
+    summaries = [SimpleNamespace(message_id="sale", audience=10), SimpleNamespace(message_id="new", audience=10),
+                 SimpleNamespace(message_id="last", audience=10)]
+    models = {"sale": {"version": 1, "outcome": "visit", "missing_features": []},
+              "new": {"version": 1, "outcome": "conversion", "missing_features": []},
+              "last": {"version": 1, "outcome": "conversion", "missing_features": []}}
+    warned = model_warnings(models, {"sale": 3, "new": 3, "last": 3}, summaries)
+    assert [(w.message_id, w.rule) for w in warned] == [("sale", "MODEL_OUTCOMES")]
+    assert "P(visit)" in warned[0].text and "P(conversion)" in warned[0].text
+    models["sale"]["outcome"] = "conversion"
+    assert model_warnings(models, {"sale": 3, "new": 3, "last": 3}, summaries) == []

@@ -44,8 +44,10 @@ def _root(state, folder):
 @click.option("--outcome", "-o", "outcomes", multiple=True, type=click.Choice(["open", "click", "visit", "conversion"]),
               help="Outcome(s) to model (default: [model] outcomes, else all four).")
 @click.option("--split-seed", type=int, default=None, help="Seed of the customer split into training and test parts (default 0).")
-@click.option("--test-share", type=float, default=None, help="Share of customers kept out for 'model evaluate' (default 0.3).")
-@click.option("--window-days", type=float, default=None, help="Outcome window after the send time, in days (default 14).")
+@click.option("--test-share", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Share of customers kept out for 'model evaluate', from 0 up to (not including) 1 (default 0.3).")
+@click.option("--window-days", type=click.FloatRange(0, min_open=True), default=None,
+              help="Outcome window after the send time, in days (default 14).")
 @click.option("--criterion", type=click.Choice(["qini", "keep_at_30", "keep_at_50"]), default=None,
               help="What the estimator choice maximizes (default qini).")
 @dir_option
@@ -89,11 +91,17 @@ def train_cmd(state, messages, outcomes, split_seed, test_share, window_days, cr
     for res in results:
         pooled = (f" and {res['sibling_sends']:,} sends of {', '.join(res['sibling_messages'])} (for the pooled estimator)"
                   if res.get("sibling_sends") else "")
-        click.echo(f"{res['message']}: version {res['version']} from {res['rows']:,} decisions{pooled} ({res['path']})")
+        held = f", {res['test_rows']:,} test decisions held back for 'model evaluate'" if res.get("test_rows") else ""
+        click.echo(f"{res['message']}: version {res['version']} from {res['rows']:,} training decisions{held}{pooled} ({res['path']})")
         for outcome, sel in res["selection"].items():
             click.echo(f"  {outcome}: {sel['chosen'] or 'propensity only'} — {sel['reason']}")
         for outcome, why in res["skipped"].items():
             click.echo(f"  {outcome}: skipped — {why}")
+        if res.get("replaced"):
+            gone = res["replaced"]
+            click.echo(f"  Note: version {gone['version']} learned {', '.join(gone['outcomes'])}; --replace dropped "
+                       f"{', '.join(gone['dropped'])}, which a plan can no longer score {res['message']} on "
+                       f"(name every outcome to keep, or train without --replace)")
 
 
 @model.command("evaluate")
@@ -116,7 +124,7 @@ def evaluate_cmd(state, messages, models_folder, as_json) -> None:
       relmail model evaluate
       relmail model evaluate --message newsletter --json | jq '.[0].outcomes'
     """
-    from ..learn.evaluate import evaluate
+    from ..learn.evaluate import evaluate, unreliable_lifts
 
     results = evaluate(state.engine, _root(state, models_folder), list(messages) or None)
     if as_json:
@@ -136,6 +144,8 @@ def evaluate_cmd(state, messages, models_folder, as_json) -> None:
             else:
                 rows.append(base + ["-", None, None, None, None])
     echo_table(rows, ["message", "outcome", "estimator", "auc", "calib.err", "targeting", "qini", "keep@10", "keep@30", "keep@50"])
+    for sentence in unreliable_lifts(results):
+        click.echo(f"Note: {sentence}")
 
 
 @model.command("predict")
@@ -228,9 +238,14 @@ def runs_import(state, file, categorical, as_json) -> None:
       relmail runs import past_campaign.csv --categorical zip_code
       relmail import events outcomes.csv
     """
+    from ..errors import ValidationError
     from ..learn.history import import_history
+    from .imports import _fail
 
-    res = import_history(state.engine, file, categorical=categorical)
+    try:
+        res = import_history(state.engine, file, categorical=categorical)
+    except ValidationError as exc:
+        _fail(exc, 0, as_json)  # every problem on its own line, as 'relmail import' lists them
     if as_json:
         echo_json(res.__dict__)
     else:

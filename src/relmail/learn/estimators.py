@@ -127,7 +127,10 @@ class Layout:
                 ("curve", Pipeline([("impute", SimpleImputer(strategy="median")), ("spline", spline), ("scale", StandardScaler())]),
                  list(self.curved))
             )
-        return ColumnTransformer(steps, remainder="drop")
+        # Always dense: with several category features the one-hot share of the
+        # matrix falls below ColumnTransformer's sparse threshold, and gradient
+        # boosting refuses sparse input (store, zip and channel codes did it).
+        return ColumnTransformer(steps, remainder="drop", sparse_threshold=0.0)
 
 
 def classifier(layout: Layout, base: str, seed: int = 0) -> Pipeline:

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from ..errors import ModelError
 from . import metrics, store
 from .dataset import split_mask
+from .incrementality import newcombe
 from .model import TrainedModel, from_payload
 from .outcomes import OutcomeTable, load_outcomes
 from .train import limited_threads
@@ -39,6 +40,46 @@ def uplift_report(uplift: np.ndarray, response: np.ndarray, y: np.ndarray, t: np
     shuffles = [figures(rng.random(len(y)), s) for s in range(RANDOM_SHUFFLES)]
     rand = {k: float(np.nanmean([f[k] for f in shuffles])) for k in shuffles[0]}
     return {"model": figures(uplift), "random": rand, "response": figures(response)}
+
+
+def lift_interval(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """The 95% Newcombe interval of the test part's observed lift (sends' rate minus hold-outs').
+
+    keep@K and the Qini coefficient are shares of this lift: when its interval
+    holds zero, they divide by noise and say nothing about the ranking.
+    """
+    y, t = np.asarray(y), np.asarray(t)
+    _, low, high = newcombe(int(y[t == 1].sum()), int((t == 1).sum()), int(y[t == 0].sum()), int((t == 0).sum()))
+    return float(low), float(high)
+
+
+def unreliable_lifts(results: Sequence[dict]) -> list[str]:
+    """One sentence per message and outcome whose test part's lift makes qini and keep@K hard to read.
+
+    Both are shares of the test part's lift: when its interval holds zero
+    their size means little, and when it is negative keep@K is reversed (a
+    lower figure keeps more incremental outcomes; qini divides by the lift's
+    size and is not).
+    """
+    out = []
+    for res in results:
+        for outcome, entry in res["outcomes"].items():
+            if "lift_interval" not in entry:
+                continue
+            low, high = entry["lift_interval"]
+            lift = entry["observed_lift"]
+            unclear, negative = low <= 0 <= high, lift < 0
+            if not (unclear or negative):
+                continue
+            said = (f"{res['message']}/{outcome}: on these {res['rows']:,} test rows the e-mail's lift is {lift:+.4f}"
+                    f" (95% CI [{low:+.4f}, {high:+.4f}])")
+            if unclear:
+                said += (", not distinguishable from zero: qini and keep@K are shares of it, so their size means little here"
+                         " (evaluate on more customers: a larger --test-share, more runs)")
+            if negative:
+                said += "; as it is negative, keep@K is reversed: a lower keep@K keeps more (qini is not)"
+            out.append(said)
+    return out
 
 
 def propensity_report(p: np.ndarray, y: np.ndarray) -> dict:
@@ -79,6 +120,7 @@ def _evaluate_model(model: TrainedModel, table: OutcomeTable) -> dict:
         if name in model.uplift and (t == 0).any():
             entry["uplift"] = uplift_report(pred["uplift"], pred["p_positive_sent"], y, t, seed=seed)
             entry["observed_lift"] = float(y[t == 1].mean() - y[t == 0].mean()) if (t == 1).any() else float("nan")
+            entry["lift_interval"] = list(lift_interval(y, t))
         out["outcomes"][name] = entry
     return out
 

@@ -187,6 +187,8 @@ def import_history(engine: Engine, source: str | Path, categorical: Iterable[str
         )
     if not problems and not decisions:
         problems.append(Problem(name, None, None, "no decisions in file"))
+    if not problems:
+        problems.extend(_mixed_columns(name, decisions, categorical))
     if not problems and categorical:
         present = {k for d in decisions for k in d["features"]}
         problems.extend(Problem(name, None, c, "no decision has this feature (named by --categorical)") for c in sorted(categorical - present))
@@ -195,6 +197,36 @@ def import_history(engine: Engine, source: str | Path, categorical: Iterable[str
     if problems:
         raise ValidationError(f"{name}: {len(problems)} problem(s), nothing imported", problems)
     return _write(engine, runs, decisions)
+
+
+def _mixed_columns(name: str, decisions: list[dict], categorical: frozenset[str]) -> list[Problem]:
+    """A feature column of numbers with some text in it (``NA``, ``n/a``, a zip code with a leading zero).
+
+    A model treats a column as a number only when every value is one: a
+    single ``NA`` would make a spend column a list of categories, silently.
+    Each such column is one problem, on the line of its first text value.
+    """
+    numbers: dict[str, int] = {}
+    texts: dict[str, list[tuple[int, Any]]] = {}
+    for d in decisions:
+        for key, value in d["features"].items():
+            if key in categorical or value is None or isinstance(value, (list, dict)):
+                continue
+            if isinstance(value, (int, float)):
+                numbers[key] = numbers.get(key, 0) + 1
+            else:
+                texts.setdefault(key, []).append((d["_line"], value))
+    out = []
+    for key in sorted(texts):
+        found, n = texts[key], numbers.get(key, 0)
+        if n <= len(found):
+            continue
+        line, value = found[0]
+        more = f" (and {len(found) - 1:,} more text value(s) on other lines)" if len(found) > 1 else ""
+        out.append(Problem(name, line, key, f"{value!r}{more} is not a number, but {n:,} other values of this column are: "
+                                            f"leave the cell empty for a missing value, or name the column with "
+                                            f"--categorical if its values are codes (zip codes, store numbers)"))
+    return out
 
 
 def _unknown_customers(engine: Engine, name: str, decisions: list[dict]) -> list[Problem]:
@@ -223,7 +255,8 @@ def _write(engine: Engine, runs: dict[str, dict], decisions: list[dict]) -> Impo
                 if clash is not None:
                     break
         if clash is not None:
-            raise Conflict(f"run '{clash.id}' (campaign {clash.campaign}, window {clash.window}) is in the ledger already; history is imported once")
+            raise Conflict(f"run '{clash.id}' (campaign {clash.campaign}, window {clash.window}) is in the ledger already; history is imported once. "
+                           f"To import a corrected file in its place: relmail runs discard {clash.id} --yes (its outcome events stay)")
         conn.execute(
             r.insert(),
             [{"id": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "seed": 0,

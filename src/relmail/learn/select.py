@@ -197,11 +197,13 @@ def choose(
             reason += (
                 f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) is within one standard error"
                 f" ({_fmt(se)}, bootstrap over validation customers), so {fallback['kind']}/{fallback['base']},"
-                f" {what}, is chosen instead."
+                f" {what}, is chosen instead; it keeps {_fmt(fallback['keep_at_30'])} at 30% volume and"
+                f" {_fmt(fallback['keep_at_50'])} at 50% (cross-validated {criterion.replace('_', ' ')} {_fmt(fallback[criterion])})."
             )
             best = fallback
         else:
             reason += f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) exceeds one standard error ({_fmt(se)})."
+    reason += _signal(y, t)
     calibration = uplift_calibration(oof[(best["kind"], best["base"])], y, t)
     reason += (
         f" Uplift is calibrated on the validation predictions (slope {calibration[0]:.2f}, intercept {calibration[1]:+.4f})."
@@ -305,6 +307,32 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
     draws = np.asarray(draws, dtype=float)
     draws = draws[np.isfinite(draws)]
     return lead, float(draws.std(ddof=1)) if len(draws) > 1 else float("inf")
+
+
+def _signal(y, t) -> str:
+    """A sentence when the training customers' total lift cannot be told from zero or is negative, else nothing.
+
+    Every candidate's qini and keep figures are shares of that total: near
+    zero their size means little, and below zero keep@K is reversed (a lower
+    figure keeps more; qini divides by the total's size and is not). The
+    reason must not read as a finding then.
+    """
+    from .incrementality import newcombe
+
+    y, sent = np.asarray(y), np.asarray(t) == 1
+    if not sent.any() or sent.all():
+        return ""
+    lift, low, high = newcombe(int(y[sent].sum()), int(sent.sum()), int(y[~sent].sum()), int((~sent).sum()))
+    unclear, negative = low <= 0 <= high, lift < 0
+    if not (unclear or negative):
+        return ""
+    said = f" The e-mail's total lift on these training customers is {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}])"
+    if unclear:
+        said += (", which cannot be told from zero: the qini and keep figures above are shares of it, so their size"
+                 " means little; the lead over the safe model and its standard error tell a ranking from chance")
+    if negative:
+        said += "; as it is negative, the keep figures are reversed (a lower one keeps more; qini is not)"
+    return said + "."
 
 
 def _finite(value: float) -> float:

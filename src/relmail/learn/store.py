@@ -132,6 +132,15 @@ def read_meta(root: Path, key: str, version: int | None = None) -> dict | None:
         raise ModelError(f"{path}: unreadable model sidecar ({exc})") from None
     if meta.get("format") != FORMAT:
         raise ModelError(f"{path}: model format {meta.get('format')!r}, this relmail reads format {FORMAT}; retrain with 'relmail model train'")
+    # The folder says which message a model serves and where its payload is, whatever the sidecar
+    # was written as: a model copied to another folder or project loads the file beside its sidecar.
+    expected = path.with_suffix(".skops").name
+    if meta.get("file") != expected:
+        raise ModelError(f"{path}: field 'file': names {meta.get('file')!r}, but the payload of this sidecar is {expected}; "
+                         f"copy a model's .json and .skops files together, under the same version name")
+    if meta.get("key") != key:
+        meta["trained_as"] = meta.get("key")
+        meta["key"] = key
     return meta
 
 

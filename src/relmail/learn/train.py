@@ -17,7 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from .. import __version__
-from ..errors import NothingToDo, ValidationError
+from ..errors import ConfigError, NothingToDo, ValidationError
 from . import store
 from .dataset import FeatureSpec, split_mask
 from .estimators import (
@@ -75,6 +75,10 @@ class TrainOptions:
         unknown = [o for o in values["outcomes"] if o not in POSITIVE]
         if unknown:
             raise ValidationError(f"unknown outcome(s) {', '.join(unknown)}; choose from {', '.join(POSITIVE)}")
+        if not 0.0 <= values["test_share"] < 1.0:
+            _bad(overrides, "test_share", f"{values['test_share']} is not a share of customers from 0 up to (not including) 1")
+        if values["window"] <= timedelta(0):
+            _bad(overrides, "window", "the outcome window must be longer than 0 days")
         return cls(**values)
 
 
@@ -104,8 +108,35 @@ def train(
         mine = table.message_id == key
         if not mine.any():
             raise NothingToDo(f"no decisions for message '{key}' in closed runs: nothing to train it on")
-        results.append(train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None))
+        replaced = replaced_outcomes(root, key, options.outcomes) if options.replace else {}
+        result = train_message(root, key, table.subset(mine), options, siblings_of(table, key) if pooling else None)
+        if replaced:
+            result["replaced"] = replaced
+        results.append(result)
     return results
+
+
+def _bad(overrides: dict, key: str, text: str) -> None:
+    """A bad training setting: a usage error when the caller passed it, else a relmail.toml error."""
+    if overrides.get(key) is not None:
+        raise ValidationError(f"{key}: {text}")
+    setting = {"window": "window_days"}.get(key, key)
+    raise ConfigError(f"relmail.toml: [model] {setting}: {text}")
+
+
+def replaced_outcomes(root, key: str, outcomes) -> dict:
+    """What ``replace`` takes away: the outcomes the newest version learned that this training does not ask for.
+
+    The plan scores a message by its model's primary outcome (conversion
+    first): replacing a visit-and-conversion model with a visit-only one
+    moves that message's plan to P(visit), which the train output must say.
+    """
+    meta = store.read_meta(root, key)
+    if meta is None:
+        return {}
+    had = list(meta.get("estimators", {}).get("outcomes", {}))
+    dropped = [o for o in had if o not in outcomes]
+    return {"version": meta["version"], "outcomes": had, "dropped": dropped} if dropped else {}
 
 
 def siblings_of(table: OutcomeTable, key: str) -> OutcomeTable:
@@ -225,7 +256,8 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         },
     }
     path = store.save(root, key, payload, meta, replace=options.replace)
-    return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "selection": selection, "skipped": skipped,
+    return {"message": key, "version": int(path.stem[1:]), "path": str(path), "rows": len(data), "test_rows": int(test.sum()),
+            "selection": selection, "skipped": skipped,
             "sibling_sends": meta["training"]["sibling_sends"], "sibling_messages": meta["training"]["sibling_messages"]}
 
 

@@ -52,6 +52,7 @@ from . import addresses, transaction
 from . import decisions as dec
 from .catalogue_warning import catalogue_warnings
 from .consent_warning import consent_warnings
+from .model_warning import model_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import kept_decisions
 from .result import PlanOptions, PlanResult, run_id_for
@@ -235,12 +236,15 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     del parts
     if opts.customers is not None:
         decisions = decisions.take(np.flatnonzero(np.isin(decisions.customer_id.astype(str), list(opts.customers))))
+    models_used = _merged_models(infos)
+    widths = {key: len(model.columns) for key, model in getattr(scorer, "models", {}).items()}
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        kept_pairs=kept, models=_merged_models(infos), timings=timings, partitions=len(ranges),
+        kept_pairs=kept, models=models_used, timings=timings, partitions=len(ranges),
         warnings=[*catalogue_warnings(engine, camp, summaries, segments),
-                  *consent_warnings(engine, camp, summaries, project.settings.consent)],
+                  *consent_warnings(engine, camp, summaries, project.settings.consent),
+                  *model_warnings(models_used, widths, summaries)],
     )
 
 

@@ -108,14 +108,20 @@ def discard_run(engine: Engine, run: str, campaign: str | None = None, timeout: 
     send of it runs meanwhile; refused (:class:`Conflict`) once any e-mail of
     the run was handed over or attempted, since the ledger is what keeps a
     later send from mailing a customer twice. Returns the run id and what was
-    removed.
+    removed. A run imported with ``relmail runs import`` can be discarded
+    after its outcome events were imported (they stay), so a corrected file
+    can be imported in its place.
     """
     with engine.connect() as conn:
         run_id = resolve_run(conn, run, campaign)
     with locks.acquire(engine, run_id, timeout=timeout, heartbeat=False), engine.begin() as conn:
         started = conn.execute(select(DLV.c.status, func.count()).where(DLV.c.run_id == run_id, DLV.c.status != "planned")
                                .group_by(DLV.c.status)).all()
-        sent = conn.execute(select(func.count()).select_from(EVENTS).where(EVENTS.c.run_id == run_id)).scalar_one()
+        status = conn.execute(select(RUNS.c.status).where(RUNS.c.id == run_id)).scalar_one()
+        # An imported run was sent by another system: its events (outcomes, unsubscribes) stay in the
+        # store and keep counting, so taking the run back to import a corrected file mails nobody twice.
+        sent = 0 if status == "imported" else conn.execute(
+            select(func.count()).select_from(EVENTS).where(EVENTS.c.run_id == run_id)).scalar_one()
         if started or sent:
             what = ", ".join(f"{n:,} {status}" for status, n in sorted(started)) or f"{sent:,} events"
             raise Conflict(f"run {run_id} has e-mails handed over or attempted ({what}): it stays in the ledger, "
