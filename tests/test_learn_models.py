@@ -433,12 +433,12 @@ def test_evaluate_says_when_the_test_part_shows_no_lift_its_figures_could_be_sha
     notes = unreliable_lifts([noise])
     assert len(notes) == 1 and notes[0].startswith("promo/conversion: on these")
     assert "not distinguishable from zero" in notes[0] and "size means little" in notes[0]
-    assert "reversed" not in notes[0] or noise["outcomes"]["conversion"]["observed_lift"] < 0
-    # Held-out customers clearly respond more: keep@K is a share of a negative total, and reads reversed.
+    assert "loses outcomes" not in notes[0] or noise["outcomes"]["conversion"]["observed_lift"] < 0
+    # Held-out customers clearly respond more: keep@K is a share of the size of a loss, and evaluate says so.
     hurt = planted_table()
     hurt.outcomes = {**hurt.outcomes, "conversion": (rng.random(len(flat)) < 0.3 - 0.2 * hurt.treated).astype(np.int8)}
     notes = unreliable_lifts([evaluate_model(model, hurt)])
-    assert len(notes) == 1 and "as it is negative, keep@K is reversed: a lower keep@K keeps more" in notes[0]
+    assert len(notes) == 1 and "as it is negative, mailing everyone loses outcomes: keep@K is a share of the size" in notes[0]
     assert "not distinguishable from zero" not in notes[0]
 
 
@@ -496,7 +496,26 @@ def test_the_reason_says_when_the_training_customers_show_no_lift_to_rank_by():
     y_none = (np.random.default_rng(8).random(len(y)) < 0.15).astype(np.int8)
     got = choose(X, y_none, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
     assert "The e-mail's total lift on these training customers is" in got.reason and "cannot be told from zero" in got.reason
-    # It lowers the outcome: the keep figures are shares of a negative total, reversed.
+    # It lowers the outcome: the keep figures are shares of the size of a loss.
     y_hurt = (np.random.default_rng(8).random(len(y)) < 0.3 - 0.15 * t).astype(np.int8)
     got = choose(X, y_hurt, t, ids, spec.layout, kinds=("t_learner", "proportional"), bases=("logistic",), repeats=1)
-    assert "the keep figures are reversed (a lower one keeps more" in got.reason and "cannot be told from zero" not in got.reason
+    assert "the keep figures are shares of the size of that loss" in got.reason and "cannot be told from zero" not in got.reason
+
+
+def test_keep_at_is_higher_for_the_better_ranking_also_when_mailing_everyone_loses_outcomes():
+    """--criterion keep_at_* chose the worst model on such data: the figure was divided by the negative total."""
+    from relmail.learn.select import _lead
+
+    rng = np.random.default_rng(4)
+    n = 4000
+    helped = (rng.random(n) < 0.3).astype(float)  # the e-mail helps these; it hurts the others more
+    t = (rng.random(n) < 0.5).astype(float)
+    y = (rng.random(n) < 0.2 + np.where(helped == 1, 0.15, -0.12) * t).astype(float)
+    assert metrics.incremental_total(y, t, "keep_at_50") < 0
+    right, wrong = helped + rng.normal(0, 0.1, n), -helped + rng.normal(0, 0.1, n)
+    for volume in (0.3, 0.5):
+        assert metrics.keep_at(right, y, t, volume) > 0 > metrics.keep_at(wrong, y, t, volume)
+    random_keep = np.mean([metrics.keep_at(rng.random(n), y, t, 0.3, s) for s in range(20)])
+    assert random_keep == pytest.approx(-0.3, abs=0.1)
+    lead, se = _lead([right], [wrong], y, t, "keep_at_50", 0)
+    assert lead > 3 * se > 0

@@ -56,10 +56,9 @@ def lift_interval(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
 def unreliable_lifts(results: Sequence[dict]) -> list[str]:
     """One sentence per message and outcome whose test part's lift makes qini and keep@K hard to read.
 
-    Both are shares of the test part's lift: when its interval holds zero
-    their size means little, and when it is negative keep@K is reversed (a
-    lower figure keeps more incremental outcomes; qini divides by the lift's
-    size and is not).
+    Both are shares of the size of the test part's lift: when its interval
+    holds zero their size means little, and when it is negative the e-mail
+    lowers the outcome on average, so random targeting keeps about -K.
     """
     out = []
     for res in results:
@@ -77,7 +76,9 @@ def unreliable_lifts(results: Sequence[dict]) -> list[str]:
                 said += (", not distinguishable from zero: qini and keep@K are shares of it, so their size means little here"
                          " (evaluate on more customers: a larger --test-share, more runs)")
             if negative:
-                said += "; as it is negative, keep@K is reversed: a lower keep@K keeps more (qini is not)"
+                said += ("; as it is negative, mailing everyone loses outcomes: keep@K is a share of the size of that loss,"
+                         " random targeting keeps about -K, and a ranking that puts the customers the e-mail helps first"
+                         " keeps more")
             out.append(said)
     return out
 

@@ -58,9 +58,14 @@ def keep_at(score, y, t, volume: float, seed: int = 0, total: float | None = Non
     """Share of all incremental outcomes kept when mailing the top ``volume`` share.
 
     Measured on the whole-population scale: the incremental outcomes of the
-    top group (treated minus control rate, times the group size) over those
-    of mailing everyone. Random targeting keeps ``volume`` on average; a value
-    above 1 means the rest of the population is harmed by the mail.
+    top group (treated minus control rate, times the group size) over the
+    size of those of mailing everyone. Random targeting keeps ``volume`` on
+    average; a value above 1 means the rest of the population is harmed by
+    the mail. Higher is always better: where mailing everyone loses
+    outcomes (a negative total), random targeting keeps ``-volume`` on
+    average and a ranking that puts the customers the mail helps first
+    keeps more, as the Qini coefficient (also divided by the total's size)
+    says too.
     ``total`` replaces the sample's own incremental outcomes as the
     denominator (:func:`incremental_total`), to keep a bootstrap resample
     on the scale of the sample it was drawn from.
@@ -71,7 +76,7 @@ def keep_at(score, y, t, volume: float, seed: int = 0, total: float | None = Non
     if total == 0 or not np.isfinite(total):
         return float("nan")
     n = int(round(volume * len(ys)))
-    return float(_incremental(ys[:n], ts[:n]) / total)
+    return float(_incremental(ys[:n], ts[:n]) / abs(total))
 
 
 def _incremental(ys: np.ndarray, ts: np.ndarray) -> float:

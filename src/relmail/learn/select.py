@@ -312,10 +312,10 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
 def _signal(y, t) -> str:
     """A sentence when the training customers' total lift cannot be told from zero or is negative, else nothing.
 
-    Every candidate's qini and keep figures are shares of that total: near
-    zero their size means little, and below zero keep@K is reversed (a lower
-    figure keeps more; qini divides by the total's size and is not). The
-    reason must not read as a finding then.
+    Every candidate's qini and keep figures are shares of that total's size:
+    near zero their size means little, and below zero mailing everyone loses
+    outcomes (random targeting keeps about -K). The reason must not read as
+    a finding then.
     """
     from .incrementality import newcombe
 
@@ -331,7 +331,8 @@ def _signal(y, t) -> str:
         said += (", which cannot be told from zero: the qini and keep figures above are shares of it, so their size"
                  " means little; the lead over the safe model and its standard error tell a ranking from chance")
     if negative:
-        said += "; as it is negative, the keep figures are reversed (a lower one keeps more; qini is not)"
+        said += ("; as it is negative, mailing everyone loses outcomes: the keep figures are shares of the size of that"
+                 " loss (random targeting keeps about -K)")
     return said + "."
 
 
