@@ -394,14 +394,19 @@ def test_the_current_audience_exports_four_files_each_read_as_their_status(engin
     assert result.mapping.endswith("customers-subscribed.yml") and result.details["consent_records"] == 3
 
 
-def test_a_mailchimp_export_with_lower_case_time_zones_imports(engine, tmp_path):
-    # Mailchimp writes TIMEZONE as "america/new_york"; the zone is stored as the database spells it.
+def _mailchimp_sample_with(path, column: str, value: str):
+    """The sample subscribed export with ``column`` set to ``value`` on every row, written to ``path``."""
     rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
     for row in rows[1:]:
-        row[rows[0].index("TIMEZONE")] = "europe/amsterdam"
-    path = tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv"
+        row[rows[0].index(column)] = value
     with path.open("w", encoding="utf-8", newline="") as f:
         csv.writer(f).writerows(rows)
+    return path
+
+
+def test_a_mailchimp_export_with_lower_case_time_zones_imports(engine, tmp_path):
+    # Mailchimp writes TIMEZONE as "america/new_york"; the zone is stored as the database spells it.
+    path = _mailchimp_sample_with(tmp_path / "subscribed_email_audience_export_4f2a9c1e07.csv", "TIMEZONE", "europe/amsterdam")
     assert import_file(engine, "customers", path, mapping="mailchimp").rows_imported == 3
     assert {c["timezone"] for c in table(engine, Customer)} == {"Europe/Amsterdam"}
 
@@ -410,12 +415,7 @@ def test_mailchimps_located_country_does_not_overwrite_the_shops_address_country
     # Mailchimp's CC is where it located the sign-up IP (often lower case, often another country);
     # Shopify's Default Address Country Code is the customer's address. A segment on country uses the latter.
     import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
-    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
-    for row in rows[1:]:
-        row[rows[0].index("CC")] = "be"
-    path = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
-    with path.open("w", encoding="utf-8", newline="") as f:
-        csv.writer(f).writerows(rows)
+    path = _mailchimp_sample_with(tmp_path / "subscribed_members_export_4f2a9c1e07.csv", "CC", "be")
     import_file(engine, "customers", path, mapping="mailchimp")
     anna = {c["id"]: c for c in table(engine, Customer)}[ANNA]["attributes"]
     assert (anna["country"], anna["mailchimp_country"]) == ("NL", "be")
