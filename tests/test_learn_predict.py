@@ -144,8 +144,9 @@ def test_predict_refuses_a_split_the_model_does_not_have(trained):
     assert res.exit_code == 0, res.output
     res = run(project, "model", "predict", "--out", "-")
     assert res.exit_code == 12 and "test share 0" in res.output
+    # An outcome the sound model was not trained for is not found (8), not a damaged model file (12).
     res = run(project, "model", "predict", "--outcome", "conversion", "--split", "all", "--out", "-")
-    assert res.exit_code == 12 and "no 'conversion' outcome" in res.output
+    assert res.exit_code == 8 and "no 'conversion' outcome" in res.output
 
 
 def test_runs_import_categorical_keeps_codes_as_text(project, tmp_path):

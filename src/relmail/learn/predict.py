@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy.engine import Engine
 
-from ..errors import ModelError
+from ..errors import ModelError, NotFound
 from . import store
 from .dataset import split_mask
 from .model import TrainedModel, from_payload
@@ -67,7 +67,8 @@ def predict_table(model: TrainedModel, table: OutcomeTable, outcome: str | None 
     try:
         name = model.primary_outcome(outcome)
     except KeyError as exc:
-        raise ModelError(exc.args[0]) from None
+        # The model is sound; it was not trained for what was asked (exit 8, like any name not found).
+        raise NotFound(exc.args[0]) from None
     if split == "test" and float(model.meta["training"]["test_share"]) <= 0:
         raise ModelError(f"model '{model.key}' v{model.version} was trained on all data (test share 0): it has no test customers")
     part = table.subset(table.message_id == model.key)
