@@ -20,6 +20,7 @@ from tests.browser import browser  # noqa: F401 (the headless Chromium fixture, 
 
 from relmail.project import init_project
 from relmail.store.db import make_engine, upgrade
+from relmail.store.models import Meta
 
 PG_URL = os.environ.get("RELMAIL_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 BACKENDS = [b.strip() for b in os.environ.get("RELMAIL_TEST_BACKENDS", "sqlite,postgresql").split(",") if b.strip()]
@@ -84,8 +85,14 @@ def pg_template_url(pg_databases):
     url = pg_databases.create()
     engine = make_engine(url)
     upgrade(engine)
+    with engine.connect() as conn:
+        _UPGRADED_META[url] = [dict(r._mapping) for r in conn.execute(text("SELECT * FROM meta"))]
     engine.dispose()
     return url
+
+
+#: The ``meta`` rows of each PostgreSQL test database just after its upgrade, restored before every test.
+_UPGRADED_META: dict[str, list[dict]] = {}
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +114,18 @@ def _truncate(url: str) -> None:
         ]
         if tables:
             conn.execute(text("TRUNCATE " + ", ".join(f'"{t}"' for t in tables) + " RESTART IDENTITY"))
+        # As upgraded, like the SQLite copy of the template: a previous test's aggregates state (the event and
+        # change-log ids it covered) would otherwise outlive its events, and match the restarted ids by chance.
+        conn.execute(text("DELETE FROM meta"))
+        if _UPGRADED_META.get(url):
+            conn.execute(Meta.__table__.insert(), _UPGRADED_META[url])
     engine.dispose()
+
+
+@pytest.fixture
+def reset_pg():
+    """What every PostgreSQL test's database goes through first: emptied and its ``meta`` as upgraded."""
+    return _truncate
 
 
 @pytest.fixture(params=BACKENDS)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -28,6 +29,7 @@ from relmail.store.models import (
     Decision,
     Delivery,
     Event,
+    Meta,
     Product,
     Run,
 )
@@ -372,3 +374,23 @@ def test_the_columnar_copy_reads_event_ids_a_deletion_freed(engine, tmp_path):
     columnar.update(engine, columns)
     frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
     assert frame.source == "columns" and frame["frequency_365"].tolist() == [0.0, 0.0, 2.0, 0.0]
+
+
+
+def test_each_postgresql_test_starts_with_the_aggregates_state_of_a_fresh_upgrade(db_url, reset_pg):
+    """The fixture truncates tables with RESTART IDENTITY; a previous test's aggregates state, if kept,
+    matched the restarted event ids by chance and made a stale store look current (a flaky feature test)."""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("each SQLite test gets a fresh copy of the upgraded template file")
+    from relmail.store.db import make_engine
+
+    eng = make_engine(db_url)
+    with eng.begin() as conn:
+        fresh = aggregates._state(conn)
+        conn.execute(update(Meta.__table__).where(Meta.__table__.c.key == aggregates.STATE_KEY)
+                     .values(value=json.dumps({"max_event_id": 7, "change_id": 3})))
+        assert aggregates._state(conn) == (7, 3)
+    reset_pg(db_url)
+    with eng.connect() as conn:
+        assert aggregates._state(conn) == fresh
+    eng.dispose()
