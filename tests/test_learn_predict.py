@@ -149,12 +149,18 @@ def test_predict_refuses_a_split_the_model_does_not_have(trained):
     assert res.exit_code == 8 and "no 'conversion' outcome" in res.output
 
 
-def test_runs_import_categorical_keeps_codes_as_text(project, tmp_path):
+def history_file(project, tmp_path, columns: str, rows: list[str]):
+    """(engine, file): four stored customers, and a past run's file of ``rows`` after ``r1,c,w1,<as_of>,``, under ``columns``."""
     engine = make_engine(project.database_url)
     add_customers(engine, 4)
     path = tmp_path / "h.csv"
-    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action,store,zip\n"
-                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,send,{12 + i % 2},9411{i}\n" for i in range(4)))
+    path.write_text(f"run_id,campaign,window,as_of,{columns}\n" + "".join(f"r1,c,w1,{AS_OF.isoformat()},{r}\n" for r in rows))
+    return engine, path
+
+
+def test_runs_import_categorical_keeps_codes_as_text(project, tmp_path):
+    engine, path = history_file(project, tmp_path, "customer_id,message_id,action,store,zip",
+                                [f"C000000{i},m,send,{12 + i % 2},9411{i}" for i in range(4)])
     res = run(project, "runs", "import", str(path), "--categorical", "store", "--categorical", "zip")
     assert res.exit_code == 0, res.output
     feats = load_outcomes(engine, now=NOW).features
@@ -218,11 +224,7 @@ def test_a_test_share_outside_0_to_1_is_an_error_naming_the_option_or_setting_no
 
 
 def test_runs_import_lists_every_problem_on_its_own_line_and_as_json(project, tmp_path):
-    engine = make_engine(project.database_url)
-    add_customers(engine, 4)
-    path = tmp_path / "h.csv"
-    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action\n"
-                    + "".join(f"r1,c,w1,{AS_OF.isoformat()},C000000{i},m,sent\n" for i in range(5)))
+    engine, path = history_file(project, tmp_path, "customer_id,message_id,action", [f"C000000{i},m,sent" for i in range(5)])
     res = run(project, "runs", "import", str(path))
     assert res.exit_code == 4
     lines = res.output.splitlines()

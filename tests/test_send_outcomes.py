@@ -33,6 +33,15 @@ def invoke(project, *args):
     return CliRunner().invoke(cli, ["-p", str(project.root), *args])
 
 
+def send_scripted(project, tmp_path, scripts, *options):
+    """``relmail send`` of the planned run through the test SMTP server, each ``(stage, recipient, reply)`` scripted."""
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        for stage, rcpt, reply in scripts:
+            server.handler.script(stage, rcpt, reply)
+        return invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", *options)
+
+
 @pytest.fixture
 def planned(project, monkeypatch):
     """The send-test store, planned, with the test SMTP server's password at hand."""
@@ -67,10 +76,7 @@ def test_json_text_and_report_count_uncertain_deferred_and_rejected_apart(projec
 
 def test_the_text_summary_names_every_outcome(project, planned, tmp_path):
     to = recipients(planned)
-    with SmtpServer(tmp_path) as server:
-        use_smtp(project, server)
-        server.handler.script("data", to[0], "drop-after-store")
-        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1")
+    result = send_scripted(project, tmp_path, [("data", to[0], "drop-after-store")])
     assert result.exit_code == 0, result.output
     first_table = result.stdout.split("\n\n")[0].splitlines()
     table = {line.split()[0]: line.split()[-1] for line in first_table if line.strip()}
@@ -106,11 +112,8 @@ def test_max_deferred_share_1_lets_a_mostly_deferred_send_exit_0_with_a_warning(
 def test_a_deferral_quoting_the_recipient_is_logged_without_the_address(project, planned, tmp_path):
     """CI and cron keep stderr and --json: customers appear there by id only, never by address."""
     to = recipients(planned)
-    with SmtpServer(tmp_path) as server:
-        use_smtp(project, server)
-        for rcpt in to[:2]:
-            server.handler.script("rcpt", rcpt, f"451 4.3.0 <{rcpt}>: Recipient address rejected: try again later")
-        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", "--json")
+    result = send_scripted(project, tmp_path, [("rcpt", rcpt, f"451 4.3.0 <{rcpt}>: Recipient address rejected: try again later")
+                                               for rcpt in to[:2]], "--json")
     assert result.exit_code == 0, result.output
     assert not [rcpt for rcpt in to if rcpt in result.stdout or rcpt in result.stderr]
     reasons = json.loads(result.stdout)["deferred_reasons"]
@@ -122,10 +125,7 @@ def test_the_text_summary_says_when_deferred_emails_are_due_in_utc_like_every_ot
     import re
 
     to = recipients(planned)
-    with SmtpServer(tmp_path) as server:
-        use_smtp(project, server)
-        server.handler.script("rcpt", to[0], "451 4.3.0 Try again later")
-        result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1")
+    result = send_scripted(project, tmp_path, [("rcpt", to[0], "451 4.3.0 Try again later")])
     assert result.exit_code == 0, result.output
     assert re.search(r"^Deferred e-mails are due again from \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC; run the same command then\.$",
                      result.stdout, re.M), result.stdout

@@ -124,10 +124,11 @@ class HttpAdapter(Adapter):
     def request(self, method: str, path: str, **kw: Any) -> RequestOutcome:
         """One API call with the retry policy of the module docstring."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
-        if self.stopping():
-            return RequestOutcome(retry_at=self.clock(), reason=STOPPED, withheld=True)
         last = RequestOutcome()
         for attempt in range(self.max_retries + 1):
+            if self.stopping():
+                # The send is stopping: a request not yet made is withheld; after an answer, it stands.
+                return last if attempt else RequestOutcome(retry_at=self.clock(), reason=STOPPED, withheld=True)
             try:
                 response = self.send_request(method, url, **kw)
             except requests.RequestException as exc:
@@ -154,11 +155,8 @@ class HttpAdapter(Adapter):
                 )
                 if wait > self.max_retry_wait:
                     return last  # a long Retry-After: come back then instead of sleeping
-            if attempt == self.max_retries or self.stopping():
-                break
-            self.sleep(wait)
-            if self.stopping():
-                break  # the send is stopping: the last answer stands, retried by a later send
+            if attempt < self.max_retries and not self.stopping():
+                self.sleep(wait)
         return last
 
     def send_request(self, method: str, url: str, **kw: Any) -> requests.Response:

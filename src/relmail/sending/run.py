@@ -285,7 +285,7 @@ def _send_parallel(call: _Invocation, job: SendJob, n: int, result: SendResult, 
             for k, v in recovered.items():
                 result.recovered[k] = result.recovered.get(k, 0) + v
             result.stopped = stop()
-            if stop() or (not lost and not any(recovered.values())):
+            if result.stopped or (not lost and not any(recovered.values())):
                 return
             left = None if limit is None else limit - result.done.get("handed_over", 0)
             n = _worker_count(n, job, left)
