@@ -10,9 +10,10 @@ from relmail import tokens
 from relmail.errors import NotFound, SignatureError, TemplateError
 from relmail.project import Project, init_project
 from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
-from relmail.render.check import inline_difference, sample_contexts
 from relmail.render.environment import make_environment
 from relmail.render.inline import inline_source, protect
+from relmail.render.inline_diff import inline_difference
+from relmail.render.samples import sample_contexts
 
 KEY = "test-signing-key-not-secret"
 TRACKING = """
@@ -286,7 +287,7 @@ def test_text_part_from_txt_template_when_present(renderer):
 
 
 def test_text_template_derived_once_per_template(renderer, monkeypatch):
-    import relmail.render.renderer as mod
+    import relmail.render.compiler as mod
 
     calls = []
     real = mod.derive_text_source
