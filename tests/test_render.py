@@ -280,6 +280,47 @@ def test_text_part_derived_from_html_keeps_links_and_skips_head_and_preheader(re
     assert re.search(r"\[afmelden\]\(https://fietsenwinkel\.example/relmail/unsubscribe/[^)?]+\)", email.text)
 
 
+#: A gallery-style e-mail with no .txt: its preheader hidden the ways ESP galleries hide one.
+HIDDEN_PREHEADERS = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{% block subject %}Spring is in{% endblock %}</title>
+<style>
+  .preheader { display: none !important; visibility: hidden; mso-hide: all; font-size: 1px; line-height: 1px;
+               max-height: 0; max-width: 0; opacity: 0; overflow: hidden; }
+  .hide-mobile { color: #333333; }
+  @media only screen and (max-width: 620px) { .hide-mobile { display: none !important; } }
+</style>
+</head>
+<body>
+<span class="preheader">Spring picks for {{ customer.first_name }}: 20% off until Sunday.</span>
+<div style="display:none;max-height:0;overflow:hidden">Preview text for the inbox list&#8199;&#847;&#8199;&#847;</div>
+<div style="font-size:0; mso-hide:all">Only Outlook skips this line.</div>
+<p style="visibility:hidden">Invisible spacer words.</p>
+<div style="display:none">{% if customer.first_name %}Hidden greeting {{ customer.first_name }}{% endif %}{% set seen = true %}</div>
+<table role="presentation" width="600">
+  <tr><td><h1>Hello {{ customer.first_name }},</h1><p>Our spring range is in.</p></td></tr>
+  {% for p in products %}<tr><td><a href="{{ p.url }}">{{ p.name }}</a></td></tr>{% endfor %}
+  <tr><td class="hide-mobile">Free delivery on orders over 50 euros.</td></tr>
+  <tr><td>{% if seen %}Seen.{% endif %} <a href="{{ links.unsubscribe }}">Unsubscribe</a></td></tr>
+</table>
+</body>
+</html>
+"""
+
+
+def test_text_part_derived_from_html_leaves_out_what_css_hides(render_project):
+    write(render_project, "spring.html", HIDDEN_PREHEADERS)
+    text = Renderer(render_project).render(spec("spring"), customer()).text
+    for hidden in ("Spring picks", "20% off", "Preview text", "Only Outlook", "Invisible spacer", "Hidden greeting", "\u2007", "\u034f"):
+        assert hidden not in text, (hidden, text)
+    assert text.startswith("# Hello Jan,\n\nOur spring range is in.\n"), text
+    assert "[E-bike Stad 200](https://fietsenwinkel.example/p/EB-200?utm_source=relmail" in text
+    # Hidden only on phones by a media query: still read as text. A {% set %} inside a hidden element still runs.
+    assert "Free delivery on orders over 50 euros." in text and "Seen." in text
+
+
 def test_text_part_from_txt_template_when_present(renderer):
     email = renderer.render(spec("newsletter"), customer())
     assert email.text.startswith("Fietsenwinkel news\n==================\n\nHello Jan,")

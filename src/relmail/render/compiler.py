@@ -25,7 +25,7 @@ from .inline import inline_protected, protect
 from .inputs import MessageSpec
 from .mime import MimeTemplate
 from .optional import optional
-from .text import check_derived, derive_text_source
+from .text import check_derived, derive_text_source, without_hidden
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -156,7 +156,8 @@ class Compiler:
             # Partials with a .txt beside them speak for themselves in the text part.
             partials: dict[str, str] = {}
             text_flat, _ = self.flattener.flatten(html_name, languages, text_partials=partials)
-            text_source = derive_text_source(self.html_env, self._tracked_for_text(text_flat, tracker), html_file)
+            shown = without_hidden(self.html_env, text_flat, html_file)
+            text_source = derive_text_source(self.html_env, self._tracked_for_text(shown, tracker), html_file)
             text_flattener = Flattener(self.text_env, self.templates_dir)
             for marker, partial in partials.items():
                 partial_source, partial_files = text_flattener.flatten(partial, languages)
