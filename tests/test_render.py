@@ -174,6 +174,34 @@ def test_babel_filters_format_for_the_locale(expr, locale, expected):
     assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
 
 
+@pytest.mark.parametrize(
+    "expr, locale, expected",
+    [
+        # CLDR minimumGroupingDigits = 2: no separator in a four-digit number, one from five digits on.
+        ("1234|number", "pl_PL", "1234"),
+        ("12345|number", "pl_PL", "12\xa0345"),
+        ("1234567|number", "pl", "1\xa0234\xa0567"),
+        ("-1234.5|number", "pl_PL", "-1234,5"),
+        ("1234.5|money('PLN')", "pl_PL", "1234,50\xa0zł"),
+        ("12345.5|money('PLN')", "pl_PL", "12\xa0345,50\xa0zł"),
+        ("9999.999|money('PLN')", "pl_PL", "10\xa0000,00\xa0zł"),  # five digits once rounded
+        ("12.34|percent", "pl_PL", "1234%"),
+        ("1234|number", "es_ES", "1234"),
+        ("1234|number", "it_IT", "1234"),
+        ("1234|money", "pt_PT", "1234,00\xa0€"),
+        # Languages (and Spanish of Mexico, Portuguese of Brazil) that group from four digits keep doing so.
+        ("1234|number", "de_DE", "1.234"),
+        ("1234|money", "de_DE", "1.234,00\xa0€"),
+        ("1234|number", "es_MX", "1,234"),
+        ("1234|number", "pt_BR", "1.234"),
+        ("1234|number", "en_GB", "1,234"),
+    ],
+)
+def test_numbers_follow_the_locales_minimum_grouping_digits(expr, locale, expected):
+    env = make_environment(None, autoescape=False)
+    assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
+
+
 PL_PRODUCTS = 'plural(one="produkt", few="produkty", many="produktów", other="produktu")'
 
 
