@@ -139,6 +139,7 @@ def main(argv=None) -> int:
     os.environ.setdefault("RELMAIL_SIGNING_KEY", "bench-signing-key")
     from relmail.project import Project, init_project
     from relmail.render import MessageSpec, Renderer
+    from relmail.render.environment import template_from_source
 
     with tempfile.TemporaryDirectory() as tmp:
         project = init_project(Path(tmp) / "shop")
@@ -157,7 +158,7 @@ def main(argv=None) -> int:
         bare_env = unbounded_environment(renderer)
         for loc in ("nl_NL", "en_GB"):
             c = renderer.compile(spec, loc)
-            plain[c.html_file] = renderer._from_string(renderer.html_env, c.flat_source, c.html_file)
+            plain[c.html_file] = template_from_source(renderer.html_env, c.flat_source, c.html_file)
             bare[c.html_file] = bare_env.from_string(c.source)
 
         # Warm up every path (Babel caches, lxml, first-call costs).

@@ -9,9 +9,9 @@ from sqlalchemy import insert
 
 from relmail.importers import import_file
 from relmail.project import Project, init_project
+from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
 from relmail.render.catalog import Catalog
 from relmail.render.contexts import customer_contexts, load_catalog
-from relmail.render.renderer import CustomerContext, MessageSpec, Renderer, RenderError
 from relmail.store.models import Customer, Event
 
 T = datetime(2026, 11, 1, tzinfo=UTC)

@@ -7,7 +7,8 @@ from click.testing import CliRunner
 
 from relmail.cli import cli
 from relmail.errors import ConfigError
-from relmail.project import init_project
+from relmail.project import Project, init_project
+from relmail.render import CustomerContext, MessageSpec, Renderer
 
 
 def test_a_blank_project_is_on_the_shops_domain_with_one_neutral_segment_campaign_and_template(tmp_path):
@@ -56,3 +57,43 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
     assert runner.invoke(cli, ["init", "bikes"]).output.splitlines()[-1] == "Next: cd bikes && relmail db upgrade && relmail demo"
     assert runner.invoke(cli, ["init", "x", "--blank"]).exit_code == 2  # --domain is needed
     assert runner.invoke(cli, ["init", "y", "--domain", "y.example"]).exit_code == 2  # only with --blank
+
+
+@pytest.mark.parametrize("locale, subject, words", [
+    ("de", "Mein Laden: Neues in dieser Woche, Jörg", ["Hallo Jörg,", "Das gibt es diese Woche Neues bei Mein Laden.",
+                                                      "Sie erhalten diese E-Mail", ">abmelden</a>", "2.499,00\xa0€"]),
+    ("pl_PL", "Mein Laden: nowości tego tygodnia, Jörg", ["Dzień dobry, Jörg!", "w sklepie Mein Laden", ">wypisz się</a>"]),
+    ("nl_BE", "Mein Laden: nieuw deze week, Jörg", ["Hallo Jörg,", "Je ontvangt deze e-mail", ">afmelden</a>"]),
+    ("en_US", "Mein Laden: new this week, Jörg", ["Hello Jörg,", "Here is what is new at Mein Laden", ">unsubscribe</a>"]),
+])
+def test_the_blank_newsletter_is_written_in_the_language_of_locale_and_passes_the_templates_check(tmp_path, monkeypatch, locale,
+                                                                                                    subject, words):
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    runner = CliRunner()
+    args = ["init", str(tmp_path / "shop"), "--blank", "--name", "Mein Laden", "--domain", "laden.example", "--locale", locale]
+    created = runner.invoke(cli, args)
+    assert created.exit_code == 0 and "Note:" not in created.output, created.output
+    project = Project.load(tmp_path / "shop")
+    email = Renderer(project).render(
+        MessageSpec(id="newsletter", template="newsletter", topic="newsletter", campaign_id="newsletter", run_id="newsletter:check"),
+        CustomerContext(id="C1", email="joerg@example.org", first_name="Jörg", locale=locale,
+                        recommended_products=[{"id": "B-1", "name": "Buch", "price": 2499.0, "url": "https://laden.example/b-1"}]),
+    )
+    assert email.subject == subject
+    for text in words:
+        assert text in email.html, (text, email.html)
+    assert f'<html lang="{locale.split("_")[0]}">' in email.html
+    checked = runner.invoke(cli, ["-p", str(project.root), "templates", "check", "--generated"])
+    assert checked.exit_code == 0, checked.output
+    assert "0 errors, 0 warnings" in checked.output
+
+
+def test_a_locale_relmail_has_no_newsletter_wording_for_gets_the_english_one_and_a_note_saying_so(tmp_path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "shop"), "--blank", "--domain", "shop.example", "--locale", "fr_FR"])
+    assert result.exit_code == 0, result.output
+    assert "Hello {{ customer.first_name|default('there', true) }}," in (tmp_path / "shop" / "templates" / "newsletter.html").read_text()
+    assert ("Note: templates/newsletter.html is in English: relmail has its wording in de, en, nl, pl only. Translate it: e-mails "
+            "from it say they are in 'fr' (the language of --locale fr_FR).") in result.output
+    as_json = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--blank", "--domain", "shop.example", "--locale", "fr_FR",
+                                       "--json"])
+    assert '"newsletter_language": "en"' in as_json.output

@@ -20,6 +20,7 @@ import pytest
 from relmail.project import Project, init_project
 from relmail.render import CustomerContext, MessageSpec, Renderer
 from relmail.render.css import ATTRIBUTE_TAGS, attribute_value
+from relmail.render.environment import template_from_source
 
 GALLERY = Path(__file__).parent / "data" / "gallery"
 TEMPLATES = ("wrapper", "columns", "receipt")
@@ -52,7 +53,7 @@ def not_inlined(renderer: Renderer, template: str) -> str:
     """The same e-mail rendered from the template as written: the stylesheet in the head, nothing inlined."""
     compiled = renderer.compile(spec(template), CUSTOMER.locale)
     variables = renderer.context(compiled, CUSTOMER, renderer.links.token(CUSTOMER.id, "promotions", "gallery:1"))
-    return renderer._from_string(renderer.html_env, compiled.flat_source, compiled.html_file).render(variables)
+    return template_from_source(renderer.html_env, compiled.flat_source, compiled.html_file).render(variables)
 
 
 def probes(html: str) -> dict[str, lxml.html.HtmlElement]:

@@ -10,9 +10,10 @@ from relmail import tokens
 from relmail.errors import NotFound, SignatureError, TemplateError
 from relmail.project import Project, init_project
 from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
-from relmail.render.check import inline_difference, sample_contexts
 from relmail.render.environment import make_environment
 from relmail.render.inline import inline_source, protect
+from relmail.render.inline_diff import inline_difference
+from relmail.render.samples import sample_contexts
 
 KEY = "test-signing-key-not-secret"
 TRACKING = """
@@ -173,6 +174,34 @@ def test_babel_filters_format_for_the_locale(expr, locale, expected):
     assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
 
 
+@pytest.mark.parametrize(
+    "expr, locale, expected",
+    [
+        # CLDR minimumGroupingDigits = 2: no separator in a four-digit number, one from five digits on.
+        ("1234|number", "pl_PL", "1234"),
+        ("12345|number", "pl_PL", "12\xa0345"),
+        ("1234567|number", "pl", "1\xa0234\xa0567"),
+        ("-1234.5|number", "pl_PL", "-1234,5"),
+        ("1234.5|money('PLN')", "pl_PL", "1234,50\xa0zł"),
+        ("12345.5|money('PLN')", "pl_PL", "12\xa0345,50\xa0zł"),
+        ("9999.999|money('PLN')", "pl_PL", "10\xa0000,00\xa0zł"),  # five digits once rounded
+        ("12.34|percent", "pl_PL", "1234%"),
+        ("1234|number", "es_ES", "1234"),
+        ("1234|number", "it_IT", "1234"),
+        ("1234|money", "pt_PT", "1234,00\xa0€"),
+        # Languages (and Spanish of Mexico, Portuguese of Brazil) that group from four digits keep doing so.
+        ("1234|number", "de_DE", "1.234"),
+        ("1234|money", "de_DE", "1.234,00\xa0€"),
+        ("1234|number", "es_MX", "1,234"),
+        ("1234|number", "pt_BR", "1.234"),
+        ("1234|number", "en_GB", "1,234"),
+    ],
+)
+def test_numbers_follow_the_locales_minimum_grouping_digits(expr, locale, expected):
+    env = make_environment(None, autoescape=False)
+    assert env.from_string("{{ " + expr + " }}").render(locale=locale) == expected
+
+
 PL_PRODUCTS = 'plural(one="produkt", few="produkty", many="produktów", other="produktu")'
 
 
@@ -279,6 +308,47 @@ def test_text_part_derived_from_html_keeps_links_and_skips_head_and_preheader(re
     assert re.search(r"\[afmelden\]\(https://fietsenwinkel\.example/relmail/unsubscribe/[^)?]+\)", email.text)
 
 
+#: A gallery-style e-mail with no .txt: its preheader hidden the ways ESP galleries hide one.
+HIDDEN_PREHEADERS = """<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>{% block subject %}Spring is in{% endblock %}</title>
+<style>
+  .preheader { display: none !important; visibility: hidden; mso-hide: all; font-size: 1px; line-height: 1px;
+               max-height: 0; max-width: 0; opacity: 0; overflow: hidden; }
+  .hide-mobile { color: #333333; }
+  @media only screen and (max-width: 620px) { .hide-mobile { display: none !important; } }
+</style>
+</head>
+<body>
+<span class="preheader">Spring picks for {{ customer.first_name }}: 20% off until Sunday.</span>
+<div style="display:none;max-height:0;overflow:hidden">Preview text for the inbox list&#8199;&#847;&#8199;&#847;</div>
+<div style="font-size:0; mso-hide:all">Only Outlook skips this line.</div>
+<p style="visibility:hidden">Invisible spacer words.</p>
+<div style="display:none">{% if customer.first_name %}Hidden greeting {{ customer.first_name }}{% endif %}{% set seen = true %}</div>
+<table role="presentation" width="600">
+  <tr><td><h1>Hello {{ customer.first_name }},</h1><p>Our spring range is in.</p></td></tr>
+  {% for p in products %}<tr><td><a href="{{ p.url }}">{{ p.name }}</a></td></tr>{% endfor %}
+  <tr><td class="hide-mobile">Free delivery on orders over 50 euros.</td></tr>
+  <tr><td>{% if seen %}Seen.{% endif %} <a href="{{ links.unsubscribe }}">Unsubscribe</a></td></tr>
+</table>
+</body>
+</html>
+"""
+
+
+def test_text_part_derived_from_html_leaves_out_what_css_hides(render_project):
+    write(render_project, "spring.html", HIDDEN_PREHEADERS)
+    text = Renderer(render_project).render(spec("spring"), customer()).text
+    for hidden in ("Spring picks", "20% off", "Preview text", "Only Outlook", "Invisible spacer", "Hidden greeting", "\u2007", "\u034f"):
+        assert hidden not in text, (hidden, text)
+    assert text.startswith("# Hello Jan,\n\nOur spring range is in.\n"), text
+    assert "[E-bike Stad 200](https://fietsenwinkel.example/p/EB-200?utm_source=relmail" in text
+    # Hidden only on phones by a media query: still read as text. A {% set %} inside a hidden element still runs.
+    assert "Free delivery on orders over 50 euros." in text and "Seen." in text
+
+
 def test_text_part_from_txt_template_when_present(renderer):
     email = renderer.render(spec("newsletter"), customer())
     assert email.text.startswith("Fietsenwinkel news\n==================\n\nHello Jan,")
@@ -286,7 +356,7 @@ def test_text_part_from_txt_template_when_present(renderer):
 
 
 def test_text_template_derived_once_per_template(renderer, monkeypatch):
-    import relmail.render.renderer as mod
+    import relmail.render.compiler as mod
 
     calls = []
     real = mod.derive_text_source

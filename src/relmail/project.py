@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -365,6 +366,24 @@ def blank_dir() -> Path:
     return Path(__file__).parent / "blank"
 
 
+def blank_languages() -> list[str]:
+    """The languages the blank project's newsletter has wording in (``blank/newsletter.toml``)."""
+    return list(tomllib.loads((blank_dir() / "newsletter.toml").read_text(encoding="utf-8")))
+
+
+def blank_language(locale: str) -> str | None:
+    """The language of ``locale`` the blank newsletter is written in (``de`` for ``de_AT``); None when relmail has no wording for it."""
+    language = fields.locale(locale).split("_", 1)[0]
+    return language if language in blank_languages() else None
+
+
+def blank_newsletter(locale: str) -> str:
+    """The blank project's ``templates/newsletter.html`` in the language of ``locale``, or in English when there is no wording for it."""
+    wording = tomllib.loads((blank_dir() / "newsletter.toml").read_text(encoding="utf-8"))
+    skeleton = string.Template((blank_dir() / "newsletter.html").read_text(encoding="utf-8"))
+    return skeleton.substitute(wording[blank_language(locale) or "en"])
+
+
 _DOMAIN = re.compile(r"^(?=.{1,253}$)(?!-)[a-z0-9-]{1,63}(?<!-)(\.(?!-)[a-z0-9-]{1,63}(?<!-))+$")
 
 
@@ -374,8 +393,9 @@ def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: 
 
     ``blank``: a project for your own shop instead: sender, reply-to, brand
     and unsubscribe addresses on ``domain``, one neutral segment, campaign
-    and template, and a ``.gitignore`` that keeps the database, import
-    rejects, outbox and model files out of git.
+    and template (in the language of ``locale`` when it is one of
+    :func:`blank_languages`, else in English), and a ``.gitignore`` that
+    keeps the database, import rejects, outbox and model files out of git.
     """
     root = Path(folder).expanduser().resolve()
     config = root / CONFIG_NAME
@@ -404,6 +424,8 @@ def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: 
             shutil.copytree(source / sub, root / sub, dirs_exist_ok=True)
         else:
             (root / sub).mkdir(exist_ok=True)
+    if blank:
+        (root / "templates" / "newsletter.html").write_text(blank_newsletter(locale), encoding="utf-8")
     return Project.load(root)
 
 

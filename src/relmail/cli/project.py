@@ -7,7 +7,7 @@ import shlex
 
 import click
 
-from ..project import init_project
+from ..project import blank_language, blank_languages, init_project
 from ._common import echo_json, json_option
 
 
@@ -17,7 +17,9 @@ from ._common import echo_json, json_option
               "template, and a .gitignore, instead of the example bike shop.")
 @click.option("--name", help="Brand and project name (default: Fietsenwinkel, the example shop).")
 @click.option("--domain", help="With --blank: your shop's domain; sender, reply-to, brand and unsubscribe addresses use it.")
-@click.option("--locale", default="en_GB", show_default=True, help="With --blank: the locale of customers without one.")
+@click.option("--locale", default="en_GB", show_default=True,
+              help="With --blank: the locale of customers without one, and the language of the example newsletter "
+              "(German, English, Dutch or Polish; English for another language).")
 @click.option("--timezone", default="UTC", show_default=True, help="With --blank: the shop's time zone (IANA name).")
 @click.option("--force", is_flag=True, help="Overwrite relmail.toml and the example files if they exist.")
 @json_option
@@ -40,10 +42,16 @@ def init(folder: str, blank: bool, name: str | None, domain: str | None, locale:
         raise click.UsageError("--domain, --locale and --timezone go with --blank (the example shop has its own)")
     project = init_project(folder, name=name or ("My shop" if blank else "Fietsenwinkel"), force=force, blank=blank,
                            domain=domain, locale=locale, timezone=timezone)
+    language = blank_language(locale) if blank else None
     if as_json:
-        echo_json({"project": str(project.root), "database_url": project.database_url, "blank": blank})
+        echo_json({"project": str(project.root), "database_url": project.database_url, "blank": blank,
+                   **({"newsletter_language": language or "en"} if blank else {})})
         return
     click.echo(f"Created relmail project in {project.root}")
+    if blank and language is None:
+        tag = locale.replace("_", "-").split("-")[0]
+        click.echo(f"Note: templates/newsletter.html is in English: relmail has its wording in {', '.join(sorted(blank_languages()))} only. "
+                   f"Translate it: e-mails from it say they are in '{tag}' (the language of --locale {locale}).")
     where = os.path.relpath(project.root)
     cd = "" if where == "." else f"cd {shlex.quote(where if not where.startswith('..') else str(project.root))} && "
     if blank:

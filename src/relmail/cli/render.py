@@ -125,10 +125,9 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
       relmail render partials/footer.html --context sample.json
     """
     from ..render.bounds import LOCATE_SECONDS, Limits, render_bounded
-    from ..render.environment import Flattener, locale_languages, make_environment, template_error
+    from ..render.environment import Flattener, content_language, locale_languages, make_environment, template_error
     from ..render.inline import inline_source
     from ..render.optional import optional_context
-    from ..render.renderer import content_language
     from ..render.text import tidy
 
     project = state.project

@@ -30,8 +30,8 @@ import numpy as np
 from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
+from ..render import MessageSpec, Renderer, RenderError
 from ..render.contexts import customer_contexts, load_catalog
-from ..render.renderer import MessageSpec, Renderer, RenderError
 from ..render.variants import Variant, Variants
 from ..store.models import Customer
 

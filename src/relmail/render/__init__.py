@@ -19,15 +19,10 @@ rendered; a template with a syntax error raises :class:`TemplateError` when
 it is compiled, before anything is sent.
 """
 
-from .renderer import (
-    CompiledMessage,
-    CustomerContext,
-    MessageSpec,
-    RenderedEmail,
-    Renderer,
-    RenderError,
-    RenderResult,
-)
+from .compiler import CompiledMessage
+from .inputs import CustomerContext, MessageSpec
+from .renderer import Renderer
+from .results import RenderedEmail, RenderError, RenderResult
 
 __all__ = [
     "CompiledMessage",

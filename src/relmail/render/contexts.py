@@ -19,8 +19,8 @@ from sqlalchemy.engine import Connection
 
 from ..features.sql import unindexed
 from ..store.models import Customer, Event, Product
-from . import CustomerContext
 from .catalog import Catalog
+from .inputs import CustomerContext
 
 C, E, P = Customer.__table__, Event.__table__, Product.__table__
 RECOMMENDED = 3

@@ -83,6 +83,19 @@ def variant_names(name: str, languages: tuple[str, ...]) -> list[str]:
     return [f"{stem}.{lang}{suffix}" for lang in languages] + [name]
 
 
+def content_language(html_file: str, default_locale: str) -> str:
+    """The language an e-mail is written in, as a BCP 47 tag: its variant's suffix, else the default locale's language.
+
+    ``newsletter.pl.html`` → ``pl``, ``welcome.nl_NL.html`` → ``nl-NL``; the base ``newsletter.html`` is in the
+    project's ``default_locale`` language. A Brazilian customer who gets the base e-mail reads it in that
+    language, so it is what ``<html lang>`` and ``Content-Language`` must say, not ``pt``.
+    """
+    parts = Path(html_file).name.split(".")
+    if len(parts) >= 3:
+        return parts[-2].replace("_", "-")
+    return (default_locale or "en").replace("-", "_").split("_", 1)[0].lower()
+
+
 @dataclass(frozen=True)
 class Segment:
     """A piece of template source: plain data, or one Jinja construct."""
@@ -146,6 +159,15 @@ def template_error(exc: Exception, name: str | None = None) -> TemplateError:
     where = f"{filename}:{lineno}" if lineno else str(filename)
     message = getattr(exc, "message", None) or str(exc)
     return TemplateError(f"{where}: {message}", str(filename), lineno)
+
+
+def template_from_source(env, source: str, name: str):
+    """A template of ``env`` compiled from ``source``, named ``name`` in its errors; :class:`TemplateError` if it does not compile."""
+    try:
+        code = env.compile(source, name=name, filename=name)
+    except Exception as exc:
+        raise template_error(exc, name) from None
+    return env.template_class.from_code(env, code, env.make_globals(None), None)
 
 
 class Flattener:

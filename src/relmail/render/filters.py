@@ -7,6 +7,10 @@ is passed explicitly: ``{{ p.price|money }}``, ``{{ 0.15|percent }}``,
 ``{{ p.price|money("GBP", locale="en_GB") }}``, and a word's plural form by
 the language's CLDR rules: ``{{ n|plural(one="produkt", few="produkty", many="produktów") }}``.
 
+Numbers are grouped by the locale's CLDR minimum grouping digits, which
+Babel leaves out (:mod:`relmail.render.grouping`): ``1234`` but ``12 345``
+in Polish.
+
 Formatting a price in Babel is slow next to a dictionary lookup and the
 same few prices recur in every e-mail of a batch, so results are memoised
 per (value, currency, locale, format) (figures: docs/benchmarks.md).
@@ -15,14 +19,15 @@ per (value, currency, locale, format) (figures: docs/benchmarks.md).
 from __future__ import annotations
 
 from datetime import date, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_currency, format_decimal, format_percent, is_currency
+from babel.numbers import format_currency, format_decimal, format_percent, is_currency, parse_pattern
 from jinja2 import pass_context
 
 from ..errors import TemplateError
+from .grouping import grouped
 
 DEFAULT_CURRENCY = "EUR"
 DEFAULT_LOCALE = "en_GB"
@@ -52,7 +57,8 @@ def _number(value, what: str):
 
 @lru_cache(maxsize=8192)
 def _money(value, currency: str, locale: Locale, fmt: str | None) -> str:
-    return format_currency(value, currency, format=fmt, locale=locale)
+    pattern = parse_pattern(fmt) if fmt else locale.currency_formats["standard"]
+    return grouped(partial(format_currency, value, currency, format=fmt, locale=locale), locale, pattern)
 
 
 @pass_context
@@ -72,7 +78,8 @@ def _currency(code) -> str:
 
 @lru_cache(maxsize=8192)
 def _decimal(value, locale: Locale, fmt: str | None) -> str:
-    return format_decimal(value, format=fmt, locale=locale)
+    pattern = parse_pattern(fmt) if fmt else locale.decimal_formats[None]
+    return grouped(partial(format_decimal, value, format=fmt, locale=locale), locale, pattern)
 
 
 @pass_context
@@ -84,7 +91,9 @@ def number(ctx, value, format: str | None = None, locale: str | None = None) -> 
 @pass_context
 def percent(ctx, value, format: str | None = None, locale: str | None = None) -> str:
     """``0.15`` → ``15%`` with the locale's sign placement."""
-    return format_percent(_number(value, "percent"), format=format, locale=_locale(ctx, locale))
+    loc = _locale(ctx, locale)
+    pattern = parse_pattern(format) if format else loc.percent_formats[None]
+    return grouped(partial(format_percent, _number(value, "percent"), format=format, locale=loc), loc, pattern)
 
 
 def _as_date(value, what: str):

@@ -167,7 +167,7 @@ def _premailer(document: str, placeholder: re.Pattern | None = None) -> str:
     return inline_css(document, placeholder)
 
 
-def _split_document(html: str) -> tuple[str, str, str] | None:
+def split_document(html: str) -> tuple[str, str, str] | None:
     """(before ``<html``, the html element, after ``</html>``) or None for a fragment."""
     start = _HTML_OPEN.search(html)
     if not start:
@@ -179,7 +179,7 @@ def _split_document(html: str) -> tuple[str, str, str] | None:
 
 def inline_document(html: str) -> str:
     """Inline the CSS of a rendered document (the slow per-e-mail way, for checks and baselines)."""
-    parts = _split_document(html)
+    parts = split_document(html)
     if parts is None:
         return html
     head, doc, tail = parts
@@ -200,7 +200,7 @@ def inline_protected(env, source: str, name: str | None = None) -> tuple[Protect
     if hit is not None:
         return hit
     protected = protect(env, source, name)
-    parts = _split_document(protected.html)
+    parts = split_document(protected.html)
     if parts is None:
         result = (protected, protected.html)
     else:

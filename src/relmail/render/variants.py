@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import NotFound
+from .compiler import Compiler
 from .environment import Flattener, locale_languages
-from .renderer import MessageSpec, Renderer
+from .inputs import MessageSpec
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Variant:
 class Variants:
     """Resolves the variant of any message for any locale, over one renderer's templates folder."""
 
-    def __init__(self, renderer: Renderer):
+    def __init__(self, renderer: Compiler):
         self.default_locale = renderer.settings.default_locale
         self.html = Flattener(renderer.html_env, renderer.templates_dir)
         self.text = Flattener(renderer.text_env, renderer.templates_dir)
