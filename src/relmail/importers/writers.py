@@ -113,7 +113,7 @@ class CustomersWriter(TableWriter):
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
-                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+                        "kept_opted_out": 0, "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there).
@@ -218,8 +218,10 @@ class CustomersWriter(TableWriter):
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
         export and says no in this one unsubscribed in the shop in between: that is dated
-        now, so it wins over every earlier opt-in. Each customer's last flag is kept in
-        ``attributes`` under the column's name (``accepts_email_marketing``) to see the change.
+        now, so it wins over every earlier opt-in. A no turned yes is an opt-in as of now only
+        for a customer with no opt-out on record: an undated yes never undoes an opt-out
+        (counted as ``kept_opted_out``). Each customer's last flag is kept in ``attributes``
+        under the column's name (``accepts_email_marketing``) to see the change.
         """
         if self.flag_key is None:
             return
@@ -238,25 +240,26 @@ class CustomersWriter(TableWriter):
             last = before.get(row["id"])
             if isinstance(last, bool) and last != said:
                 changed.append(row)
-        # The opt-outs on record, and where from: a yes given since reverses the shop's own opt-out,
-        # never another source's (an older export imported again by mistake must not undo a Mailchimp
-        # unsubscribe or one by relmail's link), and a no adds nothing to an opt-out already there.
+        # The opt-outs on record: a yes without a date never undoes one, whoever recorded it (relmail's
+        # unsubscribe link, a mailing tool, or this shop's own flag turning no): the export may be an
+        # older one imported again, and only an opt-in dated after the opt-out may end it. A no adds
+        # nothing to an opt-out already there.
         opted_out = self._opted_out([row["id"] for row in changed])
         for row in changed:
-            source = opted_out.get(row["id"])
-            if (not row["_consent"] and source is not None) or (row["_consent"] and source not in (None, self.source)):
+            if row["id"] in opted_out:
+                if row["_consent"]:
+                    self.details["kept_opted_out"] += 1
                 continue
             # Changed in the shop since its last export: as of now, so it wins over older dated records.
             row["_consent_at"] = self.now
             self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
 
-    def _opted_out(self, ids: list[str]) -> dict[str, str]:
-        """Customer -> the source of their global opt-out on record, for those opted out of everything."""
-        out: dict[str, str] = {}
+    def _opted_out(self, ids: list[str]) -> set[str]:
+        """The customers among ``ids`` with a global opt-out on record (opted out of everything)."""
+        out: set[str] = set()
         for batch in batched(sorted(ids), LOOKUP_BATCH):
-            query = select(P.c.customer_id, P.c.source).where(P.c.customer_id.in_(batch), P.c.topic == "*",
-                                                              P.c.opted_in.is_(False))
-            out.update((cid, source) for cid, source in self.conn.execute(query))
+            query = select(P.c.customer_id).where(P.c.customer_id.in_(batch), P.c.topic == "*", P.c.opted_in.is_(False))
+            out.update(self.conn.execute(query).scalars())
         return out
 
     def _consent(self, pending: list) -> None:
