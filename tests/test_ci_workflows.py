@@ -92,6 +92,50 @@ def test_the_systemd_service_counts_a_stopped_send_as_no_failure():
     assert settings["Type"] == "oneshot" and "130" in settings.get("SuccessExitStatus", "").split()
 
 
+def test_a_cancelled_github_send_step_passes_sigint_and_sigterm_on_to_relmail(tmp_path):
+    """GitHub cancels a step by signalling its entry process, the step's bash running a script file: SIGINT, then
+    SIGTERM 7.5 s later. Only a relmail the step started with exec gets them (and finishes the requests in flight);
+    a bash that merely waits for it ends on the SIGTERM and leaves relmail to the SIGKILL."""
+    import os
+    import signal
+    import time
+
+    doc = yaml.safe_load((EXAMPLES / "github" / "relmail-send.yml").read_text())
+    (job,) = doc["jobs"].values()
+    step = next(s for s in job["steps"] if "relmail send" in s.get("run", ""))
+    bin_dir, heard, ready = tmp_path / "bin", tmp_path / "heard.txt", tmp_path / "ready"
+    bin_dir.mkdir()
+    # A stand-in relmail that writes down the signals it gets, for a few seconds.
+    (bin_dir / "relmail").write_text(f"""#!{sys.executable}
+import signal, time
+heard = []
+def note(signum, frame):
+    heard.append(signum)
+    open({str(heard)!r}, "a").write(f"{{signum}}\\n")
+signal.signal(signal.SIGINT, note)
+signal.signal(signal.SIGTERM, note)
+open({str(ready)!r}, "w").close()
+end = time.monotonic() + 5
+while len(heard) < 2 and time.monotonic() < end:
+    time.sleep(0.02)
+""")
+    (bin_dir / "relmail").chmod(0o755)
+    script = tmp_path / "step.sh"  # the runner writes a step's run: to a file and runs bash on it
+    script.write_text(step["run"] + "\n")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    shell = subprocess.Popen(["bash", "--noprofile", "--norc", "-eo", "pipefail", str(script)], cwd=tmp_path, env=env)
+    deadline = time.monotonic() + 10
+    while not ready.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    shell.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    shell.send_signal(signal.SIGTERM)
+    shell.wait(timeout=15)
+    time.sleep(0.2)
+    assert heard.exists() and heard.read_text().split() == [str(int(signal.SIGINT)), str(int(signal.SIGTERM))], \
+        "the step's shell kept the signals from relmail: start it with exec"
+
+
 def test_the_systemd_units_with_the_documented_restart_settings_pass_systemd_analyze(tmp_path):
     analyze = shutil.which("systemd-analyze")
     if analyze is None:

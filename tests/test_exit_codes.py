@@ -86,3 +86,35 @@ def test_with_json_a_usage_error_is_one_json_object_on_stdout_as_well(project):
     assert "Usage: " in out.stderr
     typo = CliRunner().invoke(cli, ["--project", str(project.root), "send", "weekly", "--json", "--windw", "auto"])
     assert typo.exit_code == 2 and "--windw" in json.loads(typo.stdout)["error"]
+
+
+def test_a_campaign_naming_a_missing_template_is_the_same_error_for_plan_and_templates_check(project):
+    # The campaign's error (exit 4, its file, line and field), whichever command finds it first:
+    # a CI job running 'templates check' before 'plan' must not see another code for the same typo.
+    import json
+
+    from relmail.campaigns import load_campaign
+
+    (project.templates_dir / "usage_tip.html").unlink()
+    path = load_campaign(project, "weekly").path
+    runner = CliRunner()
+    base = ["--project", str(project.root)]
+    plan = runner.invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--dry-run"])
+    check = runner.invoke(cli, [*base, "templates", "check"])
+    generated = runner.invoke(cli, [*base, "templates", "check", "--generated"])
+    assert plan.exit_code == check.exit_code == generated.exit_code == 4, (plan.output, check.output)
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), start=1) if "template: usage_tip" in text)
+    error = (f"Error: campaign 'weekly' names templates that do not exist: {path}:{line}: field 'messages.1.template': "
+             f"no template 'usage_tip.html' in {project.templates_dir}")
+    for out in (plan, check, generated):
+        assert out.stderr.splitlines()[-1].startswith(error), out.stderr
+        assert isinstance(out.exception, SystemExit)
+    # The check names it among its findings, and renders the other messages all the same.
+    assert f"error: {path}:{line}: field 'messages.1.template': no template 'usage_tip.html'" in check.stdout
+    assert "usage_tip.html: weekly/lock-tip for" not in check.stdout  # not once more per locale
+    data = json.loads(runner.invoke(cli, [*base, "templates", "check", "--json"]).stdout)
+    assert data["ok"] is False and {r["message"] for r in data["rendered"]} >= {"ebike-launch", "newsletter"}
+    assert [(f["file"], f["line"]) for f in data["findings"] if "usage_tip" in f["message"]] == [(str(path), line)]
+    planned = json.loads(runner.invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--dry-run", "--json"]).stdout)
+    assert (planned["exit_code"], [(p["file"], p["line"], p["field"]) for p in planned["problems"]]) == (
+        4, [(str(path), line, "messages.1.template")])

@@ -116,6 +116,8 @@ class _Provider(BaseHTTPRequestHandler):
     """A SendGrid-shaped endpoint on a real socket, for a send in another process."""
 
     status = 500
+    #: Seconds each request takes to be answered.
+    delay = 0.05
     customers: list[str] = []
     lock = threading.Lock()
 
@@ -123,7 +125,7 @@ class _Provider(BaseHTTPRequestHandler):
         body = self.rfile.read(int(self.headers["Content-Length"]))
         with self.lock:
             self.customers.append(_customer(body))
-        time.sleep(0.05)
+        time.sleep(self.delay)
         self.send_response(self.status)
         self.send_header("X-Message-Id", f"sg-{len(self.customers)}")
         self.send_header("Content-Length", "0")
@@ -143,6 +145,78 @@ def test_a_signal_stops_in_order_only_while_sending_and_a_second_one_at_once():
         assert stop()
         with pytest.raises(KeyboardInterrupt):
             stop.signal()
+
+
+@pytest.mark.parametrize("first, second", [(signal.SIGINT, signal.SIGTERM), (signal.SIGTERM, signal.SIGINT)])
+def test_only_the_same_signal_again_stops_at_once(first, second):
+    # A CI runner cancelling a job sends SIGINT, then SIGTERM: the orderly stop goes on.
+    stop = StopRequest()
+    with stop.sending():
+        assert stop.signal(first) is True and stop() and stop.first_signal == first
+        assert stop.signal(second) is False and stop.signal(second) is False
+        with pytest.raises(KeyboardInterrupt):
+            stop.signal(first)  # a second Ctrl-C: the person means it
+    stop = StopRequest()
+    with pytest.raises(KeyboardInterrupt):
+        stop.signal(first)  # nothing being sent: at once, and the other signal does not interrupt the unwinding
+    assert stop.signal(second) is False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", ["one-process", "process-group-two-senders"])
+def test_a_ci_runners_cancel_sigint_then_sigterm_still_finishes_the_requests_in_flight(project, how):
+    # GitHub Actions cancels a job with SIGINT, then SIGTERM 7.5 s later (then SIGKILL): the SIGTERM
+    # arrives while the requests the SIGINT let finish are still being answered.
+    engine = build(project, customers=150)
+    _Provider.customers, _Provider.status, _Provider.delay = [], 202, 3.0
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"')
+                    + f'\n[delivery.sendgrid]\nbase_url = "http://127.0.0.1:{server.server_address[1]}"\n')
+    env = {**os.environ, "RELMAIL_ESP_API_KEY": "sg-key"}
+    command = [sys.executable, "-c", "from relmail.cli import main; main()", "-p", str(project.root),
+               "send", "sendtest", "--window", WINDOW]
+    command += ["--workers", "1"] if how == "one-process" else ["--workers", "2", "--batch-size", "10"]
+
+    def kill(signum):
+        if how == "one-process":
+            proc.send_signal(signum)
+        else:
+            os.killpg(proc.pid, signum)
+
+    try:
+        proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                start_new_session=True)
+        deadline = time.monotonic() + 120
+        while not _Provider.customers and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _Provider.customers, "the send never reached the provider"
+        kill(signal.SIGINT)
+        time.sleep(0.5)  # the requests in flight are answered after 3 s
+        in_flight = len(_Provider.customers)
+        kill(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        # Every request in flight got its answer and is recorded: nothing left to settle as uncertain.
+        states = ledger.status_counts(engine, RUN)
+        assert "sending" not in states and "committing" not in states, (states, err)
+        assert states["accepted"] == len(_Provider.customers) >= in_flight
+        assert ledger.uncertain_count(engine, RUN) == 0
+        assert "stopped" in out, "the summary of what was done is printed before exiting"
+        assert "Stopping: the e-mails in hand are finished and recorded" in err
+        assert "Still stopping in order: SIGTERM after Ctrl-C (SIGINT) does not stop at once" in err
+
+        _Provider.delay, accepted = 0.0, list(_Provider.customers)
+        final = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+        assert final.returncode == 0, final.stderr
+    finally:
+        _Provider.delay = 0.05
+        server.shutdown()
+        server.server_close()
+    sent = _Provider.customers
+    assert len(sent) == len(set(sent)) > len(accepted), "an e-mail was posted twice after the stop"
+    assert ledger.status_counts(engine, RUN) == {"accepted": len(sent)}
 
 
 @pytest.mark.slow

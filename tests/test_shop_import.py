@@ -70,7 +70,7 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
     assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "withdrawn_since_last_export": 0,
-                                           "given_since_last_export": 0, "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
+                                           "given_since_last_export": 0, "kept_opted_out": 0, "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -221,11 +221,31 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     assert again.details["withdrawn_since_last_export"] == 0
     customers = {r["id"]: r for r in table(engine, Customer)}
     assert customers[ANNA]["attributes"]["accepts_email_marketing"] is False
-    # She ticks "accept marketing" at a later checkout: the week-3 export's yes is fresh consent, as of now.
+    # A yes in a later export may be a new checkout's, or last week's export imported again: it has no
+    # date to tell, so it never undoes her opt-out; the summary says so.
     week3 = import_file(engine, "customers", SHOPIFY / "customers_export.csv", mapping="shopify")
-    assert (week3.details["given_since_last_export"], week3.details["withdrawn_since_last_export"]) == (1, 0)
+    assert (week3.details["given_since_last_export"], week3.details["kept_opted_out"]) == (0, 1)
+    assert ({r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]["opted_in"]) is False
+    # Her new opt-in, imported with its date, does.
+    later = datetime.now(UTC)
+    (tmp_path / "consent.csv").write_text(f"customer_id,topic,opted_in,updated_at,source\n{ANNA},*,yes,{later.isoformat()},signup-form\n")
+    import_file(engine, "preferences", tmp_path / "consent.csv")
     anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
-    assert anna["opted_in"] is True and anna["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
+    assert (anna["opted_in"], anna["updated_at"], anna["source"]) == (True, later, "signup-form")
+
+
+def test_a_shop_flag_turned_yes_with_no_opt_out_on_record_is_consent_as_of_now(engine, tmp_path):
+    # Bram said no at the checkout (nothing written); a week later the shop's export says yes.
+    load_all(engine)
+    assert not [r for r in table(engine, Preference) if r["customer_id"] == BRAM]
+    export = (SHOPIFY / "customers_export.csv").read_text(encoding="utf-8").splitlines()
+    week2 = tmp_path / "customers_export.csv"
+    week2.write_text("\n".join([export[0]] + [line.replace(",no,", ",yes,", 1) if line.startswith(f"'{BRAM},") else line
+                                               for line in export[1:]]) + "\n", encoding="utf-8")
+    result = import_file(engine, "customers", week2, mapping="shopify")
+    assert (result.details["given_since_last_export"], result.details["kept_opted_out"]) == (1, 0)
+    bram = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == BRAM}["*"]
+    assert bram["opted_in"] is True and bram["updated_at"] > datetime(2026, 2, 1, 8, 30, tzinfo=UTC)
 
 
 def test_a_stale_shop_export_imported_again_never_undoes_a_mailchimp_unsubscribe(engine, tmp_path):

@@ -164,6 +164,30 @@ def line_in_file(path: Path | None, loc: tuple) -> int | None:
     return _line_of(lines, loc) if loc in lines or loc[-1] != "segments" else _line_of(lines, (*loc[:-1], "segment"))
 
 
+def missing_templates(camp: Campaign, templates_dir: Path) -> list[Problem]:
+    """A problem per message whose template is not in ``templates_dir`` (neither its base file nor a locale variant).
+
+    Named where the campaign names it (file, line, ``messages.N.template``): a misspelt name is the
+    campaign's error (exit 4), whichever command finds it (``plan``, ``templates check``).
+    """
+    templates_dir = Path(templates_dir)
+    missing = [(i, m) for i, m in enumerate(camp.messages)
+               if not (templates_dir / f"{m.template}.html").is_file() and not any(templates_dir.glob(f"{m.template}.*.html"))]
+    if not missing:
+        return []
+    known = ", ".join(sorted({f.name.split(".")[0] for f in templates_dir.glob("*.html")})) or "none"
+    return [Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "template")), f"messages.{i}.template",
+                    f"no template '{m.template}.html' in {templates_dir} (templates: {known})") for i, m in missing]
+
+
+def missing_templates_error(campaigns: list[Campaign], problems: list[Problem]) -> ValidationError:
+    """The error for campaigns naming templates that do not exist, with a problem each (:func:`missing_templates`)."""
+    files = {p.file for p in problems}
+    names = [c.name for c in campaigns if str(c.path or c.name) in files]
+    which = f"campaign '{names[0]}' names" if len(names) == 1 else f"campaigns {', '.join(repr(n) for n in names)} name"
+    return ValidationError(f"{which} templates that do not exist", problems)
+
+
 def _line_of(lines: dict[tuple, int], loc: tuple) -> int | None:
     for n in range(len(loc), -1, -1):
         if loc[:n] in lines:

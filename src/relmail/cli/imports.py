@@ -163,6 +163,9 @@ _DETAILS = {
                                    "opted out as of now",
     "given_since_last_export": "{n:,} customer(s) whose consent flag turned from no to yes since the last export: "
                                "opted in as of now",
+    "kept_opted_out": "{n:,} customer(s) whose consent flag turned from no to yes since the last export, but who "
+                      "opted out: kept opted out (a yes without a date never undoes an opt-out; an older export "
+                      "imported again says the same); a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "

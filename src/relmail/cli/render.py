@@ -215,7 +215,8 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
     default that no sample defines (warnings), messages over 102 KB (Gmail
     clips them), and any difference between the e-mail rendered from the
     once-inlined template and the same e-mail inlined after rendering.
-    Exit code 6 when there are errors (with --strict: warnings too).
+    Exit code 6 when there are errors (with --strict: warnings too); 4 when
+    a campaign names a template that does not exist (as for relmail plan).
 
     \b
     Example:
@@ -256,6 +257,11 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
         click.echo(f"{counted(report.files, 'file')} linted; {counted(len(report.rendered), 'message variant')} rendered for "
                    f"{counted(renders, f'{report.samples} sample customer')}{unused}. "
                    f"{counted(errors, 'error')}, {counted(len(findings) - errors, 'warning')}.", err=True)
+    if report.missing:
+        # A campaign naming a template that does not exist: its error and exit code (4), as in a plan.
+        from ..campaigns import missing_templates_error
+
+        raise missing_templates_error(campaigns, report.missing)
     if failing:
         raise TemplateError(f"templates check failed: {len(failing)} problem(s)")
 

@@ -67,7 +67,8 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     Ctrl-C or SIGTERM stops the send in order: what is already being
     handed over gets its answer and is recorded, nothing further is sent or
     retried; the summary is printed and the command exits 130, and the same
-    command sends the rest. A second signal stops at once.
+    command sends the rest. The same signal again stops at once; the other
+    one does not (a CI runner cancelling a job sends SIGINT, then SIGTERM).
 
     \b
     Example:

@@ -8,7 +8,7 @@ senders running while a later run takes over its stale lock. Ctrl-C reaches
 the whole process group, and so does the SIGTERM of ``timeout`` or
 ``systemctl stop``; the :meth:`~LocalExecutor.run` tasks ignore both and the
 submitter alone decides (it asks them to stop after their current batch, or
-kills them at once on a second signal). :meth:`~LocalExecutor.imap` workers
+kills them at once when the same signal comes again). :meth:`~LocalExecutor.imap` workers
 ignore Ctrl-C and die on SIGTERM: they write nothing.
 
 Processes are started with ``fork`` on Linux — a task inherits the imported
@@ -122,7 +122,7 @@ class LocalExecutor(Executor):
                     if error is not None:
                         stop.set()  # the provider refused or the database failed: the others would hit it too
         except KeyboardInterrupt:
-            for p in procs:  # stopping at once (a second signal): the tasks ignore signals, so end them here
+            for p in procs:  # stopping at once (the same signal again): the tasks ignore signals, so end them here
                 if p.pid is not None and p.is_alive():
                     p.kill()
             raise

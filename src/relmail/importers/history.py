@@ -11,10 +11,12 @@ source).
 A consent flag without a date (Shopify's "Accepts Email Marketing") is
 stored with :data:`UNDATED`: any dated record, earlier or later, wins over
 it, and of two undated flags the one imported last wins (a newer export of
-the same shop). An undated "no" where nothing is on record writes nothing:
-it means "did not opt in", which is what no record says, not "unsubscribed
-from everything" (that would also stop the service mail a customer gets
-without opting in).
+the same shop), except that an undated "yes" never undoes an opt-out: an
+export without dates may be an old one imported again, and only an opt-in
+dated after the opt-out may end it. An undated "no" where nothing is on
+record writes nothing: it means "did not opt in", which is what no record
+says, not "unsubscribed from everything" (that would also stop the service
+mail a customer gets without opting in).
 """
 
 from __future__ import annotations
@@ -96,10 +98,12 @@ class PreferenceHistory:
                 else:
                     out.append(row)
                 continue
-            when, values, source = have
+            when, values, source, opted_in = have
             mine = tuple(row.get(c) for c in self.compare)
             if row["updated_at"] == UNDATED:
-                if when == UNDATED and values != mine:  # a newer export of an undated flag
+                # A newer export of an undated flag, unless it would opt back in: an opt-out, dated or
+                # not, ends only with an opt-in dated after it.
+                if when == UNDATED and values != mine and (opted_in or not row["opted_in"]):
                     out.append(row)
                 else:
                     self.superseded += 1
@@ -114,16 +118,18 @@ class PreferenceHistory:
         self.written += len(out)
         return problems
 
-    def _stored(self, keys) -> dict[Key, tuple[datetime, tuple, str]]:
+    def _stored(self, keys) -> dict[Key, tuple[datetime, tuple, str, bool]]:
+        """(customer, topic) -> the stored record's (updated_at, compared values, source, opted_in)."""
         wanted = set(keys)
         customers = sorted({k[0] for k in wanted})
-        found: dict[Key, tuple[datetime, tuple, str]] = {}
+        found: dict[Key, tuple[datetime, tuple, str, bool]] = {}
         columns = [P.c[c] for c in self.compare]
         for batch in batched(customers, LOOKUP_BATCH):
-            query = select(P.c.customer_id, P.c.topic, P.c.updated_at, P.c.source, *columns).where(P.c.customer_id.in_(batch))
-            for cid, topic, when, source, *values in self.conn.execute(query):
+            query = select(P.c.customer_id, P.c.topic, P.c.updated_at, P.c.source, P.c.opted_in, *columns).where(
+                P.c.customer_id.in_(batch))
+            for cid, topic, when, source, opted_in, *values in self.conn.execute(query):
                 if (cid, topic) in wanted:
-                    found[(cid, topic)] = (when, tuple(values), source)
+                    found[(cid, topic)] = (when, tuple(values), source, opted_in)
         return found
 
     def close(self) -> None:

@@ -26,7 +26,7 @@ from sqlalchemy.engine import Connection
 from ..store.addresses import address_hash, salt
 from ..store.models import Customer, Preference, Suppression
 from .history import UNDATED, PreferenceHistory
-from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, upsert_statement
+from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
 from .schemas import Schema
 
 #: How a re-import updates a stored row, per column (see :data:`relmail.importers.loader.UPDATES`):
@@ -113,9 +113,11 @@ class CustomersWriter(TableWriter):
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
-                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+                        "kept_opted_out": 0, "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
+        #: ``match: email``: an address lower-cased -> (its first line, as written there).
+        self.mailboxes: dict[str, tuple[int, str]] = {}
 
     def write(self, pending: list) -> None:
         if self.match_email:
@@ -144,20 +146,39 @@ class CustomersWriter(TableWriter):
         self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
     def _match(self, pending: list) -> list:
-        """Rows whose address a stored customer has take that customer's id (``match: email``)."""
-        emails = {row["email"] for _, row in pending}
-        found: dict[str, str] = {}
-        for batch in batched(sorted(emails), LOOKUP_BATCH):
-            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(C.c.email.in_(batch))))
-        missing = {e.lower(): e for e in emails if e not in found}
-        if missing:  # the same address in another case (a local part is stored as written)
-            for batch in batched(sorted(missing), LOOKUP_BATCH):
-                for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(func.lower(C.c.email).in_(batch))):
-                    found.setdefault(missing[email.lower()], cid)
+        """Which customer each row is (``match: email``): one address, compared case-insensitively, is one customer.
+
+        * A row whose id is stored with the same address (in any case) is that customer.
+        * Else a row whose address a stored customer has is that customer, whatever id the file
+          gives: the one with the address as written, else the one in another case (``Kim@`` for
+          ``kim@``, as mailbox providers deliver both to one mailbox); of several, the lowest id.
+        * A row that names one stored customer by its id and another by its address is ambiguous:
+          an error, never a guess (either would mail the person on the other's consent).
+        * Two rows of the file with one address (in any case) would be one customer twice: the
+          later one is an error naming the first line, wherever the file's chunks begin.
+        """
+        stored: dict[str, str] = {}
+        for condition in one_of(self.conn, C.c.id, {row["id"] for _, row in pending}):
+            stored.update(self.conn.execute(select(C.c.id, C.c.email).where(condition)).all())
+
+        def known(row: dict[str, Any]) -> bool:
+            return row["id"] in stored and stored[row["id"]].lower() == row["email"].lower()
+
+        found = self._owners({row["email"] for _, row in pending if not known(row)})
         kept = []
         for record, row in pending:
-            owner = found.get(row["email"])
-            if owner is not None and owner != row["id"]:
+            email, own = row["email"], row["id"]
+            first, spelled = self.mailboxes.setdefault(email.lower(), (record.line, email))
+            if first != record.line:
+                case = f" (as {spelled!r})" if spelled != email else ""
+                self.run.reject(record, [("email", f"the same address is also on line {first}{case}: one address is one "
+                                                   "customer (match: email), and two rows for one customer are ambiguous")])
+                continue
+            owner = own if known(row) else found.get(email)
+            if owner is not None and owner != own:
+                if own in stored:
+                    self.run.reject(record, [("email", self._ambiguous(email, owner, own))])
+                    continue
                 row["id"] = owner
                 self.details["matched_by_email"] += 1
             first = self.owners.setdefault(row["id"], record.line)
@@ -167,14 +188,40 @@ class CustomersWriter(TableWriter):
                 kept.append((record, row))
         return kept
 
+    def _owners(self, emails: set[str]) -> dict[str, str]:
+        """Address -> the stored customer it names: written the same first, else in another case; the lowest id of several."""
+        found: dict[str, str] = {}
+        for condition in one_of(self.conn, C.c.email, emails):
+            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
+                found.setdefault(email, cid)
+        # Each spelling the file has of an address stored in another case (a local part is stored as written).
+        missing: dict[str, list[str]] = {}
+        for email in emails - found.keys():
+            missing.setdefault(email.lower(), []).append(email)
+        lowered = func.lower(C.c.email, type_=C.c.email.type)
+        for condition in one_of(self.conn, lowered, missing):
+            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
+                for written in missing.get(email.lower(), ()):
+                    found.setdefault(written, cid)
+        return found
+
+    def _ambiguous(self, email: str, owner: str, own: str) -> str:
+        stored = self.conn.execute(select(C.c.email).where(C.c.id == owner)).scalar_one()
+        case = f" (stored as {stored!r})" if stored != email else ""
+        return (f"stored customer {owner!r} has this address{case}, but the row's id {own!r} is another stored customer: "
+                "which of the two the row is, is ambiguous (an address changed in one source?); correct the address "
+                "in the source, or leave the row out with --skip-invalid")
+
     def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
         """An undated flag that changed since the last export is a change as of now (yes to no: an opt-out).
 
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
         export and says no in this one unsubscribed in the shop in between: that is dated
-        now, so it wins over every earlier opt-in. Each customer's last flag is kept in
-        ``attributes`` under the column's name (``accepts_email_marketing``) to see the change.
+        now, so it wins over every earlier opt-in. A no turned yes is an opt-in as of now only
+        for a customer with no opt-out on record: an undated yes never undoes an opt-out
+        (counted as ``kept_opted_out``). Each customer's last flag is kept in ``attributes``
+        under the column's name (``accepts_email_marketing``) to see the change.
         """
         if self.flag_key is None:
             return
@@ -193,25 +240,26 @@ class CustomersWriter(TableWriter):
             last = before.get(row["id"])
             if isinstance(last, bool) and last != said:
                 changed.append(row)
-        # The opt-outs on record, and where from: a yes given since reverses the shop's own opt-out,
-        # never another source's (an older export imported again by mistake must not undo a Mailchimp
-        # unsubscribe or one by relmail's link), and a no adds nothing to an opt-out already there.
+        # The opt-outs on record: a yes without a date never undoes one, whoever recorded it (relmail's
+        # unsubscribe link, a mailing tool, or this shop's own flag turning no): the export may be an
+        # older one imported again, and only an opt-in dated after the opt-out may end it. A no adds
+        # nothing to an opt-out already there.
         opted_out = self._opted_out([row["id"] for row in changed])
         for row in changed:
-            source = opted_out.get(row["id"])
-            if (not row["_consent"] and source is not None) or (row["_consent"] and source not in (None, self.source)):
+            if row["id"] in opted_out:
+                if row["_consent"]:
+                    self.details["kept_opted_out"] += 1
                 continue
             # Changed in the shop since its last export: as of now, so it wins over older dated records.
             row["_consent_at"] = self.now
             self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
 
-    def _opted_out(self, ids: list[str]) -> dict[str, str]:
-        """Customer -> the source of their global opt-out on record, for those opted out of everything."""
-        out: dict[str, str] = {}
+    def _opted_out(self, ids: list[str]) -> set[str]:
+        """The customers among ``ids`` with a global opt-out on record (opted out of everything)."""
+        out: set[str] = set()
         for batch in batched(sorted(ids), LOOKUP_BATCH):
-            query = select(P.c.customer_id, P.c.source).where(P.c.customer_id.in_(batch), P.c.topic == "*",
-                                                              P.c.opted_in.is_(False))
-            out.update((cid, source) for cid, source in self.conn.execute(query))
+            query = select(P.c.customer_id).where(P.c.customer_id.in_(batch), P.c.topic == "*", P.c.opted_in.is_(False))
+            out.update(self.conn.execute(query).scalars())
         return out
 
     def _consent(self, pending: list) -> None:

@@ -36,7 +36,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..campaigns import Campaign, load_campaign
-from ..campaigns.parse import line_in_file
+from ..campaigns.parse import line_in_file, missing_templates, missing_templates_error
 from ..errors import ConfigError, Conflict, Problem, ValidationError
 from ..executors import get_executor
 from ..features import FeatureContext, FeatureSettings
@@ -387,13 +387,9 @@ def _check_segments(camp: Campaign, segments: dict) -> None:
 def _check_templates(camp: Campaign, templates_dir) -> None:
     """Every message's template exists (its base file or a locale variant): checked before anything is
     planned, so a misspelt name is the campaign's error, not a written plan whose every e-mail fails."""
-    missing = [(i, m) for i, m in enumerate(camp.messages)
-               if not (templates_dir / f"{m.template}.html").is_file() and not any(templates_dir.glob(f"{m.template}.*.html"))]
-    if missing:
-        known = ", ".join(sorted({f.name.split(".")[0] for f in templates_dir.glob("*.html")})) or "none"
-        problems = [Problem(str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "template")), f"messages.{i}.template",
-                            f"no template '{m.template}.html' in {templates_dir} (templates: {known})") for i, m in missing]
-        raise ValidationError(f"campaign '{camp.name}' names templates that do not exist", problems)
+    problems = missing_templates(camp, templates_dir)
+    if problems:
+        raise missing_templates_error([camp], problems)
 
 
 def _categories(conn, message) -> tuple[str, ...]:

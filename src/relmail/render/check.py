@@ -46,7 +46,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import NotFound, TemplateError
+from ..campaigns.parse import missing_templates
+from ..errors import NotFound, Problem, TemplateError
 from ..windows import current_time
 from .environment import template_error
 from .inline_diff import inline_difference
@@ -97,6 +98,8 @@ class CheckReport:
     unused: list[str] = field(default_factory=list)
     #: "store", "store (none in some locales)" or "generated".
     samples: str = "store"
+    #: Messages whose template does not exist, each named where its campaign names it (not rendered).
+    missing: list[Problem] = field(default_factory=list)
 
     @property
     def errors(self) -> list[Finding]:
@@ -136,7 +139,14 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
         never: dict[tuple[str, int | None, str], list[tuple[str, str]]] = {}
         variants_of: dict[str, list[tuple[str, tuple[str, ...]]]] = {}
         for camp in campaigns:
-            for m in camp.messages:
+            # A template the campaign names and the folder lacks is the campaign's error, as in a plan.
+            missing = missing_templates(camp, renderer.templates_dir)
+            report.missing += missing
+            report.findings += [Finding("error", p.file, p.line, f"field '{p.field}': {p.message}") for p in missing]
+            absent = {p.field for p in missing}
+            for i, m in enumerate(camp.messages):
+                if f"messages.{i}.template" in absent:
+                    continue
                 spec = MessageSpec.from_campaign(camp, m, run_id=f"{camp.name}:check")
                 report.findings += _check_message(renderer, variants, store, camp.name, m, spec, locales, broken, compare,
                                                   size_limit, report.rendered, never, variants_of)

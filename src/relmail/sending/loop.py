@@ -174,7 +174,7 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
                 progress(dict(result.done))
         result.stopped = result.stopped or stop()
     except BaseException:
-        # Interrupted at once (a second signal): nothing queued may leave while the adapter closes.
+        # Interrupted at once (the same signal again): nothing queued may leave while the adapter closes.
         adapter.stopping = lambda: True
         raise
     finally:

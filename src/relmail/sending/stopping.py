@@ -18,19 +18,29 @@ import signal
 import threading
 from collections.abc import Callable, Iterator
 
+#: How each signal is named to the person or the log reading the announcement.
+SIGNAL_NAMES = {signal.SIGINT: "Ctrl-C (SIGINT)", signal.SIGTERM: "SIGTERM"}
+
 
 class StopRequest:
     """Asks a send to stop after recording the batch in hand; calling it says whether it was asked.
 
     :meth:`set` asks from any thread. :meth:`signal` is for a signal
     handler: the first signal asks for the orderly stop while e-mails are
-    being handed over (:meth:`sending`); outside that, or the second time,
-    it raises :class:`KeyboardInterrupt` at once.
+    being handed over (:meth:`sending`); outside that it raises
+    :class:`KeyboardInterrupt` at once. During an orderly stop, the *same*
+    signal again stops at once (a second Ctrl-C: the person means it); a
+    signal of the other kind does not. Supervisors that cancel a job send
+    one of each, in a fixed order and a few seconds apart: GitHub Actions
+    sends SIGINT, then SIGTERM 7.5 s later, then SIGKILL 2.5 s after that. Taking their SIGTERM for "at once" would cut short
+    the requests in flight that the SIGINT let finish, and leave those
+    e-mails uncertain; their SIGKILL ends the process anyway when it must.
     """
 
     def __init__(self) -> None:
         self._event = threading.Event()
         self._sending = False
+        self._first: int | None = None
 
     def __call__(self) -> bool:
         return self._event.is_set()
@@ -38,12 +48,27 @@ class StopRequest:
     def set(self) -> None:
         self._event.set()
 
-    def signal(self) -> None:
-        """Ask for the orderly stop, or raise KeyboardInterrupt (a second signal, or nothing being sent)."""
-        if self._event.is_set() or not self._sending:
+    def signal(self, signum: int | None = None) -> bool:
+        """Ask for the orderly stop, or raise KeyboardInterrupt to stop at once.
+
+        At once: nothing is being sent, or a stop was asked already and this is the same signal
+        again (or a signal not named). Returns True when this asked for the orderly stop, False when
+        a stop was under way and ``signum`` is the other signal, which leaves it orderly.
+        """
+        if not self._event.is_set():
+            self._first = signum
             self._event.set()
+            if not self._sending:
+                raise KeyboardInterrupt
+            return True
+        if signum is None or self._first is None or signum == self._first:
             raise KeyboardInterrupt
-        self._event.set()
+        return False
+
+    @property
+    def first_signal(self) -> int | None:
+        """The signal that asked for the stop (None: none, or :meth:`set` from a thread)."""
+        return self._first
 
     @contextlib.contextmanager
     def sending(self) -> Iterator[None]:
@@ -60,17 +85,23 @@ def on_signals(stop: StopRequest, announce: Callable[[str], None]) -> Iterator[N
     """SIGINT and SIGTERM call ``stop.signal()`` while inside (main thread only); ``announce`` says what happens.
 
     SIGTERM is what ``systemctl stop``, a pod's deadline or ``timeout`` send;
-    Ctrl-C sends SIGINT. Either unwinds at once outside the sending loop
-    (planning, rendering a dry run), which also releases the run lock.
+    Ctrl-C sends SIGINT; a CI runner cancelling a job sends SIGINT, then
+    SIGTERM. Either unwinds at once outside the sending loop (planning,
+    rendering a dry run), which also releases the run lock.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
-        stop.signal()
-        announce("Stopping: the e-mails in hand are finished and recorded, nothing further is sent "
-                 "(signal again to stop at once).")
+        name = SIGNAL_NAMES.get(signum, f"signal {signum}")
+        if stop.signal(signum):
+            announce("Stopping: the e-mails in hand are finished and recorded, nothing further is sent "
+                     f"({name} again stops at once).")
+        else:
+            first = SIGNAL_NAMES.get(stop.first_signal, "the first signal")
+            announce(f"Still stopping in order: {name} after {first} does not stop at once (a CI runner cancelling "
+                     f"a job sends both); {first} again does.")
 
     previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
