@@ -32,9 +32,10 @@ class StopRequest:
     signal again stops at once (a second Ctrl-C: the person means it); a
     signal of the other kind does not. Supervisors that cancel a job send
     one of each, in a fixed order and a few seconds apart: GitHub Actions
-    sends SIGINT, then SIGTERM 7.5 s later, then SIGKILL 2.5 s after that. Taking their SIGTERM for "at once" would cut short
-    the requests in flight that the SIGINT let finish, and leave those
-    e-mails uncertain; their SIGKILL ends the process anyway when it must.
+    sends SIGINT, then SIGTERM 7.5 s later, then SIGKILL 2.5 s after that.
+    Taking its SIGTERM for "at once" would cut short the requests in flight
+    that the SIGINT let finish, and leave those e-mails uncertain; its
+    SIGKILL ends the process anyway when it must.
     """
 
     def __init__(self) -> None:
