@@ -16,9 +16,9 @@ from relmail.store.models import Customer, Event, Preference
 from relmail.web.app import make_app
 from relmail.web.pages import PACKAGE_LOCALES, PACKAGE_TEMPLATES, contrast, readable_on_white
 
-#: C1 English, C2 Dutch, C3 German (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
+#: C1 English, C2 Dutch, C3 French (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
 CUSTOMERS = [("C0000001", "anna@example.com", "en_GB"), ("C0000002", "bram@example.nl", "nl_NL"),
-             ("C0000003", "carla@example.de", "de_DE"), ("C0000004", "daan@example.nl", "nl_BE")]
+             ("C0000003", "camille@example.fr", "fr_FR"), ("C0000004", "daan@example.nl", "nl_BE")]
 
 
 @pytest.fixture
@@ -284,19 +284,41 @@ def test_head_on_the_preference_page_is_a_get_and_changes_nothing(web_shop, meth
 # -- language, brand, templates ---------------------------------------------------------------------
 
 
+def test_german_and_polish_customers_get_the_pages_in_their_language_with_polish_plurals(web_shop, engine):
+    client, _, _ = web_shop
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": cid, "email": email, "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
+            for cid, email, locale in (("C0000005", "jonas@example.at", "de_AT"), ("C0000006", "zofia@example.pl", "pl_PL"))])
+    de = client.get(f"/unsubscribe/{token('C0000005')}").text
+    assert '<html lang="de">' in de and "Möchten Sie keine E-Mails mehr zu <strong>" in de and "Von allen E-Mails abmelden" in de
+    pl = client.get(f"/unsubscribe/{token('C0000006')}").text
+    assert '<html lang="pl">' in pl and "Czy chcesz przestać otrzymywać od Fietsenwinkel e-maile na temat: <strong>" in pl
+    # Polish has three plural forms: 1 e-mail, 2-4 e-maile (not 12-14), 5+ e-maili.
+    said = {}
+    for limit in ("1", "2", "5", "12", "22"):
+        page = client.post(f"/preferences/{token('C0000006')}",
+                           data={"form": "preferences", "topic": ["newsletter"], "max_per_week": limit}).text
+        said[limit] = re.search(r"Najwyżej \d+ e-mail\w* tygodniowo\.", page).group(0)
+    assert said == {"1": "Najwyżej 1 e-mail tygodniowo.", "2": "Najwyżej 2 e-maile tygodniowo.", "5": "Najwyżej 5 e-maili tygodniowo.",
+                    "12": "Najwyżej 12 e-maili tygodniowo.", "22": "Najwyżej 22 e-maile tygodniowo."}
+    page = client.post(f"/preferences/{token('C0000005')}", data={"form": "preferences", "topic": ["newsletter"], "max_per_week": "3"}).text
+    assert "Gespeichert." in page and "Höchstens 3 E-Mails pro Woche." in page
+
+
 def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(web_shop, engine):
     client, project, _ = web_shop
     page = client.get(f"/unsubscribe/{token('C0000003')}").text
     assert '<html lang="en">' in page and "Unsubscribe from Offers and new bikes" in page  # default_locale en_GB
-    de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
-    de.mkdir(parents=True)
-    (de / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                                   'msgid "Unsubscribe from %(topic)s"\nmsgstr "Von %(topic)s abmelden"\n', encoding="utf-8")
+    fr = project.templates_dir / "pages" / "locale" / "fr" / "LC_MESSAGES"
+    fr.mkdir(parents=True)
+    (fr / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   'msgid "Unsubscribe from %(topic)s"\nmsgstr "Se désabonner : %(topic)s"\n', encoding="utf-8")
     config = project.root / "relmail.toml"
     config.write_text(config.read_text().replace('label = { en = "Newsletter", nl = "Nieuwsbrief" }',
-                                                 'label = { en = "Newsletter", nl = "Nieuwsbrief", de = "Rundbrief" }'))
+                                                 'label = { en = "Newsletter", nl = "Nieuwsbrief", fr = "Infolettre" }'))
     page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000003', 'newsletter')}").text
-    assert '<html lang="de">' in page and "Von Rundbrief abmelden" in page
+    assert '<html lang="fr">' in page and "Se désabonner : Infolettre" in page
     assert "Unsubscribe from all e-mails" in page  # not translated yet: the English text
     # A project catalogue for a shipped language changes one wording and keeps the rest.
     nl = project.templates_dir / "pages" / "locale" / "nl" / "LC_MESSAGES"
@@ -355,7 +377,9 @@ def test_the_catalogues_are_babels_and_complete():
     with (PACKAGE_LOCALES / "relmail.pot").open("rb") as fh:
         pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(fh) if m.id}
     assert extracted == pot, "run: pybabel extract -F src/relmail/web/babel.cfg -o src/relmail/web/locale/relmail.pot src/relmail/web"
-    for lang in ("en", "nl"):
+    shipped = sorted(p.name for p in PACKAGE_LOCALES.iterdir() if (p / "LC_MESSAGES" / "relmail.po").is_file())
+    assert shipped == ["de", "en", "nl", "pl"]
+    for lang in shipped:
         with (PACKAGE_LOCALES / lang / "LC_MESSAGES" / "relmail.po").open("rb") as fh:
             catalog = read_po(fh, locale=lang)
         ids = {m.id if isinstance(m.id, str) else m.id[0] for m in catalog if m.id}
@@ -437,21 +461,21 @@ def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_a
     from relmail.cli import cli
 
     _, project, _ = web_shop
-    de = project.templates_dir / "pages" / "locale" / "de" / "LC_MESSAGES"
-    de.mkdir(parents=True)
-    # A translator's typo: %(thema)s for %(topic)s, on line 7 of the catalogue.
-    (de / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Von %(thema)s abmelden"\n\n'
-                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Von allen E-Mails abmelden"\n', encoding="utf-8")
+    fr = project.templates_dir / "pages" / "locale" / "fr" / "LC_MESSAGES"
+    fr.mkdir(parents=True)
+    # A translator's typo: %(sujet)s for %(topic)s, on line 7 of the catalogue.
+    (fr / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Se désabonner : %(sujet)s"\n\n'
+                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Se désabonner de tous les e-mails"\n', encoding="utf-8")
     client = Client(make_app(Project.load(project.root), engine))
     with caplog.at_level("ERROR", logger="relmail.web"):
         response = client.get(f"/unsubscribe/{token('C0000003')}")
-    assert response.status_code == 200 and '<html lang="de">' in response.text
-    assert "Unsubscribe from Offers and new bikes" in response.text and "Von allen E-Mails abmelden" in response.text
-    assert "templates/pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
-           "unknown named placeholder 'thema'" in caplog.text
+    assert response.status_code == 200 and '<html lang="fr">' in response.text
+    assert "Unsubscribe from Offers and new bikes" in response.text and "Se désabonner de tous les e-mails" in response.text
+    assert "templates/pages/locale/fr/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
+           "unknown named placeholder 'sujet'" in caplog.text
     out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
-    assert out.exit_code == 6 and "error: pages/locale/de/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
+    assert out.exit_code == 6 and "error: pages/locale/fr/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
 
 
 def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, caplog):

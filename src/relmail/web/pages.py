@@ -3,7 +3,7 @@
 Templates are files (``relmail/web/templates/``); a project overrides any of
 them by putting a file of the same name in ``templates/pages/``. Text is
 translated with gettext catalogues managed by Babel: ``relmail/web/locale/<lang>/LC_MESSAGES/relmail.po``
-(English and Dutch ship; a project adds or overrides a language with
+(English, Dutch, German and Polish ship; a project adds or overrides a language with
 ``templates/pages/locale/<lang>/LC_MESSAGES/relmail.po``). Catalogues are read
 from their ``.po`` files when first needed, so nothing has to be compiled
 at install time.
