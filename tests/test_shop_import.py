@@ -529,6 +529,24 @@ def test_orders_in_several_spellings_of_one_address_all_find_the_customer(engine
     assert {e["customer_id"] for e in table(engine, Event)} == {"C1"}
 
 
+def test_orders_of_an_address_several_customers_share_go_to_the_first_of_them_by_id(engine, tmp_path):
+    # A couple's mailbox: two customer records, one address (stored as typed, in two cases as well).
+    # Their orders by address go to one of them, the first by id, whichever row the database finds first.
+    with engine.begin() as conn:
+        for cid, email in (("C3", "shared@home.example"), ("C1", "shared@home.example"), ("C2", "shared@home.example"),
+                           ("C9", "Other@Home.example"), ("C5", "other@home.example")):
+            conn.execute(Customer.__table__.insert().values(id=cid, email=email, created_at=datetime(2026, 1, 1, tzinfo=UTC),
+                                                            attributes={}))
+    orders = tmp_path / "orders.csv"
+    orders.write_text("order_id,email,ordered_at\n"
+                      "O1,shared@home.example,2026-11-01T10:00:00Z\n"
+                      "O2,SHARED@home.example,2026-11-02T10:00:00Z\n"
+                      "O3,OTHER@home.example,2026-11-03T10:00:00Z\n")
+    assert import_file(engine, "orders", orders).rows_imported == 3
+    assert {e["event_id"]: e["customer_id"] for e in table(engine, Event)} == {
+        "order:O1:1": "C1", "order:O2:1": "C1", "order:O3:1": "C5"}
+
+
 def test_order_lines_without_a_product_id_are_purchases_and_counted(project, tmp_path):
     # A small shop gives its products no SKU: the orders export's "Lineitem sku" is empty.
     rows = list(csv.reader(io.StringIO((SHOPIFY / "orders_export.csv").read_text(encoding="utf-8"), newline="")))

@@ -158,8 +158,11 @@ class OrdersWriter:
 
     def _by_address(self, addresses: set[str]) -> dict[str, str]:
         found: dict[str, str] = {}
+        # An address several customers share (a couple's mailbox) goes to the first of them by id,
+        # the same one every time, as everywhere relmail finds a customer by address.
         for condition in one_of(self.conn, C.c.email, addresses):
-            found.update((e, i) for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition)))
+            for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
+                found.setdefault(e, i)
         # Several spellings of one address (an order in "Jonas.wagner@", the next in "jonas.wagner@")
         # all find the customer stored in a third.
         missing: dict[str, list[str]] = {}
@@ -168,7 +171,7 @@ class OrdersWriter:
                 missing.setdefault(a.lower(), []).append(a)
         lowered = func.lower(C.c.email, type_=C.c.email.type)
         for condition in one_of(self.conn, lowered, missing):  # stored in another case, or flagged as written
-            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
+            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
                 for written in missing[stored.lower()]:
                     found.setdefault(written, cid)
         return found
