@@ -62,9 +62,11 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
 @pytest.mark.parametrize("locale, subject, words", [
     ("de", "Mein Laden: Neues in dieser Woche, Jörg", ["Hallo Jörg,", "Das gibt es diese Woche Neues bei Mein Laden.",
                                                       "Sie erhalten diese E-Mail", ">abmelden</a>", "2.499,00\xa0€"]),
-    ("pl_PL", "Mein Laden: nowości tego tygodnia, Jörg", ["Dzień dobry, Jörg!", "w sklepie Mein Laden", ">wypisz się</a>"]),
+    ("pl_PL", "Mein Laden: nowości tego tygodnia, Jörg", ["Dzień dobry, Jörg!", "w sklepie Mein Laden", ">wypisz się</a>",
+                                                        "2499,00\xa0zł"]),
     ("nl_BE", "Mein Laden: nieuw deze week, Jörg", ["Hallo Jörg,", "Je ontvangt deze e-mail", ">afmelden</a>"]),
-    ("en_US", "Mein Laden: new this week, Jörg", ["Hello Jörg,", "Here is what is new at Mein Laden", ">unsubscribe</a>"]),
+    ("en_US", "Mein Laden: new this week, Jörg", ["Hello Jörg,", "Here is what is new at Mein Laden", ">unsubscribe</a>",
+                                                  "$2,499.00"]),
 ])
 def test_the_blank_newsletter_is_written_in_the_language_of_locale_and_passes_the_templates_check(tmp_path, monkeypatch, locale,
                                                                                                     subject, words):

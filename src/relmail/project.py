@@ -340,6 +340,9 @@ color = "#1a73e8"
 logo_url = ""
 # Most countries require a postal address in marketing e-mail: fill it in.
 postal_address = ""
+# The currency of the products file's prices (that of {locale}'s country); a shop selling in
+# several: a table by language, e.g. currency = {{ de = "EUR", pl = "PLN" }}.
+currency = "{currency}"
 
 [unsubscribe]
 # Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click).
@@ -410,8 +413,10 @@ def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: 
         _check_zones(locale, timezone)
     root.mkdir(parents=True, exist_ok=True)
     if blank:
+        from .render.currency import of_locale  # Babel's currency data: only when a blank project is made
+
         config.write_text(BLANK_CONFIG.format(name=name.strip(), domain=domain, locale=locale, timezone=timezone,
-                                              secrets=SECRETS_TABLE), encoding="utf-8")
+                                              currency=of_locale(locale), secrets=SECRETS_TABLE), encoding="utf-8")
         source = blank_dir()
         ignore = root / ".gitignore"
         if not ignore.exists() or force:

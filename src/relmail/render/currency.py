@@ -66,6 +66,25 @@ class Currencies:
         return self.for_locale(locale) != self.base
 
 
+def of_locale(locale: str) -> str:
+    """The currency shops in ``locale``'s country price in today (CLDR), :data:`DEFAULT` when it names none.
+
+    A locale without a country (``pl``) stands for the language's likeliest
+    one (Poland), as CLDR's likely subtags say.
+    """
+    from babel import Locale
+    from babel.core import UnknownLocaleError, get_global
+    from babel.numbers import get_territory_currencies
+
+    try:
+        parsed = Locale.parse(locale.replace("-", "_"))
+    except (ValueError, UnknownLocaleError):
+        return DEFAULT
+    territory = parsed.territory or get_global("likely_subtags").get(parsed.language, "").rpartition("_")[2]
+    found = get_territory_currencies(territory, tender=True) if territory else []
+    return found[0] if found else DEFAULT
+
+
 def _code(value, where: str) -> str:
     if not isinstance(value, str) or not is_currency(value.strip().upper()):
         raise ConfigError(f"{where}: {value!r} is not an ISO 4217 currency code (EUR, PLN, CHF ...)")
