@@ -28,7 +28,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
 
-from relmail.learn.estimators import Layout
+from relmail.learn.bases import Layout
 
 try:
     from sklift.models import ClassTransformation, SoloModel, TwoModels

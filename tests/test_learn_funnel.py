@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 
 from relmail.learn import store
+from relmail.learn.bases import predict_probability
 from relmail.learn.dataset import FeatureSpec
-from relmail.learn.estimators import Funnel, Proportional, nested, predict_probability
+from relmail.learn.estimators import Funnel, nested
+from relmail.learn.metalearners import Proportional
 from relmail.learn.model import load_model
 from relmail.learn.outcomes import OutcomeTable
 from relmail.learn.select import Upstream, choose

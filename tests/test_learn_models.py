@@ -10,14 +10,9 @@ import pytest
 from relmail.errors import ModelError
 from relmail.learn import metrics, store
 from relmail.learn.dataset import FeatureSpec, split_mask
-from relmail.learn.estimators import (
-    Interaction,
-    Proportional,
-    TLearner,
-    TransformedOutcome,
-    XLearner,
-)
 from relmail.learn.incrementality import newcombe, wilson
+from relmail.learn.interaction import Interaction
+from relmail.learn.metalearners import Proportional, TLearner, TransformedOutcome, XLearner
 from relmail.learn.model import load_model
 from relmail.learn.outcomes import OutcomeTable
 from relmail.learn.train import TrainOptions, train_message
@@ -191,7 +186,7 @@ def test_model_names_cannot_escape_the_models_folder(model_project):
 
 
 def test_proportional_model_ranks_like_the_response_model_and_averages_to_the_lift():
-    from relmail.learn.estimators import Proportional
+    from relmail.learn.metalearners import Proportional
 
     x, seg, t, y = planted(4000, 2)
     rows = [{"x": a, "segment": b} for a, b in zip(x, seg)]
@@ -223,7 +218,7 @@ def _encoded(x, seg):
 
 
 def test_linear_models_bend_on_many_valued_numbers_and_trees_and_flags_get_no_curve():
-    from relmail.learn.estimators import Layout, classifier
+    from relmail.learn.bases import Layout, classifier
 
     rng = np.random.default_rng(11)
     n = 8000
@@ -344,7 +339,7 @@ def test_uplift_calibration_shrinks_overconfident_predictions_and_the_model_appl
 def test_a_feature_no_decision_logged_a_value_for_is_silent_and_changes_nothing(base):
     import warnings
 
-    from relmail.learn.estimators import Layout
+    from relmail.learn.bases import Layout
 
     # A customer's frequency wish that no customer stated: an all-missing column.
     # scikit-learn's imputer used to warn once per fit (dozens of lines in a cron log).

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from relmail.learn import store
-from relmail.learn.estimators import Interaction, Layout, Pooled
+from relmail.learn.bases import Layout
+from relmail.learn.interaction import Interaction, Pooled
 from relmail.learn.model import load_model
 from relmail.learn.outcomes import OutcomeTable
 from relmail.learn.select import choose

@@ -7,8 +7,10 @@ import pytest
 from tests.test_learn_models import planted_table
 
 from relmail.learn import store
+from relmail.learn.bases import Layout
 from relmail.learn.dataset import FeatureSpec
-from relmail.learn.estimators import Layout, Proportional, Solo
+from relmail.learn.interaction import Solo
+from relmail.learn.metalearners import Proportional
 from relmail.learn.model import load_model
 from relmail.learn.train import TrainOptions, train_message
 from relmail.project import init_project

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..score.outputs import is_model_output
-from .estimators import Layout
+from .bases import Layout
 
 #: At most this many categories per text feature; rarer values share code -1.
 MAX_CATEGORIES = 50

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import store
+from .bases import predict_probability
 from .dataset import FeatureSpec
-from .estimators import predict_probability, rebuild
+from .estimators import rebuild
 
 if TYPE_CHECKING:
     from ..project import Project

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import metrics
+from .bases import BASES, Layout, Propensity
 from .dataset import split_mask
 from .estimators import (
-    BASES,
     KIND_BASES,
     POOLING_KINDS,
     POOLING_REPLACES,
@@ -38,11 +38,9 @@ from .estimators import (
     UPSTREAM_KINDS,
     USES_GROUPS,
     Funnel,
-    Layout,
-    Propensity,
-    TLearner,
     make_uplift,
 )
+from .metalearners import TLearner
 
 CRITERIA = ("qini", "keep_at_30", "keep_at_50")
 #: Independent 2-fold splits each candidate is cross-fitted on.
@@ -107,7 +105,7 @@ def choose(
     """Cross-fit every candidate on ``repeats`` splits of the training rows; pick the best mean ``criterion``.
 
     ``siblings`` is ``(X, y, customer ids)`` of other messages' sends (see
-    :class:`~relmail.learn.estimators.Pooled`); without any, the pooling
+    :class:`~relmail.learn.interaction.Pooled`); without any, the pooling
     estimators are not candidates, and with them the pooled model stands in
     for the interaction model it extends. Sibling rows follow their customer into
     the same fold, and are never scored: every candidate is judged on this

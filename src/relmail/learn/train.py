@@ -19,16 +19,13 @@ from sqlalchemy.engine import Engine
 from .. import __version__
 from ..errors import ConfigError, NothingToDo, ValidationError
 from . import store
+from .bases import BASES, MIN_POSITIVES, Propensity, fit_probability
 from .dataset import FeatureSpec, split_mask
 from .estimators import (
-    BASES,
-    MIN_POSITIVES,
     POOLING_KINDS,
     UPLIFT_KINDS,
     UPSTREAM,
     Funnel,
-    Propensity,
-    fit_probability,
     make_uplift,
     nested,
 )
