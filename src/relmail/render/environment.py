@@ -28,7 +28,8 @@ from jinja2.exceptions import TemplateNotFound
 
 from ..errors import NotFound, TemplateError
 from . import filters
-from .bounds import BoundedSandbox, Limits
+from .bounds import Limits
+from .sandbox import BoundedSandbox
 
 #: Statements that open a construct closed by ``end<keyword>``.
 _PAIRED = {"for", "if", "block", "macro", "call", "filter", "with", "autoescape", "trans"}

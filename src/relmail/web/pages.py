@@ -36,7 +36,8 @@ from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoe
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
-from ..render.bounds import BoundedSandbox, Limits, render_bounded
+from ..render.bounds import Limits, render_bounded
+from ..render.sandbox import BoundedSandbox
 
 if TYPE_CHECKING:
     from ..project import Project
