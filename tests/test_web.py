@@ -173,6 +173,48 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
     ses.clear_certificate_cache()
 
 
+@responses.activate
+def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
+    """SNS retries only after a 5xx or no answer: a network fault on our side must not drop a complaint."""
+    import logging
+
+    import requests
+
+    caplog.set_level(logging.INFO, "relmail")
+    client, _, engine = web_shop
+    ses.clear_certificate_cache()
+    subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token=secret-token"
+    confirm = {"Type": "SubscriptionConfirmation", "MessageId": "m-1", "Token": "abc", "TopicArn": TOPIC_ARN,
+               "Message": "You have chosen to subscribe.", "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00Z"}
+    complaint = json.loads((DATA / "ses_events.jsonl").read_text().splitlines()[4])
+    note = {"Type": "Notification", "MessageId": "m-2", "TopicArn": TOPIC_ARN, "Message": json.dumps(complaint),
+            "Timestamp": "2026-11-23T11:00:01Z"}
+
+    responses.get(CERT_URL, body=requests.ConnectionError("connection reset"))
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain")
+    assert response.status_code == 503 and "signing certificate" in response.json["error"]
+    responses.replace(responses.GET, CERT_URL, status=502)
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").status_code == 503
+    assert feedback_events(engine) == []
+
+    responses.replace(responses.GET, CERT_URL, body=sns_key[1])
+    responses.get(subscribe, body=requests.ConnectTimeout("timed out"))
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503 and TOPIC_ARN in response.json["error"]
+    responses.replace(responses.GET, subscribe, status=404)
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503 and response.json["error"].endswith(": HTTP 404")
+    responses.replace(responses.GET, subscribe, body="<ConfirmSubscriptionResponse/>")
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain").status_code == 200
+    assert f"confirmed the SNS subscription to {TOPIC_ARN}" in caplog.text
+    assert "secret-token" not in caplog.text  # the URL's token confirms the subscription: never logged
+
+    # With the certificate back, SNS's retry of the complaint is applied.
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").json["applied"] == {
+        "complained": 1}
+    ses.clear_certificate_cache()
+
+
 def test_create_app_reads_the_project_from_the_environment(web_shop, monkeypatch):
     _, project, engine = web_shop
     monkeypatch.setenv("RELMAIL_PROJECT", str(project.root))

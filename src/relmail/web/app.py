@@ -42,7 +42,7 @@ from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
 from ..feedback import PROVIDERS, ingest, provider
 from ..feedback.apply import ALL_TOPICS
 from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
-from ..feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from ..feedback.webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
 from ..project import Project
 from ..store.db import connect
 from ..store.models import Customer
@@ -210,7 +210,7 @@ class RelmailApp:
             return _json({"error": str(exc)}, 403)
         except ValidationError as exc:
             return _json({"error": str(exc), "problems": [p.as_dict() for p in exc.problems]}, 400)
-        except (ConfigError, DatabaseError) as exc:
+        except (ConfigError, DatabaseError, ProviderUnreachable) as exc:
             # 503 makes the provider retry later, after the fix.
             log.error("webhook %s unavailable: %s", provider_name, exc)
             return _json({"error": str(exc)}, 503)
