@@ -107,6 +107,27 @@ def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
     assert feedback_events(engine) == [] and prefs(engine) == {}
 
 
+def test_every_refused_webhook_is_logged_without_the_body(web_shop, ec_key, caplog):
+    """A provider set up without credentials, or posting another format, is refused on every
+    event: the operator learns it from the log, which names the provider and the reason only."""
+    client, _, _ = web_shop
+    pm = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()[1]
+    assert client.post("/webhooks/postmark", data=pm).status_code == 401
+    assert "webhook postmark refused: postmark: no credentials" in caplog.text
+
+    body = b'[{"email": "anna@example.org", "event": "deliv'  # cut off in transit
+    answer = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body))
+    assert answer.status_code == 400
+    assert answer.json["error"].startswith("sendgrid webhook: body is not JSON: Unterminated string")
+    assert answer.json["error"].count("body is not JSON") == 1
+    form = b"signature=abc&token=def&timestamp=1&event=delivered&recipient=anna%40example.org"  # Mailgun's legacy webhooks
+    assert client.post("/webhooks/mailgun", data=form, content_type="application/x-www-form-urlencoded").status_code == 400
+    refused = [r.getMessage() for r in caplog.records if r.name == "relmail.web"]
+    assert refused[1] == f"webhook sendgrid refused: {answer.json['error']}"
+    assert refused[2].startswith("webhook mailgun refused: mailgun webhook: body is not JSON")
+    assert "anna" not in caplog.text
+
+
 def test_mailgun_and_postmark_webhooks_apply_valid_requests(web_shop):
     client, _, engine = web_shop
     ts, tok = str(int(time.time())), "u" * 50

@@ -203,13 +203,19 @@ class RelmailApp:
             batch = provider(provider_name).receive(hook, self.webhooks)
             result = ingest(self.engine, batch)
         except MissingCredentials as exc:
+            # Logged like every refusal: a provider set up without the signature or the URL's
+            # credentials is refused on every event, and only the log tells the operator.
+            log.warning("webhook %s refused: %s", provider_name, exc)
             headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name == "postmark" else {}
             return _json({"error": str(exc)}, 401, headers)
         except SignatureError as exc:
             log.warning("webhook %s refused: %s", provider_name, exc)
             return _json({"error": str(exc)}, 403)
         except ValidationError as exc:
-            return _json({"error": str(exc), "problems": [p.as_dict() for p in exc.problems]}, 400)
+            # A body-level problem names the shape, never the body's content (no addresses in the log).
+            problem = "; ".join(str(p) for p in exc.problems) or str(exc)
+            log.warning("webhook %s refused: %s", provider_name, problem)
+            return _json({"error": problem, "problems": [p.as_dict() for p in exc.problems]}, 400)
         except (ConfigError, DatabaseError, ProviderUnreachable) as exc:
             # 503 makes the provider retry later, after the fix.
             log.error("webhook %s unavailable: %s", provider_name, exc)
