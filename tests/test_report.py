@@ -101,6 +101,38 @@ def test_suppression_limit_and_unknown_run(planned, engine):
         run_figures(engine, "weekly:1999-W01")
 
 
+def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
+    """Week 1's bounces, complaints, unsubscribes, opens and clicks: customers per message, as stored."""
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")
+                             .order_by(d.c.message_id, d.c.customer_id)).all()
+    (a, m), (b, _), (c, _) = [r for r in sends if r.message_id == sends[0].message_id][:3]
+    later = AS_OF + timedelta(days=1)
+
+    def event(customer, kind, message=m, run=RUN, minutes=0):
+        return {"customer_id": customer, "type": f"email_{kind}", "occurred_at": later + timedelta(minutes=minutes),
+                "message_id": message, "run_id": run}
+
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [
+            event(a, "delivered"), event(a, "opened"), event(a, "opened", minutes=5), event(a, "clicked"),
+            event(b, "bounced_soft"), event(b, "bounced_soft", minutes=60), event(b, "bounced_hard", minutes=120),
+            event(c, "complained"),
+            event(c, "unsubscribed", message=None),   # the preference page: the run, no message
+            event(a, "opened", run=PAST),             # another run's e-mail
+        ])
+    figs = run_figures(engine, RUN, project=planned)
+    got = {x["message"]: x["feedback"] for x in figs["messages"]}
+    assert got[m] == {"delivered": 1, "bounced_soft": 1, "bounced_hard": 1, "complained": 1, "unsubscribed": 0,
+                      "opened": 1, "clicked": 1}
+    assert all(not any(f.values()) for name, f in got.items() if name != m)
+    assert figs["totals"]["feedback"] == {**got[m], "unsubscribed": 1}
+    html = build_html(figs)
+    row = html.split('<section id="feedback">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
+    assert '<td class="num" data-kind="bounced_hard">1</td>' in row and '<td class="num" data-kind="opened">1</td>' in row
+
+
 def test_cli_report_run_html_and_json_beside_report_incrementality(planned, engine, tmp_path, monkeypatch):
     monkeypatch.chdir(planned.root)
     runner = CliRunner()

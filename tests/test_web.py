@@ -107,6 +107,27 @@ def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
     assert feedback_events(engine) == [] and prefs(engine) == {}
 
 
+def test_every_refused_webhook_is_logged_without_the_body(web_shop, ec_key, caplog):
+    """A provider set up without credentials, or posting another format, is refused on every
+    event: the operator learns it from the log, which names the provider and the reason only."""
+    client, _, _ = web_shop
+    pm = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()[1]
+    assert client.post("/webhooks/postmark", data=pm).status_code == 401
+    assert "webhook postmark refused: postmark: no credentials" in caplog.text
+
+    body = b'[{"email": "anna@example.org", "event": "deliv'  # cut off in transit
+    answer = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(ec_key, body))
+    assert answer.status_code == 400
+    assert answer.json["error"].startswith("sendgrid webhook: body is not JSON: Unterminated string")
+    assert answer.json["error"].count("body is not JSON") == 1
+    form = b"signature=abc&token=def&timestamp=1&event=delivered&recipient=anna%40example.org"  # Mailgun's legacy webhooks
+    assert client.post("/webhooks/mailgun", data=form, content_type="application/x-www-form-urlencoded").status_code == 400
+    refused = [r.getMessage() for r in caplog.records if r.name == "relmail.web"]
+    assert refused[1] == f"webhook sendgrid refused: {answer.json['error']}"
+    assert refused[2].startswith("webhook mailgun refused: mailgun webhook: body is not JSON")
+    assert "anna" not in caplog.text
+
+
 def test_mailgun_and_postmark_webhooks_apply_valid_requests(web_shop):
     client, _, engine = web_shop
     ts, tok = str(int(time.time())), "u" * 50
@@ -170,6 +191,48 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
     tampered = body.replace(b"abuse", b"other")
     assert client.post("/webhooks/ses", data=tampered, content_type="text/plain").status_code == 403
     assert [(c, t) for c, t, *_ in feedback_events(engine)] == [("C0000004", "email_complained")]
+    ses.clear_certificate_cache()
+
+
+@responses.activate
+def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
+    """SNS retries only after a 5xx or no answer: a network fault on our side must not drop a complaint."""
+    import logging
+
+    import requests
+
+    caplog.set_level(logging.INFO, "relmail")
+    client, _, engine = web_shop
+    ses.clear_certificate_cache()
+    subscribe = "https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token=secret-token"
+    confirm = {"Type": "SubscriptionConfirmation", "MessageId": "m-1", "Token": "abc", "TopicArn": TOPIC_ARN,
+               "Message": "You have chosen to subscribe.", "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00Z"}
+    complaint = json.loads((DATA / "ses_events.jsonl").read_text().splitlines()[4])
+    note = {"Type": "Notification", "MessageId": "m-2", "TopicArn": TOPIC_ARN, "Message": json.dumps(complaint),
+            "Timestamp": "2026-11-23T11:00:01Z"}
+
+    responses.get(CERT_URL, body=requests.ConnectionError("connection reset"))
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain")
+    assert response.status_code == 503 and "signing certificate" in response.json["error"]
+    responses.replace(responses.GET, CERT_URL, status=502)
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").status_code == 503
+    assert feedback_events(engine) == []
+
+    responses.replace(responses.GET, CERT_URL, body=sns_key[1])
+    responses.get(subscribe, body=requests.ConnectTimeout("timed out"))
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503 and TOPIC_ARN in response.json["error"]
+    responses.replace(responses.GET, subscribe, status=404)
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503 and response.json["error"].endswith(": HTTP 404")
+    responses.replace(responses.GET, subscribe, body="<ConfirmSubscriptionResponse/>")
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain").status_code == 200
+    assert f"confirmed the SNS subscription to {TOPIC_ARN}" in caplog.text
+    assert "secret-token" not in caplog.text  # the URL's token confirms the subscription: never logged
+
+    # With the certificate back, SNS's retry of the complaint is applied.
+    assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").json["applied"] == {
+        "complained": 1}
     ses.clear_certificate_cache()
 
 

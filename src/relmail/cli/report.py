@@ -94,6 +94,10 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
         d = t["deliveries"]
         click.echo(f"deliveries: {d['accepted']:,} accepted, {d['uncertain']:,} uncertain (no reply, not resent), "
                    f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
+        b = t["feedback"]
+        click.echo(f"came back (customers): {b['delivered']:,} delivered, {b['bounced_soft']:,} soft bounce, "
+                   f"{b['bounced_hard']:,} hard bounce, {b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
+                   f"{b['opened']:,} opened, {b['clicked']:,} clicked")
 
 
 COMMANDS = [report]

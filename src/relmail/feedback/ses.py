@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 import threading
 from collections.abc import Mapping
@@ -33,7 +34,9 @@ from ..errors import ConfigError, SignatureError
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, obj, parse_json_body, text
-from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from .webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
+
+log = logging.getLogger(__name__)
 
 NAME = "ses"
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
@@ -82,7 +85,10 @@ def _public_key(url: str, config: WebhookConfig):
         cert = x509.load_pem_x509_certificate(config.http_get(url))
     except ValueError as exc:
         raise SignatureError(f"ses: signing certificate at {url} is not a PEM certificate: {exc}") from None
-    except Exception as exc:  # network errors of any HTTP client
+    except ProviderUnreachable as exc:
+        # Answered 503: SNS sends the message again, where a 403 would make it drop it.
+        raise ProviderUnreachable(f"ses: cannot fetch the signing certificate: {exc}") from None
+    except Exception as exc:  # the SNS host refused: no such certificate
         raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc.__class__.__name__}") from None
     key = cert.public_key()
     with _cert_lock:
@@ -161,7 +167,17 @@ class Ses(Provider):
         kind = envelope.get("Type")
         if kind == "SubscriptionConfirmation":
             # Only now (signed by SNS, for our topic) do we follow the URL.
-            config.http_get(check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL"))
+            topic = envelope.get("TopicArn")
+            url = check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL")
+            try:
+                config.http_get(url)
+            except Exception as exc:
+                # 503: SNS sends the confirmation again, and the log says why the topic is not confirmed yet.
+                # Never the URL itself: its token confirms the subscription.
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                why = str(exc) if isinstance(exc, ProviderUnreachable) else f"HTTP {status}" if status else exc.__class__.__name__
+                raise ProviderUnreachable(f"ses: could not confirm the subscription to {topic}: {why}") from None
+            log.info("ses: confirmed the SNS subscription to %s", topic)
             return []
         if kind == "Notification":
             return [Record(0, envelope)]

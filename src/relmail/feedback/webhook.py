@@ -11,13 +11,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, SignatureError
+from ..errors import ConfigError, RelmailError, SignatureError
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..project import Project
 
 class MissingCredentials(SignatureError):
     """The request carries no signature or credentials at all (answered with 401)."""
+
+
+class ProviderUnreachable(RelmailError, ConnectionError):
+    """A request relmail makes to the provider to check a webhook failed (answered with 503).
+
+    SNS retries a message only after a 5xx or no answer, and drops it after a
+    4xx: a network fault on our side must not cost a complaint or a bounce.
+    """
 
 
 #: Default replay window for providers that sign a timestamp (seconds).
@@ -46,11 +54,24 @@ class WebhookRequest:
 
 
 def _fetch(url: str) -> bytes:
+    """GET ``url``; no answer or a 5xx is :class:`ProviderUnreachable`, a 4xx ``requests.HTTPError``."""
     import requests
 
-    response = requests.get(url, timeout=10)
+    try:
+        response = requests.get(url, timeout=10)
+    except requests.RequestException as exc:
+        raise ProviderUnreachable(f"no answer from {_host(url)}: {exc.__class__.__name__}") from None
+    if response.status_code >= 500:
+        raise ProviderUnreachable(f"{_host(url)} answered HTTP {response.status_code}")
     response.raise_for_status()
     return response.content
+
+
+def _host(url: str) -> str:
+    # The host only: an SNS SubscribeURL carries the subscription's token in its query.
+    from urllib.parse import urlsplit
+
+    return urlsplit(url).hostname or "the provider"
 
 
 @dataclass
@@ -64,7 +85,8 @@ class WebhookConfig:
     secret_lookup: Callable[[str], str | None]
     settings: Mapping[str, Any] = field(default_factory=dict)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    #: GET a URL and return its body (SNS certificates, subscription confirmation).
+    #: GET a URL and return its body (SNS certificates, subscription confirmation); raise
+    #: :class:`ProviderUnreachable` when the provider cannot be reached, anything else when it refuses.
     http_get: Callable[[str], bytes] = _fetch
 
     @classmethod

@@ -32,10 +32,13 @@ from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
 from ..sending import ledger
 from ..sending.loop import OUTCOMES
 from ..store.faults import translated
-from ..store.models import Decision, Delivery, Run
+from ..store.models import Decision, Delivery, Event, Run
 
-DEC, DLV, RUNS = Decision.__table__, Delivery.__table__, Run.__table__
+DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 ACTIONS = ("send", "holdout", "suppress")
+#: What came back of the run's e-mails (provider events, bounce mailbox, unsubscribe links), in the order a reader
+#: follows an e-mail: did it arrive, did it come back, what did the customer do.
+FEEDBACK = ("delivered", "bounced_soft", "bounced_hard", "complained", "unsubscribed", "opened", "clicked")
 #: Rows of the suppression list kept in a report unless told otherwise: a
 #: browser searches a table this size at once; millions belong in a file.
 SUPPRESSION_LIMIT = 5000
@@ -93,6 +96,7 @@ def run_figures(
         deliveries = conn.execute(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
+        feedback = _feedback(conn, run_id)
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
         suppression_total = conn.execute(
@@ -131,6 +135,8 @@ def run_figures(
     for message_id, status, n in deliveries:
         messages.setdefault(message_id, {"message": message_id, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}})
         messages[message_id]["deliveries"][status] = n
+    for message_id, m in messages.items():
+        m["feedback"] = feedback.get(message_id, dict.fromkeys(FEEDBACK, 0))
     campaign_thresholds = _campaign_thresholds(project, run["campaign"])
     for message_id, m in messages.items():
         m["reasons"] = _in_code_order(m["reasons"])
@@ -153,6 +159,7 @@ def run_figures(
     if delivered:
         delivered.update(dict.fromkeys(OUTCOMES, 0))  # every outcome named, zeros too, once the run has deliveries
     totals["deliveries"] = dict(sorted(delivered.items()))
+    totals["feedback"] = feedback.get(None, dict.fromkeys(FEEDBACK, 0))
 
     return _finite({
         "run": {
@@ -186,6 +193,28 @@ def _finite(value):
 
 def _r(value) -> float:
     return round(float(value), 4) if value is not None else 0.0
+
+
+def _feedback(conn, run_id: str) -> dict[str | None, dict[str, int]]:
+    """Customers per feedback type of the run, per message and (key None) for the whole run.
+
+    Customers, not events: a customer who opened twice counts once, so each figure reads against the
+    e-mails sent. The run's total also counts what names the run but no message (an unsubscribe
+    link signed for the run), and counts a customer once however many of the run's e-mails they had.
+    """
+    types = {f"email_{t}": t for t in FEEDBACK}
+    out: dict[str | None, dict[str, int]] = {}
+    where = (EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types))
+    who = func.count(func.distinct(EVENTS.c.customer_id))
+    for message_id, kind, n in conn.execute(
+        select(EVENTS.c.message_id, EVENTS.c.type, who).where(*where, EVENTS.c.message_id.is_not(None))
+        .group_by(EVENTS.c.message_id, EVENTS.c.type)
+    ):
+        out.setdefault(message_id, dict.fromkeys(FEEDBACK, 0))[types[kind]] = n
+    out[None] = dict.fromkeys(FEEDBACK, 0)
+    for kind, n in conn.execute(select(EVENTS.c.type, who).where(*where).group_by(EVENTS.c.type)):
+        out[None][types[kind]] = n
+    return out
 
 
 def _histograms(conn, run_id: str, bins: int) -> dict[str, dict[str, list[int]]]:

@@ -17,6 +17,7 @@ from jinja2 import Environment
 
 from ..rules import HARD
 from . import charts
+from .figures import FEEDBACK
 from .page import PAGE, SEARCH_JS
 
 
@@ -58,6 +59,7 @@ def build_html(figures: dict[str, Any], previews: list[dict[str, Any]] | None = 
     return env.from_string(PAGE).render(
         f=figures, run=figures["run"], totals=figures["totals"], messages=messages,
         actions_chart=actions, reasons_chart=reasons, irritation_chart=irritation, histograms=histograms,
-        reason_codes=reason_codes, hard=HARD, colors=charts.COLORS, lift_rows=lift_rows, lift_scale=scale,
+        reason_codes=reason_codes, feedback_kinds=FEEDBACK, hard=HARD, colors=charts.COLORS, lift_rows=lift_rows,
+        lift_scale=scale,
         previews=previews or [], search_js=SEARCH_JS, script_hash=script_hash, reason_color=_reason_color,
     )

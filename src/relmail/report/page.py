@@ -95,6 +95,23 @@ PAGE = """<!doctype html>
   </table>
 </section>
 
+{# Figures saved by a relmail without these counts have no "feedback": no section, rather than zeros. #}
+{% if totals.feedback is defined %}
+<section id="feedback">
+  <h2>What came back</h2>
+  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far. Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <table>
+    <thead><tr><th>message</th><th class="num">accepted</th>{% for kind in feedback_kinds %}<th class="num">{{ kind|replace('_', ' ') }}</th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for m in messages %}
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ m.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+    {% endfor %}
+      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ totals.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+    </tbody>
+  </table>
+</section>
+{% endif %}
+
 <section id="reasons">
   <h2>Why not</h2>
   <p class="lead">Decisions per reason code. A decision can have several reasons; every rule that fired is counted.</p>

@@ -42,7 +42,7 @@ from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
 from ..feedback import PROVIDERS, ingest, provider
 from ..feedback.apply import ALL_TOPICS
 from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
-from ..feedback.webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from ..feedback.webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
 from ..project import Project
 from ..store.db import connect
 from ..store.models import Customer
@@ -203,14 +203,20 @@ class RelmailApp:
             batch = provider(provider_name).receive(hook, self.webhooks)
             result = ingest(self.engine, batch)
         except MissingCredentials as exc:
+            # Logged like every refusal: a provider set up without the signature or the URL's
+            # credentials is refused on every event, and only the log tells the operator.
+            log.warning("webhook %s refused: %s", provider_name, exc)
             headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name == "postmark" else {}
             return _json({"error": str(exc)}, 401, headers)
         except SignatureError as exc:
             log.warning("webhook %s refused: %s", provider_name, exc)
             return _json({"error": str(exc)}, 403)
         except ValidationError as exc:
-            return _json({"error": str(exc), "problems": [p.as_dict() for p in exc.problems]}, 400)
-        except (ConfigError, DatabaseError) as exc:
+            # A body-level problem names the shape, never the body's content (no addresses in the log).
+            problem = "; ".join(str(p) for p in exc.problems) or str(exc)
+            log.warning("webhook %s refused: %s", provider_name, problem)
+            return _json({"error": problem, "problems": [p.as_dict() for p in exc.problems]}, 400)
+        except (ConfigError, DatabaseError, ProviderUnreachable) as exc:
             # 503 makes the provider retry later, after the fix.
             log.error("webhook %s unavailable: %s", provider_name, exc)
             return _json({"error": str(exc)}, 503)
