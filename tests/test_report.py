@@ -121,6 +121,7 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
             event(c, "complained"),
             event(c, "unsubscribed", message=None),   # the preference page: the run, no message
             event(a, "opened", run=PAST),             # another run's e-mail
+            event(c, "opened", minutes=-8 * 24 * 60),  # dated a week before the run was planned: not its e-mail's
         ])
     figs = run_figures(engine, RUN, project=planned)
     got = {x["message"]: x["feedback"] for x in figs["messages"]}

@@ -96,7 +96,7 @@ def run_figures(
         deliveries = conn.execute(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
-        feedback = _feedback(conn, run_id)
+        feedback = _feedback(conn, run_id, run["as_of"])
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
         suppression_total = conn.execute(
@@ -195,16 +195,22 @@ def _r(value) -> float:
     return round(float(value), 4) if value is not None else 0.0
 
 
-def _feedback(conn, run_id: str) -> dict[str | None, dict[str, int]]:
+#: How long before a run's as-of time an event naming the run may be dated (a provider's clock, a time zone slip).
+FEEDBACK_SKEW = timedelta(days=1)
+
+
+def _feedback(conn, run_id: str, as_of) -> dict[str | None, dict[str, int]]:
     """Customers per feedback type of the run, per message and (key None) for the whole run.
 
     Customers, not events: a customer who opened twice counts once, so each figure reads against the
     e-mails sent. The run's total also counts what names the run but no message (an unsubscribe
     link signed for the run), and counts a customer once however many of the run's e-mails they had.
+    The events are read through the (type, time) index from the run's as-of time on, not
+    through the store's whole history of e-mail events.
     """
     types = {f"email_{t}": t for t in FEEDBACK}
     out: dict[str | None, dict[str, int]] = {}
-    where = (EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types))
+    where = (EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW)
     who = func.count(func.distinct(EVENTS.c.customer_id))
     for message_id, kind, n in conn.execute(
         select(EVENTS.c.message_id, EVENTS.c.type, who).where(*where, EVENTS.c.message_id.is_not(None))
