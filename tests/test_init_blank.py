@@ -99,3 +99,40 @@ def test_a_locale_relmail_has_no_newsletter_wording_for_gets_the_english_one_and
     as_json = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--blank", "--domain", "shop.example", "--locale", "fr_FR",
                                        "--json"])
     assert '"newsletter_language": "en"' in as_json.output
+
+
+def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_path, monkeypatch):
+    """A weekly newsletter from the blank project: next week's run, planned at the hour of this week's
+    plan (a few minutes before this week's issue went out), sends the next issue to everyone."""
+    from datetime import UTC, datetime, timedelta
+
+    from relmail.planning.run import plan
+    from relmail.sending import send
+    from relmail.store.db import make_engine
+    from relmail.windows import current_time
+
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    monkeypatch.delenv("RELMAIL_DATABASE_URL", raising=False)
+    root = tmp_path / "shop"
+    assert CliRunner().invoke(cli, ["init", str(root), "--blank", "--domain", "shop.example"]).exit_code == 0
+    (root / "customers.csv").write_text("id,email\n" + "".join(f"C{i},c{i}@example.org\n" for i in range(5)))
+    (root / "prefs.csv").write_text("customer_id,topic,opted_in,updated_at\n" +
+                                    "".join(f"C{i},*,true,2026-01-01T00:00:00Z\n" for i in range(5)))
+    for args in (["db", "upgrade"], ["import", "customers", str(root / "customers.csv")],
+                 ["import", "preferences", str(root / "prefs.csv")]):
+        assert CliRunner().invoke(cli, ["-p", str(root), *args]).exit_code == 0
+    project = Project.load(root)
+    engine = make_engine(project.database_url)
+    planned = current_time() - timedelta(minutes=5)  # this week's plan, a few minutes before its send
+    week = planned.astimezone(UTC).isocalendar()
+    window = f"{week.year}-W{week.week:02d}"
+    plan(project, engine, "newsletter", window, as_of=planned)
+    assert send(project, engine, "newsletter", window).outcomes["accepted"] == 5
+    later = planned + timedelta(days=7)
+    week = later.astimezone(UTC).isocalendar()
+    second = plan(project, engine, "newsletter", f"{week.year}-W{week.week:02d}", as_of=later, dry_run=True)
+    assert second.decisions.action.tolist() == ["send"] * 5, second.decisions.reasons.tolist()
+    # Twice in one week is still refused.
+    again = plan(project, engine, "newsletter", f"{week.year}-W{week.week:02d}", as_of=planned + timedelta(days=3), dry_run=True)
+    assert set(again.decisions.reasons.tolist()) == {"ALREADY_SENT"}
+    engine.dispose()
