@@ -104,7 +104,7 @@ def test_a_locale_relmail_has_no_newsletter_wording_for_gets_the_english_one_and
 def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_path, monkeypatch):
     """A weekly newsletter from the blank project: next week's run, planned at the hour of this week's
     plan (a few minutes before this week's issue went out), sends the next issue to everyone."""
-    from datetime import UTC, datetime, timedelta
+    from datetime import UTC, timedelta
 
     from relmail.planning.run import plan
     from relmail.sending import send
