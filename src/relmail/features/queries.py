@@ -391,27 +391,29 @@ def last_delivery(scope: Scope, as_of, dialect) -> Query:
     bounced = union(*(scope.restrict(part.select_from(E), E.c.customer_id, by_customer_index=False)
                       for part in (hard, soft))).subquery()
     d = E.alias("d")
-    # A subquery per bounced customer, so each is one seek of the (customer, time) index. As a join,
-    # PostgreSQL would for some ranges read every delivery, open and click of the store through the
-    # (type, time) index instead, and hash them against the few bounced customers.
-    latest = (select(func.max(d.c.occurred_at))
+    # A subquery per bounced customer, so each is one seek of the (customer, time) index, walked back
+    # from the as-of time to the first delivery, open or click (most customers had one lately). As a
+    # join, PostgreSQL would for some ranges read every delivery, open and click of the store through
+    # the (type, time) index instead, and hash them against the few bounced customers.
+    latest = (select(d.c.occurred_at)
               .where(d.c.customer_id == bounced.c.customer_id, unindexed(d.c.type).in_(DELIVERY_TYPES),
                      d.c.occurred_at <= when(as_of))
+              .order_by(d.c.occurred_at.desc()).limit(1)
               .scalar_subquery())
-    s, later = E.alias("s"), E.alias("later")
+    # Materialized: each bounced customer's last delivery is sought once, not once per use below.
+    found = select(bounced.c.customer_id.label("customer_id"), latest.label("latest")).cte("found").prefix_with("MATERIALIZED")
+    s = E.alias("s")
     # One e-mail is its run and message; an event without them counts alone.
     email = func.coalesce(s.c.run_id + " " + s.c.message_id, "#" + cast(s.c.id, String))
     # A soft bounce counts unless a delivery, open or click came after it (or at the same time, as for
-    # hard_bounced): one short seek per bounce.
-    delivered_after = (select(literal(1))
-                       .where(later.c.customer_id == s.c.customer_id, unindexed(later.c.type).in_(DELIVERY_TYPES),
-                              later.c.occurred_at >= s.c.occurred_at, later.c.occurred_at <= when(as_of))
-                       .exists())
+    # hard_bounced): only those after the customer's last one, a short seek of the (customer, time) index.
+    window = when(as_of, SOFT_BOUNCE_DAYS)
+    since = case((found.c.latest > window, found.c.latest), else_=window)  # the later of the two; NULL latest: the window
     soft_since = (select(func.count(func.distinct(email)))
-                  .where(s.c.customer_id == bounced.c.customer_id, unindexed(s.c.type) == "email_bounced_soft",
-                         s.c.occurred_at > when(as_of, SOFT_BOUNCE_DAYS), s.c.occurred_at <= when(as_of), ~delivered_after)
+                  .where(s.c.customer_id == found.c.customer_id, unindexed(s.c.type) == "email_bounced_soft",
+                         s.c.occurred_at > since, s.c.occurred_at <= when(as_of))
                   .scalar_subquery())
-    stmt = select(bounced.c.customer_id, age_days(dialect, as_of, latest), soft_since)
+    stmt = select(found.c.customer_id, age_days(dialect, as_of, found.c.latest), soft_since)
     # A bounced customer without such an event gets NULL: NaN, as for a customer without a row.
     return Query(stmt, lambda keys, table: (keys, {"last_delivery": table[0].astype(float), "soft_bounces": table[1].astype(float)}))
 
