@@ -151,6 +151,51 @@ def test_generic_features_of_hand_built_customers(product_store):
     assert b["clv"] == 0
 
 
+def test_soft_bounces_count_emails_since_the_last_delivery_in_90_days(product_store):
+    """REPEATED_SOFT_BOUNCE's feature: e-mails (not events) that soft-bounced after the last delivery, open or
+    click, in the last 90 days; a delivery resets the count; the window's edge is the e-mail statement's."""
+    ids = ["DEAD", "RESET", "EDGE_IN", "EDGE_OUT", "TWICE", "OLD", "HARD", "NONE"]
+    with product_store.begin() as conn:
+        customers(conn, *[(cid, 400, None) for cid in ids])
+
+        def soft(cid, days, run="r", message=None):
+            return ev(cid, "email_bounced_soft", days, run_id=run, message_id=message or f"m{days}")
+
+        events(
+            conn,
+            # Mailed weekly, never arrived since an open 200 days ago.
+            ev("DEAD", "email_opened", 200), soft("DEAD", 21), soft("DEAD", 14), soft("DEAD", 7),
+            # Two soft bounces, then an open resets the count; one more after it.
+            soft("RESET", 50), soft("RESET", 40), ev("RESET", "email_opened", 30), soft("RESET", 20),
+            # Just inside and just outside the 90 days.
+            soft("EDGE_IN", 89.99), soft("EDGE_IN", 60), soft("EDGE_IN", 30),
+            soft("EDGE_OUT", 90.01), soft("EDGE_OUT", 60), soft("EDGE_OUT", 30),
+            # One e-mail deferred, then given up: one soft bounce. An event without its run counts alone.
+            soft("TWICE", 10.5, message="m"), soft("TWICE", 10, message="m"), soft("TWICE", 5, run=None, message="x"),
+            # Long ago, and not mailed since: another try.
+            soft("OLD", 300), soft("OLD", 200), soft("OLD", 100),
+            # A hard bounce (the delivery is computed for these too), no soft ones.
+            ev("HARD", "email_delivered", 12), ev("HARD", "email_bounced_hard", 3),
+            ev("NONE", "email_delivered", 5),
+            # After as_of: never read.
+            soft("DEAD", -1), soft("OLD", -2),
+        )
+    f = compute_features(product_store, ids, T, {})
+    got = {cid: f.row(f.index(cid)) for cid in ids}
+    counts = {cid: row["soft_bounces"] for cid, row in got.items()}
+    assert counts == {"DEAD": 3, "RESET": 1, "EDGE_IN": 3, "EDGE_OUT": 2, "TWICE": 2, "OLD": 0, "HARD": 0, "NONE": 0}
+    assert got["DEAD"]["days_since_delivery"] == pytest.approx(200)
+    assert got["RESET"]["days_since_delivery"] == pytest.approx(30)
+    assert got["HARD"]["days_since_delivery"] == pytest.approx(12)
+    # No delivery on record; and customers without a recent bounce are not looked up.
+    assert got["EDGE_IN"]["days_since_delivery"] is None
+    assert got["OLD"]["days_since_delivery"] is None and got["NONE"]["days_since_delivery"] is None
+    # The same through a temporary audience table (one customer) and a bounded range of ids.
+    assert compute_features(product_store, ["RESET"], T, {})["soft_bounces"].tolist() == [1]
+    bounded = compute_features(product_store, ["EDGE_IN", "EDGE_OUT", "HARD"], T, {}, bounded=True)
+    assert bounded["soft_bounces"].tolist() == [3, 2, 0]
+
+
 def test_fatigue_rises_when_opens_fall_under_steady_sends(product_store):
     with product_store.begin() as conn:
         customers(conn, ("F", 400, None), ("G", 400, None), ("H", 400, None))
@@ -343,7 +388,7 @@ def test_no_leakage_from_events_after_as_of(product_store):
 # --------------------------------------------------------------------------- SQL = Python reference
 
 KINDS = ["purchase", "view", "usage", "email_sent", "email_opened", "email_clicked", "email_delivered",
-         "email_bounced_hard", "email_complained", "ticket_opened", "ticket_closed"]
+         "email_bounced_hard", "email_bounced_soft", "email_complained", "ticket_opened", "ticket_closed"]
 event_strategy = st.tuples(
     st.sampled_from(["A", "B", "C"]),
     st.sampled_from(KINDS),
@@ -383,6 +428,10 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
     bounce = last("email_bounced_hard")
     delivery = min([r[2] for r in mine if r[1] in ("email_delivered", "email_opened", "email_clicked")], default=math.nan)
     out["hard_bounced"] = float(not math.isnan(bounce) and (math.isnan(delivery) or bounce < delivery))
+    # The reference's events carry no run: each soft bounce is one e-mail.
+    soft = of("email_bounced_soft", 90)
+    out["soft_bounces"] = len([r for r in soft if math.isnan(delivery) or r[2] < delivery])
+    out["days_since_delivery"] = delivery if not math.isnan(bounce) or soft else math.nan
     opened_ids = {r[4] for r in of("ticket_opened")}
     out["open_tickets"] = sum(
         1 for t in opened_ids

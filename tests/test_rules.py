@@ -10,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from relmail.campaigns import parse_campaign
+from relmail.errors import ValidationError
 from relmail.features import FeatureFrame
 from relmail.planning.arbitration import arbitrate, customer_hashes, holdout_draw
 from relmail.rules import HARD, RULES, rules_for
@@ -29,7 +30,7 @@ BASE = {
     "consent_global": 1, "unsubscribed_event": 0, "hard_bounced": 0, "email_valid": 1, "address_suppressed": 0,
     "complained_ever": 0, "complaints_90": 0, "sends_7": 0, "sends_30": 0, "sends_90": 0, "planned_7": 0, "planned_30": 0,
     "frequency_wish": np.nan, "open_tickets": 0, "fatigue": 0, "opens_30": 0, "is_new": 0, "loyal": 0, "tenure_days": 500,
-    "orders_total": 2, "days_since_open": 10, "recency_days": 40,
+    "orders_total": 2, "days_since_open": 10, "recency_days": 40, "soft_bounces": 0, "days_since_delivery": np.nan,
 }
 PER = {"consent_topic": 1, "topic_sends_7": 0, "topic_sends_30": 0, "topic_planned_7": 0, "topic_planned_30": 0,
        "already_sent": 0, "planned_same": 0, "recent_tickets": 0, "owns_product": 0, "category_affinity": 2.0,
@@ -54,6 +55,8 @@ def frame(*rows: dict) -> FeatureFrame:
     ("UNSUBSCRIBED", {"consent_global": 0}, True),
     ("UNSUBSCRIBED", {"unsubscribed_event": 1}, True),
     ("HARD_BOUNCE", {"hard_bounced": 1}, True),
+    ("REPEATED_SOFT_BOUNCE", {"soft_bounces": 3}, True),
+    ("REPEATED_SOFT_BOUNCE", {"soft_bounces": 2}, False),
     ("INVALID_ADDRESS", {"email_valid": 0}, True),
     ("ADDRESS_SUPPRESSED", {"address_suppressed": 1}, True),
     ("COMPLAINED", {"complained_ever": 1}, True),
@@ -86,7 +89,8 @@ def test_service_messages_pass_the_service_first_rules_and_tips_go_to_owners():
 
 
 def test_hard_rules_cannot_be_switched_off_but_others_can():
-    assert {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED", "COMPLAINED"} == HARD
+    assert {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "REPEATED_SOFT_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED",
+            "COMPLAINED"} == HARD
     camp = parse_campaign("policy: {rules: {FATIGUE: false}}\nmessages: [{id: a, template: t, topic: x, segment: s, offer: promotion}]", "c.yml")
     assert "FATIGUE" not in {r.code for r in rules_for(camp.messages[0])}
 
@@ -105,6 +109,27 @@ def test_explanations_come_from_logged_values():
         "no consent on record for topic 'promotions', and this campaign needs an explicit opt-in")
     assert RULES["NO_CONSENT"].explain({"topic": "promotions"}) == "opted out of topic 'promotions'"
     assert RULES["LOW_RELEVANCE"].explain({"score": 0.21, "min_relevance": 0.3}) == "relevance 0.21 is below the threshold 0.30"
+    assert RULES["REPEATED_SOFT_BOUNCE"].explain({"soft_bounces": 3, "days_since_delivery": 41.6, "soft_bounce_limit": 3,
+                                                  "soft_bounce_days": 90}) == (
+        "3 soft bounces since the last delivery, open or click 42 days before the plan; the limit is 3")
+    assert RULES["REPEATED_SOFT_BOUNCE"].explain({"soft_bounces": 4, "days_since_delivery": None, "soft_bounce_limit": 4,
+                                                  "soft_bounce_days": 90}) == (
+        "4 soft bounces in the last 90 days, with no delivery, open or click since; the limit is 4")
+
+
+def test_the_soft_bounce_limit_is_a_campaign_setting():
+    camp = parse_campaign("policy: {soft_bounce_limit: 5}\n"
+                          "messages: [{id: a, template: t, topic: x, segment: s, offer: promotion}]", "c.yml")
+    a = camp.messages[0]
+    assert a.policy.soft_bounce_limit == 5 and MSG.policy.soft_bounce_limit == 3
+    out = RULES["REPEATED_SOFT_BOUNCE"].evaluate(frame({"soft_bounces": 4}, {"soft_bounces": 5}), a, a.policy)
+    assert out.mask.tolist() == [False, True] and out.detail["soft_bounce_limit"] == 5
+    with pytest.raises(ValidationError, match="soft_bounce_limit"):
+        parse_campaign("messages: [{id: a, template: t, topic: x, segment: s, offer: promotion, "
+                       "policy: {soft_bounce_limit: 5}}]", "c.yml")
+    with pytest.raises(ValidationError, match="soft_bounce_limit"):
+        parse_campaign("policy: {soft_bounce_limit: 0}\nmessages: [{id: a, template: t, topic: x, segment: s, offer: promotion}]",
+                       "c.yml")
 
 
 @settings(max_examples=60, deadline=None)

@@ -9,7 +9,8 @@ from relmail.cli import cli
 from relmail.errors import NotFound
 from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
-from test_plan import AS_OF, CAMPAIGN, WINDOW, build_shop
+from relmail.store.models import Event
+from test_plan import AS_OF, CAMPAIGN, WINDOW, _ev, build_shop
 
 
 @pytest.fixture
@@ -47,6 +48,22 @@ def test_why_explains_hard_rules_without_a_score(planned, engine):
     text = format_explanations(facts, exps)
     print(text)
     assert text == BOUNCED
+
+
+@pytest.mark.parametrize("bounces, suppressed", [(3, True), (2, False)])
+def test_why_names_repeated_soft_bounces(project, engine, bounces, suppressed):
+    # C-OK reads our mail (an open 39 days ago); since then its last e-mails soft-bounced.
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [_ev("C-OK", "email_bounced_soft", days, run_id=f"weekly:{days}", message_id="old")
+                                                for days in (30, 20, 10)[:bounces]])
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    text = format_explanations(*explain(engine, "C-OK"))
+    print(text)
+    line = "  REPEATED_SOFT_BOUNCE: 3 soft bounces since the last delivery, open or click 39 days before the plan; the limit is 3"
+    assert (line in text.splitlines()) is suppressed
+    assert ("promo: SEND" in text) is not suppressed
 
 
 def test_why_cli_json_and_unknown_customer(planned, engine):

@@ -32,6 +32,8 @@ class Policy:
     contact_cost: float = 0.0
     fatigue_threshold: float = 0.6
     recent_complaint_days: int = 30
+    #: REPEATED_SOFT_BOUNCE: e-mails soft-bounced since the last delivery (in 90 days) that rest the address.
+    soft_bounce_limit: int = 3
     #: opt-in: a topic needs an explicit yes; opt-out: anyone who has not said no.
     consent: str = "opt-in"
     #: Rule code → on/off, for rules that can be switched.

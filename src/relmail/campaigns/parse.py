@@ -58,6 +58,7 @@ class _MessagePolicyModel(_Strict):
 class _PolicyModel(_MessagePolicyModel):
     frequency_cap: Cap | None = None
     max_messages_per_run: int | None = Field(default=None, ge=1)
+    soft_bounce_limit: int | None = Field(default=None, ge=1)
 
     _gcap = field_validator("frequency_cap")(classmethod(lambda cls, v: _check_cap(v)))
 

@@ -45,6 +45,8 @@ def derive(cols: dict[str, np.ndarray], s: FeatureSettings) -> None:
         cols["hard_bounced"] = (~np.isnan(bounce) & (np.isnan(delivery) | (bounce < delivery))).astype(float)
         unsub, opt_in = raw["last_unsubscribe"], raw["global_opt_in"]
         cols["unsubscribed_event"] = (~np.isnan(unsub) & (np.isnan(opt_in) | (opt_in > unsub))).astype(float)
+    cols["soft_bounces"] = raw["soft_bounces"]
+    cols["days_since_delivery"] = delivery
     cols["fatigue"] = fatigue(raw["sends_30"], raw["sends_90"], raw["opens_30"], raw["opens_90"])
     tenure, orders = cols["tenure_days"], raw["orders_total"]
     with np.errstate(invalid="ignore"):

@@ -40,6 +40,9 @@ GENERIC_COLUMNS: dict[str, str] = {
     "complaints_90": "spam complaints in the last 90 days",
     "complained_ever": "1 if the customer ever complained (spam report), else 0",
     "hard_bounced": "1 if a hard bounce came after the last sign of delivery (delivered/opened/clicked), else 0",
+    "soft_bounces": "e-mails that soft-bounced in the last 90 days after the last sign of delivery (delivered/opened/clicked)",
+    "days_since_delivery": "days since the last sign of delivery (delivered/opened/clicked) of a customer who ever hard-bounced "
+                           "or soft-bounced in the last 90 days (NaN for the others, and if never)",
     "unsubscribed_event": "1 if an email_unsubscribed event came after the last global opt-in, else 0; an event on a "
                           "topic whose preference records it (an opt-out, or set at the event or later) is that "
                           "topic's opt-out (consent_topic), not counted",

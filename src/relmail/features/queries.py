@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import BigInteger, and_, case, cast, func, literal, or_, select
+from sqlalchemy import BigInteger, String, and_, case, cast, func, literal, or_, select, union
 
 from ..store.models import Customer, CustomerMessage, CustomerProduct, CustomerTotals, Event, Preference, Product, Suppression
 from .frame import FeatureContext, FeatureSettings
@@ -369,22 +369,53 @@ def rare(scope: Scope, as_of, dialect) -> Query:
     return Query(stmt, decode)
 
 
+#: Days back soft bounces count for REPEATED_SOFT_BOUNCE: the e-mail statement's longest window. An
+#: address held back by them gets another try once they age out, so it soft-bounces at most
+#: ``soft_bounce_limit`` times in any such window.
+SOFT_BOUNCE_DAYS = EMAIL_WINDOW
+#: Events that show an e-mail reached the mailbox: a bounce before the last of them no longer counts.
+DELIVERY_TYPES = ("email_delivered", "email_opened", "email_clicked")
+
+
 def last_delivery(scope: Scope, as_of, dialect) -> Query:
-    """The last sign of delivery, only for the few who ever hard-bounced."""
+    """The last sign of delivery, and the e-mails that soft-bounced since, for the few who bounced.
+
+    Only customers who ever hard-bounced or soft-bounced in the last
+    :data:`SOFT_BOUNCE_DAYS` days, found through the (type, time) index.
+    ``soft_bounces`` counts e-mails (a run's message), not events: a
+    provider's or a mailbox's deferral and its final failure are one.
+    """
     t, at = E.c.type, E.c.occurred_at
-    bounced = select(E.c.customer_id).where(t == "email_bounced_hard", at <= when(as_of)).distinct()
-    bounced = scope.restrict(bounced.select_from(E), E.c.customer_id, by_customer_index=False).subquery()
+    hard = select(E.c.customer_id).where(t == "email_bounced_hard", at <= when(as_of))
+    soft = select(E.c.customer_id).where(t == "email_bounced_soft", at > when(as_of, SOFT_BOUNCE_DAYS), at <= when(as_of))
+    bounced = union(*(scope.restrict(part.select_from(E), E.c.customer_id, by_customer_index=False)
+                      for part in (hard, soft))).subquery()
     d = E.alias("d")
-    # A subquery per bounced customer, so each is one seek of the (customer, time) index. As a join,
-    # PostgreSQL would for some ranges read every delivery, open and click of the store through the
-    # (type, time) index instead, and hash them against the few bounced customers.
-    latest = (select(func.max(d.c.occurred_at))
-              .where(d.c.customer_id == bounced.c.customer_id, unindexed(d.c.type).in_(("email_delivered", "email_opened", "email_clicked")),
+    # A subquery per bounced customer, so each is one seek of the (customer, time) index, walked back
+    # from the as-of time to the first delivery, open or click (most customers had one lately). As a
+    # join, PostgreSQL would for some ranges read every delivery, open and click of the store through
+    # the (type, time) index instead, and hash them against the few bounced customers.
+    latest = (select(d.c.occurred_at)
+              .where(d.c.customer_id == bounced.c.customer_id, unindexed(d.c.type).in_(DELIVERY_TYPES),
                      d.c.occurred_at <= when(as_of))
+              .order_by(d.c.occurred_at.desc()).limit(1)
               .scalar_subquery())
-    stmt = select(bounced.c.customer_id, age_days(dialect, as_of, latest))
+    # Materialized: each bounced customer's last delivery is sought once, not once per use below.
+    found = select(bounced.c.customer_id.label("customer_id"), latest.label("latest")).cte("found").prefix_with("MATERIALIZED")
+    s = E.alias("s")
+    # One e-mail is its run and message; an event without them counts alone.
+    email = func.coalesce(s.c.run_id + " " + s.c.message_id, "#" + cast(s.c.id, String))
+    # A soft bounce counts unless a delivery, open or click came after it (or at the same time, as for
+    # hard_bounced): only those after the customer's last one, a short seek of the (customer, time) index.
+    window = when(as_of, SOFT_BOUNCE_DAYS)
+    since = case((found.c.latest > window, found.c.latest), else_=window)  # the later of the two; NULL latest: the window
+    soft_since = (select(func.count(func.distinct(email)))
+                  .where(s.c.customer_id == found.c.customer_id, unindexed(s.c.type) == "email_bounced_soft",
+                         s.c.occurred_at > since, s.c.occurred_at <= when(as_of))
+                  .scalar_subquery())
+    stmt = select(found.c.customer_id, age_days(dialect, as_of, found.c.latest), soft_since)
     # A bounced customer without such an event gets NULL: NaN, as for a customer without a row.
-    return Query(stmt, lambda keys, table: (keys, {"last_delivery": table[0].astype(float)}))
+    return Query(stmt, lambda keys, table: (keys, {"last_delivery": table[0].astype(float), "soft_bounces": table[1].astype(float)}))
 
 
 def tickets(scope: Scope, as_of, dialect) -> Query:

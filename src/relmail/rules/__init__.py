@@ -7,7 +7,7 @@ is one file (a :class:`~relmail.rules.base.Rule` subclass) and one line in
 ``policy.rules: {CODE: false}``.
 
 Hard rules (:data:`HARD`) are the law and the sender's reputation: consent,
-unsubscribe, hard bounce, invalid or suppressed address, spam complaint. No
+unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, spam complaint. No
 campaign or message policy can turn them off.
 
 Three more reason codes come from later stages, not from rules:
@@ -38,6 +38,7 @@ from .not_worth_it import NotWorthIt
 from .open_ticket import OpenTicket
 from .owns_product import OwnsProduct
 from .recent_complaint import RecentComplaint
+from .repeated_soft_bounce import RepeatedSoftBounce
 from .topic_frequency_cap import TopicFrequencyCap
 from .unsubscribed import Unsubscribed
 
@@ -49,6 +50,7 @@ _ORDER: tuple[type[Rule], ...] = (
     NoConsent,
     Unsubscribed,
     HardBounce,
+    RepeatedSoftBounce,
     InvalidAddress,
     AddressSuppressed,
     Complained,
