@@ -280,3 +280,31 @@ def test_a_cancelled_statement_is_not_called_a_timeout(own_url):
     fault = database_fault(raised.value)
     assert type(fault) is DatabaseUnavailable and "pg_cancel_backend" in str(fault)
     assert "statement_timeout" not in str(fault)
+
+
+@pytest.fixture
+def ci_role(own_url):
+    """``own_url`` as a new role with the grants the CI page gives its dry runs (SELECT only); dropped after."""
+    pg_only(own_url)
+    role = f"relmail_ci_{os.urandom(4).hex()}"
+    admin = create_engine(own_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{own_url.rsplit("/", 1)[1]}" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
+    yield own_url.replace("://postgres@", f"://{role}@")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": role})
+        conn.execute(text(f'DROP OWNED BY "{role}"'))
+        conn.execute(text(f'DROP ROLE "{role}"'))
+    admin.dispose()
+
+
+def test_a_read_only_role_dry_runs_and_a_write_it_may_not_do_names_the_missing_privilege(shop, ci_role, monkeypatch):
+    """The CI role plans --dry-run; asked to write (a plan that records its run), the one line says which
+    privilege the role lacks and what to do, instead of the server's bare 'permission denied'."""
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", ci_role)
+    assert invoke(shop, "plan", "sendtest", "--window", WINDOW, "--dry-run").exit_code == 0
+    line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 5)
+    assert "role lacks a privilege (permission denied for table " in line and "grant" in line

@@ -103,6 +103,11 @@ def database_fault(exc: BaseException, url: str | None = None) -> DatabaseError 
     if state == "57014" and "statement timeout" not in str(orig):
         found = (DatabaseUnavailable, "a statement was cancelled (pg_cancel_backend, by an operator or a "
                                       "monitoring tool); its transaction was rolled back: retry")
+    elif state == "42501":
+        # The server's line names the table or sequence: the grant the operator has to add.
+        found = (DatabaseError, f"relmail's database role lacks a privilege ({_first_line(orig)}); its transaction "
+                                "was rolled back: grant what the PostgreSQL page lists for this command's role "
+                                "(tables and sequences), or run it with a role that has it")
     elif found is None and state.startswith("08"):
         found = (DatabaseError, "the connection to the database was lost; its transaction was rolled back: "
                                 "re-run the command")
@@ -125,9 +130,14 @@ def as_relmail_error(exc: BaseException, url: str | None = None) -> DatabaseErro
     fault = database_fault(exc, url)
     if fault is not None:
         return fault
-    first = str(_driver_error(exc)).strip().splitlines()
-    return DatabaseError(f"{_where(url)}the database reported an error: {first[0] if first else type(exc).__name__}",
+    return DatabaseError(f"{_where(url)}the database reported an error: {_first_line(_driver_error(exc))}",
                          detail=_detail(exc))
+
+
+def _first_line(orig: BaseException) -> str:
+    """The first line of the driver's message (its statement and hints follow it), or the exception's type."""
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def translated(fn: F) -> F:
