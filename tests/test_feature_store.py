@@ -463,3 +463,29 @@ def test_a_copy_that_followed_a_deletion_a_restored_backup_undid_is_written_anew
     assert columnar.update(engine, columns).action == "built"
     frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
     assert frame.source == "columns" and frame["frequency_365"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "cut short", "removed"])
+def test_a_damaged_copy_is_read_through_sql_and_written_anew_by_the_next_update(engine, tmp_path, damage):
+    """A file of the copy emptied, cut short or removed behind relmail's back (a disk error, a partial restore
+    of the project folder): the features read the store instead of stopping the plan, and the next update
+    (every plan runs one first) writes the copy anew although the store did not change."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+    ], 0)
+    columnar.update(engine, columns)
+    victim = next(columns.glob("seg-*/at.npy"))
+    if damage == "removed":
+        victim.unlink()
+    else:
+        victim.write_bytes(b"" if damage == "emptied" else victim.read_bytes()[:20])
+    columnar._open.clear()  # another process: nothing of the copy is open yet
+    raw = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, use_aggregates=False)
+    _same(raw, compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns))
+    assert columnar.update(engine, columns).action == "built"
+    again = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert again.source == "columns"
+    _same(raw, again)

@@ -165,13 +165,18 @@ class Segment:
 
     def __init__(self, path: Path):
         self.path = path
-        self.at = np.load(path / "at.npy", mmap_mode="r")
-        self.id = np.load(path / "id.npy", mmap_mode="r")
-        self.value = np.load(path / "value.npy", mmap_mode="r")
-        self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
-        self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
-        #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
-        self.offsets = np.load(path / "offsets.npy")
+        try:
+            self.at = np.load(path / "at.npy", mmap_mode="r")
+            self.id = np.load(path / "id.npy", mmap_mode="r")
+            self.value = np.load(path / "value.npy", mmap_mode="r")
+            self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
+            self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
+            #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
+            self.offsets = np.load(path / "offsets.npy")
+        except EOFError:
+            # np.load's answer to a file cut to nothing (a disk error, a partial copy of the folder): as damaged
+            # as any other, so the readers' fallback to SQL and the update's rebuild apply.
+            raise ValueError(f"segment {path} has an empty file") from None
         if not (len(self.offsets) == len(TYPES) + 1 and self.offsets[-1] == len(self.at) == len(self.id) == len(self.value)
                 and all(len(c) == len(self.at) for c in self.codes.values())):
             raise ValueError(f"segment {path} is inconsistent")
@@ -255,6 +260,15 @@ def _matches(current: dict, state: StoreState) -> bool:
 
 def _load(root: Path, current: dict) -> Copy:
     return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
+
+
+def _opens(root: Path, current: dict) -> bool:
+    """Whether the segments ``current`` names open: one damaged since it was written has the copy written anew."""
+    try:
+        _load(root, current)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 #: Copies (roots) whose segments a process keeps open between reads: a plan's worker reads the same copy once per range.
@@ -346,7 +360,7 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
             with engine.connect() as conn:
                 state = store_state(conn)
             current = _read_current(root)
-            if state is not None and current is not None and _matches(current, state):
+            if state is not None and current is not None and _matches(current, state) and _opens(root, current):
                 return Updated("current", events=current.get("events", 0), segments=len(current["segments"]), root=root,
                                seconds=time.perf_counter() - started)
         with engine.connect() as conn:
