@@ -308,3 +308,24 @@ def test_a_read_only_role_dry_runs_and_a_write_it_may_not_do_names_the_missing_p
     assert invoke(shop, "plan", "sendtest", "--window", WINDOW, "--dry-run").exit_code == 0
     line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 5)
     assert "role lacks a privilege (permission denied for table " in line and "grant" in line
+
+
+def test_a_full_disk_under_sqlite_says_so_and_what_to_do(tmp_path):
+    """SQLite's "database or disk is full" (here a page limit: the same SQLITE_FULL), and the bare "disk I/O
+    error" SQLite gives when a full disk stops it growing the -shm file of a WAL database, even for a read."""
+    from relmail.store.faults import database_fault
+
+    conn = sqlite3.connect(tmp_path / "full.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("PRAGMA max_page_count = 3")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    conn.close()
+    shm = sqlite3.OperationalError("disk I/O error")
+    shm.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"  # what the sqlite3 module sets from the extended result code
+    for error in (full.value, shm):
+        fault = database_fault(error)
+        assert fault.exit_code == 5 and "disk is full" in str(fault) and "free space" in str(fault), str(fault)
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorname = "SQLITE_IOERR_WRITE"
+    assert "check the disk" in str(database_fault(other))
