@@ -489,3 +489,37 @@ def test_a_damaged_copy_is_read_through_sql_and_written_anew_by_the_next_update(
     again = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
     assert again.source == "columns"
     _same(raw, again)
+
+
+def test_an_erasure_deletes_a_copy_it_cannot_rewrite(engine, tmp_path, monkeypatch):
+    """The disk holding the copy is full when a customer is erased: the erasure is committed, and the copy,
+    which cannot be written anew without her events, is deleted rather than left holding them."""
+    import errno
+
+    from relmail.errors import RelmailError
+
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+        dict(event_id="E3", customer_id="C3", type="view", days=2, product_id="EB-200", value_cents=None, message_id=None),
+    ], 0)
+    columnar.update(engine, columns)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    done = forget(engine, "C2", columns)
+    assert done["columnar_copy"] == "removed" and "No space left" in done["columnar_copy_error"]
+    assert not columns.exists(), "the copy holding the erased customer's events is gone"
+
+    monkeypatch.setattr("shutil.rmtree", full)
+    columns.mkdir(parents=True)
+    (columns / "current.json").write_text("{}")
+    with pytest.raises(RelmailError, match=r"customer 'C3' is erased from the store, .* delete that folder"):
+        forget(engine, "C3", columns)
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Customer.__table__)).scalar() == 2
