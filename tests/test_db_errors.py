@@ -329,3 +329,22 @@ def test_a_full_disk_under_sqlite_says_so_and_what_to_do(tmp_path):
     other = sqlite3.OperationalError("disk I/O error")
     other.sqlite_errorname = "SQLITE_IOERR_WRITE"
     assert "check the disk" in str(database_fault(other))
+
+
+def test_verbose_leaves_out_the_values_a_failed_statement_carried(shop, own_url):
+    """An erasure stopped by a lock: --verbose shows the statement, never the address it was looking for."""
+    pg_only(own_url)
+    alter_database(own_url, "lock_timeout = '200ms'")
+    other = create_engine(own_url)
+    with other.connect() as conn:
+        customer, email = conn.execute(text("SELECT id, email FROM customers ORDER BY id LIMIT 1")).one()
+    holder = other.connect()
+    try:
+        holder.execute(text("LOCK TABLE feedback_rejects IN EXCLUSIVE MODE"))  # held until the rollback below
+        result = CliRunner().invoke(cli, ["-p", str(shop.root), "--verbose", "customers", "forget", customer, "--yes"])
+    finally:
+        holder.rollback()
+        holder.close()
+        other.dispose()
+    assert result.exit_code == 13 and "DELETE FROM feedback_rejects" in result.stderr, result.stderr
+    assert email.lower() not in result.output.lower() and email.lower() not in result.stderr.lower()
