@@ -280,3 +280,71 @@ def test_a_cancelled_statement_is_not_called_a_timeout(own_url):
     fault = database_fault(raised.value)
     assert type(fault) is DatabaseUnavailable and "pg_cancel_backend" in str(fault)
     assert "statement_timeout" not in str(fault)
+
+
+@pytest.fixture
+def ci_role(own_url):
+    """``own_url`` as a new role with the grants the CI page gives its dry runs (SELECT only); dropped after."""
+    pg_only(own_url)
+    role = f"relmail_ci_{os.urandom(4).hex()}"
+    admin = create_engine(own_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        conn.execute(text(f'GRANT CONNECT ON DATABASE "{own_url.rsplit("/", 1)[1]}" TO "{role}"'))
+        conn.execute(text(f'GRANT USAGE ON SCHEMA public TO "{role}"'))
+        conn.execute(text(f'GRANT SELECT ON ALL TABLES IN SCHEMA public TO "{role}"'))
+    yield own_url.replace("://postgres@", f"://{role}@")
+    with admin.connect() as conn:
+        conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = :r"), {"r": role})
+        conn.execute(text(f'DROP OWNED BY "{role}"'))
+        conn.execute(text(f'DROP ROLE "{role}"'))
+    admin.dispose()
+
+
+def test_a_read_only_role_dry_runs_and_a_write_it_may_not_do_names_the_missing_privilege(shop, ci_role, monkeypatch):
+    """The CI role plans --dry-run; asked to write (a plan that records its run), the one line says which
+    privilege the role lacks and what to do, instead of the server's bare 'permission denied'."""
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", ci_role)
+    assert invoke(shop, "plan", "sendtest", "--window", WINDOW, "--dry-run").exit_code == 0
+    line = assert_one_line(invoke(shop, "plan", "sendtest", "--window", WINDOW), 5)
+    assert "role lacks a privilege (permission denied for table " in line and "grant" in line
+
+
+def test_a_full_disk_under_sqlite_says_so_and_what_to_do(tmp_path):
+    """SQLite's "database or disk is full" (here a page limit: the same SQLITE_FULL), and the bare "disk I/O
+    error" SQLite gives when a full disk stops it growing the -shm file of a WAL database, even for a read."""
+    from relmail.store.faults import database_fault
+
+    conn = sqlite3.connect(tmp_path / "full.db", isolation_level=None)
+    conn.execute("CREATE TABLE t (a)")
+    conn.execute("PRAGMA max_page_count = 3")
+    with pytest.raises(sqlite3.OperationalError) as full:
+        conn.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    conn.close()
+    shm = sqlite3.OperationalError("disk I/O error")
+    shm.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"  # what the sqlite3 module sets from the extended result code
+    for error in (full.value, shm):
+        fault = database_fault(error)
+        assert fault.exit_code == 5 and "disk is full" in str(fault) and "free space" in str(fault), str(fault)
+    other = sqlite3.OperationalError("disk I/O error")
+    other.sqlite_errorname = "SQLITE_IOERR_WRITE"
+    assert "check the disk" in str(database_fault(other))
+
+
+def test_verbose_leaves_out_the_values_a_failed_statement_carried(shop, own_url):
+    """An erasure stopped by a lock: --verbose shows the statement, never the address it was looking for."""
+    pg_only(own_url)
+    alter_database(own_url, "lock_timeout = '200ms'")
+    other = create_engine(own_url)
+    with other.connect() as conn:
+        customer, email = conn.execute(text("SELECT id, email FROM customers ORDER BY id LIMIT 1")).one()
+    holder = other.connect()
+    try:
+        holder.execute(text("LOCK TABLE feedback_rejects IN EXCLUSIVE MODE"))  # held until the rollback below
+        result = CliRunner().invoke(cli, ["-p", str(shop.root), "--verbose", "customers", "forget", customer, "--yes"])
+    finally:
+        holder.rollback()
+        holder.close()
+        other.dispose()
+    assert result.exit_code == 13 and "DELETE FROM feedback_rejects" in result.stderr, result.stderr
+    assert email.lower() not in result.output.lower() and email.lower() not in result.stderr.lower()

@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from relmail.cli import cli
 from relmail.features import FeatureContext, compute_features
@@ -19,7 +19,7 @@ from relmail.feedback.apply import apply_events
 from relmail.feedback.events import FeedbackEvent
 from relmail.importers import import_file
 from relmail.sending import ledger
-from relmail.store import aggregates, columnar
+from relmail.store import aggregates, changes, columnar
 from relmail.store.erasure import forget
 from relmail.store.models import (
     Customer,
@@ -394,3 +394,132 @@ def test_each_postgresql_test_starts_with_the_aggregates_state_of_a_fresh_upgrad
     with eng.connect() as conn:
         assert aggregates._state(conn) == fresh
     eng.dispose()
+
+
+def _restore(engine, max_event_id: int, change_id: int) -> None:
+    """What restoring a backup made at (``max_event_id``, ``change_id``) does to the store: later events and
+    change-log rows are gone, and the ids after them are handed out again."""
+    ev = Event.__table__
+    with engine.begin() as conn:
+        conn.execute(delete(ev).where(ev.c.id > max_event_id))
+        conn.execute(text("DELETE FROM event_changes WHERE id > :c"), {"c": change_id})
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT setval('events_id_seq', :m)"), {"m": max_event_id})
+            conn.execute(text("SELECT setval('event_changes_id_seq', greatest(:c, 1), :c > 0)"), {"c": change_id})
+        aggregates.rebuild(conn)
+
+
+@pytest.mark.parametrize("written_after", [1, 2, 3])
+def test_a_copy_made_before_a_backup_was_restored_is_written_anew(engine, tmp_path, written_after):
+    """A backup restored over the store keeps its identity; events written after the restore take the ids the
+    copy holds for events the restore removed (as many, fewer or more of them). The copy must not be read as
+    if it covered them."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    ev = Event.__table__
+
+    def purchase(customer, days):
+        return dict(customer_id=customer, type="purchase", occurred_at=T - timedelta(days=days), product_id="CB-1", value=1.0)
+
+    with engine.begin() as conn:
+        conn.execute(insert(ev), [purchase("C1", 9)])
+        aggregates.rebuild(conn)
+        backup = (aggregates.max_event_id(conn), changes.latest(conn))
+    with engine.begin() as conn:  # written after the backup, and copied
+        conn.execute(insert(ev), [purchase("C2", 3), purchase("C2", 2)])
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    _restore(engine, *backup)
+    with engine.begin() as conn:
+        conn.execute(insert(ev), [purchase("C3", 4 + n) for n in range(written_after)])
+        aggregates.rebuild(conn)
+    assert columnar.update(engine, columns).action == "built"
+    frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert frame.source == "columns" and frame["frequency_365"].tolist() == [1.0, 0.0, float(written_after), 0.0]
+
+
+def test_a_copy_that_followed_a_deletion_a_restored_backup_undid_is_written_anew(engine, tmp_path):
+    """An erasure after the backup, followed by the copy, then the backup restored (the customer's events back)
+    and another change taking the change-log id the copy has seen: the copy must not stay without her events."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    ev = Event.__table__
+    with engine.begin() as conn:
+        conn.execute(insert(ev), [dict(customer_id=c, type="purchase", occurred_at=T - timedelta(days=d), product_id="CB-1",
+                                       value=1.0) for c, d in (("C1", 9), ("C2", 5))])
+        aggregates.rebuild(conn)
+        backup = (aggregates.max_event_id(conn), changes.latest(conn))
+    with engine.begin() as conn:
+        conn.execute(delete(ev).where(ev.c.customer_id == "C1"))
+        aggregates.rebuild(conn)
+    columnar.update(engine, columns)
+    with engine.begin() as conn:  # the restore brings C1's event back under its id, and the change log as it was
+        conn.execute(insert(ev), [dict(id=1, customer_id="C1", type="purchase", occurred_at=T - timedelta(days=9),
+                                       product_id="CB-1", value=1.0)])
+    _restore(engine, *backup)
+    with engine.begin() as conn:  # a change after the restore takes the change-log id the copy has seen
+        conn.execute(update(ev).where(ev.c.customer_id == "C2").values(value=2.0))
+        aggregates.rebuild(conn)
+    assert columnar.update(engine, columns).action == "built"
+    frame = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert frame.source == "columns" and frame["frequency_365"].tolist() == [1.0, 1.0, 0.0, 0.0]
+
+
+@pytest.mark.parametrize("damage", ["emptied", "cut short", "removed"])
+def test_a_damaged_copy_is_read_through_sql_and_written_anew_by_the_next_update(engine, tmp_path, damage):
+    """A file of the copy emptied, cut short or removed behind relmail's back (a disk error, a partial restore
+    of the project folder): the features read the store instead of stopping the plan, and the next update
+    (every plan runs one first) writes the copy anew although the store did not change."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+    ], 0)
+    columnar.update(engine, columns)
+    victim = next(columns.glob("seg-*/at.npy"))
+    if damage == "removed":
+        victim.unlink()
+    else:
+        victim.write_bytes(b"" if damage == "emptied" else victim.read_bytes()[:20])
+    columnar._open.clear()  # another process: nothing of the copy is open yet
+    raw = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, use_aggregates=False)
+    _same(raw, compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns))
+    assert columnar.update(engine, columns).action == "built"
+    again = compute_features(engine, np.array(CUSTOMERS), T, CONTEXTS, columns=columns)
+    assert again.source == "columns"
+    _same(raw, again)
+
+
+def test_an_erasure_deletes_a_copy_it_cannot_rewrite(engine, tmp_path, monkeypatch):
+    """The disk holding the copy is full when a customer is erased: the erasure is committed, and the copy,
+    which cannot be written anew without her events, is deleted rather than left holding them."""
+    import errno
+
+    from relmail.errors import RelmailError
+
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [
+        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+        dict(event_id="E3", customer_id="C3", type="view", days=2, product_id="EB-200", value_cents=None, message_id=None),
+    ], 0)
+    columnar.update(engine, columns)
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", full)
+    done = forget(engine, "C2", columns)
+    assert done["columnar_copy"] == "removed" and "No space left" in done["columnar_copy_error"]
+    assert not columns.exists(), "the copy holding the erased customer's events is gone"
+
+    monkeypatch.setattr("shutil.rmtree", full)
+    columns.mkdir(parents=True)
+    (columns / "current.json").write_text("{}")
+    with pytest.raises(RelmailError, match=r"customer 'C3' is erased from the store, .* delete that folder"):
+        forget(engine, "C3", columns)
+    monkeypatch.undo()
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(Customer.__table__)).scalar() == 2

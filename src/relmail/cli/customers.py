@@ -154,6 +154,9 @@ def forget_cmd(state: State, customer_id: str, yes: bool, as_json: bool) -> None
     )
     for path in outbox["files_removed"]:
         click.echo(f"  removed {path}")
+    if result["columnar_copy"] == "removed":
+        click.echo(f"Columnar copy of the events deleted: it could not be rewritten without them "
+                   f"({result['columnar_copy_error']}); the next plan builds it anew.")
     click.echo(
         f"Ledger kept without personal data: {kept['decisions']} decisions, {kept['deliveries']} deliveries"
         f" ({result['deliveries_cancelled']} pending deliveries cancelled)."

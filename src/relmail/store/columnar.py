@@ -31,7 +31,10 @@ her events again; segments it replaced are deleted, so an erased customer's
 events do not outlive the update that follows the erasure (``relmail
 customers forget`` runs it). Every write goes to a new segment directory and
 a new ``current.json`` put in place with one rename: a reader sees the old
-copy or the new one, never half of either.
+copy or the new one, never half of either. ``current.json`` also records
+what its last event and last change row were, so a backup restored over
+the store (the same identity, and ids the copy holds given to other rows)
+is told apart from the store having grown, and the copy is written anew.
 
 :func:`open_copy` gives a reader the copy only when it covers the store
 exactly (same identity, same highest event id, same last change);
@@ -120,11 +123,32 @@ def location(engine: Engine, project_root: str | os.PathLike | None = None) -> P
 
 @dataclass(frozen=True)
 class StoreState:
-    """What a copy must match to be read: the store's identity, its highest event id, its last change."""
+    """What a copy must match to be read: the store's identity, its highest event id, its last change.
+
+    A backup restored over the store brings back an older state under the
+    same identity, and the events and changes written after it take ids the
+    copy already holds for others. So the state also says what those two
+    ids stand for (:func:`event_mark`, :func:`change_mark`): the same ids
+    with other rows behind them are another store.
+    """
 
     token: str
     max_event_id: int
     change_id: int
+    last_event: str = ""
+    last_change: str | None = ""
+
+
+def event_mark(conn: Connection, event_id: int) -> str:
+    """Whose event ``event_id`` is, of which type and when, tab-separated ('' when there is none)."""
+    row = conn.execute(select(E.c.customer_id, E.c.type, E.c.occurred_at).where(E.c.id == event_id)).first()
+    return "" if row is None else f"{row.customer_id}\t{row.type}\t{row.occurred_at.isoformat()}"
+
+
+def change_mark(conn: Connection, change_id: int) -> str | None:
+    """The customer the change-log row ``change_id`` names: None for a ``TRUNCATE``'s row, '' when there is none."""
+    row = conn.execute(text("SELECT customer_id FROM event_changes WHERE id = :id"), {"id": change_id}).first()
+    return "" if row is None else row[0]
 
 
 def store_state(conn: Connection) -> StoreState | None:
@@ -132,7 +156,8 @@ def store_state(conn: Connection) -> StoreState | None:
     token = conn.execute(select(M.c.value).where(M.c.key == TOKEN_KEY)).scalar()
     if token is None:
         return None
-    return StoreState(token, int(aggregates.max_event_id(conn)), int(changes.latest(conn)))
+    max_event_id, change_id = int(aggregates.max_event_id(conn)), int(changes.latest(conn))
+    return StoreState(token, max_event_id, change_id, event_mark(conn, max_event_id), change_mark(conn, change_id))
 
 
 class Segment:
@@ -140,13 +165,18 @@ class Segment:
 
     def __init__(self, path: Path):
         self.path = path
-        self.at = np.load(path / "at.npy", mmap_mode="r")
-        self.id = np.load(path / "id.npy", mmap_mode="r")
-        self.value = np.load(path / "value.npy", mmap_mode="r")
-        self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
-        self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
-        #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
-        self.offsets = np.load(path / "offsets.npy")
+        try:
+            self.at = np.load(path / "at.npy", mmap_mode="r")
+            self.id = np.load(path / "id.npy", mmap_mode="r")
+            self.value = np.load(path / "value.npy", mmap_mode="r")
+            self.codes = {name: np.load(path / f"{name}.npy", mmap_mode="r") for name in CODED}
+            self.words = {name: np.load(path / f"{name}.words.npy", mmap_mode="r") for name in CODED}
+            #: Row offsets of each type of :data:`TYPES` (the rows of type j are offsets[j]:offsets[j + 1]).
+            self.offsets = np.load(path / "offsets.npy")
+        except EOFError:
+            # np.load's answer to a file cut to nothing (a disk error, a partial copy of the folder): as damaged
+            # as any other, so the readers' fallback to SQL and the update's rebuild apply.
+            raise ValueError(f"segment {path} has an empty file") from None
         if not (len(self.offsets) == len(TYPES) + 1 and self.offsets[-1] == len(self.at) == len(self.id) == len(self.value)
                 and all(len(c) == len(self.at) for c in self.codes.values())):
             raise ValueError(f"segment {path} is inconsistent")
@@ -216,7 +246,8 @@ def _read_current(root: Path) -> dict | None:
 
 
 def _state_of(current: dict) -> StoreState:
-    return StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]))
+    return StoreState(current["token"], int(current["max_event_id"]), int(current["change_id"]),
+                      current.get("last_event", ""), current.get("last_change", ""))
 
 
 def _matches(current: dict, state: StoreState) -> bool:
@@ -229,6 +260,15 @@ def _matches(current: dict, state: StoreState) -> bool:
 
 def _load(root: Path, current: dict) -> Copy:
     return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
+
+
+def _opens(root: Path, current: dict) -> bool:
+    """Whether the segments ``current`` names open: one damaged since it was written has the copy written anew."""
+    try:
+        _load(root, current)
+    except (OSError, ValueError, KeyError):
+        return False
+    return True
 
 
 #: Copies (roots) whose segments a process keeps open between reads: a plan's worker reads the same copy once per range.
@@ -320,7 +360,7 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
             with engine.connect() as conn:
                 state = store_state(conn)
             current = _read_current(root)
-            if state is not None and current is not None and _matches(current, state):
+            if state is not None and current is not None and _matches(current, state) and _opens(root, current):
                 return Updated("current", events=current.get("events", 0), segments=len(current["segments"]), root=root,
                                seconds=time.perf_counter() - started)
         with engine.connect() as conn:
@@ -396,6 +436,8 @@ def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Update
     named = changes.since(conn, old.state.change_id, state.change_id)
     if any(c is None for c in named):
         return _build(conn, root, state)  # a TRUNCATE
+    if not _grew_from(conn, old.state, state, set(named)):
+        return _build(conn, root, state)  # a backup restored over the store since the copy was made
     changed = sorted(set(named))
     gone = np.array(changed, dtype=str)
     drops = [_dropped(seg, gone) for seg in old.segments]
@@ -428,6 +470,25 @@ def _patch(conn: Connection, root: Path, old: Copy, state: StoreState) -> Update
     events = sum(_rows_in(root / name) for name in names)
     action = "patched" if changed else "appended"
     return Updated(action, read=len(fresh["at"]), events=events, segments=len(names), customers_changed=len(changed))
+
+
+def _grew_from(conn: Connection, old: StoreState, state: StoreState, named: set[str]) -> bool:
+    """Whether the store in ``state`` is the one a copy of ``old`` was made of, grown since, and not an older backup.
+
+    The copy's last event and last change-log row must still be what the
+    copy knew, unless the change log names their customer since: her
+    events changed or were deleted (and the patch reads them again), or a
+    later row of hers made the old one redundant (:func:`changes.compact`).
+    A change log shorter than the copy's position is a restored one.
+    """
+    if state.change_id < old.change_id:
+        return False
+    if event_mark(conn, old.max_event_id) != old.last_event and old.last_event.split("\t")[0] not in named:
+        return False
+    if old.change_id == 0:
+        return True
+    found = change_mark(conn, old.change_id)
+    return found == old.last_change or (found == "" and old.last_change in named)
 
 
 def _rows_in(path: Path) -> int:
@@ -542,7 +603,7 @@ def _commit(root: Path, state: StoreState, names: list[str]) -> None:
     """Point ``current.json`` at ``names`` with one rename, then delete what no copy names any more."""
     events = sum(_rows_in(root / name) for name in names)
     doc = {"format": 1, "token": state.token, "max_event_id": state.max_event_id, "change_id": state.change_id,
-           "segments": names, "events": events}
+           "last_event": state.last_event, "last_change": state.last_change, "segments": names, "events": events}
     tmp = root / f"current.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(doc), encoding="utf-8")
     with open(tmp, "rb") as handle:

@@ -48,9 +48,12 @@ def make_engine(url: str) -> Engine:
     if url.startswith("postgresql://") or url.startswith("postgres://"):
         # psycopg 3 is the driver we ship; plain URLs would ask for psycopg2.
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    # A failed statement's bound values (an address an erasure looks for, a customer's row in an import)
+    # stay out of its error, which ``relmail --verbose`` prints for a bug report.
+    private = {"hide_parameters": True}
     try:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": 30}, **private)
             event.listen(engine, "connect", _sqlite_pragmas)
         else:
             # A server that stops answering without closing the connection (a
@@ -58,7 +61,7 @@ def make_engine(url: str) -> Engine:
             # the operating system's two hours: a send then retries and stops
             # within its bound (docs/operations/faults.md).
             engine = create_engine(url, pool_pre_ping=True, connect_args={
-                "connect_timeout": 10, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3})
+                "connect_timeout": 10, "keepalives_idle": 10, "keepalives_interval": 5, "keepalives_count": 3}, **private)
     except (ArgumentError, NoSuchModuleError) as exc:
         raise ConfigError(f"invalid database URL {redact(url)!r}: {exc}") from None
     return engine

@@ -18,9 +18,10 @@ from typing import Any
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..delivery.file import KEY_HEADER, safe_name
-from ..errors import NotFound
+from ..errors import NotFound, RelmailError
 from ..sending.ledger import FINAL
 from ..sending.loop import delivery_key
 from . import aggregates, columnar
@@ -54,7 +55,9 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
     The columnar copy of the events (:mod:`relmail.store.columnar`; at
     ``columns``, by default beside a SQLite file) is brought in step after
     the commit, which rewrites the parts that held the customer's events
-    and deletes the old ones.
+    and deletes the old ones; a copy that cannot be rewritten is deleted
+    (``columnar_copy`` is then ``removed``, with the reason in
+    ``columnar_copy_error``).
     """
     with engine.begin() as conn:
         email = conn.execute(select(C.c.email).where(C.c.id == customer_id)).scalar_one_or_none()
@@ -103,17 +106,41 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
         deliveries = conn.execute(
             update(DEL).where(of_customer(conn, DEL, customer_id)).values(last_error="customer erased")
         ).rowcount
-    copy = columnar.update(engine, columns if columns is not None else columnar.location(engine), build=False)
+    copy, copy_error = _purge_copy(engine, columns if columns is not None else columnar.location(engine), customer_id)
     return {
         "customer_id": customer_id,
         "deleted": {"customers": 1, "preferences": prefs, "events": events, "feedback_rejects": rejects},
-        "columnar_copy": copy.action,
+        "columnar_copy": copy,
+        "columnar_copy_error": copy_error,
         "outbox": outbox,
         "ledger_kept": {"decisions": decisions, "deliveries": deliveries},
         "deliveries_cancelled": cancelled,
         "suppression": {"email_hash": digest, "reason": ERASED, "added": previous is None,
                         "previous_reason": None if previous is None else previous.reason},
     }
+
+
+def _purge_copy(engine: Engine, root: str | Path | None, customer_id: str) -> tuple[str, str | None]:
+    """Rewrite the columnar copy without the erased customer's events: (what was done, why it was deleted instead).
+
+    The erasure is committed when this runs. A copy that cannot be rewritten
+    (a full or read-only disk, the database gone right after the commit)
+    would keep the customer's events in the project folder until the next
+    plan; deleting it is always safe (the next plan builds it anew), so that
+    is the fallback. When not even that works, the error names the folder.
+    """
+    try:
+        return columnar.update(engine, root, build=False).action, None
+    except (OSError, SQLAlchemyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    try:
+        columnar.remove(root)
+    except OSError as exc:
+        raise RelmailError(
+            f"customer {customer_id!r} is erased from the store, but the columnar copy of the events at {root} still "
+            f"holds their events: it could not be rewritten ({reason}) nor deleted ({exc.strerror or exc}); "
+            "delete that folder (the next plan builds it anew)") from None
+    return "removed", reason
 
 
 def _remove_outbox(conn: Connection, customer_id: str) -> dict[str, Any]:

@@ -59,6 +59,9 @@ _SQLSTATES: dict[str, tuple[type[DatabaseError], str]] = {
     "28000": (DatabaseError, "the database refused relmail's login: check database_url and the server's pg_hba.conf"),
 }
 
+_SQLITE_FULL = ("the SQLite database's disk is full; nothing was written: free space on the disk holding the "
+                "database file (its -wal and -shm files grow beside it) and run the command again")
+
 #: Fragments of driver messages (lower case) that carry no SQLSTATE: connection failures and SQLite.
 _MESSAGES: tuple[tuple[str, type[DatabaseError], str], ...] = (
     ("too many connections", *_SQLSTATES["53300"]),
@@ -83,9 +86,18 @@ _MESSAGES: tuple[tuple[str, type[DatabaseError], str], ...] = (
      "make the file and its folder writable for relmail's user"),
     ("unable to open database file", DatabaseError,
      "cannot open the SQLite database file: check database_url and the folder's permissions"),
-    ("database or disk is full", DatabaseError, "the SQLite database's disk is full; nothing was written"),
-    ("disk i/o error", DatabaseError, "the SQLite database's disk failed to read or write; nothing was written"),
+    ("database or disk is full", DatabaseError, _SQLITE_FULL),
+    ("disk i/o error", DatabaseError,
+     "the SQLite database's disk failed to read or write; nothing was written: check the disk holding the "
+     "database file (full, failing, or a network file system) and run the command again"),
 )
+
+#: SQLite's extended error names (``sqlite3.Error.sqlite_errorname``) that say more than their message.
+_SQLITE_ERRORS: dict[str, tuple[type[DatabaseError], str]] = {
+    # A full disk met while growing the -shm file, which every connection to a WAL database maps (readers
+    # too): SQLite's message is only "disk I/O error".
+    "SQLITE_IOERR_SHMSIZE": (DatabaseError, _SQLITE_FULL),
+}
 
 
 def database_fault(exc: BaseException, url: str | None = None) -> DatabaseError | None:
@@ -103,9 +115,16 @@ def database_fault(exc: BaseException, url: str | None = None) -> DatabaseError 
     if state == "57014" and "statement timeout" not in str(orig):
         found = (DatabaseUnavailable, "a statement was cancelled (pg_cancel_backend, by an operator or a "
                                       "monitoring tool); its transaction was rolled back: retry")
+    elif state == "42501":
+        # The server's line names the table or sequence: the grant the operator has to add.
+        found = (DatabaseError, f"relmail's database role lacks a privilege ({_first_line(orig)}); its transaction "
+                                "was rolled back: grant what the PostgreSQL page lists for this command's role "
+                                "(tables and sequences), or run it with a role that has it")
     elif found is None and state.startswith("08"):
         found = (DatabaseError, "the connection to the database was lost; its transaction was rolled back: "
                                 "re-run the command")
+    if found is None:
+        found = _SQLITE_ERRORS.get(getattr(orig, "sqlite_errorname", ""))
     if found is None:
         text = str(orig).lower()
         found = next(((cls, what) for fragment, cls, what in _MESSAGES if fragment in text), None)
@@ -125,9 +144,14 @@ def as_relmail_error(exc: BaseException, url: str | None = None) -> DatabaseErro
     fault = database_fault(exc, url)
     if fault is not None:
         return fault
-    first = str(_driver_error(exc)).strip().splitlines()
-    return DatabaseError(f"{_where(url)}the database reported an error: {first[0] if first else type(exc).__name__}",
+    return DatabaseError(f"{_where(url)}the database reported an error: {_first_line(_driver_error(exc))}",
                          detail=_detail(exc))
+
+
+def _first_line(orig: BaseException) -> str:
+    """The first line of the driver's message (its statement and hints follow it), or the exception's type."""
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 def translated(fn: F) -> F:
