@@ -131,8 +131,9 @@ CASES = [
     # A language alone is every country's variant of it, as template variants fall back.
     ("locale: en", {"B", "C"}),
     ("locale: [nl, en_US]", {"A"}),
-    ("locale: e", set()),
-    ("locale: en_G", set()),
+    # As a CRM or a browser writes them: the store keeps Babel's form, on either database.
+    ("locale: en-GB", {"B", "C"}),
+    ("locale: [NL, en-us]", {"A"}),
     ("consent: {topic: promotions}", {"A"}),
     ("consent: {topic: promotions, opted_in: false}", {"B"}),
     ("consent: {topic: newsletter, opted_in: true}", {"A"}),
@@ -219,6 +220,19 @@ def test_validation_names_file_line_and_key(tmp_path):
         f"{f}:9: field 'all[5].attribute.key': must be letters, digits, '_', '-' or '.'",
         f"{f}:10: field 'all[6].purchased': use either within_days or not_within_days, not both",
         f"{f}:11: field 'all[7].sql': only :as_of can be bound in sql, found :kind",
+    ]
+
+
+def test_a_locale_babel_does_not_know_is_a_located_problem(tmp_path):
+    # 'e' and 'en_G' would compare as text and match nobody; 'deutsch' is a language's own name.
+    folder = tmp_path / "segs"
+    short = write(folder, "short", "locale: deutsch\n")
+    listed = write(folder, "listed", "any:\n  - locale: {in: [en, en_G]}\n  - locale: [nl, e]\n")
+    expected = "(expected a language like de, or a locale like de_DE or de-DE)"
+    assert problems_of(folder) == [
+        f"{listed}:2: field 'any[0].locale.in': unknown locale 'en_G' {expected}",
+        f"{listed}:3: field 'any[1].locale': unknown locale 'e' {expected}",
+        f"{short}:1: field 'locale': unknown locale 'deutsch' {expected}",
     ]
 
 
@@ -503,3 +517,22 @@ def test_any_combination_has_the_same_members_through_the_columnar_copy(store, t
         assert audience(conn, [seg], as_of, over).tolist() == audience(store, [seg], as_of).tolist(), tree
     finally:
         conn.close()
+
+
+def _spellings(identifier: str) -> list[str]:
+    dashed = identifier.replace("_", "-")
+    return [identifier, identifier.lower(), identifier.upper(), dashed, dashed.lower()]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_a_locale_in_any_spelling_is_the_locale_the_store_keeps(tmp_path, data):
+    """de-DE, DE_de and de_DE are one locale: the condition compares the stored form, so each matches the same customers."""
+    from babel import Locale
+    from babel.localedata import locale_identifiers
+
+    identifier = data.draw(st.sampled_from(sorted(locale_identifiers())))
+    spelling = data.draw(st.sampled_from(_spellings(identifier)))
+    folder = tmp_path / "segs"
+    write(folder, "speakers", f"locale: ['{spelling}']\n")
+    assert load_segments(folder)["speakers"].root.args == {"in": [str(Locale.parse(identifier))]}

@@ -176,6 +176,8 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     # Shorthands: "owns: LOCK-S1", "locale: nl_NL", "open_ticket: true".
     if kind == "owns" and not isinstance(arg, dict):
         arg = {"product": arg}
+    # Where a problem with the locales is: 'locale' itself in the shorthand, 'locale.in' otherwise.
+    locales_at = at if kind == "locale" and not isinstance(arg, dict) else f"{at}.in"
     if kind == "locale" and not isinstance(arg, dict):
         arg = {"in": arg}
     if kind == "open_ticket":
@@ -198,7 +200,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
             ok = False
     for k in ("category", "product", "in") if kind != "attribute" else ():
         if k in arg and ids_of(arg[k]) is None:
-            bad(f"{at}.{k}", "must be a name or a non-empty list of names")
+            bad(locales_at if kind == "locale" else f"{at}.{k}", "must be a name or a non-empty list of names")
             ok = False
     for k in ("within_days", "not_within_days", "at_least", "fewer_than", "gt", "lt", "gte", "lte"):
         if k not in arg or kind == "attribute":
@@ -229,12 +231,33 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "tenure_days" and not arg:
         bad(at, "'tenure_days' needs gt, lt, gte or lte")
         return None
+    if kind == "locale":
+        return _check_locale(arg, at, locales_at, bad)
     if kind == "consent" and "opted_in" in arg and not isinstance(arg["opted_in"], bool):
         bad(f"{at}.opted_in", "must be true or false")
         return None
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
+
+
+def _check_locale(arg: dict, at: str, locales_at: str, bad) -> Node | None:
+    """Locales as the store keeps them (``de-DE`` and ``de_de`` are ``de_DE``, ``DE`` is ``de``).
+
+    Customers' locales are stored in Babel's form, and the condition compares
+    them as text: a locale written as a CRM exports it would match nobody, and
+    ``DE`` would match on SQLite (whose LIKE ignores case) but not on PostgreSQL.
+    """
+    from babel import Locale, UnknownLocaleError
+
+    wanted = []
+    for value in ids_of(arg["in"]):
+        try:
+            wanted.append(str(Locale.parse(value.strip(), sep="-" if "-" in value else "_")))
+        except (UnknownLocaleError, ValueError, TypeError):
+            bad(locales_at, f"unknown locale '{value}' (expected a language like de, or a locale like de_DE or de-DE)")
+            return None
+    return Node("locale", at, {"in": wanted})
 
 
 def _check_attribute(arg: dict, at: str, bad) -> Node | None:
