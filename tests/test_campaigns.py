@@ -60,6 +60,10 @@ def test_a_campaign_parses_and_messages_inherit_and_override_the_policy():
     (("  - id: tip", "  - id: launch"), "campaigns/weekly.yml:16: field 'messages.1.id': duplicate message id 'launch'"),
     (("    feature: share-access\n", ""), "campaigns/weekly.yml:16: field 'messages.1'"),
     (("  - id: launch", "  - id: Launch!"), "campaigns/weekly.yml:8: field 'messages.0.id'"),
+    (("frequency_cap: {7d: 2}", "frequency_cap: {7d: 5, 30d: 2}"),
+     "campaigns/weekly.yml:4: field 'policy.frequency_cap': the 7d cap (5) is above the 30d cap (2)"),
+    (("rules: {OWNS_PRODUCT: false}}", "topic_frequency_cap: {7d: 3, 30d: 1}}"),
+     "campaigns/weekly.yml:15: field 'messages.0.policy.topic_frequency_cap': the 7d cap (3) is above the 30d cap (1)"),
 ])
 def test_errors_name_the_file_line_and_key(change, where):
     with pytest.raises(ValidationError) as err:
@@ -145,3 +149,16 @@ def test_a_per_locale_subject_keyed_by_something_that_is_no_locale_is_refused_wi
     bad = GOOD.replace("    template: usage_tip\n", '    template: usage_tip\n    subject:\n      de: "Tipp"\n      po: "Porada"\n')
     with pytest.raises(ValidationError, match=r"campaigns/weekly.yml:20: field 'messages.1.subject.po': 'po' is not a locale"):
         parse_campaign(bad, "campaigns/weekly.yml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(week=st.integers(0, 50), month=st.integers(0, 50), key=st.sampled_from(["frequency_cap", "topic_frequency_cap"]))
+def test_a_7_day_cap_above_the_30_day_cap_is_refused(week, month, key):
+    """Any 7 days lie within 30: a 7d cap above the 30d cap would never apply, so it is a mistake, not a policy."""
+    text = GOOD.replace("frequency_cap: {7d: 2}", f"{key}: {{7d: {week}, 30d: {month}}}")
+    if week <= month:
+        assert getattr(parse_campaign(text, "c.yml").policy, key) == {"7d": week, "30d": month}
+        return
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(text, "c.yml")
+    assert f"c.yml:4: field 'policy.{key}': the 7d cap ({week}) is above the 30d cap ({month})" in str(err.value)

@@ -36,6 +36,12 @@ def _check_cap(value: Cap | None) -> Cap | None:
         for key, n in value.items():
             if n < 0:
                 raise ValueError(f"cap '{key}' must be 0 or more")
+        week, month = value.get("7d"), value.get("30d")
+        if week is not None and month is not None and week > month:
+            # Any 7 days lie within the last 30, so the 30-day cap stops the sends first: the 7-day
+            # cap written could never apply, which is not what a marketer who wrote it meant.
+            raise ValueError(f"the 7d cap ({week}) is above the 30d cap ({month}): no more than {month} e-mail(s) "
+                             "can go in any 7 days, so the 7d cap would never apply; make it at most the 30d cap")
     return value
 
 
