@@ -216,7 +216,7 @@ def test_validation_names_file_line_and_key(tmp_path):
         f"{f}:6: field 'all[2].bought': unknown condition 'bought' (known: all, any, not, segment, sql, attribute, "
         "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed)",
         f"{f}:7: field 'all[3].uses': 'uses' needs exactly one of fewer_than or at_least",
-        f"{f}:8: field 'all[4].tenure_days.gt': must be a non-negative number",
+        f"{f}:8: field 'all[4].tenure_days.gt': must be a non-negative number (got -1)",
         f"{f}:9: field 'all[5].attribute.key': must be letters, digits, '_', '-' or '.'",
         f"{f}:10: field 'all[6].purchased': use either within_days or not_within_days, not both",
         f"{f}:11: field 'all[7].sql': only :as_of can be bound in sql, found :kind",
@@ -236,6 +236,20 @@ def test_a_locale_babel_does_not_know_is_a_located_problem(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("body, said", [
+    ("purchased: {within_days: 90d}", "field 'purchased.within_days': must be a non-negative number (got '90d'): "
+                                      "days are a plain number here, write 90"),
+    ("tenure_days: {lt: 30 days}", "field 'tenure_days.lt': must be a non-negative number (got '30 days'): "
+                                   "days are a plain number here, write 30"),
+    # A count is no number of days: no hint about days.
+    ("purchased: {at_least: 2d}", "field 'purchased.at_least': must be a non-negative number (got '2d')"),
+])
+def test_a_number_with_a_unit_says_what_it_got_and_what_to_write(tmp_path, body, said):
+    # Campaign caps spell their windows 7d and 30d; a segment's days are numbers.
+    path = write(tmp_path / "segs", "units", f"description: lapsed\n{body}\n")
+    assert problems_of(tmp_path / "segs") == [f"{path}:2: {said}"]
+
+
 def test_file_level_problems_are_collected_over_files(tmp_path):
     folder = tmp_path / "segs"
     write(folder, "one", "name: two\nowns: X\n")
@@ -249,7 +263,7 @@ def test_file_level_problems_are_collected_over_files(tmp_path):
         f"{folder / 'consent.yml'}:1: field 'consent.opted_in': must be true or false",
         f"{folder / 'empty.yml'}:1: the file is empty: a segment file is a mapping with name, description and a condition",
         f"{folder / 'list.yml'}:1: a segment file must be a mapping with name, description and a condition",
-        f"{folder / 'many.yml'}: one top-level condition expected, found owns, locale (wrap them in 'all:')",
+        f"{folder / 'many.yml'}:2: one top-level condition expected, found owns, locale (wrap them in 'all:')",
         f"{folder / 'one.yml'}:1: field 'name': 'two' must match the file name 'one'",
         f"{folder / 'yaml.yml'}:2: invalid YAML: expected ',' or ']', but got '<stream end>'",
     ]
@@ -260,12 +274,28 @@ def test_unknown_reference_and_cycles(tmp_path):
     write(folder, "a", "segment: b\n")
     write(folder, "b", "not: {segment: c}\n")
     write(folder, "c", "any: [{owns: X}, {segment: a}]\n")
-    assert problems_of(folder) == [f"{folder / 'a.yml'}: field 'segment': segment references loop: a -> b -> c -> a"]
+    # Named at the reference that closes the loop, with its line, like any other problem.
+    assert problems_of(folder) == [f"{folder / 'c.yml'}:1: field 'any[1].segment': segment references loop: a -> b -> c -> a"]
     write(folder, "c", "segment: nowhere\n")
     assert problems_of(folder) == [
         f"{folder / 'c.yml'}:1: field 'segment': unknown segment 'nowhere' (known: a, b, c)"]
     write(folder, "c", "segment: c\n")
-    assert problems_of(folder) == [f"{folder / 'c.yml'}: field 'segment': segment references loop: c -> c"]
+    assert problems_of(folder) == [f"{folder / 'c.yml'}:1: field 'segment': segment references loop: c -> c"]
+    # Every loop at once, not one per run.
+    write(folder, "c", "segment: a\n")
+    write(folder, "d", "description: self\nall:\n  - owns: X\n  - not: {segment: d}\n")
+    assert problems_of(folder) == [
+        f"{folder / 'c.yml'}:1: field 'segment': segment references loop: a -> b -> c -> a",
+        f"{folder / 'd.yml'}:4: field 'all[1].not.segment': segment references loop: d -> d"]
+    # A loop is reported with the other files' problems; a reference to a file that is itself
+    # invalid is not also an unknown segment (the file exists: its own problem says what is wrong).
+    write(folder, "d", "purchased: {within_days: 90d}\n")
+    write(folder, "e", "any: [{segment: d}, {segment: f}]\n")
+    assert problems_of(folder) == [
+        f"{folder / 'd.yml'}:1: field 'purchased.within_days': must be a non-negative number (got '90d'): "
+        "days are a plain number here, write 90",
+        f"{folder / 'e.yml'}:1: field 'any[1].segment': unknown segment 'f' (known: a, b, c, e)",
+        f"{folder / 'c.yml'}:1: field 'segment': segment references loop: a -> b -> c -> a"]
 
 
 def test_broken_sql_names_the_file(store, tmp_path):

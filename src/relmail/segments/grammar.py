@@ -93,7 +93,9 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     rest = {k: v for k, v in data.items() if k not in ("name", "description")}
     root = None
     if len(rest) > 1:
-        problems.append(Problem(where, None, None, f"one top-level condition expected, found {', '.join(map(str, rest))} (wrap them in 'all:')"))
+        # At the second condition: the first is fine on its own.
+        problems.append(Problem(where, lines.get(str(list(rest)[1])), None,
+                                f"one top-level condition expected, found {', '.join(map(str, rest))} (wrap them in 'all:')"))
     elif rest:
         root = _parse(rest, "", where, lines, problems)
     if len(problems) > before:
@@ -206,10 +208,11 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
         if k not in arg or kind == "attribute":
             # An attribute compares against any value (and rejects day bounds as unknown keys above).
             continue
+        days = k.endswith("within_days") or kind == "tenure_days"
         if not _count(arg[k]):
-            bad(f"{at}.{k}", "must be a non-negative number")
+            bad(f"{at}.{k}", f"must be a non-negative number (got {arg[k]!r}){_unit_hint(arg[k]) if days else ''}")
             ok = False
-        elif (k.endswith("within_days") or kind == "tenure_days") and arg[k] > MAX_DAYS:
+        elif days and arg[k] > MAX_DAYS:
             # A date that far back does not exist (and nothing is older than a century of history).
             bad(f"{at}.{k}", f"must be at most {MAX_DAYS:,} days")
             ok = False
@@ -239,6 +242,12 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
+
+
+def _unit_hint(value: Any) -> str:
+    """What to write for a count with a unit (``90d``, ``3 days``), as campaign caps spell their windows."""
+    match = re.fullmatch(r"\s*(\d+)\s*(d|days?)\s*", value) if isinstance(value, str) else None
+    return f": days are a plain number here, write {match.group(1)}" if match else ""
 
 
 def _check_locale(arg: dict, at: str, locales_at: str, bad) -> Node | None:
