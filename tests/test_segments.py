@@ -385,6 +385,17 @@ def test_cli_show_warns_of_each_category_and_product_no_catalogue_product_has(pr
     assert run(project, "show", "lock-owners", "--as-of", "2026-06-15T12:00:00Z").stderr == ""
 
 
+def test_cli_show_warns_of_an_attribute_key_no_customer_has(project, store):
+    # 'Land' is the CRM's column name; the import stored the attribute as 'loyalty_tier', 'birth_year', 'vip'.
+    (project.segments_dir / "typo.yml").write_text(
+        "name: typo\nany:\n  - attribute: {key: vip, equals: true}\n  - attribute: {key: Land, in: [DE, AT]}\n"
+        "  - attribute: {key: loyalty_tier, exists: false}\n")
+    out = json.loads(run(project, "show", "typo", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    assert out["size"] == 2 and out["warnings"] == [
+        "segments/typo.yml:4: field 'any[1].attribute.key': no customer has attribute 'Land' (a typo, or customers "
+        "not imported with it? relmail customers show ID lists a customer's attributes)"]
+
+
 def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project, store):
     # The Shopify mapping stores the type "E-Bikes" as the id "e-bikes"; a segment written with the shop's name finds nothing.
     (project.segments_dir / "named.yml").write_text("name: named\npurchased: {category: [E-Bikes, City Bikes]}\n")

@@ -19,6 +19,7 @@ from sqlalchemy import func, select
 from ..errors import Problem
 from ..store.models import Customer, Product
 from . import Segment, audience, customer_by
+from .compile import attribute_present
 from .grammar import ids_of, walk
 
 if TYPE_CHECKING:
@@ -41,7 +42,7 @@ class SegmentFacts:
     sample: list[str]
     #: The segment's SQL for reading (None unless asked for).
     sql: str | None = None
-    #: Categories and product ids the segment names that no product in the catalogue has.
+    #: Categories and product ids the segment names that no product in the catalogue has, and attribute keys no customer has.
     unknown: list[Problem] = field(default_factory=list)
 
     @property
@@ -66,16 +67,34 @@ CATALOGUE_KEYS = {"purchased": ("category", "product"), "viewed": ("category", "
 
 
 def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
-    """The categories and product ids ``segment`` names that no product in the catalogue has.
+    """The categories and product ids ``segment`` names that no product in the catalogue has, and the
+    attribute keys no customer has.
 
-    Such a condition matches nobody, silently: a typo (``poezi``), or a
-    catalogue not imported yet.
+    Such a condition matches nobody, silently: a typo (``poezi``, ``Land``
+    for ``country``), or a catalogue or customers not imported yet.
     """
     named: list[tuple[str, str, str, int | None]] = []
     for node in walk(segment.root):
         for key in CATALOGUE_KEYS.get(node.kind, ()):
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
+    return sorted(_unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment),
+                  key=lambda problem: problem.line or 0)
+
+
+def _unknown_attributes(engine: Engine, segment: Segment) -> list[Problem]:
+    keys = [(node.args["key"], node.path, node.line) for node in walk(segment.root) if node.kind == "attribute"]
+    out = []
+    c = Customer.__table__
+    with engine.connect() as conn:
+        for key, path, line in keys:
+            if conn.execute(select(c.c.id).where(attribute_present(key)).limit(1)).first() is None:
+                out.append(Problem(str(segment.file), line, f"{path}.key", f"no customer has attribute {key!r} "
+                                   "(a typo, or customers not imported with it? relmail customers show ID lists a customer's attributes)"))
+    return out
+
+
+def _unknown_catalogue_names(engine: Engine, segment: Segment, named: list[tuple[str, str, str, int | None]]) -> list[Problem]:
     if not named:
         return []
     p = Product.__table__
@@ -95,7 +114,7 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
         return f"no product in the catalogue has {key} {value!r} (a typo, or products not imported yet?)"
 
     return [Problem(str(segment.file), line, f"{path}.{key}", message(key, value))
-            for key, value, path, line in sorted(named, key=lambda n: n[3] or 0) if value not in known[key]]
+            for key, value, path, line in named if value not in known[key]]
 
 
 def _as_id(name: str) -> str | None:
