@@ -250,6 +250,17 @@ def test_a_number_with_a_unit_says_what_it_got_and_what_to_write(tmp_path, body,
     assert problems_of(tmp_path / "segs") == [f"{path}:2: {said}"]
 
 
+def test_a_segment_name_that_is_not_lower_case_ascii_says_what_it_got_and_where_it_comes_from(tmp_path):
+    folder = tmp_path / "segs"
+    own = write(folder, "größe", "description: sizes\nlocale: de\n")
+    named = write(folder, "dach", "name: DACH\nlocale: de\n")
+    assert problems_of(folder) == [
+        f"{named}:1: field 'name': 'DACH' must be lower-case letters (a-z), digits, '-' or '_'",
+        f"{own}: field 'name': the file name 'größe' is the segment's name and must be lower-case letters (a-z), "
+        "digits, '-' or '_': rename the file",
+    ]
+
+
 def test_file_level_problems_are_collected_over_files(tmp_path):
     folder = tmp_path / "segs"
     write(folder, "one", "name: two\nowns: X\n")

@@ -84,7 +84,10 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
         return None
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(Problem(where, lines.get("name"), "name", "must be lower-case letters, digits, '-' or '_'"))
+        rule = "must be lower-case letters (a-z), digits, '-' or '_'"
+        # Without a name: key, the file name is the name, and renaming the file is the fix.
+        said = f"{name!r} {rule}" if "name" in data else f"the file name {path.stem!r} is the segment's name and {rule}: rename the file"
+        problems.append(Problem(where, lines.get("name"), "name", said))
     elif name != path.stem:
         problems.append(Problem(where, lines.get("name"), "name", f"'{name}' must match the file name '{path.stem}'"))
     description = data.get("description", "")
