@@ -100,7 +100,7 @@ def _unknown_catalogue_names(engine: Engine, segment: Segment, named: list[tuple
     p = Product.__table__
     # A category as the shop writes it ("Zubehör") is stored as an id ("zubehor") by the Shopify
     # mapping: look the id form up too, to name it when the written form matches nothing.
-    slugs = {v: _as_id(v) for k, v, *_ in named if k == "category"}
+    slugs = {v: category_id(v) for k, v, *_ in named if k == "category"}
     with engine.connect() as conn:
         wanted = {*slugs, *slugs.values()} - {None}
         categories = {c for (c,) in conn.execute(select(p.c.category).where(p.c.category.in_(sorted(wanted))))}
@@ -117,7 +117,7 @@ def _unknown_catalogue_names(engine: Engine, segment: Segment, named: list[tuple
             for key, value, path, line in named if value not in known[key]]
 
 
-def _as_id(name: str) -> str | None:
+def category_id(name: str) -> str | None:
     """A category name in the id form the built-in mappings store (``Literaire roman`` -> ``literaire-roman``)."""
     from ..importers.fields import FieldError
     from ..importers.values import make_slug
