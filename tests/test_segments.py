@@ -212,7 +212,7 @@ def test_validation_names_file_line_and_key(tmp_path):
     f = str(path)
     assert got == [
         f"{f}:5: field 'all[1].purchased.within_dayz': unknown key 'within_dayz' for 'purchased' "
-        "(allowed: at_least, category, not_within_days, product, within_days)",
+        "(allowed: at_least, category, not_within_days, product, within_days); did you mean 'within_days'?",
         f"{f}:6: field 'all[2].bought': unknown condition 'bought' (known: all, any, not, segment, sql, attribute, "
         "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed)",
         f"{f}:7: field 'all[3].uses': 'uses' needs exactly one of fewer_than or at_least",
@@ -233,6 +233,18 @@ def test_a_locale_babel_does_not_know_is_a_located_problem(tmp_path):
         f"{listed}:2: field 'any[0].locale.in': unknown locale 'en_G' {expected}",
         f"{listed}:3: field 'any[1].locale': unknown locale 'e' {expected}",
         f"{short}:1: field 'locale': unknown locale 'deutsch' {expected}",
+    ]
+
+
+def test_a_misspelt_condition_or_key_names_the_likely_one(tmp_path):
+    # As campaign files do: 'purchase' for 'purchased', 'categroy' for 'category'.
+    path = write(tmp_path / "segs", "hikers", "any:\n  - purchase: {within_days: 60}\n  - viewed: {categroy: hiking}\n")
+    assert problems_of(tmp_path / "segs") == [
+        f"{path}:2: field 'any[0].purchase': unknown condition 'purchase' (known: all, any, not, segment, sql, attribute, "
+        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed); "
+        "did you mean 'purchased'?",
+        f"{path}:3: field 'any[1].viewed.categroy': unknown key 'categroy' for 'viewed' (allowed: at_least, category, "
+        "not_within_days, product, within_days); did you mean 'category'?",
     ]
 
 

@@ -7,6 +7,7 @@ Errors are collected, not raised one by one: each becomes a
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,8 +145,8 @@ def _parse(value: Any, path: str, where: str, lines: dict[str, int], problems: l
     if key == "sql":
         return _parse_sql(arg, at, bad)
     if key not in CONDITIONS:
-        names = ", ".join(list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS))
-        bad(at, f"unknown condition '{key}' (known: {names})")
+        names = list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS)
+        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){_likely(key, names)}")
         return None
     leaf = _parse_leaf(key, arg, at, bad)
     if leaf is not None:
@@ -197,7 +198,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     ok = True
     for k in arg:
         if k not in allowed:
-            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))})")
+            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){_likely(k, allowed)}")
             ok = False
     for k in CONDITIONS[kind]:
         if k.endswith("*") and k[:-1] not in arg:
@@ -245,6 +246,12 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
+
+
+def _likely(name: Any, known) -> str:
+    """'; did you mean ...?' for a misspelt name, as campaign files say it; empty when nothing is close."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _unit_hint(value: Any) -> str:
