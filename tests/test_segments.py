@@ -419,6 +419,22 @@ def test_cli_show_warns_of_an_attribute_key_no_customer_has(project, store):
         "not imported with it? relmail customers show ID lists a customer's attributes)"]
 
 
+def test_cli_show_warns_of_a_topic_no_consent_record_or_email_event_names(project, store):
+    # 'promotion' for 'promotions' tests nobody's consent; a topic only e-mail events name is known.
+    with store.begin() as conn:
+        conn.execute(insert(Event.__table__), [ev("A", "email_opened", 3, topic="product-tips")])
+    (project.segments_dir / "typo.yml").write_text(
+        "name: typo\nany:\n  - consent: {topic: promotion}\n  - opened_email: {within_days: 30, topic: product-tips}\n"
+        "  - not: {clicked_email: {within_days: 30, topic: gift-guide}}\n  - consent: {topic: '*', opted_in: true}\n")
+    out = json.loads(run(project, "show", "typo", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    assert out["warnings"] == [
+        "segments/typo.yml:3: field 'any[0].consent.topic': no consent record or e-mail event names topic 'promotion' "
+        "(a typo for 'promotions'?)",
+        "segments/typo.yml:5: field 'any[2].not.clicked_email.topic': no consent record or e-mail event names topic "
+        "'gift-guide' (a topic not used yet?)",
+    ]
+
+
 def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project, store):
     # The Shopify mapping stores the type "E-Bikes" as the id "e-bikes"; a segment written with the shop's name finds nothing.
     (project.segments_dir / "named.yml").write_text("name: named\npurchased: {category: [E-Bikes, City Bikes]}\n")

@@ -8,6 +8,7 @@ for reading, its parameters shown inline.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..errors import Problem
-from ..store.models import Customer, Product
+from ..store.models import Customer, Event, Preference, Product
 from . import Segment, audience, customer_by
 from .compile import attribute_present
 from .grammar import ids_of, walk
@@ -78,8 +79,37 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
         for key in CATALOGUE_KEYS.get(node.kind, ()):
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
-    return sorted(_unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment),
-                  key=lambda problem: problem.line or 0)
+    found = _unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment) + _unknown_topics(engine, segment)
+    return sorted(found, key=lambda problem: problem.line or 0)
+
+
+#: Conditions that name a consent topic.
+TOPIC_CONDITIONS = ("consent", "opened_email", "clicked_email")
+
+
+def _unknown_topics(engine: Engine, segment: Segment) -> list[Problem]:
+    """Topics no consent record and no e-mail event names: 'promotion' for 'promotions' tests nobody's consent."""
+    named = [(node.args["topic"], node.path, node.line) for node in walk(segment.root)
+             if node.kind in TOPIC_CONDITIONS and node.args.get("topic") not in (None, "*")]
+    if not named:
+        return []
+    pref, event = Preference.__table__, Event.__table__
+    with engine.connect() as conn:
+        # Consent records are few; e-mail events many and not indexed by topic: a topic no record
+        # names is looked for there once, up to its first event.
+        recorded = set(conn.execute(select(pref.c.topic).distinct()).scalars()) - {"*"}
+        seen = {topic for topic, *_ in named if topic in recorded or conn.execute(
+            select(event.c.id).where(event.c.topic == topic).limit(1)).first() is not None}
+    known = sorted(recorded)
+    out = []
+    for topic, path, line in named:
+        if topic in seen:
+            continue
+        close = difflib.get_close_matches(topic, known, n=1)
+        hint = f"a typo for '{close[0]}'?" if close else "a topic not used yet?"
+        out.append(Problem(str(segment.file), line, f"{path}.topic",
+                           f"no consent record or e-mail event names topic {topic!r} ({hint})"))
+    return out
 
 
 def _unknown_attributes(engine: Engine, segment: Segment) -> list[Problem]:
