@@ -447,6 +447,17 @@ def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project,
     ]
 
 
+def test_cli_lists_every_problem_not_only_those_its_error_line_names(project):
+    lines = "\n".join(f"  - purchased: {{within_days: {n}d}}" for n in range(1, 6))
+    (project.segments_dir / "typos.yml").write_text(f"name: typos\nall:\n{lines}\n")
+    result = run(project, "list")
+    assert result.exit_code == 4
+    error, *below = result.stderr.splitlines()
+    assert error.startswith("Error: 5 problem(s) in segment files: ") and error.endswith(" (and 2 more)")
+    assert below == [f"  {project.segments_dir / 'typos.yml'}:{n + 2}: field 'all[{n - 1}].purchased.within_days': must be a non-negative number "
+                     f"(got '{n}d'): days are a plain number here, write {n}" for n in (4, 5)]
+
+
 def test_cli_list_with_sizes(project, store):
     result = run(project, "list", "--sizes", "--as-of", "2026-06-15T12:00:00Z", "--json")
     assert result.exit_code == 0, result.output
