@@ -162,3 +162,21 @@ def test_a_7_day_cap_above_the_30_day_cap_is_refused(week, month, key):
     with pytest.raises(ValidationError) as err:
         parse_campaign(text, "c.yml")
     assert f"c.yml:4: field 'policy.{key}': the 7d cap ({week}) is above the 30d cap ({month})" in str(err.value)
+
+
+_LINES = GOOD.splitlines()
+
+
+@settings(max_examples=60, deadline=None)
+@given(at=st.sampled_from([i for i, line in enumerate(_LINES) if ":" in line and not line.endswith(":")]))
+def test_a_key_written_twice_is_refused_at_its_second_line(at):
+    """A block copied and half edited keeps a key twice; YAML keeps the last silently, a campaign file refuses it."""
+    line = _LINES[at]
+    key = line.strip().removeprefix("- ").split(":")[0]
+    indent = line[: len(line) - len(line.lstrip())] + ("  " if line.lstrip().startswith("- ") else "")
+    text = "\n".join([*_LINES[: at + 1], f"{indent}{key}: {line.split(':', 1)[1].strip()}", *_LINES[at + 1:]]) + "\n"
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(text, "c.yml")
+    (problem,) = err.value.problems
+    assert (problem.line, problem.message) == (at + 2, f"'{key}' appears twice (also on line {at + 1}): only the last would count")
+    assert problem.field.endswith(key)

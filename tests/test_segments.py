@@ -273,6 +273,17 @@ def test_a_segment_name_that_is_not_lower_case_ascii_says_what_it_got_and_where_
     ]
 
 
+def test_a_key_written_twice_is_refused_where_it_repeats(tmp_path):
+    # PyYAML keeps the last of two equal keys without a word: the 30 days the author reads first would not count.
+    folder = tmp_path / "segs"
+    inner = write(folder, "lapsed", "all:\n  - purchased: {within_days: 30, within_days: 60}\n  - locale: de\n")
+    top = write(folder, "dach", "description: German speakers\nlocale: de\ndescription: DACH\n")
+    assert problems_of(folder) == [
+        f"{top}:3: field 'description': 'description' appears twice (also on line 1): only the last would count",
+        f"{inner}:2: field 'all[0].purchased.within_days': 'within_days' appears twice (also on line 2): only the last would count",
+    ]
+
+
 def test_file_level_problems_are_collected_over_files(tmp_path):
     folder = tmp_path / "segs"
     write(folder, "one", "name: two\nowns: X\n")

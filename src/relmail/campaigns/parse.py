@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticError
 from ..errors import NotFound, Problem, ValidationError
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
+from ..yaml_keys import repeated_keys
 from .model import Campaign, Message, Policy, Scoring
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -257,6 +258,9 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         raise ValidationError(f"{file}: invalid YAML", [Problem(file, line, None, str(getattr(exc, "problem", exc)))]) from None
     if not isinstance(data, dict):
         raise ValidationError(f"{file}: invalid campaign", [Problem(file, 1, None, "a campaign file is a mapping (name, policy, messages)")])
+    repeated = repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), file, lambda path: ".".join(map(str, path)))
+    if repeated:
+        raise ValidationError(f"{file}: invalid campaign", repeated)
     lines = _line_map(text)
     try:
         model = _CampaignModel.model_validate(data)

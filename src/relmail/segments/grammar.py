@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import text
 
 from ..errors import Problem
+from ..yaml_keys import repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
 CONDITIONS: dict[str, set[str]] = {
@@ -80,6 +81,9 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     lines: dict[str, int] = {}
     _lines(node, "", lines)
     before = len(problems)
+    problems.extend(repeated_keys(node, where, _key_path))
+    if len(problems) > before:
+        return None
     if not isinstance(data, dict):
         problems.append(Problem(where, 1, None, "a segment file must be a mapping with name, description and a condition"))
         return None
@@ -105,6 +109,14 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     if len(problems) > before:
         return None
     return name, description, root
+
+
+def _key_path(path: tuple) -> str:
+    """``('all', 1, 'purchased')`` as the grammar's problems name it: ``all[1].purchased``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def _lines(node, path: str, out: dict[str, int]) -> None:
