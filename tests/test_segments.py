@@ -148,6 +148,9 @@ CASES = [
     ("sql: \"SELECT customer_id FROM events WHERE type = 'purchase' AND occurred_at <= :as_of\"", {"A", "B"}),
     ("sql: SELECT id AS customer_id FROM customers WHERE locale = 'nl_NL'", {"A"}),
     ("all: [{sql: \"SELECT customer_id FROM events WHERE type = 'view'\"}, {not: {owns: EB-200}}]", {"C"}),
+    # No window is ever, as for purchases: opened lately but never clicked.
+    ("clicked_email: {}", {"A"}),
+    ("all: [{opened_email: {within_days: 90}}, {not: {clicked_email: {}}}]", {"B"}),
 ]
 
 

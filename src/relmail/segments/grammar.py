@@ -244,9 +244,6 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "uses" and ("fewer_than" in arg) == ("at_least" in arg):
         bad(at, "'uses' needs exactly one of fewer_than or at_least")
         return None
-    if kind in ("opened_email", "clicked_email") and "within_days" not in arg and "not_within_days" not in arg:
-        bad(at, f"'{kind}' needs within_days or not_within_days")
-        return None
     if kind == "tenure_days" and not arg:
         bad(at, "'tenure_days' needs gt, lt, gte or lte")
         return None
