@@ -60,6 +60,10 @@ def test_a_campaign_parses_and_messages_inherit_and_override_the_policy():
     (("  - id: tip", "  - id: launch"), "campaigns/weekly.yml:16: field 'messages.1.id': duplicate message id 'launch'"),
     (("    feature: share-access\n", ""), "campaigns/weekly.yml:16: field 'messages.1'"),
     (("  - id: launch", "  - id: Launch!"), "campaigns/weekly.yml:8: field 'messages.0.id'"),
+    (("frequency_cap: {7d: 2}", "frequency_cap: {7d: 5, 30d: 2}"),
+     "campaigns/weekly.yml:4: field 'policy.frequency_cap': the 7d cap (5) is above the 30d cap (2)"),
+    (("rules: {OWNS_PRODUCT: false}}", "topic_frequency_cap: {7d: 3, 30d: 1}}"),
+     "campaigns/weekly.yml:15: field 'messages.0.policy.topic_frequency_cap': the 7d cap (3) is above the 30d cap (1)"),
 ])
 def test_errors_name_the_file_line_and_key(change, where):
     with pytest.raises(ValidationError) as err:
@@ -145,3 +149,34 @@ def test_a_per_locale_subject_keyed_by_something_that_is_no_locale_is_refused_wi
     bad = GOOD.replace("    template: usage_tip\n", '    template: usage_tip\n    subject:\n      de: "Tipp"\n      po: "Porada"\n')
     with pytest.raises(ValidationError, match=r"campaigns/weekly.yml:20: field 'messages.1.subject.po': 'po' is not a locale"):
         parse_campaign(bad, "campaigns/weekly.yml")
+
+
+@settings(max_examples=60, deadline=None)
+@given(week=st.integers(0, 50), month=st.integers(0, 50), key=st.sampled_from(["frequency_cap", "topic_frequency_cap"]))
+def test_a_7_day_cap_above_the_30_day_cap_is_refused(week, month, key):
+    """Any 7 days lie within 30: a 7d cap above the 30d cap would never apply, so it is a mistake, not a policy."""
+    text = GOOD.replace("frequency_cap: {7d: 2}", f"{key}: {{7d: {week}, 30d: {month}}}")
+    if week <= month:
+        assert getattr(parse_campaign(text, "c.yml").policy, key) == {"7d": week, "30d": month}
+        return
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(text, "c.yml")
+    assert f"c.yml:4: field 'policy.{key}': the 7d cap ({week}) is above the 30d cap ({month})" in str(err.value)
+
+
+_LINES = GOOD.splitlines()
+
+
+@settings(max_examples=60, deadline=None)
+@given(at=st.sampled_from([i for i, line in enumerate(_LINES) if ":" in line and not line.endswith(":")]))
+def test_a_key_written_twice_is_refused_at_its_second_line(at):
+    """A block copied and half edited keeps a key twice; YAML keeps the last silently, a campaign file refuses it."""
+    line = _LINES[at]
+    key = line.strip().removeprefix("- ").split(":")[0]
+    indent = line[: len(line) - len(line.lstrip())] + ("  " if line.lstrip().startswith("- ") else "")
+    text = "\n".join([*_LINES[: at + 1], f"{indent}{key}: {line.split(':', 1)[1].strip()}", *_LINES[at + 1:]]) + "\n"
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(text, "c.yml")
+    (problem,) = err.value.problems
+    assert (problem.line, problem.message) == (at + 2, f"'{key}' appears twice (also on line {at + 1}): only the last would count")
+    assert problem.field.endswith(key)

@@ -49,3 +49,31 @@ def test_a_message_that_reaches_nobody_or_features_an_unknown_product_is_a_plan_
     fixed = runner.invoke(cli, [*base, "plan", "autumn", "--window", "2026-W50", "--as-of", "2026-12-07T09:00:00+01:00",
                                 "--dry-run", "--json"])
     assert json.loads(fixed.stdout)["warnings"] == []
+
+
+def test_a_message_category_the_catalogue_lacks_is_a_plan_warning(tmp_path, db_url, monkeypatch):
+    # The message names the category as the shop does ('Literaire roman'), or not at all: its affinity
+    # counts nothing for anyone, and the sends drop below min_relevance with every decision right.
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
+    runner = CliRunner()
+    root = tmp_path / "shop"
+    assert runner.invoke(cli, ["init", str(root), "--blank", "--name", "Shop", "--domain", "shop.example"]).exit_code == 0
+    base = ["--project", str(root)]
+    for kind in ("customers", "products", "orders"):
+        assert runner.invoke(cli, [*base, "import", kind, str(SHOPIFY / f"{kind}_export.csv"), "--map", "shopify"]).exit_code == 0
+    campaign = root / "campaigns" / "autumn.yml"
+    campaign.write_text(
+        "title: Autumn\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"
+        "  - id: novels\n    template: newsletter\n    topic: books\n    segments: [everyone]\n    offer: promotion\n"
+        "    categories: [Literaire roman, poezi]\n")
+    plan = [*base, "plan", "autumn", "--window", "2026-W50", "--as-of", "2026-12-07T09:00:00+01:00", "--dry-run", "--json"]
+    result = runner.invoke(cli, plan)
+    assert result.exit_code == 0, result.output
+    assert [w["text"] for w in json.loads(result.stdout)["warnings"] if w["rule"] == "UNKNOWN_CATEGORY"] == [
+        "novels: no product in the catalogue has category 'Literaire roman'; it has 'literaire-roman' (categories are "
+        "stored as ids), so no purchase or view in it can count toward the score's affinity",
+        "novels: no product in the catalogue has category 'poezi' (a typo, or products not imported yet?), so no "
+        "purchase or view in it can count toward the score's affinity",
+    ]
+    campaign.write_text(campaign.read_text().replace("[Literaire roman, poezi]", "[literaire-roman]"))
+    assert json.loads(runner.invoke(cli, plan).stdout)["warnings"] == []

@@ -34,6 +34,8 @@ class ValidationError(RelmailError, ValueError):
     """
 
     exit_code = 4
+    #: Problems ``str()`` names; the CLI lists the others on lines of their own.
+    shown_in_line = 3
 
     def __init__(self, message: str, problems: list[Problem] | None = None):
         self.problems = list(problems or [])
@@ -43,8 +45,8 @@ class ValidationError(RelmailError, ValueError):
         head = super().__str__()
         if not self.problems:
             return head
-        shown = "; ".join(str(p) for p in self.problems[:3])
-        more = len(self.problems) - 3
+        shown = "; ".join(str(p) for p in self.problems[:self.shown_in_line])
+        more = len(self.problems) - self.shown_in_line
         tail = f" (and {more} more)" if more > 0 else ""
         return f"{head}: {shown}{tail}"
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError as PydanticError
 from ..errors import NotFound, Problem, ValidationError
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
+from ..yaml_keys import repeated_keys
 from .model import Campaign, Message, Policy, Scoring
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -36,6 +37,12 @@ def _check_cap(value: Cap | None) -> Cap | None:
         for key, n in value.items():
             if n < 0:
                 raise ValueError(f"cap '{key}' must be 0 or more")
+        week, month = value.get("7d"), value.get("30d")
+        if week is not None and month is not None and week > month:
+            # Any 7 days lie within the last 30, so the 30-day cap stops the sends first: the 7-day
+            # cap written could never apply, which is not what a marketer who wrote it meant.
+            raise ValueError(f"the 7d cap ({week}) is above the 30d cap ({month}): no more than {month} e-mail(s) "
+                             "can go in any 7 days, so the 7d cap would never apply; make it at most the 30d cap")
     return value
 
 
@@ -252,6 +259,9 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
         raise ValidationError(f"{file}: invalid YAML", [Problem(file, line, None, str(getattr(exc, "problem", exc)))]) from None
     if not isinstance(data, dict):
         raise ValidationError(f"{file}: invalid campaign", [Problem(file, 1, None, "a campaign file is a mapping (name, policy, messages)")])
+    repeated = repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), file, lambda path: ".".join(map(str, path)))
+    if repeated:
+        raise ValidationError(f"{file}: invalid campaign", repeated)
     lines = _line_map(text)
     try:
         model = _CampaignModel.model_validate(data)

@@ -14,7 +14,7 @@ import sys
 import click
 
 from .. import __version__
-from ..errors import RelmailError
+from ..errors import RelmailError, ValidationError
 
 #: Command modules, one per stage; each exposes ``COMMANDS``.
 MODULES = (
@@ -66,11 +66,22 @@ class RelmailGroup(click.Group):
             _fail(ctx, error)
 
 
+#: How many problems of a ValidationError beyond those its line names are listed below it.
+LISTED_BELOW = 50
+
+
 def _fail(ctx: click.Context, exc: RelmailError) -> None:
     from ._common import json_error
 
     json_error(ctx, exc)
     click.echo(f"Error: {exc}", err=True)
+    # The line names the first problems only; a marketer fixing a folder of segment or campaign
+    # files needs the others too, one per line, without a second run or --json.
+    rest = exc.problems[exc.shown_in_line:] if isinstance(exc, ValidationError) else []
+    for problem in rest[:LISTED_BELOW]:
+        click.echo(f"  {problem}", err=True)
+    if len(rest) > LISTED_BELOW:
+        click.echo(f"  ... and {len(rest) - LISTED_BELOW} more (--json lists every problem)", err=True)
     detail = getattr(exc, "detail", None)
     if detail and ctx.params.get("verbose"):
         click.echo(detail, err=True)

@@ -56,6 +56,7 @@ from .model_warning import model_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import kept_decisions
 from .result import PlanOptions, PlanResult, run_id_for
+from .topic_check import check_topics
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -126,6 +127,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     segments = load_segments(project)
     _check_segments(camp, segments)
     _check_templates(camp, project.templates_dir)
+    check_topics(engine, camp, set(project.settings.section("topics")))
     seed = camp.run_seed(win.key)
     scorer = opts.scorer
     if scorer is None:

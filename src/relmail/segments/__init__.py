@@ -157,9 +157,12 @@ def load_segments(project_or_dir) -> dict[str, Segment]:
     files = sorted(list(folder.glob("*.yml")) + list(folder.glob("*.yaml"))) if folder.is_dir() else []
     problems: list[Problem] = []
     registry: dict[str, Segment] = {}
+    invalid: set[str] = set()
     for path in files:
         parsed = parse_file(path, problems)
         if parsed is None:
+            # Its own problems are reported: a reference to it is not also an unknown segment.
+            invalid.add(path.stem)
             continue
         seg = Segment(name=parsed[0], description=parsed[1], file=path, root=parsed[2])
         if seg.name in registry:
@@ -169,36 +172,39 @@ def load_segments(project_or_dir) -> dict[str, Segment]:
     for seg in registry.values():
         seg._registry = registry
         for node in walk(seg.root):
-            if node.kind == "segment" and node.args not in registry:
+            if node.kind == "segment" and node.args not in registry and node.args not in invalid:
                 known = ", ".join(sorted(registry)) or "none"
                 problems.append(Problem(str(seg.file), node.line, node.path, f"unknown segment '{node.args}' (known: {known})"))
-    if not problems:
-        problems.extend(_cycles(registry))
+    problems.extend(_cycles(registry))
     if problems:
         raise ValidationError(f"{len(problems)} problem(s) in segment files", problems)
     return registry
 
 
 def _cycles(registry: dict[str, Segment]) -> list[Problem]:
-    state: dict[str, int] = {}  # 1 visiting, 2 done
+    """A problem per reference loop, at the reference that closes it (file, line and key path).
 
-    def visit(name: str, trail: list[str]) -> list[Problem]:
-        if state.get(name) == 2:
-            return []
-        if state.get(name) == 1:
-            loop = trail[trail.index(name):] + [name]
-            return [Problem(str(registry[name].file), None, "segment", "segment references loop: " + " -> ".join(loop))]
+    Every loop is reported, not only the first: a marketer fixing one should
+    not find the next on the following run.
+    """
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    problems: list[Problem] = []
+
+    def visit(name: str, trail: list[str]) -> None:
         state[name] = 1
-        for ref in sorted(registry[name].references):
-            found = visit(ref, trail + [name])
-            if found:
-                return found
+        # A reference to a missing or invalid file is a problem of its own, and leads nowhere.
+        for ref in sorted(registry[name].references & registry.keys()):
+            if state.get(ref) == 1:
+                path = trail + [name]
+                loop = path[path.index(ref):] + [ref]
+                node = next(n for n in walk(registry[name].root) if n.kind == "segment" and n.args == ref)
+                problems.append(Problem(str(registry[name].file), node.line, node.path,
+                                        "segment references loop: " + " -> ".join(loop)))
+            elif state.get(ref) is None:
+                visit(ref, trail + [name])
         state[name] = 2
-        return []
 
     for name in sorted(registry):
-        found = visit(name, [])
-        if found:
-            return found
-    return []
-
+        if state.get(name) is None:
+            visit(name, [])
+    return problems

@@ -171,6 +171,12 @@ def _open_ticket(as_of: datetime):
     return _exists(as_of, events.c.type == "ticket_opened", events.c.feature.is_not(None), not_(later_close))
 
 
+def attribute_present(key: str):
+    """SQL: the customer's attributes hold ``key`` with a text, number or true/false value."""
+    col = customers.c.attributes
+    return json_text(col, key).is_not(None) | json_number(col, key).is_not(None) | json_bool(col, key).is_not(None)
+
+
 def _attribute(a: dict):
     col, key = customers.c.attributes, a["key"]
     out = []
@@ -178,7 +184,7 @@ def _attribute(a: dict):
         if test == "key":
             continue
         if test == "exists":
-            present = json_text(col, key).is_not(None) | json_number(col, key).is_not(None) | json_bool(col, key).is_not(None)
+            present = attribute_present(key)
             out.append(present if v else not_(present))
         elif test == "equals":
             if isinstance(v, bool):

@@ -8,6 +8,7 @@ for reading, its parameters shown inline.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +18,9 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..errors import Problem
-from ..store.models import Customer, Product
+from ..store.models import Customer, Event, Preference, Product
 from . import Segment, audience, customer_by
+from .compile import attribute_present
 from .grammar import ids_of, walk
 
 if TYPE_CHECKING:
@@ -41,7 +43,7 @@ class SegmentFacts:
     sample: list[str]
     #: The segment's SQL for reading (None unless asked for).
     sql: str | None = None
-    #: Categories and product ids the segment names that no product in the catalogue has.
+    #: Categories and product ids the segment names that no product in the catalogue has, and attribute keys no customer has.
     unknown: list[Problem] = field(default_factory=list)
 
     @property
@@ -66,22 +68,69 @@ CATALOGUE_KEYS = {"purchased": ("category", "product"), "viewed": ("category", "
 
 
 def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
-    """The categories and product ids ``segment`` names that no product in the catalogue has.
+    """The categories and product ids ``segment`` names that no product in the catalogue has, and the
+    attribute keys no customer has.
 
-    Such a condition matches nobody, silently: a typo (``poezi``), or a
-    catalogue not imported yet.
+    Such a condition matches nobody, silently: a typo (``poezi``, ``Land``
+    for ``country``), or a catalogue or customers not imported yet.
     """
     named: list[tuple[str, str, str, int | None]] = []
     for node in walk(segment.root):
         for key in CATALOGUE_KEYS.get(node.kind, ()):
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
+    found = _unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment) + _unknown_topics(engine, segment)
+    return sorted(found, key=lambda problem: problem.line or 0)
+
+
+#: Conditions that name a consent topic.
+TOPIC_CONDITIONS = ("consent", "opened_email", "clicked_email")
+
+
+def _unknown_topics(engine: Engine, segment: Segment) -> list[Problem]:
+    """Topics no consent record and no e-mail event names: 'promotion' for 'promotions' tests nobody's consent."""
+    named = [(node.args["topic"], node.path, node.line) for node in walk(segment.root)
+             if node.kind in TOPIC_CONDITIONS and node.args.get("topic") not in (None, "*")]
+    if not named:
+        return []
+    pref, event = Preference.__table__, Event.__table__
+    with engine.connect() as conn:
+        # Consent records are few; e-mail events many and not indexed by topic: a topic no record
+        # names is looked for there once, up to its first event.
+        recorded = set(conn.execute(select(pref.c.topic).distinct()).scalars()) - {"*"}
+        seen = {topic for topic, *_ in named if topic in recorded or conn.execute(
+            select(event.c.id).where(event.c.topic == topic).limit(1)).first() is not None}
+    known = sorted(recorded)
+    out = []
+    for topic, path, line in named:
+        if topic in seen:
+            continue
+        close = difflib.get_close_matches(topic, known, n=1)
+        hint = f"a typo for '{close[0]}'?" if close else "a topic not used yet?"
+        out.append(Problem(str(segment.file), line, f"{path}.topic",
+                           f"no consent record or e-mail event names topic {topic!r} ({hint})"))
+    return out
+
+
+def _unknown_attributes(engine: Engine, segment: Segment) -> list[Problem]:
+    keys = [(node.args["key"], node.path, node.line) for node in walk(segment.root) if node.kind == "attribute"]
+    out = []
+    c = Customer.__table__
+    with engine.connect() as conn:
+        for key, path, line in keys:
+            if conn.execute(select(c.c.id).where(attribute_present(key)).limit(1)).first() is None:
+                out.append(Problem(str(segment.file), line, f"{path}.key", f"no customer has attribute {key!r} "
+                                   "(a typo, or customers not imported with it? relmail customers show ID lists a customer's attributes)"))
+    return out
+
+
+def _unknown_catalogue_names(engine: Engine, segment: Segment, named: list[tuple[str, str, str, int | None]]) -> list[Problem]:
     if not named:
         return []
     p = Product.__table__
     # A category as the shop writes it ("Zubehör") is stored as an id ("zubehor") by the Shopify
     # mapping: look the id form up too, to name it when the written form matches nothing.
-    slugs = {v: _as_id(v) for k, v, *_ in named if k == "category"}
+    slugs = {v: category_id(v) for k, v, *_ in named if k == "category"}
     with engine.connect() as conn:
         wanted = {*slugs, *slugs.values()} - {None}
         categories = {c for (c,) in conn.execute(select(p.c.category).where(p.c.category.in_(sorted(wanted))))}
@@ -95,10 +144,10 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
         return f"no product in the catalogue has {key} {value!r} (a typo, or products not imported yet?)"
 
     return [Problem(str(segment.file), line, f"{path}.{key}", message(key, value))
-            for key, value, path, line in sorted(named, key=lambda n: n[3] or 0) if value not in known[key]]
+            for key, value, path, line in named if value not in known[key]]
 
 
-def _as_id(name: str) -> str | None:
+def category_id(name: str) -> str | None:
     """A category name in the id form the built-in mappings store (``Literaire roman`` -> ``literaire-roman``)."""
     from ..importers.fields import FieldError
     from ..importers.values import make_slug

@@ -7,6 +7,7 @@ Errors are collected, not raised one by one: each becomes a
 
 from __future__ import annotations
 
+import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import yaml
 from sqlalchemy import text
 
 from ..errors import Problem
+from ..yaml_keys import repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
 CONDITIONS: dict[str, set[str]] = {
@@ -79,12 +81,18 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     lines: dict[str, int] = {}
     _lines(node, "", lines)
     before = len(problems)
+    problems.extend(repeated_keys(node, where, _key_path))
+    if len(problems) > before:
+        return None
     if not isinstance(data, dict):
         problems.append(Problem(where, 1, None, "a segment file must be a mapping with name, description and a condition"))
         return None
     name = data.get("name", path.stem)
     if not isinstance(name, str) or not _NAME_RE.match(name):
-        problems.append(Problem(where, lines.get("name"), "name", "must be lower-case letters, digits, '-' or '_'"))
+        rule = "must be lower-case letters (a-z), digits, '-' or '_'"
+        # Without a name: key, the file name is the name, and renaming the file is the fix.
+        said = f"{name!r} {rule}" if "name" in data else f"the file name {path.stem!r} is the segment's name and {rule}: rename the file"
+        problems.append(Problem(where, lines.get("name"), "name", said))
     elif name != path.stem:
         problems.append(Problem(where, lines.get("name"), "name", f"'{name}' must match the file name '{path.stem}'"))
     description = data.get("description", "")
@@ -93,12 +101,22 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     rest = {k: v for k, v in data.items() if k not in ("name", "description")}
     root = None
     if len(rest) > 1:
-        problems.append(Problem(where, None, None, f"one top-level condition expected, found {', '.join(map(str, rest))} (wrap them in 'all:')"))
+        # At the second condition: the first is fine on its own.
+        problems.append(Problem(where, lines.get(str(list(rest)[1])), None,
+                                f"one top-level condition expected, found {', '.join(map(str, rest))} (wrap them in 'all:')"))
     elif rest:
         root = _parse(rest, "", where, lines, problems)
     if len(problems) > before:
         return None
     return name, description, root
+
+
+def _key_path(path: tuple) -> str:
+    """``('all', 1, 'purchased')`` as the grammar's problems name it: ``all[1].purchased``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def _lines(node, path: str, out: dict[str, int]) -> None:
@@ -139,8 +157,8 @@ def _parse(value: Any, path: str, where: str, lines: dict[str, int], problems: l
     if key == "sql":
         return _parse_sql(arg, at, bad)
     if key not in CONDITIONS:
-        names = ", ".join(list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS))
-        bad(at, f"unknown condition '{key}' (known: {names})")
+        names = list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS)
+        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){_likely(key, names)}")
         return None
     leaf = _parse_leaf(key, arg, at, bad)
     if leaf is not None:
@@ -176,6 +194,8 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     # Shorthands: "owns: LOCK-S1", "locale: nl_NL", "open_ticket: true".
     if kind == "owns" and not isinstance(arg, dict):
         arg = {"product": arg}
+    # Where a problem with the locales is: 'locale' itself in the shorthand, 'locale.in' otherwise.
+    locales_at = at if kind == "locale" and not isinstance(arg, dict) else f"{at}.in"
     if kind == "locale" and not isinstance(arg, dict):
         arg = {"in": arg}
     if kind == "open_ticket":
@@ -190,7 +210,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     ok = True
     for k in arg:
         if k not in allowed:
-            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))})")
+            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){_likely(k, allowed)}")
             ok = False
     for k in CONDITIONS[kind]:
         if k.endswith("*") and k[:-1] not in arg:
@@ -198,16 +218,17 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
             ok = False
     for k in ("category", "product", "in") if kind != "attribute" else ():
         if k in arg and ids_of(arg[k]) is None:
-            bad(f"{at}.{k}", "must be a name or a non-empty list of names")
+            bad(locales_at if kind == "locale" else f"{at}.{k}", "must be a name or a non-empty list of names")
             ok = False
     for k in ("within_days", "not_within_days", "at_least", "fewer_than", "gt", "lt", "gte", "lte"):
         if k not in arg or kind == "attribute":
             # An attribute compares against any value (and rejects day bounds as unknown keys above).
             continue
+        days = k.endswith("within_days") or kind == "tenure_days"
         if not _count(arg[k]):
-            bad(f"{at}.{k}", "must be a non-negative number")
+            bad(f"{at}.{k}", f"must be a non-negative number (got {arg[k]!r}){_unit_hint(arg[k]) if days else ''}")
             ok = False
-        elif (k.endswith("within_days") or kind == "tenure_days") and arg[k] > MAX_DAYS:
+        elif days and arg[k] > MAX_DAYS:
             # A date that far back does not exist (and nothing is older than a century of history).
             bad(f"{at}.{k}", f"must be at most {MAX_DAYS:,} days")
             ok = False
@@ -223,18 +244,48 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "uses" and ("fewer_than" in arg) == ("at_least" in arg):
         bad(at, "'uses' needs exactly one of fewer_than or at_least")
         return None
-    if kind in ("opened_email", "clicked_email") and "within_days" not in arg and "not_within_days" not in arg:
-        bad(at, f"'{kind}' needs within_days or not_within_days")
-        return None
     if kind == "tenure_days" and not arg:
         bad(at, "'tenure_days' needs gt, lt, gte or lte")
         return None
+    if kind == "locale":
+        return _check_locale(arg, at, locales_at, bad)
     if kind == "consent" and "opted_in" in arg and not isinstance(arg["opted_in"], bool):
         bad(f"{at}.opted_in", "must be true or false")
         return None
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
+
+
+def _likely(name: Any, known) -> str:
+    """'; did you mean ...?' for a misspelt name, as campaign files say it; empty when nothing is close."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _unit_hint(value: Any) -> str:
+    """What to write for a count with a unit (``90d``, ``3 days``), as campaign caps spell their windows."""
+    match = re.fullmatch(r"\s*(\d+)\s*(d|days?)\s*", value) if isinstance(value, str) else None
+    return f": days are a plain number here, write {match.group(1)}" if match else ""
+
+
+def _check_locale(arg: dict, at: str, locales_at: str, bad) -> Node | None:
+    """Locales as the store keeps them (``de-DE`` and ``de_de`` are ``de_DE``, ``DE`` is ``de``).
+
+    Customers' locales are stored in Babel's form, and the condition compares
+    them as text: a locale written as a CRM exports it would match nobody, and
+    ``DE`` would match on SQLite (whose LIKE ignores case) but not on PostgreSQL.
+    """
+    from babel import Locale, UnknownLocaleError
+
+    wanted = []
+    for value in ids_of(arg["in"]):
+        try:
+            wanted.append(str(Locale.parse(value.strip(), sep="-" if "-" in value else "_")))
+        except (UnknownLocaleError, ValueError, TypeError):
+            bad(locales_at, f"unknown locale '{value}' (expected a language like de, or a locale like de_DE or de-DE)")
+            return None
+    return Node("locale", at, {"in": wanted})
 
 
 def _check_attribute(arg: dict, at: str, bad) -> Node | None:
