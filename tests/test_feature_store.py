@@ -122,6 +122,22 @@ def _import(engine, tmp_path, rows, step):
     import_file(engine, "events", path)
 
 
+#: A purchase of C1 and an e-mail to C2: the events most copy tests start from.
+PURCHASE_AND_SEND = [
+    dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
+    dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
+]
+
+
+def _copy_of(engine, tmp_path, extra=()):
+    """An emptied store given :data:`PURCHASE_AND_SEND` (and ``extra`` rows), and its columnar copy, built: the copy's root."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _import(engine, tmp_path, [*PURCHASE_AND_SEND, *extra], 0)
+    columnar.update(engine, columns)
+    return columns
+
+
 def _send(engine, pairs, step):
     run_id = f"weekly:step{step}"
     now = T - timedelta(hours=step)
@@ -330,13 +346,7 @@ def test_the_columnar_copy_follows_changes_to_older_events(engine, tmp_path):
 def test_a_process_reads_a_copys_segments_once_and_lets_go_of_those_an_update_replaced(engine, tmp_path):
     """A plan's worker opens the copy once per range: the segments are opened once; after an erasure
     rewrote the copy, the next read holds only the current segments (the erased customer's are let go)."""
-    _reset(engine)
-    columns = columnar.location(engine, tmp_path)
-    _import(engine, tmp_path, [
-        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
-        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
-    ], 0)
-    columnar.update(engine, columns)
+    columns = _copy_of(engine, tmp_path)
     with engine.connect() as conn:
         first, again = columnar.open_copy(columns, conn), columnar.open_copy(columns, conn)
     assert first.segments and all(a is b for a, b in zip(first.segments, again.segments, strict=True))
@@ -470,13 +480,7 @@ def test_a_damaged_copy_is_read_through_sql_and_written_anew_by_the_next_update(
     """A file of the copy emptied, cut short or removed behind relmail's back (a disk error, a partial restore
     of the project folder): the features read the store instead of stopping the plan, and the next update
     (every plan runs one first) writes the copy anew although the store did not change."""
-    _reset(engine)
-    columns = columnar.location(engine, tmp_path)
-    _import(engine, tmp_path, [
-        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
-        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
-    ], 0)
-    columnar.update(engine, columns)
+    columns = _copy_of(engine, tmp_path)
     victim = next(columns.glob("seg-*/at.npy"))
     if damage == "removed":
         victim.unlink()
@@ -498,14 +502,8 @@ def test_an_erasure_deletes_a_copy_it_cannot_rewrite(engine, tmp_path, monkeypat
 
     from relmail.errors import RelmailError
 
-    _reset(engine)
-    columns = columnar.location(engine, tmp_path)
-    _import(engine, tmp_path, [
-        dict(event_id="E1", customer_id="C1", type="purchase", days=10, product_id="EB-200", value_cents=10000, message_id=None),
-        dict(event_id="E2", customer_id="C2", type="email_sent", days=3, product_id=None, value_cents=None, message_id="news"),
-        dict(event_id="E3", customer_id="C3", type="view", days=2, product_id="EB-200", value_cents=None, message_id=None),
-    ], 0)
-    columnar.update(engine, columns)
+    columns = _copy_of(engine, tmp_path, [
+        dict(event_id="E3", customer_id="C3", type="view", days=2, product_id="EB-200", value_cents=None, message_id=None)])
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device")

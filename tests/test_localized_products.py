@@ -33,6 +33,19 @@ def test_the_most_specific_locale_suffix_wins_and_a_product_without_one_keeps_it
     assert localized(CHAIR, "de_DE") == CHAIR
 
 
+def test_a_price_per_language_replaces_the_price_only_where_the_customer_pays_in_another_currency():
+    from relmail.render.currency import Currencies
+
+    product = {"id": "L1", "name": "Lamp", "price": 49.0, "attributes": {"price_pl": 219.0}}
+    # One currency for everyone: every customer sees the price column, in it.
+    assert localized(product, "pl_PL")["price"] == 49.0
+    assert localized(product, "pl_PL", Currencies("EUR"))["price"] == 49.0
+    # Złoty for Polish customers: theirs is price_pl; the German customer keeps the price column.
+    two = Currencies("EUR", {"de": "EUR", "pl": "PLN"})
+    assert localized(product, "pl_PL", two)["price"] == 219.0 and localized(product, "de_DE", two)["price"] == 49.0
+    assert "price" not in localized(product, "pl_PL", two)["attributes"]
+
+
 def test_a_localized_attribute_without_a_value_of_its_own_is_the_attribute_in_that_language():
     # A shop selling in Germany and Poland only: description_de and description_pl, no description.
     product = {**CHAIR, "attributes": {"description_de": "Ein Stuhl", "description_PL": "Krzesło", "material_de_AT": "Holz (AT)",

@@ -13,7 +13,8 @@ from relmail.cli import cli
 SHOPIFY = Path(__file__).resolve().parent.parent / "examples" / "shopify"
 
 
-def test_a_message_that_reaches_nobody_or_features_an_unknown_product_is_a_plan_warning(tmp_path, db_url, monkeypatch):
+def _shopify_shop(tmp_path, db_url, monkeypatch):
+    """A blank project given the Shopify sample's customers, products and orders: (runner, root, ``--project`` args)."""
     monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
     runner = CliRunner()
     root = tmp_path / "shop"
@@ -22,6 +23,11 @@ def test_a_message_that_reaches_nobody_or_features_an_unknown_product_is_a_plan_
     for kind in ("customers", "products", "orders"):
         result = runner.invoke(cli, [*base, "import", kind, str(SHOPIFY / f"{kind}_export.csv"), "--map", "shopify"])
         assert result.exit_code == 0, result.output
+    return runner, root, base
+
+
+def test_a_message_that_reaches_nobody_or_features_an_unknown_product_is_a_plan_warning(tmp_path, db_url, monkeypatch):
+    runner, root, base = _shopify_shop(tmp_path, db_url, monkeypatch)
     # The shop's own name for its product type; the catalogue stores the id 'literaire-roman'.
     (root / "segments" / "novels.yml").write_text("description: novel readers\npurchased: {category: Literaire roman}\n")
     (root / "campaigns" / "autumn.yml").write_text(
@@ -54,13 +60,7 @@ def test_a_message_that_reaches_nobody_or_features_an_unknown_product_is_a_plan_
 def test_a_message_category_the_catalogue_lacks_is_a_plan_warning(tmp_path, db_url, monkeypatch):
     # The message names the category as the shop does ('Literaire roman'), or not at all: its affinity
     # counts nothing for anyone, and the sends drop below min_relevance with every decision right.
-    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
-    runner = CliRunner()
-    root = tmp_path / "shop"
-    assert runner.invoke(cli, ["init", str(root), "--blank", "--name", "Shop", "--domain", "shop.example"]).exit_code == 0
-    base = ["--project", str(root)]
-    for kind in ("customers", "products", "orders"):
-        assert runner.invoke(cli, [*base, "import", kind, str(SHOPIFY / f"{kind}_export.csv"), "--map", "shopify"]).exit_code == 0
+    runner, root, base = _shopify_shop(tmp_path, db_url, monkeypatch)
     campaign = root / "campaigns" / "autumn.yml"
     campaign.write_text(
         "title: Autumn\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"

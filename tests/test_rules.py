@@ -209,3 +209,11 @@ def test_property_holdout_share_is_close_to_configured(seed, share):
     h = customer_hashes([f"C{i}" for i in range(4000)])
     got = (holdout_draw(seed, h, "m") < share).mean()
     assert abs(got - share) < 4 * np.sqrt(share * (1 - share) / 4000) + 1e-9
+
+
+def test_unsubscribed_is_explained_by_what_decided_it():
+    """A logged global opt-out (absent: 0) is the global preference; an unknown one (null) leaves the unsubscribe event."""
+    explain = RULES["UNSUBSCRIBED"].explain
+    assert explain({"unsubscribed_event": 1}) == "opted out of all e-mail (global preference)"
+    assert explain({"consent_global": None, "unsubscribed_event": 1}) == "unsubscribed (link or provider event) after the last opt-in"
+    assert explain({"consent_global": 1, "unsubscribed_event": 1}) == "unsubscribed (link or provider event) after the last opt-in"

@@ -48,6 +48,19 @@ def _errors(engine) -> Counter:
 
 
 @responses.activate
+def _sendgrid_send(project):
+    """The fake provider started, the project sending to it: (server, environment, the send command line)."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"')
+                    + f'\n[delivery.sendgrid]\nbase_url = "http://127.0.0.1:{server.server_address[1]}"\n')
+    env = {**os.environ, "RELMAIL_ESP_API_KEY": "sg-key"}
+    command = [sys.executable, "-c", "from relmail.cli import main; main()", "-p", str(project.root),
+               "send", "sendtest", "--window", WINDOW]
+    return server, env, command
+
+
 def test_a_stop_during_provider_errors_makes_no_retry_and_leaves_nothing_uncertain(project):
     engine = build(project, customers=80)
     stop = StopRequest()
@@ -169,14 +182,7 @@ def test_a_ci_runners_cancel_sigint_then_sigterm_still_finishes_the_requests_in_
     # arrives while the requests the SIGINT let finish are still being answered.
     engine = build(project, customers=150)
     _Provider.customers, _Provider.status, _Provider.delay = [], 202, 3.0
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    toml = project.root / "relmail.toml"
-    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"')
-                    + f'\n[delivery.sendgrid]\nbase_url = "http://127.0.0.1:{server.server_address[1]}"\n')
-    env = {**os.environ, "RELMAIL_ESP_API_KEY": "sg-key"}
-    command = [sys.executable, "-c", "from relmail.cli import main; main()", "-p", str(project.root),
-               "send", "sendtest", "--window", WINDOW]
+    server, env, command = _sendgrid_send(project)
     command += ["--workers", "1"] if how == "one-process" else ["--workers", "2", "--batch-size", "10"]
 
     def kill(signum):
@@ -224,14 +230,7 @@ def test_a_ci_runners_cancel_sigint_then_sigterm_still_finishes_the_requests_in_
 def test_a_signal_while_the_provider_answers_5xx_exits_130_promptly_and_the_next_send_sends_the_rest(project, how):
     engine = build(project, customers=150)
     _Provider.customers, _Provider.status = [], 500
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    toml = project.root / "relmail.toml"
-    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"')
-                    + f'\n[delivery.sendgrid]\nbase_url = "http://127.0.0.1:{server.server_address[1]}"\n')
-    env = {**os.environ, "RELMAIL_ESP_API_KEY": "sg-key"}
-    command = [sys.executable, "-c", "from relmail.cli import main; main()", "-p", str(project.root),
-               "send", "sendtest", "--window", WINDOW]
+    server, env, command = _sendgrid_send(project)
     command += ["--workers", "1"] if how == "sigterm-one-process" else ["--workers", "2", "--batch-size", "10"]
     try:
         proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -92,8 +92,9 @@ class Catalog(Mapping):
 
 EMPTY = Catalog()
 
-#: Product fields besides the attributes that a localized attribute can replace.
-LOCALIZED_FIELDS = ("name", "url", "image_url", "price")
+#: Product fields besides the attributes that a localized attribute can replace. The price is replaced
+#: only where the customer pays in another currency than the price column's (:func:`localized`).
+LOCALIZED_FIELDS = ("name", "url", "image_url")
 _SUFFIX = re.compile(r"_[a-z]{2,3}(?:_[a-z0-9]{2,4})?$")
 
 
@@ -117,16 +118,8 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
     (:func:`~relmail.render.currency.no_price`): never the other currency's amount.
     """
     attributes = product.get("attributes")
-    if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
-        own = _local_value(attributes, "price", locale)
-        out = localized({**product, "attributes": attributes}, locale) if attributes else dict(product)
-        if own is not None:
-            out["price"] = own
-        elif currencies.require_own_price:
-            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
-        return out
-    if not isinstance(attributes, Mapping) or not attributes:
-        return dict(product)
+    if not isinstance(attributes, Mapping):
+        attributes = {}
     found = {_normal(k): v for k, v in attributes.items() if isinstance(k, str) and v not in (None, "")}
     loc = _normal(locale)
     suffixes = [loc] if "_" not in loc else [loc, loc.split("_")[0]]
@@ -139,10 +132,18 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
         return value
 
     out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
+    if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
+        own = pick("price", None)
+        if own is not None:
+            out["price"] = own
+        elif currencies.require_own_price:
+            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
+    if not attributes:
+        return out
     localized_attributes = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
     # A shop that sells only in other languages fills description_de and description_pl, never description:
     # the German customer still reads attributes.description.
-    known = {_normal(k) for k in attributes if isinstance(k, str)} | set(LOCALIZED_FIELDS)
+    known = {_normal(k) for k in attributes if isinstance(k, str)} | {*LOCALIZED_FIELDS, "price"}
     for suffix in suffixes:
         for key, value in attributes.items():
             if not isinstance(key, str) or value in (None, "") or not _normal(key).endswith(f"_{suffix}"):
@@ -153,19 +154,6 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
                 known.add(_normal(base))
     out["attributes"] = localized_attributes
     return out
-
-
-def _local_value(attributes, name: str, locale: str) -> Any:
-    """The value of ``<name>_<locale>`` (most specific first) in ``attributes``, or None."""
-    if not isinstance(attributes, Mapping):
-        return None
-    found = {_normal(k): v for k, v in attributes.items() if isinstance(k, str) and v not in (None, "")}
-    loc = _normal(locale)
-    for suffix in [loc] if "_" not in loc else [loc, loc.split("_")[0]]:
-        hit = found.get(f"{name}_{suffix}")
-        if hit is not None:
-            return hit
-    return None
 
 
 class AbsentProduct(Missing):

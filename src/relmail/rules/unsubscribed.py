@@ -24,6 +24,7 @@ class Unsubscribed(Rule):
     def explain(self, logged) -> str:
         # Zero values are not logged: an absent consent_global is 0, opted out (as a Mailchimp
         # unsubscribed export, the preference page or an import records it).
-        if num(logged, "consent_global", 0.0) < 0.5:
+        # ``null`` is unknown: then the unsubscribe event decided.
+        if logged.get("consent_global", 0.0) is not None and num(logged, "consent_global", 0.0) < 0.5:
             return "opted out of all e-mail (global preference)"
         return "unsubscribed (link or provider event) after the last opt-in"
