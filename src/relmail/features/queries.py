@@ -15,6 +15,7 @@ other types dropped early, and counts read together packed into one integer
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -401,7 +402,9 @@ def last_delivery(scope: Scope, as_of, dialect) -> Query:
               .order_by(d.c.occurred_at.desc()).limit(1)
               .scalar_subquery())
     # Materialized: each bounced customer's last delivery is sought once, not once per use below.
-    found = select(bounced.c.customer_id.label("customer_id"), latest.label("latest")).cte("found").prefix_with("MATERIALIZED")
+    found = select(bounced.c.customer_id.label("customer_id"), latest.label("latest")).cte("found")
+    if dialect != "sqlite" or sqlite3.sqlite_version_info >= (3, 35):  # SQLite learnt the hint in 3.35 (Debian 11 has 3.34)
+        found = found.prefix_with("MATERIALIZED")
     s = E.alias("s")
     # One e-mail is its run and message; an event without them counts alone.
     email = func.coalesce(s.c.run_id + " " + s.c.message_id, "#" + cast(s.c.id, String))

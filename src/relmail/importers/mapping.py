@@ -116,7 +116,6 @@ class Mapping:
     when_header_has: tuple[str, ...] = ()
     #: For a variant picked by its columns: the file names (patterns) it may read without being named.
     when_file_named: tuple[str, ...] = ()
-    description: str = ""
     #: ``parent``: the column naming a row's parent row, the templates that name a row, the columns a child takes.
     parent_by: str | None = None
     parent_names: tuple[tuple[str, ...], ...] = ()
@@ -314,7 +313,6 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
         when_file_named=tuple(_strings(data.get("when_file_named", []), "when_file_named", bad)),
-        description=str(data.get("description") or ""),
         parent_by=parent.get("by"),
         parent_names=parent_names,
         parent_columns=parent_columns,

@@ -64,7 +64,6 @@ class Catalog(Mapping):
         if view is None:
             view = Catalog({pid: localized(p, locale, currencies) for pid, p in self._products.items()}, stand_in=self._stand_in)
             view._localized = False  # already a view: asked again, it answers itself
-            view._locales = {k: view for k in ((_normal(locale), own_price), (_normal(locale), False))}
             self._locales[key] = view
         return view
 

@@ -79,7 +79,6 @@ class Compiler:
         self.tracking = links_mod.Tracking.from_settings(self.settings)
         self.currencies = Currencies.from_settings(self.settings)
         #: The currency of the products' price column (a customer's may differ: ``[brand] currency`` by language).
-        self.currency = self.currencies.base
         self._compiled: dict[tuple, CompiledMessage] = {}
         self._lock = threading.Lock()
         b = self.settings.brand

@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from ..errors import DatabaseError
+from ..store.faults import first_line
 from ..store.models import Delivery
 from . import ledger
-from .reconnect import first_line
 
 
 class MarkFailed(DatabaseError):

@@ -24,7 +24,7 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from ..errors import DatabaseError, DatabaseUnavailable
-from ..store.faults import database_fault
+from ..store.faults import database_fault, first_line
 
 T = TypeVar("T")
 
@@ -85,10 +85,3 @@ class DatabaseRetry:
     def progress(self) -> None:
         """A batch went through: the database answers again."""
         self.failures, self.started = 0, None
-
-
-def first_line(exc: BaseException) -> str:
-    """The database's own message for ``exc`` (the driver's, not SQLAlchemy's wrapper), its first line."""
-    orig = getattr(exc, "orig", None) or exc
-    text = str(orig).strip()
-    return text.splitlines()[0] if text else orig.__class__.__name__

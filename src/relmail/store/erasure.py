@@ -27,6 +27,7 @@ from ..sending.loop import delivery_key
 from . import aggregates, columnar
 from .addresses import address_hash, salt
 from .customer_rows import of_customer
+from .faults import first_line
 from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
 C, P, E = Customer.__table__, Preference.__table__, Event.__table__
@@ -132,7 +133,7 @@ def _purge_copy(engine: Engine, root: str | Path | None, customer_id: str) -> tu
     try:
         return columnar.update(engine, root, build=False).action, None
     except (OSError, SQLAlchemyError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc)
     try:
         columnar.remove(root)
     except OSError as exc:

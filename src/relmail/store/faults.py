@@ -117,7 +117,7 @@ def database_fault(exc: BaseException, url: str | None = None) -> DatabaseError 
                                       "monitoring tool); its transaction was rolled back: retry")
     elif state == "42501":
         # The server's line names the table or sequence: the grant the operator has to add.
-        found = (DatabaseError, f"relmail's database role lacks a privilege ({_first_line(orig)}); its transaction "
+        found = (DatabaseError, f"relmail's database role lacks a privilege ({first_line(orig)}); its transaction "
                                 "was rolled back: grant what the PostgreSQL page lists for this command's role "
                                 "(tables and sequences), or run it with a role that has it")
     elif found is None and state.startswith("08"):
@@ -144,12 +144,13 @@ def as_relmail_error(exc: BaseException, url: str | None = None) -> DatabaseErro
     fault = database_fault(exc, url)
     if fault is not None:
         return fault
-    return DatabaseError(f"{_where(url)}the database reported an error: {_first_line(_driver_error(exc))}",
+    return DatabaseError(f"{_where(url)}the database reported an error: {first_line(_driver_error(exc))}",
                          detail=_detail(exc))
 
 
-def _first_line(orig: BaseException) -> str:
-    """The first line of the driver's message (its statement and hints follow it), or the exception's type."""
+def first_line(exc: BaseException) -> str:
+    """The first line of the driver's message (its statement and hints follow it; not SQLAlchemy's wrapper), or the type."""
+    orig = getattr(exc, "orig", None) or exc
     lines = str(orig).strip().splitlines()
     return lines[0] if lines else type(orig).__name__
 

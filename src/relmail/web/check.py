@@ -23,10 +23,6 @@ from .pages import Pages, PageTemplateError
 if TYPE_CHECKING:
     from ..project import Project
 
-#: The pages the app renders.
-PAGES = ("unsubscribe.html", "unsubscribed.html", "preferences.html", "refused.html", "invalid.html", "unavailable.html")
-
-
 def sample_contexts(pages: Pages, lang: str, slugs: list[str]) -> Iterator[tuple[str, dict]]:
     """(page, context) for every state the app renders each page in."""
     topics = pages.topics(slugs or ["newsletter"], lang)
