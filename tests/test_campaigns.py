@@ -180,3 +180,14 @@ def test_a_key_written_twice_is_refused_at_its_second_line(at):
     (problem,) = err.value.problems
     assert (problem.line, problem.message) == (at + 2, f"'{key}' appears twice (also on line {at + 1}): only the last would count")
     assert problem.field.endswith(key)
+
+
+def test_a_per_locale_subject_in_any_spelling_of_a_locale_reaches_that_locales_customers():
+    """``pl_pl``, ``DE`` or ``de-AT`` as a subject key mean the locale, as a customer's locale is read."""
+    from relmail.render import MessageSpec
+
+    spec = MessageSpec(id="tip", template="tip", topic="tips", subject={"pl_pl": "Porada", "DE": "Tipp", "de-AT": "Tipp (AT)", "default": "Tip"})
+    assert spec.subject_for(("pl_PL", "pl"), "en_GB") == "Porada"
+    assert spec.subject_for(("de_DE", "de"), "en_GB") == "Tipp"
+    assert spec.subject_for(("de_AT", "de"), "en_GB") == "Tipp (AT)"
+    assert spec.subject_for(("fr_FR", "fr"), "en_GB") == "Tip"

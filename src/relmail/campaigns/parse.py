@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from pydantic import ValidationError as PydanticError
 
 from ..errors import NotFound, Problem, ValidationError
+from ..importers import fields
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
 from ..yaml_keys import repeated_keys
@@ -237,14 +238,12 @@ def _said(err: dict) -> str:
 
 
 def _is_locale(key: str) -> bool:
-    """A key of a per-locale subject: a locale Babel knows (``pl``, ``de_AT``, ``de-AT``) or ``default``."""
-    from babel import Locale, UnknownLocaleError
-
+    """A key of a per-locale subject: a locale in any spelling customers' locales are read in (``pl``, ``de_AT``, ``de-AT``) or ``default``."""
     if key == "default":
         return True
     try:
-        Locale.parse(str(key).replace("-", "_"))
-    except (UnknownLocaleError, ValueError, TypeError):
+        fields.locale(key)
+    except fields.FieldError:
         return False
     return True
 

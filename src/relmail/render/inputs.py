@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import tokens
+from ..importers import fields
 from .catalog import Catalog
 
 
@@ -65,7 +66,8 @@ class MessageSpec:
         """(the key of the per-locale table it came from, or None for one string; the subject source)."""
         if self.subject is None or isinstance(self.subject, str):
             return None, self.subject
-        table = {k.replace("-", "_"): (k, v) for k, v in self.subject.items()}
+        # Keys in any spelling of a locale (pl_pl, DE, de-AT) mean that locale, as a customer's locale is read.
+        table = {_locale_key(k): (k, v) for k, v in self.subject.items()}
         for key in (*languages, default_locale, default_locale.split("_")[0], "default"):
             if key in table:
                 return table[key]
@@ -121,3 +123,11 @@ class CustomerContext:
 
 def _freeze(value):
     return tuple(sorted(value.items())) if isinstance(value, Mapping) else value
+
+
+def _locale_key(key: str) -> str:
+    """A per-locale subject's key in the form customers' locales are stored (``pl_PL``, ``de``); ``default`` as it is."""
+    try:
+        return key if key == "default" else fields.locale(key)
+    except fields.FieldError:
+        return key  # refused when the campaign is read (relmail.campaigns.parse)

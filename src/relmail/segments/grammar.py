@@ -17,6 +17,7 @@ import yaml
 from sqlalchemy import text
 
 from ..errors import Problem
+from ..importers import fields
 from ..yaml_keys import repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
@@ -276,13 +277,11 @@ def _check_locale(arg: dict, at: str, locales_at: str, bad) -> Node | None:
     them as text: a locale written as a CRM exports it would match nobody, and
     ``DE`` would match on SQLite (whose LIKE ignores case) but not on PostgreSQL.
     """
-    from babel import Locale, UnknownLocaleError
-
     wanted = []
     for value in ids_of(arg["in"]):
         try:
-            wanted.append(str(Locale.parse(value.strip(), sep="-" if "-" in value else "_")))
-        except (UnknownLocaleError, ValueError, TypeError):
+            wanted.append(fields.locale(value))  # as the customers import reads and stores them
+        except fields.FieldError:
             bad(locales_at, f"unknown locale '{value}' (expected a language like de, or a locale like de_DE or de-DE)")
             return None
     return Node("locale", at, {"in": wanted})
