@@ -47,7 +47,6 @@ def _errors(engine) -> Counter:
         return Counter(conn.execute(select(D.c.last_error).where(D.c.run_id == RUN, D.c.status == "planned")).scalars())
 
 
-@responses.activate
 def _sendgrid_send(project):
     """The fake provider started, the project sending to it: (server, environment, the send command line)."""
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Provider)
@@ -61,6 +60,7 @@ def _sendgrid_send(project):
     return server, env, command
 
 
+@responses.activate
 def test_a_stop_during_provider_errors_makes_no_retry_and_leaves_nothing_uncertain(project):
     engine = build(project, customers=80)
     stop = StopRequest()
