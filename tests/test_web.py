@@ -224,7 +224,7 @@ def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
     assert response.status_code == 503 and TOPIC_ARN in response.json["error"]
     responses.replace(responses.GET, subscribe, status=404)
     response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
-    assert response.status_code == 503 and response.json["error"].endswith(": HTTP 404")
+    assert response.status_code == 503 and response.json["error"].endswith(": sns.eu-west-1.amazonaws.com answered HTTP 404")
     responses.replace(responses.GET, subscribe, body="<ConfirmSubscriptionResponse/>")
     assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain").status_code == 200
     assert f"confirmed the SNS subscription to {TOPIC_ARN}" in caplog.text
@@ -233,6 +233,53 @@ def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
     # With the certificate back, SNS's retry of the complaint is applied.
     assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").json["applied"] == {
         "complained": 1}
+    ses.clear_certificate_cache()
+
+
+@responses.activate
+@pytest.mark.parametrize("failure", ["connection", "timeout", "HTTP 500", "HTTP 403", "HTTP 404"])
+def test_no_failure_to_reach_sns_shows_the_subscription_token(web_shop, sns_key, caplog, failure):
+    """Every way the GETs to SNS fail answers 503 and names the host; the URL (its token) is in no answer and no log."""
+    import logging
+
+    import requests
+
+    caplog.set_level(logging.DEBUG)
+    client, _, _ = web_shop
+    ses.clear_certificate_cache()
+    token = "2336412f37fb687f5d51e6e2425f004aed"
+    subscribe = f"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token={token}"
+    if failure == "connection":
+        answer = {"body": requests.ConnectionError(f"cannot reach {subscribe}")}
+    elif failure == "timeout":
+        answer = {"body": requests.ReadTimeout(f"read timed out: {subscribe}")}
+    else:
+        answer = {"status": int(failure.split()[-1]), "body": f"<Error>{subscribe}</Error>"}
+    responses.get(CERT_URL, body=sns_key[1])
+    responses.get(subscribe, **answer)
+    confirm = {"Type": "SubscriptionConfirmation", "MessageId": "m-1", "Token": token, "TopicArn": TOPIC_ARN,
+               "Message": "You have chosen to subscribe.", "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00Z"}
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503
+    assert response.json["error"].startswith(f"ses: could not confirm the subscription to {TOPIC_ARN}: ")
+    assert "sns.eu-west-1.amazonaws.com" in response.json["error"]
+    assert token not in response.text and token not in caplog.text
+    ses.clear_certificate_cache()
+
+
+@responses.activate
+@pytest.mark.parametrize("status, code", [(403, 403), (404, 403), (500, 503)])
+def test_a_certificate_sns_refuses_or_fails_is_named_by_its_host_and_status(web_shop, sns_key, status, code):
+    """A 4xx for the certificate is a bad signature (403, SNS does not retry); a 5xx is ours to retry (503)."""
+    client, _, engine = web_shop
+    ses.clear_certificate_cache()
+    responses.get(CERT_URL, status=status)
+    note = {"Type": "Notification", "MessageId": "m-2", "TopicArn": TOPIC_ARN, "Message": "{}",
+            "Timestamp": "2026-11-23T11:00:01Z"}
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain")
+    assert response.status_code == code
+    assert response.json["error"].endswith(f"sns.eu-west-1.amazonaws.com answered HTTP {status}")
+    assert feedback_events(engine) == []
     ses.clear_certificate_cache()
 
 

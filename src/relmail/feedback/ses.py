@@ -34,7 +34,7 @@ from ..errors import ConfigError, SignatureError
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, obj, parse_json_body, text
-from .webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
+from .webhook import MissingCredentials, ProviderRefused, ProviderUnreachable, WebhookConfig, WebhookRequest
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def _public_key(url: str, config: WebhookConfig):
     except ProviderUnreachable as exc:
         # Answered 503: SNS sends the message again, where a 403 would make it drop it.
         raise ProviderUnreachable(f"ses: cannot fetch the signing certificate: {exc}") from None
-    except Exception as exc:  # the SNS host refused: no such certificate
-        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc.__class__.__name__}") from None
+    except ProviderRefused as exc:  # the SNS host has no such certificate
+        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc}") from None
     key = cert.public_key()
     with _cert_lock:
         if len(_cert_cache) >= _CACHE_SIZE:
@@ -171,12 +171,10 @@ class Ses(Provider):
             url = check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL")
             try:
                 config.http_get(url)
-            except Exception as exc:
-                # 503: SNS sends the confirmation again, and the log says why the topic is not confirmed yet.
-                # Never the URL itself: its token confirms the subscription.
-                status = getattr(getattr(exc, "response", None), "status_code", None)
-                why = str(exc) if isinstance(exc, ProviderUnreachable) else f"HTTP {status}" if status else exc.__class__.__name__
-                raise ProviderUnreachable(f"ses: could not confirm the subscription to {topic}: {why}") from None
+            except (ProviderUnreachable, ProviderRefused) as exc:
+                # 503 (even for a 4xx): SNS sends the confirmation again, and the log says why the
+                # topic is not confirmed yet. The message names the host only (see webhook._fetch).
+                raise ProviderUnreachable(f"ses: could not confirm the subscription to {topic}: {exc}") from None
             log.info("ses: confirmed the SNS subscription to %s", topic)
             return []
         if kind == "Notification":
