@@ -192,7 +192,7 @@ def test_applying_any_batch_twice_equals_applying_it_once(engine, batch):
     "name, fmt, applied, unknown",
     [
         ("sendgrid_events.json", "sendgrid", {"delivered": 1, "opened": 1, "clicked": 1, "bounced_hard": 2,
-                                              "bounced_soft": 1, "complained": 1, "unsubscribed": 2}, 1),
+                                              "bounced_blocked": 1, "complained": 1, "unsubscribed": 2}, 1),
         ("mailgun_events.json", "mailgun", {"delivered": 1, "bounced_hard": 1, "bounced_soft": 1, "opened": 1,
                                             "clicked": 1, "complained": 1, "unsubscribed": 1}, 0),
         ("postmark_webhooks.jsonl", "postmark", {"delivered": 1, "bounced_hard": 1, "bounced_soft": 1,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
@@ -25,7 +25,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..store import aggregates
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
-from ..store.models import Customer, Event, Preference
+from ..store.models import Customer, Delivery, Event, Preference
 from ..tokens import TRIAL_RUNS
 from .events import OPT_OUT_TYPES, FeedbackEvent
 from .records import InvalidEvent
@@ -145,6 +145,36 @@ def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tupl
     return topics
 
 
+def tie_to_deliveries(conn: Connection, events: Sequence[FeedbackEvent]) -> list[FeedbackEvent]:
+    """``events``, those without relmail's metadata tied to their delivery by the provider's id of the e-mail.
+
+    An SES identity notification carries no tags, only ``mail.messageId``:
+    the id SES answered the send with, which the ledger keeps as
+    ``deliveries.provider_id`` (indexed). Where exactly one delivery has it,
+    the event takes that delivery's customer, run and message; an id the
+    ledger does not hold (mail sent by something else, an erased customer's
+    cleared row) leaves the event to its recipient address.
+    """
+    wanted = sorted({e.sent_id for e in events if e.sent_id and not (e.run_id and e.message_id)})
+    if not wanted:
+        return list(events)
+    table = Delivery.__table__
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for chunk in chunks(wanted):
+        stmt = select(table.c.provider_id, table.c.customer_id, table.c.run_id, table.c.message_id).where(
+            table.c.provider_id.in_(chunk))
+        for provider_id, cid, run, message in conn.execute(stmt):
+            found.setdefault(provider_id, []).append((cid, run, message))
+    out = []
+    for event in events:
+        match = found.get(event.sent_id or "", []) if not (event.run_id and event.message_id) else []
+        if len(match) == 1:
+            cid, run, message = match[0]
+            event = replace(event, customer_id=cid, run_id=run, message_id=message)
+        out.append(event)
+    return out
+
+
 def _existing_event_ids(conn: Connection, ids: list[str]) -> set[str]:
     table = Event.__table__
     found: set[str] = set()
@@ -201,6 +231,7 @@ def apply_events(
             return apply_events(conn, events, source, opt_out_duplicates)
     conn = target
     result = ApplyResult()
+    events = tie_to_deliveries(conn, events)
     # A proof names the customer whose data it shows, but went to someone testing: a bounce,
     # complaint or unsubscribe of that mailbox says nothing about the customer.
     trial = [e for e in events if e.run_id in TRIAL_RUNS]

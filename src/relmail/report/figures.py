@@ -38,7 +38,7 @@ DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, 
 ACTIONS = ("send", "holdout", "suppress")
 #: What came back of the run's e-mails (provider events, bounce mailbox, unsubscribe links), in the order a reader
 #: follows an e-mail: did it arrive, did it come back, what did the customer do.
-FEEDBACK = ("delivered", "bounced_soft", "bounced_hard", "complained", "unsubscribed", "opened", "clicked")
+FEEDBACK = ("delivered", "bounced_soft", "bounced_blocked", "bounced_hard", "complained", "unsubscribed", "opened", "clicked")
 #: Rows of the suppression list kept in a report unless told otherwise: a
 #: browser searches a table this size at once; millions belong in a file.
 SUPPRESSION_LIMIT = 5000

@@ -58,6 +58,7 @@ EVENT_TYPES = (
     "email_clicked",
     "email_bounced_hard",
     "email_bounced_soft",
+    "email_bounced_blocked",
     "email_complained",
     "email_unsubscribed",
 )
@@ -221,6 +222,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
         # A bounce names the Message-ID of the e-mail it answers (relmail feedback bounces).
         Index("ix_deliveries_rfc_message_id", "rfc_message_id"),
+        # An SES identity notification names only the provider's id of the e-mail (mail.messageId).
+        Index("ix_deliveries_provider_id", "provider_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
