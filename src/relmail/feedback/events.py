@@ -28,6 +28,9 @@ STORE_TYPES = {
 }
 TYPES = tuple(STORE_TYPES)
 
+#: The providers of relmail's own pages: an unsubscribe link, the preference page.
+LINK_PROVIDER, PREFERENCES_PROVIDER = "link", "preferences"
+
 #: Types that withdraw consent (they also write a preference opt-out).
 OPT_OUT_TYPES = ("complained", "unsubscribed")
 

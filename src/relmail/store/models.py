@@ -117,6 +117,34 @@ class Preference(SQLModel, table=True):
     source: str = Field(default="import", sa_column=Column(String(100), nullable=False, default="import"))
 
 
+class ConsentChange(SQLModel, table=True):
+    """One change of a ``preferences`` row, and where it came from: the consent history.
+
+    ``preferences`` holds the state the plan reads; this table says how it
+    got there, so ``relmail why`` can name the opt-out behind UNSUBSCRIBED
+    (:mod:`relmail.store.consent_log`). Stores upgraded from before it have no
+    rows for older changes.
+    """
+
+    __tablename__ = "consent_changes"
+    __table_args__ = (Index("ix_consent_changes_customer_topic", "customer_id", "topic", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    customer_id: str = Field(sa_column=Column(String(64), nullable=False))
+    topic: str = Field(sa_column=Column(String(100), nullable=False))
+    opted_in: bool = Field(nullable=False)
+    #: When the customer made the choice, as far as the source says (the row's ``updated_at``).
+    changed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: When relmail wrote it: what a plan made at a given time can have seen.
+    recorded_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: ``preferences.source`` as written: unsubscribe-link, preference-page, esp-webhook, import ...
+    source: str = Field(sa_column=Column(String(100), nullable=False))
+    #: What exactly: the imported file, the provider and its event, one-click or the confirmation page.
+    detail: str | None = Field(default=None, sa_column=Column(String(300)))
+    #: The ``events.event_id`` of the feedback event that made the change, if one did.
+    event_id: str | None = Field(default=None, sa_column=Column(String(128)))
+
+
 class Event(SQLModel, table=True):
     __tablename__ = "events"
     __table_args__ = (
