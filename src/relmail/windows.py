@@ -161,8 +161,9 @@ def current_time() -> datetime:
 
     Everything that asks "which window is it" or "as of when" reads this:
     ``auto`` and the relative window names, a plan's default as-of, a send's
-    timestamps, the demo shop's history. Run locks and timings keep the
-    system clock.
+    timestamps, the latest plausible time of an import or a provider event
+    (:func:`relmail.timestamps.implausible`), the demo shop's history. Run
+    locks and timings keep the system clock.
     """
     fixed = os.environ.get(ENV_NOW, "").strip()
     if not fixed:

@@ -37,7 +37,7 @@ from .mapping import SIDE_FIELDS, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
 from .rejects import RejectsWriter, default_rejects_path
-from .schemas import Schema, schema_for
+from .schemas import Fallback, Schema, schema_for
 from .writers import CustomersWriter, PreferencesWriter, TableWriter
 
 #: Defaults for optional customer fields when the caller gives none (the model's defaults).
@@ -168,7 +168,8 @@ def import_file(
         writer = None
         if skip_invalid:
             writer = RejectsWriter(Path(rejects) if rejects else default_rejects_path(src.name, src.fmt), src.fmt)
-        run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, {**DEFAULTS, **(defaults or {})}, skip_invalid,
+        fallbacks = {name: Fallback(value) for name, value in {**DEFAULTS, **(defaults or {})}.items()}
+        run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, fallbacks, skip_invalid,
                    writer, max_errors, lenient=not strict_addresses)
         provided = _provided(schema, reader.header, mapped)
         try:

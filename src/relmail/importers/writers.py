@@ -27,7 +27,7 @@ from ..store.addresses import address_hash, salt
 from ..store.models import Customer, Preference, Suppression
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
-from .schemas import Schema
+from .schemas import Fallback, Schema
 
 #: How a re-import updates a stored row, per column (see :data:`relmail.importers.loader.UPDATES`):
 #: a blank name does not erase what another source said, the sign-up date is the earliest any source
@@ -38,6 +38,9 @@ UPDATE_FORMS = {
 }
 
 C, P, S = Customer.__table__, Preference.__table__, Suppression.__table__
+
+#: Customer columns a blank cell fills from the project's settings: for a new customer only.
+FALLBACK_COLUMNS = ("locale", "timezone")
 
 
 def update_columns(schema: Schema, provided: set[str] | None) -> dict[str, str]:
@@ -124,13 +127,36 @@ class CustomersWriter(TableWriter):
             pending = self._match(pending)
         if not self.run.may_write():
             return
-        self._undated_changes([row for _, row in pending])
-        super().write(pending)
         rows = [row for _, row in pending]
+        self._keep_stored(rows)
+        self._undated_changes(rows)
+        super().write(pending)
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
         self.link.apply(rows)
         self._consent(pending)
         self._suppress(rows)
+
+    def _keep_stored(self, rows: list[dict[str, Any]]) -> None:
+        """A blank locale or time zone (a :class:`~relmail.importers.schemas.Fallback`): a stored customer's own, else the project's.
+
+        A mailing list whose language field is blank for some people, or a
+        JSON record without the key, must not put a customer another source
+        gave a language back into the project's: every later e-mail would be
+        in the wrong one. One lookup per batch of such rows' ids.
+        """
+        updated = [c for c in FALLBACK_COLUMNS if c in self.loader.update]
+        blank = [row for row in rows if any(row[c].__class__ is Fallback for c in updated)]
+        stored: dict[str, Any] = {}
+        for condition in one_of(self.conn, C.c.id, {row["id"] for row in blank}):
+            stored.update((r.id, r._mapping) for r in self.conn.execute(select(C.c.id, *(C.c[c] for c in updated)).where(condition)))
+        for row in blank:
+            own = stored.get(row["id"])
+            if own is not None:
+                row.update({c: own[c] for c in updated if row[c].__class__ is Fallback})
+        for row in rows:
+            for c in FALLBACK_COLUMNS:
+                if row[c].__class__ is Fallback:
+                    row[c] = str(row[c])
 
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
