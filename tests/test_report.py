@@ -144,6 +144,9 @@ def test_cli_report_run_html_and_json_beside_report_incrementality(planned, engi
     out = runner.invoke(cli, ["report", "run", RUN, "--out", str(html), "--previews", "2"])
     assert out.exit_code == 0, out.output
     assert html.read_text().count("<iframe sandbox srcdoc=") == 2
+    assert out.output.rstrip().splitlines()[0].endswith(", 2 previews")
+    out = runner.invoke(cli, ["report", "run", RUN, "--out", str(html), "--previews", "1"])
+    assert out.exit_code == 0 and out.output.splitlines()[0].endswith(", 1 preview"), out.output
     out = runner.invoke(cli, ["report", "incrementality", PAST, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)[0]["run"] == PAST
