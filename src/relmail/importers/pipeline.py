@@ -322,11 +322,11 @@ class _Run:
             # The row replaces the mapping's fields: the record waits in its chunk with one dict, not two.
             record.values = None
             if problems or record.problems:
-                named = [(record.labels.get(f, f) if f else f, m) for f, m in problems]
-                # A cell that did not parse leaves its field empty: "is required" would only repeat it.
-                unparsed = {f for f, _ in record.problems}
-                named = [(f, m) for f, m in named if not (m == "is required" and f in unparsed)]
-                problems = [*record.problems, *named]
+                # A cell that did not parse leaves its field empty: the kind's own problem with that
+                # field ("is required") would only repeat it. One problem per failed field.
+                failed = record.failed
+                problems = [*record.problems,
+                            *((record.labels.get(f, f) if f else f, m) for f, m in problems if f not in failed)]
         if not problems:
             verdict = self.sink.check(record.line, row)
             if verdict is False:
