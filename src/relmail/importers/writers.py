@@ -24,7 +24,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Preference, Suppression
+from ..store.models import EMAIL_LOWER, Customer, Preference, Suppression
+from .addresses import customers_by_address
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
 from .schemas import Fallback, Schema
@@ -163,12 +164,11 @@ class CustomersWriter(TableWriter):
 
         Such customers keep their own histories, consent and frequency caps while a plan mails
         the address once per message (``SHARED_ADDRESS``): worth merging at the source, so worth
-        saying after the import. One scan of the customers, not one per address.
+        saying after the import. One pass over the customers' ``lower(email)`` index, not a look-up per address.
         """
         if not self.addresses or not self.run.may_write():
             return
-        lowered = func.lower(C.c.email)
-        shared = select(lowered).group_by(lowered).having(func.count() > 1)
+        shared = select(EMAIL_LOWER).group_by(EMAIL_LOWER).having(func.count() > 1)
         self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
     def _match(self, pending: list) -> list:
@@ -190,7 +190,7 @@ class CustomersWriter(TableWriter):
         def known(row: dict[str, Any]) -> bool:
             return row["id"] in stored and stored[row["id"]].lower() == row["email"].lower()
 
-        found = self._owners({row["email"] for _, row in pending if not known(row)})
+        found = customers_by_address(self.conn, {row["email"] for _, row in pending if not known(row)})
         kept = []
         for record, row in pending:
             email, own = row["email"], row["id"]
@@ -213,23 +213,6 @@ class CustomersWriter(TableWriter):
             else:
                 kept.append((record, row))
         return kept
-
-    def _owners(self, emails: set[str]) -> dict[str, str]:
-        """Address -> the stored customer it names: written the same first, else in another case; the lowest id of several."""
-        found: dict[str, str] = {}
-        for condition in one_of(self.conn, C.c.email, emails):
-            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                found.setdefault(email, cid)
-        # Each spelling the file has of an address stored in another case (a local part is stored as written).
-        missing: dict[str, list[str]] = {}
-        for email in emails - found.keys():
-            missing.setdefault(email.lower(), []).append(email)
-        lowered = func.lower(C.c.email, type_=C.c.email.type)
-        for condition in one_of(self.conn, lowered, missing):
-            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                for written in missing.get(email.lower(), ()):
-                    found.setdefault(written, cid)
-        return found
 
     def _ambiguous(self, email: str, owner: str, own: str) -> str:
         stored = self.conn.execute(select(C.c.email).where(C.c.id == owner)).scalar_one()

@@ -18,7 +18,7 @@ from sqlalchemy import text
 
 from ..errors import Problem
 from ..importers import fields
-from ..yaml_keys import repeated_keys
+from ..yaml_keys import data_of, key_path, repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
 CONDITIONS: dict[str, set[str]] = {
@@ -64,9 +64,12 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     """(name, description, condition tree) of one file, or None after adding its problems."""
     where = str(path)
     try:
-        source = path.read_text(encoding="utf-8")
-        node = yaml.compose(source, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(source)
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        lines: dict[str, int] = {}
+        if node is not None:
+            _lines(node, "", lines)
+        repeated = repeated_keys(node, where, key_path)
+        data = data_of(node)  # after the keys are read: a merge key rewrites the node
     except UnicodeDecodeError:
         problems.append(Problem(where, None, None, "not UTF-8 text"))
         return None
@@ -79,12 +82,10 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
         # which a file saved before its condition was written would otherwise mean.
         problems.append(Problem(where, 1, None, "the file is empty: a segment file is a mapping with name, description and a condition"))
         return None
-    lines: dict[str, int] = {}
-    _lines(node, "", lines)
-    before = len(problems)
-    problems.extend(repeated_keys(node, where, _key_path))
-    if len(problems) > before:
+    if repeated:
+        problems.extend(repeated)
         return None
+    before = len(problems)
     if not isinstance(data, dict):
         problems.append(Problem(where, 1, None, "a segment file must be a mapping with name, description and a condition"))
         return None
@@ -110,14 +111,6 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     if len(problems) > before:
         return None
     return name, description, root
-
-
-def _key_path(path: tuple) -> str:
-    """``('all', 1, 'purchased')`` as the grammar's problems name it: ``all[1].purchased``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _lines(node, path: str, out: dict[str, int]) -> None:
