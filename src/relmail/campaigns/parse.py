@@ -15,11 +15,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
-from ..errors import NotFound, Problem, ValidationError
+from ..errors import NotFound, Problem, ValidationError, did_you_mean, likely
 from ..importers import fields
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
-from ..spelling import did_you_mean, likely
 from ..yaml_keys import repeated_keys
 from .model import Campaign, Message, Policy, Scoring
 

@@ -12,8 +12,7 @@ import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from ..errors import ConfigError, DeliveryError
-from ..spelling import did_you_mean, likely
+from ..errors import ConfigError, DeliveryError, did_you_mean, likely
 from .base import (
     ACCEPTED,
     DEFERRED,

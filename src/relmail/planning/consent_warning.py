@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
-from ..spelling import did_you_mean
+from ..errors import did_you_mean
 from ..store.models import Preference
 from ..store.topics import unknown_topics
 

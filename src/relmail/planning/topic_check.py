@@ -16,8 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ..campaigns.parse import line_in_file
-from ..errors import Problem, ValidationError
-from ..spelling import did_you_mean
+from ..errors import Problem, ValidationError, did_you_mean
 from ..store.topics import not_known, unknown_topics
 
 if TYPE_CHECKING:

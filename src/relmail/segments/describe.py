@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import func, select
 
-from ..errors import Problem
-from ..spelling import did_you_mean
+from ..errors import Problem, did_you_mean
 from ..store.db import which_exist
 from ..store.models import Customer, Product
 from ..store.topics import not_known, unknown_topics

@@ -15,9 +15,8 @@ from typing import Any
 import yaml
 from sqlalchemy import text
 
-from ..errors import Problem
+from ..errors import Problem, did_you_mean, likely
 from ..importers import fields
-from ..spelling import did_you_mean, likely
 from ..yaml_keys import repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).

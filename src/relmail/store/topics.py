@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from ..spelling import likely
+from ..errors import likely
 from .db import which_exist
 from .models import Event, Preference
 

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from sqlalchemy import insert
 
 from relmail.cli import cli
-from relmail.spelling import did_you_mean, likely
+from relmail.errors import did_you_mean, likely
 from relmail.store.models import Preference
 from relmail.store.topics import CLOSE, unknown_topics
 
