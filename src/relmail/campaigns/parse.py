@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
-from ..errors import NotFound, Problem, ValidationError
+from ..errors import NotFound, Problem, ValidationError, did_you_mean, likely
 from ..importers import fields
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
@@ -218,8 +217,7 @@ def _unknown_key(loc: tuple) -> str:
     message = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
     if model is _MessagePolicyModel and key in _PolicyModel.model_fields:
         return message + f"; '{key}' applies to the whole campaign: set it in the campaign's policy"
-    close = get_close_matches(key, allowed, n=1)
-    return message + (f"; did you mean '{close[0]}'?" if close else "")
+    return message + did_you_mean(likely(key, allowed))
 
 
 def _said(err: dict) -> str:

@@ -24,7 +24,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import EMAIL_LOWER, Customer, Preference, Suppression
+from ..store.models import EMAIL_LOWER, Customer, Suppression
 from .addresses import customers_by_address
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
@@ -38,7 +38,7 @@ UPDATE_FORMS = {
     "products": {"attributes": "merge"},
 }
 
-C, P, S = Customer.__table__, Preference.__table__, Suppression.__table__
+C, S = Customer.__table__, Suppression.__table__
 
 #: Customer columns a blank cell fills from the project's settings: for a new customer only.
 FALLBACK_COLUMNS = ("locale", "timezone")
@@ -222,15 +222,15 @@ class CustomersWriter(TableWriter):
                 "in the source, or leave the row out with --skip-invalid")
 
     def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
-        """An undated flag that changed since the last export is a change as of now (yes to no: an opt-out).
+        """Mark each undated flag that changed since the last export (``_consent_changed``).
 
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
-        export and says no in this one unsubscribed in the shop in between: that is dated
-        now, so it wins over every earlier opt-in. A no turned yes is an opt-in as of now only
-        for a customer with no opt-out on record: an undated yes never undoes an opt-out
-        (counted as ``kept_opted_out``). Each customer's last flag is kept in ``attributes``
-        under the column's name (``accepts_email_marketing``) to see the change.
+        export and says no in this one unsubscribed in the shop in between: the preference
+        history writes that as of now, so it wins over every earlier opt-in, and keeps an
+        opt-out on record when the flag turned yes (counted as ``kept_opted_out``). Each
+        customer's last flag is kept in ``attributes`` under the column's name
+        (``accepts_email_marketing``) to see the change.
         """
         if self.flag_key is None:
             return
@@ -242,49 +242,28 @@ class CustomersWriter(TableWriter):
             for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
                 if isinstance(attributes, dict):
                     before[cid] = attributes.get(self.flag_key)
-        changed = []
         for row in undated:
             said = bool(row["_consent"])
             row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
             last = before.get(row["id"])
-            if isinstance(last, bool) and last != said:
-                changed.append(row)
-        # The opt-outs on record: a yes without a date never undoes one, whoever recorded it (relmail's
-        # unsubscribe link, a mailing tool, or this shop's own flag turning no): the export may be an
-        # older one imported again, and only an opt-in dated after the opt-out may end it. A no adds
-        # nothing to an opt-out already there.
-        opted_out = self._opted_out([row["id"] for row in changed])
-        for row in changed:
-            if row["id"] in opted_out:
-                if row["_consent"]:
-                    self.details["kept_opted_out"] += 1
-                continue
-            # Changed in the shop since its last export: as of now, so it wins over older dated records.
-            row["_consent_at"] = self.now
-            self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
-
-    def _opted_out(self, ids: list[str]) -> set[str]:
-        """The customers among ``ids`` with a global opt-out on record (opted out of everything)."""
-        out: set[str] = set()
-        for batch in batched(sorted(ids), LOOKUP_BATCH):
-            query = select(P.c.customer_id).where(P.c.customer_id.in_(batch), P.c.topic == "*", P.c.opted_in.is_(False))
-            out.update(self.conn.execute(query).scalars())
-        return out
+            row["_consent_changed"] = isinstance(last, bool) and last != said
 
     def _consent(self, pending: list) -> None:
-        rows = []
+        rows, changed = [], set()
         for record, row in pending:
             opted_in = row.get("_consent")
             if opted_in is None:
                 continue
             rows.append((record, {"customer_id": row["id"], "topic": "*", "opted_in": bool(opted_in), "max_per_week": None,
                                   "updated_at": row.get("_consent_at") or UNDATED, "source": self.source}))
+            if row.get("_consent_changed"):
+                changed.add((row["id"], "*"))
         if not rows:
             return
         if self.consent is None:
             # The frequency wish on the global record is the customer's, not the export's.
             self.consent = PreferenceHistory(self.conn, compare=("opted_in",),
-                                             update={"opted_in": "set", "updated_at": "set", "source": "set"})
+                                             update={"opted_in": "set", "updated_at": "set", "source": "set"}, now=self.now)
         kept = []
         for record, row in rows:
             verdict = self.consent.check(record.line, row)
@@ -294,9 +273,11 @@ class CustomersWriter(TableWriter):
                 self.run.reject(record, [verdict])
         before = self.consent.written
         by_line = {record.line: record for record, _ in rows}
-        for line, problem in self.consent.write(kept):
+        for line, problem in self.consent.write(kept, changed):
             self.run.reject(by_line[line], [problem])
         self.details["consent_records"] += self.consent.written - before
+        self.details.update(withdrawn_since_last_export=self.consent.withdrawn, given_since_last_export=self.consent.given,
+                            kept_opted_out=self.consent.kept_opted_out)
         self.details["without_consent"] = self.consent.not_opted_in
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:

@@ -7,7 +7,6 @@ Errors are collected, not raised one by one: each becomes a
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 import yaml
 from sqlalchemy import text
 
-from ..errors import Problem
+from ..errors import Problem, did_you_mean, likely
 from ..importers import fields
 from ..yaml_keys import data_of, key_path, repeated_keys
 
@@ -152,7 +151,7 @@ def _parse(value: Any, path: str, where: str, lines: dict[str, int], problems: l
         return _parse_sql(arg, at, bad)
     if key not in CONDITIONS:
         names = list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS)
-        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){_likely(key, names)}")
+        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){did_you_mean(likely(key, names))}")
         return None
     leaf = _parse_leaf(key, arg, at, bad)
     if leaf is not None:
@@ -204,7 +203,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     ok = True
     for k in arg:
         if k not in allowed:
-            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){_likely(k, allowed)}")
+            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){did_you_mean(likely(k, allowed))}")
             ok = False
     for k in CONDITIONS[kind]:
         if k.endswith("*") and k[:-1] not in arg:
@@ -249,12 +248,6 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
-
-
-def _likely(name: Any, known) -> str:
-    """'; did you mean ...?' for a misspelt name, as campaign files say it; empty when nothing is close."""
-    close = difflib.get_close_matches(str(name), sorted(known), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _unit_hint(value: Any) -> str:
