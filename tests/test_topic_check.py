@@ -88,3 +88,18 @@ def test_a_topic_a_message_was_mailed_with_is_known(shop, engine):
         conn.execute(insert(Event.__table__), [{"customer_id": "7302117000001", "type": "email_sent", "topic": "promotion",
                                                 "occurred_at": datetime(2026, 11, 2, tzinfo=UTC), "message_id": "sale", "run_id": "r"}])
     assert plan(shop, "promotion").exit_code == 0
+
+
+def test_the_plan_looks_for_a_topic_in_the_e_mails_only_when_it_would_refuse_it(shop, monkeypatch):
+    # The events table has no index on topic: a new topic, like no known one, is planned without reading it.
+    from relmail.store import topics
+
+    looked: list[set[str]] = []
+
+    def spy(conn, conditions):
+        looked.append(set(conditions))
+        return set()
+
+    monkeypatch.setattr(topics, "which_exist", spy)
+    assert plan(shop, "gift-guide").exit_code == 0 and looked == []
+    assert plan(shop, "promotion").exit_code == 4 and looked == [{"promotion"}]

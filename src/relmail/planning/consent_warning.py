@@ -56,7 +56,7 @@ def consent_warnings(engine: Engine, campaign: Campaign, summaries, consent, top
     counts: dict[tuple[str, bool], int] | None = None
 
     def meant(topic: str) -> str | None:  # looked up only for a warning that names an unknown topic
-        return unknown_topics(engine, [topic], topics).get(topic)
+        return unknown_topics(engine, [topic], topics, misspelt_only=True).get(topic)
 
     for message, summary in zip(campaign.messages, summaries):
         for rule in ("NO_CONSENT", "UNSUBSCRIBED"):

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 
 def check_topics(engine: Engine, camp: Campaign, declared: set[str]) -> None:
     """Raise :class:`ValidationError` naming file, line and field for each message whose topic looks misspelt."""
-    unknown = unknown_topics(engine, {m.topic for m in camp.messages}, declared)
+    unknown = unknown_topics(engine, {m.topic for m in camp.messages}, declared, misspelt_only=True)
     problems = []
     for i, m in enumerate(camp.messages):
         meant = unknown.get(m.topic)

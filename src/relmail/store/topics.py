@@ -33,13 +33,16 @@ CLOSE = 0.8
 P, E = Preference.__table__, Event.__table__
 
 
-def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]) -> dict[str, str | None]:
+def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str],
+                   misspelt_only: bool = False) -> dict[str, str | None]:
     """Those of ``named`` that are not known, each with the known topic it most likely misspells (None: a new topic).
 
     ``declared`` are the topics of ``[topics]`` in ``relmail.toml``; ``*``
     (every topic) is always known. Suggestions come from the declared and
     recorded topics: listing every e-mail event's topic would read the whole
-    events table.
+    events table. ``misspelt_only``: only the unknown topics with a
+    suggestion (what a plan refuses); a new topic is then not looked for in
+    the e-mail events, which for a topic never mailed means reading them all.
     """
     declared = set(declared)
     asked = set(named) - declared - {"*"}
@@ -49,12 +52,15 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
         return {}
     with engine.connect() as conn:
         recorded = set(conn.execute(select(P.c.topic).distinct()).scalars()) - {"*"}
-        asked -= recorded
-        if asked:
+        known = declared | recorded
+        meant = {topic: likely(topic, known, CLOSE) for topic in sorted(asked - recorded)}
+        if misspelt_only:
+            meant = {topic: close for topic, close in meant.items() if close is not None}
+        if meant:
             # The events table has no index on topic: each topic's EXISTS stops at its first e-mail.
-            asked -= which_exist(conn, {topic: E.c.topic == topic for topic in asked})
-    known = declared | recorded
-    return {topic: likely(topic, known, CLOSE) for topic in sorted(asked)}
+            for mailed in which_exist(conn, {topic: E.c.topic == topic for topic in meant}):
+                del meant[mailed]
+    return meant
 
 
 def not_known(topic: str) -> str:
