@@ -94,7 +94,7 @@ def compute_features(
         try:
             statements = {} if copy is not None else {
                 "commerce": q.commerce(scope, as_of, dialect, contexts, settings, by_category, maintained),
-                "email": q.email(scope, as_of, dialect, contexts, maintained),
+                "email": q.email(scope, as_of, dialect, contexts, settings.timezone, maintained),
             }
             statements |= {
                 "preferences": q.preferences(scope, as_of, dialect, contexts),
@@ -105,7 +105,7 @@ def compute_features(
             }
             if maintained:
                 extra = {"totals": q.totals(scope, as_of, dialect), "owned": q.owned(scope, as_of, contexts),
-                         "sent": q.sent(scope, as_of, contexts)}
+                         "sent": q.sent(scope, as_of, contexts, settings.timezone)}
                 if copy is None:
                     extra["usage"] = q.usage(scope, as_of, contexts)
                 statements.update({name: query for name, query in extra.items() if query is not None})
