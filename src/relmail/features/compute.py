@@ -69,6 +69,11 @@ def compute_features(
     ``use_aggregates=True`` uses the aggregates whenever they are current,
     ``False`` never.
 
+    The send counts of the frequency caps (``sends_7``, ``sends_30``, the
+    topic ones) and a recurring message's ``already_sent`` count whole
+    calendar days in ``settings.timezone``
+    (:func:`relmail.windows.days_start`), on every path alike.
+
     ``columns``: the directory of a columnar copy of the events
     (:mod:`relmail.store.columnar`, brought in step by its ``update``).
     When the aggregates are current and the copy covers exactly the
