@@ -112,16 +112,16 @@ C-CAP in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
 
 promo: SUPPRESS  score 0.41, expected value 4.13
   score from: consent +0.20, affinity +0.15, recency +0.04
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2
 
 welcome: SUPPRESS  score 0.55, expected value 2.75
   score from: consent +0.50, engagement +0.05
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2
   NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
 
 service: SUPPRESS  score 0.31, expected value 0.93
   score from: consent +0.17, recency +0.11, engagement +0.03
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2"""
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"""
 
 SENT = """\
 C-OK in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
