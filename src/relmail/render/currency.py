@@ -23,7 +23,7 @@ from babel.numbers import is_currency
 from jinja2 import Undefined
 
 from ..errors import ConfigError
-from ..locales import language_of
+from ..importers.fields import language_of
 from .optional import Missing
 
 DEFAULT = "EUR"

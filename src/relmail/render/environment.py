@@ -27,7 +27,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_
 from jinja2.exceptions import TemplateNotFound
 
 from ..errors import NotFound, TemplateError
-from ..locales import language_of
+from ..importers.fields import language_of
 from . import filters
 from .bounds import Limits
 from .sandbox import BoundedSandbox

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import String, case, cast, func, select
 
-from ..locales import language_of
+from ..importers.fields import language_of
 from ..store.models import Customer
 from .catalog import Catalog
 from .contexts import customer_contexts, load_catalog

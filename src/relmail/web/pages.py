@@ -36,7 +36,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoe
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
-from ..locales import language_of
+from ..importers.fields import language_of
 from ..render.bounds import Limits, render_bounded
 from ..render.sandbox import BoundedSandbox
 
