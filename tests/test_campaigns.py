@@ -182,6 +182,22 @@ def test_a_key_written_twice_is_refused_at_its_second_line(at):
     assert problem.field.endswith(key)
 
 
+def test_a_message_built_on_another_with_a_yaml_merge_key_is_no_repeated_key():
+    # "<<: *launch" then "id: reminder": YAML's own way to share a block, not a key written twice.
+    text = GOOD.replace("  - id: launch\n", "  - &launch\n    id: launch\n") + (
+        "  - <<: *launch\n"
+        "    id: reminder\n"
+        "    value: 20\n"
+        "    bad: key\n")
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(text, "c.yml")
+    # The only problem is the unknown key, on its line: the merge neither repeats keys nor moves lines.
+    assert [(p.line, p.field) for p in err.value.problems] == [(len(text.splitlines()), "messages.2.bad")]
+    campaign = parse_campaign(text.replace("    bad: key\n", ""), "c.yml")
+    reminder = campaign.messages[2]
+    assert (reminder.id, reminder.template, reminder.topic, reminder.value) == ("reminder", "ebike_launch", "promotions", 20)
+
+
 def test_a_per_locale_subject_in_any_spelling_of_a_locale_reaches_that_locales_customers():
     """``pl_pl``, ``DE`` or ``de-AT`` as a subject key mean the locale, as a customer's locale is read."""
     from relmail.render import MessageSpec

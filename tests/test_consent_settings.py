@@ -13,7 +13,7 @@ from relmail.planning.consent_warning import consent_warnings
 from relmail.planning.partition import MessageSummary
 from relmail.project import ConsentSettings, Project, init_project
 from relmail.rules import RULES
-from relmail.store.models import Preference
+from relmail.store.models import Event, Preference
 
 CAMPAIGN = parse_campaign("""
 messages:
@@ -70,25 +70,25 @@ def test_a_warning_names_the_likely_cause_and_only_when_almost_everyone_is_suppr
     prefs(engine, [(f"C{i}", "*", True) for i in range(226)])
     # No consent at all for the topic: 226 opted in globally, and [consent] does not let that count.
     (warning,) = consent_warnings(engine, CAMPAIGN, summaries((226, {"NO_CONSENT": 226}), (226, {"NO_CONSENT": 20})),
-                                  ConsentSettings(False))
+                                  ConsentSettings(False), ())
     assert warning.text == ("tips: 226 of 226 customers suppressed by NO_CONSENT: no customer has consent for topic "
                             "'book-tips'; 226 opted in globally: see [consent]")
     assert warning.as_dict()["rule"] == "NO_CONSENT"
     explicit = consent_warnings(engine, CAMPAIGN, summaries((10, {}), (226, {"NO_CONSENT": 210})),
-                                ConsentSettings(True, ("partner-offers",)))
+                                ConsentSettings(True, ("partner-offers",)), ())
     assert [w.text.split(": ", 2)[2] for w in explicit] == [
         "no customer has consent for topic 'partner-offers'; 226 opted in globally, but [consent] explicit_topics asks an "
         "opt-in of its own for 'partner-offers'"]
     # Below the threshold: no warning.
-    assert consent_warnings(engine, CAMPAIGN, summaries((226, {"NO_CONSENT": 200}), (226, {})), ConsentSettings(False)) == []
+    assert consent_warnings(engine, CAMPAIGN, summaries((226, {"NO_CONSENT": 200}), (226, {})), ConsentSettings(False), ()) == []
 
 
 def test_an_audience_opted_out_of_everything_or_without_any_record_gets_its_cause(engine):
-    assert consent_warnings(engine, CAMPAIGN, summaries((5, {"NO_CONSENT": 5}), (5, {})), ConsentSettings())[0].text.endswith(
+    assert consent_warnings(engine, CAMPAIGN, summaries((5, {"NO_CONSENT": 5}), (5, {})), ConsentSettings(), ())[0].text.endswith(
         "no consent is on record at all: import preferences, or the customers' consent column (--map shopify)")
     prefs(engine, [(f"C{i}", "*", False) for i in range(12)])
     (warning,) = consent_warnings(engine, CAMPAIGN, summaries((12, {"UNSUBSCRIBED": 12, "NO_CONSENT": 3}), (0, {})),
-                                  ConsentSettings())
+                                  ConsentSettings(), ())
     assert warning.text == ("tips: 12 of 12 customers suppressed by UNSUBSCRIBED: 12 customers are opted out of all e-mail "
                             "(topic '*'): check that the consent column was imported the right way round")
 
@@ -98,6 +98,20 @@ def test_a_topic_no_consent_record_names_is_called_a_likely_typo(engine):
     prefs(engine, [(f"C{i}", "*", True) for i in range(96)] + [(f"D{i}", "promotions", True) for i in range(300)]
           + [(f"E{i}", "newsletter", False) for i in range(5)])
     camp = parse_campaign("messages:\n  - {id: sale, template: t, topic: promotion, segments: [everyone], offer: promotion}\n", "c.yml")
-    (warning,) = consent_warnings(engine, camp, summaries((615, {"NO_CONSENT": 590})), ConsentSettings())
+    (warning,) = consent_warnings(engine, camp, summaries((615, {"NO_CONSENT": 590})), ConsentSettings(), ())
     assert warning.text == ("sale: 590 of 615 customers suppressed by NO_CONSENT: no consent record names topic 'promotion' "
-                            "(a typo for 'promotions'? the store's topics: newsletter, promotions)")
+                            "(the store's topics: newsletter, promotions); did you mean 'promotions'?")
+
+
+def test_a_topic_without_consent_records_that_is_declared_or_mailed_is_not_called_a_misspelling(engine):
+    # 'promotion' is a topic of its own here: declared under [topics], or a message of it was mailed.
+    prefs(engine, [(f"C{i}", "*", True) for i in range(96)] + [(f"D{i}", "promotions", True) for i in range(300)])
+    camp = parse_campaign("messages:\n  - {id: sale, template: t, topic: promotion, segments: [everyone], offer: promotion}\n", "c.yml")
+    said = "no consent record names topic 'promotion' (the store's topics: promotions)"
+    (declared,) = consent_warnings(engine, camp, summaries((615, {"NO_CONSENT": 590})), ConsentSettings(), {"promotion"})
+    assert declared.text.endswith(said)
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__), [{"customer_id": "C1", "type": "email_sent", "occurred_at": T,
+                                                "message_id": "sale", "run_id": "r", "topic": "promotion"}])
+    (mailed,) = consent_warnings(engine, camp, summaries((615, {"NO_CONSENT": 590})), ConsentSettings(), ())
+    assert mailed.text.endswith(said)

@@ -99,3 +99,39 @@ def test_settings_reference_lists_every_adapter_key():
         missing += [f"{name}.{key}" for key in adapter_class(name).config_keys if f"`{key}`" not in section]
     assert not missing, f"docs/reference/settings.md does not list {missing}"
 
+
+
+#: A fenced block: its language, its title (``yaml title="maps/opens.yml"``) and its text.
+FENCE = re.compile(r'^```(\w+)(?: title="([^"]+)")?\n(.*?)^```$', re.MULTILINE | re.DOTALL)
+#: A block that shows lines to add to a copy of a built-in mapping: ``title="maps/NAME.yml (the added line)"``.
+ADDED = re.compile(r"^maps/(?P<name>[\w-]+)\.yml \(the added lines?\)$")
+
+
+def _builtin_mapping(name: str) -> Path:
+    found = sorted((ROOT / "src" / "relmail" / "importers" / "mappings").glob(f"*/{name}.yml"))
+    assert len(found) == 1, f"no single built-in mapping {name}.yml to add the documented lines to: {found}"
+    return found[0]
+
+
+@pytest.mark.parametrize("page", ["guide/mappings.md", "guide/importing.md", "getting-started/your-shop.md"])
+def test_every_column_mapping_the_docs_show_is_a_valid_mapping(page):
+    """A mapping file shown in full (a YAML block with ``kind:``) parses as it is; lines shown to add to a copy of a
+    built-in mapping parse once added under its ``columns``. A reader copies them: an error there is theirs to debug."""
+    from relmail.importers.mapping import parse_mapping
+
+    checked = 0
+    for lang, title, body in FENCE.findall(_text(page)):
+        if lang != "yaml":
+            continue
+        added = ADDED.match(title or "")
+        if added:
+            builtin = _builtin_mapping(added["name"]).read_text(encoding="utf-8")
+            assert "\ncolumns:\n" in builtin
+            text = builtin.replace("\ncolumns:\n", "\ncolumns:\n" + body, 1)
+            parse_mapping(text, title)
+        elif re.search(r"^kind: ", body, re.MULTILINE):
+            parse_mapping(body, title or page)
+        else:
+            continue
+        checked += 1
+    assert checked or page != "guide/mappings.md", "docs/guide/mappings.md shows no mapping any more"

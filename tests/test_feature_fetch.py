@@ -34,7 +34,7 @@ def test_feature_rows_travel_in_binary_and_equal_the_text_results(engine):
 
         event.listen(conn, "after_cursor_execute", seen)
         statements = [q.preferences(scope, AS_OF, "postgresql", CONTEXTS), q.customers(scope, AS_OF, "postgresql"),
-                      q.totals(scope, AS_OF, "postgresql"), q.sent(scope, AS_OF, CONTEXTS), q.owned(scope, AS_OF, CONTEXTS)]
+                      q.totals(scope, AS_OF, "postgresql"), q.sent(scope, AS_OF, CONTEXTS, "UTC"), q.owned(scope, AS_OF, CONTEXTS)]
         for query in statements:
             formats.clear()
             keys, columns = fetch_columns(conn, query.stmt)

@@ -32,7 +32,7 @@ def test_the_consent_and_sent_statements_of_a_range_group_in_key_order(engine, s
     with engine.begin() as conn:
         scope = Scope(conn, shop_ids[100:900], bounded=True)
         assert scope.range is not None
-        for query in (q.preferences(scope, AS_OF, "postgresql", CONTEXTS), q.sent(scope, AS_OF, CONTEXTS)):
+        for query in (q.preferences(scope, AS_OF, "postgresql", CONTEXTS), q.sent(scope, AS_OF, CONTEXTS, "UTC")):
             assert query.key_order
             sql = str(query.stmt.compile(conn, compile_kwargs={"literal_binds": True}))
             key_order(conn)

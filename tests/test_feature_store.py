@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, func, insert, select, text, update
 
 from relmail.cli import cli
-from relmail.features import FeatureContext, compute_features
+from relmail.features import FeatureContext, FeatureSettings, compute_features
 from relmail.feedback.apply import apply_events
 from relmail.feedback.events import FeedbackEvent
 from relmail.importers import import_file
@@ -34,7 +35,9 @@ from relmail.store.models import (
     Run,
 )
 
-T = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
+#: The plans' as-of time: 00:30 on Wednesday 1 April 2026 in Amsterdam, three days after Europe's spring clock change,
+#: so the caps' 7-day window there (26 March to 1 April) is a DST week of 167 hours.
+T = datetime(2026, 3, 31, 22, 30, tzinfo=UTC)
 CUSTOMERS = ["C1", "C2", "C3", "C4"]
 PRODUCTS = [
     dict(id="EB-200", name="E-bike", category="e-bikes", price=2499.0, url=None, features=["app"]),
@@ -50,20 +53,28 @@ CONTEXTS = {
 TOPICS = {"ebike": "promotions", "lock": "product-tips", "news": "newsletter"}
 
 
-def _frames_equal(engine, as_of, columns=None):
-    """The aggregates (and, with ``columns``, the columnar copy brought in step) give the raw scan's features."""
+#: Time zones the calendar-day windows of the caps are tried in: UTC, and two with clock changes on
+#: other dates and far apart in offset.
+ZONES = ["UTC", "Europe/Amsterdam", "Pacific/Auckland"]
+
+
+def _frames_equal(engine, as_of, columns=None, tz="UTC"):
+    """The aggregates (and, with ``columns``, the columnar copy brought in step) give the raw scan's features: the raw
+    scan's, returned."""
     ids = np.array(CUSTOMERS)
-    maintained = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=True)
-    raw = compute_features(engine, ids, as_of, CONTEXTS, use_aggregates=False)
+    settings = FeatureSettings(timezone=tz)
+    maintained = compute_features(engine, ids, as_of, CONTEXTS, settings, use_aggregates=True)
+    raw = compute_features(engine, ids, as_of, CONTEXTS, settings, use_aggregates=False)
     # Money summed per customer at refresh and summed again by the raw scan: another order of addition.
     _same(raw, maintained)
     if columns is None:
-        return
+        return raw
     columnar.update(engine, columns)
-    copied = compute_features(engine, ids, as_of, CONTEXTS, columns=columns)
+    copied = compute_features(engine, ids, as_of, CONTEXTS, settings, columns=columns)
     with engine.connect() as conn:
         assert (copied.source == "columns") == aggregates.current(conn, as_of), copied.source
     _same(raw, copied)
+    return raw
 
 
 def _same(raw, copied):
@@ -88,7 +99,10 @@ event_rows = st.lists(st.fixed_dictionaries({
     "event_id": st.one_of(st.none(), st.sampled_from([f"E{i}" for i in range(6)])),
     "customer_id": st.sampled_from(CUSTOMERS),
     "type": st.sampled_from(["purchase", "view", "usage", "email_sent", "email_opened", "email_clicked"]),
-    "days": st.integers(0, 1200),
+    # Anywhere in the history; often within the caps' windows, whose edges are local midnights.
+    "days": st.one_of(st.integers(0, 1200), st.integers(0, 35)),
+    # The time of day: sends just before and after a local midnight (a cap window's edge) in every zone.
+    "minutes": st.integers(0, 24 * 60 - 1),
     "product_id": st.sampled_from([None, "EB-200", "CB-1", "LOCK-S1"]),
     "value_cents": st.one_of(st.none(), st.integers(0, 300_000)),
     "message_id": st.sampled_from([None, *MESSAGES]),
@@ -113,7 +127,7 @@ def _import(engine, tmp_path, rows, step):
         seen.add(r["event_id"])
         lines.append(json.dumps({
             "event_id": r["event_id"], "customer_id": r["customer_id"], "type": r["type"],
-            "occurred_at": (T - timedelta(days=r["days"], hours=step)).isoformat(),
+            "occurred_at": (T - timedelta(days=r["days"], hours=step, minutes=r.get("minutes", 0))).isoformat(),
             "product_id": r["product_id"], "value": None if r["value_cents"] is None else r["value_cents"] / 100,
             "message_id": r["message_id"], "topic": TOPICS.get(r["message_id"]),
             "feature": "share-access" if r["type"] == "usage" else None,
@@ -154,10 +168,11 @@ def _send(engine, pairs, step):
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(plan=steps)
-def test_maintained_features_equal_the_raw_scan(engine, tmp_path, monkeypatch, plan):
+@given(plan=steps, tz=st.sampled_from(ZONES))
+def test_maintained_features_equal_the_raw_scan(engine, tmp_path, monkeypatch, plan, tz):
     """After any mix of imports (with updates that move events), feedback, sends and erasures, the aggregates and the
-    columnar copy (kept across examples: every reset is a change it must follow) agree with the raw scan at every as_of."""
+    columnar copy (kept across examples: every reset is a change it must follow) agree with the raw scan at every as_of,
+    with the caps' calendar days in any time zone."""
     # Tiny segments: builds write several, appends pile up and get merged.
     monkeypatch.setattr(columnar, "BUILD_ROWS", 4)
     monkeypatch.setattr(columnar, "MAX_SEGMENTS", 2)
@@ -186,9 +201,45 @@ def test_maintained_features_equal_the_raw_scan(engine, tmp_path, monkeypatch, p
             assert not aggregates.current(conn, T - timedelta(days=2000)) or conn.execute(
                 select(func.count()).select_from(Event.__table__)).scalar_one() == 0
         for as_of in (T, T + timedelta(hours=1), T + timedelta(days=45), T - timedelta(days=30)):
-            _frames_equal(engine, as_of, columns)
+            _frames_equal(engine, as_of, columns, tz)
     with engine.begin() as conn:
         assert aggregates.rebuild(conn).total == 0, "nothing to correct after maintained writes"
+
+
+def _sends_at(engine, tmp_path, sends):
+    """Import ``email_sent`` events of (customer, message, local time in Amsterdam)."""
+    zone = ZoneInfo("Europe/Amsterdam")
+    path = tmp_path / "sends.jsonl"
+    path.write_text("".join(json.dumps({
+        "customer_id": c, "type": "email_sent", "message_id": m, "topic": TOPICS[m],
+        "occurred_at": datetime(*moment, tzinfo=zone).isoformat()}) + "\n" for c, m, moment in sends))
+    import_file(engine, "events", path)
+
+
+def test_cap_windows_are_local_calendar_days_on_every_path(engine, tmp_path):
+    """Sends at 23:30 and 00:30 on either side of the first midnight of the 7- and 30-day windows, and of the 14 days of
+    a recurring message, count by their day in the project's time zone, in a DST week, alike through the raw scan, the
+    aggregates and the columnar copy (T is 00:30 on Wednesday 1 April in Amsterdam: D-6 is 26 March, D-29 is 3 March)."""
+    _reset(engine)
+    columns = columnar.location(engine, tmp_path)
+    _sends_at(engine, tmp_path, [
+        ("C1", "ebike", (2026, 3, 2, 23, 30)), ("C1", "ebike", (2026, 3, 3, 0, 30)),  # D-30 and D-29
+        ("C1", "ebike", (2026, 3, 25, 0, 32)),  # a week ago, two minutes after the plan's hour: D-7
+        ("C1", "ebike", (2026, 3, 25, 23, 30)), ("C1", "ebike", (2026, 3, 26, 0, 30)),  # D-7 and D-6
+        ("C2", "news", (2026, 3, 18, 23, 30)),  # D-14: a recurring message's issue of 14 days ago may go again
+        ("C3", "news", (2026, 3, 19, 0, 30)),  # D-13
+    ])
+    amsterdam = _frames_equal(engine, T, columns, "Europe/Amsterdam")
+    assert amsterdam["sends_7"].tolist() == [1, 0, 0, 0]
+    assert amsterdam["sends_30"].tolist() == [4, 1, 1, 0]
+    assert amsterdam["ebike.topic_sends_7"].tolist() == [1, 0, 0, 0]
+    assert amsterdam["ebike.topic_sends_30"].tolist() == [4, 0, 0, 0]
+    assert amsterdam["news.already_sent"].tolist() == [0, 0, 1, 0]
+    # In UTC the plan's day is 31 March, and each of those sends lies an hour earlier (or two, in summer time).
+    utc = _frames_equal(engine, T, columns, "UTC")
+    assert utc["sends_7"].tolist() == [2, 0, 0, 0]
+    assert utc["sends_30"].tolist() == [5, 1, 1, 0]
+    assert utc["news.already_sent"].tolist() == [0, 1, 1, 0]
 
 
 def test_writes_behind_relmails_back_fall_back_to_the_raw_scan(engine):

@@ -330,7 +330,7 @@ def test_naive_as_of_is_refused(product_store):
 
 
 def test_settings_from_project(project):
-    assert FeatureSettings.from_project(project) == FeatureSettings()
+    assert FeatureSettings.from_project(project) == FeatureSettings(timezone=project.settings.timezone)
     config = project.root / "relmail.toml"
     config.write_text(config.read_text() + "\n[features]\naffinity_half_life_days = 30\nmrgin = 0.2\n")
     from relmail.project import Project
@@ -415,6 +415,10 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
     def of(kind, within=math.inf):
         return [r for r in mine if r[1] == kind and r[2] < within]
 
+    def on_days(kind, days):
+        # The caps' windows: the as-of day and the days - 1 before it, as calendar days (T's zone is UTC).
+        return [r for r in of(kind) if ago(r[2]).date() > T.date() - timedelta(days=days)]
+
     def last(kind):
         return min((r[2] for r in of(kind)), default=math.nan)
 
@@ -425,7 +429,8 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
         "frequency_365": len(of("purchase", 365)), "monetary_365": sum(r[5] or 0 for r in of("purchase", 365)),
         "opens_30": len(of("email_opened", 30)), "opens_90": len(of("email_opened", 90)),
         "clicks_90": len(of("email_clicked", 90)), "days_since_click": last("email_clicked"),
-        "sends_7": len(of("email_sent", 7)), "sends_30": len(of("email_sent", 30)), "sends_90": len(of("email_sent", 90)),
+        "sends_7": len(on_days("email_sent", 7)), "sends_30": len(on_days("email_sent", 30)),
+        "sends_90": len(of("email_sent", 90)),
         "complaints_90": len(of("email_complained", 90)),
     }
     bounce = last("email_bounced_hard")
@@ -455,9 +460,9 @@ def reference(cid: str, rows: list[tuple], tenure: float) -> dict[str, float]:
     out["lock.owns_product"] = float(any(r[3] == "LOCK-S1" for r in purchases))
     out["lock.feature_usage_30"] = sum(r[5] if r[5] is not None else 1.0 for r in of("usage", 30)
                                        if r[4] == "share-access" and r[3] == "LOCK-S1")
-    out["lock.topic_sends_7"] = len([r for r in of("email_sent", 7) if r[6] == "product-tips"])
-    out["news.topic_sends_30"] = len([r for r in of("email_sent", 30) if r[6] == "newsletter"])
-    out["news.already_sent"] = float(any(r[7] == "news" for r in of("email_sent", 14)))
+    out["lock.topic_sends_7"] = len([r for r in on_days("email_sent", 7) if r[6] == "product-tips"])
+    out["news.topic_sends_30"] = len([r for r in on_days("email_sent", 30) if r[6] == "newsletter"])
+    out["news.already_sent"] = float(any(r[7] == "news" for r in on_days("email_sent", 14)))
     return out
 
 
@@ -483,10 +488,12 @@ def test_sql_features_equal_python_reference(product_store, rows):
 
 
 def test_window_edges_equal_python_reference(product_store):
-    """Events just inside and just outside every window edge, for every kind: SQL agrees with the reference."""
-    edges = sorted({0, 7, 14, 30, 90, 365, *AFFINITY_EDGES})
+    """Events just inside and just outside every window edge, for every kind: SQL agrees with the reference.
+
+    T is at noon: the calendar-day windows (caps, ``repeat_after_days``) start at the midnights 6.5, 13.5 and 29.5 days back."""
+    edges = sorted({0, 6.5, 7, 13.5, 14, 29.5, 30, 90, 365, *AFFINITY_EDGES})
     rows = [("A", kind, w + delta, product, "share-access", 10.0, topic, "news")
-            for kind in KINDS for w in edges for delta in (-0.01, 0.01)
+            for kind in KINDS for w in edges for delta in (-0.01, 0, 0.01)
             for product, topic in (("EB-200", "newsletter"), ("LOCK-S1", "product-tips"))]
     with product_store.begin() as conn:
         customers(conn, ("A", 60, None))

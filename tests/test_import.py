@@ -78,6 +78,27 @@ def test_customers_jsonl_merges_attributes_object_and_extra_keys_and_uses_defaul
     assert (c["locale"], c["timezone"]) == ("nl_NL", "Europe/Amsterdam")
 
 
+def test_a_blank_locale_or_time_zone_keeps_the_stored_one_and_only_a_new_customer_gets_the_default(engine, tmp_path):
+    """A mailing list's blank language cell, or a JSON record without the key, must not reset a customer's language
+    to the project's: every later e-mail would be in the wrong one. As a blank name does not erase a stored one."""
+    project = {"locale": "de_DE", "timezone": "Europe/Berlin"}
+    import_file(engine, "customers", write(tmp_path, "crm.csv", "id,email,locale,timezone\n"
+                                           "C1,c1@example.com,fr_FR,Europe/Paris\nC2,c2@example.com,fr_FR,Europe/Paris\n"),
+                defaults=project)
+    import_file(engine, "customers", write(tmp_path, "blank.csv", "id,email,locale,timezone\n"
+                                           "C1,c1@example.com,,\nC3,c3@example.com,,\n"), defaults=project)
+    import_file(engine, "customers", write(tmp_path, "c.jsonl", json.dumps({"id": "C2", "email": "c2@example.com"}) + "\n"),
+                defaults=project)
+    mapping = write(tmp_path, "list.yml", "kind: customers\nmatch: email\ncolumns:\n  Email: email\n"
+                    "  Sprache: {to: locale, parse: lookup, values: {Deutsch: de_DE, Italiano: it_CH}}\n"
+                    "fields:\n  id: 'list-{Email}'\n")
+    import_file(engine, "customers", write(tmp_path, "list.csv", "Email,Sprache\nC1@example.com,\nc2@example.com,Italiano\n"
+                                           "c4@example.com,\n"), mapping=str(mapping), defaults=project)
+    stored = {c["id"]: (c["locale"], c["timezone"]) for c in rows(engine, Customer)}
+    assert stored == {"C1": ("fr_FR", "Europe/Paris"), "C2": ("it_CH", "Europe/Paris"), "C3": ("de_DE", "Europe/Berlin"),
+                      "list-c4@example.com": ("de_DE", "Europe/Berlin")}
+
+
 def test_products_features_split_on_pipes_and_upsert_on_id(imported_store, tmp_path):
     eb, lock = sorted(rows(imported_store, Product), key=lambda r: r["id"])
     assert eb["features"] == ["app", "gps-tracking", "battery-saver"] and eb["price"] == 2499.0

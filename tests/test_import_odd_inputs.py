@@ -92,6 +92,38 @@ def test_a_time_just_ahead_of_now_is_accepted(project, tmp_path):
     assert invoke(project, "import", "customers", str(path)).exit_code == 0
 
 
+def test_on_a_fixed_clock_ahead_the_future_is_judged_from_relmail_now(project, tmp_path, monkeypatch):
+    """A rehearsal of a later week ($RELMAIL_NOW ahead of the system clock) imports that week's exports:
+    plain files, a shop's export through a mapping, and provider events alike. Past $RELMAIL_NOW's day of
+    tolerance a time is still refused."""
+    from datetime import UTC, datetime, timedelta
+
+    from relmail.feedback import read_export
+
+    clock = datetime.now(UTC).replace(microsecond=0) + timedelta(days=10)
+    monkeypatch.setenv("RELMAIL_NOW", clock.isoformat())
+    ordered = clock - timedelta(days=2)  # eight days after the system clock: the rehearsed week's order
+    customers = tmp_path / "customers.csv"
+    customers.write_text(f"id,email,created_at\nC1,a@example.com,{ordered.isoformat()}\n")
+    result = invoke(project, "import", "customers", str(customers))
+    assert result.exit_code == 0, result.output
+    orders = tmp_path / "orders_export.csv"
+    orders.write_text("Name,Email,Financial Status,Created at,Lineitem quantity,Lineitem price,Lineitem sku,Id,"
+                      "Cancelled at,Refunded Amount,Total\n"
+                      f"#1001,a@example.com,paid,{ordered:%Y-%m-%d %H:%M:%S +0000},1,12.50,SKU-1,5810000001,,0.00,12.50\n")
+    result = invoke(project, "import", "orders", str(orders), "--map", "shopify")
+    assert result.exit_code == 0, result.output
+    assert "Imported 1 purchases" in result.output
+    sendgrid = tmp_path / "events.json"
+    sendgrid.write_text(json.dumps([{"email": "a@example.com", "timestamp": int(ordered.timestamp()), "event": "open",
+                                     "sg_event_id": "e1", "relmail_customer": "C1"}]))
+    assert read_export(str(sendgrid), "sendgrid").invalid == []
+    later = clock + timedelta(days=2)
+    customers.write_text(f"id,email,created_at\nC2,b@example.com,{later.isoformat()}\n")
+    result = invoke(project, "import", "customers", str(customers))
+    assert result.exit_code == 4 and f"{customers}:2: field 'created_at': implausible time: " in result.stderr
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.binary(min_size=0, max_size=400))
 def test_any_bytes_after_a_gzip_header_give_a_clean_error_or_rows(tmp_path_factory, data):

@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
+from tests.webkit import token
+from werkzeug.test import Client
 
 from relmail.cli.imports import summary_lines
+from relmail.feedback import apply_events
 from relmail.feedback.consent import unsubscribe
+from relmail.feedback.events import FeedbackEvent
 from relmail.importers import import_file
 from relmail.importers.history import UNDATED
+from relmail.project import Project
 from relmail.store.models import Customer, Event, Preference, Suppression
 from relmail.tokens import Claims
+from relmail.web.app import make_app
 
 SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 ANNA = "7302117000001"
@@ -90,6 +97,39 @@ def test_an_undated_opt_out_is_not_undone_by_an_undated_yes(engine, tmp_path):
     assert global_consent(engine) == (False, UNDATED, "shopify")
     import_file(engine, "customers", export(tmp_path, "yes"), mapping="shopify")
     assert global_consent(engine) == (False, UNDATED, "shopify")
+
+
+def opt_out_by_import(engine, tmp_path, project):
+    dated(engine, tmp_path, False, datetime.now(UTC))
+
+
+def opt_out_by_feedback(engine, tmp_path, project):
+    # The mailing tool's complaint webhook or export: stop everything.
+    complaint = FeedbackEvent(type="complained", occurred_at=datetime.now(UTC), recipient="anna.devries@mail.example",
+                              provider="sendgrid", provider_event_id="complaint-1", customer_id=ANNA)
+    assert apply_events(engine, [complaint]).opt_outs == 1
+
+
+def opt_out_by_preference_page(engine, tmp_path, project):
+    client = Client(make_app(Project.load(project.root), engine))
+    page = client.post(f"/preferences/{token(ANNA)}", data={"form": "preferences", "unsubscribe_all": "1"})
+    assert page.status_code == 200
+
+
+@pytest.mark.parametrize("opt_out", [opt_out_by_import, opt_out_by_feedback, opt_out_by_preference_page])
+def test_an_opt_out_recorded_by_any_path_survives_the_shops_flag_turning_yes(project, engine, tmp_path, opt_out):
+    # Anna said no at the checkout; then opted out through an import, her mailing tool or relmail's preference
+    # page. The shop never hears of it: its next export's flag turns yes (a new checkout, or an old export).
+    import_file(engine, "customers", export(tmp_path, "no"), mapping="shopify")
+    opt_out(engine, tmp_path, project)
+    opted_out = global_consent(engine)
+    assert opted_out[0] is False
+    turned = import_file(engine, "customers", export(tmp_path, "yes"), mapping="shopify")
+    assert (turned.details["given_since_last_export"], turned.details["kept_opted_out"]) == (0, 1)
+    assert global_consent(engine) == opted_out
+    again = import_file(engine, "customers", export(tmp_path, "yes"), mapping="shopify")
+    assert (again.details["given_since_last_export"], again.details["kept_opted_out"]) == (0, 0)
+    assert global_consent(engine) == opted_out
 
 
 def reset(engine) -> None:

@@ -132,7 +132,7 @@ def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_p
     week = later.astimezone(UTC).isocalendar()
     second = plan(project, engine, "newsletter", f"{week.year}-W{week.week:02d}", as_of=later, dry_run=True)
     assert second.decisions.action.tolist() == ["send"] * 5, second.decisions.reasons.tolist()
-    # Twice in one week is still refused.
+    # Twice in one week is still refused, by the topic's weekly cap too.
     again = plan(project, engine, "newsletter", f"{week.year}-W{week.week:02d}", as_of=planned + timedelta(days=3), dry_run=True)
-    assert set(again.decisions.reasons.tolist()) == {"ALREADY_SENT"}
+    assert set(again.decisions.reasons.tolist()) == {"TOPIC_FREQUENCY_CAP ALREADY_SENT"}
     engine.dispose()

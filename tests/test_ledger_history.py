@@ -55,7 +55,7 @@ def _explain(conn, stmt) -> str:
 
 def test_pending_sends_are_read_from_the_sends_index_within_the_range(engine):
     with engine.begin() as conn:
-        shown = _explain(conn, pending_statement("weekly:2026-W48", AS_OF, ("C0000100", "C0000200")))
+        shown = _explain(conn, pending_statement("weekly:2026-W48", AS_OF, "UTC", ("C0000100", "C0000200")))
     assert "ix_decisions_not_suppressed" in shown, shown
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -336,6 +337,11 @@ def test_diff_against_last_before_the_first_run_plans_and_says_there_is_nothing_
     assert out.exit_code == 0, out.output
     assert out.stderr == "Note: campaign 'test' has no run yet: no changes to show (--diff-against last).\n"
     assert "Changes since" not in out.stdout and (tmp_path / "plan.md").exists()
+    # The Markdown is a summary and the suppression list: the line says so, not that it holds every decision.
+    md = (tmp_path / "plan.md").read_text()
+    held = int(re.search(r"#### Suppressed and held out \(([\d,]+)\)", md).group(1).replace(",", ""))
+    assert re.search(rf"Wrote the summary of [\d,]+ decisions to .*plan\.md \(md\), with {min(held, 200):,} of the {held:,} "
+                     r"suppressions and hold-outs\.", out.stdout), out.stdout
     missing = runner.invoke(cli, base + ["--diff-against", "test:2026-W01"])
     assert missing.exit_code == 8 and "no run 'test:2026-W01' in the ledger" in missing.stderr
 

@@ -136,6 +136,22 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
     assert '<td class="num" data-kind="bounced_hard">1</td>' in row and '<td class="num" data-kind="opened">1</td>' in row
 
 
+def test_a_customer_who_opened_two_of_the_runs_emails_counts_once_in_its_total(planned, engine):
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")).all()
+    first, second = sorted({r.message_id for r in sends})[:2]
+    a, b = sorted({r.customer_id for r in sends})[:2]
+    later = AS_OF + timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [
+            {"customer_id": who, "type": "email_opened", "occurred_at": later, "message_id": message, "run_id": RUN}
+            for who, message in ((a, first), (a, second), (b, second))])
+    figs = run_figures(engine, RUN, project=planned)
+    opened = {x["message"]: x["feedback"]["opened"] for x in figs["messages"]}
+    assert (opened[first], opened[second], figs["totals"]["feedback"]["opened"]) == (1, 2, 2)
+
+
 def test_cli_report_run_html_and_json_beside_report_incrementality(planned, engine, tmp_path, monkeypatch):
     monkeypatch.chdir(planned.root)
     runner = CliRunner()
@@ -146,6 +162,9 @@ def test_cli_report_run_html_and_json_beside_report_incrementality(planned, engi
     out = runner.invoke(cli, ["report", "run", RUN, "--out", str(html), "--previews", "2"])
     assert out.exit_code == 0, out.output
     assert html.read_text().count("<iframe sandbox srcdoc=") == 2
+    assert out.output.rstrip().splitlines()[0].endswith(", 2 previews")
+    out = runner.invoke(cli, ["report", "run", RUN, "--out", str(html), "--previews", "1"])
+    assert out.exit_code == 0 and out.output.splitlines()[0].endswith(", 1 preview"), out.output
     out = runner.invoke(cli, ["report", "incrementality", PAST, "--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)[0]["run"] == PAST

@@ -96,15 +96,24 @@ def test_hard_rules_cannot_be_switched_off_but_others_can():
 
 
 def test_explanations_come_from_logged_values():
-    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == "3 e-mails in the last 7 days, cap is 2"
+    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == "3 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"
     assert RULES["FREQUENCY_CAP"].explain({"sends_7": 1, "planned_7": 1, "frequency_wish": 2, "cap_7d": 2}) == (
-        "2 e-mails in the last 7 days (1 sent, 1 planned), cap is 2 (the customer's own wish)")
+        "2 e-mails (1 sent, 1 planned) within 7 calendar days (the plan's day and the 6 before), cap is 2 (the customer's own wish)")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "promotions", "topic_sends_7": 1, "topic_planned_30": 1,
                                                  "topic_sends_30": 2, "topic_cap_7d": 1, "topic_cap_30d": 3}) == (
-        "1 e-mail on 'promotions' in the last 7 days, cap is 1; "
-        "3 e-mails on 'promotions' in the last 30 days (2 sent, 1 planned), cap is 3")
+        "1 e-mail on 'promotions' within 7 calendar days (the plan's day and the 6 before), cap is 1; "
+        "3 e-mails on 'promotions' (2 sent, 1 planned) within 30 calendar days (the plan's day and the 29 before), cap is 3")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "news", "topic_sends_7": 1, "topic_cap_7d": 2}) == (
         "frequency cap for the topic reached")  # under every logged cap: the rule's summary
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 7}) == (
+        "this message was already sent to the customer within 7 calendar days (the plan's day and the 6 before); "
+        "it repeats at most every 7 days")
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 1}) == (
+        "this message was already sent to the customer on the plan's day; it repeats at most every 1 day")
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 0, "planned_same": 1, "repeat_after_days": 7}) == (
+        "this message is already planned for the customer in another run, planned for a day less than 7 days from the "
+        "plan's; it repeats at most every 7 days")
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1}) == "this message was already sent to the customer"
     assert RULES["NO_CONSENT"].explain({"topic": "promotions", "consent_topic": None}) == (
         "no consent on record for topic 'promotions', and this campaign needs an explicit opt-in")
     assert RULES["NO_CONSENT"].explain({"topic": "promotions"}) == "opted out of topic 'promotions'"

@@ -442,11 +442,27 @@ def test_cli_show_warns_of_a_topic_no_consent_record_or_email_event_names(projec
         "  - not: {clicked_email: {within_days: 30, topic: gift-guide}}\n  - consent: {topic: '*', opted_in: true}\n")
     out = json.loads(run(project, "show", "typo", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
     assert out["warnings"] == [
-        "segments/typo.yml:3: field 'any[0].consent.topic': no consent record or e-mail event names topic 'promotion' "
-        "(a typo for 'promotions'?)",
-        "segments/typo.yml:5: field 'any[2].not.clicked_email.topic': no consent record or e-mail event names topic "
-        "'gift-guide' (a topic not used yet?)",
+        "segments/typo.yml:3: field 'any[0].consent.topic': topic 'promotion' is not declared under [topics] in "
+        "relmail.toml and no consent record or e-mail names it; did you mean 'promotions'?",
+        "segments/typo.yml:5: field 'any[2].not.clicked_email.topic': topic 'gift-guide' is not declared under [topics] "
+        "in relmail.toml and no consent record or e-mail names it (a topic not used yet?)",
     ]
+
+
+def test_cli_show_knows_the_topics_relmail_toml_declares(project, store):
+    # A topic declared under [topics] is known before any customer records consent for it or any e-mail of it
+    # is sent, as the campaign check knows it: 'gift-guide' is new, 'promotion' a topic of its own.
+    (project.segments_dir / "new.yml").write_text(
+        "name: new\nany:\n  - consent: {topic: gift-guide}\n  - opened_email: {within_days: 30, topic: promotion}\n"
+        "  - consent: {topic: promotoins}\n")
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text() + "".join(f'\n[topics.{t}]\nlabel = {{en = "{t}"}}\ndescription = {{en = "{t}"}}\n'
+                                               for t in ("gift-guide", "promotion")))
+    out = json.loads(run(project, "show", "new", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    # A misspelling of a declared topic is named as one.
+    assert out["warnings"] == [
+        "segments/new.yml:5: field 'any[2].consent.topic': topic 'promotoins' is not declared under [topics] in "
+        "relmail.toml and no consent record or e-mail names it; did you mean 'promotions'?"]
 
 
 def test_a_category_written_as_the_shop_names_it_is_shown_its_stored_id(project, store):

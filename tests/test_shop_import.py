@@ -382,6 +382,20 @@ def test_a_mailing_tools_activity_export_imports_as_events_by_address(engine, tm
         (2, "Email Address", "no customer has this e-mail address (import customers first)")]
 
 
+def test_a_required_field_read_from_the_first_of_several_columns_that_does_not_parse_is_one_problem(engine, tmp_path):
+    # Shopify's product id is {first: [Variant SKU, Handle]}: a SKU longer than an id may be is said
+    # once, named by its column, not again as "fields.id: is required".
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "products_export.csv").read_text(encoding="utf-8"))))
+    rows[2][rows[0].index("Variant SKU")] = "9" * 70
+    path = tmp_path / "products_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "products", path, mapping="shopify", variables=VARIABLES)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == [
+        (3, "Variant SKU", "is 70 characters long, at most 64 allowed")]
+
+
 def test_a_segment_export_with_the_subscribed_columns_is_not_read_as_subscribed(engine, tmp_path):
     # Mailchimp's subscribed file has no column that says "subscribed": a segment export of the
     # unsubscribed (or of all contacts) has the same columns. Read by its columns alone it would opt

@@ -218,3 +218,19 @@ def test_generated_samples_of_a_shop_with_a_currency_per_language_need_no_price_
     config.write_text(config.read_text().replace("[brand]\n", '[brand]\ncurrency = { en = "GBP", nl = "EUR" }\n', 1))
     report = check(Project.load(project.root), generated=True, compare=False)
     assert report.samples == "generated" and report.errors == []
+
+
+def test_generated_samples_price_every_featured_product_in_the_customers_currency():
+    # A message featuring an id the invented catalogue lacks gets a stand-in: priced like the invented products,
+    # so a shop selling in two currencies checks its templates without a price per currency to invent.
+    from datetime import UTC, datetime
+
+    from relmail.render.catalog import localized
+    from relmail.render.currency import Currencies
+    from relmail.render.samples import SampleSource
+
+    currencies = Currencies("GBP", {"en": "GBP", "nl": "EUR"})
+    samples = SampleSource(None, datetime(2026, 11, 23, tzinfo=UTC), generated=True).samples(["nl_NL"], ("EB-200", "X-9"))
+    assert samples
+    for sample in samples:
+        assert [localized(p, "nl_NL", currencies)["price"] for p in sample.context.featured_products] == [2499.0, 0.0]

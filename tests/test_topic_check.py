@@ -7,12 +7,15 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import insert
 
 from relmail.cli import cli
+from relmail.store.models import Event
 
 SHOPIFY = Path(__file__).resolve().parent.parent / "examples" / "shopify"
 CAMPAIGN = """title: Spring
@@ -55,9 +58,9 @@ def test_a_misspelt_topic_is_refused_with_file_line_and_field(shop):
     assert error["error"] == "campaign 'spring' names topics that look misspelt"
     (problem,) = error["problems"]
     assert (Path(problem["file"]).name, problem["line"], problem["field"]) == ("spring.yml", 6, "messages.0.topic")
-    assert problem["message"].startswith("topic 'promotion' is named by no consent record and not declared under "
-                                         "[topics] in relmail.toml, but 'promotions' is: the opt-outs of 'promotions' "
-                                         "would not apply to this message")
+    assert problem["message"] == ("topic 'promotion' is not declared under [topics] in relmail.toml and no consent record "
+                                  "or e-mail names it; did you mean 'promotions'? The opt-outs of 'promotions' would not "
+                                  "apply to this message: write 'promotions', or declare 'promotion' under [topics] in relmail.toml")
     # The preview of one customer's decisions refuses it the same way.
     why = CliRunner().invoke(cli, ["-p", str(shop), "why", "7302117000001", "--campaign", "spring", "--window", "2026-W50"])
     assert why.exit_code == 4 and "messages.0.topic" in why.output
@@ -77,3 +80,26 @@ def test_a_topic_declared_in_relmail_toml_is_known(shop):
     toml.write_text(toml.read_text() + '\n[topics.promotion]\nlabel = {en = "Single offers"}\n'
                     'description = {en = "One offer at a time."}\n')
     assert plan(shop, "promotion").exit_code == 0
+
+
+def test_a_topic_a_message_was_mailed_with_is_known(shop, engine):
+    # 'promotion' was the topic of e-mails sent before: a topic in use, not a misspelling.
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__), [{"customer_id": "7302117000001", "type": "email_sent", "topic": "promotion",
+                                                "occurred_at": datetime(2026, 11, 2, tzinfo=UTC), "message_id": "sale", "run_id": "r"}])
+    assert plan(shop, "promotion").exit_code == 0
+
+
+def test_the_plan_looks_for_a_topic_in_the_e_mails_only_when_it_would_refuse_it(shop, monkeypatch):
+    # The events table has no index on topic: a new topic, like no known one, is planned without reading it.
+    from relmail.store import topics
+
+    looked: list[set[str]] = []
+
+    def spy(conn, conditions):
+        looked.append(set(conditions))
+        return set()
+
+    monkeypatch.setattr(topics, "which_exist", spy)
+    assert plan(shop, "gift-guide").exit_code == 0 and looked == []
+    assert plan(shop, "promotion").exit_code == 4 and looked == [{"promotion"}]

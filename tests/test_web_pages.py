@@ -16,9 +16,9 @@ from relmail.store.models import Customer, Event, Preference
 from relmail.web.app import make_app
 from relmail.web.pages import PACKAGE_LOCALES, PACKAGE_TEMPLATES, contrast, readable_on_white
 
-#: C1 English, C2 Dutch, C3 French (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
+#: C1 English, C2 Dutch, C3 Swedish (no catalogue), C4 Dutch and opted in to promotions, globally opted in.
 CUSTOMERS = [("C0000001", "anna@example.com", "en_GB"), ("C0000002", "bram@example.nl", "nl_NL"),
-             ("C0000003", "camille@example.fr", "fr_FR"), ("C0000004", "daan@example.nl", "nl_BE")]
+             ("C0000003", "camille@example.se", "sv_SE"), ("C0000004", "daan@example.nl", "nl_BE")]
 
 
 @pytest.fixture
@@ -306,19 +306,33 @@ def test_german_and_polish_customers_get_the_pages_in_their_language_with_polish
     assert "Gespeichert." in page and "Höchstens 3 E-Mails pro Woche." in page
 
 
+@pytest.mark.parametrize("locale, lang, asked, button", [
+    ("fr_BE", "fr", "Voulez-vous ne plus recevoir d’e-mails sur <strong>", "Me désabonner de tous les e-mails"),
+    ("es_MX", "es", "¿Desea dejar de recibir correos electrónicos sobre <strong>", "Darme de baja de todos los correos electrónicos"),
+    ("it_CH", "it", "Non desidera più ricevere e-mail su <strong>", "Annulla l’iscrizione a tutte le e-mail"),
+])
+def test_french_spanish_and_italian_customers_get_the_pages_in_their_language(web_shop, engine, locale, lang, asked, button):
+    client, _, _ = web_shop
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C0000007", "email": "x@example.org", "locale": locale,
+                                                    "created_at": T0 - timedelta(days=400), "attributes": {}}])
+    page = client.get(f"/unsubscribe/{token('C0000007')}").text
+    assert f'<html lang="{lang}">' in page and asked in page and button in page
+
+
 def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(web_shop, engine):
     client, project, _ = web_shop
     page = client.get(f"/unsubscribe/{token('C0000003')}").text
     assert '<html lang="en">' in page and "Unsubscribe from Offers and new bikes" in page  # default_locale en_GB
-    fr = project.templates_dir / "pages" / "locale" / "fr" / "LC_MESSAGES"
-    fr.mkdir(parents=True)
-    (fr / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                                   'msgid "Unsubscribe from %(topic)s"\nmsgstr "Se désabonner : %(topic)s"\n', encoding="utf-8")
+    sv = project.templates_dir / "pages" / "locale" / "sv" / "LC_MESSAGES"
+    sv.mkdir(parents=True)
+    (sv / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   'msgid "Unsubscribe from %(topic)s"\nmsgstr "Avsluta prenumerationen: %(topic)s"\n', encoding="utf-8")
     config = project.root / "relmail.toml"
     config.write_text(config.read_text().replace('label = { en = "Newsletter", nl = "Nieuwsbrief" }',
-                                                 'label = { en = "Newsletter", nl = "Nieuwsbrief", fr = "Infolettre" }'))
+                                                 'label = { en = "Newsletter", nl = "Nieuwsbrief", sv = "Nyhetsbrev" }'))
     page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000003', 'newsletter')}").text
-    assert '<html lang="fr">' in page and "Se désabonner : Infolettre" in page
+    assert '<html lang="sv">' in page and "Avsluta prenumerationen: Nyhetsbrev" in page
     assert "Unsubscribe from all e-mails" in page  # not translated yet: the English text
     # A project catalogue for a shipped language changes one wording and keeps the rest.
     nl = project.templates_dir / "pages" / "locale" / "nl" / "LC_MESSAGES"
@@ -378,7 +392,7 @@ def test_the_catalogues_are_babels_and_complete():
         pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(fh) if m.id}
     assert extracted == pot, "run: pybabel extract -F src/relmail/web/babel.cfg -o src/relmail/web/locale/relmail.pot src/relmail/web"
     shipped = sorted(p.name for p in PACKAGE_LOCALES.iterdir() if (p / "LC_MESSAGES" / "relmail.po").is_file())
-    assert shipped == ["de", "en", "nl", "pl"]
+    assert shipped == ["de", "en", "es", "fr", "it", "nl", "pl"]
     for lang in shipped:
         with (PACKAGE_LOCALES / lang / "LC_MESSAGES" / "relmail.po").open("rb") as fh:
             catalog = read_po(fh, locale=lang)
@@ -461,21 +475,21 @@ def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_a
     from relmail.cli import cli
 
     _, project, _ = web_shop
-    fr = project.templates_dir / "pages" / "locale" / "fr" / "LC_MESSAGES"
-    fr.mkdir(parents=True)
-    # A translator's typo: %(sujet)s for %(topic)s, on line 7 of the catalogue.
-    (fr / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
-                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Se désabonner : %(sujet)s"\n\n'
-                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Se désabonner de tous les e-mails"\n', encoding="utf-8")
+    sv = project.templates_dir / "pages" / "locale" / "sv" / "LC_MESSAGES"
+    sv.mkdir(parents=True)
+    # A translator's typo: %(amne)s for %(topic)s, on line 7 of the catalogue.
+    (sv / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+                                   '#, python-format\nmsgid "Unsubscribe from %(topic)s"\nmsgstr "Avsluta prenumerationen: %(amne)s"\n\n'
+                                   'msgid "Unsubscribe from all e-mails"\nmsgstr "Avsluta alla prenumerationer"\n', encoding="utf-8")
     client = Client(make_app(Project.load(project.root), engine))
     with caplog.at_level("ERROR", logger="relmail.web"):
         response = client.get(f"/unsubscribe/{token('C0000003')}")
-    assert response.status_code == 200 and '<html lang="fr">' in response.text
-    assert "Unsubscribe from Offers and new bikes" in response.text and "Se désabonner de tous les e-mails" in response.text
-    assert "templates/pages/locale/fr/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
-           "unknown named placeholder 'sujet'" in caplog.text
+    assert response.status_code == 200 and '<html lang="sv">' in response.text
+    assert "Unsubscribe from Offers and new bikes" in response.text and "Avsluta alla prenumerationer" in response.text
+    assert "templates/pages/locale/sv/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
+           "unknown named placeholder 'amne'" in caplog.text
     out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
-    assert out.exit_code == 6 and "error: pages/locale/fr/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
+    assert out.exit_code == 6 and "error: pages/locale/sv/LC_MESSAGES/relmail.po:6: the translation of" in out.stdout
 
 
 def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, caplog):

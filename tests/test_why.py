@@ -9,7 +9,7 @@ from relmail.cli import cli
 from relmail.errors import NotFound
 from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
-from relmail.store.models import Event
+from relmail.store.models import Customer, Event
 from test_plan import AS_OF, CAMPAIGN, WINDOW, _ev, build_shop
 
 
@@ -82,21 +82,46 @@ def test_why_cli_json_and_unknown_customer(planned, engine):
         explain(engine, "C-OK", "test:2099-W01")
 
 
+def test_why_says_why_a_customer_has_no_decision_and_what_to_look_at(planned, engine):
+    """A customer of the store the run never considered is not "unknown": the message says they were in no
+    message's audience as of the run's time and how to see a segment's members; an id the store lacks says so."""
+    from test_plan import _customer
+
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [_customer("C-LATE", -1)])  # signed up after the plan's time
+    runner = CliRunner()
+    late = runner.invoke(cli, ["--project", str(planned.root), "why", "C-LATE", "--run", "test:2026-W48"])
+    assert late.exit_code == 8
+    assert late.stderr.strip() == (
+        "Error: customer 'C-LATE' has no decisions in run 'test:2026-W48': they were in the audience of none of its "
+        "messages as of 2026-11-23 09:00 UTC (a message considers the members of its segments; "
+        "relmail segments show NAME --as-of 2026-11-23T09:00:00Z lists them)")
+    anywhere = runner.invoke(cli, ["--project", str(planned.root), "why", "C-LATE"])
+    assert anywhere.exit_code == 8
+    assert anywhere.stderr.strip() == (
+        "Error: no decisions for customer 'C-LATE' in any run: they were in the audience of no message of any planned "
+        "run (a message considers the members of its segments; relmail segments show NAME lists them)")
+    typo = runner.invoke(cli, ["--project", str(planned.root), "why", "C-OKK", "--run", "test:2026-W48"])
+    assert typo.exit_code == 8
+    assert typo.stderr.strip() == ("Error: customer 'C-OKK' has no decisions in run 'test:2026-W48': "
+                                   "no customer 'C-OKK' in the store (never imported, or erased)")
+
+
 SUPPRESSED = """\
 C-CAP in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
 
 promo: SUPPRESS  score 0.41, expected value 4.13
   score from: consent +0.20, affinity +0.15, recency +0.04
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2
 
 welcome: SUPPRESS  score 0.55, expected value 2.75
   score from: consent +0.50, engagement +0.05
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2
   NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
 
 service: SUPPRESS  score 0.31, expected value 0.93
   score from: consent +0.17, recency +0.11, engagement +0.03
-  FREQUENCY_CAP: 2 e-mails in the last 7 days, cap is 2"""
+  FREQUENCY_CAP: 2 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"""
 
 SENT = """\
 C-OK in run test:2026-W48 (as of 2026-11-23 09:00 UTC)

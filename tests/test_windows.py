@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from relmail.cli import cli
 from relmail.errors import ConfigError, ValidationError
-from relmail.windows import current_time, parse_window, resolve_window
+from relmail.windows import current_time, days_start, local_day, parse_window, resolve_window
 
 TZ = "Europe/Amsterdam"
 #: Monday 2026-11-30 09:00 in Amsterdam (ISO week 2026-W49).
@@ -60,3 +60,29 @@ def test_cli_plan_next_week_on_a_fixed_friday(project, monkeypatch):
     out = CliRunner().invoke(cli, ["-p", str(project.root), "plan", "weekly", "--window", "next-week", "--dry-run", "--json"])
     assert out.exit_code == 0, out.output
     assert '"run": "weekly:2026-W50"' in out.output and '"as_of": "2026-12-04T15:00:00+00:00"' in out.output
+
+
+@pytest.mark.parametrize("as_of, days, tz, start", [
+    # Monday 06:00 in Amsterdam: the 7 days are last Tuesday to this Monday, whatever the hour.
+    (datetime(2026, 11, 30, 5, 0, tzinfo=UTC), 7, TZ, datetime(2026, 11, 23, 23, 0, tzinfo=UTC)),
+    (datetime(2026, 11, 30, 22, 59, tzinfo=UTC), 7, TZ, datetime(2026, 11, 23, 23, 0, tzinfo=UTC)),
+    (datetime(2026, 11, 30, 23, 0, tzinfo=UTC), 7, TZ, datetime(2026, 11, 24, 23, 0, tzinfo=UTC)),  # Tuesday has begun
+    (datetime(2026, 11, 30, 5, 0, tzinfo=UTC), 1, TZ, datetime(2026, 11, 29, 23, 0, tzinfo=UTC)),
+    # A week over the spring clock change: its first midnight is in winter time, an hour further from UTC's.
+    (datetime(2026, 3, 30, 4, 0, tzinfo=UTC), 7, TZ, datetime(2026, 3, 23, 23, 0, tzinfo=UTC)),
+    (datetime(2026, 3, 30, 4, 0, tzinfo=UTC), 30, TZ, datetime(2026, 2, 28, 23, 0, tzinfo=UTC)),
+    # Santiago skips its midnight on 6 September 2026 (00:00 becomes 01:00): that day starts at 01:00.
+    (datetime(2026, 9, 12, 15, 0, tzinfo=UTC), 7, "America/Santiago", datetime(2026, 9, 6, 4, 0, tzinfo=UTC)),
+    (datetime(2026, 11, 30, 5, 0, tzinfo=UTC), 7, "UTC", datetime(2026, 11, 24, 0, 0, tzinfo=UTC)),
+])
+def test_days_start_is_the_first_local_midnight_of_the_calendar_days(as_of, days, tz, start):
+    assert days_start(as_of, days, tz) == start
+    assert local_day(start, tz) == local_day(as_of, tz) - timedelta(days=days - 1)
+    assert local_day(start - timedelta(microseconds=1), tz) == local_day(as_of, tz) - timedelta(days=days)
+
+
+def test_days_start_refuses_an_empty_span_and_an_unknown_zone():
+    with pytest.raises(ValueError):
+        days_start(MONDAY, 0, TZ)
+    with pytest.raises(ConfigError, match="unknown time zone"):
+        days_start(MONDAY, 7, "Europe/Amsterdm")

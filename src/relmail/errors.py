@@ -8,10 +8,16 @@ and stable. Errors of the database driver become a :class:`DatabaseError`
 later) in :mod:`relmail.store.faults`, with the SQL detail only under
 ``relmail --verbose``.
 Each error also subclasses the standard exception it most resembles, so
-library callers can catch either.
+library callers can catch either. An error or warning about a misspelt name
+(a campaign or segment key, a setting, a consent topic) ends the one way
+:func:`did_you_mean` says it, with the name :func:`likely` finds.
 """
 
 from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import Any
 
 
 class RelmailError(Exception):
@@ -227,3 +233,20 @@ class RenderGateFailed(GateFailed):
     """Gate on rendering: a template failed to render for a sampled customer."""
 
     exit_code = 22
+
+
+#: How alike (difflib's ratio) a name must be to a known one to be suggested: difflib's own default. A key or
+#: condition name that is unknown is refused whatever the suggestion, so a loose match only costs a wrong guess.
+#: Consent topics use a stricter cutoff of their own (relmail.store.topics.CLOSE): there the match decides.
+CUTOFF = 0.6
+
+
+def likely(name: Any, known: Iterable[str], cutoff: float = CUTOFF) -> str | None:
+    """The one of ``known`` that ``name`` most likely misspells, or None when none is close enough."""
+    close = difflib.get_close_matches(str(name), sorted(known), n=1, cutoff=cutoff)
+    return close[0] if close else None
+
+
+def did_you_mean(meant: str | None) -> str:
+    """``; did you mean 'meant'?`` to end a message with, or nothing when nothing is meant."""
+    return f"; did you mean '{meant}'?" if meant is not None else ""

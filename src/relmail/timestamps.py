@@ -17,9 +17,12 @@ message, naming the file, line and field.
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+from .windows import ENV_NOW, current_time
 
 #: How far after now a time may lie: clocks differ, and a provider's time
 #: zone mistake shifts by at most 14 hours.
@@ -70,8 +73,10 @@ def parse(value: Any) -> datetime:
 def implausible(when: datetime, now: datetime | None = None) -> str | None:
     """Why ``when`` cannot be a real time of a customer or an event, or None.
 
-    Without ``now`` the latest plausible time is the clock's, refreshed once
-    a minute: imports check millions of values, and a minute changes nothing
+    Without ``now`` the latest plausible time is relmail's clock's
+    (:func:`relmail.windows.current_time`: ``$RELMAIL_NOW`` when set, so a
+    rehearsal of a later week imports that week's exports), refreshed once a
+    minute: imports check millions of values, and a minute changes nothing
     next to a day of tolerance.
     """
     if now is None:
@@ -98,14 +103,15 @@ def wholly_past(when: datetime) -> bool:
     out of the per-value path of large imports.
     """
     return EARLIEST.year < when.year < _YEAR_AT_START
-_cached = [float("-inf"), EARLIEST]
+_cached: list[Any] = [float("-inf"), None, EARLIEST]
 
 
 def _latest() -> datetime:
     tick = time.monotonic()
-    if tick - _cached[0] > 60:
-        _cached[:] = [tick, datetime.now(UTC) + FUTURE_TOLERANCE]
-    return _cached[1]
+    fixed = os.environ.get(ENV_NOW)
+    if tick - _cached[0] > 60 or fixed != _cached[1]:
+        _cached[:] = [tick, fixed, current_time() + FUTURE_TOLERANCE]
+    return _cached[2]
 
 
 def _span(delta: timedelta) -> str:

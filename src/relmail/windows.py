@@ -27,6 +27,9 @@ CronJob runs the same command every time; a second start inside the same
 window resumes or finds nothing left to send, and one started while the
 first is still going is refused by the run lock (:mod:`relmail.store.locks`).
 
+The frequency caps and a recurring message's ``repeat_after_days`` count
+calendar days in the same time zone: :func:`days_start`.
+
 "Now" is :func:`now`: the system clock, or ``$RELMAIL_NOW`` when it is set
 (a fixed clock for tests and CI rehearsals).
 """
@@ -139,10 +142,37 @@ def _relative(name: str, today: date) -> str:
 
 
 def _make(key: str, kind: str, first: date, after: date, zone: ZoneInfo, tz: str) -> Window:
-    def midnight(d: date) -> datetime:
-        return datetime(d.year, d.month, d.day, tzinfo=zone).astimezone(UTC)
+    return Window(key=key, kind=kind, start=_midnight(first, zone), end=_midnight(after, zone), timezone=tz)
 
-    return Window(key=key, kind=kind, start=midnight(first), end=midnight(after), timezone=tz)
+
+def _midnight(day: date, zone: ZoneInfo) -> datetime:
+    """The first moment of the local calendar ``day``, in UTC (where midnight is skipped by a
+    clock change, the first moment after the gap)."""
+    return datetime(day.year, day.month, day.day, tzinfo=zone).astimezone(UTC)
+
+
+def local_midnight(day: date, tz: str) -> datetime:
+    """The first moment of the calendar ``day`` in time zone ``tz``, in UTC."""
+    return _midnight(day, _zone(tz))
+
+
+def local_day(moment: datetime, tz: str) -> date:
+    """The calendar day ``moment`` falls on in time zone ``tz``."""
+    return moment.astimezone(_zone(tz)).date()
+
+
+def days_start(as_of: datetime, days: int, tz: str) -> datetime:
+    """The start (UTC) of the ``days`` calendar days that end with ``as_of``'s day in time zone ``tz``.
+
+    Local midnight of the as-of day and the ``days - 1`` before it: the
+    frequency caps' ``7d`` window at a plan made on day D is D-6..D, whatever
+    the hour of the plan, so last week's e-mail sent on the same weekday
+    no longer counts. A day is a local calendar day, 23 or 25 hours long
+    across a clock change.
+    """
+    if days < 1:
+        raise ValueError("a span of calendar days has at least one day")
+    return local_midnight(local_day(as_of, tz) - timedelta(days=days - 1), tz)
 
 
 def parse_time(value: str, option: str = "--as-of") -> datetime:
@@ -161,8 +191,9 @@ def current_time() -> datetime:
 
     Everything that asks "which window is it" or "as of when" reads this:
     ``auto`` and the relative window names, a plan's default as-of, a send's
-    timestamps, the demo shop's history. Run locks and timings keep the
-    system clock.
+    timestamps, the latest plausible time of an import or a provider event
+    (:func:`relmail.timestamps.implausible`), the demo shop's history. Run
+    locks and timings keep the system clock.
     """
     fixed = os.environ.get(ENV_NOW, "").strip()
     if not fixed:

@@ -26,7 +26,7 @@ class Policy:
 
     min_relevance: float = 0.2
     frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 3, "30d": 10})
-    topic_frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 1, "30d": 4})
+    topic_frequency_cap: dict[str, int] = field(default_factory=lambda: {"7d": 1, "30d": 5})
     holdout_share: float = 0.0
     max_messages_per_run: int = 1
     contact_cost: float = 0.0

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from difflib import get_close_matches
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +15,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic import ValidationError as PydanticError
 
-from ..errors import NotFound, Problem, ValidationError
+from ..errors import NotFound, Problem, ValidationError, did_you_mean, likely
 from ..importers import fields
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
-from ..yaml_keys import repeated_keys
+from ..yaml_keys import data_of, repeated_keys
 from .model import Campaign, Message, Policy, Scoring
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -136,13 +135,9 @@ class _CampaignModel(_Strict):
     messages: list[_MessageModel] = Field(min_length=1)
 
 
-def _line_map(text: str) -> dict[tuple, int]:
+def _line_map(root: yaml.Node | None) -> dict[tuple, int]:
     """(key, index, ...) path → 1-based line, from the YAML node tree."""
     lines: dict[tuple, int] = {}
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return lines
 
     def walk(node: Any, path: tuple) -> None:
         lines[path] = node.start_mark.line + 1
@@ -166,8 +161,8 @@ def line_in_file(path: Path | None, loc: tuple) -> int | None:
     if path is None:
         return None
     try:
-        lines = _line_map(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError):
+        lines = _line_map(yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     # A message may say 'segment:' for one segment.
     return _line_of(lines, loc) if loc in lines or loc[-1] != "segments" else _line_of(lines, (*loc[:-1], "segment"))
@@ -222,8 +217,7 @@ def _unknown_key(loc: tuple) -> str:
     message = f"unknown key '{key}' (allowed: {', '.join(allowed)})"
     if model is _MessagePolicyModel and key in _PolicyModel.model_fields:
         return message + f"; '{key}' applies to the whole campaign: set it in the campaign's policy"
-    close = get_close_matches(key, allowed, n=1)
-    return message + (f"; did you mean '{close[0]}'?" if close else "")
+    return message + did_you_mean(likely(key, allowed))
 
 
 def _said(err: dict) -> str:
@@ -250,18 +244,20 @@ def _is_locale(key: str) -> bool:
 
 def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None) -> Campaign:
     """Parse and validate a campaign's YAML text; ``name`` defaults to the file's stem."""
+    # Composed once: the repeated keys, the lines and the data all come from this tree.
     try:
-        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        repeated = repeated_keys(root, file, lambda path: ".".join(map(str, path)))
+        lines = _line_map(root)
+        data = data_of(root)  # after the keys are read: a merge key rewrites the node
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None
         raise ValidationError(f"{file}: invalid YAML", [Problem(file, line, None, str(getattr(exc, "problem", exc)))]) from None
     if not isinstance(data, dict):
         raise ValidationError(f"{file}: invalid campaign", [Problem(file, 1, None, "a campaign file is a mapping (name, policy, messages)")])
-    repeated = repeated_keys(yaml.compose(text, Loader=yaml.SafeLoader), file, lambda path: ".".join(map(str, path)))
     if repeated:
         raise ValidationError(f"{file}: invalid campaign", repeated)
-    lines = _line_map(text)
     try:
         model = _CampaignModel.model_validate(data)
     except PydanticError as exc:

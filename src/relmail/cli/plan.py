@@ -64,7 +64,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
     from ..errors import NotFound
     from ..planning.diff import diff, load_baseline
     from ..planning.gate import render_sample as render_gate
-    from ..planning.output import check_gates, failed_gates, write_plan
+    from ..planning.output import check_gates, counted, failed_gates, write_plan
     from ..planning.run import plan
     from ..windows import parse_time
 
@@ -108,7 +108,13 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
     else:
         _print_plan(result, window, dry_run, replan, limit, changes, render_sample)
         if out:
-            click.echo(f"Wrote {len(result.decisions):,} decisions to {out} ({written}).")
+            if written == "md":
+                # A pull-request comment: the counts and the suppression list, not every decision.
+                held = sum(m.holdout + m.suppress for m in result.messages)
+                click.echo(f"Wrote the summary of {len(result.decisions):,} decisions to {out} (md), with "
+                           f"{min(held, limit):,} of the {counted(held, 'suppression or hold-out', 'suppressions and hold-outs')}.")
+            else:
+                click.echo(f"Wrote {len(result.decisions):,} decisions to {out} ({written}).")
     check_gates(result, max_suppression_rate, min_sends)
 
 

@@ -68,6 +68,7 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
       relmail report weekly:2026-W48 --out report.html
       relmail report weekly:2026-W48 --format json | jq '.totals'
     """
+    from ..planning.output import counted
     from ..report import build_html, render_previews, run_figures
 
     days = window_days or float(state.project.settings.section("model").get("window_days", 14))
@@ -89,7 +90,8 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
         fh.write(build_html(figures, shown))
     t = figures["totals"]
     click.echo(f"wrote {path}: {t['decisions']:,} decisions — {t['send']:,} send, {t['holdout']:,} hold-out, "
-               f"{t['suppress']:,} suppressed; {len(figures['incrementality'])} lift entries, {len(shown)} previews")
+               f"{t['suppress']:,} suppressed; {counted(len(figures['incrementality']), 'lift entry', 'lift entries')}, "
+               f"{counted(len(shown), 'preview')}")
     if t["deliveries"]:
         d = t["deliveries"]
         click.echo(f"deliveries: {d['accepted']:,} accepted, {d['uncertain']:,} uncertain (no reply, not resent), "

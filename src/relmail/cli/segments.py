@@ -93,7 +93,8 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
     found = load_segments(state.project)
     if name not in found:
         raise NotFound(f"no segment '{name}' (have: {', '.join(sorted(found)) or 'none'})")
-    facts = describe(state.engine, found[name], as_of, sample=sample_size, seed=seed, sql=show_sql)
+    facts = describe(state.engine, found[name], as_of, topics=state.project.settings.section("topics"), sample=sample_size,
+                     seed=seed, sql=show_sql)
     warnings = [Problem(_relative(state, Path(w.file)), w.line, w.field, w.message) for w in facts.unknown]
     if as_json:
         out = {"name": name, "description": facts.description, "file": _relative(state, facts.file), "as_of": iso(as_of),

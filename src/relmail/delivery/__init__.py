@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable, Mapping
-from difflib import get_close_matches
 from typing import Any
 
-from ..errors import ConfigError, DeliveryError
+from ..errors import ConfigError, DeliveryError, did_you_mean, likely
 from .base import (
     ACCEPTED,
     DEFERRED,
@@ -112,9 +111,8 @@ def check_keys(name: str, own: Mapping[str, Any]) -> None:
     known = adapter_keys(name)
     for key in own:
         if key not in known:
-            close = get_close_matches(key, known, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else ""
-            raise ConfigError(f"relmail.toml [delivery.{name}]: unknown key '{key}' (known: {', '.join(known)}){hint}")
+            raise ConfigError(f"relmail.toml [delivery.{name}]: unknown key '{key}' (known: {', '.join(known)})"
+                              f"{did_you_mean(likely(key, known))}")
 
 
 def adapter_from_project(project: Any, name: str | None = None, **kw: Any) -> Adapter:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from sqlalchemy import select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.schema import CreateIndex, DropIndex
 
 from ..errors import Conflict
 from ..store import columnar
@@ -72,13 +73,14 @@ def bulk_indexes() -> list:
 
 
 def drop_indexes(conn: Connection) -> None:
+    # IF EXISTS rather than checkfirst: reflection does not see an index on an expression (lower(email)).
     for index in bulk_indexes():
-        index.drop(conn, checkfirst=True)
+        conn.execute(DropIndex(index, if_exists=True))
 
 
 def create_indexes(conn: Connection) -> None:
     for index in bulk_indexes():
-        index.create(conn, checkfirst=True)
+        conn.execute(CreateIndex(index, if_not_exists=True))
 
 
 def write(conn: Connection, table: str, columns: tuple[str, ...], rows: list[tuple]) -> None:

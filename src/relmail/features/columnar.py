@@ -11,9 +11,11 @@ the windows; each count is one ``np.bincount`` over the slice's rows that
 belong to the audience.
 
 The bounds are the SQL statements' own: a row counts in a window of ``d``
-days when ``as_of - d < occurred_at <= as_of``, compared in integer
-microseconds, so the counts are identical; sums may differ from the
-database's in the last bits (another order of addition).
+days when ``as_of - d < occurred_at <= as_of``, and in a cap's window of
+``d`` calendar days when ``start <= occurred_at <= as_of`` (``start`` the
+local midnight :func:`relmail.windows.days_start` gives), compared in
+integer microseconds, so the counts are identical; sums may differ from
+the database's in the last bits (another order of addition).
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from datetime import datetime
 import numpy as np
 
 from ..store.columnar import Copy, Rows, micros
+from ..windows import days_start
 from .frame import FeatureContext, FeatureSettings
-from .queries import EMAIL_WINDOW, affinity_horizon, affinity_weights
+from .queries import CAP_DAYS, EMAIL_WINDOW, affinity_horizon, affinity_weights
 
 DAY_US = 86_400_000_000
 def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict[str, FeatureContext],
@@ -32,6 +35,7 @@ def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict
     """The windowed features of the sorted customer ``ids`` as of ``as_of``, named as the SQL statements name them."""
     n = len(ids)
     until = micros(as_of)
+    day_starts = {days: micros(days_start(as_of, days, settings.timezone)) for days in CAP_DAYS}
     out: dict[str, np.ndarray] = {}
 
     def add(name: str, rows: np.ndarray, weights: np.ndarray | None = None) -> None:
@@ -105,14 +109,17 @@ def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict
             add(f"{name}_90", rows)
             add(f"{name}_30", rows[until - np.asarray(seg.at[idx]) < 30 * DAY_US])
         idx, rows = rows_of("email_sent", EMAIL_WINDOW)
-        age = until - np.asarray(seg.at[idx])
-        for days in (7, 30, 90):
-            add(f"sends_{days}", rows[age < days * DAY_US])
+        at = np.asarray(seg.at[idx])
+        # The caps' windows are calendar days (and lie inside the 90 rolling ones read here).
+        inside = {days: at >= start for days, start in day_starts.items()}
+        for days in CAP_DAYS:
+            add(f"sends_{days}", rows[inside[days]])
+        add(f"sends_{EMAIL_WINDOW}", rows)
         if topics:
             topic = np.asarray(seg.codes["topic"][idx])
             topic_code = seg.code_of("topic")
             for tp in topics:
                 on = topic == topic_code.get(tp, -2)
-                for days in (7, 30):
-                    add(f"topic:{tp}:{days}", rows[on & (age < days * DAY_US)])
+                for days in CAP_DAYS:
+                    add(f"topic:{tp}:{days}", rows[on & inside[days]])
     return out

@@ -69,6 +69,11 @@ def compute_features(
     ``use_aggregates=True`` uses the aggregates whenever they are current,
     ``False`` never.
 
+    The send counts of the frequency caps (``sends_7``, ``sends_30``, the
+    topic ones) and a recurring message's ``already_sent`` count whole
+    calendar days in ``settings.timezone``
+    (:func:`relmail.windows.days_start`), on every path alike.
+
     ``columns``: the directory of a columnar copy of the events
     (:mod:`relmail.store.columnar`, brought in step by its ``update``).
     When the aggregates are current and the copy covers exactly the
@@ -94,7 +99,7 @@ def compute_features(
         try:
             statements = {} if copy is not None else {
                 "commerce": q.commerce(scope, as_of, dialect, contexts, settings, by_category, maintained),
-                "email": q.email(scope, as_of, dialect, contexts, maintained),
+                "email": q.email(scope, as_of, dialect, contexts, settings.timezone, maintained),
             }
             statements |= {
                 "preferences": q.preferences(scope, as_of, dialect, contexts),
@@ -105,7 +110,7 @@ def compute_features(
             }
             if maintained:
                 extra = {"totals": q.totals(scope, as_of, dialect), "owned": q.owned(scope, as_of, contexts),
-                         "sent": q.sent(scope, as_of, contexts)}
+                         "sent": q.sent(scope, as_of, contexts, settings.timezone)}
                 if copy is None:
                     extra["usage"] = q.usage(scope, as_of, contexts)
                 statements.update({name: query for name, query in extra.items() if query is not None})

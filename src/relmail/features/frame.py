@@ -32,8 +32,9 @@ GENERIC_COLUMNS: dict[str, str] = {
     "clicks_90": "e-mail clicks in the last 90 days",
     "days_since_open": "days since the last e-mail open (NaN if never)",
     "days_since_click": "days since the last e-mail click (NaN if never)",
-    "sends_7": "e-mails sent in the last 7 days (email_sent events)",
-    "sends_30": "e-mails sent in the last 30 days",
+    "sends_7": "e-mails sent on the as-of day and the 6 days before (email_sent events up to as_of; calendar days in the "
+               "project's time zone)",
+    "sends_30": "e-mails sent on the as-of day and the 29 days before",
     "sends_90": "e-mails sent in the last 90 days",
     "fatigue": "0..1: falling open rate while sends rise (last 30 days vs the 60 before); 0 when no evidence",
     "open_tickets": "service tickets opened and not closed (as of as_of)",
@@ -62,9 +63,10 @@ CONTEXT_COLUMNS: dict[str, str] = {
     "category_affinity": "time-decayed purchases (weight 3) and views (weight 1) in the message categories",
     "owns_product": "1 if the customer bought any of the featured products, else 0",
     "feature_usage_30": "uses of the message's product feature in the last 30 days",
-    "topic_sends_7": "e-mails on the message topic sent in the last 7 days",
-    "topic_sends_30": "e-mails on the message topic sent in the last 30 days",
-    "already_sent": "1 if this message (message_id == k) was ever sent to the customer (a recurring one: in its last repeat_after_days), else 0",
+    "topic_sends_7": "e-mails on the message topic sent on the as-of day and the 6 days before",
+    "topic_sends_30": "e-mails on the message topic sent on the as-of day and the 29 days before",
+    "already_sent": "1 if this message (message_id == k) was ever sent to the customer (a recurring one: on the as-of day "
+                    "or the repeat_after_days - 1 days before), else 0",
 }
 
 
@@ -77,7 +79,7 @@ class FeatureContext:
     products: tuple[str, ...] = ()
     #: A product feature, for usage tips (matched against ``usage`` events).
     feature: str | None = None
-    #: A recurring message (a newsletter): ``already_sent`` counts only the last N days.
+    #: A recurring message (a newsletter): ``already_sent`` counts only the as-of day and the N - 1 days before.
     repeat_after_days: int | None = None
     #: A global opt-in counts as consent for ``topic`` when the customer has no record for it
     #: (``[consent]`` in relmail.toml; see :class:`relmail.project.ConsentSettings`).
@@ -97,12 +99,15 @@ class FeatureSettings:
     clv_horizon_years: float = 3.0
     #: Days of silence after which the chance a buyer is still "alive" halves.
     retention_half_life_days: float = 365.0
+    #: The project's time zone (``[project] timezone``, not a ``[features]`` key): the send counts
+    #: of the frequency caps and of ``repeat_after_days`` are whole calendar days in it.
+    timezone: str = "UTC"
 
     @classmethod
     def from_project(cls, project: Any) -> FeatureSettings:
         """Read ``[features]`` from the project's relmail.toml; unknown keys are errors."""
         raw = project.settings.section("features")
-        known = {f for f in cls.__dataclass_fields__}
+        known = {f for f in cls.__dataclass_fields__} - {"timezone"}
         values: dict[str, float] = {}
         for key, value in raw.items():
             if key not in known:
@@ -112,7 +117,7 @@ class FeatureSettings:
             values[key] = float(value)
         if values.get("affinity_half_life_days", 1.0) == 0 or values.get("retention_half_life_days", 1.0) == 0:
             raise ConfigError("relmail.toml [features]: half-lives must be greater than 0")
-        return cls(**values)
+        return cls(**values, timezone=project.settings.timezone)
 
 
 @dataclass

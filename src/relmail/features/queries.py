@@ -24,6 +24,7 @@ import numpy as np
 from sqlalchemy import BigInteger, String, and_, case, cast, func, literal, or_, select, union
 
 from ..store.models import Customer, CustomerMessage, CustomerProduct, CustomerTotals, Event, Preference, Product, Suppression
+from ..windows import days_start
 from .frame import FeatureContext, FeatureSettings
 from .sql import Scope, age_days, unindexed, when
 
@@ -37,6 +38,17 @@ AGES = {"last_purchase", "first_purchase", "days_since_open", "days_since_click"
         "last_delivery", "last_unsubscribe"}
 
 E = Event.__table__
+
+#: The windows (days) of the frequency caps. The send counts over them, like a recurring
+#: message's ``repeat_after_days``, are whole calendar days in the project's time zone
+#: (:func:`relmail.windows.days_start`); every other window is the days before as_of, to the
+#: microsecond.
+CAP_DAYS = (7, 30)
+
+
+def on_days(col, as_of: datetime, tz: str):
+    """``days -> condition``: ``col`` falls on the as-of day or the ``days - 1`` calendar days before it."""
+    return lambda days: col >= when(days_start(as_of, days, tz))
 
 
 @dataclass
@@ -263,10 +275,10 @@ def owned(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | N
     return _aggregate(scope, p, exprs)
 
 
-def sent(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
+def sent(scope: Scope, as_of, contexts: dict[str, FeatureContext], tz: str) -> Query | None:
     """``k.already_sent`` from the last send of each message (within ``repeat_after_days`` for a recurring one)."""
     m = CustomerMessage.__table__
-    exprs = _sent(contexts, m.c.message_id, lambda days: m.c.last_sent_at > when(as_of, days), lambda chunk: m.c.message_id.in_(chunk))
+    exprs = _sent(contexts, m.c.message_id, on_days(m.c.last_sent_at, as_of, tz), lambda chunk: m.c.message_id.in_(chunk))
     return _aggregate(scope, m, exprs, key_order=True)
 
 
@@ -276,7 +288,7 @@ def _sent(contexts: dict[str, FeatureContext], message, since, where) -> dict[st
     keys = list(contexts)
     for start in range(0, len(keys), 5):
         chunk = keys[start:start + 5]
-        # A recurring message's earlier issues do not count: only its last ``repeat_after_days``.
+        # A recurring message's earlier issues do not count: only those of its last ``repeat_after_days`` calendar days.
         exprs[f"sent{start}"] = packed([(message == k, (contexts[k].repeat_after_days,), (f"{k}.already_sent",)) for k in chunk],
                                        12, where(chunk), since)
     return exprs
@@ -300,23 +312,31 @@ def _aggregate(scope: Scope, table, exprs: dict[str, tuple], key_order: bool = F
     return Query(stmt, decode, key_order=key_order)
 
 
-def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], maintained: bool = False) -> Query:
+def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], tz: str, maintained: bool = False) -> Query:
     """Sends, opens and clicks: windows, per-topic sends, messages already sent.
 
-    ``maintained``: the last open and click come from :func:`totals` and
-    the messages already sent from :func:`sent`; this statement then reads
-    only the events of the last 90 days (its longest window).
+    The send counts of the caps (:data:`CAP_DAYS`) and of a recurring
+    message are calendar days in time zone ``tz``. ``maintained``: the last
+    open and click come from :func:`totals` and the messages already sent
+    from :func:`sent`; this statement then reads only the events of the last
+    90 days (its longest window).
     """
     t, at = E.c.type, E.c.occurred_at
 
     def since(days):
         return at > when(as_of, days)
 
+    days = on_days(at, as_of, tz)
+
+    def sends_since(window):
+        # The 90 days (fatigue's) roll; the caps' windows start later, so the three stay nested.
+        return days(window) if window in CAP_DAYS else since(window)
+
     sent_, opened = t == "email_sent", t == "email_opened"
     exprs: dict[str, tuple] = {
         "engagement": packed([(opened, (30, 90), ("opens_30", "opens_90")),
                               (None, (30, 90), ("clicks_30", "clicks_90"))], 15, t != "email_sent", since),
-        "sends": packed([(None, (7, 30, 90), ("sends_7", "sends_30", "sends_90"))], 20, sent_, since),
+        "sends": packed([(None, (*CAP_DAYS, EMAIL_WINDOW), ("sends_7", "sends_30", "sends_90"))], 20, sent_, sends_since),
     }
     if not maintained:
         exprs["days_since_open"] = _one(age_days(dialect, as_of, func.max(at).filter(opened)))
@@ -324,10 +344,10 @@ def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], mai
     topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
     for start in range(0, len(topics), 2):
         chunk = topics[start:start + 2]
-        exprs[f"topics{start}"] = packed([(E.c.topic == tp, (7, 30), (f"topic:{tp}:7", f"topic:{tp}:30")) for tp in chunk],
-                                         15, and_(sent_, E.c.topic.in_(chunk)), since)
+        exprs[f"topics{start}"] = packed([(E.c.topic == tp, CAP_DAYS, (f"topic:{tp}:7", f"topic:{tp}:30")) for tp in chunk],
+                                         15, and_(sent_, E.c.topic.in_(chunk)), days)
     if not maintained:
-        exprs.update(_sent(contexts, E.c.message_id, since, lambda chunk: and_(sent_, E.c.message_id.in_(chunk))))
+        exprs.update(_sent(contexts, E.c.message_id, days, lambda chunk: and_(sent_, E.c.message_id.in_(chunk))))
     wanted = unindexed(t).in_(("email_sent", "email_opened", "email_clicked"))
     if maintained:
         wanted = and_(wanted, unindexed(at) > when(as_of, EMAIL_WINDOW))

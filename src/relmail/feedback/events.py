@@ -15,12 +15,13 @@ from typing import Any
 
 from ..delivery import metadata
 
-#: Normalized feedback types, and the ``events.type`` each is stored as.
+#: Normalized feedback types, and the ``events.type`` each is stored as, in the order a reader follows an
+#: e-mail (the run report's columns): did it arrive, did it come back, what did the customer do.
 STORE_TYPES = {
     "delivered": "email_delivered",
-    "bounced_hard": "email_bounced_hard",
     "bounced_soft": "email_bounced_soft",
     "bounced_blocked": "email_bounced_blocked",
+    "bounced_hard": "email_bounced_hard",
     "complained": "email_complained",
     "unsubscribed": "email_unsubscribed",
     "opened": "email_opened",

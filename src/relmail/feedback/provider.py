@@ -25,11 +25,12 @@ from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
 
 from .. import timestamps
+from ..windows import current_time
 from .events import FeedbackEvent
 from .records import FieldError, InvalidEvent, Record, read_records
 from .webhook import WebhookConfig, WebhookRequest
@@ -79,7 +80,7 @@ class Provider(ABC):
 
     def __init__(self, now: Callable[[], datetime] | None = None):
         #: The clock the plausibility of event times is judged against.
-        self.now = now or (lambda: datetime.now(UTC))
+        self.now = now or current_time
 
     # -- the hooks -----------------------------------------------------------
 

@@ -177,6 +177,11 @@ def email(value: Any) -> str:
         raise FieldError(f"invalid e-mail address: {exc}") from None
 
 
+def language_of(locale: str | None) -> str:
+    """``nl_NL`` / ``nl-NL`` / ``NL`` / ``nl`` → ``nl``; ``''`` for no locale."""
+    return (locale or "").replace("-", "_").split("_", 1)[0].lower()
+
+
 def locale(value: Any) -> str:
     """A locale Babel knows (``nl_NL``, ``en-GB``), returned as ``nl_NL``."""
     if not isinstance(value, str):

@@ -11,16 +11,22 @@ source).
 A consent flag without a date (Shopify's "Accepts Email Marketing") is
 stored with :data:`UNDATED`: any dated record, earlier or later, wins over
 it, and of two undated flags the one imported last wins (a newer export of
-the same shop), except that an undated "yes" never undoes an opt-out: an
-export without dates may be an old one imported again, and only an opt-in
-dated after the opt-out may end it. An undated "no" where nothing is on
-record writes nothing: it means "did not opt in", which is what no record
-says, not "unsubscribed from everything" (that would also stop the service
-mail a customer gets without opting in).
+the same shop). An undated flag that changed since the shop's last export
+is a change as of the import (yes to no: the customer unsubscribed in the
+shop in between). But an undated "yes" never undoes an opt-out, whoever
+recorded it (an import, a provider's unsubscribe or complaint, relmail's
+unsubscribe link or preference page): an export without dates may be an
+old one imported again, and only an opt-in dated after the opt-out may end
+it. :meth:`PreferenceHistory.write` is where that rule is kept, for every
+import that writes consent. An undated "no" where nothing is on record
+writes nothing: it means "did not opt in", which is what no record says,
+not "unsubscribed from everything" (that would also stop the service mail
+a customer gets without opting in).
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,22 +54,28 @@ class PreferenceHistory:
     the rows of a chunk and returns the rejected ones with their problem.
     ``compare`` names the fields whose values must agree for two rows of the
     same time; ``update`` how an existing row changes (the consent of a
-    customers file leaves the frequency wish alone). Every row written is
-    also added to the consent history, with ``origin`` (the file) as its detail.
+    customers file leaves the frequency wish alone). ``now`` is the time an
+    undated flag that changed since the last export takes effect. Every row
+    written is also added to the consent history, with ``origin`` (the file)
+    as its detail.
     """
 
     def __init__(self, conn: Connection, compare: tuple[str, ...] = ("opted_in", "max_per_week"),
-                 update: dict[str, str] | None = None, origin: str | None = None):
+                 update: dict[str, str] | None = None, origin: str | None = None, now: datetime | None = None):
         self.conn = conn
         #: The imported file, for the consent history.
         self.origin = origin
         self.compare = compare
+        self.now = now or datetime.now(UTC)
         self.loader = Loader(conn, schema_for("preferences"), update)
         #: key -> (updated_at, line, values) of the latest row of the file so far.
         self.latest: dict[Key, tuple[datetime, int, tuple]] = {}
         #: Rows the file or the store has a later record for, rows repeating one, rows written,
         #: undated "no"s with nothing on record (no record is written for them).
         self.superseded = self.repeated = self.written = self.not_opted_in = 0
+        #: Undated flags changed since the last export: to no, to yes (both as of ``now``), and to yes
+        #: but kept opted out.
+        self.withdrawn = self.given = self.kept_opted_out = 0
 
     def check(self, line: int, row: dict[str, Any]) -> tuple[str, str] | None | bool:
         """None: keep the row; False: a later or identical row of the file makes it moot; or a problem."""
@@ -85,8 +97,11 @@ class PreferenceHistory:
         self.latest[key] = (when, line, values)
         return None
 
-    def write(self, rows: list[tuple[int, dict[str, Any]]]) -> list[tuple[int, tuple[str, str]]]:
-        """Write the rows later than the store; returns (line, problem) for same-time conflicts with it."""
+    def write(self, rows: list[tuple[int, dict[str, Any]]], changed: Collection[Key] = ()) -> list[tuple[int, tuple[str, str]]]:
+        """Write the rows later than the store; returns (line, problem) for same-time conflicts with it.
+
+        ``changed``: the keys whose undated row is a flag that changed since the last export.
+        """
         newest: dict[Key, tuple[int, dict[str, Any]]] = {}
         for line, row in rows:  # a chunk may hold two rows of one key: the later one goes
             key = (row["customer_id"], row["topic"])
@@ -96,18 +111,30 @@ class PreferenceHistory:
         out, problems = [], []
         for key, (line, row) in newest.items():
             have = stored.get(key)
+            opted_out = have is not None and not have[3]
+            if row["updated_at"] == UNDATED and opted_out and row["opted_in"]:
+                # The one place of the rule: an opt-out on record ends only with an opt-in dated after it,
+                # so an undated yes is neither written over it nor, when the shop's flag turned yes, dated now.
+                self.superseded += 1
+                self.kept_opted_out += key in changed
+                continue
+            if key in changed and not opted_out:
+                # Changed in the shop since its last export: as of now, so it wins over older dated records.
+                # (A no adds nothing to an opt-out already there, and keeps that one's date and source.)
+                row = {**row, "updated_at": self.now}
+                self.given += row["opted_in"]
+                self.withdrawn += not row["opted_in"]
             if have is None:
                 if row["updated_at"] == UNDATED and not row["opted_in"]:
                     self.not_opted_in += 1
                 else:
                     out.append(row)
                 continue
-            when, values, source, opted_in = have
+            when, values, source, _ = have
             mine = tuple(row.get(c) for c in self.compare)
             if row["updated_at"] == UNDATED:
-                # A newer export of an undated flag, unless it would opt back in: an opt-out, dated or
-                # not, ends only with an opt-in dated after it.
-                if when == UNDATED and values != mine and (opted_in or not row["opted_in"]):
+                # A newer export of an undated flag (an opt-in it would undo was kept above).
+                if when == UNDATED and values != mine:
                     out.append(row)
                 else:
                     self.superseded += 1

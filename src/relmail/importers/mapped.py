@@ -42,6 +42,8 @@ class Mapped(Record):
     labels: dict[str, str] = field(default_factory=dict)
     #: Fields whose values went through the kind's own check already.
     final: frozenset[str] = frozenset()
+    #: Fields left empty because their cell did not parse (the problem is in ``problems``).
+    failed: frozenset[str] = frozenset()
 
 
 class MappedReader:
@@ -190,9 +192,13 @@ class MappedReader:
             if skip and not any(values.get(c, "").strip() for c in skip):
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                 continue
-            out, problems = self.apply(values, group)
-            # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
-            yield Mapped(record.line, out, record.raw, None, problems or (), self.labels, self.final)
+            out, problems = self._apply(values, group)
+            if not problems:
+                # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
+                yield Mapped(record.line, out, record.raw, None, (), self.labels, self.final)
+                continue
+            yield Mapped(record.line, out, record.raw, None, [(f, m) for f, m, _ in problems], self.labels, self.final,
+                         frozenset(key for _, _, key in problems if key is not None))
 
     def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
               ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:
@@ -201,6 +207,11 @@ class MappedReader:
         ``group``: the fields, attributes and problems of the fields read
         from the group's first row (:meth:`_evaluate` of ``group_plan``).
         """
+        out, problems = self._apply(values, group)
+        return out, [(f, m) for f, m, _ in problems]
+
+    def _apply(self, values: dict[str, str], group: tuple[dict, dict, list]) -> tuple[dict[str, Any], list[tuple]]:
+        """:meth:`apply`, each problem also naming the field its cell would have filled (None: an attribute)."""
         fields, attributes, problems = group
         own_fields, own_attributes, own_problems = self._own(values)
         out = {**self.constants, **fields, **own_fields}
@@ -231,7 +242,10 @@ class MappedReader:
 
     def _evaluate(self, plan: tuple[list, list], values: dict[str, str], out: dict, attributes: dict,
                   problems: list) -> tuple[dict, dict, list]:
-        """Fill ``out`` and ``attributes`` with the outputs of ``plan``; cells that do not parse go to ``problems``."""
+        """Fill ``out`` and ``attributes`` with the outputs of ``plan``; cells that do not parse go to ``problems``.
+
+        A problem is (the column or field that names it, the message, the field left empty or None for an attribute).
+        """
         get = values.get
         columns, others = plan
         # Most outputs: one column into one field (a tight loop; this runs for every cell read).
@@ -244,7 +258,7 @@ class MappedReader:
                     try:
                         out[key] = parse(raw)
                     except FieldError as exc:
-                        problems.append((source, str(exc)))
+                        problems.append((source, str(exc), key))
         for how, source, parse, default, attribute, key, label in others:
             # A cell that does not parse is named by the export's column it came from (LAST_CHANGED,
             # not the mapping's fields.consent_at); a template's text by the mapping's field.
@@ -270,7 +284,7 @@ class MappedReader:
                 try:
                     value = parse(raw)
                 except FieldError as exc:
-                    problems.append((named, str(exc)))
+                    problems.append((named, str(exc), None if attribute else key))
                     continue
             if attribute:
                 attributes[key] = value

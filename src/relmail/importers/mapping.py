@@ -47,6 +47,7 @@ from typing import Any
 import yaml
 
 from ..errors import Problem, ValidationError
+from ..yaml_keys import key_path, repeated_keys
 from .schemas import KINDS, schema_for
 from .values import PARSERS, Parser, make_time
 
@@ -489,7 +490,11 @@ def _strings(value: Any, path: str, bad):
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
-    """The YAML's data and the line of every key path (``columns.Email``); a repeated key is an error."""
+    """The YAML's data and the line of every key path (``columns.Email``); a repeated key is an error.
+
+    Built here rather than by :func:`relmail.yaml_keys.data_of`: a mapping's keys are read as
+    written (``Email``, ``1``, ``yes``: column names), never as YAML numbers or booleans.
+    """
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
@@ -497,7 +502,7 @@ def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
         raise ValidationError(f"{file}: invalid YAML", [Problem(file, mark.line + 1 if mark else None, None,
                                                                f"invalid YAML: {getattr(exc, 'problem', exc)}")]) from None
     lines: dict[str, int] = {}
-    problems: list[Problem] = []
+    problems = repeated_keys(root, file, key_path)
     constructor = yaml.SafeLoader("")
 
     def build(node, path: str) -> Any:
@@ -507,10 +512,7 @@ def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
             for key, value in node.value:
                 name = str(key.value)
                 sub = f"{path}.{name}" if path else name
-                if name in out:
-                    problems.append(Problem(file, key.start_mark.line + 1, sub, f"'{name}' appears twice (also on line {lines[sub]})"))
-                    continue
-                lines[sub] = key.start_mark.line + 1
+                lines.setdefault(sub, key.start_mark.line + 1)
                 out[name] = build(value, sub)
             return out
         if isinstance(node, yaml.SequenceNode):

@@ -7,8 +7,9 @@ unless the file numbers them), so importing the same export again, or a
 later export that repeats older orders, changes nothing.
 
 The customer is the ``customer_id`` when the file has one, otherwise the
-customer whose address is the line's ``email`` (compared as normalized
-addresses). A line with neither (a walk-in sale) has no customer to credit:
+customer whose address is the line's ``email``, in any case (an address
+several customers share names one of them, always the same: see
+:mod:`relmail.importers.addresses`). A line with neither (a walk-in sale) has no customer to credit:
 it is counted and left out. An address no customer has is an error, as an
 unknown customer id is: import the customers first.
 
@@ -32,17 +33,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
 from ..store import aggregates
-from ..store.models import Customer, Event
-from .fields import FieldError, email
+from ..store.models import Event
+from .addresses import customers_by_address, normal_address
 from .loader import Loader, References, one_of
 from .schemas import PURCHASE_STATUSES, schema_for
 from .values import remembered
 
-C, E = Customer.__table__, Event.__table__
+E = Event.__table__
 COUNTED = frozenset(PURCHASE_STATUSES)
 #: Distinct addresses, and distinct line values, remembered per import.
 REMEMBERED = 65536
@@ -102,7 +103,7 @@ class OrdersWriter:
         normal = self.normal
         keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
         known = self.known
-        known.update(self._by_address(set(keys) - known.keys() - {None}))
+        known.update(customers_by_address(self.conn, set(keys) - known.keys() - {None}))
         details, reject, bind_time, cents = self.details, self.run.reject, self.bind_time, self.cents
         events, gone = [], []
         when = bound = None
@@ -156,46 +157,8 @@ class OrdersWriter:
         for condition in one_of(self.conn, E.c.event_id, self.gone):
             self.details["purchases_removed"] += self.conn.execute(delete(E).where(condition)).rowcount or 0
 
-    def _by_address(self, addresses: set[str]) -> dict[str, str]:
-        found: dict[str, str] = {}
-        # An address several customers share (a couple's mailbox) goes to the first of them by id,
-        # the same one every time, as everywhere relmail finds a customer by address.
-        for condition in one_of(self.conn, C.c.email, addresses):
-            for i, e in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                found.setdefault(e, i)
-        # Several spellings of one address (an order in "Jonas.wagner@", the next in "jonas.wagner@")
-        # all find the customer stored in a third.
-        missing: dict[str, list[str]] = {}
-        for a in addresses:
-            if a not in found:
-                missing.setdefault(a.lower(), []).append(a)
-        lowered = func.lower(C.c.email, type_=C.c.email.type)
-        for condition in one_of(self.conn, lowered, missing):  # stored in another case, or flagged as written
-            for cid, stored in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                for written in missing[stored.lower()]:
-                    found.setdefault(written, cid)
-        return found
-
     def close(self) -> None:
         self.loader.close()
-
-
-def normal_address(address: str) -> str:
-    """An address as customers are stored (``email-validator``'s normal form), or as written if it is not one.
-
-    Only a key to look customers up by, never stored: an ASCII address is
-    normalized as email-validator does it (the domain lower-cased) without
-    its syntax checks, which cost 20 times more; the lookup compares
-    case-insensitively where this misses.
-    """
-    address = address.strip()
-    if address.isascii():
-        local, at, domain = address.rpartition("@")
-        return f"{local}@{domain.lower()}" if at else address
-    try:
-        return email(address)
-    except FieldError:
-        return address
 
 
 def purchase_value(row: dict[str, Any]) -> tuple[bool, float | None]:

@@ -30,18 +30,21 @@ from ..errors import Problem, ValidationError
 from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
-from .addresses import AddressBook
+from .addresses import customers_by_address, normal_address
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits, snake
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
 from .rejects import RejectsWriter, default_rejects_path
-from .schemas import Schema, schema_for
+from .schemas import Fallback, Schema, schema_for
 from .writers import CustomersWriter, PreferencesWriter, TableWriter
 
 #: Defaults for optional customer fields when the caller gives none (the model's defaults).
 DEFAULTS = {"locale": "en_GB", "timezone": "UTC"}
+
+#: The problem of a row naming its customer by an address no customer has.
+UNKNOWN_ADDRESS = "no customer has this e-mail address (import customers first)"
 
 #: Called after each chunk with (rows read, bytes consumed, total bytes or None).
 Progress = Callable[[int, int, int | None], None]
@@ -168,7 +171,8 @@ def import_file(
         writer = None
         if skip_invalid:
             writer = RejectsWriter(Path(rejects) if rejects else default_rejects_path(src.name, src.fmt), src.fmt)
-        run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, {**DEFAULTS, **(defaults or {})}, skip_invalid,
+        fallbacks = {name: Fallback(value) for name, value in {**DEFAULTS, **(defaults or {})}.items()}
+        run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, fallbacks, skip_invalid,
                    writer, max_errors, lenient=not strict_addresses)
         provided = _provided(schema, reader.header, mapped)
         try:
@@ -279,10 +283,16 @@ class _Run:
         #: Rejected records since the last flush, reported in line order at the flush.
         self.window: list[tuple[Record, list[tuple[str | None, str]]]] = []
         self.side = SIDE_FIELDS.get(schema.kind, ())
+        #: Whether rows name their customer by address (an activity export through a mapping): found per chunk.
+        self.by_address = False
+        #: Rows since the last flush rejected for other fields whose address is still to be looked up:
+        #: (address, the problems the row is reported with, its record).
+        self.rejected_addresses: list[tuple[str, list, Record]] = []
         self.lenient = lenient and schema.flag is not None
 
     def start(self, conn, provided: set[str] | None, mapping: Mapping | None) -> None:
         self.conn = conn
+        self.by_address = mapping is not None and "email" in self.side and "email" in mapping.targets
         self.references = References(conn)
         kind = self.schema.kind
         if kind == "customers":
@@ -306,37 +316,35 @@ class _Run:
         if mapped and self.side and any(k in values for k in self.side):
             values = dict(values)
             side = {k: values.pop(k) for k in self.side if k in values}
-        by_address = None
+        address = None
         if side and "email" in side:  # an event naming its customer by address (through a mapping)
             address = side.pop("email")
-            if values.get("customer_id") is None:
-                values["customer_id"] = self._addresses().find(address)
-                if values["customer_id"] is None:
-                    del values["customer_id"]
-                    by_address = ("email", "no customer has this e-mail address (import customers first)")
+            if values.get("customer_id") is not None:
+                address = None
         flagged: list[str] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
-        if by_address is not None:
-            problems = [p for p in problems if p[0] != "customer_id"] + [by_address]
+        if address is not None:
+            # Found with the rest of its chunk, at the flush (one look-up for many rows).
+            problems = [p for p in problems if p[0] != "customer_id"]
+            address = normal_address(address)
         if mapped:
             # The row replaces the mapping's fields: the record waits in its chunk with one dict, not two.
             record.values = None
             if problems or record.problems:
-                named = [(record.labels.get(f, f) if f else f, m) for f, m in problems]
-                # A cell that did not parse leaves its field empty: "is required" would only repeat it.
-                unparsed = {f for f, _ in record.problems}
-                named = [(f, m) for f, m in named if not (m == "is required" and f in unparsed)]
-                problems = [*record.problems, *named]
+                # A cell that did not parse leaves its field empty: the kind's own problem with that
+                # field ("is required") would only repeat it. One problem per failed field.
+                failed = record.failed
+                problems = [*record.problems,
+                            *((record.labels.get(f, f) if f else f, m) for f, m in problems if f not in failed)]
         if not problems:
             verdict = self.sink.check(record.line, row)
             if verdict is False:
                 return  # a later row of the file has the say (preference histories)
-            problems = verdict
-            if problems:
-                self.reject(record, problems)
-                return
+            problems = self._named(record, verdict)
         if problems:
             self._rejected(record, problems)
+            if address is not None:
+                self.rejected_addresses.append((address, problems, record))
             return
         if flagged:
             self.flagged += 1
@@ -344,12 +352,9 @@ class _Run:
                 self.flagged_lines.append(record.line)
         if side:
             row.update({f"_{k}": v for k, v in side.items()})
+        if address is not None:
+            row["_address"] = address
         self.pending.append((record, row))
-
-    def _addresses(self) -> AddressBook:
-        if getattr(self, "address_book", None) is None:
-            self.address_book = AddressBook(self.conn)
-        return self.address_book
 
     def may_write(self) -> bool:
         """False once a row was rejected in an all-or-nothing import: validation goes on, nothing more is written."""
@@ -357,6 +362,8 @@ class _Run:
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
+        if self.by_address:
+            pending = self._find_customers(pending)
         self._write_chunk(pending)
         # Rejects of this stretch of the file, in line order (reference
         # problems are found after the field problems of later lines).
@@ -368,6 +375,32 @@ class _Run:
                     self.problems.append(Problem(self.name, record.line, fieldname, message))
             if self.writer is not None:
                 self.writer.write(record, problems)
+
+    def _find_customers(self, pending: list[tuple[Record, dict[str, Any]]]) -> list[tuple[Record, dict[str, Any]]]:
+        """The customers of the chunk's rows that name them by address, all found at once; an unknown address is an error.
+
+        A row rejected for another field gets this problem too, after its others, as a row that
+        names its customer by id gets the id's.
+        """
+        rejected, self.rejected_addresses = self.rejected_addresses, []
+        wanted = {row["_address"] for _, row in pending if "_address" in row} | {address for address, _, _ in rejected}
+        owners = customers_by_address(self.conn, wanted)
+        # They are customers: the chunk's reference check need not look them up again.
+        self.references.known["customers"].update(owners.values())
+        for address, problems, record in rejected:
+            if address not in owners:
+                problems.append((record.labels.get("email", "email"), UNKNOWN_ADDRESS))
+        kept = []
+        for record, row in pending:
+            address = row.pop("_address", None)
+            if address is None:
+                kept.append((record, row))
+            elif address in owners:
+                row["customer_id"] = owners[address]
+                kept.append((record, row))
+            else:
+                self.reject(record, [("email", UNKNOWN_ADDRESS)])
+        return kept
 
     def _write_chunk(self, pending: list[tuple[Record, dict[str, Any]]]) -> None:
         if not pending:
@@ -392,10 +425,14 @@ class _Run:
 
     def reject(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
         """A writer's verdict on a row: through a mapping, its fields are named by the export's columns."""
+        self._rejected(record, self._named(record, problems))
+
+    @staticmethod
+    def _named(record: Record, problems: list[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
         labels = getattr(record, "labels", None)
-        if labels:
-            problems = [(labels.get(f, f) if f else f, m) for f, m in problems]
-        self._rejected(record, problems)
+        if labels and problems:
+            return [(labels.get(f, f) if f else f, m) for f, m in problems]
+        return problems
 
     def _rejected(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
         self.rejected += 1

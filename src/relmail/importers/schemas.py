@@ -23,12 +23,23 @@ from . import fields as f
 KINDS = ("customers", "products", "preferences", "events", "orders")
 
 
+class Fallback(str):
+    """A value a row left blank, filled in from the caller's defaults (a customer's locale and time zone).
+
+    A new customer gets it; a stored one keeps the value another source gave
+    (:meth:`relmail.importers.writers.CustomersWriter.write`), as a blank name
+    does not erase a stored one.
+    """
+
+    __slots__ = ()
+
+
 @dataclass(frozen=True, slots=True)
 class Column:
     name: str
     parse: f.Parser
     required: bool = False
-    #: Value when missing or empty: a constant, or the name of a caller default (``"@locale"``).
+    #: Value when missing or empty: a constant, or the name of a caller default (``"@locale"``, given as a :class:`Fallback`).
     default: Any = None
     #: How an invalid value is kept when the import is lenient (a malformed address: stored as
     #: written and flagged), or None: an invalid value is always a problem.

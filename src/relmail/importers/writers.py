@@ -24,10 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.models import Customer, Preference, Suppression
+from ..store.models import EMAIL_LOWER, Customer, Suppression
+from .addresses import customers_by_address
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
-from .schemas import Schema
+from .schemas import Fallback, Schema
 
 #: How a re-import updates a stored row, per column (see :data:`relmail.importers.loader.UPDATES`):
 #: a blank name does not erase what another source said, the sign-up date is the earliest any source
@@ -37,7 +38,10 @@ UPDATE_FORMS = {
     "products": {"attributes": "merge"},
 }
 
-C, P, S = Customer.__table__, Preference.__table__, Suppression.__table__
+C, S = Customer.__table__, Suppression.__table__
+
+#: Customer columns a blank cell fills from the project's settings: for a new customer only.
+FALLBACK_COLUMNS = ("locale", "timezone")
 
 
 def update_columns(schema: Schema, provided: set[str] | None) -> dict[str, str]:
@@ -124,25 +128,47 @@ class CustomersWriter(TableWriter):
             pending = self._match(pending)
         if not self.run.may_write():
             return
-        self._undated_changes([row for _, row in pending])
-        super().write(pending)
         rows = [row for _, row in pending]
+        self._keep_stored(rows)
+        self._undated_changes(rows)
+        super().write(pending)
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
         self.link.apply(rows)
         self._consent(pending)
         self._suppress(rows)
+
+    def _keep_stored(self, rows: list[dict[str, Any]]) -> None:
+        """A blank locale or time zone (a :class:`~relmail.importers.schemas.Fallback`): a stored customer's own, else the project's.
+
+        A mailing list whose language field is blank for some people, or a
+        JSON record without the key, must not put a customer another source
+        gave a language back into the project's: every later e-mail would be
+        in the wrong one. One lookup per batch of such rows' ids.
+        """
+        updated = [c for c in FALLBACK_COLUMNS if c in self.loader.update]
+        blank = [row for row in rows if any(row[c].__class__ is Fallback for c in updated)]
+        stored: dict[str, Any] = {}
+        for condition in one_of(self.conn, C.c.id, {row["id"] for row in blank}):
+            stored.update((r.id, r._mapping) for r in self.conn.execute(select(C.c.id, *(C.c[c] for c in updated)).where(condition)))
+        for row in blank:
+            own = stored.get(row["id"])
+            if own is not None:
+                row.update({c: own[c] for c in updated if row[c].__class__ is Fallback})
+        for row in rows:
+            for c in FALLBACK_COLUMNS:
+                if row[c].__class__ is Fallback:
+                    row[c] = str(row[c])
 
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
 
         Such customers keep their own histories, consent and frequency caps while a plan mails
         the address once per message (``SHARED_ADDRESS``): worth merging at the source, so worth
-        saying after the import. One scan of the customers, not one per address.
+        saying after the import. One pass over the customers' ``lower(email)`` index, not a look-up per address.
         """
         if not self.addresses or not self.run.may_write():
             return
-        lowered = func.lower(C.c.email)
-        shared = select(lowered).group_by(lowered).having(func.count() > 1)
+        shared = select(EMAIL_LOWER).group_by(EMAIL_LOWER).having(func.count() > 1)
         self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
     def _match(self, pending: list) -> list:
@@ -164,7 +190,7 @@ class CustomersWriter(TableWriter):
         def known(row: dict[str, Any]) -> bool:
             return row["id"] in stored and stored[row["id"]].lower() == row["email"].lower()
 
-        found = self._owners({row["email"] for _, row in pending if not known(row)})
+        found = customers_by_address(self.conn, {row["email"] for _, row in pending if not known(row)})
         kept = []
         for record, row in pending:
             email, own = row["email"], row["id"]
@@ -188,23 +214,6 @@ class CustomersWriter(TableWriter):
                 kept.append((record, row))
         return kept
 
-    def _owners(self, emails: set[str]) -> dict[str, str]:
-        """Address -> the stored customer it names: written the same first, else in another case; the lowest id of several."""
-        found: dict[str, str] = {}
-        for condition in one_of(self.conn, C.c.email, emails):
-            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                found.setdefault(email, cid)
-        # Each spelling the file has of an address stored in another case (a local part is stored as written).
-        missing: dict[str, list[str]] = {}
-        for email in emails - found.keys():
-            missing.setdefault(email.lower(), []).append(email)
-        lowered = func.lower(C.c.email, type_=C.c.email.type)
-        for condition in one_of(self.conn, lowered, missing):
-            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition).order_by(C.c.id)):
-                for written in missing.get(email.lower(), ()):
-                    found.setdefault(written, cid)
-        return found
-
     def _ambiguous(self, email: str, owner: str, own: str) -> str:
         stored = self.conn.execute(select(C.c.email).where(C.c.id == owner)).scalar_one()
         case = f" (stored as {stored!r})" if stored != email else ""
@@ -213,15 +222,15 @@ class CustomersWriter(TableWriter):
                 "in the source, or leave the row out with --skip-invalid")
 
     def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
-        """An undated flag that changed since the last export is a change as of now (yes to no: an opt-out).
+        """Mark each undated flag that changed since the last export (``_consent_changed``).
 
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
-        export and says no in this one unsubscribed in the shop in between: that is dated
-        now, so it wins over every earlier opt-in. A no turned yes is an opt-in as of now only
-        for a customer with no opt-out on record: an undated yes never undoes an opt-out
-        (counted as ``kept_opted_out``). Each customer's last flag is kept in ``attributes``
-        under the column's name (``accepts_email_marketing``) to see the change.
+        export and says no in this one unsubscribed in the shop in between: the preference
+        history writes that as of now, so it wins over every earlier opt-in, and keeps an
+        opt-out on record when the flag turned yes (counted as ``kept_opted_out``). Each
+        customer's last flag is kept in ``attributes`` under the column's name
+        (``accepts_email_marketing``) to see the change.
         """
         if self.flag_key is None:
             return
@@ -233,50 +242,29 @@ class CustomersWriter(TableWriter):
             for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
                 if isinstance(attributes, dict):
                     before[cid] = attributes.get(self.flag_key)
-        changed = []
         for row in undated:
             said = bool(row["_consent"])
             row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
             last = before.get(row["id"])
-            if isinstance(last, bool) and last != said:
-                changed.append(row)
-        # The opt-outs on record: a yes without a date never undoes one, whoever recorded it (relmail's
-        # unsubscribe link, a mailing tool, or this shop's own flag turning no): the export may be an
-        # older one imported again, and only an opt-in dated after the opt-out may end it. A no adds
-        # nothing to an opt-out already there.
-        opted_out = self._opted_out([row["id"] for row in changed])
-        for row in changed:
-            if row["id"] in opted_out:
-                if row["_consent"]:
-                    self.details["kept_opted_out"] += 1
-                continue
-            # Changed in the shop since its last export: as of now, so it wins over older dated records.
-            row["_consent_at"] = self.now
-            self.details["given_since_last_export" if row["_consent"] else "withdrawn_since_last_export"] += 1
-
-    def _opted_out(self, ids: list[str]) -> set[str]:
-        """The customers among ``ids`` with a global opt-out on record (opted out of everything)."""
-        out: set[str] = set()
-        for batch in batched(sorted(ids), LOOKUP_BATCH):
-            query = select(P.c.customer_id).where(P.c.customer_id.in_(batch), P.c.topic == "*", P.c.opted_in.is_(False))
-            out.update(self.conn.execute(query).scalars())
-        return out
+            row["_consent_changed"] = isinstance(last, bool) and last != said
 
     def _consent(self, pending: list) -> None:
-        rows = []
+        rows, changed = [], set()
         for record, row in pending:
             opted_in = row.get("_consent")
             if opted_in is None:
                 continue
             rows.append((record, {"customer_id": row["id"], "topic": "*", "opted_in": bool(opted_in), "max_per_week": None,
                                   "updated_at": row.get("_consent_at") or UNDATED, "source": self.source}))
+            if row.get("_consent_changed"):
+                changed.add((row["id"], "*"))
         if not rows:
             return
         if self.consent is None:
             # The frequency wish on the global record is the customer's, not the export's.
             self.consent = PreferenceHistory(self.conn, compare=("opted_in",),
                                              update={"opted_in": "set", "updated_at": "set", "source": "set"},
-                                             origin=self.run.name)
+                                             origin=self.run.name, now=self.now)
         kept = []
         for record, row in rows:
             verdict = self.consent.check(record.line, row)
@@ -286,9 +274,11 @@ class CustomersWriter(TableWriter):
                 self.run.reject(record, [verdict])
         before = self.consent.written
         by_line = {record.line: record for record, _ in rows}
-        for line, problem in self.consent.write(kept):
+        for line, problem in self.consent.write(kept, changed):
             self.run.reject(by_line[line], [problem])
         self.details["consent_records"] += self.consent.written - before
+        self.details.update(withdrawn_since_last_export=self.consent.withdrawn, given_since_last_export=self.consent.given,
+                            kept_opted_out=self.consent.kept_opted_out)
         self.details["without_consent"] = self.consent.not_opted_in
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:

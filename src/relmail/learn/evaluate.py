@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from ..errors import ModelError
 from . import metrics, store
 from .dataset import split_mask
-from .incrementality import newcombe
+from .incrementality import lift_caveat, lift_interval
 from .model import TrainedModel, from_payload
 from .outcomes import OutcomeTable, load_outcomes
 from .train import limited_threads
@@ -42,44 +42,17 @@ def uplift_report(uplift: np.ndarray, response: np.ndarray, y: np.ndarray, t: np
     return {"model": figures(uplift), "random": rand, "response": figures(response)}
 
 
-def lift_interval(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
-    """The 95% Newcombe interval of the test part's observed lift (sends' rate minus hold-outs').
-
-    keep@K and the Qini coefficient are shares of this lift: when its interval
-    holds zero, they divide by noise and say nothing about the ranking.
-    """
-    y, t = np.asarray(y), np.asarray(t)
-    _, low, high = newcombe(int(y[t == 1].sum()), int((t == 1).sum()), int(y[t == 0].sum()), int((t == 0).sum()))
-    return float(low), float(high)
-
-
 def unreliable_lifts(results: Sequence[dict]) -> list[str]:
-    """One sentence per message and outcome whose test part's lift makes qini and keep@K hard to read.
-
-    Both are shares of the size of the test part's lift: when its interval
-    holds zero their size means little, and when it is negative the e-mail
-    lowers the outcome on average, so random targeting keeps about -K.
-    """
+    """One sentence per message and outcome whose test part's lift makes qini and keep@K hard to read (see :func:`lift_caveat`)."""
     out = []
     for res in results:
         for outcome, entry in res["outcomes"].items():
             if "lift_interval" not in entry:
                 continue
-            low, high = entry["lift_interval"]
-            lift = entry["observed_lift"]
-            unclear, negative = low <= 0 <= high, lift < 0
-            if not (unclear or negative):
-                continue
-            said = (f"{res['message']}/{outcome}: on these {res['rows']:,} test rows the e-mail's lift is {lift:+.4f}"
-                    f" (95% CI [{low:+.4f}, {high:+.4f}])")
-            if unclear:
-                said += (", not distinguishable from zero: qini and keep@K are shares of it, so their size means little here"
-                         " (evaluate on more customers: a larger --test-share, more runs)")
-            if negative:
-                said += ("; as it is negative, mailing everyone loses outcomes: keep@K is a share of the size of that loss,"
-                         " random targeting keeps about -K, and a ranking that puts the customers the e-mail helps first"
-                         " keeps more")
-            out.append(said)
+            said = lift_caveat(f"{res['message']}/{outcome}: on these {res['rows']:,} test rows", entry["observed_lift"],
+                               *entry["lift_interval"], "evaluate on more customers: a larger --test-share, more runs")
+            if said:
+                out.append(said)
     return out
 
 

@@ -42,6 +42,38 @@ def newcombe(x1: int, n1: int, x2: int, n2: int, confidence: float = 0.95) -> tu
     return d, d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
 
 
+def lift_interval(y: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    """The 95% Newcombe interval of the observed lift of outcomes ``y`` (sends' rate minus hold-outs', ``t`` 1 for a send).
+
+    keep@K and the Qini coefficient are shares of this lift: when its interval
+    holds zero, they divide by noise and say nothing about the ranking.
+    """
+    y, t = np.asarray(y), np.asarray(t)
+    _, low, high = newcombe(int(y[t == 1].sum()), int((t == 1).sum()), int(y[t == 0].sum()), int((t == 0).sum()))
+    return float(low), float(high)
+
+
+def lift_caveat(where: str, lift: float, low: float, high: float, advice: str) -> str:
+    """A sentence when a lift cannot be told from zero or is negative, else nothing: ``where`` begins it.
+
+    The qini and keep@K figures of every ranking are shares of the size of
+    that lift: near zero their size means little (``advice`` says what tells
+    more), and below zero mailing everyone loses outcomes, so random
+    targeting keeps about -K. A figure must not read as a finding then.
+    """
+    unclear, negative = low <= 0 <= high, lift < 0
+    if not (unclear or negative):
+        return ""
+    said = f"{where} the e-mail's lift is {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}])"
+    if unclear:
+        said += f", which cannot be told from zero: qini and keep@K are shares of it, so their size means little ({advice})"
+    if negative:
+        said += ("; as it is negative, mailing everyone loses outcomes: keep@K is a share of the size of that loss,"
+                 " random targeting keeps about -K, and a ranking that puts the customers the e-mail helps first"
+                 " keeps more")
+    return said
+
+
 def welch(a: np.ndarray, b: np.ndarray, confidence: float = 0.95) -> tuple[float, float, float]:
     """Difference of means with a normal-approximation Welch interval."""
     if len(a) < 2 or len(b) < 2:

@@ -40,6 +40,7 @@ from .estimators import (
     Funnel,
     make_uplift,
 )
+from .incrementality import lift_caveat, lift_interval
 from .metalearners import TLearner
 
 CRITERIA = ("qini", "keep_at_30", "keep_at_50")
@@ -308,30 +309,17 @@ def _lead(best: list[np.ndarray], other: list[np.ndarray], y, t, criterion: str,
 
 
 def _signal(y, t) -> str:
-    """A sentence when the training customers' total lift cannot be told from zero or is negative, else nothing.
+    """A sentence when the training customers' lift cannot be told from zero or is negative, else nothing.
 
-    Every candidate's qini and keep figures are shares of that total's size:
-    near zero their size means little, and below zero mailing everyone loses
-    outcomes (random targeting keeps about -K). The reason must not read as
-    a finding then.
+    Every candidate's figures in the reason are shares of that lift (see :func:`lift_caveat`).
     """
-    from .incrementality import newcombe
-
     y, sent = np.asarray(y), np.asarray(t) == 1
     if not sent.any() or sent.all():
         return ""
-    lift, low, high = newcombe(int(y[sent].sum()), int(sent.sum()), int(y[~sent].sum()), int((~sent).sum()))
-    unclear, negative = low <= 0 <= high, lift < 0
-    if not (unclear or negative):
-        return ""
-    said = f" The e-mail's total lift on these training customers is {lift:+.4f} (95% CI [{low:+.4f}, {high:+.4f}])"
-    if unclear:
-        said += (", which cannot be told from zero: the qini and keep figures above are shares of it, so their size"
-                 " means little; the lead over the safe model and its standard error tell a ranking from chance")
-    if negative:
-        said += ("; as it is negative, mailing everyone loses outcomes: the keep figures are shares of the size of that"
-                 " loss (random targeting keeps about -K)")
-    return said + "."
+    lift = float(np.mean(y[sent]) - np.mean(y[~sent]))
+    said = lift_caveat(f" On these {len(y):,} training rows", lift, *lift_interval(y, t),
+                       "the lead over the safe model and its standard error tell a ranking from chance")
+    return said + "." if said else ""
 
 
 def _finite(value: float) -> float:

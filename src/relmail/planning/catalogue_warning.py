@@ -12,6 +12,7 @@ every customer's score is just 0, and sends drop below ``min_relevance``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -28,8 +29,12 @@ if TYPE_CHECKING:
 P = Product.__table__
 
 
-def catalogue_warnings(engine: Engine, campaign: Campaign, summaries, segments: dict[str, Segment]) -> list[PlanWarning]:
-    """Per message: featured products and categories the catalogue lacks, and an empty audience with its segments' unknown names."""
+def catalogue_warnings(engine: Engine, campaign: Campaign, summaries, segments: dict[str, Segment],
+                       topics: Iterable[str]) -> list[PlanWarning]:
+    """Per message: featured products and categories the catalogue lacks, and an empty audience with its segments' unknown names.
+
+    ``topics`` are the consent topics ``[topics]`` in ``relmail.toml`` declares.
+    """
     from ..segments.describe import category_id, unknown_names
 
     out: list[PlanWarning] = []
@@ -56,7 +61,7 @@ def catalogue_warnings(engine: Engine, campaign: Campaign, summaries, segments: 
             out.append(PlanWarning(message.id, "UNKNOWN_CATEGORY", 0, summary.audience, text))
         if summary.audience:
             continue
-        why = [str(p) for name in message.segments if name in segments for p in unknown_names(engine, segments[name])]
+        why = [str(p) for name in message.segments if name in segments for p in unknown_names(engine, segments[name], topics)]
         cause = f": {'; '.join(why)}" if why else ""
         text = f"{message.id}: no customer is in its audience (segments: {', '.join(message.segments)}){cause}"
         out.append(PlanWarning(message.id, "EMPTY_AUDIENCE", 0, 0, text))

@@ -12,13 +12,15 @@ globally: see [consent]``).
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
 
+from ..errors import did_you_mean
 from ..store.models import Preference
+from ..store.topics import unknown_topics
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -45,10 +47,17 @@ class PlanWarning:
         return asdict(self)
 
 
-def consent_warnings(engine: Engine, campaign: Campaign, summaries, consent) -> list[PlanWarning]:
-    """One warning per message whose audience NO_CONSENT or UNSUBSCRIBED took (almost) entirely."""
+def consent_warnings(engine: Engine, campaign: Campaign, summaries, consent, topics: Iterable[str]) -> list[PlanWarning]:
+    """One warning per message whose audience NO_CONSENT or UNSUBSCRIBED took (almost) entirely.
+
+    ``topics`` are the consent topics ``[topics]`` in ``relmail.toml`` declares.
+    """
     out: list[PlanWarning] = []
     counts: dict[tuple[str, bool], int] | None = None
+
+    def meant(topic: str) -> str | None:  # looked up only for a warning that names an unknown topic
+        return unknown_topics(engine, [topic], topics, misspelt_only=True).get(topic)
+
     for message, summary in zip(campaign.messages, summaries):
         for rule in ("NO_CONSENT", "UNSUBSCRIBED"):
             n = summary.reasons.get(rule, 0)
@@ -56,7 +65,7 @@ def consent_warnings(engine: Engine, campaign: Campaign, summaries, consent) -> 
                 continue
             if counts is None:
                 counts = _consent_counts(engine)
-            cause = _cause(rule, message.topic, counts, consent)
+            cause = _cause(rule, message.topic, counts, consent, meant)
             text = f"{message.id}: {n:,} of {summary.audience:,} customers suppressed by {rule}: {cause}"
             out.append(PlanWarning(message.id, rule, n, summary.audience, text))
     return out
@@ -69,7 +78,8 @@ def _consent_counts(engine) -> dict[tuple[str, bool], int]:
         return {(topic, bool(opted_in)): n for topic, opted_in, n in rows}
 
 
-def _cause(rule: str, topic: str, counts: dict[tuple[str, bool], int], consent) -> str:
+def _cause(rule: str, topic: str, counts: dict[tuple[str, bool], int], consent, meant) -> str:
+    """Why ``rule`` took the audience; ``meant(topic)`` is the known topic an unknown one likely misspells, if any."""
     globally_in, globally_out = counts.get(("*", True), 0), counts.get(("*", False), 0)
     if rule == "UNSUBSCRIBED":
         return (f"{globally_out:,} customers are opted out of all e-mail (topic '*'): check that the consent column "
@@ -84,11 +94,9 @@ def _cause(rule: str, topic: str, counts: dict[tuple[str, bool], int], consent) 
         return f"no customer has consent for topic '{topic}'; {globally_in:,} opted in globally: see [consent]"
     named = sorted({t for t, _ in counts if t != "*"})
     if topic not in named and named:
-        # No record names the topic, though records name others: most likely a
-        # typo in the campaign ('promotion' for 'promotions').
-        close = difflib.get_close_matches(topic, named, n=1)
-        hint = f"a typo for '{close[0]}'?" if close else "a new topic?"
-        return f"no consent record names topic '{topic}' ({hint} the store's topics: {', '.join(named)})"
+        # No record names the topic, though records name others: a new topic, or a misspelt one
+        # ('promotion' for 'promotions') where the campaign's topic check did not run first.
+        return f"no consent record names topic '{topic}' (the store's topics: {', '.join(named)}){did_you_mean(meant(topic))}"
     if topic_in == 0 and not globally_in:
         return f"no customer has opted in to topic '{topic}' or globally"
     return f"{topic_in:,} customers opted in to topic '{topic}' and {globally_in:,} globally; few of them are in this audience"

@@ -108,9 +108,9 @@ def change_rows(changes, limit: int | None = None) -> tuple[list[str], list[list
     return headers, rows
 
 
-def counted(n: int, word: str) -> str:
-    """``1 customer``, ``1,204 customers``."""
-    return f"{n:,} {word}{'' if n == 1 else 's'}"
+def counted(n: int, word: str, words: str | None = None) -> str:
+    """``1 customer``, ``1,204 customers``; ``words`` where an s does not make the plural (``lift entries``)."""
+    return f"{n:,} {word if n == 1 else words or word + 's'}"
 
 
 def _decision_text(action: str, reasons: tuple[str, ...]) -> str:

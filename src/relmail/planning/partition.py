@@ -174,7 +174,7 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         if "columns" in frame.seconds:  # reported apart: the NumPy pass over the columnar copy
             lap.timings["features"] -= frame.seconds["columns"]
             lap.timings["features (columnar)"] = frame.seconds["columns"]
-        load_context(conn, frame, camp, job.window, job.run_id, job.as_of)
+        load_context(conn, frame, camp, job.settings.timezone, job.run_id, job.as_of)
         lap("ledger context")
 
     n = len(frame)

@@ -7,18 +7,20 @@ same week cannot together exceed a frequency cap. This module adds those
 counts to the frame as columns:
 
 ``planned_7`` / ``planned_30``
-    pending sends of other runs whose ``as_of`` is within 7 / 30 days of this
-    plan's (either side: a run planned ahead will be delivered later);
+    pending sends of other runs whose ``as_of`` falls on a calendar day (in
+    the project's time zone) less than 7 / 30 days from this plan's as-of
+    day, either side: a run planned ahead will be delivered later, and a run
+    planned later the same day counts as one planned earlier does;
 ``<k>.topic_planned_7`` / ``<k>.topic_planned_30``
     the same, on message ``k``'s topic;
 ``<k>.planned_same``
     pending sends of message ``k`` itself (for a recurring message: of runs
-    within its ``repeat_after_days``);
+    on days less than its ``repeat_after_days`` away);
 ``<k>.recent_tickets``
     service tickets opened in the last ``recent_complaint_days`` of ``k``'s policy.
 
 (For a recurring message, ``repeat_after_days: N``, the feature statement
-itself counts ``<k>.already_sent`` over the last N days only.)
+itself counts ``<k>.already_sent`` over the as-of day and the N - 1 before only.)
 
 Decisions of the run being re-planned whose delivery is in flight (sending,
 committing) count as pending too; accepted ones are events already.
@@ -34,13 +36,13 @@ from sqlalchemy import and_, func, or_, select, text
 
 from ..features.sql import align, code_point_order, json_text, when
 from ..store.models import NOT_SUPPRESSED, Decision, Delivery, Event, Run
+from ..windows import local_day, local_midnight
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from ..campaigns import Campaign
     from ..features.frame import FeatureFrame
-    from ..windows import Window
 
 DEC, DEL, RUNS, EV = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 #: Delivery states that mean "left, or may have left": such decisions are never re-decided.
@@ -62,32 +64,38 @@ def kept_decisions(conn: Connection, run_id: str) -> dict[str, set[str]]:
     return out
 
 
-def pending(conn: Connection, run_id: str, as_of: datetime, customers: tuple[str, str] | None = None) -> list[tuple]:
-    """(customer, message, topic, run as_of, run window) of every send not delivered yet that counts.
+#: Calendar days either side of a plan's as-of day whose runs' pending sends can count: the longest cap window's.
+REACH = 30
 
-    ``customers``: (first, last) id of the customers asked about (a plan
-    range); their sends are read from the partial index of sends and hold-outs, run by run,
-    so the read grows with the sends of those customers, not with the
-    decisions the ledger holds.
+
+def pending(conn: Connection, run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None) -> list[tuple]:
+    """(customer, message, topic, run as_of) of every send not delivered yet that counts.
+
+    Those of runs whose as-of day (in time zone ``tz``) is less than
+    :data:`REACH` days from ``as_of``'s. ``customers``: (first, last) id of
+    the customers asked about (a plan range); their sends are read from the
+    partial index of sends and hold-outs, run by run, so the read grows with
+    the sends of those customers, not with the decisions the ledger holds.
     """
-    return conn.execute(pending_statement(run_id, as_of, customers)).all()
+    return conn.execute(pending_statement(run_id, as_of, tz, customers)).all()
 
 
-def pending_statement(run_id: str, as_of: datetime, customers: tuple[str, str] | None = None):
+def pending_statement(run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None):
     """The SELECT of :func:`pending`."""
+    day = local_day(as_of, tz)
     settled = select(DEL.c.id).where(
         DEL.c.decision_id == DEC.c.id, DEL.c.status.in_(("accepted",) + NOT_SENT)
     ).exists()
     in_flight_here = select(DEL.c.id).where(DEL.c.decision_id == DEC.c.id, DEL.c.status.in_(("sending", "committing"))).exists()
     stmt = (
-        select(DEC.c.customer_id, DEC.c.message_id, json_text(DEC.c.features, "topic"), RUNS.c.as_of, RUNS.c.window)
+        select(DEC.c.customer_id, DEC.c.message_id, json_text(DEC.c.features, "topic"), RUNS.c.as_of)
         .join(RUNS, RUNS.c.id == DEC.c.run_id)
         .where(
             # Literally the partial index's predicate: SQLite uses such an index only for a query that says it.
             text(f"decisions.{NOT_SUPPRESSED}"),
             DEC.c.action == "send",
-            RUNS.c.as_of > when(as_of, 30),
-            RUNS.c.as_of < when(as_of, -30),
+            RUNS.c.as_of >= when(local_midnight(day - timedelta(days=REACH - 1), tz)),
+            RUNS.c.as_of < when(local_midnight(day + timedelta(days=REACH), tz)),
             or_(and_(DEC.c.run_id != run_id, ~settled), and_(DEC.c.run_id == run_id, in_flight_here)),
         )
     )
@@ -96,30 +104,40 @@ def pending_statement(run_id: str, as_of: datetime, customers: tuple[str, str] |
     return stmt
 
 
-def _counts(ids: np.ndarray, customers: list[str]) -> np.ndarray:
+def _counts(ids: np.ndarray, customers: np.ndarray) -> np.ndarray:
     out = np.zeros(len(ids))
-    if customers:
-        keys, counts = np.unique(np.array(customers, dtype=str), return_counts=True)
+    if len(customers):
+        keys, counts = np.unique(customers, return_counts=True)
         mask, pos = align(ids, keys)
         out[pos] = counts[mask]
     return out
 
 
-def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, window: Window, run_id: str, as_of: datetime) -> None:
-    """Add the columns described in the module docstring to ``frame`` (in place)."""
+def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: str, run_id: str, as_of: datetime) -> None:
+    """Add the columns described in the module docstring to ``frame`` (in place); days are calendar days in ``tz``."""
     ids = frame.customer_ids
     within = (str(ids[0]), str(ids[-1])) if len(ids) and code_point_order(conn) else None
-    rows = pending(conn, run_id, as_of, within) if len(ids) else []
-    week = timedelta(days=7)
-    near7 = [r for r in rows if abs(r[3] - as_of) < week]
-    frame.columns["planned_7"] = _counts(ids, [r[0] for r in near7])
-    frame.columns["planned_30"] = _counts(ids, [r[0] for r in rows])
+    rows = pending(conn, run_id, as_of, tz, within) if len(ids) else []
+    customer_col, message_col, topic_col, as_of_col = zip(*rows) if rows else ((), (), (), ())
+    customers = np.array(customer_col, dtype=str)
+    messages = np.array(message_col, dtype=object)
+    topics = np.array(topic_col, dtype=object)
+    # Days between each run's as-of day and this plan's: worked out once per run, looked up per send.
+    day = local_day(as_of, tz)
+    apart = {t: abs((local_day(t, tz) - day).days) for t in set(as_of_col)}
+    days = np.fromiter(map(apart.__getitem__, as_of_col), dtype=np.int64, count=len(as_of_col))
+    near7 = days < 7
+    frame.columns["planned_7"] = _counts(ids, customers[near7])
+    frame.columns["planned_30"] = _counts(ids, customers)
     for m in campaign.messages:
-        frame.columns[f"{m.id}.topic_planned_7"] = _counts(ids, [r[0] for r in near7 if r[2] == m.topic])
-        frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, [r[0] for r in rows if r[2] == m.topic])
+        on_topic = topics == m.topic
+        frame.columns[f"{m.id}.topic_planned_7"] = _counts(ids, customers[near7 & on_topic])
+        frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, customers[on_topic])
         gap = m.repeat_after_days
-        same = [r[0] for r in rows if r[1] == m.id and (gap is None or abs(r[3] - as_of) < timedelta(days=gap))]
-        frame.columns[f"{m.id}.planned_same"] = _counts(ids, same)
+        same = messages == m.id
+        if gap is not None:
+            same &= days < gap
+        frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[same])
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
         for m in campaign.messages:

@@ -127,7 +127,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     segments = load_segments(project)
     _check_segments(camp, segments)
     _check_templates(camp, project.templates_dir)
-    check_topics(engine, camp, set(project.settings.section("topics")))
+    topics = set(project.settings.section("topics"))
+    check_topics(engine, camp, topics)
     seed = camp.run_seed(win.key)
     scorer = opts.scorer
     if scorer is None:
@@ -244,8 +245,8 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
         kept_pairs=kept, models=models_used, timings=timings, partitions=len(ranges),
-        warnings=[*catalogue_warnings(engine, camp, summaries, segments),
-                  *consent_warnings(engine, camp, summaries, project.settings.consent),
+        warnings=[*catalogue_warnings(engine, camp, summaries, segments, topics),
+                  *consent_warnings(engine, camp, summaries, project.settings.consent, topics),
                   *model_warnings(models_used, widths, summaries)],
     )
 

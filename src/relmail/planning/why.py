@@ -213,7 +213,7 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         if run_id is None:
             run_id = latest_run(conn, DEC, customer_id)
             if run_id is None:
-                raise NotFound(f"no decisions for customer '{customer_id}' in any run")
+                raise NotFound(f"no decisions for customer '{customer_id}' in any run: {_absent(conn, customer_id, None)}")
         else:
             run_id = resolve_run(conn, run_id)
         run = conn.execute(select(RUNS).where(RUNS.c.id == run_id)).mappings().first()
@@ -221,7 +221,7 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
             select(DEC).where(DEC.c.run_id == run_id, DEC.c.customer_id == customer_id).order_by(DEC.c.id)
         ).mappings().all()
         if not rows:
-            raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}'")
+            raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}': {_absent(conn, customer_id, run['as_of'])}")
         deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "updated_at": r.updated_at}
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
                                                    DELIVERIES.c.attempts, DELIVERIES.c.updated_at)
@@ -235,6 +235,18 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
              "erased": erased}
     return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]))
                    for r in rows]
+
+
+def _absent(conn, customer_id: str, as_of: datetime | None) -> str:
+    """Why a customer has no decision: the store does not know them, or no message's segments held them (as of ``as_of``)."""
+    if conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None:
+        return f"no customer '{customer_id}' in the store (never imported, or erased)"
+    how = "a message considers the members of its segments; relmail segments show NAME"
+    if as_of is None:
+        return f"they were in the audience of no message of any planned run ({how} lists them)"
+    when = as_of.astimezone(UTC) if as_of.tzinfo else as_of
+    return (f"they were in the audience of none of its messages as of {when:%Y-%m-%d %H:%M} UTC "
+            f"({how} --as-of {when:%Y-%m-%dT%H:%M:%SZ} lists them)")
 
 
 def explain_window(project: Project, engine: Engine, customer_id: str, campaign: str | Campaign, window: str | Window,

@@ -135,7 +135,7 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
         own = pick("price", None)
         if own is not None:
             out["price"] = own
-        elif currencies.require_own_price:
+        else:
             out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
     if not attributes:
         return out

@@ -37,11 +37,10 @@ are checked for:
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Iterable
 from contextlib import suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -130,10 +129,6 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
     if campaigns:
         store = SampleSource(engine, as_of or current_time(), generated)
         report.samples = store.kind
-        if store.kind == "generated":
-            # Invented products have no price per currency: do not ask them for one (the store's products are asked).
-            renderer = copy.copy(renderer)
-            renderer.currencies = replace(renderer.currencies, require_own_price=False)
         variants = Variants(renderer)
         locales = candidate_locales(renderer, store)
         never: dict[tuple[str, int | None, str], list[tuple[str, str]]] = {}

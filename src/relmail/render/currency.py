@@ -23,13 +23,10 @@ from babel.numbers import is_currency
 from jinja2 import Undefined
 
 from ..errors import ConfigError
+from ..importers.fields import language_of
 from .optional import Missing
 
 DEFAULT = "EUR"
-
-
-def _language(locale: str | None) -> str:
-    return (locale or "").replace("-", "_").split("_", 1)[0].lower()
 
 
 @dataclass(frozen=True)
@@ -38,9 +35,6 @@ class Currencies:
     base: str = DEFAULT
     #: Language → currency, for a table.
     by_language: dict[str, str] = field(default_factory=dict)
-    #: False for invented sample products (``relmail templates check --generated``): they have no
-    #: ``price_<language>``, and their made-up price is shown in the customer's currency.
-    require_own_price: bool = True
 
     @classmethod
     def from_settings(cls, settings) -> Currencies:
@@ -50,8 +44,8 @@ class Currencies:
             return cls(_code(value, where))
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"{where}: use a currency code (\"EUR\") or a table by language ({{ de = \"EUR\", pl = \"PLN\" }})")
-        table = {_language(k): _code(v, f"{where}.{k}") for k, v in value.items()}
-        default = _language(settings.default_locale)
+        table = {language_of(k): _code(v, f"{where}.{k}") for k, v in value.items()}
+        default = language_of(settings.default_locale)
         if default not in table:
             raise ConfigError(f"{where}: the table has no entry for '{default}', the language of default_locale "
                               f"({settings.default_locale}): the products' price column is in that currency")
@@ -59,7 +53,7 @@ class Currencies:
 
     def for_locale(self, locale: str | None) -> str:
         """The currency a customer with ``locale`` sees prices in (the base one for a language the table does not name)."""
-        return self.by_language.get(_language(locale), self.base)
+        return self.by_language.get(language_of(locale), self.base)
 
     def own_price_needed(self, locale: str | None) -> bool:
         """Whether a customer with ``locale`` needs a ``price_<language>`` (their currency is not the price column's)."""
@@ -85,10 +79,18 @@ def of_locale(locale: str) -> str:
     return found[0] if found else DEFAULT
 
 
+def currency_code(value) -> str | None:
+    """``value`` as an ISO 4217 code Babel knows (``eur`` → ``EUR``), or None: 'ZL' and 'EURO' are no currency."""
+    if isinstance(value, str) and is_currency(value.strip().upper()):
+        return value.strip().upper()
+    return None
+
+
 def _code(value, where: str) -> str:
-    if not isinstance(value, str) or not is_currency(value.strip().upper()):
+    code = currency_code(value)
+    if code is None:
         raise ConfigError(f"{where}: {value!r} is not an ISO 4217 currency code (EUR, PLN, CHF ...)")
-    return value.strip().upper()
+    return code
 
 
 class NoPrice(Missing):
@@ -106,7 +108,7 @@ class NoPrice(Missing):
 
 
 def no_price(product_id, locale: str, currency: str, base: str) -> NoPrice:
-    language = _language(locale)
+    language = language_of(locale)
     hint = (f"product({product_id!r}).price: no price in {currency} for {locale} customers (give the product a "
             f"price_{language} column value; its price column is in {base})")
     return NoPrice(hint=hint, name=f"product({product_id!r}).price")

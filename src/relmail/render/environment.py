@@ -27,6 +27,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_
 from jinja2.exceptions import TemplateNotFound
 
 from ..errors import NotFound, TemplateError
+from ..importers.fields import language_of
 from . import filters
 from .bounds import Limits
 from .sandbox import BoundedSandbox
@@ -71,7 +72,7 @@ def locale_languages(locale: str | None) -> tuple[str, ...]:
     if not locale:
         return ()
     loc = locale.replace("-", "_")
-    lang = loc.split("_", 1)[0].lower()
+    lang = language_of(loc)
     return (loc, lang) if loc != lang else (lang,)
 
 
@@ -94,7 +95,7 @@ def content_language(html_file: str, default_locale: str) -> str:
     parts = Path(html_file).name.split(".")
     if len(parts) >= 3:
         return parts[-2].replace("_", "-")
-    return (default_locale or "en").replace("-", "_").split("_", 1)[0].lower()
+    return language_of(default_locale or "en")
 
 
 @dataclass(frozen=True)

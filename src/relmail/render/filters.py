@@ -23,10 +23,11 @@ from functools import lru_cache, partial
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_currency, format_decimal, format_percent, is_currency, parse_pattern
+from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
 from jinja2 import pass_context
 
 from ..errors import TemplateError
+from .currency import currency_code
 from .grouping import grouped
 
 DEFAULT_CURRENCY = "EUR"
@@ -71,9 +72,10 @@ def money(ctx, value, currency: str | None = None, format: str | None = None, lo
 @lru_cache(maxsize=64)
 def _currency(code) -> str:
     """``code`` as Babel knows it; an unknown one ('ZL', 'EURO') is an error, not a label printed after the amount."""
-    if not isinstance(code, str) or not is_currency(code.strip().upper()):
+    known = currency_code(code)
+    if known is None:
         raise TemplateError(f"money: {code!r} is not an ISO 4217 currency code (EUR, PLN, GBP ...)")
-    return code.strip().upper()
+    return known
 
 
 @lru_cache(maxsize=8192)

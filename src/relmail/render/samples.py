@@ -16,10 +16,12 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import String, case, cast, func, select
 
+from ..importers.fields import language_of
 from ..store.models import Customer
 from .catalog import Catalog
 from .contexts import customer_contexts, load_catalog
 from .inputs import CustomerContext
+from .optional import optional
 
 if TYPE_CHECKING:
     from .compiler import Compiler
@@ -41,14 +43,17 @@ class Sample:
 def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     """Generated customers (for an empty store): with and without products and names, with awkward characters."""
     shop = "https://fietsenwinkel.example/p/"
+    # The made-up price is as much in the customer's currency as in any other: each product has it as its
+    # price_<language> too, as a shop selling in several currencies gives its products (render.currency).
+    own_price = f"price_{language_of(locale)}"
     # Every key a catalogue product has (render.contexts.load_catalog), some of them empty.
     products = [
         {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes",
-         "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets"}},
+         "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets", own_price: 2499.0}},
         {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories",
-         "image_url": None, "attributes": {}},
+         "image_url": None, "attributes": {own_price: 129.0}},
         {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": None, "category": "maintenance",
-         "image_url": None, "attributes": {}},
+         "image_url": None, "attributes": {own_price: 89.0}},
     ]
     # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
     catalog = Catalog({p["id"]: p for p in products}, stand_in=True)
@@ -62,6 +67,14 @@ def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
         CustomerContext("C0000003", "zoe@example.org", "Zoë <b>&</b>", "O'Brien-Müller", locale, "Europe/Amsterdam",
                         {"loyalty_tier": "new"}, products[1:2], {"owned_products": []}, featured_products=featured, catalog=catalog),
     ]
+
+
+def _stand_in(catalog: Catalog, product_id: str, locale: str):
+    """The invented catalogue's product ``product_id``, or its stand-in with the made-up price as the locale's own."""
+    product = catalog(product_id)
+    if product_id in catalog:
+        return product
+    return optional({**product, "attributes": {f"price_{language_of(locale)}": product["price"]}}, f"product({product_id!r})")
 
 
 class SampleSource:
@@ -83,8 +96,9 @@ class SampleSource:
             loc = locales[0]
             out = []
             for ctx in sample_contexts(loc):
-                # The message's featured products: stand-ins for ids a store without products cannot name.
-                shown = [ctx.catalog(p) for p in featured]
+                # The message's featured products: stand-ins for ids a store without products cannot name,
+                # priced in the customer's currency like the invented ones.
+                shown = [_stand_in(ctx.catalog, p, loc) for p in featured]
                 out.append(Sample(replace(ctx, featured_products=shown), f"generated {ctx.id}"))
             return out
         own = [loc for loc in locales if loc in self.locales]

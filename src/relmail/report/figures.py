@@ -27,6 +27,7 @@ from sqlalchemy.engine import Engine
 
 from ..campaigns import load_campaign
 from ..errors import NotFound
+from ..feedback.events import STORE_TYPES, TYPES
 from ..learn.incrementality import incrementality
 from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
 from ..sending import ledger
@@ -36,9 +37,8 @@ from ..store.models import Decision, Delivery, Event, Run
 
 DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 ACTIONS = ("send", "holdout", "suppress")
-#: What came back of the run's e-mails (provider events, bounce mailbox, unsubscribe links), in the order a reader
-#: follows an e-mail: did it arrive, did it come back, what did the customer do.
-FEEDBACK = ("delivered", "bounced_soft", "bounced_blocked", "bounced_hard", "complained", "unsubscribed", "opened", "clicked")
+#: What came back of the run's e-mails (provider events, bounce mailbox, unsubscribe links): every feedback type.
+FEEDBACK = TYPES
 #: Rows of the suppression list kept in a report unless told otherwise: a
 #: browser searches a table this size at once; millions belong in a file.
 SUPPRESSION_LIMIT = 5000
@@ -205,21 +205,23 @@ def _feedback(conn, run_id: str, as_of) -> dict[str | None, dict[str, int]]:
     Customers, not events: a customer who opened twice counts once, so each figure reads against the
     e-mails sent. The run's total also counts what names the run but no message (an unsubscribe
     link signed for the run), and counts a customer once however many of the run's e-mails they had.
-    The events are read through the (type, time) index from the run's as-of time on, not
-    through the store's whole history of e-mail events.
+    The events are read once, through the (type, time) index from the run's as-of time on, not
+    through the store's whole history of e-mail events: the run's count of a type is the sum, over
+    its messages, of the customers whose first event of that type in the run is of the message.
     """
-    types = {f"email_{t}": t for t in FEEDBACK}
-    out: dict[str | None, dict[str, int]] = {}
-    where = (EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW)
-    who = func.count(func.distinct(EVENTS.c.customer_id))
-    for message_id, kind, n in conn.execute(
-        select(EVENTS.c.message_id, EVENTS.c.type, who).where(*where, EVENTS.c.message_id.is_not(None))
-        .group_by(EVENTS.c.message_id, EVENTS.c.type)
+    types = {STORE_TYPES[t]: t for t in FEEDBACK}
+    first_in_run = func.row_number().over(partition_by=(EVENTS.c.type, EVENTS.c.customer_id))
+    rows = (select(EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.customer_id, case((first_in_run == 1, 1), else_=0).label("first"))
+            .where(EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW)
+            .subquery())
+    out: dict[str | None, dict[str, int]] = {None: dict.fromkeys(FEEDBACK, 0)}
+    for message_id, kind, customers, first in conn.execute(
+        select(rows.c.message_id, rows.c.type, func.count(func.distinct(rows.c.customer_id)), func.sum(rows.c.first))
+        .group_by(rows.c.message_id, rows.c.type)
     ):
-        out.setdefault(message_id, dict.fromkeys(FEEDBACK, 0))[types[kind]] = n
-    out[None] = dict.fromkeys(FEEDBACK, 0)
-    for kind, n in conn.execute(select(EVENTS.c.type, who).where(*where).group_by(EVENTS.c.type)):
-        out[None][types[kind]] = n
+        if message_id is not None:
+            out.setdefault(message_id, dict.fromkeys(FEEDBACK, 0))[types[kind]] = customers
+        out[None][types[kind]] += int(first)
     return out
 
 

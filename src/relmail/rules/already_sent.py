@@ -1,15 +1,17 @@
 """ALREADY_SENT: this very message went (or is due to go) to the customer before.
 
-For a recurring message (``repeat_after_days: N``) only the last N days
-count: ``already_sent`` is then "sent in the last N days" (see
-:mod:`relmail.planning.pending`).
+For a recurring message (``repeat_after_days: N``) only the sends of the
+plan's day and the N - 1 calendar days before count (and pending ones of
+runs less than N days away, see :mod:`relmail.planning.pending`): sent on a
+Monday, a weekly issue with ``repeat_after_days: 7`` goes again the next
+Monday at any hour.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, n, num
+from .base import Rule, RuleFindings, calendar_days, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -29,7 +31,9 @@ class AlreadySent(Rule):
 
     def explain(self, logged) -> str:
         gap = logged.get("repeat_after_days")
-        within = f" in the last {n(gap)} days (it repeats at most every {n(gap)} days)" if gap else ""
+        repeats = f"; it repeats at most every {plural(gap, 'day')}" if gap else ""
         if num(logged, "already_sent") >= 0.5:
-            return f"this message was already sent to the customer{within}"
-        return f"this message is already planned for the customer in another run{within}"
+            return f"this message was already sent to the customer{f' {calendar_days(gap)}' if gap else ''}{repeats}"
+        # Another run's pending send counts from either side: it may be planned ahead.
+        near = f", planned for a day less than {n(gap)} days from the plan's" if gap else ""
+        return f"this message is already planned for the customer in another run{near}{repeats}"

@@ -5,7 +5,8 @@ returns a boolean mask (True = this rule suppresses the send) plus the
 numbers behind it (``detail``: the limits it compared against). The plan
 logs the rule's ``columns`` and ``detail`` with every decision, so
 :meth:`Rule.explain` can say why from the ledger alone, long after the
-campaign file changed: "3 e-mails in the last 7 days, cap is 2".
+campaign file changed: "3 e-mails within 7 calendar days (the plan's day and the
+6 before), cap is 2".
 
 Columns are named as in the frame; ``k.<name>`` means the message's own
 column ``<message id>.<name>``, logged as ``<name>`` (see
@@ -95,3 +96,11 @@ def n(value: float) -> str:
 
 def plural(count: float, word: str) -> str:
     return f"{n(count)} {word}{'' if count == 1 else 's'}"
+
+
+def calendar_days(days: float) -> str:
+    """Where the sends a cap or ``repeat_after_days`` counts lie: calendar days ending with the plan's
+    (in the project's time zone; see :func:`relmail.windows.days_start`)."""
+    if days <= 1:
+        return "on the plan's day"
+    return f"within {n(days)} calendar days (the plan's day and the {n(days - 1)} before)"

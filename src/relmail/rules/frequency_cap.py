@@ -1,8 +1,10 @@
 """FREQUENCY_CAP: the customer has had (or is due) as many e-mails as the cap allows.
 
 Counts sends recorded as ``email_sent`` events plus ``send`` decisions of
-other runs not delivered yet. The customer's frequency wish (max per week)
-tightens the 7-day cap.
+other runs not delivered yet, over whole calendar days: the ``7d`` window of
+a plan made on day D is D-6..D (see :mod:`relmail.planning.pending` and
+:func:`relmail.windows.days_start`). The customer's frequency wish (max per
+week) tightens the 7-day cap.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Rule, RuleFindings, n, num, plural
+from .base import Rule, RuleFindings, calendar_days, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -43,7 +45,7 @@ def reached(logged, cap: str, count: str):
 
 
 def counted(sent: float, planned: float) -> str:
-    """`` (2 sent, 1 planned)`` when some of the count is this run's own plan, else nothing."""
+    """`` (2 sent, 1 planned)`` (it goes before the window) when some of the count is this run's own plan, else nothing."""
     return f" ({n(sent)} sent, {n(planned)} planned)" if planned else ""
 
 
@@ -64,6 +66,6 @@ class FrequencyCap(Rule):
         wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
         for days, sent, planned, cap in reached(logged, "cap", ""):
             why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
-            parts.append(f"{plural(sent + planned, 'e-mail')} in the last {days} days{counted(sent, planned)}, "
+            parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days)}, "
                          f"cap is {n(cap)}{why}")
         return "; ".join(parts) or self.summary

@@ -1,4 +1,4 @@
-"""TOPIC_FREQUENCY_CAP: the customer has had enough e-mail on this message's topic."""
+"""TOPIC_FREQUENCY_CAP: the customer has had enough e-mail on this message's topic (calendar days, as FREQUENCY_CAP)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Rule, RuleFindings, n, plural
+from .base import Rule, RuleFindings, calendar_days, n, plural
 from .frequency_cap import counted, reached
 
 if TYPE_CHECKING:
@@ -34,6 +34,6 @@ class TopicFrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
-        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}' in the last {days} days{counted(sent, planned)}, "
+        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days)}, "
                  f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
         return "; ".join(parts) or self.summary

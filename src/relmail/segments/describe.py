@@ -8,7 +8,7 @@ for reading, its parameters shown inline.
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import func, select
 
-from ..errors import Problem
-from ..store.models import Customer, Event, Preference, Product
+from ..errors import Problem, did_you_mean
+from ..store.db import which_exist
+from ..store.models import Customer, Product
+from ..store.topics import not_known, unknown_topics
 from . import Segment, audience, customer_by
 from .compile import attribute_present
 from .grammar import ids_of, walk
@@ -51,8 +53,13 @@ class SegmentFacts:
         return self.size / self.customers if self.customers else 0.0
 
 
-def describe(engine: Engine, segment: Segment, as_of: datetime, *, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
-    """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``)."""
+def describe(engine: Engine, segment: Segment, as_of: datetime, *, topics: Iterable[str], sample: int = 10, seed: int = 0,
+             sql: bool = False) -> SegmentFacts:
+    """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``).
+
+    ``topics`` are the consent topics ``[topics]`` in ``relmail.toml`` declares (known, whether or not
+    a consent record names them yet).
+    """
     members = audience(engine, [segment], as_of)
     c = Customer.__table__
     with engine.connect() as conn:
@@ -60,16 +67,17 @@ def describe(engine: Engine, segment: Segment, as_of: datetime, *, sample: int =
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(members, size=min(sample, len(members)), replace=False).tolist()) if len(members) else []
     return SegmentFacts(segment.name, segment.description, segment.file, as_of, len(members), int(total), picked,
-                        sql_text(segment.select(as_of), engine.dialect) if sql else None, unknown_names(engine, segment))
+                        sql_text(segment.select(as_of), engine.dialect) if sql else None, unknown_names(engine, segment, topics))
 
 
 #: Conditions that name catalogue products or their categories, and the keys that do.
 CATALOGUE_KEYS = {"purchased": ("category", "product"), "viewed": ("category", "product"), "owns": ("product",), "uses": ("product",)}
 
 
-def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
-    """The categories and product ids ``segment`` names that no product in the catalogue has, and the
-    attribute keys no customer has.
+def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str]) -> list[Problem]:
+    """The categories and product ids ``segment`` names that no product in the catalogue has, the
+    attribute keys no customer has, and the consent topics that are not known (``topics``: those
+    ``[topics]`` in ``relmail.toml`` declares).
 
     Such a condition matches nobody, silently: a typo (``poezi``, ``Land``
     for ``country``), or a catalogue or customers not imported yet.
@@ -79,7 +87,8 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
         for key in CATALOGUE_KEYS.get(node.kind, ()):
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
-    found = _unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment) + _unknown_topics(engine, segment)
+    found = (_unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment)
+             + _unknown_topics(engine, segment, topics))
     return sorted(found, key=lambda problem: problem.line or 0)
 
 
@@ -87,41 +96,28 @@ def unknown_names(engine: Engine, segment: Segment) -> list[Problem]:
 TOPIC_CONDITIONS = ("consent", "opened_email", "clicked_email")
 
 
-def _unknown_topics(engine: Engine, segment: Segment) -> list[Problem]:
-    """Topics no consent record and no e-mail event names: 'promotion' for 'promotions' tests nobody's consent."""
+def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str]) -> list[Problem]:
+    """Topics that are not known (see :mod:`relmail.store.topics`): 'promotion' for 'promotions' tests nobody's consent."""
     named = [(node.args["topic"], node.path, node.line) for node in walk(segment.root)
              if node.kind in TOPIC_CONDITIONS and node.args.get("topic") not in (None, "*")]
     if not named:
         return []
-    pref, event = Preference.__table__, Event.__table__
-    with engine.connect() as conn:
-        # Consent records are few; e-mail events many and not indexed by topic: a topic no record
-        # names is looked for there once, up to its first event.
-        recorded = set(conn.execute(select(pref.c.topic).distinct()).scalars()) - {"*"}
-        seen = {topic for topic, *_ in named if topic in recorded or conn.execute(
-            select(event.c.id).where(event.c.topic == topic).limit(1)).first() is not None}
-    known = sorted(recorded)
-    out = []
-    for topic, path, line in named:
-        if topic in seen:
-            continue
-        close = difflib.get_close_matches(topic, known, n=1)
-        hint = f"a typo for '{close[0]}'?" if close else "a topic not used yet?"
-        out.append(Problem(str(segment.file), line, f"{path}.topic",
-                           f"no consent record or e-mail event names topic {topic!r} ({hint})"))
-    return out
+    unknown = unknown_topics(engine, {topic for topic, *_ in named}, topics)
+    return [Problem(str(segment.file), line, f"{path}.topic",
+                    not_known(topic) + (did_you_mean(unknown[topic]) or " (a topic not used yet?)"))
+            for topic, path, line in named if topic in unknown]
 
 
 def _unknown_attributes(engine: Engine, segment: Segment) -> list[Problem]:
+    """Attribute keys no customer has, looked up in one statement for all of the segment's keys."""
     keys = [(node.args["key"], node.path, node.line) for node in walk(segment.root) if node.kind == "attribute"]
-    out = []
-    c = Customer.__table__
+    if not keys:
+        return []
     with engine.connect() as conn:
-        for key, path, line in keys:
-            if conn.execute(select(c.c.id).where(attribute_present(key)).limit(1)).first() is None:
-                out.append(Problem(str(segment.file), line, f"{path}.key", f"no customer has attribute {key!r} "
-                                   "(a typo, or customers not imported with it? relmail customers show ID lists a customer's attributes)"))
-    return out
+        present = which_exist(conn, {key: attribute_present(key) for key, *_ in keys})
+    return [Problem(str(segment.file), line, f"{path}.key", f"no customer has attribute {key!r} "
+                    "(a typo, or customers not imported with it? relmail customers show ID lists a customer's attributes)")
+            for key, path, line in keys if key not in present]
 
 
 def _unknown_catalogue_names(engine: Engine, segment: Segment, named: list[tuple[str, str, str, int | None]]) -> list[Problem]:

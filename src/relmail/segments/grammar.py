@@ -7,7 +7,6 @@ Errors are collected, not raised one by one: each becomes a
 
 from __future__ import annotations
 
-import difflib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any
 import yaml
 from sqlalchemy import text
 
-from ..errors import Problem
+from ..errors import Problem, did_you_mean, likely
 from ..importers import fields
-from ..yaml_keys import repeated_keys
+from ..yaml_keys import data_of, key_path, repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
 CONDITIONS: dict[str, set[str]] = {
@@ -64,9 +63,12 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     """(name, description, condition tree) of one file, or None after adding its problems."""
     where = str(path)
     try:
-        source = path.read_text(encoding="utf-8")
-        node = yaml.compose(source, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(source)
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        lines: dict[str, int] = {}
+        if node is not None:
+            _lines(node, "", lines)
+        repeated = repeated_keys(node, where, key_path)
+        data = data_of(node)  # after the keys are read: a merge key rewrites the node
     except UnicodeDecodeError:
         problems.append(Problem(where, None, None, "not UTF-8 text"))
         return None
@@ -79,12 +81,10 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
         # which a file saved before its condition was written would otherwise mean.
         problems.append(Problem(where, 1, None, "the file is empty: a segment file is a mapping with name, description and a condition"))
         return None
-    lines: dict[str, int] = {}
-    _lines(node, "", lines)
-    before = len(problems)
-    problems.extend(repeated_keys(node, where, _key_path))
-    if len(problems) > before:
+    if repeated:
+        problems.extend(repeated)
         return None
+    before = len(problems)
     if not isinstance(data, dict):
         problems.append(Problem(where, 1, None, "a segment file must be a mapping with name, description and a condition"))
         return None
@@ -110,14 +110,6 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     if len(problems) > before:
         return None
     return name, description, root
-
-
-def _key_path(path: tuple) -> str:
-    """``('all', 1, 'purchased')`` as the grammar's problems name it: ``all[1].purchased``."""
-    out = ""
-    for part in path:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
 
 
 def _lines(node, path: str, out: dict[str, int]) -> None:
@@ -159,7 +151,7 @@ def _parse(value: Any, path: str, where: str, lines: dict[str, int], problems: l
         return _parse_sql(arg, at, bad)
     if key not in CONDITIONS:
         names = list(COMBINATORS) + list(SPECIAL) + sorted(CONDITIONS)
-        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){_likely(key, names)}")
+        bad(at, f"unknown condition '{key}' (known: {', '.join(names)}){did_you_mean(likely(key, names))}")
         return None
     leaf = _parse_leaf(key, arg, at, bad)
     if leaf is not None:
@@ -211,7 +203,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     ok = True
     for k in arg:
         if k not in allowed:
-            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){_likely(k, allowed)}")
+            bad(f"{at}.{k}", f"unknown key '{k}' for '{kind}' (allowed: {', '.join(sorted(allowed))}){did_you_mean(likely(k, allowed))}")
             ok = False
     for k in CONDITIONS[kind]:
         if k.endswith("*") and k[:-1] not in arg:
@@ -256,12 +248,6 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
     if kind == "attribute":
         return _check_attribute(arg, at, bad)
     return Node(kind, at, dict(arg))
-
-
-def _likely(name: Any, known) -> str:
-    """'; did you mean ...?' for a misspelt name, as campaign files say it; empty when nothing is close."""
-    close = difflib.get_close_matches(str(name), sorted(known), n=1)
-    return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def _unit_hint(value: Any) -> str:

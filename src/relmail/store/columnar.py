@@ -258,17 +258,13 @@ def _matches(current: dict, state: StoreState) -> bool:
         return False
 
 
-def _load(root: Path, current: dict) -> Copy:
-    return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
-
-
-def _opens(root: Path, current: dict) -> bool:
-    """Whether the segments ``current`` names open: one damaged since it was written has the copy written anew."""
+def _load(root: Path, current: dict) -> Copy | None:
+    """The copy ``current`` describes, or None when a segment it names does not open (removed or replaced under
+    us, or damaged since it was written: readers then use the store, and the next update writes the copy anew)."""
     try:
-        _load(root, current)
+        return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
     except (OSError, ValueError, KeyError):
-        return False
-    return True
+        return None
 
 
 #: Copies (roots) whose segments a process keeps open between reads: a plan's worker reads the same copy once per range.
@@ -309,10 +305,7 @@ def open_copy(root: str | os.PathLike | None, conn: Connection) -> Copy | None:
     state = store_state(conn)
     if state is None or not _matches(current, state):
         return None
-    try:
-        return _load(Path(root), current)
-    except (OSError, ValueError, KeyError):
-        return None  # replaced or removed under us: the features read the store instead
+    return _load(Path(root), current)
 
 
 @dataclass
@@ -360,7 +353,7 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
             with engine.connect() as conn:
                 state = store_state(conn)
             current = _read_current(root)
-            if state is not None and current is not None and _matches(current, state) and _opens(root, current):
+            if state is not None and current is not None and _matches(current, state) and _load(root, current) is not None:
                 return Updated("current", events=current.get("events", 0), segments=len(current["segments"]), root=root,
                                seconds=time.perf_counter() - started)
         with engine.connect() as conn:
@@ -375,10 +368,7 @@ def update(engine: Engine, root: str | os.PathLike | None, build: bool = True, r
             if state is None:
                 return Updated("none", root=root)
             current = _read_current(root)
-            old = None
-            if current is not None and not rebuild:
-                with contextlib.suppress(OSError, ValueError, KeyError):
-                    old = _load(root, current)
+            old = _load(root, current) if current is not None and not rebuild else None
             if old is not None and old.state.token != state.token:
                 old = None
             out = _build(conn, root, state) if old is None else _patch(conn, root, old, state)

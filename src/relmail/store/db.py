@@ -10,9 +10,10 @@ behind, instead of silently creating tables.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, select, text
+from sqlalchemy import ColumnElement, String, create_engine, event, exists, literal, select, text, union_all
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
@@ -41,6 +42,19 @@ def dialect_insert(conn: Connection, table):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table)
+
+
+def which_exist(conn: Connection, conditions: Mapping[str, ColumnElement[bool]]) -> set[str]:
+    """The names of ``conditions`` that some row meets, in one statement for all of them.
+
+    Each name's ``EXISTS`` stops at its first row, where a ``DISTINCT`` over
+    the column would read every row, and one query per name a round trip each.
+    """
+    if not conditions:
+        return set()
+    probes = [select(literal(name, String).label("name")).where(exists().where(condition))
+              for name, condition in sorted(conditions.items(), key=lambda item: item[0])]
+    return set(conn.execute(union_all(*probes) if len(probes) > 1 else probes[0]).scalars())
 
 
 def make_engine(url: str) -> Engine:

@@ -9,7 +9,7 @@ classes describe it, they never create it on the fly.
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, text, true
+from sqlalchemy import JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, String, Text, TypeDecorator, UniqueConstraint, func, text, true
 from sqlmodel import Field, SQLModel
 
 
@@ -85,6 +85,12 @@ class Customer(SQLModel, table=True):
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
     #: False for an address an import found invalid: kept, flagged, never mailed (INVALID_ADDRESS).
     email_valid: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, default=True, server_default=true()))
+
+
+#: A customer's address lower-cased, as the index ``ix_customers_email_lower`` holds it: what finds customers
+#: by address in any case (:mod:`relmail.importers.addresses`). A statement must say ``lower(email)`` to use it.
+EMAIL_LOWER = func.lower(Customer.__table__.c.email, type_=Customer.__table__.c.email.type)
+Index("ix_customers_email_lower", EMAIL_LOWER)
 
 
 class Product(SQLModel, table=True):

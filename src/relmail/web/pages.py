@@ -36,6 +36,7 @@ from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoe
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
+from ..importers.fields import language_of
 from ..render.bounds import Limits, render_bounded
 from ..render.sandbox import BoundedSandbox
 
@@ -116,11 +117,6 @@ def readable_on_white(colour: str) -> str:
     while contrast(_hex(r, g, b), "#ffffff") < 4.5:
         r, g, b = r * 0.9, g * 0.9, b * 0.9
     return _hex(r, g, b)
-
-
-def language_of(locale: str | None) -> str:
-    """``nl_NL`` / ``nl-NL`` / ``nl`` → ``nl``."""
-    return (locale or "").replace("-", "_").split("_", 1)[0].lower()
 
 
 def _localized(value, lang: str, default_lang: str, where: str):

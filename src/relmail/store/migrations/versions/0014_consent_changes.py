@@ -7,15 +7,15 @@ one-click unsubscribe or the confirmation page), so every writer of
 preferences also appends a row here. Changes made before this revision are
 not known: their explanations say "source not recorded".
 
-Revision ID: 0013
-Revises: 0012
+Revision ID: 0014
+Revises: 0013
 Create Date: 2026-12-07 01:30:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0013'
-down_revision = '0012'
+revision = '0014'
+down_revision = '0013'
 branch_labels = None
 depends_on = None
 

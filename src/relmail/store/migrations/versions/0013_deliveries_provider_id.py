@@ -6,14 +6,14 @@ id SES answered the send with; the feedback looks it up in
 ``deliveries.provider_id``, which without this index reads the whole ledger
 for every chunk of events.
 
-Revision ID: 0012
-Revises: 0011
+Revision ID: 0013
+Revises: 0012
 Create Date: 2026-12-07 01:00:00.000000
 """
 from alembic import op
 
-revision = '0012'
-down_revision = '0011'
+revision = '0013'
+down_revision = '0012'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,68 @@
+"""Which consent topics the shop knows, and the known one an unknown topic most likely misspells.
+
+Consent is kept per topic: an opt-out of ``promotions`` says nothing about
+``promotion``, and a segment condition on ``promotion`` tests nobody's
+consent. A topic is known when ``[topics]`` in ``relmail.toml`` declares it,
+a consent record names it, or an e-mail event names it (a message of that
+topic was mailed). The campaign check that refuses a misspelt topic, the
+plan's consent warning and ``relmail segments show`` all ask
+:func:`unknown_topics`, so a topic one of them calls a likely misspelling is
+the one the others do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+
+from ..errors import likely
+from .db import which_exist
+from .models import Event, Preference
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+
+#: How alike (difflib's ratio) an unknown topic must be to a known one to count as its misspelling. Stricter
+#: than difflib's 0.6, because the plan refuses a campaign on it: 0.8 catches a letter dropped, doubled or
+#: swapped ('promotion', 'newsleter': 0.95) but leaves alone a new topic that 0.6 would refuse as a
+#: misspelling ('promo' is 0.67 like 'promotions', 'offers' 0.6 like 'partner-offers'). The warnings use
+#: the same cutoff, so they call a topic misspelt exactly when the plan would refuse it.
+CLOSE = 0.8
+P, E = Preference.__table__, Event.__table__
+
+
+def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str],
+                   misspelt_only: bool = False) -> dict[str, str | None]:
+    """Those of ``named`` that are not known, each with the known topic it most likely misspells (None: a new topic).
+
+    ``declared`` are the topics of ``[topics]`` in ``relmail.toml``; ``*``
+    (every topic) is always known. Suggestions come from the declared and
+    recorded topics: listing every e-mail event's topic would read the whole
+    events table. ``misspelt_only``: only the unknown topics with a
+    suggestion (what a plan refuses); a new topic is then not looked for in
+    the e-mail events, which for a topic never mailed means reading them all.
+    """
+    declared = set(declared)
+    asked = set(named) - declared - {"*"}
+    if not asked:
+        # Every topic is declared: nothing to look up (the consent records' topics are a scan of
+        # every customer's preferences, a fraction of a second per million, before every plan).
+        return {}
+    with engine.connect() as conn:
+        recorded = set(conn.execute(select(P.c.topic).distinct()).scalars()) - {"*"}
+        known = declared | recorded
+        meant = {topic: likely(topic, known, CLOSE) for topic in sorted(asked - recorded)}
+        if misspelt_only:
+            meant = {topic: close for topic, close in meant.items() if close is not None}
+        if meant:
+            # The events table has no index on topic: each topic's EXISTS stops at its first e-mail.
+            for mailed in which_exist(conn, {topic: E.c.topic == topic for topic in meant}):
+                del meant[mailed]
+    return meant
+
+
+def not_known(topic: str) -> str:
+    """How every message says that ``topic`` is not known."""
+    return f"topic '{topic}' is not declared under [topics] in relmail.toml and no consent record or e-mail names it"
