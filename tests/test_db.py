@@ -1,7 +1,7 @@
 """The schema is versioned: created and upgraded by a command, checked on use."""
 
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from sqlalchemy import insert, select
@@ -80,3 +80,25 @@ def test_cli_commands_leave_no_connection_open(empty_db_url, tmp_path, monkeypat
             assert open_connections() == 0, args
     finally:
         admin.dispose()
+
+
+def test_an_existing_store_gets_the_provider_id_index_and_the_consent_history_on_upgrade(empty_db_url):
+    """A store made before them: ``relmail db upgrade`` adds both, and keeps its rows."""
+    from sqlalchemy import inspect
+
+    from relmail.store.models import Preference
+
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0011")
+    when = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(insert(Preference.__table__).values(customer_id="C1", topic="*", opted_in=False, updated_at=when,
+                                                         source="unsubscribe-link"))
+    assert "consent_changes" not in inspect(engine).get_table_names()
+    assert upgrade(engine) == ("0011", head_revision())
+    found = inspect(engine)
+    assert "ix_deliveries_provider_id" in {i["name"] for i in found.get_indexes("deliveries")}
+    assert "ix_consent_changes_customer_topic" in {i["name"] for i in found.get_indexes("consent_changes")}
+    with engine.connect() as conn:
+        assert conn.execute(select(Preference.__table__.c.source)).scalar_one() == "unsubscribe-link"
+    engine.dispose()

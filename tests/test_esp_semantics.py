@@ -42,7 +42,7 @@ def feedback_import(project, path, fmt):
 
 # -- 1. Postmark SpamNotification is the receiving filter's verdict, not a complaint ------
 
-def test_postmark_spam_notification_is_a_soft_bounce_and_keeps_consent(project, engine, tmp_path):
+def test_postmark_spam_notification_is_a_block_and_keeps_consent(project, engine, tmp_path):
     add_customers(engine, "filtered@example.com", "complainer@example.com")
     bounce = {"RecordType": "Bounce", "ID": 7, "TypeCode": 512, "MessageID": "883953f4-6105-42a2-a16a-77a8eac79483",
               "Email": "filtered@example.com", "BouncedAt": "2026-11-23T10:00:00Z", "Type": "SpamNotification"}
@@ -52,8 +52,64 @@ def test_postmark_spam_notification_is_a_soft_bounce_and_keeps_consent(project, 
     path.write_text("\n".join(json.dumps(r) for r in (bounce, complaint)) + "\n")
     assert feedback_import(project, path, "postmark").exit_code == 0
     events, outs = stored(engine)
-    assert events == [("C1", "email_bounced_soft"), ("C2", "email_complained")]
+    assert events == [("C1", "email_bounced_blocked"), ("C2", "email_complained")]
     assert outs == [("C2", "*")]  # only the recipient who complained left
+
+
+# -- 1b. A refusal of the sender is a block, which REPEATED_SOFT_BOUNCE does not count -----
+
+def _bounces(provider: str, address: str, blocked: bool) -> list[dict]:
+    """Three e-mails to ``address`` that bounced, as ``provider`` reports a sender block or a full mailbox."""
+    out = []
+    for i in range(3):
+        at = 1795428000 + i * 7 * 86400  # a week apart, as a weekly campaign is sent
+        iso = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if provider == "sendgrid":
+            # SendGrid reports both as blocks; its classification tells the mailbox's from the sender's.
+            out.append({"email": address, "timestamp": at, "event": "bounce", "sg_event_id": f"sg-{i}", "type": "blocked",
+                        "status": "5.7.1" if blocked else "4.2.2",
+                        "reason": "550 5.7.1 blocked using Spamhaus" if blocked else "452 4.2.2 mailbox full",
+                        "bounce_classification": "Reputation" if blocked else "Mailbox Unavailable"})
+        elif provider == "mailgun":
+            out.append({"event": "failed", "severity": "temporary", "id": f"mg-{i}", "timestamp": at,
+                        "recipient": address, "reason": "espblock" if blocked else "generic",
+                        "delivery-status": {"code": 421 if blocked else 452,
+                                            "message": "4.7.0 deferred due to user complaints" if blocked
+                                            else "4.2.2 The email account that you tried to reach is over quota"}})
+        elif provider == "postmark":
+            out.append({"RecordType": "Bounce", "ID": 100 + i, "Type": "Blocked" if blocked else "SoftBounce",
+                        "TypeCode": 100006 if blocked else 4096, "MessageID": f"pm-{i}", "Email": address,
+                        "BouncedAt": iso, "Details": "smtp; 452 4.2.2 mailbox full" if not blocked else "ISP block"})
+        else:
+            out.append({"eventType": "Bounce", "mail": {"messageId": f"ses-{i}", "destination": [address]},
+                        "bounce": {"bounceType": "Transient", "bounceSubType": "ContentRejected" if blocked else "MailboxFull",
+                                   "feedbackId": f"fb-{i}", "timestamp": iso,
+                                   "bouncedRecipients": [{"emailAddress": address, "status": "5.7.1" if blocked else "4.2.2"}]}})
+    return out
+
+
+@pytest.mark.parametrize("provider", ["sendgrid", "mailgun", "postmark", "ses"])
+def test_sender_blocks_are_stored_as_blocks_and_do_not_rest_the_address(project, engine, tmp_path, provider):
+    """Three blocks of the sender leave the address mailable; three full-mailbox bounces rest it."""
+    from relmail.features import compute_features
+
+    add_customers(engine, "blocked@example.com", "full@example.com")
+    path = tmp_path / f"{provider}.jsonl"
+    rows = _bounces(provider, "blocked@example.com", True) + _bounces(provider, "full@example.com", False)
+    for n, row in enumerate(rows):  # every event its own id
+        for key in ("sg_event_id", "id", "ID"):
+            if key in row:
+                row[key] = f"{row[key]}-{n}" if isinstance(row[key], str) else row[key] + n
+        if "feedbackId" in row.get("bounce", {}):
+            row["bounce"]["feedbackId"] += f"-{n}"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    result = feedback_import(project, path, provider)
+    assert result.exit_code == 0, result.output
+    events, outs = stored(engine)
+    assert events == [("C1", "email_bounced_blocked")] * 3 + [("C2", "email_bounced_soft")] * 3
+    assert outs == []
+    features = compute_features(engine, ["C1", "C2"], datetime(2027, 1, 1, tzinfo=UTC), {})
+    assert features["soft_bounces"].tolist() == [0, 3]  # REPEATED_SOFT_BOUNCE fires at 3 for C2 only
 
 
 # -- 2. SendGrid dropped reasons, matched exactly --------------------------------------

@@ -77,7 +77,7 @@ def test_each_format_gives_the_recipient_its_outcome_and_the_answered_message_id
 @pytest.mark.parametrize(("said", "expected"), [
     ("550 5.1.1 <hanna@example.org>: Recipient address rejected: User unknown", ("bounced_hard", "5.1.1")),
     ("552 5.2.2 <hanna@example.org>: Mailbox full", ("bounced_soft", "5.2.2")),
-    ("550 5.7.1 Message rejected as spam", ("bounced_soft", "5.7.1")),
+    ("550 5.7.1 Message rejected as spam", ("bounced_blocked", "5.7.1")),
     ("Unrouteable address", ("bounced_hard", None)),
 ])
 def test_a_status_in_the_text_of_an_older_format_bounce_decides_hard_or_soft(said, expected):
@@ -115,11 +115,13 @@ def dsn(action="failed", status="5.1.1", diagnostic="smtp; 550 5.1.1 User unknow
     ("failed", "5.1.1", "smtp; 550 5.1.1 User unknown", "bounced_hard"),
     ("failed", "5.2.1", "smtp; 550 5.2.1 Mailbox disabled", "bounced_hard"),
     ("failed", "5.4.4", "smtp; 554 5.4.4 Unable to route", "bounced_hard"),
-    # Permanent for this message or this sender, not the address: suppressing the customer would be wrong.
-    ("failed", "5.7.1", "smtp; 550 5.7.1 Message rejected as spam", "bounced_soft"),
-    ("failed", "5.7.26", "smtp; 550 5.7.26 Unauthenticated email (DMARC)", "bounced_soft"),
+    # Permanent for this message or this sender, not the address: suppressing the customer would be wrong,
+    # and so would counting them as the mailbox's soft bounces: blocks, which no rule counts.
+    ("failed", "5.7.1", "smtp; 550 5.7.1 Message rejected as spam", "bounced_blocked"),
+    ("failed", "5.7.26", "smtp; 550 5.7.26 Unauthenticated email (DMARC)", "bounced_blocked"),
     ("failed", "5.2.2", "smtp; 552 5.2.2 Mailbox full", "bounced_soft"),
-    ("failed", "5.3.4", "smtp; 552 5.3.4 Message too big", "bounced_soft"),
+    ("failed", "5.3.4", "smtp; 552 5.3.4 Message too big", "bounced_blocked"),
+    ("delayed", "4.7.0", "smtp; 421 4.7.0 IP not in whitelist for RCPT domain, closing connection", "bounced_blocked"),
     ("failed", "4.4.7", "X-Postfix; delivery time expired", "bounced_soft"),
     ("delayed", "4.4.1", "X-Postfix; connection timed out", "bounced_soft"),
     ("delivered", "2.0.0", "smtp; 250 2.0.0 OK", "delivered"),

@@ -109,7 +109,7 @@ def test_sendgrid_without_a_configured_key_refuses_with_a_config_error(ec_key):
 def test_sendgrid_mapping_follows_the_documented_event_names():
     by_id = {e.provider_event_id: e for e in read_export(DATA / "sendgrid_events.json", "sendgrid").events}
     assert by_id["6g4ZI7SA-xmRDv57GoPIPw=="].type == "bounced_hard"  # bounce, type bounce
-    assert by_id["Bp4vbWh1Qy6y0DhAqB2ZyA=="].type == "bounced_soft"  # bounce, type blocked
+    assert by_id["Bp4vbWh1Qy6y0DhAqB2ZyA=="].type == "bounced_blocked"  # bounce, type blocked: the sender refused
     assert by_id["37nvH5QBz858KGVYCM5uGA=="].type == "complained"  # spamreport
     assert by_id["zmzJhfJgAfUSOW80yEbPyw=="].type == "bounced_hard"  # dropped: Bounced Address
     group = by_id["ahSCB7xYcXFb-hEaawsPRw=="]
@@ -304,7 +304,7 @@ def test_ses_subscription_management_maps_topic_and_global_opt_outs():
     "name, fmt, expected",
     [
         ("sendgrid_events.json", "sendgrid", {"delivered": 2, "opened": 1, "clicked": 1, "bounced_hard": 2,
-                                              "bounced_soft": 1, "complained": 1, "unsubscribed": 2}),
+                                              "bounced_blocked": 1, "complained": 1, "unsubscribed": 2}),
         ("sendgrid_events.csv", "sendgrid", {"delivered": 1, "bounced_hard": 1, "clicked": 1}),
         ("mailgun_events.json", "mailgun", {"delivered": 1, "bounced_hard": 1, "bounced_soft": 1, "opened": 1,
                                             "clicked": 1, "complained": 1, "unsubscribed": 1}),

@@ -27,13 +27,15 @@ FIXTURES = Path(__file__).parent / "fixtures" / "providers"
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 
 HARD, SOFT, DELIVERED, OPENED, CLICKED = "bounced_hard", "bounced_soft", "delivered", "opened", "clicked"
+#: The receiving side refused the sender or the message, not the mailbox: stored, never counted as a soft bounce.
+BLOCKED = "bounced_blocked"
 COMPLAINED, UNSUBSCRIBED = "complained", "unsubscribed"
 
 #: provider -> fixture name -> (relmail types recorded, consent withdrawn: None, "*" or a topic)
 EVENTS = {
     "sendgrid": {
         "processed": ([], None), "dropped": ([HARD], None), "delivered": ([DELIVERED], None), "deferred": ([], None),
-        "bounce": ([HARD], None), "blocked": ([SOFT], None), "open": ([OPENED], None), "click": ([CLICKED], None),
+        "bounce": ([HARD], None), "blocked": ([BLOCKED], None), "bounce, classified Reputation": ([BLOCKED], None), "open": ([OPENED], None), "click": ([CLICKED], None),
         "spamreport": ([COMPLAINED], "*"), "unsubscribe": ([UNSUBSCRIBED], "*"),
         # No relmail metadata in the example: the message's topic is unknown, so every topic is left.
         "group_unsubscribe": ([UNSUBSCRIBED], "*"),
@@ -54,6 +56,7 @@ EVENTS = {
         "failed, permanent, suppress-bounce": ([HARD], None),
         "failed, permanent, suppress-unsubscribe": ([UNSUBSCRIBED], "*"),
         "failed, permanent, suppress-complaint": ([COMPLAINED], "*"),
+        "failed, temporary, espblock": ([BLOCKED], None), "failed, temporary, policy reply": ([BLOCKED], None),
     },
     "postmark": {
         "Bounce": ([HARD], None), "Delivery": ([DELIVERED], None), "Open": ([OPENED], None), "Click": ([CLICKED], None),
@@ -63,13 +66,13 @@ EVENTS = {
         "SubscriptionChange: reactivated": ([], None),
         "Bounce: Transient": ([SOFT], None), "Bounce: Unsubscribe": ([UNSUBSCRIBED], "*"), "Bounce: Subscribe": ([], None),
         "Bounce: AutoResponder": ([], None), "Bounce: AddressChange": ([], None), "Bounce: DnsError": ([SOFT], None),
-        # The receiving filter's verdict, not the recipient's complaint: a soft bounce, consent untouched.
-        "Bounce: SpamNotification": ([SOFT], None),
+        # The receiving filter's verdict, not the recipient's complaint: a block, consent untouched.
+        "Bounce: SpamNotification": ([BLOCKED], None),
         "Bounce: OpenRelayTest": ([], None), "Bounce: Unknown": ([SOFT], None), "Bounce: SoftBounce": ([SOFT], None),
-        "Bounce: VirusNotification": ([SOFT], None), "Bounce: ChallengeVerification": ([], None),
+        "Bounce: VirusNotification": ([BLOCKED], None), "Bounce: ChallengeVerification": ([], None),
         "Bounce: BadEmailAddress": ([HARD], None), "Bounce: SpamComplaint": ([COMPLAINED], "*"),
-        "Bounce: ManuallyDeactivated": ([HARD], None), "Bounce: Unconfirmed": ([], None), "Bounce: Blocked": ([SOFT], None),
-        "Bounce: SMTPApiError": ([], None), "Bounce: InboundError": ([], None), "Bounce: DMARCPolicy": ([SOFT], None),
+        "Bounce: ManuallyDeactivated": ([HARD], None), "Bounce: Unconfirmed": ([], None), "Bounce: Blocked": ([BLOCKED], None),
+        "Bounce: SMTPApiError": ([], None), "Bounce: InboundError": ([], None), "Bounce: DMARCPolicy": ([BLOCKED], None),
         "Bounce: TemplateRenderingFailed": ([], None),
     },
     "ses": {
@@ -77,6 +80,10 @@ EVENTS = {
         "Reject": ([], None), "Open": ([OPENED], None), "Click": ([CLICKED], None), "Rendering Failure": ([], None),
         "DeliveryDelay": ([], None), "Subscription": ([UNSUBSCRIBED], "*"), "Bounce, Transient": ([SOFT], None),
         "Subscription, one topic": ([UNSUBSCRIBED], "ExampleTopicName"),
+        "Bounce, Transient ContentRejected": ([BLOCKED], None), "Bounce, Transient General, policy status": ([BLOCKED], None),
+        "Bounce, Transient General": ([SOFT], None),
+        # Identity notifications: no tags, so the recipient's address finds the customer when no delivery has the id.
+        "Bounce, identity notification": ([HARD], None), "Complaint, identity notification": ([COMPLAINED], "*"),
     },
 }
 

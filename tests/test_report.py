@@ -118,6 +118,7 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
         conn.execute(Event.__table__.insert(), [
             event(a, "delivered"), event(a, "opened"), event(a, "opened", minutes=5), event(a, "clicked"),
             event(b, "bounced_soft"), event(b, "bounced_soft", minutes=60), event(b, "bounced_hard", minutes=120),
+            event(b, "bounced_blocked", minutes=30),
             event(c, "complained"),
             event(c, "unsubscribed", message=None),   # the preference page: the run, no message
             event(a, "opened", run=PAST),             # another run's e-mail
@@ -125,12 +126,13 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
         ])
     figs = run_figures(engine, RUN, project=planned)
     got = {x["message"]: x["feedback"] for x in figs["messages"]}
-    assert got[m] == {"delivered": 1, "bounced_soft": 1, "bounced_hard": 1, "complained": 1, "unsubscribed": 0,
+    assert got[m] == {"delivered": 1, "bounced_soft": 1, "bounced_blocked": 1, "bounced_hard": 1, "complained": 1, "unsubscribed": 0,
                       "opened": 1, "clicked": 1}
     assert all(not any(f.values()) for name, f in got.items() if name != m)
     assert figs["totals"]["feedback"] == {**got[m], "unsubscribed": 1}
     html = build_html(figs)
     row = html.split('<section id="feedback">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
+    assert '<td class="num" data-kind="bounced_blocked">1</td>' in row
     assert '<td class="num" data-kind="bounced_hard">1</td>' in row and '<td class="num" data-kind="opened">1</td>' in row
 
 

@@ -194,6 +194,62 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
     ses.clear_certificate_cache()
 
 
+def identity_notification(kind: str, recipient: str, sent_id: str, at: str = "2026-11-23T11:00:00.000Z") -> dict:
+    """An SES notification for the identity (not a configuration set), as AWS documents it: no ``mail.tags``."""
+    mail = {"timestamp": "2026-11-23T10:00:00.000Z", "source": "news@fietsenwinkel.example", "messageId": sent_id,
+            "sourceArn": "arn:aws:ses:eu-west-1:123456789012:identity/fietsenwinkel.example",
+            "sendingAccountId": "123456789012", "destination": [recipient]}
+    if kind == "Bounce":
+        detail = {"bounceType": "Permanent", "bounceSubType": "General", "timestamp": at, "reportingMTA": "dsn; mx.example",
+                  "feedbackId": f"fb-{sent_id}", "bouncedRecipients": [
+                      {"emailAddress": recipient, "action": "failed", "status": "5.1.1", "diagnosticCode": "smtp; 550 5.1.1 user unknown"}]}
+    else:
+        detail = {"complainedRecipients": [{"emailAddress": recipient}], "timestamp": at, "feedbackId": f"fb-{sent_id}",
+                  "complaintFeedbackType": "abuse", "arrivalDate": at}
+    return {"notificationType": kind, kind.lower(): detail, "mail": mail}
+
+
+@responses.activate
+def test_ses_identity_notifications_are_tied_to_their_e_mail_by_the_ses_message_id(web_shop, sns_key):
+    """No tags: ``mail.messageId`` finds the delivery (its customer, run and message); an unknown id falls back to the address."""
+    from relmail.store.models import Delivery
+
+    client, _, engine = web_shop
+    ses.clear_certificate_cache()
+    responses.get(CERT_URL, body=sns_key[1])
+    sent_id = "0102018d1a2b3c4d-aaaa-0001-000000"
+    with engine.begin() as conn:
+        # A second record with anna's address: by the address alone, a bounce of it is both customers'.
+        conn.execute(Customer.__table__.insert(), [{"id": "C0000005", "email": "anna@example.com", "created_at": T0, "attributes": {}}])
+        conn.execute(Delivery.__table__.insert(), [{
+            "decision_id": 1, "run_id": RUN, "customer_id": "C0000001", "message_id": "ebike-launch", "status": "accepted",
+            "provider_id": sent_id, "updated_at": T0}])
+
+    def post(message: dict, n: int):
+        note = {"Type": "Notification", "MessageId": f"m-{n}", "TopicArn": TOPIC_ARN, "Message": json.dumps(message),
+                "Timestamp": "2026-11-23T11:00:01Z"}
+        response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain")
+        assert response.status_code == 200, response.text
+        return response.json
+
+    assert post(identity_notification("Bounce", "anna@example.com", sent_id), 1)["applied"] == {"bounced_hard": 1}
+    assert post(identity_notification("Complaint", "ANNA@example.com", sent_id), 2)["applied"] == {"complained": 1}
+    # Sent by something else (or before relmail kept the id): the address is all there is.
+    assert post(identity_notification("Complaint", "bram@example.com", "0102018d-not-ours-000000"), 3)["applied"] == {
+        "complained": 1}
+    assert [(c, t, topic, m) for c, t, topic, m, _ in feedback_events(engine)] == [
+        ("C0000001", "email_bounced_hard", "promotions", "ebike-launch"),
+        ("C0000001", "email_complained", "promotions", "ebike-launch"),
+        ("C0000002", "email_complained", None, None),
+    ]
+    with engine.connect() as conn:
+        runs = dict(conn.execute(select(Event.__table__.c.customer_id, Event.__table__.c.run_id).where(
+            Event.__table__.c.type == "email_bounced_hard")).all())
+    assert runs == {"C0000001": RUN}  # counted with the run in `relmail report`
+    assert prefs(engine)[("C0000001", "*")][:2] == (False, "esp-webhook") and ("C0000005", "*") not in prefs(engine)
+    ses.clear_certificate_cache()
+
+
 @responses.activate
 def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
     """SNS retries only after a 5xx or no answer: a network fault on our side must not drop a complaint."""
@@ -224,7 +280,7 @@ def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
     assert response.status_code == 503 and TOPIC_ARN in response.json["error"]
     responses.replace(responses.GET, subscribe, status=404)
     response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
-    assert response.status_code == 503 and response.json["error"].endswith(": HTTP 404")
+    assert response.status_code == 503 and response.json["error"].endswith(": sns.eu-west-1.amazonaws.com answered HTTP 404")
     responses.replace(responses.GET, subscribe, body="<ConfirmSubscriptionResponse/>")
     assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain").status_code == 200
     assert f"confirmed the SNS subscription to {TOPIC_ARN}" in caplog.text
@@ -233,6 +289,53 @@ def test_ses_answers_503_when_sns_cannot_be_reached(web_shop, sns_key, caplog):
     # With the certificate back, SNS's retry of the complaint is applied.
     assert client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain").json["applied"] == {
         "complained": 1}
+    ses.clear_certificate_cache()
+
+
+@responses.activate
+@pytest.mark.parametrize("failure", ["connection", "timeout", "HTTP 500", "HTTP 403", "HTTP 404"])
+def test_no_failure_to_reach_sns_shows_the_subscription_token(web_shop, sns_key, caplog, failure):
+    """Every way the GETs to SNS fail answers 503 and names the host; the URL (its token) is in no answer and no log."""
+    import logging
+
+    import requests
+
+    caplog.set_level(logging.DEBUG)
+    client, _, _ = web_shop
+    ses.clear_certificate_cache()
+    token = "2336412f37fb687f5d51e6e2425f004aed"
+    subscribe = f"https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn=relmail&Token={token}"
+    if failure == "connection":
+        answer = {"body": requests.ConnectionError(f"cannot reach {subscribe}")}
+    elif failure == "timeout":
+        answer = {"body": requests.ReadTimeout(f"read timed out: {subscribe}")}
+    else:
+        answer = {"status": int(failure.split()[-1]), "body": f"<Error>{subscribe}</Error>"}
+    responses.get(CERT_URL, body=sns_key[1])
+    responses.get(subscribe, **answer)
+    confirm = {"Type": "SubscriptionConfirmation", "MessageId": "m-1", "Token": token, "TopicArn": TOPIC_ARN,
+               "Message": "You have chosen to subscribe.", "SubscribeURL": subscribe, "Timestamp": "2026-11-23T10:00:00Z"}
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], confirm), content_type="text/plain")
+    assert response.status_code == 503
+    assert response.json["error"].startswith(f"ses: could not confirm the subscription to {TOPIC_ARN}: ")
+    assert "sns.eu-west-1.amazonaws.com" in response.json["error"]
+    assert token not in response.text and token not in caplog.text
+    ses.clear_certificate_cache()
+
+
+@responses.activate
+@pytest.mark.parametrize("status, code", [(403, 403), (404, 403), (500, 503)])
+def test_a_certificate_sns_refuses_or_fails_is_named_by_its_host_and_status(web_shop, sns_key, status, code):
+    """A 4xx for the certificate is a bad signature (403, SNS does not retry); a 5xx is ours to retry (503)."""
+    client, _, engine = web_shop
+    ses.clear_certificate_cache()
+    responses.get(CERT_URL, status=status)
+    note = {"Type": "Notification", "MessageId": "m-2", "TopicArn": TOPIC_ARN, "Message": "{}",
+            "Timestamp": "2026-11-23T11:00:01Z"}
+    response = client.post("/webhooks/ses", data=sns_signed(sns_key[0], note), content_type="text/plain")
+    assert response.status_code == code
+    assert response.json["error"].endswith(f"sns.eu-west-1.amazonaws.com answered HTTP {status}")
+    assert feedback_events(engine) == []
     ses.clear_certificate_cache()
 
 

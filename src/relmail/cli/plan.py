@@ -183,7 +183,10 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
     From the ledger (a written run), from a preview of a window not planned
     yet (--campaign and --window: that one customer is planned as a dry run
     would plan them, with the same features, rules and hold-out seed), or
-    from a dry run's file (--plan). All three give the same sentences.
+    from a dry run's file (--plan). All three give the same sentences; from
+    the store (the first two), an UNSUBSCRIBED decision also says when and
+    from where the opt-out came (link, one-click, preference page, import,
+    ESP webhook or export), or that its source is not recorded.
 
     \b
     Example:

@@ -98,7 +98,8 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
                    f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
         b = t["feedback"]
         click.echo(f"came back (customers): {b['delivered']:,} delivered, {b['bounced_soft']:,} soft bounce, "
-                   f"{b['bounced_hard']:,} hard bounce, {b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
+                   f"{b['bounced_blocked']:,} blocked (sender refused), {b['bounced_hard']:,} hard bounce, "
+                   f"{b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
                    f"{b['opened']:,} opened, {b['clicked']:,} clicked")
 
 

@@ -16,18 +16,18 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection, Engine
 
-from ..store import aggregates
+from ..store import aggregates, consent_log
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
-from ..store.models import Customer, Event, Preference
+from ..store.models import Customer, Delivery, Event, Preference
 from ..tokens import TRIAL_RUNS
-from .events import OPT_OUT_TYPES, FeedbackEvent
+from .events import LINK_PROVIDER, OPT_OUT_TYPES, PREFERENCES_PROVIDER, FeedbackEvent
 from .records import InvalidEvent
 
 #: IN-list size: well under SQLite's bound-parameter limit.
@@ -145,6 +145,36 @@ def _sent_topics(conn: Connection, keys: set[tuple[str, str, str]]) -> dict[tupl
     return topics
 
 
+def tie_to_deliveries(conn: Connection, events: Sequence[FeedbackEvent]) -> list[FeedbackEvent]:
+    """``events``, those without relmail's metadata tied to their delivery by the provider's id of the e-mail.
+
+    An SES identity notification carries no tags, only ``mail.messageId``:
+    the id SES answered the send with, which the ledger keeps as
+    ``deliveries.provider_id`` (indexed). Where exactly one delivery has it,
+    the event takes that delivery's customer, run and message; an id the
+    ledger does not hold (mail sent by something else, an erased customer's
+    cleared row) leaves the event to its recipient address.
+    """
+    wanted = sorted({e.sent_id for e in events if e.sent_id and not (e.run_id and e.message_id)})
+    if not wanted:
+        return list(events)
+    table = Delivery.__table__
+    found: dict[str, list[tuple[str, str, str]]] = {}
+    for chunk in chunks(wanted):
+        stmt = select(table.c.provider_id, table.c.customer_id, table.c.run_id, table.c.message_id).where(
+            table.c.provider_id.in_(chunk))
+        for provider_id, cid, run, message in conn.execute(stmt):
+            found.setdefault(provider_id, []).append((cid, run, message))
+    out = []
+    for event in events:
+        match = found.get(event.sent_id or "", []) if not (event.run_id and event.message_id) else []
+        if len(match) == 1:
+            cid, run, message = match[0]
+            event = replace(event, customer_id=cid, run_id=run, message_id=message)
+        out.append(event)
+    return out
+
+
 def _existing_event_ids(conn: Connection, ids: list[str]) -> set[str]:
     table = Event.__table__
     found: set[str] = set()
@@ -186,6 +216,7 @@ def apply_events(
     events: Sequence[FeedbackEvent],
     source: str = "esp-webhook",
     opt_out_duplicates: bool = False,
+    origin: str | None = None,
 ) -> ApplyResult:
     """Write ``events`` to the store; a second call with the same events writes nothing.
 
@@ -194,13 +225,16 @@ def apply_events(
     ``source`` is recorded on the preference rows an opt-out writes.
     ``opt_out_duplicates`` re-applies the opt-out of an event already
     stored: an unsubscribe link clicked again after the customer had
-    re-subscribed must unsubscribe again.
+    re-subscribed must unsubscribe again. ``origin`` says where the events
+    came from (the imported file, the mailbox, how a link was used) in the
+    consent history (:mod:`relmail.store.consent_log`).
     """
     if isinstance(target, Engine):
         with target.begin() as conn:
-            return apply_events(conn, events, source, opt_out_duplicates)
+            return apply_events(conn, events, source, opt_out_duplicates, origin)
     conn = target
     result = ApplyResult()
+    events = tie_to_deliveries(conn, events)
     # A proof names the customer whose data it shows, but went to someone testing: a bounce,
     # complaint or unsubscribe of that mailbox says nothing about the customer.
     trial = [e for e in events if e.run_id in TRIAL_RUNS]
@@ -246,7 +280,11 @@ def apply_events(
             # A complaint means "stop everything"; an unsubscribe is global
             # unless the provider says the recipient left one list.
             scope_topic = topic if event.type == "unsubscribed" and event.scope == "topic" else None
-            opt_outs.append((cid, scope_topic or ALL_TOPICS, event.occurred_at))
+            # The provider's event, unless relmail's own page is the provider (the source says so).
+            what = None if event.provider in (LINK_PROVIDER, PREFERENCES_PROVIDER) else (
+                f"{event.provider} {'complaint' if event.type == 'complained' else 'unsubscribe'}")
+            opt_outs.append(OptOut(cid, scope_topic or ALL_TOPICS, event.occurred_at,
+                                   "; ".join(filter(None, [what, origin])) or None, event_id))
 
     if rows:
         table = Event.__table__
@@ -258,24 +296,36 @@ def apply_events(
     return result
 
 
-def opt_out(conn: Connection, items: Iterable[tuple[str, str, datetime]], source: str) -> int:
+@dataclass(frozen=True)
+class OptOut:
+    """One opt-out to write: (customer, topic) as of ``when``, and what the consent history says of it."""
+
+    customer_id: str
+    topic: str
+    when: datetime
+    detail: str | None = None
+    event_id: str | None = None
+
+
+def opt_out(conn: Connection, items: Iterable[OptOut], source: str) -> int:
     """Set (customer, topic) to opted out as of each time; returns rows changed.
 
     A row already opted out is left as it is (a replay changes nothing), and
     so is a row whose consent was updated *after* the event: an old
-    unsubscribe imported late must not undo a newer opt-in.
+    unsubscribe imported late must not undo a newer opt-in. Each row changed
+    is added to the consent history with its ``detail``.
     """
-    latest: dict[tuple[str, str], datetime] = {}
-    for cid, topic, when in items:
-        key = (cid, topic)
-        if key not in latest or when > latest[key]:
-            latest[key] = when
+    latest: dict[tuple[str, str], OptOut] = {}
+    for item in items:
+        key = (item.customer_id, item.topic)
+        if key not in latest or item.when > latest[key].when:
+            latest[key] = item
     table = Preference.__table__
     rows = [
-        {"customer_id": cid, "topic": topic, "opted_in": False, "updated_at": when, "source": source}
-        for (cid, topic), when in latest.items()
+        {"customer_id": cid, "topic": topic, "opted_in": False, "updated_at": item.when, "source": source}
+        for (cid, topic), item in latest.items()
     ]
-    before = _opted_out_count(conn, list(latest))
+    before = _opted_out(conn, list(latest))
     stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.customer_id, table.c.topic],
@@ -283,13 +333,18 @@ def opt_out(conn: Connection, items: Iterable[tuple[str, str, datetime]], source
         where=(table.c.opted_in.is_(True)) & (table.c.updated_at <= stmt.excluded.updated_at),
     )
     conn.execute(stmt, rows)
-    return _opted_out_count(conn, list(latest)) - before
+    changed = sorted(_opted_out(conn, list(latest)) - before)
+    consent_log.record(conn, [
+        {"customer_id": cid, "topic": topic, "opted_in": False, "changed_at": latest[(cid, topic)].when, "source": source,
+         "detail": latest[(cid, topic)].detail, "event_id": latest[(cid, topic)].event_id}
+        for cid, topic in changed])
+    return len(changed)
 
 
-def _opted_out_count(conn: Connection, keys: list[tuple[str, str]]) -> int:
-    """How many of these (customer, topic) rows are opted out (rowcount is unreliable with executemany)."""
+def _opted_out(conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Which of these (customer, topic) rows are opted out (rowcount is unreliable with executemany)."""
     table = Preference.__table__
-    total = 0
+    found: set[tuple[str, str]] = set()
     for chunk in chunks(keys):
         by_customer: dict[str, list[str]] = {}
         for cid, topic in chunk:
@@ -299,5 +354,5 @@ def _opted_out_count(conn: Connection, keys: list[tuple[str, str]]) -> int:
                 table.c.customer_id.in_(list(by_customer)), table.c.opted_in.is_(False)
             )
         )
-        total += sum(1 for cid, topic in rows if topic in by_customer.get(cid, ()))
-    return total
+        found.update((cid, topic) for cid, topic in rows if topic in by_customer.get(cid, ()))
+    return found

@@ -20,16 +20,15 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 
 from ..project import ConsentSettings
+from ..store import consent_log
 from ..store.db import dialect_insert
 from ..store.models import Event, Preference
 from ..tokens import Claims
 from .apply import ALL_TOPICS, ApplyResult, apply_events
-from .events import FeedbackEvent, derived_id
+from .events import LINK_PROVIDER, PREFERENCES_PROVIDER, FeedbackEvent, derived_id
 
 if TYPE_CHECKING:
     from ..project import Project
-
-LINK_PROVIDER = "link"
 
 
 @dataclass
@@ -74,8 +73,12 @@ def _sent_message(conn, claims: Claims) -> str | None:
     ).scalar_one_or_none()
 
 
-def unsubscribe(engine: Engine, claims: Claims, everything: bool = False, now: datetime | None = None) -> ApplyResult:
+def unsubscribe(engine: Engine, claims: Claims, everything: bool = False, now: datetime | None = None,
+                one_click: bool = False) -> ApplyResult:
     """Opt the token's customer out of the token's topic (or of everything).
+
+    ``one_click``: the mail program's RFC 8058 List-Unsubscribe POST, not the
+    confirmation page's button (the consent history says which).
 
     Idempotent: the ``email_unsubscribed`` event's id is derived from
     (customer, run, scope), so a replayed POST writes no second event, and
@@ -97,7 +100,8 @@ def unsubscribe(engine: Engine, claims: Claims, everything: bool = False, now: d
             topic=None if topic == ALL_TOPICS else topic,
             scope="all" if topic == ALL_TOPICS else "topic",
         )
-        return apply_events(conn, [event], source="unsubscribe-link", opt_out_duplicates=True)
+        how = "one-click List-Unsubscribe" if one_click else "confirmation page"
+        return apply_events(conn, [event], source="unsubscribe-link", opt_out_duplicates=True, origin=how)
 
 
 def campaign_topics(campaigns_dir: Path) -> set[str]:
@@ -236,9 +240,12 @@ def update_preferences(
                 set_={k: v for k, v in values.items() if k not in ("customer_id", "topic")},
             )
             conn.execute(stmt)
+        consent_log.record(conn, [{"customer_id": claims.customer_id, "topic": row["topic"], "opted_in": row["opted_in"],
+                                   "changed_at": now, "source": "preference-page"}
+                                  for row in rows if row["topic"] != ALL_TOPICS or unsubscribe_all != before.unsubscribed_all])
         events = [
             FeedbackEvent(
-                type="unsubscribed", occurred_at=now, recipient="", provider="preferences",
+                type="unsubscribed", occurred_at=now, recipient="", provider=PREFERENCES_PROVIDER,
                 provider_event_id=derived_id(claims.customer_id, topic, now.isoformat()),
                 customer_id=claims.customer_id, run_id=claims.run_id or None,
                 topic=None if topic == ALL_TOPICS else topic, scope="all" if topic == ALL_TOPICS else "topic",

@@ -37,6 +37,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 from flufl.bounce import all_failures
 
 from .. import timestamps
+from .blocks import BLOCKED, SENDER_SIDE, sender_side, status_in
 from .records import FieldError
 
 # A detector that fails is logged by flufl.bounce with its traceback before it
@@ -45,8 +46,6 @@ from .records import FieldError
 logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
 #: How much of a Diagnostic-Code a reason keeps.
 _MAX_DIAGNOSTIC = 300
-# Not inside a longer dotted number: "192.0.2.30" holds no status.
-_STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d.])")
 _SMTP_CODE = re.compile(r"^\s*([245])\d\d\b")
 _MESSAGE_ID_LINE = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
 _OUT_OF_OFFICE = re.compile(
@@ -56,11 +55,12 @@ _OUT_OF_OFFICE = re.compile(
 )
 _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
 
-#: Permanent failures (5.x.x) that say nothing about the mailbox: the message
-#: (too big, its content) or the sender (policy, reputation, DMARC) was
-#: refused. Suppressing every customer at a provider because it blocked one
-#: send would be wrong, so they count as soft (RFC 3463 subjects 2.2, 2.3, 3.4, 6, 7).
-_NOT_THE_ADDRESS = ((2, 2), (2, 3), (3, 4), (6, None), (7, None))
+#: Permanent failures (5.x.x) that do not say the address is dead: a full
+#: mailbox (X.2.2) counts as soft; the message (too big, its content) or the
+#: sender (policy, reputation, DMARC) refused is a block
+#: (:data:`~relmail.feedback.blocks.SENDER_SIDE`). Suppressing every customer
+#: at a provider because it blocked one send would be wrong.
+_NOT_THE_ADDRESS = ((2, 2), *SENDER_SIDE)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class Outcome:
     #: The address the original was sent to (``Original-Recipient``, else ``Final-Recipient``);
     #: empty for a complaint whose report redacts it (its Message-ID finds the delivery).
     recipient: str
-    #: ``bounced_hard``, ``bounced_soft``, ``delivered`` or ``complained``.
+    #: ``bounced_hard``, ``bounced_soft``, ``bounced_blocked``, ``delivered`` or ``complained``.
     type: str
     #: The RFC 3463 status (``5.1.1``), when the report gave one.
     status: str | None
@@ -156,14 +156,14 @@ def _delivery_status(msg: Message) -> tuple[str, list[Outcome]]:
         action = _clean(block.get("Action")).lower().split(" ")[0].split("(")[0]
         status_text = _clean(block.get("Status"))
         diagnostic = _clean(_typed(block.get("Diagnostic-Code")))
-        status = _status(status_text) or _status(diagnostic)
+        status = status_in(status_text) or status_in(diagnostic)
         if action in ("failed", "error"):  # "error": OpenSMTPD's non-standard word for failed
             severity = status[0] if status else _smtp_class(diagnostic)
             if severity not in ("4", "5"):
                 raise FieldError("Status", f"Action failed for {final} without a 4.x.x or 5.x.x status (Status: {status_text!r})")
-            kind = "bounced_hard" if severity == "5" and _says_address(status) else "bounced_soft"
+            kind = "bounced_hard" if severity == "5" and _says_address(status) else _soft(status)
         elif action == "delayed":
-            kind = "bounced_soft"
+            kind = _soft(status)
         elif action == "delivered":
             kind = "delivered"
         elif action in ("relayed", "expanded"):
@@ -187,7 +187,7 @@ def _non_standard(msg: Message) -> tuple[str, list[Outcome]]:
         temporary, permanent = all_failures(msg)
     except Exception as exc:  # noqa: BLE001 - heuristic detectors over arbitrary text: one message is invalid, not the import
         raise FieldError(None, f"the bounce detectors could not read this message ({type(exc).__name__}: {exc})") from None
-    status = _status(_body_text(msg), failures_only=True)
+    status = status_in(_body_text(msg), failures_only=True)
     outcomes = []
     for raw, permanent_failure in [(a, True) for a in sorted(permanent)] + [(a, False) for a in sorted(temporary - permanent)]:
         address = _address(raw.decode("ascii", "replace"))
@@ -196,7 +196,7 @@ def _non_standard(msg: Message) -> tuple[str, list[Outcome]]:
         hard = permanent_failure and (status is None or (status[0] == "5" and _says_address(status)))
         how = "permanent" if permanent_failure else "temporary"
         reason = f"{how} failure in a non-standard bounce" + (f", status {status}" if status else "")
-        outcomes.append(Outcome(address, "bounced_hard" if hard else "bounced_soft", status, reason))
+        outcomes.append(Outcome(address, "bounced_hard" if hard else _soft(status), status, reason))
     return "bounce", outcomes
 
 
@@ -306,12 +306,9 @@ def _says_address(status: str | None) -> bool:
     return not any(subject == s and (d is None or detail == d) for s, d in _NOT_THE_ADDRESS)
 
 
-def _status(text: str | None, failures_only: bool = False) -> str | None:
-    """The first RFC 3463 status in ``text`` (``failures_only``: the first 4.x.x or 5.x.x)."""
-    for found in _STATUS.finditer(text or ""):
-        if not failures_only or found.group(1) != "2":
-            return f"{found.group(1)}.{int(found.group(2))}.{int(found.group(3))}"
-    return None
+def _soft(status: str | None) -> str:
+    """A failure that does not kill the address: a block when the status is about the sender or message."""
+    return BLOCKED if sender_side(status) else "bounced_soft"
 
 
 def _smtp_class(diagnostic: str) -> str | None:

@@ -20,6 +20,7 @@ from ..delivery import metadata
 STORE_TYPES = {
     "delivered": "email_delivered",
     "bounced_soft": "email_bounced_soft",
+    "bounced_blocked": "email_bounced_blocked",
     "bounced_hard": "email_bounced_hard",
     "complained": "email_complained",
     "unsubscribed": "email_unsubscribed",
@@ -27,6 +28,9 @@ STORE_TYPES = {
     "clicked": "email_clicked",
 }
 TYPES = tuple(STORE_TYPES)
+
+#: The providers of relmail's own pages: an unsubscribe link, the preference page.
+LINK_PROVIDER, PREFERENCES_PROVIDER = "link", "preferences"
 
 #: Types that withdraw consent (they also write a preference opt-out).
 OPT_OUT_TYPES = ("complained", "unsubscribed")
@@ -42,6 +46,15 @@ class FeedbackEvent:
     delivery adapter attached (:mod:`relmail.delivery.metadata`); when they are
     missing the recipient address finds the customer. ``topic`` is set for
     list-level unsubscribes (an opt-out of one topic instead of everything).
+    ``sent_id`` is the provider's own id of the e-mail the event is about (the
+    SES ``mail.messageId``): where the metadata is missing, it finds the
+    delivery relmail recorded it on (:func:`relmail.feedback.apply.tie_to_deliveries`).
+
+    ``bounced_soft`` is a temporary failure of the recipient's mailbox;
+    ``bounced_blocked`` a refusal of the *sender* or of this message
+    (policy, reputation, content, size) by the receiving side, which says
+    nothing about the mailbox and so never rests the address
+    (:mod:`relmail.feedback.blocks`).
     ``esp_event`` keeps the provider's raw event for debugging; it is never
     stored in full.
     """
@@ -60,6 +73,7 @@ class FeedbackEvent:
     scope: str = "all"
     reason: str | None = None
     url: str | None = None
+    sent_id: str | None = None
     esp_event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -44,7 +44,9 @@ def ingest(target: Engine | Connection, batch: Batch, source: str | None = None)
     conn = target
     now = datetime.now(UTC)
     duplicate_post = batch.nonce is not None and not claim(conn, batch.nonce, now)
-    result = apply_events(conn, batch.events, source or ("esp-webhook" if batch.source == "webhook" else "esp-import"))
+    from_file = batch.source != "webhook"
+    result = apply_events(conn, batch.events, source or ("esp-import" if from_file else "esp-webhook"),
+                          origin=batch.source if from_file else None)
     result.received = batch.records
     result.invalid = list(batch.invalid)
     result.ignored = batch.ignored.copy()

@@ -30,6 +30,7 @@ from typing import Any
 
 from .. import timestamps
 from ..errors import SignatureError
+from .blocks import BLOCKED, soft_or_blocked
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, invalid, obj, parse_json_body, text
@@ -45,6 +46,11 @@ PERMANENT_REASONS = {
     "suppress-complaint": "complained",
     "suppress-bounce": "bounced_hard",
 }
+
+
+#: ``failed`` reasons that are the receiving side refusing the sender (Mailgun's ESP-block and
+#: block-list classes), whatever the severity: not a dead or full mailbox.
+BLOCK_REASONS = ("espblock", "blacklisted", "blocklisted")
 
 
 def sign(key: str, timestamp: str, token: str) -> str:
@@ -98,13 +104,15 @@ class Mailgun(Provider):
         if kind == "delivered":
             normalized = "delivered"
         elif kind == "failed":
-            severity = text(data, "severity")
-            if severity == "permanent":
-                normalized = PERMANENT_REASONS.get(str(data.get("reason") or ""), "bounced_hard")
-            elif severity == "temporary":
-                normalized = "bounced_soft"
-            else:
+            severity, why = text(data, "severity"), str(data.get("reason") or "")
+            if severity not in ("permanent", "temporary"):
                 raise FieldError("severity", f"expected 'permanent' or 'temporary', got {severity!r}")
+            if why in BLOCK_REASONS:
+                normalized = BLOCKED
+            elif severity == "permanent":
+                normalized = PERMANENT_REASONS.get(why, "bounced_hard")
+            else:  # the receiving server's reply says whether it refused the sender (4.7.x) or the mailbox
+                normalized = soft_or_blocked(str(status.get("message") or ""), str(status.get("description") or ""))
         elif kind in ("opened", "clicked", "complained", "unsubscribed"):
             normalized = kind
         else:  # accepted, rejected, stored, list events

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import SignatureError
+from .blocks import soft_or_blocked
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, obj, parse_json_body, text
@@ -32,12 +33,16 @@ SECRET = "postmark_webhook_password"
 DEFAULT_USERNAME = "postmark"
 
 #: Bounce ``Type`` -> normalized type, for every type of Postmark's bounce
-#: list. ``SpamNotification`` is the receiving server's filter refusing the
-#: message: a delivery failure that says something about our content or
-#: reputation, not the recipient's wish (that is ``SpamComplaint``), so it
-#: is a soft bounce and changes no consent. Types mapped to None say
-#: nothing about the recipient (auto-replies, challenge mails, errors of our
-#: own request or template) and are counted as ignored.
+#: list. ``Blocked`` (the ISP blocked the message), ``SpamNotification``
+#: (the receiving server's filter refused it), ``VirusNotification`` and
+#: ``DMARCPolicy`` (our domain's policy) refuse the sender or the message,
+#: not the mailbox: blocks (:mod:`.blocks`), which change no consent and
+#: never rest the address; a spam filter's refusal is not the recipient's
+#: wish (that is ``SpamComplaint``). ``Transient``, ``SoftBounce`` and
+#: ``Unknown`` are soft unless the server's reply is about the sender
+#: (``4.7.x``). Types mapped to None say nothing about the recipient
+#: (auto-replies, challenge mails, errors of our own request or template)
+#: and are counted as ignored.
 BOUNCE_TYPES: dict[str, str | None] = {
     "HardBounce": "bounced_hard",
     "BadEmailAddress": "bounced_hard",
@@ -45,11 +50,11 @@ BOUNCE_TYPES: dict[str, str | None] = {
     "Transient": "bounced_soft",
     "DnsError": "bounced_soft",
     "SoftBounce": "bounced_soft",
-    "Blocked": "bounced_soft",
+    "Blocked": "bounced_blocked",
     "Unknown": "bounced_soft",
-    "SpamNotification": "bounced_soft",
-    "VirusNotification": "bounced_soft",
-    "DMARCPolicy": "bounced_soft",
+    "SpamNotification": "bounced_blocked",
+    "VirusNotification": "bounced_blocked",
+    "DMARCPolicy": "bounced_blocked",
     "SpamComplaint": "complained",
     "Unsubscribe": "unsubscribed",
     "Subscribe": None,
@@ -120,6 +125,8 @@ class Postmark(Provider):
             normalized = BOUNCE_TYPES[bounce_type]
             if normalized is None:
                 return []
+            if normalized == "bounced_soft":
+                normalized = soft_or_blocked(str(record.get("Details") or ""), str(record.get("Description") or ""))
             when, recipient = self.time(record, "BouncedAt"), text(record, "Email")
             event_id = f"{kind}:{text(record, 'ID')}"
         elif kind in ("Open", "Click"):

@@ -45,6 +45,12 @@ DROPPED = {
 }
 
 
+#: SendGrid's ``bounce_classification`` values that blame the sender or the message, not the
+#: address, and those that blame the mailbox (the others: Technical Failure, Unclassified).
+SENDER_CLASSIFICATIONS = ("content", "reputation", "frequency or volume too high")
+MAILBOX_CLASSIFICATIONS = ("mailbox unavailable", "invalid address")
+
+
 def load_public_key(value: str):
     """The ECDSA public key from SendGrid's base64 DER text, or from PEM."""
     from cryptography.hazmat.primitives.serialization import load_der_public_key, load_pem_public_key
@@ -102,8 +108,17 @@ class SendGrid(Provider):
         if kind == "delivered":
             normalized = "delivered"
         elif kind == "bounce":
-            # ``type`` is "bounce" (permanent) or "blocked" (temporary, ISP refused).
-            normalized = "bounced_soft" if event.get("type") == "blocked" else "bounced_hard"
+            # ``type`` is "bounce" (permanent) or "blocked": SendGrid's block is a refusal of the message
+            # or the sender (an IP on a block list, a content filter), not of the address, as is a bounce
+            # SendGrid classifies as Content, Reputation or Frequency or Volume Too High. A block that
+            # SendGrid classifies as the mailbox's (full, unavailable) is a soft bounce.
+            classification = str(event.get("bounce_classification") or "").strip().lower()
+            if classification in SENDER_CLASSIFICATIONS:
+                normalized = "bounced_blocked"
+            elif event.get("type") == "blocked":
+                normalized = "bounced_soft" if classification in MAILBOX_CLASSIFICATIONS else "bounced_blocked"
+            else:
+                normalized = "bounced_hard"
         elif kind == "dropped":
             normalized = dropped_type(reason)
         elif kind == "open":

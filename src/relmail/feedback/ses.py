@@ -11,7 +11,19 @@ Amazon host is what vouches for it), and caches. Only topics listed in
 for such a topic is confirmed by a GET to its ``SubscribeURL``.
 
 relmail's metadata travels as SES message tags (``mail.tags``, lists of
-values). Raw message delivery is not supported: it drops the signature.
+values). Identity notifications (bounces and complaints SNS sends for the
+identity, not through a configuration set) carry no tags: their
+``mail.messageId``, the id SES answered the send with, finds the delivery
+relmail recorded it on, and only an id relmail never recorded falls back to
+the recipient's address. Raw message delivery is not supported: it drops
+the signature.
+
+Bounce kinds follow SES's bounce types: ``Permanent`` is a hard bounce;
+``Transient`` ``ContentRejected``, ``AttachmentRejected`` and
+``MessageTooLarge`` refuse the message, not the mailbox, and are blocks
+(:mod:`.blocks`), as is a ``Transient`` ``General`` bounce whose recipient
+status is about the sender or message (``5.7.1``); the other ``Transient``
+and ``Undetermined`` bounces are soft.
 
 Export files: JSON Lines (one SES event per line, as Kinesis Firehose
 writes them to S3), a JSON array, or either of these holding SNS envelopes.
@@ -31,10 +43,11 @@ from urllib.parse import urlsplit
 
 from ..delivery.ses import decode_tag
 from ..errors import ConfigError, SignatureError
+from .blocks import BLOCKED, soft_or_blocked
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, obj, parse_json_body, text
-from .webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
+from .webhook import MissingCredentials, ProviderRefused, ProviderUnreachable, WebhookConfig, WebhookRequest
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +55,9 @@ NAME = "ses"
 _SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
 _NOTIFICATION_KEYS = ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type")
 _SUBSCRIPTION_KEYS = ("Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type")
+
+#: ``Transient`` bounce subtypes that refuse this message (content, attachment, size), not the mailbox.
+MESSAGE_REFUSED = ("ContentRejected", "AttachmentRejected", "MessageTooLarge")
 
 _cert_cache: dict[str, Any] = {}
 _cert_lock = threading.Lock()
@@ -88,8 +104,8 @@ def _public_key(url: str, config: WebhookConfig):
     except ProviderUnreachable as exc:
         # Answered 503: SNS sends the message again, where a 403 would make it drop it.
         raise ProviderUnreachable(f"ses: cannot fetch the signing certificate: {exc}") from None
-    except Exception as exc:  # the SNS host refused: no such certificate
-        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc.__class__.__name__}") from None
+    except ProviderRefused as exc:  # the SNS host has no such certificate
+        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc}") from None
     key = cert.public_key()
     with _cert_lock:
         if len(_cert_cache) >= _CACHE_SIZE:
@@ -171,12 +187,10 @@ class Ses(Provider):
             url = check_sns_url(str(envelope.get("SubscribeURL")), "SubscribeURL")
             try:
                 config.http_get(url)
-            except Exception as exc:
-                # 503: SNS sends the confirmation again, and the log says why the topic is not confirmed yet.
-                # Never the URL itself: its token confirms the subscription.
-                status = getattr(getattr(exc, "response", None), "status_code", None)
-                why = str(exc) if isinstance(exc, ProviderUnreachable) else f"HTTP {status}" if status else exc.__class__.__name__
-                raise ProviderUnreachable(f"ses: could not confirm the subscription to {topic}: {why}") from None
+            except (ProviderUnreachable, ProviderRefused) as exc:
+                # 503 (even for a 4xx): SNS sends the confirmation again, and the log says why the
+                # topic is not confirmed yet. The message names the host only (see webhook._fetch).
+                raise ProviderUnreachable(f"ses: could not confirm the subscription to {topic}: {exc}") from None
             log.info("ses: confirmed the SNS subscription to %s", topic)
             return []
         if kind == "Notification":
@@ -208,18 +222,26 @@ class Ses(Provider):
         def make(normalized, when_of, recipient, event_id, reason=None, url=None, scope="all", topic=None):
             return FeedbackEvent(
                 type=normalized, occurred_at=self.time(when_of, "timestamp"), recipient=recipient, provider=NAME,
-                provider_event_id=event_id, **ids, reason=reason, url=url, scope=scope, topic=topic,
+                provider_event_id=event_id, **ids, reason=reason, url=url, scope=scope, topic=topic, sent_id=message,
                 esp_event=dict(record),
             )
 
         if kind == "Bounce":
             bounce = obj(record, "bounce")
-            bounce_type = text(bounce, "bounceType")
-            normalized = "bounced_hard" if bounce_type == "Permanent" else "bounced_soft"
+            bounce_type, subtype = text(bounce, "bounceType"), bounce.get("bounceSubType")
             feedback = text(bounce, "feedbackId")
             items = bounce.get("bouncedRecipients")
-            details = {i.get("emailAddress"): i.get("diagnosticCode") for i in items or [] if isinstance(i, dict)}
-            return [make(normalized, bounce, r, derived_id(feedback, r), details.get(r) or bounce.get("bounceSubType"))
+            found = {i.get("emailAddress"): i for i in items or [] if isinstance(i, dict)}
+
+            def bounced(recipient: str) -> str:
+                if bounce_type == "Permanent":
+                    return "bounced_hard"
+                if bounce_type == "Transient" and subtype in MESSAGE_REFUSED:
+                    return BLOCKED
+                item = found.get(recipient, {})
+                return soft_or_blocked(item.get("status"), item.get("diagnosticCode"))
+
+            return [make(bounced(r), bounce, r, derived_id(feedback, r), found.get(r, {}).get("diagnosticCode") or subtype)
                     for r in _recipients(items, "bounce.bouncedRecipients")]
         if kind == "Complaint":
             complaint = obj(record, "complaint")

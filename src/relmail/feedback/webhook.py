@@ -10,6 +10,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError, RelmailError, SignatureError
 
@@ -20,12 +21,20 @@ class MissingCredentials(SignatureError):
     """The request carries no signature or credentials at all (answered with 401)."""
 
 
-class ProviderUnreachable(RelmailError, ConnectionError):
+class ProviderUnreachable(RelmailError):
     """A request relmail makes to the provider to check a webhook failed (answered with 503).
 
     SNS retries a message only after a 5xx or no answer, and drops it after a
     4xx: a network fault on our side must not cost a complaint or a bounce.
     """
+
+
+class ProviderRefused(RelmailError):
+    """The provider answered a request relmail made to check a webhook with a 4xx (``status``)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
 
 
 #: Default replay window for providers that sign a timestamp (seconds).
@@ -54,24 +63,25 @@ class WebhookRequest:
 
 
 def _fetch(url: str) -> bytes:
-    """GET ``url``; no answer or a 5xx is :class:`ProviderUnreachable`, a 4xx ``requests.HTTPError``."""
+    """GET ``url``; no answer or a 5xx is :class:`ProviderUnreachable`, a 4xx :class:`ProviderRefused`.
+
+    Every message names the host only, never the URL: an SNS SubscribeURL
+    carries the token that confirms the subscription in its query, and
+    these messages reach the log and the webhook's answer.
+    """
     import requests
 
+    host = urlsplit(url).hostname or "the provider"
     try:
         response = requests.get(url, timeout=10)
+        body = response.content
     except requests.RequestException as exc:
-        raise ProviderUnreachable(f"no answer from {_host(url)}: {exc.__class__.__name__}") from None
+        raise ProviderUnreachable(f"no answer from {host}: {exc.__class__.__name__}") from None
     if response.status_code >= 500:
-        raise ProviderUnreachable(f"{_host(url)} answered HTTP {response.status_code}")
-    response.raise_for_status()
-    return response.content
-
-
-def _host(url: str) -> str:
-    # The host only: an SNS SubscribeURL carries the subscription's token in its query.
-    from urllib.parse import urlsplit
-
-    return urlsplit(url).hostname or "the provider"
+        raise ProviderUnreachable(f"{host} answered HTTP {response.status_code}")
+    if response.status_code >= 400:
+        raise ProviderRefused(f"{host} answered HTTP {response.status_code}", response.status_code)
+    return body
 
 
 @dataclass
@@ -86,7 +96,8 @@ class WebhookConfig:
     settings: Mapping[str, Any] = field(default_factory=dict)
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     #: GET a URL and return its body (SNS certificates, subscription confirmation); raise
-    #: :class:`ProviderUnreachable` when the provider cannot be reached, anything else when it refuses.
+    #: :class:`ProviderUnreachable` when the provider cannot be reached or fails (5xx), and
+    #: :class:`ProviderRefused` when it refuses (4xx), each naming the host only.
     http_get: Callable[[str], bytes] = _fetch
 
     @classmethod

@@ -33,6 +33,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from ..store import consent_log
 from ..store.models import Preference
 from .loader import LOOKUP_BATCH, Loader, batched
 from .schemas import schema_for
@@ -54,12 +55,16 @@ class PreferenceHistory:
     ``compare`` names the fields whose values must agree for two rows of the
     same time; ``update`` how an existing row changes (the consent of a
     customers file leaves the frequency wish alone). ``now`` is the time an
-    undated flag that changed since the last export takes effect.
+    undated flag that changed since the last export takes effect. Every row
+    written is also added to the consent history, with ``origin`` (the file)
+    as its detail.
     """
 
     def __init__(self, conn: Connection, compare: tuple[str, ...] = ("opted_in", "max_per_week"),
-                 update: dict[str, str] | None = None, now: datetime | None = None):
+                 update: dict[str, str] | None = None, origin: str | None = None, now: datetime | None = None):
         self.conn = conn
+        #: The imported file, for the consent history.
+        self.origin = origin
         self.compare = compare
         self.now = now or datetime.now(UTC)
         self.loader = Loader(conn, schema_for("preferences"), update)
@@ -141,6 +146,9 @@ class PreferenceHistory:
             else:
                 self.superseded += 1
         self.loader.write(out)
+        consent_log.record(self.conn, [{"customer_id": row["customer_id"], "topic": row["topic"], "opted_in": row["opted_in"],
+                                        "changed_at": row["updated_at"], "source": row.get("source") or "import",
+                                        "detail": self.origin} for row in out])
         self.written += len(out)
         return problems
 

@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import JSON, ColumnElement, Table, and_, any_, bindparam, func, select
 from sqlalchemy.engine import Connection
 
+from ..store import consent_log
 from ..store.addresses import address_hash, salt
 from ..store.models import Customer, Event, Preference, Product, Suppression
 from .schemas import Schema
@@ -331,8 +332,10 @@ class SuppressionLink:
     fresh consent and is left alone; an older one is overridden.
     """
 
-    def __init__(self, conn: Connection):
+    def __init__(self, conn: Connection, origin: str | None = None):
         self.conn = conn
+        #: The imported file, for the consent history.
+        self.origin = origin
         table = Suppression.__table__
         self.about_person = table.c.reason.not_in(ADDRESS_ONLY)
         self.active = conn.execute(select(table.c.email_hash).where(self.about_person).limit(1)).first() is not None
@@ -378,5 +381,7 @@ class SuppressionLink:
                     for cid in targets
                 ],
             )
+            consent_log.record(self.conn, [{"customer_id": cid, "topic": "*", "opted_in": False, "changed_at": suppressed[cid],
+                                            "source": SUPPRESSION_SOURCE, "detail": self.origin} for cid in targets])
         self.written += len(targets)
         return len(targets)

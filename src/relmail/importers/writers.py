@@ -106,7 +106,7 @@ class CustomersWriter(TableWriter):
                  match_email: bool = False, flag_key: str | None = None):
         super().__init__(run, conn, schema, provided)
         self.now = datetime.now(UTC)
-        self.link = SuppressionLink(conn)
+        self.link = SuppressionLink(conn, origin=run.name)
         self.source = source
         #: The attribute that remembers what the export's undated consent flag said last time
         #: (``accepts_email_marketing``), or None: the import has no such flag.
@@ -263,7 +263,8 @@ class CustomersWriter(TableWriter):
         if self.consent is None:
             # The frequency wish on the global record is the customer's, not the export's.
             self.consent = PreferenceHistory(self.conn, compare=("opted_in",),
-                                             update={"opted_in": "set", "updated_at": "set", "source": "set"}, now=self.now)
+                                             update={"opted_in": "set", "updated_at": "set", "source": "set"},
+                                             origin=self.run.name, now=self.now)
         kept = []
         for record, row in rows:
             verdict = self.consent.check(record.line, row)
@@ -304,7 +305,7 @@ class PreferencesWriter:
 
     def __init__(self, run, conn: Connection):
         self.run = run
-        self.history = PreferenceHistory(conn)
+        self.history = PreferenceHistory(conn, origin=run.name)
         self.details: dict[str, int] = {}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]] | bool:

@@ -21,9 +21,11 @@ from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
+from ..rules.unsubscribed import Unsubscribed
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Run
 from ..windows import resolve_window
+from .opt_out import opt_out_behind
 from .output import plan_file_rows
 from .run import plan
 from .runs import resolve_run
@@ -58,6 +60,9 @@ class Explanation:
     #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``,
     #: ``updated_at``); None before the send claimed it, and for a preview or a plan file.
     delivery: dict[str, Any] | None = None
+    #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
+    #: as the store says (:mod:`.opt_out`); None for a plan file.
+    opt_out: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -71,6 +76,9 @@ class Explanation:
             out["model"] = self.model
         if self.delivery is not None:
             out["delivery"] = {**self.delivery, "updated_at": self.delivery["updated_at"].isoformat()}
+        if self.opt_out is not None:
+            at = self.opt_out["at"]
+            out["opt_out"] = {"at": at.isoformat() if at else None, "source": self.opt_out["source"]}
         return out
 
 
@@ -167,13 +175,16 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
 
 
 def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None,
-                erased: bool = False) -> Explanation:
+                erased: bool = False, opt_out: dict[str, Any] | None = None) -> Explanation:
     """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any.
 
     ``erased``: the customer was erased, which empties the logged features;
     each reason is then the code's general meaning, not a sentence about made-up zeros.
+    ``opt_out``: for UNSUBSCRIBED, when and from where the opt-out came (:func:`.opt_out.opt_out_behind`).
     """
     logged = dict(row.get("features") or {})
+    if opt_out is not None:
+        logged["opt_out"] = opt_out
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
     if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):
@@ -189,6 +200,7 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
         because=[(c, REASON_CODES.get(c, c)) for c in codes] if erased and not row.get("features") else because(codes, logged, score),
         contributions=contributions, features=dict(row.get("features") or {}), model=model_facts(logged), delivery=delivery,
+        opt_out=opt_out,
     )
 
 
@@ -216,9 +228,13 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
                                             .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))}
         # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
         erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
+        opt_outs = {} if erased else {
+            r["id"]: opt_out_behind(conn, customer_id, dict(r["features"] or {}), r["created_at"], run["as_of"])
+            for r in rows if Unsubscribed.code in r["reasons"].split()}
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
              "erased": erased}
-    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased) for r in rows]
+    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]))
+                   for r in rows]
 
 
 def _absent(conn, customer_id: str, as_of: datetime | None) -> str:
@@ -258,7 +274,15 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
         raise NotFound(f"customer '{customer_id}' is in no audience of campaign '{result.campaign}' for window {result.window.key}")
     facts = {"run": result.run_id, "campaign": result.campaign, "window": result.window.key, "as_of": result.as_of,
              "source": "preview"}
-    return facts, [explanation(result.run_id, customer_id, r) for r in rows]
+    decided_at = datetime.now(UTC)
+    with engine.connect() as conn:
+        opt_outs = [opt_out_behind(conn, customer_id, dict(r.get("features") or {}), decided_at, result.as_of)
+                    if Unsubscribed.code in _codes(r) else None for r in rows]
+    return facts, [explanation(result.run_id, customer_id, r, opt_out=o) for r, o in zip(rows, opt_outs, strict=True)]
+
+
+def _codes(row: dict[str, Any]) -> list[str]:
+    return row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
 
 
 def explain_plan_file(path, customer_id: str) -> tuple[dict[str, Any], list[Explanation]]:

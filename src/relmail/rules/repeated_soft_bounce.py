@@ -6,7 +6,9 @@ mailbox providers that judge the sender. ``soft_bounces`` counts the e-mails
 that soft-bounced in the last 90 days after the last delivery, open or click;
 at ``soft_bounce_limit`` (campaign policy, default 3) the address rests. As
 they age out of the 90 days it gets another try, so it soft-bounces at most
-the limit in any 90 days.
+the limit in any 90 days. A refusal of the sender or the message (a block
+list, a content filter, DMARC: ``email_bounced_blocked``) is not counted:
+it says nothing about the mailbox (:mod:`relmail.feedback.blocks`).
 """
 
 from __future__ import annotations

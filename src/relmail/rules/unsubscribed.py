@@ -22,9 +22,22 @@ class Unsubscribed(Rule):
         return RuleFindings(opted_out | self.is_one(self.col(frame, message, "unsubscribed_event")))
 
     def explain(self, logged) -> str:
-        # Zero values are not logged: an absent consent_global is 0, opted out (as a Mailchimp
-        # unsubscribed export, the preference page or an import records it).
-        # ``null`` is unknown: then the unsubscribe event decided.
-        if logged.get("consent_global", 0.0) is not None and num(logged, "consent_global", 0.0) < 0.5:
-            return "opted out of all e-mail (global preference)"
-        return "unsubscribed (link or provider event) after the last opt-in"
+        """What decided; with ``opt_out`` (``relmail why`` asked the store), when and from where."""
+        text = ("opted out of all e-mail (global preference)" if decided_by_preference(logged)
+                else "unsubscribed (link or provider event) after the last opt-in")
+        found = logged.get("opt_out")
+        if found is None:
+            return text
+        if found.get("at") is not None:
+            text += f" on {found['at']:%Y-%m-%d %H:%M} UTC"
+        return text + (f"; source: {found['source']}" if found.get("source") else "; source not recorded")
+
+
+def decided_by_preference(logged) -> bool:
+    """Whether the global preference decided (else the unsubscribe event did).
+
+    Zero values are not logged: an absent consent_global is 0, opted out (as a
+    Mailchimp unsubscribed export, the preference page or an import records
+    it). ``null`` is unknown: then the unsubscribe event decided.
+    """
+    return logged.get("consent_global", 0.0) is not None and num(logged, "consent_global", 0.0) < 0.5

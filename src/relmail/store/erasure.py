@@ -28,9 +28,9 @@ from . import aggregates, columnar
 from .addresses import address_hash, salt
 from .customer_rows import of_customer
 from .faults import first_line
-from .models import Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
+from .models import ConsentChange, Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
 
-C, P, E = Customer.__table__, Preference.__table__, Event.__table__
+C, P, E, CC = Customer.__table__, Preference.__table__, Event.__table__, ConsentChange.__table__
 DEC, DEL, S = Decision.__table__, Delivery.__table__, Suppression.__table__
 #: The ledger's tables: a customer's rows in them are found run by run (:mod:`.customer_rows`).
 LEDGER = ("decisions", "deliveries")
@@ -42,7 +42,7 @@ ERASED = "erased"
 def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) -> dict:
     """Erase one customer in a single transaction; ``NotFound`` if the id is not in the store.
 
-    Deleted: the customer row, their preferences and all their events; the
+    Deleted: the customer row, their preferences and their history, and all their events; the
     file adapter's rendered e-mails to them (``.eml`` files, ``outbox.mbox``
     entries) and the ledger's pointers to those; recorded invalid provider
     events that name their address. Added: a ``suppressions`` row (reason
@@ -80,6 +80,7 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
         events = conn.execute(delete(E).where(E.c.customer_id == customer_id)).rowcount
         aggregates.refresh(conn, [customer_id])
         prefs = conn.execute(delete(P).where(P.c.customer_id == customer_id)).rowcount
+        history = conn.execute(delete(CC).where(CC.c.customer_id == customer_id)).rowcount
         conn.execute(delete(C).where(C.c.id == customer_id))
         # Invalid provider events are kept as the provider sent them, which
         # is by address: the customer id was never resolved for them.
@@ -110,7 +111,8 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
     copy, copy_error = _purge_copy(engine, columns if columns is not None else columnar.location(engine), customer_id)
     return {
         "customer_id": customer_id,
-        "deleted": {"customers": 1, "preferences": prefs, "events": events, "feedback_rejects": rejects},
+        "deleted": {"customers": 1, "preferences": prefs, "consent_changes": history, "events": events,
+                    "feedback_rejects": rejects},
         "columnar_copy": copy,
         "columnar_copy_error": copy_error,
         "outbox": outbox,
@@ -194,7 +196,7 @@ def _remove_mbox_entries(path: Path, keys: set[str]) -> int:
 def export(engine: Engine, customer_id: str) -> dict:
     """Everything stored about one customer, JSON-serializable; ``NotFound`` for an unknown id.
 
-    Keys: ``customer``, ``preferences``, ``events`` (oldest first),
+    Keys: ``customer``, ``preferences``, ``consent_changes`` (the consent history, oldest first), ``events`` (oldest first),
     ``decisions``, ``deliveries``, ``suppressed`` (whether the address is on
     the suppression list, and why).
     """
@@ -207,6 +209,7 @@ def export(engine: Engine, customer_id: str) -> dict:
         return {
             "customer": _plain(customer),
             "preferences": _rows(conn, select(P).where(P.c.customer_id == customer_id).order_by(P.c.topic)),
+            "consent_changes": _rows(conn, select(CC).where(CC.c.customer_id == customer_id).order_by(CC.c.id)),
             "events": _rows(conn, select(E).where(E.c.customer_id == customer_id).order_by(E.c.occurred_at, E.c.id)),
             "decisions": _rows(conn, select(DEC).where(of_customer(conn, DEC, customer_id)).order_by(DEC.c.id)),
             "deliveries": _rows(conn, select(DEL).where(of_customer(conn, DEL, customer_id)).order_by(DEL.c.id)),

@@ -58,6 +58,7 @@ EVENT_TYPES = (
     "email_clicked",
     "email_bounced_hard",
     "email_bounced_soft",
+    "email_bounced_blocked",
     "email_complained",
     "email_unsubscribed",
 )
@@ -120,6 +121,34 @@ class Preference(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
     #: Where the consent came from: import, signup-form, unsubscribe-link, esp-webhook ...
     source: str = Field(default="import", sa_column=Column(String(100), nullable=False, default="import"))
+
+
+class ConsentChange(SQLModel, table=True):
+    """One change of a ``preferences`` row, and where it came from: the consent history.
+
+    ``preferences`` holds the state the plan reads; this table says how it
+    got there, so ``relmail why`` can name the opt-out behind UNSUBSCRIBED
+    (:mod:`relmail.store.consent_log`). Stores upgraded from before it have no
+    rows for older changes.
+    """
+
+    __tablename__ = "consent_changes"
+    __table_args__ = (Index("ix_consent_changes_customer_topic", "customer_id", "topic", "id"),)
+
+    id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))
+    customer_id: str = Field(sa_column=Column(String(64), nullable=False))
+    topic: str = Field(sa_column=Column(String(100), nullable=False))
+    opted_in: bool = Field(nullable=False)
+    #: When the customer made the choice, as far as the source says (the row's ``updated_at``).
+    changed_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: When relmail wrote it: what a plan made at a given time can have seen.
+    recorded_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: ``preferences.source`` as written: unsubscribe-link, preference-page, esp-webhook, import ...
+    source: str = Field(sa_column=Column(String(100), nullable=False))
+    #: What exactly: the imported file, the provider and its event, one-click or the confirmation page.
+    detail: str | None = Field(default=None, sa_column=Column(String(300)))
+    #: The ``events.event_id`` of the feedback event that made the change, if one did.
+    event_id: str | None = Field(default=None, sa_column=Column(String(128)))
 
 
 class Event(SQLModel, table=True):
@@ -227,6 +256,8 @@ class Delivery(SQLModel, table=True):
         Index("ix_deliveries_run_status_id", "run_id", "status", "id"),
         # A bounce names the Message-ID of the e-mail it answers (relmail feedback bounces).
         Index("ix_deliveries_rfc_message_id", "rfc_message_id"),
+        # An SES identity notification names only the provider's id of the e-mail (mail.messageId).
+        Index("ix_deliveries_provider_id", "provider_id"),
     )
 
     id: int | None = Field(default=None, sa_column=Column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True))

@@ -151,7 +151,8 @@ class RelmailApp:
         if claims.trial:
             # A proof's or preview's link, clicked by whoever tests it: the customer keeps her choice.
             return self.page("refused.html", lang, reason="trial", **context)
-        result = unsubscribe(self.engine, claims, everything=scope == "all")
+        one_click = form.get("List-Unsubscribe") == "One-Click"
+        result = unsubscribe(self.engine, claims, everything=scope == "all", one_click=one_click)
         log.info("unsubscribe customer=%s scope=%s new=%s", claims.customer_id, "all" if scope == "all" else claims.topic,
                  result.total_applied)
         return self.page("unsubscribed.html", lang, **{**context, "topic": topic if scope == "topic" else None})

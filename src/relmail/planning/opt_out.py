@@ -1,0 +1,77 @@
+"""Where the opt-out behind an UNSUBSCRIBED decision came from, and when: for ``relmail why``.
+
+The decision logs what decided (``consent_global`` 0: the global
+preference; else ``unsubscribed_event``: an unsubscribe event after the last
+opt-in). The store says the rest: the consent history
+(:mod:`relmail.store.consent_log`) gives the change a plan made at the
+decision's time saw, with its source and detail; an unsubscribe event names
+its provider in its id. What the store does not record (a change made before
+it kept the history) is said to be not recorded, never guessed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.engine import Connection
+
+from ..feedback import PROVIDERS
+from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
+from ..rules.unsubscribed import decided_by_preference
+from ..store import consent_log
+from ..store.models import Event
+
+E = Event.__table__
+
+#: ``preferences.source`` -> how ``why`` names it.
+SOURCES = {
+    "unsubscribe-link": "unsubscribe link",
+    "preference-page": "preference page",
+    "esp-webhook": "ESP webhook",
+    "esp-import": "ESP export import",
+    "bounce-mailbox": "bounce mailbox",
+    "import": "import",
+    "suppression-list": "suppression list (an erased address imported again)",
+}
+
+#: The provider part of an unsubscribe event's id -> how ``why`` names it (events from before the history).
+_PROVIDERS = {LINK_PROVIDER: "unsubscribe link", PREFERENCES_PROVIDER: "preference page", "smtp": "bounce mailbox",
+              **{name: f"{name} event" for name in PROVIDERS}}
+
+#: ``updated_at`` of a consent flag an import gave no date (importers.history.UNDATED).
+_UNDATED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def label(change: consent_log.Change) -> str | None:
+    """``ESP webhook (ses complaint)``, ``import (customers.csv)`` ...; None when the source is not recorded."""
+    if change.source is None:
+        return None
+    name = SOURCES.get(change.source, f"import, source '{change.source}'")
+    return f"{name} ({change.detail})" if change.detail else name
+
+
+def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], decided_at: datetime,
+                   as_of: datetime) -> dict[str, Any]:
+    """``{"at": datetime | None, "source": str | None}`` of the opt-out an UNSUBSCRIBED decision made at ``decided_at`` saw.
+
+    ``source`` None: not recorded. ``at`` None: no date known (an undated import, or nothing on record).
+    """
+    if decided_by_preference(logged):
+        change = consent_log.change_in_force(conn, customer_id, "*", decided_at)
+        if change is None or change.opted_in:
+            return {"at": None, "source": None}
+        return {"at": None if change.changed_at == _UNDATED else change.changed_at, "source": label(change)}
+    event = conn.execute(
+        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_unsubscribed",
+                                                     E.c.occurred_at <= as_of)
+        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
+    ).first()
+    if event is None:
+        return {"at": None, "source": None}
+    change = consent_log.change_of_event(conn, customer_id, event.event_id) if event.event_id else None
+    if change is not None:
+        return {"at": event.occurred_at, "source": label(change)}
+    provider = (event.event_id or "").partition(":")[0]
+    return {"at": event.occurred_at, "source": _PROVIDERS.get(provider)}

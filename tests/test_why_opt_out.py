@@ -1,0 +1,134 @@
+"""relmail why names the opt-out behind UNSUBSCRIBED: when, and from where, for every way one arrives."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert
+from werkzeug.test import Client
+
+from relmail import tokens
+from relmail.feedback import import_file as import_feedback
+from relmail.feedback import ingest, provider
+from relmail.feedback.consent import unsubscribe, update_preferences
+from relmail.feedback.records import Record
+from relmail.importers import import_file
+from relmail.planning.run import plan
+from relmail.planning.why import explain, format_explanations
+from relmail.store.models import Event
+from relmail.web.app import make_app
+from test_plan import AS_OF, CAMPAIGN, WINDOW, _ev, build_shop
+
+KEY = "test-signing-key-not-secret"  # what the project fixture exports
+RUN = "weekly-2026-W47"
+#: When the customer opted out in the stories below: before the plan's as_of.
+AT = AS_OF - timedelta(days=3)
+STAMP = f"on {AT:%Y-%m-%d %H:%M} UTC"
+GLOBAL = "  UNSUBSCRIBED: opted out of all e-mail (global preference)"
+
+
+def claims(topic: str = "*"):
+    return tokens.verify(KEY, tokens.sign(KEY, "C-OK", topic, RUN))
+
+
+def sendgrid_event(kind: str) -> dict:
+    return {"email": "c-ok@example.org", "timestamp": int(AT.timestamp()), "event": kind, "sg_event_id": f"sg-{kind}"}
+
+
+def by_link(project, engine, tmp_path):
+    unsubscribe(engine, claims(), everything=True, now=AT)
+
+
+def by_one_click(project, engine, tmp_path):
+    # The mail program's RFC 8058 button, through the app as it arrives.
+    client = Client(make_app(project, engine))
+    response = client.post(f"/unsubscribe/{tokens.sign(KEY, 'C-OK', '*', RUN)}", data="List-Unsubscribe=One-Click",
+                           content_type="application/x-www-form-urlencoded")
+    assert response.status_code == 200, response.text
+
+
+def by_preference_page(project, engine, tmp_path):
+    update_preferences(engine, claims(), subscribed=set(), unsubscribe_all=True, max_per_week=None,
+                       topics=["promotions", "service"], now=AT)
+
+
+def by_import(project, engine, tmp_path):
+    path = tmp_path / "crm-consent.csv"
+    path.write_text(f"customer_id,topic,opted_in,updated_at\nC-OK,*,false,{AT.isoformat()}\n", encoding="utf-8")
+    import_file(engine, "preferences", path.name)  # the name as given on the command line
+
+
+def by_webhook(kind: str):
+    def apply(project, engine, tmp_path):
+        batch = provider("sendgrid", now=lambda: AS_OF).parse_records([Record(0, sendgrid_event(kind))], "webhook")
+        assert ingest(engine, batch).opt_outs == 1
+    return apply
+
+
+def by_esp_export(project, engine, tmp_path):
+    path = tmp_path / "sendgrid-export.json"
+    path.write_text(json.dumps([sendgrid_event("unsubscribe")]), encoding="utf-8")
+    assert import_feedback(engine, path.name, "sendgrid").opt_outs == 1
+
+
+@pytest.mark.parametrize("opt_out, said", [
+    (by_link, f"{GLOBAL} {STAMP}; source: unsubscribe link (confirmation page)"),
+    (by_one_click, "; source: unsubscribe link (one-click List-Unsubscribe)"),
+    (by_preference_page, f"{GLOBAL} {STAMP}; source: preference page"),
+    (by_import, f"{GLOBAL} {STAMP}; source: import (crm-consent.csv)"),
+    (by_webhook("unsubscribe"), f"{GLOBAL} {STAMP}; source: ESP webhook (sendgrid unsubscribe)"),
+    (by_webhook("spamreport"), f"{GLOBAL} {STAMP}; source: ESP webhook (sendgrid complaint)"),
+    (by_esp_export, f"{GLOBAL} {STAMP}; source: ESP export import (sendgrid unsubscribe; sendgrid-export.json)"),
+], ids=["link", "one-click", "preference-page", "import", "webhook-unsubscribe", "webhook-complaint", "esp-export"])
+def test_why_says_when_and_from_where_the_opt_out_came(project, engine, tmp_path, monkeypatch, opt_out, said):
+    monkeypatch.chdir(tmp_path)  # the import's file name as given
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    opt_out(project, engine, tmp_path)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    facts, exps = explain(engine, "C-OK")
+    lines = [line for line in format_explanations(facts, exps).splitlines() if "UNSUBSCRIBED" in line]
+    assert lines and all(line.endswith(said) for line in lines), lines
+    assert exps[0].as_dict()["opt_out"]["source"] == said.split("; source: ")[1]
+
+
+def test_why_names_the_opt_out_the_plan_saw_not_a_later_change(project, engine, tmp_path):
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    unsubscribe(engine, claims(), everything=True, now=AT)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    # Back in through the preference page after the plan: the decision was still the link's.
+    update_preferences(engine, claims(), subscribed={"promotions"}, unsubscribe_all=False, max_per_week=None,
+                       topics=["promotions", "service"], now=AS_OF + timedelta(days=1))
+    text = format_explanations(*explain(engine, "C-OK"))
+    assert f"{GLOBAL} {STAMP}; source: unsubscribe link (confirmation page)" in text.splitlines()
+
+
+def test_an_opt_out_from_before_the_history_says_its_source_is_not_recorded(project, engine):
+    # build_shop writes C-UNSUB's opt-out straight into preferences, as a store upgraded from an older relmail holds it.
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    facts, exps = explain(engine, "C-UNSUB")
+    text = format_explanations(facts, exps)
+    assert f"{GLOBAL} on {AS_OF - timedelta(days=10):%Y-%m-%d %H:%M} UTC; source not recorded" in text.splitlines()
+    assert exps[0].as_dict()["opt_out"] == {"at": (AS_OF - timedelta(days=10)).isoformat(), "source": None}
+
+
+@pytest.mark.parametrize("event_id, said", [
+    ("link:h:0123", "; source: unsubscribe link"),  # relmail's own link, before the history was kept
+    ("postmark:Bounce:77", "; source: postmark event"),
+    ("crm-4711", "; source not recorded"),  # an event imported from another system
+    (None, "; source not recorded"),
+])
+def test_an_unsubscribe_event_names_its_provider_when_the_history_has_nothing(project, engine, event_id, said):
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__), [_ev("C-OK", "email_unsubscribed", 2, event_id=event_id)])
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    stamp = f"on {AS_OF - timedelta(days=2):%Y-%m-%d %H:%M} UTC"
+    line = f"  UNSUBSCRIBED: unsubscribed (link or provider event) after the last opt-in {stamp}{said}"
+    assert line in format_explanations(*explain(engine, "C-OK")).splitlines()
