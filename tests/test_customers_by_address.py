@@ -146,3 +146,25 @@ def test_a_store_made_before_the_index_gets_it_on_upgrade_and_the_look_up_reads_
             assert customers_by_address(conn, batch) == {"Klant.7@mail.example": "C7"}
     finally:
         engine.dispose()
+
+
+def test_feedback_finds_every_owner_of_an_address_in_any_case_through_the_index(engine):
+    # A bounce or an opt-out is the mailbox's: every customer with the address, found through lower(email).
+    from sqlalchemy import event
+
+    from relmail.feedback.apply import owners_by_address
+
+    with engine.begin() as conn:
+        conn.execute(insert(C), [{"id": cid, "email": email, "attributes": {}} for cid, email in
+                                 (("C1", "Kim.Dekker@Mail.example"), ("C2", "kim.dekker@mail.example"), ("C3", "anna@mail.example"))])
+    seen: list[tuple[str, object]] = []
+    with engine.connect() as conn:
+        event.listen(conn, "before_cursor_execute", lambda c, cur, sql, params, ctx, many: seen.append((sql, params)))
+        assert owners_by_address(conn, {"kim.dekker@mail.example"}) == {"kim.dekker@mail.example": ["C1", "C2"]}
+        sql, params = next((s, p) for s, p in seen if "customers" in s)
+        if conn.dialect.name == "sqlite":
+            plan = " ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params))
+        else:
+            conn.exec_driver_sql("SET enable_seqscan = off")  # three rows: a scan would be cheaper
+            plan = " ".join(row[0] for row in conn.exec_driver_sql(f"EXPLAIN {sql}", params))
+        assert "ix_customers_email_lower" in plan

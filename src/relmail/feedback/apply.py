@@ -19,13 +19,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from ..store import aggregates, consent_log
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
-from ..store.models import Customer, Delivery, Event, Preference
+from ..store.models import EMAIL_LOWER, Customer, Delivery, Event, Preference
 from ..tokens import TRIAL_RUNS
 from .events import LINK_PROVIDER, OPT_OUT_TYPES, PREFERENCES_PROVIDER, FeedbackEvent
 from .records import InvalidEvent
@@ -93,11 +93,14 @@ def _existing_customers(conn: Connection, ids: set[str]) -> set[str]:
     return found
 
 
-def customers_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[str]]:
-    """Normalized address -> customer ids (an address may belong to several)."""
+def owners_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[str]]:
+    """Normalized address -> every customer with it (a bounce or an opt-out is the mailbox's, whoever shares it).
+
+    Compared lower-cased, as imports store addresses in the case they came
+    in, through the customers' ``lower(email)`` index.
+    """
     table = Customer.__table__
-    # Compare lower-cased in SQL too: imported addresses may keep their case.
-    key = func.lower(func.trim(table.c.email))
+    key = EMAIL_LOWER
     # A provider reports an umlaut domain in the IDNA form it was sent to (xn--mller-kva.example);
     # the store keeps it as imported (müller.example).
     asked = {address: address for address in addresses}
@@ -194,7 +197,7 @@ def resolve(conn: Connection, events: Sequence[FeedbackEvent]) -> tuple[list[tup
     """
     known = _existing_customers(conn, {e.customer_id for e in events if e.customer_id})
     need_address = {normalize(e.recipient) for e in events if e.customer_id not in known and e.recipient}
-    by_address = customers_by_address(conn, need_address) if need_address else {}
+    by_address = owners_by_address(conn, need_address) if need_address else {}
     pairs: list[tuple[str, str, FeedbackEvent]] = []
     unknown = 0
     for event in events:

@@ -32,7 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from ..errors import Problem, ValidationError
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
-from .apply import ApplyResult, chunks, customers_by_address
+from .apply import ApplyResult, chunks, owners_by_address
 from .dsn import Outcome, Report, parse
 from .events import FeedbackEvent, derived_id
 from .ingest import ingest
@@ -247,7 +247,7 @@ def _sent_to(conn: Connection, addresses: set[str]) -> dict[str, list[tuple[date
     customer index: one joined statement lets SQLite read every event.
     """
     E = Event.__table__
-    owner = {customer: address for address, customers in customers_by_address(conn, addresses).items()
+    owner = {customer: address for address, customers in owners_by_address(conn, addresses).items()
              for customer in customers}
     out: dict[str, list[tuple[datetime, str, str, str]]] = {address: [] for address in addresses}
     for chunk in chunks(sorted(owner)):
