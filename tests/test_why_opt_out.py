@@ -132,3 +132,31 @@ def test_an_unsubscribe_event_names_its_provider_when_the_history_has_nothing(pr
     stamp = f"on {AS_OF - timedelta(days=2):%Y-%m-%d %H:%M} UTC"
     line = f"  UNSUBSCRIBED: unsubscribed (link or provider event) after the last opt-in {stamp}{said}"
     assert line in format_explanations(*explain(engine, "C-OK")).splitlines()
+
+
+def test_a_rehearsal_on_relmails_clock_names_the_opt_out_it_saw(project, engine, tmp_path, monkeypatch):
+    # RELMAIL_NOW: the opt-out through the app and the plan are both on relmail's clock, not the machine's.
+    from relmail.windows import ENV_NOW
+
+    monkeypatch.setenv(ENV_NOW, (AS_OF - timedelta(hours=1)).isoformat())
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    by_one_click(project, engine, tmp_path)
+    monkeypatch.setenv(ENV_NOW, (AS_OF + timedelta(hours=1)).isoformat())
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    lines = [line for line in format_explanations(*explain(engine, "C-OK")).splitlines() if "UNSUBSCRIBED" in line]
+    assert lines and all(line.endswith("; source: unsubscribe link (one-click List-Unsubscribe)") for line in lines), lines
+
+
+def test_demo_replace_leaves_no_consent_history_of_the_store_it_replaced(project, engine):
+    from sqlalchemy import func, select
+
+    from relmail.demo.store import clear
+    from relmail.store.models import ConsentChange
+
+    build_shop(engine)
+    unsubscribe(engine, claims(), everything=True, now=AT)
+    with engine.begin() as conn:
+        assert conn.execute(select(func.count()).select_from(ConsentChange.__table__)).scalar_one() == 1
+        clear(conn)
+        assert conn.execute(select(func.count()).select_from(ConsentChange.__table__)).scalar_one() == 0

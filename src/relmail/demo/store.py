@@ -16,12 +16,12 @@ from sqlalchemy.schema import CreateIndex, DropIndex
 
 from ..errors import Conflict
 from ..store import columnar
-from ..store.models import Customer, Decision, Delivery, Event, Meta, Preference, Product, Run
+from ..store.models import ConsentChange, Customer, Decision, Delivery, Event, Meta, Preference, Product, Run
 
 #: The tables ``relmail demo`` fills or, with ``--replace``, empties.  The
 #: suppression list is not among them: an erased address stays suppressed
 #: whatever happens to the demo data.
-STORE_TABLES = (Event, Preference, Customer, Product, Decision, Delivery, Run)
+STORE_TABLES = (Event, Preference, ConsentChange, Customer, Product, Decision, Delivery, Run)
 
 CUSTOMER_COLUMNS = ("id", "email", "first_name", "last_name", "locale", "timezone", "created_at", "attributes")
 PREFERENCE_COLUMNS = ("customer_id", "topic", "opted_in", "max_per_week", "updated_at", "source")

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
+from ..windows import current_time
 from .models import ConsentChange, Preference
 
 T = ConsentChange.__table__
@@ -46,7 +47,8 @@ class Change:
 
 def record(conn: Connection, rows: Iterable[Mapping[str, Any]], now: datetime | None = None) -> int:
     """Append changes: ``customer_id``, ``topic``, ``opted_in``, ``changed_at``, ``source``, optional ``detail`` and ``event_id``."""
-    recorded_at = now or datetime.now(UTC)
+    # relmail's clock, as a decision's created_at: why compares the two (RELMAIL_NOW in a rehearsal).
+    recorded_at = now or current_time()
     out = [{"customer_id": r["customer_id"], "topic": r["topic"], "opted_in": bool(r["opted_in"]),
             "changed_at": r["changed_at"], "recorded_at": recorded_at, "source": r["source"],
             "detail": (r.get("detail") or None) and str(r["detail"])[:_MAX_DETAIL], "event_id": r.get("event_id")}
