@@ -69,7 +69,7 @@ def test_a_misspelt_topic_through_the_cli_in_a_campaign_and_in_a_segment(project
     planned = relmail(project, *PLAN, "--json")
     assert planned.exit_code == 4
     (problem,) = json.loads(planned.stdout)["problems"]
-    assert "no consent record or e-mail names it; did you mean 'newsletters-weekly'? " in problem["message"]
+    assert "no consent record names it; did you mean 'newsletters-weekly'? " in problem["message"]
     (project.segments_dir / "readers.yml").write_text("name: readers\nconsent: {topic: newsletters-weekyl}\n")
     shown = json.loads(relmail(project, "segments", "show", "readers", "--json").stdout)
     assert shown["warnings"][0].endswith("no consent record or e-mail names it; did you mean 'newsletters-weekly'?")

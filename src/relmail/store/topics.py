@@ -7,7 +7,9 @@ a consent record names it, or an e-mail event names it (a message of that
 topic was mailed). The campaign check that refuses a misspelt topic, the
 plan's consent warning and ``relmail segments show`` all ask
 :func:`unknown_topics`, so a topic one of them calls a likely misspelling is
-the one the others do.
+the one the others do. A topic close to a declared or recorded one is a
+likely misspelling even when e-mails name it: the refusal asks only that
+(an earlier send or an events import with the typo must not make it pass).
 """
 
 from __future__ import annotations
@@ -40,9 +42,11 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
     ``declared`` are the topics of ``[topics]`` in ``relmail.toml``; ``*``
     (every topic) is always known. Suggestions come from the declared and
     recorded topics: listing every e-mail event's topic would read the whole
-    events table. ``misspelt_only``: only the unknown topics with a
-    suggestion (what a plan refuses); a new topic is then not looked for in
-    the e-mail events, which for a topic never mailed means reading them all.
+    events table. ``misspelt_only``: the topics close to a declared or
+    recorded one, what a plan refuses, whether or not an e-mail names them:
+    an events import or an earlier send with the misspelt topic must not
+    make the misspelling pass (declaring it under ``[topics]`` does); the
+    e-mail events are then not read at all.
     """
     declared = set(declared)
     asked = set(named) - declared - {"*"}
@@ -55,7 +59,7 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
         known = declared | recorded
         meant = {topic: likely(topic, known, CLOSE) for topic in sorted(asked - recorded)}
         if misspelt_only:
-            meant = {topic: close for topic, close in meant.items() if close is not None}
+            return {topic: close for topic, close in meant.items() if close is not None}
         if meant:
             # The events table has no index on topic: each topic's EXISTS stops at its first e-mail.
             for mailed in which_exist(conn, {topic: E.c.topic == topic for topic in meant}):
@@ -63,6 +67,6 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
     return meant
 
 
-def not_known(topic: str) -> str:
-    """How every message says that ``topic`` is not known."""
-    return f"topic '{topic}' is not declared under [topics] in relmail.toml and no consent record or e-mail names it"
+def not_known(topic: str, mailed_counts: bool = True) -> str:
+    """How every message says that ``topic`` is not known (``mailed_counts``: an e-mail naming it would have made it known)."""
+    return f"topic '{topic}' is not declared under [topics] in relmail.toml and no consent record{' or e-mail' * mailed_counts} names it"
