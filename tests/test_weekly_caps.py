@@ -104,3 +104,19 @@ def test_pending_sends_of_other_runs_count_by_the_day_their_run_was_planned(shop
     as_of = _local(2026, 3, 30, 6, 0)
     result = plan(shop, engine, "news", _window(as_of), as_of=as_of, dry_run=True)
     assert result.decisions.action.tolist() == [action], result.decisions.reasons.tolist()
+
+
+@pytest.mark.parametrize("ahead, action", [(44, "suppress"), (45, "send")])
+def test_a_recurring_messages_pending_issue_counts_as_far_as_its_repeat_after_days_reaches(shop, engine, ahead, action):
+    """``repeat_after_days: 45``: an issue another run planned 44 days ahead (not sent yet) counts as already sent,
+    though it lies beyond the caps' 30 days; 45 days ahead it no longer does."""
+    monthly = NEWSLETTER.replace("repeat_after_days: 7", "repeat_after_days: 45").replace(
+        "min_relevance: 0", "min_relevance: 0\n  topic_frequency_cap: {}")
+    (shop.campaigns_dir / "news.yml").write_text(monthly, encoding="utf-8")
+    as_of = _local(2026, 3, 2, 6, 0)
+    later = as_of + timedelta(days=ahead)
+    plan(shop, engine, "news", _window(later), as_of=later)
+    result = plan(shop, engine, "news", _window(as_of), as_of=as_of, dry_run=True)
+    assert result.decisions.action.tolist() == [action], result.decisions.reasons.tolist()
+    if action == "suppress":
+        assert result.decisions.reasons.tolist() == ["ALREADY_SENT"]

@@ -55,7 +55,7 @@ def window_features(copy: Copy, ids: np.ndarray, as_of: datetime, contexts: dict
     topics = sorted({ctx.topic for ctx in contexts.values() if ctx.topic is not None})
     for name in ("frequency_365", "monetary_365", "opens_30", "opens_90", "clicks_30", "clicks_90", "sends_7", "sends_30",
                  "sends_90", *[f"{k}.category_affinity" for k in affinity], *[f"{k}.feature_usage_30" for k in users],
-                 *[f"topic:{tp}:{d}" for tp in topics for d in (7, 30)]):
+                 *[f"topic:{tp}:{d}" for tp in topics for d in CAP_DAYS]):
         zeros(name)
     if n == 0:
         return out

@@ -64,23 +64,25 @@ def kept_decisions(conn: Connection, run_id: str) -> dict[str, set[str]]:
     return out
 
 
-#: Calendar days either side of a plan's as-of day whose runs' pending sends can count: the longest cap window's.
+#: Calendar days either side of a plan's as-of day whose runs' pending sends can count: the longest cap
+#: window's, or a campaign's longest ``repeat_after_days`` where that is longer.
 REACH = 30
 
 
-def pending(conn: Connection, run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None) -> list[tuple]:
+def pending(conn: Connection, run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None,
+            reach: int = REACH) -> list[tuple]:
     """(customer, message, topic, run as_of) of every send not delivered yet that counts.
 
     Those of runs whose as-of day (in time zone ``tz``) is less than
-    :data:`REACH` days from ``as_of``'s. ``customers``: (first, last) id of
+    ``reach`` days from ``as_of``'s. ``customers``: (first, last) id of
     the customers asked about (a plan range); their sends are read from the
     partial index of sends and hold-outs, run by run, so the read grows with
     the sends of those customers, not with the decisions the ledger holds.
     """
-    return conn.execute(pending_statement(run_id, as_of, tz, customers)).all()
+    return conn.execute(pending_statement(run_id, as_of, tz, customers, reach)).all()
 
 
-def pending_statement(run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None):
+def pending_statement(run_id: str, as_of: datetime, tz: str, customers: tuple[str, str] | None = None, reach: int = REACH):
     """The SELECT of :func:`pending`."""
     day = local_day(as_of, tz)
     settled = select(DEL.c.id).where(
@@ -94,8 +96,8 @@ def pending_statement(run_id: str, as_of: datetime, tz: str, customers: tuple[st
             # Literally the partial index's predicate: SQLite uses such an index only for a query that says it.
             text(f"decisions.{NOT_SUPPRESSED}"),
             DEC.c.action == "send",
-            RUNS.c.as_of >= when(local_midnight(day - timedelta(days=REACH - 1), tz)),
-            RUNS.c.as_of < when(local_midnight(day + timedelta(days=REACH), tz)),
+            RUNS.c.as_of >= when(local_midnight(day - timedelta(days=reach - 1), tz)),
+            RUNS.c.as_of < when(local_midnight(day + timedelta(days=reach), tz)),
             or_(and_(DEC.c.run_id != run_id, ~settled), and_(DEC.c.run_id == run_id, in_flight_here)),
         )
     )
@@ -117,7 +119,8 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
     """Add the columns described in the module docstring to ``frame`` (in place); days are calendar days in ``tz``."""
     ids = frame.customer_ids
     within = (str(ids[0]), str(ids[-1])) if len(ids) and code_point_order(conn) else None
-    rows = pending(conn, run_id, as_of, tz, within) if len(ids) else []
+    reach = max([REACH, *(m.repeat_after_days for m in campaign.messages if m.repeat_after_days)])
+    rows = pending(conn, run_id, as_of, tz, within, reach) if len(ids) else []
     customer_col, message_col, topic_col, as_of_col = zip(*rows) if rows else ((), (), (), ())
     customers = np.array(customer_col, dtype=str)
     messages = np.array(message_col, dtype=object)
@@ -125,18 +128,18 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
     # Days between each run's as-of day and this plan's: worked out once per run, looked up per send.
     day = local_day(as_of, tz)
     apart = {t: abs((local_day(t, tz) - day).days) for t in set(as_of_col)}
-    days = np.fromiter(map(apart.__getitem__, as_of_col), dtype=np.int64, count=len(as_of_col))
-    near7 = days < 7
+    apart_days = np.fromiter(map(apart.__getitem__, as_of_col), dtype=np.int64, count=len(as_of_col))
+    near7, near30 = apart_days < 7, apart_days < 30
     frame.columns["planned_7"] = _counts(ids, customers[near7])
-    frame.columns["planned_30"] = _counts(ids, customers)
+    frame.columns["planned_30"] = _counts(ids, customers[near30])
     for m in campaign.messages:
         on_topic = topics == m.topic
         frame.columns[f"{m.id}.topic_planned_7"] = _counts(ids, customers[near7 & on_topic])
-        frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, customers[on_topic])
+        frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, customers[near30 & on_topic])
         gap = m.repeat_after_days
         same = messages == m.id
         if gap is not None:
-            same &= days < gap
+            same &= apart_days < gap
         frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[same])
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
