@@ -2,7 +2,8 @@
 
 One row per decision, with the reason codes and, in ``explanation``, the
 sentence ``relmail why`` gives for each (``CODE: sentence; ...``), built
-from the decision's logged features as ``why`` builds it. The customer's
+from the decision's logged features as ``why`` builds it (``why`` adds when
+and from where an opt-out came, a look-up in the store per customer). The customer's
 contact details are columns only when asked for (``with_contact``): a
 suppression list without them can go anywhere an id may.
 """
