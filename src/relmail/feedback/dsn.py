@@ -37,7 +37,7 @@ from email.utils import parseaddr, parsedate_to_datetime
 from flufl.bounce import all_failures
 
 from .. import timestamps
-from .blocks import BLOCKED, SENDER_SIDE, sender_side, status_in
+from .blocks import BLOCKED, sender_side, status_in
 from .records import FieldError
 
 # A detector that fails is logged by flufl.bounce with its traceback before it
@@ -54,13 +54,6 @@ _OUT_OF_OFFICE = re.compile(
     re.I,
 )
 _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
-
-#: Permanent failures (5.x.x) that do not say the address is dead: a full
-#: mailbox (X.2.2) counts as soft; the message (too big, its content) or the
-#: sender (policy, reputation, DMARC) refused is a block
-#: (:data:`~relmail.feedback.blocks.SENDER_SIDE`). Suppressing every customer
-#: at a provider because it blocked one send would be wrong.
-_NOT_THE_ADDRESS = ((2, 2), *SENDER_SIDE)
 
 
 @dataclass(frozen=True)
@@ -299,11 +292,12 @@ def _from_mail_system(msg: Message) -> bool:
 
 
 def _says_address(status: str | None) -> bool:
-    """A permanent status about the address (not the message or the sender): see :data:`_NOT_THE_ADDRESS`."""
+    """A permanent status about the address: not a full mailbox (X.2.2, soft), nor the message (too big, its content)
+    or the sender (policy, reputation, DMARC) refused, a block (:func:`~relmail.feedback.blocks.sender_side`).
+    Suppressing every customer at a provider because it blocked one send would be wrong."""
     if status is None:
         return True
-    _, subject, detail = (int(n) for n in status.split("."))
-    return not any(subject == s and (d is None or detail == d) for s, d in _NOT_THE_ADDRESS)
+    return not (status.split(".", 1)[1] == "2.2" or sender_side(status))
 
 
 def _soft(status: str | None) -> str:

@@ -21,9 +21,9 @@ the signature.
 Bounce kinds follow SES's bounce types: ``Permanent`` is a hard bounce;
 ``Transient`` ``ContentRejected``, ``AttachmentRejected`` and
 ``MessageTooLarge`` refuse the message, not the mailbox, and are blocks
-(:mod:`.blocks`), as is a ``Transient`` ``General`` bounce whose recipient
-status is about the sender or message (``5.7.1``); the other ``Transient``
-and ``Undetermined`` bounces are soft.
+(:mod:`.blocks`), as is any other ``Transient`` or ``Undetermined`` bounce
+whose recipient status is about the sender or message (``5.7.1``); the
+rest of them are soft.
 
 Export files: JSON Lines (one SES event per line, as Kinesis Firehose
 writes them to S3), a JSON array, or either of these holding SNS envelopes.

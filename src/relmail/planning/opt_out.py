@@ -11,7 +11,7 @@ it kept the history) is said to be not recorded, never guessed.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -19,6 +19,7 @@ from sqlalchemy.engine import Connection
 
 from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
+from ..importers.history import UNDATED
 from ..rules.unsubscribed import decided_by_preference
 from ..store import consent_log
 from ..store.models import Event
@@ -41,7 +42,6 @@ _PROVIDERS = {LINK_PROVIDER: "unsubscribe link", PREFERENCES_PROVIDER: "preferen
               **{name: f"{name} event" for name in PROVIDERS}}
 
 #: ``updated_at`` of a consent flag an import gave no date (importers.history.UNDATED).
-_UNDATED = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def label(change: consent_log.Change) -> str | None:
@@ -62,7 +62,7 @@ def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], d
         change = consent_log.change_in_force(conn, customer_id, "*", decided_at)
         if change is None or change.opted_in:
             return {"at": None, "source": None}
-        return {"at": None if change.changed_at == _UNDATED else change.changed_at, "source": label(change)}
+        return {"at": None if change.changed_at == UNDATED else change.changed_at, "source": label(change)}
     event = conn.execute(
         select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_unsubscribed",
                                                      E.c.occurred_at <= as_of)

@@ -206,8 +206,8 @@ def _feedback(conn, run_id: str, as_of) -> dict[str | None, dict[str, int]]:
     e-mails sent. The run's total also counts what names the run but no message (an unsubscribe
     link signed for the run), and counts a customer once however many of the run's e-mails they had.
     The events are read once, through the (type, time) index from the run's as-of time on, not
-    through the store's whole history of e-mail events: the run's count of a type is the sum, over
-    its messages, of the customers whose first event of that type in the run is of the message.
+    through the store's whole history of e-mail events: the run's count of a type is the number of
+    rows flagged ``first``, one per (type, customer), whichever of the run's e-mails it came with.
     """
     types = {STORE_TYPES[t]: t for t in FEEDBACK}
     first_in_run = func.row_number().over(partition_by=(EVENTS.c.type, EVENTS.c.customer_id))
