@@ -76,13 +76,15 @@ def implausible(when: datetime, now: datetime | None = None) -> str | None:
     Without ``now`` the latest plausible time is relmail's clock's
     (:func:`relmail.windows.current_time`: ``$RELMAIL_NOW`` when set, so a
     rehearsal of a later week imports that week's exports), refreshed once a
-    minute: imports check millions of values, and a minute changes nothing
-    next to a day of tolerance.
+    minute, and the variable read at most once a second unless a time lies
+    past the bound: imports check millions of values, a minute changes
+    nothing next to a day of tolerance, and reading the environment costs
+    as much as the rest of the check.
     """
     if now is None:
         if wholly_past(when):
             return None
-        latest = _latest()
+        latest = _latest(when)
     else:
         latest = now + FUTURE_TOLERANCE
     if when > latest:
@@ -103,15 +105,19 @@ def wholly_past(when: datetime) -> bool:
     out of the per-value path of large imports.
     """
     return EARLIEST.year < when.year < _YEAR_AT_START
-_cached: list[Any] = [float("-inf"), None, EARLIEST]
+#: (when the bound was computed, when $RELMAIL_NOW was last read, its value then, the bound).
+_cached: list[Any] = [float("-inf"), float("-inf"), None, EARLIEST]
 
 
-def _latest() -> datetime:
+def _latest(when: datetime) -> datetime:
     tick = time.monotonic()
+    if when <= _cached[3] and tick - _cached[1] < 1:
+        return _cached[3]
     fixed = os.environ.get(ENV_NOW)
-    if tick - _cached[0] > 60 or fixed != _cached[1]:
-        _cached[:] = [tick, fixed, current_time() + FUTURE_TOLERANCE]
-    return _cached[2]
+    _cached[1] = tick
+    if tick - _cached[0] > 60 or fixed != _cached[2]:
+        _cached[0], _cached[2], _cached[3] = tick, fixed, current_time() + FUTURE_TOLERANCE
+    return _cached[3]
 
 
 def _span(delta: timedelta) -> str:
