@@ -98,11 +98,13 @@ def test_hard_rules_cannot_be_switched_off_but_others_can():
 def test_explanations_come_from_logged_values():
     assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == "3 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"
     assert RULES["FREQUENCY_CAP"].explain({"sends_7": 1, "planned_7": 1, "frequency_wish": 2, "cap_7d": 2}) == (
-        "2 e-mails (1 sent, 1 planned) within 7 calendar days (the plan's day and the 6 before), cap is 2 (the customer's own wish)")
+        "2 e-mails (1 sent, 1 planned) within 7 calendar days (the plan's day and the 6 before; planned: by runs of the 6 days "
+        "either side), cap is 2 (the customer's own wish)")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "promotions", "topic_sends_7": 1, "topic_planned_30": 1,
                                                  "topic_sends_30": 2, "topic_cap_7d": 1, "topic_cap_30d": 3}) == (
         "1 e-mail on 'promotions' within 7 calendar days (the plan's day and the 6 before), cap is 1; "
-        "3 e-mails on 'promotions' (2 sent, 1 planned) within 30 calendar days (the plan's day and the 29 before), cap is 3")
+        "3 e-mails on 'promotions' (2 sent, 1 planned) within 30 calendar days (the plan's day and the 29 before; planned: by runs "
+        "of the 29 days either side), cap is 3")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "news", "topic_sends_7": 1, "topic_cap_7d": 2}) == (
         "frequency cap for the topic reached")  # under every logged cap: the rule's summary
     assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 7}) == (

@@ -98,9 +98,11 @@ def plural(count: float, word: str) -> str:
     return f"{n(count)} {word}{'' if count == 1 else 's'}"
 
 
-def calendar_days(days: float) -> str:
+def calendar_days(days: float, planned: float = 0) -> str:
     """Where the sends a cap or ``repeat_after_days`` counts lie: calendar days ending with the plan's
-    (in the project's time zone; see :func:`relmail.windows.days_start`)."""
+    (in the project's time zone; see :func:`relmail.windows.days_start`). With ``planned`` sends of other
+    runs, where those runs lie: planned less than ``days`` days from the plan's day, before or after it."""
     if days <= 1:
-        return "on the plan's day"
-    return f"within {n(days)} calendar days (the plan's day and the {n(days - 1)} before)"
+        return "on the plan's day" + (" (planned: by runs of that day)" if planned else "")
+    ahead = f"; planned: by runs of the {n(days - 1)} days either side" if planned else ""
+    return f"within {n(days)} calendar days (the plan's day and the {n(days - 1)} before{ahead})"

@@ -66,6 +66,6 @@ class FrequencyCap(Rule):
         wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
         for days, sent, planned, cap in reached(logged, "cap", ""):
             why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
-            parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days)}, "
+            parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days, planned)}, "
                          f"cap is {n(cap)}{why}")
         return "; ".join(parts) or self.summary

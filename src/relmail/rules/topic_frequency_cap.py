@@ -34,6 +34,6 @@ class TopicFrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
-        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days)}, "
+        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days, planned)}, "
                  f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
         return "; ".join(parts) or self.summary
