@@ -95,22 +95,34 @@ def test_hard_rules_cannot_be_switched_off_but_others_can():
     assert "FATIGUE" not in {r.code for r in rules_for(camp.messages[0])}
 
 
+#: What a plan logs with the caps' limits since their windows are calendar days.
+CAL = {"calendar_days": 1}
+
+
+def test_a_decision_logged_before_the_calendar_day_windows_is_explained_as_its_plan_counted():
+    # Its plan counted the 7 days before its as-of time to the minute: why must not say calendar days.
+    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == (
+        "3 e-mails in the last 7 days, cap is 2")
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 7}) == (
+        "this message was already sent to the customer in the last 7 days; it repeats at most every 7 days")
+
+
 def test_explanations_come_from_logged_values():
-    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8}) == "3 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"
-    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 1, "planned_7": 1, "frequency_wish": 2, "cap_7d": 2}) == (
+    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 3, "frequency_wish": None, "cap_7d": 2, "cap_30d": 8, **CAL}) == "3 e-mails within 7 calendar days (the plan's day and the 6 before), cap is 2"
+    assert RULES["FREQUENCY_CAP"].explain({"sends_7": 1, "planned_7": 1, "frequency_wish": 2, "cap_7d": 2, **CAL}) == (
         "2 e-mails (1 sent, 1 planned) within 7 calendar days (the plan's day and the 6 before; planned: by runs of the 6 days "
         "either side), cap is 2 (the customer's own wish)")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "promotions", "topic_sends_7": 1, "topic_planned_30": 1,
-                                                 "topic_sends_30": 2, "topic_cap_7d": 1, "topic_cap_30d": 3}) == (
+                                                 "topic_sends_30": 2, "topic_cap_7d": 1, "topic_cap_30d": 3, **CAL}) == (
         "1 e-mail on 'promotions' within 7 calendar days (the plan's day and the 6 before), cap is 1; "
         "3 e-mails on 'promotions' (2 sent, 1 planned) within 30 calendar days (the plan's day and the 29 before; planned: by runs "
         "of the 29 days either side), cap is 3")
     assert RULES["TOPIC_FREQUENCY_CAP"].explain({"topic": "news", "topic_sends_7": 1, "topic_cap_7d": 2}) == (
         "frequency cap for the topic reached")  # under every logged cap: the rule's summary
-    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 7}) == (
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 7, **CAL}) == (
         "this message was already sent to the customer within 7 calendar days (the plan's day and the 6 before); "
         "it repeats at most every 7 days")
-    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 1}) == (
+    assert RULES["ALREADY_SENT"].explain({"already_sent": 1, "repeat_after_days": 1, **CAL}) == (
         "this message was already sent to the customer on the plan's day; it repeats at most every 1 day")
     assert RULES["ALREADY_SENT"].explain({"already_sent": 0, "planned_same": 1, "repeat_after_days": 7}) == (
         "this message is already planned for the customer in another run, planned for a day less than 7 days from the "

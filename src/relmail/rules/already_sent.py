@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, calendar_days, n, num, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -26,14 +26,14 @@ class AlreadySent(Rule):
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         sent = self.is_one(self.col(frame, message, "k.already_sent"))
         gap = message.repeat_after_days
-        detail = {} if gap is None else {"repeat_after_days": float(gap)}
+        detail = {} if gap is None else {"repeat_after_days": float(gap), **CALENDAR}
         return RuleFindings(sent | (self.col(frame, message, "k.planned_same") > 0), detail)
 
     def explain(self, logged) -> str:
         gap = logged.get("repeat_after_days")
         repeats = f"; it repeats at most every {plural(gap, 'day')}" if gap else ""
         if num(logged, "already_sent") >= 0.5:
-            return f"this message was already sent to the customer{f' {calendar_days(gap)}' if gap else ''}{repeats}"
+            return f"this message was already sent to the customer{f' {calendar_days(gap, logged=logged)}' if gap else ''}{repeats}"
         # Another run's pending send counts from either side: it may be planned ahead.
         near = f", planned for a day less than {n(gap)} days from the plan's" if gap else ""
         return f"this message is already planned for the customer in another run{near}{repeats}"

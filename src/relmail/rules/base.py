@@ -98,10 +98,18 @@ def plural(count: float, word: str) -> str:
     return f"{n(count)} {word}{'' if count == 1 else 's'}"
 
 
-def calendar_days(days: float, planned: float = 0) -> str:
+#: Logged with the caps' and ALREADY_SENT's limits: the windows were calendar days. A decision logged without it
+#: was made when they were the days before the as-of time, to the minute, and is explained so.
+CALENDAR = {"calendar_days": 1.0}
+
+
+def calendar_days(days: float, planned: float = 0, logged=None) -> str:
     """Where the sends a cap or ``repeat_after_days`` counts lie: calendar days ending with the plan's
     (in the project's time zone; see :func:`relmail.windows.days_start`). With ``planned`` sends of other
-    runs, where those runs lie: planned less than ``days`` days from the plan's day, before or after it."""
+    runs, where those runs lie: planned less than ``days`` days from the plan's day, before or after it.
+    ``logged`` without :data:`CALENDAR`'s key: a decision of the time the windows were not calendar days."""
+    if logged is not None and not logged.get("calendar_days"):
+        return f"in the last {n(days)} days"
     if days <= 1:
         return "on the plan's day" + (" (planned: by runs of that day)" if planned else "")
     ahead = f"; planned: by runs of the {n(days - 1)} days either side" if planned else ""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Rule, RuleFindings, calendar_days, n, num, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -59,13 +59,14 @@ class FrequencyCap(Rule):
         s7 = self.col(frame, message, "sends_7") + self.col(frame, message, "planned_7")
         s30 = self.col(frame, message, "sends_30") + self.col(frame, message, "planned_30")
         mask = (s7 >= c7) | (s30 >= c30)
-        return RuleFindings(mask, {"cap_7d": np.where(np.isinf(c7), np.nan, c7), "cap_30d": np.where(np.isinf(c30), np.nan, c30)})
+        return RuleFindings(mask, {"cap_7d": np.where(np.isinf(c7), np.nan, c7), "cap_30d": np.where(np.isinf(c30), np.nan, c30),
+                                   **CALENDAR})
 
     def explain(self, logged) -> str:
         parts = []
         wish = logged.get("frequency_wish", 0.0)  # absent = 0, null = no wish
         for days, sent, planned, cap in reached(logged, "cap", ""):
             why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
-            parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days, planned)}, "
+            parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days, planned, logged)}, "
                          f"cap is {n(cap)}{why}")
         return "; ".join(parts) or self.summary

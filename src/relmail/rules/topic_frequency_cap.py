@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Rule, RuleFindings, calendar_days, n, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, plural
 from .frequency_cap import counted, reached
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class TopicFrequencyCap(Rule):
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         size = len(frame)
         mask = np.zeros(size, dtype=bool)
-        detail = {}
+        detail = dict(CALENDAR)
         for days, key in ((7, "7d"), (30, "30d")):
             cap = policy.topic_cap(key)
             detail[f"topic_cap_{key}"] = np.nan if cap is None else float(cap)
@@ -34,6 +34,6 @@ class TopicFrequencyCap(Rule):
 
     def explain(self, logged) -> str:
         topic = logged.get("topic", "this topic")
-        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days, planned)}, "
+        parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days, planned, logged)}, "
                  f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
         return "; ".join(parts) or self.summary
