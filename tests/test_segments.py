@@ -29,6 +29,12 @@ def ev(c, t, d, **kw):
     return {**EVENT_KEYS, "customer_id": c, "type": t, "occurred_at": ago(d), **kw}
 
 
+def mailed(c, message, run, *, sent, opened=None, clicked=None, topic="promotions"):
+    """The events of one e-mail: sent, and opened and clicked when those are given (days before T)."""
+    return [ev(c, typ, d, message_id=message, run_id=run, topic=topic)
+            for typ, d in (("email_sent", sent), ("email_opened", opened), ("email_clicked", clicked)) if d is not None]
+
+
 @pytest.fixture
 def store(engine):
     """Four customers whose membership in every condition is known by construction."""
@@ -55,8 +61,17 @@ def store(engine):
             ev("A", "view", 5, product_id="CB-1"),
             *[ev("A", "usage", d, product_id="LOCK-S1", feature="share-access") for d in (2, 3, 4)],
             ev("A", "usage", 3, product_id="LOCK-S1", feature="share-access", value=0.5),
-            ev("A", "email_opened", 10, topic="promotions"),
-            ev("A", "email_clicked", 100, topic="promotions"),
+            # E-mails of two campaigns: spring (spring-launch, spring-reminder), newsletter (weekly-news), and
+            # spring-sale, whose runs' ids begin with "spring" but not with "spring:".
+            *mailed("A", "spring-launch", "spring:2026-W22", sent=12, opened=10, clicked=9),
+            *mailed("A", "weekly-news", "newsletter:2026-W09", sent=101, clicked=100),
+            *mailed("B", "weekly-news", "newsletter:2026-W15", sent=71, opened=70, topic="newsletter"),
+            *mailed("B", "spring-launch", "spring:2026-W21", sent=20),
+            *mailed("B", "spring-reminder", "spring:2026-W23", sent=3, clicked=-1),  # clicked after T
+            *mailed("C", "spring-launch", "spring:2026-W18", sent=40),
+            *mailed("C", "spring-launch", "spring:2026-W23", sent=5),
+            *mailed("C", "flash", "spring-sale:2026-W24", sent=2),
+            *mailed("D", "spring-launch", "spring:2026-W23", sent=-1),
             ev("A", "ticket_opened", 5, feature="T1"),
             ev("B", "purchase", 200, product_id="CB-1", value=799.0),
             ev("B", "purchase", -1, product_id="EB-200", value=2499.0),  # after T
@@ -151,6 +166,31 @@ CASES = [
     # No window is ever, as for purchases: opened lately but never clicked.
     ("clicked_email: {}", {"A"}),
     ("all: [{opened_email: {within_days: 90}}, {not: {clicked_email: {}}}]", {"B"}),
+    ("received_email: {}", {"A", "B", "C"}),
+    ("received_email: {message: spring-launch, within_days: 14}", {"A", "C"}),
+    ("received_email: {message: spring-launch}", {"A", "B", "C"}),
+    ("received_email: {message: spring-launch, at_least: 2}", {"C"}),
+    ("received_email: {message: [spring-reminder, weekly-news], within_days: 80}", {"B"}),
+    ("received_email: {message: spring-launch, not_within_days: 14}", {"B"}),
+    ("received_email: {message: sping-launch}", set()),
+    ("received_email: {campaign: spring, within_days: 10}", {"B", "C"}),
+    ("received_email: {campaign: spring-sale}", {"C"}),
+    ("received_email: {campaign: newsletter, not_within_days: 90}", {"A"}),
+    ("received_email: {campaign: [newsletter, spring-sale], within_days: 80}", {"B", "C"}),
+    # Every key holds: e-mails of that message in that campaign's runs.
+    ("received_email: {message: spring-launch, campaign: newsletter}", set()),
+    ("received_email: {campaign: spring, topic: newsletter}", set()),
+    ("received_email: {topic: newsletter}", {"B"}),
+    ("opened_email: {message: spring-launch}", {"A"}),
+    ("opened_email: {campaign: newsletter, within_days: 60}", set()),
+    ("opened_email: {campaign: newsletter, within_days: 90}", {"B"}),
+    ("clicked_email: {message: spring-launch, within_days: 14}", {"A"}),
+    ("clicked_email: {campaign: newsletter}", {"A"}),
+    ("clicked_email: {message: spring-reminder}", set()),  # after T
+    ("clicked_email: {campaign: spring, at_least: 1, not_within_days: 5}", {"A"}),
+    # The follow-up: sent spring-launch in the last 14 days and did not click it.
+    ("all: [{received_email: {message: spring-launch, within_days: 14}}, {not: {clicked_email: {message: spring-launch}}}]",
+     {"C"}),
 ]
 
 
@@ -217,7 +257,7 @@ def test_validation_names_file_line_and_key(tmp_path):
         f"{f}:5: field 'all[1].purchased.within_dayz': unknown key 'within_dayz' for 'purchased' "
         "(allowed: at_least, category, not_within_days, product, within_days); did you mean 'within_days'?",
         f"{f}:6: field 'all[2].bought': unknown condition 'bought' (known: all, any, not, segment, sql, attribute, "
-        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed)",
+        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, received_email, tenure_days, uses, viewed)",
         f"{f}:7: field 'all[3].uses': 'uses' needs exactly one of fewer_than or at_least",
         f"{f}:8: field 'all[4].tenure_days.gt': must be a non-negative number (got -1)",
         f"{f}:9: field 'all[5].attribute.key': must be letters, digits, '_', '-' or '.'",
@@ -244,7 +284,7 @@ def test_a_misspelt_condition_or_key_names_the_likely_one(tmp_path):
     path = write(tmp_path / "segs", "hikers", "any:\n  - purchase: {within_days: 60}\n  - viewed: {categroy: hiking}\n")
     assert problems_of(tmp_path / "segs") == [
         f"{path}:2: field 'any[0].purchase': unknown condition 'purchase' (known: all, any, not, segment, sql, attribute, "
-        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, tenure_days, uses, viewed); "
+        "clicked_email, consent, locale, open_ticket, opened_email, owns, purchased, received_email, tenure_days, uses, viewed); "
         "did you mean 'purchased'?",
         f"{path}:3: field 'any[1].viewed.categroy': unknown key 'categroy' for 'viewed' (allowed: at_least, category, "
         "not_within_days, product, within_days); did you mean 'category'?",
@@ -447,6 +487,46 @@ def test_cli_show_warns_of_a_topic_no_consent_record_or_email_event_names(projec
         "segments/typo.yml:5: field 'any[2].not.clicked_email.topic': topic 'gift-guide' is not declared under [topics] "
         "in relmail.toml and no consent record or e-mail names it (a topic not used yet?)",
     ]
+
+
+def test_cli_show_warns_of_a_message_or_campaign_no_campaign_file_or_email_event_names(project, store):
+    # spring-launch and weekly-news are of campaigns deleted since: their e-mails name them. The example campaign
+    # 'weekly' declares ebike-launch and lock-tip; a campaign file that does not load does not stop the look.
+    (project.campaigns_dir / "broken.yml").write_text("messages: [{id: Broken!}]\n")
+    (project.segments_dir / "followup.yml").write_text(textwrap.dedent("""\
+        name: followup
+        description: Sent spring-launch in the last 14 days, did not click it
+        all:
+          - received_email: {message: spring-launch, within_days: 14}
+          - not: {clicked_email: {message: [ebike-lanch, weekly-news]}}
+          - any:
+              - opened_email: {campaign: weekly}
+              - received_email: {campaign: [sping, spring-sale, autumn]}
+              - received_email: {message: lock-tip, topic: promotion}
+        """))
+    result = run(project, "show", "followup", "--as-of", "2026-06-15T12:00:00Z")
+    assert result.exit_code == 0, result.output
+    assert result.stdout == textwrap.dedent("""\
+        Segment:  followup (segments/followup.yml)
+                  Sent spring-launch in the last 14 days, did not click it
+        As of:    2026-06-15T12:00:00Z
+        Size:     1 of 3 customers (33.3%)
+        Sample:   C
+        """)
+    assert result.stderr.splitlines() == [
+        "Warning: segments/followup.yml:5: field 'all[1].not.clicked_email.message': no campaign file declares message "
+        "'ebike-lanch' and no e-mail event names it; did you mean 'ebike-launch'?",
+        "Warning: segments/followup.yml:8: field 'all[2].any[1].received_email.campaign': no campaign file is named 'sping' "
+        "and no e-mail event is of a run of it (a typo, or a campaign not sent yet?)",
+        "Warning: segments/followup.yml:8: field 'all[2].any[1].received_email.campaign': no campaign file is named 'autumn' "
+        "and no e-mail event is of a run of it (a typo, or a campaign not sent yet?)",
+        "Warning: segments/followup.yml:9: field 'all[2].any[2].received_email.topic': topic 'promotion' is not declared "
+        "under [topics] in relmail.toml and no consent record or e-mail names it; did you mean 'promotions'?",
+    ]
+    shown = run(project, "show", "followup", "--as-of", "2026-06-15T12:00:00Z", "--sql").stdout
+    assert "events.type = 'email_sent'" in shown and "events.message_id IN ('spring-launch')" in shown
+    # A campaign is its runs' ids' beginning, compared as text (no LIKE: '_' is no wildcard, and case counts).
+    assert "substr(events.run_id, 1, 12) = 'spring-sale:'" in shown
 
 
 def test_cli_show_knows_the_topics_relmail_toml_declares(project, store):
@@ -657,3 +737,50 @@ def test_a_locale_in_any_spelling_is_the_locale_the_store_keeps(tmp_path, data):
     folder = tmp_path / "segs"
     write(folder, "speakers", f"locale: ['{spelling}']\n")
     assert load_segments(folder)["speakers"].root.args == {"in": [str(Locale.parse(identifier))]}
+
+
+def test_a_copy_without_the_runs_is_built_anew_before_a_campaign_is_read_from_it(store, tmp_path):
+    """A copy an older relmail wrote (layout 1: no run column) is not read; the next update writes it with the runs."""
+    from relmail.store import columnar
+
+    root = columnar.location(store, tmp_path)
+    assert columnar.update(store, root).action == "built"
+    current = json.loads((root / "current.json").read_text())
+    assert current["format"] == columnar.FORMAT
+    for seg in current["segments"]:
+        (root / seg / "run.npy").unlink()
+        (root / seg / "run.words.npy").unlink()
+    (root / "current.json").write_text(json.dumps({**current, "format": 1}))
+    with store.connect() as conn:
+        assert columnar.open_copy(root, conn) is None
+    assert columnar.update(store, root).action == "built"
+    # A layout this relmail does not know, even with every file of its own in place, is not read either.
+    current = json.loads((root / "current.json").read_text())
+    (root / "current.json").write_text(json.dumps({**current, "format": columnar.FORMAT + 1}))
+    with store.connect() as conn:
+        assert columnar.open_copy(root, conn) is None
+    assert columnar.update(store, root).action == "built"
+    conn, over = _over(store, tmp_path, T)
+    try:
+        write(tmp_path / "segs", "spring", "name: spring\nreceived_email: {campaign: spring, within_days: 10}\n")
+        assert audience(conn, [load_segments(tmp_path / "segs")["spring"]], T, over).tolist() == ["B", "C"]
+    finally:
+        conn.close()
+
+
+def test_a_campaign_is_the_runs_whose_ids_run_id_for_gives():
+    from relmail.planning import run_id_for
+    from relmail.segments.compile import run_prefix
+
+    assert run_id_for("spring", "2026-W22").startswith(run_prefix("spring"))
+    assert not run_id_for("spring-sale", "2026-W22").startswith(run_prefix("spring"))
+
+
+@pytest.mark.parametrize("condition", ["received_email: {message: []}", "opened_email: {campaign: 3}",
+                                       "clicked_email: {message: [spring-launch, {id: x}]}"])
+def test_a_message_or_campaign_is_a_name_or_a_list_of_names(tmp_path, condition):
+    folder = tmp_path / "segs"
+    write(folder, "bad", condition + "\n")
+    (problem,) = problems_of(folder)
+    key = "message" if "message" in condition else "campaign"
+    assert problem.endswith(f"bad.yml:1: field '{condition.split(':')[0]}.{key}': must be a name or a non-empty list of names")

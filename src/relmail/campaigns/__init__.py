@@ -31,7 +31,7 @@ Example (the demo campaign is a longer one)::
 """
 
 from .model import CAP_WINDOWS, OFFERS, Campaign, Message, Policy, Scoring
-from .parse import campaign_path, load_campaign, load_campaigns, missing_templates, missing_templates_error, parse_campaign
+from .parse import campaign_path, declared_messages, load_campaign, load_campaigns, missing_templates, missing_templates_error, parse_campaign
 
-__all__ = ["CAP_WINDOWS", "OFFERS", "Campaign", "Message", "Policy", "Scoring", "campaign_path", "load_campaign",
-           "load_campaigns", "missing_templates", "missing_templates_error", "parse_campaign"]
+__all__ = ["CAP_WINDOWS", "OFFERS", "Campaign", "Message", "Policy", "Scoring", "campaign_path", "declared_messages",
+           "load_campaign", "load_campaigns", "missing_templates", "missing_templates_error", "parse_campaign"]

@@ -366,3 +366,20 @@ def load_campaigns(project: Any) -> dict[str, Campaign]:
     if not folder.is_dir():
         return {}
     return {p.stem: load_campaign(project, str(p)) for p in sorted(folder.glob("*.y*ml"))}
+
+
+def declared_messages(project: Any) -> dict[str, tuple[str, ...]]:
+    """The message ids each campaign file declares, by campaign name.
+
+    A file that does not load is left out: its problems are the plan's to
+    report, and a look at a segment (``relmail segments show``) should not
+    fail on them.
+    """
+    folder = project.campaigns_dir
+    out: dict[str, tuple[str, ...]] = {}
+    for path in sorted(folder.glob("*.y*ml")) if folder.is_dir() else []:
+        try:
+            out[path.stem] = tuple(m.id for m in load_campaign(project, str(path)).messages)
+        except ValidationError:
+            continue
+    return out

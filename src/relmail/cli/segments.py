@@ -86,6 +86,7 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
       relmail segments show lapsed --as-of 2026-11-23T06:00:00Z --sample 5 --json
       relmail segments show lock-owners --sql
     """
+    from ..campaigns import declared_messages
     from ..errors import NotFound, Problem
     from ..segments import load_segments
     from ..segments.describe import describe, iso
@@ -93,8 +94,8 @@ def segments_show(state: State, name: str, as_of: datetime, sample_size: int, se
     found = load_segments(state.project)
     if name not in found:
         raise NotFound(f"no segment '{name}' (have: {', '.join(sorted(found)) or 'none'})")
-    facts = describe(state.engine, found[name], as_of, topics=state.project.settings.section("topics"), sample=sample_size,
-                     seed=seed, sql=show_sql)
+    facts = describe(state.engine, found[name], as_of, topics=state.project.settings.section("topics"),
+                     campaigns=declared_messages(state.project), sample=sample_size, seed=seed, sql=show_sql)
     warnings = [Problem(_relative(state, Path(w.file)), w.line, w.field, w.message) for w in facts.unknown]
     if as_json:
         out = {"name": name, "description": facts.description, "file": _relative(state, facts.file), "as_of": iso(as_of),

@@ -1,8 +1,9 @@
 """Segments over the columnar copy of the events: behaviour leaves with NumPy, the rest with SQL.
 
 A behaviour leaf (``purchased``, ``viewed``, ``owns``, ``uses``,
-``opened_email``, ``clicked_email``) asks whether a customer has events of
-one type, with products, a topic or a feature, inside a window. In SQL that
+``received_email``, ``opened_email``, ``clicked_email``) asks whether a
+customer has events of one type, with products, a topic, a feature, a
+message or a campaign's runs, inside a window. In SQL that
 is a subquery over every such event of the window (millions of index
 entries for "viewed a bike in the last year"); over the columnar copy
 (:mod:`relmail.store.columnar`) it is a ``searchsorted`` slice of one
@@ -36,14 +37,14 @@ from sqlalchemy.engine import Connection
 from ..features.sql import align
 from ..store.columnar import Copy, Rows, micros
 from ..store.models import Customer, Product
-from .compile import compile_node
+from .compile import compile_node, run_prefix
 from .grammar import Node, ids_of, walk
 
 customers, products = Customer.__table__, Product.__table__
 
 #: Leaves answered from the copy, and the event type each reads.
 BEHAVIOUR = {"purchased": "purchase", "viewed": "view", "owns": "purchase", "uses": "usage",
-             "opened_email": "email_opened", "clicked_email": "email_clicked"}
+             "received_email": "email_sent", "opened_email": "email_opened", "clicked_email": "email_clicked"}
 
 _BEFORE_ALL = -(2**62)
 
@@ -119,19 +120,28 @@ class Evaluator:
     def _behaviour(self, kind: str, a: dict) -> np.ndarray:
         typ = BEHAVIOUR[kind]
         if kind == "owns":
-            return self._count(typ, _BEFORE_ALL, self._products(a["product"], None), None, None) > 0
+            return self._count(typ, _BEFORE_ALL, {"product": self._products(a["product"], None)}) > 0
         if kind == "uses":
             after = micros(self.as_of - timedelta(days=a.get("within_days", 30)))
-            want = self._products(a["product"], None) if "product" in a else None
-            used = self._count(typ, after, want, None, a["feature"], weighted=True)
+            want = {"feature": {a["feature"]}}
+            if "product" in a:
+                want["product"] = self._products(a["product"], None)
+            used = self._count(typ, after, want, weighted=True)
             return used < a["fewer_than"] if "fewer_than" in a else used >= a["at_least"]
-        want = self._products(a.get("product"), a.get("category")) if ("product" in a or "category" in a) else None
-        topic = a.get("topic")
+        want = {}
+        if "product" in a or "category" in a:
+            want["product"] = self._products(a.get("product"), a.get("category"))
+        if "topic" in a:
+            want["topic"] = {a["topic"]}
+        if "message" in a:
+            want["message"] = set(ids_of(a["message"]))
+        if "campaign" in a:
+            want["run"] = {run_prefix(name) for name in ids_of(a["campaign"])}
         if "not_within_days" in a:
             recent = micros(self.as_of - timedelta(days=a["not_within_days"]))
-            return (self._count(typ, _BEFORE_ALL, want, topic, None) > 0) & ~(self._count(typ, recent, want, topic, None) > 0)
+            return (self._count(typ, _BEFORE_ALL, want) > 0) & ~(self._count(typ, recent, want) > 0)
         after = micros(self.as_of - timedelta(days=a["within_days"])) if "within_days" in a else _BEFORE_ALL
-        return self._count(typ, after, want, topic, None) >= max(a.get("at_least", 1), 1)
+        return self._count(typ, after, want) >= max(a.get("at_least", 1), 1)
 
     def _products(self, product, category) -> set[str]:
         """The product ids a leaf names, directly or by category (either matches, as in SQL)."""
@@ -141,20 +151,17 @@ class Evaluator:
             wanted.update(str(p) for p in self.conn.execute(stmt).scalars())
         return wanted
 
-    def _count(self, typ: str, after_us: int, want: set[str] | None, topic: str | None, feature: str | None,
-               weighted: bool = False) -> np.ndarray:
-        """Per universe customer: events of ``typ`` in (after, as_of] matching the filters (or their
-        ``coalesce(value, 1)`` sum)."""
+    def _count(self, typ: str, after_us: int, want: dict[str, set[str]], weighted: bool = False) -> np.ndarray:
+        """Per universe customer: events of ``typ`` in (after, as_of] whose every coded column in ``want`` is one
+        of its words (``run``: begins with one of them), or their ``coalesce(value, 1)`` sum."""
         total = np.zeros(len(self.universe))
         for seg in self.copy.segments:
             rows = seg.window(typ, after_us, self.until)
             if rows.stop <= rows.start:
                 continue
             keep = np.ones(rows.stop - rows.start, dtype=bool)
-            for name, wanted in (("product", want), ("topic", None if topic is None else {topic}),
-                                 ("feature", None if feature is None else {feature})):
-                if wanted is not None:
-                    keep &= np.isin(seg.codes[name][rows], _codes(seg, name, wanted))
+            for name, wanted in want.items():
+                keep &= np.isin(seg.codes[name][rows], _codes(seg, name, wanted))
             picked = np.flatnonzero(keep)
             at, who = self._rows(seg).select(np.asarray(seg.codes["customer"][rows])[picked])
             weights = None
@@ -172,5 +179,9 @@ class Evaluator:
 
 
 def _codes(seg, name: str, wanted: set[str]) -> np.ndarray:
+    """The codes of ``wanted`` in ``seg``'s dictionary ``name``; for ``run``, of the words beginning with one of them."""
+    if name == "run":
+        prefixes = tuple(wanted)
+        return np.array([i for i, w in enumerate(seg.words[name]) if str(w).startswith(prefixes)], dtype=np.int64)
     lookup = seg.code_of(name)
     return np.array(sorted(lookup[w] for w in wanted if w in lookup), dtype=np.int64)

@@ -24,7 +24,8 @@ from ..store.models import Customer, Event, Preference, Product, UTCDateTime
 from .grammar import Node, ids_of
 
 customers, events, preferences, products = (Customer.__table__, Event.__table__, Preference.__table__, Product.__table__)
-_EVENT_OF = {"purchased": "purchase", "viewed": "view", "opened_email": "email_opened", "clicked_email": "email_clicked"}
+_EVENT_OF = {"purchased": "purchase", "viewed": "view", "received_email": "email_sent", "opened_email": "email_opened",
+             "clicked_email": "email_clicked"}
 
 
 def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime], object]):
@@ -148,6 +149,10 @@ def _event_condition(kind: str, a: dict, as_of: datetime):
         conds.append(or_(*wanted))
     if "topic" in a:
         conds.append(events.c.topic == a["topic"])
+    if "message" in a:
+        conds.append(events.c.message_id.in_(ids_of(a["message"])))
+    if "campaign" in a:
+        conds.append(or_(*[of_campaign(name) for name in ids_of(a["campaign"])]))
     at_least = a.get("at_least", 1)
     if "not_within_days" in a:
         # Did it before, but not in the last N days (a lapsed buyer, not a never-buyer).
@@ -161,6 +166,18 @@ def _event_condition(kind: str, a: dict, as_of: datetime):
          .where(events.c.customer_id == customers.c.id, events.c.occurred_at <= _ago(as_of, 0), *conds)
          .scalar_subquery())
     return n >= at_least
+
+
+def run_prefix(campaign: str) -> str:
+    """What the ids of ``campaign``'s runs begin with (:func:`relmail.planning.result.run_id_for`: ``<campaign>:<window>``)."""
+    return f"{campaign}:"
+
+
+def of_campaign(campaign: str):
+    """SQL: the event is of a run of ``campaign``."""
+    # A comparison, not LIKE: '_' in a campaign name is no wildcard, and SQLite's LIKE ignores case.
+    prefix = run_prefix(campaign)
+    return func.substr(events.c.run_id, 1, len(prefix)) == prefix
 
 
 def _open_ticket(as_of: datetime):

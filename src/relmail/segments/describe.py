@@ -8,7 +8,7 @@ for reading, its parameters shown inline.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import func, select
 
-from ..errors import Problem, did_you_mean
+from ..errors import Problem, did_you_mean, likely
 from ..store.db import which_exist
-from ..store.models import Customer, Product
+from ..store.models import Customer, Event, Product
 from ..store.topics import not_known, unknown_topics
 from . import Segment, audience, customer_by
-from .compile import attribute_present
+from .compile import attribute_present, of_campaign
 from .grammar import ids_of, walk
 
 if TYPE_CHECKING:
@@ -45,7 +45,7 @@ class SegmentFacts:
     sample: list[str]
     #: The segment's SQL for reading (None unless asked for).
     sql: str | None = None
-    #: Categories and product ids the segment names that no product in the catalogue has, and attribute keys no customer has.
+    #: Names the segment uses that nothing knows (see :func:`unknown_names`).
     unknown: list[Problem] = field(default_factory=list)
 
     @property
@@ -53,12 +53,13 @@ class SegmentFacts:
         return self.size / self.customers if self.customers else 0.0
 
 
-def describe(engine: Engine, segment: Segment, as_of: datetime, *, topics: Iterable[str], sample: int = 10, seed: int = 0,
-             sql: bool = False) -> SegmentFacts:
+def describe(engine: Engine, segment: Segment, as_of: datetime, *, topics: Iterable[str],
+             campaigns: Mapping[str, Iterable[str]] | None = None, sample: int = 10, seed: int = 0, sql: bool = False) -> SegmentFacts:
     """Size, share and a sample of ``segment`` as of ``as_of`` (and its SQL with ``sql=True``).
 
     ``topics`` are the consent topics ``[topics]`` in ``relmail.toml`` declares (known, whether or not
-    a consent record names them yet).
+    a consent record names them yet); ``campaigns`` the message ids each campaign file declares, by
+    campaign name (:func:`relmail.campaigns.declared_messages`).
     """
     members = audience(engine, [segment], as_of)
     c = Customer.__table__
@@ -67,20 +68,23 @@ def describe(engine: Engine, segment: Segment, as_of: datetime, *, topics: Itera
     rng = np.random.default_rng(seed)
     picked = sorted(rng.choice(members, size=min(sample, len(members)), replace=False).tolist()) if len(members) else []
     return SegmentFacts(segment.name, segment.description, segment.file, as_of, len(members), int(total), picked,
-                        sql_text(segment.select(as_of), engine.dialect) if sql else None, unknown_names(engine, segment, topics))
+                        sql_text(segment.select(as_of), engine.dialect) if sql else None,
+                        unknown_names(engine, segment, topics, campaigns or {}))
 
 
 #: Conditions that name catalogue products or their categories, and the keys that do.
 CATALOGUE_KEYS = {"purchased": ("category", "product"), "viewed": ("category", "product"), "owns": ("product",), "uses": ("product",)}
 
 
-def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str]) -> list[Problem]:
+def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str],
+                  campaigns: Mapping[str, Iterable[str]] | None = None) -> list[Problem]:
     """The categories and product ids ``segment`` names that no product in the catalogue has, the
-    attribute keys no customer has, and the consent topics that are not known (``topics``: those
-    ``[topics]`` in ``relmail.toml`` declares).
+    attribute keys no customer has, the consent topics that are not known (``topics``: those
+    ``[topics]`` in ``relmail.toml`` declares), and the messages and campaigns that no campaign file
+    declares (``campaigns``: message ids by campaign name) and no e-mail event names.
 
     Such a condition matches nobody, silently: a typo (``poezi``, ``Land``
-    for ``country``), or a catalogue or customers not imported yet.
+    for ``country``, ``sping-launch``), or a catalogue or customers not imported yet.
     """
     named: list[tuple[str, str, str, int | None]] = []
     for node in walk(segment.root):
@@ -88,12 +92,12 @@ def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str]) -> li
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
     found = (_unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment)
-             + _unknown_topics(engine, segment, topics))
+             + _unknown_topics(engine, segment, topics) + _unknown_mailings(engine, segment, campaigns or {}))
     return sorted(found, key=lambda problem: problem.line or 0)
 
 
 #: Conditions that name a consent topic.
-TOPIC_CONDITIONS = ("consent", "opened_email", "clicked_email")
+TOPIC_CONDITIONS = ("consent", "received_email", "opened_email", "clicked_email")
 
 
 def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str]) -> list[Problem]:
@@ -106,6 +110,40 @@ def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str]) -> 
     return [Problem(str(segment.file), line, f"{path}.topic",
                     not_known(topic) + (did_you_mean(unknown[topic]) or " (a topic not used yet?)"))
             for topic, path, line in named if topic in unknown]
+
+
+#: Conditions on e-mails that may name messages and campaigns.
+MAILING_CONDITIONS = ("received_email", "opened_email", "clicked_email")
+
+
+def _unknown_mailings(engine: Engine, segment: Segment, campaigns: Mapping[str, Iterable[str]]) -> list[Problem]:
+    """Message ids and campaign names no campaign file declares and no e-mail event names.
+
+    A message of a campaign since deleted is known by its events; one never
+    sent is not (a typo, or a message not sent yet). Suggestions come from
+    the campaign files: listing every event's message would read the whole
+    events table.
+    """
+    declared = {message for messages in campaigns.values() for message in messages}
+    named = [(key, value, node.path, node.line) for node in walk(segment.root) if node.kind in MAILING_CONDITIONS
+             for key in ("message", "campaign") for value in ids_of(node.args.get(key)) or []]
+    known = {"message": declared, "campaign": set(campaigns)}
+    probes = {(key, value): Event.__table__.c.message_id == value if key == "message" else of_campaign(value)
+              for key, value, *_ in named if value not in known[key]}
+    if not probes:
+        return []
+    with engine.connect() as conn:
+        # The events table has no index on message or run: each EXISTS stops at its first e-mail.
+        mailed = which_exist(conn, {f"{key}\t{value}": condition for (key, value), condition in probes.items()})
+    out = []
+    for key, value, path, line in named:
+        if value in known[key] or f"{key}\t{value}" in mailed:
+            continue
+        said = (f"no campaign file declares message {value!r} and no e-mail event names it" if key == "message"
+                else f"no campaign file is named {value!r} and no e-mail event is of a run of it")
+        out.append(Problem(str(segment.file), line, f"{path}.{key}",
+                           said + (did_you_mean(likely(value, known[key])) or f" (a typo, or a {key} not sent yet?)")))
+    return out
 
 
 def _unknown_attributes(engine: Engine, segment: Segment) -> list[Problem]:

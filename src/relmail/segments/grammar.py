@@ -25,8 +25,9 @@ CONDITIONS: dict[str, set[str]] = {
     "viewed": {"category", "product", "within_days", "not_within_days", "at_least"},
     "owns": {"product*"},
     "uses": {"feature*", "product", "within_days", "fewer_than", "at_least"},
-    "opened_email": {"within_days", "not_within_days", "topic", "at_least"},
-    "clicked_email": {"within_days", "not_within_days", "topic", "at_least"},
+    "received_email": {"within_days", "not_within_days", "topic", "message", "campaign", "at_least"},
+    "opened_email": {"within_days", "not_within_days", "topic", "message", "campaign", "at_least"},
+    "clicked_email": {"within_days", "not_within_days", "topic", "message", "campaign", "at_least"},
     "tenure_days": {"gt", "lt", "gte", "lte"},
     "attribute": {"key*", "equals", "in", "gt", "lt", "gte", "lte", "exists"},
     "locale": {"in*"},
@@ -209,7 +210,7 @@ def _parse_leaf(kind: str, arg: Any, at: str, bad) -> Node | None:
         if k.endswith("*") and k[:-1] not in arg:
             bad(at, f"'{kind}' needs '{k[:-1]}'")
             ok = False
-    for k in ("category", "product", "in") if kind != "attribute" else ():
+    for k in ("category", "product", "message", "campaign", "in") if kind != "attribute" else ():
         if k in arg and ids_of(arg[k]) is None:
             bad(locales_at if kind == "locale" else f"{at}.{k}", "must be a name or a non-empty list of names")
             ok = False

@@ -13,7 +13,7 @@ A segment holds its rows grouped by type and, within a type, sorted by
 time (``occurred_at`` in integer microseconds since 1970, UTC), so the rows
 of one type inside a window are one ``searchsorted`` slice: reading a
 window costs the events inside it, not the years before it. Strings
-(customer, product, message, topic, feature) are integer codes into the
+(customer, product, message, topic, feature, run) are integer codes into the
 segment's own dictionaries; its customer dictionary is sorted, so a range
 of customer ids is a range of codes.
 
@@ -74,7 +74,11 @@ E, M = Event.__table__, Meta.__table__
 TYPES = ("purchase", "view", "usage", "email_sent", "email_opened", "email_clicked")
 
 #: String columns, stored as int32 codes into the segment's dictionary (-1 = NULL).
-CODED = ("customer", "product", "message", "topic", "feature")
+CODED = ("customer", "product", "message", "topic", "feature", "run")
+
+#: The layout ``current.json`` records; a copy of another layout (one without the runs, of an older relmail)
+#: is never read, and the next update writes it anew.
+FORMAT = 2
 
 #: The meta key of the store's identity: a copy of another store (a database rebuilt at the same path) is never read.
 TOKEN_KEY = "columns_token"
@@ -259,8 +263,11 @@ def _matches(current: dict, state: StoreState) -> bool:
 
 
 def _load(root: Path, current: dict) -> Copy | None:
-    """The copy ``current`` describes, or None when a segment it names does not open (removed or replaced under
-    us, or damaged since it was written: readers then use the store, and the next update writes the copy anew)."""
+    """The copy ``current`` describes, or None when it is of another :data:`FORMAT` or a segment it names does not
+    open (removed or replaced under us, or damaged since it was written): readers then use the store, and the next
+    update writes the copy anew."""
+    if current.get("format") != FORMAT:
+        return None
     try:
         return Copy(root, _state_of(current), _segments(root, list(current["segments"])))
     except (OSError, ValueError, KeyError):
@@ -529,7 +536,7 @@ def _type(conn: Connection):
 def _read(conn: Connection, where) -> dict:
     """The events of :data:`TYPES` that ``where`` keeps, as arrays (strings as object arrays)."""
     stmt = select(E.c.id, E.c.type, _at_us(conn), E.c.value, E.c.customer_id, E.c.product_id, E.c.message_id, E.c.topic,
-                  E.c.feature).where(where, _type(conn).in_(TYPES))
+                  E.c.feature, E.c.run_id).where(where, _type(conn).in_(TYPES))
     type_code = {t: i for i, t in enumerate(TYPES)}
     chunks: list[list[np.ndarray]] = []
     result = conn.execute(stmt)
@@ -544,7 +551,7 @@ def _read(conn: Connection, where) -> dict:
         result.close()
     keys = ("id", "type", "at", "value", *CODED)
     if not chunks:
-        return {k: np.empty(0, dtype=dt) for k, dt in zip(keys, (np.int64, np.int8, np.int64, np.float64, *[object] * 5))}
+        return {k: np.empty(0, dtype=dt) for k, dt in zip(keys, (np.int64, np.int8, np.int64, np.float64, *[object] * len(CODED)))}
     return {k: np.concatenate([c[j] for c in chunks]) for j, k in enumerate(keys)}
 
 
@@ -592,7 +599,7 @@ def _write_segment(root: Path, rows: dict) -> str:
 def _commit(root: Path, state: StoreState, names: list[str]) -> None:
     """Point ``current.json`` at ``names`` with one rename, then delete what no copy names any more."""
     events = sum(_rows_in(root / name) for name in names)
-    doc = {"format": 1, "token": state.token, "max_event_id": state.max_event_id, "change_id": state.change_id,
+    doc = {"format": FORMAT, "token": state.token, "max_event_id": state.max_event_id, "change_id": state.change_id,
            "last_event": state.last_event, "last_change": state.last_change, "segments": names, "events": events}
     tmp = root / f"current.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_text(json.dumps(doc), encoding="utf-8")
