@@ -160,3 +160,19 @@ def test_demo_replace_leaves_no_consent_history_of_the_store_it_replaced(project
         assert conn.execute(select(func.count()).select_from(ConsentChange.__table__)).scalar_one() == 1
         clear(conn)
         assert conn.execute(select(func.count()).select_from(ConsentChange.__table__)).scalar_one() == 0
+
+
+def test_a_preview_on_a_clock_ahead_names_the_opt_out_recorded_on_that_clock(project, engine, tmp_path, monkeypatch):
+    # why --campaign --window (a preview) reads the history as of relmail's clock, the one the opt-out was recorded on.
+    from datetime import UTC, datetime
+
+    from relmail.planning.why import explain_window
+    from relmail.windows import ENV_NOW
+
+    monkeypatch.setenv(ENV_NOW, (datetime.now(UTC) + timedelta(days=30)).isoformat())
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    by_one_click(project, engine, tmp_path)
+    facts, exps = explain_window(project, engine, "C-OK", "test", WINDOW, as_of=AS_OF)
+    lines = [line for line in format_explanations(facts, exps).splitlines() if "UNSUBSCRIBED" in line]
+    assert lines and all(line.endswith("; source: unsubscribe link (one-click List-Unsubscribe)") for line in lines), lines

@@ -35,6 +35,7 @@ from sqlalchemy.engine import Connection
 
 from ..store import consent_log
 from ..store.models import Preference
+from ..windows import current_time
 from .loader import LOOKUP_BATCH, Loader, batched
 from .schemas import schema_for
 
@@ -66,7 +67,7 @@ class PreferenceHistory:
         #: The imported file, for the consent history.
         self.origin = origin
         self.compare = compare
-        self.now = now or datetime.now(UTC)
+        self.now = now or current_time()
         self.loader = Loader(conn, schema_for("preferences"), update)
         #: key -> (updated_at, line, values) of the latest row of the file so far.
         self.latest: dict[Key, tuple[datetime, int, tuple]] = {}

@@ -17,7 +17,6 @@ run's ``reject``; :meth:`finish` runs once after the last chunk.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -25,6 +24,7 @@ from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
 from ..store.models import EMAIL_LOWER, Customer, Suppression
+from ..windows import current_time
 from .addresses import customers_by_address
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
@@ -105,7 +105,7 @@ class CustomersWriter(TableWriter):
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
                  match_email: bool = False, flag_key: str | None = None):
         super().__init__(run, conn, schema, provided)
-        self.now = datetime.now(UTC)
+        self.now = current_time()
         self.link = SuppressionLink(conn, origin=run.name)
         self.source = source
         #: The attribute that remembers what the export's undated consent flag said last time

@@ -41,9 +41,6 @@ SOURCES = {
 _PROVIDERS = {LINK_PROVIDER: "unsubscribe link", PREFERENCES_PROVIDER: "preference page", "smtp": "bounce mailbox",
               **{name: f"{name} event" for name in PROVIDERS}}
 
-#: ``updated_at`` of a consent flag an import gave no date (importers.history.UNDATED).
-
-
 def label(change: consent_log.Change) -> str | None:
     """``ESP webhook (ses complaint)``, ``import (customers.csv)`` ...; None when the source is not recorded."""
     if change.source is None:

@@ -24,7 +24,7 @@ from ..rules.base import plural
 from ..rules.unsubscribed import Unsubscribed
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Run
-from ..windows import resolve_window
+from ..windows import current_time, resolve_window
 from .opt_out import opt_out_behind
 from .output import plan_file_rows
 from .run import plan
@@ -274,7 +274,7 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
         raise NotFound(f"customer '{customer_id}' is in no audience of campaign '{result.campaign}' for window {result.window.key}")
     facts = {"run": result.run_id, "campaign": result.campaign, "window": result.window.key, "as_of": result.as_of,
              "source": "preview"}
-    decided_at = datetime.now(UTC)
+    decided_at = current_time()  # the consent history's clock (relmail.store.consent_log.record)
     with engine.connect() as conn:
         opt_outs = [opt_out_behind(conn, customer_id, dict(r.get("features") or {}), decided_at, result.as_of)
                     if Unsubscribed.code in _codes(r) else None for r in rows]
