@@ -9,13 +9,14 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from sqlalchemy import insert
+from sqlalchemy import event, insert
+from sqlalchemy.engine import Engine
 
 from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.project import example_dir
 from relmail.segments import Segment, audience, load_segments
-from relmail.store.models import Customer, Event, Preference, Product
+from relmail.store.models import Customer, Event, Preference, Product, Run
 
 T = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 EVENT_KEYS = dict(product_id=None, feature=None, value=None, message_id=None, run_id=None, topic=None, event_id=None)
@@ -527,6 +528,40 @@ def test_cli_show_warns_of_a_message_or_campaign_no_campaign_file_or_email_event
     assert "events.type = 'email_sent'" in shown and "events.message_id IN ('spring-launch')" in shown
     # A campaign is its runs' ids' beginning, compared as text (no LIKE: '_' is no wildcard, and case counts).
     assert "substr(events.run_id, 1, 12) = 'spring-sale:'" in shown
+
+
+def test_cli_show_looks_for_a_name_only_among_the_newest_events_and_knows_a_campaign_by_its_runs(project, store, monkeypatch):
+    # The events table has no index on topic, message or run: a name that the campaign files, the runs and the
+    # consent records do not know is looked for among the newest events (by id) only, never in all of them.
+    monkeypatch.setattr("relmail.store.mailed.LATEST", 3)
+    with store.begin() as conn:
+        conn.execute(insert(Run.__table__), [dict(id="autumn:2026-W40", campaign="autumn", window="2026-W40", as_of=ago(250),
+                                                  seed=0, status="planned", config_hash="", created_at=ago(250), updated_at=ago(250))])
+        conn.execute(insert(Event.__table__), [ev("A", "email_opened", 1, message_id="recent-promo", run_id="recent:2026-W24",
+                                                  topic="gift-guide"), ev("A", "view", 1, product_id="CB-1")])
+    (project.segments_dir / "named.yml").write_text(textwrap.dedent("""\
+        name: named
+        any:
+          - received_email: {message: spring-launch}
+          - opened_email: {message: recent-promo, topic: gift-guide}
+          - received_email: {campaign: [autumn, recent, newsletter]}
+        """))
+    statements = []
+    listen = lambda conn, cursor, statement, *rest: statements.append(statement)  # noqa: E731
+    event.listen(Engine, "before_cursor_execute", listen)  # every engine: the command opens its own
+    try:
+        out = json.loads(run(project, "show", "named", "--as-of", "2026-06-15T12:00:00Z", "--json").stdout)
+    finally:
+        event.remove(Engine, "before_cursor_execute", listen)
+    # spring-launch and newsletter's runs are in the store's first events only; 'autumn' has a run and no e-mail yet.
+    assert out["warnings"] == [
+        "segments/named.yml:3: field 'any[0].received_email.message': no campaign file declares message 'spring-launch' "
+        "and no e-mail event among the newest 3 events names it; did you mean 'ebike-launch'?",
+        "segments/named.yml:5: field 'any[2].received_email.campaign': no campaign file is named 'newsletter' "
+        "and no e-mail event among the newest 3 events is of a run of it (a typo, or a campaign not sent yet?)",
+    ]
+    looks = [s for s in statements if "AS name" in s and "FROM events" in s]  # relmail.store.db.which_exist's
+    assert looks and all("events.id >=" in s for s in looks)
 
 
 def test_cli_show_knows_the_topics_relmail_toml_declares(project, store):

@@ -35,7 +35,7 @@ def check_topics(engine: Engine, camp: Campaign, declared: set[str]) -> None:
             continue
         problems.append(Problem(
             str(camp.path or camp.name), line_in_file(camp.path, ("messages", i, "topic")), f"messages.{i}.topic",
-            f"{not_known(m.topic, mailed_counts=False)}{did_you_mean(meant)} The opt-outs of '{meant}' would not apply to this message: "
+            f"{not_known(m.topic)}{did_you_mean(meant)} The opt-outs of '{meant}' would not apply to this message: "
             f"write '{meant}', or declare '{m.topic}' under [topics] in relmail.toml"))
     if problems:
         raise ValidationError(f"campaign '{camp.name}' names topics that look misspelt", problems)

@@ -19,10 +19,11 @@ from sqlalchemy import func, select
 
 from ..errors import Problem, did_you_mean, likely
 from ..store.db import which_exist
-from ..store.models import Customer, Event, Product
+from ..store.mailed import MailedNames
+from ..store.models import Customer, Event, Product, Run
 from ..store.topics import not_known, unknown_topics
 from . import Segment, audience, customer_by
-from .compile import attribute_present, of_campaign
+from .compile import attribute_present, of_campaign, run_prefix
 from .grammar import ids_of, walk
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str],
     """The categories and product ids ``segment`` names that no product in the catalogue has, the
     attribute keys no customer has, the consent topics that are not known (``topics``: those
     ``[topics]`` in ``relmail.toml`` declares), and the messages and campaigns that no campaign file
-    declares (``campaigns``: message ids by campaign name) and no e-mail event names.
+    declares (``campaigns``: message ids by campaign name), no run is of and no e-mail event names.
 
     Such a condition matches nobody, silently: a typo (``poezi``, ``Land``
     for ``country``, ``sping-launch``), or a catalogue or customers not imported yet.
@@ -91,8 +92,9 @@ def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str],
         for key in CATALOGUE_KEYS.get(node.kind, ()):
             for value in ids_of((node.args or {}).get(key)) or []:
                 named.append((key, value, node.path, node.line))
+    mailed = MailedNames(engine)  # shared: its range of events is found once, when a name needs it
     found = (_unknown_catalogue_names(engine, segment, named) + _unknown_attributes(engine, segment)
-             + _unknown_topics(engine, segment, topics) + _unknown_mailings(engine, segment, campaigns or {}))
+             + _unknown_topics(engine, segment, topics, mailed) + _unknown_mailings(engine, segment, campaigns or {}, mailed))
     return sorted(found, key=lambda problem: problem.line or 0)
 
 
@@ -100,15 +102,15 @@ def unknown_names(engine: Engine, segment: Segment, topics: Iterable[str],
 TOPIC_CONDITIONS = ("consent", "received_email", "opened_email", "clicked_email")
 
 
-def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str]) -> list[Problem]:
+def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str], mailed: MailedNames) -> list[Problem]:
     """Topics that are not known (see :mod:`relmail.store.topics`): 'promotion' for 'promotions' tests nobody's consent."""
     named = [(node.args["topic"], node.path, node.line) for node in walk(segment.root)
              if node.kind in TOPIC_CONDITIONS and node.args.get("topic") not in (None, "*")]
     if not named:
         return []
-    unknown = unknown_topics(engine, {topic for topic, *_ in named}, topics)
+    unknown = unknown_topics(engine, {topic for topic, *_ in named}, topics, mailed=mailed)
     return [Problem(str(segment.file), line, f"{path}.topic",
-                    not_known(topic) + (did_you_mean(unknown[topic]) or " (a topic not used yet?)"))
+                    not_known(topic, mailed) + (did_you_mean(unknown[topic]) or " (a topic not used yet?)"))
             for topic, path, line in named if topic in unknown]
 
 
@@ -116,31 +118,36 @@ def _unknown_topics(engine: Engine, segment: Segment, topics: Iterable[str]) -> 
 MAILING_CONDITIONS = ("received_email", "opened_email", "clicked_email")
 
 
-def _unknown_mailings(engine: Engine, segment: Segment, campaigns: Mapping[str, Iterable[str]]) -> list[Problem]:
-    """Message ids and campaign names no campaign file declares and no e-mail event names.
+def _unknown_mailings(engine: Engine, segment: Segment, campaigns: Mapping[str, Iterable[str]],
+                      mailed: MailedNames) -> list[Problem]:
+    """Message ids and campaign names no campaign file declares, no run is of and no e-mail event names.
 
-    A message of a campaign since deleted is known by its events; one never
-    sent is not (a typo, or a message not sent yet). Suggestions come from
-    the campaign files: listing every event's message would read the whole
-    events table.
+    A message of a campaign since deleted is known by its e-mails; one never
+    sent is not (a typo, or a message not sent yet). The campaign files and
+    the runs answer first; only a name they do not know is looked for in
+    the newest events (:mod:`relmail.store.mailed`), never in all of them.
+    Suggestions come from the campaign files.
     """
     declared = {message for messages in campaigns.values() for message in messages}
     named = [(key, value, node.path, node.line) for node in walk(segment.root) if node.kind in MAILING_CONDITIONS
              for key in ("message", "campaign") for value in ids_of(node.args.get(key)) or []]
     known = {"message": declared, "campaign": set(campaigns)}
-    probes = {(key, value): Event.__table__.c.message_id == value if key == "message" else of_campaign(value)
-              for key, value, *_ in named if value not in known[key]}
-    if not probes:
-        return []
-    with engine.connect() as conn:
-        # The events table has no index on message or run: each EXISTS stops at its first e-mail.
-        mailed = which_exist(conn, {f"{key}\t{value}": condition for (key, value), condition in probes.items()})
+    asked = {key: {value for k, value, *_ in named if k == key} - known[key] for key in known}
+    if asked["campaign"]:
+        # A campaign is known by the ids of its runs, as the condition tests the e-mails' run ids
+        # (of_campaign); the runs table holds one row per campaign and window, a few thousand at most.
+        with engine.connect() as conn:
+            runs = set(conn.execute(select(Run.__table__.c.id)).scalars())
+        asked["campaign"] = {c for c in asked["campaign"] if not any(run.startswith(run_prefix(c)) for run in runs)}
+    # The events, for what the files and the runs do not know.
+    mailed_names = mailed.which({**{f"message\t{m}": Event.__table__.c.message_id == m for m in asked["message"]},
+                                 **{f"campaign\t{c}": of_campaign(c) for c in asked["campaign"]}})
     out = []
     for key, value, path, line in named:
-        if value in known[key] or f"{key}\t{value}" in mailed:
+        if value not in asked[key] or f"{key}\t{value}" in mailed_names:
             continue
-        said = (f"no campaign file declares message {value!r} and no e-mail event names it" if key == "message"
-                else f"no campaign file is named {value!r} and no e-mail event is of a run of it")
+        said = (f"no campaign file declares message {value!r} and no e-mail event{mailed.among()} names it" if key == "message"
+                else f"no campaign file is named {value!r} and no e-mail event{mailed.among()} is of a run of it")
         out.append(Problem(str(segment.file), line, f"{path}.{key}",
                            said + (did_you_mean(likely(value, known[key])) or f" (a typo, or a {key} not sent yet?)")))
     return out

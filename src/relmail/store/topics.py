@@ -4,7 +4,8 @@ Consent is kept per topic: an opt-out of ``promotions`` says nothing about
 ``promotion``, and a segment condition on ``promotion`` tests nobody's
 consent. A topic is known when ``[topics]`` in ``relmail.toml`` declares it,
 a consent record names it, or an e-mail event names it (a message of that
-topic was mailed). The campaign check that refuses a misspelt topic, the
+topic was mailed); the e-mail events are read in a bounded look at the
+newest (:mod:`relmail.store.mailed`), not searched. The campaign check that refuses a misspelt topic, the
 plan's consent warning and ``relmail segments show`` all ask
 :func:`unknown_topics`, so a topic one of them calls a likely misspelling is
 the one the others do. A topic close to a declared or recorded one is a
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ..errors import likely
-from .db import which_exist
+from .mailed import MailedNames
 from .models import Event, Preference
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ P, E = Preference.__table__, Event.__table__
 
 
 def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str],
-                   misspelt_only: bool = False) -> dict[str, str | None]:
+                   misspelt_only: bool = False, mailed: MailedNames | None = None) -> dict[str, str | None]:
     """Those of ``named`` that are not known, each with the known topic it most likely misspells (None: a new topic).
 
     ``declared`` are the topics of ``[topics]`` in ``relmail.toml``; ``*``
@@ -46,7 +47,8 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
     recorded one, what a plan refuses, whether or not an e-mail names them:
     an events import or an earlier send with the misspelt topic must not
     make the misspelling pass (declaring it under ``[topics]`` does); the
-    e-mail events are then not read at all.
+    e-mail events are then not read at all. ``mailed``: the look at the
+    newest e-mails to ask (one shared with the caller's other names).
     """
     declared = set(declared)
     asked = set(named) - declared - {"*"}
@@ -60,13 +62,14 @@ def unknown_topics(engine: Engine, named: Iterable[str], declared: Iterable[str]
         meant = {topic: likely(topic, known, CLOSE) for topic in sorted(asked - recorded)}
         if misspelt_only:
             return {topic: close for topic, close in meant.items() if close is not None}
-        if meant:
-            # The events table has no index on topic: each topic's EXISTS stops at its first e-mail.
-            for mailed in which_exist(conn, {topic: E.c.topic == topic for topic in meant}):
-                del meant[mailed]
+    if meant:
+        # The events table has no index on topic: an EXISTS over all of them reads every event for a topic no e-mail has.
+        for seen in (mailed or MailedNames(engine)).which({topic: E.c.topic == topic for topic in meant}):
+            del meant[seen]
     return meant
 
 
-def not_known(topic: str, mailed_counts: bool = True) -> str:
-    """How every message says that ``topic`` is not known (``mailed_counts``: an e-mail naming it would have made it known)."""
-    return f"topic '{topic}' is not declared under [topics] in relmail.toml and no consent record{' or e-mail' * mailed_counts} names it"
+def not_known(topic: str, mailed: MailedNames | None = None) -> str:
+    """How every message says that ``topic`` is not known (``mailed``: the e-mails asked, which would have made it known)."""
+    emails = f" or e-mail{mailed.among()}" if mailed is not None else ""
+    return f"topic '{topic}' is not declared under [topics] in relmail.toml and no consent record{emails} names it"
