@@ -19,9 +19,8 @@ from collections.abc import Mapping
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, or_, select
 
-from .db import which_exist
 from .models import Event
 
 if TYPE_CHECKING:
@@ -30,8 +29,8 @@ if TYPE_CHECKING:
 
 E = Event.__table__
 
-#: How many of the newest events (by id: the last written) the look reads at most. A name's EXISTS
-#: over them reads them in storage order, about 0.1 s per name on SQLite (docs/guide/segments.md).
+#: How many of the newest events (by id: the last written) the look reads at most, in storage order:
+#: a fraction of a second per look (docs/guide/segments.md has the figures).
 LATEST = 500_000
 
 
@@ -44,8 +43,10 @@ class MailedNames:
     @cached_property
     def _range(self) -> tuple[int, bool]:
         """(the lowest id read, whether that is every event): two ends of the primary key."""
+        # Apart: SQLite finds a lone min() or max() at an end of the key, both together by reading every row.
+        ends = select(select(func.min(E.c.id)).scalar_subquery(), select(func.max(E.c.id)).scalar_subquery())
         with self._engine.connect() as conn:
-            low, high = conn.execute(select(func.min(E.c.id), func.max(E.c.id))).one()
+            low, high = conn.execute(ends).one()
         if high is None:
             return 0, True
         floor = high - self.latest + 1
@@ -57,12 +58,19 @@ class MailedNames:
         return self._range[1]
 
     def which(self, conditions: Mapping[str, ColumnElement[bool]]) -> set[str]:
-        """The names of ``conditions`` some of the newest events meet (see :func:`relmail.store.db.which_exist`)."""
+        """The names of ``conditions`` some of the newest events meet, in one pass over them for all the names.
+
+        One ``EXISTS`` per name (:func:`relmail.store.db.which_exist`) would
+        read the whole range again for each name no event has.
+        """
         if not conditions:
             return set()
-        newest = E.c.id >= self._range[0]
+        names = sorted(conditions)
+        flags = [func.max(case((conditions[name], 1), else_=0)) for name in names]
+        query = select(*flags).where(E.c.id >= self._range[0], or_(*(conditions[name] for name in names)))
         with self._engine.connect() as conn:
-            return which_exist(conn, {name: newest & condition for name, condition in conditions.items()})
+            row = conn.execute(query).one()
+        return {name for name, flag in zip(names, row, strict=True) if flag}
 
     def among(self) -> str:
         """What a warning adds after "no e-mail": nothing when every event was read, else which were."""
