@@ -17,8 +17,9 @@ from relmail import tokens
 from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.feedback import apply_events, import_file
+from relmail.feedback.apply import tie_to_deliveries
 from relmail.feedback.events import FeedbackEvent
-from relmail.store.models import Customer, Event, FeedbackReject, Preference
+from relmail.store.models import Customer, Delivery, Event, FeedbackReject, Preference
 
 DATA = Path(__file__).parent / "data" / "feedback"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -151,6 +152,25 @@ def test_what_happens_to_a_proof_is_not_applied_to_the_customer_it_shows(engine,
     assert (result.proofs, result.total_applied, result.as_dict()["proofs"]) == (3, 1, 3)
     assert [(c, t) for c, t, *_ in events(engine)] == [("C0000004", "email_complained")]
     assert prefs(engine) == {("C0000004", "*"): (False, "esp-webhook")}
+
+
+def test_a_providers_id_of_the_e_mail_finds_only_a_delivery_that_provider_carried(engine):
+    # Two providers' ids of their e-mails are independent: SES's id of one e-mail may equal another provider's
+    # id of another. A delivery names its adapter; one claimed before the ledger did (None) is matched by the id alone.
+    add_customers(engine)
+    with engine.begin() as conn:
+        conn.execute(Delivery.__table__.insert(), [
+            {"decision_id": i, "run_id": run, "customer_id": cid, "message_id": "promo", "status": "accepted",
+             "adapter": adapter, "provider_id": sent_id, "updated_at": T0}
+            for i, (run, cid, adapter, sent_id) in enumerate([("a:2026-W48", "C0000001", "ses", "same-id"),
+                                                              ("b:2026-W48", "C0000002", "sendgrid", "same-id"),
+                                                              ("old:2026-W40", "C0000003", None, "old-id"),
+                                                              ("b:2026-W48", "C0000004", "sendgrid", "sg-only")], start=1)])
+    asked = [FeedbackEvent("bounced_hard", T0, "x@example.com", "ses", f"e{i}", sent_id=sent_id)
+             for i, sent_id in enumerate(("same-id", "old-id", "sg-only"))]
+    with engine.connect() as conn:
+        tied = [(e.customer_id, e.run_id) for e in tie_to_deliveries(conn, asked)]
+    assert tied == [("C0000001", "a:2026-W48"), ("C0000003", "old:2026-W40"), (None, None)]
 
 
 def test_an_old_unsubscribe_does_not_undo_a_newer_opt_in(engine):

@@ -65,6 +65,21 @@ def test_accepted_becomes_an_email_sent_event_with_topic_exactly_once(engine):
     assert events == [("email_sent", "newsletter", "m2")]
 
 
+def test_a_claim_writes_the_adapter_and_a_retry_through_another_adapter_replaces_it(engine):
+    make_run(engine, sends=2, suppressed=0)
+    ledger.prepare(engine, "weekly:2026-W48", NOW)
+    a, b = ledger.claim(engine, "weekly:2026-W48", NOW, limit=10, adapter="smtp")
+    ledger.record(engine, [ledger.Settlement(a.delivery_id, "accepted", provider_id="q1"),
+                           ledger.Settlement(b.delivery_id, "deferred", retry_at=NOW + timedelta(minutes=5))], NOW, TOPICS)
+    # The deferred e-mail goes out through another provider (the setting changed): the ledger names the one that carried it.
+    (again,) = ledger.claim(engine, "weekly:2026-W48", NOW + timedelta(minutes=6), limit=10, adapter="ses")
+    ledger.record(engine, [ledger.Settlement(again.delivery_id, "accepted", provider_id="0102-ses")], NOW, TOPICS)
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        rows = dict(conn.execute(select(D.c.id, D.c.adapter)).all())
+    assert rows == {a.delivery_id: "smtp", b.delivery_id: "ses"}
+
+
 def test_deferred_is_retried_when_due_and_fails_past_the_deadline(engine):
     make_run(engine, sends=2, suppressed=0)
     ledger.prepare(engine, "weekly:2026-W48", NOW)

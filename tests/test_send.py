@@ -100,6 +100,20 @@ def test_an_opt_out_after_planning_is_never_mailed(project):
     assert f"  delivery: failed ({error})" in format_explanations(facts, [exp])
 
 
+def test_a_delivery_names_the_adapter_that_carried_it_and_why_says_it(project):
+    # Which provider carried an e-mail: the adapter's registry name, written when the send claims the delivery.
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        assert set(conn.execute(select(D.c.status, D.c.adapter)).all()) == {("accepted", "file")}
+    customer = decisions(engine, "send")[0][0]
+    facts, explanations = explain(engine, customer, "sendtest:2026-W48")
+    sent = next(e for e in explanations if e.action == "send")
+    assert sent.as_dict()["delivery"]["adapter"] == "file"
+    assert "  delivery: accepted via file, " in format_explanations(facts, explanations)
+
+
 def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_goes_on(project):
     engine = build(project)
     (project.root / "templates" / "newsletter.html").write_text(

@@ -153,24 +153,29 @@ def tie_to_deliveries(conn: Connection, events: Sequence[FeedbackEvent]) -> list
 
     An SES identity notification carries no tags, only ``mail.messageId``:
     the id SES answered the send with, which the ledger keeps as
-    ``deliveries.provider_id`` (indexed). Where exactly one delivery has it,
-    the event takes that delivery's customer, run and message; an id the
-    ledger does not hold (mail sent by something else, an erased customer's
+    ``deliveries.provider_id`` (indexed). Where exactly one delivery of the
+    event's provider has it, the event takes that delivery's customer, run
+    and message. A delivery's ``adapter`` names its provider (the adapters'
+    and the feedback providers' names are the same): another provider's id
+    that happens to be equal never matches. A delivery claimed before the
+    ledger wrote the adapter (None) matches any provider. An id the ledger
+    does not hold (mail sent by something else, an erased customer's
     cleared row) leaves the event to its recipient address.
     """
     wanted = sorted({e.sent_id for e in events if e.sent_id and not (e.run_id and e.message_id)})
     if not wanted:
         return list(events)
     table = Delivery.__table__
-    found: dict[str, list[tuple[str, str, str]]] = {}
+    found: dict[str, list[tuple[str | None, str, str, str]]] = {}
     for chunk in chunks(wanted):
-        stmt = select(table.c.provider_id, table.c.customer_id, table.c.run_id, table.c.message_id).where(
+        stmt = select(table.c.provider_id, table.c.adapter, table.c.customer_id, table.c.run_id, table.c.message_id).where(
             table.c.provider_id.in_(chunk))
-        for provider_id, cid, run, message in conn.execute(stmt):
-            found.setdefault(provider_id, []).append((cid, run, message))
+        for provider_id, adapter, cid, run, message in conn.execute(stmt):
+            found.setdefault(provider_id, []).append((adapter, cid, run, message))
     out = []
     for event in events:
-        match = found.get(event.sent_id or "", []) if not (event.run_id and event.message_id) else []
+        candidates = found.get(event.sent_id or "", []) if not (event.run_id and event.message_id) else []
+        match = [(cid, run, message) for adapter, cid, run, message in candidates if adapter in (None, event.provider)]
         if len(match) == 1:
             cid, run, message = match[0]
             event = replace(event, customer_id=cid, run_id=run, message_id=message)

@@ -57,7 +57,7 @@ class Explanation:
     features: dict[str, Any] = field(default_factory=dict)
     #: What the message's trained model said (see :func:`model_facts`); None when it had none.
     model: dict[str, Any] | None = None
-    #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``,
+    #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``, ``adapter``,
     #: ``updated_at``); None before the send claimed it, and for a preview or a plan file.
     delivery: dict[str, Any] | None = None
     #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
@@ -222,9 +222,10 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         ).mappings().all()
         if not rows:
             raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}': {_absent(conn, customer_id, run['as_of'])}")
-        deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "updated_at": r.updated_at}
+        deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "adapter": r.adapter,
+                                      "updated_at": r.updated_at}
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
-                                                   DELIVERIES.c.attempts, DELIVERIES.c.updated_at)
+                                                   DELIVERIES.c.attempts, DELIVERIES.c.adapter, DELIVERIES.c.updated_at)
                                             .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))}
         # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
         erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
@@ -330,10 +331,13 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
 
 
 def delivery_sentence(delivery: dict[str, Any]) -> str:
-    """The delivery's state in a few words: ``failed (SUPPRESSED: ...)``, ``accepted``, ``deferred (...), 2 attempts``."""
+    """The delivery's state in a few words: ``failed (SUPPRESSED: ...)``, ``accepted via ses``, ``deferred (...) via smtp, 2 attempts``."""
     out = delivery["status"]
     if delivery.get("error") and delivery["status"] != "accepted":
         out += f" ({delivery['error']})"
+    if delivery.get("adapter") and delivery["status"] != "failed":
+        # A failed delivery is mostly relmail's own verdict (an opt-out since the plan, a render error), not the provider's.
+        out += f" via {delivery['adapter']}"
     if delivery.get("attempts", 0) > 1:
         out += f", {delivery['attempts']} attempts"
     return f"{out}, {delivery['updated_at']:%Y-%m-%d %H:%M} UTC"

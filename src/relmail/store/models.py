@@ -266,6 +266,8 @@ class Delivery(SQLModel, table=True):
     customer_id: str = Field(sa_column=Column(String(64), nullable=False))
     message_id: str = Field(sa_column=Column(String(100), nullable=False))
     status: str = Field(default="planned", sa_column=Column(String(16), nullable=False))
+    #: The registry name of the adapter the delivery was last claimed for (``smtp``, ``ses`` ...): the provider that
+    #: carried it, whose id ``provider_id`` is. None for a delivery never claimed, or claimed before relmail wrote it.
     adapter: str | None = Field(default=None, sa_column=Column(String(32)))
     #: RFC 5322 Message-ID, stored when the delivery is first claimed (derived from run, customer and message, so every attempt carries the same).
     rfc_message_id: str | None = Field(default=None, sa_column=Column(String(300)))
