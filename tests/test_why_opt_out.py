@@ -6,17 +6,20 @@ import json
 from datetime import timedelta
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import insert
 from werkzeug.test import Client
 
 from relmail import tokens
+from relmail.cli import cli
 from relmail.feedback import import_file as import_feedback
 from relmail.feedback import ingest, provider
 from relmail.feedback.consent import unsubscribe, update_preferences
 from relmail.feedback.records import Record
 from relmail.importers import import_file
+from relmail.planning.output import write_plan
 from relmail.planning.run import plan
-from relmail.planning.why import explain, format_explanations
+from relmail.planning.why import explain, explain_plan_file, format_explanations
 from relmail.store.models import Event
 from relmail.web.app import make_app
 from test_plan import AS_OF, CAMPAIGN, WINDOW, _ev, build_shop
@@ -104,6 +107,37 @@ def test_why_names_the_opt_out_the_plan_saw_not_a_later_change(project, engine, 
                        topics=["promotions", "service"], now=AS_OF + timedelta(days=1))
     text = format_explanations(*explain(engine, "C-OK"))
     assert f"{GLOBAL} {STAMP}; source: unsubscribe link (confirmation page)" in text.splitlines()
+
+
+def test_why_on_a_plan_file_names_the_opt_out_from_the_store_the_plan_was_made_on(project, engine, tmp_path):
+    # A dry run's file holds the decisions; the consent history, as of when the plan was made, says the rest.
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    unsubscribe(engine, claims(), everything=True, now=AT)
+    path = tmp_path / "plan.jsonl"
+    write_plan(plan(project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True), path)
+    # Back in after the plan: the file's decisions were still the link's.
+    update_preferences(engine, claims(), subscribed={"promotions"}, unsubscribe_all=False, max_per_week=None,
+                       topics=["promotions", "service"], now=AS_OF + timedelta(days=1))
+    said = f"{GLOBAL} {STAMP}; source: unsubscribe link (confirmation page)"
+    facts, exps = explain_plan_file(path, "C-OK", engine)
+    assert said in format_explanations(facts, exps).splitlines()
+    assert exps[0].as_dict()["opt_out"] == {"at": AT.isoformat(), "source": "unsubscribe link (confirmation page)"}
+    shown = CliRunner().invoke(cli, ["--project", str(project.root), "why", "C-OK", "--plan", str(path)])
+    assert shown.exit_code == 0, shown.output
+    assert said in shown.stdout.splitlines()
+    # A file without the plan's time (an older relmail's) is asked as of its as_of: the link's opt-out, recorded
+    # on relmail's clock after that, is not named, and no later change is named instead.
+    older = tmp_path / "older.jsonl"
+    older.write_text("".join(json.dumps({k: v for k, v in json.loads(line).items() if k != "decided_at"}) + "\n"
+                             for line in path.read_text().splitlines()))
+    assert f"{GLOBAL}; source not recorded" in format_explanations(*explain_plan_file(older, "C-OK", engine)).splitlines()
+    # Without the store the file alone explains, as it always could.
+    facts, exps = explain_plan_file(path, "C-OK")
+    assert GLOBAL in format_explanations(facts, exps).splitlines() and exps[0].opt_out is None
+    elsewhere = CliRunner().invoke(cli, ["--project", str(tmp_path / "no-project"), "why", "C-OK", "--plan", str(path)])
+    assert elsewhere.exit_code == 0, elsewhere.output
+    assert GLOBAL in elsewhere.stdout.splitlines()
 
 
 def test_an_opt_out_from_before_the_history_says_its_source_is_not_recorded(project, engine):

@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from ..errors import RelmailError
 from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
 
 
@@ -184,9 +185,10 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
     yet (--campaign and --window: that one customer is planned as a dry run
     would plan them, with the same features, rules and hold-out seed), or
     from a dry run's file (--plan). All three give the same sentences; from
-    the store (the first two), an UNSUBSCRIBED decision also says when and
-    from where the opt-out came (link, one-click, preference page, import,
-    ESP webhook or export), or that its source is not recorded.
+    the store, an UNSUBSCRIBED decision also says when and from where the
+    opt-out came (link, one-click, preference page, import, ESP webhook or
+    export), or that its source is not recorded. --plan asks the store when
+    the project's database opens, and explains from the file alone when not.
 
     \b
     Example:
@@ -206,7 +208,7 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
     if as_of and not campaign:
         raise click.UsageError("--as-of applies to --campaign and --window only")
     if plan_file:
-        facts, explanations = explain_plan_file(plan_file, customer)
+        facts, explanations = explain_plan_file(plan_file, customer, _store_if_any(state))
     elif campaign:
         facts, explanations = explain_window(state.project, state.engine, customer, campaign, window,
                                              as_of=parse_time(as_of) if as_of else None)
@@ -216,6 +218,18 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
         echo_json({**facts, "as_of": facts["as_of"].isoformat(), "decisions": [e.as_dict() for e in explanations]})
     else:
         click.echo(format_explanations(facts, explanations, top))
+
+
+def _store_if_any(state: State):
+    """The project's store, or None when there is no project or its database does not open.
+
+    ``why --plan`` explains from the file alone (a CI artifact looked at
+    anywhere); the store only adds where an opt-out came from.
+    """
+    try:
+        return state.engine
+    except RelmailError:
+        return None
 
 
 COMMANDS = [plan_command, why_command]

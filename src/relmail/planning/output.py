@@ -57,6 +57,9 @@ def write_plan(result: PlanResult, path: str | Path, fmt: str | None = None, lim
                 w.writerow([r["customer_id"], r["message_id"], r["action"], r["score"], r["expected_value"], " ".join(r["reasons"])])
     elif fmt == "jsonl":
         run = {"run": result.run_id, "as_of": result.as_of.isoformat()}
+        if result.decided_at is not None:
+            # What `relmail why --plan` asks the consent history as of, as `why` asks it as of a written decision's time.
+            run["decided_at"] = result.decided_at.isoformat()
         with path.open("wb") as fh:
             for r in result.decisions.sorted().records():
                 fh.write(orjson.dumps({**run, **r}) + b"\n")

@@ -50,6 +50,9 @@ class PlanResult:
     partitions: int = 1
     #: Messages whose audience one consent rule took (almost) entirely, with the likely cause.
     warnings: list[PlanWarning] = field(default_factory=list)
+    #: When the plan was made, on relmail's clock (the written decisions' ``created_at``): what consent
+    #: history it can have seen (:func:`relmail.store.consent_log.change_in_force`).
+    decided_at: datetime | None = None
 
     @property
     def totals(self) -> dict[str, int]:

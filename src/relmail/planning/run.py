@@ -244,7 +244,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     return PlanResult(
         run_id=run_id, campaign=camp.name, window=win, as_of=as_of, seed=seed, dry_run=dry_run, replan=opts.replan,
         decisions=decisions, messages=summaries, kept=sum(len(v) for v in kept.values()), replaced=max(replaced, 0),
-        kept_pairs=kept, models=models_used, timings=timings, partitions=len(ranges),
+        kept_pairs=kept, models=models_used, timings=timings, partitions=len(ranges), decided_at=now,
         warnings=[*catalogue_warnings(engine, camp, summaries, segments, topics),
                   *consent_warnings(engine, camp, summaries, project.settings.consent, topics),
                   *model_warnings(models_used, widths, summaries)],

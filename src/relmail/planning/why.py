@@ -61,7 +61,7 @@ class Explanation:
     #: ``updated_at``); None before the send claimed it, and for a preview or a plan file.
     delivery: dict[str, Any] | None = None
     #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
-    #: as the store says (:mod:`.opt_out`); None for a plan file.
+    #: as the store says (:mod:`.opt_out`); None for a plan file read without the store.
     opt_out: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -286,8 +286,14 @@ def _codes(row: dict[str, Any]) -> list[str]:
     return row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
 
 
-def explain_plan_file(path, customer_id: str) -> tuple[dict[str, Any], list[Explanation]]:
-    """(facts, explanations) for ``customer_id`` from a JSON Lines plan file (``relmail plan --out plan.jsonl``)."""
+def explain_plan_file(path, customer_id: str, engine: Engine | None = None) -> tuple[dict[str, Any], list[Explanation]]:
+    """(facts, explanations) for ``customer_id`` from a JSON Lines plan file (``relmail plan --out plan.jsonl``).
+
+    With ``engine`` (the store the plan was made on), an UNSUBSCRIBED decision
+    also names its opt-out as :func:`explain` does, from the consent history
+    as of the file's ``decided_at`` (when the plan was made; a file without
+    it, from an older relmail, is asked as of its ``as_of``).
+    """
     rows, facts = [], None
     for row in plan_file_rows(path, features=True):
         if row["customer_id"] == customer_id:
@@ -296,7 +302,13 @@ def explain_plan_file(path, customer_id: str) -> tuple[dict[str, Any], list[Expl
                               "as_of": datetime.fromisoformat(row["as_of"]), "source": str(path)}
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in {path}")
-    return facts, [explanation(facts["run"], customer_id, r) for r in rows]
+    opt_outs: list[dict[str, Any] | None] = [None] * len(rows)
+    if engine is not None:
+        with engine.connect() as conn:
+            opt_outs = [opt_out_behind(conn, customer_id, dict(r.get("features") or {}),
+                                       datetime.fromisoformat(r.get("decided_at") or r["as_of"]), facts["as_of"])
+                        if Unsubscribed.code in _codes(r) else None for r in rows]
+    return facts, [explanation(facts["run"], customer_id, r, opt_out=o) for r, o in zip(rows, opt_outs, strict=True)]
 
 
 def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:
