@@ -80,6 +80,14 @@ def test_a_claim_writes_the_adapter_and_a_retry_through_another_adapter_replaces
     assert rows == {a.delivery_id: "smtp", b.delivery_id: "ses"}
 
 
+def test_every_registered_adapter_name_fits_the_ledger_column():
+    """A claim writes the adapter's registry name; one longer than the column would fail the send on PostgreSQL."""
+    from relmail.delivery import ADAPTERS
+
+    width = Delivery.__table__.c.adapter.type.length
+    assert all(len(name) <= width for name in ADAPTERS), [name for name in ADAPTERS if len(name) > width]
+
+
 def test_deferred_is_retried_when_due_and_fails_past_the_deadline(engine):
     make_run(engine, sends=2, suppressed=0)
     ledger.prepare(engine, "weekly:2026-W48", NOW)
