@@ -7,8 +7,7 @@
   and gradient boosting) and the single-regression models of
   :mod:`.interaction` (an interaction logistic regression whose effect
   terms are shrunk hard, the same pooled with the sends of the other
-  messages, and the shared-shift solo model), and the regressions of a
-  pseudo-outcome of :mod:`.pseudo` (the DR-learner and the R-learner);
+  messages, and the shared-shift solo model);
 * the funnel model of an outcome reached through another (a purchase after
   a visit): the upstream outcome's uplift times ``P(outcome | upstream, x)``;
 * propensity and irritation: calibrated classifiers (:mod:`.bases`).
@@ -27,11 +26,8 @@ import numpy as np
 from .bases import Layout, Propensity, fit_probability, predict_probability
 from .interaction import Interaction, Pooled, Solo
 from .metalearners import Proportional, TLearner, TransformedOutcome, XLearner
-from .pseudo import DRLearner, RLearner
 
-UPLIFT_KINDS = (
-    "t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "dr_learner", "r_learner", "funnel",
-)
+UPLIFT_KINDS = ("t_learner", "x_learner", "transformed_outcome", "proportional", "solo", "interaction", "pooled", "funnel")
 #: Estimators that exist on some base learners only (the rest run on all of BASES).
 KIND_BASES = {"solo": ("logistic",), "interaction": ("logistic",), "pooled": ("logistic",)}
 #: Estimators built on the estimator chosen for another outcome (see :class:`Funnel`): candidates only through it.
@@ -99,9 +95,7 @@ def nested(y: np.ndarray, upstream: np.ndarray) -> bool:
 
 
 
-UPLIFT_CLASSES = {
-    c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, DRLearner, RLearner, Funnel)
-}
+UPLIFT_CLASSES = {c.kind: c for c in (TLearner, XLearner, TransformedOutcome, Proportional, Solo, Interaction, Pooled, Funnel)}
 #: Estimators whose first step is a T-learner's two group models (shared when fitted side by side).
 USES_GROUPS = ("t_learner", "x_learner", "proportional")
 
