@@ -93,14 +93,14 @@ def test_a_misspelt_topic_is_refused_even_when_earlier_e_mails_carry_it(shop, en
 
 def test_the_plan_never_reads_the_e_mails_topics(shop, monkeypatch):
     # The events table has no index on topic: neither a new topic nor a misspelt one makes the plan read it.
-    from relmail.store import topics
+    from relmail.store.mailed import MailedNames
 
     looked: list[set[str]] = []
 
-    def spy(conn, conditions):
+    def spy(self, conditions):
         looked.append(set(conditions))
         return set()
 
-    monkeypatch.setattr(topics, "which_exist", spy)
+    monkeypatch.setattr(MailedNames, "which", spy)
     assert plan(shop, "gift-guide").exit_code == 0 and looked == []
     assert plan(shop, "promotion").exit_code == 4 and looked == []
