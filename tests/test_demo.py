@@ -90,9 +90,23 @@ def test_counts_and_identifiers_follow_the_architecture(demo_store):
     assert tiers == {"new", "regular", "loyal"}
     runs = _rows(engine, "SELECT campaign, status FROM runs")
     assert len(runs) == 6 and set(runs) == {("weekly-history", "done")}
+    # Past runs are named as relmail names its own (campaign:window) and their e-mails carry those ids.
+    run_ids = {r for (r,) in _rows(engine, "SELECT id FROM runs")}
+    assert all(r == f"weekly-history:{r.split(':')[1]}" for r in run_ids)
+    assert {r for (r,) in _rows(engine, "SELECT DISTINCT run_id FROM events WHERE type = 'email_sent'")} == run_ids
     assert summary["demo"]["special_customers"] == ROLES
     assert summary["demo"]["featured_owners"]["EB-200"] >= 1
     assert summary["events"]["open_tickets"] >= 1
+
+
+def test_a_segment_finds_the_demo_s_past_sends_by_their_campaign(demo_store, tmp_path):
+    from relmail.segments import audience, load_segments
+
+    engine, _ = demo_store
+    (tmp_path / "history.yml").write_text("name: history\nreceived_email: {campaign: weekly-history, within_days: 60}\n")
+    members = audience(engine, [load_segments(tmp_path)["history"]], AS_OF)
+    mailed = {c for (c,) in _rows(engine, "SELECT DISTINCT customer_id FROM events WHERE type = 'email_sent'")}
+    assert len(mailed) > 100 and set(members.tolist()) == mailed
 
 
 def test_special_customers_have_their_story(demo_store):
@@ -255,7 +269,7 @@ def test_cli_demo_prints_the_summary_and_refuses_a_second_run(project):
     assert result.exit_code == 0, result.output
     out = result.output
     assert "Generated the demo shop" in out and "300 customers" in out
-    for needle in ("nl_NL", "e-bikes", "email_opened", "* (all e-mail)", "weekly-history-2026-W47", "C0000003", "hard_bounce", "EB-200"):
+    for needle in ("nl_NL", "e-bikes", "email_opened", "* (all e-mail)", "weekly-history:2026-W47", "C0000003", "hard_bounce", "EB-200"):
         assert needle in out
     again = runner.invoke(cli, args)
     assert again.exit_code == 9 and "--replace" in again.output

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
+from ..planning.result import run_id_for
 from . import catalog as cat
 from .behaviour import PRODUCT_IDS
 from .frames import HOUR, EventFrame
@@ -57,7 +58,8 @@ def past_runs(as_of: int) -> list[PastRun]:
         at = monday - timedelta(weeks=k)
         year, week, _ = at.isocalendar()
         window = f"{year}-W{week:02d}"
-        runs.append(PastRun(id=f"{CAMPAIGN}-{window}", window=window, at=int(at.timestamp())))
+        # Named as relmail names a run (campaign:window), so `received_email: {campaign: weekly-history}` finds them.
+        runs.append(PastRun(id=run_id_for(CAMPAIGN, window), window=window, at=int(at.timestamp())))
     return runs
 
 
