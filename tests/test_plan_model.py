@@ -291,3 +291,14 @@ def test_messages_scored_on_different_outcomes_are_a_plan_warning():
     assert "P(visit)" in warned[0].text and "P(conversion)" in warned[0].text
     models["sale"]["outcome"] = "conversion"
     assert model_warnings(models, {"sale": 3, "new": 3, "last": 3}, summaries) == []
+
+
+@pytest.mark.slow
+def test_a_preview_for_a_customer_the_store_lacks_is_one_line_with_a_model(plan_project, engine):
+    # The preview scores a frame of no customers: the model must answer with no rows, not fail in scikit-learn.
+    train(plan_project)
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "why", "C-NOBODY", "--campaign", "test",
+                                   "--window", WINDOW])
+    assert out.exit_code == 8 and isinstance(out.exception, SystemExit), out.output
+    assert out.output.strip().splitlines() == ["Error: customer 'C-NOBODY' is in no audience of campaign 'test' for window 2026-W48"]
+    assert load_model(plan_project, "promo").predict({"recency_days": np.array([])})["uplift"].shape == (0,)
