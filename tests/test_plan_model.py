@@ -225,6 +225,12 @@ def test_model_rule_sentences_come_from_logged_values():
         "irritation_cost": 500, "model_outcome": "conversion"}) == (
         "expected value -3.20 ≤ 0: P(conversion) 5.0% × value 40 = 2.00, "
         "less P(unsubscribe or complaint) 1.0% × cost of losing the customer 500.00 = 5.20")
+    # A small chance of losing the customer is what tips a low-value message: it is shown, not rounded to 0.0%.
+    assert RULES["NOT_WORTH_IT"].explain({
+        "expected_value": -0.0262, "model_p_positive": 0.051, "message_value": 1, "model_p_irritation": 0.00044,
+        "irritation_cost": 175.37, "model_outcome": None}) == (
+        "expected value -0.03 ≤ 0: P(a positive outcome) 5.1% × value 1 = 0.05, "
+        "less P(unsubscribe or complaint) 0.044% × cost of losing the customer 175.37 = 0.08")
     assert RULES["NEGATIVE_UPLIFT"].explain({"model_uplift": -0.031, "model_version": 2, "model_outcome": "click"}) == (
         "model v2 predicts this e-mail lowers the chance of click by 3.1 points (uplift -0.0310): better not to send")
 
