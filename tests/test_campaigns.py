@@ -122,6 +122,7 @@ def test_windows_are_midnights_in_the_project_time_zone():
     now = datetime(2026, 11, 25, 12, tzinfo=UTC)
     assert parse_window("this-week", "Europe/Amsterdam", now=now).key == "2026-W48"
     assert w.default_as_of(now) == now and w.default_as_of(datetime(2027, 1, 1, tzinfo=UTC)) == w.end
+    assert w.default_as_of(datetime(2026, 11, 20, 13, tzinfo=UTC)) == w.start  # the Friday before: its Monday
     for bad in ("2026-W54", "2026-13", "2026-02-30", "next week"):
         with pytest.raises(ValidationError, match="window"):
             parse_window(bad)

@@ -225,6 +225,12 @@ def test_model_rule_sentences_come_from_logged_values():
         "irritation_cost": 500, "model_outcome": "conversion"}) == (
         "expected value -3.20 ≤ 0: P(conversion) 5.0% × value 40 = 2.00, "
         "less P(unsubscribe or complaint) 1.0% × cost of losing the customer 500.00 = 5.20")
+    # A small chance of losing the customer is what tips a low-value message: it is shown, not rounded to 0.0%.
+    assert RULES["NOT_WORTH_IT"].explain({
+        "expected_value": -0.0262, "model_p_positive": 0.051, "message_value": 1, "model_p_irritation": 0.00044,
+        "irritation_cost": 175.37, "model_outcome": None}) == (
+        "expected value -0.03 ≤ 0: P(a positive outcome) 5.1% × value 1 = 0.05, "
+        "less P(unsubscribe or complaint) 0.044% × cost of losing the customer 175.37 = 0.08")
     assert RULES["NEGATIVE_UPLIFT"].explain({"model_uplift": -0.031, "model_version": 2, "model_outcome": "click"}) == (
         "model v2 predicts this e-mail lowers the chance of click by 3.1 points (uplift -0.0310): better not to send")
 
@@ -291,3 +297,14 @@ def test_messages_scored_on_different_outcomes_are_a_plan_warning():
     assert "P(visit)" in warned[0].text and "P(conversion)" in warned[0].text
     models["sale"]["outcome"] = "conversion"
     assert model_warnings(models, {"sale": 3, "new": 3, "last": 3}, summaries) == []
+
+
+@pytest.mark.slow
+def test_a_preview_for_a_customer_the_store_lacks_is_one_line_with_a_model(plan_project, engine):
+    # The preview scores a frame of no customers: the model must answer with no rows, not fail in scikit-learn.
+    train(plan_project)
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "why", "C-NOBODY", "--campaign", "test",
+                                   "--window", WINDOW])
+    assert out.exit_code == 8 and isinstance(out.exception, SystemExit), out.output
+    assert out.output.strip().splitlines() == ["Error: customer 'C-NOBODY' is in no audience of campaign 'test' for window 2026-W48"]
+    assert load_model(plan_project, "promo").predict({"recency_days": np.array([])})["uplift"].shape == (0,)

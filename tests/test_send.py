@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email
+from datetime import timedelta
 from email import policy
 
 import pytest
@@ -112,6 +113,36 @@ def test_a_delivery_names_the_adapter_that_carried_it_and_why_says_it(project):
     sent = next(e for e in explanations if e.action == "send")
     assert sent.as_dict()["delivery"]["adapter"] == "file"
     assert "  delivery: accepted via file, " in format_explanations(facts, explanations)
+
+
+@pytest.mark.parametrize("kind", ["email_bounced_hard", "email_complained"])
+def test_a_bounce_or_complaint_recorded_after_the_plan_is_never_mailed_whatever_its_date(project, kind):
+    # A bounce mailbox read on Saturday holds Friday's bounce: dated before the plan's as-of, recorded after the
+    # plan was made. The plan never saw it, so the send must not trust the date to say what the plan knew.
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    victim = decisions(engine, "send")[-1][0]
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__).values(customer_id=victim, type=kind, occurred_at=AS_OF - timedelta(hours=2)))
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert not any(victim in p.read_text() for p in outbox(project))
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
+    assert status == "failed" and error == f"SUPPRESSED: {kind} after the plan"
+
+
+def test_a_hard_bounce_before_a_later_delivery_does_not_stop_the_send(project):
+    # The plan's HARD_BOUNCE rule: a delivery, open or click after the bounce shows the address works again.
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=NOW)
+    victim = decisions(engine, "send")[-1][0]
+    with engine.begin() as conn:
+        conn.execute(insert(Event.__table__), [
+            {"customer_id": victim, "type": "email_bounced_hard", "occurred_at": AS_OF - timedelta(days=40)},
+            {"customer_id": victim, "type": "email_opened", "occurred_at": AS_OF - timedelta(days=3)}])
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    assert any(victim in p.read_text() for p in outbox(project))
 
 
 def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_goes_on(project):

@@ -308,8 +308,11 @@ def test_an_order_time_that_does_not_parse_is_one_problem(engine, tmp_path):
         csv.writer(f).writerows(rows)
     with pytest.raises(ValidationError) as caught:
         import_file(engine, "orders", path, mapping="shopify")
-    # The order's first line, once; its other lines share the order's time and fail with it.
+    # The order's first line, once; its other lines share the order's time and fail with it, saying where it is.
     assert [(p.line, p.field) for p in caught.value.problems if p.line == 2] == [(2, "Created at")]
+    first, second = [p for p in caught.value.problems if p.line in (2, 3)]
+    assert "(read from line" not in first.message
+    assert second.message == first.message + " (read from line 2, the first of the rows with the same 'Name')"
 
 
 def test_an_order_of_an_address_no_customer_has_names_the_exports_email_column(engine, tmp_path):

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from tests.webkit import KEY, ONE_CLICK, RUN, T0, feedback_events, prefs, token
 from werkzeug.test import Client
 
@@ -552,3 +553,25 @@ def test_a_misspelt_name_in_a_page_template_is_an_error_with_file_and_line_not_a
     assert out.exit_code == 6
     assert "error: pages/unsubscribe.html:2: " in out.stdout and "'lable'" in out.stdout
     assert "error: pages/unsubscribe.html:3: 'None' has no attribute 'label'" in out.stdout
+
+
+def test_the_pages_date_what_they_change_on_relmails_clock(web_shop, monkeypatch):
+    # A rehearsal under RELMAIL_NOW: an unsubscribe dated by the machine's clock lay weeks after the plans
+    # it should stop, and a consent import of the rehearsed week counted as older than it.
+    monkeypatch.setenv("RELMAIL_NOW", "2026-11-24T12:00:00+01:00")
+    client, _, engine = web_shop
+    assert client.post(f"/unsubscribe/{token()}", **ONE_CLICK).status_code == 200
+    form = {"form": "preferences", "topic": ["newsletter"], "max_per_week": ""}
+    assert client.post(f"/preferences/{token('C0000004')}", data=form).status_code == 200
+    t = Preference.__table__
+    e = Event.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(t.c.customer_id, t.c.topic, t.c.updated_at).where(t.c.source != "import")).all()
+        events = conn.execute(select(e.c.customer_id, e.c.occurred_at).where(e.c.type == "email_unsubscribed")).all()
+    expected = datetime(2026, 11, 24, 11, 0, tzinfo=UTC)
+
+    def as_utc(when: datetime) -> datetime:  # SQLite gives back naive UTC
+        return when.replace(tzinfo=UTC) if when.tzinfo is None else when.astimezone(UTC)
+
+    assert rows and all(as_utc(when) == expected for _, _, when in rows), rows
+    assert events and all(as_utc(when) == expected for _, when in events), events

@@ -7,7 +7,7 @@ a ``7d`` window (D-6..D), whatever the hour, and across a clock change.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +15,7 @@ from sqlalchemy import func, select
 
 from relmail.planning.run import plan
 from relmail.sending import send
-from relmail.store.models import Event
+from relmail.store.models import Decision, Event, Run
 from relmail.windows import ENV_NOW
 from test_plan import insert_shop
 
@@ -120,3 +120,36 @@ def test_a_recurring_messages_pending_issue_counts_as_far_as_its_repeat_after_da
     assert result.decisions.action.tolist() == [action], result.decisions.reasons.tolist()
     if action == "suppress":
         assert result.decisions.reasons.tolist() == ["ALREADY_SENT"]
+
+
+def test_next_weeks_issue_planned_on_friday_is_decided_as_of_its_monday(shop, engine, monkeypatch):
+    """Friday's preview (and a plan written ahead) of next week: this Monday's issue lies outside next Monday's
+    7 days, so next week's issue is a send, as Monday's own plan will decide. Planned as of the Friday, the caps and
+    repeat_after_days counted this Monday's issue and held next week's back from everyone."""
+    monday = _local(2026, 3, 23, 6, 0)
+    plan(shop, engine, "news", _window(monday), as_of=monday)
+    monkeypatch.setenv(ENV_NOW, (monday + timedelta(minutes=2)).isoformat())
+    assert send(shop, engine, "news", _window(monday)).outcomes["accepted"] == 1
+
+    monkeypatch.setenv(ENV_NOW, _local(2026, 3, 27, 14, 0).isoformat())
+    preview = plan(shop, engine, "news", "next-week", dry_run=True)
+    assert preview.as_of == _local(2026, 3, 30, 0, 0)
+    assert preview.decisions.action.tolist() == ["send"], preview.decisions.reasons.tolist()
+    plan(shop, engine, "news", "next-week")  # written ahead, sent by Monday's scheduled start
+    monkeypatch.setenv(ENV_NOW, _local(2026, 3, 30, 7, 0).isoformat())
+    assert send(shop, engine, "news", "auto").outcomes["accepted"] == 1
+
+
+def test_next_weeks_window_sent_on_friday_is_planned_as_of_the_moment_it_goes_out(shop, engine, monkeypatch):
+    """Sending a window before it starts sends now: the caps count this Monday's issue, four days before."""
+    monday = _local(2026, 3, 23, 6, 0)
+    plan(shop, engine, "news", _window(monday), as_of=monday)
+    monkeypatch.setenv(ENV_NOW, (monday + timedelta(minutes=2)).isoformat())
+    assert send(shop, engine, "news", _window(monday)).outcomes["accepted"] == 1
+    monkeypatch.setenv(ENV_NOW, _local(2026, 3, 27, 14, 0).isoformat())
+    assert send(shop, engine, "news", "next-week").outcomes["accepted"] == 0
+    with engine.connect() as conn:
+        as_of, reasons = conn.execute(select(Run.__table__.c.as_of, Decision.__table__.c.reasons).where(
+            Run.__table__.c.id == "news:2026-W14", Decision.__table__.c.run_id == Run.__table__.c.id)).one()
+    as_of = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)  # SQLite gives back naive UTC
+    assert as_of == _local(2026, 3, 27, 14, 0) and "TOPIC_FREQUENCY_CAP" in reasons

@@ -59,7 +59,8 @@ def test_cli_plan_next_week_on_a_fixed_friday(project, monkeypatch):
     monkeypatch.setenv("RELMAIL_NOW", "2026-12-04T15:00:00Z")  # a Friday
     out = CliRunner().invoke(cli, ["-p", str(project.root), "plan", "weekly", "--window", "next-week", "--dry-run", "--json"])
     assert out.exit_code == 0, out.output
-    assert '"run": "weekly:2026-W50"' in out.output and '"as_of": "2026-12-04T15:00:00+00:00"' in out.output
+    # Decided as of the window's start (Monday 00:00 in Amsterdam), when its e-mails can go out at the earliest.
+    assert '"run": "weekly:2026-W50"' in out.output and '"as_of": "2026-12-06T23:00:00+00:00"' in out.output
 
 
 @pytest.mark.parametrize("as_of, days, tz, start", [

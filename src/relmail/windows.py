@@ -70,17 +70,22 @@ class Window:
     timezone: str
 
     def default_as_of(self, now: datetime | None = None) -> datetime:
-        """The plan's "now": the current time, but never past the window's end.
+        """The plan's "now": the current time, kept within the window.
 
-        A plan made during or before its window sees everything known so
-        far (an unsubscribe from this morning counts). A plan for a window
-        that has ended (a replay, a backfill, a test) sees the data as it
-        was at the window's end, so it is the same plan every time.
+        A plan made during its window sees everything known so far (an
+        unsubscribe from this morning counts). A plan made before it (Friday's
+        preview of next week, a plan written ahead) is decided as of the
+        window's start, when its e-mails can go out at the earliest: it still
+        sees everything known, and the caps and ``repeat_after_days`` count
+        the days before that start, so this Monday's issue does not hold back
+        next Monday's. A plan for a window that has ended (a replay, a
+        backfill, a test) sees the data as it was at the window's end, so it
+        is the same plan every time.
         """
         now = now or current_time()
         if now.tzinfo is None:
             raise ValueError("now must be timezone-aware")
-        return min(now.astimezone(UTC), self.end)
+        return min(max(now.astimezone(UTC), self.start), self.end)
 
     def contains(self, moment: datetime) -> bool:
         return self.start <= moment < self.end

@@ -18,7 +18,8 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
                    "or auto: the current window of the campaign's schedule (see --cadence).")
 @click.option("--cadence", type=click.Choice(["weekly", "daily", "monthly"]),
               help="With --window auto: the current ISO week, day or month (default: the campaign's schedule).")
-@click.option("--as-of", help="The plan's 'now' (ISO 8601 with zone); default: now, capped at the window's end.")
+@click.option("--as-of", help="The plan's 'now' (ISO 8601 with zone); default: now, kept within the window "
+              "(its start for a window to come, its end for a past one).")
 @click.option("--dry-run", is_flag=True, help="Compute everything, write nothing to the database.")
 @click.option("--replan", is_flag=True, help="Replace the decisions of an existing run that were not delivered yet.")
 @click.option("--out", "out", type=click.Path(dir_okay=False), help="Write the decisions to FILE (.csv, .jsonl or .md).")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +24,7 @@ from ..store import consent_log
 from ..store.db import dialect_insert
 from ..store.models import Event, Preference
 from ..tokens import Claims
+from ..windows import current_time
 from .apply import ALL_TOPICS, ApplyResult, apply_events
 from .events import LINK_PROVIDER, PREFERENCES_PROVIDER, FeedbackEvent, derived_id
 
@@ -60,7 +61,9 @@ class Change:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    # relmail's clock (RELMAIL_NOW in a rehearsal), as every other consent date: a page's opt-out dated by
+    # the machine's clock would lie after the rehearsed plans and outrank the rehearsed week's imports.
+    return current_time()
 
 
 def _sent_message(conn, claims: Claims) -> str | None:

@@ -160,6 +160,7 @@ class MappedReader:
         m = self.mapping
         quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
         group_key: Any = None
+        group_line = 0
         group_values: dict[str, str] = {}
         group: tuple[dict, dict, list] = ({}, {}, [])
         parent_by, parent_columns = m.parent_by, m.parent_columns
@@ -186,7 +187,7 @@ class MappedReader:
                     if mixed:
                         values.update(group_values)  # the reader's own dict, not used after this
                 else:
-                    group_key = key
+                    group_key, group_line = key, record.line
                     group_values = {c: values.get(c, "") for c in first_row} if mixed else {}
                     group = self._evaluate(self.group_plan, values, {}, {}, [])
             if skip and not any(values.get(c, "").strip() for c in skip):
@@ -197,6 +198,12 @@ class MappedReader:
                 # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
                 yield Mapped(record.line, out, record.raw, None, (), self.labels, self.final)
                 continue
+            if group[2] and record.line != group_line:
+                # The group's cells are read from its first row: on a later row, say where the value is (a
+                # Shopify order's second line has no 'Created at' of its own to correct).
+                shared = set(group[2])
+                note = f" (read from line {group_line}, the first of the rows with the same {by!r})"
+                problems = [(f, m + note, k) if (f, m, k) in shared else (f, m, k) for f, m, k in problems]
             yield Mapped(record.line, out, record.raw, None, [(f, m) for f, m, _ in problems], self.labels, self.final,
                          frozenset(key for _, _, key in problems if key is not None))
 

@@ -97,6 +97,9 @@ class TrainedModel:
         """
         X = self.encode(features)
         name = self.primary_outcome(outcome) if outcome else self._only_outcome()
+        if not len(X):
+            # scikit-learn refuses zero rows; a plan or a preview may have none (a customer not in the store).
+            return {key: np.empty(0) for key in ("p_positive_sent", "uplift", "p_irritation")}
         up = self.uplift.get(name)
         return {
             "p_positive_sent": np.clip(self.propensity[name].predict(X), 0.0, 1.0),

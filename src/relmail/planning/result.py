@@ -106,7 +106,7 @@ def run_id_for(campaign: str, window: str) -> str:
 class PlanOptions:
     """How to plan: the options of :func:`plan` (and of ``relmail plan``), each with its default."""
 
-    #: The plan's "now"; default: now, capped at the window's end.
+    #: The plan's "now"; default: now, kept within the window (:meth:`relmail.windows.Window.default_as_of`).
     as_of: datetime | None = None
     #: Compute everything, write nothing (and take no lock).
     dry_run: bool = False

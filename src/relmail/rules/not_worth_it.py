@@ -37,9 +37,18 @@ class NotWorthIt(Rule):
         q, cost = num(logged, "model_p_irritation"), num(logged, "irritation_cost")
         contact = num(logged, "contact_cost")
         text = (
-            f"expected value {num(logged, 'expected_value'):.2f} ≤ 0: P({outcome}) {p:.1%} × value {n(value)} = {p * value:.2f}, "
-            f"less P(unsubscribe or complaint) {q:.1%} × cost of losing the customer {cost:.2f} = {q * cost:.2f}"
+            f"expected value {num(logged, 'expected_value'):.2f} ≤ 0: P({outcome}) {_share(p)} × value {n(value)} = {p * value:.2f}, "
+            f"less P(unsubscribe or complaint) {_share(q)} × cost of losing the customer {cost:.2f} = {q * cost:.2f}"
         )
         if contact:
             text += f", less contact cost {contact:.2f}"
         return text
+
+
+def _share(p: float) -> str:
+    """A probability as a percentage; below 1% with two significant digits.
+
+    An unsubscribe chance of 0.04% times a clv of 175 is what outweighs a
+    low-value message: "0.0%" would hide the term that decided.
+    """
+    return f"{p:.1%}" if p >= 0.01 or p <= 0 else f"{p * 100:.2g}%"

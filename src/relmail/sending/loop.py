@@ -13,13 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from ..delivery.base import STOPPED, DeliveryAborted
 from ..errors import DeferredShareExceeded, DeliveryError
+from ..features.queries import DELIVERY_TYPES
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
@@ -194,7 +195,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     outcomes: list[ledger.Settlement] = []
     # The plan may be days old: whoever opted out, complained or bounced
     # since is not mailed, whatever the plan said.
-    blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), job.topics, batcher.as_of))
+    blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), job.topics))
     for pair, reason in blocked.items():
         outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
     emails, errors = retry.run("rendering", lambda: batcher.render(list(by_pair)))
@@ -244,7 +245,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     return not set(withheld) - {STOPPED}
 
 
-def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None], as_of: datetime) -> dict[tuple[str, str], str]:
+def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None]) -> dict[tuple[str, str], str]:
     """Pairs that must not be mailed any more, with the reason: checked just before sending."""
     P, E = Preference.__table__, Event.__table__
     customers = sorted({c for c, _ in pairs})
@@ -254,14 +255,28 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
             select(P.c.customer_id, P.c.topic).where(P.c.customer_id.in_(customers), P.c.opted_in.is_(False))
         ):
             out_of.setdefault(cid, set()).add(topic)
-        since = dict(
-            conn.execute(
-                select(E.c.customer_id, E.c.type).where(
-                    E.c.customer_id.in_(customers), E.c.occurred_at > as_of,
-                    E.c.type.in_(("email_bounced_hard", "email_complained")),
-                )
-            ).all()
-        )
+        # Not only events dated after the plan's as-of: a bounce mailbox read or an ESP export imported
+        # after the plan brings events dated before it that the plan never saw. The plan's own rules
+        # decide again: a complaint ever (COMPLAINED), a hard bounce with no delivery, open or click
+        # since (HARD_BOUNCE).
+        last = {}
+        for cid, kind, at in conn.execute(
+            select(E.c.customer_id, E.c.type, func.max(E.c.occurred_at)).where(
+                E.c.customer_id.in_(customers), E.c.type.in_(("email_bounced_hard", "email_complained")),
+            ).group_by(E.c.customer_id, E.c.type)
+        ):
+            last.setdefault(cid, {})[kind] = at
+        bounced = sorted(c for c, kinds in last.items() if "email_bounced_hard" in kinds)
+        delivered = dict(conn.execute(
+            select(E.c.customer_id, func.max(E.c.occurred_at)).where(
+                E.c.customer_id.in_(bounced), E.c.type.in_(DELIVERY_TYPES)).group_by(E.c.customer_id)
+        ).all()) if bounced else {}
+    since = {}
+    for cid, kinds in last.items():
+        if "email_complained" in kinds:
+            since[cid] = "email_complained"
+        elif cid not in delivered or _utc(kinds["email_bounced_hard"]) > _utc(delivered[cid]):
+            since[cid] = "email_bounced_hard"
     blocked = {}
     for customer, message in pairs:
         topics_out = out_of.get(customer, set())
@@ -270,6 +285,11 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
         elif customer in since:
             blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
     return blocked
+
+
+def _utc(moment: datetime) -> datetime:
+    # SQLite gives back naive UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:

@@ -178,6 +178,9 @@ def _send(call: _Invocation) -> SendResult:
 
     # Planning here uses the senders' executor too: its customer ranges run where the senders will.
     on = {"executor": executor} if executor is not None else {}
+    # A window not started yet (sent early, by hand) is planned as of now, when its e-mails go out: the
+    # caps must count the days they are sent in, not those before the window's start (a plan's default).
+    on["as_of"] = min(clock(), win.end)
     preview = opts.dry_run or bool(opts.test_to)
     if run is None and preview:
         planned = plan(project, engine, camp, win, dry_run=True, now=clock(), **on)
