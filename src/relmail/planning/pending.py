@@ -16,6 +16,11 @@ counts to the frame as columns:
 ``<k>.planned_same``
     pending sends of message ``k`` itself (for a recurring message: of runs
     on days less than its ``repeat_after_days`` away);
+``<k>.held_out``
+    hold-outs of message ``k`` in other runs of the campaign (for a recurring
+    message: of runs on days less than its ``repeat_after_days`` away): a
+    customer kept back to measure a message's effect stays in its control
+    group (:mod:`relmail.rules.held_out`);
 ``<k>.recent_tickets``
     service tickets opened in the last ``recent_complaint_days`` of ``k``'s policy.
 
@@ -141,11 +146,49 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
         if gap is not None:
             same &= apart_days < gap
         frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[same])
+    _held_out(conn, frame, campaign, tz, run_id, as_of, within)
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
         for m in campaign.messages:
             if m.policy.recent_complaint_days == days:
                 frame.columns[f"{m.id}.recent_tickets"] = tickets
+
+
+def held_out_statement(run_id: str, campaign: str, messages: list[str], customers: tuple[str, str] | None = None):
+    """(customer, message, run as_of) of the hold-outs of ``messages`` in the other runs of ``campaign``."""
+    stmt = (
+        select(DEC.c.customer_id, DEC.c.message_id, RUNS.c.as_of)
+        .join(RUNS, RUNS.c.id == DEC.c.run_id)
+        .where(
+            # The partial index of sends and hold-outs, run by run: the campaign's runs, not the whole ledger.
+            text(f"decisions.{NOT_SUPPRESSED}"),
+            DEC.c.action == "holdout",
+            RUNS.c.campaign == campaign,
+            DEC.c.run_id != run_id,
+            DEC.c.message_id.in_(messages),
+        )
+    )
+    if customers is not None:
+        stmt = stmt.where(DEC.c.customer_id >= customers[0], DEC.c.customer_id <= customers[1])
+    return stmt
+
+
+def _held_out(conn, frame: FeatureFrame, campaign: Campaign, tz: str, run_id: str, as_of: datetime,
+              within: tuple[str, str] | None) -> None:
+    ids = frame.customer_ids
+    rows = conn.execute(held_out_statement(run_id, campaign.name, [m.id for m in campaign.messages], within)).all() \
+        if len(ids) else []
+    customers = np.array([r[0] for r in rows], dtype=str)
+    messages = np.array([r[1] for r in rows], dtype=object)
+    day = local_day(as_of, tz)
+    apart = {t: abs((local_day(t, tz) - day).days) for t in {r[2] for r in rows}}
+    apart_days = np.fromiter((apart[r[2]] for r in rows), dtype=np.int64, count=len(rows))
+    for m in campaign.messages:
+        # A one-off message's control group is for good; a recurring message's, for the issue it was kept from.
+        same = messages == m.id
+        if m.repeat_after_days is not None:
+            same &= apart_days < m.repeat_after_days
+        frame.columns[f"{m.id}.held_out"] = _counts(ids, customers[same])
 
 
 def _recent_tickets(conn, ids: np.ndarray, as_of: datetime, days: int) -> np.ndarray:

@@ -30,6 +30,7 @@ from .consent import NoConsent
 from .fatigue import Fatigue
 from .frequency_cap import FrequencyCap
 from .hard_bounce import HardBounce
+from .held_out import HeldOut
 from .invalid_address import InvalidAddress
 from .low_relevance import LowRelevance
 from .negative_uplift import NegativeUplift
@@ -57,6 +58,7 @@ _ORDER: tuple[type[Rule], ...] = (
     FrequencyCap,
     TopicFrequencyCap,
     AlreadySent,
+    HeldOut,
     OpenTicket,
     RecentComplaint,
     OwnsProduct,
