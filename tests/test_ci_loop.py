@@ -222,7 +222,7 @@ def test_a_run_planned_by_mistake_is_discarded_and_one_with_sends_is_kept(demo, 
 
 
 def _logged_only(code: str, sentence: str) -> str:
-    if code != "UNSUBSCRIBED":
+    if code not in ("UNSUBSCRIBED", "NO_CONSENT"):
         return sentence
     return re.sub(r"( on \d{4}-\d\d-\d\d \d\d:\d\d UTC)?; source(: .*| not recorded)$", "", sentence)
 

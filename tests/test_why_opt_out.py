@@ -210,3 +210,19 @@ def test_a_preview_on_a_clock_ahead_names_the_opt_out_recorded_on_that_clock(pro
     facts, exps = explain_window(project, engine, "C-OK", "test", WINDOW, as_of=AS_OF)
     lines = [line for line in format_explanations(facts, exps).splitlines() if "UNSUBSCRIBED" in line]
     assert lines and all(line.endswith("; source: unsubscribe link (one-click List-Unsubscribe)") for line in lines), lines
+
+
+def test_why_says_when_and_from_where_a_topic_opt_out_came(project, engine, tmp_path):
+    """NO_CONSENT from an opted-out topic names that opt-out as UNSUBSCRIBED names a global one; no consent on record
+    names nothing (there was no opt-out)."""
+    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    unsubscribe(engine, claims("promotions"), everything=False, now=AT)  # the link's "this list only"
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    facts, exps = explain(engine, "C-OK")
+    text = format_explanations(facts, exps)
+    said = f"  NO_CONSENT: opted out of topic 'promotions' {STAMP}; source: unsubscribe link (confirmation page)"
+    assert said in text.splitlines(), text
+    held = [e for e in exps if "NO_CONSENT" in e.reasons]
+    assert held and all(e.as_dict()["topic_opt_out"]["source"] == "unsubscribe link (confirmation page)" for e in held)
+    assert all("UNSUBSCRIBED" not in e.reasons and e.opt_out is None for e in exps)

@@ -1,4 +1,4 @@
-"""Where the opt-out behind an UNSUBSCRIBED decision came from, and when: for ``relmail why``.
+"""Where the opt-out behind an UNSUBSCRIBED or NO_CONSENT decision came from, and when: for ``relmail why``.
 
 The decision logs what decided (``consent_global`` 0: the global
 preference; else ``unsubscribed_event``: an unsubscribe event after the last
@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
 from ..importers.history import UNDATED
-from ..rules.unsubscribed import decided_by_preference
+from ..rules.consent import NoConsent, opted_out_of_topic
+from ..rules.unsubscribed import Unsubscribed, decided_by_preference
 from ..store import consent_log
 from ..store.models import Event
 
@@ -72,3 +73,23 @@ def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], d
         return {"at": event.occurred_at, "source": label(change)}
     provider = (event.event_id or "").partition(":")[0]
     return {"at": event.occurred_at, "source": _PROVIDERS.get(provider)}
+
+
+def topic_opt_out_behind(conn: Connection, customer_id: str, topic: str, decided_at: datetime) -> dict[str, Any]:
+    """``{"at", "source"}`` of the opt-out of ``topic`` a NO_CONSENT decision made at ``decided_at`` saw (as :func:`opt_out_behind`)."""
+    change = consent_log.change_in_force(conn, customer_id, topic, decided_at)
+    if change is None or change.opted_in:
+        return {"at": None, "source": None}
+    return {"at": None if change.changed_at == UNDATED else change.changed_at, "source": label(change)}
+
+
+def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged: dict[str, Any], decided_at: datetime,
+                    as_of: datetime) -> dict[str, dict[str, Any]]:
+    """Reason code -> when and from where the opt-out behind it came: UNSUBSCRIBED, and NO_CONSENT where the
+    message's topic was opted out (not where no consent is on record)."""
+    out = {}
+    if Unsubscribed.code in codes:
+        out[Unsubscribed.code] = opt_out_behind(conn, customer_id, logged, decided_at, as_of)
+    if NoConsent.code in codes and opted_out_of_topic(logged):
+        out[NoConsent.code] = topic_opt_out_behind(conn, customer_id, logged["topic"], decided_at)
+    return out

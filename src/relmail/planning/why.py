@@ -21,11 +21,12 @@ from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
+from ..rules.consent import NoConsent
 from ..rules.unsubscribed import Unsubscribed
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Run
 from ..windows import current_time, resolve_window
-from .opt_out import opt_out_behind
+from .opt_out import opt_outs_behind
 from .output import plan_file_rows
 from .run import plan
 from .runs import resolve_run
@@ -63,6 +64,8 @@ class Explanation:
     #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
     #: as the store says (:mod:`.opt_out`); None for a plan file read without the store.
     opt_out: dict[str, Any] | None = None
+    #: For NO_CONSENT where the message's topic was opted out: the same of that opt-out.
+    topic_opt_out: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -76,9 +79,9 @@ class Explanation:
             out["model"] = self.model
         if self.delivery is not None:
             out["delivery"] = {**self.delivery, "updated_at": self.delivery["updated_at"].isoformat()}
-        if self.opt_out is not None:
-            at = self.opt_out["at"]
-            out["opt_out"] = {"at": at.isoformat() if at else None, "source": self.opt_out["source"]}
+        for key, found in (("opt_out", self.opt_out), ("topic_opt_out", self.topic_opt_out)):
+            if found is not None:
+                out[key] = {"at": found["at"].isoformat() if found["at"] else None, "source": found["source"]}
         return out
 
 
@@ -175,16 +178,20 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
 
 
 def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None,
-                erased: bool = False, opt_out: dict[str, Any] | None = None) -> Explanation:
+                erased: bool = False, opt_outs: dict[str, dict[str, Any]] | None = None) -> Explanation:
     """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any.
 
     ``erased``: the customer was erased, which empties the logged features;
     each reason is then the code's general meaning, not a sentence about made-up zeros.
-    ``opt_out``: for UNSUBSCRIBED, when and from where the opt-out came (:func:`.opt_out.opt_out_behind`).
+    ``opt_outs``: reason code -> when and from where the opt-out behind it came (:func:`.opt_out.opt_outs_behind`).
     """
     logged = dict(row.get("features") or {})
+    opt_outs = opt_outs or {}
+    opt_out, topic_opt_out = opt_outs.get(Unsubscribed.code), opt_outs.get(NoConsent.code)
     if opt_out is not None:
         logged["opt_out"] = opt_out
+    if topic_opt_out is not None:
+        logged["topic_opt_out"] = topic_opt_out
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
     if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):
@@ -200,7 +207,7 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
         because=[(c, REASON_CODES.get(c, c)) for c in codes] if erased and not row.get("features") else because(codes, logged, score),
         contributions=contributions, features=dict(row.get("features") or {}), model=model_facts(logged), delivery=delivery,
-        opt_out=opt_out,
+        opt_out=opt_out, topic_opt_out=topic_opt_out,
     )
 
 
@@ -230,8 +237,8 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
         erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
         opt_outs = {} if erased else {
-            r["id"]: opt_out_behind(conn, customer_id, dict(r["features"] or {}), r["created_at"], run["as_of"])
-            for r in rows if Unsubscribed.code in r["reasons"].split()}
+            r["id"]: opt_outs_behind(conn, customer_id, r["reasons"].split(), dict(r["features"] or {}), r["created_at"], run["as_of"])
+            for r in rows}
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
              "erased": erased}
     return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]))
@@ -277,9 +284,9 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
              "source": "preview"}
     decided_at = current_time()  # the consent history's clock (relmail.store.consent_log.record)
     with engine.connect() as conn:
-        opt_outs = [opt_out_behind(conn, customer_id, dict(r.get("features") or {}), decided_at, result.as_of)
-                    if Unsubscribed.code in _codes(r) else None for r in rows]
-    return facts, [explanation(result.run_id, customer_id, r, opt_out=o) for r, o in zip(rows, opt_outs, strict=True)]
+        opt_outs = [opt_outs_behind(conn, customer_id, _codes(r), dict(r.get("features") or {}), decided_at, result.as_of)
+                    for r in rows]
+    return facts, [explanation(result.run_id, customer_id, r, opt_outs=o) for r, o in zip(rows, opt_outs, strict=True)]
 
 
 def _codes(row: dict[str, Any]) -> list[str]:
@@ -302,13 +309,13 @@ def explain_plan_file(path, customer_id: str, engine: Engine | None = None) -> t
                               "as_of": datetime.fromisoformat(row["as_of"]), "source": str(path)}
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in {path}")
-    opt_outs: list[dict[str, Any] | None] = [None] * len(rows)
+    opt_outs: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
     if engine is not None:
         with engine.connect() as conn:
-            opt_outs = [opt_out_behind(conn, customer_id, dict(r.get("features") or {}),
-                                       datetime.fromisoformat(r.get("decided_at") or r["as_of"]), facts["as_of"])
-                        if Unsubscribed.code in _codes(r) else None for r in rows]
-    return facts, [explanation(facts["run"], customer_id, r, opt_out=o) for r, o in zip(rows, opt_outs, strict=True)]
+            opt_outs = [opt_outs_behind(conn, customer_id, _codes(r), dict(r.get("features") or {}),
+                                        datetime.fromisoformat(r.get("decided_at") or r["as_of"]), facts["as_of"])
+                        for r in rows]
+    return facts, [explanation(facts["run"], customer_id, r, opt_outs=o) for r, o in zip(rows, opt_outs, strict=True)]
 
 
 def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:

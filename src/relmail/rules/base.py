@@ -114,3 +114,12 @@ def calendar_days(days: float, planned: float = 0, logged=None) -> str:
         return "on the plan's day" + (" (planned: by runs of that day)" if planned else "")
     ahead = f"; planned: by runs of the {n(days - 1)} days either side" if planned else ""
     return f"within {n(days)} calendar days (the plan's day and the {n(days - 1)} before{ahead})"
+
+
+def when_and_source(found: dict | None) -> str:
+    """`` on 2026-11-04 09:12 UTC; source: unsubscribe link`` for an opt-out ``relmail why`` found in the store
+    (``{"at", "source"}``); empty when it did not ask (a plan file read without the store)."""
+    if found is None:
+        return ""
+    text = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found.get("at") is not None else ""
+    return text + (f"; source: {found['source']}" if found.get("source") else "; source not recorded")

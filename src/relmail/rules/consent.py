@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Rule, RuleFindings, num
+from .base import Rule, RuleFindings, num, when_and_source
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -45,4 +45,10 @@ class NoConsent(Rule):
                 return f"no consent on record for topic '{topic}' and no global opt-in; this campaign needs an opt-in"
             return (f"no consent on record for topic '{topic}', which needs its own opt-in (a global opt-in does not "
                     "count for it: [consent] in relmail.toml)")
-        return f"opted out of topic '{topic}'"
+        return f"opted out of topic '{topic}'" + when_and_source(logged.get("topic_opt_out"))
+
+
+def opted_out_of_topic(logged) -> bool:
+    """Whether a NO_CONSENT decision's topic was opted out (zero values are not logged: an absent consent_topic
+    is 0, opted out; ``null`` is no record)."""
+    return "consent_topic" not in logged and bool(logged.get("topic")) and logged.get("topic") != "*"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, num
+from .base import Rule, RuleFindings, num, when_and_source
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -25,12 +25,7 @@ class Unsubscribed(Rule):
         """What decided; with ``opt_out`` (``relmail why`` asked the store), when and from where."""
         text = ("opted out of all e-mail (global preference)" if decided_by_preference(logged)
                 else "unsubscribed (link or provider event) after the last opt-in")
-        found = logged.get("opt_out")
-        if found is None:
-            return text
-        if found.get("at") is not None:
-            text += f" on {found['at']:%Y-%m-%d %H:%M} UTC"
-        return text + (f"; source: {found['source']}" if found.get("source") else "; source not recorded")
+        return text + when_and_source(logged.get("opt_out"))
 
 
 def decided_by_preference(logged) -> bool:
