@@ -1,5 +1,6 @@
 """Sends while the SMTP server is down: on a fixed clock ($RELMAIL_NOW) ahead of the system clock the deferred
-e-mails wait for the next run instead of being claimed again at once, forever; a proof that did not arrive says why."""
+e-mails wait for the next run instead of being claimed again at once, forever; behind it (a rehearsal of past weeks)
+they are due after the adapter's delay on the rehearsal's clock; a proof that did not arrive says why."""
 
 from __future__ import annotations
 
@@ -43,6 +44,20 @@ def test_a_deferral_is_not_due_again_within_the_same_send_on_a_clock_ahead_of_th
     summary = json.loads(done.stdout)
     assert summary["outcomes"]["deferred"] > 0 and summary["outcomes"]["accepted"] == 0, done.stdout + done.stderr
     assert summary["next_retry_at"] > ahead  # due on the send's own clock, not the system's
+
+
+def test_a_deferral_on_a_clock_behind_the_system_is_due_after_the_adapters_delay_on_that_clock(tmp_path, db_url, monkeypatch):
+    root = shop_with_smtp_down(tmp_path, db_url, monkeypatch)
+    behind = datetime.now(UTC) - timedelta(days=30)  # rehearsing last month's weeks
+    env = {**os.environ, "RELMAIL_NOW": behind.isoformat(), "RELMAIL_SIGNING_KEY": "test-signing-key-not-secret"}
+    done = subprocess.run([sys.executable, "-c", "from relmail.cli import main; main()", "--project", str(root),
+                           "send", "newsletter", "--window", "auto", "--workers", "1", "--json"],
+                          env=env, capture_output=True, text=True, timeout=60)
+    summary = json.loads(done.stdout)
+    assert summary["outcomes"]["deferred"] > 0, done.stdout + done.stderr
+    # The SMTP adapter's retry delay (minutes) from the rehearsal's now, not a real date a month later.
+    due = datetime.fromisoformat(summary["next_retry_at"])
+    assert behind < due < behind + timedelta(hours=2), summary["next_retry_at"]
 
 
 def test_a_proof_that_was_not_delivered_fails_with_the_reason(tmp_path, db_url, monkeypatch):

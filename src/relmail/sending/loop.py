@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from ..delivery.base import STOPPED, DeliveryAborted
+from ..delivery.base import STOPPED, DeliveryAborted, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..features.queries import DELIVERY_TYPES
 from ..rules import RENDER_ERROR
@@ -213,10 +213,12 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     except DeliveryAborted as exc:
         answers, aborted = exc.results, exc
     withheld: dict[str, list[int]] = {}
-    # A deferral is due again only after this send's own clock: the adapter dates its retry by the
-    # system clock, and with $RELMAIL_NOW ahead of it the retry was due at once and claimed again,
-    # forever, while the server stayed down.
-    not_before = clock() + timedelta(seconds=1)
+    # The adapter dates a retry by its own clock (the system's); the ledger's is this send's ($RELMAIL_NOW in a
+    # rehearsal). The delay the adapter asked for counts from this send's now: with $RELMAIL_NOW ahead of the
+    # system clock the retry was due at once and claimed again, forever, while the server stayed down; behind
+    # it, due only once the rehearsal passed the real date. And never within this second.
+    now, adapter_now = clock(), getattr(adapter, "clock", utcnow)()
+    not_before = now + timedelta(seconds=1)
     for answer in answers:
         delivery_id = int(answer.key[1:])
         if answer.withheld:
@@ -228,7 +230,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
         else:
             retry_at = answer.retry_at
             if answer.status == "deferred":
-                retry_at = max(retry_at, not_before) if retry_at is not None else not_before
+                retry_at = max(now + (retry_at - adapter_now), not_before) if retry_at is not None else not_before
             outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, retry_at,
                                            answer.reason or None, answer.hard_bounce))
     counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
