@@ -698,6 +698,17 @@ def test_a_time_format_given_replaces_only_the_mappings_own_not_a_columns(tmp_pa
         "'15.03.2026' is not in the format '%Y/%m/%d' (e.g. 2026/03/14)"]
 
 
+def test_a_time_mapped_to_an_attribute_is_stored_as_its_iso_text(tmp_path, engine):
+    """Attributes are JSON: a parsed time goes in as ISO 8601 text in UTC (it failed the write with a traceback)."""
+    mapping = tmp_path / "crm.yml"
+    mapping.write_text("kind: customers\ntimes: {format: '%d-%m-%Y %H:%M', timezone: Europe/Amsterdam}\ncolumns:\n"
+                       "  id: id\n  email: email\n  Laatst gezien: {to: attributes.last_seen, parse: time}\n")
+    export = tmp_path / "crm.csv"
+    export.write_text("id;email;Laatst gezien\nK1;k1@mail.example;15-3-2026 10:12\n")
+    assert import_file(engine, "customers", export, mapping=str(mapping)).rows_imported == 1
+    assert table(engine, Customer)[0]["attributes"] == {"last_seen": "2026-03-15T09:12:00+00:00"}
+
+
 def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     runner = CliRunner()
     base = ["--project", str(project.root), "import"]

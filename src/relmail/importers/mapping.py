@@ -463,7 +463,11 @@ class _Spec:
                     # The shop's own local time: the project's zone (relmail.toml). Without a project the
                     # times have no zone, and each one says so.
                     zone = self.timezone
-                return make_time(options.get("format"), zone, suggest=not own_format)
+                parse_time = make_time(options.get("format"), zone, suggest=not own_format)
+                if target is not None and target.startswith("attributes."):
+                    # Attributes are stored as JSON, which has no time: the ISO 8601 text, in UTC as every stored time.
+                    return lambda value: parse_time(value).isoformat()
+                return parse_time
             return factory(**options)
         except (ValueError, TypeError) as exc:
             self.bad(path, str(exc))
