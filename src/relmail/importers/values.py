@@ -210,6 +210,9 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         if plain(value):  # 12.50: most cells of most exports
             return float(value.replace(",", "."))
         text = value.strip().replace("\u00a0", " ")
+        if len(text) > 2 and text[0] == "(" and text[-1] == ")":
+            # An accounting format (Excel's, in every language) writes a negative amount in parentheses: (3,00).
+            return -abs(parse(text[1:-1]))
         match = _MONEY.match(text)
         if match is None:
             raise FieldError(f"{_short(value)} is not an amount of money (e.g. {example} or € {example})")
