@@ -174,6 +174,14 @@ def test_money_refuses_what_it_cannot_read_unambiguously():
     assert make_money(None, ",")("1.234,50") == 1234.5
 
 
+def test_money_in_parentheses_is_negative_as_an_accounting_format_writes_it():
+    """Excel's accounting format writes -3.00 as (3,00) or (€ 3,00); it was refused as 'names two currencies'."""
+    money = make_money("EUR", ",")
+    assert money("(3,00)") == -3.0 and money("(€ 1.234,50)") == -1234.5 and money("(-3,00)") == -3.0
+    with pytest.raises(FieldError, match="not an amount of money"):
+        money("()")
+
+
 @PROPS
 @given(items=st.lists(st.text(alphabet=st.characters(blacklist_characters=',"', blacklist_categories=("Cs",)), min_size=1)
                       .map(str.strip).filter(bool), max_size=6))

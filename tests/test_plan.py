@@ -455,6 +455,29 @@ def test_render_gate_renders_a_sample_and_fails_with_exit_22(plan_project, engin
     assert "**2 render error(s):**" in (tmp_path / "plan.md").read_text()
 
 
+def test_recipients_who_get_the_base_template_in_another_language_are_a_warning(plan_project, engine):
+    """The base template is in the default locale's language; French customers with no .fr variant get it
+    without any render failing. The plan says so (a warning, not a gate), naming the file to add."""
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.update().values(locale="fr_FR"))
+    base = ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW, "--as-of", "2026-11-23T09:00:00Z",
+            "--dry-run", "--json"]
+    import json
+
+    out = CliRunner().invoke(cli, base)
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.stdout)
+    sends = {m["message_id"]: m["send"] for m in data["messages"]}
+    warned = {w["message_id"]: w["text"] for w in data["warnings"] if w["rule"] == "OTHER_LANGUAGE"}
+    assert set(warned) == {m for m, n in sends.items() if n} == {"promo", "service"}
+    assert warned["promo"] == (f"promo: {sends['promo']} recipient(s) get ebike_launch.html, written in 'en', not in their "
+                               f"language ({sends['promo']} fr_FR); add ebike_launch.fr.html for them")
+    french = plan_project.templates_dir / "ebike_launch.fr.html"
+    french.write_text((plan_project.templates_dir / "ebike_launch.html").read_text(encoding="utf-8"), encoding="utf-8")
+    again = json.loads(CliRunner().invoke(cli, base).stdout)
+    assert [w["message_id"] for w in again["warnings"] if w["rule"] == "OTHER_LANGUAGE"] == ["service"]
+
+
 def test_a_campaign_naming_a_missing_template_is_refused_before_anything_is_planned(plan_project, engine):
     path = plan_project.campaigns_dir / "test.yml"
     path.write_text(CAMPAIGN.replace("template: ebike_launch", "template: ebike_lunch"), encoding="utf-8")

@@ -644,6 +644,74 @@ def test_an_export_resaved_by_a_german_spreadsheet_imports_with_its_decimal_mark
     assert {k: imported[k] for k in expected} == expected and len(expected) > 5
 
 
+def _excel_nl(value: str) -> str:
+    """A time cell as Excel in Dutch writes it back after reading it as a date: 2024-09-12 18:03:11 -> 12-9-2024 18:03."""
+    when = datetime.strptime(value, "%Y-%m-%d %H:%M:%S")
+    return f"{when.day}-{when.month}-{when.year} {when:%H:%M}"
+
+
+def test_an_export_resaved_by_a_dutch_spreadsheet_imports_with_its_time_format(project, tmp_path):
+    """Mailchimp's export opened and saved by Excel in Dutch: ';', a byte order mark and its times as 12-9-2024 18:03.
+    The error names the --time-format that reads them; with it the times are the export's own (the day first:
+    12-9-2024 is the 12th of September, not the 9th of December)."""
+    source = MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv"
+    rows = list(csv.reader(io.StringIO(source.read_text(encoding="utf-8"), newline="")))
+    times = [i for i, name in enumerate(rows[0]) if name in ("OPTIN_TIME", "CONFIRM_TIME", "LAST_CHANGED")]
+    dutch = tmp_path / source.name
+    with dutch.open("w", encoding="utf-8-sig", newline="") as fh:
+        writer = csv.writer(fh, delimiter=";", lineterminator="\r\n")
+        writer.writerow(rows[0])
+        for row in rows[1:]:
+            writer.writerow([_excel_nl(v) if i in times and v else v for i, v in enumerate(row)])
+    runner = CliRunner()
+    base = ["--project", str(project.root), "import", "customers", str(dutch), "--map", "mailchimp"]
+    refused = runner.invoke(cli, base)
+    assert refused.exit_code == 4
+    assert ("field 'CONFIRM_TIME': '12-9-2024 18:03' is not in the format '%Y-%m-%d %H:%M:%S' (e.g. 2026-03-14 10:12:31); "
+            "the file was re-saved by a spreadsheet? relmail import --time-format '%d-%m-%Y %H:%M' reads it "
+            "(day first: check a date after the 12th of a month)") in refused.stderr
+    without_map = runner.invoke(cli, ["--project", str(project.root), "import", "customers", str(dutch), "--time-format", "%d-%m-%Y"])
+    assert without_map.exit_code == 2 and "--time-format applies to the time columns of a mapping" in without_map.stderr
+    done = runner.invoke(cli, [*base, "--time-format", "%d-%m-%Y %H:%M"])
+    assert done.exit_code == 0, done.output
+    with project_engine(project) as engine:
+        created = {r["email"]: r["created_at"] for r in table(engine, Customer)}
+        consent = {r["customer_id"]: r["updated_at"] for r in table(engine, Preference)}
+    assert created["anna.devries@mail.example"].replace(tzinfo=None) == datetime(2024, 9, 12, 18, 3)
+    assert created["kim.dekker@mail.example"].replace(tzinfo=None) == datetime(2026, 10, 12, 7, 55)
+    assert sorted(v.replace(tzinfo=None) for v in consent.values()) == [
+        datetime(2026, 2, 1, 8, 30), datetime(2026, 10, 12, 7, 55), datetime(2026, 11, 20, 20, 16)]
+
+
+def test_a_time_format_given_replaces_only_the_mappings_own_not_a_columns(tmp_path, engine):
+    """--time-format stands for the mapping's times format; a column that names its own keeps it, and its
+    cells get no hint about an option that would not change them."""
+    mapping = tmp_path / "crm.yml"
+    mapping.write_text("kind: customers\ntimes: {format: '%Y-%m-%d', timezone: UTC}\ncolumns:\n  id: id\n  email: email\n"
+                       "  joined: {to: created_at, parse: time}\n  news: {to: consent, parse: yes_no}\n"
+                       "  since: {to: consent_at, parse: time, format: '%Y/%m/%d'}\n")
+    export = tmp_path / "crm.csv"
+    export.write_text("id,email,joined,news,since\nK1,k1@mail.example,14.03.2026,yes,2026/03/15\n")
+    result = import_file(engine, "customers", export, mapping=str(mapping), time_format="%d.%m.%Y")
+    assert result.rows_imported == 1
+    export.write_text("id,email,joined,news,since\nK1,k1@mail.example,14.03.2026,yes,15.03.2026\n")
+    with pytest.raises(ValidationError) as exc:
+        import_file(engine, "customers", export, mapping=str(mapping), time_format="%d.%m.%Y")
+    assert [p.message for p in exc.value.problems] == [
+        "'15.03.2026' is not in the format '%Y/%m/%d' (e.g. 2026/03/14)"]
+
+
+def test_a_time_mapped_to_an_attribute_is_stored_as_its_iso_text(tmp_path, engine):
+    """Attributes are JSON: a parsed time goes in as ISO 8601 text in UTC (it failed the write with a traceback)."""
+    mapping = tmp_path / "crm.yml"
+    mapping.write_text("kind: customers\ntimes: {format: '%d-%m-%Y %H:%M', timezone: Europe/Amsterdam}\ncolumns:\n"
+                       "  id: id\n  email: email\n  Laatst gezien: {to: attributes.last_seen, parse: time}\n")
+    export = tmp_path / "crm.csv"
+    export.write_text("id;email;Laatst gezien\nK1;k1@mail.example;15-3-2026 10:12\n")
+    assert import_file(engine, "customers", export, mapping=str(mapping)).rows_imported == 1
+    assert table(engine, Customer)[0]["attributes"] == {"last_seen": "2026-03-15T09:12:00+00:00"}
+
+
 def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     runner = CliRunner()
     base = ["--project", str(project.root), "import"]

@@ -234,3 +234,17 @@ def test_generated_samples_price_every_featured_product_in_the_customers_currenc
     assert samples
     for sample in samples:
         assert [localized(p, "nl_NL", currencies)["price"] for p in sample.context.featured_products] == [2499.0, 0.0]
+
+
+def test_a_customer_never_mailed_for_an_invalid_address_is_no_sample(demo, engine, tmp_path):
+    """An address a customers import flagged (INVALID_ADDRESS, never mailed) cannot be put in a To: header. The
+    check samples the emptiest customer of each locale, which such a bare row often is (a CRM record with
+    only an address): it must take a customer a send could reach, not fail every variant over the data."""
+    from relmail.importers import import_file
+
+    bare = tmp_path / "bare.csv"
+    bare.write_text("id,email,locale\nA0000000,jerôme.girard@courriel.example,nl_NL\nA0000001,jan@@mail.example,en_GB\n",
+                    encoding="utf-8")
+    assert import_file(engine, "customers", bare).flagged_addresses == 2
+    report = check(demo, engine)
+    assert report.findings == [] and report.rendered

@@ -347,6 +347,21 @@ def test_create_app_reads_the_project_from_the_environment(web_shop, monkeypatch
     assert prefs(engine) == {("C0000003", "newsletter"): (False, "unsubscribe-link", None)}
 
 
+def test_the_links_own_path_is_answered_as_the_root_is(web_shop):
+    """A new project's links are https://<domain>/relmail/unsubscribe/TOKEN; a proxy that passes /relmail/ on
+    as it is reached only a 404 (an unsubscribe link that does not work). Both paths answer, nothing else moves."""
+    client, project, engine = web_shop
+    assert project.settings.unsubscribe_url.endswith("/relmail")
+    link = f"/relmail/unsubscribe/{token('C0000003', 'newsletter')}"
+    page = client.get(link)
+    assert page.status_code == 200 and page.data == client.get(link.removeprefix("/relmail")).data
+    assert client.post(link, **ONE_CLICK).status_code == 200
+    assert prefs(engine) == {("C0000003", "newsletter"): (False, "unsubscribe-link", None)}
+    assert client.get(f"/relmail/preferences/{token('C0000002', 'newsletter')}").status_code == 200
+    assert client.get("/relmail/healthz").status_code == 200
+    assert client.get("/relmail/other/x").status_code == 404 and client.get("/relmail").status_code == 404
+
+
 # -- what providers really send: one odd event, replayed tokens ----------------
 
 def mailgun_post(client, data: dict, token: str, key: bytes = b"key-mailgun-test", ts: str | None = None):

@@ -62,13 +62,23 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.option("--decimal", type=click.Choice([".", ","]),
                   help="With --map: the decimal mark of its money columns that name none (',' for an export re-saved by "
                        "a spreadsheet that writes 12,50).")
+    @click.option("--time-format", metavar="FORMAT",
+                  help="With --map: the format (strftime codes) of its time columns that name none ('%d-%m-%Y %H:%M' for an "
+                       "export re-saved by a spreadsheet that writes 14-03-2026 10:12).")
     @json_option
     @pass_state
     def command(state: State, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-                decimal: str | None, as_json: bool, strict_addresses: bool = False) -> None:
+                decimal: str | None, time_format: str | None, as_json: bool, strict_addresses: bool = False) -> None:
         if decimal is not None and mapping is None:
             raise click.UsageError("--decimal applies to the money columns of a mapping: give --map")
-        _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses, decimal)
+        if time_format is not None:
+            if mapping is None:
+                raise click.UsageError("--time-format applies to the time columns of a mapping: give --map")
+            if "%" not in time_format:
+                raise click.BadParameter(f"{time_format!r} has no strftime codes (e.g. '%d-%m-%Y %H:%M')",
+                                         param_hint="--time-format")
+        _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses, decimal,
+             time_format)
 
     if kind == "customers":
         command = click.option("--strict-addresses", is_flag=True,
@@ -86,7 +96,7 @@ for _kind, (_summary, _example) in _EXAMPLES.items():
 
 
 def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-         as_json: bool, strict_addresses: bool, decimal: str | None = None) -> None:
+         as_json: bool, strict_addresses: bool, decimal: str | None = None, time_format: str | None = None) -> None:
     from ..errors import ValidationError
     from ..importers import import_file
 
@@ -124,6 +134,7 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
             strict_addresses=strict_addresses,
             variables={"brand.url": settings.brand.url.rstrip("/"), "brand.name": settings.brand.name},
             decimal=decimal,
+            time_format=time_format,
         )
     except ValidationError as exc:
         if bar is not None:

@@ -137,7 +137,7 @@ class Mapping:
 
 
 def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: str | None = None,
-                 decimal: str | None = None, timezone: str | None = None) -> Mapping:
+                 decimal: str | None = None, timezone: str | None = None, time_format: str | None = None) -> Mapping:
     """The mapping ``spec`` names for ``kind``: a built-in (``shopify``, ``woocommerce``, ``mailchimp``, ``klaviyo``) or a YAML file.
 
     A built-in with several variants for a kind (Mailchimp's subscribed,
@@ -148,13 +148,17 @@ def load_mapping(spec: str, kind: str, header: list[str] | None = None, source: 
     spreadsheet in a language that writes ``12,50``. ``timezone`` is the
     project's time zone: the zone of the times a mapping reads with
     ``timezone: project`` (a shop system that writes its own local time).
+    ``time_format`` (strftime codes) replaces the mapping's ``times``
+    format for every ``time`` column that names no format of its own: an
+    export re-saved by a spreadsheet that writes ``14-03-2026 10:12``.
     """
     path = Path(spec)
     if path.suffix.lower() in (".yml", ".yaml") or path.exists():
         if not path.is_file():
             raise ValidationError(f"{spec}: no such mapping file", [Problem(spec, None, None, "no such mapping file")])
-        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind, decimal=decimal, timezone=timezone)
-    return _builtin(spec, kind, header, source, decimal, timezone)
+        return parse_mapping(path.read_text(encoding="utf-8"), str(path), kind, decimal=decimal, timezone=timezone,
+                             time_format=time_format)
+    return _builtin(spec, kind, header, source, decimal, timezone, time_format)
 
 
 def builtin_names() -> list[str]:
@@ -163,7 +167,7 @@ def builtin_names() -> list[str]:
 
 
 def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None = None, decimal: str | None = None,
-             timezone: str | None = None) -> Mapping:
+             timezone: str | None = None, time_format: str | None = None) -> Mapping:
     name, _, variant = spec.partition("/")
     folder = BUILTIN_DIR / name
     if not re.fullmatch(r"[a-z0-9_-]+", name) or not folder.is_dir():
@@ -178,7 +182,8 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
         have = ", ".join(f"{name}/{f.stem}" for f in every)
         raise ValidationError(f"the built-in mapping {spec!r} has no {kind} mapping",
                               [Problem(spec, None, None, f"no {kind} mapping here (built-in: {have})")])
-    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name, decimal=decimal, timezone=timezone)
+    variants = [parse_mapping(f.read_text(encoding="utf-8"), f"{name}/{f.name}", kind, name=name, decimal=decimal, timezone=timezone,
+                              time_format=time_format)
                 for f in files]
     if len(variants) == 1 or header is None:
         return variants[0]
@@ -215,12 +220,13 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
 
 
 def parse_mapping(text: str, file: str, kind: str | None = None, name: str | None = None, decimal: str | None = None,
-                  timezone: str | None = None) -> Mapping:
+                  timezone: str | None = None, time_format: str | None = None) -> Mapping:
     """Parse and validate a mapping's YAML; every problem names the file, line and key.
 
     ``name`` (default: the file's stem) is recorded as the ``source`` of the
     consent a customers mapping writes; ``decimal`` is the decimal mark of
-    the ``money`` columns that name none, ``timezone`` the project's (see :func:`load_mapping`).
+    the ``money`` columns that name none, ``timezone`` the project's,
+    ``time_format`` the format of the ``time`` columns that name none (see :func:`load_mapping`).
     """
     if decimal not in (None, ".", ","):
         raise ValueError(f"decimal must be '.' or ',', not {decimal!r}")
@@ -241,7 +247,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         raise ValidationError(f"{file}: invalid mapping", problems)
     if kind is not None and declared != kind:
         bad("kind", f"the mapping is for {declared}, not {kind}")
-    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal, timezone)
+    spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal, timezone, time_format)
     outputs: list[Output] = []
     columns = data.get("columns")
     if not isinstance(columns, dict) or not columns:
@@ -337,6 +343,8 @@ class _Spec:
     decimal: str | None = None
     #: The project's time zone, for ``timezone: project``.
     timezone: str | None = None
+    #: Replaces ``times.format`` (``relmail import --time-format``).
+    time_format: str | None = None
 
     def targets(self) -> tuple[str, ...]:
         return schema_for(self.kind).names + SIDE_FIELDS.get(self.kind, ())
@@ -441,8 +449,11 @@ class _Spec:
             if key in _OPTIONS and key not in ("to", "parse", "optional", "default") and key not in allowed:
                 self.bad(f"{path}.{key}", f"'{key}' is not an option of {name} (options: {', '.join(allowed) or 'none'})")
                 return False
+        own_format = "format" in options
         if name == "time":
             options = {**self.times, **options}
+            if self.time_format and not own_format:
+                options["format"] = self.time_format
         if name == "money" and self.decimal and "decimal" not in options:
             options["decimal"] = self.decimal
         try:
@@ -452,7 +463,11 @@ class _Spec:
                     # The shop's own local time: the project's zone (relmail.toml). Without a project the
                     # times have no zone, and each one says so.
                     zone = self.timezone
-                return make_time(options.get("format"), zone)
+                parse_time = make_time(options.get("format"), zone, suggest=not own_format)
+                if target is not None and target.startswith("attributes."):
+                    # Attributes are stored as JSON, which has no time: the ISO 8601 text, in UTC as every stored time.
+                    return lambda value: parse_time(value).isoformat()
+                return parse_time
             return factory(**options)
         except (ValueError, TypeError) as exc:
             self.bad(path, str(exc))

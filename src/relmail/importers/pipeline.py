@@ -118,6 +118,7 @@ def import_file(
     strict_addresses: bool = False,
     variables: dict[str, str] | None = None,
     decimal: str | None = None,
+    time_format: str | None = None,
 ) -> ImportResult:
     """Import ``source`` (a path, ``-`` for stdin, or a binary stream) as ``kind``.
 
@@ -140,11 +141,16 @@ def import_file(
     ``strict_addresses``, which makes it an error. ``decimal`` (``.`` or
     ``,``) is the decimal mark of the mapping's ``money`` columns that name
     none (an export re-saved by a spreadsheet that writes ``12,50``); it
-    needs a mapping named by ``mapping``.
+    needs a mapping named by ``mapping``. ``time_format`` (strftime codes)
+    is likewise the format of its ``time`` columns that name none (the same
+    export's times, re-saved as ``14-03-2026 10:12``).
     """
     if decimal is not None and not isinstance(mapping, str):
         raise ValidationError(f"the decimal mark {decimal!r} applies to the money columns of a mapping: name one (--map)",
                               [Problem(str(getattr(source, "name", source)), None, None, "no mapping to apply the decimal mark to")])
+    if time_format is not None and not isinstance(mapping, str):
+        raise ValidationError(f"the time format {time_format!r} applies to the time columns of a mapping: name one (--map)",
+                              [Problem(str(getattr(source, "name", source)), None, None, "no mapping to apply the time format to")])
     schema = schema_for(kind)
     started = time.perf_counter()
     src = open_source(source, fmt)
@@ -153,7 +159,7 @@ def import_file(
         mapped = None
         if mapping is not None:
             loaded = mapping if isinstance(mapping, Mapping) else load_mapping(mapping, kind, reader.header, src.name, decimal,
-                                                                                  (defaults or {}).get("timezone"))
+                                                                                  (defaults or {}).get("timezone"), time_format)
             if loaded.kind != kind:
                 raise ValidationError(f"{loaded.file}: the mapping is for {loaded.kind}, not {kind}",
                                       [Problem(loaded.file, loaded.line_of("kind"), "kind", f"the mapping is for {loaded.kind}")])

@@ -68,11 +68,14 @@ def remembered(parse: Parser, size: int) -> Parser:
     return cached
 
 
-def make_time(fmt: str | None, timezone: str | None) -> Parser:
+def make_time(fmt: str | None, timezone: str | None, suggest: bool = False) -> Parser:
     """A date-time in ``fmt`` (strftime codes; None: ISO 8601), in ``timezone`` when the value has no offset; returned in UTC.
 
     A value without an offset and a mapping without ``timezone`` is an error:
-    a guessed zone shifts every comparison by hours.
+    a guessed zone shifts every comparison by hours. With ``suggest`` (the
+    column's format is the mapping's, which ``relmail import --time-format``
+    replaces), a cell written the way a spreadsheet re-saves a time
+    (``14-03-2026 10:12``) names the option that reads it.
     """
     zone = _zone(timezone) if timezone else None
     shape = _ISO_SHAPES.get(fmt) if fmt else None
@@ -86,7 +89,8 @@ def make_time(fmt: str | None, timezone: str | None) -> Parser:
             else:
                 parsed = datetime.strptime(text, fmt)
         except ValueError as exc:
-            raise FieldError(_time_problem(text, expected, exc)) from None
+            hint = _resaved_hint(text) if suggest else ""
+            raise FieldError(_time_problem(text, expected, exc) + hint) from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
@@ -117,6 +121,26 @@ def _time_problem(text: str, expected: str, exc: ValueError) -> str:
         return f"{_short(text)} is not {expected}"
     # The shape fits, the calendar does not: 31.02.2026, 24:00, month 13.
     return f"{_short(text)} is no real date or time ({why}); expected {expected}"
+
+
+#: A time as a spreadsheet writes it in a language whose dates put the day first (Excel in Dutch: 14-3-2026 10:12;
+#: French: 14/03/2026 10:12; German: 14.03.2026 10:12) after it read an export's ISO times as dates.
+_RESAVED = re.compile(r"(\d{1,2})([-./])(\d{1,2})\2\d{4}(?: \d{1,2}:\d\d(:\d\d)?)?")
+
+
+def _resaved_hint(text: str) -> str:
+    """The ``--time-format`` that reads ``text``, when it looks like a spreadsheet's re-save of a time; else ''."""
+    m = _RESAVED.fullmatch(text)
+    if m is None:
+        return ""
+    first, sep, second = int(m.group(1)), m.group(2), int(m.group(3))
+    if first > 31 or second > 31 or (first > 12 and second > 12):
+        return ""
+    # Day first unless the cell shows otherwise: the spreadsheets that re-save with ';' and '12,50' write dates so.
+    date = f"%m{sep}%d{sep}%Y" if second > 12 else f"%d{sep}%m{sep}%Y"
+    clock = "" if " " not in text else " %H:%M:%S" if m.group(4) else " %H:%M"
+    unsure = "" if first > 12 or second > 12 else " (day first: check a date after the 12th of a month)"
+    return f"; the file was re-saved by a spreadsheet? relmail import --time-format '{date}{clock}' reads it{unsure}"
 
 
 def _local(naive: datetime, zone: zoneinfo.ZoneInfo, text: str) -> datetime:
@@ -186,6 +210,9 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         if plain(value):  # 12.50: most cells of most exports
             return float(value.replace(",", "."))
         text = value.strip().replace("\u00a0", " ")
+        if len(text) > 2 and text[0] == "(" and text[-1] == ")":
+            # An accounting format (Excel's, in every language) writes a negative amount in parentheses: (3,00).
+            return -abs(parse(text[1:-1]))
         match = _MONEY.match(text)
         if match is None:
             raise FieldError(f"{_short(value)} is not an amount of money (e.g. {example} or € {example})")

@@ -30,10 +30,13 @@ import numpy as np
 from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
+from ..importers.fields import language_of
 from ..render import MessageSpec, Renderer, RenderError
 from ..render.contexts import customer_contexts, load_catalog
+from ..render.environment import content_language
 from ..render.variants import Variant, Variants
 from ..store.models import Customer
+from .consent_warning import PlanWarning
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -127,6 +130,8 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
                                               getattr(exc, "file", None), getattr(exc, "line", None)))
                 continue
             groups.setdefault(variant, {})[loc] = rows.tolist()
+        audience = next((s.audience for s in result.messages if s.message_id == m.id), 0)
+        result.warnings += _language_warnings(m.id, groups, project.settings.default_locale, audience)
         for variant, by_locale in groups.items():
             count = sum(len(rows) for rows in by_locale.values())
             check = VariantCheck(variant, recipients=count, locales=len(by_locale))
@@ -157,6 +162,29 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
             result.render_checks.append(check)
     result.render_problems, result.render_errors = problems, len(problems)
     return problems
+
+
+def _language_warnings(message_id: str, groups: dict[Variant, dict[str, list[int]]], default_locale: str,
+                       audience: int) -> list[PlanWarning]:
+    """A warning per variant some recipients get in a language not theirs: the base template for a locale with no variant.
+
+    The base template is written in the language of ``default_locale``; a shop that adds French customers and
+    no ``.fr.html`` sends them the Dutch e-mail without any render failing, so only a warning can say so.
+    """
+    out = []
+    for variant, by_locale in groups.items():
+        written = content_language(variant.html[0], default_locale).split("-")[0].lower()
+        others = {loc: len(rows) for loc, rows in by_locale.items() if language_of(loc) != written}
+        if not others:
+            continue
+        n = sum(others.values())
+        stem, _, suffix = variant.html[0].rpartition(".")
+        who = ", ".join(f"{count:,} {loc}" for loc, count in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
+        wanted = ", ".join(f"{stem}.{lang}.{suffix}" for lang in dict.fromkeys(language_of(loc) for loc in sorted(others)))
+        text = (f"{message_id}: {n:,} recipient(s) get {variant.html[0]}, written in '{written}', not in their language "
+                f"({who}); add {wanted} for them")
+        out.append(PlanWarning(message_id, "OTHER_LANGUAGE", 0, audience, text))
+    return out
 
 
 def _locales(engine, customer_ids: np.ndarray, default: str) -> np.ndarray:

@@ -116,7 +116,7 @@ class SampleSource:
         return out
 
     def _pick(self, locales: list[str] | None) -> list[str]:
-        """Ids of the customer with the most optional fields filled in and of the one with the fewest."""
+        """Ids of the customer with the most optional fields filled in and of the one with the fewest, mailable ones first."""
         fullness = sum(case((func.length(func.coalesce(col, "")) > 0, 1), else_=0) for col in (C.c.first_name, C.c.last_name))
         size = func.length(cast(C.c.attributes, String))
         q = select(C.c.id)
@@ -126,8 +126,11 @@ class SampleSource:
             if "" in locales:
                 cond = C.c.locale.is_(None) if cond is None else (cond | C.c.locale.is_(None))
             q = q.where(cond)
-        richest = self._first(q.order_by(fullness.desc(), size.desc(), C.c.id))
-        emptiest = self._first(q.order_by(fullness, size, C.c.id))
+        # A customer whose address an import flagged is never mailed, and its address cannot be put in a To: header:
+        # sampling it (a bare CRM row is often the emptiest) would fail every variant over the data, not the template.
+        mailable = C.c.email_valid.desc()
+        richest = self._first(q.order_by(mailable, fullness.desc(), size.desc(), C.c.id))
+        emptiest = self._first(q.order_by(mailable, fullness, size, C.c.id))
         return list(dict.fromkeys(x for x in (richest, emptiest) if x is not None))
 
     def _first(self, q) -> str | None:

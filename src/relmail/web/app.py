@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import logging
+from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
@@ -65,6 +66,10 @@ _HEADERS = {
 }
 
 
+#: The first step of every route's path: what may follow the base URL's path.
+_ROUTES = frozenset({"healthz", "unsubscribe", "preferences", "webhooks"})
+
+
 class RelmailApp:
     """The WSGI callable. Build it with :func:`make_app`."""
 
@@ -73,6 +78,9 @@ class RelmailApp:
         self.engine = engine
         self.webhooks = webhook_config or WebhookConfig.from_project(project)
         self.pages = Pages(project)
+        # The path of [unsubscribe] base_url (/relmail in a new project): the links' own path, answered as well
+        # as the routes at the root, so a proxy that passes https://shop.example/relmail/... on unchanged works.
+        self.mount = urlsplit(project.settings.unsubscribe_url).path.rstrip("/")
         self.url_map = Map(
             [
                 # werkzeug answers HEAD through a GET rule; the handlers treat it as a GET.
@@ -91,6 +99,9 @@ class RelmailApp:
     # -- plumbing ---------------------------------------------------------
 
     def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if self.mount and path.startswith(self.mount + "/") and path[len(self.mount):].split("/")[1] in _ROUTES:
+            environ = {**environ, "SCRIPT_NAME": environ.get("SCRIPT_NAME", "") + self.mount, "PATH_INFO": path[len(self.mount):]}
         request = Request(environ)
         request.max_content_length = MAX_BODY
         adapter = self.url_map.bind_to_environ(environ)
