@@ -74,3 +74,10 @@ def use_smtp(project, server) -> None:
     text = (project.root / "relmail.toml").read_text().replace('adapter = "file"', 'adapter = "smtp"')
     text += "\n[delivery.smtp]\n" + "\n".join(lines).replace("'", '"') + "\n"
     (project.root / "relmail.toml").write_text(text)
+
+
+def edit_template(project, name: str, old: str, new: str) -> None:
+    """Replace ``old`` (once) in template ``name`` and in each of its language variants (``name.nl.html`` ...):
+    the demo shop's customers read Dutch and English, so a change meant for every recipient goes in each."""
+    for path in [project.templates_dir / f"{name}.html", *sorted(project.templates_dir.glob(f"{name}.*.html"))]:
+        path.write_text(path.read_text().replace(old, new, 1))

@@ -95,7 +95,8 @@ def test_a_campaign_naming_a_missing_template_is_the_same_error_for_plan_and_tem
 
     from relmail.campaigns import load_campaign
 
-    (project.templates_dir / "usage_tip.html").unlink()
+    for variant in project.templates_dir.glob("usage_tip*.html"):  # the message's template in every language
+        variant.unlink()
     path = load_campaign(project, "weekly").path
     runner = CliRunner()
     base = ["--project", str(project.root)]

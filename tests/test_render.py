@@ -150,8 +150,10 @@ def test_locale_variant_chosen_before_the_default_and_falls_back(renderer):
     assert de.template == "welcome_offer.html"
     # Partials have variants too: the Dutch footer in the Dutch e-mail.
     assert "afmelden" in nl.html and "unsubscribe</a>" in en.html
-    # A message without a Dutch variant renders the default for Dutch customers.
-    assert renderer.render(spec("usage_tip"), customer(locale="nl_NL")).template == "usage_tip.html"
+    # Every message of the example has its Dutch variant; a German customer gets each one's default.
+    tip = renderer.render(spec("usage_tip"), customer(locale="nl_NL"))
+    assert tip.template == "usage_tip.nl.html" and tip.subject.endswith(": toegang delen")
+    assert renderer.render(spec("usage_tip"), customer(locale="de_DE")).template == "usage_tip.html"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from email import policy
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import insert, select, update
-from tests.sendkit import AS_OF, WINDOW, build
+from tests.sendkit import AS_OF, WINDOW, build, edit_template
 
 from relmail.cli import cli
 from relmail.planning.why import explain, format_explanations
@@ -147,10 +147,7 @@ def test_a_hard_bounce_before_a_later_delivery_does_not_stop_the_send(project):
 
 def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_goes_on(project):
     engine = build(project)
-    (project.root / "templates" / "newsletter.html").write_text(
-        (project.root / "templates" / "newsletter.html").read_text().replace(
-            "{% block content %}", "{% block content %}{{ customer.attributes.city.upper() }}", 1)
-    )
+    edit_template(project, "newsletter", "{% block content %}", "{% block content %}{{ customer.attributes.city.upper() }}")
     with engine.begin() as conn:
         from relmail.store.models import Customer
 

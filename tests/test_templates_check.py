@@ -176,7 +176,7 @@ def test_cli_exit_codes_generated_samples_and_json(project, engine):
     ok = run(project, "--json")
     assert ok.exit_code == 0, ok.output
     data = json.loads(ok.stdout)
-    assert data["ok"] is True and data["samples"] == "generated" and data["files"] == 14  # with partials/product_rows.txt
+    assert data["ok"] is True and data["samples"] == "generated" and data["files"] == 18  # with partials/product_rows.txt
     write(project, "bad.html", BAD)
     bad = run(project)
     assert bad.exit_code == 6
