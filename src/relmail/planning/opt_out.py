@@ -57,10 +57,7 @@ def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], d
     ``source`` None: not recorded. ``at`` None: no date known (an undated import, or nothing on record).
     """
     if decided_by_preference(logged):
-        change = consent_log.change_in_force(conn, customer_id, "*", decided_at)
-        if change is None or change.opted_in:
-            return {"at": None, "source": None}
-        return {"at": None if change.changed_at == UNDATED else change.changed_at, "source": label(change)}
+        return topic_opt_out_behind(conn, customer_id, "*", decided_at)
     event = conn.execute(
         select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_unsubscribed",
                                                      E.c.occurred_at <= as_of)
@@ -76,7 +73,7 @@ def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], d
 
 
 def topic_opt_out_behind(conn: Connection, customer_id: str, topic: str, decided_at: datetime) -> dict[str, Any]:
-    """``{"at", "source"}`` of the opt-out of ``topic`` a NO_CONSENT decision made at ``decided_at`` saw (as :func:`opt_out_behind`)."""
+    """``{"at", "source"}`` of the opt-out of ``topic`` (``*``: all e-mail) in force at ``decided_at``, from the consent history."""
     change = consent_log.change_in_force(conn, customer_id, topic, decided_at)
     if change is None or change.opted_in:
         return {"at": None, "source": None}

@@ -130,10 +130,7 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
     customers = np.array(customer_col, dtype=str)
     messages = np.array(message_col, dtype=object)
     topics = np.array(topic_col, dtype=object)
-    # Days between each run's as-of day and this plan's: worked out once per run, looked up per send.
-    day = local_day(as_of, tz)
-    apart = {t: abs((local_day(t, tz) - day).days) for t in set(as_of_col)}
-    apart_days = np.fromiter(map(apart.__getitem__, as_of_col), dtype=np.int64, count=len(as_of_col))
+    apart_days = _days_apart(as_of_col, as_of, tz)
     near7, near30 = apart_days < 7, apart_days < 30
     frame.columns["planned_7"] = _counts(ids, customers[near7])
     frame.columns["planned_30"] = _counts(ids, customers[near30])
@@ -141,11 +138,7 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
         on_topic = topics == m.topic
         frame.columns[f"{m.id}.topic_planned_7"] = _counts(ids, customers[near7 & on_topic])
         frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, customers[near30 & on_topic])
-        gap = m.repeat_after_days
-        same = messages == m.id
-        if gap is not None:
-            same &= apart_days < gap
-        frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[same])
+        frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[_same_issue(messages, apart_days, m)])
     _held_out(conn, frame, campaign, tz, run_id, as_of, within)
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
@@ -178,17 +171,27 @@ def _held_out(conn, frame: FeatureFrame, campaign: Campaign, tz: str, run_id: st
     ids = frame.customer_ids
     rows = conn.execute(held_out_statement(run_id, campaign.name, [m.id for m in campaign.messages], within)).all() \
         if len(ids) else []
-    customers = np.array([r[0] for r in rows], dtype=str)
-    messages = np.array([r[1] for r in rows], dtype=object)
-    day = local_day(as_of, tz)
-    apart = {t: abs((local_day(t, tz) - day).days) for t in {r[2] for r in rows}}
-    apart_days = np.fromiter((apart[r[2]] for r in rows), dtype=np.int64, count=len(rows))
+    customer_col, message_col, as_of_col = zip(*rows) if rows else ((), (), ())
+    customers, messages = np.array(customer_col, dtype=str), np.array(message_col, dtype=object)
+    apart_days = _days_apart(as_of_col, as_of, tz)
     for m in campaign.messages:
         # A one-off message's control group is for good; a recurring message's, for the issue it was kept from.
-        same = messages == m.id
-        if m.repeat_after_days is not None:
-            same &= apart_days < m.repeat_after_days
-        frame.columns[f"{m.id}.held_out"] = _counts(ids, customers[same])
+        frame.columns[f"{m.id}.held_out"] = _counts(ids, customers[_same_issue(messages, apart_days, m)])
+
+
+def _days_apart(run_as_ofs, as_of: datetime, tz: str) -> np.ndarray:
+    """Calendar days (in ``tz``) between each run's as-of day and this plan's: worked out once per run, looked up per row."""
+    day = local_day(as_of, tz)
+    apart = {t: abs((local_day(t, tz) - day).days) for t in set(run_as_ofs)}
+    return np.fromiter(map(apart.__getitem__, run_as_ofs), dtype=np.int64, count=len(run_as_ofs))
+
+
+def _same_issue(messages: np.ndarray, apart_days: np.ndarray, message) -> np.ndarray:
+    """Rows of ``message``; of a recurring one, only those of runs less than its ``repeat_after_days`` away."""
+    same = messages == message.id
+    if message.repeat_after_days is not None:
+        same &= apart_days < message.repeat_after_days
+    return same
 
 
 def _recent_tickets(conn, ids: np.ndarray, as_of: datetime, days: int) -> np.ndarray:

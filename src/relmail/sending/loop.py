@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
@@ -277,7 +277,7 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
     for cid, kinds in last.items():
         if "email_complained" in kinds:
             since[cid] = "email_complained"
-        elif cid not in delivered or _utc(kinds["email_bounced_hard"]) > _utc(delivered[cid]):
+        elif cid not in delivered or kinds["email_bounced_hard"] > delivered[cid]:
             since[cid] = "email_bounced_hard"
     blocked = {}
     for customer, message in pairs:
@@ -287,11 +287,6 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
         elif customer in since:
             blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
     return blocked
-
-
-def _utc(moment: datetime) -> datetime:
-    # SQLite gives back naive UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:
