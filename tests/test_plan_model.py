@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -19,6 +20,7 @@ from relmail.learn.train import TrainOptions, train_message
 from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
 from relmail.rules import RULES, rules_for
+from relmail.score.outputs import is_model_output
 
 AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 WINDOW = "2026-W48"
@@ -113,7 +115,8 @@ def test_negative_uplift_is_suppressed_and_the_model_gets_what_the_ledger_logs(p
     for cid in ("C-LAPSED", "C-LAPSED2"):
         assert got[cid]["action"] == "suppress" and got[cid]["reasons"] == ["NEGATIVE_UPLIFT"]
         assert got[cid]["features"]["model_uplift"] < -0.05
-    assert result.summary()["models"] == {"promo": {"version": 1, "outcome": "conversion", "missing_features": []}}
+    assert result.summary()["models"] == {"promo": {"version": 1, "outcome": "conversion", "missing_features": [],
+                                                    "uplift_unused": None}}
 
     model = load_model(plan_project, "promo")
     for r in got.values():
@@ -196,6 +199,63 @@ def test_why_shows_the_model_from_the_ledger(plan_project, engine):
     data = json.loads(out.output)["decisions"][0]
     assert data["model"]["version"] == 1 and data["model"]["uplift"] > 0
     assert data["model"]["contributions"][0]["feature"] == "recency_days" and data["model"]["contributions"][0]["value"] == 20
+
+
+def even_table(rate_sent: float, rate_held: float, n: int = 3000) -> OutcomeTable:
+    """Half sent, half held out, with exactly these outcome rates whatever the customer: one lift for everyone."""
+    table = planted_table(n)
+    rng = np.random.default_rng(5)
+    t = np.zeros(n, np.int8)
+    t[rng.permutation(n)[: n // 2]] = 1
+    y = np.zeros(n, np.int8)
+    for group, rate in ((t == 1, rate_sent), (t == 0, rate_held)):
+        rows = np.flatnonzero(group)
+        y[rng.choice(rows, int(round(rate * len(rows))), replace=False)] = 1
+    table.treated[:] = t
+    for name in ("open", "click", "visit", "conversion"):
+        table.outcomes[name] = y
+    table.revenue = np.where(y == 1, 80.0, 0.0)
+    return table
+
+
+PROPORTIONAL = TrainOptions(outcomes=("conversion",), kinds=("proportional",), bases=("logistic",), test_share=0.2, cv_repeats=1)
+
+
+@pytest.mark.slow
+def test_a_lift_that_cannot_be_told_from_zero_holds_no_one_back(plan_project, engine):
+    # Sends converted a point less than hold-outs: chance at these numbers. The proportional model gives every
+    # customer that sign, so on its uplift alone the plan would hold the whole audience back.
+    trained = train_message(models_dir(plan_project), "promo", even_table(0.24, 0.25), PROPORTIONAL)
+    assert "the plan holds no one back on this model's uplift (NEGATIVE_UPLIFT)" in trained["selection"]["conversion"]["reason"]
+    model = load_model(plan_project, "promo")
+    assert np.all(model.predict([{"recency_days": 20.0}, {"recency_days": 300.0}], "conversion")["uplift"] < 0)
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    got = by_customer(result)
+    assert {r["action"] for r in got.values()} == {"send"}
+    # Logged as unknown, as for a model without hold-outs; the contributions logged are P(conversion)'s.
+    assert all(r["features"]["model_uplift"] is None and "model_p_positive" in r["features"] for r in got.values())
+    assert not any(k.startswith("u.") for r in got.values() for k in r["features"])
+    unused = result.summary()["models"]["promo"]["uplift_unused"]
+    assert re.match(r"on its 2,\d{3} training rows the e-mail's conversion lift is -0\.0\d+ \(95% CI \[-0\.\d+, \+0\.\d+\]\), "
+                    r"which cannot be told from zero, and its proportional/logistic uplift", unused), unused
+
+    out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "plan", "test", "--window", WINDOW,
+                                   "--as-of", AS_OF.isoformat(), "--render-sample", "0"])
+    assert out.exit_code == 0, out.output
+    assert "  Its uplift holds no one back (NEGATIVE_UPLIFT): on its " in out.output
+    facts, exps = explain(engine, "C-LAPSED")
+    assert ", uplift not used (the training customers' lift cannot be told from zero), " in format_explanations(facts, exps)
+    # The flag is the model's account of itself, never a feature the next model learns from.
+    assert is_model_output("model_uplift_unused")
+
+
+@pytest.mark.slow
+def test_a_clearly_negative_lift_still_holds_the_message_back(plan_project, engine):
+    trained = train_message(models_dir(plan_project), "promo", even_table(0.15, 0.30), PROPORTIONAL)
+    assert "holds no one back" not in trained["selection"]["conversion"]["reason"]
+    result = plan(plan_project, engine, "test", WINDOW, as_of=AS_OF, dry_run=True)
+    assert {tuple(r["reasons"]) for r in by_customer(result).values()} == {("NEGATIVE_UPLIFT",)}
+    assert result.summary()["models"]["promo"]["uplift_unused"] is None
 
 
 # Rules on frames, no database -----------------------------------------------------------------

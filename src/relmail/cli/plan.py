@@ -140,6 +140,8 @@ def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, ch
     for message_id, facts in result.models.items():
         missing = f"; features the plan lacks: {', '.join(facts['missing_features'])}" if facts["missing_features"] else ""
         click.echo(f"Scored {message_id} with model {facts['version']} (outcome {facts['outcome']}){missing}.")
+        if facts.get("uplift_unused"):
+            click.echo(f"  Its uplift holds no one back (NEGATIVE_UPLIFT): {facts['uplift_unused']}.")
     renders = sum(c.rendered for c in result.render_checks)
     gate = (f"render gate: {renders:,} renders of {len(result.render_checks)} template variants, {result.render_errors} failed"
             if render_sample else "render gate skipped (--render-sample 0)")

@@ -38,6 +38,9 @@ POOLING_KINDS = ("pooled",)
 POOLING_REPLACES = {"pooled": "interaction"}
 #: An outcome reached through another (its upstream in this mapping) can be modelled as a funnel (see :class:`Funnel`).
 UPSTREAM = {"conversion": "visit"}
+#: Uplift estimators that give every customer the sign of the lift they learned: the response times the relative
+#: lift, and one sent-flag coefficient on the log-odds. Their sign is only as sure as that lift.
+UNIFORM_SIGN = ("proportional", "solo")
 #: The share of an outcome's cases that must also have its upstream outcome for the funnel to apply.
 NESTED_SHARE = 0.95
 

@@ -18,7 +18,7 @@ import numpy as np
 from . import store
 from .bases import predict_probability
 from .dataset import FeatureSpec
-from .estimators import rebuild
+from .estimators import UNIFORM_SIGN, UPSTREAM, rebuild
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -106,6 +106,33 @@ class TrainedModel:
             "uplift": self._calibrated(name, up.predict_uplift(X)) if up is not None else np.full(len(X), np.nan),
             "p_irritation": np.clip(predict_probability(self.irritation, X), 0.0, 1.0),
         }
+
+    def uplift_unfounded(self, outcome: str) -> str | None:
+        """Why this model's uplift for ``outcome`` must not hold anyone back, or None when it may.
+
+        A model that ranks customers apart had to beat the safe one by more
+        than the noise to be chosen; the safe one (and the solo model) gives
+        every customer the sign of the training customers' lift, so when that
+        lift cannot be told from zero, neither can any customer's sign: a
+        negative prediction would suppress the whole audience on chance. A
+        funnel has the sign of the upstream model it multiplies. Models saved
+        without the training lift say nothing (None).
+        """
+        outcomes = self.meta.get("estimators", {}).get("outcomes", {})
+        info = (outcomes.get(outcome) or {}).get("uplift") or {}
+        name = outcome
+        if info.get("kind") == "funnel":
+            name = UPSTREAM.get(outcome, outcome)
+            info = (outcomes.get(name) or {}).get("uplift") or {}
+        if info.get("kind") not in UNIFORM_SIGN or "lift_interval" not in info:
+            return None
+        low, high = info["lift_interval"]
+        if not low <= 0.0 <= high:
+            return None
+        rows = self.meta.get("training", {}).get("rows")
+        on = f"on its {rows:,} training rows " if rows else ""
+        return (f"{on}the e-mail's {name} lift is {info['lift']:+.4f} (95% CI [{low:+.4f}, {high:+.4f}]), which cannot be "
+                f"told from zero, and its {info['kind']}/{info.get('base')} uplift gives every customer the sign of that lift")
 
     def _calibrated(self, outcome: str, raw: np.ndarray) -> np.ndarray:
         # Models trained before calibration existed have none: identity.

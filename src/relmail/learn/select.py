@@ -34,6 +34,7 @@ from .estimators import (
     KIND_BASES,
     POOLING_KINDS,
     POOLING_REPLACES,
+    UNIFORM_SIGN,
     UPLIFT_KINDS,
     UPSTREAM_KINDS,
     USES_GROUPS,
@@ -202,7 +203,7 @@ def choose(
             best = fallback
         else:
             reason += f" Its lead over {fallback['kind']}/{fallback['base']} ({_fmt(lead)}) exceeds one standard error ({_fmt(se)})."
-    reason += _signal(y, t)
+    reason += _signal(y, t) + _sign_caveat(best["kind"], best["base"], y, t, upstream)
     calibration = uplift_calibration(oof[(best["kind"], best["base"])], y, t)
     reason += (
         f" Uplift is calibrated on the validation predictions (slope {calibration[0]:.2f}, intercept {calibration[1]:+.4f})."
@@ -320,6 +321,24 @@ def _signal(y, t) -> str:
     said = lift_caveat(f" On these {len(y):,} training rows", lift, *lift_interval(y, t),
                        "the lead over the safe model and its standard error tell a ranking from chance")
     return said + "." if said else ""
+
+
+def _sign_caveat(kind: str, base: str, y, t, upstream: Upstream | None) -> str:
+    """A sentence when the chosen model gives every customer the sign of a lift that cannot be told from zero.
+
+    The plan then holds no one back on its uplift (see
+    :meth:`~relmail.learn.TrainedModel.uplift_unfounded`, which decides it there).
+    """
+    lift = "lift"
+    if kind == FUNNEL_KIND and upstream is not None:
+        kind, base, y, lift = upstream.kind, upstream.base, upstream.y, f"{upstream.outcome} lift (the funnel's sign)"
+    if kind not in UNIFORM_SIGN:
+        return ""
+    low, high = lift_interval(y, t)
+    if not low <= 0.0 <= high:
+        return ""
+    return (f" As {kind}/{base} gives every customer the sign of the training customers' {lift}, which cannot be told"
+            f" from zero, the plan holds no one back on this model's uplift (NEGATIVE_UPLIFT).")
 
 
 def _finite(value: float) -> float:

@@ -29,6 +29,7 @@ from .estimators import (
     make_uplift,
     nested,
 )
+from .incrementality import lift_interval
 from .outcomes import DEFAULT_WINDOW, POSITIVE, OutcomeTable, load_outcomes
 from .select import DEFAULT_REPEATS, Upstream, choose
 
@@ -210,7 +211,9 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
         slope, intercept = choice.calibration
         est_meta["outcomes"][outcome] = {
             "propensity": {"base": prop.base},
-            "uplift": {"kind": choice.kind, "base": choice.base, "calibration": {"slope": slope, "intercept": intercept}},
+            "uplift": {"kind": choice.kind, "base": choice.base, "calibration": {"slope": slope, "intercept": intercept},
+                       # Whether the uplift may hold customers back (TrainedModel.uplift_unfounded) depends on it.
+                       "lift": _lift(y, t), "lift_interval": list(lift_interval(y, t))},
             # Numeric features the linear models bent with a spline (see Layout.of).
             "curved": [spec.columns[j] for j in layout.curved],
         }
@@ -270,6 +273,11 @@ def _upstream(outcome: str, data: OutcomeTable, siblings: OutcomeTable | None, c
         return None
     kind, base = chosen[up]
     return Upstream(up, kind, base, data.outcomes[up], None if siblings is None else siblings.outcomes[up])
+
+
+def _lift(y: np.ndarray, t: np.ndarray) -> float:
+    """The training rows' observed lift: sends' outcome rate minus hold-outs'."""
+    return float(np.mean(y[t == 1]) - np.mean(y[t == 0]))
 
 
 def _baseline(X: np.ndarray, spec: FeatureSpec) -> np.ndarray:

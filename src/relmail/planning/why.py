@@ -135,6 +135,8 @@ def model_facts(logged: dict[str, Any]) -> dict[str, Any] | None:
         "outcome": logged.get("model_outcome"),
         "p_positive": number("model_p_positive"),
         "uplift": number("model_uplift"),
+        # Logged when the plan set the model's uplift aside (TrainedModel.uplift_unfounded).
+        "uplift_unused": bool(logged.get("model_uplift_unused")),
         "p_irritation": number("model_p_irritation"),
         "irritation_cost": number("irritation_cost"),
         "expected_value": number("expected_value"),
@@ -146,7 +148,12 @@ def model_facts(logged: dict[str, Any]) -> dict[str, Any] | None:
 def format_model(model: dict[str, Any], top: int = 5) -> list[str]:
     """The ``why`` lines for one decision's model facts."""
     outcome = model["outcome"] or "positive outcome"
-    uplift = "unknown (no hold-outs to learn it)" if model["uplift"] is None else f"{model['uplift']:+.4f}"
+    if model.get("uplift_unused"):
+        uplift = "not used (the training customers' lift cannot be told from zero)"
+    elif model["uplift"] is None:
+        uplift = "unknown (no hold-outs to learn it)"
+    else:
+        uplift = f"{model['uplift']:+.4f}"
     lines = [
         f"  model v{model['version']}: P({outcome} | sent) {model['p_positive'] or 0:.4f}, uplift {uplift}, "
         f"P(unsubscribe or complaint) {model['p_irritation'] or 0:.4f} × cost {model['irritation_cost'] or 0:.2f}"

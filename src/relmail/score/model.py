@@ -6,7 +6,10 @@ For every message with a model (``models/<message>/``, see
 * ``model_p_positive`` — P(positive outcome | sent) (the policy's
   ``model_outcome``, default the model's primary outcome),
 * ``model_uplift`` — P(outcome | sent) − P(outcome | not sent); NaN when the
-  model had no hold-outs (then nothing is suppressed on uplift),
+  model had no hold-outs, or when its uplift gives every customer the sign of
+  a training lift that cannot be told from zero
+  (:meth:`~relmail.learn.TrainedModel.uplift_unfounded`): then nothing is
+  suppressed on uplift,
 * ``model_p_irritation`` — P(unsubscribe or complaint | sent),
 
 and the **expected value** of the send::
@@ -103,6 +106,8 @@ class ModelScorer:
         #: Per message: model features the plan cannot provide (left missing, imputed by the model).
         self.missing: dict[str, list[str]] = {}
         self._outcome: dict[str, str] = {}
+        #: Per message whose uplift the plan does not use: why (see TrainedModel.uplift_unfounded).
+        self.uplift_unused: dict[str, str] = {}
 
     def columns(self, message: Message) -> tuple[str, ...]:
         cols = list(self.base.columns(message))
@@ -121,9 +126,10 @@ class ModelScorer:
         return self._outcome[message.id]
 
     def info(self) -> dict[str, dict[str, Any]]:
-        """Per message with a model: version, outcome, features the plan could not provide."""
+        """Per message with a model: version, outcome, features the plan could not provide, why its uplift is unused."""
         return {
-            key: {"version": model.version, "outcome": self._outcome.get(key), "missing_features": self.missing.get(key, [])}
+            key: {"version": model.version, "outcome": self._outcome.get(key), "missing_features": self.missing.get(key, []),
+                  "uplift_unused": self.uplift_unused.get(key)}
             for key, model in self.models.items()
         }
 
@@ -174,8 +180,13 @@ class ModelScorer:
             return score, contrib
         inputs = self._model_inputs(frame, message, score, contrib)
         self._inputs[message.id] = inputs
-        pred = model.predict(inputs, self.outcome(message))
+        outcome = self.outcome(message)
+        pred = model.predict(inputs, outcome)
         p_pos, uplift, p_irr = pred["p_positive_sent"], pred["uplift"], pred["p_irritation"]
+        unfounded = model.uplift_unfounded(outcome)
+        if unfounded:
+            self.uplift_unused[message.id] = unfounded
+            uplift = np.full(len(frame), np.nan)
         policy = message.policy
         if policy.irritation_cost is not None:
             cost = np.full(len(frame), float(policy.irritation_cost))
@@ -203,10 +214,13 @@ class ModelScorer:
             return {}
         inputs = {k: v[rows] for k, v in self._inputs[message.id].items()}
         outcome = self.outcome(message)
-        target, prefix = ("uplift", "u.") if outcome in model.uplift else ("p_positive_sent", "p.")
+        used = outcome in model.uplift and message.id not in self.uplift_unused
+        target, prefix = ("uplift", "u.") if used else ("p_positive_sent", "p.")
         contrib = model.contributions(inputs, outcome, target=target)
         values = np.nan_to_num(contrib["values"], nan=0.0)
         out: dict[str, Any] = {"model_version": np.full(len(rows), float(model.version)), "model_outcome": outcome}
+        if message.id in self.uplift_unused:
+            out["model_uplift_unused"] = np.ones(len(rows))
         if values.shape[1] > TOP:
             # Keep the TOP largest per row; the rest are left out of the log.
             cut = np.partition(np.abs(values), -TOP, axis=1)[:, -TOP][:, None]
