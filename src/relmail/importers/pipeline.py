@@ -141,7 +141,9 @@ def import_file(
     ``strict_addresses``, which makes it an error. ``decimal`` (``.`` or
     ``,``) is the decimal mark of the mapping's ``money`` columns that name
     none (an export re-saved by a spreadsheet that writes ``12,50``); it
-    needs a mapping named by ``mapping``. ``time_format`` (strftime codes)
+    needs a mapping named by ``mapping``. Without it, a money column whose
+    amounts read two ways (``1.249``) and none shows the mark is refused,
+    the whole file (see :class:`~relmail.importers.values.MarkWatch`). ``time_format`` (strftime codes)
     is likewise the format of its ``time`` columns that name none (the same
     export's times, re-saved as ``14-03-2026 10:12``).
     """
@@ -199,6 +201,7 @@ def import_file(
                     run.sink.close()
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
+                    _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 # Statistics first: the aggregates' refresh looks the touched customers' events up by
                 # customer, which PostgreSQL plans as a scan of the whole table while it believes it empty.
@@ -483,3 +486,12 @@ def _spans(lines: list[int]) -> str:
         else:
             runs.append([n, n])
     return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def _check_marks(mapped: MappedReader, name: str, problems: list[Problem]) -> None:
+    """Refuse the whole file, rows already written included, when a money column's decimal mark is left open."""
+    open_marks = mapped.ambiguities()
+    if open_marks:
+        columns = ", ".join(repr(column) for _, column, _ in open_marks)
+        raise ValidationError(f"{name}: the decimal mark of {columns} is not known; nothing imported",
+                              [*(Problem(name, line, column, message) for line, column, message in open_marks), *problems])

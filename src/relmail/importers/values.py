@@ -65,6 +65,7 @@ def remembered(parse: Parser, size: int) -> Parser:
         return result
 
     cached.__wrapped__ = parse  # type: ignore[attr-defined]
+    cached.forget = memo.clear  # type: ignore[attr-defined]
     return cached
 
 
@@ -190,14 +191,57 @@ SYMBOLS = {"€": ("EUR",), "£": ("GBP",), "$": ("USD", "CAD", "AUD", "NZD", "S
 _MONEY = re.compile(r"^(?P<sign>-)?\s*(?P<pre>[^\d\s.,+-]*)\s*(?P<sign2>-)?(?P<num>\d[\d.,'\s]*)\s*(?P<post>[^\d\s.,+-]*)$")
 
 
-def make_money(currency: str | None, decimal: str = ".") -> Parser:
+#: One mark with three digits after it, after one to three digits that may be a group: 1.249 and 1,249 read either way.
+_EITHER_WAY = re.compile(r"-?[1-9]\d{0,2}[.,]\d{3}")
+
+
+class MarkWatch:
+    """What the cells of a money column whose decimal mark nobody named show of it.
+
+    Such a column is read with ``.``. A cell like ``1.249`` or ``1,249``
+    (one mark, three digits after it) reads as well with either mark, and
+    the two readings differ a thousandfold; any other cell with a mark that
+    parses (``12.50``, ``0.125``, ``1,249.00``, ``1,249,000``) shows the
+    ``.`` is the decimal mark and settles the column. A column left with
+    an ambiguous cell and nothing that settles it is the reader's to refuse
+    (:meth:`relmail.importers.mapped.MappedReader.ambiguities`).
+    """
+
+    __slots__ = ("settled", "ambiguous", "fresh", "line")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.settled = False
+        #: The first ambiguous cell, and its line once the reader has put one to it.
+        self.ambiguous: str | None = None
+        self.line: int | None = None
+        #: Whether ``ambiguous`` was just seen, for the reader to note the line it is on.
+        self.fresh = False
+
+    def saw(self, digits: str, value: str) -> None:
+        if self.settled:
+            return
+        if _EITHER_WAY.fullmatch(digits):
+            if self.ambiguous is None:
+                self.ambiguous, self.fresh = value, True
+        elif "." in digits or "," in digits:
+            self.settled = True
+
+
+def make_money(currency: str | None, decimal: str | None = None) -> Parser:
     """An amount like ``12.50``, ``€ 1.234,56`` or ``12.50 EUR`` as a number.
 
     ``decimal`` is the decimal mark (``.`` or ``,``); the other mark, spaces
     and ``'`` group thousands. A currency written in the value must be
     ``currency`` when the mapping names one: amounts in two currencies do
-    not add up.
+    not add up. ``None`` reads with ``.`` and keeps a :class:`MarkWatch` as
+    the parser's ``watch``, for the reader to refuse a column of ``1.249``
+    that nothing shows to be 1.249 rather than 1249.
     """
+    watch = MarkWatch() if decimal is None else None
+    decimal = decimal or "."
     if decimal not in (".", ","):
         raise ValueError("decimal must be '.' or ','")
     group = "," if decimal == "." else "."
@@ -208,6 +252,8 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
 
     def parse(value: str) -> float:
         if plain(value):  # 12.50: most cells of most exports
+            if watch is not None:
+                watch.saw(value, value)
             return float(value.replace(",", "."))
         text = value.strip().replace("\u00a0", " ")
         if len(text) > 2 and text[0] == "(" and text[-1] == ")":
@@ -233,9 +279,13 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         if len(parts) > 1 and (not parts[0] or len(parts[0]) > 3 or any(len(p) != 3 for p in parts[1:])):
             raise FieldError(f"{_short(value)}: {group!r} is not between groups of three digits (decimal mark {decimal!r}){other}")
         amount = float("".join(parts) + ("." + cents if cents else ""))
+        if watch is not None:
+            watch.saw(digits, value)
         return -amount if match["sign"] or match["sign2"] else amount
 
-    return remembered(parse, _TIME_CACHE)  # an export repeats its prices
+    cached = remembered(parse, _TIME_CACHE)  # an export repeats its prices
+    cached.watch = watch  # type: ignore[attr-defined]
+    return cached
 
 
 def make_list(separator: str = ",", escape: str | None = None) -> Parser:
@@ -380,7 +430,7 @@ PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
     "lower": (lambda: lower, ()),
     "integer": (make_integer, ()),
     "number": (lambda: number(), ()),
-    "money": (lambda currency=None, decimal=".": make_money(currency, decimal), ("currency", "decimal")),
+    "money": (lambda currency=None, decimal=None: make_money(currency, decimal), ("currency", "decimal")),
     "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
     "time": (lambda format=None, timezone=None: make_time(format, timezone), ("format", "timezone")),
     "list": (lambda separator=",", escape=None: make_list(separator, escape), ("separator", "escape")),
