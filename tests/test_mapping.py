@@ -214,6 +214,16 @@ def test_a_money_column_without_a_named_mark_is_open_exactly_when_a_cell_reads_t
     assert make_money(None, ",").watch is None and make_money(None, ".").watch is None
 
 
+@PROPS
+@given(address=st.emails(), prefix=st.sampled_from(["", "crm-", "klaviyo-"]))
+def test_a_pseudonym_is_one_id_per_address_in_any_case_and_does_not_spell_it(address, prefix):
+    made = PARSERS["pseudonym"][0](prefix=prefix)
+    one = made(address)
+    assert one == made(f"  {address.upper()} ") == made(address.swapcase())
+    assert re.fullmatch(re.escape(prefix) + "[0-9a-f]{16}", one)  # no '@', no domain: nothing of the address
+    assert PARSERS["pseudonym"][0](prefix=prefix)("Anna.deVries@mail.example") == prefix + "228d0b665abe7d86"
+
+
 def test_money_in_parentheses_is_negative_as_an_accounting_format_writes_it():
     """Excel's accounting format writes -3.00 as (3,00) or (€ 3,00); it was refused as 'names two currencies'."""
     money = make_money("EUR", ",")
