@@ -328,3 +328,22 @@ def test_a_plan_with_render_sample_0_says_the_gate_was_skipped_not_that_nothing_
     out = _run(demo, *_plan_args("--dry-run", "--render-sample", "0"))
     assert out.exit_code == 0, out.output
     assert "; render gate skipped (--render-sample 0)." in out.output and "0 renders" not in out.output
+
+
+def test_a_replans_suppression_rate_and_gates_are_the_whole_runs_as_the_ledger_counts_it(demo, engine):
+    week = ["plan", "weekly", "--window", "2026-W49", "--as-of", "2026-11-30T09:00:00+00:00", "--render-sample", "0"]
+    assert _run(demo, *week).exit_code == 0
+    assert _run(demo, "send", "weekly", "--window", "2026-W49", "--limit", "40").exit_code == 0
+    replan = json.loads(_run(demo, *week, "--replan", "--json").stdout)
+    t = replan["totals"]
+    assert t["kept"] == 40
+    whole = t["suppress"] / (t["send"] + t["holdout"] + t["suppress"] + t["kept"])
+    redecided = t["suppress"] / (t["send"] + t["holdout"] + t["suppress"])
+    assert replan["suppression_rate"] == round(whole, 4) < round(redecided, 4)
+    (listed,) = [r for r in json.loads(_run(demo, "runs", "list", "--json").stdout) if r["id"] == "weekly:2026-W49"]
+    assert round(listed["suppress"] / listed["decisions"], 4) == replan["suppression_rate"]
+    # The gates read the same: a limit between the two rates passes, the kept sends count as sends.
+    between = f"{(whole + redecided) / 2:.6f}"
+    gated = _run(demo, *week, "--replan", "--max-suppression-rate", between, "--min-sends", str(t["send"] + 40))
+    assert gated.exit_code == 0, gated.output
+    assert f"of the run's {listed['decisions']:,} decisions, the 40 kept included" in gated.output

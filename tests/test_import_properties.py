@@ -178,3 +178,42 @@ def test_one_corrupted_row_imports_nothing_and_names_its_line(engine, tmp_path, 
         import_file(engine, "events", tmp_path / "e.csv", chunk_size=chunk)
     assert [p.line for p in caught.value.problems] == [bad + 1]
     assert stored(engine, Event, "id") == before == []
+
+
+@SETTINGS
+@given(orders=st.lists(st.tuples(st.integers(1, 5), st.booleans(), st.booleans()), min_size=1, max_size=8),
+       chunk=st.integers(1, 7), bad_quantity=st.data())
+def test_an_orders_unknown_customer_is_one_problem_naming_its_lines(engine, tmp_path, orders, chunk, bad_quantity):
+    # orders: (lines, customer known, named by address rather than id). A line elsewhere with a bad
+    # quantity keeps its own problem, in line order among the orders' ones.
+    reset(engine)
+    (tmp_path / "c.csv").write_text("id,email\nC1,known@mail.example\n")
+    import_file(engine, "customers", tmp_path / "c.csv")
+    rows, expected, line = ["order_id,customer_id,email,ordered_at,quantity"], [], 1
+    for n, (count, known, by_address) in enumerate(orders):
+        who = ("," + ("known" if known else "nobody") + "@mail.example") if by_address else ("C1," if known else "C9,")
+        first = line + 1
+        for _ in range(count):
+            line += 1
+            rows.append(f"O{n},{who},2025-01-01T10:00:00Z,1")
+        if not known:
+            field, message = (("email", "no customer has this e-mail address (import customers first)") if by_address
+                              else ("customer_id", "unknown customer 'C9' (import customers first)"))
+            spans = f"{first}-{line}" if count > 1 else None
+            expected.append((first, field, f"{message}: order 'O{n}', lines {spans}" if spans else message))
+    if bad_quantity.draw(st.booleans()):
+        line += 1
+        rows.append("X,C1,,2025-01-01T10:00:00Z,lots")
+        expected.append((line, "quantity", "'lots' is not a number"))
+    (tmp_path / "o.csv").write_text("\n".join(rows) + "\n")
+    if not expected:
+        assert import_file(engine, "orders", tmp_path / "o.csv", chunk_size=chunk).rows_imported == line - 1
+        return
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "orders", tmp_path / "o.csv", chunk_size=chunk)
+    assert [(p.line, p.field, p.message) for p in caught.value.problems] == expected
+    bad = sum(count for count, known, _ in orders if not known) + (rows[-1].startswith("X,"))
+    assert caught.value.bad_rows == bad
+    result = import_file(engine, "orders", tmp_path / "o.csv", chunk_size=chunk, skip_invalid=True, rejects=tmp_path / "r.csv")
+    assert result.rows_rejected == bad
+    assert len((tmp_path / "r.csv").read_text().splitlines()) == bad + 1  # every line of the order is in the rejects file

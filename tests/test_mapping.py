@@ -9,6 +9,7 @@ naming the line of the bad key.
 
 from __future__ import annotations
 
+import re
 import zoneinfo
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -172,6 +173,55 @@ def test_money_refuses_what_it_cannot_read_unambiguously():
         with pytest.raises(FieldError):
             money(bad)
     assert make_money(None, ",")("1.234,50") == 1234.5
+
+
+@st.composite
+def column_cells(draw):
+    """A money column as an export writes it: whole amounts grouped with '.' or ',' (1.249, 12.345.678), plain
+    ones (85) and amounts with cents (12.50, 1,249.00); and whether a cell shows the decimal mark."""
+    cells, shows = [], False
+    for _ in range(draw(st.integers(1, 8))):
+        kind = draw(st.sampled_from(["grouped", "plain", "cents"]))
+        euros = draw(st.integers(1000, 99_999_999) if kind == "grouped" else st.integers(0, 999_999))
+        if kind == "grouped":
+            # A mark twice is a group, so the decimal mark is the other one: 1,000,000 shows '.'
+            # (and 1.000.000 shows ',', an error with '.' that names --decimal).
+            many = euros >= 1_000_000
+            cells.append(f"{euros:,}".replace(",", "," if many else draw(st.sampled_from([".", ","]))))
+            shows = shows or many
+        elif kind == "plain":
+            cells.append(str(euros))
+        else:
+            cents = draw(st.integers(0, 99))
+            cells.append(f"{euros:,}.{cents:02d}" if draw(st.booleans()) else f"{euros}.{cents:02d}")
+            shows = True
+    return cells, shows
+
+
+@PROPS
+@given(case=column_cells())
+def test_a_money_column_without_a_named_mark_is_open_exactly_when_a_cell_reads_two_ways_and_none_shows_the_mark(case):
+    cells, shows = case
+    money = make_money(None)
+    for cell in cells:
+        money(cell)
+    assert money.watch.settled == shows
+    if not shows:
+        either_way = [c for c in cells if re.fullmatch(r"[1-9]\d{0,2}[.,]\d{3}", c)]
+        # The first of them, for the error to name its line; none: every cell reads one way (85, 0).
+        assert money.watch.ambiguous == (either_way[0] if either_way else None)
+    # A named mark reads the same cells with no watch: the user said which.
+    assert make_money(None, ",").watch is None and make_money(None, ".").watch is None
+
+
+@PROPS
+@given(address=st.emails(), prefix=st.sampled_from(["", "crm-", "klaviyo-"]))
+def test_a_pseudonym_is_one_id_per_address_in_any_case_and_does_not_spell_it(address, prefix):
+    made = PARSERS["pseudonym"][0](prefix=prefix)
+    one = made(address)
+    assert one == made(f"  {address.upper()} ") == made(address.swapcase())
+    assert re.fullmatch(re.escape(prefix) + "[0-9a-f]{16}", one)  # no '@', no domain: nothing of the address
+    assert PARSERS["pseudonym"][0](prefix=prefix)("Anna.deVries@mail.example") == prefix + "228d0b665abe7d86"
 
 
 def test_money_in_parentheses_is_negative_as_an_accounting_format_writes_it():

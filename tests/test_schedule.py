@@ -17,7 +17,7 @@ from tests.sendkit import AS_OF, CAMPAIGN, WINDOW, build
 
 from relmail.campaigns import parse_campaign
 from relmail.cli import cli
-from relmail.errors import ConfigError, Conflict, ValidationError
+from relmail.errors import ConfigError, Conflict, LockHeld, ValidationError
 from relmail.sending.run import send
 from relmail.store import locks
 from relmail.store.models import Delivery, RunLock
@@ -98,7 +98,7 @@ def _rows(engine):
 
 def test_a_second_acquire_is_refused_naming_the_holder_and_since_when(engine):
     with locks.acquire(engine, RUN) as first:
-        with pytest.raises(Conflict) as err:
+        with pytest.raises(LockHeld) as err:
             locks.acquire(engine, RUN)
         assert first.holder in str(err.value) and " since " in str(err.value)
         assert [r["token"] for r in _rows(engine)] == [first.token]
@@ -121,12 +121,12 @@ def test_a_second_sender_is_refused_while_the_first_holds_the_lock(project):
     t.start()
     try:
         assert holding.wait(30)
-        with pytest.raises(Conflict, match=r"run sendtest:2026-W48 is being worked on by .+:\d+ since"):
+        with pytest.raises(LockHeld, match=r"run sendtest:2026-W48 is being worked on by .+:\d+ since"):
             send(project, engine, "sendtest", WINDOW, now=lambda: AS_OF)
         out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW])
-        assert out.exit_code == 9 and f":{os.getpid()} since" in out.output
+        assert out.exit_code == 17 and f":{os.getpid()} since" in out.output
         out = CliRunner().invoke(cli, ["-p", str(project.root), "plan", "sendtest", "--window", WINDOW])
-        assert out.exit_code == 9, out.output
+        assert out.exit_code == 17, out.output
         # Nothing was planned or sent by the refused commands; a dry run is not blocked.
         with engine.connect() as conn:
             assert conn.execute(select(Delivery.__table__.c.id)).first() is None
@@ -136,6 +136,10 @@ def test_a_second_sender_is_refused_while_the_first_holds_the_lock(project):
         t.join()
     assert send(project, engine, "sendtest", WINDOW, now=lambda: AS_OF).done["accepted"] > 50
     assert _rows(engine) == []
+    # With the lock free and the window planned, a second plan meets what is done already: exit 9, not 17.
+    again = CliRunner().invoke(cli, ["-p", str(project.root), "plan", "sendtest", "--window", WINDOW])
+    assert again.exit_code == 9 and "planned already" in again.output
+    assert issubclass(LockHeld, Conflict)
 
 
 def _stale_row(engine, *, host="another-host-id", expires=None, pid=1):
@@ -156,7 +160,7 @@ def test_an_expired_lock_from_another_host_is_taken_over(engine):
 
 def test_a_live_lock_from_another_host_is_respected_until_it_expires(engine):
     _stale_row(engine, expires=datetime.now(UTC) + timedelta(minutes=5))
-    with pytest.raises(Conflict, match="worker-7:1 since"):
+    with pytest.raises(LockHeld, match="worker-7:1 since"):
         locks.acquire(engine, RUN)
     later = lambda: datetime.now(UTC) + timedelta(minutes=6)  # noqa: E731
     assert locks.acquire(engine, RUN, heartbeat=False, now=later).taken_over
@@ -168,7 +172,7 @@ def test_a_holder_that_stalled_past_the_timeout_loses_the_lock_and_stops(engine)
     # Another host's view: the lock expired a minute ago. (Same host: the holder is alive, so wait.)
     other = locks.acquire(engine, RUN, heartbeat=False, now=lambda: datetime.now(UTC))
     assert other.taken_over
-    with pytest.raises(Conflict, match="taken over by another process"):
+    with pytest.raises(LockHeld, match="taken over by another process"):
         stalled.refresh()
     stalled.release()  # must not delete the new holder's lock
     assert [r["token"] for r in _rows(engine)] == [other.token]
@@ -186,9 +190,9 @@ def test_check_in_writes_at_most_every_interval_and_still_notices_a_takeover(eng
     # Another process took the lock over after this one stalled; the next due check-in stops it.
     with engine.begin() as conn:
         conn.execute(RunLock.__table__.update().values(token="theirs"))
-    with pytest.raises(Conflict, match="taken over by another process"):
+    with pytest.raises(LockHeld, match="taken over by another process"):
         lock.check_in(seconds=0)
-    with pytest.raises(Conflict):
+    with pytest.raises(LockHeld):
         lock.check_in(seconds=60)  # once lost, every check-in says so
 
 
@@ -206,7 +210,7 @@ def test_a_killed_holder_on_this_host_is_taken_over_at_once(db_url, engine):
     proc = subprocess.Popen([sys.executable, "-c", code, db_url, RUN], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
-        with pytest.raises(Conflict, match=f":{proc.pid} since"):
+        with pytest.raises(LockHeld, match=f":{proc.pid} since"):
             locks.acquire(engine, RUN)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -235,7 +239,7 @@ def test_racing_takeovers_of_a_stale_lock_have_exactly_one_winner(engine):
         barrier.wait()
         try:
             results.append(locks.acquire(engine, RUN, heartbeat=False))
-        except Conflict as exc:
+        except LockHeld as exc:
             results.append(exc)
 
     threads = [threading.Thread(target=contender) for _ in range(4)]
@@ -262,15 +266,16 @@ def test_lock_timeout_is_read_from_relmail_toml(project):
 
 @pytest.mark.parametrize("codes, exit_code, alert", [
     ([0], 0, False),
-    ([9], 0, False),        # the previous hour's send still holds the lock
+    ([17], 0, False),       # the previous hour's send still holds the lock
+    ([9], 9, True),         # a conflict a send does not meet: a person looks
     ([130], 0, False),      # stopped: the next start sends the rest
     ([13, 13, 0], 0, False),
     ([13, 13, 13], 13, True),
     ([5], 5, True),
     ([14], 14, True),
 ])
-def test_the_wrapper_in_scheduling_md_retries_13_stays_quiet_on_9_and_130_and_alerts_on_the_rest(tmp_path, codes, exit_code,
-                                                                                                   alert):
+def test_the_wrapper_in_scheduling_md_retries_13_stays_quiet_on_17_and_130_and_alerts_on_the_rest(tmp_path, codes, exit_code,
+                                                                                                    alert):
     import re
     import subprocess
     from pathlib import Path
@@ -284,3 +289,14 @@ def test_the_wrapper_in_scheduling_md_retries_13_stays_quiet_on_9_and_130_and_al
     assert out.returncode == exit_code, out.stderr
     assert ("failed with exit" in out.stderr) == alert
     assert (tmp_path / "runs").read_text().count("run") == len(codes)
+
+
+@pytest.mark.parametrize("code, exit_code, alert", [(0, 0, False), (9, 0, False), (17, 0, False), (4, 4, True)])
+def test_the_plan_job_in_scheduling_md_takes_9_as_done_and_17_as_another_start_at_work(tmp_path, code, exit_code, alert):
+    import re
+
+    guide = (Path(__file__).resolve().parents[1] / "docs" / "guide" / "scheduling.md").read_text()
+    (block,) = [b for b in re.findall(r"```sh\n(.*?)```", guide, re.S) if b.startswith("relmail plan weekly --window auto")]
+    out = subprocess.run(["sh", "-c", f"relmail() {{ return {code}; }}\n" + block], capture_output=True, text=True)
+    assert out.returncode == exit_code, out.stderr
+    assert ("failed with exit" in out.stderr) == alert

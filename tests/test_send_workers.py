@@ -169,7 +169,7 @@ def test_a_live_senders_lease_blocks_recovery_and_a_dead_ones_is_settled(project
 
     import pytest
 
-    from relmail.errors import Conflict
+    from relmail.errors import LockHeld
     from relmail.planning.run import plan
     from relmail.store import locks
 
@@ -178,7 +178,7 @@ def test_a_live_senders_lease_blocks_recovery_and_a_dead_ones_is_settled(project
     ledger.prepare(engine, RUN, AS_OF)
     claimed = ledger.claim(engine, RUN, AS_OF, 5)  # a sender took a batch ...
     lease = locks.acquire(engine, f"{RUN}#sender:test", heartbeat=False, what="sender lease")  # ... and is alive
-    with pytest.raises(Conflict, match="may still be handing e-mails over"):
+    with pytest.raises(LockHeld, match="may still be handing e-mails over"):
         send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=10)
     assert ledger.status_counts(engine, RUN)["sending"] == 5, "nothing requeued while its sender may be alive"
 

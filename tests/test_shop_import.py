@@ -837,3 +837,34 @@ def test_an_orders_export_keeps_the_feature_store_exact_through_a_refund(engine,
     assert result.details["purchases_removed"] == 2
     with engine.begin() as conn:
         assert aggregates.rebuild(conn).total == 0
+
+
+def test_a_money_column_that_reads_two_ways_is_refused_whole_until_its_decimal_mark_is_named(engine, tmp_path):
+    # A Dutch spreadsheet's 1.249 (1249 euros) and nothing in the column that shows its decimal mark.
+    rows = list(csv.reader(io.StringIO((SHOPIFY / "customers_export.csv").read_text(encoding="utf-8"))))
+    spent = rows[0].index("Total Spent")
+    for n, row in enumerate(rows[1:]):
+        row[spent] = ["85", "1.249", "2.100", "0"][n % 4]
+    kunden = tmp_path / "kunden.csv"
+    with kunden.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    for skip in (False, True):  # all or nothing: rows already written go too
+        with pytest.raises(ValidationError) as caught:
+            import_file(engine, "customers", kunden, mapping="shopify", skip_invalid=skip, rejects=tmp_path / "r.csv")
+        (problem,) = caught.value.problems
+        assert (problem.file, problem.line, problem.field) == (str(kunden), 3, "Total Spent")
+        assert "'1.249' is 1.249 if the decimal mark is '.' and 1249 if it is ','" in problem.message
+        assert "--decimal . or --decimal ," in problem.message
+        assert table(engine, Customer) == []
+    named = {mark: import_file(engine, "customers", kunden, mapping="shopify", decimal=mark) for mark in (",", ".")}
+    assert named[","].rows_imported == 12
+    by_id = {c["id"]: c["attributes"].get("total_spent") for c in table(engine, Customer)}
+    assert by_id[BRAM] == 1.249  # the last import named '.'
+    import_file(engine, "customers", kunden, mapping="shopify", decimal=",")
+    assert {c["id"]: c["attributes"].get("total_spent") for c in table(engine, Customer)}[BRAM] == 1249.0
+    # One amount with cents shows the mark: the column reads with it, nothing asked.
+    rows[5][spent] = "12.50"
+    with kunden.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "customers", kunden, mapping="shopify")
+    assert {c["id"]: c["attributes"].get("total_spent") for c in table(engine, Customer)}[BRAM] == 1.249

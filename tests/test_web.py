@@ -362,6 +362,20 @@ def test_the_links_own_path_is_answered_as_the_root_is(web_shop):
     assert client.get("/relmail/other/x").status_code == 404 and client.get("/relmail").status_code == 404
 
 
+def test_behind_a_proxy_on_a_path_every_answer_stays_under_it(web_shop):
+    """A proxy hands https://shop.example/relmail/... on as it is, or strips /relmail: the pages link and post
+    relative to where they are and never redirect, so no answer leads out of /relmail (a redirect's Location is
+    built from what the app sees: without /relmail when the proxy strips it, and with http)."""
+    client, _, _ = web_shop
+    for prefix in ("/relmail", ""):
+        for cut_off in ("/unsubscribe", "/preferences"):
+            page = client.get(prefix + cut_off)
+            assert (page.status_code, page.headers.get("Location")) == (400, None), prefix + cut_off
+        page = client.get(f"{prefix}/unsubscribe/{token('C0000003', 'newsletter')}")
+        assert page.status_code == 200 and '<form method="post">' in page.text and ' action=' not in page.text
+        assert 'href="../preferences/' in page.text and f'href="{prefix}/' not in page.text
+
+
 # -- what providers really send: one odd event, replayed tokens ----------------
 
 def mailgun_post(client, data: dict, token: str, key: bytes = b"key-mailgun-test", ts: str | None = None):

@@ -173,9 +173,24 @@ class NotFound(RelmailError, LookupError):
 
 
 class Conflict(RelmailError, RuntimeError):
-    """The request clashes with existing state (a run exists, a lock is held)."""
+    """The request clashes with existing state: the window is planned already, a run was imported before.
+
+    Retrying the same command does not help; a scheduler may read exit 9
+    of a plan as "done already".
+    """
 
     exit_code = 9
+
+
+class LockHeld(Conflict):
+    """Another process works on the run now: it holds the run's lock, took it over, or a sender of it may still run.
+
+    A subclass of :class:`Conflict` so that callers catching that keep
+    working; its own exit code tells a scheduler "someone else is on it,
+    a later start does the rest" apart from "this was done already".
+    """
+
+    exit_code = 17
 
 
 class GateFailed(RelmailError):

@@ -55,7 +55,7 @@ def locks_release(state: State, run: str, force: bool, as_json: bool) -> None:
 
     Only for a holder you know is gone but that is not recognised as stale
     yet (a lost machine, before `lock_timeout_minutes`). A holder that is
-    still sending stops at its next batch with exit 9 when it finds its
+    still sending stops at its next batch with exit 17 when it finds its
     lock gone; the ledger keeps every e-mail once either way.
 
     \b

@@ -121,7 +121,7 @@ def plan_command(state: State, campaign, window, cadence, as_of, dry_run, replan
 
 
 def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, changes, render_sample: int = 3) -> None:
-    from ..planning.output import change_rows, counted, gate_rows, kept_sentence, reason_rows, summary_rows
+    from ..planning.output import change_rows, counted, gate_rows, kept_sentence, rate_basis, reason_rows, summary_rows
 
     win = result.window
     if window.strip() == "auto":
@@ -145,7 +145,7 @@ def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, ch
     renders = sum(c.rendered for c in result.render_checks)
     gate = (f"render gate: {renders:,} renders of {len(result.render_checks)} template variants, {result.render_errors} failed"
             if render_sample else "render gate skipped (--render-sample 0)")
-    click.echo(f"\nSuppression rate {result.suppression_rate:.1%}; {gate}.")
+    click.echo(f"\nSuppression rate {result.suppression_rate:.1%}{rate_basis(result)}; {gate}.")
     if result.render_checks:
         echo_table(*reversed(gate_rows(result)))
     for problem in result.render_problems[:limit]:

@@ -55,7 +55,12 @@ def init(folder: str, blank: bool, name: str | None, domain: str | None, locale:
     where = os.path.relpath(project.root)
     cd = "" if where == "." else f"cd {shlex.quote(where if not where.startswith('..') else str(project.root))} && "
     if blank:
-        click.echo(f"Next: {cd}relmail db upgrade && relmail import customers customers_export.csv --map shopify")
+        from ..importers.mapping import builtin_names
+
+        # The shop's own system, whichever it is: each built-in mapping reads its customer export.
+        click.echo(f"Next: {cd}relmail db upgrade && relmail import customers FILE --map NAME")
+        click.echo(f"  NAME is the system FILE comes from ({', '.join(builtin_names())}) or a mapping YAML file; "
+                   "leave --map out for a file in relmail's own columns (relmail import customers --help)")
     else:
         click.echo(f"Next: {cd}relmail db upgrade && relmail demo")
 

@@ -51,7 +51,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
     --window auto resolves to the current window in the project's time zone,
     so a scheduler can run the same command every time. While one process
-    sends a run, a second one is refused (exit 9) by a lock in the database;
+    sends a run, a second one is refused (exit 17) by a lock in the database;
     the lock of a crashed sender is taken over once it is stale.
 
     --executor dask runs the senders on a Dask cluster's workers, which need

@@ -103,6 +103,14 @@ class MappedReader:
             else:
                 plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
         self.final = frozenset(final)
+        #: (the column, the watch) of each money column whose decimal mark nobody named; this file's evidence only.
+        self.watches = []
+        for o in mapping.outputs:
+            watch = getattr(o.parse, "watch", None)
+            if watch is not None:
+                watch.reset()
+                o.parse.forget()
+                self.watches.append((o.column or o.label, watch))
         #: The cells the per-row outputs read, and what they make of each combination of cells.
         self.row_sources = tuple(sorted(row_sources))
         self.rows: dict[tuple, tuple[dict, dict, tuple]] = {}
@@ -166,6 +174,8 @@ class MappedReader:
         parent_by, parent_columns = m.parent_by, m.parent_columns
         #: A parent row's name -> the cells its children take (WooCommerce: "id:12" or the SKU -> categories, tags ...).
         parents: dict[str, dict[str, str]] = {}
+        #: The watches still without the line of their ambiguous cell, or a cell that settles them.
+        unplaced = [w for _, w in self.watches]
         for record in self.reader:
             if record.error is not None:
                 yield record
@@ -194,6 +204,8 @@ class MappedReader:
                 self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                 continue
             out, problems = self._apply(values, group)
+            if unplaced:
+                unplaced = self._place(unplaced, record.line)
             if not problems:
                 # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
                 yield Mapped(record.line, out, record.raw, None, (), self.labels, self.final)
@@ -206,6 +218,34 @@ class MappedReader:
                 problems = [(f, m + note, k) if (f, m, k) in shared else (f, m, k) for f, m, k in problems]
             yield Mapped(record.line, out, record.raw, None, [(f, m) for f, m, _ in problems], self.labels, self.final,
                          frozenset(key for _, _, key in problems if key is not None))
+
+    @staticmethod
+    def _place(watches: list, line: int) -> list:
+        """Put ``line`` to the ambiguous cell a watch just saw; the watches still to place."""
+        left = []
+        for w in watches:
+            if w.fresh:
+                w.line, w.fresh = line, False
+            elif not w.settled and w.line is None:
+                left.append(w)
+        return left
+
+    def ambiguities(self) -> list[tuple[int | None, str, str]]:
+        """(line, column, problem) of each money column whose decimal mark the whole file left open.
+
+        Its first cell like ``1.249`` reads as 1.249 with ``.`` and 1249 with
+        ``,``, and no cell showed which: asked, not guessed.
+        """
+        out = []
+        for column, w in self.watches:
+            if w.ambiguous is None or w.settled:
+                continue
+            digits = re.sub(r"[^\d.,-]", "", w.ambiguous)
+            dot, comma = (float(digits.replace(",", "")), float(digits.replace(".", "").replace(",", ".")))
+            out.append((w.line, column,
+                        f"{w.ambiguous!r} is {dot:g} if the decimal mark is '.' and {comma:g} if it is ','; no other "
+                        "amount in the column shows which: name it with --decimal . or --decimal ,"))
+        return out
 
     def apply(self, values: dict[str, str], group: tuple[dict, dict, list] = ({}, {}, [])
               ) -> tuple[dict[str, Any], list[tuple[str | None, str]]]:

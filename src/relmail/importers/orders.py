@@ -11,7 +11,8 @@ customer whose address is the line's ``email``, in any case (an address
 several customers share names one of them, always the same: see
 :mod:`relmail.importers.addresses`). A line with neither (a walk-in sale) has no customer to credit:
 it is counted and left out. An address no customer has is an error, as an
-unknown customer id is: import the customers first.
+unknown customer id is: import the customers first. It is one problem per
+order, naming the order's lines.
 
 What counts, as a shop owner keeps the books:
 
@@ -109,14 +110,17 @@ class OrdersWriter:
         when = bound = None
         for (record, row), key in zip(pending, keys):
             customer = row["customer_id"]
+            # Once per order, naming its lines: each line names the same customer.
             if customer is not None:
                 if customer in unknown_ids:
-                    reject(record, [("customer_id", f"unknown customer {customer!r} (import customers first)")])
+                    reject(record, [("customer_id", f"unknown customer {customer!r} (import customers first)")],
+                           f"order {row['order_id']!r}")
                     continue
             elif key is not None:
                 customer = known.get(key)
                 if customer is None:
-                    reject(record, [("email", "no customer has this e-mail address (import customers first)")])
+                    reject(record, [("email", "no customer has this e-mail address (import customers first)")],
+                           f"order {row['order_id']!r}")
                     continue
             else:
                 details["lines_without_customer"] += 1

@@ -141,7 +141,9 @@ def import_file(
     ``strict_addresses``, which makes it an error. ``decimal`` (``.`` or
     ``,``) is the decimal mark of the mapping's ``money`` columns that name
     none (an export re-saved by a spreadsheet that writes ``12,50``); it
-    needs a mapping named by ``mapping``. ``time_format`` (strftime codes)
+    needs a mapping named by ``mapping``. Without it, a money column whose
+    amounts read two ways (``1.249``) and none shows the mark is refused,
+    the whole file (see :class:`~relmail.importers.values.MarkWatch`). ``time_format`` (strftime codes)
     is likewise the format of its ``time`` columns that name none (the same
     export's times, re-saved as ``14-03-2026 10:12``).
     """
@@ -199,6 +201,7 @@ def import_file(
                     run.sink.close()
                 if mapped is not None:
                     run.read += sum(mapped.skipped.values())
+                    _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 # Statistics first: the aggregates' refresh looks the touched customers' events up by
                 # customer, which PostgreSQL plans as a scan of the whole table while it believes it empty.
@@ -286,8 +289,10 @@ class _Run:
         self.flagged_lines: list[int] = []
         self.problems: list[Problem] = []
         self.pending: list[tuple[Record, dict[str, Any]]] = []
-        #: Rejected records since the last flush, reported in line order at the flush.
-        self.window: list[tuple[Record, list[tuple[str | None, str]]]] = []
+        #: Rejected records since the last flush, reported in line order at the flush, each with its group or None.
+        self.window: list[tuple[Record, list[tuple[str | None, str]], str | None]] = []
+        #: (group, its problems) -> the one problem listed for all its rows and their lines (see :meth:`reject`).
+        self.groups: dict[tuple, tuple[Problem, str, list[int]]] = {}
         self.side = SIDE_FIELDS.get(schema.kind, ())
         #: Whether rows name their customer by address (an activity export through a mapping): found per chunk.
         self.by_address = False
@@ -375,10 +380,19 @@ class _Run:
         # problems are found after the field problems of later lines).
         window, self.window = self.window, []
         window.sort(key=lambda item: item[0].line)
-        for record, problems in window:
-            for fieldname, message in problems:
-                if self.max_errors is None or len(self.problems) < self.max_errors:
-                    self.problems.append(Problem(self.name, record.line, fieldname, message))
+        for record, problems, group in window:
+            key = (group, tuple(problems)) if group is not None else None
+            shared = self.groups.get(key) if key is not None else None
+            if shared is not None:
+                problem, message, lines = shared
+                lines.append(record.line)
+                problem.message = f"{message}: {group}, lines {_spans(lines)}"
+            else:
+                for fieldname, message in problems:
+                    if self.max_errors is None or len(self.problems) < self.max_errors:
+                        self.problems.append(Problem(self.name, record.line, fieldname, message))
+                        if key is not None:
+                            self.groups[key] = (self.problems[-1], message, [record.line])
             if self.writer is not None:
                 self.writer.write(record, problems)
 
@@ -429,9 +443,16 @@ class _Run:
                 pending = kept
         self.sink.write(pending)
 
-    def reject(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
-        """A writer's verdict on a row: through a mapping, its fields are named by the export's columns."""
-        self._rejected(record, self._named(record, problems))
+    def reject(self, record: Record, problems: list[tuple[str | None, str]], group: str | None = None) -> None:
+        """A writer's verdict on a row: through a mapping, its fields are named by the export's columns.
+
+        Rows of one ``group`` (``order '1001'``) with the same problems are
+        listed once, at the first row, naming the group and all its lines:
+        an order of five lines whose customer is unknown is one problem,
+        not five that crowd the others out of the list. Each row is still
+        rejected, counted and written to the rejects file.
+        """
+        self._rejected(record, self._named(record, problems), group)
 
     @staticmethod
     def _named(record: Record, problems: list[tuple[str | None, str]]) -> list[tuple[str | None, str]]:
@@ -440,9 +461,9 @@ class _Run:
             return [(labels.get(f, f) if f else f, m) for f, m in problems]
         return problems
 
-    def _rejected(self, record: Record, problems: list[tuple[str | None, str]]) -> None:
+    def _rejected(self, record: Record, problems: list[tuple[str | None, str]], group: str | None = None) -> None:
         self.rejected += 1
-        self.window.append((record, problems))
+        self.window.append((record, problems, group))
 
     def finish(self) -> None:
         if self.read == 0:
@@ -454,3 +475,23 @@ class _Run:
             )
             error.bad_rows = self.rejected  # type: ignore[attr-defined]
             raise error
+
+
+def _spans(lines: list[int]) -> str:
+    """Line numbers in order as runs: ``2-6, 9``."""
+    runs: list[list[int]] = []
+    for n in sorted(lines):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(f"{a}-{b}" if b > a else str(a) for a, b in runs)
+
+
+def _check_marks(mapped: MappedReader, name: str, problems: list[Problem]) -> None:
+    """Refuse the whole file, rows already written included, when a money column's decimal mark is left open."""
+    open_marks = mapped.ambiguities()
+    if open_marks:
+        columns = ", ".join(repr(column) for _, column, _ in open_marks)
+        raise ValidationError(f"{name}: the decimal mark of {columns} is not known; nothing imported",
+                              [*(Problem(name, line, column, message) for line, column, message in open_marks), *problems])

@@ -14,6 +14,7 @@ treats them as missing), so a parser may assume text with content.
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 import unicodedata
 import zoneinfo
@@ -65,6 +66,7 @@ def remembered(parse: Parser, size: int) -> Parser:
         return result
 
     cached.__wrapped__ = parse  # type: ignore[attr-defined]
+    cached.forget = memo.clear  # type: ignore[attr-defined]
     return cached
 
 
@@ -190,14 +192,57 @@ SYMBOLS = {"€": ("EUR",), "£": ("GBP",), "$": ("USD", "CAD", "AUD", "NZD", "S
 _MONEY = re.compile(r"^(?P<sign>-)?\s*(?P<pre>[^\d\s.,+-]*)\s*(?P<sign2>-)?(?P<num>\d[\d.,'\s]*)\s*(?P<post>[^\d\s.,+-]*)$")
 
 
-def make_money(currency: str | None, decimal: str = ".") -> Parser:
+#: One mark with three digits after it, after one to three digits that may be a group: 1.249 and 1,249 read either way.
+_EITHER_WAY = re.compile(r"-?[1-9]\d{0,2}[.,]\d{3}")
+
+
+class MarkWatch:
+    """What the cells of a money column whose decimal mark nobody named show of it.
+
+    Such a column is read with ``.``. A cell like ``1.249`` or ``1,249``
+    (one mark, three digits after it) reads as well with either mark, and
+    the two readings differ a thousandfold; any other cell with a mark that
+    parses (``12.50``, ``0.125``, ``1,249.00``, ``1,249,000``) shows the
+    ``.`` is the decimal mark and settles the column. A column left with
+    an ambiguous cell and nothing that settles it is the reader's to refuse
+    (:meth:`relmail.importers.mapped.MappedReader.ambiguities`).
+    """
+
+    __slots__ = ("settled", "ambiguous", "fresh", "line")
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.settled = False
+        #: The first ambiguous cell, and its line once the reader has put one to it.
+        self.ambiguous: str | None = None
+        self.line: int | None = None
+        #: Whether ``ambiguous`` was just seen, for the reader to note the line it is on.
+        self.fresh = False
+
+    def saw(self, digits: str, value: str) -> None:
+        if self.settled:
+            return
+        if _EITHER_WAY.fullmatch(digits):
+            if self.ambiguous is None:
+                self.ambiguous, self.fresh = value, True
+        elif "." in digits or "," in digits:
+            self.settled = True
+
+
+def make_money(currency: str | None, decimal: str | None = None) -> Parser:
     """An amount like ``12.50``, ``€ 1.234,56`` or ``12.50 EUR`` as a number.
 
     ``decimal`` is the decimal mark (``.`` or ``,``); the other mark, spaces
     and ``'`` group thousands. A currency written in the value must be
     ``currency`` when the mapping names one: amounts in two currencies do
-    not add up.
+    not add up. ``None`` reads with ``.`` and keeps a :class:`MarkWatch` as
+    the parser's ``watch``, for the reader to refuse a column of ``1.249``
+    that nothing shows to be 1.249 rather than 1249.
     """
+    watch = MarkWatch() if decimal is None else None
+    decimal = decimal or "."
     if decimal not in (".", ","):
         raise ValueError("decimal must be '.' or ','")
     group = "," if decimal == "." else "."
@@ -208,6 +253,8 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
 
     def parse(value: str) -> float:
         if plain(value):  # 12.50: most cells of most exports
+            if watch is not None:
+                watch.saw(value, value)
             return float(value.replace(",", "."))
         text = value.strip().replace("\u00a0", " ")
         if len(text) > 2 and text[0] == "(" and text[-1] == ")":
@@ -233,9 +280,13 @@ def make_money(currency: str | None, decimal: str = ".") -> Parser:
         if len(parts) > 1 and (not parts[0] or len(parts[0]) > 3 or any(len(p) != 3 for p in parts[1:])):
             raise FieldError(f"{_short(value)}: {group!r} is not between groups of three digits (decimal mark {decimal!r}){other}")
         amount = float("".join(parts) + ("." + cents if cents else ""))
+        if watch is not None:
+            watch.saw(digits, value)
         return -amount if match["sign"] or match["sign2"] else amount
 
-    return remembered(parse, _TIME_CACHE)  # an export repeats its prices
+    cached = remembered(parse, _TIME_CACHE)  # an export repeats its prices
+    cached.watch = watch  # type: ignore[attr-defined]
+    return cached
 
 
 def make_list(separator: str = ",", escape: str | None = None) -> Parser:
@@ -364,6 +415,22 @@ def lower(value: str) -> str:
     return value.strip().lower()
 
 
+def make_pseudonym(prefix: str = "") -> Parser:
+    """A customer id made from an address that does not spell it: ``prefix`` and 16 hex digits of its SHA-256.
+
+    For an export without customer ids (WooCommerce's customers report, a
+    Klaviyo list): ids are what logs, plans and CI output name, and an
+    address is customer data. The address is taken in lower case, as one
+    address in any case is one customer (``match: email``).
+    """
+    prefix = str(prefix)
+
+    def parse(value: str) -> str:
+        return prefix + hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()[:16]
+
+    return parse
+
+
 def scalar(value: str) -> Any:
     """Numbers written as plain decimals become numbers, the rest stays text (for ``attributes``)."""
     return csv_scalar(value.strip())
@@ -378,9 +445,10 @@ def _short(value: Any, limit: int = 40) -> str:
 PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
     "text": (lambda split=None, escape=None: make_text(split, escape), ("split", "escape")),
     "lower": (lambda: lower, ()),
+    "pseudonym": (make_pseudonym, ("prefix",)),
     "integer": (make_integer, ()),
     "number": (lambda: number(), ()),
-    "money": (lambda currency=None, decimal=".": make_money(currency, decimal), ("currency", "decimal")),
+    "money": (lambda currency=None, decimal=None: make_money(currency, decimal), ("currency", "decimal")),
     "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
     "time": (lambda format=None, timezone=None: make_time(format, timezone), ("format", "timezone")),
     "list": (lambda separator=",", escape=None: make_list(separator, escape), ("separator", "escape")),

@@ -130,11 +130,18 @@ def kept_sentence(result: PlanResult) -> str | None:
             f"being delivered) and {again} the other {result.replaced:,}.")
 
 
+def rate_basis(result: PlanResult) -> str:
+    """What a replan's suppression rate is of: the whole run, its kept sends included."""
+    if not result.kept:
+        return ""
+    return f" of the run's {result.decided:,} decisions, the {result.kept:,} kept included"
+
+
 def markdown(result: PlanResult, limit: int = 200, changes=None) -> str:
     """Counts, reasons, the render gate, changes and the suppression list, for a pull-request comment."""
     mode = "dry run, nothing written" if result.dry_run else "written to the ledger"
     lines = [f"### relmail plan `{result.run_id}` ({mode})", "",
-             f"As of {result.as_of:%Y-%m-%d %H:%M} UTC; suppression rate {result.suppression_rate:.1%}; "
+             f"As of {result.as_of:%Y-%m-%d %H:%M} UTC; suppression rate {result.suppression_rate:.1%}{rate_basis(result)}; "
              f"render gate: {sum(c.rendered for c in result.render_checks):,} renders, {result.render_errors} failed."]
     kept = kept_sentence(result)
     if kept:
@@ -263,7 +270,7 @@ def failed_gates(result: PlanResult, max_suppression_rate: float | None, min_sen
     if max_suppression_rate is not None and result.suppression_rate > max_suppression_rate:
         failures.append(GateFailure("max_suppression_rate", f"suppression rate {result.suppression_rate:.1%} is above "
                                     f"--max-suppression-rate {max_suppression_rate:.1%}", SuppressionRateExceeded))
-    sends = result.totals["send"]
+    sends = result.sends
     if min_sends is not None and sends < min_sends:
         failures.append(GateFailure("min_sends", f"{sends:,} sends is below --min-sends {min_sends:,}", TooFewSends))
     return failures

@@ -63,10 +63,21 @@ class PlanResult:
         return out
 
     @property
-    def suppression_rate(self) -> float:
+    def decided(self) -> int:
+        """The run's decisions: those made now and those a replan kept (sends delivered or in flight)."""
         t = self.totals
-        decided = t["send"] + t["holdout"] + t["suppress"]
-        return t["suppress"] / decided if decided else 0.0
+        return t["send"] + t["holdout"] + t["suppress"] + t["kept"]
+
+    @property
+    def sends(self) -> int:
+        """The run's sends, a replan's kept ones included: what ``--min-sends`` counts."""
+        return self.totals["send"] + self.kept
+
+    @property
+    def suppression_rate(self) -> float:
+        """Suppressed of the whole run's decisions, a replan's kept ones included: what the gate and every output use."""
+        decided = self.decided
+        return self.totals["suppress"] / decided if decided else 0.0
 
     def reason_counts(self) -> dict[str, int]:
         """Decisions per reason code over all messages, in the registry's order."""

@@ -77,8 +77,8 @@ def plan(project: Project, engine: Engine, campaign: str | Campaign, window: str
     ``auto``) or a :class:`Window`. The options are a :class:`PlanOptions`,
     or its fields as keywords (``plan(..., dry_run=True)``); keywords
     override the fields of ``options``. Raises :class:`Conflict` if the
-    window has a run and ``replan`` is false, or if another process holds
-    the run's lock: writing a plan holds the lock (see
+    window has a run and ``replan`` is false, :class:`LockHeld` (a kind of
+    :class:`Conflict`) if another process holds the run's lock: writing a plan holds the lock (see
     :mod:`relmail.store.locks`) from before the first read to the commit, so
     a replan can never replace decisions a sender is working on.
 

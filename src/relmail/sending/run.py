@@ -20,7 +20,7 @@ from sqlalchemy import func, select, update
 
 from .. import tokens
 from ..campaigns import Campaign, load_campaign
-from ..errors import ConfigError, Conflict, DeliveryError, NotFound
+from ..errors import ConfigError, DeliveryError, LockHeld, NotFound
 from ..executors import Executor, get_executor
 from ..planning.run import plan, run_id_for
 from ..store import locks
@@ -119,7 +119,7 @@ def send(project: Project, engine: Engine, campaign: str | Campaign, window: str
     ``window`` ``auto`` is the current window of ``cadence`` (default: the
     campaign's ``schedule``) in the project's time zone. A real send holds
     the run's lock (:mod:`relmail.store.locks`) from before planning to the end;
-    while another process holds it, :class:`~relmail.errors.Conflict`.
+    while another process holds it, :class:`~relmail.errors.LockHeld`.
 
     ``executor`` is where rendering and delivery run in parallel
     (:mod:`relmail.sending.workers`): ``"local"`` (default; ``workers``
@@ -216,7 +216,7 @@ def _send(call: _Invocation) -> SendResult:
     lock.refresh()
     live = send_workers.clear_leases(engine, run_id, call.lease_timeout)
     if live:
-        raise Conflict(f"run {run_id}: a sender of an earlier invocation may still be handing e-mails over: "
+        raise LockHeld(f"run {run_id}: a sender of an earlier invocation may still be handing e-mails over: "
                        f"{send_workers.describe_live(live)}; its e-mails are settled once its lease is stale")
     result.recovered = ledger.recover(engine, run_id, clock(), topics)
     ledger.prepare(engine, run_id, clock())

@@ -43,7 +43,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from ..delivery import adapter_from_project
-from ..errors import Conflict
+from ..errors import LockHeld
 from ..store import locks
 from ..store.db import make_engine
 from .batcher import Batcher
@@ -135,7 +135,7 @@ def run_senders(executor, job: SenderJob, n: int, lock, result, *, limit: int | 
             return True
         if time.monotonic() - refreshed[0] > 5:
             try:
-                lock.refresh()  # raises Conflict (and stops the senders) if the lock was taken over
+                lock.refresh()  # raises LockHeld (and stops the senders) if the lock was taken over
             except Exception as exc:
                 if not retryable(exc):
                     raise
@@ -206,7 +206,7 @@ def clear_leases(engine, run_id: str, timeout: timedelta) -> list[locks.LockInfo
             continue
         try:
             locks.acquire(engine, info.key, timeout=timeout, heartbeat=False, what="sender lease").release()
-        except Conflict:
+        except LockHeld:
             live.append(info)
     return live
 

@@ -16,7 +16,7 @@ A lock can be taken over, with a compare-and-swap UPDATE on its token, when
   reused PID is not mistaken for the holder.
 
 A holder that finds its lock taken over (it stalled for longer than the
-timeout) stops with :class:`~relmail.errors.Conflict` at its next refresh.
+timeout) stops with :class:`~relmail.errors.LockHeld` at its next refresh.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ..errors import ConfigError, Conflict
+from ..errors import ConfigError, LockHeld
 from .models import RunLock
 
 if TYPE_CHECKING:
@@ -172,7 +172,7 @@ class HeldLock:
         self._refreshed = time.monotonic()
 
     def refresh(self) -> None:
-        """Extend the lock; raises :class:`Conflict` if another process took it over."""
+        """Extend the lock; raises :class:`LockHeld` if another process took it over."""
         if self.lost is None:
             with self._guard:
                 t = self.now()
@@ -186,7 +186,7 @@ class HeldLock:
                 if n != 1:
                     self.lost = self._taken_over()
         if self.lost is not None:
-            raise Conflict(self.lost)
+            raise LockHeld(self.lost)
 
     def _taken_over(self) -> str:
         return (f"the lock on run {self.key} was taken over by another process after this one did not "
@@ -205,7 +205,7 @@ class HeldLock:
                          .values(heartbeat_at=t, expires_at=t + self.timeout)).rowcount
         if n != 1:
             self.lost = self._taken_over()
-            raise Conflict(self.lost)
+            raise LockHeld(self.lost)
         self._refreshed = time.monotonic()
 
     def check_in(self, seconds: float = CHECK_IN_SECONDS) -> None:
@@ -226,7 +226,7 @@ class HeldLock:
             while not self._stop.wait(self.timeout.total_seconds() / 4):
                 try:
                     self.refresh()
-                except Conflict:
+                except LockHeld:
                     return
                 except Exception:  # a database hiccup: the next beat or the sender's own refresh retries
                     continue
@@ -263,7 +263,7 @@ def _minutes(t: timedelta) -> str:
 
 def acquire(engine: Engine, key: str, *, timeout: timedelta = DEFAULT_TIMEOUT, heartbeat: bool = True,
             now: Callable[[], datetime] | None = None, what: str = "run") -> HeldLock:
-    """Take lock ``key`` or raise :class:`Conflict` naming its holder and since when.
+    """Take lock ``key`` or raise :class:`LockHeld` naming its holder and since when.
 
     A stale lock (see the module docstring) is taken over atomically: of two
     processes trying at once, exactly one wins.
@@ -289,7 +289,7 @@ def acquire(engine: Engine, key: str, *, timeout: timedelta = DEFAULT_TIMEOUT, h
             continue
         why = info.stale(t, here)
         if why is None:
-            raise Conflict(f"{what} {key} is being worked on by {info.describe()}; "
+            raise LockHeld(f"{what} {key} is being worked on by {info.describe()}; "
                            "wait for it to finish (a crashed holder's lock is taken over once stale)")
         with engine.begin() as conn:
             won = conn.execute(
@@ -299,7 +299,7 @@ def acquire(engine: Engine, key: str, *, timeout: timedelta = DEFAULT_TIMEOUT, h
             taken_over = why
             break
     else:
-        raise Conflict(f"could not take the lock on {what} {key}: it changed hands repeatedly; try again")
+        raise LockHeld(f"could not take the lock on {what} {key}: it changed hands repeatedly; try again")
     lock = HeldLock(engine, key, token, holder, timeout, clock, taken_over)
     return lock.start_heartbeat() if heartbeat else lock
 

@@ -93,7 +93,10 @@ class RelmailApp:
                 Rule("/preferences/", endpoint="no_token", methods=["GET", "POST"]),
                 Rule("/webhooks/<provider_name>", endpoint="webhook", methods=["POST"]),
                 Rule("/webhooks/<provider_name>/<secret>", endpoint="webhook", methods=["POST"]),
-            ]
+            ],
+            # No redirect to add a '/': its Location would be built from what the app sees, which behind a
+            # proxy that strips base_url's path lacks it (and says http): the page is answered where asked.
+            strict_slashes=False,
         )
 
     # -- plumbing ---------------------------------------------------------
