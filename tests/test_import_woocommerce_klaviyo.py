@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from relmail.cli import cli
@@ -186,3 +188,28 @@ def test_a_product_export_without_the_optional_columns_imports(project, tmp_path
         csv.writer(fh).writerows([[row[i] for i in keep] for row in table])
     assert run(project, "products", str(older), "--map", "woocommerce")["rows_imported"] == 7
     assert {r["id"]: r["category"] for r in rows(project, Product)}["LT-LAMP-WIT"] == "leeslampen"
+
+
+LANGUAGES = {"nl_BE": "nl-BE", "fr_BE": "fr-BE", "en_US": "en-US", "de_DE": "de-DE"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.tuples(st.sampled_from(sorted(LANGUAGES)), st.sampled_from([str, str.lower, str.upper]),
+                                st.sampled_from(["-", "_"])), min_size=1, max_size=6))
+def test_a_profiles_locale_is_the_language_its_e_mails_are_written_in(project, picks):
+    # A Belgian shop's profiles read Dutch or French: without the Locale column every one of them got default_locale
+    # (the Dutch template), whatever Klaviyo knew. Klaviyo writes nl-BE; a list edited by hand may write fr_be or FR-BE.
+    header, anna = LIST.read_text(encoding="utf-8-sig").splitlines()[:2]
+    lines, wanted = [header + ",Locale"], {}
+    for n, (locale, case, sep) in enumerate(picks):
+        email = f"profile{n}.{abs(hash(tuple(picks))) % 10**9}@mail.example"
+        wanted[f"klaviyo-{email}"] = locale
+        lines.append(anna.replace("anna.devries@mail.example", email, 1) + "," + case(LANGUAGES[locale].replace("-", sep)))
+    export = project.root / "Alle profielen export.csv"
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    # An export without the column, or with the cell blank, leaves each stored locale as it is.
+    export.write_text("\n".join([lines[0], *(line.rpartition(",")[0] + "," for line in lines[1:])]) + "\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    stored = {r["id"]: r["locale"] for r in rows(project, Customer)}
+    assert {cid: stored[cid] for cid in wanted} == wanted
