@@ -213,3 +213,29 @@ def test_a_profiles_locale_is_the_language_its_e_mails_are_written_in(project, p
     run(project, "customers", str(export), "--map", "klaviyo")
     stored = {r["id"]: r["locale"] for r in rows(project, Customer)}
     assert {cid: stored[cid] for cid in wanted} == wanted
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(subscribed=st.datetimes(min_value=datetime(2015, 1, 1), max_value=datetime(2026, 11, 30)).map(
+           lambda t: t.replace(microsecond=0)),
+       new=st.booleans())
+def test_an_unsubscribed_profile_without_a_consent_time_is_opted_out(project, subscribed, new):
+    # Klaviyo's UNSUBSCRIBED is an opt-out, whether or not the export gives its time: one with a blank
+    # time was kept opted in by the dated opt-in of an earlier export (or, for a new profile, left with no
+    # record, which the shop's undated "accepts marketing: yes" then turned into an opt-in), and mailed.
+    header, anna = LIST.read_text(encoding="utf-8-sig").splitlines()[:2]
+    email = f"p{abs(hash((subscribed, new))) % 10**9}@mail.example"
+    profile = anna.replace("anna.devries@mail.example", email, 1)
+    export = project.root / "Alle profielen export.csv"
+    earlier = profile.replace("2024-09-12 18:03:11", subscribed.strftime("%Y-%m-%d %H:%M:%S"), 1)
+    if not new:
+        export.write_text(f"{header}\n{earlier}\n", encoding="utf-8")
+        run(project, "customers", str(export), "--map", "klaviyo")
+    export.write_text(f"{header}\n{profile.replace(',SUBSCRIBED,2024-09-12 18:03:11,', ',UNSUBSCRIBED,,', 1)}\n", encoding="utf-8")
+    done = run(project, "customers", str(export), "--map", "klaviyo")
+    # The earlier export imported again, and the same export again, change nothing.
+    export.write_text(f"{header}\n{earlier}\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == f"klaviyo-{email}"]
+    assert (pref["topic"], pref["opted_in"]) == ("*", False)
+    assert done["details"].get("undated_opt_outs") == 1
