@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlalchemy import select
 
 from relmail.cli import cli
@@ -223,3 +225,54 @@ def test_a_store_whose_customers_have_address_ids_gets_no_customer_twice_and_a_p
     assert out.exit_code == 0, out.output
     listed = (tmp_path / "plan.jsonl").read_text()
     assert JOERG in listed and "joerg.mueller@" not in listed + out.stdout
+
+
+LANGUAGES = {"nl_BE": "nl-BE", "fr_BE": "fr-BE", "en_US": "en-US", "de_DE": "de-DE"}
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.tuples(st.sampled_from(sorted(LANGUAGES)), st.sampled_from([str, str.lower, str.upper]),
+                                st.sampled_from(["-", "_"])), min_size=1, max_size=6))
+def test_a_profiles_locale_is_the_language_its_e_mails_are_written_in(project, picks):
+    # A Belgian shop's profiles read Dutch or French: without the Locale column every one of them got default_locale
+    # (the Dutch template), whatever Klaviyo knew. Klaviyo writes nl-BE; a list edited by hand may write fr_be or FR-BE.
+    header, anna = LIST.read_text(encoding="utf-8-sig").splitlines()[:2]
+    lines, wanted = [header + ",Locale"], {}
+    for n, (locale, case, sep) in enumerate(picks):
+        email = f"profile{n}.{abs(hash(tuple(picks))) % 10**9}@mail.example"
+        wanted[pseudonym("klaviyo-", email)] = locale
+        lines.append(anna.replace("anna.devries@mail.example", email, 1) + "," + case(LANGUAGES[locale].replace("-", sep)))
+    export = project.root / "Alle profielen export.csv"
+    export.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    # An export without the column, or with the cell blank, leaves each stored locale as it is.
+    export.write_text("\n".join([lines[0], *(line.rpartition(",")[0] + "," for line in lines[1:])]) + "\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    stored = {r["id"]: r["locale"] for r in rows(project, Customer)}
+    assert {cid: stored[cid] for cid in wanted} == wanted
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(subscribed=st.datetimes(min_value=datetime(2015, 1, 1), max_value=datetime(2026, 11, 30)).map(
+           lambda t: t.replace(microsecond=0)),
+       new=st.booleans())
+def test_an_unsubscribed_profile_without_a_consent_time_is_opted_out(project, subscribed, new):
+    # Klaviyo's UNSUBSCRIBED is an opt-out, whether or not the export gives its time: one with a blank
+    # time was kept opted in by the dated opt-in of an earlier export (or, for a new profile, left with no
+    # record, which the shop's undated "accepts marketing: yes" then turned into an opt-in), and mailed.
+    header, anna = LIST.read_text(encoding="utf-8-sig").splitlines()[:2]
+    email = f"p{abs(hash((subscribed, new))) % 10**9}@mail.example"
+    profile = anna.replace("anna.devries@mail.example", email, 1)
+    export = project.root / "Alle profielen export.csv"
+    earlier = profile.replace("2024-09-12 18:03:11", subscribed.strftime("%Y-%m-%d %H:%M:%S"), 1)
+    if not new:
+        export.write_text(f"{header}\n{earlier}\n", encoding="utf-8")
+        run(project, "customers", str(export), "--map", "klaviyo")
+    export.write_text(f"{header}\n{profile.replace(',SUBSCRIBED,2024-09-12 18:03:11,', ',UNSUBSCRIBED,,', 1)}\n", encoding="utf-8")
+    done = run(project, "customers", str(export), "--map", "klaviyo")
+    # The earlier export imported again, and the same export again, change nothing.
+    export.write_text(f"{header}\n{earlier}\n", encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == pseudonym("klaviyo-", email)]
+    assert (pref["topic"], pref["opted_in"]) == ("*", False)
+    assert done["details"].get("undated_opt_outs") == 1

@@ -549,3 +549,25 @@ def test_html_lang_and_content_language_say_the_language_the_e_mail_is_written_i
         head = email.raw.split(b"\r\n\r\n", 1)[0].decode()
         assert f"\r\nContent-Language: {language}\r\n" in head, locale
         assert f'<html lang="{language}"' in email.html, locale
+
+
+@pytest.mark.parametrize("lang", ["en", "en-GB", "fr_BE"])
+def test_a_base_template_that_names_its_own_language_is_sent_as_written_in_it(render_project, lang):
+    # A Belgian shop mails in Dutch by default (default_locale nl_BE), with a French variant and an English base
+    # for everyone else. The base's <html lang="en"> is what it is written in: Content-Language said the default's
+    # language (nl), and the plan warned that English readers got a Dutch e-mail.
+    toml = render_project.root / "relmail.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace('default_locale = "en_GB"', 'default_locale = "nl_BE"'), encoding="utf-8")
+    project = Project.load(render_project.root)
+    write(project, "fallback.html", f'<!DOCTYPE html>\n<html dir="ltr" lang="{lang}">\n<head><title>{{% block subject %}}Hello'
+                                    '{% endblock %}</title></head><body><p>Hello {{ language }}</p>'
+                                    '<a href="{{ links.unsubscribe }}">Unsubscribe</a></body></html>\n')
+    write(project, "fallback.nl.html", '<html lang="{{ language }}"><head><title>{% block subject %}Dag{% endblock %}</title>'
+                                       '</head><body>Dag <a href="{{ links.unsubscribe }}">Afmelden</a></body></html>')
+    renderer = Renderer(project)
+    declared = lang.replace("_", "-")
+    for locale, language in (("de_DE", declared), ("nl_BE", "nl"), ("en_US", declared)):
+        email = renderer.render(spec("fallback"), customer(locale=locale))
+        head = email.raw.split(b"\r\n\r\n", 1)[0].decode()
+        assert f"\r\nContent-Language: {language}\r\n" in head, locale
+    assert f"Hello {declared}" in renderer.render(spec("fallback"), customer(locale="de_DE")).html

@@ -12,6 +12,8 @@ from sqlalchemy import insert, select, update
 from tests.sendkit import AS_OF, WINDOW, build, edit_template
 
 from relmail.cli import cli
+from relmail.feedback import apply_events
+from relmail.feedback.events import FeedbackEvent
 from relmail.planning.why import explain, format_explanations
 from relmail.sending import ledger
 from relmail.sending.run import send
@@ -113,6 +115,27 @@ def test_a_delivery_names_the_adapter_that_carried_it_and_why_says_it(project):
     sent = next(e for e in explanations if e.action == "send")
     assert sent.as_dict()["delivery"]["adapter"] == "file"
     assert "  delivery: accepted via file, " in format_explanations(facts, explanations)
+
+
+def test_why_says_what_came_back_of_a_sent_e_mail(project):
+    # A hard bounce, a complaint or opens arrive as events after the send; the delivery row stays "accepted".
+    # why said no more than that, so a bounced customer's e-mail read as delivered.
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    (customer, message), other = decisions(engine, "send")[0][:2], decisions(engine, "send")[1]
+    run = "sendtest:2026-W48"
+    tied = {"customer_id": customer, "run_id": run, "message_id": message}
+    at = AS_OF + timedelta(hours=2)
+    apply_events(engine, [FeedbackEvent("bounced_hard", at, "x@example.com", "sendgrid", "b1", **tied),
+                          FeedbackEvent("opened", at - timedelta(minutes=5), "x@example.com", "sendgrid", "o1", **tied),
+                          FeedbackEvent("opened", at + timedelta(hours=1), "x@example.com", "sendgrid", "o2", **tied),
+                          FeedbackEvent("delivered", at, "y@example.com", "sendgrid", "d1",
+                                        customer_id=other[0], run_id=run, message_id=other[1])])
+    facts, explanations = explain(engine, customer, run)
+    sent = next(e for e in explanations if e.action == "send")
+    text = format_explanations(facts, explanations)
+    assert f"  came back: hard bounce {at:%Y-%m-%d %H:%M} UTC; opened 2 times, first {at - timedelta(minutes=5):%Y-%m-%d %H:%M} UTC" in text
+    assert [(c["type"], c["n"]) for c in sent.as_dict()["delivery"]["came_back"]] == [("bounced_hard", 1), ("opened", 2)]
 
 
 @pytest.mark.parametrize("kind", ["email_bounced_hard", "email_complained"])

@@ -177,6 +177,8 @@ _DETAILS = {
     "kept_opted_out": "{n:,} customer(s) whose consent flag turned from no to yes since the last export, but who "
                       "opted out: kept opted out (a yes without a date never undoes an opt-out; an older export "
                       "imported again says the same); a new opt-in needs its date (import preferences)",
+    "undated_opt_outs": "{n:,} opt-out(s) whose consent time is blank: opted out as of now (an opt-out without its "
+                        "date still ends every earlier opt-in)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "

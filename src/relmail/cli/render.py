@@ -147,7 +147,7 @@ def render_cmd(state, template: str, context_file: str | None, locale: str | Non
     limits = Limits.from_settings(project.settings)
     env = make_environment(project.templates_dir, autoescape=not is_text, limits=limits)
     source, files = Flattener(env, project.templates_dir).flatten(template, locale_languages(locale))
-    variables.setdefault("language", content_language(files[0], project.settings.default_locale))
+    variables.setdefault("language", content_language(files[0], project.settings.default_locale, project.templates_dir))
     if not is_text and not no_inline:
         source = inline_source(env, source, files[0])
     try:

@@ -309,7 +309,8 @@ class _Run:
         if kind == "customers":
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
                                         match_email=mapping is not None and mapping.match == "email",
-                                        flag_key=consent_flag_key(mapping))
+                                        flag_key=consent_flag_key(mapping),
+                                        dated_consent=mapping is not None and "consent_at" in mapping.targets)
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)
         elif kind == "orders":

@@ -103,7 +103,7 @@ class CustomersWriter(TableWriter):
     """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
-                 match_email: bool = False, flag_key: str | None = None):
+                 match_email: bool = False, flag_key: str | None = None, dated_consent: bool = False):
         super().__init__(run, conn, schema, provided)
         self.now = current_time()
         self.link = SuppressionLink(conn, origin=run.name)
@@ -111,13 +111,16 @@ class CustomersWriter(TableWriter):
         #: The attribute that remembers what the export's undated consent flag said last time
         #: (``accepts_email_marketing``), or None: the import has no such flag.
         self.flag_key = flag_key
+        #: The export dates its consent (Klaviyo's "Email Marketing Consent Timestamp"): its "no" is an opt-out
+        #: (not "did not opt in", which such a source says with no value), so one whose date is blank is one as of now.
+        self.dated_consent = dated_consent
         self.match_email = match_email
         #: Final customer id -> line, after matching addresses to stored customers.
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
-                        "kept_opted_out": 0, "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+                        "kept_opted_out": 0, "undated_opt_outs": 0, "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there).
@@ -256,7 +259,8 @@ class CustomersWriter(TableWriter):
                 continue
             rows.append((record, {"customer_id": row["id"], "topic": "*", "opted_in": bool(opted_in), "max_per_week": None,
                                   "updated_at": row.get("_consent_at") or UNDATED, "source": self.source}))
-            if row.get("_consent_changed"):
+            undated_no = self.dated_consent and not opted_in and row.get("_consent_at") is None
+            if row.get("_consent_changed") or undated_no:
                 changed.add((row["id"], "*"))
         if not rows:
             return
@@ -277,8 +281,10 @@ class CustomersWriter(TableWriter):
         for line, problem in self.consent.write(kept, changed):
             self.run.reject(by_line[line], [problem])
         self.details["consent_records"] += self.consent.written - before
-        self.details.update(withdrawn_since_last_export=self.consent.withdrawn, given_since_last_export=self.consent.given,
-                            kept_opted_out=self.consent.kept_opted_out)
+        # A dated export marks only its undated opt-outs as changed; an undated flag's changes are Shopify's.
+        withdrawn = "undated_opt_outs" if self.dated_consent else "withdrawn_since_last_export"
+        self.details.update({withdrawn: self.consent.withdrawn, "given_since_last_export": self.consent.given,
+                             "kept_opted_out": self.consent.kept_opted_out})
         self.details["without_consent"] = self.consent.not_opted_in
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:

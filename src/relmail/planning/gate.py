@@ -39,6 +39,8 @@ from ..store.models import Customer
 from .consent_warning import PlanWarning
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from sqlalchemy.engine import Engine
 
     from ..campaigns import Campaign
@@ -131,7 +133,7 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
                 continue
             groups.setdefault(variant, {})[loc] = rows.tolist()
         audience = next((s.audience for s in result.messages if s.message_id == m.id), 0)
-        result.warnings += _language_warnings(m.id, groups, project.settings.default_locale, audience)
+        result.warnings += _language_warnings(m.id, groups, project.settings.default_locale, audience, renderer.templates_dir)
         for variant, by_locale in groups.items():
             count = sum(len(rows) for rows in by_locale.values())
             check = VariantCheck(variant, recipients=count, locales=len(by_locale))
@@ -165,15 +167,16 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
 
 
 def _language_warnings(message_id: str, groups: dict[Variant, dict[str, list[int]]], default_locale: str,
-                       audience: int) -> list[PlanWarning]:
+                       audience: int, templates_dir: Path) -> list[PlanWarning]:
     """A warning per variant some recipients get in a language not theirs: the base template for a locale with no variant.
 
-    The base template is written in the language of ``default_locale``; a shop that adds French customers and
+    The base template is written in the language its ``<html lang>`` names, else that of ``default_locale``
+    (:func:`.content_language`); a shop that adds French customers and
     no ``.fr.html`` sends them the Dutch e-mail without any render failing, so only a warning can say so.
     """
     out = []
     for variant, by_locale in groups.items():
-        written = content_language(variant.html[0], default_locale).split("-")[0].lower()
+        written = content_language(variant.html[0], default_locale, templates_dir).split("-")[0].lower()
         others = {loc: len(rows) for loc, rows in by_locale.items() if language_of(loc) != written}
         if not others:
             continue

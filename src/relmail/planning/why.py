@@ -15,16 +15,17 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
+from ..feedback.events import STORE_TYPES
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
 from ..rules.consent import NoConsent
 from ..rules.unsubscribed import Unsubscribed
 from ..store.customer_rows import latest_run
-from ..store.models import Customer, Decision, Delivery, Run
+from ..store.models import Customer, Decision, Delivery, Event, Run
 from ..windows import current_time, resolve_window
 from .opt_out import opt_outs_behind
 from .output import plan_file_rows
@@ -37,7 +38,11 @@ if TYPE_CHECKING:
     from ..project import Project
     from ..windows import Window
 
-DEC, RUNS, DELIVERIES, CUSTOMERS = Decision.__table__, Run.__table__, Delivery.__table__, Customer.__table__
+DEC, RUNS, DELIVERIES, CUSTOMERS, EVENTS = Decision.__table__, Run.__table__, Delivery.__table__, Customer.__table__, Event.__table__
+#: What came back of an e-mail, in the run report's words and order (feedback type -> words).
+CAME_BACK = {"delivered": "delivered", "bounced_soft": "soft bounce", "bounced_blocked": "blocked (sender refused)",
+             "bounced_hard": "hard bounce", "complained": "complained", "unsubscribed": "unsubscribed", "opened": "opened",
+             "clicked": "clicked"}
 
 
 @dataclass
@@ -59,7 +64,8 @@ class Explanation:
     #: What the message's trained model said (see :func:`model_facts`); None when it had none.
     model: dict[str, Any] | None = None
     #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``, ``adapter``,
-    #: ``updated_at``); None before the send claimed it, and for a preview or a plan file.
+    #: ``updated_at``, and ``came_back``: what the provider, the bounce mailbox or a link said of it since, see
+    #: :func:`_came_back`); None before the send claimed it, and for a preview or a plan file.
     delivery: dict[str, Any] | None = None
     #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
     #: as the store says (:mod:`.opt_out`); None for a plan file read without the store.
@@ -78,7 +84,8 @@ class Explanation:
         if self.model is not None:
             out["model"] = self.model
         if self.delivery is not None:
-            out["delivery"] = {**self.delivery, "updated_at": self.delivery["updated_at"].isoformat()}
+            out["delivery"] = {**self.delivery, "updated_at": self.delivery["updated_at"].isoformat(),
+                               "came_back": [{**e, "first_at": e["first_at"].isoformat()} for e in self.delivery.get("came_back", [])]}
         for key, found in (("opt_out", self.opt_out), ("topic_opt_out", self.topic_opt_out)):
             if found is not None:
                 out[key] = {"at": found["at"].isoformat() if found["at"] else None, "source": found["source"]}
@@ -241,6 +248,10 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
                                                    DELIVERIES.c.attempts, DELIVERIES.c.adapter, DELIVERIES.c.updated_at)
                                             .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))}
+        came_back = _came_back(conn, run_id, customer_id)
+        for r in rows:
+            if r["id"] in deliveries:
+                deliveries[r["id"]]["came_back"] = came_back.get(r["message_id"], [])
         # Erasure (relmail customers forget) keeps the decisions but empties their logged features.
         erased = conn.execute(select(CUSTOMERS.c.id).where(CUSTOMERS.c.id == customer_id)).first() is None
         opt_outs = {} if erased else {
@@ -353,7 +364,36 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             lines.append(f"  {ALL_PASSED}")
         if e.delivery is not None and not (RENDER_ERROR in e.reasons and e.delivery["status"] == "failed"):
             lines.append(f"  delivery: {delivery_sentence(e.delivery)}")
+            if e.delivery.get("came_back"):
+                lines.append("  came back: " + "; ".join(_came_back_words(c) for c in e.delivery["came_back"]))
     return "\n".join(lines)
+
+
+
+def _came_back_words(found: dict[str, Any]) -> str:
+    """``hard bounce 2026-12-07 08:30 UTC``, ``opened 3 times, first 2026-12-07 09:10 UTC``."""
+    times = f" {found['n']} times, first" if found["n"] > 1 else ""
+    return f"{CAME_BACK[found['type']]}{times} {found['first_at']:%Y-%m-%d %H:%M} UTC"
+
+
+def _came_back(conn, run_id: str, customer_id: str) -> dict[str, list[dict[str, Any]]]:
+    """message -> what came back of the customer's e-mail of the run: ``type``, ``n`` events, ``first_at``, in CAME_BACK's order.
+
+    The ledger's delivery says only that the provider took the e-mail; a hard bounce or a complaint about it
+    is an event, and without it ``why`` showed a bounced customer's e-mail as plainly accepted.
+    """
+    types = {STORE_TYPES[t]: t for t in CAME_BACK}
+    out: dict[str, list[dict[str, Any]]] = {}
+    for message_id, kind, n, first in conn.execute(
+        select(EVENTS.c.message_id, EVENTS.c.type, func.count(), func.min(EVENTS.c.occurred_at))
+        .where(EVENTS.c.customer_id == customer_id, EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types),
+               EVENTS.c.message_id.is_not(None))
+        .group_by(EVENTS.c.message_id, EVENTS.c.type)
+    ):
+        first = first.replace(tzinfo=UTC) if first.tzinfo is None else first.astimezone(UTC)
+        out.setdefault(message_id, []).append({"type": types[kind], "n": int(n), "first_at": first})
+    order = list(CAME_BACK)
+    return {m: sorted(found, key=lambda c: order.index(c["type"])) for m, found in out.items()}
 
 
 def delivery_sentence(delivery: dict[str, Any]) -> str:

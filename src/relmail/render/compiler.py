@@ -178,7 +178,7 @@ class Compiler:
         preheader = template_from_source(self.text_env, spec.preheader, f"{spec.id}: preheader") if spec.preheader else None
 
         s = self.settings
-        language = content_language(html_file, s.default_locale)
+        language = content_language(html_file, s.default_locale, self.templates_dir)
         constant_headers = [
             ("Content-Language", language),
             ("Feedback-ID", _feedback_id(spec, s.sender.domain)),

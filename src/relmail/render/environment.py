@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
@@ -85,17 +86,42 @@ def variant_names(name: str, languages: tuple[str, ...]) -> list[str]:
     return [f"{stem}.{lang}{suffix}" for lang in languages] + [name]
 
 
-def content_language(html_file: str, default_locale: str) -> str:
-    """The language an e-mail is written in, as a BCP 47 tag: its variant's suffix, else the default locale's language.
+def content_language(html_file: str, default_locale: str, templates_dir: Path | None = None) -> str:
+    """The language an e-mail is written in, as a BCP 47 tag: its variant's suffix, else the base's own, else the default locale's.
 
     ``newsletter.pl.html`` → ``pl``, ``welcome.nl_NL.html`` → ``nl-NL``; the base ``newsletter.html`` is in the
-    project's ``default_locale`` language. A Brazilian customer who gets the base e-mail reads it in that
-    language, so it is what ``<html lang>`` and ``Content-Language`` must say, not ``pt``.
+    language its own ``<html lang="en">`` names, written out (not ``{{ language }}``), else in the project's
+    ``default_locale`` language. A Brazilian customer who gets the base e-mail reads it in that language, so it
+    is what ``<html lang>`` and ``Content-Language`` must say, not ``pt``. A shop in Belgium mails in Dutch
+    by default, with a French variant and an English base for everyone else: the base says so itself.
     """
     parts = Path(html_file).name.split(".")
     if len(parts) >= 3:
         return parts[-2].replace("_", "-")
-    return language_of(default_locale or "en")
+    declared = _declared_language(Path(templates_dir) / html_file) if templates_dir is not None else None
+    return declared or language_of(default_locale or "en")
+
+
+#: ``<html lang="en">`` with the value written out; ``lang="{{ language }}"`` does not match.
+_HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*)[\"']", re.IGNORECASE)
+
+
+def _declared_language(path: Path) -> str | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return _declared_in(str(path), stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=256)
+def _declared_in(path: str, mtime_ns: int, size: int) -> str | None:
+    """The language a template file's ``<html lang>`` names (read once per version of the file)."""
+    try:
+        found = _HTML_LANG.search(Path(path).read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        return None
+    return found.group(1).replace("_", "-") if found else None
 
 
 @dataclass(frozen=True)
