@@ -120,6 +120,31 @@ class LinkTracker:
         return self.add(str(value))
 
 
+_ADDRESS = re.compile(r"[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+")
+
+
+def checked_unsubscribe(base_url: str, mailto: str | None, where: str = "relmail.toml [unsubscribe]") -> tuple[str, str | None]:
+    """``[unsubscribe]`` base_url and mailto as every e-mail's links need them, or :class:`ConfigError`.
+
+    The base URL is the List-Unsubscribe target and every body link: a relative or
+    plain-HTTP one would go out in every e-mail, and mailbox providers offer
+    one-click unsubscribe only for an HTTPS URL (RFC 8058), so it is refused before
+    anything is rendered. The mailto is an address, written without ``mailto:``.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        shown = f"base_url '{base_url}' is not an https:// URL" if base_url else "no base_url"
+        raise ConfigError(
+            f"{where}: {shown}; every e-mail's unsubscribe link and its "
+            "List-Unsubscribe header use it, and mailbox providers offer one-click unsubscribe only over HTTPS "
+            "(e.g. base_url = \"https://myshop.example/relmail\", where relmail serve answers)"
+        )
+    if mailto is not None and not _ADDRESS.fullmatch(mailto.strip()):
+        raise ConfigError(f"{where}: mailto '{mailto}' is not an e-mail address (write it without 'mailto:', "
+                          "e.g. mailto = \"unsubscribe@myshop.example\")")
+    return base_url.rstrip("/"), mailto.strip() if mailto else None
+
+
 @dataclass(frozen=True)
 class LinkBuilder:
     """Builds the signed per-customer links of one project."""
