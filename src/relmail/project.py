@@ -345,8 +345,10 @@ postal_address = ""
 currency = "{currency}"
 
 [unsubscribe]
-# Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click).
+# Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click); https:// only.
 base_url = "https://{domain}/relmail"
+# Offered in List-Unsubscribe too: deliver it into a mailbox `relmail feedback bounces` reads
+# (the unsubscribe requests sent to it are applied from there), or remove the line.
 mailto = "unsubscribe@{domain}"
 
 [consent]
