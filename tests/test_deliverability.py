@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import email
 import re
 from email import policy
@@ -9,8 +10,11 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from urllib.parse import parse_qs
 
+import dkim
 import pytest
 from click.testing import CliRunner
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 from tests.sendkit import AS_OF, RUN, WINDOW, build
 
@@ -95,3 +99,44 @@ def test_an_unsubscribe_request_to_the_mailto_opts_the_customer_out_of_that_list
     again = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "bounces", str(box)])
     assert "0 new event(s), 2 already stored" in again.output
 
+
+
+# -- DKIM that holds on the way --------------------------------------------------------------------
+
+
+def _dkim_project(project, monkeypatch):
+    """The project's file adapter signing with a fresh key; the DNS answer for its selector."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    monkeypatch.setenv("RELMAIL_DKIM_PRIVATE_KEY", pem.decode())
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text() + '\n[delivery.dkim]\nselector = "s2026"\ndomain = "fietsenwinkel.example"\n')
+
+    def dns(name, timeout=5):
+        assert name == b"s2026._domainkey.fietsenwinkel.example."
+        return b"v=DKIM1; k=rsa; p=" + base64.b64encode(der)
+
+    return dns
+
+
+def test_dkim_holds_through_an_mbox_on_the_way_and_fails_an_added_header(project, monkeypatch):
+    dns = _dkim_project(project, monkeypatch)
+    for path in project.templates_dir.glob("newsletter*.txt"):  # a text line that starts with "From "
+        path.write_text(path.read_text().replace("\nHello ", "\nFrom the workshop: hello ").replace("\nHallo ", "\nFrom the workshop: hallo "))
+    engine = build(project, customers=60)
+    send(Project.load(project.root), engine, "sendtest", WINDOW, now=lambda: AS_OF)
+    raws = [p.read_bytes() for p in sorted((project.root / "outbox").glob("*.eml"))]
+    assert raws and all(b"From the workshop" in email.message_from_bytes(r, policy=policy.default).get_body(("plain",)).get_content().encode()
+                        for r in raws)
+    for raw in raws:
+        assert dkim.verify(raw, dnsfunc=dns)
+        # A relay or local delivery that keeps mail in mbox writes '>From ' at a line start.
+        assert dkim.verify(raw.replace(b"\r\nFrom ", b"\r\n>From "), dnsfunc=dns)
+        # A header added above the signed one (what mail programs show, or a one-click target they POST to).
+        for added in (b"Subject: Your account is locked\r\n", b"List-Unsubscribe: <https://attacker.example/u>\r\n",
+                      b"From: Bank <security@bank.example>\r\n"):
+            at = raw.index(b"\r\n", raw.index(b"DKIM-Signature:")) + 2
+            while raw[at:at + 1] in (b" ", b"\t"):
+                at = raw.index(b"\r\n", at) + 2
+            assert not dkim.verify(raw[:at] + added + raw[at:], dnsfunc=dns), added

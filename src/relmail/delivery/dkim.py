@@ -26,6 +26,13 @@ SIGNED_HEADERS = (
     "mime-version", "content-type", "content-transfer-encoding", "in-reply-to",
     "references", "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
 )
+#: Signed once more than they occur (M3AAWG's "oversigning"): a verifier then fails a copy with a
+#: second From, Subject or List-Unsubscribe added above the signed one, which mail programs
+#: would show or act on while the signature still verified.
+OVERSIGNED = frozenset({
+    "from", "reply-to", "subject", "date", "message-id", "to", "mime-version", "content-type",
+    "list-unsubscribe", "list-unsubscribe-post",
+})
 
 
 class DkimSigner:
@@ -45,6 +52,7 @@ class DkimSigner:
         message = to_crlf(raw)
         head = message.split(b"\r\n\r\n", 1)[0].lower()
         present = [h for h in SIGNED_HEADERS if (b"\r\n" + h.encode() + b":") in b"\r\n" + head]
+        present += [h for h in present if h in OVERSIGNED]
         signature = dkim.sign(
             message,
             self.selector.encode(),
