@@ -19,6 +19,7 @@ from sqlalchemy import select
 from tests.sendkit import AS_OF, RUN, WINDOW, build
 
 from relmail.cli import cli
+from relmail.delivery import adapter_from_project
 from relmail.errors import ConfigError
 from relmail.project import Project, init_project
 from relmail.render import Renderer
@@ -140,3 +141,27 @@ def test_dkim_holds_through_an_mbox_on_the_way_and_fails_an_added_header(project
             while raw[at:at + 1] in (b" ", b"\t"):
                 at = raw.index(b"\r\n", at) + 2
             assert not dkim.verify(raw[:at] + added + raw[at:], dnsfunc=dns), added
+
+
+@pytest.mark.parametrize(("dkim_domain", "ok"), [
+    ("fietsenwinkel.example", True), ("mail.fietsenwinkel.example", True), ("FIETSENWINKEL.example.", True),
+    ("esp-customer.example", False), ("fietsenwinkel.example.net", False),
+])
+def test_a_dkim_domain_that_dmarc_would_not_count_for_the_from_address_stops_the_adapter(project, monkeypatch, dkim_domain, ok):
+    # Gmail and Yahoo require DMARC of bulk senders: a signature of another domain than the From's
+    # verifies, and counts for nothing.
+    _dkim_project(project, monkeypatch)
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('domain = "fietsenwinkel.example"\n', f'domain = "{dkim_domain}"\n'))
+    if ok:
+        assert adapter_from_project(Project.load(project.root)).signer.domain == dkim_domain
+    else:
+        with pytest.raises(ConfigError, match=f"domain '{dkim_domain}' is not the From address's domain 'fietsenwinkel.example'"):
+            adapter_from_project(Project.load(project.root))
+
+
+def test_an_internationalized_sender_domain_aligns_with_its_ascii_form():
+    from relmail.delivery.dkim import _aligned
+
+    assert _aligned("xn--mller-kaffee-dlb.example", "müller-kaffee.example")
+    assert not _aligned("xn--mller-kaffee-dlb.example", "mueller-kaffee.example")

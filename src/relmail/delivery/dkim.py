@@ -82,6 +82,12 @@ class DkimSigner:
             raise ConfigError(f"{where}: missing key 'selector' (the DNS name before ._domainkey)")
         if not isinstance(domain, str) or not domain:
             raise ConfigError(f"{where}: missing key 'domain'")
+        if default_domain and not _aligned(domain, default_domain):
+            raise ConfigError(
+                f"{where}: domain '{domain}' is not the From address's domain '{default_domain}' nor shares it; "
+                "DMARC, which Gmail and Yahoo require of bulk senders, counts only a signature aligned with the From "
+                f"domain: sign with domain = \"{default_domain}\" (or a parent or subdomain of it)"
+            )
         pem = secret("dkim_private_key", False)
         if pem:
             key = pem.replace("\\n", "\n").encode()
@@ -102,3 +108,20 @@ class DkimSigner:
         else:
             raise ConfigError(f"{where}: no private key: set RELMAIL_DKIM_PRIVATE_KEY or key_file")
         return cls(selector, domain, key)
+
+
+def _aligned(dkim_domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed alignment, without a public suffix list: the same domain, one inside the other,
+    or the same last two labels (``mg.shop.example`` and ``news.shop.example``); only a plain mismatch
+    is refused, so a shop under a two-label suffix (``shop.co.uk``) is never refused wrongly."""
+    a, b = (_ascii(d.lower().rstrip(".")) for d in (dkim_domain, from_domain))
+    if a == b or a.endswith("." + b) or b.endswith("." + a):
+        return True
+    return a.split(".")[-2:] == b.split(".")[-2:]
+
+
+def _ascii(domain: str) -> str:
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
