@@ -169,3 +169,11 @@ def test_no_body_line_starts_with_from_and_lines_stay_at_most_76(text):
     def norm(s):
         return (s if s.endswith("\n") else s + "\n").replace("\r\n", "\n")
     assert norm(msg.get_body(("plain",)).get_content()) == norm(msg.get_body(("html",)).get_content()) == norm(text)
+
+
+@pytest.mark.parametrize("subject", ["x" * 2000, "Sale " + "ä" * 1500, "Offers: " + "-" * 999 + " end"])
+def test_no_header_line_is_over_998_octets_whatever_the_subject(subject):
+    raw = build(subject=subject)
+    head = raw.partition(b"\r\n\r\n")[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    assert parse(raw)["Subject"] == subject

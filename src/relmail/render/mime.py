@@ -28,6 +28,8 @@ from ..errors import TemplateError
 CRLF = "\r\n"
 _SPECIALS = set('()<>[]:;@\\,."')
 _MAX_LINE = 78
+#: The longest unbroken word a plain header keeps (its line stays under RFC 5322's 998 octets).
+_MAX_WORD = 900
 
 
 def message_id(run_id: str, customer_id: str, message: str, domain: str) -> str:
@@ -75,7 +77,8 @@ def _fold(name: str, value: str) -> str:
 def header_text(name: str, value: str) -> str:
     """One unstructured header (Subject ...): plain when ASCII, RFC 2047 otherwise."""
     value = _one_line(value)
-    if value.isascii() and value.isprintable() and "=?" not in value:
+    # A word too long to fold onto a line of RFC 5322's 998 octets is split into encoded words instead.
+    if value.isascii() and value.isprintable() and "=?" not in value and max(map(len, value.split(" "))) <= _MAX_WORD:
         return _fold(name, value)
     return f"{name}: {encoded_words(value)}"
 
