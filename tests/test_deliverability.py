@@ -165,3 +165,30 @@ def test_an_internationalized_sender_domain_aligns_with_its_ascii_form():
 
     assert _aligned("xn--mller-kaffee-dlb.example", "müller-kaffee.example")
     assert not _aligned("xn--mller-kaffee-dlb.example", "mueller-kaffee.example")
+
+
+def test_a_shop_on_an_internationalized_domain_sends_ascii_headers_that_verify(project, monkeypatch):
+    # A German shop at müller.de: From, Message-ID, Feedback-ID, List-Unsubscribe and DKIM's d= all need
+    # the domain's ASCII form; a header with 'ü' crashed the send.
+    dns_of_ascii = _dkim_project(project, monkeypatch)
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace("fietsenwinkel.example", "fietsenwinkel-müller.example"))
+    ascii_domain = "xn--fietsenwinkel-mller-kbc.example"
+    assert "fietsenwinkel-müller.example".encode("idna").decode() == ascii_domain
+
+    def dns(name, timeout=5):
+        assert name == f"s2026._domainkey.{ascii_domain}.".encode()
+        return dns_of_ascii(b"s2026._domainkey.fietsenwinkel.example.")
+
+    engine = build(project, customers=40)
+    result = send(Project.load(project.root), engine, "sendtest", WINDOW, now=lambda: AS_OF)
+    raws = [p.read_bytes() for p in sorted((project.root / "outbox").glob("*.eml"))]
+    assert raws and result.done["accepted"] == len(raws)
+    for raw in raws:
+        head = raw.partition(b"\r\n\r\n")[0]
+        assert head.isascii()
+        msg = email.message_from_bytes(raw, policy=policy.default)
+        assert msg["From"].addresses[0].domain == ascii_domain and msg["Message-ID"].endswith(f"@{ascii_domain}>")
+        assert f"<https://{ascii_domain}/relmail/unsubscribe/" in msg["List-Unsubscribe"]
+        assert f"<mailto:unsubscribe@{ascii_domain}?subject=" in msg["List-Unsubscribe"]
+        assert dkim.verify(raw, dnsfunc=dns)

@@ -44,7 +44,13 @@ class Sender:
 
     @property
     def domain(self) -> str:
-        return self.from_email.rpartition("@")[2]
+        """The From address's domain in its ASCII form (``xn--mller-kva.de`` for ``müller.de``): what a
+        Message-ID, a Feedback-ID, a DKIM signature and an ESP's API take."""
+        domain = self.from_email.rpartition("@")[2]
+        try:
+            return domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return domain
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,7 @@ class DkimSigner:
             raise ConfigError(f"{where}: missing key 'selector' (the DNS name before ._domainkey)")
         if not isinstance(domain, str) or not domain:
             raise ConfigError(f"{where}: missing key 'domain'")
+        domain = _ascii(domain)  # the d= tag and the DNS name are in the domain's ASCII form
         if default_domain and not _aligned(domain, default_domain):
             raise ConfigError(
                 f"{where}: domain '{domain}' is not the From address's domain '{default_domain}' nor shares it; "

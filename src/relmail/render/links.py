@@ -139,10 +139,30 @@ def checked_unsubscribe(base_url: str, mailto: str | None, where: str = "relmail
             "List-Unsubscribe header use it, and mailbox providers offer one-click unsubscribe only over HTTPS "
             "(e.g. base_url = \"https://myshop.example/relmail\", where relmail serve answers)"
         )
-    if mailto is not None and not _ADDRESS.fullmatch(mailto.strip()):
-        raise ConfigError(f"{where}: mailto '{mailto}' is not an e-mail address (write it without 'mailto:', "
-                          "e.g. mailto = \"unsubscribe@myshop.example\")")
-    return base_url.rstrip("/"), mailto.strip() if mailto else None
+    if not base_url.isascii():
+        # Headers are ASCII: an internationalized host goes in its IDNA form, as every mail program reads it.
+        host = _idna(parts.hostname)
+        if host is None or not parts.path.isascii() or not parts.query.isascii():
+            raise ConfigError(f"{where}: base_url '{base_url}': write its path in ASCII letters (the host may be "
+                              "internationalized)")
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        base_url = parts._replace(netloc=netloc).geturl()
+    if mailto is not None:
+        mailto = mailto.strip()
+        local, _, domain = mailto.rpartition("@")
+        if not _ADDRESS.fullmatch(mailto) or not local.isascii() or _idna(domain) is None:
+            raise ConfigError(f"{where}: mailto '{mailto}' is not an e-mail address with ASCII letters before the @ "
+                              "(write it without 'mailto:', e.g. mailto = \"unsubscribe@myshop.example\")")
+        mailto = f"{local}@{_idna(domain)}"
+    return base_url.rstrip("/"), mailto or None
+
+
+def _idna(domain: str) -> str | None:
+    """The ASCII form of a domain, or None when it has none."""
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
 
 
 @dataclass(frozen=True)
