@@ -16,7 +16,8 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
-from tests.sendkit import AS_OF, RUN, WINDOW, build
+from tests.sendkit import AS_OF, RUN, WINDOW, build, use_smtp
+from tests.smtp_server import PASSWORD, SmtpServer
 
 from relmail.cli import cli
 from relmail.delivery import adapter_from_project
@@ -192,3 +193,22 @@ def test_a_shop_on_an_internationalized_domain_sends_ascii_headers_that_verify(p
         assert f"<https://{ascii_domain}/relmail/unsubscribe/" in msg["List-Unsubscribe"]
         assert f"<mailto:unsubscribe@{ascii_domain}?subject=" in msg["List-Unsubscribe"]
         assert dkim.verify(raw, dnsfunc=dns)
+
+
+@pytest.mark.parametrize("envelope_from", [None, "bounces@fietsenwinkel-müller.example"])
+def test_a_shop_on_an_internationalized_domain_sends_over_smtp_without_smtputf8(project, tmp_path, monkeypatch, envelope_from):
+    # MAIL FROM is the From address (or envelope_from): with its 'ü' the server, offering no SMTPUTF8,
+    # was asked for it and every e-mail was rejected for good.
+    monkeypatch.setenv("RELMAIL_SMTP_PASSWORD", PASSWORD)
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace("fietsenwinkel.example", "fietsenwinkel-müller.example"))
+    engine = build(project, customers=40)
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        if envelope_from:
+            toml.write_text(toml.read_text() + f'envelope_from = "{envelope_from}"\n')
+        result = send(Project.load(project.root), engine, "sendtest", WINDOW, now=lambda: AS_OF)
+        received = list(server.handler.messages)
+    assert received and result.done["accepted"] == len(received) and not result.done.get("rejected")
+    local = "bounces" if envelope_from else "news"
+    assert {m.mail_from for m in received} == {f"{local}@xn--fietsenwinkel-mller-kbc.example"}

@@ -18,7 +18,7 @@ from typing import Any
 import dkim
 
 from ..errors import ConfigError
-from .base import to_crlf
+from .base import idna, to_crlf
 
 #: Headers signed when present (RFC 6376 §5.4.1 plus the RFC 8058 pair).
 SIGNED_HEADERS = (
@@ -82,7 +82,7 @@ class DkimSigner:
             raise ConfigError(f"{where}: missing key 'selector' (the DNS name before ._domainkey)")
         if not isinstance(domain, str) or not domain:
             raise ConfigError(f"{where}: missing key 'domain'")
-        domain = _ascii(domain)  # the d= tag and the DNS name are in the domain's ASCII form
+        domain = idna(domain)  # the d= tag and the DNS name are in the domain's ASCII form
         if default_domain and not _aligned(domain, default_domain):
             raise ConfigError(
                 f"{where}: domain '{domain}' is not the From address's domain '{default_domain}' nor shares it; "
@@ -115,14 +115,7 @@ def _aligned(dkim_domain: str, from_domain: str) -> bool:
     """DMARC's relaxed alignment, without a public suffix list: the same domain, one inside the other,
     or the same last two labels (``mg.shop.example`` and ``news.shop.example``); only a plain mismatch
     is refused, so a shop under a two-label suffix (``shop.co.uk``) is never refused wrongly."""
-    a, b = (_ascii(d.lower().rstrip(".")) for d in (dkim_domain, from_domain))
+    a, b = (idna(d.lower().rstrip(".")) for d in (dkim_domain, from_domain))
     if a == b or a.endswith("." + b) or b.endswith("." + a):
         return True
     return a.split(".")[-2:] == b.split(".")[-2:]
-
-
-def _ascii(domain: str) -> str:
-    try:
-        return domain.encode("idna").decode("ascii")
-    except UnicodeError:
-        return domain
