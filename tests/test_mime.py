@@ -152,3 +152,28 @@ def test_rendered_email_is_complete_and_parseable(tmp_path, monkeypatch):
     assert msg.get_body(("plain",)).get_content().replace("\r\n", "\n") == rendered.text
     # A retry renders the same Message-ID.
     assert r.render(spec, ctx).rfc_message_id == rendered.rfc_message_id
+
+
+
+_PIECES = st.sampled_from(["From ", "F", "x", "é", "=", " ", "\n", "From the shop ", "y" * 70])
+
+
+@given(st.lists(_PIECES, max_size=60).map("".join))
+@settings(max_examples=300, deadline=None)
+def test_no_body_line_starts_with_from_and_lines_stay_at_most_76(text):
+    # A line 'From ' is rewritten '>From ' by any mbox on the way, which breaks the DKIM body hash.
+    raw = build(text=text, html=text)
+    body = raw.split(b"\r\n\r\n", 1)[1]
+    assert b"\r\nFrom " not in body and all(len(line) <= 76 for line in body.split(b"\r\n"))
+    msg = parse(raw)
+    def norm(s):
+        return (s if s.endswith("\n") else s + "\n").replace("\r\n", "\n")
+    assert norm(msg.get_body(("plain",)).get_content()) == norm(msg.get_body(("html",)).get_content()) == norm(text)
+
+
+@pytest.mark.parametrize("subject", ["x" * 2000, "Sale " + "ä" * 1500, "Offers: " + "-" * 999 + " end"])
+def test_no_header_line_is_over_998_octets_whatever_the_subject(subject):
+    raw = build(subject=subject)
+    head = raw.partition(b"\r\n\r\n")[0]
+    assert max(len(line) for line in head.split(b"\r\n")) <= 998
+    assert parse(raw)["Subject"] == subject

@@ -110,3 +110,23 @@ def test_preview_warns_on_stderr_when_the_customer_would_not_get_the_message(pro
                 assert "warning" not in out.stderr
             kinds.add(verdict.action)
     assert {None, "send", "suppress"} <= kinds
+
+
+def test_preview_after_the_send_does_not_say_the_recipient_is_outside_the_audience(project):
+    # Once the window's run has delivered the e-mail, a dry replan keeps that decision instead of
+    # deciding it again; the preview took the missing decision for "not in the audience".
+    from datetime import timedelta
+
+    from tests.sendkit import AS_OF, WINDOW
+
+    from relmail.campaigns import load_campaign
+    from relmail.planning.preview import would_decide
+    from relmail.sending.run import send
+
+    engine = build(project, customers=40)
+    send(project, engine, "sendtest", WINDOW, now=lambda: AS_OF)
+    first = email.message_from_bytes(sorted((project.root / "outbox").glob("*.eml"))[0].read_bytes(), policy=policy.default)
+    cid = first["X-Relmail-Customer"]
+    during = AS_OF + timedelta(days=4)  # in the window the run was for
+    verdict = would_decide(project, engine, load_campaign(project, "sendtest"), cid, now=during)["sendtest-news"]
+    assert verdict.window == WINDOW and verdict.action == "sent" and verdict.warning(cid) is None

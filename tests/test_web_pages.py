@@ -575,3 +575,14 @@ def test_the_pages_date_what_they_change_on_relmails_clock(web_shop, monkeypatch
 
     assert rows and all(as_utc(when) == expected for _, _, when in rows), rows
     assert events and all(as_utc(when) == expected for _, when in events), events
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/octet-stream"])
+def test_one_click_without_a_form_content_type_counts_too(web_shop, content_type):
+    # RFC 8058's body is what makes it a one-click POST; a mail program that sends it without
+    # a form's Content-Type still means it, and no scanner or prefetcher sends that body.
+    client, _, engine = web_shop
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = client.post(f"/unsubscribe/{token()}", data=b"List-Unsubscribe=One-Click\r\n", headers=headers)
+    assert response.status_code == 200 and prefs(engine)[("C0000001", "promotions")][0] is False
+    assert client.post(f"/unsubscribe/{token()}", data=b"List-Unsubscribe=one-click", headers=headers).status_code == 400

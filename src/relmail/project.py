@@ -44,7 +44,13 @@ class Sender:
 
     @property
     def domain(self) -> str:
-        return self.from_email.rpartition("@")[2]
+        """The From address's domain in its ASCII form (``xn--mller-kva.de`` for ``müller.de``): what a
+        Message-ID, a Feedback-ID, a DKIM signature and an ESP's API take."""
+        domain = self.from_email.rpartition("@")[2]
+        try:
+            return domain.encode("idna").decode("ascii")
+        except UnicodeError:
+            return domain
 
 
 @dataclass(frozen=True)
@@ -345,8 +351,10 @@ postal_address = ""
 currency = "{currency}"
 
 [unsubscribe]
-# Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click).
+# Where `relmail serve` answers unsubscribe and preference links (RFC 8058 one-click); https:// only.
 base_url = "https://{domain}/relmail"
+# Offered in List-Unsubscribe too: deliver it into a mailbox `relmail feedback bounces` reads
+# (the unsubscribe requests sent to it are applied from there), or remove the line.
 mailto = "unsubscribe@{domain}"
 
 [consent]

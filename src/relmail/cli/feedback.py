@@ -145,8 +145,11 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     Each message is read as an RFC 3464 delivery status notification
     (per recipient: Action, Status, Diagnostic-Code), an RFC 5965 abuse
     report (a complaint: every topic withdrawn), or a bounce in an older
-    format (qmail, Exim, Exchange ...); auto-replies and other mail are
-    counted and skipped. A permanent failure about the address (5.x.x,
+    format (qmail, Exim, Exchange ...), or an unsubscribe request a mail
+    program sent to [unsubscribe] mailto (subject 'unsubscribe TOKEN': the
+    token's signature is checked with RELMAIL_SIGNING_KEY, and the customer
+    leaves that e-mail's list, as with its one-click link); auto-replies and
+    other mail are counted and skipped. A permanent failure about the address (5.x.x,
     except policy, content and size refusals) is a hard bounce and
     suppresses the customer in every later plan; delays and 4.x.x failures
     are soft bounces.
@@ -166,7 +169,7 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     """
     from ..feedback import import_bounces
 
-    result = import_bounces(state.engine, paths, dry_run=dry_run)
+    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=state.project.secret("signing_key", False))
     if as_json:
         echo_json(result.as_dict())
     else:

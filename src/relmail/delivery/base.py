@@ -398,6 +398,14 @@ def to_crlf(data: bytes) -> bytes:
     return _EOL.sub(b"\r\n", data)
 
 
+def idna(domain: str) -> str:
+    """A domain in its ASCII (IDNA) form, as DNS, SMTP without SMTPUTF8 and DKIM's ``d=`` take it; as given if it has none."""
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return domain
+
+
 def chunks(items: Sequence[Any], max_count: int, max_bytes: int | None = None, size: Callable[[Any], int] | None = None) -> Iterable[list[Any]]:
     """Split ``items`` into lists of at most ``max_count`` items and ``max_bytes`` estimated size."""
     batch: list[Any] = []

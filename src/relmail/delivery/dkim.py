@@ -18,7 +18,7 @@ from typing import Any
 import dkim
 
 from ..errors import ConfigError
-from .base import to_crlf
+from .base import idna, to_crlf
 
 #: Headers signed when present (RFC 6376 §5.4.1 plus the RFC 8058 pair).
 SIGNED_HEADERS = (
@@ -26,6 +26,13 @@ SIGNED_HEADERS = (
     "mime-version", "content-type", "content-transfer-encoding", "in-reply-to",
     "references", "list-id", "list-unsubscribe", "list-unsubscribe-post", "feedback-id",
 )
+#: Signed once more than they occur (M3AAWG's "oversigning"): a verifier then fails a copy with a
+#: second From, Subject or List-Unsubscribe added above the signed one, which mail programs
+#: would show or act on while the signature still verified.
+OVERSIGNED = frozenset({
+    "from", "reply-to", "subject", "date", "message-id", "to", "mime-version", "content-type",
+    "list-unsubscribe", "list-unsubscribe-post",
+})
 
 
 class DkimSigner:
@@ -45,6 +52,7 @@ class DkimSigner:
         message = to_crlf(raw)
         head = message.split(b"\r\n\r\n", 1)[0].lower()
         present = [h for h in SIGNED_HEADERS if (b"\r\n" + h.encode() + b":") in b"\r\n" + head]
+        present += [h for h in present if h in OVERSIGNED]
         signature = dkim.sign(
             message,
             self.selector.encode(),
@@ -74,6 +82,13 @@ class DkimSigner:
             raise ConfigError(f"{where}: missing key 'selector' (the DNS name before ._domainkey)")
         if not isinstance(domain, str) or not domain:
             raise ConfigError(f"{where}: missing key 'domain'")
+        domain = idna(domain)  # the d= tag and the DNS name are in the domain's ASCII form
+        if default_domain and not _aligned(domain, default_domain):
+            raise ConfigError(
+                f"{where}: domain '{domain}' is not the From address's domain '{default_domain}' nor shares it; "
+                "DMARC, which Gmail and Yahoo require of bulk senders, counts only a signature aligned with the From "
+                f"domain: sign with domain = \"{default_domain}\" (or a parent or subdomain of it)"
+            )
         pem = secret("dkim_private_key", False)
         if pem:
             key = pem.replace("\\n", "\n").encode()
@@ -94,3 +109,13 @@ class DkimSigner:
         else:
             raise ConfigError(f"{where}: no private key: set RELMAIL_DKIM_PRIVATE_KEY or key_file")
         return cls(selector, domain, key)
+
+
+def _aligned(dkim_domain: str, from_domain: str) -> bool:
+    """DMARC's relaxed alignment, without a public suffix list: the same domain, one inside the other,
+    or the same last two labels (``mg.shop.example`` and ``news.shop.example``); only a plain mismatch
+    is refused, so a shop under a two-label suffix (``shop.co.uk``) is never refused wrongly."""
+    a, b = (idna(d.lower().rstrip(".")) for d in (dkim_domain, from_domain))
+    if a == b or a.endswith("." + b) or b.endswith("." + a):
+        return True
+    return a.split(".")[-2:] == b.split(".")[-2:]

@@ -58,7 +58,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, rejected
+from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, idna, rejected
 from .dkim import DkimSigner
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -125,7 +125,10 @@ class SmtpAdapter(Adapter):
         self.per_connection = c.integer("messages_per_connection", 100, minimum=1)
         self.timeout = c.number("timeout", 30)
         self.helo = c.string("helo", None) or socket.getfqdn()
-        self.envelope_from = c.string("envelope_from", None)
+        envelope_from = c.string("envelope_from", None)
+        # MAIL FROM of an internationalized domain in its ASCII form: SMTPUTF8 is not needed for it.
+        local, at, domain = (envelope_from or "").rpartition("@")
+        self.envelope_from = f"{local}@{idna(domain)}" if at else envelope_from
         self.max_attempts = c.integer("max_attempts", 3, minimum=1)
         self.tls_context = self._tls_context()
         dkim_table = c.get("dkim")

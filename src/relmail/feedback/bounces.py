@@ -16,6 +16,11 @@ Three stages, plain data between them:
 An event's id derives from the report's Message-ID (or its bytes), the
 recipient and the type, so importing the same mailbox again writes nothing
 new, and a bounce kept in both an mbox and a Maildir counts once.
+
+The same mailbox may receive the unsubscribe requests a mail program sends
+to the ``mailto:`` of List-Unsubscribe (subject ``unsubscribe TOKEN``): the
+token's signature names the customer and the list, as the one-click POST's
+does, and the opt-out is applied as the link's (:func:`~relmail.feedback.consent.unsubscribe_in`).
 """
 
 from __future__ import annotations
@@ -29,11 +34,13 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import Problem, ValidationError
+from .. import tokens
+from ..errors import Problem, SignatureError, ValidationError
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
 from .apply import ApplyResult, chunks, owners_by_address
-from .dsn import Outcome, Report, parse
+from .consent import unsubscribe_in
+from .dsn import UNSUBSCRIBE_REQUEST, Outcome, Report, parse
 from .events import FeedbackEvent, derived_id
 from .ingest import ingest
 from .mailboxes import read_mail
@@ -61,6 +68,8 @@ class Mailbox:
     source: str
     messages: int = 0
     reports: list[Read] = field(default_factory=list)
+    #: Unsubscribe requests sent to the List-Unsubscribe ``mailto:``.
+    requests: list[Read] = field(default_factory=list)
     invalid: list[InvalidEvent] = field(default_factory=list)
     #: Messages that record nothing, by kind (``auto-reply``, ``not a bounce`` ...).
     ignored: Counter = field(default_factory=Counter)
@@ -140,7 +149,9 @@ def read_bounces(path: str | Path, now: Callable[[], datetime] | None = None) ->
             text = mail.data[:_MAX_KEPT].decode("utf-8", "replace")
             box.invalid.append(InvalidEvent(mail.index, exc.field, exc.message, {"file": mail.file, "message": text}, mail.line))
             continue
-        if report.outcomes:
+        if report.kind == UNSUBSCRIBE_REQUEST:
+            box.requests.append(Read(mail.where, report))
+        elif report.outcomes:
             box.reports.append(Read(mail.where, report))
         else:
             box.ignored[report.kind] += 1
@@ -178,7 +189,8 @@ def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Count
 
 
 def import_bounces(
-    engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None
+    engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None,
+    signing_key: str | None = None,
 ) -> BounceResult:
     """Read, match and apply the bounce mailboxes at ``paths`` in one transaction.
 
@@ -188,6 +200,8 @@ def import_bounces(
     delivery answers are listed in :attr:`BounceResult.unmatched`. With
     ``dry_run`` nothing is written. A mailbox that cannot be read at all
     raises :class:`~relmail.errors.ValidationError` before anything is written.
+    Unsubscribe requests are checked with ``signing_key`` (the project's
+    ``RELMAIL_SIGNING_KEY``); without it they are listed, not applied.
     """
     boxes = [read_bounces(p, now) for p in paths]
     result = BounceResult([b.source for b in boxes], sum(b.messages for b in boxes), dry_run=dry_run)
@@ -202,7 +216,29 @@ def import_bounces(
                 result.applied.applied.update(e.type for e in batch.events)
             else:
                 _add(result.applied, ingest(conn, batch, source="bounce-mailbox"))
+            for read in box.requests:
+                _request(conn, read, signing_key, result)
     return result
+
+
+def _request(conn: Connection, read: Read, key: str | None, result: BounceResult) -> None:
+    """Apply one unsubscribe request whose token verifies; list it as unmatched otherwise."""
+    report = read.report
+    if not key:
+        why = "the signing key is not set (RELMAIL_SIGNING_KEY): its token cannot be checked"
+    else:
+        try:
+            claims = tokens.verify(key, report.token or "")
+        except SignatureError:
+            why = "the token in its subject is invalid or altered"
+        else:
+            if result.dry_run:
+                result.applied.applied["unsubscribed"] += 1
+            else:
+                _add(result.applied, unsubscribe_in(conn, claims, now=report.date, origin=f"List-Unsubscribe mailto ({read.where})"))
+            result.matched_by["token"] += 1
+            return
+    result.unmatched.append(Unmatched(read.where, report.sender, "unsubscribed", why))
 
 
 def _add(total: ApplyResult, part: ApplyResult) -> None:

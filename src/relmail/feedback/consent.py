@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 
 from ..project import ConsentSettings
 from ..store import consent_log
@@ -88,23 +88,33 @@ def unsubscribe(engine: Engine, claims: Claims, everything: bool = False, now: d
     an opted-out row stays as it was. A link used again after the customer
     re-subscribed unsubscribes again.
     """
-    topic = ALL_TOPICS if everything or claims.topic in ("", ALL_TOPICS) else claims.topic
     with engine.begin() as conn:
-        message = _sent_message(conn, claims)
-        event = FeedbackEvent(
-            type="unsubscribed",
-            occurred_at=now or _now(),
-            recipient="",
-            provider=LINK_PROVIDER,
-            provider_event_id=derived_id(claims.customer_id, claims.run_id, topic),
-            customer_id=claims.customer_id,
-            run_id=claims.run_id or None,
-            message_id=message,
-            topic=None if topic == ALL_TOPICS else topic,
-            scope="all" if topic == ALL_TOPICS else "topic",
-        )
         how = "one-click List-Unsubscribe" if one_click else "confirmation page"
-        return apply_events(conn, [event], source="unsubscribe-link", opt_out_duplicates=True, origin=how)
+        return unsubscribe_in(conn, claims, everything=everything, now=now or _now(), origin=how, again=True)
+
+
+def unsubscribe_in(conn: Connection, claims: Claims, *, everything: bool = False, now: datetime, origin: str,
+                   again: bool = False) -> ApplyResult:
+    """:func:`unsubscribe` inside the caller's transaction; ``origin`` says how the customer asked.
+
+    The event id is the link's, whichever way the e-mail's unsubscribe was used (its
+    page, the one-click POST, the ``mailto:``), so asking twice records one event.
+    ``again`` re-applies the opt-out of an event already stored (a link clicked again).
+    """
+    topic = ALL_TOPICS if everything or claims.topic in ("", ALL_TOPICS) else claims.topic
+    event = FeedbackEvent(
+        type="unsubscribed",
+        occurred_at=now,
+        recipient="",
+        provider=LINK_PROVIDER,
+        provider_event_id=derived_id(claims.customer_id, claims.run_id, topic),
+        customer_id=claims.customer_id,
+        run_id=claims.run_id or None,
+        message_id=_sent_message(conn, claims),
+        topic=None if topic == ALL_TOPICS else topic,
+        scope="all" if topic == ALL_TOPICS else "topic",
+    )
+    return apply_events(conn, [event], source="unsubscribe-link", opt_out_duplicates=again, origin=origin)
 
 
 def campaign_topics(campaigns_dir: Path) -> set[str]:

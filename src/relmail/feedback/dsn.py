@@ -14,6 +14,9 @@ What arrives at the envelope sender's mailbox, in the order it is tried:
 - a bounce in one of the many older formats (qmail, Exim, Exchange, Yahoo
   ...): the bouncing addresses come from :mod:`flufl.bounce` (GNU Mailman's
   maintained detectors), permanent or temporary;
+- an unsubscribe request: a message whose subject is ``unsubscribe TOKEN``,
+  which a mail program writes from the ``mailto:`` of the List-Unsubscribe
+  header (:mod:`.bounces` checks the token's signature and applies it);
 - anything else: not a bounce.
 
 :func:`parse` returns a :class:`Report` (plain data) or raises
@@ -24,6 +27,7 @@ makes the message unusable; it never raises anything else for any input.
 from __future__ import annotations
 
 import email
+import email.errors
 import hashlib
 import logging
 import re
@@ -31,6 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
+from email.header import decode_header, make_header
 from email.message import Message
 from email.utils import parseaddr, parsedate_to_datetime
 
@@ -54,6 +59,10 @@ _OUT_OF_OFFICE = re.compile(
     re.I,
 )
 _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
+#: The subject of the ``mailto:`` in List-Unsubscribe (``unsubscribe TOKEN``), also as a reply or forward.
+_UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$", re.I)
+#: :attr:`Report.kind` of an unsubscribe request.
+UNSUBSCRIBE_REQUEST = "unsubscribe request"
 
 
 @dataclass(frozen=True)
@@ -86,6 +95,10 @@ class Report:
     original_message_id: str | None = None
     outcomes: tuple[Outcome, ...] = ()
     subject: str = ""
+    #: An unsubscribe request's token, as its subject carries it (not yet verified).
+    token: str | None = None
+    #: An unsubscribe request's sender (``From``).
+    sender: str = ""
 
 
 def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
@@ -98,6 +111,9 @@ def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
         kind, outcomes = _complaint(msg)
     elif _part(msg, "message/delivery-status") is not None:
         kind, outcomes = _delivery_status(msg)
+    elif (request := _UNSUBSCRIBE.match(_decoded_header(subject))) and not _is_auto_reply(msg, subject):
+        return Report(UNSUBSCRIBE_REQUEST, identity, _date(msg, now), subject=subject, token=request.group(1),
+                      sender=_address(msg.get("From")) or "")
     elif _is_auto_reply(msg, subject) and not _from_mail_system(msg):
         return Report("auto-reply", identity, subject=subject)
     else:
@@ -335,6 +351,14 @@ def _message_id(value) -> str | None:
 
 def _header(msg: Message, name: str) -> str:
     return _clean(msg.get(name))[:200]
+
+
+def _decoded_header(value: str) -> str:
+    """RFC 2047 words decoded: a mail program encodes a long subject (the token makes it one) as it likes."""
+    try:
+        return str(make_header(decode_header(value)))
+    except (UnicodeError, LookupError, ValueError, email.errors.HeaderParseError):
+        return value
 
 
 def _clean(value) -> str:

@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class Verdict:
-    """The plan's decision for one (customer, message) now; ``action`` None when not in the audience."""
+    """The plan's decision for one (customer, message) now; ``action`` None when not in the audience,
+    ``sent`` when the window's written run already delivered (or is delivering) it."""
 
     message_id: str
     window: str
@@ -62,4 +63,8 @@ def would_decide(project: Project, engine: Engine, campaign: Campaign, customer_
     for row in result.decisions.records(features=False):
         m = campaign.message(row["message_id"])
         verdicts[m.id] = Verdict(m.id, window, tuple(m.segments), row["action"], tuple(row["reasons"]))
+    for m in campaign.messages:
+        # The window's written run already delivered it: the dry run keeps that decision instead of deciding again.
+        if customer_id in result.kept_pairs.get(m.id, ()):
+            verdicts[m.id] = Verdict(m.id, window, tuple(m.segments), "sent")
     return verdicts

@@ -120,6 +120,51 @@ class LinkTracker:
         return self.add(str(value))
 
 
+_ADDRESS = re.compile(r"[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+")
+
+
+def checked_unsubscribe(base_url: str, mailto: str | None, where: str = "relmail.toml [unsubscribe]") -> tuple[str, str | None]:
+    """``[unsubscribe]`` base_url and mailto as every e-mail's links need them, or :class:`ConfigError`.
+
+    The base URL is the List-Unsubscribe target and every body link: a relative or
+    plain-HTTP one would go out in every e-mail, and mailbox providers offer
+    one-click unsubscribe only for an HTTPS URL (RFC 8058), so it is refused before
+    anything is rendered. The mailto is an address, written without ``mailto:``.
+    """
+    parts = urlsplit(base_url)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        shown = f"base_url '{base_url}' is not an https:// URL" if base_url else "no base_url"
+        raise ConfigError(
+            f"{where}: {shown}; every e-mail's unsubscribe link and its "
+            "List-Unsubscribe header use it, and mailbox providers offer one-click unsubscribe only over HTTPS "
+            "(e.g. base_url = \"https://myshop.example/relmail\", where relmail serve answers)"
+        )
+    if not base_url.isascii():
+        # Headers are ASCII: an internationalized host goes in its IDNA form, as every mail program reads it.
+        host = _idna(parts.hostname)
+        if host is None or not parts.path.isascii() or not parts.query.isascii():
+            raise ConfigError(f"{where}: base_url '{base_url}': write its path in ASCII letters (the host may be "
+                              "internationalized)")
+        netloc = host + (f":{parts.port}" if parts.port else "")
+        base_url = parts._replace(netloc=netloc).geturl()
+    if mailto is not None:
+        mailto = mailto.strip()
+        local, _, domain = mailto.rpartition("@")
+        if not _ADDRESS.fullmatch(mailto) or not local.isascii() or _idna(domain) is None:
+            raise ConfigError(f"{where}: mailto '{mailto}' is not an e-mail address with ASCII letters before the @ "
+                              "(write it without 'mailto:', e.g. mailto = \"unsubscribe@myshop.example\")")
+        mailto = f"{local}@{_idna(domain)}"
+    return base_url.rstrip("/"), mailto or None
+
+
+def _idna(domain: str) -> str | None:
+    """The ASCII form of a domain, or None when it has none."""
+    try:
+        return domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class LinkBuilder:
     """Builds the signed per-customer links of one project."""

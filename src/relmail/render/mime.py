@@ -28,6 +28,8 @@ from ..errors import TemplateError
 CRLF = "\r\n"
 _SPECIALS = set('()<>[]:;@\\,."')
 _MAX_LINE = 78
+#: The longest unbroken word a plain header keeps (its line stays under RFC 5322's 998 octets).
+_MAX_WORD = 900
 
 
 def message_id(run_id: str, customer_id: str, message: str, domain: str) -> str:
@@ -75,7 +77,8 @@ def _fold(name: str, value: str) -> str:
 def header_text(name: str, value: str) -> str:
     """One unstructured header (Subject ...): plain when ASCII, RFC 2047 otherwise."""
     value = _one_line(value)
-    if value.isascii() and value.isprintable() and "=?" not in value:
+    # A word too long to fold onto a line of RFC 5322's 998 octets is split into encoded words instead.
+    if value.isascii() and value.isprintable() and "=?" not in value and max(map(len, value.split(" "))) <= _MAX_WORD:
         return _fold(name, value)
     return f"{name}: {encoded_words(value)}"
 
@@ -157,6 +160,8 @@ class _QPCache:
                 # A lone trailing space or tab must be encoded at a line end.
                 if enc.endswith((b" ", b"\t")):
                     enc = enc[:-1] + (b"=20" if enc.endswith(b" ") else b"=09")
+                if b"From " in enc:
+                    enc = _no_from(enc)
                 if len(cache) >= self.limit:
                     cache.clear()
                 cache[line] = enc
@@ -166,6 +171,27 @@ class _QPCache:
 
 
 _QP = _QPCache()
+
+
+def _no_from(enc: bytes) -> bytes:
+    """Quoted-printable ``enc`` with no line starting ``From ``, and its lines still at most 76 characters.
+
+    An mbox on the way (a relay's queue, a local delivery) writes ``>From `` for such
+    a line, which changes the body and fails its DKIM body hash; ``=46rom`` reads the same.
+    """
+    out = []
+    for line in enc.split(b"\r\n"):
+        if line.startswith(b"From "):
+            line = b"=46" + line[1:]
+            if len(line) > 76:
+                cut = 75  # before a soft line break of its own, never inside an =XX escape
+                escape = line.rfind(b"=", 0, cut)
+                if escape >= cut - 2:
+                    cut = escape
+                out.append(line[:cut] + b"=")
+                line = line[cut:]
+        out.append(line)
+    return b"\r\n".join(out)
 
 
 def _qp(text: str) -> bytes:

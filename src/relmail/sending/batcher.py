@@ -148,9 +148,9 @@ def outgoing(email, ctx, settings, key: str, run_id: str):
         key=key,
         to=ascii_domain(ctx.email),  # an umlaut domain in its IDNA form: SMTP without SMTPUTF8 and ESPs take only that
         to_name=ctx.name or None,
-        from_addr=settings.sender.from_email,
+        from_addr=ascii_domain(settings.sender.from_email),  # the envelope sender unless envelope_from is set
         from_name=settings.sender.from_name,
-        reply_to=settings.sender.reply_to,
+        reply_to=ascii_domain(settings.sender.reply_to) if settings.sender.reply_to else None,
         subject=email.subject,
         html=email.html,
         text=email.text,

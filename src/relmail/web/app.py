@@ -155,7 +155,8 @@ class RelmailApp:
         if request.method in ("GET", "HEAD"):
             return self.page("unsubscribe.html", lang, **context)
         form = request.form
-        if form.get("List-Unsubscribe") == "One-Click":
+        one_click = form.get("List-Unsubscribe") == "One-Click" or _plain_one_click(request)
+        if one_click:
             # RFC 8058: the mail program's button leaves the list the message came from, at once.
             scope = "all" if everything else "topic"
         elif form.get("confirm") == "unsubscribe" and form.get("scope") in ("topic", "all"):
@@ -165,7 +166,6 @@ class RelmailApp:
         if claims.trial:
             # A proof's or preview's link, clicked by whoever tests it: the customer keeps her choice.
             return self.page("refused.html", lang, reason="trial", **context)
-        one_click = form.get("List-Unsubscribe") == "One-Click"
         result = unsubscribe(self.engine, claims, everything=scope == "all", one_click=one_click)
         log.info("unsubscribe customer=%s scope=%s new=%s", claims.customer_id, "all" if scope == "all" else claims.topic,
                  result.total_applied)
@@ -276,3 +276,14 @@ def create_app() -> RelmailApp:
     """Zero-argument factory for WSGI servers: the project from ``$RELMAIL_PROJECT`` (or the cwd)."""
     project = Project.load()
     return make_app(project, connect(project.database_url))
+
+
+def _plain_one_click(request: Request) -> bool:
+    """RFC 8058's body sent without a form's Content-Type (none, or text/plain), as some senders of the POST do.
+
+    The body is still exactly ``List-Unsubscribe=One-Click``, which no link scanner or
+    prefetcher sends; refusing it would leave a customer who pressed the button subscribed.
+    """
+    if request.mimetype in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        return False
+    return request.get_data(cache=True).strip() == b"List-Unsubscribe=One-Click"
