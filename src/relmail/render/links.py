@@ -123,16 +123,23 @@ class LinkTracker:
 _ADDRESS = re.compile(r"[^@\s<>\"(),;:]+@[^@\s<>\"(),;:]+")
 
 
+#: Hosts an ``http://`` base_url may name: this machine only.
+LOOPBACK = frozenset({"localhost", "127.0.0.1", "::1"})
+
+
 def checked_unsubscribe(base_url: str, mailto: str | None, where: str = "relmail.toml [unsubscribe]") -> tuple[str, str | None]:
     """``[unsubscribe]`` base_url and mailto as every e-mail's links need them, or :class:`ConfigError`.
 
     The base URL is the List-Unsubscribe target and every body link: a relative or
     plain-HTTP one would go out in every e-mail, and mailbox providers offer
     one-click unsubscribe only for an HTTPS URL (RFC 8058), so it is refused before
-    anything is rendered. The mailto is an address, written without ``mailto:``.
+    anything is rendered; ``http://`` only for this machine (localhost, 127.0.0.1,
+    ::1), for a rehearsal whose links are clicked where ``relmail serve`` runs. The mailto is an address, written without ``mailto:``.
     """
     parts = urlsplit(base_url)
-    if parts.scheme.lower() != "https" or not parts.hostname:
+    # A rehearsal on one machine (relmail serve on 127.0.0.1, the outbox's links clicked there) needs no certificate.
+    local = parts.scheme.lower() == "http" and parts.hostname in LOOPBACK
+    if not (parts.scheme.lower() == "https" or local) or not parts.hostname:
         shown = f"base_url '{base_url}' is not an https:// URL" if base_url else "no base_url"
         raise ConfigError(
             f"{where}: {shown}; every e-mail's unsubscribe link and its "
