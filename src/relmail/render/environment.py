@@ -23,13 +23,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
+from jinja2 import StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from jinja2.exceptions import TemplateNotFound
 
 from ..errors import NotFound, TemplateError
 from ..importers.fields import language_of
 from . import filters
 from .bounds import Limits
+from .loader import ContainedLoader
 from .sandbox import BoundedSandbox
 
 #: Statements that open a construct closed by ``end<keyword>``.
@@ -43,7 +44,7 @@ def make_environment(templates_dir: Path | str | None, *, autoescape: bool = Tru
     ``autoescape=True`` escapes HTML in ``.html`` files and in string
     templates; text templates get an environment built with ``False``.
     """
-    loader = FileSystemLoader(str(templates_dir)) if templates_dir is not None else None
+    loader = ContainedLoader(templates_dir) if templates_dir is not None else None
     env = BoundedSandbox(
         limits=limits,
         loader=loader,
