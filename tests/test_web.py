@@ -97,6 +97,10 @@ def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
     forged = hmac.new(b"wrong-key", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
     mg = {"signature": {"timestamp": ts, "token": tok, "signature": forged}, "event-data": data}
     assert client.post("/webhooks/mailgun", json=mg).status_code == 403
+    # A signature with a character that is no hex digit: refused like any other, not a server error.
+    for odd in ("é" * 64, "\u0000" + forged[1:], 12345):
+        mg["signature"]["signature"] = odd
+        assert client.post("/webhooks/mailgun", json=mg).status_code == 403
 
     pm = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()[1]
     missing = client.post("/webhooks/postmark", data=pm)
