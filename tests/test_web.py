@@ -198,6 +198,20 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
     ses.clear_certificate_cache()
 
 
+@responses.activate
+@pytest.mark.parametrize("cert_url", ["https://sns.eu-west-1.amazonaws.com:abc/x.pem", "https://sns.eu-west-1.amazonaws.com:99999/x.pem",
+                                      "https://[::1/x.pem", "https://sns.eu-west-1.amazonaws.com.evil.example/x.pem",
+                                      "https://evil.example@sns.eu-west-1.amazonaws.com:8443/x.pem"])
+def test_a_forged_signing_certificate_url_is_refused_with_403_and_never_fetched(web_shop, cert_url):
+    # Anyone can post these: a port that is no number was a server error with a traceback.
+    client, _, engine = web_shop
+    note = {"Type": "Notification", "MessageId": "m-9", "TopicArn": TOPIC_ARN, "Message": "{}", "Timestamp": "2026-11-23T11:00:01Z",
+            "SignatureVersion": "2", "SigningCertURL": cert_url, "Signature": base64.b64encode(b"x" * 256).decode()}
+    response = client.post("/webhooks/ses", data=json.dumps(note), content_type="text/plain")
+    assert response.status_code == 403 and "is not an https URL on sns.<region>.amazonaws.com" in response.json["error"]
+    assert len(responses.calls) == 0 and feedback_events(engine) == []
+
+
 def identity_notification(kind: str, recipient: str, sent_id: str, at: str = "2026-11-23T11:00:00.000Z") -> dict:
     """An SES notification for the identity (not a configuration set), as AWS documents it: no ``mail.tags``."""
     mail = {"timestamp": "2026-11-23T10:00:00.000Z", "source": "news@fietsenwinkel.example", "messageId": sent_id,
