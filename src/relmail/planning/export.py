@@ -20,6 +20,7 @@ from sqlalchemy import select
 
 from ..errors import ValidationError
 from ..store.models import Customer, Decision
+from ..store.private import open_private
 from .runs import ACTIONS, resolve_run
 from .why import ALL_PASSED, because
 
@@ -69,7 +70,7 @@ def export_run(engine: Engine, run: str, out: str | Path, *, actions: Sequence[s
         q = (select(*cols).select_from(source).where(DEC.c.run_id == run_id, DEC.c.action.in_(list(actions)))
              .order_by(DEC.c.customer_id, DEC.c.id))
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
-        with Path(out).open("w", newline="", encoding="utf-8") as fh:
+        with open_private(out, "w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(EXPORT_FIELDS + (CONTACT_FIELDS if with_contact else []))
             for r in result:
