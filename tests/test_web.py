@@ -126,6 +126,11 @@ def test_every_refused_webhook_is_logged_without_the_body(web_shop, ec_key, capl
     assert answer.json["error"].count("body is not JSON") == 1
     form = b"signature=abc&token=def&timestamp=1&event=delivered&recipient=anna%40example.org"  # Mailgun's legacy webhooks
     assert client.post("/webhooks/mailgun", data=form, content_type="application/x-www-form-urlencoded").status_code == 400
+    # JSON nested deeper than Python's recursion limit, posted before any signature is checked: a 400, not a 500.
+    for provider in ("sendgrid", "mailgun", "postmark", "ses"):
+        deep = client.post(f"/webhooks/{provider}", data=b"[" * 100_000, headers=sendgrid_headers(ec_key, b"[" * 100_000),
+                           content_type="application/json", auth=("postmark", "pm-pass"))
+        assert deep.status_code == 400 and deep.json["error"] == f"{provider} webhook: body is JSON nested too deeply"
     refused = [r.getMessage() for r in caplog.records if r.name == "relmail.web"]
     assert refused[1] == f"webhook sendgrid refused: {answer.json['error']}"
     assert refused[2].startswith("webhook mailgun refused: mailgun webhook: body is not JSON")

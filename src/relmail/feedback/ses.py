@@ -135,7 +135,7 @@ def _unwrap(record: Mapping[str, Any]) -> Mapping[str, Any]:
     if record.get("Type") == "Notification" and isinstance(record.get("Message"), str):
         try:
             record = json.loads(record["Message"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise FieldError("Message", "is not a JSON SES event") from None
         if not isinstance(record, dict):
             raise FieldError("Message", "is not a JSON object")
