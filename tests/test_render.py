@@ -99,6 +99,15 @@ def test_sandbox_blocks_python_internals_as_a_render_error(render_project, expr)
     assert isinstance(info.value, TemplateError) and info.value.exit_code == 6
 
 
+@pytest.mark.parametrize("address", ["jörg@example.com", "x\r\nBcc: a@evil.example", "no-at-sign", "<a@b.example>"])
+def test_an_address_that_cannot_be_sent_to_fails_the_e_mail_by_customer_id_without_quoting_it(renderer, address):
+    # The error reaches a send's summary and a CI log: the customer is named by id, never by address.
+    with pytest.raises(RenderError) as info:
+        renderer.render(spec(), customer(email=address))
+    assert info.value.customer_id == "C0000001" and "the recipient address" in str(info.value)
+    assert address.split("@")[0].split("\r")[0] not in str(info.value)
+
+
 @pytest.mark.parametrize("target", ["secret.pem", "/proc/self/environ"])
 def test_a_template_linked_to_a_file_outside_the_templates_folder_is_refused_and_its_content_never_rendered(
         render_project, tmp_path, monkeypatch, target):
