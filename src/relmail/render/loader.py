@@ -33,7 +33,11 @@ class ContainedLoader(FileSystemLoader):
     def get_source(self, environment, template: str):
         source, filename, uptodate = super().get_source(environment, template)
         real = os.path.realpath(filename)
-        if os.path.commonpath([real, self.real_folder]) != self.real_folder:
+        try:
+            inside = os.path.commonpath([real, self.real_folder]) == self.real_folder
+        except ValueError:  # another drive (Windows)
+            inside = False
+        if not inside:
             raise TemplateOutsideFolder(
                 f"{filename}: refused, it leads outside {self.folder} (to {real}); "
                 "a template must be a file inside the templates folder, not a link out of it", filename)
