@@ -183,6 +183,13 @@ def test_a_key_written_twice_is_refused_at_its_second_line(at):
     assert problem.field.endswith(key)
 
 
+def test_a_campaign_whose_aliases_expand_past_reason_is_refused():
+    bomb = "".join(f"x{i}: &x{i} [*x{i - 1}, *x{i - 1}]\n" for i in range(1, 19)).replace("[*x0, *x0]", "[a, b]")
+    with pytest.raises(ValidationError) as err:
+        parse_campaign(GOOD + bomb, "c.yml")
+    assert [p.message for p in err.value.problems] == ["its aliases (*name) expand it to more than 100,000 values; write the values out"]
+
+
 def test_a_message_built_on_another_with_a_yaml_merge_key_is_no_repeated_key():
     # "<<: *launch" then "id: reminder": YAML's own way to share a block, not a key written twice.
     text = GOOD.replace("  - id: launch\n", "  - &launch\n    id: launch\n") + (

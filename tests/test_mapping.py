@@ -343,6 +343,13 @@ BAD_MAPPINGS = [
 ]
 
 
+def test_a_mapping_whose_aliases_expand_past_reason_is_refused():
+    bomb = "".join(f"x{i}: &x{i} [*x{i - 1}, *x{i - 1}]\n" for i in range(1, 19)).replace("[*x0, *x0]", "[a, b]")
+    with pytest.raises(ValidationError, match=r"invalid YAML") as caught:
+        parse_mapping(GOOD + bomb, "m.yml")
+    assert "expand it to more than 100,000 values" in str(caught.value.problems[0])
+
+
 @pytest.mark.parametrize("change,line,field,fragment", BAD_MAPPINGS, ids=[b[3][:30] for b in BAD_MAPPINGS])
 def test_a_bad_mapping_names_file_line_and_field(change, line, field, fragment):
     old, new = change

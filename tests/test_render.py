@@ -99,6 +99,36 @@ def test_sandbox_blocks_python_internals_as_a_render_error(render_project, expr)
     assert isinstance(info.value, TemplateError) and info.value.exit_code == 6
 
 
+@pytest.mark.parametrize("address", ["jörg@example.com", "x\r\nBcc: a@evil.example", "no-at-sign", "<a@b.example>"])
+def test_an_address_that_cannot_be_sent_to_fails_the_e_mail_by_customer_id_without_quoting_it(renderer, address):
+    # The error reaches a send's summary and a CI log: the customer is named by id, never by address.
+    with pytest.raises(RenderError) as info:
+        renderer.render(spec(), customer(email=address))
+    assert info.value.customer_id == "C0000001" and "the recipient address" in str(info.value)
+    assert address.split("@")[0].split("\r")[0] not in str(info.value)
+
+
+@pytest.mark.parametrize("target", ["secret.pem", "/proc/self/environ"])
+def test_a_template_linked_to_a_file_outside_the_templates_folder_is_refused_and_its_content_never_rendered(
+        render_project, tmp_path, monkeypatch, target):
+    # A symbolic link committed with the templates would put the DKIM key or the process's
+    # environment (signing key, ESP key, database password) into every e-mail.
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", "esp-key-must-not-leak")
+    outside = tmp_path / target if not target.startswith("/") else target
+    if not target.startswith("/"):
+        outside.write_text("-----BEGIN PRIVATE KEY----- dkim-key-must-not-leak", encoding="utf-8")
+    (render_project.templates_dir / "partials" / "legal.html").symlink_to(outside)
+    write(render_project, "leak.html", '{% block subject %}x{% endblock %}<html><body>{% include "partials/legal.html" %}</body></html>')
+    with pytest.raises(TemplateError, match=r"legal\.html: refused, it leads outside .*templates") as info:
+        Renderer(render_project).render(spec("leak"), customer())
+    assert "must-not-leak" not in str(info.value)
+    # A link to another template inside the folder is still a template.
+    write(render_project, "partials/plain.html", "<p>Plain partial</p>")
+    (render_project.templates_dir / "partials" / "same.html").symlink_to(render_project.templates_dir / "partials" / "plain.html")
+    write(render_project, "fine.html", '{% block subject %}x{% endblock %}<html><body>{% include "partials/same.html" %}</body></html>')
+    assert "Plain partial" in Renderer(render_project).render(spec("fine"), customer()).html
+
+
 # -- strict undefined, defaults, per-customer failures ------------------------
 
 

@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from tests.sendkit import AS_OF, WINDOW, build, edit_template
 
 from relmail.cli import cli
-from relmail.errors import ConfigError
+from relmail.errors import ConfigError, TemplateError
 from relmail.project import Project, init_project
 from relmail.render import CustomerContext, MessageSpec, Renderer, RenderError
 from relmail.render.bounds import LimitExceeded, Limits
@@ -77,6 +77,16 @@ RUNAWAYS = [
     ("{{ '%9999999999s' % 'x' }}", "max_sequence"),
     ("{{ '%*s'|format(10**10, 'x') }}", "max_sequence"),
     ("{{ 2 ** (10**9) }}", "max_sequence"),
+    # A width or a repetition that only the arguments give, a number squared again and again, a pretty-printing
+    # indent, a translation table: each one step in C that the clock cannot stop.
+    ("{{ '{a:{w}}'.format_map({'a': 1, 'w': 10**8}) }}", "max_sequence"),
+    ("{{ '{0[0]:{0[1]}}'.format([1, 10**8]) }}", "max_sequence"),
+    ("{{ ('{0}' * 30000).format('x' * 9999) }}", "max_sequence"),
+    ("{{ ('%(a)s' * 20000) % {'a': 'x' * 9999} }}", "max_sequence"),
+    ("{{ ('%(a)s' * 20000)|format(a='x' * 9999) }}", "max_sequence"),
+    ("{% set a = 2 ** 33000 %}{% set b = a * a %}{% set c = b * b %}{{ c * c > 1 }}", "max_sequence"),
+    ("{{ [1, 2, 3]|tojson(indent=10**8) }}", "max_sequence"),
+    ("{{ ('x' * 9999).translate({120: 'y' * 30000}) }}", "max_sequence"),
     ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}", "max_sequence"),
     ("{% set ns = namespace(s='x') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}", "max_sequence"),
     ("{{ range(10000)|join('x' * 90000) }}", "max_sequence"),
@@ -134,6 +144,35 @@ def test_the_clock_works_in_worker_threads_and_stops_only_the_slow_render(render
     assert {r[2] for r in results if r[0] == "fast"} == {"ok"}
     assert all("took longer than 0.3 s" in r[2] for r in results if r[0] == "slow")
     assert len({r[1] for r in results}) > 1
+
+
+def test_partials_that_include_each_other_many_times_stop_at_the_e_mail_limit_before_any_render(render_project):
+    # Seven files, 46,656 includes: flattened before the render (and its clock), so the source's size is bounded.
+    folder = render_project.templates_dir / "partials"
+    for i in range(1, 7):
+        (folder / f"p{i}.html").write_text(f'{{% include "partials/p{i + 1}.html" %}}' * 6, encoding="utf-8")
+    (folder / "p7.html").write_text("<p>{{ customer.first_name }}</p>", encoding="utf-8")
+    (render_project.templates_dir / "t.html").write_text('{% block subject %}x{% endblock %}<html><body>{% include "partials/p1.html" %}'
+                                                         "</body></html>", encoding="utf-8")
+    started = time.perf_counter()
+    with pytest.raises(TemplateError, match=r"with its includes the template is over 1,000,000 characters \(\[render\] max_email_bytes"):
+        Renderer(render_project).render(MessageSpec(id="t", template="t", topic="news"), CustomerContext(id="C1", email="a@b.example"))
+    assert time.perf_counter() - started < 3
+    # The same partial included a hundred times is flattened once and renders as before.
+    for i in range(1, 7):
+        (folder / f"p{i}.html").write_text('{% include "partials/p7.html" %}' * 100 if i == 1 else "", encoding="utf-8")
+    html = Renderer(render_project).render(MessageSpec(id="t", template="t", topic="news"),
+                                           CustomerContext(id="C1", email="a@b.example", first_name="Ann")).html
+    assert html.count("<p>Ann</p>") == 100
+
+
+def test_the_checked_steps_still_make_what_python_makes():
+    env = make_environment(None)
+    source = ("{{ '{:>5}|{:,.2f}|{name}'.format('a', 1234.5, name='<b>') }} {{ ('<i>{}</i>'|safe).format('<b>') }} "
+              "{{ '{a}{a}'.format_map({'a': 'x'}) }} {{ '%(a)s-%(b)05d' % {'a': 'x', 'b': 7} }} {{ [1, {'a': 2}]|tojson(indent=1) }} "
+              "{{ 'abc'.translate({97: 'zz', 98: none}) }} {{ 12345 * 678 }} {{ 'ab' * 3 }}")
+    assert env.from_string(source).render() == ('    a|1,234.50|&lt;b&gt; <i>&lt;b&gt;</i> xx x-00007 [\n 1,\n {\n  "a": 2\n }\n] '
+                                                'zzc 8369910 ababab')
 
 
 @settings(max_examples=60, deadline=None)

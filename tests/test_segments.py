@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -325,6 +326,25 @@ def test_a_key_written_twice_is_refused_where_it_repeats(tmp_path):
         f"{top}:3: field 'description': 'description' appears twice (also on line 1): only the last would count",
         f"{inner}:2: field 'all[0].purchased.within_days': 'within_days' appears twice (also on line 2): only the last would count",
     ]
+
+
+def alias_bomb(levels: int = 18) -> str:
+    """A YAML file of ``levels`` lines whose aliases double at each line: 2 ** levels conditions."""
+    lines = ["any:", "  - &a1 {any: [{locale: {in: [nl]}}, {locale: {in: [de]}}]}"]
+    lines += [f"  - &a{i} {{any: [*a{i - 1}, *a{i - 1}]}}" for i in range(2, levels + 1)]
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize("body, said", [
+    (alias_bomb(), "its aliases (*name) expand it to more than 100,000 values; write the values out"),
+    ("any: &loop\n  - locale: nl\n  - any: *loop\n", "an alias (*name) refers to a value it is part of"),
+])
+def test_a_file_whose_aliases_expand_past_reason_is_refused_before_anything_walks_it(tmp_path, body, said):
+    # Twenty lines of a pull request would otherwise hold a million conditions: minutes and gigabytes for CI.
+    path = write(tmp_path / "segs", "bomb", body)
+    started = time.perf_counter()
+    assert problems_of(tmp_path / "segs") == [f"{path}: invalid YAML: {said}"]
+    assert time.perf_counter() - started < 2
 
 
 def test_file_level_problems_are_collected_over_files(tmp_path):

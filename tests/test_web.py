@@ -97,6 +97,10 @@ def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
     forged = hmac.new(b"wrong-key", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
     mg = {"signature": {"timestamp": ts, "token": tok, "signature": forged}, "event-data": data}
     assert client.post("/webhooks/mailgun", json=mg).status_code == 403
+    # A signature with a character that is no hex digit: refused like any other, not a server error.
+    for odd in ("é" * 64, "\u0000" + forged[1:], 12345):
+        mg["signature"]["signature"] = odd
+        assert client.post("/webhooks/mailgun", json=mg).status_code == 403
 
     pm = (DATA / "postmark_webhooks.jsonl").read_text().splitlines()[1]
     missing = client.post("/webhooks/postmark", data=pm)
@@ -122,6 +126,11 @@ def test_every_refused_webhook_is_logged_without_the_body(web_shop, ec_key, capl
     assert answer.json["error"].count("body is not JSON") == 1
     form = b"signature=abc&token=def&timestamp=1&event=delivered&recipient=anna%40example.org"  # Mailgun's legacy webhooks
     assert client.post("/webhooks/mailgun", data=form, content_type="application/x-www-form-urlencoded").status_code == 400
+    # JSON nested deeper than Python's recursion limit, posted before any signature is checked: a 400, not a 500.
+    for provider in ("sendgrid", "mailgun", "postmark", "ses"):
+        deep = client.post(f"/webhooks/{provider}", data=b"[" * 100_000, headers=sendgrid_headers(ec_key, b"[" * 100_000),
+                           content_type="application/json", auth=("postmark", "pm-pass"))
+        assert deep.status_code == 400 and deep.json["error"] == f"{provider} webhook: body is JSON nested too deeply"
     refused = [r.getMessage() for r in caplog.records if r.name == "relmail.web"]
     assert refused[1] == f"webhook sendgrid refused: {answer.json['error']}"
     assert refused[2].startswith("webhook mailgun refused: mailgun webhook: body is not JSON")
@@ -192,6 +201,20 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
     assert client.post("/webhooks/ses", data=tampered, content_type="text/plain").status_code == 403
     assert [(c, t) for c, t, *_ in feedback_events(engine)] == [("C0000004", "email_complained")]
     ses.clear_certificate_cache()
+
+
+@responses.activate
+@pytest.mark.parametrize("cert_url", ["https://sns.eu-west-1.amazonaws.com:abc/x.pem", "https://sns.eu-west-1.amazonaws.com:99999/x.pem",
+                                      "https://[::1/x.pem", "https://sns.eu-west-1.amazonaws.com.evil.example/x.pem",
+                                      "https://evil.example@sns.eu-west-1.amazonaws.com:8443/x.pem"])
+def test_a_forged_signing_certificate_url_is_refused_with_403_and_never_fetched(web_shop, cert_url):
+    # Anyone can post these: a port that is no number was a server error with a traceback.
+    client, _, engine = web_shop
+    note = {"Type": "Notification", "MessageId": "m-9", "TopicArn": TOPIC_ARN, "Message": "{}", "Timestamp": "2026-11-23T11:00:01Z",
+            "SignatureVersion": "2", "SigningCertURL": cert_url, "Signature": base64.b64encode(b"x" * 256).decode()}
+    response = client.post("/webhooks/ses", data=json.dumps(note), content_type="text/plain")
+    assert response.status_code == 403 and "is not an https URL on sns.<region>.amazonaws.com" in response.json["error"]
+    assert len(responses.calls) == 0 and feedback_events(engine) == []
 
 
 def identity_notification(kind: str, recipient: str, sent_id: str, at: str = "2026-11-23T11:00:00.000Z") -> dict:

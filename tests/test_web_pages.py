@@ -515,6 +515,20 @@ def test_a_page_template_runs_in_the_e_mails_bounded_sandbox(web_shop, engine, c
     assert invalid.status_code == 400 and "<class" not in invalid.text and "Brand" not in invalid.text
 
 
+def test_a_page_template_linked_to_a_file_outside_the_project_is_never_shown(web_shop, engine, tmp_path, caplog):
+    _, project, _ = web_shop
+    secret = tmp_path / "dkim.pem"
+    secret.write_text("-----BEGIN PRIVATE KEY----- must-not-leak", encoding="utf-8")
+    pages = project.templates_dir / "pages"
+    pages.mkdir()
+    (pages / "unsubscribe.html").symlink_to(secret)
+    client = Client(make_app(Project.load(project.root), engine))
+    with caplog.at_level("ERROR", logger="relmail.web"):
+        response = client.get(f"/unsubscribe/{token()}")
+    assert response.status_code == 200 and "must-not-leak" not in response.text and 'name="confirm"' in response.text
+    assert "unsubscribe.html: refused, it leads outside" in caplog.text and "must-not-leak" not in caplog.text
+
+
 @pytest.mark.parametrize("tail", [")", ".", "/", ">", "%20"])
 def test_a_link_a_mail_program_extended_after_the_token_still_opens_the_page(web_shop, tail):
     # A plain-text mail program takes the ')' of "[Unsubscribe](https://.../TOKEN)" into the link; a reader copies the full stop.

@@ -5,8 +5,14 @@ A block copied within a campaign or segment file and half edited keeps two
 value, the one the author sees first, is ignored. Campaign and segment
 files refuse them, as column mappings do.
 
-A file is composed once: the same node tree gives the repeated keys, the
-line of every key and (:func:`data_of`) the data.
+A file is composed once (:func:`compose`): the same node tree gives the
+repeated keys, the line of every key and (:func:`data_of`) the data.
+
+YAML aliases share a node: ``&a [x, x]``, ``&b [*a, *a]`` ... doubles at each
+line, so a file of twenty lines names a million values, and every walk over
+it (the repeated keys, the lines, the segment grammar, the SQL it compiles
+to) visits each one. :func:`compose` refuses a file whose aliases expand it
+past :data:`MAX_VALUES`, or that contains itself, before anything walks it.
 """
 
 from __future__ import annotations
@@ -17,6 +23,52 @@ from typing import Any
 import yaml
 
 from .errors import Problem
+
+#: The most values (mappings, lists, keys and scalars) a file may hold once its aliases are expanded.
+MAX_VALUES = 100_000
+
+
+class ExpandsTooFar(yaml.YAMLError):
+    """A file whose aliases expand it past :data:`MAX_VALUES`, or that contains itself."""
+
+    def __init__(self, problem: str):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = None
+
+
+def compose(text: str) -> yaml.Node | None:
+    """``text`` composed with PyYAML's safe loader; :class:`ExpandsTooFar` (a ``yaml.YAMLError``) when it is an alias bomb."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    if root is not None and _expanded(root) > MAX_VALUES:
+        raise ExpandsTooFar(f"its aliases (*name) expand it to more than {MAX_VALUES:,} values; write the values out")
+    return root
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    return list(node.value) if isinstance(node, yaml.SequenceNode) else []
+
+
+def _expanded(root: yaml.Node) -> int:
+    """How many values ``root`` holds with every alias expanded (counted once per shared node, without recursion)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        if done:
+            open_.discard(key)
+            sizes[key] = min(1 + sum(sizes[id(c)] for c in _children(node)), MAX_VALUES + 1)
+        elif key not in sizes:
+            if key in open_:
+                raise ExpandsTooFar("an alias (*name) refers to a value it is part of")
+            open_.add(key)
+            stack.append((node, True))
+            stack.extend((c, False) for c in _children(node) if id(c) not in sizes)
+    return sizes[id(root)]
 
 
 def repeated_keys(root: yaml.Node | None, file: str, field: Callable[[tuple], str]) -> list[Problem]:

@@ -19,7 +19,7 @@ from ..errors import NotFound, Problem, ValidationError, did_you_mean, likely
 from ..importers import fields
 from ..rules import HARD, RULES
 from ..score.transparent import DEFAULT_WEIGHTS
-from ..yaml_keys import data_of, repeated_keys
+from ..yaml_keys import compose, data_of, repeated_keys
 from .model import Campaign, Message, Policy, Scoring
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
@@ -161,7 +161,7 @@ def line_in_file(path: Path | None, loc: tuple) -> int | None:
     if path is None:
         return None
     try:
-        lines = _line_map(yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader))
+        lines = _line_map(compose(Path(path).read_text(encoding="utf-8")))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return None
     # A message may say 'segment:' for one segment.
@@ -246,7 +246,7 @@ def parse_campaign(text: str, file: str = "<campaign>", name: str | None = None)
     """Parse and validate a campaign's YAML text; ``name`` defaults to the file's stem."""
     # Composed once: the repeated keys, the lines and the data all come from this tree.
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
         repeated = repeated_keys(root, file, lambda path: ".".join(map(str, path)))
         lines = _line_map(root)
         data = data_of(root)  # after the keys are read: a merge key rewrites the node

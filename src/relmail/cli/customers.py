@@ -96,7 +96,9 @@ def export_cmd(state: State, customer_id: str, output: str | None) -> None:
 
     data = export(state.engine, customer_id)
     if output:
-        with open(output, "w", encoding="utf-8") as fh:
+        from ..store.private import open_private
+
+        with open_private(output, "w", encoding="utf-8") as fh:
             json.dump(data, fh, indent=2, ensure_ascii=False, default=str)
             fh.write("\n")
         click.echo(f"Wrote {output}: {len(data['events'])} events, {len(data['decisions'])} decisions", err=True)

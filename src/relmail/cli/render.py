@@ -21,7 +21,9 @@ def _write(output: str | None, data: str | bytes) -> None:
             click.echo(data, nl=not data.endswith("\n"))
         return
     path = Path(output)
-    path.write_bytes(data) if isinstance(data, bytes) else path.write_text(data, encoding="utf-8")
+    from ..store.private import write_private
+
+    write_private(path, data)
     click.echo(f"wrote {path}", err=True)
 
 

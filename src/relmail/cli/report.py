@@ -78,7 +78,9 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
         if out:
             import json
 
-            with open(out, "w", encoding="utf-8") as fh:
+            from ..store.private import open_private
+
+            with open_private(out, "w", encoding="utf-8") as fh:
                 json.dump(figures, fh, indent=2, ensure_ascii=False)
             click.echo(f"wrote {out}", err=True)
         else:
@@ -86,8 +88,9 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
         return
     shown = render_previews(state.project, state.engine, figures["run"], [m["message"] for m in figures["messages"]], previews)
     path = out or f"{run.replace(':', '-')}.html"
-    with open(path, "w", encoding="utf-8") as fh:
-        fh.write(build_html(figures, shown))
+    from ..store.private import write_private
+
+    write_private(path, build_html(figures, shown))
     t = figures["totals"]
     click.echo(f"wrote {path}: {t['decisions']:,} decisions — {t['send']:,} send, {t['holdout']:,} hold-out, "
                f"{t['suppress']:,} suppressed; {counted(len(figures['incrementality']), 'lift entry', 'lift entries')}, "

@@ -45,7 +45,7 @@ class DkimSigner:
         try:
             # Sign a tiny message now: a bad key fails at start-up, not mid-batch.
             self.sign(b"From: a@" + domain.encode() + b"\r\nSubject: check\r\n\r\nx\r\n")
-        except dkim.DKIMException as exc:
+        except (dkim.DKIMException, ValueError) as exc:  # ValueError: a PEM body that is not base64 (a line lost in pasting)
             raise ConfigError(f"relmail.toml [delivery.dkim]: the private key cannot sign: {exc}") from None
 
     def sign(self, raw: bytes) -> bytes:

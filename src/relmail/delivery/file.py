@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import ConfigError
+from ..store.private import open_private, private_folder
 from .base import Adapter, OutgoingMessage, Result, accepted, rejected
 from .dkim import DkimSigner
 
@@ -56,7 +57,7 @@ class FileAdapter(Adapter):
             else None
         )
         try:
-            self.outbox.mkdir(parents=True, exist_ok=True)
+            private_folder(self.outbox)
         except OSError as exc:
             raise ConfigError(f"{self.config.where}: outbox {self.outbox}: {exc.strerror}") from None
 
@@ -83,6 +84,7 @@ class FileAdapter(Adapter):
 
     def _send_mbox(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
         path = self.outbox / "outbox.mbox"
+        open_private(path, "ab").close()  # mailbox would create it with the umask's mode
         box = mailbox.mbox(path)
         box.lock()
         try:

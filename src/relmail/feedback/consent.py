@@ -121,6 +121,8 @@ def campaign_topics(campaigns_dir: Path) -> set[str]:
     """Every ``topic:`` value in ``campaigns/*.yml`` (unreadable files are skipped: the plan reports them)."""
     import yaml
 
+    from ..yaml_keys import compose, data_of
+
     found: set[str] = set()
 
     def walk(node) -> None:
@@ -137,7 +139,7 @@ def campaign_topics(campaigns_dir: Path) -> set[str]:
     if campaigns_dir.is_dir():
         for path in sorted(campaigns_dir.glob("*.y*ml")):
             try:
-                walk(yaml.safe_load(path.read_text(encoding="utf-8")))
+                walk(data_of(compose(path.read_text(encoding="utf-8"))))
             except (OSError, UnicodeDecodeError, yaml.YAMLError):
                 continue
     return found

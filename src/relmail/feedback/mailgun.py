@@ -74,7 +74,8 @@ class Mailgun(Provider):
         if not isinstance(signature, dict) or not all(signature.get(k) for k in ("timestamp", "token", "signature")):
             raise MissingCredentials("mailgun: missing signature object (timestamp, token, signature)")
         timestamp, token, given = (str(signature[k]) for k in ("timestamp", "token", "signature"))
-        if not hmac.compare_digest(sign(key, timestamp, token), given.lower()):
+        # As bytes: compare_digest refuses a str with a non-ASCII character, which anyone can send.
+        if not hmac.compare_digest(sign(key, timestamp, token).encode(), given.lower().encode()):
             raise SignatureError("mailgun: signature does not match")
         try:
             signed_at = timestamps.from_unix(timestamp)

@@ -214,6 +214,8 @@ def parse_json_body(body: bytes, what: str, expect: type = dict, shape: str = "a
         value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValidationError(f"{what}: body is not JSON", [Problem(what, None, None, f"body is not JSON: {exc}")]) from None
+    except RecursionError:  # '[' * 100000: anyone can post it, before any signature is checked
+        raise invalid(what, "body is JSON nested too deeply") from None
     if not isinstance(value, expect):
         raise invalid(what, f"body must be {shape}")
     return value

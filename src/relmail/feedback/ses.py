@@ -71,8 +71,12 @@ def clear_certificate_cache() -> None:
 
 def check_sns_url(url: str, field: str) -> str:
     """``url`` if it is https on an SNS host, else :class:`SignatureError`."""
-    parts = urlsplit(url or "")
-    if parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or "") or parts.port not in (None, 443):
+    try:
+        parts = urlsplit(url or "")
+        port = parts.port
+    except ValueError:  # a port that is no number, a broken IPv6 address: anyone can send one
+        port = -1
+    if port == -1 or parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or "") or port not in (None, 443):
         raise SignatureError(f"ses: {field} {url!r} is not an https URL on sns.<region>.amazonaws.com")
     return url
 
@@ -131,7 +135,7 @@ def _unwrap(record: Mapping[str, Any]) -> Mapping[str, Any]:
     if record.get("Type") == "Notification" and isinstance(record.get("Message"), str):
         try:
             record = json.loads(record["Message"])
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise FieldError("Message", "is not a JSON SES event") from None
         if not isinstance(record, dict):
             raise FieldError("Message", "is not a JSON object")

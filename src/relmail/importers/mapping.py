@@ -47,7 +47,7 @@ from typing import Any
 import yaml
 
 from ..errors import Problem, ValidationError
-from ..yaml_keys import key_path, repeated_keys
+from ..yaml_keys import compose, key_path, repeated_keys
 from .schemas import KINDS, schema_for
 from .values import PARSERS, Parser, make_time
 
@@ -511,7 +511,7 @@ def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
     written (``Email``, ``1``, ``yes``: column names), never as YAML numbers or booleans.
     """
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = compose(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         raise ValidationError(f"{file}: invalid YAML", [Problem(file, mark.line + 1 if mark else None, None,

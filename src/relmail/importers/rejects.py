@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
+from ..store.private import open_private
 from .readers import Record
 
 
@@ -56,7 +57,7 @@ class RejectsWriter:
 
     def _open(self) -> None:
         try:
-            self._file = open(self.path, "w", encoding="utf-8", newline="")  # noqa: SIM115 (kept open while rows are written; close() closes it)
+            self._file = open_private(self.path, "w", encoding="utf-8", newline="")
         except OSError as exc:
             raise ConfigError(f"cannot write the rejects file {self.path}: {exc.strerror}") from None
         if self.fmt == "csv":

@@ -122,7 +122,9 @@ def write_csv(predictions: Sequence[Predictions], out: str | Path) -> int:
     """All rows in one CSV (``-`` is standard output); columns are the union of the models'. Returns the rows written."""
     if str(out) == "-":
         return _write(predictions, sys.stdout)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    from ..store.private import open_private
+
+    with open_private(out, "w", newline="", encoding="utf-8") as fh:
         return _write(predictions, fh)
 
 

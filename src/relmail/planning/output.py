@@ -23,6 +23,7 @@ import orjson
 
 from ..errors import RelmailError, RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
 from ..rules import REASON_CODES
+from ..store.private import open_private, write_private
 
 if TYPE_CHECKING:
     from .run import PlanResult
@@ -50,7 +51,7 @@ def write_plan(result: PlanResult, path: str | Path, fmt: str | None = None, lim
     fmt = format_for(path, fmt)
     path = Path(path)
     if fmt == "csv":
-        with path.open("w", newline="", encoding="utf-8") as fh:
+        with open_private(path, "w", newline="", encoding="utf-8") as fh:
             w = csv.writer(fh)
             w.writerow(CSV_FIELDS)
             for r in result.decisions.sorted().records(features=False):
@@ -60,11 +61,11 @@ def write_plan(result: PlanResult, path: str | Path, fmt: str | None = None, lim
         if result.decided_at is not None:
             # What `relmail why --plan` asks the consent history as of, as `why` asks it as of a written decision's time.
             run["decided_at"] = result.decided_at.isoformat()
-        with path.open("wb") as fh:
+        with open_private(path, "wb") as fh:
             for r in result.decisions.sorted().records():
                 fh.write(orjson.dumps({**run, **r}) + b"\n")
     else:
-        path.write_text(markdown(result, limit, changes), encoding="utf-8")
+        write_private(path, markdown(result, limit, changes))
     return fmt
 
 

@@ -11,9 +11,10 @@ down the CI runner or the weekly send. Every render runs with the limits of
     timeout_seconds = 2.0         # wall-clock time for one e-mail's renders
 
 The sandbox (:class:`~relmail.render.sandbox.BoundedSandbox`) checks a result's size *before* it is
-made wherever a template can multiply data in one step: ``*`` on strings and
-lists, ``+``, ``~``, ``%`` and ``**``, the string methods and filters that pad,
-join, replace, indent, wrap or batch, ``range()`` and ``lipsum()``. Output is
+made wherever a template can multiply data in one step: ``*`` on strings,
+lists and whole numbers, ``+``, ``~``, ``%`` and ``**``, ``format`` and
+``format_map``, the string methods and filters that pad, join, replace,
+translate, indent, wrap, batch or pretty-print, ``range()`` and ``lipsum()``. Output is
 collected in batches and stopped at the e-mail limit. Loops are bounded by
 the clock: a watchdog thread raises :class:`RenderTimeout` in the rendering
 thread when its deadline passes (``PyThreadState_SetAsyncExc``, the same

@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
+from jinja2 import StrictUndefined, TemplateSyntaxError, pass_context, select_autoescape
 from jinja2.exceptions import TemplateNotFound
 
 from ..errors import NotFound, TemplateError
 from ..importers.fields import language_of
 from . import filters
-from .bounds import Limits
+from .bounds import LimitExceeded, Limits
+from .loader import ContainedLoader
 from .sandbox import BoundedSandbox
 
 #: Statements that open a construct closed by ``end<keyword>``.
@@ -44,7 +45,7 @@ def make_environment(templates_dir: Path | str | None, *, autoescape: bool = Tru
     ``autoescape=True`` escapes HTML in ``.html`` files and in string
     templates; text templates get an environment built with ``False``.
     """
-    loader = FileSystemLoader(str(templates_dir)) if templates_dir is not None else None
+    loader = ContainedLoader(templates_dir) if templates_dir is not None else None
     env = BoundedSandbox(
         limits=limits,
         loader=loader,
@@ -223,7 +224,7 @@ class Flattener:
             raise NotFound(f"template '{name}' not found in {self.dir}") from None
 
     def flatten(self, name: str, languages: tuple[str, ...] = (), _depth: int = 0,
-                text_partials: dict[str, str] | None = None) -> tuple[str, tuple[str, ...]]:
+                text_partials: dict[str, str] | None = None, _done: dict | None = None) -> tuple[str, tuple[str, ...]]:
         """(one self-contained Jinja source, the files it was made of).
 
         With ``text_partials`` (for deriving a text part), an include of
@@ -233,13 +234,17 @@ class Flattener:
         """
         if _depth > _MAX_DEPTH:
             raise TemplateError(f"{name}: extends/include nested more than {_MAX_DEPTH} deep (a cycle?)")
+        # A partial included many times is flattened once per call (a product card in a loop, a button).
+        _done = {} if _done is None else _done
+        if name in _done:
+            return _done[name]
         resolved = self.resolve(name, languages)
         segs = segments(self.env, self.source(resolved), resolved)
         files = [resolved]
         parent = next((s for s in segs if s.kind == "stmt" and s.keyword == "extends"), None)
         if parent is not None:
             parent_name = _literal(parent, resolved)
-            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1, text_partials)
+            parent_src, parent_files = self.flatten(parent_name, languages, _depth + 1, text_partials, _done)
             files += parent_files
             blocks = _blocks(segs)
             prelude = _prelude(segs)
@@ -249,6 +254,7 @@ class Flattener:
             source = "".join(s.text for s in segs)
         # Includes last, so those in the layout and in the child both resolve.
         out: list[str] = []
+        made = 0
         for seg in segments(self.env, source, resolved):
             if seg.kind == "stmt" and seg.keyword == "include":
                 inc_name = _literal(seg, resolved)
@@ -258,14 +264,25 @@ class Flattener:
                     text_partials[marker] = text_name
                     out.append(marker)
                     continue
-                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1, text_partials)
+                inc_src, inc_files = self.flatten(inc_name, languages, _depth + 1, text_partials, _done)
                 files += inc_files
                 # A with-scope keeps the partial's own {% set %} from leaking,
                 # as a real include would.
                 out.append("{% with %}" + inc_src + "{% endwith %}")
+                made += len(inc_src)
+                self._check_size(made, resolved)
             else:
                 out.append(seg.text)
-        return "".join(out), tuple(dict.fromkeys(files))
+                made += len(seg.text)
+        _done[name] = "".join(out), tuple(dict.fromkeys(files))
+        return _done[name]
+
+    def _check_size(self, made: int, name: str) -> None:
+        # Seven partials that each include the next ten times are a million includes: flattening happens
+        # before any render, outside the render's clock, so the source's size is what is bounded.
+        limit = getattr(self.env, "limits", Limits()).max_email_bytes
+        if made > limit:
+            raise LimitExceeded(f"{name}: with its includes the template is over {limit:,} characters", "max_email_bytes")
 
 
 def _literal(seg: Segment, file: str) -> str:

@@ -98,25 +98,26 @@ def ascii_domain(email: str) -> str:
         return email
 
 
-def _ascii_address(email: str) -> str:
+def _ascii_address(email: str, shown: str | None = None) -> str:
+    shown = shown or f"'{email}'"
     local, at, domain = email.strip().rpartition("@")
     if not at or not local:
-        raise TemplateError(f"'{email}' is not an e-mail address")
+        raise TemplateError(f"{shown} is not an e-mail address")
     if not local.isascii():
-        raise TemplateError(f"'{email}' has a non-ASCII local part, which needs SMTPUTF8")
+        raise TemplateError(f"{shown} has a non-ASCII local part, which needs SMTPUTF8")
     if not domain.isascii():
         try:
             domain = domain.encode("idna").decode("ascii")
         except UnicodeError:
-            raise TemplateError(f"'{email}' has an invalid domain") from None
+            raise TemplateError(f"{shown} has an invalid domain") from None
     if any(c in email for c in "<>\r\n\" ,"):
-        raise TemplateError(f"'{email}' is not a plain e-mail address")
+        raise TemplateError(f"{shown} is not a plain e-mail address")
     return f"{local}@{domain}"
 
 
-def format_address(name: str | None, email: str) -> str:
-    """``Name <addr>`` with the name quoted or RFC 2047-encoded as it needs."""
-    addr = _ascii_address(email)
+def format_address(name: str | None, email: str, shown: str | None = None) -> str:
+    """``Name <addr>`` with the name quoted or RFC 2047-encoded as it needs; an error names the address as ``shown``."""
+    addr = _ascii_address(email, shown)
     name = _one_line(name or "")
     if not name:
         return addr
@@ -251,7 +252,8 @@ class MimeTemplate:
         """The complete message as bytes with CRLF line ends."""
         boundary = "=_rm_" + hashlib.blake2s(rfc_message_id.encode(), digest_size=12).hexdigest()
         lines = [
-            f"To: {format_address(to_name, to_email)}",
+            # A customer's address stays out of the error, which a send's summary and a CI log show.
+            f"To: {format_address(to_name, to_email, shown='the recipient address')}",
             header_text("Subject", subject),
             f"Date: {date or _CLOCK.now()}",
             f"Message-ID: {rfc_message_id}",

@@ -1,26 +1,31 @@
 """The sandbox templates render in: Jinja's immutable sandbox, with every step that can multiply data checked first.
 
-Wherever a template can make a large value in one step (``*`` on strings
-and lists, ``+``, ``~``, ``%`` and ``**``, the string methods and filters
-that pad, join, replace, indent, wrap or batch, ``range()`` and
+Wherever a template can make a large value in one step (``*`` on strings,
+lists and whole numbers, ``+``, ``~``, ``%`` and ``**``, ``format`` and
+``format_map``, the string methods and filters that pad, join, replace,
+translate, indent, wrap, batch or pretty-print, ``range()`` and
 ``lipsum()``), :class:`BoundedSandbox` checks the size of the result
 *before* it is made against the :class:`~relmail.render.bounds.Limits` of
-the render, and raises :class:`~relmail.render.bounds.LimitExceeded`.
+the render, and raises :class:`~relmail.render.bounds.LimitExceeded`: one
+step is a single call into C that the render's clock cannot interrupt.
 Output size and time are bounded by :mod:`relmail.render.bounds`.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import re
-import string
 import types
-from functools import wraps
+from collections import Counter
+from collections.abc import Mapping
+from functools import update_wrapper, wraps
 from typing import Any
 
 from jinja2.compiler import CodeGenerator
 from jinja2.exceptions import SecurityError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEscapeFormatter, SandboxedFormatter
+from markupsafe import Markup
 
 from .bounds import LimitExceeded, Limits
 from .optional import OptionalDict
@@ -46,8 +51,20 @@ _DICTS = (dict, OptionalDict)
 _DICT_ATTRIBUTES = frozenset(dir(OptionalDict))
 #: str's methods are builtin methods; Markup's are Python methods.
 _METHODS = (types.BuiltinMethodType, types.MethodType)
-_PRINTF_WIDTH = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
+_PRINTF_WIDTH = re.compile(r"%(?:\(([^)]*)\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?")
 _DIGITS = re.compile(r"\d+")
+#: The most digits a whole number a template makes may have (``**`` and ``*``).
+MAX_DIGITS = 10_000
+
+
+def _shown(value: Any) -> int:
+    """How many characters ``%s`` makes of ``value``."""
+    if isinstance(value, str):
+        return len(value)
+    try:
+        return len(str(value))
+    except ValueError:  # an int past Python's digit limit: the real formatting fails as well
+        return 0
 
 
 class _Checks:
@@ -66,38 +83,45 @@ class _Checks:
         if isinstance(n, int) and not isinstance(n, bool):
             self.size(n)
 
+    def digits(self, n: float) -> None:
+        if n > MAX_DIGITS:
+            raise LimitExceeded(f"the template would make a number of {n:,.0f} digits, over the limit of {MAX_DIGITS:,}", "max_sequence")
+
     def printf(self, fmt: str, args: Any) -> None:
         values = args if isinstance(args, tuple) else (args,)
-        for star_or_width, precision in _PRINTF_WIDTH.findall(fmt):
+        keyed: dict[str, int] = {}
+        made = len(fmt)
+        for key, star_or_width, precision in _PRINTF_WIDTH.findall(fmt):
             for part in (star_or_width, precision):
                 if part.isdigit():
                     self.size(int(part))
+            if key and isinstance(args, Mapping):
+                # '%(name)s' * 20000 % {'name': a long string}: one value, shown at every conversion.
+                if key not in keyed:
+                    keyed[key] = _shown(args.get(key, ""))
+                made += keyed[key]
         if "*" in fmt:
             for v in values:
                 self.width(v)
-
-    def format_spec(self, fmt: str, args: tuple, kwargs: dict) -> None:
-        for _, _, spec, _ in string.Formatter().parse(fmt):
-            if spec and "{" in spec:  # a width taken from the arguments
-                for v in (*args, *kwargs.values()):
-                    self.width(v)
-            for digits in _DIGITS.findall(spec or ""):
-                self.size(int(digits))
+        if not isinstance(args, Mapping):
+            made += sum(_shown(v) for v in values)
+        self.size(made)
 
     def binop(self, op: str, left: Any, right: Any) -> None:
         if op == "*":
             for seq, n in ((left, right), (right, left)):
                 if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and not isinstance(n, bool):
                     self.size(weight(seq, self.cap) * max(n, 0))
+            if type(left) is int and type(right) is int:
+                # Squaring a large number again and again doubles its digits each time.
+                self.digits((abs(left).bit_length() + abs(right).bit_length()) * math.log10(2))
         elif op == "+":
             if isinstance(left, str) and isinstance(right, str) or isinstance(left, (list, tuple)) and isinstance(right, (list, tuple)):
                 self.size(weight(left, self.cap) + weight(right, self.cap))
         elif op == "%" and isinstance(left, str):
             self.printf(left, right)
         elif op == "**" and isinstance(left, int) and isinstance(right, int) and abs(left) > 1 and right > 0:
-            digits = right * math.log10(abs(left))
-            if digits > 10_000:
-                raise LimitExceeded(f"the template would make a number of {digits:,.0f} digits, over the limit of 10,000", "max_sequence")
+            self.digits(right * math.log10(abs(left)))
 
     def method(self, obj: str, name: str, args: tuple, kwargs: dict) -> None:
         if name in ("ljust", "rjust", "center", "zfill") and args:
@@ -110,6 +134,16 @@ class _Checks:
             self.replaced(obj, args[0], args[1], args[2] if len(args) > 2 else -1)
         elif name == "join" and args and isinstance(args[0], (list, tuple)):
             self.joined(obj, args[0])
+        elif name == "translate" and args and isinstance(args[0], Mapping):
+            self.translated(obj, args[0])
+
+    def translated(self, s: str, table: Mapping) -> None:
+        made = len(s)
+        for char, n in Counter(s).items():
+            new = table.get(ord(char))
+            if isinstance(new, str):
+                made += n * (len(new) - 1)
+        self.size(made)
 
     def replaced(self, s: str, old: str, new: str, count: Any) -> None:
         hits = s.count(old) if old else len(s) + 1
@@ -168,19 +202,25 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
         return __context.call(__obj, *args, **kwargs)
 
     def wrap_str_format(self, value):
-        if type(value) not in _METHODS:  # most attributes: not a method at all
+        # Jinja's own wrapper, with a formatter that checks each field as it is made: a width can come
+        # from an argument ('{:{w}}', '{0[w]:{0[w]}}', format_map) and one argument can be shown many times.
+        if type(value) not in _METHODS or value.__name__ not in ("format", "format_map") or not isinstance(value.__self__, str):
             return None
-        wrapped = super().wrap_str_format(value)
-        if wrapped is None:
-            return None
-        checks = self.checks
         fmt = value.__self__
+        is_format_map = value.__name__ == "format_map"
 
-        def checked(*args, **kwargs):
-            checks.format_spec(fmt, args, kwargs)
-            return wrapped(*args, **kwargs)
+        def wrapper(*args, **kwargs):
+            if is_format_map:
+                if kwargs or len(args) != 1:
+                    raise TypeError("format_map() takes exactly one argument and no keyword arguments")
+                args, kwargs = (), args[0]
+            if isinstance(fmt, Markup):
+                formatter = _BoundedEscapeFormatter(self, self.checks, escape=fmt.escape)
+            else:
+                formatter = _BoundedFormatter(self, self.checks)
+            return type(fmt)(formatter.vformat(fmt, args, kwargs))
 
-        return checked
+        return update_wrapper(wrapper, value)
 
     def checked_concat(self, joined: str) -> str:
         self.checks.size(len(joined))
@@ -200,6 +240,27 @@ class BoundedSandbox(ImmutableSandboxedEnvironment):
             return lipsum(n, html, min, max)
 
         return bounded_lipsum
+
+
+class _BoundedFormatter(SandboxedFormatter):
+    """Jinja's sandboxed ``str.format``, checking each field's width and the running length of what it made."""
+
+    def __init__(self, env, checks: _Checks, **kwargs):
+        super().__init__(env, **kwargs)
+        self.checks = checks
+        self.made = 0
+
+    def format_field(self, value, format_spec: str):
+        for digits in _DIGITS.findall(format_spec):  # the spec with any '{w}' in it already filled in
+            self.checks.size(int(digits))
+        out = super().format_field(value, format_spec)
+        self.made += len(out)
+        self.checks.size(self.made)
+        return out
+
+
+class _BoundedEscapeFormatter(_BoundedFormatter, SandboxedEscapeFormatter):
+    """The same for ``Markup.format``, which escapes each field."""
 
 
 def _center(checks, value, width=80, *rest, **kw):
@@ -242,8 +303,18 @@ def _batch(checks, value, linecount, fill_with=None, *rest, **kw):
     return value
 
 
+def _tojson(checks, value, indent=None, *rest, **kw):
+    if indent is not None:
+        # Every line is indented by its depth times the indent: the size grows linearly with the indent's width.
+        width = len(indent) if isinstance(indent, str) else indent if isinstance(indent, int) else 0
+        checks.width(width)
+        flat, one = (len(json.dumps(value, indent=n, sort_keys=True, default=str)) for n in (0, 1))
+        checks.size(flat + (one - flat) * width)
+    return value
+
+
 _FILTER_CHECKS = {"center": _center, "indent": _indent, "join": _join, "replace": _replace, "format": _format,
-                  "wordwrap": _wordwrap, "batch": _batch, "slice": _batch}
+                  "wordwrap": _wordwrap, "batch": _batch, "slice": _batch, "tojson": _tojson}
 
 
 def _checked_filter(real, check, checks: _Checks):

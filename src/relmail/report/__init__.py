@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..render.offline import offline_html
+from ..store.private import write_private
 from .figures import SUPPRESSION_LIMIT, irritation_codes, run_figures
 from .html import build_html
 from .previews import render_previews
@@ -35,5 +36,5 @@ def write_report(project: Project, engine: Engine, run_id: str, out: str | Path,
     figures = run_figures(engine, run_id, project=project, **options)
     shown = render_previews(project, engine, figures["run"], [m["message"] for m in figures["messages"]], previews)
     path = Path(out)
-    path.write_text(build_html(figures, shown), encoding="utf-8")
+    write_private(path, build_html(figures, shown))
     return figures

@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from ..errors import Problem, did_you_mean, likely
 from ..importers import fields
-from ..yaml_keys import data_of, key_path, repeated_keys
+from ..yaml_keys import compose, data_of, key_path, repeated_keys
 
 #: Leaf conditions and the keys each accepts (``*`` marks a required key).
 CONDITIONS: dict[str, set[str]] = {
@@ -64,7 +64,7 @@ def parse_file(path: Path, problems: list[Problem]) -> tuple[str, str, Node | No
     """(name, description, condition tree) of one file, or None after adding its problems."""
     where = str(path)
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = compose(path.read_text(encoding="utf-8"))
         lines: dict[str, int] = {}
         if node is not None:
             _lines(node, "", lines)

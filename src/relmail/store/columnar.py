@@ -67,6 +67,7 @@ from sqlalchemy.exc import DBAPIError
 
 from . import aggregates, changes
 from .models import Event, Meta
+from .private import private_folder
 
 E, M = Event.__table__, Meta.__table__
 
@@ -333,7 +334,7 @@ class Updated:
 @contextlib.contextmanager
 def _locked(root: Path) -> Iterator[None]:
     """One writer at a time per copy (two plans starting together)."""
-    root.mkdir(parents=True, exist_ok=True)
+    private_folder(root)  # the copy holds every customer's events
     with open(root / "lock", "a+") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -9,6 +9,7 @@ behind, instead of silently creating tables.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,12 +22,18 @@ from ..errors import ConfigError, DatabaseError
 from . import aggregates
 from .faults import as_relmail_error, redact
 from .models import Meta
+from .private import OWNER_ONLY
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     cur = dbapi_conn.cursor()
+    # A database file SQLite has just made (empty) becomes the owner's only, before its WAL and
+    # shared-memory files exist: SQLite gives those the database file's mode. It holds every customer.
+    for _, name, file in cur.execute("PRAGMA database_list").fetchall():
+        if name == "main" and file and os.path.isfile(file) and os.path.getsize(file) == 0:
+            os.chmod(file, OWNER_ONLY)
     # WAL lets readers (why, report) work while a send writes; NORMAL is
     # durable across application crashes, which is what the ledger needs.
     cur.execute("PRAGMA journal_mode=WAL")

@@ -22,6 +22,7 @@ The driver's own text and the SQL statement are kept in the error's
 from __future__ import annotations
 
 import functools
+import re
 import sqlite3
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -194,14 +195,19 @@ def _where(url: str | None) -> str:
     return "" if url is None else f"database {redact(url)}: "
 
 
+#: A password given as a query parameter (libpq's ``password`` and ``sslpassword``, as a URL may carry them).
+_QUERY_PASSWORD = re.compile(r"([?&](?:ssl)?password=)[^&#]*", re.IGNORECASE)
+
+
 def redact(url: str) -> str:
-    """The URL without its password, for messages and logs."""
+    """The URL without its password (in the user part or the query), for messages and logs."""
     head, sep, tail = url.partition("://")
-    if "@" in tail:
-        creds, _, host = tail.rpartition("@")
+    if "@" in tail.split("?", 1)[0]:
+        creds, _, host = tail.split("?", 1)[0].rpartition("@")
+        query = tail[len(creds) + 1 + len(host):]
         user = creds.split(":", 1)[0]
-        return f"{head}{sep}{user}:***@{host}" if ":" in creds else url
-    return url
+        tail = f"{user}:***@{host}{query}" if ":" in creds else tail
+    return head + sep + _QUERY_PASSWORD.sub(r"\1***", tail)
 
 
 def _detail(exc: BaseException) -> str:

@@ -32,12 +32,13 @@ from gettext import GNUTranslations, NullTranslations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from jinja2 import ChoiceLoader, FileSystemLoader, StrictUndefined, select_autoescape
+from jinja2 import ChoiceLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
 
 from ..errors import ConfigError, TemplateError
 from ..importers.fields import language_of
 from ..render.bounds import Limits, render_bounded
+from ..render.loader import ContainedLoader
 from ..render.sandbox import BoundedSandbox
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class Pages:
                     # The e-mails' sandbox and [render] limits: a page is marketer-authored code too.
                     env = BoundedSandbox(
                         limits=self.limits,
-                        loader=ChoiceLoader([FileSystemLoader(str(d)) for d in dirs]),
+                        loader=ChoiceLoader([ContainedLoader(d) for d in dirs]),
                         autoescape=select_autoescape(default=True, default_for_string=True),
                         extensions=["jinja2.ext.i18n"],
                         # As in the e-mails: a misspelt name ({{ topic.lable }}) is an error with file and line, not a blank.
