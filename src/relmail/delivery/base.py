@@ -49,6 +49,9 @@ class OutgoingMessage:
     SES and the file adapter send exactly these bytes. The structured fields
     (subject, html, text, headers) are what API-based providers need; when
     ``raw`` is missing, :meth:`as_bytes` builds a MIME message from them.
+    ``topic`` is the campaign message's consent topic: a provider with
+    subscription scopes of its own (SendGrid's unsubscribe groups) sends the
+    e-mail in the scope that covers it.
     """
 
     key: str
@@ -64,6 +67,7 @@ class OutgoingMessage:
     raw: bytes | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    topic: str | None = None
 
     def __post_init__(self) -> None:
         if not self.key:

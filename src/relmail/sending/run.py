@@ -381,7 +381,8 @@ def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult)
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", tokens.PROOF_RUN)
+                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", tokens.PROOF_RUN,
+                                     batcher.topic(m))
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):
                     result.done[answer.status] = result.done.get(answer.status, 0) + 1
