@@ -59,7 +59,7 @@ def provider(name: str, now: Callable[[], datetime] | None = None, project: Proj
     if name not in PROVIDERS:
         raise ConfigError(f"unknown feedback provider {name!r}; choose one of {', '.join(PROVIDERS)}")
     module, _, cls = PROVIDERS[name].partition(":")
-    delivery = project.settings.section("delivery").get(name) if project is not None else None
+    delivery = project.settings.section("delivery").get(name, {}) if project is not None else None
     if delivery is not None and not isinstance(delivery, dict):
         raise ConfigError(f"relmail.toml [delivery.{name}] must be a table")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now, delivery=delivery)
