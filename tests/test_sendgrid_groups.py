@@ -16,6 +16,8 @@ import pytest
 import responses
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sqlalchemy import insert
 from tests.sendkit import WINDOW as SEND_WINDOW
 from tests.sendkit import build
@@ -27,6 +29,7 @@ from relmail.delivery import get_adapter
 from relmail.delivery.sendgrid import Groups
 from relmail.errors import ConfigError, UnsupportedFeature
 from relmail.feedback.consent import unsubscribe
+from relmail.feedback.sendgrid import SendGrid
 from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
 from relmail.project import Project
@@ -103,6 +106,14 @@ def test_relmail_send_hands_each_email_over_with_its_topics_group(project):
     adapter = sendgrid(asm_groups={"77": {"name": "Newsletter", "topics": ["newsletter"]}, "78": "*"})
     send(project, engine, "sendtest", SEND_WINDOW, adapter=adapter)
     assert responses.calls and all(asm == {"group_id": 77, "groups_to_display": [77, 78]} for asm in asm_of_requests())
+
+
+@responses.activate
+def test_a_campaign_topic_in_no_group_stops_relmail_send_before_the_first_email(project):
+    engine = build(project, customers=30)
+    with pytest.raises(UnsupportedFeature, match="topic 'newsletter' is in no group"):
+        send(project, engine, "sendtest", SEND_WINDOW, adapter=sendgrid(asm_groups={"77": ["promotions"]}))
+    assert len(responses.calls) == 0
 
 
 # -- feedback: the next week's plan -------------------------------------------------
@@ -211,3 +222,27 @@ def test_groups_read_from_the_settings_table_as_toml_gives_them():
     groups = Groups.from_config({"asm_groups": {"123": {"name": "Marketing", "topics": ["promotions"]}, "7": "*"}})
     assert str(groups.for_topic("promotions")) == "SendGrid group 'Marketing' (group 123)"
     assert groups.for_topic("anything").id == 7 and groups.get(7).everything
+
+
+TOPIC = st.sampled_from(["promotions", "newsletter", "product-tips", "service", "events", "b2b"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TOPIC, st.integers(1, 5)), st.one_of(st.none(), st.integers(6, 9)), TOPIC)
+def test_leaving_the_group_an_email_went_with_always_withdraws_that_emails_topic(assigned, global_group, topic):
+    # Whatever the groups: the group SendGrid drops this topic's e-mails for, once left, is a group whose
+    # unsubscribe opts the customer out of this topic (or of everything); and no other group's does.
+    table = {}
+    for t, gid in assigned.items():
+        table.setdefault(str(gid), []).append(t)
+    if global_group is not None:
+        table[str(global_group)] = "*"
+    sg = SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+    group = sg.groups.for_topic(topic)
+    if group is None:
+        return  # refused before sending (test_a_topic_in_no_group_...)
+    for gid in {int(g) for g in table}:
+        [event] = sg.parse_event({"email": "a@example.org", "timestamp": int(AT.timestamp()), "sg_event_id": "e",
+                                  "event": "group_unsubscribe", "asm_group_id": gid})
+        withdraws = event.scope == "all" or topic in event.topics
+        assert withdraws == (gid == group.id or (event.scope == "all" and gid == global_group))

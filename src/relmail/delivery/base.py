@@ -348,6 +348,13 @@ class Adapter(ABC):
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""
 
+    def check_topics(self, topics: Iterable[str]) -> None:
+        """Raise :class:`UnsupportedFeature` when the provider cannot carry e-mails on one of a run's ``topics``.
+
+        Called once before a send hands anything over, so the run stops whole
+        rather than after its first batches (:meth:`validate` checks each batch).
+        """
+
     def chunk_size(self) -> int:
         """How many messages to hand to :meth:`_send` at a time."""
         return max(self.max_batch, 1)

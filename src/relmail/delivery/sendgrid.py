@@ -193,10 +193,14 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
                 raise UnsupportedFeature(f"sendgrid: message {m.key}: SendGrid does not allow setting header(s) {', '.join(bad)}")
             if len(json.dumps(dict(m.metadata))) > 10_000:
                 raise UnsupportedFeature(f"sendgrid: message {m.key}: custom_args exceed 10,000 bytes")
-            if self.groups and self.groups.for_topic(m.topic) is None:
+            self.check_topics([m.topic], f"message {m.key}: ")
+
+    def check_topics(self, topics, what: str = "") -> None:
+        for topic in topics:
+            if self.groups and self.groups.for_topic(topic) is None:
                 # Without a group SendGrid's unsubscribe would be global and relmail's topic-sized.
                 raise UnsupportedFeature(
-                    f"sendgrid: message {m.key}: topic '{m.topic}' is in no group of [delivery.sendgrid] asm_groups; "
+                    f"sendgrid: {what}topic '{topic}' is in no group of [delivery.sendgrid] asm_groups; "
                     "list it under its group, or give one group topics = \"*\"")
 
     def body(self, group: Sequence[OutgoingMessage]) -> dict:

@@ -234,6 +234,7 @@ def _send(call: _Invocation) -> SendResult:
         # Planning may have left idle connections in the pool; the send needs only its own.
         engine.dispose()
         connections.check(engine, n, adapter.mark_threads())
+        adapter.check_topics(sorted(set(topics.values())))
     except BaseException:
         adapter.close()
         raise
