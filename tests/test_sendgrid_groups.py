@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import pytest
 import responses
+from click.testing import CliRunner
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
@@ -25,6 +26,7 @@ from werkzeug.test import Client
 
 from delivery_messages import message
 from relmail import tokens
+from relmail.cli import cli
 from relmail.delivery import get_adapter
 from relmail.delivery.sendgrid import Groups
 from relmail.errors import ConfigError, UnsupportedFeature
@@ -246,3 +248,16 @@ def test_leaving_the_group_an_email_went_with_always_withdraws_that_emails_topic
                                   "event": "group_unsubscribe", "asm_group_id": gid})
         withdraws = event.scope == "all" or topic in event.topics
         assert withdraws == (gid == group.id or (event.scope == "all" and gid == global_group))
+
+
+def test_an_imported_sendgrid_export_reads_the_projects_groups(shop, tmp_path):
+    project, engine = shop
+    path = tmp_path / "sendgrid-events.jsonl"
+    path.write_text(json.dumps({"email": "c-ok@example.org", "relmail_customer": "C-OK", "relmail_run": RUN,
+                                "relmail_message": "news", **group_event("group_unsubscribe", 123)}) + "\n")
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "import", str(path), "--format", "sendgrid", "--json"])
+    assert out.exit_code == 0, out.output
+    assert json.loads(out.output)["opt_outs"] == 2
+    assert "NO_CONSENT" in next_week(project, engine)["promo"][1]
+    assert (f"source: ESP export import (unsubscribed from SendGrid group 'Marketing' (group 123); {path})"
+            in format_explanations(*explain(engine, "C-OK")))
