@@ -37,9 +37,10 @@ EVENTS = {
         "processed": ([], None), "dropped": ([HARD], None), "delivered": ([DELIVERED], None), "deferred": ([], None),
         "bounce": ([HARD], None), "blocked": ([BLOCKED], None), "bounce, classified Reputation": ([BLOCKED], None), "open": ([OPENED], None), "click": ([CLICKED], None),
         "spamreport": ([COMPLAINED], "*"), "unsubscribe": ([UNSUBSCRIBED], "*"),
-        # No relmail metadata in the example: the message's topic is unknown, so every topic is left.
+        # No groups configured and no relmail metadata in the example: the message's topic is unknown, so every
+        # topic is left (tests/test_sendgrid_groups.py: a project's groups).
         "group_unsubscribe": ([UNSUBSCRIBED], "*"),
-        "group_resubscribe": ([], None),  # relmail never opts anyone in on a provider's word
+        "group_resubscribe": ([], None),  # a group the project does not list: nothing known to opt back in
         "dropped: Invalid SMTPAPI header": ([], None),  # our request, not the address
         "dropped: Spam Content (if Spam Checker app is enabled)": ([], None),
         "dropped: Unsubscribed Address": ([UNSUBSCRIBED], "*"),

@@ -89,7 +89,7 @@ def feedback_import(state: State, file: str, fmt: str, dry_run: bool, strict: bo
     """
     from ..feedback import ingest, invalid_events, read_export
 
-    batch = read_export(file, fmt)
+    batch = read_export(file, fmt, state.project)
     if dry_run:
         counts = Counter(e.type for e in batch.events)
         summary = {"file": file, "format": fmt, "dry_run": True, "received": batch.records, "events": len(batch.events),

@@ -49,6 +49,9 @@ class OutgoingMessage:
     SES and the file adapter send exactly these bytes. The structured fields
     (subject, html, text, headers) are what API-based providers need; when
     ``raw`` is missing, :meth:`as_bytes` builds a MIME message from them.
+    ``topic`` is the campaign message's consent topic: a provider with
+    subscription scopes of its own (SendGrid's unsubscribe groups) sends the
+    e-mail in the scope that covers it.
     """
 
     key: str
@@ -64,6 +67,7 @@ class OutgoingMessage:
     raw: bytes | None = None
     metadata: Mapping[str, str] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+    topic: str | None = None
 
     def __post_init__(self) -> None:
         if not self.key:
@@ -343,6 +347,13 @@ class Adapter(ABC):
 
     def validate(self, messages: Sequence[OutgoingMessage]) -> None:
         """Raise :class:`UnsupportedFeature` before sending anything the provider cannot carry."""
+
+    def check_topics(self, topics: Iterable[str]) -> None:
+        """Raise :class:`UnsupportedFeature` when the provider cannot carry e-mails on one of a run's ``topics``.
+
+        Called once before a send hands anything over, so the run stops whole
+        rather than after its first batches (:meth:`validate` checks each batch).
+        """
 
     def chunk_size(self) -> int:
         """How many messages to hand to :meth:`_send` at a time."""

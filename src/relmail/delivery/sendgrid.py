@@ -16,6 +16,14 @@ account or its settings (a revoked key, a From address that is no verified
 Sender Identity, an unknown unsubscribe group or IP pool) stops the batch
 instead, every e-mail not yet accepted deferred (:mod:`.esp`).
 
+Unsubscribe groups (``asm``): SendGrid drops every later e-mail of a group
+to a recipient who left it. ``asm_groups`` maps each group id to the topics
+it covers (:class:`Groups`), so each e-mail goes with the group of its
+topic, SendGrid's preference page shows every group (``groups_to_display``),
+and the feedback provider (:mod:`relmail.feedback.sendgrid`) turns a group
+(un)subscribe into exactly those topics. ``asm_group_id`` alone is one group
+for every e-mail: leaving it leaves everything.
+
 SendGrid's documented limits are checked before anything is sent:
 categories unique (repeated tags are dropped), at most 10, ASCII, at most
 255 characters each; ``ip_pool_name`` 2 to 64 characters; a non-empty
@@ -27,10 +35,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, rejected
+from .config import Config
 from .esp import AccountRefusals, error_text, unique_tags
 from .http import HttpAdapter, json_body
 
@@ -42,12 +52,100 @@ _INDEX = re.compile(r"^personalizations\.(\d+)\b")
 #: 400 error fields that are settings of the account, the same for every
 #: message: the request is refused for all of them, not for one recipient.
 ACCOUNT_FIELDS = {
-    "asm.group_id": "[delivery.sendgrid] asm_group_id must be an unsubscribe group of this SendGrid account",
+    "asm.group_id": "[delivery.sendgrid] asm_groups (or asm_group_id) must name unsubscribe groups of this SendGrid account",
+    "asm.groups_to_display": "[delivery.sendgrid] asm_groups must name unsubscribe groups of this SendGrid account",
     "ip_pool_name": "[delivery.sendgrid] ip_pool_name must be an IP pool of this SendGrid account",
     "from": "[sender] from_email must be a verified Sender Identity of this SendGrid account",
     "from.email": "[sender] from_email must be a verified Sender Identity of this SendGrid account",
     "template_id": "the template id must exist in this SendGrid account",
 }
+
+
+#: SendGrid shows at most 25 groups on its subscription preference page.
+MAX_GROUPS_TO_DISPLAY = 25
+#: The topics of the global group: every topic.
+EVERY_TOPIC = ("*",)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One SendGrid unsubscribe group and the relmail topics it covers (``("*",)``: every topic)."""
+
+    id: int
+    topics: tuple[str, ...]
+    name: str | None = None
+
+    @property
+    def everything(self) -> bool:
+        return self.topics == EVERY_TOPIC
+
+    def __str__(self) -> str:
+        return f"SendGrid group '{self.name}' (group {self.id})" if self.name else f"SendGrid group {self.id}"
+
+
+class Groups:
+    """The project's unsubscribe groups, from ``[delivery.sendgrid]`` ``asm_groups`` and ``asm_group_id``.
+
+    ``asm_groups`` is a table: group id -> its topics (a list, or ``"*"`` for
+    the global group, which carries every topic no other group lists), or
+    ``{ name = "Promotions", topics = [...] }``. ``asm_group_id`` is the
+    global group under its older name. A topic in two groups, or two global
+    groups, is a configuration error: an e-mail has exactly one group.
+    """
+
+    def __init__(self, groups: Sequence[Group] = ()):
+        self.by_id = {g.id: g for g in groups}
+        self.by_topic = {t: g for g in groups for t in g.topics}
+
+    def __bool__(self) -> bool:
+        return bool(self.by_id)
+
+    def get(self, group_id: int | None) -> Group | None:
+        return self.by_id.get(group_id) if group_id is not None else None
+
+    def for_topic(self, topic: str | None) -> Group | None:
+        """The group an e-mail on ``topic`` goes with: the one listing it, else the global one."""
+        return self.by_topic.get(topic or "*") or self.by_topic.get("*")
+
+    @classmethod
+    def from_config(cls, config: Config | Mapping) -> Groups:
+        if not isinstance(config, Config):
+            config = Config("sendgrid", dict(config))
+        where = f"{config.where}: key 'asm_groups'"
+        table = config.get("asm_groups") or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table of group id = topics")
+        groups: list[Group] = []
+        for key, value in table.items():
+            if not str(key).isdigit() or int(key) <= 0:
+                raise ConfigError(f"{where}: {key!r} is not a SendGrid group id (a positive whole number)")
+            name = None
+            if isinstance(value, dict):
+                name, value = value.get("name"), value.get("topics")
+                if name is not None and (not isinstance(name, str) or not name.strip()):
+                    raise ConfigError(f"{where}: group {key}: name must be a non-empty string")
+            topics = EVERY_TOPIC if value in ("*", ["*"]) else value
+            if not isinstance(topics, (list, tuple)) or not topics or not all(isinstance(t, str) and t for t in topics):
+                raise ConfigError(f"{where}: group {key}: topics must be a list of topics, or \"*\" for every topic")
+            if "*" in topics and topics != EVERY_TOPIC:
+                raise ConfigError(f"{where}: group {key}: \"*\" (every topic) cannot be listed with other topics")
+            groups.append(Group(int(key), tuple(dict.fromkeys(topics)), name))
+        single = config.integer("asm_group_id", None, minimum=1)
+        if single is not None:
+            if single in {g.id for g in groups} or any(g.everything for g in groups):
+                raise ConfigError(f"{config.where}: asm_group_id is the group of every topic asm_groups does not list; "
+                                  "give that group topics = \"*\" in asm_groups instead of setting both")
+            groups.append(Group(single, EVERY_TOPIC))
+        seen: dict[str, int] = {}
+        for g in groups:
+            for topic in g.topics:
+                if topic in seen:
+                    what = "every topic (\"*\")" if topic == "*" else f"topic '{topic}'"
+                    raise ConfigError(f"{where}: {what} is in group {seen[topic]} and group {g.id}; an e-mail has one group")
+                seen[topic] = g.id
+        if len(groups) > MAX_GROUPS_TO_DISPLAY:
+            raise ConfigError(f"{where}: {len(groups)} groups; SendGrid shows at most {MAX_GROUPS_TO_DISPLAY} on its preference page")
+        return cls(groups)
 
 
 def content_key(m: OutgoingMessage) -> tuple:
@@ -59,7 +157,8 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
     default_base_url = "https://api.sendgrid.com"
     max_batch = 1000
     max_request_bytes = 20 * 1024 * 1024  # documented limit 30 MB
-    config_keys = ("base_url", "sandbox", "ip_pool_name", "asm_group_id", "timeout", "max_retries", "max_retry_wait", "concurrency")
+    config_keys = ("base_url", "sandbox", "ip_pool_name", "asm_group_id", "asm_groups", "timeout", "max_retries",
+                   "max_retry_wait", "concurrency")
 
     def __init__(self, config=None, secret=None, **kw):
         super().__init__(config, secret, **kw)
@@ -68,7 +167,7 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
         self.ip_pool = self.config.string("ip_pool_name", None)
         if self.ip_pool is not None and not 2 <= len(self.ip_pool) <= 64:
             raise ConfigError(f"{self.config.where}: key 'ip_pool_name' must be 2 to 64 characters (SendGrid's limit); got {len(self.ip_pool)}")
-        self.asm_group = self.config.integer("asm_group_id", None)
+        self.groups = Groups.from_config(self.config)
 
     def configure(self, session) -> None:
         session.headers["Authorization"] = f"Bearer {self.api_key}"
@@ -94,6 +193,15 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
                 raise UnsupportedFeature(f"sendgrid: message {m.key}: SendGrid does not allow setting header(s) {', '.join(bad)}")
             if len(json.dumps(dict(m.metadata))) > 10_000:
                 raise UnsupportedFeature(f"sendgrid: message {m.key}: custom_args exceed 10,000 bytes")
+            self.check_topics([m.topic], f"message {m.key}: ")
+
+    def check_topics(self, topics, what: str = "") -> None:
+        for topic in topics:
+            if self.groups and self.groups.for_topic(topic) is None:
+                # Without a group SendGrid's unsubscribe would be global and relmail's topic-sized.
+                raise UnsupportedFeature(
+                    f"sendgrid: {what}topic '{topic}' is in no group of [delivery.sendgrid] asm_groups; "
+                    "list it under its group, or give one group topics = \"*\"")
 
     def body(self, group: Sequence[OutgoingMessage]) -> dict:
         first = group[0]
@@ -109,8 +217,12 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
             body["categories"] = unique_tags(first)
         if self.ip_pool:
             body["ip_pool_name"] = self.ip_pool
-        if self.asm_group is not None:
-            body["asm"] = {"group_id": self.asm_group}
+        group = self.groups.for_topic(first.topic)
+        if group is not None:
+            body["asm"] = {"group_id": group.id}
+            if len(self.groups.by_id) > 1:
+                # The customer manages every group on SendGrid's page, as on relmail's own.
+                body["asm"]["groups_to_display"] = sorted(self.groups.by_id)
         if self.sandbox:
             body["mail_settings"] = {"sandbox_mode": {"enable": True}}
         return body
@@ -127,7 +239,8 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
     def _send(self, messages: Sequence[OutgoingMessage]) -> list[Result]:
         groups: dict[tuple, list[OutgoingMessage]] = {}
         for m in messages:
-            groups.setdefault(content_key(m), []).append(m)
+            group = self.groups.for_topic(m.topic)
+            groups.setdefault((content_key(m), group.id if group else None), []).append(m)
         by_key: dict[str, Result] = {}
 
         def size(m: OutgoingMessage) -> int:

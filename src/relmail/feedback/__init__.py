@@ -21,6 +21,7 @@ import importlib
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sqlalchemy.engine import Engine
 
@@ -30,6 +31,9 @@ from .bounces import BounceResult, import_bounces, read_bounces
 from .events import TYPES, FeedbackEvent
 from .ingest import ingest
 from .provider import Batch, Provider
+
+if TYPE_CHECKING:
+    from ..project import Project
 
 #: Provider name -> "module:Class", in the order the CLI lists them.
 PROVIDERS = {
@@ -45,23 +49,28 @@ __all__ = [
 ]
 
 
-def provider(name: str, now: Callable[[], datetime] | None = None) -> Provider:
+def provider(name: str, now: Callable[[], datetime] | None = None, project: Project | None = None) -> Provider:
     """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``).
 
     ``now`` is the clock event times are judged plausible against (tests).
+    ``project`` gives the provider its ``[delivery.<name>]`` settings: the
+    subscription scopes its events are read in (SendGrid's ``asm_groups``).
     """
     if name not in PROVIDERS:
         raise ConfigError(f"unknown feedback provider {name!r}; choose one of {', '.join(PROVIDERS)}")
     module, _, cls = PROVIDERS[name].partition(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now)
+    delivery = project.settings.section("delivery").get(name, {}) if project is not None else None
+    if delivery is not None and not isinstance(delivery, dict):
+        raise ConfigError(f"relmail.toml [delivery.{name}] must be a table")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now, delivery=delivery)
 
 
-def read_export(path: str | Path, fmt: str) -> Batch:
+def read_export(path: str | Path, fmt: str, project: Project | None = None) -> Batch:
     """The events of export ``path`` of provider ``fmt``, valid and invalid; nothing is written."""
-    return provider(fmt).read_export(Path(path))
+    return provider(fmt, project=project).read_export(Path(path))
 
 
-def import_file(engine: Engine, path: str | Path, fmt: str, strict: bool = False) -> ApplyResult:
+def import_file(engine: Engine, path: str | Path, fmt: str, strict: bool = False, project: Project | None = None) -> ApplyResult:
     """Import an export file: the valid events are applied, the invalid ones recorded.
 
     With ``strict`` a file holding any invalid event writes nothing
@@ -69,7 +78,7 @@ def import_file(engine: Engine, path: str | Path, fmt: str, strict: bool = False
     (from a webhook, or an earlier import of the same file) are counted as
     duplicates, not written twice.
     """
-    batch = read_export(path, fmt)
+    batch = read_export(path, fmt, project)
     if strict and batch.invalid:
         raise invalid_events(batch)
     return ingest(engine, batch)

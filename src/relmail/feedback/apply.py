@@ -27,7 +27,7 @@ from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
 from ..store.models import EMAIL_LOWER, Customer, Delivery, Event, Preference
 from ..tokens import TRIAL_RUNS
-from .events import LINK_PROVIDER, OPT_OUT_TYPES, PREFERENCES_PROVIDER, FeedbackEvent
+from .events import LINK_PROVIDER, OPT_OUT_TYPES, PREFERENCES_PROVIDER, RESUBSCRIBED, FeedbackEvent
 from .records import InvalidEvent
 
 #: IN-list size: well under SQLite's bound-parameter limit.
@@ -51,6 +51,8 @@ class ApplyResult:
     proofs: int = 0
     #: Preference rows switched to opted out.
     opt_outs: int = 0
+    #: Preference rows switched (back) to opted in by a provider's re-subscription.
+    opt_ins: int = 0
     #: Provider events the POST or file held (set by :func:`~relmail.feedback.ingest.ingest`).
     received: int = 0
     #: Provider events that could not be used: recorded in ``feedback_rejects``, not applied.
@@ -73,6 +75,7 @@ class ApplyResult:
             "unknown_recipients": self.unknown_recipients,
             "proofs": self.proofs,
             "opt_outs": self.opt_outs,
+            "opt_ins": self.opt_ins,
             "ignored": dict(sorted(self.ignored.items())),
             "invalid": [bad.as_dict() for bad in self.invalid],
             "redelivered": self.redelivered,
@@ -267,10 +270,20 @@ def apply_events(
     sent = {(cid, e.run_id, e.message_id) for cid, e in unique.values() if e.run_id and e.message_id}
     topics = _sent_topics(conn, sent) if sent else {}
 
-    rows, opt_outs = [], []
+    rows, opt_outs, opt_ins = [], [], []
     for event_id, (cid, event) in unique.items():
-        topic = event.topic or topics.get((cid, event.run_id, event.message_id))
+        sent_topic = topics.get((cid, event.run_id, event.message_id))
+        topic = event.topic or sent_topic
+        if event.topics:
+            # A list of several topics: the event is the message's topic's, if the list covers it.
+            topic = sent_topic if sent_topic in event.topics else event.topics[0]
         is_new = event_id not in stored
+        if event.type == RESUBSCRIBED:
+            # Not an ``events`` row: the consent history keeps it, and its dates make it idempotent.
+            result.applied[event.type] += 1
+            scope = event.topics if event.scope == "topic" else (ALL_TOPICS,)
+            opt_ins.extend(OptOut(cid, t, event.occurred_at, event.detail, event_id) for t in scope)
+            continue
         if is_new:
             result.applied[event.type] += 1
             rows.append(
@@ -287,12 +300,13 @@ def apply_events(
         if event.type in OPT_OUT_TYPES and (is_new or opt_out_duplicates):
             # A complaint means "stop everything"; an unsubscribe is global
             # unless the provider says the recipient left one list.
-            scope_topic = topic if event.type == "unsubscribed" and event.scope == "topic" else None
+            scope_topics = (event.topics or (topic,)) if event.type == "unsubscribed" and event.scope == "topic" else ()
             # The provider's event, unless relmail's own page is the provider (the source says so).
-            what = None if event.provider in (LINK_PROVIDER, PREFERENCES_PROVIDER) else (
-                f"{event.provider} {'complaint' if event.type == 'complained' else 'unsubscribe'}")
-            opt_outs.append(OptOut(cid, scope_topic or ALL_TOPICS, event.occurred_at,
-                                   "; ".join(filter(None, [what, origin])) or None, event_id))
+            what = event.detail or (None if event.provider in (LINK_PROVIDER, PREFERENCES_PROVIDER) else (
+                f"{event.provider} {'complaint' if event.type == 'complained' else 'unsubscribe'}"))
+            detail = "; ".join(filter(None, [what, origin])) or None
+            opt_outs.extend(OptOut(cid, t or ALL_TOPICS, event.occurred_at, detail, event_id)
+                            for t in scope_topics or (None,))
 
     if rows:
         table = Event.__table__
@@ -301,12 +315,15 @@ def apply_events(
         aggregates.refresh(conn, {row["customer_id"] for row in rows})
     if opt_outs:
         result.opt_outs = opt_out(conn, opt_outs, source)
+    if opt_ins:
+        result.opt_ins = opt_in(conn, [replace(i, detail="; ".join(filter(None, [i.detail, origin])) or None)
+                                       for i in opt_ins], source)
     return result
 
 
 @dataclass(frozen=True)
 class OptOut:
-    """One opt-out to write: (customer, topic) as of ``when``, and what the consent history says of it."""
+    """One opt-out (or opt-in) to write: (customer, topic) as of ``when``, and what the consent history says of it."""
 
     customer_id: str
     topic: str
@@ -333,7 +350,7 @@ def opt_out(conn: Connection, items: Iterable[OptOut], source: str) -> int:
         {"customer_id": cid, "topic": topic, "opted_in": False, "updated_at": item.when, "source": source}
         for (cid, topic), item in latest.items()
     ]
-    before = _opted_out(conn, list(latest))
+    before = _in_state(conn, list(latest), False)
     stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.customer_id, table.c.topic],
@@ -341,16 +358,67 @@ def opt_out(conn: Connection, items: Iterable[OptOut], source: str) -> int:
         where=(table.c.opted_in.is_(True)) & (table.c.updated_at <= stmt.excluded.updated_at),
     )
     conn.execute(stmt, rows)
-    changed = sorted(_opted_out(conn, list(latest)) - before)
+    return _log_changes(conn, latest, before, False, source)
+
+
+def opt_in(conn: Connection, items: Iterable[OptOut], source: str) -> int:
+    """Set (customer, topic) to opted in as of each time (a provider's re-subscription); returns rows changed.
+
+    Only a row opted out *before* that time changes (or a missing one is
+    written): an opt-out made after the re-subscription stands, also one
+    that found the row already opted out (only its unsubscribe event says so).
+    """
+    latest: dict[tuple[str, str], OptOut] = {}
+    for item in items:
+        key = (item.customer_id, item.topic)
+        if key not in latest or item.when > latest[key].when:
+            latest[key] = item
+    for key in _unsubscribed_after(conn, latest):
+        del latest[key]
+    if not latest:
+        return 0
+    table = Preference.__table__
+    rows = [{"customer_id": cid, "topic": topic, "opted_in": True, "updated_at": item.when, "source": source}
+            for (cid, topic), item in latest.items()]
+    before = _in_state(conn, list(latest), True)
+    stmt = dialect_insert(conn, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[table.c.customer_id, table.c.topic],
+        set_={"opted_in": True, "updated_at": stmt.excluded.updated_at, "source": stmt.excluded.source},
+        where=(table.c.opted_in.is_(False)) & (table.c.updated_at <= stmt.excluded.updated_at),
+    )
+    conn.execute(stmt, rows)
+    return _log_changes(conn, latest, before, True, source)
+
+
+def _unsubscribed_after(conn: Connection, items: dict[tuple[str, str], OptOut]) -> set[tuple[str, str]]:
+    """The (customer, topic) of ``items`` with an unsubscribe after the item's time: of that topic, or any for ``*``."""
+    table = Event.__table__
+    since = min(item.when for item in items.values())
+    found: set[tuple[str, str]] = set()
+    for chunk in chunks(sorted({cid for cid, _ in items})):
+        rows = conn.execute(select(table.c.customer_id, table.c.topic, table.c.occurred_at).where(
+            table.c.type == "email_unsubscribed", table.c.customer_id.in_(chunk), table.c.occurred_at > since))
+        for cid, topic, at in rows:
+            for key in ((cid, topic), (cid, ALL_TOPICS)):
+                if key in items and at > items[key].when:
+                    found.add(key)
+    return found
+
+
+def _log_changes(conn: Connection, latest: dict[tuple[str, str], OptOut], before: set[tuple[str, str]], opted_in: bool,
+                 source: str) -> int:
+    """Add the rows that came to ``opted_in`` to the consent history; how many."""
+    changed = sorted(_in_state(conn, list(latest), opted_in) - before)
     consent_log.record(conn, [
-        {"customer_id": cid, "topic": topic, "opted_in": False, "changed_at": latest[(cid, topic)].when, "source": source,
-         "detail": latest[(cid, topic)].detail, "event_id": latest[(cid, topic)].event_id}
+        {"customer_id": cid, "topic": topic, "opted_in": opted_in, "changed_at": latest[(cid, topic)].when,
+         "source": source, "detail": latest[(cid, topic)].detail, "event_id": latest[(cid, topic)].event_id}
         for cid, topic in changed])
     return len(changed)
 
 
-def _opted_out(conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
-    """Which of these (customer, topic) rows are opted out (rowcount is unreliable with executemany)."""
+def _in_state(conn: Connection, keys: list[tuple[str, str]], opted_in: bool) -> set[tuple[str, str]]:
+    """Which of these (customer, topic) rows are opted in (or out) (rowcount is unreliable with executemany)."""
     table = Preference.__table__
     found: set[tuple[str, str]] = set()
     for chunk in chunks(keys):
@@ -359,7 +427,7 @@ def _opted_out(conn: Connection, keys: list[tuple[str, str]]) -> set[tuple[str, 
             by_customer.setdefault(cid, []).append(topic)
         rows = conn.execute(
             select(table.c.customer_id, table.c.topic).where(
-                table.c.customer_id.in_(list(by_customer)), table.c.opted_in.is_(False)
+                table.c.customer_id.in_(list(by_customer)), table.c.opted_in.is_(opted_in)
             )
         )
         found.update((cid, topic) for cid, topic in rows if topic in by_customer.get(cid, ()))

@@ -34,6 +34,9 @@ LINK_PROVIDER, PREFERENCES_PROVIDER = "link", "preferences"
 
 #: Types that withdraw consent (they also write a preference opt-out).
 OPT_OUT_TYPES = ("complained", "unsubscribed")
+#: A provider's re-subscription the customer made on its page (SendGrid's ``group_resubscribe``): it
+#: opts the scope's topics back in and is kept in the consent history, not as an ``events`` row.
+RESUBSCRIBED = "resubscribed"
 
 #: ``events.event_id`` is a String(128).
 _MAX_EVENT_ID = 128
@@ -45,7 +48,12 @@ class FeedbackEvent:
     ``customer_id``, ``run_id`` and ``message_id`` come from the metadata the
     delivery adapter attached (:mod:`relmail.delivery.metadata`); when they are
     missing the recipient address finds the customer. ``topic`` is set for
-    list-level unsubscribes (an opt-out of one topic instead of everything).
+    list-level unsubscribes (an opt-out of one topic instead of everything);
+    ``topics`` for a provider's scope that covers several (a SendGrid
+    unsubscribe group), and ``detail`` names that scope in the consent
+    history (``unsubscribed from SendGrid group 'Promotions' (group 123)``).
+    A :data:`RESUBSCRIBED` event opts ``topics`` (or every topic, scope
+    ``all``) back in.
     ``sent_id`` is the provider's own id of the e-mail the event is about (the
     SES ``mail.messageId``): where the metadata is missing, it finds the
     delivery relmail recorded it on (:func:`relmail.feedback.apply.tie_to_deliveries`).
@@ -71,14 +79,18 @@ class FeedbackEvent:
     #: For ``unsubscribed``: ``"all"`` (every topic) or ``"topic"`` (only the
     #: list the message came from: ``topic``, else the sent message's topic).
     scope: str = "all"
+    #: For scope ``topic``: every topic the provider's list covers (empty: ``topic``, or the message's).
+    topics: tuple[str, ...] = ()
+    #: What the consent history says of the scope (default: ``<provider> unsubscribe``).
+    detail: str | None = None
     reason: str | None = None
     url: str | None = None
     sent_id: str | None = None
     esp_event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        if self.type not in STORE_TYPES:
-            raise ValueError(f"unknown feedback type {self.type!r}; expected one of {', '.join(TYPES)}")
+        if self.type not in STORE_TYPES and self.type != RESUBSCRIBED:
+            raise ValueError(f"unknown feedback type {self.type!r}; expected one of {', '.join(TYPES)}, {RESUBSCRIBED}")
         if self.occurred_at.tzinfo is None:
             raise ValueError("occurred_at must be timezone-aware")
         if self.scope not in ("all", "topic"):

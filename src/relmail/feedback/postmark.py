@@ -7,6 +7,14 @@ the secret ``postmark_webhook_password``, the user name ``[feedback.postmark]
 username`` (default ``postmark``). Where Basic auth cannot be used, the same
 password may be the last path segment (``/webhooks/postmark/<password>``).
 
+Postmark keeps a suppression list per message stream: an unsubscribe
+(``SubscriptionChange`` ``ManualSuppression``, a ``Bounce`` of Type
+``Unsubscribe``) on relmail's stream (``[delivery.postmark] message_stream``)
+stops everything relmail sends, and is read as every topic; with that
+setting, one on another stream of the server (the shop's transactional mail)
+stops nothing relmail sends and is ignored. Hard bounces and complaints are the mailbox's and the
+person's, on any stream.
+
 Each POST carries one JSON object with a ``RecordType``: ``Delivery``,
 ``Bounce``, ``SpamComplaint``, ``Open``, ``Click`` or ``SubscriptionChange``;
 relmail's metadata is in ``Metadata``. A bounce ``Type`` that is not in
@@ -103,6 +111,17 @@ class Postmark(Provider):
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
         return [Record(0, parse_json_body(request.body, "postmark webhook"))]
 
+    def on_our_stream(self, record: Mapping[str, Any]) -> bool:
+        """Whether ``record`` is about the stream relmail sends on; yes when either is not known.
+
+        relmail's stream is known when ``[delivery.postmark] message_stream``
+        names it: events of a project that never set it may come from mail an
+        earlier setup sent on any stream, and an opt-out too many is the safe side.
+        """
+        stream = record.get("MessageStream")
+        ours = self.delivery.get("message_stream")
+        return not stream or not ours or stream == ours
+
     def kind(self, record: Mapping[str, Any]) -> str:
         kind = record.get("RecordType") or _WRAPPERS.get(str(record.get("__wrapper__"))) or "unknown"
         return f"{kind}/{record['Type']}" if kind in ("Bounce", "SpamComplaint") and record.get("Type") else str(kind)
@@ -145,6 +164,8 @@ class Postmark(Provider):
             when, recipient = self.time(record, "ChangedAt"), text(record, "Recipient")
             event_id = derived_id(message, recipient, kind, record.get("ChangedAt"))
         else:  # Inbound and anything newer
+            return []
+        if normalized == "unsubscribed" and not self.on_our_stream(record):
             return []
         reason = record.get("Description") or record.get("Details") or record.get("SuppressionReason")
         return [

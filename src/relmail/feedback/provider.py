@@ -78,9 +78,12 @@ class Provider(ABC):
     #: Keys of a JSON export page whose array holds the records (Mailgun ``items``).
     wrappers: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, now: Callable[[], datetime] | None = None):
+    def __init__(self, now: Callable[[], datetime] | None = None, delivery: Mapping[str, Any] | None = None):
         #: The clock the plausibility of event times is judged against.
         self.now = now or current_time
+        #: The project's ``[delivery.<name>]`` table: the ESP's subscription scopes (SendGrid's groups,
+        #: Postmark's stream); empty without a project.
+        self.delivery = dict(delivery or {})
 
     # -- the hooks -----------------------------------------------------------
 

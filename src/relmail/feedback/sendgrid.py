@@ -7,6 +7,14 @@ is shown under Mail Settings (base64 DER, or PEM) and read from the secret
 ``sendgrid_webhook_public_key``. The body is a JSON array of events; the
 ``custom_args`` relmail attached appear as top-level keys of each event.
 
+Unsubscribe groups: a ``group_unsubscribe`` or ``group_resubscribe`` names
+the group in ``asm_group_id``, which is not always the group of the message
+it came from (SendGrid's preference page shows every group in
+``groups_to_display``). The project's ``[delivery.sendgrid]`` groups
+(:class:`relmail.delivery.sendgrid.Groups`) say which topics that group
+covers, or that it is the global one (every topic); a group the project does
+not list falls back to the message's topic.
+
 Export files: the webhook's own shape, as a JSON array or JSON Lines (one
 event per line, as webhook archives are kept), or CSV whose header uses the
 same field names (``email,timestamp,event,sg_event_id,...``).
@@ -20,10 +28,11 @@ from collections.abc import Mapping
 from typing import Any
 
 from .. import timestamps
+from ..delivery.sendgrid import Groups
 from ..errors import ConfigError, SignatureError
-from .events import FeedbackEvent, relmail_ids
+from .events import RESUBSCRIBED, FeedbackEvent, relmail_ids
 from .provider import Nonce, Provider
-from .records import Record, parse_json_body, text
+from .records import FieldError, Record, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
 
 SECRET = "sendgrid_webhook_public_key"
@@ -73,6 +82,23 @@ def dropped_type(reason: str | None) -> str | None:
 class SendGrid(Provider):
     name = "sendgrid"
     secret = SECRET
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.groups = Groups.from_config(self.delivery)
+
+    def group_scope(self, event: Mapping[str, Any], kind: str) -> dict[str, Any]:
+        """``scope``, ``topics`` and ``detail`` of a group (un)subscribe, from the group it names."""
+        group_id = _group_id(event)
+        group = self.groups.get(group_id)
+        verb = "resubscribed to" if kind == "group_resubscribe" else "unsubscribed from"
+        if group is None:
+            # A group the project does not list: the message's own topic is all relmail knows.
+            what = f"SendGrid group {group_id}" if group_id is not None else "a SendGrid group"
+            return {"scope": "topic", "detail": f"{verb} {what}, not in [delivery.sendgrid] asm_groups"}
+        if group.everything:
+            return {"scope": "all", "detail": f"{verb} {group}, every topic"}
+        return {"scope": "topic", "topics": group.topics, "detail": f"{verb} {group}"}
 
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
         """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
@@ -131,10 +157,15 @@ class SendGrid(Provider):
             normalized = "complained"
         elif kind in ("unsubscribe", "group_unsubscribe"):
             normalized = "unsubscribed"
-        else:  # processed, deferred, group_resubscribe, account events
+        elif kind == "group_resubscribe":
+            # The customer's own choice on SendGrid's preference page; a group the project does not list
+            # re-opts nothing in (relmail cannot tell what it covers).
+            normalized = RESUBSCRIBED if self.groups.get(_group_id(event)) is not None else None
+        else:  # processed, deferred, account events
             normalized = None
         if normalized is None:
             return []
+        scope = self.group_scope(event, kind) if kind.startswith("group_") else {"scope": "all"}
         return [
             FeedbackEvent(
                 type=normalized,
@@ -143,9 +174,20 @@ class SendGrid(Provider):
                 provider=self.name,
                 provider_event_id=text(event, "sg_event_id"),
                 **relmail_ids(event),
-                scope="topic" if kind == "group_unsubscribe" else "all",
+                **scope,
                 reason=reason,
                 url=text(event, "url", required=False),
                 esp_event=dict(event),
             )
         ]
+
+
+def _group_id(event: Mapping[str, Any]) -> int | None:
+    """The event's ``asm_group_id`` (None when absent); a value that is no id is a :class:`FieldError`."""
+    raw = event.get("asm_group_id")
+    if raw is None or raw == "":
+        return None
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        raise FieldError("asm_group_id", f"expected a group id, got {raw!r}") from None

@@ -62,6 +62,11 @@ class Batcher:
         twin.engine, twin.pid = engine, os.getpid()
         return twin
 
+    def topic(self, message_id: str) -> str | None:
+        """The consent topic of campaign message ``message_id``."""
+        spec = self.specs.get(message_id)
+        return spec.topic if spec is not None else None
+
     def message_id(self, customer_id: str, message_id: str) -> str:
         """The RFC 5322 Message-ID the renderer gives this e-mail (derived, so every attempt carries the same)."""
         return derive(self.run_id, customer_id, message_id, self.domain)
@@ -142,7 +147,7 @@ class _RawHeaders(Mapping):
         return len(self._headers())
 
 
-def outgoing(email, ctx, settings, key: str, run_id: str):
+def outgoing(email, ctx, settings, key: str, run_id: str, topic: str | None = None):
     """The adapter's view of a rendered e-mail: the bytes, plus the fields API providers need."""
     return OutgoingMessage(
         key=key,
@@ -158,4 +163,5 @@ def outgoing(email, ctx, settings, key: str, run_id: str):
         raw=email.raw,
         metadata=metadata(email.customer_id, run_id, email.message_id),
         tags=(run_id.split(":")[0], email.message_id),
+        topic=topic,
     )

@@ -204,7 +204,8 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
         for pair, reason in errors.items():
             result.render_errors.append((pair[0], pair[1], reason))
             outcomes.append(ledger.Settlement(by_pair[pair].delivery_id, "failed", reason=f"{RENDER_ERROR}: {reason}"))
-    messages = [outgoing(email, ctx, job.project.settings, delivery_key(by_pair[pair].delivery_id), run_id)
+    messages = [outgoing(email, ctx, job.project.settings, delivery_key(by_pair[pair].delivery_id), run_id,
+                         batcher.topic(pair[1]))
                 for pair, (email, ctx) in emails.items()]
     result.done["rendered"] = result.done.get("rendered", 0) + len(messages)
     aborted = None

@@ -234,6 +234,7 @@ def _send(call: _Invocation) -> SendResult:
         # Planning may have left idle connections in the pool; the send needs only its own.
         engine.dispose()
         connections.check(engine, n, adapter.mark_threads())
+        adapter.check_topics(sorted(set(topics.values())))
     except BaseException:
         adapter.close()
         raise
@@ -381,7 +382,8 @@ def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult)
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:
                 stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
-                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", tokens.PROOF_RUN)
+                messages = [outgoing(e, ctx, call.project.settings, f"proof:{stamp}:{c}:{m}", tokens.PROOF_RUN,
+                                     batcher.topic(m))
                             for (c, m), (e, ctx) in emails.items()]
                 for answer in adapter.send(messages):
                     result.done[answer.status] = result.done.get(answer.status, 0) + 1

@@ -215,7 +215,7 @@ class RelmailApp:
             path_secret=secret,
         )
         try:
-            batch = provider(provider_name).receive(hook, self.webhooks)
+            batch = provider(provider_name, project=self.project).receive(hook, self.webhooks)
             result = ingest(self.engine, batch)
         except MissingCredentials as exc:
             # Logged like every refusal: a provider set up without the signature or the URL's
