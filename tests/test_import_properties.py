@@ -217,3 +217,13 @@ def test_an_orders_unknown_customer_is_one_problem_naming_its_lines(engine, tmp_
     result = import_file(engine, "orders", tmp_path / "o.csv", chunk_size=chunk, skip_invalid=True, rejects=tmp_path / "r.csv")
     assert result.rows_rejected == bad
     assert len((tmp_path / "r.csv").read_text().splitlines()) == bad + 1  # every line of the order is in the rejects file
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=40))
+def test_every_invalid_address_gets_a_reason_that_never_quotes_it(text):
+    from relmail.store.addresses import address_problem
+
+    why = address_problem(text)
+    if why is not None:
+        assert why and (len(text.strip()) < 4 or text.strip() not in why)

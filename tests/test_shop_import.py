@@ -171,7 +171,7 @@ def test_an_address_relmail_cannot_send_to_is_flagged_not_planned_as_a_send(engi
     export = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
     export.write_text(text.replace("mees.kok@mail.example", "sören.kok@mail.example"), encoding="utf-8")
     result = import_file(engine, "customers", export, mapping="mailchimp")
-    assert result.flagged_lines == [4]
+    assert (result.flagged_lines, result.flagged_reasons) == ([4], ["needs SMTPUTF8: non-ASCII local part"])
     stored = {r["id"]: r for r in table(engine, Customer)}[MEES]
     assert (stored["email"], stored["email_valid"]) == ("sören.kok@mail.example", False)
     frame = compute_features(engine, [MEES], datetime(2026, 12, 1, tzinfo=UTC))
@@ -716,7 +716,9 @@ def test_the_import_summary_names_flags_skips_and_what_orders_did(project):
     runner = CliRunner()
     base = ["--project", str(project.root), "import"]
     out = runner.invoke(cli, [*base, "customers", str(SHOPIFY / "customers_export.csv"), "--map", "shopify"]).stdout
-    assert "1 customer(s) with an invalid address imported and flagged (never mailed: INVALID_ADDRESS): line 7" in out
+    assert ("1 customer(s) with an invalid address imported and flagged (never mailed: INVALID_ADDRESS): "
+            "line 7 (the part after the @-sign contains invalid characters: '@')") in out
+    assert "broken@@mail.example" not in out
     runner.invoke(cli, [*base, "products", str(SHOPIFY / "products_export.csv"), "--map", "shopify"])
     result = runner.invoke(cli, [*base, "orders", str(SHOPIFY / "orders_export.csv"), "--map", "shopify", "--json"])
     assert result.exit_code == 0, result.output

@@ -157,6 +157,10 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     Each bounce is tied to the e-mail it answers by the returned Message-ID,
     else by the recipient address (the customer's latest e-mail before the
     bounce); bounces no relmail e-mail answers are listed, not applied.
+    With [delivery.smtp] verp = true, a bounce is tied to the e-mail its
+    signed return-path tag names; one without a valid tag is unverified:
+    listed, not applied (verp_required = false also applies one whose
+    Message-ID the ledger holds).
     Importing the same mailbox again writes nothing new. An unusable message
     is recorded ('relmail feedback rejects') and listed with its file and
     line; the others are applied, and the command exits 4.
@@ -169,7 +173,8 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     """
     from ..feedback import import_bounces
 
-    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=state.project.secret("signing_key", False))
+    key = state.project.secret("signing_key", False)
+    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key))
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -179,16 +184,26 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
         raise error
 
 
+def return_path(project, key: str | None):
+    """The tagged return path of ``[delivery.smtp] verp``, whichever adapter sends now; None without it."""
+    from ..delivery import delivery_config
+    from ..delivery.verp import from_config
+
+    _, config = delivery_config(project.settings.section("delivery"), "smtp")
+    return from_config(config, key)
+
+
 def _echo_bounces(result) -> None:
     a = result.applied
     ignored = ", ".join(f"{n} {kind}" for kind, n in sorted(result.ignored.items())) or "0"
+    unmatched = f"{len(result.unmatched)} unmatched" + (f" ({result.unverified} unverified)" if result.unverified else "")
     where = result.sources[0] if len(result.sources) == 1 else f"{len(result.sources)} mailboxes"
     if result.dry_run:
-        click.echo(f"{where}: {result.messages} message(s): {a.total_applied} event(s) matched, {len(result.unmatched)} unmatched, "
+        click.echo(f"{where}: {result.messages} message(s): {a.total_applied} event(s) matched, {unmatched}, "
                    f"ignored {ignored}, {len(result.invalid)} unusable; nothing written (--dry-run)")
     else:
         click.echo(f"{where}: {result.messages} message(s): {a.total_applied} new event(s), {a.duplicates} already stored, "
-                   f"{len(result.unmatched)} unmatched, ignored {ignored}, {len(result.invalid)} unusable; {a.opt_outs} opt-out(s)")
+                   f"{unmatched}, ignored {ignored}, {len(result.invalid)} unusable; {a.opt_outs} opt-out(s)")
     if a.applied:  # a cron job that found nothing new logs one line, not an empty table
         echo_table(sorted(a.applied.items()), ["type", "events" if result.dry_run else "new"])
     if result.unmatched:

@@ -198,7 +198,7 @@ def summary_lines(result) -> list[str]:
     """The import's flags, skips and details as sentences (what ``relmail import`` prints under its first line)."""
     out = []
     if result.flagged_addresses:
-        lines = ", ".join(map(str, result.flagged_lines))
+        lines = ", ".join(f"{line} ({why})" for line, why in zip(result.flagged_lines, result.flagged_reasons, strict=True))
         more = "" if len(result.flagged_lines) >= result.flagged_addresses else ", ..."
         out.append(f"{result.flagged_addresses:,} customer(s) with an invalid address imported and flagged "
                    f"(never mailed: INVALID_ADDRESS): line {lines}{more}")

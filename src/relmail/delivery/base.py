@@ -385,6 +385,20 @@ class Adapter(ABC):
 # -- helpers shared by adapters ----------------------------------------------
 
 
+_DELIVERY_KEY = re.compile(r"d([1-9][0-9]{0,18})")
+
+
+def delivery_key(delivery_id: int) -> str:
+    """The message key of the ledger's delivery ``delivery_id`` (proofs have keys of their own)."""
+    return f"d{delivery_id}"
+
+
+def delivery_id(key: str) -> int | None:
+    """The ledger's delivery a message key names, or None (a proof's key)."""
+    found = _DELIVERY_KEY.fullmatch(key)
+    return int(found.group(1)) if found else None
+
+
 def _first_line(exc: BaseException | None) -> str:
     text = str(exc).strip() if exc is not None else ""
     return text.splitlines()[0] if text else (exc.__class__.__name__ if exc is not None else "unknown error")

@@ -58,7 +58,8 @@ from datetime import datetime
 from pathlib import Path
 
 from ..errors import ConfigError
-from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, idna, rejected
+from . import verp
+from .base import Abort, Adapter, OutgoingMessage, Result, accepted, deferred, delivery_id, idna, rejected
 from .dkim import DkimSigner
 
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}
@@ -111,6 +112,7 @@ class SmtpAdapter(Adapter):
     config_keys = (
         "host", "port", "security", "username", "pool_size", "messages_per_connection", "timeout",
         "helo", "verify_tls", "ca_file", "envelope_from", "max_attempts", "retry_delay",
+        "verp", "verp_separator", "verp_required",
     )
 
     def __init__(self, config=None, secret=None, **kw):
@@ -129,6 +131,9 @@ class SmtpAdapter(Adapter):
         # MAIL FROM of an internationalized domain in its ASCII form: SMTPUTF8 is not needed for it.
         local, at, domain = (envelope_from or "").rpartition("@")
         self.envelope_from = f"{local}@{idna(domain)}" if at else envelope_from
+        self.return_path = verp.from_config(
+            {**c.data, "envelope_from": self.envelope_from}, self.secret("signing_key", False) if c.get("verp") else None,
+            c.where)
         self.max_attempts = c.integer("max_attempts", 3, minimum=1)
         self.tls_context = self._tls_context()
         dkim_table = c.get("dkim")
@@ -228,7 +233,7 @@ class SmtpAdapter(Adapter):
 
     def _transact(self, conn: _Conn, msg: OutgoingMessage, payload: bytes) -> Result:
         s = conn.smtp
-        sender = self.envelope_from or msg.from_addr
+        sender = self.sender(msg)
         if _LINE_BREAK.search(sender) or _LINE_BREAK.search(msg.to):
             # It would end the command early and smuggle in another one.
             return rejected(msg.key, "an envelope address contains a line break")
@@ -279,6 +284,16 @@ class SmtpAdapter(Adapter):
             return self._refused(conn, msg, code, resp, "end of DATA")
         conn.sent += 1
         return accepted(msg.key, queue_id(_text(resp)), smtp_code=250)
+
+    def sender(self, msg: OutgoingMessage) -> str:
+        """MAIL FROM of ``msg``: its delivery's tagged return path with ``verp``, else ``envelope_from`` or From.
+
+        A proof is no delivery: it goes out with the plain ``envelope_from``,
+        and a bounce of it is never applied (it names no delivery).
+        """
+        if self.return_path is not None and (delivery := delivery_id(msg.key)) is not None:
+            return self.return_path.address(delivery)
+        return self.envelope_from or msg.from_addr
 
     def _envelope(self, conn: _Conn, msg: OutgoingMessage, sender: str, mail_opts: list[str]) -> Result | None:
         """MAIL FROM, RCPT TO and DATA in lock-step; a refusal's result, or None after 354."""

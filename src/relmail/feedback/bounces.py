@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
 from .. import tokens
+from ..delivery.verp import ReturnPath
 from ..errors import Problem, SignatureError, ValidationError
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
@@ -83,9 +84,12 @@ class Unmatched:
     recipient: str
     type: str
     why: str
+    #: With ``[delivery.smtp] verp``: the report carries no valid return-path tag.
+    unverified: bool = False
 
     def as_dict(self) -> dict:
-        return {"message": self.where, "recipient": self.recipient, "type": self.type, "why": self.why}
+        return {"message": self.where, "recipient": self.recipient, "type": self.type, "why": self.why,
+                "unverified": self.unverified}
 
 
 @dataclass
@@ -116,9 +120,15 @@ class BounceResult:
             "opt_outs": a.opt_outs,
             "matched_by": dict(sorted(self.matched_by.items())),
             "unmatched": [u.as_dict() for u in self.unmatched],
+            "unverified": self.unverified,
             "ignored": dict(sorted(self.ignored.items())),
             "invalid": [_invalid_dict(box, bad) for box, bad in self.invalid],
         }
+
+    @property
+    def unverified(self) -> int:
+        """Outcomes not applied for want of a valid return-path tag (``[delivery.smtp] verp``)."""
+        return sum(u.unverified for u in self.unmatched)
 
     def error(self) -> ValidationError | None:
         """The :class:`ValidationError` reporting the unusable messages (exit 4), or None."""
@@ -158,26 +168,51 @@ def read_bounces(path: str | Path, now: Callable[[], datetime] | None = None) ->
     return box
 
 
-def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Counter]:
-    """The events of ``box``'s reports tied to their deliveries, the unmatched ones, and how each matched."""
-    ids = {r.report.original_message_id for r in box.reports if r.report.original_message_id}
-    by_id = _deliveries(conn, ids)
-    need = {normalize(o.recipient) for r in box.reports for o in r.report.outcomes
-            if o.recipient and r.report.original_message_id not in by_id}
+def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None) -> tuple[Batch, list[Unmatched], Counter]:
+    """The events of ``box``'s reports tied to their deliveries, the unmatched ones, and how each matched.
+
+    With ``return_path`` (``[delivery.smtp] verp``), a report whose return
+    path carries a valid tag answers that tag's delivery; one without is
+    unverified: listed, unless ``return_path.required`` is false and it
+    returns a Message-ID the ledger holds. An address alone never matches then.
+    """
+    tags = {id(r): _tag(r.report, return_path) for r in box.reports} if return_path is not None else {}
+    by_tag = _deliveries_by_id(conn, {t for t, _ in tags.values() if t is not None})
+    untagged = [r for r in box.reports if tags.get(id(r), (None, ""))[0] is None]
+    by_id = {} if return_path is not None and return_path.required else _deliveries(
+        conn, {r.report.original_message_id for r in untagged if r.report.original_message_id})
+    need = {normalize(o.recipient) for r in untagged for o in r.report.outcomes
+            if o.recipient and r.report.original_message_id not in by_id} if return_path is None else set()
     sent = _sent_to(conn, need)
     batch = Batch(PROVIDER, box.source, invalid=list(box.invalid), ignored=box.ignored.copy(), records=box.messages)
     unmatched: list[Unmatched] = []
     how: Counter = Counter()
     for read in box.reports:
         report = read.report
+        tag, unverified = tags.get(id(read), (None, ""))
         for outcome in report.outcomes:
-            if report.original_message_id in by_id:
+            if tag is not None:
+                delivery = by_tag.get(tag)
+                if delivery is None:
+                    gone = ("its customer was erased since" if tag in by_tag
+                            else "the ledger does not hold it (another database?)")
+                    unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
+                                               f"its return-path tag names delivery {tag}, but {gone}"))
+                    continue
+                how["tag"] += 1
+            elif report.original_message_id in by_id:
                 delivery = by_id[report.original_message_id]
                 if delivery is None:
                     unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
                                                f"the customer of {report.original_message_id} was erased since"))
                     continue
                 how["message-id"] += 1
+            elif return_path is not None:
+                rest = ("only a tagged report is applied (verp_required)" if return_path.required
+                        else "and it returns no Message-ID the ledger holds")
+                unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
+                                           f"unverified: {unverified}; {rest}", unverified=True))
+                continue
             else:
                 delivery, why = _latest_before(sent.get(normalize(outcome.recipient), []), report, bool(outcome.recipient))
                 if delivery is None:
@@ -188,9 +223,21 @@ def match(conn: Connection, box: Mailbox) -> tuple[Batch, list[Unmatched], Count
     return batch, unmatched, how
 
 
+def _tag(report: Report, return_path: ReturnPath) -> tuple[int | None, str]:
+    """The delivery the report's return path names, or None and why it names none."""
+    deliveries = {d for d in map(return_path.delivery_in, report.return_paths) if d is not None}
+    if len(deliveries) == 1:
+        return deliveries.pop(), ""
+    if deliveries:
+        return None, f"its return paths carry the tags of {len(deliveries)} different e-mails"
+    if any(return_path.looks_tagged(a) for a in report.return_paths):
+        return None, "its return-path tag is invalid or altered"
+    return None, "not sent to a tagged return path"
+
+
 def import_bounces(
     engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None,
-    signing_key: str | None = None,
+    signing_key: str | None = None, return_path: ReturnPath | None = None,
 ) -> BounceResult:
     """Read, match and apply the bounce mailboxes at ``paths`` in one transaction.
 
@@ -202,12 +249,14 @@ def import_bounces(
     raises :class:`~relmail.errors.ValidationError` before anything is written.
     Unsubscribe requests are checked with ``signing_key`` (the project's
     ``RELMAIL_SIGNING_KEY``); without it they are listed, not applied.
+    With ``return_path`` (``[delivery.smtp] verp``), reports are matched by
+    their return-path tag (:func:`match`).
     """
     boxes = [read_bounces(p, now) for p in paths]
     result = BounceResult([b.source for b in boxes], sum(b.messages for b in boxes), dry_run=dry_run)
     with (engine.connect() if dry_run else engine.begin()) as conn:
         for box in boxes:
-            batch, unmatched, how = match(conn, box)
+            batch, unmatched, how = match(conn, box, return_path)
             result.unmatched += unmatched
             result.matched_by += how
             result.invalid += [(box, bad) for bad in box.invalid]
@@ -256,6 +305,20 @@ def _event(read: Read, outcome: Outcome, delivery: tuple[str, str, str]) -> Feed
         customer_id=customer_id, run_id=run_id, message_id=message_id, reason=outcome.reason[:500],
         esp_event={"message": read.where, "kind": report.kind, "status": outcome.status, "subject": report.subject},
     )
+
+
+def _deliveries_by_id(conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, str] | None]:
+    """Delivery id -> (run, customer, message); None when its customer was erased; absent when not in the ledger."""
+    D, C = Delivery.__table__, Customer.__table__
+    found: dict[int, tuple[str, str, str] | None] = {}
+    for chunk in chunks(sorted(ids)):
+        for did, run, customer, message, present in conn.execute(
+            select(D.c.id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
+            .outerjoin(C, C.c.id == D.c.customer_id)
+            .where(D.c.id.in_(chunk))
+        ):
+            found[did] = (run, customer, message) if present is not None else None
+    return found
 
 
 def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:

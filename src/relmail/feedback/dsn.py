@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from email import policy
 from email.header import decode_header, make_header
 from email.message import Message
-from email.utils import parseaddr, parsedate_to_datetime
+from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 
 from flufl.bounce import all_failures
 
@@ -58,6 +58,11 @@ _OUT_OF_OFFICE = re.compile(
     r"automatische antwort|afwezig|r[ée]ponse automatique|absence|risposta automatica|respuesta autom[aá]tica)",
     re.I,
 )
+_RETURN_PATH_LINE = re.compile(r"^Return-Path:[ \t]*<([^<>\s]+)>", re.I | re.M)
+#: Headers in which a mail server records the envelope recipient it delivered a message to.
+_ENVELOPE_HEADERS = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope-To", "X-Delivered-To", "X-Rcpt-To")
+#: How many candidate return paths a report's tag is looked for in (a report is not a mailing list).
+_MAX_RETURN_PATHS = 20
 _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
 #: The subject of the ``mailto:`` in List-Unsubscribe (``unsubscribe TOKEN``), also as a reply or forward.
 _UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$", re.I)
@@ -99,6 +104,9 @@ class Report:
     token: str | None = None
     #: An unsubscribe request's sender (``From``).
     sender: str = ""
+    #: Addresses that may be the return path the report was sent to, where a VERP tag is read
+    #: (:func:`return_paths`); none for kinds nothing is recorded for.
+    return_paths: tuple[str, ...] = ()
 
 
 def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
@@ -122,7 +130,8 @@ def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
             return Report("auto-reply" if _is_auto_reply(msg, subject) else "not a bounce", identity, subject=subject)
     if not outcomes:
         return Report(kind, identity, subject=subject)
-    return Report(kind, identity, _date(msg, now), _original_message_id(msg), tuple(outcomes), subject)
+    return Report(kind, identity, _date(msg, now), _original_message_id(msg), tuple(outcomes), subject,
+                  return_paths=return_paths(msg))
 
 
 # -- the three kinds of report -------------------------------------------------------
@@ -237,6 +246,34 @@ def _original_message_id(msg: Message) -> str | None:
     if quoted:
         return quoted.group(1)
     return _message_id(msg.get("In-Reply-To"))
+
+
+def return_paths(msg: Message) -> tuple[str, ...]:
+    """Every address the report names as the return path it was sent to, strongest first.
+
+    The envelope recipient, as the mail server that delivered the report
+    into the mailbox wrote it (Postfix ``X-Original-To`` and ``Delivered-To``,
+    Exim ``Envelope-To``, Gmail and Google Workspace ``Delivered-To``, others'
+    ``X-Envelope-To``, ``X-Delivered-To``, ``X-Rcpt-To``); the report's own
+    ``To`` (the envelope sender it answers: Postfix, Exim, Gmail,
+    Exchange); Postfix's ``X-Postfix-Sender`` and ARF's ``Original-Mail-From``
+    report fields; the returned message's ``Return-Path`` (an ARF report
+    returns the message as delivered), also when quoted in the text.
+    """
+    found: list[str] = []
+    for name in _ENVELOPE_HEADERS:
+        found += [a for value in msg.get_all(name) or () for _, a in getaddresses([_clean(value)])]
+    found += [a for _, a in getaddresses([_clean(v) for v in msg.get_all("To") or ()])]
+    for ctype, field in (("message/delivery-status", "X-Postfix-Sender"), ("message/feedback-report", "Original-Mail-From")):
+        part = _part(msg, ctype)
+        if part is not None:
+            found += [_typed(block.get(field)) for block in _blocks(part)[:1]]
+    original = _returned_headers(msg)
+    if original is not None:
+        found.append(_clean(original.get("Return-Path")))
+    found += _RETURN_PATH_LINE.findall(_body_text(msg))
+    addresses = dict.fromkeys(a for a in map(_address, found) if a)
+    return tuple(addresses)[:_MAX_RETURN_PATHS]
 
 
 def _returned_headers(msg: Message) -> Message | None:

@@ -23,6 +23,10 @@ from ..timestamps import implausible, wholly_past
 Parser = Callable[[Any], Any]
 
 
+#: How :func:`email`'s errors begin; the reason follows.
+INVALID_ADDRESS = "invalid e-mail address"
+
+
 class FieldError(ValueError):
     """A value is not what the field expects; the message is shown to the user."""
 
@@ -161,20 +165,20 @@ def one_of(choices: tuple[str, ...], what: str) -> Parser:
 
 
 def email(value: Any) -> str:
-    """A syntactically valid address, normalized by ``email-validator`` (no DNS lookups)."""
+    """A syntactically valid address, normalized by ``email-validator`` (no DNS lookups).
+
+    The error says why (:func:`~relmail.store.addresses.address_problem`), never the address.
+    """
     from email_validator import EmailNotValidError, validate_email
+
+    from ..store.addresses import address_problem
 
     if not isinstance(value, str):
         raise FieldError(f"expected an e-mail address, got {_kind(value)}")
     try:
-        # No SMTPUTF8: relmail's e-mails never use it, so an address with a non-ASCII
-        # local part could not be sent (an international domain is fine: it has an
-        # ASCII form).
         return validate_email(value.strip(), check_deliverability=False, allow_smtputf8=False).normalized
-    except EmailNotValidError as exc:
-        # The message names the problem but not the address: import errors
-        # end up in CI logs, and addresses are personal data.
-        raise FieldError(f"invalid e-mail address: {exc}") from None
+    except EmailNotValidError:
+        raise FieldError(f"{INVALID_ADDRESS}: {address_problem(value)}") from None
 
 
 def language_of(locale: str | None) -> str:

@@ -31,6 +31,7 @@ from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
 from .addresses import customers_by_address, normal_address
+from .fields import INVALID_ADDRESS
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits, snake
 from .mapping import SIDE_FIELDS, Mapping, load_mapping
@@ -71,6 +72,8 @@ class ImportResult:
     flagged_addresses: int = 0
     #: Their lines (at most ``max_errors``).
     flagged_lines: list[int] = field(default_factory=list)
+    #: Why each of those lines' address is invalid (``no @-sign``...), in the same order; never the address.
+    flagged_reasons: list[str] = field(default_factory=list)
     #: Rows the mapping skipped on purpose, by reason (``image rows``: 12).
     skipped: dict[str, int] = field(default_factory=dict)
     #: What the kind did besides rows: purchases and lines that are not, consent records, superseded preferences ...
@@ -95,6 +98,7 @@ class ImportResult:
             "suppressed_opt_outs": self.suppressed_opt_outs,
             "flagged_addresses": self.flagged_addresses,
             "flagged_lines": self.flagged_lines,
+            "flagged_reasons": self.flagged_reasons,
             "skipped": self.skipped,
             "details": self.details,
             "problems": [p.as_dict() for p in self.problems],
@@ -231,6 +235,7 @@ def import_file(
             mapping=mapped.mapping.file if mapped is not None else None,
             flagged_addresses=run.flagged,
             flagged_lines=run.flagged_lines,
+            flagged_reasons=run.flagged_reasons,
             skipped=dict(mapped.skipped) if mapped is not None else {},
             details=dict(run.sink.details),
         )
@@ -287,6 +292,7 @@ class _Run:
         self.max_errors = max_errors if max_errors > 0 else None
         self.read = self.imported = self.rejected = self.flagged = 0
         self.flagged_lines: list[int] = []
+        self.flagged_reasons: list[str] = []
         self.problems: list[Problem] = []
         self.pending: list[tuple[Record, dict[str, Any]]] = []
         #: Rejected records since the last flush, reported in line order at the flush, each with its group or None.
@@ -333,7 +339,7 @@ class _Run:
             address = side.pop("email")
             if values.get("customer_id") is not None:
                 address = None
-        flagged: list[str] | None = [] if self.lenient else None
+        flagged: list[tuple[str, str]] | None = [] if self.lenient else None
         row, problems = self.schema.convert(values, self.defaults, self.from_csv, flagged, record.final if mapped else frozenset())
         if address is not None:
             # Found with the rest of its chunk, at the flush (one look-up for many rows).
@@ -362,6 +368,7 @@ class _Run:
             self.flagged += 1
             if self.max_errors is None or len(self.flagged_lines) < self.max_errors:
                 self.flagged_lines.append(record.line)
+                self.flagged_reasons.append("; ".join(why.removeprefix(f"{INVALID_ADDRESS}: ") for _, why in flagged))
         if side:
             row.update({f"_{k}": v for k, v in side.items()})
         if address is not None:

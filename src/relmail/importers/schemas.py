@@ -107,12 +107,12 @@ class Schema:
         return problems
 
     def convert(self, values: dict[str, Any], defaults: dict[str, Any], from_csv: bool,
-                flagged: list[str] | None = None, final: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+                flagged: list[tuple[str, str]] | None = None, final: frozenset[str] = frozenset()) -> tuple[dict[str, Any], list[tuple[str, str]]]:
         """The row to store and the problems found (every field is checked, not just the first bad one).
 
         With ``flagged`` (a lenient import), a field with a ``lenient`` parser
-        keeps its invalid value as written: its name is appended to
-        ``flagged`` and the row's :attr:`flag` column is False. ``final``
+        keeps its invalid value as written: its name and why it is invalid are
+        appended to ``flagged`` and the row's :attr:`flag` column is False. ``final``
         names fields whose values went through this schema's parser already
         (a column mapping does that once per distinct cell, and never gives
         such a field a blank value: a blank cell is left out).
@@ -145,7 +145,7 @@ class Schema:
                 except f.FieldError as kept:
                     problems.append((name, f"{exc}; {kept}"))
                     continue
-                flagged.append(name)
+                flagged.append((name, str(exc)))
                 row[self.flag] = False  # type: ignore[index]
         if self.extras_into is not None:
             self._collect_extras(values, row, from_csv)

@@ -23,7 +23,9 @@ from ..feedback.events import STORE_TYPES
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
 from ..rules.base import plural
 from ..rules.consent import NoConsent
+from ..rules.invalid_address import InvalidAddress
 from ..rules.unsubscribed import Unsubscribed
+from ..store.addresses import address_problem
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Event, Run
 from ..windows import current_time, resolve_window
@@ -192,14 +194,18 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
 
 
 def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: dict[str, Any] | None = None,
-                erased: bool = False, opt_outs: dict[str, dict[str, Any]] | None = None) -> Explanation:
+                erased: bool = False, opt_outs: dict[str, dict[str, Any]] | None = None,
+                address_problem: str | None = None) -> Explanation:
     """The :class:`Explanation` of one decision row (ledger or plan file: the same fields), with its delivery if any.
 
     ``erased``: the customer was erased, which empties the logged features;
     each reason is then the code's general meaning, not a sentence about made-up zeros.
     ``opt_outs``: reason code -> when and from where the opt-out behind it came (:func:`.opt_out.opt_outs_behind`).
+    ``address_problem``: why the stored address is invalid (:func:`address_problem_of`), for INVALID_ADDRESS.
     """
     logged = dict(row.get("features") or {})
+    if address_problem is not None:
+        logged["address_problem"] = address_problem
     opt_outs = opt_outs or {}
     opt_out, topic_opt_out = opt_outs.get(Unsubscribed.code), opt_outs.get(NoConsent.code)
     if opt_out is not None:
@@ -257,10 +263,23 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         opt_outs = {} if erased else {
             r["id"]: opt_outs_behind(conn, customer_id, r["reasons"].split(), dict(r["features"] or {}), r["created_at"], run["as_of"])
             for r in rows}
+        problem = None if erased else address_problem_of(conn, customer_id, [r["reasons"].split() for r in rows])
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
              "erased": erased}
-    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]))
+    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]), problem)
                    for r in rows]
+
+
+def address_problem_of(conn, customer_id: str, codes: list[list[str]]) -> str | None:
+    """Why the customer's stored address is invalid, when a decision says INVALID_ADDRESS; "" if it is valid now.
+
+    Worked out from the address at this moment (the decision logged only the
+    flag), and never the address itself: ``relmail why`` prints customer ids only.
+    """
+    if not any(InvalidAddress.code in c for c in codes):
+        return None
+    address = conn.execute(select(CUSTOMERS.c.email).where(CUSTOMERS.c.id == customer_id)).scalar()
+    return None if address is None else (address_problem(address) or "")
 
 
 def _absent(conn, customer_id: str, as_of: datetime | None) -> str:
@@ -304,7 +323,9 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
     with engine.connect() as conn:
         opt_outs = [opt_outs_behind(conn, customer_id, _codes(r), dict(r.get("features") or {}), decided_at, result.as_of)
                     for r in rows]
-    return facts, [explanation(result.run_id, customer_id, r, opt_outs=o) for r, o in zip(rows, opt_outs, strict=True)]
+        problem = address_problem_of(conn, customer_id, [_codes(r) for r in rows])
+    return facts, [explanation(result.run_id, customer_id, r, opt_outs=o, address_problem=problem)
+                   for r, o in zip(rows, opt_outs, strict=True)]
 
 
 def _codes(row: dict[str, Any]) -> list[str]:
@@ -328,12 +349,15 @@ def explain_plan_file(path, customer_id: str, engine: Engine | None = None) -> t
     if not rows:
         raise NotFound(f"customer '{customer_id}' has no decisions in {path}")
     opt_outs: list[dict[str, dict[str, Any]]] = [{} for _ in rows]
+    problem = None
     if engine is not None:
         with engine.connect() as conn:
             opt_outs = [opt_outs_behind(conn, customer_id, _codes(r), dict(r.get("features") or {}),
                                         datetime.fromisoformat(r.get("decided_at") or r["as_of"]), facts["as_of"])
                         for r in rows]
-    return facts, [explanation(facts["run"], customer_id, r, opt_outs=o) for r, o in zip(rows, opt_outs, strict=True)]
+            problem = address_problem_of(conn, customer_id, [_codes(r) for r in rows])
+    return facts, [explanation(facts["run"], customer_id, r, opt_outs=o, address_problem=problem)
+                   for r, o in zip(rows, opt_outs, strict=True)]
 
 
 def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:

@@ -21,4 +21,10 @@ class InvalidAddress(Rule):
         return RuleFindings(self.col(frame, message, "email_valid") < 0.5)
 
     def explain(self, logged) -> str:
-        return "the e-mail address is not a valid address"
+        # ``address_problem`` is added by ``relmail why`` from the stored address: the decision logs only the flag.
+        why = logged.get("address_problem")
+        if why is None:
+            return "the e-mail address is not a valid address"
+        if not why:
+            return "the e-mail address was not a valid address when this was decided; the stored one is valid now"
+        return f"the e-mail address is not a valid address: {why}"

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
-from ..delivery.base import STOPPED, DeliveryAborted, utcnow
+from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..features.queries import DELIVERY_TYPES
 from ..rules import RENDER_ERROR
@@ -181,10 +181,6 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
     finally:
         adapter.close()
         marker.close()
-
-
-def delivery_key(delivery_id: int) -> str:
-    return f"d{delivery_id}"
 
 
 def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: DatabaseRetry | None = None) -> bool:

@@ -15,6 +15,26 @@ def normalize(email: str) -> str:
     return email.strip().lower()
 
 
+def address_problem(email: str) -> str | None:
+    """Why ``email`` is no address relmail can send to, in ``email-validator``'s words; None when it is one.
+
+    The reason never quotes the address (imports end up in CI logs, and
+    addresses are personal data), at most one offending character. No
+    SMTPUTF8: relmail's e-mails never use it, so a non-ASCII local part
+    cannot be sent (an internationalized domain is fine: it has an ASCII form).
+    """
+    from email_validator import EmailNotValidError, validate_email
+
+    try:
+        validate_email(email.strip(), check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as exc:
+        text = str(exc).rstrip(".")
+        if text.startswith("Internationalized characters before the @-sign"):
+            return "needs SMTPUTF8: non-ASCII local part"
+        return text[:1].lower() + text[1:]
+    return None
+
+
 def salt(conn: Connection) -> str:
     """The store's address salt (made by ``relmail db upgrade``)."""
     table = Meta.__table__

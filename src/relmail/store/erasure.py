@@ -20,10 +20,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from ..delivery.base import delivery_key
 from ..delivery.file import KEY_HEADER, safe_name
 from ..errors import NotFound, RelmailError
 from ..sending.ledger import FINAL
-from ..sending.loop import delivery_key
 from . import aggregates, columnar
 from .addresses import address_hash, salt
 from .customer_rows import of_customer
