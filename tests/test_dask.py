@@ -93,7 +93,10 @@ def _connect(url: str) -> None:
 
 
 def test_a_database_error_on_a_dask_worker_arrives_classified_in_one_line(cluster):
-    """The worker classifies the driver's error (which may not unpickle, and holds the SQL): exit 5, no SQL."""
+    """The worker classifies the driver's error (which may not unpickle, and holds the SQL): exit 5, no SQL.
+
+    It names the worker: the submitting machine reached the same database a moment before.
+    """
     from relmail.errors import DatabaseError
 
     pool = DaskExecutor(cluster[1])
@@ -101,6 +104,7 @@ def test_a_database_error_on_a_dask_worker_arrives_classified_in_one_line(cluste
         pool.map(_connect, [("postgresql+psycopg://postgres@127.0.0.1:1/test",)])
     assert failed.value.exit_code == 5
     assert "cannot reach the database" in str(failed.value) and "\n" not in str(failed.value)
+    assert str(failed.value).startswith("on the Dask worker tcp://") and " (host " in str(failed.value)
 
 
 @pytest.mark.slow

@@ -117,6 +117,17 @@ class DatabaseUnavailable(DatabaseError):
     exit_code = 13
 
 
+class ClusterError(RelmailError, RuntimeError):
+    """The Dask cluster could not finish the work: its scheduler went away, or the workers running a task kept dying.
+
+    What the tasks did is rolled back (a plan writes nothing) or in the
+    ledger (a send's e-mails are sent once): the same command can be run
+    again once the cluster is back.
+    """
+
+    exit_code = 18
+
+
 class TemplateError(RelmailError, ValueError):
     """A template has a syntax error or failed to render; ``file`` and ``line`` say where, when known."""
 

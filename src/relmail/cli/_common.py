@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -121,5 +122,10 @@ def _is_number(text: str) -> bool:
 
 
 def show_progress() -> bool:
-    """Progress bars only on a terminal: CI logs and pipes stay quiet."""
-    return sys.stderr.isatty()
+    """Progress bars only on a terminal, and not in CI: CI logs and pipes stay quiet.
+
+    Some CI runners give the job a terminal (GitLab's Docker executor, a
+    ``docker run -t``): the ``CI`` variable every CI service sets keeps a
+    redrawn bar out of the job's log there too.
+    """
+    return sys.stderr.isatty() and os.environ.get("CI", "").strip().lower() in ("", "0", "false", "no")

@@ -23,10 +23,13 @@ extra and a scheduler address).
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Self
 
 from ..errors import ConfigError
@@ -123,6 +126,23 @@ def classified(fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
     except Exception as exc:
         raise portable(exc) from None
+
+
+@functools.cache
+def code_fingerprint() -> str:
+    """This process's relmail: its version and a digest of its Python files, e.g. ``0.1.0+3f2a9c1e04b7``.
+
+    Two installations of the same version can still differ (a checkout a few
+    commits apart decides differently), so the files are compared, not the
+    version number alone. Computed once per process (about 250 files).
+    """
+    from .. import __version__
+
+    package = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for path in sorted(package.rglob("*.py")):
+        digest.update(path.relative_to(package).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return f"{__version__}+{digest.hexdigest()[:12]}"
 
 
 def get_executor(name: str = "local", *, workers: int | None = None, scheduler: str | None = None,
