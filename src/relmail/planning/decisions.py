@@ -261,8 +261,10 @@ class Decisions:
         cols = [self.customer_id.tolist(), self.message_id.tolist(), self.action.tolist(),
                 self.score.tolist(), self.expected_value.tolist(), self.reasons.tolist(), self.features.tolist()]
         for c, m, a, s, ev, r, f in zip(*cols):
-            row = {"customer_id": c, "message_id": m, "action": a, "score": round(s, 4),
-                   "expected_value": round(ev, 4), "reasons": r.split() if r else []}
+            # Rounded from the ledger's 6 decimals (see _columns), so a plan file says what an export of the written
+            # run says: 0.123449996 is 0.12345 in the ledger, 0.1235 in both, not 0.1234 in one of them.
+            row = {"customer_id": c, "message_id": m, "action": a, "score": round(round(s, 6), 4),
+                   "expected_value": round(round(ev, 6), 4), "reasons": r.split() if r else []}
             if features:
                 row["features"] = orjson.loads(f)
             yield row
