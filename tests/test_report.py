@@ -132,8 +132,8 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
     assert figs["totals"]["feedback"] == {**got[m], "unsubscribed": 1}
     html = build_html(figs)
     row = html.split('<section id="feedback">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
-    assert '<td class="num" data-kind="bounced_blocked">1</td>' in row
-    assert '<td class="num" data-kind="bounced_hard">1</td>' in row and '<td class="num" data-kind="opened">1</td>' in row
+    assert '<td class="num" data-kind="bounced_blocked" data-value="1">' in row
+    assert '<td class="num" data-kind="bounced_hard" data-value="1">' in row and '<td class="num" data-kind="opened" data-value="1">' in row
 
 
 def test_a_customer_who_opened_two_of_the_runs_emails_counts_once_in_its_total(planned, engine):
@@ -348,3 +348,31 @@ def test_incrementality_closes_windows_on_relmail_now(planned, engine, monkeypat
     assert incrementality(engine, None, timedelta(days=14)) == []
     monkeypatch.setenv("RELMAIL_NOW", (PAST_AS_OF + timedelta(days=14)).isoformat())
     assert [e["run"] for e in incrementality(engine, None, timedelta(days=14))] == [PAST]
+
+
+def test_what_came_back_shows_each_count_as_a_share_of_the_customers_mailed_in_headless_chromium(planned, engine, browser, tmp_path):
+    """The open rate a manager asks for: per message of its e-mails handed over, for the run of its customers mailed."""
+    from relmail.store.models import Delivery
+
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.id, d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")
+                             .order_by(d.c.message_id, d.c.customer_id)).all()
+    later = AS_OF + timedelta(days=1)
+    opened = sends[::3]
+    with engine.begin() as conn:
+        conn.execute(Delivery.__table__.insert(), [{"decision_id": s.id, "run_id": RUN, "customer_id": s.customer_id, "message_id": s.message_id,
+                                                    "status": "accepted", "attempts": 1, "updated_at": AS_OF} for s in sends])
+        conn.execute(Event.__table__.insert(), [{"customer_id": s.customer_id, "type": "email_opened", "occurred_at": later,
+                                                 "message_id": s.message_id, "run_id": RUN} for s in opened])
+    figs = run_figures(engine, RUN, project=planned)
+    assert figs["totals"]["customers_mailed"] == len({s.customer_id for s in sends})
+    out = tmp_path / "report.html"
+    out.write_text(build_html(figs))
+    browser.show(out, 390)
+    shown = browser.evaluate("""Object.fromEntries(Array.from(document.querySelectorAll('#feedback tbody tr')).map(tr =>
+        [tr.dataset.message, tr.querySelector('[data-kind=opened] .rate').textContent]))""")
+    for m in figs["messages"]:
+        n = sum(1 for s in sends if s.message_id == m["message"])
+        assert shown[m["message"]] == (f"{100 * sum(1 for s in opened if s.message_id == m['message']) / n:.1f}%" if n else "–")
+    assert shown[""] == f"{100 * len({s.customer_id for s in opened}) / figs['totals']['customers_mailed']:.1f}%"

@@ -59,6 +59,7 @@ PAGE = """<!doctype html>
   iframe { width:100%; height:520px; border:1px solid var(--line); border-radius:8px; background:#fff; }
   .sig { color:#16a34a; font-weight:600; } .neg { color:#dc2626; font-weight:600; }
   .heat td.num { min-width:64px; }
+  .rate { display:block; color:var(--muted); font-size:11px; }
   footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
   /* A phone: the page keeps its width, a wide table scrolls inside its own box. */
   @media (max-width:600px) {
@@ -110,15 +111,15 @@ PAGE = """<!doctype html>
 {% if totals.feedback is defined %}
 <section id="feedback">
   <h2>What came back</h2>
-  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far. Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far, and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
   <div class="wide">
   <table>
     <thead><tr><th>message</th><th class="num">accepted</th>{% for kind in feedback_kinds %}<th class="num">{{ kind|replace('_', ' ') }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for m in messages %}
-      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ m.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% set handed = (m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
     {% endfor %}
-      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ totals.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
     </tbody>
   </table>
   </div>
