@@ -132,8 +132,8 @@ def test_report_counts_what_came_back_per_message_and_customer(planned, engine):
     assert figs["totals"]["feedback"] == {**got[m], "unsubscribed": 1}
     html = build_html(figs)
     row = html.split('<section id="feedback">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
-    assert '<td class="num" data-kind="bounced_blocked">1</td>' in row
-    assert '<td class="num" data-kind="bounced_hard">1</td>' in row and '<td class="num" data-kind="opened">1</td>' in row
+    assert '<td class="num" data-kind="bounced_blocked" data-value="1">' in row
+    assert '<td class="num" data-kind="bounced_hard" data-value="1">' in row and '<td class="num" data-kind="opened" data-value="1">' in row
 
 
 def test_a_customer_who_opened_two_of_the_runs_emails_counts_once_in_its_total(planned, engine):
@@ -283,3 +283,96 @@ def test_report_and_incrementality_take_campaign_last_like_runs_show(planned, en
     assert json.loads(out.output)[0]["run"] == PAST
     out = runner.invoke(cli, ["report", "nope:last"])
     assert out.exit_code == 8 and "campaign 'nope' has no run" in out.output
+
+
+def _entry(run, outcomes):
+    """One incrementality entry as run_figures gives it: outcome -> (rate sent, rate held out, low, high)."""
+    return {"run": run, "message": "newsletter", "sends": 4000, "holdouts": 400, "as_of": AS_OF.isoformat(), "this_run": True,
+            "outcomes": {name: {"rate_sent": s, "rate_holdout": h, "lift": s - h, "low": lo, "high": hi, "significant": lo > 0 or hi < 0}
+                         for name, (s, h, lo, hi) in outcomes.items()}}
+
+
+def test_lift_reads_as_good_or_bad_for_the_shop_in_headless_chromium(planned, engine, browser, tmp_path):
+    """More unsubscribes is red, fewer green; opens and clicks (hold-outs get no e-mail) are reach, never a success."""
+    figs = run_figures(engine, RUN, project=planned)
+    figs["incrementality"] = [_entry(RUN, {
+        "open": (0.33, 0.0, 0.31, 0.35), "click": (0.08, 0.0, 0.06, 0.09), "conversion": (0.05, 0.02, 0.01, 0.05),
+        "visit": (0.10, 0.15, -0.09, -0.01), "unsubscribe": (0.013, 0.0, 0.006, 0.018), "complaint": (0.001, 0.01, -0.02, -0.002)})]
+    out = tmp_path / "lift.html"
+    out.write_text(build_html(figs))
+    browser.show(out, 1280)
+    shown = browser.evaluate("""Object.fromEntries(Array.from(document.querySelectorAll('#lift tbody tr')).map(tr => [tr.dataset.outcome,
+        [getComputedStyle(tr.cells[7]).color, tr.querySelector('svg.ci circle').getAttribute('fill'), tr.cells[4].textContent.trim()]]))""")
+    green, red, grey = "rgb(22, 163, 74)", "rgb(220, 38, 38)", "#64748b"
+    assert shown["unsubscribe"][:2] == [red, "#dc2626"] and shown["complaint"][:2] == [green, "#16a34a"]
+    assert shown["conversion"][:2] == [green, "#16a34a"] and shown["visit"][:2] == [red, "#dc2626"]
+    for reach in ("open", "click"):
+        assert shown[reach][0] not in (green, red) and shown[reach][1] == grey and shown[reach][2] == f"{reach} (reach)"
+
+
+@pytest.mark.parametrize("width", [390, 1280])
+def test_report_fits_a_phone_and_a_desktop_in_headless_chromium(planned, engine, browser, tmp_path, width):
+    """No sideways scrolling of the page (a wide table scrolls in its own box) and chart labels of at least 9 px."""
+    figs = run_figures(engine, RUN, project=planned)
+    figs["incrementality"] = [_entry(RUN, {"open": (0.33, 0.0, 0.31, 0.35), "unsubscribe": (0.013, 0.0, -0.01, 0.018)})]
+    out = tmp_path / "report.html"
+    out.write_text(build_html(figs))
+    browser.show(out, width)
+    page = browser.evaluate("""(() => {
+        const shown = s => Array.from(document.querySelectorAll(s)).filter(e => e.getBoundingClientRect().width > 0);
+        const labels = shown('svg.chart[data-chart=actions] text, svg.chart[data-chart=reasons] text, svg.chart[data-chart=irritation] text');
+        return {inner: innerWidth, scroll: document.documentElement.scrollWidth, charts: shown('svg.chart[data-chart=reasons]').length,
+                smallest: Math.min(...labels.map(t => t.getBoundingClientRect().height)),
+                tables: shown('#per-message table, #feedback table, #lift').map(t => t.parentElement.scrollWidth > t.parentElement.clientWidth
+                    ? getComputedStyle(t.parentElement).overflowX : 'fits')}; })()""")
+    assert page["inner"] == width and page["scroll"] <= width  # a desktop's scroll bar takes its 15 px
+    assert page["charts"] == 1 and page["smallest"] >= 9
+    assert set(page["tables"]) <= {"auto", "fits"} and len(page["tables"]) == 3
+
+
+def test_cli_incrementality_lists_complaints(planned, engine, monkeypatch):
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [{"customer_id": "C0000001", "type": "email_complained", "run_id": PAST,
+                                                 "message_id": "newsletter", "occurred_at": PAST_AS_OF + timedelta(days=1)}])
+    monkeypatch.chdir(planned.root)
+    out = CliRunner().invoke(cli, ["report", "incrementality", PAST])
+    assert out.exit_code == 0, out.output
+    assert any(line.split()[4:5] == ["complaint"] for line in out.output.splitlines()), out.output
+
+
+def test_incrementality_closes_windows_on_relmail_now(planned, engine, monkeypatch):
+    """A rehearsal on a fixed clock: a run whose outcome window is still open then is not measured yet."""
+    from relmail.learn.incrementality import incrementality
+
+    monkeypatch.setenv("RELMAIL_NOW", (PAST_AS_OF + timedelta(days=13)).isoformat())
+    assert incrementality(engine, None, timedelta(days=14)) == []
+    monkeypatch.setenv("RELMAIL_NOW", (PAST_AS_OF + timedelta(days=14)).isoformat())
+    assert [e["run"] for e in incrementality(engine, None, timedelta(days=14))] == [PAST]
+
+
+def test_what_came_back_shows_each_count_as_a_share_of_the_customers_mailed_in_headless_chromium(planned, engine, browser, tmp_path):
+    """The open rate a manager asks for: per message of its e-mails handed over, for the run of its customers mailed."""
+    from relmail.store.models import Delivery
+
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.id, d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")
+                             .order_by(d.c.message_id, d.c.customer_id)).all()
+    later = AS_OF + timedelta(days=1)
+    opened = sends[::3]
+    with engine.begin() as conn:
+        conn.execute(Delivery.__table__.insert(), [{"decision_id": s.id, "run_id": RUN, "customer_id": s.customer_id, "message_id": s.message_id,
+                                                    "status": "accepted", "attempts": 1, "updated_at": AS_OF} for s in sends])
+        conn.execute(Event.__table__.insert(), [{"customer_id": s.customer_id, "type": "email_opened", "occurred_at": later,
+                                                 "message_id": s.message_id, "run_id": RUN} for s in opened])
+    figs = run_figures(engine, RUN, project=planned)
+    assert figs["totals"]["customers_mailed"] == len({s.customer_id for s in sends})
+    out = tmp_path / "report.html"
+    out.write_text(build_html(figs))
+    browser.show(out, 390)
+    shown = browser.evaluate("""Object.fromEntries(Array.from(document.querySelectorAll('#feedback tbody tr')).map(tr =>
+        [tr.dataset.message, tr.querySelector('[data-kind=opened] .rate').textContent]))""")
+    for m in figs["messages"]:
+        n = sum(1 for s in sends if s.message_id == m["message"])
+        assert shown[m["message"]] == (f"{100 * sum(1 for s in opened if s.message_id == m['message']) / n:.1f}%" if n else "–")
+    assert shown[""] == f"{100 * len({s.customer_id for s in opened}) / figs['totals']['customers_mailed']:.1f}%"

@@ -281,7 +281,7 @@ def report_incrementality(state, run, window_days, confidence, as_json) -> None:
         return
     rows = []
     for e in entries:
-        for name in ("open", "click", "visit", "conversion", "unsubscribe"):
+        for name in ("open", "click", "visit", "conversion", "unsubscribe", "complaint"):
             o = e["outcomes"][name]
             if o["rate_sent"] == 0 and o["rate_holdout"] == 0:
                 continue

@@ -70,6 +70,7 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
     """
     from ..planning.output import counted
     from ..report import build_html, render_previews, run_figures
+    from ..report.charts import pct
 
     days = window_days or float(state.project.settings.section("model").get("window_days", 14))
     figures = run_figures(state.engine, run, project=state.project, bins=bins, window=timedelta(days=days),
@@ -100,10 +101,11 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
         click.echo(f"deliveries: {d['accepted']:,} accepted, {d['uncertain']:,} uncertain (no reply, not resent), "
                    f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
         b = t["feedback"]
-        click.echo(f"came back (customers): {b['delivered']:,} delivered, {b['bounced_soft']:,} soft bounce, "
+        click.echo(f"came back (of {t['customers_mailed']:,} customers mailed): {b['delivered']:,} delivered, {b['bounced_soft']:,} soft bounce, "
                    f"{b['bounced_blocked']:,} blocked (sender refused), {b['bounced_hard']:,} hard bounce, "
                    f"{b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
-                   f"{b['opened']:,} opened, {b['clicked']:,} clicked")
+                   f"{b['opened']:,} opened ({pct(b['opened'], t['customers_mailed'])}), "
+                   f"{b['clicked']:,} clicked ({pct(b['clicked'], t['customers_mailed'])})")
 
 
 COMMANDS = [report]

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import numpy as np
 from sqlalchemy import and_, case, func, or_, select
 from sqlalchemy.engine import Engine
 
 from ..store.models import Decision, Delivery, Event, Run
+from ..windows import current_time
 
 #: Positive outcomes and the event types that count for them.
 POSITIVE = {"open": "email_opened", "click": "email_clicked", "visit": "view", "conversion": "purchase"}
@@ -92,7 +93,7 @@ def load_outcomes(
     """Decisions with their outcomes, for every run whose window has closed by ``now``."""
     if window <= timedelta(0):
         raise ValueError("the outcome window must be positive")
-    now = now or datetime.now(UTC)
+    now = now or current_time()  # $RELMAIL_NOW in a rehearsal, as the plan and the send it measures
     r = Run.__table__.c
     d, e, dl = Decision.__table__.c, Event.__table__.c, Delivery.__table__.c
     with engine.connect() as conn:

@@ -35,9 +35,16 @@ def pct(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f}%" if whole else "–"
 
 
-def stacked_bars(chart: str, rows: list[tuple[str, list[tuple[str, int]]]], width: int = 760, label_width: int = 150) -> Markup:
+def for_any_screen(draw) -> Markup:
+    """A chart drawn twice, for a desktop and for a phone (the page shows one): an SVG scales its text with its
+    width, so one drawing 760 units wide shrinks a phone's labels to an unreadable 5 px."""
+    return Markup(f'<div class="only-wide">{draw(760)}</div><div class="only-narrow">{draw(380)}</div>')
+
+
+def stacked_bars(chart: str, rows: list[tuple[str, list[tuple[str, int]]]], width: int = 760, label_width: int | None = None) -> Markup:
     """Horizontal stacked bars, one row per label; segments are (key, value) coloured by key."""
     row_h, gap = 26, 10
+    label_width = label_width or (150 if width >= 600 else 125)
     bar_w = width - label_width - 90
     peak = max([sum(v for _, v in segs) for _, segs in rows] + [1])
     height = len(rows) * (row_h + gap) + 4
@@ -63,9 +70,10 @@ def stacked_bars(chart: str, rows: list[tuple[str, list[tuple[str, int]]]], widt
     return Markup("".join(parts))
 
 
-def bars(chart: str, rows: list[dict], width: int = 760, label_width: int = 230) -> Markup:
+def bars(chart: str, rows: list[dict], width: int = 760, label_width: int | None = None) -> Markup:
     """Horizontal bars: rows of {label, value, color, key, inner (optional darker part), title}."""
     row_h, gap = 20, 8
+    label_width = label_width or (230 if width >= 600 else 160)
     bar_w = width - label_width - 70
     peak = max([r["value"] for r in rows] + [1])
     height = max(len(rows), 1) * (row_h + gap) + 4
@@ -121,8 +129,13 @@ def histogram(message: str, hist: dict[str, list[int]], threshold: float | None,
     return Markup("".join(parts))
 
 
-def interval(lift: float | None, low: float | None, high: float | None, scale: float, width: int = 220, height: int = 22) -> Markup:
-    """One confidence interval on a scale symmetric around zero lift (a forest-plot row)."""
+#: The colour of an interval by what the lift means for the shop (None: not told from zero, or no lift at all).
+VERDICT_COLORS = {"better": "#16a34a", "worse": "#dc2626", None: "#64748b"}
+
+
+def interval(lift: float | None, low: float | None, high: float | None, scale: float, verdict: str | None = None,
+             width: int = 220, height: int = 22) -> Markup:
+    """One confidence interval on a scale symmetric around zero lift (a forest-plot row), coloured by ``verdict``."""
     if lift is None or low is None or high is None:
         return Markup('<span class="muted">–</span>')
     mid = width / 2
@@ -130,7 +143,7 @@ def interval(lift: float | None, low: float | None, high: float | None, scale: f
     def x(v: float) -> float:
         return mid + max(-1.0, min(1.0, v / scale)) * (mid - 6)
 
-    color = "#16a34a" if low > 0 else ("#dc2626" if high < 0 else "#64748b")
+    color = VERDICT_COLORS[verdict]
     return Markup(
         f'<svg class="ci" data-lift="{lift:.6f}" data-low="{low:.6f}" data-high="{high:.6f}" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img">'
         f'<line x1="{mid}" y1="2" x2="{mid}" y2="{height - 2}" stroke="#cbd5e1"/>'

@@ -97,6 +97,9 @@ def run_figures(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
         feedback = _feedback(conn, run_id, run["as_of"])
+        # The whole run's rates read against customers, as its feedback counts do (accepted includes uncertain).
+        mailed = conn.execute(select(func.count(func.distinct(DLV.c.customer_id)))
+                              .where(DLV.c.run_id == run_id, DLV.c.status == "accepted")).scalar_one()
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
         suppression_total = conn.execute(
@@ -160,6 +163,7 @@ def run_figures(
         delivered.update(dict.fromkeys(OUTCOMES, 0))  # every outcome named, zeros too, once the run has deliveries
     totals["deliveries"] = dict(sorted(delivered.items()))
     totals["feedback"] = feedback.get(None, dict.fromkeys(FEEDBACK, 0))
+    totals["customers_mailed"] = mailed
 
     return _finite({
         "run": {

@@ -47,17 +47,27 @@ PAGE = """<!doctype html>
   th, td { text-align:left; padding:6px 8px; border-bottom:1px solid var(--line); vertical-align:middle; }
   th { color:var(--muted); font-weight:600; background:#f8fafc; position:sticky; top:0; }
   td.num, th.num { text-align:right; font-variant-numeric:tabular-nums; }
-  .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(320px,1fr)); gap:16px; }
+  .grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(min(320px,100%),1fr)); gap:16px; }
   .grid h3 { font-size:14px; margin:0; }
   .grid .meta { color:var(--muted); font-size:12px; }
   .badge { display:inline-block; padding:1px 7px; border-radius:999px; font-size:11px; font-weight:600; color:#fff; margin:1px 2px 1px 0; }
   .muted { color:var(--muted); }
   .scroll { max-height:460px; overflow:auto; border:1px solid var(--line); border-radius:8px; }
+  .wide { overflow-x:auto; }
+  .only-narrow { display:none; }
   input[type=search] { width:100%; max-width:420px; padding:8px 12px; border:1px solid #cbd5e1; border-radius:8px; font-size:14px; margin:0 12px 10px 0; }
   iframe { width:100%; height:520px; border:1px solid var(--line); border-radius:8px; background:#fff; }
   .sig { color:#16a34a; font-weight:600; } .neg { color:#dc2626; font-weight:600; }
   .heat td.num { min-width:64px; }
+  .rate { display:block; color:var(--muted); font-size:11px; }
   footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
+  /* A phone: the page keeps its width, a wide table scrolls inside its own box. */
+  @media (max-width:600px) {
+    .only-wide { display:none; } .only-narrow { display:block; }
+    header { padding:20px 16px 52px; } header h1 { font-size:20px; overflow-wrap:anywhere; }
+    main { padding:16px 10px 40px; } section { padding:16px 12px; }
+    .cards { grid-template-columns:repeat(2,minmax(0,1fr)); gap:8px; } .card { padding:10px 12px; } .card .n { font-size:22px; }
+  }
 </style>
 </head>
 <body>
@@ -84,6 +94,7 @@ PAGE = """<!doctype html>
   <p class="lead">Every customer in a message's audience is sent it, held out at random, or suppressed.</p>
   <div class="legend"><span><i style="background:{{ colors.send }}"></i>send</span><span><i style="background:{{ colors.holdout }}"></i>hold-out</span><span><i style="background:{{ colors.suppress }}"></i>suppressed</span></div>
   {{ actions_chart }}
+  <div class="wide">
   <table>
     <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">delivered</th></tr></thead>
     <tbody>
@@ -93,22 +104,25 @@ PAGE = """<!doctype html>
     {% endfor %}
     </tbody>
   </table>
+  </div>
 </section>
 
 {# Figures saved by a relmail without these counts have no "feedback": no section, rather than zeros. #}
 {% if totals.feedback is defined %}
 <section id="feedback">
   <h2>What came back</h2>
-  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far. Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far, and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <div class="wide">
   <table>
     <thead><tr><th>message</th><th class="num">accepted</th>{% for kind in feedback_kinds %}<th class="num">{{ kind|replace('_', ' ') }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for m in messages %}
-      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ m.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% set handed = (m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
     {% endfor %}
-      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}">{{ totals.feedback[kind]|fmt }}</td>{% endfor %}</tr>
+      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
     </tbody>
   </table>
+  </div>
 </section>
 {% endif %}
 
@@ -148,19 +162,21 @@ PAGE = """<!doctype html>
 
 <section id="incrementality">
   <h2>Did it work? Incrementality</h2>
-  <p class="lead">Outcome rate of sends against hold-outs within {{ f.incrementality_window_days|fmt }} days, with a {{ '%d'|format(f.confidence * 100) }}% confidence interval (Newcombe). Runs up to this one with hold-outs and a closed outcome window.</p>
+  <p class="lead">Outcome rate of sends against hold-outs within {{ f.incrementality_window_days|fmt }} days, with a {{ '%d'|format(f.confidence * 100) }}% confidence interval (Newcombe). Runs up to this one with hold-outs and a closed outcome window. Green: better for the shop (more visits or purchases, fewer unsubscribes or complaints); red: worse. Hold-outs get no e-mail, so they cannot open or click it: those rows (reach) show how many the e-mail reached, not what it changed.</p>
   {% if lift_rows %}
+  <div class="wide">
   <table id="lift">
     <thead><tr><th>run</th><th>message</th><th class="num">sends</th><th class="num">hold-outs</th><th>outcome</th><th class="num">rate sent</th><th class="num">rate held out</th><th class="num">lift (points)</th><th>interval (±{{ '%.1f'|format(lift_scale * 100) }} points)</th></tr></thead>
     <tbody>
     {% for r in lift_rows %}
       <tr data-run="{{ r.entry.run }}" data-message="{{ r.entry.message }}" data-outcome="{{ r.outcome }}"><td>{{ r.entry.run }}{% if r.entry.this_run %} <span class="muted">(this run)</span>{% endif %}</td><td>{{ r.entry.message }}</td>
-        <td class="num">{{ r.entry.sends|fmt }}</td><td class="num">{{ r.entry.holdouts|fmt }}</td><td>{{ r.outcome }}</td>
+        <td class="num">{{ r.entry.sends|fmt }}</td><td class="num">{{ r.entry.holdouts|fmt }}</td><td>{{ r.outcome }}{% if r.reach %} <span class="muted">(reach)</span>{% endif %}</td>
         <td class="num">{{ '%.2f%%'|format(r.rate_sent * 100) }}</td><td class="num">{{ '%.2f%%'|format(r.rate_holdout * 100) }}</td>
-        <td class="num {{ 'sig' if r.low is not none and r.low > 0 else ('neg' if r.high is not none and r.high < 0 else '') }}">{{ '%+.2f'|format(r.lift * 100) }}</td><td>{{ r.chart }}</td></tr>
+        <td class="num {{ {'better': 'sig', 'worse': 'neg'}.get(r.verdict, '') }}" data-verdict="{{ r.verdict or '' }}">{{ '%+.2f'|format(r.lift * 100) }}</td><td>{{ r.chart }}</td></tr>
     {% endfor %}
     </tbody>
   </table>
+  </div>
   {% else %}
   <p class="muted" id="no-lift">No run up to this one has hold-outs whose outcome window has closed yet. Lift shows here once it has.</p>
   {% endif %}
