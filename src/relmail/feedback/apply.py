@@ -340,25 +340,7 @@ def opt_out(conn: Connection, items: Iterable[OptOut], source: str) -> int:
     unsubscribe imported late must not undo a newer opt-in. Each row changed
     is added to the consent history with its ``detail``.
     """
-    latest: dict[tuple[str, str], OptOut] = {}
-    for item in items:
-        key = (item.customer_id, item.topic)
-        if key not in latest or item.when > latest[key].when:
-            latest[key] = item
-    table = Preference.__table__
-    rows = [
-        {"customer_id": cid, "topic": topic, "opted_in": False, "updated_at": item.when, "source": source}
-        for (cid, topic), item in latest.items()
-    ]
-    before = _in_state(conn, list(latest), False)
-    stmt = dialect_insert(conn, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[table.c.customer_id, table.c.topic],
-        set_={"opted_in": False, "updated_at": stmt.excluded.updated_at, "source": stmt.excluded.source},
-        where=(table.c.opted_in.is_(True)) & (table.c.updated_at <= stmt.excluded.updated_at),
-    )
-    conn.execute(stmt, rows)
-    return _log_changes(conn, latest, before, False, source)
+    return _set(conn, _latest(items), False, source)
 
 
 def opt_in(conn: Connection, items: Iterable[OptOut], source: str) -> int:
@@ -368,27 +350,38 @@ def opt_in(conn: Connection, items: Iterable[OptOut], source: str) -> int:
     written): an opt-out made after the re-subscription stands, also one
     that found the row already opted out (only its unsubscribe event says so).
     """
+    latest = _latest(items)
+    for key in _unsubscribed_after(conn, latest):
+        del latest[key]
+    return _set(conn, latest, True, source)
+
+
+def _latest(items: Iterable[OptOut]) -> dict[tuple[str, str], OptOut]:
+    """The newest item per (customer, topic)."""
     latest: dict[tuple[str, str], OptOut] = {}
     for item in items:
         key = (item.customer_id, item.topic)
         if key not in latest or item.when > latest[key].when:
             latest[key] = item
-    for key in _unsubscribed_after(conn, latest):
-        del latest[key]
+    return latest
+
+
+def _set(conn: Connection, latest: dict[tuple[str, str], OptOut], opted_in: bool, source: str) -> int:
+    """Write each (customer, topic) as ``opted_in`` as of its item's time, where the row is the other way and not newer."""
     if not latest:
         return 0
     table = Preference.__table__
-    rows = [{"customer_id": cid, "topic": topic, "opted_in": True, "updated_at": item.when, "source": source}
+    rows = [{"customer_id": cid, "topic": topic, "opted_in": opted_in, "updated_at": item.when, "source": source}
             for (cid, topic), item in latest.items()]
-    before = _in_state(conn, list(latest), True)
+    before = _in_state(conn, list(latest), opted_in)
     stmt = dialect_insert(conn, table)
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.customer_id, table.c.topic],
-        set_={"opted_in": True, "updated_at": stmt.excluded.updated_at, "source": stmt.excluded.source},
-        where=(table.c.opted_in.is_(False)) & (table.c.updated_at <= stmt.excluded.updated_at),
+        set_={"opted_in": opted_in, "updated_at": stmt.excluded.updated_at, "source": stmt.excluded.source},
+        where=(table.c.opted_in.is_(not opted_in)) & (table.c.updated_at <= stmt.excluded.updated_at),
     )
     conn.execute(stmt, rows)
-    return _log_changes(conn, latest, before, True, source)
+    return _log_changes(conn, latest, before, opted_in, source)
 
 
 def _unsubscribed_after(conn: Connection, items: dict[tuple[str, str], OptOut]) -> set[tuple[str, str]]:

@@ -309,16 +309,7 @@ def _event(read: Read, outcome: Outcome, delivery: tuple[str, str, str]) -> Feed
 
 def _deliveries_by_id(conn: Connection, ids: set[int]) -> dict[int, tuple[str, str, str] | None]:
     """Delivery id -> (run, customer, message); None when its customer was erased; absent when not in the ledger."""
-    D, C = Delivery.__table__, Customer.__table__
-    found: dict[int, tuple[str, str, str] | None] = {}
-    for chunk in chunks(sorted(ids)):
-        for did, run, customer, message, present in conn.execute(
-            select(D.c.id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
-            .outerjoin(C, C.c.id == D.c.customer_id)
-            .where(D.c.id.in_(chunk))
-        ):
-            found[did] = (run, customer, message) if present is not None else None
-    return found
+    return _deliveries_by(conn, Delivery.__table__.c.id, ids)
 
 
 def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
@@ -327,15 +318,20 @@ def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str,
     An erased customer's deliveries stay in the ledger; a late bounce of one
     of them is about nobody relmail may record anything for.
     """
+    return _deliveries_by(conn, Delivery.__table__.c.rfc_message_id, message_ids)
+
+
+def _deliveries_by(conn: Connection, column, keys: set) -> dict:
+    """``column``'s value -> (run, customer, message) of the delivery that has it; None when its customer was erased."""
     D, C = Delivery.__table__, Customer.__table__
-    found: dict[str, tuple[str, str, str] | None] = {}
-    for chunk in chunks(sorted(message_ids)):
-        for mid, run, customer, message, present in conn.execute(
-            select(D.c.rfc_message_id, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
+    found: dict = {}
+    for chunk in chunks(sorted(keys)):
+        for key, run, customer, message, present in conn.execute(
+            select(column, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
             .outerjoin(C, C.c.id == D.c.customer_id)
-            .where(D.c.rfc_message_id.in_(chunk))
+            .where(column.in_(chunk))
         ):
-            found[mid] = (run, customer, message) if present is not None else None
+            found[key] = (run, customer, message) if present is not None else None
     return found
 
 
