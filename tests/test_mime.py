@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email
 import email.policy
+from datetime import UTC, datetime
 from email.message import EmailMessage
 
 import pytest
@@ -177,3 +178,17 @@ def test_no_header_line_is_over_998_octets_whatever_the_subject(subject):
     head = raw.partition(b"\r\n\r\n")[0]
     assert max(len(line) for line in head.split(b"\r\n")) <= 998
     assert parse(raw)["Subject"] == subject
+
+
+def test_the_date_header_is_relmails_now_in_a_rehearsal(monkeypatch):
+    """A rehearsal's outbox is dated on the rehearsal's day, as its deliveries and events are."""
+    from email.utils import parsedate_to_datetime
+
+    from relmail.render.mime import _CLOCK
+
+    monkeypatch.setenv("RELMAIL_NOW", "2026-11-23T09:30:00+01:00")
+    assert parsedate_to_datetime(_CLOCK.now()) == datetime(2026, 11, 23, 8, 30, tzinfo=UTC)
+    monkeypatch.setenv("RELMAIL_NOW", "2026-11-30T09:30:00+01:00")
+    assert parsedate_to_datetime(_CLOCK.now()) == datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
+    monkeypatch.delenv("RELMAIL_NOW")
+    assert abs(parsedate_to_datetime(_CLOCK.now()) - datetime.now(UTC)).total_seconds() < 5

@@ -20,10 +20,12 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import os
 import time
 from email.utils import formatdate
 
 from ..errors import TemplateError
+from ..windows import ENV_NOW, current_time
 
 CRLF = "\r\n"
 _SPECIALS = set('()<>[]:;@\\,."')
@@ -201,18 +203,20 @@ def _qp(text: str) -> bytes:
 
 
 class _Clock:
-    """``Date:`` formatted once per second, not once per e-mail."""
+    """``Date:`` formatted once per second, not once per e-mail: relmail's now (``$RELMAIL_NOW`` in a rehearsal)."""
 
     __slots__ = ("second", "value")
 
     def __init__(self):
-        self.second = -1
+        self.second: tuple = (-1, None)
         self.value = ""
 
     def now(self) -> str:
-        second = int(time.time())
+        # Keyed on the variable too: a process that sets $RELMAIL_NOW anew (a test, a rehearsal script) within a second.
+        second = (int(time.time()), os.environ.get(ENV_NOW))
         if second != self.second:
-            self.second, self.value = second, formatdate(second, usegmt=True)
+            # A rehearsal's outbox is dated on the rehearsal's day, as its deliveries and events are.
+            self.second, self.value = second, formatdate(current_time().timestamp(), usegmt=True)
         return self.value
 
 
