@@ -18,6 +18,7 @@ from email import policy
 
 import pytest
 from sqlalchemy import select
+from tests import dask_tasks
 from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs, outbox_pairs, use_smtp
 from tests.smtp_server import PASSWORD, Handler, SmtpServer
 
@@ -39,9 +40,8 @@ PG_ONLY = "Dask workers may run on other machines: relmail refuses SQLite with -
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  worker_dashboard_address=None) as lc, distributed.Client(lc) as client:
-        yield lc, client
+    with dask_tasks.local_cluster() as pair:
+        yield pair
 
 
 def _postgres_only(db_url: str) -> None:

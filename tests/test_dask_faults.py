@@ -21,8 +21,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is part 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  worker_dashboard_address=None) as lc, distributed.Client(lc) as client:
+    with dask_tasks.local_cluster() as (_, client):
         yield client
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from sqlalchemy import func, select
+from tests import dask_tasks
 from tests.test_plan_partitions import AS_OF, WINDOW, _rows
 
 import relmail.planning.run as plan_module
@@ -15,8 +16,7 @@ distributed = pytest.importorskip("distributed", reason="the dask extra is part 
 
 @pytest.fixture(scope="module")
 def cluster():
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                                  worker_dashboard_address=None) as lc, distributed.Client(lc) as client:
+    with dask_tasks.local_cluster() as (_, client):
         yield client
 
 
