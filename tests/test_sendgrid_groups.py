@@ -7,21 +7,19 @@ the customer's choice must change.
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 from datetime import timedelta
 
 import pytest
 import responses
 from click.testing import CliRunner
-from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sqlalchemy import insert
 from tests.sendkit import WINDOW as SEND_WINDOW
 from tests.sendkit import build
+from tests.test_web import sendgrid_headers, trust_sendgrid_key
 from werkzeug.test import Client
 
 from delivery_messages import message
@@ -128,8 +126,7 @@ def ec_key():
 @pytest.fixture
 def shop(project, engine, monkeypatch, ec_key):
     """A shop sending through SendGrid with two groups; C-OK got last week's newsletter (run RUN)."""
-    der = ec_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(der).decode())
+    trust_sendgrid_key(monkeypatch, ec_key)
     toml = project.root / "relmail.toml"
     toml.write_text(toml.read_text() + f"\n[delivery.sendgrid]\n{GROUPS}\n")
     (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
@@ -145,11 +142,8 @@ def shop(project, engine, monkeypatch, ec_key):
 def post_events(project, engine, key, *events: dict) -> dict:
     body = json.dumps([{"email": "c-ok@example.org", "sg_message_id": "m1", "relmail_customer": "C-OK",
                         "relmail_run": RUN, "relmail_message": "news", **e} for e in events]).encode()
-    ts = str(int(time.time()))
-    sig = base64.b64encode(key.sign(ts.encode() + body, ec.ECDSA(hashes.SHA256()))).decode()
     response = Client(make_app(project, engine)).post(
-        "/webhooks/sendgrid", data=body, content_type="application/json",
-        headers={"X-Twilio-Email-Event-Webhook-Signature": sig, "X-Twilio-Email-Event-Webhook-Timestamp": ts})
+        "/webhooks/sendgrid", data=body, content_type="application/json", headers=sendgrid_headers(key, body))
     assert response.status_code == 200, response.text
     return response.json
 

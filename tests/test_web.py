@@ -38,8 +38,7 @@ def ec_key():
 @pytest.fixture
 def web_shop(project, engine, monkeypatch, ec_key):
     """(client, project, engine) with four customers, one sent message and every webhook configured."""
-    der = ec_key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(der).decode())
+    trust_sendgrid_key(monkeypatch, ec_key)
     monkeypatch.setenv("RELMAIL_MAILGUN_WEBHOOK_KEY", "key-mailgun-test")
     monkeypatch.setenv("RELMAIL_POSTMARK_WEBHOOK_PASSWORD", "pm-pass")
     config = project.root / "relmail.toml"
@@ -57,6 +56,12 @@ def web_shop(project, engine, monkeypatch, ec_key):
 
 
 # -- webhooks -----------------------------------------------------------------
+
+def trust_sendgrid_key(monkeypatch, key) -> None:
+    """Make ``key``'s public half the project's SendGrid webhook verification key."""
+    der = key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", base64.b64encode(der).decode())
+
 
 def sendgrid_headers(key, body: bytes, ts: int | None = None) -> dict:
     ts = ts or int(time.time())
