@@ -15,12 +15,12 @@ from datetime import timedelta
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-from tests.test_plan import AS_OF, WINDOW, _customer, _ev, build_shop, plan_project  # noqa: F401 - plan_project is a fixture
+from tests.test_plan import AS_OF, WINDOW, _customer, _ev, plan_project  # noqa: F401 - plan_project is a fixture
 
 from relmail.planning.output import plan_file_rows, write_plan
 from relmail.planning.run import plan
-from relmail.spreadsheet_cells import FORMULA_START, from_spreadsheet_text, spreadsheet_text, writer
 from relmail.store.models import Customer, Event, Preference
+from relmail.store.spreadsheet_cells import FORMULA_START, from_spreadsheet_text, spreadsheet_text, writer
 
 #: Cells a spreadsheet would run, and the text relmail writes for each.
 HOSTILE = {

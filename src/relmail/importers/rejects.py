@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
-from ..spreadsheet_cells import writer as spreadsheet_writer
 from ..store.private import open_private
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from .readers import Record
 
 

@@ -22,7 +22,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from ..errors import ModelError, NotFound
-from ..spreadsheet_cells import writer as spreadsheet_writer
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from . import store
 from .dataset import split_mask
 from .model import TrainedModel, from_payload

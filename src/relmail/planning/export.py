@@ -7,7 +7,7 @@ and from where an opt-out came, a look-up in the store per customer). The custom
 contact details are columns only when asked for (``with_contact``): a
 suppression list without them can go anywhere an id may. A text cell a
 spreadsheet would run as a formula starts with an apostrophe
-(:mod:`relmail.spreadsheet_cells`).
+(:mod:`relmail.store.spreadsheet_cells`).
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from ..errors import ValidationError
-from ..spreadsheet_cells import writer as spreadsheet_writer
 from ..store.models import Customer, Decision
 from ..store.private import open_private
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from .runs import ACTIONS, resolve_run
 from .why import ALL_PASSED, because
 

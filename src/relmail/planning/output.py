@@ -23,9 +23,9 @@ import orjson
 
 from ..errors import RelmailError, RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
 from ..rules import REASON_CODES
-from ..spreadsheet_cells import from_spreadsheet_text
-from ..spreadsheet_cells import writer as spreadsheet_writer
 from ..store.private import open_private, write_private
+from ..store.spreadsheet_cells import from_spreadsheet_text
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 
 if TYPE_CHECKING:
     from .run import PlanResult
