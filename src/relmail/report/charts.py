@@ -10,15 +10,12 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-#: One colour per action and per kind of reason, shared by every chart and the legend.
+#: One colour per action, and the irritation chart's, shared by every chart and the legend.
 COLORS = {
     "send": "#2563eb",
     "holdout": "#f59e0b",
     "suppress": "#cbd5e1",
-    "hard": "#dc2626",
     "irritation": "#7c3aed",
-    "ARBITRATION_LOST": "#64748b",
-    "HOLDOUT": "#f59e0b",
     "only": "#4c1d95",
 }
 #: One colour per kind of reason code (:data:`relmail.rules.KINDS`): the "Why not" chart, its legend and badges.
