@@ -453,3 +453,16 @@ def test_histograms_name_their_axes_and_the_two_delivered_figures_differ_in_head
     assert page["perMessage"][-1] == "accepted" and "delivered" not in page["perMessage"]
     assert page["feedback"][1:3] == ["accepted", "reported delivered"]
     assert page["card"] == "accepted by the mail server or ESP"
+
+
+def test_an_imported_run_says_it_was_sent_elsewhere_and_reads_its_rates_against_its_sends(planned, engine, tmp_path, monkeypatch):
+    figs = run_figures(engine, PAST, project=planned)
+    assert figs["run"]["source"] == "imported" and figs["totals"]["deliveries"] == {}
+    assert (figs["totals"]["customers_mailed"], figs["totals"]["sent"]) == (30, 30)
+    monkeypatch.chdir(planned.root)
+    out = CliRunner().invoke(cli, ["report", PAST, "--out", str(tmp_path / "p.html"), "--previews", "0"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "0 suppressed (imported with relmail runs import: sent elsewhere, no deliveries)" in lines[0]
+    assert lines[1].startswith("came back (of 30 customers mailed): ")
+    assert 'data-source="imported"' in (tmp_path / "p.html").read_text()
