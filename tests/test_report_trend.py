@@ -187,3 +187,23 @@ def test_a_run_with_deliveries_but_no_decisions_says_what_it_is(project, engine,
 
     plan(project, engine, "weekly", "2026-W48", as_of=AS_OF)
     assert run_figures(engine, "weekly:2026-W48", project=project)["run"]["source"] == "relmail"
+
+
+def test_a_run_hours_old_measures_every_run_over_those_hours_and_one_not_out_yet_over_the_window(weekly, engine, monkeypatch, tmp_path):
+    from relmail.planning.run import plan
+
+    last = AS_OF + 14 * DAY
+    monkeypatch.setenv("RELMAIL_NOW", (last + timedelta(hours=5)).isoformat())
+    trend = run_figures(engine, "weekly:2026-W50", project=weekly)["trend"]
+    assert {t["measured_days"] for t in trend} == {round(5 / 24, 2)}
+    assert all(t["open_rate"] == 0 for t in trend)  # the opens came a day after each send
+    monkeypatch.chdir(weekly.root)
+    out = CliRunner().invoke(cli, ["report", "weekly:2026-W50", "--out", str(tmp_path / "r.html"), "--previews", "0"])
+    assert "week on week: the last 3 runs of weekly, each over its first 5 hours (change" in out.output
+    # Next week's plan, previewed before it goes out: the runs before it are measured over the whole window.
+    monkeypatch.setenv("RELMAIL_NOW", NOW.isoformat())
+    plan(weekly, engine, "weekly", "2026-W51", as_of=AS_OF + 21 * DAY)
+    trend = run_figures(engine, "weekly:2026-W51", project=weekly)["trend"]
+    assert [t["run"] for t in trend][-2:] == ["weekly:2026-W50", "weekly:2026-W51"] and {t["measured_days"] for t in trend} == {14}
+    assert trend[-2]["click_rate"] > 0  # the clicks five days after the send count within the window
+    assert trend[-1]["sent"] == 0 and trend[-1]["open_rate"] is None and trend[-1]["change"]["open_rate"] is None

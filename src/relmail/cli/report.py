@@ -128,7 +128,7 @@ def summary_lines(figures: dict, path: str, previews: int) -> list[str]:
 def trend_lines(figures: dict) -> list[str]:
     """The week-on-week table: one row per figure, one column per run (oldest first), the change from the run before."""
     from ..report.html import TREND_LABELS, trend_change, trend_value
-    from ..report.trend import METRICS
+    from ..report.trend import METRICS, measured
 
     runs = figures.get("trend") or []
     if not runs:
@@ -137,7 +137,7 @@ def trend_lines(figures: dict) -> list[str]:
     if len(runs) == 1:
         head = f"week on week: the first run of {campaign} in the ledger; the change shows once there is a run before it"
     else:
-        head = (f"week on week: the last {len(runs)} runs of {campaign}, each over its first {runs[-1]['measured_days']:g} days "
+        head = (f"week on week: the last {len(runs)} runs of {campaign}, each over its first {measured(runs[-1]['measured_days'])} "
                 f"(change: this run against the one before)")
     table = [["figure", *[r["window"] for r in runs], "change"]]
     table += [[TREND_LABELS[m], *[trend_value(m, r[m]) for r in runs], trend_change(m, runs[-1]["change"][m])] for m in METRICS]

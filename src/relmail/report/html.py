@@ -20,7 +20,7 @@ from ..rules import KINDS, REASON_KINDS
 from . import charts
 from .figures import FEEDBACK
 from .page import PAGE, SEARCH_JS
-from .trend import METRICS, RATES
+from .trend import METRICS, RATES, measured
 
 
 def _reason_color(code: str) -> str:
@@ -142,6 +142,6 @@ def build_html(figures: dict[str, Any], previews: list[dict[str, Any]] | None = 
         reason_codes=reason_codes, feedback_kinds=FEEDBACK, feedback_labels=FEEDBACK_LABELS, colors=charts.COLORS,
         kind_colors=charts.KIND_COLORS, kinds=KINDS, lift_rows=lift_rows, lift_scale=scale, revenue_rows=revenue_rows, money_scale=money_scale,
         trend=figures.get("trend", []), trend_rows=trend_rows(figures.get("trend", [])), trend_labels=TREND_LABELS,
-        metrics=list(METRICS), trend_value=trend_value,
+        metrics=list(METRICS), trend_value=trend_value, measured=measured,
         previews=previews or [], search_js=SEARCH_JS, script_hash=script_hash, reason_color=_reason_color,
     )

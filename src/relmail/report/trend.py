@@ -12,7 +12,8 @@ purchases of the customers mailed after the run's as-of time.
 
 Every run is measured over the same time after its as-of time: as long as
 the newest run has had until now, at most the outcome window
-(``measured_days``). Opens, clicks and purchases keep coming in for days
+(``measured_days``; the whole window while the newest run is not out yet).
+Opens, clicks and purchases keep coming in for days
 after a send; measured so, last week's run does not look better only
 because it had a week longer to collect them.
 
@@ -56,7 +57,10 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
         .order_by(RUNS.c.as_of.desc(), RUNS.c.id.desc()).limit(runs)
     ).all()
     ids = [r.id for r in rows]
-    horizon = min(window, max(now - rows[0].as_of, timedelta(0))) if rows else window
+    horizon = min(window, now - rows[0].as_of) if rows else window
+    if horizon <= timedelta(0):
+        horizon = window  # the newest run is not out yet (a preview of next week): it has nothing to compare
+
     actions: dict[str, dict[str, int]] = {}
     for run_id, action, n in conn.execute(
         select(DEC.c.run_id, DEC.c.action, func.count()).where(DEC.c.run_id.in_(ids)).group_by(DEC.c.run_id, DEC.c.action)
@@ -80,7 +84,7 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
         out.append({
             "run": r.id, "window": r.window, "as_of": r.as_of.isoformat(), "source": source,
             "decisions": decisions, "send": a.get("send", 0), "holdout": a.get("holdout", 0), "suppress": a.get("suppress", 0),
-            "customers_mailed": customers, "measured_days": round(horizon.total_seconds() / 86400, 1),
+            "customers_mailed": customers, "measured_days": round(horizon.total_seconds() / 86400, 2),
             "sent": sent,
             "suppression_rate": _share(a.get("suppress", 0), decisions),
             "delivered": came_back["delivered"],
@@ -94,6 +98,15 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
     for before, after in zip([None, *out], out):
         after["change"] = {m: _change(before, after, m) for m in METRICS}
     return out
+
+
+def measured(days: float) -> str:
+    """How long each run of the trend is measured over, as people say it: ``7.1 days``, ``5 hours``."""
+    if days >= 1:
+        text = f"{days:.1f}".removesuffix(".0")
+        return f"{text} day" if text == "1" else f"{text} days"
+    hours = max(round(days * 24), 1)
+    return "1 hour" if hours == 1 else f"{hours} hours"
 
 
 def _share(part: int, whole: int) -> float | None:
