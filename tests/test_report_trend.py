@@ -171,6 +171,10 @@ def test_a_run_with_deliveries_but_no_decisions_says_what_it_is(project, engine,
     assert figs["run"]["source"] == "events" and figs["totals"]["decisions"] == 0
     assert (figs["totals"]["sent"], figs["totals"]["customers_mailed"]) == (len(sent), len({c for (c,) in sent})) != (0, 0)
     assert figs["totals"]["feedback"]["delivered"] == len(delivered) > 0
+    # Per message, as the events name them: its e-mails and what came back of them.
+    with engine.connect() as conn:
+        per_message = Counter(m for (m,) in conn.execute(select(e.c.message_id).where(e.c.run_id == run, e.c.type == "email_sent")))
+    assert {m["message"]: m["sent"] for m in figs["messages"]} == dict(per_message) and len(per_message) > 1
     assert [t["run"] for t in figs["trend"]][-1] == run and len(figs["trend"]) == 6
     monkeypatch.chdir(project.root)
     out = CliRunner().invoke(cli, ["report", run, "--out", str(tmp_path / "h.html")])
@@ -182,6 +186,10 @@ def test_a_run_with_deliveries_but_no_decisions_says_what_it_is(project, engine,
                                                  f"{len(delivered):,} reported delivered")
     html = (tmp_path / "h.html").read_text()
     assert 'id="run-source" data-source="events"' in html and 'data-figure="decisions"' not in html
+    feedback = html.split('<section id="feedback">')[1].split("</section>")[0]
+    assert "<th class=\"num\">sent</th>" in feedback
+    for message, n in per_message.items():
+        assert f'<tr data-message="{message}"><td>{message}</td><td class="num">{n:,}</td>' in feedback
     # A run relmail planned is not one of these.
     from relmail.planning.run import plan
 

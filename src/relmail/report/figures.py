@@ -6,9 +6,10 @@ totals, per-message action counts, reason counts and their kinds, score
 histograms with the relevance threshold, how many decisions each
 irritation rule stopped, the incrementality (lift with a confidence
 interval) of this and earlier runs that have hold-outs, the suppression
-list, and the campaign's last runs week on week (:mod:`relmail.report.trend`). The HTML report draws exactly these numbers, and
-``relmail report RUN --format json`` prints them, so what a person reads
-and what a machine checks cannot drift apart.
+list, and the campaign's last runs week on week
+(:mod:`relmail.report.trend`). The HTML report draws exactly these
+numbers, and ``relmail report RUN --format json`` prints them, so what a
+person reads and what a machine checks cannot drift apart.
 
 Every count is a ``GROUP BY`` in the database; Python only splits the
 distinct reason strings (a handful of patterns per message, whatever the
@@ -108,11 +109,14 @@ def run_figures(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
         feedback = _feedback(conn, run_id, run["as_of"])
-        # The whole run's rates read against customers, as its feedback counts do (accepted includes uncertain).
+        # The whole run's rates read against customers, as its feedback counts do: those the run mailed
+        # (accepted deliveries, uncertain ones included; an imported run's sends; a history's e-mail events).
         source = run_source(conn, run_id, run["status"])
         mailed_rows = mailed_customers(run_id, source).subquery()
         mailed = conn.execute(select(func.count(func.distinct(mailed_rows.c.customer_id)))).scalar_one()
         sent = conn.execute(select(func.count()).select_from(mailed_rows)).scalar_one()
+        # E-mails per message: what the "sent" column of what came back shows where relmail holds no deliveries.
+        sent_per_message = dict(conn.execute(select(mailed_rows.c.message_id, func.count()).group_by(mailed_rows.c.message_id)).all())
         weeks = trend(conn, run, trend_runs, window, current_time(), _feedback)
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
@@ -155,8 +159,12 @@ def run_figures(
     for message_id, status, n in deliveries:
         messages.setdefault(message_id, {"message": message_id, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}})
         messages[message_id]["deliveries"][status] = n
+    if source == "events":  # no decisions name the messages: the e-mail events do
+        for message_id in sorted(sent_per_message):
+            messages.setdefault(message_id, {"message": message_id, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}})
     for message_id, m in messages.items():
         m["feedback"] = feedback.get(message_id, dict.fromkeys(FEEDBACK, 0))
+        m["sent"] = sent_per_message.get(message_id, 0)
     campaign_thresholds = _campaign_thresholds(project, run["campaign"])
     for message_id, m in messages.items():
         m["reasons"] = _in_code_order(m["reasons"])

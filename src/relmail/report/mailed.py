@@ -36,9 +36,9 @@ def run_source(conn, run_id: str, status: str) -> str:
 
 
 def mailed_customers(run_id: str, source: str):
-    """A SELECT of the ids of the customers the run mailed (one row per e-mail: count them distinct)."""
+    """A SELECT of (customer_id, message_id), one row per e-mail the run sent: count the customers distinct."""
     if source == "imported":
-        return select(DEC.c.customer_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
+        return select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
     if source == "events":
-        return select(EVENTS.c.customer_id).where(EVENTS.c.run_id == run_id, EVENTS.c.type == "email_sent")
-    return select(DLV.c.customer_id).where(DLV.c.run_id == run_id, DLV.c.status == "accepted")
+        return select(EVENTS.c.customer_id, EVENTS.c.message_id).where(EVENTS.c.run_id == run_id, EVENTS.c.type == "email_sent")
+    return select(DLV.c.customer_id, DLV.c.message_id).where(DLV.c.run_id == run_id, DLV.c.status == "accepted")

@@ -163,10 +163,10 @@ PAGE = """<!doctype html>
   <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far (“accepted” is relmail's record that the mail server or ESP took the e-mail; “reported delivered” is the provider's later report that it reached the mailbox), and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
   <div class="wide">
   <table>
-    <thead><tr><th>message</th><th class="num">{{ 'sent (events)' if run.source == 'events' else 'accepted' }}</th>{% for kind in feedback_kinds %}<th class="num">{{ feedback_labels.get(kind, kind|replace('_', ' ')) }}</th>{% endfor %}</tr></thead>
+    <thead><tr><th>message</th><th class="num">{{ 'accepted' if run.source is not defined or run.source == 'relmail' else 'sent' }}</th>{% for kind in feedback_kinds %}<th class="num">{{ feedback_labels.get(kind, kind|replace('_', ' ')) }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for m in messages %}
-      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% set handed = (m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ ((m.deliveries.accepted or 0) if m.deliveries else (m.sent or 0))|fmt }}</td>{% set handed = ((m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0)) if m.deliveries else (m.sent or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
     {% endfor %}
       <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ ((totals.deliveries.accepted or 0) if totals.deliveries else (totals.sent or 0))|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
     </tbody>
