@@ -376,3 +376,93 @@ def test_what_came_back_shows_each_count_as_a_share_of_the_customers_mailed_in_h
         n = sum(1 for s in sends if s.message_id == m["message"])
         assert shown[m["message"]] == (f"{100 * sum(1 for s in opened if s.message_id == m['message']) / n:.1f}%" if n else "–")
     assert shown[""] == f"{100 * len({s.customer_id for s in opened}) / figs['totals']['customers_mailed']:.1f}%"
+
+
+def test_revenue_per_customer_shows_where_the_lift_figures_are_in_text_and_headless_chromium(planned, engine, browser, tmp_path, monkeypatch):
+    """Purchases of the earlier run's customers: the mean per customer sent and held out, and the lift with its interval."""
+    from relmail.learn.incrementality import incrementality
+
+    with engine.connect() as conn:
+        d = Decision.__table__
+        rows = conn.execute(select(d.c.customer_id, d.c.action).where(d.c.run_id == PAST).order_by(d.c.customer_id)).all()
+    buys = [(r.customer_id, 120.0 if r.action == "send" else 40.0) for i, r in enumerate(rows) if i % 3 == 0]
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [{"customer_id": c, "type": "purchase", "value": v, "occurred_at": PAST_AS_OF + timedelta(days=2)}
+                                                for c, v in buys])
+    (entry,) = [e for e in incrementality(engine, PAST, timedelta(days=14))]
+    r = entry["revenue_per_customer"]
+    sent = [v for (c, v) in buys if v == 120.0]
+    held = [v for (c, v) in buys if v == 40.0]
+    assert r["sent"] == pytest.approx(sum(sent) / 30) and r["holdout"] == pytest.approx(sum(held) / 30)
+    assert r["lift"] == pytest.approx(r["sent"] - r["holdout"])
+
+    monkeypatch.chdir(planned.root)
+    out = CliRunner().invoke(cli, ["report", "incrementality", PAST])
+    assert out.exit_code == 0, out.output
+    (line,) = [x for x in out.output.splitlines() if "revenue per customer" in x and x.startswith(PAST)]
+    assert line.split()[7:10] == [f"{r['sent']:.2f}", f"{r['holdout']:.2f}", f"{r['lift']:+.2f}"]
+    assert f"[{r['low']:+.2f}, {r['high']:+.2f}]" in line
+
+    figs = run_figures(engine, RUN, project=planned)
+    out = tmp_path / "lift.html"
+    out.write_text(build_html(figs))
+    browser.show(out, 390)
+    shown = browser.evaluate("""Array.from(document.querySelectorAll('#revenue-lift tbody tr')).map(tr => ({run: tr.dataset.run,
+        cells: Array.from(tr.cells).slice(2, 5).map(c => c.textContent.trim()), visible: tr.getBoundingClientRect().height > 0,
+        ci: Number(tr.querySelector('svg.ci').dataset.high)}))""")
+    assert shown == [{"run": PAST, "cells": [f"{r['sent']:.2f}", f"{r['holdout']:.2f}", f"{r['lift']:+.2f}"], "visible": True,
+                      "ci": pytest.approx(r["high"], abs=1e-6)}]
+
+
+def test_hold_outs_are_the_experiment_not_irritation_prevented(planned, engine):
+    """HELD_OUT keeps a control group and NOT_WORTH_IT the shop's money: neither is counted as irritation prevented."""
+    from relmail.report import irritation_codes
+    from relmail.rules import HARD, REASON_KINDS
+
+    codes = irritation_codes()
+    assert "HELD_OUT" not in codes and "NOT_WORTH_IT" not in codes and not set(codes) & HARD
+    assert {"FREQUENCY_CAP", "TOPIC_FREQUENCY_CAP", "FATIGUE", "LOW_RELEVANCE", "NEGATIVE_UPLIFT", "OWNS_PRODUCT"} <= set(codes)
+    assert (REASON_KINDS["HELD_OUT"], REASON_KINDS["HOLDOUT"], REASON_KINDS["NO_CONSENT"], REASON_KINDS["HARD_BOUNCE"],
+            REASON_KINDS["NOT_WORTH_IT"], REASON_KINDS["ARBITRATION_LOST"]) == ("experiment", "experiment", "compliance", "compliance",
+                                                                               "value", "arbitration")
+    figs = run_figures(engine, RUN, project=planned)
+    assert "HELD_OUT" not in {r["code"] for r in figs["irritation"]}
+    rows, *_ = ledger_counts(engine, RUN)
+    kinds = {k["kind"]: k["decisions"] for k in figs["reason_kinds"]}
+    for kind, n in kinds.items():
+        assert n == sum(1 for r in rows if any(REASON_KINDS[c] == kind for c in r.reasons.split()))
+    assert kinds["experiment"] == sum(1 for r in rows if r.action == "holdout" or "HELD_OUT" in r.reasons.split()) > 0
+    assert {r["code"]: r["kind"] for r in figs["reasons"]}["HOLDOUT"] == "experiment"
+
+
+def test_histograms_name_their_axes_and_the_two_delivered_figures_differ_in_headless_chromium(planned, engine, browser, tmp_path):
+    figs = run_figures(engine, RUN, project=planned)
+    out = tmp_path / "report.html"
+    out.write_text(build_html(figs))
+    browser.show(out, 375)
+    page = browser.evaluate("""(() => {
+        const svg = document.querySelector('svg[data-chart=scores]'), box = svg.getBoundingClientRect();
+        const titles = Array.from(svg.querySelectorAll('text.axis-title')).map(t => { const r = t.getBoundingClientRect();
+            return {axis: t.dataset.axis, text: t.textContent, inside: r.left >= box.left && r.right <= box.right && r.top >= box.top
+                    && r.bottom <= box.bottom, px: r[t.dataset.axis === 'x' ? 'height' : 'width']}; });
+        const heads = sel => Array.from(document.querySelectorAll(sel)).map(th => th.textContent.trim());
+        return {titles, perMessage: heads('#per-message thead th'), feedback: heads('#feedback thead th'),
+                card: document.querySelector('[data-figure=accepted] .l').textContent}; })()""")
+    assert [(t["axis"], t["text"], t["inside"]) for t in page["titles"]] == [("x", "relevance score", True), ("y", "decisions", True)]
+    assert min(t["px"] for t in page["titles"]) >= 9
+    assert page["perMessage"][-1] == "accepted" and "delivered" not in page["perMessage"]
+    assert page["feedback"][1:3] == ["accepted", "reported delivered"]
+    assert page["card"] == "accepted by the mail server or ESP"
+
+
+def test_an_imported_run_says_it_was_sent_elsewhere_and_reads_its_rates_against_its_sends(planned, engine, tmp_path, monkeypatch):
+    figs = run_figures(engine, PAST, project=planned)
+    assert figs["run"]["source"] == "imported" and figs["totals"]["deliveries"] == {}
+    assert (figs["totals"]["customers_mailed"], figs["totals"]["sent"]) == (30, 30)
+    monkeypatch.chdir(planned.root)
+    out = CliRunner().invoke(cli, ["report", PAST, "--out", str(tmp_path / "p.html"), "--previews", "0"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert "0 suppressed (imported with relmail runs import: sent elsewhere, no deliveries)" in lines[0]
+    assert lines[1].startswith("came back (of 30 customers mailed): ")
+    assert 'data-source="imported"' in (tmp_path / "p.html").read_text()

@@ -287,7 +287,22 @@ def report_incrementality(state, run, window_days, confidence, as_json) -> None:
                 continue
             rows.append([e["run"], e["message"], e["sends"], e["holdouts"], name, o["rate_sent"], o["rate_holdout"],
                          o["lift"], f"[{o['low']:+.4f}, {o['high']:+.4f}]", "yes" if o["significant"] else "no"])
+        rows.append(revenue_row(e))
     echo_table(rows, ["run", "message", "sends", "holdouts", "outcome", "rate sent", "rate hold", "lift", f"{confidence:.0%} CI", "significant"])
+    click.echo("revenue per customer: the mean purchase value within the window of a customer sent the e-mail and of one held out")
+
+
+def revenue_row(e: dict) -> list:
+    """The table row of an entry's revenue per customer: means of sends and hold-outs, lift and interval in money, 2 decimals."""
+    import math
+
+    def money(value: float | None, spec: str = ".2f") -> str:
+        return "–" if value is None or not math.isfinite(value) else format(value, spec)
+
+    r = e["revenue_per_customer"]
+    interval = "–" if money(r["low"]) == "–" else f"[{money(r['low'], '+.2f')}, {money(r['high'], '+.2f')}]"
+    return [e["run"], e["message"], e["sends"], e["holdouts"], "revenue per customer", money(r["sent"]), money(r["holdout"]),
+            money(r["lift"], "+.2f"), interval, "yes" if r["significant"] else "no"]
 
 
 COMMANDS = [model] + ([runs] if _new_runs else []) + ([report] if _new_report else [])

@@ -50,14 +50,17 @@ report = _group()
 @click.option("--previews", type=click.IntRange(min=0), default=3, show_default=True, help="Rendered e-mails to show (one per message; 0: none).")
 @click.option("--limit", type=click.IntRange(min=0), default=5000, show_default=True, help="Suppression rows to include (0: all).")
 @click.option("--bins", type=click.IntRange(min=1, max=200), default=20, show_default=True, help="Bars in each score histogram.")
+@click.option("--trend", "trend_runs", type=click.IntRange(min=0), default=8, show_default=True,
+              help="Runs of the campaign, up to this one, in the week-on-week trend (0: none).")
 @click.option("--window-days", type=float, default=None, help="Outcome window of the lift figures (default [model] window_days, else 14).")
 @click.option("--confidence", type=click.FloatRange(0.5, 0.999), default=0.95, show_default=True, help="Confidence level of the lift intervals.")
 @pass_state
-def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence) -> None:
-    """Report on a run: sends, hold-outs and suppressions per message and reason, scores, lift.
+def run_cmd(state, run, out, fmt, previews, limit, bins, trend_runs, window_days, confidence) -> None:
+    """Report on a run: week on week, sends, hold-outs and suppressions per message and reason, scores, lift.
 
     One self-contained HTML file (inline charts, no network fetches: it
-    opens offline from a CI artifact) with the run summary, actions and
+    opens offline from a CI artifact) with the run summary, the campaign's
+    last runs and the change from the run before, actions and
     reasons per message, score histograms with the threshold, what each
     irritation rule stopped, the lift of this and earlier runs with
     hold-outs, a searchable suppression list and sandboxed previews.
@@ -68,13 +71,11 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
       relmail report weekly:2026-W48 --out report.html
       relmail report weekly:2026-W48 --format json | jq '.totals'
     """
-    from ..planning.output import counted
     from ..report import build_html, render_previews, run_figures
-    from ..report.charts import pct
 
     days = window_days or float(state.project.settings.section("model").get("window_days", 14))
     figures = run_figures(state.engine, run, project=state.project, bins=bins, window=timedelta(days=days),
-                          confidence=confidence, suppression_limit=limit or None)
+                          confidence=confidence, suppression_limit=limit or None, trend_runs=trend_runs)
     if fmt == "json":
         if out:
             import json
@@ -92,20 +93,56 @@ def run_cmd(state, run, out, fmt, previews, limit, bins, window_days, confidence
     from ..store.private import write_private
 
     write_private(path, build_html(figures, shown))
-    t = figures["totals"]
-    click.echo(f"wrote {path}: {t['decisions']:,} decisions — {t['send']:,} send, {t['holdout']:,} hold-out, "
-               f"{t['suppress']:,} suppressed; {counted(len(figures['incrementality']), 'lift entry', 'lift entries')}, "
-               f"{counted(len(shown), 'preview')}")
+    for line in summary_lines(figures, path, len(shown)):
+        click.echo(line)
+
+
+def summary_lines(figures: dict, path: str, previews: int) -> list[str]:
+    """What ``relmail report RUN --out FILE`` prints: the run in one line, its deliveries, what came back, the trend."""
+    from ..planning.output import counted
+    from ..report.charts import pct
+
+    t, run = figures["totals"], figures["run"]
+    lift = f"{counted(len(figures['incrementality']), 'lift entry', 'lift entries')}, {counted(previews, 'preview')}"
+    if run["source"] == "events":
+        lines = [f"wrote {path}: run {run['id']} holds no decisions: a mailing history that only e-mail events name "
+                 f"(a send made outside relmail, such as the demo's past weeks): {counted(t['sent'], 'e-mail')} "
+                 f"to {counted(t['customers_mailed'], 'customer')} by those events; {lift}"]
+    else:
+        imported = " (imported with relmail runs import: sent elsewhere, no deliveries)" if run["source"] == "imported" else ""
+        lines = [f"wrote {path}: {t['decisions']:,} decisions — {t['send']:,} send, {t['holdout']:,} hold-out, "
+                 f"{t['suppress']:,} suppressed{imported}; {lift}"]
     if t["deliveries"]:
         d = t["deliveries"]
-        click.echo(f"deliveries: {d['accepted']:,} accepted, {d['uncertain']:,} uncertain (no reply, not resent), "
-                   f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
-        b = t["feedback"]
-        click.echo(f"came back (of {t['customers_mailed']:,} customers mailed): {b['delivered']:,} delivered, {b['bounced_soft']:,} soft bounce, "
-                   f"{b['bounced_blocked']:,} blocked (sender refused), {b['bounced_hard']:,} hard bounce, "
-                   f"{b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
-                   f"{b['opened']:,} opened ({pct(b['opened'], t['customers_mailed'])}), "
-                   f"{b['clicked']:,} clicked ({pct(b['clicked'], t['customers_mailed'])})")
+        lines.append(f"deliveries: {d['accepted']:,} accepted by the mail server or ESP, {d['uncertain']:,} uncertain (no reply, not resent), "
+                     f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
+    if t["customers_mailed"]:
+        b, mailed = t["feedback"], t["customers_mailed"]
+        lines.append(f"came back (of {mailed:,} customers mailed): {b['delivered']:,} reported delivered by the provider, "
+                     f"{b['bounced_soft']:,} soft bounce, {b['bounced_blocked']:,} blocked (sender refused), {b['bounced_hard']:,} hard bounce, "
+                     f"{b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
+                     f"{b['opened']:,} opened ({pct(b['opened'], mailed)}), {b['clicked']:,} clicked ({pct(b['clicked'], mailed)})")
+    return lines + trend_lines(figures)
 
+
+def trend_lines(figures: dict) -> list[str]:
+    """The week-on-week table: one row per figure, one column per run (oldest first), the change from the run before."""
+    from ..report.html import TREND_LABELS, trend_change, trend_value
+    from ..report.trend import METRICS, measured
+
+    runs = figures.get("trend") or []
+    if not runs:
+        return []
+    campaign = figures["run"]["campaign"]
+    if len(runs) == 1:
+        head = f"week on week: the first run of {campaign} in the ledger; the change shows once there is a run before it"
+    else:
+        head = (f"week on week: the last {len(runs)} runs of {campaign}, each over its first {measured(runs[-1]['measured_days'])} "
+                f"(change: this run against the one before)")
+    table = [["figure", *[r["window"] for r in runs], "change"]]
+    table += [[TREND_LABELS[m], *[trend_value(m, r[m]) for r in runs], trend_change(m, runs[-1]["change"][m])] for m in METRICS]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    return ["", head] + ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+                         for row in table]
 
 COMMANDS = [report]

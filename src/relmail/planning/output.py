@@ -24,6 +24,8 @@ import orjson
 from ..errors import RelmailError, RenderGateFailed, SuppressionRateExceeded, TooFewSends, ValidationError
 from ..rules import REASON_CODES
 from ..store.private import open_private, write_private
+from ..store.spreadsheet_cells import from_spreadsheet_text
+from ..store.spreadsheet_cells import writer as spreadsheet_writer
 
 if TYPE_CHECKING:
     from .run import PlanResult
@@ -52,7 +54,7 @@ def write_plan(result: PlanResult, path: str | Path, fmt: str | None = None, lim
     path = Path(path)
     if fmt == "csv":
         with open_private(path, "w", newline="", encoding="utf-8") as fh:
-            w = csv.writer(fh)
+            w = spreadsheet_writer(fh)
             w.writerow(CSV_FIELDS)
             for r in result.decisions.sorted().records(features=False):
                 w.writerow([r["customer_id"], r["message_id"], r["action"], r["score"], r["expected_value"], " ".join(r["reasons"])])
@@ -222,7 +224,8 @@ def plan_file_rows(path: str | Path, features: bool = False) -> Iterator[dict[st
                 missing = set(CSV_FIELDS) - set(reader.fieldnames or [])
                 if missing:
                     raise ValidationError(f"{path}: not a relmail plan file (missing columns {', '.join(sorted(missing))})")
-                yield from reader
+                for row in reader:
+                    yield {k: v if v is None else from_spreadsheet_text(v) for k, v in row.items()}
             return
         with path.open("rb") as fh:
             for i, line in enumerate(fh, start=1):

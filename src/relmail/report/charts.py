@@ -10,16 +10,23 @@ from __future__ import annotations
 
 from markupsafe import Markup, escape
 
-#: One colour per action and per kind of reason, shared by every chart and the legend.
+#: One colour per action, and the irritation chart's, shared by every chart and the legend.
 COLORS = {
     "send": "#2563eb",
     "holdout": "#f59e0b",
     "suppress": "#cbd5e1",
-    "hard": "#dc2626",
     "irritation": "#7c3aed",
-    "ARBITRATION_LOST": "#64748b",
-    "HOLDOUT": "#f59e0b",
     "only": "#4c1d95",
+}
+#: One colour per kind of reason code (:data:`relmail.rules.KINDS`): the "Why not" chart, its legend and badges.
+KIND_COLORS = {
+    "compliance": "#dc2626",
+    "irritation": "#7c3aed",
+    "experiment": "#f59e0b",
+    "value": "#0d9488",
+    "arbitration": "#64748b",
+    "failure": "#111827",
+    "unknown": "#94a3b8",
 }
 FONT = "font-family=\"system-ui, -apple-system, 'Segoe UI', Roboto, sans-serif\""
 
@@ -93,9 +100,12 @@ def bars(chart: str, rows: list[dict], width: int = 760, label_width: int | None
     return Markup("".join(parts))
 
 
-def histogram(message: str, hist: dict[str, list[int]], threshold: float | None, width: int = 340, height: int = 150) -> Markup:
-    """Score distribution of one message, stacked by action, with the relevance threshold as a dashed line."""
-    left, bottom, top = 34, 22, 16
+def histogram(message: str, hist: dict[str, list[int]], threshold: float | None, width: int = 340, height: int = 168) -> Markup:
+    """Score distribution of one message, stacked by action, with the relevance threshold as a dashed line.
+
+    The axes say what they count: decisions (up) per relevance score (across).
+    """
+    left, bottom, top = 44, 38, 16
     plot_w, plot_h = width - left - 8, height - bottom - top
     n = len(next(iter(hist.values()), [])) or 1
     totals = [sum(hist.get(a, [0] * n)[i] for a in ("send", "holdout", "suppress")) for i in range(n)]
@@ -110,6 +120,10 @@ def histogram(message: str, hist: dict[str, list[int]], threshold: float | None,
     parts.append(f'<text x="{left - 4}" y="{base}" text-anchor="end" font-size="10" fill="#64748b">0</text>')
     for tick in (0, 0.25, 0.5, 0.75, 1):
         parts.append(f'<text x="{left + tick * plot_w:.1f}" y="{base + 14}" text-anchor="middle" font-size="10" fill="#64748b">{tick:g}</text>')
+    parts.append(f'<text class="axis-title" data-axis="x" x="{left + plot_w / 2:.1f}" y="{base + 31}" text-anchor="middle" font-size="11" '
+                 f'fill="#475569">relevance score</text>')
+    parts.append(f'<text class="axis-title" data-axis="y" x="0" y="0" transform="translate(11 {top + plot_h / 2:.1f}) rotate(-90)" '
+                 f'text-anchor="middle" font-size="11" fill="#475569">decisions</text>')
     for i in range(n):
         y = base
         lo, hi = i / n, (i + 1) / n
@@ -129,13 +143,46 @@ def histogram(message: str, hist: dict[str, list[int]], threshold: float | None,
     return Markup("".join(parts))
 
 
+def sparkline(values: list[float | None], width: int = 72, height: int = 22) -> Markup:
+    """A run-by-run line of one figure, oldest left, the newest run a dot; a run without the figure leaves a gap."""
+    known = [v for v in values if v is not None]
+    if len(known) < 2:
+        return Markup("")
+    lo, hi = min(known), max(known)
+    span = (hi - lo) or 1.0
+    step = (width - 8) / max(len(values) - 1, 1)
+
+    def point(i: int, v: float) -> str:
+        return f"{4 + i * step:.1f},{height - 4 - (v - lo) / span * (height - 8):.1f}"
+
+    lines, run = [], []
+    for i, v in enumerate(values):
+        if v is None:
+            lines.append(run)
+            run = []
+        else:
+            run.append(point(i, v))
+    lines.append(run)
+    parts = [f'<svg class="spark" viewBox="0 0 {width} {height}" width="{width}" height="{height}" role="img" '
+             f'data-values="{escape(" ".join("" if v is None else f"{v:g}" for v in values))}">']
+    parts += [f'<polyline points="{" ".join(r)}" fill="none" stroke="#2563eb" stroke-width="1.5"/>' for r in lines if len(r) > 1]
+    if values[-1] is not None:
+        x, y = point(len(values) - 1, values[-1]).split(",")
+        parts.append(f'<circle cx="{x}" cy="{y}" r="2.5" fill="#2563eb"/>')
+    parts.append("</svg>")
+    return Markup("".join(parts))
+
+
 #: The colour of an interval by what the lift means for the shop (None: not told from zero, or no lift at all).
 VERDICT_COLORS = {"better": "#16a34a", "worse": "#dc2626", None: "#64748b"}
 
 
 def interval(lift: float | None, low: float | None, high: float | None, scale: float, verdict: str | None = None,
-             width: int = 220, height: int = 22) -> Markup:
-    """One confidence interval on a scale symmetric around zero lift (a forest-plot row), coloured by ``verdict``."""
+             width: int = 220, height: int = 22, money: bool = False) -> Markup:
+    """One confidence interval on a scale symmetric around zero lift (a forest-plot row), coloured by ``verdict``.
+
+    ``money``: the lift is an amount (revenue per customer), not a share in points.
+    """
     if lift is None or low is None or high is None:
         return Markup('<span class="muted">–</span>')
     mid = width / 2
@@ -149,5 +196,6 @@ def interval(lift: float | None, low: float | None, high: float | None, scale: f
         f'<line x1="{mid}" y1="2" x2="{mid}" y2="{height - 2}" stroke="#cbd5e1"/>'
         f'<line x1="{x(low):.1f}" y1="{height / 2}" x2="{x(high):.1f}" y2="{height / 2}" stroke="{color}" stroke-width="3" stroke-linecap="round"/>'
         f'<circle cx="{x(lift):.1f}" cy="{height / 2}" r="4.5" fill="{color}"/>'
-        f"<title>lift {100 * lift:+.2f} points, {100 * low:+.2f} to {100 * high:+.2f}</title></svg>"
+        + (f"<title>lift {lift:+.2f} per customer, {low:+.2f} to {high:+.2f}</title></svg>" if money else
+           f"<title>lift {100 * lift:+.2f} points, {100 * low:+.2f} to {100 * high:+.2f}</title></svg>")
     )

@@ -1,13 +1,15 @@
 """The figures of a run report, from the ledger by SQL aggregate.
 
 :func:`run_figures` reads one run's decisions and deliveries and returns a
-JSON-ready dict: totals, per-message action counts, reason counts, score
+JSON-ready dict: what kind of run it is (:mod:`relmail.report.mailed`),
+totals, per-message action counts, reason counts and their kinds, score
 histograms with the relevance threshold, how many decisions each
 irritation rule stopped, the incrementality (lift with a confidence
-interval) of this and earlier runs that have hold-outs, and the
-suppression list. The HTML report draws exactly these numbers, and
-``relmail report RUN --format json`` prints them, so what a person reads
-and what a machine checks cannot drift apart.
+interval) of this and earlier runs that have hold-outs, the suppression
+list, and the campaign's last runs week on week
+(:mod:`relmail.report.trend`). The HTML report draws exactly these
+numbers, and ``relmail report RUN --format json`` prints them, so what a
+person reads and what a machine checks cannot drift apart.
 
 Every count is a ``GROUP BY`` in the database; Python only splits the
 distinct reason strings (a handful of patterns per message, whatever the
@@ -29,11 +31,14 @@ from ..campaigns import load_campaign
 from ..errors import NotFound
 from ..feedback.events import STORE_TYPES, TYPES
 from ..learn.incrementality import incrementality
-from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, REASON_CODES, RULES
+from ..rules import ARBITRATION_LOST, HARD, HOLDOUT, KINDS, REASON_CODES, REASON_KINDS, RULES
 from ..sending import ledger
 from ..sending.loop import OUTCOMES
 from ..store.faults import translated
 from ..store.models import Decision, Delivery, Event, Run
+from ..windows import current_time
+from .mailed import SOURCES, mailed_customers, run_source
+from .trend import DEFAULT_RUNS, trend
 
 DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 ACTIONS = ("send", "holdout", "suppress")
@@ -46,8 +51,12 @@ DEFAULT_BINS = 20
 
 
 def irritation_codes() -> list[str]:
-    """The rules that protect the customer's patience: every switchable (non-hard) rule, in evaluation order."""
-    return [code for code in RULES if code not in HARD]
+    """The rules that protect the customer's patience (kind ``irritation``), in evaluation order.
+
+    Not every switchable rule: ``HELD_OUT`` keeps the experiment's control group and ``NOT_WORTH_IT``
+    the shop's money; hard rules are compliance (:data:`relmail.rules.REASON_KINDS`).
+    """
+    return [code for code in RULES if REASON_KINDS[code] == "irritation"]
 
 
 @translated
@@ -60,13 +69,16 @@ def run_figures(
     window: timedelta = timedelta(days=14),
     confidence: float = 0.95,
     suppression_limit: int | None = SUPPRESSION_LIMIT,
+    trend_runs: int = DEFAULT_RUNS,
 ) -> dict[str, Any]:
     """Every figure of the report of ``run_id`` (a run id, or ``CAMPAIGN:last`` for the campaign's newest run).
 
     ``project`` (optional) supplies a message's relevance threshold when the
     ledger does not hold it (no decision of that message fell below it).
     ``suppression_limit`` caps the suppression rows returned (None: all);
-    ``suppression_total`` always gives the full count.
+    ``suppression_total`` always gives the full count. ``trend_runs``: how
+    many runs of the campaign, up to this one, the week-on-week trend shows
+    (0: none).
     Raises :class:`NotFound` for an unknown run.
     """
     if bins < 1:
@@ -97,9 +109,15 @@ def run_figures(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
         feedback = _feedback(conn, run_id, run["as_of"])
-        # The whole run's rates read against customers, as its feedback counts do (accepted includes uncertain).
-        mailed = conn.execute(select(func.count(func.distinct(DLV.c.customer_id)))
-                              .where(DLV.c.run_id == run_id, DLV.c.status == "accepted")).scalar_one()
+        # The whole run's rates read against customers, as its feedback counts do: those the run mailed
+        # (accepted deliveries, uncertain ones included; an imported run's sends; a history's e-mail events).
+        source = run_source(conn, run_id, run["status"])
+        mailed_rows = mailed_customers(run_id, source).subquery()
+        mailed = conn.execute(select(func.count(func.distinct(mailed_rows.c.customer_id)))).scalar_one()
+        sent = conn.execute(select(func.count()).select_from(mailed_rows)).scalar_one()
+        # E-mails per message: what the "sent" column of what came back shows where relmail holds no deliveries.
+        sent_per_message = dict(conn.execute(select(mailed_rows.c.message_id, func.count()).group_by(mailed_rows.c.message_id)).all())
+        weeks = trend(conn, run, trend_runs, window, current_time(), _feedback)
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
         suppression_total = conn.execute(
@@ -120,12 +138,15 @@ def run_figures(
     order = _message_order(project, run["campaign"], {p.message_id for p in patterns})
     messages = {m: {"message": m, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}} for m in order}
     reasons_total: Counter = Counter()
+    kinds: Counter = Counter()
     irritation = {code: {"code": code, "summary": REASON_CODES[code], "stopped": 0, "only": 0, "messages": {}} for code in irritation_codes()}
     for p in patterns:
         m = messages[p.message_id]
         m["decisions"] += p.n
         m[p.action] = m.get(p.action, 0) + p.n
         codes = p.reasons.split()
+        for kind in {REASON_KINDS.get(code, "unknown") for code in codes}:
+            kinds[kind] += p.n  # a decision with reasons of two kinds counts in both
         for code in codes:
             m["reasons"][code] = m["reasons"].get(code, 0) + p.n
             reasons_total[code] += p.n
@@ -138,8 +159,12 @@ def run_figures(
     for message_id, status, n in deliveries:
         messages.setdefault(message_id, {"message": message_id, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}})
         messages[message_id]["deliveries"][status] = n
+    if source == "events":  # no decisions name the messages: the e-mail events do
+        for message_id in sorted(sent_per_message):
+            messages.setdefault(message_id, {"message": message_id, "decisions": 0, **dict.fromkeys(ACTIONS, 0), "reasons": {}, "deliveries": {}})
     for message_id, m in messages.items():
         m["feedback"] = feedback.get(message_id, dict.fromkeys(FEEDBACK, 0))
+        m["sent"] = sent_per_message.get(message_id, 0)
     campaign_thresholds = _campaign_thresholds(project, run["campaign"])
     for message_id, m in messages.items():
         m["reasons"] = _in_code_order(m["reasons"])
@@ -164,23 +189,27 @@ def run_figures(
     totals["deliveries"] = dict(sorted(delivered.items()))
     totals["feedback"] = feedback.get(None, dict.fromkeys(FEEDBACK, 0))
     totals["customers_mailed"] = mailed
+    totals["sent"] = sent
 
     return _finite({
         "run": {
             "id": run["id"], "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"].isoformat(),
             "status": run["status"], "seed": run["seed"], "config_hash": run["config_hash"],
             "created_at": run["created_at"].isoformat(), "updated_at": run["updated_at"].isoformat(),
+            "source": source, "source_means": SOURCES[source],
         },
         "totals": totals,
         "messages": list(messages.values()),
-        "reasons": [{"code": c, "decisions": n, "hard": c in HARD, "summary": REASON_CODES.get(c, "")}
+        "reasons": [{"code": c, "decisions": n, "hard": c in HARD, "kind": REASON_KINDS.get(c, "unknown"), "summary": REASON_CODES.get(c, "")}
                     for c, n in _in_code_order(reasons_total).items()],
+        "reason_kinds": [{"kind": k, "means": KINDS[k], "decisions": kinds[k]} for k in KINDS if kinds[k]],
         "irritation": list(irritation.values()),
         "incrementality": _incrementality(engine, run, window, confidence),
         "incrementality_window_days": window.total_seconds() / 86400,
         "confidence": confidence,
         "suppression_total": suppression_total,
         "suppressions": suppressions,
+        "trend": weeks,
     })
 
 
@@ -203,7 +232,7 @@ def _r(value) -> float:
 FEEDBACK_SKEW = timedelta(days=1)
 
 
-def _feedback(conn, run_id: str, as_of) -> dict[str | None, dict[str, int]]:
+def _feedback(conn, run_id: str, as_of, until=None) -> dict[str | None, dict[str, int]]:
     """Customers per feedback type of the run, per message and (key None) for the whole run.
 
     Customers, not events: a customer who opened twice counts once, so each figure reads against the
@@ -212,12 +241,15 @@ def _feedback(conn, run_id: str, as_of) -> dict[str | None, dict[str, int]]:
     The events are read once, through the (type, time) index from the run's as-of time on, not
     through the store's whole history of e-mail events: the run's count of a type is the number of
     rows flagged ``first``, one per (type, customer), whichever of the run's e-mails it came with.
+    ``until``: only events up to then (the trend measures every run over the same time).
     """
     types = {STORE_TYPES[t]: t for t in FEEDBACK}
     first_in_run = func.row_number().over(partition_by=(EVENTS.c.type, EVENTS.c.customer_id))
-    rows = (select(EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.customer_id, case((first_in_run == 1, 1), else_=0).label("first"))
-            .where(EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW)
-            .subquery())
+    query = (select(EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.customer_id, case((first_in_run == 1, 1), else_=0).label("first"))
+             .where(EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW))
+    if until is not None:
+        query = query.where(EVENTS.c.occurred_at <= until)
+    rows = query.subquery()
     out: dict[str | None, dict[str, int]] = {None: dict.fromkeys(FEEDBACK, 0)}
     for message_id, kind, customers, first in conn.execute(
         select(rows.c.message_id, rows.c.type, func.count(func.distinct(rows.c.customer_id)), func.sum(rows.c.first))

@@ -16,16 +16,70 @@ from typing import Any
 from jinja2 import Environment
 
 from ..learn.outcomes import IRRITATION
-from ..rules import HARD
+from ..rules import KINDS, REASON_KINDS
 from . import charts
 from .figures import FEEDBACK
 from .page import PAGE, SEARCH_JS
+from .trend import METRICS, RATES, measured
 
 
 def _reason_color(code: str) -> str:
-    if code in HARD:
-        return charts.COLORS["hard"]
-    return charts.COLORS.get(code, charts.COLORS["irritation"])
+    return charts.KIND_COLORS[REASON_KINDS.get(code, "unknown")]
+
+
+#: The feedback columns' headings: "delivered" is what the provider reported, not the acceptance of the hand-over.
+FEEDBACK_LABELS = {"delivered": "reported delivered", "bounced_soft": "soft bounce", "bounced_blocked": "blocked",
+                   "bounced_hard": "hard bounce"}
+#: The trend's rows: label, and how a value and its change print.
+TREND_LABELS = {
+    "sent": "e-mails sent", "suppression_rate": "suppressed", "delivered": "reported delivered", "open_rate": "open rate",
+    "click_rate": "click rate", "conversion_rate": "conversion rate", "unsubscribes_per_1000": "unsubscribes per 1,000",
+    "complaints_per_1000": "complaints per 1,000", "revenue": "revenue",
+}
+
+
+def trend_value(metric: str, value: float | None) -> str:
+    """A trend figure as it prints: 31.6% for a rate, 2.40 per 1,000, 12,345.50 revenue, 678 e-mails."""
+    if value is None:
+        return "–"
+    if metric in RATES:
+        return f"{100 * value:.1f}%"
+    if metric.endswith("_per_1000"):
+        return f"{value:.2f}"
+    if metric == "revenue":
+        return f"{value:,.2f}"
+    return f"{int(value):,}"
+
+
+def trend_change(metric: str, change: float | None) -> str:
+    """A change from the previous run: +1.2 pts for a rate, in its own units otherwise."""
+    if change is None:
+        return "–"
+    if metric in RATES:
+        return f"{100 * change:+.1f} pts"
+    if metric.endswith("_per_1000"):
+        return f"{change:+.2f}"
+    if metric == "revenue":
+        return f"{change:+,.2f}"
+    return f"{int(change):+,}"
+
+
+def trend_verdict(metric: str, change: float | None) -> str | None:
+    """"better" or "worse" for the shop when the figure moved and its direction means something; else None."""
+    if not change or not METRICS[metric]:
+        return None
+    return "better" if change * METRICS[metric] > 0 else "worse"
+
+
+def trend_rows(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per metric: the newest run's figure, the previous run's, the change and a sparkline of every run."""
+    if not runs:
+        return []
+    last, before = runs[-1], (runs[-2] if len(runs) > 1 else None)
+    return [{"metric": m, "label": TREND_LABELS[m], "now": trend_value(m, last[m]),
+             "before": trend_value(m, before[m]) if before else "–", "change": trend_change(m, last["change"][m]),
+             "verdict": trend_verdict(m, last["change"][m]), "spark": charts.sparkline([r[m] for r in runs])}
+            for m in METRICS]
 
 
 #: Outcomes a hold-out cannot have: it got no e-mail to open or click, so their "lift" is the senders' rate.
@@ -66,18 +120,28 @@ def build_html(figures: dict[str, Any], previews: list[dict[str, Any]] | None = 
     histograms = [(m, charts.histogram(m["message"], m["score"]["histogram"], m["score"]["threshold"])) for m in messages]
     reason_codes = list(dict.fromkeys(c for m in messages for c in m["reasons"]))
     lift_rows = []
+    revenue_rows = []
     for e in figures["incrementality"]:
         for name, o in e["outcomes"].items():
             if name == "irritation" or (not o["rate_sent"] and not o["rate_holdout"]):
                 continue
             lift_rows.append({"entry": e, "outcome": name, "reach": name in REACH, "verdict": verdict(name, o["low"], o["high"]), **o})
+        r = e.get("revenue_per_customer")
+        if r and r.get("sent") is not None and (r["sent"] or r["holdout"]):
+            more = r["low"] is not None and r["high"] is not None and (r["low"] > 0 or r["high"] < 0)
+            revenue_rows.append({"entry": e, **r, "verdict": ("better" if r["low"] > 0 else "worse") if more else None})
     scale = max([max(abs(r["low"] or 0), abs(r["high"] or 0)) for r in lift_rows] + [0.01])
     for r in lift_rows:
         r["chart"] = charts.interval(r["lift"], r["low"], r["high"], scale, r["verdict"])
+    money_scale = max([max(abs(r["low"] or 0), abs(r["high"] or 0)) for r in revenue_rows] + [0.01])
+    for r in revenue_rows:
+        r["chart"] = charts.interval(r["lift"], r["low"], r["high"], money_scale, r["verdict"], money=True)
     return env.from_string(PAGE).render(
         f=figures, run=figures["run"], totals=figures["totals"], messages=messages,
         actions_chart=actions, reasons_chart=reasons, irritation_chart=irritation, histograms=histograms,
-        reason_codes=reason_codes, feedback_kinds=FEEDBACK, hard=HARD, colors=charts.COLORS, lift_rows=lift_rows,
-        lift_scale=scale,
+        reason_codes=reason_codes, feedback_kinds=FEEDBACK, feedback_labels=FEEDBACK_LABELS, colors=charts.COLORS,
+        kind_colors=charts.KIND_COLORS, kinds=KINDS, lift_rows=lift_rows, lift_scale=scale, revenue_rows=revenue_rows, money_scale=money_scale,
+        trend=figures.get("trend", []), trend_rows=trend_rows(figures.get("trend", [])), trend_labels=TREND_LABELS,
+        metrics=list(METRICS), trend_value=trend_value, measured=measured,
         previews=previews or [], search_js=SEARCH_JS, script_hash=script_hash, reason_color=_reason_color,
     )

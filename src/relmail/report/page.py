@@ -60,6 +60,12 @@ PAGE = """<!doctype html>
   .sig { color:#16a34a; font-weight:600; } .neg { color:#dc2626; font-weight:600; }
   .heat td.num { min-width:64px; }
   .rate { display:block; color:var(--muted); font-size:11px; }
+  .note { background:#fffbeb; border:1px solid #fde68a; border-radius:10px; padding:12px 16px; margin:0 0 20px; font-size:14px; }
+  #trend-summary td, #trend-summary th { padding:5px 6px; white-space:nowrap; }
+  #trend-summary td:first-child { white-space:normal; }
+  #trend-runs td, #trend-runs th { white-space:nowrap; }
+  #trend-summary { max-width:680px; }
+  .spark { display:block; }
   footer { color:var(--muted); font-size:12px; text-align:center; margin-top:24px; }
   /* A phone: the page keeps its width, a wide table scrolls inside its own box. */
   @media (max-width:600px) {
@@ -67,6 +73,7 @@ PAGE = """<!doctype html>
     header { padding:20px 16px 52px; } header h1 { font-size:20px; overflow-wrap:anywhere; }
     main { padding:16px 10px 40px; } section { padding:16px 12px; }
     .cards { grid-template-columns:repeat(2,minmax(0,1fr)); gap:8px; } .card { padding:10px 12px; } .card .n { font-size:22px; }
+    #trend-summary { font-size:12px; } #trend-summary td, #trend-summary th { padding:4px 3px; } #trend-summary .before { display:none; }
   }
 </style>
 </head>
@@ -77,18 +84,58 @@ PAGE = """<!doctype html>
 </header>
 <main>
 <div class="cards" id="summary">
+  {% if run.source == 'events' %}
+  <div class="card" data-figure="sent"><div class="n">{{ (totals.sent or 0)|fmt }}</div><div class="l">e-mails sent (events)</div></div>
+  <div class="card" data-figure="mailed"><div class="n">{{ (totals.customers_mailed or 0)|fmt }}</div><div class="l">customers mailed</div></div>
+  {% else %}
   <div class="card" data-figure="decisions"><div class="n">{{ totals.decisions|fmt }}</div><div class="l">decisions for {{ totals.customers|fmt }} customers</div></div>
   <div class="card" data-figure="send"><div class="n">{{ totals.send|fmt }}</div><div class="l">e-mails to send</div></div>
   <div class="card" data-figure="holdout"><div class="n">{{ totals.holdout|fmt }}</div><div class="l">held out to measure lift</div></div>
   <div class="card" data-figure="suppress"><div class="n">{{ totals.suppress|fmt }}</div><div class="l">suppressed ({{ pct(totals.suppress, totals.decisions) }})</div></div>
-  <div class="card" data-figure="accepted"><div class="n">{{ (totals.deliveries.accepted or 0)|fmt }}</div><div class="l">delivered (accepted)</div></div>
+  <div class="card" data-figure="accepted"><div class="n">{{ (totals.deliveries.accepted or 0)|fmt }}</div><div class="l">accepted by the mail server or ESP</div></div>
+  {% endif %}
   {% if totals.deliveries %}
   <div class="card" data-figure="uncertain"><div class="n">{{ (totals.deliveries.uncertain or 0)|fmt }}</div><div class="l">uncertain: handed over, no reply (not resent)</div></div>
   <div class="card" data-figure="deferred"><div class="n">{{ (totals.deliveries.deferred or 0)|fmt }}</div><div class="l">deferred (retried by the next send)</div></div>
   <div class="card" data-figure="rejected"><div class="n">{{ ((totals.deliveries.rejected or 0) + (totals.deliveries.failed or 0))|fmt }}</div><div class="l">rejected or failed</div></div>
   {% endif %}
 </div>
+{% if run.source == 'events' %}
+<p class="note" id="run-source" data-source="events">This run holds no decisions: it is a mailing history that only e-mail events name (a send made outside relmail, such as the demo's past weeks). Its {{ (totals.sent or 0)|fmt }} e-mails to {{ (totals.customers_mailed or 0)|fmt }} customers and what came back are read from those events; there is nothing to show of who was left out or why.</p>
+{% elif run.source == 'imported' %}
+<p class="note" id="run-source" data-source="imported">This run was imported with <code>relmail runs import</code>: its decisions come from a send made elsewhere, so it has no deliveries of relmail's; its {{ totals.send|fmt }} sends are the customers mailed.</p>
+{% endif %}
 
+{% if trend %}
+<section id="trend">
+  <h2>Week on week</h2>
+  <p class="lead">{% if trend|length > 1 %}The last {{ trend|length }} runs of campaign <strong>{{ run.campaign }}</strong> up to this one, and the change from the run before ({{ trend[-2].run }}){% else %}The first run of campaign <strong>{{ run.campaign }}</strong> in the ledger: the change from the run before shows here once there is one{% endif %}. Rates are per customer mailed; conversions and revenue are the purchases of the customers mailed. Each run is measured over its first {{ measured(trend[-1].measured_days) }} (as long as this run has had, at most {{ f.incrementality_window_days|fmt }}): none is ahead only for having had longer. Green: better for the shop, red: worse; not tested against chance (the lift below is).</p>
+  <table id="trend-summary">
+    <thead><tr><th>figure</th><th class="num">this run</th><th class="num before">run before</th><th class="num">change</th><th>{{ trend|length }} runs</th></tr></thead>
+    <tbody>
+    {% for r in trend_rows %}
+      <tr data-metric="{{ r.metric }}"><td>{{ r.label }}</td><td class="num">{{ r.now }}</td><td class="num before">{{ r.before }}</td>
+        <td class="num {{ {'better': 'sig', 'worse': 'neg'}.get(r.verdict, '') }}" data-verdict="{{ r.verdict or '' }}">{{ r.change }}</td><td>{{ r.spark }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  {% if trend|length > 1 %}
+  <div class="wide" style="margin-top:14px">
+  <table id="trend-runs">
+    <thead><tr><th>run</th>{% for m in metrics %}<th class="num">{{ trend_labels[m] }}</th>{% endfor %}</tr></thead>
+    <tbody>
+    {% for t in trend %}
+      <tr data-run="{{ t.run }}"><td>{{ t.window }}</td>{% for m in metrics %}<td class="num" data-metric="{{ m }}">{{ trend_value(m, t[m]) }}</td>{% endfor %}</tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  </div>
+  {% endif %}
+</section>
+{% endif %}
+
+{# A run of e-mail events only has no decisions: nothing to show of who got what, why not, or scores. #}
+{% if run.source != 'events' %}
 <section id="per-message">
   <h2>Who gets what</h2>
   <p class="lead">Every customer in a message's audience is sent it, held out at random, or suppressed.</p>
@@ -96,7 +143,7 @@ PAGE = """<!doctype html>
   {{ actions_chart }}
   <div class="wide">
   <table>
-    <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">delivered</th></tr></thead>
+    <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">accepted</th></tr></thead>
     <tbody>
     {% for m in messages %}
       <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ m.decisions|fmt }}</td><td class="num">{{ m.send|fmt }}</td><td class="num">{{ m.holdout|fmt }}</td><td class="num">{{ m.suppress|fmt }}</td>
@@ -107,29 +154,32 @@ PAGE = """<!doctype html>
   </div>
 </section>
 
+{% endif %}
+
 {# Figures saved by a relmail without these counts have no "feedback": no section, rather than zeros. #}
 {% if totals.feedback is defined %}
 <section id="feedback">
   <h2>What came back</h2>
-  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far, and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far (“accepted” is relmail's record that the mail server or ESP took the e-mail; “reported delivered” is the provider's later report that it reached the mailbox), and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
   <div class="wide">
   <table>
-    <thead><tr><th>message</th><th class="num">accepted</th>{% for kind in feedback_kinds %}<th class="num">{{ kind|replace('_', ' ') }}</th>{% endfor %}</tr></thead>
+    <thead><tr><th>message</th><th class="num">{{ 'accepted' if run.source is not defined or run.source == 'relmail' else 'sent' }}</th>{% for kind in feedback_kinds %}<th class="num">{{ feedback_labels.get(kind, kind|replace('_', ' ')) }}</th>{% endfor %}</tr></thead>
     <tbody>
     {% for m in messages %}
-      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>{% set handed = (m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
+      <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ ((m.deliveries.accepted or 0) if m.deliveries else (m.sent or 0))|fmt }}</td>{% set handed = ((m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0)) if m.deliveries else (m.sent or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
     {% endfor %}
-      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ (totals.deliveries.accepted or 0)|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
+      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ ((totals.deliveries.accepted or 0) if totals.deliveries else (totals.sent or 0))|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
     </tbody>
   </table>
   </div>
 </section>
 {% endif %}
 
+{% if run.source != 'events' %}
 <section id="reasons">
   <h2>Why not</h2>
-  <p class="lead">Decisions per reason code. A decision can have several reasons; every rule that fired is counted.</p>
-  <div class="legend"><span><i style="background:{{ colors.hard }}"></i>the law and the sender's reputation (hard)</span><span><i style="background:{{ colors.irritation }}"></i>irritation rules</span><span><i style="background:{{ colors.ARBITRATION_LOST }}"></i>another message won</span><span><i style="background:{{ colors.HOLDOUT }}"></i>hold-out</span></div>
+  <p class="lead">Decisions per reason code. A decision can have several reasons; every rule that fired is counted. Each code is of one kind: what it protects.</p>
+  <div class="legend">{% for k in f.reason_kinds %}<span data-kind="{{ k.kind }}"><i style="background:{{ kind_colors[k.kind] }}"></i>{{ k.kind }}: {{ k.means }} — {{ k.decisions|fmt }}</span>{% endfor %}</div>
   {{ reasons_chart }}
   <div class="scroll" style="margin-top:14px">
   <table class="heat">
@@ -156,9 +206,10 @@ PAGE = """<!doctype html>
 
 <section id="irritation">
   <h2>Irritation prevented</h2>
-  <p class="lead">E-mails each irritation rule stopped (dark: stopped by that rule alone). Hard rules — consent, bounces, complaints — are in “Why not”.</p>
+  <p class="lead">E-mails each irritation rule stopped (dark: stopped by that rule alone): the rules that spare the customer's patience. Compliance (consent, opt-outs, bounces, complaints), the experiment's hold-outs (HOLDOUT, HELD_OUT: its control group, measured under “Did it work?”) and the expected value (NOT_WORTH_IT) are in “Why not”.</p>
   {{ irritation_chart }}
 </section>
+{% endif %}
 
 <section id="incrementality">
   <h2>Did it work? Incrementality</h2>
@@ -177,11 +228,28 @@ PAGE = """<!doctype html>
     </tbody>
   </table>
   </div>
+  {% if revenue_rows %}
+  <h3 style="font-size:15px;margin:16px 0 4px">Revenue per customer</h3>
+  <p class="lead">Mean purchase value within the window of a customer sent the e-mail and of one held out, and the difference with a {{ '%d'|format(f.confidence * 100) }}% (Welch) interval.</p>
+  <div class="wide">
+  <table id="revenue-lift">
+    <thead><tr><th>run</th><th>message</th><th class="num">per customer sent</th><th class="num">per customer held out</th><th class="num">lift</th><th>interval (±{{ '%.2f'|format(money_scale) }})</th></tr></thead>
+    <tbody>
+    {% for r in revenue_rows %}
+      <tr data-run="{{ r.entry.run }}" data-message="{{ r.entry.message }}"><td>{{ r.entry.run }}{% if r.entry.this_run %} <span class="muted">(this run)</span>{% endif %}</td><td>{{ r.entry.message }}</td>
+        <td class="num">{{ '%.2f'|format(r.sent) }}</td><td class="num">{{ '%.2f'|format(r.holdout) }}</td>
+        <td class="num {{ {'better': 'sig', 'worse': 'neg'}.get(r.verdict, '') }}" data-verdict="{{ r.verdict or '' }}">{{ '%+.2f'|format(r.lift) if r.lift is not none else '–' }}</td><td>{{ r.chart }}</td></tr>
+    {% endfor %}
+    </tbody>
+  </table>
+  </div>
+  {% endif %}
   {% else %}
   <p class="muted" id="no-lift">No run up to this one has hold-outs whose outcome window has closed yet. Lift shows here once it has.</p>
   {% endif %}
 </section>
 
+{% if run.source != 'events' %}
 <section id="suppression-list">
   <h2>Suppression list</h2>
   <p class="lead">Who was not sent what, and every reason. {% if f.suppressions|length < f.suppression_total %}Showing the first {{ f.suppressions|length|fmt }} of {{ f.suppression_total|fmt }}; <code>relmail report {{ run.id }} --format json --limit 0</code> gives all.{% endif %}</p>
@@ -198,6 +266,7 @@ PAGE = """<!doctype html>
   </table>
   </div>
 </section>
+{% endif %}
 
 {% if previews %}
 <section id="previews">

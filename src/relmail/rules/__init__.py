@@ -90,13 +90,39 @@ REASON_CODES: dict[str, str] = {
     RENDER_ERROR: "the e-mail failed to render for this customer when it was sent, so nothing was sent",
 }
 
+#: What a reason code protects or records, so a report groups them by what they mean: the law and the
+#: sender's reputation, the customer's patience, the experiment's control group, the shop's money, the
+#: choice between messages or between customers at one address, or a failure at send time.
+KINDS: dict[str, str] = {
+    "compliance": "the law and the sender's reputation (consent, opt-outs, bounces, complaints)",
+    "irritation": "the customer's patience (caps, fatigue, relevance, service first)",
+    "experiment": "the control group that measures the effect (hold-outs)",
+    "value": "the shop's money (expected value of the send)",
+    "arbitration": "another message or another customer at the address got the place",
+    "failure": "the e-mail failed when it was sent",
+}
+
+
+def _kind(rule: Rule) -> str:
+    return "compliance" if rule.hard else rule.kind
+
+
+#: Reason code → its kind (a key of :data:`KINDS`).
+REASON_KINDS: dict[str, str] = {
+    **{code: _kind(rule) for code, rule in RULES.items()},
+    ARBITRATION_LOST: "arbitration", SHARED_ADDRESS: "arbitration", HOLDOUT: "experiment", RENDER_ERROR: "failure",
+}
+
 
 def register(rule: Rule) -> Rule:
     """Add a rule at run time (plug-ins); its code must be new."""
     if not rule.code or rule.code in REASON_CODES:
         raise ValueError(f"rule code {rule.code!r} is empty or taken")
+    if rule.kind not in KINDS:
+        raise ValueError(f"rule kind {rule.kind!r} is not one of {', '.join(KINDS)}")
     RULES[rule.code] = rule
     REASON_CODES[rule.code] = rule.summary
+    REASON_KINDS[rule.code] = _kind(rule)
     return rule
 
 
@@ -112,5 +138,5 @@ def rules_for(message: Message, frame: FeatureFrame | None = None) -> list[Rule]
     ]
 
 
-__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "RuleFindings", "REASON_CODES", "RULES", "Rule", "SHARED_ADDRESS", "register",
-           "rules_for"]
+__all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "KINDS", "REASON_CODES", "REASON_KINDS", "RULES", "Rule", "RuleFindings",
+           "SHARED_ADDRESS", "register", "rules_for"]

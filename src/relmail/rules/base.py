@@ -47,6 +47,10 @@ class Rule:
     hard: ClassVar[bool] = False
     #: One line for the docs and the reason-code table.
     summary: ClassVar[str] = ""
+    #: What a switchable rule protects (see :data:`relmail.rules.KINDS`): ``irritation`` (the
+    #: customer's patience), ``experiment`` (a control group) or ``value`` (the shop's money). A hard
+    #: rule is ``compliance`` whatever this says.
+    kind: ClassVar[str] = "irritation"
     #: Feature columns the rule reads (logged with each decision).
     columns: ClassVar[tuple[str, ...]] = ()
     #: Columns that exist only in some plans (a trained model's outputs): without

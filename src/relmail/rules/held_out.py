@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 class HeldOut(Rule):
     code = "HELD_OUT"
     summary = "held out of this message by an earlier run: the customer stays in its control group"
+    kind = "experiment"
     columns = ("k.held_out",)
 
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 class NotWorthIt(Rule):
     code = "NOT_WORTH_IT"
     summary = "expected value of the send (gain minus the risk of losing the customer) is zero or less"
+    kind = "value"
     columns = ("k.expected_value", "k.model_p_positive", "k.model_p_irritation", "k.irritation_cost")
     requires = ("k.expected_value",)
     logs_score_inputs = True

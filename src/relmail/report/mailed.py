@@ -1,0 +1,44 @@
+"""Where a run's e-mails went: who was mailed, by what the ledger holds of the run.
+
+A run relmail planned and sent has deliveries: a customer was mailed when
+an e-mail of the run was accepted (the ``uncertain`` ones included: handed
+over, never resent). A run imported with ``relmail runs import`` holds the
+decisions of a send made elsewhere: its ``send`` decisions are the mailed
+customers. A run that holds no decisions at all (a mailing history written
+as events only, like the demo's ``weekly-history`` weeks) has only the
+``email_sent`` events that name it. Every rate of a report reads against
+these customers, each once.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import exists, select
+
+from ..store.models import Decision, Delivery, Event
+
+DEC, DLV, EVENTS = Decision.__table__, Delivery.__table__, Event.__table__
+
+#: What a run is, by what the ledger holds of it.
+SOURCES = {
+    "relmail": "planned by relmail: decisions, and deliveries once sent",
+    "imported": "imported with relmail runs import: decisions of a send made elsewhere, no deliveries",
+    "events": "no decisions: only e-mail events name the run (a mailing history imported as events, as the demo's past weeks)",
+}
+
+
+def run_source(conn, run_id: str, status: str) -> str:
+    """``relmail``, ``imported`` or ``events`` (a key of :data:`SOURCES`)."""
+    if status == "imported":
+        return "imported"
+    if conn.execute(select(exists().where(DEC.c.run_id == run_id))).scalar():
+        return "relmail"
+    return "events"
+
+
+def mailed_customers(run_id: str, source: str):
+    """A SELECT of (customer_id, message_id), one row per e-mail the run sent: count the customers distinct."""
+    if source == "imported":
+        return select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
+    if source == "events":
+        return select(EVENTS.c.customer_id, EVENTS.c.message_id).where(EVENTS.c.run_id == run_id, EVENTS.c.type == "email_sent")
+    return select(DLV.c.customer_id, DLV.c.message_id).where(DLV.c.run_id == run_id, DLV.c.status == "accepted")
