@@ -255,3 +255,46 @@ def test_an_imported_sendgrid_export_reads_the_projects_groups(shop, tmp_path):
     assert "NO_CONSENT" in next_week(project, engine)["promo"][1]
     assert (f"source: ESP export import (unsubscribed from SendGrid group 'Marketing' (group 123); {path})"
             in format_explanations(*explain(engine, "C-OK")))
+
+
+# -- dropped "Unsubscribed Address": the group the e-mail went with, or the global list ------------
+
+def dropped(at=AT, n: int = 1, **extra) -> dict:
+    """SendGrid's ``dropped`` event for an address on an unsubscribe list, in its documented shape."""
+    return {"event": "dropped", "reason": "Unsubscribed Address", "status": "5.0.0", "timestamp": int(at.timestamp()),
+            "sg_event_id": f"dropped-{n}", "smtp-id": "<m1@sendgrid.net>", **extra}
+
+
+@pytest.mark.parametrize("extra, group", [({"asm_group_id": 123}, "SendGrid group 'Marketing' (group 123)"),
+                                           ({}, "its topic's group")], ids=["group-named", "group-of-the-topic"])
+def test_a_drop_for_an_unsubscribed_address_withdraws_the_group_the_email_went_with(shop, ec_key, extra, group):
+    project, engine = shop
+    # Last week's newsletter went with group 123 ("Marketing"): the drop proves that group or the global list.
+    answer = post_events(project, engine, ec_key, dropped(**extra))
+    assert (answer["applied"], answer["opt_outs"]) == ({"unsubscribed": 1}, 2)
+    week = next_week(project, engine)
+    assert "NO_CONSENT" in week["promo"][1]
+    assert week["service"] == ("send", [])  # a global unsubscribe shows up as drops in "Service" too
+    assert (f"(dropped by SendGrid: on the unsubscribe list of {group} or the global one)"
+            in format_explanations(*explain(engine, "C-OK")))
+
+
+def test_a_drop_in_the_global_group_and_one_without_groups_withdraw_every_topic(shop, ec_key):
+    project, engine = shop
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace(GROUPS, ""))
+    project = Project.load(project.root)
+    # No groups: every e-mail went without one, and SendGrid's unsubscribe is its global list.
+    post_events(project, engine, ec_key, dropped())
+    week = next_week(project, engine)
+    assert all("UNSUBSCRIBED" in reasons for _, reasons in week.values()), week
+    assert "(dropped by SendGrid: on its global unsubscribe list)" in format_explanations(*explain(engine, "C-OK"))
+
+
+def test_a_drop_for_an_email_relmail_cannot_place_withdraws_every_topic(shop, ec_key):
+    project, engine = shop
+    body = json.dumps([{"email": "c-ok@example.org", **dropped()}]).encode()  # no custom_args: no e-mail, no topic
+    response = Client(make_app(project, engine)).post(
+        "/webhooks/sendgrid", data=body, content_type="application/json", headers=sendgrid_headers(ec_key, body))
+    assert response.json["opt_outs"] == 1
+    assert all("UNSUBSCRIBED" in reasons for _, reasons in next_week(project, engine).values())
