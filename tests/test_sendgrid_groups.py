@@ -199,7 +199,8 @@ def test_a_resubscribe_never_overrides_a_later_opt_out(shop, ec_key):
     project, engine = shop
     post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
     # Out of promotions through relmail's own link, after the resubscribe SendGrid reports late.
-    link = tokens.verify("test-signing-key-not-secret", tokens.sign("test-signing-key-not-secret", "C-OK", "promotions", RUN))
+    key, name = project.secret("signing_key"), project.settings.name
+    link = tokens.verify(key, tokens.sign(key, "C-OK", "promotions", RUN, name), name)
     unsubscribe(engine, link, now=AT + timedelta(hours=2))
     answer = post_events(project, engine, ec_key, group_event("group_resubscribe", 123, AT + timedelta(hours=1)))
     assert answer["opt_ins"] == 1  # newsletter back in; promotions stays out

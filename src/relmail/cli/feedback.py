@@ -174,7 +174,8 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     from ..feedback import import_bounces
 
     key = state.project.secret("signing_key", False)
-    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key))
+    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key),
+                            project_name=state.project.settings.name)
     if as_json:
         echo_json(result.as_dict())
     else:

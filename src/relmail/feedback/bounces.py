@@ -237,7 +237,7 @@ def _tag(report: Report, return_path: ReturnPath) -> tuple[int | None, str]:
 
 def import_bounces(
     engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None,
-    signing_key: str | None = None, return_path: ReturnPath | None = None,
+    signing_key: str | None = None, return_path: ReturnPath | None = None, project_name: str = "",
 ) -> BounceResult:
     """Read, match and apply the bounce mailboxes at ``paths`` in one transaction.
 
@@ -248,7 +248,8 @@ def import_bounces(
     ``dry_run`` nothing is written. A mailbox that cannot be read at all
     raises :class:`~relmail.errors.ValidationError` before anything is written.
     Unsubscribe requests are checked with ``signing_key`` (the project's
-    ``RELMAIL_SIGNING_KEY``); without it they are listed, not applied.
+    ``RELMAIL_SIGNING_KEY``) for ``project_name`` (its ``[project] name``);
+    without the key they are listed, not applied.
     With ``return_path`` (``[delivery.smtp] verp``), reports are matched by
     their return-path tag (:func:`match`).
     """
@@ -266,20 +267,20 @@ def import_bounces(
             else:
                 _add(result.applied, ingest(conn, batch, source="bounce-mailbox"))
             for read in box.requests:
-                _request(conn, read, signing_key, result)
+                _request(conn, read, signing_key, project_name, result)
     return result
 
 
-def _request(conn: Connection, read: Read, key: str | None, result: BounceResult) -> None:
+def _request(conn: Connection, read: Read, key: str | None, project: str, result: BounceResult) -> None:
     """Apply one unsubscribe request whose token verifies; list it as unmatched otherwise."""
     report = read.report
     if not key:
         why = "the signing key is not set (RELMAIL_SIGNING_KEY): its token cannot be checked"
     else:
         try:
-            claims = tokens.verify(key, report.token or "")
-        except SignatureError:
-            why = "the token in its subject is invalid or altered"
+            claims = tokens.verify(key, report.token or "", project)
+        except SignatureError as exc:
+            why = f"the token in its subject is invalid or altered ({exc})"
         else:
             if result.dry_run:
                 result.applied.applied["unsubscribed"] += 1
