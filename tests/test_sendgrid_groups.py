@@ -299,3 +299,81 @@ def test_a_drop_for_an_email_relmail_cannot_place_withdraws_every_topic(shop, ec
         "/webhooks/sendgrid", data=body, content_type="application/json", headers=sendgrid_headers(ec_key, body))
     assert response.json["opt_outs"] == 1
     assert all("UNSUBSCRIBED" in reasons for _, reasons in next_week(project, engine).values())
+
+
+# -- an opt-in on relmail's page lifts SendGrid's listing ------------------------------------------
+
+DELETE_GLOBAL = "https://api.sendgrid.com/v3/asm/suppressions/global/c-ok@example.org"
+DELETE_GROUP = "https://api.sendgrid.com/v3/asm/groups/{}/suppressions/c-ok@example.org"
+
+
+def sending_through_sendgrid(project, monkeypatch) -> Project:
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", "SG.key")
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"'))
+    return Project.load(project.root)
+
+
+def opt_in_on_the_page(project, engine, topics: list[str], everything_on: bool = True) -> None:
+    key, name = project.secret("signing_key"), project.settings.name
+    link = tokens.sign(key, "C-OK", "newsletter", RUN, name)
+    form = {"form": "preferences", "topic": topics, **({} if everything_on else {"unsubscribe_all": "1"})}
+    assert Client(make_app(project, engine)).post(f"/preferences/{link}", data=form).status_code == 200
+
+
+def resubscribe_cli(project, *args) -> tuple[int, str]:
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "resubscribe", *args])
+    return out.exit_code, out.output
+
+
+@responses.activate
+def test_an_opt_in_on_relmails_page_lifts_sendgrids_group_and_global_listing(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    # At SendGrid: C-OK left "Marketing", then every e-mail (SendGrid's global unsubscribe).
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123),
+                {"event": "unsubscribe", "timestamp": int(AT.timestamp()), "sg_event_id": "global-1"})
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    assert next_week(project, engine)["promo"] == ("send", [])  # relmail would send: SendGrid must not drop it
+    responses.add(responses.DELETE, DELETE_GLOBAL, status=204)
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=204)
+    code, output = resubscribe_cli(project)
+    assert code == 0, output
+    assert sorted((c.request.method, c.request.url, c.request.headers["Authorization"]) for c in responses.calls) == [
+        ("DELETE", DELETE_GROUP.format(123), "Bearer SG.key"), ("DELETE", DELETE_GLOBAL, "Bearer SG.key")]
+    assert "SendGrid: 2 listing(s) of 1 customer(s) lifted, 0 failed" in output and "c-ok@" not in output
+    # "Service" (group 456) was never left at SendGrid: nothing to lift. A second run calls nothing.
+    assert resubscribe_cli(project) == (0, "SendGrid: 0 listing(s) of 0 customer(s) lifted, 0 failed\n")
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_refused_lift_fails_the_command_and_is_tried_again(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
+    opt_in_on_the_page(project, engine, ["newsletter"])
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=400,
+                  json={"errors": [{"field": None, "message": "group id does not exist"}]})
+    code, output = resubscribe_cli(project)
+    assert code == 7 and "C-OK" in output and "group id does not exist" in output, output
+    responses.replace(responses.DELETE, DELETE_GROUP.format(123), status=204)
+    assert resubscribe_cli(project)[0] == 0
+    assert [c.response.status_code for c in responses.calls] == [400, 204]
+
+
+@responses.activate
+def test_only_the_customers_own_opt_in_after_a_sendgrid_unsubscribe_is_carried(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    # Out through relmail's own link, in again on the page: SendGrid never listed C-OK.
+    key, name = project.secret("signing_key"), project.settings.name
+    unsubscribe(engine, tokens.verify(key, tokens.sign(key, "C-OK", "promotions", RUN, name), name), now=AT)
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions"])
+    # Out at SendGrid, in on the page, out again on the page: the opt-out stands, nothing to lift.
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 456))
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions"])
+    code, output = resubscribe_cli(project, "--dry-run")
+    assert (code, output) == (0, "SendGrid: 0 listing(s) of 0 customer(s) to lift (--dry-run, nothing called), 0 failed\n")
+    assert len(responses.calls) == 0

@@ -216,6 +216,61 @@ def _echo_bounces(result) -> None:
                     for _, bad in result.invalid], ["message", "field", "reason"])
 
 
+@feedback.command("resubscribe")
+@click.option("--dry-run", is_flag=True, help="List what would be lifted; call nothing.")
+@json_option
+@pass_state
+def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
+    """Lift SendGrid's unsubscribe listing of customers who opted in again on relmail's preference page.
+
+    SendGrid drops every e-mail to an address on its global unsubscribe list
+    or on a group's, whatever relmail decided. For each opt-in made on the
+    preference page after an unsubscribe that came from SendGrid, this
+    deletes the listing the opt-in covers: the topic's group of
+    [delivery.sendgrid] asm_groups, or, for "everything", the global list
+    (and the "*" group). Run it before relmail send. A call SendGrid
+    refuses is listed with its reason and the command exits 7; the next run
+    tries it again.
+
+    \b
+    Example:
+      relmail feedback resubscribe --dry-run
+      relmail feedback resubscribe && relmail send weekly
+    """
+    from ..delivery import delivery_config, get_adapter
+    from ..errors import ConfigError, DeliveryError
+    from ..feedback.resubscribe import resubscribe
+
+    project = state.project
+    name, config = delivery_config(project.settings.section("delivery"))
+    if name != "sendgrid":
+        raise ConfigError(f"relmail.toml [delivery]: adapter is {name!r}; relmail feedback resubscribe lifts SendGrid's "
+                          "suppressions and needs adapter = \"sendgrid\"")
+    adapter = get_adapter("sendgrid", config, project.secret)
+    try:
+        result = resubscribe(state.engine, adapter, dry_run=dry_run)
+    finally:
+        adapter.close()
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        verb = "to lift (--dry-run, nothing called)" if dry_run else "lifted"
+        customers = len({x.customer_id for x in result.lifted})
+        click.echo(f"SendGrid: {len(result.lifted)} listing(s) of {customers} customer(s) {verb}, {len(result.failed)} failed")
+        rows = [(x.customer_id, _listing(x.listing), x.error or ("to lift" if dry_run else "lifted"))
+                for x in result.lifted + result.failed]
+        if rows:
+            echo_table(rows, ["customer", "SendGrid list", "result"])
+    if result.failed:
+        raise DeliveryError(f"SendGrid did not lift {len(result.failed)} listing(s) (first: customer "
+                            f"{result.failed[0].customer_id}, {_listing(result.failed[0].listing)}: {result.failed[0].error}); "
+                            "the next run tries them again")
+
+
+def _listing(listing: str) -> str:
+    return "global unsubscribes" if listing == "global" else f"group {listing}"
+
+
 @feedback.command("rejects")
 @click.option("--provider", "provider_name", type=click.Choice((*_FORMATS, "smtp")),
               help="Only this provider's events (smtp: the bounce mailbox).")
