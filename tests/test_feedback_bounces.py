@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from relmail.cli import cli
 from relmail.errors import ValidationError
+from relmail.feedback.authresults import vouched
 from relmail.feedback.bounces import import_bounces, read_bounces
 from relmail.feedback.dsn import Report, parse
 from relmail.feedback.mailboxes import read_mail
@@ -561,3 +562,27 @@ def test_a_bounce_of_an_e_mail_sent_over_smtp_suppresses_the_customer_in_the_nex
     after = plan_rows(project, tmp_path / "after.jsonl")
     assert after[customer][0] == "suppress" and "HARD_BOUNCE" in after[customer][1]
     assert {c: row for c, row in after.items() if c != customer} == {c: row for c, row in before.items() if c != customer}
+
+
+# -- who vouches for a hand-written unsubscribe's sender ----------------------------------------
+
+
+@pytest.mark.parametrize("headers, expected", [
+    (["mx.shop.example; dmarc=pass (p=reject dis=none) header.from=example.org"], "DMARC pass"),
+    (["mx.shop.example 1; dkim=pass (2048-bit key) header.d=Example.ORG header.s=s1"], "DKIM pass"),
+    (["mx.shop.example; dkim=pass header.i=@example.org"], "DKIM pass"),
+    # A signature of another domain (a mailing service's own) is not the From domain's.
+    (["mx.shop.example; dkim=pass header.d=mailer.example; dmarc=fail header.from=example.org"], None),
+    # SPF checks the envelope sender, not From.
+    (["mx.shop.example; spf=pass smtp.mailfrom=example.org"], None),
+    # A header the sender wrote, under another server's name, counts for nothing.
+    (["attacker.example; dmarc=pass header.from=example.org", "mx.shop.example; dmarc=none header.from=example.org"], None),
+    (["mx.shop.example; dmarc=pass header.from=example.org.evil.example"], None),
+])
+def test_only_the_shops_server_vouching_for_the_from_domain_counts(headers, expected):
+    assert vouched(headers, "mx.shop.example", "anna@example.org") == expected
+
+
+@given(st.lists(st.text(max_size=200), max_size=3), st.text(max_size=40))
+def test_any_authentication_results_text_is_read_without_error(headers, sender):
+    assert vouched(headers, "mx.shop.example", sender) in (None, "DMARC pass", "DKIM pass")
