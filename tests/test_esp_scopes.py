@@ -20,7 +20,7 @@ from werkzeug.test import Client
 from relmail.delivery import get_adapter
 from relmail.errors import ConfigError
 from relmail.project import Project
-from relmail.store.models import Customer, Event, Preference
+from relmail.store.models import ConsentChange, Customer, Event, Preference
 from relmail.web.app import make_app
 
 FIXTURES = json.loads((Path(__file__).parent / "fixtures" / "providers" / "postmark_events.json").read_text())
@@ -128,6 +128,10 @@ def test_an_unsubscribe_on_a_stream_opts_out_of_that_streams_topics(streams_shop
     client, engine = streams_shop
     answer = post(client, example(record, MessageStream="offers"))
     assert answer["opt_outs"] == 2 and consent(engine) == {"promotions": False, "newsletter": False}
+    C = ConsentChange.__table__
+    with engine.connect() as conn:
+        assert set(conn.execute(select(C.c.detail).where(C.c.customer_id == "C1")).scalars()) == {
+            "unsubscribed from Postmark stream 'offers'"}
     # The default stream carries every other topic: leaving it is everything.
     post(client, example("SubscriptionChange: ManualSuppression", MessageStream="marketing", ChangedAt="2022-06-06T10:00:00Z"))
     assert consent(engine)["*"] is False
