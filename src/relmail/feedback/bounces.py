@@ -194,8 +194,10 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
     tags = {id(r): _tag(r.report, return_path) for r in box.reports} if return_path is not None else {}
     by_tag = _deliveries_by_id(conn, {t for t, _ in tags.values() if t is not None})
     untagged = [r for r in box.reports if tags.get(id(r), (None, ""))[0] is None]
-    by_id = {} if return_path is not None and return_path.required else _deliveries(
-        conn, {r.report.original_message_id for r in untagged if r.report.original_message_id})
+    # With verp_required, only an e-mail that left without a tag (the ledger says so) may be found by its
+    # Message-ID: a tagged one's report must carry the tag, an untagged one's cannot.
+    by_id = _deliveries(conn, {r.report.original_message_id for r in untagged if r.report.original_message_id},
+                        untagged_only=return_path is not None and return_path.required)
     need = {normalize(o.recipient) for r in untagged for o in r.report.outcomes
             if o.recipient and r.report.original_message_id not in by_id} if return_path is None else set()
     sent = _sent_to(conn, need)
@@ -361,24 +363,25 @@ def _deliveries_by_id(conn: Connection, ids: set[int]) -> dict[int, tuple[str, s
     return _deliveries_by(conn, Delivery.__table__.c.id, ids)
 
 
-def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
+def _deliveries(conn: Connection, message_ids: set[str], untagged_only: bool = False) -> dict[str, tuple[str, str, str] | None]:
     """Message-ID -> (run, customer, message) of the delivery that carried it; None when its customer was erased.
 
     An erased customer's deliveries stay in the ledger; a late bounce of one
-    of them is about nobody relmail may record anything for.
+    of them is about nobody relmail may record anything for. ``untagged_only``:
+    only deliveries the ledger records as sent without a VERP tag.
     """
-    return _deliveries_by(conn, Delivery.__table__.c.rfc_message_id, message_ids)
+    D = Delivery.__table__
+    return _deliveries_by(conn, D.c.rfc_message_id, message_ids, D.c.return_path_tagged.is_(False) if untagged_only else None)
 
 
-def _deliveries_by(conn: Connection, column, keys: set) -> dict:
+def _deliveries_by(conn: Connection, column, keys: set, condition=None) -> dict:
     """``column``'s value -> (run, customer, message) of the delivery that has it; None when its customer was erased."""
     D, C = Delivery.__table__, Customer.__table__
     found: dict = {}
     for chunk in chunks(sorted(keys)):
+        stmt = select(column, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id).outerjoin(C, C.c.id == D.c.customer_id)
         for key, run, customer, message, present in conn.execute(
-            select(column, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
-            .outerjoin(C, C.c.id == D.c.customer_id)
-            .where(column.in_(chunk))
+            stmt.where(column.in_(chunk), *(() if condition is None else (condition,)))
         ):
             found[key] = (run, customer, message) if present is not None else None
     return found
