@@ -263,7 +263,7 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     """
     from ..delivery import delivery_config, get_adapter
     from ..errors import ConfigError, DeliveryError
-    from ..feedback.resubscribe import resubscribe
+    from ..feedback import resubscribe
 
     project = state.project
     name, config = delivery_config(project.settings.section("delivery"))
