@@ -586,3 +586,23 @@ def test_only_the_shops_server_vouching_for_the_from_domain_counts(headers, expe
 @given(st.lists(st.text(max_size=200), max_size=3), st.text(max_size=40))
 def test_any_authentication_results_text_is_read_without_error(headers, sender):
     assert vouched(headers, "mx.shop.example", sender) in (None, "DMARC pass", "DKIM pass")
+
+
+@pytest.mark.parametrize("subject, first_line, asks", [
+    ("unsubscribe", "", True),
+    ("Re: Your weekly tips", "Please unsubscribe me.", True),
+    ("AW: Newsletter", "Bitte abmelden", True),
+    ("Re: Nieuwsbrief", "Uitschrijven graag", True),
+    ("Re: Ofertas", "Quiero darme de baja", False),  # not at the start: a person must read it
+    ("darse de baja", "", True),
+    ("Baja California trip", "Is the e-bike good for Baja?", False),
+    ("Re: order 1234", "Unsubscribing is hard? Where is my order?", False),
+    ("Re: Your weekly tips", "> unsubscribe\nThanks!", False),  # a quote is not what they wrote
+])
+def test_a_person_asking_to_be_removed_is_an_unsubscribe_request(subject, first_line, asks):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "anna@example.org", "unsubscribe@fietsenwinkel.example", subject
+    msg["Date"], msg["Message-ID"] = "Mon, 23 Nov 2026 10:00:00 +0000", "<q1@example.org>"
+    msg.set_content(first_line or "Thanks")
+    report = parse(bytes(msg), lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    assert (report.kind == "unsubscribe request" and report.token is None) == asks, report.kind

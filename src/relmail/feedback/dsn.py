@@ -75,8 +75,9 @@ _UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*unsubscribe\s
 UNSUBSCRIBE_REQUEST = "unsubscribe request"
 #: A person's words for "take me off the list", at the start of a subject or of the first line they wrote.
 _REMOVE_ME = re.compile(
-    r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*(?:please\s+)?(unsubscribe|remove me|opt[ -]?out|stop (?:e-?mails?|sending)|"
-    r"abmelden|austragen|uitschrijven|afmelden|d[ée]sabonner|d[ée]sinscri(?:re|ption|vez)|darse de baja|baja|avregistrera|avsluta)\b",
+    r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*(?:(?:please|bitte|graag|por favor)\s+)?(unsubscribe|remove me|opt[ -]?out|stop (?:e-?mails?|sending)|"
+    r"abmelden|austragen|uitschrijven|afmelden|d[ée]sabonner|d[ée]sinscri(?:re|ption|vez)|dar(?:se|me)? de baja|"
+    r"avregistrera|avsluta (?:min )?prenumeration)\b",
     re.I)
 
 
