@@ -245,6 +245,32 @@ def test_leaving_the_group_an_email_went_with_always_withdraws_that_emails_topic
         assert withdraws == (gid == group.id or (event.scope == "all" and gid == global_group))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TOPIC, st.integers(1, 5)), st.one_of(st.none(), st.integers(6, 9)), TOPIC, st.booleans())
+def test_a_drop_withdraws_exactly_the_group_the_email_went_with(assigned, global_group, topic, names_group):
+    # Whether the drop names the group or relmail finds it from the e-mail's topic: the topics withdrawn are
+    # that group's (everything for the global group), never fewer, never another group's.
+    from relmail.feedback.apply import _list_of
+
+    table = {}
+    for t, gid in assigned.items():
+        table.setdefault(str(gid), []).append(t)
+    if global_group is not None:
+        table[str(global_group)] = "*"
+    sg = SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+    group = sg.groups.for_topic(topic)
+    if group is None:
+        return  # refused before sending
+    drop = {"email": "a@example.org", "timestamp": int(AT.timestamp()), "sg_event_id": "e", "event": "dropped",
+            "reason": "Unsubscribed Address", **({"asm_group_id": group.id} if names_group else {})}
+    [event] = sg.parse_event(drop)
+    event = _list_of(event, topic) if event.lists else event
+    if group.everything:
+        assert event.scope == "all"
+    else:
+        assert (event.scope, set(event.topics)) == ("topic", set(group.topics))
+
+
 def test_an_imported_sendgrid_export_reads_the_projects_groups(shop, tmp_path):
     project, engine = shop
     path = tmp_path / "sendgrid-events.jsonl"
