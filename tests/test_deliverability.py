@@ -25,7 +25,7 @@ from relmail.errors import ConfigError
 from relmail.project import Project, init_project
 from relmail.render import Renderer
 from relmail.sending.run import send
-from relmail.store.models import Event, Preference
+from relmail.store.models import ConsentChange, Event, Preference
 
 
 def _unsubscribe_settings(root, base_url: str, mailto: str = "unsubscribe@fietsenwinkel.example") -> Project:
@@ -105,6 +105,69 @@ def test_an_unsubscribe_request_to_the_mailto_opts_the_customer_out_of_that_list
     again = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "bounces", str(box)])
     assert "0 new event(s), 2 already stored" in again.output
 
+
+
+def _reply(path, sender: str, first_line: str, results: str | None, subject: str = "Re: Your weekly tips") -> None:
+    """A person's reply to the unsubscribe address, as their receiving server hands it on (Authentication-Results on top)."""
+    reply = EmailMessage()
+    if results is not None:
+        reply["Authentication-Results"] = results
+    reply["From"], reply["To"], reply["Subject"] = sender, "unsubscribe@fietsenwinkel.example", subject
+    reply["Date"] = formatdate(AS_OF.timestamp() + 7200, usegmt=True)
+    reply["Message-ID"] = make_msgid(domain="example.org")
+    reply.set_content(f"{first_line}\n\nThanks, Anna\n\n> Your weekly tips from Fietsenwinkel\n")
+    path.write_bytes(bytes(reply))
+
+
+MX = "mx.fietsenwinkel.example"
+
+
+def test_a_hand_written_unsubscribe_is_applied_when_the_senders_domain_is_vouched_for_and_listed_otherwise(project, tmp_path):
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, now=lambda: AS_OF)
+    mails = [email.message_from_bytes(p.read_bytes(), policy=policy.default) for p in sorted((project.root / "outbox").glob("*.eml"))]
+    (anna, anna_id), (bram, bram_id) = [(m["To"].addresses[0].addr_spec, m["X-Relmail-Customer"]) for m in mails[:2]]
+    domain = anna.rpartition("@")[2]
+    box = tmp_path / "unsubscribes"
+    box.mkdir()
+    _reply(box / "anna.eml", anna, "Please unsubscribe me.",
+           f"{MX}; spf=pass smtp.mailfrom={domain}; dkim=pass header.d={domain}; dmarc=pass (p=reject) header.from={domain}")
+    # Someone writing as Bram: his domain's DMARC fails at the shop's server; the forger's own header does not count.
+    _reply(box / "forged.eml", bram, "unsubscribe",
+           f"{MX}; spf=fail smtp.mailfrom={domain}; dmarc=fail header.from={domain}")
+    _reply(box / "stranger.eml", "who@example.net", "Remove me",
+           f"{MX}; dmarc=pass header.from=example.net", subject="remove me")
+    _reply(box / "chat.eml", anna, "Where is my order?", f"{MX}; dmarc=pass header.from={domain}", subject="Re: order 1234")
+    relmail_toml = project.root / "relmail.toml"
+    before = relmail_toml.read_text()
+
+    def prefs(cid):
+        P = Preference.__table__
+        with engine.connect() as conn:
+            return {tuple(r) for r in conn.execute(select(P.c.topic, P.c.opted_in).where(P.c.customer_id == cid))}
+
+    # Without [unsubscribe] authserv_id nothing vouches for a sender: every request is for review.
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "bounces", str(box)])
+    assert out.exit_code == 0, out.output
+    assert "3 unsubscribe request(s) without a token to review" in out.output and "authserv_id is not set" in out.output
+    assert ("*", False) not in prefs(anna_id)
+
+    relmail_toml.write_text(before.replace('mailto = "unsubscribe@fietsenwinkel.example"',
+                                           f'mailto = "unsubscribe@fietsenwinkel.example"\nauthserv_id = "{MX}"'))
+    review = tmp_path / "review.csv"
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "bounces", str(box), "--review-file", str(review)])
+    assert out.exit_code == 0, out.output
+    assert "4 message(s): 1 new event(s)" in out.output and "not a bounce" in out.output  # the order question
+    assert "2 unsubscribe request(s) without a token to review" in out.output
+    assert ("*", False) in prefs(anna_id) and ("*", False) not in prefs(bram_id)
+    rows = review.read_text().splitlines()
+    assert rows[0] == "message,sender,why" and len(rows) == 3
+    assert any("forged.eml" in r and "show no DMARC or DKIM pass for its From domain" in r for r in rows)
+    assert any("stranger.eml" in r and "its From address is no customer's" in r for r in rows)
+    C = ConsentChange.__table__
+    with engine.connect() as conn:
+        history = conn.execute(select(C.c.topic, C.c.source, C.c.detail).where(C.c.customer_id == anna_id)).all()
+    assert ("*", "bounce-mailbox", f"hand-written unsubscribe request (DMARC pass for its From domain); {box / 'anna.eml'}") in history
 
 
 # -- DKIM that holds on the way --------------------------------------------------------------------

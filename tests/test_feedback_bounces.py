@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from relmail.cli import cli
 from relmail.errors import ValidationError
+from relmail.feedback.authresults import vouched
 from relmail.feedback.bounces import import_bounces, read_bounces
 from relmail.feedback.dsn import Report, parse
 from relmail.feedback.mailboxes import read_mail
@@ -561,3 +562,47 @@ def test_a_bounce_of_an_e_mail_sent_over_smtp_suppresses_the_customer_in_the_nex
     after = plan_rows(project, tmp_path / "after.jsonl")
     assert after[customer][0] == "suppress" and "HARD_BOUNCE" in after[customer][1]
     assert {c: row for c, row in after.items() if c != customer} == {c: row for c, row in before.items() if c != customer}
+
+
+# -- who vouches for a hand-written unsubscribe's sender ----------------------------------------
+
+
+@pytest.mark.parametrize("headers, expected", [
+    (["mx.shop.example; dmarc=pass (p=reject dis=none) header.from=example.org"], "DMARC pass"),
+    (["mx.shop.example 1; dkim=pass (2048-bit key) header.d=Example.ORG header.s=s1"], "DKIM pass"),
+    (["mx.shop.example; dkim=pass header.i=@example.org"], "DKIM pass"),
+    # A signature of another domain (a mailing service's own) is not the From domain's.
+    (["mx.shop.example; dkim=pass header.d=mailer.example; dmarc=fail header.from=example.org"], None),
+    # SPF checks the envelope sender, not From.
+    (["mx.shop.example; spf=pass smtp.mailfrom=example.org"], None),
+    # A header the sender wrote, under another server's name, counts for nothing.
+    (["attacker.example; dmarc=pass header.from=example.org", "mx.shop.example; dmarc=none header.from=example.org"], None),
+    (["mx.shop.example; dmarc=pass header.from=example.org.evil.example"], None),
+])
+def test_only_the_shops_server_vouching_for_the_from_domain_counts(headers, expected):
+    assert vouched(headers, "mx.shop.example", "anna@example.org") == expected
+
+
+@given(st.lists(st.text(max_size=200), max_size=3), st.text(max_size=40))
+def test_any_authentication_results_text_is_read_without_error(headers, sender):
+    assert vouched(headers, "mx.shop.example", sender) in (None, "DMARC pass", "DKIM pass")
+
+
+@pytest.mark.parametrize("subject, first_line, asks", [
+    ("unsubscribe", "", True),
+    ("Re: Your weekly tips", "Please unsubscribe me.", True),
+    ("AW: Newsletter", "Bitte abmelden", True),
+    ("Re: Nieuwsbrief", "Uitschrijven graag", True),
+    ("Re: Ofertas", "Quiero darme de baja", False),  # not at the start: a person must read it
+    ("darse de baja", "", True),
+    ("Baja California trip", "Is the e-bike good for Baja?", False),
+    ("Re: order 1234", "Unsubscribing is hard? Where is my order?", False),
+    ("Re: Your weekly tips", "> unsubscribe\nThanks!", False),  # a quote is not what they wrote
+])
+def test_a_person_asking_to_be_removed_is_an_unsubscribe_request(subject, first_line, asks):
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "anna@example.org", "unsubscribe@fietsenwinkel.example", subject
+    msg["Date"], msg["Message-ID"] = "Mon, 23 Nov 2026 10:00:00 +0000", "<q1@example.org>"
+    msg.set_content(first_line or "Thanks")
+    report = parse(bytes(msg), lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    assert (report.kind == "unsubscribe request" and report.token is None) == asks, report.kind

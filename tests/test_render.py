@@ -16,6 +16,8 @@ from relmail.render.inline_diff import inline_difference
 from relmail.render.samples import sample_contexts
 
 KEY = "test-signing-key-not-secret"
+#: The render project's [project] name, signed into its tokens.
+PROJECT = "Fietsenwinkel"
 TRACKING = """
 [tracking]
 utm_source = "relmail"
@@ -276,16 +278,24 @@ def test_money_refuses_a_currency_code_babel_does_not_know_instead_of_printing_i
 def test_unsubscribe_token_verifies_and_tampering_fails(renderer):
     email = renderer.render(spec(), customer())
     token = re.search(r"/unsubscribe/([A-Za-z0-9_.\-]+)", email.html).group(1)
-    claims = tokens.verify(KEY, token)
-    assert (claims.customer_id, claims.topic, claims.run_id) == ("C0000001", "promotions", "weekly:2026-W48")
+    claims = tokens.verify(KEY, token, PROJECT)
+    assert claims == tokens.Claims("C0000001", "promotions", "weekly:2026-W48", PROJECT)
     forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
     with pytest.raises(SignatureError):
-        tokens.verify(KEY, forged)
+        tokens.verify(KEY, forged, PROJECT)
     with pytest.raises(SignatureError):
-        tokens.verify("another-key", token)
+        tokens.verify("another-key", token, PROJECT)
     # Another customer's link is not guessable from this one.
     other = renderer.render(spec(), customer(id="C0000002"))
     assert re.search(r"/unsubscribe/([A-Za-z0-9_.\-]+)", other.html).group(1) != token
+
+
+def test_a_token_of_another_project_sharing_the_key_is_refused():
+    # Staging and production signing with one key: production's link must not unsubscribe anyone on staging.
+    production = tokens.sign(KEY, "C0000001", "promotions", "weekly:2026-W48", "Fietsenwinkel")
+    with pytest.raises(SignatureError, match="another project"):
+        tokens.verify(KEY, production, "Fietsenwinkel staging")
+    assert tokens.verify(KEY, production, "Fietsenwinkel").project == "Fietsenwinkel"
 
 
 def test_tokens_are_itsdangerous_own_and_links_already_sent_keep_working():
@@ -293,11 +303,15 @@ def test_tokens_are_itsdangerous_own_and_links_already_sent_keep_working():
 
     plain = URLSafeSerializer(KEY, salt="relmail.unsubscribe.v1")
     for claims in [("C0000001", "promotions", "weekly:2026-W48"), ("C1", "*", ""), ("C" * 300, "t" * 200, "r")]:
-        theirs = plain.dumps(list(claims))  # the last one is zlib-compressed by itsdangerous
-        assert tokens.verify(KEY, theirs) == tokens.Claims(*claims)
-        if not theirs.startswith("."):  # not compressed: our token is the same string
-            assert tokens.sign(KEY, *claims) == theirs
-        assert plain.loads(tokens.sign(KEY, *claims)) == list(claims)
+        # A link signed before tokens named their project (the last one zlib-compressed by itsdangerous)
+        # is accepted by every project of the key: it is in inboxes for months.
+        theirs = plain.dumps(list(claims))
+        assert tokens.verify(KEY, theirs, PROJECT) == tokens.Claims(*claims, project=None)
+        assert tokens.verify(KEY, theirs, "another project") == tokens.Claims(*claims, project=None)
+        ours = tokens.sign(KEY, *claims, PROJECT)
+        if not theirs.startswith("."):  # not compressed: our token is the same format, with the project
+            assert ours == plain.dumps([*claims, PROJECT])
+        assert plain.loads(ours) == [*claims, PROJECT]
 
 
 def test_utm_on_outbound_links_never_on_unsubscribe_or_preferences(renderer):

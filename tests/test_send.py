@@ -233,7 +233,7 @@ def test_a_proofs_links_and_metadata_belong_to_the_proof_run_not_to_the_customer
     assert msg["X-Relmail-Run"] == tokens.PROOF_RUN and msg["X-Relmail-Customer"] == customer
     assert [m.metadata["relmail_run"] for m in handed] == [tokens.PROOF_RUN]
     link = re.search(r"<(https?://[^>]+/unsubscribe/([^>]+))>", msg["List-Unsubscribe"])
-    claims = tokens.verify(project.secret("signing_key"), link.group(2))
+    claims = tokens.verify(project.secret("signing_key"), link.group(2), project.settings.name)
     assert (claims.customer_id, claims.run_id, claims.trial) == (customer, tokens.PROOF_RUN, True)
     before = decisions(engine)
     with engine.connect() as conn:
@@ -247,7 +247,7 @@ def test_a_proofs_links_and_metadata_belong_to_the_proof_run_not_to_the_customer
     # The customer's own e-mail of the run carries the run's token.
     (own,) = [p for p in outbox(project) if not p.name.startswith("proof")]
     own_link = re.search(r"/unsubscribe/([^>]+)>", email.message_from_bytes(own.read_bytes(), policy=policy.default)["List-Unsubscribe"])
-    assert tokens.verify(project.secret("signing_key"), own_link.group(1)).run_id == "sendtest:2026-W48"
+    assert tokens.verify(project.secret("signing_key"), own_link.group(1), project.settings.name).run_id == "sendtest:2026-W48"
 
 
 def test_proof_send_of_a_suppressed_customer_is_refused(project):

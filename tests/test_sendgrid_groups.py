@@ -199,7 +199,8 @@ def test_a_resubscribe_never_overrides_a_later_opt_out(shop, ec_key):
     project, engine = shop
     post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
     # Out of promotions through relmail's own link, after the resubscribe SendGrid reports late.
-    link = tokens.verify("test-signing-key-not-secret", tokens.sign("test-signing-key-not-secret", "C-OK", "promotions", RUN))
+    key, name = project.secret("signing_key"), project.settings.name
+    link = tokens.verify(key, tokens.sign(key, "C-OK", "promotions", RUN, name), name)
     unsubscribe(engine, link, now=AT + timedelta(hours=2))
     answer = post_events(project, engine, ec_key, group_event("group_resubscribe", 123, AT + timedelta(hours=1)))
     assert answer["opt_ins"] == 1  # newsletter back in; promotions stays out
@@ -244,6 +245,32 @@ def test_leaving_the_group_an_email_went_with_always_withdraws_that_emails_topic
         assert withdraws == (gid == group.id or (event.scope == "all" and gid == global_group))
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.dictionaries(TOPIC, st.integers(1, 5)), st.one_of(st.none(), st.integers(6, 9)), TOPIC, st.booleans())
+def test_a_drop_withdraws_exactly_the_group_the_email_went_with(assigned, global_group, topic, names_group):
+    # Whether the drop names the group or relmail finds it from the e-mail's topic: the topics withdrawn are
+    # that group's (everything for the global group), never fewer, never another group's.
+    from relmail.feedback.apply import _list_of
+
+    table = {}
+    for t, gid in assigned.items():
+        table.setdefault(str(gid), []).append(t)
+    if global_group is not None:
+        table[str(global_group)] = "*"
+    sg = SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+    group = sg.groups.for_topic(topic)
+    if group is None:
+        return  # refused before sending
+    drop = {"email": "a@example.org", "timestamp": int(AT.timestamp()), "sg_event_id": "e", "event": "dropped",
+            "reason": "Unsubscribed Address", **({"asm_group_id": group.id} if names_group else {})}
+    [event] = sg.parse_event(drop)
+    event = _list_of(event, topic) if event.lists else event
+    if group.everything:
+        assert event.scope == "all"
+    else:
+        assert (event.scope, set(event.topics)) == ("topic", set(group.topics))
+
+
 def test_an_imported_sendgrid_export_reads_the_projects_groups(shop, tmp_path):
     project, engine = shop
     path = tmp_path / "sendgrid-events.jsonl"
@@ -255,3 +282,124 @@ def test_an_imported_sendgrid_export_reads_the_projects_groups(shop, tmp_path):
     assert "NO_CONSENT" in next_week(project, engine)["promo"][1]
     assert (f"source: ESP export import (unsubscribed from SendGrid group 'Marketing' (group 123); {path})"
             in format_explanations(*explain(engine, "C-OK")))
+
+
+# -- dropped "Unsubscribed Address": the group the e-mail went with, or the global list ------------
+
+def dropped(at=AT, n: int = 1, **extra) -> dict:
+    """SendGrid's ``dropped`` event for an address on an unsubscribe list, in its documented shape."""
+    return {"event": "dropped", "reason": "Unsubscribed Address", "status": "5.0.0", "timestamp": int(at.timestamp()),
+            "sg_event_id": f"dropped-{n}", "smtp-id": "<m1@sendgrid.net>", **extra}
+
+
+@pytest.mark.parametrize("extra, group", [({"asm_group_id": 123}, "SendGrid group 'Marketing' (group 123)"),
+                                           ({}, "its topic's group")], ids=["group-named", "group-of-the-topic"])
+def test_a_drop_for_an_unsubscribed_address_withdraws_the_group_the_email_went_with(shop, ec_key, extra, group):
+    project, engine = shop
+    # Last week's newsletter went with group 123 ("Marketing"): the drop proves that group or the global list.
+    answer = post_events(project, engine, ec_key, dropped(**extra))
+    assert (answer["applied"], answer["opt_outs"]) == ({"unsubscribed": 1}, 2)
+    week = next_week(project, engine)
+    assert "NO_CONSENT" in week["promo"][1]
+    assert week["service"] == ("send", [])  # a global unsubscribe shows up as drops in "Service" too
+    assert (f"(dropped by SendGrid: on the unsubscribe list of {group} or the global one)"
+            in format_explanations(*explain(engine, "C-OK")))
+
+
+def test_a_drop_in_the_global_group_and_one_without_groups_withdraw_every_topic(shop, ec_key):
+    project, engine = shop
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace(GROUPS, ""))
+    project = Project.load(project.root)
+    # No groups: every e-mail went without one, and SendGrid's unsubscribe is its global list.
+    post_events(project, engine, ec_key, dropped())
+    week = next_week(project, engine)
+    assert all("UNSUBSCRIBED" in reasons for _, reasons in week.values()), week
+    assert "(dropped by SendGrid: on its global unsubscribe list)" in format_explanations(*explain(engine, "C-OK"))
+
+
+def test_a_drop_for_an_email_relmail_cannot_place_withdraws_every_topic(shop, ec_key):
+    project, engine = shop
+    body = json.dumps([{"email": "c-ok@example.org", **dropped()}]).encode()  # no custom_args: no e-mail, no topic
+    response = Client(make_app(project, engine)).post(
+        "/webhooks/sendgrid", data=body, content_type="application/json", headers=sendgrid_headers(ec_key, body))
+    assert response.json["opt_outs"] == 1
+    assert all("UNSUBSCRIBED" in reasons for _, reasons in next_week(project, engine).values())
+
+
+# -- an opt-in on relmail's page lifts SendGrid's listing ------------------------------------------
+
+DELETE_GLOBAL = "https://api.sendgrid.com/v3/asm/suppressions/global/c-ok@example.org"
+DELETE_GROUP = "https://api.sendgrid.com/v3/asm/groups/{}/suppressions/c-ok@example.org"
+
+
+def sending_through_sendgrid(project, monkeypatch) -> Project:
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", "SG.key")
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "sendgrid"'))
+    return Project.load(project.root)
+
+
+def opt_in_on_the_page(project, engine, topics: list[str], everything_on: bool = True) -> None:
+    key, name = project.secret("signing_key"), project.settings.name
+    link = tokens.sign(key, "C-OK", "newsletter", RUN, name)
+    form = {"form": "preferences", "topic": topics, **({} if everything_on else {"unsubscribe_all": "1"})}
+    assert Client(make_app(project, engine)).post(f"/preferences/{link}", data=form).status_code == 200
+
+
+def resubscribe_cli(project, *args) -> tuple[int, str]:
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "resubscribe", *args])
+    return out.exit_code, out.output
+
+
+@responses.activate
+def test_an_opt_in_on_relmails_page_lifts_sendgrids_group_and_global_listing(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    # At SendGrid: C-OK left "Marketing", then every e-mail (SendGrid's global unsubscribe).
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123),
+                {"event": "unsubscribe", "timestamp": int(AT.timestamp()), "sg_event_id": "global-1"})
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    assert next_week(project, engine)["promo"] == ("send", [])  # relmail would send: SendGrid must not drop it
+    responses.add(responses.DELETE, DELETE_GLOBAL, status=204)
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=204)
+    code, output = resubscribe_cli(project)
+    assert code == 0, output
+    assert sorted((c.request.method, c.request.url, c.request.headers["Authorization"]) for c in responses.calls) == [
+        ("DELETE", DELETE_GROUP.format(123), "Bearer SG.key"), ("DELETE", DELETE_GLOBAL, "Bearer SG.key")]
+    assert "SendGrid: 2 listing(s) of 1 customer(s) lifted, 0 failed" in output and "c-ok@" not in output
+    # "Service" (group 456) was never left at SendGrid: nothing to lift. A second run calls nothing.
+    assert resubscribe_cli(project) == (0, "SendGrid: 0 listing(s) of 0 customer(s) lifted, 0 failed\n")
+    assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_a_refused_lift_fails_the_command_and_is_tried_again(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
+    opt_in_on_the_page(project, engine, ["newsletter"])
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=400,
+                  json={"errors": [{"field": None, "message": "group id does not exist"}]})
+    code, output = resubscribe_cli(project)
+    assert code == 7 and "C-OK" in output and "group id does not exist" in output, output
+    responses.replace(responses.DELETE, DELETE_GROUP.format(123), status=204)
+    assert resubscribe_cli(project)[0] == 0
+    assert [c.response.status_code for c in responses.calls] == [400, 204]
+
+
+@responses.activate
+def test_only_the_customers_own_opt_in_after_a_sendgrid_unsubscribe_is_carried(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    # Out through relmail's own link, in again on the page: SendGrid never listed C-OK.
+    key, name = project.secret("signing_key"), project.settings.name
+    unsubscribe(engine, tokens.verify(key, tokens.sign(key, "C-OK", "promotions", RUN, name), name), now=AT)
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions"])
+    # Out at SendGrid, in on the page, out again on the page: the opt-out stands, nothing to lift.
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 456))
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions"])
+    code, output = resubscribe_cli(project, "--dry-run")
+    assert (code, output) == (0, "SendGrid: 0 listing(s) of 0 customer(s) to lift (--dry-run, nothing called), 0 failed\n")
+    assert len(responses.calls) == 0

@@ -14,7 +14,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from relmail.delivery import get_adapter
 from relmail.delivery.base import delivery_id, delivery_key
@@ -225,6 +225,20 @@ def test_with_verp_required_false_a_stored_message_id_matches_and_an_address_nev
     assert u.why == "unverified: not sent to a tagged return path; and it returns no Message-ID the ledger holds"
 
 
+def test_an_e_mail_that_left_untagged_is_found_by_its_message_id_even_with_verp_required(engine, tmp_path):
+    # Sent before verp was on, or through another adapter: its bounce has no tag to carry.
+    add_shop(engine)
+    D = Delivery.__table__
+    with engine.begin() as conn:
+        conn.execute(update(D).where(D.c.customer_id == "C0000001").values(return_path_tagged=False))
+        conn.execute(update(D).where(D.c.customer_id != "C0000001").values(return_path_tagged=True))
+    reports = [read("postfix-hard.eml"), read("gmail.eml")]  # C0000001's e-mail, and a tagged one's
+    result = import_bounces(engine, [write_mbox(tmp_path / "bounces", reports)], return_path=RETURN_PATH)
+    assert dict(result.matched_by) == {"message-id": 1} and [r[0] for r in stored(engine)] == ["C0000001"]
+    [u] = result.unmatched
+    assert u.unverified and u.why == "unverified: not sent to a tagged return path; only a tagged report is applied (verp_required)"
+
+
 def test_a_tag_wins_over_the_recipient_and_message_id_the_report_names(engine, tmp_path):
     """A customer who knows their own e-mail's return path can only ever report on that e-mail."""
     add_shop(engine)
@@ -296,4 +310,9 @@ def test_a_bounce_to_the_tagged_return_path_suppresses_and_a_forged_one_does_not
 
     after = plan_rows(project, tmp_path / "after.jsonl")
     assert after[customers[0]][0] == "suppress" and "HARD_BOUNCE" in after[customers[0]][1]
+    # The ledger says each e-mail left tagged (so its bounces must carry the tag), and why says so.
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        assert set(conn.execute(select(D.c.return_path_tagged).where(D.c.status == "accepted")).scalars()) == {True}
+    assert "accepted via smtp with a signed return path (VERP)" in invoke(project, "why", customers[1], "--run", "sendtest:2026-W48").stdout
     assert after[customers[1]] == before[customers[1]]

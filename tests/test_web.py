@@ -211,15 +211,18 @@ def test_ses_subscription_confirmation_and_notification(web_shop, sns_key):
 @responses.activate
 @pytest.mark.parametrize("cert_url", ["https://sns.eu-west-1.amazonaws.com:abc/x.pem", "https://sns.eu-west-1.amazonaws.com:99999/x.pem",
                                       "https://[::1/x.pem", "https://sns.eu-west-1.amazonaws.com.evil.example/x.pem",
-                                      "https://evil.example@sns.eu-west-1.amazonaws.com:8443/x.pem"])
-def test_a_forged_signing_certificate_url_is_refused_with_403_and_never_fetched(web_shop, cert_url):
-    # Anyone can post these: a port that is no number was a server error with a traceback.
+                                      "https://evil.example@sns.eu-west-1.amazonaws.com:8443/x.pem",
+                                      "http://evil.example/\r\nFAKE LOG LINE " + "A" * 5000])
+def test_a_forged_signing_certificate_url_is_refused_with_403_and_never_fetched(web_shop, cert_url, caplog):
+    # Anyone can post these: a port that is no number was a server error with a traceback; and the
+    # sender's URL, echoed, would put what they like (new lines, kilobytes) into the log.
     client, _, engine = web_shop
     note = {"Type": "Notification", "MessageId": "m-9", "TopicArn": TOPIC_ARN, "Message": "{}", "Timestamp": "2026-11-23T11:00:01Z",
             "SignatureVersion": "2", "SigningCertURL": cert_url, "Signature": base64.b64encode(b"x" * 256).decode()}
     response = client.post("/webhooks/ses", data=json.dumps(note), content_type="text/plain")
     assert response.status_code == 403 and "is not an https URL on sns.<region>.amazonaws.com" in response.json["error"]
     assert len(responses.calls) == 0 and feedback_events(engine) == []
+    assert "evil" not in caplog.text and "evil" not in response.text and "FAKE LOG LINE" not in caplog.text
 
 
 def identity_notification(kind: str, recipient: str, sent_id: str, at: str = "2026-11-23T11:00:00.000Z") -> dict:

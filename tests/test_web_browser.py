@@ -60,7 +60,7 @@ def site(project, engine):
 
 
 def link(base: str, kind: str, customer: str, topic: str = "promotions") -> str:
-    return f"{base}/{kind}/{tokens.sign(KEY, customer, topic, 'weekly:2026-W48')}"
+    return f"{base}/{kind}/{tokens.sign(KEY, customer, topic, 'weekly:2026-W48', 'Fietsenwinkel')}"
 
 
 def axe_violations(browser) -> list[dict]:

@@ -33,7 +33,7 @@ GLOBAL = "  UNSUBSCRIBED: opted out of all e-mail (global preference)"
 
 
 def claims(topic: str = "*"):
-    return tokens.verify(KEY, tokens.sign(KEY, "C-OK", topic, RUN))
+    return tokens.verify(KEY, tokens.sign(KEY, "C-OK", topic, RUN, "Fietsenwinkel"), "Fietsenwinkel")
 
 
 def sendgrid_event(kind: str) -> dict:
@@ -47,7 +47,7 @@ def by_link(project, engine, tmp_path):
 def by_one_click(project, engine, tmp_path):
     # The mail program's RFC 8058 button, through the app as it arrives.
     client = Client(make_app(project, engine))
-    response = client.post(f"/unsubscribe/{tokens.sign(KEY, 'C-OK', '*', RUN)}", data="List-Unsubscribe=One-Click",
+    response = client.post(f"/unsubscribe/{tokens.sign(KEY, 'C-OK', '*', RUN, 'Fietsenwinkel')}", data="List-Unsubscribe=One-Click",
                            content_type="application/x-www-form-urlencoded")
     assert response.status_code == 200, response.text
 

@@ -10,6 +10,7 @@ from relmail import tokens
 from relmail.store.models import Event, Preference
 
 KEY = "test-signing-key-not-secret"  # what the project fixture exports
+PROJECT = "Fietsenwinkel"  # its [project] name
 RUN = "weekly-2026-W48"
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 #: An RFC 8058 one-click POST, as a mail program sends it.
@@ -33,4 +34,4 @@ def feedback_events(engine) -> list:
 
 
 def token(customer: str = "C0000001", topic: str = "promotions") -> str:
-    return tokens.sign(KEY, customer, topic, RUN)
+    return tokens.sign(KEY, customer, topic, RUN, PROJECT)

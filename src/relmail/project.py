@@ -94,6 +94,9 @@ class Settings:
     unsubscribe_mailto: str | None
     secrets: dict[str, str]
     consent: ConsentSettings = field(default_factory=ConsentSettings)
+    #: ``[unsubscribe] authserv_id``: the receiving server whose Authentication-Results vouch for a
+    #: hand-written unsubscribe request's sender (:mod:`relmail.feedback.authresults`).
+    unsubscribe_authserv_id: str | None = None
     #: Every table of the file as read, for the stages that own their own
     #: sections (``[delivery]``, ``[tracking]``, ``[model]`` ...).
     raw: dict[str, Any] = field(default_factory=dict)
@@ -240,6 +243,7 @@ def load_settings(path: Path) -> Settings:
         ),
         unsubscribe_url=_get(unsub, "base_url", str, f"{path} [unsubscribe]", ""),
         unsubscribe_mailto=_get(unsub, "mailto", str, f"{path} [unsubscribe]", None),
+        unsubscribe_authserv_id=_get(unsub, "authserv_id", str, f"{path} [unsubscribe]", None),
         secrets={**DEFAULT_SECRETS, **secrets},
         consent=_consent(table("consent"), f"{path} [consent]"),
         raw=data,

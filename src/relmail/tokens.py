@@ -1,9 +1,16 @@
 """Signed tokens for unsubscribe and preference links.
 
-A token carries (customer, topic, run) and an HMAC made with the project's
-signing key (``RELMAIL_SIGNING_KEY``, from the environment). It cannot be
-forged or enumerated without the key; itsdangerous does the signing, so the
-format and the constant-time check are a maintained library's, not ours.
+A token carries (customer, topic, run, project) and an HMAC made with the
+project's signing key (``RELMAIL_SIGNING_KEY``, from the environment). It
+cannot be forged or enumerated without the key; itsdangerous does the
+signing, so the format and the constant-time check are a maintained
+library's, not ours.
+
+The project (``[project] name``) is in the signed payload so that two
+projects sharing a key (a staging copy of production) refuse each other's
+links. A token without it, as links were signed before tokens named their
+project, is still accepted: an unsubscribe link in an inbox must keep
+working for months.
 """
 
 from __future__ import annotations
@@ -32,6 +39,8 @@ class Claims:
     customer_id: str
     topic: str
     run_id: str
+    #: The project the link was made for; None in a token made before tokens named their project.
+    project: str | None = None
 
     @property
     def trial(self) -> bool:
@@ -78,15 +87,20 @@ def _serializer(key: str | bytes) -> URLSafeSerializer:
     return _Serializer(key, salt=_SALT, signer=_Signer)
 
 
-def sign(key: str | bytes, customer_id: str, topic: str, run_id: str) -> str:
-    """A URL-safe token for this customer, topic and run."""
-    return _serializer(key).dumps([customer_id, topic, run_id])
+def sign(key: str | bytes, customer_id: str, topic: str, run_id: str, project: str) -> str:
+    """A URL-safe token for this customer, topic and run of ``project`` (its ``[project] name``)."""
+    return _serializer(key).dumps([customer_id, topic, run_id, project])
 
 
-def verify(key: str | bytes, token: str) -> Claims:
-    """The claims inside ``token``, or :class:`SignatureError` if it was tampered with."""
+def verify(key: str | bytes, token: str, project: str) -> Claims:
+    """The claims inside ``token``, or :class:`SignatureError` if it was tampered with or names another project.
+
+    A token that names no project (signed before tokens carried one) is accepted.
+    """
     try:
-        customer_id, topic, run_id = _serializer(key).loads(token)
+        customer_id, topic, run_id, *named = _serializer(key).loads(token)
     except (BadSignature, ValueError, TypeError):
         raise SignatureError("invalid or tampered token") from None
-    return Claims(str(customer_id), str(topic), str(run_id))
+    if len(named) > 1 or (named and named[0] != project):
+        raise SignatureError("the token was made for another project") from None
+    return Claims(str(customer_id), str(topic), str(run_id), named[0] if named else None)

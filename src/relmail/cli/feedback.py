@@ -134,9 +134,11 @@ def _echo_invalid(invalid) -> None:
 @feedback.command("bounces")
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True))
 @click.option("--dry-run", is_flag=True, help="Read and match; write nothing.")
+@click.option("--review-file", type=click.Path(dir_okay=False, writable=True),
+              help="Also write the hand-written unsubscribe requests to review to this CSV file.")
 @json_option
 @pass_state
-def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_json: bool) -> None:
+def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, review_file: str | None, as_json: bool) -> None:
     """Import the bounce mailbox of your own SMTP server: DSNs, other bounces, ARF complaints.
 
     PATHS are mbox files, Maildir folders (with cur/ and new/), .eml files or
@@ -149,7 +151,12 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     program sent to [unsubscribe] mailto (subject 'unsubscribe TOKEN': the
     token's signature is checked with RELMAIL_SIGNING_KEY, and the customer
     leaves that e-mail's list, as with its one-click link); auto-replies and
-    other mail are counted and skipped. A permanent failure about the address (5.x.x,
+    other mail are counted and skipped. A request written by hand (subject
+    or first line "unsubscribe", "remove me" ...) has no token: it opts the
+    sender out of everything when the Authentication-Results of
+    [unsubscribe] authserv_id show DMARC (or aligned DKIM) passed for the
+    From domain and the From address is a customer's; otherwise it is
+    listed for review (and written to --review-file), never applied. A permanent failure about the address (5.x.x,
     except policy, content and size refusals) is a hard bounce and
     suppresses the customer in every later plan; delays and 4.x.x failures
     are soft bounces.
@@ -174,7 +181,11 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, as_jso
     from ..feedback import import_bounces
 
     key = state.project.secret("signing_key", False)
-    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key))
+    settings = state.project.settings
+    result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key),
+                            project_name=settings.name, authserv_id=settings.unsubscribe_authserv_id)
+    if review_file and result.review:
+        _write_review(review_file, result.review)
     if as_json:
         echo_json(result.as_dict())
     else:
@@ -213,6 +224,75 @@ def _echo_bounces(result) -> None:
         click.echo()
         echo_table([(f"{bad.raw['file']}:{bad.line}" if bad.line else bad.raw["file"], bad.field or "", bad.reason)
                     for _, bad in result.invalid], ["message", "field", "reason"])
+    if result.review:
+        click.echo(f"\n{len(result.review)} unsubscribe request(s) without a token to review: remove the sender by hand "
+                   "if the request is genuine")
+        echo_table([(u.where, u.recipient, u.why) for u in result.review], ["message", "sender", "why"])
+
+
+def _write_review(path: str, review) -> None:
+    """The hand-written requests to review, as CSV (message file, sender, why)."""
+    import csv
+
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["message", "sender", "why"])
+        writer.writerows((u.where, u.recipient, u.why) for u in review)
+
+
+@feedback.command("resubscribe")
+@click.option("--dry-run", is_flag=True, help="List what would be lifted; call nothing.")
+@json_option
+@pass_state
+def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
+    """Lift SendGrid's unsubscribe listing of customers who opted in again on relmail's preference page.
+
+    SendGrid drops every e-mail to an address on its global unsubscribe list
+    or on a group's, whatever relmail decided. For each opt-in made on the
+    preference page after an unsubscribe that came from SendGrid, this
+    deletes the listing the opt-in covers: the topic's group of
+    [delivery.sendgrid] asm_groups, or, for "everything", the global list
+    (and the "*" group). Run it before relmail send. A call SendGrid
+    refuses is listed with its reason and the command exits 7; the next run
+    tries it again.
+
+    \b
+    Example:
+      relmail feedback resubscribe --dry-run
+      relmail feedback resubscribe && relmail send weekly
+    """
+    from ..delivery import delivery_config, get_adapter
+    from ..errors import ConfigError, DeliveryError
+    from ..feedback import resubscribe
+
+    project = state.project
+    name, config = delivery_config(project.settings.section("delivery"))
+    if name != "sendgrid":
+        raise ConfigError(f"relmail.toml [delivery]: adapter is {name!r}; relmail feedback resubscribe lifts SendGrid's "
+                          "suppressions and needs adapter = \"sendgrid\"")
+    adapter = get_adapter("sendgrid", config, project.secret)
+    try:
+        result = resubscribe(state.engine, adapter, dry_run=dry_run)
+    finally:
+        adapter.close()
+    if as_json:
+        echo_json(result.as_dict())
+    else:
+        verb = "to lift (--dry-run, nothing called)" if dry_run else "lifted"
+        customers = len({x.customer_id for x in result.lifted})
+        click.echo(f"SendGrid: {len(result.lifted)} listing(s) of {customers} customer(s) {verb}, {len(result.failed)} failed")
+        rows = [(x.customer_id, _listing(x.listing), x.error or ("to lift" if dry_run else "lifted"))
+                for x in result.lifted + result.failed]
+        if rows:
+            echo_table(rows, ["customer", "SendGrid list", "result"])
+    if result.failed:
+        raise DeliveryError(f"SendGrid did not lift {len(result.failed)} listing(s) (first: customer "
+                            f"{result.failed[0].customer_id}, {_listing(result.failed[0].listing)}: {result.failed[0].error}); "
+                            "the next run tries them again")
+
+
+def _listing(listing: str) -> str:
+    return "global unsubscribes" if listing == "global" else f"group {listing}"
 
 
 @feedback.command("rejects")

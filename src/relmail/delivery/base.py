@@ -238,6 +238,9 @@ class Adapter(ABC):
         #: messages are not handed over, nor is the rest of the batch: they
         #: come back ``withheld``.
         self.on_commit: Callable[[Sequence[str]], None] | None = None
+        #: Whether each e-mail leaves with a signed VERP return path (the SMTP adapter with ``verp``): the
+        #: ledger records it per delivery, so that only a tagged e-mail's bounces are asked for a tag.
+        self.tags_return_path = False
         #: Why the current :meth:`send` withholds its remaining messages (a failed ``on_commit``).
         self.withholding: str | None = None
         #: Asked before each chunk, request and retry: once True, nothing further is handed over and

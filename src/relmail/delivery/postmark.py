@@ -10,6 +10,14 @@ in order: ``ErrorCode`` 0 is accepted (``MessageID`` becomes
 a hard bounce, others are rejections. Metadata limits (10 fields, names of
 20 and values of 80 characters) are checked before anything is sent.
 
+Message streams per topic: Postmark keeps a suppression list per stream,
+so a customer who unsubscribes from an e-mail stops getting that stream
+only. ``streams`` maps each stream to the topics it carries
+(:class:`Streams`); each e-mail goes on its topic's stream, and the feedback
+provider (:mod:`relmail.feedback.postmark`) turns an unsubscribe on a stream
+into exactly those topics. ``message_stream`` carries every topic no stream
+lists.
+
 Error codes that refuse the account or server, not a message (a bad server
 token, a From address without a confirmed Sender Signature, no credits, an
 account pending approval or not allowed to send), stop the batch whether
@@ -21,11 +29,13 @@ accepted stays deferred and ``relmail send`` resumes after the fix
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from email.utils import formataddr
 
-from ..errors import UnsupportedFeature
+from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, deferred, rejected
+from .config import Config
 from .esp import AccountRefusals, unique_tags
 from .http import HttpAdapter, json_body
 
@@ -42,17 +52,72 @@ INACTIVE_RECIPIENT = 406
 TAG_SEPARATOR = "/"
 
 
+#: Postmark's default stream for bulk mail.
+DEFAULT_STREAM = "broadcast"
+
+
+@dataclass(frozen=True)
+class Streams:
+    """The project's message streams, from ``[delivery.postmark]`` ``streams`` and ``message_stream``.
+
+    ``streams`` is a table: stream id -> the topics it carries. ``message_stream``
+    (default ``broadcast``) carries every other topic. A topic on two streams,
+    or ``message_stream`` listed in ``streams`` too, is a configuration error:
+    an e-mail goes on exactly one stream, and an unsubscribe from it must mean
+    exactly its topics.
+    """
+
+    by_topic: Mapping[str, str]
+    #: The stream of every topic no stream lists.
+    default: str = DEFAULT_STREAM
+    #: Whether the project names its streams (``message_stream`` or ``streams`` set).
+    configured: bool = False
+
+    def for_topic(self, topic: str | None) -> str:
+        return self.by_topic.get(topic or "", self.default)
+
+    def topics_of(self, stream: str) -> tuple[str, ...] | None:
+        """The topics ``stream`` carries: a tuple, ``("*",)`` for the default stream, None for a stream not relmail's."""
+        if stream == self.default:
+            return ("*",)
+        topics = tuple(t for t, s in self.by_topic.items() if s == stream)
+        return topics or None
+
+    @classmethod
+    def from_config(cls, config: Config | Mapping) -> Streams:
+        if not isinstance(config, Config):
+            config = Config("postmark", dict(config))
+        where = f"{config.where}: key 'streams'"
+        default = config.string("message_stream", DEFAULT_STREAM)
+        table = config.get("streams") or {}
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where} must be a table of stream id = topics")
+        by_topic: dict[str, str] = {}
+        for stream, topics in table.items():
+            if stream == default:
+                raise ConfigError(f"{where}: '{stream}' is message_stream, which carries every topic no stream lists; "
+                                  "do not list it in streams")
+            if not isinstance(topics, list) or not topics or not all(isinstance(t, str) and t and t != "*" for t in topics):
+                raise ConfigError(f"{where}: stream '{stream}': topics must be a list of topics")
+            for topic in topics:
+                if topic in by_topic and by_topic[topic] != stream:
+                    raise ConfigError(f"{where}: topic '{topic}' is on stream '{by_topic[topic]}' and stream '{stream}'; "
+                                      "an e-mail goes on one stream")
+                by_topic[topic] = stream
+        return cls(by_topic, default, "message_stream" in config or bool(table))
+
+
 class PostmarkAdapter(AccountRefusals, HttpAdapter):
     name = "postmark"
     default_base_url = "https://api.postmarkapp.com"
     max_batch = 500
     max_request_bytes = 45 * 1024 * 1024  # documented limit 50 MB
-    config_keys = ("base_url", "message_stream", "track_opens", "track_links", "timeout", "max_retries", "max_retry_wait")
+    config_keys = ("base_url", "message_stream", "streams", "track_opens", "track_links", "timeout", "max_retries", "max_retry_wait")
 
     def __init__(self, config=None, secret=None, **kw):
         super().__init__(config, secret, **kw)
         self.token = self.secret("esp_api_key")
-        self.stream = self.config.string("message_stream", "broadcast")
+        self.streams = Streams.from_config(self.config)
         self.track_opens = self.config.boolean("track_opens", None)
         modes = ("None", "HtmlAndText", "HtmlOnly", "TextOnly")
         self.track_links = self.config.choice("track_links", modes, None) if "track_links" in self.config else None
@@ -77,7 +142,7 @@ class PostmarkAdapter(AccountRefusals, HttpAdapter):
             "From": formataddr((m.from_name or "", m.from_addr)),
             "To": formataddr((m.to_name or "", m.to)),
             "Subject": m.subject,
-            "MessageStream": self.stream,
+            "MessageStream": self.streams.for_topic(m.topic),
         }
         if m.html is not None:
             item["HtmlBody"] = m.html

@@ -134,6 +134,7 @@ class SmtpAdapter(Adapter):
         self.return_path = verp.from_config(
             {**c.data, "envelope_from": self.envelope_from}, self.secret("signing_key", False) if c.get("verp") else None,
             c.where)
+        self.tags_return_path = self.return_path is not None
         self.max_attempts = c.integer("max_attempts", 3, minimum=1)
         self.tls_context = self._tls_context()
         dkim_table = c.get("dkim")

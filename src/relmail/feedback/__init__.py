@@ -31,6 +31,7 @@ from .bounces import BounceResult, import_bounces, read_bounces
 from .events import TYPES, FeedbackEvent
 from .ingest import ingest
 from .provider import Batch, Provider
+from .resubscribe import ResubscribeResult, resubscribe
 
 if TYPE_CHECKING:
     from ..project import Project
@@ -44,8 +45,8 @@ PROVIDERS = {
 }
 
 __all__ = [
-    "PROVIDERS", "TYPES", "ApplyResult", "Batch", "BounceResult", "FeedbackEvent", "Provider",
-    "apply_events", "import_bounces", "import_file", "ingest", "provider", "read_bounces", "read_export",
+    "PROVIDERS", "TYPES", "ApplyResult", "Batch", "BounceResult", "FeedbackEvent", "Provider", "ResubscribeResult",
+    "apply_events", "import_bounces", "import_file", "ingest", "provider", "read_bounces", "read_export", "resubscribe",
 ]
 
 

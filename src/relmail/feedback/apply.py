@@ -273,6 +273,8 @@ def apply_events(
     rows, opt_outs, opt_ins = [], [], []
     for event_id, (cid, event) in unique.items():
         sent_topic = topics.get((cid, event.run_id, event.message_id))
+        if event.lists:
+            event = _list_of(event, sent_topic)
         topic = event.topic or sent_topic
         if event.topics:
             # A list of several topics: the event is the message's topic's, if the list covers it.
@@ -319,6 +321,15 @@ def apply_events(
         result.opt_ins = opt_in(conn, [replace(i, detail="; ".join(filter(None, [i.detail, origin])) or None)
                                        for i in opt_ins], source)
     return result
+
+
+def _list_of(event: FeedbackEvent, sent_topic: str | None) -> FeedbackEvent:
+    """``event`` scoped to the one of its provider's lists the e-mail on ``sent_topic`` went with."""
+    held = [topics for topics in event.lists if sent_topic in topics] or [t for t in event.lists if t == ("*",)]
+    if sent_topic is None or not held or held[0] == ("*",):
+        # Which list the e-mail went with is unknown (or it is the global one): every list may be the one.
+        return replace(event, scope="all", topics=(), lists=())
+    return replace(event, scope="topic", topics=held[0], lists=())
 
 
 @dataclass(frozen=True)

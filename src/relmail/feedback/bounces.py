@@ -21,6 +21,16 @@ The same mailbox may receive the unsubscribe requests a mail program sends
 to the ``mailto:`` of List-Unsubscribe (subject ``unsubscribe TOKEN``): the
 token's signature names the customer and the list, as the one-click POST's
 does, and the opt-out is applied as the link's (:func:`~relmail.feedback.consent.unsubscribe_in`).
+
+A person may also write there by hand ("unsubscribe", "please remove me"),
+with no token. Such a request opts the sender out of everything, when the
+receiving server vouches for the From domain (:mod:`.authresults`: DMARC or
+aligned DKIM passed, in the ``Authentication-Results`` of the project's
+``[unsubscribe] authserv_id``) and the From address is a customer's. A
+forged From would otherwise let anyone unsubscribe anyone, silently; a
+request that cannot be vouched for is listed for review
+(:attr:`BounceResult.review`), never dropped: whoever reads the list removes
+the person by hand.
 """
 
 from __future__ import annotations
@@ -39,7 +49,8 @@ from ..delivery.verp import ReturnPath
 from ..errors import Problem, SignatureError, ValidationError
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
-from .apply import ApplyResult, chunks, owners_by_address
+from .apply import ApplyResult, apply_events, chunks, owners_by_address
+from .authresults import vouched
 from .consent import unsubscribe_in
 from .dsn import UNSUBSCRIBE_REQUEST, Outcome, Report, parse
 from .events import FeedbackEvent, derived_id
@@ -106,6 +117,9 @@ class BounceResult:
     #: Messages that record nothing, by kind.
     ignored: Counter = field(default_factory=Counter)
     matched_by: Counter = field(default_factory=Counter)
+    #: Hand-written unsubscribe requests not applied (the sender is not vouched for, or no customer's):
+    #: a person must read them.
+    review: list[Unmatched] = field(default_factory=list)
     dry_run: bool = False
 
     def as_dict(self) -> dict:
@@ -121,6 +135,7 @@ class BounceResult:
             "matched_by": dict(sorted(self.matched_by.items())),
             "unmatched": [u.as_dict() for u in self.unmatched],
             "unverified": self.unverified,
+            "review": [u.as_dict() for u in self.review],
             "ignored": dict(sorted(self.ignored.items())),
             "invalid": [_invalid_dict(box, bad) for box, bad in self.invalid],
         }
@@ -179,8 +194,10 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
     tags = {id(r): _tag(r.report, return_path) for r in box.reports} if return_path is not None else {}
     by_tag = _deliveries_by_id(conn, {t for t, _ in tags.values() if t is not None})
     untagged = [r for r in box.reports if tags.get(id(r), (None, ""))[0] is None]
-    by_id = {} if return_path is not None and return_path.required else _deliveries(
-        conn, {r.report.original_message_id for r in untagged if r.report.original_message_id})
+    # With verp_required, only an e-mail that left without a tag (the ledger says so) may be found by its
+    # Message-ID: a tagged one's report must carry the tag, an untagged one's cannot.
+    by_id = _deliveries(conn, {r.report.original_message_id for r in untagged if r.report.original_message_id},
+                        untagged_only=return_path is not None and return_path.required)
     need = {normalize(o.recipient) for r in untagged for o in r.report.outcomes
             if o.recipient and r.report.original_message_id not in by_id} if return_path is None else set()
     sent = _sent_to(conn, need)
@@ -237,7 +254,8 @@ def _tag(report: Report, return_path: ReturnPath) -> tuple[int | None, str]:
 
 def import_bounces(
     engine: Engine, paths: Sequence[str | Path], dry_run: bool = False, now: Callable[[], datetime] | None = None,
-    signing_key: str | None = None, return_path: ReturnPath | None = None,
+    signing_key: str | None = None, return_path: ReturnPath | None = None, project_name: str = "",
+    authserv_id: str | None = None,
 ) -> BounceResult:
     """Read, match and apply the bounce mailboxes at ``paths`` in one transaction.
 
@@ -248,7 +266,10 @@ def import_bounces(
     ``dry_run`` nothing is written. A mailbox that cannot be read at all
     raises :class:`~relmail.errors.ValidationError` before anything is written.
     Unsubscribe requests are checked with ``signing_key`` (the project's
-    ``RELMAIL_SIGNING_KEY``); without it they are listed, not applied.
+    ``RELMAIL_SIGNING_KEY``) for ``project_name`` (its ``[project] name``);
+    without the key they are listed, not applied. A hand-written request (no
+    token) is applied when ``authserv_id``'s ``Authentication-Results`` vouch
+    for its sender, a customer; otherwise it is listed in :attr:`BounceResult.review`.
     With ``return_path`` (``[delivery.smtp] verp``), reports are matched by
     their return-path tag (:func:`match`).
     """
@@ -266,20 +287,23 @@ def import_bounces(
             else:
                 _add(result.applied, ingest(conn, batch, source="bounce-mailbox"))
             for read in box.requests:
-                _request(conn, read, signing_key, result)
+                if read.report.token is None:
+                    _hand_written(conn, read, authserv_id, result)
+                else:
+                    _request(conn, read, signing_key, project_name, result)
     return result
 
 
-def _request(conn: Connection, read: Read, key: str | None, result: BounceResult) -> None:
+def _request(conn: Connection, read: Read, key: str | None, project: str, result: BounceResult) -> None:
     """Apply one unsubscribe request whose token verifies; list it as unmatched otherwise."""
     report = read.report
     if not key:
         why = "the signing key is not set (RELMAIL_SIGNING_KEY): its token cannot be checked"
     else:
         try:
-            claims = tokens.verify(key, report.token or "")
+            claims = tokens.verify(key, report.token or "", project)
         except SignatureError:
-            why = "the token in its subject is invalid or altered"
+            why = "the token in its subject is invalid or altered (or made for another project)"
         else:
             if result.dry_run:
                 result.applied.applied["unsubscribed"] += 1
@@ -288,6 +312,33 @@ def _request(conn: Connection, read: Read, key: str | None, result: BounceResult
             result.matched_by["token"] += 1
             return
     result.unmatched.append(Unmatched(read.where, report.sender, "unsubscribed", why))
+
+
+def _hand_written(conn: Connection, read: Read, authserv_id: str | None, result: BounceResult) -> None:
+    """Apply a hand-written unsubscribe request whose sender is vouched for and a customer; list it for review otherwise."""
+    report = read.report
+    sender = normalize(report.sender) if report.sender else ""
+    how = vouched(report.authentication, authserv_id, sender) if authserv_id and sender else None
+    owners = owners_by_address(conn, {sender}).get(sender, []) if sender else []
+    if not authserv_id:
+        why = "no token, and [unsubscribe] authserv_id is not set: its sender cannot be verified"
+    elif how is None:
+        why = f"no token, and the Authentication-Results of {authserv_id} show no DMARC or DKIM pass for its From domain"
+    elif not owners:
+        why = "no token, and its From address is no customer's"
+    else:
+        # The request names no list: a person asking to be removed wants no more e-mail.
+        # One event for the mailbox: every customer with the address is opted out (as for a bounce).
+        events = [FeedbackEvent(type="unsubscribed", occurred_at=report.date, recipient=sender, provider=PROVIDER,
+                                provider_event_id=derived_id(report.identity, "unsubscribe request"),
+                                scope="all", detail=f"hand-written unsubscribe request ({how} for its From domain)")]
+        if result.dry_run:
+            result.applied.applied["unsubscribed"] += 1
+        else:
+            _add(result.applied, apply_events(conn, events, source="bounce-mailbox", origin=read.where))
+        result.matched_by["sender"] += 1
+        return
+    result.review.append(Unmatched(read.where, report.sender, "unsubscribed", why))
 
 
 def _add(total: ApplyResult, part: ApplyResult) -> None:
@@ -312,24 +363,25 @@ def _deliveries_by_id(conn: Connection, ids: set[int]) -> dict[int, tuple[str, s
     return _deliveries_by(conn, Delivery.__table__.c.id, ids)
 
 
-def _deliveries(conn: Connection, message_ids: set[str]) -> dict[str, tuple[str, str, str] | None]:
+def _deliveries(conn: Connection, message_ids: set[str], untagged_only: bool = False) -> dict[str, tuple[str, str, str] | None]:
     """Message-ID -> (run, customer, message) of the delivery that carried it; None when its customer was erased.
 
     An erased customer's deliveries stay in the ledger; a late bounce of one
-    of them is about nobody relmail may record anything for.
+    of them is about nobody relmail may record anything for. ``untagged_only``:
+    only deliveries the ledger records as sent without a VERP tag.
     """
-    return _deliveries_by(conn, Delivery.__table__.c.rfc_message_id, message_ids)
+    D = Delivery.__table__
+    return _deliveries_by(conn, D.c.rfc_message_id, message_ids, D.c.return_path_tagged.is_(False) if untagged_only else None)
 
 
-def _deliveries_by(conn: Connection, column, keys: set) -> dict:
+def _deliveries_by(conn: Connection, column, keys: set, condition=None) -> dict:
     """``column``'s value -> (run, customer, message) of the delivery that has it; None when its customer was erased."""
     D, C = Delivery.__table__, Customer.__table__
     found: dict = {}
     for chunk in chunks(sorted(keys)):
+        stmt = select(column, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id).outerjoin(C, C.c.id == D.c.customer_id)
         for key, run, customer, message, present in conn.execute(
-            select(column, D.c.run_id, D.c.customer_id, D.c.message_id, C.c.id)
-            .outerjoin(C, C.c.id == D.c.customer_id)
-            .where(column.in_(chunk))
+            stmt.where(column.in_(chunk), *(() if condition is None else (condition,)))
         ):
             found[key] = (run, customer, message) if present is not None else None
     return found

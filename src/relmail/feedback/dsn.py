@@ -17,6 +17,11 @@ What arrives at the envelope sender's mailbox, in the order it is tried:
 - an unsubscribe request: a message whose subject is ``unsubscribe TOKEN``,
   which a mail program writes from the ``mailto:`` of the List-Unsubscribe
   header (:mod:`.bounces` checks the token's signature and applies it);
+- a hand-written unsubscribe request: a person's message (not a mail
+  system's, not an automatic reply) whose subject or first own line of text
+  asks to be removed ("unsubscribe", "remove me", "abmelden", "uitschrijven"
+  ...), without a token: :mod:`.bounces` applies it only when the receiving
+  server's ``Authentication-Results`` vouch for the sender;
 - anything else: not a bounce.
 
 :func:`parse` returns a :class:`Report` (plain data) or raises
@@ -68,6 +73,12 @@ _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
 _UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$", re.I)
 #: :attr:`Report.kind` of an unsubscribe request.
 UNSUBSCRIBE_REQUEST = "unsubscribe request"
+#: A person's words for "take me off the list", at the start of a subject or of the first line they wrote.
+_REMOVE_ME = re.compile(
+    r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*(?:(?:please|bitte|graag|por favor)\s+)?(unsubscribe|remove me|opt[ -]?out|stop (?:e-?mails?|sending)|"
+    r"abmelden|austragen|uitschrijven|afmelden|d[ée]sabonner|d[ée]sinscri(?:re|ption|vez)|dar(?:se|me)? de baja|"
+    r"avregistrera|avsluta (?:min )?prenumeration)\b",
+    re.I)
 
 
 @dataclass(frozen=True)
@@ -104,6 +115,8 @@ class Report:
     token: str | None = None
     #: An unsubscribe request's sender (``From``).
     sender: str = ""
+    #: A hand-written unsubscribe request's ``Authentication-Results`` headers, topmost first.
+    authentication: tuple[str, ...] = ()
     #: Addresses that may be the return path the report was sent to, where a VERP tag is read
     #: (:func:`return_paths`); none for kinds nothing is recorded for.
     return_paths: tuple[str, ...] = ()
@@ -127,7 +140,13 @@ def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
     else:
         kind, outcomes = _non_standard(msg)
         if not outcomes:
-            return Report("auto-reply" if _is_auto_reply(msg, subject) else "not a bounce", identity, subject=subject)
+            if _is_auto_reply(msg, subject):
+                return Report("auto-reply", identity, subject=subject)
+            if not _from_mail_system(msg) and _asks_removal(msg, subject):
+                return Report(UNSUBSCRIBE_REQUEST, identity, _date(msg, now), subject=subject,
+                              sender=_address(msg.get("From")) or "",
+                              authentication=tuple(_clean(v) for v in msg.get_all("Authentication-Results") or ()))
+            return Report("not a bounce", identity, subject=subject)
     if not outcomes:
         return Report(kind, identity, subject=subject)
     return Report(kind, identity, _date(msg, now), _original_message_id(msg), tuple(outcomes), subject,
@@ -326,6 +345,17 @@ def _decoded(part: Message) -> str:
         return data.decode("utf-8", "replace")
     payload = part.get_payload()
     return payload if isinstance(payload, str) else ""
+
+
+def _asks_removal(msg: Message, subject: str) -> bool:
+    """The subject, or the first line the sender wrote (not a quote), asks to be removed from the list."""
+    if _REMOVE_ME.match(_decoded_header(subject)):
+        return True
+    for part in _parts(msg):
+        if part.get_content_type() == "text/plain":
+            lines = [line for line in _decoded(part).splitlines() if line.strip()]
+            return bool(lines) and not lines[0].lstrip().startswith(">") and bool(_REMOVE_ME.match(lines[0]))
+    return False
 
 
 def _is_auto_reply(msg: Message, subject: str) -> bool:

@@ -81,6 +81,11 @@ class FeedbackEvent:
     scope: str = "all"
     #: For scope ``topic``: every topic the provider's list covers (empty: ``topic``, or the message's).
     topics: tuple[str, ...] = ()
+    #: For scope ``topic`` without ``topics``: the provider's lists, each a tuple of topics, of which the
+    #: e-mail went with the one holding its topic (``("*",)``: every topic no other list holds, and the
+    #: whole list means everything). The scope is that list, resolved when the e-mail's topic is known
+    #: (everything when it is not): a SendGrid drop that does not name the group.
+    lists: tuple[tuple[str, ...], ...] = ()
     #: What the consent history says of the scope (default: ``<provider> unsubscribe``).
     detail: str | None = None
     reason: str | None = None

@@ -9,11 +9,13 @@ password may be the last path segment (``/webhooks/postmark/<password>``).
 
 Postmark keeps a suppression list per message stream: an unsubscribe
 (``SubscriptionChange`` ``ManualSuppression``, a ``Bounce`` of Type
-``Unsubscribe``) on relmail's stream (``[delivery.postmark] message_stream``)
-stops everything relmail sends, and is read as every topic; with that
-setting, one on another stream of the server (the shop's transactional mail)
-stops nothing relmail sends and is ignored. Hard bounces and complaints are the mailbox's and the
-person's, on any stream.
+``Unsubscribe``) stops that stream only. On a stream of ``[delivery.postmark]
+streams`` it is read as the topics that stream carries; on
+``message_stream`` (every other topic) as every topic. With either setting,
+one on another stream of the server (the shop's transactional mail) stops
+nothing relmail sends and is ignored; without them (or when the event names
+no stream) it is every topic. Hard bounces and complaints are the
+mailbox's and the person's, on any stream.
 
 Each POST carries one JSON object with a ``RecordType``: ``Delivery``,
 ``Bounce``, ``SpamComplaint``, ``Open``, ``Click`` or ``SubscriptionChange``;
@@ -30,6 +32,7 @@ import hmac
 from collections.abc import Mapping
 from typing import Any
 
+from ..delivery.postmark import Streams
 from ..errors import SignatureError
 from .blocks import soft_or_blocked
 from .events import FeedbackEvent, derived_id, relmail_ids
@@ -111,16 +114,23 @@ class Postmark(Provider):
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
         return [Record(0, parse_json_body(request.body, "postmark webhook"))]
 
-    def on_our_stream(self, record: Mapping[str, Any]) -> bool:
-        """Whether ``record`` is about the stream relmail sends on; yes when either is not known.
+    def stream_scope(self, record: Mapping[str, Any]) -> dict[str, Any] | None:
+        """``scope``, ``topics`` and ``detail`` of an unsubscribe on the record's stream; None: not relmail's stream.
 
-        relmail's stream is known when ``[delivery.postmark] message_stream``
-        names it: events of a project that never set it may come from mail an
-        earlier setup sent on any stream, and an opt-out too many is the safe side.
+        Without ``[delivery.postmark] message_stream`` or ``streams``, events may
+        come from mail an earlier setup sent on any stream, and an opt-out too
+        many is the safe side: every topic.
         """
         stream = record.get("MessageStream")
-        ours = self.delivery.get("message_stream")
-        return not stream or not ours or stream == ours
+        streams = Streams.from_config(self.delivery)
+        if not stream or not streams.configured:
+            return {"scope": "all"}
+        topics = streams.topics_of(str(stream))
+        if topics is None:
+            return None
+        if topics == ("*",):
+            return {"scope": "all", "detail": f"unsubscribed from Postmark stream '{stream}', every topic"}
+        return {"scope": "topic", "topics": topics, "detail": f"unsubscribed from Postmark stream '{stream}'"}
 
     def kind(self, record: Mapping[str, Any]) -> str:
         kind = record.get("RecordType") or _WRAPPERS.get(str(record.get("__wrapper__"))) or "unknown"
@@ -165,7 +175,8 @@ class Postmark(Provider):
             event_id = derived_id(message, recipient, kind, record.get("ChangedAt"))
         else:  # Inbound and anything newer
             return []
-        if normalized == "unsubscribed" and not self.on_our_stream(record):
+        scope = self.stream_scope(record) if normalized == "unsubscribed" else {"scope": "all"}
+        if scope is None:
             return []
         reason = record.get("Description") or record.get("Details") or record.get("SuppressionReason")
         return [
@@ -176,6 +187,7 @@ class Postmark(Provider):
                 provider=self.name,
                 provider_event_id=event_id,
                 **relmail_ids(obj(record, "Metadata", required=False)),
+                **scope,
                 reason=str(reason) if reason else None,
                 url=url,
                 esp_event={k: v for k, v in record.items() if k != "__wrapper__"},

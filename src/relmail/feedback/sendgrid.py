@@ -91,14 +91,34 @@ class SendGrid(Provider):
         """``scope``, ``topics`` and ``detail`` of a group (un)subscribe, from the group it names."""
         group_id = _group_id(event)
         group = self.groups.get(group_id)
-        verb = "resubscribed to" if kind == "group_resubscribe" else "unsubscribed from"
+        verb, rest = {"group_resubscribe": ("resubscribed to", ""), "dropped": ("on the unsubscribe list of", " or the global one")
+                      }.get(kind, ("unsubscribed from", ""))
         if group is None:
             # A group the project does not list: the message's own topic is all relmail knows.
             what = f"SendGrid group {group_id}" if group_id is not None else "a SendGrid group"
-            return {"scope": "topic", "detail": f"{verb} {what}, not in [delivery.sendgrid] asm_groups"}
+            return {"scope": "topic", "detail": f"{verb} {what}{rest}, not in [delivery.sendgrid] asm_groups"}
         if group.everything:
             return {"scope": "all", "detail": f"{verb} {group}, every topic"}
-        return {"scope": "topic", "topics": group.topics, "detail": f"{verb} {group}"}
+        return {"scope": "topic", "topics": group.topics, "detail": f"{verb} {group}{rest}"}
+
+    def dropped_scope(self, event: Mapping[str, Any]) -> dict[str, Any]:
+        """``scope``, ``topics``/``lists`` and ``detail`` of a ``dropped`` "Unsubscribed Address".
+
+        SendGrid does not say which list holds the address: the group the e-mail
+        went with, or the global one. The sound minimum is the group's topics (a
+        global unsubscribe shows up as drops in the other groups too). The event's
+        ``asm_group_id`` names the group; without it, the group of the e-mail's
+        topic (resolved when the feedback is applied). Without groups, SendGrid's
+        unsubscribe is its global list: every topic.
+        """
+        if _group_id(event) is not None:
+            scope = self.group_scope(event, "dropped")
+            return {**scope, "detail": f"dropped by SendGrid: {scope['detail']}"}
+        if not self.groups:
+            return {"scope": "all", "detail": "dropped by SendGrid: on its global unsubscribe list"}
+        lists = tuple(g.topics for g in self.groups.by_id.values())
+        return {"scope": "topic", "lists": lists,
+                "detail": "dropped by SendGrid: on the unsubscribe list of its topic's group or the global one"}
 
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
         """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
@@ -165,7 +185,12 @@ class SendGrid(Provider):
             normalized = None
         if normalized is None:
             return []
-        scope = self.group_scope(event, kind) if kind.startswith("group_") else {"scope": "all"}
+        if kind.startswith("group_"):
+            scope = self.group_scope(event, kind)
+        elif kind == "dropped" and normalized == "unsubscribed":
+            scope = self.dropped_scope(event)
+        else:
+            scope = {"scope": "all"}
         return [
             FeedbackEvent(
                 type=normalized,

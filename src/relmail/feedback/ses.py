@@ -77,7 +77,9 @@ def check_sns_url(url: str, field: str) -> str:
     except ValueError:  # a port that is no number, a broken IPv6 address: anyone can send one
         port = -1
     if port == -1 or parts.scheme != "https" or not _SNS_HOST.match(parts.hostname or "") or port not in (None, 443):
-        raise SignatureError(f"ses: {field} {url!r} is not an https URL on sns.<region>.amazonaws.com")
+        # The URL is the sender's text (anyone can post one, a SubscribeURL carries a secret token): the
+        # answer and the log name the shape it lacks, never the URL.
+        raise SignatureError(f"ses: {field} is not an https URL on sns.<region>.amazonaws.com (port 443)")
     return url
 
 
@@ -104,12 +106,12 @@ def _public_key(url: str, config: WebhookConfig):
     try:
         cert = x509.load_pem_x509_certificate(config.http_get(url))
     except ValueError as exc:
-        raise SignatureError(f"ses: signing certificate at {url} is not a PEM certificate: {exc}") from None
+        raise SignatureError(f"ses: the signing certificate on {urlsplit(url).hostname} is not a PEM certificate: {exc}") from None
     except ProviderUnreachable as exc:
         # Answered 503: SNS sends the message again, where a 403 would make it drop it.
         raise ProviderUnreachable(f"ses: cannot fetch the signing certificate: {exc}") from None
     except ProviderRefused as exc:  # the SNS host has no such certificate
-        raise SignatureError(f"ses: cannot fetch signing certificate {url}: {exc}") from None
+        raise SignatureError(f"ses: cannot fetch the signing certificate: {exc}") from None  # names the host only
     key = cert.public_key()
     with _cert_lock:
         if len(_cert_cache) >= _CACHE_SIZE:

@@ -66,8 +66,9 @@ class Explanation:
     #: What the message's trained model said (see :func:`model_facts`); None when it had none.
     model: dict[str, Any] | None = None
     #: The e-mail's delivery as the ledger holds it now (``status``, ``error``, ``attempts``, ``adapter``,
-    #: ``updated_at``, and ``came_back``: what the provider, the bounce mailbox or a link said of it since, see
-    #: :func:`_came_back`); None before the send claimed it, and for a preview or a plan file.
+    #: ``tagged`` (sent with a VERP return path; None: not recorded), ``updated_at``, and ``came_back``: what
+    #: the provider, the bounce mailbox or a link said of it since, see :func:`_came_back`); None before the
+    #: send claimed it, and for a preview or a plan file.
     delivery: dict[str, Any] | None = None
     #: For UNSUBSCRIBED: when (``at``) and from where (``source``, None: not recorded) the opt-out came,
     #: as the store says (:mod:`.opt_out`); None for a plan file read without the store.
@@ -250,9 +251,10 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         if not rows:
             raise NotFound(f"customer '{customer_id}' has no decisions in run '{run_id}': {_absent(conn, customer_id, run['as_of'])}")
         deliveries = {r.decision_id: {"status": r.status, "error": r.last_error, "attempts": r.attempts, "adapter": r.adapter,
-                                      "updated_at": r.updated_at}
+                                      "tagged": r.return_path_tagged, "updated_at": r.updated_at}
                       for r in conn.execute(select(DELIVERIES.c.decision_id, DELIVERIES.c.status, DELIVERIES.c.last_error,
-                                                   DELIVERIES.c.attempts, DELIVERIES.c.adapter, DELIVERIES.c.updated_at)
+                                                   DELIVERIES.c.attempts, DELIVERIES.c.adapter,
+                                                   DELIVERIES.c.return_path_tagged, DELIVERIES.c.updated_at)
                                             .where(DELIVERIES.c.decision_id.in_([r["id"] for r in rows])))}
         came_back = _came_back(conn, run_id, customer_id)
         for r in rows:
@@ -428,6 +430,9 @@ def delivery_sentence(delivery: dict[str, Any]) -> str:
     if delivery.get("adapter") and delivery["status"] != "failed":
         # A failed delivery is mostly relmail's own verdict (an opt-out since the plan, a render error), not the provider's.
         out += f" via {delivery['adapter']}"
+        if delivery.get("tagged"):
+            # Its bounces must carry the tag ([delivery.smtp] verp_required); an untagged e-mail's cannot.
+            out += " with a signed return path (VERP)"
     if delivery.get("attempts", 0) > 1:
         out += f", {delivery['attempts']} attempts"
     return f"{out}, {delivery['updated_at']:%Y-%m-%d %H:%M} UTC"

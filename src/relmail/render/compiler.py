@@ -76,7 +76,7 @@ class Compiler:
         self.flattener = Flattener(self.html_env, self.templates_dir)
         key = signing_key or project.secret("signing_key")
         base_url, mailto = links_mod.checked_unsubscribe(self.settings.unsubscribe_url, self.settings.unsubscribe_mailto)
-        self.links = links_mod.LinkBuilder(base_url, mailto, key)
+        self.links = links_mod.LinkBuilder(base_url, mailto, key, self.settings.name)
         self.tracking = links_mod.Tracking.from_settings(self.settings)
         self.currencies = Currencies.from_settings(self.settings)
         #: The currency of the products' price column (a customer's may differ: ``[brand] currency`` by language).

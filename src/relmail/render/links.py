@@ -179,9 +179,11 @@ class LinkBuilder:
     base_url: str
     mailto: str | None
     key: str
+    #: The project's ``[project] name``, signed into every token.
+    project: str
 
     def token(self, customer_id: str, topic: str, run_id: str) -> str:
-        return tokens.sign(self.key, customer_id, topic, run_id)
+        return tokens.sign(self.key, customer_id, topic, run_id, self.project)
 
     def unsubscribe_url(self, token: str) -> str:
         return f"{self.base_url}/unsubscribe/{token}"

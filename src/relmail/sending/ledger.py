@@ -121,7 +121,7 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
 
 def claim(
     engine: Engine, run_id: str, now: datetime, limit: int, customers: Sequence[str] | None = None,
-    message_id: Callable[[str, str], str] | None = None, adapter: str | None = None,
+    message_id: Callable[[str, str], str] | None = None, adapter: str | None = None, tagged: bool | None = None,
 ) -> list[Claim]:
     """Atomically move up to ``limit`` due deliveries to ``sending`` and return them.
 
@@ -130,7 +130,8 @@ def claim(
     knows it before the e-mail can leave. ``adapter``, the registry name of
     the adapter that will carry them (``smtp``, ``ses`` ...), is written on
     each: a retry through another adapter carries the e-mail, so the last
-    claim's is the one its ``provider_id`` belongs to.
+    claim's is the one its ``provider_id`` belongs to. ``tagged``, whether that
+    adapter sends with a signed VERP return path, is written with it.
 
     Due = ``deferred`` whose retry time has come (first), then ``planned``,
     each in id order. One UPDATE with RETURNING per state, so two senders can
@@ -160,7 +161,8 @@ def claim(
                 update(D)
                 .where(D.c.id.in_(due.scalar_subquery()))
                 .values(status="sending", attempts=D.c.attempts + 1, updated_at=now,
-                        **({"adapter": adapter} if adapter is not None else {}))
+                        **({"adapter": adapter} if adapter is not None else {}),
+                        **({"return_path_tagged": tagged} if tagged is not None else {}))
                 .returning(D.c.id, D.c.customer_id, D.c.message_id, D.c.attempts)
             ).all()
         if message_id is not None and rows:

@@ -160,7 +160,7 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
             want = job.batch_size if limit is None else min(job.batch_size, limit - result.done.get("handed_over", 0))
             claims = retry.run("claiming a batch", lambda want=want: ledger.claim(
                 job.engine, job.run_id, job.clock(), want, customers=job.only_customers,
-                message_id=job.batcher.message_id, adapter=adapter.name or None))
+                message_id=job.batcher.message_id, adapter=adapter.name or None, tagged=adapter.tags_return_path))
             if not claims:
                 break
             if deliver(job, adapter, claims, result, retry=retry):

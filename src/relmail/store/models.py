@@ -269,6 +269,10 @@ class Delivery(SQLModel, table=True):
     #: The registry name of the adapter the delivery was last claimed for (``smtp``, ``ses`` ...): the provider that
     #: carried it, whose id ``provider_id`` is. None for a delivery never claimed, or claimed before relmail wrote it.
     adapter: str | None = Field(default=None, sa_column=Column(String(32)))
+    #: Whether the last claim's adapter sends it with a signed VERP return path (``[delivery.smtp] verp``): a
+    #: bounce of a tagged e-mail must carry its tag, one of an untagged e-mail cannot. None: not recorded
+    #: (claimed before relmail kept it, or never claimed).
+    return_path_tagged: bool | None = Field(default=None, sa_column=Column(Boolean))
     #: RFC 5322 Message-ID, stored when the delivery is first claimed (derived from run, customer and message, so every attempt carries the same).
     rfc_message_id: str | None = Field(default=None, sa_column=Column(String(300)))
     provider_id: str | None = Field(default=None, sa_column=Column(String(300)))

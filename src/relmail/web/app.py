@@ -122,7 +122,7 @@ class RelmailApp:
         return Response(self.pages.render(name, lang, **context), status=status, mimetype="text/html", headers=_HEADERS)
 
     def claims(self, token: str) -> tokens.Claims:
-        return tokens.verify(self.project.secret("signing_key"), clean_token(token))
+        return tokens.verify(self.project.secret("signing_key"), clean_token(token), self.project.settings.name)
 
     def on_no_token(self, request: Request) -> Response:
         return self.bad_link(request)
