@@ -288,3 +288,28 @@ def test_api_adapters_see_the_rendered_headers_and_the_run_metadata(project):
     assert msg.headers["List-Unsubscribe"].startswith("<https://fietsenwinkel.example/relmail/unsubscribe/")
     assert dict(msg.metadata) == {"relmail_customer": customer, "relmail_run": "sendtest:2026-W48",
                                   "relmail_message": "sendtest-news"}
+
+
+def test_a_project_renamed_after_a_send_still_honours_the_links_in_its_e_mails(project):
+    """A token names its project; the links already in inboxes keep working under the project's new name."""
+    from werkzeug.test import Client
+
+    from relmail.project import Project
+    from relmail.web.app import make_app
+
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, now=NOW)
+    msg = email.message_from_bytes(outbox(project)[0].read_bytes(), policy=policy.default)
+    link = str(msg["List-Unsubscribe"]).split(",")[0].strip("<> ")
+    path = "/unsubscribe/" + link.rsplit("/unsubscribe/", 1)[1]
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace(f'name = "{project.settings.name}"', 'name = "Fietsenwinkel & Zonen"', 1))
+    renamed = Project.load(project.root)
+    assert renamed.settings.name == "Fietsenwinkel & Zonen"
+    answer = Client(make_app(renamed, engine)).post(path, data="List-Unsubscribe=One-Click",
+                                                    content_type="application/x-www-form-urlencoded")
+    assert answer.status_code == 200
+    P = Preference.__table__
+    with engine.connect() as conn:
+        opted = conn.execute(select(P.c.opted_in).where(P.c.customer_id == msg["X-Relmail-Customer"], P.c.source == "unsubscribe-link")).all()
+    assert opted and not any(o for (o,) in opted)

@@ -8,13 +8,16 @@ library's, not ours.
 
 The project (``[project] name``) is in the signed payload so that two
 projects sharing a key (a staging copy of production) refuse each other's
-links. A token without it, as links were signed before tokens named their
-project, is still accepted: an unsubscribe link in an inbox must keep
-working for months.
+links. A project renamed after a send keeps accepting the names its store
+sent links under (:mod:`relmail.store.link_projects`), and a token without
+a project, as links were signed before tokens named their project, is
+still accepted: an unsubscribe link in an inbox must keep working for
+months.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -92,15 +95,18 @@ def sign(key: str | bytes, customer_id: str, topic: str, run_id: str, project: s
     return _serializer(key).dumps([customer_id, topic, run_id, project])
 
 
-def verify(key: str | bytes, token: str, project: str) -> Claims:
+def verify(key: str | bytes, token: str, projects: str | Collection[str]) -> Claims:
     """The claims inside ``token``, or :class:`SignatureError` if it was tampered with or names another project.
 
-    A token that names no project (signed before tokens carried one) is accepted.
+    ``projects``: the project names accepted (the current one, and those links were sent under:
+    :func:`relmail.store.link_projects.accepted`). A token that names no project (signed before
+    tokens carried one) is accepted.
     """
+    accepted = {projects} if isinstance(projects, str) else set(projects)
     try:
         customer_id, topic, run_id, *named = _serializer(key).loads(token)
     except (BadSignature, ValueError, TypeError):
         raise SignatureError("invalid or tampered token") from None
-    if len(named) > 1 or (named and named[0] != project):
+    if len(named) > 1 or (named and named[0] not in accepted):
         raise SignatureError("the token was made for another project") from None
     return Claims(str(customer_id), str(topic), str(run_id), named[0] if named else None)

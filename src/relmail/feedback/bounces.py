@@ -47,6 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from .. import tokens
 from ..delivery.verp import ReturnPath
 from ..errors import Problem, SignatureError, ValidationError
+from ..store import link_projects
 from ..store.addresses import normalize
 from ..store.models import Customer, Delivery, Event
 from .apply import ApplyResult, apply_events, chunks, owners_by_address
@@ -301,7 +302,7 @@ def _request(conn: Connection, read: Read, key: str | None, project: str, result
         why = "the signing key is not set (RELMAIL_SIGNING_KEY): its token cannot be checked"
     else:
         try:
-            claims = tokens.verify(key, report.token or "", project)
+            claims = tokens.verify(key, report.token or "", link_projects.accepted(conn, project))
         except SignatureError:
             why = "the token in its subject is invalid or altered (or made for another project)"
         else:

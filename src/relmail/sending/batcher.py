@@ -23,6 +23,7 @@ from ..render import MessageSpec, Renderer
 from ..render.contexts import customer_contexts, load_catalog
 from ..render.mime import ascii_domain
 from ..render.mime import message_id as derive
+from ..store import link_projects
 from ..store.models import Customer
 
 #: How many of the customers' locales a send compiles before the first delivery.
@@ -38,6 +39,9 @@ class Batcher:
         self.renderer = Renderer(project)
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
         self.featured = {m.id: tuple(m.products) for m in camp.messages}
+        with engine.begin() as conn:
+            # The links about to be signed name this project: the store honours them after a rename.
+            link_projects.record(conn, project.settings.name)
         with engine.connect() as conn:
             self.catalog = load_catalog(conn)
             C = Customer.__table__

@@ -45,6 +45,7 @@ from ..feedback.apply import ALL_TOPICS
 from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
 from ..feedback.webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
 from ..project import Project
+from ..store import link_projects
 from ..store.db import connect
 from ..store.models import Customer
 from .pages import Pages
@@ -122,7 +123,9 @@ class RelmailApp:
         return Response(self.pages.render(name, lang, **context), status=status, mimetype="text/html", headers=_HEADERS)
 
     def claims(self, token: str) -> tokens.Claims:
-        return tokens.verify(self.project.secret("signing_key"), clean_token(token), self.project.settings.name)
+        with self.engine.connect() as conn:
+            names = link_projects.accepted(conn, self.project.settings.name)
+        return tokens.verify(self.project.secret("signing_key"), clean_token(token), names)
 
     def on_no_token(self, request: Request) -> Response:
         return self.bad_link(request)
