@@ -248,3 +248,27 @@ def test_a_grid_cell_reads_back_as_the_text_magento_escaped(value):
     read = make_text(html=True, blank=["----"])
     assert read(php_escape(value)) == value.strip()
     assert read("----") is None
+
+
+def test_one_address_on_two_websites_is_refused_in_one_file_and_one_customer_from_an_export_per_website(shop, tmp_path):
+    # Magento's account scope "Per Website" lets one address have an account on each website: one mailbox, one customer.
+    with CUSTOMERS.open(encoding="utf-8") as fh:
+        header, noa = fh.readline(), fh.readline()
+    both = tmp_path / "export_customer_main.csv"
+    both.write_text(header + noa + noa.replace(",base,he_il,", ",gulf,ar_ae,"), encoding="utf-8")
+    result = invoke(shop, "customers", str(both), "--map", "magento")
+    assert result.exit_code == 4 and f"{both}:3: field 'fields.id': duplicate id '{NOA}': also on line 2" in result.output
+    for website, line in (("base", noa), ("gulf", noa.replace(",base,he_il,", ",gulf,ar_ae,"))):
+        (tmp_path / f"{website}.csv").write_text(header + line, encoding="utf-8")
+        run(shop, "customers", str(tmp_path / f"{website}.csv"), "--map", "magento")
+    (customer,) = rows(shop, Customer)
+    assert customer["id"] == NOA and customer["attributes"]["magento_website"] == "gulf"  # the later export's
+
+
+@given(st.decimals(min_value=0, max_value=10_000_000, places=2, allow_nan=False, allow_infinity=False))
+def test_an_amount_the_admin_formats_in_shekels_or_dirhams_reads_back_as_the_amount(amount):
+    from relmail.importers.values import make_money
+
+    read = make_money(None)
+    for written in (f"₪{amount:,.2f}", f"AED {amount:,.2f}", f"{amount:.4f}"):
+        assert read(written) == pytest.approx(float(amount)), written

@@ -70,6 +70,11 @@ class Currencies:
                 return own
         return table.get(language_of(locale), self.base)
 
+    def price_column(self, locale: str) -> str:
+        """The products' column with the price a customer with ``locale`` pays: ``price_en_AE`` for a locale of its own, else ``price_en``."""
+        key = _key(locale)
+        return f"price_{key if key in self.by_language and key != language_of(locale) else language_of(locale)}"
+
     def own_price_needed(self, locale: str | None) -> bool:
         """Whether a customer with ``locale`` needs a ``price_<language>`` (their currency is not the price column's)."""
         return self.for_locale(locale) != self.base
@@ -128,8 +133,8 @@ class NoPrice(Missing):
         return self._undefined_hint or f"{self._undefined_name} has no price in the customer's currency"
 
 
-def no_price(product_id, locale: str, currency: str, base: str) -> NoPrice:
-    language = language_of(locale)
+def no_price(product_id, locale: str, currency: str, base: str, column: str | None = None) -> NoPrice:
+    column = column or f"price_{language_of(locale)}"
     hint = (f"product({product_id!r}).price: no price in {currency} for {locale} customers (give the product a "
-            f"price_{language} column value; its price column is in {base})")
+            f"{column} column value; its price column is in {base})")
     return NoPrice(hint=hint, name=f"product({product_id!r}).price")
