@@ -55,7 +55,7 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
     hint = result.output.splitlines()[-2:]
     assert hint[0] == "Next: cd 'my shop' && relmail db upgrade && relmail import customers FILE --map NAME"
     # Every built-in mapping, whichever system the shop runs on, not one shop system's for all.
-    assert "(klaviyo, mailchimp, shopify, woocommerce) or a mapping YAML file" in hint[1]
+    assert "(klaviyo, magento, mailchimp, shopify, woocommerce) or a mapping YAML file" in hint[1]
     assert runner.invoke(cli, ["init", "bikes"]).output.splitlines()[-1] == "Next: cd bikes && relmail db upgrade && relmail demo"
     assert runner.invoke(cli, ["init", "x", "--blank"]).exit_code == 2  # --domain is needed
     assert runner.invoke(cli, ["init", "y", "--domain", "y.example"]).exit_code == 2  # only with --blank
@@ -69,6 +69,10 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
     ("nl_BE", "Mein Laden: nieuw deze week, Jörg", ["Hallo Jörg,", "Je ontvangt deze e-mail", ">afmelden</a>"]),
     ("en_US", "Mein Laden: new this week, Jörg", ["Hello Jörg,", "Here is what is new at Mein Laden", ">unsubscribe</a>",
                                                   "$2,499.00"]),
+    # Right to left: the e-mail says so on <html> and on its outermost table (Gmail keeps no attribute of <html>).
+    ("he_IL", "Mein Laden: חדש השבוע, Jörg", ["שלום Jörg,", "אלה החידושים של Mein Laden השבוע.", ">הסרה מרשימת התפוצה</a>",
+                                             "\u200f2,499.00\xa0\u200f₪", '<table class="container" role="presentation" width="600" dir="rtl"']),
+    ("ar_AE", "Mein Laden: الجديد هذا الأسبوع، Jörg", ["مرحبًا Jörg،", ">إلغاء الاشتراك</a>", "د.إ.", 'width="600" dir="rtl"']),
 ])
 def test_the_blank_newsletter_is_written_in_the_language_of_locale_and_passes_the_templates_check(tmp_path, monkeypatch, locale,
                                                                                                     subject, words):
@@ -86,7 +90,8 @@ def test_the_blank_newsletter_is_written_in_the_language_of_locale_and_passes_th
     assert email.subject == subject
     for text in words:
         assert text in email.html, (text, email.html)
-    assert f'<html lang="{locale.split("_")[0]}">' in email.html
+    direction = "rtl" if locale[:2] in ("he", "ar") else "ltr"
+    assert f'<html lang="{locale.split("_")[0]}" dir="{direction}">' in email.html
     checked = runner.invoke(cli, ["-p", str(project.root), "templates", "check", "--generated"])
     assert checked.exit_code == 0, checked.output
     assert "0 errors, 0 warnings" in checked.output
@@ -96,7 +101,7 @@ def test_a_locale_relmail_has_no_newsletter_wording_for_gets_the_english_one_and
     result = CliRunner().invoke(cli, ["init", str(tmp_path / "shop"), "--blank", "--domain", "shop.example", "--locale", "fr_FR"])
     assert result.exit_code == 0, result.output
     assert "Hello {{ customer.first_name|default('there', true) }}," in (tmp_path / "shop" / "templates" / "newsletter.html").read_text()
-    assert ("Note: templates/newsletter.html is in English: relmail has its wording in de, en, nl, pl only. Translate it: e-mails "
+    assert ("Note: templates/newsletter.html is in English: relmail has its wording in ar, de, en, he, nl, pl only. Translate it: e-mails "
             "from it say they are in 'fr' (the language of --locale fr_FR).") in result.output
     as_json = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--blank", "--domain", "shop.example", "--locale", "fr_FR",
                                        "--json"])

@@ -152,3 +152,22 @@ def test_a_currency_setting_that_cannot_be_right_is_refused_naming_the_key(shop,
 
     with pytest.raises(ConfigError, match=re.escape(message)):
         Renderer(_sell_in_poland(shop, currency))
+
+
+def test_a_locale_with_a_currency_of_its_own_takes_its_own_price_column_never_its_languages_in_another_currency():
+    from types import SimpleNamespace
+
+    from relmail.render.catalog import localized
+    from relmail.render.currency import Currencies
+
+    settings = SimpleNamespace(raw={"brand": {"currency": {"he": "ILS", "en": "USD", "en_AE": "AED"}}}, default_locale="he_IL")
+    currencies = Currencies.from_settings(settings)
+    assert [currencies.for_locale(x) for x in ("he_IL", "en_US", "en_AE", "en-ae", "ar_AE")] == ["ILS", "USD", "AED", "AED", "ILS"]
+    product = {"id": "OLV-500", "name": "Olive oil", "price": 89.9, "attributes": {"price_en": 24.5, "price_en_AE": 89.0}}
+    assert localized(product, "en_US", currencies)["price"] == 24.5
+    assert localized(product, "en_AE", currencies)["price"] == 89.0
+    # Without a price_en_AE, the USD price is no AED price: none, and printing it names the column to fill in.
+    bare = {**product, "attributes": {"price_en": 24.5}}
+    missing = localized(bare, "en_AE", currencies)["price"]
+    assert not missing
+    assert "give the product a price_en_AE column value; its price column is in ILS" in missing._undefined_message

@@ -428,7 +428,7 @@ def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
 
 
 def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
-    assert builtin_names() == ["klaviyo", "mailchimp", "shopify", "woocommerce"]
+    assert builtin_names() == ["klaviyo", "magento", "mailchimp", "shopify", "woocommerce"]
     for name in ("shopify", "woocommerce"):
         for kind in ("customers", "products", "orders"):
             assert load_mapping(name, kind).kind == kind
@@ -442,7 +442,7 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
     with pytest.raises(ValidationError, match="has no orders mapping"):
         load_mapping("mailchimp", "orders")
     with pytest.raises(ValidationError, match="not a mapping file and not a built-in"):
-        load_mapping("magento", "orders")
+        load_mapping("prestashop", "orders")
     woo = ["Name", "Email", "Orders"]
     assert load_mapping("woocommerce", "customers", woo + ["Date registered"]).file == "woocommerce/customers-download.yml"
     assert load_mapping("woocommerce", "customers", woo + ["Sign Up"]).file == "woocommerce/customers-emailed.yml"
@@ -545,3 +545,18 @@ def test_a_child_row_takes_its_empty_cells_from_the_parent_row_it_names():
     with pytest.raises(ValidationError) as err:
         parse_mapping("kind: products\nparent: {by: Parent}\ncolumns:\n  SKU: id\n", "p.yml", "products")
     assert "p.yml:2: field 'parent': parent needs 'by', 'names' and 'columns'" in str(err.value.problems[0])
+
+
+@pytest.mark.parametrize("text, field, fragment", [
+    ("kind: customers\nunknown_customers: skip\ncolumns:\n  E: email\n", "unknown_customers", "unknown_customers is for orders"),
+    ("kind: orders\nunknown_customers: ignore\ncolumns:\n  O: order_id\n", "unknown_customers", "must be error (the default) or skip"),
+    ("kind: customers\ncolumns:\n  E: email\n  N: {to: first_name, parse: text, blank: '----'}\n", "columns.N",
+     "blank must be a list of the words"),
+    ("kind: customers\ncolumns:\n  E: email\n  N: {to: first_name, parse: text, html: yes please}\n", "columns.N",
+     "html must be true or false"),
+])
+def test_the_options_for_admin_grid_exports_are_checked_with_the_mapping(text, field, fragment):
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(text, "m.yml", text.split("\n")[0].split(": ")[1])
+    (problem,) = caught.value.problems
+    assert problem.field == field and fragment in problem.message, problem

@@ -51,7 +51,7 @@ def test_one_click_unsubscribes_from_the_tokens_topic_at_once_and_a_replay_is_ha
     client, _, engine = web_shop
     response = client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
     assert response.status_code == 200
-    assert "You will no longer receive e-mails about Offers and new bikes from Fietsenwinkel." in response.text
+    assert "You will no longer receive e-mails about <bdi>Offers and new bikes</bdi> from <bdi>Fietsenwinkel</bdi>." in response.text
     state = prefs(engine)
     assert state[("C0000001", "promotions")] == (False, "unsubscribe-link", None)
     first = feedback_events(engine)
@@ -140,7 +140,7 @@ def test_the_pages_own_form_unsubscribes_after_the_person_confirms_from_the_topi
     assert response.status_code == 200 and "Aanbiedingen en nieuwe fietsen" in response.text
     assert prefs(engine)[("C0000002", "promotions")][:2] == (False, "unsubscribe-link")
     response = client.post(f"/unsubscribe/{token('C0000001')}", data={"confirm": "unsubscribe", "scope": "all"})
-    assert response.status_code == 200 and "You will no longer receive e-mails from Fietsenwinkel." in response.text
+    assert response.status_code == 200 and "You will no longer receive e-mails from <bdi>Fietsenwinkel</bdi>." in response.text
     assert prefs(engine)[("C0000001", "*")][:2] == (False, "unsubscribe-link")
 
 
@@ -158,7 +158,7 @@ def test_a_tampered_token_is_refused_and_changes_nothing(web_shop):
                 assert "invalid or has been altered" in response.text
         assert client.post(f"/preferences/{bad}", data={"form": "preferences", "unsubscribe_all": "1"}).status_code == 400
     nl = client.get(f"/unsubscribe/{forged}", headers={"Accept-Language": "nl-NL,nl;q=0.9,en;q=0.5"})
-    assert '<html lang="nl">' in nl.text and "Deze link is ongeldig" in nl.text
+    assert '<html lang="nl" dir="ltr">' in nl.text and "Deze link is ongeldig" in nl.text
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
@@ -175,7 +175,7 @@ def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(web_sho
     client, _, engine = web_shop
     before = prefs(engine)
     response = client.post(f"/unsubscribe/{token('C9999999')}", **ONE_CLICK)
-    assert response.status_code == 200 and "You will no longer receive e-mails about Offers and new bikes" in response.text
+    assert response.status_code == 200 and "You will no longer receive e-mails about <bdi>Offers and new bikes</bdi>" in response.text
     assert prefs(engine) == before and feedback_events(engine) == []
 
 
@@ -195,7 +195,7 @@ def test_the_page_lists_the_topics_the_campaigns_use_with_labels_in_the_customer
     client, project, _ = web_shop
     en = client.get(f"/preferences/{token()}").text
     nl = client.get(f"/preferences/{token('C0000002')}").text
-    assert '<html lang="en">' in en and '<html lang="nl">' in nl
+    assert '<html lang="en" dir="ltr">' in en and '<html lang="nl" dir="ltr">' in nl
     assert "Your e-mail preferences" in en and "Je e-mailvoorkeuren" in nl
     # The order of [topics] in relmail.toml, the labels and descriptions per language.
     assert list(ticked(en)) == ["promotions", "newsletter", "product-tips", "service"]
@@ -251,9 +251,9 @@ def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_cus
     # global opt-in ([consent] default). Unticking promotions and product tips writes those two rows only.
     form = {"form": "preferences", "topic": ["newsletter", "service"], "max_per_week": "3"}
     response = client.post(f"/preferences/{token('C0000004')}", data=form)
-    assert response.status_code == 200 and '<html lang="nl">' in response.text
-    assert "Je krijgt geen e-mails meer over Aanbiedingen en nieuwe fietsen." in response.text
-    assert "Je krijgt geen e-mails meer over Tips voor wat je kocht." in response.text
+    assert response.status_code == 200 and '<html lang="nl" dir="ltr">' in response.text
+    assert "Je krijgt geen e-mails meer over <bdi>Aanbiedingen en nieuwe fietsen</bdi>." in response.text
+    assert "Je krijgt geen e-mails meer over <bdi>Tips voor wat je kocht</bdi>." in response.text
     assert "Hooguit 3 e-mails per week." in response.text
     state = prefs(engine)
     assert {k: v for k, v in state.items() if k[0] == "C0000004"} == {
@@ -267,7 +267,7 @@ def test_saving_writes_only_what_changed_records_opt_outs_and_says_so_in_the_cus
     assert prefs(engine)[("C0000004", "*")] == (False, "preference-page", 3)
     # Ticking newsletter on for a customer without a global opt-in writes its row and says so.
     on = client.post(f"/preferences/{token('C0000002')}", data={"form": "preferences", "topic": ["newsletter", "service"]})
-    assert "Je krijgt e-mails over Nieuwsbrief." in on.text and prefs(engine)[("C0000002", "newsletter")][0] is True
+    assert "Je krijgt e-mails over <bdi>Nieuwsbrief</bdi>." in on.text and prefs(engine)[("C0000002", "newsletter")][0] is True
 
 
 @pytest.mark.parametrize("form", [{}, {"topic": ["newsletter"]}, {"unsubscribe_all": "1"}, {"form": "other", "unsubscribe_all": "1"}])
@@ -306,9 +306,9 @@ def test_german_and_polish_customers_get_the_pages_in_their_language_with_polish
             {"id": cid, "email": email, "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
             for cid, email, locale in (("C0000005", "jonas@example.at", "de_AT"), ("C0000006", "zofia@example.pl", "pl_PL"))])
     de = client.get(f"/unsubscribe/{token('C0000005')}").text
-    assert '<html lang="de">' in de and "Möchten Sie keine E-Mails mehr zu <strong>" in de and "Von allen E-Mails abmelden" in de
+    assert '<html lang="de" dir="ltr">' in de and "Möchten Sie keine E-Mails mehr zu <strong>" in de and "Von allen E-Mails abmelden" in de
     pl = client.get(f"/unsubscribe/{token('C0000006')}").text
-    assert '<html lang="pl">' in pl and "Czy chcesz przestać otrzymywać od Fietsenwinkel e-maile na temat: <strong>" in pl
+    assert '<html lang="pl" dir="ltr">' in pl and "Czy chcesz przestać otrzymywać od <bdi>Fietsenwinkel</bdi> e-maile na temat: <strong>" in pl
     # Polish has three plural forms: 1 e-mail, 2-4 e-maile (not 12-14), 5+ e-maili.
     said = {}
     for limit in ("1", "2", "5", "12", "22"):
@@ -332,13 +332,13 @@ def test_french_spanish_and_italian_customers_get_the_pages_in_their_language(we
         conn.execute(Customer.__table__.insert(), [{"id": "C0000007", "email": "x@example.org", "locale": locale,
                                                     "created_at": T0 - timedelta(days=400), "attributes": {}}])
     page = client.get(f"/unsubscribe/{token('C0000007')}").text
-    assert f'<html lang="{lang}">' in page and asked in page and button in page
+    assert f'<html lang="{lang}" dir="ltr">' in page and asked in page and button in page
 
 
 def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project_can_add_one(web_shop, engine):
     client, project, _ = web_shop
     page = client.get(f"/unsubscribe/{token('C0000003')}").text
-    assert '<html lang="en">' in page and "Unsubscribe from Offers and new bikes" in page  # default_locale en_GB
+    assert '<html lang="en" dir="ltr">' in page and "Unsubscribe from <bdi>Offers and new bikes</bdi>" in page  # default_locale en_GB
     sv = project.templates_dir / "pages" / "locale" / "sv" / "LC_MESSAGES"
     sv.mkdir(parents=True)
     (sv / "relmail.po").write_text('msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
@@ -347,7 +347,7 @@ def test_a_language_without_a_catalogue_falls_back_to_the_projects_and_a_project
     config.write_text(config.read_text().replace('label = { en = "Newsletter", nl = "Nieuwsbrief" }',
                                                  'label = { en = "Newsletter", nl = "Nieuwsbrief", sv = "Nyhetsbrev" }'))
     page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token('C0000003', 'newsletter')}").text
-    assert '<html lang="sv">' in page and "Avsluta prenumerationen: Nyhetsbrev" in page
+    assert '<html lang="sv" dir="ltr">' in page and "Avsluta prenumerationen: <bdi>Nyhetsbrev</bdi>" in page
     assert "Unsubscribe from all e-mails" in page  # not translated yet: the English text
     # A project catalogue for a shipped language changes one wording and keeps the rest.
     nl = project.templates_dir / "pages" / "locale" / "nl" / "LC_MESSAGES"
@@ -407,7 +407,7 @@ def test_the_catalogues_are_babels_and_complete():
         pot = {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(fh) if m.id}
     assert extracted == pot, "run: pybabel extract -F src/relmail/web/babel.cfg -o src/relmail/web/locale/relmail.pot src/relmail/web"
     shipped = sorted(p.name for p in PACKAGE_LOCALES.iterdir() if (p / "LC_MESSAGES" / "relmail.po").is_file())
-    assert shipped == ["de", "en", "es", "fr", "it", "nl", "pl"]
+    assert shipped == ["ar", "de", "en", "es", "fr", "he", "it", "nl", "pl"]
     for lang in shipped:
         with (PACKAGE_LOCALES / lang / "LC_MESSAGES" / "relmail.po").open("rb") as fh:
             catalog = read_po(fh, locale=lang)
@@ -499,8 +499,8 @@ def test_a_translation_with_a_placeholder_the_page_does_not_pass_shows_english_a
     client = Client(make_app(Project.load(project.root), engine))
     with caplog.at_level("ERROR", logger="relmail.web"):
         response = client.get(f"/unsubscribe/{token('C0000003')}")
-    assert response.status_code == 200 and '<html lang="sv">' in response.text
-    assert "Unsubscribe from Offers and new bikes" in response.text and "Avsluta alla prenumerationer" in response.text
+    assert response.status_code == 200 and '<html lang="sv" dir="ltr">' in response.text
+    assert "Unsubscribe from <bdi>Offers and new bikes</bdi>" in response.text and "Avsluta alla prenumerationer" in response.text
     assert "templates/pages/locale/sv/LC_MESSAGES/relmail.po:6: the translation of 'Unsubscribe from %(topic)s': " \
            "unknown named placeholder 'amne'" in caplog.text
     out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
@@ -548,7 +548,7 @@ def test_a_link_a_mail_program_extended_after_the_token_still_opens_the_page(web
     # A plain-text mail program takes the ')' of "[Unsubscribe](https://.../TOKEN)" into the link; a reader copies the full stop.
     client, _, _ = web_shop
     response = client.get(f"/unsubscribe/{token()}{tail}")
-    assert response.status_code == 200 and "Unsubscribe from Offers and new bikes" in response.text
+    assert response.status_code == 200 and "Unsubscribe from <bdi>Offers and new bikes</bdi>" in response.text
     href = re.search(r'<a href="([^"]+)">Or choose which e-mails you get', response.text).group(1)
     from urllib.parse import urljoin
 
@@ -563,7 +563,7 @@ def test_a_link_cut_off_before_its_token_gets_the_invalid_link_page_in_the_reade
     client, _, _ = web_shop
     for path in ("/unsubscribe/", "/preferences/"):
         response = client.get(path, headers={"Accept-Language": "nl-NL,nl;q=0.9"})
-        assert response.status_code == 400 and '<html lang="nl">' in response.text and "Referrer-Policy" in response.headers
+        assert response.status_code == 400 and '<html lang="nl" dir="ltr">' in response.text and "Referrer-Policy" in response.headers
 
 
 def test_a_misspelt_name_in_a_page_template_is_an_error_with_file_and_line_not_a_blank(web_shop, engine):
@@ -578,7 +578,7 @@ def test_a_misspelt_name_in_a_page_template_is_an_error_with_file_and_line_not_a
     (pages / "unsubscribe.html").write_text('{% extends "base.html" %}{% block body %}\n{% if topic %}<h1>{{ topic.lable }}</h1>{% endif %}'
                                             '\n<p>{{ topic.label }}</p>{% endblock %}', encoding="utf-8")
     page = Client(make_app(Project.load(project.root), engine)).get(f"/unsubscribe/{token()}")
-    assert page.status_code == 200 and "Unsubscribe from Offers and new bikes" in page.text  # relmail's own page
+    assert page.status_code == 200 and "Unsubscribe from <bdi>Offers and new bikes</bdi>" in page.text  # relmail's own page
     out = CliRunner().invoke(cli, ["-p", str(project.root), "templates", "check", "--generated", "--no-compare"])
     assert out.exit_code == 6
     assert "error: pages/unsubscribe.html:2: " in out.stdout and "'lable'" in out.stdout

@@ -46,14 +46,14 @@ def import_group() -> None:
     4) and every problem is listed with file, line and field, unless
     --skip-invalid. Rows are upserted on their ids, so re-importing a file
     is safe. --map reads a shop's own export through a column mapping (the
-    built-in shopify, woocommerce, mailchimp and klaviyo, or a YAML file).
+    built-in shopify, woocommerce, magento, mailchimp and klaviyo, or a YAML file).
     """
 
 
 def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
     @click.option("--map", "mapping", metavar="NAME_OR_FILE",
-                  help="Read the file through a column mapping: shopify, woocommerce, mailchimp, klaviyo, or a mapping YAML file.")
+                  help="Read the file through a column mapping: shopify, woocommerce, magento, mailchimp, klaviyo, or a mapping YAML file.")
     @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="File format (default: from the suffix or the content).")
     @click.option("--skip-invalid", is_flag=True, help="Import the good rows and write the bad ones to the rejects file.")
     @click.option("--rejects", type=click.Path(dir_okay=False), help="Rejects file for --skip-invalid (default: <name>.rejects.<format>).")
@@ -186,6 +186,7 @@ _DETAILS = {
     "lines_not_purchases": "{n:,} line(s) of cancelled or refunded orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
+    "lines_unknown_customer": "{n:,} line(s) of orders by an address no customer has (guest checkouts): not imported",
     "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
     "lines_without_product": "{n:,} purchase(s) without a product id (no SKU?): they count for recency and spend, "
                              "not for segments or rules on products and categories",

@@ -388,7 +388,13 @@ def _cached(parse: Parser | None, check: Parser) -> Parser:
     if parse is None:
         return remembered(check, _CELLS)
     plain = getattr(parse, "__wrapped__", parse)  # remembered here, after the check, not twice
-    return remembered(lambda raw: check(plain(raw)), _CELLS)
+
+    def parse_and_check(raw: str) -> Any:
+        value = plain(raw)
+        # None: the parser read the cell as no value (a lookup's null, a text's blank word), as an empty cell is.
+        return None if value is None else check(value)
+
+    return remembered(parse_and_check, _CELLS)
 
 
 def snake(column: str) -> str:

@@ -64,7 +64,7 @@ WITH_ATTRIBUTES = ("customers", "products")
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has", "when_file_named", "parent")
+        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -121,6 +121,8 @@ class Mapping:
     parent_by: str | None = None
     parent_names: tuple[tuple[str, ...], ...] = ()
     parent_columns: tuple[str, ...] = ()
+    #: Orders: skip (and count) the lines whose address no customer has, instead of refusing the file.
+    skip_unknown_customers: bool = False
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -280,6 +282,11 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
     match = data.get("match")
     if match is not None and (declared != "customers" or match != "email"):
         bad("match", "match: email is the only match, and only for customers")
+    unknown = data.get("unknown_customers", "error")
+    if unknown not in ("error", "skip"):
+        bad("unknown_customers", "unknown_customers must be error (the default) or skip")
+    elif unknown == "skip" and declared != "orders":
+        bad("unknown_customers", "unknown_customers is for orders")
     group = _mapping(data.get("group", {}), "group", bad)
     for key in group:
         if key not in ("by", "first_row"):
@@ -323,6 +330,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         parent_by=parent.get("by"),
         parent_names=parent_names,
         parent_columns=parent_columns,
+        skip_unknown_customers=unknown == "skip",
         lines=lines,
     )
 

@@ -11,7 +11,9 @@ customer whose address is the line's ``email``, in any case (an address
 several customers share names one of them, always the same: see
 :mod:`relmail.importers.addresses`). A line with neither (a walk-in sale) has no customer to credit:
 it is counted and left out. An address no customer has is an error, as an
-unknown customer id is: import the customers first. It is one problem per
+unknown customer id is: import the customers first (a mapping with
+``unknown_customers: skip`` counts and leaves out such lines instead: a
+shop's guest checkouts). It is one problem per
 order, naming the order's lines.
 
 What counts, as a shop owner keeps the books:
@@ -56,8 +58,10 @@ EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id",
 class OrdersWriter:
     """Line items -> purchase events, matched to customers in bulk per chunk."""
 
-    def __init__(self, run, conn: Connection):
+    def __init__(self, run, conn: Connection, skip_unknown: bool = False):
         self.run = run
+        #: Lines whose address no customer has are counted and left out (a shop's guest checkouts), not errors.
+        self.skip_unknown = skip_unknown
         self.conn = conn
         self.loader = Loader(conn, schema_for("events"))
         if self.loader.columns != EVENT_COLUMNS:
@@ -78,7 +82,7 @@ class OrdersWriter:
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
-                        "lines_unknown_product": 0, "lines_without_product": 0}
+                        "lines_unknown_product": 0, "lines_without_product": 0, "lines_unknown_customer": 0}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         order = row["order_id"]
@@ -118,6 +122,9 @@ class OrdersWriter:
                     continue
             elif key is not None:
                 customer = known.get(key)
+                if customer is None and self.skip_unknown:
+                    details["lines_unknown_customer"] += 1
+                    continue
                 if customer is None:
                     reject(record, [("email", "no customer has this e-mail address (import customers first)")],
                            f"order {row['order_id']!r}")

@@ -320,7 +320,7 @@ class _Run:
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)
         elif kind == "orders":
-            self.sink = OrdersWriter(self, conn)
+            self.sink = OrdersWriter(self, conn, skip_unknown=mapping is not None and mapping.skip_unknown_customers)
         else:
             self.sink = TableWriter(self, conn, self.schema, provided)
 

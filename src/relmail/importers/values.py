@@ -21,6 +21,7 @@ import zoneinfo
 from collections.abc import Callable
 from datetime import UTC, datetime
 from functools import lru_cache
+from html import unescape
 from typing import Any
 
 from ..timestamps import implausible, wholly_past
@@ -188,7 +189,8 @@ def make_yes_no(true_words: tuple[str, ...] = (), false_words: tuple[str, ...] =
 
 
 #: Currency symbols written next to amounts, and the ISO codes each may stand for.
-SYMBOLS = {"€": ("EUR",), "£": ("GBP",), "$": ("USD", "CAD", "AUD", "NZD", "SGD", "HKD", "MXN"), "¥": ("JPY", "CNY"), "₹": ("INR",)}
+SYMBOLS = {"€": ("EUR",), "£": ("GBP",), "$": ("USD", "CAD", "AUD", "NZD", "SGD", "HKD", "MXN"), "¥": ("JPY", "CNY"), "₹": ("INR",),
+           "₪": ("ILS",)}
 _MONEY = re.compile(r"^(?P<sign>-)?\s*(?P<pre>[^\d\s.,+-]*)\s*(?P<sign2>-)?(?P<num>\d[\d.,'\s]*)\s*(?P<post>[^\d\s.,+-]*)$")
 
 
@@ -323,13 +325,26 @@ def _first_item(value: str, split: str | None, escape: str | None = None) -> str
     return next((p.strip() for p in split_items(value, split, escape) if p.strip()), "")
 
 
-def make_text(split: str | None = None, escape: str | None = None) -> Parser:
-    """The text, trimmed; with ``split`` (``","``) the first item of a list (WooCommerce's ``Images``)."""
-    if not split:
+def make_text(split: str | None = None, escape: str | None = None, html: bool = False, blank: Any = ()) -> Parser:
+    """The text, trimmed; with ``split`` (``","``) the first item of a list (WooCommerce's ``Images``).
+
+    ``html``: the cell is HTML-escaped, as an admin grid's export writes it (Magento's
+    ``O&#039;Brien``), and is read unescaped. ``blank``: words that stand for an empty cell
+    (Magento writes ``----`` for a guest's name); such a cell is no value.
+    """
+    if isinstance(blank, str) or not all(isinstance(w, str) and w.strip() for w in blank):
+        raise ValueError("blank must be a list of the words that stand for an empty cell, e.g. [\"----\"]")
+    if not isinstance(html, bool):
+        raise ValueError("html must be true or false")
+    empty = frozenset(w.strip() for w in blank)
+    if not (split or html or empty):
         return text
 
-    def parse(value: str) -> str:
-        return _first_item(value, split, escape)
+    def parse(value: str) -> str | None:
+        value = _first_item(value, split, escape) if split else value.strip()
+        if html:
+            value = unescape(value).strip()
+        return None if value in empty else value
 
     return parse
 
@@ -415,18 +430,20 @@ def lower(value: str) -> str:
     return value.strip().lower()
 
 
-def make_pseudonym(prefix: str = "") -> Parser:
+def make_pseudonym(prefix: str = "", html: bool = False) -> Parser:
     """A customer id made from an address that does not spell it: ``prefix`` and 16 hex digits of its SHA-256.
 
     For an export without customer ids (WooCommerce's customers report, a
     Klaviyo list): ids are what logs, plans and CI output name, and an
     address is customer data. The address is taken in lower case, as one
-    address in any case is one customer (``match: email``).
+    address in any case is one customer (``match: email``); with ``html``
+    it is read unescaped first, as :func:`make_text` reads it.
     """
     prefix = str(prefix)
 
     def parse(value: str) -> str:
-        return prefix + hashlib.sha256(value.strip().lower().encode("utf-8")).hexdigest()[:16]
+        address = unescape(value) if html else value
+        return prefix + hashlib.sha256(address.strip().lower().encode("utf-8")).hexdigest()[:16]
 
     return parse
 
@@ -443,9 +460,9 @@ def _short(value: Any, limit: int = 40) -> str:
 
 #: Parser name -> (factory of the mapping's options, the options it takes).
 PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
-    "text": (lambda split=None, escape=None: make_text(split, escape), ("split", "escape")),
+    "text": (make_text, ("split", "escape", "html", "blank")),
     "lower": (lambda: lower, ()),
-    "pseudonym": (make_pseudonym, ("prefix",)),
+    "pseudonym": (make_pseudonym, ("prefix", "html")),
     "integer": (make_integer, ()),
     "number": (lambda: number(), ()),
     "money": (lambda currency=None, decimal=None: make_money(currency, decimal), ("currency", "decimal")),

@@ -132,11 +132,19 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
 
     out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
     if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
-        own = pick("price", None)
+        column, language = currencies.price_column(locale), loc.split("_")[0]
+        if column == f"price_{language}":
+            own = pick("price", None)
+        else:
+            # A locale with a currency of its own (en_AE): its column, or its language's when that is the same currency.
+            own = found.get(_normal(column))
+            if own is None and currencies.for_locale(language) == currencies.for_locale(locale):
+                own = found.get(f"price_{language}")
         if own is not None:
             out["price"] = own
         else:
-            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base)
+            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base,
+                                    currencies.price_column(locale))
     if not attributes:
         return out
     localized_attributes = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}

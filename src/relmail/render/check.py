@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 from ..campaigns.parse import missing_templates
 from ..errors import NotFound, Problem, TemplateError
 from ..windows import current_time
-from .environment import template_error
+from .environment import content_language, template_error, text_direction
 from .inline_diff import inline_difference
 from .inputs import MessageSpec
 from .results import RenderError
@@ -241,6 +241,9 @@ def _check_message(renderer, variants: Variants, store: SampleSource, campaign: 
                 out.append(Finding("error", file, getattr(exc, "line", None), f"{where} [{variant}]: {_strip_where(str(exc), file)}"))
                 break
             undefined.append(tested_names(renderer, spec, ctx))
+            if sample is samples[0]:
+                out.extend(direction_findings(email.html, content_language(variant.html[0], renderer.settings.default_locale,
+                                                                           renderer.templates_dir), variant.html[0], f"{where} [{variant}]"))
             size = len(email.html.encode("utf-8"))
             if size > size_limit:
                 out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: HTML is {size / 1024:.0f} KB; "
@@ -261,6 +264,36 @@ def _check_message(renderer, variants: Variants, store: SampleSource, campaign: 
         for key in never_defined(undefined):
             never.setdefault(key, []).append((where, variant.html[0]))
     return out
+
+
+_HTML_TAG = re.compile(r"<html\b[^>]*>", re.IGNORECASE)
+_BODY = re.compile(r"<body\b[^>]*>(.*)", re.IGNORECASE | re.DOTALL)
+_DIR_RTL = re.compile(r"\sdir\s*=\s*[\"']?rtl\b", re.IGNORECASE)
+
+
+def direction_findings(html: str, language: str, file: str, where: str) -> list[Finding]:
+    """Warnings for an e-mail in a right-to-left language that does not say so where mail programs look.
+
+    Without ``dir="rtl"`` on ``<html>`` a Hebrew or Arabic e-mail is laid out
+    left to right: lines start on the left and a sentence's final full stop
+    lands at its beginning. Gmail keeps no attribute of ``<html>`` or ``<body>``,
+    so an element inside the body (the outermost table or div) needs it too.
+    """
+    if text_direction(language) != "rtl":
+        return []
+    tag = _HTML_TAG.search(html)
+    body = _BODY.search(html)
+    missing, fix = [], []
+    if tag is None or not _DIR_RTL.search(tag.group(0)):
+        missing.append("on <html>")
+        fix.append("write <html lang=\"{{ language }}\" dir=\"{{ direction }}\">")
+    if body is not None and not _DIR_RTL.search(body.group(1)):
+        missing.append("on an element in <body> (Gmail keeps no attribute of <html> or <body>)")
+        fix.append("give the outermost table or div dir=\"{{ direction }}\"")
+    if not missing:
+        return []
+    return [Finding("warning", file, None, f"{where}: an e-mail in '{language}', a right-to-left language, without dir=\"rtl\" "
+                                           f"{' and '.join(missing)}: mail programs lay it out left to right; {' and '.join(fix)}")]
 
 
 def _strip_where(text: str, file: str) -> str:

@@ -20,7 +20,7 @@ from ..errors import NotFound, TemplateError
 from . import links as links_mod
 from .bounds import Limits
 from .currency import Currencies
-from .environment import Flattener, content_language, locale_languages, make_environment, template_error, template_from_source
+from .environment import Flattener, content_language, locale_languages, make_environment, template_error, template_from_source, text_direction
 from .inline import inline_protected, protect
 from .inputs import MessageSpec
 from .mime import MimeTemplate
@@ -193,6 +193,8 @@ class Compiler:
             "campaign": {"id": spec.campaign_id},
             "currency": self.currencies.for_locale(locale),
             "language": language,
+            # rtl for Hebrew, Arabic, Persian ...: <html dir="{{ direction }}">.
+            "direction": text_direction(language),
             "_tracker": tracker,
         }
         return CompiledMessage(spec, locale, html_file, tuple(dict.fromkeys(files)), html_tmpl, text_tmpl, subject, preheader, mime,

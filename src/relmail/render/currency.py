@@ -13,6 +13,15 @@ the price in złoty, which Polish customers see (``{{ p.price|money }}`` →
 euro amount must never be printed as złoty, so printing it is a render
 error naming the product and the column (and ``relmail templates check``
 finds it), while ``{% if p.price %}`` tests false.
+
+A key may name a locale instead of a language where one language pays in
+two currencies: English-speaking customers in Israel pay in shekels and
+those in the United Arab Emirates in dirhams::
+
+    currency = { he = "ILS", ar = "AED", en = "ILS", en_AE = "AED" }
+
+The locale's own entry wins over its language's, and its price column is
+``price_en_AE`` (then ``price_en``), as for the names.
 """
 
 from __future__ import annotations
@@ -33,7 +42,7 @@ DEFAULT = "EUR"
 class Currencies:
     #: The currency of the products' own ``price``: the default language's.
     base: str = DEFAULT
-    #: Language → currency, for a table.
+    #: Language (``en``) or locale (``en_AE``) → currency, for a table.
     by_language: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -44,16 +53,27 @@ class Currencies:
             return cls(_code(value, where))
         if not isinstance(value, dict) or not value:
             raise ConfigError(f"{where}: use a currency code (\"EUR\") or a table by language ({{ de = \"EUR\", pl = \"PLN\" }})")
-        table = {language_of(k): _code(v, f"{where}.{k}") for k, v in value.items()}
+        table = {_key(k): _code(v, f"{where}.{k}") for k, v in value.items()}
         default = language_of(settings.default_locale)
-        if default not in table:
+        base = table.get(_key(settings.default_locale or "")) or table.get(default)
+        if base is None:
             raise ConfigError(f"{where}: the table has no entry for '{default}', the language of default_locale "
                               f"({settings.default_locale}): the products' price column is in that currency")
-        return cls(table[default], table)
+        return cls(base, table)
 
     def for_locale(self, locale: str | None) -> str:
-        """The currency a customer with ``locale`` sees prices in (the base one for a language the table does not name)."""
-        return self.by_language.get(language_of(locale), self.base)
+        """The currency a customer with ``locale`` sees prices in: the locale's entry, its language's, else the base one."""
+        table = self.by_language
+        if locale and len(table) > 1:
+            own = table.get(_key(locale))
+            if own is not None:
+                return own
+        return table.get(language_of(locale), self.base)
+
+    def price_column(self, locale: str) -> str:
+        """The products' column with the price a customer with ``locale`` pays: ``price_en_AE`` for a locale of its own, else ``price_en``."""
+        key = _key(locale)
+        return f"price_{key if key in self.by_language and key != language_of(locale) else language_of(locale)}"
 
     def own_price_needed(self, locale: str | None) -> bool:
         """Whether a customer with ``locale`` needs a ``price_<language>`` (their currency is not the price column's)."""
@@ -86,6 +106,12 @@ def currency_code(value) -> str | None:
     return None
 
 
+def _key(locale: str) -> str:
+    """A table key as written (``en-ae``, ``en_AE``, ``EN``) in one form: ``en_AE``, ``en``."""
+    language, _, rest = str(locale).replace("-", "_").partition("_")
+    return f"{language.lower()}_{rest.upper()}" if rest else language.lower()
+
+
 def _code(value, where: str) -> str:
     code = currency_code(value)
     if code is None:
@@ -107,8 +133,8 @@ class NoPrice(Missing):
         return self._undefined_hint or f"{self._undefined_name} has no price in the customer's currency"
 
 
-def no_price(product_id, locale: str, currency: str, base: str) -> NoPrice:
-    language = language_of(locale)
+def no_price(product_id, locale: str, currency: str, base: str, column: str | None = None) -> NoPrice:
+    column = column or f"price_{language_of(locale)}"
     hint = (f"product({product_id!r}).price: no price in {currency} for {locale} customers (give the product a "
-            f"price_{language} column value; its price column is in {base})")
+            f"{column} column value; its price column is in {base})")
     return NoPrice(hint=hint, name=f"product({product_id!r}).price")

@@ -103,6 +103,16 @@ def content_language(html_file: str, default_locale: str, templates_dir: Path | 
     return declared or language_of(default_locale or "en")
 
 
+def text_direction(language: str) -> str:
+    """``rtl`` for a language written right to left (``he``, ``ar``, ``fa-IR``), else ``ltr``: for ``<html dir>``."""
+    from babel import Locale, UnknownLocaleError
+
+    try:
+        return Locale.parse(language.replace("-", "_")).text_direction
+    except (ValueError, UnknownLocaleError):
+        return "ltr"
+
+
 #: ``<html lang="en">`` with the value written out; ``lang="{{ language }}"`` does not match.
 _HTML_LANG = re.compile(r"<html\b[^>]*?\blang\s*=\s*[\"']([A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*)[\"']", re.IGNORECASE)
 

@@ -7,6 +7,13 @@ is passed explicitly: ``{{ p.price|money }}``, ``{{ 0.15|percent }}``,
 ``{{ p.price|money("GBP", locale="en_GB") }}``, and a word's plural form by
 the language's CLDR rules: ``{{ n|plural(one="produkt", few="produkty", many="produktów") }}``.
 
+A currency code printed as the symbol (``AED``, ``CHF`` in English) is kept
+apart from the digits by a no-break space, as CLDR's currency spacing says
+and Babel leaves out: ``AED 89.00``, not ``AED89.00``.
+
+``{{ p.name|isolate }}`` keeps a value of the other writing direction (a
+Latin product name in a Hebrew sentence) from reordering its neighbours.
+
 Numbers are grouped by the locale's CLDR minimum grouping digits, which
 Babel leaves out (:mod:`relmail.render.grouping`): ``1234`` but ``12 345``
 in Polish.
@@ -18,13 +25,15 @@ per (value, currency, locale, format) (figures: docs/benchmarks.md).
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
 from functools import lru_cache, partial
 
 from babel import Locale, UnknownLocaleError
 from babel.dates import format_date, format_datetime, format_time
-from babel.numbers import format_currency, format_decimal, format_percent, parse_pattern
+from babel.numbers import format_currency, format_decimal, format_percent, get_currency_symbol, parse_pattern
 from jinja2 import pass_context
+from markupsafe import Markup
 
 from ..errors import TemplateError
 from .currency import currency_code
@@ -59,7 +68,17 @@ def _number(value, what: str):
 @lru_cache(maxsize=8192)
 def _money(value, currency: str, locale: Locale, fmt: str | None) -> str:
     pattern = parse_pattern(fmt) if fmt else locale.currency_formats["standard"]
-    return grouped(partial(format_currency, value, currency, format=fmt, locale=locale), locale, pattern)
+    text = grouped(partial(format_currency, value, currency, format=fmt, locale=locale), locale, pattern)
+    return _spaced(text, get_currency_symbol(currency, locale))
+
+
+def _spaced(text: str, symbol: str) -> str:
+    """A no-break space between a symbol that starts or ends with a letter and the digits it touches (CLDR currencySpacing)."""
+    if symbol[-1:].isalpha():
+        text = re.sub(re.escape(symbol) + r"(?=[-\u200e\u200f]?\d)", lambda m: m.group() + "\xa0", text)
+    if symbol[:1].isalpha():
+        text = re.sub(r"(?<=\d)" + re.escape(symbol), lambda m: "\xa0" + m.group(), text)
+    return text
 
 
 @pass_context
@@ -172,7 +191,27 @@ def add_days(value, days):
     return _as_date(value, "add_days") + timedelta(days=_number(days, "add_days"))
 
 
+#: Unicode's FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE (UAX #9).
+_FSI, _PDI = "\u2068", "\u2069"
+
+
+def isolate(value):
+    """``{{ p.name|isolate }}``: the value as a unit of its own writing direction inside text of another.
+
+    A Latin name ending in a bracket or a number inside a Hebrew or Arabic
+    sentence (``Za'atar (100 g)``) otherwise lends its neighbours its
+    direction: the bracket and the price next to it move. The value goes
+    between FIRST STRONG ISOLATE and POP DIRECTIONAL ISOLATE, invisible
+    characters that browsers and mail programs honour, in the HTML part and
+    in the text part alike (an HTML ``<bdi>`` would not reach the text part).
+    """
+    if isinstance(value, Markup):
+        return Markup(_FSI) + value + Markup(_PDI)
+    return f"{_FSI}{value}{_PDI}"
+
+
 FILTERS = {
+    "isolate": isolate,
     "add_days": add_days,
     "plural": plural,
     "money": money,

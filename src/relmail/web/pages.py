@@ -3,7 +3,8 @@
 Templates are files (``relmail/web/templates/``); a project overrides any of
 them by putting a file of the same name in ``templates/pages/``. Text is
 translated with gettext catalogues managed by Babel: ``relmail/web/locale/<lang>/LC_MESSAGES/relmail.po``
-(English, Dutch, German and Polish ship; a project adds or overrides a language with
+(English, Dutch, German, French, Spanish, Italian, Polish, Hebrew and Arabic ship; a project adds or
+overrides a language with
 ``templates/pages/locale/<lang>/LC_MESSAGES/relmail.po``). Catalogues are read
 from their ``.po`` files when first needed, so nothing has to be compiled
 at install time.
@@ -34,10 +35,12 @@ from typing import TYPE_CHECKING
 
 from jinja2 import ChoiceLoader, StrictUndefined, select_autoescape
 from jinja2.sandbox import SandboxedEnvironment
+from markupsafe import Markup
 
 from ..errors import ConfigError, TemplateError
 from ..importers.fields import language_of
 from ..render.bounds import Limits, render_bounded
+from ..render.environment import text_direction
 from ..render.loader import ContainedLoader
 from ..render.sandbox import BoundedSandbox
 
@@ -131,6 +134,15 @@ def _localized(value, lang: str, default_lang: str, where: str):
         if key in table:
             return table[key]
     return next(iter(table.values()), None)
+
+
+def bdi(value) -> Markup:
+    """``{% trans brand=brand.name|bdi %}``: a name set apart from the sentence around it (``<bdi>``).
+
+    A Latin brand or topic label ending in a neutral character (``Bio+``, ``Shop!``) inside a
+    Hebrew or Arabic sentence otherwise has that character drawn at its other end.
+    """
+    return Markup("<bdi>%s</bdi>") % value
 
 
 def _humanize(slug: str) -> str:
@@ -254,6 +266,7 @@ class Pages:
                     )
                     # The catalogue's msgids are whitespace-trimmed (babel.cfg): so is the text looked up.
                     env.policies["ext.i18n.trimmed"] = True
+                    env.filters["bdi"] = bdi
                     env.install_gettext_translations(self.translations(lang), newstyle=True)
                     self._envs[key] = env
         return env
@@ -292,7 +305,9 @@ class Pages:
             return self._render(self.environment(lang, package_only=True), name, lang, context)
 
     def _render(self, env: SandboxedEnvironment, name: str, lang: str, context: dict) -> str:
-        return render_bounded(env.get_template(name), {"brand": self.brand, "lang": lang, **context}, self.limits)
+        # dir: rtl for Hebrew, Arabic ...: <html lang="{{ lang }}" dir="{{ dir }}">.
+        return render_bounded(env.get_template(name), {"brand": self.brand, "lang": lang, "dir": text_direction(lang), **context},
+                              self.limits)
 
     def template_error(self, exc: Exception, name: str) -> PageTemplateError:
         """``exc`` of rendering page ``name`` as an error naming the template file (relative to the project) and line."""
