@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import insert
 
 from relmail.cli import cli
-from relmail.errors import ValidationError
+from relmail.errors import DatabaseUnavailable, ValidationError
 from relmail.project import example_dir
 from relmail.segments import Segment, audience, load_segments
 from relmail.store.models import Customer, Event, Preference, Product, Run
@@ -408,6 +408,118 @@ def test_sql_without_a_customer_id_column_says_the_column_it_needs(store, tmp_pa
     with pytest.raises(ValidationError, match=f"segment query failed \\({path}\\)") as caught:
         audience(store, [load_segments(tmp_path / "segs")["ids"]], T)
     assert "a sql: condition must return a column named customer_id (e.g. SELECT id AS customer_id" in str(caught.value)
+
+
+@pytest.mark.parametrize("statement,first", [("DELETE FROM customers", "DELETE"), ("drop table events", "DROP"),
+                                             ("UPDATE customers SET email = 'x'", "UPDATE"),
+                                             ("-- a comment first\nINSERT INTO customers (id) VALUES ('x')", "INSERT")])
+def test_a_sql_condition_that_is_no_query_is_a_located_problem(tmp_path, statement, first):
+    path = write(tmp_path / "segs", "evil", "sql: |\n" + textwrap.indent(statement, "  ") + "\n")
+    assert problems_of(tmp_path / "segs") == [
+        f"{path}:1: field 'sql': 'sql' takes a query (SELECT ... returning customer_id), not {first}: a segment only reads"]
+
+
+#: What a SELECT can write through: a function of the database (PostgreSQL), or one the application gave SQLite.
+_WRITES = {"delete": "DELETE FROM customers", "drop": "DROP TABLE events", "update": "UPDATE customers SET email = 'x@evil.example'"}
+
+
+@pytest.fixture
+def writing_functions(engine):
+    """``evil_delete()``, ``evil_drop()`` and ``evil_update()``: functions a sql: condition can call, each writing."""
+    from sqlalchemy import event, text
+    from sqlalchemy.engine import Engine
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            for name, statement in _WRITES.items():
+                conn.execute(text(f"CREATE FUNCTION evil_{name}() RETURNS int LANGUAGE plpgsql VOLATILE "
+                                  f"AS $$ BEGIN {statement}; RETURN 1; END $$"))
+        yield
+        with engine.begin() as conn:
+            for name in _WRITES:
+                conn.execute(text(f"DROP FUNCTION evil_{name}()"))
+        return
+
+    def register(dbapi_conn, _record):
+        if hasattr(dbapi_conn, "create_function"):  # SQLite's
+            for name, statement in _WRITES.items():
+                dbapi_conn.create_function(f"evil_{name}", 0, lambda s=statement, c=dbapi_conn: c.execute(s).rowcount or 1)
+
+    event.listen(Engine, "connect", register)  # every engine, the CLI's too
+    engine.dispose()
+    yield
+    event.remove(Engine, "connect", register)
+
+
+def _untouched(engine) -> tuple:
+    from sqlalchemy import func, select
+
+    with engine.connect() as conn:
+        return (conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.email).order_by("id")).all(),
+                conn.execute(select(func.count()).select_from(Event.__table__)).scalar_one())
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_a_sql_condition_that_writes_changes_nothing(store, writing_functions, project, tmp_path, write):
+    """The database refuses the write (a read-only transaction, SQLite's query_only): a located error, exit 4."""
+    before = _untouched(store)
+    path = project.segments_dir / "evil.yml"
+    path.write_text(f"sql: SELECT id AS customer_id FROM customers WHERE evil_{write}() = 1\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=f"segment query failed \\({path}\\): ") as caught:
+        audience(store, [load_segments(project)["evil"]], T)
+    if store.dialect.name == "postgresql":
+        assert "a sql: condition may only read, and the database refused a write (cannot execute" in str(caught.value)
+    # Through the columnar copy too (a plan's way, when the segment has a behaviour condition).
+    buyers = project.segments_dir / "evil-buyers.yml"
+    buyers.write_text(f"all: [{{purchased: {{}}}}, {{sql: 'SELECT id AS customer_id FROM customers WHERE evil_{write}() = 1'}}]\n")
+    conn, over = _over(store, tmp_path, T)
+    try:
+        with pytest.raises(ValidationError, match=f"segment query failed \\({buyers}\\): "):
+            audience(conn, [load_segments(project)["evil-buyers"]], T, over)
+    finally:
+        conn.close()
+    buyers.unlink()
+    result = run(project, "show", "evil", "--as-of", "2026-06-15T12:00:00Z")
+    assert result.exit_code == 4 and f"segment query failed ({path})" in result.output, result.output
+    assert _untouched(store) == before
+    # The same connection goes on writing where the caller writes (the read-only part was the segment's only).
+    with store.begin() as conn:
+        assert audience(conn, [load_segments(project)["bike-owners"]], T).tolist() == ["A", "B"]
+        conn.execute(insert(Customer.__table__), [dict(id="E", email="e@example.com", first_name=None, last_name=None,
+                                                       locale="en_GB", timezone="UTC", created_at=ago(1), attributes={})])
+
+
+def test_a_sql_condition_can_write_nothing_that_a_select_locks_or_counts(store, tmp_path):
+    """PostgreSQL: FOR UPDATE (row locks) and setval() (a sequence) are writes too; SQLite has neither."""
+    if store.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's")
+    from sqlalchemy import text
+
+    folder = tmp_path / "segs"
+    write(folder, "lock", "sql: SELECT id AS customer_id FROM customers FOR UPDATE\n")
+    write(folder, "seq", "sql: SELECT id AS customer_id FROM customers WHERE setval('events_id_seq', 1) > 0\n")
+    with store.connect() as conn:
+        last = conn.execute(text("SELECT last_value FROM events_id_seq")).scalar_one()
+    for name in ("lock", "seq"):
+        with pytest.raises(ValidationError, match="may only read, and the database refused a write"):
+            audience(store, [load_segments(folder)[name]], T)
+    with store.connect() as conn:
+        assert conn.execute(text("SELECT last_value FROM events_id_seq")).scalar_one() == last
+
+
+def test_a_sql_condition_runs_within_a_time_limit_where_the_role_sets_none(store, tmp_path, monkeypatch):
+    """PostgreSQL: relmail's own statement_timeout for a sql: condition (10 minutes), the role's where it sets one."""
+    if store.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's")
+    from relmail.segments import sql_guard
+
+    monkeypatch.setattr(sql_guard, "SQL_TIMEOUT", timedelta(milliseconds=300))
+    write(tmp_path / "segs", "slow", "sql: SELECT id AS customer_id FROM customers WHERE pg_sleep(5) IS NOT NULL\n")
+    started = time.monotonic()
+    # A timeout is the database's trouble, as for every statement (exit 13), never the file's.
+    with pytest.raises(DatabaseUnavailable, match="a statement ran past the database's statement_timeout"):
+        audience(store, [load_segments(tmp_path / "segs")["slow"]], T)
+    assert time.monotonic() - started < 3
 
 
 def test_audience_is_in_code_point_order_on_every_backend(engine):

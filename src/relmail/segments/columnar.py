@@ -65,7 +65,7 @@ class Evaluator:
     """Memberships of segments as of one time, over one copy; the universe is read once and shared."""
 
     def __init__(self, conn: Connection, copy: Copy, as_of: datetime, universe: np.ndarray,
-                 sql_ids: Callable[[object], np.ndarray]):
+                 sql_ids: Callable[[object, object], np.ndarray]):
         self.conn, self.copy, self.as_of = conn, copy, as_of
         #: Sorted ids of the customers who exist as of ``as_of``.
         self.universe = universe
@@ -101,7 +101,7 @@ class Evaluator:
         if kind in BEHAVIOUR:
             return self._behaviour(kind, node.args)
         # Any other leaf: where the database finds it true.
-        return self._mask(self.sql_ids(compile_node(node, self.as_of, segment._resolve)))
+        return self._mask(self.sql_ids(compile_node(node, self.as_of, segment._resolve), segment))
 
     def _mask(self, ids: np.ndarray) -> np.ndarray:
         out = np.zeros(len(self.universe), dtype=bool)
