@@ -21,6 +21,12 @@ def sleep(seconds: float) -> float:
     return seconds
 
 
+def slow(seconds: float, channel) -> float:
+    """A task of ``run`` (which passes a channel) that takes ``seconds``."""
+    time.sleep(seconds)
+    return seconds
+
+
 def until_stopped(channel) -> str:
     deadline = time.monotonic() + 60
     while not channel.stopped() and time.monotonic() < deadline:

@@ -4,7 +4,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from relmail.errors import DatabaseError
 from relmail.store.db import connect, current_revision, head_revision, make_engine, redact, upgrade
@@ -126,3 +126,107 @@ def test_an_existing_store_gets_the_provider_id_index_and_the_consent_history_on
     with engine.connect() as conn:
         assert conn.execute(select(Preference.__table__.c.source)).scalar_one() == "unsubscribe-link"
     engine.dispose()
+
+
+ONLINE_INDEXES = {"customers": "ix_customers_email_lower", "deliveries": "ix_deliveries_provider_id"}
+
+
+def _index_states(engine) -> dict[str, bool | None]:
+    """Each online index's pg_index.indisvalid (None: no such index)."""
+    with engine.connect() as conn:
+        return {name: conn.execute(text("SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:n)"),
+                                    {"n": name}).scalar() for name in ONLINE_INDEXES.values()}
+
+
+def test_an_upgrade_from_0011_builds_the_address_and_provider_id_indexes(empty_db_url):
+    """On both backends; on PostgreSQL concurrently, and valid."""
+    engine = make_engine(empty_db_url)
+    try:
+        upgrade(engine, "0011")
+        with engine.begin() as conn:
+            conn.execute(insert(Customer.__table__), [
+                dict(id=f"C{i}", email=f"Person{i}@Example.com", locale="en_GB", timezone="UTC", attributes={})
+                for i in range(50)])
+        assert upgrade(engine) == ("0011", head_revision())
+        if engine.dialect.name == "postgresql":
+            assert _index_states(engine) == dict.fromkeys(ONLINE_INDEXES.values(), True)
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(text("SET enable_seqscan = off"))  # 50 rows: only to see that the index is usable
+            else:
+                # SQLAlchemy's inspector leaves SQLite's expression indexes out.
+                stored = conn.execute(text("SELECT name FROM sqlite_master WHERE type = 'index'")).scalars().all()
+                assert set(ONLINE_INDEXES.values()) <= set(stored)
+            explain = "EXPLAIN QUERY PLAN" if engine.dialect.name == "sqlite" else "EXPLAIN"
+            plan = conn.execute(text(f"{explain} SELECT id FROM customers WHERE lower(email) = 'person7@example.com'")).all()
+            assert "ix_customers_email_lower" in str(plan)
+    finally:
+        engine.dispose()
+
+
+def test_a_concurrent_build_that_failed_is_built_again_by_the_next_upgrade(empty_db_url):
+    """An INVALID index (a concurrent build cancelled or cut off) is dropped and built again; a valid one is kept."""
+    engine = make_engine(empty_db_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            pytest.skip("concurrent index builds are PostgreSQL's")
+        upgrade(engine, "0011")
+        with engine.begin() as conn:
+            # What a failed CREATE INDEX CONCURRENTLY leaves: the index, marked not valid (never read by a plan).
+            conn.execute(text("CREATE INDEX ix_customers_email_lower ON customers (lower(email))"))
+            conn.execute(text("UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass('ix_customers_email_lower')"))
+            # What a crash after the build but before the revision was recorded leaves: a valid index.
+            conn.execute(text("CREATE INDEX ix_deliveries_provider_id ON deliveries (provider_id)"))
+        assert _index_states(engine) == {"ix_customers_email_lower": False, "ix_deliveries_provider_id": True}
+        assert upgrade(engine) == ("0011", head_revision())
+        assert _index_states(engine) == {"ix_customers_email_lower": True, "ix_deliveries_provider_id": True}
+    finally:
+        engine.dispose()
+
+
+def test_writers_go_on_while_an_upgrade_builds_an_index(empty_db_url):
+    """PostgreSQL: a plain CREATE INDEX queues for a lock that every later INSERT then queues behind.
+
+    An import's open transaction on customers makes the build wait; a webhook's insert that comes
+    after must not wait behind the build (here: it would run out of its 3 s lock_timeout).
+    """
+    import threading
+
+    engine = make_engine(empty_db_url)
+    try:
+        if engine.dialect.name != "postgresql":
+            pytest.skip("concurrent index builds are PostgreSQL's")
+        upgrade(engine, "0011")
+        row = dict(locale="en_GB", timezone="UTC", attributes={})
+        importer = engine.connect()
+        importer.begin()
+        importer.execute(insert(Customer.__table__), [dict(id="A", email="a@example.com", **row)])
+        done: list = []
+        upgrading = threading.Thread(target=lambda: done.append(upgrade(engine)))
+        upgrading.start()
+        try:
+            _insert_while_the_build_waits(engine, row)
+        finally:
+            importer.commit()
+            importer.close()
+            upgrading.join(30)
+        assert done == [("0011", head_revision())]
+        assert _index_states(engine) == dict.fromkeys(ONLINE_INDEXES.values(), True)
+    finally:
+        engine.dispose()
+
+
+def _insert_while_the_build_waits(engine, row: dict) -> None:
+    """Once the upgrade's index build waits for an open transaction, a new writer inserts a customer (3 s at most)."""
+    with engine.connect() as watch:
+        for _ in range(200):
+            waiting = watch.execute(text("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                                         "AND query ILIKE 'CREATE INDEX%'")).scalar()
+            watch.rollback()  # holds no snapshot the build would wait for
+            if waiting:
+                break
+            time.sleep(0.05)
+        assert waiting, "the build never waited for the open transaction"
+    with engine.begin() as webhook:
+        webhook.execute(text("SET LOCAL lock_timeout = '3s'"))
+        webhook.execute(insert(Customer.__table__), [dict(id="B", email="b@example.com", **row)])

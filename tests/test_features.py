@@ -14,7 +14,7 @@ from sqlalchemy import delete, insert
 from relmail.errors import ConfigError
 from relmail.features import CONTEXT_COLUMNS, GENERIC_COLUMNS, FeatureContext, FeatureSettings, compute_features
 from relmail.features.derived import email_valid
-from relmail.features.queries import AFFINITY_EDGES, affinity_horizon, affinity_weights
+from relmail.features.queries import AFFINITY_EDGES, DELIVERY_TYPES, affinity_horizon, affinity_weights
 from relmail.store.addresses import address_hash, salt
 from relmail.store.models import EVENT_TYPES, Customer, Event, Preference, Product, Suppression
 
@@ -502,3 +502,30 @@ def test_window_edges_equal_python_reference(product_store):
     frame = compute_features(product_store, ["A"], T, CONTEXTS)
     for name, want in reference("A", rows, 60).items():
         assert frame[name][0] == pytest.approx(want, abs=1e-6, nan_ok=True), name
+
+
+_MINUTES = st.one_of(st.none(), st.integers(1, 6).map(lambda m: m * 10))
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(histories=st.lists(st.tuples(_MINUTES, _MINUTES, _MINUTES, st.sampled_from(DELIVERY_TYPES)), min_size=1, max_size=6))
+def test_a_send_blocks_exactly_whom_the_plans_hard_rules_block(engine, histories):
+    """COMPLAINED and HARD_BOUNCE have one definition (features.derived): the send's last check before handing an
+    e-mail over (events recorded since the plan) blocks the same customers, ties of bounce and delivery included."""
+    from relmail.sending.loop import _blocked_now
+
+    with engine.begin() as conn:
+        conn.execute(delete(Event.__table__))
+        conn.execute(delete(Customer.__table__))
+        ids = [f"C{i}" for i in range(len(histories))]
+        customers(conn, *[(cid, 400, None) for cid in ids])
+        rows = [ev(cid, kind, minutes / 1440) for cid, (bounce, delivery, complaint, shown) in zip(ids, histories, strict=True)
+                for kind, minutes in (("email_bounced_hard", bounce), (shown, delivery), ("email_complained", complaint))
+                if minutes is not None]
+        if rows:
+            events(conn, *rows)
+    frame = compute_features(engine, ids, T, {})
+    rule = {cid: "email_complained" if frame["complained_ever"][i] else "email_bounced_hard"
+            for i, cid in enumerate(ids) if frame["complained_ever"][i] or frame["hard_bounced"][i]}
+    sent = _blocked_now(engine, [(cid, "m") for cid in ids], {"m": None})
+    assert sent == {(cid, "m"): f"SUPPRESSED: {kind} after the plan" for cid, kind in rule.items()}, histories

@@ -276,3 +276,32 @@ def test_an_unsubscribed_profile_without_a_consent_time_is_opted_out(project, su
     (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == pseudonym("klaviyo-", email)]
     assert (pref["topic"], pref["opted_in"]) == ("*", False)
     assert done["details"].get("undated_opt_outs") == 1
+
+
+def test_a_subscribed_profile_without_a_consent_time_is_an_opt_in_of_no_date(project):
+    # Klaviyo's SUBSCRIBED with a blank time: an opt-in whose date nobody knows, stored as Shopify's undated yes is.
+    # Shown and exported as "no date" (null), never as 1970-01-01; and it never undoes an opt-out dated before.
+    header, anna = LIST.read_text(encoding="utf-8-sig").splitlines()[:2]
+    export = project.root / "Nieuwsbrief export.csv"
+    cid = pseudonym("klaviyo-", "anna.devries@mail.example")
+    export.write_text(f"{header}\n{anna.replace(',SUBSCRIBED,2024-09-12 18:03:11,', ',SUBSCRIBED,,', 1)}\n", encoding="utf-8")
+    done = run(project, "customers", str(export), "--map", "klaviyo")
+    assert done["details"]["undated_opt_ins"] == 1 and done["details"]["undated_opt_ins_kept_out"] == 0
+    (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == cid]
+    assert (pref["topic"], pref["opted_in"]) == ("*", True)
+    shown = CliRunner().invoke(cli, ["--project", str(project.root), "customers", "show", cid, "--json"])
+    exported = CliRunner().invoke(cli, ["--project", str(project.root), "customers", "export", cid])
+    assert [p["updated_at"] for p in json.loads(shown.stdout)["preferences"]] == [None]
+    assert [c["changed_at"] for c in json.loads(exported.stdout)["consent_changes"]] == [None]
+    text = CliRunner().invoke(cli, ["--project", str(project.root), "customers", "show", cid]).stdout
+    assert "no date" in text and "1970" not in text + shown.stdout + exported.stdout
+
+    # A dated opt-out, then the undated yes again (the same export imported once more): still opted out, and said so.
+    export.write_text(f"{header}\n{anna.replace(',SUBSCRIBED,2024-09-12 18:03:11,', ',UNSUBSCRIBED,2025-03-01 08:00:00,', 1)}\n",
+                      encoding="utf-8")
+    run(project, "customers", str(export), "--map", "klaviyo")
+    export.write_text(f"{header}\n{anna.replace(',SUBSCRIBED,2024-09-12 18:03:11,', ',SUBSCRIBED,,', 1)}\n", encoding="utf-8")
+    again = run(project, "customers", str(export), "--map", "klaviyo")
+    assert again["details"]["undated_opt_ins"] == 1 and again["details"]["undated_opt_ins_kept_out"] == 1
+    (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == cid]
+    assert (pref["opted_in"], pref["updated_at"]) == (False, datetime(2025, 3, 1, 8, tzinfo=UTC))

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from sqlalchemy import insert
 
 from relmail.cli import cli
-from relmail.errors import ValidationError
+from relmail.errors import DatabaseUnavailable, ValidationError
 from relmail.project import example_dir
 from relmail.segments import Segment, audience, load_segments
 from relmail.store.models import Customer, Event, Preference, Product, Run
@@ -410,6 +410,118 @@ def test_sql_without_a_customer_id_column_says_the_column_it_needs(store, tmp_pa
     assert "a sql: condition must return a column named customer_id (e.g. SELECT id AS customer_id" in str(caught.value)
 
 
+@pytest.mark.parametrize("statement,first", [("DELETE FROM customers", "DELETE"), ("drop table events", "DROP"),
+                                             ("UPDATE customers SET email = 'x'", "UPDATE"),
+                                             ("-- a comment first\nINSERT INTO customers (id) VALUES ('x')", "INSERT")])
+def test_a_sql_condition_that_is_no_query_is_a_located_problem(tmp_path, statement, first):
+    path = write(tmp_path / "segs", "evil", "sql: |\n" + textwrap.indent(statement, "  ") + "\n")
+    assert problems_of(tmp_path / "segs") == [
+        f"{path}:1: field 'sql': 'sql' takes a query (SELECT ... returning customer_id), not {first}: a segment only reads"]
+
+
+#: What a SELECT can write through: a function of the database (PostgreSQL), or one the application gave SQLite.
+_WRITES = {"delete": "DELETE FROM customers", "drop": "DROP TABLE events", "update": "UPDATE customers SET email = 'x@evil.example'"}
+
+
+@pytest.fixture
+def writing_functions(engine):
+    """``evil_delete()``, ``evil_drop()`` and ``evil_update()``: functions a sql: condition can call, each writing."""
+    from sqlalchemy import event, text
+    from sqlalchemy.engine import Engine
+
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            for name, statement in _WRITES.items():
+                conn.execute(text(f"CREATE FUNCTION evil_{name}() RETURNS int LANGUAGE plpgsql VOLATILE "
+                                  f"AS $$ BEGIN {statement}; RETURN 1; END $$"))
+        yield
+        with engine.begin() as conn:
+            for name in _WRITES:
+                conn.execute(text(f"DROP FUNCTION evil_{name}()"))
+        return
+
+    def register(dbapi_conn, _record):
+        if hasattr(dbapi_conn, "create_function"):  # SQLite's
+            for name, statement in _WRITES.items():
+                dbapi_conn.create_function(f"evil_{name}", 0, lambda s=statement, c=dbapi_conn: c.execute(s).rowcount or 1)
+
+    event.listen(Engine, "connect", register)  # every engine, the CLI's too
+    engine.dispose()
+    yield
+    event.remove(Engine, "connect", register)
+
+
+def _untouched(engine) -> tuple:
+    from sqlalchemy import func, select
+
+    with engine.connect() as conn:
+        return (conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.email).order_by("id")).all(),
+                conn.execute(select(func.count()).select_from(Event.__table__)).scalar_one())
+
+
+@pytest.mark.parametrize("write", sorted(_WRITES))
+def test_a_sql_condition_that_writes_changes_nothing(store, writing_functions, project, tmp_path, write):
+    """The database refuses the write (a read-only transaction, SQLite's query_only): a located error, exit 4."""
+    before = _untouched(store)
+    path = project.segments_dir / "evil.yml"
+    path.write_text(f"sql: SELECT id AS customer_id FROM customers WHERE evil_{write}() = 1\n", encoding="utf-8")
+    with pytest.raises(ValidationError, match=f"segment query failed \\({path}\\): ") as caught:
+        audience(store, [load_segments(project)["evil"]], T)
+    if store.dialect.name == "postgresql":
+        assert "a sql: condition may only read, and the database refused a write (cannot execute" in str(caught.value)
+    # Through the columnar copy too (a plan's way, when the segment has a behaviour condition).
+    buyers = project.segments_dir / "evil-buyers.yml"
+    buyers.write_text(f"all: [{{purchased: {{}}}}, {{sql: 'SELECT id AS customer_id FROM customers WHERE evil_{write}() = 1'}}]\n")
+    conn, over = _over(store, tmp_path, T)
+    try:
+        with pytest.raises(ValidationError, match=f"segment query failed \\({buyers}\\): "):
+            audience(conn, [load_segments(project)["evil-buyers"]], T, over)
+    finally:
+        conn.close()
+    buyers.unlink()
+    result = run(project, "show", "evil", "--as-of", "2026-06-15T12:00:00Z")
+    assert result.exit_code == 4 and f"segment query failed ({path})" in result.output, result.output
+    assert _untouched(store) == before
+    # The same connection goes on writing where the caller writes (the read-only part was the segment's only).
+    with store.begin() as conn:
+        assert audience(conn, [load_segments(project)["bike-owners"]], T).tolist() == ["A", "B"]
+        conn.execute(insert(Customer.__table__), [dict(id="E", email="e@example.com", first_name=None, last_name=None,
+                                                       locale="en_GB", timezone="UTC", created_at=ago(1), attributes={})])
+
+
+def test_a_sql_condition_can_write_nothing_that_a_select_locks_or_counts(store, tmp_path):
+    """PostgreSQL: FOR UPDATE (row locks) and setval() (a sequence) are writes too; SQLite has neither."""
+    if store.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's")
+    from sqlalchemy import text
+
+    folder = tmp_path / "segs"
+    write(folder, "lock", "sql: SELECT id AS customer_id FROM customers FOR UPDATE\n")
+    write(folder, "seq", "sql: SELECT id AS customer_id FROM customers WHERE setval('events_id_seq', 1) > 0\n")
+    with store.connect() as conn:
+        last = conn.execute(text("SELECT last_value FROM events_id_seq")).scalar_one()
+    for name in ("lock", "seq"):
+        with pytest.raises(ValidationError, match="may only read, and the database refused a write"):
+            audience(store, [load_segments(folder)[name]], T)
+    with store.connect() as conn:
+        assert conn.execute(text("SELECT last_value FROM events_id_seq")).scalar_one() == last
+
+
+def test_a_sql_condition_runs_within_a_time_limit_where_the_role_sets_none(store, tmp_path, monkeypatch):
+    """PostgreSQL: relmail's own statement_timeout for a sql: condition (10 minutes), the role's where it sets one."""
+    if store.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL's")
+    from relmail.segments import sql_guard
+
+    monkeypatch.setattr(sql_guard, "SQL_TIMEOUT", timedelta(milliseconds=300))
+    write(tmp_path / "segs", "slow", "sql: SELECT id AS customer_id FROM customers WHERE pg_sleep(5) IS NOT NULL\n")
+    started = time.monotonic()
+    # A timeout is the database's trouble, as for every statement (exit 13), never the file's.
+    with pytest.raises(DatabaseUnavailable, match="a statement ran past the database's statement_timeout"):
+        audience(store, [load_segments(tmp_path / "segs")["slow"]], T)
+    assert time.monotonic() - started < 3
+
+
 def test_audience_is_in_code_point_order_on_every_backend(engine):
     """PostgreSQL's locale collation would put 'a' before 'B'; NumPy's searchsorted needs code points."""
     odd = ["b", "B", "a", "\u00e9", "Z", "a-1", "A"]
@@ -732,8 +844,8 @@ def test_attribute_conditions_on_different_keys_in_one_process_each_read_their_o
     for _ in range(2):
         assert audience(store, [registry["tier"]], T).tolist() == ["B"]
         assert audience(store, [registry["born"]], T).tolist() == ["B"]
-        # A's birth year is a number, C has none: unknown, so not a member of the negation either.
-        assert audience(store, [registry["not-born"]], T).tolist() == []
+        # A's birth year is a number, C has none: neither is the text '1990', so both are in the negation.
+        assert audience(store, [registry["not-born"]], T).tolist() == ["A", "C"]
 
 
 _LEAVES = [c for c, _ in CASES if c and "\n" not in c and not c.startswith(("all", "any", "not", "sql"))]
@@ -752,7 +864,7 @@ def _tree(draw, depth: int) -> str:
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
 def test_any_combination_has_the_same_members_through_the_columnar_copy(store, tmp_path, data):
-    """Random trees of every leaf kind under all/any/not, at a random time: NumPy with SQL's three-valued logic."""
+    """Random trees of every leaf kind under all/any/not, at a random time: NumPy and SQL give the same members."""
     tree = _tree(data.draw, 3)
     as_of = ago(data.draw(st.sampled_from([0, 4, 45, 200, 500])))
     folder = tmp_path / f"segs-{abs(hash(tree))}"
@@ -830,3 +942,125 @@ def test_a_message_or_campaign_is_a_name_or_a_list_of_names(tmp_path, condition)
     (problem,) = problems_of(folder)
     key = "message" if "message" in condition else "campaign"
     assert problem.endswith(f"bad.yml:1: field '{condition.split(':')[0]}.{key}': must be a name or a non-empty list of names")
+
+
+# --------------------------------------------------------------------------- not: is everyone else
+
+#: Leaves whose answer SQL's three-valued logic would leave unknown for some customers: an attribute
+#: missing, JSON null or of another type, no sign-up date, a sql: query returning NULL among its ids.
+_UNKNOWN_PRONE = [
+    "attribute: {key: country, equals: DE}", "attribute: {key: country, in: [DE, NL]}",
+    "attribute: {key: age, gt: 40}", "attribute: {key: age, lte: 40}", "attribute: {key: age, in: [30, 49]}",
+    "attribute: {key: age, equals: 30}", "attribute: {key: vip, equals: true}", "attribute: {key: vip, equals: false}",
+    "attribute: {key: country, exists: true}", "attribute: {key: age, gt: 20, lt: 60}",
+    "tenure_days: {gt: 100}", "tenure_days: {lt: 100}", "locale: de", "consent: {topic: promotions}",
+    "sql: SELECT NULL AS customer_id UNION ALL SELECT id FROM customers WHERE locale = 'de_DE'",
+    "purchased: {within_days: 30}", "owns: EB-200",
+]
+_VALUES = st.one_of(st.sampled_from(["DE", "NL", "", "de"]), st.sampled_from([30, 49, 30.5, -1]), st.booleans(), st.none())
+
+
+def _customers(draw) -> list[dict]:
+    """1-6 customers with random attributes (keys missing, JSON null, texts, numbers, booleans) and sign-up dates."""
+    out = []
+    for i in range(draw(st.integers(1, 6))):
+        attributes = draw(st.dictionaries(st.sampled_from(["country", "age", "vip"]), _VALUES, max_size=3))
+        created = draw(st.sampled_from([None, 400, 50, 5, -3]))  # days before T; -3 is after T: nobody's member
+        out.append(dict(id=f"K{i}", email=f"k{i}@example.com", first_name=None, last_name=None,
+                        locale=draw(st.sampled_from(["de_DE", "de", "nl_NL", "en_GB"])), timezone="UTC",
+                        created_at=None if created is None else ago(created), attributes=attributes))
+    return out
+
+
+def _two_valued_tree(draw, depth: int) -> str:
+    if depth == 0 or draw(st.booleans()):
+        return "{" + draw(st.sampled_from(_UNKNOWN_PRONE)) + "}"
+    kind = draw(st.sampled_from(["all", "any", "not"]))
+    if kind == "not":
+        return "{not: " + _two_valued_tree(draw, depth - 1) + "}"
+    return "{" + kind + ": [" + ", ".join(_two_valued_tree(draw, depth - 1) for _ in range(draw(st.integers(0, 3)))) + "]}"
+
+
+@pytest.fixture
+def both_backends(tmp_path, request, sqlite_template):
+    """An engine per backend run here (SQLite; PostgreSQL unless unreachable or left out), each an empty store."""
+    import shutil
+
+    from tests.conftest import BACKENDS, _truncate
+
+    from relmail.store.db import make_engine
+
+    path = tmp_path / "two.db"
+    shutil.copy(sqlite_template, path)
+    urls = [f"sqlite:///{path}"]
+    if "postgresql" in BACKENDS:
+        try:
+            urls.append(request.getfixturevalue("pg_template_url"))
+            _truncate(urls[-1])
+        except pytest.skip.Exception:
+            pass  # PostgreSQL not reachable (a failure instead under RELMAIL_TEST_REQUIRE_POSTGRES=1)
+    engines = [make_engine(url) for url in urls]
+    yield engines
+    for engine in engines:
+        engine.dispose()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+@example(data=None)  # the marketer's case, drawn below when data is None
+def test_a_condition_and_its_not_split_every_customer_on_every_backend(both_backends, tmp_path, data):
+    """X and not X: disjoint, together every customer who exists as of T; SQL on each backend and the copy agree.
+
+    A customer without the attribute, with another type of value, without a sign-up date or among a
+    sql: query's NULLs does not match X, so she is in not X: "everyone else", as a marketer reads it.
+    """
+    from sqlalchemy import delete
+
+    from relmail.segments import evaluator
+    from relmail.store import columnar
+
+    if data is None:
+        people = [dict(id=i, email=f"{i}@example.com", first_name=None, last_name=None, locale="de_DE", timezone="UTC",
+                       created_at=ago(10), attributes=attributes)
+                  for i, attributes in (("DE", {"country": "DE"}), ("NL", {"country": "NL"}), ("NONE", {}),
+                                        ("NULL", {"country": None}), ("NUMBER", {"country": 49}))]
+        tree, bought = "{attribute: {key: country, equals: DE}}", set()
+    else:
+        people = _customers(data.draw)
+        tree = _two_valued_tree(data.draw, 3)
+        bought = data.draw(st.sets(st.sampled_from([p["id"] for p in people])))
+    folder = tmp_path / f"segs-{abs(hash((tree, str(people))))}"
+    write(folder, "x", f"name: x\nall: [{tree}]\n")
+    write(folder, "not-x", f"name: not-x\nnot: {tree}\n")
+    registry = load_segments(folder)
+    exists = sorted(p["id"] for p in people if p["created_at"] is None or p["created_at"] <= T)
+    answers = []
+    for n, engine in enumerate(both_backends):
+        with engine.begin() as conn:
+            for table in (Event, Preference, Customer, Product):
+                conn.execute(delete(table.__table__))
+            conn.execute(insert(Product.__table__), [dict(id="EB-200", name="E-bike", category="e-bikes", price=1.0,
+                                                          url=None, features=[])])
+            conn.execute(insert(Customer.__table__), people)
+            if bought:
+                conn.execute(insert(Event.__table__), [ev(c, "purchase", 10, product_id="EB-200") for c in sorted(bought)])
+            conn.execute(insert(Preference.__table__), [
+                dict(customer_id=p["id"], topic="promotions", opted_in=False, max_per_week=None, updated_at=ago(1),
+                     source="import") for p in people[::2]])
+        x, not_x = (set(audience(engine, [registry[name]], T).tolist()) for name in ("x", "not-x"))
+        assert not x & not_x, (tree, people)
+        assert sorted(x | not_x) == exists, (tree, people)
+        answers.append(x)
+        # The columnar copy (NumPy for the behaviour leaves, SQL for the rest) gives the same split.
+        root = tmp_path / f"copy-{n}-{abs(hash(folder))}"
+        columnar.update(engine, root)
+        with engine.connect() as conn:
+            copy = columnar.open_copy(root, conn)
+            if copy is None:  # no events: a plan reads SQL only
+                continue
+            over = evaluator(conn, copy, T)
+            assert set(audience(conn, [registry["x"]], T, over).tolist()) == x, tree
+            assert set(audience(conn, [registry["not-x"]], T, over).tolist()) == not_x, tree
+    assert all(a == answers[0] for a in answers), (tree, people)
+    if data is None:
+        assert answers[0] == {"DE"}

@@ -70,7 +70,9 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert "image rows: 2 skipped" in summary_lines(p)  # the mapping's plural noun reads for any count
     assert (o.rows_read, o.rows_imported, o.details["lines_not_purchases"]) == (16, 14, 2)
     assert results["subscribed"].details == {"consent_records": 3, "without_consent": 0, "withdrawn_since_last_export": 0,
-                                           "given_since_last_export": 0, "kept_opted_out": 0, "undated_opt_outs": 0, "suppressed_addresses": 0, "matched_by_email": 2, "shared_addresses": 0}
+                                           "given_since_last_export": 0, "kept_opted_out": 0, "undated_opt_outs": 0,
+                                           "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0, "suppressed_addresses": 0,
+                                           "matched_by_email": 2, "shared_addresses": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}

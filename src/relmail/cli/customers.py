@@ -70,11 +70,9 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
     click.echo(f"ledger: {info['decisions']} decisions, {info['deliveries']} deliveries")
 
 
-def _since(updated_at: str) -> str:
+def _since(updated_at: str | None) -> str:
     """A preference's date as shown: an undated flag (a shop's "accepts marketing") has none."""
-    from ..importers.history import UNDATED
-
-    return "no date" if updated_at == UNDATED.isoformat() else updated_at
+    return updated_at or "no date"
 
 
 @customers.command("export")

@@ -179,6 +179,10 @@ _DETAILS = {
                       "imported again says the same); a new opt-in needs its date (import preferences)",
     "undated_opt_outs": "{n:,} opt-out(s) whose consent time is blank: opted out as of now (an opt-out without its "
                         "date still ends every earlier opt-in)",
+    "undated_opt_ins": "{n:,} opt-in(s) whose consent time is blank: stored without a date (any dated record wins "
+                       "over it, and it never undoes an opt-out)",
+    "undated_opt_ins_kept_out": "{n:,} of the opt-ins whose consent time is blank are of customers who opted out: "
+                                "kept opted out; a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "

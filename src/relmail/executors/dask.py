@@ -148,9 +148,9 @@ class DaskExecutor(Executor):
                                "runs and restart it")
         return None
 
-    def _lost(self, exc: BaseException) -> ClusterError:
+    def _lost(self, exc: BaseException | None = None) -> ClusterError:
         distributed = _distributed()
-        why = ("its connection was lost" if isinstance(exc, _cancelled(distributed)) or not str(exc)
+        why = ("its connection was lost" if exc is None or isinstance(exc, _cancelled(distributed)) or not str(exc)
                else f"{type(exc).__name__}: {str(exc).splitlines()[0]}")
         return ClusterError(f"lost the Dask scheduler at {self.address} ({why}); a plan wrote nothing "
                             "and a send's ledger is consistent: start the cluster again and run the same command")
@@ -207,14 +207,17 @@ class DaskExecutor(Executor):
                     on_report(index, message)
 
         try:
-            while not all(f.done() for f in futures):
+            # The client cancels every future when its connection goes; the queue and the stop flag live on the
+            # scheduler, and asking them then would wait out the client's reconnect timeout: lost is said below.
+            while self.client.status == "running" and not all(f.done() for f in futures):
                 drain()
                 if tick is not None and tick():
                     stop.set()
                 if any(f.status == "error" and not _killed(distributed, f) for f in futures):
                     stop.set()  # the provider refused or the database failed: the others would hit it too
                 time.sleep(0.5)
-            drain()
+            if self.client.status == "running":
+                drain()
         except BaseException as exc:
             if self.client.status != "running":
                 raise self._lost(exc) from None
@@ -224,13 +227,15 @@ class DaskExecutor(Executor):
                 distributed.wait(futures, timeout=STOP_GRACE_SECONDS)
             raise
         finally:
-            # With the scheduler gone there is no one left to tell: the tasks were cancelled with it.
-            with contextlib.suppress(Exception):
-                stop.set()
-                self.client.cancel([f for f in futures if not f.done()])
-                queue.close()
+            # With the scheduler gone there is no one left to tell: the tasks were cancelled with it (and a call
+            # would wait out the client's reconnect timeout).
+            if self.client.status == "running":
+                with contextlib.suppress(Exception):
+                    stop.set()
+                    self.client.cancel([f for f in futures if not f.done()])
+                    queue.close()
         if self.client.status != "running":
-            raise self._lost(RuntimeError("the connection to the scheduler was lost"))
+            raise self._lost()
         outcomes = [_outcome(distributed, f) for f in futures]
         for outcome in outcomes:
             outcome.error = outcome.error and (self._refused(outcome.error) or outcome.error)

@@ -38,11 +38,10 @@ def derive(cols: dict[str, np.ndarray], s: FeatureSettings) -> None:
         if "." in name:
             cols[name] = value
     cols["recency_days"] = raw["last_purchase"]
-    cols["complained_ever"] = (raw["complaints_total"] > 0).astype(float)
+    cols["complained_ever"] = complained(raw["complaints_total"])
     bounce, delivery = raw["last_hard_bounce"], raw["last_delivery"]
-    # Ages: smaller is later. A bounce with no later delivery means the address is dead.
+    cols["hard_bounced"] = hard_bounced(bounce, delivery)
     with np.errstate(invalid="ignore"):
-        cols["hard_bounced"] = (~np.isnan(bounce) & (np.isnan(delivery) | (bounce < delivery))).astype(float)
         unsub, opt_in = raw["last_unsubscribe"], raw["global_opt_in"]
         cols["unsubscribed_event"] = (~np.isnan(unsub) & (np.isnan(opt_in) | (opt_in > unsub))).astype(float)
     cols["soft_bounces"] = raw["soft_bounces"]
@@ -54,6 +53,27 @@ def derive(cols: dict[str, np.ndarray], s: FeatureSettings) -> None:
         first = raw["first_purchase"]
         cols["is_new"] = ((tenure < 90) & (np.isnan(first) | (first < 90))).astype(float)
     cols["clv"] = clv(orders, raw["monetary_total"], tenure, first, raw["last_purchase"], s)
+
+
+def complained(complaints: np.ndarray) -> np.ndarray:
+    """``complained_ever`` (1.0/0.0), what COMPLAINED blocks: any spam complaint, however long ago.
+
+    The one definition: a plan's rule reads this column, and a send checks the
+    events recorded since the plan with it (:mod:`relmail.sending.loop`).
+    """
+    return (np.asarray(complaints, dtype=float) > 0).astype(float)
+
+
+def hard_bounced(last_bounce: np.ndarray, last_delivery: np.ndarray) -> np.ndarray:
+    """``hard_bounced`` (1.0/0.0), what HARD_BOUNCE blocks: a hard bounce with no delivery, open or click after it.
+
+    Both are ages (smaller is later; NaN: never), as the features hold them.
+    The one definition: a plan's rule reads this column, and a send checks the
+    events recorded since the plan with it (:mod:`relmail.sending.loop`).
+    """
+    bounce, delivery = np.asarray(last_bounce, dtype=float), np.asarray(last_delivery, dtype=float)
+    with np.errstate(invalid="ignore"):
+        return (~np.isnan(bounce) & (np.isnan(delivery) | (bounce < delivery))).astype(float)
 
 
 def fatigue(sends_30, sends_90, opens_30, opens_90) -> np.ndarray:

@@ -27,20 +27,18 @@ a customer gets without opting in).
 from __future__ import annotations
 
 from collections.abc import Collection
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from ..store import consent_log
+from ..store.consent_log import UNDATED
 from ..store.models import Preference
 from ..windows import current_time
 from .loader import LOOKUP_BATCH, Loader, batched
 from .schemas import schema_for
-
-#: ``updated_at`` of a consent flag whose source gives no date.
-UNDATED = datetime(1970, 1, 1, tzinfo=UTC)
 
 P = Preference.__table__
 
@@ -77,6 +75,8 @@ class PreferenceHistory:
         #: Undated flags changed since the last export: to no, to yes (both as of ``now``), and to yes
         #: but kept opted out.
         self.withdrawn = self.given = self.kept_opted_out = 0
+        #: Undated yeses not written over an opt-out on record, changed since the last export or not.
+        self.undated_kept_out = 0
 
     def check(self, line: int, row: dict[str, Any]) -> tuple[str, str] | None | bool:
         """None: keep the row; False: a later or identical row of the file makes it moot; or a problem."""
@@ -118,6 +118,7 @@ class PreferenceHistory:
                 # so an undated yes is neither written over it nor, when the shop's flag turned yes, dated now.
                 self.superseded += 1
                 self.kept_opted_out += key in changed
+                self.undated_kept_out += 1
                 continue
             if key in changed and not opted_out:
                 # Changed in the shop since its last export: as of now, so it wins over older dated records.

@@ -120,7 +120,8 @@ class CustomersWriter(TableWriter):
         self.consent: PreferenceHistory | None = None
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
-                        "kept_opted_out": 0, "undated_opt_outs": 0, "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+                        "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
+                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there).
@@ -262,6 +263,9 @@ class CustomersWriter(TableWriter):
             undated_no = self.dated_consent and not opted_in and row.get("_consent_at") is None
             if row.get("_consent_changed") or undated_no:
                 changed.add((row["id"], "*"))
+            # A dated source's yes without its time (Klaviyo's SUBSCRIBED, time blank): an opt-in of unknown date,
+            # like a shop's flag, never one as of the import (that would end any opt-out dated before it).
+            self.details["undated_opt_ins"] += bool(self.dated_consent and opted_in and row.get("_consent_at") is None)
         if not rows:
             return
         if self.consent is None:
@@ -285,6 +289,8 @@ class CustomersWriter(TableWriter):
         withdrawn = "undated_opt_outs" if self.dated_consent else "withdrawn_since_last_export"
         self.details.update({withdrawn: self.consent.withdrawn, "given_since_last_export": self.consent.given,
                              "kept_opted_out": self.consent.kept_opted_out})
+        if self.dated_consent:
+            self.details["undated_opt_ins_kept_out"] = self.consent.undated_kept_out
         self.details["without_consent"] = self.consent.not_opted_in
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:

@@ -19,7 +19,6 @@ from sqlalchemy.engine import Connection
 
 from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
-from ..importers.history import UNDATED
 from ..rules.consent import NoConsent, opted_out_of_topic
 from ..rules.unsubscribed import Unsubscribed, decided_by_preference
 from ..store import consent_log
@@ -77,7 +76,7 @@ def topic_opt_out_behind(conn: Connection, customer_id: str, topic: str, decided
     change = consent_log.change_in_force(conn, customer_id, topic, decided_at)
     if change is None or change.opted_in:
         return {"at": None, "source": None}
-    return {"at": None if change.changed_at == UNDATED else change.changed_at, "source": label(change)}
+    return {"at": consent_log.shown(change.changed_at), "source": label(change)}
 
 
 def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged: dict[str, Any], decided_at: datetime,

@@ -14,10 +14,11 @@ which both SQLite and PostgreSQL run as index lookups or semi-joins.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from sqlalchemy import bindparam, func, or_, select, true, union
@@ -30,15 +31,17 @@ from ..store.models import Customer, UTCDateTime
 from .columnar import Evaluator, uses_copy
 from .compile import compile_node
 from .grammar import COMBINATORS, CONDITIONS, SPECIAL, Node, parse_file, walk
+from .sql_guard import read_only, refused
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection, Engine
+    from sqlalchemy.engine import Connection, CursorResult, Engine
 
     from ..store.columnar import Copy
 
 __all__ = ["COMBINATORS", "CONDITIONS", "SPECIAL", "Node", "Segment", "audience", "evaluator", "load_segments"]
 
 customers = Customer.__table__
+T = TypeVar("T")
 
 
 @dataclass
@@ -64,7 +67,7 @@ class Segment:
     def count(self, conn: Connection, as_of: datetime) -> int:
         """How many customers are members as of ``as_of``."""
         stmt = select(func.count()).select_from(self.select(as_of).subquery())
-        return int(_run(conn, stmt, [self]).scalar_one())
+        return int(_run(conn, stmt, [self], lambda result: result.scalar_one()))
 
     def ids(self, conn: Connection, as_of: datetime) -> np.ndarray:
         """The members' ids, sorted."""
@@ -77,6 +80,21 @@ class Segment:
     def references(self) -> set[str]:
         """Names of the segments this one refers to directly."""
         return {node.args for node in walk(self.root) if node.kind == "segment"}
+
+    @property
+    def has_sql(self) -> bool:
+        """Whether a ``sql:`` condition decides membership, here or in a segment this one refers to."""
+        seen: set[str] = set()
+        stack = [self]
+        while stack:
+            segment = stack.pop()
+            for node in walk(segment.root):
+                if node.kind == "sql":
+                    return True
+                if node.kind == "segment" and node.args not in seen:
+                    seen.add(node.args)
+                    stack.append(self._registry[node.args])
+        return False
 
 
 def customer_by(as_of: datetime):
@@ -107,10 +125,11 @@ def audience(engine_or_conn: Engine | Connection, segments: list[Segment], as_of
 
 def evaluator(conn: Connection, copy: Copy, as_of: datetime) -> Evaluator:
     """An :class:`~relmail.segments.columnar.Evaluator` over ``copy`` as of ``as_of``, for :func:`audience` (``over``)."""
-    def ids(condition) -> np.ndarray:
-        return _ids(conn, select(customers.c.id).where(customer_by(as_of), condition), [])
+    def ids(condition, segment: Segment | None) -> np.ndarray:
+        # The segment whose leaf it is: named by an error, and read-only when it has a sql: condition.
+        return _ids(conn, select(customers.c.id).where(customer_by(as_of), condition), [segment] if segment else [])
 
-    return Evaluator(conn, copy, as_of, ids(true()), ids)
+    return Evaluator(conn, copy, as_of, ids(true(), None), ids)
 
 
 def _ids(conn, stmt, segments: list[Segment]) -> np.ndarray:
@@ -120,26 +139,35 @@ def _ids(conn, stmt, segments: list[Segment]) -> np.ndarray:
     # A database whose own collation is code point order reads the ids in its primary key's order;
     # asking for "C" there would sort every customer again.
     key = members.c.id if code_point_order(conn) else members.c.id.collate("C")
-    result = _run(conn, select(members.c.id).order_by(key), segments)
-    # The driver's tuples, not SQLAlchemy rows: an id needs no result processing, and building
-    # a Row per member costs as much as the statement's own fetch for a large audience.
-    try:
-        ids = [i for (i,) in result.cursor.fetchall()]
-    finally:
-        result.close()
-    return sorted_ids(ids)
+
+    def fetch(result) -> list[str]:
+        # The driver's tuples, not SQLAlchemy rows: an id needs no result processing, and building
+        # a Row per member costs as much as the statement's own fetch for a large audience.
+        try:
+            return [i for (i,) in result.cursor.fetchall()]
+        finally:
+            result.close()
+
+    return sorted_ids(_run(conn, select(members.c.id).order_by(key), segments, fetch))
 
 
-def _run(conn, stmt, segments: list[Segment]):
+def _run(conn, stmt, segments: list[Segment], read: Callable[[CursorResult], T]) -> T:
+    """``read`` of ``stmt``'s result; read-only when a ``sql:`` condition is in it (:mod:`.sql_guard`)."""
     try:
-        return conn.execute(stmt)
+        if not any(s.has_sql for s in segments):
+            return read(conn.execute(stmt))
+        with read_only(conn):
+            return read(conn.execute(stmt))
     except (DBAPIError, StatementError) as exc:
+        files = ", ".join(str(s.file) for s in segments)
+        what = refused(getattr(exc, "orig", None))
+        if what is not None:
+            raise ValidationError(f"segment query failed ({files}): {what}") from None
         fault = database_fault(exc)
         if fault is not None:
             # A timeout, a lost connection, a lock: the database's trouble, not the segment files'.
             raise fault from None
         # The statement's own error, mostly a broken ``sql:`` escape hatch: say which files could be at fault.
-        files = ", ".join(str(s.file) for s in segments)
         first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         if "customer_id" in first:
             # The sql: query's result is read by its customer_id column, which the database names as missing.

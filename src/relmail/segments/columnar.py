@@ -10,14 +10,12 @@ entries for "viewed a bike in the last year"); over the columnar copy
 type's time-sorted rows and one ``np.bincount``.
 
 The tree is evaluated over the *universe*, the customers who exist as of
-``as_of`` (read once with SQL), as a pair of masks per node: where the
-condition is true and where it is false. SQL's conditions may be neither
-(an unknown sign-up date, a missing attribute), and ``not`` of unknown is
-unknown, so keeping both masks gives exactly SQL's three-valued answer.
-Behaviour leaves are never unknown. Every other leaf (tenure, locale,
-consent, attributes, open tickets, ``sql:``) is read from the database as
-two id lists: where it is true and where its negation is. A segment with
-no behaviour leaf is left to SQL entirely (:func:`members` returns None).
+``as_of`` (read once with SQL), as one mask per node: where the condition
+is true. Conditions are two-valued, as :mod:`~relmail.segments.compile`
+compiles them (a missing attribute fails its test), so ``not`` is the
+complement. Every other leaf (tenure, locale, consent, attributes, open
+tickets, ``sql:``) is read from the database as the ids where it is true.
+A segment with no behaviour leaf is left to SQL entirely.
 
 The bounds are SQL's: an event counts when ``occurred_at <= as_of`` (and
 ``> as_of - within_days``), compared in integer microseconds, so
@@ -31,7 +29,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import not_, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from ..features.sql import align
@@ -47,8 +45,6 @@ BEHAVIOUR = {"purchased": "purchase", "viewed": "view", "owns": "purchase", "use
              "received_email": "email_sent", "opened_email": "email_opened", "clicked_email": "email_clicked"}
 
 _BEFORE_ALL = -(2**62)
-
-Masks = tuple[np.ndarray, np.ndarray]
 
 
 def uses_copy(root: Node | None, registry: dict) -> bool:
@@ -69,48 +65,43 @@ class Evaluator:
     """Memberships of segments as of one time, over one copy; the universe is read once and shared."""
 
     def __init__(self, conn: Connection, copy: Copy, as_of: datetime, universe: np.ndarray,
-                 sql_ids: Callable[[object], np.ndarray]):
+                 sql_ids: Callable[[object, object], np.ndarray]):
         self.conn, self.copy, self.as_of = conn, copy, as_of
         #: Sorted ids of the customers who exist as of ``as_of``.
         self.universe = universe
         self.sql_ids = sql_ids
         self.until = micros(as_of)
         self._by_segment: dict[int, Rows] = {}
-        self._segments: dict[str, Masks] = {}
+        self._segments: dict[str, np.ndarray] = {}
 
     def members(self, segment) -> np.ndarray:
         """Where ``segment`` is true, as a mask over :attr:`universe`."""
-        return self.segment(segment)[0]
-
-    def segment(self, segment) -> Masks:
         if segment.name not in self._segments:
             if segment.root is None:
-                n = len(self.universe)
-                self._segments[segment.name] = (np.ones(n, dtype=bool), np.zeros(n, dtype=bool))
+                self._segments[segment.name] = np.ones(len(self.universe), dtype=bool)
             else:
                 self._segments[segment.name] = self.node(segment.root, segment)
         return self._segments[segment.name]
 
-    def node(self, node: Node, segment) -> Masks:
-        kind, n = node.kind, len(self.universe)
+    def node(self, node: Node, segment) -> np.ndarray:
+        """Where ``node`` (of ``segment``'s tree) is true, as a mask over :attr:`universe`."""
+        kind = node.kind
         if kind in ("all", "any"):
-            parts = [self.node(c, segment) for c in node.children]
-            t = np.ones(n, dtype=bool) if kind == "all" else np.zeros(n, dtype=bool)
-            f = ~t
-            for pt, pf in parts:
-                t, f = (t & pt, f | pf) if kind == "all" else (t | pt, f & pf)
-            return t, f
+            out = np.full(len(self.universe), kind == "all")
+            for child in node.children:
+                if kind == "all":
+                    out &= self.node(child, segment)
+                else:
+                    out |= self.node(child, segment)
+            return out
         if kind == "not":
-            t, f = self.node(node.children[0], segment)
-            return f, t
+            return ~self.node(node.children[0], segment)
         if kind == "segment":
-            return self.segment(segment._registry[node.args])
+            return self.members(segment._registry[node.args])
         if kind in BEHAVIOUR:
-            t = self._behaviour(kind, node.args)
-            return t, ~t
-        # Any other leaf: where the database finds it true, and where it finds its negation true.
-        condition = compile_node(node, self.as_of, segment._resolve)
-        return self._mask(self.sql_ids(condition)), self._mask(self.sql_ids(not_(condition)))
+            return self._behaviour(kind, node.args)
+        # Any other leaf: where the database finds it true.
+        return self._mask(self.sql_ids(compile_node(node, self.as_of, segment._resolve), segment))
 
     def _mask(self, ids: np.ndarray) -> np.ndarray:
         out = np.zeros(len(self.universe), dtype=bool)

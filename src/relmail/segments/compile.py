@@ -44,7 +44,8 @@ def compile_node(node: Node, as_of: datetime, resolve: Callable[[str, datetime],
         if ":as_of" in a:
             raw = raw.bindparams(bindparam("as_of", as_of, type_=UTCDateTime))
         sub = raw.columns(column("customer_id", String)).subquery()
-        return customers.c.id.in_(select(sub.c.customer_id))
+        # A NULL among the ids would make NOT IN unknown for every customer the query does not return.
+        return customers.c.id.in_(select(sub.c.customer_id).where(sub.c.customer_id.is_not(None)))
     if kind in _EVENT_OF:
         return _event_condition(kind, a, as_of)
     if kind == "owns":
@@ -92,7 +93,8 @@ def _tenure(a: dict, as_of: datetime):
     """Tenure as the features count it: from the sign-up date, or without one from the first purchase.
 
     A customer with neither (a shop export without sign-up dates, no order)
-    has no known tenure and matches no tenure condition: never new, never long-standing.
+    has no known tenure and matches no tenure condition: never new, never long-standing
+    (and so a member of ``not`` of either).
     """
     c = customers.c.created_at
 
@@ -194,7 +196,13 @@ def attribute_present(key: str):
     return json_text(col, key).is_not(None) | json_number(col, key).is_not(None) | json_bool(col, key).is_not(None)
 
 
+def _known(condition):
+    """``condition``, false where SQL would find it unknown (a comparison with a missing value)."""
+    return func.coalesce(condition, false())
+
+
 def _attribute(a: dict):
+    """The attribute tests, each false for a customer without the key or with a value of another JSON type."""
     col, key = customers.c.attributes, a["key"]
     out = []
     for test, v in a.items():
@@ -218,4 +226,4 @@ def _attribute(a: dict):
         else:
             num = json_number(col, key)
             out.append({"gt": num > v, "lt": num < v, "gte": num >= v, "lte": num <= v}[test])
-    return and_(*out)
+    return and_(*(_known(test) for test in out))

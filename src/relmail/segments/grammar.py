@@ -164,11 +164,23 @@ def _parse_sql(arg: Any, at: str, bad) -> Node | None:
     if not isinstance(arg, str) or not arg.strip():
         bad(at, "'sql' takes a SELECT returning a customer_id column")
         return None
+    first = _first_word(arg)
+    if first not in ("select", "with", "values"):
+        got = f", not {first.upper()}" if first else ""
+        bad(at, f"'sql' takes a query (SELECT ... returning customer_id){got}: a segment only reads")
+        return None
     unknown = sorted(set(text(arg)._bindparams) - {"as_of"})
     if unknown:
         bad(at, f"only :as_of can be bound in sql, found :{', :'.join(unknown)}")
         return None
     return Node("sql", at, arg.strip().rstrip(";"))
+
+
+def _first_word(sql: str) -> str:
+    """The statement's first keyword, lower-case, after comments and opening parentheses (``(SELECT ...) UNION ...``)."""
+    rest = re.sub(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/|\()*", "", sql, flags=re.S)
+    match = re.match(r"[A-Za-z]+", rest)
+    return match.group(0).lower() if match else ""
 
 
 def ids_of(value: Any) -> list[str] | None:

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from sqlalchemy import func, select, update
 
 from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
+from ..features.derived import complained, hard_bounced
 from ..features.queries import DELIVERY_TYPES
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
@@ -256,8 +258,7 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
             out_of.setdefault(cid, set()).add(topic)
         # Not only events dated after the plan's as-of: a bounce mailbox read or an ESP export imported
         # after the plan brings events dated before it that the plan never saw. The plan's own rules
-        # decide again: a complaint ever (COMPLAINED), a hard bounce with no delivery, open or click
-        # since (HARD_BOUNCE).
+        # decide again, with their own definitions (COMPLAINED, HARD_BOUNCE: features.derived).
         last = {}
         for cid, kind, at in conn.execute(
             select(E.c.customer_id, E.c.type, func.max(E.c.occurred_at)).where(
@@ -270,12 +271,7 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
             select(E.c.customer_id, func.max(E.c.occurred_at)).where(
                 E.c.customer_id.in_(bounced), E.c.type.in_(DELIVERY_TYPES)).group_by(E.c.customer_id)
         ).all()) if bounced else {}
-    since = {}
-    for cid, kinds in last.items():
-        if "email_complained" in kinds:
-            since[cid] = "email_complained"
-        elif cid not in delivered or kinds["email_bounced_hard"] > delivered[cid]:
-            since[cid] = "email_bounced_hard"
+    since = _suppressed_since(last, delivered)
     blocked = {}
     for customer, message in pairs:
         topics_out = out_of.get(customer, set())
@@ -284,6 +280,25 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
         elif customer in since:
             blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
     return blocked
+
+
+def _suppressed_since(last: dict[str, dict[str, datetime]], delivered: dict[str, datetime]) -> dict[str, str]:
+    """Customer -> the event type that blocks them now, by the plan rules' definitions of COMPLAINED and HARD_BOUNCE.
+
+    ``last``: each customer's latest ``email_bounced_hard`` / ``email_complained``; ``delivered``: the latest
+    delivery, open or click. Times become ages (seconds before the latest of them), as the features hold them.
+    """
+    ids = sorted(last)
+    if not ids:
+        return {}
+    latest = max([t for kinds in last.values() for t in kinds.values()] + list(delivered.values()))
+
+    def ages(times) -> np.ndarray:
+        return np.array([np.nan if t is None else (latest - t).total_seconds() for t in times], dtype=float)
+
+    spam = complained([1 if "email_complained" in last[c] else 0 for c in ids])
+    dead = hard_bounced(ages(last[c].get("email_bounced_hard") for c in ids), ages(delivered.get(c) for c in ids))
+    return {c: "email_complained" if s else "email_bounced_hard" for c, s, d in zip(ids, spam, dead, strict=True) if s or d}
 
 
 def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:

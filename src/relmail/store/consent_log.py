@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
@@ -29,6 +29,17 @@ from .models import ConsentChange, Preference
 
 T = ConsentChange.__table__
 P = Preference.__table__
+
+#: ``updated_at`` / ``changed_at`` of a consent record whose source gives no date (Shopify's "accepts marketing",
+#: a Klaviyo profile SUBSCRIBED with a blank time): older than any dated record, so any dated one wins over it.
+#: A stored value only: what relmail shows and exports says "no date" (None) instead.
+UNDATED = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def shown(when: datetime | None) -> datetime | None:
+    """A consent record's time as relmail shows it: None for :data:`UNDATED`."""
+    return None if when == UNDATED else when
+
 
 #: ``detail`` is a String(300).
 _MAX_DETAIL = 300

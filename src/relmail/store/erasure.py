@@ -24,7 +24,7 @@ from ..delivery.base import delivery_key
 from ..delivery.file import KEY_HEADER, safe_name
 from ..errors import NotFound, RelmailError
 from ..sending.ledger import FINAL
-from . import aggregates, columnar
+from . import aggregates, columnar, consent_log
 from .addresses import address_hash, salt
 from .customer_rows import of_customer
 from .faults import first_line
@@ -208,8 +208,11 @@ def export(engine: Engine, customer_id: str) -> dict:
         suppressed = conn.execute(select(S.c.reason).where(S.c.email_hash == digest)).scalar_one_or_none()
         return {
             "customer": _plain(customer),
-            "preferences": _rows(conn, select(P).where(P.c.customer_id == customer_id).order_by(P.c.topic)),
-            "consent_changes": _rows(conn, select(CC).where(CC.c.customer_id == customer_id).order_by(CC.c.id)),
+            # A consent record without a date (a shop's flag, a profile's blank consent time) says so: null, never 1970.
+            "preferences": [_plain({**p, "updated_at": consent_log.shown(p["updated_at"])}) for p in
+                            conn.execute(select(P).where(P.c.customer_id == customer_id).order_by(P.c.topic)).mappings()],
+            "consent_changes": [_plain({**c, "changed_at": consent_log.shown(c["changed_at"])}) for c in
+                                conn.execute(select(CC).where(CC.c.customer_id == customer_id).order_by(CC.c.id)).mappings()],
             "events": _rows(conn, select(E).where(E.c.customer_id == customer_id).order_by(E.c.occurred_at, E.c.id)),
             "decisions": _rows(conn, select(DEC).where(of_customer(conn, DEC, customer_id)).order_by(DEC.c.id)),
             "deliveries": _rows(conn, select(DEL).where(of_customer(conn, DEL, customer_id)).order_by(DEL.c.id)),

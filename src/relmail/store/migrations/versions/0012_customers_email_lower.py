@@ -10,8 +10,9 @@ Revision ID: 0012
 Revises: 0011
 Create Date: 2026-12-07 00:30:00.000000
 """
-import sqlalchemy as sa
 from alembic import op
+
+from relmail.store.migrations.online_index import create_index_online
 
 revision = '0012'
 down_revision = '0011'
@@ -20,7 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_customers_email_lower', 'customers', [sa.text('lower(email)')])
+    # Concurrently on PostgreSQL: imports, sends and webhooks go on writing customers while it is built.
+    create_index_online('ix_customers_email_lower', 'customers', 'lower(email)')
 
 
 def downgrade() -> None:

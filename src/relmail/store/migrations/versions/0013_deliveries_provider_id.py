@@ -12,6 +12,8 @@ Create Date: 2026-12-07 01:00:00.000000
 """
 from alembic import op
 
+from relmail.store.migrations.online_index import create_index_online
+
 revision = '0013'
 down_revision = '0012'
 branch_labels = None
@@ -19,7 +21,8 @@ depends_on = None
 
 
 def upgrade() -> None:
-    op.create_index('ix_deliveries_provider_id', 'deliveries', ['provider_id'])
+    # Concurrently on PostgreSQL: sends and webhooks go on writing the ledger while it is built.
+    create_index_online('ix_deliveries_provider_id', 'deliveries', 'provider_id')
 
 
 def downgrade() -> None:
