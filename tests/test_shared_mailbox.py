@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -280,3 +282,35 @@ def test_a_plan_without_shared_addresses_logs_nothing_new(mailbox_project, engin
                 _opted_in("C-SOLO") + _opted_in("C-TWO"), [_ev("C-SOLO", "view", 3, product_id="EB-200")])
     by = _decided(mailbox_project, engine)
     assert all("address_shared" not in r["features"] and "shared_unsubscribed" not in r["features"] for r in by.values())
+
+
+@pytest.mark.parametrize("fact", ["opt-out", "email_complained", "email_bounced_hard"])
+def test_an_opt_out_bounce_or_complaint_under_another_id_after_the_plan_stops_the_send(project, fact):
+    from sqlalchemy import insert, select
+    from tests.sendkit import AS_OF as SEND_AS_OF
+    from tests.sendkit import build
+
+    from relmail.sending.run import send
+
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=lambda: SEND_AS_OF)
+    D, C = Delivery.__table__, Customer.__table__
+    with engine.connect() as conn:
+        victim = conn.execute(select(D.c.customer_id).where(D.c.status == "planned").order_by(D.c.id.desc()).limit(1)).scalar_one()
+        address = conn.execute(select(C.c.email).where(C.c.id == victim)).scalar_one()
+    later = SEND_AS_OF + timedelta(hours=1)
+    with engine.begin() as conn:
+        # The same mailbox as another customer id, in another case; what happened under it since the plan.
+        conn.execute(insert(C).values(id="Z-TWIN", email=f" {address.upper()} ", locale="en_GB", timezone="UTC", attributes={}))
+        if fact == "opt-out":
+            conn.execute(insert(Preference.__table__).values(customer_id="Z-TWIN", topic="*", opted_in=False, updated_at=later,
+                                                              source="unsubscribe-link"))
+        else:
+            conn.execute(insert(Event.__table__).values(customer_id="Z-TWIN", type=fact, occurred_at=later))
+    send(project, engine, "sendtest", WINDOW, now=lambda: later)
+    with engine.connect() as conn:
+        status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
+    expected = ("OPTED_OUT: the same address opted out under customer Z-TWIN after the plan" if fact == "opt-out"
+                else f"SUPPRESSED: {fact} under customer Z-TWIN (the same address) after the plan")
+    assert (status, error) == ("failed", expected)
+    assert address.lower() not in error.lower()

@@ -180,7 +180,7 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
             lap.timings["features (columnar)"] = frame.seconds["columns"]
         load_context(conn, frame, camp, job.settings.timezone, job.run_id, job.as_of)
         lap("ledger context")
-        shared_mailbox.merge(conn, frame, job, job.mailboxes)
+        shared_mailbox.merge(conn, frame, job.mailboxes, camp, job.run_id, job.settings)
         lap("shared mailboxes")
 
     n = len(frame)

@@ -167,7 +167,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                                          repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
         mailboxes = shared_mailbox.find(conn)
-        lap("shared mailboxes")
+        lap("mailbox customers")
 
     job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer,
                   None if columns is None else str(columns), mailboxes)

@@ -37,6 +37,7 @@ Only the few customers whose address another customer has are read again:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,14 +48,14 @@ from ..features import compute_features
 from ..features.derived import fatigue
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
 from ..features.sql import age_days, when
-from ..store.models import Customer, Event, Preference
+from ..store.models import MAILBOX, Customer, Event, Preference
 from .pending import load_context
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from ..features.frame import FeatureFrame
-    from .partition import PlanJob
+    from ..campaigns import Campaign
+    from ..features.frame import FeatureFrame, FeatureSettings
 
 C, E, P = Customer.__table__, Event.__table__, Preference.__table__
 #: Customer ids per ``IN (...)`` (well under SQLite's 32,766 and PostgreSQL's 65,535 parameters).
@@ -90,22 +91,35 @@ class Mailboxes:
         return self.ids[keep], self.box[keep]
 
 
-def mailbox_key():
-    """A customer's address as mailboxes are compared: trimmed, lower-cased."""
-    return func.lower(func.trim(C.c.email))
-
-
 def find(conn: Connection) -> Mailboxes:
-    """Every customer whose address (trimmed, in any case) another customer has: one pass over the customers."""
-    key = mailbox_key()
-    shared = select(key).where(C.c.email != "").group_by(key).having(func.count() > 1)
-    rows = conn.execute(select(C.c.id, key).where(key.in_(shared.scalar_subquery()))).all()
+    """Every customer whose address (trimmed, in any case) another customer has: one pass over the mailbox index."""
+    shared = select(MAILBOX).where(MAILBOX != "").group_by(MAILBOX).having(func.count() > 1)
+    rows = conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(shared.scalar_subquery()))).all()
     if not rows:
         return Mailboxes.none()
     ids = np.array([r[0] for r in rows], dtype=str)
     _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
     order = np.argsort(ids, kind="stable")
     return Mailboxes(ids[order], box[order].astype(np.int64))
+
+
+def mates(conn: Connection, customer_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Customer id -> the other customer ids with its address (trimmed, in any case), for the ids that have any.
+
+    Two look-ups per chunk of ids through the primary key and the mailbox index, not a pass over the customers.
+    """
+    ids = sorted(set(customer_ids))
+    out: dict[str, list[str]] = {}
+    for a in range(0, len(ids), CHUNK):
+        keys = dict(conn.execute(select(C.c.id, MAILBOX).where(C.c.id.in_(ids[a:a + CHUNK]), C.c.email != "")).all())
+        holders: dict[str, list[str]] = {}
+        for cid, key in conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(sorted(set(keys.values()))))):
+            holders.setdefault(key, []).append(cid)
+        for cid, key in keys.items():
+            others = sorted(c for c in holders.get(key, ()) if c != cid)
+            if others:
+                out[cid] = others
+    return out
 
 
 def add_columns(frame: FeatureFrame) -> None:
@@ -117,8 +131,12 @@ def add_columns(frame: FeatureFrame) -> None:
         frame.columns[f"{key}.shared_topic_opt_out"] = np.zeros(n)
 
 
-def merge(conn: Connection, frame: FeatureFrame, job: PlanJob, mailboxes: Mailboxes) -> None:
-    """Make ``frame``'s rows of customers who share a mailbox carry the mailbox's facts (in place; see the module)."""
+def merge(conn: Connection, frame: FeatureFrame, mailboxes: Mailboxes, campaign: Campaign, run_id: str,
+          settings: FeatureSettings) -> None:
+    """Make ``frame``'s rows of customers who share a mailbox carry the mailbox's facts (in place; see the module).
+
+    The mailboxes' customers are read as of ``frame.as_of``, with the ledger context of run ``run_id`` of ``campaign``.
+    """
     add_columns(frame)
     ids, box = mailboxes.around(frame.customer_ids)
     if not len(ids):
@@ -128,8 +146,8 @@ def merge(conn: Connection, frame: FeatureFrame, job: PlanJob, mailboxes: Mailbo
     rows, row_box = rows[here], box[here]
     boxes = int(box.max()) + 1
     # The customers of those mailboxes, as any range's features and ledger context count them.
-    theirs = compute_features(conn, ids, job.as_of, job.contexts, job.settings)
-    load_context(conn, theirs, job.campaign, job.settings.timezone, job.run_id, job.as_of)
+    theirs = compute_features(conn, ids, frame.as_of, frame.contexts, settings)
+    load_context(conn, theirs, campaign, settings.timezone, run_id, frame.as_of)
 
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(box, weights=np.nan_to_num(values), minlength=boxes)[row_box]
@@ -148,7 +166,7 @@ def merge(conn: Connection, frame: FeatureFrame, job: PlanJob, mailboxes: Mailbo
     frame.columns["frequency_wish"][rows] = np.where(np.isinf(wish), np.nan, wish)[row_box]
     frame.columns["address_shared"][rows] = np.bincount(box, minlength=boxes)[row_box] - 1.0
 
-    facts = _facts(conn, ids, job.as_of)
+    facts = _facts(conn, ids, frame.as_of)
     own = frame.customer_ids[rows]
     mine = np.searchsorted(ids, own)  # each row's place among the mailbox customers
     # Bounce: the mailbox's latest hard bounce after its latest sign of delivery, not this customer's own.

@@ -21,6 +21,7 @@ from sqlalchemy import func, select, update
 from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..features.queries import DELIVERY_TYPES
+from ..planning import shared_mailbox
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
@@ -245,45 +246,82 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
 
 
 def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None]) -> dict[tuple[str, str], str]:
-    """Pairs that must not be mailed any more, with the reason: checked just before sending."""
+    """Pairs that must not be mailed any more, with the reason: checked just before sending.
+
+    The customer's own opt-outs, complaints and hard bounces, and those of the
+    other customer ids with the same address, read as the plan reads them
+    (:mod:`relmail.planning.shared_mailbox`): the mailbox's latest dated consent
+    per topic, any complaint, a hard bounce with nothing delivered to the
+    mailbox since.
+    """
     P, E = Preference.__table__, Event.__table__
     customers = sorted({c for c, _ in pairs})
     with engine.connect() as conn:
-        out_of = {}
-        for cid, topic in conn.execute(
-            select(P.c.customer_id, P.c.topic).where(P.c.customer_id.in_(customers), P.c.opted_in.is_(False))
+        mates = shared_mailbox.mates(conn, customers)
+        everyone = sorted(set(customers).union(*mates.values()))
+        # (updated_at, opted out, customer) per (customer, topic): the latest of a mailbox is its max, an opt-out
+        # winning a tie.
+        said: dict[tuple[str, str], tuple] = {}
+        for cid, topic, opted_in, at in conn.execute(
+            select(P.c.customer_id, P.c.topic, P.c.opted_in, P.c.updated_at).where(P.c.customer_id.in_(everyone))
         ):
-            out_of.setdefault(cid, set()).add(topic)
+            said[(cid, topic)] = (at, not opted_in, cid)
         # Not only events dated after the plan's as-of: a bounce mailbox read or an ESP export imported
         # after the plan brings events dated before it that the plan never saw. The plan's own rules
         # decide again: a complaint ever (COMPLAINED), a hard bounce with no delivery, open or click
         # since (HARD_BOUNCE).
-        last = {}
+        last: dict[str, dict[str, Any]] = {}
         for cid, kind, at in conn.execute(
             select(E.c.customer_id, E.c.type, func.max(E.c.occurred_at)).where(
-                E.c.customer_id.in_(customers), E.c.type.in_(("email_bounced_hard", "email_complained")),
+                E.c.customer_id.in_(everyone), E.c.type.in_(("email_bounced_hard", "email_complained")),
             ).group_by(E.c.customer_id, E.c.type)
         ):
             last.setdefault(cid, {})[kind] = at
-        bounced = sorted(c for c, kinds in last.items() if "email_bounced_hard" in kinds)
+        # Deliveries to the mailbox count against a bounce under another of its ids.
+        bounced = everyone if any("email_bounced_hard" in kinds for kinds in last.values()) else []
         delivered = dict(conn.execute(
             select(E.c.customer_id, func.max(E.c.occurred_at)).where(
                 E.c.customer_id.in_(bounced), E.c.type.in_(DELIVERY_TYPES)).group_by(E.c.customer_id)
         ).all()) if bounced else {}
-    since = {}
-    for cid, kinds in last.items():
-        if "email_complained" in kinds:
-            since[cid] = "email_complained"
-        elif cid not in delivered or kinds["email_bounced_hard"] > delivered[cid]:
-            since[cid] = "email_bounced_hard"
     blocked = {}
     for customer, message in pairs:
-        topics_out = out_of.get(customer, set())
-        if "*" in topics_out or topics.get(message) in topics_out:
+        box = [customer, *mates.get(customer, ())]
+        own = {t for (c, t), (_, out, _) in said.items() if c == customer and out}
+        if "*" in own or topics.get(message) in own:
             blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
-        elif customer in since:
-            blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
+            continue
+        latest = [max((said[(c, t)] for c in box if (c, t) in said), default=None) for t in {"*", topics.get(message)}]
+        other = next((word[2] for word in latest if word is not None and word[1]), None)
+        if other is not None:
+            blocked[(customer, message)] = f"OPTED_OUT: the same address opted out under customer {other} after the plan"
+            continue
+        fact = _mailbox_fact(box, last, delivered)
+        if fact is not None:
+            kind, who = fact
+            under = "" if who == customer else f" under customer {who} (the same address)"
+            blocked[(customer, message)] = f"SUPPRESSED: {kind}{under} after the plan"
     return blocked
+
+
+def _mailbox_fact(box: list[str], last: dict[str, dict[str, Any]], delivered: dict[str, Any]) -> tuple[str, str] | None:
+    """(event type, customer) that stops mail to ``box[0]``: its own complaint, or hard bounce with no delivery,
+    open or click to it since; else another id's (``box[1:]``) complaint, or hard bounce with none to any id of
+    the mailbox since. None when there is no such fact."""
+    customer, others = box[0], box[1:]
+    kinds = last.get(customer, {})
+    if "email_complained" in kinds:
+        return "email_complained", customer
+    if "email_bounced_hard" in kinds and (customer not in delivered or kinds["email_bounced_hard"] > delivered[customer]):
+        return "email_bounced_hard", customer
+    complained = [c for c in others if "email_complained" in last.get(c, {})]
+    if complained:
+        return "email_complained", complained[0]
+    bounces = [(last[c]["email_bounced_hard"], c) for c in others if "email_bounced_hard" in last.get(c, {})]
+    if not bounces:
+        return None
+    at, cid = max(bounces)
+    reached = [delivered[c] for c in box if c in delivered]
+    return ("email_bounced_hard", cid) if not reached or at > max(reached) else None
 
 
 def _mark_render_errors(engine, run_id: str, errors: dict[tuple[str, str], str]) -> None:
