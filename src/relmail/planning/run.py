@@ -166,8 +166,9 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
                                          repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
+        clock = time.perf_counter()
         mailboxes = shared_mailbox.find(conn)
-        lap("mailbox customers")
+        timings["mailbox customers"] = time.perf_counter() - clock
 
     job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer,
                   None if columns is None else str(columns), mailboxes)

@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 from ..features import compute_features
 from ..features.derived import fatigue
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
-from ..features.sql import age_days, when
+from ..features.sql import age_days, fetch_columns, when
 from ..store.models import MAILBOX, Customer, Event, Preference
 from .pending import load_context
 
@@ -92,11 +92,22 @@ class Mailboxes:
 
 
 def find(conn: Connection) -> Mailboxes:
-    """Every customer whose address (trimmed, in any case) another customer has: one pass over the mailbox index."""
-    shared = select(MAILBOX).where(MAILBOX != "").group_by(MAILBOX).having(func.count() > 1)
-    rows = conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(shared.scalar_subquery()))).all()
-    if not rows:
+    """Every customer whose address (trimmed, in any case) another customer has.
+
+    The mailbox index read in its order, repeats found in NumPy, then the
+    customers of the repeated mailboxes: a GROUP BY over the expression
+    costs SQLite four times as much (it evaluates it per table row), and
+    SQLAlchemy's rows another two (the driver's tuples are read instead).
+    """
+    keys, _ = fetch_columns(conn, select(MAILBOX).where(MAILBOX != "").order_by(MAILBOX))
+    if len(keys) < 2:
         return Mailboxes.none()
+    repeated = sorted(set(keys[1:][keys[1:] == keys[:-1]].tolist()))
+    if not repeated:
+        return Mailboxes.none()
+    rows = []
+    for a in range(0, len(repeated), CHUNK):
+        rows += conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(repeated[a:a + CHUNK]))).all()
     ids = np.array([r[0] for r in rows], dtype=str)
     _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
     order = np.argsort(ids, kind="stable")
