@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import delete
 
+import test_why_opt_out
 from relmail.importers.history import UNDATED
 from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
@@ -314,3 +315,37 @@ def test_an_opt_out_bounce_or_complaint_under_another_id_after_the_plan_stops_th
                 else f"SUPPRESSED: {fact} under customer Z-TWIN (the same address) after the plan")
     assert (status, error) == ("failed", expected)
     assert address.lower() not in error.lower()
+
+
+@pytest.mark.parametrize("opt_out, source", [
+    (test_why_opt_out.by_link, "unsubscribe link (confirmation page)"),
+    (test_why_opt_out.by_one_click, "unsubscribe link (one-click List-Unsubscribe)"),
+    (test_why_opt_out.by_preference_page, "preference page"),
+    (test_why_opt_out.by_import, "import (crm-consent.csv)"),
+    (test_why_opt_out.by_webhook("unsubscribe"), "ESP webhook (sendgrid unsubscribe)"),
+    (test_why_opt_out.by_webhook("spamreport"), "ESP webhook (sendgrid complaint)"),
+    (test_why_opt_out.by_esp_export, "ESP export import (sendgrid unsubscribe; sendgrid-export.json)"),
+], ids=["link", "one-click", "preference-page", "import", "webhook-unsubscribe", "webhook-complaint", "esp-export"])
+def test_every_way_of_opting_out_under_one_id_stops_the_other_id_and_why_says_which_and_how(project, engine, tmp_path,
+                                                                                            monkeypatch, opt_out, source):
+    from sqlalchemy import select
+
+    from test_plan import CAMPAIGN as PLAN_CAMPAIGN
+    from test_plan import build_shop
+
+    monkeypatch.chdir(tmp_path)  # the import's file name as given
+    (project.campaigns_dir / "test.yml").write_text(PLAN_CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    P = Preference.__table__
+    with engine.begin() as conn:
+        # C-OK's registered twin: the same mailbox in another case, opted in to everything C-OK is.
+        conn.execute(Customer.__table__.insert(), [_customer("C-OK-TWIN", 400, " C-OK@Example.ORG ")])
+        rows = conn.execute(select(P).where(P.c.customer_id == "C-OK")).mappings().all()
+        conn.execute(P.insert(), [{**r, "customer_id": "C-OK-TWIN"} for r in rows])
+    opt_out(project, engine, tmp_path)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    facts, answers = explain(engine, "C-OK-TWIN")
+    assert answers and all(a.action == "suppress" and "SHARED_OPT_OUT" in a.reasons for a in answers)
+    said = (f"SHARED_OPT_OUT: the same address opted out of all e-mail under customer C-OK "
+            f"{test_why_opt_out.STAMP}; source: {source}")
+    assert said in format_explanations(facts, answers).splitlines()[3]

@@ -44,12 +44,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import func, select
 
-from ..features import compute_features
+from ..features import queries as q
 from ..features.derived import fatigue
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
-from ..features.sql import age_days, fetch_columns, when
+from ..features.sql import age_days, align, fetch_columns, when
 from ..store.models import MAILBOX, Customer, Event, Preference
-from .pending import load_context
+from .pending import planned, recent_tickets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -156,9 +156,7 @@ def merge(conn: Connection, frame: FeatureFrame, mailboxes: Mailboxes, campaign:
     here = (rows < len(frame)) & (frame.customer_ids[np.minimum(rows, len(frame) - 1)] == ids)
     rows, row_box = rows[here], box[here]
     boxes = int(box.max()) + 1
-    # The customers of those mailboxes, as any range's features and ledger context count them.
-    theirs = compute_features(conn, ids, frame.as_of, frame.contexts, settings)
-    load_context(conn, theirs, campaign, settings.timezone, run_id, frame.as_of)
+    theirs = _counts(conn, ids, frame.as_of, frame.contexts, campaign, run_id, settings)
 
     def total(values: np.ndarray) -> np.ndarray:
         return np.bincount(box, weights=np.nan_to_num(values), minlength=boxes)[row_box]
@@ -168,7 +166,7 @@ def merge(conn: Connection, frame: FeatureFrame, mailboxes: Mailboxes, campaign:
     for key in frame.contexts:
         for suffix in SUMMED_PER_MESSAGE:
             name = f"{key}.{suffix}"
-            if name in frame:
+            if name in theirs:
                 summed = total(theirs[name])
                 frame.columns[name][rows] = np.minimum(summed, 1.0) if suffix == "already_sent" else summed
     frame.columns["fatigue"][rows] = fatigue(*(frame[name][rows] for name in ("sends_30", "sends_90", "opens_30", "opens_90")))
@@ -203,6 +201,47 @@ def merge(conn: Connection, frame: FeatureFrame, mailboxes: Mailboxes, campaign:
         if ctx.topic not in (None, "*"):
             frame.columns[f"{key}.shared_topic_opt_out"][rows] = _opted_out_by_other(
                 prefs, ctx.topic, box, ids, own, row_box, boxes).astype(float)
+
+
+class _Listed:
+    """A feature statement's audience given as a list of ids (:class:`relmail.features.sql.Scope`'s ``restrict``):
+    a few customers spread over the store, each found through the customer index."""
+
+    def __init__(self, ids: list[str]):
+        self.ids = ids
+
+    def restrict(self, stmt, customer_col, by_customer_index: bool = True):
+        return stmt.where(customer_col.in_(self.ids))
+
+
+def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: Campaign, run_id: str,
+            settings: FeatureSettings) -> dict[str, np.ndarray]:
+    """What :data:`SUMMED` and :data:`SUMMED_PER_MESSAGE` name, and ``frequency_wish``, for the sorted ``ids``.
+
+    The same statements (and the same calendar days) as any range's features
+    and ledger context, for these customers only: their e-mail events, service
+    tickets and preferences, and the sends other runs planned for them.
+    """
+    dialect, tz = conn.dialect.name, settings.timezone
+    out: dict[str, np.ndarray] = {}
+    for a in range(0, len(ids), CHUNK):
+        chunk = ids[a:a + CHUNK]
+        scope = _Listed(chunk.tolist())
+        for query in (q.email(scope, as_of, dialect, contexts, tz), q.tickets(scope, as_of, dialect),
+                      q.preferences(scope, as_of, dialect, contexts)):
+            keys, values = query.decode(*fetch_columns(conn, query.stmt))
+            mask, pos = align(chunk, keys)
+            for name, col in values.items():
+                part = np.full(len(chunk), np.nan if name in query.nan_fill else 0.0)
+                part[pos] = col[mask]
+                out.setdefault(name, np.zeros(0))
+                out[name] = np.concatenate([out[name], part])
+    for key, ctx in contexts.items():
+        if ctx.topic is not None:
+            out[f"{key}.topic_sends_7"], out[f"{key}.topic_sends_30"] = out[f"topic:{ctx.topic}:7"], out[f"topic:{ctx.topic}:30"]
+    out.update(planned(conn, ids, campaign, tz, run_id, as_of, exact=True))
+    out.update(recent_tickets(conn, ids, campaign, as_of))
+    return out
 
 
 def _latest(box: np.ndarray, age: np.ndarray, boxes: int) -> np.ndarray:
