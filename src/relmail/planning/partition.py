@@ -34,7 +34,7 @@ from . import shared_mailbox
 from .addresses import normalized
 from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .pending import load_context
-from .shared_mailbox import Mailboxes
+from .shared_mailbox import MailboxFacts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -114,8 +114,8 @@ class PlanJob:
     scorer: Any
     #: The directory of the columnar copy of the events, brought in step before the partitions start (None: SQL only).
     columns: str | None = None
-    #: The customers whose address another customer has (:mod:`.shared_mailbox`), found once per plan.
-    mailboxes: Mailboxes = field(default_factory=Mailboxes.none)
+    #: The facts of the mailboxes several customers share (:mod:`.shared_mailbox`), read once per plan.
+    mailboxes: MailboxFacts = field(default_factory=MailboxFacts.none)
 
 
 @dataclass(frozen=True)
@@ -180,7 +180,7 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
             lap.timings["features (columnar)"] = frame.seconds["columns"]
         load_context(conn, frame, camp, job.settings.timezone, job.run_id, job.as_of)
         lap("ledger context")
-        shared_mailbox.merge(conn, frame, job.mailboxes, camp, job.run_id, job.settings)
+        shared_mailbox.merge(frame, job.mailboxes)
         lap("shared mailboxes")
 
     n = len(frame)

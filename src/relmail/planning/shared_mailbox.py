@@ -48,6 +48,7 @@ from ..features import queries as q
 from ..features.derived import fatigue
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
 from ..features.sql import age_days, align, fetch_columns, when
+from ..store import aggregates
 from ..store.models import MAILBOX, Customer, Event, Preference
 from .pending import planned, recent_tickets
 
@@ -55,7 +56,7 @@ if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
     from ..campaigns import Campaign
-    from ..features.frame import FeatureFrame, FeatureSettings
+    from ..features.frame import FeatureContext, FeatureFrame, FeatureSettings
 
 C, E, P = Customer.__table__, Event.__table__, Preference.__table__
 #: Customer ids per ``IN (...)`` (well under SQLite's 32,766 and PostgreSQL's 65,535 parameters).
@@ -81,14 +82,6 @@ class Mailboxes:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    def around(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted ids, mailbox numbers) of every customer sharing a mailbox with one of ``ids`` (those included)."""
-        if not len(self) or not len(ids):
-            return self.ids[:0], self.box[:0]
-        touched = np.unique(self.box[np.isin(self.ids, ids)])
-        keep = np.isin(self.box, touched)
-        return self.ids[keep], self.box[keep]
 
 
 def find(conn: Connection) -> Mailboxes:
@@ -142,65 +135,96 @@ def add_columns(frame: FeatureFrame) -> None:
         frame.columns[f"{key}.shared_topic_opt_out"] = np.zeros(n)
 
 
-def merge(conn: Connection, frame: FeatureFrame, mailboxes: Mailboxes, campaign: Campaign, run_id: str,
-          settings: FeatureSettings) -> None:
-    """Make ``frame``'s rows of customers who share a mailbox carry the mailbox's facts (in place; see the module).
+@dataclass(frozen=True)
+class MailboxFacts:
+    """Per customer whose address another customer has (sorted ``ids``): the frame columns that are the mailbox's."""
 
-    The mailboxes' customers are read as of ``frame.as_of``, with the ledger context of run ``run_id`` of ``campaign``.
+    ids: np.ndarray
+    columns: dict[str, np.ndarray]
+
+    @classmethod
+    def none(cls) -> MailboxFacts:
+        return cls(np.array([], dtype="<U1"), {})
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, FeatureContext], campaign: Campaign,
+         run_id: str, settings: FeatureSettings) -> MailboxFacts:
+    """The mailbox's facts for every customer of the mailboxes several customers share that the sorted
+    ``audience`` reaches, as of ``as_of``; once per plan.
+
+    The ledger context (sends planned by other runs) is that of run ``run_id`` of ``campaign``.
     """
-    add_columns(frame)
-    ids, box = mailboxes.around(frame.customer_ids)
-    if not len(ids):
-        return
-    rows = np.searchsorted(frame.customer_ids, ids)
-    here = (rows < len(frame)) & (frame.customer_ids[np.minimum(rows, len(frame) - 1)] == ids)
-    rows, row_box = rows[here], box[here]
+    mailboxes = find(conn)
+    if not len(mailboxes) or not len(audience):
+        return MailboxFacts.none()
+    at = np.minimum(np.searchsorted(audience, mailboxes.ids), len(audience) - 1)
+    reached = np.unique(mailboxes.box[audience[at] == mailboxes.ids])
+    if not len(reached):
+        return MailboxFacts.none()
+    keep = np.isin(mailboxes.box, reached)
+    ids = mailboxes.ids[keep]
+    _, box = np.unique(mailboxes.box[keep], return_inverse=True)
     boxes = int(box.max()) + 1
-    theirs = _counts(conn, ids, frame.as_of, frame.contexts, campaign, run_id, settings)
+    theirs = _counts(conn, ids, as_of, contexts, campaign, run_id, settings)
+    out: dict[str, np.ndarray] = {}
 
     def total(values: np.ndarray) -> np.ndarray:
-        return np.bincount(box, weights=np.nan_to_num(values), minlength=boxes)[row_box]
+        return np.bincount(box, weights=np.nan_to_num(values), minlength=boxes)[box]
 
     for name in SUMMED:
-        frame.columns[name][rows] = total(theirs[name])
-    for key in frame.contexts:
+        out[name] = total(theirs[name])
+    for key in contexts:
         for suffix in SUMMED_PER_MESSAGE:
             name = f"{key}.{suffix}"
             if name in theirs:
-                summed = total(theirs[name])
-                frame.columns[name][rows] = np.minimum(summed, 1.0) if suffix == "already_sent" else summed
-    frame.columns["fatigue"][rows] = fatigue(*(frame[name][rows] for name in ("sends_30", "sends_90", "opens_30", "opens_90")))
-    wish = np.full(boxes, np.inf)
-    np.fmin.at(wish, box, np.where(np.isnan(theirs["frequency_wish"]), np.inf, theirs["frequency_wish"]))
-    frame.columns["frequency_wish"][rows] = np.where(np.isinf(wish), np.nan, wish)[row_box]
-    frame.columns["address_shared"][rows] = np.bincount(box, minlength=boxes)[row_box] - 1.0
+                out[name] = np.minimum(total(theirs[name]), 1.0) if suffix == "already_sent" else total(theirs[name])
+    out["fatigue"] = fatigue(out["sends_30"], out["sends_90"], out["opens_30"], out["opens_90"])
+    out["frequency_wish"] = _smallest(box, theirs["frequency_wish"], boxes)[box]
+    out["address_shared"] = np.bincount(box, minlength=boxes)[box] - 1.0
 
-    facts = _facts(conn, ids, frame.as_of)
-    own = frame.customer_ids[rows]
-    mine = np.searchsorted(ids, own)  # each row's place among the mailbox customers
-    # Bounce: the mailbox's latest hard bounce after its latest sign of delivery, not this customer's own.
-    bounce, delivered = _latest(box, facts["bounce"], boxes), _latest(box, facts["delivered"], boxes)
+    facts = _facts(conn, ids, as_of)
+    # Each customer's own hard bounce and complaint (as the features count them): those are their own rules'.
+    with np.errstate(invalid="ignore"):
+        own_bounce = ~np.isnan(facts["bounce"]) & (np.isnan(facts["delivered"]) | (facts["bounce"] < facts["delivered"]))
+    own_complaint = facts["complaints"] > 0
+    # Bounce: the mailbox's latest hard bounce after its latest sign of delivery, under any id.
+    bounce, delivered = _smallest(box, facts["bounce"], boxes), _smallest(box, facts["delivered"], boxes)
     with np.errstate(invalid="ignore"):
         dead = ~np.isnan(bounce) & (np.isnan(delivered) | (bounce < delivered))
-    frame.columns["shared_hard_bounced"][rows] = (dead[row_box] & (frame["hard_bounced"][rows] < 0.5)).astype(float)
-    complaints = np.bincount(box, weights=(facts["complaints"] > 0).astype(float), minlength=boxes)
-    frame.columns["shared_complained"][rows] = ((complaints[row_box] - (facts["complaints"][mine] > 0) > 0)
-                                                & (frame["complained_ever"][rows] < 0.5)).astype(float)
+    out["shared_hard_bounced"] = (dead[box] & ~own_bounce).astype(float)
+    out["shared_complained"] = ((np.bincount(box, weights=own_complaint.astype(float), minlength=boxes)[box] > 0)
+                                & ~own_complaint).astype(float)
     # Every e-mail: the latest dated global change is another id's opt-out, or another id's unsubscribe
     # came after the mailbox's last global opt-in.
     prefs = facts["preferences"]
-    out_all = _opted_out_by_other(prefs, "*", box, ids, own, row_box, boxes)
-    opt_in = _latest(box[prefs["member"]][prefs["in"] & (prefs["topic"] == "*")],
-                     prefs["age"][prefs["in"] & (prefs["topic"] == "*")], boxes)
+    global_in = prefs["in"] & (prefs["topic"] == "*")
+    opt_in = _smallest(box[prefs["member"][global_in]], prefs["age"][global_in], boxes)
     unsub = facts["unsubscribed"]
     with np.errstate(invalid="ignore"):
         stands = ~np.isnan(unsub) & (np.isnan(opt_in[box]) | (opt_in[box] > unsub))
-    others = np.bincount(box, weights=stands.astype(float), minlength=boxes)[row_box] - stands[mine]
-    frame.columns["shared_unsubscribed"][rows] = (out_all | (others > 0)).astype(float)
-    for key, ctx in frame.contexts.items():
+    others = np.bincount(box, weights=stands.astype(float), minlength=boxes)[box] - stands
+    out["shared_unsubscribed"] = (_opted_out_by_other(prefs, "*", box, boxes) | (others > 0)).astype(float)
+    for key, ctx in contexts.items():
         if ctx.topic not in (None, "*"):
-            frame.columns[f"{key}.shared_topic_opt_out"][rows] = _opted_out_by_other(
-                prefs, ctx.topic, box, ids, own, row_box, boxes).astype(float)
+            out[f"{key}.shared_topic_opt_out"] = _opted_out_by_other(prefs, ctx.topic, box, boxes).astype(float)
+    return MailboxFacts(ids, out)
+
+
+def merge(frame: FeatureFrame, facts: MailboxFacts) -> None:
+    """Give ``frame``'s rows of customers who share a mailbox the mailbox's facts (in place; see the module)."""
+    add_columns(frame)
+    if not len(facts) or not len(frame):
+        return
+    # ``frame``'s ids are sorted: each shared customer is looked up in them.
+    at = np.minimum(np.searchsorted(frame.customer_ids, facts.ids), len(frame) - 1)
+    hit = frame.customer_ids[at] == facts.ids
+    rows = at[hit]
+    for name, values in facts.columns.items():
+        if name in frame:
+            frame.columns[name][rows] = values[hit]
 
 
 class _Listed:
@@ -223,12 +247,18 @@ def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: 
     tickets and preferences, and the sends other runs planned for them.
     """
     dialect, tz = conn.dialect.name, settings.timezone
+    # With current aggregates, the e-mail events of the last 90 days and the messages sent from the
+    # aggregates, as the features read them; else every e-mail event.
+    current = aggregates.current(conn, as_of)
     out: dict[str, np.ndarray] = {}
     for a in range(0, len(ids), CHUNK):
         chunk = ids[a:a + CHUNK]
         scope = _Listed(chunk.tolist())
-        for query in (q.email(scope, as_of, dialect, contexts, tz), q.tickets(scope, as_of, dialect),
-                      q.preferences(scope, as_of, dialect, contexts)):
+        queries = [q.email(scope, as_of, dialect, contexts, tz, maintained=current), q.tickets(scope, as_of, dialect),
+                   q.preferences(scope, as_of, dialect, contexts)]
+        if current and contexts:
+            queries.append(q.sent(scope, as_of, contexts, tz))
+        for query in queries:
             keys, values = query.decode(*fetch_columns(conn, query.stmt))
             mask, pos = align(chunk, keys)
             for name, col in values.items():
@@ -244,19 +274,18 @@ def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: 
     return out
 
 
-def _latest(box: np.ndarray, age: np.ndarray, boxes: int) -> np.ndarray:
-    """Per mailbox, the smallest age in days (the latest time) of ``age`` (NaN: none)."""
+def _smallest(box: np.ndarray, values: np.ndarray, boxes: int) -> np.ndarray:
+    """Per mailbox, the smallest of ``values`` (for ages in days: the latest time); NaN: none."""
     out = np.full(boxes, np.inf)
-    np.fmin.at(out, box, np.where(np.isnan(age), np.inf, age))
+    np.fmin.at(out, box, np.where(np.isnan(values), np.inf, values))
     return np.where(np.isinf(out), np.nan, out)
 
 
-def _opted_out_by_other(prefs: dict[str, np.ndarray], topic: str, box: np.ndarray, ids: np.ndarray, own: np.ndarray,
-                        row_box: np.ndarray, boxes: int) -> np.ndarray:
-    """Per row: the mailbox's latest change of ``topic`` is an opt-out another customer id recorded."""
+def _opted_out_by_other(prefs: dict[str, np.ndarray], topic: str, box: np.ndarray, boxes: int) -> np.ndarray:
+    """Per mailbox customer: the mailbox's latest change of ``topic`` is an opt-out another customer id recorded."""
     on = np.flatnonzero(prefs["topic"] == topic)
     if not len(on):
-        return np.zeros(len(row_box), dtype=bool)
+        return np.zeros(len(box), dtype=bool)
     member, age, opted_in = prefs["member"][on], prefs["age"][on], prefs["in"][on]
     # Latest first within each mailbox; at the same time the opt-out first.
     order = np.lexsort((opted_in, age, box[member]))
@@ -267,8 +296,7 @@ def _opted_out_by_other(prefs: dict[str, np.ndarray], topic: str, box: np.ndarra
     out = np.zeros(boxes, dtype=bool)
     by[box[member[latest]]] = member[latest]
     out[box[member[latest]]] = ~opted_in[latest]
-    who = by[row_box]
-    return out[row_box] & (who >= 0) & (ids[np.maximum(who, 0)] != own)
+    return out[box] & (by[box] != np.arange(len(box)))
 
 
 def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
@@ -279,7 +307,10 @@ def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
     facts = {name: np.full(n, np.nan) for name in ("bounce", "delivered", "unsubscribed")}
     facts["complaints"] = np.zeros(n)
     t, at = E.c.type, E.c.occurred_at
-    member, topic, opted_in, age = [], [], [], []
+    member: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    topic: list[np.ndarray] = [np.zeros(0, dtype=object)]
+    opted_in: list[np.ndarray] = [np.zeros(0, dtype=bool)]
+    age: list[np.ndarray] = [np.zeros(0)]
     for a in range(0, n, CHUNK):
         chunk = ids[a:a + CHUNK].tolist()
         stmt = (select(E.c.customer_id,
@@ -290,22 +321,18 @@ def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
                 .where(E.c.customer_id.in_(chunk), at <= when(as_of),
                        t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained", *DELIVERY_TYPES)))
                 .group_by(E.c.customer_id))
-        for cid, bounce, delivered, unsub, complaints in conn.execute(stmt):
-            i = int(np.searchsorted(ids, cid))
-            facts["bounce"][i], facts["delivered"][i] = _nan(bounce), _nan(delivered)
-            facts["unsubscribed"][i], facts["complaints"][i] = _nan(unsub), float(complaints or 0)
+        keys, (bounce, delivered, unsub, complaints) = fetch_columns(conn, stmt)
+        pos = np.searchsorted(ids, keys)
+        facts["bounce"][pos], facts["delivered"][pos], facts["unsubscribed"][pos] = bounce, delivered, unsub
+        facts["complaints"][pos] = complaints
         # Consent is read as it is now, as the features read it (a plan of an earlier time included).
-        for cid, tp, yes, days in conn.execute(select(P.c.customer_id, P.c.topic, P.c.opted_in,
-                                                      age_days(dialect, as_of, P.c.updated_at))
-                                               .where(P.c.customer_id.in_(chunk))):
-            member.append(int(np.searchsorted(ids, cid)))
-            topic.append(tp)
-            opted_in.append(bool(yes))
-            age.append(float(days))
-    facts["preferences"] = {"member": np.array(member, dtype=np.int64), "topic": np.array(topic, dtype=object),
-                            "in": np.array(opted_in, dtype=bool), "age": np.array(age, dtype=float)}
+        keys, (tp, yes, days) = fetch_columns(conn, select(P.c.customer_id, P.c.topic, P.c.opted_in,
+                                                          age_days(dialect, as_of, P.c.updated_at))
+                                              .where(P.c.customer_id.in_(chunk)))
+        member.append(np.searchsorted(ids, keys))
+        topic.append(tp.astype(object))
+        opted_in.append(yes.astype(bool))
+        age.append(days.astype(float))
+    facts["preferences"] = {"member": np.concatenate(member).astype(np.int64), "topic": np.concatenate(topic),
+                            "in": np.concatenate(opted_in), "age": np.concatenate(age)}
     return facts
-
-
-def _nan(value) -> float:
-    return np.nan if value is None else float(value)
