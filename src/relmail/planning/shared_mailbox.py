@@ -47,7 +47,7 @@ from sqlalchemy import func, select
 from ..features import queries as q
 from ..features.derived import fatigue
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
-from ..features.sql import age_days, align, fetch_columns, when
+from ..features.sql import age_days, align, fetch_columns, unindexed, when
 from ..store import aggregates
 from ..store.models import MAILBOX, Customer, Event, Preference
 from .pending import planned, recent_tickets
@@ -89,13 +89,15 @@ def find(conn: Connection) -> Mailboxes:
 
     The mailbox index read in its order, repeats found in NumPy, then the
     customers of the repeated mailboxes: a GROUP BY over the expression
-    costs SQLite four times as much (it evaluates it per table row), and
-    SQLAlchemy's rows another two (the driver's tuples are read instead).
+    costs SQLite eight times as much (it evaluates it per table row), and
+    SQLAlchemy's rows as much again (the driver's tuples are read instead).
     """
-    keys, _ = fetch_columns(conn, select(MAILBOX).where(MAILBOX != "").order_by(MAILBOX))
-    if len(keys) < 2:
-        return Mailboxes.none()
-    repeated = sorted(set(keys[1:][keys[1:] == keys[:-1]].tolist()))
+    result = conn.execute(select(MAILBOX).where(MAILBOX != "").order_by(MAILBOX))
+    try:
+        keys = [row[0] for row in result.cursor.fetchall()]
+    finally:
+        result.close()
+    repeated = sorted({b for a, b in zip(keys, keys[1:]) if a == b})
     if not repeated:
         return Mailboxes.none()
     rows = []
@@ -185,7 +187,7 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
     out["frequency_wish"] = _smallest(box, theirs["frequency_wish"], boxes)[box]
     out["address_shared"] = np.bincount(box, minlength=boxes)[box] - 1.0
 
-    facts = _facts(conn, ids, as_of)
+    facts = _facts(conn, ids, box, as_of)
     # Each customer's own hard bounce and complaint (as the features count them): those are their own rules'.
     with np.errstate(invalid="ignore"):
         own_bounce = ~np.isnan(facts["bounce"]) & (np.isnan(facts["delivered"]) | (facts["bounce"] < facts["delivered"]))
@@ -235,7 +237,9 @@ class _Listed:
         self.ids = ids
 
     def restrict(self, stmt, customer_col, by_customer_index: bool = True):
-        return stmt.where(customer_col.in_(self.ids))
+        # A statement of rare event types (tickets) reads them through the (type, time) index, whose entries
+        # hold the customer: the customer index would read every event of these customers.
+        return stmt.where((customer_col if by_customer_index else unindexed(customer_col)).in_(self.ids))
 
 
 def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: Campaign, run_id: str,
@@ -299,9 +303,10 @@ def _opted_out_by_other(prefs: dict[str, np.ndarray], topic: str, box: np.ndarra
     return out[box] & (by[box] != np.arange(len(box)))
 
 
-def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
-    """Per mailbox customer (``ids`` order): ages in days of the last hard bounce, sign of delivery and
-    unsubscribe from all e-mail, the complaints, and their consent rows."""
+def _facts(conn: Connection, ids: np.ndarray, box: np.ndarray, as_of) -> dict:
+    """Per mailbox customer (``ids`` order, mailbox numbers ``box``): ages in days of the last hard bounce,
+    sign of delivery (for the mailboxes that bounced) and unsubscribe from all e-mail, the complaints,
+    and their consent rows."""
     dialect = conn.dialect.name
     n = len(ids)
     facts = {name: np.full(n, np.nan) for name in ("bounce", "delivered", "unsubscribed")}
@@ -313,18 +318,17 @@ def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
     age: list[np.ndarray] = [np.zeros(0)]
     for a in range(0, n, CHUNK):
         chunk = ids[a:a + CHUNK].tolist()
+        # Rare types, through the (type, time) index whose entries hold the customer, as the features read them.
         stmt = (select(E.c.customer_id,
                        age_days(dialect, as_of, func.max(at).filter(t == "email_bounced_hard")),
-                       age_days(dialect, as_of, func.max(at).filter(t.in_(DELIVERY_TYPES))),
                        age_days(dialect, as_of, func.max(at).filter(unsubscribed_all())),
                        func.count().filter(t == "email_complained"))
-                .where(E.c.customer_id.in_(chunk), at <= when(as_of),
-                       t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained", *DELIVERY_TYPES)))
-                .group_by(E.c.customer_id))
-        keys, (bounce, delivered, unsub, complaints) = fetch_columns(conn, stmt)
+                .where(unindexed(E.c.customer_id).in_(chunk), unindexed(at) <= when(as_of),
+                       t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained")))
+                .group_by(unindexed(E.c.customer_id)))
+        keys, (bounce, unsub, complaints) = fetch_columns(conn, stmt)
         pos = np.searchsorted(ids, keys)
-        facts["bounce"][pos], facts["delivered"][pos], facts["unsubscribed"][pos] = bounce, delivered, unsub
-        facts["complaints"][pos] = complaints
+        facts["bounce"][pos], facts["unsubscribed"][pos], facts["complaints"][pos] = bounce, unsub, complaints
         # Consent is read as it is now, as the features read it (a plan of an earlier time included).
         keys, (tp, yes, days) = fetch_columns(conn, select(P.c.customer_id, P.c.topic, P.c.opted_in,
                                                           age_days(dialect, as_of, P.c.updated_at))
@@ -333,6 +337,14 @@ def _facts(conn: Connection, ids: np.ndarray, as_of) -> dict:
         topic.append(tp.astype(object))
         opted_in.append(yes.astype(bool))
         age.append(days.astype(float))
+    # The last sign of delivery matters only where the mailbox hard-bounced: those few customers' events.
+    bounced = ids[np.isin(box, box[~np.isnan(facts["bounce"])])].tolist()
+    for a in range(0, len(bounced), CHUNK):
+        stmt = (select(E.c.customer_id, age_days(dialect, as_of, func.max(at)))
+                .where(E.c.customer_id.in_(bounced[a:a + CHUNK]), at <= when(as_of), unindexed(t).in_(DELIVERY_TYPES))
+                .group_by(E.c.customer_id))
+        keys, (delivered,) = fetch_columns(conn, stmt)
+        facts["delivered"][np.searchsorted(ids, keys)] = delivered
     facts["preferences"] = {"member": np.concatenate(member).astype(np.int64), "topic": np.concatenate(topic),
                             "in": np.concatenate(opted_in), "age": np.concatenate(age)}
     return facts
