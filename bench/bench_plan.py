@@ -193,6 +193,8 @@ def bulk(url: str, root: Path, workers: int | None, raw_features: bool = False, 
         "columnar copy (brought in step)": result.timings.get("columnar copy", 0),
         "features": result.timings.get("features", 0),
         "ledger context (pending sends, recent tickets)": result.timings.get("ledger context", 0),
+        "shared mailboxes (their customers once, their facts per range)": (result.timings.get("mailbox customers", 0)
+                                                                           + result.timings.get("shared mailboxes", 0)),
         "features: NumPy over the columnar copy": result.timings.get("features (columnar)", 0),
         "score": result.timings.get("score", 0),
         "rules": result.timings.get("rules", 0),

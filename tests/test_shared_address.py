@@ -183,7 +183,8 @@ def test_customers_in_different_ranges_of_a_partitioned_plan_share_an_address_as
                                .order_by(Decision.id)).all()
     assert written == expected
     shared = [r for r in written if r.reasons == "SHARED_ADDRESS"]
-    assert len(shared) >= 3 and {r.customer_id for r in shared} <= {c for pair in pairs for c in pair}
+    # A pair is one mailbox now: its caps count both ids' e-mails, so some pairs are capped outright rather than shared.
+    assert len(shared) >= 1 and {r.customer_id for r in shared} <= {c for pair in pairs for c in pair}
     assert sum(m.reasons.get("SHARED_ADDRESS", 0) for m in split.messages) == len(shared)
     assert [m.__dict__ for m in split.messages] == [m.__dict__ for m in whole.messages]
 

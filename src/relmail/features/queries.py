@@ -357,25 +357,13 @@ def email(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext], tz:
 def rare(scope: Scope, as_of, dialect) -> Query:
     """Bounces, unsubscribes and complaints: rare types, read through the (type, time) index."""
     t, at = E.c.type, E.c.occurred_at
-    p = Preference.__table__
-    # An unsubscribe from one topic (the link's "this list only", a provider's group) is that
-    # topic's opt-out, recorded as the customer's preference for the topic, which NO_CONSENT
-    # reads; only the others stop every e-mail: those without a topic, and those whose topic the
-    # store keeps no preference of (an events import, a provider's global unsubscribe of a
-    # message on some topic). A preference counts only if it knows of the event: it is an
-    # opt-out, or it was set at the event or later (a re-subscription). An opt-in older than the
-    # unsubscribe (an events import after a preferences import) never lets the e-mail through.
-    topic_preference = (select(literal(1)).where(p.c.customer_id == E.c.customer_id, p.c.topic == E.c.topic,
-                                                 or_(p.c.opted_in.is_(False), p.c.updated_at >= E.c.occurred_at))
-                        .correlate(E).exists())
-    unsubscribed_all = and_(t == "email_unsubscribed", or_(E.c.topic.is_(None), E.c.topic == "*", ~topic_preference))
     # Neither the time test nor the grouping may use the (customer, time) index: for them SQLite
     # would skip-scan or walk that index, reading every event of the store, instead of seeking
     # the few thousand rows of these three types.
     stmt = select(
         E.c.customer_id,
         age_days(dialect, as_of, func.max(at).filter(t == "email_bounced_hard")),
-        age_days(dialect, as_of, func.max(at).filter(unsubscribed_all)),
+        age_days(dialect, as_of, func.max(at).filter(unsubscribed_all())),
         packed([(None, (90, None), ("complaints_90", "complaints_total"))], 30, t == "email_complained",
                lambda days: at > when(as_of, days))[0],
     ).where(t.in_(("email_bounced_hard", "email_unsubscribed", "email_complained")), unindexed(at) <= when(as_of))
@@ -388,6 +376,22 @@ def rare(scope: Scope, as_of, dialect) -> Query:
                       "complaints_90": complaints_90, "complaints_total": complaints_total}
 
     return Query(stmt, decode)
+
+
+def unsubscribed_all():
+    """The condition on an event row: an unsubscribe that stops every e-mail (not one topic's opt-out)."""
+    p = Preference.__table__
+    # An unsubscribe from one topic (the link's "this list only", a provider's group) is that
+    # topic's opt-out, recorded as the customer's preference for the topic, which NO_CONSENT
+    # reads; only the others stop every e-mail: those without a topic, and those whose topic the
+    # store keeps no preference of (an events import, a provider's global unsubscribe of a
+    # message on some topic). A preference counts only if it knows of the event: it is an
+    # opt-out, or it was set at the event or later (a re-subscription). An opt-in older than the
+    # unsubscribe (an events import after a preferences import) never lets the e-mail through.
+    topic_preference = (select(literal(1)).where(p.c.customer_id == E.c.customer_id, p.c.topic == E.c.topic,
+                                                 or_(p.c.opted_in.is_(False), p.c.updated_at >= E.c.occurred_at))
+                        .correlate(E).exists())
+    return and_(E.c.type == "email_unsubscribed", or_(E.c.topic.is_(None), E.c.topic == "*", ~topic_preference))
 
 
 #: Days back soft bounces count for REPEATED_SOFT_BOUNCE: the e-mail statement's longest window. An

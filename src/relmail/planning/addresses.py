@@ -30,7 +30,7 @@ from sqlalchemy.engine import Connection
 
 from ..rules import SHARED_ADDRESS
 from ..store.addresses import normalize
-from ..store.models import Customer, Decision
+from ..store.models import MAILBOX, Customer, Decision
 from . import decisions as dec
 
 #: Customer ids per ``IN (...)`` when reading addresses (well under SQLite's 32,766 parameters).
@@ -73,7 +73,7 @@ def sharing(conn: Connection, customer_ids: Iterable[str]) -> set[str]:
     ids = sorted(set(customer_ids))
     if not ids:
         return set()
-    key = func.lower(func.trim(C.c.email))
+    key = MAILBOX
     found: set[str] = set()
     # A chunk of ids per statement: PostgreSQL takes at most 65,535 bound parameters.
     for a in range(0, len(ids), CHUNK):

@@ -1,5 +1,9 @@
 """Where the opt-out behind an UNSUBSCRIBED or NO_CONSENT decision came from, and when: for ``relmail why``.
 
+For the SHARED_ rules (:mod:`.shared_mailbox`) the same of the fact recorded
+under another customer id with the address: which id, when, and for an
+opt-out from where.
+
 The decision logs what decided (``consent_global`` 0: the global
 preference; else ``unsubscribed_event``: an unsubscribe event after the last
 opt-in). The store says the rest: the consent history
@@ -20,9 +24,13 @@ from sqlalchemy.engine import Connection
 from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
 from ..rules.consent import NoConsent, opted_out_of_topic
+from ..rules.shared_complaint import SharedComplaint
+from ..rules.shared_hard_bounce import SharedHardBounce
+from ..rules.shared_opt_out import SharedOptOut
 from ..rules.unsubscribed import Unsubscribed, decided_by_preference
 from ..store import consent_log
 from ..store.models import Event
+from .addresses import sharing
 
 E = Event.__table__
 
@@ -88,4 +96,43 @@ def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged
         out[Unsubscribed.code] = opt_out_behind(conn, customer_id, logged, decided_at, as_of)
     if NoConsent.code in codes and opted_out_of_topic(logged):
         out[NoConsent.code] = topic_opt_out_behind(conn, customer_id, logged["topic"], decided_at)
+    shared = [c for c in (SharedOptOut.code, SharedHardBounce.code, SharedComplaint.code) if c in codes]
+    if shared:
+        others = sorted(sharing(conn, [customer_id]))
+        for code in shared:
+            out[code] = shared_behind(conn, others, code, logged, decided_at, as_of)
     return out
+
+
+#: The event behind each SHARED_ rule other than the opt-out.
+_SHARED_EVENTS = {SharedHardBounce.code: "email_bounced_hard", SharedComplaint.code: "email_complained"}
+
+
+def shared_behind(conn: Connection, others: list[str], code: str, logged: dict[str, Any], decided_at: datetime,
+                  as_of: datetime) -> dict[str, Any]:
+    """``{"customer", "at", "source"}`` of the latest fact behind a SHARED_ decision among ``others`` (the other
+    customer ids with the address, as the store has them now); None values: not found (an id merged or erased since)."""
+    found: list[dict[str, Any]] = []
+    if code in _SHARED_EVENTS:
+        event_types = [_SHARED_EVENTS[code]]
+    else:
+        event_types = ["email_unsubscribed"] if logged.get("shared_unsubscribed") else []
+        topics = ["*"] + ([logged["topic"]] if logged.get("topic") and logged.get("shared_topic_opt_out") else [])
+        for other in others:
+            for topic in topics:
+                change = consent_log.change_in_force(conn, other, topic, decided_at)
+                if change is not None and not change.opted_in:
+                    at = None if change.changed_at == UNDATED else change.changed_at
+                    found.append({"customer": other, "at": at, "source": label(change)})
+    if event_types and others:
+        event = conn.execute(
+            select(E.c.customer_id, E.c.event_id, E.c.occurred_at)
+            .where(E.c.customer_id.in_(others), E.c.type.in_(event_types), E.c.occurred_at <= as_of)
+            .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)).first()
+        if event is not None:
+            change = consent_log.change_of_event(conn, event.customer_id, event.event_id) if event.event_id else None
+            source = label(change) if change is not None else _PROVIDERS.get((event.event_id or "").partition(":")[0])
+            found.append({"customer": event.customer_id, "at": event.occurred_at, "source": source})
+    if not found:
+        return {"customer": None, "at": None, "source": None}
+    return max(found, key=lambda f: (f["at"] is not None, f["at"] or datetime.min))

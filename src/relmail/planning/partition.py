@@ -30,9 +30,11 @@ from ..rules.frequency_cap import effective_caps
 from ..store.db import make_engine
 from ..windows import Window
 from . import decisions as dec
+from . import shared_mailbox
 from .addresses import normalized
 from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
 from .pending import load_context
+from .shared_mailbox import MailboxFacts
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -112,6 +114,8 @@ class PlanJob:
     scorer: Any
     #: The directory of the columnar copy of the events, brought in step before the partitions start (None: SQL only).
     columns: str | None = None
+    #: The facts of the mailboxes several customers share (:mod:`.shared_mailbox`), read once per plan.
+    mailboxes: MailboxFacts = field(default_factory=MailboxFacts.none)
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,8 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
             lap.timings["features (columnar)"] = frame.seconds["columns"]
         load_context(conn, frame, camp, job.settings.timezone, job.run_id, job.as_of)
         lap("ledger context")
+        shared_mailbox.merge(frame, job.mailboxes)
+        lap("shared mailboxes")
 
     n = len(frame)
     scorer = job.scorer

@@ -69,6 +69,8 @@ def kept_decisions(conn: Connection, run_id: str) -> dict[str, set[str]]:
     return out
 
 
+#: Customer ids per ``IN (...)`` when reading the pending sends of given customers (within every database's parameter limit).
+CHUNK = 5_000
 #: Calendar days either side of a plan's as-of day whose runs' pending sends can count: the longest cap
 #: window's, or a campaign's longest ``repeat_after_days`` where that is longer.
 REACH = 30
@@ -124,27 +126,51 @@ def load_context(conn: Connection, frame: FeatureFrame, campaign: Campaign, tz: 
     """Add the columns described in the module docstring to ``frame`` (in place); days are calendar days in ``tz``."""
     ids = frame.customer_ids
     within = (str(ids[0]), str(ids[-1])) if len(ids) and code_point_order(conn) else None
+    frame.columns.update(planned(conn, ids, campaign, tz, run_id, as_of, within))
+    _held_out(conn, frame, campaign, tz, run_id, as_of, within)
+    frame.columns.update(recent_tickets(conn, ids, campaign, as_of))
+
+
+def planned(conn: Connection, ids: np.ndarray, campaign: Campaign, tz: str, run_id: str, as_of: datetime,
+            within: tuple[str, str] | None = None, exact: bool = False) -> dict[str, np.ndarray]:
+    """``planned_7``, ``planned_30`` and each message's ``topic_planned_7``/``_30`` and ``planned_same`` for the sorted ``ids``.
+
+    ``within``: read the pending sends of the customers from the first to the
+    last id (a plan range); ``exact``: of ``ids`` only, a chunk of them per
+    statement (a few customers spread over the store).
+    """
     reach = max([REACH, *(m.repeat_after_days for m in campaign.messages if m.repeat_after_days)])
-    rows = pending(conn, run_id, as_of, tz, within, reach) if len(ids) else []
+    if not len(ids):
+        rows: list = []
+    elif exact:
+        rows = [r for a in range(0, len(ids), CHUNK) for r in conn.execute(
+            pending_statement(run_id, as_of, tz, None, reach).where(DEC.c.customer_id.in_(ids[a:a + CHUNK].tolist())))]
+    else:
+        rows = pending(conn, run_id, as_of, tz, within, reach)
     customer_col, message_col, topic_col, as_of_col = zip(*rows) if rows else ((), (), (), ())
     customers = np.array(customer_col, dtype=str)
     messages = np.array(message_col, dtype=object)
     topics = np.array(topic_col, dtype=object)
     apart_days = _days_apart(as_of_col, as_of, tz)
     near7, near30 = apart_days < 7, apart_days < 30
-    frame.columns["planned_7"] = _counts(ids, customers[near7])
-    frame.columns["planned_30"] = _counts(ids, customers[near30])
+    out = {"planned_7": _counts(ids, customers[near7]), "planned_30": _counts(ids, customers[near30])}
     for m in campaign.messages:
         on_topic = topics == m.topic
-        frame.columns[f"{m.id}.topic_planned_7"] = _counts(ids, customers[near7 & on_topic])
-        frame.columns[f"{m.id}.topic_planned_30"] = _counts(ids, customers[near30 & on_topic])
-        frame.columns[f"{m.id}.planned_same"] = _counts(ids, customers[_same_issue(messages, apart_days, m)])
-    _held_out(conn, frame, campaign, tz, run_id, as_of, within)
+        out[f"{m.id}.topic_planned_7"] = _counts(ids, customers[near7 & on_topic])
+        out[f"{m.id}.topic_planned_30"] = _counts(ids, customers[near30 & on_topic])
+        out[f"{m.id}.planned_same"] = _counts(ids, customers[_same_issue(messages, apart_days, m)])
+    return out
+
+
+def recent_tickets(conn: Connection, ids: np.ndarray, campaign: Campaign, as_of: datetime) -> dict[str, np.ndarray]:
+    """Each message's ``recent_tickets`` for the sorted ``ids``: tickets opened in its policy's ``recent_complaint_days``."""
+    out = {}
     for days in sorted({m.policy.recent_complaint_days for m in campaign.messages}):
         tickets = _recent_tickets(conn, ids, as_of, days)
         for m in campaign.messages:
             if m.policy.recent_complaint_days == days:
-                frame.columns[f"{m.id}.recent_tickets"] = tickets
+                out[f"{m.id}.recent_tickets"] = tickets
+    return out
 
 
 def held_out_statement(run_id: str, campaign: str, messages: list[str], customers: tuple[str, str] | None = None):

@@ -48,7 +48,7 @@ from ..store import columnar, locks
 from ..store.faults import translated
 from ..store.models import Product, Run
 from ..windows import Window, current_time, resolve_window
-from . import addresses, transaction
+from . import addresses, shared_mailbox, transaction
 from . import decisions as dec
 from .catalogue_warning import catalogue_warnings
 from .consent_warning import consent_warnings
@@ -166,9 +166,13 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
         contexts = {m.id: FeatureContext(topic=m.topic, categories=_categories(conn, m), products=m.products, feature=m.feature,
                                          repeat_after_days=m.repeat_after_days, global_consent=consent.global_counts_for(m.topic))
                     for m in camp.messages}
+        settings = FeatureSettings.from_project(project)
+        clock = time.perf_counter()
+        mailboxes = shared_mailbox.read(conn, ids, as_of, contexts, camp, run_id, settings)
+        timings["mailbox customers"] = time.perf_counter() - clock
 
-    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, FeatureSettings.from_project(project), scorer,
-                  None if columns is None else str(columns))
+    job = PlanJob(camp, win, run_id, seed, as_of, kept, contexts, settings, scorer, None if columns is None else str(columns),
+                  mailboxes)
     pool = _executor(engine, opts.executor, opts.workers, opts.scheduler)
     ranges = partition_ranges(len(ids), pool.workers if pool is not None else 1)
     at_once = min(len(ranges), pool.workers if pool is not None else 1)

@@ -24,6 +24,9 @@ from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES
 from ..rules.base import plural
 from ..rules.consent import NoConsent
 from ..rules.invalid_address import InvalidAddress
+from ..rules.shared_complaint import SharedComplaint
+from ..rules.shared_hard_bounce import SharedHardBounce
+from ..rules.shared_opt_out import SharedOptOut
 from ..rules.unsubscribed import Unsubscribed
 from ..store.addresses import address_problem
 from ..store.customer_rows import latest_run
@@ -41,6 +44,8 @@ if TYPE_CHECKING:
     from ..windows import Window
 
 DEC, RUNS, DELIVERIES, CUSTOMERS, EVENTS = Decision.__table__, Run.__table__, Delivery.__table__, Customer.__table__, Event.__table__
+#: The rules about the same address under another customer id, whose fact ``why`` looks up in the store.
+SHARED_CODES = (SharedOptOut.code, SharedHardBounce.code, SharedComplaint.code)
 #: What came back of an e-mail, in the run report's words and order (feedback type -> words).
 CAME_BACK = {"delivered": "delivered", "bounced_soft": "soft bounce", "bounced_blocked": "blocked (sender refused)",
              "bounced_hard": "hard bounce", "complained": "complained", "unsubscribed": "unsubscribed", "opened": "opened",
@@ -75,6 +80,9 @@ class Explanation:
     opt_out: dict[str, Any] | None = None
     #: For NO_CONSENT where the message's topic was opted out: the same of that opt-out.
     topic_opt_out: dict[str, Any] | None = None
+    #: Per SHARED_ reason code (the same address under another customer id): that id (``customer``), when (``at``)
+    #: and for an opt-out from where (``source``), as the store says; None for a plan file read without the store.
+    shared: dict[str, dict[str, Any]] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -92,6 +100,9 @@ class Explanation:
         for key, found in (("opt_out", self.opt_out), ("topic_opt_out", self.topic_opt_out)):
             if found is not None:
                 out[key] = {"at": found["at"].isoformat() if found["at"] else None, "source": found["source"]}
+        if self.shared is not None:
+            out["shared"] = {code: {**found, "at": found["at"].isoformat() if found["at"] else None}
+                             for code, found in self.shared.items()}
         return out
 
 
@@ -213,6 +224,9 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         logged["opt_out"] = opt_out
     if topic_opt_out is not None:
         logged["topic_opt_out"] = topic_opt_out
+    shared = {c: opt_outs[c] for c in SHARED_CODES if c in opt_outs} or None
+    if shared is not None:
+        logged["shared"] = shared
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
     if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):
@@ -228,7 +242,7 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
         because=[(c, REASON_CODES.get(c, c)) for c in codes] if erased and not row.get("features") else because(codes, logged, score),
         contributions=contributions, features=dict(row.get("features") or {}), model=model_facts(logged), delivery=delivery,
-        opt_out=opt_out, topic_opt_out=topic_opt_out,
+        opt_out=opt_out, topic_opt_out=topic_opt_out, shared=shared,
     )
 
 

@@ -7,7 +7,8 @@ is one file (a :class:`~relmail.rules.base.Rule` subclass) and one line in
 ``policy.rules: {CODE: false}``.
 
 Hard rules (:data:`HARD`) are the law and the sender's reputation: consent,
-unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, spam complaint. No
+unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, spam complaint, and
+the opt-outs, hard bounces and complaints of the same address under another customer id. No
 campaign or message policy can turn them off.
 
 Three more reason codes come from later stages, not from rules:
@@ -40,6 +41,9 @@ from .open_ticket import OpenTicket
 from .owns_product import OwnsProduct
 from .recent_complaint import RecentComplaint
 from .repeated_soft_bounce import RepeatedSoftBounce
+from .shared_complaint import SharedComplaint
+from .shared_hard_bounce import SharedHardBounce
+from .shared_opt_out import SharedOptOut
 from .topic_frequency_cap import TopicFrequencyCap
 from .unsubscribed import Unsubscribed
 
@@ -55,6 +59,10 @@ _ORDER: tuple[type[Rule], ...] = (
     InvalidAddress,
     AddressSuppressed,
     Complained,
+    # The same facts recorded under another customer id with the same address (relmail.planning.shared_mailbox).
+    SharedOptOut,
+    SharedHardBounce,
+    SharedComplaint,
     FrequencyCap,
     TopicFrequencyCap,
     AlreadySent,

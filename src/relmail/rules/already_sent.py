@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 class AlreadySent(Rule):
     code = "ALREADY_SENT"
     summary = "this message was already sent to the customer"
-    columns = ("k.already_sent", "k.planned_same")
+    columns = ("k.already_sent", "k.planned_same", "address_shared")
 
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         sent = self.is_one(self.col(frame, message, "k.already_sent"))
@@ -33,7 +33,8 @@ class AlreadySent(Rule):
         gap = logged.get("repeat_after_days")
         repeats = f"; it repeats at most every {plural(gap, 'day')}" if gap else ""
         if num(logged, "already_sent") >= 0.5:
-            return f"this message was already sent to the customer{f' {calendar_days(gap, logged=logged)}' if gap else ''}{repeats}"
+            return (f"this message was already sent to the customer{f' {calendar_days(gap, logged=logged)}' if gap else ''}{repeats}"
+                    + whole_mailbox(logged))
         # Another run's pending send counts from either side: it may be planned ahead.
         near = f", planned for a day less than {n(gap)} days from the plan's" if gap else ""
-        return f"this message is already planned for the customer in another run{near}{repeats}"
+        return f"this message is already planned for the customer in another run{near}{repeats}" + whole_mailbox(logged)

@@ -127,3 +127,10 @@ def when_and_source(found: dict | None) -> str:
         return ""
     text = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found.get("at") is not None else ""
     return text + (f"; source: {found['source']}" if found.get("source") else "; source not recorded")
+
+
+def whole_mailbox(logged) -> str:
+    """`` (the address's, under this and 1 other customer id)`` when the decision counted what a shared address
+    received under every customer id with it (``address_shared``, see :mod:`relmail.planning.shared_mailbox`); else nothing."""
+    others = num(logged, "address_shared")
+    return f" (the address's, under this and {plural(others, 'other customer id')})" if others else ""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, num
+from .base import Rule, RuleFindings, num, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class Fatigue(Rule):
     code = "FATIGUE"
     summary = "signs of e-mail fatigue"
-    columns = ("fatigue", "sends_30", "opens_30")
+    columns = ("fatigue", "sends_30", "opens_30", "address_shared")
 
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
@@ -27,4 +27,4 @@ class Fatigue(Rule):
         return (
             f"fatigue {num(logged, 'fatigue'):.2f} ≥ {num(logged, 'fatigue_threshold'):.2f}: "
             f"{int(num(logged, 'opens_30'))} opens of {int(num(logged, 'sends_30'))} e-mails in 30 days, falling"
-        )
+        ) + whole_mailbox(logged)

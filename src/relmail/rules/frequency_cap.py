@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, num, plural, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -52,7 +52,7 @@ def counted(sent: float, planned: float) -> str:
 class FrequencyCap(Rule):
     code = "FREQUENCY_CAP"
     summary = "frequency cap reached (all topics)"
-    columns = ("sends_7", "sends_30", "planned_7", "planned_30", "frequency_wish")
+    columns = ("sends_7", "sends_30", "planned_7", "planned_30", "frequency_wish", "address_shared")
 
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         c7, c30 = effective_caps(frame, message, policy)
@@ -69,4 +69,4 @@ class FrequencyCap(Rule):
             why = " (the customer's own wish)" if days == 7 and wish is not None and float(wish) <= cap else ""
             parts.append(f"{plural(sent + planned, 'e-mail')}{counted(sent, planned)} {calendar_days(days, planned, logged)}, "
                          f"cap is {n(cap)}{why}")
-        return "; ".join(parts) or self.summary
+        return ("; ".join(parts) or self.summary) + whole_mailbox(logged)

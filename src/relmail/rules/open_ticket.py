@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, num, plural
+from .base import Rule, RuleFindings, num, plural, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 class OpenTicket(Rule):
     code = "OPEN_TICKET"
     summary = "an open service ticket (service messages still go)"
-    columns = ("open_tickets",)
+    columns = ("open_tickets", "address_shared")
 
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
@@ -23,4 +23,4 @@ class OpenTicket(Rule):
         return RuleFindings(self.col(frame, message, "open_tickets") > 0)
 
     def explain(self, logged) -> str:
-        return f"{plural(num(logged, 'open_tickets'), 'open service ticket')}: service comes first, promotions wait"
+        return f"{plural(num(logged, 'open_tickets'), 'open service ticket')}{whole_mailbox(logged)}: service comes first, promotions wait"

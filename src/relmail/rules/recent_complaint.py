@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings, n, num, plural
+from .base import Rule, RuleFindings, n, num, plural, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 class RecentComplaint(Rule):
     code = "RECENT_COMPLAINT"
     summary = "a recent complaint to customer service (service messages still go)"
-    columns = ("k.recent_tickets",)
+    columns = ("k.recent_tickets", "address_shared")
 
     def applies(self, message: Message) -> bool:
         return message.offer != "service"
@@ -29,4 +29,5 @@ class RecentComplaint(Rule):
 
     def explain(self, logged) -> str:
         days = n(num(logged, "complaint_days", 30))
-        return f"{plural(num(logged, 'recent_tickets'), 'service ticket')} opened in the last {days} days: service comes first, promotions wait"
+        tickets = plural(num(logged, 'recent_tickets'), 'service ticket')
+        return f"{tickets} opened in the last {days} days{whole_mailbox(logged)}: service comes first, promotions wait"

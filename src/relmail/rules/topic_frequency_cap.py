@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, plural
+from .base import CALENDAR, Rule, RuleFindings, calendar_days, n, plural, whole_mailbox
 from .frequency_cap import counted, reached
 
 if TYPE_CHECKING:
@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 class TopicFrequencyCap(Rule):
     code = "TOPIC_FREQUENCY_CAP"
     summary = "frequency cap for the topic reached"
-    columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30")
+    columns = ("k.topic_sends_7", "k.topic_sends_30", "k.topic_planned_7", "k.topic_planned_30", "address_shared")
 
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         size = len(frame)
@@ -36,4 +36,4 @@ class TopicFrequencyCap(Rule):
         topic = logged.get("topic", "this topic")
         parts = [f"{plural(sent + planned, 'e-mail')} on '{topic}'{counted(sent, planned)} {calendar_days(days, planned, logged)}, "
                  f"cap is {n(cap)}" for days, sent, planned, cap in reached(logged, "topic_cap", "topic_")]
-        return "; ".join(parts) or self.summary
+        return ("; ".join(parts) or self.summary) + whole_mailbox(logged)

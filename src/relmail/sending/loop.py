@@ -23,6 +23,7 @@ from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..features.derived import complained, hard_bounced
 from ..features.queries import DELIVERY_TYPES
+from ..planning import shared_mailbox
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
@@ -247,38 +248,71 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
 
 
 def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None]) -> dict[tuple[str, str], str]:
-    """Pairs that must not be mailed any more, with the reason: checked just before sending."""
+    """Pairs that must not be mailed any more, with the reason: checked just before sending.
+
+    The customer's own opt-outs, complaints and hard bounces, and those of the
+    other customer ids with the same address, read as the plan reads them
+    (:mod:`relmail.planning.shared_mailbox`): the mailbox's latest dated consent
+    per topic, any complaint, a hard bounce with nothing delivered to the
+    mailbox since.
+    """
     P, E = Preference.__table__, Event.__table__
     customers = sorted({c for c, _ in pairs})
     with engine.connect() as conn:
-        out_of = {}
-        for cid, topic in conn.execute(
-            select(P.c.customer_id, P.c.topic).where(P.c.customer_id.in_(customers), P.c.opted_in.is_(False))
+        mates = shared_mailbox.mates(conn, customers)
+        everyone = sorted(set(customers).union(*mates.values()))
+        # (updated_at, opted out, customer) per (customer, topic): the latest of a mailbox is its max, an opt-out
+        # winning a tie.
+        said: dict[tuple[str, str], tuple] = {}
+        for cid, topic, opted_in, at in conn.execute(
+            select(P.c.customer_id, P.c.topic, P.c.opted_in, P.c.updated_at).where(P.c.customer_id.in_(everyone))
         ):
-            out_of.setdefault(cid, set()).add(topic)
+            said[(cid, topic)] = (at, not opted_in, cid)
         # Not only events dated after the plan's as-of: a bounce mailbox read or an ESP export imported
         # after the plan brings events dated before it that the plan never saw. The plan's own rules
         # decide again, with their own definitions (COMPLAINED, HARD_BOUNCE: features.derived).
-        last = {}
+        last: dict[str, dict[str, Any]] = {}
         for cid, kind, at in conn.execute(
             select(E.c.customer_id, E.c.type, func.max(E.c.occurred_at)).where(
-                E.c.customer_id.in_(customers), E.c.type.in_(("email_bounced_hard", "email_complained")),
+                E.c.customer_id.in_(everyone), E.c.type.in_(("email_bounced_hard", "email_complained")),
             ).group_by(E.c.customer_id, E.c.type)
         ):
             last.setdefault(cid, {})[kind] = at
-        bounced = sorted(c for c, kinds in last.items() if "email_bounced_hard" in kinds)
+        # Deliveries to the mailbox count against a bounce under another of its ids.
+        bounced = everyone if any("email_bounced_hard" in kinds for kinds in last.values()) else []
         delivered = dict(conn.execute(
             select(E.c.customer_id, func.max(E.c.occurred_at)).where(
                 E.c.customer_id.in_(bounced), E.c.type.in_(DELIVERY_TYPES)).group_by(E.c.customer_id)
         ).all()) if bounced else {}
     since = _suppressed_since(last, delivered)
+    # Another id's hard bounce reads against what reached the mailbox under any of its ids.
+    reached: dict[str, Any] = {}
+    for customer in customers:
+        box = [customer, *mates.get(customer, ())]
+        latest = max((delivered[c] for c in box if c in delivered), default=None)
+        if latest is not None:
+            reached.update(dict.fromkeys(box, latest))
+    since_box = _suppressed_since(last, reached)
     blocked = {}
     for customer, message in pairs:
-        topics_out = out_of.get(customer, set())
-        if "*" in topics_out or topics.get(message) in topics_out:
+        box = [customer, *mates.get(customer, ())]
+        own = {t for (c, t), (_, out, _) in said.items() if c == customer and out}
+        if "*" in own or topics.get(message) in own:
             blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
-        elif customer in since:
+            continue
+        latest = [max((said[(c, t)] for c in box if (c, t) in said), default=None) for t in {"*", topics.get(message)}]
+        other = next((word[2] for word in latest if word is not None and word[1]), None)
+        if other is not None:
+            blocked[(customer, message)] = f"OPTED_OUT: the same address opted out under customer {other} after the plan"
+            continue
+        if customer in since:
             blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
+            continue
+        # Another id's complaint first, then its hard bounce.
+        other = sorted((since_box[c] != "email_complained", c) for c in box[1:] if c in since_box)
+        if other:
+            who = other[0][1]
+            blocked[(customer, message)] = f"SUPPRESSED: {since_box[who]} under customer {who} (the same address) after the plan"
     return blocked
 
 

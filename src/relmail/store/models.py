@@ -91,6 +91,10 @@ class Customer(SQLModel, table=True):
 #: by address in any case (:mod:`relmail.importers.addresses`). A statement must say ``lower(email)`` to use it.
 EMAIL_LOWER = func.lower(Customer.__table__.c.email, type_=Customer.__table__.c.email.type)
 Index("ix_customers_email_lower", EMAIL_LOWER)
+#: A customer's mailbox: the address trimmed and lower-cased, as the index ``ix_customers_mailbox`` holds it, what
+#: finds every customer id with one address (:mod:`relmail.planning.shared_mailbox`). Statements must say it so.
+MAILBOX = func.lower(func.trim(Customer.__table__.c.email), type_=Customer.__table__.c.email.type)
+Index("ix_customers_mailbox", MAILBOX)
 
 
 class Product(SQLModel, table=True):

@@ -8,14 +8,14 @@ tags the return path. Deliveries claimed before this revision are not
 known (NULL) and are treated as tagged.
 
 Revision ID: 0016
-Revises: 0014
+Revises: 0015
 Create Date: 2026-12-07 10:15:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0016'
-down_revision = '0014'
+down_revision = '0015'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,352 @@
+"""One mailbox under two customer ids: its opt-outs, bounces, complaints and the mail it received count for both."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import delete
+
+import test_why_opt_out
+from relmail.importers.history import UNDATED
+from relmail.planning.run import plan
+from relmail.planning.why import explain, format_explanations
+from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Product, Run
+from test_plan import AS_OF, DAY, WINDOW, _customer, _ev, insert_shop
+
+CAMPAIGN = """\
+title: Mailbox
+policy:
+  min_relevance: 0
+  max_messages_per_run: 2
+  holdout_share: 0
+  contact_cost: 0
+messages:
+  - id: promo
+    template: ebike_launch
+    topic: promotions
+    segments: [everyone]
+    products: [EB-200]
+    offer: promotion
+    value: 10
+  - id: news
+    template: newsletter
+    topic: newsletter
+    segments: [everyone]
+    offer: promotion
+    value: 1
+"""
+
+#: A second campaign planned the next day: one message, a weekly cap of one e-mail.
+TUESDAY = """\
+title: Tuesday
+policy:
+  min_relevance: 0
+  holdout_share: 0
+  contact_cost: 0
+  frequency_cap: {7d: 1}
+messages:
+  - id: tips
+    template: newsletter
+    topic: newsletter
+    segments: [everyone]
+    offer: promotion
+    value: 1
+"""
+
+
+def _pref(cid: str, topic: str, opted_in: bool, days_ago: float | None) -> dict:
+    """A preference row; ``days_ago`` None: without a date (an undated import's 1970-01-01)."""
+    at = UNDATED if days_ago is None else AS_OF - days_ago * DAY
+    return {"customer_id": cid, "topic": topic, "opted_in": opted_in, "max_per_week": None, "updated_at": at, "source": "import"}
+
+
+def _opted_in(cid: str, days_ago: float | None = 300) -> list[dict]:
+    return [_pref(cid, topic, True, days_ago) for topic in ("promotions", "newsletter")]
+
+
+def _shop(engine, prefs: list[dict], events: list[dict] | None = None) -> None:
+    """A guest (C-GUEST) and a registered account (C-DORA) with one mailbox, spelled differently, and a lone customer."""
+    customers = [_customer("C-GUEST", 400, "dora@example.org"), _customer("C-DORA", 400, " Dora@Example.ORG"),
+                 _customer("C-SOLO", 400, "solo@example.org")]
+    # One row per (customer, topic): a later row in ``prefs`` replaces an earlier one, as a consent change does.
+    latest = {(p["customer_id"], p["topic"]): p for p in prefs + _opted_in("C-SOLO")}
+    insert_shop(engine, customers, list(latest.values()), (events or []) + [_ev("C-SOLO", "view", 3, product_id="EB-200")])
+
+
+@pytest.fixture
+def mailbox_project(project):
+    (project.campaigns_dir / "mailbox.yml").write_text(CAMPAIGN, encoding="utf-8")
+    (project.campaigns_dir / "tuesday.yml").write_text(TUESDAY, encoding="utf-8")
+    return project
+
+
+def _decided(project, engine, dry_run: bool = True, campaign: str = "mailbox", **kw) -> dict[tuple[str, str], dict]:
+    result = plan(project, engine, campaign, WINDOW, as_of=kw.pop("as_of", AS_OF), dry_run=dry_run, **kw)
+    return {(r["customer_id"], r["message_id"]): r for r in result.decisions.records()}
+
+
+def test_an_opt_out_of_one_topic_under_one_id_stops_that_topic_for_the_other_id(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA") + [_pref("C-GUEST", "promotions", False, 10)])
+    by = _decided(mailbox_project, engine)
+    assert by[("C-GUEST", "promo")]["reasons"] == ["NO_CONSENT"]
+    assert by[("C-DORA", "promo")]["reasons"] == ["SHARED_OPT_OUT"]
+    assert by[("C-DORA", "promo")]["features"]["shared_topic_opt_out"] == 1
+    # The other topic is still wanted: the mailbox gets the newsletter once.
+    assert sorted(by[(c, "news")]["action"] for c in ("C-GUEST", "C-DORA")) == ["send", "suppress"]
+    assert by[("C-SOLO", "promo")]["action"] == "send"
+
+
+@pytest.mark.parametrize("how", ["preference", "unsubscribe event"])
+def test_an_opt_out_of_everything_under_one_id_stops_every_message_to_the_other_id(mailbox_project, engine, how):
+    prefs = _opted_in("C-GUEST") + _opted_in("C-DORA") + [_pref(c, "*", True, 300) for c in ("C-GUEST", "C-DORA")]
+    events = []
+    if how == "preference":
+        prefs.append(_pref("C-GUEST", "*", False, 10))
+    else:  # a provider's unsubscribe without a topic, through relmail feedback
+        events.append(_ev("C-GUEST", "email_unsubscribed", 10, event_id="sendgrid:unsub-1"))
+    _shop(engine, prefs, events)
+    by = _decided(mailbox_project, engine)
+    for message in ("promo", "news"):
+        assert by[("C-GUEST", message)]["reasons"] == ["UNSUBSCRIBED"]
+        assert by[("C-DORA", message)]["reasons"] == ["SHARED_OPT_OUT"]
+        assert by[("C-DORA", message)]["features"]["shared_unsubscribed"] == 1
+
+
+def test_an_undated_opt_in_never_beats_a_dated_opt_out_but_a_later_dated_opt_in_does(mailbox_project, engine):
+    # Dora's opt-in came from an old shop export without a date; the guest opted out ten days ago.
+    _shop(engine, _opted_in("C-GUEST", 300) + _opted_in("C-DORA", None) + [_pref("C-GUEST", "promotions", False, 10)])
+    assert _decided(mailbox_project, engine)[("C-DORA", "promo")]["reasons"] == ["SHARED_OPT_OUT"]
+    with engine.begin() as conn:
+        # Dora subscribed again (dated) two days ago: the mailbox's latest word for promotions is yes.
+        P = Preference.__table__
+        conn.execute(P.update().where(P.c.customer_id == "C-DORA", P.c.topic == "promotions").values(updated_at=AS_OF - 2 * DAY))
+    by = _decided(mailbox_project, engine)
+    assert by[("C-DORA", "promo")]["action"] == "send"
+    # The guest's own opt-out stands for the guest: the mailbox gets the message once, through Dora.
+    assert by[("C-GUEST", "promo")]["reasons"] == ["NO_CONSENT"]
+
+
+def test_an_opt_out_and_an_opt_in_at_the_same_time_is_an_opt_out(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST", 10) + _opted_in("C-DORA", 10) + [_pref("C-GUEST", "promotions", False, 10)])
+    assert _decided(mailbox_project, engine)[("C-DORA", "promo")]["reasons"] == ["SHARED_OPT_OUT"]
+
+
+def test_a_hard_bounce_under_one_id_stops_the_other_until_something_reaches_the_mailbox(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"),
+          [_ev("C-DORA", "email_delivered", 40), _ev("C-GUEST", "email_bounced_hard", 20)])
+    by = _decided(mailbox_project, engine)
+    assert by[("C-GUEST", "promo")]["reasons"] == ["HARD_BOUNCE"]
+    assert by[("C-DORA", "promo")]["reasons"] == ["SHARED_HARD_BOUNCE"] and by[("C-DORA", "news")]["reasons"] == ["SHARED_HARD_BOUNCE"]
+    with engine.begin() as conn:
+        # A delivery to Dora after the bounce: the mailbox works again.
+        conn.execute(Event.__table__.insert(), [_ev("C-DORA", "email_delivered", 5)])
+    assert _decided(mailbox_project, engine)[("C-DORA", "promo")]["action"] == "send"
+
+
+def test_a_spam_complaint_under_one_id_stops_the_other(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"), [_ev("C-GUEST", "email_complained", 200)])
+    by = _decided(mailbox_project, engine)
+    assert by[("C-GUEST", "news")]["reasons"] == ["COMPLAINED"]
+    assert by[("C-DORA", "news")]["reasons"] == ["SHARED_COMPLAINT"] and by[("C-DORA", "promo")]["reasons"] == ["SHARED_COMPLAINT"]
+
+
+def test_the_weekly_cap_counts_what_the_mailbox_received_under_either_id(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"))
+    # Monday: the mailbox gets the promo (under one id), written to the ledger, not delivered yet.
+    monday = _decided(mailbox_project, engine, dry_run=False)
+    assert sorted(monday[(c, "promo")]["action"] for c in ("C-GUEST", "C-DORA")) == ["send", "suppress"]
+    # Tuesday: another campaign with a cap of one a week; neither id may get its message.
+    tuesday = _decided(mailbox_project, engine, campaign="tuesday", as_of=AS_OF + DAY)
+    for cid in ("C-GUEST", "C-DORA"):
+        assert "FREQUENCY_CAP" in tuesday[(cid, "tips")]["reasons"]
+        assert tuesday[(cid, "tips")]["features"]["address_shared"] == 1
+    assert "FREQUENCY_CAP" in tuesday[("C-SOLO", "tips")]["reasons"]  # the lone customer got Monday's too
+    with engine.begin() as conn:
+        conn.execute(delete(Decision.__table__))
+        conn.execute(delete(Run.__table__))
+        # Monday's e-mail left under the guest's id (an email_sent event), on the newsletter topic.
+        conn.execute(Event.__table__.insert(), [_ev("C-GUEST", "email_sent", -0.5, message_id="news", topic="newsletter",
+                                                    run_id="mailbox:2026-W48")])
+    tuesday = _decided(mailbox_project, engine, campaign="tuesday", as_of=AS_OF + DAY)
+    assert "FREQUENCY_CAP" in tuesday[("C-DORA", "tips")]["reasons"] and tuesday[("C-SOLO", "tips")]["action"] == "send"
+    assert tuesday[("C-DORA", "tips")]["features"]["sends_7"] == 1
+
+
+def test_a_message_already_sent_under_one_id_is_not_sent_again_under_the_other(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"),
+          [_ev("C-GUEST", "email_sent", 20, message_id="promo", topic="promotions", run_id="mailbox:2026-W45")])
+    by = _decided(mailbox_project, engine)
+    assert "ALREADY_SENT" in by[("C-DORA", "promo")]["reasons"] and "ALREADY_SENT" in by[("C-GUEST", "promo")]["reasons"]
+
+
+def test_service_tickets_and_fatigue_are_the_mailboxs(mailbox_project, engine):
+    events = [_ev("C-GUEST", "ticket_opened", 3, feature="T-1")]
+    # Opens fell under the guest's id while the mailbox kept getting e-mail under both.
+    events += [_ev("C-GUEST", "email_sent", 31 + k) for k in range(0, 58, 4)] + [_ev("C-GUEST", "email_opened", 32 + k) for k in range(0, 58, 4)]
+    events += [_ev(c, "email_sent", 1 + k) for c in ("C-GUEST", "C-DORA") for k in range(0, 28, 4)]
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"), events)
+    reasons = _decided(mailbox_project, engine)[("C-DORA", "promo")]["reasons"]
+    assert {"OPEN_TICKET", "RECENT_COMPLAINT", "FATIGUE"} <= set(reasons)
+
+
+def test_relmail_why_names_the_other_customer_id_and_when_never_the_address(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA") + [_pref("C-GUEST", "promotions", False, 10)],
+          [_ev("C-GUEST", "email_complained", 8)])
+    _decided(mailbox_project, engine, dry_run=False)
+    facts, answers = explain(engine, "C-DORA", "mailbox:2026-W48")
+    text = format_explanations(facts, answers)
+    when = (AS_OF - 10 * DAY).strftime("%Y-%m-%d %H:%M")
+    assert f"SHARED_OPT_OUT: the same address opted out of topic 'promotions' under customer C-GUEST on {when} UTC" in text
+    assert (f"SHARED_COMPLAINT: the same address reported our e-mail as spam under customer C-GUEST on "
+            f"{(AS_OF - 8 * DAY):%Y-%m-%d %H:%M} UTC") in text
+    assert "dora@" not in text.lower()
+    promo = next(a for a in answers if a.message_id == "promo")
+    assert promo.as_dict()["shared"]["SHARED_OPT_OUT"]["customer"] == "C-GUEST"
+
+
+# Property: customers share mailboxes at random; opt-outs, opt-ins, bounces and complaints land on random ids.
+MAILBOXES = ["a@x.org", "A@x.org", " a@X.org ", "b@x.org", "B@X.ORG", "c@x.org"]
+CONSENT = st.one_of(st.none(), st.tuples(st.booleans(), st.one_of(st.none(), st.integers(1, 60))))
+ROW = st.fixed_dictionaries({
+    "email": st.sampled_from(MAILBOXES),
+    "promotions": CONSENT,
+    "everything": CONSENT,
+    "unsubscribed": st.one_of(st.none(), st.integers(1, 60)),
+    "bounced": st.one_of(st.none(), st.integers(1, 60)),
+    "delivered": st.one_of(st.none(), st.integers(1, 60)),
+    "complained": st.booleans(),
+})
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(ROW, min_size=1, max_size=7))
+def test_property_no_mail_to_a_mailbox_that_opted_out_bounced_or_complained_under_any_id(mailbox_project, engine, rows):
+    with engine.begin() as conn:
+        for table in (Decision, Delivery, Run, Event, Preference, Customer, Product):
+            conn.execute(delete(table.__table__))
+    customers, prefs, events = [], [], []
+    for i, r in enumerate(rows):
+        cid = f"M{i}"
+        customers.append(_customer(cid, 400, r["email"]))
+        prefs.append(_pref(cid, "newsletter", True, 300))
+        for topic, given_ in (("promotions", r["promotions"]), ("*", r["everything"])):
+            if given_ is not None:
+                prefs.append(_pref(cid, topic, *given_))
+        if r["unsubscribed"] is not None:
+            events.append(_ev(cid, "email_unsubscribed", r["unsubscribed"]))
+        if r["bounced"] is not None:
+            events.append(_ev(cid, "email_bounced_hard", r["bounced"]))
+        if r["delivered"] is not None:
+            events.append(_ev(cid, "email_delivered", r["delivered"]))
+        if r["complained"]:
+            events.append(_ev(cid, "email_complained", 30))
+        events.append(_ev(cid, "view", 2, product_id="EB-200"))
+    insert_shop(engine, customers, prefs, events)
+    mailbox = {f"M{i}": r["email"].strip().lower() for i, r in enumerate(rows)}
+
+    def latest(box: str, topic: str) -> bool | None:
+        """The mailbox's latest word on ``topic`` (True: in), a dated change beating an undated one, out winning a tie."""
+        said = [(-(r[key][1] if r[key][1] is not None else 10**6), not r[key][0], r[key][0])
+                for i, r in enumerate(rows) if mailbox[f"M{i}"] == box
+                for key in [{"promotions": "promotions", "*": "everything"}[topic]] if r[key] is not None]
+        return max(said)[2] if said else None
+
+    def dead(box: str) -> bool:
+        mine = [r for i, r in enumerate(rows) if mailbox[f"M{i}"] == box]
+        bounces = [r["bounced"] for r in mine if r["bounced"] is not None]
+        deliveries = [r["delivered"] for r in mine if r["delivered"] is not None]
+        return bool(bounces) and (not deliveries or min(bounces) < min(deliveries))
+
+    def unsubscribed(box: str) -> bool:
+        mine = [r for i, r in enumerate(rows) if mailbox[f"M{i}"] == box]
+        opt_ins = [r["everything"][1] if r["everything"][1] is not None else 10**6 for r in mine
+                   if r["everything"] is not None and r["everything"][0]]
+        return any(r["unsubscribed"] is not None and (not opt_ins or min(opt_ins) > r["unsubscribed"]) for r in mine)
+
+    result = plan(mailbox_project, engine, "mailbox", WINDOW, as_of=AS_OF, dry_run=True)
+    sent = [(r["customer_id"], r["message_id"]) for r in result.decisions.records(False) if r["action"] == "send"]
+    for cid, message in sent:
+        box = mailbox[cid]
+        assert latest(box, "*") is not False, (cid, message)
+        if message == "promo":
+            assert latest(box, "promotions") is not False, (cid, message)
+        assert not unsubscribed(box) and not dead(box), (cid, message)
+        assert not any(r["complained"] for i, r in enumerate(rows) if mailbox[f"M{i}"] == box), (cid, message)
+    assert len({(mailbox[c], m) for c, m in sent}) == len(sent)  # and each message once per mailbox
+
+
+def test_a_plan_without_shared_addresses_logs_nothing_new(mailbox_project, engine):
+    insert_shop(engine, [_customer("C-SOLO", 400, "solo@example.org"), _customer("C-TWO", 400, "two@example.org")],
+                _opted_in("C-SOLO") + _opted_in("C-TWO"), [_ev("C-SOLO", "view", 3, product_id="EB-200")])
+    by = _decided(mailbox_project, engine)
+    assert all("address_shared" not in r["features"] and "shared_unsubscribed" not in r["features"] for r in by.values())
+
+
+@pytest.mark.parametrize("fact", ["opt-out", "email_complained", "email_bounced_hard"])
+def test_an_opt_out_bounce_or_complaint_under_another_id_after_the_plan_stops_the_send(project, fact):
+    from sqlalchemy import insert, select
+    from tests.sendkit import AS_OF as SEND_AS_OF
+    from tests.sendkit import build
+
+    from relmail.sending.run import send
+
+    engine = build(project)
+    send(project, engine, "sendtest", WINDOW, limit=1, now=lambda: SEND_AS_OF)
+    D, C = Delivery.__table__, Customer.__table__
+    with engine.connect() as conn:
+        victim = conn.execute(select(D.c.customer_id).where(D.c.status == "planned").order_by(D.c.id.desc()).limit(1)).scalar_one()
+        address = conn.execute(select(C.c.email).where(C.c.id == victim)).scalar_one()
+    later = SEND_AS_OF + timedelta(hours=1)
+    with engine.begin() as conn:
+        # The same mailbox as another customer id, in another case; what happened under it since the plan.
+        conn.execute(insert(C).values(id="Z-TWIN", email=f" {address.upper()} ", locale="en_GB", timezone="UTC", attributes={}))
+        if fact == "opt-out":
+            conn.execute(insert(Preference.__table__).values(customer_id="Z-TWIN", topic="*", opted_in=False, updated_at=later,
+                                                              source="unsubscribe-link"))
+        else:
+            conn.execute(insert(Event.__table__).values(customer_id="Z-TWIN", type=fact, occurred_at=later))
+    send(project, engine, "sendtest", WINDOW, now=lambda: later)
+    with engine.connect() as conn:
+        status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
+    expected = ("OPTED_OUT: the same address opted out under customer Z-TWIN after the plan" if fact == "opt-out"
+                else f"SUPPRESSED: {fact} under customer Z-TWIN (the same address) after the plan")
+    assert (status, error) == ("failed", expected)
+    assert address.lower() not in error.lower()
+
+
+@pytest.mark.parametrize("opt_out, source", [
+    (test_why_opt_out.by_link, "unsubscribe link (confirmation page)"),
+    (test_why_opt_out.by_one_click, "unsubscribe link (one-click List-Unsubscribe)"),
+    (test_why_opt_out.by_preference_page, "preference page"),
+    (test_why_opt_out.by_import, "import (crm-consent.csv)"),
+    (test_why_opt_out.by_webhook("unsubscribe"), "ESP webhook (sendgrid unsubscribe)"),
+    (test_why_opt_out.by_webhook("spamreport"), "ESP webhook (sendgrid complaint)"),
+    (test_why_opt_out.by_esp_export, "ESP export import (sendgrid unsubscribe; sendgrid-export.json)"),
+], ids=["link", "one-click", "preference-page", "import", "webhook-unsubscribe", "webhook-complaint", "esp-export"])
+def test_every_way_of_opting_out_under_one_id_stops_the_other_id_and_why_says_which_and_how(project, engine, tmp_path,
+                                                                                            monkeypatch, opt_out, source):
+    from sqlalchemy import select
+
+    from test_plan import CAMPAIGN as PLAN_CAMPAIGN
+    from test_plan import build_shop
+
+    monkeypatch.chdir(tmp_path)  # the import's file name as given
+    (project.campaigns_dir / "test.yml").write_text(PLAN_CAMPAIGN, encoding="utf-8")
+    build_shop(engine)
+    P = Preference.__table__
+    with engine.begin() as conn:
+        # C-OK's registered twin: the same mailbox in another case, opted in to everything C-OK is.
+        conn.execute(Customer.__table__.insert(), [_customer("C-OK-TWIN", 400, " C-OK@Example.ORG ")])
+        rows = conn.execute(select(P).where(P.c.customer_id == "C-OK")).mappings().all()
+        conn.execute(P.insert(), [{**r, "customer_id": "C-OK-TWIN"} for r in rows])
+    opt_out(project, engine, tmp_path)
+    plan(project, engine, "test", WINDOW, as_of=AS_OF)
+    facts, answers = explain(engine, "C-OK-TWIN")
+    assert answers and all(a.action == "suppress" and "SHARED_OPT_OUT" in a.reasons for a in answers)
+    line = format_explanations(facts, answers).splitlines()[3]
+    # When: the opt-out's time (the one-click button's is the moment it was pressed).
+    assert line.startswith("  SHARED_OPT_OUT: the same address opted out of all e-mail under customer C-OK on ")
+    assert line.endswith(f" UTC; source: {source}")
