@@ -122,7 +122,7 @@ def shared_behind(conn: Connection, others: list[str], code: str, logged: dict[s
             for topic in topics:
                 change = consent_log.change_in_force(conn, other, topic, decided_at)
                 if change is not None and not change.opted_in:
-                    at = None if change.changed_at == UNDATED else change.changed_at
+                    at = consent_log.shown(change.changed_at)
                     found.append({"customer": other, "at": at, "source": label(change)})
     if event_types and others:
         event = conn.execute(
