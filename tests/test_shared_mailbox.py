@@ -15,29 +15,10 @@ from relmail.planning.run import plan
 from relmail.planning.why import explain, format_explanations
 from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Product, Run
 from test_plan import AS_OF, DAY, WINDOW, _customer, _ev, insert_shop
+from test_shared_address import CAMPAIGN as SHARED_ADDRESS_CAMPAIGN
 
-CAMPAIGN = """\
-title: Mailbox
-policy:
-  min_relevance: 0
-  max_messages_per_run: 2
-  holdout_share: 0
-  contact_cost: 0
-messages:
-  - id: promo
-    template: ebike_launch
-    topic: promotions
-    segments: [everyone]
-    products: [EB-200]
-    offer: promotion
-    value: 10
-  - id: news
-    template: newsletter
-    topic: newsletter
-    segments: [everyone]
-    offer: promotion
-    value: 1
-"""
+#: Two messages a customer may both get, no hold-outs: the shared-address tests' campaign.
+CAMPAIGN = SHARED_ADDRESS_CAMPAIGN
 
 #: A second campaign planned the next day: one message, a weekly cap of one e-mail.
 TUESDAY = """\
