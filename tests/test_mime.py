@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.policy
 from datetime import UTC, datetime
@@ -192,3 +193,16 @@ def test_the_date_header_is_relmails_now_in_a_rehearsal(monkeypatch):
     assert parsedate_to_datetime(_CLOCK.now()) == datetime(2026, 11, 30, 8, 30, tzinfo=UTC)
     monkeypatch.delenv("RELMAIL_NOW")
     assert abs(parsedate_to_datetime(_CLOCK.now()) - datetime.now(UTC)).total_seconds() < 5
+
+
+def test_a_body_mostly_outside_ascii_goes_base64_at_little_over_half_the_quoted_printable_size():
+    hebrew = "<p dir=\"rtl\">שלום חנה, הזמנתך מוכנה לאיסוף בחנות. תודה שקנית אצלנו!</p>\n" * 40
+    dutch = "<p>Beste Hanna, uw bestelling ligt klaar in de winkel. Dank voor uw aankoop!</p>\n" * 40
+    raw = build(html=hebrew, text=dutch)
+    msg = parse(raw)
+    html, text = msg.get_body(("html",)), msg.get_body(("plain",))
+    assert html["Content-Transfer-Encoding"] == "base64" and text["Content-Transfer-Encoding"] == "quoted-printable"
+    assert html.get_content().replace("\r\n", "\n") == hebrew and text.get_content().replace("\r\n", "\n") == dutch
+    qp_size = len(binascii.b2a_qp(hebrew.encode(), istext=True))
+    html_size = len(raw.split(b"Content-Transfer-Encoding: base64\r\n\r\n", 1)[1].split(b"\r\n--", 1)[0])
+    assert html_size < 0.6 * qp_size

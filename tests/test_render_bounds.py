@@ -192,7 +192,7 @@ def test_the_complete_e_mail_is_held_to_max_email_bytes(render_project):
     # HTML and text part together over the limit: stopped while rendering (the text part, so no line).
     with pytest.raises(RenderError, match=r"t.html: the e-mail is over 20,000 bytes \(\[render\] max_email_bytes"):
         render(render_project, "<p>" + "lorem ipsum " * 1000 + "</p>")
-    # The parts fit, the encoded e-mail does not (every é is six bytes quoted-printable).
+    # The parts fit, the encoded e-mail does not (every é two bytes, base64 four of every three).
     with pytest.raises(RenderError, match=r"the e-mail is [\d,]+ bytes, over the limit of 20,000 \(\[render\] max_email_bytes"):
         render(render_project, "<p>" + "é " * 3000 + "</p>")
     assert "lorem" in render(render_project, "<p>" + "lorem ipsum " * 200 + "</p>")

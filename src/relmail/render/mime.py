@@ -5,9 +5,11 @@ millisecond per message (policy objects, header parsing and refolding).
 Marketing e-mails all have one shape, so this module writes that shape
 directly: constant headers are encoded once per message definition
 (:class:`MimeTemplate`), per e-mail only the personal headers are encoded
-(RFC 2047 for non-ASCII, quoted phrases for specials), the bodies are
-quoted-printable (``binascii.b2a_qp``, C speed) with CRLF line ends, and
-the pieces are joined. Tests prove the output parses with
+(RFC 2047 for non-ASCII, quoted phrases for specials), each body is
+quoted-printable (``binascii.b2a_qp``, C speed) with CRLF line ends, or
+base64 where that is shorter (a text mostly in Hebrew, Arabic, Greek or
+another non-Latin script triples in quoted-printable, four thirds in
+base64), and the pieces are joined. Tests prove the output parses with
 ``email.message_from_bytes(policy=email.policy.default)`` to the same
 headers and parts.
 
@@ -197,9 +199,29 @@ def _no_from(enc: bytes) -> bytes:
     return b"\r\n".join(out)
 
 
-def _qp(text: str) -> bytes:
-    """Quoted-printable of ``text`` with CRLF line ends and a final line break."""
-    return _QP.encode(text)
+_QP_HEADER = b"Content-Transfer-Encoding: quoted-printable\r\n\r\n"
+_BASE64_HEADER = b"Content-Transfer-Encoding: base64\r\n\r\n"
+#: base64's size per character of text, at the least: 4/3 of at least one byte, and a CRLF per 76 characters.
+_BASE64_PER_CHAR = 4 / 3 * 78 / 76
+
+
+def _body(text: str) -> tuple[bytes, bytes]:
+    """(Content-Transfer-Encoding header and blank line, encoded body) of one part: the shorter encoding.
+
+    Quoted-printable unless base64 is shorter, which only a text mostly outside ASCII makes it; a text
+    whose quoted-printable is within base64's least possible size is never encoded twice.
+    """
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    qp = _QP.encode(text)
+    if len(qp) <= _BASE64_PER_CHAR * len(text):
+        return _QP_HEADER, qp
+    # Text in canonical form (RFC 2045): CRLF line ends, and a final one as the quoted-printable body has.
+    data = text.replace("\n", "\r\n").encode("utf-8")
+    if not data.endswith(b"\r\n"):
+        data += b"\r\n"
+    b64 = base64.encodebytes(data).replace(b"\n", b"\r\n")
+    return (_BASE64_HEADER, b64) if len(b64) < len(qp) else (_QP_HEADER, qp)
 
 
 class _Clock:
@@ -280,12 +302,12 @@ class MimeTemplate:
                 b,
                 b'"\r\n\r\n--',
                 b,
-                b'\r\nContent-Type: text/plain; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-                _qp(text),
+                b'\r\nContent-Type: text/plain; charset="utf-8"\r\n',
+                *_body(text),
                 b"\r\n--",
                 b,
-                b'\r\nContent-Type: text/html; charset="utf-8"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n',
-                _qp(html),
+                b'\r\nContent-Type: text/html; charset="utf-8"\r\n',
+                *_body(html),
                 b"\r\n--",
                 b,
                 b"--\r\n",
