@@ -403,3 +403,38 @@ def test_only_the_customers_own_opt_in_after_a_sendgrid_unsubscribe_is_carried(s
     code, output = resubscribe_cli(project, "--dry-run")
     assert (code, output) == (0, "SendGrid: 0 listing(s) of 0 customer(s) to lift (--dry-run, nothing called), 0 failed\n")
     assert len(responses.calls) == 0
+
+
+@responses.activate
+def test_relmail_send_lifts_the_listing_before_the_customers_first_email(shop, ec_key, monkeypatch):
+    """Sent while still listed, the e-mail would be dropped and the drop would opt the customer out again."""
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123),
+                {"event": "unsubscribe", "timestamp": int(AT.timestamp()), "sg_event_id": "global-1"})
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    responses.add(responses.DELETE, DELETE_GLOBAL, status=204)
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=204)
+    responses.add(responses.POST, URL, status=202, headers={"X-Message-Id": "sg"})
+    result = send(project, engine, "test", WINDOW, now=lambda: AS_OF)
+    calls = [(c.request.method, c.request.url) for c in responses.calls]
+    to_c_ok = [i for i, c in enumerate(responses.calls)
+               if c.request.method == "POST" and "c-ok@example.org" in c.request.body.decode()]
+    assert to_c_ok, calls
+    assert sorted(calls[:2]) == [("DELETE", DELETE_GROUP.format(123)), ("DELETE", DELETE_GLOBAL)] and min(to_c_ok) >= 2
+    assert result.resubscribed == 2 and result.resubscribe_failed == []
+    assert result.summary()["resubscribed"] == 2
+
+
+@responses.activate
+def test_a_refused_lift_does_not_stop_the_send_and_says_so(shop, ec_key, monkeypatch):
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
+    opt_in_on_the_page(project, engine, ["newsletter"])
+    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=400,
+                  json={"errors": [{"field": None, "message": "group id does not exist"}]})
+    responses.add(responses.POST, URL, status=202, headers={"X-Message-Id": "sg"})
+    result = send(project, engine, "test", WINDOW, now=lambda: AS_OF)
+    assert result.resubscribed == 0 and [f["customer_id"] for f in result.resubscribe_failed] == ["C-OK"]
+    assert "group id does not exist" in result.resubscribe_failed[0]["error"] and result.done.get("accepted", 0) > 0

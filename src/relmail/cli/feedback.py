@@ -252,7 +252,8 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     preference page after an unsubscribe that came from SendGrid, this
     deletes the listing the opt-in covers: the topic's group of
     [delivery.sendgrid] asm_groups, or, for "everything", the global list
-    (and the "*" group). Run it before relmail send. A call SendGrid
+    (and the "*" group). relmail send does the same before its first
+    e-mail; run this to lift sooner or to see what is pending. A call SendGrid
     refuses is listed with its reason and the command exits 7; the next run
     tries it again.
 

@@ -70,6 +70,10 @@ class SendResult:
     deferred_reasons: dict[str, int] = field(default_factory=dict)
     #: The send was asked to stop (:mod:`relmail.sending.stopping`) and returned after recording its batch.
     stopped: bool = False
+    #: SendGrid listings lifted before sending for customers who opted in again (:mod:`relmail.feedback.resubscribe`),
+    #: and the lifts SendGrid refused: ``{"customer_id", "listing", "error"}`` each.
+    resubscribed: int = 0
+    resubscribe_failed: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def outcomes(self) -> dict[str, int]:
@@ -116,6 +120,8 @@ class SendResult:
             "render_errors": [{"customer": c, "message": m, "reason": r} for c, m, r in self.render_errors],
             "recovered": self.recovered,
             "stopped": self.stopped,
+            "resubscribed": self.resubscribed,
+            "resubscribe_failed": self.resubscribe_failed,
             "next_retry_at": self.next_retry_at.isoformat() if self.next_retry_at else None,
             "seconds": round(self.seconds, 3),
             "rate_per_second": round(self.done.get("accepted", 0) / self.seconds, 1) if self.seconds else 0.0,

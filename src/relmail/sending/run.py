@@ -235,6 +235,7 @@ def _send(call: _Invocation) -> SendResult:
         engine.dispose()
         connections.check(engine, n, adapter.mark_threads())
         adapter.check_topics(sorted(set(topics.values())))
+        _resubscribe(engine, adapter, result)
     except BaseException:
         adapter.close()
         raise
@@ -346,6 +347,23 @@ def _worker_count(wanted: int, job: SendJob, limit: int | None) -> int:
 def _set_status(engine, run_id: str, status: str, now: datetime) -> None:
     with engine.begin() as conn:
         conn.execute(update(RUNS).where(RUNS.c.id == run_id).values(status=status, updated_at=now))
+
+
+def _resubscribe(engine: Engine, adapter, result: SendResult) -> None:
+    """Lift SendGrid's listing of customers who opted in again, before their first e-mail goes.
+
+    SendGrid would drop that e-mail, and its drop ("Unsubscribed Address") would opt the customer
+    out again, undoing the choice they just made on the preference page. A lift SendGrid refuses
+    is listed in the result; the next send tries it again.
+    """
+    from ..delivery.sendgrid import SendGridAdapter
+    from ..feedback.resubscribe import resubscribe
+
+    if not isinstance(adapter, SendGridAdapter):
+        return
+    done = resubscribe(engine, adapter)
+    result.resubscribed = len(done.lifted)
+    result.resubscribe_failed = [x.as_dict() for x in done.failed]
 
 
 def _choose(sends: list[tuple[str, str]], only: Sequence[str] | None, limit: int | None, proof: bool) -> list[tuple[str, str]]:
