@@ -352,14 +352,20 @@ def resubscribe_cli(project, *args) -> tuple[int, str]:
     return out.exit_code, out.output
 
 
-@responses.activate
-def test_an_opt_in_on_relmails_page_lifts_sendgrids_group_and_global_listing(shop, ec_key, monkeypatch):
+def listed_then_opted_in(shop, ec_key, monkeypatch) -> tuple[Project, object]:
+    """The shop sending through SendGrid, where C-OK left "Marketing" and then every e-mail (SendGrid's global
+    unsubscribe), then switched everything back on on relmail's page."""
     project, engine = shop
     project = sending_through_sendgrid(project, monkeypatch)
-    # At SendGrid: C-OK left "Marketing", then every e-mail (SendGrid's global unsubscribe).
     post_events(project, engine, ec_key, group_event("group_unsubscribe", 123),
                 {"event": "unsubscribe", "timestamp": int(AT.timestamp()), "sg_event_id": "global-1"})
     opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    return project, engine
+
+
+@responses.activate
+def test_an_opt_in_on_relmails_page_lifts_sendgrids_group_and_global_listing(shop, ec_key, monkeypatch):
+    project, engine = listed_then_opted_in(shop, ec_key, monkeypatch)
     assert next_week(project, engine)["promo"] == ("send", [])  # relmail would send: SendGrid must not drop it
     responses.add(responses.DELETE, DELETE_GLOBAL, status=204)
     responses.add(responses.DELETE, DELETE_GROUP.format(123), status=204)
@@ -373,14 +379,20 @@ def test_an_opt_in_on_relmails_page_lifts_sendgrids_group_and_global_listing(sho
     assert len(responses.calls) == 2
 
 
-@responses.activate
-def test_a_refused_lift_fails_the_command_and_is_tried_again(shop, ec_key, monkeypatch):
+def lift_refused(shop, ec_key, monkeypatch) -> tuple[Project, object]:
+    """C-OK left "Marketing" at SendGrid and joined the newsletter again on relmail's page; SendGrid refuses the lift."""
     project, engine = shop
     project = sending_through_sendgrid(project, monkeypatch)
     post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
     opt_in_on_the_page(project, engine, ["newsletter"])
     responses.add(responses.DELETE, DELETE_GROUP.format(123), status=400,
                   json={"errors": [{"field": None, "message": "group id does not exist"}]})
+    return project, engine
+
+
+@responses.activate
+def test_a_refused_lift_fails_the_command_and_is_tried_again(shop, ec_key, monkeypatch):
+    project, engine = lift_refused(shop, ec_key, monkeypatch)
     code, output = resubscribe_cli(project)
     assert code == 7 and "C-OK" in output and "group id does not exist" in output, output
     responses.replace(responses.DELETE, DELETE_GROUP.format(123), status=204)
@@ -408,11 +420,7 @@ def test_only_the_customers_own_opt_in_after_a_sendgrid_unsubscribe_is_carried(s
 @responses.activate
 def test_relmail_send_lifts_the_listing_before_the_customers_first_email(shop, ec_key, monkeypatch):
     """Sent while still listed, the e-mail would be dropped and the drop would opt the customer out again."""
-    project, engine = shop
-    project = sending_through_sendgrid(project, monkeypatch)
-    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123),
-                {"event": "unsubscribe", "timestamp": int(AT.timestamp()), "sg_event_id": "global-1"})
-    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    project, engine = listed_then_opted_in(shop, ec_key, monkeypatch)
     responses.add(responses.DELETE, DELETE_GLOBAL, status=204)
     responses.add(responses.DELETE, DELETE_GROUP.format(123), status=204)
     responses.add(responses.POST, URL, status=202, headers={"X-Message-Id": "sg"})
@@ -428,12 +436,7 @@ def test_relmail_send_lifts_the_listing_before_the_customers_first_email(shop, e
 
 @responses.activate
 def test_a_refused_lift_does_not_stop_the_send_and_says_so(shop, ec_key, monkeypatch):
-    project, engine = shop
-    project = sending_through_sendgrid(project, monkeypatch)
-    post_events(project, engine, ec_key, group_event("group_unsubscribe", 123))
-    opt_in_on_the_page(project, engine, ["newsletter"])
-    responses.add(responses.DELETE, DELETE_GROUP.format(123), status=400,
-                  json={"errors": [{"field": None, "message": "group id does not exist"}]})
+    project, engine = lift_refused(shop, ec_key, monkeypatch)
     responses.add(responses.POST, URL, status=202, headers={"X-Message-Id": "sg"})
     result = send(project, engine, "test", WINDOW, now=lambda: AS_OF)
     assert result.resubscribed == 0 and [f["customer_id"] for f in result.resubscribe_failed] == ["C-OK"]
