@@ -45,7 +45,7 @@ import numpy as np
 from sqlalchemy import func, select
 
 from ..features import queries as q
-from ..features.derived import fatigue
+from ..features.derived import complained, fatigue, hard_bounced
 from ..features.queries import DELIVERY_TYPES, unsubscribed_all
 from ..features.sql import age_days, align, fetch_columns, unindexed, when
 from ..store import aggregates
@@ -188,14 +188,12 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
     out["address_shared"] = np.bincount(box, minlength=boxes)[box] - 1.0
 
     facts = _facts(conn, ids, box, as_of)
-    # Each customer's own hard bounce and complaint (as the features count them): those are their own rules'.
-    with np.errstate(invalid="ignore"):
-        own_bounce = ~np.isnan(facts["bounce"]) & (np.isnan(facts["delivered"]) | (facts["bounce"] < facts["delivered"]))
-    own_complaint = facts["complaints"] > 0
-    # Bounce: the mailbox's latest hard bounce after its latest sign of delivery, under any id.
-    bounce, delivered = _smallest(box, facts["bounce"], boxes), _smallest(box, facts["delivered"], boxes)
-    with np.errstate(invalid="ignore"):
-        dead = ~np.isnan(bounce) & (np.isnan(delivered) | (bounce < delivered))
+    # Each customer's own hard bounce and complaint (HARD_BOUNCE's and COMPLAINED's definitions): those are
+    # their own rules'.
+    own_bounce = hard_bounced(facts["bounce"], facts["delivered"]) > 0
+    own_complaint = complained(facts["complaints"]) > 0
+    # Bounce: the mailbox's latest hard bounce against its latest sign of delivery, under any id.
+    dead = hard_bounced(_smallest(box, facts["bounce"], boxes), _smallest(box, facts["delivered"], boxes)) > 0
     out["shared_hard_bounced"] = (dead[box] & ~own_bounce).astype(float)
     out["shared_complained"] = ((np.bincount(box, weights=own_complaint.astype(float), minlength=boxes)[box] > 0)
                                 & ~own_complaint).astype(float)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Rule, RuleFindings
-from .shared_opt_out import other_id
+from .shared_opt_out import under_whom
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -22,6 +22,4 @@ class SharedComplaint(Rule):
         return RuleFindings(self.is_one(self.col(frame, message, "shared_complained")))
 
     def explain(self, logged) -> str:
-        found = (logged.get("shared") or {}).get(self.code)
-        when = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found and found.get("at") else ""
-        return f"the same address reported our e-mail as spam under {other_id(found)}{when}"
+        return f"the same address reported our e-mail as spam under {under_whom(logged, self.code)}"

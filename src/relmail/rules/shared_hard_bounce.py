@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import Rule, RuleFindings
-from .shared_opt_out import other_id
+from .shared_opt_out import under_whom
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -22,7 +22,5 @@ class SharedHardBounce(Rule):
         return RuleFindings(self.is_one(self.col(frame, message, "shared_hard_bounced")))
 
     def explain(self, logged) -> str:
-        found = (logged.get("shared") or {}).get(self.code)
-        when = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found and found.get("at") else ""
-        return (f"the same address hard-bounced under {other_id(found)}{when}, with no delivery, open or click "
+        return (f"the same address hard-bounced under {under_whom(logged, self.code)}, with no delivery, open or click "
                 "to it since under any customer id")

@@ -40,3 +40,11 @@ class SharedOptOut(Rule):
 def other_id(found: dict | None) -> str:
     """``customer C2`` when ``relmail why`` found which other customer id it was, else ``another customer id``."""
     return f"customer {found['customer']}" if found and found.get("customer") else "another customer id"
+
+
+def under_whom(logged, code: str) -> str:
+    """``customer C2 on 2026-11-20 08:00 UTC``: the other id behind rule ``code``'s decision and when, as far as
+    ``relmail why`` found them (:func:`other_id`)."""
+    found = (logged.get("shared") or {}).get(code)
+    when = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found and found.get("at") else ""
+    return other_id(found) + when
