@@ -149,8 +149,7 @@ class _QPCache:
         self.limit = limit
 
     def encode(self, text: str) -> bytes:
-        if "\r" in text:
-            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        """``text`` (line ends ``\\n`` only: :func:`_body` makes them so) quoted-printable with CRLF line ends."""
         lines = text.split("\n")
         if lines[-1] == "" and len(lines) > 1:
             lines.pop()

@@ -299,10 +299,14 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
         if latest is not None:
             reached.update(dict.fromkeys(box, latest))
     since_box = _suppressed_since(last, reached)
+    opted_out: dict[str, set[str]] = {}
+    for (cid, topic), (_, out, _) in said.items():
+        if out:
+            opted_out.setdefault(cid, set()).add(topic)
     blocked = {}
     for customer, message in pairs:
         box = [customer, *mates.get(customer, ())]
-        own = {t for (c, t), (_, out, _) in said.items() if c == customer and out}
+        own = opted_out.get(customer, set())
         if "*" in own or topics.get(message) in own:
             blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
             continue
