@@ -44,13 +44,19 @@ def site(project, engine):
     """(base URL, engine): the example project, its logo a data: URL, two customers, served over HTTP."""
     config = project.root / "relmail.toml"
     config.write_text(config.read_text().replace('logo_url = "https://fietsenwinkel.example/logo.png"', f'logo_url = "{LOGO}"'))
+    yield from serving(project, engine, {"C0000001": "en_GB", "C0000002": "nl_NL"}, "example.nl")
+
+
+def serving(project, engine, locales: dict[str, str], domain: str):
+    """Yield (base URL, engine) of ``relmail serve``'s app on a free port, with these customers (id -> locale)
+    stored and subscribed to the newsletter; stop the server after."""
     with engine.begin() as conn:
         conn.execute(Customer.__table__.insert(), [
-            {"id": cid, "email": f"{cid.lower()}@example.nl", "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
-            for cid, locale in (("C0000001", "en_GB"), ("C0000002", "nl_NL"))])
+            {"id": cid, "email": f"{cid.lower()}@{domain}", "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
+            for cid, locale in locales.items()])
         conn.execute(Preference.__table__.insert(), [
             {"customer_id": cid, "topic": "newsletter", "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"}
-            for cid in ("C0000001", "C0000002")])
+            for cid in locales])
     server = make_server("127.0.0.1", 0, make_app(Project.load(project.root), engine), threaded=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

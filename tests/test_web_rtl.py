@@ -14,20 +14,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
-from tests.test_web_browser import axe_violations, link
-from werkzeug.serving import make_server
+from tests.test_web_browser import axe_violations, link, serving
 
-from relmail.project import Project
-from relmail.store.models import Customer, Preference
-from relmail.web.app import make_app
+from relmail.store.models import Preference
 
-T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 HE, AR, EN = "C0000011", "C0000012", "C0000013"
 
 #: Page direction, what sticks out of the viewport on either side, and where the notice's bar is.
@@ -50,19 +44,7 @@ def site(project, engine):
         'label = { en = "Offers and new bikes", nl = "Aanbiedingen en nieuwe fietsen" }',
         'label = { en = "Offers and new bikes", nl = "Aanbiedingen en nieuwe fietsen", he = "מבצעים ואופניים חדשים", '
         'ar = "عروض ودراجات جديدة" }').replace('label = { en = "Newsletter", nl = "Nieuwsbrief" }', 'label = { en = "Bike News+" }'))
-    with engine.begin() as conn:
-        conn.execute(Customer.__table__.insert(), [
-            {"id": cid, "email": f"{cid.lower()}@example.org", "locale": locale, "created_at": T0 - timedelta(days=400), "attributes": {}}
-            for cid, locale in ((HE, "he_IL"), (AR, "ar_AE"), (EN, "en_GB"))])
-        conn.execute(Preference.__table__.insert(), [
-            {"customer_id": cid, "topic": "newsletter", "opted_in": True, "max_per_week": None, "updated_at": T0, "source": "import"}
-            for cid in (HE, AR, EN)])
-    server = make_server("127.0.0.1", 0, make_app(Project.load(project.root), engine), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}", engine
-    server.shutdown()
-    thread.join(10)
+    yield from serving(project, engine, {HE: "he_IL", AR: "ar_AE", EN: "en_GB"}, "example.org")
 
 
 def consent(engine, customer: str) -> dict[str, bool]:
