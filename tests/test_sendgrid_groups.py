@@ -224,17 +224,22 @@ def test_groups_read_from_the_settings_table_as_toml_gives_them():
 TOPIC = st.sampled_from(["promotions", "newsletter", "product-tips", "service", "events", "b2b"])
 
 
+def sendgrid_with_groups(assigned: dict[str, int], global_group: int | None) -> tuple[dict, SendGrid]:
+    """(asm_groups table, SendGrid events reader) for topics assigned to group ids, and a global group if given."""
+    table: dict = {}
+    for t, gid in assigned.items():
+        table.setdefault(str(gid), []).append(t)
+    if global_group is not None:
+        table[str(global_group)] = "*"
+    return table, SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+
+
 @settings(max_examples=200, deadline=None)
 @given(st.dictionaries(TOPIC, st.integers(1, 5)), st.one_of(st.none(), st.integers(6, 9)), TOPIC)
 def test_leaving_the_group_an_email_went_with_always_withdraws_that_emails_topic(assigned, global_group, topic):
     # Whatever the groups: the group SendGrid drops this topic's e-mails for, once left, is a group whose
     # unsubscribe opts the customer out of this topic (or of everything); and no other group's does.
-    table = {}
-    for t, gid in assigned.items():
-        table.setdefault(str(gid), []).append(t)
-    if global_group is not None:
-        table[str(global_group)] = "*"
-    sg = SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+    table, sg = sendgrid_with_groups(assigned, global_group)
     group = sg.groups.for_topic(topic)
     if group is None:
         return  # refused before sending (test_a_topic_in_no_group_...)
@@ -252,12 +257,7 @@ def test_a_drop_withdraws_exactly_the_group_the_email_went_with(assigned, global
     # that group's (everything for the global group), never fewer, never another group's.
     from relmail.feedback.apply import _list_of
 
-    table = {}
-    for t, gid in assigned.items():
-        table.setdefault(str(gid), []).append(t)
-    if global_group is not None:
-        table[str(global_group)] = "*"
-    sg = SendGrid(now=lambda: AS_OF, delivery={"asm_groups": table})
+    table, sg = sendgrid_with_groups(assigned, global_group)
     group = sg.groups.for_topic(topic)
     if group is None:
         return  # refused before sending
