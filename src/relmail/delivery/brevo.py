@@ -79,8 +79,7 @@ def idempotency_key(m: OutgoingMessage) -> str:
 class BrevoAdapter(AccountRefusals, HttpAdapter):
     name = "brevo"
     default_base_url = "https://api.brevo.com"
-    # One request per e-mail; a chunk is what one mark of the ledger covers before the hand-over.
-    max_batch = 100
+    max_batch = 1000
     repeatable = True
     config_keys = ("base_url", "timeout", "max_retries", "max_retry_wait", "concurrency")
 
