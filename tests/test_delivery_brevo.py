@@ -119,9 +119,9 @@ def test_5xx_is_retried_with_retry_after_and_then_deferred():
 @pytest.mark.parametrize(("status", "body", "fix"), [
     (401, {"code": "unauthorized", "message": "Key not found"}, "esp_api_key"),
     (401, {"code": "unauthorized", "message": "We have detected you are using an unrecognised IP address 192.0.2.7"},
-     "Authorised IPs"),
+     "Authorized IPs"),
     (403, {"code": "permission_denied", "message": "Unable to send email. Your SMTP account is not yet activated"},
-     "not allowed to send"),
+     "permission to send"),
     (402, {"code": "not_enough_credits", "message": "Not enough credits"}, "no e-mail credits"),
     (400, {"code": "invalid_parameter", "message": "Sending has been rejected because the sender you used news@x is not valid"},
      "verify it"),

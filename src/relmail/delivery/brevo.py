@@ -62,7 +62,8 @@ ACCOUNT_CODES = {
     "unauthorized": "set a Brevo API key (v3, SMTP & API > API keys) in the secret esp_api_key",
     "not_enough_credits": "the account has no e-mail credits left: buy credits or change the plan",
     "account_under_validation": "the account is being validated by Brevo; sending starts once it is",
-    "permission_denied": "the account is not allowed to send transactional e-mail (activated? suspended?): ask Brevo support",
+    "permission_denied": ("the API key needs the permission to send transactional e-mail, and the account must be allowed "
+                          "to send (activated, not suspended)"),
     "reseller_permission_denied": "the account is not allowed to send transactional e-mail: ask Brevo support",
 }
 #: Words of a 400 about the sender: a From address Brevo has not verified, the same for every e-mail.
@@ -148,7 +149,7 @@ class BrevoAdapter(AccountRefusals, HttpAdapter):
         data = data if isinstance(data, dict) else {}
         code, why = str(data.get("code") or ""), str(data.get("message") or response.text[:300]).strip()
         if response.status_code == 401 and _IP_REFUSAL.search(why):
-            return (f"Brevo refuses requests from this IP address ({why}): add it under Security > Authorised IPs "
+            return (f"Brevo refuses requests from this IP address ({why}): add it under Security > Authorized IPs "
                     "in Brevo, or send from an address listed there")
         if response.status_code in (401, 403) and code not in ACCOUNT_CODES:
             code = "unauthorized" if response.status_code == 401 else "permission_denied"
