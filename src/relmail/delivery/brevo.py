@@ -27,6 +27,8 @@ again (:attr:`~relmail.delivery.http.HttpAdapter.repeatable`): Brevo sends
 it or, having sent it already, refuses the repeat, which relmail records as
 accepted (without Brevo's id) instead of as uncertain. Proofs
 (``relmail send --test-to``) carry no key: a second proof is a second e-mail.
+A copy of the store sending the same run through the same account within
+the 30 minutes makes the same keys (the docs tell staging to use its own).
 
 Batch mode (``messageVersions``) is not used, by design. relmail's ledger
 decides exactly once per e-mail, and a version batch answers for the batch:
