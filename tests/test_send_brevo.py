@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 
 import responses
@@ -81,3 +82,26 @@ def _doc(docs: list[dict], customer: str) -> dict:
 
 def _address(docs: list[dict], customer: str) -> str:
     return _doc(docs, customer)["to"][0]["email"]
+
+
+@responses.activate
+def test_a_refused_key_stops_relmail_send_with_exit_7_and_the_next_send_resumes(project, monkeypatch):
+    engine = build(project, customers=30)
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", KEY)
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace('adapter = "file"', 'adapter = "brevo"'))
+    responses.add(responses.POST, URL, status=401, json={"code": "unauthorized", "message": "Key not found"})
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
+    assert out.exit_code == 7, out.output
+    assert "set a Brevo API key (v3, SMTP & API > API keys) in the secret esp_api_key" in out.output
+    assert KEY not in out.output
+    sends, accepted, _ = ledger_pairs(engine)
+    assert sends and not accepted
+
+    responses.reset()
+    responses.add_callback(responses.POST, URL, callback=created)
+    time.sleep(1.1)  # a stopped e-mail is due again from the next second on
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
+    assert out.exit_code == 0, out.output
+    sends, accepted, _ = ledger_pairs(engine)
+    assert accepted == sends and len(responses.calls) == len(sends)
