@@ -33,6 +33,7 @@ DEFAULT_SECRETS = {
     "sendgrid_webhook_public_key": "RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY",
     "mailgun_webhook_key": "RELMAIL_MAILGUN_WEBHOOK_KEY",
     "postmark_webhook_password": "RELMAIL_POSTMARK_WEBHOOK_PASSWORD",
+    "brevo_webhook_token": "RELMAIL_BREVO_WEBHOOK_TOKEN",
 }
 
 
@@ -370,7 +371,7 @@ explicit_topics = []
 
 {secrets}
 [delivery]
-# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark or ses.
+# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses or brevo.
 adapter = "file"
 outbox = "outbox"
 """
