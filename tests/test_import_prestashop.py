@@ -331,3 +331,52 @@ def test_a_french_and_a_spanish_customer_get_their_template_with_prices_and_date
         parsed = email.message_from_bytes(rendered.raw, policy=email.policy.default)
         assert parsed["Subject"] == rendered.subject
     assert email.message_from_bytes(lucia.raw, policy=email.policy.default)["Content-Language"] == "es"
+
+
+def test_the_first_week_imports_plans_and_sends_each_customer_the_e_mail_in_their_language(project, tmp_path):
+    """The shop's week from the command line: the SQL exports in, a campaign with a French template and its Spanish
+    variant planned and sent to the file adapter; nobody without the newsletter's consent gets it."""
+    import email
+    import email.policy
+
+    from relmail.project import init_project
+
+    # The shop's own project (relmail init --blank), on the test's database, without the example newsletter.
+    shop = init_project(tmp_path / "soierie", "Soierie Bellecour", blank=True, domain="soierie-bellecour.example",
+                        locale="fr_FR", timezone="Europe/Paris")
+    (shop.root / "campaigns" / "newsletter.yml").unlink()
+    (shop.root / "templates" / "newsletter.html").unlink()
+    run(shop, "customers", str(CUSTOMERS), "--map", "prestashop")
+    run(shop, "customers", str(GUESTS), "--map", "prestashop")
+    run(shop, "orders", str(ORDERS), "--map", "prestashop")
+    (shop.root / "campaigns" / "hiver.yml").write_text(
+        "title: Soieries d'hiver\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"
+        "  - {id: hiver, template: hiver, topic: newsletter, segments: [everyone], offer: loyalty, value: 5}\n")
+    templates = shop.root / "templates"
+    (templates / "hiver.html").write_text(
+        "<html><head><title>{% block subject %}Soieries d'hiver : le carré à {{ 149|money }}{% endblock %}</title></head>"
+        "<body><p>Bonjour {{ customer.first_name|default('', true) }},</p><a href=\"{{ links.unsubscribe }}\">x</a></body></html>",
+        encoding="utf-8")
+    (templates / "hiver.es.html").write_text(
+        "<html><head><title>{% block subject %}Sedas de invierno: el pañuelo a {{ 149|money }}{% endblock %}</title></head>"
+        "<body><p>Hola, {{ customer.first_name|default('', true) }}:</p><a href=\"{{ links.unsubscribe }}\">x</a></body></html>",
+        encoding="utf-8")
+
+    def relmail(*args: str):
+        result = CliRunner().invoke(cli, ["--project", str(shop.root), *args])
+        assert result.exit_code == 0, result.output
+        return result
+
+    relmail("templates", "check")
+    relmail("plan", "hiver", "--window", "this-week")
+    assert "NO_CONSENT" in relmail("why", "5").output  # Chloé: no newsletter
+    relmail("send", "hiver", "--window", "this-week")
+    sent = {}
+    for path in (shop.root / "outbox").glob("*.eml"):
+        parsed = email.message_from_bytes(path.read_bytes(), policy=email.policy.default)
+        sent[parsed["To"].addresses[0].addr_spec] = (parsed["Subject"], parsed["Content-Language"])
+    french, spanish = (f"Soieries d'hiver : le carré à 149,00{NBSP}€", "fr"), (f"Sedas de invierno: el pañuelo a 149,00{NBSP}€", "es")
+    assert sent == {
+        "hugo.martin@mail.example": french, "amelie.dubois@mail.example": french, "paul.girard@mail.example": french,
+        "lucia.garcia@correo.example": spanish, "javier.fernandez@correo.example": spanish,
+        "carlos.nunez@correo.example": spanish, "ines.moreno@correo.example": spanish}
