@@ -23,12 +23,15 @@ The format (every key but ``kind`` and ``columns`` is optional)::
       Klantnummer: id
       E-mail: email
       Aangemeld: {to: created_at, parse: time}
+      Laatste bezoek: {to: attributes.last_visit, parse: time, format: ["%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M"],
+                       blank: ["0000-00-00 00:00:00"]}   # formats tried in order; words for no time
       Nieuwsbrief: {to: consent, parse: yes_no, true: [ja], false: [nee]}
       Partneraanbiedingen: {to: consent.partner-offers, parse: yes_no}   # one topic's consent
       Omzet: {to: attributes.revenue, parse: money, currency: EUR, decimal: ","}
       Opmerking: drop
     drop: ["Adres *"]                # more columns dropped on purpose (* and ? match)
     other_columns: attributes        # or: error (the default), drop
+    refuse: "names no customer: export ... instead"   # a family's variant for an export it cannot import
     fields:                          # derived fields and constants
       locale: nl_NL
       url: "{brand.url}/products/{Handle}"
