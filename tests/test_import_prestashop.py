@@ -240,6 +240,11 @@ def test_the_built_in_mapping_names_a_bad_topic_and_a_refusal_without_its_column
     header = ["ID", "Social title", "First name", "Last name", "Email address", "Group", "Company", "Sales", "Enabled",
               "Newsletter", "Partner offers", "Registration", "Last visit"]
     assert load_mapping("prestashop", "customers", header).file == "prestashop/customers-en.yml"
+    # The English back office's Orders grid is refused as the French one is; the SQL query's file is read.
+    orders = ["ID", "Reference", "New client", "Delivery", "Customer", "Total", "Payment", "Status", "Date"]
+    with pytest.raises(ValidationError, match=r"order_x\.csv: the PrestaShop Orders > Export grid \(back office in English\)"):
+        load_mapping("prestashop", "orders", orders, "order_x.csv")
+    assert load_mapping("prestashop", "orders").file == "prestashop/orders.yml"  # no header (JSON Lines): never the refusal
 
 
 def test_the_grid_export_of_a_back_office_in_english_reads_month_first_and_a_dot_for_decimals(shop, tmp_path):
