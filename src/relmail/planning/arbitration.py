@@ -20,6 +20,9 @@ import hashlib
 
 import numpy as np
 
+#: A budget or room without a limit (no cap): large, yet far from overflowing when counts are added to it.
+NO_LIMIT = np.iinfo(np.int64).max // 4
+
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

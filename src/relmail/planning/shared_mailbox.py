@@ -38,7 +38,7 @@ Only the few customers whose address another customer has are read again:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -139,14 +139,27 @@ def add_columns(frame: FeatureFrame) -> None:
 
 @dataclass(frozen=True)
 class MailboxFacts:
-    """Per customer whose address another customer has (sorted ``ids``): the frame columns that are the mailbox's."""
+    """Per customer whose address another customer has (sorted ``ids``): the frame columns that are the mailbox's,
+    the mailbox's number (``box``, 0 to the number of mailboxes) and its lowest customer id (``first``)."""
 
     ids: np.ndarray
     columns: dict[str, np.ndarray]
+    box: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    first: np.ndarray = field(default_factory=lambda: np.array([], dtype="<U1"))
 
     @classmethod
     def none(cls) -> MailboxFacts:
         return cls(np.array([], dtype="<U1"), {})
+
+    def mailbox_of(self, customer_ids: np.ndarray) -> np.ndarray:
+        """The mailbox number of each of ``customer_ids``, -1 for a customer who shares no address."""
+        out = np.full(len(customer_ids), -1, dtype=np.int64)
+        if not len(self) or not len(customer_ids):
+            return out
+        at = np.minimum(np.searchsorted(self.ids, customer_ids), len(self) - 1)
+        hit = self.ids[at] == customer_ids
+        out[hit] = self.box[at[hit]]
+        return out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -210,7 +223,10 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
     for key, ctx in contexts.items():
         if ctx.topic not in (None, "*"):
             out[f"{key}.shared_topic_opt_out"] = _opted_out_by_other(prefs, ctx.topic, box, boxes).astype(float)
-    return MailboxFacts(ids, out)
+    # The lowest id of each mailbox: the customer whose hold-out draw the mailbox takes (see partition).
+    # ``ids`` is sorted, so each mailbox's first occurrence is its lowest id.
+    _, lowest = np.unique(box, return_index=True)
+    return MailboxFacts(ids, out, box.astype(np.int64), ids[lowest][box])
 
 
 def merge(frame: FeatureFrame, facts: MailboxFacts) -> None:
