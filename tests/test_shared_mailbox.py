@@ -124,7 +124,44 @@ def test_a_hard_bounce_under_one_id_stops_the_other_until_something_reaches_the_
     with engine.begin() as conn:
         # A delivery to Dora after the bounce: the mailbox works again.
         conn.execute(Event.__table__.insert(), [_ev("C-DORA", "email_delivered", 5)])
-    assert _decided(mailbox_project, engine)[("C-DORA", "promo")]["action"] == "send"
+    after = _decided(mailbox_project, engine)
+    assert after[("C-DORA", "promo")]["action"] == "send"
+    # The mail reached the mailbox: the guest's own bounce is lifted too (the mailbox's one promo goes to either id).
+    assert all("HARD_BOUNCE" not in after[("C-GUEST", m)]["reasons"] for m in ("promo", "news"))
+    assert sorted(after[(c, "promo")]["action"] for c in ("C-GUEST", "C-DORA")) == ["send", "suppress"]
+
+
+def test_soft_bounces_count_over_the_mailbox_until_something_reaches_it_under_any_id(mailbox_project, engine):
+    # Two e-mails soft-bounced under the guest, one under the account, after the last delivery: three, the limit.
+    events = [_ev("C-DORA", "email_delivered", 40), _ev("C-GUEST", "email_bounced_soft", 30, run_id="r1", message_id="a"),
+              _ev("C-GUEST", "email_bounced_soft", 25, run_id="r2", message_id="a"),
+              _ev("C-DORA", "email_bounced_soft", 20, run_id="r3", message_id="a")]
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"), events)
+    by = _decided(mailbox_project, engine)
+    for cid in ("C-GUEST", "C-DORA"):
+        assert by[(cid, "news")]["reasons"] == ["REPEATED_SOFT_BOUNCE"]
+        assert by[(cid, "news")]["features"]["soft_bounces"] == 3 and by[(cid, "news")]["features"]["days_since_delivery"] == 40
+    _decided(mailbox_project, engine, dry_run=False)
+    text = format_explanations(*explain(engine, "C-GUEST", "mailbox:2026-W48"))
+    assert "3 soft bounces since the last delivery, open or click 40 days before the plan; the limit is 3 (the address's, under this and 1 other customer id)" in text
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [_ev("C-GUEST", "email_opened", 10)])
+    after = _decided(mailbox_project, engine, replan=True)
+    assert all("REPEATED_SOFT_BOUNCE" not in after[(c, m)]["reasons"] for c in ("C-GUEST", "C-DORA") for m in ("promo", "news"))
+
+
+def test_a_mailbox_held_out_of_a_message_under_one_id_stays_out_under_the_other(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"))
+    earlier = AS_OF - 14 * DAY
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.insert().values(id="mailbox:2026-W46", campaign="mailbox", window="2026-W46", as_of=earlier,
+                                                   seed=1, status="done", config_hash="", created_at=earlier, updated_at=earlier))
+        conn.execute(Decision.__table__.insert().values(
+            run_id="mailbox:2026-W46", customer_id="C-GUEST", message_id="promo", action="holdout", score=0.5,
+            expected_value=0.5, reasons="HOLDOUT", features={"topic": "promotions"}, created_at=earlier))
+    by = _decided(mailbox_project, engine)
+    assert "HELD_OUT" in by[("C-GUEST", "promo")]["reasons"] and "HELD_OUT" in by[("C-DORA", "promo")]["reasons"]
+    assert by[("C-SOLO", "promo")]["action"] == "send"
 
 
 def test_a_spam_complaint_under_one_id_stops_the_other(mailbox_project, engine):
