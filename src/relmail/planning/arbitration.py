@@ -11,7 +11,9 @@ and ranks within groups, never a loop over customers.
 Hold-outs: of the (customer, message) pairs that would be sent, a
 deterministic share is held back (``HOLDOUT``). The draw is a hash of (run
 seed, customer, message) mapped to [0, 1), so a re-run of the same window
-holds out the same people and different messages draw independently.
+holds out the same people and different messages draw independently. A
+customer whose address other customers share draws as the address's lowest
+customer id, so the mailbox is in one arm (:mod:`relmail.planning.partition`).
 """
 
 from __future__ import annotations
