@@ -17,8 +17,8 @@ naming the message that got the place (``lost_to``), the customer id it goes
 to (``same_address_as``) and the mailbox's budget (``budget``).
 
 The hold-out draw is the mailbox's too (:mod:`.partition`): a mailbox is held
-out of a message under all its ids or none. A hold-out under one id of a
-message already delivered in this run under another id becomes
+out of a message under all its ids or none. A send or hold-out under one id
+of a message this run already delivered under another id becomes
 ``SHARED_ADDRESS``: the mailbox got the message, so it is in no control group.
 
 Only the few customers whose address another customer has are looked at:
@@ -85,7 +85,7 @@ def limit(messages: Sequence, policy_max: int, parts: Sequence[Sequence[dec.Deci
     if not len(rooms.ids):
         return []
     needles = rooms.ids.astype(object)
-    found: dict[str, list] = {k: [] for k in ("msg", "part", "row", "customer", "ev", "held")}
+    found: dict[str, list] = {k: [] for k in ("msg", "part", "row", "customer", "ev")}
     for j, message_parts in enumerate(parts):
         for p, d in enumerate(message_parts):
             if not len(d):
@@ -98,11 +98,8 @@ def limit(messages: Sequence, policy_max: int, parts: Sequence[Sequence[dec.Deci
             found["row"].append(rows.astype(np.int64))
             found["customer"].append(d.customer_id[rows].astype(str))
             found["ev"].append(np.nan_to_num(np.asarray(d.expected_value[rows], dtype=np.float64), nan=-np.inf))
-            found["held"].append(d.action[rows] == "holdout")
-    if not found["msg"]:
-        return []
-    cand = {k: np.concatenate(v) for k, v in found.items()}
-    if not len(cand["msg"]):
+    cand = {k: np.concatenate(v) for k, v in found.items()} if found["msg"] else {}
+    if not cand or not len(cand["msg"]):
         return []
     cand["box"] = box_of(cand["customer"])
     changes: list[Change] = []
@@ -112,15 +109,16 @@ def limit(messages: Sequence, policy_max: int, parts: Sequence[Sequence[dec.Deci
     holder: dict[tuple[int, int], str] = {}
     ids = {m.id: j for j, m in enumerate(messages)}
     for message_id, customers in kept.items():
-        if message_id not in ids or not customers:
+        if not customers:
             continue
         listed = np.array(sorted(customers), dtype=str)
         for c, b in zip(listed.tolist(), box_of(listed).tolist()):
             if b >= 0:
                 used[b] = used.get(b, 0) + 1
-                holder.setdefault((b, ids[message_id]), c)
+                if message_id in ids:
+                    holder.setdefault((b, ids[message_id]), c)
     got = np.array([(b, j) in holder for b, j in zip(cand["box"].tolist(), cand["msg"].tolist())], dtype=bool)
-    for i in np.flatnonzero(got & cand["held"]).tolist():
+    for i in np.flatnonzero(got).tolist():
         changes.append(Change(int(cand["msg"][i]), int(cand["part"][i]), int(cand["row"][i]), SHARED_ADDRESS,
                               {"same_address_as": holder[(int(cand["box"][i]), int(cand["msg"][i]))]}))
     cand = {k: v[~got] for k, v in cand.items()}
@@ -150,10 +148,10 @@ def limit(messages: Sequence, policy_max: int, parts: Sequence[Sequence[dec.Deci
     if win.all():
         return changes
 
-    # Who got the mailbox's place: its best winning unit, and the customer id it goes to.
-    by_ev = np.argsort(-ev, kind="stable")
+    # Who got the mailbox's place: its best winning unit (in arbitration's order), and the customer id it goes to.
+    ranked = np.lexsort((msg, -priority, -ev))
     best: dict[int, list[int]] = {}
-    for u in by_ev[win[by_ev]].tolist():
+    for u in ranked[win[ranked]].tolist():
         best.setdefault(int(box[u]), []).append(u)
     first_of = {}
     for i in np.argsort(cand["customer"], kind="stable").tolist():
