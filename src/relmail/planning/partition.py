@@ -269,9 +269,11 @@ def _drawn_as(customer_ids: np.ndarray, mailboxes: MailboxFacts) -> np.ndarray:
 
 def _mailbox_rooms(frame, camp: Campaign, mailboxes: MailboxFacts, room: np.ndarray) -> MailboxRooms | None:
     """The caps' room of this range's customers who share an address, for the mailbox's budget (:mod:`.mailbox_budget`)."""
-    if not len(mailboxes):
+    if not len(mailboxes) or not len(frame):
         return None
-    rows = np.flatnonzero(mailboxes.mailbox_of(frame.customer_ids) >= 0)
+    # The few shared customers looked up in the range's sorted ids, not every row in theirs.
+    at = np.minimum(np.searchsorted(frame.customer_ids, mailboxes.ids), len(frame) - 1)
+    rows = np.unique(at[frame.customer_ids[at] == mailboxes.ids])
     if not len(rows):
         return None
     topic = np.stack([_topic_budget(frame, m, rows) for m in camp.messages], axis=1)
