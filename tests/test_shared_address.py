@@ -165,6 +165,12 @@ def test_customers_in_different_ranges_of_a_partitioned_plan_share_an_address_as
         ids = [c for c, m in sends if m == message]
         if len(ids) > 10 and len(pairs) < 3:
             pairs.append((ids[0], ids[-1]))
+    # And three pairs sent two different messages, one in the first range and one in the last: one budget per mailbox.
+    messages = list(dict.fromkeys(m for _, m in sends))
+    for k, (x, y) in enumerate(zip(messages, messages[1:])):
+        xs, ys = [c for c, m in sends if m == x], [c for c, m in sends if m == y]
+        if len(xs) > 10 and len(ys) > 10 and len(pairs) < 6:
+            pairs.append((xs[1 + k], ys[-2 - k]))
     C = Customer.__table__
     with engine.begin() as conn:
         for i, (a, b) in enumerate(pairs):
@@ -177,7 +183,7 @@ def test_customers_in_different_ranges_of_a_partitioned_plan_share_an_address_as
     monkeypatch.setattr(plan_module, "MIN_PARTITION", 100)
     monkeypatch.setattr(plan_module, "MAX_PARTITION", 300)
     split = plan(project, engine, "weekly", WINDOW, as_of=AS_OF, workers=2, replan=True, keep_features=False)
-    assert split.partitions == 4 and len(pairs) == 3
+    assert split.partitions == 4 and len(pairs) >= 4
     with engine.connect() as conn:
         written = conn.execute(select(Decision.customer_id, Decision.message_id, Decision.action, Decision.reasons)
                                .order_by(Decision.id)).all()
@@ -186,6 +192,10 @@ def test_customers_in_different_ranges_of_a_partitioned_plan_share_an_address_as
     # A pair is one mailbox now: its caps count both ids' e-mails, so some pairs are capped outright rather than shared.
     assert len(shared) >= 1 and {r.customer_id for r in shared} <= {c for pair in pairs for c in pair}
     assert sum(m.reasons.get("SHARED_ADDRESS", 0) for m in split.messages) == len(shared)
+    budget = [r for r in written if r.reasons == "SHARED_BUDGET"]
+    assert len(budget) >= 1 and {r.customer_id for r in budget} <= {c for pair in pairs for c in pair}
+    for a, b in pairs:
+        assert len({r.message_id for r in written if r.customer_id in (a, b) and r.action in ("send", "holdout")}) <= 1
     assert [m.__dict__ for m in split.messages] == [m.__dict__ for m in whole.messages]
 
 

@@ -124,7 +124,44 @@ def test_a_hard_bounce_under_one_id_stops_the_other_until_something_reaches_the_
     with engine.begin() as conn:
         # A delivery to Dora after the bounce: the mailbox works again.
         conn.execute(Event.__table__.insert(), [_ev("C-DORA", "email_delivered", 5)])
-    assert _decided(mailbox_project, engine)[("C-DORA", "promo")]["action"] == "send"
+    after = _decided(mailbox_project, engine)
+    assert after[("C-DORA", "promo")]["action"] == "send"
+    # The mail reached the mailbox: the guest's own bounce is lifted too (the mailbox's one promo goes to either id).
+    assert all("HARD_BOUNCE" not in after[("C-GUEST", m)]["reasons"] for m in ("promo", "news"))
+    assert sorted(after[(c, "promo")]["action"] for c in ("C-GUEST", "C-DORA")) == ["send", "suppress"]
+
+
+def test_soft_bounces_count_over_the_mailbox_until_something_reaches_it_under_any_id(mailbox_project, engine):
+    # Two e-mails soft-bounced under the guest, one under the account, after the last delivery: three, the limit.
+    events = [_ev("C-DORA", "email_delivered", 40), _ev("C-GUEST", "email_bounced_soft", 30, run_id="r1", message_id="a"),
+              _ev("C-GUEST", "email_bounced_soft", 25, run_id="r2", message_id="a"),
+              _ev("C-DORA", "email_bounced_soft", 20, run_id="r3", message_id="a")]
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"), events)
+    by = _decided(mailbox_project, engine)
+    for cid in ("C-GUEST", "C-DORA"):
+        assert by[(cid, "news")]["reasons"] == ["REPEATED_SOFT_BOUNCE"]
+        assert by[(cid, "news")]["features"]["soft_bounces"] == 3 and by[(cid, "news")]["features"]["days_since_delivery"] == 40
+    _decided(mailbox_project, engine, dry_run=False)
+    text = format_explanations(*explain(engine, "C-GUEST", "mailbox:2026-W48"))
+    assert "3 soft bounces since the last delivery, open or click 40 days before the plan; the limit is 3 (the address's, under this and 1 other customer id)" in text
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [_ev("C-GUEST", "email_opened", 10)])
+    after = _decided(mailbox_project, engine, replan=True)
+    assert all("REPEATED_SOFT_BOUNCE" not in after[(c, m)]["reasons"] for c in ("C-GUEST", "C-DORA") for m in ("promo", "news"))
+
+
+def test_a_mailbox_held_out_of_a_message_under_one_id_stays_out_under_the_other(mailbox_project, engine):
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"))
+    earlier = AS_OF - 14 * DAY
+    with engine.begin() as conn:
+        conn.execute(Run.__table__.insert().values(id="mailbox:2026-W46", campaign="mailbox", window="2026-W46", as_of=earlier,
+                                                   seed=1, status="done", config_hash="", created_at=earlier, updated_at=earlier))
+        conn.execute(Decision.__table__.insert().values(
+            run_id="mailbox:2026-W46", customer_id="C-GUEST", message_id="promo", action="holdout", score=0.5,
+            expected_value=0.5, reasons="HOLDOUT", features={"topic": "promotions"}, created_at=earlier))
+    by = _decided(mailbox_project, engine)
+    assert "HELD_OUT" in by[("C-GUEST", "promo")]["reasons"] and "HELD_OUT" in by[("C-DORA", "promo")]["reasons"]
+    assert by[("C-SOLO", "promo")]["action"] == "send"
 
 
 def test_a_spam_complaint_under_one_id_stops_the_other(mailbox_project, engine):
@@ -201,6 +238,9 @@ ROW = st.fixed_dictionaries({
     "complained": st.booleans(),
 })
 
+#: Half of who would get a message held out: the budget and the arms a property checks.
+BUDGET = CAMPAIGN.replace("holdout_share: 0", "holdout_share: 0.5")
+
 
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=st.lists(ROW, min_size=1, max_size=7))
@@ -257,6 +297,47 @@ def test_property_no_mail_to_a_mailbox_that_opted_out_bounced_or_complained_unde
         assert not unsubscribed(box) and not dead(box), (cid, message)
         assert not any(r["complained"] for i, r in enumerate(rows) if mailbox[f"M{i}"] == box), (cid, message)
     assert len({(mailbox[c], m) for c, m in sent}) == len(sent)  # and each message once per mailbox
+
+
+#: Customers who may get mail: the mailbox, whether the id owns the promo's e-bike, its own opt-in to promotions,
+#: and e-bike views (a higher promo score).
+WILLING = st.tuples(st.sampled_from(MAILBOXES), st.booleans(), st.booleans(), st.integers(0, 2))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(rows=st.lists(WILLING, min_size=1, max_size=7), sent_before=st.lists(st.integers(0, 6), max_size=2))
+def test_property_no_mailbox_gets_more_than_its_budget_and_each_is_in_one_arm_of_each_message(mailbox_project, engine, rows,
+                                                                                            sent_before):
+    with engine.begin() as conn:
+        for table in (Decision, Delivery, Run, Event, Preference, Customer, Product):
+            conn.execute(delete(table.__table__))
+    customers, prefs, events = [], [], []
+    for i, (email, owns, promotions, views) in enumerate(rows):
+        cid = f"M{i}"
+        customers.append(_customer(cid, 400, email))
+        prefs += [_pref(cid, "newsletter", True, 300), _pref(cid, "promotions", promotions, 300)]
+        events += [_ev(cid, "view", 1 + k, product_id="EB-200") for k in range(views)] + [_ev(cid, "view", 20, product_id="EB-100")]
+        if owns:
+            events.append(_ev(cid, "purchase", 100, product_id="EB-200", value=2499.0))
+    # E-mails this week under some ids: the weekly cap's room is the mailbox's.
+    events += [_ev(f"M{i % len(rows)}", "email_sent", 2, message_id=f"x{k}", topic="service") for k, i in enumerate(sent_before)]
+    insert_shop(engine, customers, prefs, events)
+    mailbox = {f"M{i}": r[0].strip().lower() for i, r in enumerate(rows)}
+    received = {box: sum(1 for i in sent_before if mailbox[f"M{i % len(rows)}"] == box) for box in mailbox.values()}
+    # Two e-mails a run, a weekly cap of two, half held out.
+    (mailbox_project.campaigns_dir / "budget.yml").write_text(
+        BUDGET.replace("policy:\n", "policy:\n  frequency_cap: {7d: 2}\n"), encoding="utf-8")
+    decided = list(plan(mailbox_project, engine, "budget", WINDOW, as_of=AS_OF, dry_run=True).decisions.records(False))
+    chosen = [(mailbox[r["customer_id"]], r["message_id"], r["action"]) for r in decided if r["action"] in ("send", "holdout")]
+    for box in set(mailbox.values()):
+        budget = max(0, min(2, 2 - received[box]))
+        assert len({m for b, m, _ in chosen if b == box}) <= budget, (box, chosen)
+    arms: dict[tuple[str, str], set[str]] = {}
+    for box, message, action in chosen:
+        arms.setdefault((box, message), set()).add(action)
+    assert all(len(a) == 1 for a in arms.values()), arms
+    sent = [(b, m) for b, m, a in chosen if a == "send"]
+    assert len(sent) == len(set(sent))
 
 
 def test_a_plan_without_shared_addresses_logs_nothing_new(mailbox_project, engine):

@@ -11,7 +11,9 @@ and ranks within groups, never a loop over customers.
 Hold-outs: of the (customer, message) pairs that would be sent, a
 deterministic share is held back (``HOLDOUT``). The draw is a hash of (run
 seed, customer, message) mapped to [0, 1), so a re-run of the same window
-holds out the same people and different messages draw independently.
+holds out the same people and different messages draw independently. A
+customer whose address other customers share draws as the address's lowest
+customer id, so the mailbox is in one arm (:mod:`relmail.planning.partition`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+
+#: A budget or room without a limit (no cap): large, yet far from overflowing when counts are added to it.
+NO_LIMIT = np.iinfo(np.int64).max // 4
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)

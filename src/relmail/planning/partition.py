@@ -32,7 +32,8 @@ from ..windows import Window
 from . import decisions as dec
 from . import shared_mailbox
 from .addresses import normalized
-from .arbitration import arbitrate, best_winner, customer_hashes, holdout_draw
+from .arbitration import NO_LIMIT, arbitrate, best_winner, customer_hashes, holdout_draw
+from .mailbox_budget import MailboxRooms
 from .pending import load_context
 from .shared_mailbox import MailboxFacts
 
@@ -95,6 +96,8 @@ class PartitionResult:
     #: Per message, the normalized address of each of its sends (in row order), or None when the
     #: features came without addresses (see :mod:`relmail.planning.addresses`).
     send_addresses: list[np.ndarray | None] = field(default_factory=list)
+    #: The caps' room of the range's customers who share an address (None: there are none).
+    rooms: MailboxRooms | None = None
 
 
 @dataclass(frozen=True)
@@ -216,8 +219,9 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         contrib = {name: np.asarray(c)[considered] for name, c in contrib.items()}
         candidates.append(Candidates(m, rows, score, contrib, bits[rows], hard[rows], details, applied, scorer.columns(m), extra))
 
-    budget = _budget(frame, camp, job.kept)
+    budget, room = _budget(frame, camp, job.kept)
     wins, best = _arbitration(frame, camp, candidates, budget)
+    rooms = _mailbox_rooms(frame, camp, job.mailboxes, room)
     lap("arbitration")
 
     hashes = None
@@ -225,7 +229,7 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         # Only a winner can be held out: hash those (one BLAKE2b call each), not the whole range.
         winners = np.unique(np.concatenate([c.rows[won] for c, won in zip(candidates, wins)]))
         hashes = np.zeros(n, dtype=np.uint64)
-        hashes[winners] = customer_hashes(frame.customer_ids[winners])
+        hashes[winners] = customer_hashes(_drawn_as(frame.customer_ids[winners], job.mailboxes))
     # One str per customer, shared by all of a customer's decisions (not one copy per decision).
     customer_texts = frame.customer_ids.astype(object)
     parts, summaries, positions, send_addresses = [], [], [], []
@@ -246,7 +250,34 @@ def decide_partition(engine: Engine, job: PlanJob, part: CustomerRange) -> Parti
         send_addresses.append(None if frame.addresses is None else normalized(frame.addresses[sent]))
     lap("decisions")
     return PartitionResult(parts, summaries, lap.timings, scorer.info() if hasattr(scorer, "info") else {}, positions,
-                           send_addresses)
+                           send_addresses, rooms)
+
+
+def _drawn_as(customer_ids: np.ndarray, mailboxes: MailboxFacts) -> np.ndarray:
+    """Whose hold-out draw each customer takes: her own, or for an address several customers share the
+    mailbox's lowest customer id, so the mailbox lands in one arm of each message's experiment (a
+    customer who shares no address keeps her draw)."""
+    box = mailboxes.mailbox_of(customer_ids)
+    shared = box >= 0
+    if not shared.any():
+        return customer_ids
+    out = customer_ids.astype(object)
+    at = np.searchsorted(mailboxes.ids, customer_ids[shared])
+    out[shared] = mailboxes.first[at]
+    return out
+
+
+def _mailbox_rooms(frame, camp: Campaign, mailboxes: MailboxFacts, room: np.ndarray) -> MailboxRooms | None:
+    """The caps' room of this range's customers who share an address, for the mailbox's budget (:mod:`.mailbox_budget`)."""
+    if not len(mailboxes) or not len(frame):
+        return None
+    # The few shared customers looked up in the range's sorted ids, not every row in theirs.
+    at = np.minimum(np.searchsorted(frame.customer_ids, mailboxes.ids), len(frame) - 1)
+    rows = np.unique(at[frame.customer_ids[at] == mailboxes.ids])
+    if not len(rows):
+        return None
+    topic = np.stack([_topic_budget(frame, m, rows) for m in camp.messages], axis=1)
+    return MailboxRooms(frame.customer_ids[rows].astype(str), room[rows], topic)
 
 
 @dataclass(frozen=True)
@@ -280,7 +311,7 @@ def _arbitration(frame, camp: Campaign, candidates: list[Candidates], budget: np
         parts["ev"].append(cand.ev[ok])
         parts["prio"].append(np.full(len(r), m.priority, dtype=np.int64))
         parts["topic"].append(np.full(len(r), topics[m.topic], dtype=np.int64))
-        parts["topic_budget"].append(_topic_budget(frame, m)[r])
+        parts["topic_budget"].append(_topic_budget(frame, m, r))
     cat = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in parts.items()}
     win = arbitrate(cat["cust"], cat["topic"], cat["ev"].astype(np.float64), cat["prio"], cat["msg"],
                     budget[cat["cust"]], cat["topic_budget"])
@@ -297,34 +328,38 @@ def _arbitration(frame, camp: Campaign, candidates: list[Candidates], budget: np
 
 
 def _remaining(limit: np.ndarray, used: np.ndarray) -> np.ndarray:
-    return np.where(np.isinf(limit), np.iinfo(np.int64).max // 4, np.maximum(limit - used, 0)).astype(np.int64)
+    return np.where(np.isinf(limit), NO_LIMIT, np.maximum(limit - used, 0)).astype(np.int64)
 
 
-def _budget(frame, camp: Campaign, kept: dict[str, set[str]]) -> np.ndarray:
-    """E-mails each customer may still get from this run: per-run limit and the global caps."""
+def _budget(frame, camp: Campaign, kept: dict[str, set[str]]) -> tuple[np.ndarray, np.ndarray]:
+    """E-mails each customer may still get from this run (per-run limit and the global caps), and
+    the caps' room alone."""
     n = len(frame)
     used_here = np.zeros(n, dtype=np.int64)
     for customers in kept.values():
         if customers:
             used_here += np.isin(frame.customer_ids, np.array(sorted(customers)))
     budget = np.maximum(camp.policy.max_messages_per_run - used_here, 0)
+    room = np.full(n, NO_LIMIT, dtype=np.int64)
     if camp.policy.rule_on("FREQUENCY_CAP"):
         c7, c30 = effective_caps(frame, None, camp.policy)
         s7 = frame["sends_7"] + frame["planned_7"]
         s30 = frame["sends_30"] + frame["planned_30"]
-        budget = np.minimum(budget, np.minimum(_remaining(c7, s7), _remaining(c30, s30)))
-    return budget
+        room = np.minimum(_remaining(c7, s7), _remaining(c30, s30))
+        budget = np.minimum(budget, room)
+    return budget, room
 
 
-def _topic_budget(frame, m) -> np.ndarray:
-    n = len(frame)
-    out = np.full(n, np.iinfo(np.int64).max // 4, dtype=np.int64)
+def _topic_budget(frame, m, rows: np.ndarray | slice = slice(None)) -> np.ndarray:
+    """E-mails on the message's topic each customer (of ``rows``) may still get: the topic caps' room."""
+    n = len(frame.customer_ids[rows])
+    out = np.full(n, NO_LIMIT, dtype=np.int64)
     if not m.policy.rule_on("TOPIC_FREQUENCY_CAP"):
         return out
     for days, key in ((7, "7d"), (30, "30d")):
         cap = m.policy.topic_cap(key)
         if cap is not None:
-            used = frame[f"{m.id}.topic_sends_{days}"] + frame[f"{m.id}.topic_planned_{days}"]
+            used = frame[f"{m.id}.topic_sends_{days}"][rows] + frame[f"{m.id}.topic_planned_{days}"][rows]
             out = np.minimum(out, _remaining(np.full(n, float(cap)), used))
     return out
 

@@ -197,12 +197,28 @@ def _held_out(conn, frame: FeatureFrame, campaign: Campaign, tz: str, run_id: st
     ids = frame.customer_ids
     rows = conn.execute(held_out_statement(run_id, campaign.name, [m.id for m in campaign.messages], within)).all() \
         if len(ids) else []
+    frame.columns.update(_held_out_counts(ids, rows, campaign, tz, as_of))
+
+
+#: Customer ids per ``IN (...)`` of :func:`held_out` (well under SQLite's 32,766 parameters).
+CHUNK = 5_000
+
+
+def held_out(conn: Connection, ids: np.ndarray, campaign: Campaign, tz: str, run_id: str, as_of: datetime) -> dict[str, np.ndarray]:
+    """Each message's ``held_out`` for the sorted ``ids``, a few customers listed by id (those of a shared mailbox)."""
+    rows: list = []
+    for a in range(0, len(ids), CHUNK):
+        stmt = held_out_statement(run_id, campaign.name, [m.id for m in campaign.messages])
+        rows += conn.execute(stmt.where(DEC.c.customer_id.in_(ids[a:a + CHUNK].tolist()))).all()
+    return _held_out_counts(ids, rows, campaign, tz, as_of)
+
+
+def _held_out_counts(ids: np.ndarray, rows: list, campaign: Campaign, tz: str, as_of: datetime) -> dict[str, np.ndarray]:
     customer_col, message_col, as_of_col = zip(*rows) if rows else ((), (), ())
     customers, messages = np.array(customer_col, dtype=str), np.array(message_col, dtype=object)
     apart_days = _days_apart(as_of_col, as_of, tz)
-    for m in campaign.messages:
-        # A one-off message's control group is for good; a recurring message's, for the issue it was kept from.
-        frame.columns[f"{m.id}.held_out"] = _counts(ids, customers[_same_issue(messages, apart_days, m)])
+    # A one-off message's control group is for good; a recurring message's, for the issue it was kept from.
+    return {f"{m.id}.held_out": _counts(ids, customers[_same_issue(messages, apart_days, m)]) for m in campaign.messages}
 
 
 def _days_apart(run_as_ofs, as_of: datetime, tz: str) -> np.ndarray:

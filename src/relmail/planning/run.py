@@ -52,6 +52,7 @@ from . import addresses, shared_mailbox, transaction
 from . import decisions as dec
 from .catalogue_warning import catalogue_warnings
 from .consent_warning import consent_warnings
+from .mailbox_budget import MailboxRooms
 from .model_warning import model_warnings
 from .partition import CustomerRange, Laps, MessageSummary, PartitionResult, PlanJob, decide_partition, partition_task
 from .pending import kept_decisions
@@ -181,6 +182,7 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
     k = len(camp.messages)
     parts: list[list[dec.Decisions]] = [[] for _ in range(k)]
     send_addresses: list[list[np.ndarray | None]] = [[] for _ in range(k)]
+    rooms: list[MailboxRooms | None] = []
     started = time.perf_counter()
     progress = opts.progress
     if progress is not None:
@@ -213,12 +215,14 @@ def _plan(project, engine, camp: Campaign, win: Window, run_id: str, now: dateti
                     # Written, and nobody asked for them back: free the logged features now.
                     parts[j].append(out.parts[j] if opts.keep_features or dry_run else out.parts[j].without_features())
                     send_addresses[j].append(out.send_addresses[j] if out.send_addresses else None)
+                rooms.append(out.rooms)
                 del out
                 if progress is not None:
                     progress(decided, len(ids))
             clock = time.perf_counter()
             if summaries is not None:
-                transaction.one_per_address(engine, conn, camp, run_id, parts, send_addresses, summaries, kept)
+                transaction.one_per_address(engine, conn, camp, run_id, parts, send_addresses, summaries, kept, mailboxes,
+                                            MailboxRooms.concat(rooms, k))
             timings["shared addresses"] = time.perf_counter() - clock
             clock = time.perf_counter()
         if not dry_run:

@@ -22,9 +22,14 @@ and before the rules run:
 - a hard bounce under another id with no delivery, open or click to the
   mailbox since: ``SHARED_HARD_BOUNCE``; a spam complaint under another id:
   ``SHARED_COMPLAINT`` (the person behind the mailbox complained);
+- a delivery, open or click under any id reached the mailbox: it lifts each
+  id's own earlier hard bounce (``HARD_BOUNCE``), and the soft bounces of
+  every id after the mailbox's last one count together
+  (``REPEATED_SOFT_BOUNCE``);
 - what the mailbox received and did counts whole: e-mails sent and planned
   (the frequency caps, the topic caps, a message already sent), opens (fatigue),
-  service tickets (open and recent), the smallest frequency wish.
+  service tickets (open and recent), the smallest frequency wish, and the
+  hold-outs of earlier runs (``HELD_OUT``: the mailbox stays in the control group).
 
 ``address_shared`` (the number of other customer ids with the address) is
 logged with the decisions these columns decide, so ``relmail why`` can say
@@ -38,19 +43,19 @@ Only the few customers whose address another customer has are read again:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, func, select
 
 from ..features import queries as q
 from ..features.derived import complained, fatigue, hard_bounced
-from ..features.queries import DELIVERY_TYPES, unsubscribed_all
+from ..features.queries import DELIVERY_TYPES, SOFT_BOUNCE_DAYS, unsubscribed_all
 from ..features.sql import age_days, align, fetch_columns, unindexed, when
 from ..store import aggregates
 from ..store.models import MAILBOX, Customer, Event, Preference
-from .pending import planned, recent_tickets
+from .pending import held_out, planned, recent_tickets
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -66,7 +71,7 @@ CHUNK = 5_000
 SUMMED = ("sends_7", "sends_30", "sends_90", "opens_30", "opens_90", "planned_7", "planned_30", "open_tickets")
 #: The same per message context ``k``: ``k.<suffix>``.
 SUMMED_PER_MESSAGE = ("topic_sends_7", "topic_sends_30", "topic_planned_7", "topic_planned_30", "already_sent", "planned_same",
-                      "recent_tickets")
+                      "recent_tickets", "held_out")
 
 
 @dataclass(frozen=True)
@@ -139,14 +144,27 @@ def add_columns(frame: FeatureFrame) -> None:
 
 @dataclass(frozen=True)
 class MailboxFacts:
-    """Per customer whose address another customer has (sorted ``ids``): the frame columns that are the mailbox's."""
+    """Per customer whose address another customer has (sorted ``ids``): the frame columns that are the mailbox's,
+    the mailbox's number (``box``, 0 to the number of mailboxes) and its lowest customer id (``first``)."""
 
     ids: np.ndarray
     columns: dict[str, np.ndarray]
+    box: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    first: np.ndarray = field(default_factory=lambda: np.array([], dtype="<U1"))
 
     @classmethod
     def none(cls) -> MailboxFacts:
         return cls(np.array([], dtype="<U1"), {})
+
+    def mailbox_of(self, customer_ids: np.ndarray) -> np.ndarray:
+        """The mailbox number of each of ``customer_ids``, -1 for a customer who shares no address."""
+        out = np.full(len(customer_ids), -1, dtype=np.int64)
+        if not len(self) or not len(customer_ids):
+            return out
+        at = np.minimum(np.searchsorted(self.ids, customer_ids), len(self) - 1)
+        hit = self.ids[at] == customer_ids
+        out[hit] = self.box[at[hit]]
+        return out
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -188,12 +206,20 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
     out["address_shared"] = np.bincount(box, minlength=boxes)[box] - 1.0
 
     facts = _facts(conn, ids, box, as_of)
-    # Each customer's own hard bounce and complaint (HARD_BOUNCE's and COMPLAINED's definitions): those are
-    # their own rules'.
-    own_bounce = hard_bounced(facts["bounce"], facts["delivered"]) > 0
+    # A sign of delivery under any id is mail reaching the mailbox: a customer's own hard bounce counts
+    # (HARD_BOUNCE's definition) against the mailbox's latest one, as do the soft bounces, counted
+    # over every id of the mailbox (REPEATED_SOFT_BOUNCE's definition: e-mails, in the last 90 days).
+    delivered = _smallest(box, facts["delivered"], boxes)
+    own_bounce = hard_bounced(facts["bounce"], delivered[box]) > 0
+    out["hard_bounced"] = own_bounce.astype(float)
+    out["days_since_delivery"] = delivered[box]
+    soft = facts["soft"]
+    with np.errstate(invalid="ignore"):
+        counts = ~(soft["age"] >= delivered[box[soft["member"]]])  # NaN (no delivery ever): every one counts
+    out["soft_bounces"] = np.bincount(box[soft["member"]], weights=counts.astype(float), minlength=boxes)[box]
     own_complaint = complained(facts["complaints"]) > 0
     # Bounce: the mailbox's latest hard bounce against its latest sign of delivery, under any id.
-    dead = hard_bounced(_smallest(box, facts["bounce"], boxes), _smallest(box, facts["delivered"], boxes)) > 0
+    dead = hard_bounced(_smallest(box, facts["bounce"], boxes), delivered) > 0
     out["shared_hard_bounced"] = (dead[box] & ~own_bounce).astype(float)
     out["shared_complained"] = ((np.bincount(box, weights=own_complaint.astype(float), minlength=boxes)[box] > 0)
                                 & ~own_complaint).astype(float)
@@ -210,7 +236,10 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
     for key, ctx in contexts.items():
         if ctx.topic not in (None, "*"):
             out[f"{key}.shared_topic_opt_out"] = _opted_out_by_other(prefs, ctx.topic, box, boxes).astype(float)
-    return MailboxFacts(ids, out)
+    # The lowest id of each mailbox: the customer whose hold-out draw the mailbox takes (see partition).
+    # ``ids`` is sorted, so each mailbox's first occurrence is its lowest id.
+    _, lowest = np.unique(box, return_index=True)
+    return MailboxFacts(ids, out, box.astype(np.int64), ids[lowest][box])
 
 
 def merge(frame: FeatureFrame, facts: MailboxFacts) -> None:
@@ -273,6 +302,7 @@ def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: 
             out[f"{key}.topic_sends_7"], out[f"{key}.topic_sends_30"] = out[f"topic:{ctx.topic}:7"], out[f"topic:{ctx.topic}:30"]
     out.update(planned(conn, ids, campaign, tz, run_id, as_of, exact=True))
     out.update(recent_tickets(conn, ids, campaign, as_of))
+    out.update(held_out(conn, ids, campaign, tz, run_id, as_of))
     return out
 
 
@@ -335,8 +365,22 @@ def _facts(conn: Connection, ids: np.ndarray, box: np.ndarray, as_of) -> dict:
         topic.append(tp.astype(object))
         opted_in.append(yes.astype(bool))
         age.append(days.astype(float))
-    # The last sign of delivery matters only where the mailbox hard-bounced: those few customers' events.
-    bounced = ids[np.isin(box, box[~np.isnan(facts["bounce"])])].tolist()
+    # Soft bounces of the last 90 days, one per e-mail (its run and message; an event without them alone),
+    # as the features count them.
+    soft_member: list[np.ndarray] = [np.zeros(0, dtype=np.int64)]
+    soft_age: list[np.ndarray] = [np.zeros(0)]
+    email = func.coalesce(E.c.run_id + " " + E.c.message_id, "#" + cast(E.c.id, String))
+    for a in range(0, n, CHUNK):
+        stmt = (select(E.c.customer_id, age_days(dialect, as_of, func.max(at)))
+                .where(unindexed(E.c.customer_id).in_(ids[a:a + CHUNK].tolist()), t == "email_bounced_soft",
+                       at > when(as_of, SOFT_BOUNCE_DAYS), at <= when(as_of))
+                .group_by(unindexed(E.c.customer_id), email))
+        keys, (days,) = fetch_columns(conn, stmt)
+        soft_member.append(np.searchsorted(ids, keys))
+        soft_age.append(days.astype(float))
+    facts["soft"] = {"member": np.concatenate(soft_member).astype(np.int64), "age": np.concatenate(soft_age)}
+    # The last sign of delivery matters only where the mailbox bounced: those few customers' events.
+    bounced = ids[np.isin(box, np.concatenate([box[~np.isnan(facts["bounce"])], box[facts["soft"]["member"]]]))].tolist()
     for a in range(0, len(bounced), CHUNK):
         stmt = (select(E.c.customer_id, age_days(dialect, as_of, func.max(at)))
                 .where(E.c.customer_id.in_(bounced[a:a + CHUNK]), at <= when(as_of), unindexed(t).in_(DELIVERY_TYPES))

@@ -3,7 +3,8 @@
 A plan is all or nothing: the transaction opens with the first range
 decided, each range is written as it arrives while the workers decide the
 next, and the commit comes after the last range and the
-one-e-mail-per-address step (:mod:`.addresses`).
+one-e-mail-per-address and one-budget-per-mailbox steps (:mod:`.addresses`,
+:mod:`.mailbox_budget`).
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from ..campaigns import Campaign
 from ..errors import Conflict
 from ..rules import SHARED_ADDRESS
 from ..store.models import Delivery, Run
-from . import addresses
+from . import addresses, mailbox_budget
 from . import decisions as dec
+from .mailbox_budget import MailboxRooms
 from .partition import MessageSummary, PartitionResult, PlanJob
 from .pending import KEEP_STATES
+from .shared_mailbox import MailboxFacts
 
 RUNS, DELIVERIES, DEC = Run.__table__, Delivery.__table__, dec.DEC
 
@@ -41,8 +44,11 @@ def write_range(conn, run_id: str, out: PartitionResult, now: datetime) -> None:
 
 
 def one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[dec.Decisions]],
-                     send_addresses: list[list[np.ndarray | None]], summaries: list[MessageSummary], kept: dict[str, set[str]]) -> None:
-    """Customers sharing an address get each message once (:mod:`.addresses`): in memory, and in the ledger when written."""
+                    send_addresses: list[list[np.ndarray | None]], summaries: list[MessageSummary], kept: dict[str, set[str]],
+                    mailboxes: MailboxFacts | None = None, rooms: MailboxRooms | None = None) -> None:
+    """Customers sharing an address get each message once (:mod:`.addresses`), and together at most the
+    mailbox's budget (:mod:`.mailbox_budget`, given the ``mailboxes`` and the ranges' ``rooms``): in memory,
+    and in the ledger when written."""
     message_ids = [m.id for m in camp.messages]
     with ExitStack() as stack:
         reader = conn if conn is not None else stack.enter_context(engine.connect())
@@ -56,6 +62,12 @@ def one_per_address(engine, conn, camp: Campaign, run_id: str, parts: list[list[
         summaries[j].send -= n
         summaries[j].suppress += n
         summaries[j].reasons[SHARED_ADDRESS] = summaries[j].reasons.get(SHARED_ADDRESS, 0) + n
+    if mailboxes is None or rooms is None or not len(rooms.ids):
+        return
+    changes = mailbox_budget.limit(camp.messages, camp.policy.max_messages_per_run, parts, mailboxes.mailbox_of, rooms, kept)
+    if conn is not None:
+        mailbox_budget.write(conn, run_id, camp.messages, parts, changes)
+    mailbox_budget.apply(parts, summaries, changes)
 
 
 #: SQLite page cache (KiB) of the connection writing a run's decisions: the two ledger indexes'

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..feedback.events import STORE_TYPES
-from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS
+from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS, SHARED_BUDGET
 from ..rules.base import plural
 from ..rules.consent import NoConsent
 from ..rules.invalid_address import InvalidAddress
@@ -118,6 +118,12 @@ def reason_sentence(code: str, logged: dict[str, Any]) -> str:
         winner = logged.get("same_address_as")
         who = f"customer {winner}" if winner else "another customer"
         return f"{who} has the same address and gets this message in this run: one e-mail per address"
+    if code == SHARED_BUDGET:
+        room = plural(float(logged.get("budget") or 0), "e-mail")
+        winner, who = logged.get("lost_to"), logged.get("same_address_as")
+        went = f": it went to '{winner}'" + (f" under customer {who}" if who else "") if winner else ""
+        return (f"the address has room for {room} in this run, counted over every customer id with it{went}; "
+                "one budget per address")
     if code == HOLDOUT:
         share = float(logged.get("holdout_share") or 0)
         return f"held out at random ({share:.0%} of who would get it) to measure the true effect"

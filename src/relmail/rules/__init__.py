@@ -11,11 +11,13 @@ unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, 
 the opt-outs, hard bounces and complaints of the same address under another customer id. No
 campaign or message policy can turn them off.
 
-Three more reason codes come from later stages, not from rules:
+Four more reason codes come from later stages, not from rules:
 ``ARBITRATION_LOST`` (another message was worth more to this customer in this
 run, or the frequency budget left no room), ``SHARED_ADDRESS`` (another
 customer with the same address gets the message, see
-:mod:`relmail.planning.addresses`) and ``HOLDOUT`` (kept back at random to
+:mod:`relmail.planning.addresses`), ``SHARED_BUDGET`` (the run's budget of the
+address went to other messages under another customer id with it, see
+:mod:`relmail.planning.mailbox_budget`) and ``HOLDOUT`` (kept back at random to
 measure the true effect).
 """
 
@@ -85,6 +87,7 @@ HARD: frozenset[str] = frozenset(code for code, rule in RULES.items() if rule.ha
 
 ARBITRATION_LOST = "ARBITRATION_LOST"
 SHARED_ADDRESS = "SHARED_ADDRESS"
+SHARED_BUDGET = "SHARED_BUDGET"
 HOLDOUT = "HOLDOUT"
 #: Added by ``relmail send`` to a send whose e-mail failed to render for its customer (nothing was sent).
 RENDER_ERROR = "RENDER_ERROR"
@@ -94,6 +97,7 @@ REASON_CODES: dict[str, str] = {
     **{code: rule.summary for code, rule in RULES.items()},
     ARBITRATION_LOST: "another message was worth more to this customer, or the run's budget was used up",
     SHARED_ADDRESS: "another customer with the same address gets this message in this run",
+    SHARED_BUDGET: "the address's budget of this run went to other messages, under another customer id with the address",
     HOLDOUT: "held out at random to measure the true effect (would have been sent)",
     RENDER_ERROR: "the e-mail failed to render for this customer when it was sent, so nothing was sent",
 }
@@ -118,7 +122,7 @@ def _kind(rule: Rule) -> str:
 #: Reason code → its kind (a key of :data:`KINDS`).
 REASON_KINDS: dict[str, str] = {
     **{code: _kind(rule) for code, rule in RULES.items()},
-    ARBITRATION_LOST: "arbitration", SHARED_ADDRESS: "arbitration", HOLDOUT: "experiment", RENDER_ERROR: "failure",
+    ARBITRATION_LOST: "arbitration", SHARED_ADDRESS: "arbitration", SHARED_BUDGET: "arbitration", HOLDOUT: "experiment", RENDER_ERROR: "failure",
 }
 
 
@@ -147,4 +151,4 @@ def rules_for(message: Message, frame: FeatureFrame | None = None) -> list[Rule]
 
 
 __all__ = ["ARBITRATION_LOST", "HARD", "HOLDOUT", "KINDS", "REASON_CODES", "REASON_KINDS", "RULES", "Rule", "RuleFindings",
-           "SHARED_ADDRESS", "register", "rules_for"]
+           "SHARED_ADDRESS", "SHARED_BUDGET", "register", "rules_for"]

@@ -1,4 +1,9 @@
-"""HARD_BOUNCE (hard): the address bounced permanently and nothing was delivered since."""
+"""HARD_BOUNCE (hard): the address bounced permanently and nothing was delivered since.
+
+For an address several customer ids share, a delivery, open or click under any
+of them is mail reaching the mailbox: it lifts each id's own earlier bounce
+(:mod:`relmail.planning.shared_mailbox`).
+"""
 
 from __future__ import annotations
 
@@ -15,10 +20,11 @@ class HardBounce(Rule):
     code = "HARD_BOUNCE"
     hard = True
     summary = "the address bounced permanently"
-    columns = ("hard_bounced",)
+    columns = ("hard_bounced", "address_shared")
 
     def evaluate(self, frame: FeatureFrame, message: Message, policy: Policy) -> RuleFindings:
         return RuleFindings(self.is_one(self.col(frame, message, "hard_bounced")))
 
     def explain(self, logged) -> str:
-        return "the address hard-bounced, with no delivery, open or click since"
+        anywhere = " to it under any customer id with it" if logged.get("address_shared") else ""
+        return f"the address hard-bounced, with no delivery, open or click{anywhere} since"
