@@ -1,4 +1,4 @@
-"""What the HTTP-based adapters (SendGrid, Mailgun, Postmark, SES) share.
+"""What the HTTP-based adapters (SendGrid, Mailgun, Postmark, SES, Mailjet) share.
 
 :meth:`HttpAdapter.request` sends one API request over a reused
 ``requests`` session and retries 429 and 5xx answers, waiting what the
@@ -9,7 +9,8 @@ messages come back ``deferred`` until then. A request that could not even
 connect is retried (nothing was sent); a request whose answer was lost
 (read timeout, connection reset) is *not*, since none of these APIs takes
 an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
-401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
+401 and 403 stop the batch (a bad or revoked key is not a per-message fault),
+unless the answer holds one result per message (:meth:`HttpAdapter.answers_each_message`).
 A send asked to stop (:attr:`~relmail.delivery.base.Adapter.stopping`) makes
 no further request and waits for no retry.
 """
@@ -142,7 +143,7 @@ class HttpAdapter(Adapter):
                 last = RequestOutcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
             else:
                 status = response.status_code
-                if status in (401, 403):
+                if status in (401, 403) and not self.answers_each_message(response):
                     raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
                 if status != 429 and status < 500:
                     return RequestOutcome(response=response, http_status=status)
@@ -158,6 +159,17 @@ class HttpAdapter(Adapter):
             if attempt < self.max_retries and not self.stopping():
                 self.sleep(wait)
         return last
+
+    def answers_each_message(self, response: requests.Response) -> bool:
+        """Whether a 401 or 403 ``response`` holds one answer per message that the adapter reads itself.
+
+        Mailjet answers each message of a batch on its own, and a request
+        whose message was refused (403 for a From address it has not
+        validated) carries that error's status: the messages accepted
+        alongside must stay accepted, so the adapter reads every answer and
+        stops the batch itself.
+        """
+        return False
 
     def send_request(self, method: str, url: str, **kw: Any) -> requests.Response:
         """Hook for signing (SES); the default just sends."""
