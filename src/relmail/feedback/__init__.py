@@ -1,7 +1,7 @@
 """Feedback from the world back into the store: ESP events, unsubscribes, preferences.
 
 Every provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`,
-:mod:`.ses`) is a :class:`~relmail.feedback.provider.Provider` with the same
+:mod:`.ses`, :mod:`.mailjet`) is a :class:`~relmail.feedback.provider.Provider` with the same
 methods: ``verify`` (a webhook's signature), ``receive`` (a webhook POST),
 ``read_export`` (an exported file) and ``parse_event`` (one provider event).
 Reading is partial: a :class:`~relmail.feedback.provider.Batch` holds the
@@ -42,6 +42,7 @@ PROVIDERS = {
     "mailgun": "mailgun:Mailgun",
     "postmark": "postmark:Postmark",
     "ses": "ses:Ses",
+    "mailjet": "mailjet:Mailjet",
 }
 
 __all__ = [
@@ -51,7 +52,7 @@ __all__ = [
 
 
 def provider(name: str, now: Callable[[], datetime] | None = None, project: Project | None = None) -> Provider:
-    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``).
+    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``, ``mailjet``).
 
     ``now`` is the clock event times are judged plausible against (tests).
     ``project`` gives the provider its ``[delivery.<name>]`` settings: the
