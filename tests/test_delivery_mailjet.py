@@ -129,6 +129,18 @@ def test_a_refused_sender_stops_the_send_keeping_what_mailjet_accepted():
 
 
 @responses.activate
+def test_a_5xx_answer_with_an_entry_per_message_is_read_not_retried_whole():
+    def partly(request):
+        items = json.loads(request.body)["Messages"]
+        return 500, {}, json.dumps({"Messages": [success(items[0], 0), error("mj-0000", 500, "internal error", [])]})
+
+    responses.add_callback(responses.POST, URL, callback=partly)
+    results = adapter().send([message(1, raw=False), message(2, raw=False)])
+    assert [r.status for r in results] == ["accepted", "deferred"]
+    assert len(responses.calls) == 1  # a retry of the request would send the accepted one twice
+
+
+@responses.activate
 def test_401_stops_the_send_and_never_shows_the_secret(caplog):
     caplog.set_level(logging.DEBUG)
     responses.add(responses.POST, URL, status=401, json={

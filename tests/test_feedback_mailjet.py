@@ -140,7 +140,8 @@ def test_a_single_event_object_is_accepted_too(mailjet_shop):
 def test_webhook_without_or_with_wrong_credentials_writes_nothing(mailjet_shop):
     client, engine = mailjet_shop
     body = json.dumps([_event("unsub", "anna@example.com", 6)])
-    assert client.post("/webhooks/mailjet", data=body).status_code == 401
+    missing = client.post("/webhooks/mailjet", data=body)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == 'Basic realm="relmail"'
     assert client.post("/webhooks/mailjet", data=body, auth=("mailjet", "guess")).status_code == 403
     assert client.post("/webhooks/mailjet", data=body, auth=("someone", "mj-pass")).status_code == 403
     assert feedback_events(engine) == []

@@ -9,8 +9,9 @@ messages come back ``deferred`` until then. A request that could not even
 connect is retried (nothing was sent); a request whose answer was lost
 (read timeout, connection reset) is *not*, since none of these APIs takes
 an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
-401 and 403 stop the batch (a bad or revoked key is not a per-message fault),
-unless the answer holds one result per message (:meth:`HttpAdapter.answers_each_message`).
+401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
+An answer that holds one result per message (:meth:`HttpAdapter.answers_each_message`)
+is neither retried nor refused whole: the adapter reads each result.
 A send asked to stop (:attr:`~relmail.delivery.base.Adapter.stopping`) makes
 no further request and waits for no retry.
 """
@@ -143,7 +144,10 @@ class HttpAdapter(Adapter):
                 last = RequestOutcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
             else:
                 status = response.status_code
-                if status in (401, 403) and not self.answers_each_message(response):
+                if self.answers_each_message(response):
+                    # Some of its messages may be accepted: never retried whole, never refused whole.
+                    return RequestOutcome(response=response, http_status=status)
+                if status in (401, 403):
                     raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
                 if status != 429 and status < 500:
                     return RequestOutcome(response=response, http_status=status)
@@ -161,13 +165,14 @@ class HttpAdapter(Adapter):
         return last
 
     def answers_each_message(self, response: requests.Response) -> bool:
-        """Whether a 401 or 403 ``response`` holds one answer per message that the adapter reads itself.
+        """Whether ``response`` holds one answer per message, which the adapter reads whatever its status.
 
         Mailjet answers each message of a batch on its own, and a request
-        whose message was refused (403 for a From address it has not
-        validated) carries that error's status: the messages accepted
-        alongside must stay accepted, so the adapter reads every answer and
-        stops the batch itself.
+        whose message was refused carries that error's status (403 for a From
+        address it has not validated). Such an answer is handed to the
+        adapter as it is: retrying the request on a 5xx would send the
+        messages accepted alongside again, and a 401 or 403 must keep them
+        accepted; the adapter decides per message, and stops the batch itself.
         """
         return False
 

@@ -36,8 +36,11 @@ used. Where that cannot be told, nothing is guessed:
 
 Other entry errors reject their message with Mailjet's code and text
 (``mj-0013``, an invalid recipient address, as a hard bounce); an entry error
-with status 429 or 5xx defers it. 429 and 5xx for the request are retried
-as for every HTTP adapter, honouring ``Retry-After`` (:mod:`.http`).
+with status 429 or 5xx defers it. An answer with entries is read entry by
+entry whatever its HTTP status, never retried whole (that would send its
+accepted messages again: :meth:`~.http.HttpAdapter.answers_each_message`);
+a 429 or 5xx without entries is retried as for every HTTP adapter, honouring
+``Retry-After`` (:mod:`.http`).
 
 ``sandbox = true`` sets ``SandboxMode``: Mailjet validates every message
 and delivers none. ``relmail send --dry-run`` never reaches an adapter (it

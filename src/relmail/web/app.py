@@ -224,7 +224,8 @@ class RelmailApp:
             # Logged like every refusal: a provider set up without the signature or the URL's
             # credentials is refused on every event, and only the log tells the operator.
             log.warning("webhook %s refused: %s", provider_name, exc)
-            headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name == "postmark" else {}
+            # Providers that put Basic credentials in the callback URL: the challenge makes a client that waits for one send them.
+            headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name in ("postmark", "mailjet") else {}
             return _json({"error": str(exc)}, 401, headers)
         except SignatureError as exc:
             log.warning("webhook %s refused: %s", provider_name, exc)
