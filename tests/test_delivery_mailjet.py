@@ -104,7 +104,7 @@ def test_a_mixed_answer_gives_each_message_its_own_result():
     responses.add_callback(responses.POST, URL, callback=mixed)
     results = adapter().send([message(i, raw=False) for i in range(1, 6)])
     assert [r.status for r in results] == ["accepted", "rejected", "rejected", "deferred", "accepted"]
-    assert results[1].hard_bounce and "mj-0013" in results[1].reason  # an address that can never receive
+    assert results[1].hard_bounce and "mj-0013" in results[1].reason and "(To[0].Email)" in results[1].reason  # never receives
     assert not results[2].hard_bounce and "send-0003" in results[2].reason
     assert results[3].retry_at == NOW + timedelta(seconds=600)
     assert results[4].provider_id == "70368744188491004"

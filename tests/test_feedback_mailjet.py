@@ -49,7 +49,7 @@ REJECTED, DEFERRED, STOPPED = "rejected", "deferred", "stopped"
 ERRORS = {"mailjet": {
     "400 global: malformed JSON (mj-0002)": REJECTED, "401 authentication failure (mj-0015)": STOPPED,
     "400 entry: type mismatch and missing To (mj-0004, mj-0005)": REJECTED, "400 entry: no content (send-0003)": REJECTED,
-    "400 entry: forbidden header (send-0011)": REJECTED, "400 entry: invalid email address (mj-0013)": REJECTED,
+    "400 entry: forbidden header (send-0011)": STOPPED, "400 entry: invalid email address (mj-0013)": REJECTED,
     "403 entry: unauthorized sender (send-0008)": STOPPED, "403 entry: sender id not validated (send-0007)": STOPPED,
     "401 entry: API key suspended (mj-0001)": STOPPED, "429 too many requests": DEFERRED, "500 internal server error": DEFERRED,
 }}

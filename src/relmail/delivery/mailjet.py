@@ -29,8 +29,9 @@ used. Where that cannot be told, nothing is guessed:
   large) sent nothing: each message is tried again in a request of its own,
   so only a faulty one is rejected;
 - an error that refuses the account (``send-0008``, a From address Mailjet
-  has not validated; ``mj-0001``, a suspended key; any 401 or 403), for the
-  request or for one of its entries, stops the send (exit 7): the messages
+  has not validated; ``mj-0001``, a suspended key; any 401 or 403), or a
+  header every e-mail carries (``send-0011``), for the request or for one of
+  its entries, stops the send (exit 7): the messages
   Mailjet accepted in the same answer stay accepted, every other one stays
   deferred and ``relmail send`` resumes after the fix (:mod:`.esp`).
 
@@ -75,13 +76,15 @@ RESERVED = {
     "x-mj-templatelanguage", "x-mj-templateerrorreporting", "x-mj-templateerrordeliver", "x-mj-vars",
     "x-mailjet-trackopen", "x-mailjet-trackclick", "x-mj-monitoringcategory",
 }
-#: Error codes that refuse the account or the sender, not a message -> what to fix.
+#: Error codes that refuse the account, the sender or what every e-mail carries, not one message -> what to fix.
 ACCOUNT_ERRORS = {
     "send-0006": "the API key may not set a Sender header: ask Mailjet support for the permission",
     "send-0007": "the sender is not validated in Mailjet",
     "send-0008": "validate [sender] from_email (or its domain) under Sender domains & addresses in Mailjet",
     "mj-0001": "the API key is suspended: check its status under API Key Management in Mailjet",
     "mj-0015": "set the API key in the secret esp_api_key and its secret key in esp_api_secret",
+    # Every e-mail of a send has the same headers: rejecting each for good would lose the whole send.
+    "send-0011": "Mailjet does not take a header the e-mails carry (the error names it); they wait: report it to relmail",
 }
 #: The invalid-address error: the recipient's address can never receive.
 INVALID_ADDRESS = "mj-0013"
@@ -245,8 +248,11 @@ def _about_recipient(error: Mapping[str, Any]) -> bool:
 
 
 def _describe(error: Mapping[str, Any]) -> str:
+    """``Mailjet send-0003: <its message> (HTMLPart, TextPart)``: the code, the text and the fields it names."""
     code = error.get("ErrorCode") or f"HTTP {error.get('StatusCode')}"
-    return f"Mailjet {code}: {error.get('ErrorMessage') or 'no message'}"
+    related = error.get("ErrorRelatedTo")
+    fields = f" ({', '.join(map(str, related))})" if isinstance(related, list) and related else ""
+    return f"Mailjet {code}: {error.get('ErrorMessage') or 'no message'}{fields}"
 
 
 def _request_error(data: Any, text: str) -> str:
@@ -258,7 +264,7 @@ def _refusal(error: Mapping[str, Any]) -> str:
     fix = ACCOUNT_ERRORS.get(code) or (
         ACCOUNT_ERRORS["mj-0015"] if error.get("StatusCode") == 401
         else "the API key must belong to an account that may send from [sender] from_email")
-    return f"Mailjet refuses the account ({_describe(error)}): {fix}"
+    return f"Mailjet refused the request ({_describe(error)}): {fix}"
 
 
 def _message_id(entry: Mapping[str, Any], to: str) -> str | None:
