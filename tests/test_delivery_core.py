@@ -24,7 +24,7 @@ def limiter(ft: FakeTime, **kw) -> RateLimiter:
 def test_every_registered_adapter_imports_and_names_itself():
     for name in ADAPTERS:
         assert adapter_class(name).name == name
-    with pytest.raises(DeliveryError, match="known: file, mailgun, mailjet, postmark, sendgrid, ses, smtp"):
+    with pytest.raises(DeliveryError, match="known: brevo, file, mailgun, mailjet, postmark, sendgrid, ses, smtp"):
         get_adapter("pigeon")
 
 
@@ -149,6 +149,7 @@ def test_adapter_from_project_uses_relmail_toml(project):
 @pytest.mark.parametrize("name, table", [
     ("sendgrid", 'base_ulr = "http://127.0.0.1:9"'),
     ("postmark", 'message_steam = "broadcast"'),
+    ("brevo", 'concurrancy = 2'),
     ("smtp", 'host = "smtp.example"\nretry_dealy = 60'),
 ])
 def test_a_misspelt_key_of_an_adapters_table_is_refused_naming_the_one_meant(project, name, table):
@@ -178,7 +179,7 @@ def test_every_adapter_setting_the_docs_show_is_accepted():
                 if name in ADAPTERS and isinstance(table, dict):
                     check_keys(name, table)
                     seen.add(name)
-    assert {"smtp", "sendgrid", "postmark", "mailgun", "ses"} <= seen
+    assert {"smtp", "sendgrid", "postmark", "mailgun", "ses", "brevo"} <= seen
 
 
 def test_cli_adapters_list_json(project, monkeypatch):

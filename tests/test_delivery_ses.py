@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 
 import pytest
 import responses
@@ -84,11 +85,31 @@ def test_tag_names_ses_refuses_are_reported_before_sending():
 
 @given(st.text(max_size=40))
 def test_tag_values_are_encoded_reversibly_in_the_characters_ses_allows(value):
-    from relmail.delivery.ses import _TAG, decode_tag, encode_tag
+    from relmail.delivery.ses import decode_tag, encode_tag
 
     encoded = encode_tag(value)
-    assert encoded == "" or _TAG.match(encoded)
+    assert re.fullmatch("[A-Za-z0-9_-]*", encoded)
     assert decode_tag(encoded) == value
+
+
+@responses.activate
+def test_ids_longer_than_ses_allows_travel_not_at_all_and_the_event_finds_the_email_by_its_ses_id():
+    """A 64-character Hebrew customer id is 768 characters encoded: the e-mail goes without relmail's ids
+    (not refused), and SES's events of it carry the id SES answered with, which ties them to the delivery."""
+    from relmail.feedback import provider
+
+    responses.add(responses.POST, URL, json={"MessageId": "0102-long-id"})
+    long_id = "\u05dc" * 64
+    [r] = adapter().send([message(1, metadata={"relmail_customer": long_id, "relmail_run": "run-2026-W48",
+                                                "relmail_message": "ebike-launch"})])
+    assert (r.status, r.provider_id) == ("accepted", "0102-long-id")
+    tags = json.loads(responses.calls[0].request.body)["EmailTags"]
+    assert tags == [{"Name": "relmail_tag1", "Value": "weekly"}, {"Name": "relmail_tag2", "Value": "ebike-launch"}]
+    event = {"eventType": "Bounce", "mail": {"messageId": "0102-long-id", "tags": {t["Name"]: [t["Value"]] for t in tags}},
+             "bounce": {"bounceType": "Permanent", "feedbackId": "fb-1", "timestamp": "2026-11-24T09:00:00.000Z",
+                        "bouncedRecipients": [{"emailAddress": "klant1@example.org"}]}}
+    [parsed] = provider("ses").parse_event(event)
+    assert (parsed.sent_id, parsed.customer_id, parsed.run_id, parsed.message_id) == ("0102-long-id", None, None, None)
 
 
 def test_missing_region_and_credentials_are_config_errors(monkeypatch):

@@ -149,7 +149,7 @@ def test_the_command_line_says_what_became_of_the_orders(shop):
     out = invoke(shop, "orders", str(ORDERS), "--map", "magento").output
     assert "Imported 4 purchases from 8 rows (mapping magento/orders.yml)" in out
     assert "1 line(s) of orders by an address no customer has (guest checkouts): not imported" in out
-    assert "3 line(s) of cancelled or refunded orders: not purchases" in out
+    assert "3 line(s) of cancelled, refunded or unpaid orders: not purchases" in out
 
 
 def test_amounts_with_their_currency_and_status_codes_of_older_exports_read_too(shop, tmp_path):

@@ -55,7 +55,7 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
     hint = result.output.splitlines()[-2:]
     assert hint[0] == "Next: cd 'my shop' && relmail db upgrade && relmail import customers FILE --map NAME"
     # Every built-in mapping, whichever system the shop runs on, not one shop system's for all.
-    assert "(klaviyo, magento, mailchimp, shopify, woocommerce) or a mapping YAML file" in hint[1]
+    assert "(klaviyo, magento, mailchimp, prestashop, shopify, woocommerce) or a mapping YAML file" in hint[1]
     assert runner.invoke(cli, ["init", "bikes"]).output.splitlines()[-1] == "Next: cd bikes && relmail db upgrade && relmail demo"
     assert runner.invoke(cli, ["init", "x", "--blank"]).exit_code == 2  # --domain is needed
     assert runner.invoke(cli, ["init", "y", "--domain", "y.example"]).exit_code == 2  # only with --blank
@@ -66,6 +66,10 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
                                                       "Sie erhalten diese E-Mail", ">abmelden</a>", "2.499,00\xa0€"]),
     ("pl_PL", "Mein Laden: nowości tego tygodnia, Jörg", ["Dzień dobry, Jörg!", "w sklepie Mein Laden", ">wypisz się</a>",
                                                         "2499,00\xa0zł"]),
+    ("fr_FR", "Mein Laden\u00a0: les nouveautés de la semaine, Jörg", ["Bonjour Jörg,", "chez Mein Laden.", ">vous désabonner</a>",
+                                                                 "2\u202f499,00\xa0€"]),
+    ("es_ES", "Mein Laden: novedades de esta semana, Jörg", ["Hola, Jörg:", "Recibes este correo", ">date de baja</a>",
+                                                            "2499,00\xa0€"]),
     ("nl_BE", "Mein Laden: nieuw deze week, Jörg", ["Hallo Jörg,", "Je ontvangt deze e-mail", ">afmelden</a>"]),
     ("en_US", "Mein Laden: new this week, Jörg", ["Hello Jörg,", "Here is what is new at Mein Laden", ">unsubscribe</a>",
                                                   "$2,499.00"]),
@@ -98,12 +102,12 @@ def test_the_blank_newsletter_is_written_in_the_language_of_locale_and_passes_th
 
 
 def test_a_locale_relmail_has_no_newsletter_wording_for_gets_the_english_one_and_a_note_saying_so(tmp_path):
-    result = CliRunner().invoke(cli, ["init", str(tmp_path / "shop"), "--blank", "--domain", "shop.example", "--locale", "fr_FR"])
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "shop"), "--blank", "--domain", "shop.example", "--locale", "it_IT"])
     assert result.exit_code == 0, result.output
     assert "Hello {{ customer.first_name|default('there', true) }}," in (tmp_path / "shop" / "templates" / "newsletter.html").read_text()
-    assert ("Note: templates/newsletter.html is in English: relmail has its wording in ar, de, en, he, nl, pl only. Translate it: e-mails "
-            "from it say they are in 'fr' (the language of --locale fr_FR).") in result.output
-    as_json = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--blank", "--domain", "shop.example", "--locale", "fr_FR",
+    assert ("Note: templates/newsletter.html is in English: relmail has its wording in ar, de, en, es, fr, he, nl, pl only. Translate it: "
+            "e-mails from it say they are in 'it' (the language of --locale it_IT).") in result.output
+    as_json = CliRunner().invoke(cli, ["init", str(tmp_path / "other"), "--blank", "--domain", "shop.example", "--locale", "it_IT",
                                        "--json"])
     assert '"newsletter_language": "en"' in as_json.output
 

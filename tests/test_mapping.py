@@ -428,7 +428,7 @@ def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
 
 
 def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
-    assert builtin_names() == ["klaviyo", "magento", "mailchimp", "shopify", "woocommerce"]
+    assert builtin_names() == ["klaviyo", "magento", "mailchimp", "prestashop", "shopify", "woocommerce"]
     for name in ("shopify", "woocommerce"):
         for kind in ("customers", "products", "orders"):
             assert load_mapping(name, kind).kind == kind
@@ -442,7 +442,7 @@ def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_varia
     with pytest.raises(ValidationError, match="has no orders mapping"):
         load_mapping("mailchimp", "orders")
     with pytest.raises(ValidationError, match="not a mapping file and not a built-in"):
-        load_mapping("prestashop", "orders")
+        load_mapping("lightspeed", "orders")
     woo = ["Name", "Email", "Orders"]
     assert load_mapping("woocommerce", "customers", woo + ["Date registered"]).file == "woocommerce/customers-download.yml"
     assert load_mapping("woocommerce", "customers", woo + ["Sign Up"]).file == "woocommerce/customers-emailed.yml"

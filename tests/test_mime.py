@@ -5,6 +5,7 @@ from __future__ import annotations
 import binascii
 import email
 import email.policy
+import re
 from datetime import UTC, datetime
 from email.message import EmailMessage
 
@@ -99,11 +100,16 @@ def test_bad_addresses_are_a_template_error():
     assert format_address(None, "a@bücher.example") == "a@xn--bcher-kva.example"
 
 
+def breakable_spaces_once(text: str) -> str:
+    return re.sub(r"[^\S\u00a0\u202f\u2007]+", " ", text).strip()
+
+
 @settings(max_examples=150, deadline=None)
 @given(subject=st.text(min_size=1, max_size=200).filter(lambda s: s.strip()), name=st.text(max_size=80))
 def test_any_subject_and_display_name_round_trip(subject, name):
     msg = parse(build(subject=subject, to_name=name))
-    assert msg["Subject"] == " ".join(subject.split())
+    # Runs of whitespace a line may break at become one space; the no-break spaces stay ("1 234,50 €").
+    assert msg["Subject"] == breakable_spaces_once(subject)
     expected_name = " ".join(name.split())
     assert msg["To"].addresses[0].addr_spec == "jan@example.nl"
     if len(expected_name.encode()) <= 45 or (expected_name.isascii() and expected_name.isprintable() and "=?" not in expected_name):

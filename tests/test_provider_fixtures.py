@@ -1,4 +1,4 @@
-"""Every documented event and error of the four ESPs, taken from their own examples (tests/fixtures/providers).
+"""Every documented event and error of the five ESPs, taken from their own examples (tests/fixtures/providers).
 
 Each fixture file names its source (documentation page or SDK test data)
 per entry. For events: what relmail records and what it does to consent;
@@ -86,6 +86,15 @@ EVENTS = {
         # Identity notifications: no tags, so the recipient's address finds the customer when no delivery has the id.
         "Bounce, identity notification": ([HARD], None), "Complaint, identity notification": ([COMPLAINED], "*"),
     },
+    "brevo": {
+        "request": ([], None), "delivered": ([DELIVERED], None), "hard_bounce": ([HARD], None), "soft_bounce": ([SOFT], None),
+        # Brevo's own block list: the event that put the address there came on its own.
+        "blocked": ([BLOCKED], None), "spam": ([COMPLAINED], "*"), "invalid_email": ([HARD], None), "deferred": ([], None),
+        "opened": ([OPENED], None), "unique_opened": ([OPENED], None), "click": ([CLICKED], None),
+        # A privacy proxy fetched the images, not the customer.
+        "proxy_open": ([], None), "unique_proxy_open": ([], None),
+        "unsubscribed": ([UNSUBSCRIBED], "*"), "error": ([], None),
+    },
 }
 
 
@@ -163,17 +172,24 @@ ERRORS = {
         "400 MessageRejected (unverified identity)": STOPPED, "404 NotFoundException": STOPPED,
         "400 SendingPausedException": STOPPED, "429 TooManyRequestsException": DEFERRED,
     },
+    "brevo": {
+        "400 invalid_parameter": REJECTED, "400 missing_parameter": REJECTED, "401 unauthorized": STOPPED,
+        "401 unrecognised IP address": STOPPED, "402 not_enough_credits": STOPPED, "403 permission_denied": STOPPED,
+        "429 rate limited": DEFERRED, "500 internal error": DEFERRED,
+    },
 }
 URLS = {
     "sendgrid": "https://api.sendgrid.com/v3/mail/send",
     "mailgun": "https://api.mailgun.net/v3/mg.fietsenwinkel.example/messages",
     "postmark": "https://api.postmarkapp.com/email/batch",
     "ses": "https://email.eu-west-1.amazonaws.com/v2/email/outbound-emails",
+    "brevo": "https://api.brevo.com/v3/smtp/email",
 }
 CONFIG = {
     "sendgrid": {}, "postmark": {},
     "mailgun": {"domain": "mg.fietsenwinkel.example", "concurrency": 1},
     "ses": {"region": "eu-west-1", "concurrency": 1},
+    "brevo": {"concurrency": 1},
 }
 
 

@@ -34,6 +34,7 @@ DEFAULT_SECRETS = {
     "sendgrid_webhook_public_key": "RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY",
     "mailgun_webhook_key": "RELMAIL_MAILGUN_WEBHOOK_KEY",
     "postmark_webhook_password": "RELMAIL_POSTMARK_WEBHOOK_PASSWORD",
+    "brevo_webhook_token": "RELMAIL_BREVO_WEBHOOK_TOKEN",
     "mailjet_webhook_password": "RELMAIL_MAILJET_WEBHOOK_PASSWORD",
 }
 
@@ -372,7 +373,7 @@ explicit_topics = []
 
 {secrets}
 [delivery]
-# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark or ses.
+# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses, brevo or mailjet.
 adapter = "file"
 outbox = "outbox"
 """

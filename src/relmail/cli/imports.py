@@ -46,14 +46,15 @@ def import_group() -> None:
     4) and every problem is listed with file, line and field, unless
     --skip-invalid. Rows are upserted on their ids, so re-importing a file
     is safe. --map reads a shop's own export through a column mapping (the
-    built-in shopify, woocommerce, magento, mailchimp and klaviyo, or a YAML file).
+    built-in shopify, woocommerce, magento, prestashop, mailchimp and klaviyo, or a YAML file).
     """
 
 
 def _make(kind: str, summary: str, example: str) -> click.Command:
     @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
     @click.option("--map", "mapping", metavar="NAME_OR_FILE",
-                  help="Read the file through a column mapping: shopify, woocommerce, magento, mailchimp, klaviyo, or a mapping YAML file.")
+                  help="Read the file through a column mapping: shopify, woocommerce, magento, prestashop, mailchimp, klaviyo, "
+                       "or a mapping YAML file.")
     @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), help="File format (default: from the suffix or the content).")
     @click.option("--skip-invalid", is_flag=True, help="Import the good rows and write the bad ones to the rejects file.")
     @click.option("--rejects", type=click.Path(dir_okay=False), help="Rejects file for --skip-invalid (default: <name>.rejects.<format>).")
@@ -169,6 +170,7 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
 #: How the summary says each detail of an import (only the non-zero ones are shown).
 _DETAILS = {
     "consent_records": "{n:,} consent record(s) written (topic '*')",
+    "topic_consent_records": "{n:,} consent record(s) written for topics of their own (the mapping's consent.TOPIC columns)",
     "without_consent": "{n:,} customer(s) without marketing consent (no record written)",
     "withdrawn_since_last_export": "{n:,} customer(s) whose consent flag turned from yes to no since the last export: "
                                    "opted out as of now",
@@ -187,7 +189,7 @@ _DETAILS = {
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS); merge them in the source",
-    "lines_not_purchases": "{n:,} line(s) of cancelled or refunded orders: not purchases",
+    "lines_not_purchases": "{n:,} line(s) of cancelled, refunded or unpaid orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
     "lines_unknown_customer": "{n:,} line(s) of orders by an address no customer has (guest checkouts): not imported",

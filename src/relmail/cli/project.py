@@ -19,7 +19,7 @@ from ._common import echo_json, json_option
 @click.option("--domain", help="With --blank: your shop's domain; sender, reply-to, brand and unsubscribe addresses use it.")
 @click.option("--locale", default="en_GB", show_default=True,
               help="With --blank: the locale of customers without one, and the language of the example newsletter "
-              "(German, English, Dutch or Polish; English for another language).")
+              "(Arabic, German, English, Spanish, French, Hebrew, Dutch or Polish; English for another language).")
 @click.option("--timezone", default="UTC", show_default=True, help="With --blank: the shop's time zone (IANA name).")
 @click.option("--force", is_flag=True, help="Overwrite relmail.toml and the example files if they exist.")
 @json_option

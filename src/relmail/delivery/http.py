@@ -3,12 +3,14 @@
 :meth:`HttpAdapter.request` sends one API request over a reused
 ``requests`` session and retries 429 and 5xx answers, waiting what the
 provider's ``Retry-After`` says (seconds or an HTTP date; SendGrid's
-``X-RateLimit-Reset`` too) or an exponential back-off, up to ``max_retries``
-retries. A wait longer than ``max_retry_wait`` is not slept through: the
-messages come back ``deferred`` until then. A request that could not even
-connect is retried (nothing was sent); a request whose answer was lost
-(read timeout, connection reset) is *not*, since none of these APIs takes
-an idempotency key: its messages come back ``deferred`` and ``ambiguous``.
+``X-RateLimit-Reset`` epoch and Brevo's ``x-sib-ratelimit-reset`` seconds
+too) or an exponential back-off, up to ``max_retries`` retries. A wait
+longer than ``max_retry_wait`` is not slept through: the messages come back
+``deferred`` until then. A request that could not even connect is retried
+(nothing was sent); a request whose answer was lost (read timeout,
+connection reset) is *not*, unless the adapter's requests carry an
+idempotency key the provider honours (:attr:`HttpAdapter.repeatable`):
+its messages come back ``deferred`` and ``ambiguous``.
 401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
 An answer that holds one result per message (:meth:`HttpAdapter.answers_each_message`)
 is neither retried nor refused whole: the adapter reads each result.
@@ -65,6 +67,10 @@ def retry_after_seconds(response: requests.Response, now: datetime) -> float | N
     reset = response.headers.get("X-RateLimit-Reset")
     if reset and reset.strip().isdigit() and int(reset) > 1_000_000_000:
         return max(int(reset) - now.timestamp(), 0.0)
+    # Brevo's reset is the time left in the window, in seconds (not an epoch).
+    left = response.headers.get("x-sib-ratelimit-reset")
+    if left and left.strip().isdigit():
+        return float(left)
     return None
 
 
@@ -82,6 +88,9 @@ class HttpAdapter(Adapter):
     default_base_url = ""
     #: Most bytes one request may carry (documented payload limit), with headroom.
     max_request_bytes: int | None = None
+    #: True when every request carries an idempotency key the provider honours (Brevo): a request
+    #: whose answer was lost is made again, and the provider refuses the repeat if it took the first.
+    repeatable = False
 
     def __init__(self, config=None, secret=None, *, session_factory: Callable[[], requests.Session] | None = None, **kw):
         super().__init__(config, secret, **kw)
@@ -127,6 +136,8 @@ class HttpAdapter(Adapter):
         """One API call with the retry policy of the module docstring."""
         url = path if path.startswith("http") else f"{self.base_url}{path}"
         last = RequestOutcome()
+        #: A repeated request's earlier attempt lost its answer: any outcome without an answer stays ambiguous.
+        maybe_sent = False
         for attempt in range(self.max_retries + 1):
             if self.stopping():
                 # The send is stopping: a request not yet made is withheld; after an answer, it stands.
@@ -134,14 +145,18 @@ class HttpAdapter(Adapter):
             try:
                 response = self.send_request(method, url, **kw)
             except requests.RequestException as exc:
-                if not _never_sent(exc):
+                lost = not _never_sent(exc)
+                maybe_sent = maybe_sent or lost
+                if lost and not self.repeatable:
                     return RequestOutcome(
                         retry_at=self.retry_at(),
                         reason=f"{method} {url}: no answer ({exc.__class__.__name__}); the provider may have accepted it",
                         ambiguous=True,
                     )
                 wait = min(2.0**attempt, self.max_retry_wait)
-                last = RequestOutcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"cannot connect: {exc.__class__.__name__}")
+                what = "no answer" if lost else "cannot connect"
+                last = RequestOutcome(retry_at=self.clock() + timedelta(seconds=wait), reason=f"{what}: {exc.__class__.__name__}",
+                                      ambiguous=maybe_sent)
             else:
                 status = response.status_code
                 if self.answers_each_message(response):
@@ -157,6 +172,7 @@ class HttpAdapter(Adapter):
                     retry_at=self.clock() + timedelta(seconds=wait if after is not None else self.config.number("retry_delay", 600)),
                     reason=f"HTTP {status} from {self.name}: {_snippet(response)}",
                     http_status=status,
+                    ambiguous=maybe_sent,
                 )
                 if wait > self.max_retry_wait:
                     return last  # a long Retry-After: come back then instead of sleeping

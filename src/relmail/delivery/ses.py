@@ -10,7 +10,9 @@ profiles, instance roles) and ``region`` or ``AWS_REGION``. The relmail
 metadata and tags travel as ``EmailTags``. SES allows only letters, digits,
 ``_`` and ``-`` in them, so every other character (and ``_`` itself) is
 written ``_XX`` in hex: ``weekly:2026-W48`` travels as ``weekly_3A2026-W48``
-and :func:`decode_tag` (used by the SES webhook) gives it back.
+and :func:`decode_tag` (used by the SES webhook) gives it back. An
+e-mail whose ids would exceed SES's 256 characters a value carries none;
+its events find it by SES's own id of the e-mail.
 
 Errors: ``MessageRejected`` and ``BadRequestException`` reject the message;
 ``TooManyRequestsException`` (429) and 5xx are retried; account-level
@@ -34,7 +36,8 @@ from .base import Abort, OutgoingMessage, Result, accepted, deferred, rejected
 from .esp import unique_tags
 from .http import HttpAdapter, json_body
 
-_TAG = re.compile(r"^[A-Za-z0-9_-]{1,256}$")
+_TAG_MAX = 256
+_TAG = re.compile(rf"^[A-Za-z0-9_-]{{1,{_TAG_MAX}}}$")
 _PLAIN = re.compile(r"[A-Za-z0-9-]")
 
 
@@ -93,9 +96,13 @@ class SesAdapter(HttpAdapter):
 
     @staticmethod
     def tags(m: OutgoingMessage) -> list[tuple[str, str]]:
-        out = [(k, encode_tag(str(v))) for k, v in m.metadata.items()]
-        out += [(f"relmail_tag{i}", encode_tag(t)) for i, t in enumerate(unique_tags(m), 1)]
-        return out
+        ids = [(k, encode_tag(str(v))) for k, v in m.metadata.items()]
+        # SES caps a value at 256 characters, which a long customer id outside ASCII (three characters a byte)
+        # exceeds. Such an e-mail's ids travel not at all rather than stopping the send: its events find
+        # the delivery by the id SES answered with (deliveries.provider_id), as an identity notification does.
+        if any(len(v) > _TAG_MAX for _, v in ids):
+            ids = []
+        return ids + [(f"relmail_tag{i}", encode_tag(t)) for i, t in enumerate(unique_tags(m), 1)]
 
     def body(self, m: OutgoingMessage) -> dict:
         body: dict = {

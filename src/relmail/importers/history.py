@@ -18,10 +18,12 @@ recorded it (an import, a provider's unsubscribe or complaint, relmail's
 unsubscribe link or preference page): an export without dates may be an
 old one imported again, and only an opt-in dated after the opt-out may end
 it. :meth:`PreferenceHistory.write` is where that rule is kept, for every
-import that writes consent. An undated "no" where nothing is on record
-writes nothing: it means "did not opt in", which is what no record says,
-not "unsubscribed from everything" (that would also stop the service mail
-a customer gets without opting in).
+import that writes consent. An undated global "no" where nothing is on
+record writes nothing: it means "did not opt in", which is what no record
+says, not "unsubscribed from everything" (that would also stop the service
+mail a customer gets without opting in). An undated "no" for one topic (a
+shop's unticked "offers from our partners" box) is written: without it the
+global opt-in would count for that topic, against the customer's answer.
 """
 
 from __future__ import annotations
@@ -113,21 +115,24 @@ class PreferenceHistory:
         for key, (line, row) in newest.items():
             have = stored.get(key)
             opted_out = have is not None and not have[3]
-            if row["updated_at"] == UNDATED and opted_out and row["opted_in"]:
+            # A topic's unticked box on record (an undated "no" of this source): when the box is ticked since, the
+            # customer said yes to what they had only not said yes to yet. A global undated "no" stays an opt-out.
+            unticked = opted_out and key[1] != "*" and have[0] == UNDATED and have[2] == row.get("source")
+            if row["updated_at"] == UNDATED and opted_out and row["opted_in"] and not (unticked and key in changed):
                 # The one place of the rule: an opt-out on record ends only with an opt-in dated after it,
                 # so an undated yes is neither written over it nor, when the shop's flag turned yes, dated now.
                 self.superseded += 1
                 self.kept_opted_out += key in changed
                 self.undated_kept_out += 1
                 continue
-            if key in changed and not opted_out:
+            if key in changed and (not opted_out or unticked):
                 # Changed in the shop since its last export: as of now, so it wins over older dated records.
                 # (A no adds nothing to an opt-out already there, and keeps that one's date and source.)
                 row = {**row, "updated_at": self.now}
                 self.given += row["opted_in"]
                 self.withdrawn += not row["opted_in"]
             if have is None:
-                if row["updated_at"] == UNDATED and not row["opted_in"]:
+                if row["updated_at"] == UNDATED and not row["opted_in"] and row["topic"] == "*":
                     self.not_opted_in += 1
                 else:
                     out.append(row)

@@ -23,11 +23,15 @@ The format (every key but ``kind`` and ``columns`` is optional)::
       Klantnummer: id
       E-mail: email
       Aangemeld: {to: created_at, parse: time}
+      Laatste bezoek: {to: attributes.last_visit, parse: time, format: ["%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M"],
+                       blank: ["0000-00-00 00:00:00"]}   # formats tried in order; words for no time
       Nieuwsbrief: {to: consent, parse: yes_no, true: [ja], false: [nee]}
+      Partneraanbiedingen: {to: consent.partner-offers, parse: yes_no}   # one topic's consent
       Omzet: {to: attributes.revenue, parse: money, currency: EUR, decimal: ","}
       Opmerking: drop
     drop: ["Adres *"]                # more columns dropped on purpose (* and ? match)
     other_columns: attributes        # or: error (the default), drop
+    refuse: "names no customer: export ... instead"   # a family's variant for an export it cannot import
     fields:                          # derived fields and constants
       locale: nl_NL
       url: "{brand.url}/products/{Handle}"
@@ -58,13 +62,16 @@ BUILTIN_DIR = Path(__file__).parent / "mappings"
 SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at"),
                # The customer by address, for exports that name people that way (a mailing tool's activity).
                "events": ("email",)}
+#: ``consent.TOPIC`` (customers): the customer's consent for one topic, beside the global ``consent``.
+TOPIC_CONSENT = "consent."
+_TOPIC = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 #: Kinds whose unmapped columns may go into ``attributes``.
 WITH_ATTRIBUTES = ("customers", "products")
 #: Values a template may name besides columns: the project's brand.
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers")
+        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -123,6 +130,9 @@ class Mapping:
     parent_columns: tuple[str, ...] = ()
     #: Orders: skip (and count) the lines whose address no customer has, instead of refusing the file.
     skip_unknown_customers: bool = False
+    #: A variant that recognises an export it cannot import (no customer in it): why, and what to import instead.
+    refuse: str | None = None
+    description: str | None = None
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
 
@@ -188,7 +198,7 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
                               time_format=time_format)
                 for f in files]
     if len(variants) == 1 or header is None:
-        return variants[0]
+        return next((m for m in variants if not m.refuse), variants[0])
     have = set(header)
     fitting = [m for m in variants if set(m.when_header_has) <= have]
     if not fitting:
@@ -205,6 +215,9 @@ def _builtin(spec: str, kind: str, header: list[str] | None, source: str | None 
             return max(named, key=lambda m: len(m.when_header_has))
     # The most specific variant whose marker columns the file has (unsubscribed before subscribed).
     picked = max(fitting, key=lambda m: len(m.when_header_has))
+    if picked.refuse:
+        raise ValidationError(f"{source or 'the file'}: {picked.description or picked.file} cannot be imported; nothing imported",
+                              [Problem(source or spec, 1, None, " ".join(picked.refuse.split()))])
     if picked.when_file_named and base is not None:
         # Mailchimp's subscribed file has no column saying so: the non-subscribed file, and an export of a segment
         # or of all contacts, have the same columns and hold people this variant would opt in.
@@ -251,8 +264,12 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         bad("kind", f"the mapping is for {declared}, not {kind}")
     spec = _Spec(declared, file, lines, bad, _times(data.get("times"), bad), decimal, timezone, time_format)
     outputs: list[Output] = []
-    columns = data.get("columns")
-    if not isinstance(columns, dict) or not columns:
+    refuse = data.get("refuse")
+    if refuse is not None and (not isinstance(refuse, str) or not refuse.strip() or not data.get("when_header_has")):
+        bad("refuse", "refuse is the reason a variant picked by when_header_has gives for not importing the file")
+    # A refusing variant reads no column: its header markers are what it needs.
+    columns = data.get("columns", {} if refuse else None)
+    if not refuse and (not isinstance(columns, dict) or not columns):
         bad("columns", "columns must be a mapping of column names to fields")
         columns = {}
     drop = list(_strings(data.get("drop", []), "drop", bad))
@@ -331,6 +348,8 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         parent_names=parent_names,
         parent_columns=parent_columns,
         skip_unknown_customers=unknown == "skip",
+        refuse=refuse.strip() if isinstance(refuse, str) else None,
+        description=str(data["description"]) if data.get("description") else None,
         lines=lines,
     )
 
@@ -362,6 +381,13 @@ class _Spec:
             self.bad(path, "expected the name of a field (or drop)")
             return None
         if name.startswith("attributes.") and self.kind in WITH_ATTRIBUTES and len(name) > len("attributes."):
+            return name
+        if name.startswith(TOPIC_CONSENT) and "consent" in SIDE_FIELDS.get(self.kind, ()):
+            topic = name[len(TOPIC_CONSENT):]
+            if not _TOPIC.fullmatch(topic) or topic == "*":
+                self.bad(path, f"'{name}': a topic is lower-case letters, digits, '-' and '_' (consent.partner-offers); "
+                               "the global consent is 'consent'")
+                return None
             return name
         if name not in self.targets() or name == "attributes":
             extra = " or attributes.NAME" if self.kind in WITH_ATTRIBUTES else ""
@@ -440,6 +466,8 @@ class _Spec:
         name = value.get("parse")
         if name is None:
             name = {"consent": "yes_no", "consent_at": "time", "suppressed_at": "time"}.get(target or "")
+            if name is None and target and target.startswith(TOPIC_CONSENT):
+                name = "yes_no"
             if name is None and target and target.startswith("attributes."):
                 name = "scalar"
         if name is None:
@@ -471,10 +499,10 @@ class _Spec:
                     # The shop's own local time: the project's zone (relmail.toml). Without a project the
                     # times have no zone, and each one says so.
                     zone = self.timezone
-                parse_time = make_time(options.get("format"), zone, suggest=not own_format)
+                parse_time = make_time(options.get("format"), zone, suggest=not own_format, blank=options.get("blank", ()))
                 if target is not None and target.startswith("attributes."):
                     # Attributes are stored as JSON, which has no time: the ISO 8601 text, in UTC as every stored time.
-                    return lambda value: parse_time(value).isoformat()
+                    return lambda value: None if (when := parse_time(value)) is None else when.isoformat()
                 return parse_time
             return factory(**options)
         except (ValueError, TypeError) as exc:

@@ -34,7 +34,7 @@ from .addresses import customers_by_address, normal_address
 from .fields import INVALID_ADDRESS
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits, snake
-from .mapping import SIDE_FIELDS, Mapping, load_mapping
+from .mapping import SIDE_FIELDS, TOPIC_CONSENT, Mapping, load_mapping
 from .orders import OrdersWriter
 from .readers import CsvReader, Record, open_source, reader_for
 from .rejects import RejectsWriter, default_rejects_path
@@ -251,23 +251,32 @@ def _fitting(header: list[str] | None, name: str) -> str:
     return f" (the file is an export a built-in mapping reads: {' or '.join(fits)})" if fits else ""
 
 
-def consent_flag_key(mapping: Mapping | None) -> str | None:
-    """The attribute keeping a mapping's undated consent column (``Accepts Email Marketing`` -> ``accepts_email_marketing``).
+def consent_flag_keys(mapping: Mapping | None) -> dict[str, str]:
+    """Topic -> the attribute keeping a mapping's undated consent column (``Accepts Email Marketing`` -> ``accepts_email_marketing``).
 
     A yes turned no between two exports is an opt-out (see :class:`CustomersWriter`); the
     attribute is named by the column, so a copy of a built-in mapping keeps reading it.
+    The global consent (``*``) is undated unless the mapping fills ``consent_at``; a
+    topic's (``consent.partner-offers``) always is.
     """
-    if mapping is None or "consent_at" in mapping.targets:
-        return None
-    columns = [o.column for o in mapping.outputs if o.target == "consent" and o.column]
-    return snake(columns[0]) if columns else None
+    if mapping is None:
+        return {}
+    keys: dict[str, str] = {}
+    for o in mapping.outputs:
+        if not o.column:
+            continue
+        if o.target == "consent" and "consent_at" not in mapping.targets:
+            keys.setdefault("*", snake(o.column))
+        elif o.target.startswith(TOPIC_CONSENT):
+            keys.setdefault(o.target[len(TOPIC_CONSENT):], snake(o.column))
+    return keys
 
 
 def _provided(schema: Schema, header: list[str] | None, mapped: MappedReader | None) -> set[str] | None:
     """The fields the source has (a re-import updates only those), or None for every field (JSON Lines)."""
     if mapped is not None:
         targets = set(mapped.mapping.targets)
-        if schema.kind == "customers" and consent_flag_key(mapped.mapping):
+        if schema.kind == "customers" and consent_flag_keys(mapped.mapping):
             targets.add("attributes")  # where the last undated consent flag is remembered
         return targets
     if header is None:
@@ -312,10 +321,13 @@ class _Run:
         self.by_address = mapping is not None and "email" in self.side and "email" in mapping.targets
         self.references = References(conn)
         kind = self.schema.kind
+        if kind == "customers" and mapping is not None:
+            # consent.TOPIC: set apart with the global consent, for the writer.
+            self.side = self.side + tuple(o.target for o in mapping.outputs if o.target.startswith(TOPIC_CONSENT))
         if kind == "customers":
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
                                         match_email=mapping is not None and mapping.match == "email",
-                                        flag_key=consent_flag_key(mapping),
+                                        flag_keys=consent_flag_keys(mapping),
                                         dated_consent=mapping is not None and "consent_at" in mapping.targets)
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)

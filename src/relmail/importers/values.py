@@ -71,8 +71,14 @@ def remembered(parse: Parser, size: int) -> Parser:
     return cached
 
 
-def make_time(fmt: str | None, timezone: str | None, suggest: bool = False) -> Parser:
+def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool = False, blank: Any = ()) -> Parser:
     """A date-time in ``fmt`` (strftime codes; None: ISO 8601), in ``timezone`` when the value has no offset; returned in UTC.
+
+    ``fmt`` may be a list of formats, tried in order: a shop system whose
+    exports write raw database times in one place and times formatted for
+    the employee's language in another (PrestaShop: ``2026-12-07 14:03:22``
+    and ``07/12/2026 14:03:22``). ``blank``: words that stand for no time
+    (MySQL's zero date ``0000-00-00 00:00:00``); such a cell is no value.
 
     A value without an offset and a mapping without ``timezone`` is an error:
     a guessed zone shifts every comparison by hours. With ``suggest`` (the
@@ -81,16 +87,30 @@ def make_time(fmt: str | None, timezone: str | None, suggest: bool = False) -> P
     (``14-03-2026 10:12``) names the option that reads it.
     """
     zone = _zone(timezone) if timezone else None
-    shape = _ISO_SHAPES.get(fmt) if fmt else None
-    expected = f"in the format {fmt!r} (e.g. {_EXAMPLE_TIME.strftime(fmt)})" if fmt else "an ISO 8601 date-time"
+    formats = _formats(fmt)
+    blanks = frozenset(_words(blank))
+    shapes = [(f, _ISO_SHAPES.get(f) if f else None) for f in formats]
+    expected = " or ".join(f"in the format {f!r} (e.g. {_EXAMPLE_TIME.strftime(f)})" if f else "an ISO 8601 date-time"
+                           for f in formats)
 
-    def parse(value: str) -> datetime:
+    def read(text: str) -> datetime:
+        error: ValueError | None = None
+        for form, shape in shapes:
+            try:
+                if form is None or (shape is not None and shape.fullmatch(text)):
+                    return datetime.fromisoformat(text)
+                return datetime.strptime(text, form)
+            except ValueError as exc:
+                error = error or exc
+        assert error is not None
+        raise error
+
+    def parse(value: str) -> datetime | None:
         text = value.strip()
+        if text in blanks:
+            return None
         try:
-            if fmt is None or (shape is not None and shape.fullmatch(text)):
-                parsed = datetime.fromisoformat(text)
-            else:
-                parsed = datetime.strptime(text, fmt)
+            parsed = read(text)
         except ValueError as exc:
             hint = _resaved_hint(text) if suggest else ""
             raise FieldError(_time_problem(text, expected, exc) + hint) from None
@@ -109,6 +129,22 @@ def make_time(fmt: str | None, timezone: str | None, suggest: bool = False) -> P
         return parsed.astimezone(UTC)
 
     return remembered(parse, _TIME_CACHE)
+
+
+def _formats(fmt: Any) -> list[str | None]:
+    """The formats a ``time`` column is read with: one, or a list tried in order."""
+    if fmt is None or isinstance(fmt, str):
+        return [fmt]
+    if not isinstance(fmt, list) or not fmt or not all(isinstance(f, str) and f for f in fmt):
+        raise ValueError("format must be strftime codes (\"%Y-%m-%d %H:%M:%S\") or a list of them, tried in order")
+    return list(fmt)
+
+
+def _words(blank: Any) -> list[str]:
+    """The words a mapping's ``blank`` lists (that stand for an empty cell)."""
+    if isinstance(blank, str) or not all(isinstance(w, str) and w.strip() for w in blank):
+        raise ValueError("blank must be a list of the words that stand for an empty cell, e.g. [\"----\"]")
+    return [w.strip() for w in blank]
 
 
 #: The time a format is shown with in an error, so the message says what a cell should look like.
@@ -332,11 +368,9 @@ def make_text(split: str | None = None, escape: str | None = None, html: bool = 
     ``O&#039;Brien``), and is read unescaped. ``blank``: words that stand for an empty cell
     (Magento writes ``----`` for a guest's name); such a cell is no value.
     """
-    if isinstance(blank, str) or not all(isinstance(w, str) and w.strip() for w in blank):
-        raise ValueError("blank must be a list of the words that stand for an empty cell, e.g. [\"----\"]")
+    empty = frozenset(_words(blank))
     if not isinstance(html, bool):
         raise ValueError("html must be true or false")
-    empty = frozenset(w.strip() for w in blank)
     if not (split or html or empty):
         return text
 
@@ -467,7 +501,7 @@ PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
     "number": (lambda: number(), ()),
     "money": (lambda currency=None, decimal=None: make_money(currency, decimal), ("currency", "decimal")),
     "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
-    "time": (lambda format=None, timezone=None: make_time(format, timezone), ("format", "timezone")),
+    "time": (lambda format=None, timezone=None, blank=(): make_time(format, timezone, blank=blank), ("format", "timezone", "blank")),
     "list": (lambda separator=",", escape=None: make_list(separator, escape), ("separator", "escape")),
     "slug": (lambda last=None, split=None, escape=None: make_slug(last, split, escape), ("last", "split", "escape")),
     "lookup": (lambda values=None: make_lookup(values), ("values",)),

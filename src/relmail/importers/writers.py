@@ -103,14 +103,14 @@ class CustomersWriter(TableWriter):
     """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
-                 match_email: bool = False, flag_key: str | None = None, dated_consent: bool = False):
+                 match_email: bool = False, flag_keys: dict[str, str] | None = None, dated_consent: bool = False):
         super().__init__(run, conn, schema, provided)
         self.now = current_time()
         self.link = SuppressionLink(conn, origin=run.name)
         self.source = source
-        #: The attribute that remembers what the export's undated consent flag said last time
-        #: (``accepts_email_marketing``), or None: the import has no such flag.
-        self.flag_key = flag_key
+        #: Topic (``*``: the global consent) -> the attribute that remembers what the export's undated
+        #: consent flag for it said last time (``accepts_email_marketing``); empty: the import has no such flag.
+        self.flag_keys = flag_keys or {}
         #: The export dates its consent (Klaviyo's "Email Marketing Consent Timestamp"): its "no" is an opt-out
         #: (not "did not opt in", which such a source says with no value), so one whose date is blank is one as of now.
         self.dated_consent = dated_consent
@@ -226,7 +226,7 @@ class CustomersWriter(TableWriter):
                 "in the source, or leave the row out with --skip-invalid")
 
     def _undated_changes(self, rows: list[dict[str, Any]]) -> None:
-        """Mark each undated flag that changed since the last export (``_consent_changed``).
+        """Mark each undated flag that changed since the last export (the topics in ``_consent_changed``).
 
         Shopify's "Accepts Email Marketing" has no date, so a dated record of another source
         (Mailchimp's opt-in) wins over it. But a customer whose flag said yes in the last
@@ -234,38 +234,48 @@ class CustomersWriter(TableWriter):
         history writes that as of now, so it wins over every earlier opt-in, and keeps an
         opt-out on record when the flag turned yes (counted as ``kept_opted_out``). Each
         customer's last flag is kept in ``attributes`` under the column's name
-        (``accepts_email_marketing``) to see the change.
+        (``accepts_email_marketing``) to see the change; a topic's flag (PrestaShop's
+        partner offers) the same way.
         """
-        if self.flag_key is None:
-            return
-        undated = [row for row in rows if row.get("_consent") is not None and row.get("_consent_at") is None]
+        flags = [(topic, key, _flag_field(topic)) for topic, key in self.flag_keys.items()]
+        undated = [row for row in rows if any(row.get(f) is not None and (topic != "*" or row.get("_consent_at") is None)
+                                              for topic, _, f in flags)]
         if not undated:
             return
         before: dict[str, Any] = {}
         for batch in batched(sorted({row["id"] for row in undated}), LOOKUP_BATCH):
             for cid, attributes in self.conn.execute(select(C.c.id, C.c.attributes).where(C.c.id.in_(batch))):
                 if isinstance(attributes, dict):
-                    before[cid] = attributes.get(self.flag_key)
+                    before[cid] = attributes
         for row in undated:
-            said = bool(row["_consent"])
-            row["attributes"] = {**(row.get("attributes") or {}), self.flag_key: said}
-            last = before.get(row["id"])
-            row["_consent_changed"] = isinstance(last, bool) and last != said
+            last = before.get(row["id"]) or {}
+            changed = set()
+            for topic, key, f in flags:
+                if row.get(f) is None or (topic == "*" and row.get("_consent_at") is not None):
+                    continue
+                said = bool(row[f])
+                row["attributes"] = {**(row.get("attributes") or {}), key: said}
+                if isinstance(last.get(key), bool) and last[key] != said:
+                    changed.add(topic)
+            row["_consent_changed"] = changed
 
     def _consent(self, pending: list) -> None:
         rows, changed = [], set()
+        topics = ["*", *(t for t in self.flag_keys if t != "*")]
         for record, row in pending:
-            opted_in = row.get("_consent")
-            if opted_in is None:
-                continue
-            rows.append((record, {"customer_id": row["id"], "topic": "*", "opted_in": bool(opted_in), "max_per_week": None,
-                                  "updated_at": row.get("_consent_at") or UNDATED, "source": self.source}))
-            undated_no = self.dated_consent and not opted_in and row.get("_consent_at") is None
-            if row.get("_consent_changed") or undated_no:
-                changed.add((row["id"], "*"))
-            # A dated source's yes without its time (Klaviyo's SUBSCRIBED, time blank): an opt-in of unknown date,
-            # like a shop's flag, never one as of the import (that would end any opt-out dated before it).
-            self.details["undated_opt_ins"] += bool(self.dated_consent and opted_in and row.get("_consent_at") is None)
+            for topic in topics:
+                opted_in = row.get(_flag_field(topic))
+                if opted_in is None:
+                    continue
+                when = row.get("_consent_at") if topic == "*" else None
+                rows.append((record, {"customer_id": row["id"], "topic": topic, "opted_in": bool(opted_in), "max_per_week": None,
+                                      "updated_at": when or UNDATED, "source": self.source}))
+                undated_no = topic == "*" and self.dated_consent and not opted_in and when is None
+                if topic in row.get("_consent_changed", ()) or undated_no:
+                    changed.add((row["id"], topic))
+                # A dated source's yes without its time (Klaviyo's SUBSCRIBED, time blank): an opt-in of unknown date,
+                # like a shop's flag, never one as of the import (that would end any opt-out dated before it).
+                self.details["undated_opt_ins"] += bool(topic == "*" and self.dated_consent and opted_in and when is None)
         if not rows:
             return
         if self.consent is None:
@@ -280,18 +290,24 @@ class CustomersWriter(TableWriter):
                 kept.append((record.line, row))
             elif verdict is not False:
                 self.run.reject(record, [verdict])
-        before = self.consent.written
         by_line = {record.line: record for record, _ in rows}
-        for line, problem in self.consent.write(kept, changed):
-            self.run.reject(by_line[line], [problem])
-        self.details["consent_records"] += self.consent.written - before
+        # The global consent and the topics' apart, to say how many records of each were written.
+        for detail, part in (("consent_records", [k for k in kept if k[1]["topic"] == "*"]),
+                             ("topic_consent_records", [k for k in kept if k[1]["topic"] != "*"])):
+            if not part:
+                continue
+            before, without = self.consent.written, self.consent.not_opted_in
+            for line, problem in self.consent.write(part, changed):
+                self.run.reject(by_line[line], [problem])
+            self.details[detail] = self.details.get(detail, 0) + self.consent.written - before
+            if detail == "consent_records":  # customers without marketing consent: the global flag says so
+                self.details["without_consent"] += self.consent.not_opted_in - without
         # A dated export marks only its undated opt-outs as changed; an undated flag's changes are Shopify's.
         withdrawn = "undated_opt_outs" if self.dated_consent else "withdrawn_since_last_export"
         self.details.update({withdrawn: self.consent.withdrawn, "given_since_last_export": self.consent.given,
                              "kept_opted_out": self.consent.kept_opted_out})
         if self.dated_consent:
             self.details["undated_opt_ins_kept_out"] = self.consent.undated_kept_out
-        self.details["without_consent"] = self.consent.not_opted_in
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:
         wanted = [row for row in rows if row.get("_suppress")]
@@ -310,6 +326,11 @@ class CustomersWriter(TableWriter):
         if self.consent is not None:
             self.consent.close()
         super().close()
+
+
+def _flag_field(topic: str) -> str:
+    """The row field of a consent flag the import read: ``_consent`` for the global one, ``_consent.TOPIC`` for a topic's."""
+    return "_consent" if topic == "*" else f"_consent.{topic}"
 
 
 class PreferencesWriter:

@@ -23,6 +23,7 @@ import base64
 import binascii
 import hashlib
 import os
+import re
 import time
 from email.utils import formatdate
 
@@ -42,9 +43,14 @@ def message_id(run_id: str, customer_id: str, message: str, domain: str) -> str:
     return f"<{digest}.relmail@{domain}>"
 
 
-def _one_line(value: str) -> str:
-    """Header values never carry line breaks (header injection); runs of whitespace become one space."""
-    return " ".join(value.split())
+#: Breakable whitespace: every kind but the no-break spaces, which French writes before a colon and the money
+#: filter between an amount's digit groups and before its currency ("1 234,50 €" stays on one line).
+_BREAKABLE = re.compile(r"[^\S\u00a0\u202f\u2007]+")
+
+
+def one_line(value: str) -> str:
+    """Header values never carry line breaks (header injection); runs of breakable whitespace become one space."""
+    return _BREAKABLE.sub(" ", value).strip()
 
 
 def encoded_words(value: str) -> str:
@@ -80,7 +86,7 @@ def _fold(name: str, value: str) -> str:
 
 def header_text(name: str, value: str) -> str:
     """One unstructured header (Subject ...): plain when ASCII, RFC 2047 otherwise."""
-    value = _one_line(value)
+    value = one_line(value)
     # A word too long to fold onto a line of RFC 5322's 998 octets is split into encoded words instead.
     if value.isascii() and value.isprintable() and "=?" not in value and max(map(len, value.split(" "))) <= _MAX_WORD:
         return _fold(name, value)
@@ -122,7 +128,7 @@ def _ascii_address(email: str, shown: str | None = None) -> str:
 def format_address(name: str | None, email: str, shown: str | None = None) -> str:
     """``Name <addr>`` with the name quoted or RFC 2047-encoded as it needs; an error names the address as ``shown``."""
     addr = _ascii_address(email, shown)
-    name = _one_line(name or "")
+    name = " ".join((name or "").split())  # a display name: any whitespace run is one space
     if not name:
         return addr
     if not name.isascii() or not name.isprintable() or "=?" in name:

@@ -19,7 +19,7 @@ from .bounds import LOCATE_SECONDS, LimitExceeded, collect, render_bounded, run_
 from .catalog import catalog_variables, has_localized, localized
 from .compiler import CompiledMessage, Compiler, cached_languages
 from .inputs import CustomerContext, MessageSpec
-from .mime import message_id
+from .mime import message_id, one_line
 from .optional import named, optional
 from .results import RenderedEmail, RenderError, RenderResult
 from .text import tidy
@@ -81,7 +81,7 @@ class Renderer(Compiler):
             html, subject, text = run_bounded(self.limits, self._render_parts, compiled, variables)
         except Exception as exc:  # any failure inside a template is this customer's render error
             raise self._render_error(compiled, ctx, variables, exc) from None
-        subject = " ".join(subject.split())
+        subject = one_line(subject)  # a subject's template lines and indentation: one line
         rfc_id = message_id(spec.run_id, ctx.id, spec.id, self.settings.sender.domain)
         personal = [("X-Relmail-Customer", ctx.id)]
         try:

@@ -15,7 +15,7 @@ Routes:
 - the links of a preview or a proof (``relmail preview``, ``relmail send
   --test-to``) show the same pages but change nothing: whoever tests them is
   not the customer whose data the e-mail shows;
-- ``POST /webhooks/<provider>`` (and ``/webhooks/postmark/<secret>``): ESP events;
+- ``POST /webhooks/<provider>`` (and ``/webhooks/<provider>/<secret>`` for postmark, brevo and mailjet): ESP events;
 - ``GET /healthz``.
 
 Pages are in the customer's language, branded and overridable
@@ -40,7 +40,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import tokens
 from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
-from ..feedback import PROVIDERS, ingest, provider
+from ..feedback import PROVIDERS, URL_CREDENTIALS, ingest, provider
 from ..feedback.apply import ALL_TOPICS
 from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
 from ..feedback.webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
@@ -208,7 +208,7 @@ class RelmailApp:
     # -- webhooks ---------------------------------------------------------
 
     def on_webhook(self, request: Request, provider_name: str, secret: str | None = None) -> Response:
-        if provider_name not in PROVIDERS or (secret is not None and provider_name != "postmark"):
+        if provider_name not in PROVIDERS or (secret is not None and provider_name not in URL_CREDENTIALS):
             raise NotFound()
         auth = request.authorization
         hook = WebhookRequest(
@@ -224,8 +224,7 @@ class RelmailApp:
             # Logged like every refusal: a provider set up without the signature or the URL's
             # credentials is refused on every event, and only the log tells the operator.
             log.warning("webhook %s refused: %s", provider_name, exc)
-            # Providers that put Basic credentials in the callback URL: the challenge makes a client that waits for one send them.
-            headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name in ("postmark", "mailjet") else {}
+            headers = {"WWW-Authenticate": 'Basic realm="relmail"'} if provider_name in URL_CREDENTIALS else {}
             return _json({"error": str(exc)}, 401, headers)
         except SignatureError as exc:
             log.warning("webhook %s refused: %s", provider_name, exc)
