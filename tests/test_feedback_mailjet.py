@@ -144,7 +144,10 @@ def test_webhook_without_or_with_wrong_credentials_writes_nothing(mailjet_shop):
     assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == 'Basic realm="relmail"'
     assert client.post("/webhooks/mailjet", data=body, auth=("mailjet", "guess")).status_code == 403
     assert client.post("/webhooks/mailjet", data=body, auth=("someone", "mj-pass")).status_code == 403
+    assert client.post("/webhooks/mailjet/guess", data=body).status_code == 403
     assert feedback_events(engine) == []
+    # Where a URL cannot carry credentials, the password as its last segment does.
+    assert client.post("/webhooks/mailjet/mj-pass", data=body).json["applied"] == {"unsubscribed": 1}
 
 
 def test_feedback_import_reads_a_saved_webhook_body(mailjet_shop, project, tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ callback URL (``https://mailjet:password@host/webhooks/mailjet``), which it
 sends as HTTP Basic auth. relmail checks them as for Postmark
 (:func:`~relmail.feedback.webhook.check_basic_auth`): the password is the
 secret ``mailjet_webhook_password``, the user name ``[feedback.mailjet]
-username`` (default ``mailjet``).
+username`` (default ``mailjet``). Where the URL cannot carry credentials, the
+password may be its last path segment (``/webhooks/mailjet/<password>``).
 
 A POST holds one event object, or, with event grouping (the callback URL's
 ``Version`` 2), a JSON array of the events of the last second, kinds mixed.
