@@ -28,12 +28,14 @@ DEFAULT_SECRETS = {
     "signing_key": "RELMAIL_SIGNING_KEY",
     "smtp_password": "RELMAIL_SMTP_PASSWORD",
     "esp_api_key": "RELMAIL_ESP_API_KEY",
+    "esp_api_secret": "RELMAIL_ESP_API_SECRET",
     "webhook_key": "RELMAIL_WEBHOOK_KEY",
     "dkim_private_key": "RELMAIL_DKIM_PRIVATE_KEY",
     "sendgrid_webhook_public_key": "RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY",
     "mailgun_webhook_key": "RELMAIL_MAILGUN_WEBHOOK_KEY",
     "postmark_webhook_password": "RELMAIL_POSTMARK_WEBHOOK_PASSWORD",
     "brevo_webhook_token": "RELMAIL_BREVO_WEBHOOK_TOKEN",
+    "mailjet_webhook_password": "RELMAIL_MAILJET_WEBHOOK_PASSWORD",
 }
 
 
@@ -371,7 +373,7 @@ explicit_topics = []
 
 {secrets}
 [delivery]
-# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses or brevo.
+# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses, brevo or mailjet.
 adapter = "file"
 outbox = "outbox"
 """

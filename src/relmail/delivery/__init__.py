@@ -31,6 +31,7 @@ ADAPTERS: dict[str, str] = {
     "postmark": "relmail.delivery.postmark:PostmarkAdapter",
     "ses": "relmail.delivery.ses:SesAdapter",
     "brevo": "relmail.delivery.brevo:BrevoAdapter",
+    "mailjet": "relmail.delivery.mailjet:MailjetAdapter",
     "file": "relmail.delivery.file:FileAdapter",
 }
 

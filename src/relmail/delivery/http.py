@@ -1,4 +1,4 @@
-"""What the HTTP-based adapters (SendGrid, Mailgun, Postmark, SES) share.
+"""What the HTTP-based adapters (SendGrid, Mailgun, Postmark, SES, Mailjet) share.
 
 :meth:`HttpAdapter.request` sends one API request over a reused
 ``requests`` session and retries 429 and 5xx answers, waiting what the
@@ -12,6 +12,8 @@ connection reset) is *not*, unless the adapter's requests carry an
 idempotency key the provider honours (:attr:`HttpAdapter.repeatable`):
 its messages come back ``deferred`` and ``ambiguous``.
 401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
+An answer that holds one result per message (:meth:`HttpAdapter.answers_each_message`)
+is neither retried nor refused whole: the adapter reads each result.
 A send asked to stop (:attr:`~relmail.delivery.base.Adapter.stopping`) makes
 no further request and waits for no retry.
 """
@@ -157,6 +159,9 @@ class HttpAdapter(Adapter):
                                       ambiguous=maybe_sent)
             else:
                 status = response.status_code
+                if self.answers_each_message(response):
+                    # Some of its messages may be accepted: never retried whole, never refused whole.
+                    return RequestOutcome(response=response, http_status=status)
                 if status in (401, 403):
                     raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
                 if status != 429 and status < 500:
@@ -174,6 +179,18 @@ class HttpAdapter(Adapter):
             if attempt < self.max_retries and not self.stopping():
                 self.sleep(wait)
         return last
+
+    def answers_each_message(self, response: requests.Response) -> bool:
+        """Whether ``response`` holds one answer per message, which the adapter reads whatever its status.
+
+        Mailjet answers each message of a batch on its own, and a request
+        whose message was refused carries that error's status (403 for a From
+        address it has not validated). Such an answer is handed to the
+        adapter as it is: retrying the request on a 5xx would send the
+        messages accepted alongside again, and a 401 or 403 must keep them
+        accepted; the adapter decides per message, and stops the batch itself.
+        """
+        return False
 
     def send_request(self, method: str, url: str, **kw: Any) -> requests.Response:
         """Hook for signing (SES); the default just sends."""

@@ -3,7 +3,7 @@
 A Dask worker on another machine has the relmail package and nothing else.
 :func:`ship` packs what the send path reads from the submitter's machine —
 the settings, every file under ``templates/`` and the secrets that rendering
-and delivery use (signing key, SMTP password, ESP API key, DKIM key) — into
+and delivery use (signing key, SMTP password, ESP API key and secret, DKIM key) — into
 a :class:`ShippedProject` that pickles with the task. On the worker its
 templates are written once per process into a temporary folder.
 
@@ -26,7 +26,7 @@ from ..errors import ConfigError
 from ..project import Project
 
 #: The secrets the send path reads (renderer and delivery adapters).
-SENDING_SECRETS = ("signing_key", "smtp_password", "esp_api_key", "dkim_private_key")
+SENDING_SECRETS = ("signing_key", "smtp_password", "esp_api_key", "esp_api_secret", "dkim_private_key")
 
 _folders: dict[str, Path] = {}
 _guard = threading.Lock()

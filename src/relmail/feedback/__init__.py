@@ -1,7 +1,7 @@
 """Feedback from the world back into the store: ESP events, unsubscribes, preferences.
 
 Every provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`,
-:mod:`.ses`, :mod:`.brevo`) is a :class:`~relmail.feedback.provider.Provider` with the same
+:mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`) is a :class:`~relmail.feedback.provider.Provider` with the same
 methods: ``verify`` (a webhook's signature), ``receive`` (a webhook POST),
 ``read_export`` (an exported file) and ``parse_event`` (one provider event).
 Reading is partial: a :class:`~relmail.feedback.provider.Batch` holds the
@@ -43,11 +43,12 @@ PROVIDERS = {
     "postmark": "postmark:Postmark",
     "ses": "ses:Ses",
     "brevo": "brevo:Brevo",
+    "mailjet": "mailjet:Mailjet",
 }
 
 #: Providers whose webhook credentials may travel in the URL: HTTP Basic (``https://user:secret@host/...``),
 #: or the secret as the last path segment (``/webhooks/<provider>/<secret>``).
-URL_CREDENTIALS = ("postmark", "brevo")
+URL_CREDENTIALS = ("postmark", "brevo", "mailjet")
 
 __all__ = [
     "PROVIDERS", "TYPES", "URL_CREDENTIALS", "ApplyResult", "Batch", "BounceResult", "FeedbackEvent", "Provider", "ResubscribeResult",
@@ -56,7 +57,7 @@ __all__ = [
 
 
 def provider(name: str, now: Callable[[], datetime] | None = None, project: Project | None = None) -> Provider:
-    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``, ``brevo``).
+    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``, ``brevo``, ``mailjet``).
 
     ``now`` is the clock event times are judged plausible against (tests).
     ``project`` gives the provider its ``[delivery.<name>]`` settings: the

@@ -28,17 +28,15 @@ Bounces / Opens / Clicks API (``{"TotalCount": n, "Bounces": [...]}``).
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Mapping
 from typing import Any
 
 from ..delivery.postmark import Streams
-from ..errors import SignatureError
 from .blocks import soft_or_blocked
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, obj, parse_json_body, text
-from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from .webhook import WebhookConfig, WebhookRequest, check_basic_auth
 
 SECRET = "postmark_webhook_password"
 DEFAULT_USERNAME = "postmark"
@@ -96,20 +94,9 @@ class Postmark(Provider):
     wrappers = tuple(_WRAPPERS)
 
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
-        """Raise :class:`SignatureError` unless the request carries the configured credentials."""
-        password = config.secret(SECRET)
-        username = str(config.provider_settings(self.name).get("username", DEFAULT_USERNAME))
-        if request.auth is not None:
-            user_ok = hmac.compare_digest(request.auth[0].encode(), username.encode())
-            pass_ok = hmac.compare_digest(request.auth[1].encode(), password.encode())
-            if user_ok and pass_ok:
-                return None
-            raise SignatureError("postmark: wrong webhook credentials")
-        if request.path_secret is not None:
-            if hmac.compare_digest(request.path_secret.encode(), password.encode()):
-                return None
-            raise SignatureError("postmark: wrong webhook credentials")
-        raise MissingCredentials("postmark: no credentials (use https://user:password@host/webhooks/postmark)")
+        """Raise :class:`~relmail.errors.SignatureError` unless the request carries the configured credentials."""
+        check_basic_auth(request, config, self.name, SECRET, DEFAULT_USERNAME)
+        return None
 
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
         return [Record(0, parse_json_body(request.body, "postmark webhook"))]

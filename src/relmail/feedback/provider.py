@@ -1,6 +1,6 @@
 """One interface for every ESP's feedback: verify, read, parse (django-anymail style).
 
-A provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`, :mod:`.ses`, :mod:`.brevo`)
+A provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`, :mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`)
 is a :class:`Provider` subclass that fills in three hooks:
 
 - :meth:`Provider.verify`: check a webhook POST's signature or credentials

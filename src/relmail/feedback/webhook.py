@@ -6,6 +6,7 @@ from another framework) with plain values.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -130,3 +131,31 @@ class WebhookConfig:
         age = abs((self.now() - signed_at).total_seconds())
         if age > self.max_age:
             raise SignatureError(f"{provider}: signed timestamp is {int(age)} s away from now (limit {self.max_age} s)")
+
+
+def check_basic_auth(request: WebhookRequest, config: WebhookConfig, provider: str, secret: str, username: str) -> None:
+    """Raise unless ``request`` carries the webhook's credentials: HTTP Basic, or the password as the URL's last segment.
+
+    For providers that do not sign their webhooks and put credentials in the
+    callback URL instead (``https://user:password@host/webhooks/<provider>``),
+    which they send as HTTP Basic auth. The password is the project secret
+    ``secret``, the user name ``[feedback.<provider>] username`` (default
+    ``username``); both are compared in constant time, as bytes
+    (``compare_digest`` refuses a ``str`` with a character outside ASCII,
+    which anyone can send). No credentials at all is
+    :class:`MissingCredentials` (answered 401), wrong ones a
+    :class:`~relmail.errors.SignatureError` (403).
+    """
+    password = config.secret(secret)
+    user = str(config.provider_settings(provider).get("username", username))
+    if request.auth is not None:
+        user_ok = hmac.compare_digest(request.auth[0].encode(), user.encode())
+        pass_ok = hmac.compare_digest(request.auth[1].encode(), password.encode())
+        if user_ok and pass_ok:
+            return
+        raise SignatureError(f"{provider}: wrong webhook credentials")
+    if request.path_secret is not None:
+        if hmac.compare_digest(request.path_secret.encode(), password.encode()):
+            return
+        raise SignatureError(f"{provider}: wrong webhook credentials")
+    raise MissingCredentials(f"{provider}: no credentials (use https://user:password@host/webhooks/{provider})")

@@ -15,7 +15,7 @@ Routes:
 - the links of a preview or a proof (``relmail preview``, ``relmail send
   --test-to``) show the same pages but change nothing: whoever tests them is
   not the customer whose data the e-mail shows;
-- ``POST /webhooks/<provider>`` (and ``/webhooks/postmark/<secret>``, ``/webhooks/brevo/<secret>``): ESP events;
+- ``POST /webhooks/<provider>`` (and ``/webhooks/<provider>/<secret>`` for postmark, brevo and mailjet): ESP events;
 - ``GET /healthz``.
 
 Pages are in the customer's language, branded and overridable

@@ -1,0 +1,118 @@
+"""``relmail send`` through the Mailjet adapter (``responses`` at the HTTP boundary), and its events tied back."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import timedelta
+
+import pytest
+import responses
+from click.testing import CliRunner
+from sqlalchemy import select
+from tests.sendkit import AS_OF, RUN, WINDOW, build, ledger_pairs
+
+from relmail.cli import cli
+from relmail.feedback import ingest, provider
+from relmail.feedback.records import Record
+from relmail.store.models import Delivery, Event
+
+URL = "https://api.mailjet.com/v3.1/send"
+SECRET = "mj-secret-key-e2e"
+
+
+@pytest.fixture
+def mailjet_project(project, monkeypatch):
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", "mj-api-key-e2e")
+    monkeypatch.setenv("RELMAIL_ESP_API_SECRET", SECRET)
+    engine = build(project, customers=120)
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "mailjet"')
+                    + '\n[delivery.mailjet]\ntrack_clicks = "disabled"\n')
+    return project, engine
+
+
+def _answer(request):
+    """Mailjet's answer: every message accepted with its own MessageID, except one invalid address."""
+    items = json.loads(request.body)["Messages"]
+    entries = []
+    for item in items:
+        number = int(item["CustomID"][1:])
+        if number == 7:
+            entries.append({"Status": "error", "Errors": [{"ErrorIdentifier": "x", "ErrorCode": "mj-0013", "StatusCode": 400,
+                                                          "ErrorMessage": "invalid email address", "ErrorRelatedTo": ["To[0].Email"]}]})
+        else:
+            entries.append({"Status": "success", "CustomID": item["CustomID"], "To": [
+                {"Email": item["To"][0]["Email"], "MessageUUID": f"u-{number}", "MessageID": 9_000_000_000 + number,
+                 "MessageHref": f"https://api.mailjet.com/v3/REST/message/{9_000_000_000 + number}"}]})
+    status = 400 if any(e["Status"] == "error" for e in entries) else 200
+    return status, {}, json.dumps({"Messages": entries})
+
+
+def _send(project):
+    return CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--json"])
+
+
+@responses.activate
+def test_relmail_send_through_mailjet_hands_each_email_over_once_and_ties_its_events_back(mailjet_project):
+    project, engine = mailjet_project
+    responses.add_callback(responses.POST, URL, callback=_answer)
+    out = _send(project)
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    bodies = [json.loads(c.request.body) for c in responses.calls]
+    items = [i for b in bodies for i in b["Messages"]]
+    assert all(len(b["Messages"]) <= 50 for b in bodies) and len(bodies) >= 2
+    keys = [i["CustomID"] for i in items]
+    assert len(keys) == len(set(keys)) == summary["done"]["accepted"] + summary["done"]["rejected"]
+    for item in items:
+        assert item["Headers"]["List-Unsubscribe"].startswith("<https://fietsenwinkel.example/relmail/unsubscribe/")
+        assert item["Headers"]["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        assert item["Headers"]["Message-ID"].startswith("<") and item["TrackClicks"] == "disabled"
+        assert json.loads(item["EventPayload"])["relmail_run"] == RUN
+    assert summary["done"]["rejected"] == 1  # d7's address, as Mailjet answered for it alone
+
+    sends, accepted, sent = ledger_pairs(engine)
+    assert len(accepted) == len(sends) - 1 and accepted == sent
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(D.c.id, D.c.customer_id, D.c.message_id, D.c.provider_id, D.c.status)).all()
+    assert {r.provider_id for r in rows if r.status == "accepted"} == {str(9_000_000_000 + r.id) for r in rows if r.status == "accepted"}
+
+    # A re-run hands nothing over again.
+    calls = len(responses.calls)
+    assert _send(project).exit_code == 0 and len(responses.calls) == calls
+
+    # A bounce that carries only Mailjet's MessageID (no payload) finds its delivery, and so its run and message.
+    target = next(r for r in rows if r.status == "accepted")
+    event = {"event": "bounce", "time": int((AS_OF + timedelta(hours=2)).timestamp()), "MessageID": 9_000_000_000 + target.id, "email": "someone@else.example",
+             "CustomID": f"d{target.id}", "Payload": "", "hard_bounce": True, "blocked": True,
+             "error_related_to": "recipient", "error": "user unknown"}
+    batch = provider("mailjet", now=lambda: AS_OF + timedelta(days=1)).parse_records([Record(0, event)], "webhook")
+    assert not batch.invalid, batch.invalid
+    result = ingest(engine, batch)
+    assert result.applied == {"bounced_hard": 1}
+    E = Event.__table__
+    with engine.connect() as conn:
+        stored = conn.execute(select(E.c.customer_id, E.c.run_id, E.c.message_id).where(E.c.event_id.like("mailjet:%"))).one()
+    assert tuple(stored) == (target.customer_id, RUN, target.message_id)
+
+
+@responses.activate
+def test_a_refused_key_stops_relmail_send_with_exit_7_and_never_prints_the_secret(mailjet_project):
+    project, engine = mailjet_project
+    responses.add(responses.POST, URL, status=401, json={"ErrorIdentifier": "x", "ErrorCode": "mj-0015", "StatusCode": 401,
+                                                         "ErrorMessage": "API key authentication/authorization failure."})
+    out = _send(project)
+    assert out.exit_code == 7, out.output
+    assert "esp_api_secret" in out.output and SECRET not in out.output
+    assert len(responses.calls) == 1
+    _, accepted, _ = ledger_pairs(engine)
+    assert accepted == []  # every e-mail waits for the fix; the next 'relmail send' resumes
+    responses.reset()
+    responses.add_callback(responses.POST, URL, callback=_answer)
+    time.sleep(1.1)  # the ledger never retries within the second of the answer
+    again = _send(project)
+    assert again.exit_code == 0, again.output
+    sends, accepted, _ = ledger_pairs(engine)
+    assert len(accepted) == len(sends) - 1
