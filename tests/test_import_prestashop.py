@@ -8,7 +8,9 @@ date for a customer who never visited), the SQL Manager's CSV of the
 queries the docs give (customers with their language, the order lines
 naming their customer by id, the newsletter's guests), the newsletter
 module's own export (``implode(';')``, guests as ``N2``), and the Orders >
-Export grid, which names a customer only as "F. Dupont" and is refused. The
+Export grid, which names a customer only as "F. Dupont" and is refused, the
+product catalogue (the SQL query's one row per reference an order line
+carries, and Catalog > Products > Export from a back office in French). The
 project's time zone is the shop's (Europe/Paris). Each test that stores
 runs on SQLite and PostgreSQL.
 """
@@ -34,13 +36,15 @@ from relmail.importers.fields import FieldError
 from relmail.importers.mapping import load_mapping, parse_mapping
 from relmail.importers.values import make_money, make_time
 from relmail.store.db import connect
-from relmail.store.models import Customer, Event, Preference
+from relmail.store.models import Customer, Event, Preference, Product
 
 PRESTASHOP = Path(__file__).resolve().parent.parent / "examples" / "prestashop"
 GRID = PRESTASHOP / "customer_2026-12-07_101500.csv"
 CUSTOMERS, ORDERS, GUESTS = (PRESTASHOP / f"request_sql_{n}.csv" for n in (1, 2, 3))
 MODULE = PRESTASHOP / "export_1804289383.csv"
 ORDER_GRID = PRESTASHOP / "order_2026-12-07_101700.csv"
+PRODUCTS = PRESTASHOP / "request_sql_4.csv"
+PRODUCT_GRID = PRESTASHOP / "product_2026-12-07_101600.csv"
 PARIS = ZoneInfo("Europe/Paris")
 NNBSP, NBSP = "\u202f", "\u00a0"
 
@@ -385,3 +389,119 @@ def test_the_first_week_imports_plans_and_sends_each_customer_the_e_mail_in_thei
         "hugo.martin@mail.example": french, "amelie.dubois@mail.example": french, "paul.girard@mail.example": french,
         "lucia.garcia@correo.example": spanish, "javier.fernandez@correo.example": spanish,
         "carlos.nunez@correo.example": spanish, "ines.moreno@correo.example": spanish}
+
+
+SHOP_URL = "https://fietsenwinkel.example"  # the project's [brand] url
+
+
+def catalogue(project) -> dict[str, tuple]:
+    return {r["id"]: (r["name"], r["category"], r["price"], r["url"], r["image_url"], r["attributes"])
+            for r in rows(project, Product)}
+
+
+def test_the_products_query_gives_one_product_per_reference_an_order_line_carries(shop):
+    done = run(shop, "products", str(PRODUCTS), "--map", "prestashop")
+    assert (done["mapping"], done["rows_read"], done["rows_imported"]) == ("prestashop/products.yml", 7, 7)
+    url = SHOP_URL + "/index.php?controller=product&id_product={}&id_product_attribute={}"
+
+    def attributes(product, combination, quantity, active, name_es):
+        return {"prestashop_id_product": product, "prestashop_id_product_attribute": combination,
+                "prestashop_quantity": quantity, "prestashop_active": active, "name_es": name_es}
+
+    assert catalogue(shop) == {
+        # Each combination with a reference of its own is a product: its order lines carry that reference.
+        "FOU-SOIE-ROUGE": ("Foulard en soie", "foulards", 89.9, url.format(1, 3), f"{SHOP_URL}/4-large_default/foulard-en-soie.jpg",
+                           attributes("1", "3", 12, True, "Fular de seda")),
+        "FOU-SOIE-BLEU": ("Foulard en soie", "foulards", 89.9, url.format(1, 4), f"{SHOP_URL}/4-large_default/foulard-en-soie.jpg",
+                          attributes("1", "4", 0, True, "Fular de seda")),
+        "CARRE-90-BLEU": ("Carré de soie 90 x 90", "carres-de-soie", 149.0, url.format(2, 7),
+                          f"{SHOP_URL}/9-large_default/carre-de-soie-90-x-90.jpg",
+                          attributes("2", "7", 5, True, "Pañuelo de seda 90 x 90")),
+        "CARRE-90-OR": ("Carré de soie 90 x 90", "carres-de-soie", 159.0, url.format(2, 8),
+                        f"{SHOP_URL}/9-large_default/carre-de-soie-90-x-90.jpg",
+                        attributes("2", "8", 3, True, "Pañuelo de seda 90 x 90")),
+        "POCHETTE-SOIE": ("Pochette en soie", "accessoires", 65.5, url.format(3, 0),
+                          f"{SHOP_URL}/11-large_default/pochette-en-soie.jpg",
+                          attributes("3", "0", 20, True, "Pañuelo de bolsillo de seda")),
+        "ETOLE-LIN": ("Étole en lin", "etoles", 120.0, url.format(4, 0), f"{SHOP_URL}/12-large_default/etole-en-lin.jpg",
+                      attributes("4", "0", 0, False, "Estola de lino")),
+        # No cover image: no half-made image address.
+        "ECHARPE-CACHEMIRE": ("Écharpe en cachemire", "echarpes", 1180.0, url.format(6, 0), None,
+                              attributes("6", "0", 2, True, "Bufanda de cachemir")),
+    }
+
+
+def test_purchases_link_to_the_catalogue_and_a_message_featuring_a_product_skips_who_bought_it(shop):
+    """The references of the products query are those of the orders query: every purchase is of a known product, and a
+    promotion of the blue silk square is not sent to Hugo, who bought one, while Lucía, who did not, may get it."""
+    run(shop, "customers", str(CUSTOMERS), "--map", "prestashop")
+    run(shop, "products", str(PRODUCTS), "--map", "prestashop")
+    orders = run(shop, "orders", str(ORDERS), "--map", "prestashop")
+    assert orders["rows_imported"] == 5
+    assert orders["details"].get("lines_unknown_product", 0) == 0
+    (shop.root / "campaigns" / "carres.yml").write_text(
+        "title: Carrés\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"
+        "  - {id: carre-bleu, template: carre, topic: newsletter, segments: [everyone], products: [CARRE-90-BLEU],"
+        " offer: promotion, value: 5}\n")
+    (shop.root / "segments" / "everyone.yml").write_text("name: everyone\ndescription: Every customer\n")
+    (shop.root / "templates" / "carre.html").write_text(
+        "<html><head><title>{% block subject %}{{ featured.name }}{% endblock %}</title></head><body>"
+        "<a href=\"{{ links.unsubscribe }}\">x</a></body></html>")
+
+    def relmail(*args: str) -> str:
+        result = CliRunner().invoke(cli, ["--project", str(shop.root), *args])
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    relmail("plan", "carres", "--window", "this-week")
+    assert "OWNS_PRODUCT: already owns CARRE-90-BLEU" in relmail("why", "6")  # Hugo: order 30
+    assert "OWNS_PRODUCT: already owns CARRE-90-BLEU" in relmail("why", "2")  # Carlos: order 26 (27 is unpaid)
+    lucia = relmail("why", "7")  # she bought the red scarf, not the square
+    assert "carre-bleu: SEND" in lucia and "OWNS_PRODUCT" not in lucia
+
+
+def test_the_catalogue_grid_of_a_back_office_in_french_reads_its_prices_and_skips_products_without_a_reference(shop):
+    done = run(shop, "products", str(PRODUCT_GRID), "--map", "prestashop")
+    assert (done["mapping"], done["rows_read"], done["rows_imported"]) == ("prestashop/products-grid-fr.yml", 6, 5)
+    assert done["skipped"] == {"products without a reference": 1}  # the gift card
+    image = "https://soierie-bellecour.example/{}.jpg"
+    assert catalogue(shop) == {
+        # "1 180,00 €": a narrow no-break space between the groups, a no-break space before the euro sign.
+        "ECHARPE-CACHEMIRE": ("Écharpe en cachemire", "echarpes", 1180.0, None, None,
+                              {"prestashop_id_product": "6", "prestashop_quantity": 2}),
+        "ETOLE-LIN": ("Étole en lin", "etoles", 120.0, None, image.format("12/etole-en-lin"),
+                      {"prestashop_id_product": "4", "prestashop_quantity": 0}),
+        "POCHETTE-SOIE": ("Pochette en soie", "accessoires", 65.5, None, image.format("11/pochette-en-soie"),
+                          {"prestashop_id_product": "3", "prestashop_quantity": 20}),
+        # The product's own reference: the grid has no combinations.
+        "CARRE-90": ("Carré de soie 90 x 90", "carres-de-soie", 149.0, None, image.format("9/carre-de-soie-90-x-90"),
+                     {"prestashop_id_product": "2", "prestashop_quantity": 8}),
+        "FOU-SOIE": ("Foulard en soie", "foulards", 89.9, None, image.format("4/foulard-en-soie"),
+                     {"prestashop_id_product": "1", "prestashop_quantity": 12}),
+    }
+    assert "\u202f" in PRODUCT_GRID.read_text(encoding="utf-8")  # the sample is as PrestaShop writes it
+
+
+def test_the_catalogue_grid_of_a_back_office_in_english_reads_a_dot_for_decimals(shop, tmp_path):
+    # PrestaShop 8.1's grid names the first column "ID"; without stock management it has no Quantity column.
+    path = tmp_path / "product_2026-12-07_101600.csv"
+    path.write_text('ID;Image;Name;Reference;Category;"Price (tax excl.)";"Price (tax incl.)";Status;Position\n'
+                    '6;;"Cashmere scarf";ECHARPE-CACHEMIRE;Scarves;€983.33;€1,180.00;1;\n', encoding="utf-8")
+    done = run(shop, "products", str(path), "--map", "prestashop")
+    assert done["mapping"] == "prestashop/products-grid-en.yml"
+    assert catalogue(shop) == {"ECHARPE-CACHEMIRE": ("Cashmere scarf", "scarves", 1180.0, None, None,
+                                                     {"prestashop_id_product": "6"})}
+
+
+def test_a_bad_catalogue_row_is_named_by_file_line_and_column_and_nothing_is_imported(shop, tmp_path):
+    lines = PRODUCT_GRID.read_text(encoding="utf-8").splitlines()
+    lines[3] = lines[3].replace(f"120,00{NBSP}€", f"120,00{NBSP}$")  # line 4: Étole en lin
+    lines[6] = lines[6].replace(";12;0;", ";douze;0;")  # line 7: Foulard en soie
+    path = tmp_path / PRODUCT_GRID.name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = invoke(shop, "products", str(path), "--map", "prestashop")
+    assert result.exit_code == 4, result.output
+    assert f"{path}:4: field 'Prix (TTC)': '120,00\\xa0$' is in USD/CAD/AUD/NZD/SGD/HKD/MXN; the mapping expects EUR" \
+        in result.output
+    assert f"{path}:7: field 'Quantité': 'douze'" in result.output
+    assert rows(shop, Product) == []  # all or nothing: the good rows are not written either
