@@ -88,8 +88,7 @@ def _sendgrid_listings(adapter, topic: str) -> list[str]:
 
 #: The ESPs whose own unsubscribe list relmail lifts, by adapter name.
 PROVIDERS: dict[str, Lifter] = {
-    # https://www.twilio.com/docs/sendgrid/api-reference/suppressions-global-suppressions and
-    # .../suppressions-suppressions: 204 lifted, 404 not listed.
+    # SendGrid's v3 suppressions API (global and group unsubscribes): 204 lifted, 404 not listed.
     "sendgrid": Lifter(
         name="sendgrid",
         label="SendGrid",
