@@ -418,6 +418,17 @@ def test_only_the_customers_own_opt_in_after_a_sendgrid_unsubscribe_is_carried(s
 
 
 @responses.activate
+def test_an_opt_in_after_a_spam_report_lifts_nothing(shop, ec_key, monkeypatch):
+    """A complaint withdraws every topic too, but it is no unsubscribe: relmail never lifts a complaint."""
+    project, engine = shop
+    project = sending_through_sendgrid(project, monkeypatch)
+    post_events(project, engine, ec_key, {"event": "spamreport", "timestamp": int(AT.timestamp()), "sg_event_id": "spam-1"})
+    opt_in_on_the_page(project, engine, ["newsletter", "promotions", "service"])
+    assert resubscribe_cli(project) == (0, "SendGrid: 0 listing(s) of 0 customer(s) lifted, 0 failed\n")
+    assert len(responses.calls) == 0
+
+
+@responses.activate
 def test_relmail_send_lifts_the_listing_before_the_customers_first_email(shop, ec_key, monkeypatch):
     """Sent while still listed, the e-mail would be dropped and the drop would opt the customer out again."""
     project, engine = listed_then_opted_in(shop, ec_key, monkeypatch)

@@ -247,17 +247,20 @@ def _write_review(path: str, review) -> None:
 @json_option
 @pass_state
 def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
-    """Lift SendGrid's unsubscribe listing of customers who opted in again on relmail's preference page.
+    """Lift the ESP's unsubscribe listing of customers who opted in again on relmail's preference page.
 
     SendGrid drops every e-mail to an address on its global unsubscribe list
-    or on a group's, whatever relmail decided. For each opt-in made on the
-    preference page after an unsubscribe that came from SendGrid, this
-    deletes the listing the opt-in covers: the topic's group of
-    [delivery.sendgrid] asm_groups, or, for "everything", the global list
-    (and the "*" group). relmail send does the same before its first
-    e-mail; run this to lift sooner or to see what is pending. A call SendGrid
-    refuses is listed with its reason and the command exits 7; the next run
-    tries it again.
+    or on a group's, and Brevo every e-mail to an address on its
+    transactional blocked contacts, whatever relmail decided. For each opt-in
+    made on the preference page after an unsubscribe that came from the ESP,
+    this deletes the listing the opt-in covers: at SendGrid the topic's group
+    of [delivery.sendgrid] asm_groups, or, for "everything", the global list
+    (and the "*" group); at Brevo the blocked contact, when "everything" is
+    switched back on (never for an address Brevo reported a hard bounce or a
+    spam complaint for). relmail send does the same before its first e-mail;
+    run this to lift sooner or to see what is pending. A call the ESP refuses
+    is listed with its reason and the command exits 7; the next run tries it
+    again.
 
     \b
     Example:
@@ -266,14 +269,15 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     """
     from ..delivery import delivery_config, get_adapter
     from ..errors import ConfigError, DeliveryError
-    from ..feedback import resubscribe
+    from ..feedback.resubscribe import PROVIDERS, resubscribe
 
     project = state.project
     name, config = delivery_config(project.settings.section("delivery"))
-    if name != "sendgrid":
-        raise ConfigError(f"relmail.toml [delivery]: adapter is {name!r}; relmail feedback resubscribe lifts SendGrid's "
-                          "suppressions and needs adapter = \"sendgrid\"")
-    adapter = get_adapter("sendgrid", config, project.secret)
+    esp = PROVIDERS.get(name)
+    if esp is None:
+        raise ConfigError(f"relmail.toml [delivery]: adapter is {name!r}; relmail feedback resubscribe lifts the unsubscribe "
+                          "lists of SendGrid and Brevo and needs adapter = \"sendgrid\" or \"brevo\"")
+    adapter = get_adapter(name, config, project.secret)
     try:
         result = resubscribe(state.engine, adapter, dry_run=dry_run)
     finally:
@@ -283,19 +287,16 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     else:
         verb = "to lift (--dry-run, nothing called)" if dry_run else "lifted"
         customers = len({x.customer_id for x in result.lifted})
-        click.echo(f"SendGrid: {len(result.lifted)} listing(s) of {customers} customer(s) {verb}, {len(result.failed)} failed")
-        rows = [(x.customer_id, _listing(x.listing), x.error or ("to lift" if dry_run else "lifted"))
+        click.echo(f"{esp.label}: {len(result.lifted)} listing(s) of {customers} customer(s) {verb}, {len(result.failed)} failed")
+        rows = [(x.customer_id, esp.describe(x.listing), x.error or ("to lift" if dry_run else "lifted"))
                 for x in result.lifted + result.failed]
         if rows:
-            echo_table(rows, ["customer", "SendGrid list", "result"])
+            echo_table(rows, ["customer", f"{esp.label} list", "result"])
     if result.failed:
-        raise DeliveryError(f"SendGrid did not lift {len(result.failed)} listing(s) (first: customer "
-                            f"{result.failed[0].customer_id}, {_listing(result.failed[0].listing)}: {result.failed[0].error}); "
+        first = result.failed[0]
+        raise DeliveryError(f"{esp.label} did not lift {len(result.failed)} listing(s) (first: customer "
+                            f"{first.customer_id}, {esp.describe(first.listing)}: {first.error}); "
                             "the next run tries them again")
-
-
-def _listing(listing: str) -> str:
-    return "global unsubscribes" if listing == "global" else f"group {listing}"
 
 
 @feedback.command("rejects")

@@ -129,10 +129,11 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
         click.echo(f"Warning: {result.done['deferred']:,} of {result.done.get('handed_over', 0):,} e-mails deferred"
                    f"{f' ({reasons})' if reasons else ''}; the next run retries them.", err=True)
     if result.resubscribed and not as_json:
-        click.echo(f"SendGrid: {result.resubscribed:,} unsubscribe listing(s) lifted for customers who opted in again.")
+        click.echo(f"{result.resubscribe_provider}: {result.resubscribed:,} unsubscribe listing(s) lifted for customers "
+                   "who opted in again.")
     if result.resubscribe_failed:
         first = result.resubscribe_failed[0]
-        click.echo(f"Warning: SendGrid did not lift {len(result.resubscribe_failed):,} unsubscribe listing(s) of customers "
+        click.echo(f"Warning: {result.resubscribe_provider} did not lift {len(result.resubscribe_failed):,} unsubscribe listing(s) of customers "
                    f"who opted in again (first: customer {first['customer_id']}: {first['error']}); their e-mails may be "
                    "dropped; the next send tries again.", err=True)
     if test_to and result.deferred_reasons:

@@ -70,10 +70,12 @@ class SendResult:
     deferred_reasons: dict[str, int] = field(default_factory=dict)
     #: The send was asked to stop (:mod:`relmail.sending.stopping`) and returned after recording its batch.
     stopped: bool = False
-    #: SendGrid listings lifted before sending for customers who opted in again (:mod:`relmail.feedback.resubscribe`),
-    #: and the lifts SendGrid refused: ``{"customer_id", "listing", "error"}`` each.
+    #: ESP listings (SendGrid, Brevo) lifted before sending for customers who opted in again
+    #: (:mod:`relmail.feedback.resubscribe`), and the lifts the ESP refused: ``{"customer_id", "listing", "error"}`` each.
     resubscribed: int = 0
     resubscribe_failed: list[dict[str, Any]] = field(default_factory=list)
+    #: The ESP those listings are at ("SendGrid", "Brevo"); None when the adapter's ESP keeps none relmail lifts.
+    resubscribe_provider: str | None = None
 
     @property
     def outcomes(self) -> dict[str, int]:

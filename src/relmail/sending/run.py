@@ -350,18 +350,19 @@ def _set_status(engine, run_id: str, status: str, now: datetime) -> None:
 
 
 def _resubscribe(engine: Engine, adapter, result: SendResult) -> None:
-    """Lift SendGrid's listing of customers who opted in again, before their first e-mail goes.
+    """Lift the ESP's listing of customers who opted in again (SendGrid, Brevo), before their first e-mail goes.
 
-    SendGrid would drop that e-mail, and its drop ("Unsubscribed Address") would opt the customer
-    out again, undoing the choice they just made on the preference page. A lift SendGrid refuses
+    The ESP would drop that e-mail, and SendGrid's drop ("Unsubscribed Address") would opt the customer
+    out again, undoing the choice they just made on the preference page. A lift the ESP refuses
     is listed in the result; the next send tries it again.
     """
-    from ..delivery.sendgrid import SendGridAdapter
-    from ..feedback.resubscribe import resubscribe
+    from ..feedback.resubscribe import lifter, resubscribe
 
-    if not isinstance(adapter, SendGridAdapter):
+    esp = lifter(adapter)
+    if esp is None:
         return
     done = resubscribe(engine, adapter)
+    result.resubscribe_provider = esp.label
     result.resubscribed = len(done.lifted)
     result.resubscribe_failed = [x.as_dict() for x in done.failed]
 
