@@ -21,16 +21,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
-from relmail.cli import cli
 from relmail.importers.mapping import load_mapping
 from relmail.importers.values import make_text
-from relmail.store.db import connect
 from relmail.store.models import Customer, Event, Preference
+from shop_imports import import_json as run
+from shop_imports import invoke_import as invoke
+from shop_imports import localized
+from shop_imports import table_rows as rows
 
 MAGENTO = Path(__file__).resolve().parent.parent / "examples" / "magento"
 CUSTOMERS, SUBSCRIBERS, ORDERS = MAGENTO / "export_customer_main.csv", MAGENTO / "subscribers.csv", MAGENTO / "export.csv"
@@ -48,29 +48,7 @@ TAMAR, RAMI = pseudonym("tamar.guest@mail.example"), pseudonym("rami.o'neil@mail
 
 @pytest.fixture
 def shop(project):
-    config = project.root / "relmail.toml"
-    config.write_text(config.read_text().replace('timezone = "Europe/Amsterdam"', 'timezone = "Asia/Jerusalem"')
-                      .replace('default_locale = "en_GB"', 'default_locale = "he_IL"'))
-    return project
-
-
-def invoke(project, *args: str):
-    return CliRunner().invoke(cli, ["--project", str(project.root), "import", *args])
-
-
-def run(project, *args: str) -> dict:
-    result = invoke(project, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def rows(project, model) -> list[dict]:
-    engine = connect(project.database_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
-    finally:
-        engine.dispose()
+    return localized(project, "Asia/Jerusalem", "he_IL")
 
 
 def rewritten(tmp_path, source: Path, change) -> Path:

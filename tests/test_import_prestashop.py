@@ -28,15 +28,17 @@ from babel.numbers import format_currency
 from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
 from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.importers.fields import FieldError
 from relmail.importers.mapping import load_mapping, parse_mapping
 from relmail.importers.values import make_money, make_time
-from relmail.store.db import connect
 from relmail.store.models import Customer, Event, Preference, Product
+from shop_imports import import_json as run
+from shop_imports import invoke_import as invoke
+from shop_imports import localized
+from shop_imports import table_rows as rows
 
 PRESTASHOP = Path(__file__).resolve().parent.parent / "examples" / "prestashop"
 GRID = PRESTASHOP / "customer_2026-12-07_101500.csv"
@@ -51,29 +53,7 @@ NNBSP, NBSP = "\u202f", "\u00a0"
 
 @pytest.fixture
 def shop(project):
-    config = project.root / "relmail.toml"
-    config.write_text(config.read_text().replace('timezone = "Europe/Amsterdam"', 'timezone = "Europe/Paris"')
-                      .replace('default_locale = "en_GB"', 'default_locale = "fr_FR"'))
-    return project
-
-
-def invoke(project, *args: str):
-    return CliRunner().invoke(cli, ["--project", str(project.root), "import", *args])
-
-
-def run(project, *args: str) -> dict:
-    result = invoke(project, *args, "--json")
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def rows(project, model) -> list[dict]:
-    engine = connect(project.database_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
-    finally:
-        engine.dispose()
+    return localized(project, "Europe/Paris", "fr_FR")
 
 
 def consent(project) -> dict[tuple[str, str], bool]:

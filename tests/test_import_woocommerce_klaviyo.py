@@ -20,11 +20,12 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import select
 
 from relmail.cli import cli
 from relmail.store.db import connect
 from relmail.store.models import Customer, Event, Preference, Product, Suppression
+from shop_imports import import_json as run
+from shop_imports import table_rows as rows
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 WOO, KLAVIYO = EXAMPLES / "woocommerce", EXAMPLES / "klaviyo"
@@ -34,7 +35,6 @@ ORDERS = WOO / "orders-export-2026_12_06.csv"
 LIST = KLAVIYO / "Nieuwsbrief_list_export.csv"
 
 
-
 def pseudonym(prefix: str, address: str) -> str:
     """The id the mappings give a customer the export names only by address: it does not spell the address."""
     return prefix + hashlib.sha256(address.lower().encode()).hexdigest()[:16]
@@ -42,21 +42,6 @@ def pseudonym(prefix: str, address: str) -> str:
 
 ANNA, JOERG, CARLA, DAAN = (pseudonym("woocommerce-", f"{a}@mail.example")
                             for a in ("anna.devries", "joerg.mueller", "carla.bos", "daan.smit"))
-
-
-def run(project, *args: str) -> dict:
-    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", *args, "--json"])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)
-
-
-def rows(project, model) -> list[dict]:
-    engine = connect(project.database_url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
-    finally:
-        engine.dispose()
 
 
 def load_all(project) -> dict[str, dict]:

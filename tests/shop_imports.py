@@ -1,0 +1,42 @@
+"""What the tests of a shop system's exports share: a project in the shop's zone and language, imports
+through the command line, and the rows they wrote."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+from sqlalchemy import select
+
+from relmail.cli import cli
+from relmail.store.db import connect
+
+
+def localized(project, timezone: str, locale: str):
+    """``project`` with the shop's time zone and default locale in its relmail.toml."""
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace('timezone = "Europe/Amsterdam"', f'timezone = "{timezone}"')
+                      .replace('default_locale = "en_GB"', f'default_locale = "{locale}"'))
+    return project
+
+
+def invoke_import(project, *args: str):
+    """``relmail import ARGS`` in ``project``, its result as click gives it."""
+    return CliRunner().invoke(cli, ["--project", str(project.root), "import", *args])
+
+
+def import_json(project, *args: str) -> dict:
+    """``relmail import ARGS --json``, which must succeed: its summary."""
+    result = invoke_import(project, *args, "--json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)
+
+
+def table_rows(project, model) -> list[dict]:
+    """Every row of ``model``'s table in the project's store."""
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
+    finally:
+        engine.dispose()
