@@ -145,3 +145,28 @@ def test_a_mailbox_is_in_one_arm_of_each_messages_experiment_and_lone_customers_
         for m in ("promo", "news"):
             actions = {r["action"] for r in box if r["message_id"] == m}
             assert not ({"send", "holdout"} <= actions)
+
+
+def test_why_says_what_became_of_the_message_a_decision_lost_to(project, engine):
+    """The guest owns the e-bike and opens e-mail: her newsletter is worth more than the account's promo, and is
+    the mailbox's one e-mail. The account's promo (its own best) loses the budget, and the account's newsletter,
+    which lost to that promo, must not read as if the account got the promo."""
+    customers = [_customer("C-GUEST", 400, "dora@example.org"), _customer("C-DORA", 400, " Dora@Example.ORG")]
+    prefs = [p for c in customers for p in _opted_in(c["id"])]
+    insert_shop(engine, customers, prefs, [
+        _ev("C-GUEST", "purchase", 20, product_id="EB-200", value=2499.0),
+        _ev("C-GUEST", "email_opened", 5, message_id="x"), _ev("C-GUEST", "email_clicked", 5, message_id="x")])
+    (project.campaigns_dir / "b.yml").write_text(
+        CAMPAIGN.format(max=1, cap="{7d: 3}", share=0).replace("value: 10", "value: 4").replace("value: 1\n", "value: 1.8\n"),
+        encoding="utf-8")
+    plan(project, engine, "b", WINDOW, as_of=AS_OF)
+    by = _ledger(engine)
+    assert by[("C-GUEST", "news")]["action"] == "send"
+    assert (by[("C-DORA", "promo")]["reasons"], by[("C-DORA", "news")]["reasons"]) == ("SHARED_BUDGET", "ARBITRATION_LOST")
+    assert by[("C-DORA", "news")]["features"]["lost_to"] == "promo"
+    text = format_explanations(*explain(engine, "C-DORA", "b:2026-W48"))
+    assert ("ARBITRATION_LOST: 'promo' was worth more to this customer; room for 1 e-mail in this run; 'promo' did not "
+            "fit the address's budget, which went to 'news' under customer C-GUEST (SHARED_BUDGET)") in text
+    # The guest, who gets the mailbox's e-mail, reads nothing about its budget.
+    guest = format_explanations(*explain(engine, "C-GUEST", "b:2026-W48"))
+    assert "SHARED_BUDGET" not in guest and "under customer" not in guest

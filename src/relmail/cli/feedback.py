@@ -36,6 +36,7 @@ def serve(state: State, host: str, port: int) -> None:
     import werkzeug.serving
     from werkzeug.serving import run_simple
 
+    from ..web.accesslog import redact_request_log
     from ..web.app import make_app
     from ..web.check import check_pages
 
@@ -49,6 +50,7 @@ def serve(state: State, host: str, port: int) -> None:
         # werkzeug colours its request log for a terminal; a file or a pipe gets plain lines.
         werkzeug.serving._log_add_style = False
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    redact_request_log()
     click.echo(f"relmail serving {project.settings.name} on http://{host}:{port}/ (development server)", err=True)
     click.echo(f"production: RELMAIL_PROJECT={project.root} gunicorn 'relmail.web:create_app()'", err=True)
     run_simple(host, port, app, use_reloader=False, use_debugger=False, threaded=True)

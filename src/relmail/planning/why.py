@@ -11,7 +11,7 @@ same sentences.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -252,6 +252,41 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
     )
 
 
+def winners_noted(explanations: list[Explanation]) -> list[Explanation]:
+    """One customer's explanations, each ARBITRATION_LOST saying what became of the message it lost to.
+
+    The customer's arbitration picks a message before the address is
+    decided as one mailbox: the winner may then go to the address under
+    another customer id (SHARED_ADDRESS) or not fit its budget
+    (SHARED_BUDGET). Without saying so, "'promo' was worth more" reads as if
+    the customer got 'promo', while ``why`` shows it suppressed too.
+    """
+    by_message = {e.message_id: e for e in explanations}
+    out = []
+    for e in explanations:
+        winner = by_message.get(str(e.features.get("lost_to") or ""))
+        if ARBITRATION_LOST in e.reasons and winner is not None and e.features.get("lost_to") != "budget":
+            fate = _winners_fate(winner)
+            if fate:
+                e = replace(e, because=[(c, f"{t}; {fate}" if c == ARBITRATION_LOST else t) for c, t in e.because])
+        out.append(e)
+    return out
+
+
+def _winners_fate(winner: Explanation) -> str:
+    """What became of the message a decision lost to, when the address's decisions took it from this customer."""
+    logged = winner.features
+    who = logged.get("same_address_as")
+    under = f" under customer {who}" if who else " under another customer id"
+    if SHARED_ADDRESS in winner.reasons:
+        return f"the address gets '{winner.message_id}'{under} (SHARED_ADDRESS)"
+    if SHARED_BUDGET in winner.reasons:
+        went = logged.get("lost_to")
+        return (f"'{winner.message_id}' did not fit the address's budget, which went to '{went}'{under} (SHARED_BUDGET)"
+                if went else f"'{winner.message_id}' did not fit the address's budget (SHARED_BUDGET)")
+    return ""
+
+
 def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tuple[dict[str, Any], list[Explanation]]:
     """(run facts, explanations) for ``customer_id`` in ``run_id`` or their latest run.
 
@@ -288,8 +323,8 @@ def explain(engine: Engine, customer_id: str, run_id: str | None = None) -> tupl
         problem = None if erased else address_problem_of(conn, customer_id, [r["reasons"].split() for r in rows])
     facts = {"run": run_id, "campaign": run["campaign"], "window": run["window"], "as_of": run["as_of"], "source": "ledger",
              "erased": erased}
-    return facts, [explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased, opt_outs.get(r["id"]), problem)
-                   for r in rows]
+    return facts, winners_noted([explanation(run_id, customer_id, dict(r), deliveries.get(r["id"]), erased,
+                                             opt_outs.get(r["id"]), problem) for r in rows])
 
 
 def address_problem_of(conn, customer_id: str, codes: list[list[str]]) -> str | None:
@@ -346,8 +381,8 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
         opt_outs = [opt_outs_behind(conn, customer_id, _codes(r), dict(r.get("features") or {}), decided_at, result.as_of)
                     for r in rows]
         problem = address_problem_of(conn, customer_id, [_codes(r) for r in rows])
-    return facts, [explanation(result.run_id, customer_id, r, opt_outs=o, address_problem=problem)
-                   for r, o in zip(rows, opt_outs, strict=True)]
+    return facts, winners_noted([explanation(result.run_id, customer_id, r, opt_outs=o, address_problem=problem)
+                                 for r, o in zip(rows, opt_outs, strict=True)])
 
 
 def _codes(row: dict[str, Any]) -> list[str]:
@@ -378,8 +413,8 @@ def explain_plan_file(path, customer_id: str, engine: Engine | None = None) -> t
                                         datetime.fromisoformat(r.get("decided_at") or r["as_of"]), facts["as_of"])
                         for r in rows]
             problem = address_problem_of(conn, customer_id, [_codes(r) for r in rows])
-    return facts, [explanation(facts["run"], customer_id, r, opt_outs=o, address_problem=problem)
-                   for r, o in zip(rows, opt_outs, strict=True)]
+    return facts, winners_noted([explanation(facts["run"], customer_id, r, opt_outs=o, address_problem=problem)
+                                 for r, o in zip(rows, opt_outs, strict=True)])
 
 
 def format_explanations(facts: dict[str, Any], explanations: list[Explanation], top: int = 3) -> str:
