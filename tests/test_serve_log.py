@@ -1,4 +1,4 @@
-"""`relmail serve`'s request log: the webhook secret a URL carries never reaches it."""
+"""`relmail serve`'s request log: the webhook secret or customer token a URL carries never reaches it."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from relmail.cli import cli
-from relmail.web.accesslog import redact_webhook_secrets
+from relmail.web.accesslog import redact_path_secrets
 
 SECRET = "brevo-token-7f3a9c"
 
@@ -71,9 +71,24 @@ def test_a_wrong_secret_is_not_logged_either(project, monkeypatch, caplog):
                                     "\u2028\u2029\u202f\u205f\u3000"), min_size=1))
 def test_no_secret_segment_survives_redaction(provider, secret):
     line = f"POST /webhooks/{provider}/{secret} HTTP/1.1"
-    assert redact_webhook_secrets(line) == f"POST /webhooks/{provider}/*** HTTP/1.1"
+    assert redact_path_secrets(line) == f"POST /webhooks/{provider}/*** HTTP/1.1"
 
 
 def test_paths_without_a_secret_are_kept():
-    for line in ("POST /webhooks/sendgrid HTTP/1.1", "GET /unsubscribe/abc.def HTTP/1.1", "GET /healthz HTTP/1.1"):
-        assert redact_webhook_secrets(line) == line
+    for line in ("POST /webhooks/sendgrid HTTP/1.1", "GET /unsubscribe/ HTTP/1.1", "GET /healthz HTTP/1.1"):
+        assert redact_path_secrets(line) == line
+
+
+def test_serve_logs_unsubscribe_and_preference_paths_without_the_customers_token(project, monkeypatch, caplog):
+    """A token in the log would let its reader change that customer's consent (and it names the customer)."""
+    from relmail import tokens
+
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "k" * 32)
+    token = tokens.sign("k" * 32, "C0000042", "newsletter", "weekly:2026-W48", project.settings.name)
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        for path in (f"/unsubscribe/{token}", f"/relmail/preferences/{token}?lang=fr"):
+            serve_one_request(monkeypatch, project, path)
+    lines = [r.getMessage() for r in caplog.records if r.name == "werkzeug"]
+    assert any('"POST /unsubscribe/*** HTTP/1.1"' in line for line in lines), lines
+    assert any('"POST /relmail/preferences/***?lang=fr HTTP/1.1"' in line for line in lines), lines
+    assert not any(token in r.getMessage() for r in caplog.records)
