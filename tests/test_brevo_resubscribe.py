@@ -13,7 +13,6 @@ from datetime import timedelta
 import pytest
 import responses
 from sqlalchemy import insert
-from tests.test_send_brevo import created
 from werkzeug.test import Client
 
 from relmail.project import Project
@@ -21,6 +20,7 @@ from relmail.sending.run import send
 from relmail.store.models import Event
 from relmail.web.app import make_app
 from test_plan import AS_OF, CAMPAIGN, WINDOW, build_shop
+from test_send_brevo import created
 from test_sendgrid_groups import AT, RUN, next_week, opt_in_on_the_page, resubscribe_cli
 
 KEY = "xkeysib-resubscribe-not-a-real-key"
@@ -149,3 +149,22 @@ def test_relmail_send_through_brevo_unblocks_the_address_before_the_customers_fi
     assert to_c_ok and calls[0] == ("DELETE", UNBLOCK) and min(to_c_ok) > 0, calls
     assert result.resubscribed == 1 and result.resubscribe_failed == [] and result.resubscribe_provider == "Brevo"
     assert result.done.get("accepted", 0) > 0
+
+
+@responses.activate
+def test_after_a_move_to_another_esp_the_command_has_nothing_to_lift_and_succeeds_then_lifts_back_on_brevo(shop):
+    """A scheduled "resubscribe && send" must keep sending after the shop leaves Brevo; the opt-in stays pending."""
+    project, engine = unsubscribed_then_opted_in(shop)
+    toml = project.root / "relmail.toml"
+    brevo = toml.read_text()
+    toml.write_text(brevo.replace('adapter = "brevo"', 'adapter = "mailjet"'))
+    code, output = resubscribe_cli(project)
+    assert code == 0, output
+    assert "nothing to lift" in output
+    code, output = resubscribe_cli(project, "--json")
+    assert (code, json.loads(output)) == (0, {"dry_run": False, "lifted": [], "failed": []})
+    assert not responses.calls
+    toml.write_text(brevo)
+    responses.add(responses.DELETE, UNBLOCK, status=204)
+    code, output = resubscribe_cli(project)
+    assert code == 0 and [c.request.url for c in responses.calls] == [UNBLOCK], output

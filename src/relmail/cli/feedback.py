@@ -262,7 +262,8 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     spam complaint for). relmail send does the same before its first e-mail;
     run this to lift sooner or to see what is pending. A call the ESP refuses
     is listed with its reason and the command exits 7; the next run tries it
-    again.
+    again. With any other adapter there is nothing to lift: it says so and
+    exits 0.
 
     \b
     Example:
@@ -270,15 +271,20 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
       relmail feedback resubscribe && relmail send weekly
     """
     from ..delivery import delivery_config, get_adapter
-    from ..errors import ConfigError, DeliveryError
-    from ..feedback.resubscribe import PROVIDERS, resubscribe
+    from ..errors import DeliveryError
+    from ..feedback.resubscribe import PROVIDERS, ResubscribeResult, resubscribe
 
     project = state.project
     name, config = delivery_config(project.settings.section("delivery"))
     esp = PROVIDERS.get(name)
     if esp is None:
-        raise ConfigError(f"relmail.toml [delivery]: adapter is {name!r}; relmail feedback resubscribe lifts the unsubscribe "
-                          "lists of SendGrid and Brevo and needs adapter = \"sendgrid\" or \"brevo\"")
+        # Nothing to lift is not a failure: a scheduled "resubscribe && send" keeps sending after the shop
+        # moves from SendGrid or Brevo to an adapter whose provider keeps no list relmail lifts.
+        if as_json:
+            echo_json(ResubscribeResult(dry_run=dry_run).as_dict())
+        else:
+            click.echo(f"adapter {name!r}: relmail lifts the unsubscribe lists of SendGrid and Brevo only; nothing to lift")
+        return
     adapter = get_adapter(name, config, project.secret)
     try:
         result = resubscribe(state.engine, adapter, dry_run=dry_run)
