@@ -188,7 +188,8 @@ _DETAILS = {
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
-                        "plan mails each address once per message (SHARED_ADDRESS); merge them in the source",
+                        "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
+                        "(SHARED_BUDGET); merge them in the source",
     "lines_not_purchases": "{n:,} line(s) of cancelled, refunded or unpaid orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",

@@ -166,8 +166,8 @@ class CustomersWriter(TableWriter):
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
 
-        Such customers keep their own histories, consent and frequency caps while a plan mails
-        the address once per message (``SHARED_ADDRESS``): worth merging at the source, so worth
+        Such customers keep their own histories and consent while a plan mails the address once per
+        message (``SHARED_ADDRESS``) within one budget per run (``SHARED_BUDGET``): worth merging at the source, so worth
         saying after the import. One pass over the customers' ``lower(email)`` index, not a look-up per address.
         """
         if not self.addresses or not self.run.may_write():
