@@ -450,7 +450,7 @@ def test_serve_logs_plain_lines_when_stderr_is_not_a_terminal(project):
     finally:
         proc.terminate()
         log = proc.communicate(timeout=10)[1].decode()
-    assert '"GET /healthz HTTP/1.1" 200' in log and '"GET /unsubscribe/not-a-token HTTP/1.1" 400' in log
+    assert '"GET /healthz HTTP/1.1" 200' in log and '"GET /unsubscribe/*** HTTP/1.1" 400' in log and "not-a-token" not in log
     assert '"GET /no-such-page HTTP/1.1" 404' in log
     assert "\x1b[" not in log
 
