@@ -54,7 +54,7 @@ from .blocks import BLOCKED, sender_side, soft_or_blocked, status_in
 from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, invalid, parse_json_body, text
-from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
+from .webhook import WebhookConfig, WebhookRequest, check_basic_auth
 
 SECRET = "brevo_webhook_token"
 DEFAULT_USERNAME = "brevo"
@@ -99,24 +99,15 @@ class Brevo(Provider):
     wrappers = ("events",)
 
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
-        """Raise :class:`SignatureError` unless the request carries the webhook's token."""
-        token = config.secret(SECRET)
+        """Raise :class:`SignatureError` unless the request carries the webhook's token: Brevo's bearer token, or
+        the Basic credentials or path segment of the URL (:func:`~relmail.feedback.webhook.check_basic_auth`)."""
         scheme, _, value = (request.header("Authorization") or "").strip().partition(" ")
         if scheme.lower() == "bearer" and value.strip():
-            given = value.strip()
-        elif request.auth is not None:
-            username = str(config.provider_settings(self.name).get("username", DEFAULT_USERNAME))
-            if not hmac.compare_digest(request.auth[0].encode(), username.encode()):
+            # As bytes: compare_digest refuses a str with a non-ASCII character, which anyone can send.
+            if not hmac.compare_digest(value.strip().encode(), config.secret(SECRET).encode()):
                 raise SignatureError("brevo: wrong webhook credentials")
-            given = request.auth[1]
-        elif request.path_secret is not None:
-            given = request.path_secret
         else:
-            raise MissingCredentials("brevo: no credentials (give the webhook a token, or use "
-                                     "https://brevo:TOKEN@host/webhooks/brevo)")
-        # As bytes: compare_digest refuses a str with a non-ASCII character, which anyone can send.
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise SignatureError("brevo: wrong webhook credentials")
+            check_basic_auth(request, config, self.name, SECRET, DEFAULT_USERNAME)
         return None  # the same credentials on every POST: a replay repeats an event, which de-duplicates
 
     def webhook_records(self, request: WebhookRequest, config: WebhookConfig) -> list[Record]:
