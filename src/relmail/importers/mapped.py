@@ -7,7 +7,9 @@ record into a :class:`Mapped` record: the fields, already parsed, plus the
 problems of the cells that did not parse, each named by its source column.
 Rows of one order or product share the values of their first row where the
 export writes them only there (``group``), and rows that are not records
-(Shopify's image rows) are skipped and counted.
+(Shopify's image rows) are skipped and counted. An order whose lines are
+listed in one cell (``items``: Shopware's ``2x 0190…|1x 0190…``) is read as
+one row per line, each line's parts in columns of their own.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from .fields import FieldError
 from .mapping import VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
 from .schemas import KINDS, Schema
-from .values import Parser, remembered, scalar
+from .values import Parser, _short, remembered, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
 _CELLS = 65536
@@ -63,6 +65,8 @@ class MappedReader:
         self.header_line = getattr(reader, "header_line", 1)
         #: reason -> rows skipped (``skip_rows``).
         self.skipped: dict[str, int] = {}
+        #: Records beyond one per row: the second and later lines of an order's lines cell (``items``).
+        self.extra_lines = 0
         self.extra: list[str] = []
         # A field read from one column is named by that column (CLEAN_TIME), as the export's reader knows it.
         self.labels = {o.target.split(".", 1)[0]: o.column or o.label for o in mapping.outputs}
@@ -123,15 +127,18 @@ class MappedReader:
         if not problems and hasattr(self.reader, "select"):
             m = self.mapping
             wanted = ({c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
-                      | set(_parent_sources(m)))
+                      | set(_parent_sources(m)) | ({m.items_column} if m.items_column else set())) - set(m.item_columns)
             self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
         return problems
 
     def _columns(self, header: list[str]) -> list[tuple[str | None, str]]:
         m = self.mapping
-        have = set(header)
+        # An order's lines cell gives the columns of one line (line_items.quantity ...), when the file has it.
+        have = set(header) | (set(m.item_columns) if m.items_column in header else set())
         problems: list[tuple[str | None, str]] = []
         needed: dict[str, int | None] = {}
+        if m.items_column is not None:
+            needed[m.items_column] = m.line_of("items")
         for out in m.outputs:
             if out.optional:
                 continue
@@ -149,7 +156,7 @@ class MappedReader:
         for column in _parent_sources(m, taken=False):
             needed.setdefault(column, m.line_of("parent"))
         for column, line in needed.items():
-            if column not in have:
+            if column not in have and not (column in m.item_columns and m.items_column not in have):
                 where = f" ({m.file}:{line})" if line else f" ({m.file})"
                 problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
         used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
@@ -167,6 +174,7 @@ class MappedReader:
     def __iter__(self) -> Iterator[Record]:
         m = self.mapping
         quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
+        items = m.items_column
         group_key: Any = None
         group_line = 0
         group_values: dict[str, str] = {}
@@ -200,24 +208,57 @@ class MappedReader:
                     group_key, group_line = key, record.line
                     group_values = {c: values.get(c, "") for c in first_row} if mixed else {}
                     group = self._evaluate(self.group_plan, values, {}, {}, [])
-            if skip and not any(values.get(c, "").strip() for c in skip):
-                self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
-                continue
-            out, problems = self._apply(values, group)
-            if unplaced:
-                unplaced = self._place(unplaced, record.line)
-            if not problems:
-                # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
-                yield Mapped(record.line, out, record.raw, None, (), self.labels, self.final)
-                continue
-            if group[2] and record.line != group_line:
-                # The group's cells are read from its first row: on a later row, say where the value is (a
-                # Shopify order's second line has no 'Created at' of its own to correct).
-                shared = set(group[2])
-                note = f" (read from line {group_line}, the first of the rows with the same {by!r})"
-                problems = [(f, m + note, k) if (f, m, k) in shared else (f, m, k) for f, m, k in problems]
-            yield Mapped(record.line, out, record.raw, None, [(f, m) for f, m, _ in problems], self.labels, self.final,
-                         frozenset(key for _, _, key in problems if key is not None))
+            if items is None:
+                lines: Any = (values,)
+            else:
+                lines = self._lines(values)
+                if isinstance(lines, str):  # a line that does not fit the pattern: the order is not read
+                    yield Mapped(record.line, None, record.raw, (items, lines), [(items, lines)])
+                    continue
+            for values in lines:
+                if skip and not any(values.get(c, "").strip() for c in skip):
+                    self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
+                    continue
+                out, problems = self._apply(values, group)
+                if unplaced:
+                    unplaced = self._place(unplaced, record.line)
+                if not problems:
+                    # No empty list per record: a chunk of records waits for its write, and every container kept adds to GC work.
+                    yield Mapped(record.line, out, record.raw, None, (), self.labels, self.final)
+                    continue
+                if group[2] and record.line != group_line:
+                    # The group's cells are read from its first row: on a later row, say where the value is (a
+                    # Shopify order's second line has no 'Created at' of its own to correct).
+                    shared = set(group[2])
+                    note = f" (read from line {group_line}, the first of the rows with the same {by!r})"
+                    problems = [(f, m + note, k) if (f, m, k) in shared else (f, m, k) for f, m, k in problems]
+                yield Mapped(record.line, out, record.raw, None, [(f, m) for f, m, _ in problems], self.labels, self.final,
+                             frozenset(key for _, _, key in problems if key is not None))
+
+    def _lines(self, values: dict[str, str]) -> list[dict[str, str]] | str:
+        """One row per line of the order's lines cell (``items``), each line's parts in ``<column>.<group>``.
+
+        An empty cell is an order without lines, counted; a line the pattern
+        does not read is the problem returned, and none of the order's lines is read.
+        """
+        m = self.mapping
+        column, pattern = m.items_column, m.items_pattern
+        assert column is not None and pattern is not None
+        cell = values.get(column, "")
+        if not cell.strip():
+            reason = f"orders without lines in {column}"
+            self.skipped[reason] = self.skipped.get(reason, 0) + 1
+            return []
+        lines = []
+        # Not trimmed: a line's trailing space may be part of it (Shopware's "1x " for a line of no product).
+        for n, line in enumerate(cell.split(m.items_separator), 1):
+            found = pattern.fullmatch(line)
+            if found is None:
+                return (f"line {n} of the cell, {_short(line)}, is not an order line as {m.file} reads them "
+                        f"(the pattern {pattern.pattern!r})")
+            lines.append({**values, **{f"{column}.{group}": part or "" for group, part in found.groupdict().items()}})
+        self.extra_lines += len(lines) - 1
+        return lines
 
     @staticmethod
     def _place(watches: list, line: int) -> list:

@@ -19,6 +19,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
     skip_rows: {blank: [Variant Price], reason: image rows}
     parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
+    items: {column: Items, separator: "|", pattern: '(?P<quantity>\\d+)x (?P<sku>.*)'}   # orders: one cell lists the lines
     columns:
       Klantnummer: id
       E-mail: email
@@ -71,7 +72,7 @@ WITH_ATTRIBUTES = ("customers", "products")
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse")
+        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -132,6 +133,11 @@ class Mapping:
     skip_unknown_customers: bool = False
     #: A variant that recognises an export it cannot import (no customer in it): why, and what to import instead.
     refuse: str | None = None
+    #: Orders whose lines are listed in one cell (``items``): the column, the separator between lines, and the
+    #: pattern of one line, whose named groups are read as columns ``<column>.<group>``.
+    items_column: str | None = None
+    items_separator: str = "|"
+    items_pattern: re.Pattern | None = None
     description: str | None = None
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
@@ -140,6 +146,13 @@ class Mapping:
     def targets(self) -> frozenset[str]:
         return frozenset(o.target.split(".", 1)[0] for o in self.outputs) | (
             {"attributes"} if self.other_columns == "attributes" else set())
+
+    @property
+    def item_columns(self) -> tuple[str, ...]:
+        """The columns one line of ``items`` gives: ``<column>.<group>`` for each named group of its pattern."""
+        if self.items_pattern is None:
+            return ()
+        return tuple(f"{self.items_column}.{group}" for group in self.items_pattern.groupindex)
 
     def dropped(self, column: str) -> bool:
         return any(fnmatch.fnmatchcase(column, pattern) for pattern in self.drop)
@@ -327,6 +340,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         bad("parent", "parent needs 'by', 'names' and 'columns'")
     if parent and declared not in WITH_ATTRIBUTES:
         bad("parent", "parent is for customers and products")
+    items = _items(_mapping(data.get("items", {}), "items", bad), declared, bad)
     if problems:
         raise ValidationError(f"{file}: invalid mapping", problems)
     return Mapping(
@@ -349,9 +363,39 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         parent_columns=parent_columns,
         skip_unknown_customers=unknown == "skip",
         refuse=refuse.strip() if isinstance(refuse, str) else None,
+        items_column=items[0],
+        items_separator=items[1],
+        items_pattern=items[2],
         description=str(data["description"]) if data.get("description") else None,
         lines=lines,
     )
+
+
+def _items(items: dict, kind: str, bad) -> tuple[str | None, str, re.Pattern | None]:
+    """``items``: (the column listing an order's lines, the separator between them, the pattern of one line)."""
+    if not items:
+        return None, "|", None
+    for key in items:
+        if key not in ("column", "separator", "pattern"):
+            bad(f"items.{key}", "items has 'column' (the cell listing an order's lines), 'separator' (between two lines) "
+                                "and 'pattern' (one line, its parts as named groups)")
+    column, separator, pattern = items.get("column"), items.get("separator", "|"), items.get("pattern")
+    if kind != "orders":
+        bad("items", "items is for orders")
+    if not isinstance(column, str) or not column:
+        bad("items.column", "items needs 'column': the column whose cell lists the order's lines")
+    if not isinstance(separator, str) or not separator:
+        bad("items.separator", "the separator between two lines is a non-empty text")
+    try:
+        compiled = re.compile(pattern) if isinstance(pattern, str) else None
+    except re.error as exc:
+        bad("items.pattern", f"not a regular expression: {exc}")
+        return None, "|", None
+    if compiled is None or not compiled.groupindex:
+        bad("items.pattern", "items needs 'pattern': a regular expression for one line whose named groups "
+                             "((?P<quantity>\\d+)) are read as the columns <column>.<group>")
+        return None, "|", None
+    return (column if isinstance(column, str) else None), (separator if isinstance(separator, str) else "|"), compiled
 
 
 def _path_of(out: Output) -> str:

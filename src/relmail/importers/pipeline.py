@@ -204,7 +204,8 @@ def import_file(
                 finally:
                     run.sink.close()
                 if mapped is not None:
-                    run.read += sum(mapped.skipped.values())
+                    # Rows of the file: an order whose lines are listed in one cell is one row, its lines several records.
+                    run.read += sum(mapped.skipped.values()) - mapped.extra_lines
                     _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 # Statistics first: the aggregates' refresh looks the touched customers' events up by
