@@ -55,7 +55,7 @@ def test_the_next_hint_includes_the_cd(tmp_path, monkeypatch):
     hint = result.output.splitlines()[-2:]
     assert hint[0] == "Next: cd 'my shop' && relmail db upgrade && relmail import customers FILE --map NAME"
     # Every built-in mapping, whichever system the shop runs on, not one shop system's for all.
-    assert "(klaviyo, magento, mailchimp, prestashop, shopify, woocommerce) or a mapping YAML file" in hint[1]
+    assert "(klaviyo, magento, mailchimp, prestashop, shopify, shopware, woocommerce) or a mapping YAML file" in hint[1]
     assert runner.invoke(cli, ["init", "bikes"]).output.splitlines()[-1] == "Next: cd bikes && relmail db upgrade && relmail demo"
     assert runner.invoke(cli, ["init", "x", "--blank"]).exit_code == 2  # --domain is needed
     assert runner.invoke(cli, ["init", "y", "--domain", "y.example"]).exit_code == 2  # only with --blank

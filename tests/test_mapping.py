@@ -428,7 +428,7 @@ def test_every_column_is_mapped_dropped_or_sent_to_attributes_on_purpose():
 
 
 def test_the_built_in_mappings_load_for_their_kinds_and_pick_the_mailchimp_variant_by_header():
-    assert builtin_names() == ["klaviyo", "magento", "mailchimp", "prestashop", "shopify", "woocommerce"]
+    assert builtin_names() == ["klaviyo", "magento", "mailchimp", "prestashop", "shopify", "shopware", "woocommerce"]
     for name in ("shopify", "woocommerce"):
         for kind in ("customers", "products", "orders"):
             assert load_mapping(name, kind).kind == kind

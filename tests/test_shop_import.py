@@ -147,7 +147,7 @@ def test_a_file_no_variant_of_a_built_in_mapping_fits_is_named_with_the_other_ma
         import_file(engine, "customers", path, mapping="mailchimp")
     assert str(caught.value).startswith(f"{path}: no variant of the built-in mapping 'mailchimp' fits its header")
     (problem,) = caught.value.problems
-    assert (problem.file, problem.line) == (str(path), 1) and "built-in mappings: klaviyo, magento, prestashop, shopify, woocommerce" in problem.message
+    assert (problem.file, problem.line) == (str(path), 1) and "built-in mappings: klaviyo, magento, prestashop, shopify, shopware, woocommerce" in problem.message
     assert table(engine, Customer) == []
 
 
