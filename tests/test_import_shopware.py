@@ -90,10 +90,14 @@ def test_newsletter_recipients_give_consent_only_when_confirmed_or_direct_and_gu
     assert customers[uid("leon-recipient")]["email"] == "leon.wolf@mail.example"
     assert customers[uid("leon-recipient")]["locale"] == "de_DE"  # the profile has no language: the project's
     assert customers[uid("emily")]["locale"] == "en_GB"  # kept from the customers export
-    # optIn (confirmed by the double opt-in link) and direct are consent; notSet (never confirmed) is nothing either
-    # way, and so is an undated optOut with nothing on record (Jonas): he did not opt in, which no record says too.
-    assert consent(shop) == {uid("anna"): True, uid("emily"): True, uid("leon-recipient"): True}
-    assert done["details"]["consent_records"] == 3
+    # optIn (confirmed by the double opt-in link) and direct are consent, undated; notSet (never confirmed) is nothing
+    # either way. optOut is an unsubscribe, an opt-out as of the import although nothing was on record for Jonas: a
+    # campaign that mails whoever has not said no (consent: opt-out) must not mail him.
+    assert consent(shop) == {uid("anna"): True, uid("emily"): True, uid("leon-recipient"): True, uid("jonas"): False}
+    (jonas,) = [r for r in rows(shop, Preference) if r["customer_id"] == uid("jonas")]
+    assert aware(jonas["updated_at"]) > datetime(2026, 1, 1, tzinfo=UTC)
+    assert (done["details"]["consent_records"], done["details"]["undated_opt_outs"], done["details"]["undated_opt_ins"]) == (
+        4, 1, 3)
     # The confirmation token is a secret: never stored.
     assert uid("anna-hash") not in repr([c["attributes"] for c in customers.values()])
 
@@ -152,7 +156,7 @@ def test_a_recipient_who_unsubscribed_since_the_last_export_is_opted_out_as_of_t
     later = tmp_path / RECIPIENTS.name
     later.write_text(RECIPIENTS.read_text(encoding="utf-8").replace(";optIn;", ";optOut;"), encoding="utf-8")
     done = run(shop, "customers", str(later), "--map", "shopware")
-    assert done["details"]["withdrawn_since_last_export"] == 1
+    assert done["details"]["undated_opt_outs"] == 1
     (anna,) = [r for r in rows(shop, Preference) if r["customer_id"] == uid("anna-recipient")]
     assert anna["opted_in"] is False and aware(anna["updated_at"]) > datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -279,3 +283,14 @@ def test_a_message_featuring_a_product_skips_who_bought_it_by_the_id_the_line_it
     anna = relmail("why", uid("anna"))  # she bought the 250 g bag, not the kilo
     assert "espresso: SEND" in anna and "OWNS_PRODUCT" not in anna
     assert "NO_CONSENT" in relmail("why", uid("jonas"))  # unsubscribed
+
+
+def test_consent_no_says_whether_a_no_is_an_unsubscribe_and_is_checked_with_the_mapping():
+    text = "kind: customers\nconsent_no: {}\ncolumns:\n  E: email\n  S: {{to: consent, parse: yes_no}}\n"
+    assert parse_mapping(text.format("opt-out"), "m.yml").consent_no == "opt-out"
+    assert parse_mapping(text.format("not-opted-in"), "m.yml").consent_no == "not-opted-in"
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(text.format("unsubscribed"), "m.yml")
+    assert "m.yml:2" in str(caught.value.problems[0]) and "consent_no must be not-opted-in" in str(caught.value.problems[0])
+    with pytest.raises(ValidationError, match="consent_no is for customers"):
+        parse_mapping("kind: orders\nconsent_no: opt-out\ncolumns:\n  O: order_id\n", "o.yml")

@@ -179,11 +179,11 @@ _DETAILS = {
     "kept_opted_out": "{n:,} customer(s) whose consent flag turned from no to yes since the last export, but who "
                       "opted out: kept opted out (a yes without a date never undoes an opt-out; an older export "
                       "imported again says the same); a new opt-in needs its date (import preferences)",
-    "undated_opt_outs": "{n:,} opt-out(s) whose consent time is blank: opted out as of now (an opt-out without its "
+    "undated_opt_outs": "{n:,} opt-out(s) without a consent time: opted out as of now (an opt-out without its "
                         "date still ends every earlier opt-in)",
-    "undated_opt_ins": "{n:,} opt-in(s) whose consent time is blank: stored without a date (any dated record wins "
+    "undated_opt_ins": "{n:,} opt-in(s) without a consent time: stored without a date (any dated record wins "
                        "over it, and it never undoes an opt-out)",
-    "undated_opt_ins_kept_out": "{n:,} of the opt-ins whose consent time is blank are of customers who opted out: "
+    "undated_opt_ins_kept_out": "{n:,} of the opt-ins without a consent time are of customers who opted out: "
                                 "kept opted out; a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",

@@ -16,6 +16,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     times: {format: "%d-%m-%Y %H:%M", timezone: Europe/Amsterdam}   # for every 'time'
     spreadsheet_quotes: true         # '0612345678 -> 0612345678 (ids a spreadsheet export protected)
     match: email                     # customers: an address already stored names the customer
+    consent_no: opt-out              # customers: a "no" is an unsubscribe (a list's status), not an unticked box
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
     skip_rows: {blank: [Variant Price], reason: image rows}
     parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
@@ -72,7 +73,8 @@ WITH_ATTRIBUTES = ("customers", "products")
 VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
-        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items")
+        "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items",
+        "consent_no")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -118,6 +120,9 @@ class Mapping:
     other_columns: str = "error"
     spreadsheet_quotes: bool = False
     match: str | None = None
+    #: Customers: what a "no" of the consent column says without a date: ``not-opted-in`` (a shop's unticked box: no
+    #: record where nothing is on record) or ``opt-out`` (a mailing list's unsubscribed status: an opt-out as of the import).
+    consent_no: str = "not-opted-in"
     group_by: str | None = None
     first_row: tuple[str, ...] = ()
     skip_blank: tuple[str, ...] = ()
@@ -312,6 +317,12 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
     match = data.get("match")
     if match is not None and (declared != "customers" or match != "email"):
         bad("match", "match: email is the only match, and only for customers")
+    consent_no = data.get("consent_no", "not-opted-in")
+    if consent_no not in ("not-opted-in", "opt-out"):
+        bad("consent_no", "consent_no must be not-opted-in (the default: a shop's unticked box) or opt-out (a list's "
+                          "unsubscribed status)")
+    elif consent_no == "opt-out" and declared != "customers":
+        bad("consent_no", "consent_no is for customers")
     unknown = data.get("unknown_customers", "error")
     if unknown not in ("error", "skip"):
         bad("unknown_customers", "unknown_customers must be error (the default) or skip")
@@ -352,6 +363,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         other_columns=other,
         spreadsheet_quotes=bool(data.get("spreadsheet_quotes", False)),
         match=match,
+        consent_no=consent_no,
         group_by=group.get("by"),
         first_row=tuple(_strings(group.get("first_row", []), "group.first_row", bad)),
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
