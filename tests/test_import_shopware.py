@@ -294,3 +294,19 @@ def test_consent_no_says_whether_a_no_is_an_unsubscribe_and_is_checked_with_the_
     assert "m.yml:2" in str(caught.value.problems[0]) and "consent_no must be not-opted-in" in str(caught.value.problems[0])
     with pytest.raises(ValidationError, match="consent_no is for customers"):
         parse_mapping("kind: orders\nconsent_no: opt-out\ncolumns:\n  O: order_id\n", "o.yml")
+
+
+def test_two_guest_checkouts_of_one_address_are_two_customers_and_their_orders_count_for_the_mailbox(shop, tmp_path):
+    """Shopware makes a customer record per guest checkout: the customers export holds one address twice."""
+    lines = CUSTOMERS.read_text(encoding="utf-8").splitlines()
+    lukas = next(line for line in lines if "lukas.wagner@" in line)
+    path = tmp_path / CUSTOMERS.name
+    path.write_text("\n".join([*lines, lukas.replace(uid("lukas"), uid("lukas-again"), 1).replace(";10004;", ";10007;")])
+                    + "\n", encoding="utf-8")
+    done = run(shop, "customers", str(path), "--map", "shopware")
+    assert done["rows_imported"] == 7
+    guests = {r["id"] for r in rows(shop, Customer) if r["email"] == "lukas.wagner@mail.example"}
+    assert guests == {uid("lukas"), uid("lukas-again")}
+    run(shop, "orders", str(ORDERS), "--map", "shopware")
+    (buyer,) = {r["customer_id"] for r in rows(shop, Event) if r["event_id"].startswith(f"order:{uid('o10004')}:")}
+    assert buyer in guests
