@@ -146,6 +146,15 @@ def test_the_run_report_and_the_cli_show_the_same_mailbox_counts(shop, project, 
     assert promo["outcomes"]["conversion"]["rate_holdout"] == 0.5
 
 
+def test_the_week_on_week_conversion_rate_and_revenue_count_the_mailboxs_purchases(shop, monkeypatch):
+    monkeypatch.setenv("RELMAIL_NOW", NOW.isoformat())
+    (week,) = run_figures(shop, RUN)["trend"]
+    # Mailed: G-2, S-2, S-3 (promo), R-1, R-3 (news). Eve bought under R-2, Fay under G-3 and R-3, Dora under R-1.
+    assert week["customers_mailed"] == 5
+    assert week["conversion_rate"] == 0.8
+    assert week["revenue"] == 40.0 + 30.0 + 20.0 + 5.0 + 10.0
+
+
 def test_a_mailbox_is_on_one_side_of_every_split_and_no_sibling_of_a_message_it_had(shop):
     table = load_outcomes(shop, now=NOW)
     for seed in range(20):

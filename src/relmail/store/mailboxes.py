@@ -4,7 +4,8 @@ A guest checkout and a registered account, or the same address in another
 case, are one person's mailbox. The plan reads what the mailbox said and
 received across its ids (:mod:`relmail.planning.shared_mailbox`), and what
 relmail learns and reports counts the mailbox once
-(:mod:`relmail.learn.outcomes`); both find the mailboxes here.
+(:mod:`relmail.learn.outcomes`, :mod:`relmail.report.trend`); they find
+the mailboxes here.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import select, union
 
-from .models import MAILBOX, Customer
+from .models import MAILBOX, Customer, mailbox_key
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -83,3 +84,12 @@ def find(conn: Connection) -> Mailboxes:
     _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
     order = np.argsort(ids, kind="stable")
     return Mailboxes(ids[order], box[order].astype(np.int64))
+
+
+def with_mates(customer_ids):
+    """A SELECT of the ids of ``customer_ids`` (a SELECT of one column) and of every other customer with one of
+    their addresses: the customers of their mailboxes. Each mate is found through the mailbox index."""
+    own, mate = C.alias("own"), C.alias("mate")
+    mates = (select(mate.c.id).select_from(own.join(mate, mailbox_key(mate) == mailbox_key(own)))
+             .where(own.c.id.in_(customer_ids), mailbox_key(own) != ""))
+    return union(customer_ids, mates)
