@@ -120,6 +120,22 @@ def test_a_shared_mailbox_is_one_row_per_message_with_the_purchases_of_every_id(
     assert len(set(zip(table.message_id, table.mailbox))) == len(table)
 
 
+def test_an_imported_run_that_mailed_one_id_and_held_out_the_other_counts_the_mailbox_as_sent(engine, tmp_path):
+    """A send made elsewhere, drawn per id: the e-mail reached the mailbox, so its other id is no control."""
+    from relmail.learn.history import import_history
+
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), _customers(ADDRESSES))
+        conn.execute(Event.__table__.insert(), [{"customer_id": "R-1", "type": "purchase", "occurred_at": IN_WINDOW, "value": 40.0}])
+    path = tmp_path / "history.csv"
+    path.write_text("run_id,campaign,window,as_of,customer_id,message_id,action,x\n"
+                    + "".join(f"hist-1,spring,2025-W10,{AS_OF.isoformat()},{c},promo,{a},{x}\n"
+                              for c, a, x in [("G-1", "holdout", 1), ("R-1", "send", 2), ("S-1", "holdout", 3), ("S-2", "send", 4)]))
+    import_history(engine, path)
+    table = load_outcomes(engine, now=NOW)
+    assert _rows(table, "promo") == {"R-1": (1, 1, 40.0, "G-1"), "S-1": (0, 0, 0.0, "S-1"), "S-2": (1, 0, 0.0, "S-2")}
+
+
 def test_the_lift_counts_each_mailbox_once_in_each_arm(shop):
     (entry,) = [e for e in incrementality(shop, RUN, now=NOW) if e["message"] == "promo"]
     # Four held-out mailboxes (Dora, Fay, S-1, S-4) against three sent ones (Eve, S-2, S-3).
