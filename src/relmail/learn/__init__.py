@@ -22,7 +22,7 @@ A model's test customers, as ``relmail model evaluate`` scores them::
     model = load_model(project, "womens")
     table = load_outcomes(engine, messages=["womens"])
     seed, share = model.meta["training"]["split_seed"], model.meta["training"]["test_share"]
-    test = table.subset(split_mask(table.customer_id, seed, share))
+    test = table.subset(split_mask(table.mailbox, seed, share))
     p = model.predict(test.features, outcome="visit")
 
 Heavy modules (scikit-learn) load on first use, so importing this package

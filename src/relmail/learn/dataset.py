@@ -146,7 +146,11 @@ def split_mask(customer_ids: Sequence[str], seed: int, test_share: float, salt: 
     ``blake2b(f"{salt}:{seed}:{customer_id}")``, read as a fraction of
     2**64, fall below ``test_share``: the same customer is on the same side
     for every message and every run, with nothing stored. Splitting by
-    customer (not by decision) keeps a customer's decisions on one side.
+    customer (not by decision) keeps a customer's decisions on one side; the
+    training and evaluation pass each row's mailbox
+    (:attr:`relmail.learn.outcomes.OutcomeTable.mailbox`, the lowest customer
+    id of an address several ids share), so one person's rows under any of
+    those ids are on the same side too.
     Other salts make independent splits (selection's cross-fitting folds use
     ``"validation"``).
 

@@ -78,12 +78,12 @@ def _evaluate_model(model: TrainedModel, table: OutcomeTable) -> dict:
     share, seed = float(training["test_share"]), int(training["split_seed"])
     if share <= 0:
         raise ModelError(f"model '{model.key}' v{model.version} was trained on all data (test share 0); retrain with --test-share to evaluate it")
-    test = table.subset(split_mask(table.customer_id, seed, share))
+    test = table.subset(split_mask(table.mailbox, seed, share))
     X = model.encode(test.features)
     t = test.treated
     out = {"message": model.key, "version": model.version, "rows": len(test), "sends": int(t.sum()), "holdouts": int((t == 0).sum()),
-           # The test customers are split_mask(customer ids, seed, test_share): 'model predict --split test' lists them.
-           "split": {"seed": seed, "test_share": share, "customers": len(set(test.customer_id))}, "outcomes": {}}
+           # The test customers are split_mask(mailboxes, seed, test_share): 'model predict --split test' lists them.
+           "split": {"seed": seed, "test_share": share, "customers": len(set(test.mailbox))}, "outcomes": {}}
     for name in model.outcomes:
         y = test.outcomes[name]
         pred = model.predict(X, name)

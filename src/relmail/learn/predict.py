@@ -54,10 +54,10 @@ class Predictions:
         return [*ID_COLUMNS, self.outcome, *self.features, *PREDICTION_COLUMNS]
 
 
-def test_mask(model: TrainedModel, customer_ids) -> np.ndarray:
-    """True for the model's test customers among ``customer_ids`` (the split it was trained with)."""
+def test_mask(model: TrainedModel, mailboxes) -> np.ndarray:
+    """True for the model's test customers among ``mailboxes`` (:attr:`OutcomeTable.mailbox`; the split it was trained with)."""
     training = model.meta["training"]
-    return split_mask(customer_ids, int(training["split_seed"]), float(training["test_share"]))
+    return split_mask(mailboxes, int(training["split_seed"]), float(training["test_share"]))
 
 
 def predict_table(model: TrainedModel, table: OutcomeTable, outcome: str | None = None, split: str = "test") -> Predictions:
@@ -72,7 +72,7 @@ def predict_table(model: TrainedModel, table: OutcomeTable, outcome: str | None 
     if split == "test" and float(model.meta["training"]["test_share"]) <= 0:
         raise ModelError(f"model '{model.key}' v{model.version} was trained on all data (test share 0): it has no test customers")
     part = table.subset(table.message_id == model.key)
-    test = test_mask(model, part.customer_id)
+    test = test_mask(model, part.mailbox)
     if split != "all":
         part = part.subset(test if split == "test" else ~test)
         test = test[test] if split == "test" else test[~test]

@@ -138,13 +138,14 @@ def replaced_outcomes(root, key: str, outcomes) -> dict:
 
 
 def siblings_of(table: OutcomeTable, key: str) -> OutcomeTable:
-    """Sends of other messages to customers without a decision for ``key`` in that run.
+    """Sends of other messages to mailboxes without a row for ``key`` in that run.
 
     What a pooling estimator adds to ``key``'s own sends and hold-outs: a
-    customer who got another message of the run (and neither this one nor
-    a hold-out from it) shows how people react to the campaign's e-mail at all.
+    mailbox that got another message of the run (and neither this one nor
+    a hold-out from it, under any of its customer ids) shows how people react
+    to the campaign's e-mail at all.
     """
-    pairs = np.char.add(np.char.add(table.run_id.astype(str), "\x00"), table.customer_id.astype(str))
+    pairs = np.char.add(np.char.add(table.run_id.astype(str), "\x00"), table.mailbox.astype(str))
     mine = table.message_id == key
     return table.subset(~mine & (table.treated == 1) & ~np.isin(pairs, pairs[mine]))
 
@@ -163,11 +164,12 @@ def train_message(root, key: str, table: OutcomeTable, options: TrainOptions, si
 
 
 def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, siblings: OutcomeTable | None) -> dict:
-    test = split_mask(table.customer_id, options.split_seed, options.test_share)
+    # By mailbox: a person's rows under any of the customer ids of the address stay on one side.
+    test = split_mask(table.mailbox, options.split_seed, options.test_share)
     data = table.subset(~test)
     if siblings is not None:
         # The same customers are held back for evaluation as in the message's own rows.
-        siblings = siblings.subset(~split_mask(siblings.customer_id, options.split_seed, options.test_share))
+        siblings = siblings.subset(~split_mask(siblings.mailbox, options.split_seed, options.test_share))
     spec = FeatureSpec.infer(data.features)
     if not spec.columns:
         raise NothingToDo(f"message '{key}': the decisions logged no usable features: nothing to train on")
@@ -195,9 +197,9 @@ def _train_message(root, key: str, table: OutcomeTable, options: TrainOptions, s
             selection[outcome] = {"chosen": None, "reason": f"no uplift model: {hold_pos} {outcome} outcomes among {n_hold} "
                                                                f"hold-outs (need {MIN_POSITIVES})"}
             continue
-        sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.customer_id)
+        sib = None if X_sib is None else (X_sib, siblings.outcomes[outcome], siblings.mailbox)
         up = _upstream(outcome, data, siblings, chosen) if Funnel.kind in options.kinds else None
-        choice = choose(X, y, t, data.customer_id, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib, up)
+        choice = choose(X, y, t, data.mailbox, layout, seed, options.kinds, options.bases, options.criterion, options.cv_repeats, sib, up)
         chosen[outcome] = (choice.kind, choice.base)
         if choice.kind == Funnel.kind:
             uplift = Funnel(layout, choice.base, seed, up.kind).fit(

@@ -36,7 +36,7 @@ logged with the decisions these columns decide, so ``relmail why`` can say
 that the count is the mailbox's, and look up which other id and when.
 
 Only the few customers whose address another customer has are read again:
-:func:`find` lists them once per plan (one pass over the customers), and
+:func:`relmail.store.mailboxes.find` lists them once per plan (one pass over the customers), and
 :func:`merge` computes their features as any range's, in one batch per range.
 """
 
@@ -54,6 +54,7 @@ from ..features.derived import complained, fatigue, hard_bounced
 from ..features.queries import DELIVERY_TYPES, SOFT_BOUNCE_DAYS, unsubscribed_all
 from ..features.sql import age_days, align, fetch_columns, unindexed, when
 from ..store import aggregates
+from ..store.mailboxes import Mailboxes, find
 from ..store.models import MAILBOX, Customer, Event, Preference
 from .pending import held_out, planned, recent_tickets
 
@@ -72,46 +73,6 @@ SUMMED = ("sends_7", "sends_30", "sends_90", "opens_30", "opens_90", "planned_7"
 #: The same per message context ``k``: ``k.<suffix>``.
 SUMMED_PER_MESSAGE = ("topic_sends_7", "topic_sends_30", "topic_planned_7", "topic_planned_30", "already_sent", "planned_same",
                       "recent_tickets", "held_out")
-
-
-@dataclass(frozen=True)
-class Mailboxes:
-    """The customers whose address another customer has too: sorted ids, and each one's mailbox number."""
-
-    ids: np.ndarray
-    box: np.ndarray
-
-    @classmethod
-    def none(cls) -> Mailboxes:
-        return cls(np.array([], dtype="<U1"), np.zeros(0, dtype=np.int64))
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-
-def find(conn: Connection) -> Mailboxes:
-    """Every customer whose address (trimmed, in any case) another customer has.
-
-    The mailbox index read in its order, repeats found in NumPy, then the
-    customers of the repeated mailboxes: a GROUP BY over the expression
-    costs SQLite eight times as much (it evaluates it per table row), and
-    SQLAlchemy's rows as much again (the driver's tuples are read instead).
-    """
-    result = conn.execute(select(MAILBOX).where(MAILBOX != "").order_by(MAILBOX))
-    try:
-        keys = [row[0] for row in result.cursor.fetchall()]
-    finally:
-        result.close()
-    repeated = sorted({b for a, b in zip(keys, keys[1:]) if a == b})
-    if not repeated:
-        return Mailboxes.none()
-    rows = []
-    for a in range(0, len(repeated), CHUNK):
-        rows += conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(repeated[a:a + CHUNK]))).all()
-    ids = np.array([r[0] for r in rows], dtype=str)
-    _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
-    order = np.argsort(ids, kind="stable")
-    return Mailboxes(ids[order], box[order].astype(np.int64))
 
 
 def mates(conn: Connection, customer_ids: Iterable[str]) -> dict[str, list[str]]:
@@ -158,13 +119,7 @@ class MailboxFacts:
 
     def mailbox_of(self, customer_ids: np.ndarray) -> np.ndarray:
         """The mailbox number of each of ``customer_ids``, -1 for a customer who shares no address."""
-        out = np.full(len(customer_ids), -1, dtype=np.int64)
-        if not len(self) or not len(customer_ids):
-            return out
-        at = np.minimum(np.searchsorted(self.ids, customer_ids), len(self) - 1)
-        hit = self.ids[at] == customer_ids
-        out[hit] = self.box[at[hit]]
-        return out
+        return Mailboxes(self.ids, self.box).mailbox_of(customer_ids)
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -237,9 +192,8 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
         if ctx.topic not in (None, "*"):
             out[f"{key}.shared_topic_opt_out"] = _opted_out_by_other(prefs, ctx.topic, box, boxes).astype(float)
     # The lowest id of each mailbox: the customer whose hold-out draw the mailbox takes (see partition).
-    # ``ids`` is sorted, so each mailbox's first occurrence is its lowest id.
-    _, lowest = np.unique(box, return_index=True)
-    return MailboxFacts(ids, out, box.astype(np.int64), ids[lowest][box])
+    box = box.astype(np.int64)
+    return MailboxFacts(ids, out, box, Mailboxes(ids, box).lowest())
 
 
 def merge(frame: FeatureFrame, facts: MailboxFacts) -> None:

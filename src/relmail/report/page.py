@@ -109,7 +109,7 @@ PAGE = """<!doctype html>
 {% if trend %}
 <section id="trend">
   <h2>Week on week</h2>
-  <p class="lead">{% if trend|length > 1 %}The last {{ trend|length }} runs of campaign <strong>{{ run.campaign }}</strong> up to this one, and the change from the run before ({{ trend[-2].run }}){% else %}The first run of campaign <strong>{{ run.campaign }}</strong> in the ledger: the change from the run before shows here once there is one{% endif %}. Rates are per customer mailed; conversions and revenue are the purchases of the customers mailed. Each run is measured over its first {{ measured(trend[-1].measured_days) }} (as long as this run has had, at most {{ f.incrementality_window_days|fmt }}): none is ahead only for having had longer. Green: better for the shop, red: worse; not tested against chance (the lift below is).</p>
+  <p class="lead">{% if trend|length > 1 %}The last {{ trend|length }} runs of campaign <strong>{{ run.campaign }}</strong> up to this one, and the change from the run before ({{ trend[-2].run }}){% else %}The first run of campaign <strong>{{ run.campaign }}</strong> in the ledger: the change from the run before shows here once there is one{% endif %}. Rates are per customer mailed; conversions and revenue are the purchases of the customers mailed, under any customer id with their address. Each run is measured over its first {{ measured(trend[-1].measured_days) }} (as long as this run has had, at most {{ f.incrementality_window_days|fmt }}): none is ahead only for having had longer. Green: better for the shop, red: worse; not tested against chance (the lift below is).</p>
   <table id="trend-summary">
     <thead><tr><th>figure</th><th class="num">this run</th><th class="num before">run before</th><th class="num">change</th><th>{{ trend|length }} runs</th></tr></thead>
     <tbody>
@@ -213,7 +213,7 @@ PAGE = """<!doctype html>
 
 <section id="incrementality">
   <h2>Did it work? Incrementality</h2>
-  <p class="lead">Outcome rate of sends against hold-outs within {{ f.incrementality_window_days|fmt }} days, with a {{ '%d'|format(f.confidence * 100) }}% confidence interval (Newcombe). Runs up to this one with hold-outs and a closed outcome window. Green: better for the shop (more visits or purchases, fewer unsubscribes or complaints); red: worse. Hold-outs get no e-mail, so they cannot open or click it: those rows (reach) show how many the e-mail reached, not what it changed.</p>
+  <p class="lead">Outcome rate of sends against hold-outs within {{ f.incrementality_window_days|fmt }} days, with a {{ '%d'|format(f.confidence * 100) }}% confidence interval (Newcombe). Runs up to this one with hold-outs and a closed outcome window. Customer ids that share an address are one mailbox: it counts once in its arm, with the visits and purchases of all its ids. Green: better for the shop (more visits or purchases, fewer unsubscribes or complaints); red: worse. Hold-outs get no e-mail, so they cannot open or click it: those rows (reach) show how many the e-mail reached, not what it changed.</p>
   {% if lift_rows %}
   <div class="wide">
   <table id="lift">

@@ -8,7 +8,9 @@ click and conversion rates, unsubscribes and complaints per 1,000 customers
 mailed, and the revenue of the customers mailed. Every rate reads against
 the customers mailed (:mod:`relmail.report.mailed`), each once, as the whole
 run's row of "what came back" does. Conversions and revenue are the
-purchases of the customers mailed after the run's as-of time.
+purchases after the run's as-of time of the mailboxes mailed: a purchase
+under another customer id with a mailed address (a guest checkout of the
+account the e-mail went to) is the same person's response, counted once.
 
 Every run is measured over the same time after its as-of time: as long as
 the newest run has had until now, at most the outcome window
@@ -29,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from ..store.mailboxes import with_mates
 from ..store.models import Decision, Delivery, Event, Run
 from .mailed import mailed_customers, run_source
 
@@ -73,11 +76,16 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
         sent = conn.execute(select(func.count()).select_from(mailed)).scalar_one()
         customers = conn.execute(select(func.count(func.distinct(mailed.c.customer_id)))).scalar_one()
         end = r.as_of + horizon
-        converted, revenue = conn.execute(
-            select(func.count(func.distinct(EVENTS.c.customer_id)), func.coalesce(func.sum(EVENTS.c.value), 0.0))
-            .where(EVENTS.c.type == "purchase", EVENTS.c.occurred_at > r.as_of, EVENTS.c.occurred_at <= end,
-                   EVENTS.c.customer_id.in_(select(mailed.c.customer_id)))
-        ).one()
+        purchases = (EVENTS.c.type == "purchase", EVENTS.c.occurred_at > r.as_of, EVENTS.c.occurred_at <= end)
+        # A customer mailed converted when anyone of her mailbox bought; each purchase of a mailbox mailed counts once.
+        bought = with_mates(select(EVENTS.c.customer_id).where(*purchases))
+        converted = conn.execute(
+            select(func.count(func.distinct(mailed.c.customer_id))).where(mailed.c.customer_id.in_(bought))
+        ).scalar_one()
+        revenue = conn.execute(
+            select(func.coalesce(func.sum(EVENTS.c.value), 0.0))
+            .where(*purchases, EVENTS.c.customer_id.in_(with_mates(select(mailed.c.customer_id))))
+        ).scalar_one()
         came_back = feedback(conn, r.id, r.as_of, end)[None]
         a = actions.get(r.id, {})
         decisions = sum(a.values())

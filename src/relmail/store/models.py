@@ -91,9 +91,17 @@ class Customer(SQLModel, table=True):
 #: by address in any case (:mod:`relmail.importers.addresses`). A statement must say ``lower(email)`` to use it.
 EMAIL_LOWER = func.lower(Customer.__table__.c.email, type_=Customer.__table__.c.email.type)
 Index("ix_customers_email_lower", EMAIL_LOWER)
-#: A customer's mailbox: the address trimmed and lower-cased, as the index ``ix_customers_mailbox`` holds it, what
-#: finds every customer id with one address (:mod:`relmail.planning.shared_mailbox`). Statements must say it so.
-MAILBOX = func.lower(func.trim(Customer.__table__.c.email), type_=Customer.__table__.c.email.type)
+
+
+def mailbox_key(customers) -> Any:
+    """The mailbox of the rows of ``customers`` (the table or an alias of it): the address trimmed and lower-cased,
+    as the index ``ix_customers_mailbox`` holds it (a join of the table with itself says it once per side)."""
+    return func.lower(func.trim(customers.c.email), type_=customers.c.email.type)
+
+
+#: A customer's mailbox (:func:`mailbox_key`): what finds every customer id with one address
+#: (:mod:`relmail.store.mailboxes`). Statements must say it so.
+MAILBOX = mailbox_key(Customer.__table__)
 Index("ix_customers_mailbox", MAILBOX)
 
 

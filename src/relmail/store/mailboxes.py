@@ -1,0 +1,95 @@
+"""Which customer ids share a mailbox: one address (trimmed, in any case) under several ids.
+
+A guest checkout and a registered account, or the same address in another
+case, are one person's mailbox. The plan reads what the mailbox said and
+received across its ids (:mod:`relmail.planning.shared_mailbox`), and what
+relmail learns and reports counts the mailbox once
+(:mod:`relmail.learn.outcomes`, :mod:`relmail.report.trend`); they find
+the mailboxes here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+from sqlalchemy import select, union
+
+from .models import MAILBOX, Customer, mailbox_key
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+C = Customer.__table__
+#: Mailboxes per ``IN (...)`` (well under SQLite's 32,766 and PostgreSQL's 65,535 parameters).
+CHUNK = 5_000
+
+
+@dataclass(frozen=True)
+class Mailboxes:
+    """The customers whose address another customer has too: sorted ids, and each one's mailbox number."""
+
+    ids: np.ndarray
+    box: np.ndarray
+
+    @classmethod
+    def none(cls) -> Mailboxes:
+        return cls(np.array([], dtype="<U1"), np.zeros(0, dtype=np.int64))
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mailbox_of(self, customer_ids: np.ndarray) -> np.ndarray:
+        """The mailbox number of each of ``customer_ids``, -1 for a customer who shares no address."""
+        out = np.full(len(customer_ids), -1, dtype=np.int64)
+        if not len(self) or not len(customer_ids):
+            return out
+        at = np.minimum(np.searchsorted(self.ids, customer_ids), len(self) - 1)
+        hit = self.ids[at] == customer_ids
+        out[hit] = self.box[at[hit]]
+        return out
+
+    def lowest(self) -> np.ndarray:
+        """Per customer of :attr:`ids`, the lowest customer id of its mailbox (the id that names the mailbox)."""
+        if not len(self):
+            return self.ids
+        # ``ids`` is sorted, so each mailbox's first occurrence is its lowest id.
+        boxes, first = np.unique(self.box, return_index=True)
+        lowest = np.empty(int(boxes.max()) + 1, dtype=self.ids.dtype)
+        lowest[boxes] = self.ids[first]
+        return lowest[self.box]
+
+
+def find(conn: Connection) -> Mailboxes:
+    """Every customer whose address (trimmed, in any case) another customer has.
+
+    The mailbox index read in its order, repeats found in NumPy, then the
+    customers of the repeated mailboxes: a GROUP BY over the expression
+    costs SQLite eight times as much (it evaluates it per table row), and
+    SQLAlchemy's rows as much again (the driver's tuples are read instead).
+    """
+    result = conn.execute(select(MAILBOX).where(MAILBOX != "").order_by(MAILBOX))
+    try:
+        keys = [row[0] for row in result.cursor.fetchall()]
+    finally:
+        result.close()
+    repeated = sorted({b for a, b in zip(keys, keys[1:]) if a == b})
+    if not repeated:
+        return Mailboxes.none()
+    rows = []
+    for a in range(0, len(repeated), CHUNK):
+        rows += conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(repeated[a:a + CHUNK]))).all()
+    ids = np.array([r[0] for r in rows], dtype=str)
+    _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
+    order = np.argsort(ids, kind="stable")
+    return Mailboxes(ids[order], box[order].astype(np.int64))
+
+
+def with_mates(customer_ids):
+    """A SELECT of the ids of ``customer_ids`` (a SELECT of one column) and of every other customer with one of
+    their addresses: the customers of their mailboxes. Each mate is found through the mailbox index."""
+    own, mate = C.alias("own"), C.alias("mate")
+    mates = (select(mate.c.id).select_from(own.join(mate, mailbox_key(mate) == mailbox_key(own)))
+             .where(own.c.id.in_(customer_ids), mailbox_key(own) != ""))
+    return union(customer_ids, mates)
