@@ -8,7 +8,7 @@ import click
 
 from ._common import State, echo_json, echo_table, json_option, pass_state
 
-_FORMATS = ("sendgrid", "mailgun", "postmark", "ses", "brevo", "mailjet")
+_FORMATS = ("sendgrid", "mailgun", "postmark", "ses", "brevo", "mailjet", "mandrill")
 
 
 @click.command("serve")
@@ -19,7 +19,7 @@ def serve(state: State, host: str, port: int) -> None:
     """Serve unsubscribe links, the preference page and ESP webhooks (development server).
 
     Routes: /unsubscribe/TOKEN (GET page, POST RFC 8058 one-click),
-    /preferences/TOKEN, /webhooks/{sendgrid,mailgun,postmark,ses,brevo,mailjet}, /healthz.
+    /preferences/TOKEN, /webhooks/{sendgrid,mailgun,postmark,ses,brevo,mailjet,mandrill}, /healthz.
     In production run the same app under a WSGI server:
     RELMAIL_PROJECT=/path/to/shop gunicorn 'relmail.web:create_app()'
     Logs go to stderr, one line per request, without colour codes unless
@@ -76,7 +76,8 @@ def feedback_import(state: State, file: str, fmt: str, dry_run: bool, strict: bo
     Bounces/Opens/Clicks API page), ses (JSON Lines of SES events or SNS
     messages), brevo (webhook events as JSON array, JSON Lines or CSV, or
     a page of the events API), mailjet (saved webhook bodies: event objects
-    or arrays, or JSON Lines); any of them gzip-compressed (.gz). Valid events are applied;
+    or arrays, or JSON Lines), mandrill (saved mandrill_events arrays, or
+    JSON Lines); any of them gzip-compressed (.gz). Valid events are applied;
     each invalid one is reported with its line and index, recorded with the
     provider's raw event (see 'relmail feedback rejects') and makes the
     command exit 4 after the valid ones were applied. With --strict a file
