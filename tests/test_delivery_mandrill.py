@@ -12,6 +12,7 @@ import responses
 from delivery_messages import FakeTime, message
 from relmail.delivery import DeliveryAborted, get_adapter
 from relmail.errors import ConfigError
+from test_provider_fixtures import cases
 
 URL = "https://mandrillapp.com/api/1.0/messages/send-raw"
 KEY = "md-0123456789abcdef-secret"
@@ -177,3 +178,31 @@ def test_the_api_key_never_reaches_the_log_or_an_error(caplog):
 def test_without_the_api_key_the_adapter_does_not_start():
     with pytest.raises(ConfigError, match="secret 'esp_api_key' is not set"):
         get_adapter("mandrill", {}, {})
+
+
+ACCEPTED, REJECTED, HARD, DEFERRED, STOPPED = "accepted", "rejected", "hard bounce", "deferred", "stopped"
+#: Each documented answer of send-raw (tests/fixtures/providers/mandrill_errors.json) -> what becomes of the e-mails.
+ERRORS = {"mandrill": {
+    "200 sent": ACCEPTED, "200 queued": ACCEPTED, "200 scheduled": ACCEPTED, "200 invalid": HARD,
+    "200 rejected: hard-bounce": HARD, "200 rejected: invalid": HARD, "200 rejected: soft-bounce": REJECTED,
+    "200 rejected: spam": REJECTED, "200 rejected: unsub": REJECTED, "200 rejected: custom": REJECTED,
+    "200 rejected: rule": REJECTED, "200 rejected: invalid-sender": STOPPED, "200 rejected: unsigned": STOPPED,
+    "200 rejected: test-mode-limit": STOPPED, "500 Invalid_Key": STOPPED, "500 PaymentRequired": STOPPED,
+    "500 Unknown_Subaccount": STOPPED, "500 ValidationError": REJECTED, "500 GeneralError": DEFERRED,
+}}
+
+
+@pytest.mark.parametrize("name, entry, expected", cases("errors", ERRORS))
+@responses.activate
+def test_each_documented_answer_accepts_rejects_defers_or_stops_the_run(name, entry, expected):
+    responses.add(responses.POST, URL, json=entry["body"], status=entry["status"])
+    messages = [ledger_message(1), ledger_message(2)]
+    if expected == STOPPED:
+        with pytest.raises(DeliveryAborted) as info:
+            adapter().send(messages)
+        assert [r.status for r in info.value.results] == ["deferred"] * len(messages)  # resumable after the fix
+        return
+    results = adapter().send(messages)
+    got = [HARD if r.hard_bounce else r.status for r in results]
+    assert got == [expected] * len(messages), [r.reason for r in results]
+    assert not any(r.ambiguous for r in results) and len(responses.calls) == len(messages)  # each answered, none retried

@@ -18,16 +18,47 @@ from tests.webkit import T0, feedback_events
 from werkzeug.test import Client
 
 from relmail.cli import cli
-from relmail.feedback import provider
+from relmail.feedback import ingest, provider
 from relmail.feedback.records import Record
 from relmail.project import Project
 from relmail.store.models import Customer, Preference
 from relmail.web.app import make_app
+from test_provider_fixtures import BLOCKED, CLICKED, COMPLAINED, DELIVERED, HARD, OPENED, SOFT, UNSUBSCRIBED, cases
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 KEY = "mandrill-webhook-key-not-secret"
 #: What `relmail init` writes as [unsubscribe] base_url, + /webhooks/mandrill: the URL entered in Mandrill.
 PUBLIC = "https://fietsenwinkel.example/relmail/webhooks/mandrill"
+
+#: fixture name -> (relmail types recorded, consent withdrawn: None or "*")
+EVENTS = {"mandrill": {
+    "send": ([DELIVERED], None), "deferral": ([], None), "hard_bounce": ([HARD], None), "soft_bounce": ([SOFT], None),
+    "open": ([OPENED], None), "click": ([CLICKED], None), "spam": ([COMPLAINED], "*"), "unsub": ([UNSUBSCRIBED], "*"),
+    # Mandrill did not send: the event that put the address on its denylist came on its own.
+    "reject": ([BLOCKED], None),
+    "blacklist sync": ([], None), "whitelist sync": ([], None),  # Mandrill's lists changed, not an e-mail
+}}
+
+
+@pytest.mark.parametrize("name, entry, expected", cases("events", EVENTS))
+def test_each_documented_event_is_recorded_and_changes_consent_as_documented(engine, name, entry, expected):
+    types, consent = expected
+    batch = provider(name, now=lambda: NOW).parse_records([Record(0, entry["payload"])], "fixture")
+    assert batch.invalid == [], batch.invalid
+    assert [e.type for e in batch.events] == types
+    if not types:
+        assert sum(batch.ignored.values()) == 1
+        return
+    assert batch.events[0].sent_id == "exampleaaaaaaaaaaaaaaaaaaaaaaaaa"  # the message's _id, which the send answered with
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C1", "email": batch.events[0].recipient,
+                                                    "created_at": datetime(2010, 1, 1, tzinfo=UTC), "attributes": {}}])
+    assert ingest(engine, batch).total_applied == len(types)
+    assert ingest(engine, batch).duplicates == len(types)  # a redelivery writes nothing
+    P = Preference.__table__
+    with engine.connect() as conn:
+        opted_out = sorted(conn.execute(select(P.c.topic).where(P.c.opted_in.is_(False))).scalars())
+    assert opted_out == ([] if consent is None else [consent])
 
 
 def signed(events, key: str = KEY, url: str = PUBLIC) -> dict:

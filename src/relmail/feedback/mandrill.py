@@ -149,7 +149,8 @@ class Mandrill(Provider):
         recipient = text(msg, "email")
         if "@" not in recipient:
             raise FieldError("msg.email", f"expected an e-mail address, got {recipient[:80]!r}")
-        sent = text(record, "_id", required=False) or text(msg, "_id", required=False)
+        # msg._id is the message's id, the one the send answered with (Mandrill's examples give the event another).
+        sent = text(msg, "_id", required=False) or text(record, "_id", required=False)
         when = self.time(record, "ts")
         diag = text(msg, "diag", required=False)
         if kind == "hard_bounce" and sender_side(status_in(diag, failures_only=True)):
