@@ -24,7 +24,7 @@ def limiter(ft: FakeTime, **kw) -> RateLimiter:
 def test_every_registered_adapter_imports_and_names_itself():
     for name in ADAPTERS:
         assert adapter_class(name).name == name
-    with pytest.raises(DeliveryError, match="known: brevo, file, mailgun, mailjet, postmark, sendgrid, ses, smtp"):
+    with pytest.raises(DeliveryError, match="known: brevo, file, mailgun, mailjet, mandrill, postmark, sendgrid, ses, smtp"):
         get_adapter("pigeon")
 
 

@@ -36,6 +36,7 @@ DEFAULT_SECRETS = {
     "postmark_webhook_password": "RELMAIL_POSTMARK_WEBHOOK_PASSWORD",
     "brevo_webhook_token": "RELMAIL_BREVO_WEBHOOK_TOKEN",
     "mailjet_webhook_password": "RELMAIL_MAILJET_WEBHOOK_PASSWORD",
+    "mandrill_webhook_key": "RELMAIL_MANDRILL_WEBHOOK_KEY",
 }
 
 
@@ -373,7 +374,8 @@ explicit_topics = []
 
 {secrets}
 [delivery]
-# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses, brevo or mailjet.
+# E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses, brevo, mailjet
+# or mandrill.
 adapter = "file"
 outbox = "outbox"
 """

@@ -8,7 +8,7 @@ import click
 
 from ._common import State, echo_json, echo_table, json_option, pass_state
 
-_FORMATS = ("sendgrid", "mailgun", "postmark", "ses", "brevo", "mailjet")
+_FORMATS = ("sendgrid", "mailgun", "postmark", "ses", "brevo", "mailjet", "mandrill")
 
 
 @click.command("serve")
@@ -19,7 +19,7 @@ def serve(state: State, host: str, port: int) -> None:
     """Serve unsubscribe links, the preference page and ESP webhooks (development server).
 
     Routes: /unsubscribe/TOKEN (GET page, POST RFC 8058 one-click),
-    /preferences/TOKEN, /webhooks/{sendgrid,mailgun,postmark,ses,brevo,mailjet}, /healthz.
+    /preferences/TOKEN, /webhooks/{sendgrid,mailgun,postmark,ses,brevo,mailjet,mandrill}, /healthz.
     In production run the same app under a WSGI server:
     RELMAIL_PROJECT=/path/to/shop gunicorn 'relmail.web:create_app()'
     Logs go to stderr, one line per request, without colour codes unless
@@ -76,7 +76,8 @@ def feedback_import(state: State, file: str, fmt: str, dry_run: bool, strict: bo
     Bounces/Opens/Clicks API page), ses (JSON Lines of SES events or SNS
     messages), brevo (webhook events as JSON array, JSON Lines or CSV, or
     a page of the events API), mailjet (saved webhook bodies: event objects
-    or arrays, or JSON Lines); any of them gzip-compressed (.gz). Valid events are applied;
+    or arrays, or JSON Lines), mandrill (saved mandrill_events arrays, or
+    JSON Lines); any of them gzip-compressed (.gz). Valid events are applied;
     each invalid one is reported with its line and index, recorded with the
     provider's raw event (see 'relmail feedback rejects') and makes the
     command exit 4 after the valid ones were applied. With --strict a file
@@ -252,14 +253,15 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     """Lift the ESP's unsubscribe listing of customers who opted in again on relmail's preference page.
 
     SendGrid drops every e-mail to an address on its global unsubscribe list
-    or on a group's, and Brevo every e-mail to an address on its
-    transactional blocked contacts, whatever relmail decided. For each opt-in
+    or on a group's, Brevo every e-mail to an address on its transactional
+    blocked contacts, and Mandrill every e-mail to an address on its
+    rejection denylist, whatever relmail decided. For each opt-in
     made on the preference page after an unsubscribe that came from the ESP,
     this deletes the listing the opt-in covers: at SendGrid the topic's group
     of [delivery.sendgrid] asm_groups, or, for "everything", the global list
-    (and the "*" group); at Brevo the blocked contact, when "everything" is
-    switched back on (never for an address Brevo reported a hard bounce or a
-    spam complaint for). relmail send does the same before its first e-mail;
+    (and the "*" group); at Brevo the blocked contact and at Mandrill the
+    denylist entry, when "everything" is switched back on (never for an
+    address the ESP reported a hard bounce or a spam complaint for). relmail send does the same before its first e-mail;
     run this to lift sooner or to see what is pending. A call the ESP refuses
     is listed with its reason and the command exits 7; the next run tries it
     again. With any other adapter there is nothing to lift: it says so and
@@ -279,11 +281,12 @@ def feedback_resubscribe(state: State, dry_run: bool, as_json: bool) -> None:
     esp = PROVIDERS.get(name)
     if esp is None:
         # Nothing to lift is not a failure: a scheduled "resubscribe && send" keeps sending after the shop
-        # moves from SendGrid or Brevo to an adapter whose provider keeps no list relmail lifts.
+        # moves from SendGrid, Brevo or Mandrill to an adapter whose provider keeps no list relmail lifts.
         if as_json:
             echo_json(ResubscribeResult(dry_run=dry_run).as_dict())
         else:
-            click.echo(f"adapter {name!r}: relmail lifts the unsubscribe lists of SendGrid and Brevo only; nothing to lift")
+            click.echo(f"adapter {name!r}: relmail lifts the unsubscribe lists of SendGrid, Brevo and Mandrill only; "
+                       "nothing to lift")
         return
     adapter = get_adapter(name, config, project.secret)
     try:

@@ -32,6 +32,7 @@ ADAPTERS: dict[str, str] = {
     "ses": "relmail.delivery.ses:SesAdapter",
     "brevo": "relmail.delivery.brevo:BrevoAdapter",
     "mailjet": "relmail.delivery.mailjet:MailjetAdapter",
+    "mandrill": "relmail.delivery.mandrill:MandrillAdapter",
     "file": "relmail.delivery.file:FileAdapter",
 }
 

@@ -119,7 +119,10 @@ class Result:
     message that was never handed over because the caller could not record
     its point of no return (:attr:`Adapter.on_commit` raised) or asked the
     send to stop (:attr:`Adapter.stopping`): nothing of it reached the
-    provider, so it is as if it had not been tried.
+    provider, so it is as if it had not been tried. ``feedback`` is what a
+    provider's refusal says the recipient did before (``complained``,
+    ``unsubscribed``: Mandrill's denylist): the send records it as that
+    provider's feedback event, as a webhook would.
     """
 
     key: str
@@ -132,6 +135,7 @@ class Result:
     http_status: int | None = None
     ambiguous: bool = False
     withheld: bool = False
+    feedback: str | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -155,6 +159,7 @@ class Result:
             "http_status": self.http_status,
             "ambiguous": self.ambiguous,
             "withheld": self.withheld,
+            "feedback": self.feedback,
         }
 
 

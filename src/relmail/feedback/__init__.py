@@ -1,7 +1,7 @@
 """Feedback from the world back into the store: ESP events, unsubscribes, preferences.
 
 Every provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`,
-:mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`) is a :class:`~relmail.feedback.provider.Provider` with the same
+:mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`, :mod:`.mandrill`) is a :class:`~relmail.feedback.provider.Provider` with the same
 methods: ``verify`` (a webhook's signature), ``receive`` (a webhook POST),
 ``read_export`` (an exported file) and ``parse_event`` (one provider event).
 Reading is partial: a :class:`~relmail.feedback.provider.Batch` holds the
@@ -44,6 +44,7 @@ PROVIDERS = {
     "ses": "ses:Ses",
     "brevo": "brevo:Brevo",
     "mailjet": "mailjet:Mailjet",
+    "mandrill": "mandrill:Mandrill",
 }
 
 #: Providers whose webhook credentials may travel in the URL: HTTP Basic (``https://user:secret@host/...``),
@@ -57,7 +58,7 @@ __all__ = [
 
 
 def provider(name: str, now: Callable[[], datetime] | None = None, project: Project | None = None) -> Provider:
-    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``, ``brevo``, ``mailjet``).
+    """The provider ``name`` (``sendgrid``, ``mailgun``, ``postmark``, ``ses``, ``brevo``, ``mailjet``, ``mandrill``).
 
     ``now`` is the clock event times are judged plausible against (tests).
     ``project`` gives the provider its ``[delivery.<name>]`` settings: the

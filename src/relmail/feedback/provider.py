@@ -1,6 +1,7 @@
 """One interface for every ESP's feedback: verify, read, parse (django-anymail style).
 
-A provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`, :mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`)
+A provider (:mod:`.sendgrid`, :mod:`.mailgun`, :mod:`.postmark`, :mod:`.ses`, :mod:`.brevo`, :mod:`.mailjet`,
+:mod:`.mandrill`)
 is a :class:`Provider` subclass that fills in three hooks:
 
 - :meth:`Provider.verify`: check a webhook POST's signature or credentials
@@ -77,6 +78,8 @@ class Provider(ABC):
     secret: ClassVar[str] = ""
     #: Keys of a JSON export page whose array holds the records (Mailgun ``items``).
     wrappers: ClassVar[tuple[str, ...]] = ()
+    #: Whether the provider checks a new webhook's URL with a HEAD request, which must be answered 200 (Mandrill).
+    answers_head: ClassVar[bool] = False
 
     def __init__(self, now: Callable[[], datetime] | None = None, delivery: Mapping[str, Any] | None = None):
         #: The clock the plausibility of event times is judged against.

@@ -1,8 +1,9 @@
 """A customer's opt-in on relmail's preference page, carried to the ESP's own unsubscribe list.
 
-SendGrid and Brevo keep their own lists of addresses they refuse to mail,
-whatever relmail decided: SendGrid its global unsubscribe list and one per
-unsubscribe group, Brevo its transactional blocked contacts. A customer who
+SendGrid, Brevo and Mandrill keep their own lists of addresses they refuse to
+mail, whatever relmail decided: SendGrid its global unsubscribe list and one
+per unsubscribe group, Brevo its transactional blocked contacts, Mandrill its
+rejection denylist. A customer who
 unsubscribed at the ESP (its link, its preference page, a drop relmail learnt
 of) and then opts in again on relmail's preference page is opted in at
 relmail, and still on the ESP's list: :func:`resubscribe` lifts that listing
@@ -13,15 +14,15 @@ opt-in on relmail's page, made after an *unsubscribe* that came from the ESP
 (an ``events`` row of type ``email_unsubscribed``; a spam complaint is never
 lifted, relmail suppresses complainers for good), and still in force. An
 import's "accepts marketing" flag never lifts an unsubscribe made at the ESP.
-Brevo's call removes the address from its block list whatever put it there,
-so an address Brevo reported a hard bounce or a complaint for is never
-lifted at Brevo (:attr:`Lifter.whole_address`).
+Brevo's and Mandrill's calls remove the address from their list whatever put
+it there, so an address the ESP reported a hard bounce or a complaint for is
+never lifted there (:attr:`Lifter.whole_address`).
 
 What is lifted is what the customer's opt-in covers. At SendGrid a topic
 opted in again lifts the group that topic's e-mails go with; the global
-switch ("everything") lifts the global list and the ``"*"`` group. Brevo has
-one list, and its unsubscribe covers every topic: switching "everything" back
-on lifts it.
+switch ("everything") lifts the global list and the ``"*"`` group. Brevo and
+Mandrill have one list, and their unsubscribe covers every topic: switching
+"everything" back on lifts it.
 
 The opt-ins are read from the consent history in order; the store remembers
 (``meta`` key ``<provider>.resubscribed_through``) the last one carried, so a
@@ -35,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+import requests
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Engine
 
@@ -61,7 +63,7 @@ class Lifter:
     label: str
     #: The listings an opt-in of a topic lifts (``adapter``, ``topic``) -> listing names.
     listings: Callable[[HttpAdapter, str], list[str]]
-    #: The API path of ``DELETE`` that lifts one listing (``listing``, URL-encoded address).
+    #: The API path of the call that lifts one listing (``listing``, URL-encoded address).
     path: Callable[[str, str], str]
     #: How the address is URL-encoded in the path (characters left as they are).
     safe: str
@@ -70,6 +72,12 @@ class Lifter:
     #: The call lifts the address whatever listed it (a hard bounce, a complaint): never made for an
     #: address the ESP reported a hard bounce or a complaint for.
     whole_address: bool = False
+    #: The call's method: SendGrid and Brevo ``DELETE`` the address's path; Mandrill ``POST``s it in the body.
+    method: str = "DELETE"
+    #: The call's JSON body (``adapter``, the address), for an ESP that takes the address there.
+    body: Callable[[HttpAdapter, str], dict] | None = None
+    #: Whether an answer says the address was not on the list: nothing to lift, counted as lifted.
+    not_listed: Callable[[requests.Response], bool] = lambda response: response.status_code == 404
 
     @property
     def watermark(self) -> str:
@@ -109,7 +117,30 @@ PROVIDERS: dict[str, Lifter] = {
         describe=lambda listing: "transactional blocked contacts",
         whole_address=True,
     ),
+    # Mandrill's rejects/delete: the key and the address in the JSON body; {"deleted": true} lifted, the error
+    # Invalid_Reject (HTTP 500) when the address is not on the rejection denylist.
+    "mandrill": Lifter(
+        name="mandrill",
+        label="Mandrill",
+        listings=lambda adapter, topic: ["rejects"],
+        path=lambda listing, address: "/rejects/delete",
+        safe="",
+        describe=lambda listing: "rejection denylist",
+        whole_address=True,
+        method="POST",
+        body=lambda adapter, email: {"key": adapter.api_key, "email": email},
+        not_listed=lambda response: _mandrill_error(response) == "Invalid_Reject",
+    ),
 }
+
+
+def _mandrill_error(response: requests.Response) -> str | None:
+    """The ``name`` of Mandrill's error object (sent with HTTP 500), or None."""
+    try:
+        data = response.json()
+    except ValueError:
+        return None
+    return data.get("name") if isinstance(data, dict) and data.get("status") == "error" else None
 
 
 @dataclass(frozen=True)
@@ -179,7 +210,7 @@ def pending(engine: Engine, esp: Lifter) -> list[tuple[int, str, str, str]]:
 def resubscribe(engine: Engine, adapter: HttpAdapter, dry_run: bool = False) -> ResubscribeResult:
     """Lift the ESP listings of every page opt-in :func:`pending` finds; see the module docstring.
 
-    ``adapter`` is the SendGrid or Brevo adapter (:data:`PROVIDERS`).
+    ``adapter`` is the SendGrid, Brevo or Mandrill adapter (:data:`PROVIDERS`).
     ``dry_run`` lists what would be lifted and calls nothing. A refused API key
     fails every call (listed in :attr:`ResubscribeResult.failed`), as does an
     answer other than 2xx or 404 (not listed: nothing to lift).
@@ -187,7 +218,7 @@ def resubscribe(engine: Engine, adapter: HttpAdapter, dry_run: bool = False) -> 
     esp = lifter(adapter)
     if esp is None:
         raise ConfigError(f"relmail.toml [delivery]: adapter is {adapter.name!r}; relmail lifts the unsubscribe lists "
-                          f"of {' and '.join(x.label for x in PROVIDERS.values())} only")
+                          f"of {', '.join(x.label for x in PROVIDERS.values())} only")
     result = ResubscribeResult(dry_run=dry_run)
     done_through: int | None = None
     first_failure: int | None = None
@@ -217,14 +248,15 @@ def resubscribe(engine: Engine, adapter: HttpAdapter, dry_run: bool = False) -> 
 def _delete(adapter: HttpAdapter, esp: Lifter, email: str, listing: str) -> str | None:
     """Lift one listing; None when the ESP lifted it (or the address was not on it), else why not."""
     address = quote(email, safe=esp.safe)
+    extra = {"json": esp.body(adapter, email)} if esp.body is not None else {}
     try:
-        outcome = adapter.request("DELETE", esp.path(listing, address))
+        outcome = adapter.request(esp.method, esp.path(listing, address), **extra)
     except Abort as exc:
         return _without(str(exc), email, address)
     response = outcome.response
     if response is None:
         return _without(outcome.reason or f"no answer from {esp.label}", email, address)
-    if 200 <= response.status_code < 300 or response.status_code == 404:
+    if 200 <= response.status_code < 300 or esp.not_listed(response):
         return None
     return _without(f"HTTP {response.status_code}: {error_text(response)}", email, address)
 

@@ -100,11 +100,14 @@ class WebhookConfig:
     #: :class:`ProviderUnreachable` when the provider cannot be reached or fails (5xx), and
     #: :class:`ProviderRefused` when it refuses (4xx), each naming the host only.
     http_get: Callable[[str], bytes] = _fetch
+    #: The public address ``relmail serve`` is reached at (``[unsubscribe] base_url``): a provider that signs
+    #: the URL it posts to (Mandrill) signs that one, not the one a proxy passes on.
+    base_url: str = ""
 
     @classmethod
     def from_project(cls, project: Project) -> WebhookConfig:
         return cls(secret_lookup=lambda name: project.secret(name, required=False),
-                   settings=project.settings.section("feedback"))
+                   settings=project.settings.section("feedback"), base_url=project.settings.unsubscribe_url)
 
     def secret(self, name: str) -> str:
         """A secret the endpoint cannot work without; unset is a configuration error (503)."""

@@ -40,6 +40,7 @@ SOURCES = {
     "preference-page": "preference page",
     "esp-webhook": "ESP webhook",
     "esp-import": "ESP export import",
+    "esp-send": "ESP refusal of a send",
     "bounce-mailbox": "bounce mailbox",
     "import": "import",
     "suppression-list": "suppression list (an erased address imported again)",

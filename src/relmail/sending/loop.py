@@ -23,6 +23,8 @@ from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
 from ..errors import DeferredShareExceeded, DeliveryError
 from ..features.derived import complained, hard_bounced
 from ..features.queries import DELIVERY_TYPES
+from ..feedback.apply import apply_events
+from ..feedback.events import FeedbackEvent, relmail_ids
 from ..planning import shared_mailbox
 from ..rules import RENDER_ERROR
 from ..store.models import Decision, Event, Preference
@@ -242,6 +244,9 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
             outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, retry_at,
                                            answer.reason or None, answer.hard_bounce))
     counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
+    told = provider_feedback(adapter.name, messages, answers, now)
+    if told:
+        retry.run("recording the provider's opt-outs", lambda: apply_events(engine, told, source="esp-send"))
     for status, n in counts.items():
         result.done[status] = result.done.get(status, 0) + n
     for reason, ids in withheld.items():
@@ -253,6 +258,21 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     if aborted is not None:
         raise DeliveryError(f"sending stopped, the ledger is consistent and 'relmail send' resumes: {aborted}")
     return not set(withheld) - {STOPPED}
+
+
+def provider_feedback(provider: str, messages: Sequence, answers: Sequence, now: datetime) -> list[FeedbackEvent]:
+    """The opt-outs the provider's refusals tell of (:attr:`~relmail.delivery.base.Result.feedback`), as its events.
+
+    Mandrill refuses an address on its denylist because the recipient
+    complained or unsubscribed earlier: recorded as that complaint or
+    unsubscribe, once per delivery, as the provider's webhook would.
+    """
+    by_key = {m.key: m for m in messages}
+    return [
+        FeedbackEvent(type=a.feedback, occurred_at=now, recipient=by_key[a.key].to, provider=provider,
+                      provider_event_id=f"send-refusal:{a.key}", **relmail_ids(by_key[a.key].metadata), reason=a.reason)
+        for a in answers if a.status == "rejected" and a.feedback and a.key in by_key
+    ]
 
 
 def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | None]) -> dict[tuple[str, str], str]:

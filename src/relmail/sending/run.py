@@ -350,7 +350,7 @@ def _set_status(engine, run_id: str, status: str, now: datetime) -> None:
 
 
 def _resubscribe(engine: Engine, adapter, result: SendResult) -> None:
-    """Lift the ESP's listing of customers who opted in again (SendGrid, Brevo), before their first e-mail goes.
+    """Lift the ESP's listing of customers who opted in again (SendGrid, Brevo, Mandrill), before their first e-mail goes.
 
     The ESP would drop that e-mail, and SendGrid's drop ("Unsubscribed Address") would opt the customer
     out again, undoing the choice they just made on the preference page. A lift the ESP refuses

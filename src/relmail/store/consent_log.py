@@ -8,7 +8,8 @@ in the same transaction and in bulk, the rows it actually changed:
 made at a given time saw.
 
 ``source`` is the preference row's own (``unsubscribe-link``,
-``preference-page``, ``esp-webhook``, ``esp-import``, ``bounce-mailbox``,
+``preference-page``, ``esp-webhook``, ``esp-import``, ``esp-send`` (an ESP that refused a
+send for an earlier opt-out: Mandrill), ``bounce-mailbox``,
 ``import`` or an import's own source name, ``suppression-list``);
 ``detail`` what exactly (the file, the provider and its event, one-click
 or the confirmation page), never an address.

@@ -16,6 +16,7 @@ Routes:
   --test-to``) show the same pages but change nothing: whoever tests them is
   not the customer whose data the e-mail shows;
 - ``POST /webhooks/<provider>`` (and ``/webhooks/<provider>/<secret>`` for postmark, brevo and mailjet): ESP events;
+- ``HEAD /webhooks/mandrill``: 200, Mandrill's check of a new webhook's URL;
 - ``GET /healthz``.
 
 Pages are in the customer's language, branded and overridable
@@ -34,7 +35,7 @@ from urllib.parse import urlsplit
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine
-from werkzeug.exceptions import HTTPException, NotFound
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from werkzeug.routing import Map, Rule
 from werkzeug.wrappers import Request, Response
 
@@ -93,6 +94,7 @@ class RelmailApp:
                 Rule("/unsubscribe/", endpoint="no_token", methods=["GET", "POST"]),
                 Rule("/preferences/", endpoint="no_token", methods=["GET", "POST"]),
                 Rule("/webhooks/<provider_name>", endpoint="webhook", methods=["POST"]),
+                Rule("/webhooks/<provider_name>", endpoint="webhook_check", methods=["HEAD"]),
                 Rule("/webhooks/<provider_name>/<secret>", endpoint="webhook", methods=["POST"]),
             ],
             # No redirect to add a '/': its Location would be built from what the app sees, which behind a
@@ -206,6 +208,14 @@ class RelmailApp:
                          saved=saved, error=error)
 
     # -- webhooks ---------------------------------------------------------
+
+    def on_webhook_check(self, request: Request, provider_name: str) -> Response:
+        """The HEAD a provider sends to check a new webhook's URL (Mandrill): 200, nothing else happens."""
+        if provider_name not in PROVIDERS:
+            raise NotFound()
+        if not provider(provider_name, project=self.project).answers_head:
+            raise MethodNotAllowed(["POST"])
+        return Response(status=200)
 
     def on_webhook(self, request: Request, provider_name: str, secret: str | None = None) -> Response:
         if provider_name not in PROVIDERS or (secret is not None and provider_name not in URL_CREDENTIALS):

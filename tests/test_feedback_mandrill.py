@@ -1,0 +1,232 @@
+"""Mandrill webhooks through ``relmail serve``'s WSGI app: the signature over the configured URL, the URL check, each event."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+import pytest
+from click.testing import CliRunner
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import select
+from tests.webkit import T0, feedback_events
+from werkzeug.test import Client
+
+from relmail.cli import cli
+from relmail.feedback import ingest, provider
+from relmail.feedback.records import Record
+from relmail.project import Project
+from relmail.store.models import Customer, Preference
+from relmail.web.app import make_app
+from test_provider_fixtures import BLOCKED, CLICKED, COMPLAINED, DELIVERED, HARD, OPENED, SOFT, UNSUBSCRIBED, cases
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+KEY = "mandrill-webhook-key-not-secret"
+#: What `relmail init` writes as [unsubscribe] base_url, + /webhooks/mandrill: the URL entered in Mandrill.
+PUBLIC = "https://fietsenwinkel.example/relmail/webhooks/mandrill"
+
+#: fixture name -> (relmail types recorded, consent withdrawn: None or "*")
+EVENTS = {"mandrill": {
+    "send": ([DELIVERED], None), "deferral": ([], None), "hard_bounce": ([HARD], None), "soft_bounce": ([SOFT], None),
+    "open": ([OPENED], None), "click": ([CLICKED], None), "spam": ([COMPLAINED], "*"), "unsub": ([UNSUBSCRIBED], "*"),
+    # Mandrill did not send: the event that put the address on its denylist came on its own.
+    "reject": ([BLOCKED], None),
+    "blacklist sync": ([], None), "whitelist sync": ([], None),  # Mandrill's lists changed, not an e-mail
+}}
+
+
+@pytest.mark.parametrize("name, entry, expected", cases("events", EVENTS))
+def test_each_documented_event_is_recorded_and_changes_consent_as_documented(engine, name, entry, expected):
+    types, consent = expected
+    batch = provider(name, now=lambda: NOW).parse_records([Record(0, entry["payload"])], "fixture")
+    assert batch.invalid == [], batch.invalid
+    assert [e.type for e in batch.events] == types
+    if not types:
+        assert sum(batch.ignored.values()) == 1
+        return
+    assert batch.events[0].sent_id == "exampleaaaaaaaaaaaaaaaaaaaaaaaaa"  # the message's _id, which the send answered with
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C1", "email": batch.events[0].recipient,
+                                                    "created_at": datetime(2010, 1, 1, tzinfo=UTC), "attributes": {}}])
+    assert ingest(engine, batch).total_applied == len(types)
+    assert ingest(engine, batch).duplicates == len(types)  # a redelivery writes nothing
+    P = Preference.__table__
+    with engine.connect() as conn:
+        opted_out = sorted(conn.execute(select(P.c.topic).where(P.c.opted_in.is_(False))).scalars())
+    assert opted_out == ([] if consent is None else [consent])
+
+
+def signed(events, key: str = KEY, url: str = PUBLIC) -> dict:
+    """The POST Mandrill makes: the form field, and the signature computed as Mandrill's documentation says."""
+    fields = {"mandrill_events": events if isinstance(events, str) else json.dumps(events)}
+    data = url + "".join(k + fields[k] for k in sorted(fields))
+    sig = base64.b64encode(hmac.new(key.encode(), data.encode(), hashlib.sha1).digest()).decode()
+    return {"data": urlencode(fields), "content_type": "application/x-www-form-urlencoded",
+            "headers": {"X-Mandrill-Signature": sig}}
+
+
+def event(kind: str, email: str, seconds: int, msg_id: str = "", **extra) -> dict:
+    ts = int((T0 + timedelta(seconds=seconds)).timestamp())
+    msg_id = msg_id or f"mid{seconds:05d}"
+    msg = {"ts": ts - 1, "_id": msg_id, "state": "sent", "subject": "Nieuwe e-bike", "email": email,
+           "sender": "news@fietsenwinkel.example", "tags": [], "metadata": {}, **extra.pop("msg", {})}
+    return {"event": kind, "ts": ts, "_id": msg_id, "msg": msg, **extra}
+
+
+@pytest.fixture
+def mandrill_shop(project, engine, monkeypatch):
+    monkeypatch.setenv("RELMAIL_MANDRILL_WEBHOOK_KEY", KEY)
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": f"C000000{i}", "email": email, "created_at": T0 - timedelta(days=400), "attributes": {}}
+            for i, email in enumerate(["anna@example.com", "bram@example.com", "cas@example.com"], 1)])
+    return Client(make_app(Project.load(project.root), engine)), engine
+
+
+def test_each_mandrill_event_is_recorded_as_documented_and_a_redelivery_writes_nothing(mandrill_shop):
+    client, engine = mandrill_shop
+    events = [
+        event("send", "anna@example.com", 1),
+        event("open", "anna@example.com", 2),
+        event("click", "anna@example.com", 3, url="https://fietsenwinkel.example/e-bikes"),
+        event("hard_bounce", "bram@example.com", 4, msg={"state": "bounced", "bounce_description": "bad_mailbox",
+                                                           "diag": "smtp;550 5.1.1 The email account does not exist."}),
+        # The receiving server refused the sender (5.7.1): a block, never counted against the mailbox.
+        event("hard_bounce", "bram@example.com", 104, msg={"diag": "smtp;550 5.7.1 Message rejected due to local policy"}),
+        event("soft_bounce", "bram@example.com", 5, msg={"diag": "smtp;554 5.7.1 Service unavailable; client host blocked"}),
+        event("soft_bounce", "bram@example.com", 6, msg={"diag": "smtp;452 4.2.2 Mailbox full"}),
+        event("spam", "cas@example.com", 7),
+        event("reject", "bram@example.com", 8, msg={"state": "rejected"}),
+        event("deferral", "anna@example.com", 9, msg={"state": "deferred"}),
+        {"type": "blacklist", "action": "add", "ts": int(T0.timestamp()),
+         "reject": {"email": "bram@example.com", "reason": "hard-bounce", "detail": "bounced"}},
+        {"type": "whitelist", "action": "remove", "ts": int(T0.timestamp()), "entry": {"email": "anna@example.com"}},
+    ]
+    answer = client.post("/webhooks/mandrill", **signed(events))
+    assert answer.status_code == 200, answer.json
+    assert answer.json["applied"] == {"bounced_blocked": 3, "bounced_hard": 1, "bounced_soft": 1, "clicked": 1,
+                                      "complained": 1, "delivered": 1, "opened": 1}
+    assert answer.json["ignored"] == {"deferral": 1, "blacklist": 1, "whitelist": 1} and answer.json["received"] == 12
+    again = client.post("/webhooks/mandrill", **signed(events))
+    assert again.json["total_applied"] == 0 and again.json["duplicates"] == 9  # Mandrill retries a failed POST
+    rows = [(c, t) for c, t, _, _, _ in feedback_events(engine)]
+    assert rows == sorted([("C0000001", "email_delivered"), ("C0000001", "email_opened"), ("C0000001", "email_clicked"),
+                           ("C0000002", "email_bounced_hard"), ("C0000002", "email_bounced_blocked"),
+                           ("C0000002", "email_bounced_soft"), ("C0000002", "email_bounced_blocked"),
+                           ("C0000002", "email_bounced_blocked"),
+                           ("C0000003", "email_complained")])
+
+
+def test_an_unsubscribe_leaves_every_topic(mandrill_shop):
+    client, engine = mandrill_shop
+    answer = client.post("/webhooks/mandrill", **signed([event("unsub", "anna@example.com", 10)]))
+    assert answer.json["applied"] == {"unsubscribed": 1} and answer.json["opt_outs"] == 1
+    P = Preference.__table__
+    with engine.connect() as conn:
+        assert conn.execute(select(P.c.customer_id, P.c.topic).where(P.c.opted_in.is_(False))).all() == [("C0000001", "*")]
+
+
+def test_mandrills_url_check_gets_a_200_before_the_webhook_key_exists(project, engine, monkeypatch):
+    monkeypatch.delenv("RELMAIL_MANDRILL_WEBHOOK_KEY", raising=False)
+    client = Client(make_app(Project.load(project.root), engine))
+    assert client.head("/webhooks/mandrill").status_code == 200
+    assert client.head("/relmail/webhooks/mandrill").status_code == 200  # a proxy that passes base_url's path on
+    # HEAD failing, Mandrill POSTs an empty array signed with the key 'test-webhook'.
+    check = client.post("/webhooks/mandrill", **signed([], key="test-webhook"))
+    assert check.status_code == 200 and check.json["received"] == 0
+    # Real events need the real key: set it, and the endpoint refuses until then (503: Mandrill retries).
+    assert client.post("/webhooks/mandrill", **signed([event("send", "anna@example.com", 1)])).status_code == 503
+    assert client.head("/webhooks/mailjet").status_code == 405  # only providers that check with HEAD answer it
+
+
+def test_a_wrong_missing_or_test_key_signature_writes_nothing(mandrill_shop):
+    client, engine = mandrill_shop
+    events = [event("spam", "anna@example.com", 11)]
+    unsigned = signed(events)
+    del unsigned["headers"]
+    assert client.post("/webhooks/mandrill", **unsigned).status_code == 401
+    assert client.post("/webhooks/mandrill", **signed(events, key="guess")).status_code == 403
+    # The check's generic key signs an empty array only.
+    assert client.post("/webhooks/mandrill", **signed(events, key="test-webhook")).status_code == 403
+    # Signed for the address the request reached (behind the proxy), not the one entered in Mandrill.
+    refused = client.post("/webhooks/mandrill", **signed(events, url="http://localhost/webhooks/mandrill"))
+    assert refused.status_code == 403 and PUBLIC in refused.json["error"]
+    # A form whose fields were changed after signing.
+    tampered = signed(events)
+    tampered["data"] = urlencode({"mandrill_events": json.dumps([event("spam", "bram@example.com", 11)])})
+    assert client.post("/webhooks/mandrill", **tampered).status_code == 403
+    assert feedback_events(engine) == []
+
+
+def test_the_url_entered_in_mandrill_can_be_set_when_it_is_not_base_urls(mandrill_shop, project):
+    _, engine = mandrill_shop
+    config = project.root / "relmail.toml"
+    url = "https://hooks.fietsenwinkel.example/mandrill?from=mc"
+    config.write_text(config.read_text() + f'\n[feedback.mandrill]\nurl = "{url}"\n')
+    client = Client(make_app(Project.load(project.root), engine))
+    events = [event("open", "anna@example.com", 12)]
+    assert client.post("/webhooks/mandrill", **signed(events)).status_code == 403
+    assert client.post("/webhooks/mandrill", **signed(events, url=url)).json["applied"] == {"opened": 1}
+
+
+def test_a_body_that_is_not_mandrills_form_is_a_400(mandrill_shop):
+    client, _ = mandrill_shop
+    assert client.post("/webhooks/mandrill", **signed("[{not json")).status_code == 400
+    assert client.post("/webhooks/mandrill", **signed('{"event": "send"}')).status_code == 400
+
+
+def test_feedback_import_reads_a_saved_mandrill_events_array(mandrill_shop, project, tmp_path, monkeypatch):
+    _, engine = mandrill_shop
+    saved = tmp_path / "mandrill-events.json"
+    saved.write_text(json.dumps([event("click", "bram@example.com", 13, url="https://fietsenwinkel.example/"),
+                                 event("click", "bram@example.com", 14)]))  # a click without its url: invalid
+    monkeypatch.chdir(project.root)
+    result = CliRunner().invoke(cli, ["feedback", "import", str(saved), "--format", "mandrill", "--json"])
+    assert result.exit_code == 4, result.output
+    data = json.loads(result.output[: result.output.rindex("}") + 1])
+    assert data["applied"] == {"clicked": 1} and data["invalid"][0]["field"] == "url" and data["invalid"][0]["index"] == 1
+
+
+def test_the_id_ties_the_event_to_the_send_and_a_redelivered_event_keeps_its_id():
+    p = provider("mandrill", now=lambda: NOW)
+    [first] = p.parse_event(event("open", "anna@example.com", 15, msg_id="abc123"))
+    assert first.sent_id == "abc123" and first.occurred_at == T0 + timedelta(seconds=15)
+    assert first.event_id == p.parse_event(event("open", "anna@example.com", 15, msg_id="abc123"))[0].event_id
+    assert first.event_id != p.parse_event(event("open", "anna@example.com", 16, msg_id="abc123"))[0].event_id
+
+
+# -- the parser -------------------------------------------------------------------
+
+ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**64), st.floats(allow_nan=True), st.text(max_size=12),
+                st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+MSG = st.fixed_dictionaries({}, optional={
+    "email": st.one_of(st.sampled_from(["anna@example.com", "not-an-address"]), ANY),
+    "_id": st.one_of(st.just("m1"), ANY),
+    "diag": st.one_of(st.sampled_from(["smtp;550 5.1.1 unknown", "smtp;550 5.7.1 blocked"]), ANY),
+})
+RECORDS = st.fixed_dictionaries({}, optional={
+    "event": st.one_of(st.sampled_from(["send", "open", "click", "hard_bounce", "soft_bounce", "spam", "unsub", "reject",
+                                        "deferral", "typo"]), ANY),
+    "type": st.one_of(st.sampled_from(["blacklist", "whitelist"]), ANY),
+    "ts": st.one_of(st.integers(1_700_000_000, 1_760_000_000), ANY),
+    "_id": st.one_of(st.just("m1"), ANY),
+    "url": st.one_of(st.just("https://fietsenwinkel.example/"), ANY),
+    "msg": st.one_of(MSG, ANY),
+})
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(RECORDS, ANY), max_size=6))
+def test_any_event_is_read_rejected_with_its_field_or_skipped_never_misread(records):
+    batch = provider("mandrill", now=lambda: NOW).parse_records([Record(i, r) for i, r in enumerate(records)], "webhook")
+    assert len(batch.events) + len(batch.invalid) + sum(batch.ignored.values()) == len(records)
+    assert all(bad.reason for bad in batch.invalid)
+    usable = [r for r in records if isinstance(r, dict) and isinstance(r.get("msg"), dict)]
+    assert len(batch.events) <= len(usable)  # an event without its msg object is never guessed at
+    for e in batch.events:
+        assert "@" in e.recipient and e.provider == "mandrill"
