@@ -290,3 +290,24 @@ def test_a_subscribed_profile_without_a_consent_time_is_an_opt_in_of_no_date(pro
     assert again["details"]["undated_opt_ins"] == 1 and again["details"]["undated_opt_ins_kept_out"] == 1
     (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == cid]
     assert (pref["opted_in"], pref["updated_at"]) == (False, datetime(2025, 3, 1, 8, tzinfo=UTC))
+
+
+def test_why_says_a_hard_bounced_klaviyo_profile_was_cleaned_and_since_when(project):
+    # Klaviyo's HARD_BOUNCE goes on the suppression list as 'cleaned'; relmail why named every suppressed
+    # address "erased on request or blocked", which sent the shop looking for an erasure nobody asked for.
+    load_all(project)
+    cleaned = pseudonym("klaviyo-", "oud.adres@mail.example")
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            since = conn.execute(Suppression.__table__.select()).first().created_at
+    finally:
+        engine.dispose()
+    base = ["--project", str(project.root)]
+    planned = CliRunner().invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--render-sample", "0"])
+    assert planned.exit_code == 0, planned.output
+    out = CliRunner().invoke(cli, [*base, "why", cleaned, "--run", "weekly:2026-W50", "--json"])
+    assert out.exit_code == 0, out.output
+    sentences = {r["code"]: r["explanation"] for d in json.loads(out.stdout)["decisions"] for r in d["reasons"]}
+    assert sentences["ADDRESS_SUPPRESSED"] == (f"the address is on the suppression list since {since:%Y-%m-%d %H:%M} UTC: "
+                                               "cleaned by the mailing tool (a hard bounce or an invalid address)")
