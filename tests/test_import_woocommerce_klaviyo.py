@@ -311,3 +311,21 @@ def test_why_says_a_hard_bounced_klaviyo_profile_was_cleaned_and_since_when(proj
     sentences = {r["code"]: r["explanation"] for d in json.loads(out.stdout)["decisions"] for r in d["reasons"]}
     assert sentences["ADDRESS_SUPPRESSED"] == (f"the address is on the suppression list since {since:%Y-%m-%d %H:%M} UTC: "
                                                "cleaned by the mailing tool (a hard bounce or an invalid address)")
+
+
+def test_a_spam_complaint_imported_again_is_not_called_an_erased_address(project, tmp_path):
+    # Klaviyo's SPAM_COMPLAINT is about the person: the next import writes an opt-out, as for an erased address.
+    # Its summary called every such customer's address "erased", and why named the opt-out's source so too.
+    export = tmp_path / "Newsletter_list_export.csv"
+    export.write_text("Email,First Name,Email Marketing Consent,Email Marketing Consent Timestamp,Suppressions\n"
+                      "rosa@correo.example,Rosa,SUBSCRIBED,2025-01-04 04:48:24,SPAM_COMPLAINT\n", encoding="utf-8")
+    base = ["--project", str(project.root), "import", "customers", str(export), "--map", "klaviyo"]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    again = CliRunner().invoke(cli, base)
+    assert again.exit_code == 0, again.output
+    assert ("1 customer(s) have an address on the suppression list as erased, marked as spam or suppressed by the shop: "
+            "wrote a global opt-out (source suppression-list) for each") in again.stderr
+    assert "erased address" not in again.stderr
+    customer = pseudonym("klaviyo-", "rosa@correo.example")
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "why", customer, "--campaign", "weekly", "--window", "2026-W50"])
+    assert "source: suppression list (an address erased, marked as spam or suppressed by the shop, imported again)" in out.output

@@ -45,7 +45,7 @@ SOURCES = {
     "esp-import": "ESP export import",
     "bounce-mailbox": "bounce mailbox",
     "import": "import",
-    "suppression-list": "suppression list (an erased address imported again)",
+    "suppression-list": "suppression list (an address erased, marked as spam or suppressed by the shop, imported again)",
 }
 
 #: The provider part of an unsubscribe event's id -> how ``why`` names it (events from before the history).
