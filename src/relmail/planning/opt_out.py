@@ -26,6 +26,7 @@ from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
 from ..rules.address_suppressed import REASONS as SUPPRESSION_REASONS
 from ..rules.address_suppressed import AddressSuppressed
 from ..rules.consent import NoConsent, opted_out_of_topic
+from ..rules.hard_bounce import HardBounce
 from ..rules.shared_complaint import SharedComplaint
 from ..rules.shared_hard_bounce import SharedHardBounce
 from ..rules.shared_opt_out import SharedOptOut
@@ -93,8 +94,8 @@ def topic_opt_out_behind(conn: Connection, customer_id: str, topic: str, decided
 def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged: dict[str, Any], decided_at: datetime,
                     as_of: datetime) -> dict[str, dict[str, Any]]:
     """Reason code -> when and from where the opt-out behind it came: UNSUBSCRIBED, NO_CONSENT where the
-    message's topic was opted out (not where no consent is on record), and ADDRESS_SUPPRESSED: why and since when
-    the address is on the suppression list."""
+    message's topic was opted out (not where no consent is on record), ADDRESS_SUPPRESSED: why and since when
+    the address is on the suppression list, and HARD_BOUNCE: when the bounce came and who reported it."""
     out = {}
     if Unsubscribed.code in codes:
         out[Unsubscribed.code] = opt_out_behind(conn, customer_id, logged, decided_at, as_of)
@@ -102,12 +103,27 @@ def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged
         out[NoConsent.code] = topic_opt_out_behind(conn, customer_id, logged["topic"], decided_at)
     if AddressSuppressed.code in codes:
         out[AddressSuppressed.code] = suppression_behind(conn, customer_id)
+    if HardBounce.code in codes:
+        out[HardBounce.code] = bounce_behind(conn, customer_id, as_of)
     shared = [c for c in (SharedOptOut.code, SharedHardBounce.code, SharedComplaint.code) if c in codes]
     if shared:
         others = sorted(sharing(conn, [customer_id]))
         for code in shared:
             out[code] = shared_behind(conn, others, code, logged, decided_at, as_of)
     return out
+
+
+def bounce_behind(conn: Connection, customer_id: str, as_of: datetime) -> dict[str, Any]:
+    """``{"at", "source"}`` of the customer's latest hard bounce a plan as of ``as_of`` saw: when, and who reported
+    it (the bounce mailbox, an ESP's events; None: an imported event, not recorded); both None when none is found."""
+    event = conn.execute(
+        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_bounced_hard",
+                                                     E.c.occurred_at <= as_of)
+        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
+    ).first()
+    if event is None:
+        return {"at": None, "source": None}
+    return {"at": event.occurred_at, "source": _PROVIDERS.get((event.event_id or "").partition(":")[0])}
 
 
 def suppression_behind(conn: Connection, customer_id: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES
 from ..rules.address_suppressed import AddressSuppressed
 from ..rules.base import plural
 from ..rules.consent import NoConsent
+from ..rules.hard_bounce import HardBounce
 from ..rules.invalid_address import InvalidAddress
 from ..rules.shared_complaint import SharedComplaint
 from ..rules.shared_hard_bounce import SharedHardBounce
@@ -236,6 +237,8 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         logged["shared"] = shared
     if AddressSuppressed.code in opt_outs:
         logged["suppression"] = opt_outs[AddressSuppressed.code]
+    if HardBounce.code in opt_outs:
+        logged["bounce"] = opt_outs[HardBounce.code]
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
     if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):
