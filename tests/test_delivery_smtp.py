@@ -114,8 +114,10 @@ def test_untrusted_certificate_aborts(server):
     config = server.config(username=USER)
     del config["ca_file"]
     adapter = get_adapter("smtp", config, SECRETS, clock=lambda: NOW)
-    with pytest.raises(DeliveryAborted, match="not trusted"):
+    with pytest.raises(DeliveryAborted, match="not trusted") as info:
         adapter.send([make_message(1)])
+    # The one line a user reads says which setting trusts a relay's own CA.
+    assert 'relmail.toml [delivery.smtp] ca_file = "/path/to/ca.pem"' in str(info.value)
     adapter.close()
     assert server.handler.messages == []
 

@@ -235,7 +235,7 @@ def test_one_address_on_two_websites_is_refused_in_one_file_and_one_customer_fro
     both = tmp_path / "export_customer_main.csv"
     both.write_text(header + noa + noa.replace(",base,he_il,", ",gulf,ar_ae,"), encoding="utf-8")
     result = invoke(shop, "customers", str(both), "--map", "magento")
-    assert result.exit_code == 4 and f"{both}:3: field 'fields.id': duplicate id '{NOA}': also on line 2" in result.output
+    assert result.exit_code == 4 and f"{both}:3: field 'email': the same address is also on line 2: one address" in result.output
     for website, line in (("base", noa), ("gulf", noa.replace(",base,he_il,", ",gulf,ar_ae,"))):
         (tmp_path / f"{website}.csv").write_text(header + line, encoding="utf-8")
         run(shop, "customers", str(tmp_path / f"{website}.csv"), "--map", "magento")

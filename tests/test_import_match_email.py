@@ -91,6 +91,21 @@ def test_two_rows_of_one_new_address_are_an_error_whatever_the_chunks(engine, tm
         assert customers(engine) == {}
 
 
+@pytest.mark.parametrize("chunk", [1, 10_000])
+def test_two_profiles_of_one_address_in_a_klaviyo_export_name_the_email_column_and_the_first_line(engine, tmp_path, chunk):
+    # Klaviyo's ids are made from the address (klaviyo-<hash>), so a second row of one address repeated the id too,
+    # and the error was "field 'fields.id': duplicate id 'klaviyo-...'": no column of the file, no address.
+    path = tmp_path / "Newsletter_list_export.csv"
+    path.write_text("Email,First Name,Email Marketing Consent\n"
+                    "Familia.Ruiz@correo.example,Carlos,SUBSCRIBED\nother@mail.example,Ana,SUBSCRIBED\n"
+                    "familia.ruiz@correo.example,Marta,NEVER_SUBSCRIBED\n", encoding="utf-8")
+    with pytest.raises(ValidationError) as caught:
+        import_file(engine, "customers", path, mapping="klaviyo", chunk_size=chunk)
+    assert [(p.line, p.field) for p in caught.value.problems] == [(4, "Email")]
+    assert caught.value.problems[0].message.startswith("the same address is also on line 2 (as 'Familia.Ruiz@correo.example')")
+    assert customers(engine) == {}
+
+
 def test_a_row_naming_one_stored_customer_by_id_and_another_by_address_is_an_error(engine, tmp_path):
     import_file(engine, "customers", shopify(tmp_path / "shop.csv", [("7001", "kim@old.example")]), mapping="shopify")
     import_file(engine, "customers", plain(tmp_path / "crm.csv", [("CRM-9", "Kim.Dekker@mail.example")]))

@@ -290,3 +290,42 @@ def test_a_subscribed_profile_without_a_consent_time_is_an_opt_in_of_no_date(pro
     assert again["details"]["undated_opt_ins"] == 1 and again["details"]["undated_opt_ins_kept_out"] == 1
     (pref,) = [p for p in rows(project, Preference) if p["customer_id"] == cid]
     assert (pref["opted_in"], pref["updated_at"]) == (False, datetime(2025, 3, 1, 8, tzinfo=UTC))
+
+
+def test_why_says_a_hard_bounced_klaviyo_profile_was_cleaned_and_since_when(project):
+    # Klaviyo's HARD_BOUNCE goes on the suppression list as 'cleaned'; relmail why named every suppressed
+    # address "erased on request or blocked", which sent the shop looking for an erasure nobody asked for.
+    load_all(project)
+    cleaned = pseudonym("klaviyo-", "oud.adres@mail.example")
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            since = conn.execute(Suppression.__table__.select()).first().created_at
+    finally:
+        engine.dispose()
+    base = ["--project", str(project.root)]
+    planned = CliRunner().invoke(cli, [*base, "plan", "weekly", "--window", "2026-W50", "--render-sample", "0"])
+    assert planned.exit_code == 0, planned.output
+    out = CliRunner().invoke(cli, [*base, "why", cleaned, "--run", "weekly:2026-W50", "--json"])
+    assert out.exit_code == 0, out.output
+    sentences = {r["code"]: r["explanation"] for d in json.loads(out.stdout)["decisions"] for r in d["reasons"]}
+    assert sentences["ADDRESS_SUPPRESSED"] == (f"the address is on the suppression list since {since:%Y-%m-%d %H:%M} UTC: "
+                                               "cleaned by the mailing tool (a hard bounce or an invalid address)")
+
+
+def test_a_spam_complaint_imported_again_is_not_called_an_erased_address(project, tmp_path):
+    # Klaviyo's SPAM_COMPLAINT is about the person: the next import writes an opt-out, as for an erased address.
+    # Its summary called every such customer's address "erased", and why named the opt-out's source so too.
+    export = tmp_path / "Newsletter_list_export.csv"
+    export.write_text("Email,First Name,Email Marketing Consent,Email Marketing Consent Timestamp,Suppressions\n"
+                      "rosa@correo.example,Rosa,SUBSCRIBED,2025-01-04 04:48:24,SPAM_COMPLAINT\n", encoding="utf-8")
+    base = ["--project", str(project.root), "import", "customers", str(export), "--map", "klaviyo"]
+    assert CliRunner().invoke(cli, base).exit_code == 0
+    again = CliRunner().invoke(cli, base)
+    assert again.exit_code == 0, again.output
+    assert ("1 customer(s) have an address on the suppression list as erased, marked as spam or suppressed by the shop: "
+            "wrote a global opt-out (source suppression-list) for each") in again.stderr
+    assert "erased address" not in again.stderr
+    customer = pseudonym("klaviyo-", "rosa@correo.example")
+    out = CliRunner().invoke(cli, ["--project", str(project.root), "why", customer, "--campaign", "weekly", "--window", "2026-W50"])
+    assert "source: suppression list (an address erased, marked as spam or suppressed by the shop, imported again)" in out.output

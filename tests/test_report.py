@@ -176,7 +176,7 @@ def test_previews_are_escaped_and_fetch_nothing():
     html = '<p>"hi" & bye</p><img src="https://t.example/p.gif"><div style="background:url(http://x.example/a.png)"></div><script>alert(1)</script>'
     safe = offline_html(html)
     assert "example" not in safe and "<script" not in safe and "data:image/svg+xml" in safe
-    figs = {"run": {"id": "r", "campaign": "c", "window": "w", "as_of": "a", "status": "planned", "created_at": "", "config_hash": ""},
+    figs = {"run": {"id": "r", "campaign": "c", "window": "w", "as_of": "2026-12-07T16:13:00+00:00", "status": "planned", "created_at": "", "config_hash": ""},
             "totals": {"decisions": 0, "customers": 0, "send": 0, "holdout": 0, "suppress": 0, "deliveries": {}},
             "messages": [], "reasons": [], "irritation": [], "incrementality": [], "incrementality_window_days": 14,
             "confidence": 0.95, "suppression_total": 0, "suppressions": []}
@@ -466,3 +466,15 @@ def test_an_imported_run_says_it_was_sent_elsewhere_and_reads_its_rates_against_
     assert "0 suppressed (imported with relmail runs import: sent elsewhere, no deliveries)" in lines[0]
     assert lines[1].startswith("came back (of 30 customers mailed): ")
     assert 'data-source="imported"' in (tmp_path / "p.html").read_text()
+
+
+def test_the_page_shows_the_runs_time_as_the_command_line_does_and_counts_one_run_in_the_singular(planned, engine):
+    # The header showed "as of 2026-12-07T16:13:51.977835+00:00", and a campaign's first run "1 runs".
+    figures = run_figures(engine, RUN, project=planned)
+    as_of = datetime.fromisoformat(figures["run"]["as_of"]).astimezone(UTC)
+    page = build_html(figures)
+    assert f"as of {as_of:%Y-%m-%d %H:%M} UTC ·" in page and figures["run"]["as_of"] not in page
+    runs = len(figures["trend"])
+    assert f"<th>{runs} run{'s' if runs != 1 else ''}</th>" in page
+    first = build_html({**figures, "trend": figures["trend"][-1:]})
+    assert "<th>1 run</th>" in first and "1 runs" not in first

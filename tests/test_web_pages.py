@@ -171,6 +171,19 @@ def test_the_link_unsubscribes_again_after_the_customer_resubscribed(web_shop):
     assert prefs(engine)[("C0000001", "promotions")][:2] == (False, "unsubscribe-link")
 
 
+def test_the_log_says_what_the_preference_page_changed_by_customer_id_only(web_shop, caplog):
+    # A re-subscription on the page left no line in relmail serve's log, where an unsubscribe leaves one.
+    client, _, _ = web_shop
+    client.post(f"/unsubscribe/{token()}", **ONE_CLICK)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="relmail.web"):
+        client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["promotions", "newsletter"]})
+        client.post(f"/preferences/{token()}", data={"form": "preferences", "topic": ["promotions", "newsletter"]})
+    lines = [r.getMessage() for r in caplog.records if r.name == "relmail.web"]
+    assert lines == ["preferences customer=C0000001 changed=newsletter: on, promotions: on, service: off",
+                     "preferences customer=C0000001 changed=nothing"]
+
+
 def test_an_unknown_customer_gets_the_same_answer_and_nothing_is_written(web_shop):
     client, _, engine = web_shop
     before = prefs(engine)

@@ -142,14 +142,25 @@ BOUNCED = """\
 C-BOUNCE in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
 
 promo: SUPPRESS  score 0.41 (not considered: a hard rule applies)
-  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
+  HARD_BOUNCE: the address hard-bounced on 2026-10-04 09:00 UTC, with no delivery, open or click since
 
 welcome: SUPPRESS  score 0.55 (not considered: a hard rule applies)
-  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since
+  HARD_BOUNCE: the address hard-bounced on 2026-10-04 09:00 UTC, with no delivery, open or click since
   NOT_NEW_CUSTOMER: an existing customer (customer for 400 days, 0 orders); the offer is for new customers only
 
 service: SUPPRESS  score 0.53 (not considered: a hard rule applies)
-  HARD_BOUNCE: the address hard-bounced, with no delivery, open or click since"""
+  HARD_BOUNCE: the address hard-bounced on 2026-10-04 09:00 UTC, with no delivery, open or click since"""
+
+
+def test_why_says_when_the_address_hard_bounced_and_who_reported_it(planned, engine):
+    # HARD_BOUNCE said neither when nor where from, where UNSUBSCRIBED says both: a shop could not tell last week's
+    # bounce in its own mailbox from one years old.
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.update().where(Event.__table__.c.customer_id == "C-BOUNCE",
+                                                    Event.__table__.c.type == "email_bounced_hard").values(event_id="smtp:h:0f3a"))
+    text = format_explanations(*explain(engine, "C-BOUNCE"))
+    assert ("HARD_BOUNCE: the address hard-bounced on 2026-10-04 09:00 UTC (source: bounce mailbox), with no delivery, "
+            "open or click since") in text
 
 
 def test_why_says_why_an_address_is_invalid_without_printing_it(planned, engine):

@@ -161,8 +161,8 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
         _more(result.rows_rejected, len(result.problems), max_errors)
     if result.suppressed_opt_outs:
         click.echo(
-            f"{result.suppressed_opt_outs:,} customer(s) have an erased address on the suppression list: "
-            "wrote a global opt-out (source suppression-list) for each",
+            f"{result.suppressed_opt_outs:,} customer(s) have an address on the suppression list as erased, marked "
+            "as spam or suppressed by the shop: wrote a global opt-out (source suppression-list) for each",
             err=True,
         )
 

@@ -411,7 +411,11 @@ class SmtpAdapter(Adapter):
                     raise _Fatal(f"{self.host}:{self.port} does not offer AUTH on this connection") from None
             return _Conn(s)
         except ssl.SSLCertVerificationError as exc:
-            raise _Fatal(f"TLS certificate of {self.host} not trusted: {exc.verify_message}") from None
+            # A relay with a certificate of its own CA (an internal or self-signed one) is a configuration
+            # matter: say which setting trusts it, never suggest switching verification off.
+            raise _Fatal(f"TLS certificate of {self.host} not trusted: {exc.verify_message}; if the server's "
+                         f"certificate is signed by a CA of your own, name its PEM file: {self.config.where} "
+                         f"ca_file = \"/path/to/ca.pem\"") from None
         except smtplib.SMTPConnectError as exc:
             raise _Down(f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
         except (smtplib.SMTPException, OSError) as exc:

@@ -127,6 +127,19 @@ class CustomersWriter(TableWriter):
         #: ``match: email``: an address lower-cased -> (its first line, as written there).
         self.mailboxes: dict[str, tuple[int, str]] = {}
 
+    def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
+        """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
+        file's chunks begin. Checked first: an id made from the address (Klaviyo's ``klaviyo-<hash>``) repeats with
+        it, and "duplicate id 'klaviyo-cab2dda0100d2c2d'" would name neither the column nor the address's line."""
+        email = row.get("email")
+        if self.match_email and email:
+            first, spelled = self.mailboxes.setdefault(email.lower(), (line, email))
+            if first != line:
+                case = f" (as {spelled!r})" if spelled != email else ""
+                return [("email", f"the same address is also on line {first}{case}: one address is one "
+                                  "customer (match: email), and two rows for one customer are ambiguous")]
+        return super().check(line, row)
+
     def write(self, pending: list) -> None:
         if self.match_email:
             pending = self._match(pending)
@@ -184,8 +197,8 @@ class CustomersWriter(TableWriter):
           ``kim@``, as mailbox providers deliver both to one mailbox); of several, the lowest id.
         * A row that names one stored customer by its id and another by its address is ambiguous:
           an error, never a guess (either would mail the person on the other's consent).
-        * Two rows of the file with one address (in any case) would be one customer twice: the
-          later one is an error naming the first line, wherever the file's chunks begin.
+        * Two rows of the file with one address (in any case) would be one customer twice: :meth:`check`
+          refused the later one before it reached a chunk.
         """
         stored: dict[str, str] = {}
         for condition in one_of(self.conn, C.c.id, {row["id"] for _, row in pending}):
@@ -198,12 +211,6 @@ class CustomersWriter(TableWriter):
         kept = []
         for record, row in pending:
             email, own = row["email"], row["id"]
-            first, spelled = self.mailboxes.setdefault(email.lower(), (record.line, email))
-            if first != record.line:
-                case = f" (as {spelled!r})" if spelled != email else ""
-                self.run.reject(record, [("email", f"the same address is also on line {first}{case}: one address is one "
-                                                   "customer (match: email), and two rows for one customer are ambiguous")])
-                continue
             owner = own if known(row) else found.get(email)
             if owner is not None and owner != own:
                 if own in stored:

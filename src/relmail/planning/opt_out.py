@@ -23,13 +23,17 @@ from sqlalchemy.engine import Connection
 
 from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
+from ..rules.address_suppressed import REASONS as SUPPRESSION_REASONS
+from ..rules.address_suppressed import AddressSuppressed
 from ..rules.consent import NoConsent, opted_out_of_topic
+from ..rules.hard_bounce import HardBounce
 from ..rules.shared_complaint import SharedComplaint
 from ..rules.shared_hard_bounce import SharedHardBounce
 from ..rules.shared_opt_out import SharedOptOut
 from ..rules.unsubscribed import Unsubscribed, decided_by_preference
 from ..store import consent_log
-from ..store.models import Event
+from ..store.addresses import address_hash, salt
+from ..store.models import Customer, Event, Suppression
 from .addresses import sharing
 
 E = Event.__table__
@@ -43,7 +47,7 @@ SOURCES = {
     "esp-send": "ESP refusal of a send",
     "bounce-mailbox": "bounce mailbox",
     "import": "import",
-    "suppression-list": "suppression list (an erased address imported again)",
+    "suppression-list": "suppression list (an address erased, marked as spam or suppressed by the shop, imported again)",
 }
 
 #: The provider part of an unsubscribe event's id -> how ``why`` names it (events from before the history).
@@ -90,19 +94,49 @@ def topic_opt_out_behind(conn: Connection, customer_id: str, topic: str, decided
 
 def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged: dict[str, Any], decided_at: datetime,
                     as_of: datetime) -> dict[str, dict[str, Any]]:
-    """Reason code -> when and from where the opt-out behind it came: UNSUBSCRIBED, and NO_CONSENT where the
-    message's topic was opted out (not where no consent is on record)."""
+    """Reason code -> when and from where the opt-out behind it came: UNSUBSCRIBED, NO_CONSENT where the
+    message's topic was opted out (not where no consent is on record), ADDRESS_SUPPRESSED: why and since when
+    the address is on the suppression list, and HARD_BOUNCE: when the bounce came and who reported it."""
     out = {}
     if Unsubscribed.code in codes:
         out[Unsubscribed.code] = opt_out_behind(conn, customer_id, logged, decided_at, as_of)
     if NoConsent.code in codes and opted_out_of_topic(logged):
         out[NoConsent.code] = topic_opt_out_behind(conn, customer_id, logged["topic"], decided_at)
+    if AddressSuppressed.code in codes:
+        out[AddressSuppressed.code] = suppression_behind(conn, customer_id)
+    if HardBounce.code in codes:
+        out[HardBounce.code] = bounce_behind(conn, customer_id, as_of)
     shared = [c for c in (SharedOptOut.code, SharedHardBounce.code, SharedComplaint.code) if c in codes]
     if shared:
         others = sorted(sharing(conn, [customer_id]))
         for code in shared:
             out[code] = shared_behind(conn, others, code, logged, decided_at, as_of)
     return out
+
+
+def bounce_behind(conn: Connection, customer_id: str, as_of: datetime) -> dict[str, Any]:
+    """``{"at", "source"}`` of the customer's latest hard bounce a plan as of ``as_of`` saw: when, and who reported
+    it (the bounce mailbox, an ESP's events; None: an imported event, not recorded); both None when none is found."""
+    event = conn.execute(
+        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_bounced_hard",
+                                                     E.c.occurred_at <= as_of)
+        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
+    ).first()
+    if event is None:
+        return {"at": None, "source": None}
+    return {"at": event.occurred_at, "source": _PROVIDERS.get((event.event_id or "").partition(":")[0])}
+
+
+def suppression_behind(conn: Connection, customer_id: str) -> dict[str, Any]:
+    """``{"at", "source"}`` of the customer's address on the suppression list: since when, and why (its stored
+    reason in words); both None when the address is not on it now (taken off since, or the customer has none)."""
+    email = conn.execute(select(Customer.__table__.c.email).where(Customer.__table__.c.id == customer_id)).scalar()
+    table = Suppression.__table__
+    row = None if not email else conn.execute(
+        select(table.c.reason, table.c.created_at).where(table.c.email_hash == address_hash(email, salt(conn)))).first()
+    if row is None:
+        return {"at": None, "source": None}
+    return {"at": row.created_at, "source": SUPPRESSION_REASONS.get(row.reason, f"reason '{row.reason}'")}
 
 
 #: The event behind each SHARED_ rule other than the opt-out.

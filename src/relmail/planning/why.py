@@ -21,8 +21,10 @@ from ..campaigns import Campaign, load_campaign
 from ..errors import NotFound
 from ..feedback.events import STORE_TYPES
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS, SHARED_BUDGET
+from ..rules.address_suppressed import AddressSuppressed
 from ..rules.base import plural
 from ..rules.consent import NoConsent
+from ..rules.hard_bounce import HardBounce
 from ..rules.invalid_address import InvalidAddress
 from ..rules.shared_complaint import SharedComplaint
 from ..rules.shared_hard_bounce import SharedHardBounce
@@ -233,6 +235,10 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
     shared = {c: opt_outs[c] for c in SHARED_CODES if c in opt_outs} or None
     if shared is not None:
         logged["shared"] = shared
+    if AddressSuppressed.code in opt_outs:
+        logged["suppression"] = opt_outs[AddressSuppressed.code]
+    if HardBounce.code in opt_outs:
+        logged["bounce"] = opt_outs[HardBounce.code]
     codes = row["reasons"].split() if isinstance(row["reasons"], str) else list(row["reasons"])
     error = (delivery or {}).get("error") or ""
     if RENDER_ERROR in codes and error.startswith(f"{RENDER_ERROR}: "):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from datetime import UTC, datetime
 from typing import Any
 
 from jinja2 import Environment
@@ -102,6 +103,8 @@ def build_html(figures: dict[str, Any], previews: list[dict[str, Any]] | None = 
     """The report page for ``figures`` (from :func:`relmail.report.run_figures`) and rendered ``previews``."""
     env = Environment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["fmt"] = charts.fmt
+    # The figures keep ISO 8601 (JSON); the page shows a time as the command line does: 2026-12-07 16:13 UTC.
+    env.filters["utc"] = lambda iso: f"{datetime.fromisoformat(iso).astimezone(UTC):%Y-%m-%d %H:%M} UTC"
     env.globals["pct"] = charts.pct
     script_hash = base64.b64encode(hashlib.sha256(SEARCH_JS.encode()).digest()).decode()
     messages = figures["messages"]

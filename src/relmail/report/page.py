@@ -80,7 +80,7 @@ PAGE = """<!doctype html>
 <body>
 <header>
   <h1>Run {{ run.id }}</h1>
-  <p>Campaign <strong>{{ run.campaign }}</strong> · window {{ run.window }} · as of {{ run.as_of }} · status {{ run.status }}</p>
+  <p>Campaign <strong>{{ run.campaign }}</strong> · window {{ run.window }} · as of {{ run.as_of|utc }} · status {{ run.status }}</p>
 </header>
 <main>
 <div class="cards" id="summary">
@@ -111,7 +111,7 @@ PAGE = """<!doctype html>
   <h2>Week on week</h2>
   <p class="lead">{% if trend|length > 1 %}The last {{ trend|length }} runs of campaign <strong>{{ run.campaign }}</strong> up to this one, and the change from the run before ({{ trend[-2].run }}){% else %}The first run of campaign <strong>{{ run.campaign }}</strong> in the ledger: the change from the run before shows here once there is one{% endif %}. Rates are per customer mailed; conversions and revenue are the purchases of the customers mailed, under any customer id with their address. Each run is measured over its first {{ measured(trend[-1].measured_days) }} (as long as this run has had, at most {{ f.incrementality_window_days|fmt }}): none is ahead only for having had longer. Green: better for the shop, red: worse; not tested against chance (the lift below is).</p>
   <table id="trend-summary">
-    <thead><tr><th>figure</th><th class="num">this run</th><th class="num before">run before</th><th class="num">change</th><th>{{ trend|length }} runs</th></tr></thead>
+    <thead><tr><th>figure</th><th class="num">this run</th><th class="num before">run before</th><th class="num">change</th><th>{{ trend|length }} run{{ "s" if trend|length != 1 }}</th></tr></thead>
     <tbody>
     {% for r in trend_rows %}
       <tr data-metric="{{ r.metric }}"><td>{{ r.label }}</td><td class="num">{{ r.now }}</td><td class="num before">{{ r.before }}</td>

@@ -26,5 +26,9 @@ class HardBounce(Rule):
         return RuleFindings(self.is_one(self.col(frame, message, "hard_bounced")))
 
     def explain(self, logged) -> str:
+        """With ``bounce`` (``relmail why`` asked the store: ``{"at", "source"}``), when and who reported it."""
         anywhere = " to it under any customer id with it" if logged.get("address_shared") else ""
-        return f"the address hard-bounced, with no delivery, open or click{anywhere} since"
+        found = logged.get("bounce") or {}
+        when = f" on {found['at']:%Y-%m-%d %H:%M} UTC" if found.get("at") is not None else ""
+        source = f" (source: {found['source']})" if found.get("source") else ""
+        return f"the address hard-bounced{when}{source}, with no delivery, open or click{anywhere} since"

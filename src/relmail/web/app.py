@@ -202,6 +202,9 @@ class RelmailApp:
                     max_per_week=int(raw) if raw else None, topics=defaults, defaults=defaults,
                     consent=self.project.settings.consent,
                 )
+                # As for an unsubscribe: the operator's log says what a page changed (a re-subscription too), by id only.
+                log.info("preferences customer=%s changed=%s", claims.customer_id,
+                         ", ".join(str(c) for c in changes) or "nothing")
                 saved = True
         state = preference_state(self.engine, claims.customer_id, defaults, defaults, self.project.settings.consent)
         return self.page("preferences.html", lang, status, topics=topics, labels=labels, state=state, changes=changes,
