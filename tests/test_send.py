@@ -189,6 +189,31 @@ def test_a_template_failing_for_one_customer_marks_render_error_and_the_batch_go
     assert "RENDER_ERROR: the e-mail could not be rendered" in format_explanations(facts, [exp])
 
 
+def test_a_send_with_render_errors_exits_19_after_sending_the_rest_unless_allowed(project, monkeypatch):
+    # A scheduled send whose template failed for a customer must not stay green: that customer got nothing.
+    engine = build(project)
+    edit_template(project, "newsletter", "{% block content %}", "{% block content %}{{ customer.attributes.city.upper() }}")
+    monkeypatch.setenv("RELMAIL_NOW", AS_OF.isoformat())
+    args = ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"]
+    assert CliRunner().invoke(cli, ["-p", str(project.root), "plan", "sendtest", "--window", WINDOW]).exit_code == 0
+    first, second = sorted(c for c, m, *_ in decisions(engine, "send") if m == "sendtest-news")[:2]
+    from relmail.store.models import Customer
+
+    C = Customer.__table__
+    with engine.begin() as conn:
+        conn.execute(update(C).where(C.c.id.in_([first, second])).values(attributes={}))
+    out = CliRunner().invoke(cli, [*args, "--only-customer", first])
+    assert out.exit_code == 19, out.output
+    assert (f"1 e-mail(s) failed to render and were not sent (more than --max-render-errors 0); first: customer {first}, "
+            "message sendtest-news: ") in out.output
+    out = CliRunner().invoke(cli, [*args, "--max-render-errors", "1"])
+    assert out.exit_code == 0, out.output  # one more, within the allowance; everyone else got theirs
+    assert len(outbox(project)) == len(decisions(engine, "send")) > 50
+    assert sorted(c for c, m, a, r in decisions(engine) if m == "sendtest-news" and "RENDER_ERROR" in r) == [first, second]
+    # Reported once: the next start has nothing left to send and nothing failed.
+    assert CliRunner().invoke(cli, args).exit_code == 0
+
+
 def test_dry_run_renders_everything_and_writes_nothing(project):
     engine = build(project)
     result = send(project, engine, "sendtest", WINDOW, dry_run=True, now=NOW)

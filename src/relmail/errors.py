@@ -138,6 +138,18 @@ class TemplateError(RelmailError, ValueError):
         self.file, self.line = file, line
 
 
+class RenderErrorsExceeded(TemplateError):
+    """A send's e-mails failed to render for more customers than ``--max-render-errors`` allows.
+
+    The send did everything else: those decisions are ``RENDER_ERROR`` and
+    never sent, every other e-mail went, and the ledger is consistent. The
+    exit code tells a scheduler that customers got nothing this run, which
+    a person should look at (a template meeting data it did not expect).
+    """
+
+    exit_code = 19
+
+
 class DeliveryError(RelmailError, RuntimeError):
     """An adapter could not deliver, or is misconfigured for delivery."""
 

@@ -37,11 +37,13 @@ from ._common import (
               help="The Dask scheduler for --executor dask, e.g. tcp://10.0.0.5:8786 (default: $RELMAIL_DASK_SCHEDULER).")
 @click.option("--max-deferred-share", type=click.FloatRange(0, 1), default=0.5, show_default=True, metavar="SHARE",
               help="Exit 14 when more than this share of the e-mails attempted was deferred (1: never).")
+@click.option("--max-render-errors", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Exit 19 when more than N e-mails failed to render (recorded RENDER_ERROR, never sent).")
 @json_option
 @pass_state
 def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limit: int | None, only: tuple[str, ...], test_to: str | None,
              dry_run: bool, batch_size: int, workers: int | None, executor: str, scheduler: str | None,
-             max_deferred_share: float, as_json: bool) -> None:
+             max_deferred_share: float, max_render_errors: int, as_json: bool) -> None:
     """Plan (if the window has no run yet), render and deliver CAMPAIGN for WINDOW.
 
     Every delivery moves through the ledger (planned, sending, committing,
@@ -62,7 +64,9 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
     uncertain (handed over, no reply from the server: assumed delivered,
     never resent), deferred (retried by the next run), rejected and failed.
     When more than --max-deferred-share of the e-mails it attempted were
-    deferred, the command exits 14 after the summary.
+    deferred, the command exits 14 after the summary; when more than
+    --max-render-errors e-mails failed to render for their customer (each
+    recorded RENDER_ERROR and never sent, the others sent), it exits 19.
 
     Ctrl-C or SIGTERM stops the send in order: what is already being
     handed over gets its answer and is recorded, nothing further is sent or
@@ -147,6 +151,7 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
         left = sum(result.states.get(k, 0) for k in ("planned", "deferred"))
         raise SendStopped(f"stopped on request after recording the e-mails in hand; {left:,} e-mail(s) not sent yet, "
                           "the same command resumes")
+    result.check_render_errors(max_render_errors)
     result.check_deferred(max_deferred_share)
 
 

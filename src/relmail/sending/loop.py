@@ -20,7 +20,7 @@ import numpy as np
 from sqlalchemy import func, select, update
 
 from ..delivery.base import STOPPED, DeliveryAborted, delivery_key, utcnow
-from ..errors import DeferredShareExceeded, DeliveryError
+from ..errors import DeferredShareExceeded, DeliveryError, RenderErrorsExceeded
 from ..features.derived import complained, hard_bounced
 from ..features.queries import DELIVERY_TYPES
 from ..feedback.apply import apply_events
@@ -105,6 +105,15 @@ class SendResult:
         raise DeferredShareExceeded(
             f"{deferred:,} of the {attempted:,} e-mails this run attempted were deferred ({self.deferred_share:.0%}, "
             f"more than --max-deferred-share {max_share:g}){f', mostly: {why}' if why else ''}{retry}")
+
+    def check_render_errors(self, max_errors: int) -> None:
+        """Raise :class:`~relmail.errors.RenderErrorsExceeded` (exit 19) if more than ``max_errors`` e-mails failed to render."""
+        if self.dry_run or self.test_to or len(self.render_errors) <= max_errors:
+            return
+        customer, message, reason = self.render_errors[0]
+        raise RenderErrorsExceeded(
+            f"{len(self.render_errors):,} e-mail(s) failed to render and were not sent (more than --max-render-errors "
+            f"{max_errors}); first: customer {customer}, message {message}: {reason}")
 
     def summary(self) -> dict[str, Any]:
         return {
