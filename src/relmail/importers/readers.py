@@ -22,6 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..characters import repaired_line
 from ..errors import Problem, ValidationError
 
 FORMATS = ("csv", "jsonl")
@@ -260,7 +261,7 @@ class _Lines:
             if self.number == 1 and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]  # Excel writes a UTF-8 BOM; it is not part of the first column's name
             try:
-                yield data.decode("utf-8")
+                yield repaired_line(data, data.decode("utf-8"))
             except UnicodeDecodeError as exc:
                 self.bad[self.number] = not_utf8(data[exc.start], exc.start + 1)
                 yield data.decode("utf-8", "replace")

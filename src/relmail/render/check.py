@@ -27,7 +27,10 @@ are checked for:
   ``{% if x %}``) that are defined for none of the samples: warnings, since
   a typo there silently takes the fallback for every customer
   (:mod:`relmail.render.undefined`);
-* HTML over 102 KB (Gmail clips the message there); ``http://`` links;
+* an HTML part over 102 KB as sent, after its transfer encoding (Gmail
+  clips the message there), and a C1 control character anywhere
+  (:mod:`relmail.characters`: Gmail clips any e-mail holding one); ``http://``
+  links: warnings;
 * **inline-once ≠ inline-after-render**: the e-mail rendered from the
   template whose CSS was inlined once differs from the same e-mail inlined
   after rendering (compared after parsing both with lxml and collapsing
@@ -46,11 +49,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..campaigns.parse import missing_templates
+from ..characters import C1_CONTROL, WINDOWS_1252
 from ..errors import NotFound, Problem, TemplateError
 from ..windows import current_time
 from .environment import content_language, template_error, text_direction
 from .inline_diff import inline_difference
 from .inputs import MessageSpec
+from .mime import transfer_size
 from .results import RenderError
 from .samples import SampleSource, candidate_locales, full_locale
 from .undefined import never_defined, tested_names, which_variants
@@ -244,10 +249,17 @@ def _check_message(renderer, variants: Variants, store: SampleSource, campaign: 
             if sample is samples[0]:
                 out.extend(direction_findings(email.html, content_language(variant.html[0], renderer.settings.default_locale,
                                                                            renderer.templates_dir), variant.html[0], f"{where} [{variant}]"))
-            size = len(email.html.encode("utf-8"))
+            size = transfer_size(email.html)
             if size > size_limit:
-                out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: HTML is {size / 1024:.0f} KB; "
-                                                                      f"Gmail clips messages over {size_limit // 1024} KB"))
+                out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: the HTML part is {size / 1024:.0f} KB "
+                                                                      f"as sent; Gmail clips messages over {size_limit // 1024} KB"))
+            for part, value in (("subject", email.subject), ("HTML", email.html), ("text", email.text)):
+                if found := C1_CONTROL.search(value):
+                    char = found.group()
+                    meant = f" (Windows-1252 {WINDOWS_1252[ord(char)]!r} stored wrongly)" if ord(char) in WINDOWS_1252 else ""
+                    out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: the {part} holds the control "
+                                                                          f"character U+{ord(char):04X}{meant}; Gmail shows such an e-mail as "
+                                                                          f"clipped"))
             for url in sorted(set(re.findall(r"href=\"(http://[^\"]*)\"", email.html))):
                 out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: link without https: {url}"))
             if compare:
