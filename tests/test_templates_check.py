@@ -272,3 +272,23 @@ def test_a_control_character_in_the_rendered_e_mail_is_a_warning_naming_what_it_
     findings = [f for f in check(project, compare=False).findings if f.file == "offer.html" and f.severity == "warning"]
     assert any("the subject holds the control character U+0092 (Windows-1252 '’' stored wrongly)" in f.message for f in findings), findings
     assert run(project, "--strict", "--campaign", "offers").exit_code == 6
+
+
+def test_a_topic_without_a_label_in_a_language_the_customers_read_is_a_warning(project, engine):
+    from relmail.store.models import Customer
+
+    (project.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    write(project, "offer.html", '{% extends "layouts/base.html" %}{% block subject %}Offer{% endblock %}'
+          "{% block content %}<tr><td>Hello</td></tr>{% endblock %}")
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": "C1", "email": "c1@example.org", "locale": "nl_NL", "created_at": AS_OF},
+            {"id": "C2", "email": "c2@example.org", "locale": "fr_FR", "created_at": AS_OF}])
+    labels = [f.message for f in check(project, engine, compare=False).findings if f.file == "relmail.toml"]
+    # The example's topic labels have en and nl: a French customer's pages would show the default language's.
+    assert len(labels) == 4 and {m.split("'")[1] for m in labels} == {"promotions", "newsletter", "product-tips", "service"}
+    assert ("topic 'promotions' has no label in 'fr': customers reading pages in that language see it as "
+            "'Offers and new bikes'; add [topics.promotions] label = { fr = \"...\" }") in labels
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.delete().where(Customer.__table__.c.id == "C2"))
+    assert not [f for f in check(project, engine, compare=False).findings if f.file == "relmail.toml"]

@@ -150,6 +150,7 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
                 spec = MessageSpec.from_campaign(camp, m, run_id=f"{camp.name}:check")
                 report.findings += _check_message(renderer, variants, store, camp.name, m, spec, locales, broken, compare,
                                                   size_limit, report.rendered, never, variants_of)
+        report.findings += _topic_label_findings(renderer, store.locales)
         for (file, line, name), where in sorted(never.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
             report.findings.append(Finding("warning", file, line, f"'{name}' is not defined for any sample customer of "
                                            f"{which_variants(file, where, variants_of)}: the template's fallback is used for every one (a typo?)"))
@@ -171,6 +172,37 @@ def _check_pages(renderer: Renderer) -> list[Finding]:
         with suppress(ValueError):
             file = file.relative_to(renderer.templates_dir)
         out.append(Finding("error", str(file), err.line, str(err).split(": ", 1)[-1]))
+    return out
+
+
+def _topic_label_findings(renderer: Renderer, customer_locales: dict[str, int]) -> list[Finding]:
+    """A topic without a label in a language the store's customers get their pages in: they would read its slug.
+
+    Only for a shop whose customers see the pages in more than one language; a
+    plain string label is the project's choice for every language.
+    """
+    from ..feedback.consent import topic_defaults
+    from ..importers.fields import language_of
+    from ..web.pages import Pages
+
+    project = getattr(renderer, "project", None)
+    if project is None:
+        return []
+    pages = Pages(project)
+    served = sorted({pages.language(loc or None) for loc in customer_locales})
+    if len(served) < 2:
+        return []
+    out = []
+    for slug in topic_defaults(project):
+        label = pages.topic_config.get(slug, {}).get("label")
+        if isinstance(label, str):
+            continue
+        have = {language_of(k) for k in label or {}}
+        for lang in served:
+            if lang not in have:
+                shown = pages.topic(slug, lang).label
+                out.append(Finding("warning", "relmail.toml", None, f"topic '{slug}' has no label in '{lang}': customers "
+                                   f"reading pages in that language see it as '{shown}'; add [topics.{slug}] label = {{ {lang} = \"...\" }}"))
     return out
 
 
