@@ -16,7 +16,7 @@ import re
 
 #: C1 control characters, U+0080 to U+009F.
 C1_CONTROL = re.compile("[\x80-\x9f]")
-#: The same characters encoded as UTF-8: a line of bytes without them needs no decoding to be cleared.
+#: The same characters encoded as UTF-8 (lead byte 0xC2): a line whose bytes hold no 0xC2 holds none.
 C1_CONTROL_UTF8 = re.compile(b"\xc2[\x80-\x9f]")
 
 #: Each C1 code point to the Windows-1252 character its byte stands for; the five bytes
@@ -28,9 +28,3 @@ def repaired(text: str) -> str:
     """``text`` with each C1 control character that Windows-1252 defines read as that character."""
     return text.translate(WINDOWS_1252)
 
-
-def repaired_line(data: bytes, text: str) -> str:
-    """``text``, the UTF-8 decoding of ``data``, repaired; cheap for the usual line that holds no C1 character."""
-    if b"\xc2" in data and C1_CONTROL_UTF8.search(data):
-        return repaired(text)
-    return text
