@@ -22,7 +22,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from ..characters import C1_CONTROL_UTF8, repaired
+from .characters import C1_CONTROL_UTF8, repaired
 from ..errors import Problem, ValidationError
 
 FORMATS = ("csv", "jsonl")

@@ -29,7 +29,7 @@ are checked for:
   (:mod:`relmail.render.undefined`);
 * an HTML part over 102 KB as sent, after its transfer encoding (Gmail
   clips the message there), and a C1 control character anywhere
-  (:mod:`relmail.characters`: Gmail clips any e-mail holding one); ``http://``
+  (:mod:`relmail.importers.characters`: Gmail clips any e-mail holding one); ``http://``
   links: warnings;
 * **inline-once ≠ inline-after-render**: the e-mail rendered from the
   template whose CSS was inlined once differs from the same e-mail inlined
@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..campaigns.parse import missing_templates
-from ..characters import C1_CONTROL, WINDOWS_1252
+from ..importers.characters import C1_CONTROL, WINDOWS_1252
 from ..errors import NotFound, Problem, TemplateError
 from ..windows import current_time
 from .environment import content_language, template_error, text_direction
