@@ -140,3 +140,26 @@ def test_any_bytes_after_a_gzip_header_give_a_clean_error_or_rows(tmp_path_facto
             src.close()
     except ValidationError as exc:
         assert str(path) in str(exc)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
+def test_windows_1252_characters_stored_as_control_characters_are_read_as_what_they_stood_for(project, tmp_path, fmt):
+    # A Latin-1 column that held Windows-1252 text, exported as UTF-8: ’ became U+0092, € U+0080, – U+0096.
+    # U+0081 is a byte Windows-1252 leaves undefined: it stays what it is.
+    names = [("C1", "O\x92Brien", "Caf\xe9 \x80 \x96 shop"), ("C2", "Zo\xeb", "plain"), ("C3", "Bad\x81", "x")]
+    if fmt == "csv":
+        body = "id,email,first_name,last_name\n" + "".join(f"{i},{i.lower()}@example.com,{f},{la}\n" for i, f, la in names)
+    else:
+        body = "".join(json.dumps({"id": i, "email": f"{i.lower()}@example.com", "first_name": f, "last_name": la},
+                                  ensure_ascii=False) + "\n" for i, f, la in names)
+    path = tmp_path / f"customers.{fmt}"
+    path.write_bytes(body.encode("utf-8"))
+    result = invoke(project, "import", "customers", str(path))
+    assert result.exit_code == 0, result.output
+    engine = connect(project.database_url)
+    try:
+        with engine.connect() as conn:
+            stored = {r.id: (r.first_name, r.last_name) for r in conn.execute(select(Customer.id, Customer.first_name, Customer.last_name))}
+    finally:
+        engine.dispose()
+    assert stored == {"C1": ("O’Brien", "Café € – shop"), "C2": ("Zoë", "plain"), "C3": ("Bad\x81", "x")}

@@ -12,7 +12,9 @@ from relmail.campaigns import load_campaigns
 from relmail.cli import cli
 from relmail.project import Project
 from relmail.render import Renderer
-from relmail.render.check import check_templates
+from relmail.render.check import GMAIL_CLIP_BYTES, check_templates
+from relmail.render.inputs import CustomerContext, MessageSpec
+from relmail.render.mime import transfer_size
 
 AS_OF = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
 
@@ -248,3 +250,45 @@ def test_a_customer_never_mailed_for_an_invalid_address_is_no_sample(demo, engin
     assert import_file(engine, "customers", bare).flagged_addresses == 2
     report = check(demo, engine)
     assert report.findings == [] and report.rendered
+
+
+def test_an_html_part_over_102_kb_only_as_sent_is_a_warning(project):
+    # Attributes double their '=' in quoted-printable (=3D) and accents take six bytes: under the limit as text, over it as sent.
+    cell = '<td class="a" style="color:#000" title="é">é</td>'
+    write(project, "offer.html", '{% extends "layouts/base.html" %}{% block subject %}Big{% endblock %}'
+          "{% block content %}<tr>" + cell * 1750 + "</tr>{% endblock %}")
+    (project.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    sizes = [f.message for f in check(project, compare=False).findings if f.file == "offer.html" and "Gmail clips" in f.message]
+    assert sizes and all("the HTML part is 1" in m and "KB as sent" in m for m in sizes), sizes
+    email = Renderer(project).render(MessageSpec(id="offer", template="offer", topic="promotions", subject="-"),
+                                     CustomerContext(id="C1", email="c1@example.org", locale="en_US"))
+    assert len(email.html.encode("utf-8")) < GMAIL_CLIP_BYTES < transfer_size(email.html)
+
+
+def test_a_control_character_in_the_rendered_e_mail_is_a_warning_naming_what_it_stood_for(project):
+    write(project, "offer.html", '{% extends "layouts/base.html" %}{% block subject %}Our children\x92s range{% endblock %}'
+          "{% block content %}<tr><td>Hello</td></tr>{% endblock %}")
+    (project.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    findings = [f for f in check(project, compare=False).findings if f.file == "offer.html" and f.severity == "warning"]
+    assert any("the subject holds the control character U+0092 (Windows-1252 '’' stored wrongly)" in f.message for f in findings), findings
+    assert run(project, "--strict", "--campaign", "offers").exit_code == 6
+
+
+def test_a_topic_without_a_label_in_a_language_the_customers_read_is_a_warning(project, engine):
+    from relmail.store.models import Customer
+
+    (project.campaigns_dir / "offers.yml").write_text(CAMPAIGN, encoding="utf-8")
+    write(project, "offer.html", '{% extends "layouts/base.html" %}{% block subject %}Offer{% endblock %}'
+          "{% block content %}<tr><td>Hello</td></tr>{% endblock %}")
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [
+            {"id": "C1", "email": "c1@example.org", "locale": "nl_NL", "created_at": AS_OF},
+            {"id": "C2", "email": "c2@example.org", "locale": "fr_FR", "created_at": AS_OF}])
+    labels = [f.message for f in check(project, engine, compare=False).findings if f.file == "relmail.toml"]
+    # The example's topic labels have en and nl: a French customer's pages would show the default language's.
+    assert len(labels) == 4 and {m.split("'")[1] for m in labels} == {"promotions", "newsletter", "product-tips", "service"}
+    assert ("topic 'promotions' has no label in 'fr': customers reading pages in that language see it as "
+            "'Offers and new bikes'; add [topics.promotions] label = { fr = \"...\" }") in labels
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.delete().where(Customer.__table__.c.id == "C2"))
+    assert not [f for f in check(project, engine, compare=False).findings if f.file == "relmail.toml"]

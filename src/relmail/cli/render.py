@@ -199,7 +199,7 @@ def templates_group() -> None:
 @click.option("--generated", is_flag=True,
               help="Render with generated sample customers, not the store's (no database needed).")
 @click.option("--no-compare", is_flag=True, help="Skip the inline-once vs inline-after-render comparison.")
-@click.option("--strict", is_flag=True, help="Fail on warnings too (names no sample defines, http links, size over 102 KB).")
+@click.option("--strict", is_flag=True, help="Fail on warnings too (names no sample defines, http links, size over 102 KB, control characters).")
 @json_option
 @pass_state
 def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_compare: bool, strict: bool, as_json: bool) -> None:
@@ -214,8 +214,8 @@ def templates_check(state, campaign_names: tuple[str, ...], generated: bool, no_
     fewest. Generated customers are used only when the store holds none (or
     with --generated). A template no campaign uses is compiled and linted,
     not rendered. Findings: render failures, names the templates test or
-    default that no sample defines (warnings), messages over 102 KB (Gmail
-    clips them), and any difference between the e-mail rendered from the
+    default that no sample defines (warnings), HTML over 102 KB as sent and
+    control characters U+0080-U+009F (Gmail clips both; warnings), and any difference between the e-mail rendered from the
     once-inlined template and the same e-mail inlined after rendering.
     Exit code 6 when there are errors (with --strict: warnings too); 4 when
     a campaign names a template that does not exist (as for relmail plan).

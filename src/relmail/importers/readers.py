@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import Problem, ValidationError
+from .characters import C1_CONTROL_UTF8, repaired
 
 FORMATS = ("csv", "jsonl")
 
@@ -260,7 +261,9 @@ class _Lines:
             if self.number == 1 and data.startswith(b"\xef\xbb\xbf"):
                 data = data[3:]  # Excel writes a UTF-8 BOM; it is not part of the first column's name
             try:
-                yield data.decode("utf-8")
+                text = data.decode("utf-8")
+                # `0xC2 in data` is a memchr; the regular expression runs only on the lines with that byte.
+                yield repaired(text) if 0xC2 in data and C1_CONTROL_UTF8.search(data) else text
             except UnicodeDecodeError as exc:
                 self.bad[self.number] = not_utf8(data[exc.start], exc.start + 1)
                 yield data.decode("utf-8", "replace")

@@ -27,7 +27,10 @@ are checked for:
   ``{% if x %}``) that are defined for none of the samples: warnings, since
   a typo there silently takes the fallback for every customer
   (:mod:`relmail.render.undefined`);
-* HTML over 102 KB (Gmail clips the message there); ``http://`` links;
+* an HTML part over 102 KB as sent, after its transfer encoding (Gmail
+  clips the message there), and a C1 control character anywhere
+  (:mod:`relmail.importers.characters`: Gmail clips any e-mail holding one); ``http://``
+  links: warnings;
 * **inline-once ≠ inline-after-render**: the e-mail rendered from the
   template whose CSS was inlined once differs from the same e-mail inlined
   after rendering (compared after parsing both with lxml and collapsing
@@ -47,10 +50,12 @@ from typing import TYPE_CHECKING, Any
 
 from ..campaigns.parse import missing_templates
 from ..errors import NotFound, Problem, TemplateError
+from ..importers.characters import C1_CONTROL, WINDOWS_1252
 from ..windows import current_time
 from .environment import content_language, template_error, text_direction
 from .inline_diff import inline_difference
 from .inputs import MessageSpec
+from .mime import transfer_size
 from .results import RenderError
 from .samples import SampleSource, candidate_locales, full_locale
 from .undefined import never_defined, tested_names, which_variants
@@ -145,6 +150,7 @@ def check_templates(renderer: Renderer, campaigns: Iterable[Campaign] = (), engi
                 spec = MessageSpec.from_campaign(camp, m, run_id=f"{camp.name}:check")
                 report.findings += _check_message(renderer, variants, store, camp.name, m, spec, locales, broken, compare,
                                                   size_limit, report.rendered, never, variants_of)
+        report.findings += _topic_label_findings(renderer, store.locales)
         for (file, line, name), where in sorted(never.items(), key=lambda kv: (kv[0][0], kv[0][1] or 0, kv[0][2])):
             report.findings.append(Finding("warning", file, line, f"'{name}' is not defined for any sample customer of "
                                            f"{which_variants(file, where, variants_of)}: the template's fallback is used for every one (a typo?)"))
@@ -166,6 +172,37 @@ def _check_pages(renderer: Renderer) -> list[Finding]:
         with suppress(ValueError):
             file = file.relative_to(renderer.templates_dir)
         out.append(Finding("error", str(file), err.line, str(err).split(": ", 1)[-1]))
+    return out
+
+
+def _topic_label_findings(renderer: Renderer, customer_locales: dict[str, int]) -> list[Finding]:
+    """A topic without a label in a language the store's customers get their pages in: they would read its slug.
+
+    Only for a shop whose customers see the pages in more than one language; a
+    plain string label is the project's choice for every language.
+    """
+    from ..feedback.consent import topic_defaults
+    from ..importers.fields import language_of
+    from ..web.pages import Pages
+
+    project = getattr(renderer, "project", None)
+    if project is None:
+        return []
+    pages = Pages(project)
+    served = sorted({pages.language(loc or None) for loc in customer_locales})
+    if len(served) < 2:
+        return []
+    out = []
+    for slug in topic_defaults(project):
+        label = pages.topic_config.get(slug, {}).get("label")
+        if isinstance(label, str):
+            continue
+        have = {language_of(k) for k in label or {}}
+        for lang in served:
+            if lang not in have:
+                shown = pages.topic(slug, lang).label
+                out.append(Finding("warning", "relmail.toml", None, f"topic '{slug}' has no label in '{lang}': customers "
+                                   f"reading pages in that language see it as '{shown}'; add [topics.{slug}] label = {{ {lang} = \"...\" }}"))
     return out
 
 
@@ -244,10 +281,17 @@ def _check_message(renderer, variants: Variants, store: SampleSource, campaign: 
             if sample is samples[0]:
                 out.extend(direction_findings(email.html, content_language(variant.html[0], renderer.settings.default_locale,
                                                                            renderer.templates_dir), variant.html[0], f"{where} [{variant}]"))
-            size = len(email.html.encode("utf-8"))
+            size = transfer_size(email.html)
             if size > size_limit:
-                out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: HTML is {size / 1024:.0f} KB; "
-                                                                      f"Gmail clips messages over {size_limit // 1024} KB"))
+                out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: the HTML part is {size / 1024:.0f} KB "
+                                                                      f"as sent; Gmail clips messages over {size_limit // 1024} KB"))
+            for part, value in (("subject", email.subject), ("HTML", email.html), ("text", email.text)):
+                if found := C1_CONTROL.search(value):
+                    char = found.group()
+                    meant = f" (Windows-1252 {WINDOWS_1252[ord(char)]!r} stored wrongly)" if ord(char) in WINDOWS_1252 else ""
+                    out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: the {part} holds the control "
+                                                                          f"character U+{ord(char):04X}{meant}; Gmail shows such an e-mail as "
+                                                                          f"clipped"))
             for url in sorted(set(re.findall(r"href=\"(http://[^\"]*)\"", email.html))):
                 out.append(Finding("warning", variant.html[0], None, f"{where}, sample {sample.label}: link without https: {url}"))
             if compare:

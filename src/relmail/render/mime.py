@@ -229,6 +229,11 @@ def _body(text: str) -> tuple[bytes, bytes]:
     return (_BASE64_HEADER, b64) if len(b64) < len(qp) else (_QP_HEADER, qp)
 
 
+def transfer_size(text: str) -> int:
+    """Bytes of ``text`` as one part of an e-mail carries it: after its transfer encoding, the header aside."""
+    return len(_body(text)[1])
+
+
 class _Clock:
     """``Date:`` formatted once per second, not once per e-mail: relmail's now (``$RELMAIL_NOW`` in a rehearsal)."""
 
