@@ -70,11 +70,7 @@ def opt_out_behind(conn: Connection, customer_id: str, logged: dict[str, Any], d
     """
     if decided_by_preference(logged):
         return topic_opt_out_behind(conn, customer_id, "*", decided_at)
-    event = conn.execute(
-        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_unsubscribed",
-                                                     E.c.occurred_at <= as_of)
-        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
-    ).first()
+    event = _latest(conn, customer_id, "email_unsubscribed", as_of)
     if event is None:
         return {"at": None, "source": None}
     change = consent_log.change_of_event(conn, customer_id, event.event_id) if event.event_id else None
@@ -117,14 +113,19 @@ def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged
 def bounce_behind(conn: Connection, customer_id: str, as_of: datetime) -> dict[str, Any]:
     """``{"at", "source"}`` of the customer's latest hard bounce a plan as of ``as_of`` saw: when, and who reported
     it (the bounce mailbox, an ESP's events; None: an imported event, not recorded); both None when none is found."""
-    event = conn.execute(
-        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == "email_bounced_hard",
-                                                     E.c.occurred_at <= as_of)
-        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
-    ).first()
+    event = _latest(conn, customer_id, "email_bounced_hard", as_of)
     if event is None:
         return {"at": None, "source": None}
     return {"at": event.occurred_at, "source": _PROVIDERS.get((event.event_id or "").partition(":")[0])}
+
+
+def _latest(conn: Connection, customer_id: str, event_type: str, as_of: datetime):
+    """The customer's latest event of ``event_type`` up to ``as_of`` (``event_id``, ``occurred_at``), or None."""
+    return conn.execute(
+        select(E.c.event_id, E.c.occurred_at).where(E.c.customer_id == customer_id, E.c.type == event_type,
+                                                     E.c.occurred_at <= as_of)
+        .order_by(E.c.occurred_at.desc(), E.c.id.desc()).limit(1)
+    ).first()
 
 
 def suppression_behind(conn: Connection, customer_id: str) -> dict[str, Any]:
