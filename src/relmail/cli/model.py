@@ -116,8 +116,10 @@ def evaluate_cmd(state, messages, models_folder, as_json) -> None:
     coefficient and the share of incremental outcomes kept at 10/30/50% of
     volume, next to random targeting and response-model targeting. The
     test customers are those relmail.learn.split_mask marks with the
-    model's split seed and test share (in --json under "split");
-    'relmail model predict --split test' writes their predictions.
+    model's split seed and test share (in --json under "split"; customer
+    ids that share an address are one mailbox, on one side of the split and
+    counted once); 'relmail model predict --split test' writes their
+    predictions.
 
     \b
     Example:
