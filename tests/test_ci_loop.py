@@ -226,6 +226,9 @@ def _logged_only(code: str, sentence: str) -> str:
     if code == "INVALID_ADDRESS":
         # why adds the stored address's problem; the decision logs only the flag.
         return re.sub(r": [^;]*$", "", sentence)
+    if code == "HARD_BOUNCE":
+        # why adds when the address bounced and who reported it.
+        return re.sub(r" on \d{4}-\d\d-\d\d \d\d:\d\d UTC( \(source: [^)]*\))?", "", sentence, count=1)
     if code not in ("UNSUBSCRIBED", "NO_CONSENT"):
         return sentence
     return re.sub(r"( on \d{4}-\d\d-\d\d \d\d:\d\d UTC)?; source(: .*| not recorded)$", "", sentence)
