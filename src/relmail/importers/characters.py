@@ -28,3 +28,17 @@ def repaired(text: str) -> str:
     """``text`` with each C1 control character that Windows-1252 defines read as that character."""
     return text.translate(WINDOWS_1252)
 
+
+#: A JSON escape of a C1 control character (``\u0092``, as ``json.dumps`` writes it by default), not itself escaped.
+C1_JSON_ESCAPE = re.compile(r"(?<!\\)((?:\\\\)*)\\u00([89][0-9a-fA-F])")
+
+
+def _json_escape(found: re.Match) -> str:
+    char = WINDOWS_1252.get(int(found.group(2), 16))
+    return found.group(0) if char is None else f"{found.group(1)}\\u{ord(char):04x}"
+
+
+def repaired_json(text: str) -> str:
+    """A JSON text with each escaped C1 control character that Windows-1252 defines escaped as that character."""
+    return C1_JSON_ESCAPE.sub(_json_escape, text)
+

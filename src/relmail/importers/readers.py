@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from ..errors import Problem, ValidationError
-from .characters import C1_CONTROL_UTF8, repaired
+from .characters import C1_CONTROL_UTF8, repaired, repaired_json
 
 FORMATS = ("csv", "jsonl")
 
@@ -385,6 +385,8 @@ class JsonLinesReader:
             if bad:
                 yield Record(number, None, raw, (None, bad))
                 continue
+            if "\\u00" in text:
+                text = repaired_json(text)
             try:
                 value = loads(text, parse_constant=strict)
             except ValueError as exc:
