@@ -176,8 +176,13 @@ def test_the_url_entered_in_mandrill_can_be_set_when_it_is_not_base_urls(mandril
 
 def test_a_body_that_is_not_mandrills_form_is_a_400(mandrill_shop):
     client, _ = mandrill_shop
-    assert client.post("/webhooks/mandrill", **signed("[{not json")).status_code == 400
-    assert client.post("/webhooks/mandrill", **signed('{"event": "send"}')).status_code == 400
+    # The POST is a form: what is not JSON is its field, named so.
+    answer = client.post("/webhooks/mandrill", **signed("[{not json"))
+    assert answer.status_code == 400
+    assert answer.get_json()["error"].startswith("mandrill webhook: field 'mandrill_events' is not JSON: Expecting")
+    answer = client.post("/webhooks/mandrill", **signed('{"event": "send"}'))
+    assert answer.status_code == 400
+    assert answer.get_json()["error"] == "mandrill webhook: field 'mandrill_events' must be a JSON array of events"
 
 
 def test_feedback_import_reads_a_saved_mandrill_events_array(mandrill_shop, project, tmp_path, monkeypatch):

@@ -189,6 +189,28 @@ def test_a_bad_line_or_state_is_named_by_file_line_and_field_and_nothing_is_impo
     assert rows(shop, Event) == []  # all or nothing: the good orders are not written either
 
 
+def test_an_order_of_several_lines_that_fails_is_one_bad_row_said_once(shop, tmp_path):
+    # Line 2: Anna's first order, two products in its line_items cell, with an address no customer has; its
+    # lines are read as records of their own. Line 3: Jonas's order, re-saved with a day-first time.
+    run(shop, "customers", str(CUSTOMERS), "--map", "shopware")
+    lines = ORDERS.read_text(encoding="utf-8").splitlines()
+    lines[1] = lines[1].replace(";anna.schmidt@mail.example;", ";anna@nowhere.example;")
+    lines[2] = lines[2].replace("2026-11-09T17:40:03.027+00:00", "09.11.2026 17:40")
+    path = tmp_path / ORDERS.name
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = invoke(shop, "orders", str(path), "--map", "shopware")
+    assert result.exit_code == 4, result.output
+    assert f"{path}: 2 bad row(s) of 6; nothing imported" in result.output
+    assert result.output.count(f"{path}:2: field 'customer_email': no customer has this e-mail address") == 1
+    assert "lines 2, 2" not in result.output
+    assert result.output.count(f"{path}:3: field 'order_date_time': '09.11.2026 17:40' is not an ISO 8601") == 1
+    skipped = invoke(shop, "orders", str(path), "--map", "shopware", "--skip-invalid")
+    assert skipped.exit_code == 0, skipped.output
+    assert "Skipped 2 invalid row(s) of 6" in skipped.output
+    rejects = (tmp_path / "orders.rejects.csv").read_text(encoding="utf-8").splitlines()
+    assert [r.split(",")[0] for r in rejects] == ["line", "2", "3"]  # each bad row once
+
+
 def test_importing_a_later_export_again_changes_nothing_and_a_refund_since_removes_the_purchase(shop, tmp_path):
     run(shop, "customers", str(CUSTOMERS), "--map", "shopware")
     run(shop, "orders", str(ORDERS), "--map", "shopware")

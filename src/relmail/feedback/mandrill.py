@@ -130,7 +130,7 @@ class Mandrill(Provider):
         fields = _fields(request.body)
         if FIELD not in fields:
             raise invalid("mandrill webhook", f"the form has no field {FIELD}")
-        events = parse_json_body(fields[FIELD].encode("utf-8"), "mandrill webhook", list, "a JSON array of events")
+        events = parse_json_body(fields[FIELD].encode("utf-8"), "mandrill webhook", list, "a JSON array of events", FIELD)
         return [Record(i, event) for i, event in enumerate(events)]
 
     def kind(self, record: Mapping[str, Any]) -> str:

@@ -208,16 +208,22 @@ def _read_json(source: str, wrappers: tuple[str, ...]) -> list[tuple[int, Any]]:
     return records
 
 
-def parse_json_body(body: bytes, what: str, expect: type = dict, shape: str = "a JSON object") -> Any:
-    """A webhook body as JSON of type ``expect``, or a :class:`ValidationError` (answered with 400)."""
+def parse_json_body(body: bytes, what: str, expect: type = dict, shape: str = "a JSON object",
+                    field: str | None = None) -> Any:
+    """A webhook body as JSON of type ``expect``, or a :class:`ValidationError` (answered with 400).
+
+    ``field``: the form field the JSON came in (Mandrill's ``mandrill_events``), named instead of the body.
+    """
+    part = f"field {field!r}" if field else "body"
     try:
         value = json.loads(body.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValidationError(f"{what}: body is not JSON", [Problem(what, None, None, f"body is not JSON: {exc}")]) from None
+        raise ValidationError(f"{what}: {part} is not JSON",
+                              [Problem(what, None, None, f"{part} is not JSON: {exc}")]) from None
     except RecursionError:  # '[' * 100000: anyone can post it, before any signature is checked
-        raise invalid(what, "body is JSON nested too deeply") from None
+        raise invalid(what, f"{part} is JSON nested too deeply") from None
     if not isinstance(value, expect):
-        raise invalid(what, f"body must be {shape}")
+        raise invalid(what, f"{part} must be {shape}")
     return value
 
 

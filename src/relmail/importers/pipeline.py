@@ -300,7 +300,11 @@ class _Run:
         self.skip_invalid = skip_invalid
         self.writer = writer
         self.max_errors = max_errors if max_errors > 0 else None
+        #: Rejected rows of the file: an order whose lines are listed in one cell is one row, whichever of its lines failed.
         self.read = self.imported = self.rejected = self.flagged = 0
+        #: The last rejected row's line and the problems said of it (its records may reach the rejects in two chunks).
+        self.row_line: int | None = None
+        self.row_problems: set[tuple[str | None, str]] = set()
         self.flagged_lines: list[int] = []
         self.flagged_reasons: list[str] = []
         self.problems: list[Problem] = []
@@ -392,7 +396,7 @@ class _Run:
 
     def may_write(self) -> bool:
         """False once a row was rejected in an all-or-nothing import: validation goes on, nothing more is written."""
-        return not self.rejected or self.skip_invalid
+        return not (self.rejected or self.window) or self.skip_invalid
 
     def flush(self) -> None:
         pending, self.pending = self.pending, []
@@ -403,7 +407,17 @@ class _Run:
         # problems are found after the field problems of later lines).
         window, self.window = self.window, []
         window.sort(key=lambda item: item[0].line)
-        for record, problems, group in window:
+        for record, problems, group in _by_row(window):
+            if record.line == self.row_line:
+                # The rest of a row whose other records were rejected in the chunk before (an order's
+                # later lines): only what was not said of the row yet.
+                problems = [p for p in problems if p not in self.row_problems]
+                if not problems:
+                    continue
+            else:
+                self.rejected += 1
+                self.row_line, self.row_problems = record.line, set()
+            self.row_problems.update(problems)
             key = (group, tuple(problems)) if group is not None else None
             shared = self.groups.get(key) if key is not None else None
             if shared is not None:
@@ -485,7 +499,7 @@ class _Run:
         return problems
 
     def _rejected(self, record: Record, problems: list[tuple[str | None, str]], group: str | None = None) -> None:
-        self.rejected += 1
+        # Counted at the flush, per row of the file (see _by_row).
         self.window.append((record, problems, group))
 
     def finish(self) -> None:
@@ -498,6 +512,24 @@ class _Run:
             )
             error.bad_rows = self.rejected  # type: ignore[attr-defined]
             raise error
+
+
+def _by_row(window: list[tuple[Record, list[tuple[str | None, str]], str | None]]
+            ) -> list[tuple[Record, list[tuple[str | None, str]], str | None]]:
+    """The rejects of a window sorted by line, one per row of the file, each with its distinct problems.
+
+    An order whose lines are listed in one cell (Shopware's ``line_items``) is
+    read as one record per line, all with the row's line number: a cell that
+    fails fails each of them, and the row is one bad row, said once.
+    """
+    rows: list[tuple[Record, list[tuple[str | None, str]], str | None]] = []
+    for record, problems, group in window:
+        if rows and rows[-1][0].line == record.line:
+            said = rows[-1][1]
+            said.extend(p for p in problems if p not in said)
+        else:
+            rows.append((record, list(dict.fromkeys(problems)), group))
+    return rows
 
 
 def _spans(lines: list[int]) -> str:

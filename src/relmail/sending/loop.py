@@ -274,12 +274,16 @@ def provider_feedback(provider: str, messages: Sequence, answers: Sequence, now:
 
     Mandrill refuses an address on its denylist because the recipient
     complained or unsubscribed earlier: recorded as that complaint or
-    unsubscribe, once per delivery, as the provider's webhook would.
+    unsubscribe, once per delivery, as the provider's webhook would. It
+    names the customer but no run or message: it was about an earlier
+    e-mail, not this run's, which never reached the recipient (the run's
+    report would otherwise count it as an unsubscribe from this e-mail).
     """
     by_key = {m.key: m for m in messages}
     return [
         FeedbackEvent(type=a.feedback, occurred_at=now, recipient=by_key[a.key].to, provider=provider,
-                      provider_event_id=f"send-refusal:{a.key}", **relmail_ids(by_key[a.key].metadata), reason=a.reason)
+                      provider_event_id=f"send-refusal:{a.key}", customer_id=relmail_ids(by_key[a.key].metadata)["customer_id"],
+                      reason=a.reason)
         for a in answers if a.status == "rejected" and a.feedback and a.key in by_key
     ]
 
