@@ -147,3 +147,21 @@ def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_p
     again = plan(project, engine, "newsletter", f"{week.year}-W{week.week:02d}", as_of=planned + timedelta(days=3), dry_run=True)
     assert set(again.decisions.reasons.tolist()) == {"TOPIC_FREQUENCY_CAP ALREADY_SENT"}
     engine.dispose()
+
+
+def test_a_blank_shop_whose_customers_read_two_languages_passes_the_strict_check_with_its_newsletter_named_in_each(
+        tmp_path, db_url, monkeypatch):
+    # The templates check warns about a topic without a label in a language the customers read their pages in:
+    # the newsletter topic init writes is named in every language the blank newsletter has wording in.
+    monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
+    monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
+    runner = CliRunner()
+    root = tmp_path / "shop"
+    assert runner.invoke(cli, ["init", str(root), "--blank", "--name", "Rad", "--domain", "rad.example", "--locale", "de_DE"]).exit_code == 0
+    (root / "customers.csv").write_text("id,email,locale\nC1,c1@example.org,de_DE\nC2,c2@example.org,en_GB\nC3,c3@example.org,fr_FR\n")
+    for args in (["db", "upgrade"], ["import", "customers", str(root / "customers.csv")]):
+        assert runner.invoke(cli, ["-p", str(root), *args]).exit_code == 0
+    checked = runner.invoke(cli, ["-p", str(root), "templates", "check", "--strict"])
+    assert checked.exit_code == 0 and "0 errors, 0 warnings" in checked.output, checked.output
+    labels = Project.load(root).settings.section("topics")["newsletter"]["label"]
+    assert (labels["de"], labels["en"], labels["fr"]) == ("Newsletter", "Newsletter", "Lettre d’information")

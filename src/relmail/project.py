@@ -7,6 +7,7 @@ the file: ``[secrets]`` names the environment variables that hold them, and
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -372,6 +373,10 @@ global_opt_in_covers_topics = true
 # Topics that need their own explicit opt-in, whatever the global flag says.
 explicit_topics = []
 
+# How the preference and unsubscribe pages name the campaigns' topics, per language.
+[topics.newsletter]
+label = {topic_labels}
+
 {secrets}
 [delivery]
 # E-mails are written to outbox/ until you choose smtp, sendgrid, mailgun, postmark, ses, brevo, mailjet
@@ -395,6 +400,12 @@ def blank_language(locale: str) -> str | None:
     """The language of ``locale`` the blank newsletter is written in (``de`` for ``de_AT``); None when relmail has no wording for it."""
     language = fields.locale(locale).split("_", 1)[0]
     return language if language in blank_languages() else None
+
+
+def blank_topic_labels() -> str:
+    """The newsletter topic's label in every language of the blank newsletter, as a TOML inline table."""
+    wording = tomllib.loads((blank_dir() / "newsletter.toml").read_text(encoding="utf-8"))
+    return "{ " + ", ".join(f"{lang} = {json.dumps(text['topic'], ensure_ascii=False)}" for lang, text in wording.items()) + " }"
 
 
 def blank_newsletter(locale: str) -> str:
@@ -433,7 +444,8 @@ def init_project(folder: str | os.PathLike, name: str = "Fietsenwinkel", force: 
         from .render.currency import of_locale  # Babel's currency data: only when a blank project is made
 
         config.write_text(BLANK_CONFIG.format(name=name.strip(), domain=domain, locale=locale, timezone=timezone,
-                                              currency=of_locale(locale), secrets=SECRETS_TABLE), encoding="utf-8")
+                                              currency=of_locale(locale), secrets=SECRETS_TABLE,
+                                              topic_labels=blank_topic_labels()), encoding="utf-8")
         source = blank_dir()
         ignore = root / ".gitignore"
         if not ignore.exists() or force:
