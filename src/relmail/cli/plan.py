@@ -31,8 +31,8 @@ from ._common import State, echo_json, echo_table, json_option, pass_state, show
 @click.option("--max-suppression-rate", type=click.FloatRange(0, 1), help="Gate: fail (exit 20) above this share suppressed.")
 @click.option("--min-sends", type=click.IntRange(0), help="Gate: fail (exit 21) with fewer sends.")
 @click.option("--render-sample", default=3, show_default=True, type=click.IntRange(0),
-              help="Gate: renders per template variant the plan sends (at least one recipient per locale); "
-                   "any failure exits 22 (0: skip).")
+              help="Gate: recipients drawn per template variant the plan sends (at least one per locale), plus "
+                   "its fullest and emptiest recipient; any failure exits 22 (0: skip).")
 @click.option("--workers", type=click.IntRange(1), help="Processes deciding customer ranges in parallel (default: one per core; "
               "an audience under 50,000 customers per worker stays in one process).")
 @click.option("--executor", type=click.Choice(["local", "dask"]), default="local", show_default=True,

@@ -10,13 +10,18 @@ subject for that locale. The gate groups a message's recipients (its
 variant:
 
 * one recipient of every locale that gets it (a locale can break a
-  filter's formatting even where the files are the same), then
+  filter's formatting even where the files are the same),
 * more recipients drawn at random (seeded by the run's seed) up to
-  ``sample`` per variant,
+  ``sample`` per variant, and
+* the recipient with the most optional fields filled in and the one with
+  the fewest, as ``relmail templates check`` picks them
+  (:func:`~relmail.render.samples.fullest_and_emptiest`): a template that
+  prints an attribute only some customers have fails for the emptiest,
+  however few they are, and one that breaks on long data for the fullest,
 
 exactly as ``relmail send`` would render them: the same renderer, the same
 customer contexts and recommended products, as of the plan's time. A
-recipient order (by id, by locale) can no longer hide a broken variant.
+recipient order (by id, by locale) cannot hide a broken variant.
 Every failure is a :class:`RenderProblem` naming the message, the variant,
 the customer and the template's file and line. Nothing is written or sent.
 """
@@ -34,6 +39,7 @@ from ..importers.fields import language_of
 from ..render import MessageSpec, Renderer, RenderError
 from ..render.contexts import customer_contexts, load_catalog
 from ..render.environment import content_language
+from ..render.samples import fullest_and_emptiest
 from ..render.variants import Variant, Variants
 from ..store.models import Customer
 from .consent_warning import PlanWarning
@@ -41,11 +47,16 @@ from .consent_warning import PlanWarning
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
     from ..campaigns import Campaign
     from ..project import Project
     from .run import PlanResult
+
+#: Customer ids per query: an IN list this long is fine on SQLite and PostgreSQL alike.
+BATCH = 5_000
+
+C = Customer.__table__
 
 #: Links are built but never followed in a check: a stand-in key is fine when none is set.
 CHECK_KEY = "relmail-render-check"
@@ -92,8 +103,9 @@ class RenderProblem:
 def render_sample(project: Project, engine: Engine, campaign: Campaign, result: PlanResult, sample: int = 3) -> list[RenderProblem]:
     """Render every variant of every message of ``result`` for its recipients; see the module docstring.
 
-    ``sample`` is the number of renders per variant (at least one per locale
-    that gets it); 0 skips the gate. Sets ``result.render_errors``,
+    ``sample`` is the number of recipients drawn per variant (at least one
+    per locale that gets it), rendered with the variant's fullest and
+    emptiest recipient; 0 skips the gate. Sets ``result.render_errors``,
     ``result.render_problems`` and ``result.render_checks``; returns the problems.
     """
     result.render_checks, result.render_problems, result.render_errors = [], [], 0
@@ -138,6 +150,8 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
             count = sum(len(rows) for rows in by_locale.values())
             check = VariantCheck(variant, recipients=count, locales=len(by_locale))
             chosen = _choose(rng, by_locale, sample)
+            with engine.connect() as conn:
+                chosen += [x for x in _extremes(conn, customers, by_locale) if x not in chosen]
             picks.append((check, spec, [(str(customers[i]), loc) for i, loc in chosen]))
     with engine.connect() as conn:
         catalog = load_catalog(conn)
@@ -193,14 +207,13 @@ def _language_warnings(message_id: str, groups: dict[Variant, dict[str, list[int
 def _locales(engine, customer_ids: np.ndarray, default: str) -> np.ndarray:
     """Each customer's locale (the project's default where none is recorded), aligned with ``customer_ids``."""
     wanted = np.unique(customer_ids.astype(str))
-    c = Customer.__table__
     found: dict[str, str] = {}
     with engine.connect() as conn:
-        if len(wanted) <= 5_000:
-            rows = conn.execute(select(c.c.id, c.c.locale).where(c.c.id.in_(wanted.tolist())))
+        if len(wanted) <= BATCH:
+            rows = conn.execute(select(C.c.id, C.c.locale).where(C.c.id.in_(wanted.tolist())))
         else:
             # A large plan: one pass over the table beats a giant IN list.
-            rows = conn.execute(select(c.c.id, c.c.locale))
+            rows = conn.execute(select(C.c.id, C.c.locale))
         for cid, loc in rows:
             found[cid] = loc or default
     return np.array([found.get(cid, default) for cid in customer_ids.tolist()], dtype=object)
@@ -217,6 +230,23 @@ def _choose(rng: np.random.Generator, by_locale: dict[str, list[int]], sample: i
         for k in sorted(rng.choice(len(rest), size=min(more, len(rest)), replace=False).tolist()):
             chosen.append(rest[k])
     return chosen
+
+
+def _extremes(conn: Connection, customers: np.ndarray, by_locale: dict[str, list[int]]) -> list[tuple[int, str]]:
+    """The fullest and the emptiest recipient of a variant (:func:`.fullest_and_emptiest`), as :func:`_choose` gives them.
+
+    A query per :data:`BATCH` recipients gives each batch's two, and a last one picks among those: the cost
+    grows with the recipients' count over the batch, and no recipient's row is read into Python.
+    """
+    rows = np.concatenate([np.asarray(r, dtype=np.int64) for r in by_locale.values()])
+    ids = customers[rows].astype(str)
+    found: list[str] = []
+    for start in range(0, len(ids), BATCH):
+        found += fullest_and_emptiest(conn, C.c.id.in_(ids[start:start + BATCH].tolist()))
+    best = fullest_and_emptiest(conn, C.c.id.in_(found)) if len(ids) > BATCH else found
+    locs = np.repeat(np.array(list(by_locale), dtype=object), [len(r) for r in by_locale.values()])
+    at = [int(np.flatnonzero(ids == cid)[0]) for cid in best]
+    return [(int(rows[k]), str(locs[k])) for k in at]
 
 
 def _reason(exc: TemplateError) -> str:

@@ -2,7 +2,8 @@
 
 For each variant, customers whose locale gets it: the one with the most
 optional fields filled in and the one with the fewest (no name, no
-attributes). A variant no customer's locale reaches yet is rendered for
+attributes), found by :func:`fullest_and_emptiest` (the plan's render gate
+finds them among a variant's recipients with it too). A variant no customer's locale reaches yet is rendered for
 the same customers in that locale. Only when the store holds no customers
 (or with ``generated=True``) are generated samples used.
 """
@@ -14,7 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import String, case, cast, func, select
+from sqlalchemy import String, case, cast, func, literal, select, true, union_all
 
 from ..importers.fields import language_of
 from ..store.models import Customer
@@ -24,6 +25,8 @@ from .inputs import CustomerContext
 from .optional import optional
 
 if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
     from .compiler import Compiler
 
 #: A locale suffix in a file name: ``welcome.nl.html``, ``footer.pt_BR.html``.
@@ -116,26 +119,36 @@ class SampleSource:
         return out
 
     def _pick(self, locales: list[str] | None) -> list[str]:
-        """Ids of the customer with the most optional fields filled in and of the one with the fewest, mailable ones first."""
-        fullness = sum(case((func.length(func.coalesce(col, "")) > 0, 1), else_=0) for col in (C.c.first_name, C.c.last_name))
-        size = func.length(cast(C.c.attributes, String))
-        q = select(C.c.id)
+        """Ids of the fullest and the emptiest customer of ``locales`` (every customer's for None)."""
+        cond = true()
         if locales is not None:
             real = [loc for loc in locales if loc]
             cond = C.c.locale.in_(real) if real else None
             if "" in locales:
                 cond = C.c.locale.is_(None) if cond is None else (cond | C.c.locale.is_(None))
-            q = q.where(cond)
-        # A customer whose address an import flagged is never mailed, and its address cannot be put in a To: header:
-        # sampling it (a bare CRM row is often the emptiest) would fail every variant over the data, not the template.
-        mailable = C.c.email_valid.desc()
-        richest = self._first(q.order_by(mailable, fullness.desc(), size.desc(), C.c.id))
-        emptiest = self._first(q.order_by(mailable, fullness, size, C.c.id))
-        return list(dict.fromkeys(x for x in (richest, emptiest) if x is not None))
-
-    def _first(self, q) -> str | None:
         with self.engine.connect() as conn:
-            return conn.execute(q.limit(1)).scalar()
+            return fullest_and_emptiest(conn, cond)
+
+
+def fullest_and_emptiest(conn: Connection, where) -> list[str]:
+    """Ids of the customer matching ``where`` with the most optional fields filled in and of the one with the fewest.
+
+    Fullness is the names given, then the size of the attributes; ties go to the lowest id, so the same
+    store gives the same two. Mailable customers come first. One query; one id when both are the same
+    customer, none when no customer matches.
+    """
+    fullness = sum(case((func.length(func.coalesce(col, "")) > 0, 1), else_=0) for col in (C.c.first_name, C.c.last_name))
+    # Without blanks: a backend or an importer that writes JSON with ", " and ": " gives the same size as one without.
+    size = func.length(func.replace(cast(C.c.attributes, String), " ", ""))
+    # A customer whose address an import flagged is never mailed, and its address cannot be put in a To: header:
+    # sampling it (a bare CRM row is often the emptiest) would fail every variant over the data, not the template.
+    mailable = C.c.email_valid.desc()
+    richest = select(C.c.id, literal(0).label("k")).where(where).order_by(mailable, fullness.desc(), size.desc(), C.c.id).limit(1)
+    emptiest = select(C.c.id, literal(1).label("k")).where(where).order_by(mailable, fullness, size, C.c.id).limit(1)
+    # Each side a subquery: SQLite takes no ORDER BY or LIMIT in a member of a UNION itself.
+    both = union_all(*(select(s.c.id, s.c.k) for s in (richest.subquery(), emptiest.subquery()))).subquery()
+    ids = conn.execute(select(both.c.id).order_by(both.c.k)).scalars().all()
+    return list(dict.fromkeys(ids))
 
 
 def candidate_locales(renderer: Compiler, store: SampleSource) -> list[str]:
