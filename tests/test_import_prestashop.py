@@ -265,7 +265,9 @@ FRENCH_TIMES = ["%Y-%m-%d %H:%M:%S", "%d/%m/%Y %H:%M:%S", "%d/%m/%Y %H:%M"]
 @given(moment=st.datetimes(min_value=datetime(2001, 1, 1), max_value=datetime(2025, 12, 31)),
        shown=st.sampled_from(FRENCH_TIMES))
 def test_a_time_as_prestashop_or_a_spreadsheet_writes_it_reads_back_as_that_moment_in_the_shop_time_zone(moment, shown):
-    moment = moment.replace(microsecond=0, second=0 if shown.endswith("%M") else moment.second)
+    # The text of a time in the hour the clocks repeat in autumn says nothing of which one it was: read as the
+    # first (fold=0, daylight saving time), as relmail documents; hypothesis may draw the second.
+    moment = moment.replace(microsecond=0, second=0 if shown.endswith("%M") else moment.second, fold=0)
     local = moment.replace(tzinfo=PARIS)
     if local.astimezone(UTC).astimezone(PARIS).replace(tzinfo=None) != moment:
         return  # the hour the clocks skip in spring: no such local time (refused, as its own test shows)
