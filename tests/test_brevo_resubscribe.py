@@ -12,16 +12,13 @@ from datetime import timedelta
 
 import pytest
 import responses
-from sqlalchemy import insert
 from werkzeug.test import Client
 
-from relmail.project import Project
 from relmail.sending.run import send
-from relmail.store.models import Event
 from relmail.web.app import make_app
-from test_plan import AS_OF, CAMPAIGN, WINDOW, build_shop
+from test_plan import AS_OF, WINDOW
 from test_send_brevo import created
-from test_sendgrid_groups import AT, RUN, next_week, opt_in_on_the_page, resubscribe_cli
+from test_sendgrid_groups import AT, RUN, next_week, opt_in_on_the_page, resubscribe_cli, shop_with_last_weeks_newsletter
 
 KEY = "xkeysib-resubscribe-not-a-real-key"
 TOKEN = "brevo-webhook-token-for-tests"
@@ -37,14 +34,7 @@ def shop(project, engine, monkeypatch):
     toml = project.root / "relmail.toml"
     toml.write_text(toml.read_text().replace('adapter = "file"', 'adapter = "brevo"')
                     + "\n[delivery.brevo]\nconcurrency = 1\nmax_retries = 1\n")
-    (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
-    build_shop(engine)
-    with engine.begin() as conn:  # read, as C-OK reads our mail (no fatigue)
-        conn.execute(insert(Event.__table__), [
-            {"event_id": f"{kind}:news", "customer_id": "C-OK", "type": kind, "occurred_at": AS_OF - timedelta(days=days),
-             "message_id": "news", "run_id": RUN, "topic": "newsletter"}
-            for kind, days in (("email_sent", 6), ("email_opened", 5))])
-    return Project.load(project.root), engine
+    return shop_with_last_weeks_newsletter(project, engine)
 
 
 def brevo_event(kind: str, at=AT, **extra) -> dict:

@@ -129,6 +129,11 @@ def shop(project, engine, monkeypatch, ec_key):
     trust_sendgrid_key(monkeypatch, ec_key)
     toml = project.root / "relmail.toml"
     toml.write_text(toml.read_text() + f"\n[delivery.sendgrid]\n{GROUPS}\n")
+    return shop_with_last_weeks_newsletter(project, engine)
+
+
+def shop_with_last_weeks_newsletter(project, engine):
+    """The test campaign's shop, in which C-OK got and read last week's newsletter (run RUN): (project, engine)."""
     (project.campaigns_dir / "test.yml").write_text(CAMPAIGN, encoding="utf-8")
     build_shop(engine)
     with engine.begin() as conn:  # read, as C-OK reads our mail (no fatigue)
