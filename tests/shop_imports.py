@@ -32,6 +32,25 @@ def import_json(project, *args: str) -> dict:
     return json.loads(result.stdout)
 
 
+def relmail_ok(project, *args: str) -> str:
+    """``relmail ARGS`` in ``project``, which must succeed: its output."""
+    result = CliRunner().invoke(cli, ["--project", str(project.root), *args])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def product_campaign(project, campaign: str, message: str, product: str) -> None:
+    """A campaign of one promotion featuring ``product``, for every customer with newsletter consent."""
+    (project.root / "campaigns" / f"{campaign}.yml").write_text(
+        f"title: {campaign}\npolicy: {{consent: opt-in, min_relevance: 0}}\nmessages:\n"
+        f"  - {{id: {message}, template: {message}, topic: newsletter, segments: [everyone], products: ['{product}'],"
+        " offer: promotion, value: 5}\n")
+    (project.root / "segments" / "everyone.yml").write_text("name: everyone\ndescription: Every customer\n")
+    (project.root / "templates" / f"{message}.html").write_text(
+        "<html><head><title>{% block subject %}{{ featured.name }}{% endblock %}</title></head><body>"
+        "<a href=\"{{ links.unsubscribe }}\">x</a></body></html>")
+
+
 def table_rows(project, model) -> list[dict]:
     """Every row of ``model``'s table in the project's store."""
     engine = connect(project.database_url)

@@ -37,7 +37,7 @@ from relmail.importers.values import make_money, make_time
 from relmail.store.models import Customer, Event, Preference, Product
 from shop_imports import import_json as run
 from shop_imports import invoke_import as invoke
-from shop_imports import localized
+from shop_imports import localized, product_campaign, relmail_ok
 from shop_imports import table_rows as rows
 
 PRESTASHOP = Path(__file__).resolve().parent.parent / "examples" / "prestashop"
@@ -421,19 +421,10 @@ def test_purchases_link_to_the_catalogue_and_a_message_featuring_a_product_skips
     orders = run(shop, "orders", str(ORDERS), "--map", "prestashop")
     assert orders["rows_imported"] == 5
     assert orders["details"].get("lines_unknown_product", 0) == 0
-    (shop.root / "campaigns" / "carres.yml").write_text(
-        "title: Carrés\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"
-        "  - {id: carre-bleu, template: carre, topic: newsletter, segments: [everyone], products: [CARRE-90-BLEU],"
-        " offer: promotion, value: 5}\n")
-    (shop.root / "segments" / "everyone.yml").write_text("name: everyone\ndescription: Every customer\n")
-    (shop.root / "templates" / "carre.html").write_text(
-        "<html><head><title>{% block subject %}{{ featured.name }}{% endblock %}</title></head><body>"
-        "<a href=\"{{ links.unsubscribe }}\">x</a></body></html>")
+    product_campaign(shop, "carres", "carre-bleu", "CARRE-90-BLEU")
 
     def relmail(*args: str) -> str:
-        result = CliRunner().invoke(cli, ["--project", str(shop.root), *args])
-        assert result.exit_code == 0, result.output
-        return result.output
+        return relmail_ok(shop, *args)
 
     relmail("plan", "carres", "--window", "this-week")
     assert "OWNS_PRODUCT: already owns CARRE-90-BLEU" in relmail("why", "6")  # Hugo: order 30

@@ -20,11 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from relmail.cli import cli
 from relmail.errors import ValidationError
 from relmail.importers.mapped import MappedReader
 from relmail.importers.mapping import load_mapping, parse_mapping
@@ -32,7 +30,7 @@ from relmail.importers.readers import open_source, reader_for
 from relmail.store.models import Customer, Event, Preference, Product
 from shop_imports import import_json as run
 from shop_imports import invoke_import as invoke
-from shop_imports import localized
+from shop_imports import localized, product_campaign, relmail_ok
 from shop_imports import table_rows as rows
 
 SHOPWARE = Path(__file__).resolve().parent.parent / "examples" / "shopware"
@@ -286,19 +284,10 @@ def test_a_message_featuring_a_product_skips_who_bought_it_by_the_id_the_line_it
     run(shop, "products", str(PRODUCTS), "--map", "shopware")
     run(shop, "orders", str(ORDERS), "--map", "shopware")
     large = uid("espresso-1000")
-    (shop.root / "campaigns" / "espresso.yml").write_text(
-        "title: Espresso\npolicy: {consent: opt-in, min_relevance: 0}\nmessages:\n"
-        f"  - {{id: espresso, template: espresso, topic: newsletter, segments: [everyone], products: ['{large}'],"
-        " offer: promotion, value: 5}\n")
-    (shop.root / "segments" / "everyone.yml").write_text("name: everyone\ndescription: Every customer\n")
-    (shop.root / "templates" / "espresso.html").write_text(
-        "<html><head><title>{% block subject %}{{ featured.name }}{% endblock %}</title></head><body>"
-        "<a href=\"{{ links.unsubscribe }}\">x</a></body></html>")
+    product_campaign(shop, "espresso", "espresso", large)
 
     def relmail(*args: str) -> str:
-        result = CliRunner().invoke(cli, ["--project", str(shop.root), *args])
-        assert result.exit_code == 0, result.output
-        return result.output
+        return relmail_ok(shop, *args)
 
     relmail("plan", "espresso", "--window", "this-week")
     assert f"OWNS_PRODUCT: already owns {large}" in relmail("why", uid("emily"))  # her open invoice order
