@@ -127,32 +127,32 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
     variants = Variants(renderer)
     picks: list[tuple[VariantCheck, MessageSpec, list[tuple[str, str]]]] = []
     problems: list[RenderProblem] = []
-    for m in campaign.messages:
-        mine = d.message_id[sends] == m.id
-        if not mine.any():
-            continue
-        spec = MessageSpec.from_campaign(campaign, m, result.run_id)
-        customers, their_locales = d.customer_id[sends][mine], locales[mine]
-        groups: dict[Variant, dict[str, list[int]]] = {}
-        for loc in sorted(set(their_locales.tolist())):
-            rows = np.flatnonzero(their_locales == loc)
-            try:
-                variant = variants.of(spec, loc)
-            except (TemplateError, NotFound) as exc:
-                # A file that cannot even be read for this locale: every recipient of it fails alike.
-                problems.append(RenderProblem(m.id, f"{m.template} for {loc}", str(customers[rows[0]]), loc, _reason(exc),
-                                              getattr(exc, "file", None), getattr(exc, "line", None)))
+    with engine.connect() as conn:  # one connection for every variant's fullest and emptiest recipient
+        for m in campaign.messages:
+            mine = d.message_id[sends] == m.id
+            if not mine.any():
                 continue
-            groups.setdefault(variant, {})[loc] = rows.tolist()
-        audience = next((s.audience for s in result.messages if s.message_id == m.id), 0)
-        result.warnings += _language_warnings(m.id, groups, project.settings.default_locale, audience, renderer.templates_dir)
-        for variant, by_locale in groups.items():
-            count = sum(len(rows) for rows in by_locale.values())
-            check = VariantCheck(variant, recipients=count, locales=len(by_locale))
-            chosen = _choose(rng, by_locale, sample)
-            with engine.connect() as conn:
+            spec = MessageSpec.from_campaign(campaign, m, result.run_id)
+            customers, their_locales = d.customer_id[sends][mine], locales[mine]
+            groups: dict[Variant, dict[str, list[int]]] = {}
+            for loc in sorted(set(their_locales.tolist())):
+                rows = np.flatnonzero(their_locales == loc)
+                try:
+                    variant = variants.of(spec, loc)
+                except (TemplateError, NotFound) as exc:
+                    # A file that cannot even be read for this locale: every recipient of it fails alike.
+                    problems.append(RenderProblem(m.id, f"{m.template} for {loc}", str(customers[rows[0]]), loc, _reason(exc),
+                                                  getattr(exc, "file", None), getattr(exc, "line", None)))
+                    continue
+                groups.setdefault(variant, {})[loc] = rows.tolist()
+            audience = next((s.audience for s in result.messages if s.message_id == m.id), 0)
+            result.warnings += _language_warnings(m.id, groups, project.settings.default_locale, audience, renderer.templates_dir)
+            for variant, by_locale in groups.items():
+                count = sum(len(rows) for rows in by_locale.values())
+                check = VariantCheck(variant, recipients=count, locales=len(by_locale))
+                chosen = _choose(rng, by_locale, sample)
                 chosen += [x for x in _extremes(conn, customers, by_locale) if x not in chosen]
-            picks.append((check, spec, [(str(customers[i]), loc) for i, loc in chosen]))
+                picks.append((check, spec, [(str(customers[i]), loc) for i, loc in chosen]))
     with engine.connect() as conn:
         catalog = load_catalog(conn)
         for check, spec, chosen in picks:
