@@ -40,7 +40,8 @@ def test_the_send_summary_says_when_a_dead_senders_emails_were_settled(capsys):
     result.states = {"accepted": 10}
     _print_counts(result, real=True)
     assert "Settled" not in capsys.readouterr().out
-    result.recovered = {"requeued": 500, "assumed_delivered": 1}
+    result.recovered = {"requeued": 500, "answered": 7, "assumed_delivered": 1}
     _print_counts(result, real=True)
-    assert ("Settled the e-mails of a sender that died: 500 back to planned and sent again by this run, 1 at their "
-            "point of no return recorded as delivered") in capsys.readouterr().out
+    assert ("Settled the e-mails of a sender that died: 500 back to planned and sent again by this run, 7 by the "
+            "provider's answer it had written, 1 at their point of no return with no answer recorded as delivered"
+            ) in capsys.readouterr().out

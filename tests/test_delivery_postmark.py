@@ -99,3 +99,21 @@ def test_account_level_422_aborts_and_bad_token_aborts():
 def test_metadata_limits_are_checked_before_sending():
     with pytest.raises(UnsupportedFeature, match="80-character"):
         adapter().send([message(1, raw=False, metadata={"relmail_customer": "x" * 81})])
+
+
+@responses.activate
+def test_each_batch_request_is_marked_just_before_it_not_the_whole_send_at_once():
+    log: list[tuple[str, int]] = []
+
+    def answer(request):
+        items = json.loads(request.body)
+        log.append(("request", len(items)))
+        return 200, {}, json.dumps([{"ErrorCode": 0, "Message": "OK", "MessageID": f"pm-{i}", "To": m["To"]}
+                                    for i, m in enumerate(items)])
+
+    responses.add_callback(responses.POST, URL, callback=answer)
+    a = adapter()
+    a.on_commit = lambda keys: log.append(("mark", len(keys)))
+    a.on_answer = lambda results: log.append(("answer", len(results)))
+    a.send([message(i) for i in range(600)])
+    assert log == [("mark", 500), ("request", 500), ("answer", 500), ("mark", 100), ("request", 100), ("answer", 100)]

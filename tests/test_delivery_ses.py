@@ -122,3 +122,22 @@ def test_missing_region_and_credentials_are_config_errors(monkeypatch):
     monkeypatch.delenv("AWS_SESSION_TOKEN")
     with pytest.raises(ConfigError, match="AWS credentials"):
         get_adapter("ses", {"region": "eu-west-1"}, {})
+
+
+@responses.activate
+def test_each_request_is_marked_just_before_it_and_its_answer_reported_just_after():
+    """A sender killed between two requests leaves the e-mails not yet requested unmarked (sent again), and the
+    answers already given on record: the ledger's point of no return and answers follow the requests one by one."""
+    log: list[tuple[str, list[str]]] = []
+
+    def answer(request):
+        log.append(("request", [json.loads(request.body)["Destination"]["ToAddresses"][0]]))
+        return 200, {}, json.dumps({"MessageId": f"ses-{len(log)}"})
+
+    responses.add_callback(responses.POST, URL, callback=answer)
+    a = adapter()
+    a.on_commit = lambda keys: log.append(("mark", [k.split(":")[1] for k in keys]))
+    a.on_answer = lambda results: log.append(("answer", [r.provider_id for r in results]))
+    a.send([message(1), message(2)])
+    assert log == [("mark", ["C0000001"]), ("request", ["klant1@example.org"]), ("answer", ["ses-2"]),
+                   ("mark", ["C0000002"]), ("request", ["klant2@example.org"]), ("answer", ["ses-5"])]

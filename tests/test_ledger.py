@@ -149,20 +149,70 @@ def test_recover_requeues_sending_and_settles_committing(engine):
     with engine.begin() as conn:
         ledger.mark_committing(conn, [b.delivery_id], NOW)
     # the process dies here
-    assert ledger.recover(engine, "weekly:2026-W48", NOW, TOPICS) == {"requeued": 1, "assumed_delivered": 1}
+    assert ledger.recover(engine, "weekly:2026-W48", NOW, TOPICS) == {"requeued": 1, "answered": 0, "assumed_delivered": 1}
     assert ledger.status_counts(engine, "weekly:2026-W48") == {"planned": 1, "accepted": 1}
     assert [c.delivery_id for c in ledger.claim(engine, "weekly:2026-W48", NOW, limit=10)] == [a.delivery_id]
 
 
+def _answers(engine, claims, *results):
+    """The provider's answers to ``claims``, written the moment they arrive as a sender's marker writes them."""
+    from relmail.sending.marker import Marker
+
+    marker = Marker(engine, lambda: NOW)
+    try:
+        marker.answer([r(f"d{c.delivery_id}") for c, r in zip(claims, results, strict=True)])
+    finally:
+        marker.close()
+
+
+def test_recover_settles_committing_by_the_answer_written_as_it_arrived(engine):
+    from relmail.delivery.base import accepted, deferred, rejected
+
+    run = "weekly:2026-W48"
+    make_run(engine, sends=5, suppressed=0)
+    ledger.prepare(engine, run, NOW)
+    took, put_off, refused, silent, unmarked = ledger.claim(engine, run, NOW, limit=10)
+    with engine.begin() as conn:
+        ledger.mark_committing(conn, [c.delivery_id for c in (took, put_off, refused, silent)], NOW)
+    later = NOW + timedelta(minutes=10)
+    _answers(engine, [took, put_off, refused, unmarked],
+             lambda k: accepted(k, "Q1"), lambda k: deferred(k, later, "451 greylisted"),
+             lambda k: rejected(k, "550 5.1.1 no such user", hard_bounce=True), lambda k: accepted(k, "Q9"))
+    # the process dies here, before the batch's answers are recorded
+    assert ledger.recover(engine, run, NOW, TOPICS) == {"requeued": 1, "answered": 3, "assumed_delivered": 1}
+
+    D, E = Delivery.__table__, Event.__table__
+    with engine.connect() as conn:
+        rows = {r.id: r for r in conn.execute(select(D))}
+        events = conn.execute(select(E.c.customer_id, E.c.type)).all()
+    assert (rows[took.delivery_id].status, rows[took.delivery_id].provider_id) == ("accepted", "Q1")
+    assert not (rows[took.delivery_id].last_error or "").startswith(ledger.UNCERTAIN)
+    assert rows[put_off.delivery_id].status == "deferred"
+    assert rows[put_off.delivery_id].next_attempt_at == later and rows[put_off.delivery_id].last_error == "451 greylisted"
+    assert rows[refused.delivery_id].status == "rejected"
+    assert rows[silent.delivery_id].status == "accepted" and rows[silent.delivery_id].last_error == ledger.UNCERTAIN
+    # an answer is kept only for a delivery past its point of no return
+    assert rows[unmarked.delivery_id].status == "planned"
+    assert all(r.answer is None for r in rows.values())
+    assert sorted(events) == sorted([(took.customer_id, "email_sent"), (silent.customer_id, "email_sent"),
+                                     (refused.customer_id, "email_bounced_hard")])
+    assert ledger.uncertain_count(engine, run) == 1
+    # the deferred one is retried once due, the others are settled for good
+    assert [c.delivery_id for c in ledger.claim(engine, run, later, limit=10)] == [put_off.delivery_id, unmarked.delivery_id]
+
+
 # A crash can happen between any two steps. The provider receives a message
-# when the sender passes the point of no return (after mark_committing).
+# when the sender passes the point of no return (after mark_committing), and
+# its answer is written as it arrives, before the batch is recorded.
 STEP = st.sampled_from(["before_commit", "after_commit", "after_dot", "accepted", "deferred", "rejected"])
 
 
 @pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(sends=st.integers(1, 12), script=st.lists(st.tuples(st.integers(1, 5), STEP), min_size=1, max_size=30))
+@given(sends=st.integers(1, 12),
+       script=st.lists(st.tuples(st.integers(1, 5), STEP, st.booleans()), min_size=1, max_size=30))
 def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, sends, script):
+    from relmail.delivery.base import accepted, deferred, rejected
     from relmail.store.db import make_engine
 
     engine = make_engine(db_url)
@@ -172,10 +222,13 @@ def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, 
     make_run(engine, sends=sends)
     received: list[int] = []
     unknowable: list[int] = []
+    unanswered: set[int] = set()
     run = "weekly:2026-W48"
     clock = NOW
+    answer = {"accepted": lambda k: accepted(k, "Q"), "deferred": lambda k: deferred(k, clock, "451 try later"),
+              "rejected": lambda k: rejected(k, "550 no such user", hard_bounce=True)}
 
-    def attempt(batch: int, step: str) -> None:
+    def attempt(batch: int, step: str, dies_before_record: bool) -> None:
         """One sender process: claim a batch, then die at ``step`` or finish it."""
         claims = ledger.claim(engine, run, clock, limit=batch)
         if not claims or step == "before_commit":
@@ -184,23 +237,30 @@ def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, 
             ledger.mark_committing(conn, [c.delivery_id for c in claims], clock)
         if step == "after_commit":
             unknowable.extend(c.delivery_id for c in claims)
-            return  # died after recording, before anything left: the sole unknowable case
+            unanswered.update(c.delivery_id for c in claims)
+            return  # died after recording, before anything left: the sole undeliverable unknowable case
         received.extend(c.delivery_id for c in claims)
         if step == "after_dot":
-            return
-        status = {"accepted": "accepted", "deferred": "deferred", "rejected": "rejected"}[step]
-        if status == "deferred":
+            unanswered.update(c.delivery_id for c in claims)
+            return  # died after handing over, before the answer arrived
+        if step == "deferred":
             # the provider refused this time: nothing was delivered
             del received[-len(claims):]
-        ledger.record(engine, [ledger.Settlement(c.delivery_id, status, retry_at=clock) for c in claims], clock, TOPICS)
+        _answers(engine, claims, *[answer[step]] * len(claims))
+        if dies_before_record:
+            return
+        ledger.record(engine, [ledger.Settlement(c.delivery_id, step, retry_at=clock) for c in claims], clock, TOPICS)
 
     ledger.prepare(engine, run, clock)
-    for batch, step in script:
-        attempt(batch, step)
+    for batch, step, dies in script:
+        attempt(batch, step, dies)
         ledger.recover(engine, run, clock, TOPICS)  # every re-run starts with recovery
+    clock = NOW + timedelta(hours=1)  # every retry due
     while {"planned", "deferred"} & set(ledger.status_counts(engine, run)):
-        attempt(100, "accepted")
+        attempt(100, "accepted", False)
     counts = ledger.status_counts(engine, run)
+    with engine.connect() as conn:
+        uncertain = set(conn.execute(select(Delivery.__table__.c.id).where(ledger.is_uncertain())).scalars())
     engine.dispose()
 
     assert len(received) == len(set(received)), "a message was sent twice"
@@ -211,3 +271,5 @@ def test_any_crash_sequence_then_rerun_delivers_each_email_exactly_once(db_url, 
     # "committing" (the one case the ledger must assume delivered)
     assert not set(received) & set(unknowable)
     assert len(received) + len(unknowable) == sends
+    # an answer that arrived is never lost: uncertain are exactly those that died before their answer
+    assert uncertain == unanswered

@@ -79,7 +79,7 @@ def test_a_crash_leaves_claimed_mail_resumable_not_lost(project):
     # a sender died after claiming a batch, before the point of no return
     ledger.claim(engine, "sendtest:2026-W48", AS_OF, limit=5)
     result = send(project, engine, "sendtest", WINDOW, now=NOW)
-    assert result.recovered == {"requeued": 5, "assumed_delivered": 0}
+    assert result.recovered == {"requeued": 5, "answered": 0, "assumed_delivered": 0}
     assert len(outbox(project)) == len(decisions(engine, "send"))
     assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": len(decisions(engine, "send"))}
 

@@ -188,7 +188,7 @@ def test_a_live_senders_lease_blocks_recovery_and_a_dead_ones_is_settled(project
         conn.exec_driver_sql(f"UPDATE run_locks SET pid = {int(dead.stdout)}, pid_start = NULL WHERE token = '{lease.token}'")
     result = send(project, engine, "sendtest", WINDOW, now=NOW, workers=2, batch_size=10)
     sends, accepted, sent = ledger_pairs(engine)
-    assert result.recovered == {"requeued": 5, "assumed_delivered": 0}
+    assert result.recovered == {"requeued": 5, "answered": 0, "assumed_delivered": 0}
     assert sorted(outbox_pairs(project)) == accepted == sent == sends
     assert {(c.customer_id, c.message_id) for c in claimed} <= set(accepted)
     assert locks.held_locks(engine) == []

@@ -170,7 +170,8 @@ def _print_counts(result, real: bool) -> None:
     if real and any(settled.values()):
         # A sender died (a killed worker, a lost machine): say so, or a clean summary hides it.
         click.echo(f"Settled the e-mails of a sender that died: {settled.get('requeued', 0):,} back to planned and sent "
-                   f"again by this run, {settled.get('assumed_delivered', 0):,} at their point of no return recorded "
+                   f"again by this run, {settled.get('answered', 0):,} by the provider's answer it had written, "
+                   f"{settled.get('assumed_delivered', 0):,} at their point of no return with no answer recorded "
                    "as delivered (uncertain, never sent twice).")
     if real and result.done.get("uncertain"):
         click.echo(f"{result.done['uncertain']:,} e-mail(s) uncertain: handed over completely but the server's reply "

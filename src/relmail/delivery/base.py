@@ -13,6 +13,7 @@ caller never loses track of what was accepted before the stop.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -214,8 +215,8 @@ class Adapter(ABC):
     #: Config keys this adapter reads, for error messages and ``adapters list``.
     config_keys: ClassVar[tuple[str, ...]] = ()
     #: True when the adapter itself reports each message's point of no return
-    #: (SMTP: just before the final dot); otherwise :meth:`send` reports a
-    #: whole chunk before handing it over.
+    #: and answer (SMTP: just before the final dot; an ESP: before each request);
+    #: otherwise :meth:`send` reports a whole chunk before handing it over.
     commits_per_message: ClassVar[bool] = False
     #: True when handing the same message over twice cannot duplicate it (the
     #: file adapter overwrites by key): no point of no return to report.
@@ -243,6 +244,10 @@ class Adapter(ABC):
         #: messages are not handed over, nor is the rest of the batch: they
         #: come back ``withheld``.
         self.on_commit: Callable[[Sequence[str]], None] | None = None
+        #: Called with the results of messages handed over, the moment the provider answers them,
+        #: before the batch is done: the send ledger writes them at once (relmail.sending.marker), so
+        #: that a sender killed mid-batch leaves the answers it got, not only ``committing``.
+        self.on_answer: Callable[[Sequence[Result]], None] | None = None
         #: Whether each e-mail leaves with a signed VERP return path (the SMTP adapter with ``verp``): the
         #: ledger records it per delivery, so that only a tagged e-mail's bounces are asked for a tag.
         self.tags_return_path = False
@@ -297,6 +302,8 @@ class Adapter(ABC):
                     out = self._send(chunk)
                     if len(out) != len(chunk):
                         raise AssertionError(f"{self.name} returned {len(out)} results for {len(chunk)} messages")
+                    if not self.commits_per_message:
+                        self.answered(out)
                     results[pos : pos + granted] = out
                     pos += granted
                 if resume_at is not None and pos < len(messages) and granted < want:
@@ -325,6 +332,16 @@ class Adapter(ABC):
         """
         if self.on_commit is not None and not self.idempotent:
             self.on_commit(keys)
+
+    def answered(self, results: Sequence[Result]) -> None:
+        """Report the provider's answers to messages handed over, as soon as they arrive (:attr:`on_answer`).
+
+        Never raises: the caller records every answer with the batch anyway,
+        and a report that failed costs only precision after a crash.
+        """
+        if self.on_answer is not None and results and not self.idempotent:
+            with contextlib.suppress(Exception):
+                self.on_answer(results)
 
     def withhold(self, key: str, exc: BaseException | None = None) -> Result:
         """The result of a message not handed over because its point of no return was not recorded.

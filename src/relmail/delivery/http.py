@@ -83,9 +83,16 @@ def _never_sent(exc: requests.RequestException) -> bool:
 
 
 class HttpAdapter(Adapter):
-    """Base of the ESP adapters: session, retries, per-message concurrency."""
+    """Base of the ESP adapters: session, retries, per-message concurrency.
+
+    Each request's messages pass their point of no return just before it is
+    made (:meth:`hand_over`), not a whole chunk before the first request: a
+    sender killed between requests leaves only the request in flight
+    uncertain, and the messages of requests never made are sent again.
+    """
 
     default_base_url = ""
+    commits_per_message = True
     #: Most bytes one request may carry (documented payload limit), with headroom.
     max_request_bytes: int | None = None
     #: True when every request carries an idempotency key the provider honours (Brevo): a request
@@ -198,8 +205,34 @@ class HttpAdapter(Adapter):
 
     # -- helpers for subclasses ---------------------------------------------------
 
+    def hand_over(self, batch: Sequence[OutgoingMessage], post: Callable[[Sequence[OutgoingMessage]], list[Result]]) -> list[Result]:
+        """``post(batch)``, one request: its messages marked at their point of no return first, its answers reported after.
+
+        Nothing is posted once the send withholds (a mark failed) or stops.
+        """
+        if self.withholding:
+            return [self.withhold(m.key) for m in batch]
+        if self.stopping():
+            return [self.stopped(m.key) for m in batch]
+        try:
+            self.committing([m.key for m in batch])
+        except Exception as exc:
+            return [self.withhold(m.key, exc) for m in batch]
+        results = post(batch)
+        self.answered(results)
+        return results
+
+    def mark_threads(self) -> int:
+        return 0 if self.idempotent else self.concurrency
+
     def map_messages(self, fn: Callable[[OutgoingMessage], Result], messages: Sequence[OutgoingMessage]) -> list[Result]:
-        """Apply ``fn`` to each message, ``concurrency`` at a time; keeps order and survives an abort."""
+        """Apply ``fn`` to each message, one request each (:meth:`hand_over`), ``concurrency`` at a time.
+
+        Keeps order and survives an abort.
+        """
+        def marked(m: OutgoingMessage) -> Result:
+            return self.hand_over([m], lambda batch: [fn(batch[0])])[0]
+
         if self.concurrency > 1 and len(messages) > 1:
             if self._executor is None:
                 self._executor = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"relmail-{self.name}")
@@ -211,7 +244,7 @@ class HttpAdapter(Adapter):
                 if stopped.is_set():
                     return None
                 try:
-                    return fn(m)
+                    return marked(m)
                 except Abort:
                     stopped.set()
                     raise
@@ -226,7 +259,7 @@ class HttpAdapter(Adapter):
                 if futures is not None:
                     results.append(futures[i].result())
                 elif abort is None:
-                    results.append(fn(m))
+                    results.append(marked(m))
                 else:
                     results.append(None)
             except Abort as exc:

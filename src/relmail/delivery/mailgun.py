@@ -147,7 +147,7 @@ class MailgunAdapter(AccountRefusals, HttpAdapter):
                 if len(batch) == 1:
                     singles.append(batch[0])
                     continue
-                for r in self._post_batch(batch):
+                for r in self.hand_over(batch, self._post_batch):
                     by_key[r.key] = r
             for r in self.map_messages(self._post_one, singles):
                 by_key[r.key] = r

@@ -151,7 +151,7 @@ class MailjetAdapter(AccountRefusals, HttpAdapter):
         out: list[Result | None] = []
         try:
             for batch in chunks(messages, MAX_MESSAGES):
-                out.extend(self._post(batch))
+                out.extend(self.hand_over(batch, self._post))
         except Abort as exc:
             known = out + list(exc.partial or [])
             exc.partial = known + [None] * (len(messages) - len(known))

@@ -166,7 +166,7 @@ class PostmarkAdapter(AccountRefusals, HttpAdapter):
         out: list[Result | None] = []
         try:
             for batch in chunks(messages, self.max_batch, self.max_request_bytes, lambda m: len(json.dumps(self.item(m)))):
-                out.extend(self._post(batch))
+                out.extend(self.hand_over(batch, self._post))
         except Abort as exc:
             known = out + list(exc.partial or [])
             exc.partial = known + [None] * (len(messages) - len(known))

@@ -252,7 +252,7 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
             return self.map_messages(lambda m: self._post([m])[0], messages)
         try:
             for req in requests_:
-                for r in self._post(req):
+                for r in self.hand_over(req, self._post):
                     by_key[r.key] = r
         except Abort as exc:
             exc.partial = [by_key.get(m.key) for m in messages]

@@ -36,7 +36,8 @@ so the ledger decides (never reported accepted without a 250).
 Before the final dot, :attr:`~relmail.delivery.base.Adapter.on_commit`
 records the point of no return; if that fails, the connection is closed
 instead of the dot (the server discards the transaction) and the message and
-the rest of the batch come back ``withheld``.
+the rest of the batch come back ``withheld``. The server's reply to the dot
+goes to :attr:`~relmail.delivery.base.Adapter.on_answer` as it arrives.
 
 Connection failures (refused, 421 greeting, timeout) defer the rest of the
 batch until ``retry_delay`` without hammering the server; configuration
@@ -273,18 +274,23 @@ class SmtpAdapter(Adapter):
         except (smtplib.SMTPServerDisconnected, OSError) as exc:
             conn.broken = True
             if handed_over:
-                return deferred(
+                return self._answer(deferred(
                     msg.key,
                     self.retry_at(),
                     f"connection lost after the message was sent, before the server confirmed it ({exc}); "
                     "it may have been delivered",
                     ambiguous=True,
-                )
+                ))
             raise _Retry(str(exc) or exc.__class__.__name__) from None
         if code != 250:
-            return self._refused(conn, msg, code, resp, "end of DATA")
+            return self._answer(self._refused(conn, msg, code, resp, "end of DATA"))
         conn.sent += 1
-        return accepted(msg.key, queue_id(_text(resp)), smtp_code=250)
+        return self._answer(accepted(msg.key, queue_id(_text(resp)), smtp_code=250))
+
+    def _answer(self, result: Result) -> Result:
+        """``result`` of a message past its final dot, reported at once (:meth:`~relmail.delivery.base.Adapter.answered`)."""
+        self.answered([result])
+        return result
 
     def sender(self, msg: OutgoingMessage) -> str:
         """MAIL FROM of ``msg``: its delivery's tagged return path with ``verp``, else ``envelope_from`` or From.

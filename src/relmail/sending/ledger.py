@@ -20,17 +20,25 @@ committed before the next step:
 ``failed``
     given up (deadline passed, or the template failed for this customer).
 
+Each answer is also written the moment it arrives, on the delivery while it is
+still ``committing`` (its ``answer``, :func:`answer_text`): the batch's answers
+are recorded together afterwards, and a crash in between must not lose them.
+
 After a crash, :func:`recover` puts ``sending`` back to ``planned`` (the point
 of no return was never passed, so the provider dropped the transaction) and
-settles ``committing`` as accepted with the uncertainty noted.
+settles ``committing`` by its written answer: accepted with the provider's id,
+deferred (due again), refused (a hard bounce suppresses the address). A
+``committing`` delivery with no answer is the one case whose outcome is
+unknown: settled as accepted with the uncertainty noted.
 """
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import bindparam, case, func, insert, literal, or_, select, update
 from sqlalchemy.engine import Connection, Engine
@@ -78,6 +86,41 @@ class Settlement:
     hard_bounce: bool = False
 
 
+def settlement(answer, now: datetime, adapter_now: datetime) -> Settlement | None:
+    """How the provider's answer (a :class:`~relmail.delivery.base.Result`) settles its delivery; None if withheld.
+
+    A withheld e-mail was never handed over: it is released, not settled. An
+    ambiguous one (handed over completely, answer lost) was marked
+    ``committing`` and is settled as delivered: never sending twice wins over
+    certainty. The adapter dates a retry by its own clock (the system's), the
+    ledger by this send's (``$RELMAIL_NOW`` in a rehearsal): the delay the
+    adapter asked for counts from ``now``, and never within this second, or a
+    rehearsal ahead of the system clock would claim it again at once, forever,
+    while the server stayed down.
+    """
+    delivery_id = int(answer.key[1:])
+    if answer.withheld:
+        return None
+    if answer.status == "deferred" and answer.ambiguous:
+        return Settlement(delivery_id, "accepted", reason=f"{UNCERTAIN}: {answer.reason}")
+    retry_at = answer.retry_at
+    if answer.status == "deferred":
+        not_before = now + timedelta(seconds=1)
+        retry_at = max(now + (retry_at - adapter_now), not_before) if retry_at is not None else not_before
+    return Settlement(delivery_id, answer.status, answer.provider_id, retry_at, answer.reason or None, answer.hard_bounce)
+
+
+def answer_text(s: Settlement) -> str:
+    """``s`` as the ledger's ``answer`` column holds it until the batch is recorded (:func:`from_answer` reads it)."""
+    return json.dumps([s.status, s.provider_id, s.retry_at.isoformat() if s.retry_at else None, s.reason, s.hard_bounce])
+
+
+def from_answer(delivery_id: int, text: str) -> Settlement:
+    status, provider_id, retry_at, reason, hard_bounce = json.loads(text)
+    return Settlement(delivery_id, status, provider_id, datetime.fromisoformat(retry_at) if retry_at else None, reason,
+                      hard_bounce)
+
+
 def prepare(engine: Engine, run_id: str, now: datetime) -> int:
     """Create a ``planned`` delivery for every ``send`` decision of the run that has none.
 
@@ -106,17 +149,24 @@ def prepare(engine: Engine, run_id: str, now: datetime) -> int:
 
 
 def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | None]) -> dict[str, int]:
-    """Settle what a crashed sender left behind; see the module docstring."""
+    """Settle what a crashed sender left behind; see the module docstring.
+
+    Returns how many deliveries went back to ``planned`` (``requeued``), were
+    settled by the answer written when it arrived (``answered``), and were
+    settled as delivered without one (``assumed_delivered``).
+    """
     with engine.begin() as conn:
         back = conn.execute(
             update(D).where(D.c.run_id == run_id, D.c.status == "sending").values(status="planned", updated_at=now)
         ).rowcount
         stuck = conn.execute(
-            select(D.c.id).where(D.c.run_id == run_id, D.c.status == "committing")
-        ).scalars().all()
-        if stuck:
-            _record(conn, [Settlement(i, "accepted", reason=UNCERTAIN) for i in stuck], now, topics)
-    return {"requeued": back, "assumed_delivered": len(stuck)}
+            select(D.c.id, D.c.answer).where(D.c.run_id == run_id, D.c.status == "committing")
+        ).all()
+        settled = [from_answer(i, text) if text else Settlement(i, "accepted", reason=UNCERTAIN) for i, text in stuck]
+        if settled:
+            _record(conn, settled, now, topics)
+    answered = sum(1 for _, text in stuck if text)
+    return {"requeued": back, "answered": answered, "assumed_delivered": len(stuck) - answered}
 
 
 def claim(
@@ -248,6 +298,7 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
             provider_id=bindparam("b_provider"),
             next_attempt_at=bindparam("b_retry"),
             last_error=bindparam("b_reason"),
+            answer=None,
             updated_at=now,
         ),
         [

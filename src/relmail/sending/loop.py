@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,8 +173,8 @@ def loop(job: SendJob, adapter, result: SendResult, *, limit: int | None, after_
     true, the batch in hand makes no further request and waits for no retry,
     and is recorded before the loop returns.
     """
-    marker = Marker(job.engine, job.clock)
-    adapter.on_commit = marker
+    marker = Marker(job.engine, job.clock, getattr(adapter, "clock", utcnow))
+    adapter.on_commit, adapter.on_answer = marker, marker.answer
     adapter.stopping = stop
     retry = DatabaseRetry(job.engine)
     try:
@@ -232,26 +232,13 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     except DeliveryAborted as exc:
         answers, aborted = exc.results, exc
     withheld: dict[str, list[int]] = {}
-    # The adapter dates a retry by its own clock (the system's); the ledger's is this send's ($RELMAIL_NOW in a
-    # rehearsal). The delay the adapter asked for counts from this send's now: with $RELMAIL_NOW ahead of the
-    # system clock the retry was due at once and claimed again, forever, while the server stayed down; behind
-    # it, due only once the rehearsal passed the real date. And never within this second.
     now, adapter_now = clock(), getattr(adapter, "clock", utcnow)()
-    not_before = now + timedelta(seconds=1)
     for answer in answers:
-        delivery_id = int(answer.key[1:])
-        if answer.withheld:
-            withheld.setdefault(answer.reason, []).append(delivery_id)
-        elif answer.status == "deferred" and answer.ambiguous:
-            # Handed over completely, answer lost: the ledger marked it
-            # committing, and never sending twice wins over certainty.
-            outcomes.append(ledger.Settlement(delivery_id, "accepted", reason=f"{ledger.UNCERTAIN}: {answer.reason}"))
+        settled = ledger.settlement(answer, now, adapter_now)
+        if settled is None:
+            withheld.setdefault(answer.reason, []).append(int(answer.key[1:]))
         else:
-            retry_at = answer.retry_at
-            if answer.status == "deferred":
-                retry_at = max(now + (retry_at - adapter_now), not_before) if retry_at is not None else not_before
-            outcomes.append(ledger.Settlement(delivery_id, answer.status, answer.provider_id, retry_at,
-                                           answer.reason or None, answer.hard_bounce))
+            outcomes.append(settled)
     counts = retry.run("recording the answers", lambda: ledger.record(engine, outcomes, clock(), job.topics, deadline=job.deadline))
     told = provider_feedback(adapter.name, messages, answers, now)
     if told:

@@ -10,6 +10,12 @@ ledger first, and a sender killed at any moment can leave only two kinds of
 doubt behind: ``sending`` (certainly not handed over; sent again) and
 ``committing`` (perhaps handed over; assumed delivered and flagged).
 
+The provider's answers are written the same way the moment they arrive
+(:meth:`Marker.answer`), on the delivery while it is still ``committing``:
+the batch records them together afterwards, and a sender killed in between
+leaves them for recovery to settle by (:func:`relmail.sending.ledger.recover`)
+instead of assuming every e-mail of the batch delivered.
+
 Each mark is one autocommit statement on a connection of its own thread
 (the SMTP pool's threads mark concurrently). After a failure the marker
 refuses further marks at once, so the rest of the batch is withheld without
@@ -21,6 +27,7 @@ mark connection (a terminated backend's connection is never reused).
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import threading
 import time
@@ -45,9 +52,18 @@ class Marker:
 
     _SQL = (b"UPDATE deliveries SET status = 'committing', updated_at = $1::timestamptz "
             b"WHERE id = ANY($2::bigint[]) AND status IN ('sending', 'committing')")
+    # One JSON object {delivery id: answer} per statement, whatever the number of answers; the ids
+    # again as an array, so that the planner finds the rows by the primary key, not by a scan.
+    _ANSWER_PG = (b"UPDATE deliveries SET answer = a.value FROM json_each_text($1::json) AS a "
+                  b"WHERE deliveries.id = ANY($2::bigint[]) AND deliveries.id = a.key::bigint "
+                  b"AND deliveries.status = 'committing'")
+    _ANSWER_SQLITE = ("UPDATE deliveries SET answer = a.value FROM json_each(?) AS a "
+                      "WHERE deliveries.id = CAST(a.key AS INTEGER) AND deliveries.status = 'committing'")
 
-    def __init__(self, engine, clock):
+    def __init__(self, engine, clock, adapter_clock=None):
         self.engine, self.clock = engine, clock
+        #: The adapter's clock, by which it dates a retry (:func:`relmail.sending.ledger.settlement`).
+        self.adapter_clock = adapter_clock or clock
         self.local = threading.local()
         self.connections: list = []
         self.lock = threading.Lock()
@@ -65,7 +81,8 @@ class Marker:
         try:
             dialect = self.engine.dialect.name
             if dialect == "postgresql":
-                marked = self._mark_pg(ids)
+                marked = self._pg_execute(self._SQL, [self.clock().isoformat().encode(),
+                                                      ("{" + ",".join(map(str, ids)) + "}").encode()])
             elif dialect == "sqlite":
                 marked = self._mark_sqlite(ids)
             else:
@@ -81,12 +98,39 @@ class Marker:
             self.failure = f"the point-of-no-return mark found {len(ids) - marked} of {len(ids)} deliveries settled elsewhere"
             raise MarkFailed(self.failure)
 
-    def _mark_pg(self, ids: list[int]) -> int:
+    def answer(self, results: Sequence) -> None:
+        """Write the provider's answers (:class:`~relmail.delivery.base.Result`) to their ``committing`` deliveries.
+
+        The adapter's :attr:`~relmail.delivery.base.Adapter.on_answer` hook.
+        Withheld e-mails have no answer to keep. A failure closes this thread's
+        connection and raises; the adapter goes on (the batch records every
+        answer anyway), and the next mark connects again.
+        """
+        now, adapter_now = self.clock(), self.adapter_clock()
+        answers = {}
+        for result in results:
+            settled = ledger.settlement(result, now, adapter_now)
+            if settled is not None:
+                answers[str(settled.delivery_id)] = ledger.answer_text(settled)
+        if not answers or self.failure is not None:
+            return
+        payload = json.dumps(answers)
+        try:
+            if self.engine.dialect.name == "postgresql":
+                self._pg_execute(self._ANSWER_PG, [payload.encode(), ("{" + ",".join(answers) + "}").encode()])
+            else:
+                self._connection(self._sqlite_connect).execute(self._ANSWER_SQLITE, [payload])
+        except Exception:
+            self._drop()
+            raise
+
+    def _pg_execute(self, sql: bytes, params: list[bytes]) -> int:
+        """Run one statement on this thread's connection, waiting at most :attr:`timeout`; the rows it changed."""
         from psycopg import OperationalError
         from psycopg.pq import ExecStatus
 
         pg = self._connection(self._pg_connect).pgconn
-        pg.send_query_params(self._SQL, [self.clock().isoformat().encode(), ("{" + ",".join(map(str, ids)) + "}").encode()])
+        pg.send_query_params(sql, params)
         while pg.flush():
             select.select([], [pg.socket], [], self.timeout)
         # Waiting in select() rather than in libpq lets the other SMTP threads
@@ -138,6 +182,10 @@ class Marker:
         conn = sqlite3.connect(self.engine.url.database, isolation_level=None, timeout=self.timeout,
                                check_same_thread=False)
         conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        # As on PostgreSQL (and as every other connection of relmail's): a mark must survive this
+        # process, which the WAL write ensures; syncing the file to disk per e-mail would only guard
+        # against the machine losing power.
+        conn.execute("PRAGMA synchronous=NORMAL")
         return conn
 
     def _connection(self, connect):

@@ -1,8 +1,8 @@
 """Stopping a send in an orderly way: the batch in hand is finished and recorded, nothing further leaves.
 
 A signal that interrupts the sending loop at an arbitrary point can land
-after a batch's point of no return was recorded and before the provider's
-answers were: those e-mails are then settled as delivered (``uncertain``)
+after an e-mail's point of no return was recorded and before the provider
+answered it: those e-mails are then settled as delivered (``uncertain``)
 by the next run, whether the provider took them or not. A
 :class:`StopRequest` avoids that. The loop looks at it before each batch and
 the adapter before each request and each retry: requests in flight get

@@ -292,6 +292,10 @@ class Delivery(SQLModel, table=True):
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     next_attempt_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime))
     updated_at: datetime = Field(sa_column=Column(UTCDateTime, nullable=False))
+    #: The provider's answer while the delivery is ``committing``, written the moment it arrives
+    #: (:meth:`relmail.sending.marker.Marker.answer`), so that recovery after a crash settles by it;
+    #: cleared when the answer is recorded.
+    answer: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class RunLock(SQLModel, table=True):
