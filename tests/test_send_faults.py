@@ -256,7 +256,7 @@ def test_a_send_the_connection_limit_cannot_carry_is_refused_before_anything_is_
         out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
         assert out.exit_code == 5, out.output
         assert ("this send needs 4 database connections (1 process, 2 mark connection(s) each) and the server has 3 free "
-            "(the role's CONNECTION LIMIT 3 - 0 open elsewhere)") in out.output, out.output
+            "(the role's CONNECTION LIMIT 3 - 0 open elsewhere); lower --workers or [delivery.smtp] pool_size") in out.output
         assert server.handler.messages == []
         own_db.sql(f'ALTER ROLE "{url.split("://")[1].split("@")[0]}" CONNECTION LIMIT 4')
         ok = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
@@ -296,6 +296,8 @@ def test_smtp_with_the_default_pool_needs_six_connections_per_process():
     assert adapter.mark_threads() == 4 and connections.needed(1, adapter.mark_threads()) == 6
     assert connections.needed(3, 4) == 2 + 3 * 6
     assert get_adapter("file", {"outbox": "out"}, {}).mark_threads() == 0
+    # an ESP marks each request from the thread that makes it
+    assert get_adapter("postmark", {"concurrency": 3}, {"esp_api_key": "pm-token"}).mark_threads() == 3
 
 
 def test_only_postgresql_has_a_connection_budget(engine):

@@ -218,6 +218,8 @@ class Adapter(ABC):
     #: and answer (SMTP: just before the final dot; an ESP: before each request);
     #: otherwise :meth:`send` reports a whole chunk before handing it over.
     commits_per_message: ClassVar[bool] = False
+    #: The setting that sets how many threads hand messages over at once (:meth:`mark_threads`).
+    concurrency_key: ClassVar[str] = "concurrency"
     #: True when handing the same message over twice cannot duplicate it (the
     #: file adapter overwrites by key): no point of no return to report.
     idempotent: ClassVar[bool] = False

@@ -110,6 +110,7 @@ class SmtpAdapter(Adapter):
     name = "smtp"
     max_batch = 1000
     commits_per_message = True
+    concurrency_key = "pool_size"
     config_keys = (
         "host", "port", "security", "username", "pool_size", "messages_per_connection", "timeout",
         "helo", "verify_tls", "ca_file", "envelope_from", "max_attempts", "retry_delay",

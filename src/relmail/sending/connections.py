@@ -6,8 +6,8 @@ of ``--workers N``) holds:
 * up to 2 pooled connections: the loop's (claim, render, record) and the
   heartbeat of its run lock or sender lease;
 * one mark connection per thread that passes points of no return
-  (:mod:`relmail.sending.marker`): the SMTP pool's ``pool_size``, 1 for an
-  ESP adapter, none for the file adapter.
+  (:mod:`relmail.sending.marker`): the SMTP pool's ``pool_size``, an ESP
+  adapter's request ``concurrency``, none for the file adapter.
 
 With ``--workers 1`` that is ``2 + marks``; with ``N`` workers the
 submitting process keeps its 2 and each worker has its own:
@@ -81,14 +81,17 @@ def budget(engine) -> Budget | None:
     return Budget(max(available, 0), why)
 
 
-def check(engine, workers: int, marks: int) -> None:
-    """Raise :class:`DatabaseError` unless the server has the connections this send needs (PostgreSQL)."""
+def check(engine, workers: int, marks: int, setting: str) -> None:
+    """Raise :class:`DatabaseError` unless the server has the connections this send needs (PostgreSQL).
+
+    ``setting`` names what sets ``marks`` (the adapter's :meth:`~relmail.delivery.base.Adapter.mark_threads`).
+    """
     have = budget(engine)
     want = needed(workers, marks)
     if have is not None and have.available < want:
         senders = "1 process" if workers <= 1 else f"{workers} workers"
         raise DatabaseError(
             f"this send needs {want} database connections ({senders}, {marks} mark connection(s) each) and the "
-            f"server has {have.available} free ({have.explanation}); lower --workers or [delivery.smtp] pool_size, "
+            f"server has {have.available} free ({have.explanation}); lower --workers or {setting}, "
             "or raise the limit; nothing was sent"
         )

@@ -233,7 +233,7 @@ def _send(call: _Invocation) -> SendResult:
     try:
         # Planning may have left idle connections in the pool; the send needs only its own.
         engine.dispose()
-        connections.check(engine, n, adapter.mark_threads())
+        connections.check(engine, n, adapter.mark_threads(), f"[delivery.{adapter.name}] {adapter.concurrency_key}")
         adapter.check_topics(sorted(set(topics.values())))
         _resubscribe(engine, adapter, result)
     except BaseException:
