@@ -450,7 +450,7 @@ def test_histograms_name_their_axes_and_the_two_delivered_figures_differ_in_head
                 card: document.querySelector('[data-figure=accepted] .l').textContent}; })()""")
     assert [(t["axis"], t["text"], t["inside"]) for t in page["titles"]] == [("x", "relevance score", True), ("y", "decisions", True)]
     assert min(t["px"] for t in page["titles"]) >= 9
-    assert page["perMessage"][-1] == "accepted" and "delivered" not in page["perMessage"]
+    assert page["perMessage"][-2:] == ["accepted", "refused at send"] and "delivered" not in page["perMessage"]
     assert page["feedback"][1:3] == ["accepted", "reported delivered"]
     assert page["card"] == "accepted by the mail server or ESP"
 
@@ -478,3 +478,169 @@ def test_the_page_shows_the_runs_time_as_the_command_line_does_and_counts_one_ru
     assert f"<th>{runs} run{'s' if runs != 1 else ''}</th>" in page
     first = build_html({**figures, "trend": figures["trend"][-1:]})
     assert "<th>1 run</th>" in first and "1 runs" not in first
+
+
+def _settle(engine, run, verdict):
+    """Hand the run's e-mails to the ledger as a sender does, and settle each as ``verdict(customer, message)`` says."""
+    from relmail.sending import ledger
+
+    now = AS_OF + timedelta(hours=1)
+    ledger.prepare(engine, run, now)
+    claims = ledger.claim(engine, run, now, limit=100_000)
+    ledger.record(engine, [ledger.Settlement(c.delivery_id, **verdict(c.customer_id, c.message_id)) for c in claims], now, {})
+
+
+ACCEPTED = {"status": "accepted", "provider_id": "250 ok"}
+NO_SUCH_USER = {"status": "rejected", "reason": "550 5.1.1 No such user", "hard_bounce": True}
+
+
+def test_an_email_refused_at_send_is_no_bounce_of_the_emails_mailed(planned, engine, tmp_path, monkeypatch):
+    """An SMTP 550 to RCPT (an ESP's synchronous rejection) was never mailed: refused at send, apart from the bounces.
+
+    The ledger keeps its hard bounce (later plans leave the dead address out), but a bounce rate of the e-mails
+    mailed must count only what bounced after the mail server or ESP accepted the e-mail.
+    """
+    d, e = Decision.__table__, Event.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")
+                             .order_by(d.c.message_id, d.c.customer_id)).all()
+    ((m, n),) = Counter(s.message_id for s in sends).most_common(1)
+    mine = [s.customer_id for s in sends if s.message_id == m]
+    dead, blocked, bounced = mine[:2], mine[2], mine[3]
+    policy = {"status": "rejected", "reason": "550 5.7.1 Blocked by policy"}
+    _settle(engine, RUN, lambda c, _: NO_SUCH_USER if c in dead else policy if c == blocked else ACCEPTED)
+    later = AS_OF + timedelta(days=1)
+    with engine.begin() as conn:
+        conn.execute(e.insert(), [
+            # The bounce mailbox: a bounce of an e-mail the server accepted.
+            {"customer_id": bounced, "type": "email_bounced_hard", "occurred_at": later, "message_id": m, "run_id": RUN},
+            # The ESP's own event of the refusal it answered at send.
+            {"customer_id": blocked, "type": "email_bounced_blocked", "occurred_at": later, "message_id": m, "run_id": RUN},
+        ])
+    with engine.connect() as conn:  # the dead addresses stay recorded: every later plan leaves them out
+        assert set(conn.execute(select(e.c.customer_id).where(e.c.type == "email_bounced_hard", e.c.run_id == RUN)).scalars()) == {*dead, bounced}
+
+    figs = run_figures(engine, RUN, project=planned)
+    (msg,) = [x for x in figs["messages"] if x["message"] == m]
+    assert (msg["feedback"]["bounced_hard"], msg["feedback"]["bounced_blocked"]) == (1, 0)
+    assert (msg["deliveries"]["rejected"], msg["refused_hard"], msg["sent"]) == (3, 2, n - 3)
+    t = figs["totals"]
+    assert (t["feedback"]["bounced_hard"], t["feedback"]["bounced_blocked"]) == (1, 0)
+    assert (t["deliveries"]["rejected"], t["refused_hard"], t["feedback_emails"]["bounced_hard"]) == (3, 2, 1)
+    assert t["customers_mailed"] == t["sent"] == len(sends) - 3
+
+    html = build_html(figs)
+    row = html.split('<section id="feedback">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
+    assert f'data-kind="bounced_hard" data-value="1">1<span class="rate">{100 / (n - 3):.1f}%</span>' in row
+    assert '<div class="n">3</div><div class="l">refused at send: not mailed (2 hard bounce)</div>' in html
+    row = html.split('<section id="per-message">')[1].split(f'<tr data-message="{m}">')[1].split("</tr>")[0]
+    assert '<td class="num" data-figure="rejected">3<span class="rate">2 hard bounce</span></td>' in row
+
+    monkeypatch.chdir(planned.root)
+    out = CliRunner().invoke(cli, ["report", RUN, "--out", str(tmp_path / "r.html"), "--previews", "0"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert ", 0 deferred, 3 refused at send (not mailed; 2 hard bounce), 0 failed" in lines[1]
+    assert lines[2].startswith(f"came back (of {len(sends) - 3:,} customers mailed): ") and ", 1 hard bounce, " in lines[2]
+
+
+TWICE = """\
+title: Two e-mails a week
+policy:
+  min_relevance: 0
+  holdout_share: 0
+  max_messages_per_run: 2
+messages:
+  - id: news
+    template: newsletter
+    topic: newsletter
+    segments: [everyone]
+    offer: loyalty
+    value: 10
+  - id: tips
+    template: newsletter
+    topic: product-tips
+    segments: [everyone]
+    offer: loyalty
+    value: 10
+"""
+TWICE_RUN = "twice:2026-W48"
+
+
+@pytest.fixture
+def twice(project, engine, monkeypatch):
+    """A run that mails some customers two messages: every e-mail accepted but one customer's first, refused at send."""
+    from relmail.demo import generate
+    from relmail.planning.run import plan
+
+    (project.root / "campaigns" / "twice.yml").write_text(TWICE)
+    generate(engine, customers=300, seed=5, as_of=AS_OF)
+    plan(project, engine, "twice", "2026-W48", as_of=AS_OF)
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.customer_id, d.c.message_id).where(d.c.run_id == TWICE_RUN, d.c.action == "send")).all()
+    got = {}
+    for s in sends:
+        got.setdefault(s.customer_id, set()).add(s.message_id)
+    both = sorted(c for c, messages in got.items() if len(messages) == 2)
+    assert len(both) >= 3 and any(len(messages) == 1 for messages in got.values())
+    refused = both[2]
+    _settle(engine, TWICE_RUN, lambda c, message: NO_SUCH_USER if (c, message) == (refused, "news") else ACCEPTED)
+    monkeypatch.setenv("RELMAIL_NOW", (AS_OF + timedelta(days=3)).isoformat())
+    return got, both, refused
+
+
+def test_a_run_that_mails_two_messages_counts_opens_per_email_and_per_customer_apart(twice, project, engine, tmp_path, monkeypatch):
+    """Per message and per e-mail, an opener of both her e-mails is two opens of two e-mails; per customer she is one.
+
+    Every whole-run rate reads customers against customers mailed, every e-mail count e-mails against e-mails sent.
+    """
+    got, both, refused = twice
+    x, y = both[:2]
+    emails = [(c, m) for c, messages in got.items() for m in messages if (c, m) != (refused, "news")]
+    customers = len(got)  # the refused customer is still mailed: her second e-mail was accepted
+    later = AS_OF + timedelta(days=1)
+
+    def event(customer, kind, message):
+        return {"customer_id": customer, "type": f"email_{kind}", "occurred_at": later, "message_id": message, "run_id": TWICE_RUN}
+
+    with engine.begin() as conn:
+        conn.execute(Event.__table__.insert(), [event(c, "delivered", m) for c, m in emails] + [
+            event(x, "opened", "news"), event(x, "opened", "tips"), event(x, "clicked", "tips"),
+            event(y, "opened", "news"), event(refused, "opened", "tips"), event(y, "unsubscribed", "tips")])
+    figs = run_figures(engine, TWICE_RUN, project=project)
+    per = {m["message"]: m for m in figs["messages"]}
+    sent = {name: sum(1 for _, m in emails if m == name) for name in ("news", "tips")}
+    assert {name: per[name]["sent"] for name in per} == sent
+    assert {name: per[name]["feedback"]["opened"] for name in per} == {"news": 2, "tips": 2}
+    assert {name: per[name]["feedback"]["delivered"] for name in per} == sent
+    t = figs["totals"]
+    assert t["feedback"]["bounced_hard"] == 0  # the refused customer's dead address was refused, not bounced
+    assert (t["sent"], t["customers_mailed"]) == (len(emails), customers)
+    assert (t["feedback_emails"]["opened"], t["feedback"]["opened"]) == (4, 3)  # x twice, y and the refused customer once
+    assert (t["feedback_emails"]["delivered"], t["feedback"]["delivered"]) == (len(emails), customers)
+    assert (t["feedback_emails"]["clicked"], t["feedback"]["clicked"], t["feedback"]["unsubscribed"]) == (1, 1, 1)
+    assert t["refused_hard"] == 1
+
+    (week,) = figs["trend"]
+    assert (week["sent"], week["delivered_emails"], week["customers_mailed"]) == (len(emails), len(emails), customers)
+    assert (week["open_rate"], week["click_rate"]) == (round(3 / customers, 4), round(1 / customers, 4))
+    assert week["unsubscribes_per_1000"] == round(1000 / customers, 2)
+
+    html = build_html(figs)
+    feedback = html.split('<section id="feedback">')[1].split("</section>")[0]
+    for name in ("news", "tips"):
+        row = feedback.split(f'<tr data-message="{name}">')[1].split("</tr>")[0]
+        assert f'data-kind="opened" data-value="2">2<span class="rate">{200 / sent[name]:.1f}%</span>' in row
+    row = feedback.split('<tr data-message="">')[1].split("</tr>")[0]
+    assert f'<td class="num" data-value="{customers}">{customers:,}<span class="rate">customers</span></td>' in row
+    assert f'data-kind="opened" data-value="3">3<span class="rate">{300 / customers:.1f}%</span>' in row
+
+    monkeypatch.chdir(project.root)
+    out = CliRunner().invoke(cli, ["report", TWICE_RUN, "--out", str(tmp_path / "r.html"), "--previews", "0"])
+    assert out.exit_code == 0, out.output
+    lines = out.output.splitlines()
+    assert lines[2].startswith(f"came back (of {customers:,} customers mailed): {customers:,} reported delivered by the provider, ")
+    assert f", 3 opened ({300 / customers:.1f}%), " in lines[2]
+    rows = {line[:22].strip(): line[22:].split() for line in lines[lines.index("") + 2:]}
+    assert (rows["e-mails sent"][0], rows["reported delivered"][0], rows["customers mailed"][0]) == (f"{len(emails):,}",) * 2 + (f"{customers:,}",)

@@ -115,7 +115,8 @@ def summary_lines(figures: dict, path: str, previews: int) -> list[str]:
     if t["deliveries"]:
         d = t["deliveries"]
         lines.append(f"deliveries: {d['accepted']:,} accepted by the mail server or ESP, {d['uncertain']:,} uncertain (no reply, not resent), "
-                     f"{d['deferred']:,} deferred, {d['rejected']:,} rejected, {d['failed']:,} failed")
+                     f"{d['deferred']:,} deferred, {d['rejected']:,} refused at send (not mailed; {t['refused_hard']:,} hard bounce), "
+                     f"{d['failed']:,} failed")
     if t["customers_mailed"]:
         b, mailed = t["feedback"], t["customers_mailed"]
         lines.append(f"came back (of {mailed:,} customers mailed): {b['delivered']:,} reported delivered by the provider, "

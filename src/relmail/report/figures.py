@@ -2,11 +2,12 @@
 
 :func:`run_figures` reads one run's decisions and deliveries and returns a
 JSON-ready dict: what kind of run it is (:mod:`relmail.report.mailed`),
-totals, per-message action counts, reason counts and their kinds, score
-histograms with the relevance threshold, how many decisions each
-irritation rule stopped, the incrementality (lift with a confidence
-interval) of this and earlier runs that have hold-outs, the suppression
-list, and the campaign's last runs week on week
+totals, per-message action counts, what came back of the e-mails mailed
+(per customer and per e-mail; the e-mails refused at send apart), reason
+counts and their kinds, score histograms with the relevance threshold, how
+many decisions each irritation rule stopped, the incrementality (lift with
+a confidence interval) of this and earlier runs that have hold-outs, the
+suppression list, and the campaign's last runs week on week
 (:mod:`relmail.report.trend`). The HTML report draws exactly these
 numbers, and ``relmail report RUN --format json`` prints them, so what a
 person reads and what a machine checks cannot drift apart.
@@ -37,7 +38,7 @@ from ..sending.loop import OUTCOMES
 from ..store.faults import translated
 from ..store.models import Decision, Delivery, Event, Run
 from ..windows import current_time
-from .mailed import SOURCES, mailed_customers, run_source
+from .mailed import SOURCES, mailed_customers, never_mailed, refused_hard, run_source
 from .trend import DEFAULT_RUNS, trend
 
 DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
@@ -117,6 +118,8 @@ def run_figures(
         sent = conn.execute(select(func.count()).select_from(mailed_rows)).scalar_one()
         # E-mails per message: what the "sent" column of what came back shows where relmail holds no deliveries.
         sent_per_message = dict(conn.execute(select(mailed_rows.c.message_id, func.count()).group_by(mailed_rows.c.message_id)).all())
+        # Refused at send: never mailed, so apart from the bounces of the e-mails mailed.
+        refused = dict(conn.execute(refused_hard(run_id)).all())
         weeks = trend(conn, run, trend_runs, window, current_time(), _feedback)
         histogram = _histograms(conn, run_id, bins)
         thresholds = _ledger_thresholds(conn, run_id)
@@ -165,6 +168,7 @@ def run_figures(
     for message_id, m in messages.items():
         m["feedback"] = feedback.get(message_id, dict.fromkeys(FEEDBACK, 0))
         m["sent"] = sent_per_message.get(message_id, 0)
+        m["refused_hard"] = refused.get(message_id, 0)
     campaign_thresholds = _campaign_thresholds(project, run["campaign"])
     for message_id, m in messages.items():
         m["reasons"] = _in_code_order(m["reasons"])
@@ -190,6 +194,9 @@ def run_figures(
     totals["feedback"] = feedback.get(None, dict.fromkeys(FEEDBACK, 0))
     totals["customers_mailed"] = mailed
     totals["sent"] = sent
+    # Per e-mail, as the messages count: a customer who opened both her e-mails is two of the e-mails sent.
+    totals["feedback_emails"] = {kind: sum(m["feedback"][kind] for m in messages.values()) for kind in FEEDBACK}
+    totals["refused_hard"] = sum(m["refused_hard"] for m in messages.values())
 
     return _finite({
         "run": {
@@ -241,12 +248,14 @@ def _feedback(conn, run_id: str, as_of, until=None) -> dict[str | None, dict[str
     The events are read once, through the (type, time) index from the run's as-of time on, not
     through the store's whole history of e-mail events: the run's count of a type is the number of
     rows flagged ``first``, one per (type, customer), whichever of the run's e-mails it came with.
+    What names an e-mail refused at send is left out (:func:`relmail.report.mailed.never_mailed`): the
+    ledger's hard bounce of a dead address it was refused for would count a bounce of an e-mail never mailed.
     ``until``: only events up to then (the trend measures every run over the same time).
     """
     types = {STORE_TYPES[t]: t for t in FEEDBACK}
     first_in_run = func.row_number().over(partition_by=(EVENTS.c.type, EVENTS.c.customer_id))
     query = (select(EVENTS.c.message_id, EVENTS.c.type, EVENTS.c.customer_id, case((first_in_run == 1, 1), else_=0).label("first"))
-             .where(EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW))
+             .where(EVENTS.c.run_id == run_id, EVENTS.c.type.in_(types), EVENTS.c.occurred_at >= as_of - FEEDBACK_SKEW, ~never_mailed()))
     if until is not None:
         query = query.where(EVENTS.c.occurred_at <= until)
     rows = query.subquery()

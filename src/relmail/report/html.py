@@ -33,8 +33,9 @@ FEEDBACK_LABELS = {"delivered": "reported delivered", "bounced_soft": "soft boun
                    "bounced_hard": "hard bounce"}
 #: The trend's rows: label, and how a value and its change print.
 TREND_LABELS = {
-    "sent": "e-mails sent", "suppression_rate": "suppressed", "delivered": "reported delivered", "open_rate": "open rate",
-    "click_rate": "click rate", "conversion_rate": "conversion rate", "unsubscribes_per_1000": "unsubscribes per 1,000",
+    "sent": "e-mails sent", "delivered_emails": "reported delivered", "suppression_rate": "suppressed",
+    "customers_mailed": "customers mailed", "open_rate": "open rate", "click_rate": "click rate",
+    "conversion_rate": "conversion rate", "unsubscribes_per_1000": "unsubscribes per 1,000",
     "complaints_per_1000": "complaints per 1,000", "revenue": "revenue",
 }
 

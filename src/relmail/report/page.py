@@ -97,7 +97,8 @@ PAGE = """<!doctype html>
   {% if totals.deliveries %}
   <div class="card" data-figure="uncertain"><div class="n">{{ (totals.deliveries.uncertain or 0)|fmt }}</div><div class="l">uncertain: handed over, no reply (not resent)</div></div>
   <div class="card" data-figure="deferred"><div class="n">{{ (totals.deliveries.deferred or 0)|fmt }}</div><div class="l">deferred (retried by the next send)</div></div>
-  <div class="card" data-figure="rejected"><div class="n">{{ ((totals.deliveries.rejected or 0) + (totals.deliveries.failed or 0))|fmt }}</div><div class="l">rejected or failed</div></div>
+  <div class="card" data-figure="rejected"><div class="n">{{ (totals.deliveries.rejected or 0)|fmt }}</div><div class="l">refused at send: not mailed{% if totals.refused_hard %} ({{ totals.refused_hard|fmt }} hard bounce){% endif %}</div></div>
+  <div class="card" data-figure="failed"><div class="n">{{ (totals.deliveries.failed or 0)|fmt }}</div><div class="l">failed: given up, not mailed</div></div>
   {% endif %}
 </div>
 {% if run.source == 'events' %}
@@ -143,11 +144,12 @@ PAGE = """<!doctype html>
   {{ actions_chart }}
   <div class="wide">
   <table>
-    <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">accepted</th></tr></thead>
+    <thead><tr><th>message</th><th class="num">audience</th><th class="num">send</th><th class="num">hold-out</th><th class="num">suppressed</th><th class="num">mean score</th><th class="num">threshold</th><th class="num">accepted</th><th class="num">refused at send</th></tr></thead>
     <tbody>
     {% for m in messages %}
       <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ m.decisions|fmt }}</td><td class="num">{{ m.send|fmt }}</td><td class="num">{{ m.holdout|fmt }}</td><td class="num">{{ m.suppress|fmt }}</td>
-        <td class="num">{{ '%.2f'|format(m.score.mean) if m.score.mean is not none else '–' }}</td><td class="num">{{ m.score.threshold if m.score.threshold is not none else '–' }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td></tr>
+        <td class="num">{{ '%.2f'|format(m.score.mean) if m.score.mean is not none else '–' }}</td><td class="num">{{ m.score.threshold if m.score.threshold is not none else '–' }}</td><td class="num">{{ (m.deliveries.accepted or 0)|fmt }}</td>
+        <td class="num" data-figure="rejected">{{ (m.deliveries.rejected or 0)|fmt }}{% if m.refused_hard %}<span class="rate">{{ m.refused_hard|fmt }} hard bounce</span>{% endif %}</td></tr>
     {% endfor %}
     </tbody>
   </table>
@@ -160,7 +162,7 @@ PAGE = """<!doctype html>
 {% if totals.feedback is defined %}
 <section id="feedback">
   <h2>What came back</h2>
-  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far (“accepted” is relmail's record that the mail server or ESP took the e-mail; “reported delivered” is the provider's later report that it reached the mailbox), and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.</p>
+  <p class="lead">Customers per message whose e-mail the providers, the bounce mailbox or the unsubscribe links reported on so far (“accepted” is relmail's record that the mail server or ESP took the e-mail; “reported delivered” is the provider's later report that it reached the mailbox), and their share of the customers whose e-mail was handed over (accepted or uncertain; for the whole run, of the {{ (totals.customers_mailed or 0)|fmt }} customers mailed). Hard bounces, complaints and unsubscribes keep these customers out of later plans.{% if totals.deliveries %} A bounce here is of an e-mail the mail server or ESP accepted: one it refused at send was never mailed, and counts under “refused at send” instead (a dead address it was refused for is kept out of later plans as well).{% endif %}</p>
   <div class="wide">
   <table>
     <thead><tr><th>message</th><th class="num">{{ 'accepted' if run.source is not defined or run.source == 'relmail' else 'sent' }}</th>{% for kind in feedback_kinds %}<th class="num">{{ feedback_labels.get(kind, kind|replace('_', ' ')) }}</th>{% endfor %}</tr></thead>
@@ -168,7 +170,7 @@ PAGE = """<!doctype html>
     {% for m in messages %}
       <tr data-message="{{ m.message }}"><td>{{ m.message }}</td><td class="num">{{ ((m.deliveries.accepted or 0) if m.deliveries else (m.sent or 0))|fmt }}</td>{% set handed = ((m.deliveries.accepted or 0) + (m.deliveries.uncertain or 0)) if m.deliveries else (m.sent or 0) %}{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ m.feedback[kind] }}">{{ m.feedback[kind]|fmt }}<span class="rate">{{ pct(m.feedback[kind], handed) }}</span></td>{% endfor %}</tr>
     {% endfor %}
-      <tr data-message=""><td>whole run (each customer once)</td><td class="num">{{ ((totals.deliveries.accepted or 0) if totals.deliveries else (totals.sent or 0))|fmt }}</td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
+      <tr data-message=""><td>whole run (each customer once)</td><td class="num" data-value="{{ totals.customers_mailed or 0 }}">{{ (totals.customers_mailed or 0)|fmt }}<span class="rate">customers</span></td>{% for kind in feedback_kinds %}<td class="num" data-kind="{{ kind }}" data-value="{{ totals.feedback[kind] }}">{{ totals.feedback[kind]|fmt }}<span class="rate">{{ pct(totals.feedback[kind], totals.customers_mailed or 0) }}</span></td>{% endfor %}</tr>
     </tbody>
   </table>
   </div>

@@ -3,12 +3,14 @@
 A manager's first question of a weekly report is "better or worse than
 last week?". :func:`trend` answers it for the runs of the report's
 campaign up to the report's run (by as-of time), oldest first: e-mails
-sent, the suppression rate, the customers reported delivered, the open,
-click and conversion rates, unsubscribes and complaints per 1,000 customers
-mailed, and the revenue of the customers mailed. Every rate reads against
-the customers mailed (:mod:`relmail.report.mailed`), each once, as the whole
-run's row of "what came back" does. Conversions and revenue are the
-purchases after the run's as-of time of the mailboxes mailed: a purchase
+sent and how many of them were reported delivered, the suppression rate,
+the customers mailed, the open, click and conversion rates, unsubscribes
+and complaints per 1,000 customers mailed, and the revenue of the
+customers mailed. Every rate reads against the customers mailed
+(:mod:`relmail.report.mailed`), each once, as the whole run's row of "what
+came back" does; a run that mails a customer two messages counts two
+e-mails sent and delivered, and one customer. Conversions and revenue are
+the purchases after the run's as-of time of the mailboxes mailed: a purchase
 under another customer id with a mailed address (a guest checkout of the
 account the e-mail went to) is the same person's response, counted once.
 
@@ -40,8 +42,8 @@ DEC, DLV, RUNS, EVENTS = Decision.__table__, Delivery.__table__, Run.__table__, 
 DEFAULT_RUNS = 8
 #: Per metric: how a change reads for the shop (1: more is better, -1: more is worse, 0: neither).
 METRICS: dict[str, int] = {
-    "sent": 0, "suppression_rate": 0, "delivered": 1, "open_rate": 1, "click_rate": 1, "conversion_rate": 1,
-    "unsubscribes_per_1000": -1, "complaints_per_1000": -1, "revenue": 1,
+    "sent": 0, "delivered_emails": 1, "suppression_rate": 0, "customers_mailed": 0, "open_rate": 1, "click_rate": 1,
+    "conversion_rate": 1, "unsubscribes_per_1000": -1, "complaints_per_1000": -1, "revenue": 1,
 }
 #: Metrics whose change is in (percentage) points; the others change in their own units.
 RATES = ("suppression_rate", "open_rate", "click_rate", "conversion_rate")
@@ -50,7 +52,8 @@ RATES = ("suppression_rate", "open_rate", "click_rate", "conversion_rate")
 def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback) -> list[dict[str, Any]]:
     """The figures of the last ``runs`` runs of ``run``'s campaign up to ``run``, oldest first, each with its ``change``.
 
-    ``feedback(conn, run_id, as_of, until)`` gives a run's customers per feedback type (key None: the whole run).
+    ``feedback(conn, run_id, as_of, until)`` gives a run's customers per message and feedback type (key None: the
+    whole run, each customer once).
     """
     if runs < 1:
         return []
@@ -86,7 +89,10 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
             select(func.coalesce(func.sum(EVENTS.c.value), 0.0))
             .where(*purchases, EVENTS.c.customer_id.in_(with_mates(select(mailed.c.customer_id))))
         ).scalar_one()
-        came_back = feedback(conn, r.id, r.as_of, end)[None]
+        per_message = feedback(conn, r.id, r.as_of, end)
+        came_back = per_message.pop(None)  # the whole run, each customer once
+        # An e-mail is a customer and a message: a message's customers are its e-mails.
+        delivered = sum(kinds["delivered"] for kinds in per_message.values())
         a = actions.get(r.id, {})
         decisions = sum(a.values())
         out.append({
@@ -95,7 +101,7 @@ def trend(conn, run: Any, runs: int, window: timedelta, now: datetime, feedback)
             "customers_mailed": customers, "measured_days": round(horizon.total_seconds() / 86400, 2),
             "sent": sent,
             "suppression_rate": _share(a.get("suppress", 0), decisions),
-            "delivered": came_back["delivered"],
+            "delivered_emails": delivered,
             "open_rate": _share(came_back["opened"], customers),
             "click_rate": _share(came_back["clicked"], customers),
             "conversion_rate": _share(converted, customers),
