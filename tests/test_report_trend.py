@@ -208,6 +208,7 @@ def test_a_run_hours_old_measures_every_run_over_those_hours_and_one_not_out_yet
     monkeypatch.chdir(weekly.root)
     out = CliRunner().invoke(cli, ["report", "weekly:2026-W50", "--out", str(tmp_path / "r.html"), "--previews", "0"])
     assert "week on week: the last 3 runs of weekly, each over its first 5 hours (change" in out.output
+    assert "(as long as this run has had, at most 14 days)" in (tmp_path / "r.html").read_text()
     # Next week's plan, previewed before it goes out: the runs before it are measured over the whole window.
     monkeypatch.setenv("RELMAIL_NOW", NOW.isoformat())
     plan(weekly, engine, "weekly", "2026-W51", as_of=AS_OF + 21 * DAY)
