@@ -451,7 +451,7 @@ def test_histograms_name_their_axes_and_the_two_delivered_figures_differ_in_head
     assert [(t["axis"], t["text"], t["inside"]) for t in page["titles"]] == [("x", "relevance score", True), ("y", "decisions", True)]
     assert min(t["px"] for t in page["titles"]) >= 9
     assert page["perMessage"][-2:] == ["accepted", "refused at send"] and "delivered" not in page["perMessage"]
-    assert page["feedback"][1:3] == ["accepted", "reported delivered"]
+    assert page["feedback"][1:3] == ["handed over", "reported delivered"]
     assert page["card"] == "accepted by the mail server or ESP"
 
 
@@ -542,6 +542,25 @@ def test_an_email_refused_at_send_is_no_bounce_of_the_emails_mailed(planned, eng
     lines = out.output.splitlines()
     assert ", 0 deferred, 3 refused at send (not mailed; 2 hard bounce), 0 failed" in lines[1]
     assert lines[2].startswith(f"came back (of {len(sends) - 3:,} customers mailed): ") and ", 1 hard bounce, " in lines[2]
+
+
+def test_what_came_back_reads_each_rate_against_the_emails_handed_over_and_shows_them(planned, engine):
+    """An uncertain e-mail (handed over whole, its reply lost) was mailed: it is in the column the rates read against."""
+    from relmail.sending import ledger
+
+    d = Decision.__table__
+    with engine.connect() as conn:
+        sends = conn.execute(select(d.c.customer_id, d.c.message_id).where(d.c.run_id == RUN, d.c.action == "send")).all()
+    ((m, n),) = Counter(s.message_id for s in sends).most_common(1)
+    lost = next(s.customer_id for s in sends if s.message_id == m)
+    uncertain = {"status": "accepted", "reason": ledger.UNCERTAIN}
+    _settle(engine, RUN, lambda c, msg: uncertain if (c, msg) == (lost, m) else ACCEPTED)
+    figs = run_figures(engine, RUN, project=planned)
+    (msg,) = [x for x in figs["messages"] if x["message"] == m]
+    assert (msg["deliveries"]["accepted"], msg["deliveries"]["uncertain"]) == (n - 1, 1)
+    section = build_html(figs).split('<section id="feedback">')[1]
+    assert '<th class="num">handed over</th>' in section
+    assert f'<tr data-message="{m}"><td>{m}</td><td class="num">{n:,}</td>' in section
 
 
 TWICE = """\
