@@ -138,6 +138,22 @@ def test_why_says_what_came_back_of_a_sent_e_mail(project):
     assert [(c["type"], c["n"]) for c in sent.as_dict()["delivery"]["came_back"]] == [("bounced_hard", 1), ("opened", 2)]
 
 
+def test_why_does_not_say_a_bounce_came_back_of_an_email_refused_at_send(project):
+    engine = build(project)
+    run = "sendtest:2026-W48"
+    from relmail.planning.run import plan
+
+    plan(project, engine, "sendtest", WINDOW, as_of=AS_OF)
+    at = AS_OF + timedelta(hours=1)
+    ledger.prepare(engine, run, at)
+    claim = ledger.claim(engine, run, at, limit=1)[0]
+    ledger.record(engine, [ledger.Settlement(claim.delivery_id, "rejected", reason="550 5.1.1 no such user",
+                                             hard_bounce=True)], at, {})
+    text = format_explanations(*explain(engine, claim.customer_id, run))
+    assert "  delivery: rejected (550 5.1.1 no such user)" in text
+    assert f"  recorded at send: hard bounce {at:%Y-%m-%d %H:%M} UTC" in text and "came back" not in text
+
+
 @pytest.mark.parametrize("kind", ["email_bounced_hard", "email_complained"])
 def test_a_bounce_or_complaint_recorded_after_the_plan_is_never_mailed_whatever_its_date(project, kind):
     # A bounce mailbox read on Saturday holds Friday's bounce: dated before the plan's as-of, recorded after the

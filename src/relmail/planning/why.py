@@ -452,7 +452,10 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
         if e.delivery is not None and not (RENDER_ERROR in e.reasons and e.delivery["status"] == "failed"):
             lines.append(f"  delivery: {delivery_sentence(e.delivery)}")
             if e.delivery.get("came_back"):
-                lines.append("  came back: " + "; ".join(_came_back_words(c) for c in e.delivery["came_back"]))
+                # A refused e-mail was never mailed: nothing came back of it, the ledger recorded its refusal.
+                never_mailed = e.delivery["status"] in ("rejected", "failed")
+                lines.append(("  recorded at send: " if never_mailed else "  came back: ")
+                             + "; ".join(_came_back_words(c) for c in e.delivery["came_back"]))
     return "\n".join(lines)
 
 
