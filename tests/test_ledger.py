@@ -169,17 +169,18 @@ def test_recover_settles_committing_by_the_answer_written_as_it_arrived(engine):
     from relmail.delivery.base import accepted, deferred, rejected
 
     run = "weekly:2026-W48"
-    make_run(engine, sends=5, suppressed=0)
+    make_run(engine, sends=6, suppressed=0)
     ledger.prepare(engine, run, NOW)
-    took, put_off, refused, silent, unmarked = ledger.claim(engine, run, NOW, limit=10)
+    took, put_off, refused, silent, lost, unmarked = ledger.claim(engine, run, NOW, limit=10)
     with engine.begin() as conn:
-        ledger.mark_committing(conn, [c.delivery_id for c in (took, put_off, refused, silent)], NOW)
+        ledger.mark_committing(conn, [c.delivery_id for c in (took, put_off, refused, silent, lost)], NOW)
     later = NOW + timedelta(minutes=10)
-    _answers(engine, [took, put_off, refused, unmarked],
+    _answers(engine, [took, put_off, refused, lost, unmarked],
              lambda k: accepted(k, "Q1"), lambda k: deferred(k, later, "451 greylisted"),
-             lambda k: rejected(k, "550 5.1.1 no such user", hard_bounce=True), lambda k: accepted(k, "Q9"))
+             lambda k: rejected(k, "550 5.1.1 no such user", hard_bounce=True),
+             lambda k: deferred(k, later, "connection lost after the final dot", ambiguous=True), lambda k: accepted(k, "Q9"))
     # the process dies here, before the batch's answers are recorded
-    assert ledger.recover(engine, run, NOW, TOPICS) == {"requeued": 1, "answered": 3, "assumed_delivered": 1}
+    assert ledger.recover(engine, run, NOW, TOPICS) == {"requeued": 1, "answered": 3, "assumed_delivered": 2}
 
     D, E = Delivery.__table__, Event.__table__
     with engine.connect() as conn:
@@ -191,12 +192,13 @@ def test_recover_settles_committing_by_the_answer_written_as_it_arrived(engine):
     assert rows[put_off.delivery_id].next_attempt_at == later and rows[put_off.delivery_id].last_error == "451 greylisted"
     assert rows[refused.delivery_id].status == "rejected"
     assert rows[silent.delivery_id].status == "accepted" and rows[silent.delivery_id].last_error == ledger.UNCERTAIN
+    assert rows[lost.delivery_id].last_error == f"{ledger.UNCERTAIN}: connection lost after the final dot"
     # an answer is kept only for a delivery past its point of no return
     assert rows[unmarked.delivery_id].status == "planned"
     assert all(r.answer is None for r in rows.values())
     assert sorted(events) == sorted([(took.customer_id, "email_sent"), (silent.customer_id, "email_sent"),
-                                     (refused.customer_id, "email_bounced_hard")])
-    assert ledger.uncertain_count(engine, run) == 1
+                                     (lost.customer_id, "email_sent"), (refused.customer_id, "email_bounced_hard")])
+    assert ledger.uncertain_count(engine, run) == 2
     # the deferred one is retried once due, the others are settled for good
     assert [c.delivery_id for c in ledger.claim(engine, run, later, limit=10)] == [put_off.delivery_id, unmarked.delivery_id]
 

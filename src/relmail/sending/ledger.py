@@ -153,7 +153,8 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
 
     Returns how many deliveries went back to ``planned`` (``requeued``), were
     settled by the answer written when it arrived (``answered``), and were
-    settled as delivered without one (``assumed_delivered``).
+    settled as delivered without one (``assumed_delivered``: no answer, or an
+    ambiguous one, the connection lost after the hand-over).
     """
     with engine.begin() as conn:
         back = conn.execute(
@@ -165,8 +166,8 @@ def recover(engine: Engine, run_id: str, now: datetime, topics: dict[str, str | 
         settled = [from_answer(i, text) if text else Settlement(i, "accepted", reason=UNCERTAIN) for i, text in stuck]
         if settled:
             _record(conn, settled, now, topics)
-    answered = sum(1 for _, text in stuck if text)
-    return {"requeued": back, "answered": answered, "assumed_delivered": len(stuck) - answered}
+    unknown = sum(1 for o in settled if _is_uncertain(o))
+    return {"requeued": back, "answered": len(settled) - unknown, "assumed_delivered": unknown}
 
 
 def claim(
@@ -307,7 +308,7 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
         ],
     )
     for o in outcomes:
-        key = UNCERTAIN_OUTCOME if o.status == "accepted" and (o.reason or "").startswith(UNCERTAIN) else o.status
+        key = UNCERTAIN_OUTCOME if _is_uncertain(o) else o.status
         counts[key] = counts.get(key, 0) + 1
     bounced = [o.delivery_id for o in outcomes if o.status == "rejected" and o.hard_bounce]
     if bounced:
@@ -353,6 +354,10 @@ def _record(conn: Connection, outcomes: Sequence[Settlement], now: datetime, top
         # The customers sent to; bounces are appended events the refresh finds by their ids.
         aggregates.refresh(conn, {e["customer_id"] for e in events} if accepted else ())
     return counts
+
+
+def _is_uncertain(o: Settlement) -> bool:
+    return o.status == "accepted" and (o.reason or "").startswith(UNCERTAIN)
 
 
 def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
