@@ -170,6 +170,28 @@ def test_a_wrong_file_is_one_line_naming_file_line_and_field_and_imports_nothing
     assert len(rows(project, Customer)) == (4 if kind == "orders" else 0)
 
 
+def test_orders_in_the_extensions_one_row_per_order_format_are_refused_saying_which_format_to_export(project, tmp_path):
+    # The extension's format "Default" writes each order once, its lines joined in one cell: a new shop's first
+    # export. Told which format relmail reads, in one line, not as the columns it lacks.
+    per_order = tmp_path / "orders-export-2026_12_07.csv"
+    per_order.write_text(
+        "order_id,order_number,order_number_formatted,date,status,order_total,refunded_total,customer_id,billing_email,"
+        "line_items,shipping_items,fee_items,tax_items,coupon_items,refunds,order_notes,download_permissions_granted\n"
+        "5001,5001,5001,2026-03-14 10:12:31,completed,49.34,0.00,12,anna.devries@mail.example,"
+        "\"id:7|name:Het diner|product_id:101|sku:9789025471456|quantity:1|subtotal:22.50|total:22.50\",,,,,,,1\n",
+        encoding="utf-8")
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(per_order), "--map", "woocommerce"])
+    assert result.exit_code == 4
+    assert result.stderr.splitlines() == [
+        f"Error: {per_order}: the Customer/Order/Coupon Export's format \"Default\" (one row per order) cannot be "
+        "imported; nothing imported",
+        f"  {per_order}:1: this is the format \"Default\", one row per order with the order's lines in one cell "
+        "(line_items): in WooCommerce > Export, Orders, choose the format \"Default - One Row per Item\", export again "
+        "and import that file with --map woocommerce (docs: guide/mappings.md, WooCommerce)"]
+    assert rows(project, Event) == []
+
+
 def test_an_export_without_map_names_the_command_that_imports_it(project):
     result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "products", str(PRODUCTS)])
     assert result.exit_code == 4
