@@ -236,6 +236,27 @@ def test_a_shop_flag_turned_no_since_the_last_export_wins_over_an_older_mailchim
     assert (anna["opted_in"], anna["updated_at"], anna["source"]) == (True, later, "signup-form")
 
 
+def test_a_mailchimp_record_changed_after_an_opt_out_in_relmail_is_no_new_consent(engine, tmp_path):
+    # Anna confirmed her Mailchimp subscription in 2024 and has opted out of all e-mail in relmail since (the
+    # preference page). Mailchimp knows nothing of it: its next export still lists her as subscribed, with a
+    # LAST_CHANGED after her opt-out because something in her record changed there (a merge field, a tag).
+    # That is no new consent: she stays opted out. A subscribe is dated when it was given.
+    load_all(engine)
+    opted_out = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+    (tmp_path / "consent.csv").write_text(
+        f"customer_id,topic,opted_in,updated_at,source\n{ANNA},*,no,{opted_out.isoformat()},preference-page\n")
+    import_file(engine, "preferences", tmp_path / "consent.csv")
+    rows = list(csv.reader(io.StringIO((MAILCHIMP / "subscribed_members_export_4f2a9c1e07.csv").read_text(encoding="utf-8"))))
+    next(r for r in rows[1:] if r[0] == "anna.devries@mail.example")[rows[0].index("LAST_CHANGED")] = "2026-12-03 10:00:00"
+    later = tmp_path / "subscribed_members_export_4f2a9c1e07.csv"
+    with later.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    result = import_file(engine, "customers", later, mapping="mailchimp")
+    assert result.details["consent_records"] == 0
+    anna = {r["topic"]: r for r in table(engine, Preference) if r["customer_id"] == ANNA}["*"]
+    assert (anna["opted_in"], anna["updated_at"], anna["source"]) == (False, opted_out, "preference-page")
+
+
 def test_a_shop_flag_turned_yes_with_no_opt_out_on_record_is_consent_as_of_now(engine, tmp_path):
     # Bram said no at the checkout (nothing written); a week later the shop's export says yes.
     load_all(engine)
@@ -284,7 +305,7 @@ def test_a_copy_of_the_shopify_mapping_keeps_seeing_the_flag_turn(engine, tmp_pa
 
 
 @pytest.mark.parametrize("name, column, bad", [
-    ("subscribed_members_export_4f2a9c1e07.csv", "LAST_CHANGED", "06.12.2026 10:00"),  # read by fields.consent_at: {first: ...}
+    ("subscribed_members_export_4f2a9c1e07.csv", "CONFIRM_TIME", "06.12.2026 10:00"),  # read by fields.consent_at: {first: ...}
     ("cleaned_members_export_4f2a9c1e07.csv", "CLEAN_TIME", "gestern"),  # fields.suppressed_at: {column: CLEAN_TIME}, required
 ])
 def test_a_cell_that_does_not_parse_is_named_by_its_column_once(engine, tmp_path, name, column, bad):
@@ -681,8 +702,8 @@ def test_an_export_resaved_by_a_dutch_spreadsheet_imports_with_its_time_format(p
         consent = {r["customer_id"]: r["updated_at"] for r in table(engine, Preference)}
     assert created["anna.devries@mail.example"].replace(tzinfo=None) == datetime(2024, 9, 12, 18, 3)
     assert created["kim.dekker@mail.example"].replace(tzinfo=None) == datetime(2026, 10, 12, 7, 55)
-    assert sorted(v.replace(tzinfo=None) for v in consent.values()) == [
-        datetime(2026, 2, 1, 8, 30), datetime(2026, 10, 12, 7, 55), datetime(2026, 11, 20, 20, 16)]
+    assert sorted(v.replace(tzinfo=None) for v in consent.values()) == [  # when each confirmed the subscription
+        datetime(2024, 9, 12, 18, 3), datetime(2026, 10, 12, 7, 55), datetime(2026, 11, 20, 20, 16)]
 
 
 def test_a_time_format_given_replaces_only_the_mappings_own_not_a_columns(tmp_path, engine):

@@ -107,6 +107,37 @@ def test_why_says_why_a_customer_has_no_decision_and_what_to_look_at(planned, en
                                    "no customer 'C-OKK' in the store (never imported, or erased)")
 
 
+
+def test_why_and_customers_show_take_a_customers_address_for_its_id(planned, engine):
+    """A marketer knows the address a customer writes from, not the id an import made: either names the customer,
+    in any case; an address several customers share asks for the id; an unknown id in a preview says it is unknown."""
+    from test_plan import _customer
+
+    runner = CliRunner()
+    root = str(planned.root)
+    by_id = runner.invoke(cli, ["--project", root, "why", "C-OK", "--run", "test:2026-W48"])
+    by_address = runner.invoke(cli, ["--project", root, "why", " C-OK@Example.ORG", "--run", "test:2026-W48"])
+    assert by_address.exit_code == 0, by_address.output
+    assert by_address.output == by_id.output and by_id.output.startswith("C-OK in run test:2026-W48")
+    preview = runner.invoke(cli, ["--project", root, "why", "c-ok@example.org", "--campaign", "test", "--window", "2026-W49",
+                                  "--as-of", "2026-11-30T09:00:00Z"])
+    assert preview.exit_code == 0 and preview.output.startswith("C-OK in run test:2026-W49"), preview.output
+    shown = runner.invoke(cli, ["--project", root, "customers", "show", "C-OK@example.org"])
+    assert shown.exit_code == 0 and shown.output.startswith("C-OK  Ok <c-ok@example.org>"), shown.output
+
+    with engine.begin() as conn:  # a guest checkout with the address of an account
+        conn.execute(Customer.__table__.insert(), [_customer("C-GUEST", 10, email="C-OK@example.org")])
+    shared = runner.invoke(cli, ["--project", root, "why", "c-ok@example.org"])
+    assert shared.exit_code == 8
+    assert shared.stderr.strip() == ("Error: 2 customers have the address 'c-ok@example.org' (C-GUEST, C-OK): "
+                                     "name one by its id")
+    unknown = runner.invoke(cli, ["--project", root, "why", "C-OKK", "--campaign", "test", "--window", "2026-W49",
+                                  "--as-of", "2026-11-30T09:00:00Z"])
+    assert unknown.exit_code == 8
+    assert unknown.stderr.strip() == ("Error: customer 'C-OKK' is in no audience of campaign 'test' for window 2026-W49: "
+                                      "no customer 'C-OKK' in the store (never imported, or erased)")
+
+
 SUPPRESSED = """\
 C-CAP in run test:2026-W48 (as of 2026-11-23 09:00 UTC)
 

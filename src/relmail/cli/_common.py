@@ -70,6 +70,14 @@ json_option = click.option("--json", "as_json", is_flag=True, callback=_asked_fo
                            help="Print one JSON object instead of text.")
 
 
+def customer_id_of(engine: Engine, name: str) -> str:
+    """CUSTOMER as a command line names it, an id or an e-mail address, as the customer id (:func:`relmail.store.mailboxes.customer_named`)."""
+    from ..store.mailboxes import customer_named
+
+    with engine.connect() as conn:
+        return customer_named(conn, name)
+
+
 def echo_json(obj: Any) -> None:
     click.echo(json.dumps(obj, indent=2, default=str, ensure_ascii=False))
     ctx = click.get_current_context(silent=True)

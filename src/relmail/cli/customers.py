@@ -7,7 +7,7 @@ from collections import Counter
 
 import click
 
-from ._common import State, echo_json, echo_table, json_option, pass_state
+from ._common import State, customer_id_of, echo_json, echo_table, json_option, pass_state
 
 
 @click.group("customers")
@@ -21,16 +21,18 @@ def customers() -> None:
 @json_option
 @pass_state
 def show(state: State, customer_id: str, last_events: int, as_json: bool) -> None:
-    """Show a customer: profile, consent, events by type, the most recent events, ledger rows.
+    """Show a customer (an id, or the customer's e-mail address): profile, consent, events by type, the most recent
+    events, ledger rows.
 
     \b
     Example:
       relmail customers show C0000003
       relmail customers show C0000003 --json | jq .preferences
+      relmail customers show anna.devries@mail.example
     """
     from ..store.erasure import export
 
-    data = export(state.engine, customer_id)
+    data = export(state.engine, customer_id_of(state.engine, customer_id))
     by_type = Counter(e["type"] for e in data["events"])
     info = {
         "customer": data["customer"],

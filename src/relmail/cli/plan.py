@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import RelmailError
-from ._common import State, echo_json, echo_table, json_option, pass_state, show_progress
+from ._common import State, customer_id_of, echo_json, echo_table, json_option, pass_state, show_progress
 
 
 @click.command("plan")
@@ -182,7 +182,8 @@ def _print_plan(result, window: str, dry_run: bool, replan: bool, limit: int, ch
 @json_option
 @pass_state
 def why_command(state: State, customer, run_id, campaign, window, as_of, plan_file, top, as_json) -> None:
-    """Explain every decision for CUSTOMER: score, what made it, each rule that fired and the data behind it.
+    """Explain every decision for CUSTOMER (an id, or the customer's e-mail address): score, what made it, each rule that
+    fired and the data behind it.
 
     From the ledger (a written run), from a preview of a window not planned
     yet (--campaign and --window: that one customer is planned as a dry run
@@ -199,6 +200,7 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
       relmail why C0000007 --run weekly:2026-W48 --json
       relmail why C0000007 --campaign weekly --window next-week
       relmail why C0000007 --plan plan.jsonl
+      relmail why anna.devries@mail.example --campaign weekly --window next-week
     """
     from ..planning.why import explain, explain_plan_file, explain_window, format_explanations
     from ..windows import parse_time
@@ -211,12 +213,13 @@ def why_command(state: State, customer, run_id, campaign, window, as_of, plan_fi
     if as_of and not campaign:
         raise click.UsageError("--as-of applies to --campaign and --window only")
     if plan_file:
-        facts, explanations = explain_plan_file(plan_file, customer, _store_if_any(state))
+        store = _store_if_any(state)
+        facts, explanations = explain_plan_file(plan_file, customer if store is None else customer_id_of(store, customer), store)
     elif campaign:
-        facts, explanations = explain_window(state.project, state.engine, customer, campaign, window,
-                                             as_of=parse_time(as_of) if as_of else None)
+        facts, explanations = explain_window(state.project, state.engine, customer_id_of(state.engine, customer), campaign,
+                                             window, as_of=parse_time(as_of) if as_of else None)
     else:
-        facts, explanations = explain(state.engine, customer, run_id)
+        facts, explanations = explain(state.engine, customer_id_of(state.engine, customer), run_id)
     if as_json:
         echo_json({**facts, "as_of": facts["as_of"].isoformat(), "decisions": [e.as_dict() for e in explanations]})
     else:

@@ -379,7 +379,10 @@ def explain_window(project: Project, engine: Engine, customer_id: str, campaign:
     result = plan(project, engine, camp, win, dry_run=True, customers=(customer_id,), workers=1, **options)
     rows = list(result.decisions.records())
     if not rows:
-        raise NotFound(f"customer '{customer_id}' is in no audience of campaign '{result.campaign}' for window {result.window.key}")
+        with engine.connect() as conn:
+            absent = _absent(conn, customer_id, result.as_of)
+        raise NotFound(f"customer '{customer_id}' is in no audience of campaign '{result.campaign}' for window "
+                       f"{result.window.key}: {absent}")
     facts = {"run": result.run_id, "campaign": result.campaign, "window": result.window.key, "as_of": result.as_of,
              "source": "preview"}
     decided_at = current_time()  # the consent history's clock (relmail.store.consent_log.record)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from sqlalchemy import select, union
 
+from ..errors import NotFound
 from .models import MAILBOX, Customer, mailbox_key
 
 if TYPE_CHECKING:
@@ -93,3 +94,20 @@ def with_mates(customer_ids):
     mates = (select(mate.c.id).select_from(own.join(mate, mailbox_key(mate) == mailbox_key(own)))
              .where(own.c.id.in_(customer_ids), mailbox_key(own) != ""))
     return union(customer_ids, mates)
+
+
+def customer_named(conn: Connection, name: str) -> str:
+    """The customer id ``name`` stands for: a customer id as it is, or the e-mail address (in any case) of one customer.
+
+    A marketer knows the address a customer writes from, not the id an import
+    made (``woocommerce-ba4735606d078b95``): the commands that look at one
+    customer take either. A name that is neither comes back as it is, for the
+    command to say it knows no such customer. An address several customers
+    have (a guest checkout and an account) is ``NotFound`` naming their ids.
+    """
+    if "@" not in name or conn.execute(select(C.c.id).where(C.c.id == name)).first() is not None:
+        return name
+    ids = sorted(row[0] for row in conn.execute(select(C.c.id).where(MAILBOX == name.strip().lower())))  # noqa: SIM300
+    if len(ids) > 1:
+        raise NotFound(f"{len(ids)} customers have the address '{name}' ({', '.join(ids)}): name one by its id")
+    return ids[0] if ids else name
