@@ -131,7 +131,7 @@ class CustomersWriter(TableWriter):
         self.mailboxes: dict[str, tuple[int, str]] = {}
         #: ``match: email``: the rows whose address other customers have too -> (the row's record, its consent
         #: records, the topics of those changed since the last export), for :meth:`_share_consent`.
-        self.by_address: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
+        self.shared_consent: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
@@ -337,7 +337,7 @@ class CustomersWriter(TableWriter):
         for record, row in rows:
             owner = row["customer_id"]
             if owner in shared:
-                entry = self.by_address.setdefault(owner, (record, [], set()))
+                entry = self.shared_consent.setdefault(owner, (record, [], set()))
                 entry[1].append(row)
                 if (owner, row["topic"]) in changed:
                     entry[2].add(row["topic"])
@@ -354,13 +354,13 @@ class CustomersWriter(TableWriter):
         with another id's record refuses the row, as one with the row's own customer would: the import stays all
         or nothing.
         """
-        if not self.by_address:
+        if not self.shared_consent:
             return
         history = PreferenceHistory(self.conn, compare=("opted_in",), update={"opted_in": "set", "updated_at": "set", "source": "set"},
                                     origin=f"{self.run.name}: the address's consent, for every customer id with it", now=self.now)
         rows, changed, records = [], set(), {}
-        for owner, others in mates(self.conn, self.by_address).items():
-            record, given, topics = self.by_address[owner]
+        for owner, others in mates(self.conn, self.shared_consent).items():
+            record, given, topics = self.shared_consent[owner]
             others = [cid for cid in others if cid not in self.owners]
             self.details["consent_shared_addresses"] += bool(others)
             records[record.line] = (record, others)

@@ -467,7 +467,7 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
 def consent_sentence(found: dict[str, Any]) -> str:
     """``opted in to all e-mail on 2026-11-20 08:00 UTC; source: import, source 'klaviyo' (klaviyo.csv: ...)``."""
     what = "all e-mail" if found["topic"] == "*" else f"topic '{found['topic']}'"
-    return f"opted in to {what}" + (when_and_source(found) if found.get("at") else " without a date" + when_and_source(found))
+    return f"opted in to {what}" + ("" if found.get("at") else " without a date") + when_and_source(found)
 
 
 def _came_back_words(found: dict[str, Any]) -> str:
