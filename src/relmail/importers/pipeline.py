@@ -199,6 +199,7 @@ def import_file(
                                 progress(run.read, src.position(), src.size)
                     run.flush()
                     run.sink.finish()
+                    run.flush()  # the rows the writer's finish refused (a customers file's consent for another id)
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:
