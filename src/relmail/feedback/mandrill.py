@@ -17,11 +17,16 @@ by ``relmail serve``) and, failing that, a POST with an empty
 ``mandrill_events`` signed with the key ``test-webhook``: accepted, nothing
 is written. The webhook's own key exists only once the webhook does.
 
-Message events (``event``, ``ts``, ``_id``, ``msg``): the delivery is found
-by ``_id``, the id the send answered with (:mod:`relmail.delivery.mandrill`),
-else by ``msg.email``, the recipient.
+Message events (``event``, ``ts``, ``_id``, ``msg``): ``_id`` is the id of
+the e-mail, the one the send answered with (:mod:`relmail.delivery.mandrill`),
+which finds its delivery; ``msg.metadata`` holds the relmail ids the send
+put in ``X-MC-Metadata``, which name the customer, run and message outright;
+failing both, ``msg.email``, the recipient, finds the customer. ``msg`` may be
+empty (Mandrill says so for an open or click of an e-mail older than 30 days,
+or not yet indexed): such an event is read by its ``_id`` alone.
 
-- ``send`` (the receiving server took it): delivered;
+- ``send`` (Mandrill sent it) and ``delivered`` (the receiving server said
+  it took it): delivered, once per e-mail whichever comes first;
 - ``hard_bounce``: a hard bounce, unless the receiving server's status in
   ``msg.diag`` is about the sender or the message (``5.7.1``): a block
   (:mod:`.blocks`); ``soft_bounce``: soft, or a block by the same rule;
@@ -39,10 +44,10 @@ Sync events (``type`` ``blacklist`` or ``whitelist`` with ``action`` and
 e-mail: ignored and counted, as are ``inbound`` messages.
 
 Mandrill gives events no id of their own: each gets one derived from the
-message, kind, time and URL, so a redelivered POST (Mandrill retries a
-failed one for about an hour) writes nothing twice. Export files: saved
-``mandrill_events`` arrays, as JSON or JSON Lines
-(``relmail feedback import --format mandrill``).
+message, kind, time and URL (a delivery: from the message alone), so a
+redelivered POST (Mandrill retries a failed one for about an hour) writes
+nothing twice. Export files: saved ``mandrill_events`` arrays, as JSON or
+JSON Lines (``relmail feedback import --format mandrill``).
 """
 
 from __future__ import annotations
@@ -56,7 +61,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import ConfigError, SignatureError
 from .blocks import BLOCKED, sender_side, soft_or_blocked, status_in
-from .events import FeedbackEvent, derived_id
+from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, invalid, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
@@ -70,6 +75,7 @@ CHECK_KEY = "test-webhook"
 #: Mandrill's message event -> relmail's type (None: ignored; see the module docstring).
 EVENTS: dict[str, str | None] = {
     "send": "delivered",
+    "delivered": "delivered",
     "hard_bounce": "bounced_hard",
     "soft_bounce": "bounced_soft",
     "spam": "complained",
@@ -146,11 +152,12 @@ class Mandrill(Provider):
         if normalized is None:
             return []
         msg = obj(record, "msg")
-        recipient = text(msg, "email")
-        if "@" not in recipient:
+        # The event's _id is documented as the id of the e-mail it is about, and is there when msg is empty.
+        sent = text(record, "_id", required=False) or text(msg, "_id", required=False)
+        recipient = text(msg, "email", required=not (sent and not msg))
+        if recipient is not None and "@" not in recipient:
             raise FieldError("msg.email", f"expected an e-mail address, got {recipient[:80]!r}")
-        # msg._id is the message's id, the one the send answered with (Mandrill's examples give the event another).
-        sent = text(msg, "_id", required=False) or text(record, "_id", required=False)
+        recipient = recipient or ""
         when = self.time(record, "ts")
         diag = text(msg, "diag", required=False)
         if kind == "hard_bounce" and sender_side(status_in(diag, failures_only=True)):
@@ -159,16 +166,19 @@ class Mandrill(Provider):
             normalized = soft_or_blocked(diag)
         url = text(record, "url") if kind == "click" else None
         reason = diag or text(msg, "bounce_description", required=False)
+        # send and delivered both say the e-mail arrived: one id, so whichever comes second writes nothing.
+        key = ("delivered", None) if normalized == "delivered" and sent else (kind, int(when.timestamp()))
         return [
             FeedbackEvent(
                 type=normalized,
                 occurred_at=when,
                 recipient=recipient,
                 provider=self.name,
-                provider_event_id=derived_id(sent, recipient.lower(), kind, int(when.timestamp()), url),
+                provider_event_id=derived_id(sent, recipient.lower(), *key, url),
                 reason=reason,
                 url=url,
                 sent_id=sent,
+                **relmail_ids(obj(msg, "metadata", required=False)),
                 esp_event=dict(record),
             )
         ]
