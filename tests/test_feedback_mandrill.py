@@ -250,7 +250,7 @@ MSG = st.fixed_dictionaries({}, optional={
 RECORDS = st.fixed_dictionaries({}, optional={
     "event": st.one_of(st.sampled_from(["send", "delivered", "open", "click", "hard_bounce", "soft_bounce", "spam", "unsub",
                                         "reject", "deferral", "typo"]), ANY),
-    "type": st.one_of(st.sampled_from(["blacklist", "whitelist"]), ANY),
+    "type": st.one_of(st.sampled_from(["blacklist", "whitelist", "denylist", "allowlist"]), ANY),
     "ts": st.one_of(st.integers(1_700_000_000, 1_760_000_000), ANY),
     "_id": st.one_of(st.just("m1"), ANY),
     "url": st.one_of(st.just("https://fietsenwinkel.example/"), ANY),
@@ -269,3 +269,12 @@ def test_any_event_is_read_rejected_with_its_field_or_skipped_never_misread(reco
     for e in batch.events:
         # An address, or none at all when an empty msg leaves the event's _id alone to find the e-mail.
         assert ("@" in e.recipient or (e.recipient == "" and e.sent_id)) and e.provider == "mandrill"
+
+
+@pytest.mark.parametrize("kind", ["blacklist", "whitelist", "denylist", "allowlist"])
+def test_a_sync_event_under_the_lists_old_or_current_name_is_ignored_not_invalid(kind):
+    sync = {"type": kind, "action": "add", "ts": int(NOW.timestamp()),
+            "reject": {"email": "anna@example.com", "reason": "hard-bounce", "detail": "", "created_at": "2026-12-04 11:00:00"}}
+    batch = provider("mandrill", now=lambda: NOW).parse_records([Record(0, sync)], "webhook")
+    assert (batch.events, batch.invalid, batch.ignored) == ([], [], {kind: 1})
+

@@ -40,7 +40,8 @@ or not yet indexed): such an event is read by its ``_id`` alone.
 - ``deferral`` (Mandrill retries) is ignored and counted.
 
 Sync events (``type`` ``blacklist`` or ``whitelist`` with ``action`` and
-``reject``) report changes to Mandrill's denylist and allowlist, not to an
+``reject``; ``denylist`` and ``allowlist``, the lists' current names, are
+read alike) report changes to Mandrill's denylist and allowlist, not to an
 e-mail: ignored and counted, as are ``inbound`` messages.
 
 Mandrill gives events no id of their own: each gets one derived from the
@@ -114,6 +115,9 @@ def _fields(body: bytes) -> dict[str, str]:
         raise invalid("mandrill webhook", "body is not UTF-8 form data") from None
 
 
+#: ``type`` of a sync event: a change to Mandrill's lists, not to an e-mail.
+SYNC_TYPES = ("blacklist", "whitelist", "denylist", "allowlist")
+
 class Mandrill(Provider):
     name = "mandrill"
     secret = SECRET
@@ -145,7 +149,7 @@ class Mandrill(Provider):
 
     def parse_event(self, record: Mapping[str, Any]) -> list[FeedbackEvent]:
         """One Mandrill event as relmail events ([] for kinds relmail does not track)."""
-        if "event" not in record and record.get("type") in ("blacklist", "whitelist"):
+        if "event" not in record and record.get("type") in SYNC_TYPES:
             return []  # a sync event: Mandrill's lists changed, not an e-mail
         kind = text(record, "event")
         normalized = EVENTS.get(kind)
