@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import urllib.error
 import urllib.request
@@ -92,3 +93,64 @@ def test_serve_logs_unsubscribe_and_preference_paths_without_the_customers_token
     assert any('"POST /unsubscribe/*** HTTP/1.1"' in line for line in lines), lines
     assert any('"POST /relmail/preferences/***?lang=fr HTTP/1.1"' in line for line in lines), lines
     assert not any(token in r.getMessage() for r in caplog.records)
+
+
+def start_serve(monkeypatch, project) -> str:
+    """What ``relmail serve`` says on stderr before it serves (the server itself is not started)."""
+    monkeypatch.setattr(werkzeug.serving, "run_simple", lambda *a, **kw: None)
+    result = CliRunner().invoke(cli, ["-p", str(project.root), "serve"])
+    assert result.exit_code == 0, result.output
+    return result.stderr
+
+
+def select_adapter(project, name: str) -> None:
+    path = project.root / "relmail.toml"
+    path.write_text(re.sub(r'(?m)^adapter = "\w+"', f'adapter = "{name}"', path.read_text()))
+
+
+def test_serve_warns_when_the_esps_webhook_would_refuse_every_event(project, monkeypatch):
+    """Unwarned, SendGrid's events get 503 until SendGrid gives up on them: bounces and unsubscribes lost."""
+    monkeypatch.delenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", raising=False)
+    select_adapter(project, "sendgrid")
+    assert ("warning: /webhooks/sendgrid refuses every event (503): webhook secret 'sendgrid_webhook_public_key' "
+            "is not set (export RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY=...)") in start_serve(monkeypatch, project)
+    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", "not a key")
+    assert "warning: /webhooks/sendgrid refuses every event (503): secret 'sendgrid_webhook_public_key' is not an " \
+           "ECDSA public key" in start_serve(monkeypatch, project)
+
+
+def test_serve_is_quiet_about_webhooks_that_are_ready(project, monkeypatch):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    monkeypatch.setenv("RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY", key)
+    select_adapter(project, "sendgrid")
+    assert "warning" not in start_serve(monkeypatch, project)
+    select_adapter(project, "ses")  # [feedback.ses] topic_arns unset: SES has no secret, it has topics
+    assert "warning: /webhooks/ses refuses every event (503): relmail.toml [feedback.ses] topic_arns is not set" \
+        in start_serve(monkeypatch, project)
+
+
+def test_the_unset_webhook_secret_names_its_environment_variable(project, monkeypatch, caplog):
+    """The 503 answer and the log say what to export, under the name [secrets] gives it."""
+    monkeypatch.delenv("RELMAIL_BREVO_WEBHOOK_TOKEN", raising=False)
+    path = project.root / "relmail.toml"
+    path.write_text(path.read_text().replace("[secrets]\n", '[secrets]\nbrevo_webhook_token = "SHOP_BREVO_HOOK"\n'))
+    with caplog.at_level(logging.WARNING, logger="relmail.web"):
+        assert serve_one_request(monkeypatch, project, "/webhooks/brevo") == 503
+    assert any("webhook secret 'brevo_webhook_token' is not set (export SHOP_BREVO_HOOK=...)" in r.getMessage()
+               for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_a_wsgi_server_logs_the_same_warning(project, monkeypatch, caplog):
+    from relmail.web import create_app
+
+    monkeypatch.delenv("RELMAIL_POSTMARK_WEBHOOK_PASSWORD", raising=False)
+    monkeypatch.setenv("RELMAIL_PROJECT", str(project.root))
+    select_adapter(project, "postmark")
+    with caplog.at_level(logging.WARNING, logger="relmail.web"):
+        create_app()
+    assert any("/webhooks/postmark refuses every event (503): webhook secret 'postmark_webhook_password' is not set "
+               "(export RELMAIL_POSTMARK_WEBHOOK_PASSWORD=...)" in r.getMessage() for r in caplog.records)

@@ -148,11 +148,16 @@ class Project:
         url = env or self.settings.database_url
         return resolve_sqlite_path(url, self.root)
 
-    def secret(self, name: str, required: bool = True) -> str | None:
-        """Read secret ``name`` from the environment variable the project names."""
+    def secret_variable(self, name: str) -> str:
+        """The environment variable that holds secret ``name`` (``[secrets]``, else relmail's default)."""
         var = self.settings.secrets.get(name) or DEFAULT_SECRETS.get(name)
         if var is None:
             raise ConfigError(f"unknown secret '{name}'")
+        return var
+
+    def secret(self, name: str, required: bool = True) -> str | None:
+        """Read secret ``name`` from the environment variable the project names."""
+        var = self.secret_variable(name)
         value = os.environ.get(var)
         if not value and required:
             raise ConfigError(f"secret '{name}' is not set: export {var}=...")

@@ -36,6 +36,7 @@ def serve(state: State, host: str, port: int) -> None:
     import werkzeug.serving
     from werkzeug.serving import run_simple
 
+    from ..feedback import webhook_unready
     from ..web.accesslog import redact_request_log
     from ..web.app import make_app
     from ..web.check import check_pages
@@ -46,6 +47,8 @@ def serve(state: State, host: str, port: int) -> None:
     for problem in check_pages(project):
         fallback = "" if (problem.file or "").endswith(".po") else " (customers get relmail's own page instead)"
         click.echo(f"warning: {problem}{fallback}", err=True)
+    if unready := webhook_unready(project):
+        click.echo(f"warning: {unready}", err=True)
     if not sys.stderr.isatty():
         # werkzeug colours its request log for a terminal; a file or a pipe gets plain lines.
         werkzeug.serving._log_add_style = False

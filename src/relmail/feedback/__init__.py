@@ -54,6 +54,7 @@ URL_CREDENTIALS = ("postmark", "brevo", "mailjet")
 __all__ = [
     "PROVIDERS", "TYPES", "URL_CREDENTIALS", "ApplyResult", "Batch", "BounceResult", "FeedbackEvent", "Provider", "ResubscribeResult",
     "apply_events", "import_bounces", "import_file", "ingest", "provider", "read_bounces", "read_export", "resubscribe",
+    "webhook_unready",
 ]
 
 
@@ -71,6 +72,24 @@ def provider(name: str, now: Callable[[], datetime] | None = None, project: Proj
     if delivery is not None and not isinstance(delivery, dict):
         raise ConfigError(f"relmail.toml [delivery.{name}] must be a table")
     return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now, delivery=delivery)
+
+
+def webhook_unready(project: Project) -> str | None:
+    """Why the webhook of the ESP ``[delivery] adapter`` names would refuse every event, or None when it is ready.
+
+    Checked when the app starts: an ESP retries a refused webhook for a while, then drops
+    its events, and with them the bounces, complaints and unsubscribes they carried.
+    """
+    from .webhook import WebhookConfig
+
+    name = project.settings.section("delivery").get("adapter")
+    if name not in PROVIDERS:
+        return None
+    try:
+        provider(name, project=project).check_ready(WebhookConfig.from_project(project))
+    except ConfigError as exc:
+        return f"/webhooks/{name} refuses every event (503): {exc}"
+    return None
 
 
 def read_export(path: str | Path, fmt: str, project: Project | None = None) -> Batch:

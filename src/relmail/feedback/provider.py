@@ -102,6 +102,11 @@ class Provider(ABC):
     def parse_event(self, record: Mapping[str, Any]) -> list[FeedbackEvent]:
         """One provider event as relmail events; :class:`.FieldError` names a bad field."""
 
+    def check_ready(self, config: WebhookConfig) -> None:
+        """Raise :class:`~relmail.errors.ConfigError` when the webhook would refuse every request (its secret unset)."""
+        if self.secret:
+            config.secret(self.secret)
+
     # -- built on the hooks ----------------------------------------------------
 
     def receive(self, request: WebhookRequest, config: WebhookConfig) -> Batch:

@@ -120,6 +120,9 @@ class SendGrid(Provider):
         return {"scope": "topic", "lists": lists,
                 "detail": "dropped by SendGrid: on the unsubscribe list of its topic's group or the global one"}
 
+    def check_ready(self, config: WebhookConfig) -> None:
+        load_public_key(config.secret(SECRET))
+
     def verify(self, request: WebhookRequest, config: WebhookConfig) -> Nonce | None:
         """Raise :class:`SignatureError` unless SendGrid signed this body recently."""
         from cryptography.exceptions import InvalidSignature

@@ -156,17 +156,16 @@ class Ses(Provider):
         self.verify_envelope(_envelope(request), config)
         return None  # SNS signs the whole message
 
+    def check_ready(self, config: WebhookConfig) -> None:
+        _topics(config)
+
     def verify_envelope(self, envelope: Mapping[str, Any], config: WebhookConfig) -> None:
         """Raise :class:`SignatureError` unless SNS signed this message for a configured topic."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
 
-        topics = config.provider_settings(NAME).get("topic_arns", [])
-        if isinstance(topics, str):
-            topics = [topics]
-        if not topics:
-            raise ConfigError("relmail.toml [feedback.ses] topic_arns is not set; the SES endpoint refuses every message")
+        topics = _topics(config)
         if not envelope.get("Signature") or not envelope.get("SigningCertURL"):
             raise MissingCredentials("ses: SNS message has no Signature or SigningCertURL")
         version = str(envelope.get("SignatureVersion", ""))
@@ -276,3 +275,13 @@ class Ses(Provider):
             return [make("unsubscribed", sub, r, derived_id(message, kind, r, t), scope="topic", topic=t)
                     for r in recipients for t in left]
         return []  # Send, Reject, DeliveryDelay, Rendering Failure
+
+
+def _topics(config: WebhookConfig) -> list[str]:
+    """The SNS topics ``[feedback.ses] topic_arns`` accepts; none set is a :class:`ConfigError`."""
+    topics = config.provider_settings(NAME).get("topic_arns", [])
+    if isinstance(topics, str):
+        topics = [topics]
+    if not topics:
+        raise ConfigError("relmail.toml [feedback.ses] topic_arns is not set; the SES endpoint refuses every message")
+    return topics

@@ -103,17 +103,21 @@ class WebhookConfig:
     #: The public address ``relmail serve`` is reached at (``[unsubscribe] base_url``): a provider that signs
     #: the URL it posts to (Mandrill) signs that one, not the one a proxy passes on.
     base_url: str = ""
+    #: The environment variable that holds a named secret, for the message that says it is unset.
+    secret_variable: Callable[[str], str] | None = None
 
     @classmethod
     def from_project(cls, project: Project) -> WebhookConfig:
         return cls(secret_lookup=lambda name: project.secret(name, required=False),
-                   settings=project.settings.section("feedback"), base_url=project.settings.unsubscribe_url)
+                   settings=project.settings.section("feedback"), base_url=project.settings.unsubscribe_url,
+                   secret_variable=project.secret_variable)
 
     def secret(self, name: str) -> str:
         """A secret the endpoint cannot work without; unset is a configuration error (503)."""
         value = self.secret_lookup(name)
         if not value:
-            raise ConfigError(f"webhook secret '{name}' is not set; the endpoint refuses every request until it is")
+            where = f" (export {self.secret_variable(name)}=...)" if self.secret_variable else ""
+            raise ConfigError(f"webhook secret '{name}' is not set{where}")
         return value
 
     def provider_settings(self, provider: str) -> Mapping[str, Any]:

@@ -41,7 +41,7 @@ from werkzeug.wrappers import Request, Response
 
 from .. import tokens
 from ..errors import ConfigError, DatabaseError, SignatureError, ValidationError
-from ..feedback import PROVIDERS, URL_CREDENTIALS, ingest, provider
+from ..feedback import PROVIDERS, URL_CREDENTIALS, ingest, provider, webhook_unready
 from ..feedback.apply import ALL_TOPICS
 from ..feedback.consent import preference_state, topic_defaults, unsubscribe, update_preferences
 from ..feedback.webhook import MissingCredentials, ProviderUnreachable, WebhookConfig, WebhookRequest
@@ -291,6 +291,8 @@ def make_app(project: Project, engine: Engine, webhook_config: WebhookConfig | N
 def create_app() -> RelmailApp:
     """Zero-argument factory for WSGI servers: the project from ``$RELMAIL_PROJECT`` (or the cwd)."""
     project = Project.load()
+    if unready := webhook_unready(project):
+        log.warning("%s", unready)
     return make_app(project, connect(project.database_url))
 
 
