@@ -171,6 +171,27 @@ def test_a_bounce_or_complaint_recorded_after_the_plan_is_never_mailed_whatever_
     assert status == "failed" and error == f"SUPPRESSED: {kind} after the plan"
 
 
+def test_the_summary_and_the_report_say_which_failed_e_mails_were_opt_outs_honoured(project, monkeypatch):
+    # A marketer read "failed 2" after a send and took it for a fault: they were the customers who
+    # unsubscribed or complained between the plan and the send, withheld on purpose.
+    engine = build(project)
+    monkeypatch.setenv("RELMAIL_NOW", AS_OF.isoformat())
+    args = ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"]
+    assert CliRunner().invoke(cli, [*args, "--limit", "1"]).exit_code == 0
+    left, spam = [c for c, *_ in decisions(engine, "send")][-2:]
+    with engine.begin() as conn:
+        conn.execute(insert(Preference.__table__).values(customer_id=left, topic="*", opted_in=False, updated_at=AS_OF,
+                                                          source="unsubscribe-link"))
+        conn.execute(insert(Event.__table__).values(customer_id=spam, type="email_complained", occurred_at=AS_OF))
+    out = CliRunner().invoke(cli, args)
+    assert out.exit_code == 0, out.output
+    assert ("2 of the failed e-mail(s) not sent on purpose: the customer opted out, complained or hard-bounced after "
+            "the plan (relmail why CUSTOMER --run sendtest:2026-W48 says when).") in out.output
+    report = CliRunner().invoke(cli, ["-p", str(project.root), "report", "sendtest:2026-W48", "--out", str(project.root / "r.html")])
+    assert report.exit_code == 0, report.output
+    assert ", 2 failed (2 of them opted out, complained or hard-bounced after the plan: not sent on purpose)" in report.output
+
+
 def test_a_hard_bounce_before_a_later_delivery_does_not_stop_the_send(project):
     # The plan's HARD_BOUNCE rule: a delivery, open or click after the bounce shows the address works again.
     engine = build(project)

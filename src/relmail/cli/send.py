@@ -157,9 +157,9 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
 def _print_counts(result, real: bool) -> None:
     """This invocation's e-mails by outcome (every outcome of a real send, zeros too), then the ledger's states."""
-    from ..sending.loop import OUTCOMES
+    from ..sending.loop import OUTCOMES, WITHDRAWN
 
-    done = {k: v for k, v in result.done.items() if k != "handed_over"}
+    done = {k: v for k, v in result.done.items() if k not in ("handed_over", WITHDRAWN)}
     rows = [("rendered", done.pop("rendered"))] if "rendered" in done else []
     if real:
         rows += [(k, done.pop(k, 0)) for k in OUTCOMES]
@@ -173,6 +173,10 @@ def _print_counts(result, real: bool) -> None:
                    f"again by this run, {settled.get('answered', 0):,} by the provider's answer it had written, "
                    f"{settled.get('assumed_delivered', 0):,} at their point of no return with no answer recorded "
                    "as delivered (uncertain, never sent twice).")
+    if real and result.done.get(WITHDRAWN):
+        # "failed" reads as a fault; these are the opt-outs the send honoured.
+        click.echo(f"{result.done[WITHDRAWN]:,} of the failed e-mail(s) not sent on purpose: the customer opted out, "
+                   f"complained or hard-bounced after the plan (relmail why CUSTOMER --run {result.run_id} says when).")
     if real and result.done.get("uncertain"):
         click.echo(f"{result.done['uncertain']:,} e-mail(s) uncertain: handed over completely but the server's reply "
                    "was lost; recorded as delivered and never sent again.")

@@ -60,6 +60,9 @@ UNCERTAIN = "outcome unknown after an interruption at the point of no return; as
 #: What the send summary and the run report call an ``accepted`` delivery noted :data:`UNCERTAIN`:
 #: handed over completely, no reply from the provider, never sent again.
 UNCERTAIN_OUTCOME = "uncertain"
+#: How a ``failed`` delivery's reason starts when the send withheld it on purpose: the customer opted
+#: out, or complained or hard-bounced, after the plan (:func:`relmail.sending.loop.deliver`).
+OPTED_OUT, SUPPRESSED = "OPTED_OUT", "SUPPRESSED"
 
 
 @dataclass(frozen=True)
@@ -367,6 +370,12 @@ def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
 def is_uncertain():
     """SQL: the delivery was settled as delivered without the provider's reply (see :data:`UNCERTAIN`)."""
     return (D.c.status == "accepted") & D.c.last_error.startswith(UNCERTAIN, autoescape=True)
+
+
+def is_withdrawn():
+    """SQL: the delivery failed because the customer opted out, complained or hard-bounced after the plan."""
+    return (D.c.status == "failed") & (D.c.last_error.startswith(f"{OPTED_OUT}:", autoescape=True)
+                                       | D.c.last_error.startswith(f"{SUPPRESSED}:", autoescape=True))
 
 
 def outcome():

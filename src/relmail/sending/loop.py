@@ -42,6 +42,9 @@ if TYPE_CHECKING:
 DEC = Decision.__table__
 #: What became of the e-mails an invocation attempted: confirmed by the provider; handed over with no reply
 #: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template, opt-out).
+#: Of this invocation's ``failed`` e-mails, those not sent because the customer opted out, complained or
+#: hard-bounced after the plan (``done`` counts them apart, as the summary says them apart).
+WITHDRAWN = "opted_out_since_plan"
 OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed")
 
 
@@ -216,6 +219,8 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), job.topics))
     for pair, reason in blocked.items():
         outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
+    if blocked:
+        result.done[WITHDRAWN] = result.done.get(WITHDRAWN, 0) + len(blocked)
     emails, errors = retry.run("rendering", lambda: batcher.render(list(by_pair)))
     if errors:
         retry.run("recording render errors", lambda: _mark_render_errors(engine, run_id, errors))
@@ -330,21 +335,21 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
         box = [customer, *mates.get(customer, ())]
         own = opted_out.get(customer, set())
         if "*" in own or topics.get(message) in own:
-            blocked[(customer, message)] = "OPTED_OUT: the customer opted out after the plan"
+            blocked[(customer, message)] = f"{ledger.OPTED_OUT}: the customer opted out after the plan"
             continue
         latest = [max((said[(c, t)] for c in box if (c, t) in said), default=None) for t in {"*", topics.get(message)}]
         other = next((word[2] for word in latest if word is not None and word[1]), None)
         if other is not None:
-            blocked[(customer, message)] = f"OPTED_OUT: the same address opted out under customer {other} after the plan"
+            blocked[(customer, message)] = f"{ledger.OPTED_OUT}: the same address opted out under customer {other} after the plan"
             continue
         if customer in since:
-            blocked[(customer, message)] = f"SUPPRESSED: {since[customer]} after the plan"
+            blocked[(customer, message)] = f"{ledger.SUPPRESSED}: {since[customer]} after the plan"
             continue
         # Another id's complaint first, then its hard bounce.
         other = sorted((since_box[c] != "email_complained", c) for c in box[1:] if c in since_box)
         if other:
             who = other[0][1]
-            blocked[(customer, message)] = f"SUPPRESSED: {since_box[who]} under customer {who} (the same address) after the plan"
+            blocked[(customer, message)] = f"{ledger.SUPPRESSED}: {since_box[who]} under customer {who} (the same address) after the plan"
     return blocked
 
 
