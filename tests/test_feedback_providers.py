@@ -149,6 +149,39 @@ MG_EVENT = {"id": "G9Bn5sl1TC6nu79C8C0bwg", "timestamp": 1795428010.1, "event": 
             "user-variables": {"relmail_customer": "C0000002"}}
 
 
+def click(url: str, n: int) -> dict:
+    return {"email": "anna@example.com", "timestamp": int(NOW.timestamp()) - 60, "event": "click", "url": url,
+            "sg_event_id": f"click-{n}", "relmail_customer": "C0000001", "relmail_run": "weekly:2026-W48"}
+
+
+@pytest.mark.parametrize("base", ["https://fietsenwinkel.example/relmail", "https://FietsenWinkel.example/relmail/"])
+def test_a_tracked_click_on_relmails_own_unsubscribe_or_preference_link_is_no_engagement(tmp_path, base):
+    # An ESP's click tracking rewrites every link of the e-mail, the unsubscribe link too: a customer leaving
+    # came back as a click, counted in the report's click (and open) rate and read by the model as interest.
+    links = base.lower().rstrip("/")
+    records = [click(f"{links}/unsubscribe/WyJDMDAwMDAwMSJd.sig", 1), click(f"{links}/preferences/WyJDMDAwMDAwMSJd.sig", 2),
+               click("https://fietsenwinkel.example/eb-200", 3),
+               click("https://elsewhere.example/relmail/unsubscribe/x", 4),  # another site's page
+               click("https://fietsenwinkel.example/relmail-blog/unsubscribe/x", 5)]
+    (tmp_path / "events.json").write_text(json.dumps(records))
+    batch = sendgrid.SendGrid(now=lambda: NOW, links=base).read_export(tmp_path / "events.json")
+    assert [e.provider_event_id for e in batch.events] == ["click-3", "click-4", "click-5"]
+    assert batch.ignored == {"click on the unsubscribe or preference link": 2}
+    # Without [unsubscribe] base_url nothing is relmail's own link.
+    assert len(sendgrid.SendGrid(now=lambda: NOW).read_export(tmp_path / "events.json").events) == 5
+
+
+def test_every_provider_knows_the_projects_links(project):
+    # Mailgun's documented click, on the project's own preference link, through the factory the webhooks use.
+    page = json.loads((DATA / "mailgun_events.json").read_text())
+    (item,) = [i for i in page["items"] if i["event"] == "clicked"]
+    item["url"] = f"{project.settings.unsubscribe_url}/preferences/WyJDMDAwMDAwMSJd.sig"
+    path = project.root / "mailgun.json"
+    path.write_text(json.dumps([item]))
+    batch = provider("mailgun", now=lambda: NOW, project=project).read_export(path)
+    assert batch.events == [] and batch.ignored == {"click on the unsubscribe or preference link": 1}
+
+
 def test_mailgun_valid_signature_and_forgeries():
     cfg = config({mailgun.SECRET: "key-test"})
     ts = int(NOW.timestamp())

@@ -71,7 +71,8 @@ def provider(name: str, now: Callable[[], datetime] | None = None, project: Proj
     delivery = project.settings.section("delivery").get(name, {}) if project is not None else None
     if delivery is not None and not isinstance(delivery, dict):
         raise ConfigError(f"relmail.toml [delivery.{name}] must be a table")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now, delivery=delivery)
+    links = project.settings.unsubscribe_url if project is not None else ""
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(now=now, delivery=delivery, links=links)
 
 
 def webhook_unready(project: Project) -> str | None:

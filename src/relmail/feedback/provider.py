@@ -29,12 +29,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from .. import timestamps
 from ..windows import current_time
 from .events import FeedbackEvent
 from .records import FieldError, InvalidEvent, Record, read_records
 from .webhook import WebhookConfig, WebhookRequest
+
+#: How the count of ignored events names clicks on relmail's own unsubscribe and preference links.
+OWN_LINK_CLICK = "click on the unsubscribe or preference link"
 
 
 @dataclass(frozen=True)
@@ -81,9 +85,12 @@ class Provider(ABC):
     #: Whether the provider checks a new webhook's URL with a HEAD request, which must be answered 200 (Mandrill).
     answers_head: ClassVar[bool] = False
 
-    def __init__(self, now: Callable[[], datetime] | None = None, delivery: Mapping[str, Any] | None = None):
+    def __init__(self, now: Callable[[], datetime] | None = None, delivery: Mapping[str, Any] | None = None,
+                 links: str = ""):
         #: The clock the plausibility of event times is judged against.
         self.now = now or current_time
+        #: ``[unsubscribe] base_url``: where relmail's own unsubscribe and preference links point.
+        self.links = links
         #: The project's ``[delivery.<name>]`` table: the ESP's subscription scopes (SendGrid's groups,
         #: Postmark's stream); empty without a project.
         self.delivery = dict(delivery or {})
@@ -141,9 +148,24 @@ class Provider(ABC):
                 continue
             if not events:
                 batch.ignored[self.kind(value)] += 1
+            elif own := [e for e in events if self.own_link_click(e)]:
+                # An ESP's click tracking rewrites every link, relmail's unsubscribe link too: leaving is not
+                # engagement, and counted as a click it would read as interest in the report and the model.
+                batch.ignored[OWN_LINK_CLICK] += len(own)
+                events = [e for e in events if e not in own]
             batch.events.extend(events)
         batch.records = count
         return batch
+
+    def own_link_click(self, event: FeedbackEvent) -> bool:
+        """Whether ``event`` is a click on one of relmail's unsubscribe or preference links (under ``links``)."""
+        if event.type != "clicked" or not event.url or not self.links:
+            return False
+        link, base = urlsplit(event.url), urlsplit(self.links)
+        if (link.hostname or "").lower() != (base.hostname or "").lower():
+            return False
+        root = base.path.rstrip("/")
+        return link.path.startswith((f"{root}/unsubscribe/", f"{root}/preferences/"))
 
     def kind(self, record: Mapping[str, Any]) -> str:
         """The provider's name for the kind of ``record`` (for the count of ignored events)."""
