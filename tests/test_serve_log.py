@@ -154,3 +154,4 @@ def test_a_wsgi_server_logs_the_same_warning(project, monkeypatch, caplog):
         create_app()
     assert any("/webhooks/postmark refuses every event (503): webhook secret 'postmark_webhook_password' is not set "
                "(export RELMAIL_POSTMARK_WEBHOOK_PASSWORD=...)" in r.getMessage() for r in caplog.records)
+

@@ -116,6 +116,25 @@ def test_forged_webhooks_are_rejected_and_write_nothing(web_shop, ec_key):
     assert feedback_events(engine) == [] and prefs(engine) == {}
 
 
+def test_a_bad_signature_is_refused_with_what_to_check(web_shop, ec_key, caplog):
+    """A key of another account or subuser, or a proxy that re-encodes the body: the answer and the log say
+    which key to check, under its environment variable, not only that the signature is wrong."""
+    client, _, _ = web_shop
+    body = (DATA / "sendgrid_events.json").read_bytes()
+    other_account = ec.generate_private_key(ec.SECP256R1())
+    answer = client.post("/webhooks/sendgrid", data=body, headers=sendgrid_headers(other_account, body))
+    expected = ("sendgrid: signature does not match (is RELMAIL_SENDGRID_WEBHOOK_PUBLIC_KEY the verification key "
+                "SendGrid shows for this Event Webhook, and does a proxy pass the body on unchanged?)")
+    assert answer.status_code == 403 and answer.json["error"] == expected
+    assert f"webhook sendgrid refused: {expected}" in caplog.text
+    ts, tok = str(int(time.time())), "t" * 50
+    forged = hmac.new(b"wrong-key", f"{ts}{tok}".encode(), hashlib.sha256).hexdigest()
+    mg = {"signature": {"timestamp": ts, "token": tok, "signature": forged},
+          "event-data": json.loads((DATA / "mailgun_events.json").read_text())["items"][1]}
+    assert client.post("/webhooks/mailgun", json=mg).json["error"] == (
+        "mailgun: signature does not match (is RELMAIL_MAILGUN_WEBHOOK_KEY the domain's HTTP webhook signing key?)")
+
+
 def test_every_refused_webhook_is_logged_without_the_body(web_shop, ec_key, caplog):
     """A provider set up without credentials, or posting another format, is refused on every
     event: the operator learns it from the log, which names the provider and the reason only."""

@@ -76,7 +76,8 @@ class Mailgun(Provider):
         timestamp, token, given = (str(signature[k]) for k in ("timestamp", "token", "signature"))
         # As bytes: compare_digest refuses a str with a non-ASCII character, which anyone can send.
         if not hmac.compare_digest(sign(key, timestamp, token).encode(), given.lower().encode()):
-            raise SignatureError("mailgun: signature does not match")
+            raise SignatureError(f"mailgun: signature does not match (is {config.held_in(SECRET)} the domain's HTTP "
+                                 "webhook signing key?)")
         try:
             signed_at = timestamps.from_unix(timestamp)
         except (ValueError, OverflowError, OSError):

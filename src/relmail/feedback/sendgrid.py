@@ -138,7 +138,8 @@ class SendGrid(Provider):
             raw = base64.b64decode(signature, validate=True)
             key.verify(raw, timestamp.encode() + request.body, ec.ECDSA(hashes.SHA256()))
         except (InvalidSignature, ValueError, binascii.Error, OverflowError, OSError):
-            raise SignatureError("sendgrid: signature does not match") from None
+            raise SignatureError(f"sendgrid: signature does not match (is {config.held_in(SECRET)} the verification key "
+                                 "SendGrid shows for this Event Webhook, and does a proxy pass the body on unchanged?)") from None
         # Freshness after the signature: a forged timestamp is a forgery first.
         config.check_fresh(signed_at, self.name)
         return None  # the signature covers the body: a replay can only repeat it

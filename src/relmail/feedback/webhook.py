@@ -120,6 +120,10 @@ class WebhookConfig:
             raise ConfigError(f"webhook secret '{name}' is not set{where}")
         return value
 
+    def held_in(self, name: str) -> str:
+        """Where secret ``name`` is read from, for a message: its environment variable, or its name."""
+        return self.secret_variable(name) if self.secret_variable else f"secret '{name}'"
+
     def provider_settings(self, provider: str) -> Mapping[str, Any]:
         value = self.settings.get(provider, {})
         if not isinstance(value, dict):
