@@ -203,3 +203,19 @@ def test_why_says_why_an_address_is_invalid_without_printing_it(planned, engine)
         conn.execute(Customer.__table__.update().where(Customer.__table__.c.id == "C-INVALID").values(email="bad@example.org"))
     text = format_explanations(*explain(engine, "C-INVALID"))
     assert "the e-mail address was not a valid address when this was decided; the stored one is valid now" in text
+
+
+def test_no_consent_beside_a_global_opt_out_says_the_customer_opted_out_not_that_no_opt_in_was_given():
+    from relmail.planning.why import because
+
+    # Zero values are not logged: consent_global absent = 0, the customer opted out of all e-mail.
+    logged = {"topic": "promotions", "consent_topic": None, "global_opt_in_counts": 1.0}
+    said = dict(because(["NO_CONSENT", "UNSUBSCRIBED"], logged, 0.0))
+    assert said["NO_CONSENT"] == ("no consent on record for topic 'promotions', and the customer opted out of all "
+                                  "e-mail (UNSUBSCRIBED)")
+    assert said["UNSUBSCRIBED"].startswith("opted out of all e-mail (global preference)")
+    # Never asked: the plain sentence. Unsubscribed by a link or provider event (no global record): the same.
+    plain = "no consent on record for topic 'promotions' and no global opt-in; this campaign needs an opt-in"
+    assert dict(because(["NO_CONSENT"], {**logged, "consent_global": None}, 0.0))["NO_CONSENT"] == plain
+    assert dict(because(["NO_CONSENT", "UNSUBSCRIBED"], {**logged, "consent_global": None, "unsubscribed_event": 1.0},
+                        0.0))["NO_CONSENT"] == plain

@@ -29,7 +29,7 @@ from ..rules.invalid_address import InvalidAddress
 from ..rules.shared_complaint import SharedComplaint
 from ..rules.shared_hard_bounce import SharedHardBounce
 from ..rules.shared_opt_out import SharedOptOut
-from ..rules.unsubscribed import Unsubscribed
+from ..rules.unsubscribed import Unsubscribed, decided_by_preference
 from ..store.addresses import address_problem
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Event, Run
@@ -215,6 +215,9 @@ def because(codes: list[str], logged: dict[str, Any], score: float) -> list[tupl
     """
     if "score" not in logged:
         logged = {**logged, "score": score}
+    if NoConsent.code in codes and Unsubscribed.code in codes and decided_by_preference(logged):
+        # Its own features cannot tell "never opted in" from "opted out of everything": the global rule's can.
+        logged = {**logged, "global_opt_out": True}
     return [(c, reason_sentence(c, logged)) for c in codes]
 
 

@@ -39,6 +39,8 @@ class NoConsent(Rule):
         topic = logged.get("topic", "this topic")
         # Zero values are not logged: absent = 0 (opted out), null = no record.
         if "consent_topic" in logged and logged["consent_topic"] is None:
+            if logged.get("global_opt_out"):  # set by relmail why when UNSUBSCRIBED decided by the global preference
+                return f"no consent on record for topic '{topic}', and the customer opted out of all e-mail (UNSUBSCRIBED)"
             if "global_opt_in_counts" not in logged:  # decided before [consent] existed
                 return f"no consent on record for topic '{topic}', and this campaign needs an explicit opt-in"
             if num(logged, "global_opt_in_counts") >= 0.5:
