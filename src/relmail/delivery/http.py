@@ -159,7 +159,7 @@ class HttpAdapter(Adapter):
             if lost_at is not None and self.repeat_window is not None and self.clock() - lost_at >= self.repeat_window:
                 return RequestOutcome(
                     retry_at=last.retry_at, http_status=last.http_status, ambiguous=True,
-                    reason=(f"{method} {url}: no answer, and not asked again: {self.name} keeps an idempotency key "
+                    reason=(f"{method} {url}: no answer, and not asked again: {self.name} keeps an idempotency key for "
                             f"{self.repeat_window.total_seconds() / 60:g} minutes; {last.reason}"),
                 )
             started = self.clock()
