@@ -147,6 +147,37 @@ def test_a_lost_answer_is_asked_again_with_the_same_key_and_a_duplicate_means_br
 
 
 @responses.activate
+def test_a_duplicate_parameter_to_a_proof_is_a_refusal_not_an_acceptance():
+    # A proof carries no idempotency key, so Brevo's duplicate_parameter cannot say it took this e-mail before.
+    responses.add(responses.POST, URL, status=400, json={"code": "duplicate_parameter", "message": "duplicate value"})
+    [r] = adapter().send([message(1, raw=False, key="proof:1")])
+    assert r.status == "rejected" and "duplicate_parameter" in r.reason
+
+
+@responses.activate
+def test_a_lost_answer_is_not_asked_again_once_brevo_may_have_forgotten_the_key():
+    # Brevo documents the key's lifetime as 30 minutes (guide) and 15 (changelog): a repeat 15 minutes after the
+    # attempt whose answer was lost could be taken as a new e-mail, so it is never made.
+    ft = FakeTime()
+    responses.add(responses.POST, URL, body=requests.exceptions.ReadTimeout("read timed out"))
+    responses.add(responses.POST, URL, status=503, headers={"Retry-After": "900"}, json={"code": "internal_error"})
+    responses.add_callback(responses.POST, URL, callback=created)
+    [r] = adapter(ft, max_retries=5, max_retry_wait=1000).send([ledger_message(1)])
+    assert len(responses.calls) == 2
+    assert r.status == "deferred" and r.ambiguous and "15 minutes" in r.reason
+
+
+@responses.activate
+def test_a_lost_answer_is_asked_again_within_the_key_lifetime():
+    ft = FakeTime()
+    responses.add(responses.POST, URL, body=requests.exceptions.ReadTimeout("read timed out"))
+    responses.add(responses.POST, URL, status=503, headers={"Retry-After": "840"}, json={"code": "internal_error"})
+    responses.add_callback(responses.POST, URL, callback=created)
+    [r] = adapter(ft, max_retries=5, max_retry_wait=1000).send([ledger_message(1)])
+    assert len(responses.calls) == 3 and r.status == "accepted" and not r.ambiguous
+
+
+@responses.activate
 def test_a_lost_answer_then_a_201_is_a_certain_acceptance():
     responses.add(responses.POST, URL, body=requests.exceptions.ConnectionError("connection reset"))
     responses.add_callback(responses.POST, URL, callback=created)

@@ -59,10 +59,10 @@ def test_message_matches_the_v3_1_shape_with_basic_auth():
         "TextPart": m.text,
         "HTMLPart": m.html,
         "ReplyTo": {"Email": "service@fietsenwinkel.example"},
-        # The one-click pair and the render stage's Message-ID reach Mailjet as headers of the e-mail.
+        # The one-click pair reaches Mailjet as headers of the e-mail; the Message-ID does not: Mailjet lists it
+        # among the headers it refuses (send-0011) and writes its own.
         "Headers": {"List-Unsubscribe": "<https://fietsenwinkel.example/relmail/unsubscribe/tok1>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
-                    "Message-ID": "<run-2026-W48.C0000001.ebike@fietsenwinkel.example>"},
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
         "CustomID": m.key,
         "EventPayload": '{"relmail_customer":"C0000001","relmail_message":"ebike-launch","relmail_run":"run-2026-W48"}',
         "CustomCampaign": "weekly/ebike-launch",
@@ -223,5 +223,9 @@ def test_what_mailjet_refuses_is_refused_before_sending():
         a.send([message(1, raw=False, subject="x" * 256)])
     with pytest.raises(UnsupportedFeature, match="Reply-To"):
         a.send([message(1, raw=False, headers={"Reply-To": "a@example.org"})])
+    # Headers of Mailjet's documented forbidden list that no message property sets.
+    for name in ("Date", "List-Id", "X-Feedback-Id", "X-CSA-Complaints", "X-Mailer"):
+        with pytest.raises(UnsupportedFeature, match=name):
+            a.send([message(1, raw=False, headers={name: "x"})])
     with pytest.raises(ConfigError, match="track_opens"):
         adapter(track_opens="yes")

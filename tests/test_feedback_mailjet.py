@@ -44,6 +44,8 @@ EVENTS = {"mailjet": {
     "blocked: spam reporter": ([COMPLAINED], "*"),
     "blocked: blacklisted": ([BLOCKED], None),  # excluded, Mailjet does not say why: no consent changed on a guess
     "blocked: typofix": ([HARD], None),
+    # The message's template (relmail sends none): nothing about the recipient.
+    "blocked: bad or empty template": ([], None), "blocked: error in template language": ([], None),
 }}
 REJECTED, DEFERRED, STOPPED = "rejected", "deferred", "stopped"
 ERRORS = {"mailjet": {

@@ -9,8 +9,10 @@ longer than ``max_retry_wait`` is not slept through: the messages come back
 ``deferred`` until then. A request that could not even connect is retried
 (nothing was sent); a request whose answer was lost (read timeout,
 connection reset) is *not*, unless the adapter's requests carry an
-idempotency key the provider honours (:attr:`HttpAdapter.repeatable`):
-its messages come back ``deferred`` and ``ambiguous``.
+idempotency key the provider honours (:attr:`HttpAdapter.repeatable`), and
+then only while the provider still remembers the key
+(:attr:`HttpAdapter.repeat_window`): its messages come back ``deferred`` and
+``ambiguous``.
 401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
 An answer that holds one result per message (:meth:`HttpAdapter.answers_each_message`)
 is neither retried nor refused whole: the adapter reads each result.
@@ -98,6 +100,9 @@ class HttpAdapter(Adapter):
     #: True when every request carries an idempotency key the provider honours (Brevo): a request
     #: whose answer was lost is made again, and the provider refuses the repeat if it took the first.
     repeatable = False
+    #: How long the provider remembers a key: no repeat is made once this has passed since the attempt whose
+    #: answer was lost, since the provider could take the repeat for a new e-mail (None: no limit).
+    repeat_window: timedelta | None = None
 
     def __init__(self, config=None, secret=None, *, session_factory: Callable[[], requests.Session] | None = None, **kw):
         super().__init__(config, secret, **kw)
@@ -145,15 +150,26 @@ class HttpAdapter(Adapter):
         last = RequestOutcome()
         #: A repeated request's earlier attempt lost its answer: any outcome without an answer stays ambiguous.
         maybe_sent = False
+        #: When the first attempt whose answer was lost was made: the provider's key is counted from no earlier.
+        lost_at: datetime | None = None
         for attempt in range(self.max_retries + 1):
             if self.stopping():
                 # The send is stopping: a request not yet made is withheld; after an answer, it stands.
                 return last if attempt else RequestOutcome(retry_at=self.clock(), reason=STOPPED, withheld=True)
+            if lost_at is not None and self.repeat_window is not None and self.clock() - lost_at >= self.repeat_window:
+                return RequestOutcome(
+                    retry_at=last.retry_at, http_status=last.http_status, ambiguous=True,
+                    reason=(f"{method} {url}: no answer, and not asked again: {self.name} keeps an idempotency key for "
+                            f"{self.repeat_window.total_seconds() / 60:g} minutes; {last.reason}"),
+                )
+            started = self.clock()
             try:
                 response = self.send_request(method, url, **kw)
             except requests.RequestException as exc:
                 lost = not _never_sent(exc)
                 maybe_sent = maybe_sent or lost
+                if lost and lost_at is None:
+                    lost_at = started
                 if lost and not self.repeatable:
                     return RequestOutcome(
                         retry_at=self.retry_at(),

@@ -3,7 +3,10 @@
 Authentication is HTTP Basic with the API key (secret ``esp_api_key``) and
 its secret key (secret ``esp_api_secret``). Each message keeps its own
 subject, ``TextPart``/``HTMLPart``, ``ReplyTo`` and ``Headers``
-(List-Unsubscribe, List-Unsubscribe-Post, Message-ID, Feedback-ID ...).
+(List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID ...). Mailjet writes
+the Message-ID itself and refuses one in ``Headers`` (``send-0011``), so the
+render stage's is left out: the recipient sees Mailjet's, and Mailjet's
+events find the delivery by ``MessageID`` and ``EventPayload`` instead.
 ``CustomID`` is the message key and ``EventPayload`` the relmail metadata as
 compact JSON: Mailjet returns both in every event, which is how the webhook
 (:mod:`relmail.feedback.mailjet`) finds the delivery again; the tags, joined
@@ -50,9 +53,9 @@ it records its e-mails as accepted in the ledger. It is meant for a staging
 copy of the project, to prove the account, the sender and the payloads.
 
 Mailjet's documented limits are checked before anything is sent: a subject
-of at most 255 characters, a text or HTML part, and no header that has a
-message property instead (``send-0011``: ``Reply-To``, ``Subject``,
-``X-MJ-CustomID`` ...).
+of at most 255 characters, a text or HTML part, and no header of Mailjet's
+forbidden list (``send-0011``: ``Reply-To``, ``Subject``, ``X-MJ-CustomID``,
+``Date``, ``List-Id`` ...).
 """
 
 from __future__ import annotations
@@ -69,12 +72,18 @@ from .http import HttpAdapter, json_body
 #: Messages per request (Send API v3.1's documented limit).
 MAX_MESSAGES = 50
 MAX_SUBJECT = 255
-#: Headers Mailjet refuses in ``Headers`` because a message property sets them (its send-0011), lower case.
+#: Headers Mailjet writes itself: the rendered one is left out of ``Headers``, which refuses it (send-0011).
+MAILJET_WRITES = {"message-id"}
+#: Headers Mailjet refuses in ``Headers`` (its send-0011), lower case: its documented list of forbidden
+#: headers, and those a message property sets (Reply-To, X-Mailjet-DeduplicateCampaign ...).
 RESERVED = {
-    "from", "sender", "to", "cc", "bcc", "subject", "reply-to", "x-mj-customid", "x-mj-eventpayload",
-    "x-mailjet-campaign", "x-mailjet-deduplicatecampaign", "x-mailjet-prio", "x-mj-templateid",
-    "x-mj-templatelanguage", "x-mj-templateerrorreporting", "x-mj-templateerrordeliver", "x-mj-vars",
-    "x-mailjet-trackopen", "x-mailjet-trackclick", "x-mj-monitoringcategory",
+    "from", "sender", "to", "cc", "bcc", "subject", "reply-to", "return-path", "delivered-to", "dkim-signature",
+    "domainkey-status", "received-spf", "authentication-results", "received", "user-agent", "x-mailer", "date",
+    "list-id", "x-csa-complaints", "x-feedback-id", "x-mj-customid", "x-mj-eventpayload", "x-mailjet-campaign",
+    "x-mailjet-deduplicatecampaign", "x-mailjet-prio", "x-mailjet-debug", "x-mj-templateid", "x-mj-templatelanguage",
+    "x-mj-templateerrorreporting", "x-mj-templateerrordeliver", "x-mj-vars", "x-mailjet-trackopen",
+    "x-mailjet-trackclick", "x-mj-monitoringcategory", "x-mj-workflowid", "x-mailjet-segmentation", "x-mj-mid",
+    "x-mj-errormessage", "x-mj-statisticscontactslistid",
 }
 #: Error codes that refuse the account, the sender or what every e-mail carries, not one message -> what to fix.
 ACCOUNT_ERRORS = {
@@ -135,8 +144,9 @@ class MailjetAdapter(AccountRefusals, HttpAdapter):
             item["HTMLPart"] = m.html
         if m.reply_to:
             item["ReplyTo"] = {"Email": m.reply_to}
-        if m.headers:
-            item["Headers"] = {k: str(v) for k, v in m.headers.items()}
+        headers = {k: str(v) for k, v in m.headers.items() if k.lower() not in MAILJET_WRITES}
+        if headers:
+            item["Headers"] = headers
         if m.metadata:
             item["EventPayload"] = json.dumps({k: str(v) for k, v in m.metadata.items()}, separators=(",", ":"), sort_keys=True)
         if m.tags:

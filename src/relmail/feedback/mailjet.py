@@ -25,8 +25,9 @@ everything (Mailjet's unsubscribe is not scoped to relmail's topics).
 ``bounce`` (Mailjet tried) and ``blocked`` (Mailjet did not try) are read
 from ``error`` (:data:`ERRORS`, Mailjet's documented list): refusals of the
 sender or content (``error_related_to`` ``spam``, ``relay/access denied``)
-are blocks (:mod:`.blocks`); Mailjet's own faults (``system``) and
-``duplicate in campaign`` say nothing about the recipient and are ignored;
+are blocks (:mod:`.blocks`); Mailjet's own faults (``system``), a fault of
+the message's template (``content``: relmail sends none) and ``duplicate in
+campaign`` say nothing about the recipient and are ignored;
 an address Mailjet holds as bounced (``preblocked``) is a hard bounce, one
 that complained before (``spam reporter``) a complaint. ``blacklisted`` (on
 the account's exclusion list, for a reason Mailjet does not give) is a block:
@@ -36,7 +37,7 @@ the list is an invalid event (recorded, not guessed at).
 
 Mailjet gives events no id: each gets one derived from its message,
 recipient, kind, time and URL or error, so a redelivered POST (Mailjet
-retries every 10 minutes, up to 10 times, until it gets a 200) writes
+retries every 30 seconds until it gets a 200, for up to 24 hours) writes
 nothing twice. Export files: saved webhook bodies, a JSON array or JSON Lines
 of events (``relmail feedback import --format mailjet``).
 """
@@ -77,6 +78,9 @@ ERRORS: dict[str, str | None] = {
     "sender blocked": BLOCKED,
     "content blocked": BLOCKED,
     "policy issue": BLOCKED,
+    # content: the message's template, which relmail does not use
+    "bad or empty template": None,
+    "error in template language": None,
     # system: Mailjet's own fault, never permanent
     "system issue": None,
     "protocol issue": None,
@@ -86,7 +90,8 @@ ERRORS: dict[str, str | None] = {
     "duplicate in campaign": None,
 }
 #: ``error_related_to`` -> type, for an error not in :data:`ERRORS`.
-RELATED: dict[str, str | None] = {"spam": BLOCKED, "system": None, "mailjet": None, "recipient": SOFT, "domain": SOFT}
+RELATED: dict[str, str | None] = {"spam": BLOCKED, "system": None, "mailjet": None, "content": None, "recipient": SOFT,
+                                  "domain": SOFT}
 
 
 class Mailjet(Provider):
