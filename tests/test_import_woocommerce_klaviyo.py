@@ -353,3 +353,72 @@ def test_a_spam_complaint_imported_again_is_not_called_an_erased_address(project
     customer = pseudonym("klaviyo-", "rosa@correo.example")
     out = CliRunner().invoke(cli, ["--project", str(project.root), "why", customer, "--campaign", "weekly", "--window", "2026-W50"])
     assert "source: suppression list (an address erased, marked as spam or suppressed by the shop, imported again)" in out.output
+
+
+REPORT_HEADER = "Name,Username,Role,Last active,Date registered,Email,Orders,Total spend,AOV,Country / Region,City,Region,Postal code\n"
+EXAMPLE = iter(range(10**6))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(people=st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from([str, str.upper]),
+                                 st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=6),
+       chunk=st.integers(1, 4))
+def test_a_guest_who_registered_later_is_one_customer_with_the_registered_rows_fields(project, people, chunk):
+    # WooCommerce lists such a customer twice: a guest row (no username, no sign-up date) and a registered row.
+    n = next(EXAMPLE)
+    lines, expected = [], {}
+    for i, (twice, guest_first, case, guest_seen, member_seen) in enumerate(people):
+        address = f"p{n}-{i}@mail.example"
+        guest = (f"Guest {i},,,2026-0{guest_seen + 1}-01T10:00:00,,{case(address)},1,10,10,NL,Utrecht,UT,\n")
+        member = (f"Member {i},user{i},Customer,2026-0{member_seen + 1}-02T10:00:00,2024-05-0{i % 9 + 1}T12:00:00,"
+                  f"{address},2,30,15,BE,Gent,VOV,9000\n")
+        lines += ([guest, member] if guest_first else [member, guest]) if twice else [member]
+        expected[pseudonym("woocommerce-", address)] = (
+            f"Member {i}", "Gent", max(f"2026-0{member_seen + 1}-02", f"2026-0{guest_seen + 1}-01" if twice else ""),
+            datetime(2024, 5, i % 9 + 1, 10, 0, tzinfo=UTC))  # Amsterdam summer time
+    report = project.root / "customers_report.csv"
+    report.write_text(REPORT_HEADER + "".join(lines), encoding="utf-8")
+    done = run(project, "customers", str(report), "--map", "woocommerce", "--chunk-size", str(chunk))
+    twice = sum(1 for p in people if p[0])
+    assert (done["rows_read"], done["rows_imported"], done["details"]["merged_rows"]) == (len(lines), len(people), twice)
+    customers = {r["id"]: r for r in rows(project, Customer) if r["id"] in expected}
+    assert set(customers) == set(expected)
+    for cid, (name, city, last_active, registered) in expected.items():
+        got = customers[cid]
+        assert (got["attributes"]["name"], got["attributes"]["city"], got["attributes"]["username"]) == (
+            name, city, f"user{name.split()[1]}")
+        assert got["attributes"]["last_active"].startswith(last_active)
+        assert got["created_at"].replace(tzinfo=UTC) == registered
+        assert got["email"].islower()  # the registered row's spelling
+
+
+def test_two_rows_of_one_address_stay_an_error_without_duplicates_merge(project, tmp_path):
+    mapping = tmp_path / "report.yml"
+    mapping.write_text((Path(__file__).resolve().parent.parent / "src/relmail/importers/mappings/woocommerce/customers-download.yml")
+                       .read_text().replace("duplicates:", "# duplicates:"), encoding="utf-8")
+    report = tmp_path / "customers_report.csv"
+    report.write_text(REPORT_HEADER + "Kim,,,2026-01-01T10:00:00,,kim@mail.example,1,10,10,NL,,,\n"
+                      "Kim,kim,Customer,2026-02-01T10:00:00,2025-01-01T10:00:00,kim@mail.example,1,10,10,NL,,,\n")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "customers", str(report), "--map", str(mapping)])
+    assert result.exit_code == 4 and f"{report}:3: field 'Email': the same address is also on line 2" in result.stderr
+    assert rows(project, Customer) == []
+
+
+@pytest.mark.parametrize("chunk", ["1", "10"])
+@pytest.mark.parametrize("first, second", [("no", "yes"), ("yes", "no")])
+@pytest.mark.parametrize("dates", [("2026-01-01", "2026-02-01"), ("2026-02-01", "2026-01-01"), ("", "")])
+def test_of_two_merged_rows_an_opt_out_in_either_wins(project, tmp_path, chunk, first, second, dates):
+    mapping = tmp_path / "list.yml"
+    mapping.write_text("kind: customers\nmatch: email\nduplicates: merge\ntimes: {format: '%Y-%m-%d', timezone: UTC}\n"
+                       "columns:\n  Email: email\n  Newsletter: {to: consent, parse: yes_no}\n"
+                       + ("  Changed: {to: consent_at, parse: time}\n" if dates[0] else "")
+                       + "fields:\n  id: {template: '{Email}', parse: pseudonym, prefix: list-}\n")
+    members = tmp_path / "members.csv"
+    cells = [f",{d}" if d else "" for d in dates]
+    members.write_text(f"Email,Newsletter{',Changed' if dates[0] else ''}\nkim@mail.example,{first}{cells[0]}\n"
+                       f"Kim@mail.example,{second}{cells[1]}\n")
+    done = run(project, "customers", str(members), "--map", str(mapping), "--chunk-size", chunk)
+    assert (done["rows_imported"], done["details"]["merged_rows"]) == (1, 1)
+    # Undated, a "no" is a shop's unticked box: not opted in, which may leave no record at all.
+    said = [r["opted_in"] for r in rows(project, Preference)]
+    assert said == [False] or (not dates[0] and said == [])

@@ -187,6 +187,7 @@ _DETAILS = {
                                 "kept opted out; a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
+    "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
                         "(SHARED_BUDGET); merge them in the source",

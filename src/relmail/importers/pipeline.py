@@ -333,6 +333,7 @@ class _Run:
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
                                         match_email=mapping is not None and mapping.match == "email",
                                         flag_keys=consent_flag_keys(mapping),
+                                        merge=mapping.merge if mapping is not None else None,
                                         # A dated export's blank time, and a list's undated unsubscribe: a "no" is an opt-out.
                                         dated_consent=mapping is not None and ("consent_at" in mapping.targets
                                                                                or mapping.consent_no == "opt-out"))
