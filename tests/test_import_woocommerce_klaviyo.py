@@ -422,3 +422,35 @@ def test_of_two_merged_rows_an_opt_out_in_either_wins(project, tmp_path, chunk, 
     # Undated, a "no" is a shop's unticked box: not opted in, which may leave no record at all.
     said = [r["opted_in"] for r in rows(project, Preference)]
     assert said == [False] or (not dates[0] and said == [])
+
+
+@pytest.mark.parametrize("chunk", ["1", "3", "10000"])
+def test_an_old_order_with_an_address_the_customer_changed_since_is_the_accounts_customer(project, tmp_path, chunk):
+    # The customers report lists Anna's latest address; her first order (account 12) was placed with an older one.
+    orders = tmp_path / ORDERS.name
+    orders.write_text("".join(line.replace("anna.devries@mail.example", "anna@oud.example") if line.startswith("5001,") else line
+                              for line in ORDERS.read_text(encoding="utf-8-sig").splitlines(keepends=True)), encoding="utf-8")
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(PRODUCTS), "--map", "woocommerce")
+    done = run(project, "orders", str(orders), "--map", "woocommerce", "--chunk-size", chunk)
+    assert (done["rows_imported"], done["details"]["matched_by_account"]) == (6, 2)
+    events = {e["event_id"]: e["customer_id"] for e in rows(project, Event)}
+    assert events["order:5001:1"] == events["order:5001:2"] == events["order:5005:1"] == ANNA
+
+
+@pytest.mark.parametrize("with_account", [True, False])
+def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_to_proceed(project, tmp_path, with_account):
+    text = ORDERS.read_text(encoding="utf-8-sig").replace("anna.devries@mail.example", "anna@oud.example")
+    if not with_account:
+        table = list(csv.reader(text.splitlines()))
+        drop = table[0].index("customer_id")
+        lines = [",".join(f'"{c}"' if "," in c or '"' in c else c for i, c in enumerate(r) if i != drop) for r in table]
+        text = "\n".join(line.replace('""', '"') for line in lines) + "\n"
+    orders = tmp_path / ORDERS.name
+    orders.write_text(text, encoding="utf-8")
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(orders), "--map", "woocommerce"])
+    assert result.exit_code == 4, result.output
+    said = "nor does any other order of account '12' in this file name one" if with_account else "mapped to 'account'"
+    assert f"{orders}:2: field 'billing_email': no customer has this e-mail address" in result.stderr and said in result.stderr
+    assert rows(project, Event) == []

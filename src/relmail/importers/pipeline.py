@@ -199,6 +199,7 @@ def import_file(
                                 progress(run.read, src.position(), src.size)
                     run.flush()
                     run.sink.finish()
+                    run.flush()  # what the writer found at the end: orders that waited for their account's customer
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:

@@ -305,6 +305,8 @@ def _orders() -> Schema:
             Column("line", f.integer(minimum=1)),
             Column("customer_id", f.identifier(_length(t, "customer_id"))),
             Column("email", f.text(320)),
+            # The shop's own number of the customer's account: links an order to the account's other orders.
+            Column("account", f.identifier(100)),
             Column("ordered_at", f.aware_datetime, required=True),
             Column("product_id", f.identifier(_length(t, "product_id"))),
             Column("quantity", f.number(minimum=0), default=1.0),

@@ -128,8 +128,9 @@ class CustomersWriter(TableWriter):
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
-                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
-                        "merged_rows": 0}
+                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+        if merge is not None:
+            self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there, the id the file gives it).
