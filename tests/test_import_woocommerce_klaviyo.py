@@ -454,3 +454,29 @@ def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_t
     said = "nor does any other order of account '12' in this file name one" if with_account else "mapped to 'account'"
     assert f"{orders}:2: field 'billing_email': no customer has this e-mail address" in result.stderr and said in result.stderr
     assert rows(project, Event) == []
+
+
+@pytest.mark.parametrize("with_variation_id", [True, False])
+def test_a_variation_without_its_own_sku_is_the_product_bought(project, tmp_path, with_variation_id):
+    # The white lamp has no SKU of its own: the products export names it by its ID (112), the order line by
+    # its parent's SKU, as WooCommerce writes it.
+    products = tmp_path / PRODUCTS.name
+    products.write_text(PRODUCTS.read_text(encoding="utf-8-sig").replace("112,variation,LT-LAMP-WIT,", "112,variation,,"),
+                        encoding="utf-8")
+    table = list(csv.reader(ORDERS.read_text(encoding="utf-8-sig").splitlines()))
+    sku = table[0].index("item_sku")
+    for row in table[1:]:
+        row[sku] = "LT-LAMP" if row[sku] == "LT-LAMP-WIT" else row[sku]
+        row.append("112" if row[sku] == "LT-LAMP" else "0")
+    table[0].append("item_variation_id")
+    if not with_variation_id:
+        table = [row[:-1] for row in table]
+    orders = tmp_path / ORDERS.name
+    with orders.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out).writerows(table)
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(products), "--map", "woocommerce")
+    done = run(project, "orders", str(orders), "--map", "woocommerce")
+    bought = {e["event_id"]: e["product_id"] for e in rows(project, Event)}["order:5002:2"]
+    # Without the variation's ID the line keeps its parent's SKU: counted as a product not in the catalogue.
+    assert (bought, done["details"]["lines_unknown_product"]) == (("112", 0) if with_variation_id else ("LT-LAMP", 1))

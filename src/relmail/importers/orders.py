@@ -32,7 +32,10 @@ What counts, as a shop owner keeps the books:
 * a line's value is ``value``, else ``quantity`` x ``price`` minus the
   line's ``discount``.
 
-A line may name a product that is not in the catalogue (deleted since, a
+A line whose product is not in the catalogue but whose ``variant`` is, is a
+purchase of that variant: a shop writes the parent's SKU on the line of a
+variant without an SKU of its own, which the products import names by its
+id. A line may name a product that is not in the catalogue (deleted since, a
 custom item): the purchase keeps the id and is counted as such. A line
 without a product id is a purchase of no product, counted too.
 """
@@ -159,7 +162,7 @@ class OrdersWriter:
     def _write(self, lines: list[tuple[dict[str, Any], str]]) -> None:
         """Lines and their customers -> purchase events, written in one go."""
         details, bind_time, cents = self.details, self.bind_time, self.cents
-        events, gone = [], []
+        events, gone, variants = [], [], []
         when = bound = None
         for row, customer in lines:
             counts, value = purchase_value(row)
@@ -174,13 +177,19 @@ class OrdersWriter:
                 bound = bind_time(when)
             # In the order of EVENT_COLUMNS.
             events.append((row["_event_id"], customer, "purchase", bound, row["product_id"], None, value, None, None, None))
+            variants.append(row["variant"])
         if not self.run.may_write():
             return
         products = {e[4] for e in events if e[4] is not None}
+        unknown = self.references.missing("products", products) if products else set()
+        wanted = {v for e, v in zip(events, variants) if v is not None and (e[4] is None or e[4] in unknown)}
+        if wanted:
+            found = wanted - self.references.missing("products", wanted)
+            events = [(*e[:4], v, *e[5:]) if v in found and (e[4] is None or e[4] in unknown) else e
+                      for e, v in zip(events, variants)]
         # A shop that gives its products no SKU exports lines without a product id: purchases no
         # segment on products or categories and no featured-product rule can see. Said, not hidden.
         details["lines_without_product"] += sum(1 for e in events if e[4] is None)
-        unknown = self.references.missing("products", products) if products else set()
         if unknown:
             details["lines_unknown_product"] += sum(1 for e in events if e[4] in unknown)
         self.loader.write_bound(events)
