@@ -451,7 +451,7 @@ def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_t
     run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
     result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(orders), "--map", "woocommerce"])
     assert result.exit_code == 4, result.output
-    said = "nor does any other order of account '12' in this file name one" if with_account else "mapped to 'account'"
+    said = "nor does any other order of account '12' in this file name one" if with_account else "export the orders with the column 'customer_id'"
     assert f"{orders}:2: field 'billing_email': no customer has this e-mail address" in result.stderr and said in result.stderr
     assert rows(project, Event) == []
 

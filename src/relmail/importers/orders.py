@@ -58,8 +58,6 @@ E = Event.__table__
 #: A line whose address no customer has: what to do. A customer's address changed since an old order is found
 #: through the shop's account number (``account``), when the export has it.
 NO_CUSTOMER = "no customer has this e-mail address"
-UNKNOWN_ADDRESS = (f"{NO_CUSTOMER} (import customers first; an address changed since the order is found by the "
-                   "shop's account number, mapped to 'account', when the export has it)")
 COUNTED = frozenset(PURCHASE_STATUSES)
 #: Distinct addresses, and distinct line values, remembered per import.
 REMEMBERED = 65536
@@ -71,8 +69,13 @@ EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id",
 class OrdersWriter:
     """Line items -> purchase events, matched to customers in bulk per chunk."""
 
-    def __init__(self, run, conn: Connection, skip_unknown: bool = False):
+    def __init__(self, run, conn: Connection, skip_unknown: bool = False, account_column: str | None = None):
         self.run = run
+        #: An address no customer has: import the customers first, or (``account_column``: the column of the shop's
+        #: account number that the mapping reads and the file lacks) export the orders with that column.
+        self.unknown_address = f"{NO_CUSTOMER} (import customers first)" if account_column is None else (
+            f"{NO_CUSTOMER} (import customers first; if the customer changed the address since this order, export the "
+            f"orders with the column {account_column!r}: the account's other orders then name the customer)")
         #: Lines whose address no customer has are counted and left out (a shop's guest checkouts), not errors.
         self.skip_unknown = skip_unknown
         self.conn = conn
@@ -151,7 +154,7 @@ class OrdersWriter:
                     details["lines_unknown_customer"] += 1
                     continue
                 if customer is None:
-                    reject(record, [("email", UNKNOWN_ADDRESS)], f"order {row['order_id']!r}")
+                    reject(record, [("email", self.unknown_address)], f"order {row['order_id']!r}")
                     continue
             else:
                 details["lines_without_customer"] += 1
