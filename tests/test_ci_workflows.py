@@ -425,7 +425,8 @@ def test_a_team_week_with_the_example_workflows_on_a_fixed_clock(demo_repo):
     # 1. A Friday on a fresh install: no run to diff against, nothing to fail on.
     fresh = run_github(demo_repo, "relmail-preview.yml", FRESH_FRIDAY, "schedule")
     assert fresh["Plan next week (dry run, with gates)"] == 0, fresh["Plan next week (dry run, with gates) (output)"]
-    assert fresh["Plan the base branch (the baseline of the diff)"] is None and fresh["Check the templates"] == 0
+    assert fresh["Plan the base branch (the baseline of the diff)"] is None
+    assert fresh["Check the templates"] == 0, fresh["Check the templates (output)"]
     assert "### relmail plan `weekly:2026-W49` (dry run, nothing written)" in fresh["summary"]
     assert "Changes since" not in fresh["summary"]
 

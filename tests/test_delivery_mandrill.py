@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import email
 import json
 import logging
+from email import policy
 
 import pytest
 import requests
@@ -11,7 +13,7 @@ import responses
 
 from delivery_messages import FakeTime, message
 from relmail.delivery import DeliveryAborted, get_adapter
-from relmail.errors import ConfigError
+from relmail.errors import ConfigError, UnsupportedFeature
 from test_provider_fixtures import cases
 
 URL = "https://mandrillapp.com/api/1.0/messages/send-raw"
@@ -41,6 +43,11 @@ def error(name: str, message: str = "", code: int = -1):
     return {"status": "error", "code": code, "name": name, "message": message or name}
 
 
+def sent_mime(doc: dict):
+    """The e-mail Mandrill's SMTP side reads from a send-raw body: ``raw_message`` parsed as the MIME it is."""
+    return email.message_from_string(doc["raw_message"], policy=policy.default)
+
+
 @responses.activate
 def test_the_rendered_mime_goes_unchanged_with_sender_recipient_and_key_in_the_body():
     responses.add_callback(responses.POST, URL, callback=result("sent"))
@@ -48,9 +55,53 @@ def test_the_rendered_mime_goes_unchanged_with_sender_recipient_and_key_in_the_b
     [r] = adapter(ip_pool="Main Pool").send([m])
     assert r.status == "accepted" and r.provider_id == "id-klant1@example.org" and r.http_status == 200
     doc = json.loads(responses.calls[0].request.body)
-    assert doc == {"key": KEY, "raw_message": m.as_bytes().decode(), "from_email": "news@fietsenwinkel.example",
-                   "to": ["klant1@example.org"], "async": False, "ip_pool": "Main Pool"}
+    # send-raw's documented parameters only: metadata, tags and subaccount have none of their own there.
+    assert set(doc) == {"key", "raw_message", "from_email", "to", "async", "ip_pool"}
+    assert (doc["key"], doc["from_email"], doc["to"], doc["async"], doc["ip_pool"]) == (
+        KEY, "news@fietsenwinkel.example", ["klant1@example.org"], False, "Main Pool")
+    assert doc["raw_message"].endswith(m.as_bytes().decode())  # the rendered e-mail, byte for byte
     assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in doc["raw_message"]
+
+
+@responses.activate
+def test_the_relmail_ids_and_tags_travel_as_mandrills_smtp_headers_which_its_events_echo():
+    """X-MC-Metadata (JSON, Mandrill returns it as msg.metadata) and X-MC-Tags (comma-separated) on the raw MIME."""
+    responses.add_callback(responses.POST, URL, callback=result("sent"))
+    m = ledger_message(1, metadata={"relmail_customer": "C-ø1", "relmail_run": "weekly:2026-W49",
+                                    "relmail_message": "ebike-launch"})
+    adapter().send([m])
+    mime = sent_mime(json.loads(responses.calls[0].request.body))
+    assert json.loads(mime["X-MC-Metadata"]) == dict(m.metadata)
+    assert mime["X-MC-Metadata"].isascii()  # a header value: what is not ASCII is a JSON escape
+    assert mime["X-MC-Tags"] == "weekly,ebike-launch"
+    assert mime["X-MC-Subaccount"] is None and mime["Message-ID"] == m.message_id
+
+
+@responses.activate
+def test_the_configured_subaccount_sends_every_email_through_it():
+    responses.add_callback(responses.POST, URL, callback=result("sent"))
+    adapter(subaccount="fietsenwinkel-nl").send([ledger_message(1), ledger_message(2)])
+    assert [sent_mime(json.loads(c.request.body))["X-MC-Subaccount"] for c in responses.calls] == ["fietsenwinkel-nl"] * 2
+
+
+@pytest.mark.parametrize("value", ["", "shop\r\nBcc: x@example.org", "winkel-ü", "x" * 256, 7])
+def test_a_subaccount_that_cannot_be_mandrills_stops_the_adapter_before_it_sends(value):
+    with pytest.raises(ConfigError, match=r"\[delivery.mandrill\]"):
+        adapter(subaccount=value)
+
+
+@pytest.mark.parametrize("extra, said", [
+    ({"tags": ("_internal",)}, "tag '_internal'"),
+    ({"tags": ("a,b",)}, "tag 'a,b'"),
+    ({"tags": ("x" * 51,)}, "at most 50"),
+    ({"tags": ("zomer-ü",)}, "tag 'zomer-ü'"),
+    ({"metadata": {"relmail_customer": "C" * 200, "relmail_run": "r", "relmail_message": "m"}}, "250 bytes"),
+])
+@responses.activate
+def test_what_mandrill_would_refuse_or_misread_stops_before_anything_is_sent(extra, said):
+    with pytest.raises(UnsupportedFeature, match=said):
+        adapter().send([ledger_message(1), ledger_message(2, **extra)])
+    assert len(responses.calls) == 0
 
 
 @responses.activate
@@ -90,7 +141,7 @@ def test_an_invalid_address_is_a_hard_bounce():
 @pytest.mark.parametrize(("answer", "fix"), [
     (error("Invalid_Key", "Invalid API key"), "in the secret esp_api_key"),
     (error("PaymentRequired", "This feature is only available for paid accounts"), "paid for"),
-    (error("Unknown_Subaccount", "No subaccount exists with the id 'shop'"), "subaccount"),
+    (error("Unknown_Subaccount", "No subaccount exists with the id 'shop'"), "\\[delivery.mandrill\\] subaccount"),
 ])
 def test_a_refused_account_stops_the_batch_at_once_and_keeps_what_was_accepted(answer, fix):
     responses.add_callback(responses.POST, URL, callback=result("sent"))

@@ -21,7 +21,7 @@ from relmail.cli import cli
 from relmail.feedback import ingest, provider
 from relmail.feedback.records import Record
 from relmail.project import Project
-from relmail.store.models import Customer, Preference
+from relmail.store.models import Customer, Event, Preference
 from relmail.web.app import make_app
 from test_provider_fixtures import BLOCKED, CLICKED, COMPLAINED, DELIVERED, HARD, OPENED, SOFT, UNSUBSCRIBED, cases
 
@@ -32,7 +32,7 @@ PUBLIC = "https://fietsenwinkel.example/relmail/webhooks/mandrill"
 
 #: fixture name -> (relmail types recorded, consent withdrawn: None or "*")
 EVENTS = {"mandrill": {
-    "send": ([DELIVERED], None), "deferral": ([], None), "hard_bounce": ([HARD], None), "soft_bounce": ([SOFT], None),
+    "send": ([DELIVERED], None), "delivered": ([DELIVERED], None), "deferral": ([], None), "hard_bounce": ([HARD], None), "soft_bounce": ([SOFT], None),
     "open": ([OPENED], None), "click": ([CLICKED], None), "spam": ([COMPLAINED], "*"), "unsub": ([UNSUBSCRIBED], "*"),
     # Mandrill did not send: the event that put the address on its denylist came on its own.
     "reject": ([BLOCKED], None),
@@ -205,6 +205,38 @@ def test_the_id_ties_the_event_to_the_send_and_a_redelivered_event_keeps_its_id(
     assert first.event_id != p.parse_event(event("open", "anna@example.com", 16, msg_id="abc123"))[0].event_id
 
 
+def test_the_relmail_ids_mandrill_echoes_in_msg_metadata_name_the_customer_run_and_message(mandrill_shop):
+    """X-MC-Metadata comes back as msg.metadata: it wins over the address, which a forward or a typo changes."""
+    client, engine = mandrill_shop
+    ids = {"relmail_customer": "C0000002", "relmail_run": "weekly:2026-W49", "relmail_message": "ebike-launch"}
+    answer = client.post("/webhooks/mandrill", **signed([
+        event("click", "someone.else@example.org", 20, url="https://fietsenwinkel.example/e-bikes", msg={"metadata": ids})]))
+    assert answer.json["applied"] == {"clicked": 1}
+    E = Event.__table__
+    with engine.connect() as conn:
+        rows = conn.execute(select(E.c.customer_id, E.c.type, E.c.run_id, E.c.message_id).where(E.c.type == "email_clicked")).all()
+    assert rows == [("C0000002", "email_clicked", "weekly:2026-W49", "ebike-launch")]
+
+
+def test_send_and_delivered_of_one_email_record_one_delivery():
+    """Mailchimp's 'delivered' (the receiving server's answer) follows its 'send': the e-mail arrived once."""
+    p = provider("mandrill", now=lambda: NOW)
+    [sent] = p.parse_event(event("send", "anna@example.com", 30, msg_id="m30"))
+    [delivered] = p.parse_event(event("delivered", "anna@example.com", 95, msg_id="m30"))
+    assert sent.type == delivered.type == "delivered" and sent.event_id == delivered.event_id
+    assert p.parse_event(event("delivered", "anna@example.com", 95, msg_id="m31"))[0].event_id != sent.event_id
+
+
+def test_an_event_whose_msg_mandrill_left_empty_is_read_by_its_id():
+    """Mandrill sends an empty msg for an open or click of an e-mail older than 30 days, or not yet indexed."""
+    p = provider("mandrill", now=lambda: NOW)
+    bare = {"event": "open", "ts": int(T0.timestamp()), "_id": "abc123", "msg": {}}
+    [opened] = p.parse_event(bare)
+    assert (opened.type, opened.sent_id, opened.recipient) == ("opened", "abc123", "")
+    batch = p.parse_records([Record(0, {**bare, "_id": None})], "webhook")
+    assert batch.events == [] and batch.invalid[0].field == "email"  # neither id nor address: nothing to tie it to
+
+
 # -- the parser -------------------------------------------------------------------
 
 ANY = st.one_of(st.none(), st.booleans(), st.integers(-5, 2**64), st.floats(allow_nan=True), st.text(max_size=12),
@@ -213,11 +245,12 @@ MSG = st.fixed_dictionaries({}, optional={
     "email": st.one_of(st.sampled_from(["anna@example.com", "not-an-address"]), ANY),
     "_id": st.one_of(st.just("m1"), ANY),
     "diag": st.one_of(st.sampled_from(["smtp;550 5.1.1 unknown", "smtp;550 5.7.1 blocked"]), ANY),
+    "metadata": st.one_of(st.fixed_dictionaries({}, optional={"relmail_customer": ANY, "relmail_run": ANY}), ANY),
 })
 RECORDS = st.fixed_dictionaries({}, optional={
-    "event": st.one_of(st.sampled_from(["send", "open", "click", "hard_bounce", "soft_bounce", "spam", "unsub", "reject",
-                                        "deferral", "typo"]), ANY),
-    "type": st.one_of(st.sampled_from(["blacklist", "whitelist"]), ANY),
+    "event": st.one_of(st.sampled_from(["send", "delivered", "open", "click", "hard_bounce", "soft_bounce", "spam", "unsub",
+                                        "reject", "deferral", "typo"]), ANY),
+    "type": st.one_of(st.sampled_from(["blacklist", "whitelist", "denylist", "allowlist"]), ANY),
     "ts": st.one_of(st.integers(1_700_000_000, 1_760_000_000), ANY),
     "_id": st.one_of(st.just("m1"), ANY),
     "url": st.one_of(st.just("https://fietsenwinkel.example/"), ANY),
@@ -234,4 +267,14 @@ def test_any_event_is_read_rejected_with_its_field_or_skipped_never_misread(reco
     usable = [r for r in records if isinstance(r, dict) and isinstance(r.get("msg"), dict)]
     assert len(batch.events) <= len(usable)  # an event without its msg object is never guessed at
     for e in batch.events:
-        assert "@" in e.recipient and e.provider == "mandrill"
+        # An address, or none at all when an empty msg leaves the event's _id alone to find the e-mail.
+        assert ("@" in e.recipient or (e.recipient == "" and e.sent_id)) and e.provider == "mandrill"
+
+
+@pytest.mark.parametrize("kind", ["blacklist", "whitelist", "denylist", "allowlist"])
+def test_a_sync_event_under_the_lists_old_or_current_name_is_ignored_not_invalid(kind):
+    sync = {"type": kind, "action": "add", "ts": int(NOW.timestamp()),
+            "reject": {"email": "anna@example.com", "reason": "hard-bounce", "detail": "", "created_at": "2026-12-04 11:00:00"}}
+    batch = provider("mandrill", now=lambda: NOW).parse_records([Record(0, sync)], "webhook")
+    assert (batch.events, batch.invalid, batch.ignored) == ([], [], {kind: 1})
+

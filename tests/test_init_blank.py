@@ -149,10 +149,11 @@ def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_p
     engine.dispose()
 
 
-def test_a_blank_shop_whose_customers_read_two_languages_passes_the_strict_check_with_its_newsletter_named_in_each(
+def test_a_blank_shop_whose_customers_read_three_languages_passes_the_strict_check_once_each_has_its_newsletter(
         tmp_path, db_url, monkeypatch):
     # The templates check warns about a topic without a label in a language the customers read their pages in:
-    # the newsletter topic init writes is named in every language the blank newsletter has wording in.
+    # the newsletter topic init writes is named in every language the blank newsletter has wording in. And about
+    # customers who would get the newsletter in another language than theirs, until it has a variant for them.
     monkeypatch.setenv("RELMAIL_DATABASE_URL", db_url)
     monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
     runner = CliRunner()
@@ -161,6 +162,13 @@ def test_a_blank_shop_whose_customers_read_two_languages_passes_the_strict_check
     (root / "customers.csv").write_text("id,email,locale\nC1,c1@example.org,de_DE\nC2,c2@example.org,en_GB\nC3,c3@example.org,fr_FR\n")
     for args in (["db", "upgrade"], ["import", "customers", str(root / "customers.csv")]):
         assert runner.invoke(cli, ["-p", str(root), *args]).exit_code == 0
+    checked = runner.invoke(cli, ["-p", str(root), "templates", "check", "--strict"])
+    assert checked.exit_code == 6 and "0 errors, 1 warning" in checked.output, checked.output
+    assert ("warning: newsletter.html: newsletter/newsletter: 2 recipient(s) get newsletter.html, written in 'de', not in "
+            "their language (1 en_GB, 1 fr_FR); add newsletter.en.html, newsletter.fr.html for them") in checked.output
+    base = (root / "templates" / "newsletter.html").read_text(encoding="utf-8")
+    for lang in ("en", "fr"):
+        (root / "templates" / f"newsletter.{lang}.html").write_text(base, encoding="utf-8")
     checked = runner.invoke(cli, ["-p", str(root), "templates", "check", "--strict"])
     assert checked.exit_code == 0 and "0 errors, 0 warnings" in checked.output, checked.output
     labels = Project.load(root).settings.section("topics")["newsletter"]["label"]

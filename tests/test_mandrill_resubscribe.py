@@ -2,8 +2,9 @@
 
 Mandrill's events come through ``relmail serve``'s webhook, signed as Mandrill signs them; Mandrill's API is checked
 at the HTTP boundary (``responses``) against its documented call, ``POST /api/1.0/rejects/delete`` with the key and
-the address in the JSON body: ``{"email": ..., "deleted": true}``, or the error ``Invalid_Reject`` (HTTP 500) for an
-address that is not on the denylist.
+the address in the JSON body (and the subaccount relmail sends through, whose own denylist an unsubscribe from its
+e-mails lands on): ``{"email": ..., "deleted": true, "subaccount": ...}``, or the error ``Invalid_Reject`` (HTTP 500)
+for an address that is not on the denylist.
 """
 
 from __future__ import annotations
@@ -94,6 +95,29 @@ def test_an_address_no_longer_on_the_denylist_counts_as_lifted_and_a_refused_key
     assert resubscribe_cli(project)[0] == 0
     assert resubscribe_cli(project)[1] == "Mandrill: 0 listing(s) of 0 customer(s) lifted, 0 failed\n"
     assert len(responses.calls) == 2
+
+
+@responses.activate
+def test_sending_through_a_subaccount_lifts_the_entry_on_that_subaccounts_denylist(shop):
+    project, _ = unsubscribed_then_opted_in(shop)
+    toml = project.root / "relmail.toml"
+    toml.write_text(toml.read_text().replace("[delivery.mandrill]\n", '[delivery.mandrill]\nsubaccount = "fietsenwinkel-nl"\n'))
+    responses.add_callback(responses.POST, LIFT, callback=lambda r: (200, {}, json.dumps(
+        {"email": json.loads(r.body)["email"], "deleted": True, "subaccount": json.loads(r.body)["subaccount"]})))
+    code, output = resubscribe_cli(project)
+    assert code == 0, output
+    assert [json.loads(c.request.body) for c in responses.calls] == [
+        {"key": KEY, "email": "c-ok@example.org", "subaccount": "fietsenwinkel-nl"}]
+
+
+@responses.activate
+def test_an_answer_that_says_nothing_was_deleted_is_a_failure_tried_again(shop):
+    project, _ = unsubscribed_then_opted_in(shop)
+    responses.add(responses.POST, LIFT, json={"email": "c-ok@example.org", "deleted": False, "subaccount": None})
+    code, output = resubscribe_cli(project)
+    assert code == 7 and "C-OK" in output and "c-ok@" not in output, output
+    responses.replace(responses.POST, LIFT, json={"email": "c-ok@example.org", "deleted": True, "subaccount": None})
+    assert resubscribe_cli(project)[0] == 0 and len(responses.calls) == 2  # the failed lift was asked again
 
 
 @responses.activate

@@ -69,6 +69,10 @@ def test_relmail_send_hands_each_email_to_mandrill_once_records_its_refusals_and
         mime = email.message_from_string(doc["raw_message"], policy=policy.default)
         assert mime["To"].addresses[0].addr_spec == doc["to"][0]
         assert mime["List-Unsubscribe"].startswith("<http") and mime["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+        # The relmail ids Mandrill echoes in every event's msg.metadata, and the tags, as its SMTP headers.
+        assert json.loads(mime["X-MC-Metadata"]) == {"relmail_customer": mime["X-Relmail-Customer"], "relmail_run": RUN,
+                                                     "relmail_message": "sendtest-news"}
+        assert mime["X-MC-Tags"] == "sendtest,sendtest-news"
 
     D, E, P = Delivery.__table__, Event.__table__, Preference.__table__
     with engine.connect() as conn:
@@ -88,8 +92,10 @@ def test_relmail_send_hands_each_email_to_mandrill_once_records_its_refusals_and
     assert (unsub, "*", "esp-send") in opted_out
     assert sorted(told) == sorted([(unsub, "email_unsubscribed", None), (bounced, "email_bounced_hard", RUN)])
 
-    # Mandrill's webhook for two of the sent e-mails, found by the _id the send answered with.
-    first, second = sorted(c for c, _, s in rows if s == "accepted")[:2]
+    # Mandrill's webhook for sent e-mails: found by the _id the send answered with, or by the metadata it echoes.
+    first, second, third, fourth = sorted(c for c, _, s in rows if s == "accepted")[:4]
+    echoed = {c: json.loads(email.message_from_string(d["raw_message"], policy=policy.default)["X-MC-Metadata"])
+              for d in docs for c in [by_address[d["to"][0]]]}
     monkeypatch.setenv("RELMAIL_MANDRILL_WEBHOOK_KEY", HOOK_KEY)
     at = int((datetime.now(UTC) - timedelta(minutes=1)).timestamp())
     events = [
@@ -98,6 +104,11 @@ def test_relmail_send_hands_each_email_to_mandrill_once_records_its_refusals_and
         # Another address than the one sent to (a forward): the _id still finds the e-mail.
         {"event": "click", "ts": at, "_id": f"md-{_address(by_address, second)}", "url": "https://fietsenwinkel.example/",
          "msg": {"ts": at, "_id": f"md-{_address(by_address, second)}", "email": "someone.else@example.org", "state": "sent"}},
+        # An open of an e-mail Mandrill no longer indexes: an empty msg, the _id alone.
+        {"event": "open", "ts": at, "_id": f"md-{_address(by_address, third)}", "msg": {}},
+        # An id the ledger does not know and a forwarded address: the echoed metadata names the e-mail.
+        {"event": "open", "ts": at, "_id": "md-unknown", "msg": {"ts": at, "_id": "md-unknown", "email": "fwd@example.org",
+                                                                  "state": "sent", "metadata": echoed[fourth]}},
     ]
     fields = {"mandrill_events": json.dumps(events)}
     public = project.settings.unsubscribe_url.rstrip("/") + "/webhooks/mandrill"
@@ -109,9 +120,10 @@ def test_relmail_send_hands_each_email_to_mandrill_once_records_its_refusals_and
     assert answer.status_code == 200, answer.json
     with engine.connect() as conn:
         found = conn.execute(select(E.c.type, E.c.customer_id, E.c.run_id, E.c.message_id)
-                             .where(E.c.type.in_(["email_complained", "email_clicked"]), E.c.run_id == RUN)
-                             .order_by(E.c.type)).all()
-    assert found == [("email_clicked", second, RUN, "sendtest-news"), ("email_complained", first, RUN, "sendtest-news")]
+                             .where(E.c.type.in_(["email_complained", "email_clicked", "email_opened"]), E.c.run_id == RUN)
+                             .order_by(E.c.type, E.c.customer_id)).all()
+    assert found == [("email_clicked", second, RUN, "sendtest-news"), ("email_complained", first, RUN, "sendtest-news"),
+                     *sorted([("email_opened", third, RUN, "sendtest-news"), ("email_opened", fourth, RUN, "sendtest-news")])]
 
     # A second send of the same window hands nothing over again, the refused ones included.
     again = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])

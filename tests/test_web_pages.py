@@ -335,7 +335,7 @@ def test_german_and_polish_customers_get_the_pages_in_their_language_with_polish
 
 
 @pytest.mark.parametrize("locale, lang, asked, button", [
-    ("fr_BE", "fr", "Voulez-vous ne plus recevoir d’e-mails sur <strong>", "Me désabonner de tous les e-mails"),
+    ("fr_BE", "fr", "Voulez-vous ne plus recevoir les e-mails « <strong>", "Me désabonner de tous les e-mails"),
     ("es_MX", "es", "¿Desea dejar de recibir correos electrónicos sobre <strong>", "Darme de baja de todos los correos electrónicos"),
     ("it_CH", "it", "Non desidera più ricevere e-mail su <strong>", "Annulla l’iscrizione a tutte le e-mail"),
 ])

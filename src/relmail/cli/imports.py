@@ -191,6 +191,12 @@ _DETAILS = {
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
                         "(SHARED_BUDGET); merge them in the source",
+    "consent_shared_addresses": "{n:,} address(es) of the file that several customer ids have (a guest checkout and "
+                                "an account, another case): the consent the file gives the address is recorded "
+                                "for every one of them",
+    "consent_shared_records": "{n:,} consent record(s) written for those other customer ids",
+    "consent_shared_kept_out": "{n:,} opt-in(s) without a date not given to another customer id with the address "
+                               "that opted out: kept opted out",
     "lines_not_purchases": "{n:,} line(s) of cancelled, refunded or unpaid orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",

@@ -9,6 +9,17 @@ The key is the secret ``esp_api_key``; Mandrill takes it as ``key`` in the
 JSON body (never logged: reasons quote Mandrill's answer, not the request).
 ``ip_pool`` names a dedicated IP pool.
 
+send-raw has no ``metadata``, ``tags`` or ``subaccount`` parameter: it sends
+the document "exactly as if it were sent through" Mandrill's SMTP servers,
+which take those options as ``X-MC-*`` headers. relmail adds them on top of
+the rendered headers: ``X-MC-Metadata`` (the relmail ids as a JSON object,
+which Mandrill returns as ``msg.metadata`` in every webhook event:
+:mod:`relmail.feedback.mandrill`), ``X-MC-Tags`` (the tags, comma-separated)
+and, with ``[delivery.mandrill] subaccount``, ``X-MC-Subaccount``.
+Mandrill's limits are checked before anything is sent: metadata at most 250
+bytes of JSON, tags at most 50 characters, none starting with ``_`` (reserved
+by Mandrill) or holding a comma (the header's separator).
+
 Answers (an array with the recipient's result, or an error object):
 
 - ``sent``, ``queued``, ``scheduled``: accepted; the ``_id`` becomes
@@ -46,22 +57,29 @@ cannot be read as the recipient's result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..errors import UnsupportedFeature
+from ..errors import ConfigError, UnsupportedFeature
 from .base import Abort, OutgoingMessage, Result, accepted, deferred, rejected
-from .esp import AccountRefusals
+from .esp import AccountRefusals, unique_tags
 from .http import HttpAdapter, json_body
 
 PATH = "/messages/send-raw"
 ACCEPTED_STATUSES = ("sent", "queued", "scheduled")
 
+#: The SMTP headers that carry send-raw's per-message options.
+METADATA_HEADER, TAGS_HEADER, SUBACCOUNT_HEADER = "X-MC-Metadata", "X-MC-Tags", "X-MC-Subaccount"
+#: Mandrill's limits: bytes of JSON-encoded metadata per message, characters per tag, of a subaccount id.
+MAX_METADATA_BYTES, MAX_TAG_LENGTH, MAX_SUBACCOUNT_LENGTH = 250, 50, 255
+
 #: Error names (HTTP 500 ``{"status": "error", ...}``) that refuse the account -> what to fix.
 ACCOUNT_ERRORS = {
     "Invalid_Key": "set a Mailchimp Transactional API key (Settings > SMTP & API Info) in the secret esp_api_key",
     "PaymentRequired": "the account cannot send until it is paid for: add transactional e-mail credits in Mailchimp",
-    "Unknown_Subaccount": "the subaccount the e-mails name does not exist in Mailchimp Transactional",
+    "Unknown_Subaccount": ("[delivery.mandrill] subaccount names no subaccount of the account: create it "
+                           "(Outbound > Subaccounts) or correct the setting"),
 }
 #: Error names of a fault on Mandrill's side: the e-mail waits ``retry_delay``.
 TRANSIENT_ERRORS = ("GeneralError", "ServiceUnavailable")
@@ -81,12 +99,17 @@ class MandrillAdapter(AccountRefusals, HttpAdapter):
     name = "mandrill"
     default_base_url = "https://mandrillapp.com/api/1.0"
     max_batch = 1000
-    config_keys = ("base_url", "ip_pool", "timeout", "max_retries", "max_retry_wait", "concurrency")
+    config_keys = ("base_url", "ip_pool", "subaccount", "timeout", "max_retries", "max_retry_wait", "concurrency")
 
     def __init__(self, config=None, secret=None, **kw):
         super().__init__(config, secret, **kw)
         self.api_key = self.secret("esp_api_key")
         self.ip_pool = self.config.string("ip_pool", None)
+        self.subaccount = self.config.string("subaccount", None)
+        if self.subaccount is not None and not (
+                0 < len(self.subaccount) <= MAX_SUBACCOUNT_LENGTH and _header_safe(self.subaccount)):
+            raise ConfigError(f"{self.config.where}: subaccount must be the id of a Mailchimp Transactional subaccount "
+                              f"(printable ASCII, at most {MAX_SUBACCOUNT_LENGTH} characters), got {self.subaccount[:80]!r}")
 
     def configure(self, session) -> None:
         session.headers["Accept"] = "application/json"
@@ -98,12 +121,31 @@ class MandrillAdapter(AccountRefusals, HttpAdapter):
             except UnicodeDecodeError:
                 raise UnsupportedFeature(f"mandrill: message {m.key}: the MIME is not UTF-8 text; "
                                          "raw_message is a JSON string") from None
+            if len(_metadata(m).encode()) > MAX_METADATA_BYTES:
+                raise UnsupportedFeature(f"mandrill: message {m.key}: metadata exceeds {MAX_METADATA_BYTES} bytes "
+                                         "of JSON (Mandrill's limit)")
+            for tag in unique_tags(m):
+                if not (len(tag) <= MAX_TAG_LENGTH and _header_safe(tag) and "," not in tag and not tag.startswith("_")):
+                    raise UnsupportedFeature(
+                        f"mandrill: message {m.key}: tag {tag[:60]!r} must be printable ASCII of at most {MAX_TAG_LENGTH} "
+                        "characters, without a comma and not starting with '_' (Mandrill's limits)")
+
+    def options(self, m: OutgoingMessage) -> bytes:
+        """The ``X-MC-*`` header lines that carry ``m``'s metadata, tags and the subaccount (see the module docstring)."""
+        lines = []
+        if m.metadata:
+            lines.append(f"{METADATA_HEADER}: {_metadata(m)}")
+        if m.tags:
+            lines.append(f"{TAGS_HEADER}: {','.join(unique_tags(m))}")
+        if self.subaccount:
+            lines.append(f"{SUBACCOUNT_HEADER}: {self.subaccount}")
+        return "".join(line + "\r\n" for line in lines).encode("ascii")
 
     def document(self, m: OutgoingMessage) -> dict:
         """The JSON body of ``send-raw`` for ``m`` (it holds the API key: never log it)."""
         doc: dict[str, Any] = {
             "key": self.api_key,
-            "raw_message": m.as_bytes().decode("utf-8"),
+            "raw_message": (self.options(m) + m.as_bytes()).decode("utf-8"),
             "from_email": m.from_addr,
             "to": [m.to],
             "async": False,
@@ -154,6 +196,16 @@ class MandrillAdapter(AccountRefusals, HttpAdapter):
         if _is_error(data) and data.get("name") in ACCOUNT_ERRORS:
             return f"Mandrill refuses the account ({_describe(data)}): {ACCOUNT_ERRORS[data['name']]}"
         return None
+
+
+def _metadata(m: OutgoingMessage) -> str:
+    """``m``'s metadata as Mandrill takes it: one JSON object of strings, ASCII (the rest escaped) to fit a header."""
+    return json.dumps({k: str(v) for k, v in m.metadata.items()}, separators=(",", ":"))
+
+
+def _header_safe(value: str) -> bool:
+    """Whether ``value`` can be a header's value as it is: printable ASCII, no line break."""
+    return value.isascii() and value.isprintable()
 
 
 def _is_error(data: Any) -> bool:

@@ -3,7 +3,8 @@
 The send loop puts these keys on each :class:`~relmail.delivery.base.OutgoingMessage`;
 each adapter carries them the way its provider allows (SendGrid
 ``custom_args``, Mailgun ``v:`` variables, Postmark ``Metadata``, SES
-message tags, Mailjet ``EventPayload``), and each feedback provider reads them back from the events,
+message tags, Mailjet ``EventPayload``, Brevo ``X-Mailin-custom``, Mandrill
+``X-MC-Metadata``), and each feedback provider reads them back from the events,
 so that a bounce or a complaint finds its (customer, run, message) again.
 """
 

@@ -17,11 +17,16 @@ by ``relmail serve``) and, failing that, a POST with an empty
 ``mandrill_events`` signed with the key ``test-webhook``: accepted, nothing
 is written. The webhook's own key exists only once the webhook does.
 
-Message events (``event``, ``ts``, ``_id``, ``msg``): the delivery is found
-by ``_id``, the id the send answered with (:mod:`relmail.delivery.mandrill`),
-else by ``msg.email``, the recipient.
+Message events (``event``, ``ts``, ``_id``, ``msg``): ``_id`` is the id of
+the e-mail, the one the send answered with (:mod:`relmail.delivery.mandrill`),
+which finds its delivery; ``msg.metadata`` holds the relmail ids the send
+put in ``X-MC-Metadata``, which name the customer, run and message outright;
+failing both, ``msg.email``, the recipient, finds the customer. ``msg`` may be
+empty (Mandrill says so for an open or click of an e-mail older than 30 days,
+or not yet indexed): such an event is read by its ``_id`` alone.
 
-- ``send`` (the receiving server took it): delivered;
+- ``send`` (Mandrill sent it) and ``delivered`` (the receiving server said
+  it took it): delivered, once per e-mail whichever comes first;
 - ``hard_bounce``: a hard bounce, unless the receiving server's status in
   ``msg.diag`` is about the sender or the message (``5.7.1``): a block
   (:mod:`.blocks`); ``soft_bounce``: soft, or a block by the same rule;
@@ -35,14 +40,15 @@ else by ``msg.email``, the recipient.
 - ``deferral`` (Mandrill retries) is ignored and counted.
 
 Sync events (``type`` ``blacklist`` or ``whitelist`` with ``action`` and
-``reject``) report changes to Mandrill's denylist and allowlist, not to an
+``reject``; ``denylist`` and ``allowlist``, the lists' current names, are
+read alike) report changes to Mandrill's denylist and allowlist, not to an
 e-mail: ignored and counted, as are ``inbound`` messages.
 
 Mandrill gives events no id of their own: each gets one derived from the
-message, kind, time and URL, so a redelivered POST (Mandrill retries a
-failed one for about an hour) writes nothing twice. Export files: saved
-``mandrill_events`` arrays, as JSON or JSON Lines
-(``relmail feedback import --format mandrill``).
+message, kind, time and URL (a delivery: from the message alone), so a
+redelivered POST (Mandrill retries a failed one for about an hour) writes
+nothing twice. Export files: saved ``mandrill_events`` arrays, as JSON or
+JSON Lines (``relmail feedback import --format mandrill``).
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ from urllib.parse import parse_qsl
 
 from ..errors import ConfigError, SignatureError
 from .blocks import BLOCKED, sender_side, soft_or_blocked, status_in
-from .events import FeedbackEvent, derived_id
+from .events import FeedbackEvent, derived_id, relmail_ids
 from .provider import Nonce, Provider
 from .records import FieldError, Record, invalid, obj, parse_json_body, text
 from .webhook import MissingCredentials, WebhookConfig, WebhookRequest
@@ -70,6 +76,7 @@ CHECK_KEY = "test-webhook"
 #: Mandrill's message event -> relmail's type (None: ignored; see the module docstring).
 EVENTS: dict[str, str | None] = {
     "send": "delivered",
+    "delivered": "delivered",
     "hard_bounce": "bounced_hard",
     "soft_bounce": "bounced_soft",
     "spam": "complained",
@@ -108,6 +115,9 @@ def _fields(body: bytes) -> dict[str, str]:
         raise invalid("mandrill webhook", "body is not UTF-8 form data") from None
 
 
+#: ``type`` of a sync event: a change to Mandrill's lists, not to an e-mail.
+SYNC_TYPES = ("blacklist", "whitelist", "denylist", "allowlist")
+
 class Mandrill(Provider):
     name = "mandrill"
     secret = SECRET
@@ -139,18 +149,19 @@ class Mandrill(Provider):
 
     def parse_event(self, record: Mapping[str, Any]) -> list[FeedbackEvent]:
         """One Mandrill event as relmail events ([] for kinds relmail does not track)."""
-        if "event" not in record and record.get("type") in ("blacklist", "whitelist"):
+        if "event" not in record and record.get("type") in SYNC_TYPES:
             return []  # a sync event: Mandrill's lists changed, not an e-mail
         kind = text(record, "event")
         normalized = EVENTS.get(kind)
         if normalized is None:
             return []
         msg = obj(record, "msg")
-        recipient = text(msg, "email")
-        if "@" not in recipient:
+        # The event's _id is documented as the id of the e-mail it is about, and is there when msg is empty.
+        sent = text(record, "_id", required=False) or text(msg, "_id", required=False)
+        recipient = text(msg, "email", required=not (sent and not msg))
+        if recipient is not None and "@" not in recipient:
             raise FieldError("msg.email", f"expected an e-mail address, got {recipient[:80]!r}")
-        # msg._id is the message's id, the one the send answered with (Mandrill's examples give the event another).
-        sent = text(msg, "_id", required=False) or text(record, "_id", required=False)
+        recipient = recipient or ""
         when = self.time(record, "ts")
         diag = text(msg, "diag", required=False)
         if kind == "hard_bounce" and sender_side(status_in(diag, failures_only=True)):
@@ -159,16 +170,19 @@ class Mandrill(Provider):
             normalized = soft_or_blocked(diag)
         url = text(record, "url") if kind == "click" else None
         reason = diag or text(msg, "bounce_description", required=False)
+        # send and delivered both say the e-mail arrived: one id, so whichever comes second writes nothing.
+        key = ("delivered", None) if normalized == "delivered" and sent else (kind, int(when.timestamp()))
         return [
             FeedbackEvent(
                 type=normalized,
                 occurred_at=when,
                 recipient=recipient,
                 provider=self.name,
-                provider_event_id=derived_id(sent, recipient.lower(), kind, int(when.timestamp()), url),
+                provider_event_id=derived_id(sent, recipient.lower(), *key, url),
                 reason=reason,
                 url=url,
                 sent_id=sent,
+                **relmail_ids(obj(msg, "metadata", required=False)),
                 esp_event=dict(record),
             )
         ]

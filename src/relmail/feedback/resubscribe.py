@@ -42,7 +42,7 @@ from sqlalchemy.engine import Engine
 
 from ..delivery.base import Abort
 from ..delivery.esp import error_text
-from ..delivery.http import HttpAdapter
+from ..delivery.http import HttpAdapter, json_body
 from ..errors import ConfigError
 from ..store.db import dialect_insert
 from ..store.models import ConsentChange, Customer, Event, Meta, Preference
@@ -76,6 +76,8 @@ class Lifter:
     method: str = "DELETE"
     #: The call's JSON body (``adapter``, the address), for an ESP that takes the address there.
     body: Callable[[HttpAdapter, str], dict] | None = None
+    #: Whether a 2xx answer says the listing was lifted (Mandrill's says so in its body).
+    lifted: Callable[[requests.Response], bool] = lambda response: True
     #: Whether an answer says the address was not on the list: nothing to lift, counted as lifted.
     not_listed: Callable[[requests.Response], bool] = lambda response: response.status_code == 404
 
@@ -117,8 +119,9 @@ PROVIDERS: dict[str, Lifter] = {
         describe=lambda listing: "transactional blocked contacts",
         whole_address=True,
     ),
-    # Mandrill's rejects/delete: the key and the address in the JSON body; {"deleted": true} lifted, the error
-    # Invalid_Reject (HTTP 500) when the address is not on the rejection denylist.
+    # Mandrill's rejects/delete: the key, the address and the subaccount relmail sends through (whose own denylist
+    # holds what its e-mails' unsubscribes put there) in the JSON body; {"deleted": true} lifted, the error
+    # Invalid_Reject (HTTP 500) when the address is not on the denylist.
     "mandrill": Lifter(
         name="mandrill",
         label="Mandrill",
@@ -128,19 +131,23 @@ PROVIDERS: dict[str, Lifter] = {
         describe=lambda listing: "rejection denylist",
         whole_address=True,
         method="POST",
-        body=lambda adapter, email: {"key": adapter.api_key, "email": email},
+        body=lambda adapter, email: {"key": adapter.api_key, "email": email,
+                                     **({"subaccount": adapter.subaccount} if adapter.subaccount else {})},
+        lifted=lambda response: _json_field(response, "deleted") is True,
         not_listed=lambda response: _mandrill_error(response) == "Invalid_Reject",
     ),
 }
 
 
+def _json_field(response: requests.Response, name: str):
+    """Field ``name`` of the JSON object ``response`` holds, or None."""
+    data = json_body(response)
+    return data.get(name) if isinstance(data, dict) else None
+
+
 def _mandrill_error(response: requests.Response) -> str | None:
     """The ``name`` of Mandrill's error object (sent with HTTP 500), or None."""
-    try:
-        data = response.json()
-    except ValueError:
-        return None
-    return data.get("name") if isinstance(data, dict) and data.get("status") == "error" else None
+    return _json_field(response, "name") if _json_field(response, "status") == "error" else None
 
 
 @dataclass(frozen=True)
@@ -256,7 +263,7 @@ def _delete(adapter: HttpAdapter, esp: Lifter, email: str, listing: str) -> str 
     response = outcome.response
     if response is None:
         return _without(outcome.reason or f"no answer from {esp.label}", email, address)
-    if 200 <= response.status_code < 300 or esp.not_listed(response):
+    if (200 <= response.status_code < 300 and esp.lifted(response)) or esp.not_listed(response):
         return None
     return _without(f"HTTP {response.status_code}: {error_text(response)}", email, address)
 

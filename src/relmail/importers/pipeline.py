@@ -199,7 +199,9 @@ def import_file(
                                 progress(run.read, src.position(), src.size)
                     run.flush()
                     run.sink.finish()
-                    run.flush()  # what the writer found at the end: orders that waited for their account's customer
+                    # What the writer found at the end: rows its finish refused (a customers file's consent for another
+                    # id, an order that waited for its account's customer).
+                    run.flush()
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:

@@ -6,7 +6,8 @@
   carries besides the customer: the global consent flag (through
   :class:`~relmail.importers.history.PreferenceHistory`), addresses for the
   suppression list, the erasure link, and with ``match: email`` the
-  customer an address already belongs to.
+  customer an address already belongs to, and the consent of an address
+  for every customer id with it.
 * :class:`PreferencesWriter`: preference histories (latest wins).
 * :class:`relmail.importers.orders.OrdersWriter`: line items as purchase events.
 
@@ -24,6 +25,7 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
+from ..store.mailboxes import mates
 from ..store.models import EMAIL_LOWER, Customer, Suppression
 from ..windows import current_time
 from .addresses import customers_by_address
@@ -128,13 +130,17 @@ class CustomersWriter(TableWriter):
         self.salt: str | None = None
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
-                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0}
+                        "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
+                        "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0}
         if merge is not None:
             self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there, the id the file gives it).
         self.mailboxes: dict[str, tuple[int, str, str]] = {}
+        #: ``match: email``: the rows whose address other customers have too -> (the row's record, its consent
+        #: records, the topics of those changed since the last export), for :meth:`_share_consent`.
+        self.shared_consent: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
@@ -202,6 +208,7 @@ class CustomersWriter(TableWriter):
         """
         if not self.addresses or not self.run.may_write():
             return
+        self._share_consent()
         shared = select(EMAIL_LOWER).group_by(EMAIL_LOWER).having(func.count() > 1)
         self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
@@ -391,6 +398,7 @@ class CustomersWriter(TableWriter):
             elif verdict is not False:
                 self.run.reject(record, [verdict])
         by_line = {record.line: record for record, _ in rows}
+        refused = set()
         # The global consent and the topics' apart, to say how many records of each were written.
         for detail, part in (("consent_records", [k for k in kept if k[1]["topic"] == "*"]),
                              ("topic_consent_records", [k for k in kept if k[1]["topic"] != "*"])):
@@ -399,6 +407,7 @@ class CustomersWriter(TableWriter):
             before, without = self.consent.written, self.consent.not_opted_in
             for line, problem in self.consent.write(part, changed):
                 self.run.reject(by_line[line], [problem])
+                refused.add(line)
             self.details[detail] = self.details.get(detail, 0) + self.consent.written - before
             if detail == "consent_records":  # customers without marketing consent: the global flag says so
                 self.details["without_consent"] += self.consent.not_opted_in - without
@@ -408,6 +417,58 @@ class CustomersWriter(TableWriter):
                              "kept_opted_out": self.consent.kept_opted_out})
         if self.dated_consent:
             self.details["undated_opt_ins_kept_out"] = self.consent.undated_kept_out
+        if self.match_email:
+            self._keep_for_mailbox([(by_line[line], row) for line, row in kept if line not in refused], changed)
+
+    def _keep_for_mailbox(self, rows: list[tuple[Any, dict[str, Any]]], changed: set[tuple[str, str]]) -> None:
+        """Keep the consent of the chunk's rows whose address other stored customers have, for :meth:`_share_consent`.
+
+        Two look-ups per chunk through the mailbox index (:func:`relmail.store.mailboxes.mates`); only these rows
+        are kept in memory, a few in most files.
+        """
+        shared = mates(self.conn, {row["customer_id"] for _, row in rows})
+        for record, row in rows:
+            owner = row["customer_id"]
+            if owner in shared:
+                entry = self.shared_consent.setdefault(owner, (record, [], set()))
+                entry[1].append(row)
+                if (owner, row["topic"]) in changed:
+                    entry[2].add(row["topic"])
+
+    def _share_consent(self) -> None:
+        """The consent of a file that names people by address (``match: email``) is the mailbox's: every customer id
+        with the address (trimmed, in any case) gets it, not only the one the row was matched to.
+
+        A guest checkout and a registered account with one address are one person: an opt-in given by the address
+        makes the account mailable where a message needs one, and an opt-out reaches every id. Each id's own
+        history decides as for a row of its own (:class:`PreferenceHistory`): a later record of its own stays, and
+        a yes without a date never undoes its opt-out. After the last chunk, when every address is as the file
+        leaves it; a customer that is a row of the file itself keeps what its own row says. A same-time conflict
+        with another id's record refuses the row, as one with the row's own customer would: the import stays all
+        or nothing.
+        """
+        if not self.shared_consent:
+            return
+        history = PreferenceHistory(self.conn, compare=("opted_in",), update={"opted_in": "set", "updated_at": "set", "source": "set"},
+                                    origin=f"{self.run.name}: the address's consent, for every customer id with it", now=self.now)
+        rows, changed, records = [], set(), {}
+        for owner, others in mates(self.conn, self.shared_consent).items():
+            record, given, topics = self.shared_consent[owner]
+            others = [cid for cid in others if cid not in self.owners]
+            self.details["consent_shared_addresses"] += bool(others)
+            records[record.line] = (record, others)
+            for cid in others:
+                rows += [(record.line, {**row, "customer_id": cid}) for row in given]
+                changed.update((cid, topic) for topic in topics)
+        try:
+            for line, (field, message) in history.write(rows, changed):
+                record, others = records[line]
+                self.run.reject(record, [(field, f"{message}: customer {', '.join(map(repr, others))}, which has this address "
+                                                 "too (the file's consent is the address's, for every customer id with it)")])
+            self.details["consent_shared_records"] = history.written
+            self.details["consent_shared_kept_out"] = history.undated_kept_out
+        finally:
+            history.close()
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:
         wanted = [row for row in rows if row.get("_suppress")]

@@ -35,12 +35,10 @@ import numpy as np
 from sqlalchemy import select
 
 from ..errors import NotFound, TemplateError
-from ..importers.fields import language_of
 from ..render import MessageSpec, Renderer, RenderError
 from ..render.contexts import customer_contexts, load_catalog
-from ..render.environment import content_language
 from ..render.samples import fullest_and_emptiest
-from ..render.variants import Variant, Variants
+from ..render.variants import Variant, Variants, other_language
 from ..store.models import Customer
 from .consent_warning import PlanWarning
 
@@ -182,25 +180,12 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
 
 def _language_warnings(message_id: str, groups: dict[Variant, dict[str, list[int]]], default_locale: str,
                        audience: int, templates_dir: Path) -> list[PlanWarning]:
-    """A warning per variant some recipients get in a language not theirs: the base template for a locale with no variant.
-
-    The base template is written in the language its ``<html lang>`` names, else that of ``default_locale``
-    (:func:`.content_language`); a shop that adds French customers and
-    no ``.fr.html`` sends them the Dutch e-mail without any render failing, so only a warning can say so.
-    """
+    """A warning per variant some recipients get in a language not theirs (:func:`.other_language`)."""
     out = []
     for variant, by_locale in groups.items():
-        written = content_language(variant.html[0], default_locale, templates_dir).split("-")[0].lower()
-        others = {loc: len(rows) for loc, rows in by_locale.items() if language_of(loc) != written}
-        if not others:
-            continue
-        n = sum(others.values())
-        stem, _, suffix = variant.html[0].rpartition(".")
-        who = ", ".join(f"{count:,} {loc}" for loc, count in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
-        wanted = ", ".join(f"{stem}.{lang}.{suffix}" for lang in dict.fromkeys(language_of(loc) for loc in sorted(others)))
-        text = (f"{message_id}: {n:,} recipient(s) get {variant.html[0]}, written in '{written}', not in their language "
-                f"({who}); add {wanted} for them")
-        out.append(PlanWarning(message_id, "OTHER_LANGUAGE", 0, audience, text))
+        text = other_language(variant, {loc: len(rows) for loc, rows in by_locale.items()}, default_locale, templates_dir)
+        if text is not None:
+            out.append(PlanWarning(message_id, "OTHER_LANGUAGE", 0, audience, f"{message_id}: {text}"))
     return out
 
 

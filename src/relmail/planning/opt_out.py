@@ -2,7 +2,10 @@
 
 For the SHARED_ rules (:mod:`.shared_mailbox`) the same of the fact recorded
 under another customer id with the address: which id, when, and for an
-opt-out from where.
+opt-out from where. For a customer whose address another customer id has,
+also the opt-in the decision counted (:data:`CONSENT`): an import that names
+people by address records it for every id with the address, and ``why``
+says so where the account was mailable on it.
 
 The decision logs what decided (``consent_global`` 0: the global
 preference; else ``unsubscribed_event``: an unsubscribe event after the last
@@ -25,6 +28,7 @@ from ..feedback import PROVIDERS
 from ..feedback.events import LINK_PROVIDER, PREFERENCES_PROVIDER
 from ..rules.address_suppressed import REASONS as SUPPRESSION_REASONS
 from ..rules.address_suppressed import AddressSuppressed
+from ..rules.base import num
 from ..rules.consent import NoConsent, opted_out_of_topic
 from ..rules.hard_bounce import HardBounce
 from ..rules.shared_complaint import SharedComplaint
@@ -53,6 +57,11 @@ SOURCES = {
 #: The provider part of an unsubscribe event's id -> how ``why`` names it (events from before the history).
 _PROVIDERS = {LINK_PROVIDER: "unsubscribe link", PREFERENCES_PROVIDER: "preference page", "smtp": "bounce mailbox",
               **{name: f"{name} event" for name in PROVIDERS}}
+
+#: The key of :func:`opt_outs_behind`'s answer that is no reason code: the opt-in a decision of a customer whose
+#: address another customer id has counted, ``{"topic", "at", "source"}``.
+CONSENT = "consent"
+
 
 def label(change: consent_log.Change) -> str | None:
     """``ESP webhook (ses complaint)``, ``import (customers.csv)`` ...; None when the source is not recorded."""
@@ -102,12 +111,27 @@ def opt_outs_behind(conn: Connection, customer_id: str, codes: list[str], logged
         out[AddressSuppressed.code] = suppression_behind(conn, customer_id)
     if HardBounce.code in codes:
         out[HardBounce.code] = bounce_behind(conn, customer_id, as_of)
+    topic = logged.get("topic")
+    if topic and num(logged, "address_shared") > 0 and num(logged, "consent_topic") >= 0.5:
+        found = consent_behind(conn, customer_id, topic, decided_at)
+        if found is not None:
+            out[CONSENT] = found
     shared = [c for c in (SharedOptOut.code, SharedHardBounce.code, SharedComplaint.code) if c in codes]
     if shared:
         others = sorted(sharing(conn, [customer_id]))
         for code in shared:
             out[code] = shared_behind(conn, others, code, logged, decided_at, as_of)
     return out
+
+
+def consent_behind(conn: Connection, customer_id: str, topic: str, decided_at: datetime) -> dict[str, Any] | None:
+    """``{"topic", "at", "source"}`` of the opt-in in force at ``decided_at`` that gave consent for ``topic``: the
+    topic's own record, else the global one (topic ``*``); None when that record is no opt-in or none is known."""
+    for asked in (topic, "*"):
+        change = consent_log.change_in_force(conn, customer_id, asked, decided_at)
+        if change is not None:
+            return {"topic": asked, "at": consent_log.shown(change.changed_at), "source": label(change)} if change.opted_in else None
+    return None
 
 
 def bounce_behind(conn: Connection, customer_id: str, as_of: datetime) -> dict[str, Any]:

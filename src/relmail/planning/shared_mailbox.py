@@ -42,7 +42,6 @@ Only the few customers whose address another customer has are read again:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -55,7 +54,7 @@ from ..features.queries import DELIVERY_TYPES, SOFT_BOUNCE_DAYS, unsubscribed_al
 from ..features.sql import age_days, align, fetch_columns, unindexed, when
 from ..store import aggregates
 from ..store.mailboxes import Mailboxes, find
-from ..store.models import MAILBOX, Customer, Event, Preference
+from ..store.models import Customer, Event, Preference
 from .pending import held_out, planned, recent_tickets
 
 if TYPE_CHECKING:
@@ -73,25 +72,6 @@ SUMMED = ("sends_7", "sends_30", "sends_90", "opens_30", "opens_90", "planned_7"
 #: The same per message context ``k``: ``k.<suffix>``.
 SUMMED_PER_MESSAGE = ("topic_sends_7", "topic_sends_30", "topic_planned_7", "topic_planned_30", "already_sent", "planned_same",
                       "recent_tickets", "held_out")
-
-
-def mates(conn: Connection, customer_ids: Iterable[str]) -> dict[str, list[str]]:
-    """Customer id -> the other customer ids with its address (trimmed, in any case), for the ids that have any.
-
-    Two look-ups per chunk of ids through the primary key and the mailbox index, not a pass over the customers.
-    """
-    ids = sorted(set(customer_ids))
-    out: dict[str, list[str]] = {}
-    for a in range(0, len(ids), CHUNK):
-        keys = dict(conn.execute(select(C.c.id, MAILBOX).where(C.c.id.in_(ids[a:a + CHUNK]), C.c.email != "")).all())
-        holders: dict[str, list[str]] = {}
-        for cid, key in conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(sorted(set(keys.values()))))):
-            holders.setdefault(key, []).append(cid)
-        for cid, key in keys.items():
-            others = sorted(c for c in holders.get(key, ()) if c != cid)
-            if others:
-                out[cid] = others
-    return out
 
 
 def add_columns(frame: FeatureFrame) -> None:

@@ -22,7 +22,7 @@ from ..errors import NotFound
 from ..feedback.events import STORE_TYPES
 from ..rules import ARBITRATION_LOST, HOLDOUT, REASON_CODES, RENDER_ERROR, RULES, SHARED_ADDRESS, SHARED_BUDGET
 from ..rules.address_suppressed import AddressSuppressed
-from ..rules.base import plural
+from ..rules.base import plural, when_and_source
 from ..rules.consent import NoConsent
 from ..rules.hard_bounce import HardBounce
 from ..rules.invalid_address import InvalidAddress
@@ -34,7 +34,7 @@ from ..store.addresses import address_problem
 from ..store.customer_rows import latest_run
 from ..store.models import Customer, Decision, Delivery, Event, Run
 from ..windows import current_time, resolve_window
-from .opt_out import opt_outs_behind
+from .opt_out import CONSENT, opt_outs_behind
 from .output import plan_file_rows
 from .run import plan
 from .runs import resolve_run
@@ -85,6 +85,9 @@ class Explanation:
     #: Per SHARED_ reason code (the same address under another customer id): that id (``customer``), when (``at``)
     #: and for an opt-out from where (``source``), as the store says; None for a plan file read without the store.
     shared: dict[str, dict[str, Any]] | None = None
+    #: For a customer whose address another customer id has, the opt-in the decision counted: its ``topic`` (``*``:
+    #: all e-mail), when (``at``, None: no date) and from where (``source``); None otherwise.
+    consent: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {
@@ -105,6 +108,8 @@ class Explanation:
         if self.shared is not None:
             out["shared"] = {code: {**found, "at": found["at"].isoformat() if found["at"] else None}
                              for code, found in self.shared.items()}
+        if self.consent is not None:
+            out["consent"] = {**self.consent, "at": self.consent["at"].isoformat() if self.consent["at"] else None}
         return out
 
 
@@ -254,7 +259,7 @@ def explanation(run_id: str, customer_id: str, row: dict[str, Any], delivery: di
         score=score, expected_value=float(row["expected_value"]), reasons=codes,
         because=[(c, REASON_CODES.get(c, c)) for c in codes] if erased and not row.get("features") else because(codes, logged, score),
         contributions=contributions, features=dict(row.get("features") or {}), model=model_facts(logged), delivery=delivery,
-        opt_out=opt_out, topic_opt_out=topic_opt_out, shared=shared,
+        opt_out=opt_out, topic_opt_out=topic_opt_out, shared=shared, consent=opt_outs.get(CONSENT),
     )
 
 
@@ -452,6 +457,8 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             lines.append(f"  {code}: {sentence}")
         if e.action == "send" and not e.because:
             lines.append(f"  {ALL_PASSED}")
+        if e.consent is not None:
+            lines.append(f"  consent: {consent_sentence(e.consent)}")
         if e.delivery is not None and not (RENDER_ERROR in e.reasons and e.delivery["status"] == "failed"):
             lines.append(f"  delivery: {delivery_sentence(e.delivery)}")
             if e.delivery.get("came_back"):
@@ -461,6 +468,12 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
                              + "; ".join(_came_back_words(c) for c in e.delivery["came_back"]))
     return "\n".join(lines)
 
+
+
+def consent_sentence(found: dict[str, Any]) -> str:
+    """``opted in to all e-mail on 2026-11-20 08:00 UTC; source: import, source 'klaviyo' (klaviyo.csv: ...)``."""
+    what = "all e-mail" if found["topic"] == "*" else f"topic '{found['topic']}'"
+    return f"opted in to {what}" + ("" if found.get("at") else " without a date") + when_and_source(found)
 
 
 def _came_back_words(found: dict[str, Any]) -> str:

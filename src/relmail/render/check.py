@@ -59,7 +59,7 @@ from .mime import transfer_size
 from .results import RenderError
 from .samples import SampleSource, candidate_locales, full_locale
 from .undefined import never_defined, tested_names, which_variants
-from .variants import Variant, Variants
+from .variants import Variant, Variants, other_language
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -261,9 +261,15 @@ def _check_message(renderer, variants: Variants, store: SampleSource, campaign: 
                 out.append(Finding("error", file, getattr(exc, "line", None),
                                    f"{campaign}/{m.id} for {loc}: {_strip_where(str(exc), file)}"))
     where = f"{campaign}/{m.id}"
+    default = renderer.settings.default_locale
     for variant, locs in groups.items():
         if any(f in broken for f in variant.files):
             continue  # its syntax error is reported; rendering would only repeat it
+        # The store's customers of these locales (those with none read the default locale's).
+        customers = {loc: store.locales.get(loc, 0) + (store.locales.get("", 0) if loc == default else 0) for loc in locs}
+        text = other_language(variant, customers, default, renderer.templates_dir)
+        if text is not None:
+            out.append(Finding("warning", variant.html[0], None, f"{where}: {text} (customers in the store)"))
         samples = store.samples(locs, tuple(m.products))
         undefined: list[tuple[dict[str, Any], list[tuple[str, int | None, str]]]] = []
         for sample in samples:

@@ -74,3 +74,25 @@ class Variants:
             subject = next((table[k] for k in (*languages, default, default.split("_")[0], "default") if k in table),
                            next(iter(spec.subject), ""))
         return Variant(spec.id, tuple(html), tuple(text), subject)
+
+
+def other_language(variant: Variant, customers_by_locale: dict[str, int], default_locale: str, templates_dir: Path) -> str | None:
+    """What recipients of ``variant`` in a language it is not written in get, and what to add; None if all read it.
+
+    The base template is written in the language its ``<html lang>`` names, else that of ``default_locale``
+    (:func:`~relmail.render.environment.content_language`): a shop that adds French customers and no
+    ``.fr.html`` sends them the Dutch e-mail without any render failing, so only a warning can say so.
+    ``customers_by_locale``: how many recipients have each locale.
+    """
+    from ..importers.fields import language_of
+    from .environment import content_language
+
+    written = content_language(variant.html[0], default_locale, templates_dir).split("-")[0].lower()
+    others = {loc: n for loc, n in customers_by_locale.items() if n and language_of(loc) != written}
+    if not others:
+        return None
+    stem, _, suffix = variant.html[0].rpartition(".")
+    who = ", ".join(f"{count:,} {loc}" for loc, count in sorted(others.items(), key=lambda kv: (-kv[1], kv[0])))
+    wanted = ", ".join(f"{stem}.{lang}.{suffix}" for lang in dict.fromkeys(language_of(loc) for loc in sorted(others)))
+    return (f"{sum(others.values()):,} recipient(s) get {variant.html[0]}, written in '{written}', not in their language "
+            f"({who}); add {wanted} for them")

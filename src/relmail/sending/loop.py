@@ -25,8 +25,8 @@ from ..features.derived import complained, hard_bounced
 from ..features.queries import DELIVERY_TYPES
 from ..feedback.apply import apply_events
 from ..feedback.events import FeedbackEvent, relmail_ids
-from ..planning import shared_mailbox
 from ..rules import RENDER_ERROR
+from ..store.mailboxes import mates as mailbox_mates
 from ..store.models import Decision, Event, Preference
 from ..windows import Window
 from . import ledger
@@ -287,7 +287,7 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
     P, E = Preference.__table__, Event.__table__
     customers = sorted({c for c, _ in pairs})
     with engine.connect() as conn:
-        mates = shared_mailbox.mates(conn, customers)
+        mates = mailbox_mates(conn, customers)
         everyone = sorted(set(customers).union(*mates.values()))
         # (updated_at, opted out, customer) per (customer, topic): the latest of a mailbox is its max, an opt-out
         # winning a tie.

@@ -10,6 +10,7 @@ the mailboxes here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -85,6 +86,25 @@ def find(conn: Connection) -> Mailboxes:
     _, box = np.unique(np.array([r[1] for r in rows], dtype=object).astype(str), return_inverse=True)
     order = np.argsort(ids, kind="stable")
     return Mailboxes(ids[order], box[order].astype(np.int64))
+
+
+def mates(conn: Connection, customer_ids: Iterable[str]) -> dict[str, list[str]]:
+    """Customer id -> the other customer ids with its address (trimmed, in any case), for the ids that have any.
+
+    Two look-ups per chunk of ids through the primary key and the mailbox index, not a pass over the customers.
+    """
+    ids = sorted(set(customer_ids))
+    out: dict[str, list[str]] = {}
+    for a in range(0, len(ids), CHUNK):
+        keys = dict(conn.execute(select(C.c.id, MAILBOX).where(C.c.id.in_(ids[a:a + CHUNK]), C.c.email != "")).all())
+        holders: dict[str, list[str]] = {}
+        for cid, key in conn.execute(select(C.c.id, MAILBOX).where(MAILBOX.in_(sorted(set(keys.values()))))):
+            holders.setdefault(key, []).append(cid)
+        for cid, key in keys.items():
+            others = sorted(c for c in holders.get(key, ()) if c != cid)
+            if others:
+                out[cid] = others
+    return out
 
 
 def with_mates(customer_ids):
