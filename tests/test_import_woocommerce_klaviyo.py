@@ -353,3 +353,130 @@ def test_a_spam_complaint_imported_again_is_not_called_an_erased_address(project
     customer = pseudonym("klaviyo-", "rosa@correo.example")
     out = CliRunner().invoke(cli, ["--project", str(project.root), "why", customer, "--campaign", "weekly", "--window", "2026-W50"])
     assert "source: suppression list (an address erased, marked as spam or suppressed by the shop, imported again)" in out.output
+
+
+REPORT_HEADER = "Name,Username,Role,Last active,Date registered,Email,Orders,Total spend,AOV,Country / Region,City,Region,Postal code\n"
+EXAMPLE = iter(range(10**6))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(people=st.lists(st.tuples(st.booleans(), st.booleans(), st.sampled_from([str, str.upper]),
+                                 st.integers(0, 9), st.integers(0, 9)), min_size=1, max_size=6),
+       chunk=st.integers(1, 4))
+def test_a_guest_who_registered_later_is_one_customer_with_the_registered_rows_fields(project, people, chunk):
+    # WooCommerce lists such a customer twice: a guest row (no username, no sign-up date) and a registered row.
+    n = next(EXAMPLE)
+    lines, expected = [], {}
+    for i, (twice, guest_first, case, guest_seen, member_seen) in enumerate(people):
+        address = f"p{n}-{i}@mail.example"
+        guest = (f"Guest {i},,,2026-0{guest_seen + 1}-01T10:00:00,,{case(address)},1,10,10,NL,Utrecht,UT,\n")
+        member = (f"Member {i},user{i},Customer,2026-0{member_seen + 1}-02T10:00:00,2024-05-0{i % 9 + 1}T12:00:00,"
+                  f"{address},2,30,15,BE,Gent,VOV,9000\n")
+        lines += ([guest, member] if guest_first else [member, guest]) if twice else [member]
+        expected[pseudonym("woocommerce-", address)] = (
+            f"Member {i}", "Gent", max(f"2026-0{member_seen + 1}-02", f"2026-0{guest_seen + 1}-01" if twice else ""),
+            datetime(2024, 5, i % 9 + 1, 10, 0, tzinfo=UTC))  # Amsterdam summer time
+    report = project.root / "customers_report.csv"
+    report.write_text(REPORT_HEADER + "".join(lines), encoding="utf-8")
+    done = run(project, "customers", str(report), "--map", "woocommerce", "--chunk-size", str(chunk))
+    twice = sum(1 for p in people if p[0])
+    assert (done["rows_read"], done["rows_imported"], done["details"]["merged_rows"]) == (len(lines), len(people), twice)
+    customers = {r["id"]: r for r in rows(project, Customer) if r["id"] in expected}
+    assert set(customers) == set(expected)
+    for cid, (name, city, last_active, registered) in expected.items():
+        got = customers[cid]
+        assert (got["attributes"]["name"], got["attributes"]["city"], got["attributes"]["username"]) == (
+            name, city, f"user{name.split()[1]}")
+        assert got["attributes"]["last_active"].startswith(last_active)
+        assert got["created_at"].replace(tzinfo=UTC) == registered
+        assert got["email"].islower()  # the registered row's spelling
+
+
+def test_two_rows_of_one_address_stay_an_error_without_duplicates_merge(project, tmp_path):
+    mapping = tmp_path / "report.yml"
+    mapping.write_text((Path(__file__).resolve().parent.parent / "src/relmail/importers/mappings/woocommerce/customers-download.yml")
+                       .read_text().replace("duplicates:", "# duplicates:"), encoding="utf-8")
+    report = tmp_path / "customers_report.csv"
+    report.write_text(REPORT_HEADER + "Kim,,,2026-01-01T10:00:00,,kim@mail.example,1,10,10,NL,,,\n"
+                      "Kim,kim,Customer,2026-02-01T10:00:00,2025-01-01T10:00:00,kim@mail.example,1,10,10,NL,,,\n")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "customers", str(report), "--map", str(mapping)])
+    assert result.exit_code == 4 and f"{report}:3: field 'Email': the same address is also on line 2" in result.stderr
+    assert rows(project, Customer) == []
+
+
+@pytest.mark.parametrize("chunk", ["1", "10"])
+@pytest.mark.parametrize("first, second", [("no", "yes"), ("yes", "no")])
+@pytest.mark.parametrize("dates", [("2026-01-01", "2026-02-01"), ("2026-02-01", "2026-01-01"), ("", "")])
+def test_of_two_merged_rows_an_opt_out_in_either_wins(project, tmp_path, chunk, first, second, dates):
+    mapping = tmp_path / "list.yml"
+    mapping.write_text("kind: customers\nmatch: email\nduplicates: merge\ntimes: {format: '%Y-%m-%d', timezone: UTC}\n"
+                       "columns:\n  Email: email\n  Newsletter: {to: consent, parse: yes_no}\n"
+                       + ("  Changed: {to: consent_at, parse: time}\n" if dates[0] else "")
+                       + "fields:\n  id: {template: '{Email}', parse: pseudonym, prefix: list-}\n")
+    members = tmp_path / "members.csv"
+    cells = [f",{d}" if d else "" for d in dates]
+    members.write_text(f"Email,Newsletter{',Changed' if dates[0] else ''}\nkim@mail.example,{first}{cells[0]}\n"
+                       f"Kim@mail.example,{second}{cells[1]}\n")
+    done = run(project, "customers", str(members), "--map", str(mapping), "--chunk-size", chunk)
+    assert (done["rows_imported"], done["details"]["merged_rows"]) == (1, 1)
+    # Undated, a "no" is a shop's unticked box: not opted in, which may leave no record at all.
+    said = [r["opted_in"] for r in rows(project, Preference)]
+    assert said == [False] or (not dates[0] and said == [])
+
+
+@pytest.mark.parametrize("chunk", ["1", "3", "10000"])
+def test_an_old_order_with_an_address_the_customer_changed_since_is_the_accounts_customer(project, tmp_path, chunk):
+    # The customers report lists Anna's latest address; her first order (account 12) was placed with an older one.
+    orders = tmp_path / ORDERS.name
+    orders.write_text("".join(line.replace("anna.devries@mail.example", "anna@oud.example") if line.startswith("5001,") else line
+                              for line in ORDERS.read_text(encoding="utf-8-sig").splitlines(keepends=True)), encoding="utf-8")
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(PRODUCTS), "--map", "woocommerce")
+    done = run(project, "orders", str(orders), "--map", "woocommerce", "--chunk-size", chunk)
+    assert (done["rows_imported"], done["details"]["matched_by_account"]) == (6, 2)
+    events = {e["event_id"]: e["customer_id"] for e in rows(project, Event)}
+    assert events["order:5001:1"] == events["order:5001:2"] == events["order:5005:1"] == ANNA
+
+
+@pytest.mark.parametrize("with_account", [True, False])
+def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_to_proceed(project, tmp_path, with_account):
+    text = ORDERS.read_text(encoding="utf-8-sig").replace("anna.devries@mail.example", "anna@oud.example")
+    if not with_account:
+        table = list(csv.reader(text.splitlines()))
+        drop = table[0].index("customer_id")
+        lines = [",".join(f'"{c}"' if "," in c or '"' in c else c for i, c in enumerate(r) if i != drop) for r in table]
+        text = "\n".join(line.replace('""', '"') for line in lines) + "\n"
+    orders = tmp_path / ORDERS.name
+    orders.write_text(text, encoding="utf-8")
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(orders), "--map", "woocommerce"])
+    assert result.exit_code == 4, result.output
+    said = "nor does any other order of account '12' in this file name one" if with_account else "export the orders with the column 'customer_id'"
+    assert f"{orders}:2: field 'billing_email': no customer has this e-mail address" in result.stderr and said in result.stderr
+    assert rows(project, Event) == []
+
+
+@pytest.mark.parametrize("with_variation_id", [True, False])
+def test_a_variation_without_its_own_sku_is_the_product_bought(project, tmp_path, with_variation_id):
+    # The white lamp has no SKU of its own: the products export names it by its ID (112), the order line by
+    # its parent's SKU, as WooCommerce writes it.
+    products = tmp_path / PRODUCTS.name
+    products.write_text(PRODUCTS.read_text(encoding="utf-8-sig").replace("112,variation,LT-LAMP-WIT,", "112,variation,,"),
+                        encoding="utf-8")
+    table = list(csv.reader(ORDERS.read_text(encoding="utf-8-sig").splitlines()))
+    sku = table[0].index("item_sku")
+    for row in table[1:]:
+        row[sku] = "LT-LAMP" if row[sku] == "LT-LAMP-WIT" else row[sku]
+        row.append("112" if row[sku] == "LT-LAMP" else "0")
+    table[0].append("item_variation_id")
+    if not with_variation_id:
+        table = [row[:-1] for row in table]
+    orders = tmp_path / ORDERS.name
+    with orders.open("w", encoding="utf-8", newline="") as out:
+        csv.writer(out).writerows(table)
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(products), "--map", "woocommerce")
+    done = run(project, "orders", str(orders), "--map", "woocommerce")
+    bought = {e["event_id"]: e["product_id"] for e in rows(project, Event)}["order:5002:2"]
+    # Without the variation's ID the line keeps its parent's SKU: counted as a product not in the catalogue.
+    assert (bought, done["details"]["lines_unknown_product"]) == (("112", 0) if with_variation_id else ("LT-LAMP", 1))

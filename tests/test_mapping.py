@@ -550,6 +550,10 @@ def test_a_child_row_takes_its_empty_cells_from_the_parent_row_it_names():
 @pytest.mark.parametrize("text, field, fragment", [
     ("kind: customers\nunknown_customers: skip\ncolumns:\n  E: email\n", "unknown_customers", "unknown_customers is for orders"),
     ("kind: orders\nunknown_customers: ignore\ncolumns:\n  O: order_id\n", "unknown_customers", "must be error (the default) or skip"),
+    ("kind: customers\nduplicates: merge\ncolumns:\n  E: email\n", "duplicates", "for customers with match: email"),
+    ("kind: customers\nmatch: email\nduplicates: {merge: true, prefer: signed_up}\ncolumns:\n  E: email\n", "duplicates",
+     "'signed_up' is not a field of customers"),
+    ("kind: customers\nmatch: email\nduplicates: keep\ncolumns:\n  E: email\n", "duplicates", "must be error (the default), merge"),
     ("kind: customers\ncolumns:\n  E: email\n  N: {to: first_name, parse: text, blank: '----'}\n", "columns.N",
      "blank must be a list of the words"),
     ("kind: customers\ncolumns:\n  E: email\n  N: {to: first_name, parse: text, html: yes please}\n", "columns.N",

@@ -187,6 +187,7 @@ _DETAILS = {
                                 "kept opted out; a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
+    "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
                         "(SHARED_BUDGET); merge them in the source",
@@ -199,6 +200,8 @@ _DETAILS = {
     "lines_not_purchases": "{n:,} line(s) of cancelled, refunded or unpaid orders: not purchases",
     "purchases_removed": "{n:,} purchase(s) of earlier imports removed (their order was cancelled or refunded since)",
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
+    "matched_by_account": "{n:,} line(s) of orders whose address no customer has, matched by the account's other orders "
+                          "(an address changed since)",
     "lines_unknown_customer": "{n:,} line(s) of orders by an address no customer has (guest checkouts): not imported",
     "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
     "lines_without_product": "{n:,} purchase(s) without a product id (no SKU?): they count for recency and spend, "

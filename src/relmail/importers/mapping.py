@@ -16,6 +16,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     times: {format: "%d-%m-%Y %H:%M", timezone: Europe/Amsterdam}   # for every 'time'
     spreadsheet_quotes: true         # '0612345678 -> 0612345678 (ids a spreadsheet export protected)
     match: email                     # customers: an address already stored names the customer
+    duplicates: {merge: true, prefer: created_at, latest: [attributes.last_active]}   # two rows of one address: one customer
     consent_no: opt-out              # customers: a "no" is an unsubscribe (a list's status), not an unticked box
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
     skip_rows: {blank: [Variant Price], reason: image rows}
@@ -74,7 +75,7 @@ VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
         "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items",
-        "consent_no")
+        "consent_no", "duplicates")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -108,6 +109,20 @@ class Output:
 
 
 @dataclass(frozen=True)
+class Merge:
+    """How two rows of one address make one customer (``duplicates: merge``).
+
+    Where both rows give a field, the later row's value wins, unless only the earlier row gives
+    ``prefer`` (WooCommerce's registered row, with its sign-up date, over the guest row); a field
+    of ``latest`` keeps the later of the two values. The sign-up date is the earliest either gives,
+    and an opt-out in either wins: :class:`~relmail.importers.writers.CustomersWriter` merges.
+    """
+
+    prefer: str | None = None
+    latest: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Mapping:
     """A validated mapping. :meth:`relmail.importers.mapped.MappedReader` applies it to a file."""
 
@@ -120,6 +135,8 @@ class Mapping:
     other_columns: str = "error"
     spreadsheet_quotes: bool = False
     match: str | None = None
+    #: ``duplicates: merge`` (customers with ``match: email``): rows of one address are merged into one customer.
+    merge: Merge | None = None
     #: Customers: what a "no" of the consent column says without a date: ``not-opted-in`` (a shop's unticked box: no
     #: record where nothing is on record) or ``opt-out`` (a mailing list's unsubscribed status: an opt-out as of the import).
     consent_no: str = "not-opted-in"
@@ -323,6 +340,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
                           "unsubscribed status)")
     elif consent_no == "opt-out" and declared != "customers":
         bad("consent_no", "consent_no is for customers")
+    merge = _duplicates(data.get("duplicates", "error"), declared, match, spec.targets(), bad)
     unknown = data.get("unknown_customers", "error")
     if unknown not in ("error", "skip"):
         bad("unknown_customers", "unknown_customers must be error (the default) or skip")
@@ -363,6 +381,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         other_columns=other,
         spreadsheet_quotes=bool(data.get("spreadsheet_quotes", False)),
         match=match,
+        merge=merge,
         consent_no=consent_no,
         group_by=group.get("by"),
         first_row=tuple(_strings(group.get("first_row", []), "group.first_row", bad)),
@@ -381,6 +400,31 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         description=str(data["description"]) if data.get("description") else None,
         lines=lines,
     )
+
+
+def _duplicates(value: Any, kind: str, match: str | None, targets: tuple[str, ...], bad) -> Merge | None:
+    """``duplicates``: ``error`` (the default), ``merge``, or ``{merge: true, prefer: FIELD, latest: [FIELDS]}``."""
+    if value == "error":
+        return None
+    if value == "merge":
+        value = {"merge": True}
+    if not isinstance(value, dict) or value.get("merge") is not True:
+        bad("duplicates", "duplicates must be error (the default), merge, or {merge: true, prefer: FIELD, latest: [FIELDS]}")
+        return None
+    for key in value:
+        if key not in ("merge", "prefer", "latest"):
+            bad(f"duplicates.{key}", "duplicates has 'merge', 'prefer' (the field whose row wins) and 'latest' "
+                                     "(fields that keep the later value)")
+    if kind != "customers" or match != "email":
+        bad("duplicates", "duplicates: merge is for customers with match: email (one address, one customer)")
+    prefer = value.get("prefer")
+    latest = value.get("latest", [])
+    fields = ([prefer] if prefer is not None else []) + (latest if isinstance(latest, list) else [latest])
+    for name in fields:
+        if not isinstance(name, str) or not (name in targets or name.startswith("attributes.")):
+            bad("duplicates", f"{name!r} is not a field of {kind}: prefer and latest name fields (created_at, attributes.NAME)")
+    return Merge(prefer=prefer if isinstance(prefer, str) else None,
+                 latest=tuple(n for n in latest if isinstance(n, str)) if isinstance(latest, list) else ())
 
 
 def _items(items: dict, kind: str, bad) -> tuple[str | None, str, re.Pattern | None]:

@@ -10,7 +10,12 @@ The customer is the ``customer_id`` when the file has one, otherwise the
 customer whose address is the line's ``email``, in any case (an address
 several customers share names one of them, always the same: see
 :mod:`relmail.importers.addresses`). A line with neither (a walk-in sale) has no customer to credit:
-it is counted and left out. An address no customer has is an error, as an
+it is counted and left out. A line whose address no customer has but whose
+``account`` (the shop's number of the customer's account) another line of
+the file names a customer by address is that customer: a shop's customers
+report lists an account's latest address, and an old order keeps the one it
+was placed with. Such lines wait for the end of the file, since the account's
+newer orders come later. An address no customer has is an error, as an
 unknown customer id is: import the customers first (a mapping with
 ``unknown_customers: skip`` counts and leaves out such lines instead: a
 shop's guest checkouts). It is one problem per
@@ -27,7 +32,10 @@ What counts, as a shop owner keeps the books:
 * a line's value is ``value``, else ``quantity`` x ``price`` minus the
   line's ``discount``.
 
-A line may name a product that is not in the catalogue (deleted since, a
+A line whose product is not in the catalogue but whose ``variant`` is, is a
+purchase of that variant: a shop writes the parent's SKU on the line of a
+variant without an SKU of its own, which the products import names by its
+id. A line may name a product that is not in the catalogue (deleted since, a
 custom item): the purchase keeps the id and is counted as such. A line
 without a product id is a purchase of no product, counted too.
 """
@@ -47,6 +55,9 @@ from .schemas import PURCHASE_STATUSES, schema_for
 from .values import remembered
 
 E = Event.__table__
+#: A line whose address no customer has: what to do. A customer's address changed since an old order is found
+#: through the shop's account number (``account``), when the export has it.
+NO_CUSTOMER = "no customer has this e-mail address"
 COUNTED = frozenset(PURCHASE_STATUSES)
 #: Distinct addresses, and distinct line values, remembered per import.
 REMEMBERED = 65536
@@ -58,8 +69,13 @@ EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id",
 class OrdersWriter:
     """Line items -> purchase events, matched to customers in bulk per chunk."""
 
-    def __init__(self, run, conn: Connection, skip_unknown: bool = False):
+    def __init__(self, run, conn: Connection, skip_unknown: bool = False, account_column: str | None = None):
         self.run = run
+        #: An address no customer has: import the customers first, or (``account_column``: the column of the shop's
+        #: account number that the mapping reads and the file lacks) export the orders with that column.
+        self.unknown_address = f"{NO_CUSTOMER} (import customers first)" if account_column is None else (
+            f"{NO_CUSTOMER} (import customers first; if the customer changed the address since this order, export the "
+            f"orders with the column {account_column!r}: the account's other orders then name the customer)")
         #: Lines whose address no customer has are counted and left out (a shop's guest checkouts), not errors.
         self.skip_unknown = skip_unknown
         self.conn = conn
@@ -81,6 +97,10 @@ class OrdersWriter:
         self.cents = remembered(_cents, REMEMBERED)
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
+        #: The shop's account number -> the customer its lines named by address.
+        self.accounts: dict[str, str] = {}
+        #: Lines whose address no customer has, with an account: found at the end of the file, or rejected.
+        self.waiting: list = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
                         "lines_unknown_product": 0, "lines_without_product": 0, "lines_unknown_customer": 0}
 
@@ -107,11 +127,10 @@ class OrdersWriter:
         unknown_ids = self.references.missing("customers", ids) if ids else set()
         normal = self.normal
         keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
-        known = self.known
+        known, accounts = self.known, self.accounts
         known.update(customers_by_address(self.conn, set(keys) - known.keys() - {None}))
-        details, reject, bind_time, cents = self.details, self.run.reject, self.bind_time, self.cents
-        events, gone = [], []
-        when = bound = None
+        details, reject = self.details, self.run.reject
+        lines = []
         for (record, row), key in zip(pending, keys):
             customer = row["customer_id"]
             # Once per order, naming its lines: each line names the same customer.
@@ -122,16 +141,33 @@ class OrdersWriter:
                     continue
             elif key is not None:
                 customer = known.get(key)
+                account = row["account"]
+                if customer is not None and account is not None:
+                    accounts.setdefault(account, customer)
+                elif customer is None and account is not None:
+                    customer = accounts.get(account)
+                    if customer is None:
+                        self.waiting.append((record, row))
+                        continue
+                    details["matched_by_account"] = details.get("matched_by_account", 0) + 1
                 if customer is None and self.skip_unknown:
                     details["lines_unknown_customer"] += 1
                     continue
                 if customer is None:
-                    reject(record, [("email", "no customer has this e-mail address (import customers first)")],
-                           f"order {row['order_id']!r}")
+                    reject(record, [("email", self.unknown_address)], f"order {row['order_id']!r}")
                     continue
             else:
                 details["lines_without_customer"] += 1
                 continue
+            lines.append((row, customer))
+        self._write(lines)
+
+    def _write(self, lines: list[tuple[dict[str, Any], str]]) -> None:
+        """Lines and their customers -> purchase events, written in one go."""
+        details, bind_time, cents = self.details, self.bind_time, self.cents
+        events, gone, variants = [], [], []
+        when = bound = None
+        for row, customer in lines:
             counts, value = purchase_value(row)
             if not counts:
                 gone.append(row["_event_id"])
@@ -144,13 +180,19 @@ class OrdersWriter:
                 bound = bind_time(when)
             # In the order of EVENT_COLUMNS.
             events.append((row["_event_id"], customer, "purchase", bound, row["product_id"], None, value, None, None, None))
+            variants.append(row["variant"])
         if not self.run.may_write():
             return
         products = {e[4] for e in events if e[4] is not None}
+        unknown = self.references.missing("products", products) if products else set()
+        wanted = {v for e, v in zip(events, variants) if v is not None and (e[4] is None or e[4] in unknown)}
+        if wanted:
+            found = wanted - self.references.missing("products", wanted)
+            events = [(*e[:4], v, *e[5:]) if v in found and (e[4] is None or e[4] in unknown) else e
+                      for e, v in zip(events, variants)]
         # A shop that gives its products no SKU exports lines without a product id: purchases no
         # segment on products or categories and no featured-product rule can see. Said, not hidden.
         details["lines_without_product"] += sum(1 for e in events if e[4] is None)
-        unknown = self.references.missing("products", products) if products else set()
         if unknown:
             details["lines_unknown_product"] += sum(1 for e in events if e[4] in unknown)
         self.loader.write_bound(events)
@@ -159,7 +201,24 @@ class OrdersWriter:
         self.gone.extend(gone)
 
     def finish(self) -> None:
-        """Remove the purchases of lines that are none any more, all in one statement (on PostgreSQL) after the last chunk."""
+        """The lines that waited for their account; then remove the purchases of lines that are none any more, all in one
+        statement (on PostgreSQL) after the last chunk."""
+        lines = []
+        for record, row in self.waiting:
+            customer = self.accounts.get(row["account"])
+            if customer is not None:
+                self.details["matched_by_account"] = self.details.get("matched_by_account", 0) + 1
+                lines.append((row, customer))
+            elif self.skip_unknown:
+                self.details["lines_unknown_customer"] += 1
+            else:
+                self.run.reject(record, [("email", f"{NO_CUSTOMER}, nor does any other order of account {row['account']!r} "
+                                                   "in this file name one by its address (an address changed since?): "
+                                                   "import a customers export that has the address, or leave the order "
+                                                   "out with --skip-invalid")], f"order {row['order_id']!r}")
+        self.waiting = []
+        if lines:
+            self._write(lines)
         if not self.run.may_write():
             return
         if self.gone:

@@ -189,7 +189,7 @@ def import_file(
         provided = _provided(schema, reader.header, mapped)
         try:
             with engine.begin() as conn:
-                run.start(conn, provided, mapped.mapping if mapped is not None else None)
+                run.start(conn, provided, mapped.mapping if mapped is not None else None, reader.header)
                 try:
                     for record in reader:
                         run.add(record)
@@ -199,7 +199,9 @@ def import_file(
                                 progress(run.read, src.position(), src.size)
                     run.flush()
                     run.sink.finish()
-                    run.flush()  # the rows the writer's finish refused (a customers file's consent for another id)
+                    # What the writer found at the end: rows its finish refused (a customers file's consent for another
+                    # id, an order that waited for its account's customer).
+                    run.flush()
                     if progress:
                         progress(run.read, src.position(), src.size)
                 finally:
@@ -322,7 +324,7 @@ class _Run:
         self.rejected_addresses: list[tuple[str, list, Record]] = []
         self.lenient = lenient and schema.flag is not None
 
-    def start(self, conn, provided: set[str] | None, mapping: Mapping | None) -> None:
+    def start(self, conn, provided: set[str] | None, mapping: Mapping | None, header: list[str] | None = None) -> None:
         self.conn = conn
         self.by_address = mapping is not None and "email" in self.side and "email" in mapping.targets
         self.references = References(conn)
@@ -334,13 +336,17 @@ class _Run:
             self.sink = CustomersWriter(self, conn, self.schema, provided, source=mapping.name if mapping else "import",
                                         match_email=mapping is not None and mapping.match == "email",
                                         flag_keys=consent_flag_keys(mapping),
+                                        merge=mapping.merge if mapping is not None else None,
                                         # A dated export's blank time, and a list's undated unsubscribe: a "no" is an opt-out.
                                         dated_consent=mapping is not None and ("consent_at" in mapping.targets
                                                                                or mapping.consent_no == "opt-out"))
         elif kind == "preferences":
             self.sink = PreferencesWriter(self, conn)
         elif kind == "orders":
-            self.sink = OrdersWriter(self, conn, skip_unknown=mapping is not None and mapping.skip_unknown_customers)
+            # The shop's account number, when the mapping reads it (optional) and the export lacks it: the column to add.
+            account = next((o.column for o in mapping.outputs if o.target == "account"), None) if mapping else None
+            self.sink = OrdersWriter(self, conn, skip_unknown=mapping is not None and mapping.skip_unknown_customers,
+                                     account_column=account if account not in (header or ()) else None)
         else:
             self.sink = TableWriter(self, conn, self.schema, provided)
 

@@ -305,8 +305,13 @@ def _orders() -> Schema:
             Column("line", f.integer(minimum=1)),
             Column("customer_id", f.identifier(_length(t, "customer_id"))),
             Column("email", f.text(320)),
+            # The shop's own number of the customer's account: links an order to the account's other orders.
+            Column("account", f.identifier(100)),
             Column("ordered_at", f.aware_datetime, required=True),
             Column("product_id", f.identifier(_length(t, "product_id"))),
+            # The variant's own id: the product when product_id is not in the catalogue (a shop writes
+            # the parent's SKU for a variant without one, and the products import names it by its id).
+            Column("variant", f.identifier(_length(t, "product_id"))),
             Column("quantity", f.number(minimum=0), default=1.0),
             Column("price", f.number()),
             Column("discount", f.number(minimum=0), default=0.0),

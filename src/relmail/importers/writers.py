@@ -18,6 +18,7 @@ run's ``reject``; :meth:`finish` runs once after the last chunk.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
@@ -30,6 +31,7 @@ from ..windows import current_time
 from .addresses import customers_by_address
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
+from .mapping import Merge
 from .schemas import Fallback, Schema
 
 #: How a re-import updates a stored row, per column (see :data:`relmail.importers.loader.UPDATES`):
@@ -105,7 +107,8 @@ class CustomersWriter(TableWriter):
     """Customers, and what a customers export says besides: consent, suppressed addresses, the erasure link."""
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
-                 match_email: bool = False, flag_keys: dict[str, str] | None = None, dated_consent: bool = False):
+                 match_email: bool = False, flag_keys: dict[str, str] | None = None, dated_consent: bool = False,
+                 merge: Merge | None = None):
         super().__init__(run, conn, schema, provided)
         self.now = current_time()
         self.link = SuppressionLink(conn, origin=run.name)
@@ -117,6 +120,10 @@ class CustomersWriter(TableWriter):
         #: (not "did not opt in", which such a source says with no value), so one whose date is blank is one as of now.
         self.dated_consent = dated_consent
         self.match_email = match_email
+        #: ``duplicates: merge``: rows of one address are one customer, merged (see :meth:`_merge`).
+        self.merge = merge
+        #: With ``merge``: (customer id, consent field) -> what the rows written so far said, for "an opt-out in either wins".
+        self.said: dict[tuple[str, str], bool] = {}
         #: Final customer id -> line, after matching addresses to stored customers.
         self.owners: dict[str, int] = {}
         self.consent: PreferenceHistory | None = None
@@ -125,10 +132,12 @@ class CustomersWriter(TableWriter):
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
                         "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
                         "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0}
+        if merge is not None:
+            self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
         self.addresses: set[str] = set()
-        #: ``match: email``: an address lower-cased -> (its first line, as written there).
-        self.mailboxes: dict[str, tuple[int, str]] = {}
+        #: ``match: email``: an address lower-cased -> (its first line, as written there, the id the file gives it).
+        self.mailboxes: dict[str, tuple[int, str, str]] = {}
         #: ``match: email``: the rows whose address other customers have too -> (the row's record, its consent
         #: records, the topics of those changed since the last export), for :meth:`_share_consent`.
         self.shared_consent: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
@@ -136,10 +145,14 @@ class CustomersWriter(TableWriter):
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
         file's chunks begin. Checked first: an id made from the address (Klaviyo's ``klaviyo-<hash>``) repeats with
-        it, and "duplicate id 'klaviyo-cab2dda0100d2c2d'" would name neither the column nor the address's line."""
+        it, and "duplicate id 'klaviyo-cab2dda0100d2c2d'" would name neither the column nor the address's line.
+        With ``duplicates: merge`` a later row of an address is the first one's customer, merged when written."""
         email = row.get("email")
         if self.match_email and email:
-            first, spelled = self.mailboxes.setdefault(email.lower(), (line, email))
+            first, spelled, own = self.mailboxes.setdefault(email.lower(), (line, email, row["id"]))
+            if first != line and self.merge is not None:
+                row["id"], row["_merged"] = own, True
+                return []
             if first != line:
                 case = f" (as {spelled!r})" if spelled != email else ""
                 return [("email", f"the same address is also on line {first}{case}: one address is one "
@@ -149,12 +162,16 @@ class CustomersWriter(TableWriter):
     def write(self, pending: list) -> None:
         if self.match_email:
             pending = self._match(pending)
+        again = 0
+        if self.merge is not None:
+            pending, again = self._merge(pending)
         if not self.run.may_write():
             return
         rows = [row for _, row in pending]
         self._keep_stored(rows)
         self._undated_changes(rows)
         super().write(pending)
+        self.run.imported -= again  # customers an earlier chunk imported
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
         self.link.apply(rows)
         self._consent(pending)
@@ -226,11 +243,85 @@ class CustomersWriter(TableWriter):
                 row["id"] = owner
                 self.details["matched_by_email"] += 1
             first = self.owners.setdefault(row["id"], record.line)
-            if first != record.line:
+            if first != record.line and not row.get("_merged"):
                 self.run.reject(record, [("email", f"customer {row['id']!r} (this address) is also on line {first}")])
             else:
                 kept.append((record, row))
         return kept
+
+    def _merge(self, pending: list) -> tuple[list, int]:
+        """``duplicates: merge``: each later row of an address folded into its customer, in bulk; how many into stored ones.
+
+        A row whose address came earlier in this chunk is folded into that row and leaves
+        the chunk; one whose address came in an earlier chunk (already written) is folded
+        into the stored customer, one look-up for all of them. Where both give a value the
+        later row's wins, unless only the earlier one has ``prefer`` (WooCommerce's
+        registered row over the guest row of the same address); the sign-up date is the
+        earliest (the loader's ``earliest``), a ``latest`` field the later value, and an
+        opt-out in either row wins over an opt-in.
+        """
+        kept: list = []
+        at: dict[str, int] = {}
+        later: list[int] = []
+        for record, row in pending:
+            merged = row.pop("_merged", False)
+            if merged and row["id"] in at:
+                earlier = kept[at[row["id"]]]
+                kept[at[row["id"]]] = (earlier[0], self._fold(earlier[1], row))
+                self.details["merged_rows"] += 1
+                continue
+            at.setdefault(row["id"], len(kept))
+            if merged:
+                later.append(len(kept))
+            kept.append((record, row))
+        if later:
+            columns = [C.c[name] for name in self.schema.written]
+            stored: dict[str, dict[str, Any]] = {}
+            for condition in one_of(self.conn, C.c.id, {kept[i][1]["id"] for i in later}):
+                stored.update((r.id, dict(r._mapping)) for r in self.conn.execute(select(*columns).where(condition)))
+            later = [i for i in later if kept[i][1]["id"] in stored]
+            for i in later:
+                record, row = kept[i]
+                kept[i] = (record, self._fold(stored[row["id"]], row))
+            self.details["merged_rows"] += len(later)
+        for _, row in kept:
+            for name, value in row.items():
+                if name.startswith("_consent") and isinstance(value, bool):
+                    key = (row["id"], name)
+                    self.said[key] = self.said.get(key, True) and value
+        return kept, len(later)
+
+    def _fold(self, earlier: dict[str, Any], later: dict[str, Any]) -> dict[str, Any]:
+        """One customer of two rows of one address (see :meth:`_merge`)."""
+        merge = self.merge
+        assert merge is not None
+        if merge.prefer is not None and _field(earlier, merge.prefer) is not None and _field(later, merge.prefer) is None:
+            earlier, later = later, earlier
+        out = dict(earlier)
+        out.update((k, v) for k, v in later.items() if v is not None and v.__class__ is not Fallback)
+        out["attributes"] = {**(earlier.get("attributes") or {}), **(later.get("attributes") or {})} or None
+        # A stored time is naive UTC on SQLite.
+        dates = [d if d.tzinfo else d.replace(tzinfo=UTC) for d in (earlier.get("created_at"), later.get("created_at")) if d]
+        out["created_at"] = min(dates, default=None)
+        for name in merge.latest:
+            values = [v for v in (_field(earlier, name), _field(later, name)) if v is not None]
+            if values:
+                _set(out, name, max(values, key=lambda v: v.isoformat() if isinstance(v, datetime) else str(v)))
+        # An opt-out in either row wins, with its own time; the rows written in earlier chunks count too.
+        for name in {k for k in (*earlier, *later) if k.startswith("_consent") and k not in ("_consent_at", "_consent_changed")}:
+            said = [v for v in (earlier.get(name), later.get(name), self.said.get((out["id"], name))) if isinstance(v, bool)]
+            if said and not all(said):
+                out[name] = False
+                if name == "_consent":
+                    out["_consent_at"] = next((row.get("_consent_at") for row in (later, earlier) if row.get(name) is False), None)
+                if later.get(name) is not False and earlier.get(name) is not False:
+                    out.pop(name)  # the opt-out an earlier chunk wrote stands
+                    if name == "_consent":
+                        out.pop("_consent_at", None)
+                elif self.said.get((out["id"], name)):
+                    # An earlier chunk wrote the other row's opt-in, of any date: the opt-out ends it as of now.
+                    out["_opt_out_now"] = (*out.get("_opt_out_now", ()), name)
+        return out
 
     def _ambiguous(self, email: str, owner: str, own: str) -> str:
         stored = self.conn.execute(select(C.c.email).where(C.c.id == owner)).scalar_one()
@@ -282,6 +373,8 @@ class CustomersWriter(TableWriter):
                 if opted_in is None:
                     continue
                 when = row.get("_consent_at") if topic == "*" else None
+                if _flag_field(topic) in row.get("_opt_out_now", ()):
+                    when = self.now
                 rows.append((record, {"customer_id": row["id"], "topic": topic, "opted_in": bool(opted_in), "max_per_week": None,
                                       "updated_at": when or UNDATED, "source": self.source}))
                 undated_no = topic == "*" and self.dated_consent and not opted_in and when is None
@@ -394,6 +487,20 @@ class CustomersWriter(TableWriter):
         if self.consent is not None:
             self.consent.close()
         super().close()
+
+
+def _field(row: dict[str, Any], name: str) -> Any:
+    """A row's field, ``attributes.NAME`` too."""
+    if name.startswith("attributes."):
+        return (row.get("attributes") or {}).get(name[len("attributes."):])
+    return row.get(name)
+
+
+def _set(row: dict[str, Any], name: str, value: Any) -> None:
+    if name.startswith("attributes."):
+        row["attributes"] = {**(row.get("attributes") or {}), name[len("attributes."):]: value}
+    else:
+        row[name] = value
 
 
 def _flag_field(topic: str) -> str:
