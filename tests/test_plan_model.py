@@ -366,5 +366,6 @@ def test_a_preview_for_a_customer_the_store_lacks_is_one_line_with_a_model(plan_
     out = CliRunner().invoke(cli, ["--project", str(plan_project.root), "why", "C-NOBODY", "--campaign", "test",
                                    "--window", WINDOW])
     assert out.exit_code == 8 and isinstance(out.exception, SystemExit), out.output
-    assert out.output.strip().splitlines() == ["Error: customer 'C-NOBODY' is in no audience of campaign 'test' for window 2026-W48"]
+    assert out.output.strip().splitlines() == ["Error: customer 'C-NOBODY' is in no audience of campaign 'test' for window 2026-W48: "
+                                                 "no customer 'C-NOBODY' in the store (never imported, or erased)"]
     assert load_model(plan_project, "promo").predict({"recency_days": np.array([])})["uplift"].shape == (0,)

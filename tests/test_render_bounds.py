@@ -261,3 +261,30 @@ def test_preview_names_the_limit_and_exits_6(project):
     assert out.exit_code == 6
     assert re.search(rf"sendtest-news for {cid}: newsletter(\.nl)?\.html:4: the template would make a string or list", out.output)
     assert "[render] max_sequence in relmail.toml" in out.output
+
+
+def test_an_interrupt_dropped_where_python_cannot_raise_it_comes_again():
+    """A finalizer run by the garbage collector prints and drops an exception raised in it: the clock must not rely
+    on its one interrupt arriving, or such a render would run unbounded."""
+    import time
+
+    from relmail.render.bounds import LimitExceeded, Limits, RenderTimeout, run_bounded
+
+    dropped = []
+
+    def render_that_loses_the_first_interrupt():
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            try:
+                while time.monotonic() < end:
+                    pass
+            except RenderTimeout:
+                if dropped:
+                    raise
+                dropped.append(time.monotonic())  # as a finalizer would: swallowed, the loop goes on
+        return "finished"
+
+    started = time.monotonic()
+    with pytest.raises(LimitExceeded, match="took longer than 0.2 s"):
+        run_bounded(Limits(timeout_seconds=0.2), render_that_loses_the_first_interrupt)
+    assert dropped and time.monotonic() - started < 3

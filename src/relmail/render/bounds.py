@@ -96,6 +96,10 @@ class _Watchdog:
 
     #: How often deadlines are looked at while something renders.
     TICK = 0.02
+    #: Seconds after an interrupt that the render is interrupted again if it still runs: an interrupt that
+    #: lands where Python cannot raise it (a finalizer run by the garbage collector prints and drops it)
+    #: would otherwise leave the render unbounded.
+    AGAIN = 0.5
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -131,8 +135,8 @@ class _Watchdog:
             with self.lock:
                 now = time.monotonic()
                 for tid, entry in self.active.items():
-                    if not entry[1] and entry[0] <= now:
-                        entry[1] = True
+                    if entry[0] <= now:
+                        entry[0], entry[1] = now + self.AGAIN, True
                         _raise_in(tid, RenderTimeout)
                 if not self.active:
                     self.wake.clear()
@@ -157,7 +161,8 @@ def run_bounded(limits: Limits, fn: Callable[..., T], *args, seconds: float | No
     the interrupt is delivered at any bytecode until :meth:`_Watchdog.stop`
     takes it back, and a context manager's ``__exit__`` would let one that
     lands inside it escape as a bare :class:`RenderTimeout`. Here, wherever
-    it lands, the outer ``except`` catches it (it is delivered once).
+    it lands, the outer ``except`` catches it (it comes again every
+    :attr:`_Watchdog.AGAIN` seconds while the render still runs).
     """
     watchdog = _WATCHDOG
     watched = watchdog.start(limits.timeout_seconds if seconds is None else seconds)
@@ -168,8 +173,12 @@ def run_bounded(limits: Limits, fn: Callable[..., T], *args, seconds: float | No
             if watched:
                 watchdog.stop()
     except RenderTimeout:
-        if watched:
-            watchdog.stop()  # the interrupt may have landed inside stop() itself
+        while watched:
+            try:
+                watchdog.stop()  # the interrupt may have landed inside stop() itself, or come again meanwhile
+                watched = False
+            except RenderTimeout:
+                continue
         raise LimitExceeded(f"the render took longer than {limits.timeout_seconds:g} s", "timeout_seconds") from None
 
 
