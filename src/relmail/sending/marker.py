@@ -106,13 +106,15 @@ class Marker:
         connection and raises; the adapter goes on (the batch records every
         answer anyway), and the next mark connects again.
         """
+        if self.failure is not None:
+            return
         now, adapter_now = self.clock(), self.adapter_clock()
         answers = {}
         for result in results:
             settled = ledger.settlement(result, now, adapter_now)
             if settled is not None:
                 answers[str(settled.delivery_id)] = ledger.answer_text(settled)
-        if not answers or self.failure is not None:
+        if not answers:
             return
         payload = json.dumps(answers)
         try:
