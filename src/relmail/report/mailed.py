@@ -6,8 +6,9 @@ over, never resent). A run imported with ``relmail runs import`` holds the
 decisions of a send made elsewhere: its ``send`` decisions are the mailed
 customers. A run that holds no decisions at all (a mailing history written
 as events only, like the demo's ``weekly-history`` weeks) has only the
-``email_sent`` events that name it. Every rate of a report reads against
-these customers, each once.
+``email_sent`` events that name it; a history that logged one e-mail twice
+(a resend, an export overlapping the last) still mailed it once. Every rate
+of a report reads against these customers, each once.
 
 An e-mail the mail server or ESP refused at send (an SMTP 550 to RCPT, an
 ESP's synchronous rejection), or that relmail gave up on, was never mailed:
@@ -50,7 +51,9 @@ def mailed_customers(run_id: str, source: str):
     if source == "imported":
         return select(DEC.c.customer_id, DEC.c.message_id).where(DEC.c.run_id == run_id, DEC.c.action == "send")
     if source == "events":
-        return select(EVENTS.c.customer_id, EVENTS.c.message_id).where(EVENTS.c.run_id == run_id, EVENTS.c.type == "email_sent")
+        # Distinct: its feedback counts customers per message, so its e-mails must too.
+        return (select(EVENTS.c.customer_id, EVENTS.c.message_id).where(EVENTS.c.run_id == run_id, EVENTS.c.type == "email_sent")
+                .distinct())
     return select(DLV.c.customer_id, DLV.c.message_id).where(DLV.c.run_id == run_id, DLV.c.status == "accepted")
 
 
