@@ -89,7 +89,7 @@ def test_service_messages_pass_the_service_first_rules_and_tips_go_to_owners():
 
 
 def test_hard_rules_cannot_be_switched_off_but_others_can():
-    assert {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "REPEATED_SOFT_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED",
+    assert {"NO_CONSENT", "UNSUBSCRIBED", "HARD_BOUNCE", "REPEATED_SOFT_BOUNCE", "INVALID_ADDRESS", "ADDRESS_SUPPRESSED", "REMOVED_FROM_SHOP",
             "COMPLAINED", "SHARED_OPT_OUT", "SHARED_HARD_BOUNCE", "SHARED_COMPLAINT"} == HARD
     camp = parse_campaign("policy: {rules: {FATIGUE: false}}\nmessages: [{id: a, template: t, topic: x, segment: s, offer: promotion}]", "c.yml")
     assert "FATIGUE" not in {r.code for r in rules_for(camp.messages[0])}

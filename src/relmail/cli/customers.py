@@ -52,6 +52,8 @@ def show(state: State, customer_id: str, last_events: int, as_json: bool) -> Non
     click.echo("attributes: " + json.dumps(c["attributes"], ensure_ascii=False, sort_keys=True))
     if data["suppressed"]:
         click.echo(f"address suppressed: {data['suppressed']['reason']}")
+    if c.get("removed_at"):
+        click.echo(f"removed from the shop: not in the complete customers export of {c['removed_at']} (never mailed)")
     click.echo()
     prefs = [(p["topic"], "in" if p["opted_in"] else "OUT", p["max_per_week"], p["source"], _since(p["updated_at"]))
              for p in data["preferences"]]

@@ -14,7 +14,8 @@ _EXAMPLES = {
         "relmail import customers crm/customers.csv\n"
         "  relmail import customers customers_export.csv --map shopify\n"
         "  relmail import customers subscribed_members_export.csv --map mailchimp\n"
-        "  relmail import customers customers.jsonl --skip-invalid --rejects bad.jsonl",
+        "  relmail import customers customers.jsonl --skip-invalid --rejects bad.jsonl\n"
+        "  relmail import customers customers_export.csv --map shopify --complete",
     ),
     "products": (
         "Import products; CSV 'features' are |-separated (app|gps-tracking); extra columns become attributes.",
@@ -69,7 +70,8 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
     @json_option
     @pass_state
     def command(state: State, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-                decimal: str | None, time_format: str | None, as_json: bool, strict_addresses: bool = False) -> None:
+                decimal: str | None, time_format: str | None, as_json: bool, strict_addresses: bool = False,
+                complete: bool = False, max_removed: str | None = None) -> None:
         if decimal is not None and mapping is None:
             raise click.UsageError("--decimal applies to the money columns of a mapping: give --map")
         if time_format is not None:
@@ -78,12 +80,23 @@ def _make(kind: str, summary: str, example: str) -> click.Command:
             if "%" not in time_format:
                 raise click.BadParameter(f"{time_format!r} has no strftime codes (e.g. '%d-%m-%Y %H:%M')",
                                          param_hint="--time-format")
+        if max_removed is not None and not complete:
+            raise click.UsageError("--max-removed limits what --complete removes: give --complete")
+        if complete and skip_invalid:
+            raise click.UsageError("--complete imports the whole export or nothing: it cannot --skip-invalid "
+                                   "(the customers of skipped rows would be removed)")
         _run(state, kind, file, mapping, fmt, skip_invalid, rejects, max_errors, chunk_size, as_json, strict_addresses, decimal,
-             time_format)
+             time_format, complete, max_removed)
 
     if kind == "customers":
         command = click.option("--strict-addresses", is_flag=True,
                                help="Refuse customers whose address is not a valid address (default: import them flagged, never mailed).")(command)
+        command = click.option("--complete", is_flag=True,
+                               help="The file is every customer the shop has: stored customers it does not list (accounts "
+                                    "deleted or merged in the shop) are kept but never mailed again (REMOVED_FROM_SHOP).")(command)
+        command = click.option("--max-removed", metavar="N|N%",
+                               help="With --complete: refuse the import if it would remove more customers than this, a "
+                                    "number or a share of those listed (default: 10%).")(command)
     command.__name__ = f"import_{kind}"
     help_text = (
         f"{summary}\n\nFILE is a .csv (separated by commas, semicolons or tabs) or .jsonl file (optionally .gz), or - for stdin.\n\n"
@@ -97,7 +110,8 @@ for _kind, (_summary, _example) in _EXAMPLES.items():
 
 
 def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, rejects, max_errors: int, chunk_size: int,
-         as_json: bool, strict_addresses: bool, decimal: str | None = None, time_format: str | None = None) -> None:
+         as_json: bool, strict_addresses: bool, decimal: str | None = None, time_format: str | None = None,
+         complete: bool = False, max_removed: str | None = None) -> None:
     from ..errors import ValidationError
     from ..importers import import_file
 
@@ -136,6 +150,8 @@ def _run(state: State, kind: str, file: str, mapping, fmt, skip_invalid: bool, r
             variables={"brand.url": settings.brand.url.rstrip("/"), "brand.name": settings.brand.name},
             decimal=decimal,
             time_format=time_format,
+            complete=complete,
+            **({"max_removed": max_removed} if max_removed is not None else {}),
         )
     except ValidationError as exc:
         if bar is not None:
@@ -187,6 +203,9 @@ _DETAILS = {
                                 "kept opted out; a new opt-in needs its date (import preferences)",
     "suppressed_addresses": "{n:,} address(es) on the suppression list",
     "matched_by_email": "{n:,} row(s) matched to a stored customer by e-mail address",
+    "removed_from_shop": "{n:,} stored customer(s) not in this complete export: removed from the shop, kept but never "
+                         "mailed again (REMOVED_FROM_SHOP) unless an import lists them again",
+    "relisted": "{n:,} customer(s) the shop had removed are listed again: mailed as before",
     "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "

@@ -150,6 +150,7 @@ def compute_features(
     cols["consent_global"] = np.where(raw["consent_global"] == 0, 0.0, 1.0)
     # Syntax, and the flag an import set on an address it kept although it is not one.
     cols["email_valid"] = email_valid(emails) * (raw.pop("address_flag") >= 0.5)
+    cols["in_shop"] = (raw.pop("in_shop") >= 0.5).astype(float)
     cols["address_suppressed"] = _suppressed(emails, hashes, address_salt)
     for key, ctx in contexts.items():
         topic_col = "consent_global" if ctx.topic == "*" else f"topic:{ctx.topic}"

@@ -50,6 +50,8 @@ GENERIC_COLUMNS: dict[str, str] = {
     "consent_global": "1 opted in or no record for topic '*', 0 opted out (latest state in the store)",
     "frequency_wish": "the customer's max e-mails per week (NaN if none stated)",
     "email_valid": "1 if the address is syntactically valid and no import flagged it, else 0",
+    "in_shop": "0 if the last complete customers export (import customers --complete) did not list the customer, else 1 "
+               "(latest state in the store)",
     "address_suppressed": "1 if the address hash is in the suppressions table, else 0",
     "loyal": "1 if tenure > 365 days and at least 3 purchases, else 0",
     "is_new": "1 if tenure < 90 days and no purchase older than 90 days, else 0",

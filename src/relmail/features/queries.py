@@ -502,11 +502,16 @@ def preferences(scope: Scope, as_of, dialect, contexts: dict[str, FeatureContext
 
 
 def customers(scope: Scope, as_of, dialect) -> Query:
-    """Tenure (NaN when the sign-up date is unknown) and the address (for the syntax and suppression checks)."""
+    """Tenure (NaN when the sign-up date is unknown), the address (for the syntax and suppression checks) and
+    whether the shop lists the customer: the latest state, as consent is (a plan as of an earlier hour must not
+    mail an account the shop closed since)."""
     c = Customer.__table__
-    stmt = scope.restrict(select(c.c.id, age_days(dialect, as_of, c.c.created_at), c.c.email, c.c.email_valid).select_from(c), c.c.id)
+    listed = case((c.c.removed_at.isnot(None), 0), else_=1)
+    stmt = scope.restrict(select(c.c.id, age_days(dialect, as_of, c.c.created_at), c.c.email, c.c.email_valid, listed)
+                          .select_from(c), c.c.id)
     return Query(stmt, lambda keys, table: (keys, {"tenure_days": table[0].astype(float), "_email": table[1],
-                                                   "address_flag": np.asarray(table[2], dtype=float)}),
+                                                   "address_flag": np.asarray(table[2], dtype=float),
+                                                   "in_shop": np.asarray(table[3], dtype=float)}),
                  frozenset({"tenure_days"}))
 
 

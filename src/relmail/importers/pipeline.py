@@ -30,7 +30,9 @@ from ..errors import Problem, ValidationError
 from ..store import aggregates
 from ..store.db import refresh_statistics
 from ..store.faults import as_relmail_error, redact, translated
+from ..windows import current_time
 from .addresses import customers_by_address, normal_address
+from .complete import DEFAULT_MAX_REMOVED, Listing
 from .fields import INVALID_ADDRESS
 from .loader import References
 from .mapped import Mapped, MappedReader, builtin_fits, snake
@@ -123,6 +125,8 @@ def import_file(
     variables: dict[str, str] | None = None,
     decimal: str | None = None,
     time_format: str | None = None,
+    complete: bool = False,
+    max_removed: str = DEFAULT_MAX_REMOVED,
 ) -> ImportResult:
     """Import ``source`` (a path, ``-`` for stdin, or a binary stream) as ``kind``.
 
@@ -150,7 +154,22 @@ def import_file(
     the whole file (see :class:`~relmail.importers.values.MarkWatch`). ``time_format`` (strftime codes)
     is likewise the format of its ``time`` columns that name none (the same
     export's times, re-saved as ``14-03-2026 10:12``).
+
+    ``complete`` (customers only) reads the file as every customer the shop
+    has: the stored customers it does not name are removed from the shop
+    (kept, never mailed: REMOVED_FROM_SHOP) in the same transaction, unless
+    they are more than ``max_removed`` (a count, ``250``, or a share of the
+    customers listed before, ``10%``), which refuses the whole import. It
+    cannot be combined with ``skip_invalid``: a rejected row's customer
+    would be removed. Any customers import lifts the removal of those it names.
     """
+    if complete and kind != "customers":
+        raise ValidationError(f"a complete export is one of customers, not {kind}",
+                              [Problem(str(getattr(source, "name", source)), None, None, "complete applies to customers")])
+    if complete and skip_invalid:
+        raise ValidationError("a complete export is imported whole: --complete cannot skip invalid rows (their customers "
+                              "would be removed); fix them, or import without --complete",
+                              [Problem(str(getattr(source, "name", source)), None, None, "--complete with --skip-invalid")])
     if decimal is not None and not isinstance(mapping, str):
         raise ValidationError(f"the decimal mark {decimal!r} applies to the money columns of a mapping: name one (--map)",
                               [Problem(str(getattr(source, "name", source)), None, None, "no mapping to apply the decimal mark to")])
@@ -185,7 +204,7 @@ def import_file(
             writer = RejectsWriter(Path(rejects) if rejects else default_rejects_path(src.name, src.fmt), src.fmt)
         fallbacks = {name: Fallback(value) for name, value in {**DEFAULTS, **(defaults or {})}.items()}
         run = _Run(schema, src.name, src.fmt == "csv" and mapped is None, fallbacks, skip_invalid,
-                   writer, max_errors, lenient=not strict_addresses)
+                   writer, max_errors, lenient=not strict_addresses, max_removed=max_removed if complete else None)
         provided = _provided(schema, reader.header, mapped)
         try:
             with engine.begin() as conn:
@@ -211,6 +230,9 @@ def import_file(
                     run.read += sum(mapped.skipped.values()) - mapped.extra_lines
                     _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
+                listing = getattr(run.sink, "listing", None)
+                if listing is not None:  # a complete export: the customers it does not name are removed (or nothing is imported)
+                    run.sink.details["removed_from_shop"] = listing.apply(current_time())
                 # Statistics first: the aggregates' refresh looks the touched customers' events up by
                 # customer, which PostgreSQL plans as a scan of the whole table while it believes it empty.
                 refresh_statistics(conn, schema.table.name, run.imported)
@@ -295,8 +317,10 @@ class _Run:
     """The state of one import while it streams."""
 
     def __init__(self, schema: Schema, name: str, from_csv: bool, defaults: dict, skip_invalid: bool,
-                 writer: RejectsWriter | None, max_errors: int, lenient: bool = True):
+                 writer: RejectsWriter | None, max_errors: int, lenient: bool = True, max_removed: str | None = None):
         self.schema = schema
+        #: A complete customers export (``complete``): the most customers it may remove.
+        self.max_removed = max_removed
         self.name = name
         self.from_csv = from_csv
         self.defaults = defaults
@@ -337,6 +361,7 @@ class _Run:
                                         match_email=mapping is not None and mapping.match == "email",
                                         flag_keys=consent_flag_keys(mapping),
                                         merge=mapping.merge if mapping is not None else None,
+                                        listing=Listing(conn, self.name, self.max_removed) if self.max_removed else None,
                                         # A dated export's blank time, and a list's undated unsubscribe: a "no" is an opt-out.
                                         dated_consent=mapping is not None and ("consent_at" in mapping.targets
                                                                                or mapping.consent_no == "opt-out"))

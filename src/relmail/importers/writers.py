@@ -29,6 +29,7 @@ from ..store.mailboxes import mates
 from ..store.models import EMAIL_LOWER, Customer, Suppression
 from ..windows import current_time
 from .addresses import customers_by_address
+from .complete import Listing, relist
 from .history import UNDATED, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
 from .mapping import Merge
@@ -108,8 +109,10 @@ class CustomersWriter(TableWriter):
 
     def __init__(self, run, conn: Connection, schema: Schema, provided: set[str] | None, source: str,
                  match_email: bool = False, flag_keys: dict[str, str] | None = None, dated_consent: bool = False,
-                 merge: Merge | None = None):
+                 merge: Merge | None = None, listing: Listing | None = None):
         super().__init__(run, conn, schema, provided)
+        #: ``--complete``: the ids the file names, so that the customers it does not name are removed at the end.
+        self.listing = listing
         self.now = current_time()
         self.link = SuppressionLink(conn, origin=run.name)
         self.source = source
@@ -131,7 +134,8 @@ class CustomersWriter(TableWriter):
         self.details = {"consent_records": 0, "without_consent": 0, "withdrawn_since_last_export": 0, "given_since_last_export": 0,
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
                         "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
-                        "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0}
+                        "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0,
+                        "relisted": 0}
         if merge is not None:
             self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
@@ -173,6 +177,10 @@ class CustomersWriter(TableWriter):
         super().write(pending)
         self.run.imported -= again  # customers an earlier chunk imported
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
+        ids = [row["id"] for row in rows]
+        self.details["relisted"] += relist(self.conn, ids)
+        if self.listing is not None:
+            self.listing.add(ids)
         self.link.apply(rows)
         self._consent(pending)
         self._suppress(rows)

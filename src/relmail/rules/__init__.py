@@ -7,7 +7,8 @@ is one file (a :class:`~relmail.rules.base.Rule` subclass) and one line in
 ``policy.rules: {CODE: false}``.
 
 Hard rules (:data:`HARD`) are the law and the sender's reputation: consent,
-unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, spam complaint, and
+unsubscribe, hard bounce, repeated soft bounces, invalid or suppressed address, a customer the shop removed,
+spam complaint, and
 the opt-outs, hard bounces and complaints of the same address under another customer id. No
 campaign or message policy can turn them off.
 
@@ -42,6 +43,7 @@ from .not_worth_it import NotWorthIt
 from .open_ticket import OpenTicket
 from .owns_product import OwnsProduct
 from .recent_complaint import RecentComplaint
+from .removed_from_shop import RemovedFromShop
 from .repeated_soft_bounce import RepeatedSoftBounce
 from .shared_complaint import SharedComplaint
 from .shared_hard_bounce import SharedHardBounce
@@ -60,6 +62,7 @@ _ORDER: tuple[type[Rule], ...] = (
     RepeatedSoftBounce,
     InvalidAddress,
     AddressSuppressed,
+    RemovedFromShop,
     Complained,
     # The same facts recorded under another customer id with the same address (relmail.planning.shared_mailbox).
     SharedOptOut,

@@ -85,6 +85,15 @@ class Customer(SQLModel, table=True):
     attributes: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False, default=dict))
     #: False for an address an import found invalid: kept, flagged, never mailed (INVALID_ADDRESS).
     email_valid: bool = Field(default=True, sa_column=Column(Boolean, nullable=False, default=True, server_default=true()))
+    #: When a complete export of the shop's customers (``import customers --complete``) first no longer listed
+    #: the customer (an account deleted or merged in the shop): kept, never mailed from then on (REMOVED_FROM_SHOP).
+    #: None while the shop lists the customer; an import that names the customer again clears it.
+    removed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+
+
+#: The few customers a complete export no longer listed: what an import that names customers again looks up.
+Index("ix_customers_removed", Customer.__table__.c.id, sqlite_where=Customer.__table__.c.removed_at.isnot(None),
+      postgresql_where=Customer.__table__.c.removed_at.isnot(None))
 
 
 #: A customer's address lower-cased, as the index ``ix_customers_email_lower`` holds it: what finds customers
