@@ -155,3 +155,27 @@ def test_after_any_sequence_of_complete_exports_the_removed_are_exactly_those_th
         import_file(engine, "customers", str(path), complete=True, max_removed="100%")
         stored |= ids
         assert removed(engine) == stored - ids
+
+
+def test_an_e_mail_planned_before_the_removal_is_withheld_at_send(project, tmp_path):
+    from tests.sendkit import AS_OF as SEND_AS_OF
+    from tests.sendkit import build
+
+    from relmail.sending.run import send
+    from relmail.store.models import Delivery
+
+    engine = build(project)
+    send(project, engine, "sendtest", "2026-W48", limit=1, now=lambda: SEND_AS_OF)
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        victim = conn.execute(select(D.c.customer_id).where(D.c.status == "planned").order_by(D.c.id.desc()).limit(1)).scalar_one()
+        shop = conn.execute(select(C.c.id, C.c.email).where(C.c.id != victim).order_by(C.c.id)).all()
+    export = tmp_path / "customers.csv"
+    export.write_text("id,email\n" + "".join(f"{cid},{email}\n" for cid, email in shop), encoding="utf-8")
+    assert import_file(engine, "customers", str(export), complete=True).details["removed_from_shop"] == 1
+    send(project, engine, "sendtest", "2026-W48", now=lambda: SEND_AS_OF + timedelta(hours=1))
+    with engine.connect() as conn:
+        mine = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).all()
+        others = dict(conn.execute(select(D.c.status, func.count()).where(D.c.customer_id != victim).group_by(D.c.status)).all())
+    assert mine and all(row == ("failed", "SUPPRESSED: removed from the shop after the plan (REMOVED_FROM_SHOP)") for row in mine)
+    assert set(others) == {"accepted"}

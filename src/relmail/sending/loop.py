@@ -27,7 +27,7 @@ from ..feedback.apply import apply_events
 from ..feedback.events import FeedbackEvent, relmail_ids
 from ..rules import RENDER_ERROR
 from ..store.mailboxes import mates as mailbox_mates
-from ..store.models import Decision, Event, Preference
+from ..store.models import Customer, Decision, Event, Preference
 from ..windows import Window
 from . import ledger
 from .batcher import Batcher, outgoing
@@ -287,11 +287,13 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
     other customer ids with the same address, read as the plan reads them
     (:mod:`relmail.planning.shared_mailbox`): the mailbox's latest dated consent
     per topic, any complaint, a hard bounce with nothing delivered to the
-    mailbox since.
+    mailbox since; and a customer a complete export removed from the shop.
     """
-    P, E = Preference.__table__, Event.__table__
+    P, E, C = Preference.__table__, Event.__table__, Customer.__table__
     customers = sorted({c for c, _ in pairs})
     with engine.connect() as conn:
+        # Through the partial index of the few removed customers.
+        removed = set(conn.execute(select(C.c.id).where(C.c.removed_at.isnot(None), C.c.id.in_(customers))).scalars())
         mates = mailbox_mates(conn, customers)
         everyone = sorted(set(customers).union(*mates.values()))
         # (updated_at, opted out, customer) per (customer, topic): the latest of a mailbox is its max, an opt-out
@@ -332,6 +334,9 @@ def _blocked_now(engine, pairs: list[tuple[str, str]], topics: dict[str, str | N
             opted_out.setdefault(cid, set()).add(topic)
     blocked = {}
     for customer, message in pairs:
+        if customer in removed:
+            blocked[(customer, message)] = f"{ledger.SUPPRESSED}: removed from the shop after the plan (REMOVED_FROM_SHOP)"
+            continue
         box = [customer, *mates.get(customer, ())]
         own = opted_out.get(customer, set())
         if "*" in own or topics.get(message) in own:
