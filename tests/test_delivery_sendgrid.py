@@ -36,7 +36,9 @@ def test_personal_message_body_matches_the_v3_shape_field_by_field():
     assert req.headers["Authorization"] == f"Bearer {KEY}"
     assert req.headers["Content-Type"] == "application/json"
     body = json.loads(req.body)
-    assert set(body) == {"personalizations", "from", "reply_to", "subject", "content", "categories"}
+    assert set(body) == {"personalizations", "from", "reply_to", "subject", "content", "categories", "tracking_settings"}
+    # relmail's List-Unsubscribe and link, never SendGrid's in their place (the account's setting is overridden).
+    assert body["tracking_settings"] == {"subscription_tracking": {"enable": False}}
     assert body["from"] == {"email": "news@fietsenwinkel.example", "name": "Fietsenwinkel"}
     assert body["reply_to"] == {"email": "service@fietsenwinkel.example"}
     assert body["subject"] == m.subject

@@ -7,6 +7,10 @@ limit); each personalization carries its own recipient, ``headers``
 metadata the event webhook returns). Personal e-mails, which differ in
 content, go one request each over the reused session. A 202 answer accepts
 the request; its ``X-Message-Id`` is every message's ``provider_id``.
+Each request turns SendGrid's subscription tracking off
+(``tracking_settings``), whatever the account's setting: with it on,
+SendGrid adds its own unsubscribe footer and List-Unsubscribe header in
+place of relmail's (https://www.twilio.com/docs/sendgrid/ui/sending-email/list-unsubscribe).
 
 SendGrid rejects a request as a whole: when a 400 names personalizations
 (``personalizations.3.to.0.email``) those messages are rejected and the rest
@@ -210,6 +214,10 @@ class SendGridAdapter(AccountRefusals, HttpAdapter):
             "from": _address(first.from_addr, first.from_name),
             "subject": first.subject,
             "content": _content(first),
+            # The e-mail's own unsubscribe link and List-Unsubscribe (signed, answered by relmail) are the ones:
+            # SendGrid's subscription tracking, where the account has it on, would add a second link in the
+            # footer and put its own List-Unsubscribe in place of relmail's.
+            "tracking_settings": {"subscription_tracking": {"enable": False}},
         }
         if first.reply_to:
             body["reply_to"] = {"email": first.reply_to}
