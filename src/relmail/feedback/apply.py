@@ -218,11 +218,11 @@ def _shared(key: str, event_id: str, cid: str, event: FeedbackEvent) -> str:
 def _stored_per_email(conn: Connection, keys: set[tuple[str, str, str, str, str]]) -> set[tuple[str, str, str, str, str]]:
     """Of ``keys`` (customer, run, message, type, provider), those the store holds an event for."""
     table = Event.__table__
-    types = sorted({k[3] for k in keys})
+    types, runs = sorted({k[3] for k in keys}), sorted({k[1] for k in keys})
     found: set[tuple[str, str, str, str, str]] = set()
     for chunk in chunks(sorted({k[0] for k in keys})):
         rows = conn.execute(select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.type, table.c.event_id)
-                            .where(table.c.customer_id.in_(chunk), table.c.type.in_(types)))
+                            .where(table.c.customer_id.in_(chunk), table.c.type.in_(types), table.c.run_id.in_(runs)))
         for cid, run, message, kind, event_id in rows:
             provider = event_id.partition(":")[0]
             if (cid, run, message, kind, provider) in keys:
