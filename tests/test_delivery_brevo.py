@@ -107,12 +107,55 @@ def test_a_long_rate_limit_reset_defers_until_then_without_sleeping():
 
 
 @responses.activate
-def test_5xx_is_retried_with_retry_after_and_then_deferred():
+def test_a_5xx_that_stays_leaves_the_email_uncertain_not_deferred_for_a_later_run():
+    # Brevo documents no 5xx for this endpoint, nor whether it sent an e-mail it answered with one: the next
+    # run's repeat could come after Brevo forgot the key, so the e-mail is never handed to a later run.
     responses.add(responses.POST, URL, status=503, headers={"Retry-After": "5"})
     ft = FakeTime()
     [r] = adapter(ft, max_retries=2).send([ledger_message(1)])
     assert len(responses.calls) == 3 and ft.sleeps == [5.0, 5.0]
-    assert r.status == "deferred" and r.http_status == 503 and not r.ambiguous
+    keys = {json.loads(c.request.body)["headers"]["idempotencyKey"] for c in responses.calls}
+    assert len(keys) == 1
+    assert r.status == "deferred" and r.http_status == 503 and r.ambiguous
+    assert "does not say whether it sent" in r.reason
+
+
+@responses.activate
+@pytest.mark.parametrize("second", ["created", "duplicate"])
+def test_a_5xx_is_asked_again_with_the_same_key_and_brevos_next_answer_settles_it(second):
+    responses.add(responses.POST, URL, status=500, json={"code": "internal_error", "message": "Internal error"})
+    if second == "created":
+        responses.add_callback(responses.POST, URL, callback=created)
+    else:
+        responses.add(responses.POST, URL, status=400,
+                      json={"code": "duplicate_parameter", "message": "idempotencyKey has already been used"})
+    [r] = adapter().send([ledger_message(1)])
+    keys = [json.loads(c.request.body)["headers"]["idempotencyKey"] for c in responses.calls]
+    assert len(keys) == 2 and keys[0] == keys[1]
+    assert r.status == "accepted" and not r.ambiguous
+    assert (r.provider_id is not None) == (second == "created")
+
+
+@pytest.mark.parametrize("retry_after, repeated", [("840", True), ("900", False)])
+@responses.activate
+def test_a_5xx_is_asked_again_only_while_brevo_still_knows_the_key(retry_after, repeated):
+    ft = FakeTime()
+    responses.add(responses.POST, URL, status=502, headers={"Retry-After": retry_after})
+    responses.add_callback(responses.POST, URL, callback=created)
+    [r] = adapter(ft, max_retries=5, max_retry_wait=1000).send([ledger_message(1)])
+    if repeated:
+        assert len(responses.calls) == 2 and r.status == "accepted" and not r.ambiguous
+    else:
+        assert len(responses.calls) == 1
+        assert r.status == "deferred" and r.ambiguous and "15 minutes" in r.reason and "HTTP 502" in r.reason
+
+
+@responses.activate
+def test_a_429_is_a_refusal_so_it_is_deferred_and_sent_by_a_later_run():
+    responses.add(responses.POST, URL, status=429, headers={"x-sib-ratelimit-reset": "5"})
+    ft = FakeTime()
+    [r] = adapter(ft, max_retries=1).send([ledger_message(1)])
+    assert len(responses.calls) == 2 and r.status == "deferred" and not r.ambiguous
 
 
 @responses.activate

@@ -60,9 +60,11 @@ def test_message_matches_the_v3_1_shape_with_basic_auth():
         "HTMLPart": m.html,
         "ReplyTo": {"Email": "service@fietsenwinkel.example"},
         # The one-click pair reaches Mailjet as headers of the e-mail; the Message-ID does not: Mailjet lists it
-        # among the headers it refuses (send-0011) and writes its own.
+        # among the headers it refuses (send-0011) and writes its own. relmail's travels as a custom header,
+        # which a bounce returning the headers names the delivery by.
         "Headers": {"List-Unsubscribe": "<https://fietsenwinkel.example/relmail/unsubscribe/tok1>",
-                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+                    "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+                    "X-Relmail-Message-ID": "<run-2026-W48.C0000001.ebike@fietsenwinkel.example>"},
         "CustomID": m.key,
         "EventPayload": '{"relmail_customer":"C0000001","relmail_message":"ebike-launch","relmail_run":"run-2026-W48"}',
         "CustomCampaign": "weekly/ebike-launch",
@@ -229,3 +231,24 @@ def test_what_mailjet_refuses_is_refused_before_sending():
             a.send([message(1, raw=False, headers={name: "x"})])
     with pytest.raises(ConfigError, match="track_opens"):
         adapter(track_opens="yes")
+
+
+@responses.activate
+@pytest.mark.parametrize("recipient, expected", [
+    ({"Email": "klant1@example.org", "MessageUUID": "cb927469-36fd-4c02-bce4-0d199929a207", "MessageID": 288230376151711744},
+     "288230376151711744"),
+    ({"Email": "klant1@example.org", "MessageUUID": "cb927469-36fd-4c02-bce4-0d199929a207"},
+     "cb927469-36fd-4c02-bce4-0d199929a207"),
+    ({"Email": "klant1@example.org", "MessageUUID": "cb927469-36fd-4c02-bce4-0d199929a207", "MessageID": 0},
+     "cb927469-36fd-4c02-bce4-0d199929a207"),
+])
+def test_the_provider_id_is_the_messageid_else_the_messageuuid_the_events_call_message_guid(recipient, expected):
+    # Send API v3.1 answers each recipient with MessageID, MessageUUID and MessageHref; the events carry MessageID
+    # and Message_GUID. Without a usable number, the UUID is what an event can still name the e-mail by.
+    def answer(request):
+        item = json.loads(request.body)["Messages"][0]
+        return 200, {}, json.dumps({"Messages": [{"Status": "success", "CustomID": item["CustomID"], "To": [recipient]}]})
+
+    responses.add_callback(responses.POST, URL, callback=answer)
+    [r] = adapter().send([message(1, raw=False)])
+    assert r.status == "accepted" and r.provider_id == expected

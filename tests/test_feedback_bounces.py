@@ -606,3 +606,21 @@ def test_a_person_asking_to_be_removed_is_an_unsubscribe_request(subject, first_
     msg.set_content(first_line or "Thanks")
     report = parse(bytes(msg), lambda: datetime(2026, 11, 24, tzinfo=UTC))
     assert (report.kind == "unsubscribe request" and report.token is None) == asks, report.kind
+
+
+@pytest.mark.parametrize("where", ["returned headers", "quoted in the text"])
+def test_a_report_names_relmails_message_id_from_the_x_relmail_message_id_an_esp_kept(where):
+    """Mailjet writes its own Message-ID; relmail's travels as X-Relmail-Message-ID, which a bounce returns."""
+    ours, theirs = "<run.C0000001.ebike@fietsenwinkel.example>", "<a1b2c3.mailjet@mailjet.com>"
+    headers = f"Message-ID: {theirs}\nX-Relmail-Message-ID: {ours}\nTo: anna@example.com\n"
+    returned = (f"--b\nContent-Type: text/rfc822-headers\n\n{headers}\n" if where == "returned headers"
+                else f"--b\nContent-Type: text/plain\n\n--- original message ---\n{headers}\n")
+    data = ("Date: Mon, 23 Nov 2026 10:04:12 +0100\nFrom: MAILER-DAEMON@mx.example\nMessage-ID: <r1@mx.example>\n"
+            "MIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=b\n\n"
+            "--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+            "Final-Recipient: rfc822; anna@example.com\nAction: failed\nStatus: 5.1.1\n\n"
+            f"{returned}--b--\n").encode()
+    report = parse(data, now=lambda: datetime(2026, 11, 24, tzinfo=UTC))
+    assert (report.original_message_id, report.relmail_message_id) == (theirs, ours)
+    assert report.message_ids == (theirs, ours)  # the returned Message-ID first: every other adapter keeps relmail's
+    assert parse(dsn(), now=lambda: datetime(2026, 11, 24, tzinfo=UTC)).relmail_message_id is None

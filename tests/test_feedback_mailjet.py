@@ -173,6 +173,7 @@ GOOD = {
     "time": st.integers(1_700_000_000, 1_760_000_000),
     "email": st.sampled_from(["anna@example.com", "bram@example.com"]),
     "MessageID": st.integers(1, 2**63),
+    "Message_GUID": st.sampled_from(["1ab23cd4-e567-8901-2345-6789f0gh1i2j", " ", ""]),
     "url": st.just("https://fietsenwinkel.example/"),
     "error": st.sampled_from(["user unknown", "quota exceeded", "preblocked", "something new"]),
     "error_related_to": st.sampled_from(["recipient", "domain", "spam", "system", "elsewhere"]),
@@ -199,8 +200,9 @@ def test_any_event_is_read_rejected_with_its_field_or_skipped_never_misread(reco
         # The relmail ids come whole from a relmail payload, or not at all.
         ids = (event.customer_id, event.run_id, event.message_id)
         assert ids in ((None, None, None), ("C1", "r", "m"))
-        # The delivery is only ever looked up by the MessageID Mailjet sent, as a whole number.
-        assert event.sent_id is None or event.sent_id.isdigit()
+        # The delivery is only ever looked up by the MessageID Mailjet sent, as a whole number, else by its GUID.
+        guid = record.get("Message_GUID")
+        assert event.sent_id is None or event.sent_id.isdigit() or (isinstance(guid, str) and event.sent_id == guid.strip())
 
 
 def test_a_payload_that_is_not_wholly_relmails_is_not_used():
@@ -235,3 +237,16 @@ def test_stored_events_keep_no_secret_and_the_time_mailjet_gave(mailjet_shop):
     with engine.connect() as conn:
         [when] = conn.execute(select(E.c.occurred_at).where(E.c.type == "email_opened")).scalars()
     assert when.replace(tzinfo=UTC) == T0 + timedelta(seconds=12)
+
+
+def test_an_event_without_a_messageid_names_its_email_by_message_guid_and_keeps_its_stored_id():
+    p = provider("mailjet", now=lambda: NOW)
+    base = _event("open", "anna@example.com", 12)
+    without = {k: v for k, v in base.items() if k not in ("MessageID", "mj_message_id")}
+    [plain] = p.parse_event(without)
+    [guided] = p.parse_event({**without, "Message_GUID": "1ab23cd4-e567-8901-2345-6789f0gh1i2j"})
+    assert plain.sent_id is None and guided.sent_id == "1ab23cd4-e567-8901-2345-6789f0gh1i2j"
+    # The id of an event stored before the GUID was read is the same: a redelivery writes nothing new.
+    assert guided.event_id == plain.event_id
+    [numbered] = p.parse_event({**base, "Message_GUID": "1ab23cd4-e567-8901-2345-6789f0gh1i2j"})
+    assert numbered.sent_id == str(base["MessageID"])  # the number, which the adapter records first

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
@@ -19,6 +20,8 @@ from werkzeug.test import Client
 
 from relmail.cli import cli
 from relmail.feedback import ingest, provider
+from relmail.feedback.apply import apply_events
+from relmail.feedback.events import derived_id
 from relmail.feedback.records import Record
 from relmail.project import Project
 from relmail.store.models import Customer, Event, Preference
@@ -278,3 +281,61 @@ def test_a_sync_event_under_the_lists_old_or_current_name_is_ignored_not_invalid
     batch = provider("mandrill", now=lambda: NOW).parse_records([Record(0, sync)], "webhook")
     assert (batch.events, batch.invalid, batch.ignored) == ([], [], {kind: 1})
 
+
+
+# -- a store written before relmail read 'delivered' -------------------------------------------------------------
+
+
+def old_id(entry: dict) -> str:
+    """The event id relmail derived before it read 'delivered' (commit b9674c2): msg._id first, a send by its time."""
+    msg = entry["msg"]
+    sent = msg.get("_id") or entry.get("_id")
+    return derived_id(sent, msg["email"].lower(), entry["event"], entry["ts"], entry.get("url"))
+
+
+def store_as_before(engine, events) -> None:
+    """Write ``events`` as the earlier relmail did: under their old ids."""
+    apply_events(engine, [replace(e, provider_event_id=old_id(e.esp_event), former_ids=(), one_per_email=False)
+                          for e in events])
+
+
+IDS = {"relmail_customer": "C1", "relmail_run": "weekly:2026-W49", "relmail_message": "ebike-launch"}
+
+
+def test_a_redelivery_of_events_stored_under_their_old_ids_writes_nothing(engine):
+    # Mandrill's samples give the event an _id of its own beside msg._id, which the earlier relmail read first.
+    entries = [event("send", "Anna@Example.com", 10, msg={"_id": "inner10"}),
+               event("hard_bounce", "anna@example.com", 20, msg={"_id": "inner20", "diag": "smtp;550 5.1.1 unknown"}),
+               event("open", "anna@example.com", 30, msg={"_id": "inner30"}),
+               event("click", "anna@example.com", 40, url="https://fietsenwinkel.example/", msg={"_id": "inner40"})]
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C1", "email": "anna@example.com",
+                                                    "created_at": datetime(2010, 1, 1, tzinfo=UTC), "attributes": {}}])
+    batch = provider("mandrill", now=lambda: NOW).parse_records([Record(i, e) for i, e in enumerate(entries)], "webhook")
+    assert len(batch.events) == 4 and all(e.event_id != f"mandrill:{old_id(e.esp_event)}" for e in batch.events)
+    store_as_before(engine, batch.events)
+    assert len(feedback_events(engine)) == 4
+
+    again = ingest(engine, batch)
+    assert again.total_applied == 0 and again.duplicates == 4
+    assert len(feedback_events(engine)) == 4
+
+
+def test_a_delivered_event_after_a_send_stored_under_its_old_id_writes_no_second_delivery(engine):
+    with engine.begin() as conn:
+        conn.execute(Customer.__table__.insert(), [{"id": "C1", "email": "anna@example.com",
+                                                    "created_at": datetime(2010, 1, 1, tzinfo=UTC), "attributes": {}}])
+    p = provider("mandrill", now=lambda: NOW)
+    send = p.parse_records([Record(0, event("send", "anna@example.com", 10, msg_id="m10", msg={"metadata": IDS}))], "webhook")
+    store_as_before(engine, send.events)
+    # Mandrill's 'delivered' of that e-mail (which the earlier relmail ignored), and of another e-mail of the customer.
+    other = {**IDS, "relmail_message": "lock-tips"}
+    later = p.parse_records([Record(0, event("delivered", "anna@example.com", 70, msg_id="m10", msg={"metadata": IDS})),
+                             Record(1, event("delivered", "anna@example.com", 75, msg_id="m11", msg={"metadata": other}))],
+                            "webhook")
+    result = ingest(engine, later)
+    assert result.duplicates == 1 and result.applied == {"delivered": 1}
+    E = Event.__table__
+    with engine.connect() as conn:
+        rows = sorted(conn.execute(select(E.c.message_id).where(E.c.type == "email_delivered")).scalars())
+    assert rows == ["ebike-launch", "lock-tips"]

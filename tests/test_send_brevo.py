@@ -105,3 +105,28 @@ def test_a_refused_key_stops_relmail_send_with_exit_7_and_the_next_send_resumes(
     assert out.exit_code == 0, out.output
     sends, accepted, _ = ledger_pairs(engine)
     assert accepted == sends and len(responses.calls) == len(sends)
+
+
+@responses.activate
+def test_an_email_brevo_kept_answering_with_a_5xx_is_uncertain_and_never_sent_by_a_later_run(project, monkeypatch):
+    """Brevo does not say whether a 5xx sent the e-mail; a later run's repeat could come after it forgot the key."""
+    engine = build(project, customers=30)
+    monkeypatch.setenv("RELMAIL_ESP_API_KEY", KEY)
+    config = project.root / "relmail.toml"
+    config.write_text(config.read_text().replace('adapter = "file"', 'adapter = "brevo"')
+                      + "\n[delivery.brevo]\nmax_retries = 1\nmax_retry_wait = 0\n")
+    responses.add(responses.POST, URL, status=500, json={"code": "internal_error", "message": "Internal server error"})
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1", "--json"])
+    assert out.exit_code == 0, out.output
+    summary = json.loads(out.output)
+    sends, accepted, _ = ledger_pairs(engine)
+    assert sends and accepted == sends and summary["done"]["uncertain"] == len(sends)
+    keys = [json.loads(c.request.body)["headers"]["idempotencyKey"] for c in responses.calls]
+    assert len(keys) == 2 * len(sends) and len(set(keys)) == len(sends)  # each asked again once, with its own key
+
+    responses.reset()
+    responses.add_callback(responses.POST, URL, callback=created)
+    time.sleep(1.1)
+    again = CliRunner().invoke(cli, ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"])
+    assert again.exit_code == 0, again.output
+    assert len(responses.calls) == 0

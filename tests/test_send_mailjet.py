@@ -126,3 +126,75 @@ def test_a_refused_key_stops_relmail_send_with_exit_7_and_never_prints_the_secre
     assert again.exit_code == 0, again.output
     sends, accepted, _ = ledger_pairs(engine)
     assert len(accepted) == len(sends) - 1
+
+
+def _stray_bounce(item: dict, date) -> bytes:
+    """A DSN that reached the shop's mailbox (sent to the From address): the e-mail's headers as Mailjet sent them,
+    with Mailjet's own Message-ID and the custom headers of ``Headers``."""
+    returned = (f"Message-ID: <{item['CustomID']}.mailjet@mailjet.com>\nFrom: {item['From']['Email']}\n"
+                f"To: {item['To'][0]['Email']}\nSubject: {item['Subject']}\n"
+                + "".join(f"{k}: {v}\n" for k, v in item["Headers"].items()))
+    return (f"Date: {date:%a, %d %b %Y %H:%M:%S +0000}\nFrom: MAILER-DAEMON@mx.example\n"
+            f"To: {item['From']['Email']}\nMessage-ID: <stray-{item['CustomID']}@mx.example>\nMIME-Version: 1.0\n"
+            "Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: text/plain\n\n"
+            "The mail system\n--b\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example\n\n"
+            "Final-Recipient: rfc822; gone@elsewhere.example\nAction: failed\nStatus: 5.1.1\n"
+            "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n\n"
+            f"--b\nContent-Type: text/rfc822-headers\n\n{returned}\n--b--\n").encode()
+
+
+@responses.activate
+def test_a_bounce_in_the_shops_mailbox_finds_its_mailjet_email_by_the_relmail_message_id_it_returns(mailjet_project, tmp_path):
+    """Mailjet writes the Message-ID itself; the one relmail rendered travels as X-Relmail-Message-ID."""
+    project, engine = mailjet_project
+    responses.add_callback(responses.POST, URL, callback=_answer)
+    assert _send(project).exit_code == 0
+    items = [i for c in responses.calls for i in json.loads(c.request.body)["Messages"]]
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        ledger = {f"d{r.id}": r for r in conn.execute(select(D.c.id, D.c.customer_id, D.c.message_id, D.c.rfc_message_id,
+                                                                  D.c.status))}
+    item = next(i for i in items if ledger[i["CustomID"]].status == "accepted")
+    target = ledger[item["CustomID"]]
+    assert item["Headers"]["X-Relmail-Message-ID"] == target.rfc_message_id
+
+    # Another recipient's address in the report: only the returned header can name the delivery.
+    (tmp_path / "bounce.eml").write_bytes(_stray_bounce(item, AS_OF + timedelta(hours=3)))
+    out = CliRunner().invoke(cli, ["-p", str(project.root), "feedback", "bounces", str(tmp_path / "bounce.eml"), "--json"])
+    assert out.exit_code == 0, out.output
+    assert "sends through Mailjet" in out.stderr and "/webhooks/mailjet" in out.stderr
+    result = json.loads(out.stdout)
+    assert result["applied"] == {"bounced_hard": 1} and result["matched_by"] == {"message-id": 1}
+    E = Event.__table__
+    with engine.connect() as conn:
+        stored = conn.execute(select(E.c.customer_id, E.c.run_id, E.c.message_id)
+                              .where(E.c.type == "email_bounced_hard", E.c.event_id.like("smtp:%"))).one()
+    assert tuple(stored) == (target.customer_id, RUN, target.message_id)
+
+
+@responses.activate
+def test_an_email_mailjet_answered_with_a_uuid_only_is_found_by_the_message_guid_of_its_events(mailjet_project):
+    project, engine = mailjet_project
+
+    def uuid_only(request):
+        items = json.loads(request.body)["Messages"]
+        return 200, {}, json.dumps({"Messages": [{"Status": "success", "CustomID": i["CustomID"], "To": [
+            {"Email": i["To"][0]["Email"], "MessageUUID": f"1ab23cd4-e567-8901-2345-{int(i['CustomID'][1:]):012d}"}]}
+            for i in items]})
+
+    responses.add_callback(responses.POST, URL, callback=uuid_only)
+    assert _send(project).exit_code == 0
+    D = Delivery.__table__
+    with engine.connect() as conn:
+        target = conn.execute(select(D.c.id, D.c.customer_id, D.c.message_id, D.c.provider_id)
+                              .where(D.c.status == "accepted").order_by(D.c.id)).first()
+    assert target.provider_id == f"1ab23cd4-e567-8901-2345-{target.id:012d}"
+    event = {"event": "spam", "time": int((AS_OF + timedelta(hours=2)).timestamp()), "email": "someone@else.example",
+             "Message_GUID": target.provider_id, "CustomID": f"d{target.id}", "Payload": "", "source": "JMRPP"}
+    batch = provider("mailjet", now=lambda: AS_OF + timedelta(days=1)).parse_records([Record(0, event)], "webhook")
+    assert not batch.invalid and batch.events[0].sent_id == target.provider_id
+    assert ingest(engine, batch).applied == {"complained": 1}
+    E = Event.__table__
+    with engine.connect() as conn:
+        stored = conn.execute(select(E.c.customer_id, E.c.run_id, E.c.message_id).where(E.c.event_id.like("mailjet:%"))).one()
+    assert tuple(stored) == (target.customer_id, RUN, target.message_id)

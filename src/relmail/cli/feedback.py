@@ -169,9 +169,13 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, review
     suppresses the customer in every later plan; delays and 4.x.x failures
     are soft bounces.
 
-    Each bounce is tied to the e-mail it answers by the returned Message-ID,
-    else by the recipient address (the customer's latest e-mail before the
-    bounce); bounces no relmail e-mail answers are listed, not applied.
+    Each bounce is tied to the e-mail it answers by the returned Message-ID
+    (or X-Relmail-Message-ID, which e-mails sent through Mailjet carry: Mailjet
+    writes its own Message-ID), else by the recipient address (the
+    customer's latest e-mail before the bounce); bounces no relmail e-mail
+    answers are listed, not applied. Mailjet receives the bounces of its
+    e-mails itself: with adapter "mailjet" the command warns that this
+    mailbox gets only the stray ones, and the Mailjet webhook the rest.
     With [delivery.smtp] verp = true, a bounce is tied to the e-mail its
     signed return-path tag names; one without a valid tag is unverified:
     listed, not applied (verp_required = false also applies one whose
@@ -186,10 +190,13 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, review
       relmail feedback bounces ~/Maildir/.Bounces --json
       relmail feedback bounces saved/*.eml --dry-run
     """
+    from ..delivery import delivery_config
     from ..feedback import import_bounces
 
     key = state.project.secret("signing_key", False)
     settings = state.project.settings
+    if delivery_config(settings.section("delivery"))[0] == "mailjet":
+        click.echo(MAILJET_BOUNCES, err=True)
     result = import_bounces(state.engine, paths, dry_run=dry_run, signing_key=key, return_path=return_path(state.project, key),
                             project_name=settings.name, authserv_id=settings.unsubscribe_authserv_id)
     if review_file and result.review:
@@ -201,6 +208,14 @@ def feedback_bounces(state: State, paths: tuple[str, ...], dry_run: bool, review
     error = result.error()
     if error is not None:
         raise error
+
+
+#: Mailjet's return path is its own: the bounces of its e-mails go to Mailjet, not to the shop's mailbox.
+MAILJET_BOUNCES = (
+    "warning: this project sends through Mailjet, which receives the bounces of its e-mails at its own return path "
+    "and reports them to the Mailjet webhook (relmail serve, /webhooks/mailjet); this mailbox gets only bounces "
+    "sent to the From or Reply-To address. Mailjet writes the Message-ID itself: such a bounce is matched by the "
+    "X-Relmail-Message-ID header it returns, else by the recipient's address")
 
 
 def return_path(project, key: str | None):

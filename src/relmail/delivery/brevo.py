@@ -11,9 +11,13 @@ secret ``esp_api_key``, sent in the ``api-key`` header.
 Answers: 201 with ``messageId`` is accepted (the id, without its angle
 brackets, becomes ``provider_id``, which the events name as
 ``message-id``); a 400 (``invalid_parameter``, ``missing_parameter`` ...)
-rejects the e-mail with Brevo's message; 429 and 5xx are retried and then
-deferred, waiting what ``Retry-After`` or ``x-sib-ratelimit-reset`` says
-(:mod:`.http`). A refusal of the account (a wrong key, a request from an
+rejects the e-mail with Brevo's message; 429 is retried and then deferred,
+waiting what ``Retry-After`` or ``x-sib-ratelimit-reset`` says (:mod:`.http`).
+Brevo's documentation of this endpoint describes no 5xx answer, nor
+whether an e-mail answered with one was sent: a 5xx is read as a lost answer (below), asked
+again with the same key within the key's lifetime, and an e-mail whose
+request still got a 5xx then is ambiguous, settled as delivered, uncertain,
+never sent again by a later run that Brevo might take for a new e-mail. A refusal of the account (a wrong key, a request from an
 IP address not among the account's authorised IPs, no credits left, an
 account not yet validated or not allowed to send, a sender that is not
 verified) stops the batch, every e-mail not yet accepted deferred

@@ -12,7 +12,11 @@ connection reset) is *not*, unless the adapter's requests carry an
 idempotency key the provider honours (:attr:`HttpAdapter.repeatable`), and
 then only while the provider still remembers the key
 (:attr:`HttpAdapter.repeat_window`): its messages come back ``deferred`` and
-``ambiguous``.
+``ambiguous``. A 5xx answer to such a request counts as a lost answer when the
+provider keeps its keys for a limited time: nothing says the provider did
+not send the e-mail before failing, so it is asked again within the window,
+and a 5xx still standing at the end (the e-mail would be sent again by a
+later run, past the window) leaves its messages ``ambiguous`` too.
 401 and 403 stop the batch (a bad or revoked key is not a per-message fault).
 An answer that holds one result per message (:meth:`HttpAdapter.answers_each_message`)
 is neither retried nor refused whole: the adapter reads each result.
@@ -159,7 +163,7 @@ class HttpAdapter(Adapter):
             if lost_at is not None and self.repeat_window is not None and self.clock() - lost_at >= self.repeat_window:
                 return RequestOutcome(
                     retry_at=last.retry_at, http_status=last.http_status, ambiguous=True,
-                    reason=(f"{method} {url}: no answer, and not asked again: {self.name} keeps an idempotency key for "
+                    reason=(f"{method} {url}: no certain answer, and not asked again: {self.name} keeps an idempotency key for "
                             f"{self.repeat_window.total_seconds() / 60:g} minutes; {last.reason}"),
                 )
             started = self.clock()
@@ -189,11 +193,18 @@ class HttpAdapter(Adapter):
                     raise Abort(f"{self.name} refused the credentials (HTTP {status}): {_snippet(response)}", status)
                 if status != 429 and status < 500:
                     return RequestOutcome(response=response, http_status=status)
+                unsure = ""
+                if status >= 500 and self.repeatable and self.repeat_window is not None:
+                    # The provider does not say whether a 5xx sent the e-mail: as for a lost answer, its key guards
+                    # a repeat only while it remembers the key, and a later run's repeat could come after that.
+                    maybe_sent = True
+                    lost_at = lost_at or started
+                    unsure = f" ({self.name} does not say whether it sent the e-mail before failing)"
                 after = retry_after_seconds(response, self.clock())
                 wait = after if after is not None else min(2.0**attempt, self.max_retry_wait)
                 last = RequestOutcome(
                     retry_at=self.clock() + timedelta(seconds=wait if after is not None else self.config.number("retry_delay", 600)),
-                    reason=f"HTTP {status} from {self.name}: {_snippet(response)}",
+                    reason=f"HTTP {status} from {self.name}: {_snippet(response)}{unsure}",
                     http_status=status,
                     ambiguous=maybe_sent,
                 )

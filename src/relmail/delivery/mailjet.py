@@ -6,7 +6,11 @@ subject, ``TextPart``/``HTMLPart``, ``ReplyTo`` and ``Headers``
 (List-Unsubscribe, List-Unsubscribe-Post, Feedback-ID ...). Mailjet writes
 the Message-ID itself and refuses one in ``Headers`` (``send-0011``), so the
 render stage's is left out: the recipient sees Mailjet's, and Mailjet's
-events find the delivery by ``MessageID`` and ``EventPayload`` instead.
+events find the delivery by ``MessageID`` and ``EventPayload`` instead. The
+render stage's Message-ID travels as the custom header
+``X-Relmail-Message-ID`` (Mailjet passes custom headers on): a bounce that
+reaches the shop's own bounce mailbox and returns the e-mail's headers names
+the delivery by it (:mod:`relmail.feedback.bounces`).
 ``CustomID`` is the message key and ``EventPayload`` the relmail metadata as
 compact JSON: Mailjet returns both in every event, which is how the webhook
 (:mod:`relmail.feedback.mailjet`) finds the delivery again; the tags, joined
@@ -65,6 +69,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..errors import UnsupportedFeature
+from . import metadata
 from .base import Abort, OutgoingMessage, Result, accepted, chunks, deferred, rejected
 from .esp import AccountRefusals, unique_tags
 from .http import HttpAdapter, json_body
@@ -145,6 +150,9 @@ class MailjetAdapter(AccountRefusals, HttpAdapter):
         if m.reply_to:
             item["ReplyTo"] = {"Email": m.reply_to}
         headers = {k: str(v) for k, v in m.headers.items() if k.lower() not in MAILJET_WRITES}
+        if m.message_id:
+            # Mailjet writes the Message-ID: a bounce that returns the headers names the delivery by this one.
+            headers[metadata.MESSAGE_ID_HEADER] = m.message_id
         if headers:
             item["Headers"] = headers
         if m.metadata:

@@ -17,6 +17,10 @@ MESSAGE = "relmail_message"
 #: Every key, in the order adapters attach them.
 KEYS = (CUSTOMER, RUN, MESSAGE)
 
+#: The header carrying the Message-ID relmail rendered, for a provider that writes its own Message-ID
+#: (Mailjet): a bounce that returns the e-mail's headers names the delivery by it (``deliveries.rfc_message_id``).
+MESSAGE_ID_HEADER = "X-Relmail-Message-ID"
+
 
 def metadata(customer_id: str, run_id: str, message_id: str) -> dict[str, str]:
     """The metadata of one e-mail: which customer, run and message it is."""

@@ -186,6 +186,50 @@ def tie_to_deliveries(conn: Connection, events: Sequence[FeedbackEvent]) -> list
     return out
 
 
+def _stored(conn: Connection, unique: dict[str, tuple[str, FeedbackEvent]]) -> set[str]:
+    """The keys of ``unique`` whose event the store holds already.
+
+    By its key; by a key an earlier relmail gave the same event
+    (:attr:`~.events.FeedbackEvent.former_ids`); and, for an event that
+    happens once per e-mail, by any event of its provider and type stored
+    for the same customer, run and message (or met earlier in this batch).
+    """
+    former = {event_id: [_shared(key, event_id, cid, event) for key in event.former_event_ids]
+              for event_id, (cid, event) in unique.items() if event.former_ids}
+    found = _existing_event_ids(conn, [*unique, *(key for keys in former.values() for key in keys)])
+    stored = {event_id for event_id in unique if event_id in found or any(k in found for k in former.get(event_id, ()))}
+    once = {event_id: (cid, event.run_id, event.message_id, event.store_type, event.provider)
+            for event_id, (cid, event) in unique.items()
+            if event.one_per_email and event.run_id and event.message_id and event_id not in stored}
+    if once:
+        seen = _stored_per_email(conn, set(once.values()))
+        for event_id, key in once.items():
+            if key in seen:
+                stored.add(event_id)
+            seen.add(key)
+    return stored
+
+
+def _shared(key: str, event_id: str, cid: str, event: FeedbackEvent) -> str:
+    """``key`` as :func:`resolve` makes it for one of the customers sharing the event's address."""
+    return f"{key}#{cid}"[:128] if event_id != event.event_id else key
+
+
+def _stored_per_email(conn: Connection, keys: set[tuple[str, str, str, str, str]]) -> set[tuple[str, str, str, str, str]]:
+    """Of ``keys`` (customer, run, message, type, provider), those the store holds an event for."""
+    table = Event.__table__
+    types, runs = sorted({k[3] for k in keys}), sorted({k[1] for k in keys})
+    found: set[tuple[str, str, str, str, str]] = set()
+    for chunk in chunks(sorted({k[0] for k in keys})):
+        rows = conn.execute(select(table.c.customer_id, table.c.run_id, table.c.message_id, table.c.type, table.c.event_id)
+                            .where(table.c.customer_id.in_(chunk), table.c.type.in_(types), table.c.run_id.in_(runs)))
+        for cid, run, message, kind, event_id in rows:
+            provider = event_id.partition(":")[0]
+            if (cid, run, message, kind, provider) in keys:
+                found.add((cid, run, message, kind, provider))
+    return found
+
+
 def _existing_event_ids(conn: Connection, ids: list[str]) -> set[str]:
     table = Event.__table__
     found: set[str] = set()
@@ -264,7 +308,7 @@ def apply_events(
             result.duplicates += 1
         else:
             unique[event_id] = (cid, event)
-    stored = _existing_event_ids(conn, list(unique))
+    stored = _stored(conn, unique)
     result.duplicates += len(stored)
 
     sent = {(cid, e.run_id, e.message_id) for cid, e in unique.values() if e.run_id and e.message_id}

@@ -5,8 +5,9 @@ Three stages, plain data between them:
 1. :func:`read_bounces` reads a mailbox (:mod:`.mailboxes`) and each message
    (:mod:`.dsn`): what it reports, or why it cannot be used;
 2. :func:`match` ties every reported outcome to the delivery it answers: by
-   the returned Message-ID in the ledger (``deliveries.rfc_message_id``),
-   else by the recipient address (the customer's most recent e-mail sent
+   the returned Message-ID in the ledger (``deliveries.rfc_message_id``), or
+   the returned ``X-Relmail-Message-ID`` (where the ESP wrote its own
+   Message-ID: Mailjet), else by the recipient address (the customer's most recent e-mail sent
    before the bounce). What matches becomes a
    :class:`~relmail.feedback.events.FeedbackEvent` of provider ``smtp``; what
    does not is listed with the reason;
@@ -197,10 +198,10 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
     untagged = [r for r in box.reports if tags.get(id(r), (None, ""))[0] is None]
     # With verp_required, only an e-mail that left without a tag (the ledger says so) may be found by its
     # Message-ID: a tagged one's report must carry the tag, an untagged one's cannot.
-    by_id = _deliveries(conn, {r.report.original_message_id for r in untagged if r.report.original_message_id},
+    by_id = _deliveries(conn, {i for r in untagged for i in r.report.message_ids},
                         untagged_only=return_path is not None and return_path.required)
     need = {normalize(o.recipient) for r in untagged for o in r.report.outcomes
-            if o.recipient and r.report.original_message_id not in by_id} if return_path is None else set()
+            if o.recipient and _known(r.report, by_id) is None} if return_path is None else set()
     sent = _sent_to(conn, need)
     batch = Batch(PROVIDER, box.source, invalid=list(box.invalid), ignored=box.ignored.copy(), records=box.messages)
     unmatched: list[Unmatched] = []
@@ -208,6 +209,7 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
     for read in box.reports:
         report = read.report
         tag, unverified = tags.get(id(read), (None, ""))
+        known = _known(report, by_id)
         for outcome in report.outcomes:
             if tag is not None:
                 delivery = by_tag.get(tag)
@@ -218,11 +220,11 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
                                                f"its return-path tag names delivery {tag}, but {gone}"))
                     continue
                 how["tag"] += 1
-            elif report.original_message_id in by_id:
-                delivery = by_id[report.original_message_id]
+            elif known is not None:
+                delivery = by_id[known]
                 if delivery is None:
                     unmatched.append(Unmatched(read.where, outcome.recipient, outcome.type,
-                                               f"the customer of {report.original_message_id} was erased since"))
+                                               f"the customer of {known} was erased since"))
                     continue
                 how["message-id"] += 1
             elif return_path is not None:
@@ -239,6 +241,11 @@ def match(conn: Connection, box: Mailbox, return_path: ReturnPath | None = None)
                 how["address"] += 1
             batch.events.append(_event(read, outcome, delivery))
     return batch, unmatched, how
+
+
+def _known(report: Report, by_id: dict) -> str | None:
+    """The first of the report's Message-IDs the ledger holds (the returned one, else ``X-Relmail-Message-ID``)."""
+    return next((i for i in report.message_ids if i in by_id), None)
 
 
 def _tag(report: Report, return_path: ReturnPath) -> tuple[int | None, str]:

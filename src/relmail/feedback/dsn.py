@@ -47,6 +47,7 @@ from email.utils import getaddresses, parseaddr, parsedate_to_datetime
 from flufl.bounce import all_failures
 
 from .. import timestamps
+from ..delivery.metadata import MESSAGE_ID_HEADER
 from .blocks import BLOCKED, sender_side, status_in
 from .records import FieldError
 
@@ -58,6 +59,7 @@ logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
 _MAX_DIAGNOSTIC = 300
 _SMTP_CODE = re.compile(r"^\s*([245])\d\d\b")
 _MESSAGE_ID_LINE = re.compile(r"^Message-ID:[ \t]*(<[^<>\s]+>)", re.I | re.M)
+_RELMAIL_ID_LINE = re.compile(rf"^{MESSAGE_ID_HEADER}:[ \t]*(<[^<>\s]+>)", re.I | re.M)
 _OUT_OF_OFFICE = re.compile(
     r"^\s*(automatic reply|auto(matic)?[ -]?(reply|response)|out of (the )?office|autoreply|abwesenheitsnotiz|"
     r"automatische antwort|afwezig|r[ée]ponse automatique|absence|risposta automatica|respuesta autom[aá]tica)",
@@ -120,6 +122,14 @@ class Report:
     #: Addresses that may be the return path the report was sent to, where a VERP tag is read
     #: (:func:`return_paths`); none for kinds nothing is recorded for.
     return_paths: tuple[str, ...] = ()
+    #: The Message-ID relmail rendered, from the returned ``X-Relmail-Message-ID`` header: an ESP that
+    #: writes its own Message-ID (Mailjet) sends relmail's there, and the returned Message-ID is the ESP's.
+    relmail_message_id: str | None = None
+
+    @property
+    def message_ids(self) -> tuple[str, ...]:
+        """The ids the answered e-mail may be recorded under in the ledger, the returned Message-ID first."""
+        return tuple(dict.fromkeys(i for i in (self.original_message_id, self.relmail_message_id) if i))
 
 
 def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
@@ -150,7 +160,7 @@ def parse(data: bytes, now: Callable[[], datetime] | None = None) -> Report:
     if not outcomes:
         return Report(kind, identity, subject=subject)
     return Report(kind, identity, _date(msg, now), _original_message_id(msg), tuple(outcomes), subject,
-                  return_paths=return_paths(msg))
+                  return_paths=return_paths(msg), relmail_message_id=_relmail_message_id(msg))
 
 
 # -- the three kinds of report -------------------------------------------------------
@@ -171,7 +181,7 @@ def _complaint(msg: Message) -> tuple[str, list[Outcome]]:
     original = _returned_headers(msg)
     # Many feedback loops redact the recipient; the returned Message-ID still finds the delivery.
     recipient = _address(fields.get("Original-Rcpt-To")) or (_address(original.get("To")) if original is not None else None)
-    if not recipient and not _original_message_id(msg):
+    if not recipient and not _original_message_id(msg) and not _relmail_message_id(msg):
         raise FieldError("Original-Rcpt-To", "the complaint names neither a recipient (Original-Rcpt-To, the returned To) "
                                              "nor the Message-ID of the e-mail it is about")
     return "arf", [Outcome(recipient or "", "complained", None,
@@ -265,6 +275,15 @@ def _original_message_id(msg: Message) -> str | None:
     if quoted:
         return quoted.group(1)
     return _message_id(msg.get("In-Reply-To"))
+
+
+def _relmail_message_id(msg: Message) -> str | None:
+    """relmail's Message-ID of the answered e-mail, from its ``X-Relmail-Message-ID``: returned headers, else a quoted copy."""
+    original = _returned_headers(msg)
+    if original is not None and _message_id(original.get(MESSAGE_ID_HEADER)):
+        return _message_id(original.get(MESSAGE_ID_HEADER))
+    quoted = _RELMAIL_ID_LINE.search(_body_text(msg))
+    return quoted.group(1) if quoted else None
 
 
 def return_paths(msg: Message) -> tuple[str, ...]:

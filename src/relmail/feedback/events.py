@@ -91,6 +91,12 @@ class FeedbackEvent:
     reason: str | None = None
     url: str | None = None
     sent_id: str | None = None
+    #: The ids an earlier relmail derived for this same event (its parser built them from other fields):
+    #: an event stored under one of them is this one, so a provider's redelivery after an upgrade writes nothing.
+    former_ids: tuple[str, ...] = ()
+    #: At most one event of this type from this provider per e-mail (customer, run, message): one already
+    #: stored, under whatever id, makes this one a duplicate (Mandrill's ``send`` and ``delivered``).
+    one_per_email: bool = False
     esp_event: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -115,10 +121,18 @@ class FeedbackEvent:
         A webhook the provider delivers twice has the same key, so the second
         delivery writes nothing. Over-long ids are hashed to fit the column.
         """
-        key = f"{self.provider}:{self.provider_event_id}"
+        return self._store_key(self.provider_event_id)
+
+    @property
+    def former_event_ids(self) -> list[str]:
+        """The store's keys of :attr:`former_ids`, as :attr:`event_id` is of the current one."""
+        return [self._store_key(former) for former in self.former_ids if former != self.provider_event_id]
+
+    def _store_key(self, provider_event_id: str) -> str:
+        key = f"{self.provider}:{provider_event_id}"
         if len(key) <= _MAX_EVENT_ID:
             return key
-        return f"{self.provider}:sha256:{hashlib.sha256(self.provider_event_id.encode()).hexdigest()}"
+        return f"{self.provider}:sha256:{hashlib.sha256(provider_event_id.encode()).hexdigest()}"
 
 
 def derived_id(*parts: Any) -> str:

@@ -10,14 +10,16 @@ password may be its last path segment (``/webhooks/mailjet/<password>``).
 
 A POST holds one event object, or, with event grouping (the callback URL's
 ``Version`` 2), a JSON array of the events of the last second, kinds mixed.
-Every event has ``event``, ``time`` (Unix seconds), ``email``, ``MessageID``,
-``CustomID`` and ``Payload``. The Mailjet adapter (:mod:`relmail.delivery.mailjet`)
+Every event has ``event``, ``time`` (Unix seconds), ``email``, ``MessageID``
+(``mj_message_id`` in older events), ``Message_GUID``, ``CustomID`` and
+``Payload``. The Mailjet adapter (:mod:`relmail.delivery.mailjet`)
 sends relmail's metadata as the ``EventPayload``, which comes back as
 ``Payload``: it names the customer, run and message. A payload that is not
 relmail's (another tool's text, a value that is not a string) is ignored,
 never half-read; the event is then tied to its delivery through
-``MessageID``, the number the send was answered with, and failing that
-through the recipient's address.
+``MessageID``, the number the send was answered with (``Message_GUID``,
+the ``MessageUUID`` of the answer, where an event has no number), and
+failing that through the recipient's address.
 
 Events: ``sent`` (the receiving server took it) is ``delivered``; ``open``,
 ``click``; ``spam`` a complaint and ``unsub`` an unsubscribe from
@@ -131,7 +133,7 @@ class Mailjet(Provider):
             return []
         when = self.time(record, "time")
         recipient = _string(record, "email")
-        sent_id = _message_id(record)
+        number = _message_id(record)
         error = record.get("error") if isinstance(record.get("error"), str) else None
         return [
             FeedbackEvent(
@@ -139,11 +141,12 @@ class Mailjet(Provider):
                 occurred_at=when,
                 recipient=recipient,
                 provider=self.name,
-                provider_event_id=derived_id(sent_id, recipient, kind, record.get("time"), url or error),
+                # From MessageID alone: the ids of events already stored stay what they were.
+                provider_event_id=derived_id(number, recipient, kind, record.get("time"), url or error),
                 **relmail_ids(_payload(record)),
                 reason=_reason(record),
                 url=url,
-                sent_id=sent_id,
+                sent_id=number or _guid(record),
                 detail="unsubscribed through Mailjet's link" if normalized == "unsubscribed" else None,
                 esp_event=dict(record),
             )
@@ -204,6 +207,12 @@ def _message_id(record: Mapping[str, Any]) -> str | None:
         if isinstance(value, str) and value.isdigit() and int(value) > 0:
             return value
     return None
+
+
+def _guid(record: Mapping[str, Any]) -> str | None:
+    """``Message_GUID``, the e-mail's UUID (the send's ``MessageUUID``, which the adapter records without a ``MessageID``)."""
+    value = record.get("Message_GUID")
+    return value.strip() if isinstance(value, str) and value.strip() else None
 
 
 def _payload(record: Mapping[str, Any]) -> dict[str, str]:

@@ -47,7 +47,11 @@ e-mail: ignored and counted, as are ``inbound`` messages.
 Mandrill gives events no id of their own: each gets one derived from the
 message, kind, time and URL (a delivery: from the message alone), so a
 redelivered POST (Mandrill retries a failed one for about an hour) writes
-nothing twice. Export files: saved ``mandrill_events`` arrays, as JSON or
+nothing twice. relmail derived these ids differently before it read
+``delivered`` (from ``msg._id`` first, and a ``send`` by its time): an event
+stored under that older id counts as the same event, and a delivery stored
+for an e-mail makes any later ``send`` or ``delivered`` of it a duplicate,
+so a store upgraded in between records each e-mail's delivery once. Export files: saved ``mandrill_events`` arrays, as JSON or
 JSON Lines (``relmail feedback import --format mandrill``).
 """
 
@@ -57,6 +61,7 @@ import base64
 import hashlib
 import hmac
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -171,7 +176,8 @@ class Mandrill(Provider):
         url = text(record, "url") if kind == "click" else None
         reason = diag or text(msg, "bounce_description", required=False)
         # send and delivered both say the e-mail arrived: one id, so whichever comes second writes nothing.
-        key = ("delivered", None) if normalized == "delivered" and sent else (kind, int(when.timestamp()))
+        once = normalized == "delivered" and bool(sent)
+        key = ("delivered", None) if once else (kind, int(when.timestamp()))
         return [
             FeedbackEvent(
                 type=normalized,
@@ -179,6 +185,8 @@ class Mandrill(Provider):
                 recipient=recipient,
                 provider=self.name,
                 provider_event_id=derived_id(sent, recipient.lower(), *key, url),
+                former_ids=_former_ids(record, msg, kind, when, url),
+                one_per_email=once,
                 reason=reason,
                 url=url,
                 sent_id=sent,
@@ -186,6 +194,24 @@ class Mandrill(Provider):
                 esp_event=dict(record),
             )
         ]
+
+
+def _former_ids(record: Mapping[str, Any], msg: Mapping[str, Any], kind: str, when: datetime, url: str | None) -> tuple[str, ...]:
+    """The id relmail derived for this event before it read ``delivered`` and preferred the event's ``_id``.
+
+    Then every event needed ``msg.email``, took ``msg._id`` before the
+    event's own ``_id`` (Mandrill's samples give them different values) and
+    keyed a ``send`` by its time like any other kind; ``delivered`` was not
+    read. A store written then holds its events under these ids.
+    """
+    try:
+        recipient = text(msg, "email", required=False)
+        sent = text(msg, "_id", required=False) or text(record, "_id", required=False)
+    except FieldError:
+        return ()  # such an event was invalid then: never stored
+    if kind == "delivered" or recipient is None or "@" not in recipient:
+        return ()
+    return (derived_id(sent, recipient.lower(), kind, int(when.timestamp()), url),)
 
 
 def _empty(fields: Mapping[str, str]) -> bool:
