@@ -478,3 +478,26 @@ def test_a_bad_catalogue_row_is_named_by_file_line_and_column_and_nothing_is_imp
         in result.output
     assert f"{path}:7: field 'Quantité': 'douze'" in result.output
     assert rows(shop, Product) == []  # all or nothing: the good rows are not written either
+
+
+def test_the_newsletter_flag_of_a_guest_or_an_account_is_the_mailboxs_and_the_latest_change_wins(shop, tmp_path):
+    """A guest checkout and the account opened later (one address, in another case) are one mailbox: an account's
+    flag that turned to no stops the guest too, and the guest's undated yes of an old checkout never undoes it."""
+    header = "ID;Social title;First name;Last name;Email address;Group;Company;Sales;Enabled;Newsletter;Partner offers;Registration;Last visit"
+    guest = '7;;Kim;Jansen;kim@mail.example;Guest;;€0.00;Yes;{};No;"06/01/2025 10:00:00";"0000-00-00 00:00:00"'
+    account = '9;;Kim;Jansen;Kim@Mail.example;Customer;;€99.00;Yes;{};No;"09/01/2025 10:00:00";"0000-00-00 00:00:00"'
+    path = tmp_path / "customer_2026-12-07_101500.csv"
+
+    def export(*lines: str) -> dict:
+        path.write_text("\n".join([header, *lines]) + "\n", encoding="utf-8")
+        return run(shop, "customers", str(path), "--map", "prestashop")
+
+    export(guest.format("yes"), account.format("yes"))
+    assert consent(shop)[("7", "*")] is True and consent(shop)[("9", "*")] is True
+    # The next export lists the account only (a filtered export): it unsubscribed in the shop in between.
+    done = export(account.format("No"))
+    assert done["details"]["consent_shared_records"] >= 1
+    assert consent(shop)[("9", "*")] is False and consent(shop)[("7", "*")] is False
+    # The old guest row again, still saying yes without a date: the mailbox's opt-out stands under both ids.
+    export(guest.format("yes"))
+    assert consent(shop)[("7", "*")] is False and consent(shop)[("9", "*")] is False

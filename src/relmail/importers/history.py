@@ -24,11 +24,15 @@ says, not "unsubscribed from everything" (that would also stop the service
 mail a customer gets without opting in). An undated "no" for one topic (a
 shop's unticked "offers from our partners" box) is written: without it the
 global opt-in would count for that topic, against the customer's answer.
+
+The consent an import records for one customer id is the mailbox's
+(:class:`MailboxConsent`): every other customer id with the address gets it
+too, through its own history, so the rules above decide there as well.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 from typing import Any
 
@@ -37,6 +41,7 @@ from sqlalchemy.engine import Connection
 
 from ..store import consent_log
 from ..store.consent_log import UNDATED
+from ..store.mailboxes import mates
 from ..store.models import Preference
 from ..windows import current_time
 from .loader import LOOKUP_BATCH, Loader, batched
@@ -175,3 +180,75 @@ class PreferenceHistory:
 
     def close(self) -> None:
         self.loader.close()
+
+
+class MailboxConsent:
+    """The consent an import records for one customer id, given to every other customer id with its address.
+
+    A guest checkout and a registered account with one address (trimmed, in
+    any case) are one person: an opt-out of either reaches both, and so does
+    an opt-in, whichever id the file names (a shop's newsletter flag per
+    customer, a preferences file, a file that names people by address). Each
+    other id's own history decides, as for a row of its own
+    (:class:`PreferenceHistory`): its later record stays (the latest change of
+    the mailbox wins: an old guest checkout's "no" never undoes the account's
+    later opt-in), and a yes without a date never undoes its opt-out. A
+    customer id the file has a row of its own for (``in_file``) keeps what that
+    row says.
+
+    :meth:`keep` runs per chunk on the rows the import kept (two look-ups per
+    chunk through the mailbox index; only rows of shared addresses stay in
+    memory, a few in most files), :meth:`write` once after the last chunk,
+    when every record is as the file leaves it.
+    """
+
+    def __init__(self, conn: Connection, origin: str | None, now: datetime, compare: tuple[str, ...] = ("opted_in",),
+                 update: dict[str, str] | None = None):
+        self.conn = conn
+        self.origin = origin
+        self.now = now
+        self.compare, self.update = compare, update
+        #: Customer id -> (its first record, its consent rows, the topics of those changed since the last export).
+        self.kept: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
+        #: Addresses whose consent reached another customer id; records written there; undated yeses kept out there.
+        self.addresses = self.written = self.undated_kept_out = 0
+
+    def keep(self, rows: list[tuple[Any, dict[str, Any]]], changed: Collection[Key] = ()) -> None:
+        """Remember the rows (``(record, preference row)``) whose customer another customer id shares the address with."""
+        shared = mates(self.conn, {row["customer_id"] for _, row in rows})
+        for record, row in rows:
+            owner = row["customer_id"]
+            if owner in shared:
+                entry = self.kept.setdefault(owner, (record, [], set()))
+                entry[1].append(row)
+                if (owner, row["topic"]) in changed:
+                    entry[2].add(row["topic"])
+
+    def write(self, in_file: Callable[[str, str], bool], reject: Callable[[Any, list], None]) -> None:
+        """Give the kept rows to the other ids of their mailboxes; ``in_file(customer, topic)``: the file's own row
+        decides for it. A same-time conflict with another id's record rejects the row (``reject(record, problems)``),
+        as one with the row's own customer would: the import stays all or nothing."""
+        if not self.kept:
+            return
+        history = PreferenceHistory(self.conn, compare=self.compare, update=self.update,
+                                    origin=f"{self.origin}: the address's consent, for every customer id with it", now=self.now)
+        rows, changed, records = [], set(), {}
+        try:
+            for owner, others in mates(self.conn, self.kept).items():
+                record, given, topics = self.kept[owner]
+                reached = False
+                for cid in others:
+                    mine = [row for row in given if not in_file(cid, row["topic"])]
+                    rows += [(record.line, {**row, "customer_id": cid}) for row in mine]
+                    changed.update((cid, row["topic"]) for row in mine if row["topic"] in topics)
+                    reached = reached or bool(mine)
+                self.addresses += reached
+                records[record.line] = (record, others)
+            for line, (field, message) in history.write(rows, changed):
+                record, others = records[line]
+                reject(record, [(field, f"{message}: customer {', '.join(map(repr, others))}, which has this address "
+                                        "too (the file's consent is the address's, for every customer id with it)")])
+            self.written = history.written
+            self.undated_kept_out = history.undated_kept_out
+        finally:
+            history.close()

@@ -25,12 +25,11 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from ..store.addresses import address_hash, salt
-from ..store.mailboxes import mates
 from ..store.models import EMAIL_LOWER, Customer, Suppression
 from ..windows import current_time
 from .addresses import customers_by_address
 from .complete import Listing, relist
-from .history import UNDATED, PreferenceHistory
+from .history import UNDATED, MailboxConsent, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
 from .mapping import Merge
 from .schemas import Fallback, Schema
@@ -142,9 +141,8 @@ class CustomersWriter(TableWriter):
         self.addresses: set[str] = set()
         #: ``match: email``: an address lower-cased -> (its first line, as written there, the id the file gives it).
         self.mailboxes: dict[str, tuple[int, str, str]] = {}
-        #: ``match: email``: the rows whose address other customers have too -> (the row's record, its consent
-        #: records, the topics of those changed since the last export), for :meth:`_share_consent`.
-        self.shared_consent: dict[str, tuple[Any, list[dict[str, Any]], set[str]]] = {}
+        #: The consent of the rows whose address other customers have too: theirs as well (see :class:`MailboxConsent`).
+        self.mailbox = MailboxConsent(conn, run.name, self.now)
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
@@ -171,6 +169,8 @@ class CustomersWriter(TableWriter):
             pending, again = self._merge(pending)
         if not self.run.may_write():
             return
+        for record, row in pending:  # the file's own customers keep what their rows say (MailboxConsent)
+            self.owners.setdefault(row["id"], record.line)
         rows = [row for _, row in pending]
         self._keep_stored(rows)
         self._undated_changes(rows)
@@ -216,7 +216,9 @@ class CustomersWriter(TableWriter):
         """
         if not self.addresses or not self.run.may_write():
             return
-        self._share_consent()
+        self.mailbox.write(lambda cid, _topic: cid in self.owners, self.run.reject)
+        self.details.update(consent_shared_addresses=self.mailbox.addresses, consent_shared_records=self.mailbox.written,
+                            consent_shared_kept_out=self.mailbox.undated_kept_out)
         shared = select(EMAIL_LOWER).group_by(EMAIL_LOWER).having(func.count() > 1)
         self.details["shared_addresses"] = sum(1 for (email,) in self.conn.execute(shared) if email in self.addresses)
 
@@ -425,58 +427,7 @@ class CustomersWriter(TableWriter):
                              "kept_opted_out": self.consent.kept_opted_out})
         if self.dated_consent:
             self.details["undated_opt_ins_kept_out"] = self.consent.undated_kept_out
-        if self.match_email:
-            self._keep_for_mailbox([(by_line[line], row) for line, row in kept if line not in refused], changed)
-
-    def _keep_for_mailbox(self, rows: list[tuple[Any, dict[str, Any]]], changed: set[tuple[str, str]]) -> None:
-        """Keep the consent of the chunk's rows whose address other stored customers have, for :meth:`_share_consent`.
-
-        Two look-ups per chunk through the mailbox index (:func:`relmail.store.mailboxes.mates`); only these rows
-        are kept in memory, a few in most files.
-        """
-        shared = mates(self.conn, {row["customer_id"] for _, row in rows})
-        for record, row in rows:
-            owner = row["customer_id"]
-            if owner in shared:
-                entry = self.shared_consent.setdefault(owner, (record, [], set()))
-                entry[1].append(row)
-                if (owner, row["topic"]) in changed:
-                    entry[2].add(row["topic"])
-
-    def _share_consent(self) -> None:
-        """The consent of a file that names people by address (``match: email``) is the mailbox's: every customer id
-        with the address (trimmed, in any case) gets it, not only the one the row was matched to.
-
-        A guest checkout and a registered account with one address are one person: an opt-in given by the address
-        makes the account mailable where a message needs one, and an opt-out reaches every id. Each id's own
-        history decides as for a row of its own (:class:`PreferenceHistory`): a later record of its own stays, and
-        a yes without a date never undoes its opt-out. After the last chunk, when every address is as the file
-        leaves it; a customer that is a row of the file itself keeps what its own row says. A same-time conflict
-        with another id's record refuses the row, as one with the row's own customer would: the import stays all
-        or nothing.
-        """
-        if not self.shared_consent:
-            return
-        history = PreferenceHistory(self.conn, compare=("opted_in",), update={"opted_in": "set", "updated_at": "set", "source": "set"},
-                                    origin=f"{self.run.name}: the address's consent, for every customer id with it", now=self.now)
-        rows, changed, records = [], set(), {}
-        for owner, others in mates(self.conn, self.shared_consent).items():
-            record, given, topics = self.shared_consent[owner]
-            others = [cid for cid in others if cid not in self.owners]
-            self.details["consent_shared_addresses"] += bool(others)
-            records[record.line] = (record, others)
-            for cid in others:
-                rows += [(record.line, {**row, "customer_id": cid}) for row in given]
-                changed.update((cid, topic) for topic in topics)
-        try:
-            for line, (field, message) in history.write(rows, changed):
-                record, others = records[line]
-                self.run.reject(record, [(field, f"{message}: customer {', '.join(map(repr, others))}, which has this address "
-                                                 "too (the file's consent is the address's, for every customer id with it)")])
-            self.details["consent_shared_records"] = history.written
-            self.details["consent_shared_kept_out"] = history.undated_kept_out
-        finally:
-            history.close()
+        self.mailbox.keep([(by_line[line], row) for line, row in kept if line not in refused], changed)
 
     def _suppress(self, rows: list[dict[str, Any]]) -> None:
         wanted = [row for row in rows if row.get("_suppress")]
@@ -517,11 +468,13 @@ def _flag_field(topic: str) -> str:
 
 
 class PreferencesWriter:
-    """Preference rows through :class:`PreferenceHistory`: in ``updated_at`` order, the latest wins."""
+    """Preference rows through :class:`PreferenceHistory`: in ``updated_at`` order, the latest wins; each row is
+    also the consent of the other customer ids with its customer's address (:class:`MailboxConsent`)."""
 
     def __init__(self, run, conn: Connection):
         self.run = run
         self.history = PreferenceHistory(conn, origin=run.name)
+        self.mailbox = MailboxConsent(conn, run.name, self.history.now, compare=self.history.compare)
         self.details: dict[str, int] = {}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]] | bool:
@@ -540,11 +493,19 @@ class PreferencesWriter:
         problems = self.history.write([(record.line, row) for record, row in pending])
         for line, problem in problems:
             self.run.reject(by_line[line], [problem])
+        refused = {line for line, _ in problems}
+        self.mailbox.keep([(record, row) for record, row in pending if record.line not in refused])
         self.run.imported += self.history.written - before
         self.details = {"superseded": self.history.superseded, "repeated": self.history.repeated}
 
     def finish(self) -> None:
-        """After the last chunk: every row went out with its chunk."""
+        """After the last chunk: the other customer ids of each row's address get its consent, unless the file has a
+        row of their own for the topic."""
+        if not self.run.may_write():
+            return
+        self.mailbox.write(lambda cid, topic: (cid, topic) in self.history.latest, self.run.reject)
+        if self.mailbox.written:
+            self.details.update(consent_shared_addresses=self.mailbox.addresses, consent_shared_records=self.mailbox.written)
 
     def close(self) -> None:
         self.history.close()

@@ -8,11 +8,14 @@ this step the mailbox would get the message once per customer.
 
 After every range of a plan is decided, the sends of each message are
 grouped by address (compared without surrounding blanks and without regard
-to case); in each group the send with the highest score stays (ties: the
-lowest customer id) and the others become ``suppress`` with
+to case); in each group the send with the highest score stays and the
+others become ``suppress`` with
 ``SHARED_ADDRESS``, their logged features naming the customer who gets it
-(``same_address_as``). A send of the same message already delivered in
-this run (a re-plan keeps those) holds its address first. Only the few
+(``same_address_as``). On a tie of scores a registered account goes before
+a guest checkout, then the most recently active id, then the lowest id
+(:func:`relmail.store.mailboxes.recipient_order`). A send of the same
+message already delivered in this run (a re-plan keeps those) holds its
+address first. Only the few
 customers whose address is shared are touched, in the ledger inside the
 plan's transaction.
 """
@@ -30,6 +33,7 @@ from sqlalchemy.engine import Connection
 
 from ..rules import SHARED_ADDRESS
 from ..store.addresses import normalize
+from ..store.mailboxes import recipient_order
 from ..store.models import MAILBOX, Customer, Decision
 from . import decisions as dec
 
@@ -104,21 +108,29 @@ def find_shared(conn: Connection, message_ids: Sequence[str], parts: Sequence[Se
     for message_id in message_ids:
         missing.update(kept.get(message_id, ()))
     stored = addresses(conn, missing) if missing else {}
+    ranks: dict[str, tuple[int, float]] = {}
+
+    def rank(ids: np.ndarray) -> np.ndarray:
+        """The tie-break of each of ``ids`` (see the module): read once per plan for the ids of shared addresses."""
+        ranks.update(recipient_order(conn, set(ids.tolist()) - ranks.keys()))
+        return np.array([ranks[c] for c in ids.tolist()], dtype=float).reshape(-1, 2)
+
     out = []
     for message_id, message_parts, rows, known in zip(message_ids, parts, sends, given):
         customer = [p.customer_id[r] for p, r in zip(message_parts, rows)]
         mail = [k if k is not None else np.array([stored.get(c, "") for c in cs.tolist()], dtype=object)
                 for k, cs in zip(known, customer)]
         found = _shared(message_id, message_parts, rows, customer, mail,
-                        {stored[c]: c for c in sorted(kept.get(message_id, ()), reverse=True) if c in stored})
+                        {stored[c]: c for c in sorted(kept.get(message_id, ()), reverse=True) if c in stored}, rank)
         if found is not None:
             out.append(found)
     return out
 
 
 def _shared(message_id: str, parts: Sequence[dec.Decisions], rows: list[np.ndarray], customers: list[np.ndarray],
-            mails: list[np.ndarray], held: dict[str, str]) -> Shared | None:
-    """The losing sends of one message; ``held``: address → customer that holds it already."""
+            mails: list[np.ndarray], held: dict[str, str], rank=None) -> Shared | None:
+    """The losing sends of one message; ``held``: address → customer that holds it already; ``rank``: customer ids ->
+    their (guest, recency) tie-break columns (:func:`relmail.store.mailboxes.recipient_order`), None: the lowest id."""
     if not rows:
         return None
     mail = np.concatenate(mails) if mails else np.zeros(0, dtype=object)
@@ -138,8 +150,10 @@ def _shared(message_id: str, parts: Sequence[dec.Decisions], rows: list[np.ndarr
     customer = np.concatenate(customers)[idx].astype(str)
     score = np.concatenate([p.score[r] for p, r in zip(parts, rows)])[idx]
     mail = mail[idx].astype(str)
-    # Best first within each address: highest score, then the lowest customer id.
-    order = np.lexsort((customer, -np.nan_to_num(score, nan=-np.inf), mail))
+    # Best first within each address: highest score, then an account before a guest, the most recently active,
+    # the lowest customer id.
+    tie = rank(customer) if rank is not None else np.zeros((len(customer), 2))
+    order = np.lexsort((customer, tie[:, 1], tie[:, 0], -np.nan_to_num(score, nan=-np.inf), mail))
     lose_rows: list[list[int]] = [[] for _ in parts]
     lose_winner: list[list[str]] = [[] for _ in parts]
     for i in order.tolist():

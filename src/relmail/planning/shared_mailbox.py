@@ -17,8 +17,11 @@ and before the rules run:
   dated opt-out. An unsubscribe event that stops every e-mail counts unless a
   global opt-in on the mailbox came after it. When that latest word is
   another id's opt-out, ``SHARED_OPT_OUT`` suppresses the send. An opt-in
-  under another id never lifts a customer's own opt-out: the mail reaches the
-  mailbox through the id that holds the opt-in (one e-mail per address);
+  recorded under another id alone (a provider's re-subscription: the imports,
+  the link and the preference page write theirs for every id,
+  :mod:`relmail.feedback.consent`, :class:`relmail.importers.history.MailboxConsent`)
+  never lifts a customer's own opt-out: the mail reaches the mailbox through
+  the id that holds the opt-in (one e-mail per address);
 - a hard bounce under another id with no delivery, open or click to the
   mailbox since: ``SHARED_HARD_BOUNCE``; a spam complaint under another id:
   ``SHARED_COMPLAINT`` (the person behind the mailbox complained);
