@@ -12,6 +12,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +21,8 @@ from jinja2 import UndefinedError
 from sqlalchemy import insert, select, update
 from tests.sendkit import AS_OF, WINDOW, build
 
+from relmail.importers.fields import FieldError
+from relmail.importers.values import make_time
 from relmail.render import CustomerContext, MessageSpec, Renderer
 from relmail.render.catalog import Catalog
 from relmail.render.catalog import localized as in_locale
@@ -203,3 +206,20 @@ def test_upgrading_a_store_takes_the_undated_sale_price_out_of_the_attributes(em
         assert stored["B1"].sale_price is None and stored["B1"].price == 12.5
     finally:
         engine.dispose()
+
+
+@given(local=st.datetimes(min_value=datetime(1980, 1, 1), max_value=datetime(2199, 12, 31)).filter(lambda d: d.hour >= 4))
+@settings(max_examples=300, deadline=None)
+def test_a_sale_date_reads_as_the_shops_local_time_however_far_ahead(local):
+    # Hours from 04:00: the clocks change at 02:00 and 03:00, where a local time is missing or twice.
+    local = local.replace(microsecond=0)
+    parse = make_time("%Y-%m-%d %H:%M:%S", "Europe/Amsterdam", ahead=True)
+    written = f"{local:%Y-%m-%d} {local.hour}:{local:%M:%S}"  # as WooCommerce writes it: the hour without its zero
+    assert parse(written) == local.replace(tzinfo=ZoneInfo("Europe/Amsterdam")).astimezone(UTC)
+
+
+def test_a_sale_date_before_1900_is_a_placeholder_and_refused_and_other_times_still_may_not_lie_ahead():
+    with pytest.raises(FieldError, match="implausible time: '1899-12-31 0:00:00' lies before 1900"):
+        make_time("%Y-%m-%d %H:%M:%S", "Europe/Amsterdam", ahead=True)("1899-12-31 0:00:00")
+    with pytest.raises(FieldError, match="lies in the future"):
+        make_time("%Y-%m-%d %H:%M:%S", "Europe/Amsterdam")("2199-12-31 0:00:00")
