@@ -10,15 +10,15 @@ The WooCommerce mapping used to keep the sale price, without its dates, as
 ``attributes.sale_price``; it is taken out, or it would stay after the
 shop's next export (attributes merge): the next import fills the columns.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0019
+Revises: 0018
 Create Date: 2026-12-07 23:40:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0018'
-down_revision = '0017'
+revision = '0019'
+down_revision = '0018'
 branch_labels = None
 depends_on = None
 
