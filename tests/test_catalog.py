@@ -39,7 +39,7 @@ def catalog_store(engine, tmp_path):
 
 def test_products_carry_image_url_and_extra_columns_as_attributes(catalog_store):
     with catalog_store.connect() as conn:
-        catalog = load_catalog(conn)
+        catalog = load_catalog(conn, T)
     assert catalog["B1"]["image_url"] == "https://cdn.example/b1.jpg"
     assert catalog["B1"]["attributes"] == {"vendor": "Prometheus", "format": "paperback"}
     assert catalog["B2"]["image_url"] is None and catalog["B2"]["attributes"] == {"vendor": "Das Mag"}  # empty cells left out
@@ -47,7 +47,7 @@ def test_products_carry_image_url_and_extra_columns_as_attributes(catalog_store)
 
 def test_recommendations_never_repeat_a_featured_product_nor_one_the_customer_owns(catalog_store):
     with catalog_store.connect() as conn:
-        catalog = load_catalog(conn)
+        catalog = load_catalog(conn, T)
         plain = customer_contexts(conn, ["A"], T, catalog)["A"]
         featuring = customer_contexts(conn, ["A"], T, catalog, featured=("B1",))["A"]
     assert [p["id"] for p in plain.recommended_products] == ["B1", "B3"]  # romans, B2 owned
@@ -73,7 +73,7 @@ def renderer(tmp_path, monkeypatch):
 
 def test_a_template_looks_products_up_in_the_catalogue(catalog_store, renderer):
     with catalog_store.connect() as conn:
-        ctx = customer_contexts(conn, ["A"], T, load_catalog(conn), featured=("B1",))["A"]
+        ctx = customer_contexts(conn, ["A"], T, load_catalog(conn, T), featured=("B1",))["A"]
     email = renderer.render(MessageSpec(id="tip", template="tip", topic="t", campaign_id="c", run_id="r"), ctx)
     assert email.subject == "Tip: De tweeling"
     assert "https://cdn.example/b1.jpg" in email.html and "Max Havelaar by Querido" in email.html
@@ -82,7 +82,7 @@ def test_a_template_looks_products_up_in_the_catalogue(catalog_store, renderer):
 
 def test_a_product_the_catalogue_lacks_fails_that_customers_render_with_its_line(catalog_store, renderer):
     with catalog_store.connect() as conn:
-        ctx = customer_contexts(conn, ["A"], T, load_catalog(conn))["A"]
+        ctx = customer_contexts(conn, ["A"], T, load_catalog(conn, T))["A"]
     with pytest.raises(RenderError) as caught:
         renderer.render(MessageSpec(id="typo", template="typo", topic="t", campaign_id="c", run_id="r"), ctx)
     assert "product('B9'): no product with this id in the catalogue" in str(caught.value)

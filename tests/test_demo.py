@@ -295,7 +295,7 @@ def test_cli_demo_creates_the_schema_of_a_fresh_database(tmp_path, empty_db_url,
 def test_english_customers_read_the_english_product_names(demo_store):
     engine, _ = demo_store
     with engine.connect() as conn:
-        catalog = load_catalog(conn)
+        catalog = load_catalog(conn, datetime(2026, 11, 23, 11, tzinfo=UTC))
     assert catalog["EB-200"]["name"] == "E-bike Stad 200"  # the shop is Dutch
     assert catalog.for_locale("en_GB")["EB-200"]["name"] == "E-bike City 200"
     assert catalog.for_locale("nl_NL")["EB-200"]["name"] == "E-bike Stad 200"

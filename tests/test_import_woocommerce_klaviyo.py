@@ -102,7 +102,12 @@ def test_a_woocommerce_shop_and_its_klaviyo_list_import_with_the_built_in_mappin
     assert products["120"]["name"] == "Cadeaubon € 25"  # no SKU: the WooCommerce ID
     assert products["9789463810135"]["category"] == "uncategorised"
     poems = products["9789046707077"]
-    assert poems["attributes"]["sale_price"] == 10.0 and poems["category"] == "poezie"
+    assert poems["category"] == "poezie"
+    # On sale from the first second of 27 November to the last of the 30th, in Amsterdam (winter time, UTC+1).
+    assert (poems["price"], poems["sale_price"]) == (12.5, 10.0) and "sale_price" not in poems["attributes"]
+    assert poems["sale_starts_at"].replace(tzinfo=UTC) == datetime(2026, 11, 26, 23, 0, tzinfo=UTC)
+    assert poems["sale_ends_at"].replace(tzinfo=UTC) == datetime(2026, 11, 30, 22, 59, 59, tzinfo=UTC)
+    assert diner["sale_price"] is None and diner["sale_starts_at"] is None and diner["sale_ends_at"] is None
     assert poems["attributes"]["categories"] == ["Boeken > Poëzie", "Strips, graphic novels"]  # WooCommerce writes "Strips\\, ..."
 
     events = {e["event_id"]: e for e in rows(project, Event)}

@@ -97,6 +97,11 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
     assert products["LT-LAMP-02"]["image_url"].endswith("/leeslampje-wit.jpg")  # the variant's own image
     assert products["LT-LAMP-01"]["category"] == "lighting"  # no type: the last step of the product category
     assert products["LT-POEZIE-01"]["category"] == "poezie"
+    # The variant price is what the customer pays; a compare-at price above it is the regular price (on sale),
+    # one below it is no regular price (Shopify shows no sale): the customer still pays the variant price.
+    dolfje, white, black = products["9789025115046"], products["LT-LAMP-02"], products["LT-LAMP-01"]
+    assert (dolfje["price"], dolfje["sale_price"], dolfje["sale_starts_at"], dolfje["sale_ends_at"]) == (17.99, 14.99, None, None)
+    assert (white["price"], white["sale_price"]) == (15.0, 17.5) and (black["price"], black["sale_price"]) == (17.5, 17.5)
 
 
 def test_a_second_import_of_the_same_files_changes_nothing(engine):

@@ -43,8 +43,9 @@ def _customer_context(state, customer_id: str, featured: tuple[str, ...]):
     from ..render.contexts import customer_contexts, load_catalog
     from ..windows import current_time
 
+    now = current_time()
     with state.engine.connect() as conn:
-        contexts = customer_contexts(conn, [customer_id], current_time(), load_catalog(conn), featured)
+        contexts = customer_contexts(conn, [customer_id], now, load_catalog(conn, now), featured)
     if customer_id not in contexts:
         raise NotFound(f"no customer '{customer_id}'")
     return contexts[customer_id]

@@ -18,7 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from ..timestamps import implausible, wholly_past
+from ..timestamps import EARLIEST, implausible, wholly_past
 
 Parser = Callable[[Any], Any]
 
@@ -68,6 +68,28 @@ def aware_datetime(value: Any) -> datetime:
     far in the future or before 1900 is a placeholder or a typo, never a
     real signup or event (:func:`relmail.timestamps.implausible`).
     """
+    parsed = _aware(value)
+    if wholly_past(parsed):
+        return parsed
+    try:
+        why = implausible(parsed)
+    except OverflowError:  # 9999-12-31T23:59-01:00 lies past datetime.max in UTC
+        why = f"{_short(value)} lies in the future"
+    if why:
+        raise FieldError(f"implausible time: {why}")
+    return parsed
+
+
+def scheduled_datetime(value: Any) -> datetime:
+    """:func:`aware_datetime` of a time that may lie ahead (a sale that starts next week); before 1900 is refused."""
+    parsed = _aware(value)
+    if parsed < EARLIEST:
+        raise FieldError(f"implausible time: {parsed.isoformat()} lies before {EARLIEST.year} (a placeholder for 'unknown'?)")
+    return parsed
+
+
+def _aware(value: Any) -> datetime:
+    """``value`` as a timezone-aware datetime, or the reason it is none."""
     if isinstance(value, datetime) and value.utcoffset() is not None:
         parsed = value  # parsed already, by a column mapping's time format
     elif not isinstance(value, str):
@@ -79,14 +101,6 @@ def aware_datetime(value: Any) -> datetime:
             raise FieldError(f"{_short(value)} is not an ISO 8601 date-time (e.g. 2026-11-23T09:30:00+01:00)") from None
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             raise FieldError(f"{_short(value)} has no time zone: add an offset or Z (e.g. {parsed.isoformat()}Z)")
-    if wholly_past(parsed):
-        return parsed
-    try:
-        why = implausible(parsed)
-    except OverflowError:  # 9999-12-31T23:59-01:00 lies past datetime.max in UTC
-        why = f"{_short(value)} lies in the future"
-    if why:
-        raise FieldError(f"implausible time: {why}")
     return parsed
 
 

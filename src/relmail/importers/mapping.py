@@ -65,6 +65,8 @@ BUILTIN_DIR = Path(__file__).parent / "mappings"
 SIDE_FIELDS = {"customers": ("consent", "consent_at", "suppress", "suppressed_at"),
                # The customer by address, for exports that name people that way (a mailing tool's activity).
                "events": ("email",)}
+#: Fields whose times may lie in the future: a sale's start and end.
+AHEAD = frozenset({"sale_starts_at", "sale_ends_at"})
 #: ``consent.TOPIC`` (customers): the customer's consent for one topic, beside the global ``consent``.
 TOPIC_CONSENT = "consent."
 _TOPIC = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -599,7 +601,8 @@ class _Spec:
                     # The shop's own local time: the project's zone (relmail.toml). Without a project the
                     # times have no zone, and each one says so.
                     zone = self.timezone
-                parse_time = make_time(options.get("format"), zone, suggest=not own_format, blank=options.get("blank", ()))
+                parse_time = make_time(options.get("format"), zone, suggest=not own_format, blank=options.get("blank", ()),
+                                       ahead=target in AHEAD)
                 if target is not None and target.startswith("attributes."):
                     # Attributes are stored as JSON, which has no time: the ISO 8601 text, in UTC as every stored time.
                     return lambda value: None if (when := parse_time(value)) is None else when.isoformat()

@@ -24,7 +24,7 @@ from functools import lru_cache
 from html import unescape
 from typing import Any
 
-from ..timestamps import implausible, wholly_past
+from ..timestamps import EARLIEST, implausible, wholly_past
 from .fields import FALSE_WORDS, TRUE_WORDS, FieldError, boolean, csv_scalar, integer, number
 
 Parser = Callable[[str], Any]
@@ -71,7 +71,8 @@ def remembered(parse: Parser, size: int) -> Parser:
     return cached
 
 
-def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool = False, blank: Any = ()) -> Parser:
+def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool = False, blank: Any = (),
+              ahead: bool = False) -> Parser:
     """A date-time in ``fmt`` (strftime codes; None: ISO 8601), in ``timezone`` when the value has no offset; returned in UTC.
 
     ``fmt`` may be a list of formats, tried in order: a shop system whose
@@ -79,6 +80,8 @@ def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool =
     the employee's language in another (PrestaShop: ``2026-12-07 14:03:22``
     and ``07/12/2026 14:03:22``). ``blank``: words that stand for no time
     (MySQL's zero date ``0000-00-00 00:00:00``); such a cell is no value.
+    ``ahead``: the time may lie in the future (when a sale ends), not only
+    before 1900 is refused.
 
     A value without an offset and a mapping without ``timezone`` is an error:
     a guessed zone shifts every comparison by hours. With ``suggest`` (the
@@ -118,7 +121,10 @@ def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool =
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
             parsed = _local(parsed, zone, text)
-        if not wholly_past(parsed):  # a placeholder (0001-01-01) or a typo (9999-12-31), as any import refuses
+        if ahead:
+            if parsed < EARLIEST:
+                raise FieldError(f"implausible time: {_short(text)} lies before {EARLIEST.year} (a placeholder for 'unknown'?)")
+        elif not wholly_past(parsed):  # a placeholder (0001-01-01) or a typo (9999-12-31), as any import refuses
             try:
                 why = implausible(parsed)
             except OverflowError:

@@ -72,15 +72,16 @@ class TableWriter:
         self.details: dict[str, int] = {}
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
+        problems = _sale_problems(row)
         key = self.key(row)
         if key is None:
-            return []
+            return problems
         first = self.seen.setdefault(key, line)
         if first == line:
-            return []
+            return problems
         names = "+".join(self.schema.key)
         shown = key if isinstance(key, str) else "/".join(key)
-        return [(names, f"duplicate {names} {shown!r}: also on line {first}")]
+        return [*problems, (names, f"duplicate {names} {shown!r}: also on line {first}")]
 
     def key(self, row: dict[str, Any]) -> Any:
         key = self.schema.key
@@ -101,6 +102,14 @@ class TableWriter:
 
     def close(self) -> None:
         self.loader.close()
+
+
+def _sale_problems(row: dict[str, Any]) -> list[tuple[str | None, str]]:
+    """A product's sale that ends before it starts: a typo in one of the dates, which no guess mends."""
+    starts, ends = row.get("sale_starts_at"), row.get("sale_ends_at")
+    if starts is None or ends is None or ends > starts:
+        return []
+    return [("sale_ends_at", f"the sale ends ({ends.isoformat()}) before it starts ({starts.isoformat()})")]
 
 
 class CustomersWriter(TableWriter):

@@ -152,7 +152,7 @@ def render_sample(project: Project, engine: Engine, campaign: Campaign, result: 
                 chosen += [x for x in _extremes(conn, customers, by_locale) if x not in chosen]
                 picks.append((check, spec, [(str(customers[i]), loc) for i, loc in chosen]))
     with engine.connect() as conn:
-        catalog = load_catalog(conn)
+        catalog = load_catalog(conn, result.as_of)
         for check, spec, chosen in picks:
             message = campaign.message(check.variant.message_id)
             contexts = customer_contexts(conn, [c for c, _ in chosen], result.as_of, catalog, tuple(message.products))

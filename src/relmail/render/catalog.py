@@ -5,6 +5,7 @@ and URL again::
 
     {% set book = product("9789025471456") %}
     <a href="{{ book.url }}"><img src="{{ book.image_url }}" alt="{{ book.name }}"></a> {{ book.price|money }}
+    {% if book.on_sale %}<s>{{ book.regular_price|money }}</s>{% endif %}   {# price: what the customer pays now #}
 
     {% if featured %}<h1>{{ featured.name }}</h1>{% endif %}   {# the message's first featured product #}
     {% for p in products %}...{% endfor %}                       {# recommendations, never a featured one #}
@@ -28,7 +29,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from .currency import Currencies, no_price
+from .currency import Currencies, no_price, no_sale_price
 from .optional import Missing, optional
 
 
@@ -81,8 +82,9 @@ class Catalog(Mapping):
         if found is not None:
             return found
         if self._stand_in:
-            return optional({"id": str(product_id), "name": f"Product {product_id}", "price": 0.0, "url": None, "category": "",
-                             "image_url": None, "attributes": {}}, f"product({product_id!r})")
+            return optional({"id": str(product_id), "name": f"Product {product_id}", "price": 0.0, "regular_price": 0.0,
+                             "on_sale": False, "url": None, "category": "", "image_url": None, "attributes": {}},
+                            f"product({product_id!r})")
         raise UnknownProduct(f"product({product_id!r}): no product with this id in the catalogue (import products first)")
 
     def __repr__(self) -> str:
@@ -115,6 +117,9 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
     With ``currencies`` whose currency for ``locale`` is not the price
     column's, a product without ``price_<locale>`` has no price
     (:func:`~relmail.render.currency.no_price`): never the other currency's amount.
+    That column is the regular price; a product on sale costs its
+    ``sale_price_<locale>`` attribute, and without one it has no ``price``
+    (:func:`~relmail.render.currency.no_sale_price`), only a ``regular_price``.
     """
     attributes = product.get("attributes")
     if not isinstance(attributes, Mapping):
@@ -133,24 +138,32 @@ def localized(product: Mapping[str, Any], locale: str, currencies: Currencies | 
     out = {k: pick(k, v) if k in LOCALIZED_FIELDS else v for k, v in product.items()}
     if currencies is not None and currencies.own_price_needed(locale) and "price" in product:
         column, language = currencies.price_column(locale), loc.split("_")[0]
-        if column == f"price_{language}":
-            own = pick("price", None)
-        else:
+
+        def own(prefix: str) -> Any:
+            if column == f"price_{language}":
+                return pick(f"{prefix}price", None)
             # A locale with a currency of its own (en_AE): its column, or its language's when that is the same currency.
-            own = found.get(_normal(column))
-            if own is None and currencies.for_locale(language) == currencies.for_locale(locale):
-                own = found.get(f"price_{language}")
-        if own is not None:
-            out["price"] = own
-        else:
-            out["price"] = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base,
-                                    currencies.price_column(locale))
+            found_own = found.get(_normal(prefix + column))
+            if found_own is None and currencies.for_locale(language) == currencies.for_locale(locale):
+                found_own = found.get(f"{prefix}price_{language}")
+            return found_own
+
+        regular = own("")
+        if regular is None:
+            regular = no_price(product.get("id"), locale, currencies.for_locale(locale), currencies.base, column)
+        out["price"] = regular
+        if "regular_price" in product:
+            out["regular_price"] = regular
+        if product.get("on_sale"):
+            sale = own("sale_")
+            out["price"] = sale if sale is not None else no_sale_price(product.get("id"), locale, currencies.for_locale(locale),
+                                                                      currencies.base, f"sale_{column}")
     if not attributes:
         return out
     localized_attributes = {k: pick(k, v) if isinstance(k, str) else v for k, v in attributes.items()}
     # A shop that sells only in other languages fills description_de and description_pl, never description:
     # the German customer still reads attributes.description.
-    known = {_normal(k) for k in attributes if isinstance(k, str)} | {*LOCALIZED_FIELDS, "price"}
+    known = {_normal(k) for k in attributes if isinstance(k, str)} | {*LOCALIZED_FIELDS, "price", "sale_price"}
     for suffix in suffixes:
         for key, value in attributes.items():
             if not isinstance(key, str) or value in (None, "") or not _normal(key).endswith(f"_{suffix}"):

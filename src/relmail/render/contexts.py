@@ -21,23 +21,32 @@ from ..features.sql import unindexed
 from ..store.models import Customer, Event, Product
 from .catalog import Catalog
 from .inputs import CustomerContext
+from .sale import SALE_FIELDS, Prices
 
 C, E, P = Customer.__table__, Event.__table__, Product.__table__
 RECOMMENDED = 3
 
 
-def load_catalog(conn: Connection) -> Catalog:
-    """Every product as a plain dict, by id (the catalog is small next to the audience)."""
-    rows = conn.execute(select(P.c.id, P.c.name, P.c.price, P.c.url, P.c.category, P.c.image_url, P.c.attributes)
-                        .order_by(P.c.id)).mappings()
-    products = {}
+def load_prices(conn: Connection) -> Prices:
+    """Every product as a plain dict with its sale, to be priced as of a moment (:mod:`relmail.render.sale`).
+
+    The catalogue is small next to the audience: read once per run.
+    """
+    rows = conn.execute(select(P.c.id, P.c.name, P.c.price, *(P.c[f] for f in SALE_FIELDS), P.c.url, P.c.category,
+                               P.c.image_url, P.c.attributes).order_by(P.c.id)).mappings()
+    products = []
     for r in rows:
         product = dict(r)
         if isinstance(product["attributes"], str):
             product["attributes"] = json.loads(product["attributes"])
         product["attributes"] = product["attributes"] or {}
-        products[r["id"]] = product
-    return Catalog(products)
+        products.append(product)
+    return Prices(products)
+
+
+def load_catalog(conn: Connection, at: datetime) -> Catalog:
+    """Every product by id, as templates see it at ``at``: ``price`` is what the customer pays then."""
+    return load_prices(conn).at(at)
 
 
 def customer_contexts(

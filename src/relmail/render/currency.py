@@ -134,7 +134,19 @@ class NoPrice(Missing):
 
 
 def no_price(product_id, locale: str, currency: str, base: str, column: str | None = None) -> NoPrice:
+    """The price of ``product_id`` for a ``locale`` customer whose currency has no price column value."""
     column = column or f"price_{language_of(locale)}"
     hint = (f"product({product_id!r}).price: no price in {currency} for {locale} customers (give the product a "
             f"{column} column value; its price column is in {base})")
+    return NoPrice(hint=hint, name=f"product({product_id!r}).price")
+
+
+def no_sale_price(product_id, locale: str, currency: str, base: str, column: str) -> NoPrice:
+    """The price of ``product_id``, on sale, for a ``locale`` customer whose currency has no ``column`` value.
+
+    The other currencies' price columns are regular prices: shown during a
+    sale, they would overstate what the customer pays.
+    """
+    hint = (f"product({product_id!r}).price: on sale, and no sale price in {currency} for {locale} customers (give "
+            f"the product a {column} column value; its sale price is in {base})")
     return NoPrice(hint=hint, name=f"product({product_id!r}).price")

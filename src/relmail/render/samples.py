@@ -49,13 +49,17 @@ def sample_contexts(locale: str = "en_GB") -> list[CustomerContext]:
     # The made-up price is as much in the customer's currency as in any other: each product has it as its
     # price_<language> too, as a shop selling in several currencies gives its products (render.currency).
     own_price = f"price_{language_of(locale)}"
-    # Every key a catalogue product has (render.contexts.load_catalog), some of them empty.
+    # Every key a catalogue product has (render.contexts.load_catalog), some of them empty; one on sale, so a
+    # template's struck-through regular price is rendered too.
     products = [
-        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "url": shop + "EB-200", "category": "e-bikes",
+        {"id": "EB-200", "name": "E-bike Stad 200", "price": 2499.0, "regular_price": 2499.0, "on_sale": False,
+         "url": shop + "EB-200", "category": "e-bikes",
          "image_url": "https://fietsenwinkel.example/img/EB-200.jpg", "attributes": {"vendor": "Stadsfiets", own_price: 2499.0}},
-        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "url": shop + "LOCK-S1", "category": "accessories",
-         "image_url": None, "attributes": {own_price: 129.0}},
-        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "url": None, "category": "maintenance",
+        {"id": "LOCK-S1", "name": "SlimSlot S1 smart lock", "price": 129.0, "regular_price": 149.0, "on_sale": True,
+         "url": shop + "LOCK-S1", "category": "accessories",
+         "image_url": None, "attributes": {own_price: 149.0, f"sale_{own_price}": 129.0}},
+        {"id": "SERVICE-PLUS", "name": "Onderhoudsbeurt Plus", "price": 89.0, "regular_price": 89.0, "on_sale": False,
+         "url": None, "category": "maintenance",
          "image_url": None, "attributes": {own_price: 89.0}},
     ]
     # No database here: product("...") of any id gives a stand-in (the plan's render gate uses the real catalogue).
@@ -90,7 +94,7 @@ class SampleSource:
         if engine is not None and not generated:
             with engine.connect() as conn:
                 self.locales = {loc or "": n for loc, n in conn.execute(select(C.c.locale, func.count()).group_by(C.c.locale))}
-                self.catalog = load_catalog(conn)
+                self.catalog = load_catalog(conn, as_of)
         self.kind = "store" if self.locales else "generated"
 
     def samples(self, locales: list[str], featured: tuple[str, ...]) -> list[Sample]:

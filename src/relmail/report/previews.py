@@ -53,7 +53,7 @@ def render_previews(project: Project, engine: Engine, run: dict[str, Any], messa
     out: list[dict[str, Any]] = []
     as_of = datetime.fromisoformat(run["as_of"])
     with engine.connect() as conn:
-        catalog = load_catalog(conn)
+        catalog = load_catalog(conn, as_of)
         for message_id in messages:
             if len(out) >= limit:
                 break

@@ -9,7 +9,7 @@ the adapter's view of one rendered e-mail.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -20,21 +20,29 @@ from ..campaigns import Campaign
 from ..delivery import OutgoingMessage
 from ..delivery.metadata import metadata
 from ..render import MessageSpec, Renderer
-from ..render.contexts import customer_contexts, load_catalog
+from ..render.contexts import customer_contexts, load_prices
 from ..render.mime import ascii_domain
 from ..render.mime import message_id as derive
 from ..store import link_projects
 from ..store.models import Customer
+from ..windows import current_time
 
 #: How many of the customers' locales a send compiles before the first delivery.
 PRECOMPILED_LOCALES = 8
 
 
 class Batcher:
-    """Renders claimed decisions of one run into adapter messages."""
+    """Renders claimed decisions of one run into adapter messages.
 
-    def __init__(self, project, engine, camp: Campaign, run_id: str, as_of: datetime):
-        self.engine, self.camp, self.run_id, self.as_of = engine, camp, run_id, as_of
+    ``as_of`` is the plan's time (what the customer did, the recommendations);
+    ``clock`` the time each batch is rendered at, which prices the products:
+    the price in the e-mail is the one valid when it is sent, a sale that
+    ended between plan and send is not shown.
+    """
+
+    def __init__(self, project, engine, camp: Campaign, run_id: str, as_of: datetime,
+                 clock: Callable[[], datetime] = current_time):
+        self.engine, self.camp, self.run_id, self.as_of, self.clock = engine, camp, run_id, as_of, clock
         self.domain = project.settings.sender.domain
         self.renderer = Renderer(project)
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
@@ -43,7 +51,7 @@ class Batcher:
             # The links about to be signed name this project: the store honours them after a rename.
             link_projects.record(conn, project.settings.name)
         with engine.connect() as conn:
-            self.catalog = load_catalog(conn)
+            self.prices = load_prices(conn)
             C = Customer.__table__
             # The most common locales (a store with dozens compiles the rare ones when first needed).
             common = conn.execute(select(C.c.locale).where(C.c.locale.is_not(None)).group_by(C.c.locale)
@@ -92,6 +100,7 @@ class Batcher:
             by_message.setdefault(message, []).append(customer)
         emails: dict[tuple[str, str], Any] = {}
         errors: dict[tuple[str, str], str] = {}
+        catalog = self.prices.at(self.clock())
         with self.engine.connect() as conn:
             for message, customers in by_message.items():
                 spec = self.specs.get(message)
@@ -101,7 +110,7 @@ class Batcher:
                     for c in customers:
                         errors[(c, message)] = f"message '{message}' is no longer in campaign '{self.camp.name}'"
                     continue
-                contexts = customer_contexts(conn, customers, self.as_of, self.catalog, self.featured[message])
+                contexts = customer_contexts(conn, customers, self.as_of, catalog, self.featured[message])
                 if to is not None:
                     contexts = {c: replace(ctx, email=to) for c, ctx in contexts.items()}
                 for c in customers:

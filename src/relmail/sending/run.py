@@ -193,7 +193,7 @@ def _send(call: _Invocation) -> SendResult:
             as_of = run[0]
         sends = None
     # Compiled here, before anything is sent: a broken template stops the command. Forked workers inherit it.
-    batcher = Batcher(project, engine, camp, run_id, as_of)
+    batcher = Batcher(project, engine, camp, run_id, as_of, clock)
 
     if preview:
         if sends is None:

@@ -109,7 +109,7 @@ def batcher_for(job: SenderJob, engine):
         if batcher is not None:
             batcher = batcher.rebind(engine)  # forked: the compiled templates are ours, the connections are not
         else:
-            batcher = Batcher(job.project, engine, job.camp, job.run_id, job.as_of)
+            batcher = Batcher(job.project, engine, job.camp, job.run_id, job.as_of, job.clock)
         prepared[job.key] = batcher
         while len(prepared) > KEEP_PREPARED:  # a long-lived Dask worker sees run after run
             prepared.pop(next(iter(prepared)))

@@ -120,7 +120,12 @@ class Product(SQLModel, table=True):
     id: str = Field(sa_column=Column(String(64), primary_key=True))
     name: str = Field(sa_column=Column(String(300), nullable=False))
     category: str = Field(sa_column=Column(String(100), nullable=False, index=True))
+    #: The regular price: what the customer pays outside a sale.
     price: float = Field(default=0.0, nullable=False)
+    #: What the customer pays from ``sale_starts_at`` (none: already) until ``sale_ends_at`` (none: no end).
+    sale_price: float | None = Field(default=None, nullable=True)
+    sale_starts_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    sale_ends_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
     url: str | None = Field(default=None, sa_column=Column(String(2000)))
     #: Features a customer can use (``usage`` events name one of these).
     features: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False, default=list))
