@@ -272,6 +272,49 @@ def test_proof_send_goes_only_to_the_seed_address_and_is_not_recorded(project):
     assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": 1, "planned": len(decisions(engine, "send")) - 1}
 
 
+@pytest.mark.parametrize("test_to, to", [
+    ("proof@fietsenwinkel.example", "proof@fietsenwinkel.example"),
+    ("Rita Reviewer <proof@fietsenwinkel.example>", "Rita Reviewer <proof@fietsenwinkel.example>"),
+], ids=["address", "reviewer-name"])
+def test_a_proof_over_smtp_is_addressed_to_the_reviewer_alone_never_with_the_customers_name(project, tmp_path, monkeypatch,
+                                                                                          test_to, to):
+    # A reviewer received "To: Anna de Vries <proof@...>": a customer's name in someone else's inbox.
+    from tests.sendkit import use_smtp
+    from tests.smtp_server import PASSWORD, SmtpServer
+
+    from relmail.planning.run import plan
+    from relmail.project import Project
+    from relmail.store.models import Customer
+
+    monkeypatch.setenv("RELMAIL_SMTP_PASSWORD", PASSWORD)
+    engine = build(project)
+    plan(project, engine, "sendtest", WINDOW, as_of=AS_OF)
+    C = Customer.__table__
+    with engine.connect() as conn:
+        named = dict(conn.execute(select(C.c.id, C.c.first_name).where(C.c.first_name.is_not(None), C.c.last_name.is_not(None))).all())
+    customer = next(c for c, *_ in decisions(engine, "send") if c in named)
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        result = send(Project.load(project.root), engine, "sendtest", WINDOW, test_to=test_to, only_customers=[customer], now=NOW)
+        (received,) = server.handler.messages
+    assert result.done == {"rendered": 1, "accepted": 1}
+    assert received.rcpt_tos == ["proof@fietsenwinkel.example"]
+    msg = email.message_from_bytes(received.data, policy=policy.default)
+    assert msg["To"] == to and msg["X-Relmail-Customer"] == customer
+    # What the customer would read, their name included, is still what the reviewer reads.
+    assert named[customer] in msg["Subject"]
+
+
+def test_a_proof_to_something_that_is_not_one_address_is_refused_before_anything_is_sent(project):
+    from relmail.errors import ValidationError
+
+    engine = build(project)
+    for test_to in ("proof at fietsenwinkel.example", "a@fietsenwinkel.example, b@fietsenwinkel.example"):
+        with pytest.raises(ValidationError, match="is not one e-mail address"):
+            send(project, engine, "sendtest", WINDOW, test_to=test_to, now=NOW)
+    assert outbox(project) == [] and decisions(engine) == []
+
+
 def test_a_proofs_links_and_metadata_belong_to_the_proof_run_not_to_the_customer(project, monkeypatch):
     """The proof shows a customer's data, but its unsubscribe link, its run header and its provider metadata
     are the proof run's: clicking the link or a bounce of the tester's mailbox cannot opt the customer out."""

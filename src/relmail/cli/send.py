@@ -25,7 +25,9 @@ from ._common import (
               help="With --window auto: resolve to the current ISO week, day or month (default: the campaign's schedule).")
 @click.option("--limit", type=click.IntRange(min=1), help="Hand over at most this many e-mails in this invocation.")
 @click.option("--only-customer", "only", multiple=True, help="Only this customer's e-mails (repeatable).")
-@click.option("--test-to", metavar="ADDRESS", help="Proof send: mail the chosen customers' e-mails to ADDRESS; nothing is recorded.")
+@click.option("--test-to", metavar="ADDRESS",
+              help="Proof send: mail the chosen customers' e-mails to ADDRESS (or 'Name <ADDRESS>', the name its To shows "
+                   "instead of the customer's); nothing is recorded.")
 @click.option("--dry-run", is_flag=True, help="Render everything, deliver nothing, write nothing.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
