@@ -79,14 +79,22 @@ def test_property_what_happens_between_plan_and_send_withdraws_exactly_the_mailb
         conn.execute(delete(E).where(E.c.event_id.like("between:%")))
         conn.execute(delete(P))
         conn.execute(insert(P), prefs)
+        conn.execute(delete(C).where(C.c.id.like("TWIN%")))
         conn.execute(Run.__table__.update().where(Run.__table__.c.id == RUN).values(status="planned"))
-        mailbox = {cid: address.strip().lower() for cid, address in conn.execute(select(C.c.id, C.c.email))}
+        addresses = dict(conn.execute(select(C.c.id, C.c.email)).all())
         sends = sorted(conn.execute(select(DEC.c.customer_id).where(DEC.c.run_id == RUN, DEC.c.action == "send")).scalars())
+        # Customer ids added since the plan with the address of one the plan sends to, spelt another way.
+        twins = {f"TWIN{k}": data.draw(st.sampled_from(sends)) for k in range(data.draw(st.integers(0, 3), label="twins"))}
+        for twin, of in twins.items():
+            conn.execute(insert(C).values(id=twin, email=f" {addresses[of].upper()}", locale="en_GB", timezone="UTC", attributes={}))
+            addresses[twin] = addresses[of]
+    mailbox = {cid: address.strip().lower() for cid, address in addresses.items()}
     for path in (project.root / "outbox").glob("*.eml"):
         path.unlink()
     customers = sorted(mailbox)
-    # Mostly the customers the plan sends to, some of those who share their mailbox, some anyone.
-    chosen = data.draw(st.lists(st.sampled_from(sends) | st.sampled_from(customers), max_size=8, unique=True))
+    # The customers the plan sends to, the ids that share their mailbox, anyone.
+    chosen = data.draw(st.lists(st.sampled_from(sends) | st.sampled_from(sorted(twins) or sends) | st.sampled_from(customers),
+                                max_size=8, unique=True))
     facts = {cid: data.draw(st.sampled_from(sorted(FACTS)), label=cid) for cid in chosen}
     with engine.begin() as conn:
         for n, (cid, fact) in enumerate(facts.items()):
