@@ -8,15 +8,15 @@ summary, ``relmail runs``, the run report, a pipeline alerting on them)
 read an opt-out honoured as a fault. They now have their own final state,
 ``withdrawn``; this converts the rows an earlier send recorded.
 
-Revision ID: 0018
-Revises: 0017
+Revision ID: 0020
+Revises: 0019
 Create Date: 2026-12-07 23:45:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0018'
-down_revision = '0017'
+revision = '0020'
+down_revision = '0019'
 branch_labels = None
 depends_on = None
 
