@@ -230,3 +230,40 @@ def _insert_while_the_build_waits(engine, row: dict) -> None:
     with engine.begin() as webhook:
         webhook.execute(text("SET LOCAL lock_timeout = '3s'"))
         webhook.execute(insert(Customer.__table__), [dict(id="B", email="b@example.com", **row)])
+
+
+def test_an_upgrade_makes_the_opt_outs_an_earlier_send_recorded_failed_withdrawn_and_a_downgrade_takes_them_back(empty_db_url):
+    """Only the deliveries the send did not send because the customer opted out, complained or hard-bounced
+    after the plan: the other failures (deadline, template) stay ``failed``."""
+    from alembic import command
+
+    from relmail.store.db import _alembic_config
+    from relmail.store.models import Delivery
+
+    D = Delivery.__table__
+    engine = make_engine(empty_db_url)
+    upgrade(engine, "0017")
+    when = datetime(2026, 11, 23, tzinfo=UTC)
+    reasons = {
+        1: ("failed", "OPTED_OUT: the customer opted out after the plan"),
+        2: ("failed", "SUPPRESSED: email_complained under customer G-3 (the same address) after the plan"),
+        3: ("failed", "RENDER_ERROR: undefined variable: customer.nickname"),
+        4: ("failed", "deferred past the deadline: 451 4.3.0 OPTED_OUT: try later"),
+        5: ("failed", "OPTEDXOUT: not the prefix, whatever LIKE's _ matches"),
+        6: ("accepted", None),
+        7: ("failed", None),
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(D), [{"id": i, "decision_id": i, "run_id": "weekly:2026-W48", "customer_id": f"C{i}",
+                                  "message_id": "m", "status": s, "last_error": e, "attempts": 1, "updated_at": when}
+                                 for i, (s, e) in reasons.items()])
+
+    def states() -> dict[int, str]:
+        with engine.connect() as conn:
+            return dict(conn.execute(select(D.c.id, D.c.status)).all())
+
+    assert upgrade(engine) == ("0017", head_revision())
+    assert states() == {1: "withdrawn", 2: "withdrawn", 3: "failed", 4: "failed", 5: "failed", 6: "accepted", 7: "failed"}
+    command.downgrade(_alembic_config(engine), "0017")
+    assert states() == {i: s for i, (s, _) in reasons.items()}
+    engine.dispose()

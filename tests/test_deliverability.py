@@ -36,7 +36,7 @@ def _unsubscribe_settings(root, base_url: str, mailto: str = "unsubscribe@fietse
 
 
 @pytest.mark.parametrize("base_url", ["", "/relmail", "fietsenwinkel.example/relmail", "http://fietsenwinkel.example/relmail",
-                                      "http://192.168.1.20:8025/relmail"])
+                                      "http://192.168.1.20:8080/relmail"])
 def test_an_unsubscribe_base_url_that_is_not_https_stops_before_any_e_mail_is_rendered(tmp_path, monkeypatch, base_url):
     # Every e-mail's unsubscribe link and List-Unsubscribe header are built on it: a relative URL reaches
     # nobody, and Gmail and Yahoo offer one-click unsubscribe only for an HTTPS one.
@@ -58,8 +58,8 @@ def test_an_unsubscribe_mailto_written_as_a_url_is_refused(tmp_path, monkeypatch
     good = Renderer(_unsubscribe_settings(init_project(tmp_path / "good").root, "HTTPS://fietsenwinkel.example/relmail/"))
     assert good.links.unsubscribe_url("T") == "HTTPS://fietsenwinkel.example/relmail/unsubscribe/T"
     # A rehearsal on one machine: relmail serve on 127.0.0.1, the outbox's links clicked there.
-    local = Renderer(_unsubscribe_settings(init_project(tmp_path / "local").root, "http://127.0.0.1:8025/relmail"))
-    assert local.links.unsubscribe_url("T") == "http://127.0.0.1:8025/relmail/unsubscribe/T"
+    local = Renderer(_unsubscribe_settings(init_project(tmp_path / "local").root, "http://127.0.0.1:8080/relmail"))
+    assert local.links.unsubscribe_url("T") == "http://127.0.0.1:8080/relmail/unsubscribe/T"
 
 
 # -- the List-Unsubscribe mailto: ---------------------------------------------------------------

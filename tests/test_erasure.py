@@ -161,7 +161,7 @@ def test_forget_of_an_address_already_suppressed_records_the_erasure_whatever_th
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    shape=st.lists(st.tuples(st.integers(0, 4), st.lists(st.sampled_from(["planned", "accepted", "deferred", "failed"]), max_size=2)),
+    shape=st.lists(st.tuples(st.integers(0, 4), st.lists(st.sampled_from(["planned", "accepted", "deferred", "failed", "withdrawn"]), max_size=2)),
                    min_size=1, max_size=5),
     pick=st.integers(0, 4),
 )

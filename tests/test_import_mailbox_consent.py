@@ -296,7 +296,7 @@ def test_an_address_with_one_id_is_imported_as_ever(engine, tmp_path):
     assert not any("several customer ids" in line for line in summary_lines(result))
 
 
-def test_an_address_only_opt_out_after_the_plan_fails_the_send_to_every_id(project, tmp_path):
+def test_an_address_only_opt_out_after_the_plan_withdraws_the_send_to_every_id(project, tmp_path):
     from tests.sendkit import AS_OF as SEND_AS_OF
     from tests.sendkit import build
 
@@ -317,4 +317,4 @@ def test_an_address_only_opt_out_after_the_plan_fails_the_send_to_every_id(proje
     send(project, engine, "sendtest", WINDOW, now=lambda: later + timedelta(minutes=5))
     with engine.connect() as conn:
         status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
-    assert (status, error) == ("failed", "OPTED_OUT: the customer opted out after the plan")
+    assert (status, error) == ("withdrawn", "OPTED_OUT: the customer opted out after the plan")

@@ -96,11 +96,11 @@ def test_an_opt_out_after_planning_is_never_mailed(project):
     D = Delivery.__table__
     with engine.connect() as conn:
         status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
-    assert status == "failed" and "opted out" in error
+    assert status == "withdrawn" and "opted out" in error
     # why says the e-mail planned as a send was not delivered, and why.
     facts, (exp,) = explain(engine, victim, "sendtest:2026-W48")
-    assert exp.action == "send" and exp.delivery["status"] == "failed" and exp.as_dict()["delivery"]["error"] == error
-    assert f"  delivery: failed ({error})" in format_explanations(facts, [exp])
+    assert exp.action == "send" and exp.delivery["status"] == "withdrawn" and exp.as_dict()["delivery"]["error"] == error
+    assert f"  delivery: withdrawn ({error})" in format_explanations(facts, [exp])
 
 
 def test_a_delivery_names_the_adapter_that_carried_it_and_why_says_it(project):
@@ -168,12 +168,12 @@ def test_a_bounce_or_complaint_recorded_after_the_plan_is_never_mailed_whatever_
     D = Delivery.__table__
     with engine.connect() as conn:
         status, error = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).one()
-    assert status == "failed" and error == f"SUPPRESSED: {kind} after the plan"
+    assert status == "withdrawn" and error == f"SUPPRESSED: {kind} after the plan"
 
 
-def test_the_summary_and_the_report_say_which_failed_e_mails_were_opt_outs_honoured(project, monkeypatch):
+def test_the_summary_and_the_report_count_opt_outs_honoured_as_withdrawn_not_failed(project, monkeypatch):
     # A marketer read "failed 2" after a send and took it for a fault: they were the customers who
-    # unsubscribed or complained between the plan and the send, withheld on purpose.
+    # unsubscribed or complained between the plan and the send, withdrawn on purpose.
     engine = build(project)
     monkeypatch.setenv("RELMAIL_NOW", AS_OF.isoformat())
     args = ["-p", str(project.root), "send", "sendtest", "--window", WINDOW, "--workers", "1"]
@@ -185,11 +185,12 @@ def test_the_summary_and_the_report_say_which_failed_e_mails_were_opt_outs_honou
         conn.execute(insert(Event.__table__).values(customer_id=spam, type="email_complained", occurred_at=AS_OF))
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 0, out.output
-    assert ("2 of the failed e-mail(s) not sent on purpose: the customer opted out, complained or hard-bounced after "
+    assert ("2 e-mail(s) withdrawn, not sent on purpose: the customer opted out, complained or hard-bounced after "
             "the plan (relmail why CUSTOMER --run sendtest:2026-W48 says when).") in out.output
+    assert "failed                 0" in out.output.splitlines()
     report = CliRunner().invoke(cli, ["-p", str(project.root), "report", "sendtest:2026-W48", "--out", str(project.root / "r.html")])
     assert report.exit_code == 0, report.output
-    assert ", 2 failed (2 of them opted out, complained or hard-bounced after the plan: not sent on purpose)" in report.output
+    assert ", 0 failed, 2 withdrawn (opted out, complained or hard-bounced after the plan)" in report.output
 
 
 def test_a_hard_bounce_before_a_later_delivery_does_not_stop_the_send(project):
@@ -270,6 +271,49 @@ def test_proof_send_goes_only_to_the_seed_address_and_is_not_recorded(project):
     assert msg["To"].addresses[0].addr_spec == "proof@fietsenwinkel.example"
     assert msg["X-Relmail-Customer"] == customer
     assert ledger.status_counts(engine, "sendtest:2026-W48") == {"accepted": 1, "planned": len(decisions(engine, "send")) - 1}
+
+
+@pytest.mark.parametrize("test_to, to", [
+    ("proof@fietsenwinkel.example", "proof@fietsenwinkel.example"),
+    ("Rita Reviewer <proof@fietsenwinkel.example>", "Rita Reviewer <proof@fietsenwinkel.example>"),
+], ids=["address", "reviewer-name"])
+def test_a_proof_over_smtp_is_addressed_to_the_reviewer_alone_never_with_the_customers_name(project, tmp_path, monkeypatch,
+                                                                                          test_to, to):
+    # A reviewer received "To: Anna de Vries <proof@...>": a customer's name in someone else's inbox.
+    from tests.sendkit import use_smtp
+    from tests.smtp_server import PASSWORD, SmtpServer
+
+    from relmail.planning.run import plan
+    from relmail.project import Project
+    from relmail.store.models import Customer
+
+    monkeypatch.setenv("RELMAIL_SMTP_PASSWORD", PASSWORD)
+    engine = build(project)
+    plan(project, engine, "sendtest", WINDOW, as_of=AS_OF)
+    C = Customer.__table__
+    with engine.connect() as conn:
+        named = dict(conn.execute(select(C.c.id, C.c.first_name).where(C.c.first_name.is_not(None), C.c.last_name.is_not(None))).all())
+    customer = next(c for c, *_ in decisions(engine, "send") if c in named)
+    with SmtpServer(tmp_path) as server:
+        use_smtp(project, server)
+        result = send(Project.load(project.root), engine, "sendtest", WINDOW, test_to=test_to, only_customers=[customer], now=NOW)
+        (received,) = server.handler.messages
+    assert result.done == {"rendered": 1, "accepted": 1}
+    assert received.rcpt_tos == ["proof@fietsenwinkel.example"]
+    msg = email.message_from_bytes(received.data, policy=policy.default)
+    assert msg["To"] == to and msg["X-Relmail-Customer"] == customer
+    # What the customer would read, their name included, is still what the reviewer reads.
+    assert named[customer] in msg["Subject"]
+
+
+def test_a_proof_to_something_that_is_not_one_address_is_refused_before_anything_is_sent(project):
+    from relmail.errors import ValidationError
+
+    engine = build(project)
+    for test_to in ("proof at fietsenwinkel.example", "a@fietsenwinkel.example, b@fietsenwinkel.example"):
+        with pytest.raises(ValidationError, match="is not one e-mail address"):
+            send(project, engine, "sendtest", WINDOW, test_to=test_to, now=NOW)
+    assert outbox(project) == [] and decisions(engine) == []
 
 
 def test_a_proofs_links_and_metadata_belong_to_the_proof_run_not_to_the_customer(project, monkeypatch):

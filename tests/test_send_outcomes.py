@@ -64,14 +64,16 @@ def test_json_text_and_report_count_uncertain_deferred_and_rejected_apart(projec
         result = invoke(project, "send", "sendtest", "--window", WINDOW, "--workers", "1", "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["outcomes"] == {"accepted": len(to) - 7, "uncertain": 3, "deferred": 2, "rejected": 2, "failed": 0}
+    assert summary["outcomes"] == {"accepted": len(to) - 7, "uncertain": 3, "deferred": 2, "rejected": 2, "failed": 0,
+                                  "withdrawn": 0}
     assert summary["uncertain"] == 3 and summary["done"]["uncertain"] == 3
     assert summary["deferred_reasons"] and "451" in next(iter(summary["deferred_reasons"]))
     assert "2 of" in result.stderr and "deferred" in result.stderr, "a deferral is never silent"
 
     report = invoke(project, "report", "run", RUN, "--format", "json")
     deliveries = json.loads(report.stdout)["totals"]["deliveries"]
-    assert deliveries == {"accepted": len(to) - 7, "uncertain": 3, "deferred": 2, "rejected": 2, "failed": 0}
+    assert deliveries == {"accepted": len(to) - 7, "uncertain": 3, "deferred": 2, "rejected": 2, "failed": 0,
+                          "withdrawn": 0}
 
 
 def test_the_text_summary_names_every_outcome(project, planned, tmp_path):
@@ -81,7 +83,7 @@ def test_the_text_summary_names_every_outcome(project, planned, tmp_path):
     first_table = result.stdout.split("\n\n")[0].splitlines()
     table = {line.split()[0]: line.split()[-1] for line in first_table if line.strip()}
     assert table["uncertain"] == "1" and table["accepted"] == f"{len(to) - 1:,}"
-    assert table["deferred"] == table["rejected"] == table["failed"] == "0"
+    assert table["deferred"] == table["rejected"] == table["failed"] == table["withdrawn"] == "0"
     assert "never sent again" in result.stdout
 
 

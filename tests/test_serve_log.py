@@ -40,7 +40,7 @@ def serve_one_request(monkeypatch, project, path: str) -> int:
             thread.join()
 
     monkeypatch.setattr(werkzeug.serving, "run_simple", run_once)
-    result = CliRunner().invoke(cli, ["-p", str(project.root), "serve", "--port", "8025"])
+    result = CliRunner().invoke(cli, ["-p", str(project.root), "serve", "--port", "8091"])
     assert result.exit_code == 0, result.output
     return status[0]
 
@@ -155,3 +155,16 @@ def test_a_wsgi_server_logs_the_same_warning(project, monkeypatch, caplog):
     assert any("/webhooks/postmark refuses every event (503): webhook secret 'postmark_webhook_password' is not set "
                "(export RELMAIL_POSTMARK_WEBHOOK_PASSWORD=...)" in r.getMessage() for r in caplog.records)
 
+
+
+def test_serve_listens_on_8080_by_default_not_on_a_local_mail_catchers_port(project, monkeypatch):
+    # MailHog and Mailpit take 8025 (their web page) and 1025 (their SMTP server), MailDev and MailCatcher
+    # 1080: `relmail serve` beside one of them must start without --port, and say where it listens.
+    asked: list[tuple[str, int]] = []
+    monkeypatch.setattr(werkzeug.serving, "run_simple", lambda host, port, app, **_: asked.append((host, port)))
+    result = CliRunner().invoke(cli, ["-p", str(project.root), "serve"])
+    assert result.exit_code == 0, result.output
+    assert asked == [("127.0.0.1", 8080)]
+    assert "relmail serving Fietsenwinkel on http://127.0.0.1:8080/ (development server)" in result.stderr
+    help_text = CliRunner().invoke(cli, ["serve", "--help"]).output
+    assert "[default: 8080; 1<=x<=65535]" in help_text and "8025" not in help_text

@@ -13,7 +13,11 @@ _FORMATS = ("sendgrid", "mailgun", "postmark", "ses", "brevo", "mailjet", "mandr
 
 @click.command("serve")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8025, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
+# Not 8025 or 1025 (MailHog's and Mailpit's web and SMTP ports), 1080 (MailDev, MailCatcher) or 9000 (Inbucket):
+# a mail catcher often runs beside relmail while templates are tried. Not 8000 either (gunicorn, mkdocs serve,
+# and the dev servers of Laravel, Symfony and Django shops) nor 5000 (Flask, macOS's AirPlay receiver).
+# 8080 is HTTP's registered alternative port and the default of waitress and bottle.
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(1, 65535), help="Port to listen on.")
 @pass_state
 def serve(state: State, host: str, port: int) -> None:
     """Serve unsubscribe links, the preference page and ESP webhooks (development server).
@@ -27,8 +31,9 @@ def serve(state: State, host: str, port: int) -> None:
 
     \b
     Example:
-      relmail serve --port 8025
-      curl -X POST -d List-Unsubscribe=One-Click http://127.0.0.1:8025/unsubscribe/TOKEN
+      relmail serve
+      curl -X POST -d List-Unsubscribe=One-Click http://127.0.0.1:8080/unsubscribe/TOKEN
+      relmail serve --host 0.0.0.0 --port 8090
     """
     import logging
     import sys

@@ -116,7 +116,7 @@ def summary_lines(figures: dict, path: str, previews: int) -> list[str]:
         d = t["deliveries"]
         lines.append(f"deliveries: {d['accepted']:,} accepted by the mail server or ESP, {d['uncertain']:,} uncertain (no reply, not resent), "
                      f"{d['deferred']:,} deferred, {d['rejected']:,} refused at send (not mailed; {t['refused_hard']:,} hard bounce), "
-                     f"{d['failed']:,} failed{withdrawn_note(t.get('withdrawn', 0))}")
+                     f"{d['failed']:,} failed, {d['withdrawn']:,} withdrawn (opted out, complained or hard-bounced after the plan)")
     if t["customers_mailed"]:
         b, mailed = t["feedback"], t["customers_mailed"]
         lines.append(f"came back (of {mailed:,} customers mailed): {b['delivered']:,} reported delivered by the provider, "
@@ -124,11 +124,6 @@ def summary_lines(figures: dict, path: str, previews: int) -> list[str]:
                      f"{b['complained']:,} complained, {b['unsubscribed']:,} unsubscribed, "
                      f"{b['opened']:,} opened ({pct(b['opened'], mailed)}), {b['clicked']:,} clicked ({pct(b['clicked'], mailed)})")
     return lines + trend_lines(figures)
-
-
-def withdrawn_note(n: int) -> str:
-    """What the failed deliveries count that the send withheld on purpose ("" when none)."""
-    return f" ({n:,} of them opted out, complained or hard-bounced after the plan: not sent on purpose)" if n else ""
 
 
 def trend_lines(figures: dict) -> list[str]:

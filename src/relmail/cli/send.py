@@ -25,7 +25,9 @@ from ._common import (
               help="With --window auto: resolve to the current ISO week, day or month (default: the campaign's schedule).")
 @click.option("--limit", type=click.IntRange(min=1), help="Hand over at most this many e-mails in this invocation.")
 @click.option("--only-customer", "only", multiple=True, help="Only this customer's e-mails (repeatable).")
-@click.option("--test-to", metavar="ADDRESS", help="Proof send: mail the chosen customers' e-mails to ADDRESS; nothing is recorded.")
+@click.option("--test-to", metavar="ADDRESS",
+              help="Proof send: mail the chosen customers' e-mails to ADDRESS (or 'Name <ADDRESS>', the name its To shows "
+                   "instead of the customer's); nothing is recorded.")
 @click.option("--dry-run", is_flag=True, help="Render everything, deliver nothing, write nothing.")
 @click.option("--batch-size", default=500, show_default=True, type=click.IntRange(min=1), help="E-mails per ledger batch.")
 @click.option("--workers", type=click.IntRange(min=1), metavar="N",
@@ -62,7 +64,9 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
     The summary counts this invocation's e-mails by outcome: accepted,
     uncertain (handed over, no reply from the server: assumed delivered,
-    never resent), deferred (retried by the next run), rejected and failed.
+    never resent), deferred (retried by the next run), rejected, failed,
+    and withdrawn (not sent on purpose: the customer opted out, complained
+    or hard-bounced after the plan; final, and no reason to fail the run).
     When more than --max-deferred-share of the e-mails it attempted were
     deferred, the command exits 14 after the summary; when more than
     --max-render-errors e-mails failed to render for their customer (each
@@ -157,9 +161,10 @@ def send_cmd(state: State, campaign: str, window: str, cadence: str | None, limi
 
 def _print_counts(result, real: bool) -> None:
     """This invocation's e-mails by outcome (every outcome of a real send, zeros too), then the ledger's states."""
-    from ..sending.loop import OUTCOMES, WITHDRAWN
+    from ..sending.ledger import WITHDRAWN
+    from ..sending.loop import OUTCOMES
 
-    done = {k: v for k, v in result.done.items() if k not in ("handed_over", WITHDRAWN)}
+    done = {k: v for k, v in result.done.items() if k != "handed_over"}
     rows = [("rendered", done.pop("rendered"))] if "rendered" in done else []
     if real:
         rows += [(k, done.pop(k, 0)) for k in OUTCOMES]
@@ -174,8 +179,7 @@ def _print_counts(result, real: bool) -> None:
                    f"{settled.get('assumed_delivered', 0):,} at their point of no return with no answer recorded "
                    "as delivered (uncertain, never sent twice).")
     if real and result.done.get(WITHDRAWN):
-        # "failed" reads as a fault; these are the opt-outs the send honoured.
-        click.echo(f"{result.done[WITHDRAWN]:,} of the failed e-mail(s) not sent on purpose: the customer opted out, "
+        click.echo(f"{result.done[WITHDRAWN]:,} e-mail(s) withdrawn, not sent on purpose: the customer opted out, "
                    f"complained or hard-bounced after the plan (relmail why CUSTOMER --run {result.run_id} says when).")
     if real and result.done.get("uncertain"):
         click.echo(f"{result.done['uncertain']:,} e-mail(s) uncertain: handed over completely but the server's reply "

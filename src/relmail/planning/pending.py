@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 DEC, DEL, RUNS, EV = Decision.__table__, Delivery.__table__, Run.__table__, Event.__table__
 #: Delivery states that mean "left, or may have left": such decisions are never re-decided.
 KEEP_STATES = ("accepted", "sending", "committing")
-#: Delivery states that settle a send without an e-mail leaving.
-NOT_SENT = ("rejected", "failed")
+#: Delivery states that settle a send without an e-mail leaving (``withdrawn``: the customer opted out,
+#: complained or hard-bounced after the plan; :mod:`relmail.sending.ledger`).
+NOT_SENT = ("rejected", "failed", "withdrawn")
 
 
 def kept_decisions(conn: Connection, run_id: str) -> dict[str, set[str]]:

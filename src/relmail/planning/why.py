@@ -36,6 +36,7 @@ from ..store.models import Customer, Decision, Delivery, Event, Run
 from ..windows import current_time, resolve_window
 from .opt_out import CONSENT, opt_outs_behind
 from .output import plan_file_rows
+from .pending import NOT_SENT
 from .run import plan
 from .runs import resolve_run
 
@@ -466,7 +467,7 @@ def format_explanations(facts: dict[str, Any], explanations: list[Explanation], 
             lines.append(f"  delivery: {delivery_sentence(e.delivery)}")
             if e.delivery.get("came_back"):
                 # A refused e-mail was never mailed: nothing came back of it, the ledger recorded its refusal.
-                never_mailed = e.delivery["status"] in ("rejected", "failed")
+                never_mailed = e.delivery["status"] in NOT_SENT
                 lines.append(("  recorded at send: " if never_mailed else "  came back: ")
                              + "; ".join(_came_back_words(c) for c in e.delivery["came_back"]))
     return "\n".join(lines)
@@ -510,8 +511,8 @@ def delivery_sentence(delivery: dict[str, Any]) -> str:
     out = delivery["status"]
     if delivery.get("error") and delivery["status"] != "accepted":
         out += f" ({delivery['error']})"
-    if delivery.get("adapter") and delivery["status"] != "failed":
-        # A failed delivery is mostly relmail's own verdict (an opt-out since the plan, a render error), not the provider's.
+    if delivery.get("adapter") and delivery["status"] not in ("failed", "withdrawn"):
+        # Relmail's own verdict (a render error, an opt-out since the plan), not the provider's.
         out += f" via {delivery['adapter']}"
         if delivery.get("tagged"):
             # Its bounces must carry the tag ([delivery.smtp] verp_required); an untagged e-mail's cannot.

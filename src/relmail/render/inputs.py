@@ -115,10 +115,18 @@ class CustomerContext:
     #: Featured ids the catalogue does not have (the template's ``featured`` then names the first).
     absent_featured: tuple[str, ...] = ()
     catalog: Catalog | None = None
+    #: The To header's display name when the e-mail goes to someone else than the customer (a proof: the
+    #: reviewer's name, "" for none); None: the customer's name.
+    to_name: str | None = None
 
     @property
     def name(self) -> str:
         return " ".join(p for p in (self.first_name, self.last_name) if p)
+
+    @property
+    def addressee(self) -> str:
+        """The display name of the e-mail's To header: :attr:`to_name` when set, else the customer's :attr:`name`."""
+        return self.name if self.to_name is None else self.to_name
 
 
 def _freeze(value):

@@ -86,7 +86,7 @@ class Renderer(Compiler):
         personal = [("X-Relmail-Customer", ctx.id)]
         try:
             raw = compiled.mime.build(
-                to_name=ctx.name,
+                to_name=ctx.addressee,
                 to_email=ctx.email,
                 subject=subject,
                 html=html,

@@ -109,7 +109,6 @@ def run_figures(
         deliveries = conn.execute(
             select(DLV.c.message_id, state, func.count()).where(DLV.c.run_id == run_id).group_by(DLV.c.message_id, state)
         ).all()
-        withdrawn = conn.execute(select(func.count()).where(DLV.c.run_id == run_id, ledger.is_withdrawn())).scalar_one()
         feedback = _feedback(conn, run_id, run["as_of"])
         # The whole run's rates read against customers, as its feedback counts do: those the run mailed
         # (accepted deliveries, uncertain ones included; an imported run's sends; a history's e-mail events).
@@ -192,8 +191,6 @@ def run_figures(
     if delivered:
         delivered.update(dict.fromkeys(OUTCOMES, 0))  # every outcome named, zeros too, once the run has deliveries
     totals["deliveries"] = dict(sorted(delivered.items()))
-    # Of the failed deliveries: not sent because the customer opted out, complained or hard-bounced after the plan.
-    totals["withdrawn"] = withdrawn
     totals["feedback"] = feedback.get(None, dict.fromkeys(FEEDBACK, 0))
     totals["customers_mailed"] = mailed
     totals["sent"] = sent

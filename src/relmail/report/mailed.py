@@ -33,8 +33,9 @@ SOURCES = {
 }
 
 
-#: The states of a delivery that never left: refused at send, or given up (:mod:`relmail.sending.ledger`).
-NOT_MAILED = ("rejected", "failed")
+#: The states of a delivery that never left: refused at send, given up, or withdrawn after the plan
+#: (:mod:`relmail.sending.ledger`).
+NOT_MAILED = ("rejected", "failed", "withdrawn")
 
 
 def run_source(conn, run_id: str, status: str) -> str:

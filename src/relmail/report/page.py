@@ -98,7 +98,8 @@ PAGE = """<!doctype html>
   <div class="card" data-figure="uncertain"><div class="n">{{ (totals.deliveries.uncertain or 0)|fmt }}</div><div class="l">uncertain: handed over, no reply (not resent)</div></div>
   <div class="card" data-figure="deferred"><div class="n">{{ (totals.deliveries.deferred or 0)|fmt }}</div><div class="l">deferred (retried by the next send)</div></div>
   <div class="card" data-figure="rejected"><div class="n">{{ (totals.deliveries.rejected or 0)|fmt }}</div><div class="l">refused at send: not mailed{% if totals.refused_hard %} ({{ totals.refused_hard|fmt }} hard bounce){% endif %}</div></div>
-  <div class="card" data-figure="failed"><div class="n">{{ (totals.deliveries.failed or 0)|fmt }}</div><div class="l">failed: given up, not mailed{% if totals.withdrawn %} ({{ totals.withdrawn|fmt }} of them opted out, complained or hard-bounced after the plan: not sent on purpose){% endif %}</div></div>
+  <div class="card" data-figure="failed"><div class="n">{{ (totals.deliveries.failed or 0)|fmt }}</div><div class="l">failed: given up, not mailed</div></div>
+  <div class="card" data-figure="withdrawn"><div class="n">{{ (totals.deliveries.withdrawn or 0)|fmt }}</div><div class="l">withdrawn: opted out, complained or hard-bounced after the plan (not sent on purpose)</div></div>
   {% endif %}
 </div>
 {% if run.source == 'events' %}

@@ -84,9 +84,14 @@ class Batcher:
         return derive(self.run_id, customer_id, message_id, self.domain)
 
     def render(
-        self, pairs: Sequence[tuple[str, str]], to: str | None = None
+        self, pairs: Sequence[tuple[str, str]], to: str | None = None, to_name: str = ""
     ) -> tuple[dict[tuple[str, str], Any], dict[tuple[str, str], str]]:
         """(e-mail, context) and errors for (customer, message) pairs; ``to`` readdresses (proof sends).
+
+        A proof's To header is ``to`` with ``to_name`` ("" for none), never the
+        customer's name: the reviewer is not the customer, and the customer's
+        name is theirs to keep (the body still shows what the customer would
+        read).
 
         A proof is rendered as run :data:`~relmail.tokens.PROOF_RUN`: its
         unsubscribe and preference links change nothing (:mod:`relmail.web`),
@@ -112,7 +117,7 @@ class Batcher:
                     continue
                 contexts = customer_contexts(conn, customers, self.as_of, catalog, self.featured[message])
                 if to is not None:
-                    contexts = {c: replace(ctx, email=to) for c, ctx in contexts.items()}
+                    contexts = {c: replace(ctx, email=to, to_name=to_name) for c, ctx in contexts.items()}
                 for c in customers:
                     if c not in contexts:
                         errors[(c, message)] = "customer no longer exists (erased?)"
@@ -165,7 +170,7 @@ def outgoing(email, ctx, settings, key: str, run_id: str, topic: str | None = No
     return OutgoingMessage(
         key=key,
         to=ascii_domain(ctx.email),  # an umlaut domain in its IDNA form: SMTP without SMTPUTF8 and ESPs take only that
-        to_name=ctx.name or None,
+        to_name=ctx.addressee or None,
         from_addr=ascii_domain(settings.sender.from_email),  # the envelope sender unless envelope_from is set
         from_name=settings.sender.from_name,
         reply_to=ascii_domain(settings.sender.reply_to) if settings.sender.reply_to else None,

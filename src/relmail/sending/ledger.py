@@ -19,6 +19,10 @@ committed before the next step:
     then ``failed``.
 ``failed``
     given up (deadline passed, or the template failed for this customer).
+``withdrawn``
+    not sent on purpose: the customer opted out, complained or hard-bounced
+    after the plan (its reason starts :data:`OPTED_OUT` or :data:`SUPPRESSED`);
+    final, never retried, not a fault.
 
 Each answer is also written the moment it arrives, on the delivery while it is
 still ``committing`` (its ``answer``, :func:`answer_text`): the batch's answers
@@ -52,16 +56,19 @@ D = Delivery.__table__
 DEC = Decision.__table__
 EV = Event.__table__
 
+#: What the send records for an e-mail it did not send because the customer opted out, complained or
+#: hard-bounced after the plan (:func:`relmail.sending.loop.deliver`): final, and not a failure.
+WITHDRAWN = "withdrawn"
 #: States a delivery never leaves.
-FINAL = ("accepted", "rejected", "failed")
+FINAL = ("accepted", "rejected", "failed", WITHDRAWN)
 #: States an answer from the provider may settle.
 IN_FLIGHT = ("planned", "sending", "committing")
 UNCERTAIN = "outcome unknown after an interruption at the point of no return; assumed delivered"
 #: What the send summary and the run report call an ``accepted`` delivery noted :data:`UNCERTAIN`:
 #: handed over completely, no reply from the provider, never sent again.
 UNCERTAIN_OUTCOME = "uncertain"
-#: How a ``failed`` delivery's reason starts when the send withheld it on purpose: the customer opted
-#: out, or complained or hard-bounced, after the plan (:func:`relmail.sending.loop.deliver`).
+#: How a :data:`WITHDRAWN` delivery's reason starts: the customer opted out (``OPTED_OUT``), or
+#: complained or hard-bounced (``SUPPRESSED``), after the plan.
 OPTED_OUT, SUPPRESSED = "OPTED_OUT", "SUPPRESSED"
 
 
@@ -80,7 +87,7 @@ class Settlement:
     """How one delivery is settled in the ledger: the provider's answer, or relmail's own verdict."""
 
     delivery_id: int
-    status: str  # accepted | deferred | rejected | failed
+    status: str  # accepted | deferred | rejected | failed | withdrawn
     provider_id: str | None = None
     retry_at: datetime | None = None
     reason: str | None = None
@@ -370,12 +377,6 @@ def _sent_event_id(run_id: str, customer_id: str, message_id: str) -> str:
 def is_uncertain():
     """SQL: the delivery was settled as delivered without the provider's reply (see :data:`UNCERTAIN`)."""
     return (D.c.status == "accepted") & D.c.last_error.startswith(UNCERTAIN, autoescape=True)
-
-
-def is_withdrawn():
-    """SQL: the delivery failed because the customer opted out, complained or hard-bounced after the plan."""
-    return (D.c.status == "failed") & (D.c.last_error.startswith(f"{OPTED_OUT}:", autoescape=True)
-                                       | D.c.last_error.startswith(f"{SUPPRESSED}:", autoescape=True))
 
 
 def outcome():

@@ -41,11 +41,9 @@ if TYPE_CHECKING:
 
 DEC = Decision.__table__
 #: What became of the e-mails an invocation attempted: confirmed by the provider; handed over with no reply
-#: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template, opt-out).
-#: Of this invocation's ``failed`` e-mails, those not sent because the customer opted out, complained or
-#: hard-bounced after the plan (``done`` counts them apart, as the summary says them apart).
-WITHDRAWN = "opted_out_since_plan"
-OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed")
+#: (settled as delivered, never resent); to be retried; refused for good; given up (deadline, template);
+#: not sent on purpose, the customer having opted out, complained or hard-bounced after the plan.
+OUTCOMES = ("accepted", ledger.UNCERTAIN_OUTCOME, "deferred", "rejected", "failed", ledger.WITHDRAWN)
 
 
 @dataclass
@@ -218,9 +216,7 @@ def deliver(job: SendJob, adapter, claims, result: SendResult, *, retry: Databas
     # since is not mailed, whatever the plan said.
     blocked = retry.run("checking opt-outs", lambda: _blocked_now(engine, list(by_pair), job.topics))
     for pair, reason in blocked.items():
-        outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, "failed", reason=reason))
-    if blocked:
-        result.done[WITHDRAWN] = result.done.get(WITHDRAWN, 0) + len(blocked)
+        outcomes.append(ledger.Settlement(by_pair.pop(pair).delivery_id, ledger.WITHDRAWN, reason=reason))
     emails, errors = retry.run("rendering", lambda: batcher.render(list(by_pair)))
     if errors:
         retry.run("recording render errors", lambda: _mark_render_errors(engine, run_id, errors))

@@ -14,13 +14,14 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, select, update
 
 from .. import tokens
 from ..campaigns import Campaign, load_campaign
-from ..errors import ConfigError, DeliveryError, LockHeld, NotFound
+from ..errors import ConfigError, DeliveryError, LockHeld, NotFound, ValidationError
 from ..executors import Executor, get_executor
 from ..planning.run import plan, run_id_for
 from ..store import locks
@@ -55,7 +56,8 @@ class SendOptions:
     only_customers: Sequence[str] | None = None
     #: Render everything, deliver nothing, write nothing.
     dry_run: bool = False
-    #: Proof send: mail the chosen customers' e-mails to this address; nothing is recorded.
+    #: Proof send: mail the chosen customers' e-mails to this address (``you@example.com``, or with the name
+    #: the To header shows: ``Your Name <you@example.com>``); nothing is recorded.
     test_to: str | None = None
     #: An adapter instance to deliver with (default: the project's ``[delivery]``); always used in-process.
     adapter: Any = None
@@ -137,6 +139,8 @@ def send(project: Project, engine: Engine, campaign: str | Campaign, window: str
     clock = opts.now or current_time
     camp = campaign if isinstance(campaign, Campaign) else load_campaign(project, campaign)
     win = resolve_window(window, project.settings.timezone, cadence=opts.cadence, campaign=camp, now=clock())
+    if opts.test_to:
+        _proof_recipient(opts.test_to)  # a typo stops the command before anything is planned or rendered
     executor = opts.executor
     in_process = bool(opts.test_to) or opts.adapter is not None or (opts.workers == 1 and executor in (None, "local"))
     remote = executor == "dask" or (isinstance(executor, Executor) and executor.remote)
@@ -387,16 +391,31 @@ def _choose(sends: list[tuple[str, str]], only: Sequence[str] | None, limit: int
     return sends
 
 
+def _proof_recipient(text: str) -> tuple[str, str]:
+    """(display name, address) of a proof send's ``test_to``: ``you@example.com`` or ``Your Name <you@example.com>``.
+
+    The name ("" without one) is what the proof's To header shows, never the
+    customer's. Raises :class:`~relmail.errors.ValidationError` unless ``text``
+    is one address.
+    """
+    found = getaddresses([text])
+    if len(found) != 1 or "@" not in found[0][1]:
+        raise ValidationError(f"--test-to {text!r} is not one e-mail address: give you@example.com or "
+                              "'Your Name <you@example.com>'")
+    return found[0]
+
+
 def _render_only(call: _Invocation, batcher: Batcher, sends, result: SendResult) -> None:
     """Dry run (render, deliver nothing) or proof send (to ``test_to``, recorded nowhere)."""
     test_to, adapter, batch_size = call.opts.test_to, call.opts.adapter, call.opts.batch_size
+    name, address = _proof_recipient(test_to) if test_to else ("", None)
     if test_to and adapter is None:
         from ..delivery import adapter_from_project
 
         adapter = adapter_from_project(call.project)
     try:
         for a in range(0, len(sends), batch_size):
-            emails, errors = batcher.render(sends[a : a + batch_size], to=test_to)
+            emails, errors = batcher.render(sends[a : a + batch_size], to=address, to_name=name)
             result.render_errors += [(c, m, r) for (c, m), r in errors.items()]
             result.done["rendered"] = result.done.get("rendered", 0) + len(emails)
             if test_to:

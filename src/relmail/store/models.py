@@ -66,10 +66,6 @@ EVENT_TYPES = (
 #: Decision actions.
 ACTIONS = ("send", "holdout", "suppress")
 
-#: Delivery states, in the order a delivery moves through them.
-DELIVERY_STATES = ("planned", "rendered", "sending", "accepted", "deferred", "rejected", "failed")
-
-
 class Customer(SQLModel, table=True):
     __tablename__ = "customers"
 
