@@ -177,5 +177,5 @@ def test_an_e_mail_planned_before_the_removal_is_withheld_at_send(project, tmp_p
     with engine.connect() as conn:
         mine = conn.execute(select(D.c.status, D.c.last_error).where(D.c.customer_id == victim)).all()
         others = dict(conn.execute(select(D.c.status, func.count()).where(D.c.customer_id != victim).group_by(D.c.status)).all())
-    assert mine and all(row == ("failed", "SUPPRESSED: removed from the shop after the plan (REMOVED_FROM_SHOP)") for row in mine)
+    assert mine and all(row == ("withdrawn", "SUPPRESSED: removed from the shop after the plan (REMOVED_FROM_SHOP)") for row in mine)
     assert set(others) == {"accepted"}

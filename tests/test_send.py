@@ -185,8 +185,8 @@ def test_the_summary_and_the_report_count_opt_outs_honoured_as_withdrawn_not_fai
         conn.execute(insert(Event.__table__).values(customer_id=spam, type="email_complained", occurred_at=AS_OF))
     out = CliRunner().invoke(cli, args)
     assert out.exit_code == 0, out.output
-    assert ("2 e-mail(s) withdrawn, not sent on purpose: the customer opted out, complained or hard-bounced after "
-            "the plan (relmail why CUSTOMER --run sendtest:2026-W48 says when).") in out.output
+    assert ("2 e-mail(s) withdrawn, not sent on purpose: the customer opted out, complained, hard-bounced or was "
+            "removed from the shop after the plan (relmail why CUSTOMER --run sendtest:2026-W48 says when).") in out.output
     assert "failed                 0" in out.output.splitlines()
     report = CliRunner().invoke(cli, ["-p", str(project.root), "report", "sendtest:2026-W48", "--out", str(project.root / "r.html")])
     assert report.exit_code == 0, report.output

@@ -166,5 +166,5 @@ def test_the_text_summary_counts_withdrawn_apart_and_says_what_it_means(project,
     assert out.exit_code == 0, out.output
     lines = out.output.splitlines()
     assert "failed                 0" in lines and "withdrawn              1" in lines
-    assert ("1 e-mail(s) withdrawn, not sent on purpose: the customer opted out, complained or hard-bounced after the "
-            f"plan (relmail why CUSTOMER --run {RUN} says when).") in lines
+    assert ("1 e-mail(s) withdrawn, not sent on purpose: the customer opted out, complained, hard-bounced or was removed "
+            f"from the shop after the plan (relmail why CUSTOMER --run {RUN} says when).") in lines

@@ -180,7 +180,7 @@ def _print_counts(result, real: bool) -> None:
                    "as delivered (uncertain, never sent twice).")
     if real and result.done.get(WITHDRAWN):
         click.echo(f"{result.done[WITHDRAWN]:,} e-mail(s) withdrawn, not sent on purpose: the customer opted out, "
-                   f"complained or hard-bounced after the plan (relmail why CUSTOMER --run {result.run_id} says when).")
+                   f"complained, hard-bounced or was removed from the shop after the plan (relmail why CUSTOMER --run {result.run_id} says when).")
     if real and result.done.get("uncertain"):
         click.echo(f"{result.done['uncertain']:,} e-mail(s) uncertain: handed over completely but the server's reply "
                    "was lost; recorded as delivered and never sent again.")

@@ -56,8 +56,9 @@ D = Delivery.__table__
 DEC = Decision.__table__
 EV = Event.__table__
 
-#: What the send records for an e-mail it did not send because the customer opted out, complained or
-#: hard-bounced after the plan (:func:`relmail.sending.loop.deliver`): final, and not a failure.
+#: What the send records for an e-mail it did not send because the customer opted out, complained,
+#: hard-bounced or was removed from the shop after the plan (:func:`relmail.sending.loop.deliver`): final,
+#: and not a failure.
 WITHDRAWN = "withdrawn"
 #: States a delivery never leaves.
 FINAL = ("accepted", "rejected", "failed", WITHDRAWN)
@@ -68,7 +69,7 @@ UNCERTAIN = "outcome unknown after an interruption at the point of no return; as
 #: handed over completely, no reply from the provider, never sent again.
 UNCERTAIN_OUTCOME = "uncertain"
 #: How a :data:`WITHDRAWN` delivery's reason starts: the customer opted out (``OPTED_OUT``), or
-#: complained or hard-bounced (``SUPPRESSED``), after the plan.
+#: complained, hard-bounced or was removed from the shop (``SUPPRESSED``), after the plan.
 OPTED_OUT, SUPPRESSED = "OPTED_OUT", "SUPPRESSED"
 
 
