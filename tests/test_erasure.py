@@ -18,7 +18,7 @@ from relmail.errors import NotFound
 from relmail.store import consent_log
 from relmail.store.addresses import address_hash, salt
 from relmail.store.erasure import export, forget
-from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Run, Suppression
+from relmail.store.models import Customer, Decision, Delivery, Event, Preference, Run, ShopAccount, Suppression
 
 T0 = datetime(2026, 11, 1, 9, tzinfo=UTC)
 C, P, E, DEC, DEL, S, RUNS = (m.__table__ for m in (Customer, Preference, Event, Decision, Delivery, Suppression, Run))
@@ -74,8 +74,14 @@ def test_forget_deletes_personal_data_keeps_a_salted_hash_and_a_stripped_ledger(
         _customer(conn, "C2", "other@example.org", events=2)
         consent_log.record(conn, [{"customer_id": c, "topic": "*", "opted_in": False, "changed_at": T0, "source": "import",
                                    "detail": "customers.csv"} for c in ("C1", "C2")])
+        conn.execute(ShopAccount.__table__.insert(), [{"source": "woocommerce", "account": a, "customer_id": c}
+                                                      for a, c in (("12", "C1"), ("13", "C2"))])
     result = forget(engine, "C1")
-    assert result["deleted"] == {"customers": 1, "preferences": 2, "consent_changes": 1, "events": 4, "feedback_rejects": 0}
+    assert result["deleted"] == {"customers": 1, "preferences": 2, "consent_changes": 1, "events": 4, "shop_accounts": 1,
+                                  "feedback_rejects": 0}
+    with engine.connect() as conn:
+        assert conn.execute(select(ShopAccount.__table__.c.account, ShopAccount.__table__.c.customer_id)).all() == [
+            ("13", "C2")], "the shop's account number of the erased customer is gone, the other's kept"
     with engine.connect() as conn:
         assert consent_log.change_in_force(conn, "C2", "*", datetime.now(UTC)).detail == "customers.csv", "the other customer's history is kept"
     assert result["ledger_kept"] == {"decisions": 3, "deliveries": 3}
@@ -104,7 +110,8 @@ def test_export_covers_every_table_and_is_json(engine):
         _customer(conn, "C1", "anna@example.org", events=3, decisions=("accepted", "deferred"))
         _customer(conn, "C2", "other@example.org")
     data = export(engine, "C1")
-    assert set(data) == {"customer", "preferences", "consent_changes", "events", "decisions", "deliveries", "suppressed"}
+    assert set(data) == {"customer", "preferences", "consent_changes", "shop_accounts", "events", "decisions", "deliveries",
+                         "suppressed"}
     assert data["customer"]["email"] == "anna@example.org" and data["customer"]["attributes"] == {"city": "Delft"}
     assert data["customer"]["created_at"] == "2026-11-01T09:00:00+00:00"
     assert [p["topic"] for p in data["preferences"]] == ["newsletter", "promotions"]

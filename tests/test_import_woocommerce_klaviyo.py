@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from relmail.cli import cli
 from relmail.store.db import connect
-from relmail.store.models import Customer, Event, Preference, Product, Suppression
+from relmail.store.models import Customer, Event, Preference, Product, ShopAccount, Suppression
 from shop_imports import import_json as run
 from shop_imports import table_rows as rows
 
@@ -78,6 +78,8 @@ def test_a_woocommerce_shop_and_its_klaviyo_list_import_with_the_built_in_mappin
     assert "phone_number" not in joerg["attributes"] and "ip_address" not in joerg["attributes"]  # dropped on purpose
     assert customers[ANNA]["attributes"]["favoriete_genre"] == "Poëzie"  # a Klaviyo property of the account's own
     assert customers[ANNA]["attributes"]["total_spent"] == 84.79
+    # An empty "Date registered": a guest checkout (an account comes first where one address is two ids).
+    assert [customers[c]["attributes"]["guest"] for c in (ANNA, JOERG, CARLA, DAAN)] == [False, False, True, False]
     # Registered in Amsterdam at 20:03:11 (summer time); Klaviyo saw her two minutes earlier: the earliest is kept.
     assert customers[ANNA]["created_at"].replace(tzinfo=UTC) == datetime(2024, 9, 12, 18, 1, 52, tzinfo=UTC)
     assert customers[DAAN]["created_at"].replace(tzinfo=UTC) == datetime(2026, 2, 14, 7, 0, tzinfo=UTC)  # winter time
@@ -144,12 +146,15 @@ def test_the_e_mailed_customers_report_is_read_by_its_own_column_names(project, 
         "\ufeffName,Username,\"Last Active\",\"Sign Up\",Email,Orders,\"Total Spend\",AOV,\"Country / Region\",City,Region,"
         "\"Postal Code\",\"Billing Phone\",\"Shipping Phone\",Role\n"
         "\"Anna de Vries\",anna.dv,2026-11-30T09:12:44,2024-09-12T20:03:11,anna.devries@mail.example,2,84.79,42.40,NL,"
-        "Amsterdam,NH,\"1012 AB\",\"+31 6 12345678\",,Customer\n", encoding="utf-8")
+        "Amsterdam,NH,\"1012 AB\",\"+31 6 12345678\",,Customer\n"
+        "\"Carla Bos\",,2026-06-01T12:00:00,,carla.bos@mail.example,1,0,0,NL,Utrecht,UT,,,,\n", encoding="utf-8")
     done = run(project, "customers", str(emailed), "--map", "woocommerce")
-    assert (done["mapping"], done["rows_imported"]) == ("woocommerce/customers-emailed.yml", 1)
-    (anna,) = rows(project, Customer)
+    assert (done["mapping"], done["rows_imported"]) == ("woocommerce/customers-emailed.yml", 2)
+    anna, carla = sorted(rows(project, Customer), key=lambda c: c["id"] != ANNA)
     assert anna["created_at"].replace(tzinfo=UTC) == datetime(2024, 9, 12, 18, 3, 11, tzinfo=UTC)
     assert "billing_phone" not in anna["attributes"] and anna["attributes"]["zip"] == "1012 AB"
+    # An empty "Sign Up": a guest checkout.
+    assert (anna["attributes"]["guest"], carla["attributes"]["guest"], carla["created_at"]) == (False, True, None)
 
 
 @pytest.mark.parametrize("kind, path, mapping, field", [
@@ -395,6 +400,7 @@ def test_a_guest_who_registered_later_is_one_customer_with_the_registered_rows_f
         assert got["attributes"]["last_active"].startswith(last_active)
         assert got["created_at"].replace(tzinfo=UTC) == registered
         assert got["email"].islower()  # the registered row's spelling
+        assert got["attributes"]["guest"] is False  # a guest who registered later is an account
 
 
 def test_two_rows_of_one_address_stay_an_error_without_duplicates_merge(project, tmp_path):
@@ -443,6 +449,70 @@ def test_an_old_order_with_an_address_the_customer_changed_since_is_the_accounts
     assert events["order:5001:1"] == events["order:5001:2"] == events["order:5005:1"] == ANNA
 
 
+def orders_file(path: Path, keep, replace: dict[str, str] | None = None) -> Path:
+    """The sample orders export with the orders whose lines ``keep`` (the line) keeps, the texts ``replace`` says changed."""
+    header, *lines = ORDERS.read_text(encoding="utf-8-sig").splitlines(keepends=True)
+    text = header + "".join(line for line in lines if keep(line))
+    for old, new in (replace or {}).items():
+        text = text.replace(old, new)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def shop_accounts(project) -> set[tuple[str, str, str]]:
+    return {(r["source"], r["account"], r["customer_id"]) for r in rows(project, ShopAccount)}
+
+
+@pytest.mark.parametrize("chunk", ["1", "10000"])
+def test_a_weekly_orders_file_finds_an_old_address_through_the_account_an_earlier_import_linked(project, tmp_path, chunk):
+    # Week 1: Anna's recent orders (account 12) with the address the customers report lists. Week 2's export holds an
+    # order of hers placed long ago (a late status change) with the address she had then, and no other order of hers.
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(PRODUCTS), "--map", "woocommerce")
+    week1 = orders_file(tmp_path / "week1.csv", lambda line: not line.startswith("5001,"))
+    week2 = orders_file(tmp_path / "week2.csv", lambda line: line.startswith("5001,"),
+                        {"anna.devries@mail.example": "anna@oud.example"})
+    first = run(project, "orders", str(week1), "--map", "woocommerce", "--chunk-size", chunk)
+    assert first["details"]["accounts_linked"] == 3 and "matched_by_account" not in first["details"]
+    assert shop_accounts(project) == {("woocommerce", "12", ANNA), ("woocommerce", "13", JOERG), ("woocommerce", "14", DAAN)}
+    second = run(project, "orders", str(week2), "--map", "woocommerce", "--chunk-size", chunk)
+    assert (second["rows_imported"], second["details"]["matched_by_account"]) == (2, 2)
+    assert "accounts_linked" not in second["details"]  # nothing new to remember
+    events = {e["event_id"]: e["customer_id"] for e in rows(project, Event)}
+    assert events["order:5001:1"] == events["order:5001:2"] == events["order:5005:1"] == ANNA
+    # Week 1 again: the links are there already, and nothing changes.
+    again = run(project, "orders", str(week1), "--map", "woocommerce", "--chunk-size", chunk)
+    assert "accounts_linked" not in again["details"] and len(shop_accounts(project)) == 3
+
+
+@pytest.mark.parametrize("same_file", [True, False])
+def test_an_account_whose_orders_name_two_customers_is_an_error_where_an_order_needs_it(project, tmp_path, same_file):
+    # Order 5006 of account 12 was placed with Daan's address: account 12 names Anna and Daan. Order 5001 (account 12)
+    # has an address no customer has: which of the two it is, is not guessed.
+    run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
+    run(project, "products", str(PRODUCTS), "--map", "woocommerce")
+    daan_for_12 = {",PostNL,14,Daan,": ",PostNL,12,Daan,"}
+    if same_file:
+        orders = orders_file(tmp_path / "orders.csv", lambda line: True,
+                             {**daan_for_12, "5001,5001,2026-03-14 10:12:31,completed,4.95,1.04,0.00,0.00,3.86,0.00,49.34,0.00,EUR,"
+                              "mollie_wc_gateway_ideal,PostNL,12,Anna,de Vries,,anna.devries@mail.example":
+                              "5001,5001,2026-03-14 10:12:31,completed,4.95,1.04,0.00,0.00,3.86,0.00,49.34,0.00,EUR,"
+                              "mollie_wc_gateway_ideal,PostNL,12,Anna,de Vries,,anna@oud.example"})
+    else:
+        week1 = orders_file(tmp_path / "week1.csv", lambda line: not line.startswith("5001,"), daan_for_12)
+        assert run(project, "orders", str(week1), "--map", "woocommerce")["details"]["accounts_linked"] == 3  # 12 twice, 13
+        assert ("woocommerce", "12", ANNA) in shop_accounts(project) and ("woocommerce", "12", DAAN) in shop_accounts(project)
+        orders = orders_file(tmp_path / "week2.csv", lambda line: line.startswith("5001,"),
+                             {"anna.devries@mail.example": "anna@oud.example"})
+    before = rows(project, Event)
+    result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(orders), "--map", "woocommerce"])
+    assert result.exit_code == 4, result.output
+    assert (f"{orders}:2: field 'billing_email': no customer has this e-mail address, and the orders of account '12' name "
+            f"2 customers by their addresses ({', '.join(sorted([ANNA, DAAN]))}; in this file or an earlier import): "
+            "which one this order is, is ambiguous") in result.stderr
+    assert rows(project, Event) == before  # all or nothing
+
+
 @pytest.mark.parametrize("with_account", [True, False])
 def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_to_proceed(project, tmp_path, with_account):
     text = ORDERS.read_text(encoding="utf-8-sig").replace("anna.devries@mail.example", "anna@oud.example")
@@ -456,7 +526,7 @@ def test_an_order_no_customer_and_no_other_order_of_its_account_names_says_how_t
     run(project, "customers", str(CUSTOMERS), "--map", "woocommerce")
     result = CliRunner().invoke(cli, ["--project", str(project.root), "import", "orders", str(orders), "--map", "woocommerce"])
     assert result.exit_code == 4, result.output
-    said = "nor does any other order of account '12' in this file name one" if with_account else "export the orders with the column 'customer_id'"
+    said = "nor has any order of account '12', in this file or an earlier import, named one" if with_account else "export the orders with the column 'customer_id'"
     assert f"{orders}:2: field 'billing_email': no customer has this e-mail address" in result.stderr and said in result.stderr
     assert rows(project, Event) == []
 

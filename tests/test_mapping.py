@@ -506,6 +506,16 @@ def test_lookup_reads_an_exports_own_words_and_null_is_no_value():
     assert "k.yml:4: field 'columns.S': lookup needs 'values'" in str(err.value.problems[0])
 
 
+@pytest.mark.parametrize("cell, expected", [("", True), ("  ", True), ("2024-09-12T20:03:11", False), ("0", False)])
+def test_empty_is_true_for_an_empty_cell_into_a_field_or_an_attribute(cell, expected):
+    # WooCommerce's "Date registered" is empty for a guest checkout: the one parser an empty cell reaches.
+    mapping = parse_mapping("kind: customers\ncolumns:\n  id: id\n  email: email\n  date: drop\n"
+                            "fields:\n  consent: {column: date, parse: empty}\n  attributes.guest: {column: date, parse: empty}\n",
+                            "c.yml", "customers")
+    out, problems = MappedReader(_Reader(["id", "email", "date"]), mapping).apply({"id": "1", "email": "a@example.org", "date": cell})
+    assert problems == [] and out["consent"] is expected and out["attributes"] == {"guest": expected}
+
+
 def test_times_in_the_project_zone_and_lists_with_escaped_separators():
     text = ("kind: orders\ntimes: {format: \"%Y-%m-%d %H:%M:%S\", timezone: project}\ncolumns:\n  id: order_id\n"
             "  email: email\n  date: {to: ordered_at, parse: time}\n")

@@ -253,6 +253,9 @@ def test_the_customers_sharing_an_address_are_found_for_more_ids_than_a_statemen
     ({"C-A": {"shopware_guest": True}}, "C-A", "C-B"),
     ({"C-A": {"magento_subscriber_type": "guest"}}, None, "C-B"),
     ({"C-A": {"prestashop_group": "Guest"}, "C-B": {"prestashop_group": "Customer"}}, "C-A", "C-B"),
+    # The mark any mapping sets (WooCommerce's); a registered account says false.
+    ({"C-A": {"guest": True}, "C-B": {"guest": False}}, "C-A", "C-B"),
+    ({"C-A": {"guest": False}}, "C-A", "C-A"),
 ])
 def test_on_a_tie_the_mailbox_gets_the_email_through_the_account_then_the_most_recently_active_id(
         project, engine, marks, recent, expected):
@@ -271,3 +274,30 @@ def test_on_a_tie_the_mailbox_gets_the_email_through_the_account_then_the_most_r
         assert decided[(expected, message)]["action"] == "send"
         assert decided[(other, message)]["reasons"] == ["SHARED_ADDRESS"]
         assert decided[(other, message)]["features"]["same_address_as"] == expected
+
+
+WOO_REPORT = "Name,Username,Role,Last active,Date registered,Email,Orders,Total spend,AOV,Country / Region,City,Region,Postal code\n"
+
+
+@pytest.mark.parametrize("registered", ["", "2024-09-12T20:03:11"])
+def test_a_woocommerce_guest_gets_the_mailboxs_email_after_the_account_the_report_says_it_is_not(project, engine, registered):
+    # Two ids of one mailbox; the shop's customers report names the one spelt as it spells the address: a guest
+    # checkout (an empty "Date registered"), or a registered account. That id was active last.
+    from shop_imports import import_json
+
+    (project.campaigns_dir / "shared.yml").write_text(CAMPAIGN, encoding="utf-8")
+    customers = [_customer("C-A", 400, "kim@example.org"), _customer("C-B", 400, "Kim@Example.org")]
+    events = [_ev(cid, "purchase", 300, product_id="EB-100", value=1799.0) for cid in ("C-A", "C-B")]
+    insert_shop(engine, customers, _opted_in("C-A") + _opted_in("C-B"), [*events, _ev("C-A", "email_delivered", 7)])
+    report = project.root / "customers_report.csv"
+    report.write_text(WOO_REPORT + f"Kim,,,2026-11-30T09:12:44,{registered},kim@example.org,1,10,10,NL,,,\n", encoding="utf-8")
+    assert import_json(project, "customers", str(report), "--map", "woocommerce")["rows_imported"] == 1
+    with engine.connect() as conn:
+        marks = dict(conn.execute(select(Customer.__table__.c.id, Customer.__table__.c.attributes)).all())
+    assert marks["C-A"]["guest"] is (not registered) and "guest" not in marks["C-B"]
+    decided = _by_key(plan(project, engine, "shared", WINDOW, as_of=AS_OF, dry_run=True).decisions.records())
+    expected = "C-B" if not registered else "C-A"  # the account before the guest; else the id active last
+    other = "C-A" if expected == "C-B" else "C-B"
+    for message in ("promo", "news"):
+        assert decided[(expected, message)]["action"] == "send"
+        assert decided[(other, message)]["reasons"] == ["SHARED_ADDRESS"]

@@ -25,7 +25,7 @@ from .fields import FieldError
 from .mapping import VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
 from .schemas import KINDS, Schema
-from .values import Parser, _short, remembered, scalar
+from .values import Parser, _short, empty, remembered, scalar
 
 #: Distinct cells remembered per column (an export's order ids, addresses, products, statuses).
 _CELLS = 65536
@@ -94,7 +94,7 @@ class MappedReader:
             how, source = (0, o.column) if o.column is not None else (1, o.first) if o.first else (2, o.template)
             parse = o.parse
             checked = checks.get(key) if not attribute else None
-            if checked is not None:
+            if checked is not None and parse is not empty:  # ``empty`` stays itself: the reader knows it by identity
                 parse, final = _cached(parse, checked), final | {key}
             # Read only from a group's first row (an order's e-mail, time, status): evaluated once per group.
             plan = self.group_plan if group_columns and set(o.sources) <= group_columns else self.plan
@@ -102,7 +102,7 @@ class MappedReader:
                 row_sources.update(o.sources)
                 if set(o.sources) & set(mapping.first_row):
                     self.mixed = True  # a row's output also reads its group's first row
-            if how == 0 and not attribute:
+            if how == 0 and not attribute and parse is not empty:
                 plan[0].append((source, parse, o.default or "", key, o.label))
             else:
                 plan[1].append((how, source, parse, o.default or "", attribute, key, o.label))
@@ -365,6 +365,8 @@ class MappedReader:
                 raw = self._fill(source, values)
             raw = raw.strip() or default
             if not raw:
+                if parse is empty:  # the one parser whose value an empty cell has
+                    (attributes if attribute else out)[key] = True
                 continue
             if parse is None:
                 value = raw

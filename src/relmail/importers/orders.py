@@ -12,10 +12,13 @@ several customers share names one of them, always the same: see
 :mod:`relmail.importers.addresses`). A line with neither (a walk-in sale) has no customer to credit:
 it is counted and left out. A line whose address no customer has but whose
 ``account`` (the shop's number of the customer's account) another line of
-the file names a customer by address is that customer: a shop's customers
-report lists an account's latest address, and an old order keeps the one it
-was placed with. Such lines wait for the end of the file, since the account's
-newer orders come later. An address no customer has is an error, as an
+the file, or of an earlier import, names a customer by address is that
+customer: a shop's customers report lists an account's latest address, and
+an old order keeps the one it was placed with. Such lines wait for the end
+of the file, since the account's newer orders come later; the links found
+are stored (:mod:`relmail.importers.accounts`) for later files. An account
+whose orders named two customers is an error on each line that needs it. An
+address no customer has is an error, as an
 unknown customer id is: import the customers first (a mapping with
 ``unknown_customers: skip`` counts and leaves out such lines instead: a
 shop's guest checkouts). It is one problem per
@@ -49,6 +52,7 @@ from sqlalchemy.engine import Connection
 
 from ..store import aggregates
 from ..store.models import Event
+from .accounts import Accounts
 from .addresses import customers_by_address, normal_address
 from .loader import Loader, References, one_of
 from .schemas import PURCHASE_STATUSES, schema_for
@@ -69,7 +73,8 @@ EVENT_COLUMNS = ("event_id", "customer_id", "type", "occurred_at", "product_id",
 class OrdersWriter:
     """Line items -> purchase events, matched to customers in bulk per chunk."""
 
-    def __init__(self, run, conn: Connection, skip_unknown: bool = False, account_column: str | None = None):
+    def __init__(self, run, conn: Connection, skip_unknown: bool = False, account_column: str | None = None,
+                 source: str = "import"):
         self.run = run
         #: An address no customer has: import the customers first, or (``account_column``: the column of the shop's
         #: account number that the mapping reads and the file lacks) export the orders with that column.
@@ -97,8 +102,8 @@ class OrdersWriter:
         self.cents = remembered(_cents, REMEMBERED)
         #: Event ids of lines that are not purchases: an earlier import's purchase of theirs is removed at the end.
         self.gone: list[str] = []
-        #: The shop's account number -> the customer its lines named by address.
-        self.accounts: dict[str, str] = {}
+        #: The shop's account number -> the customers its lines named by address (``source``: the mapping's name).
+        self.accounts = Accounts(conn, source)
         #: Lines whose address no customer has, with an account: found at the end of the file, or rejected.
         self.waiting: list = []
         self.details = {"purchases": 0, "lines_not_purchases": 0, "purchases_removed": 0, "lines_without_customer": 0,
@@ -127,7 +132,7 @@ class OrdersWriter:
         unknown_ids = self.references.missing("customers", ids) if ids else set()
         normal = self.normal
         keys = [normal(row["email"]) if row["customer_id"] is None and row["email"] else None for _, row in pending]
-        known, accounts = self.known, self.accounts
+        known, saw = self.known, self.accounts.saw
         known.update(customers_by_address(self.conn, set(keys) - known.keys() - {None}))
         details, reject = self.details, self.run.reject
         lines = []
@@ -143,13 +148,11 @@ class OrdersWriter:
                 customer = known.get(key)
                 account = row["account"]
                 if customer is not None and account is not None:
-                    accounts.setdefault(account, customer)
+                    saw(account, customer)
                 elif customer is None and account is not None:
-                    customer = accounts.get(account)
-                    if customer is None:
-                        self.waiting.append((record, row))
-                        continue
-                    details["matched_by_account"] = details.get("matched_by_account", 0) + 1
+                    # Every such line waits: a later line of the file may name a second customer for the account.
+                    self.waiting.append((record, row))
+                    continue
                 if customer is None and self.skip_unknown:
                     details["lines_unknown_customer"] += 1
                     continue
@@ -201,26 +204,37 @@ class OrdersWriter:
         self.gone.extend(gone)
 
     def finish(self) -> None:
-        """The lines that waited for their account; then remove the purchases of lines that are none any more, all in one
-        statement (on PostgreSQL) after the last chunk."""
-        lines = []
+        """The lines that waited for their account; the account links found, stored; then remove the purchases of lines
+        that are none any more, all in one statement (on PostgreSQL) after the last chunk."""
+        lines, accounts = [], self.accounts
+        accounts.load({row["account"] for _, row in self.waiting})
         for record, row in self.waiting:
-            customer = self.accounts.get(row["account"])
-            if customer is not None:
+            account = row["account"]
+            customers = accounts.customers(account)
+            if len(customers) == 1:
                 self.details["matched_by_account"] = self.details.get("matched_by_account", 0) + 1
-                lines.append((row, customer))
+                lines.append((row, customers[0]))
+            elif customers:
+                self.run.reject(record, [("email", f"{NO_CUSTOMER}, and the orders of account {account!r} name "
+                                                   f"{len(customers)} customers by their addresses ({', '.join(customers)}; "
+                                                   "in this file or an earlier import): which one this order is, is "
+                                                   "ambiguous; import a customers export that has the address, or leave "
+                                                   "the order out with --skip-invalid")], f"order {row['order_id']!r}")
             elif self.skip_unknown:
                 self.details["lines_unknown_customer"] += 1
             else:
-                self.run.reject(record, [("email", f"{NO_CUSTOMER}, nor does any other order of account {row['account']!r} "
-                                                   "in this file name one by its address (an address changed since?): "
-                                                   "import a customers export that has the address, or leave the order "
-                                                   "out with --skip-invalid")], f"order {row['order_id']!r}")
+                self.run.reject(record, [("email", f"{NO_CUSTOMER}, nor has any order of account {account!r}, in this "
+                                                   "file or an earlier import, named one by its address (an address "
+                                                   "changed since?): import a customers export that has the address, or "
+                                                   "leave the order out with --skip-invalid")], f"order {row['order_id']!r}")
         self.waiting = []
         if lines:
             self._write(lines)
         if not self.run.may_write():
             return
+        linked = accounts.save()
+        if linked:
+            self.details["accounts_linked"] = linked
         if self.gone:
             # Their customers' aggregates lose these purchases.
             self.loader.touched.update(aggregates.owners(self.conn, self.gone))

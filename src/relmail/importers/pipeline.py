@@ -371,7 +371,8 @@ class _Run:
             # The shop's account number, when the mapping reads it (optional) and the export lacks it: the column to add.
             account = next((o.column for o in mapping.outputs if o.target == "account"), None) if mapping else None
             self.sink = OrdersWriter(self, conn, skip_unknown=mapping is not None and mapping.skip_unknown_customers,
-                                     account_column=account if account not in (header or ()) else None)
+                                     account_column=account if account not in (header or ()) else None,
+                                     source=mapping.name if mapping else "import")
         else:
             self.sink = TableWriter(self, conn, self.schema, provided)
 

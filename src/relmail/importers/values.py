@@ -462,6 +462,12 @@ def present(value: str) -> bool:
     return True
 
 
+def empty(value: str) -> bool:
+    """False: the cell has something in it. An empty cell is True (the reader gives it this value without parsing:
+    WooCommerce's ``Date registered`` is empty for a guest checkout)."""
+    return False
+
+
 def text(value: str) -> str:
     return value.strip()
 
@@ -512,5 +518,6 @@ PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
     "slug": (lambda last=None, split=None, escape=None: make_slug(last, split, escape), ("last", "split", "escape")),
     "lookup": (lambda values=None: make_lookup(values), ("values",)),
     "present": (lambda: present, ()),
+    "empty": (lambda: empty, ()),
     "scalar": (lambda: scalar, ()),
 }

@@ -28,13 +28,14 @@ from . import aggregates, columnar, consent_log
 from .addresses import address_hash, salt
 from .customer_rows import of_customer
 from .faults import first_line
-from .models import ConsentChange, Customer, Decision, Delivery, Event, FeedbackReject, Preference, Suppression, utcnow
+from .models import ConsentChange, Customer, Decision, Delivery, Event, FeedbackReject, Preference, ShopAccount, Suppression, utcnow
 
 C, P, E, CC = Customer.__table__, Preference.__table__, Event.__table__, ConsentChange.__table__
 DEC, DEL, S = Decision.__table__, Delivery.__table__, Suppression.__table__
 #: The ledger's tables: a customer's rows in them are found run by run (:mod:`.customer_rows`).
 LEDGER = ("decisions", "deliveries")
 FR = FeedbackReject.__table__
+SA = ShopAccount.__table__
 
 ERASED = "erased"
 
@@ -42,7 +43,8 @@ ERASED = "erased"
 def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) -> dict:
     """Erase one customer in a single transaction; ``NotFound`` if the id is not in the store.
 
-    Deleted: the customer row, their preferences and their history, and all their events; the
+    Deleted: the customer row, their preferences and their history, all their events and the shop's
+    account numbers linked to them; the
     file adapter's rendered e-mails to them (``.eml`` files, ``outbox.mbox``
     entries) and the ledger's pointers to those; recorded invalid provider
     events that name their address. Added: a ``suppressions`` row (reason
@@ -81,6 +83,7 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
         aggregates.refresh(conn, [customer_id])
         prefs = conn.execute(delete(P).where(P.c.customer_id == customer_id)).rowcount
         history = conn.execute(delete(CC).where(CC.c.customer_id == customer_id)).rowcount
+        accounts = conn.execute(delete(SA).where(SA.c.customer_id == customer_id)).rowcount
         conn.execute(delete(C).where(C.c.id == customer_id))
         # Invalid provider events are kept as the provider sent them, which
         # is by address: the customer id was never resolved for them.
@@ -112,7 +115,7 @@ def forget(engine: Engine, customer_id: str, columns: str | Path | None = None) 
     return {
         "customer_id": customer_id,
         "deleted": {"customers": 1, "preferences": prefs, "consent_changes": history, "events": events,
-                    "feedback_rejects": rejects},
+                    "shop_accounts": accounts, "feedback_rejects": rejects},
         "columnar_copy": copy,
         "columnar_copy_error": copy_error,
         "outbox": outbox,
@@ -196,7 +199,8 @@ def _remove_mbox_entries(path: Path, keys: set[str]) -> int:
 def export(engine: Engine, customer_id: str) -> dict:
     """Everything stored about one customer, JSON-serializable; ``NotFound`` for an unknown id.
 
-    Keys: ``customer``, ``preferences``, ``consent_changes`` (the consent history, oldest first), ``events`` (oldest first),
+    Keys: ``customer``, ``preferences``, ``consent_changes`` (the consent history, oldest first), ``shop_accounts`` (the
+    shop's account numbers whose orders name the customer), ``events`` (oldest first),
     ``decisions``, ``deliveries``, ``suppressed`` (whether the address is on
     the suppression list, and why).
     """
@@ -213,6 +217,8 @@ def export(engine: Engine, customer_id: str) -> dict:
                             conn.execute(select(P).where(P.c.customer_id == customer_id).order_by(P.c.topic)).mappings()],
             "consent_changes": [_plain({**c, "changed_at": consent_log.shown(c["changed_at"])}) for c in
                                 conn.execute(select(CC).where(CC.c.customer_id == customer_id).order_by(CC.c.id)).mappings()],
+            "shop_accounts": _rows(conn, select(SA.c.source, SA.c.account).where(SA.c.customer_id == customer_id)
+                                   .order_by(SA.c.source, SA.c.account)),
             "events": _rows(conn, select(E).where(E.c.customer_id == customer_id).order_by(E.c.occurred_at, E.c.id)),
             "decisions": _rows(conn, select(DEC).where(of_customer(conn, DEC, customer_id)).order_by(DEC.c.id)),
             "deliveries": _rows(conn, select(DEL).where(of_customer(conn, DEL, customer_id)).order_by(DEL.c.id)),

@@ -26,8 +26,11 @@ if TYPE_CHECKING:
 C, E = Customer.__table__, Event.__table__
 
 #: What a shop's customers export says of a guest checkout (an id without an account), as the
-#: importers' mappings record it: attribute -> the values that mean "guest".
+#: importers' mappings record it: attribute -> the values that mean "guest". ``guest`` (true or false)
+#: is the one any mapping can set (WooCommerce's do, a project's own may); the others are the shop's own
+#: columns as the Shopware, Magento and PrestaShop mappings keep them (segments may name them).
 GUEST_MARKS: dict[str, tuple] = {
+    "guest": (True,),                           # any mapping: WooCommerce's empty "Date registered" / "Sign Up"
     "shopware_guest": (True,),                  # Shopware: the ``guest`` column
     "magento_subscriber_type": ("guest",),      # Magento's newsletter subscribers: Type Guest
     "prestashop_group": ("Guest", "Invité"),    # PrestaShop's default group, in the back office's language

@@ -110,6 +110,26 @@ MAILBOX = mailbox_key(Customer.__table__)
 Index("ix_customers_mailbox", MAILBOX)
 
 
+class ShopAccount(SQLModel, table=True):
+    """A shop's account number and the customer its orders named by address (:mod:`relmail.importers.orders`).
+
+    An order keeps the billing address it was placed with; the shop's
+    customers export lists the account's latest. An order of a later file
+    whose old address no customer has is the customer its account's earlier
+    orders named. ``source`` is the mapping that read the number
+    (``woocommerce``): numbers of two shops never meet. An account seen with
+    two customers keeps both rows, and a line that needs it is an error.
+    """
+
+    __tablename__ = "shop_accounts"
+    #: What erasing a customer deletes by.
+    __table_args__ = (Index("ix_shop_accounts_customer", "customer_id"),)
+
+    source: str = Field(sa_column=Column(String(100), primary_key=True))
+    account: str = Field(sa_column=Column(String(100), primary_key=True))
+    customer_id: str = Field(sa_column=Column(String(64), primary_key=True))
+
+
 class Product(SQLModel, table=True):
     __tablename__ = "products"
 
