@@ -221,6 +221,8 @@ _DETAILS = {
     "lines_without_customer": "{n:,} line(s) without a customer id or e-mail address: not imported",
     "matched_by_account": "{n:,} line(s) of orders whose address no customer has, matched by the account's other orders "
                           "(an address changed since)",
+    "accounts_linked": "{n:,} link(s) of a shop's account number to the customer its orders name by address, stored: "
+                       "later files find an old address through them",
     "lines_unknown_customer": "{n:,} line(s) of orders by an address no customer has (guest checkouts): not imported",
     "lines_unknown_product": "{n:,} purchase(s) of products not in the catalogue (kept; import products to link them)",
     "lines_without_product": "{n:,} purchase(s) without a product id (no SKU?): they count for recency and spend, "
