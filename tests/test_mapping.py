@@ -574,3 +574,13 @@ def test_the_options_for_admin_grid_exports_are_checked_with_the_mapping(text, f
         parse_mapping(text, "m.yml", text.split("\n")[0].split(": ")[1])
     (problem,) = caught.value.problems
     assert problem.field == field and fragment in problem.message, problem
+
+
+def test_accounts_names_the_shop_of_an_orders_account_numbers_and_is_for_orders_only():
+    orders = "kind: orders\ncolumns:\n  id: order_id\n  email: email\n  user: account\n"
+    assert parse_mapping(orders + "accounts: woocommerce\n", "my-orders.yml", "orders").accounts == "woocommerce"
+    assert parse_mapping(orders, "my-orders.yml", "orders").accounts is None  # the import then keys them by the name
+    assert load_mapping("woocommerce", "orders").accounts == "woocommerce"
+    with pytest.raises(ValidationError) as err:
+        parse_mapping("kind: customers\naccounts: woocommerce\ncolumns:\n  Email: email\n  Id: id\n", "c.yml", "customers")
+    assert "c.yml:2: field 'accounts': accounts is for orders" in str(err.value.problems[0])

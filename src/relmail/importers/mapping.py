@@ -77,7 +77,7 @@ VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
         "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items",
-        "consent_no", "duplicates")
+        "consent_no", "duplicates", "accounts")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -155,6 +155,9 @@ class Mapping:
     parent_columns: tuple[str, ...] = ()
     #: Orders: skip (and count) the lines whose address no customer has, instead of refusing the file.
     skip_unknown_customers: bool = False
+    #: Orders: whose account numbers ``account`` holds (``woocommerce``), the key of the links an import remembers
+    #: (:mod:`relmail.importers.accounts`); a copy of a built-in mapping keeps it, so it finds the same links.
+    accounts: str | None = None
     #: A variant that recognises an export it cannot import (no customer in it): why, and what to import instead.
     refuse: str | None = None
     #: Orders whose lines are listed in one cell (``items``): the column, the separator between lines, and the
@@ -348,6 +351,11 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         bad("unknown_customers", "unknown_customers must be error (the default) or skip")
     elif unknown == "skip" and declared != "orders":
         bad("unknown_customers", "unknown_customers is for orders")
+    accounts = data.get("accounts")
+    if accounts is not None and (not isinstance(accounts, str) or not accounts.strip() or len(accounts) > 100):
+        bad("accounts", "accounts is the name of the shop whose account numbers the orders hold (at most 100 characters)")
+    elif accounts is not None and declared != "orders":
+        bad("accounts", "accounts is for orders")
     group = _mapping(data.get("group", {}), "group", bad)
     for key in group:
         if key not in ("by", "first_row"):
@@ -395,6 +403,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         parent_names=parent_names,
         parent_columns=parent_columns,
         skip_unknown_customers=unknown == "skip",
+        accounts=accounts.strip() if isinstance(accounts, str) else None,
         refuse=refuse.strip() if isinstance(refuse, str) else None,
         items_column=items[0],
         items_separator=items[1],

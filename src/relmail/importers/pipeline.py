@@ -372,7 +372,7 @@ class _Run:
             account = next((o.column for o in mapping.outputs if o.target == "account"), None) if mapping else None
             self.sink = OrdersWriter(self, conn, skip_unknown=mapping is not None and mapping.skip_unknown_customers,
                                      account_column=account if account not in (header or ()) else None,
-                                     source=mapping.name if mapping else "import")
+                                     source=(mapping.accounts or mapping.name) if mapping else "import")
         else:
             self.sink = TableWriter(self, conn, self.schema, provided)
 
