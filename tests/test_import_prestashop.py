@@ -171,6 +171,47 @@ def test_a_grid_export_re_saved_with_a_bom_oui_non_and_dates_as_the_spreadsheet_
     assert consent(shop) == {("12", "*"): True, ("12", "partner-offers"): False}
 
 
+DEMO = "PrestaShop's demo customer John DOE (pub@prestashop.com)"
+
+
+def test_prestashops_demo_customer_is_in_no_export_a_customer_and_his_sample_orders_are_no_purchases(shop, tmp_path):
+    """A shop that kept the sample data's John DOE (subscribed to the newsletter) must not mail PrestaShop's address."""
+    def with_rows(source: Path, name: str, *lines: str) -> Path:
+        path = tmp_path / name
+        path.write_text(source.read_text(encoding="utf-8").rstrip("\n") + "\n" + "\n".join(lines) + "\n", encoding="utf-8")
+        return path
+
+    sql = run(shop, "customers", str(with_rows(CUSTOMERS, "request_sql_1.csv",
+                                               '1;pub@prestashop.com;John;DOE;fr-FR;M.;Client;1;"2024-02-01 10:00:00";1;'
+                                               '"2024-02-01 10:00:00";1')), "--map", "prestashop")
+    grid = run(shop, "customers", str(french_grid(tmp_path, ["1", "M.", "John", "DOE", " Pub@PrestaShop.com", "Client",
+                                                             f"61,80{NBSP}€", "1", "1", "1", "2024-02-01 10:00:00",
+                                                             "2024-02-01 10:00:00"])), "--map", "prestashop")
+    module = run(shop, "customers", str(with_rows(MODULE, "export_1.csv",
+                                                  "1;Soierie Bellecour;M.;DOE;John;pub@prestashop.com;1;2024-02-01 10:00:00")),
+                 "--map", "prestashop")
+    orders = run(shop, "orders", str(with_rows(ORDERS, "request_sql_2.csv",
+                                               '1;XKBKNABJK;1;pub@prestashop.com;"2024-02-01 10:05:00";paid;EUR;61.800000;'
+                                               'FOU-SOIE-ROUGE;1;61.800000')), "--map", "prestashop")
+    for done in (sql, grid, module, orders):
+        assert done["skipped"] == {f"rows of {DEMO}": 1}, done
+    assert "1" not in {r["id"] for r in rows(shop, Customer)}
+    assert not [r for r in rows(shop, Preference) if r["customer_id"] == "1"]
+    assert orders["rows_imported"] == 5 and not [r for r in rows(shop, Event) if r["customer_id"] == "1"]
+
+
+def test_a_mapping_skips_rows_with_a_value_in_a_column_the_file_has_and_names_a_bad_equals():
+    with pytest.raises(ValidationError) as bad:
+        parse_mapping("kind: customers\nskip_rows: {equals: {E-mail: 3}}\ncolumns: {ID: id, E-mail: email}\n", "m.yml")
+    assert "skip_rows.equals.E-mail" in str(bad.value.problems[0]) and "values" in str(bad.value.problems[0])
+    with pytest.raises(ValidationError) as empty:
+        parse_mapping("kind: customers\nskip_rows: {reason: x}\ncolumns: {ID: id, E-mail: email}\n", "m.yml")
+    assert "'blank'" in str(empty.value.problems[0]) and "'equals'" in str(empty.value.problems[0])
+    mapping = parse_mapping("kind: customers\nskip_rows: {equals: {E-mail: [Demo@Shop.example], Mail: x@y.z}}\n"
+                            "columns: {ID: id, E-mail: email}\n", "m.yml")
+    assert mapping.skip_equals == (("E-mail", frozenset({"demo@shop.example"})), ("Mail", frozenset({"x@y.z"})))
+
+
 def test_a_bad_cell_is_named_by_file_line_and_column_and_nothing_is_imported(shop, tmp_path):
     good = ["12", "Mme", "Élodie", "Perrin", "elodie.perrin@mail.example", "Client", f"45,00{NBSP}€", "1", "1", "0",
             "2025-12-07 14:03:22", "0000-00-00 00:00:00"]
