@@ -200,6 +200,23 @@ def test_prestashops_demo_customer_is_in_no_export_a_customer_and_his_sample_ord
     assert orders["rows_imported"] == 5 and not [r for r in rows(shop, Event) if r["customer_id"] == "1"]
 
 
+def test_an_older_newsletter_export_that_puts_back_a_changed_address_says_so(shop, tmp_path):
+    """Hugo changed his address in the shop; last week's module export still has the old one."""
+    newer = tmp_path / "request_sql_1.csv"
+    newer.write_text(CUSTOMERS.read_text(encoding="utf-8").replace("hugo.martin@mail.example", "hugo@nouveau.example"),
+                     encoding="utf-8")
+    first = run(shop, "customers", str(newer), "--map", "prestashop")
+    assert first["details"]["address_changed"] == 0  # new customers, nothing replaced
+    stale = run(shop, "customers", str(MODULE), "--map", "prestashop")
+    assert stale["details"]["address_changed"] == 1
+    assert {r["id"]: r["email"] for r in rows(shop, Customer)}["6"] == "hugo.martin@mail.example"
+    printed = invoke(shop, "customers", str(MODULE), "--map", "prestashop")
+    assert "stored customer(s) given another e-mail address" not in printed.output  # the same file again changes nothing
+    again = invoke(shop, "customers", str(newer), "--map", "prestashop")
+    assert ("1 stored customer(s) given another e-mail address by this file: the file's replaces theirs (an older "
+            "export imported after a newer one puts an old address back)") in again.output
+
+
 def test_a_mapping_skips_rows_with_a_value_in_a_column_the_file_has_and_names_a_bad_equals():
     with pytest.raises(ValidationError) as bad:
         parse_mapping("kind: customers\nskip_rows: {equals: {E-mail: 3}}\ncolumns: {ID: id, E-mail: email}\n", "m.yml")
