@@ -446,7 +446,7 @@ def test_the_products_query_gives_one_product_per_reference_an_order_line_carrie
 
     def attributes(product, combination, quantity, active, name_es):
         return {"prestashop_id_product": product, "prestashop_id_product_attribute": combination,
-                "prestashop_quantity": quantity, "prestashop_active": active, "name_es": name_es}
+                "prestashop_quantity": quantity, "prestashop_active": active, "available": active, "name_es": name_es}
 
     assert catalogue(shop) == {
         # Each combination with a reference of its own is a product: its order lines carry that reference.
@@ -489,6 +489,33 @@ def test_purchases_link_to_the_catalogue_and_a_message_featuring_a_product_skips
     assert "OWNS_PRODUCT: already owns CARRE-90-BLEU" in relmail("why", "2")  # Carlos: order 26 (27 is unpaid)
     lucia = relmail("why", "7")  # she bought the red scarf, not the square
     assert "carre-bleu: SEND" in lucia and "OWNS_PRODUCT" not in lucia
+
+
+def test_a_disabled_product_is_never_recommended_but_can_still_be_featured(shop, tmp_path):
+    """A product the shop disabled has no page ("product not available"): an e-mail must not link to it unasked."""
+    products = tmp_path / "request_sql_4.csv"
+    products.write_text(PRODUCTS.read_text(encoding="utf-8")
+                        + "7;0;ETOLE-LAINE;\"Étole en laine\";\"Estola de lana\";Étoles;95.00;4;1;13;etole-en-laine\n"
+                        + "8;0;ETOLE-SOIE;\"Étole en soie\";\"Estola de seda\";Étoles;110.00;6;1;14;etole-en-soie\n",
+                        encoding="utf-8")
+    orders = tmp_path / "request_sql_2.csv"
+    orders.write_text("id_order;reference;id_customer;email;date_add;status;currency;order_total;product_reference;"
+                      "product_quantity;total_price_tax_incl\n"
+                      '40;QWERTYUIO;6;hugo.martin@mail.example;"2026-11-30 10:00:00";paid;EUR;110.000000;ETOLE-SOIE;1;110.000000\n',
+                      encoding="utf-8")
+    run(shop, "customers", str(CUSTOMERS), "--map", "prestashop")
+    run(shop, "products", str(products), "--map", "prestashop")
+    run(shop, "orders", str(orders), "--map", "prestashop")
+    assert {r["id"]: r["attributes"].get("available") for r in rows(shop, Product)}["ETOLE-LIN"] is False
+    product_campaign(shop, "hiver", "hiver", "POCHETTE-SOIE")
+    (shop.root / "templates" / "hiver.html").write_text(
+        "<html><head><title>{% block subject %}{{ featured.name }}{% endblock %}</title></head><body>"
+        "{% for p in products %}<p>[{{ p.id }}]</p>{% endfor %}<a href=\"{{ links.unsubscribe }}\">x</a></body></html>")
+    # Hugo bought a stole: of the other two, the disabled linen one is left out.
+    assert "[ETOLE-LAINE]" in relmail_ok(shop, "preview", "hiver", "--customer", "6", "--text").replace("\\", "")
+    assert "[ETOLE-LIN]" not in relmail_ok(shop, "preview", "hiver", "--customer", "6", "--text").replace("\\", "")
+    product_campaign(shop, "lin", "lin", "ETOLE-LIN")  # featured on purpose: the campaign's choice
+    assert "Étole en lin" in relmail_ok(shop, "preview", "lin", "--customer", "6", "--html")
 
 
 def test_the_catalogue_grid_of_a_back_office_in_french_reads_its_prices_and_skips_products_without_a_reference(shop):
