@@ -206,6 +206,8 @@ _DETAILS = {
     "removed_from_shop": "{n:,} stored customer(s) not in this complete export: removed from the shop, kept but never "
                          "mailed again (REMOVED_FROM_SHOP) unless an import lists them again",
     "relisted": "{n:,} customer(s) the shop had removed are listed again: mailed as before",
+    "address_changed": "{n:,} stored customer(s) given another e-mail address by this file: the file's replaces "
+                       "theirs (an older export imported after a newer one puts an old address back)",
     "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "

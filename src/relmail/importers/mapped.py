@@ -127,6 +127,7 @@ class MappedReader:
         if not problems and hasattr(self.reader, "select"):
             m = self.mapping
             wanted = ({c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+                      | {c for c, _ in m.skip_equals}
                       | set(_parent_sources(m)) | ({m.items_column} if m.items_column else set())) - set(m.item_columns)
             self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
         return problems
@@ -159,7 +160,8 @@ class MappedReader:
             if column not in have and not (column in m.item_columns and m.items_column not in have):
                 where = f" ({m.file}:{line})" if line else f" ({m.file})"
                 problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
-        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
+        used = ({c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
+                | {c for c, _ in m.skip_equals})
         self.extra = []
         for column in header:
             if not column or column in used or m.dropped(column):
@@ -174,6 +176,8 @@ class MappedReader:
     def __iter__(self) -> Iterator[Record]:
         m = self.mapping
         quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
+        # Columns of skip_rows.equals the file lacks skip nothing: a family's variants name theirs by language.
+        equals = [(c, v) for c, v in m.skip_equals if self.header is None or c in self.header]
         items = m.items_column
         group_key: Any = None
         group_line = 0
@@ -216,7 +220,8 @@ class MappedReader:
                     yield Mapped(record.line, None, record.raw, (items, lines), [(items, lines)])
                     continue
             for values in lines:
-                if skip and not any(values.get(c, "").strip() for c in skip):
+                if ((skip and not any(values.get(c, "").strip() for c in skip))
+                        or (equals and any(values.get(c, "").strip().lower() in v for c, v in equals))):
                     self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                     continue
                 out, problems = self._apply(values, group)

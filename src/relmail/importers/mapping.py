@@ -19,7 +19,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     duplicates: {merge: true, prefer: created_at, latest: [attributes.last_active]}   # two rows of one address: one customer
     consent_no: opt-out              # customers: a "no" is an unsubscribe (a list's status), not an unticked box
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
-    skip_rows: {blank: [Variant Price], reason: image rows}
+    skip_rows: {blank: [Variant Price], reason: image rows}   # or equals: {E-mail: [demo@shop.example]}
     parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
     items: {column: Items, separator: "|", pattern: '(?P<quantity>\\d+)x (?P<sku>.*)'}   # orders: one cell lists the lines
     columns:
@@ -145,6 +145,8 @@ class Mapping:
     group_by: str | None = None
     first_row: tuple[str, ...] = ()
     skip_blank: tuple[str, ...] = ()
+    #: ``skip_rows.equals``: (column, its values in lower case); a row with one of them in a column the file has is skipped.
+    skip_equals: tuple[tuple[str, frozenset[str]], ...] = ()
     skip_reason: str = "rows skipped"
     when_header_has: tuple[str, ...] = ()
     #: For a variant picked by its columns: the file names (patterns) it may read without being named.
@@ -356,10 +358,13 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         bad("group.by", "group needs 'by': the column that names the order or product of each row")
     skip = _mapping(data.get("skip_rows", {}), "skip_rows", bad)
     for key in skip:
-        if key not in ("blank", "reason"):
-            bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records) and 'reason'")
-    if skip and not skip.get("blank"):
-        bad("skip_rows.blank", "skip_rows needs 'blank': the columns that are empty on the rows to skip")
+        if key not in ("blank", "equals", "reason"):
+            bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records), "
+                                    "'equals' (rows with one of these values in a column are not records) and 'reason'")
+    if skip and not skip.get("blank") and not skip.get("equals"):
+        bad("skip_rows", "skip_rows needs 'blank' (the columns that are empty on the rows to skip) or 'equals' "
+                         "(columns and the values the rows to skip have in them)")
+    skip_equals = _skip_equals(_mapping(skip.get("equals", {}), "skip_rows.equals", bad), bad)
     parent = _mapping(data.get("parent", {}), "parent", bad)
     for key in parent:
         if key not in ("by", "names", "columns"):
@@ -388,6 +393,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         group_by=group.get("by"),
         first_row=tuple(_strings(group.get("first_row", []), "group.first_row", bad)),
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
+        skip_equals=skip_equals,
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
         when_file_named=tuple(_strings(data.get("when_file_named", []), "when_file_named", bad)),
@@ -632,6 +638,18 @@ def _mapping(value: Any, path: str, bad) -> dict:
         bad(path, "expected a mapping")
         return {}
     return value
+
+
+def _skip_equals(equals: dict, bad) -> tuple[tuple[str, frozenset[str]], ...]:
+    """``skip_rows.equals`` as (column, lower-case values): compared without regard to case or surrounding spaces."""
+    out = []
+    for column, values in equals.items():
+        listed = [values] if isinstance(values, str) else values
+        if not isinstance(listed, list) or not listed or not all(isinstance(v, str) for v in listed):
+            bad(f"skip_rows.equals.{column}", "expected the values (a list of texts) that mark a row to skip")
+            continue
+        out.append((str(column), frozenset(v.strip().lower() for v in listed)))
+    return tuple(out)
 
 
 def _strings(value: Any, path: str, bad):

@@ -143,7 +143,7 @@ class CustomersWriter(TableWriter):
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
                         "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
                         "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0,
-                        "relisted": 0}
+                        "relisted": 0, "address_changed": 0}
         if merge is not None:
             self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
@@ -183,6 +183,7 @@ class CustomersWriter(TableWriter):
         rows = [row for _, row in pending]
         self._keep_stored(rows)
         self._undated_changes(rows)
+        self._count_address_changes(rows)
         super().write(pending)
         self.run.imported -= again  # customers an earlier chunk imported
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
@@ -215,6 +216,18 @@ class CustomersWriter(TableWriter):
             for c in FALLBACK_COLUMNS:
                 if row[c].__class__ is Fallback:
                     row[c] = str(row[c])
+
+    def _count_address_changes(self, rows: list[dict[str, Any]]) -> None:
+        """Count the stored customers this chunk gives another address (not merely another case): said after the import.
+
+        The file's address replaces the stored one, as a shop's export of its customers should. But an older
+        export (a newsletter module's file kept from last week) imported after a newer one silently puts an old
+        address back, and the next e-mail goes there: the count makes that visible. One look-up per chunk.
+        """
+        given = {row["id"]: row["email"].lower() for row in rows if row.get("email")}
+        for condition in one_of(self.conn, C.c.id, set(given)):
+            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
+                self.details["address_changed"] += bool(email) and email.lower() != given[cid]
 
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
