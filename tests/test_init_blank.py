@@ -126,6 +126,8 @@ def test_the_blank_newsletter_goes_out_again_a_week_later_at_the_same_hour(tmp_p
 
     monkeypatch.setenv("RELMAIL_SIGNING_KEY", "test-signing-key-not-secret")
     monkeypatch.delenv("RELMAIL_DATABASE_URL", raising=False)
+    # A Monday morning: plan and send on one calendar day (a send that crosses midnight counts on the next day).
+    monkeypatch.setenv("RELMAIL_NOW", "2026-11-23T09:05:00+00:00")
     root = tmp_path / "shop"
     assert CliRunner().invoke(cli, ["init", str(root), "--blank", "--domain", "shop.example"]).exit_code == 0
     (root / "customers.csv").write_text("id,email\n" + "".join(f"C{i},c{i}@example.org\n" for i in range(5)))
