@@ -227,7 +227,8 @@ def import_file(
                     run.sink.close()
                 if mapped is not None:
                     # Rows of the file: an order whose lines are listed in one cell is one row, its lines several records.
-                    run.read += sum(mapped.skipped.values()) - mapped.extra_lines
+                    # Rows that translated a product are rows of the file too, merged into that product.
+                    run.read += sum(mapped.skipped.values()) - mapped.extra_lines + mapped.translations
                     _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 listing = getattr(run.sink, "listing", None)
@@ -263,7 +264,7 @@ def import_file(
             flagged_lines=run.flagged_lines,
             flagged_reasons=run.flagged_reasons,
             skipped=dict(mapped.skipped) if mapped is not None else {},
-            details=dict(run.sink.details),
+            details={**run.sink.details, **({"translation_rows": mapped.translations} if mapped is not None and mapped.translations else {})},
         )
     finally:
         src.close()
