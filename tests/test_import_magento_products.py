@@ -99,6 +99,8 @@ def test_the_catalogue_export_imports_every_product_an_order_can_name_with_the_b
     assert (red["attributes"]["visibility"], red["attributes"]["name_he_il"], red["category"]) == (
         "Not Visible Individually", "קסדה עירונית-M-אדום", "helmets")  # "Helmets, Locks & Lights": the comma splits it
     assert "name_he_il" not in products["HLM-CITY-L-RED"]["attributes"]
+    # The configurable's Hebrew row follows its skipped row: it is not the child's before it.
+    assert "name_he_il" not in products["HLM-CITY-M-BLK"]["attributes"]
     lock = products["LCK-FOLD-900"]
     assert (lock["attributes"]["online"], lock["attributes"]["in_stock"], lock["price"]) == (False, False, 329.0)
     # "Gifts \/ Vouchers": one category whose name has a slash.
@@ -255,3 +257,16 @@ def test_every_translation_row_names_its_product_in_its_language_and_every_other
     unnamed = sum(v in ("default", "admin_x") for _, views in products for v in views)
     assert mapped.translations + sum(mapped.skipped.values()) == sum(len(views) for _, views in products)
     assert sum(mapped.skipped.values()) == unnamed
+
+
+def test_dates_in_another_admin_locale_read_with_time_format_and_still_end_at_the_end_of_the_day(shop, tmp_path):
+    # English (United Kingdom) writes the short date day first, with the century: 25/10/2026.
+    def british(row):
+        for column in ("special_price_from_date", "special_price_to_date"):
+            if row[column]:
+                row[column] = datetime.strptime(row[column], "%m/%d/%y").strftime("%d/%m/%Y")
+    result = run(shop, "products", str(rewritten(tmp_path, british)), "--map", "magento", "--time-format", "%d/%m/%Y")
+    assert result["rows_imported"] == 8
+    bike = {r["id"]: r for r in rows(shop, Product)}["EB-TOUR-500"]
+    assert (utc(bike, "sale_starts_at"), utc(bike, "sale_ends_at")) == (
+        datetime(2026, 10, 19, 21, 0, tzinfo=UTC), datetime(2026, 10, 25, 22, 0, tzinfo=UTC))
