@@ -270,3 +270,11 @@ def test_dates_in_another_admin_locale_read_with_time_format_and_still_end_at_th
     bike = {r["id"]: r for r in rows(shop, Product)}["EB-TOUR-500"]
     assert (utc(bike, "sale_starts_at"), utc(bike, "sale_ends_at")) == (
         datetime(2026, 10, 19, 21, 0, tzinfo=UTC), datetime(2026, 10, 25, 22, 0, tzinfo=UTC))
+
+
+def test_the_command_line_says_what_became_of_each_row(shop):
+    result = invoke(shop, "products", str(CATALOG), "--map", "magento")
+    assert result.exit_code == 0, result.output
+    assert "Imported 8 products from 15 rows (mapping magento/products.yml)" in result.output
+    assert "products without a price of their own (configurable, grouped and bundle products): 1 skipped" in result.output
+    assert "4 translation row(s): their fields given to the product row before them (name_<language> ...)" in result.output
