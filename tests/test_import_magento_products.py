@@ -73,6 +73,8 @@ def test_the_catalogue_export_imports_every_product_an_order_can_name_with_the_b
         "rows of a store_view_code that names no language (translations.languages names it)": 1,  # 'default'
     }
     assert result["details"]["translation_rows"] == 4
+    # TUBE-28's special price, 34.90, is above its price, 29.90 (left from before a price cut): Magento charges 29.90.
+    assert result["details"]["sales_not_below_price"] == 1
 
     products = {r["id"]: r for r in rows(shop, Product)}
     # The configurable's children are products of their own (an order line names the child's SKU); so are the
@@ -124,7 +126,7 @@ def test_a_sale_runs_from_the_first_moment_of_its_from_date_to_the_end_of_its_la
     assert utc(check, "sale_ends_at") == datetime(2027, 3, 26, 21, 0, tzinfo=UTC)
     # A special price without dates runs until an export without it.
     assert (voucher["sale_price"], voucher["sale_starts_at"], voucher["sale_ends_at"]) == (180.0, None, None)
-    assert products["TUBE-28"]["sale_price"] is None
+    assert (products["TUBE-28"]["sale_price"], products["TUBE-28"]["price"]) == (None, 29.9)  # 34.90: no sale
 
     stored = {**bike, "sale_starts_at": utc(bike, "sale_starts_at"), "sale_ends_at": utc(bike, "sale_ends_at")}
     last_minute = datetime(2026, 10, 25, 23, 59, tzinfo=JERUSALEM)
@@ -278,3 +280,39 @@ def test_the_command_line_says_what_became_of_each_row(shop):
     assert "Imported 8 products from 15 rows (mapping magento/products.yml)" in result.output
     assert "products without a price of their own (configurable, grouped and bundle products): 1 skipped" in result.output
     assert "4 translation row(s): their fields given to the product row before them (name_<language> ...)" in result.output
+    assert "1 sale price(s) not below the product's price: no sale (the shop charges the lower price)" in result.output
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("kind: products\ncolumns:\n  sku: id\n  name: name\n  price: price\nsale_below_price: true\n",
+     "sale_below_price is for products whose mapping fills sale_price"),
+    ("kind: products\ncolumns:\n  sku: id\n  name: name\n  special: {to: sale_price, parse: money}\nsale_below_price: 1\n",
+     "sale_below_price must be true or false"),
+])
+def test_a_sale_below_price_entry_that_cannot_work_is_refused_naming_the_mapping_line(text, expected):
+    with pytest.raises(ValidationError) as caught:
+        parse_mapping(text, "maps/products.yml", "products")
+    (problem,) = caught.value.problems
+    assert (problem.line, problem.message) == (6, expected)
+
+
+@settings(deadline=None, max_examples=60)
+@given(st.decimals(min_value=0, max_value=100_000, places=2), st.decimals(min_value=0, max_value=100_000, places=2),
+       st.booleans())
+def test_a_sale_price_is_kept_only_below_the_price_with_sale_below_price(price, sale, below_only):
+    from types import SimpleNamespace
+
+    from relmail.importers.mapped import MappedReader
+
+    mapping = parse_mapping(
+        "kind: products\ntimes: {timezone: UTC}\ncolumns:\n  sku: id\n  name: name\n  price: {to: price, parse: money}\n"
+        "  special: {to: sale_price, parse: money}\n  ends: {to: sale_ends_at, parse: time, end_of_day: true}\n"
+        f"sale_below_price: {'true' if below_only else 'false'}\n", "maps/p.yml", "products")
+    mapped = MappedReader(SimpleNamespace(name="p.csv", header=["sku", "name", "price", "special", "ends"]), mapping)
+    out, problems = mapped.apply({"sku": "A", "name": "a", "price": f"{price}", "special": f"{sale}", "ends": "2030-01-31"})
+    assert problems == []
+    kept = not below_only or sale < price
+    assert ("sale_price" in out, "sale_ends_at" in out) == (kept, kept)
+    assert out["price"] == float(price) and mapped.sales_not_below == (0 if kept else 1)
+    if kept:
+        assert out["sale_price"] == float(sale) and out["sale_ends_at"] == datetime(2030, 2, 1, tzinfo=UTC)

@@ -208,6 +208,7 @@ _DETAILS = {
     "relisted": "{n:,} customer(s) the shop had removed are listed again: mailed as before",
     "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "translation_rows": "{n:,} translation row(s): their fields given to the product row before them (name_<language> ...)",
+    "sales_not_below_price": "{n:,} sale price(s) not below the product's price: no sale (the shop charges the lower price)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
                         "(SHARED_BUDGET); merge them in the source",

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ValidationError
+from ..render.sale import SALE_FIELDS
 from .fields import FieldError
 from .mapping import LANGUAGE_CODE, VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
@@ -71,6 +72,8 @@ class MappedReader:
         self.extra_lines = 0
         #: Rows that translated the product before them (``translations``): rows of the file, not records.
         self.translations = 0
+        #: Sale prices left out because they are not below the price (``sale_below_price``).
+        self.sales_not_below = 0
         self.extra: list[str] = []
         # A field read from one column is named by that column (CLEAN_TIME), as the export's reader knows it.
         self.labels = {o.target.split(".", 1)[0]: o.column or o.label for o in mapping.outputs}
@@ -365,6 +368,12 @@ class MappedReader:
                 attributes[snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
+        if self.mapping.sale_below_price and (sale := out.get("sale_price")) is not None and (
+                price := out.get("price")) is not None and sale >= price:
+            # The shop charges the lower price: such a "sale" never applies, and an e-mail must not show it.
+            for name in SALE_FIELDS:
+                out.pop(name, None)
+            self.sales_not_below += 1
         return out, [*problems, *own_problems]
 
     def _own(self, values: dict[str, str]) -> tuple[dict, dict, tuple]:

@@ -23,6 +23,7 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
     items: {column: Items, separator: "|", pattern: '(?P<quantity>\\d+)x (?P<sku>.*)'}   # orders: one cell lists the lines
     translations: {by: store_view_code, fields: [name], languages: {german: de}}   # rows that translate the row before
+    sale_below_price: true           # products: a sale price not below the price is no sale (the shop charges the lower)
     columns:
       Klantnummer: id
       E-mail: email
@@ -79,7 +80,7 @@ VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
         "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items",
-        "consent_no", "duplicates", "translations")
+        "consent_no", "duplicates", "translations", "sale_below_price")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -169,6 +170,8 @@ class Mapping:
     translate_by: str | None = None
     translate_fields: tuple[str, ...] = ()
     translate_languages: dict[str, str] = field(default_factory=dict)
+    #: Products: a sale price that is not below the price is no sale (Magento charges the lower of the two).
+    sale_below_price: bool = False
     description: str | None = None
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
@@ -381,6 +384,11 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
     items = _items(_mapping(data.get("items", {}), "items", bad), declared, bad)
     translate = _translations(_mapping(data.get("translations", {}), "translations", bad), declared,
                               {o.target for o in outputs}, bad)
+    below = data.get("sale_below_price", False)
+    if not isinstance(below, bool):
+        bad("sale_below_price", "sale_below_price must be true or false")
+    elif below and (declared != "products" or "sale_price" not in {o.target for o in outputs}):
+        bad("sale_below_price", "sale_below_price is for products whose mapping fills sale_price")
     if problems:
         raise ValidationError(f"{file}: invalid mapping", problems)
     return Mapping(
@@ -411,6 +419,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         translate_by=translate[0],
         translate_fields=translate[1],
         translate_languages=translate[2],
+        sale_below_price=below is True,
         description=str(data["description"]) if data.get("description") else None,
         lines=lines,
     )

@@ -264,10 +264,18 @@ def import_file(
             flagged_lines=run.flagged_lines,
             flagged_reasons=run.flagged_reasons,
             skipped=dict(mapped.skipped) if mapped is not None else {},
-            details={**run.sink.details, **({"translation_rows": mapped.translations} if mapped is not None and mapped.translations else {})},
+            details={**run.sink.details, **_mapped_details(mapped)},
         )
     finally:
         src.close()
+
+
+def _mapped_details(mapped: MappedReader | None) -> dict[str, int]:
+    """What the mapping did besides skipping rows: rows that translated a product, sales left out."""
+    if mapped is None:
+        return {}
+    counts = {"translation_rows": mapped.translations, "sales_not_below_price": mapped.sales_not_below}
+    return {k: n for k, n in counts.items() if n}
 
 
 def _fitting(header: list[str] | None, name: str) -> str:
