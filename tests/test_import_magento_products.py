@@ -105,6 +105,8 @@ def test_the_catalogue_export_imports_every_product_an_order_can_name_with_the_b
     assert "name_he_il" not in products["HLM-CITY-M-BLK"]["attributes"]
     lock = products["LCK-FOLD-900"]
     assert (lock["attributes"]["online"], lock["attributes"]["in_stock"], lock["price"]) == (False, False, 329.0)
+    # Recommended only when enabled and with a page: not the disabled lock, nor a configurable's hidden child.
+    assert (bike["attributes"]["available"], lock["attributes"]["available"], red["attributes"]["available"]) == (True, False, False)
     # "Gifts \/ Vouchers": one category whose name has a slash.
     assert products["GFT-CARD-200"]["category"] == "gifts-vouchers"
     tube = products["TUBE-28"]
