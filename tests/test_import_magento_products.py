@@ -14,7 +14,6 @@ time zone is the shop's (Asia/Jerusalem), whose clocks go back on
 
 from __future__ import annotations
 
-import csv
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -31,7 +30,7 @@ from relmail.render.sale import priced
 from relmail.store.models import Product
 from shop_imports import import_json as run
 from shop_imports import invoke_import as invoke
-from shop_imports import localized
+from shop_imports import localized, rewritten
 from shop_imports import table_rows as rows
 
 CATALOG = Path(__file__).resolve().parent.parent / "examples" / "magento" / "catalog_product_20261207_101500.csv"
@@ -47,20 +46,6 @@ def shop(project):
 def utc(product: dict, name: str) -> datetime | None:
     value = product[name]
     return None if value is None else value.replace(tzinfo=UTC)
-
-
-def rewritten(tmp_path, change) -> Path:
-    """The sample with ``change(row)`` applied to each data row, header and quoting as Magento writes them."""
-    with CATALOG.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header, data = reader.fieldnames, list(reader)
-    out = tmp_path / CATALOG.name
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, header, lineterminator="\n")
-        writer.writeheader()
-        for row in data:
-            writer.writerow(change(row) or row)
-    return out
 
 
 def test_the_catalogue_export_imports_every_product_an_order_can_name_with_the_built_in_mapping(shop):
@@ -146,7 +131,7 @@ def test_a_sale_runs_from_the_first_moment_of_its_from_date_to_the_end_of_its_la
     ("price", "8.990,00 ₪", "field 'price': '8.990,00 ₪'"),
 ])
 def test_a_bad_cell_names_file_line_and_column_and_nothing_is_imported(shop, tmp_path, column, value, expected):
-    bad = rewritten(tmp_path, lambda row: row.update({column: value}) if (row["sku"], row["store_view_code"]) == (
+    bad = rewritten(tmp_path, CATALOG, lambda row: row.update({column: value}) if (row["sku"], row["store_view_code"]) == (
         "EB-TOUR-500", "") else None)
     result = invoke(shop, "products", str(bad), "--map", "magento")
     assert result.exit_code == 4, result.output
@@ -269,7 +254,7 @@ def test_dates_in_another_admin_locale_read_with_time_format_and_still_end_at_th
         for column in ("special_price_from_date", "special_price_to_date"):
             if row[column]:
                 row[column] = datetime.strptime(row[column], "%m/%d/%y").strftime("%d/%m/%Y")
-    result = run(shop, "products", str(rewritten(tmp_path, british)), "--map", "magento", "--time-format", "%d/%m/%Y")
+    result = run(shop, "products", str(rewritten(tmp_path, CATALOG, british)), "--map", "magento", "--time-format", "%d/%m/%Y")
     assert result["rows_imported"] == 8
     bike = {r["id"]: r for r in rows(shop, Product)}["EB-TOUR-500"]
     assert (utc(bike, "sale_starts_at"), utc(bike, "sale_ends_at")) == (
