@@ -360,3 +360,25 @@ def test_two_guest_checkouts_of_one_address_are_two_customers_and_their_orders_c
     run(shop, "orders", str(ORDERS), "--map", "shopware")
     (buyer,) = {r["customer_id"] for r in rows(shop, Event) if r["event_id"].startswith(f"order:{uid('o10004')}:")}
     assert buyer in guests
+
+
+def test_a_complete_customers_export_removes_deleted_accounts_not_newsletter_subscribers_and_a_list_does_not_bring_them_back(
+        shop, tmp_path):
+    # Week 1: the customers export (complete), then the newsletter recipients: Leon and Sophie subscribed in the
+    # footer form and have no account, so they become customers of their own (the recipients' ids).
+    run(shop, "customers", str(CUSTOMERS), "--map", "shopware", "--complete")
+    run(shop, "customers", str(RECIPIENTS), "--map", "shopware")
+    # Week 2: Anna deleted her account; the newsletter recipients export still lists her address.
+    later = tmp_path / "customer_export.csv"
+    later.write_text("".join(line for line in CUSTOMERS.read_text(encoding="utf-8").splitlines(keepends=True)
+                             if not line.startswith(uid("anna"))), encoding="utf-8")
+    done = run(shop, "customers", str(later), "--map", "shopware", "--complete", "--max-removed", "1")
+    assert done["details"]["removed_from_shop"] == 1
+    listed_out = {r["id"] for r in rows(shop, Customer) if r["removed_at"] is not None}
+    assert listed_out == {uid("anna")}  # not the footer subscribers: no customers export ever listed them
+    again = run(shop, "customers", str(RECIPIENTS), "--map", "shopware")
+    assert (again["details"]["relisted"], again["details"]["still_removed"]) == (0, 1)
+    assert {r["id"] for r in rows(shop, Customer) if r["removed_at"] is not None} == {uid("anna")}
+    # She opens an account again with the same id (the shop restored it): the customers export lists her.
+    assert run(shop, "customers", str(CUSTOMERS), "--map", "shopware", "--complete")["details"]["relisted"] == 1
+    assert not [r for r in rows(shop, Customer) if r["removed_at"] is not None]

@@ -206,6 +206,8 @@ _DETAILS = {
     "removed_from_shop": "{n:,} stored customer(s) not in this complete export: removed from the shop, kept but never "
                          "mailed again (REMOVED_FROM_SHOP) unless an import lists them again",
     "relisted": "{n:,} customer(s) the shop had removed are listed again: mailed as before",
+    "still_removed": ("{n:,} row(s) of customers the shop removed, found by address (a mailing list's): still removed, "
+                      "never mailed (REMOVED_FROM_SHOP) unless the shop's customers export lists them again"),
     "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
