@@ -74,7 +74,7 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
                                            "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0, "suppressed_addresses": 0,
                                            "matched_by_email": 2, "shared_addresses": 0, "consent_shared_addresses": 0,
                                            "consent_shared_records": 0, "consent_shared_kept_out": 0, "relisted": 0,
-                                           "address_changed": 0}
+                                           "address_changed": 0, "still_removed": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}

@@ -236,7 +236,7 @@ class MappedReader:
         group_line = 0
         group_values: dict[str, str] = {}
         group: tuple[dict, dict, list] = ({}, {}, [])
-        parent_by, parent_columns = m.parent_by, m.parent_columns
+        parent_by, parent_groups = m.parent_by, m.parent_groups
         #: A parent row's name -> the cells its children take (WooCommerce: "id:12" or the SKU -> categories, tags ...).
         parents: dict[str, dict[str, str]] = {}
         #: The watches still without the line of their ambiguous cell, or a cell that settles them.
@@ -255,7 +255,7 @@ class MappedReader:
             if quotes:
                 values = {k: _QUOTED.sub("", v, count=1) if v[:1] == "'" else v for k, v in values.items()}
             if parent_by is not None:
-                self._parent(values, parent_by, parent_columns, parents)
+                self._parent(values, parent_by, parent_groups, parents)
             if by is not None:
                 key = values.get(by, "").strip()
                 if key and key == group_key:
@@ -448,22 +448,25 @@ class MappedReader:
                 out[key] = value
         return out, attributes, problems
 
-    def _parent(self, values: dict[str, str], by: str, columns: tuple[str, ...], parents: dict[str, dict[str, str]]) -> None:
-        """Fill a child row's empty ``columns`` from its parent row; remember a parent's cells under its names.
+    def _parent(self, values: dict[str, str], by: str, groups: tuple[tuple[str, ...], ...],
+                parents: dict[str, dict[str, str]]) -> None:
+        """Fill a child row's empty cells from its parent row; remember a parent's cells under its names.
 
         The parent comes first in the file (WooCommerce exports by id, and a
         variation is made after its product); a child whose parent the file
-        lacks keeps its own cells.
+        lacks keeps its own cells. A group of columns is taken whole, and only
+        by a child that has none of them: a Shopware variant with a price of its
+        own and no list price is not on sale, whatever its parent's list price.
         """
         reference = values.get(by, "").strip()
         if reference:
             inherited = parents.get(reference)
             if inherited:
-                for column, value in inherited.items():
-                    if not values.get(column, "").strip():
-                        values[column] = value
+                for group in groups:
+                    if not any(values.get(c, "").strip() for c in group):
+                        values.update((c, inherited[c]) for c in group if c in inherited)
             return
-        kept = {c: values[c] for c in columns if values.get(c, "").strip()}
+        kept = {c: values[c] for group in groups for c in group if values.get(c, "").strip()}
         if kept:
             for parts in self.mapping.parent_names:
                 name = self._fill(parts, values)

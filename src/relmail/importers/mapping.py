@@ -158,6 +158,9 @@ class Mapping:
     parent_by: str | None = None
     parent_names: tuple[tuple[str, ...], ...] = ()
     parent_columns: tuple[str, ...] = ()
+    #: The same columns as the units a child takes: a column alone, or columns taken together only when the child
+    #: has none of them (Shopware inherits a variant's price, gross and list price, as one).
+    parent_groups: tuple[tuple[str, ...], ...] = ()
     #: Orders: skip (and count) the lines whose address no customer has, instead of refusing the file.
     skip_unknown_customers: bool = False
     #: A variant that recognises an export it cannot import (no customer in it): why, and what to import instead.
@@ -381,7 +384,8 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
             bad(f"parent.{key}", "parent has 'by' (the column naming a row's parent), 'names' (how a row is named there) "
                                  "and 'columns' (the cells a child row takes from its parent when its own are empty)")
     parent_names = tuple(tuple(_PLACEHOLDER.split(t)) for t in _strings(parent.get("names", []), "parent.names", bad))
-    parent_columns = tuple(_strings(parent.get("columns", []), "parent.columns", bad))
+    parent_groups = _column_groups(parent.get("columns", []), "parent.columns", bad)
+    parent_columns = tuple(c for group in parent_groups for c in group)
     if parent and (not isinstance(parent.get("by"), str) or not parent_names or not parent_columns):
         bad("parent", "parent needs 'by', 'names' and 'columns'")
     if parent and declared not in WITH_ATTRIBUTES:
@@ -417,6 +421,7 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         parent_by=parent.get("by"),
         parent_names=parent_names,
         parent_columns=parent_columns,
+        parent_groups=parent_groups,
         skip_unknown_customers=unknown == "skip",
         refuse=refuse.strip() if isinstance(refuse, str) else None,
         items_column=items[0],
@@ -712,6 +717,17 @@ def _strings(value: Any, path: str, bad):
         bad(path, "expected a list of column names")
         return []
     return value
+
+
+def _column_groups(value: Any, path: str, bad) -> tuple[tuple[str, ...], ...]:
+    """``parent.columns``: column names, each alone or in a list of columns a child takes together."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v))
+                                       for v in value):
+        return tuple((v,) if isinstance(v, str) else tuple(v) for v in value)
+    bad(path, "expected a list of column names, each alone or in a list of columns a child row takes together")
+    return ()
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:
