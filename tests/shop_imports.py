@@ -3,6 +3,7 @@ through the command line, and the rows they wrote."""
 
 from __future__ import annotations
 
+import csv
 import json
 
 from click.testing import CliRunner
@@ -59,3 +60,18 @@ def table_rows(project, model) -> list[dict]:
             return [dict(r) for r in conn.execute(select(model.__table__)).mappings()]
     finally:
         engine.dispose()
+
+
+def rewritten(tmp_path, source, change):
+    """``source`` (a CSV export) with ``change(row)`` applied to each data row (a dict by column), header and quoting as
+    Magento writes them; the copy keeps the file's name, in ``tmp_path``."""
+    with source.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        header, data = reader.fieldnames, list(reader)
+    out = tmp_path / source.name
+    with out.open("w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, header, lineterminator="\n")
+        writer.writeheader()
+        for row in data:
+            writer.writerow(change(row) or row)
+    return out

@@ -120,6 +120,7 @@ def test_the_cli_says_what_it_removed_and_refuses_to_skip_rows(news, engine, tmp
     assert out.exit_code == 0, out.output
     out = runner.invoke(cli, ["import", "customers", customers_csv(tmp_path / "less.csv", ["A1", "A2", "A3"]), "--complete"])
     assert out.exit_code == 4 and "would remove 1 of the 4 customers" in out.output
+    assert "If the shop really lost them, import it again with --max-removed 1" in out.output
     out = runner.invoke(cli, ["import", "customers", str(tmp_path / "less.csv"), "--complete", "--max-removed", "1"])
     assert out.exit_code == 0, out.output
     assert "1 stored customer(s) not in this complete export: removed from the shop" in out.output

@@ -111,6 +111,14 @@ def test_a_bounce_for_the_idna_form_of_an_umlaut_domain_finds_its_customer(engin
     assert [(c, t) for c, t, *_ in events(engine, "email_bounced_hard")] == [("C0000001", "email_bounced_hard")]
 
 
+def test_a_bounce_for_the_idna_2008_form_of_a_domain_with_sharp_s_finds_its_customer(engine):
+    # gärtnerei-süß is xn--grtnerei-s-f4a4c1v (IDNA 2008), not IDNA 2003's gärtnerei-süss (xn--grtnerei-sss-gcb95a).
+    add_customers(engine, [("C0000001", "lena@gärtnerei-süß.example"), ("C0000002", "lena@gärtnerei-süss.example")])
+    result = apply_events(engine, [event("bounced_hard", "lena@xn--grtnerei-s-f4a4c1v.example", "b1")])
+    assert result.applied["bounced_hard"] == 1 and result.unknown_recipients == 0
+    assert [(c, t) for c, t, *_ in events(engine, "email_bounced_hard")] == [("C0000001", "email_bounced_hard")]
+
+
 def test_an_address_shared_by_two_customers_suppresses_both(engine):
     add_customers(engine, [("C0000001", "shared@example.com"), ("C0000002", "Shared@example.com")])
     result = apply_events(engine, [event("bounced_hard", "shared@example.com", "b1")])

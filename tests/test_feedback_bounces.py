@@ -598,6 +598,11 @@ def test_any_authentication_results_text_is_read_without_error(headers, sender):
     ("Baja California trip", "Is the e-bike good for Baja?", False),
     ("Re: order 1234", "Unsubscribing is hard? Where is my order?", False),
     ("Re: Your weekly tips", "> unsubscribe\nThanks!", False),  # a quote is not what they wrote
+    ("R: Cancellami dalla newsletter", "Per favore non scrivetemi più.", True),  # Italian Outlook's reply prefix
+    ("I: Natale da Bottega Sapori", "Per favore disiscrivetemi", True),  # and its forward prefix
+    ("RIF: Offerte", "Annulla l'iscrizione", True),
+    ("Disiscrizione", "", True),
+    ("Cancellazione ordine 1234", "Vorrei annullare l'ordine", False),  # an order, not the list
 ])
 def test_a_person_asking_to_be_removed_is_an_unsubscribe_request(subject, first_line, asks):
     msg = EmailMessage()

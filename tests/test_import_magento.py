@@ -29,7 +29,7 @@ from relmail.importers.values import make_text
 from relmail.store.models import Customer, Event, Preference
 from shop_imports import import_json as run
 from shop_imports import invoke_import as invoke
-from shop_imports import localized
+from shop_imports import localized, rewritten
 from shop_imports import table_rows as rows
 
 MAGENTO = Path(__file__).resolve().parent.parent / "examples" / "magento"
@@ -49,20 +49,6 @@ TAMAR, RAMI = pseudonym("tamar.guest@mail.example"), pseudonym("rami.o'neil@mail
 @pytest.fixture
 def shop(project):
     return localized(project, "Asia/Jerusalem", "he_IL")
-
-
-def rewritten(tmp_path, source: Path, change) -> Path:
-    """``source`` with ``change(row)`` applied to each data row (a dict by column), header and quoting as Magento writes them."""
-    with source.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(fh)
-        header, data = reader.fieldnames, list(reader)
-    out = tmp_path / source.name
-    with out.open("w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, header, lineterminator="\n")
-        writer.writeheader()
-        for row in data:
-            writer.writerow(change(row) or row)
-    return out
 
 
 def test_the_three_exports_of_a_magento_shop_import_with_the_built_in_mapping(shop):

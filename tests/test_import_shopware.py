@@ -27,6 +27,7 @@ from relmail.errors import ValidationError
 from relmail.importers.mapped import MappedReader
 from relmail.importers.mapping import load_mapping, parse_mapping
 from relmail.importers.readers import open_source, reader_for
+from relmail.render.sale import priced
 from relmail.store.models import Customer, Event, Preference, Product
 from shop_imports import import_json as run
 from shop_imports import invoke_import as invoke
@@ -122,6 +123,44 @@ def test_the_default_product_profile_keys_products_by_the_id_the_orders_name_and
     assert large["attributes"]["shopware_active"] is True  # inherited
     assert catalogue[uid("dripper")]["attributes"]["shopware_active"] is False
     assert catalogue[uid("dripper")]["image_url"] is None
+
+
+def with_list_prices(path: Path, prices: dict[str, str]) -> Path:
+    """The sample products export from a copy of the profile with the list price (column list_price_gross)."""
+    lines = PRODUCTS.read_text(encoding="utf-8").splitlines()
+    out = [lines[0] + ";list_price_gross"] + [line + ";" + prices.get(line.split(";", 1)[0], "") for line in lines[1:]]
+    path.write_text("\n".join(out) + "\n", encoding="utf-8")
+    return path
+
+
+def test_a_list_price_is_the_regular_price_struck_through_and_a_variant_inherits_it_only_with_its_price(shop, tmp_path):
+    # The espresso is reduced from 14.99 to 11.99; the 1 kg bag has a price of its own and no list price.
+    path = with_list_prices(tmp_path / "product_export.csv", {uid("espresso"): "14.99", uid("grinder"): "45.00"})
+    done = run(shop, "products", str(path), "--map", "shopware")
+    assert done["rows_imported"] == 6
+    catalogue = {r["id"]: r for r in rows(shop, Product)}
+    now = datetime(2026, 12, 7, 9, tzinfo=UTC)
+    seen = {k: priced(catalogue[uid(k)], now) for k in ("espresso", "espresso-250", "espresso-1000", "grinder", "filter")}
+    assert {k: (p["price"], p["regular_price"], p["on_sale"]) for k, p in seen.items()} == {
+        "espresso": (11.99, 14.99, True),
+        "espresso-250": (11.99, 14.99, True),      # inherits the price whole: list price and all
+        "espresso-1000": (39.99, 39.99, False),    # a price of its own: never the parent's list price
+        "grinder": (49.0, 49.0, False),            # a list price below the price is no sale
+        "filter": (9.99, 9.99, False),
+    }
+    # The stored regular price, which segments and the catalogue's value read, is the variant's own.
+    assert (catalogue[uid("espresso-1000")]["price"], catalogue[uid("espresso-250")]["price"]) == (39.99, 14.99)
+    # The next export without the list price: the sale is over.
+    run(shop, "products", str(PRODUCTS), "--map", "shopware")
+    espresso = {r["id"]: r for r in rows(shop, Product)}[uid("espresso")]
+    assert priced(espresso, now)["on_sale"] is False and priced(espresso, now)["price"] == 11.99
+
+
+def test_parent_columns_taken_together_are_a_list_and_anything_else_is_named_with_the_mapping_line():
+    text = "kind: products\nparent: {{by: Parent, names: ['{{ID}}'], columns: {0}}}\ncolumns:\n  ID: id\n  N: name\n  C: category\n"
+    assert parse_mapping(text.format("[[P, L], N]"), "p.yml").parent_groups == (("P", "L"), ("N",))
+    with pytest.raises(ValidationError, match=r"p.yml:2: field 'parent.columns': expected a list of column names, each alone"):
+        parse_mapping(text.format("[[], N]"), "p.yml")
 
 
 def test_orders_become_one_purchase_per_line_item_and_cancelled_unpaid_or_refunded_orders_none(shop):
@@ -321,3 +360,25 @@ def test_two_guest_checkouts_of_one_address_are_two_customers_and_their_orders_c
     run(shop, "orders", str(ORDERS), "--map", "shopware")
     (buyer,) = {r["customer_id"] for r in rows(shop, Event) if r["event_id"].startswith(f"order:{uid('o10004')}:")}
     assert buyer in guests
+
+
+def test_a_complete_customers_export_removes_deleted_accounts_not_newsletter_subscribers_and_a_list_does_not_bring_them_back(
+        shop, tmp_path):
+    # Week 1: the customers export (complete), then the newsletter recipients: Leon and Sophie subscribed in the
+    # footer form and have no account, so they become customers of their own (the recipients' ids).
+    run(shop, "customers", str(CUSTOMERS), "--map", "shopware", "--complete")
+    run(shop, "customers", str(RECIPIENTS), "--map", "shopware")
+    # Week 2: Anna deleted her account; the newsletter recipients export still lists her address.
+    later = tmp_path / "customer_export.csv"
+    later.write_text("".join(line for line in CUSTOMERS.read_text(encoding="utf-8").splitlines(keepends=True)
+                             if not line.startswith(uid("anna"))), encoding="utf-8")
+    done = run(shop, "customers", str(later), "--map", "shopware", "--complete", "--max-removed", "1")
+    assert done["details"]["removed_from_shop"] == 1
+    listed_out = {r["id"] for r in rows(shop, Customer) if r["removed_at"] is not None}
+    assert listed_out == {uid("anna")}  # not the footer subscribers: no customers export ever listed them
+    again = run(shop, "customers", str(RECIPIENTS), "--map", "shopware")
+    assert (again["details"]["relisted"], again["details"]["still_removed"]) == (0, 1)
+    assert {r["id"] for r in rows(shop, Customer) if r["removed_at"] is not None} == {uid("anna")}
+    # She opens an account again with the same id (the shop restored it): the customers export lists her.
+    assert run(shop, "customers", str(CUSTOMERS), "--map", "shopware", "--complete")["details"]["relisted"] == 1
+    assert not [r for r in rows(shop, Customer) if r["removed_at"] is not None]

@@ -103,6 +103,9 @@ def test_a_woocommerce_shop_and_its_klaviyo_list_import_with_the_built_in_mappin
     assert products["LT-LEGGER-COG"]["category"] == "cadeaus"  # its product has no SKU: Parent is id:130
     assert products["120"]["name"] == "Cadeaubon € 25"  # no SKU: the WooCommerce ID
     assert products["9789463810135"]["category"] == "uncategorised"
+    # A draft (Published -1) has no public page: never recommended; every published product is.
+    assert products["9789463810135"]["attributes"]["available"] is False
+    assert all(p["attributes"]["available"] is True for pid, p in products.items() if pid != "9789463810135")
     poems = products["9789046707077"]
     assert poems["category"] == "poezie"
     # On sale from the first second of 27 November to the last of the 30th, in Amsterdam (winter time, UTC+1).

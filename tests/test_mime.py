@@ -98,6 +98,7 @@ def test_bad_addresses_are_a_template_error():
     with pytest.raises(TemplateError, match="SMTPUTF8"):
         format_address("x", "jöhn@example.nl")
     assert format_address(None, "a@bücher.example") == "a@xn--bcher-kva.example"
+    assert format_address(None, "a@straße.example") == "a@xn--strae-oqa.example"  # IDNA 2008: ß stays a letter
 
 
 def breakable_spaces_once(text: str) -> str:

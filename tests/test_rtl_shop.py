@@ -153,7 +153,8 @@ def test_the_templates_check_passes_and_names_an_e_mail_in_hebrew_that_lacks_dir
     assert "on <html> and" not in result.output
 
 
-def test_the_text_part_keeps_the_hebrew_in_its_logical_order_and_the_prices_in_each_customers_currency(shop):
+def test_the_text_part_keeps_the_hebrew_in_its_logical_order_and_the_prices_in_each_customers_currency(shop, monkeypatch):
+    monkeypatch.setenv("RELMAIL_NOW", NOW.isoformat())  # the offer's end is 14 days after the preview's now
     text = relmail(shop.root, "preview", "oil", "--customer", NOA, "--text")
     lines = [line for line in text.splitlines() if line]
     assert lines[0] == "שלום נועה,"
@@ -203,6 +204,7 @@ def test_a_hebrew_e_mail_as_the_smtp_server_received_it(shop, tmp_path, monkeypa
     assert message.get_body(("html",)).get_content_charset() == message.get_body(("plain",)).get_content_charset() == "utf-8"
     assert '<html lang="he" dir="rtl">' in html and '<div class="wrap" dir="rtl" style="direction:rtl; text-align:right"' in html
     assert plain.replace("\r\n", "\n").startswith("שלום נועה,\n\nחדש בחנות: [\u2068שמן זית Galil Gold 500ml\u2069]")
+    assert "עד 21 בדצמבר 2026." in plain  # the templates' now is the send's clock (NOW), not the machine's
     arabic = email.message_from_bytes(received["omar.haddad@mail.example"], policy=email.policy.default)
     assert arabic["Content-Language"] == "ar" and str(arabic["Subject"]) == "جديد: زيت زيتون Galil Gold 500 مل"
     assert '<html lang="ar" dir="rtl">' in arabic.get_body(("html",)).get_content()

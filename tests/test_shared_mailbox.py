@@ -200,6 +200,16 @@ def test_a_message_already_sent_under_one_id_is_not_sent_again_under_the_other(m
     assert "ALREADY_SENT" in by[("C-DORA", "promo")]["reasons"] and "ALREADY_SENT" in by[("C-GUEST", "promo")]["reasons"]
 
 
+def test_a_product_bought_under_one_id_is_owned_by_the_mailbox_and_why_says_so(mailbox_project, engine):
+    # The guest checkout bought the e-bike; the orders import gave the purchase to the guest, not to the account.
+    _shop(engine, _opted_in("C-GUEST") + _opted_in("C-DORA"), [_ev("C-GUEST", "purchase", 30, product_id="EB-200")])
+    by = _decided(mailbox_project, engine, dry_run=False)
+    assert "OWNS_PRODUCT" in by[("C-DORA", "promo")]["reasons"] and "OWNS_PRODUCT" in by[("C-GUEST", "promo")]["reasons"]
+    assert by[("C-SOLO", "promo")]["action"] == "send"
+    text = format_explanations(*explain(engine, "C-DORA", f"mailbox:{WINDOW}"))
+    assert "OWNS_PRODUCT: already owns EB-200 (the address's, under this and 1 other customer id)" in text
+
+
 def test_service_tickets_and_fatigue_are_the_mailboxs(mailbox_project, engine):
     events = [_ev("C-GUEST", "ticket_opened", 3, feature="T-1")]
     # Opens fell under the guest's id while the mailbox kept getting e-mail under both.

@@ -73,7 +73,8 @@ def test_the_exports_import_with_the_built_in_mappings(engine):
                                            "given_since_last_export": 0, "kept_opted_out": 0, "undated_opt_outs": 0,
                                            "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0, "suppressed_addresses": 0,
                                            "matched_by_email": 2, "shared_addresses": 0, "consent_shared_addresses": 0,
-                                           "consent_shared_records": 0, "consent_shared_kept_out": 0, "relisted": 0}
+                                           "consent_shared_records": 0, "consent_shared_kept_out": 0, "relisted": 0,
+                                           "address_changed": 0, "still_removed": 0}
     assert results["cleaned"].details["suppressed_addresses"] == 1
 
     customers = {r["id"]: r for r in table(engine, Customer)}
@@ -899,3 +900,20 @@ def test_a_money_column_that_reads_two_ways_is_refused_whole_until_its_decimal_m
         csv.writer(f).writerows(rows)
     import_file(engine, "customers", kunden, mapping="shopify")
     assert {c["id"]: c["attributes"].get("total_spent") for c in table(engine, Customer)}[BRAM] == 1.249
+
+
+def test_a_draft_or_archived_shopify_product_is_not_available_for_recommendations(engine, tmp_path):
+    """Shopify's Status: a draft or archived product has no page in the shop (recommendations leave it out)."""
+    rows = list(csv.reader((SHOPIFY / "products_export.csv").open(encoding="utf-8")))
+    status = rows[0].index("Status")
+    handles = sorted({r[0] for r in rows[1:]})
+    for r in rows[1:]:
+        if r[status]:  # the product's first row carries it
+            r[status] = {handles[0]: "draft", handles[1]: "archived"}.get(r[0], r[status])
+    path = tmp_path / "products_export.csv"
+    with path.open("w", encoding="utf-8", newline="") as f:
+        csv.writer(f).writerows(rows)
+    import_file(engine, "products", str(path), mapping="shopify")
+    available = {p["attributes"]["handle"]: p["attributes"]["available"] for p in table(engine, Product)}
+    assert {h for h, yes in available.items() if not yes} == set(handles[:2])
+    assert all(available[h] for h in handles[2:])

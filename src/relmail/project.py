@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .delivery.idn import to_ascii
 from .errors import ConfigError
 from .importers import fields
 
@@ -53,7 +54,7 @@ class Sender:
         Message-ID, a Feedback-ID, a DKIM signature and an ESP's API take."""
         domain = self.from_email.rpartition("@")[2]
         try:
-            return domain.encode("idna").decode("ascii")
+            return to_ascii(domain)
         except UnicodeError:
             return domain
 

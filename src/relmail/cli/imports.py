@@ -206,7 +206,13 @@ _DETAILS = {
     "removed_from_shop": "{n:,} stored customer(s) not in this complete export: removed from the shop, kept but never "
                          "mailed again (REMOVED_FROM_SHOP) unless an import lists them again",
     "relisted": "{n:,} customer(s) the shop had removed are listed again: mailed as before",
+    "address_changed": "{n:,} stored customer(s) given another e-mail address by this file: the file's replaces "
+                       "theirs (an older export imported after a newer one puts an old address back)",
+    "still_removed": ("{n:,} row(s) of customers the shop removed, found by address (a mailing list's): still removed, "
+                      "never mailed (REMOVED_FROM_SHOP) unless the shop's customers export lists them again"),
     "merged_rows": "{n:,} row(s) of an address already in the file merged into its customer (duplicates: merge)",
+    "translation_rows": "{n:,} translation row(s): their fields given to the product row before them (name_<language> ...)",
+    "sales_not_below_price": "{n:,} sale price(s) not below the product's price: no sale (the shop charges the lower price)",
     "shared_addresses": "{n:,} address(es) that more than one customer has (another id, or another case): a "
                         "plan mails each address once per message (SHARED_ADDRESS) and within one budget per run "
                         "(SHARED_BUDGET); merge them in the source",

@@ -169,9 +169,8 @@ def _project_variables(project, locale: str | None = None) -> dict:
 
     The links carry the word ``preview`` where a send puts a signed token: ``relmail render`` signs nothing.
     """
-    from datetime import UTC, datetime
-
     from ..render.currency import Currencies
+    from ..windows import current_time
 
     settings = project.settings
     b = settings.brand
@@ -181,7 +180,7 @@ def _project_variables(project, locale: str | None = None) -> dict:
         "sender": {"name": settings.sender.from_name, "email": settings.sender.from_email},
         "currency": Currencies.from_settings(settings).for_locale(locale or settings.default_locale),
         "timezone": settings.timezone,
-        "now": datetime.now(UTC),
+        "now": current_time(),
         "links": {"unsubscribe": f"{base}/unsubscribe/preview", "preferences": f"{base}/preferences/preview", "home": b.url},
         # A send always has the recommendations, often none.
         "products": [],

@@ -25,6 +25,7 @@ from typing import Any, ClassVar
 
 from ..errors import DeliveryError
 from .config import Config
+from .idn import to_ascii
 from .ratelimit import RateLimiter
 
 ACCEPTED = "accepted"
@@ -453,7 +454,7 @@ def to_crlf(data: bytes) -> bytes:
 def idna(domain: str) -> str:
     """A domain in its ASCII (IDNA) form, as DNS, SMTP without SMTPUTF8 and DKIM's ``d=`` take it; as given if it has none."""
     try:
-        return domain.encode("idna").decode("ascii")
+        return to_ascii(domain)
     except UnicodeError:
         return domain
 

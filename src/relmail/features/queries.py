@@ -275,6 +275,15 @@ def owned(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | N
     return _aggregate(scope, p, exprs)
 
 
+def ownership(scope: Scope, as_of, contexts: dict[str, FeatureContext]) -> Query | None:
+    """``k.owns_product`` from the purchase events up to ``as_of``, for a few customers (the mailboxes several share)."""
+    exprs = _owners(contexts, lambda ctx: E.c.product_id.in_(ctx.products),
+                    lambda every: and_(E.c.type == "purchase", E.c.product_id.in_(every)), None)
+    if not exprs:
+        return None
+    return _group(scope, as_of, exprs, unindexed(E.c.type) == "purchase")
+
+
 def sent(scope: Scope, as_of, contexts: dict[str, FeatureContext], tz: str) -> Query | None:
     """``k.already_sent`` from the last send of each message (within ``repeat_after_days`` for a recurring one)."""
     m = CustomerMessage.__table__

@@ -22,6 +22,7 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.engine import Connection, Engine
 
+from ..delivery.idn import to_unicode
 from ..store import aggregates, consent_log
 from ..store.addresses import normalize
 from ..store.db import dialect_insert, refresh_statistics
@@ -123,10 +124,10 @@ def owners_by_address(conn: Connection, addresses: set[str]) -> dict[str, list[s
 def _unicode_domain(address: str) -> str:
     """``info@xn--mller-kva.example`` -> ``info@müller.example``; other addresses as they are."""
     local, at, domain = address.rpartition("@")
-    if not at or "xn--" not in domain:
+    if not at or "xn--" not in domain.lower():
         return address
     try:
-        return f"{local}@{domain.encode('ascii').decode('idna').lower()}"
+        return f"{local}@{to_unicode(domain).lower()}"
     except UnicodeError:
         return address
 

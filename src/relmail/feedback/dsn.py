@@ -72,14 +72,20 @@ _ENVELOPE_HEADERS = ("X-Original-To", "Delivered-To", "Envelope-To", "X-Envelope
 _MAX_RETURN_PATHS = 20
 _MAIL_SYSTEMS = ("mailer-daemon", "mailerdaemon", "mail-daemon", "postmaster")
 #: The subject of the ``mailto:`` in List-Unsubscribe (``unsubscribe TOKEN``), also as a reply or forward.
-_UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$", re.I)
+_UNSUBSCRIBE = re.compile(r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr|r|rif|i)\s*:\s*)*unsubscribe\s+([A-Za-z0-9_-]+\.[A-Za-z0-9_-]+)\s*$", re.I)
 #: :attr:`Report.kind` of an unsubscribe request.
 UNSUBSCRIBE_REQUEST = "unsubscribe request"
 #: A person's words for "take me off the list", at the start of a subject or of the first line they wrote.
+#: Reply and forward prefixes as mail programs write them in English, German, Scandinavian languages, French
+#: and Italian (Outlook's "R:", "RIF:" and "I:").
 _REMOVE_ME = re.compile(
-    r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr)\s*:\s*)*(?:(?:please|bitte|graag|por favor)\s+)?(unsubscribe|remove me|opt[ -]?out|stop (?:e-?mails?|sending)|"
+    r"^\s*(?:(?:re|aw|sv|fwd?|wg|tr|r|rif|i)\s*:\s*)*(?:(?:please|bitte|graag|por favor|per favore|per piacere)\s+)?"
+    r"(unsubscribe|remove me|opt[ -]?out|stop (?:e-?mails?|sending)|"
     r"abmelden|austragen|uitschrijven|afmelden|d[ée]sabonner|d[ée]sinscri(?:re|ption|vez)|dar(?:se|me)? de baja|"
-    r"avregistrera|avsluta (?:min )?prenumeration)\b",
+    r"avregistrera|avsluta (?:min )?prenumeration|"
+    # Italian: "cancellami", "disiscrivetemi", "annulla l'iscrizione", "rimuovimi"; not "cancellazione
+    # ordine", which is about an order.
+    r"cancella(?:mi|temi)|disiscri(?:vimi|vetemi|vermi|zione)|annulla(?:re)? (?:l['’] ?)?iscrizione|rimuov(?:imi|etemi))\b",
     re.I)
 
 

@@ -7,7 +7,11 @@ mailing a closed account, or a merged one under its old id. With
 ``relmail import customers --complete`` the file is every customer the shop
 has: a stored customer it does not name gets ``removed_at`` (kept, with its
 history, never mailed: REMOVED_FROM_SHOP), and any import that names it
-again lifts that.
+again by its id lifts that. A mailing list that finds it by address does
+not: the shop's export decides whether the account exists. Once a complete
+export has listed customers (``listed_at``), only those can be removed:
+the people a newsletter form or a mailing list brought in were never in
+the shop's customers export.
 
 A partial file read as complete (a filtered export, a wrong file) would
 remove most of the shop, so the share removed at once is limited
@@ -67,7 +71,12 @@ class Listing:
 
     def apply(self, now: datetime) -> int:
         """Remove (as of ``now``) the customers the file does not name; how many. Refuses above the limit."""
-        unnamed = and_(C.c.removed_at.is_(None), ~exists().where(LISTED.c.id == C.c.id))
+        listed = exists().where(LISTED.c.id == C.c.id)
+        unnamed = and_(C.c.removed_at.is_(None), ~listed)
+        # After the first complete export, only a customer one listed can be gone from the shop: a newsletter
+        # form's subscriber or a mailing list's member was never in the shop's customers export.
+        if self.conn.execute(select(C.c.id).where(C.c.listed_at.is_not(None)).limit(1)).first() is not None:
+            unnamed = and_(unnamed, C.c.listed_at.is_not(None))
         before = self.before
         removed = self.conn.execute(select(func.count()).where(unnamed)).scalar_one()
         limit = removal_limit(self.max_removed, before)
@@ -76,10 +85,11 @@ class Listing:
             raise ValidationError(
                 f"{self.source}: as a complete export it would remove {removed:,} of the {before:,} customers the shop "
                 f"listed{share}, more than --max-removed {self.max_removed}; nothing imported. Is it the whole customers "
-                "export, unfiltered? If the shop really lost them, give --max-removed a larger limit",
+                f"export, unfiltered? If the shop really lost them, import it again with --max-removed {removed}",
                 [Problem(self.source, None, None, f"{removed:,} stored customers not in the file")])
         if removed:
             self.conn.execute(update(C).where(unnamed).values(removed_at=now))
+        self.conn.execute(update(C).where(C.c.listed_at.is_(None), listed).values(listed_at=now))
         self.conn.execute(LISTED.delete())
         return removed
 
@@ -93,3 +103,10 @@ def relist(conn: Connection, ids: Collection[str]) -> int:
     for condition in one_of(conn, C.c.id, set(ids)):
         n += conn.execute(update(C).where(C.c.removed_at.isnot(None), condition).values(removed_at=None)).rowcount
     return n
+
+
+def still_removed(conn: Connection, ids: Collection[str]) -> int:
+    """How many of the customers ``ids`` names the shop removed: a mailing list found them by address, which
+    does not bring an account back. Through the partial index of the removed customers, as :func:`relist`."""
+    return sum(conn.execute(select(func.count()).where(C.c.removed_at.isnot(None), condition)).scalar_one()
+               for condition in one_of(conn, C.c.id, set(ids)))

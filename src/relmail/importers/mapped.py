@@ -7,7 +7,9 @@ record into a :class:`Mapped` record: the fields, already parsed, plus the
 problems of the cells that did not parse, each named by its source column.
 Rows of one order or product share the values of their first row where the
 export writes them only there (``group``), and rows that are not records
-(Shopify's image rows) are skipped and counted. An order whose lines are
+(Shopify's image rows) are skipped and counted. Rows that translate the
+product before them (``translations``: a Magento store view's name) give
+that product attributes such as ``name_de`` instead of being products. An order whose lines are
 listed in one cell (``items``: Shopware's ``2x 0190…|1x 0190…``) is read as
 one row per line, each line's parts in columns of their own.
 """
@@ -21,8 +23,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from ..errors import ValidationError
+from ..render.sale import SALE_FIELDS
 from .fields import FieldError
-from .mapping import VARIABLES, Mapping, builtin_names, load_mapping
+from .mapping import LANGUAGE_CODE, VARIABLES, Mapping, builtin_names, load_mapping
 from .readers import Record
 from .schemas import KINDS, Schema
 from .values import Parser, _short, empty, remembered, scalar
@@ -67,6 +70,10 @@ class MappedReader:
         self.skipped: dict[str, int] = {}
         #: Records beyond one per row: the second and later lines of an order's lines cell (``items``).
         self.extra_lines = 0
+        #: Rows that translated the product before them (``translations``): rows of the file, not records.
+        self.translations = 0
+        #: Sale prices left out because they are not below the price (``sale_below_price``).
+        self.sales_not_below = 0
         self.extra: list[str] = []
         # A field read from one column is named by that column (CLEAN_TIME), as the export's reader knows it.
         self.labels = {o.target.split(".", 1)[0]: o.column or o.label for o in mapping.outputs}
@@ -118,6 +125,8 @@ class MappedReader:
         #: The cells the per-row outputs read, and what they make of each combination of cells.
         self.row_sources = tuple(sorted(row_sources))
         self.rows: dict[tuple, tuple[dict, dict, tuple]] = {}
+        #: The columns the translated fields are read from: a problem of one of them is a translation row's own.
+        self.translated_sources = frozenset(c for o in mapping.outputs if o.target in mapping.translate_fields for c in o.sources)
 
     def check_header(self) -> list[tuple[str | None, str]]:
         """Problems of the header against the mapping (empty: the file fits)."""
@@ -127,6 +136,8 @@ class MappedReader:
         if not problems and hasattr(self.reader, "select"):
             m = self.mapping
             wanted = ({c for o in m.outputs for c in o.sources} | set(m.first_row) | set(m.skip_blank) | set(self.extra)
+                      | {c for c, _ in m.skip_equals}
+                      | ({m.translate_by} if m.translate_by else set())
                       | set(_parent_sources(m)) | ({m.items_column} if m.items_column else set())) - set(m.item_columns)
             self.reader.select(sorted(wanted | ({m.group_by} if m.group_by else set())))
         return problems
@@ -152,6 +163,8 @@ class MappedReader:
         # The columns read from a group's first row need not all be there (older exports lack some).
         for column in ([m.group_by] if m.group_by else []) + list(m.skip_blank):
             needed.setdefault(column, m.line_of("group") or m.line_of("skip_rows"))
+        if m.translate_by:
+            needed.setdefault(m.translate_by, m.line_of("translations"))
         # The reference and the names must be there; the columns a child takes need not (older exports lack some).
         for column in _parent_sources(m, taken=False):
             needed.setdefault(column, m.line_of("parent"))
@@ -159,7 +172,8 @@ class MappedReader:
             if column not in have and not (column in m.item_columns and m.items_column not in have):
                 where = f" ({m.file}:{line})" if line else f" ({m.file})"
                 problems.append((column, f"column '{column}' that the mapping reads{where} is not in the file"))
-        used = {c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
+        used = ({c for out in m.outputs for c in out.sources} | set(needed) | set(m.first_row) | set(m.parent_columns)
+                | {c for c, _ in m.skip_equals})
         self.extra = []
         for column in header:
             if not column or column in used or m.dropped(column):
@@ -172,14 +186,57 @@ class MappedReader:
         return problems
 
     def __iter__(self) -> Iterator[Record]:
+        if self.mapping.translate_by is None:
+            yield from self._records()
+            return
+        # A product's record waits for the rows that translate it, which follow it.
+        pending: Record | None = None
+        for record in self._records():
+            if isinstance(record, _Translation):
+                problem = self._translate(pending, record)
+                if problem is not None:
+                    yield problem
+                continue
+            if pending is not None:
+                yield pending
+            pending = record
+        if pending is not None:
+            yield pending
+
+    def _translate(self, product: Record | None, row: _Translation) -> Record | None:
+        """Give ``product`` the translated fields of ``row`` as attributes (``name_de``); a problem of its cells, or None."""
+        m = self.mapping
+        out, problems = row.values, row.problems
+        mine = [(f, message) for f, message, _ in problems if f in row.sources]
+        if mine:
+            return Mapped(row.line, None, row.raw, mine[0], mine)
+        language = m.translate_languages.get(row.code) or (row.code if LANGUAGE_CODE.fullmatch(row.code) else None)
+        if language is None:
+            reason = f"rows of a {m.translate_by} that names no language (translations.languages names it)"
+        elif product is None or not isinstance(product, Mapped) or product.values is None or product.values.get("id") != out.get("id"):
+            reason = "translations of rows not imported"
+        else:
+            attributes = product.values.setdefault("attributes", {})
+            for name in m.translate_fields:
+                value = out.get("attributes", {}).get(name[len("attributes."):]) if name.startswith("attributes.") else out.get(name)
+                if value is not None:
+                    attributes[f"{name.rsplit('.', 1)[-1]}_{language}"] = value
+            self.translations += 1
+            return None
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+        return None
+
+    def _records(self) -> Iterator[Record]:
         m = self.mapping
         quotes, by, first_row, skip, mixed = m.spreadsheet_quotes, m.group_by, m.first_row, m.skip_blank, self.mixed
-        items = m.items_column
+        # Columns of skip_rows.equals the file lacks skip nothing: a family's variants name theirs by language.
+        equals = [(c, v) for c, v in m.skip_equals if self.header is None or c in self.header]
+        items, translate_by = m.items_column, m.translate_by
         group_key: Any = None
         group_line = 0
         group_values: dict[str, str] = {}
         group: tuple[dict, dict, list] = ({}, {}, [])
-        parent_by, parent_columns = m.parent_by, m.parent_columns
+        parent_by, parent_groups = m.parent_by, m.parent_groups
         #: A parent row's name -> the cells its children take (WooCommerce: "id:12" or the SKU -> categories, tags ...).
         parents: dict[str, dict[str, str]] = {}
         #: The watches still without the line of their ambiguous cell, or a cell that settles them.
@@ -198,7 +255,7 @@ class MappedReader:
             if quotes:
                 values = {k: _QUOTED.sub("", v, count=1) if v[:1] == "'" else v for k, v in values.items()}
             if parent_by is not None:
-                self._parent(values, parent_by, parent_columns, parents)
+                self._parent(values, parent_by, parent_groups, parents)
             if by is not None:
                 key = values.get(by, "").strip()
                 if key and key == group_key:
@@ -208,6 +265,10 @@ class MappedReader:
                     group_key, group_line = key, record.line
                     group_values = {c: values.get(c, "") for c in first_row} if mixed else {}
                     group = self._evaluate(self.group_plan, values, {}, {}, [])
+            if translate_by is not None and (code := values.get(translate_by, "").strip()):
+                out, problems = self._apply(values, group)
+                yield _Translation(record.line, out, record.raw, None, problems, code=code, sources=self.translated_sources)
+                continue
             if items is None:
                 lines: Any = (values,)
             else:
@@ -216,7 +277,8 @@ class MappedReader:
                     yield Mapped(record.line, None, record.raw, (items, lines), [(items, lines)])
                     continue
             for values in lines:
-                if skip and not any(values.get(c, "").strip() for c in skip):
+                if ((skip and not any(values.get(c, "").strip() for c in skip))
+                        or (equals and any(values.get(c, "").strip().lower() in v for c, v in equals))):
                     self.skipped[m.skip_reason] = self.skipped.get(m.skip_reason, 0) + 1
                     continue
                 out, problems = self._apply(values, group)
@@ -311,6 +373,12 @@ class MappedReader:
                 attributes[snake(column)] = scalar(raw)
         if attributes:
             out["attributes"] = attributes
+        if self.mapping.sale_below_price and (sale := out.get("sale_price")) is not None and (
+                price := out.get("price")) is not None and sale >= price:
+            # The shop charges the lower price: such a "sale" never applies, and an e-mail must not show it.
+            for name in SALE_FIELDS:
+                out.pop(name, None)
+            self.sales_not_below += 1
         return out, [*problems, *own_problems]
 
     def _own(self, values: dict[str, str]) -> tuple[dict, dict, tuple]:
@@ -382,22 +450,25 @@ class MappedReader:
                 out[key] = value
         return out, attributes, problems
 
-    def _parent(self, values: dict[str, str], by: str, columns: tuple[str, ...], parents: dict[str, dict[str, str]]) -> None:
-        """Fill a child row's empty ``columns`` from its parent row; remember a parent's cells under its names.
+    def _parent(self, values: dict[str, str], by: str, groups: tuple[tuple[str, ...], ...],
+                parents: dict[str, dict[str, str]]) -> None:
+        """Fill a child row's empty cells from its parent row; remember a parent's cells under its names.
 
         The parent comes first in the file (WooCommerce exports by id, and a
         variation is made after its product); a child whose parent the file
-        lacks keeps its own cells.
+        lacks keeps its own cells. A group of columns is taken whole, and only
+        by a child that has none of them: a Shopware variant with a price of its
+        own and no list price is not on sale, whatever its parent's list price.
         """
         reference = values.get(by, "").strip()
         if reference:
             inherited = parents.get(reference)
             if inherited:
-                for column, value in inherited.items():
-                    if not values.get(column, "").strip():
-                        values[column] = value
+                for group in groups:
+                    if not any(values.get(c, "").strip() for c in group):
+                        values.update((c, inherited[c]) for c in group if c in inherited)
             return
-        kept = {c: values[c] for c in columns if values.get(c, "").strip()}
+        kept = {c: values[c] for group in groups for c in group if values.get(c, "").strip()}
         if kept:
             for parts in self.mapping.parent_names:
                 name = self._fill(parts, values)
@@ -416,6 +487,15 @@ class MappedReader:
             else:
                 pieces.append(part)
         return "".join(pieces)
+
+
+@dataclass(slots=True)
+class _Translation(Record):
+    """A row that translates the product before it (``translations``): its fields, its cells' problems, its language's cell."""
+
+    problems: Sequence[tuple] = ()
+    code: str = ""
+    sources: frozenset[str] = frozenset()
 
 
 def _parent_sources(m: Mapping, taken: bool = True) -> list[str]:

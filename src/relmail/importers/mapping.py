@@ -19,15 +19,18 @@ The format (every key but ``kind`` and ``columns`` is optional)::
     duplicates: {merge: true, prefer: created_at, latest: [attributes.last_active]}   # two rows of one address: one customer
     consent_no: opt-out              # customers: a "no" is an unsubscribe (a list's status), not an unticked box
     group: {by: Name, first_row: [Email, Created at]}   # rows of one order; fields only on its first row
-    skip_rows: {blank: [Variant Price], reason: image rows}
+    skip_rows: {blank: [Variant Price], reason: image rows}   # or equals: {E-mail: [demo@shop.example]}
     parent: {by: Parent, names: ["{SKU}", "id:{ID}"], columns: [Categories]}   # a child row's empty cells from its parent row
     items: {column: Items, separator: "|", pattern: '(?P<quantity>\\d+)x (?P<sku>.*)'}   # orders: one cell lists the lines
+    translations: {by: store_view_code, fields: [name], languages: {german: de}}   # rows that translate the row before
+    sale_below_price: true           # products: a sale price not below the price is no sale (the shop charges the lower)
     columns:
       Klantnummer: id
       E-mail: email
       Aangemeld: {to: created_at, parse: time}
       Laatste bezoek: {to: attributes.last_visit, parse: time, format: ["%Y-%m-%d %H:%M:%S", "%d-%m-%Y %H:%M"],
                        blank: ["0000-00-00 00:00:00"]}   # formats tried in order; words for no time
+      Sale ends: {to: sale_ends_at, parse: time, end_of_day: true}   # "to 30/11", inclusive: 1 December 00:00
       Nieuwsbrief: {to: consent, parse: yes_no, true: [ja], false: [nee]}
       Partneraanbiedingen: {to: consent.partner-offers, parse: yes_no}   # one topic's consent
       Omzet: {to: attributes.revenue, parse: money, currency: EUR, decimal: ","}
@@ -77,7 +80,7 @@ VARIABLES = ("brand.url", "brand.name")
 
 _TOP = ("kind", "description", "times", "spreadsheet_quotes", "match", "group", "skip_rows", "columns", "drop",
         "other_columns", "fields", "when_header_has", "when_file_named", "parent", "unknown_customers", "refuse", "items",
-        "consent_no", "duplicates", "accounts")
+        "consent_no", "duplicates", "translations", "sale_below_price", "accounts")
 _OPTIONS = ("to", "parse", "optional", "default") + tuple(sorted({o for _, opts in PARSERS.values() for o in opts}))
 _PLACEHOLDER = re.compile(r"\{([^{}]+)\}")
 
@@ -145,6 +148,8 @@ class Mapping:
     group_by: str | None = None
     first_row: tuple[str, ...] = ()
     skip_blank: tuple[str, ...] = ()
+    #: ``skip_rows.equals``: (column, its values in lower case); a row with one of them in a column the file has is skipped.
+    skip_equals: tuple[tuple[str, frozenset[str]], ...] = ()
     skip_reason: str = "rows skipped"
     when_header_has: tuple[str, ...] = ()
     #: For a variant picked by its columns: the file names (patterns) it may read without being named.
@@ -153,6 +158,9 @@ class Mapping:
     parent_by: str | None = None
     parent_names: tuple[tuple[str, ...], ...] = ()
     parent_columns: tuple[str, ...] = ()
+    #: The same columns as the units a child takes: a column alone, or columns taken together only when the child
+    #: has none of them (Shopware inherits a variant's price, gross and list price, as one).
+    parent_groups: tuple[tuple[str, ...], ...] = ()
     #: Orders: skip (and count) the lines whose address no customer has, instead of refusing the file.
     skip_unknown_customers: bool = False
     #: Orders: whose account numbers ``account`` holds (``woocommerce``), the key of the links an import remembers
@@ -165,6 +173,13 @@ class Mapping:
     items_column: str | None = None
     items_separator: str = "|"
     items_pattern: re.Pattern | None = None
+    #: ``translations`` (products): the column whose non-blank cell makes a row a translation of the row before it,
+    #: the fields it translates, and the cell -> language where the cell is not itself a language code.
+    translate_by: str | None = None
+    translate_fields: tuple[str, ...] = ()
+    translate_languages: dict[str, str] = field(default_factory=dict)
+    #: Products: a sale price that is not below the price is no sale (Magento charges the lower of the two).
+    sale_below_price: bool = False
     description: str | None = None
     #: Key path -> line in the mapping file, for errors found when it meets a file's header.
     lines: dict[str, int] = field(default_factory=dict, repr=False)
@@ -364,22 +379,33 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         bad("group.by", "group needs 'by': the column that names the order or product of each row")
     skip = _mapping(data.get("skip_rows", {}), "skip_rows", bad)
     for key in skip:
-        if key not in ("blank", "reason"):
-            bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records) and 'reason'")
-    if skip and not skip.get("blank"):
-        bad("skip_rows.blank", "skip_rows needs 'blank': the columns that are empty on the rows to skip")
+        if key not in ("blank", "equals", "reason"):
+            bad(f"skip_rows.{key}", "skip_rows has 'blank' (rows where these columns are all empty are not records), "
+                                    "'equals' (rows with one of these values in a column are not records) and 'reason'")
+    if skip and not skip.get("blank") and not skip.get("equals"):
+        bad("skip_rows", "skip_rows needs 'blank' (the columns that are empty on the rows to skip) or 'equals' "
+                         "(columns and the values the rows to skip have in them)")
+    skip_equals = _skip_equals(_mapping(skip.get("equals", {}), "skip_rows.equals", bad), bad)
     parent = _mapping(data.get("parent", {}), "parent", bad)
     for key in parent:
         if key not in ("by", "names", "columns"):
             bad(f"parent.{key}", "parent has 'by' (the column naming a row's parent), 'names' (how a row is named there) "
                                  "and 'columns' (the cells a child row takes from its parent when its own are empty)")
     parent_names = tuple(tuple(_PLACEHOLDER.split(t)) for t in _strings(parent.get("names", []), "parent.names", bad))
-    parent_columns = tuple(_strings(parent.get("columns", []), "parent.columns", bad))
+    parent_groups = _column_groups(parent.get("columns", []), "parent.columns", bad)
+    parent_columns = tuple(c for group in parent_groups for c in group)
     if parent and (not isinstance(parent.get("by"), str) or not parent_names or not parent_columns):
         bad("parent", "parent needs 'by', 'names' and 'columns'")
     if parent and declared not in WITH_ATTRIBUTES:
         bad("parent", "parent is for customers and products")
     items = _items(_mapping(data.get("items", {}), "items", bad), declared, bad)
+    translate = _translations(_mapping(data.get("translations", {}), "translations", bad), declared,
+                              {o.target for o in outputs}, bad)
+    below = data.get("sale_below_price", False)
+    if not isinstance(below, bool):
+        bad("sale_below_price", "sale_below_price must be true or false")
+    elif below and (declared != "products" or "sale_price" not in {o.target for o in outputs}):
+        bad("sale_below_price", "sale_below_price is for products whose mapping fills sale_price")
     if problems:
         raise ValidationError(f"{file}: invalid mapping", problems)
     return Mapping(
@@ -396,18 +422,24 @@ def parse_mapping(text: str, file: str, kind: str | None = None, name: str | Non
         group_by=group.get("by"),
         first_row=tuple(_strings(group.get("first_row", []), "group.first_row", bad)),
         skip_blank=tuple(_strings(skip.get("blank", []), "skip_rows.blank", bad)),
+        skip_equals=skip_equals,
         skip_reason=str(skip.get("reason") or "rows skipped"),
         when_header_has=tuple(_strings(data.get("when_header_has", []), "when_header_has", bad)),
         when_file_named=tuple(_strings(data.get("when_file_named", []), "when_file_named", bad)),
         parent_by=parent.get("by"),
         parent_names=parent_names,
         parent_columns=parent_columns,
+        parent_groups=parent_groups,
         skip_unknown_customers=unknown == "skip",
         accounts=accounts.strip() if isinstance(accounts, str) else None,
         refuse=refuse.strip() if isinstance(refuse, str) else None,
         items_column=items[0],
         items_separator=items[1],
         items_pattern=items[2],
+        translate_by=translate[0],
+        translate_fields=translate[1],
+        translate_languages=translate[2],
+        sale_below_price=below is True,
         description=str(data["description"]) if data.get("description") else None,
         lines=lines,
     )
@@ -436,6 +468,38 @@ def _duplicates(value: Any, kind: str, match: str | None, targets: tuple[str, ..
             bad("duplicates", f"{name!r} is not a field of {kind}: prefer and latest name fields (created_at, attributes.NAME)")
     return Merge(prefer=prefer if isinstance(prefer, str) else None,
                  latest=tuple(n for n in latest if isinstance(n, str)) if isinstance(latest, list) else ())
+
+
+#: A language code as a store view may be named: ``de``, ``de_at``, ``pt-BR``.
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}(?:[_-][a-z0-9]{2,4})?", re.IGNORECASE)
+
+
+def _translations(value: dict, kind: str, targets: set[str], bad) -> tuple[str | None, tuple[str, ...], dict[str, str]]:
+    """``translations``: (the column marking a translation row, the fields it translates, its cells' languages)."""
+    if not value:
+        return None, (), {}
+    for key in value:
+        if key not in ("by", "fields", "languages"):
+            bad(f"translations.{key}", "translations has 'by' (the column naming a row's language), 'fields' (what it "
+                                       "translates) and 'languages' (a cell that is no language code -> its language)")
+    by, fields, languages = value.get("by"), value.get("fields"), value.get("languages", {})
+    if kind != "products":
+        bad("translations", "translations is for products")
+    if not isinstance(by, str) or not by:
+        bad("translations.by", "translations needs 'by': the column that is empty on a product's own row and names "
+                               "the language (or store view) on the rows that translate it")
+    names = _strings(fields if fields is not None else [], "translations.fields", bad)
+    if not names:
+        bad("translations.fields", "translations needs 'fields': the fields a translation row gives (name, attributes.NAME)")
+    for name in names:
+        if name not in targets:
+            bad("translations.fields", f"'{name}' is no field this mapping fills: translations name fields (name, "
+                                       "attributes.NAME) that columns or fields fill")
+    if not isinstance(languages, dict) or not all(
+            isinstance(v, str) and LANGUAGE_CODE.fullmatch(v) for v in languages.values()):
+        bad("translations.languages", "languages maps a cell to a language code (german: de, swiss: de_CH)")
+        languages = {}
+    return (by if isinstance(by, str) else None), tuple(names), {str(k): v for k, v in languages.items()}
 
 
 def _items(items: dict, kind: str, bad) -> tuple[str | None, str, re.Pattern | None]:
@@ -611,7 +675,7 @@ class _Spec:
                     # times have no zone, and each one says so.
                     zone = self.timezone
                 parse_time = make_time(options.get("format"), zone, suggest=not own_format, blank=options.get("blank", ()),
-                                       ahead=target in AHEAD)
+                                       ahead=target in AHEAD, end_of_day=options.get("end_of_day", False))
                 if target is not None and target.startswith("attributes."):
                     # Attributes are stored as JSON, which has no time: the ISO 8601 text, in UTC as every stored time.
                     return lambda value: None if (when := parse_time(value)) is None else when.isoformat()
@@ -643,6 +707,18 @@ def _mapping(value: Any, path: str, bad) -> dict:
     return value
 
 
+def _skip_equals(equals: dict, bad) -> tuple[tuple[str, frozenset[str]], ...]:
+    """``skip_rows.equals`` as (column, lower-case values): compared without regard to case or surrounding spaces."""
+    out = []
+    for column, values in equals.items():
+        listed = [values] if isinstance(values, str) else values
+        if not isinstance(listed, list) or not listed or not all(isinstance(v, str) for v in listed):
+            bad(f"skip_rows.equals.{column}", "expected the values (a list of texts) that mark a row to skip")
+            continue
+        out.append((str(column), frozenset(v.strip().lower() for v in listed)))
+    return tuple(out)
+
+
 def _strings(value: Any, path: str, bad):
     if isinstance(value, str):
         value = [value]
@@ -650,6 +726,17 @@ def _strings(value: Any, path: str, bad):
         bad(path, "expected a list of column names")
         return []
     return value
+
+
+def _column_groups(value: Any, path: str, bad) -> tuple[tuple[str, ...], ...]:
+    """``parent.columns``: column names, each alone or in a list of columns a child takes together."""
+    if isinstance(value, str):
+        value = [value]
+    if isinstance(value, list) and all(isinstance(v, str) or (isinstance(v, list) and v and all(isinstance(c, str) for c in v))
+                                       for v in value):
+        return tuple((v,) if isinstance(v, str) else tuple(v) for v in value)
+    bad(path, "expected a list of column names, each alone or in a list of columns a child row takes together")
+    return ()
 
 
 def _compose(text: str, file: str) -> tuple[Any, dict[str, int]]:

@@ -227,7 +227,8 @@ def import_file(
                     run.sink.close()
                 if mapped is not None:
                     # Rows of the file: an order whose lines are listed in one cell is one row, its lines several records.
-                    run.read += sum(mapped.skipped.values()) - mapped.extra_lines
+                    # Rows that translated a product are rows of the file too, merged into that product.
+                    run.read += sum(mapped.skipped.values()) - mapped.extra_lines + mapped.translations
                     _check_marks(mapped, src.name, run.problems)
                 run.finish()  # raises ValidationError, which rolls the transaction back
                 listing = getattr(run.sink, "listing", None)
@@ -263,10 +264,18 @@ def import_file(
             flagged_lines=run.flagged_lines,
             flagged_reasons=run.flagged_reasons,
             skipped=dict(mapped.skipped) if mapped is not None else {},
-            details=dict(run.sink.details),
+            details={**run.sink.details, **_mapped_details(mapped)},
         )
     finally:
         src.close()
+
+
+def _mapped_details(mapped: MappedReader | None) -> dict[str, int]:
+    """What the mapping did besides skipping rows: rows that translated a product, sales left out."""
+    if mapped is None:
+        return {}
+    counts = {"translation_rows": mapped.translations, "sales_not_below_price": mapped.sales_not_below}
+    return {k: n for k, n in counts.items() if n}
 
 
 def _fitting(header: list[str] | None, name: str) -> str:

@@ -19,7 +19,7 @@ import re
 import unicodedata
 import zoneinfo
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from html import unescape
 from typing import Any
@@ -72,7 +72,7 @@ def remembered(parse: Parser, size: int) -> Parser:
 
 
 def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool = False, blank: Any = (),
-              ahead: bool = False) -> Parser:
+              ahead: bool = False, end_of_day: bool = False) -> Parser:
     """A date-time in ``fmt`` (strftime codes; None: ISO 8601), in ``timezone`` when the value has no offset; returned in UTC.
 
     ``fmt`` may be a list of formats, tried in order: a shop system whose
@@ -81,7 +81,11 @@ def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool =
     and ``07/12/2026 14:03:22``). ``blank``: words that stand for no time
     (MySQL's zero date ``0000-00-00 00:00:00``); such a cell is no value.
     ``ahead``: the time may lie in the future (when a sale ends), not only
-    before 1900 is refused.
+    before 1900 is refused. ``end_of_day``: the cell names the last day of
+    something (a sale that runs "to 30 November", inclusive), and the value is
+    the moment that day is over: 00:00 of the next day in ``timezone`` (or in
+    the cell's offset), whatever the cell's time of day. Where the clocks
+    change at midnight, that is the moment the next day begins.
 
     A value without an offset and a mapping without ``timezone`` is an error:
     a guessed zone shifts every comparison by hours. With ``suggest`` (the
@@ -90,6 +94,8 @@ def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool =
     (``14-03-2026 10:12``) names the option that reads it.
     """
     zone = _zone(timezone) if timezone else None
+    if not isinstance(end_of_day, bool):
+        raise ValueError("end_of_day must be true or false")
     formats = _formats(fmt)
     blanks = frozenset(_words(blank))
     shapes = [(f, _ISO_SHAPES.get(f) if f else None) for f in formats]
@@ -117,10 +123,16 @@ def make_time(fmt: str | list[str] | None, timezone: str | None, suggest: bool =
         except ValueError as exc:
             hint = _resaved_hint(text) if suggest else ""
             raise FieldError(_time_problem(text, expected, exc) + hint) from None
+        if end_of_day:
+            # Midnight of the next day on the wall clock, then localized: a day across a change of the clocks is
+            # 23 or 25 hours long, not 24.
+            parsed = datetime.combine(parsed.date() + timedelta(days=1), datetime.min.time(), parsed.tzinfo)
         if parsed.tzinfo is None or parsed.utcoffset() is None:
             if zone is None:
                 raise FieldError(f"{_short(text)} has no time zone: give the column a 'timezone' in the mapping")
-            parsed = _local(parsed, zone, text)
+            # A midnight the clocks skip (they go forward at 00:00): read in the offset before the change, it is
+            # the moment they jump, the first moment of the next day.
+            parsed = parsed.replace(tzinfo=zone) if end_of_day else _local(parsed, zone, text)
         if ahead:
             if parsed < EARLIEST:
                 raise FieldError(f"implausible time: {_short(text)} lies before {EARLIEST.year} (a placeholder for 'unknown'?)")
@@ -420,12 +432,13 @@ def make_slug(last: str | None = None, split: str | None = None, escape: str | N
     With ``last`` (``">"``), only the last part of a path such as Shopify's
     product category ``Media > Books > Print Books`` -> ``print-books``.
     With ``split`` (``","``), only the first item of a list, before ``last``
-    applies: WooCommerce's ``Boeken > Romans, Cadeaus`` -> ``romans`` (``escape`` as for lists).
+    applies: WooCommerce's ``Boeken > Romans, Cadeaus`` -> ``romans`` (``escape`` as for lists,
+    and for ``last``: Magento writes a ``/`` inside a category's name as ``\\/``).
     """
 
     def parse(value: str) -> str:
         text = _first_item(value, split, escape)
-        text = text.rsplit(last, 1)[-1] if last else text
+        text = split_items(text, last, escape)[-1] if last else text
         slug = _slugify(text)
         if not slug:
             raise FieldError(f"{_short(value)} has no letters or digits to make an id from")
@@ -513,7 +526,8 @@ PARSERS: dict[str, tuple[Callable[..., Parser], tuple[str, ...]]] = {
     "number": (lambda: number(), ()),
     "money": (lambda currency=None, decimal=None: make_money(currency, decimal), ("currency", "decimal")),
     "yes_no": (lambda true=(), false=(): make_yes_no(tuple(true), tuple(false)), ("true", "false")),
-    "time": (lambda format=None, timezone=None, blank=(): make_time(format, timezone, blank=blank), ("format", "timezone", "blank")),
+    "time": (lambda format=None, timezone=None, blank=(), end_of_day=False: make_time(format, timezone, blank=blank, end_of_day=end_of_day),
+             ("format", "timezone", "blank", "end_of_day")),
     "list": (lambda separator=",", escape=None: make_list(separator, escape), ("separator", "escape")),
     "slug": (lambda last=None, split=None, escape=None: make_slug(last, split, escape), ("last", "split", "escape")),
     "lookup": (lambda values=None: make_lookup(values), ("values",)),

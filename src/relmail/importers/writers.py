@@ -28,7 +28,7 @@ from ..store.addresses import address_hash, salt
 from ..store.models import EMAIL_LOWER, Customer, Suppression
 from ..windows import current_time
 from .addresses import customers_by_address
-from .complete import Listing, relist
+from .complete import Listing, relist, still_removed
 from .history import UNDATED, MailboxConsent, PreferenceHistory
 from .loader import LOOKUP_BATCH, Loader, SuppressionLink, batched, one_of, upsert_statement
 from .mapping import Merge
@@ -143,7 +143,7 @@ class CustomersWriter(TableWriter):
                         "kept_opted_out": 0, "undated_opt_outs": 0, "undated_opt_ins": 0, "undated_opt_ins_kept_out": 0,
                         "suppressed_addresses": 0, "matched_by_email": 0, "shared_addresses": 0,
                         "consent_shared_addresses": 0, "consent_shared_records": 0, "consent_shared_kept_out": 0,
-                        "relisted": 0}
+                        "relisted": 0, "address_changed": 0, "still_removed": 0}
         if merge is not None:
             self.details["merged_rows"] = 0
         #: The file's addresses, lower-cased: checked for other customers with the same mailbox after the last chunk.
@@ -152,6 +152,8 @@ class CustomersWriter(TableWriter):
         self.mailboxes: dict[str, tuple[int, str, str]] = {}
         #: The consent of the rows whose address other customers have too: theirs as well (see :class:`MailboxConsent`).
         self.mailbox = MailboxConsent(conn, run.name, self.now)
+        #: ``match: email``: the stored customers rows found by their address, not by their id.
+        self.found_by_address: set[str] = set()
 
     def check(self, line: int, row: dict[str, Any]) -> list[tuple[str | None, str]]:
         """Besides a duplicate id, with ``match: email``: a second row of one address (in any case), wherever the
@@ -183,11 +185,16 @@ class CustomersWriter(TableWriter):
         rows = [row for _, row in pending]
         self._keep_stored(rows)
         self._undated_changes(rows)
+        self._count_address_changes(rows)
         super().write(pending)
         self.run.imported -= again  # customers an earlier chunk imported
         self.addresses.update(row["email"].lower() for row in rows if row.get("email"))
         ids = [row["id"] for row in rows]
-        self.details["relisted"] += relist(self.conn, ids)
+        # A row that found its customer by address (a mailing list's member) does not undo the shop's removal.
+        self.details["relisted"] += relist(self.conn, [i for i in ids if i not in self.found_by_address])
+        if self.found_by_address:
+            self.details["still_removed"] += still_removed(self.conn, [i for i in ids if i in self.found_by_address])
+            self.found_by_address.clear()
         if self.listing is not None:
             self.listing.add(ids)
         self.link.apply(rows)
@@ -215,6 +222,18 @@ class CustomersWriter(TableWriter):
             for c in FALLBACK_COLUMNS:
                 if row[c].__class__ is Fallback:
                     row[c] = str(row[c])
+
+    def _count_address_changes(self, rows: list[dict[str, Any]]) -> None:
+        """Count the stored customers this chunk gives another address (not merely another case): said after the import.
+
+        The file's address replaces the stored one, as a shop's export of its customers should. But an older
+        export (a newsletter module's file kept from last week) imported after a newer one silently puts an old
+        address back, and the next e-mail goes there: the count makes that visible. One look-up per chunk.
+        """
+        given = {row["id"]: row["email"].lower() for row in rows if row.get("email")}
+        for condition in one_of(self.conn, C.c.id, set(given)):
+            for cid, email in self.conn.execute(select(C.c.id, C.c.email).where(condition)):
+                self.details["address_changed"] += bool(email) and email.lower() != given[cid]
 
     def finish(self) -> None:
         """Count the file's addresses that more than one customer has (another id, or the same mailbox in another case).
@@ -261,6 +280,7 @@ class CustomersWriter(TableWriter):
                     continue
                 row["id"] = owner
                 self.details["matched_by_email"] += 1
+                self.found_by_address.add(owner)
             first = self.owners.setdefault(row["id"], record.line)
             if first != record.line and not row.get("_merged"):
                 self.run.reject(record, [("email", f"customer {row['id']!r} (this address) is also on line {first}")])

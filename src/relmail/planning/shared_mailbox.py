@@ -30,7 +30,8 @@ and before the rules run:
   every id after the mailbox's last one count together
   (``REPEATED_SOFT_BOUNCE``);
 - what the mailbox received and did counts whole: e-mails sent and planned
-  (the frequency caps, the topic caps, a message already sent), opens (fatigue),
+  (the frequency caps, the topic caps, a message already sent), products bought
+  (``OWNS_PRODUCT``: a guest checkout's teapot is the account's too), opens (fatigue),
   service tickets (open and recent), the smallest frequency wish, and the
   hold-outs of earlier runs (``HELD_OUT``: the mailbox stays in the control group).
 
@@ -74,7 +75,7 @@ CHUNK = 5_000
 SUMMED = ("sends_7", "sends_30", "sends_90", "opens_30", "opens_90", "planned_7", "planned_30", "open_tickets")
 #: The same per message context ``k``: ``k.<suffix>``.
 SUMMED_PER_MESSAGE = ("topic_sends_7", "topic_sends_30", "topic_planned_7", "topic_planned_30", "already_sent", "planned_same",
-                      "recent_tickets", "held_out")
+                      "recent_tickets", "held_out", "owns_product")
 
 
 def add_columns(frame: FeatureFrame) -> None:
@@ -138,7 +139,8 @@ def read(conn: Connection, audience: np.ndarray, as_of, contexts: dict[str, Feat
         for suffix in SUMMED_PER_MESSAGE:
             name = f"{key}.{suffix}"
             if name in theirs:
-                out[name] = np.minimum(total(theirs[name]), 1.0) if suffix == "already_sent" else total(theirs[name])
+                yes_no = suffix in ("already_sent", "owns_product")
+                out[name] = np.minimum(total(theirs[name]), 1.0) if yes_no else total(theirs[name])
     out["fatigue"] = fatigue(out["sends_30"], out["sends_90"], out["opens_30"], out["opens_90"])
     out["frequency_wish"] = _smallest(box, theirs["frequency_wish"], boxes)[box]
     out["address_shared"] = np.bincount(box, minlength=boxes)[box] - 1.0
@@ -226,6 +228,9 @@ def _counts(conn: Connection, ids: np.ndarray, as_of, contexts: dict, campaign: 
                    q.preferences(scope, as_of, dialect, contexts)]
         if current and contexts:
             queries.append(q.sent(scope, as_of, contexts, tz))
+        owners = q.ownership(scope, as_of, contexts)
+        if owners is not None:
+            queries.append(owners)
         for query in queries:
             keys, values = query.decode(*fetch_columns(conn, query.stmt))
             mask, pos = align(chunk, keys)

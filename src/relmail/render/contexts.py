@@ -4,8 +4,9 @@ A context is the customer's own fields, the message's featured products
 (``featured``), the catalogue (``product("SKU")``) and up to three
 recommended products (``products``): from the categories the customer
 bought or viewed most in the year before the run, never one they already
-own and never a featured one, so a template that shows the featured product
-and then "also for you" shows it once.
+own, never one not available (``attributes.available`` false) and never a
+featured one, so a template that shows the featured product and then "also
+for you" shows it once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
@@ -47,6 +49,16 @@ def load_prices(conn: Connection) -> Prices:
 def load_catalog(conn: Connection, at: datetime) -> Catalog:
     """Every product by id, as templates see it at ``at``: ``price`` is what the customer pays then."""
     return load_prices(conn).at(at)
+
+
+def available(product: Mapping[str, Any]) -> bool:
+    """False for a product the catalogue says is not available (``attributes.available`` false): never recommended.
+
+    A product the shop disabled (PrestaShop's ``active`` 0) has no page: a
+    recommendation of it is a link to "product not available". Featuring one
+    stays the campaign's explicit choice.
+    """
+    return (product.get("attributes") or {}).get("available") is not False
 
 
 def customer_contexts(
@@ -84,6 +96,8 @@ def customer_contexts(
         owned.setdefault(cid, set()).add(pid)
     by_category: dict[str, list[str]] = {}
     for pid, product in catalog.items():
+        if not available(product):
+            continue
         by_category.setdefault(product["category"], []).append(pid)
 
     shown = [catalog[p] for p in featured if p in catalog]

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlsplit
 from markupsafe import Markup
 
 from .. import tokens
+from ..delivery.idn import to_ascii
 from ..errors import ConfigError
 
 _UTM_KEYS = ("utm_source", "utm_medium", "utm_campaign", "utm_term", "utm_content", "utm_id")
@@ -167,7 +168,7 @@ def checked_unsubscribe(base_url: str, mailto: str | None, where: str = "relmail
 def _idna(domain: str) -> str | None:
     """The ASCII form of a domain, or None when it has none."""
     try:
-        return domain.encode("idna").decode("ascii")
+        return to_ascii(domain)
     except UnicodeError:
         return None
 

@@ -27,6 +27,7 @@ import re
 import time
 from email.utils import formatdate
 
+from ..delivery.idn import to_ascii
 from ..errors import TemplateError
 from ..windows import ENV_NOW, current_time
 
@@ -103,7 +104,7 @@ def ascii_domain(email: str) -> str:
     if not at or domain.isascii():
         return email
     try:
-        return f"{local}@{domain.encode('idna').decode('ascii')}"
+        return f"{local}@{to_ascii(domain)}"
     except UnicodeError:
         return email
 
@@ -117,7 +118,7 @@ def _ascii_address(email: str, shown: str | None = None) -> str:
         raise TemplateError(f"{shown} has a non-ASCII local part, which needs SMTPUTF8")
     if not domain.isascii():
         try:
-            domain = domain.encode("idna").decode("ascii")
+            domain = to_ascii(domain)
         except UnicodeError:
             raise TemplateError(f"{shown} has an invalid domain") from None
     if any(c in email for c in "<>\r\n\" ,"):

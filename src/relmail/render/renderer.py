@@ -9,12 +9,13 @@ and the body encodings.
 from __future__ import annotations
 
 import html as html_lib
-from collections.abc import Iterable, Iterator, Mapping
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from ..errors import TemplateError
+from ..windows import current_time
 from .bounds import LOCATE_SECONDS, LimitExceeded, collect, render_bounded, run_bounded
 from .catalog import catalog_variables, has_localized, localized
 from .compiler import CompiledMessage, Compiler, cached_languages
@@ -26,7 +27,13 @@ from .text import tidy
 
 
 class Renderer(Compiler):
-    """Renders a project's e-mails from its compiled templates (see :class:`~relmail.render.compiler.Compiler`)."""
+    """Renders a project's e-mails from its compiled templates (see :class:`~relmail.render.compiler.Compiler`).
+
+    ``clock`` gives the templates' ``now``: relmail's clock (``$RELMAIL_NOW`` when set), or the send's own
+    (:class:`relmail.sending.batcher.Batcher` sets it), the moment that also prices the products.
+    """
+
+    clock: Callable[[], datetime] = staticmethod(current_time)
 
     def context(self, compiled: CompiledMessage, ctx: CustomerContext, token: str) -> dict[str, Any]:
         """The template variables for one customer (see docs/readme/render.md for the list)."""
@@ -64,7 +71,7 @@ class Renderer(Compiler):
             "data": ctx.data,
             "locale": locale,
             "timezone": ctx.timezone or self.settings.timezone,
-            "now": datetime.now(UTC),
+            "now": self.clock(),
             "preheader": "",
         }
 

@@ -1,10 +1,14 @@
-"""OWNS_PRODUCT: no advert for a product the customer already bought."""
+"""OWNS_PRODUCT: no advert for a product the customer already bought.
+
+Bought under any customer id of the address: a guest checkout's purchase is
+the registered account's too (:mod:`relmail.planning.shared_mailbox`).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import Rule, RuleFindings
+from .base import Rule, RuleFindings, whole_mailbox
 
 if TYPE_CHECKING:
     from ..campaigns.model import Message, Policy
@@ -14,7 +18,7 @@ if TYPE_CHECKING:
 class OwnsProduct(Rule):
     code = "OWNS_PRODUCT"
     summary = "already owns the featured product"
-    columns = ("k.owns_product",)
+    columns = ("k.owns_product", "address_shared")
 
     def applies(self, message: Message) -> bool:
         # A usage tip is *for* owners; a service message is about what they own.
@@ -25,4 +29,4 @@ class OwnsProduct(Rule):
 
     def explain(self, logged) -> str:
         products = logged.get("products") or "the featured product"
-        return f"already owns {products}"
+        return f"already owns {products}" + whole_mailbox(logged)

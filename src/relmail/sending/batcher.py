@@ -45,6 +45,7 @@ class Batcher:
         self.engine, self.camp, self.run_id, self.as_of, self.clock = engine, camp, run_id, as_of, clock
         self.domain = project.settings.sender.domain
         self.renderer = Renderer(project)
+        self.renderer.clock = clock  # the templates' now: the moment the batch is rendered, as its prices
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
         self.featured = {m.id: tuple(m.products) for m in camp.messages}
         with engine.begin() as conn:

@@ -85,6 +85,9 @@ class Customer(SQLModel, table=True):
     #: the customer (an account deleted or merged in the shop): kept, never mailed from then on (REMOVED_FROM_SHOP).
     #: None while the shop lists the customer; an import that names the customer again clears it.
     removed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
+    #: When a complete customers export first listed the customer; None for someone only a mailing list or a
+    #: newsletter form brought in, whom a complete export of the shop's customers never removes (after its first).
+    listed_at: datetime | None = Field(default=None, sa_column=Column(UTCDateTime, nullable=True))
 
 
 #: The few customers a complete export no longer listed: what an import that names customers again looks up.

@@ -9,15 +9,15 @@ A weekly import of last week's orders has the account's other orders in
 earlier files: the link is now kept here, per source (the mapping that read
 the number), so a later file finds it.
 
-Revision ID: 0021
-Revises: 0020
+Revision ID: 0022
+Revises: 0021
 Create Date: 2026-12-08 00:30:00.000000
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0021'
-down_revision = '0020'
+revision = '0022'
+down_revision = '0021'
 branch_labels = None
 depends_on = None
 
