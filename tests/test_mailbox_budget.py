@@ -11,7 +11,8 @@ from relmail.planning.why import explain, format_explanations
 from relmail.store.models import Decision, Delivery
 from test_plan import AS_OF, DAY, WINDOW, _customer, _ev, insert_shop
 
-#: Two messages, one e-mail per customer and run; the promo features the e-bike.
+#: Two messages, one e-mail per customer and run; the promo features the e-bike (``new-customers-only``: whether a
+#: customer id is new is its own, so a guest checkout of last month and an account of long ago differ).
 CAMPAIGN = """\
 title: One a run
 policy:
@@ -26,7 +27,7 @@ messages:
     topic: promotions
     segments: [everyone]
     products: [EB-200]
-    offer: promotion
+    offer: {offer}
     value: 10
   - id: news
     template: newsletter
@@ -37,8 +38,10 @@ messages:
 """
 
 
-def _write(project, name: str = "budget", max_: int = 1, cap: str = "{7d: 3, 30d: 10}", share: float = 0.0) -> str:
-    (project.campaigns_dir / f"{name}.yml").write_text(CAMPAIGN.format(max=max_, cap=cap, share=share), encoding="utf-8")
+def _write(project, name: str = "budget", max_: int = 1, cap: str = "{7d: 3, 30d: 10}", share: float = 0.0,
+           offer: str = "new-customers-only") -> str:
+    (project.campaigns_dir / f"{name}.yml").write_text(CAMPAIGN.format(max=max_, cap=cap, share=share, offer=offer),
+                                                       encoding="utf-8")
     return name
 
 
@@ -48,13 +51,12 @@ def _opted_in(cid: str) -> list[dict]:
 
 
 def _shop(engine, events: list[dict] | None = None) -> None:
-    """Dora as a guest (C-GUEST) and with an account (C-DORA, another case); the account owns the e-bike,
-    so each id's best message differs: the guest's is the promo, the account's the newsletter."""
-    customers = [_customer("C-GUEST", 400, "dora@example.org"), _customer("C-DORA", 400, " Dora@Example.ORG"),
-                 _customer("C-SOLO", 400, "solo@example.org")]
+    """Dora as a new guest (C-GUEST) and with an account of long ago (C-DORA, another case): the promo is for new
+    customers, so each id's best message differs: the guest's is the promo, the account's the newsletter."""
+    customers = [_customer("C-GUEST", 30, "dora@example.org"), _customer("C-DORA", 400, " Dora@Example.ORG"),
+                 _customer("C-SOLO", 30, "solo@example.org")]
     prefs = [p for c in customers for p in _opted_in(c["id"])]
-    events = (events or []) + [_ev("C-DORA", "purchase", 100, product_id="EB-200", value=2499.0),
-                               _ev("C-SOLO", "view", 3, product_id="EB-200")]
+    events = (events or []) + [_ev("C-SOLO", "view", 3, product_id="EB-200")]
     insert_shop(engine, customers, prefs, events)
 
 
@@ -69,7 +71,7 @@ def test_two_ids_of_one_mailbox_get_at_most_the_runs_budget_together(project, en
     memory = {(r["customer_id"], r["message_id"]): r for r in result.decisions.records()}
     ledger = _ledger(engine)
     for by in (memory, ledger):
-        # Each id alone would get its best message: the guest the promo, the account (who owns the e-bike) the
+        # Each id alone would get its best message: the guest the promo, the account (not new) the
         # newsletter. The mailbox's one e-mail is the promo, worth more.
         assert by[("C-GUEST", "promo")]["action"] == "send"
         assert by[("C-DORA", "news")]["action"] == "suppress"
@@ -123,7 +125,7 @@ def test_a_mailbox_is_in_one_arm_of_each_messages_experiment_and_lone_customers_
     insert_shop(engine, customers, [p for c in customers for p in _opted_in(c["id"])],
                 [_ev(c["id"], "view", 3, product_id="EB-100") for c in customers])
     # Two e-mails a run: each id would get both messages, and be drawn for each.
-    result = plan(project, engine, _write(project, max_=2, share=0.5), window, as_of=AS_OF, dry_run=True)
+    result = plan(project, engine, _write(project, max_=2, share=0.5, offer="promotion"), window, as_of=AS_OF, dry_run=True)
     rows = list(result.decisions.records(False))
     arms: dict[tuple[str, str], set[str]] = {}
     for r in rows:
@@ -148,16 +150,15 @@ def test_a_mailbox_is_in_one_arm_of_each_messages_experiment_and_lone_customers_
 
 
 def test_why_says_what_became_of_the_message_a_decision_lost_to(project, engine):
-    """The guest owns the e-bike and opens e-mail: her newsletter is worth more than the account's promo, and is
-    the mailbox's one e-mail. The account's promo (its own best) loses the budget, and the account's newsletter,
+    """The guest is no new customer and opens e-mail: her newsletter is worth more than the new account's promo, and
+    is the mailbox's one e-mail. The account's promo (its own best) loses the budget, and the account's newsletter,
     which lost to that promo, must not read as if the account got the promo."""
-    customers = [_customer("C-GUEST", 400, "dora@example.org"), _customer("C-DORA", 400, " Dora@Example.ORG")]
+    customers = [_customer("C-GUEST", 400, "dora@example.org"), _customer("C-DORA", 30, " Dora@Example.ORG")]
     prefs = [p for c in customers for p in _opted_in(c["id"])]
     insert_shop(engine, customers, prefs, [
-        _ev("C-GUEST", "purchase", 20, product_id="EB-200", value=2499.0),
         _ev("C-GUEST", "email_opened", 5, message_id="x"), _ev("C-GUEST", "email_clicked", 5, message_id="x")])
     (project.campaigns_dir / "b.yml").write_text(
-        CAMPAIGN.format(max=1, cap="{7d: 3}", share=0).replace("value: 10", "value: 4").replace("value: 1\n", "value: 1.8\n"),
+        CAMPAIGN.format(max=1, cap="{7d: 3}", share=0, offer="new-customers-only").replace("value: 10", "value: 3").replace("value: 1\n", "value: 1.8\n"),
         encoding="utf-8")
     plan(project, engine, "b", WINDOW, as_of=AS_OF)
     by = _ledger(engine)
