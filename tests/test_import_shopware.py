@@ -122,6 +122,8 @@ def test_the_default_product_profile_keys_products_by_the_id_the_orders_name_and
     assert large["attributes"]["shopware_parent_id"] == uid("espresso")
     assert large["attributes"]["shopware_active"] is True  # inherited
     assert catalogue[uid("dripper")]["attributes"]["shopware_active"] is False
+    # Recommended only while active: the inactive dripper never, the variant as its parent.
+    assert (large["attributes"]["available"], catalogue[uid("dripper")]["attributes"]["available"]) == (True, False)
     assert catalogue[uid("dripper")]["image_url"] is None
 
 
