@@ -41,11 +41,7 @@ class Accounts:
 
     def saw(self, account: str, customer: str) -> None:
         """A line of ``account`` named ``customer`` by its address."""
-        found = self.found.get(account)
-        if found is None:
-            self.found[account] = {customer}
-        else:
-            found.add(customer)
+        self.found.setdefault(account, set()).add(customer)
 
     def load(self, accounts: Iterable[str]) -> None:
         """Read the stored customers of ``accounts`` not read yet: one statement (batches of ``IN`` on SQLite)."""

@@ -77,8 +77,7 @@ class Listing:
         # form's subscriber or a mailing list's member was never in the shop's customers export.
         if self.conn.execute(select(C.c.id).where(C.c.listed_at.is_not(None)).limit(1)).first() is not None:
             unnamed = and_(unnamed, C.c.listed_at.is_not(None))
-        before = self.before
-        removed = self.conn.execute(select(func.count()).where(unnamed)).scalar_one()
+        before, removed = self.before, self.conn.execute(select(func.count()).where(unnamed)).scalar_one()
         limit = removal_limit(self.max_removed, before)
         if removed > limit:
             share = f" ({100 * removed / before:.0f}%)" if before else ""

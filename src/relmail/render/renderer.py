@@ -9,7 +9,7 @@ and the body encodings.
 from __future__ import annotations
 
 import html as html_lib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -29,11 +29,11 @@ from .text import tidy
 class Renderer(Compiler):
     """Renders a project's e-mails from its compiled templates (see :class:`~relmail.render.compiler.Compiler`).
 
-    ``clock`` gives the templates' ``now``: relmail's clock (``$RELMAIL_NOW`` when set), or the send's own
-    (:class:`relmail.sending.batcher.Batcher` sets it), the moment that also prices the products.
+    ``now`` is the templates' ``now``: the moment a send's batch is rendered, which also prices its products
+    (:class:`relmail.sending.batcher.Batcher` sets it per batch); None: relmail's clock (``$RELMAIL_NOW`` when set).
     """
 
-    clock: Callable[[], datetime] = staticmethod(current_time)
+    now: datetime | None = None
 
     def context(self, compiled: CompiledMessage, ctx: CustomerContext, token: str) -> dict[str, Any]:
         """The template variables for one customer (see docs/readme/render.md for the list)."""
@@ -71,7 +71,7 @@ class Renderer(Compiler):
             "data": ctx.data,
             "locale": locale,
             "timezone": ctx.timezone or self.settings.timezone,
-            "now": self.clock(),
+            "now": self.now if self.now is not None else current_time(),
             "preheader": "",
         }
 

@@ -45,7 +45,6 @@ class Batcher:
         self.engine, self.camp, self.run_id, self.as_of, self.clock = engine, camp, run_id, as_of, clock
         self.domain = project.settings.sender.domain
         self.renderer = Renderer(project)
-        self.renderer.clock = clock  # the templates' now: the moment the batch is rendered, as its prices
         self.specs = {m.id: MessageSpec.from_campaign(camp, m, run_id) for m in camp.messages}
         self.featured = {m.id: tuple(m.products) for m in camp.messages}
         with engine.begin() as conn:
@@ -106,7 +105,9 @@ class Batcher:
             by_message.setdefault(message, []).append(customer)
         emails: dict[tuple[str, str], Any] = {}
         errors: dict[tuple[str, str], str] = {}
-        catalog = self.prices.at(self.clock())
+        # One moment per batch: the products' prices and the templates' now.
+        self.renderer.now = at = self.clock()
+        catalog = self.prices.at(at)
         with self.engine.connect() as conn:
             for message, customers in by_message.items():
                 spec = self.specs.get(message)
